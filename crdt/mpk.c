@@ -1,0 +1,251 @@
+/*
+ * crdt/mpk.c — the bounded, strict msgpack reader every decoder in tillsync uses on bytes that
+ * came from outside (batches, bundles, wire messages).
+ *
+ * msgpack-c's unpacker is fine for bytes we made, but on hostile bytes it allocates whatever a
+ * container header declares before any element arrives, and it accepts any type where we expect
+ * one. This reader instead walks the raw bytes in place: every read checks the bytes that are
+ * left, a container may not declare more elements than there are bytes left (each element takes
+ * at least one byte), and nothing is allocated at all. Strings and blobs are returned as pointers
+ * into the buffer.
+ *
+ * On any failure the reader stops where the failing item starts (so a caller can say where and
+ * what it found) and r->ok becomes false for good: every later read fails too, so a decoder may
+ * read a whole structure and test ok once.
+ */
+#include <string.h>
+
+#include "crdt/crdt.h"
+
+static bool fail(tsync__mpr *r)
+{
+    r->ok = false;
+    return false;
+}
+
+static size_t left(const tsync__mpr *r)
+{
+    return (size_t)(r->end - r->p);
+}
+
+/* Big-endian unsigned integer of w bytes at p. */
+static uint64_t be(const uint8_t *p, unsigned w)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < w; i++) v = (v << 8) | p[i];
+    return v;
+}
+
+/* Reads a header: a tag byte followed by w bytes of big-endian length. Succeeds only when the
+ * whole header is present; *hdr gets its size. */
+static bool header(const tsync__mpr *r, unsigned w, uint64_t *len, size_t *hdr)
+{
+    if (left(r) < 1 + (size_t)w) return false;
+    *len = be(r->p + 1, w);
+    *hdr = 1 + (size_t)w;
+    return true;
+}
+
+/* Shared by array and map: per_elem is the minimum number of bytes one counted entry takes. */
+static bool container(tsync__mpr *r, uint32_t *n, uint8_t fix_lo, uint8_t t16, uint8_t t32,
+                      unsigned per_elem)
+{
+    if (!r->ok || left(r) < 1) return fail(r);
+    uint8_t b = r->p[0];
+    uint64_t cnt;
+    size_t hdr;
+    if (b >= fix_lo && b <= fix_lo + 0x0f) {
+        cnt = b & 0x0f;
+        hdr = 1;
+    } else if (b == t16) {
+        if (!header(r, 2, &cnt, &hdr)) return fail(r);
+    } else if (b == t32) {
+        if (!header(r, 4, &cnt, &hdr)) return fail(r);
+    } else {
+        return fail(r);
+    }
+    /* The defence against "5 bytes ask for 8.6 GB": a count is believable only if the bytes to
+     * hold that many elements are actually here. */
+    if (cnt * per_elem > left(r) - hdr) return fail(r);
+    r->p += hdr;
+    *n = (uint32_t)cnt;
+    return true;
+}
+
+bool tsync__mpr_array(tsync__mpr *r, uint32_t *n)
+{
+    return container(r, n, 0x90, 0xdc, 0xdd, 1);
+}
+
+bool tsync__mpr_map(tsync__mpr *r, uint32_t *n)
+{
+    return container(r, n, 0x80, 0xde, 0xdf, 2);
+}
+
+bool tsync__mpr_uint(tsync__mpr *r, uint64_t *v)
+{
+    if (!r->ok || left(r) < 1) return fail(r);
+    uint8_t b = r->p[0];
+    if (b <= 0x7f) {
+        *v = b;
+        r->p++;
+        return true;
+    }
+    unsigned w;
+    switch (b) {
+    case 0xcc: w = 1; break;
+    case 0xcd: w = 2; break;
+    case 0xce: w = 4; break;
+    case 0xcf: w = 8; break;
+    default: return fail(r); /* signed formats are not uints, even when non-negative */
+    }
+    if (left(r) < 1 + (size_t)w) return fail(r);
+    *v = be(r->p + 1, w);
+    r->p += 1 + w;
+    return true;
+}
+
+bool tsync__mpr_int(tsync__mpr *r, int64_t *v)
+{
+    if (!r->ok || left(r) < 1) return fail(r);
+    uint8_t b = r->p[0];
+    if (b <= 0x7f || (b >= 0xcc && b <= 0xcf)) {
+        const uint8_t *save = r->p;
+        uint64_t u;
+        if (!tsync__mpr_uint(r, &u)) return false;
+        if (u > (uint64_t)INT64_MAX) {
+            r->p = save;
+            return fail(r);
+        }
+        *v = (int64_t)u;
+        return true;
+    }
+    if (b >= 0xe0) { /* negative fixint */
+        *v = (int64_t)(int8_t)b;
+        r->p++;
+        return true;
+    }
+    unsigned w;
+    switch (b) {
+    case 0xd0: w = 1; break;
+    case 0xd1: w = 2; break;
+    case 0xd2: w = 4; break;
+    case 0xd3: w = 8; break;
+    default: return fail(r);
+    }
+    if (left(r) < 1 + (size_t)w) return fail(r);
+    uint64_t u = be(r->p + 1, w);
+    /* Sign-extend from w bytes without shifting a signed value. */
+    if (w < 8 && (u >> (8 * w - 1)) != 0) u |= ~(uint64_t)0 << (8 * w);
+    *v = (int64_t)u; /* two's complement conversion, defined by every compiler we use */
+    r->p += 1 + w;
+    return true;
+}
+
+bool tsync__mpr_bool(tsync__mpr *r, bool *v)
+{
+    if (!r->ok || left(r) < 1) return fail(r);
+    if (r->p[0] != 0xc2 && r->p[0] != 0xc3) return fail(r);
+    *v = r->p[0] == 0xc3;
+    r->p++;
+    return true;
+}
+
+bool tsync__mpr_nil(tsync__mpr *r)
+{
+    /* A probe: not finding a nil is no error. */
+    if (!r->ok || left(r) < 1 || r->p[0] != 0xc0) return false;
+    r->p++;
+    return true;
+}
+
+/* str and bin share this: a header then len bytes in place. */
+static bool bytes(tsync__mpr *r, const uint8_t **p, uint32_t *n, bool str)
+{
+    if (!r->ok || left(r) < 1) return fail(r);
+    uint8_t b = r->p[0];
+    uint64_t len;
+    size_t hdr;
+    if (str && b >= 0xa0 && b <= 0xbf) {
+        len = b & 0x1f;
+        hdr = 1;
+    } else {
+        unsigned w;
+        switch (b) {
+        case 0xd9: w = 1; break;
+        case 0xda: w = 2; break;
+        case 0xdb: w = 4; break;
+        case 0xc4: w = 1; break;
+        case 0xc5: w = 2; break;
+        case 0xc6: w = 4; break;
+        default: return fail(r);
+        }
+        if (str != (b >= 0xd9)) return fail(r);
+        if (!header(r, w, &len, &hdr)) return fail(r);
+    }
+    if (len > left(r) - hdr) return fail(r);
+    *p = r->p + hdr;
+    *n = (uint32_t)len;
+    r->p += hdr + len;
+    return true;
+}
+
+bool tsync__mpr_str(tsync__mpr *r, const char **s, uint32_t *n)
+{
+    const uint8_t *p;
+    if (!bytes(r, &p, n, true)) return false;
+    *s = (const char *)p;
+    return true;
+}
+
+bool tsync__mpr_bin(tsync__mpr *r, const uint8_t **p, uint32_t *n)
+{
+    return bytes(r, p, n, false);
+}
+
+bool tsync__mpr_binfix(tsync__mpr *r, uint8_t *out, uint32_t n)
+{
+    const uint8_t *save = r->p, *p;
+    uint32_t got;
+    if (!bytes(r, &p, &got, false)) return false;
+    if (got != n) {
+        r->p = save;
+        return fail(r);
+    }
+    if (n) memcpy(out, p, n);
+    return true;
+}
+
+bool tsync__mpr_value(tsync__mpr *r, tsync__val *v)
+{
+    if (!r->ok || left(r) < 1) return fail(r);
+    uint8_t b = r->p[0];
+    memset(v, 0, sizeof *v);
+    if (b == 0xc0) {
+        r->p++;
+        v->type = TSYNC__V_NULL;
+        return true;
+    }
+    if (b <= 0x7f || b >= 0xe0 || (b >= 0xcc && b <= 0xcf) || (b >= 0xd0 && b <= 0xd3)) {
+        v->type = TSYNC__V_INT;
+        return tsync__mpr_int(r, &v->i);
+    }
+    if (b == 0xcb) {
+        if (left(r) < 9) return fail(r);
+        uint64_t u = be(r->p + 1, 8);
+        memcpy(&v->r, &u, sizeof v->r); /* keeps every bit, NaN payloads included */
+        v->type = TSYNC__V_REAL;
+        r->p += 9;
+        return true;
+    }
+    bool str = (b >= 0xa0 && b <= 0xbf) || (b >= 0xd9 && b <= 0xdb);
+    if (str || (b >= 0xc4 && b <= 0xc6)) {
+        const uint8_t *p;
+        if (!bytes(r, &p, &v->n, str)) return false;
+        v->type = str ? TSYNC__V_TEXT : TSYNC__V_BLOB;
+        v->p = p;
+        return true;
+    }
+    /* float32 (no SQLite type is stored that way by us), bool, containers, ext, 0xc1. */
+    return fail(r);
+}

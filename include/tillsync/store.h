@@ -1,0 +1,130 @@
+/*
+ * tillsync/store.h — a replicated SQLite database: open it, make tables replicated, seal local
+ * changes into signed batches, exchange them as bundles, merge, and inspect state and conflicts.
+ *
+ * THREAD SAFETY: a tsync_store is used by one thread at a time (it owns one SQLite connection);
+ * open one store per thread to work in parallel. Several stores, in one process or many, may open
+ * the same database file: every write that matters runs under BEGIN IMMEDIATE.
+ */
+#ifndef TILLSYNC_STORE_H
+#define TILLSYNC_STORE_H
+
+#include "tillsync/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct sqlite3;
+typedef struct tsync_store tsync_store;
+
+#define TSYNC_SITE_ID_BYTES 16
+#define TSYNC_HASH_BYTES    32
+
+/* How durable a commit is. NORMAL: a commit survives a crash of the process; in WAL mode the last
+ * transactions before a power loss may roll back (never corrupt). FULL: also survives power loss,
+ * at about one fsync per commit. */
+typedef enum {
+    TSYNC_SYNC_NORMAL = 1,
+    TSYNC_SYNC_FULL = 2,
+} tsync_sync_mode;
+
+typedef struct {
+    unsigned int version;     /* TSYNC_STORE_OPTIONS_VERSION */
+    int create;               /* create the database and its key file if missing */
+    int synchronous;          /* a tsync_sync_mode; 0 means NORMAL */
+    const char *key_path;     /* key file; NULL means "<database path>.key" */
+    unsigned int busy_timeout_ms; /* how long to wait for another writer; 0 means 10000 */
+} tsync_store_options;
+
+#define TSYNC_STORE_OPTIONS_VERSION 1
+#define TSYNC_STORE_OPTIONS_INIT    {TSYNC_STORE_OPTIONS_VERSION, 0, 0, NULL, 0}
+
+/* Opens (or with opts->create, creates) a database and its device key file.
+ * out:  receives the store; the caller frees it with tsync_store_free().
+ * path: the SQLite database file.
+ * opts: NULL for defaults (open an existing database).
+ * Errors: TSYNC_ENOTFOUND (no database or key file and create is 0), TSYNC_EIO (cannot open or
+ * read; the message names the file), TSYNC_ECORRUPT (the key file is damaged), TSYNC_EINVAL
+ * (the key file is readable by other users). */
+TSYNC_API int tsync_store_open(tsync_store **out, const char *path, const tsync_store_options *opts);
+
+/* Closes the store. Accepts NULL. Unsealed changes stay in the database and are sealed later. */
+TSYNC_API void tsync_store_free(tsync_store *s);
+
+/* The store's SQLite connection, borrowed for as long as the store is open. Writes through it
+ * to replicated tables are captured like any other. */
+TSYNC_API struct sqlite3 *tsync_store_sqlite(tsync_store *s);
+
+/* Site id (16 bytes) of this database on this device, borrowed for the store's lifetime. */
+TSYNC_API const uint8_t *tsync_store_site_id(tsync_store *s);
+
+/* Makes an existing table replicated: installs capture triggers and records every existing row as
+ * a local insert. counters: names of INTEGER columns that are PN-counters (may be NULL when
+ * ncounters is 0).
+ * Errors: TSYNC_ENOTFOUND (no such table or column), TSYNC_EUNSUPPORTED (the table cannot be
+ * replicated: the message says why and what to change), TSYNC_EEXISTS (already replicated). */
+TSYNC_API int tsync_store_replicate(tsync_store *s, const char *table, const char *const *counters,
+                                    size_t ncounters);
+
+/* Runs SQL (one or more statements) on the store's connection, then seals. For each row of each
+ * statement that returns rows, calls row(ctx, ncols, names, values) with values as text (NULL for
+ * SQL NULL; blobs as hex). row may be NULL. A callback returning non-zero stops with TSYNC_ERROR.
+ * Errors: TSYNC_EINVAL (SQL error; the message is SQLite's). */
+typedef int (*tsync_row_cb)(void *ctx, int ncols, const char *const *names,
+                            const char *const *values);
+TSYNC_API int tsync_store_exec(tsync_store *s, const char *sql, tsync_row_cb row, void *ctx);
+
+/* Seals committed local changes into a signed batch. nbatches (may be NULL) receives how many
+ * batches were sealed (0 when nothing was pending). Errors: TSYNC_EBUSY, TSYNC_EIO. */
+TSYNC_API int tsync_store_seal(tsync_store *s, size_t *nbatches);
+
+/* This database's state as JSON: site id, incarnation, public key, clock and version vector with
+ * head hashes. *out is the caller's, freed with free(). */
+TSYNC_API int tsync_store_state_json(tsync_store *s, char **out);
+
+/* Writes a bundle of the batches a peer with the given state lacks (all when since_json is NULL).
+ * Seals first. *out is the caller's (free()). nbatches may be NULL.
+ * Errors: TSYNC_EINVAL (since_json is not a state this library wrote). */
+TSYNC_API int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out,
+                                 size_t *len, size_t *nbatches);
+
+/* What a merge did. Messages say, one line each, why something was held, parked or refused. */
+typedef struct {
+    unsigned int version; /* TSYNC_MERGE_REPORT_VERSION */
+    size_t merged;        /* batches applied */
+    size_t duplicates;    /* batches already held */
+    size_t held;          /* batches waiting for dependencies or for a clock to catch up */
+    size_t parked;        /* row changes for a table or column this database lacks */
+    size_t refused;       /* batches or runs refused (bad signature, fork, frozen origin) */
+    size_t conflicts;     /* concurrent field writes that LWW resolved */
+    size_t nmessages;
+    char **messages;
+} tsync_merge_report;
+
+#define TSYNC_MERGE_REPORT_VERSION 1
+#define TSYNC_MERGE_REPORT_INIT    {TSYNC_MERGE_REPORT_VERSION, 0, 0, 0, 0, 0, 0, 0, NULL}
+
+/* Frees what a report holds (not the report). Accepts NULL. */
+TSYNC_API void tsync_merge_report_clear(tsync_merge_report *r);
+
+/* Verifies and merges a bundle in one transaction. report may be NULL.
+ * Returns 0 when nothing was refused. A malformed bundle (TSYNC_ECORRUPT, TSYNC_EVERSION), a run
+ * whose signature does not verify (TSYNC_EBADSIG) or whose chain is broken (TSYNC_ECHAIN) is
+ * refused whole and leaves the database unchanged. A fork (TSYNC_EFORK) is recorded with its proof
+ * and the origin frozen; the bundle's other runs are merged. */
+TSYNC_API int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len,
+                                tsync_merge_report *report);
+
+/* BLAKE2b-256 of the canonical form of the visible content of the replicated tables (one table
+ * when table is not NULL); see docs/DATA_MODEL.md. Equal on two replicas exactly when they show the
+ * same rows. Errors: TSYNC_ENOTFOUND (table not replicated). */
+TSYNC_API int tsync_store_hash(tsync_store *s, const char *table, uint8_t out[TSYNC_HASH_BYTES]);
+
+/* The recorded conflicts as a JSON array; *out is the caller's (free()). */
+TSYNC_API int tsync_store_conflicts_json(tsync_store *s, char **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

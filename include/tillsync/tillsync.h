@@ -1,0 +1,6 @@
+/* tillsync/tillsync.h — umbrella header of libtillsync. */
+#ifndef TILLSYNC_H
+#define TILLSYNC_H
+#include "tillsync/common.h"
+#include "tillsync/store.h"
+#endif

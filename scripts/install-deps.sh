@@ -1,0 +1,17 @@
+#!/bin/sh
+# Installs the Debian 12 packages tillsync needs, only when something is missing.
+# --no-install-recommends matters: libnss-mdns (recommended by avahi) rewrites nsswitch.conf.
+set -eu
+PKGS="build-essential cmake pkg-config libsqlite3-dev sqlite3 libsodium-dev libzmq3-dev libmsgpack-dev
+libavahi-client-dev avahi-daemon avahi-utils dbus libcriterion-dev libcsv-dev libjansson-dev libzstd-dev
+iproute2 clang libclang-rt-14-dev clang-format valgrind nftables"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "installing:$missing" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -1,0 +1,11 @@
+/*
+ * store/api_export.c — the shared library's own translation unit. The public functions live in
+ * the static archives it wraps; only those marked TSYNC_API are visible from libtillsync.so.
+ */
+#include "tillsync/tillsync.h"
+
+TSYNC_API int tsync_abi_version(void);
+TSYNC_API int tsync_abi_version(void)
+{
+    return 0;
+}

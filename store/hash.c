@@ -1,0 +1,171 @@
+/*
+ * store/hash.c — the content hash of the visible replicated data, and the conflict report.
+ *
+ * Canonical form (docs/DATA_MODEL.md): for each replicated table in bytewise order of its name:
+ * "T", the name, NUL, then its columns sorted bytewise by name, each name followed by NUL; then
+ * each row in primary-key order, each value in that column order as a type byte (0 NULL, 1
+ * INTEGER, 2 REAL, 3 TEXT, 4 BLOB) followed by 8 bytes big-endian (integer, or IEEE-754 bits of a
+ * real) or a 4-byte big-endian length and the bytes. The hash is BLAKE2b-256 of that stream. No
+ * clock or other metadata enters it: two replicas hash equal exactly when they show the same rows.
+ */
+#include <jansson.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/internal.h"
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void put_be(crypto_generichash_state *h, uint64_t v, int n)
+{
+    uint8_t b[8];
+    for (int i = 0; i < n; i++) b[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+    crypto_generichash_update(h, b, (size_t)n);
+}
+
+static int hash_table(tsync_store *s, tsync__table *t, crypto_generichash_state *h)
+{
+    crypto_generichash_update(h, (const uint8_t *)"T", 1);
+    crypto_generichash_update(h, (const uint8_t *)t->name, strlen(t->name) + 1);
+    char **names = malloc((size_t)t->ncols * sizeof *names);
+    if (!names) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    for (int i = 0; i < t->ncols; i++) names[i] = t->cols[i];
+    qsort(names, (size_t)t->ncols, sizeof *names, name_cmp);
+    size_t cap = 64 + strlen(t->qname) + (size_t)t->ncols * 8 + strlen(t->all_cols) * 2 +
+                 strlen(t->pk_where);
+    char *sql = malloc(cap);
+    if (!sql) {
+        free(names);
+        return tsync__err(TSYNC_ENOMEM, "out of memory");
+    }
+    size_t o = (size_t)snprintf(sql, cap, "SELECT ");
+    for (int i = 0; i < t->ncols; i++) {
+        crypto_generichash_update(h, (const uint8_t *)names[i], strlen(names[i]) + 1);
+        o += (size_t)snprintf(sql + o, cap - o, "%s\"", i ? "," : "");
+        for (const char *p = names[i]; *p; p++)
+            o += (size_t)snprintf(sql + o, cap - o, *p == '"' ? "\"\"" : "%c", *p);
+        o += (size_t)snprintf(sql + o, cap - o, "\"");
+    }
+    o += (size_t)snprintf(sql + o, cap - o, " FROM %s ORDER BY ", t->qname);
+    for (int i = 0; i < t->npk; i++) {
+        o += (size_t)snprintf(sql + o, cap - o, "%s\"", i ? "," : "");
+        for (const char *p = t->cols[t->pk[i]]; *p; p++)
+            o += (size_t)snprintf(sql + o, cap - o, *p == '"' ? "\"\"" : "%c", *p);
+        o += (size_t)snprintf(sql + o, cap - o, "\"");
+    }
+    free(names);
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    free(sql);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "hash table");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        for (int i = 0; i < t->ncols; i++) {
+            tsync__val v;
+            tsync__col_val(st, i, &v);
+            uint8_t ty = v.type;
+            crypto_generichash_update(h, &ty, 1);
+            if (v.type == TSYNC__V_INT) {
+                put_be(h, (uint64_t)v.i, 8);
+            } else if (v.type == TSYNC__V_REAL) {
+                uint64_t bits;
+                memcpy(&bits, &v.r, 8);
+                put_be(h, bits, 8);
+            } else if (v.type == TSYNC__V_TEXT || v.type == TSYNC__V_BLOB) {
+                put_be(h, v.n, 4);
+                if (v.n) crypto_generichash_update(h, v.p, v.n);
+            }
+        }
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "hash table");
+}
+
+int tsync_store_hash(tsync_store *s, const char *table, uint8_t out[TSYNC_HASH_BYTES])
+{
+    int rc = tsync__tables_refresh(s);
+    if (rc) return rc;
+    if (table && !tsync__table_by_name(s, table, strlen(table)))
+        return tsync__err(TSYNC_ENOTFOUND, "table %s is not replicated", table);
+    /* one snapshot for all tables */
+    if ((rc = tsync__exec(s, "BEGIN"))) return rc;
+    tsync__table **order = malloc(((size_t)s->ntables + 1) * sizeof *order);
+    if (!order) {
+        tsync__exec(s, "COMMIT");
+        return tsync__err(TSYNC_ENOMEM, "out of memory");
+    }
+    int n = 0;
+    for (int i = 0; i < s->ntables; i++)
+        if (!table || strcmp(table, s->tables[i].name) == 0) order[n++] = &s->tables[i];
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && strcmp(order[j - 1]->name, order[j]->name) > 0; j--) {
+            tsync__table *x = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = x;
+        }
+    crypto_generichash_state h;
+    crypto_generichash_init(&h, NULL, 0, TSYNC_HASH_BYTES);
+    for (int i = 0; rc == 0 && i < n; i++) rc = hash_table(s, order[i], &h);
+    crypto_generichash_final(&h, out, TSYNC_HASH_BYTES);
+    free(order);
+    tsync__exec(s, "COMMIT");
+    return rc;
+}
+
+static json_t *col_json(sqlite3_stmt *st, int i)
+{
+    switch (sqlite3_column_type(st, i)) {
+    case SQLITE_INTEGER: return json_integer(sqlite3_column_int64(st, i));
+    case SQLITE_FLOAT: return json_real(sqlite3_column_double(st, i));
+    case SQLITE_TEXT:
+        return json_stringn_nocheck((const char *)sqlite3_column_text(st, i),
+                                    (size_t)sqlite3_column_bytes(st, i));
+    case SQLITE_BLOB: {
+        int n = sqlite3_column_bytes(st, i);
+        char *h = malloc((size_t)n * 2 + 1);
+        if (!h) return json_null();
+        tsync__hex(sqlite3_column_blob(st, i), (size_t)n, h);
+        json_t *j = json_string(h);
+        free(h);
+        return j;
+    }
+    default: return json_null();
+    }
+}
+
+int tsync_store_conflicts_json(tsync_store *s, char **out)
+{
+    *out = NULL;
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT id, at_ms, tbl, pk, col, win_val, win_hlc, "
+                                "win_site, lose_val, lose_hlc, lose_site FROM tsync_conflicts "
+                                "ORDER BY id", -1, &st, NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read conflicts");
+    json_t *a = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        json_t *o = json_object(), *w = json_object(), *l = json_object();
+        json_error_t je;
+        json_object_set_new(o, "id", json_integer(sqlite3_column_int64(st, 0)));
+        json_object_set_new(o, "at_ms", json_integer(sqlite3_column_int64(st, 1)));
+        json_object_set_new(o, "table", col_json(st, 2));
+        json_t *key = json_loads((const char *)sqlite3_column_text(st, 3), JSON_DECODE_ANY, &je);
+        json_object_set_new(o, "key", key ? key : json_null());
+        json_object_set_new(o, "column", col_json(st, 4));
+        json_object_set_new(w, "value", col_json(st, 5));
+        json_object_set_new(w, "hlc", json_integer(sqlite3_column_int64(st, 6)));
+        json_object_set_new(w, "site", col_json(st, 7));
+        json_object_set_new(l, "value", col_json(st, 8));
+        json_object_set_new(l, "hlc", json_integer(sqlite3_column_int64(st, 9)));
+        json_object_set_new(l, "site", col_json(st, 10));
+        json_object_set_new(o, "winner", w);
+        json_object_set_new(o, "loser", l);
+        json_array_append_new(a, o);
+    }
+    sqlite3_finalize(st);
+    *out = json_dumps(a, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(a);
+    return *out ? 0 : tsync__err(TSYNC_ENOMEM, "out of memory");
+}

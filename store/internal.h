@@ -1,0 +1,168 @@
+/*
+ * store/internal.h — what the files of store/ share: the store object, the cached description of
+ * replicated tables, per-row clock metadata, and error helpers. Only store/ includes sqlite3.h.
+ */
+#ifndef TSYNC_STORE_INTERNAL_H
+#define TSYNC_STORE_INTERNAL_H
+
+#include <sqlite3.h>
+#include <stdarg.h>
+
+#include "crdt/crdt.h"
+#include "tillsync/store.h"
+
+/* ---------------------------------------------------------------- errors */
+
+/* Records the thread's last error (printf-style, one line) and returns code. */
+int tsync__err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Records an SQLite error of db with a prefix and returns the mapped code. */
+int tsync__err_sqlite(sqlite3 *db, int rc, const char *what);
+void tsync__hex(const uint8_t *p, size_t n, char *out); /* out: 2n+1 bytes */
+int tsync__unhex(const char *s, uint8_t *out, size_t n); /* exactly 2n hex digits */
+
+/* ---------------------------------------------------------------- tables */
+
+typedef struct {
+    int id;          /* tsync_tables.id */
+    char *name;
+    int ncols;       /* columns in ordinal order (stable: columns are only ever appended) */
+    char **cols;
+    int npk;
+    int pk[TSYNC__MAX_PK_COLS]; /* ordinals of the key columns, in key order */
+    uint8_t is_pk[TSYNC__MAX_COLS];
+    uint8_t is_counter[TSYNC__MAX_COLS];
+    char *qname;     /* "name" quoted for SQL */
+    char *qclk;      /* "tsync_clk_name" quoted */
+    char *qtomb;     /* "tsync_tomb_name" quoted */
+    char *pk_where;  /* "k1"=?1 AND "k2"=?2 */
+    char *all_cols;  /* "a","b",... in ordinal order */
+    sqlite3_stmt *get_clk, *put_clk, *get_row, *get_tomb, *del_tomb, *exists_row;
+} tsync__table;
+
+/* ---------------------------------------------------------------- row clock metadata
+ *
+ * One blob per row in tsync_clk_<table>: the existence OR-set, the LWW clock of each written
+ * column, and the PN-counter of each counter column. Sites are indexes in tsync_sites.
+ */
+typedef struct {
+    tsync__hlc hlc;
+    uint32_t site;
+} tsync__colclk;
+
+typedef struct {
+    size_t nexist, existcap;
+    tsync__exist *exist; /* malloc'd */
+    tsync__colclk col[TSYNC__MAX_COLS]; /* hlc 0 = never written */
+    size_t nctr[TSYNC__MAX_COLS];
+    tsync__pn *ctr[TSYNC__MAX_COLS];    /* malloc'd, capacity ctrcap */
+    size_t ctrcap[TSYNC__MAX_COLS];
+} tsync__rowmeta;
+
+void tsync__rowmeta_init(tsync__rowmeta *m);
+void tsync__rowmeta_clear(tsync__rowmeta *m);
+int tsync__rowmeta_decode(tsync__rowmeta *m, const uint8_t *p, size_t n);
+/* Encodes into *buf (realloc'd as needed, *cap its capacity). */
+int tsync__rowmeta_encode(const tsync__rowmeta *m, int ncols, uint8_t **buf, size_t *cap, size_t *len);
+int tsync__rowmeta_exist_merge(tsync__rowmeta *m, uint32_t site, tsync__hlc add, tsync__hlc rmv);
+int tsync__rowmeta_ctr_merge(tsync__rowmeta *m, int col, uint32_t site, uint64_t p, uint64_t n);
+int tsync__rowmeta_ctr_add(tsync__rowmeta *m, int col, uint32_t site, int64_t delta);
+static inline int64_t tsync__rowmeta_ctr_value(const tsync__rowmeta *m, int col)
+{
+    return tsync__pn_value(m->ctr[col], m->nctr[col]);
+}
+
+/* ---------------------------------------------------------------- the store */
+
+struct tsync_store {
+    sqlite3 *db;
+    char *path;
+    char *key_path;
+    uint8_t pk[TSYNC__PK_BYTES];
+    uint8_t sk[TSYNC__SK_BYTES];
+    uint8_t inc[TSYNC__INC_BYTES];
+    uint8_t site[TSYNC__SITE_BYTES];
+    uint32_t local_idx; /* this site's index in tsync_sites */
+
+    int ntables;
+    tsync__table *tables;
+    int schema_version; /* PRAGMA schema_version the table cache was built at */
+
+    uint64_t skew_bound_ms;
+    int64_t clock_offset_ms; /* tests: pretend the wall clock is off by this much */
+    int in_txn;              /* inside a transaction begun by the store */
+};
+
+/* Wall clock in Unix ms (plus the test offset). */
+uint64_t tsync__now_ms(tsync_store *s);
+
+/* Runs SQL without results. */
+int tsync__exec(tsync_store *s, const char *sql);
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK around the store's own work. */
+int tsync__begin(tsync_store *s);
+int tsync__commit(tsync_store *s);
+void tsync__rollback(tsync_store *s);
+
+/* Reloads the table cache when the schema changed. */
+int tsync__tables_refresh(tsync_store *s);
+tsync__table *tsync__table_by_name(tsync_store *s, const char *name, size_t len);
+int tsync__col_by_name(const tsync__table *t, const char *name, size_t len);
+void tsync__tables_free(tsync_store *s);
+
+/* Index of a site in tsync_sites, adding it (pk, inc may be NULL) when missing. */
+int tsync__site_index(tsync_store *s, const uint8_t site[TSYNC__SITE_BYTES], const uint8_t *pk,
+                      const uint8_t *inc, uint32_t *idx);
+/* Site id of an index. */
+int tsync__site_of(tsync_store *s, uint32_t idx, uint8_t site[TSYNC__SITE_BYTES]);
+
+/* Reads/writes the last HLC of this database. */
+int tsync__hlc_load(tsync_store *s, tsync__hlc *h);
+int tsync__hlc_store(tsync_store *s, tsync__hlc h);
+
+/* Seals pending changes inside an open transaction. */
+int tsync__seal_locked(tsync_store *s, size_t *nbatches);
+
+/* Binds/reads tsync__val to/from statements. */
+int tsync__bind_val(sqlite3_stmt *st, int i, const tsync__val *v);
+void tsync__col_val(sqlite3_stmt *st, int i, tsync__val *v);
+
+/* Key file (keys.c). */
+int tsync__key_load_or_create(tsync_store *s, int create);
+
+/* Parked items for a table (re-applied after replicate). */
+int tsync__unpark(tsync_store *s, const char *table);
+
+
+/* ---------------------------------------------------------------- row keys and a map keyed by them
+ * (meta.c). A key is its values encoded as type byte + payload; used to fold many changes to the
+ * same row in memory before touching SQLite. */
+size_t tsync__key_size(const tsync__val *v, int n);
+void tsync__key_encode(const tsync__val *v, int n, uint8_t *out);
+int tsync__key_decode(const uint8_t *p, size_t len, tsync__val *v, int n);
+
+typedef struct {
+    uint64_t h;
+    int tbl;
+    uint32_t klen;
+    uint8_t *key;
+    void *val;
+} tsync__rmap_ent;
+
+typedef struct {
+    tsync__rmap_ent *e;
+    size_t cap, n;
+} tsync__rmap;
+
+/* Finds (tbl, key); with create, adds it (copying the key into a) with val NULL. Returns the slot
+ * or NULL (not found, or out of memory with create). */
+tsync__rmap_ent *tsync__rmap_get(tsync__rmap *m, tsync__arena *a, int tbl, const uint8_t *key,
+                                 size_t klen, int create);
+void tsync__rmap_free(tsync__rmap *m);
+
+/* Row clocks of one row (seal.c). */
+int tsync__load_meta(tsync_store *s, tsync__table *t, const uint8_t *key, uint32_t klen,
+                     tsync__rowmeta *m, int *found);
+int tsync__put_meta(tsync_store *s, tsync__table *t, const uint8_t *key, uint32_t klen,
+                    const tsync__rowmeta *m, uint8_t **buf, size_t *cap);
+char *tsync__key_json(const uint8_t *key, uint32_t klen, int npk);
+
+#endif

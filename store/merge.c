@@ -1,0 +1,1235 @@
+/*
+ * store/merge.c — verifying and merging batches from other sites.
+ *
+ * Design notes
+ * - Two phases. First every run of the bundle is decoded and its hash chain and last signature
+ *   verified, without touching the database: a bundle with a flipped byte, a bad signature or a
+ *   broken chain is refused whole and changes nothing. Then, in one BEGIN IMMEDIATE transaction,
+ *   local changes are sealed, and the batches are applied in causal order.
+ * - A batch applies when it is the next of its origin, its prev hash matches our head, its
+ *   dependencies (the author's vector delta) are met and its clock is not too far ahead. Otherwise
+ *   it is held in tsync_held (verified already) and retried at every merge.
+ * - Row changes are folded in memory per row (clocks and winning values), and written to SQLite
+ *   once per row at the end: 100k updates of 10k products touch 10k rows.
+ * - Capture triggers are switched off (tsync_ctl.suppress) inside the transaction only.
+ * - What this database cannot apply (a table or column it lacks) is parked, never dropped: the
+ *   batch stays in the log and tsync_parked points at the row, to be applied after the schema
+ *   catches up. Clocks make late application give the same result.
+ */
+#include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/internal.h"
+
+#define MAX_MESSAGES 64
+
+/* One batch on its way in. */
+typedef struct {
+    uint32_t site;                  /* local index of the origin */
+    uint64_t seq;
+    uint8_t prev[TSYNC__HASH_BYTES];
+    uint8_t hash[TSYNC__HASH_BYTES];
+    const uint8_t *body;
+    size_t body_len;
+    const uint8_t *sig;             /* NULL unless the batch ended a signed run */
+    tsync__batch b;
+    int from_held;
+    int done;                       /* applied, duplicate, refused */
+    char reason[160];               /* why it waits */
+} inbatch;
+
+/* A site known to this merge. */
+typedef struct {
+    uint8_t id[TSYNC__SITE_BYTES];
+    uint8_t pk[TSYNC__PK_BYTES];
+    int has_pk;
+    uint64_t seq;
+    uint8_t hash[TSYNC__HASH_BYTES];
+    int64_t frozen; /* -1: not frozen */
+    int dirty;
+} msite;
+
+/* The folded state of one row. */
+typedef struct {
+    tsync__table *t;
+    const uint8_t *key;
+    uint32_t klen;
+    tsync__rowmeta meta;
+    int had_meta, existed;
+    uint64_t mask; /* columns whose value changed */
+    tsync__val vals[TSYNC__MAX_COLS];
+} mrow;
+
+typedef struct {
+    int tbl, kind;
+    uint64_t mask;
+    sqlite3_stmt *st;
+} cstmt;
+
+enum { K_UPD_ROW, K_INS_ROW, K_UPD_TOMB, K_INS_TOMB };
+
+typedef struct {
+    tsync_store *s;
+    tsync_merge_report *rep;
+    tsync__arena a;
+    msite *sites; /* by local index (sparse: idx up to nsites) */
+    uint32_t nsites;
+    tsync__rmap rows;
+    mrow **rowlist;
+    size_t nrowlist, rowcap;
+    cstmt *stmts;
+    size_t nstmts;
+    tsync__hlc max_hlc;
+    uint64_t now_ms;
+    uint8_t *mbuf;
+    size_t mcap;
+    int refuse_code;
+} mctx;
+
+static void report_msg(mctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void report_msg(mctx *c, const char *fmt, ...)
+{
+    tsync_merge_report *r = c->rep;
+    if (!r || r->nmessages >= MAX_MESSAGES) return;
+    char buf[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    char **nm = realloc(r->messages, (r->nmessages + 1) * sizeof *nm);
+    if (!nm) return;
+    r->messages = nm;
+    if (r->nmessages == MAX_MESSAGES - 1) snprintf(buf, sizeof buf, "(further messages omitted)");
+    r->messages[r->nmessages] = strdup(buf);
+    if (r->messages[r->nmessages]) r->nmessages++;
+}
+
+void tsync_merge_report_clear(tsync_merge_report *r)
+{
+    if (!r) return;
+    for (size_t i = 0; i < r->nmessages; i++) free(r->messages[i]);
+    free(r->messages);
+    unsigned int v = r->version;
+    memset(r, 0, sizeof *r);
+    r->version = v;
+}
+
+static const char *short_site(const uint8_t *id, char out[13])
+{
+    tsync__hex(id, 6, out);
+    return out;
+}
+
+/* ---------------------------------------------------------------- sites */
+
+static int load_sites(mctx *c)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(c->s->db, "SELECT idx, site, pk, seq, hash, frozen_seq FROM "
+                                "tsync_sites ORDER BY idx", -1, &st, NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "read sites");
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        uint32_t idx = (uint32_t)sqlite3_column_int64(st, 0);
+        if (idx >= c->nsites) {
+            uint32_t n = idx + 16;
+            msite *ns = realloc(c->sites, n * sizeof *ns);
+            if (!ns) {
+                sqlite3_finalize(st);
+                return tsync__err(TSYNC_ENOMEM, "out of memory");
+            }
+            memset(ns + c->nsites, 0, (n - c->nsites) * sizeof *ns);
+            c->sites = ns;
+            c->nsites = n;
+        }
+        msite *m = &c->sites[idx];
+        if (sqlite3_column_bytes(st, 1) == TSYNC__SITE_BYTES)
+            memcpy(m->id, sqlite3_column_blob(st, 1), TSYNC__SITE_BYTES);
+        m->has_pk = sqlite3_column_bytes(st, 2) == TSYNC__PK_BYTES;
+        if (m->has_pk) memcpy(m->pk, sqlite3_column_blob(st, 2), TSYNC__PK_BYTES);
+        m->seq = (uint64_t)sqlite3_column_int64(st, 3);
+        if (sqlite3_column_bytes(st, 4) == TSYNC__HASH_BYTES)
+            memcpy(m->hash, sqlite3_column_blob(st, 4), TSYNC__HASH_BYTES);
+        m->frozen = sqlite3_column_type(st, 5) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 5);
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+/* Local index of a site id, registering it in tsync_sites when new. */
+static int site_local(mctx *c, const uint8_t id[TSYNC__SITE_BYTES], const uint8_t *pk,
+                      const uint8_t *inc, uint32_t *out)
+{
+    for (uint32_t i = 1; i < c->nsites; i++)
+        if (memcmp(c->sites[i].id, id, TSYNC__SITE_BYTES) == 0 && (!pk || c->sites[i].has_pk)) {
+            *out = i;
+            return 0;
+        }
+    int rc = tsync__site_index(c->s, id, pk, inc, out);
+    if (rc) return rc;
+    if (*out >= c->nsites) {
+        uint32_t n = *out + 16;
+        msite *ns = realloc(c->sites, n * sizeof *ns);
+        if (!ns) return tsync__err(TSYNC_ENOMEM, "out of memory");
+        memset(ns + c->nsites, 0, (n - c->nsites) * sizeof *ns);
+        c->sites = ns;
+        c->nsites = n;
+    }
+    msite *m = &c->sites[*out];
+    if (!m->has_pk && m->seq == 0 && !m->id[0]) m->frozen = -1;
+    memcpy(m->id, id, TSYNC__SITE_BYTES);
+    if (pk) {
+        memcpy(m->pk, pk, TSYNC__PK_BYTES);
+        m->has_pk = 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- cached statements */
+
+static sqlite3_stmt *cached_stmt(mctx *c, tsync__table *t, int kind, uint64_t mask)
+{
+    for (size_t i = 0; i < c->nstmts; i++)
+        if (c->stmts[i].tbl == t->id && c->stmts[i].kind == kind && c->stmts[i].mask == mask)
+            return c->stmts[i].st;
+    size_t cap = 256 + (size_t)t->ncols * 64 + strlen(t->all_cols) * 3 + strlen(t->pk_where);
+    char *sql = malloc(cap);
+    if (!sql) return NULL;
+    size_t o = 0;
+    if (kind == K_INS_TOMB) {
+        /* the key only: the rest comes from K_UPD_TOMB */
+        o += (size_t)snprintf(sql + o, cap - o, "INSERT OR IGNORE INTO %s(", t->qtomb);
+        for (int i = 0; i < t->npk; i++) {
+            o += (size_t)snprintf(sql + o, cap - o, "%s\"", i ? "," : "");
+            for (const char *p = t->cols[t->pk[i]]; *p; p++)
+                o += (size_t)snprintf(sql + o, cap - o, *p == '"' ? "\"\"" : "%c", *p);
+            o += (size_t)snprintf(sql + o, cap - o, "\"");
+        }
+        o += (size_t)snprintf(sql + o, cap - o, ") VALUES(");
+        for (int i = 0; i < t->npk; i++)
+            o += (size_t)snprintf(sql + o, cap - o, "%s?%d", i ? "," : "", i + 1);
+        snprintf(sql + o, cap - o, ")");
+    } else if (kind == K_INS_ROW) {
+        o += (size_t)snprintf(sql + o, cap - o, "INSERT INTO %s(", t->qname);
+        int first = 1;
+        for (int col = 0; col < t->ncols; col++)
+            if (t->is_pk[col] || (mask & (1ULL << col))) {
+                o += (size_t)snprintf(sql + o, cap - o, "%s\"", first ? "" : ",");
+                for (const char *p = t->cols[col]; *p; p++)
+                    o += (size_t)snprintf(sql + o, cap - o, *p == '"' ? "\"\"" : "%c", *p);
+                o += (size_t)snprintf(sql + o, cap - o, "\"");
+                first = 0;
+            }
+        o += (size_t)snprintf(sql + o, cap - o, ") VALUES(");
+        first = 1;
+        for (int col = 0; col < t->ncols; col++)
+            if (t->is_pk[col] || (mask & (1ULL << col))) {
+                o += (size_t)snprintf(sql + o, cap - o, "%s?%d", first ? "" : ",", col + 1);
+                first = 0;
+            }
+        snprintf(sql + o, cap - o, ")");
+    } else {
+        o += (size_t)snprintf(sql + o, cap - o, "UPDATE %s SET ",
+                              kind == K_UPD_ROW ? t->qname : t->qtomb);
+        int first = 1;
+        for (int col = 0; col < t->ncols; col++)
+            if (mask & (1ULL << col)) {
+                o += (size_t)snprintf(sql + o, cap - o, "%s\"", first ? "" : ",");
+                for (const char *p = t->cols[col]; *p; p++)
+                    o += (size_t)snprintf(sql + o, cap - o, *p == '"' ? "\"\"" : "%c", *p);
+                o += (size_t)snprintf(sql + o, cap - o, "\"=?%d", col + 1 + TSYNC__MAX_PK_COLS);
+                first = 0;
+            }
+        snprintf(sql + o, cap - o, " WHERE %s", t->pk_where);
+    }
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(c->s->db, sql, -1, &st, NULL);
+    free(sql);
+    if (rc != SQLITE_OK) {
+        tsync__err_sqlite(c->s->db, rc, "prepare merge statement");
+        return NULL;
+    }
+    cstmt *ns = realloc(c->stmts, (c->nstmts + 1) * sizeof *ns);
+    if (!ns) {
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    c->stmts = ns;
+    c->stmts[c->nstmts++] = (cstmt){t->id, kind, mask, st};
+    return st;
+}
+
+/* ---------------------------------------------------------------- applying rows */
+
+static int step_done(tsync_store *s, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : tsync__err_sqlite(s->db, rc, what);
+}
+
+static int bind_keyvals(sqlite3_stmt *st, const tsync__table *t, const mrow *r, int base_pk)
+{
+    tsync__val kv[TSYNC__MAX_PK_COLS];
+    if (tsync__key_decode(r->key, r->klen, kv, t->npk) != 0)
+        return tsync__err(TSYNC_ECORRUPT, "bad row key in %s", t->name);
+    for (int i = 0; i < t->npk; i++)
+        tsync__bind_val(st, base_pk ? t->pk[i] + 1 : i + 1, &kv[i]);
+    return 0;
+}
+
+static int row_exists_in(tsync_store *s, sqlite3_stmt *st, const tsync__table *t, const mrow *r,
+                         int *out)
+{
+    sqlite3_reset(st);
+    int rc = bind_keyvals(st, t, r, 0);
+    if (rc) return rc;
+    int x = sqlite3_step(st);
+    *out = x == SQLITE_ROW;
+    sqlite3_reset(st);
+    return x == SQLITE_ROW || x == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, x, "read row");
+}
+
+static mrow *get_row(mctx *c, tsync__table *t, const tsync__val *pk, int *rc)
+{
+    size_t klen = tsync__key_size(pk, t->npk);
+    uint8_t kb[512], *k = klen <= sizeof kb ? kb : malloc(klen);
+    if (!k) {
+        *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    tsync__key_encode(pk, t->npk, k);
+    tsync__rmap_ent *e = tsync__rmap_get(&c->rows, &c->a, t->id, k, klen, 1);
+    if (k != kb) free(k);
+    if (!e) {
+        *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (e->val) return e->val;
+    mrow *r = tsync__arena_alloc(&c->a, sizeof *r);
+    if (!r) {
+        *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    r->t = t;
+    r->key = e->key;
+    r->klen = e->klen;
+    /* Every row in the table or its tombstones has clocks (sealing comes first), so a row
+     * without clocks is new here and needs no further look-up. */
+    if ((*rc = tsync__load_meta(c->s, t, r->key, r->klen, &r->meta, &r->had_meta))) return NULL;
+    if (r->had_meta && (*rc = row_exists_in(c->s, t->exists_row, t, r, &r->existed))) return NULL;
+    if (c->nrowlist == c->rowcap) {
+        c->rowcap = c->rowcap ? c->rowcap * 2 : 1024;
+        mrow **nl = realloc(c->rowlist, c->rowcap * sizeof *nl);
+        if (!nl) {
+            *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            return NULL;
+        }
+        c->rowlist = nl;
+    }
+    c->rowlist[c->nrowlist++] = r;
+    e->val = r;
+    return r;
+}
+
+/* The value this replica currently shows for a column (for conflict records). */
+static int current_value(mctx *c, mrow *r, int col, tsync__val *out, sqlite3_stmt **owner)
+{
+    *owner = NULL;
+    memset(out, 0, sizeof *out);
+    if (r->mask & (1ULL << col)) {
+        *out = r->vals[col];
+        return 0;
+    }
+    tsync__table *t = r->t;
+    sqlite3_stmt *st = r->existed ? t->get_row : t->get_tomb;
+    sqlite3_reset(st);
+    int rc = bind_keyvals(st, t, r, 0);
+    if (rc) return rc;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        tsync__col_val(st, col, out);
+        *owner = st;
+    } else {
+        sqlite3_reset(st);
+    }
+    return 0;
+}
+
+static json_t *val_json(const tsync__val *v)
+{
+    switch (v->type) {
+    case TSYNC__V_INT: return json_integer(v->i);
+    case TSYNC__V_REAL: return json_real(v->r);
+    case TSYNC__V_TEXT: return json_stringn_nocheck(v->p ? v->p : "", v->n);
+    case TSYNC__V_BLOB: {
+        char *h = malloc((size_t)v->n * 2 + 1);
+        if (!h) return json_null();
+        tsync__hex(v->p, v->n, h);
+        json_t *j = json_string(h);
+        free(h);
+        return j;
+    }
+    default: return json_null();
+    }
+}
+
+char *tsync__key_json(const uint8_t *key, uint32_t klen, int npk)
+{
+    tsync__val kv[TSYNC__MAX_PK_COLS];
+    if (tsync__key_decode(key, klen, kv, npk) != 0) return strdup("[]");
+    json_t *a = json_array();
+    for (int i = 0; i < npk; i++) json_array_append_new(a, val_json(&kv[i]));
+    char *s = json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(a);
+    return s;
+}
+
+static int record_conflict(mctx *c, mrow *r, int col, const tsync__val *remote,
+                           tsync__hlc rhlc, uint32_t rsite, int remote_wins)
+{
+    tsync_store *s = c->s;
+    tsync__val cur;
+    sqlite3_stmt *owner;
+    int rc = current_value(c, r, col, &cur, &owner);
+    if (rc) return rc;
+    sqlite3_stmt *st;
+    rc = sqlite3_prepare_v2(s->db, "INSERT INTO tsync_conflicts(at_ms, tbl, pk, col, win_val, "
+                            "win_hlc, win_site, lose_val, lose_hlc, lose_site) "
+                            "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)", -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        if (owner) sqlite3_reset(owner);
+        return tsync__err_sqlite(s->db, rc, "record conflict");
+    }
+    char *pk = tsync__key_json(r->key, r->klen, r->t->npk);
+    const tsync__val *wv = remote_wins ? remote : &cur, *lv = remote_wins ? &cur : remote;
+    tsync__hlc wh = remote_wins ? rhlc : r->meta.col[col].hlc;
+    tsync__hlc lh = remote_wins ? r->meta.col[col].hlc : rhlc;
+    uint32_t ws = remote_wins ? rsite : r->meta.col[col].site;
+    uint32_t ls = remote_wins ? r->meta.col[col].site : rsite;
+    sqlite3_bind_int64(st, 1, (int64_t)c->now_ms);
+    sqlite3_bind_text(st, 2, r->t->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, pk ? pk : "[]", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, r->t->cols[col], -1, SQLITE_STATIC);
+    tsync__bind_val(st, 5, wv);
+    sqlite3_bind_int64(st, 6, (int64_t)wh);
+    if (ws < c->nsites) sqlite3_bind_blob(st, 7, c->sites[ws].id, TSYNC__SITE_BYTES, SQLITE_STATIC);
+    tsync__bind_val(st, 8, lv);
+    sqlite3_bind_int64(st, 9, (int64_t)lh);
+    if (ls < c->nsites) sqlite3_bind_blob(st, 10, c->sites[ls].id, TSYNC__SITE_BYTES, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (owner) sqlite3_reset(owner);
+    free(pk);
+    if (c->rep) c->rep->conflicts++;
+    return rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "record conflict");
+}
+
+static int park(mctx *c, uint32_t site, uint64_t seq, uint32_t row, const char *tbl, size_t tlen,
+                const char *col, size_t clen, const char *reason)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(c->s->db, "INSERT INTO tsync_parked(site, seq, row, tbl, col, "
+                                "reason) VALUES(?1,?2,?3,?4,?5,?6)", -1, &st, NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "park change");
+    sqlite3_bind_int64(st, 1, site);
+    sqlite3_bind_int64(st, 2, (int64_t)seq);
+    sqlite3_bind_int64(st, 3, row);
+    sqlite3_bind_text(st, 4, tbl, (int)tlen, SQLITE_STATIC);
+    if (col) sqlite3_bind_text(st, 5, col, (int)clen, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, reason, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return tsync__err_sqlite(c->s->db, rc, "park change");
+    if (c->rep) c->rep->parked++;
+    report_msg(c, "parked: %s %.*s%s%.*s from batch %llu: %s", col ? "column" : "table",
+               (int)tlen, tbl, col ? "." : "", (int)(col ? clen : 0), col ? col : "",
+               (unsigned long long)seq, reason);
+    return 0;
+}
+
+/* Applies batch rows to the folded row state. only_table: when not NULL, apply only rows of that
+ * table and only the row indexes listed (unparking); parking is then not recorded again. */
+static int apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64_t *only_rows,
+                       size_t nonly)
+{
+    tsync__batch *b = &ib->b;
+    tsync_store *s = c->s;
+    int rc = 0;
+    uint32_t *bsite = tsync__arena_alloc(&c->a, (b->nsites ? b->nsites : 1) * sizeof *bsite);
+    if (!bsite) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < b->nsites; i++)
+        if ((rc = site_local(c, b->sites[i], NULL, NULL, &bsite[i]))) return rc;
+    bsite[0] = ib->site;
+
+    /* Per batch table: local table and column mapping (-1: missing here). */
+    for (uint32_t ti = 0; ti < b->ntables; ti++) {
+        tsync__btable *bt = &b->tables[ti];
+        if (only_table && (strlen(only_table) != bt->name_len ||
+                           memcmp(only_table, bt->name, bt->name_len) != 0))
+            continue;
+        tsync__table *t = tsync__table_by_name(s, bt->name, bt->name_len);
+        int map[TSYNC__MAX_COLS];
+        const char *why = NULL;
+        if (t) {
+            for (uint32_t k = 0; k < bt->ncols; k++)
+                map[k] = tsync__col_by_name(t, bt->cols[k], bt->col_len[k]);
+            if ((int)bt->npk != t->npk) why = "the key columns differ here";
+            for (uint32_t k = 0; !why && k < bt->npk; k++)
+                if (map[k] != t->pk[k]) why = "the key columns differ here";
+            for (uint32_t k = 0; !why && k < bt->ncounters; k++) {
+                int m = map[bt->counters[k]];
+                if (m >= 0 && !t->is_counter[m]) why = "a counter column there is not one here";
+            }
+        }
+        for (uint32_t ri = 0; ri < b->nrows; ri++) {
+            tsync__brow *br = &b->rows[ri];
+            if (br->table != ti) continue;
+            if (only_rows) {
+                size_t k = 0;
+                while (k < nonly && only_rows[k] != (int64_t)ri) k++;
+                if (k == nonly) continue;
+            }
+            if (!t || why) {
+                if (!only_table &&
+                    (rc = park(c, ib->site, ib->seq, ri, bt->name, bt->name_len, NULL, 0,
+                               t ? why : "no such replicated table here")))
+                    return rc;
+                continue;
+            }
+            mrow *r = get_row(c, t, br->pk, &rc);
+            if (!r) return rc;
+            if (br->flags & TSYNC__ROW_ADD)
+                if ((rc = tsync__rowmeta_exist_merge(&r->meta, ib->site, br->hlc, 0))) return rc;
+            for (uint32_t k = 0; k < br->nrmv; k++)
+                if ((rc = tsync__rowmeta_exist_merge(&r->meta, bsite[br->rmv[k].site], 0,
+                                                     br->rmv[k].hlc)))
+                    return rc;
+            for (uint32_t k = 0; k < br->ncols; k++) {
+                tsync__bcol *bc = &br->cols[k];
+                int col = map[bc->col];
+                if (col < 0) {
+                    if (!only_table &&
+                        (rc = park(c, ib->site, ib->seq, ri, bt->name, bt->name_len,
+                                   bt->cols[bc->col], bt->col_len[bc->col],
+                                   "no such column here")))
+                        return rc;
+                    continue;
+                }
+                if (t->is_counter[col]) continue; /* counter state travels in ctrs */
+                tsync__colclk cur = r->meta.col[col];
+                int wins = cur.hlc == 0 || tsync__lww_cmp(br->hlc, c->sites[ib->site].id, cur.hlc,
+                                                          c->sites[cur.site].id) > 0;
+                /* Concurrent: the writer overwrote something older than what we show. */
+                if (cur.hlc && (cur.hlc != br->hlc || cur.site != ib->site)) {
+                    uint32_t os = bc->old_hlc ? bsite[bc->old_site] : 0;
+                    int concurrent =
+                        bc->old_hlc == 0 ||
+                        tsync__lww_cmp(bc->old_hlc, c->sites[os].id, cur.hlc,
+                                       c->sites[cur.site].id) < 0;
+                    if (concurrent &&
+                        (rc = record_conflict(c, r, col, &bc->val, br->hlc, ib->site, wins)))
+                        return rc;
+                }
+                if (wins) {
+                    r->meta.col[col] = (tsync__colclk){br->hlc, ib->site};
+                    r->vals[col] = bc->val;
+                    r->mask |= 1ULL << col;
+                }
+            }
+            for (uint32_t k = 0; k < br->nctrs; k++) {
+                int col = map[br->ctrs[k].col];
+                if (col < 0) {
+                    if (!only_table &&
+                        (rc = park(c, ib->site, ib->seq, ri, bt->name, bt->name_len,
+                                   bt->cols[br->ctrs[k].col], bt->col_len[br->ctrs[k].col],
+                                   "no such counter column here")))
+                        return rc;
+                    continue;
+                }
+                if ((rc = tsync__rowmeta_ctr_merge(&r->meta, col, ib->site, br->ctrs[k].p,
+                                                   br->ctrs[k].n)))
+                    return rc;
+                r->vals[col] = (tsync__val){.type = TSYNC__V_INT,
+                                            .i = tsync__rowmeta_ctr_value(&r->meta, col)};
+                r->mask |= 1ULL << col;
+            }
+        }
+    }
+    if (b->hlc_hi > c->max_hlc) c->max_hlc = b->hlc_hi;
+    return 0;
+}
+
+/* Writes one folded row to the table or its tombstone, and its clocks. */
+static int flush_row(mctx *c, mrow *r)
+{
+    tsync_store *s = c->s;
+    tsync__table *t = r->t;
+    int rc = 0;
+    int exists = tsync__orset_exists(r->meta.exist, r->meta.nexist);
+    uint64_t mask = r->mask;
+    sqlite3_stmt *st;
+    if (exists && r->existed) {
+        if (mask) {
+            if (!(st = cached_stmt(c, t, K_UPD_ROW, mask))) return tsync__err(TSYNC_EIO, "prepare");
+            if ((rc = bind_keyvals(st, t, r, 0))) return rc;
+            for (int col = 0; col < t->ncols; col++)
+                if (mask & (1ULL << col))
+                    tsync__bind_val(st, col + 1 + TSYNC__MAX_PK_COLS, &r->vals[col]);
+            if ((rc = step_done(s, st, "update row"))) return rc;
+        }
+    } else if (exists) {
+        /* New here, or resurrected: start from the tombstone's values if there are any. */
+        int tomb = 0;
+        if (r->had_meta && (rc = row_exists_in(s, t->get_tomb, t, r, &tomb))) return rc;
+        if (tomb) {
+            sqlite3_stmt *cp;
+            size_t n = strlen(t->qname) + strlen(t->qtomb) + 2 * strlen(t->all_cols) +
+                       strlen(t->pk_where) + 64;
+            char *q = malloc(n);
+            if (!q) return tsync__err(TSYNC_ENOMEM, "out of memory");
+            snprintf(q, n, "INSERT INTO %s(%s) SELECT %s FROM %s WHERE %s", t->qname, t->all_cols,
+                     t->all_cols, t->qtomb, t->pk_where);
+            rc = sqlite3_prepare_v2(s->db, q, -1, &cp, NULL);
+            free(q);
+            if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "resurrect row");
+            if ((rc = bind_keyvals(cp, t, r, 0)) == 0) rc = step_done(s, cp, "resurrect row");
+            sqlite3_finalize(cp);
+            if (rc) return rc;
+            sqlite3_reset(t->del_tomb);
+            if ((rc = bind_keyvals(t->del_tomb, t, r, 0))) return rc;
+            if ((rc = step_done(s, t->del_tomb, "clear tombstone"))) return rc;
+            if (mask) {
+                if (!(st = cached_stmt(c, t, K_UPD_ROW, mask)))
+                    return tsync__err(TSYNC_EIO, "prepare");
+                if ((rc = bind_keyvals(st, t, r, 0))) return rc;
+                for (int col = 0; col < t->ncols; col++)
+                    if (mask & (1ULL << col))
+                        tsync__bind_val(st, col + 1 + TSYNC__MAX_PK_COLS, &r->vals[col]);
+                if ((rc = step_done(s, st, "update row"))) return rc;
+            }
+        } else {
+            if (!(st = cached_stmt(c, t, K_INS_ROW, mask))) return tsync__err(TSYNC_EIO, "prepare");
+            if ((rc = bind_keyvals(st, t, r, 1))) return rc;
+            for (int col = 0; col < t->ncols; col++)
+                if (!t->is_pk[col] && (mask & (1ULL << col)))
+                    tsync__bind_val(st, col + 1, &r->vals[col]);
+            if ((rc = step_done(s, st, "insert row"))) return rc;
+        }
+    } else {
+        if (r->existed) {
+            /* Keep the values so a later resurrection shows the latest of each field. */
+            size_t n = strlen(t->qname) + strlen(t->qtomb) + 2 * strlen(t->all_cols) +
+                       2 * strlen(t->pk_where) + 96;
+            char *q = malloc(n);
+            if (!q) return tsync__err(TSYNC_ENOMEM, "out of memory");
+            sqlite3_stmt *cp;
+            snprintf(q, n, "INSERT OR REPLACE INTO %s(%s) SELECT %s FROM %s WHERE %s", t->qtomb,
+                     t->all_cols, t->all_cols, t->qname, t->pk_where);
+            rc = sqlite3_prepare_v2(s->db, q, -1, &cp, NULL);
+            if (rc == SQLITE_OK) {
+                if ((rc = bind_keyvals(cp, t, r, 0)) == 0) rc = step_done(s, cp, "keep tombstone");
+                sqlite3_finalize(cp);
+            } else {
+                rc = tsync__err_sqlite(s->db, rc, "keep tombstone");
+            }
+            if (rc == 0) {
+                snprintf(q, n, "DELETE FROM %s WHERE %s", t->qname, t->pk_where);
+                rc = sqlite3_prepare_v2(s->db, q, -1, &cp, NULL);
+                if (rc == SQLITE_OK) {
+                    if ((rc = bind_keyvals(cp, t, r, 0)) == 0) rc = step_done(s, cp, "delete row");
+                    sqlite3_finalize(cp);
+                } else {
+                    rc = tsync__err_sqlite(s->db, rc, "delete row");
+                }
+            }
+            free(q);
+            if (rc) return rc;
+        } else if (mask) {
+            if (!(st = cached_stmt(c, t, K_INS_TOMB, 0))) return tsync__err(TSYNC_EIO, "prepare");
+            if ((rc = bind_keyvals(st, t, r, 0))) return rc;
+            if ((rc = step_done(s, st, "keep tombstone"))) return rc;
+        }
+        if (mask) {
+            if (!(st = cached_stmt(c, t, K_UPD_TOMB, mask)))
+                return tsync__err(TSYNC_EIO, "prepare");
+            if ((rc = bind_keyvals(st, t, r, 0))) return rc;
+            for (int col = 0; col < t->ncols; col++)
+                if (mask & (1ULL << col))
+                    tsync__bind_val(st, col + 1 + TSYNC__MAX_PK_COLS, &r->vals[col]);
+            if ((rc = step_done(s, st, "update tombstone"))) return rc;
+        }
+    }
+    return tsync__put_meta(s, t, r->key, r->klen, &r->meta, &c->mbuf, &c->mcap);
+}
+
+static int flush_rows(mctx *c)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < c->nrowlist; i++) rc = flush_row(c, c->rowlist[i]);
+    for (size_t i = 0; i < c->nrowlist; i++) tsync__rowmeta_clear(&c->rowlist[i]->meta);
+    c->nrowlist = 0;
+    tsync__rmap_free(&c->rows);
+    return rc;
+}
+
+static void ctx_free(mctx *c)
+{
+    for (size_t i = 0; i < c->nrowlist; i++) tsync__rowmeta_clear(&c->rowlist[i]->meta);
+    free(c->rowlist);
+    tsync__rmap_free(&c->rows);
+    for (size_t i = 0; i < c->nstmts; i++) sqlite3_finalize(c->stmts[i].st);
+    free(c->stmts);
+    free(c->sites);
+    free(c->mbuf);
+    tsync__arena_free(&c->a);
+}
+
+/* ---------------------------------------------------------------- log, held, forks */
+
+static int log_append(mctx *c, inbatch *ib)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(c->s->db, "INSERT INTO tsync_log(site, seq, hash, body, sig) "
+                                "VALUES(?1,?2,?3,?4,?5)", -1, &st, NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "append to log");
+    sqlite3_bind_int64(st, 1, ib->site);
+    sqlite3_bind_int64(st, 2, (int64_t)ib->seq);
+    sqlite3_bind_blob(st, 3, ib->hash, TSYNC__HASH_BYTES, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 4, ib->body, (int)ib->body_len, SQLITE_STATIC);
+    if (ib->sig) sqlite3_bind_blob(st, 5, ib->sig, TSYNC__SIG_BYTES, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return tsync__err_sqlite(c->s->db, rc, "append to log");
+    if (ib->from_held) {
+        if (sqlite3_prepare_v2(c->s->db, "DELETE FROM tsync_held WHERE site=?1 AND seq=?2", -1,
+                               &st, NULL) != SQLITE_OK)
+            return tsync__err_sqlite(c->s->db, rc, "clear held batch");
+        sqlite3_bind_int64(st, 1, ib->site);
+        sqlite3_bind_int64(st, 2, (int64_t)ib->seq);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE) return tsync__err_sqlite(c->s->db, rc, "clear held batch");
+    }
+    return 0;
+}
+
+static int hold(mctx *c, inbatch *ib)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(c->s->db, "INSERT OR REPLACE INTO tsync_held(site, seq, prev, "
+                                "hash, body, sig, reason) VALUES(?1,?2,?3,?4,?5,?6,?7)", -1, &st,
+                                NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "hold batch");
+    sqlite3_bind_int64(st, 1, ib->site);
+    sqlite3_bind_int64(st, 2, (int64_t)ib->seq);
+    sqlite3_bind_blob(st, 3, ib->prev, TSYNC__HASH_BYTES, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 4, ib->hash, TSYNC__HASH_BYTES, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 5, ib->body, (int)ib->body_len, SQLITE_STATIC);
+    if (ib->sig) sqlite3_bind_blob(st, 6, ib->sig, TSYNC__SIG_BYTES, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, ib->reason, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : tsync__err_sqlite(c->s->db, rc, "hold batch");
+}
+
+/* Our own evidence for a sequence number: the stored batches from seq up to the next signed one. */
+static int record_fork(mctx *c, inbatch *ib, uint64_t at_seq, const char *why,
+                       const tsync__brun *run, const tsync__bsite *bs)
+{
+    tsync_store *s = c->s;
+    msite *m = &c->sites[ib->site];
+    char sh[13];
+    int rc = 0;
+    tsync__bundle_writer *w = tsync__bundle_writer_new();
+    if (!w) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    uint32_t si;
+    rc = tsync__bundle_writer_site(w, bs, &si);
+    if (rc == 0 && run) {
+        rc = tsync__bundle_writer_run(w, si, run->first_seq, run->prev);
+        for (uint32_t i = 0; rc == 0 && i < run->nbodies; i++)
+            rc = tsync__bundle_writer_body(w, run->body[i], run->body_len[i]);
+        if (rc == 0) rc = tsync__bundle_writer_end_run(w, run->sig);
+    }
+    /* our side */
+    sqlite3_stmt *st;
+    if (rc == 0 &&
+        sqlite3_prepare_v2(s->db, "SELECT seq, body, sig FROM tsync_log WHERE site=?1 AND seq>=?2 "
+                           "ORDER BY seq", -1, &st, NULL) == SQLITE_OK) {
+        uint8_t prev[TSYNC__HASH_BYTES] = {0};
+        sqlite3_stmt *ph;
+        if (at_seq > 1 && sqlite3_prepare_v2(s->db, "SELECT hash FROM tsync_log WHERE site=?1 AND "
+                                             "seq=?2", -1, &ph, NULL) == SQLITE_OK) {
+            sqlite3_bind_int64(ph, 1, ib->site);
+            sqlite3_bind_int64(ph, 2, (int64_t)at_seq - 1);
+            if (sqlite3_step(ph) == SQLITE_ROW && sqlite3_column_bytes(ph, 0) == TSYNC__HASH_BYTES)
+                memcpy(prev, sqlite3_column_blob(ph, 0), TSYNC__HASH_BYTES);
+            sqlite3_finalize(ph);
+        }
+        sqlite3_bind_int64(st, 1, ib->site);
+        sqlite3_bind_int64(st, 2, (int64_t)at_seq);
+        int started = 0;
+        while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+            if (!started) rc = tsync__bundle_writer_run(w, si, (uint64_t)sqlite3_column_int64(st, 0), prev);
+            started = 1;
+            if (rc == 0)
+                rc = tsync__bundle_writer_body(w, sqlite3_column_blob(st, 1),
+                                               (size_t)sqlite3_column_bytes(st, 1));
+            if (rc == 0 && sqlite3_column_bytes(st, 2) == TSYNC__SIG_BYTES) {
+                rc = tsync__bundle_writer_end_run(w, sqlite3_column_blob(st, 2));
+                started = 0;
+                break;
+            }
+        }
+        sqlite3_finalize(st);
+    }
+    uint8_t *proof = NULL;
+    size_t plen = 0;
+    if (rc == 0) rc = tsync__bundle_writer_finish(w, true, &proof, &plen);
+    tsync__bundle_writer_free(w);
+    if (rc) return tsync__err(rc, "cannot build fork proof");
+    if (sqlite3_prepare_v2(s->db, "INSERT INTO tsync_forks(site, seq, at_ms, proof, reason) "
+                           "VALUES(?1,?2,?3,?4,?5)", -1, &st, NULL) != SQLITE_OK) {
+        free(proof);
+        return tsync__err_sqlite(s->db, SQLITE_ERROR, "record fork");
+    }
+    sqlite3_bind_int64(st, 1, ib->site);
+    sqlite3_bind_int64(st, 2, (int64_t)at_seq);
+    sqlite3_bind_int64(st, 3, (int64_t)c->now_ms);
+    sqlite3_bind_blob(st, 4, proof, (int)plen, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, why, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    free(proof);
+    if (rc != SQLITE_DONE) return tsync__err_sqlite(s->db, rc, "record fork");
+    int64_t frozen = (int64_t)at_seq - 1;
+    if (m->frozen < 0 || frozen < m->frozen) m->frozen = frozen;
+    m->dirty = 1;
+    if (c->rep) c->rep->refused++;
+    c->refuse_code = TSYNC_EFORK;
+    report_msg(c, "refused: fork of site %s at batch %llu (%s); proof recorded, site frozen at "
+               "batch %lld", short_site(m->id, sh), (unsigned long long)at_seq, why,
+               (long long)m->frozen);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the merge */
+
+static int stored_hash(mctx *c, uint32_t site, uint64_t seq, uint8_t out[TSYNC__HASH_BYTES])
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(c->s->db, "SELECT hash FROM tsync_log WHERE site=?1 AND seq=?2",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "read log");
+    sqlite3_bind_int64(st, 1, site);
+    sqlite3_bind_int64(st, 2, (int64_t)seq);
+    rc = TSYNC_ENOTFOUND;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == TSYNC__HASH_BYTES) {
+        memcpy(out, sqlite3_column_blob(st, 0), TSYNC__HASH_BYTES);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int load_held(mctx *c, inbatch **list, size_t *n, size_t *cap)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(c->s->db, "SELECT site, seq, prev, hash, body, sig FROM tsync_held "
+                                "ORDER BY site, seq", -1, &st, NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "read held batches");
+    rc = 0;
+    char err[TSYNC__ERRLEN];
+    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        if (*n == *cap) {
+            *cap = *cap ? *cap * 2 : 64;
+            inbatch *nl = realloc(*list, *cap * sizeof *nl);
+            if (!nl) {
+                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+                break;
+            }
+            *list = nl;
+        }
+        inbatch *ib = &(*list)[*n];
+        memset(ib, 0, sizeof *ib);
+        ib->site = (uint32_t)sqlite3_column_int64(st, 0);
+        ib->seq = (uint64_t)sqlite3_column_int64(st, 1);
+        if (sqlite3_column_bytes(st, 2) != TSYNC__HASH_BYTES ||
+            sqlite3_column_bytes(st, 3) != TSYNC__HASH_BYTES)
+            continue;
+        memcpy(ib->prev, sqlite3_column_blob(st, 2), TSYNC__HASH_BYTES);
+        memcpy(ib->hash, sqlite3_column_blob(st, 3), TSYNC__HASH_BYTES);
+        ib->body_len = (size_t)sqlite3_column_bytes(st, 4);
+        uint8_t *body = tsync__arena_alloc(&c->a, ib->body_len + 1);
+        if (!body) {
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            break;
+        }
+        memcpy(body, sqlite3_column_blob(st, 4), ib->body_len);
+        ib->body = body;
+        if (sqlite3_column_bytes(st, 5) == TSYNC__SIG_BYTES) {
+            uint8_t *sig = tsync__arena_alloc(&c->a, TSYNC__SIG_BYTES);
+            if (!sig) {
+                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+                break;
+            }
+            memcpy(sig, sqlite3_column_blob(st, 5), TSYNC__SIG_BYTES);
+            ib->sig = sig;
+        }
+        if (tsync__batch_decode(ib->body, ib->body_len, &ib->b, &c->a, err) != 0) continue;
+        ib->from_held = 1;
+        (*n)++;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Decides and applies, in causal order, until nothing more can be applied. */
+static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bun,
+                       const uint32_t *run_of)
+{
+    int rc = 0, progress = 1;
+    char sh[13];
+    while (progress) {
+        progress = 0;
+        for (size_t i = 0; i < n; i++) {
+            inbatch *ib = &list[i];
+            if (ib->done) continue;
+            msite *m = &c->sites[ib->site];
+            if (m->frozen >= 0 && (int64_t)ib->seq > m->frozen) {
+                ib->done = 1;
+                if (c->rep) c->rep->refused++;
+                c->refuse_code = TSYNC_EFORK;
+                report_msg(c, "refused: batch %llu of site %s: the site is frozen at batch %lld "
+                           "after a fork", (unsigned long long)ib->seq, short_site(m->id, sh),
+                           (long long)m->frozen);
+                if (ib->from_held) {
+                    sqlite3_stmt *st;
+                    if (sqlite3_prepare_v2(c->s->db, "DELETE FROM tsync_held WHERE site=?1 AND "
+                                           "seq=?2", -1, &st, NULL) == SQLITE_OK) {
+                        sqlite3_bind_int64(st, 1, ib->site);
+                        sqlite3_bind_int64(st, 2, (int64_t)ib->seq);
+                        sqlite3_step(st);
+                        sqlite3_finalize(st);
+                    }
+                }
+                continue;
+            }
+            const tsync__brun *run = run_of && !ib->from_held ? &bun->runs[run_of[i]] : NULL;
+            tsync__bsite fake = {0}, *bs = run ? &bun->sites[run->site] : &fake;
+            if (!run) {
+                memcpy(fake.site, m->id, TSYNC__SITE_BYTES);
+                memcpy(fake.pk, m->pk, TSYNC__PK_BYTES);
+            }
+            if (ib->seq <= m->seq) {
+                uint8_t h[TSYNC__HASH_BYTES];
+                ib->done = 1;
+                if (stored_hash(c, ib->site, ib->seq, h) == 0 &&
+                    memcmp(h, ib->hash, TSYNC__HASH_BYTES) != 0) {
+                    if ((rc = record_fork(c, ib, ib->seq, "a different batch with this number is "
+                                          "already here", run, bs)))
+                        return rc;
+                } else if (c->rep) {
+                    c->rep->duplicates++;
+                }
+                continue;
+            }
+            if (ib->seq != m->seq + 1) {
+                snprintf(ib->reason, sizeof ib->reason, "waiting for batch %llu of site %s",
+                         (unsigned long long)(m->seq + 1), short_site(m->id, sh));
+                continue;
+            }
+            if (memcmp(ib->prev, m->hash, TSYNC__HASH_BYTES) != 0) {
+                ib->done = 1;
+                if ((rc = record_fork(c, ib, ib->seq > 1 ? ib->seq - 1 : 1,
+                                      "its previous-batch hash differs from ours", run, bs)))
+                    return rc;
+                continue;
+            }
+            int ready = 1;
+            for (uint32_t d = 0; d < ib->b.ndeps && ready; d++) {
+                const uint8_t *dsite = ib->b.sites[ib->b.deps[d].site];
+                uint64_t have = 0;
+                for (uint32_t k = 1; k < c->nsites; k++)
+                    if (memcmp(c->sites[k].id, dsite, TSYNC__SITE_BYTES) == 0)
+                        have = c->sites[k].seq > have ? c->sites[k].seq : have;
+                if (have < ib->b.deps[d].seq) {
+                    ready = 0;
+                    snprintf(ib->reason, sizeof ib->reason,
+                             "depends on batch %llu of site %s, not here yet",
+                             (unsigned long long)ib->b.deps[d].seq, short_site(dsite, sh));
+                }
+            }
+            if (!ready) continue;
+            if (tsync__hlc_too_far(ib->b.hlc_hi, c->now_ms, c->s->skew_bound_ms)) {
+                snprintf(ib->reason, sizeof ib->reason,
+                         "clock of site %s is %llu ms ahead of ours", short_site(m->id, sh),
+                         (unsigned long long)(tsync__hlc_ms(ib->b.hlc_hi) - c->now_ms));
+                continue;
+            }
+            if ((rc = apply_batch(c, ib, NULL, NULL, 0))) return rc;
+            if ((rc = log_append(c, ib))) return rc;
+            m->seq = ib->seq;
+            memcpy(m->hash, ib->hash, TSYNC__HASH_BYTES);
+            m->dirty = 1;
+            ib->done = 1;
+            progress = 1;
+            if (c->rep) c->rep->merged++;
+        }
+    }
+    return 0;
+}
+
+static int finish(mctx *c, inbatch *list, size_t n)
+{
+    tsync_store *s = c->s;
+    int rc = 0;
+    size_t held_new = 0;
+    for (size_t i = 0; i < n; i++) {
+        inbatch *ib = &list[i];
+        if (ib->done) continue;
+        if (c->rep) c->rep->held++;
+        if (!ib->from_held) held_new++;
+        if ((rc = hold(c, ib))) return rc;
+        report_msg(c, "held: batch %llu: %s", (unsigned long long)ib->seq, ib->reason);
+    }
+    (void)held_new;
+    if ((rc = flush_rows(c))) return rc;
+    for (uint32_t i = 1; i < c->nsites; i++) {
+        msite *m = &c->sites[i];
+        if (!m->dirty) continue;
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db, "UPDATE tsync_sites SET seq=?2, hash=?3, frozen_seq=?4 "
+                               "WHERE idx=?1", -1, &st, NULL) != SQLITE_OK)
+            return tsync__err_sqlite(s->db, SQLITE_ERROR, "update vector");
+        sqlite3_bind_int64(st, 1, i);
+        sqlite3_bind_int64(st, 2, (int64_t)m->seq);
+        if (m->seq) sqlite3_bind_blob(st, 3, m->hash, TSYNC__HASH_BYTES, SQLITE_STATIC);
+        if (m->frozen >= 0) sqlite3_bind_int64(st, 4, m->frozen);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE) return tsync__err_sqlite(s->db, rc, "update vector");
+        rc = 0;
+    }
+    if (c->max_hlc) {
+        tsync__hlc last;
+        if ((rc = tsync__hlc_load(s, &last))) return rc;
+        tsync__hlc nl = tsync__hlc_observe(last, c->max_hlc);
+        if (nl != last && (rc = tsync__hlc_store(s, nl))) return rc;
+    }
+    return 0;
+}
+
+int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_merge_report *report)
+{
+    tsync__arena da = {0};
+    tsync__bundle bun;
+    char err[TSYNC__ERRLEN];
+    char sh[13];
+    memset(&bun, 0, sizeof bun);
+    int rc = tsync__bundle_decode(bundle, len, &bun, &da, err);
+    if (rc) {
+        if (report) report->refused++;
+        tsync__arena_free(&da);
+        return tsync__err(rc, "bundle refused: %s", err);
+    }
+    mctx c;
+    memset(&c, 0, sizeof c);
+    c.s = s;
+    c.rep = report;
+    c.now_ms = tsync__now_ms(s);
+
+    /* Phase 1: decode every body and verify every run, touching nothing. */
+    size_t total = 0;
+    for (uint32_t i = 0; i < bun.nruns; i++) total += bun.runs[i].nbodies;
+    inbatch *list = calloc(total + 1, sizeof *list);
+    uint32_t *run_of = calloc(total + 1, sizeof *run_of);
+    if (!list || !run_of) {
+        rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        goto fail;
+    }
+    size_t n = 0;
+    for (uint32_t ri = 0; ri < bun.nruns; ri++) {
+        const tsync__brun *run = &bun.runs[ri];
+        const tsync__bsite *bs = &bun.sites[run->site];
+        uint8_t prev[TSYNC__HASH_BYTES];
+        memcpy(prev, run->prev, sizeof prev);
+        for (uint32_t k = 0; k < run->nbodies; k++) {
+            inbatch *ib = &list[n];
+            run_of[n] = ri;
+            ib->body = run->body[k];
+            ib->body_len = run->body_len[k];
+            ib->seq = run->first_seq + k;
+            if ((rc = tsync__batch_decode(ib->body, ib->body_len, &ib->b, &c.a, err))) {
+                rc = tsync__err(rc, "bundle refused: batch %llu of site %s: %s",
+                                (unsigned long long)ib->seq, short_site(bs->site, sh), err);
+                goto refuse;
+            }
+            if (memcmp(ib->b.origin, bs->site, TSYNC__SITE_BYTES) != 0 || ib->b.seq != ib->seq) {
+                rc = tsync__err(TSYNC_ECHAIN, "bundle refused: run of site %s: batch %llu is out "
+                                "of place (found origin %s batch %llu): hash chain broken",
+                                short_site(bs->site, sh), (unsigned long long)ib->seq,
+                                short_site(ib->b.origin, (char[13]){0}),
+                                (unsigned long long)ib->b.seq);
+                goto refuse;
+            }
+            memcpy(ib->prev, prev, sizeof prev);
+            tsync__batch_hash(prev, ib->body, ib->body_len, ib->hash);
+            memcpy(prev, ib->hash, sizeof prev);
+            n++;
+        }
+        uint64_t last = run->first_seq + run->nbodies - 1;
+        if (tsync__batch_verify(bs->pk, bs->site, last, prev, run->sig) != 0) {
+            rc = tsync__err(TSYNC_EBADSIG, "bundle refused: batches %llu-%llu of site %s: "
+                            "signature does not verify over the hash chain (altered, reordered "
+                            "or forged)", (unsigned long long)run->first_seq,
+                            (unsigned long long)last, short_site(bs->site, sh));
+            goto refuse;
+        }
+        list[n - 1].sig = run->sig;
+    }
+
+    /* Phase 2: one transaction. */
+    if ((rc = tsync__begin(s))) goto fail;
+    if ((rc = tsync__seal_locked(s, NULL))) goto rollback;
+    if ((rc = tsync__exec(s, "UPDATE tsync_ctl SET suppress=1 WHERE id=1"))) goto rollback;
+    if ((rc = load_sites(&c))) goto rollback;
+    {
+        uint32_t *idx = calloc(bun.nsites + 1, sizeof *idx);
+        if (!idx) {
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            goto rollback;
+        }
+        for (uint32_t i = 0; rc == 0 && i < bun.nsites; i++)
+            rc = site_local(&c, bun.sites[i].site, bun.sites[i].pk, bun.sites[i].inc, &idx[i]);
+        for (size_t i = 0; rc == 0 && i < n; i++) list[i].site = idx[bun.runs[run_of[i]].site];
+        free(idx);
+        if (rc) goto rollback;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (list[i].site == s->local_idx) {
+            /* Our own batches coming back: duplicates, or a sign that this database was cloned. */
+            list[i].done = 1;
+            uint8_t h[TSYNC__HASH_BYTES];
+            if (stored_hash(&c, list[i].site, list[i].seq, h) == 0 &&
+                memcmp(h, list[i].hash, TSYNC__HASH_BYTES) == 0) {
+                if (report) report->duplicates++;
+            } else {
+                if (report) report->refused++;
+                c.refuse_code = TSYNC_EFORK;
+                report_msg(&c, "refused: batch %llu claims to be from this database but is not "
+                           "ours (a copy of this database is writing with our identity)",
+                           (unsigned long long)list[i].seq);
+            }
+        }
+    {
+        /* Held batches from earlier merges join this one. */
+        size_t cap = total + 1;
+        size_t n0 = n;
+        if ((rc = load_held(&c, &list, &n, &cap))) goto rollback;
+        uint32_t *nr = realloc(run_of, (cap + 1) * sizeof *nr);
+        if (!nr) {
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            goto rollback;
+        }
+        run_of = nr;
+        /* a batch both held and in this bundle: keep one (the held copy loses) */
+        for (size_t i = n0; i < n; i++)
+            for (size_t j = 0; j < n0; j++)
+                if (list[j].site == list[i].site && list[j].seq == list[i].seq &&
+                    memcmp(list[j].hash, list[i].hash, TSYNC__HASH_BYTES) == 0) {
+                    list[j].from_held = 1; /* clear the held row when applied */
+                    if (!list[j].sig) list[j].sig = list[i].sig;
+                    list[i].done = 1;
+                }
+    }
+    if ((rc = apply_ready(&c, list, n, &bun, run_of))) goto rollback;
+    if ((rc = finish(&c, list, n))) goto rollback;
+    if ((rc = tsync__exec(s, "UPDATE tsync_ctl SET suppress=0 WHERE id=1"))) goto rollback;
+    if ((rc = tsync__commit(s))) goto fail;
+    free(list);
+    free(run_of);
+    ctx_free(&c);
+    tsync__bundle_free(&bun);
+    tsync__arena_free(&da);
+    if (c.refuse_code) {
+        return tsync__err(c.refuse_code, "%s",
+                          report && report->nmessages ? report->messages[0]
+                                                      : "some batches were refused");
+    }
+    return 0;
+
+refuse:
+    if (report) report->refused++;
+    report_msg(&c, "%s", tsync_error_last() ? tsync_error_last()->message : "refused");
+    goto fail;
+rollback:
+    {
+        /* keep the error message across the rollback */
+        tsync__rollback(s);
+    }
+fail:
+    free(list);
+    free(run_of);
+    ctx_free(&c);
+    tsync__bundle_free(&bun);
+    tsync__arena_free(&da);
+    return rc;
+}
+
+/* Re-applies parked rows of a table that now exists (called inside replicate's transaction). */
+int tsync__unpark(tsync_store *s, const char *table)
+{
+    mctx c;
+    memset(&c, 0, sizeof c);
+    c.s = s;
+    c.now_ms = tsync__now_ms(s);
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT p.site, p.seq, l.body, group_concat(p.row) FROM "
+                                "tsync_parked p JOIN tsync_log l ON l.site=p.site AND l.seq=p.seq "
+                                "WHERE p.tbl=?1 GROUP BY p.site, p.seq ORDER BY p.site, p.seq",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read parked changes");
+    sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
+    rc = load_sites(&c);
+    if (rc == 0) rc = tsync__exec(s, "UPDATE tsync_ctl SET suppress=1 WHERE id=1");
+    char err[TSYNC__ERRLEN];
+    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        inbatch ib;
+        memset(&ib, 0, sizeof ib);
+        ib.site = (uint32_t)sqlite3_column_int64(st, 0);
+        ib.seq = (uint64_t)sqlite3_column_int64(st, 1);
+        ib.body_len = (size_t)sqlite3_column_bytes(st, 2);
+        uint8_t *body = tsync__arena_alloc(&c.a, ib.body_len + 1);
+        if (!body) {
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            break;
+        }
+        memcpy(body, sqlite3_column_blob(st, 2), ib.body_len);
+        ib.body = body;
+        if (tsync__batch_decode(ib.body, ib.body_len, &ib.b, &c.a, err) != 0) continue;
+        const char *list = (const char *)sqlite3_column_text(st, 3);
+        int64_t rows[4096];
+        size_t nr = 0;
+        for (const char *p = list; p && *p && nr < 4096;) {
+            rows[nr++] = strtoll(p, (char **)&p, 10);
+            if (*p == ',') p++;
+        }
+        rc = apply_batch(&c, &ib, table, rows, nr);
+    }
+    sqlite3_finalize(st);
+    if (rc == 0) rc = flush_rows(&c);
+    if (rc == 0) {
+        sqlite3_stmt *d;
+        if (sqlite3_prepare_v2(s->db, "DELETE FROM tsync_parked WHERE tbl=?1 AND col IS NULL", -1,
+                               &d, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(d, 1, table, -1, SQLITE_STATIC);
+            sqlite3_step(d);
+            sqlite3_finalize(d);
+        }
+    }
+    if (rc == 0) rc = tsync__exec(s, "UPDATE tsync_ctl SET suppress=0 WHERE id=1");
+    ctx_free(&c);
+    return rc;
+}

@@ -1,0 +1,563 @@
+/*
+ * store/replicate.c — making a table replicated, and the cache of replicated tables.
+ *
+ * Capture is done with triggers in built-in SQL only, so writes from any connection (the app's,
+ * the sqlite3 shell) are recorded. The triggers only append to tsync_pending: the key, which
+ * columns changed (a bitmask) and the wall clock. Values are read at sealing, from the table or,
+ * for a deleted row, from tsync_tomb_<table>, where the delete trigger keeps the last values so a
+ * resurrected row shows the latest value of each field.
+ *
+ * Per replicated table T the store keeps:
+ *   tsync_clk_T(key..., m)   clock metadata blob per row (meta.c)
+ *   tsync_tomb_T(all cols)   values of rows that do not currently exist
+ */
+#include <ctype.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/internal.h"
+
+#define WALL_SQL "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+#define NOT_SUPPRESSED "(SELECT suppress FROM tsync_ctl WHERE id=1)=0"
+
+/* A growable string for building SQL. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+    int oom;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_add(sbuf *b, const char *fmt, ...)
+{
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
+        va_end(ap);
+        if (k < 0) {
+            b->oom = 1;
+            return;
+        }
+        if (b->p && b->n + (size_t)k < b->cap) {
+            b->n += (size_t)k;
+            return;
+        }
+        size_t nc = (b->cap + (size_t)k + 1) * 2;
+        char *np = realloc(b->p, nc);
+        if (!np) {
+            b->oom = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = nc;
+    }
+}
+
+/* "name" with embedded quotes doubled. */
+static char *quote_ident(const char *prefix, const char *name)
+{
+    sbuf b = {0};
+    sb_add(&b, "\"");
+    for (const char *c = prefix; *c; c++) sb_add(&b, "%c", *c);
+    for (const char *c = name; *c; c++) sb_add(&b, *c == '"' ? "\"\"" : "%c", *c);
+    sb_add(&b, "\"");
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+static void table_free(tsync__table *t)
+{
+    sqlite3_finalize(t->get_clk);
+    sqlite3_finalize(t->put_clk);
+    sqlite3_finalize(t->get_row);
+    sqlite3_finalize(t->get_tomb);
+    sqlite3_finalize(t->del_tomb);
+    sqlite3_finalize(t->exists_row);
+    for (int i = 0; i < t->ncols; i++) free(t->cols[i]);
+    free(t->cols);
+    free(t->name);
+    free(t->qname);
+    free(t->qclk);
+    free(t->qtomb);
+    free(t->pk_where);
+    free(t->all_cols);
+    memset(t, 0, sizeof *t);
+}
+
+void tsync__tables_free(tsync_store *s)
+{
+    for (int i = 0; i < s->ntables; i++) table_free(&s->tables[i]);
+    free(s->tables);
+    s->tables = NULL;
+    s->ntables = 0;
+}
+
+tsync__table *tsync__table_by_name(tsync_store *s, const char *name, size_t len)
+{
+    for (int i = 0; i < s->ntables; i++)
+        if (strlen(s->tables[i].name) == len && memcmp(s->tables[i].name, name, len) == 0)
+            return &s->tables[i];
+    return NULL;
+}
+
+int tsync__col_by_name(const tsync__table *t, const char *name, size_t len)
+{
+    for (int i = 0; i < t->ncols; i++)
+        if (strlen(t->cols[i]) == len && memcmp(t->cols[i], name, len) == 0) return i;
+    return -1;
+}
+
+static int prep(tsync_store *s, sqlite3_stmt **st, const char *sql)
+{
+    int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+    return rc == SQLITE_OK ? 0 : tsync__err_sqlite(s->db, rc, "prepare");
+}
+
+static int table_build(tsync_store *s, tsync__table *t)
+{
+    sbuf w = {0}, all = {0}, sql = {0};
+    for (int i = 0; i < t->npk; i++) {
+        char *q = quote_ident("", t->cols[t->pk[i]]);
+        sb_add(&w, "%s%s=?%d", i ? " AND " : "", q ? q : "", i + 1);
+        free(q);
+    }
+    for (int i = 0; i < t->ncols; i++) {
+        char *q = quote_ident("", t->cols[i]);
+        sb_add(&all, "%s%s", i ? "," : "", q ? q : "");
+        free(q);
+    }
+    t->qname = quote_ident("", t->name);
+    t->qclk = quote_ident("tsync_clk_", t->name);
+    t->qtomb = quote_ident("tsync_tomb_", t->name);
+    t->pk_where = w.p;
+    t->all_cols = all.p;
+    if (w.oom || all.oom || !t->qname || !t->qclk || !t->qtomb)
+        return tsync__err(TSYNC_ENOMEM, "out of memory");
+    int rc = 0;
+#define PREP(field, ...)                                                                           \
+    do {                                                                                           \
+        sql.n = 0;                                                                                 \
+        sb_add(&sql, __VA_ARGS__);                                                                 \
+        if (rc == 0) rc = sql.oom ? tsync__err(TSYNC_ENOMEM, "out of memory")                      \
+                                  : prep(s, &t->field, sql.p);                                     \
+    } while (0)
+    PREP(get_clk, "SELECT tsync_m FROM %s WHERE %s", t->qclk, t->pk_where);
+    {
+        sbuf ins = {0};
+        for (int i = 0; i < t->npk; i++) {
+            char *q = quote_ident("", t->cols[t->pk[i]]);
+            sb_add(&ins, "%s,", q ? q : "");
+            free(q);
+        }
+        sb_add(&ins, "tsync_m) VALUES(");
+        for (int i = 0; i <= t->npk; i++) sb_add(&ins, "%s?%d", i ? "," : "", i + 1);
+        PREP(put_clk, "INSERT OR REPLACE INTO %s(%s)", t->qclk, ins.p ? ins.p : "");
+        free(ins.p);
+    }
+    PREP(get_row, "SELECT %s FROM %s WHERE %s", t->all_cols, t->qname, t->pk_where);
+    PREP(get_tomb, "SELECT %s FROM %s WHERE %s", t->all_cols, t->qtomb, t->pk_where);
+    PREP(del_tomb, "DELETE FROM %s WHERE %s", t->qtomb, t->pk_where);
+    PREP(exists_row, "SELECT 1 FROM %s WHERE %s", t->qname, t->pk_where);
+#undef PREP
+    free(sql.p);
+    return rc;
+}
+
+static int json_names(const char *text, char ***out, int *n)
+{
+    json_error_t je;
+    json_t *a = json_loads(text, 0, &je);
+    if (!a || !json_is_array(a)) {
+        json_decref(a);
+        return tsync__err(TSYNC_ECORRUPT, "tsync_tables holds a malformed column list");
+    }
+    *n = (int)json_array_size(a);
+    *out = calloc((size_t)*n + 1, sizeof **out);
+    for (int i = 0; *out && i < *n; i++) (*out)[i] = strdup(json_string_value(json_array_get(a, (size_t)i)) ?: "");
+    json_decref(a);
+    return *out ? 0 : tsync__err(TSYNC_ENOMEM, "out of memory");
+}
+
+static void free_names(char **v, int n)
+{
+    for (int i = 0; v && i < n; i++) free(v[i]);
+    free(v);
+}
+
+int tsync__tables_refresh(tsync_store *s)
+{
+    sqlite3_stmt *st;
+    int ver = -1;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA schema_version", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) ver = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    if (ver == s->schema_version && s->tables) return 0;
+    tsync__tables_free(s);
+    int rc = sqlite3_prepare_v2(
+        s->db, "SELECT id, name, cols, pk, counters FROM tsync_tables ORDER BY id", -1, &st, NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read replicated tables");
+    int cap = 0;
+    rc = 0;
+    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        if (s->ntables == cap) {
+            cap = cap ? cap * 2 : 8;
+            tsync__table *nt = realloc(s->tables, (size_t)cap * sizeof *nt);
+            if (!nt) {
+                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+                break;
+            }
+            s->tables = nt;
+        }
+        tsync__table *t = &s->tables[s->ntables];
+        memset(t, 0, sizeof *t);
+        s->ntables++;
+        t->id = sqlite3_column_int(st, 0);
+        t->name = strdup((const char *)sqlite3_column_text(st, 1));
+        char **pk = NULL, **ctr = NULL;
+        int npk = 0, nctr = 0;
+        rc = json_names((const char *)sqlite3_column_text(st, 2), &t->cols, &t->ncols);
+        if (rc == 0) rc = json_names((const char *)sqlite3_column_text(st, 3), &pk, &npk);
+        if (rc == 0) rc = json_names((const char *)sqlite3_column_text(st, 4), &ctr, &nctr);
+        if (rc == 0 && (npk < 1 || npk > TSYNC__MAX_PK_COLS || t->ncols > TSYNC__MAX_COLS))
+            rc = tsync__err(TSYNC_ECORRUPT, "tsync_tables: bad definition of table %s", t->name);
+        t->npk = npk;
+        for (int i = 0; rc == 0 && i < npk; i++) {
+            t->pk[i] = tsync__col_by_name(t, pk[i], strlen(pk[i]));
+            if (t->pk[i] < 0) rc = tsync__err(TSYNC_ECORRUPT, "tsync_tables: bad key of %s", t->name);
+            else t->is_pk[t->pk[i]] = 1;
+        }
+        for (int i = 0; rc == 0 && i < nctr; i++) {
+            int c = tsync__col_by_name(t, ctr[i], strlen(ctr[i]));
+            if (c < 0) rc = tsync__err(TSYNC_ECORRUPT, "tsync_tables: bad counter of %s", t->name);
+            else t->is_counter[c] = 1;
+        }
+        free_names(pk, npk);
+        free_names(ctr, nctr);
+        if (rc == 0) rc = table_build(s, t);
+    }
+    sqlite3_finalize(st);
+    if (rc) {
+        tsync__tables_free(s);
+        return rc;
+    }
+    s->schema_version = ver;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- replicate */
+
+typedef struct {
+    char *name, *type;
+    int notnull, has_default, pk, hidden;
+} colinfo;
+
+static int has_check_constraint(const char *sql)
+{
+    /* The word CHECK followed by "(" outside quotes is a CHECK constraint. */
+    int q = 0;
+    for (const char *c = sql; *c; c++) {
+        if (q) {
+            if (*c == q) q = 0;
+            continue;
+        }
+        if (*c == '\'' || *c == '"' || *c == '`' || *c == '[') {
+            q = *c == '[' ? ']' : *c;
+            continue;
+        }
+        if ((c == sql || !(isalnum((unsigned char)c[-1]) || c[-1] == '_')) &&
+            strncasecmp(c, "check", 5) == 0) {
+            const char *d = c + 5;
+            while (isspace((unsigned char)*d)) d++;
+            if (*d == '(') return 1;
+        }
+    }
+    return 0;
+}
+
+static int sql_steps(tsync_store *s, const char *sql)
+{
+    return tsync__exec(s, sql);
+}
+
+int tsync_store_replicate(tsync_store *s, const char *table, const char *const *counters,
+                          size_t ncounters)
+{
+    if (!table || !*table) return tsync__err(TSYNC_EINVAL, "no table name given");
+    if (strncmp(table, "tsync_", 6) == 0 || strncmp(table, "sqlite_", 7) == 0)
+        return tsync__err(TSYNC_EINVAL, "table %s is internal and cannot be replicated", table);
+    int rc = tsync__begin(s);
+    if (rc) return rc;
+    colinfo cols[TSYNC__MAX_COLS + 1];
+    int ncols = 0, npk = 0, pkord[TSYNC__MAX_PK_COLS] = {0};
+    memset(cols, 0, sizeof cols);
+    sqlite3_stmt *st = NULL;
+    sbuf sql = {0};
+    char *table_sql = NULL;
+    int without_rowid = 0;
+
+    if (tsync__table_by_name(s, table, strlen(table))) {
+        rc = tsync__err(TSYNC_EEXISTS, "table %s is already replicated", table);
+        goto out;
+    }
+    rc = sqlite3_prepare_v2(s->db, "SELECT sql FROM sqlite_schema WHERE type='table' AND name=?1",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        rc = tsync__err_sqlite(s->db, rc, "read schema");
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        table_sql = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    st = NULL;
+    if (!table_sql) {
+        rc = tsync__err(TSYNC_ENOTFOUND, "no such table: %s", table);
+        goto out;
+    }
+    /* table_xinfo shows generated columns too (hidden 2 or 3). */
+    sb_add(&sql, "SELECT name, type, \"notnull\", dflt_value IS NOT NULL, pk, hidden FROM "
+                 "pragma_table_xinfo(?1) ORDER BY cid");
+    rc = sqlite3_prepare_v2(s->db, sql.p, -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        rc = tsync__err_sqlite(s->db, rc, "read columns");
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (ncols == TSYNC__MAX_COLS) {
+            rc = tsync__err(TSYNC_EUNSUPPORTED, "table %s has more than %d columns", table,
+                            TSYNC__MAX_COLS);
+            goto out;
+        }
+        colinfo *c = &cols[ncols++];
+        c->name = strdup((const char *)sqlite3_column_text(st, 0));
+        c->type = strdup(sqlite3_column_text(st, 1) ? (const char *)sqlite3_column_text(st, 1) : "");
+        c->notnull = sqlite3_column_int(st, 2);
+        c->has_default = sqlite3_column_int(st, 3);
+        c->pk = sqlite3_column_int(st, 4);
+        c->hidden = sqlite3_column_int(st, 5);
+        if (c->hidden) {
+            rc = tsync__err(TSYNC_EUNSUPPORTED,
+                            "table %s: column %s is generated or hidden; replicated tables cannot "
+                            "have generated columns", table, c->name);
+            goto out;
+        }
+        if (c->pk) {
+            if (c->pk > TSYNC__MAX_PK_COLS) {
+                rc = tsync__err(TSYNC_EUNSUPPORTED, "table %s: a primary key of more than %d "
+                                "columns is not supported", table, TSYNC__MAX_PK_COLS);
+                goto out;
+            }
+            pkord[c->pk - 1] = ncols - 1;
+            if (c->pk > npk) npk = c->pk;
+        }
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    {
+        /* WITHOUT ROWID tables are fine; "INTEGER PRIMARY KEY" in a rowid table is a device-local
+         * rowid alias and cannot identify a row across tills. */
+        sqlite3_stmt *w;
+        if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM pragma_index_list(?1) WHERE origin='pk'", -1,
+                               &w, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(w, 1, table, -1, SQLITE_STATIC);
+            int has_pk_index = sqlite3_step(w) == SQLITE_ROW;
+            sqlite3_finalize(w);
+            /* A WITHOUT ROWID table's key is its b-tree key: it has no separate pk index entry
+             * when written as INTEGER PRIMARY KEY, so check the table definition itself. */
+            const char *e = table_sql + strlen(table_sql);
+            while (e > table_sql && isspace((unsigned char)e[-1])) e--;
+            without_rowid = e - table_sql > 13 && strncasecmp(e - 13, "WITHOUT ROWID", 13) == 0;
+            if (npk == 1 && !has_pk_index && !without_rowid) {
+                rc = tsync__err(TSYNC_EUNSUPPORTED,
+                                "table %s: INTEGER PRIMARY KEY is a device-local rowid and cannot "
+                                "identify a row across tills; use a text key, e.g. id TEXT PRIMARY "
+                                "KEY DEFAULT (uuid7())", table);
+                goto out;
+            }
+        }
+    }
+    if (npk == 0) {
+        rc = tsync__err(TSYNC_EUNSUPPORTED, "table %s has no primary key; add one that is unique "
+                        "across devices, e.g. id TEXT PRIMARY KEY DEFAULT (uuid7())", table);
+        goto out;
+    }
+    for (int i = 0; i < ncols; i++)
+        if (cols[i].notnull && !cols[i].has_default && !cols[i].pk) {
+            rc = tsync__err(TSYNC_EUNSUPPORTED,
+                            "table %s: column %s is NOT NULL without a DEFAULT; a row may be built "
+                            "from partial changes, so give it a DEFAULT", table, cols[i].name);
+            goto out;
+        }
+    {
+        sqlite3_stmt *u;
+        if (sqlite3_prepare_v2(s->db, "SELECT name FROM pragma_index_list(?1) WHERE origin='u'",
+                               -1, &u, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(u, 1, table, -1, SQLITE_STATIC);
+            if (sqlite3_step(u) == SQLITE_ROW)
+                rc = tsync__err(TSYNC_EUNSUPPORTED,
+                                "table %s: UNIQUE constraints besides the primary key cannot hold "
+                                "across tills that write offline; drop the constraint (a plain "
+                                "index is fine)", table);
+            sqlite3_finalize(u);
+            if (rc) goto out;
+        }
+        if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM pragma_foreign_key_list(?1)", -1, &u, NULL) ==
+            SQLITE_OK) {
+            sqlite3_bind_text(u, 1, table, -1, SQLITE_STATIC);
+            if (sqlite3_step(u) == SQLITE_ROW)
+                rc = tsync__err(TSYNC_EUNSUPPORTED,
+                                "table %s: FOREIGN KEY constraints cannot hold across tills (a "
+                                "child may arrive for a parent deleted elsewhere); remove them",
+                                table);
+            sqlite3_finalize(u);
+            if (rc) goto out;
+        }
+        if (has_check_constraint(table_sql)) {
+            rc = tsync__err(TSYNC_EUNSUPPORTED,
+                            "table %s: CHECK constraints cannot hold across tills (a merged value "
+                            "could violate one); remove them and validate in the app", table);
+            goto out;
+        }
+    }
+    json_t *jcols = json_array(), *jpk = json_array(), *jctr = json_array();
+    for (int i = 0; i < ncols; i++) json_array_append_new(jcols, json_string(cols[i].name));
+    for (int i = 0; i < npk; i++) json_array_append_new(jpk, json_string(cols[pkord[i]].name));
+    for (size_t i = 0; rc == 0 && i < ncounters; i++) {
+        int c = -1;
+        for (int j = 0; j < ncols; j++)
+            if (strcmp(cols[j].name, counters[i]) == 0) c = j;
+        if (c < 0)
+            rc = tsync__err(TSYNC_ENOTFOUND, "table %s has no column %s", table, counters[i]);
+        else if (cols[c].pk)
+            rc = tsync__err(TSYNC_EUNSUPPORTED, "column %s is part of the key and cannot be a "
+                            "counter", counters[i]);
+        else if (!strcasestr(cols[c].type, "INT"))
+            rc = tsync__err(TSYNC_EUNSUPPORTED, "counter column %s.%s must be declared INTEGER",
+                            table, counters[i]);
+        else
+            json_array_append_new(jctr, json_string(counters[i]));
+    }
+    char *scols = json_dumps(jcols, JSON_COMPACT), *spk = json_dumps(jpk, JSON_COMPACT),
+         *sctr = json_dumps(jctr, JSON_COMPACT);
+    json_decref(jcols), json_decref(jpk), json_decref(jctr);
+    if (rc == 0) {
+        rc = sqlite3_prepare_v2(s->db, "INSERT INTO tsync_tables(name, cols, npk, pk, counters) "
+                                "VALUES(?1, ?2, ?3, ?4, ?5)", -1, &st, NULL);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, scols, -1, SQLITE_STATIC);
+            sqlite3_bind_int(st, 3, npk);
+            sqlite3_bind_text(st, 4, spk, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 5, sctr, -1, SQLITE_STATIC);
+            rc = sqlite3_step(st) == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "record table");
+        } else {
+            rc = tsync__err_sqlite(s->db, rc, "record table");
+        }
+        sqlite3_finalize(st);
+        st = NULL;
+    }
+    free(scols), free(spk), free(sctr);
+    if (rc) goto out;
+    {
+        int tid = (int)sqlite3_last_insert_rowid(s->db);
+        char *qt = quote_ident("", table), *qclk = quote_ident("tsync_clk_", table),
+             *qtomb = quote_ident("tsync_tomb_", table);
+        char *qtr[4] = {quote_ident("tsync_ai_", table), quote_ident("tsync_au_", table),
+                        quote_ident("tsync_ak_", table), quote_ident("tsync_ad_", table)};
+        char *qc[TSYNC__MAX_COLS];
+        for (int i = 0; i < ncols; i++) qc[i] = quote_ident("", cols[i].name);
+        sbuf k = {0}, kcols = {0}, newk = {0}, oldk = {0}, allc = {0}, oldall = {0}, same = {0},
+             mask = {0};
+        for (int i = 0; i < npk; i++) {
+            sb_add(&k, "%sk%d", i ? "," : "", i);
+            sb_add(&kcols, "%s%s", i ? "," : "", qc[pkord[i]]);
+            sb_add(&newk, "%sNEW.%s", i ? "," : "", qc[pkord[i]]);
+            sb_add(&oldk, "%sOLD.%s", i ? "," : "", qc[pkord[i]]);
+            sb_add(&same, "%sNEW.%s IS OLD.%s", i ? " AND " : "", qc[pkord[i]], qc[pkord[i]]);
+        }
+        int any = 0;
+        for (int i = 0; i < ncols; i++) {
+            sb_add(&allc, "%s%s", i ? "," : "", qc[i]);
+            sb_add(&oldall, "%sOLD.%s", i ? "," : "", qc[i]);
+            if (!cols[i].pk) {
+                sb_add(&mask, "%s(CASE WHEN NEW.%s IS NOT OLD.%s THEN %lld ELSE 0 END)",
+                       any ? "|" : "", qc[i], qc[i], 1LL << i);
+                any = 1;
+            }
+        }
+        if (!any) sb_add(&mask, "0");
+        sql.n = 0;
+        /* Shadow tables: columns without a declared type keep values exactly as given. */
+        sb_add(&sql, "CREATE TABLE %s(%s, tsync_m BLOB, PRIMARY KEY(%s)) WITHOUT ROWID;", qclk,
+               kcols.p, kcols.p);
+        sb_add(&sql, "CREATE TABLE %s(%s, PRIMARY KEY(%s)) WITHOUT ROWID;", qtomb, allc.p, kcols.p);
+        sb_add(&sql,
+               "CREATE TRIGGER %s AFTER INSERT ON %s WHEN " NOT_SUPPRESSED " BEGIN "
+               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,1,-1," WALL_SQL ",%s); "
+               "END;",
+               qtr[0], qt, k.p, tid, newk.p);
+        sb_add(&sql,
+               "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN " NOT_SUPPRESSED " AND %s BEGIN "
+               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,2,%s," WALL_SQL ",%s); "
+               "END;",
+               qtr[1], qt, same.p, k.p, tid, mask.p, newk.p);
+        /* An UPDATE of the key is a delete of the old key and an insert of the new one. */
+        sb_add(&sql,
+               "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN " NOT_SUPPRESSED " AND NOT (%s) BEGIN "
+               "DELETE FROM %s WHERE (%s) IS (%s); "
+               "INSERT INTO %s(%s) VALUES(%s); "
+               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
+               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,1,-1," WALL_SQL ",%s); "
+               "END;",
+               qtr[2], qt, same.p, qtomb, kcols.p, oldk.p, qtomb, allc.p, oldall.p, k.p, tid,
+               oldk.p, k.p, tid, newk.p);
+        sb_add(&sql,
+               "CREATE TRIGGER %s AFTER DELETE ON %s WHEN " NOT_SUPPRESSED " BEGIN "
+               "DELETE FROM %s WHERE (%s) IS (%s); "
+               "INSERT INTO %s(%s) VALUES(%s); "
+               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
+               "END;",
+               qtr[3], qt, qtomb, kcols.p, oldk.p, qtomb, allc.p, oldall.p, k.p, tid, oldk.p);
+        /* Rows already in the table are recorded as local inserts. */
+        sb_add(&sql,
+               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) SELECT %d,1,-1," WALL_SQL
+               ",%s FROM %s;",
+               k.p, tid, kcols.p, qt);
+        if (sql.oom || k.oom || allc.oom || mask.oom || oldall.oom)
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        else
+            rc = sql_steps(s, sql.p);
+        free(qt), free(qclk), free(qtomb);
+        for (int i = 0; i < 4; i++) free(qtr[i]);
+        for (int i = 0; i < ncols; i++) free(qc[i]);
+        free(k.p), free(kcols.p), free(newk.p), free(oldk.p), free(allc.p), free(oldall.p),
+            free(same.p), free(mask.p);
+    }
+    if (rc == 0) rc = tsync__tables_refresh(s);
+    if (rc == 0) rc = tsync__unpark(s, table);
+out:
+    if (st) sqlite3_finalize(st);
+    for (int i = 0; i < ncols; i++) free(cols[i].name), free(cols[i].type);
+    free(table_sql);
+    free(sql.p);
+    if (rc) {
+        tsync__rollback(s);
+        /* The failed transaction may have left a half-built cache. */
+        tsync__tables_free(s);
+        s->schema_version = -1;
+        tsync__tables_refresh(s);
+        return rc;
+    }
+    rc = tsync__commit(s);
+    if (rc == 0) rc = tsync_store_seal(s, NULL);
+    return rc;
+}

@@ -1,0 +1,396 @@
+/*
+ * store/store.c — opening a replicated database: the connection and its PRAGMAs, the metadata
+ * schema, the device key, the cache of replicated tables, and small SQL helpers.
+ *
+ * Design notes
+ * - Metadata lives in tables prefixed tsync_ inside the database, so it commits atomically with
+ *   the app's rows. The device key does not: it is a 0600 file beside the database.
+ * - Capture triggers consult tsync_ctl.suppress; merge sets it inside its own write transaction,
+ *   so no other connection ever sees it set.
+ */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "store/internal.h"
+
+static const char *SCHEMA =
+    "CREATE TABLE IF NOT EXISTS tsync_meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS tsync_ctl(id INTEGER PRIMARY KEY, suppress INTEGER NOT NULL);"
+    "INSERT OR IGNORE INTO tsync_ctl VALUES(1, 0);"
+    "CREATE TABLE IF NOT EXISTS tsync_sites(idx INTEGER PRIMARY KEY, site BLOB NOT NULL UNIQUE,"
+    "  pk BLOB, inc BLOB, seq INTEGER NOT NULL DEFAULT 0, hash BLOB, sealed_seq INTEGER NOT NULL"
+    "  DEFAULT 0, frozen_seq INTEGER);"
+    "CREATE TABLE IF NOT EXISTS tsync_tables(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+    "  cols TEXT NOT NULL, npk INTEGER NOT NULL, pk TEXT NOT NULL, counters TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS tsync_pending(id INTEGER PRIMARY KEY, tbl INTEGER NOT NULL,"
+    "  op INTEGER NOT NULL, mask INTEGER NOT NULL, wall INTEGER NOT NULL, k0, k1, k2, k3);"
+    "CREATE TABLE IF NOT EXISTS tsync_log(id INTEGER PRIMARY KEY, site INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL, hash BLOB NOT NULL, body BLOB NOT NULL, sig BLOB,"
+    "  UNIQUE(site, seq));"
+    "CREATE TABLE IF NOT EXISTS tsync_held(site INTEGER NOT NULL, seq INTEGER NOT NULL,"
+    "  prev BLOB NOT NULL, hash BLOB NOT NULL, body BLOB NOT NULL, sig BLOB, reason TEXT NOT NULL,"
+    "  PRIMARY KEY(site, seq)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS tsync_parked(id INTEGER PRIMARY KEY, site INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL, row INTEGER NOT NULL, tbl TEXT NOT NULL, col TEXT,"
+    "  reason TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS tsync_forks(id INTEGER PRIMARY KEY, site INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL, at_ms INTEGER NOT NULL, proof BLOB NOT NULL, reason TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS tsync_conflicts(id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL,"
+    "  tbl TEXT NOT NULL, pk TEXT NOT NULL, col TEXT NOT NULL, win_val, win_hlc INTEGER,"
+    "  win_site BLOB, lose_val, lose_hlc INTEGER, lose_site BLOB);"
+    "INSERT OR IGNORE INTO tsync_meta VALUES('format', 1);"
+    "INSERT OR IGNORE INTO tsync_meta VALUES('hlc', 0);";
+
+uint64_t tsync__now_ms(tsync_store *s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (uint64_t)(ms + s->clock_offset_ms);
+}
+
+int tsync__exec(tsync_store *s, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        int code = tsync__err(TSYNC_EIO, "SQL failed: %s", msg ? msg : sqlite3_errstr(rc));
+        if ((rc & 0xff) == SQLITE_BUSY) code = tsync__err(TSYNC_EBUSY, "database is busy: %s",
+                                                          msg ? msg : "locked");
+        sqlite3_free(msg);
+        return code;
+    }
+    return 0;
+}
+
+int tsync__begin(tsync_store *s)
+{
+    int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "cannot begin a write transaction");
+    s->in_txn = 1;
+    return tsync__tables_refresh(s);
+}
+
+int tsync__commit(tsync_store *s)
+{
+    int rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        int code = tsync__err_sqlite(s->db, rc, "commit failed");
+        tsync__rollback(s);
+        return code;
+    }
+    s->in_txn = 0;
+    return 0;
+}
+
+void tsync__rollback(tsync_store *s)
+{
+    if (!sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    s->in_txn = 0;
+}
+
+static int meta_get_int(tsync_store *s, const char *k, int64_t *v)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT v FROM tsync_meta WHERE k=?1", -1, &st, NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read metadata");
+    sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
+    *v = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) *v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return 0;
+}
+
+static int meta_set_int(tsync_store *s, const char *k, int64_t v)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO tsync_meta VALUES(?1, ?2)", -1, &st,
+                                NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "write metadata");
+    sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, v);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "write metadata");
+}
+
+int tsync__hlc_load(tsync_store *s, tsync__hlc *h)
+{
+    int64_t v;
+    int rc = meta_get_int(s, "hlc", &v);
+    *h = (tsync__hlc)v;
+    return rc;
+}
+
+int tsync__hlc_store(tsync_store *s, tsync__hlc h)
+{
+    return meta_set_int(s, "hlc", (int64_t)h);
+}
+
+int tsync__site_index(tsync_store *s, const uint8_t site[TSYNC__SITE_BYTES], const uint8_t *pk,
+                      const uint8_t *inc, uint32_t *idx)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT idx, pk IS NULL FROM tsync_sites WHERE site=?1", -1,
+                                &st, NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read sites");
+    sqlite3_bind_blob(st, 1, site, TSYNC__SITE_BYTES, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *idx = (uint32_t)sqlite3_column_int64(st, 0);
+        int nopk = sqlite3_column_int(st, 1);
+        sqlite3_finalize(st);
+        if (nopk && pk) {
+            rc = sqlite3_prepare_v2(s->db, "UPDATE tsync_sites SET pk=?2, inc=?3 WHERE idx=?1", -1,
+                                    &st, NULL);
+            if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "write sites");
+            sqlite3_bind_int64(st, 1, *idx);
+            sqlite3_bind_blob(st, 2, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
+            sqlite3_bind_blob(st, 3, inc, TSYNC__INC_BYTES, SQLITE_STATIC);
+            rc = sqlite3_step(st);
+            sqlite3_finalize(st);
+            if (rc != SQLITE_DONE) return tsync__err_sqlite(s->db, rc, "write sites");
+        }
+        return 0;
+    }
+    sqlite3_finalize(st);
+    rc = sqlite3_prepare_v2(s->db, "INSERT INTO tsync_sites(site, pk, inc) VALUES(?1, ?2, ?3)", -1,
+                            &st, NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "write sites");
+    sqlite3_bind_blob(st, 1, site, TSYNC__SITE_BYTES, SQLITE_STATIC);
+    if (pk) sqlite3_bind_blob(st, 2, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
+    if (inc) sqlite3_bind_blob(st, 3, inc, TSYNC__INC_BYTES, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return tsync__err_sqlite(s->db, rc, "write sites");
+    *idx = (uint32_t)sqlite3_last_insert_rowid(s->db);
+    return 0;
+}
+
+int tsync__site_of(tsync_store *s, uint32_t idx, uint8_t site[TSYNC__SITE_BYTES])
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT site FROM tsync_sites WHERE idx=?1", -1, &st, NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read sites");
+    sqlite3_bind_int64(st, 1, idx);
+    rc = TSYNC_ENOTFOUND;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == TSYNC__SITE_BYTES) {
+        memcpy(site, sqlite3_column_blob(st, 0), TSYNC__SITE_BYTES);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc ? tsync__err(rc, "site index %u is unknown", idx) : 0;
+}
+
+/* uuid7(): a time-ordered UUID (RFC 9562) as text, for key defaults. */
+static void fn_uuid7(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    uint8_t u[16];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    for (int i = 0; i < 6; i++) u[i] = (uint8_t)(ms >> (40 - 8 * i));
+    randombytes_buf(u + 6, 10);
+    u[6] = (uint8_t)(0x70 | (u[6] & 0x0f));
+    u[8] = (uint8_t)(0x80 | (u[8] & 0x3f));
+    char out[37];
+    static const char d[] = "0123456789abcdef";
+    int o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
+        out[o++] = d[u[i] >> 4];
+        out[o++] = d[u[i] & 15];
+    }
+    out[o] = 0;
+    sqlite3_result_text(ctx, out, 36, SQLITE_TRANSIENT);
+}
+
+int tsync_store_open(tsync_store **out, const char *path, const tsync_store_options *opts)
+{
+    tsync_store_options def = TSYNC_STORE_OPTIONS_INIT;
+    if (!opts) opts = &def;
+    *out = NULL;
+    if (!path || !*path) return tsync__err(TSYNC_EINVAL, "no database path given");
+    if (sodium_init() < 0) return tsync__err(TSYNC_ERROR, "libsodium failed to initialise");
+
+    struct stat sb;
+    int exists = stat(path, &sb) == 0;
+    if (!exists && !opts->create)
+        return tsync__err(TSYNC_ENOTFOUND, "database %s does not exist (create it with "
+                                           "'tillsync init %s')", path, path);
+
+    tsync_store *s = calloc(1, sizeof *s);
+    if (!s) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    s->skew_bound_ms = TSYNC__HLC_DEFAULT_SKEW_MS;
+    s->path = strdup(path);
+    if (opts->key_path) {
+        s->key_path = strdup(opts->key_path);
+    } else {
+        size_t n = strlen(path) + 5;
+        s->key_path = malloc(n);
+        if (s->key_path) snprintf(s->key_path, n, "%s.key", path);
+    }
+    if (!s->path || !s->key_path) {
+        tsync_store_free(s);
+        return tsync__err(TSYNC_ENOMEM, "out of memory");
+    }
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (opts->create ? SQLITE_OPEN_CREATE : 0);
+    int rc = sqlite3_open_v2(path, &s->db, flags, NULL);
+    if (rc != SQLITE_OK) {
+        rc = tsync__err(TSYNC_EIO, "cannot open database %s: %s", path,
+                        s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        tsync_store_free(s);
+        return rc;
+    }
+    sqlite3_busy_timeout(s->db, opts->busy_timeout_ms ? (int)opts->busy_timeout_ms : 10000);
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_create_function(s->db, "uuid7", 0, SQLITE_UTF8, NULL, fn_uuid7, NULL, NULL);
+
+    char pragmas[200];
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=OFF;",
+             opts->synchronous == TSYNC_SYNC_FULL ? "FULL" : "NORMAL");
+    rc = tsync__exec(s, pragmas);
+    if (rc == 0) rc = tsync__exec(s, "BEGIN IMMEDIATE");
+    if (rc == 0) {
+        rc = tsync__exec(s, SCHEMA);
+        if (rc == 0) rc = tsync__exec(s, "COMMIT");
+        else tsync__rollback(s);
+    }
+    if (rc == 0) rc = tsync__key_load_or_create(s, opts->create || !exists);
+    if (rc == 0) {
+        tsync__site_id(s->pk, s->inc, s->site);
+        if ((rc = tsync__exec(s, "BEGIN IMMEDIATE")) == 0) {
+            rc = tsync__site_index(s, s->site, s->pk, s->inc, &s->local_idx);
+            if (rc == 0) rc = meta_set_int(s, "local_site", s->local_idx);
+            if (rc == 0) rc = tsync__exec(s, "COMMIT");
+            else tsync__rollback(s);
+        }
+    }
+    if (rc == 0) rc = tsync__tables_refresh(s);
+    if (rc != 0) {
+        tsync_store_free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void tsync_store_free(tsync_store *s)
+{
+    if (!s) return;
+    tsync__tables_free(s);
+    if (s->db) sqlite3_close_v2(s->db);
+    sodium_memzero(s->sk, sizeof s->sk);
+    free(s->path);
+    free(s->key_path);
+    free(s);
+}
+
+struct sqlite3 *tsync_store_sqlite(tsync_store *s)
+{
+    return s->db;
+}
+
+const uint8_t *tsync_store_site_id(tsync_store *s)
+{
+    return s->site;
+}
+
+int tsync__bind_val(sqlite3_stmt *st, int i, const tsync__val *v)
+{
+    switch (v->type) {
+    case TSYNC__V_INT: return sqlite3_bind_int64(st, i, v->i);
+    case TSYNC__V_REAL: return sqlite3_bind_double(st, i, v->r);
+    case TSYNC__V_TEXT: return sqlite3_bind_text(st, i, v->p ? v->p : "", (int)v->n, SQLITE_STATIC);
+    case TSYNC__V_BLOB: return sqlite3_bind_blob(st, i, v->p ? v->p : "", (int)v->n, SQLITE_STATIC);
+    default: return sqlite3_bind_null(st, i);
+    }
+}
+
+void tsync__col_val(sqlite3_stmt *st, int i, tsync__val *v)
+{
+    memset(v, 0, sizeof *v);
+    switch (sqlite3_column_type(st, i)) {
+    case SQLITE_INTEGER:
+        v->type = TSYNC__V_INT;
+        v->i = sqlite3_column_int64(st, i);
+        break;
+    case SQLITE_FLOAT:
+        v->type = TSYNC__V_REAL;
+        v->r = sqlite3_column_double(st, i);
+        break;
+    case SQLITE_TEXT:
+        v->type = TSYNC__V_TEXT;
+        v->p = sqlite3_column_text(st, i);
+        v->n = (uint32_t)sqlite3_column_bytes(st, i);
+        break;
+    case SQLITE_BLOB:
+        v->type = TSYNC__V_BLOB;
+        v->p = sqlite3_column_blob(st, i);
+        v->n = (uint32_t)sqlite3_column_bytes(st, i);
+        break;
+    default: v->type = TSYNC__V_NULL;
+    }
+}
+
+/* Values as text for tsync_store_exec callbacks (blobs as x'hex'). */
+int tsync_store_exec(tsync_store *s, const char *sql, tsync_row_cb row, void *ctx)
+{
+    const char *tail = sql;
+    int rc = 0;
+    while (tail && *tail) {
+        sqlite3_stmt *st = NULL;
+        int src = sqlite3_prepare_v2(s->db, tail, -1, &st, &tail);
+        if (src != SQLITE_OK) {
+            rc = tsync__err(TSYNC_EINVAL, "SQL error: %s", sqlite3_errmsg(s->db));
+            break;
+        }
+        if (!st) continue; /* whitespace or comment */
+        int n = sqlite3_column_count(st);
+        const char **names = calloc((size_t)n + 1, sizeof *names);
+        const char **vals = calloc((size_t)n + 1, sizeof *vals);
+        char **owned = calloc((size_t)n + 1, sizeof *owned);
+        if (!names || !vals || !owned) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        for (int i = 0; rc == 0 && i < n; i++) names[i] = sqlite3_column_name(st, i);
+        while (rc == 0 && (src = sqlite3_step(st)) == SQLITE_ROW) {
+            for (int i = 0; i < n; i++) {
+                free(owned[i]);
+                owned[i] = NULL;
+                int t = sqlite3_column_type(st, i);
+                if (t == SQLITE_NULL) {
+                    vals[i] = NULL;
+                } else if (t == SQLITE_BLOB) {
+                    int bn = sqlite3_column_bytes(st, i);
+                    owned[i] = malloc((size_t)bn * 2 + 4);
+                    if (!owned[i]) {
+                        rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+                        break;
+                    }
+                    owned[i][0] = 'x', owned[i][1] = '\'';
+                    tsync__hex(sqlite3_column_blob(st, i), (size_t)bn, owned[i] + 2);
+                    strcat(owned[i], "'");
+                    vals[i] = owned[i];
+                } else {
+                    vals[i] = (const char *)sqlite3_column_text(st, i);
+                }
+            }
+            if (rc == 0 && row && row(ctx, n, names, vals) != 0)
+                rc = tsync__err(TSYNC_ERROR, "stopped by the row callback");
+        }
+        if (rc == 0 && src != SQLITE_DONE)
+            rc = tsync__err(TSYNC_EINVAL, "SQL error: %s", sqlite3_errmsg(s->db));
+        for (int i = 0; owned && i < n; i++) free(owned[i]);
+        free(owned);
+        free(names);
+        free(vals);
+        sqlite3_finalize(st);
+        if (rc) break;
+    }
+    if (rc == 0 && !sqlite3_get_autocommit(s->db)) return 0; /* the caller's open transaction */
+    if (rc == 0) rc = tsync_store_seal(s, NULL);
+    return rc;
+}

@@ -1,0 +1,372 @@
+/*
+ * tools/tillsync.c — the tillsync command: one subcommand per job a shop's IT person or a POS
+ * developer does by hand. Every error is one line on stderr naming the problem; exit status 1 for
+ * a failure, 2 for a usage error.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools/cli.h"
+
+static const char *USAGE =
+    "usage: tillsync COMMAND [ARGS]\n"
+    "\n"
+    "Keeps the SQLite databases of a shop's tills in sync.\n"
+    "\n"
+    "commands:\n"
+    "  init DB                          create DB and its device key file DB.key (0600)\n"
+    "  sql DB \"SQL; ...\" [--json]       run SQL with replication active; rows print as a|b|c\n"
+    "  replicate DB TABLE [--counter COLUMN]...\n"
+    "                                   make TABLE replicated; COLUMNs are PN-counters\n"
+    "  state DB [--json]                site id, incarnation and version vector\n"
+    "  bundle DB FILE [--since STATEFILE]\n"
+    "                                   write the batches a peer with that state lacks\n"
+    "                                   (all batches without --since)\n"
+    "  merge DB FILE                    verify and merge a bundle\n"
+    "  hash DB [TABLE]                  hash of the visible content of the replicated tables\n"
+    "  conflicts DB [--json]            concurrent writes that last-writer-wins resolved\n"
+    "  demo [--dir DIR] [--seed N]      three tills sell concurrently and converge by bundles\n"
+    "  help, --help                     this text\n"
+    "  --version                        print the version\n";
+
+int cli_fail(const char *what)
+{
+    const tsync_error *e = tsync_error_last();
+    fprintf(stderr, "tillsync: %s: %s\n", what, e ? e->message : "unknown error");
+    return 1;
+}
+
+static int usage_error(const char *msg)
+{
+    fprintf(stderr, "tillsync: %s (see 'tillsync --help')\n", msg);
+    return 2;
+}
+
+static int open_db(const char *path, int create, tsync_store **s)
+{
+    tsync_store_options o = TSYNC_STORE_OPTIONS_INIT;
+    o.create = create;
+    if (tsync_store_open(s, path, &o) != 0) return cli_fail("open");
+    return 0;
+}
+
+static int has_flag(int argc, char **argv, const char *flag)
+{
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], flag) == 0) return 1;
+    return 0;
+}
+
+static int read_file(const char *path, uint8_t **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "tillsync: cannot open %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    size_t cap = 1 << 16, n = 0;
+    uint8_t *buf = malloc(cap);
+    size_t k;
+    while (buf && (k = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += k;
+        if (n == cap) {
+            uint8_t *nb = realloc(buf, cap *= 2);
+            if (!nb) free(buf);
+            buf = nb;
+        }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!buf || bad) {
+        free(buf);
+        fprintf(stderr, "tillsync: cannot read %s\n", path);
+        return 1;
+    }
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+static int write_file(const char *path, const uint8_t *p, size_t n)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        fprintf(stderr, "tillsync: cannot write %s: %s\n", tmp, strerror(errno));
+        return 1;
+    }
+    int bad = fwrite(p, 1, n, f) != n;
+    bad |= fflush(f) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        fprintf(stderr, "tillsync: cannot write %s: %s\n", path, strerror(errno));
+        remove(tmp);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- sql */
+
+typedef struct {
+    int json;
+    json_t *rows;
+} sqlctx;
+
+static int print_row(void *ctx, int n, const char *const *names, const char *const *vals)
+{
+    sqlctx *c = ctx;
+    if (c->json) {
+        json_t *o = json_object();
+        for (int i = 0; i < n; i++)
+            json_object_set_new(o, names[i], vals[i] ? json_string(vals[i]) : json_null());
+        json_array_append_new(c->rows, o);
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        if (i) fputc('|', stdout);
+        if (vals[i]) fputs(vals[i], stdout);
+    }
+    fputc('\n', stdout);
+    return 0;
+}
+
+/* JSON output keeps SQL types: re-run with typed values is simpler through sqlite directly. */
+static int cmd_sql(int argc, char **argv)
+{
+    if (argc < 4) return usage_error("sql needs DB and SQL");
+    tsync_store *s;
+    if (open_db(argv[2], 0, &s)) return 1;
+    sqlctx c = {has_flag(argc - 4, argv + 4, "--json"), NULL};
+    c.rows = json_array();
+    int rc = tsync_store_exec(s, argv[3], print_row, &c);
+    if (rc == 0 && c.json) {
+        char *out = json_dumps(c.rows, JSON_INDENT(2));
+        puts(out ? out : "[]");
+        free(out);
+    }
+    json_decref(c.rows);
+    int ret = rc ? cli_fail("sql") : 0;
+    tsync_store_free(s);
+    return ret;
+}
+
+static int cmd_replicate(int argc, char **argv)
+{
+    if (argc < 4) return usage_error("replicate needs DB and TABLE");
+    const char **ctr = calloc((size_t)argc, sizeof *ctr);
+    size_t n = 0;
+    for (int i = 4; i < argc; i++) {
+        if (strcmp(argv[i], "--counter") == 0 && i + 1 < argc) ctr[n++] = argv[++i];
+        else {
+            free(ctr);
+            return usage_error("replicate: unknown argument");
+        }
+    }
+    tsync_store *s;
+    if (open_db(argv[2], 0, &s)) {
+        free(ctr);
+        return 1;
+    }
+    int ret = 0;
+    if (tsync_store_replicate(s, argv[3], ctr, n) != 0) ret = cli_fail("replicate");
+    else printf("table %s is replicated%s\n", argv[3], n ? " (with counters)" : "");
+    free(ctr);
+    tsync_store_free(s);
+    return ret;
+}
+
+static int cmd_state(int argc, char **argv)
+{
+    if (argc < 3) return usage_error("state needs DB");
+    tsync_store *s;
+    if (open_db(argv[2], 0, &s)) return 1;
+    char *js = NULL;
+    int ret = 0;
+    if (tsync_store_state_json(s, &js) != 0) {
+        ret = cli_fail("state");
+    } else if (has_flag(argc - 3, argv + 3, "--json")) {
+        puts(js);
+    } else {
+        json_t *o = json_loads(js, 0, NULL);
+        printf("site:        %s\n", json_string_value(json_object_get(o, "site")));
+        printf("incarnation: %s\n", json_string_value(json_object_get(o, "incarnation")));
+        printf("public key:  %s\n", json_string_value(json_object_get(o, "public_key")));
+        printf("clock:       %lld\n", (long long)json_integer_value(json_object_get(o, "hlc")));
+        printf("vector:\n");
+        size_t i;
+        json_t *e;
+        json_array_foreach(json_object_get(o, "vector"), i, e)
+        {
+            printf("  %s  seq %lld  head %.16s…%s\n",
+                   json_string_value(json_object_get(e, "site")),
+                   (long long)json_integer_value(json_object_get(e, "seq")),
+                   json_string_value(json_object_get(e, "hash")) ?: "",
+                   json_object_get(e, "frozen_at") ? "  FROZEN (fork)" : "");
+        }
+        json_decref(o);
+    }
+    free(js);
+    tsync_store_free(s);
+    return ret;
+}
+
+static int cmd_bundle(int argc, char **argv)
+{
+    if (argc < 4) return usage_error("bundle needs DB and FILE");
+    char *since = NULL;
+    for (int i = 4; i < argc; i++) {
+        if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
+            uint8_t *b;
+            size_t n;
+            if (read_file(argv[++i], &b, &n)) return 1;
+            since = realloc(b, n + 1);
+            if (!since) return 1;
+            since[n] = 0;
+        } else {
+            return usage_error("bundle: unknown argument");
+        }
+    }
+    tsync_store *s;
+    if (open_db(argv[2], 0, &s)) {
+        free(since);
+        return 1;
+    }
+    uint8_t *out;
+    size_t len, nb;
+    int ret = 0;
+    if (tsync_store_bundle(s, since, &out, &len, &nb) != 0) {
+        ret = cli_fail("bundle");
+    } else {
+        ret = write_file(argv[3], out, len);
+        if (!ret) printf("wrote %zu batches, %zu bytes to %s\n", nb, len, argv[3]);
+        free(out);
+    }
+    free(since);
+    tsync_store_free(s);
+    return ret;
+}
+
+static int cmd_merge(int argc, char **argv)
+{
+    if (argc < 4) return usage_error("merge needs DB and FILE");
+    uint8_t *b;
+    size_t n;
+    if (read_file(argv[3], &b, &n)) return 1;
+    tsync_store *s;
+    if (open_db(argv[2], 0, &s)) {
+        free(b);
+        return 1;
+    }
+    tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
+    int rc = tsync_store_merge(s, b, n, &r);
+    int ret = 0;
+    if (rc != 0 && r.merged == 0 && r.duplicates == 0 && r.held == 0 && r.refused <= 1 &&
+        rc != TSYNC_EFORK) {
+        ret = cli_fail("merge");
+    } else {
+        printf("merged %zu, duplicates %zu, held %zu, parked %zu, refused %zu, conflicts %zu\n",
+               r.merged, r.duplicates, r.held, r.parked, r.refused, r.conflicts);
+        for (size_t i = 0; i < r.nmessages; i++) printf("  %s\n", r.messages[i]);
+        if (rc != 0) ret = cli_fail("merge");
+    }
+    tsync_merge_report_clear(&r);
+    free(b);
+    tsync_store_free(s);
+    return ret;
+}
+
+static int cmd_hash(int argc, char **argv)
+{
+    if (argc < 3) return usage_error("hash needs DB");
+    tsync_store *s;
+    if (open_db(argv[2], 0, &s)) return 1;
+    uint8_t h[TSYNC_HASH_BYTES];
+    int ret = 0;
+    if (tsync_store_hash(s, argc > 3 ? argv[3] : NULL, h) != 0) {
+        ret = cli_fail("hash");
+    } else {
+        for (int i = 0; i < TSYNC_HASH_BYTES; i++) printf("%02x", h[i]);
+        printf("\n");
+    }
+    tsync_store_free(s);
+    return ret;
+}
+
+static int cmd_conflicts(int argc, char **argv)
+{
+    if (argc < 3) return usage_error("conflicts needs DB");
+    tsync_store *s;
+    if (open_db(argv[2], 0, &s)) return 1;
+    char *js;
+    int ret = 0;
+    if (tsync_store_conflicts_json(s, &js) != 0) {
+        ret = cli_fail("conflicts");
+    } else if (has_flag(argc - 3, argv + 3, "--json")) {
+        puts(js);
+        free(js);
+    } else {
+        json_t *a = json_loads(js, 0, NULL);
+        free(js);
+        size_t i;
+        json_t *e;
+        if (json_array_size(a) == 0) printf("no conflicts\n");
+        json_array_foreach(a, i, e)
+        {
+            char *key = json_dumps(json_object_get(e, "key"), JSON_COMPACT | JSON_ENCODE_ANY);
+            char *w = json_dumps(json_object_get(json_object_get(e, "winner"), "value"),
+                                 JSON_ENCODE_ANY);
+            char *l = json_dumps(json_object_get(json_object_get(e, "loser"), "value"),
+                                 JSON_ENCODE_ANY);
+            printf("%s %s.%s: kept %s, overwritten %s\n", key ? key : "?",
+                   json_string_value(json_object_get(e, "table")),
+                   json_string_value(json_object_get(e, "column")), w ? w : "?", l ? l : "?");
+            free(key), free(w), free(l);
+        }
+        json_decref(a);
+    }
+    tsync_store_free(s);
+    return ret;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(USAGE, stderr);
+        return 2;
+    }
+    const char *c = argv[1];
+    if (!strcmp(c, "help") || !strcmp(c, "--help") || !strcmp(c, "-h")) {
+        fputs(USAGE, stdout);
+        return 0;
+    }
+    if (!strcmp(c, "--version")) {
+        printf("tillsync %s\n", tsync_version());
+        return 0;
+    }
+    if (!strcmp(c, "init")) {
+        if (argc != 3) return usage_error("init needs DB");
+        tsync_store *s;
+        if (open_db(argv[2], 1, &s)) return 1;
+        char hex[33];
+        const uint8_t *id = tsync_store_site_id(s);
+        for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", id[i]);
+        printf("database %s ready, site %s, key file %s.key\n", argv[2], hex, argv[2]);
+        tsync_store_free(s);
+        return 0;
+    }
+    if (!strcmp(c, "sql")) return cmd_sql(argc, argv);
+    if (!strcmp(c, "replicate")) return cmd_replicate(argc, argv);
+    if (!strcmp(c, "state")) return cmd_state(argc, argv);
+    if (!strcmp(c, "bundle")) return cmd_bundle(argc, argv);
+    if (!strcmp(c, "merge")) return cmd_merge(argc, argv);
+    if (!strcmp(c, "hash")) return cmd_hash(argc, argv);
+    if (!strcmp(c, "conflicts")) return cmd_conflicts(argc, argv);
+    if (!strcmp(c, "demo")) return cmd_demo(argc, argv);
+    fprintf(stderr, "tillsync: unknown command '%s' (see 'tillsync --help')\n", c);
+    return 2;
+}
