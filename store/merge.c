@@ -50,6 +50,7 @@ typedef struct {
     uint8_t hash[TSYNC__HASH_BYTES];
     int64_t frozen; /* -1: not frozen */
     int dirty;
+    int known;      /* loaded from or added to tsync_sites */
 } msite;
 
 /* The folded state of one row. */
@@ -153,6 +154,7 @@ static int load_sites(mctx *c)
         if (sqlite3_column_bytes(st, 4) == TSYNC__HASH_BYTES)
             memcpy(m->hash, sqlite3_column_blob(st, 4), TSYNC__HASH_BYTES);
         m->frozen = sqlite3_column_type(st, 5) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 5);
+        m->known = 1;
     }
     sqlite3_finalize(st);
     return 0;
@@ -163,7 +165,8 @@ static int site_local(mctx *c, const uint8_t id[TSYNC__SITE_BYTES], const uint8_
                       const uint8_t *inc, uint32_t *out)
 {
     for (uint32_t i = 1; i < c->nsites; i++)
-        if (memcmp(c->sites[i].id, id, TSYNC__SITE_BYTES) == 0 && (!pk || c->sites[i].has_pk)) {
+        if (c->sites[i].known && memcmp(c->sites[i].id, id, TSYNC__SITE_BYTES) == 0 &&
+            (!pk || c->sites[i].has_pk)) {
             *out = i;
             return 0;
         }
@@ -178,7 +181,12 @@ static int site_local(mctx *c, const uint8_t id[TSYNC__SITE_BYTES], const uint8_
         c->nsites = n;
     }
     msite *m = &c->sites[*out];
-    if (!m->has_pk && m->seq == 0 && !m->id[0]) m->frozen = -1;
+    if (!m->known) {
+        /* a site new to this database: nothing held, nothing frozen */
+        memset(m, 0, sizeof *m);
+        m->frozen = -1;
+        m->known = 1;
+    }
     memcpy(m->id, id, TSYNC__SITE_BYTES);
     if (pk) {
         memcpy(m->pk, pk, TSYNC__PK_BYTES);
@@ -952,7 +960,7 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                 const uint8_t *dsite = ib->b.sites[ib->b.deps[d].site];
                 uint64_t have = 0;
                 for (uint32_t k = 1; k < c->nsites; k++)
-                    if (memcmp(c->sites[k].id, dsite, TSYNC__SITE_BYTES) == 0)
+                    if (c->sites[k].known && memcmp(c->sites[k].id, dsite, TSYNC__SITE_BYTES) == 0)
                         have = c->sites[k].seq > have ? c->sites[k].seq : have;
                 if (have < ib->b.deps[d].seq) {
                     ready = 0;

@@ -245,7 +245,8 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
         b->hlc = h;
 
         tsync__rowmeta_clear(&meta);
-        if ((rc = load_meta(s, t, r->key, r->klen, &meta, NULL))) goto out;
+        int had_meta;
+        if ((rc = load_meta(s, t, r->key, r->klen, &meta, &had_meta))) goto out;
 
         /* Current values: the row, or for a deleted row the values its delete trigger kept. */
         tsync__val vals[TSYNC__MAX_COLS];
@@ -328,7 +329,8 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
             }
         }
         if ((rc = tsync__put_meta(s, t, r->key, r->klen, &meta, &mbuf, &mcap))) goto out;
-        if (exists && (r->seen_delete || r->seen_insert)) {
+        /* A tombstone exists only for a row with clocks, or one deleted in this window. */
+        if (exists && (r->seen_delete || (r->seen_insert && had_meta))) {
             if ((rc = bind_key(t->del_tomb, t, r->key, r->klen))) goto out;
             sr = sqlite3_step(t->del_tomb);
             sqlite3_reset(t->del_tomb);

@@ -1,0 +1,51 @@
+#!/bin/sh
+# The whole test suite: installs what is missing, then builds and runs every test three ways:
+#   1. RelWithDebInfo with -Werror (unit, property, crash, CLI tests),
+#   2. the same tests under AddressSanitizer + UndefinedBehaviorSanitizer,
+#   3. each libFuzzer target for a short time (clang).
+# Usage: scripts/test.sh            (everything)
+#        TSYNC_FUZZ_SECONDS=N       (seconds per fuzz target, default 20)
+#        TSYNC_SKIP_ASAN=1 / TSYNC_SKIP_FUZZ=1 to skip a stage.
+set -eu
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+JOBS=${JOBS:-2}
+
+echo "== build (warnings are errors)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTSYNC_WERROR=ON >/dev/null
+cmake --build build -j"$JOBS"
+echo "== tests"
+(cd build && ctest --output-on-failure -j"$JOBS")
+
+if [ "${TSYNC_SKIP_ASAN:-0}" != 1 ]; then
+    echo "== build with ASan + UBSan"
+    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTSYNC_SANITIZE=ON -DTSYNC_WERROR=ON >/dev/null
+    cmake --build build-asan -j"$JOBS"
+    echo "== tests under ASan + UBSan"
+    # Property tests run fewer schedules here: the sanitizers make each one ~5x slower.
+    (cd build-asan && TSYNC_PROP_SCALE=${TSYNC_PROP_SCALE:-0.25} \
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        ctest --output-on-failure -j"$JOBS")
+fi
+
+if [ "${TSYNC_SKIP_FUZZ:-0}" != 1 ]; then
+    echo "== fuzz targets (clang, libFuzzer)"
+    CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DTSYNC_FUZZ=ON -DTSYNC_TESTS=OFF >/dev/null
+    cmake --build build-fuzz -j"$JOBS"
+    secs=${TSYNC_FUZZ_SECONDS:-20}
+    for f in build-fuzz/fuzz_*; do
+        [ -x "$f" ] || continue
+        name=$(basename "$f")
+        corpus=fuzz/corpus/${name#fuzz_}
+        work=$(mktemp -d)
+        [ -d "$corpus" ] && cp -r "$corpus"/. "$work"/ 2>/dev/null || true
+        echo "-- $name for ${secs}s"
+        ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 \
+            "$f" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 "$work" \
+            >"$work.log" 2>&1 || { tail -40 "$work.log"; echo "FAIL: $name found a crash"; exit 1; }
+        grep -E "^(#[0-9]+|Done)" "$work.log" | tail -1
+        rm -rf "$work" "$work.log"
+    done
+fi
+echo "== all tests passed"

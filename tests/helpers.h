@@ -1,0 +1,49 @@
+/*
+ * tests/helpers.h — small helpers shared by the criterion tests: temporary folders, opening
+ * replicas with the standard products table, running SQL, reading single values, and moving
+ * bundles between replicas.
+ */
+#ifndef TSYNC_TEST_HELPERS_H
+#define TSYNC_TEST_HELPERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tillsync/tillsync.h"
+
+/* A fresh temporary folder (mkdtemp under $TMPDIR or /tmp); caller frees the string. */
+char *th_tmpdir(void);
+/* Removes a folder made by th_tmpdir and everything in it. */
+void th_rmdir(const char *dir);
+/* "<dir>/<name>" in a static ring of buffers (valid for the next 16 calls). */
+const char *th_path(const char *dir, const char *name);
+
+/* Opens (creating) a replica; aborts the test on failure. */
+tsync_store *th_open(const char *path);
+/* Opens a replica with the standard table
+ *   products(id TEXT PRIMARY KEY, name TEXT, price INTEGER, stock INTEGER NOT NULL DEFAULT 0)
+ * replicated, with stock a counter. */
+tsync_store *th_open_products(const char *path);
+
+/* Runs SQL on the store's connection (no sealing); aborts the test on error. */
+void th_exec(tsync_store *s, const char *sql);
+/* Runs SQL and returns the first column of the first row as int64 (or dflt when no row). */
+int64_t th_int(tsync_store *s, const char *sql, int64_t dflt);
+/* First column of the first row as a malloc'd string (NULL when no row or NULL). */
+char *th_text(tsync_store *s, const char *sql);
+/* Seals; aborts on error. Returns the number of batches sealed. */
+size_t th_seal(tsync_store *s);
+
+/* Bundle of everything from (all batches), as malloc'd bytes. */
+uint8_t *th_bundle(tsync_store *from, size_t *len);
+/* Bundle of what `to` lacks, merged into `to`. Returns tsync_store_merge's result. */
+int th_sync(tsync_store *from, tsync_store *to);
+/* Hash of all replicated tables as 64 hex chars in a static ring buffer. */
+const char *th_hash(tsync_store *s);
+
+/* Seed for property tests: $TSYNC_SEED if set, else from the clock; printed to stderr. */
+uint64_t th_seed(const char *test_name);
+/* A small, fast PRNG (splitmix64). */
+uint64_t th_rand(uint64_t *state);
+
+#endif
