@@ -484,6 +484,13 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
             sb_add(&oldk, "%sOLD.%s", i ? "," : "", qc[pkord[i]]);
             sb_add(&same, "%sNEW.%s IS OLD.%s", i ? " AND " : "", qc[pkord[i]], qc[pkord[i]]);
         }
+        /* A NULL key cannot name a row on another till (NULL never equals NULL): refuse the
+         * write itself, so it fails where the app can see it instead of at sealing. */
+        sbuf nullk = {0};
+        for (int i = 0; i < npk; i++)
+            sb_add(&nullk, "%sNEW.%s IS NULL", i ? " OR " : "", qc[pkord[i]]);
+        sb_add(&nullk, ") THEN RAISE(ABORT, 'tillsync: the primary key of a replicated table "
+                       "may not be NULL') END; ");
         int any = 0;
         for (int i = 0; i < ncols; i++) {
             sb_add(&allc, "%s%s", i ? "," : "", qc[i]);
@@ -502,9 +509,10 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
         sb_add(&sql, "CREATE TABLE %s(%s, PRIMARY KEY(%s)) WITHOUT ROWID;", qtomb, allc.p, kcols.p);
         sb_add(&sql,
                "CREATE TRIGGER %s AFTER INSERT ON %s WHEN " NOT_SUPPRESSED " BEGIN "
+               "SELECT CASE WHEN (%s"
                "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,1,-1," WALL_SQL ",%s); "
                "END;",
-               qtr[0], qt, k.p, tid, newk.p);
+               qtr[0], qt, nullk.p, k.p, tid, newk.p);
         sb_add(&sql,
                "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN " NOT_SUPPRESSED " AND %s BEGIN "
                "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,2,%s," WALL_SQL ",%s); "
@@ -513,13 +521,14 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
         /* An UPDATE of the key is a delete of the old key and an insert of the new one. */
         sb_add(&sql,
                "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN " NOT_SUPPRESSED " AND NOT (%s) BEGIN "
+               "SELECT CASE WHEN (%s"
                "DELETE FROM %s WHERE (%s) IS (%s); "
                "INSERT INTO %s(%s) VALUES(%s); "
                "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
                "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,1,-1," WALL_SQL ",%s); "
                "END;",
-               qtr[2], qt, same.p, qtomb, kcols.p, oldk.p, qtomb, allc.p, oldall.p, k.p, tid,
-               oldk.p, k.p, tid, newk.p);
+               qtr[2], qt, same.p, nullk.p, qtomb, kcols.p, oldk.p, qtomb, allc.p, oldall.p, k.p,
+               tid, oldk.p, k.p, tid, newk.p);
         sb_add(&sql,
                "CREATE TRIGGER %s AFTER DELETE ON %s WHEN " NOT_SUPPRESSED " BEGIN "
                "DELETE FROM %s WHERE (%s) IS (%s); "
@@ -532,7 +541,7 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
                "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) SELECT %d,1,-1," WALL_SQL
                ",%s FROM %s;",
                k.p, tid, kcols.p, qt);
-        if (sql.oom || k.oom || allc.oom || mask.oom || oldall.oom)
+        if (sql.oom || k.oom || allc.oom || mask.oom || oldall.oom || nullk.oom)
             rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         else
             rc = sql_steps(s, sql.p);
@@ -540,7 +549,7 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
         for (int i = 0; i < 4; i++) free(qtr[i]);
         for (int i = 0; i < ncols; i++) free(qc[i]);
         free(k.p), free(kcols.p), free(newk.p), free(oldk.p), free(allc.p), free(oldall.p),
-            free(same.p), free(mask.p);
+            free(same.p), free(mask.p), free(nullk.p);
     }
     if (rc == 0) rc = tsync__tables_refresh(s);
     if (rc == 0) rc = tsync__unpark(s, table);
