@@ -76,7 +76,13 @@ static int parse_since(const char *json, tsync__vv *vv)
             rc = tsync__err(TSYNC_EINVAL, "state: vector entry %zu is malformed", i);
             break;
         }
-        if (tsync__vv_set(vv, id, (uint64_t)json_integer_value(seq), NULL))
+        const char *hs = json_string_value(json_object_get(e, "hash"));
+        uint8_t hash[TSYNC__HASH_BYTES];
+        if (hs && tsync__unhex(hs, hash, sizeof hash) != 0) {
+            rc = tsync__err(TSYNC_EINVAL, "state: vector entry %zu has a malformed hash", i);
+            break;
+        }
+        if (tsync__vv_set(vv, id, (uint64_t)json_integer_value(seq), hs ? hash : NULL))
             rc = tsync__err(TSYNC_ENOMEM, "out of memory");
     }
     json_decref(o);
@@ -107,8 +113,8 @@ int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, si
         rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         goto out;
     }
-    if (sqlite3_prepare_v2(s->db, "SELECT idx, site, pk, inc, seq FROM tsync_sites WHERE seq > 0 "
-                           "AND pk IS NOT NULL ORDER BY idx", -1, &sites, NULL) != SQLITE_OK ||
+    if (sqlite3_prepare_v2(s->db, "SELECT idx, site, pk, inc, seq, frozen_seq FROM tsync_sites "
+                           "WHERE seq > 0 AND pk IS NOT NULL ORDER BY idx", -1, &sites, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(s->db, "SELECT max(seq) FROM tsync_log WHERE site=?1 AND seq>?2 AND "
                            "seq<=?3 AND sig IS NOT NULL", -1, &last, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(s->db, "SELECT seq, body, sig FROM tsync_log WHERE site=?1 AND seq>?2 "
@@ -129,7 +135,24 @@ int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, si
         memcpy(bs.pk, sqlite3_column_blob(sites, 2), TSYNC__PK_BYTES);
         memcpy(bs.inc, sqlite3_column_blob(sites, 3), TSYNC__INC_BYTES);
         int64_t head = sqlite3_column_int64(sites, 4);
-        int64_t from = (int64_t)tsync__vv_seq(&since, bs.site);
+        const tsync__vv_entry *pe = tsync__vv_get(&since, bs.site);
+        int64_t from = pe ? (int64_t)pe->seq : 0;
+        int64_t frozen = sqlite3_column_type(sites, 5) == SQLITE_NULL
+                             ? -1 : sqlite3_column_int64(sites, 5);
+        static const uint8_t zero[TSYNC__HASH_BYTES];
+        if (pe && from > 0 && from <= head && memcmp(pe->hash, zero, sizeof zero) != 0) {
+            /* Same number, different hash: a fork. Send our branch from the last common batch
+             * (or from the start) so the peer sees it and merges its rows too. */
+            sqlite3_reset(prevh);
+            sqlite3_bind_int64(prevh, 1, idx);
+            sqlite3_bind_int64(prevh, 2, from);
+            if (sqlite3_step(prevh) == SQLITE_ROW &&
+                sqlite3_column_bytes(prevh, 0) == TSYNC__HASH_BYTES &&
+                memcmp(sqlite3_column_blob(prevh, 0), pe->hash, TSYNC__HASH_BYTES) != 0)
+                from = frozen >= 0 && frozen < from ? frozen : 0;
+        } else if (from > head && frozen >= 0) {
+            from = frozen; /* the peer may hold the other branch */
+        }
         if (from >= head) continue;
         sqlite3_reset(last);
         sqlite3_bind_int64(last, 1, idx);

@@ -794,6 +794,19 @@ static int record_fork(mctx *c, inbatch *ib, uint64_t at_seq, const char *why,
     }
     uint8_t *proof = NULL;
     size_t plen = 0;
+    int known = 0;
+    if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM tsync_forks WHERE site=?1 AND seq=?2", -1, &st,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, ib->site);
+        sqlite3_bind_int64(st, 2, (int64_t)at_seq);
+        known = sqlite3_step(st) == SQLITE_ROW;
+        sqlite3_finalize(st);
+    }
+    if (known) {
+        /* seen before: one proof is enough */
+        tsync__bundle_writer_free(w);
+        goto freeze;
+    }
     if (rc == 0) rc = tsync__bundle_writer_finish(w, true, &proof, &plen);
     tsync__bundle_writer_free(w);
     if (rc) return tsync__err(rc, "cannot build fork proof");
@@ -811,14 +824,15 @@ static int record_fork(mctx *c, inbatch *ib, uint64_t at_seq, const char *why,
     sqlite3_finalize(st);
     free(proof);
     if (rc != SQLITE_DONE) return tsync__err_sqlite(s->db, rc, "record fork");
+freeze:;
     int64_t frozen = (int64_t)at_seq - 1;
     if (m->frozen < 0 || frozen < m->frozen) m->frozen = frozen;
     m->dirty = 1;
     if (c->rep) c->rep->refused++;
     c->refuse_code = TSYNC_EFORK;
     report_msg(c, "refused: fork of site %s at batch %llu (%s); proof recorded, site frozen at "
-               "batch %lld", short_site(m->id, sh), (unsigned long long)at_seq, why,
-               (long long)m->frozen);
+               "batch %lld; the other branch's rows are merged so no sale is lost",
+               short_site(m->id, sh), (unsigned long long)at_seq, why, (long long)m->frozen);
     return 0;
 }
 
@@ -894,8 +908,32 @@ static int load_held(mctx *c, inbatch **list, size_t *n, size_t *cap)
 }
 
 /* Decides and applies, in causal order, until nothing more can be applied. */
+/* The data of a forked branch is merged (not logged): its sales are real, and every replica that
+ * sees both branches then shows the same rows. The origin's log stays frozen. */
+static int apply_fork_data(mctx *c, inbatch *ib, int counted)
+{
+    int rc = apply_batch(c, ib, NULL, NULL, 0);
+    ib->done = 1;
+    if (rc == 0 && !counted && c->rep) c->rep->refused++;
+    return rc;
+}
+
+static void drop_held(mctx *c, inbatch *ib)
+{
+    sqlite3_stmt *st;
+    if (!ib->from_held) return;
+    if (sqlite3_prepare_v2(c->s->db, "DELETE FROM tsync_held WHERE site=?1 AND seq=?2", -1, &st,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, ib->site);
+        sqlite3_bind_int64(st, 2, (int64_t)ib->seq);
+        sqlite3_step(st);
+        sqlite3_finalize(st);
+    }
+}
+
+/* Decides and applies, in causal order, until nothing more can be applied. */
 static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bun,
-                       const uint32_t *run_of)
+                       const uint32_t *run_of, uint8_t *run_forked)
 {
     int rc = 0, progress = 1;
     char sh[13];
@@ -905,30 +943,15 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
             inbatch *ib = &list[i];
             if (ib->done) continue;
             msite *m = &c->sites[ib->site];
-            if (m->frozen >= 0 && (int64_t)ib->seq > m->frozen) {
-                ib->done = 1;
-                if (c->rep) c->rep->refused++;
-                c->refuse_code = TSYNC_EFORK;
-                report_msg(c, "refused: batch %llu of site %s: the site is frozen at batch %lld "
-                           "after a fork", (unsigned long long)ib->seq, short_site(m->id, sh),
-                           (long long)m->frozen);
-                if (ib->from_held) {
-                    sqlite3_stmt *st;
-                    if (sqlite3_prepare_v2(c->s->db, "DELETE FROM tsync_held WHERE site=?1 AND "
-                                           "seq=?2", -1, &st, NULL) == SQLITE_OK) {
-                        sqlite3_bind_int64(st, 1, ib->site);
-                        sqlite3_bind_int64(st, 2, (int64_t)ib->seq);
-                        sqlite3_step(st);
-                        sqlite3_finalize(st);
-                    }
-                }
-                continue;
-            }
             const tsync__brun *run = run_of && !ib->from_held ? &bun->runs[run_of[i]] : NULL;
             tsync__bsite fake = {0}, *bs = run ? &bun->sites[run->site] : &fake;
             if (!run) {
                 memcpy(fake.site, m->id, TSYNC__SITE_BYTES);
                 memcpy(fake.pk, m->pk, TSYNC__PK_BYTES);
+            }
+            if (run && run_forked[run_of[i]]) {
+                if ((rc = apply_fork_data(c, ib, 0))) return rc;
+                continue;
             }
             if (ib->seq <= m->seq) {
                 uint8_t h[TSYNC__HASH_BYTES];
@@ -938,9 +961,23 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                     if ((rc = record_fork(c, ib, ib->seq, "a different batch with this number is "
                                           "already here", run, bs)))
                         return rc;
+                    if (run) run_forked[run_of[i]] = 1;
+                    if ((rc = apply_fork_data(c, ib, 1))) return rc;
+                    progress = 1;
                 } else if (c->rep) {
                     c->rep->duplicates++;
                 }
+                drop_held(c, ib);
+                continue;
+            }
+            if (m->frozen >= 0 && (int64_t)ib->seq > m->frozen) {
+                ib->done = 1;
+                if (c->rep) c->rep->refused++;
+                c->refuse_code = TSYNC_EFORK;
+                report_msg(c, "refused: batch %llu of site %s: the site is frozen at batch %lld "
+                           "after a fork", (unsigned long long)ib->seq, short_site(m->id, sh),
+                           (long long)m->frozen);
+                drop_held(c, ib);
                 continue;
             }
             if (ib->seq != m->seq + 1) {
@@ -949,10 +986,13 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                 continue;
             }
             if (memcmp(ib->prev, m->hash, TSYNC__HASH_BYTES) != 0) {
-                ib->done = 1;
                 if ((rc = record_fork(c, ib, ib->seq > 1 ? ib->seq - 1 : 1,
                                       "its previous-batch hash differs from ours", run, bs)))
                     return rc;
+                if (run) run_forked[run_of[i]] = 1;
+                if ((rc = apply_fork_data(c, ib, 1))) return rc;
+                drop_held(c, ib);
+                progress = 1;
                 continue;
             }
             int ready = 1;
@@ -1043,6 +1083,7 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
         return tsync__err(rc, "bundle refused: %s", err);
     }
     mctx c;
+    uint8_t *run_forked = NULL;
     memset(&c, 0, sizeof c);
     c.s = s;
     c.rep = report;
@@ -1152,12 +1193,18 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
                     list[i].done = 1;
                 }
     }
-    if ((rc = apply_ready(&c, list, n, &bun, run_of))) goto rollback;
+    run_forked = calloc(bun.nruns + 1, 1);
+    if (!run_forked) {
+        rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        goto rollback;
+    }
+    if ((rc = apply_ready(&c, list, n, &bun, run_of, run_forked))) goto rollback;
     if ((rc = finish(&c, list, n))) goto rollback;
     if ((rc = tsync__exec(s, "UPDATE tsync_ctl SET suppress=0 WHERE id=1"))) goto rollback;
     if ((rc = tsync__commit(s))) goto fail;
     free(list);
     free(run_of);
+    free(run_forked);
     ctx_free(&c);
     tsync__bundle_free(&bun);
     tsync__arena_free(&da);
@@ -1180,6 +1227,7 @@ rollback:
 fail:
     free(list);
     free(run_of);
+    free(run_forked);
     ctx_free(&c);
     tsync__bundle_free(&bun);
     tsync__arena_free(&da);

@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sqlite3.h>
 #include <string.h>
 
 #include "tools/cli.h"
@@ -19,16 +20,18 @@ static const char *USAGE =
     "commands:\n"
     "  init DB                          create DB and its device key file DB.key (0600)\n"
     "  sql DB \"SQL; ...\" [--json]       run SQL with replication active; rows print as a|b|c\n"
+    "                                   (--json: one array of objects, SQL types kept)\n"
     "  replicate DB TABLE [--counter COLUMN]...\n"
     "                                   make TABLE replicated; COLUMNs are PN-counters\n"
     "  state DB [--json]                site id, incarnation and version vector\n"
     "  bundle DB FILE [--since STATEFILE]\n"
     "                                   write the batches a peer with that state lacks\n"
     "                                   (all batches without --since)\n"
-    "  merge DB FILE                    verify and merge a bundle\n"
+    "  merge DB FILE                    verify and merge a bundle; fails if anything is refused\n"
     "  hash DB [TABLE]                  hash of the visible content of the replicated tables\n"
     "  conflicts DB [--json]            concurrent writes that last-writer-wins resolved\n"
-    "  demo [--dir DIR] [--seed N]      three tills sell concurrently and converge by bundles\n"
+    "  demo [--dir DIR] [--seed N] [--keep]\n"
+    "                                   three tills sell concurrently and converge by bundles\n"
     "  help, --help                     this text\n"
     "  --version                        print the version\n";
 
@@ -50,13 +53,6 @@ static int open_db(const char *path, int create, tsync_store **s)
     tsync_store_options o = TSYNC_STORE_OPTIONS_INIT;
     o.create = create;
     if (tsync_store_open(s, path, &o) != 0) return cli_fail("open");
-    return 0;
-}
-
-static int has_flag(int argc, char **argv, const char *flag)
-{
-    for (int i = 0; i < argc; i++)
-        if (strcmp(argv[i], flag) == 0) return 1;
     return 0;
 }
 
@@ -112,21 +108,10 @@ static int write_file(const char *path, const uint8_t *p, size_t n)
 
 /* ---------------------------------------------------------------- sql */
 
-typedef struct {
-    int json;
-    json_t *rows;
-} sqlctx;
-
+/* Text output: one line per row, columns separated by '|', NULL as nothing, like the sqlite3
+ * shell's default list mode. */
 static int print_row(void *ctx, int n, const char *const *names, const char *const *vals)
 {
-    sqlctx *c = ctx;
-    if (c->json) {
-        json_t *o = json_object();
-        for (int i = 0; i < n; i++)
-            json_object_set_new(o, names[i], vals[i] ? json_string(vals[i]) : json_null());
-        json_array_append_new(c->rows, o);
-        return 0;
-    }
     for (int i = 0; i < n; i++) {
         if (i) fputc('|', stdout);
         if (vals[i]) fputs(vals[i], stdout);
@@ -135,24 +120,130 @@ static int print_row(void *ctx, int n, const char *const *names, const char *con
     return 0;
 }
 
-/* JSON output keeps SQL types: re-run with typed values is simpler through sqlite directly. */
+static json_t *hex_json(const uint8_t *p, size_t n)
+{
+    static const char d[] = "0123456789abcdef";
+    char *h = malloc(2 * n + 1);
+    if (!h) return NULL;
+    for (size_t i = 0; i < n; i++) h[2 * i] = d[p[i] >> 4], h[2 * i + 1] = d[p[i] & 15];
+    h[2 * n] = 0;
+    json_t *j = json_stringn(h, 2 * n);
+    free(h);
+    return j;
+}
+
+/* A column value with its SQL type kept: integer and real as numbers, NULL as null, text as a
+ * string, blob as a hex string. Text that is not UTF-8 cannot be a JSON string: it goes as hex
+ * too. A real that JSON cannot hold (±Inf) goes as SQLite's text for it. */
+static json_t *value_json(sqlite3_stmt *st, int i)
+{
+    switch (sqlite3_column_type(st, i)) {
+    case SQLITE_INTEGER:
+        return json_integer((json_int_t)sqlite3_column_int64(st, i));
+    case SQLITE_FLOAT: {
+        json_t *j = json_real(sqlite3_column_double(st, i));
+        return j ? j : json_string((const char *)sqlite3_column_text(st, i));
+    }
+    case SQLITE_TEXT: {
+        const char *t = (const char *)sqlite3_column_text(st, i);
+        size_t n = (size_t)sqlite3_column_bytes(st, i);
+        json_t *j = json_stringn(t ? t : "", n);
+        return j ? j : hex_json((const uint8_t *)t, n);
+    }
+    case SQLITE_BLOB:
+        return hex_json(sqlite3_column_blob(st, i), (size_t)sqlite3_column_bytes(st, i));
+    default:
+        return json_null();
+    }
+}
+
+/* --json: the rows of every statement, as one array of objects. This runs through SQLite
+ * directly (the library's row callback gives text only) and seals afterwards, as
+ * tsync_store_exec would. */
+static int sql_json(tsync_store *s, const char *sql)
+{
+    sqlite3 *db = tsync_store_sqlite(s);
+    json_t *rows = json_array();
+    const char *tail = sql;
+    int rc = rows ? SQLITE_OK : SQLITE_NOMEM;
+    while (rc == SQLITE_OK && tail && *tail) {
+        sqlite3_stmt *st = NULL;
+        rc = sqlite3_prepare_v2(db, tail, -1, &st, &tail);
+        if (rc != SQLITE_OK || !st) break; /* !st: only whitespace or a comment was left */
+        int n = sqlite3_column_count(st);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            json_t *o = json_object();
+            for (int i = 0; o && i < n; i++) {
+                json_t *v = value_json(st, i);
+                if (!v || json_object_set_new(o, sqlite3_column_name(st, i), v) != 0) {
+                    json_decref(o);
+                    o = NULL;
+                }
+            }
+            if (!o || json_array_append_new(rows, o) != 0) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+        }
+        if (rc == SQLITE_DONE) rc = SQLITE_OK;
+        sqlite3_finalize(st);
+    }
+    if (rc != SQLITE_OK) {
+        fprintf(stderr, "tillsync: sql: SQL error: %s\n",
+                rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(db));
+        json_decref(rows);
+        return 1;
+    }
+    /* Inside a transaction the SQL left open, sealing waits for its commit (and closing the
+     * connection rolls it back), as with tsync_store_exec. */
+    if (sqlite3_get_autocommit(db) && tsync_store_seal(s, NULL) != 0) {
+        json_decref(rows);
+        return cli_fail("seal");
+    }
+    char *out = json_dumps(rows, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    json_decref(rows);
+    if (!out) {
+        fprintf(stderr, "tillsync: sql: out of memory\n");
+        return 1;
+    }
+    puts(out);
+    free(out);
+    return 0;
+}
+
 static int cmd_sql(int argc, char **argv)
 {
-    if (argc < 4) return usage_error("sql needs DB and SQL");
-    tsync_store *s;
-    if (open_db(argv[2], 0, &s)) return 1;
-    sqlctx c = {has_flag(argc - 4, argv + 4, "--json"), NULL};
-    c.rows = json_array();
-    int rc = tsync_store_exec(s, argv[3], print_row, &c);
-    if (rc == 0 && c.json) {
-        char *out = json_dumps(c.rows, JSON_INDENT(2));
-        puts(out ? out : "[]");
-        free(out);
+    const char *pos[2] = {NULL, NULL};
+    int npos = 0, json = 0;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json = 1;
+        else if (npos < 2)
+            pos[npos++] = argv[i];
+        else
+            return usage_error("sql takes DB, one SQL string and optionally --json");
     }
-    json_decref(c.rows);
-    int ret = rc ? cli_fail("sql") : 0;
+    if (npos < 2) return usage_error("sql needs DB and SQL");
+    tsync_store *s;
+    if (open_db(pos[0], 0, &s)) return 1;
+    int ret;
+    if (json)
+        ret = sql_json(s, pos[1]);
+    else
+        ret = tsync_store_exec(s, pos[1], print_row, NULL) ? cli_fail("sql") : 0;
     tsync_store_free(s);
     return ret;
+}
+
+/* Extra arguments of a command that takes only --json: 1 if --json, -1 if anything else. */
+static int json_flag(int argc, char **argv, int from)
+{
+    int json = 0;
+    for (int i = from; i < argc; i++) {
+        if (strcmp(argv[i], "--json") != 0) return -1;
+        json = 1;
+    }
+    return json;
 }
 
 static int cmd_replicate(int argc, char **argv)
@@ -161,7 +252,8 @@ static int cmd_replicate(int argc, char **argv)
     const char **ctr = calloc((size_t)argc, sizeof *ctr);
     size_t n = 0;
     for (int i = 4; i < argc; i++) {
-        if (strcmp(argv[i], "--counter") == 0 && i + 1 < argc) ctr[n++] = argv[++i];
+        if (strcmp(argv[i], "--counter") == 0 && i + 1 < argc)
+            ctr[n++] = argv[++i];
         else {
             free(ctr);
             return usage_error("replicate: unknown argument");
@@ -173,8 +265,10 @@ static int cmd_replicate(int argc, char **argv)
         return 1;
     }
     int ret = 0;
-    if (tsync_store_replicate(s, argv[3], ctr, n) != 0) ret = cli_fail("replicate");
-    else printf("table %s is replicated%s\n", argv[3], n ? " (with counters)" : "");
+    if (tsync_store_replicate(s, argv[3], ctr, n) != 0)
+        ret = cli_fail("replicate");
+    else
+        printf("table %s is replicated%s\n", argv[3], n ? " (with counters)" : "");
     free(ctr);
     tsync_store_free(s);
     return ret;
@@ -183,13 +277,15 @@ static int cmd_replicate(int argc, char **argv)
 static int cmd_state(int argc, char **argv)
 {
     if (argc < 3) return usage_error("state needs DB");
+    int json = json_flag(argc, argv, 3);
+    if (json < 0) return usage_error("state: unknown argument");
     tsync_store *s;
     if (open_db(argv[2], 0, &s)) return 1;
     char *js = NULL;
     int ret = 0;
     if (tsync_store_state_json(s, &js) != 0) {
         ret = cli_fail("state");
-    } else if (has_flag(argc - 3, argv + 3, "--json")) {
+    } else if (json) {
         puts(js);
     } else {
         json_t *o = json_loads(js, 0, NULL);
@@ -202,11 +298,10 @@ static int cmd_state(int argc, char **argv)
         json_t *e;
         json_array_foreach(json_object_get(o, "vector"), i, e)
         {
-            printf("  %s  seq %lld  head %.16s…%s\n",
-                   json_string_value(json_object_get(e, "site")),
+            printf("  %s  seq %lld  head %.16s…%s\n", json_string_value(json_object_get(e, "site")),
                    (long long)json_integer_value(json_object_get(e, "seq")),
                    json_string_value(json_object_get(e, "hash")) ?: "",
-                   json_object_get(e, "frozen_at") ? "  FROZEN (fork)" : "");
+                   json_object_get(e, "frozen_at") ? "  FROZEN after a fork" : "");
         }
         json_decref(o);
     }
@@ -254,6 +349,7 @@ static int cmd_bundle(int argc, char **argv)
 static int cmd_merge(int argc, char **argv)
 {
     if (argc < 4) return usage_error("merge needs DB and FILE");
+    if (argc > 4) return usage_error("merge takes only DB and FILE");
     uint8_t *b;
     size_t n;
     if (read_file(argv[3], &b, &n)) return 1;
@@ -283,6 +379,7 @@ static int cmd_merge(int argc, char **argv)
 static int cmd_hash(int argc, char **argv)
 {
     if (argc < 3) return usage_error("hash needs DB");
+    if (argc > 4) return usage_error("hash takes DB and at most one TABLE");
     tsync_store *s;
     if (open_db(argv[2], 0, &s)) return 1;
     uint8_t h[TSYNC_HASH_BYTES];
@@ -300,13 +397,15 @@ static int cmd_hash(int argc, char **argv)
 static int cmd_conflicts(int argc, char **argv)
 {
     if (argc < 3) return usage_error("conflicts needs DB");
+    int json = json_flag(argc, argv, 3);
+    if (json < 0) return usage_error("conflicts: unknown argument");
     tsync_store *s;
     if (open_db(argv[2], 0, &s)) return 1;
     char *js;
     int ret = 0;
     if (tsync_store_conflicts_json(s, &js) != 0) {
         ret = cli_fail("conflicts");
-    } else if (has_flag(argc - 3, argv + 3, "--json")) {
+    } else if (json) {
         puts(js);
         free(js);
     } else {
@@ -318,10 +417,10 @@ static int cmd_conflicts(int argc, char **argv)
         json_array_foreach(a, i, e)
         {
             char *key = json_dumps(json_object_get(e, "key"), JSON_COMPACT | JSON_ENCODE_ANY);
-            char *w = json_dumps(json_object_get(json_object_get(e, "winner"), "value"),
-                                 JSON_ENCODE_ANY);
-            char *l = json_dumps(json_object_get(json_object_get(e, "loser"), "value"),
-                                 JSON_ENCODE_ANY);
+            char *w =
+                json_dumps(json_object_get(json_object_get(e, "winner"), "value"), JSON_ENCODE_ANY);
+            char *l =
+                json_dumps(json_object_get(json_object_get(e, "loser"), "value"), JSON_ENCODE_ANY);
             printf("%s %s.%s: kept %s, overwritten %s\n", key ? key : "?",
                    json_string_value(json_object_get(e, "table")),
                    json_string_value(json_object_get(e, "column")), w ? w : "?", l ? l : "?");
@@ -335,10 +434,7 @@ static int cmd_conflicts(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fputs(USAGE, stderr);
-        return 2;
-    }
+    if (argc < 2) return usage_error("no command given");
     const char *c = argv[1];
     if (!strcmp(c, "help") || !strcmp(c, "--help") || !strcmp(c, "-h")) {
         fputs(USAGE, stdout);
@@ -349,7 +445,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(c, "init")) {
-        if (argc != 3) return usage_error("init needs DB");
+        if (argc != 3) return usage_error(argc < 3 ? "init needs DB" : "init takes only DB");
         tsync_store *s;
         if (open_db(argv[2], 1, &s)) return 1;
         char hex[33];
