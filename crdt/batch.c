@@ -17,6 +17,7 @@
  *   for free: a key value may not be NULL (NULL never equals NULL, so it cannot name a row), a
  *   row may not write the same column or counter twice, rmv entries require the DEL flag, a dep's
  *   seq is >= 1, and old_site is 0 when old_hlc is 0.
+ * - The encoder treats format 0 (a zero-initialised struct) as the current format.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -28,6 +29,12 @@
 #include <sodium.h>
 
 #include "crdt/crdt.h"
+
+#if defined(__GNUC__)
+#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+#else
+#define PRINTF_LIKE(f, a)
+#endif
 
 #define ROW_FIELDS   7
 #define BODY_FIELDS  9
@@ -61,16 +68,23 @@ static const char *kind_of(uint8_t b)
     if (b <= 0x9f || b == 0xdc || b == 0xdd) return "array";
     if (b <= 0xbf || (b >= 0xd9 && b <= 0xdb)) return "str";
     switch (b) {
-    case 0xc0: return "nil";
+    case 0xc0:
+        return "nil";
     case 0xc2:
-    case 0xc3: return "bool";
+    case 0xc3:
+        return "bool";
     case 0xc4:
     case 0xc5:
-    case 0xc6: return "bin";
-    case 0xca: return "float32";
-    case 0xcb: return "float64";
-    case 0xc1: return "the reserved byte 0xc1";
-    default: return "ext";
+    case 0xc6:
+        return "bin";
+    case 0xca:
+        return "float32";
+    case 0xcb:
+        return "float64";
+    case 0xc1:
+        return "the reserved byte 0xc1";
+    default:
+        return "ext";
     }
 }
 
@@ -115,9 +129,7 @@ typedef struct {
     uint32_t i1, i2;
 } dec;
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
+static bool fail(dec *d, const char *fmt, ...) PRINTF_LIKE(2, 3);
 static bool fail(dec *d, const char *fmt, ...)
 {
     char where[96] = "";
@@ -142,10 +154,10 @@ static bool bad(dec *d, const char *what, const char *want)
     if (d->r.p >= d->r.end) return fail(d, "%s: truncated (expected %s)", what, want);
     const char *got = kind_of(d->r.p[0]);
     bool intish = !strcmp(got, "uint") || !strcmp(got, "int");
-    bool family = !strcmp(got, want) || (!strcmp(want, "int") && intish) ||
-                  (!strcmp(want, "value") && (intish || !strcmp(got, "nil") ||
-                                              !strcmp(got, "float64") || !strcmp(got, "str") ||
-                                              !strcmp(got, "bin")));
+    bool family =
+        !strcmp(got, want) || (!strcmp(want, "int") && intish) ||
+        (!strcmp(want, "value") && (intish || !strcmp(got, "nil") || !strcmp(got, "float64") ||
+                                    !strcmp(got, "str") || !strcmp(got, "bin")));
     if (!family) return fail(d, "%s: expected %s, got %s at offset %zu", what, want, got, off);
     if (d->r.p[0] == 0xcf && (size_t)(d->r.end - d->r.p) >= 9 && strcmp(want, "uint"))
         return fail(d, "%s: integer above INT64_MAX at offset %zu", what, off);
@@ -186,6 +198,28 @@ static bool rd_array(dec *d, const char *what, uint32_t *n)
     return true;
 }
 
+/* Smallest encodings of the list entries we allocate for, in bytes. The reader already bounds a
+ * count by the bytes left; bounding it by what the entries must at least take keeps the arena
+ * within a small multiple of the input (a row struct is ~24 times its 9-byte minimum) instead of
+ * ~200 times for a row list that declares one row per byte. */
+#define MIN_SITE 18 /* bin8 header + 16 */
+#define MIN_DEP  3  /* [idx, seq] */
+#define MIN_TBL  5  /* [name, [], npk, []] */
+#define MIN_ROW  9  /* [table, [key], off, flags, [], [], []] */
+#define MIN_RMV  3  /* [idx, hlc] */
+#define MIN_COL  5  /* [col, value, old_hlc, old_site] */
+#define MIN_CTR  4  /* [col, p, n] */
+
+/* An array of n entries of at least min bytes each. */
+static bool rd_list(dec *d, const char *what, uint32_t *n, size_t min)
+{
+    if (!rd_array(d, what, n)) return false;
+    size_t left = (size_t)(d->r.end - d->r.p);
+    if ((uint64_t)*n * min > left)
+        return fail(d, "%s: %" PRIu32 " entries cannot fit in the %zu bytes left", what, *n, left);
+    return true;
+}
+
 static bool rd_tuple(dec *d, const char *what, uint32_t want)
 {
     uint32_t n;
@@ -221,11 +255,23 @@ static bool rd_value(dec *d, const char *what, tsync__val *v)
     if (!tsync__mpr_value(&d->r, v)) return bad(d, what, "value");
     size_t want = 0;
     switch (v->type) {
-    case TSYNC__V_NULL: want = 1; break;
-    case TSYNC__V_INT: want = int_size(v->i); break;
-    case TSYNC__V_REAL: want = 9; break;
-    case TSYNC__V_TEXT: want = str_size(v->n); break;
-    case TSYNC__V_BLOB: want = bin_size(v->n); break;
+    case TSYNC__V_NULL:
+        want = 1;
+        break;
+    case TSYNC__V_INT:
+        /* Same size is not enough: 2^32 fits int64 and uint64 alike, and only the uint form is
+         * canonical for a non-negative value. */
+        want = v->i >= 0 && s[0] >= 0xd0 ? 0 : int_size(v->i);
+        break;
+    case TSYNC__V_REAL:
+        want = 9;
+        break;
+    case TSYNC__V_TEXT:
+        want = str_size(v->n);
+        break;
+    case TSYNC__V_BLOB:
+        want = bin_size(v->n);
+        break;
     }
     if ((size_t)(d->r.p - s) != want) return noncanon(d, what, s);
     return true;
@@ -246,7 +292,7 @@ static void *alloc_array(dec *d, uint32_t n, size_t sz)
 static bool dec_sites(dec *d, tsync__batch *b)
 {
     uint32_t n;
-    if (!rd_array(d, "sites", &n)) return false;
+    if (!rd_list(d, "sites", &n, MIN_SITE)) return false;
     if (n == 0) return fail(d, "sites: empty (sites[0] must be the origin)");
     uint8_t(*sites)[TSYNC__SITE_BYTES] = alloc_array(d, n, TSYNC__SITE_BYTES);
     if (!sites) return false;
@@ -266,7 +312,7 @@ static bool dec_sites(dec *d, tsync__batch *b)
 static bool dec_deps(dec *d, tsync__batch *b)
 {
     uint32_t n;
-    if (!rd_array(d, "deps", &n)) return false;
+    if (!rd_list(d, "deps", &n, MIN_DEP)) return false;
     b->deps = alloc_array(d, n, sizeof *b->deps);
     if (n && !b->deps) return false;
     d->l1 = "dep";
@@ -287,7 +333,7 @@ static bool dec_deps(dec *d, tsync__batch *b)
 static bool dec_tables(dec *d, tsync__batch *b, uint64_t **masks)
 {
     uint32_t n;
-    if (!rd_array(d, "tables", &n)) return false;
+    if (!rd_list(d, "tables", &n, MIN_TBL)) return false;
     b->tables = alloc_array(d, n, sizeof *b->tables);
     *masks = alloc_array(d, n, sizeof **masks);
     if (n && (!b->tables || !*masks)) return false;
@@ -310,15 +356,15 @@ static bool dec_tables(dec *d, tsync__batch *b, uint64_t **masks)
             if (!rd_str(d, "column name", &t->cols[c], &t->col_len[c])) return false;
         if (!rd_uint(d, "key column count", &npk)) return false;
         if (npk < 1 || npk > TSYNC__MAX_PK_COLS || npk > nc)
-            return fail(d, "key column count %" PRIu64 " invalid (1..%d, at most the %" PRIu32
-                           " columns)",
-                        npk, TSYNC__MAX_PK_COLS, nc);
+            return fail(
+                d, "key column count %" PRIu64 " invalid (1..%d, at most the %" PRIu32 " columns)",
+                npk, TSYNC__MAX_PK_COLS, nc);
         t->npk = (uint32_t)npk;
         if (!rd_array(d, "counters", &t->ncounters)) return false;
         t->counters = alloc_array(d, t->ncounters, sizeof *t->counters);
         if (t->ncounters && !t->counters) return false;
         for (uint32_t k = 0; k < t->ncounters; k++) {
-            uint32_t c;
+            uint32_t c = 0;
             if (!rd_idx(d, "counter column index", &c, nc, "columns")) return false;
             if (c < t->npk) return fail(d, "counter column %" PRIu32 " is a key column", c);
             if ((*masks)[i] >> c & 1) return fail(d, "counter column %" PRIu32 " repeated", c);
@@ -349,15 +395,14 @@ static bool dec_row(dec *d, tsync__batch *b, const uint64_t *masks, tsync__brow 
         if (row->pk[k].type == TSYNC__V_NULL) return fail(d, "key value %" PRIu32 " is NULL", k);
     }
     if (!rd_uint(d, "hlc_off", &off)) return false;
-    if (off > b->hlc_hi - b->hlc_lo)
-        return fail(d, "hlc_lo + %" PRIu64 " is above hlc_hi", off);
+    if (off > b->hlc_hi - b->hlc_lo) return fail(d, "hlc_lo + %" PRIu64 " is above hlc_hi", off);
     row->hlc = b->hlc_lo + off;
     if (!rd_uint(d, "flags", &flags)) return false;
     if (flags & ~(uint64_t)(TSYNC__ROW_ADD | TSYNC__ROW_DEL))
         return fail(d, "unknown flags 0x%" PRIx64, flags);
     row->flags = (uint32_t)flags;
 
-    if (!rd_array(d, "rmv", &row->nrmv)) return false;
+    if (!rd_list(d, "rmv", &row->nrmv, MIN_RMV)) return false;
     if (row->nrmv && !(flags & TSYNC__ROW_DEL)) return fail(d, "rmv entries without the DEL flag");
     row->rmv = alloc_array(d, row->nrmv, sizeof *row->rmv);
     if (row->nrmv && !row->rmv) return false;
@@ -371,7 +416,7 @@ static bool dec_row(dec *d, tsync__batch *b, const uint64_t *masks, tsync__brow 
     }
     d->l2 = NULL;
 
-    if (!rd_array(d, "cols", &row->ncols)) return false;
+    if (!rd_list(d, "cols", &row->ncols, MIN_COL)) return false;
     row->cols = alloc_array(d, row->ncols, sizeof *row->cols);
     if (row->ncols && !row->cols) return false;
     uint64_t seen = 0;
@@ -394,7 +439,7 @@ static bool dec_row(dec *d, tsync__batch *b, const uint64_t *masks, tsync__brow 
     }
     d->l2 = NULL;
 
-    if (!rd_array(d, "ctrs", &row->nctrs)) return false;
+    if (!rd_list(d, "ctrs", &row->nctrs, MIN_CTR)) return false;
     row->ctrs = alloc_array(d, row->nctrs, sizeof *row->ctrs);
     if (row->nctrs && !row->ctrs) return false;
     seen = 0;
@@ -442,8 +487,9 @@ int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync
     }
     if (!rd_uint(&d, "format", &fmt)) goto bad;
     if (fmt != TSYNC__BATCH_FORMAT) {
-        snprintf(err, TSYNC__ERRLEN, "batch body: format %" PRIu64 " is not supported (expected %u)",
-                 fmt, TSYNC__BATCH_FORMAT);
+        snprintf(err, TSYNC__ERRLEN,
+                 "batch body: format %" PRIu64 " is not supported (expected %u)", fmt,
+                 TSYNC__BATCH_FORMAT);
         memset(out, 0, sizeof *out);
         return TSYNC_EVERSION;
     }
@@ -465,7 +511,7 @@ int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync
     uint64_t *masks;
     if (!dec_sites(&d, b) || !dec_deps(&d, b) || !dec_tables(&d, b, &masks)) goto bad;
 
-    if (!rd_array(&d, "rows", &n)) goto bad;
+    if (!rd_list(&d, "rows", &n, MIN_ROW)) goto bad;
     b->rows = alloc_array(&d, n, sizeof *b->rows);
     if (n && !b->rows) goto bad;
     for (uint32_t i = 0; i < n; i++) {
@@ -507,9 +553,7 @@ int tsync__batch_peek(const uint8_t *buf, size_t len, uint8_t origin[TSYNC__SITE
 
 /* ---------------------------------------------------------------- encoder */
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
+static int einval(char *err, const char *fmt, ...) PRINTF_LIKE(2, 3);
 static int einval(char *err, const char *fmt, ...)
 {
     static const char pre[] = "batch: ";
@@ -526,10 +570,13 @@ static bool val_ok(const tsync__val *v)
     switch (v->type) {
     case TSYNC__V_NULL:
     case TSYNC__V_INT:
-    case TSYNC__V_REAL: return true;
+    case TSYNC__V_REAL:
+        return true;
     case TSYNC__V_TEXT:
-    case TSYNC__V_BLOB: return v->n == 0 || v->p != NULL;
-    default: return false;
+    case TSYNC__V_BLOB:
+        return v->n == 0 || v->p != NULL;
+    default:
+        return false;
     }
 }
 
@@ -538,8 +585,8 @@ static int check_row(const tsync__batch *b, const uint64_t *masks, uint32_t i, c
     const tsync__brow *row = &b->rows[i];
     char nm[48];
     if (row->table >= b->ntables)
-        return einval(err, "row %" PRIu32 ": table index %" PRIu32 " out of range (%" PRIu32
-                           " tables)",
+        return einval(err,
+                      "row %" PRIu32 ": table index %" PRIu32 " out of range (%" PRIu32 " tables)",
                       i, row->table, b->ntables);
     const tsync__btable *t = &b->tables[row->table];
     for (uint32_t k = 0; k < t->npk; k++) {
@@ -555,14 +602,14 @@ static int check_row(const tsync__batch *b, const uint64_t *masks, uint32_t i, c
         return einval(err, "row %" PRIu32 ": rmv entries without the DEL flag", i);
     for (uint32_t k = 0; k < row->nrmv; k++)
         if (row->rmv[k].site >= b->nsites)
-            return einval(err, "row %" PRIu32 ": rmv entry %" PRIu32 ": site index out of range",
-                          i, k);
+            return einval(err, "row %" PRIu32 ": rmv entry %" PRIu32 ": site index out of range", i,
+                          k);
     uint64_t seen = 0;
     for (uint32_t k = 0; k < row->ncols; k++) {
         const tsync__bcol *c = &row->cols[k];
         if (c->col < t->npk || c->col >= t->ncols)
-            return einval(err, "row %" PRIu32 ": column index %" PRIu32
-                               " out of range for table '%s'",
+            return einval(err,
+                          "row %" PRIu32 ": column index %" PRIu32 " out of range for table '%s'",
                           i, c->col, printable(nm, t->name, t->name_len));
         if (seen >> c->col & 1)
             return einval(err, "row %" PRIu32 ": column index %" PRIu32 " repeated", i, c->col);
@@ -576,8 +623,8 @@ static int check_row(const tsync__batch *b, const uint64_t *masks, uint32_t i, c
     for (uint32_t k = 0; k < row->nctrs; k++) {
         uint32_t c = row->ctrs[k].col;
         if (c >= 64 || !(masks[row->table] >> c & 1))
-            return einval(err, "row %" PRIu32 ": column %" PRIu32 " is not a counter of '%s'", i,
-                          c, printable(nm, t->name, t->name_len));
+            return einval(err, "row %" PRIu32 ": column %" PRIu32 " is not a counter of '%s'", i, c,
+                          printable(nm, t->name, t->name_len));
         if (seen >> c & 1)
             return einval(err, "row %" PRIu32 ": counter column %" PRIu32 " repeated", i, c);
         seen |= (uint64_t)1 << c;
@@ -603,8 +650,9 @@ static int check(const tsync__batch *b, uint64_t *masks, char *err)
         const tsync__btable *t = &b->tables[i];
         if (t->ncols > TSYNC__MAX_COLS || t->npk < 1 || t->npk > TSYNC__MAX_PK_COLS ||
             t->npk > t->ncols)
-            return einval(err, "table %" PRIu32 ": %" PRIu32 " columns with %" PRIu32
-                               " key columns (1..%d keys, at most %d columns)",
+            return einval(err,
+                          "table %" PRIu32 ": %" PRIu32 " columns with %" PRIu32
+                          " key columns (1..%d keys, at most %d columns)",
                           i, t->ncols, t->npk, TSYNC__MAX_PK_COLS, TSYNC__MAX_COLS);
         if (t->name_len && !t->name) return einval(err, "table %" PRIu32 ": no name", i);
         for (uint32_t c = 0; c < t->ncols; c++)
@@ -641,11 +689,16 @@ static int pack_bytes(msgpack_packer *pk, bool str, const void *p, uint32_t n)
 static int pack_val(msgpack_packer *pk, const tsync__val *v)
 {
     switch (v->type) {
-    case TSYNC__V_INT: return msgpack_pack_int64(pk, v->i);
-    case TSYNC__V_REAL: return msgpack_pack_double(pk, v->r);
-    case TSYNC__V_TEXT: return pack_bytes(pk, true, v->p, v->n);
-    case TSYNC__V_BLOB: return pack_bytes(pk, false, v->p, v->n);
-    default: return msgpack_pack_nil(pk);
+    case TSYNC__V_INT:
+        return msgpack_pack_int64(pk, v->i);
+    case TSYNC__V_REAL:
+        return msgpack_pack_double(pk, v->r);
+    case TSYNC__V_TEXT:
+        return pack_bytes(pk, true, v->p, v->n);
+    case TSYNC__V_BLOB:
+        return pack_bytes(pk, false, v->p, v->n);
+    default:
+        return msgpack_pack_nil(pk);
     }
 }
 

@@ -27,11 +27,17 @@
 
 #include "crdt/crdt.h"
 
-#define MAGIC     "TSYNCBDL"
-#define MAGIC_LEN 8
-#define HDR_LEN   (MAGIC_LEN + 2)
-#define FLAG_ZSTD 1u
-#define ZLEVEL    3
+#if defined(__GNUC__)
+#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+#else
+#define PRINTF_LIKE(f, a)
+#endif
+
+#define MAGIC      "TSYNCBDL"
+#define MAGIC_LEN  8
+#define HDR_LEN    (MAGIC_LEN + 2)
+#define FLAG_ZSTD  1u
+#define ZLEVEL     3
 #define ZWINDOWLOG 24
 
 /* ---------------------------------------------------------------- decoder */
@@ -44,9 +50,7 @@ typedef struct {
     int rc;
 } dec;
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
+static bool fail(dec *d, const char *fmt, ...) PRINTF_LIKE(2, 3);
 static bool fail(dec *d, const char *fmt, ...)
 {
     static const char pre[] = "bundle: ";
@@ -65,6 +69,21 @@ static bool bad(dec *d, const char *what)
     if (d->r.p >= d->r.end) return fail(d, "%s: truncated", what);
     return fail(d, "%s: wrong type or truncated at payload offset %zu (byte 0x%02x)", what,
                 (size_t)(d->r.p - d->base), d->r.p[0]);
+}
+
+/* Smallest encodings of the entries we allocate for, so a declared count cannot make the arena
+ * much larger than the payload (see the same rule in batch.c). */
+#define MIN_SITE 71  /* [bin16, bin32, bin16] */
+#define MIN_RUN  107 /* [idx, seq, bin32, [bin1], bin64] */
+#define MIN_BODY 3   /* bin8 of one byte */
+
+static bool rd_list(dec *d, const char *what, uint32_t *n, size_t min)
+{
+    if (!tsync__mpr_array(&d->r, n)) return bad(d, what);
+    size_t left = (size_t)(d->r.end - d->r.p);
+    if ((uint64_t)*n * min > left)
+        return fail(d, "%s: %" PRIu32 " entries cannot fit in the %zu bytes left", what, *n, left);
+    return true;
 }
 
 static bool rd_tuple(dec *d, const char *what, uint32_t want)
@@ -101,7 +120,7 @@ static bool dec_sites(dec *d, tsync__bundle *b)
 {
     uint32_t n;
     char what[48];
-    if (!tsync__mpr_array(&d->r, &n)) return bad(d, "sites");
+    if (!rd_list(d, "sites", &n, MIN_SITE)) return false;
     b->sites = alloc_array(d, n, sizeof *b->sites);
     if (n && !b->sites) return false;
     for (uint32_t i = 0; i < n; i++) {
@@ -114,8 +133,7 @@ static bool dec_sites(dec *d, tsync__bundle *b)
             return false;
         tsync__site_id(s->pk, s->inc, id);
         if (memcmp(id, s->site, TSYNC__SITE_BYTES) != 0)
-            return fail(d, "site %" PRIu32 ": id does not match its public key and incarnation",
-                        i);
+            return fail(d, "site %" PRIu32 ": id does not match its public key and incarnation", i);
     }
     b->nsites = n;
     return true;
@@ -139,7 +157,7 @@ static bool dec_run(dec *d, const tsync__bundle *b, uint32_t i, tsync__brun *run
     if (!rd_fixed(d, what, run->prev, TSYNC__HASH_BYTES)) return false;
     if (run->first_seq == 1 && memcmp(run->prev, zero, TSYNC__HASH_BYTES) != 0)
         return fail(d, "run %" PRIu32 ": starts at seq 1 with a previous hash", i);
-    if (!tsync__mpr_array(&d->r, &n)) return bad(d, what);
+    if (!rd_list(d, what, &n, MIN_BODY)) return false;
     if (n == 0) return fail(d, "run %" PRIu32 ": no batches", i);
     if (run->first_seq - 1 > UINT64_MAX - n)
         return fail(d, "run %" PRIu32 ": sequence numbers overflow", i);
@@ -200,8 +218,8 @@ static int unzstd(const uint8_t *src, size_t len, uint8_t **out, size_t *outlen,
                 rc = TSYNC_ECORRUPT;
                 goto fail;
             }
-            size_t ncap = o.size > TSYNC__BUNDLE_MAX_BYTES / 2 ? TSYNC__BUNDLE_MAX_BYTES
-                                                                : o.size * 2;
+            size_t ncap =
+                o.size > TSYNC__BUNDLE_MAX_BYTES / 2 ? TSYNC__BUNDLE_MAX_BYTES : o.size * 2;
             uint8_t *nb = realloc(buf, ncap);
             if (!nb) goto fail;
             buf = nb;
@@ -271,10 +289,7 @@ int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out, tsy
     tsync__mpr_init(&d.r, p, n);
     uint32_t nruns;
     if (!rd_tuple(&d, "payload", 2) || !dec_sites(&d, out)) goto bad;
-    if (!tsync__mpr_array(&d.r, &nruns)) {
-        bad(&d, "runs");
-        goto bad;
-    }
+    if (!rd_list(&d, "runs", &nruns, MIN_RUN)) goto bad;
     out->runs = alloc_array(&d, nruns, sizeof *out->runs);
     if (nruns && !out->runs) goto bad;
     for (uint32_t i = 0; i < nruns; i++)

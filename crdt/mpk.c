@@ -91,14 +91,9 @@ bool tsync__mpr_uint(tsync__mpr *r, uint64_t *v)
         r->p++;
         return true;
     }
-    unsigned w;
-    switch (b) {
-    case 0xcc: w = 1; break;
-    case 0xcd: w = 2; break;
-    case 0xce: w = 4; break;
-    case 0xcf: w = 8; break;
-    default: return fail(r); /* signed formats are not uints, even when non-negative */
-    }
+    /* uint8/16/32/64 are 0xcc..0xcf; signed formats are not uints, even when non-negative. */
+    if (b < 0xcc || b > 0xcf) return fail(r);
+    unsigned w = 1u << (b - 0xcc);
     if (left(r) < 1 + (size_t)w) return fail(r);
     *v = be(r->p + 1, w);
     r->p += 1 + w;
@@ -125,14 +120,8 @@ bool tsync__mpr_int(tsync__mpr *r, int64_t *v)
         r->p++;
         return true;
     }
-    unsigned w;
-    switch (b) {
-    case 0xd0: w = 1; break;
-    case 0xd1: w = 2; break;
-    case 0xd2: w = 4; break;
-    case 0xd3: w = 8; break;
-    default: return fail(r);
-    }
+    if (b < 0xd0 || b > 0xd3) return fail(r); /* int8/16/32/64 */
+    unsigned w = 1u << (b - 0xd0);
     if (left(r) < 1 + (size_t)w) return fail(r);
     uint64_t u = be(r->p + 1, w);
     /* Sign-extend from w bytes without shifting a signed value. */
@@ -170,17 +159,10 @@ static bool bytes(tsync__mpr *r, const uint8_t **p, uint32_t *n, bool str)
         len = b & 0x1f;
         hdr = 1;
     } else {
-        unsigned w;
-        switch (b) {
-        case 0xd9: w = 1; break;
-        case 0xda: w = 2; break;
-        case 0xdb: w = 4; break;
-        case 0xc4: w = 1; break;
-        case 0xc5: w = 2; break;
-        case 0xc6: w = 4; break;
-        default: return fail(r);
-        }
-        if (str != (b >= 0xd9)) return fail(r);
+        /* str8/16/32 are 0xd9..0xdb, bin8/16/32 are 0xc4..0xc6. */
+        uint8_t first = str ? 0xd9 : 0xc4;
+        if (b < first || b > first + 2) return fail(r);
+        unsigned w = 1u << (b - first);
         if (!header(r, w, &len, &hdr)) return fail(r);
     }
     if (len > left(r) - hdr) return fail(r);

@@ -70,7 +70,7 @@ typedef struct {
     sqlite3_stmt *st;
 } cstmt;
 
-enum { K_UPD_ROW, K_INS_ROW, K_UPD_TOMB, K_INS_TOMB };
+enum { K_UPD_ROW, K_INS_ROW, K_UPD_TOMB, K_INS_TOMB, K_RES_ROW };
 
 typedef struct {
     tsync_store *s;
@@ -88,18 +88,22 @@ typedef struct {
     uint8_t *mbuf;
     size_t mcap;
     int refuse_code;
+    char refuse_msg[400]; /* the first refusal, for tsync_error_last() */
+    int unpark_blocked;   /* unparking: the table still cannot take the rows */
 } mctx;
 
 static void report_msg(mctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void report_msg(mctx *c, const char *fmt, ...)
 {
     tsync_merge_report *r = c->rep;
-    if (!r || r->nmessages >= MAX_MESSAGES) return;
     char buf[400];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    if (strncmp(buf, "refused", 7) == 0 && !c->refuse_msg[0])
+        snprintf(c->refuse_msg, sizeof c->refuse_msg, "%s", buf);
+    if (!r || r->nmessages >= MAX_MESSAGES) return;
     char **nm = realloc(r->messages, (r->nmessages + 1) * sizeof *nm);
     if (!nm) return;
     r->messages = nm;
@@ -219,6 +223,25 @@ static sqlite3_stmt *cached_stmt(mctx *c, tsync__table *t, int kind, uint64_t ma
         for (int i = 0; i < t->npk; i++)
             o += (size_t)snprintf(sql + o, cap - o, "%s?%d", i ? "," : "", i + 1);
         snprintf(sql + o, cap - o, ")");
+    } else if (kind == K_RES_ROW) {
+        /* Resurrection: the key and the columns ever written come from the tombstone; columns
+         * never written take their DEFAULT, as in a fresh insert. */
+        o += (size_t)snprintf(sql + o, cap - o, "INSERT INTO %s(", t->qname);
+        size_t lst = o;
+        int first = 1;
+        for (int col = 0; col < t->ncols; col++)
+            if (t->is_pk[col] || (mask & (1ULL << col))) {
+                o += (size_t)snprintf(sql + o, cap - o, "%s\"", first ? "" : ",");
+                for (const char *p = t->cols[col]; *p; p++)
+                    o += (size_t)snprintf(sql + o, cap - o, *p == '"' ? "\"\"" : "%c", *p);
+                o += (size_t)snprintf(sql + o, cap - o, "\"");
+                first = 0;
+            }
+        size_t lend = o;
+        o += (size_t)snprintf(sql + o, cap - o, ") SELECT ");
+        memmove(sql + o, sql + lst, lend - lst);
+        o += lend - lst;
+        snprintf(sql + o, cap - o, " FROM %s WHERE %s", t->qtomb, t->pk_where);
     } else if (kind == K_INS_ROW) {
         o += (size_t)snprintf(sql + o, cap - o, "INSERT INTO %s(", t->qname);
         int first = 1;
@@ -434,6 +457,29 @@ static int record_conflict(mctx *c, mrow *r, int col, const tsync__val *remote,
     return rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "record conflict");
 }
 
+/* A total order on values: type, then number or bytes. */
+static int val_cmp(const tsync__val *a, const tsync__val *b)
+{
+    if (a->type != b->type) return a->type < b->type ? -1 : 1;
+    switch (a->type) {
+    case TSYNC__V_INT: return a->i < b->i ? -1 : a->i > b->i;
+    case TSYNC__V_REAL: {
+        uint64_t x, y;
+        memcpy(&x, &a->r, 8);
+        memcpy(&y, &b->r, 8);
+        return x < y ? -1 : x > y;
+    }
+    case TSYNC__V_TEXT:
+    case TSYNC__V_BLOB: {
+        uint32_t n = a->n < b->n ? a->n : b->n;
+        int k = n ? memcmp(a->p, b->p, n) : 0;
+        if (k) return k;
+        return a->n < b->n ? -1 : a->n > b->n;
+    }
+    default: return 0;
+    }
+}
+
 static int park(mctx *c, uint32_t site, uint64_t seq, uint32_t row, const char *tbl, size_t tlen,
                 const char *col, size_t clen, const char *reason)
 {
@@ -500,6 +546,7 @@ static int apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64
                 if (k == nonly) continue;
             }
             if (!t || why) {
+                if (only_table) c->unpark_blocked = 1;
                 if (!only_table &&
                     (rc = park(c, ib->site, ib->seq, ri, bt->name, bt->name_len, NULL, 0,
                                t ? why : "no such replicated table here")))
@@ -527,8 +574,19 @@ static int apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64
                 }
                 if (t->is_counter[col]) continue; /* counter state travels in ctrs */
                 tsync__colclk cur = r->meta.col[col];
-                int wins = cur.hlc == 0 || tsync__lww_cmp(br->hlc, c->sites[ib->site].id, cur.hlc,
-                                                          c->sites[cur.site].id) > 0;
+                int cmp = cur.hlc == 0 ? 1
+                                       : tsync__lww_cmp(br->hlc, c->sites[ib->site].id, cur.hlc,
+                                                        c->sites[cur.site].id);
+                if (cmp == 0) {
+                    /* Same clock and site: only two branches of a fork do that. Order by value
+                     * so that every replica picks the same one. */
+                    tsync__val cv;
+                    sqlite3_stmt *owner;
+                    if ((rc = current_value(c, r, col, &cv, &owner))) return rc;
+                    cmp = val_cmp(&bc->val, &cv);
+                    if (owner) sqlite3_reset(owner);
+                }
+                int wins = cmp > 0;
                 /* Concurrent: the writer overwrote something older than what we show. */
                 if (cur.hlc && (cur.hlc != br->hlc || cur.site != ib->site)) {
                     uint32_t os = bc->old_hlc ? bsite[bc->old_site] : 0;
@@ -569,6 +627,26 @@ static int apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64
     return 0;
 }
 
+/* Runs a statement that writes a row of the app's table. A local constraint (a unique index
+ * added after replicate, a STRICT type) must not make the whole merge fail: the row is parked
+ * with the reason, its clocks are still kept, and the merge goes on. Returns 1 when parked. */
+static int step_row(mctx *c, mrow *r, sqlite3_stmt *st, const char *what, int *rc)
+{
+    int x = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (x == SQLITE_DONE || x == SQLITE_ROW) return 0;
+    if ((x & 0xff) != SQLITE_CONSTRAINT && (x & 0xff) != SQLITE_MISMATCH) {
+        *rc = tsync__err_sqlite(c->s->db, x, what);
+        return -1;
+    }
+    char *key = tsync__key_json(r->key, r->klen, r->t->npk);
+    char reason[300];
+    snprintf(reason, sizeof reason, "%s %s: %s", what, key ? key : "?", sqlite3_errmsg(c->s->db));
+    free(key);
+    *rc = park(c, 0, 0, UINT32_MAX, r->t->name, strlen(r->t->name), NULL, 0, reason);
+    return *rc ? -1 : 1;
+}
+
 /* Writes one folded row to the table or its tombstone, and its clocks. */
 static int flush_row(mctx *c, mrow *r)
 {
@@ -585,26 +663,20 @@ static int flush_row(mctx *c, mrow *r)
             for (int col = 0; col < t->ncols; col++)
                 if (mask & (1ULL << col))
                     tsync__bind_val(st, col + 1 + TSYNC__MAX_PK_COLS, &r->vals[col]);
-            if ((rc = step_done(s, st, "update row"))) return rc;
+            if (step_row(c, r, st, "update row", &rc)) goto meta;
         }
     } else if (exists) {
         /* New here, or resurrected: start from the tombstone's values if there are any. */
         int tomb = 0;
         if (r->had_meta && (rc = row_exists_in(s, t->get_tomb, t, r, &tomb))) return rc;
         if (tomb) {
-            sqlite3_stmt *cp;
-            size_t n = strlen(t->qname) + strlen(t->qtomb) + 2 * strlen(t->all_cols) +
-                       strlen(t->pk_where) + 64;
-            char *q = malloc(n);
-            if (!q) return tsync__err(TSYNC_ENOMEM, "out of memory");
-            snprintf(q, n, "INSERT INTO %s(%s) SELECT %s FROM %s WHERE %s", t->qname, t->all_cols,
-                     t->all_cols, t->qtomb, t->pk_where);
-            rc = sqlite3_prepare_v2(s->db, q, -1, &cp, NULL);
-            free(q);
-            if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "resurrect row");
-            if ((rc = bind_keyvals(cp, t, r, 0)) == 0) rc = step_done(s, cp, "resurrect row");
-            sqlite3_finalize(cp);
-            if (rc) return rc;
+            uint64_t known = 0;
+            for (int col = 0; col < t->ncols; col++)
+                if (!t->is_pk[col] && (r->meta.col[col].hlc || r->meta.nctr[col]))
+                    known |= 1ULL << col;
+            if (!(st = cached_stmt(c, t, K_RES_ROW, known))) return tsync__err(TSYNC_EIO, "prepare");
+            if ((rc = bind_keyvals(st, t, r, 0))) return rc;
+            if (step_row(c, r, st, "resurrect row", &rc)) goto meta;
             sqlite3_reset(t->del_tomb);
             if ((rc = bind_keyvals(t->del_tomb, t, r, 0))) return rc;
             if ((rc = step_done(s, t->del_tomb, "clear tombstone"))) return rc;
@@ -615,7 +687,7 @@ static int flush_row(mctx *c, mrow *r)
                 for (int col = 0; col < t->ncols; col++)
                     if (mask & (1ULL << col))
                         tsync__bind_val(st, col + 1 + TSYNC__MAX_PK_COLS, &r->vals[col]);
-                if ((rc = step_done(s, st, "update row"))) return rc;
+                if (step_row(c, r, st, "update row", &rc)) goto meta;
             }
         } else {
             if (!(st = cached_stmt(c, t, K_INS_ROW, mask))) return tsync__err(TSYNC_EIO, "prepare");
@@ -623,7 +695,7 @@ static int flush_row(mctx *c, mrow *r)
             for (int col = 0; col < t->ncols; col++)
                 if (!t->is_pk[col] && (mask & (1ULL << col)))
                     tsync__bind_val(st, col + 1, &r->vals[col]);
-            if ((rc = step_done(s, st, "insert row"))) return rc;
+            if (step_row(c, r, st, "insert row", &rc)) goto meta;
         }
     } else {
         if (r->existed) {
@@ -669,6 +741,8 @@ static int flush_row(mctx *c, mrow *r)
             if ((rc = step_done(s, st, "update tombstone"))) return rc;
         }
     }
+meta:
+    if (rc) return rc;
     return tsync__put_meta(s, t, r->key, r->klen, &r->meta, &c->mbuf, &c->mcap);
 }
 
@@ -1208,11 +1282,9 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
     ctx_free(&c);
     tsync__bundle_free(&bun);
     tsync__arena_free(&da);
-    if (c.refuse_code) {
+    if (c.refuse_code)
         return tsync__err(c.refuse_code, "%s",
-                          report && report->nmessages ? report->messages[0]
-                                                      : "some batches were refused");
-    }
+                          c.refuse_msg[0] ? c.refuse_msg : "some batches were refused");
     return 0;
 
 refuse:
@@ -1251,6 +1323,7 @@ int tsync__unpark(tsync_store *s, const char *table)
     rc = load_sites(&c);
     if (rc == 0) rc = tsync__exec(s, "UPDATE tsync_ctl SET suppress=1 WHERE id=1");
     char err[TSYNC__ERRLEN];
+    int blocked = 0;
     while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
         inbatch ib;
         memset(&ib, 0, sizeof ib);
@@ -1273,10 +1346,12 @@ int tsync__unpark(tsync_store *s, const char *table)
             if (*p == ',') p++;
         }
         rc = apply_batch(&c, &ib, table, rows, nr);
+        blocked |= c.unpark_blocked;
     }
     sqlite3_finalize(st);
     if (rc == 0) rc = flush_rows(&c);
-    if (rc == 0) {
+    /* Rows whose table is still not what their batch needs stay parked, never dropped. */
+    if (rc == 0 && !blocked) {
         sqlite3_stmt *d;
         if (sqlite3_prepare_v2(s->db, "DELETE FROM tsync_parked WHERE tbl=?1 AND col IS NULL", -1,
                                &d, NULL) == SQLITE_OK) {

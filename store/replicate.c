@@ -272,6 +272,16 @@ static int has_check_constraint(const char *sql)
             q = *c == '[' ? ']' : *c;
             continue;
         }
+        if (c[0] == '-' && c[1] == '-') {
+            while (c[1] && c[1] != '\n') c++;
+            continue;
+        }
+        if (c[0] == '/' && c[1] == '*') {
+            const char *e = strstr(c + 2, "*/");
+            if (!e) break;
+            c = e + 1;
+            continue;
+        }
         if ((c == sql || !(isalnum((unsigned char)c[-1]) || c[-1] == '_')) &&
             strncasecmp(c, "check", 5) == 0) {
             const char *d = c + 5;
@@ -399,13 +409,14 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
         }
     {
         sqlite3_stmt *u;
-        if (sqlite3_prepare_v2(s->db, "SELECT name FROM pragma_index_list(?1) WHERE origin='u'",
+        if (sqlite3_prepare_v2(s->db, "SELECT name FROM pragma_index_list(?1) WHERE \"unique\" AND "
+                               "origin != 'pk'",
                                -1, &u, NULL) == SQLITE_OK) {
             sqlite3_bind_text(u, 1, table, -1, SQLITE_STATIC);
             if (sqlite3_step(u) == SQLITE_ROW)
                 rc = tsync__err(TSYNC_EUNSUPPORTED,
-                                "table %s: UNIQUE constraints besides the primary key cannot hold "
-                                "across tills that write offline; drop the constraint (a plain "
+                                "table %s: UNIQUE constraints and unique indexes besides the primary "
+                                "key cannot hold across tills that write offline; drop it (a plain "
                                 "index is fine)", table);
             sqlite3_finalize(u);
             if (rc) goto out;
@@ -491,6 +502,17 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
             sb_add(&nullk, "%sNEW.%s IS NULL", i ? " OR " : "", qc[pkord[i]]);
         sb_add(&nullk, ") THEN RAISE(ABORT, 'tillsync: the primary key of a replicated table "
                        "may not be NULL') END; ");
+        /* A counter holds integers only: a REAL or TEXT could not be counted the same way on
+         * every till, so the write is refused where the app sees it. */
+        for (size_t i = 0; i < ncounters; i++) {
+            int c = -1;
+            for (int j = 0; j < ncols; j++)
+                if (strcmp(cols[j].name, counters[i]) == 0) c = j;
+            if (c < 0) continue;
+            sb_add(&nullk, "SELECT CASE WHEN typeof(NEW.%s) != 'integer' THEN RAISE(ABORT, "
+                           "'tillsync: counter column %s takes integers only') END; ",
+                   qc[c], cols[c].name[0] && !strchr(cols[c].name, '\'') ? cols[c].name : "?");
+        }
         int any = 0;
         for (int i = 0; i < ncols; i++) {
             sb_add(&allc, "%s%s", i ? "," : "", qc[i]);
@@ -515,9 +537,10 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
                qtr[0], qt, nullk.p, k.p, tid, newk.p);
         sb_add(&sql,
                "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN " NOT_SUPPRESSED " AND %s BEGIN "
+               "SELECT CASE WHEN (%s"
                "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,2,%s," WALL_SQL ",%s); "
                "END;",
-               qtr[1], qt, same.p, k.p, tid, mask.p, newk.p);
+               qtr[1], qt, same.p, nullk.p, k.p, tid, mask.p, newk.p);
         /* An UPDATE of the key is a delete of the old key and an insert of the new one. */
         sb_add(&sql,
                "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN " NOT_SUPPRESSED " AND NOT (%s) BEGIN "

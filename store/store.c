@@ -120,7 +120,7 @@ static int meta_set_int(tsync_store *s, const char *k, int64_t v)
 
 int tsync__hlc_load(tsync_store *s, tsync__hlc *h)
 {
-    int64_t v;
+    int64_t v = 0;
     int rc = meta_get_int(s, "hlc", &v);
     *h = (tsync__hlc)v;
     return rc;
