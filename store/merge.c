@@ -90,6 +90,10 @@ typedef struct {
     int refuse_code;
     char refuse_msg[400]; /* the first refusal, for tsync_error_last() */
     int unpark_blocked;   /* unparking: the table still cannot take the rows */
+    /* Applying a forked branch's rows: its counters count under a site derived from the branch
+     * (minus what the common prefix already counted), so both branches' sales add up. */
+    uint32_t fork_origin, fork_site;
+    uint64_t fork_frozen;
 } mctx;
 
 static void report_msg(mctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -503,6 +507,58 @@ static int park(mctx *c, uint32_t site, uint64_t seq, uint32_t row, const char *
     return 0;
 }
 
+/* The origin's own P and N for a counter as of the last batch both fork branches share: the
+ * latest value in its logged batches up to the frozen seq. Forks are rare; a scan is fine. */
+static int prefix_counter(mctx *c, tsync__table *t, const tsync__val *pk, const char *colname,
+                          uint64_t *p, uint64_t *n)
+{
+    *p = *n = 0;
+    size_t klen = tsync__key_size(pk, t->npk);
+    uint8_t *want = malloc(klen + 1), *got = malloc(klen + 1);
+    sqlite3_stmt *st;
+    int rc = 0;
+    if (!want || !got) {
+        free(want), free(got);
+        return tsync__err(TSYNC_ENOMEM, "out of memory");
+    }
+    tsync__key_encode(pk, t->npk, want);
+    if (sqlite3_prepare_v2(c->s->db, "SELECT body FROM tsync_log WHERE site=?1 AND seq<=?2 ORDER "
+                           "BY seq", -1, &st, NULL) != SQLITE_OK) {
+        free(want), free(got);
+        return tsync__err_sqlite(c->s->db, SQLITE_ERROR, "read log");
+    }
+    sqlite3_bind_int64(st, 1, c->fork_origin);
+    sqlite3_bind_int64(st, 2, (int64_t)c->fork_frozen);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        tsync__arena a = {0};
+        tsync__batch b;
+        char err[TSYNC__ERRLEN];
+        if (tsync__batch_decode(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0),
+                                &b, &a, err) == 0) {
+            for (uint32_t i = 0; i < b.nrows; i++) {
+                tsync__btable *bt = &b.tables[b.rows[i].table];
+                if (bt->name_len != strlen(t->name) || memcmp(bt->name, t->name, bt->name_len) ||
+                    (int)bt->npk != t->npk || tsync__key_size(b.rows[i].pk, t->npk) != klen)
+                    continue;
+                tsync__key_encode(b.rows[i].pk, t->npk, got);
+                if (memcmp(got, want, klen)) continue;
+                for (uint32_t k = 0; k < b.rows[i].nctrs; k++) {
+                    uint32_t bc = b.rows[i].ctrs[k].col;
+                    if (bt->col_len[bc] == strlen(colname) &&
+                        !memcmp(bt->cols[bc], colname, bt->col_len[bc])) {
+                        *p = b.rows[i].ctrs[k].p;
+                        *n = b.rows[i].ctrs[k].n;
+                    }
+                }
+            }
+        }
+        tsync__arena_free(&a);
+    }
+    sqlite3_finalize(st);
+    free(want), free(got);
+    return rc;
+}
+
 /* Applies batch rows to the folded row state. only_table: when not NULL, apply only rows of that
  * table and only the row indexes listed (unparking); parking is then not recorded again. */
 static int apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64_t *only_rows,
@@ -614,9 +670,16 @@ static int apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64
                         return rc;
                     continue;
                 }
-                if ((rc = tsync__rowmeta_ctr_merge(&r->meta, col, ib->site, br->ctrs[k].p,
-                                                   br->ctrs[k].n)))
-                    return rc;
+                uint64_t cp = br->ctrs[k].p, cn = br->ctrs[k].n;
+                uint32_t csite = ib->site;
+                if (c->fork_site && ib->site == c->fork_origin) {
+                    uint64_t p0 = 0, n0 = 0;
+                    if ((rc = prefix_counter(c, t, br->pk, t->cols[col], &p0, &n0))) return rc;
+                    cp = cp > p0 ? cp - p0 : 0;
+                    cn = cn > n0 ? cn - n0 : 0;
+                    csite = c->fork_site;
+                }
+                if ((rc = tsync__rowmeta_ctr_merge(&r->meta, col, csite, cp, cn))) return rc;
                 r->vals[col] = (tsync__val){.type = TSYNC__V_INT,
                                             .i = tsync__rowmeta_ctr_value(&r->meta, col)};
                 r->mask |= 1ULL << col;
@@ -984,9 +1047,24 @@ static int load_held(mctx *c, inbatch **list, size_t *n, size_t *cap)
 /* Decides and applies, in causal order, until nothing more can be applied. */
 /* The data of a forked branch is merged (not logged): its sales are real, and every replica that
  * sees both branches then shows the same rows. The origin's log stays frozen. */
-static int apply_fork_data(mctx *c, inbatch *ib, int counted)
+static int apply_fork_data(mctx *c, inbatch *ib, int counted, const uint8_t branch[TSYNC__HASH_BYTES])
 {
-    int rc = apply_batch(c, ib, NULL, NULL, 0);
+    msite *m = &c->sites[ib->site];
+    uint8_t id[TSYNC__SITE_BYTES];
+    crypto_generichash_state h;
+    crypto_generichash_init(&h, NULL, 0, sizeof id);
+    crypto_generichash_update(&h, (const uint8_t *)"tsync-fork", 10);
+    crypto_generichash_update(&h, m->id, TSYNC__SITE_BYTES);
+    crypto_generichash_update(&h, branch, TSYNC__HASH_BYTES);
+    crypto_generichash_final(&h, id, sizeof id);
+    uint32_t fs;
+    int rc = site_local(c, id, NULL, NULL, &fs);
+    if (rc) return rc;
+    c->fork_origin = ib->site;
+    c->fork_site = fs;
+    c->fork_frozen = m->frozen >= 0 ? (uint64_t)m->frozen : 0;
+    rc = apply_batch(c, ib, NULL, NULL, 0);
+    c->fork_site = 0;
     ib->done = 1;
     if (rc == 0 && !counted && c->rep) c->rep->refused++;
     return rc;
@@ -1007,7 +1085,8 @@ static void drop_held(mctx *c, inbatch *ib)
 
 /* Decides and applies, in causal order, until nothing more can be applied. */
 static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bun,
-                       const uint32_t *run_of, uint8_t *run_forked)
+                       const uint32_t *run_of, uint8_t *run_forked,
+                       uint8_t (*branch)[TSYNC__HASH_BYTES])
 {
     int rc = 0, progress = 1;
     char sh[13];
@@ -1024,7 +1103,7 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                 memcpy(fake.pk, m->pk, TSYNC__PK_BYTES);
             }
             if (run && run_forked[run_of[i]]) {
-                if ((rc = apply_fork_data(c, ib, 0))) return rc;
+                if ((rc = apply_fork_data(c, ib, 0, branch[run_of[i]]))) return rc;
                 continue;
             }
             if (ib->seq <= m->seq) {
@@ -1035,8 +1114,11 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                     if ((rc = record_fork(c, ib, ib->seq, "a different batch with this number is "
                                           "already here", run, bs)))
                         return rc;
-                    if (run) run_forked[run_of[i]] = 1;
-                    if ((rc = apply_fork_data(c, ib, 1))) return rc;
+                    if (run) {
+                        run_forked[run_of[i]] = 1;
+                        memcpy(branch[run_of[i]], ib->hash, TSYNC__HASH_BYTES);
+                    }
+                    if ((rc = apply_fork_data(c, ib, 1, ib->hash))) return rc;
                     progress = 1;
                 } else if (c->rep) {
                     c->rep->duplicates++;
@@ -1063,8 +1145,11 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                 if ((rc = record_fork(c, ib, ib->seq > 1 ? ib->seq - 1 : 1,
                                       "its previous-batch hash differs from ours", run, bs)))
                     return rc;
-                if (run) run_forked[run_of[i]] = 1;
-                if ((rc = apply_fork_data(c, ib, 1))) return rc;
+                if (run) {
+                    run_forked[run_of[i]] = 1;
+                    memcpy(branch[run_of[i]], ib->hash, TSYNC__HASH_BYTES);
+                }
+                if ((rc = apply_fork_data(c, ib, 1, ib->hash))) return rc;
                 drop_held(c, ib);
                 progress = 1;
                 continue;
@@ -1158,6 +1243,7 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
     }
     mctx c;
     uint8_t *run_forked = NULL;
+    uint8_t(*branch)[TSYNC__HASH_BYTES] = NULL;
     memset(&c, 0, sizeof c);
     c.s = s;
     c.rep = report;
@@ -1268,17 +1354,19 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
                 }
     }
     run_forked = calloc(bun.nruns + 1, 1);
-    if (!run_forked) {
+    branch = calloc(bun.nruns + 1, TSYNC__HASH_BYTES);
+    if (!run_forked || !branch) {
         rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         goto rollback;
     }
-    if ((rc = apply_ready(&c, list, n, &bun, run_of, run_forked))) goto rollback;
+    if ((rc = apply_ready(&c, list, n, &bun, run_of, run_forked, branch))) goto rollback;
     if ((rc = finish(&c, list, n))) goto rollback;
     if ((rc = tsync__exec(s, "UPDATE tsync_ctl SET suppress=0 WHERE id=1"))) goto rollback;
     if ((rc = tsync__commit(s))) goto fail;
     free(list);
     free(run_of);
     free(run_forked);
+    free(branch);
     ctx_free(&c);
     tsync__bundle_free(&bun);
     tsync__arena_free(&da);
@@ -1300,6 +1388,7 @@ fail:
     free(list);
     free(run_of);
     free(run_forked);
+    free(branch);
     ctx_free(&c);
     tsync__bundle_free(&bun);
     tsync__arena_free(&da);
