@@ -28,8 +28,10 @@ int tsync_store_state_json(tsync_store *s, char **out)
     json_object_set_new(o, "public_key", hexstr(s->pk, TSYNC__PK_BYTES));
     json_object_set_new(o, "hlc", json_integer((json_int_t)hlc));
     sqlite3_stmt *st;
-    rc = sqlite3_prepare_v2(s->db, "SELECT site, seq, hash, frozen_seq FROM tsync_sites WHERE "
-                            "seq > 0 ORDER BY site", -1, &st, NULL);
+    rc = sqlite3_prepare_v2(s->db,
+                            "SELECT site, seq, hash, frozen_seq FROM tsync_sites WHERE "
+                            "seq > 0 ORDER BY site",
+                            -1, &st, NULL);
     if (rc != SQLITE_OK) {
         json_decref(o), json_decref(vec);
         return tsync__err_sqlite(s->db, rc, "read vector");
@@ -61,7 +63,7 @@ static int parse_since(const char *json, tsync__vv *vv)
     int rc = 0;
     if (!json_is_array(vec)) {
         rc = tsync__err(TSYNC_EINVAL, "state has no \"vector\" array (use the output of "
-                        "'tillsync state DB --json')");
+                                      "'tillsync state DB --json')");
     }
     size_t i;
     json_t *e;
@@ -113,14 +115,20 @@ int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, si
         rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         goto out;
     }
-    if (sqlite3_prepare_v2(s->db, "SELECT idx, site, pk, inc, seq, frozen_seq FROM tsync_sites "
-                           "WHERE seq > 0 AND pk IS NOT NULL ORDER BY idx", -1, &sites, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(s->db, "SELECT max(seq) FROM tsync_log WHERE site=?1 AND seq>?2 AND "
-                           "seq<=?3 AND sig IS NOT NULL", -1, &last, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(s->db, "SELECT seq, body, sig FROM tsync_log WHERE site=?1 AND seq>?2 "
-                           "AND seq<=?3 ORDER BY seq", -1, &bodies, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(s->db, "SELECT hash FROM tsync_log WHERE site=?1 AND seq=?2", -1,
-                           &prevh, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT idx, site, pk, inc, seq, frozen_seq FROM tsync_sites "
+                           "WHERE seq > 0 AND pk IS NOT NULL ORDER BY idx",
+                           -1, &sites, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db,
+                           "SELECT max(seq) FROM tsync_log WHERE site=?1 AND seq>?2 AND "
+                           "seq<=?3 AND sig IS NOT NULL",
+                           -1, &last, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db,
+                           "SELECT seq, body, sig FROM tsync_log WHERE site=?1 AND seq>?2 "
+                           "AND seq<=?3 ORDER BY seq",
+                           -1, &bodies, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db, "SELECT hash FROM tsync_log WHERE site=?1 AND seq=?2", -1, &prevh,
+                           NULL) != SQLITE_OK) {
         rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "read log");
         goto out;
     }
@@ -137,8 +145,8 @@ int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, si
         int64_t head = sqlite3_column_int64(sites, 4);
         const tsync__vv_entry *pe = tsync__vv_get(&since, bs.site);
         int64_t from = pe ? (int64_t)pe->seq : 0;
-        int64_t frozen = sqlite3_column_type(sites, 5) == SQLITE_NULL
-                             ? -1 : sqlite3_column_int64(sites, 5);
+        int64_t frozen =
+            sqlite3_column_type(sites, 5) == SQLITE_NULL ? -1 : sqlite3_column_int64(sites, 5);
         static const uint8_t zero[TSYNC__HASH_BYTES];
         if (pe && from > 0 && from <= head && memcmp(pe->hash, zero, sizeof zero) != 0) {
             /* Same number, different hash: a fork. Send our branch from the last common batch
@@ -184,7 +192,8 @@ int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, si
         const void *sig = NULL;
         while (rc == 0 && sqlite3_step(bodies) == SQLITE_ROW) {
             if (sqlite3_column_int64(bodies, 0) != expect) {
-                rc = tsync__err(TSYNC_ECORRUPT, "log has a gap before batch %lld", (long long)expect);
+                rc = tsync__err(TSYNC_ECORRUPT, "log has a gap before batch %lld",
+                                (long long)expect);
                 break;
             }
             expect++;
@@ -192,8 +201,7 @@ int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, si
                                            (size_t)sqlite3_column_bytes(bodies, 1));
             if (nbatches) (*nbatches)++;
             sig = sqlite3_column_blob(bodies, 2);
-            if (rc == 0 && expect - 1 == upto)
-                rc = tsync__bundle_writer_end_run(w, sig);
+            if (rc == 0 && expect - 1 == upto) rc = tsync__bundle_writer_end_run(w, sig);
         }
     }
     if (rc == 0 && (rc = tsync__bundle_writer_finish(w, true, out, len)))

@@ -41,34 +41,54 @@ int tsync__err_sqlite(sqlite3 *db, int rc, const char *what)
 {
     int code = TSYNC_EIO;
     int prim = rc & 0xff;
-    if (prim == SQLITE_BUSY || prim == SQLITE_LOCKED) code = TSYNC_EBUSY;
-    else if (prim == SQLITE_NOMEM) code = TSYNC_ENOMEM;
+    if (prim == SQLITE_BUSY || prim == SQLITE_LOCKED)
+        code = TSYNC_EBUSY;
+    else if (prim == SQLITE_NOMEM)
+        code = TSYNC_ENOMEM;
     else if (prim == SQLITE_ERROR || prim == SQLITE_CONSTRAINT || prim == SQLITE_MISMATCH)
         code = TSYNC_EINVAL;
-    else if (prim == SQLITE_CORRUPT || prim == SQLITE_NOTADB) code = TSYNC_ECORRUPT;
+    else if (prim == SQLITE_CORRUPT || prim == SQLITE_NOTADB)
+        code = TSYNC_ECORRUPT;
     return tsync__err(code, "%s: %s", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 }
 
 const char *tsync_strerror(int code)
 {
     switch (code) {
-    case TSYNC_OK: return "success";
-    case TSYNC_ERROR: return "error";
-    case TSYNC_EINVAL: return "invalid argument or input";
-    case TSYNC_ENOMEM: return "out of memory";
-    case TSYNC_ENOTFOUND: return "not found";
-    case TSYNC_EEXISTS: return "already exists";
-    case TSYNC_EIO: return "I/O error";
-    case TSYNC_EBADSIG: return "signature does not verify";
-    case TSYNC_ECORRUPT: return "malformed or corrupt data";
-    case TSYNC_EVERSION: return "unsupported version";
-    case TSYNC_ECLOCKSKEW: return "clock too far ahead";
-    case TSYNC_EFORK: return "fork: two batches with the same origin and sequence number";
-    case TSYNC_ECHAIN: return "broken hash chain";
-    case TSYNC_EUNSUPPORTED: return "unsupported";
-    case TSYNC_EBUSY: return "database busy";
-    case TSYNC_EREFUSED: return "input refused";
-    default: return "unknown error";
+    case TSYNC_OK:
+        return "success";
+    case TSYNC_ERROR:
+        return "error";
+    case TSYNC_EINVAL:
+        return "invalid argument or input";
+    case TSYNC_ENOMEM:
+        return "out of memory";
+    case TSYNC_ENOTFOUND:
+        return "not found";
+    case TSYNC_EEXISTS:
+        return "already exists";
+    case TSYNC_EIO:
+        return "I/O error";
+    case TSYNC_EBADSIG:
+        return "signature does not verify";
+    case TSYNC_ECORRUPT:
+        return "malformed or corrupt data";
+    case TSYNC_EVERSION:
+        return "unsupported version";
+    case TSYNC_ECLOCKSKEW:
+        return "clock too far ahead";
+    case TSYNC_EFORK:
+        return "fork: two batches with the same origin and sequence number";
+    case TSYNC_ECHAIN:
+        return "broken hash chain";
+    case TSYNC_EUNSUPPORTED:
+        return "unsupported";
+    case TSYNC_EBUSY:
+        return "database busy";
+    case TSYNC_EREFUSED:
+        return "input refused";
+    default:
+        return "unknown error";
     }
 }
 

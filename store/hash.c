@@ -118,8 +118,10 @@ int tsync_store_hash(tsync_store *s, const char *table, uint8_t out[TSYNC_HASH_B
 static json_t *col_json(sqlite3_stmt *st, int i)
 {
     switch (sqlite3_column_type(st, i)) {
-    case SQLITE_INTEGER: return json_integer(sqlite3_column_int64(st, i));
-    case SQLITE_FLOAT: return json_real(sqlite3_column_double(st, i));
+    case SQLITE_INTEGER:
+        return json_integer(sqlite3_column_int64(st, i));
+    case SQLITE_FLOAT:
+        return json_real(sqlite3_column_double(st, i));
     case SQLITE_TEXT:
         return json_stringn_nocheck((const char *)sqlite3_column_text(st, i),
                                     (size_t)sqlite3_column_bytes(st, i));
@@ -132,7 +134,8 @@ static json_t *col_json(sqlite3_stmt *st, int i)
         free(h);
         return j;
     }
-    default: return json_null();
+    default:
+        return json_null();
     }
 }
 
@@ -140,9 +143,11 @@ int tsync_store_conflicts_json(tsync_store *s, char **out)
 {
     *out = NULL;
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(s->db, "SELECT id, at_ms, tbl, pk, col, win_val, win_hlc, "
+    int rc = sqlite3_prepare_v2(s->db,
+                                "SELECT id, at_ms, tbl, pk, col, win_val, win_hlc, "
                                 "win_site, lose_val, lose_hlc, lose_site FROM tsync_conflicts "
-                                "ORDER BY id", -1, &st, NULL);
+                                "ORDER BY id",
+                                -1, &st, NULL);
     if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read conflicts");
     json_t *a = json_array();
     while (sqlite3_step(st) == SQLITE_ROW) {

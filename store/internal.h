@@ -17,25 +17,25 @@
 int tsync__err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Records an SQLite error of db with a prefix and returns the mapped code. */
 int tsync__err_sqlite(sqlite3 *db, int rc, const char *what);
-void tsync__hex(const uint8_t *p, size_t n, char *out); /* out: 2n+1 bytes */
+void tsync__hex(const uint8_t *p, size_t n, char *out);  /* out: 2n+1 bytes */
 int tsync__unhex(const char *s, uint8_t *out, size_t n); /* exactly 2n hex digits */
 
 /* ---------------------------------------------------------------- tables */
 
 typedef struct {
-    int id;          /* tsync_tables.id */
+    int id; /* tsync_tables.id */
     char *name;
-    int ncols;       /* columns in ordinal order (stable: columns are only ever appended) */
+    int ncols; /* columns in ordinal order (stable: columns are only ever appended) */
     char **cols;
     int npk;
     int pk[TSYNC__MAX_PK_COLS]; /* ordinals of the key columns, in key order */
     uint8_t is_pk[TSYNC__MAX_COLS];
     uint8_t is_counter[TSYNC__MAX_COLS];
-    char *qname;     /* "name" quoted for SQL */
-    char *qclk;      /* "tsync_clk_name" quoted */
-    char *qtomb;     /* "tsync_tomb_name" quoted */
-    char *pk_where;  /* "k1"=?1 AND "k2"=?2 */
-    char *all_cols;  /* "a","b",... in ordinal order */
+    char *qname;    /* "name" quoted for SQL */
+    char *qclk;     /* "tsync_clk_name" quoted */
+    char *qtomb;    /* "tsync_tomb_name" quoted */
+    char *pk_where; /* "k1"=?1 AND "k2"=?2 */
+    char *all_cols; /* "a","b",... in ordinal order */
     sqlite3_stmt *get_clk, *put_clk, *get_row, *get_tomb, *del_tomb, *exists_row;
 } tsync__table;
 
@@ -51,10 +51,10 @@ typedef struct {
 
 typedef struct {
     size_t nexist, existcap;
-    tsync__exist *exist; /* malloc'd */
+    tsync__exist *exist;                /* malloc'd */
     tsync__colclk col[TSYNC__MAX_COLS]; /* hlc 0 = never written */
     size_t nctr[TSYNC__MAX_COLS];
-    tsync__pn *ctr[TSYNC__MAX_COLS];    /* malloc'd, capacity ctrcap */
+    tsync__pn *ctr[TSYNC__MAX_COLS]; /* malloc'd, capacity ctrcap */
     size_t ctrcap[TSYNC__MAX_COLS];
 } tsync__rowmeta;
 
@@ -62,7 +62,8 @@ void tsync__rowmeta_init(tsync__rowmeta *m);
 void tsync__rowmeta_clear(tsync__rowmeta *m);
 int tsync__rowmeta_decode(tsync__rowmeta *m, const uint8_t *p, size_t n);
 /* Encodes into *buf (realloc'd as needed, *cap its capacity). */
-int tsync__rowmeta_encode(const tsync__rowmeta *m, int ncols, uint8_t **buf, size_t *cap, size_t *len);
+int tsync__rowmeta_encode(const tsync__rowmeta *m, int ncols, uint8_t **buf, size_t *cap,
+                          size_t *len);
 int tsync__rowmeta_exist_merge(tsync__rowmeta *m, uint32_t site, tsync__hlc add, tsync__hlc rmv);
 int tsync__rowmeta_ctr_merge(tsync__rowmeta *m, int col, uint32_t site, uint64_t p, uint64_t n);
 int tsync__rowmeta_ctr_add(tsync__rowmeta *m, int col, uint32_t site, int64_t delta);
@@ -90,7 +91,19 @@ struct tsync_store {
     uint64_t skew_bound_ms;
     int64_t clock_offset_ms; /* tests: pretend the wall clock is off by this much */
     int in_txn;              /* inside a transaction begun by the store */
+
+    /* Prepared statements of the store's own SQL, keyed by the address of their text: preparing
+     * costs more than running most of them, and sealing runs a dozen per batch. */
+    struct {
+        const char *sql;
+        sqlite3_stmt *st;
+    } stmts[64];
+    int nstmts;
 };
+
+/* The cached statement for sql (a string literal), reset and with cleared bindings; NULL with the
+ * error recorded if it does not prepare. Never finalize it; sqlite3_reset it after use. */
+sqlite3_stmt *tsync__prep(tsync_store *s, const char *sql);
 
 /* Wall clock in Unix ms (plus the test offset). */
 uint64_t tsync__now_ms(tsync_store *s);
@@ -130,7 +143,6 @@ int tsync__key_load_or_create(tsync_store *s, int create);
 
 /* Parked items for a table (re-applied after replicate). */
 int tsync__unpark(tsync_store *s, const char *table);
-
 
 /* ---------------------------------------------------------------- row keys and a map keyed by them
  * (meta.c). A key is its values encoded as type byte + payload; used to fold many changes to the

@@ -101,8 +101,7 @@ int tsync__key_load_or_create(tsync_store *s, int create)
     }
     if (sb.st_mode & 077) {
         close(fd);
-        return tsync__err(TSYNC_EINVAL,
-                          "key file %s is readable by other users; run: chmod 600 %s",
+        return tsync__err(TSYNC_EINVAL, "key file %s is readable by other users; run: chmod 600 %s",
                           s->key_path, s->key_path);
     }
     uint8_t buf[KEY_LEN + 1];

@@ -28,17 +28,17 @@
 
 /* One batch on its way in. */
 typedef struct {
-    uint32_t site;                  /* local index of the origin */
+    uint32_t site; /* local index of the origin */
     uint64_t seq;
     uint8_t prev[TSYNC__HASH_BYTES];
     uint8_t hash[TSYNC__HASH_BYTES];
     const uint8_t *body;
     size_t body_len;
-    const uint8_t *sig;             /* NULL unless the batch ended a signed run */
+    const uint8_t *sig; /* NULL unless the batch ended a signed run */
     tsync__batch b;
     int from_held;
-    int done;                       /* applied, duplicate, refused */
-    char reason[160];               /* why it waits */
+    int done;         /* applied, duplicate, refused */
+    char reason[160]; /* why it waits */
 } inbatch;
 
 /* A site known to this merge. */
@@ -50,7 +50,7 @@ typedef struct {
     uint8_t hash[TSYNC__HASH_BYTES];
     int64_t frozen; /* -1: not frozen */
     int dirty;
-    int known;      /* loaded from or added to tsync_sites */
+    int known; /* loaded from or added to tsync_sites */
 } msite;
 
 /* The folded state of one row. */
@@ -132,13 +132,26 @@ static const char *short_site(const uint8_t *id, char out[13])
     return out;
 }
 
+/* Capture off (1) or on (0), inside the merge's own transaction only. */
+static int set_suppress(tsync_store *s, int on)
+{
+    sqlite3_stmt *st = tsync__prep(s, "UPDATE tsync_ctl SET suppress=?1 WHERE id=1");
+    if (!st) return TSYNC_EIO;
+    sqlite3_bind_int(st, 1, on);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "switch capture");
+}
+
 /* ---------------------------------------------------------------- sites */
 
 static int load_sites(mctx *c)
 {
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(c->s->db, "SELECT idx, site, pk, seq, hash, frozen_seq FROM "
-                                "tsync_sites ORDER BY idx", -1, &st, NULL);
+    int rc = ((st = tsync__prep(c->s, "SELECT idx, site, pk, seq, hash, frozen_seq FROM "
+                                      "tsync_sites ORDER BY idx"))
+                  ? SQLITE_OK
+                  : SQLITE_ERROR);
     if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "read sites");
     while (sqlite3_step(st) == SQLITE_ROW) {
         uint32_t idx = (uint32_t)sqlite3_column_int64(st, 0);
@@ -146,7 +159,7 @@ static int load_sites(mctx *c)
             uint32_t n = idx + 16;
             msite *ns = realloc(c->sites, n * sizeof *ns);
             if (!ns) {
-                sqlite3_finalize(st);
+                sqlite3_reset(st);
                 return tsync__err(TSYNC_ENOMEM, "out of memory");
             }
             memset(ns + c->nsites, 0, (n - c->nsites) * sizeof *ns);
@@ -164,7 +177,7 @@ static int load_sites(mctx *c)
         m->frozen = sqlite3_column_type(st, 5) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 5);
         m->known = 1;
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return 0;
 }
 
@@ -310,8 +323,7 @@ static int bind_keyvals(sqlite3_stmt *st, const tsync__table *t, const mrow *r, 
     tsync__val kv[TSYNC__MAX_PK_COLS];
     if (tsync__key_decode(r->key, r->klen, kv, t->npk) != 0)
         return tsync__err(TSYNC_ECORRUPT, "bad row key in %s", t->name);
-    for (int i = 0; i < t->npk; i++)
-        tsync__bind_val(st, base_pk ? t->pk[i] + 1 : i + 1, &kv[i]);
+    for (int i = 0; i < t->npk; i++) tsync__bind_val(st, base_pk ? t->pk[i] + 1 : i + 1, &kv[i]);
     return 0;
 }
 
@@ -395,9 +407,12 @@ static int current_value(mctx *c, mrow *r, int col, tsync__val *out, sqlite3_stm
 static json_t *val_json(const tsync__val *v)
 {
     switch (v->type) {
-    case TSYNC__V_INT: return json_integer(v->i);
-    case TSYNC__V_REAL: return json_real(v->r);
-    case TSYNC__V_TEXT: return json_stringn_nocheck(v->p ? v->p : "", v->n);
+    case TSYNC__V_INT:
+        return json_integer(v->i);
+    case TSYNC__V_REAL:
+        return json_real(v->r);
+    case TSYNC__V_TEXT:
+        return json_stringn_nocheck(v->p ? v->p : "", v->n);
     case TSYNC__V_BLOB: {
         char *h = malloc((size_t)v->n * 2 + 1);
         if (!h) return json_null();
@@ -406,7 +421,8 @@ static json_t *val_json(const tsync__val *v)
         free(h);
         return j;
     }
-    default: return json_null();
+    default:
+        return json_null();
     }
 }
 
@@ -421,8 +437,8 @@ char *tsync__key_json(const uint8_t *key, uint32_t klen, int npk)
     return s;
 }
 
-static int record_conflict(mctx *c, mrow *r, int col, const tsync__val *remote,
-                           tsync__hlc rhlc, uint32_t rsite, int remote_wins)
+static int record_conflict(mctx *c, mrow *r, int col, const tsync__val *remote, tsync__hlc rhlc,
+                           uint32_t rsite, int remote_wins)
 {
     tsync_store *s = c->s;
     tsync__val cur;
@@ -430,9 +446,11 @@ static int record_conflict(mctx *c, mrow *r, int col, const tsync__val *remote,
     int rc = current_value(c, r, col, &cur, &owner);
     if (rc) return rc;
     sqlite3_stmt *st;
-    rc = sqlite3_prepare_v2(s->db, "INSERT INTO tsync_conflicts(at_ms, tbl, pk, col, win_val, "
-                            "win_hlc, win_site, lose_val, lose_hlc, lose_site) "
-                            "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)", -1, &st, NULL);
+    rc = ((st = tsync__prep(s, "INSERT INTO tsync_conflicts(at_ms, tbl, pk, col, win_val, "
+                               "win_hlc, win_site, lose_val, lose_hlc, lose_site) "
+                               "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"))
+              ? SQLITE_OK
+              : SQLITE_ERROR);
     if (rc != SQLITE_OK) {
         if (owner) sqlite3_reset(owner);
         return tsync__err_sqlite(s->db, rc, "record conflict");
@@ -452,9 +470,10 @@ static int record_conflict(mctx *c, mrow *r, int col, const tsync__val *remote,
     if (ws < c->nsites) sqlite3_bind_blob(st, 7, c->sites[ws].id, TSYNC__SITE_BYTES, SQLITE_STATIC);
     tsync__bind_val(st, 8, lv);
     sqlite3_bind_int64(st, 9, (int64_t)lh);
-    if (ls < c->nsites) sqlite3_bind_blob(st, 10, c->sites[ls].id, TSYNC__SITE_BYTES, SQLITE_STATIC);
+    if (ls < c->nsites)
+        sqlite3_bind_blob(st, 10, c->sites[ls].id, TSYNC__SITE_BYTES, SQLITE_STATIC);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     if (owner) sqlite3_reset(owner);
     free(pk);
     if (c->rep) c->rep->conflicts++;
@@ -466,7 +485,8 @@ static int val_cmp(const tsync__val *a, const tsync__val *b)
 {
     if (a->type != b->type) return a->type < b->type ? -1 : 1;
     switch (a->type) {
-    case TSYNC__V_INT: return a->i < b->i ? -1 : a->i > b->i;
+    case TSYNC__V_INT:
+        return a->i < b->i ? -1 : a->i > b->i;
     case TSYNC__V_REAL: {
         uint64_t x, y;
         memcpy(&x, &a->r, 8);
@@ -480,7 +500,8 @@ static int val_cmp(const tsync__val *a, const tsync__val *b)
         if (k) return k;
         return a->n < b->n ? -1 : a->n > b->n;
     }
-    default: return 0;
+    default:
+        return 0;
     }
 }
 
@@ -488,8 +509,10 @@ static int park(mctx *c, uint32_t site, uint64_t seq, uint32_t row, const char *
                 const char *col, size_t clen, const char *reason)
 {
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(c->s->db, "INSERT INTO tsync_parked(site, seq, row, tbl, col, "
-                                "reason) VALUES(?1,?2,?3,?4,?5,?6)", -1, &st, NULL);
+    int rc = ((st = tsync__prep(c->s, "INSERT INTO tsync_parked(site, seq, row, tbl, col, "
+                                      "reason) VALUES(?1,?2,?3,?4,?5,?6)"))
+                  ? SQLITE_OK
+                  : SQLITE_ERROR);
     if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "park change");
     sqlite3_bind_int64(st, 1, site);
     sqlite3_bind_int64(st, 2, (int64_t)seq);
@@ -498,12 +521,12 @@ static int park(mctx *c, uint32_t site, uint64_t seq, uint32_t row, const char *
     if (col) sqlite3_bind_text(st, 5, col, (int)clen, SQLITE_STATIC);
     sqlite3_bind_text(st, 6, reason, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     if (rc != SQLITE_DONE) return tsync__err_sqlite(c->s->db, rc, "park change");
     if (c->rep) c->rep->parked++;
-    report_msg(c, "parked: %s %.*s%s%.*s from batch %llu: %s", col ? "column" : "table",
-               (int)tlen, tbl, col ? "." : "", (int)(col ? clen : 0), col ? col : "",
-               (unsigned long long)seq, reason);
+    report_msg(c, "parked: %s %.*s%s%.*s from batch %llu: %s", col ? "column" : "table", (int)tlen,
+               tbl, col ? "." : "", (int)(col ? clen : 0), col ? col : "", (unsigned long long)seq,
+               reason);
     return 0;
 }
 
@@ -522,8 +545,10 @@ static int prefix_counter(mctx *c, tsync__table *t, const tsync__val *pk, const 
         return tsync__err(TSYNC_ENOMEM, "out of memory");
     }
     tsync__key_encode(pk, t->npk, want);
-    if (sqlite3_prepare_v2(c->s->db, "SELECT body FROM tsync_log WHERE site=?1 AND seq<=?2 ORDER "
-                           "BY seq", -1, &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(c->s->db,
+                           "SELECT body FROM tsync_log WHERE site=?1 AND seq<=?2 ORDER "
+                           "BY seq",
+                           -1, &st, NULL) != SQLITE_OK) {
         free(want), free(got);
         return tsync__err_sqlite(c->s->db, SQLITE_ERROR, "read log");
     }
@@ -533,8 +558,8 @@ static int prefix_counter(mctx *c, tsync__table *t, const tsync__val *pk, const 
         tsync__arena a = {0};
         tsync__batch b;
         char err[TSYNC__ERRLEN];
-        if (tsync__batch_decode(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0),
-                                &b, &a, err) == 0) {
+        if (tsync__batch_decode(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), &b,
+                                &a, err) == 0) {
             for (uint32_t i = 0; i < b.nrows; i++) {
                 tsync__btable *bt = &b.tables[b.rows[i].table];
                 if (bt->name_len != strlen(t->name) || memcmp(bt->name, t->name, bt->name_len) ||
@@ -576,8 +601,8 @@ static int apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64
     /* Per batch table: local table and column mapping (-1: missing here). */
     for (uint32_t ti = 0; ti < b->ntables; ti++) {
         tsync__btable *bt = &b->tables[ti];
-        if (only_table && (strlen(only_table) != bt->name_len ||
-                           memcmp(only_table, bt->name, bt->name_len) != 0))
+        if (only_table &&
+            (strlen(only_table) != bt->name_len || memcmp(only_table, bt->name, bt->name_len) != 0))
             continue;
         tsync__table *t = tsync__table_by_name(s, bt->name, bt->name_len);
         int map[TSYNC__MAX_COLS];
@@ -603,9 +628,8 @@ static int apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64
             }
             if (!t || why) {
                 if (only_table) c->unpark_blocked = 1;
-                if (!only_table &&
-                    (rc = park(c, ib->site, ib->seq, ri, bt->name, bt->name_len, NULL, 0,
-                               t ? why : "no such replicated table here")))
+                if (!only_table && (rc = park(c, ib->site, ib->seq, ri, bt->name, bt->name_len,
+                                              NULL, 0, t ? why : "no such replicated table here")))
                     return rc;
                 continue;
             }
@@ -623,8 +647,7 @@ static int apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64
                 if (col < 0) {
                     if (!only_table &&
                         (rc = park(c, ib->site, ib->seq, ri, bt->name, bt->name_len,
-                                   bt->cols[bc->col], bt->col_len[bc->col],
-                                   "no such column here")))
+                                   bt->cols[bc->col], bt->col_len[bc->col], "no such column here")))
                         return rc;
                     continue;
                 }
@@ -647,9 +670,8 @@ static int apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64
                 if (cur.hlc && (cur.hlc != br->hlc || cur.site != ib->site)) {
                     uint32_t os = bc->old_hlc ? bsite[bc->old_site] : 0;
                     int concurrent =
-                        bc->old_hlc == 0 ||
-                        tsync__lww_cmp(bc->old_hlc, c->sites[os].id, cur.hlc,
-                                       c->sites[cur.site].id) < 0;
+                        bc->old_hlc == 0 || tsync__lww_cmp(bc->old_hlc, c->sites[os].id, cur.hlc,
+                                                           c->sites[cur.site].id) < 0;
                     if (concurrent &&
                         (rc = record_conflict(c, r, col, &bc->val, br->hlc, ib->site, wins)))
                         return rc;
@@ -737,7 +759,8 @@ static int flush_row(mctx *c, mrow *r)
             for (int col = 0; col < t->ncols; col++)
                 if (!t->is_pk[col] && (r->meta.col[col].hlc || r->meta.nctr[col]))
                     known |= 1ULL << col;
-            if (!(st = cached_stmt(c, t, K_RES_ROW, known))) return tsync__err(TSYNC_EIO, "prepare");
+            if (!(st = cached_stmt(c, t, K_RES_ROW, known)))
+                return tsync__err(TSYNC_EIO, "prepare");
             if ((rc = bind_keyvals(st, t, r, 0))) return rc;
             if (step_row(c, r, st, "resurrect row", &rc)) goto meta;
             sqlite3_reset(t->del_tomb);
@@ -836,8 +859,10 @@ static void ctx_free(mctx *c)
 static int log_append(mctx *c, inbatch *ib)
 {
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(c->s->db, "INSERT INTO tsync_log(site, seq, hash, body, sig) "
-                                "VALUES(?1,?2,?3,?4,?5)", -1, &st, NULL);
+    int rc = ((st = tsync__prep(c->s, "INSERT INTO tsync_log(site, seq, hash, body, sig) "
+                                      "VALUES(?1,?2,?3,?4,?5)"))
+                  ? SQLITE_OK
+                  : SQLITE_ERROR);
     if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "append to log");
     sqlite3_bind_int64(st, 1, ib->site);
     sqlite3_bind_int64(st, 2, (int64_t)ib->seq);
@@ -845,16 +870,16 @@ static int log_append(mctx *c, inbatch *ib)
     sqlite3_bind_blob(st, 4, ib->body, (int)ib->body_len, SQLITE_STATIC);
     if (ib->sig) sqlite3_bind_blob(st, 5, ib->sig, TSYNC__SIG_BYTES, SQLITE_STATIC);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     if (rc != SQLITE_DONE) return tsync__err_sqlite(c->s->db, rc, "append to log");
     if (ib->from_held) {
-        if (sqlite3_prepare_v2(c->s->db, "DELETE FROM tsync_held WHERE site=?1 AND seq=?2", -1,
-                               &st, NULL) != SQLITE_OK)
+        if (sqlite3_prepare_v2(c->s->db, "DELETE FROM tsync_held WHERE site=?1 AND seq=?2", -1, &st,
+                               NULL) != SQLITE_OK)
             return tsync__err_sqlite(c->s->db, rc, "clear held batch");
         sqlite3_bind_int64(st, 1, ib->site);
         sqlite3_bind_int64(st, 2, (int64_t)ib->seq);
         rc = sqlite3_step(st);
-        sqlite3_finalize(st);
+        sqlite3_reset(st);
         if (rc != SQLITE_DONE) return tsync__err_sqlite(c->s->db, rc, "clear held batch");
     }
     return 0;
@@ -863,9 +888,10 @@ static int log_append(mctx *c, inbatch *ib)
 static int hold(mctx *c, inbatch *ib)
 {
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(c->s->db, "INSERT OR REPLACE INTO tsync_held(site, seq, prev, "
-                                "hash, body, sig, reason) VALUES(?1,?2,?3,?4,?5,?6,?7)", -1, &st,
-                                NULL);
+    int rc = ((st = tsync__prep(c->s, "INSERT OR REPLACE INTO tsync_held(site, seq, prev, "
+                                      "hash, body, sig, reason) VALUES(?1,?2,?3,?4,?5,?6,?7)"))
+                  ? SQLITE_OK
+                  : SQLITE_ERROR);
     if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "hold batch");
     sqlite3_bind_int64(st, 1, ib->site);
     sqlite3_bind_int64(st, 2, (int64_t)ib->seq);
@@ -875,7 +901,7 @@ static int hold(mctx *c, inbatch *ib)
     if (ib->sig) sqlite3_bind_blob(st, 6, ib->sig, TSYNC__SIG_BYTES, SQLITE_STATIC);
     sqlite3_bind_text(st, 7, ib->reason, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return rc == SQLITE_DONE ? 0 : tsync__err_sqlite(c->s->db, rc, "hold batch");
 }
 
@@ -900,12 +926,16 @@ static int record_fork(mctx *c, inbatch *ib, uint64_t at_seq, const char *why,
     /* our side */
     sqlite3_stmt *st;
     if (rc == 0 &&
-        sqlite3_prepare_v2(s->db, "SELECT seq, body, sig FROM tsync_log WHERE site=?1 AND seq>=?2 "
-                           "ORDER BY seq", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_prepare_v2(s->db,
+                           "SELECT seq, body, sig FROM tsync_log WHERE site=?1 AND seq>=?2 "
+                           "ORDER BY seq",
+                           -1, &st, NULL) == SQLITE_OK) {
         uint8_t prev[TSYNC__HASH_BYTES] = {0};
         sqlite3_stmt *ph;
-        if (at_seq > 1 && sqlite3_prepare_v2(s->db, "SELECT hash FROM tsync_log WHERE site=?1 AND "
-                                             "seq=?2", -1, &ph, NULL) == SQLITE_OK) {
+        if (at_seq > 1 && sqlite3_prepare_v2(s->db,
+                                             "SELECT hash FROM tsync_log WHERE site=?1 AND "
+                                             "seq=?2",
+                                             -1, &ph, NULL) == SQLITE_OK) {
             sqlite3_bind_int64(ph, 1, ib->site);
             sqlite3_bind_int64(ph, 2, (int64_t)at_seq - 1);
             if (sqlite3_step(ph) == SQLITE_ROW && sqlite3_column_bytes(ph, 0) == TSYNC__HASH_BYTES)
@@ -916,7 +946,8 @@ static int record_fork(mctx *c, inbatch *ib, uint64_t at_seq, const char *why,
         sqlite3_bind_int64(st, 2, (int64_t)at_seq);
         int started = 0;
         while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
-            if (!started) rc = tsync__bundle_writer_run(w, si, (uint64_t)sqlite3_column_int64(st, 0), prev);
+            if (!started)
+                rc = tsync__bundle_writer_run(w, si, (uint64_t)sqlite3_column_int64(st, 0), prev);
             started = 1;
             if (rc == 0)
                 rc = tsync__bundle_writer_body(w, sqlite3_column_blob(st, 1),
@@ -947,8 +978,10 @@ static int record_fork(mctx *c, inbatch *ib, uint64_t at_seq, const char *why,
     if (rc == 0) rc = tsync__bundle_writer_finish(w, true, &proof, &plen);
     tsync__bundle_writer_free(w);
     if (rc) return tsync__err(rc, "cannot build fork proof");
-    if (sqlite3_prepare_v2(s->db, "INSERT INTO tsync_forks(site, seq, at_ms, proof, reason) "
-                           "VALUES(?1,?2,?3,?4,?5)", -1, &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO tsync_forks(site, seq, at_ms, proof, reason) "
+                           "VALUES(?1,?2,?3,?4,?5)",
+                           -1, &st, NULL) != SQLITE_OK) {
         free(proof);
         return tsync__err_sqlite(s->db, SQLITE_ERROR, "record fork");
     }
@@ -967,7 +1000,8 @@ freeze:;
     m->dirty = 1;
     if (c->rep) c->rep->refused++;
     c->refuse_code = TSYNC_EFORK;
-    report_msg(c, "refused: fork of site %s at batch %llu (%s); proof recorded, site frozen at "
+    report_msg(c,
+               "refused: fork of site %s at batch %llu (%s); proof recorded, site frozen at "
                "batch %lld; the other branch's rows are merged so no sale is lost",
                short_site(m->id, sh), (unsigned long long)at_seq, why, (long long)m->frozen);
     return 0;
@@ -978,8 +1012,9 @@ freeze:;
 static int stored_hash(mctx *c, uint32_t site, uint64_t seq, uint8_t out[TSYNC__HASH_BYTES])
 {
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(c->s->db, "SELECT hash FROM tsync_log WHERE site=?1 AND seq=?2",
-                                -1, &st, NULL);
+    int rc = ((st = tsync__prep(c->s, "SELECT hash FROM tsync_log WHERE site=?1 AND seq=?2"))
+                  ? SQLITE_OK
+                  : SQLITE_ERROR);
     if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "read log");
     sqlite3_bind_int64(st, 1, site);
     sqlite3_bind_int64(st, 2, (int64_t)seq);
@@ -988,15 +1023,17 @@ static int stored_hash(mctx *c, uint32_t site, uint64_t seq, uint8_t out[TSYNC__
         memcpy(out, sqlite3_column_blob(st, 0), TSYNC__HASH_BYTES);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return rc;
 }
 
 static int load_held(mctx *c, inbatch **list, size_t *n, size_t *cap)
 {
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(c->s->db, "SELECT site, seq, prev, hash, body, sig FROM tsync_held "
-                                "ORDER BY site, seq", -1, &st, NULL);
+    int rc = ((st = tsync__prep(c->s, "SELECT site, seq, prev, hash, body, sig FROM tsync_held "
+                                      "ORDER BY site, seq"))
+                  ? SQLITE_OK
+                  : SQLITE_ERROR);
     if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "read held batches");
     rc = 0;
     char err[TSYNC__ERRLEN];
@@ -1040,14 +1077,15 @@ static int load_held(mctx *c, inbatch **list, size_t *n, size_t *cap)
         ib->from_held = 1;
         (*n)++;
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return rc;
 }
 
 /* Decides and applies, in causal order, until nothing more can be applied. */
 /* The data of a forked branch is merged (not logged): its sales are real, and every replica that
  * sees both branches then shows the same rows. The origin's log stays frozen. */
-static int apply_fork_data(mctx *c, inbatch *ib, int counted, const uint8_t branch[TSYNC__HASH_BYTES])
+static int apply_fork_data(mctx *c, inbatch *ib, int counted,
+                           const uint8_t branch[TSYNC__HASH_BYTES])
 {
     msite *m = &c->sites[ib->site];
     uint8_t id[TSYNC__SITE_BYTES];
@@ -1111,8 +1149,10 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                 ib->done = 1;
                 if (stored_hash(c, ib->site, ib->seq, h) == 0 &&
                     memcmp(h, ib->hash, TSYNC__HASH_BYTES) != 0) {
-                    if ((rc = record_fork(c, ib, ib->seq, "a different batch with this number is "
-                                          "already here", run, bs)))
+                    if ((rc = record_fork(c, ib, ib->seq,
+                                          "a different batch with this number is "
+                                          "already here",
+                                          run, bs)))
                         return rc;
                     if (run) {
                         run_forked[run_of[i]] = 1;
@@ -1130,8 +1170,10 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                 ib->done = 1;
                 if (c->rep) c->rep->refused++;
                 c->refuse_code = TSYNC_EFORK;
-                report_msg(c, "refused: batch %llu of site %s: the site is frozen at batch %lld "
-                           "after a fork", (unsigned long long)ib->seq, short_site(m->id, sh),
+                report_msg(c,
+                           "refused: batch %llu of site %s: the site is frozen at batch %lld "
+                           "after a fork",
+                           (unsigned long long)ib->seq, short_site(m->id, sh),
                            (long long)m->frozen);
                 drop_held(c, ib);
                 continue;
@@ -1170,8 +1212,8 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
             }
             if (!ready) continue;
             if (tsync__hlc_too_far(ib->b.hlc_hi, c->now_ms, c->s->skew_bound_ms)) {
-                snprintf(ib->reason, sizeof ib->reason,
-                         "clock of site %s is %llu ms ahead of ours", short_site(m->id, sh),
+                snprintf(ib->reason, sizeof ib->reason, "clock of site %s is %llu ms ahead of ours",
+                         short_site(m->id, sh),
                          (unsigned long long)(tsync__hlc_ms(ib->b.hlc_hi) - c->now_ms));
                 continue;
             }
@@ -1207,8 +1249,10 @@ static int finish(mctx *c, inbatch *list, size_t n)
         msite *m = &c->sites[i];
         if (!m->dirty) continue;
         sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(s->db, "UPDATE tsync_sites SET seq=?2, hash=?3, frozen_seq=?4 "
-                               "WHERE idx=?1", -1, &st, NULL) != SQLITE_OK)
+        if (sqlite3_prepare_v2(s->db,
+                               "UPDATE tsync_sites SET seq=?2, hash=?3, frozen_seq=?4 "
+                               "WHERE idx=?1",
+                               -1, &st, NULL) != SQLITE_OK)
             return tsync__err_sqlite(s->db, SQLITE_ERROR, "update vector");
         sqlite3_bind_int64(st, 1, i);
         sqlite3_bind_int64(st, 2, (int64_t)m->seq);
@@ -1276,7 +1320,8 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
                 goto refuse;
             }
             if (memcmp(ib->b.origin, bs->site, TSYNC__SITE_BYTES) != 0 || ib->b.seq != ib->seq) {
-                rc = tsync__err(TSYNC_ECHAIN, "bundle refused: run of site %s: batch %llu is out "
+                rc = tsync__err(TSYNC_ECHAIN,
+                                "bundle refused: run of site %s: batch %llu is out "
                                 "of place (found origin %s batch %llu): hash chain broken",
                                 short_site(bs->site, sh), (unsigned long long)ib->seq,
                                 short_site(ib->b.origin, (char[13]){0}),
@@ -1290,10 +1335,12 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
         }
         uint64_t last = run->first_seq + run->nbodies - 1;
         if (tsync__batch_verify(bs->pk, bs->site, last, prev, run->sig) != 0) {
-            rc = tsync__err(TSYNC_EBADSIG, "bundle refused: batches %llu-%llu of site %s: "
+            rc = tsync__err(TSYNC_EBADSIG,
+                            "bundle refused: batches %llu-%llu of site %s: "
                             "signature does not verify over the hash chain (altered, reordered "
-                            "or forged)", (unsigned long long)run->first_seq,
-                            (unsigned long long)last, short_site(bs->site, sh));
+                            "or forged)",
+                            (unsigned long long)run->first_seq, (unsigned long long)last,
+                            short_site(bs->site, sh));
             goto refuse;
         }
         list[n - 1].sig = run->sig;
@@ -1302,7 +1349,7 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
     /* Phase 2: one transaction. */
     if ((rc = tsync__begin(s))) goto fail;
     if ((rc = tsync__seal_locked(s, NULL))) goto rollback;
-    if ((rc = tsync__exec(s, "UPDATE tsync_ctl SET suppress=1 WHERE id=1"))) goto rollback;
+    if ((rc = set_suppress(s, 1))) goto rollback;
     if ((rc = load_sites(&c))) goto rollback;
     {
         uint32_t *idx = calloc(bun.nsites + 1, sizeof *idx);
@@ -1327,7 +1374,8 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
             } else {
                 if (report) report->refused++;
                 c.refuse_code = TSYNC_EFORK;
-                report_msg(&c, "refused: batch %llu claims to be from this database but is not "
+                report_msg(&c,
+                           "refused: batch %llu claims to be from this database but is not "
                            "ours (a copy of this database is writing with our identity)",
                            (unsigned long long)list[i].seq);
             }
@@ -1361,7 +1409,7 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
     }
     if ((rc = apply_ready(&c, list, n, &bun, run_of, run_forked, branch))) goto rollback;
     if ((rc = finish(&c, list, n))) goto rollback;
-    if ((rc = tsync__exec(s, "UPDATE tsync_ctl SET suppress=0 WHERE id=1"))) goto rollback;
+    if ((rc = set_suppress(s, 0))) goto rollback;
     if ((rc = tsync__commit(s))) goto fail;
     free(list);
     free(run_of);
@@ -1379,11 +1427,10 @@ refuse:
     if (report) report->refused++;
     report_msg(&c, "%s", tsync_error_last() ? tsync_error_last()->message : "refused");
     goto fail;
-rollback:
-    {
-        /* keep the error message across the rollback */
-        tsync__rollback(s);
-    }
+rollback : {
+    /* keep the error message across the rollback */
+    tsync__rollback(s);
+}
 fail:
     free(list);
     free(run_of);
@@ -1403,14 +1450,16 @@ int tsync__unpark(tsync_store *s, const char *table)
     c.s = s;
     c.now_ms = tsync__now_ms(s);
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(s->db, "SELECT p.site, p.seq, l.body, group_concat(p.row) FROM "
-                                "tsync_parked p JOIN tsync_log l ON l.site=p.site AND l.seq=p.seq "
-                                "WHERE p.tbl=?1 GROUP BY p.site, p.seq ORDER BY p.site, p.seq",
-                                -1, &st, NULL);
+    int rc =
+        ((st = tsync__prep(s, "SELECT p.site, p.seq, l.body, group_concat(p.row) FROM "
+                              "tsync_parked p JOIN tsync_log l ON l.site=p.site AND l.seq=p.seq "
+                              "WHERE p.tbl=?1 GROUP BY p.site, p.seq ORDER BY p.site, p.seq"))
+             ? SQLITE_OK
+             : SQLITE_ERROR);
     if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read parked changes");
     sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
     rc = load_sites(&c);
-    if (rc == 0) rc = tsync__exec(s, "UPDATE tsync_ctl SET suppress=1 WHERE id=1");
+    if (rc == 0) rc = set_suppress(s, 1);
     char err[TSYNC__ERRLEN];
     int blocked = 0;
     while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
@@ -1437,7 +1486,7 @@ int tsync__unpark(tsync_store *s, const char *table)
         rc = apply_batch(&c, &ib, table, rows, nr);
         blocked |= c.unpark_blocked;
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     if (rc == 0) rc = flush_rows(&c);
     /* Rows whose table is still not what their batch needs stay parked, never dropped. */
     if (rc == 0 && !blocked) {
@@ -1449,7 +1498,7 @@ int tsync__unpark(tsync_store *s, const char *table)
             sqlite3_finalize(d);
         }
     }
-    if (rc == 0) rc = tsync__exec(s, "UPDATE tsync_ctl SET suppress=0 WHERE id=1");
+    if (rc == 0) rc = set_suppress(s, 0);
     ctx_free(&c);
     return rc;
 }

@@ -1,9 +1,9 @@
 /*
  * store/meta.c — per-row clock metadata, kept as one msgpack blob per row in tsync_clk_<table>
  * rather than one row per column (compact, and one b-tree write per changed row):
- *   [ exist: [site, add, rmv, ...], cols: [col, hlc, site, ...], ctrs: [[col, [site, p, n, ...]]...] ]
- * Sites are indexes in tsync_sites. The blob is written only by this database, but it is decoded
- * strictly all the same: a damaged database must give an error, not a crash.
+ *   [ exist: [site, add, rmv, ...], cols: [col, hlc, site, ...], ctrs: [[col, [site, p, n,
+ * ...]]...] ] Sites are indexes in tsync_sites. The blob is written only by this database, but it
+ * is decoded strictly all the same: a damaged database must give an error, not a crash.
  */
 #include <msgpack.h>
 #include <stdlib.h>
@@ -135,7 +135,8 @@ static int wbuf_write(void *data, const char *p, size_t n)
     return 0;
 }
 
-int tsync__rowmeta_encode(const tsync__rowmeta *m, int ncols, uint8_t **buf, size_t *cap, size_t *len)
+int tsync__rowmeta_encode(const tsync__rowmeta *m, int ncols, uint8_t **buf, size_t *cap,
+                          size_t *len)
 {
     wbuf w = {buf, cap, 0, 0};
     msgpack_packer pk;
@@ -183,8 +184,10 @@ size_t tsync__key_size(const tsync__val *v, int n)
     size_t sz = 0;
     for (int i = 0; i < n; i++) {
         sz += 1;
-        if (v[i].type == TSYNC__V_INT || v[i].type == TSYNC__V_REAL) sz += 8;
-        else if (v[i].type == TSYNC__V_TEXT || v[i].type == TSYNC__V_BLOB) sz += 4 + v[i].n;
+        if (v[i].type == TSYNC__V_INT || v[i].type == TSYNC__V_REAL)
+            sz += 8;
+        else if (v[i].type == TSYNC__V_TEXT || v[i].type == TSYNC__V_BLOB)
+            sz += 4 + v[i].n;
     }
     return sz;
 }
@@ -216,8 +219,10 @@ int tsync__key_decode(const uint8_t *p, size_t len, tsync__val *v, int n)
         v[i].type = *p++;
         if (v[i].type == TSYNC__V_INT || v[i].type == TSYNC__V_REAL) {
             if (end - p < 8) return -1;
-            if (v[i].type == TSYNC__V_INT) memcpy(&v[i].i, p, 8);
-            else memcpy(&v[i].r, p, 8);
+            if (v[i].type == TSYNC__V_INT)
+                memcpy(&v[i].i, p, 8);
+            else
+                memcpy(&v[i].r, p, 8);
             p += 8;
         } else if (v[i].type == TSYNC__V_TEXT || v[i].type == TSYNC__V_BLOB) {
             if (end - p < 4) return -1;

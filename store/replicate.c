@@ -19,7 +19,7 @@
 
 #include "store/internal.h"
 
-#define WALL_SQL "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+#define WALL_SQL       "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
 #define NOT_SUPPRESSED "(SELECT suppress FROM tsync_ctl WHERE id=1)=0"
 
 /* A growable string for building SQL. */
@@ -145,8 +145,8 @@ static int table_build(tsync_store *s, tsync__table *t)
     do {                                                                                           \
         sql.n = 0;                                                                                 \
         sb_add(&sql, __VA_ARGS__);                                                                 \
-        if (rc == 0) rc = sql.oom ? tsync__err(TSYNC_ENOMEM, "out of memory")                      \
-                                  : prep(s, &t->field, sql.p);                                     \
+        if (rc == 0)                                                                               \
+            rc = sql.oom ? tsync__err(TSYNC_ENOMEM, "out of memory") : prep(s, &t->field, sql.p);  \
     } while (0)
     PREP(get_clk, "SELECT tsync_m FROM %s WHERE %s", t->qclk, t->pk_where);
     {
@@ -180,7 +180,8 @@ static int json_names(const char *text, char ***out, int *n)
     }
     *n = (int)json_array_size(a);
     *out = calloc((size_t)*n + 1, sizeof **out);
-    for (int i = 0; *out && i < *n; i++) (*out)[i] = strdup(json_string_value(json_array_get(a, (size_t)i)) ?: "");
+    for (int i = 0; *out && i < *n; i++)
+        (*out)[i] = strdup(json_string_value(json_array_get(a, (size_t)i)) ?: "");
     json_decref(a);
     return *out ? 0 : tsync__err(TSYNC_ENOMEM, "out of memory");
 }
@@ -195,9 +196,9 @@ int tsync__tables_refresh(tsync_store *s)
 {
     sqlite3_stmt *st;
     int ver = -1;
-    if (sqlite3_prepare_v2(s->db, "PRAGMA schema_version", -1, &st, NULL) == SQLITE_OK) {
+    if ((st = tsync__prep(s, "PRAGMA schema_version"))) {
         if (sqlite3_step(st) == SQLITE_ROW) ver = sqlite3_column_int(st, 0);
-        sqlite3_finalize(st);
+        sqlite3_reset(st);
     }
     if (ver == s->schema_version && s->tables) return 0;
     tsync__tables_free(s);
@@ -231,13 +232,17 @@ int tsync__tables_refresh(tsync_store *s)
         t->npk = npk;
         for (int i = 0; rc == 0 && i < npk; i++) {
             t->pk[i] = tsync__col_by_name(t, pk[i], strlen(pk[i]));
-            if (t->pk[i] < 0) rc = tsync__err(TSYNC_ECORRUPT, "tsync_tables: bad key of %s", t->name);
-            else t->is_pk[t->pk[i]] = 1;
+            if (t->pk[i] < 0)
+                rc = tsync__err(TSYNC_ECORRUPT, "tsync_tables: bad key of %s", t->name);
+            else
+                t->is_pk[t->pk[i]] = 1;
         }
         for (int i = 0; rc == 0 && i < nctr; i++) {
             int c = tsync__col_by_name(t, ctr[i], strlen(ctr[i]));
-            if (c < 0) rc = tsync__err(TSYNC_ECORRUPT, "tsync_tables: bad counter of %s", t->name);
-            else t->is_counter[c] = 1;
+            if (c < 0)
+                rc = tsync__err(TSYNC_ECORRUPT, "tsync_tables: bad counter of %s", t->name);
+            else
+                t->is_counter[c] = 1;
         }
         free_names(pk, npk);
         free_names(ctr, nctr);
@@ -349,7 +354,8 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
         }
         colinfo *c = &cols[ncols++];
         c->name = strdup((const char *)sqlite3_column_text(st, 0));
-        c->type = strdup(sqlite3_column_text(st, 1) ? (const char *)sqlite3_column_text(st, 1) : "");
+        c->type =
+            strdup(sqlite3_column_text(st, 1) ? (const char *)sqlite3_column_text(st, 1) : "");
         c->notnull = sqlite3_column_int(st, 2);
         c->has_default = sqlite3_column_int(st, 3);
         c->pk = sqlite3_column_int(st, 4);
@@ -357,13 +363,16 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
         if (c->hidden) {
             rc = tsync__err(TSYNC_EUNSUPPORTED,
                             "table %s: column %s is generated or hidden; replicated tables cannot "
-                            "have generated columns", table, c->name);
+                            "have generated columns",
+                            table, c->name);
             goto out;
         }
         if (c->pk) {
             if (c->pk > TSYNC__MAX_PK_COLS) {
-                rc = tsync__err(TSYNC_EUNSUPPORTED, "table %s: a primary key of more than %d "
-                                "columns is not supported", table, TSYNC__MAX_PK_COLS);
+                rc = tsync__err(TSYNC_EUNSUPPORTED,
+                                "table %s: a primary key of more than %d "
+                                "columns is not supported",
+                                table, TSYNC__MAX_PK_COLS);
                 goto out;
             }
             pkord[c->pk - 1] = ncols - 1;
@@ -390,34 +399,41 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
                 rc = tsync__err(TSYNC_EUNSUPPORTED,
                                 "table %s: INTEGER PRIMARY KEY is a device-local rowid and cannot "
                                 "identify a row across tills; use a text key, e.g. id TEXT PRIMARY "
-                                "KEY DEFAULT (uuid7())", table);
+                                "KEY DEFAULT (uuid7())",
+                                table);
                 goto out;
             }
         }
     }
     if (npk == 0) {
-        rc = tsync__err(TSYNC_EUNSUPPORTED, "table %s has no primary key; add one that is unique "
-                        "across devices, e.g. id TEXT PRIMARY KEY DEFAULT (uuid7())", table);
+        rc = tsync__err(TSYNC_EUNSUPPORTED,
+                        "table %s has no primary key; add one that is unique "
+                        "across devices, e.g. id TEXT PRIMARY KEY DEFAULT (uuid7())",
+                        table);
         goto out;
     }
     for (int i = 0; i < ncols; i++)
         if (cols[i].notnull && !cols[i].has_default && !cols[i].pk) {
             rc = tsync__err(TSYNC_EUNSUPPORTED,
                             "table %s: column %s is NOT NULL without a DEFAULT; a row may be built "
-                            "from partial changes, so give it a DEFAULT", table, cols[i].name);
+                            "from partial changes, so give it a DEFAULT",
+                            table, cols[i].name);
             goto out;
         }
     {
         sqlite3_stmt *u;
-        if (sqlite3_prepare_v2(s->db, "SELECT name FROM pragma_index_list(?1) WHERE \"unique\" AND "
+        if (sqlite3_prepare_v2(s->db,
+                               "SELECT name FROM pragma_index_list(?1) WHERE \"unique\" AND "
                                "origin != 'pk'",
                                -1, &u, NULL) == SQLITE_OK) {
             sqlite3_bind_text(u, 1, table, -1, SQLITE_STATIC);
             if (sqlite3_step(u) == SQLITE_ROW)
-                rc = tsync__err(TSYNC_EUNSUPPORTED,
-                                "table %s: UNIQUE constraints and unique indexes besides the primary "
-                                "key cannot hold across tills that write offline; drop it (a plain "
-                                "index is fine)", table);
+                rc = tsync__err(
+                    TSYNC_EUNSUPPORTED,
+                    "table %s: UNIQUE constraints and unique indexes besides the primary "
+                    "key cannot hold across tills that write offline; drop it (a plain "
+                    "index is fine)",
+                    table);
             sqlite3_finalize(u);
             if (rc) goto out;
         }
@@ -435,7 +451,8 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
         if (has_check_constraint(table_sql)) {
             rc = tsync__err(TSYNC_EUNSUPPORTED,
                             "table %s: CHECK constraints cannot hold across tills (a merged value "
-                            "could violate one); remove them and validate in the app", table);
+                            "could violate one); remove them and validate in the app",
+                            table);
             goto out;
         }
     }
@@ -449,8 +466,10 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
         if (c < 0)
             rc = tsync__err(TSYNC_ENOTFOUND, "table %s has no column %s", table, counters[i]);
         else if (cols[c].pk)
-            rc = tsync__err(TSYNC_EUNSUPPORTED, "column %s is part of the key and cannot be a "
-                            "counter", counters[i]);
+            rc = tsync__err(TSYNC_EUNSUPPORTED,
+                            "column %s is part of the key and cannot be a "
+                            "counter",
+                            counters[i]);
         else if (!strcasestr(cols[c].type, "INT"))
             rc = tsync__err(TSYNC_EUNSUPPORTED, "counter column %s.%s must be declared INTEGER",
                             table, counters[i]);
@@ -461,8 +480,10 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
          *sctr = json_dumps(jctr, JSON_COMPACT);
     json_decref(jcols), json_decref(jpk), json_decref(jctr);
     if (rc == 0) {
-        rc = sqlite3_prepare_v2(s->db, "INSERT INTO tsync_tables(name, cols, npk, pk, counters) "
-                                "VALUES(?1, ?2, ?3, ?4, ?5)", -1, &st, NULL);
+        rc = sqlite3_prepare_v2(s->db,
+                                "INSERT INTO tsync_tables(name, cols, npk, pk, counters) "
+                                "VALUES(?1, ?2, ?3, ?4, ?5)",
+                                -1, &st, NULL);
         if (rc == SQLITE_OK) {
             sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
             sqlite3_bind_text(st, 2, scols, -1, SQLITE_STATIC);
@@ -509,8 +530,9 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
             for (int j = 0; j < ncols; j++)
                 if (strcmp(cols[j].name, counters[i]) == 0) c = j;
             if (c < 0) continue;
-            sb_add(&nullk, "SELECT CASE WHEN typeof(NEW.%s) != 'integer' THEN RAISE(ABORT, "
-                           "'tillsync: counter column %s takes integers only') END; ",
+            sb_add(&nullk,
+                   "SELECT CASE WHEN typeof(NEW.%s) != 'integer' THEN RAISE(ABORT, "
+                   "'tillsync: counter column %s takes integers only') END; ",
                    qc[c], cols[c].name[0] && !strchr(cols[c].name, '\'') ? cols[c].name : "?");
         }
         int any = 0;

@@ -143,8 +143,10 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     tsync__rowmeta_init(&meta);
     sqlite3_stmt *st = NULL;
     char err[TSYNC__ERRLEN];
-    int rc = sqlite3_prepare_v2(s->db, "SELECT id, tbl, op, mask, wall, k0, k1, k2, k3 FROM "
-                                "tsync_pending ORDER BY id", -1, &st, NULL);
+    int rc = ((st = tsync__prep(s, "SELECT id, tbl, op, mask, wall, k0, k1, k2, k3 FROM "
+                                   "tsync_pending ORDER BY id"))
+                  ? SQLITE_OK
+                  : SQLITE_ERROR);
     if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read pending changes");
     rc = 0;
     int step;
@@ -189,13 +191,16 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
         uint64_t mask = (uint64_t)sqlite3_column_int64(st, 3);
         int64_t wall = sqlite3_column_int64(st, 4);
         if (wall > r->wall) r->wall = wall;
-        if (op == 1) r->seen_insert = 1, r->mask = ~0ULL;
-        else if (op == 2) r->mask |= mask;
-        else if (op == 3) r->seen_delete = 1;
+        if (op == 1)
+            r->seen_insert = 1, r->mask = ~0ULL;
+        else if (op == 2)
+            r->mask |= mask;
+        else if (op == 3)
+            r->seen_delete = 1;
     }
     if (rc == 0 && step != SQLITE_DONE && step != SQLITE_ROW)
         rc = tsync__err_sqlite(s->db, step, "read pending changes");
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     st = NULL;
     if (rc || nrows == 0) goto out;
 
@@ -305,10 +310,11 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
             for (int c = 0; c < t->ncols; c++) {
                 if (t->is_pk[c]) continue;
                 if (t->is_counter[c]) {
-                    int64_t cur = vals[c].type == TSYNC__V_INT ? vals[c].i
-                                  : vals[c].type == TSYNC__V_REAL ? (int64_t)vals[c].r : 0;
-                    int64_t delta = (int64_t)((uint64_t)cur -
-                                              (uint64_t)tsync__rowmeta_ctr_value(&meta, c));
+                    int64_t cur = vals[c].type == TSYNC__V_INT    ? vals[c].i
+                                  : vals[c].type == TSYNC__V_REAL ? (int64_t)vals[c].r
+                                                                  : 0;
+                    int64_t delta =
+                        (int64_t)((uint64_t)cur - (uint64_t)tsync__rowmeta_ctr_value(&meta, c));
                     if (delta == 0) continue;
                     if ((rc = tsync__rowmeta_ctr_add(&meta, c, s->local_idx, delta))) goto out;
                     for (size_t j = 0; j < meta.nctr[c]; j++)
@@ -344,8 +350,10 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     /* Dependencies: the vector entries that changed since this site's previous batch. */
     tsync__bdep *deps = NULL;
     uint32_t ndeps = 0, depcap = 0;
-    rc = sqlite3_prepare_v2(s->db, "SELECT idx, seq FROM tsync_sites WHERE seq != sealed_seq AND "
-                            "idx != ?1", -1, &st, NULL);
+    rc = ((st = tsync__prep(s, "SELECT idx, seq FROM tsync_sites WHERE seq != sealed_seq AND "
+                               "idx != ?1"))
+              ? SQLITE_OK
+              : SQLITE_ERROR);
     if (rc != SQLITE_OK) {
         rc = tsync__err_sqlite(s->db, rc, "read vector");
         goto out;
@@ -367,7 +375,7 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
         if ((rc = sitedict_idx(s, &sd, (uint32_t)sqlite3_column_int64(st, 0), &bi))) break;
         deps[ndeps++] = (tsync__bdep){bi, (uint64_t)sqlite3_column_int64(st, 1)};
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     st = NULL;
     if (rc) goto out;
 
@@ -400,7 +408,8 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
 
     uint64_t seq = 0;
     uint8_t prev[TSYNC__HASH_BYTES] = {0};
-    rc = sqlite3_prepare_v2(s->db, "SELECT seq, hash FROM tsync_sites WHERE idx=?1", -1, &st, NULL);
+    rc = ((st = tsync__prep(s, "SELECT seq, hash FROM tsync_sites WHERE idx=?1")) ? SQLITE_OK
+                                                                                  : SQLITE_ERROR);
     if (rc != SQLITE_OK) {
         rc = tsync__err_sqlite(s->db, rc, "read vector");
         goto out;
@@ -412,7 +421,7 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
         if (sqlite3_column_bytes(st, 1) == TSYNC__HASH_BYTES)
             memcpy(prev, sqlite3_column_blob(st, 1), TSYNC__HASH_BYTES);
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     st = NULL;
 
     tsync__batch batch = {0};
@@ -437,8 +446,10 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     tsync__batch_hash(prev, body, blen, hash);
     tsync__batch_sign(s->sk, s->site, batch.seq, hash, sig);
 
-    rc = sqlite3_prepare_v2(s->db, "INSERT INTO tsync_log(site, seq, hash, body, sig) "
-                            "VALUES(?1, ?2, ?3, ?4, ?5)", -1, &st, NULL);
+    rc = ((st = tsync__prep(s, "INSERT INTO tsync_log(site, seq, hash, body, sig) "
+                               "VALUES(?1, ?2, ?3, ?4, ?5)"))
+              ? SQLITE_OK
+              : SQLITE_ERROR);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, s->local_idx);
         sqlite3_bind_int64(st, 2, (int64_t)batch.seq);
@@ -450,11 +461,12 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     } else {
         rc = tsync__err_sqlite(s->db, rc, "append batch to the log");
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     st = NULL;
     if (rc) goto out;
-    rc = sqlite3_prepare_v2(s->db, "UPDATE tsync_sites SET seq=?2, hash=?3 WHERE idx=?1", -1, &st,
-                            NULL);
+    rc = ((st = tsync__prep(s, "UPDATE tsync_sites SET seq=?2, hash=?3 WHERE idx=?1"))
+              ? SQLITE_OK
+              : SQLITE_ERROR);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, s->local_idx);
         sqlite3_bind_int64(st, 2, (int64_t)batch.seq);
@@ -463,20 +475,32 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     } else {
         rc = tsync__err_sqlite(s->db, rc, "update vector");
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     st = NULL;
     if (rc) goto out;
-    if ((rc = tsync__exec(s, "UPDATE tsync_sites SET sealed_seq=seq WHERE sealed_seq!=seq"))) goto out;
+    st = tsync__prep(s, "UPDATE tsync_sites SET sealed_seq=seq WHERE sealed_seq!=seq");
+    rc = st && sqlite3_step(st) == SQLITE_DONE
+             ? 0
+             : tsync__err_sqlite(s->db, SQLITE_ERROR, "update vector");
+    if (st) sqlite3_reset(st);
+    st = NULL;
+    if (rc) goto out;
     if ((rc = tsync__hlc_store(s, last))) goto out;
     if (nbatches) *nbatches = 1;
 
 out:
     if (rc == 0 && maxid > 0) {
-        char del[96];
-        snprintf(del, sizeof del, "DELETE FROM tsync_pending WHERE id <= %lld", (long long)maxid);
-        rc = tsync__exec(s, del);
+        sqlite3_stmt *del = tsync__prep(s, "DELETE FROM tsync_pending WHERE id <= ?1");
+        if (!del) {
+            rc = TSYNC_EIO;
+        } else {
+            sqlite3_bind_int64(del, 1, maxid);
+            if (sqlite3_step(del) != SQLITE_DONE)
+                rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "clear pending changes");
+            sqlite3_reset(del);
+        }
     }
-    if (st) sqlite3_finalize(st);
+    if (st) sqlite3_reset(st);
     tsync__rowmeta_clear(&meta);
     tsync__rmap_free(&map);
     tsync__arena_free(&a);
@@ -496,10 +520,11 @@ int tsync_store_seal(tsync_store *s, size_t *nbatches)
         return tsync__err(TSYNC_EINVAL, "cannot seal inside an open transaction; commit first");
     /* Cheap check first: most calls find nothing to do. */
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(s->db, "SELECT 1 FROM tsync_pending LIMIT 1", -1, &st, NULL);
+    int rc =
+        ((st = tsync__prep(s, "SELECT 1 FROM tsync_pending LIMIT 1")) ? SQLITE_OK : SQLITE_ERROR);
     if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read pending changes");
     int any = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     if (!any) return 0;
     if ((rc = tsync__begin(s))) return rc;
     rc = tsync__seal_locked(s, nbatches);

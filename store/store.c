@@ -53,14 +53,37 @@ uint64_t tsync__now_ms(tsync_store *s)
     return (uint64_t)(ms + s->clock_offset_ms);
 }
 
+sqlite3_stmt *tsync__prep(tsync_store *s, const char *sql)
+{
+    for (int i = 0; i < s->nstmts; i++)
+        if (s->stmts[i].sql == sql) {
+            sqlite3_stmt *st = s->stmts[i].st;
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return st;
+        }
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+    if (rc != SQLITE_OK) {
+        tsync__err_sqlite(s->db, rc, "prepare");
+        return NULL;
+    }
+    if (s->nstmts < (int)(sizeof s->stmts / sizeof s->stmts[0])) {
+        s->stmts[s->nstmts].sql = sql;
+        s->stmts[s->nstmts].st = st;
+        s->nstmts++;
+    }
+    return st; /* (cache full: leaks until close; sized so it does not happen) */
+}
+
 int tsync__exec(tsync_store *s, const char *sql)
 {
     char *msg = NULL;
     int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
     if (rc != SQLITE_OK) {
         int code = tsync__err(TSYNC_EIO, "SQL failed: %s", msg ? msg : sqlite3_errstr(rc));
-        if ((rc & 0xff) == SQLITE_BUSY) code = tsync__err(TSYNC_EBUSY, "database is busy: %s",
-                                                          msg ? msg : "locked");
+        if ((rc & 0xff) == SQLITE_BUSY)
+            code = tsync__err(TSYNC_EBUSY, "database is busy: %s", msg ? msg : "locked");
         sqlite3_free(msg);
         return code;
     }
@@ -69,16 +92,21 @@ int tsync__exec(tsync_store *s, const char *sql)
 
 int tsync__begin(tsync_store *s)
 {
-    int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "cannot begin a write transaction");
+    sqlite3_stmt *st = tsync__prep(s, "BEGIN IMMEDIATE");
+    if (!st) return TSYNC_EIO;
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) return tsync__err_sqlite(s->db, rc, "cannot begin a write transaction");
     s->in_txn = 1;
     return tsync__tables_refresh(s);
 }
 
 int tsync__commit(tsync_store *s)
 {
-    int rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
+    sqlite3_stmt *st = tsync__prep(s, "COMMIT");
+    int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+    if (st) sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
         int code = tsync__err_sqlite(s->db, rc, "commit failed");
         tsync__rollback(s);
         return code;
@@ -96,25 +124,27 @@ void tsync__rollback(tsync_store *s)
 static int meta_get_int(tsync_store *s, const char *k, int64_t *v)
 {
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(s->db, "SELECT v FROM tsync_meta WHERE k=?1", -1, &st, NULL);
+    int rc =
+        ((st = tsync__prep(s, "SELECT v FROM tsync_meta WHERE k=?1")) ? SQLITE_OK : SQLITE_ERROR);
     if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read metadata");
     sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
     *v = 0;
     if (sqlite3_step(st) == SQLITE_ROW) *v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return 0;
 }
 
 static int meta_set_int(tsync_store *s, const char *k, int64_t v)
 {
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO tsync_meta VALUES(?1, ?2)", -1, &st,
-                                NULL);
+    int rc =
+        ((st = tsync__prep(s, "INSERT OR REPLACE INTO tsync_meta VALUES(?1, ?2)")) ? SQLITE_OK
+                                                                                   : SQLITE_ERROR);
     if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "write metadata");
     sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, v);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "write metadata");
 }
 
@@ -135,36 +165,39 @@ int tsync__site_index(tsync_store *s, const uint8_t site[TSYNC__SITE_BYTES], con
                       const uint8_t *inc, uint32_t *idx)
 {
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(s->db, "SELECT idx, pk IS NULL FROM tsync_sites WHERE site=?1", -1,
-                                &st, NULL);
+    int rc = ((st = tsync__prep(s, "SELECT idx, pk IS NULL FROM tsync_sites WHERE site=?1"))
+                  ? SQLITE_OK
+                  : SQLITE_ERROR);
     if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read sites");
     sqlite3_bind_blob(st, 1, site, TSYNC__SITE_BYTES, SQLITE_STATIC);
     if (sqlite3_step(st) == SQLITE_ROW) {
         *idx = (uint32_t)sqlite3_column_int64(st, 0);
         int nopk = sqlite3_column_int(st, 1);
-        sqlite3_finalize(st);
+        sqlite3_reset(st);
         if (nopk && pk) {
-            rc = sqlite3_prepare_v2(s->db, "UPDATE tsync_sites SET pk=?2, inc=?3 WHERE idx=?1", -1,
-                                    &st, NULL);
+            rc = ((st = tsync__prep(s, "UPDATE tsync_sites SET pk=?2, inc=?3 WHERE idx=?1"))
+                      ? SQLITE_OK
+                      : SQLITE_ERROR);
             if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "write sites");
             sqlite3_bind_int64(st, 1, *idx);
             sqlite3_bind_blob(st, 2, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
             sqlite3_bind_blob(st, 3, inc, TSYNC__INC_BYTES, SQLITE_STATIC);
             rc = sqlite3_step(st);
-            sqlite3_finalize(st);
+            sqlite3_reset(st);
             if (rc != SQLITE_DONE) return tsync__err_sqlite(s->db, rc, "write sites");
         }
         return 0;
     }
-    sqlite3_finalize(st);
-    rc = sqlite3_prepare_v2(s->db, "INSERT INTO tsync_sites(site, pk, inc) VALUES(?1, ?2, ?3)", -1,
-                            &st, NULL);
+    sqlite3_reset(st);
+    rc = ((st = tsync__prep(s, "INSERT INTO tsync_sites(site, pk, inc) VALUES(?1, ?2, ?3)"))
+              ? SQLITE_OK
+              : SQLITE_ERROR);
     if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "write sites");
     sqlite3_bind_blob(st, 1, site, TSYNC__SITE_BYTES, SQLITE_STATIC);
     if (pk) sqlite3_bind_blob(st, 2, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
     if (inc) sqlite3_bind_blob(st, 3, inc, TSYNC__INC_BYTES, SQLITE_STATIC);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     if (rc != SQLITE_DONE) return tsync__err_sqlite(s->db, rc, "write sites");
     *idx = (uint32_t)sqlite3_last_insert_rowid(s->db);
     return 0;
@@ -173,7 +206,8 @@ int tsync__site_index(tsync_store *s, const uint8_t site[TSYNC__SITE_BYTES], con
 int tsync__site_of(tsync_store *s, uint32_t idx, uint8_t site[TSYNC__SITE_BYTES])
 {
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(s->db, "SELECT site FROM tsync_sites WHERE idx=?1", -1, &st, NULL);
+    int rc = ((st = tsync__prep(s, "SELECT site FROM tsync_sites WHERE idx=?1")) ? SQLITE_OK
+                                                                                 : SQLITE_ERROR);
     if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read sites");
     sqlite3_bind_int64(st, 1, idx);
     rc = TSYNC_ENOTFOUND;
@@ -181,7 +215,7 @@ int tsync__site_of(tsync_store *s, uint32_t idx, uint8_t site[TSYNC__SITE_BYTES]
         memcpy(site, sqlite3_column_blob(st, 0), TSYNC__SITE_BYTES);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     return rc ? tsync__err(rc, "site index %u is unknown", idx) : 0;
 }
 
@@ -219,8 +253,10 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
     struct stat sb;
     int exists = stat(path, &sb) == 0;
     if (!exists && !opts->create)
-        return tsync__err(TSYNC_ENOTFOUND, "database %s does not exist (create it with "
-                                           "'tillsync init %s')", path, path);
+        return tsync__err(TSYNC_ENOTFOUND,
+                          "database %s does not exist (create it with "
+                          "'tillsync init %s')",
+                          path, path);
 
     tsync_store *s = calloc(1, sizeof *s);
     if (!s) return tsync__err(TSYNC_ENOMEM, "out of memory");
@@ -237,7 +273,8 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
         tsync_store_free(s);
         return tsync__err(TSYNC_ENOMEM, "out of memory");
     }
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (opts->create ? SQLITE_OPEN_CREATE : 0);
+    int flags =
+        SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (opts->create ? SQLITE_OPEN_CREATE : 0);
     int rc = sqlite3_open_v2(path, &s->db, flags, NULL);
     if (rc != SQLITE_OK) {
         rc = tsync__err(TSYNC_EIO, "cannot open database %s: %s", path,
@@ -257,8 +294,10 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
     if (rc == 0) rc = tsync__exec(s, "BEGIN IMMEDIATE");
     if (rc == 0) {
         rc = tsync__exec(s, SCHEMA);
-        if (rc == 0) rc = tsync__exec(s, "COMMIT");
-        else tsync__rollback(s);
+        if (rc == 0)
+            rc = tsync__exec(s, "COMMIT");
+        else
+            tsync__rollback(s);
     }
     if (rc == 0) rc = tsync__key_load_or_create(s, opts->create || !exists);
     if (rc == 0) {
@@ -266,8 +305,10 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
         if ((rc = tsync__exec(s, "BEGIN IMMEDIATE")) == 0) {
             rc = tsync__site_index(s, s->site, s->pk, s->inc, &s->local_idx);
             if (rc == 0) rc = meta_set_int(s, "local_site", s->local_idx);
-            if (rc == 0) rc = tsync__exec(s, "COMMIT");
-            else tsync__rollback(s);
+            if (rc == 0)
+                rc = tsync__exec(s, "COMMIT");
+            else
+                tsync__rollback(s);
         }
     }
     if (rc == 0) rc = tsync__tables_refresh(s);
@@ -283,6 +324,8 @@ void tsync_store_free(tsync_store *s)
 {
     if (!s) return;
     tsync__tables_free(s);
+    for (int i = 0; i < s->nstmts; i++) sqlite3_finalize(s->stmts[i].st);
+    s->nstmts = 0;
     if (s->db) sqlite3_close_v2(s->db);
     sodium_memzero(s->sk, sizeof s->sk);
     free(s->path);
@@ -303,11 +346,16 @@ const uint8_t *tsync_store_site_id(tsync_store *s)
 int tsync__bind_val(sqlite3_stmt *st, int i, const tsync__val *v)
 {
     switch (v->type) {
-    case TSYNC__V_INT: return sqlite3_bind_int64(st, i, v->i);
-    case TSYNC__V_REAL: return sqlite3_bind_double(st, i, v->r);
-    case TSYNC__V_TEXT: return sqlite3_bind_text(st, i, v->p ? v->p : "", (int)v->n, SQLITE_STATIC);
-    case TSYNC__V_BLOB: return sqlite3_bind_blob(st, i, v->p ? v->p : "", (int)v->n, SQLITE_STATIC);
-    default: return sqlite3_bind_null(st, i);
+    case TSYNC__V_INT:
+        return sqlite3_bind_int64(st, i, v->i);
+    case TSYNC__V_REAL:
+        return sqlite3_bind_double(st, i, v->r);
+    case TSYNC__V_TEXT:
+        return sqlite3_bind_text(st, i, v->p ? v->p : "", (int)v->n, SQLITE_STATIC);
+    case TSYNC__V_BLOB:
+        return sqlite3_bind_blob(st, i, v->p ? v->p : "", (int)v->n, SQLITE_STATIC);
+    default:
+        return sqlite3_bind_null(st, i);
     }
 }
 
@@ -333,7 +381,8 @@ void tsync__col_val(sqlite3_stmt *st, int i, tsync__val *v)
         v->p = sqlite3_column_blob(st, i);
         v->n = (uint32_t)sqlite3_column_bytes(st, i);
         break;
-    default: v->type = TSYNC__V_NULL;
+    default:
+        v->type = TSYNC__V_NULL;
     }
 }
 
