@@ -19,7 +19,8 @@
 
 #include "store/internal.h"
 
-#define WALL_SQL       "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+/* Kept as a REAL (a CAST costs on every captured write); sealing reads it as integer ms. */
+#define WALL_SQL       "((julianday('now') - 2440587.5) * 86400000.0)"
 #define NOT_SUPPRESSED "(SELECT suppress FROM tsync_ctl WHERE id=1)=0"
 
 /* A growable string for building SQL. */
@@ -519,22 +520,28 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
         /* A NULL key cannot name a row on another till (NULL never equals NULL): refuse the
          * write itself, so it fails where the app can see it instead of at sealing. */
         sbuf nullk = {0};
+        sb_add(&nullk, "SELECT CASE WHEN ");
         for (int i = 0; i < npk; i++)
             sb_add(&nullk, "%sNEW.%s IS NULL", i ? " OR " : "", qc[pkord[i]]);
-        sb_add(&nullk, ") THEN RAISE(ABORT, 'tillsync: the primary key of a replicated table "
-                       "may not be NULL') END; ");
+        sb_add(&nullk, " THEN RAISE(ABORT, 'tillsync: the primary key of a replicated table may "
+                       "not be NULL') END; ");
         /* A counter holds integers only: a REAL or TEXT could not be counted the same way on
-         * every till, so the write is refused where the app sees it. */
-        for (size_t i = 0; i < ncounters; i++) {
-            int c = -1;
+         * every till, so the write is refused where the app sees it. The check is folded into
+         * the table id the pending row records: one statement per captured write, not two. */
+        sbuf tidx = {0}, tide = {0};
+        int nguard = 0;
+        for (size_t i = 0; i < ncounters; i++)
             for (int j = 0; j < ncols; j++)
-                if (strcmp(cols[j].name, counters[i]) == 0) c = j;
-            if (c < 0) continue;
-            sb_add(&nullk,
-                   "SELECT CASE WHEN typeof(NEW.%s) != 'integer' THEN RAISE(ABORT, "
-                   "'tillsync: counter column %s takes integers only') END; ",
-                   qc[c], cols[c].name[0] && !strchr(cols[c].name, '\'') ? cols[c].name : "?");
-        }
+                if (strcmp(cols[j].name, counters[i]) == 0)
+                    sb_add(&tidx, "%stypeof(NEW.%s) != 'integer'", nguard++ ? " OR " : "", qc[j]);
+        if (nguard)
+            sb_add(&tide,
+                   "CASE WHEN %s THEN RAISE(ABORT, 'tillsync: counter columns take integers "
+                   "only') ELSE %d END",
+                   tidx.p, tid);
+        else
+            sb_add(&tide, "%d", tid);
+        free(tidx.p);
         int any = 0;
         for (int i = 0; i < ncols; i++) {
             sb_add(&allc, "%s%s", i ? "," : "", qc[i]);
@@ -552,28 +559,25 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
                kcols.p, kcols.p);
         sb_add(&sql, "CREATE TABLE %s(%s, PRIMARY KEY(%s)) WITHOUT ROWID;", qtomb, allc.p, kcols.p);
         sb_add(&sql,
-               "CREATE TRIGGER %s AFTER INSERT ON %s WHEN " NOT_SUPPRESSED " BEGIN "
-               "SELECT CASE WHEN (%s"
-               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,1,-1," WALL_SQL ",%s); "
+               "CREATE TRIGGER %s AFTER INSERT ON %s WHEN " NOT_SUPPRESSED " BEGIN %s"
+               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL ",%s); "
                "END;",
-               qtr[0], qt, nullk.p, k.p, tid, newk.p);
+               qtr[0], qt, nullk.p, k.p, tide.p, newk.p);
         sb_add(&sql,
                "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN " NOT_SUPPRESSED " AND %s BEGIN "
-               "SELECT CASE WHEN (%s"
-               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,2,%s," WALL_SQL ",%s); "
+               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,2,%s," WALL_SQL ",%s); "
                "END;",
-               qtr[1], qt, same.p, nullk.p, k.p, tid, mask.p, newk.p);
+               qtr[1], qt, same.p, k.p, tide.p, mask.p, newk.p);
         /* An UPDATE of the key is a delete of the old key and an insert of the new one. */
         sb_add(&sql,
-               "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN " NOT_SUPPRESSED " AND NOT (%s) BEGIN "
-               "SELECT CASE WHEN (%s"
+               "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN " NOT_SUPPRESSED " AND NOT (%s) BEGIN %s"
                "DELETE FROM %s WHERE (%s) IS (%s); "
                "INSERT INTO %s(%s) VALUES(%s); "
                "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
-               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,1,-1," WALL_SQL ",%s); "
+               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL ",%s); "
                "END;",
                qtr[2], qt, same.p, nullk.p, qtomb, kcols.p, oldk.p, qtomb, allc.p, oldall.p, k.p,
-               tid, oldk.p, k.p, tid, newk.p);
+               tid, oldk.p, k.p, tide.p, newk.p);
         sb_add(&sql,
                "CREATE TRIGGER %s AFTER DELETE ON %s WHEN " NOT_SUPPRESSED " BEGIN "
                "DELETE FROM %s WHERE (%s) IS (%s); "
@@ -586,7 +590,7 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
                "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) SELECT %d,1,-1," WALL_SQL
                ",%s FROM %s;",
                k.p, tid, kcols.p, qt);
-        if (sql.oom || k.oom || allc.oom || mask.oom || oldall.oom || nullk.oom)
+        if (sql.oom || k.oom || allc.oom || mask.oom || oldall.oom || nullk.oom || tide.oom)
             rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         else
             rc = sql_steps(s, sql.p);
@@ -594,7 +598,7 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
         for (int i = 0; i < 4; i++) free(qtr[i]);
         for (int i = 0; i < ncols; i++) free(qc[i]);
         free(k.p), free(kcols.p), free(newk.p), free(oldk.p), free(allc.p), free(oldall.p),
-            free(same.p), free(mask.p), free(nullk.p);
+            free(same.p), free(mask.p), free(nullk.p), free(tide.p);
     }
     if (rc == 0) rc = tsync__tables_refresh(s);
     if (rc == 0) rc = tsync__unpark(s, table);

@@ -26,8 +26,10 @@ static const char *SCHEMA =
     "  DEFAULT 0, frozen_seq INTEGER);"
     "CREATE TABLE IF NOT EXISTS tsync_tables(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
     "  cols TEXT NOT NULL, npk INTEGER NOT NULL, pk TEXT NOT NULL, counters TEXT NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS tsync_pending(id INTEGER PRIMARY KEY, tbl INTEGER NOT NULL,"
-    "  op INTEGER NOT NULL, mask INTEGER NOT NULL, wall INTEGER NOT NULL, k0, k1, k2, k3);"
+    /* No NOT NULL and no declared types here: each constraint costs on every captured write,
+     * and only the triggers write this table. */
+    "CREATE TABLE IF NOT EXISTS tsync_pending(id INTEGER PRIMARY KEY, tbl, op, mask, wall,"
+    "  k0, k1, k2, k3);"
     "CREATE TABLE IF NOT EXISTS tsync_log(id INTEGER PRIMARY KEY, site INTEGER NOT NULL,"
     "  seq INTEGER NOT NULL, hash BLOB NOT NULL, body BLOB NOT NULL, sig BLOB,"
     "  UNIQUE(site, seq));"
