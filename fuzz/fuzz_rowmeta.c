@@ -11,12 +11,12 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     tsync__rowmeta m, m2;
-    tsync__rowmeta_init(&m);
+    if (tsync__rowmeta_init(&m, TSYNC__MAX_COLS) != 0) return 0;
     if (tsync__rowmeta_decode(&m, data, size) == 0) {
         uint8_t *buf = NULL;
         size_t cap = 0, len = 0;
-        if (tsync__rowmeta_encode(&m, TSYNC__MAX_COLS, &buf, &cap, &len) == 0) {
-            tsync__rowmeta_init(&m2);
+        if (tsync__rowmeta_encode(&m, &buf, &cap, &len) == 0) {
+            if (tsync__rowmeta_init(&m2, TSYNC__MAX_COLS) != 0) abort();
             if (tsync__rowmeta_decode(&m2, buf, len) != 0) abort();
             if (m2.nexist != m.nexist) abort();
             tsync__rowmeta_clear(&m2);

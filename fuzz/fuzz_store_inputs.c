@@ -22,9 +22,10 @@ static void setup(void)
     tsync_store_options o = TSYNC_STORE_OPTIONS_INIT;
     o.create = 1;
     if (tsync_store_open(&store, path, &o) != 0) abort();
-    if (tsync_store_exec(store, "CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT, price "
-                                "INTEGER, stock INTEGER NOT NULL DEFAULT 0);"
-                                "INSERT INTO products VALUES('p1','apple',1,5);",
+    if (tsync_store_exec(store,
+                         "CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT, price "
+                         "INTEGER, stock INTEGER NOT NULL DEFAULT 0);"
+                         "INSERT INTO products VALUES('p1','apple',1,5);",
                          NULL, NULL) != 0)
         abort();
     const char *ctr[] = {"stock"};

@@ -36,7 +36,7 @@ typedef struct {
     char *qtomb;    /* "tsync_tomb_name" quoted */
     char *pk_where; /* "k1"=?1 AND "k2"=?2 */
     char *all_cols; /* "a","b",... in ordinal order */
-    sqlite3_stmt *get_clk, *put_clk, *get_row, *get_tomb, *del_tomb, *exists_row;
+    sqlite3_stmt *get_clk, *put_clk, *upd_clk, *get_row, *get_tomb, *del_tomb, *exists_row;
 } tsync__table;
 
 /* ---------------------------------------------------------------- row clock metadata
@@ -49,27 +49,38 @@ typedef struct {
     uint32_t site;
 } tsync__colclk;
 
+/* The PN-counter state of one counter column. */
+typedef struct {
+    uint32_t col;
+    size_t n, cap;
+    tsync__pn *v; /* malloc'd */
+} tsync__ctrset;
+
+/* Sized by the table's real column count: a merge may hold 100k of these at once. */
 typedef struct {
     size_t nexist, existcap;
-    tsync__exist *exist;                /* malloc'd */
-    tsync__colclk col[TSYNC__MAX_COLS]; /* hlc 0 = never written */
-    size_t nctr[TSYNC__MAX_COLS];
-    tsync__pn *ctr[TSYNC__MAX_COLS]; /* malloc'd, capacity ctrcap */
-    size_t ctrcap[TSYNC__MAX_COLS];
+    tsync__exist *exist; /* malloc'd */
+    int ncols;
+    tsync__colclk *col; /* ncols entries, malloc'd; hlc 0 = never written */
+    size_t nctrs;
+    tsync__ctrset *ctrs; /* malloc'd; one per counter column that has state */
 } tsync__rowmeta;
 
-void tsync__rowmeta_init(tsync__rowmeta *m);
+/* Allocates the clocks of ncols columns. 0 or TSYNC_ENOMEM. */
+int tsync__rowmeta_init(tsync__rowmeta *m, int ncols);
 void tsync__rowmeta_clear(tsync__rowmeta *m);
 int tsync__rowmeta_decode(tsync__rowmeta *m, const uint8_t *p, size_t n);
 /* Encodes into *buf (realloc'd as needed, *cap its capacity). */
-int tsync__rowmeta_encode(const tsync__rowmeta *m, int ncols, uint8_t **buf, size_t *cap,
-                          size_t *len);
+int tsync__rowmeta_encode(const tsync__rowmeta *m, uint8_t **buf, size_t *cap, size_t *len);
 int tsync__rowmeta_exist_merge(tsync__rowmeta *m, uint32_t site, tsync__hlc add, tsync__hlc rmv);
 int tsync__rowmeta_ctr_merge(tsync__rowmeta *m, int col, uint32_t site, uint64_t p, uint64_t n);
 int tsync__rowmeta_ctr_add(tsync__rowmeta *m, int col, uint32_t site, int64_t delta);
+/* The counter state of a column, or NULL when it has none. */
+const tsync__ctrset *tsync__rowmeta_ctr(const tsync__rowmeta *m, int col);
 static inline int64_t tsync__rowmeta_ctr_value(const tsync__rowmeta *m, int col)
 {
-    return tsync__pn_value(m->ctr[col], m->nctr[col]);
+    const tsync__ctrset *c = tsync__rowmeta_ctr(m, col);
+    return c ? tsync__pn_value(c->v, c->n) : 0;
 }
 
 /* ---------------------------------------------------------------- the store */
@@ -173,8 +184,9 @@ void tsync__rmap_free(tsync__rmap *m);
 /* Row clocks of one row (seal.c). */
 int tsync__load_meta(tsync_store *s, tsync__table *t, const uint8_t *key, uint32_t klen,
                      tsync__rowmeta *m, int *found);
+/* exists: the row has clocks already (an UPDATE in place is cheaper than a replace). */
 int tsync__put_meta(tsync_store *s, tsync__table *t, const uint8_t *key, uint32_t klen,
-                    const tsync__rowmeta *m, uint8_t **buf, size_t *cap);
+                    const tsync__rowmeta *m, uint8_t **buf, size_t *cap, int exists);
 char *tsync__key_json(const uint8_t *key, uint32_t klen, int npk);
 
 #endif

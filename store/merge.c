@@ -60,8 +60,8 @@ typedef struct {
     uint32_t klen;
     tsync__rowmeta meta;
     int had_meta, existed;
-    uint64_t mask; /* columns whose value changed */
-    tsync__val vals[TSYNC__MAX_COLS];
+    uint64_t mask;    /* columns whose value changed */
+    tsync__val *vals; /* t->ncols entries, in the arena */
 } mrow;
 
 typedef struct {
@@ -361,6 +361,11 @@ static mrow *get_row(mctx *c, tsync__table *t, const tsync__val *pk, int *rc)
         return NULL;
     }
     r->t = t;
+    r->vals = tsync__arena_alloc(&c->a, (size_t)t->ncols * sizeof *r->vals);
+    if (!r->vals) {
+        *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        return NULL;
+    }
     r->key = e->key;
     r->klen = e->klen;
     /* Every row in the table or its tombstones has clocks (sealing comes first), so a row
@@ -757,7 +762,7 @@ static int flush_row(mctx *c, mrow *r)
         if (tomb) {
             uint64_t known = 0;
             for (int col = 0; col < t->ncols; col++)
-                if (!t->is_pk[col] && (r->meta.col[col].hlc || r->meta.nctr[col]))
+                if (!t->is_pk[col] && (r->meta.col[col].hlc || tsync__rowmeta_ctr(&r->meta, col)))
                     known |= 1ULL << col;
             if (!(st = cached_stmt(c, t, K_RES_ROW, known)))
                 return tsync__err(TSYNC_EIO, "prepare");
@@ -829,7 +834,7 @@ static int flush_row(mctx *c, mrow *r)
     }
 meta:
     if (rc) return rc;
-    return tsync__put_meta(s, t, r->key, r->klen, &r->meta, &c->mbuf, &c->mcap);
+    return tsync__put_meta(s, t, r->key, r->klen, &r->meta, &c->mbuf, &c->mcap, r->had_meta);
 }
 
 static int flush_rows(mctx *c)

@@ -11,15 +11,20 @@
 
 #include "store/internal.h"
 
-void tsync__rowmeta_init(tsync__rowmeta *m)
+int tsync__rowmeta_init(tsync__rowmeta *m, int ncols)
 {
     memset(m, 0, sizeof *m);
+    m->ncols = ncols;
+    m->col = calloc(ncols > 0 ? (size_t)ncols : 1, sizeof *m->col);
+    return m->col ? 0 : tsync__err(TSYNC_ENOMEM, "out of memory");
 }
 
 void tsync__rowmeta_clear(tsync__rowmeta *m)
 {
     free(m->exist);
-    for (int i = 0; i < TSYNC__MAX_COLS; i++) free(m->ctr[i]);
+    free(m->col);
+    for (size_t i = 0; i < m->nctrs; i++) free(m->ctrs[i].v);
+    free(m->ctrs);
     memset(m, 0, sizeof *m);
 }
 
@@ -34,15 +39,33 @@ static int grow_exist(tsync__rowmeta *m)
     return 0;
 }
 
-static int grow_ctr(tsync__rowmeta *m, int col)
+const tsync__ctrset *tsync__rowmeta_ctr(const tsync__rowmeta *m, int col)
 {
-    if (m->nctr[col] < m->ctrcap[col]) return 0;
-    size_t nc = m->ctrcap[col] ? m->ctrcap[col] * 2 : 2;
-    tsync__pn *c = realloc(m->ctr[col], nc * sizeof *c);
-    if (!c) return TSYNC_ENOMEM;
-    m->ctr[col] = c;
-    m->ctrcap[col] = nc;
-    return 0;
+    for (size_t i = 0; i < m->nctrs; i++)
+        if (m->ctrs[i].col == (uint32_t)col) return &m->ctrs[i];
+    return NULL;
+}
+
+/* The counter set of col with room for one more entry; created when missing. */
+static tsync__ctrset *ctr_room(tsync__rowmeta *m, int col)
+{
+    tsync__ctrset *c = (tsync__ctrset *)tsync__rowmeta_ctr(m, col);
+    if (!c) {
+        tsync__ctrset *nc = realloc(m->ctrs, (m->nctrs + 1) * sizeof *nc);
+        if (!nc) return NULL;
+        m->ctrs = nc;
+        c = &m->ctrs[m->nctrs++];
+        memset(c, 0, sizeof *c);
+        c->col = (uint32_t)col;
+    }
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 2;
+        tsync__pn *v = realloc(c->v, cap * sizeof *v);
+        if (!v) return NULL;
+        c->v = v;
+        c->cap = cap;
+    }
+    return c;
 }
 
 int tsync__rowmeta_exist_merge(tsync__rowmeta *m, uint32_t site, tsync__hlc add, tsync__hlc rmv)
@@ -54,15 +77,17 @@ int tsync__rowmeta_exist_merge(tsync__rowmeta *m, uint32_t site, tsync__hlc add,
 
 int tsync__rowmeta_ctr_merge(tsync__rowmeta *m, int col, uint32_t site, uint64_t p, uint64_t n)
 {
-    if (grow_ctr(m, col)) return tsync__err(TSYNC_ENOMEM, "out of memory");
-    m->nctr[col] = tsync__pn_merge(m->ctr[col], m->nctr[col], site, p, n);
+    tsync__ctrset *c = ctr_room(m, col);
+    if (!c) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    c->n = tsync__pn_merge(c->v, c->n, site, p, n);
     return 0;
 }
 
 int tsync__rowmeta_ctr_add(tsync__rowmeta *m, int col, uint32_t site, int64_t delta)
 {
-    if (grow_ctr(m, col)) return tsync__err(TSYNC_ENOMEM, "out of memory");
-    m->nctr[col] = tsync__pn_add(m->ctr[col], m->nctr[col], site, delta);
+    tsync__ctrset *c = ctr_room(m, col);
+    if (!c) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    c->n = tsync__pn_add(c->v, c->n, site, delta);
     return 0;
 }
 
@@ -84,7 +109,7 @@ int tsync__rowmeta_decode(tsync__rowmeta *m, const uint8_t *p, size_t n)
     for (uint32_t i = 0; i < nc / 3; i++) {
         uint64_t col, hlc, site;
         if (!tsync__mpr_uint(&r, &col) || !tsync__mpr_uint(&r, &hlc) ||
-            !tsync__mpr_uint(&r, &site) || col >= TSYNC__MAX_COLS || site > UINT32_MAX)
+            !tsync__mpr_uint(&r, &site) || col >= (uint64_t)m->ncols || site > UINT32_MAX)
             goto bad;
         m->col[col] = (tsync__colclk){hlc, (uint32_t)site};
     }
@@ -93,15 +118,17 @@ int tsync__rowmeta_decode(tsync__rowmeta *m, const uint8_t *p, size_t n)
         uint32_t two, np;
         uint64_t col;
         if (!tsync__mpr_array(&r, &two) || two != 2 || !tsync__mpr_uint(&r, &col) ||
-            col >= TSYNC__MAX_COLS || !tsync__mpr_array(&r, &np) || np % 3)
+            col >= (uint64_t)m->ncols || tsync__rowmeta_ctr(m, (int)col) ||
+            !tsync__mpr_array(&r, &np) || np % 3)
             goto bad;
         for (uint32_t j = 0; j < np / 3; j++) {
             uint64_t site, pp, nn;
             if (!tsync__mpr_uint(&r, &site) || !tsync__mpr_uint(&r, &pp) ||
                 !tsync__mpr_uint(&r, &nn) || site > UINT32_MAX)
                 goto bad;
-            if (grow_ctr(m, (int)col)) return tsync__err(TSYNC_ENOMEM, "out of memory");
-            m->ctr[col][m->nctr[col]++] = (tsync__pn){(uint32_t)site, pp, nn};
+            tsync__ctrset *c = ctr_room(m, (int)col);
+            if (!c) return tsync__err(TSYNC_ENOMEM, "out of memory");
+            c->v[c->n++] = (tsync__pn){(uint32_t)site, pp, nn};
         }
     }
     if (!tsync__mpr_done(&r)) goto bad;
@@ -135,8 +162,7 @@ static int wbuf_write(void *data, const char *p, size_t n)
     return 0;
 }
 
-int tsync__rowmeta_encode(const tsync__rowmeta *m, int ncols, uint8_t **buf, size_t *cap,
-                          size_t *len)
+int tsync__rowmeta_encode(const tsync__rowmeta *m, uint8_t **buf, size_t *cap, size_t *len)
 {
     wbuf w = {buf, cap, 0, 0};
     msgpack_packer pk;
@@ -149,29 +175,30 @@ int tsync__rowmeta_encode(const tsync__rowmeta *m, int ncols, uint8_t **buf, siz
         msgpack_pack_uint64(&pk, m->exist[i].rmv);
     }
     size_t nc = 0, nk = 0;
-    for (int c = 0; c < ncols; c++) {
+    for (int c = 0; c < m->ncols; c++)
         if (m->col[c].hlc) nc++;
-        if (m->nctr[c]) nk++;
-    }
+    for (size_t i = 0; i < m->nctrs; i++)
+        if (m->ctrs[i].n) nk++;
     msgpack_pack_array(&pk, nc * 3);
-    for (int c = 0; c < ncols; c++)
+    for (int c = 0; c < m->ncols; c++)
         if (m->col[c].hlc) {
             msgpack_pack_uint32(&pk, (uint32_t)c);
             msgpack_pack_uint64(&pk, m->col[c].hlc);
             msgpack_pack_uint32(&pk, m->col[c].site);
         }
     msgpack_pack_array(&pk, nk);
-    for (int c = 0; c < ncols; c++)
-        if (m->nctr[c]) {
-            msgpack_pack_array(&pk, 2);
-            msgpack_pack_uint32(&pk, (uint32_t)c);
-            msgpack_pack_array(&pk, m->nctr[c] * 3);
-            for (size_t j = 0; j < m->nctr[c]; j++) {
-                msgpack_pack_uint32(&pk, m->ctr[c][j].site);
-                msgpack_pack_uint64(&pk, m->ctr[c][j].p);
-                msgpack_pack_uint64(&pk, m->ctr[c][j].n);
-            }
+    for (size_t i = 0; i < m->nctrs; i++) {
+        const tsync__ctrset *c = &m->ctrs[i];
+        if (!c->n) continue;
+        msgpack_pack_array(&pk, 2);
+        msgpack_pack_uint32(&pk, c->col);
+        msgpack_pack_array(&pk, c->n * 3);
+        for (size_t j = 0; j < c->n; j++) {
+            msgpack_pack_uint32(&pk, c->v[j].site);
+            msgpack_pack_uint64(&pk, c->v[j].p);
+            msgpack_pack_uint64(&pk, c->v[j].n);
         }
+    }
     if (w.oom) return tsync__err(TSYNC_ENOMEM, "out of memory");
     *len = w.len;
     return 0;

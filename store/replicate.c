@@ -77,6 +77,7 @@ static void table_free(tsync__table *t)
 {
     sqlite3_finalize(t->get_clk);
     sqlite3_finalize(t->put_clk);
+    sqlite3_finalize(t->upd_clk);
     sqlite3_finalize(t->get_row);
     sqlite3_finalize(t->get_tomb);
     sqlite3_finalize(t->del_tomb);
@@ -162,6 +163,7 @@ static int table_build(tsync_store *s, tsync__table *t)
         PREP(put_clk, "INSERT OR REPLACE INTO %s(%s)", t->qclk, ins.p ? ins.p : "");
         free(ins.p);
     }
+    PREP(upd_clk, "UPDATE %s SET tsync_m=?%d WHERE %s", t->qclk, t->npk + 1, t->pk_where);
     PREP(get_row, "SELECT %s FROM %s WHERE %s", t->all_cols, t->qname, t->pk_where);
     PREP(get_tomb, "SELECT %s FROM %s WHERE %s", t->all_cols, t->qtomb, t->pk_where);
     PREP(del_tomb, "DELETE FROM %s WHERE %s", t->qtomb, t->pk_where);
@@ -568,16 +570,18 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
                "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,2,%s," WALL_SQL ",%s); "
                "END;",
                qtr[1], qt, same.p, k.p, tide.p, mask.p, newk.p);
-        /* An UPDATE of the key is a delete of the old key and an insert of the new one. */
+        /* An UPDATE of the key is a delete of the old key and an insert of the new one. "OF key"
+         * keeps this trigger (and its WHEN) out of every update that does not name the key. */
         sb_add(&sql,
-               "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN " NOT_SUPPRESSED " AND NOT (%s) BEGIN %s"
+               "CREATE TRIGGER %s AFTER UPDATE OF %s ON %s WHEN " NOT_SUPPRESSED " AND NOT (%s) "
+               "BEGIN %s"
                "DELETE FROM %s WHERE (%s) IS (%s); "
                "INSERT INTO %s(%s) VALUES(%s); "
                "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
                "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL ",%s); "
                "END;",
-               qtr[2], qt, same.p, nullk.p, qtomb, kcols.p, oldk.p, qtomb, allc.p, oldall.p, k.p,
-               tid, oldk.p, k.p, tide.p, newk.p);
+               qtr[2], kcols.p, qt, same.p, nullk.p, qtomb, kcols.p, oldk.p, qtomb, allc.p,
+               oldall.p, k.p, tid, oldk.p, k.p, tide.p, newk.p);
         sb_add(&sql,
                "CREATE TRIGGER %s AFTER DELETE ON %s WHEN " NOT_SUPPRESSED " BEGIN "
                "DELETE FROM %s WHERE (%s) IS (%s); "

@@ -91,9 +91,10 @@ static int bind_key(sqlite3_stmt *st, const tsync__table *t, const uint8_t *key,
 static int load_meta(tsync_store *s, tsync__table *t, const uint8_t *key, uint32_t klen,
                      tsync__rowmeta *m, int *found)
 {
-    tsync__rowmeta_init(m);
     if (found) *found = 0;
-    int rc = bind_key(t->get_clk, t, key, klen);
+    int rc = tsync__rowmeta_init(m, t->ncols);
+    if (rc) return rc;
+    rc = bind_key(t->get_clk, t, key, klen);
     if (rc) return rc;
     int st = sqlite3_step(t->get_clk);
     if (st == SQLITE_ROW && found) *found = 1;
@@ -107,17 +108,18 @@ static int load_meta(tsync_store *s, tsync__table *t, const uint8_t *key, uint32
 }
 
 int tsync__put_meta(tsync_store *s, tsync__table *t, const uint8_t *key, uint32_t klen,
-                    const tsync__rowmeta *m, uint8_t **buf, size_t *cap)
+                    const tsync__rowmeta *m, uint8_t **buf, size_t *cap, int exists)
 {
     size_t len;
-    int rc = tsync__rowmeta_encode(m, t->ncols, buf, cap, &len);
+    int rc = tsync__rowmeta_encode(m, buf, cap, &len);
     if (rc) return rc;
-    rc = bind_key(t->put_clk, t, key, klen);
+    sqlite3_stmt *st = exists ? t->upd_clk : t->put_clk;
+    rc = bind_key(st, t, key, klen);
     if (rc) return rc;
-    sqlite3_bind_blob(t->put_clk, t->npk + 1, *buf, (int)len, SQLITE_STATIC);
-    int st = sqlite3_step(t->put_clk);
-    sqlite3_reset(t->put_clk);
-    return st == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, st, "write row clocks");
+    sqlite3_bind_blob(st, t->npk + 1, *buf, (int)len, SQLITE_STATIC);
+    int x = sqlite3_step(st);
+    sqlite3_reset(st);
+    return x == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, x, "write row clocks");
 }
 
 int tsync__load_meta(tsync_store *s, tsync__table *t, const uint8_t *key, uint32_t klen,
@@ -140,7 +142,7 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     uint8_t *mbuf = NULL, *body = NULL;
     size_t mcap = 0, blen = 0;
     tsync__rowmeta meta;
-    tsync__rowmeta_init(&meta);
+    memset(&meta, 0, sizeof meta);
     sqlite3_stmt *st = NULL;
     char err[TSYNC__ERRLEN];
     int rc = ((st = tsync__prep(s, "SELECT id, tbl, op, mask, wall, k0, k1, k2, k3 FROM "
@@ -317,10 +319,11 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
                         (int64_t)((uint64_t)cur - (uint64_t)tsync__rowmeta_ctr_value(&meta, c));
                     if (delta == 0) continue;
                     if ((rc = tsync__rowmeta_ctr_add(&meta, c, s->local_idx, delta))) goto out;
-                    for (size_t j = 0; j < meta.nctr[c]; j++)
-                        if (meta.ctr[c][j].site == s->local_idx)
-                            b->ctrs[b->nctrs++] = (tsync__bctr){(uint32_t)bt[ti].ord2b[c],
-                                                                meta.ctr[c][j].p, meta.ctr[c][j].n};
+                    const tsync__ctrset *cs = tsync__rowmeta_ctr(&meta, c);
+                    for (size_t j = 0; cs && j < cs->n; j++)
+                        if (cs->v[j].site == s->local_idx)
+                            b->ctrs[b->nctrs++] =
+                                (tsync__bctr){(uint32_t)bt[ti].ord2b[c], cs->v[j].p, cs->v[j].n};
                     continue;
                 }
                 if (!(r->mask & (1ULL << c))) continue;
@@ -334,7 +337,7 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
                 meta.col[c] = (tsync__colclk){h, s->local_idx};
             }
         }
-        if ((rc = tsync__put_meta(s, t, r->key, r->klen, &meta, &mbuf, &mcap))) goto out;
+        if ((rc = tsync__put_meta(s, t, r->key, r->klen, &meta, &mbuf, &mcap, had_meta))) goto out;
         /* A tombstone exists only for a row with clocks, or one deleted in this window. */
         if (exists && (r->seen_delete || (r->seen_insert && had_meta))) {
             if ((rc = bind_key(t->del_tomb, t, r->key, r->klen))) goto out;
