@@ -132,15 +132,14 @@ static const char *short_site(const uint8_t *id, char out[13])
     return out;
 }
 
-/* Capture off (1) or on (0), inside the merge's own transaction only. */
+/* Capture off (1) or on (0) for this connection only: merged rows must not be captured as
+ * local writes, while every other connection keeps capturing. Switching expires prepared
+ * statements, which re-prepare on their next use. */
 static int set_suppress(tsync_store *s, int on)
 {
-    sqlite3_stmt *st = tsync__prep(s, "UPDATE tsync_ctl SET suppress=?1 WHERE id=1");
-    if (!st) return TSYNC_EIO;
-    sqlite3_bind_int(st, 1, on);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "switch capture");
+    if (sqlite3_db_config(s->db, SQLITE_DBCONFIG_ENABLE_TRIGGER, !on, (int *)NULL) != SQLITE_OK)
+        return tsync__err(TSYNC_EIO, "cannot switch capture triggers");
+    return 0;
 }
 
 /* ---------------------------------------------------------------- sites */
@@ -1414,7 +1413,7 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
     }
     if ((rc = apply_ready(&c, list, n, &bun, run_of, run_forked, branch))) goto rollback;
     if ((rc = finish(&c, list, n))) goto rollback;
-    if ((rc = set_suppress(s, 0))) goto rollback;
+    set_suppress(s, 0);
     if ((rc = tsync__commit(s))) goto fail;
     free(list);
     free(run_of);
@@ -1432,10 +1431,9 @@ refuse:
     if (report) report->refused++;
     report_msg(&c, "%s", tsync_error_last() ? tsync_error_last()->message : "refused");
     goto fail;
-rollback : {
-    /* keep the error message across the rollback */
+rollback:
     tsync__rollback(s);
-}
+    set_suppress(s, 0);
 fail:
     free(list);
     free(run_of);
@@ -1503,7 +1501,7 @@ int tsync__unpark(tsync_store *s, const char *table)
             sqlite3_finalize(d);
         }
     }
-    if (rc == 0) rc = set_suppress(s, 0);
+    set_suppress(s, 0); /* also after a failure: capture must come back on */
     ctx_free(&c);
     return rc;
 }

@@ -20,8 +20,7 @@
 #include "store/internal.h"
 
 /* Kept as a REAL (a CAST costs on every captured write); sealing reads it as integer ms. */
-#define WALL_SQL       "((julianday('now') - 2440587.5) * 86400000.0)"
-#define NOT_SUPPRESSED "(SELECT suppress FROM tsync_ctl WHERE id=1)=0"
+#define WALL_SQL "((julianday('now') - 2440587.5) * 86400000.0)"
 
 /* A growable string for building SQL. */
 typedef struct {
@@ -561,19 +560,19 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
                kcols.p, kcols.p);
         sb_add(&sql, "CREATE TABLE %s(%s, PRIMARY KEY(%s)) WITHOUT ROWID;", qtomb, allc.p, kcols.p);
         sb_add(&sql,
-               "CREATE TRIGGER %s AFTER INSERT ON %s WHEN " NOT_SUPPRESSED " BEGIN %s"
+               "CREATE TRIGGER %s AFTER INSERT ON %s BEGIN %s"
                "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL ",%s); "
                "END;",
                qtr[0], qt, nullk.p, k.p, tide.p, newk.p);
         sb_add(&sql,
-               "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN " NOT_SUPPRESSED " AND %s BEGIN "
+               "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN %s BEGIN "
                "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,2,%s," WALL_SQL ",%s); "
                "END;",
                qtr[1], qt, same.p, k.p, tide.p, mask.p, newk.p);
         /* An UPDATE of the key is a delete of the old key and an insert of the new one. "OF key"
          * keeps this trigger (and its WHEN) out of every update that does not name the key. */
         sb_add(&sql,
-               "CREATE TRIGGER %s AFTER UPDATE OF %s ON %s WHEN " NOT_SUPPRESSED " AND NOT (%s) "
+               "CREATE TRIGGER %s AFTER UPDATE OF %s ON %s WHEN NOT (%s) "
                "BEGIN %s"
                "DELETE FROM %s WHERE (%s) IS (%s); "
                "INSERT INTO %s(%s) VALUES(%s); "
@@ -583,7 +582,7 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
                qtr[2], kcols.p, qt, same.p, nullk.p, qtomb, kcols.p, oldk.p, qtomb, allc.p,
                oldall.p, k.p, tid, oldk.p, k.p, tide.p, newk.p);
         sb_add(&sql,
-               "CREATE TRIGGER %s AFTER DELETE ON %s WHEN " NOT_SUPPRESSED " BEGIN "
+               "CREATE TRIGGER %s AFTER DELETE ON %s BEGIN "
                "DELETE FROM %s WHERE (%s) IS (%s); "
                "INSERT INTO %s(%s) VALUES(%s); "
                "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "

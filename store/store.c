@@ -5,8 +5,9 @@
  * Design notes
  * - Metadata lives in tables prefixed tsync_ inside the database, so it commits atomically with
  *   the app's rows. The device key does not: it is a 0600 file beside the database.
- * - Capture triggers consult tsync_ctl.suppress; merge sets it inside its own write transaction,
- *   so no other connection ever sees it set.
+ * - Merge applies remote changes with triggers switched off on its own connection only
+ *   (SQLITE_DBCONFIG_ENABLE_TRIGGER), so capture stays on for every other connection and costs
+ *   nothing extra on the app's writes.
  */
 #include <sodium.h>
 #include <stdio.h>
@@ -19,8 +20,6 @@
 
 static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS tsync_meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS tsync_ctl(id INTEGER PRIMARY KEY, suppress INTEGER NOT NULL);"
-    "INSERT OR IGNORE INTO tsync_ctl VALUES(1, 0);"
     "CREATE TABLE IF NOT EXISTS tsync_sites(idx INTEGER PRIMARY KEY, site BLOB NOT NULL UNIQUE,"
     "  pk BLOB, inc BLOB, seq INTEGER NOT NULL DEFAULT 0, hash BLOB, sealed_seq INTEGER NOT NULL"
     "  DEFAULT 0, frozen_seq INTEGER);"
