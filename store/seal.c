@@ -493,11 +493,12 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
 
 out:
     if (rc == 0 && maxid > 0) {
-        sqlite3_stmt *del = tsync__prep(s, "DELETE FROM tsync_pending WHERE id <= ?1");
+        /* Under BEGIN IMMEDIATE nobody else has written since we read, so every pending row
+         * is sealed: an unconditional DELETE lets SQLite clear the table in one step. */
+        sqlite3_stmt *del = tsync__prep(s, "DELETE FROM tsync_pending");
         if (!del) {
             rc = TSYNC_EIO;
         } else {
-            sqlite3_bind_int64(del, 1, maxid);
             if (sqlite3_step(del) != SQLITE_DONE)
                 rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "clear pending changes");
             sqlite3_reset(del);
