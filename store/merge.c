@@ -877,9 +877,8 @@ static int log_append(mctx *c, inbatch *ib)
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return tsync__err_sqlite(c->s->db, rc, "append to log");
     if (ib->from_held) {
-        if (sqlite3_prepare_v2(c->s->db, "DELETE FROM tsync_held WHERE site=?1 AND seq=?2", -1, &st,
-                               NULL) != SQLITE_OK)
-            return tsync__err_sqlite(c->s->db, rc, "clear held batch");
+        if (!(st = tsync__prep(c->s, "DELETE FROM tsync_held WHERE site=?1 AND seq=?2")))
+            return TSYNC_EIO;
         sqlite3_bind_int64(st, 1, ib->site);
         sqlite3_bind_int64(st, 2, (int64_t)ib->seq);
         rc = sqlite3_step(st);
