@@ -66,7 +66,7 @@ typedef struct {
 
 typedef struct {
     int tbl, kind;
-    uint64_t mask;
+    uint64_t mask, mask2;
     sqlite3_stmt *st;
 } cstmt;
 
@@ -217,10 +217,13 @@ static int site_local(mctx *c, const uint8_t id[TSYNC__SITE_BYTES], const uint8_
 
 /* ---------------------------------------------------------------- cached statements */
 
-static sqlite3_stmt *cached_stmt(mctx *c, tsync__table *t, int kind, uint64_t mask)
+/* mask: the columns the statement writes; mask2 (K_RES_ROW only): those of them whose value is a
+ * parameter rather than the tombstone's. */
+static sqlite3_stmt *cached_stmt(mctx *c, tsync__table *t, int kind, uint64_t mask, uint64_t mask2)
 {
     for (size_t i = 0; i < c->nstmts; i++)
-        if (c->stmts[i].tbl == t->id && c->stmts[i].kind == kind && c->stmts[i].mask == mask)
+        if (c->stmts[i].tbl == t->id && c->stmts[i].kind == kind && c->stmts[i].mask == mask &&
+            c->stmts[i].mask2 == mask2)
             return c->stmts[i].st;
     size_t cap = 256 + (size_t)t->ncols * 64 + strlen(t->all_cols) * 3 + strlen(t->pk_where);
     char *sql = malloc(cap);
@@ -253,10 +256,22 @@ static sqlite3_stmt *cached_stmt(mctx *c, tsync__table *t, int kind, uint64_t ma
                 o += (size_t)snprintf(sql + o, cap - o, "\"");
                 first = 0;
             }
-        size_t lend = o;
+        (void)lst;
         o += (size_t)snprintf(sql + o, cap - o, ") SELECT ");
-        memmove(sql + o, sql + lst, lend - lst);
-        o += lend - lst;
+        first = 1;
+        for (int col = 0; col < t->ncols; col++)
+            if (t->is_pk[col] || (mask & (1ULL << col))) {
+                if (mask2 & (1ULL << col)) {
+                    o += (size_t)snprintf(sql + o, cap - o, "%s?%d", first ? "" : ",",
+                                          col + 1 + TSYNC__MAX_PK_COLS);
+                } else {
+                    o += (size_t)snprintf(sql + o, cap - o, "%s\"", first ? "" : ",");
+                    for (const char *p = t->cols[col]; *p; p++)
+                        o += (size_t)snprintf(sql + o, cap - o, *p == '"' ? "\"\"" : "%c", *p);
+                    o += (size_t)snprintf(sql + o, cap - o, "\"");
+                }
+                first = 0;
+            }
         snprintf(sql + o, cap - o, " FROM %s WHERE %s", t->qtomb, t->pk_where);
     } else if (kind == K_INS_ROW) {
         o += (size_t)snprintf(sql + o, cap - o, "INSERT INTO %s(", t->qname);
@@ -304,7 +319,7 @@ static sqlite3_stmt *cached_stmt(mctx *c, tsync__table *t, int kind, uint64_t ma
         return NULL;
     }
     c->stmts = ns;
-    c->stmts[c->nstmts++] = (cstmt){t->id, kind, mask, st};
+    c->stmts[c->nstmts++] = (cstmt){t->id, kind, mask, mask2, st};
     return st;
 }
 
@@ -528,6 +543,12 @@ static int park(mctx *c, uint32_t site, uint64_t seq, uint32_t row, const char *
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return tsync__err_sqlite(c->s->db, rc, "park change");
     if (c->rep) c->rep->parked++;
+    if (seq == 0) {
+        /* a row this database could not write (a local constraint); its clocks are kept */
+        report_msg(c, "parked: a row of %.*s could not be written here: %s", (int)tlen, tbl,
+                   reason);
+        return 0;
+    }
     report_msg(c, "parked: %s %.*s%s%.*s from batch %llu: %s", col ? "column" : "table", (int)tlen,
                tbl, col ? "." : "", (int)(col ? clen : 0), col ? col : "", (unsigned long long)seq,
                reason);
@@ -747,7 +768,8 @@ static int flush_row(mctx *c, mrow *r)
     sqlite3_stmt *st;
     if (exists && r->existed) {
         if (mask) {
-            if (!(st = cached_stmt(c, t, K_UPD_ROW, mask))) return tsync__err(TSYNC_EIO, "prepare");
+            if (!(st = cached_stmt(c, t, K_UPD_ROW, mask, 0)))
+                return tsync__err(TSYNC_EIO, "prepare");
             if ((rc = bind_keyvals(st, t, r, 0))) return rc;
             for (int col = 0; col < t->ncols; col++)
                 if (mask & (1ULL << col))
@@ -759,28 +781,33 @@ static int flush_row(mctx *c, mrow *r)
         int tomb = 0;
         if (r->had_meta && (rc = row_exists_in(s, t->get_tomb, t, r, &tomb))) return rc;
         if (tomb) {
-            uint64_t known = 0;
-            for (int col = 0; col < t->ncols; col++)
-                if (!t->is_pk[col] && (r->meta.col[col].hlc || tsync__rowmeta_ctr(&r->meta, col)))
-                    known |= 1ULL << col;
-            if (!(st = cached_stmt(c, t, K_RES_ROW, known)))
+            /* The tombstone has a value for every column written before; this merge's values
+             * and every counter's current total come as parameters (a counter column of a
+             * tombstone made from a partial change can be NULL). */
+            uint64_t known = 0, params = mask;
+            for (int col = 0; col < t->ncols; col++) {
+                if (t->is_pk[col]) continue;
+                if (t->is_counter[col] && tsync__rowmeta_ctr(&r->meta, col)) {
+                    r->vals[col] = (tsync__val){.type = TSYNC__V_INT,
+                                                .i = tsync__rowmeta_ctr_value(&r->meta, col)};
+                    params |= 1ULL << col;
+                }
+                if (r->meta.col[col].hlc || tsync__rowmeta_ctr(&r->meta, col)) known |= 1ULL << col;
+            }
+            known |= params;
+            if (!(st = cached_stmt(c, t, K_RES_ROW, known, params)))
                 return tsync__err(TSYNC_EIO, "prepare");
             if ((rc = bind_keyvals(st, t, r, 0))) return rc;
+            for (int col = 0; col < t->ncols; col++)
+                if (params & (1ULL << col))
+                    tsync__bind_val(st, col + 1 + TSYNC__MAX_PK_COLS, &r->vals[col]);
             if (step_row(c, r, st, "resurrect row", &rc)) goto meta;
             sqlite3_reset(t->del_tomb);
             if ((rc = bind_keyvals(t->del_tomb, t, r, 0))) return rc;
             if ((rc = step_done(s, t->del_tomb, "clear tombstone"))) return rc;
-            if (mask) {
-                if (!(st = cached_stmt(c, t, K_UPD_ROW, mask)))
-                    return tsync__err(TSYNC_EIO, "prepare");
-                if ((rc = bind_keyvals(st, t, r, 0))) return rc;
-                for (int col = 0; col < t->ncols; col++)
-                    if (mask & (1ULL << col))
-                        tsync__bind_val(st, col + 1 + TSYNC__MAX_PK_COLS, &r->vals[col]);
-                if (step_row(c, r, st, "update row", &rc)) goto meta;
-            }
         } else {
-            if (!(st = cached_stmt(c, t, K_INS_ROW, mask))) return tsync__err(TSYNC_EIO, "prepare");
+            if (!(st = cached_stmt(c, t, K_INS_ROW, mask, 0)))
+                return tsync__err(TSYNC_EIO, "prepare");
             if ((rc = bind_keyvals(st, t, r, 1))) return rc;
             for (int col = 0; col < t->ncols; col++)
                 if (!t->is_pk[col] && (mask & (1ULL << col)))
@@ -817,12 +844,13 @@ static int flush_row(mctx *c, mrow *r)
             free(q);
             if (rc) return rc;
         } else if (mask) {
-            if (!(st = cached_stmt(c, t, K_INS_TOMB, 0))) return tsync__err(TSYNC_EIO, "prepare");
+            if (!(st = cached_stmt(c, t, K_INS_TOMB, 0, 0)))
+                return tsync__err(TSYNC_EIO, "prepare");
             if ((rc = bind_keyvals(st, t, r, 0))) return rc;
             if ((rc = step_done(s, st, "keep tombstone"))) return rc;
         }
         if (mask) {
-            if (!(st = cached_stmt(c, t, K_UPD_TOMB, mask)))
+            if (!(st = cached_stmt(c, t, K_UPD_TOMB, mask, 0)))
                 return tsync__err(TSYNC_EIO, "prepare");
             if ((rc = bind_keyvals(st, t, r, 0))) return rc;
             for (int col = 0; col < t->ncols; col++)
