@@ -86,8 +86,8 @@ int tsync__trust_request(tsync_store *s, const char *name, uint8_t **out, size_t
 
 /* What tsync__trust_enrol did, for the message the CLI prints. */
 typedef struct {
-    int first;     /* 1: the database was not enrolled before; 0: renewal or extra records */
-    int own;       /* 1: a certificate of this device was among the records */
+    int first; /* 1: the database was not enrolled before; 0: renewal or extra records */
+    int own;   /* 1: a certificate of this device was among the records */
     uint8_t shop_id[TSYNC__SHOP_ID_BYTES];
     char shop_name[TSYNC__TRUST_NAME_MAX + 1];
     char device_name[TSYNC__TRUST_NAME_MAX + 1]; /* of this device's certificate, when own */
@@ -120,6 +120,13 @@ int tsync__trust_revoke(tsync_store *s, const uint8_t *rec, size_t len);
  * "admin_keys":[...], "certificates":[{device_key, device_name, not_before, expires, revoked}]}
  * (times in Unix ms). *out is malloc'd (caller frees). */
 int tsync__trust_json(tsync_store *s, char **out);
+
+/* The sites of device key pk that the database at path (opened read-only, no key file needed)
+ * knows, each with the highest seq it holds contiguously: the cutoffs that keep everything that
+ * database has of the device. *out is malloc'd (caller frees), *n may be 0.
+ * Errors: TSYNC_ENOTFOUND (no such database), TSYNC_EIO. */
+int tsync__trust_cutoffs_from_db(const char *path, const uint8_t pk[TSYNC__PK_BYTES],
+                                 tsync__cutoff **out, uint32_t *n);
 
 /* ---------------------------------------------------------------- the shop admin key file */
 

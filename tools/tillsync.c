@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "tools/cli.h"
+#include "tools/cmd_trust.h"
 
 static const char *USAGE =
     "usage: tillsync COMMAND [ARGS]\n"
@@ -30,6 +31,23 @@ static const char *USAGE =
     "  merge DB FILE                    verify and merge a bundle; fails if anything is refused\n"
     "  hash DB [TABLE]                  hash of the visible content of the replicated tables\n"
     "  conflicts DB [--json]            concurrent writes that last-writer-wins resolved\n"
+    "  shop create KEYFILE --name NAME  create a shop: its admin key file KEYFILE (0600; keep it\n"
+    "                                   off the tills)\n"
+    "  shop sign KEYFILE REQ [--days N] [--name DEVICE]\n"
+    "                                   verify an enrolment request, print a certificate\n"
+    "                                   (valid 365 days unless --days)\n"
+    "  shop revoke KEYFILE DEVICEKEY [--cutoff SITE:SEQ]... [--cutoffs-from DB]\n"
+    "                                   print a revocation of DEVICEKEY (hex, or a certificate\n"
+    "                                   file); its batches after the cutoffs are refused\n"
+    "  shop rotate KEYFILE NEWKEYFILE   new admin key for the shop; print the rotation record\n"
+    "  shop show FILE                   describe a key file, request, certificate or revocation\n"
+    "  enrol-request DB [--name NAME]   print this till's enrolment request (name: host name)\n"
+    "  enrol DB CERT [FILE]...          install this till's certificate (and other devices'\n"
+    "                                   certificates, rotations): DB joins the shop\n"
+    "  enrol DB --shop-key KEYFILE [--name NAME] [--days N]\n"
+    "                                   request, sign and install in one step (one machine)\n"
+    "  revoke DB REVOCATION             install a revocation; it replicates to every till\n"
+    "  trust DB [--json]                the shop DB is enrolled in and its devices\n"
     "  demo [--dir DIR] [--seed N] [--keep]\n"
     "                                   three tills sell concurrently and converge by bundles\n"
     "  help, --help                     this text\n"
@@ -463,6 +481,11 @@ int main(int argc, char **argv)
     if (!strcmp(c, "hash")) return cmd_hash(argc, argv);
     if (!strcmp(c, "conflicts")) return cmd_conflicts(argc, argv);
     if (!strcmp(c, "demo")) return cmd_demo(argc, argv);
+    if (!strcmp(c, "shop")) return cmd_shop(argc, argv);
+    if (!strcmp(c, "enrol-request")) return cmd_enrol_request(argc, argv);
+    if (!strcmp(c, "enrol")) return cmd_enrol(argc, argv);
+    if (!strcmp(c, "revoke")) return cmd_revoke(argc, argv);
+    if (!strcmp(c, "trust")) return cmd_trust(argc, argv);
     fprintf(stderr, "tillsync: unknown command '%s' (see 'tillsync --help')\n", c);
     return 2;
 }

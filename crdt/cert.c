@@ -1,0 +1,854 @@
+/*
+ * crdt/cert.c — the formats of shop trust (see cert.h): enrolment requests, certificates,
+ * revocations and admin key rotations, the shop admin key file, and the text armour around them.
+ *
+ * Design notes
+ * - Decoding is strict in the same way as batches: exact types, exact array lengths, the smallest
+ *   encoding of every int, length and count, no trailing bytes, and every name checked. Whatever
+ *   decodes re-encodes to the same bytes, so a record's hash is its identity.
+ * - Verification is part of decoding: a record that decodes is signed by the keys it names. What
+ *   is left to the caller is whether those keys mean anything to it.
+ * - A signature signs a domain string and the BLAKE2b-256 of the bytes before it, so no record can
+ *   be passed off as another kind of record, or as a batch (whose message starts "tsync-batch").
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack.h>
+#include <sodium.h>
+
+#include "crdt/cert.h"
+
+#if defined(__GNUC__)
+#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+#else
+#define PRINTF_LIKE(f, a)
+#endif
+
+#define SHOPKEY_MAGIC   "TSYNCSHP"
+#define SHOPKEY_VERSION 1u
+
+/* Fields of each kind's array, signatures included (index = kind). */
+static const uint32_t FIELDS[] = {0, 6, 10, 8, 8};
+static const char *const DOMAIN[] = {NULL, "tsync-req-v1", "tsync-cert-v1", "tsync-rev-v1",
+                                     "tsync-rot-v1"};
+static const char *const WHAT[] = {"trust record", "enrolment request", "certificate", "revocation",
+                                   "admin key rotation"};
+static const char *const LABEL[] = {NULL, "ENROLMENT REQUEST", "CERTIFICATE", "REVOCATION",
+                                    "ADMIN KEY ROTATION"};
+
+#define NKINDS 4u
+
+/* ---------------------------------------------------------------- names */
+
+bool tsync__trust_name_ok(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    if (!s || n == 0 || n > TSYNC__TRUST_NAME_MAX) return false;
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f) return false;
+            i++;
+            continue;
+        }
+        unsigned need, cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            need = 1, cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            need = 2, cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            need = 3, cp = c & 0x07;
+        } else {
+            return false; /* continuation byte first, overlong lead (c0, c1) or beyond U+10FFFF */
+        }
+        if (n - i <= need) return false;
+        for (unsigned k = 1; k <= need; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) return false;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        if ((need == 2 && cp < 0x800) || (need == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp < 0xa0))
+            return false; /* overlong, out of range, surrogate, C1 control */
+        i += need + 1;
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------- canonical sizes */
+
+static size_t uint_size(uint64_t v)
+{
+    return v < 0x80 ? 1 : v <= UINT8_MAX ? 2 : v <= UINT16_MAX ? 3 : v <= UINT32_MAX ? 5 : 9;
+}
+
+static size_t str_size(uint32_t n)
+{
+    return (n < 32 ? 1 : n <= UINT8_MAX ? 2 : n <= UINT16_MAX ? 3 : 5) + (size_t)n;
+}
+
+static size_t bin_size(uint32_t n)
+{
+    return (n <= UINT8_MAX ? 2 : n <= UINT16_MAX ? 3 : 5) + (size_t)n;
+}
+
+static size_t array_size(uint32_t n)
+{
+    return n < 16 ? 1 : n <= UINT16_MAX ? 3 : 5;
+}
+
+/* ---------------------------------------------------------------- decoder */
+
+typedef struct {
+    tsync__mpr r;
+    const uint8_t *base;
+    const char *what; /* "certificate", for messages */
+    char *err;
+    int rc;
+} dec;
+
+static bool fail(dec *d, const char *fmt, ...) PRINTF_LIKE(2, 3);
+static bool fail(dec *d, const char *fmt, ...)
+{
+    int k = snprintf(d->err, TSYNC__ERRLEN, "%s: ", d->what);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->err + k, TSYNC__ERRLEN - (size_t)k, fmt, ap);
+    va_end(ap);
+    d->r.ok = false;
+    if (d->rc == 0) d->rc = TSYNC_ECORRUPT;
+    return false;
+}
+
+static size_t off(const dec *d, const uint8_t *p)
+{
+    return (size_t)(p - d->base);
+}
+
+/* Whether byte b starts a msgpack item of the kind named (as the readers below name them). */
+static bool is_kind(uint8_t b, const char *want)
+{
+    if (!strcmp(want, "uint")) return b <= 0x7f || (b >= 0xcc && b <= 0xcf);
+    if (!strcmp(want, "array")) return (b >= 0x90 && b <= 0x9f) || b == 0xdc || b == 0xdd;
+    if (!strcmp(want, "str")) return (b >= 0xa0 && b <= 0xbf) || (b >= 0xd9 && b <= 0xdb);
+    if (!strcmp(want, "bin")) return b >= 0xc4 && b <= 0xc6;
+    return false;
+}
+
+static bool bad(dec *d, const char *field, const char *want, const uint8_t *at)
+{
+    if (at >= d->r.end) return fail(d, "%s: truncated (expected %s)", field, want);
+    if (is_kind(*at, want))
+        return fail(d, "%s: %s at offset %zu is truncated or longer than the bytes left", field,
+                    want, off(d, at));
+    return fail(d, "%s: expected %s at offset %zu", field, want, off(d, at));
+}
+
+static bool noncanon(dec *d, const char *field, const uint8_t *at)
+{
+    return fail(d, "%s: non-canonical msgpack encoding at offset %zu", field, off(d, at));
+}
+
+static bool rd_uint(dec *d, const char *field, uint64_t *v)
+{
+    const uint8_t *s = d->r.p;
+    if (!d->r.ok) return false;
+    if (!tsync__mpr_uint(&d->r, v)) return bad(d, field, "uint", s);
+    if ((size_t)(d->r.p - s) != uint_size(*v)) return noncanon(d, field, s);
+    return true;
+}
+
+static bool rd_array(dec *d, const char *field, uint32_t *n)
+{
+    const uint8_t *s = d->r.p;
+    if (!d->r.ok) return false;
+    if (!tsync__mpr_array(&d->r, n)) return bad(d, field, "array", s);
+    if ((size_t)(d->r.p - s) != array_size(*n)) return noncanon(d, field, s);
+    return true;
+}
+
+static bool rd_fix(dec *d, const char *field, uint8_t *out, uint32_t n)
+{
+    const uint8_t *s = d->r.p, *p;
+    uint32_t got;
+    if (!d->r.ok) return false;
+    if (!tsync__mpr_bin(&d->r, &p, &got)) return bad(d, field, "bin", s);
+    if (got != n) return fail(d, "%s: expected %" PRIu32 " bytes, got %" PRIu32, field, n, got);
+    if ((size_t)(d->r.p - s) != bin_size(n)) return noncanon(d, field, s);
+    memcpy(out, p, n);
+    return true;
+}
+
+static bool rd_name(dec *d, const char *field, const char **str, uint32_t *n)
+{
+    const uint8_t *s = d->r.p;
+    if (!d->r.ok) return false;
+    if (!tsync__mpr_str(&d->r, str, n)) return bad(d, field, "str", s);
+    if ((size_t)(d->r.p - s) != str_size(*n)) return noncanon(d, field, s);
+    if (!tsync__trust_name_ok(*str, *n))
+        return fail(d, "%s: not 1..%u bytes of UTF-8 without control characters", field,
+                    TSYNC__TRUST_NAME_MAX);
+    return true;
+}
+
+/* message = domain || BLAKE2b-256(signed bytes). */
+static void message(uint32_t kind, const uint8_t *p, size_t n, uint8_t *msg, size_t *mlen)
+{
+    size_t dl = strlen(DOMAIN[kind]);
+    memcpy(msg, DOMAIN[kind], dl);
+    crypto_generichash(msg + dl, TSYNC__HASH_BYTES, p, n, NULL, 0);
+    *mlen = dl + TSYNC__HASH_BYTES;
+}
+
+static bool verify(dec *d, uint32_t kind, size_t signed_len, const uint8_t sig[TSYNC__SIG_BYTES],
+                   const uint8_t pk[TSYNC__PK_BYTES], const char *whose)
+{
+    uint8_t msg[32 + TSYNC__HASH_BYTES];
+    size_t mlen;
+    message(kind, d->base, signed_len, msg, &mlen);
+    if (crypto_sign_verify_detached(sig, msg, mlen, pk) != 0) {
+        fail(d, "signature of the %s does not verify", whose);
+        d->rc = TSYNC_EBADSIG;
+        return false;
+    }
+    return true;
+}
+
+static bool dec_req(dec *d, tsync__req *q, size_t *signed_len, uint8_t sig[TSYNC__SIG_BYTES])
+{
+    if (!rd_fix(d, "device key", q->device_pk, TSYNC__PK_BYTES) ||
+        !rd_name(d, "device name", &q->device_name, &q->device_name_len) ||
+        !rd_uint(d, "created", &q->created_ms))
+        return false;
+    *signed_len = off(d, d->r.p);
+    return rd_fix(d, "signature", sig, TSYNC__SIG_BYTES);
+}
+
+static bool dec_cert(dec *d, tsync__cert *c, size_t *signed_len, uint8_t sig[TSYNC__SIG_BYTES])
+{
+    if (!rd_fix(d, "shop id", c->shop_id, TSYNC__SHOP_ID_BYTES) ||
+        !rd_name(d, "shop name", &c->shop_name, &c->shop_name_len) ||
+        !rd_fix(d, "device key", c->device_pk, TSYNC__PK_BYTES) ||
+        !rd_name(d, "device name", &c->device_name, &c->device_name_len) ||
+        !rd_uint(d, "not before", &c->not_before_ms) || !rd_uint(d, "expires", &c->expires_ms) ||
+        !rd_fix(d, "admin key", c->admin_pk, TSYNC__PK_BYTES))
+        return false;
+    if (c->expires_ms <= c->not_before_ms) return fail(d, "expires before it becomes valid");
+    if (sodium_memcmp(c->admin_pk, c->device_pk, TSYNC__PK_BYTES) == 0)
+        return fail(d, "the device key is the admin key");
+    *signed_len = off(d, d->r.p);
+    return rd_fix(d, "signature", sig, TSYNC__SIG_BYTES);
+}
+
+static bool dec_rev(dec *d, tsync__revocation *v, tsync__arena *a, size_t *signed_len,
+                    uint8_t sig[TSYNC__SIG_BYTES])
+{
+    uint32_t n;
+    if (!rd_fix(d, "shop id", v->shop_id, TSYNC__SHOP_ID_BYTES) ||
+        !rd_fix(d, "device key", v->device_pk, TSYNC__PK_BYTES) || !rd_array(d, "cutoffs", &n))
+        return false;
+    if (n > TSYNC__TRUST_MAX_CUTOFFS)
+        return fail(d, "%" PRIu32 " cutoffs, more than %u", n, TSYNC__TRUST_MAX_CUTOFFS);
+    /* Each entry takes at least 1 + 18 + 1 bytes: bound the allocation by the input. */
+    if ((uint64_t)n * 20 > (uint64_t)(d->r.end - d->r.p))
+        return fail(d, "cutoffs: %" PRIu32 " entries cannot fit in the bytes left", n);
+    v->cutoffs = n ? tsync__arena_alloc(a, (size_t)n * sizeof *v->cutoffs) : NULL;
+    if (n && !v->cutoffs) {
+        fail(d, "out of memory");
+        d->rc = TSYNC_ENOMEM;
+        return false;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t two;
+        if (!rd_array(d, "cutoff", &two)) return false;
+        if (two != 2) return fail(d, "cutoff %" PRIu32 ": expected [site, seq]", i);
+        if (!rd_fix(d, "cutoff site", v->cutoffs[i].site, TSYNC__SITE_BYTES) ||
+            !rd_uint(d, "cutoff seq", &v->cutoffs[i].seq))
+            return false;
+        if (i && memcmp(v->cutoffs[i - 1].site, v->cutoffs[i].site, TSYNC__SITE_BYTES) >= 0)
+            return fail(d, "cutoff %" PRIu32 ": sites not in ascending order (or repeated)", i);
+    }
+    v->ncutoffs = n;
+    if (!rd_uint(d, "issued", &v->issued_ms) ||
+        !rd_fix(d, "admin key", v->admin_pk, TSYNC__PK_BYTES))
+        return false;
+    *signed_len = off(d, d->r.p);
+    return rd_fix(d, "signature", sig, TSYNC__SIG_BYTES);
+}
+
+static bool dec_rot(dec *d, tsync__rotation *t, size_t *signed_len, uint8_t sig[TSYNC__SIG_BYTES],
+                    uint8_t sig2[TSYNC__SIG_BYTES])
+{
+    if (!rd_fix(d, "shop id", t->shop_id, TSYNC__SHOP_ID_BYTES) ||
+        !rd_fix(d, "old admin key", t->old_pk, TSYNC__PK_BYTES) ||
+        !rd_fix(d, "new admin key", t->new_pk, TSYNC__PK_BYTES) ||
+        !rd_uint(d, "issued", &t->issued_ms))
+        return false;
+    if (sodium_memcmp(t->old_pk, t->new_pk, TSYNC__PK_BYTES) == 0)
+        return fail(d, "the new admin key is the old one");
+    *signed_len = off(d, d->r.p);
+    return rd_fix(d, "old key's signature", sig, TSYNC__SIG_BYTES) &&
+           rd_fix(d, "new key's signature", sig2, TSYNC__SIG_BYTES);
+}
+
+int tsync__trust_decode(const uint8_t *buf, size_t len, tsync__trust_rec *out, tsync__arena *a,
+                        char err[TSYNC__ERRLEN])
+{
+    memset(out, 0, sizeof *out);
+    err[0] = '\0';
+    dec d = {.base = buf, .what = WHAT[0], .err = err};
+    if (!buf || len == 0) {
+        fail(&d, "empty");
+        return d.rc;
+    }
+    if (len > TSYNC__TRUST_MAX_BYTES) {
+        fail(&d, "%zu bytes, more than the limit of %u", len, TSYNC__TRUST_MAX_BYTES);
+        return d.rc;
+    }
+    tsync__mpr_init(&d.r, buf, len);
+    uint32_t n;
+    uint64_t kind, fmt;
+    if (!rd_array(&d, "record", &n)) return d.rc;
+    if (n < 2) {
+        fail(&d, "expected an array of at least 2, got %" PRIu32, n);
+        return d.rc;
+    }
+    if (!rd_uint(&d, "kind", &kind) || !rd_uint(&d, "format", &fmt)) return d.rc;
+    if (kind < 1 || kind > NKINDS) {
+        snprintf(err, TSYNC__ERRLEN, "trust record: unknown kind %" PRIu64, kind);
+        return TSYNC_EVERSION;
+    }
+    d.what = WHAT[kind];
+    if (fmt != TSYNC__TRUST_FORMAT) {
+        snprintf(err, TSYNC__ERRLEN, "%s: format %" PRIu64 " is not supported (expected %u)",
+                 d.what, fmt, TSYNC__TRUST_FORMAT);
+        return TSYNC_EVERSION;
+    }
+    if (n != FIELDS[kind]) {
+        fail(&d, "expected %" PRIu32 " fields, got %" PRIu32, FIELDS[kind], n);
+        return d.rc;
+    }
+    uint8_t sig[TSYNC__SIG_BYTES], sig2[TSYNC__SIG_BYTES];
+    size_t signed_len = 0;
+    bool ok = false;
+    switch (kind) {
+    case TSYNC__T_REQUEST:
+        ok = dec_req(&d, &out->u.req, &signed_len, sig);
+        break;
+    case TSYNC__T_CERT:
+        ok = dec_cert(&d, &out->u.cert, &signed_len, sig);
+        break;
+    case TSYNC__T_REVOCATION:
+        ok = dec_rev(&d, &out->u.rev, a, &signed_len, sig);
+        break;
+    case TSYNC__T_ROTATION:
+        ok = dec_rot(&d, &out->u.rot, &signed_len, sig, sig2);
+        break;
+    }
+    if (ok && !tsync__mpr_done(&d.r))
+        ok = fail(&d, "%zu trailing bytes", (size_t)(d.r.end - d.r.p));
+    if (ok) {
+        switch (kind) {
+        case TSYNC__T_REQUEST:
+            ok = verify(&d, (uint32_t)kind, signed_len, sig, out->u.req.device_pk, "device key");
+            break;
+        case TSYNC__T_CERT:
+            ok = verify(&d, (uint32_t)kind, signed_len, sig, out->u.cert.admin_pk, "admin key");
+            break;
+        case TSYNC__T_REVOCATION:
+            ok = verify(&d, (uint32_t)kind, signed_len, sig, out->u.rev.admin_pk, "admin key");
+            break;
+        case TSYNC__T_ROTATION:
+            ok = verify(&d, (uint32_t)kind, signed_len, sig, out->u.rot.old_pk, "old admin key") &&
+                 verify(&d, (uint32_t)kind, signed_len, sig2, out->u.rot.new_pk, "new admin key");
+            break;
+        }
+    }
+    if (!ok) {
+        int rc = d.rc ? d.rc : TSYNC_ECORRUPT;
+        memset(out, 0, sizeof *out);
+        return rc;
+    }
+    out->kind = (uint32_t)kind;
+    return 0;
+}
+
+void tsync__trust_id(const uint8_t *buf, size_t len, uint8_t out[TSYNC__HASH_BYTES])
+{
+    crypto_generichash(out, TSYNC__HASH_BYTES, buf, len, NULL, 0);
+}
+
+uint64_t tsync__revocation_cutoff(const tsync__revocation *r, const uint8_t site[TSYNC__SITE_BYTES])
+{
+    size_t lo = 0, hi = r->ncutoffs;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = memcmp(r->cutoffs[mid].site, site, TSYNC__SITE_BYTES);
+        if (c == 0) return r->cutoffs[mid].seq;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- encoders */
+
+static int einval(char *err, const char *what, const char *fmt, ...) PRINTF_LIKE(3, 4);
+static int einval(char *err, const char *what, const char *fmt, ...)
+{
+    int k = snprintf(err, TSYNC__ERRLEN, "%s: ", what);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err + k, TSYNC__ERRLEN - (size_t)k, fmt, ap);
+    va_end(ap);
+    return TSYNC_EINVAL;
+}
+
+/* msgpack-c's pack functions return non-zero only when the buffer cannot grow. */
+#define PK(x)                                                                                      \
+    do {                                                                                           \
+        if ((x) != 0) goto nomem;                                                                  \
+    } while (0)
+
+static int pack_bin(msgpack_packer *pk, const void *p, uint32_t n)
+{
+    int rc = msgpack_pack_bin(pk, n);
+    return rc == 0 ? msgpack_pack_bin_body(pk, p, n) : rc;
+}
+
+static int pack_str(msgpack_packer *pk, const char *p, uint32_t n)
+{
+    int rc = msgpack_pack_str(pk, n);
+    return rc == 0 ? msgpack_pack_str_body(pk, p, n) : rc;
+}
+
+static bool key_pair(const uint8_t sk[TSYNC__SK_BYTES], const uint8_t pk[TSYNC__PK_BYTES])
+{
+    uint8_t derived[TSYNC__PK_BYTES];
+    crypto_sign_ed25519_sk_to_pk(derived, sk);
+    return sodium_memcmp(derived, pk, TSYNC__PK_BYTES) == 0;
+}
+
+static void sign(uint32_t kind, const uint8_t *p, size_t n, const uint8_t sk[TSYNC__SK_BYTES],
+                 uint8_t sig[TSYNC__SIG_BYTES])
+{
+    uint8_t msg[32 + TSYNC__HASH_BYTES];
+    size_t mlen;
+    message(kind, p, n, msg, &mlen);
+    crypto_sign_detached(sig, NULL, msg, mlen, sk);
+}
+
+/* Signs what sb holds with each key and appends the signatures; hands the buffer over. */
+static int finish(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t kind, const uint8_t *const *sks,
+                  int nsks, uint8_t **out, size_t *len, char *err)
+{
+    uint8_t sig[2][TSYNC__SIG_BYTES];
+    size_t signed_len = sb->size;
+    for (int i = 0; i < nsks; i++)
+        sign(kind, (const uint8_t *)sb->data, signed_len, sks[i], sig[i]);
+    for (int i = 0; i < nsks; i++) PK(pack_bin(pk, sig[i], TSYNC__SIG_BYTES));
+    if (sb->size > TSYNC__TRUST_MAX_BYTES) {
+        size_t size = sb->size;
+        msgpack_sbuffer_destroy(sb);
+        return einval(err, WHAT[kind], "%zu bytes, more than the limit of %u", size,
+                      TSYNC__TRUST_MAX_BYTES);
+    }
+    *len = sb->size;
+    *out = (uint8_t *)msgpack_sbuffer_release(sb);
+    return 0;
+nomem:
+    msgpack_sbuffer_destroy(sb);
+    snprintf(err, TSYNC__ERRLEN, "%s: out of memory", WHAT[kind]);
+    return TSYNC_ENOMEM;
+}
+
+static void start(msgpack_sbuffer *sb, msgpack_packer *pk)
+{
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
+}
+
+static int head(msgpack_packer *pk, uint32_t kind)
+{
+    int rc = msgpack_pack_array(pk, FIELDS[kind]);
+    if (rc == 0) rc = msgpack_pack_uint32(pk, kind);
+    if (rc == 0) rc = msgpack_pack_uint32(pk, TSYNC__TRUST_FORMAT);
+    return rc;
+}
+
+int tsync__req_sign(const tsync__req *r, const uint8_t device_sk[TSYNC__SK_BYTES], uint8_t **out,
+                    size_t *len, char err[TSYNC__ERRLEN])
+{
+    const uint32_t kind = TSYNC__T_REQUEST;
+    *out = NULL, *len = 0, err[0] = '\0';
+    if (!tsync__trust_name_ok(r->device_name, r->device_name_len))
+        return einval(err, WHAT[kind],
+                      "device name must be 1..%u bytes of UTF-8 without control "
+                      "characters",
+                      TSYNC__TRUST_NAME_MAX);
+    if (!key_pair(device_sk, r->device_pk))
+        return einval(err, WHAT[kind], "the device key is not the signing key's public key");
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    start(&sb, &pk);
+    PK(head(&pk, kind));
+    PK(pack_bin(&pk, r->device_pk, TSYNC__PK_BYTES));
+    PK(pack_str(&pk, r->device_name, r->device_name_len));
+    PK(msgpack_pack_uint64(&pk, r->created_ms));
+    const uint8_t *sks[1] = {device_sk};
+    return finish(&sb, &pk, kind, sks, 1, out, len, err);
+nomem:
+    msgpack_sbuffer_destroy(&sb);
+    snprintf(err, TSYNC__ERRLEN, "%s: out of memory", WHAT[kind]);
+    return TSYNC_ENOMEM;
+}
+
+int tsync__cert_sign(const tsync__cert *c, const uint8_t admin_sk[TSYNC__SK_BYTES], uint8_t **out,
+                     size_t *len, char err[TSYNC__ERRLEN])
+{
+    const uint32_t kind = TSYNC__T_CERT;
+    *out = NULL, *len = 0, err[0] = '\0';
+    if (!tsync__trust_name_ok(c->shop_name, c->shop_name_len))
+        return einval(err, WHAT[kind], "bad shop name");
+    if (!tsync__trust_name_ok(c->device_name, c->device_name_len))
+        return einval(err, WHAT[kind], "bad device name");
+    if (c->expires_ms <= c->not_before_ms)
+        return einval(err, WHAT[kind], "expires before it becomes valid");
+    if (sodium_memcmp(c->admin_pk, c->device_pk, TSYNC__PK_BYTES) == 0)
+        return einval(err, WHAT[kind], "the device key is the admin key");
+    if (!key_pair(admin_sk, c->admin_pk))
+        return einval(err, WHAT[kind], "the admin key is not the signing key's public key");
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    start(&sb, &pk);
+    PK(head(&pk, kind));
+    PK(pack_bin(&pk, c->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(pack_str(&pk, c->shop_name, c->shop_name_len));
+    PK(pack_bin(&pk, c->device_pk, TSYNC__PK_BYTES));
+    PK(pack_str(&pk, c->device_name, c->device_name_len));
+    PK(msgpack_pack_uint64(&pk, c->not_before_ms));
+    PK(msgpack_pack_uint64(&pk, c->expires_ms));
+    PK(pack_bin(&pk, c->admin_pk, TSYNC__PK_BYTES));
+    const uint8_t *sks[1] = {admin_sk};
+    return finish(&sb, &pk, kind, sks, 1, out, len, err);
+nomem:
+    msgpack_sbuffer_destroy(&sb);
+    snprintf(err, TSYNC__ERRLEN, "%s: out of memory", WHAT[kind]);
+    return TSYNC_ENOMEM;
+}
+
+static int cutoff_cmp(const void *a, const void *b)
+{
+    return memcmp(((const tsync__cutoff *)a)->site, ((const tsync__cutoff *)b)->site,
+                  TSYNC__SITE_BYTES);
+}
+
+int tsync__revocation_sign(const tsync__revocation *r, const uint8_t admin_sk[TSYNC__SK_BYTES],
+                           uint8_t **out, size_t *len, char err[TSYNC__ERRLEN])
+{
+    const uint32_t kind = TSYNC__T_REVOCATION;
+    *out = NULL, *len = 0, err[0] = '\0';
+    if (r->ncutoffs > TSYNC__TRUST_MAX_CUTOFFS)
+        return einval(err, WHAT[kind], "%" PRIu32 " cutoffs, more than %u", r->ncutoffs,
+                      TSYNC__TRUST_MAX_CUTOFFS);
+    if (!key_pair(admin_sk, r->admin_pk))
+        return einval(err, WHAT[kind], "the admin key is not the signing key's public key");
+    tsync__cutoff *cs = NULL;
+    if (r->ncutoffs) {
+        cs = malloc(r->ncutoffs * sizeof *cs);
+        if (!cs) {
+            snprintf(err, TSYNC__ERRLEN, "%s: out of memory", WHAT[kind]);
+            return TSYNC_ENOMEM;
+        }
+        memcpy(cs, r->cutoffs, r->ncutoffs * sizeof *cs);
+        qsort(cs, r->ncutoffs, sizeof *cs, cutoff_cmp);
+        for (uint32_t i = 1; i < r->ncutoffs; i++)
+            if (memcmp(cs[i - 1].site, cs[i].site, TSYNC__SITE_BYTES) == 0) {
+                free(cs);
+                return einval(err, WHAT[kind], "a site is given two cutoffs");
+            }
+    }
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    start(&sb, &pk);
+    PK(head(&pk, kind));
+    PK(pack_bin(&pk, r->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(pack_bin(&pk, r->device_pk, TSYNC__PK_BYTES));
+    PK(msgpack_pack_array(&pk, r->ncutoffs));
+    for (uint32_t i = 0; i < r->ncutoffs; i++) {
+        PK(msgpack_pack_array(&pk, 2));
+        PK(pack_bin(&pk, cs[i].site, TSYNC__SITE_BYTES));
+        PK(msgpack_pack_uint64(&pk, cs[i].seq));
+    }
+    PK(msgpack_pack_uint64(&pk, r->issued_ms));
+    PK(pack_bin(&pk, r->admin_pk, TSYNC__PK_BYTES));
+    free(cs);
+    const uint8_t *sks[1] = {admin_sk};
+    return finish(&sb, &pk, kind, sks, 1, out, len, err);
+nomem:
+    free(cs);
+    msgpack_sbuffer_destroy(&sb);
+    snprintf(err, TSYNC__ERRLEN, "%s: out of memory", WHAT[kind]);
+    return TSYNC_ENOMEM;
+}
+
+int tsync__rotation_sign(const tsync__rotation *r, const uint8_t old_sk[TSYNC__SK_BYTES],
+                         const uint8_t new_sk[TSYNC__SK_BYTES], uint8_t **out, size_t *len,
+                         char err[TSYNC__ERRLEN])
+{
+    const uint32_t kind = TSYNC__T_ROTATION;
+    *out = NULL, *len = 0, err[0] = '\0';
+    if (sodium_memcmp(r->old_pk, r->new_pk, TSYNC__PK_BYTES) == 0)
+        return einval(err, WHAT[kind], "the new admin key is the old one");
+    if (!key_pair(old_sk, r->old_pk) || !key_pair(new_sk, r->new_pk))
+        return einval(err, WHAT[kind], "a public key does not match its signing key");
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    start(&sb, &pk);
+    PK(head(&pk, kind));
+    PK(pack_bin(&pk, r->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(pack_bin(&pk, r->old_pk, TSYNC__PK_BYTES));
+    PK(pack_bin(&pk, r->new_pk, TSYNC__PK_BYTES));
+    PK(msgpack_pack_uint64(&pk, r->issued_ms));
+    const uint8_t *sks[2] = {old_sk, new_sk};
+    return finish(&sb, &pk, kind, sks, 2, out, len, err);
+nomem:
+    msgpack_sbuffer_destroy(&sb);
+    snprintf(err, TSYNC__ERRLEN, "%s: out of memory", WHAT[kind]);
+    return TSYNC_ENOMEM;
+}
+
+/* ---------------------------------------------------------------- the admin key file */
+
+int tsync__shopkey_init(tsync__shopkey *k, const uint8_t seed[32],
+                        const uint8_t shop_id[TSYNC__SHOP_ID_BYTES], const char *name,
+                        size_t name_len, uint64_t created_ms, char err[TSYNC__ERRLEN])
+{
+    memset(k, 0, sizeof *k);
+    err[0] = '\0';
+    if (!tsync__trust_name_ok(name, name_len))
+        return einval(err, "shop name", "must be 1..%u bytes of UTF-8 without control characters",
+                      TSYNC__TRUST_NAME_MAX);
+    crypto_sign_seed_keypair(k->pk, k->sk, seed);
+    memcpy(k->shop_id, shop_id, TSYNC__SHOP_ID_BYTES);
+    memcpy(k->name, name, name_len);
+    k->name[name_len] = '\0';
+    k->name_len = (uint32_t)name_len;
+    k->created_ms = created_ms;
+    return 0;
+}
+
+void tsync__shopkey_wipe(tsync__shopkey *k)
+{
+    sodium_memzero(k, sizeof *k);
+}
+
+int tsync__shopkey_encode(const tsync__shopkey *k, uint8_t **out, size_t *len)
+{
+    *out = NULL, *len = 0;
+    if (!tsync__trust_name_ok(k->name, k->name_len)) return TSYNC_EINVAL;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    start(&sb, &pk);
+    PK(msgpack_pack_array(&pk, 4));
+    PK(pack_bin(&pk, k->sk, TSYNC__SK_BYTES));
+    PK(pack_bin(&pk, k->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(pack_str(&pk, k->name, k->name_len));
+    PK(msgpack_pack_uint64(&pk, k->created_ms));
+    size_t n = 9 + sb.size + 32;
+    uint8_t *buf = malloc(n);
+    if (!buf) goto nomem;
+    memcpy(buf, SHOPKEY_MAGIC, 8);
+    buf[8] = SHOPKEY_VERSION;
+    memcpy(buf + 9, sb.data, sb.size);
+    crypto_generichash(buf + n - 32, 32, buf, n - 32, NULL, 0);
+    sodium_memzero(sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    *out = buf;
+    *len = n;
+    return 0;
+nomem:
+    if (sb.data) sodium_memzero(sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    return TSYNC_ENOMEM;
+}
+
+int tsync__shopkey_decode(const uint8_t *buf, size_t len, tsync__shopkey *out,
+                          char err[TSYNC__ERRLEN])
+{
+    memset(out, 0, sizeof *out);
+    err[0] = '\0';
+    dec d = {.base = buf, .what = "admin key file", .err = err};
+    if (!buf || len < 9 + 32 || memcmp(buf, SHOPKEY_MAGIC, 8) != 0) {
+        fail(&d, "not a tillsync shop admin key file (bad magic or too short)");
+        return d.rc;
+    }
+    if (buf[8] != SHOPKEY_VERSION) {
+        snprintf(err, TSYNC__ERRLEN, "admin key file: version %u is not supported (expected %u)",
+                 buf[8], SHOPKEY_VERSION);
+        return TSYNC_EVERSION;
+    }
+    if (len > TSYNC__SHOPKEY_MAX_BYTES) {
+        fail(&d, "%zu bytes, more than the limit of %u", len, TSYNC__SHOPKEY_MAX_BYTES);
+        return d.rc;
+    }
+    uint8_t sum[32];
+    crypto_generichash(sum, 32, buf, len - 32, NULL, 0);
+    if (sodium_memcmp(sum, buf + len - 32, 32) != 0) {
+        fail(&d, "checksum does not match (the file is damaged)");
+        return d.rc;
+    }
+    /* Offsets in messages count from the start of the msgpack payload. */
+    d.base = buf + 9;
+    tsync__mpr_init(&d.r, buf + 9, len - 9 - 32);
+    uint32_t n;
+    const char *name;
+    uint32_t name_len = 0;
+    if (rd_array(&d, "payload", &n) && n != 4) fail(&d, "expected 4 fields, got %" PRIu32, n);
+    if (rd_fix(&d, "secret key", out->sk, TSYNC__SK_BYTES) &&
+        rd_fix(&d, "shop id", out->shop_id, TSYNC__SHOP_ID_BYTES) &&
+        rd_name(&d, "shop name", &name, &name_len) && rd_uint(&d, "created", &out->created_ms) &&
+        !tsync__mpr_done(&d.r))
+        fail(&d, "%zu trailing bytes", (size_t)(d.r.end - d.r.p));
+    if (d.rc == 0) {
+        uint8_t pk[TSYNC__PK_BYTES], sk[TSYNC__SK_BYTES];
+        crypto_sign_seed_keypair(pk, sk, out->sk); /* the first 32 bytes are the seed */
+        int same = sodium_memcmp(sk, out->sk, TSYNC__SK_BYTES) == 0;
+        sodium_memzero(sk, sizeof sk);
+        if (!same) {
+            fail(&d, "the secret key's public half does not match its seed");
+        } else {
+            memcpy(out->pk, pk, TSYNC__PK_BYTES);
+            memcpy(out->name, name, name_len);
+            out->name[name_len] = '\0';
+            out->name_len = name_len;
+        }
+    }
+    if (d.rc) {
+        int rc = d.rc;
+        tsync__shopkey_wipe(out);
+        return rc;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- armour */
+
+#define BEGIN "-----BEGIN TILLSYNC "
+#define END   "-----END TILLSYNC "
+#define DASH  "-----"
+#define LINE  64
+
+const char *tsync__trust_label(uint32_t kind)
+{
+    return kind >= 1 && kind <= NKINDS ? LABEL[kind] : NULL;
+}
+
+int tsync__armour(uint32_t kind, const uint8_t *rec, size_t len, const char *comment, char **out)
+{
+    *out = NULL;
+    const char *label = tsync__trust_label(kind);
+    if (!label || len == 0 || len > TSYNC__TRUST_MAX_BYTES) return TSYNC_EINVAL;
+    size_t b64len = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
+    size_t clen = comment ? strlen(comment) : 0, nlines = 1;
+    for (size_t i = 0; i < clen; i++) nlines += comment[i] == '\n';
+    size_t cap = clen + 3 * nlines + 2 * (strlen(BEGIN) + strlen(label) + strlen(DASH) + 1) + 4 +
+                 b64len + b64len / LINE + 2;
+    char *b64 = malloc(b64len), *s = malloc(cap);
+    if (!b64 || !s) {
+        free(b64), free(s);
+        return TSYNC_ENOMEM;
+    }
+    sodium_bin2base64(b64, b64len, rec, len, sodium_base64_VARIANT_ORIGINAL);
+    size_t o = 0;
+    for (const char *c = comment; c && *c;) {
+        const char *nl = strchr(c, '\n');
+        size_t n = nl ? (size_t)(nl - c) : strlen(c);
+        memcpy(s + o, "# ", 2), o += 2;
+        memcpy(s + o, c, n), o += n;
+        s[o++] = '\n';
+        c += n + (nl ? 1 : 0);
+    }
+    o += (size_t)sprintf(s + o, "%s%s%s\n", BEGIN, label, DASH);
+    size_t n = strlen(b64);
+    for (size_t i = 0; i < n; i += LINE) {
+        size_t k = n - i < LINE ? n - i : LINE;
+        memcpy(s + o, b64 + i, k), o += k;
+        s[o++] = '\n';
+    }
+    o += (size_t)sprintf(s + o, "%s%s%s\n", END, label, DASH);
+    s[o] = '\0';
+    free(b64);
+    *out = s;
+    return 0;
+}
+
+static const char *find(const char *h, size_t hn, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (size_t i = 0; hn >= n && i <= hn - n; i++)
+        if (memcmp(h + i, needle, n) == 0) return h + i;
+    return NULL;
+}
+
+int tsync__dearmour(const char *text, size_t len, size_t *pos, uint32_t *kind, uint8_t **rec,
+                    size_t *rec_len, char err[TSYNC__ERRLEN])
+{
+    *rec = NULL, *rec_len = 0, *kind = 0;
+    err[0] = '\0';
+    if (*pos >= len) return TSYNC_ENOTFOUND;
+    const char *t = text + *pos, *end = text + len;
+    const char *b = find(t, (size_t)(end - t), BEGIN);
+    if (!b) return TSYNC_ENOTFOUND;
+    const char *lab = b + strlen(BEGIN);
+    uint32_t k = 0;
+    for (uint32_t i = 1; i <= NKINDS; i++) {
+        size_t ln = strlen(LABEL[i]);
+        if ((size_t)(end - lab) >= ln + strlen(DASH) && memcmp(lab, LABEL[i], ln) == 0 &&
+            memcmp(lab + ln, DASH, strlen(DASH)) == 0)
+            k = i;
+    }
+    if (!k) {
+        snprintf(err, TSYNC__ERRLEN, "armour: unknown block type after '%s'", BEGIN);
+        return TSYNC_ECORRUPT;
+    }
+    const char *body = lab + strlen(LABEL[k]) + strlen(DASH);
+    char endline[64];
+    snprintf(endline, sizeof endline, "%s%s%s", END, LABEL[k], DASH);
+    const char *e = find(body, (size_t)(end - body), endline);
+    if (!e) {
+        snprintf(err, TSYNC__ERRLEN, "armour: no '%s' line (the block is cut off)", endline);
+        return TSYNC_ECORRUPT;
+    }
+    size_t blen = (size_t)(e - body);
+    size_t cap = blen / 4 * 3 + 3;
+    if (cap > TSYNC__TRUST_MAX_BYTES + 3) cap = TSYNC__TRUST_MAX_BYTES + 3;
+    uint8_t *bin = malloc(cap ? cap : 1);
+    if (!bin) return TSYNC_ENOMEM;
+    const char *b64end = NULL;
+    size_t n = 0;
+    if (sodium_base642bin(bin, cap, body, blen, " \t\r\n", &n, &b64end,
+                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
+        b64end != e || n == 0) {
+        free(bin);
+        snprintf(err, TSYNC__ERRLEN, "armour: the %s block is not valid base64%s", LABEL[k],
+                 blen / 4 * 3 > TSYNC__TRUST_MAX_BYTES ? " (or too long)" : "");
+        return TSYNC_ECORRUPT;
+    }
+    if (n > TSYNC__TRUST_MAX_BYTES) {
+        free(bin);
+        snprintf(err, TSYNC__ERRLEN, "armour: the %s block is longer than %u bytes", LABEL[k],
+                 TSYNC__TRUST_MAX_BYTES);
+        return TSYNC_ECORRUPT;
+    }
+    *pos = (size_t)(e - text) + strlen(endline);
+    *kind = k;
+    *rec = bin;
+    *rec_len = n;
+    return 0;
+}

@@ -1,0 +1,200 @@
+/*
+ * crdt/cert.h — the byte formats of shop trust: the shop admin key file, the enrolment request a
+ * device makes, the certificate the admin signs, the revocation, and the admin key rotation; how
+ * each is signed and verified, and the text armour that lets them travel by e-mail or paste.
+ *
+ * Design notes
+ * - Pure, like the rest of crdt/: no files, no clock, no SQLite. Times are passed in (Unix ms).
+ * - Every record is one msgpack array whose first two elements are its kind and format, and whose
+ *   last element(s) are Ed25519 signatures. A signature signs "tsync-<kind>-v1" followed by the
+ *   BLAKE2b-256 of every byte of the encoding before the first signature (the array header
+ *   included), like a batch signature signs its hash. The encoding is canonical (smallest form
+ *   of every int, length and count) and the decoder insists on it, so a record has exactly one
+ *   byte string and "same record" means "same bytes" (its BLAKE2b-256 is its id for
+ *   de-duplication).
+ * - Decoding always verifies the signatures against the keys the record itself names (the device
+ *   key for a request, the admin key for the others). Whether that admin key is *this shop's* key
+ *   is a question for the database (store/trust.c), not for the format.
+ * - Decoded records point into the input buffer; the cutoff list of a revocation lives in an
+ *   arena freed as one.
+ *
+ * THREAD SAFETY: every function is reentrant.
+ */
+#ifndef TSYNC_CRDT_CERT_H
+#define TSYNC_CRDT_CERT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crdt/crdt.h"
+
+#define TSYNC__SHOP_ID_BYTES     16
+#define TSYNC__TRUST_FORMAT      1u
+#define TSYNC__TRUST_NAME_MAX    64u   /* bytes of a shop or device name (UTF-8) */
+#define TSYNC__TRUST_MAX_CUTOFFS 128u  /* sites named by one revocation */
+#define TSYNC__TRUST_MAX_BYTES   4096u /* one encoded record (= TSYNC__WIRE_CERT_MAX) */
+#define TSYNC__SHOPKEY_MAX_BYTES 512u  /* hard limit of an admin key file */
+
+/* What a record is: its first msgpack element. */
+typedef enum {
+    TSYNC__T_REQUEST = 1,    /* device -> admin: "please certify my key" (signed by the device) */
+    TSYNC__T_CERT = 2,       /* admin -> shop: "this key is a device of my shop until ..." */
+    TSYNC__T_REVOCATION = 3, /* admin -> shop: "refuse this key, keep its batches up to ..." */
+    TSYNC__T_ROTATION = 4,   /* old admin key and new admin key: "the shop's key is now ..." */
+} tsync__trust_kind;
+
+/* Wire format (msgpack, exactly these types; names are str of 1..64 bytes of UTF-8 without
+ * control characters; times are Unix ms):
+ *   request:    [1, 1, device_pk:bin32, device_name:str, created_ms:uint, sig:bin64]
+ *   cert:       [2, 1, shop_id:bin16, shop_name:str, device_pk:bin32, device_name:str,
+ *                not_before_ms:uint, expires_ms:uint (> not_before_ms), admin_pk:bin32, sig:bin64]
+ *   revocation: [3, 1, shop_id:bin16, device_pk:bin32, cutoffs:[[site:bin16, seq:uint]...],
+ *                issued_ms:uint, admin_pk:bin32, sig:bin64]
+ *               cutoffs sorted by site, no site twice, at most TSYNC__TRUST_MAX_CUTOFFS
+ *   rotation:   [4, 1, shop_id:bin16, old_pk:bin32, new_pk:bin32 (!= old_pk), issued_ms:uint,
+ *                old_sig:bin64, new_sig:bin64]
+ * Signed message: domain || BLAKE2b-256(the bytes before the first signature); domains
+ * "tsync-req-v1", "tsync-cert-v1", "tsync-rev-v1", "tsync-rot-v1" (both rotation signatures sign
+ * the same message). A certificate's device key may not be its admin key.
+ */
+
+typedef struct {
+    uint8_t device_pk[TSYNC__PK_BYTES];
+    const char *device_name; /* not NUL-terminated */
+    uint32_t device_name_len;
+    uint64_t created_ms;
+} tsync__req;
+
+typedef struct {
+    uint8_t shop_id[TSYNC__SHOP_ID_BYTES];
+    const char *shop_name;
+    uint32_t shop_name_len;
+    uint8_t device_pk[TSYNC__PK_BYTES];
+    const char *device_name;
+    uint32_t device_name_len;
+    uint64_t not_before_ms; /* judged by wall time for sessions only (see store/trust.h) */
+    uint64_t expires_ms;    /* wall time for sessions, batch HLC for data */
+    uint8_t admin_pk[TSYNC__PK_BYTES];
+} tsync__cert;
+
+typedef struct {
+    uint8_t site[TSYNC__SITE_BYTES];
+    uint64_t seq; /* the last batch of site still admitted; 0: none */
+} tsync__cutoff;
+
+typedef struct {
+    uint8_t shop_id[TSYNC__SHOP_ID_BYTES];
+    uint8_t device_pk[TSYNC__PK_BYTES];
+    uint32_t ncutoffs;
+    tsync__cutoff *cutoffs; /* sorted by site; a site not listed has cutoff 0 */
+    uint64_t issued_ms;
+    uint8_t admin_pk[TSYNC__PK_BYTES];
+} tsync__revocation;
+
+typedef struct {
+    uint8_t shop_id[TSYNC__SHOP_ID_BYTES];
+    uint8_t old_pk[TSYNC__PK_BYTES];
+    uint8_t new_pk[TSYNC__PK_BYTES];
+    uint64_t issued_ms;
+} tsync__rotation;
+
+/* Any decoded record. */
+typedef struct {
+    uint32_t kind; /* tsync__trust_kind */
+    union {
+        tsync__req req;
+        tsync__cert cert;
+        tsync__revocation rev;
+        tsync__rotation rot;
+    } u;
+} tsync__trust_rec;
+
+/* Strictly decodes a record of any kind and verifies its signature(s) against the key(s) it
+ * names. Cutoffs are allocated in a; names point into buf, which must outlive *out.
+ * Errors (with a one-line message in err): TSYNC_ECORRUPT (malformed: wrong types, lengths,
+ * non-canonical encoding, bad name, unsorted cutoffs, trailing bytes, more than
+ * TSYNC__TRUST_MAX_BYTES), TSYNC_EVERSION (unknown kind or format), TSYNC_EBADSIG (a signature
+ * does not verify), TSYNC_ENOMEM. */
+TSYNC_WARN_UNUSED int tsync__trust_decode(const uint8_t *buf, size_t len, tsync__trust_rec *out,
+                                          tsync__arena *a, char err[TSYNC__ERRLEN]);
+
+/* The id of a record: BLAKE2b-256 of its bytes. */
+void tsync__trust_id(const uint8_t *buf, size_t len, uint8_t out[TSYNC__HASH_BYTES]);
+
+/* Encoders. Each checks what the decoder checks, writes a new malloc'd buffer (*out, *len; the
+ * caller frees) and signs it. The public keys in the struct must be those of the secret keys
+ * given (TSYNC_EINVAL otherwise). */
+int tsync__req_sign(const tsync__req *r, const uint8_t device_sk[TSYNC__SK_BYTES], uint8_t **out,
+                    size_t *len, char err[TSYNC__ERRLEN]);
+int tsync__cert_sign(const tsync__cert *c, const uint8_t admin_sk[TSYNC__SK_BYTES], uint8_t **out,
+                     size_t *len, char err[TSYNC__ERRLEN]);
+/* Cutoffs may come in any order; they are written sorted. A site given twice: TSYNC_EINVAL. */
+int tsync__revocation_sign(const tsync__revocation *r, const uint8_t admin_sk[TSYNC__SK_BYTES],
+                           uint8_t **out, size_t *len, char err[TSYNC__ERRLEN]);
+int tsync__rotation_sign(const tsync__rotation *r, const uint8_t old_sk[TSYNC__SK_BYTES],
+                         const uint8_t new_sk[TSYNC__SK_BYTES], uint8_t **out, size_t *len,
+                         char err[TSYNC__ERRLEN]);
+
+/* The cutoff of site in a revocation (0 when the site is not listed). */
+uint64_t tsync__revocation_cutoff(const tsync__revocation *r,
+                                  const uint8_t site[TSYNC__SITE_BYTES]);
+
+/* True when n bytes at s are an acceptable name: 1..TSYNC__TRUST_NAME_MAX bytes of valid UTF-8
+ * (no overlong forms, no surrogates) without control characters. */
+bool tsync__trust_name_ok(const char *s, size_t n);
+
+/* ---------------------------------------------------------------- the shop admin key file
+ *
+ * "TSYNCSHP" | version u8 (=1) | msgpack [secret_key:bin64, shop_id:bin16, shop_name:str,
+ * created_ms:uint] | BLAKE2b-256 of everything before (32).
+ * The secret key is libsodium's layout (seed || public key); the decoder checks that the public
+ * half is the one the seed derives, so a damaged key is found before it signs anything.
+ */
+typedef struct {
+    uint8_t sk[TSYNC__SK_BYTES];
+    uint8_t pk[TSYNC__PK_BYTES];
+    uint8_t shop_id[TSYNC__SHOP_ID_BYTES];
+    char name[TSYNC__TRUST_NAME_MAX + 1]; /* NUL-terminated */
+    uint32_t name_len;
+    uint64_t created_ms;
+} tsync__shopkey;
+
+/* Fills k from a 32-byte seed (the caller draws it at random), a shop id and a name.
+ * TSYNC_EINVAL (with err) for a bad name. */
+int tsync__shopkey_init(tsync__shopkey *k, const uint8_t seed[32],
+                        const uint8_t shop_id[TSYNC__SHOP_ID_BYTES], const char *name,
+                        size_t name_len, uint64_t created_ms, char err[TSYNC__ERRLEN]);
+/* The file image of k (malloc'd; the caller wipes and frees it). */
+int tsync__shopkey_encode(const tsync__shopkey *k, uint8_t **out, size_t *len);
+/* Strict decode of a file image: magic, version, checksum, msgpack, key consistency.
+ * TSYNC_ECORRUPT / TSYNC_EVERSION with a message in err. */
+TSYNC_WARN_UNUSED int tsync__shopkey_decode(const uint8_t *buf, size_t len, tsync__shopkey *out,
+                                            char err[TSYNC__ERRLEN]);
+/* Wipes the secret key. */
+void tsync__shopkey_wipe(tsync__shopkey *k);
+
+/* ---------------------------------------------------------------- text armour
+ *
+ *   -----BEGIN TILLSYNC CERTIFICATE-----
+ *   <base64 of the record, 64 characters a line>
+ *   -----END TILLSYNC CERTIFICATE-----
+ * Labels: ENROLMENT REQUEST, CERTIFICATE, REVOCATION, ADMIN KEY ROTATION. Text outside the blocks
+ * (the comment lines the CLI writes, an e-mail around a pasted block) is ignored; inside a block
+ * only base64 and line breaks are allowed.
+ */
+
+/* The label of a kind ("CERTIFICATE"), or NULL for an unknown kind. */
+const char *tsync__trust_label(uint32_t kind);
+/* Armours a record of the given kind. comment (may be NULL) is written before the block, each of
+ * its lines prefixed with "# ". *out is a malloc'd NUL-terminated string (the caller frees). */
+int tsync__armour(uint32_t kind, const uint8_t *rec, size_t len, const char *comment, char **out);
+/* Finds the next armoured block in text[*pos..len), decodes its base64 into a malloc'd *rec
+ * (caller frees) and sets *kind from the label and *pos past the block. The kind of the record
+ * itself is checked when it is decoded. Returns 0, TSYNC_ENOTFOUND when no block is left, or
+ * TSYNC_ECORRUPT (unknown label, no END line, bad base64, more than TSYNC__TRUST_MAX_BYTES) with
+ * a message in err. */
+int tsync__dearmour(const char *text, size_t len, size_t *pos, uint32_t *kind, uint8_t **rec,
+                    size_t *rec_len, char err[TSYNC__ERRLEN]);
+
+#endif

@@ -1,0 +1,23 @@
+/* tools/cmd_trust.h — the shop trust commands of tillsync (tools/cmd_trust.c). Each takes argv as
+ * main gets it (argv[1] is the command name) and returns the exit status: 0, 1 for a failure, 2
+ * for a usage error. */
+#ifndef TSYNC_TOOLS_CMD_TRUST_H
+#define TSYNC_TOOLS_CMD_TRUST_H
+
+/* tillsync shop create KEYFILE --name NAME
+ * tillsync shop sign KEYFILE REQ [--days N] [--name DEVICE]          > CERT
+ * tillsync shop revoke KEYFILE DEVICEKEY [--cutoff SITE:SEQ]... [--cutoffs-from DB] > REVOCATION
+ * tillsync shop rotate KEYFILE NEWKEYFILE                            > ROTATION
+ * tillsync shop show FILE */
+int cmd_shop(int argc, char **argv);
+/* tillsync enrol-request DB [--name NAME] > REQ */
+int cmd_enrol_request(int argc, char **argv);
+/* tillsync enrol DB CERT [FILE]...   |   tillsync enrol DB --shop-key KEYFILE [--name N] [--days N]
+ */
+int cmd_enrol(int argc, char **argv);
+/* tillsync revoke DB REVOCATION */
+int cmd_revoke(int argc, char **argv);
+/* tillsync trust DB [--json] */
+int cmd_trust(int argc, char **argv);
+
+#endif
