@@ -257,7 +257,8 @@ int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out, tsy
         snprintf(err, TSYNC__ERRLEN, "bundle: not a tillsync bundle (bad magic)");
         return TSYNC_ECORRUPT;
     }
-    if (buf[MAGIC_LEN] != TSYNC__BUNDLE_FORMAT) {
+    uint8_t format = buf[MAGIC_LEN];
+    if (format != TSYNC__BUNDLE_FORMAT && format != TSYNC__BUNDLE_FORMAT_TRUST) {
         snprintf(err, TSYNC__ERRLEN, "bundle: format %u is not supported (expected %u)",
                  buf[MAGIC_LEN], TSYNC__BUNDLE_FORMAT);
         return TSYNC_EVERSION;
@@ -288,13 +289,41 @@ int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out, tsy
     dec d = {.base = p, .a = a, .err = err, .rc = TSYNC_ECORRUPT};
     tsync__mpr_init(&d.r, p, n);
     uint32_t nruns;
-    if (!rd_tuple(&d, "payload", 2) || !dec_sites(&d, out)) goto bad;
+    if (!rd_tuple(&d, "payload", format == TSYNC__BUNDLE_FORMAT ? 2 : 3) || !dec_sites(&d, out))
+        goto bad;
     if (!rd_list(&d, "runs", &nruns, MIN_RUN)) goto bad;
     out->runs = alloc_array(&d, nruns, sizeof *out->runs);
     if (nruns && !out->runs) goto bad;
     for (uint32_t i = 0; i < nruns; i++)
         if (!dec_run(&d, out, i, &out->runs[i])) goto bad;
     out->nruns = nruns;
+    if (format == TSYNC__BUNDLE_FORMAT_TRUST) {
+        uint32_t nt;
+        if (!rd_list(&d, "trust", &nt, MIN_BODY)) goto bad;
+        if (nt > TSYNC__BUNDLE_TRUST_MAX) {
+            fail(&d, "trust: %" PRIu32 " records, at most %u", nt, TSYNC__BUNDLE_TRUST_MAX);
+            goto bad;
+        }
+        out->trust = alloc_array(&d, nt, sizeof *out->trust);
+        out->trust_len = alloc_array(&d, nt, sizeof *out->trust_len);
+        if (nt && (!out->trust || !out->trust_len)) goto bad;
+        for (uint32_t i = 0; i < nt; i++) {
+            const uint8_t *bp;
+            uint32_t bn;
+            if (!tsync__mpr_bin(&d.r, &bp, &bn)) {
+                bad(&d, "trust record");
+                goto bad;
+            }
+            if (bn == 0 || bn > TSYNC__BUNDLE_TRUST_MAX_BYTES) {
+                fail(&d, "trust record %" PRIu32 ": %" PRIu32 " bytes (1..%u allowed)", i, bn,
+                     TSYNC__BUNDLE_TRUST_MAX_BYTES);
+                goto bad;
+            }
+            out->trust[i] = bp;
+            out->trust_len[i] = bn;
+        }
+        out->ntrust = nt;
+    }
     if (!tsync__mpr_done(&d.r)) {
         fail(&d, "%zu trailing bytes", (size_t)(d.r.end - d.r.p));
         goto bad;
@@ -330,6 +359,9 @@ struct tsync__bundle_writer {
     size_t nsites, capsites;
     wrun *runs;
     size_t nruns, capruns;
+    uint8_t **trust;
+    size_t *trust_len;
+    size_t ntrust, captrust, captrust_len;
     bool in_run;
 };
 
@@ -428,9 +460,25 @@ static int pack_bin(msgpack_packer *pk, const void *p, size_t n)
     return rc;
 }
 
+int tsync__bundle_writer_trust(tsync__bundle_writer *w, const uint8_t *rec, size_t len)
+{
+    if (!rec || len == 0 || len > TSYNC__BUNDLE_TRUST_MAX_BYTES ||
+        w->ntrust >= TSYNC__BUNDLE_TRUST_MAX)
+        return TSYNC_EINVAL;
+    if (grow((void **)&w->trust, &w->captrust, w->ntrust + 1, sizeof *w->trust) ||
+        grow((void **)&w->trust_len, &w->captrust_len, w->ntrust + 1, sizeof *w->trust_len))
+        return TSYNC_ENOMEM;
+    uint8_t *c = malloc(len);
+    if (!c) return TSYNC_ENOMEM;
+    memcpy(c, rec, len);
+    w->trust[w->ntrust] = c;
+    w->trust_len[w->ntrust++] = len;
+    return 0;
+}
+
 static int pack_bundle(msgpack_packer *pk, const tsync__bundle_writer *w)
 {
-    PK(msgpack_pack_array(pk, 2));
+    PK(msgpack_pack_array(pk, w->ntrust ? 3 : 2));
     PK(msgpack_pack_array(pk, w->nsites));
     for (size_t i = 0; i < w->nsites; i++) {
         PK(msgpack_pack_array(pk, 3));
@@ -449,6 +497,10 @@ static int pack_bundle(msgpack_packer *pk, const tsync__bundle_writer *w)
         for (size_t k = 0; k < r->n; k++) PK(pack_bin(pk, r->body[k], r->len[k]));
         PK(pack_bin(pk, r->sig, TSYNC__SIG_BYTES));
     }
+    if (w->ntrust) {
+        PK(msgpack_pack_array(pk, w->ntrust));
+        for (size_t i = 0; i < w->ntrust; i++) PK(pack_bin(pk, w->trust[i], w->trust_len[i]));
+    }
     return 0;
 nomem:
     return -1;
@@ -465,7 +517,8 @@ int tsync__bundle_writer_finish(tsync__bundle_writer *w, bool compress, uint8_t 
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     /* The 10-byte file header is written first so the uncompressed image needs no copy. */
     if (msgpack_sbuffer_write(&sb, MAGIC, MAGIC_LEN) != 0) goto nomem;
-    char hdr[2] = {(char)TSYNC__BUNDLE_FORMAT, (char)(compress ? FLAG_ZSTD : 0)};
+    char hdr[2] = {(char)(w->ntrust ? TSYNC__BUNDLE_FORMAT_TRUST : TSYNC__BUNDLE_FORMAT),
+                   (char)(compress ? FLAG_ZSTD : 0)};
     if (msgpack_sbuffer_write(&sb, hdr, 2) != 0 || pack_bundle(&pk, w) != 0) goto nomem;
     size_t plen = sb.size - HDR_LEN;
     if (plen > TSYNC__BUNDLE_MAX_BYTES) {
@@ -516,5 +569,8 @@ void tsync__bundle_writer_free(tsync__bundle_writer *w)
     }
     free(w->runs);
     free(w->sites);
+    for (size_t i = 0; i < w->ntrust; i++) free(w->trust[i]);
+    free(w->trust);
+    free(w->trust_len);
     free(w);
 }

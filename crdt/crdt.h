@@ -1,7 +1,7 @@
 /*
- * crdt/crdt.h — the pure algorithms of tillsync: hybrid logical clocks, LWW order, the row-existence
- * add-wins OR-set, PN-counters, version vectors, and the byte formats of batches and bundles with
- * their hashing and signing rules.
+ * crdt/crdt.h — the pure algorithms of tillsync: hybrid logical clocks, LWW order, the
+ * row-existence add-wins OR-set, PN-counters, version vectors, and the byte formats of batches and
+ * bundles with their hashing and signing rules.
  *
  * Design notes
  * - Nothing here does I/O or touches SQLite: the wall clock is passed in, bytes come in and go out
@@ -23,20 +23,24 @@
 
 #include "tillsync/common.h"
 
-#define TSYNC__SITE_BYTES   16 /* site id: BLAKE2b-128(public key || incarnation) */
-#define TSYNC__PK_BYTES     32 /* Ed25519 public key */
-#define TSYNC__SK_BYTES     64 /* Ed25519 secret key (libsodium layout) */
-#define TSYNC__INC_BYTES    16 /* incarnation: 128 random bits */
-#define TSYNC__HASH_BYTES   32 /* BLAKE2b-256 */
-#define TSYNC__SIG_BYTES    64 /* Ed25519 detached signature */
-#define TSYNC__ERRLEN       256
+#define TSYNC__SITE_BYTES 16 /* site id: BLAKE2b-128(public key || incarnation) */
+#define TSYNC__PK_BYTES   32 /* Ed25519 public key */
+#define TSYNC__SK_BYTES   64 /* Ed25519 secret key (libsodium layout) */
+#define TSYNC__INC_BYTES  16 /* incarnation: 128 random bits */
+#define TSYNC__HASH_BYTES 32 /* BLAKE2b-256 */
+#define TSYNC__SIG_BYTES  64 /* Ed25519 detached signature */
+#define TSYNC__ERRLEN     256
 
-#define TSYNC__BATCH_FORMAT     1u
-#define TSYNC__BATCH_MAX_BYTES  (64u << 20) /* hard limit of one batch body */
-#define TSYNC__BUNDLE_FORMAT    1u
-#define TSYNC__BUNDLE_MAX_BYTES (1u << 30) /* hard limit of a decompressed bundle payload */
-#define TSYNC__MAX_PK_COLS      4
-#define TSYNC__MAX_COLS         63 /* columns of a replicated table, key included (mask fits in int64) */
+#define TSYNC__BATCH_FORMAT    1u
+#define TSYNC__BATCH_MAX_BYTES (64u << 20) /* hard limit of one batch body */
+#define TSYNC__BUNDLE_FORMAT   1u          /* [sites, runs] */
+#define TSYNC__BUNDLE_FORMAT_TRUST                                                                 \
+    2u /* [sites, runs, trust records]: written when there are some */
+#define TSYNC__BUNDLE_TRUST_MAX_BYTES 4096u  /* one trust record (certificate, revocation, ...) */
+#define TSYNC__BUNDLE_TRUST_MAX       65536u /* trust records per bundle */
+#define TSYNC__BUNDLE_MAX_BYTES       (1u << 30) /* hard limit of a decompressed bundle payload */
+#define TSYNC__MAX_PK_COLS            4
+#define TSYNC__MAX_COLS               63 /* columns of a replicated table, key included (mask fits in int64) */
 
 /* ---------------------------------------------------------------- arena */
 
@@ -172,12 +176,12 @@ typedef struct {
 typedef struct {
     const char *name;
     uint32_t name_len;
-    uint32_t ncols;            /* including the key columns */
-    const char **cols;         /* column names (not NUL-terminated) */
+    uint32_t ncols;    /* including the key columns */
+    const char **cols; /* column names (not NUL-terminated) */
     uint32_t *col_len;
-    uint32_t npk;              /* the first npk columns are the key, in key order */
+    uint32_t npk; /* the first npk columns are the key, in key order */
     uint32_t ncounters;
-    uint32_t *counters;        /* column indexes that are PN-counters */
+    uint32_t *counters; /* column indexes that are PN-counters */
 } tsync__btable;
 
 typedef struct {
@@ -188,20 +192,20 @@ typedef struct {
 typedef struct {
     uint32_t col;
     tsync__val val;
-    tsync__hlc old_hlc;        /* clock of the value this write overwrote, 0 if none */
-    uint32_t old_site;         /* its site (index in sites); 0 when old_hlc is 0 */
+    tsync__hlc old_hlc; /* clock of the value this write overwrote, 0 if none */
+    uint32_t old_site;  /* its site (index in sites); 0 when old_hlc is 0 */
 } tsync__bcol;
 
 typedef struct {
     uint32_t col;
-    uint64_t p, n;             /* the origin's absolute P and N for this counter */
+    uint64_t p, n; /* the origin's absolute P and N for this counter */
 } tsync__bctr;
 
 typedef struct {
     uint32_t table;
     tsync__val pk[TSYNC__MAX_PK_COLS];
     tsync__hlc hlc;
-    uint32_t flags;            /* TSYNC__ROW_ADD | TSYNC__ROW_DEL */
+    uint32_t flags; /* TSYNC__ROW_ADD | TSYNC__ROW_DEL */
     uint32_t nrmv, ncols, nctrs;
     tsync__brmv *rmv;
     tsync__bcol *cols;
@@ -269,6 +273,8 @@ void tsync__site_id(const uint8_t pk[TSYNC__PK_BYTES], const uint8_t inc[TSYNC__
  * Payload (msgpack): [ sites:[[site:bin16, pk:bin32, incarnation:bin16]...],
  *                      runs:[[site_idx, first_seq:uint>=1, prev_hash:bin32, bodies:[bin...],
  *                             sig:bin64]...] ]
+ * Format 2 adds a third element: trust:[bin (1..4096 bytes)...], the shop's certificates,
+ * revocations and rotations, checked by the store.
  * A run is a contiguous range of one origin's batches; only its last batch's signature travels.
  */
 
@@ -293,6 +299,9 @@ typedef struct {
     tsync__bsite *sites;
     uint32_t nruns;
     tsync__brun *runs;
+    uint32_t ntrust; /* format 2: the shop's trust records (opaque here) */
+    const uint8_t **trust;
+    size_t *trust_len;
     uint8_t *payload; /* owned: the decompressed payload the bodies point into (or NULL) */
 } tsync__bundle;
 
@@ -314,6 +323,9 @@ int tsync__bundle_writer_run(tsync__bundle_writer *w, uint32_t site_idx, uint64_
 /* The body is copied. */
 int tsync__bundle_writer_body(tsync__bundle_writer *w, const uint8_t *body, size_t len);
 int tsync__bundle_writer_end_run(tsync__bundle_writer *w, const uint8_t sig[TSYNC__SIG_BYTES]);
+/* Adds a trust record (certificate, revocation, rotation; copied). The bundle is then written in
+ * format 2. */
+int tsync__bundle_writer_trust(tsync__bundle_writer *w, const uint8_t *rec, size_t len);
 /* Produces the file image (malloc'd; caller frees). compress: use zstd (level 3). */
 int tsync__bundle_writer_finish(tsync__bundle_writer *w, bool compress, uint8_t **out, size_t *len);
 void tsync__bundle_writer_free(tsync__bundle_writer *w);

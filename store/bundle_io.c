@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "store/internal.h"
+#include "store/trust.h"
 
 static json_t *hexstr(const uint8_t *p, size_t n)
 {
@@ -203,6 +204,17 @@ int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, si
             sig = sqlite3_column_blob(bodies, 2);
             if (rc == 0 && expect - 1 == upto) rc = tsync__bundle_writer_end_run(w, sig);
         }
+    }
+    if (rc == 0) {
+        /* The shop's certificates, revocations and rotations travel with every bundle, so they
+         * replicate like data (the receiver verifies each). */
+        uint8_t **blobs = NULL;
+        size_t *lens = NULL, nb = 0;
+        rc = tsync__trust_export(s, &blobs, &lens, &nb);
+        for (size_t i = 0; rc == 0 && i < nb; i++)
+            if ((rc = tsync__bundle_writer_trust(w, blobs[i], lens[i])))
+                rc = tsync__err(rc, "cannot add trust record %zu to the bundle", i);
+        tsync__trust_export_free(blobs, lens, nb);
     }
     if (rc == 0 && (rc = tsync__bundle_writer_finish(w, true, out, len)))
         rc = tsync__err(rc, "cannot write bundle");

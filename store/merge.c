@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "store/internal.h"
+#include "store/trust.h"
 
 #define MAX_MESSAGES 64
 
@@ -1248,6 +1249,23 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                          (unsigned long long)(tsync__hlc_ms(ib->b.hlc_hi) - c->now_ms));
                 continue;
             }
+            {
+                /* Enrolled: only keys with a valid certificate of our shop author data, and a
+                 * certificate covers data by the batch's clock. */
+                char terr[TSYNC__ERRLEN];
+                int trc = tsync__trust_admit(c->s, m->pk, m->id, ib->seq,
+                                             tsync__hlc_ms(ib->b.hlc_hi), terr);
+                if (trc == TSYNC_EIO) return trc;
+                if (trc) {
+                    ib->done = 1;
+                    if (c->rep) c->rep->refused++;
+                    c->refuse_code = TSYNC_EREFUSED;
+                    report_msg(c, "refused: batch %llu of site %s: %s", (unsigned long long)ib->seq,
+                               short_site(m->id, sh), terr);
+                    drop_held(c, ib);
+                    continue;
+                }
+            }
             if ((rc = apply_batch(c, ib, NULL, NULL, 0))) return rc;
             if ((rc = log_append(c, ib))) return rc;
             m->seq = ib->seq;
@@ -1381,6 +1399,20 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
     if ((rc = tsync__begin(s))) goto fail;
     if ((rc = tsync__seal_locked(s, NULL))) goto rollback;
     if ((rc = set_suppress(s, 1))) goto rollback;
+    /* Trust records first: a batch of a till enrolled since our last merge needs its
+     * certificate. A bad or foreign record is refused and reported; it does not stop the data. */
+    for (uint32_t i = 0; i < bun.ntrust; i++) {
+        char terr[TSYNC__ERRLEN];
+        int trc = tsync__trust_import(s, bun.trust[i], bun.trust_len[i], terr);
+        if (trc == TSYNC_EIO || trc == TSYNC_ENOMEM) {
+            rc = trc;
+            goto rollback;
+        }
+        if (trc) {
+            if (report) report->refused++;
+            report_msg(&c, "trust record %u not taken: %s", i, terr);
+        }
+    }
     if ((rc = load_sites(&c))) goto rollback;
     {
         uint32_t *idx = calloc(bun.nsites + 1, sizeof *idx);
