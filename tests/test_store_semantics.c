@@ -440,8 +440,10 @@ Test(store_semantics, counter_with_a_fractional_write_converges)
     /* The store refuses a non-integer counter write at the write itself (the app sees the
      * error); if it ever accepted one, both replicas would still have to agree. */
     char *err = NULL;
-    int src = sqlite3_exec(tsync_store_sqlite(a), "UPDATE products SET stock = stock - 0.5 WHERE "
-                                                  "id='p1'", NULL, NULL, &err);
+    int src = sqlite3_exec(tsync_store_sqlite(a),
+                           "UPDATE products SET stock = stock - 0.5 WHERE "
+                           "id='p1'",
+                           NULL, NULL, &err);
     if (src != SQLITE_OK)
         cr_assert(err && strstr(err, "counter") && strstr(err, "integer"),
                   "refused with an unclear message: %s", err ? err : "?");

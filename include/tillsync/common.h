@@ -1,5 +1,6 @@
 /*
- * tillsync/common.h — error codes, error details and the export macro shared by every public header.
+ * tillsync/common.h — error codes, error details and the export macro shared by every public
+ * header.
  *
  * THREAD SAFETY: every function here may be called from any thread; the last-error record is
  * thread-local, so it describes the last failing call made on the calling thread.
@@ -15,8 +16,8 @@ extern "C" {
 #endif
 
 #if defined(__GNUC__)
-#define TSYNC_API            __attribute__((visibility("default")))
-#define TSYNC_WARN_UNUSED    __attribute__((warn_unused_result))
+#define TSYNC_API         __attribute__((visibility("default")))
+#define TSYNC_WARN_UNUSED __attribute__((warn_unused_result))
 #else
 #define TSYNC_API
 #define TSYNC_WARN_UNUSED
@@ -25,21 +26,22 @@ extern "C" {
 /* Error codes. Every public function returns 0 on success or one of these (negative). */
 typedef enum {
     TSYNC_OK = 0,
-    TSYNC_ERROR = -1,      /* generic failure; see tsync_error_last() */
-    TSYNC_EINVAL = -2,     /* an argument or a user input is invalid */
-    TSYNC_ENOMEM = -3,     /* out of memory */
-    TSYNC_ENOTFOUND = -4,  /* the named table, column, file or site does not exist */
-    TSYNC_EEXISTS = -5,    /* it exists already */
-    TSYNC_EIO = -6,        /* an operating-system or SQLite I/O error */
-    TSYNC_EBADSIG = -7,    /* a signature does not verify */
-    TSYNC_ECORRUPT = -8,   /* malformed, truncated or tampered bytes */
-    TSYNC_EVERSION = -9,   /* unsupported format or protocol version */
-    TSYNC_ECLOCKSKEW = -10,/* a clock is too far ahead */
-    TSYNC_EFORK = -11,     /* two different batches claim the same origin and sequence number */
-    TSYNC_ECHAIN = -12,    /* the hash chain of an origin's batches is broken */
-    TSYNC_EUNSUPPORTED = -13, /* the schema or request cannot be supported (for example a rowid table) */
-    TSYNC_EBUSY = -14,     /* the database is locked by another writer for too long */
-    TSYNC_EREFUSED = -15,  /* an input was refused; details in the report or tsync_error_last() */
+    TSYNC_ERROR = -1,       /* generic failure; see tsync_error_last() */
+    TSYNC_EINVAL = -2,      /* an argument or a user input is invalid */
+    TSYNC_ENOMEM = -3,      /* out of memory */
+    TSYNC_ENOTFOUND = -4,   /* the named table, column, file or site does not exist */
+    TSYNC_EEXISTS = -5,     /* it exists already */
+    TSYNC_EIO = -6,         /* an operating-system or SQLite I/O error */
+    TSYNC_EBADSIG = -7,     /* a signature does not verify */
+    TSYNC_ECORRUPT = -8,    /* malformed, truncated or tampered bytes */
+    TSYNC_EVERSION = -9,    /* unsupported format or protocol version */
+    TSYNC_ECLOCKSKEW = -10, /* a clock is too far ahead */
+    TSYNC_EFORK = -11,      /* two different batches claim the same origin and sequence number */
+    TSYNC_ECHAIN = -12,     /* the hash chain of an origin's batches is broken */
+    TSYNC_EUNSUPPORTED =
+        -13,           /* the schema or request cannot be supported (for example a rowid table) */
+    TSYNC_EBUSY = -14, /* the database is locked by another writer for too long */
+    TSYNC_EREFUSED = -15, /* an input was refused; details in the report or tsync_error_last() */
 } tsync_error_code;
 
 /* The error of the last failing call on this thread. */

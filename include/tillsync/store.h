@@ -30,15 +30,18 @@ typedef enum {
 } tsync_sync_mode;
 
 typedef struct {
-    unsigned int version;     /* TSYNC_STORE_OPTIONS_VERSION */
-    int create;               /* create the database and its key file if missing */
-    int synchronous;          /* a tsync_sync_mode; 0 means NORMAL */
-    const char *key_path;     /* key file; NULL means "<database path>.key" */
+    unsigned int version;         /* TSYNC_STORE_OPTIONS_VERSION */
+    int create;                   /* create the database and its key file if missing */
+    int synchronous;              /* a tsync_sync_mode; 0 means NORMAL */
+    const char *key_path;         /* key file; NULL means "<database path>.key" */
     unsigned int busy_timeout_ms; /* how long to wait for another writer; 0 means 10000 */
 } tsync_store_options;
 
 #define TSYNC_STORE_OPTIONS_VERSION 1
-#define TSYNC_STORE_OPTIONS_INIT    {TSYNC_STORE_OPTIONS_VERSION, 0, 0, NULL, 0}
+#define TSYNC_STORE_OPTIONS_INIT                                                                   \
+    {                                                                                              \
+        TSYNC_STORE_OPTIONS_VERSION, 0, 0, NULL, 0                                                 \
+    }
 
 /* Opens (or with opts->create, creates) a database and its device key file.
  * out:  receives the store; the caller frees it with tsync_store_free().
@@ -47,7 +50,8 @@ typedef struct {
  * Errors: TSYNC_ENOTFOUND (no database or key file and create is 0), TSYNC_EIO (cannot open or
  * read; the message names the file), TSYNC_ECORRUPT (the key file is damaged), TSYNC_EINVAL
  * (the key file is readable by other users). */
-TSYNC_API int tsync_store_open(tsync_store **out, const char *path, const tsync_store_options *opts);
+TSYNC_API int tsync_store_open(tsync_store **out, const char *path,
+                               const tsync_store_options *opts);
 
 /* Closes the store. Accepts NULL. Unsealed changes stay in the database and are sealed later. */
 TSYNC_API void tsync_store_free(tsync_store *s);
@@ -86,8 +90,8 @@ TSYNC_API int tsync_store_state_json(tsync_store *s, char **out);
 /* Writes a bundle of the batches a peer with the given state lacks (all when since_json is NULL).
  * Seals first. *out is the caller's (free()). nbatches may be NULL.
  * Errors: TSYNC_EINVAL (since_json is not a state this library wrote). */
-TSYNC_API int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out,
-                                 size_t *len, size_t *nbatches);
+TSYNC_API int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, size_t *len,
+                                 size_t *nbatches);
 
 /* What a merge did. Messages say, one line each, why something was held, parked or refused. */
 typedef struct {
@@ -103,7 +107,10 @@ typedef struct {
 } tsync_merge_report;
 
 #define TSYNC_MERGE_REPORT_VERSION 1
-#define TSYNC_MERGE_REPORT_INIT    {TSYNC_MERGE_REPORT_VERSION, 0, 0, 0, 0, 0, 0, 0, NULL}
+#define TSYNC_MERGE_REPORT_INIT                                                                    \
+    {                                                                                              \
+        TSYNC_MERGE_REPORT_VERSION, 0, 0, 0, 0, 0, 0, 0, NULL                                      \
+    }
 
 /* Frees what a report holds (not the report). Accepts NULL. */
 TSYNC_API void tsync_merge_report_clear(tsync_merge_report *r);
