@@ -11,6 +11,10 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 JOBS=${JOBS:-2}
 
+echo "== formatting (.clang-format)"
+clang-format --dry-run -Werror crdt/*.[ch] store/*.[ch] net/*.[ch] tools/*.[ch] tests/*.[ch] \
+    fuzz/*.c bench/*.[ch] include/tillsync/*.h
+
 echo "== build (warnings are errors)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTSYNC_WERROR=ON >/dev/null
 cmake --build build -j"$JOBS"
