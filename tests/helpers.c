@@ -22,6 +22,25 @@ char *th_tmpdir(void)
     return strdup(d);
 }
 
+static char *auto_dirs[32];
+static int nauto_dirs;
+
+char *th_tmpdir_auto(void)
+{
+    char *d = th_tmpdir();
+    if (nauto_dirs < 32) auto_dirs[nauto_dirs++] = strdup(d);
+    return d;
+}
+
+void th_cleanup(void)
+{
+    for (int i = 0; i < nauto_dirs; i++) {
+        th_rmdir(auto_dirs[i]);
+        free(auto_dirs[i]);
+    }
+    nauto_dirs = 0;
+}
+
 static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb, (void)flag, (void)ftw;

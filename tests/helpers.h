@@ -13,6 +13,10 @@
 
 /* A fresh temporary folder (mkdtemp under $TMPDIR or /tmp); caller frees the string. */
 char *th_tmpdir(void);
+/* Like th_tmpdir, and also removed by th_cleanup: use `TestSuite(name, .fini = th_cleanup)`,
+ * which criterion runs even after a failed assertion. */
+char *th_tmpdir_auto(void);
+void th_cleanup(void);
 /* Removes a folder made by th_tmpdir and everything in it. */
 void th_rmdir(const char *dir);
 /* "<dir>/<name>" in a static ring of buffers (valid for the next 16 calls). */

@@ -25,28 +25,7 @@
 #include "store/internal.h"
 #include "tests/helpers.h"
 
-/* Folders made by the running test, removed by the suite's fini, which criterion runs even after
- * a failed assertion (the tests also remove them themselves when they pass). */
-static char *made_dirs[16];
-static int nmade_dirs;
-
-static char *tmpdir(void)
-{
-    char *d = th_tmpdir();
-    if (nmade_dirs < 16) made_dirs[nmade_dirs++] = strdup(d);
-    return d;
-}
-
-static void remove_dirs(void)
-{
-    for (int i = 0; i < nmade_dirs; i++) {
-        th_rmdir(made_dirs[i]);
-        free(made_dirs[i]);
-    }
-    nmade_dirs = 0;
-}
-
-TestSuite(store_badinput, .fini = remove_dirs);
+TestSuite(store_badinput, .fini = th_cleanup);
 
 static const char *errmsg(void)
 {
@@ -229,7 +208,7 @@ typedef struct {
 
 static void world_open(world *w)
 {
-    w->dir = tmpdir();
+    w->dir = th_tmpdir_auto();
     w->a = th_open_products(th_path(w->dir, "a.db"));
     w->r = th_open_products(th_path(w->dir, "r.db"));
     th_exec(w->r, "INSERT INTO products VALUES('r1', 'own row', 5, 5)");
@@ -850,7 +829,7 @@ Test(store_badinput, fork_by_restoring_a_till_in_place_converges_and_keeps_both_
      * same machine, same inode, so the same site id, and it re-issues batch 2 with other sales.
      * Both branches were really sold: the sale rows of both must be kept, and the counter must
      * count both (the report says "the other branch's rows are merged so no sale is lost"). */
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     char db[4096], key[4200], snap_db[4200], snap_key[4200];
     snprintf(db, sizeof db, "%s/a.db", dir);
     snprintf(key, sizeof key, "%s.key", db);
@@ -934,7 +913,7 @@ Test(store_badinput, fork_message_names_the_fork_without_a_report)
 
 Test(store_badinput, batch_for_a_missing_table_is_parked_then_applied_after_replicate)
 {
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(dir, "a.db"));
     tsync_store *r = th_open_products(th_path(dir, "r.db"));
     th_exec(a, "CREATE TABLE extras(id TEXT PRIMARY KEY, note TEXT, n INTEGER DEFAULT 0)");
@@ -993,7 +972,7 @@ Test(store_badinput, parked_rows_are_not_dropped_by_a_mismatched_replicate)
     /* The table arrives with a definition that still cannot take the parked rows (here: the
      * counter is not declared a counter). The rows must stay parked, not vanish: "what cannot
      * apply yet is parked and reported, and applied when it can". */
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(dir, "a.db"));
     tsync_store *r = th_open_products(th_path(dir, "r.db"));
     th_exec(a, "CREATE TABLE bins(id TEXT PRIMARY KEY, qty INTEGER NOT NULL DEFAULT 0)");
@@ -1020,7 +999,7 @@ Test(store_badinput, parked_rows_are_not_dropped_by_a_mismatched_replicate)
 
 Test(store_badinput, batch_with_a_missing_column_is_parked_and_reported)
 {
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     tsync_store *a = th_open(th_path(dir, "a.db"));
     tsync_store *r = th_open(th_path(dir, "r.db"));
     th_exec(a, "CREATE TABLE items(id TEXT PRIMARY KEY, name TEXT, colour TEXT)");

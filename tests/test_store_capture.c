@@ -21,28 +21,7 @@
 
 #include "tests/helpers.h"
 
-/* Folders made by the running test, removed by the suite's fini, which criterion runs even after
- * a failed assertion (the tests also remove them themselves when they pass). */
-static char *made_dirs[16];
-static int nmade_dirs;
-
-static char *tmpdir(void)
-{
-    char *d = th_tmpdir();
-    if (nmade_dirs < 16) made_dirs[nmade_dirs++] = strdup(d);
-    return d;
-}
-
-static void remove_dirs(void)
-{
-    for (int i = 0; i < nmade_dirs; i++) {
-        th_rmdir(made_dirs[i]);
-        free(made_dirs[i]);
-    }
-    nmade_dirs = 0;
-}
-
-TestSuite(store_capture, .fini = remove_dirs);
+TestSuite(store_capture, .fini = th_cleanup);
 
 extern char **environ;
 
@@ -54,7 +33,7 @@ typedef struct {
 
 static void pair_open_products(pair *p)
 {
-    p->dir = tmpdir();
+    p->dir = th_tmpdir_auto();
     p->a = th_open_products(th_path(p->dir, "a.db"));
     p->b = th_open_products(th_path(p->dir, "b.db"));
 }
@@ -62,7 +41,7 @@ static void pair_open_products(pair *p)
 /* Opens two replicas, creates the same table on both with `ddl` and replicates it. */
 static void pair_open_table(pair *p, const char *ddl, const char *table)
 {
-    p->dir = tmpdir();
+    p->dir = th_tmpdir_auto();
     p->a = th_open(th_path(p->dir, "a.db"));
     p->b = th_open(th_path(p->dir, "b.db"));
     tsync_store *both[2] = {p->a, p->b};

@@ -17,28 +17,7 @@
 
 #include "tests/helpers.h"
 
-/* Folders made by the running test, removed by the suite's fini, which criterion runs even after
- * a failed assertion (the tests also remove them themselves when they pass). */
-static char *made_dirs[16];
-static int nmade_dirs;
-
-static char *tmpdir(void)
-{
-    char *d = th_tmpdir();
-    if (nmade_dirs < 16) made_dirs[nmade_dirs++] = strdup(d);
-    return d;
-}
-
-static void remove_dirs(void)
-{
-    for (int i = 0; i < nmade_dirs; i++) {
-        th_rmdir(made_dirs[i]);
-        free(made_dirs[i]);
-    }
-    nmade_dirs = 0;
-}
-
-TestSuite(store_replicate, .fini = remove_dirs);
+TestSuite(store_replicate, .fini = th_cleanup);
 
 static const char *errmsg(void)
 {
@@ -70,7 +49,7 @@ static void footprint_take(tsync_store *s, footprint *f)
 static void expect_refusal(const char *ddl, const char *table, const char *const *counters,
                            size_t ncounters, int code, const char *needle1, const char *needle2)
 {
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     tsync_store *s = th_open(th_path(dir, "x.db"));
     th_exec(s, ddl);
     footprint before, after;
@@ -201,7 +180,7 @@ Test(store_replicate, too_many_key_or_table_columns_are_refused)
 
 Test(store_replicate, unknown_table_is_refused)
 {
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     tsync_store *s = th_open(th_path(dir, "x.db"));
     tsync_error_clear();
     cr_assert_eq(tsync_store_replicate(s, "no_such_table", NULL, 0), TSYNC_ENOTFOUND);
@@ -220,7 +199,7 @@ Test(store_replicate, unknown_table_is_refused)
 
 Test(store_replicate, already_replicated_is_refused)
 {
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     tsync_store *s = th_open_products(th_path(dir, "x.db"));
     footprint before, after;
     footprint_take(s, &before);
@@ -248,7 +227,7 @@ Test(store_replicate, already_replicated_is_refused)
 Test(store_replicate, words_that_only_look_like_constraints_are_accepted)
 {
     /* Column names and defaults containing the words are not constraints. */
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     tsync_store *s = th_open(th_path(dir, "x.db"));
     th_exec(s, "CREATE TABLE t(id TEXT PRIMARY KEY, checked INTEGER DEFAULT 0, "
                "\"check\" TEXT DEFAULT 'check (me)', unique_code TEXT, "
@@ -271,7 +250,7 @@ Test(store_replicate, words_that_only_look_like_constraints_are_accepted)
 Test(store_replicate, check_word_in_a_comment_is_not_a_check_constraint)
 {
     /* SQLite keeps comments in the stored CREATE TABLE text; a comment is not a constraint. */
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     tsync_store *s = th_open(th_path(dir, "x.db"));
     th_exec(s, "CREATE TABLE t(id TEXT PRIMARY KEY, -- check (with the supplier)\n"
                "price INTEGER)");
@@ -287,7 +266,7 @@ Test(store_replicate, unique_index_cannot_break_a_merge)
     /* A UNIQUE index created separately is the same problem as a UNIQUE constraint: two tills
      * can each insert a row with the same barcode. Either replicate refuses it, or a merge that
      * meets it must still succeed (a validly signed batch is never refused for local reasons). */
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     tsync_store *a = th_open(th_path(dir, "a.db"));
     tsync_store *b = th_open(th_path(dir, "b.db"));
     tsync_store *both[2] = {a, b};
@@ -319,7 +298,7 @@ Test(store_replicate, unique_index_cannot_break_a_merge)
 
 Test(store_replicate, existing_rows_are_captured_and_sync)
 {
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     tsync_store *a = th_open(th_path(dir, "a.db"));
     tsync_store *b = th_open(th_path(dir, "b.db"));
     const char *ddl = "CREATE TABLE stock(sku TEXT PRIMARY KEY, name TEXT, qty INTEGER NOT NULL "
@@ -356,7 +335,7 @@ Test(store_replicate, existing_rows_are_captured_and_sync)
 Test(store_replicate, quoted_table_and_column_names_work)
 {
     /* Names with spaces and both kinds of quotes must survive trigger and statement building. */
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     tsync_store *a = th_open(th_path(dir, "a.db"));
     tsync_store *b = th_open(th_path(dir, "b.db"));
     const char *ddl = "CREATE TABLE \"odd \"\"table\"\" 'x'\"(\"key col\" TEXT PRIMARY KEY, "
@@ -387,7 +366,7 @@ Test(store_replicate, quoted_table_and_column_names_work)
 Test(store_replicate, table_with_the_maximum_number_of_columns_syncs)
 {
     /* 63 columns, key included: every column bit of the change masks is used. */
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     tsync_store *a = th_open(th_path(dir, "a.db"));
     tsync_store *b = th_open(th_path(dir, "b.db"));
     char ddl[2048], ins[4096];
@@ -425,7 +404,7 @@ static int is_hex(char c)
 
 Test(store_replicate, uuid7_returns_increasing_version_7_uuids)
 {
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     tsync_store *s = th_open(th_path(dir, "x.db"));
     char *prev = NULL;
     struct timespec ts;
@@ -477,7 +456,7 @@ Test(store_replicate, uuid7_returns_increasing_version_7_uuids)
 
 Test(store_replicate, key_file_is_created_0600_and_a_readable_one_is_refused)
 {
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     const char *db = th_path(dir, "x.db");
     char key[4096];
     snprintf(key, sizeof key, "%s.key", db);
@@ -512,7 +491,7 @@ Test(store_replicate, key_file_is_created_0600_and_a_readable_one_is_refused)
 
 Test(store_replicate, damaged_or_missing_key_file_is_reported)
 {
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     const char *db = th_path(dir, "x.db");
     char key[4096];
     snprintf(key, sizeof key, "%s.key", db);
@@ -536,7 +515,7 @@ Test(store_replicate, damaged_or_missing_key_file_is_reported)
 
 Test(store_replicate, missing_database_without_create_is_not_found)
 {
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     const char *db = th_path(dir, "nowhere.db");
     tsync_store *s = NULL;
     tsync_error_clear();
@@ -585,7 +564,7 @@ static char *state_field(tsync_store *s, const char *field)
 
 Test(store_replicate, copied_database_gets_a_new_site_id)
 {
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     const char *orig = th_path(dir, "a.db");
     tsync_store *a = th_open_products(orig);
     th_exec(a, "INSERT INTO products VALUES('p1', 'apple', 100, 10)");

@@ -19,28 +19,7 @@
 #include "store/internal.h"
 #include "tests/helpers.h"
 
-/* Folders made by the running test, removed by the suite's fini, which criterion runs even after
- * a failed assertion (the tests also remove them themselves when they pass). */
-static char *made_dirs[16];
-static int nmade_dirs;
-
-static char *tmpdir(void)
-{
-    char *d = th_tmpdir();
-    if (nmade_dirs < 16) made_dirs[nmade_dirs++] = strdup(d);
-    return d;
-}
-
-static void remove_dirs(void)
-{
-    for (int i = 0; i < nmade_dirs; i++) {
-        th_rmdir(made_dirs[i]);
-        free(made_dirs[i]);
-    }
-    nmade_dirs = 0;
-}
-
-TestSuite(store_semantics, .fini = remove_dirs);
+TestSuite(store_semantics, .fini = th_cleanup);
 
 static const char *errmsg(void)
 {
@@ -112,7 +91,7 @@ typedef struct {
 
 static void group_open(group *g, int n)
 {
-    g->dir = tmpdir();
+    g->dir = th_tmpdir_auto();
     g->n = n;
     for (int i = 0; i < n; i++) {
         char name[16];

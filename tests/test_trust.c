@@ -24,34 +24,13 @@
 #include "store/trust.h"
 #include "tests/helpers.h"
 
-/* ---------------------------------------------------------------- fixtures */
-
-static char *made_dirs[16];
-static int nmade_dirs;
-
-static char *tmpdir(void)
-{
-    char *d = th_tmpdir();
-    if (nmade_dirs < 16) made_dirs[nmade_dirs++] = strdup(d);
-    return d;
-}
-
-static void remove_dirs(void)
-{
-    for (int i = 0; i < nmade_dirs; i++) {
-        th_rmdir(made_dirs[i]);
-        free(made_dirs[i]);
-    }
-    nmade_dirs = 0;
-}
-
 static void init_sodium(void)
 {
     cr_assert(sodium_init() >= 0);
 }
 
 TestSuite(trust_format, .init = init_sodium);
-TestSuite(trust, .init = init_sodium, .fini = remove_dirs);
+TestSuite(trust, .init = init_sodium, .fini = th_cleanup);
 
 static const char *errmsg(void)
 {
@@ -568,7 +547,7 @@ typedef struct {
 
 static void world_open(world *w)
 {
-    w->dir = tmpdir();
+    w->dir = th_tmpdir_auto();
     w->a = th_open_products(th_path(w->dir, "a.db"));
     w->b = th_open_products(th_path(w->dir, "b.db"));
     w->c = th_open_products(th_path(w->dir, "c.db"));
@@ -1086,7 +1065,7 @@ Test(trust, import_inside_an_open_transaction)
 
 Test(trust, shop_key_file)
 {
-    char *dir = tmpdir();
+    char *dir = th_tmpdir_auto();
     const char *path = th_path(dir, "shop.key");
     tsync__shopkey k;
     cr_assert_eq(tsync__shopkey_create(path, "Corner Shop", T0, &k), 0, "%s", errmsg());
