@@ -562,8 +562,8 @@ static bool rd_bin(dec *d, const uint8_t **p, size_t *n, const char *want)
 
 static bool rd_fixed(dec *d, uint8_t *out, uint32_t want, const char *kind)
 {
-    const uint8_t *p;
-    size_t n;
+    const uint8_t *p = NULL;
+    size_t n = 0;
     if (!rd_bin(d, &p, &n, kind)) return false;
     if (n != want) return fail(&d->c, "is a bin of %zu bytes, want %" PRIu32, n, want);
     memcpy(out, p, want);

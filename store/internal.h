@@ -161,6 +161,9 @@ int tsync__unpark(tsync_store *s, const char *table);
 size_t tsync__key_size(const tsync__val *v, int n);
 void tsync__key_encode(const tsync__val *v, int n, uint8_t *out);
 int tsync__key_decode(const uint8_t *p, size_t len, tsync__val *v, int n);
+/* Orders two encoded keys of npk columns as SQLite orders them with BINARY collation. Writing rows
+ * in this order makes b-tree inserts near-appends. */
+int tsync__key_cmp(const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t blen, int npk);
 
 typedef struct {
     uint64_t h;

@@ -265,6 +265,32 @@ int tsync__key_decode(const uint8_t *p, size_t len, tsync__val *v, int n)
     return p == end ? 0 : -1;
 }
 
+int tsync__key_cmp(const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t blen, int npk)
+{
+    tsync__val ka[TSYNC__MAX_PK_COLS], kb[TSYNC__MAX_PK_COLS];
+    if (tsync__key_decode(a, alen, ka, npk) || tsync__key_decode(b, blen, kb, npk)) return 0;
+    for (int i = 0; i < npk; i++) {
+        const tsync__val *x = &ka[i], *y = &kb[i];
+        /* SQLite's order: NULL, numbers (integers and reals compared by value), text, blob */
+        int cx = x->type == TSYNC__V_REAL ? TSYNC__V_INT : x->type;
+        int cy = y->type == TSYNC__V_REAL ? TSYNC__V_INT : y->type;
+        if (cx != cy) return cx < cy ? -1 : 1;
+        if (x->type == TSYNC__V_INT && y->type == TSYNC__V_INT) {
+            if (x->i != y->i) return x->i < y->i ? -1 : 1;
+        } else if (cx == TSYNC__V_INT) {
+            double dx = x->type == TSYNC__V_INT ? (double)x->i : x->r;
+            double dy = y->type == TSYNC__V_INT ? (double)y->i : y->r;
+            if (dx != dy) return dx < dy ? -1 : 1;
+        } else if (cx == TSYNC__V_TEXT || cx == TSYNC__V_BLOB) {
+            uint32_t n = x->n < y->n ? x->n : y->n;
+            int k = n ? memcmp(x->p, y->p, n) : 0;
+            if (k) return k;
+            if (x->n != y->n) return x->n < y->n ? -1 : 1;
+        }
+    }
+    return 0;
+}
+
 static uint64_t key_hash(int tbl, const uint8_t *k, size_t n)
 {
     uint64_t h = 1469598103934665603ULL ^ (uint64_t)(uint32_t)tbl;

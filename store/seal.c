@@ -28,6 +28,13 @@ typedef struct {
     uint8_t seen_insert, seen_delete;
 } prow;
 
+static int prow_cmp(const void *pa, const void *pb)
+{
+    const prow *a = pa, *b = pb;
+    if (a->t != b->t) return a->t->id < b->t->id ? -1 : 1;
+    return tsync__key_cmp(a->key, a->klen, b->key, b->klen, a->t->npk);
+}
+
 /* Per-batch dictionaries: local site index -> batch index, table -> batch table. */
 typedef struct {
     uint32_t *local; /* local site idx of each batch site */
@@ -206,6 +213,8 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     st = NULL;
     if (rc || nrows == 0) goto out;
 
+    /* Key order: clock rows and lookups then walk each b-tree forward (see tsync__key_cmp). */
+    qsort(rows, nrows, sizeof *rows, prow_cmp);
     tsync__hlc last;
     if ((rc = tsync__hlc_load(s, &last))) goto out;
     tsync__brow *brows = tsync__arena_alloc(&a, nrows * sizeof *brows);
