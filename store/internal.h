@@ -108,7 +108,7 @@ struct tsync_store {
     struct {
         const char *sql;
         sqlite3_stmt *st;
-    } stmts[64];
+    } stmts[128];
     int nstmts;
 };
 

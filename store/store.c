@@ -63,18 +63,22 @@ sqlite3_stmt *tsync__prep(tsync_store *s, const char *sql)
             sqlite3_clear_bindings(st);
             return st;
         }
+    if (s->nstmts == (int)(sizeof s->stmts / sizeof s->stmts[0])) {
+        /* Sized for every statement the library has; callers never finalize these, so one that
+         * does not fit must not be handed out. */
+        tsync__err(TSYNC_ERROR, "internal: the prepared-statement cache is full");
+        return NULL;
+    }
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
     if (rc != SQLITE_OK) {
         tsync__err_sqlite(s->db, rc, "prepare");
         return NULL;
     }
-    if (s->nstmts < (int)(sizeof s->stmts / sizeof s->stmts[0])) {
-        s->stmts[s->nstmts].sql = sql;
-        s->stmts[s->nstmts].st = st;
-        s->nstmts++;
-    }
-    return st; /* (cache full: leaks until close; sized so it does not happen) */
+    s->stmts[s->nstmts].sql = sql;
+    s->stmts[s->nstmts].st = st;
+    s->nstmts++;
+    return st;
 }
 
 int tsync__exec(tsync_store *s, const char *sql)
