@@ -11,7 +11,8 @@
  *   it is held in tsync_held (verified already) and retried at every merge.
  * - Row changes are folded in memory per row (clocks and winning values), and written to SQLite
  *   once per row at the end: 100k updates of 10k products touch 10k rows.
- * - Capture triggers are switched off (tsync_ctl.suppress) inside the transaction only.
+ * - Capture triggers are switched off for this connection only (SQLITE_DBCONFIG_ENABLE_TRIGGER)
+ *   while merging; every other connection keeps capturing.
  * - What this database cannot apply (a table or column it lacks) is parked, never dropped: the
  *   batch stays in the log and tsync_parked points at the row, to be applied after the schema
  *   catches up. Clocks make late application give the same result.
