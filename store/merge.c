@@ -248,7 +248,6 @@ static sqlite3_stmt *cached_stmt(mctx *c, tsync__table *t, int kind, uint64_t ma
         /* Resurrection: the key and the columns ever written come from the tombstone; columns
          * never written take their DEFAULT, as in a fresh insert. */
         o += (size_t)snprintf(sql + o, cap - o, "INSERT INTO %s(", t->qname);
-        size_t lst = o;
         int first = 1;
         for (int col = 0; col < t->ncols; col++)
             if (t->is_pk[col] || (mask & (1ULL << col))) {
@@ -258,7 +257,6 @@ static sqlite3_stmt *cached_stmt(mctx *c, tsync__table *t, int kind, uint64_t ma
                 o += (size_t)snprintf(sql + o, cap - o, "\"");
                 first = 0;
             }
-        (void)lst;
         o += (size_t)snprintf(sql + o, cap - o, ") SELECT ");
         first = 1;
         for (int col = 0; col < t->ncols; col++)
@@ -1294,16 +1292,13 @@ static int finish(mctx *c, inbatch *list, size_t n)
 {
     tsync_store *s = c->s;
     int rc = 0;
-    size_t held_new = 0;
     for (size_t i = 0; i < n; i++) {
         inbatch *ib = &list[i];
         if (ib->done) continue;
         if (c->rep) c->rep->held++;
-        if (!ib->from_held) held_new++;
         if ((rc = hold(c, ib))) return rc;
         report_msg(c, "held: batch %llu: %s", (unsigned long long)ib->seq, ib->reason);
     }
-    (void)held_new;
     if ((rc = flush_rows(c))) return rc;
     for (uint32_t i = 1; i < c->nsites; i++) {
         msite *m = &c->sites[i];
