@@ -876,7 +876,7 @@ static int flush_rows(mctx *c)
     int rc = 0;
     /* Writing rows in key order turns random b-tree inserts into near-appends: the same pages
      * stay hot and splits are cheap. The order of rows does not change the result. */
-    qsort(c->rowlist, c->nrowlist, sizeof *c->rowlist, row_cmp);
+    if (c->nrowlist > 1) qsort(c->rowlist, c->nrowlist, sizeof *c->rowlist, row_cmp);
     for (size_t i = 0; rc == 0 && i < c->nrowlist; i++) rc = flush_row(c, c->rowlist[i]);
     for (size_t i = 0; i < c->nrowlist; i++) tsync__rowmeta_clear(&c->rowlist[i]->meta);
     c->nrowlist = 0;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "tools/cli.h"
+#include "tools/cmd_io.h"
 #include "tools/cmd_trust.h"
 
 static const char *USAGE =
@@ -48,6 +49,11 @@ static const char *USAGE =
     "                                   request, sign and install in one step (one machine)\n"
     "  revoke DB REVOCATION             install a revocation; it replicates to every till\n"
     "  trust DB [--json]                the shop DB is enrolled in and its devices\n"
+    "  export DB TABLE|--query SQL [--format csv|json|ndjson] [-o FILE]\n"
+    "                                   write a table or query as CSV (RFC 4180), JSON or NDJSON\n"
+    "  import DB TABLE FILE [--format csv|json|ndjson] [--skip-bad]\n"
+    "                                   upsert FILE's rows (they replicate); any bad value:\n"
+    "                                   nothing imported (--skip-bad: bad rows to FILE.rejects)\n"
     "  demo [--dir DIR] [--seed N] [--keep]\n"
     "                                   three tills sell concurrently and converge by bundles\n"
     "  help, --help                     this text\n"
@@ -486,6 +492,8 @@ int main(int argc, char **argv)
     if (!strcmp(c, "enrol")) return cmd_enrol(argc, argv);
     if (!strcmp(c, "revoke")) return cmd_revoke(argc, argv);
     if (!strcmp(c, "trust")) return cmd_trust(argc, argv);
+    if (!strcmp(c, "export")) return cmd_export(argc, argv);
+    if (!strcmp(c, "import")) return cmd_import(argc, argv);
     fprintf(stderr, "tillsync: unknown command '%s' (see 'tillsync --help')\n", c);
     return 2;
 }

@@ -1,0 +1,213 @@
+/*
+ * tools/cmd_io.c — tillsync export and import: a table or query out to CSV, JSON or NDJSON, and
+ * such a file back in as upserts that replicate. The work is store/io.c's; this file parses the
+ * arguments, handles files (temporary file and rename for -o, the .rejects file) and prints.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store/io.h"
+#include "tools/cli.h"
+#include "tools/cmd_io.h"
+
+#define MAX_SHOWN 100
+
+static int usage(const char *msg)
+{
+    fprintf(stderr, "tillsync: %s (see 'tillsync --help')\n", msg);
+    return 2;
+}
+
+static int open_store(const char *path, tsync_store **s)
+{
+    tsync_store_options o = TSYNC_STORE_OPTIONS_INIT;
+    if (tsync_store_open(s, path, &o) != 0) return cli_fail("open");
+    return 0;
+}
+
+int cmd_export(int argc, char **argv)
+{
+    const char *db = NULL, *table = NULL, *query = NULL, *fmt = NULL, *outpath = NULL;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--query") || !strcmp(a, "--format") || !strcmp(a, "-o")) {
+            if (i + 1 >= argc) {
+                char m[64];
+                snprintf(m, sizeof m, "export: %s needs a value", a);
+                return usage(m);
+            }
+            const char **dst = a[2] == 'q' ? &query : a[2] == 'f' ? &fmt : &outpath;
+            *dst = argv[++i];
+        } else if (a[0] == '-' && a[1]) {
+            char m[256];
+            snprintf(m, sizeof m, "export: unknown option '%.200s'", a);
+            return usage(m);
+        } else if (!db) {
+            db = a;
+        } else if (!table) {
+            table = a;
+        } else {
+            return usage("export takes DB and one TABLE (or --query SQL)");
+        }
+    }
+    if (!db) return usage("export needs DB and TABLE or --query SQL");
+    if (!table == !query) return usage("export needs either TABLE or --query SQL, not both");
+    int format = fmt ? tsync__io_format_parse(fmt) : outpath ? tsync__io_format_guess(outpath) : 0;
+    if (!fmt && !format) format = TSYNC__IO_CSV;
+    if (!format) return usage("export: --format is csv, json or ndjson");
+
+    tsync_store *s;
+    if (open_store(db, &s)) return 1;
+    FILE *out = stdout;
+    char *tmp = NULL;
+    if (outpath) {
+        size_t n = strlen(outpath) + 8;
+        tmp = malloc(n);
+        if (!tmp) {
+            tsync_store_free(s);
+            fprintf(stderr, "tillsync: export: out of memory\n");
+            return 1;
+        }
+        snprintf(tmp, n, "%s.tmp", outpath);
+        out = fopen(tmp, "wb");
+        if (!out) {
+            fprintf(stderr, "tillsync: export: cannot write %s: %s\n", tmp, strerror(errno));
+            free(tmp);
+            tsync_store_free(s);
+            return 1;
+        }
+    }
+    size_t rows = 0;
+    int rc = tsync__export(s, table, query, format, out, &rows);
+    int ret = rc ? cli_fail("export") : 0;
+    if (outpath) {
+        int bad = fclose(out) != 0;
+        if (!ret && (bad || rename(tmp, outpath) != 0)) {
+            fprintf(stderr, "tillsync: export: cannot write %s: %s\n", outpath, strerror(errno));
+            ret = 1;
+        }
+        if (ret)
+            remove(tmp);
+        else
+            fprintf(stderr, "exported %zu rows to %s\n", rows, outpath);
+        free(tmp);
+    }
+    tsync_store_free(s);
+    return ret;
+}
+
+typedef struct {
+    size_t shown;
+    int tty;
+} import_ui;
+
+static void on_bad(void *ctx, const char *msg)
+{
+    import_ui *ui = ctx;
+    if (ui->shown++ < MAX_SHOWN) {
+        if (ui->tty) fputs("\r\033[K", stderr);
+        fprintf(stderr, "%s\n", msg);
+    }
+}
+
+static void on_progress(void *ctx, size_t rows)
+{
+    fprintf(stderr, "\r\033[Kimport: %zu rows read", rows);
+}
+
+int cmd_import(int argc, char **argv)
+{
+    const char *pos[3] = {NULL, NULL, NULL}, *fmt = NULL;
+    int npos = 0, skip_bad = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--format")) {
+            if (i + 1 >= argc) return usage("import: --format needs a value");
+            fmt = argv[++i];
+        } else if (!strcmp(a, "--skip-bad")) {
+            skip_bad = 1;
+        } else if (a[0] == '-' && a[1]) {
+            char m[256];
+            snprintf(m, sizeof m, "import: unknown option '%.200s'", a);
+            return usage(m);
+        } else if (npos < 3) {
+            pos[npos++] = a;
+        } else {
+            return usage("import takes DB TABLE FILE");
+        }
+    }
+    if (npos < 3) return usage("import needs DB TABLE FILE");
+    const char *db = pos[0], *table = pos[1], *path = pos[2];
+    int format = fmt ? tsync__io_format_parse(fmt) : tsync__io_format_guess(path);
+    if (!format)
+        return usage(fmt ? "import: --format is csv, json or ndjson"
+                         : "import: cannot tell the format from the file name; give --format");
+
+    FILE *in = fopen(path, "rb");
+    if (!in) {
+        fprintf(stderr, "tillsync: import: cannot open %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    tsync_store *s;
+    if (open_store(db, &s)) {
+        fclose(in);
+        return 1;
+    }
+    size_t n = strlen(path) + 16;
+    char *rej = malloc(n), *rejtmp = malloc(n);
+    FILE *rf = NULL;
+    int ret = 0;
+    if (!rej || !rejtmp) {
+        fprintf(stderr, "tillsync: import: out of memory\n");
+        ret = 1;
+        goto done;
+    }
+    snprintf(rej, n, "%s.rejects", path);
+    snprintf(rejtmp, n, "%s.rejects.tmp", path);
+    if (skip_bad && !(rf = fopen(rejtmp, "wb"))) {
+        fprintf(stderr, "tillsync: import: cannot write %s: %s\n", rejtmp, strerror(errno));
+        ret = 1;
+        goto done;
+    }
+    import_ui ui = {0, isatty(2)};
+    tsync__import_opts o = {0};
+    o.name = path;
+    o.format = format;
+    o.skip_bad = skip_bad;
+    o.rejects = rf;
+    o.bad = on_bad;
+    o.progress = ui.tty ? on_progress : NULL;
+    o.ctx = &ui;
+    int rc = tsync__import(s, table, in, &o);
+    if (ui.tty && o.rows >= 100000) fputs("\r\033[K", stderr);
+    if (ui.shown > MAX_SHOWN)
+        fprintf(stderr, "tillsync: import: %zu more bad values not shown\n", ui.shown - MAX_SHOWN);
+    if (rf) {
+        int bad = fclose(rf) != 0;
+        rf = NULL;
+        if (rc == 0 && o.rejected && (bad || rename(rejtmp, rej) != 0)) {
+            fprintf(stderr, "tillsync: import: cannot write %s: %s\n", rej, strerror(errno));
+            ret = 1;
+        }
+        remove(rejtmp);
+        if (rc == 0 && !o.rejected) remove(rej); /* a stale one would mislead */
+    }
+    if (rc) {
+        ret = cli_fail("import");
+    } else if (o.rejected) {
+        printf("imported %zu rows into %s; %zu rejected, see %s\n", o.imported, table, o.rejected,
+               rej);
+    } else {
+        printf("imported %zu rows into %s\n", o.imported, table);
+    }
+done:
+    if (rf) fclose(rf);
+    fclose(in);
+    free(rej);
+    free(rejtmp);
+    tsync_store_free(s);
+    return ret;
+}
