@@ -3,7 +3,7 @@
 # their results. Exits non-zero when a build fails or a benchmark fails its correctness check; a
 # missed speed target is printed as MISS and does not fail the run.
 #
-# usage: scripts/bench.sh [--quick] [--only writes|merge|standard] [-- extra benchmark arguments]
+# usage: scripts/bench.sh [--quick] [--only writes|merge|standard|io] [-- extra benchmark arguments]
 #   --quick   one repetition each instead of three (figures are then single runs)
 #   --only    run one benchmark
 # environment: BUILD_DIR (default <repo>/build-bench), TSYNC_BENCH_DIR (scratch folder parent,
@@ -27,7 +27,7 @@ done
 
 echo "== building Release in $build"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTSYNC_TESTS=OFF >/dev/null || exit 1
-cmake --build "$build" -j2 --target bench_writes bench_merge bench_standard || exit 1
+cmake --build "$build" -j2 --target bench_writes bench_merge bench_standard bench_io || exit 1
 
 export TSYNC_BENCH_DIR=${TSYNC_BENCH_DIR:-$build/bench-tmp}
 mkdir -p "$TSYNC_BENCH_DIR" || exit 1
@@ -36,7 +36,7 @@ echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg 2
 echo "== scratch folder parent: $TSYNC_BENCH_DIR"
 
 failed=""
-for b in writes merge standard; do
+for b in writes merge standard io; do
     if [ -n "$only" ] && [ "$only" != "$b" ]; then continue; fi
     echo
     start=$(date +%s)
