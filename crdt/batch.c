@@ -59,63 +59,6 @@ static const char *printable(char out[48], const char *s, uint32_t n)
     return out;
 }
 
-/* What kind of msgpack item starts with byte b. */
-static const char *kind_of(uint8_t b)
-{
-    if (b <= 0x7f || (b >= 0xcc && b <= 0xcf)) return "uint";
-    if (b >= 0xe0 || (b >= 0xd0 && b <= 0xd3)) return "int";
-    if (b <= 0x8f || b == 0xde || b == 0xdf) return "map";
-    if (b <= 0x9f || b == 0xdc || b == 0xdd) return "array";
-    if (b <= 0xbf || (b >= 0xd9 && b <= 0xdb)) return "str";
-    switch (b) {
-    case 0xc0:
-        return "nil";
-    case 0xc2:
-    case 0xc3:
-        return "bool";
-    case 0xc4:
-    case 0xc5:
-    case 0xc6:
-        return "bin";
-    case 0xca:
-        return "float32";
-    case 0xcb:
-        return "float64";
-    case 0xc1:
-        return "the reserved byte 0xc1";
-    default:
-        return "ext";
-    }
-}
-
-/* ---------------------------------------------------------------- canonical sizes */
-
-static size_t uint_size(uint64_t v)
-{
-    return v < 0x80 ? 1 : v <= UINT8_MAX ? 2 : v <= UINT16_MAX ? 3 : v <= UINT32_MAX ? 5 : 9;
-}
-
-static size_t int_size(int64_t v)
-{
-    if (v >= 0) return uint_size((uint64_t)v);
-    return v >= -32 ? 1 : v >= INT8_MIN ? 2 : v >= INT16_MIN ? 3 : v >= INT32_MIN ? 5 : 9;
-}
-
-static size_t str_size(uint32_t n)
-{
-    return (n < 32 ? 1 : n <= UINT8_MAX ? 2 : n <= UINT16_MAX ? 3 : 5) + (size_t)n;
-}
-
-static size_t bin_size(uint32_t n)
-{
-    return (n <= UINT8_MAX ? 2 : n <= UINT16_MAX ? 3 : 5) + (size_t)n;
-}
-
-static size_t array_size(uint32_t n)
-{
-    return n < 16 ? 1 : n <= UINT16_MAX ? 3 : 5;
-}
-
 /* ---------------------------------------------------------------- decoder */
 
 typedef struct {
@@ -152,7 +95,7 @@ static bool bad(dec *d, const char *what, const char *want)
 {
     size_t off = (size_t)(d->r.p - d->base);
     if (d->r.p >= d->r.end) return fail(d, "%s: truncated (expected %s)", what, want);
-    const char *got = kind_of(d->r.p[0]);
+    const char *got = tsync__mp_kind(d->r.p[0]);
     bool intish = !strcmp(got, "uint") || !strcmp(got, "int");
     bool family =
         !strcmp(got, want) || (!strcmp(want, "int") && intish) ||
@@ -175,7 +118,7 @@ static bool rd_uint(dec *d, const char *what, uint64_t *v)
 {
     const uint8_t *s = d->r.p;
     if (!tsync__mpr_uint(&d->r, v)) return bad(d, what, "uint");
-    if ((size_t)(d->r.p - s) != uint_size(*v)) return noncanon(d, what, s);
+    if ((size_t)(d->r.p - s) != tsync__mp_uint_size(*v)) return noncanon(d, what, s);
     return true;
 }
 
@@ -194,7 +137,7 @@ static bool rd_array(dec *d, const char *what, uint32_t *n)
 {
     const uint8_t *s = d->r.p;
     if (!tsync__mpr_array(&d->r, n)) return bad(d, what, "array");
-    if ((size_t)(d->r.p - s) != array_size(*n)) return noncanon(d, what, s);
+    if ((size_t)(d->r.p - s) != tsync__mp_array_size(*n)) return noncanon(d, what, s);
     return true;
 }
 
@@ -236,7 +179,7 @@ static bool rd_site(dec *d, const char *what, uint8_t out[TSYNC__SITE_BYTES])
     if (!tsync__mpr_bin(&d->r, &p, &n)) return bad(d, what, "bin");
     if (n != TSYNC__SITE_BYTES)
         return fail(d, "%s: expected bin of %d bytes, got %" PRIu32, what, TSYNC__SITE_BYTES, n);
-    if ((size_t)(d->r.p - s) != bin_size(n)) return noncanon(d, what, s);
+    if ((size_t)(d->r.p - s) != tsync__mp_bin_size(n)) return noncanon(d, what, s);
     memcpy(out, p, TSYNC__SITE_BYTES);
     return true;
 }
@@ -245,7 +188,7 @@ static bool rd_str(dec *d, const char *what, const char **str, uint32_t *n)
 {
     const uint8_t *s = d->r.p;
     if (!tsync__mpr_str(&d->r, str, n)) return bad(d, what, "str");
-    if ((size_t)(d->r.p - s) != str_size(*n)) return noncanon(d, what, s);
+    if ((size_t)(d->r.p - s) != tsync__mp_str_size(*n)) return noncanon(d, what, s);
     return true;
 }
 
@@ -261,16 +204,16 @@ static bool rd_value(dec *d, const char *what, tsync__val *v)
     case TSYNC__V_INT:
         /* Same size is not enough: 2^32 fits int64 and uint64 alike, and only the uint form is
          * canonical for a non-negative value. */
-        want = v->i >= 0 && s[0] >= 0xd0 ? 0 : int_size(v->i);
+        want = v->i >= 0 && s[0] >= 0xd0 ? 0 : tsync__mp_int_size(v->i);
         break;
     case TSYNC__V_REAL:
         want = 9;
         break;
     case TSYNC__V_TEXT:
-        want = str_size(v->n);
+        want = tsync__mp_str_size(v->n);
         break;
     case TSYNC__V_BLOB:
-        want = bin_size(v->n);
+        want = tsync__mp_bin_size(v->n);
         break;
     }
     if ((size_t)(d->r.p - s) != want) return noncanon(d, what, s);

@@ -78,28 +78,6 @@ bool tsync__trust_name_ok(const char *str, size_t n)
     return true;
 }
 
-/* ---------------------------------------------------------------- canonical sizes */
-
-static size_t uint_size(uint64_t v)
-{
-    return v < 0x80 ? 1 : v <= UINT8_MAX ? 2 : v <= UINT16_MAX ? 3 : v <= UINT32_MAX ? 5 : 9;
-}
-
-static size_t str_size(uint32_t n)
-{
-    return (n < 32 ? 1 : n <= UINT8_MAX ? 2 : n <= UINT16_MAX ? 3 : 5) + (size_t)n;
-}
-
-static size_t bin_size(uint32_t n)
-{
-    return (n <= UINT8_MAX ? 2 : n <= UINT16_MAX ? 3 : 5) + (size_t)n;
-}
-
-static size_t array_size(uint32_t n)
-{
-    return n < 16 ? 1 : n <= UINT16_MAX ? 3 : 5;
-}
-
 /* ---------------------------------------------------------------- decoder */
 
 typedef struct {
@@ -157,7 +135,7 @@ static bool rd_uint(dec *d, const char *field, uint64_t *v)
     const uint8_t *s = d->r.p;
     if (!d->r.ok) return false;
     if (!tsync__mpr_uint(&d->r, v)) return bad(d, field, "uint", s);
-    if ((size_t)(d->r.p - s) != uint_size(*v)) return noncanon(d, field, s);
+    if ((size_t)(d->r.p - s) != tsync__mp_uint_size(*v)) return noncanon(d, field, s);
     return true;
 }
 
@@ -166,7 +144,7 @@ static bool rd_array(dec *d, const char *field, uint32_t *n)
     const uint8_t *s = d->r.p;
     if (!d->r.ok) return false;
     if (!tsync__mpr_array(&d->r, n)) return bad(d, field, "array", s);
-    if ((size_t)(d->r.p - s) != array_size(*n)) return noncanon(d, field, s);
+    if ((size_t)(d->r.p - s) != tsync__mp_array_size(*n)) return noncanon(d, field, s);
     return true;
 }
 
@@ -177,7 +155,7 @@ static bool rd_fix(dec *d, const char *field, uint8_t *out, uint32_t n)
     if (!d->r.ok) return false;
     if (!tsync__mpr_bin(&d->r, &p, &got)) return bad(d, field, "bin", s);
     if (got != n) return fail(d, "%s: expected %" PRIu32 " bytes, got %" PRIu32, field, n, got);
-    if ((size_t)(d->r.p - s) != bin_size(n)) return noncanon(d, field, s);
+    if ((size_t)(d->r.p - s) != tsync__mp_bin_size(n)) return noncanon(d, field, s);
     memcpy(out, p, n);
     return true;
 }
@@ -187,7 +165,7 @@ static bool rd_name(dec *d, const char *field, const char **str, uint32_t *n)
     const uint8_t *s = d->r.p;
     if (!d->r.ok) return false;
     if (!tsync__mpr_str(&d->r, str, n)) return bad(d, field, "str", s);
-    if ((size_t)(d->r.p - s) != str_size(*n)) return noncanon(d, field, s);
+    if ((size_t)(d->r.p - s) != tsync__mp_str_size(*n)) return noncanon(d, field, s);
     if (!tsync__trust_name_ok(*str, *n))
         return fail(d, "%s: not 1..%u bytes of UTF-8 without control characters", field,
                     TSYNC__TRUST_NAME_MAX);

@@ -357,6 +357,16 @@ bool tsync__mpr_bin(tsync__mpr *r, const uint8_t **p, uint32_t *n);
 /* bin of exactly n bytes */
 bool tsync__mpr_binfix(tsync__mpr *r, uint8_t *out, uint32_t n);
 bool tsync__mpr_value(tsync__mpr *r, tsync__val *v);
+/* Canonical (smallest) msgpack sizes, as msgpack-c writes them: a strict decoder refuses any
+ * other form, and an encoder can size a message before writing it. */
+size_t tsync__mp_uint_size(uint64_t v);
+size_t tsync__mp_int_size(int64_t v);
+size_t tsync__mp_str_size(size_t n);   /* header + n bytes */
+size_t tsync__mp_bin_size(size_t n);   /* header + n bytes */
+size_t tsync__mp_array_size(size_t n); /* header only */
+/* What kind of msgpack item starts with byte b ("uint", "str", "reserved byte 0xc1", ...). */
+const char *tsync__mp_kind(uint8_t b);
+
 static inline bool tsync__mpr_done(const tsync__mpr *r)
 {
     return r->ok && r->p == r->end;

@@ -231,3 +231,57 @@ bool tsync__mpr_value(tsync__mpr *r, tsync__val *v)
     /* float32 (no SQLite type is stored that way by us), bool, containers, ext, 0xc1. */
     return fail(r);
 }
+
+size_t tsync__mp_uint_size(uint64_t v)
+{
+    return v < 0x80 ? 1 : v <= UINT8_MAX ? 2 : v <= UINT16_MAX ? 3 : v <= UINT32_MAX ? 5 : 9;
+}
+
+size_t tsync__mp_int_size(int64_t v)
+{
+    if (v >= 0) return tsync__mp_uint_size((uint64_t)v);
+    return v >= -32 ? 1 : v >= INT8_MIN ? 2 : v >= INT16_MIN ? 3 : v >= INT32_MIN ? 5 : 9;
+}
+
+size_t tsync__mp_str_size(size_t n)
+{
+    return (n < 32 ? 1 : n <= UINT8_MAX ? 2 : n <= UINT16_MAX ? 3 : 5) + n;
+}
+
+size_t tsync__mp_bin_size(size_t n)
+{
+    return (n <= UINT8_MAX ? 2 : n <= UINT16_MAX ? 3 : 5) + n;
+}
+
+size_t tsync__mp_array_size(size_t n)
+{
+    return n < 16 ? 1 : n <= UINT16_MAX ? 3 : 5;
+}
+
+const char *tsync__mp_kind(uint8_t b)
+{
+    if (b <= 0x7f || (b >= 0xcc && b <= 0xcf)) return "uint";
+    if (b >= 0xe0 || (b >= 0xd0 && b <= 0xd3)) return "int";
+    if (b <= 0x8f || b == 0xde || b == 0xdf) return "map";
+    if (b <= 0x9f || b == 0xdc || b == 0xdd) return "array";
+    if (b <= 0xbf || (b >= 0xd9 && b <= 0xdb)) return "str";
+    switch (b) {
+    case 0xc0:
+        return "nil";
+    case 0xc2:
+    case 0xc3:
+        return "bool";
+    case 0xc4:
+    case 0xc5:
+    case 0xc6:
+        return "bin";
+    case 0xca:
+        return "float32";
+    case 0xcb:
+        return "float64";
+    case 0xc1:
+        return "reserved byte 0xc1";
+    default:
+        return "ext";
+    }
+}

@@ -334,42 +334,20 @@ static bool check(ctx *c, const tsync__msg *m)
     return fail(c, "has unknown type %d", (int)m->type);
 }
 
-/* ---------------------------------------------------------------- canonical sizes */
-
-static size_t uint_size(uint64_t v)
-{
-    return v < 0x80 ? 1 : v <= UINT8_MAX ? 2 : v <= UINT16_MAX ? 3 : v <= UINT32_MAX ? 5 : 9;
-}
-
-static size_t str_size(size_t n)
-{
-    return (n < 32 ? 1 : n <= UINT8_MAX ? 2 : n <= UINT16_MAX ? 3 : 5) + n;
-}
-
-static size_t bin_size(size_t n)
-{
-    return (n <= UINT8_MAX ? 2 : n <= UINT16_MAX ? 3 : 5) + n;
-}
-
-static size_t array_size(size_t n)
-{
-    return n < 16 ? 1 : n <= UINT16_MAX ? 3 : 5;
-}
-
 /* [site:bin16, seq:uint, hash:bin32] */
 #define VV_ENTRY_MIN (1 + 2 + TSYNC__SITE_BYTES + 1 + 2 + TSYNC__HASH_BYTES)
 
 static size_t vv_size(const tsync__wire_vv *vv)
 {
-    size_t s = array_size(vv->n);
-    for (size_t i = 0; i < vv->n; i++) s += VV_ENTRY_MIN - 1 + uint_size(vv->e[i].seq);
+    size_t s = tsync__mp_array_size(vv->n);
+    for (size_t i = 0; i < vv->n; i++) s += VV_ENTRY_MIN - 1 + tsync__mp_uint_size(vv->e[i].seq);
     return s;
 }
 
 static size_t blobs_size(uint32_t n, const size_t *len)
 {
-    size_t s = array_size(n);
-    for (uint32_t i = 0; i < n; i++) s += bin_size(len[i]);
+    size_t s = tsync__mp_array_size(n);
+    for (uint32_t i = 0; i < n; i++) s += tsync__mp_bin_size(len[i]);
     return s;
 }
 
@@ -377,51 +355,53 @@ size_t tsync__wire_size(const tsync__msg *m)
 {
     const mtype *t = mtype_of((uint64_t)m->type);
     if (!t) return 0;
-    size_t s = array_size(t->items) + uint_size((uint64_t)m->type);
+    size_t s = tsync__mp_array_size(t->items) + tsync__mp_uint_size((uint64_t)m->type);
     switch (m->type) {
     case TSYNC__WIRE_HELLO: {
         const tsync__wire_hello *h = &m->hello;
-        s += uint_size(TSYNC_WIRE_VERSION) + (h->has_shop ? bin_size(TSYNC__SITE_BYTES) : 1) +
-             uint_size(h->schema) + (h->cert ? bin_size(h->cert_len) : 1) + uint_size(h->clock_ms) +
-             vv_size(&h->vv);
+        s += tsync__mp_uint_size(TSYNC_WIRE_VERSION) +
+             (h->has_shop ? tsync__mp_bin_size(TSYNC__SITE_BYTES) : 1) +
+             tsync__mp_uint_size(h->schema) + (h->cert ? tsync__mp_bin_size(h->cert_len) : 1) +
+             tsync__mp_uint_size(h->clock_ms) + vv_size(&h->vv);
         break;
     }
     case TSYNC__WIRE_BATCHES: {
         const tsync__wire_batches *b = &m->batches;
-        s += bin_size(TSYNC__SITE_BYTES) + bin_size(TSYNC__PK_BYTES) + bin_size(TSYNC__INC_BYTES) +
-             uint_size(b->first_seq) + bin_size(TSYNC__HASH_BYTES) +
-             blobs_size(b->nbodies, b->body_len) + bin_size(TSYNC__SIG_BYTES);
+        s += tsync__mp_bin_size(TSYNC__SITE_BYTES) + tsync__mp_bin_size(TSYNC__PK_BYTES) +
+             tsync__mp_bin_size(TSYNC__INC_BYTES) + tsync__mp_uint_size(b->first_seq) +
+             tsync__mp_bin_size(TSYNC__HASH_BYTES) + blobs_size(b->nbodies, b->body_len) +
+             tsync__mp_bin_size(TSYNC__SIG_BYTES);
         break;
     }
     case TSYNC__WIRE_CERTS:
         s += blobs_size(m->certs.n, m->certs.len);
         break;
     case TSYNC__WIRE_FORK_PROOF:
-        s += bin_size(m->fork_proof.len);
+        s += tsync__mp_bin_size(m->fork_proof.len);
         break;
     case TSYNC__WIRE_ACK:
         s += vv_size(&m->ack.vv);
         break;
     case TSYNC__WIRE_SNAPSHOT_BEGIN:
-        s += bin_size(TSYNC__SITE_BYTES) + uint_size(m->snapshot_begin.ntables) +
-             vv_size(&m->snapshot_begin.vv);
+        s += tsync__mp_bin_size(TSYNC__SITE_BYTES) +
+             tsync__mp_uint_size(m->snapshot_begin.ntables) + vv_size(&m->snapshot_begin.vv);
         break;
     case TSYNC__WIRE_SNAPSHOT_CHUNK:
-        s += bin_size(TSYNC__SITE_BYTES) + uint_size(m->snapshot_chunk.seq) +
-             bin_size(m->snapshot_chunk.len);
+        s += tsync__mp_bin_size(TSYNC__SITE_BYTES) + tsync__mp_uint_size(m->snapshot_chunk.seq) +
+             tsync__mp_bin_size(m->snapshot_chunk.len);
         break;
     case TSYNC__WIRE_SNAPSHOT_END:
-        s += bin_size(TSYNC__SITE_BYTES) + uint_size(m->snapshot_end.nchunks) +
-             bin_size(TSYNC__HASH_BYTES);
+        s += tsync__mp_bin_size(TSYNC__SITE_BYTES) + tsync__mp_uint_size(m->snapshot_end.nchunks) +
+             tsync__mp_bin_size(TSYNC__HASH_BYTES);
         break;
     case TSYNC__WIRE_PING:
-        s += uint_size(m->ping.ms);
+        s += tsync__mp_uint_size(m->ping.ms);
         break;
     case TSYNC__WIRE_PONG:
-        s += uint_size(m->pong.echo_ms) + uint_size(m->pong.clock_ms);
+        s += tsync__mp_uint_size(m->pong.echo_ms) + tsync__mp_uint_size(m->pong.clock_ms);
         break;
     case TSYNC__WIRE_ERROR:
-        s += uint_size(m->error.code) + str_size(m->error.len);
+        s += tsync__mp_uint_size(m->error.code) + tsync__mp_str_size(m->error.len);
         break;
     }
     return s;
@@ -435,35 +415,6 @@ typedef struct {
     tsync__arena *a;
     ctx c;
 } dec;
-
-/* The kind of msgpack item that starts with byte b, as the messages name it. */
-static const char *kind_of(uint8_t b)
-{
-    if (b <= 0x7f || (b >= 0xcc && b <= 0xcf)) return "uint";
-    if (b >= 0xe0 || (b >= 0xd0 && b <= 0xd3)) return "int";
-    if (b <= 0x8f || b == 0xde || b == 0xdf) return "map";
-    if (b <= 0x9f || b == 0xdc || b == 0xdd) return "array";
-    if (b <= 0xbf || (b >= 0xd9 && b <= 0xdb)) return "str";
-    switch (b) {
-    case 0xc0:
-        return "nil";
-    case 0xc2:
-    case 0xc3:
-        return "bool";
-    case 0xc4:
-    case 0xc5:
-    case 0xc6:
-        return "bin";
-    case 0xca:
-        return "float32";
-    case 0xcb:
-        return "float64";
-    case 0xc1:
-        return "reserved byte 0xc1";
-    default:
-        return "ext";
-    }
-}
 
 /* "an int", "an array", "an ext", "a uint", ... */
 static const char *article(const char *kind)
@@ -491,7 +442,7 @@ static bool bad(dec *d, const char *want)
     size_t off = (size_t)(d->r.p - d->base), left = (size_t)(d->r.end - d->r.p);
     if (left == 0)
         return fail(&d->c, "is missing: the message ends at byte %zu (want %s)", off, want);
-    const char *got = kind_of(d->r.p[0]);
+    const char *got = tsync__mp_kind(d->r.p[0]);
     if (!wanted(want, got)) {
         if (!strcmp(got, "nil")) return fail(&d->c, "is nil, want %s", want);
         return fail(&d->c, "is %s %s, want %s", article(got), got, want);
@@ -517,14 +468,14 @@ static bool rd_uint(dec *d, uint64_t *v)
 {
     const uint8_t *s = d->r.p;
     if (!tsync__mpr_uint(&d->r, v)) return bad(d, "uint");
-    return canon(d, s, uint_size(*v));
+    return canon(d, s, tsync__mp_uint_size(*v));
 }
 
 static bool rd_array(dec *d, uint32_t *n)
 {
     const uint8_t *s = d->r.p;
     if (!tsync__mpr_array(&d->r, n)) return bad(d, "array");
-    return canon(d, s, array_size(*n));
+    return canon(d, s, tsync__mp_array_size(*n));
 }
 
 /* An array of exactly `want` items (an entry of a list). */
@@ -557,7 +508,7 @@ static bool rd_bin(dec *d, const uint8_t **p, size_t *n, const char *want)
     uint32_t len;
     if (!tsync__mpr_bin(&d->r, p, &len)) return bad(d, want);
     *n = len;
-    return canon(d, s, bin_size(len));
+    return canon(d, s, tsync__mp_bin_size(len));
 }
 
 static bool rd_fixed(dec *d, uint8_t *out, uint32_t want, const char *kind)
@@ -576,7 +527,7 @@ static bool rd_str(dec *d, const char **p, size_t *n)
     uint32_t len;
     if (!tsync__mpr_str(&d->r, p, &len)) return bad(d, "str");
     *n = len;
-    return canon(d, s, str_size(len));
+    return canon(d, s, tsync__mp_str_size(len));
 }
 
 static void *alloc_array(dec *d, uint32_t n, size_t sz)
