@@ -3,6 +3,8 @@
  */
 #include "tests/helpers.h"
 
+#include "crdt/crdt.h"
+
 #include <criterion/criterion.h>
 #include <ftw.h>
 #include <sqlite3.h>
@@ -179,4 +181,83 @@ uint64_t th_rand(uint64_t *state)
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
+}
+
+int64_t th_check_log(tsync_store *s, const uint8_t *site, const char *who, int own,
+                     const char *keys_table, char **keys)
+{
+    sqlite3 *db = tsync_store_sqlite(s);
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT l.seq, l.hash, l.body, l.sig, t.pk, t.seq FROM "
+                                "tsync_log l JOIN tsync_sites t ON t.idx = l.site WHERE "
+                                "t.site = ?1 ORDER BY l.seq",
+                                -1, &st, NULL);
+    cr_assert(rc == SQLITE_OK, "read log: %s", sqlite3_errmsg(db));
+    sqlite3_bind_blob(st, 1, site, TSYNC__SITE_BYTES, SQLITE_STATIC);
+    uint8_t prev[TSYNC__HASH_BYTES] = {0};
+    int64_t expect = 1, head = 0;
+    tsync__hlc last = 0;
+    size_t klen = 0, kcap = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(st, 0);
+        head = sqlite3_column_int64(st, 5);
+        cr_assert_eq(seq, expect, "%s: log has batch %lld where %lld was expected", who,
+                     (long long)seq, (long long)expect);
+        const uint8_t *body = sqlite3_column_blob(st, 2);
+        size_t blen = (size_t)sqlite3_column_bytes(st, 2);
+        uint8_t h[TSYNC__HASH_BYTES];
+        tsync__batch_hash(prev, body, blen, h);
+        cr_assert(sqlite3_column_bytes(st, 1) == TSYNC__HASH_BYTES &&
+                      memcmp(h, sqlite3_column_blob(st, 1), TSYNC__HASH_BYTES) == 0,
+                  "%s: batch %lld: stored hash is not BLAKE2b(prev || body)", who, (long long)seq);
+        tsync__arena a = {0};
+        tsync__batch b;
+        char err[TSYNC__ERRLEN];
+        cr_assert(tsync__batch_decode(body, blen, &b, &a, err) == 0, "%s: batch %lld: %s", who,
+                  (long long)seq, err);
+        cr_assert(b.seq == (uint64_t)seq && memcmp(b.origin, site, TSYNC__SITE_BYTES) == 0,
+                  "%s: batch %lld names another origin or seq", who, (long long)seq);
+        if (own) {
+            cr_assert(b.hlc_lo > last, "%s: batch %lld starts at clock %llu, not after %llu", who,
+                      (long long)seq, (unsigned long long)b.hlc_lo, (unsigned long long)last);
+            cr_assert(sqlite3_column_bytes(st, 3) == TSYNC__SIG_BYTES,
+                      "%s: own batch %lld has no signature", who, (long long)seq);
+        }
+        last = b.hlc_hi;
+        for (uint32_t i = 0; keys && i < b.nrows; i++) {
+            const tsync__btable *t = &b.tables[b.rows[i].table];
+            const tsync__val *k = &b.rows[i].pk[0];
+            if (t->name_len != strlen(keys_table) ||
+                memcmp(t->name, keys_table, t->name_len) != 0 || k->type != TSYNC__V_TEXT)
+                continue;
+            if (klen + k->n + 2 > kcap) {
+                kcap = (kcap + k->n + 2) * 2;
+                *keys = realloc(*keys, kcap);
+                cr_assert(*keys);
+            }
+            memcpy(*keys + klen, k->p, k->n);
+            klen += k->n;
+            (*keys)[klen++] = '\n';
+            (*keys)[klen] = 0;
+        }
+        tsync__arena_free(&a);
+        if (sqlite3_column_bytes(st, 3) == TSYNC__SIG_BYTES) {
+            cr_assert(sqlite3_column_bytes(st, 4) == TSYNC__PK_BYTES, "%s: no public key", who);
+            int ok = tsync__batch_verify(sqlite3_column_blob(st, 4), site, (uint64_t)seq, h,
+                                         sqlite3_column_blob(st, 3));
+            cr_assert(ok == 0, "%s: batch %lld: signature does not verify", who, (long long)seq);
+        }
+        memcpy(prev, h, sizeof prev);
+        expect++;
+    }
+    sqlite3_finalize(st);
+    cr_assert_eq(head, expect - 1, "%s: the vector says %lld batches, the log has %lld", who,
+                 (long long)head, (long long)(expect - 1));
+    if (own) {
+        int64_t stored = th_int(s, "SELECT v FROM tsync_meta WHERE k='hlc'", 0);
+        cr_assert((tsync__hlc)stored >= last, "%s: stored clock %lld went back before %llu", who,
+                  (long long)stored, (unsigned long long)last);
+    }
+    return expect - 1;
 }

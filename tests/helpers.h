@@ -45,6 +45,14 @@ int th_sync(tsync_store *from, tsync_store *to);
 /* Hash of all replicated tables as 64 hex chars in a static ring buffer. */
 const char *th_hash(tsync_store *s);
 
+/* Checks the log of one origin in s: seqs 1..N without gaps, each body decodes and names its
+ * origin and seq, the hash chain recomputes, every stored signature verifies over it, the vector
+ * agrees, and for the store's own log (own) clocks strictly increase and the stored clock never
+ * went back. With keys, adds the text keys of the row changes of keys_table to *keys as one
+ * string "k1\nk2\n...". Returns N; a failed check fails the test. */
+int64_t th_check_log(tsync_store *s, const uint8_t *site, const char *who, int own,
+                     const char *keys_table, char **keys);
+
 /* Seed for property tests: $TSYNC_SEED if set, else from the clock; printed to stderr. */
 uint64_t th_seed(const char *test_name);
 /* A small, fast PRNG (splitmix64). */

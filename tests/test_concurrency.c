@@ -97,82 +97,6 @@ static void add_catalogue(tsync_store *s, const char *prefix)
     th_seal(s);
 }
 
-/* Checks the log of one origin: seqs 1..N without gaps, each body decodes and names its origin
- * and seq, the hash chain recomputes, every stored signature verifies, and for a site's own log
- * the clocks strictly increase. Adds every sales key of the batches' row changes to *keys
- * (when not NULL) as one string "k1\nk2\n...". Returns N. */
-static int64_t check_log(tsync_store *s, const uint8_t *site, const char *who, int own, char **keys)
-{
-    sqlite3 *db = tsync_store_sqlite(s);
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(db,
-                                "SELECT l.seq, l.hash, l.body, l.sig, t.pk, t.seq FROM "
-                                "tsync_log l JOIN tsync_sites t ON t.idx = l.site WHERE "
-                                "t.site = ?1 ORDER BY l.seq",
-                                -1, &st, NULL);
-    cr_assert(rc == SQLITE_OK, "read log: %s", sqlite3_errmsg(db));
-    sqlite3_bind_blob(st, 1, site, TSYNC__SITE_BYTES, SQLITE_STATIC);
-    uint8_t prev[TSYNC__HASH_BYTES] = {0};
-    int64_t expect = 1, head = 0;
-    tsync__hlc last = 0;
-    size_t klen = 0, kcap = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        int64_t seq = sqlite3_column_int64(st, 0);
-        head = sqlite3_column_int64(st, 5);
-        cr_assert_eq(seq, expect, "%s: log has batch %lld where %lld was expected", who,
-                     (long long)seq, (long long)expect);
-        const uint8_t *body = sqlite3_column_blob(st, 2);
-        size_t blen = (size_t)sqlite3_column_bytes(st, 2);
-        uint8_t h[TSYNC__HASH_BYTES];
-        tsync__batch_hash(prev, body, blen, h);
-        cr_assert(sqlite3_column_bytes(st, 1) == TSYNC__HASH_BYTES &&
-                      memcmp(h, sqlite3_column_blob(st, 1), TSYNC__HASH_BYTES) == 0,
-                  "%s: batch %lld: stored hash is not BLAKE2b(prev || body)", who, (long long)seq);
-        tsync__arena a = {0};
-        tsync__batch b;
-        char err[TSYNC__ERRLEN];
-        cr_assert(tsync__batch_decode(body, blen, &b, &a, err) == 0, "%s: batch %lld: %s", who,
-                  (long long)seq, err);
-        cr_assert(b.seq == (uint64_t)seq && memcmp(b.origin, site, TSYNC__SITE_BYTES) == 0,
-                  "%s: batch %lld names another origin or seq", who, (long long)seq);
-        if (own) {
-            cr_assert(b.hlc_lo > last, "%s: batch %lld starts at clock %llu, not after %llu", who,
-                      (long long)seq, (unsigned long long)b.hlc_lo, (unsigned long long)last);
-            cr_assert(sqlite3_column_bytes(st, 3) == TSYNC__SIG_BYTES,
-                      "%s: own batch %lld has no signature", who, (long long)seq);
-        }
-        last = b.hlc_hi;
-        for (uint32_t i = 0; keys && i < b.nrows; i++) {
-            const tsync__btable *t = &b.tables[b.rows[i].table];
-            const tsync__val *k = &b.rows[i].pk[0];
-            if (t->name_len != 5 || memcmp(t->name, "sales", 5) != 0 || k->type != TSYNC__V_TEXT)
-                continue;
-            if (klen + k->n + 2 > kcap) {
-                kcap = (kcap + k->n + 2) * 2;
-                *keys = realloc(*keys, kcap);
-                cr_assert(*keys);
-            }
-            memcpy(*keys + klen, k->p, k->n);
-            klen += k->n;
-            (*keys)[klen++] = '\n';
-            (*keys)[klen] = 0;
-        }
-        tsync__arena_free(&a);
-        if (sqlite3_column_bytes(st, 3) == TSYNC__SIG_BYTES) {
-            cr_assert(sqlite3_column_bytes(st, 4) == TSYNC__PK_BYTES, "%s: no public key", who);
-            int ok = tsync__batch_verify(sqlite3_column_blob(st, 4), site, (uint64_t)seq, h,
-                                         sqlite3_column_blob(st, 3));
-            cr_assert(ok == 0, "%s: batch %lld: signature does not verify", who, (long long)seq);
-        }
-        memcpy(prev, h, sizeof prev);
-        expect++;
-    }
-    sqlite3_finalize(st);
-    cr_assert_eq(head, expect - 1, "%s: the vector says %lld batches, the log has %lld", who,
-                 (long long)head, (long long)(expect - 1));
-    return expect - 1;
-}
-
 /* Merges everything `from` has into `to`; nothing may be refused, held or parked. */
 static void merge_all(tsync_store *from, tsync_store *to, const char *what)
 {
@@ -349,8 +273,9 @@ Test(concurrency, pos_connection_writes_while_store_seals_and_merges, .fini = co
         }
     }
     cr_assert_str_eq(th_hash(till), th_hash(peer));
-    check_log(till, tsync_store_site_id(till), "till", 1, NULL);
-    check_log(peer, tsync_store_site_id(till), "peer's copy of the till's log", 0, NULL);
+    th_check_log(till, tsync_store_site_id(till), "till", 1, "sales", NULL);
+    th_check_log(peer, tsync_store_site_id(till), "peer's copy of the till's log", 0, "sales",
+                 NULL);
     fprintf(stderr,
             "concurrency: POS app committed %lld sales while the node sealed %d batches "
             "and merged %d bundles\n",
@@ -454,7 +379,7 @@ Test(concurrency, two_processes_sealing_never_fork, .fini = conc_fini, .timeout 
     cr_assert(memcmp(site, tsync_store_site_id(s), sizeof site) == 0, "the site id changed");
     cr_assert_eq(th_int(s, "SELECT count(*) FROM tsync_pending", -1), 0, "writes left unsealed");
     char *keys = NULL;
-    int64_t nbatches = check_log(s, site, "the shared log", 1, &keys);
+    int64_t nbatches = th_check_log(s, site, "the shared log", 1, "sales", &keys);
     int64_t want_rows = res[0][0] + res[1][0];
     cr_assert_eq(th_int(s, "SELECT count(*) FROM sales", -1), want_rows, "sales rows");
     char q[120];
@@ -584,10 +509,10 @@ Test(concurrency, two_stores_in_two_threads_merge_into_one_file, .fini = conc_fi
     int64_t want = 0;
     for (int i = 0; i < 2; i++) want += a[i].sales + a[i].peer_sales;
     cr_assert_eq(th_int(s, "SELECT count(*) FROM sales", -1), want, "sales in the shared file");
-    check_log(s, tsync_store_site_id(s), "the shared log", 1, NULL);
+    th_check_log(s, tsync_store_site_id(s), "the shared log", 1, "sales", NULL);
     for (int i = 0; i < 2; i++) {
-        check_log(s, tsync_store_site_id(a[i].peer_store), "a peer's log in the shared file", 0,
-                  NULL);
+        th_check_log(s, tsync_store_site_id(a[i].peer_store), "a peer's log in the shared file", 0,
+                     "sales", NULL);
         cr_assert_str_eq(th_hash(a[i].peer_store), th_hash(s), "peer %d differs", i);
     }
     fprintf(stderr,

@@ -144,70 +144,6 @@ static void child_main(const char *db, const char *peer_bundle, int iter, uint64
     }
 }
 
-/* Checks the log of one origin in s: seqs 1..N without gaps, each body decodes and names its
- * origin and seq, the hash chain recomputes, every stored signature verifies over it, and (for
- * the till's own batches) clocks strictly increase. Returns N. */
-static int64_t check_log(tsync_store *s, const uint8_t *site, const char *who, int own)
-{
-    sqlite3 *db = tsync_store_sqlite(s);
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(db,
-                                "SELECT l.seq, l.hash, l.body, l.sig, t.pk, t.seq FROM "
-                                "tsync_log l JOIN tsync_sites t ON t.idx = l.site WHERE "
-                                "t.site = ?1 ORDER BY l.seq",
-                                -1, &st, NULL);
-    cr_assert(rc == SQLITE_OK, "read log: %s", sqlite3_errmsg(db));
-    sqlite3_bind_blob(st, 1, site, TSYNC__SITE_BYTES, SQLITE_STATIC);
-    uint8_t prev[TSYNC__HASH_BYTES] = {0};
-    int64_t expect = 1, head = 0;
-    tsync__hlc last = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        int64_t seq = sqlite3_column_int64(st, 0);
-        head = sqlite3_column_int64(st, 5);
-        cr_assert_eq(seq, expect, "%s: log has batch %lld where %lld was expected", who,
-                     (long long)seq, (long long)expect);
-        const uint8_t *body = sqlite3_column_blob(st, 2);
-        size_t blen = (size_t)sqlite3_column_bytes(st, 2);
-        uint8_t h[TSYNC__HASH_BYTES];
-        tsync__batch_hash(prev, body, blen, h);
-        cr_assert(sqlite3_column_bytes(st, 1) == TSYNC__HASH_BYTES &&
-                      memcmp(h, sqlite3_column_blob(st, 1), TSYNC__HASH_BYTES) == 0,
-                  "%s: batch %lld: stored hash is not BLAKE2b(prev || body)", who, (long long)seq);
-        tsync__arena a = {0};
-        tsync__batch b;
-        char err[TSYNC__ERRLEN];
-        cr_assert(tsync__batch_decode(body, blen, &b, &a, err) == 0, "%s: batch %lld: %s", who,
-                  (long long)seq, err);
-        cr_assert(b.seq == (uint64_t)seq && memcmp(b.origin, site, TSYNC__SITE_BYTES) == 0,
-                  "%s: batch %lld names another origin or seq", who, (long long)seq);
-        if (own) {
-            cr_assert(b.hlc_lo > last, "%s: batch %lld starts at clock %llu, not after %llu", who,
-                      (long long)seq, (unsigned long long)b.hlc_lo, (unsigned long long)last);
-            cr_assert(sqlite3_column_bytes(st, 3) == TSYNC__SIG_BYTES,
-                      "%s: own batch %lld has no signature", who, (long long)seq);
-        }
-        last = b.hlc_hi;
-        tsync__arena_free(&a);
-        if (sqlite3_column_bytes(st, 3) == TSYNC__SIG_BYTES) {
-            cr_assert(sqlite3_column_bytes(st, 4) == TSYNC__PK_BYTES, "%s: no public key", who);
-            int ok = tsync__batch_verify(sqlite3_column_blob(st, 4), site, (uint64_t)seq, h,
-                                         sqlite3_column_blob(st, 3));
-            cr_assert(ok == 0, "%s: batch %lld: signature does not verify", who, (long long)seq);
-        }
-        memcpy(prev, h, sizeof prev);
-        expect++;
-    }
-    sqlite3_finalize(st);
-    cr_assert_eq(head, expect - 1, "%s: the vector says %lld batches, the log has %lld", who,
-                 (long long)head, (long long)(expect - 1));
-    if (own) {
-        int64_t stored = th_int(s, "SELECT v FROM tsync_meta WHERE k='hlc'", 0);
-        cr_assert((tsync__hlc)stored >= last, "%s: stored clock %lld went back before %llu", who,
-                  (long long)stored, (unsigned long long)last);
-    }
-    return expect - 1;
-}
-
 static tsync_store *open_shop(const char *path)
 {
     tsync_store *s = th_open_products(path);
@@ -456,8 +392,9 @@ Test(crash, sigkill_at_random_points_loses_no_committed_sale, .fini = crash_fini
         rc = tsync_store_seal(till, &n);
         cr_assert(rc == 0, "iteration %d: seal after the kill: %s", iter, errmsg());
         cr_assert_eq(th_int(till, "SELECT count(*) FROM tsync_pending", -1), 0);
-        check_log(till, till_site, "till", 1);
-        check_log(till, tsync_store_site_id(peer), "till's copy of the peer's log", 0);
+        th_check_log(till, till_site, "till", 1, NULL, NULL);
+        th_check_log(till, tsync_store_site_id(peer), "till's copy of the peer's log", 0, NULL,
+                     NULL);
 
         /* Converge with the peer; now and then a brand-new peer takes everything too. */
         exchange(till, peer, "exchange after the kill");
@@ -467,7 +404,7 @@ Test(crash, sigkill_at_random_points_loses_no_committed_sale, .fini = crash_fini
         cr_assert_str_eq(h_till, h_peer, "iteration %d: till and peer differ after exchange", iter);
         cr_assert_eq(th_int(peer, "SELECT count(*) FROM sales", -1), committed_sales + peer_sales,
                      "iteration %d: the peer lacks sales", iter);
-        check_log(peer, till_site, "peer's copy of the till's log", 0);
+        th_check_log(peer, till_site, "peer's copy of the till's log", 0, NULL, NULL);
         if (iter % 10 == 9 || iter == iterations - 1) {
             char name[32];
             snprintf(name, sizeof name, "fresh%d.db", iter);
