@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "store/internal.h"
+#include "store/sync.h"
 #include "store/trust.h"
 
 static json_t *hexstr(const uint8_t *p, size_t n)
@@ -92,6 +93,25 @@ static int parse_since(const char *json, tsync__vv *vv)
     return rc;
 }
 
+typedef struct {
+    tsync__bundle_writer *w;
+    size_t *nbatches;
+} bundle_ctx;
+
+static int add_piece(void *ctx, const tsync__run_piece *p)
+{
+    bundle_ctx *b = ctx;
+    uint32_t si;
+    int rc = tsync__bundle_writer_site(b->w, p->site, &si);
+    if (rc == 0) rc = tsync__bundle_writer_run(b->w, si, p->first_seq, p->prev);
+    for (uint32_t i = 0; rc == 0 && i < p->n; i++)
+        rc = tsync__bundle_writer_body(b->w, p->body[i], p->len[i]);
+    if (rc == 0) rc = tsync__bundle_writer_end_run(b->w, p->sig);
+    if (rc) return tsync__err(rc, "cannot write bundle");
+    if (b->nbatches) *b->nbatches += p->n;
+    return 0;
+}
+
 int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, size_t *len,
                        size_t *nbatches)
 {
@@ -105,106 +125,20 @@ int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, si
         tsync__vv_free(&since);
         return rc;
     }
-    /* A read transaction gives one consistent snapshot of the log. */
+    /* A read transaction gives one consistent snapshot of the log and the trust records. */
     if ((rc = tsync__exec(s, "BEGIN"))) {
         tsync__vv_free(&since);
         return rc;
     }
     tsync__bundle_writer *w = tsync__bundle_writer_new();
-    sqlite3_stmt *sites = NULL, *last = NULL, *bodies = NULL, *prevh = NULL;
     if (!w) {
         rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         goto out;
     }
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT idx, site, pk, inc, seq, frozen_seq FROM tsync_sites "
-                           "WHERE seq > 0 AND pk IS NOT NULL ORDER BY idx",
-                           -1, &sites, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(s->db,
-                           "SELECT max(seq) FROM tsync_log WHERE site=?1 AND seq>?2 AND "
-                           "seq<=?3 AND sig IS NOT NULL",
-                           -1, &last, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(s->db,
-                           "SELECT seq, body, sig FROM tsync_log WHERE site=?1 AND seq>?2 "
-                           "AND seq<=?3 ORDER BY seq",
-                           -1, &bodies, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(s->db, "SELECT hash FROM tsync_log WHERE site=?1 AND seq=?2", -1, &prevh,
-                           NULL) != SQLITE_OK) {
-        rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "read log");
-        goto out;
-    }
-    while (rc == 0 && sqlite3_step(sites) == SQLITE_ROW) {
-        int64_t idx = sqlite3_column_int64(sites, 0);
-        tsync__bsite bs;
-        if (sqlite3_column_bytes(sites, 1) != TSYNC__SITE_BYTES ||
-            sqlite3_column_bytes(sites, 2) != TSYNC__PK_BYTES ||
-            sqlite3_column_bytes(sites, 3) != TSYNC__INC_BYTES)
-            continue;
-        memcpy(bs.site, sqlite3_column_blob(sites, 1), TSYNC__SITE_BYTES);
-        memcpy(bs.pk, sqlite3_column_blob(sites, 2), TSYNC__PK_BYTES);
-        memcpy(bs.inc, sqlite3_column_blob(sites, 3), TSYNC__INC_BYTES);
-        int64_t head = sqlite3_column_int64(sites, 4);
-        const tsync__vv_entry *pe = tsync__vv_get(&since, bs.site);
-        int64_t from = pe ? (int64_t)pe->seq : 0;
-        int64_t frozen =
-            sqlite3_column_type(sites, 5) == SQLITE_NULL ? -1 : sqlite3_column_int64(sites, 5);
-        static const uint8_t zero[TSYNC__HASH_BYTES];
-        if (pe && from > 0 && from <= head && memcmp(pe->hash, zero, sizeof zero) != 0) {
-            /* Same number, different hash: a fork. Send our branch from the last common batch
-             * (or from the start) so the peer sees it and merges its rows too. */
-            sqlite3_reset(prevh);
-            sqlite3_bind_int64(prevh, 1, idx);
-            sqlite3_bind_int64(prevh, 2, from);
-            if (sqlite3_step(prevh) == SQLITE_ROW &&
-                sqlite3_column_bytes(prevh, 0) == TSYNC__HASH_BYTES &&
-                memcmp(sqlite3_column_blob(prevh, 0), pe->hash, TSYNC__HASH_BYTES) != 0)
-                from = frozen >= 0 && frozen < from ? frozen : 0;
-        } else if (from > head && frozen >= 0) {
-            from = frozen; /* the peer may hold the other branch */
-        }
-        if (from >= head) continue;
-        sqlite3_reset(last);
-        sqlite3_bind_int64(last, 1, idx);
-        sqlite3_bind_int64(last, 2, from);
-        sqlite3_bind_int64(last, 3, head);
-        if (sqlite3_step(last) != SQLITE_ROW || sqlite3_column_type(last, 0) == SQLITE_NULL)
-            continue; /* no signed end yet */
-        int64_t upto = sqlite3_column_int64(last, 0);
-        uint8_t prev[TSYNC__HASH_BYTES] = {0};
-        if (from > 0) {
-            sqlite3_reset(prevh);
-            sqlite3_bind_int64(prevh, 1, idx);
-            sqlite3_bind_int64(prevh, 2, from);
-            if (sqlite3_step(prevh) != SQLITE_ROW ||
-                sqlite3_column_bytes(prevh, 0) != TSYNC__HASH_BYTES) {
-                rc = tsync__err(TSYNC_ENOTFOUND, "log of a site lacks batch %lld", (long long)from);
-                break;
-            }
-            memcpy(prev, sqlite3_column_blob(prevh, 0), sizeof prev);
-        }
-        uint32_t si;
-        if ((rc = tsync__bundle_writer_site(w, &bs, &si))) break;
-        if ((rc = tsync__bundle_writer_run(w, si, (uint64_t)from + 1, prev))) break;
-        sqlite3_reset(bodies);
-        sqlite3_bind_int64(bodies, 1, idx);
-        sqlite3_bind_int64(bodies, 2, from);
-        sqlite3_bind_int64(bodies, 3, upto);
-        int64_t expect = from + 1;
-        const void *sig = NULL;
-        while (rc == 0 && sqlite3_step(bodies) == SQLITE_ROW) {
-            if (sqlite3_column_int64(bodies, 0) != expect) {
-                rc = tsync__err(TSYNC_ECORRUPT, "log has a gap before batch %lld",
-                                (long long)expect);
-                break;
-            }
-            expect++;
-            rc = tsync__bundle_writer_body(w, sqlite3_column_blob(bodies, 1),
-                                           (size_t)sqlite3_column_bytes(bodies, 1));
-            if (nbatches) (*nbatches)++;
-            sig = sqlite3_column_blob(bodies, 2);
-            if (rc == 0 && expect - 1 == upto) rc = tsync__bundle_writer_end_run(w, sig);
-        }
-    }
+    /* Runs are cut into pieces of about 1 MiB (each with its own signature), so every run of a
+     * bundle can later be forwarded over the network as one message. */
+    bundle_ctx bc = {w, nbatches};
+    rc = tsync__sync_runs(s, since_json ? &since : NULL, SIZE_MAX, add_piece, &bc, NULL);
     if (rc == 0) {
         /* The shop's certificates, revocations and rotations travel with every bundle, so they
          * replicate like data (the receiver verifies each). */
@@ -219,10 +153,6 @@ int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, si
     if (rc == 0 && (rc = tsync__bundle_writer_finish(w, true, out, len)))
         rc = tsync__err(rc, "cannot write bundle");
 out:
-    sqlite3_finalize(sites);
-    sqlite3_finalize(last);
-    sqlite3_finalize(bodies);
-    sqlite3_finalize(prevh);
     tsync__bundle_writer_free(w);
     tsync__vv_free(&since);
     tsync__exec(s, "COMMIT");

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "store/internal.h"
+#include "store/sync.h"
 #include "store/trust.h"
 
 #define MAX_MESSAGES 64
@@ -1332,7 +1333,6 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
     tsync__arena da = {0};
     tsync__bundle bun;
     char err[TSYNC__ERRLEN];
-    char sh[13];
     memset(&bun, 0, sizeof bun);
     int rc = tsync__bundle_decode(bundle, len, &bun, &da, err);
     if (rc) {
@@ -1340,6 +1340,18 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
         tsync__arena_free(&da);
         return tsync__err(rc, "bundle refused: %s", err);
     }
+    rc = tsync__merge_bundle(s, &bun, report);
+    tsync__bundle_free(&bun);
+    tsync__arena_free(&da);
+    return rc;
+}
+
+int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_report *report)
+{
+    const tsync__bundle bun = *bunp;
+    char err[TSYNC__ERRLEN];
+    char sh[13];
+    int rc = 0;
     mctx c;
     uint8_t *run_forked = NULL;
     uint8_t(*branch)[TSYNC__HASH_BYTES] = NULL;
@@ -1485,8 +1497,6 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
     free(run_forked);
     free(branch);
     ctx_free(&c);
-    tsync__bundle_free(&bun);
-    tsync__arena_free(&da);
     if (c.refuse_code)
         return tsync__err(c.refuse_code, "%s",
                           c.refuse_msg[0] ? c.refuse_msg : "some batches were refused");
@@ -1505,8 +1515,6 @@ fail:
     free(run_forked);
     free(branch);
     ctx_free(&c);
-    tsync__bundle_free(&bun);
-    tsync__arena_free(&da);
     return rc;
 }
 

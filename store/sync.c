@@ -1,0 +1,234 @@
+/*
+ * store/sync.c — what the sync engine and bundles read from the log: our version vector, and the
+ * batches a peer lacks as signed pieces of runs (store/sync.h).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/internal.h"
+#include "store/sync.h"
+
+int tsync__sync_vv(tsync_store *s, tsync__vv *out)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *st = tsync__prep(s, "SELECT site, seq, hash FROM tsync_sites WHERE seq > 0");
+    if (!st) return tsync_error_last() ? tsync_error_last()->code : TSYNC_EIO;
+    int rc = 0, step;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_bytes(st, 0) != TSYNC__SITE_BYTES) continue;
+        const void *h =
+            sqlite3_column_bytes(st, 2) == TSYNC__HASH_BYTES ? sqlite3_column_blob(st, 2) : NULL;
+        if (tsync__vv_set(out, sqlite3_column_blob(st, 0), (uint64_t)sqlite3_column_int64(st, 1),
+                          h))
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+    }
+    if (rc == 0 && step != SQLITE_DONE) rc = tsync__err_sqlite(s->db, step, "read vector");
+    sqlite3_reset(st);
+    if (rc) tsync__vv_free(out);
+    return rc;
+}
+
+/* The bodies of the piece being built. */
+typedef struct {
+    uint8_t **body;
+    size_t *len;
+    uint32_t n, cap;
+    size_t bytes;
+} piece_buf;
+
+static void piece_reset(piece_buf *p)
+{
+    for (uint32_t i = 0; i < p->n; i++) free(p->body[i]);
+    p->n = 0;
+    p->bytes = 0;
+}
+
+static int piece_add(piece_buf *p, const void *body, size_t len)
+{
+    if (p->n == p->cap) {
+        uint32_t cap = p->cap ? p->cap * 2 : 64;
+        uint8_t **b = realloc(p->body, cap * sizeof *b);
+        if (!b) return TSYNC_ENOMEM;
+        p->body = b;
+        size_t *l = realloc(p->len, cap * sizeof *l);
+        if (!l) return TSYNC_ENOMEM;
+        p->len = l;
+        p->cap = cap;
+    }
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy) return TSYNC_ENOMEM;
+    memcpy(copy, body, len);
+    p->body[p->n] = copy;
+    p->len[p->n++] = len;
+    p->bytes += len;
+    return 0;
+}
+
+static void piece_free(piece_buf *p)
+{
+    piece_reset(p);
+    free(p->body);
+    free(p->len);
+}
+
+/* Where to start sending one origin to a peer holding pe (NULL: nothing of it), given our head
+ * and the seq the origin was frozen at (-1: not frozen). */
+static int64_t start_for(tsync_store *s, int64_t idx, const tsync__vv_entry *pe, int64_t head,
+                         int64_t frozen)
+{
+    static const uint8_t zero[TSYNC__HASH_BYTES];
+    int64_t from = pe ? (int64_t)pe->seq : 0;
+    if (pe && from > 0 && from <= head && memcmp(pe->hash, zero, sizeof zero) != 0) {
+        /* Same number, different hash: a fork. Send our branch from the last common batch we
+         * know of (or from the start) so the peer sees it and merges its rows too. */
+        sqlite3_stmt *h = tsync__prep(s, "SELECT hash FROM tsync_log WHERE site=?1 AND seq=?2");
+        if (h) {
+            sqlite3_bind_int64(h, 1, idx);
+            sqlite3_bind_int64(h, 2, from);
+            if (sqlite3_step(h) == SQLITE_ROW && sqlite3_column_bytes(h, 0) == TSYNC__HASH_BYTES &&
+                memcmp(sqlite3_column_blob(h, 0), pe->hash, TSYNC__HASH_BYTES) != 0)
+                from = frozen >= 0 && frozen < from ? frozen : 0;
+            sqlite3_reset(h);
+        }
+    } else if (from > head && frozen >= 0) {
+        from = frozen; /* the peer may hold the other branch */
+    }
+    return from;
+}
+
+int tsync__sync_runs(tsync_store *s, const tsync__vv *peer, size_t budget, tsync__run_fn emit,
+                     void *ctx, int *more)
+{
+    if (more) *more = 0;
+    int own_txn = sqlite3_get_autocommit(s->db);
+    int rc;
+    /* A read transaction gives one consistent snapshot of the log. */
+    if (own_txn && (rc = tsync__exec(s, "BEGIN"))) return rc;
+    sqlite3_stmt *sites = NULL, *bodies = NULL;
+    piece_buf pb = {0};
+    size_t sent = 0;
+    rc = 0;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT idx, site, pk, inc, seq, frozen_seq FROM tsync_sites "
+                           "WHERE seq > 0 AND pk IS NOT NULL ORDER BY idx",
+                           -1, &sites, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db,
+                           "SELECT seq, body, sig, hash FROM tsync_log WHERE site=?1 AND seq>?2 "
+                           "AND seq<=?3 ORDER BY seq",
+                           -1, &bodies, NULL) != SQLITE_OK) {
+        rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "read log");
+        goto out;
+    }
+    int step;
+    while (rc == 0 && (step = sqlite3_step(sites)) == SQLITE_ROW) {
+        int64_t idx = sqlite3_column_int64(sites, 0);
+        tsync__bsite bs;
+        if (sqlite3_column_bytes(sites, 1) != TSYNC__SITE_BYTES ||
+            sqlite3_column_bytes(sites, 2) != TSYNC__PK_BYTES ||
+            sqlite3_column_bytes(sites, 3) != TSYNC__INC_BYTES)
+            continue;
+        memcpy(bs.site, sqlite3_column_blob(sites, 1), TSYNC__SITE_BYTES);
+        memcpy(bs.pk, sqlite3_column_blob(sites, 2), TSYNC__PK_BYTES);
+        memcpy(bs.inc, sqlite3_column_blob(sites, 3), TSYNC__INC_BYTES);
+        int64_t head = sqlite3_column_int64(sites, 4);
+        int64_t frozen =
+            sqlite3_column_type(sites, 5) == SQLITE_NULL ? -1 : sqlite3_column_int64(sites, 5);
+        const tsync__vv_entry *pe = peer ? tsync__vv_get(peer, bs.site) : NULL;
+        int64_t from = start_for(s, idx, pe, head, frozen);
+        if (from >= head) continue;
+        if (sent >= budget) {
+            if (more) *more = 1;
+            break;
+        }
+        uint8_t prev[TSYNC__HASH_BYTES] = {0};
+        if (from > 0) {
+            sqlite3_stmt *h = tsync__prep(s, "SELECT hash FROM tsync_log WHERE site=?1 AND seq=?2");
+            int ok = h != NULL;
+            if (ok) {
+                sqlite3_bind_int64(h, 1, idx);
+                sqlite3_bind_int64(h, 2, from);
+                ok = sqlite3_step(h) == SQLITE_ROW &&
+                     sqlite3_column_bytes(h, 0) == TSYNC__HASH_BYTES;
+                if (ok) memcpy(prev, sqlite3_column_blob(h, 0), sizeof prev);
+                sqlite3_reset(h);
+            }
+            if (!ok) {
+                rc = tsync__err(TSYNC_ENOTFOUND, "log of a site lacks batch %lld", (long long)from);
+                break;
+            }
+        }
+        sqlite3_reset(bodies);
+        sqlite3_bind_int64(bodies, 1, idx);
+        sqlite3_bind_int64(bodies, 2, from);
+        sqlite3_bind_int64(bodies, 3, head);
+        int64_t expect = from + 1, first = from + 1;
+        piece_reset(&pb);
+        while (rc == 0 && (step = sqlite3_step(bodies)) == SQLITE_ROW) {
+            if (sqlite3_column_int64(bodies, 0) != expect) {
+                rc = tsync__err(TSYNC_ECORRUPT, "log has a gap before batch %lld",
+                                (long long)expect);
+                break;
+            }
+            if ((rc = piece_add(&pb, sqlite3_column_blob(bodies, 1),
+                                (size_t)sqlite3_column_bytes(bodies, 1)))) {
+                rc = tsync__err(rc, "out of memory");
+                break;
+            }
+            int signed_here = sqlite3_column_bytes(bodies, 2) == TSYNC__SIG_BYTES;
+            int cut = signed_here && (expect == head || pb.bytes >= TSYNC__RUN_PIECE_BYTES ||
+                                      pb.n >= TSYNC__RUN_PIECE_BODIES || sent + pb.bytes >= budget);
+            if (cut) {
+                tsync__run_piece p = {
+                    .site = &bs,
+                    .first_seq = (uint64_t)first,
+                    .prev = prev,
+                    .n = pb.n,
+                    .body = (const uint8_t *const *)pb.body,
+                    .len = pb.len,
+                    .sig = sqlite3_column_blob(bodies, 2),
+                    .bytes = pb.bytes,
+                };
+                if ((rc = emit(ctx, &p))) break;
+                sent += pb.bytes;
+                memcpy(prev, sqlite3_column_blob(bodies, 3), sizeof prev);
+                first = expect + 1;
+                piece_reset(&pb);
+                if (sent >= budget && expect < head) {
+                    if (more) *more = 1;
+                    break;
+                }
+            }
+            expect++;
+        }
+        /* Bodies after the last signed batch (a run still arriving) wait for their signature. */
+        if (rc == 0 && more && *more) break;
+    }
+out:
+    piece_free(&pb);
+    sqlite3_finalize(sites);
+    sqlite3_finalize(bodies);
+    if (own_txn) tsync__exec(s, "COMMIT");
+    return rc;
+}
+
+static int64_t count_of(tsync_store *s, const char *sql)
+{
+    sqlite3_stmt *st = tsync__prep(s, sql);
+    if (!st) return -1;
+    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_reset(st);
+    return v;
+}
+
+int tsync__sync_counts_get(tsync_store *s, tsync__sync_counts *out)
+{
+    out->held = count_of(s, "SELECT count(*) FROM tsync_held");
+    out->parked = count_of(s, "SELECT count(*) FROM tsync_parked");
+    out->forks = count_of(s, "SELECT count(*) FROM tsync_forks");
+    out->conflicts = count_of(s, "SELECT count(*) FROM tsync_conflicts");
+    out->pending = count_of(s, "SELECT count(*) FROM tsync_pending");
+    if (out->held < 0 || out->parked < 0 || out->forks < 0 || out->conflicts < 0 ||
+        out->pending < 0)
+        return tsync_error_last() ? tsync_error_last()->code : TSYNC_EIO;
+    return 0;
+}

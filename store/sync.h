@@ -1,0 +1,63 @@
+/*
+ * store/sync.h — the narrow interface the sync engine (net/) uses to reach the store: our version
+ * vector, the runs of batches a peer lacks in bounded pieces, merging runs that arrived over the
+ * wire, and the counts a status screen shows. Bundles (store/bundle_io.c) use the same run reader,
+ * so a file and the network carry batches the same way.
+ *
+ * THREAD SAFETY: like the store, one thread at a time.
+ */
+#ifndef TSYNC_STORE_SYNC_H
+#define TSYNC_STORE_SYNC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crdt/crdt.h"
+#include "tillsync/store.h"
+
+/* Pieces of runs are cut at a signed batch once they reach this many bytes of bodies, so one
+ * piece fits a wire message (and a bundle run can be forwarded over the wire unchanged). */
+#define TSYNC__RUN_PIECE_BYTES (1u << 20)
+/* ... or this many bodies. */
+#define TSYNC__RUN_PIECE_BODIES 4096u
+
+/* What we hold: every site with seq >= 1, sorted by site id, with the hash of its head batch. */
+int tsync__sync_vv(tsync_store *s, tsync__vv *out);
+
+/* One contiguous piece of one origin's log, ending at a batch whose signature we hold. The
+ * pointers are valid only during the call. */
+typedef struct {
+    const tsync__bsite *site;
+    uint64_t first_seq;
+    const uint8_t *prev; /* hash before first_seq (all zero when first_seq is 1) */
+    uint32_t n;
+    const uint8_t *const *body;
+    const size_t *len;
+    const uint8_t *sig; /* signature of the last batch */
+    size_t bytes;       /* sum of len */
+} tsync__run_piece;
+
+/* Returns non-zero to stop (the value is returned by tsync__sync_runs). */
+typedef int (*tsync__run_fn)(void *ctx, const tsync__run_piece *piece);
+
+/* Calls emit for the pieces of the batches a peer holding `peer` lacks (all when peer is NULL), in
+ * one read transaction, origin by origin. Where the peer's head hash for a seq differs from ours
+ * (a fork), our branch is sent from the last batch before the fork we know of (or the start), so
+ * the peer sees the fork. Stops once `budget` bytes of bodies were emitted (at least one piece);
+ * *more (may be NULL) tells whether anything was left. Errors: TSYNC_EIO, TSYNC_ECORRUPT (the log
+ * has a gap), TSYNC_ENOMEM, or emit's value. */
+int tsync__sync_runs(tsync_store *s, const tsync__vv *peer, size_t budget, tsync__run_fn emit,
+                     void *ctx, int *more);
+
+/* Verifies and merges decoded runs in one transaction, exactly like tsync_store_merge does for a
+ * bundle image (bun.runs point into memory the caller keeps). Defined in store/merge.c. */
+int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bun, tsync_merge_report *report);
+
+/* Counts for status: batches held (waiting for dependencies), parked row changes, recorded
+ * forks, conflicts, rows waiting to be sealed. */
+typedef struct {
+    int64_t held, parked, forks, conflicts, pending;
+} tsync__sync_counts;
+int tsync__sync_counts_get(tsync_store *s, tsync__sync_counts *out);
+
+#endif
