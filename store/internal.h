@@ -102,6 +102,8 @@ struct tsync_store {
     uint64_t skew_bound_ms;
     int64_t clock_offset_ms; /* tests: pretend the wall clock is off by this much */
     int in_txn;              /* inside a transaction begun by the store */
+    int64_t data_version;    /* PRAGMA data_version at the last tsync__sync_changed */
+    int data_version_seen;
 
     /* Prepared statements of the store's own SQL, keyed by the address of their text: preparing
      * costs more than running most of them, and sealing runs a dozen per batch. */

@@ -186,6 +186,7 @@ int tsync__sync_runs(tsync_store *s, const tsync__vv *peer, size_t budget, tsync
                     .body = (const uint8_t *const *)pb.body,
                     .len = pb.len,
                     .sig = sqlite3_column_blob(bodies, 2),
+                    .last = sqlite3_column_blob(bodies, 3),
                     .bytes = pb.bytes,
                 };
                 if ((rc = emit(ctx, &p))) break;
@@ -231,4 +232,78 @@ int tsync__sync_counts_get(tsync_store *s, tsync__sync_counts *out)
         out->pending < 0)
         return tsync_error_last() ? tsync_error_last()->code : TSYNC_EIO;
     return 0;
+}
+
+int tsync__sync_changed(tsync_store *s)
+{
+    sqlite3_stmt *st = tsync__prep(s, "PRAGMA data_version");
+    if (!st) return TSYNC_EIO;
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return tsync__err_sqlite(s->db, rc, "read data version");
+    }
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    int changed = !s->data_version_seen || v != s->data_version;
+    s->data_version = v;
+    s->data_version_seen = 1;
+    return changed;
+}
+
+int tsync__sync_device_keys(tsync_store *s, uint8_t **keys, size_t *n)
+{
+    *keys = NULL;
+    *n = 0;
+    sqlite3_stmt *st;
+    /* The trust tables exist only once trust was used; no table means no keys. */
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT DISTINCT device_pk FROM tsync_certs WHERE device_pk NOT IN "
+                           "(SELECT device_pk FROM tsync_revocations) ORDER BY device_pk",
+                           -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    size_t cap = 0;
+    int rc = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (sqlite3_column_bytes(st, 0) != TSYNC__PK_BYTES ||
+            memcmp(sqlite3_column_blob(st, 0), s->pk, TSYNC__PK_BYTES) == 0)
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 8;
+            uint8_t *k = realloc(*keys, cap * TSYNC__PK_BYTES);
+            if (!k) {
+                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+                break;
+            }
+            *keys = k;
+        }
+        memcpy(*keys + *n * TSYNC__PK_BYTES, sqlite3_column_blob(st, 0), TSYNC__PK_BYTES);
+        (*n)++;
+    }
+    sqlite3_finalize(st);
+    if (rc) {
+        free(*keys);
+        *keys = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+const uint8_t *tsync__sync_secret_key(tsync_store *s)
+{
+    return s->sk;
+}
+
+const uint8_t *tsync__sync_public_key(tsync_store *s)
+{
+    return s->pk;
+}
+
+uint64_t tsync__sync_schema(tsync_store *s)
+{
+    sqlite3_stmt *st = tsync__prep(s, "SELECT v FROM tsync_meta WHERE k='schema_version'");
+    if (!st) return 0;
+    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    return v > 0 ? (uint64_t)v : 0;
 }

@@ -15,6 +15,9 @@
 #include "crdt/crdt.h"
 #include "tillsync/store.h"
 
+/* Records the thread's last error (one line, printf-style) and returns code (store/error.c). */
+int tsync__err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Pieces of runs are cut at a signed batch once they reach this many bytes of bodies, so one
  * piece fits a wire message (and a bundle run can be forwarded over the wire unchanged). */
 #define TSYNC__RUN_PIECE_BYTES (1u << 20)
@@ -33,8 +36,9 @@ typedef struct {
     uint32_t n;
     const uint8_t *const *body;
     const size_t *len;
-    const uint8_t *sig; /* signature of the last batch */
-    size_t bytes;       /* sum of len */
+    const uint8_t *sig;  /* signature of the last batch */
+    const uint8_t *last; /* hash of the last batch */
+    size_t bytes;        /* sum of len */
 } tsync__run_piece;
 
 /* Returns non-zero to stop (the value is returned by tsync__sync_runs). */
@@ -59,5 +63,23 @@ typedef struct {
     int64_t held, parked, forks, conflicts, pending;
 } tsync__sync_counts;
 int tsync__sync_counts_get(tsync_store *s, tsync__sync_counts *out);
+
+/* 1 when another connection committed to the database since the last call (PRAGMA
+ * data_version; the first call returns 1), 0 when not, or a negative error. Cheap: no I/O beyond
+ * the WAL index. */
+int tsync__sync_changed(tsync_store *s);
+
+/* The Ed25519 public keys of the devices that hold a certificate of our shop and are not revoked,
+ * except our own: whom a static peer address without a key may be. *keys is malloc'd (n * 32
+ * bytes; NULL when n is 0). 0, TSYNC_ENOMEM or TSYNC_EIO. */
+int tsync__sync_device_keys(tsync_store *s, uint8_t **keys, size_t *n);
+
+/* The device's secret key (64 bytes, libsodium layout) and public key, borrowed for the store's
+ * lifetime: the transport derives its CURVE pair from them. */
+const uint8_t *tsync__sync_secret_key(tsync_store *s);
+const uint8_t *tsync__sync_public_key(tsync_store *s);
+
+/* The schema version sent in HELLO: the highest applied migration, 0 when none. */
+uint64_t tsync__sync_schema(tsync_store *s);
 
 #endif

@@ -12,6 +12,7 @@
 
 #include "tools/cli.h"
 #include "tools/cmd_io.h"
+#include "tools/cmd_node.h"
 #include "tools/cmd_trust.h"
 
 static const char *USAGE =
@@ -54,6 +55,10 @@ static const char *USAGE =
     "  import DB TABLE FILE [--format csv|json|ndjson] [--skip-bad]\n"
     "                                   upsert FILE's rows (they replicate); any bad value:\n"
     "                                   nothing imported (--skip-bad: bad rows to FILE.rejects)\n"
+    "  run DB [--listen tcp://ADDR:PORT] [--peer tcp://ADDR:PORT[#KEY]]... [-v|-q]\n"
+    "                                   run the sync node in the foreground (default listen\n"
+    "                                   tcp://0.0.0.0:7400); stops on SIGINT/SIGTERM\n"
+    "  status DB [--json]               the node's peers, lag, pending, held, parked, refused\n"
     "  demo [--dir DIR] [--seed N] [--keep]\n"
     "                                   three tills sell concurrently and converge by bundles\n"
     "  help, --help                     this text\n"
@@ -492,6 +497,8 @@ int main(int argc, char **argv)
     if (!strcmp(c, "enrol")) return cmd_enrol(argc, argv);
     if (!strcmp(c, "revoke")) return cmd_revoke(argc, argv);
     if (!strcmp(c, "trust")) return cmd_trust(argc, argv);
+    if (!strcmp(c, "run")) return cmd_run(argc, argv);
+    if (!strcmp(c, "status")) return cmd_status(argc, argv);
     if (!strcmp(c, "export")) return cmd_export(argc, argv);
     if (!strcmp(c, "import")) return cmd_import(argc, argv);
     fprintf(stderr, "tillsync: unknown command '%s' (see 'tillsync --help')\n", c);

@@ -2,5 +2,6 @@
 #ifndef TILLSYNC_H
 #define TILLSYNC_H
 #include "tillsync/common.h"
+#include "tillsync/node.h"
 #include "tillsync/store.h"
 #endif

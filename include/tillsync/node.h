@@ -1,0 +1,122 @@
+/*
+ * tillsync/node.h — the sync node: keeps one database in sync with the other tills of the shop
+ * over ZeroMQ (CURVE), live. It seals and pushes what the POS app commits (from any process)
+ * within milliseconds, merges what peers send, forwards it to peers that lack it, and repairs
+ * anything missed by periodic anti-entropy. docs/NODE.md explains the design.
+ *
+ * Two ways to run it:
+ *   - on its own thread: tsync_node_start() ... tsync_node_stop();
+ *   - from the host's event loop: wait until tsync_node_fd() is readable or tsync_node_timeout_ms()
+ *     passed, then call tsync_node_dispatch(); repeat.
+ *
+ * THREAD SAFETY: a node is driven by one thread: its own (after tsync_node_start) or the thread
+ * calling tsync_node_dispatch. Callbacks run on that thread. tsync_node_status_json and
+ * tsync_node_stop may be called from any thread. The POS app writes to the database through its
+ * own connection (plain SQLite or a tsync_store); the node opens its own.
+ */
+#ifndef TILLSYNC_NODE_H
+#define TILLSYNC_NODE_H
+
+#include <stddef.h>
+
+#include "tillsync/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tsync_node tsync_node;
+
+typedef enum {
+    TSYNC_LOG_ERROR = 1,
+    TSYNC_LOG_WARN = 2,
+    TSYNC_LOG_INFO = 3,
+    TSYNC_LOG_DEBUG = 4,
+} tsync_log_level;
+
+/* One log line (no newline). Runs on the node's thread. */
+typedef void (*tsync_log_fn)(void *ctx, int level, const char *line);
+
+/* After batches from peers were merged: the app may refresh what it shows. */
+typedef struct {
+    size_t batches;   /* batches applied */
+    size_t conflicts; /* concurrent field writes LWW resolved */
+} tsync_node_change;
+typedef void (*tsync_change_fn)(void *ctx, const tsync_node_change *c);
+
+/* A peer's session began (up = 1) or ended (up = 0). key_hex: its public key (64 hex digits, or
+ * "" when not known), address: its endpoint or IP. online: at least one peer is connected now. */
+typedef void (*tsync_peer_fn)(void *ctx, const char *key_hex, const char *address, int up,
+                              int online);
+
+typedef struct {
+    unsigned int version; /* TSYNC_NODE_OPTIONS_VERSION */
+    /* Where to accept peers: "tcp://ADDR:PORT" (port "*": any free one). NULL:
+     * "tcp://0.0.0.0:7400". "": do not listen (dial only). */
+    const char *listen;
+    /* Static peers: "tcp://ADDR:PORT" or "tcp://ADDR:PORT#KEY" (KEY: the peer's public key in hex,
+     * as `tillsync state` shows it). Without KEY, an enrolled database tries the keys of the
+     * shop's certified devices it knows. */
+    const char *const *peers;
+    size_t npeers;
+    int log_level;    /* a tsync_log_level; 0: INFO */
+    tsync_log_fn log; /* NULL: lines on stderr */
+    void *log_ctx;
+    tsync_change_fn on_change;
+    tsync_peer_fn on_peer;
+    void *cb_ctx;
+    /* The node writes its status here about once a second, for `tillsync status`. NULL:
+     * "<database>.node"; "": not written. */
+    const char *status_path;
+    int tick_ms;          /* how often to look for commits of other connections; 0: 2 */
+    int anti_entropy_ms;  /* vector exchange and repair period; 0: 2000 */
+    size_t window_bytes;  /* batch bytes in flight per peer before waiting for its ACK; 0: 8 MiB */
+    unsigned int seal_ms; /* also seal at least this often; 0: only on commits */
+} tsync_node_options;
+
+#define TSYNC_NODE_OPTIONS_VERSION 1
+/* clang-format off */
+#define TSYNC_NODE_OPTIONS_INIT {.version = TSYNC_NODE_OPTIONS_VERSION}
+/* clang-format on */
+
+/* Opens the database (which must exist: `tillsync init`) with its own connection, starts listening
+ * and dialling. opts: NULL for defaults. Nothing runs until tsync_node_start or
+ * tsync_node_dispatch. Errors: TSYNC_ENOTFOUND (no database), TSYNC_EINVAL (bad option: the
+ * message names it), TSYNC_EIO (the listen address is in use). */
+TSYNC_API int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_options *opts);
+
+/* Runs the node on a new thread until tsync_node_stop. Errors: TSYNC_EEXISTS (already running),
+ * TSYNC_ERROR (no thread). */
+TSYNC_API int tsync_node_start(tsync_node *n);
+
+/* Asks the node to stop and, when it runs on its own thread, waits for it (within ~10 ms).
+ * Idempotent; callable from any thread and from a signal handler's flag check. */
+TSYNC_API void tsync_node_stop(tsync_node *n);
+
+/* Runs the node on the calling thread until tsync_node_stop (or *stop becomes non-zero, for a
+ * SIGINT handler; stop may be NULL). Returns 0 after a clean stop. */
+TSYNC_API int tsync_node_run(tsync_node *n, volatile int *stop);
+
+/* Host event loop: a descriptor that becomes readable when the node has network work, and the
+ * longest to wait (ms) before calling tsync_node_dispatch anyway. */
+TSYNC_API int tsync_node_fd(tsync_node *n);
+TSYNC_API int tsync_node_timeout_ms(tsync_node *n);
+/* Does all the work that is due without blocking. 0, or a negative error when the node cannot go
+ * on (the database failed); callbacks run inside. */
+TSYNC_API int tsync_node_dispatch(tsync_node *n);
+
+/* The node's status as JSON (docs/NODE.md lists the fields): online, each peer with address,
+ * key, state, last seen and lag each way, pending outgoing batches, held and parked items,
+ * refused inputs by reason, conflicts. *out is the caller's (free()). Any thread. */
+TSYNC_API int tsync_node_status_json(tsync_node *n, char **out);
+
+/* The endpoint really bound ("" when not listening). Borrowed for the node's lifetime. */
+TSYNC_API const char *tsync_node_endpoint(tsync_node *n);
+
+/* Stops the node (tsync_node_stop) and frees it. Accepts NULL. */
+TSYNC_API void tsync_node_free(tsync_node *n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,1500 @@
+/*
+ * net/node.c — the sync node (include/tillsync/node.h): sessions over the transport, the HELLO
+ * handshake with certificate check, push of new batches, merge of received ones, forwarding,
+ * anti-entropy, flow control, status. docs/NODE.md describes the protocol rules it follows.
+ *
+ * How batches move
+ * - Each peer has two vectors: `acked`, what it told us it holds (HELLO, then every ACK), and
+ *   `sent`, acked plus what we sent since. We push whatever `sent` lacks, as signed run pieces
+ *   (store/sync.h) of about 1 MiB, while fewer than window_bytes are unacknowledged; the rest
+ *   follows as ACKs come back. So a till a day behind is caught up in bounded chunks, and new sales
+ *   (small pieces) are never queued behind more than a window of backlog.
+ * - Received BATCHES are queued while events are drained, then merged in one transaction (one per
+ *   peer if a combined merge is refused, so one bad peer cannot block the others), and every sender
+ *   gets an ACK with our new vector. Merged batches change our vector, so the same push sends them
+ *   on to every peer that lacks them: forwarding needs no extra rule.
+ * - Every anti_entropy_ms each peer gets our vector (ACK); a peer whose ACKs stopped covering what
+ *   we sent for that long gets it again from its last ACK (lost, or held for dependencies).
+ * - Local commits by other connections are seen through PRAGMA data_version every tick_ms.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crdt/cert.h"
+#include "net/transport.h"
+#include "net/wire.h"
+#include "store/sync.h"
+#include "store/trust.h"
+#include "tillsync/node.h"
+#include "tillsync/store.h"
+
+/* Inputs refused, by reason (status shows them). */
+enum {
+    R_MALFORMED,  /* a message that does not decode */
+    R_UNEXPECTED, /* a message out of order (not HELLO first, HELLO twice, ...) */
+    R_VERSION,    /* another protocol version */
+    R_SHOP,       /* another shop, or enrolled vs not enrolled */
+    R_CERT,       /* certificate missing, invalid, expired, revoked, or not the session's key */
+    R_SIGNATURE,  /* batches with a bad signature or broken chain */
+    R_FORK,       /* batches that fork an origin */
+    R_BATCH,      /* batches refused for another reason (no certificate for their author, ...) */
+    R_TRUST,      /* trust records refused */
+    R_OVERSIZE,   /* messages over the size limit (transport) */
+    R_DENIED,     /* handshakes refused (revoked key) */
+    R_HANDSHAKE,  /* other failed handshakes */
+    R_COUNT
+};
+static const char *const R_NAME[R_COUNT] = {
+    "malformed", "unexpected", "version", "shop",     "certificate", "signature",
+    "fork",      "batch",      "trust",   "oversize", "denied",      "handshake",
+};
+
+#define MAX_BAD_MESSAGES 16 /* a session that sends more malformed messages is closed */
+#define MERGE_QUEUE_MAX  (32u << 20)
+#define LBL              (TSYNC__TP_ADDR_LEN + 96) /* a peer label in log lines */
+
+typedef struct {
+    uint8_t site[TSYNC__SITE_BYTES];
+    uint64_t seq;
+    size_t bytes;
+} inflight;
+
+typedef struct {
+    int used;
+    uint32_t id;
+    int up, hello, verified, inbound;
+    int static_idx; /* index in n->statics, -1 when inbound */
+    int key_known;
+    uint8_t pk[TSYNC__PK_BYTES];
+    char name[64];
+    char addr[TSYNC__TP_ADDR_LEN];
+    tsync__vv acked, sent;
+    int fork_check; /* compare head hashes on the next push (after HELLO) */
+    inflight *fl;
+    size_t nfl, capfl, fl_bytes;
+    uint64_t up_ms, seen_ms, progress_mono;
+    uint64_t rx_batches, tx_batches, rx_msgs, tx_msgs;
+    uint64_t schema;
+    int64_t clock_delta_ms;
+    int bad;
+    uint64_t close_at_mono; /* close after an ERROR had time to leave; 0: not closing */
+} npeer;
+
+typedef struct {
+    char endpoint[TSYNC__TP_ADDR_LEN];
+    int has_key;
+    uint8_t key[TSYNC__PK_BYTES];
+    uint32_t *cands; /* keyless: one dial per candidate key */
+    uint8_t *cand_keys;
+    size_t ncands;
+    int found;
+} speer;
+
+typedef struct {
+    uint32_t peer;
+    uint8_t *frame;
+    size_t len;
+    tsync__msg m;
+    tsync__arena a;
+} qmsg;
+
+struct tsync_node {
+    tsync_store *s;
+    tsync__tp *tp;
+    tsync_node_options o;
+    char *db_path;
+    char *status_path;
+    char endpoint[TSYNC__TP_ADDR_LEN];
+    int enrolled;
+    uint8_t shop[TSYNC__SHOP_ID_BYTES];
+
+    npeer *peers;
+    size_t npeers;
+    speer *statics;
+    size_t nstatics;
+
+    qmsg *q;
+    size_t nq, capq, qbytes;
+
+    tsync__vv ours;
+    int ours_valid;
+
+    uint64_t started_ms, last_ae_mono, last_status_mono, last_seal_mono;
+    uint8_t trust_digest[TSYNC__HASH_BYTES];
+    int trust_digest_valid;
+
+    uint64_t refused[R_COUNT];
+    uint64_t merged, conflicts, held_reported, local_batches, merges;
+    int failed; /* the database failed: the node stops */
+
+    pthread_t thread;
+    int thread_running;
+    atomic_int stop;
+    pthread_mutex_t status_mu;
+    char *status_json;
+    int status_dirty;
+};
+
+/* ---------------------------------------------------------------- time and logging */
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void logf_(tsync_node *n, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void logf_(tsync_node *n, int level, const char *fmt, ...)
+{
+    if (level > n->o.log_level) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n->o.log) {
+        n->o.log(n->o.log_ctx, level, msg);
+        return;
+    }
+    static const char *const lv[] = {"", "ERROR", "WARN", "INFO", "DEBUG"};
+    uint64_t now = wall_ms();
+    time_t t = (time_t)(now / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ %-5s %s\n", tm.tm_year + 1900,
+            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(now % 1000),
+            lv[level >= 1 && level <= 4 ? level : 0], msg);
+}
+
+static void hex(const uint8_t *p, size_t len, char *out)
+{
+    static const char d[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = d[p[i] >> 4];
+        out[2 * i + 1] = d[p[i] & 15];
+    }
+    out[2 * len] = 0;
+}
+
+/* A short name for a peer in log lines: its device name, else its key prefix, else its address. */
+static const char *peer_label(const npeer *p, char buf[LBL])
+{
+    char k[17] = "";
+    if (p->key_known) hex(p->pk, 8, k);
+    if (p->name[0])
+        snprintf(buf, LBL, "%s (%s)", p->name, k);
+    else if (k[0])
+        snprintf(buf, LBL, "%s at %s", k, p->addr);
+    else
+        snprintf(buf, LBL, "%s", p->addr[0] ? p->addr : "?");
+    return buf;
+}
+
+static const char *last_error(void)
+{
+    const tsync_error *e = tsync_error_last();
+    return e && e->message ? e->message : "unknown error";
+}
+
+/* ---------------------------------------------------------------- peers */
+
+static npeer *peer_find(tsync_node *n, uint32_t id)
+{
+    for (size_t i = 0; i < n->npeers; i++)
+        if (n->peers[i].used && n->peers[i].id == id) return &n->peers[i];
+    return NULL;
+}
+
+static npeer *peer_get(tsync_node *n, uint32_t id)
+{
+    npeer *p = peer_find(n, id);
+    if (p) return p;
+    for (size_t i = 0; i < n->npeers; i++)
+        if (!n->peers[i].used) {
+            p = &n->peers[i];
+            break;
+        }
+    if (!p) {
+        npeer *np = realloc(n->peers, (n->npeers + 1) * sizeof *np);
+        if (!np) return NULL;
+        n->peers = np;
+        p = &n->peers[n->npeers++];
+    }
+    memset(p, 0, sizeof *p);
+    p->used = 1;
+    p->id = id;
+    p->static_idx = -1;
+    return p;
+}
+
+static void session_reset(npeer *p)
+{
+    p->up = p->hello = p->verified = 0;
+    p->fork_check = 0;
+    tsync__vv_free(&p->acked);
+    tsync__vv_free(&p->sent);
+    p->nfl = 0;
+    p->fl_bytes = 0;
+    p->bad = 0;
+    p->close_at_mono = 0;
+}
+
+static void peer_free(npeer *p)
+{
+    session_reset(p);
+    free(p->fl);
+    p->fl = NULL;
+    p->capfl = 0;
+    p->used = 0;
+}
+
+static int online(tsync_node *n)
+{
+    for (size_t i = 0; i < n->npeers; i++)
+        if (n->peers[i].used && n->peers[i].verified) return 1;
+    return 0;
+}
+
+static void notify_peer(tsync_node *n, npeer *p, int up)
+{
+    n->status_dirty = 1;
+    if (!n->o.on_peer) return;
+    char k[2 * TSYNC__PK_BYTES + 1] = "";
+    if (p->key_known) hex(p->pk, TSYNC__PK_BYTES, k);
+    n->o.on_peer(n->o.cb_ctx, k, p->addr, up, online(n));
+}
+
+/* ---------------------------------------------------------------- sending */
+
+static int send_msg(tsync_node *n, npeer *p, const tsync__msg *m)
+{
+    uint8_t *buf;
+    size_t len;
+    char err[TSYNC__ERRLEN];
+    int rc = tsync__wire_encode(m, &buf, &len, err);
+    if (rc) {
+        logf_(n, TSYNC_LOG_ERROR, "cannot encode %s: %s", tsync__wire_type_name(m->type), err);
+        return rc;
+    }
+    rc = tsync__tp_send(n->tp, p->id, buf, len);
+    free(buf);
+    if (rc == 0) p->tx_msgs++;
+    return rc;
+}
+
+static void send_error(tsync_node *n, npeer *p, uint32_t code, const char *text)
+{
+    tsync__msg m = {.type = TSYNC__WIRE_ERROR};
+    m.error.code = code;
+    m.error.text = text;
+    m.error.len = strlen(text);
+    if (m.error.len > TSYNC__WIRE_TEXT_MAX) m.error.len = TSYNC__WIRE_TEXT_MAX;
+    send_msg(n, p, &m);
+    /* Give the ERROR a moment to leave before the session is cut. */
+    p->close_at_mono = mono_ms() + 200;
+    p->verified = 0;
+}
+
+static int refresh_ours(tsync_node *n)
+{
+    tsync__vv_free(&n->ours);
+    n->ours_valid = 0;
+    int rc = tsync__sync_vv(n->s, &n->ours);
+    if (rc) {
+        logf_(n, TSYNC_LOG_ERROR, "cannot read the version vector: %s", last_error());
+        return rc;
+    }
+    n->ours_valid = 1;
+    return 0;
+}
+
+static int send_vector(tsync_node *n, npeer *p, int hello)
+{
+    tsync__msg m;
+    memset(&m, 0, sizeof m);
+    uint8_t *cert = NULL;
+    size_t cert_len = 0;
+    if (hello) {
+        m.type = TSYNC__WIRE_HELLO;
+        m.hello.version = TSYNC_WIRE_VERSION;
+        m.hello.schema = tsync__sync_schema(n->s);
+        m.hello.clock_ms = wall_ms();
+        if (n->enrolled) {
+            if (tsync__trust_own_cert(n->s, &cert, &cert_len) != 0) {
+                logf_(n, TSYNC_LOG_ERROR, "no certificate of our own to present: %s", last_error());
+                return TSYNC_ENOTFOUND;
+            }
+            m.hello.has_shop = true;
+            memcpy(m.hello.shop, n->shop, sizeof m.hello.shop);
+            m.hello.cert = cert;
+            m.hello.cert_len = cert_len;
+        }
+        m.hello.vv.e = n->ours.e;
+        m.hello.vv.n = n->ours.n;
+    } else {
+        m.type = TSYNC__WIRE_ACK;
+        m.ack.vv.e = n->ours.e;
+        m.ack.vv.n = n->ours.n;
+    }
+    int rc = send_msg(n, p, &m);
+    free(cert);
+    return rc;
+}
+
+static int send_certs(tsync_node *n, npeer *p)
+{
+    uint8_t **blobs = NULL;
+    size_t *lens = NULL, nb = 0;
+    int rc = tsync__trust_export(n->s, &blobs, &lens, &nb);
+    if (rc) return rc;
+    for (size_t off = 0; rc == 0 && off < nb;) {
+        /* Several messages if the shop ever has more records than one CERTS holds. */
+        size_t k = nb - off;
+        if (k > 200) k = 200;
+        tsync__msg m = {.type = TSYNC__WIRE_CERTS};
+        m.certs.n = (uint32_t)k;
+        m.certs.blob = (const uint8_t *const *)(blobs + off);
+        m.certs.len = lens + off;
+        rc = send_msg(n, p, &m);
+        off += k;
+    }
+    tsync__trust_export_free(blobs, lens, nb);
+    return rc;
+}
+
+typedef struct {
+    tsync_node *n;
+    npeer *p;
+    int busy;
+} push_ctx;
+
+#define PUSH_BUSY 1
+
+static int emit_piece(void *ctx, const tsync__run_piece *pc)
+{
+    push_ctx *c = ctx;
+    npeer *p = c->p;
+    tsync__msg m = {.type = TSYNC__WIRE_BATCHES};
+    memcpy(m.batches.site, pc->site->site, TSYNC__SITE_BYTES);
+    memcpy(m.batches.pk, pc->site->pk, TSYNC__PK_BYTES);
+    memcpy(m.batches.inc, pc->site->inc, TSYNC__INC_BYTES);
+    m.batches.first_seq = pc->first_seq;
+    memcpy(m.batches.prev, pc->prev, TSYNC__HASH_BYTES);
+    m.batches.nbodies = pc->n;
+    m.batches.body = pc->body;
+    m.batches.body_len = pc->len;
+    memcpy(m.batches.sig, pc->sig, TSYNC__SIG_BYTES);
+    int rc = send_msg(c->n, p, &m);
+    if (rc == TSYNC_EBUSY) {
+        c->busy = 1;
+        return PUSH_BUSY;
+    }
+    if (rc) return rc;
+    uint64_t last = pc->first_seq + pc->n - 1;
+    if (tsync__vv_set(&p->sent, pc->site->site, last, pc->last)) return TSYNC_ENOMEM;
+    if (p->nfl == p->capfl) {
+        size_t cap = p->capfl ? p->capfl * 2 : 16;
+        inflight *f = realloc(p->fl, cap * sizeof *f);
+        if (!f) return TSYNC_ENOMEM;
+        p->fl = f;
+        p->capfl = cap;
+    }
+    inflight *f = &p->fl[p->nfl++];
+    memcpy(f->site, pc->site->site, TSYNC__SITE_BYTES);
+    f->seq = last;
+    f->bytes = pc->bytes;
+    p->fl_bytes += pc->bytes;
+    p->tx_batches += pc->n;
+    return 0;
+}
+
+/* Whether `have` lacks something of ours (with check_hash: or holds another batch at a seq). */
+static int lacks(const tsync__vv *have, const tsync__vv *ours, int check_hash)
+{
+    for (size_t i = 0; i < ours->n; i++) {
+        const tsync__vv_entry *e = tsync__vv_get(have, ours->e[i].site);
+        if (!e || e->seq < ours->e[i].seq) return 1;
+        if (check_hash && e->seq == ours->e[i].seq &&
+            memcmp(e->hash, ours->e[i].hash, TSYNC__HASH_BYTES) != 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int push(tsync_node *n, npeer *p)
+{
+    if (!p->verified || p->close_at_mono || !n->ours_valid) return 0;
+    if (p->fl_bytes >= n->o.window_bytes) return 0;
+    if (!lacks(&p->sent, &n->ours, p->fork_check)) {
+        p->fork_check = 0;
+        return 0;
+    }
+    push_ctx c = {n, p, 0};
+    int more = 0;
+    int rc =
+        tsync__sync_runs(n->s, &p->sent, n->o.window_bytes - p->fl_bytes, emit_piece, &c, &more);
+    p->fork_check = 0;
+    if (rc == PUSH_BUSY) return 0;
+    if (rc) {
+        char lb[LBL];
+        logf_(n, TSYNC_LOG_ERROR, "cannot send batches to %s: %s", peer_label(p, lb), last_error());
+    }
+    return rc;
+}
+
+static void push_all(tsync_node *n)
+{
+    for (size_t i = 0; i < n->npeers; i++)
+        if (n->peers[i].used) push(n, &n->peers[i]);
+}
+
+/* ---------------------------------------------------------------- receiving */
+
+static void bad_message(tsync_node *n, npeer *p, int reason, const char *what)
+{
+    char lb[LBL];
+    n->refused[reason]++;
+    n->status_dirty = 1;
+    logf_(n, TSYNC_LOG_WARN, "refused from %s: %s", peer_label(p, lb), what);
+    if (++p->bad >= MAX_BAD_MESSAGES && !p->close_at_mono) {
+        logf_(n, TSYNC_LOG_WARN, "closing the session with %s: %d bad messages", peer_label(p, lb),
+              p->bad);
+        send_error(n, p, TSYNC__WIRE_ERR_PROTOCOL, "too many malformed messages");
+    }
+}
+
+/* Revoked keys are refused by the transport from now on (ZAP), and their sessions cut. */
+static void apply_revocations(tsync_node *n)
+{
+    if (!n->enrolled) return;
+    uint64_t now = wall_ms();
+    for (size_t i = 0; i < n->npeers; i++) {
+        npeer *p = &n->peers[i];
+        if (!p->used || !p->verified || !p->key_known) continue;
+        char err[TSYNC__ERRLEN];
+        if (tsync__trust_session(n->s, p->pk, now, err) == 0) continue;
+        char lb[LBL];
+        logf_(n, TSYNC_LOG_WARN, "closing the session with %s: %s", peer_label(p, lb), err);
+        n->refused[R_CERT]++;
+        uint8_t *keys = NULL;
+        size_t nk = 0, k;
+        tsync__sync_device_keys(n->s, &keys, &nk);
+        for (k = 0; k < nk; k++)
+            if (memcmp(keys + k * TSYNC__PK_BYTES, p->pk, TSYNC__PK_BYTES) == 0) break;
+        free(keys);
+        uint8_t pk[TSYNC__PK_BYTES];
+        memcpy(pk, p->pk, sizeof pk);
+        if (k == nk)
+            tsync__tp_revoke(n->tp, pk); /* revoked: never again */
+        else
+            send_error(n, p, TSYNC__WIRE_ERR_CERT, err); /* expired: a renewal may come */
+    }
+}
+
+static void import_certs(tsync_node *n, npeer *p, const tsync__wire_certs *c)
+{
+    int changed = 0;
+    for (uint32_t i = 0; i < c->n; i++) {
+        char err[TSYNC__ERRLEN];
+        uint8_t id[TSYNC__HASH_BYTES];
+        (void)id;
+        int rc = tsync__trust_import(n->s, c->blob[i], c->len[i], err);
+        if (rc == 0) {
+            changed = 1;
+        } else {
+            char lb[LBL];
+            n->refused[R_TRUST]++;
+            logf_(n, TSYNC_LOG_WARN, "trust record from %s not taken: %s", peer_label(p, lb), err);
+        }
+    }
+    if (changed) apply_revocations(n);
+}
+
+/* Checks the HELLO (the session's first message) and admits the session. */
+static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
+{
+    char lb[LBL];
+    uint64_t now = wall_ms();
+    if (n->enrolled != h->has_shop ||
+        (h->has_shop && memcmp(h->shop, n->shop, TSYNC__SHOP_ID_BYTES) != 0)) {
+        n->refused[R_SHOP]++;
+        const char *why = !n->enrolled   ? "this till is not enrolled in a shop, the peer is"
+                          : !h->has_shop ? "the peer is not enrolled in a shop"
+                                         : "the peer belongs to another shop";
+        logf_(n, TSYNC_LOG_WARN, "refused %s: %s", peer_label(p, lb), why);
+        send_error(n, p, TSYNC__WIRE_ERR_SHOP, why);
+        return;
+    }
+    const uint8_t *key = NULL;
+    if (h->has_shop) {
+        tsync__arena a = {0};
+        tsync__trust_rec rec;
+        char err[TSYNC__ERRLEN];
+        int rc = tsync__trust_decode(h->cert, h->cert_len, &rec, &a, err);
+        if (rc == 0 && rec.kind != TSYNC__T_CERT) {
+            rc = TSYNC_EREFUSED;
+            snprintf(err, sizeof err, "the first message does not carry a certificate");
+        }
+        if (rc == 0) rc = tsync__trust_import(n->s, h->cert, h->cert_len, err);
+        uint8_t pk[TSYNC__PK_BYTES];
+        if (rc == 0) {
+            memcpy(pk, rec.u.cert.device_pk, sizeof pk);
+            snprintf(p->name, sizeof p->name, "%.*s", (int)rec.u.cert.device_name_len,
+                     rec.u.cert.device_name);
+            if (p->key_known && memcmp(pk, p->pk, sizeof pk) != 0) {
+                rc = TSYNC_EREFUSED;
+                snprintf(err, sizeof err, "the certificate names another key than the session's");
+            }
+        }
+        if (rc == 0) rc = tsync__trust_session(n->s, pk, now, err);
+        if (rc == 0 && tsync__tp_peer_verified(n->tp, p->id, pk) != 0) {
+            rc = TSYNC_EREFUSED;
+            snprintf(err, sizeof err, "the certificate names another key than the session's");
+        }
+        tsync__arena_free(&a);
+        if (rc) {
+            n->refused[R_CERT]++;
+            logf_(n, TSYNC_LOG_WARN, "refused %s: %s", peer_label(p, lb), err);
+            send_error(n, p, TSYNC__WIRE_ERR_CERT, err);
+            return;
+        }
+        memcpy(p->pk, pk, sizeof pk);
+        p->key_known = 1;
+        key = pk;
+    } else if (tsync__tp_peer_verified(n->tp, p->id, NULL) != 0) {
+        n->refused[R_UNEXPECTED]++;
+        return;
+    }
+    (void)key;
+    tsync__vv_free(&p->acked);
+    tsync__vv_free(&p->sent);
+    for (size_t i = 0; i < h->vv.n; i++)
+        if (tsync__vv_set(&p->acked, h->vv.e[i].site, h->vv.e[i].seq, h->vv.e[i].hash) ||
+            tsync__vv_set(&p->sent, h->vv.e[i].site, h->vv.e[i].seq, h->vv.e[i].hash))
+            return;
+    p->hello = p->verified = 1;
+    p->fork_check = 1;
+    p->schema = h->schema;
+    p->clock_delta_ms = (int64_t)h->clock_ms - (int64_t)now;
+    p->progress_mono = mono_ms();
+    if (p->clock_delta_ms > 60000 || p->clock_delta_ms < -60000)
+        logf_(n, TSYNC_LOG_WARN, "%s: its clock differs from ours by %+" PRId64 " s",
+              peer_label(p, lb), p->clock_delta_ms / 1000);
+    logf_(n, TSYNC_LOG_INFO, "connected to %s (%s, schema %" PRIu64 ")", peer_label(p, lb),
+          p->inbound ? "inbound" : "outbound", p->schema);
+    if (n->enrolled) send_certs(n, p);
+    notify_peer(n, p, 1);
+    push(n, p);
+}
+
+static void on_ack(tsync_node *n, npeer *p, const tsync__wire_vv *vv)
+{
+    tsync__vv_free(&p->acked);
+    for (size_t i = 0; i < vv->n; i++) {
+        if (tsync__vv_set(&p->acked, vv->e[i].site, vv->e[i].seq, vv->e[i].hash)) return;
+        const tsync__vv_entry *s = tsync__vv_get(&p->sent, vv->e[i].site);
+        if (!s || s->seq < vv->e[i].seq)
+            tsync__vv_set(&p->sent, vv->e[i].site, vv->e[i].seq, vv->e[i].hash);
+    }
+    /* Pieces the peer now holds are no longer in flight. */
+    size_t k = 0;
+    int popped = 0;
+    for (size_t i = 0; i < p->nfl; i++) {
+        if (tsync__vv_seq(&p->acked, p->fl[i].site) >= p->fl[i].seq) {
+            p->fl_bytes -= p->fl[i].bytes;
+            popped = 1;
+        } else {
+            p->fl[k++] = p->fl[i];
+        }
+    }
+    p->nfl = k;
+    if (popped || k == 0) p->progress_mono = mono_ms();
+    push(n, p);
+}
+
+static int queue_batches(tsync_node *n, npeer *p, const void *data, size_t len)
+{
+    if (n->nq == n->capq) {
+        size_t cap = n->capq ? n->capq * 2 : 16;
+        qmsg *q = realloc(n->q, cap * sizeof *q);
+        if (!q) return TSYNC_ENOMEM;
+        n->q = q;
+        n->capq = cap;
+    }
+    qmsg *q = &n->q[n->nq];
+    memset(q, 0, sizeof *q);
+    q->frame = malloc(len);
+    if (!q->frame) return TSYNC_ENOMEM;
+    memcpy(q->frame, data, len);
+    q->len = len;
+    q->peer = p->id;
+    char err[TSYNC__ERRLEN];
+    if (tsync__wire_decode(q->frame, len, &q->m, &q->a, err) != 0) {
+        free(q->frame);
+        tsync__arena_free(&q->a);
+        return TSYNC_ECORRUPT;
+    }
+    n->nq++;
+    n->qbytes += len;
+    p->rx_batches += q->m.batches.nbodies;
+    return 0;
+}
+
+static void on_message(tsync_node *n, const tsync__tp_event *ev)
+{
+    npeer *p = peer_find(n, ev->peer);
+    if (!p || !p->up || p->close_at_mono) return;
+    p->rx_msgs++;
+    p->seen_ms = ev->at_ms;
+    tsync__arena a = {0};
+    tsync__msg m;
+    char err[TSYNC__ERRLEN];
+    int rc = tsync__wire_decode(ev->data, ev->len, &m, &a, err);
+    if (rc) {
+        if (ev->first && rc == TSYNC_EVERSION) {
+            n->refused[R_VERSION]++;
+            send_error(n, p, TSYNC__WIRE_ERR_VERSION, "protocol version not spoken here");
+        } else {
+            bad_message(n, p, R_MALFORMED, err);
+            if (ev->first) send_error(n, p, TSYNC__WIRE_ERR_PROTOCOL, "malformed HELLO");
+        }
+        tsync__arena_free(&a);
+        return;
+    }
+    if (ev->first != (m.type == TSYNC__WIRE_HELLO)) {
+        bad_message(n, p, R_UNEXPECTED,
+                    ev->first ? "the first message is not HELLO" : "HELLO in the middle");
+        if (ev->first) send_error(n, p, TSYNC__WIRE_ERR_PROTOCOL, "expected HELLO");
+        tsync__arena_free(&a);
+        return;
+    }
+    switch (m.type) {
+    case TSYNC__WIRE_HELLO:
+        on_hello(n, p, &m.hello);
+        break;
+    case TSYNC__WIRE_BATCHES:
+        if (queue_batches(n, p, ev->data, ev->len) != 0) bad_message(n, p, R_MALFORMED, "BATCHES");
+        break;
+    case TSYNC__WIRE_ACK:
+        on_ack(n, p, &m.ack.vv);
+        break;
+    case TSYNC__WIRE_CERTS:
+        import_certs(n, p, &m.certs);
+        break;
+    case TSYNC__WIRE_FORK_PROOF: {
+        tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
+        if (tsync_store_merge(n->s, m.fork_proof.proof, m.fork_proof.len, &r) != 0 && r.merged == 0)
+            bad_message(n, p, R_FORK, last_error());
+        tsync_merge_report_clear(&r);
+        break;
+    }
+    case TSYNC__WIRE_PING: {
+        tsync__msg pong = {.type = TSYNC__WIRE_PONG};
+        pong.pong.echo_ms = m.ping.ms;
+        pong.pong.clock_ms = wall_ms();
+        send_msg(n, p, &pong);
+        break;
+    }
+    case TSYNC__WIRE_PONG:
+        break;
+    case TSYNC__WIRE_ERROR: {
+        char lb[LBL];
+        logf_(n, TSYNC_LOG_WARN, "%s reports error %u: %.*s", peer_label(p, lb), m.error.code,
+              (int)m.error.len, m.error.text);
+        break;
+    }
+    default:
+        /* Snapshots are not served by this version: say so, the peer goes on with batches. */
+        send_error(n, p, TSYNC__WIRE_ERR_BUSY, "snapshots are not served by this node");
+        p->close_at_mono = 0;
+        p->verified = 1;
+        break;
+    }
+    tsync__arena_free(&a);
+}
+
+/* ---------------------------------------------------------------- merging */
+
+static void q_clear(tsync_node *n)
+{
+    for (size_t i = 0; i < n->nq; i++) {
+        free(n->q[i].frame);
+        tsync__arena_free(&n->q[i].a);
+    }
+    n->nq = 0;
+    n->qbytes = 0;
+}
+
+/* Merges the queued messages of one peer (peer != 0) or of all (peer == 0) in one transaction.
+ * Returns tsync__merge_bundle's code. */
+static int merge_some(tsync_node *n, uint32_t peer, tsync_merge_report *r)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n->nq; i++)
+        if (!peer || n->q[i].peer == peer) k++;
+    if (!k) return 0;
+    tsync__bsite *sites = calloc(k, sizeof *sites);
+    tsync__brun *runs = calloc(k, sizeof *runs);
+    if (!sites || !runs) {
+        free(sites);
+        free(runs);
+        return TSYNC_ENOMEM;
+    }
+    size_t j = 0;
+    for (size_t i = 0; i < n->nq; i++) {
+        if (peer && n->q[i].peer != peer) continue;
+        const tsync__wire_batches *b = &n->q[i].m.batches;
+        memcpy(sites[j].site, b->site, TSYNC__SITE_BYTES);
+        memcpy(sites[j].pk, b->pk, TSYNC__PK_BYTES);
+        memcpy(sites[j].inc, b->inc, TSYNC__INC_BYTES);
+        runs[j].site = (uint32_t)j;
+        runs[j].first_seq = b->first_seq;
+        memcpy(runs[j].prev, b->prev, TSYNC__HASH_BYTES);
+        runs[j].nbodies = b->nbodies;
+        runs[j].body = (const uint8_t **)b->body;
+        runs[j].body_len = (size_t *)b->body_len;
+        memcpy(runs[j].sig, b->sig, TSYNC__SIG_BYTES);
+        j++;
+    }
+    tsync__bundle bun;
+    memset(&bun, 0, sizeof bun);
+    bun.nsites = bun.nruns = (uint32_t)k;
+    bun.sites = sites;
+    bun.runs = runs;
+    int rc = tsync__merge_bundle(n->s, &bun, r);
+    free(sites);
+    free(runs);
+    return rc;
+}
+
+static int refusal_reason(int rc)
+{
+    switch (rc) {
+    case TSYNC_EBADSIG:
+    case TSYNC_ECHAIN:
+    case TSYNC_ECORRUPT:
+    case TSYNC_EVERSION:
+        return R_SIGNATURE;
+    case TSYNC_EFORK:
+        return R_FORK;
+    default:
+        return R_BATCH;
+    }
+}
+
+static int is_db_failure(int rc)
+{
+    return rc == TSYNC_EIO || rc == TSYNC_ENOMEM || rc == TSYNC_EBUSY || rc == TSYNC_ERROR;
+}
+
+static void account(tsync_node *n, const tsync_merge_report *r)
+{
+    n->merged += r->merged;
+    n->conflicts += r->conflicts;
+    n->held_reported += r->held;
+    for (size_t i = 0; i < r->nmessages; i++)
+        logf_(n, TSYNC_LOG_DEBUG, "merge: %s", r->messages[i]);
+}
+
+static void flush_merges(tsync_node *n)
+{
+    if (!n->nq) return;
+    tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
+    int rc = merge_some(n, 0, &r);
+    size_t merged = r.merged, conflicts = r.conflicts;
+    account(n, &r);
+    tsync_merge_report_clear(&r);
+    n->merges++;
+    if (rc && !is_db_failure(rc) && rc != TSYNC_EFORK && rc != TSYNC_EREFUSED) {
+        /* Refused whole: merge peer by peer, so only the bad sender's batches are refused. */
+        uint32_t *ids = calloc(n->nq, sizeof *ids);
+        size_t nid = 0;
+        for (size_t i = 0; ids && i < n->nq; i++) {
+            size_t k;
+            for (k = 0; k < nid && ids[k] != n->q[i].peer; k++)
+                ;
+            if (k == nid) ids[nid++] = n->q[i].peer;
+        }
+        for (size_t i = 0; i < nid; i++) {
+            tsync_merge_report pr = TSYNC_MERGE_REPORT_INIT;
+            int prc = merge_some(n, ids[i], &pr);
+            merged += pr.merged;
+            conflicts += pr.conflicts;
+            account(n, &pr);
+            tsync_merge_report_clear(&pr);
+            npeer *p = peer_find(n, ids[i]);
+            if (prc && p) bad_message(n, p, refusal_reason(prc), last_error());
+            if (prc && is_db_failure(prc)) rc = prc;
+        }
+        free(ids);
+        if (!is_db_failure(rc)) rc = 0;
+    } else if (rc == TSYNC_EFORK || rc == TSYNC_EREFUSED) {
+        n->refused[refusal_reason(rc)]++;
+        logf_(n, TSYNC_LOG_WARN, "some batches refused: %s", last_error());
+        rc = 0;
+    }
+    if (rc) {
+        logf_(n, TSYNC_LOG_ERROR, "merge failed: %s", last_error());
+        if (rc == TSYNC_EIO || rc == TSYNC_ENOMEM) n->failed = rc;
+    }
+    /* Tell each sender what we hold now (also after a refusal: it learns what we lack). */
+    refresh_ours(n);
+    for (size_t i = 0; i < n->nq; i++) {
+        size_t k;
+        for (k = 0; k < i && n->q[k].peer != n->q[i].peer; k++)
+            ;
+        if (k < i) continue;
+        npeer *p = peer_find(n, n->q[i].peer);
+        if (p && p->verified) send_vector(n, p, 0);
+    }
+    q_clear(n);
+    n->status_dirty = 1;
+    if (merged) {
+        logf_(n, TSYNC_LOG_DEBUG, "merged %zu batches", merged);
+        if (n->o.on_change) {
+            tsync_node_change c = {merged, conflicts};
+            n->o.on_change(n->o.cb_ctx, &c);
+        }
+        push_all(n); /* forward to the peers that lack them */
+    }
+}
+
+/* ---------------------------------------------------------------- static peers */
+
+static int parse_peer(const char *spec, speer *sp, char *err, size_t errlen)
+{
+    memset(sp, 0, sizeof *sp);
+    const char *hash = strchr(spec, '#');
+    size_t elen = hash ? (size_t)(hash - spec) : strlen(spec);
+    if (strncmp(spec, "tcp://", 6) != 0 || elen <= 6 || elen >= sizeof sp->endpoint ||
+        !memchr(spec + 6, ':', elen - 6)) {
+        snprintf(err, errlen, "peer '%s': expected tcp://ADDR:PORT or tcp://ADDR:PORT#KEY", spec);
+        return TSYNC_EINVAL;
+    }
+    memcpy(sp->endpoint, spec, elen);
+    sp->endpoint[elen] = 0;
+    if (hash) {
+        if (strlen(hash + 1) != 2 * TSYNC__PK_BYTES ||
+            sodium_hex2bin(sp->key, sizeof sp->key, hash + 1, 2 * TSYNC__PK_BYTES, NULL, NULL,
+                           NULL) != 0) {
+            snprintf(err, errlen,
+                     "peer '%s': KEY must be 64 hex digits (the public_key of "
+                     "'tillsync state')",
+                     spec);
+            return TSYNC_EINVAL;
+        }
+        sp->has_key = 1;
+    }
+    return 0;
+}
+
+static int dial(tsync_node *n, size_t si, const uint8_t key[TSYNC__PK_BYTES], uint32_t *id)
+{
+    speer *sp = &n->statics[si];
+    int rc = tsync__tp_connect(n->tp, sp->endpoint, key, id);
+    if (rc && rc != TSYNC_EEXISTS) return rc;
+    npeer *p = peer_get(n, *id);
+    if (!p) return TSYNC_ENOMEM;
+    p->static_idx = (int)si;
+    p->key_known = 1;
+    memcpy(p->pk, key, TSYNC__PK_BYTES);
+    snprintf(p->addr, sizeof p->addr, "%s", sp->endpoint);
+    return 0;
+}
+
+/* Keyless static peers of an enrolled till: dial once per certified device key not tried yet. */
+static void dial_candidates(tsync_node *n)
+{
+    uint8_t *keys = NULL;
+    size_t nk = 0;
+    int need = 0;
+    for (size_t i = 0; i < n->nstatics; i++) need |= !n->statics[i].has_key && !n->statics[i].found;
+    if (!need || tsync__sync_device_keys(n->s, &keys, &nk) != 0) return;
+    for (size_t i = 0; i < n->nstatics; i++) {
+        speer *sp = &n->statics[i];
+        if (sp->has_key || sp->found) continue;
+        for (size_t k = 0; k < nk; k++) {
+            const uint8_t *key = keys + k * TSYNC__PK_BYTES;
+            size_t c;
+            for (c = 0; c < sp->ncands; c++)
+                if (memcmp(sp->cand_keys + c * TSYNC__PK_BYTES, key, TSYNC__PK_BYTES) == 0) break;
+            if (c < sp->ncands) continue;
+            uint32_t *ids = realloc(sp->cands, (sp->ncands + 1) * sizeof *ids);
+            if (!ids) break;
+            sp->cands = ids;
+            uint8_t *ck = realloc(sp->cand_keys, (sp->ncands + 1) * TSYNC__PK_BYTES);
+            if (!ck) break;
+            sp->cand_keys = ck;
+            uint32_t id;
+            if (dial(n, i, key, &id) != 0) continue;
+            sp->cands[sp->ncands] = id;
+            memcpy(sp->cand_keys + sp->ncands * TSYNC__PK_BYTES, key, TSYNC__PK_BYTES);
+            sp->ncands++;
+        }
+    }
+    free(keys);
+}
+
+/* A candidate came up: the endpoint's key is found, the other dials stop. */
+static void candidate_up(tsync_node *n, npeer *p)
+{
+    if (p->static_idx < 0) return;
+    speer *sp = &n->statics[p->static_idx];
+    if (sp->has_key || sp->found) return;
+    sp->found = 1;
+    memcpy(sp->key, p->pk, TSYNC__PK_BYTES);
+    for (size_t c = 0; c < sp->ncands; c++) {
+        if (sp->cands[c] == p->id) continue;
+        tsync__tp_close(n->tp, sp->cands[c]);
+        npeer *o = peer_find(n, sp->cands[c]);
+        if (o) peer_free(o);
+    }
+}
+
+/* ---------------------------------------------------------------- transport events */
+
+static int admit(void *ctx, const uint8_t curve_pk[TSYNC__TP_KEY_BYTES], const uint8_t *ed_pk,
+                 const char *address)
+{
+    tsync_node *n = ctx;
+    (void)curve_pk;
+    (void)address;
+    if (!n->enrolled || !ed_pk) return 1; /* an unknown key is judged by its certificate */
+    char err[TSYNC__ERRLEN];
+    return tsync__trust_session(n->s, ed_pk, wall_ms(), err) == 0;
+}
+
+static void on_event(tsync_node *n, const tsync__tp_event *ev)
+{
+    char lb[LBL];
+    switch (ev->kind) {
+    case TSYNC__TP_EV_MESSAGE:
+        on_message(n, ev);
+        break;
+    case TSYNC__TP_EV_UP: {
+        npeer *p = peer_get(n, ev->peer);
+        if (!p) return;
+        session_reset(p);
+        p->up = 1;
+        p->inbound = ev->inbound;
+        p->up_ms = p->seen_ms = ev->at_ms;
+        if (ev->key_known) {
+            p->key_known = 1;
+            memcpy(p->pk, ev->ed_pk, TSYNC__PK_BYTES);
+        }
+        if (!p->addr[0] || ev->inbound) snprintf(p->addr, sizeof p->addr, "%s", ev->address);
+        candidate_up(n, p);
+        logf_(n, TSYNC_LOG_DEBUG, "session up with %s", peer_label(p, lb));
+        if (!n->ours_valid) refresh_ours(n);
+        send_vector(n, p, 1);
+        break;
+    }
+    case TSYNC__TP_EV_DOWN: {
+        npeer *p = peer_find(n, ev->peer);
+        if (!p) return;
+        int was = p->verified;
+        if (ev->reason == TSYNC__TP_DOWN_OVERSIZE) n->refused[R_OVERSIZE]++;
+        session_reset(p);
+        if (was) {
+            logf_(n, TSYNC_LOG_INFO, "disconnected from %s", peer_label(p, lb));
+            notify_peer(n, p, 0);
+        }
+        n->status_dirty = 1;
+        break;
+    }
+    case TSYNC__TP_EV_HSFAIL:
+        if (ev->reason == TSYNC__TP_HS_DENIED)
+            n->refused[R_DENIED]++;
+        else if (ev->inbound)
+            n->refused[R_HANDSHAKE]++;
+        logf_(n, TSYNC_LOG_DEBUG, "handshake with %s failed (reason %d)", ev->address, ev->reason);
+        n->status_dirty = 1;
+        break;
+    }
+}
+
+/* ---------------------------------------------------------------- status */
+
+static json_t *hexj(const uint8_t *p, size_t len)
+{
+    char buf[2 * 64 + 1];
+    hex(p, len, buf);
+    return json_string(buf);
+}
+
+static void lags(tsync_node *n, const npeer *p, uint64_t *out, uint64_t *in)
+{
+    *out = *in = 0;
+    for (size_t i = 0; i < n->ours.n; i++) {
+        uint64_t theirs = tsync__vv_seq(&p->acked, n->ours.e[i].site);
+        if (n->ours.e[i].seq > theirs) *out += n->ours.e[i].seq - theirs;
+    }
+    for (size_t i = 0; i < p->acked.n; i++) {
+        uint64_t mine = tsync__vv_seq(&n->ours, p->acked.e[i].site);
+        if (p->acked.e[i].seq > mine) *in += p->acked.e[i].seq - mine;
+    }
+}
+
+static char *status_build(tsync_node *n)
+{
+    json_t *o = json_object();
+    uint64_t now = wall_ms();
+    json_object_set_new(o, "format", json_integer(1));
+    json_object_set_new(o, "pid", json_integer((json_int_t)getpid()));
+    json_object_set_new(o, "updated_ms", json_integer((json_int_t)now));
+    json_object_set_new(o, "started_ms", json_integer((json_int_t)n->started_ms));
+    json_object_set_new(o, "database", json_string(n->db_path));
+    json_object_set_new(o, "listen", json_string(n->endpoint));
+    json_object_set_new(o, "online", json_boolean(online(n)));
+    json_object_set_new(o, "site", hexj(tsync_store_site_id(n->s), TSYNC__SITE_BYTES));
+    json_object_set_new(o, "public_key", hexj(tsync__sync_public_key(n->s), TSYNC__PK_BYTES));
+    json_object_set_new(o, "enrolled", json_boolean(n->enrolled));
+    json_object_set_new(o, "schema", json_integer((json_int_t)tsync__sync_schema(n->s)));
+    json_t *peers = json_array();
+    uint64_t pending = 0;
+    const uint8_t *own = tsync_store_site_id(n->s);
+    for (size_t i = 0; i < n->npeers; i++) {
+        const npeer *p = &n->peers[i];
+        if (!p->used) continue;
+        /* A keyless static address dialled with many candidate keys shows once, by its address. */
+        if (!p->up && p->static_idx >= 0 && !n->statics[p->static_idx].has_key &&
+            n->statics[p->static_idx].ncands > 1 && n->statics[p->static_idx].cands[0] != p->id)
+            continue;
+        json_t *e = json_object();
+        json_object_set_new(e, "address", json_string(p->addr));
+        json_object_set_new(e, "key", p->key_known ? hexj(p->pk, TSYNC__PK_BYTES) : json_null());
+        if (p->name[0]) json_object_set_new(e, "name", json_string(p->name));
+        json_object_set_new(e, "direction", json_string(p->inbound ? "inbound" : "outbound"));
+        json_object_set_new(e, "state",
+                            json_string(p->verified ? "connected"
+                                        : p->up     ? "handshake"
+                                                    : "connecting"));
+        json_object_set_new(e, "last_seen_ms",
+                            p->seen_ms ? json_integer((json_int_t)p->seen_ms) : json_null());
+        if (p->verified) {
+            uint64_t lo, li;
+            lags(n, p, &lo, &li);
+            json_object_set_new(e, "they_lack", json_integer((json_int_t)lo));
+            json_object_set_new(e, "we_lack", json_integer((json_int_t)li));
+            json_object_set_new(e, "in_flight_bytes", json_integer((json_int_t)p->fl_bytes));
+            json_object_set_new(e, "schema", json_integer((json_int_t)p->schema));
+            json_object_set_new(e, "clock_delta_ms", json_integer(p->clock_delta_ms));
+            uint64_t mine = tsync__vv_seq(&n->ours, own), theirs = tsync__vv_seq(&p->acked, own);
+            if (mine > theirs && mine - theirs > pending) pending = mine - theirs;
+        }
+        json_object_set_new(e, "batches_in", json_integer((json_int_t)p->rx_batches));
+        json_object_set_new(e, "batches_out", json_integer((json_int_t)p->tx_batches));
+        json_array_append_new(peers, e);
+    }
+    json_object_set_new(o, "peers", peers);
+    json_object_set_new(o, "pending_out", json_integer((json_int_t)pending));
+    tsync__sync_counts c;
+    if (tsync__sync_counts_get(n->s, &c) == 0) {
+        json_object_set_new(o, "held", json_integer(c.held));
+        json_object_set_new(o, "parked", json_integer(c.parked));
+        json_object_set_new(o, "conflicts", json_integer(c.conflicts));
+        json_object_set_new(o, "forks", json_integer(c.forks));
+        json_object_set_new(o, "unsealed", json_integer(c.pending));
+    }
+    json_t *ref = json_object();
+    tsync__tp_stats ts;
+    tsync__tp_stats_get(n->tp, &ts);
+    for (int i = 0; i < R_COUNT; i++) {
+        uint64_t v = n->refused[i];
+        if (i == R_OVERSIZE) v += ts.dropped_oversize > v ? ts.dropped_oversize - v : 0;
+        json_object_set_new(ref, R_NAME[i], json_integer((json_int_t)v));
+    }
+    json_object_set_new(ref, "unverified", json_integer((json_int_t)ts.dropped_unverified));
+    json_object_set_new(o, "refused", ref);
+    json_object_set_new(o, "batches_merged", json_integer((json_int_t)n->merged));
+    json_object_set_new(o, "batches_sealed", json_integer((json_int_t)n->local_batches));
+    char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return s;
+}
+
+static void status_publish(tsync_node *n)
+{
+    char *s = status_build(n);
+    if (!s) return;
+    if (n->status_path) {
+        size_t len = strlen(n->status_path) + 8;
+        char *tmp = malloc(len);
+        if (tmp) {
+            snprintf(tmp, len, "%s.tmp", n->status_path);
+            FILE *f = fopen(tmp, "w");
+            if (f) {
+                int ok = fputs(s, f) >= 0 && fputc('\n', f) != EOF;
+                ok = fclose(f) == 0 && ok;
+                if (!ok || rename(tmp, n->status_path) != 0) remove(tmp);
+            }
+            free(tmp);
+        }
+    }
+    pthread_mutex_lock(&n->status_mu);
+    free(n->status_json);
+    n->status_json = s;
+    pthread_mutex_unlock(&n->status_mu);
+    n->status_dirty = 0;
+}
+
+/* ---------------------------------------------------------------- the loop */
+
+static void trust_check(tsync_node *n)
+{
+    if (!n->enrolled) return;
+    uint8_t **blobs = NULL;
+    size_t *lens = NULL, nb = 0;
+    if (tsync__trust_export(n->s, &blobs, &lens, &nb) != 0) return;
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, TSYNC__HASH_BYTES);
+    for (size_t i = 0; i < nb; i++) crypto_generichash_update(&st, blobs[i], lens[i]);
+    uint8_t d[TSYNC__HASH_BYTES];
+    crypto_generichash_final(&st, d, sizeof d);
+    tsync__trust_export_free(blobs, lens, nb);
+    if (n->trust_digest_valid && memcmp(d, n->trust_digest, sizeof d) == 0) return;
+    int first = !n->trust_digest_valid;
+    memcpy(n->trust_digest, d, sizeof d);
+    n->trust_digest_valid = 1;
+    if (first) return;
+    /* New certificates or revocations (from a merge or `tillsync revoke`): tell every peer, cut
+     * revoked sessions, and dial newly certified keys for keyless static peers. */
+    apply_revocations(n);
+    for (size_t i = 0; i < n->npeers; i++)
+        if (n->peers[i].used && n->peers[i].verified && !n->peers[i].close_at_mono)
+            send_certs(n, &n->peers[i]);
+    dial_candidates(n);
+}
+
+static void anti_entropy(tsync_node *n, uint64_t now)
+{
+    trust_check(n);
+    for (size_t i = 0; i < n->npeers; i++) {
+        npeer *p = &n->peers[i];
+        if (!p->used || !p->verified || p->close_at_mono) continue;
+        send_vector(n, p, 0);
+        if (p->nfl && now - p->progress_mono >= (uint64_t)n->o.anti_entropy_ms) {
+            /* No ACK covered what we sent for a whole period: send it again from its ACK. */
+            char lb[LBL];
+            logf_(n, TSYNC_LOG_DEBUG, "resending to %s from its last acknowledged vector",
+                  peer_label(p, lb));
+            tsync__vv_free(&p->sent);
+            for (size_t k = 0; k < p->acked.n; k++)
+                tsync__vv_set(&p->sent, p->acked.e[k].site, p->acked.e[k].seq, p->acked.e[k].hash);
+            p->nfl = 0;
+            p->fl_bytes = 0;
+            p->progress_mono = now;
+        }
+        push(n, p);
+    }
+}
+
+static int local_changes(tsync_node *n, uint64_t now)
+{
+    int ch = tsync__sync_changed(n->s);
+    if (ch < 0) return ch;
+    int due = n->o.seal_ms && now - n->last_seal_mono >= n->o.seal_ms;
+    if (!ch && !due) return 0;
+    n->last_seal_mono = now;
+    size_t nb = 0;
+    int rc = tsync_store_seal(n->s, &nb);
+    if (rc && rc != TSYNC_EBUSY) {
+        logf_(n, TSYNC_LOG_ERROR, "cannot seal: %s", last_error());
+        return rc;
+    }
+    n->local_batches += nb;
+    if (ch) {
+        if ((rc = refresh_ours(n))) return rc;
+        push_all(n);
+        n->status_dirty = 1;
+    }
+    return 0;
+}
+
+static void close_due(tsync_node *n, uint64_t now)
+{
+    for (size_t i = 0; i < n->npeers; i++) {
+        npeer *p = &n->peers[i];
+        if (!p->used || !p->close_at_mono || now < p->close_at_mono) continue;
+        int was = p->hello;
+        if (p->inbound) {
+            tsync__tp_close(n->tp, p->id);
+            session_reset(p);
+        } else {
+            /* A dialled peer that refused us or that we refused: stop dialling it. */
+            tsync__tp_close(n->tp, p->id);
+            peer_free(p);
+            continue;
+        }
+        if (was) notify_peer(n, p, 0);
+    }
+}
+
+/* One round: events (waiting up to wait_ms for the first), merges, local commits, timers. */
+static int step(tsync_node *n, int wait_ms)
+{
+    tsync__tp_event ev;
+    int rc = tsync__tp_poll(n->tp, wait_ms, &ev);
+    int count = 0;
+    while (rc == 1) {
+        on_event(n, &ev);
+        if (++count >= 512 || n->qbytes >= MERGE_QUEUE_MAX) break;
+        rc = tsync__tp_poll(n->tp, 0, &ev);
+    }
+    if (rc < 0) {
+        logf_(n, TSYNC_LOG_ERROR, "transport failed: %s", last_error());
+        return rc;
+    }
+    flush_merges(n);
+    uint64_t now = mono_ms();
+    if ((rc = local_changes(n, now)) && rc != TSYNC_EBUSY) n->failed = rc;
+    if (now - n->last_ae_mono >= (uint64_t)n->o.anti_entropy_ms) {
+        n->last_ae_mono = now;
+        anti_entropy(n, now);
+    }
+    close_due(n, now);
+    if (n->status_dirty ? now - n->last_status_mono >= 100 : now - n->last_status_mono >= 1000) {
+        n->last_status_mono = now;
+        status_publish(n);
+    }
+    return n->failed;
+}
+
+/* ---------------------------------------------------------------- public API */
+
+int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_options *opts)
+{
+    *out = NULL;
+    tsync_node_options o = TSYNC_NODE_OPTIONS_INIT;
+    if (opts) o = *opts;
+    if (o.version != TSYNC_NODE_OPTIONS_VERSION) {
+        return tsync__err(TSYNC_EINVAL, "node options of an unknown version");
+    }
+    if (!o.log_level) o.log_level = TSYNC_LOG_INFO;
+    if (o.tick_ms <= 0) o.tick_ms = 2;
+    if (o.anti_entropy_ms <= 0) o.anti_entropy_ms = 2000;
+    if (!o.window_bytes) o.window_bytes = 8u << 20;
+    tsync_node *n = calloc(1, sizeof *n);
+    if (!n) return TSYNC_ENOMEM;
+    n->o = o;
+    pthread_mutex_init(&n->status_mu, NULL);
+    n->started_ms = wall_ms();
+    n->db_path = strdup(db_path);
+    int rc = n->db_path ? 0 : TSYNC_ENOMEM;
+    if (rc == 0) {
+        const char *sp = o.status_path;
+        if (!sp) {
+            size_t len = strlen(db_path) + 6;
+            n->status_path = malloc(len);
+            if (n->status_path) snprintf(n->status_path, len, "%s.node", db_path);
+        } else if (sp[0]) {
+            n->status_path = strdup(sp);
+        }
+    }
+    n->o.status_path = NULL;
+    n->o.peers = NULL;
+    if (rc == 0) rc = tsync_store_open(&n->s, db_path, NULL);
+    if (rc == 0) {
+        int en = tsync__trust_enrolled(n->s, n->shop);
+        if (en < 0)
+            rc = en;
+        else
+            n->enrolled = en;
+    }
+    if (rc == 0 && o.npeers) {
+        n->statics = calloc(o.npeers, sizeof *n->statics);
+        if (!n->statics) rc = TSYNC_ENOMEM;
+        for (size_t i = 0; rc == 0 && i < o.npeers; i++) {
+            char err[256];
+            if ((rc = parse_peer(o.peers[i], &n->statics[i], err, sizeof err))) {
+                tsync__err(rc, "%s", err);
+                break;
+            }
+            n->nstatics++;
+            if (!n->statics[i].has_key && !n->enrolled)
+                rc = tsync__err(TSYNC_EINVAL,
+                                "peer %s: give its key as %s#KEY ('tillsync state' on that till "
+                                "shows public_key): this database is not enrolled in a shop, so "
+                                "it has no certificates to learn the key from",
+                                o.peers[i], o.peers[i]);
+        }
+    }
+    if (rc == 0) {
+        tsync__tp_options to = TSYNC__TP_OPTIONS_INIT;
+        to.admit = admit;
+        to.admit_ctx = n;
+        rc = tsync__tp_new(&n->tp, tsync__sync_secret_key(n->s), &to);
+        if (rc) tsync__err(rc, "cannot start the transport: %s", last_error());
+    }
+    if (rc == 0 && n->enrolled) {
+        /* Revoked keys are refused at the handshake from the start. */
+        uint8_t **blobs = NULL;
+        size_t *lens = NULL, nb = 0;
+        if (tsync__trust_export(n->s, &blobs, &lens, &nb) == 0) {
+            for (size_t i = 0; i < nb; i++) {
+                tsync__arena a = {0};
+                tsync__trust_rec rec;
+                char err[TSYNC__ERRLEN];
+                if (tsync__trust_decode(blobs[i], lens[i], &rec, &a, err) == 0 &&
+                    rec.kind == TSYNC__T_REVOCATION)
+                    tsync__tp_revoke(n->tp, rec.u.rev.device_pk);
+                tsync__arena_free(&a);
+            }
+            tsync__trust_export_free(blobs, lens, nb);
+        }
+    }
+    if (rc == 0) {
+        const char *listen = o.listen ? o.listen : "tcp://0.0.0.0:7400";
+        if (listen[0]) {
+            rc = tsync__tp_bind(n->tp, listen, n->endpoint, sizeof n->endpoint);
+            if (rc) tsync__err(rc, "cannot listen on %s: %s", listen, last_error());
+        }
+    }
+    if (rc == 0) rc = refresh_ours(n);
+    for (size_t i = 0; rc == 0 && i < n->nstatics; i++) {
+        uint32_t id;
+        if (n->statics[i].has_key && (rc = dial(n, i, n->statics[i].key, &id)))
+            tsync__err(rc, "cannot dial %s: %s", n->statics[i].endpoint, last_error());
+    }
+    if (rc == 0) {
+        dial_candidates(n);
+        tsync__sync_changed(n->s); /* the first call only sets the baseline */
+        trust_check(n);
+        size_t nb = 0;
+        if (tsync_store_seal(n->s, &nb) == 0) n->local_batches += nb;
+        refresh_ours(n);
+        char site[33];
+        hex(tsync_store_site_id(n->s), TSYNC__SITE_BYTES, site);
+        char key[65];
+        hex(tsync__sync_public_key(n->s), TSYNC__PK_BYTES, key);
+        logf_(n, TSYNC_LOG_INFO, "node for %s: site %s, key %s%s%s", db_path, site, key,
+              n->endpoint[0] ? ", listening on " : "", n->endpoint);
+        n->last_ae_mono = mono_ms();
+        status_publish(n);
+        *out = n;
+        return 0;
+    }
+    tsync_node_free(n);
+    return rc;
+}
+
+int tsync_node_fd(tsync_node *n)
+{
+    return tsync__tp_fd(n->tp);
+}
+
+int tsync_node_timeout_ms(tsync_node *n)
+{
+    int t = tsync__tp_timeout_ms(n->tp);
+    if (n->nq) return 0;
+    return t >= 0 && t < n->o.tick_ms ? t : n->o.tick_ms;
+}
+
+int tsync_node_dispatch(tsync_node *n)
+{
+    return step(n, 0);
+}
+
+int tsync_node_run(tsync_node *n, volatile int *stop)
+{
+    int rc = 0;
+    while (!atomic_load(&n->stop) && !(stop && *stop)) {
+        int t = tsync_node_timeout_ms(n);
+        if ((rc = step(n, t))) break;
+    }
+    /* Say goodbye so peers mark us offline at once rather than after heartbeats. */
+    for (size_t i = 0; i < n->npeers; i++)
+        if (n->peers[i].used && n->peers[i].verified) {
+            tsync__msg m = {.type = TSYNC__WIRE_ERROR};
+            m.error.code = TSYNC__WIRE_ERR_SHUTDOWN;
+            m.error.text = "node stopping";
+            m.error.len = strlen(m.error.text);
+            send_msg(n, &n->peers[i], &m);
+        }
+    size_t nb = 0;
+    if (n->s && tsync_store_seal(n->s, &nb) == 0) n->local_batches += nb;
+    if (n->status_path) remove(n->status_path);
+    logf_(n, rc ? TSYNC_LOG_ERROR : TSYNC_LOG_INFO, "node stopped%s", rc ? " after an error" : "");
+    return rc;
+}
+
+static void *thread_main(void *arg)
+{
+    tsync_node_run(arg, NULL);
+    return NULL;
+}
+
+int tsync_node_start(tsync_node *n)
+{
+    if (n->thread_running) return TSYNC_EEXISTS;
+    atomic_store(&n->stop, 0);
+    if (pthread_create(&n->thread, NULL, thread_main, n) != 0) return TSYNC_ERROR;
+    n->thread_running = 1;
+    return 0;
+}
+
+void tsync_node_stop(tsync_node *n)
+{
+    if (!n) return;
+    atomic_store(&n->stop, 1);
+    if (n->thread_running && !pthread_equal(pthread_self(), n->thread)) {
+        pthread_join(n->thread, NULL);
+        n->thread_running = 0;
+    }
+}
+
+int tsync_node_status_json(tsync_node *n, char **out)
+{
+    pthread_mutex_lock(&n->status_mu);
+    *out = n->status_json ? strdup(n->status_json) : NULL;
+    pthread_mutex_unlock(&n->status_mu);
+    return *out ? 0 : TSYNC_ENOMEM;
+}
+
+const char *tsync_node_endpoint(tsync_node *n)
+{
+    return n->endpoint;
+}
+
+void tsync_node_free(tsync_node *n)
+{
+    if (!n) return;
+    tsync_node_stop(n);
+    q_clear(n);
+    free(n->q);
+    for (size_t i = 0; i < n->npeers; i++)
+        if (n->peers[i].used) peer_free(&n->peers[i]);
+    free(n->peers);
+    for (size_t i = 0; i < n->nstatics; i++) {
+        free(n->statics[i].cands);
+        free(n->statics[i].cand_keys);
+    }
+    free(n->statics);
+    tsync__vv_free(&n->ours);
+    tsync__tp_free(n->tp);
+    tsync_store_free(n->s);
+    free(n->status_json);
+    free(n->status_path);
+    free(n->db_path);
+    pthread_mutex_destroy(&n->status_mu);
+    free(n);
+}

@@ -1,0 +1,265 @@
+/*
+ * tools/cmd_node.c — `tillsync run` (the sync node in the foreground) and `tillsync status` (what
+ * the node reports). The node writes its status to DB.node about once a second (and within 100 ms
+ * of a change); status reads that file, checks that the process that wrote it is alive, and adds
+ * what the database itself says (held, parked, conflicts). docs/NODE.md.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <sqlite3.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tools/cli.h"
+#include "tools/cmd_node.h"
+
+static int usage(const char *msg)
+{
+    fprintf(stderr, "tillsync: %s (see 'tillsync --help')\n", msg);
+    return 2;
+}
+
+static volatile int g_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    tsync_node_options o = TSYNC_NODE_OPTIONS_INIT;
+    const char *db = NULL;
+    const char **peers = calloc((size_t)argc, sizeof *peers);
+    if (!peers) return 1;
+    size_t npeers = 0;
+    o.log_level = TSYNC_LOG_INFO;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if ((!strcmp(a, "--listen") || !strcmp(a, "--peer") || !strcmp(a, "--status-file")) &&
+            i + 1 >= argc) {
+            free(peers);
+            fprintf(stderr, "tillsync: run: %s needs a value (see 'tillsync --help')\n", a);
+            return 2;
+        }
+        if (!strcmp(a, "--listen"))
+            o.listen = argv[++i];
+        else if (!strcmp(a, "--peer"))
+            peers[npeers++] = argv[++i];
+        else if (!strcmp(a, "--status-file"))
+            o.status_path = argv[++i];
+        else if (!strcmp(a, "-v") || !strcmp(a, "--verbose"))
+            o.log_level = TSYNC_LOG_DEBUG;
+        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet"))
+            o.log_level = TSYNC_LOG_WARN;
+        else if (a[0] == '-' || db) {
+            free(peers);
+            fprintf(stderr, "tillsync: run: unexpected argument '%s' (see 'tillsync --help')\n", a);
+            return 2;
+        } else
+            db = a;
+    }
+    if (!db) {
+        free(peers);
+        return usage("run needs DB");
+    }
+    o.peers = peers;
+    o.npeers = npeers;
+    struct stat sb;
+    if (stat(db, &sb) != 0) {
+        free(peers);
+        fprintf(stderr, "tillsync: run: no database %s (create it with 'tillsync init %s')\n", db,
+                db);
+        return 1;
+    }
+    tsync_node *n;
+    int rc = tsync_node_new(&n, db, &o);
+    free(peers);
+    if (rc) return cli_fail("run");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    rc = tsync_node_run(n, &g_stop);
+    tsync_node_free(n);
+    return rc ? 1 : 0;
+}
+
+static void ago(uint64_t now, json_t *v, char *out, size_t len)
+{
+    if (!json_is_integer(v)) {
+        snprintf(out, len, "never");
+        return;
+    }
+    int64_t d = (int64_t)now - json_integer_value(v);
+    if (d < 0) d = 0;
+    if (d < 10000)
+        snprintf(out, len, "%.1f s ago", (double)d / 1000);
+    else if (d < 3600000)
+        snprintf(out, len, "%lld s ago", (long long)(d / 1000));
+    else
+        snprintf(out, len, "%.1f h ago", (double)d / 3600000);
+}
+
+/* The node's status file, when a live node wrote it. */
+static json_t *read_node_status(const char *db, int *running)
+{
+    *running = 0;
+    size_t len = strlen(db) + 6;
+    char *path = malloc(len);
+    if (!path) return NULL;
+    snprintf(path, len, "%s.node", db);
+    json_error_t je;
+    json_t *o = json_load_file(path, 0, &je);
+    free(path);
+    if (!o) return NULL;
+    json_t *pid = json_object_get(o, "pid");
+    if (json_is_integer(pid) && (kill((pid_t)json_integer_value(pid), 0) == 0 || errno == EPERM))
+        *running = 1;
+    return o;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int cmd_status(int argc, char **argv)
+{
+    const char *db = NULL;
+    int as_json = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            as_json = 1;
+        else if (argv[i][0] == '-' || db)
+            return usage("status takes DB and --json");
+        else
+            db = argv[i];
+    }
+    if (!db) return usage("status needs DB");
+    tsync_store *s;
+    tsync_store_options so = TSYNC_STORE_OPTIONS_INIT;
+    if (tsync_store_open(&s, db, &so) != 0) return cli_fail("status");
+    char *state = NULL;
+    if (tsync_store_state_json(s, &state) != 0) {
+        tsync_store_free(s);
+        return cli_fail("status");
+    }
+    int running;
+    json_t *node = read_node_status(db, &running);
+    json_t *out = json_object();
+    json_object_set_new(out, "running", json_boolean(running));
+    json_object_set_new(out, "online",
+                        json_boolean(running && json_is_true(json_object_get(node, "online"))));
+    json_error_t je;
+    json_t *st = json_loads(state, 0, &je);
+    free(state);
+    json_object_set_new(out, "site", json_incref(json_object_get(st, "site")));
+    json_object_set_new(out, "public_key", json_incref(json_object_get(st, "public_key")));
+    /* The database's own counts are read now; the node's from its last report. */
+    sqlite3 *h = tsync_store_sqlite(s);
+    static const char *const counts[][2] = {
+        {"held", "SELECT count(*) FROM tsync_held"},
+        {"parked", "SELECT count(*) FROM tsync_parked"},
+        {"conflicts", "SELECT count(*) FROM tsync_conflicts"},
+        {"forks", "SELECT count(*) FROM tsync_forks"},
+        {"unsealed", "SELECT count(*) FROM tsync_pending"},
+    };
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        sqlite3_stmt *q;
+        long long v = -1;
+        if (sqlite3_prepare_v2(h, counts[i][1], -1, &q, NULL) == SQLITE_OK) {
+            if (sqlite3_step(q) == SQLITE_ROW) v = sqlite3_column_int64(q, 0);
+            sqlite3_finalize(q);
+        }
+        json_object_set_new(out, counts[i][0], json_integer(v));
+    }
+    tsync_store_free(s);
+    if (running) {
+        static const char *const keep[] = {"pid",     "listen",         "updated_ms",
+                                           "peers",   "schema",         "pending_out",
+                                           "refused", "batches_merged", "batches_sealed"};
+        for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+            json_object_set(out, keep[i], json_object_get(node, keep[i]));
+    }
+    json_decref(st);
+    if (as_json) {
+        char *txt = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        puts(txt ? txt : "{}");
+        free(txt);
+    } else {
+        uint64_t now = now_ms();
+        if (!running) {
+            printf("node: not running (start it with 'tillsync run %s')\n", db);
+        } else {
+            char a[32];
+            ago(now, json_object_get(node, "updated_ms"), a, sizeof a);
+            printf("node: running (pid %lld, listening %s), %s; reported %s\n",
+                   (long long)json_integer_value(json_object_get(node, "pid")),
+                   json_string_value(json_object_get(node, "listen"))
+                       ? json_string_value(json_object_get(node, "listen"))
+                       : "-",
+                   json_is_true(json_object_get(node, "online")) ? "online" : "offline", a);
+        }
+        printf("site %s  key %s\n", json_string_value(json_object_get(out, "site")),
+               json_string_value(json_object_get(out, "public_key")));
+        if (running) {
+            json_t *peers = json_object_get(node, "peers");
+            size_t i;
+            json_t *p;
+            if (json_array_size(peers) == 0) printf("peers: none\n");
+            json_array_foreach(peers, i, p)
+            {
+                char a[32];
+                ago(now, json_object_get(p, "last_seen_ms"), a, sizeof a);
+                const char *key = json_string_value(json_object_get(p, "key"));
+                const char *name = json_string_value(json_object_get(p, "name"));
+                printf("peer %s%s%.16s  %s  %s  %s  last seen %s", name ? name : "",
+                       name ? " " : "", key ? key : "(key unknown)",
+                       json_string_value(json_object_get(p, "address")),
+                       json_string_value(json_object_get(p, "direction")),
+                       json_string_value(json_object_get(p, "state")), a);
+                if (json_is_integer(json_object_get(p, "they_lack")))
+                    printf("  lag: they lack %lld, we lack %lld",
+                           (long long)json_integer_value(json_object_get(p, "they_lack")),
+                           (long long)json_integer_value(json_object_get(p, "we_lack")));
+                printf("\n");
+            }
+            printf("pending outgoing: %lld batches\n",
+                   (long long)json_integer_value(json_object_get(node, "pending_out")));
+        }
+        printf("held %lld  parked %lld  conflicts %lld  forks %lld  unsealed %lld\n",
+               (long long)json_integer_value(json_object_get(out, "held")),
+               (long long)json_integer_value(json_object_get(out, "parked")),
+               (long long)json_integer_value(json_object_get(out, "conflicts")),
+               (long long)json_integer_value(json_object_get(out, "forks")),
+               (long long)json_integer_value(json_object_get(out, "unsealed")));
+        if (running) {
+            json_t *ref = json_object_get(node, "refused");
+            const char *k;
+            json_t *v;
+            int any = 0;
+            printf("refused:");
+            json_object_foreach(ref, k, v)
+            {
+                if (json_integer_value(v) == 0) continue;
+                printf("%s %s %lld", any ? "," : "", k, (long long)json_integer_value(v));
+                any = 1;
+            }
+            printf("%s\n", any ? "" : " nothing");
+        }
+    }
+    json_decref(out);
+    json_decref(node);
+    return 0;
+}
