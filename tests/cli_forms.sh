@@ -368,20 +368,29 @@ grep -q FROZEN "$W/out" && ok || bad "state does not show the forked site as fro
 # ---------------------------------------------------------------- demo
 mkdir "$W/tmp"
 # A random seed: the demo prints it, so a failure here can be replayed with --seed.
+# The live demo: three node processes on loopback.
 run env TMPDIR="$W/tmp" "$T" demo
-expect_ok "demo ($(grep -o 'seed [0-9]*' "$W/out" | head -n1))"
+expect_ok "live demo"
+for step in "started three nodes" "reached till2 and till3 over the network" \
+    "all three tills show the same content" "every product's stock checks out" "nodes stopped"; do
+    grep -q "$step" "$W/out" && ok || bad "live demo does not tell about '$step': $(out)"
+done
+[ -z "$(ls -A "$W/tmp")" ] && ok || bad "live demo left its temporary folder: $(ls "$W/tmp")"
+# The offline demo: bundles.
+run env TMPDIR="$W/tmp" "$T" demo --offline
+expect_ok "demo --offline ($(grep -o 'seed [0-9]*' "$W/out" | head -n1))"
 check "demo ends converged" grep -q "^converged" "$W/out"
 for step in "sales" "bundle" "merged" "till1 -> till2" "Verdict" "add-wins"; do
     grep -q "$step" "$W/out" && ok || bad "demo does not tell about '$step'"
 done
 [ -z "$(ls -A "$W/tmp")" ] && ok || bad "demo left its temporary folder: $(ls "$W/tmp")"
-run env TMPDIR="$W/tmp" "$T" demo --seed 7 --keep
-expect_ok "demo --keep"
+run env TMPDIR="$W/tmp" "$T" demo --offline --seed 7 --keep
+expect_ok "demo --offline --keep"
 # shellcheck disable=SC2012
 kept=$(ls "$W/tmp" | head -n1)
 [ -n "$kept" ] && [ -s "$W/tmp/$kept/till3.db" ] && ok || bad "demo --keep did not keep the tills"
-run "$T" demo --seed 8 --dir "$W/demo"
-expect_ok "demo --dir"
+run "$T" demo --offline --seed 8 --dir "$W/demo"
+expect_ok "demo --offline --dir"
 run "$T" hash "$W/demo/till1.db"
 h1=$(out)
 run "$T" hash "$W/demo/till2.db"

@@ -7,4 +7,6 @@
 int cli_fail(const char *what);
 /* tillsync demo [--dir DIR] [--seed N] */
 int cmd_demo(int argc, char **argv);
+/* tillsync demo [--dir DIR]: three node processes on loopback (tools/demo_live.c) */
+int cmd_demo_live(int argc, char **argv);
 #endif

@@ -59,9 +59,10 @@ static const char *USAGE =
     "                                   run the sync node in the foreground (default listen\n"
     "                                   tcp://0.0.0.0:7400); stops on SIGINT/SIGTERM\n"
     "  status DB [--json]               the node's peers, lag, pending, held, parked, refused\n"
-    "  demo [--dir DIR] [--seed N] [--keep]\n"
-    "                                   three tills sell concurrently and converge by bundles\n"
-    "  help, --help                     this text\n"
+    "  demo [--dir DIR]                 three tills as three processes on loopback sell at once;\n"
+    "                                   their sales show up on the others live, then converge\n"
+    "  demo --offline [--dir DIR] [--seed N] [--keep]\n"
+    "                                   three offline tills sell, then converge by bundles\n"    "  help, --help                     this text\n"
     "  --version                        print the version\n";
 
 int cli_fail(const char *what)
@@ -491,7 +492,11 @@ int main(int argc, char **argv)
     if (!strcmp(c, "merge")) return cmd_merge(argc, argv);
     if (!strcmp(c, "hash")) return cmd_hash(argc, argv);
     if (!strcmp(c, "conflicts")) return cmd_conflicts(argc, argv);
-    if (!strcmp(c, "demo")) return cmd_demo(argc, argv);
+    if (!strcmp(c, "demo")) {
+        /* --offline (first): the earlier demo, offline tills converging by bundles */
+        if (argc > 2 && !strcmp(argv[2], "--offline")) return cmd_demo(argc - 1, argv + 1);
+        return cmd_demo_live(argc, argv);
+    }
     if (!strcmp(c, "shop")) return cmd_shop(argc, argv);
     if (!strcmp(c, "enrol-request")) return cmd_enrol_request(argc, argv);
     if (!strcmp(c, "enrol")) return cmd_enrol(argc, argv);
