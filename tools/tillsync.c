@@ -62,7 +62,8 @@ static const char *USAGE =
     "  demo [--dir DIR]                 three tills as three processes on loopback sell at once;\n"
     "                                   their sales show up on the others live, then converge\n"
     "  demo --offline [--dir DIR] [--seed N] [--keep]\n"
-    "                                   three offline tills sell, then converge by bundles\n"    "  help, --help                     this text\n"
+    "                                   three offline tills sell, then converge by bundles\n"
+    "  help, --help                     this text\n"
     "  --version                        print the version\n";
 
 int cli_fail(const char *what)
