@@ -13,7 +13,7 @@ JOBS=${JOBS:-2}
 
 echo "== formatting (.clang-format)"
 clang-format --dry-run -Werror crdt/*.[ch] store/*.[ch] net/*.[ch] tools/*.[ch] tests/*.[ch] \
-    fuzz/*.c bench/*.[ch] include/tillsync/*.h
+    fuzz/*.c bench/*.[ch] include/tillsync/*.h examples/*.c
 
 echo "== build (warnings are errors)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTSYNC_WERROR=ON >/dev/null
