@@ -38,6 +38,22 @@
 #include "tillsync/node.h"
 #include "tillsync/store.h"
 
+#if __has_include("store/snapshot.h") /* TEMPORARY while store/snapshot.c is written */
+#include "store/snapshot.h"
+#else
+static int tsync__snap_export(tsync_store *s, size_t chunk_bytes,
+                              int (*emit)(void *ctx, const uint8_t *chunk, size_t len), void *ctx,
+                              tsync__vv *vv)
+{
+    return TSYNC_EUNSUPPORTED;
+}
+static int tsync__snap_import(tsync_store *s, const uint8_t *const *chunks, const size_t *lens,
+                              size_t n, const tsync__vv *vv, tsync_merge_report *report)
+{
+    return TSYNC_EUNSUPPORTED;
+}
+#endif
+
 /* Inputs refused, by reason (status shows them). */
 enum {
     R_MALFORMED,  /* a message that does not decode */
@@ -52,22 +68,38 @@ enum {
     R_OVERSIZE,   /* messages over the size limit (transport) */
     R_DENIED,     /* handshakes refused (revoked key) */
     R_HANDSHAKE,  /* other failed handshakes */
+    R_SNAPSHOT,   /* snapshots refused (not enrolled, malformed, hash mismatch) */
     R_COUNT
 };
 static const char *const R_NAME[R_COUNT] = {
-    "malformed", "unexpected", "version", "shop",     "certificate", "signature",
-    "fork",      "batch",      "trust",   "oversize", "denied",      "handshake",
+    "malformed", "unexpected", "version",  "shop",   "certificate", "signature", "fork",
+    "batch",     "trust",      "oversize", "denied", "handshake",   "snapshot",
 };
 
-#define MAX_BAD_MESSAGES 16 /* a session that sends more malformed messages is closed */
-#define MERGE_QUEUE_MAX  (32u << 20)
-#define LBL              (TSYNC__TP_ADDR_LEN + 96) /* a peer label in log lines */
+#define MAX_BAD_MESSAGES 16
+#define SNAP_CHUNK_BYTES (1u << 20)
+#define SNAP_MAX_BYTES                                                                             \
+    (2ull << 30) /* a snapshot larger than this is refused */ /* a session that sends more         \
+                                                                 malformed messages is closed */
+#define MERGE_QUEUE_MAX (32u << 20)
+#define LBL             (TSYNC__TP_ADDR_LEN + 96) /* a peer label in log lines */
 
 typedef struct {
     uint8_t site[TSYNC__SITE_BYTES];
     uint64_t seq;
     size_t bytes;
 } inflight;
+
+/* A snapshot being sent or received. */
+typedef struct {
+    int active;
+    uint8_t id[TSYNC__SITE_BYTES];
+    uint8_t **chunk;
+    size_t *len;
+    size_t n, cap, next, bytes;
+    tsync__vv vv;
+    crypto_generichash_state h;
+} snap;
 
 typedef struct {
     int used;
@@ -87,6 +119,8 @@ typedef struct {
     uint64_t schema;
     int64_t clock_delta_ms;
     int bad;
+    int ack_dirty; /* acked changed since it was stored (pruning reads the stored ones) */
+    snap out, in;
     uint64_t close_at_mono; /* close after an ERROR had time to leave; 0: not closing */
 } npeer;
 
@@ -129,7 +163,8 @@ struct tsync_node {
     tsync__vv ours;
     int ours_valid;
 
-    uint64_t started_ms, last_ae_mono, last_status_mono, last_seal_mono;
+    uint64_t started_ms, last_ae_mono, last_status_mono, last_seal_mono, last_prune_mono;
+    uint64_t pruned, snaps_sent, snaps_received;
     uint8_t trust_digest[TSYNC__HASH_BYTES];
     int trust_digest_valid;
 
@@ -246,8 +281,11 @@ static npeer *peer_get(tsync_node *n, uint32_t id)
     return p;
 }
 
+static void snap_clear(snap *z);
 static void session_reset(npeer *p)
 {
+    snap_clear(&p->out);
+    snap_clear(&p->in);
     p->up = p->hello = p->verified = 0;
     p->fork_check = 0;
     tsync__vv_free(&p->acked);
@@ -427,6 +465,196 @@ static int emit_piece(void *ctx, const tsync__run_piece *pc)
     return 0;
 }
 
+static void push_all(tsync_node *n);
+
+static void snap_clear(snap *z)
+{
+    for (size_t i = 0; i < z->n; i++) free(z->chunk[i]);
+    free(z->chunk);
+    free(z->len);
+    tsync__vv_free(&z->vv);
+    memset(z, 0, sizeof *z);
+}
+
+static int snap_add(snap *z, const uint8_t *p, size_t len)
+{
+    if (z->bytes + len > SNAP_MAX_BYTES) return TSYNC_EINVAL;
+    if (z->n == z->cap) {
+        size_t cap = z->cap ? z->cap * 2 : 16;
+        uint8_t **c = realloc(z->chunk, cap * sizeof *c);
+        if (!c) return TSYNC_ENOMEM;
+        z->chunk = c;
+        size_t *l = realloc(z->len, cap * sizeof *l);
+        if (!l) return TSYNC_ENOMEM;
+        z->len = l;
+        z->cap = cap;
+    }
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy) return TSYNC_ENOMEM;
+    memcpy(copy, p, len);
+    z->chunk[z->n] = copy;
+    z->len[z->n++] = len;
+    z->bytes += len;
+    crypto_generichash_update(&z->h, p, len);
+    return 0;
+}
+
+static int snap_emit(void *ctx, const uint8_t *chunk, size_t len)
+{
+    return snap_add(ctx, chunk, len) ? TSYNC_ENOMEM : 0;
+}
+
+/* Sends what it can of an outgoing snapshot (BEGIN went first); END once every chunk is out. */
+static void snap_pump(tsync_node *n, npeer *p)
+{
+    snap *z = &p->out;
+    while (z->active && z->next < z->n) {
+        tsync__msg m = {.type = TSYNC__WIRE_SNAPSHOT_CHUNK};
+        memcpy(m.snapshot_chunk.id, z->id, sizeof z->id);
+        m.snapshot_chunk.seq = z->next;
+        m.snapshot_chunk.rows = z->chunk[z->next];
+        m.snapshot_chunk.len = z->len[z->next];
+        int rc = send_msg(n, p, &m);
+        if (rc == TSYNC_EBUSY) return;
+        if (rc) {
+            snap_clear(z);
+            return;
+        }
+        free(z->chunk[z->next]);
+        z->chunk[z->next++] = NULL;
+    }
+    if (!z->active) return;
+    tsync__msg m = {.type = TSYNC__WIRE_SNAPSHOT_END};
+    memcpy(m.snapshot_end.id, z->id, sizeof z->id);
+    m.snapshot_end.nchunks = z->n;
+    crypto_generichash_final(&z->h, m.snapshot_end.hash, TSYNC__HASH_BYTES);
+    if (send_msg(n, p, &m) != 0) {
+        snap_clear(z);
+        return;
+    }
+    /* The peer now holds what the snapshot covers: batches follow from there. */
+    for (size_t i = 0; i < z->vv.n; i++)
+        if (tsync__vv_seq(&p->sent, z->vv.e[i].site) < z->vv.e[i].seq)
+            tsync__vv_set(&p->sent, z->vv.e[i].site, z->vv.e[i].seq, z->vv.e[i].hash);
+    char lb[LBL];
+    logf_(n, TSYNC_LOG_INFO, "sent a snapshot to %s (%zu chunks, %zu bytes)", peer_label(p, lb),
+          z->n, z->bytes);
+    n->snaps_sent++;
+    snap_clear(z);
+}
+
+/* The peer lacks batches we hold only as stubs: send it our state instead (enrolled only: a
+ * snapshot is trusted hop by hop, so only a certified peer may send or receive one). */
+static void snap_start(tsync_node *n, npeer *p)
+{
+    char lb[LBL];
+    if (p->out.active) return;
+    if (!n->enrolled || !p->key_known) {
+        logf_(n, TSYNC_LOG_WARN,
+              "%s lacks batches this till has pruned, and snapshots need an enrolled shop",
+              peer_label(p, lb));
+        return;
+    }
+    snap *z = &p->out;
+    memset(z, 0, sizeof *z);
+    crypto_generichash_init(&z->h, NULL, 0, TSYNC__HASH_BYTES);
+    randombytes_buf(z->id, sizeof z->id);
+    int rc = tsync__snap_export(n->s, SNAP_CHUNK_BYTES, snap_emit, z, &z->vv);
+    if (rc) {
+        logf_(n, TSYNC_LOG_ERROR, "cannot make a snapshot for %s: %s", peer_label(p, lb),
+              last_error());
+        snap_clear(z);
+        return;
+    }
+    tsync__msg m = {.type = TSYNC__WIRE_SNAPSHOT_BEGIN};
+    memcpy(m.snapshot_begin.id, z->id, sizeof z->id);
+    m.snapshot_begin.ntables = 0;
+    m.snapshot_begin.vv.e = z->vv.e;
+    m.snapshot_begin.vv.n = z->vv.n;
+    if (send_msg(n, p, &m) != 0) {
+        snap_clear(z);
+        return;
+    }
+    z->active = 1;
+    logf_(n, TSYNC_LOG_INFO, "%s is behind the pruned horizon: sending a snapshot",
+          peer_label(p, lb));
+    snap_pump(n, p);
+}
+
+/* Incoming snapshot messages. Only an enrolled till takes a snapshot, and only from a peer whose
+ * certificate it checked: unlike batches, a snapshot's rows carry no author signature. */
+static void snap_refuse(tsync_node *n, npeer *p, const char *why)
+{
+    char lb[LBL];
+    n->refused[R_SNAPSHOT]++;
+    n->status_dirty = 1;
+    logf_(n, TSYNC_LOG_WARN, "snapshot from %s refused: %s", peer_label(p, lb), why);
+    snap_clear(&p->in);
+}
+
+static void on_snapshot(tsync_node *n, npeer *p, const tsync__msg *m)
+{
+    snap *z = &p->in;
+    char lb[LBL];
+    if (!n->enrolled || !p->key_known) {
+        snap_refuse(n, p, "snapshots are taken only from certified peers of an enrolled shop");
+        return;
+    }
+    if (m->type == TSYNC__WIRE_SNAPSHOT_BEGIN) {
+        snap_clear(z);
+        z->active = 1;
+        memcpy(z->id, m->snapshot_begin.id, sizeof z->id);
+        crypto_generichash_init(&z->h, NULL, 0, TSYNC__HASH_BYTES);
+        for (size_t i = 0; i < m->snapshot_begin.vv.n; i++)
+            if (tsync__vv_set(&z->vv, m->snapshot_begin.vv.e[i].site, m->snapshot_begin.vv.e[i].seq,
+                              m->snapshot_begin.vv.e[i].hash)) {
+                snap_refuse(n, p, "out of memory");
+                return;
+            }
+        return;
+    }
+    if (!z->active) {
+        snap_refuse(n, p, "chunk without SNAPSHOT_BEGIN");
+        return;
+    }
+    if (m->type == TSYNC__WIRE_SNAPSHOT_CHUNK) {
+        if (memcmp(m->snapshot_chunk.id, z->id, sizeof z->id) != 0 ||
+            m->snapshot_chunk.seq != z->n) {
+            snap_refuse(n, p, "chunk of another transfer or out of order");
+            return;
+        }
+        if (snap_add(z, m->snapshot_chunk.rows, m->snapshot_chunk.len) != 0)
+            snap_refuse(n, p, "larger than this node takes");
+        return;
+    }
+    uint8_t h[TSYNC__HASH_BYTES];
+    crypto_generichash_final(&z->h, h, sizeof h);
+    if (memcmp(m->snapshot_end.id, z->id, sizeof z->id) != 0 || m->snapshot_end.nchunks != z->n ||
+        memcmp(m->snapshot_end.hash, h, sizeof h) != 0) {
+        snap_refuse(n, p, "its chunks do not match SNAPSHOT_END (count or hash)");
+        return;
+    }
+    tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
+    int rc = tsync__snap_import(n->s, (const uint8_t *const *)z->chunk, z->len, z->n, &z->vv, &r);
+    tsync_merge_report_clear(&r);
+    if (rc) {
+        snap_refuse(n, p, last_error());
+        if (rc == TSYNC_EIO || rc == TSYNC_ENOMEM) n->failed = rc;
+        return;
+    }
+    logf_(n, TSYNC_LOG_INFO, "took a snapshot from %s (%zu chunks, %zu bytes)", peer_label(p, lb),
+          z->n, z->bytes);
+    n->snaps_received++;
+    snap_clear(z);
+    refresh_ours(n);
+    send_vector(n, p, 0);
+    if (n->o.on_change) {
+        tsync_node_change c = {0, 0};
+        n->o.on_change(n->o.cb_ctx, &c);
+    }
+    push_all(n);
+}
+
 /* Whether `have` lacks something of ours (with check_hash: or holds another batch at a seq). */
 static int lacks(const tsync__vv *have, const tsync__vv *ours, int check_hash)
 {
@@ -443,6 +671,10 @@ static int lacks(const tsync__vv *have, const tsync__vv *ours, int check_hash)
 static int push(tsync_node *n, npeer *p)
 {
     if (!p->verified || p->close_at_mono || !n->ours_valid) return 0;
+    if (p->out.active) {
+        snap_pump(n, p);
+        return 0;
+    }
     if (p->fl_bytes >= n->o.window_bytes) return 0;
     if (!lacks(&p->sent, &n->ours, p->fork_check)) {
         p->fork_check = 0;
@@ -454,6 +686,10 @@ static int push(tsync_node *n, npeer *p)
         tsync__sync_runs(n->s, &p->sent, n->o.window_bytes - p->fl_bytes, emit_piece, &c, &more);
     p->fork_check = 0;
     if (rc == PUSH_BUSY) return 0;
+    if (rc == TSYNC__SYNC_BEHIND) {
+        snap_start(n, p);
+        return 0;
+    }
     if (rc) {
         char lb[LBL];
         logf_(n, TSYNC_LOG_ERROR, "cannot send batches to %s: %s", peer_label(p, lb), last_error());
@@ -593,6 +829,7 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
             return;
     p->hello = p->verified = 1;
     p->fork_check = 1;
+    p->ack_dirty = 1;
     p->schema = h->schema;
     p->clock_delta_ms = (int64_t)h->clock_ms - (int64_t)now;
     p->progress_mono = mono_ms();
@@ -627,6 +864,7 @@ static void on_ack(tsync_node *n, npeer *p, const tsync__wire_vv *vv)
         }
     }
     p->nfl = k;
+    p->ack_dirty = 1;
     if (popped || k == 0) p->progress_mono = mono_ms();
     push(n, p);
 }
@@ -722,11 +960,13 @@ static void on_message(tsync_node *n, const tsync__tp_event *ev)
               (int)m.error.len, m.error.text);
         break;
     }
+    case TSYNC__WIRE_SNAPSHOT_BEGIN:
+    case TSYNC__WIRE_SNAPSHOT_CHUNK:
+    case TSYNC__WIRE_SNAPSHOT_END:
+        on_snapshot(n, p, &m);
+        break;
     default:
-        /* Snapshots are not served by this version: say so, the peer goes on with batches. */
-        send_error(n, p, TSYNC__WIRE_ERR_BUSY, "snapshots are not served by this node");
-        p->close_at_mono = 0;
-        p->verified = 1;
+        bad_message(n, p, R_UNEXPECTED, "message of an unknown type");
         break;
     }
     tsync__arena_free(&a);
@@ -1127,6 +1367,9 @@ static char *status_build(tsync_node *n)
     json_object_set_new(o, "refused", ref);
     json_object_set_new(o, "batches_merged", json_integer((json_int_t)n->merged));
     json_object_set_new(o, "batches_sealed", json_integer((json_int_t)n->local_batches));
+    json_object_set_new(o, "batches_pruned", json_integer((json_int_t)n->pruned));
+    json_object_set_new(o, "snapshots_sent", json_integer((json_int_t)n->snaps_sent));
+    json_object_set_new(o, "snapshots_received", json_integer((json_int_t)n->snaps_received));
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(o);
     return s;
@@ -1185,9 +1428,36 @@ static void trust_check(tsync_node *n)
     dial_candidates(n);
 }
 
+/* Stores the members' acknowledged vectors and prunes what every member holds (enrolled only: the
+ * members are the shop's certified devices; a peer behind the horizon then needs a snapshot, which
+ * only an enrolled shop can give). */
+static void prune(tsync_node *n, uint64_t now)
+{
+    if (!n->enrolled || n->o.prune_keep < 0) return;
+    for (size_t i = 0; i < n->npeers; i++) {
+        npeer *p = &n->peers[i];
+        if (p->used && p->verified && p->key_known && p->ack_dirty &&
+            tsync__sync_ack_put(n->s, p->pk, &p->acked) == 0)
+            p->ack_dirty = 0;
+    }
+    if (now - n->last_prune_mono < (uint64_t)n->o.prune_ms) return;
+    n->last_prune_mono = now;
+    uint8_t *keys = NULL;
+    size_t nk = 0, pruned = 0;
+    if (tsync__sync_device_keys(n->s, &keys, &nk) != 0) return;
+    int rc = tsync__sync_prune(n->s, keys, nk, (uint64_t)n->o.prune_keep, &pruned);
+    free(keys);
+    if (rc && rc != TSYNC_EBUSY) logf_(n, TSYNC_LOG_WARN, "cannot prune the log: %s", last_error());
+    if (pruned) {
+        n->pruned += pruned;
+        logf_(n, TSYNC_LOG_DEBUG, "pruned %zu batches every member holds", pruned);
+    }
+}
+
 static void anti_entropy(tsync_node *n, uint64_t now)
 {
     trust_check(n);
+    prune(n, now);
     for (size_t i = 0; i < n->npeers; i++) {
         npeer *p = &n->peers[i];
         if (!p->used || !p->verified || p->close_at_mono) continue;
@@ -1293,6 +1563,8 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
     if (o.tick_ms <= 0) o.tick_ms = 2;
     if (o.anti_entropy_ms <= 0) o.anti_entropy_ms = 2000;
     if (!o.window_bytes) o.window_bytes = 8u << 20;
+    if (!o.prune_keep) o.prune_keep = 10000;
+    if (o.prune_ms <= 0) o.prune_ms = 10000;
     tsync_node *n = calloc(1, sizeof *n);
     if (!n) return TSYNC_ENOMEM;
     n->o = o;

@@ -139,6 +139,11 @@ int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, si
      * bundle can later be forwarded over the network as one message. */
     bundle_ctx bc = {w, nbatches};
     rc = tsync__sync_runs(s, since_json ? &since : NULL, SIZE_MAX, add_piece, &bc, NULL);
+    if (rc == TSYNC__SYNC_BEHIND)
+        rc = tsync__err(TSYNC_ENOTFOUND,
+                        "cannot write the bundle: %s (over the network, 'tillsync "
+                        "run' sends one)",
+                        tsync_error_last()->message);
     if (rc == 0) {
         /* The shop's certificates, revocations and rotations travel with every bundle, so they
          * replicate like data (the receiver verifies each). */

@@ -164,7 +164,18 @@ int tsync__sync_runs(tsync_store *s, const tsync__vv *peer, size_t budget, tsync
         int64_t expect = from + 1, first = from + 1;
         piece_reset(&pb);
         while (rc == 0 && (step = sqlite3_step(bodies)) == SQLITE_ROW) {
-            if (sqlite3_column_int64(bodies, 0) != expect) {
+            int64_t at = sqlite3_column_int64(bodies, 0);
+            if (sqlite3_column_bytes(bodies, 1) == 0) {
+                /* A stub: batches up to here were pruned (or came as a snapshot). */
+                char sh[33];
+                tsync__hex(bs.site, 8, sh);
+                rc = tsync__err(TSYNC__SYNC_BEHIND,
+                                "the peer lacks batches %lld-%lld of site %s, which this "
+                                "database no longer holds (pruned): it needs a snapshot",
+                                (long long)expect, (long long)at, sh);
+                break;
+            }
+            if (at != expect) {
                 rc = tsync__err(TSYNC_ECORRUPT, "log has a gap before batch %lld",
                                 (long long)expect);
                 break;
@@ -306,4 +317,140 @@ uint64_t tsync__sync_schema(tsync_store *s)
     int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     sqlite3_reset(st);
     return v > 0 ? (uint64_t)v : 0;
+}
+
+/* ---------------------------------------------------------------- acknowledgements and pruning */
+
+static int acks_table(tsync_store *s)
+{
+    return tsync__exec(s, "CREATE TABLE IF NOT EXISTS tsync_acks(pk BLOB PRIMARY KEY, vv BLOB NOT "
+                          "NULL, at_ms INTEGER NOT NULL) WITHOUT ROWID");
+}
+
+/* An acknowledged vector is stored as (site 16 bytes, seq 8 bytes big-endian) entries. */
+int tsync__sync_ack_put(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES], const tsync__vv *vv)
+{
+    int rc = acks_table(s);
+    if (rc) return rc;
+    size_t len = vv->n * 24;
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    for (size_t i = 0; i < vv->n; i++) {
+        memcpy(buf + i * 24, vv->e[i].site, TSYNC__SITE_BYTES);
+        for (int b = 0; b < 8; b++) buf[i * 24 + 16 + b] = (uint8_t)(vv->e[i].seq >> (56 - 8 * b));
+    }
+    sqlite3_stmt *st;
+    rc = sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO tsync_acks VALUES(?1, ?2, ?3)", -1, &st,
+                            NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_blob(st, 1, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, buf, (int)len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, (int64_t)tsync__now_ms(s));
+        rc = sqlite3_step(st);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        sqlite3_finalize(st);
+    }
+    free(buf);
+    return rc == SQLITE_OK ? 0 : tsync__err_sqlite(s->db, rc, "record an acknowledgement");
+}
+
+/* The seq of site in a stored acknowledgement blob (0 when absent). */
+static uint64_t ack_seq(const uint8_t *blob, int len, const uint8_t *site)
+{
+    for (int i = 0; i + 24 <= len; i += 24)
+        if (memcmp(blob + i, site, TSYNC__SITE_BYTES) == 0) {
+            uint64_t v = 0;
+            for (int b = 0; b < 8; b++) v = v << 8 | blob[i + 16 + b];
+            return v;
+        }
+    return 0;
+}
+
+int tsync__sync_prune(tsync_store *s, const uint8_t *members, size_t nmembers, uint64_t keep,
+                      size_t *pruned)
+{
+    if (pruned) *pruned = 0;
+    if (nmembers == 0) return 0; /* nobody to wait for is not "everybody acknowledged" */
+    int rc = acks_table(s);
+    if (rc) return rc;
+    if ((rc = tsync__begin(s))) return rc;
+    sqlite3_stmt *sites = NULL, *ack = NULL, *parked = NULL, *del = NULL, *stub = NULL;
+    uint8_t **blobs = calloc(nmembers, sizeof *blobs);
+    int *lens = calloc(nmembers, sizeof *lens);
+    if (!blobs || !lens) {
+        rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (sqlite3_prepare_v2(s->db, "SELECT vv FROM tsync_acks WHERE pk=?1", -1, &ack, NULL) ||
+        sqlite3_prepare_v2(s->db, "SELECT idx, site, seq FROM tsync_sites WHERE seq > 0", -1,
+                           &sites, NULL) ||
+        sqlite3_prepare_v2(s->db, "SELECT min(seq) FROM tsync_parked WHERE site=?1", -1, &parked,
+                           NULL) ||
+        sqlite3_prepare_v2(s->db, "DELETE FROM tsync_log WHERE site=?1 AND seq<?2", -1, &del,
+                           NULL) ||
+        sqlite3_prepare_v2(s->db, "UPDATE tsync_log SET body=X'' WHERE site=?1 AND seq=?2", -1,
+                           &stub, NULL)) {
+        rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "prune the log");
+        goto out;
+    }
+    for (size_t m = 0; m < nmembers; m++) {
+        sqlite3_reset(ack);
+        sqlite3_bind_blob(ack, 1, members + m * TSYNC__PK_BYTES, TSYNC__PK_BYTES, SQLITE_STATIC);
+        if (sqlite3_step(ack) != SQLITE_ROW) goto out; /* a member never acknowledged anything */
+        lens[m] = sqlite3_column_bytes(ack, 0);
+        blobs[m] = malloc((size_t)lens[m] + 1);
+        if (!blobs[m]) {
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            goto out;
+        }
+        memcpy(blobs[m], sqlite3_column_blob(ack, 0), (size_t)lens[m]);
+    }
+    while (rc == 0 && sqlite3_step(sites) == SQLITE_ROW) {
+        int64_t idx = sqlite3_column_int64(sites, 0);
+        const uint8_t *site = sqlite3_column_blob(sites, 1);
+        uint64_t head = (uint64_t)sqlite3_column_int64(sites, 2);
+        if (sqlite3_column_bytes(sites, 1) != TSYNC__SITE_BYTES || head <= keep) continue;
+        uint64_t h = head - keep;
+        for (size_t m = 0; m < nmembers; m++) {
+            uint64_t a = ack_seq(blobs[m], lens[m], site);
+            if (a < h) h = a;
+        }
+        /* Parked row changes are re-applied from their batch bodies later: keep those. */
+        sqlite3_reset(parked);
+        sqlite3_bind_int64(parked, 1, idx);
+        if (sqlite3_step(parked) == SQLITE_ROW && sqlite3_column_type(parked, 0) != SQLITE_NULL) {
+            uint64_t p = (uint64_t)sqlite3_column_int64(parked, 0);
+            if (p <= h) h = p - 1;
+        }
+        if (h < 2) continue;
+        sqlite3_reset(del);
+        sqlite3_bind_int64(del, 1, idx);
+        sqlite3_bind_int64(del, 2, (int64_t)h);
+        if (sqlite3_step(del) != SQLITE_DONE) {
+            rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "prune the log");
+            break;
+        }
+        size_t n = (size_t)sqlite3_changes(s->db);
+        sqlite3_reset(stub);
+        sqlite3_bind_int64(stub, 1, idx);
+        sqlite3_bind_int64(stub, 2, (int64_t)h);
+        if (sqlite3_step(stub) != SQLITE_DONE) {
+            rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "prune the log");
+            break;
+        }
+        n += (size_t)sqlite3_changes(s->db);
+        if (pruned) *pruned += n;
+    }
+out:
+    for (size_t m = 0; blobs && m < nmembers; m++) free(blobs[m]);
+    free(blobs);
+    free(lens);
+    sqlite3_finalize(sites);
+    sqlite3_finalize(ack);
+    sqlite3_finalize(parked);
+    sqlite3_finalize(del);
+    sqlite3_finalize(stub);
+    if (rc == 0) return tsync__commit(s);
+    tsync__rollback(s);
+    return rc;
 }

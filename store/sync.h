@@ -27,6 +27,10 @@ int tsync__err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 
 /* What we hold: every site with seq >= 1, sorted by site id, with the hash of its head batch. */
 int tsync__sync_vv(tsync_store *s, tsync__vv *out);
 
+/* tsync__sync_runs' code (positive, so no error code collides with it) when the peer needs batches
+ * this replica holds only as a stub (pruned, or received as a snapshot): send a snapshot. */
+#define TSYNC__SYNC_BEHIND 1000
+
 /* One contiguous piece of one origin's log, ending at a batch whose signature we hold. The
  * pointers are valid only during the call. */
 typedef struct {
@@ -81,5 +85,17 @@ const uint8_t *tsync__sync_public_key(tsync_store *s);
 
 /* The schema version sent in HELLO: the highest applied migration, 0 when none. */
 uint64_t tsync__sync_schema(tsync_store *s);
+
+/* Remembers the vector a member (device key pk) acknowledged to us directly: pruning waits for it.
+ * 0, TSYNC_EIO, TSYNC_ENOMEM. */
+int tsync__sync_ack_put(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES], const tsync__vv *vv);
+
+/* Prunes the log: for each origin, batch bodies below min(every member's acknowledged seq, head -
+ * keep) are deleted, and the batch at that seq becomes a stub (hash kept, body empty), in one
+ * transaction. Batches that parked row changes still need are kept. A member that never
+ * acknowledged anything stops all pruning. members: nmembers keys of 32 bytes (our own excluded).
+ * *pruned (may be NULL) receives the rows deleted or emptied. 0, TSYNC_EIO, TSYNC_EBUSY. */
+int tsync__sync_prune(tsync_store *s, const uint8_t *members, size_t nmembers, uint64_t keep,
+                      size_t *pruned);
 
 #endif

@@ -42,7 +42,8 @@ int cmd_run(int argc, char **argv)
     o.log_level = TSYNC_LOG_INFO;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-        if ((!strcmp(a, "--listen") || !strcmp(a, "--peer") || !strcmp(a, "--status-file")) &&
+        if ((!strcmp(a, "--listen") || !strcmp(a, "--peer") || !strcmp(a, "--status-file") ||
+             !strcmp(a, "--prune-keep")) &&
             i + 1 >= argc) {
             free(peers);
             fprintf(stderr, "tillsync: run: %s needs a value (see 'tillsync --help')\n", a);
@@ -54,6 +55,18 @@ int cmd_run(int argc, char **argv)
             peers[npeers++] = argv[++i];
         else if (!strcmp(a, "--status-file"))
             o.status_path = argv[++i];
+        else if (!strcmp(a, "--prune-keep")) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || v < 1) {
+                free(peers);
+                fprintf(stderr, "tillsync: run: --prune-keep needs a number >= 1, not '%s'\n",
+                        argv[i]);
+                return 2;
+            }
+            o.prune_keep = v;
+        } else if (!strcmp(a, "--no-prune"))
+            o.prune_keep = -1;
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose"))
             o.log_level = TSYNC_LOG_DEBUG;
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet"))

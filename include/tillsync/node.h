@@ -72,6 +72,11 @@ typedef struct {
     int anti_entropy_ms;  /* vector exchange and repair period; 0: 2000 */
     size_t window_bytes;  /* batch bytes in flight per peer before waiting for its ACK; 0: 8 MiB */
     unsigned int seal_ms; /* also seal at least this often; 0: only on commits */
+    /* Log pruning (enrolled databases only): batches every member of the shop acknowledged are
+     * deleted, except the newest prune_keep of each origin; a till behind gets a snapshot.
+     * 0: 10000; negative: never prune. prune_ms: how often; 0: 10000. */
+    long prune_keep;
+    int prune_ms;
 } tsync_node_options;
 
 #define TSYNC_NODE_OPTIONS_VERSION 1
