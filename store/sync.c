@@ -312,10 +312,13 @@ const uint8_t *tsync__sync_public_key(tsync_store *s)
 
 uint64_t tsync__sync_schema(tsync_store *s)
 {
-    sqlite3_stmt *st = tsync__prep(s, "SELECT v FROM tsync_meta WHERE k='schema_version'");
-    if (!st) return 0;
+    /* The highest applied migration (store/migrate.c); no migrations table: version 0. */
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT max(number) FROM tsync_migrations", -1, &st, NULL) !=
+        SQLITE_OK)
+        return 0;
     int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_reset(st);
+    sqlite3_finalize(st);
     return v > 0 ? (uint64_t)v : 0;
 }
 
