@@ -77,6 +77,7 @@ static const char *const R_NAME[R_COUNT] = {
 };
 
 #define MAX_BAD_MESSAGES 16
+#define FORWARD_DELAY_MS 3
 #define SNAP_CHUNK_BYTES (1u << 20)
 #define SNAP_MAX_BYTES                                                                             \
     (2ull << 30) /* a snapshot larger than this is refused */ /* a session that sends more         \
@@ -165,6 +166,7 @@ struct tsync_node {
 
     uint64_t started_ms, last_ae_mono, last_status_mono, last_seal_mono, last_prune_mono;
     uint64_t pruned, snaps_sent, snaps_received;
+    uint64_t forward_due; /* monotonic ms when merged batches are forwarded; 0: none */
     uint8_t trust_digest[TSYNC__HASH_BYTES];
     int trust_digest_valid;
 
@@ -1096,15 +1098,17 @@ static void flush_merges(tsync_node *n)
         logf_(n, TSYNC_LOG_ERROR, "merge failed: %s", last_error());
         if (rc == TSYNC_EIO || rc == TSYNC_ENOMEM) n->failed = rc;
     }
-    /* Tell each sender what we hold now (also after a refusal: it learns what we lack). */
+    /* Tell each sender what we hold now (also after a refusal: it learns what we lack); after a
+     * merge, tell every peer, so peers that got the same batches from their origin do not forward
+     * them to us again. */
     refresh_ours(n);
-    for (size_t i = 0; i < n->nq; i++) {
+    for (size_t i = 0; i < n->npeers; i++) {
+        npeer *p = &n->peers[i];
+        if (!p->used || !p->verified || p->close_at_mono) continue;
         size_t k;
-        for (k = 0; k < i && n->q[k].peer != n->q[i].peer; k++)
+        for (k = 0; k < n->nq && n->q[k].peer != p->id; k++)
             ;
-        if (k < i) continue;
-        npeer *p = peer_find(n, n->q[i].peer);
-        if (p && p->verified) send_vector(n, p, 0);
+        if (merged || k < n->nq) send_vector(n, p, 0);
     }
     q_clear(n);
     n->status_dirty = 1;
@@ -1114,7 +1118,9 @@ static void flush_merges(tsync_node *n)
             tsync_node_change c = {merged, conflicts};
             n->o.on_change(n->o.cb_ctx, &c);
         }
-        push_all(n); /* forward to the peers that lack them */
+        /* Forward to the peers that lack them a moment later: most got them from their origin
+         * too, and their ACKs, which arrive meanwhile, keep us from sending duplicates. */
+        if (!n->forward_due) n->forward_due = mono_ms() + FORWARD_DELAY_MS;
     }
 }
 
@@ -1541,6 +1547,10 @@ static int step(tsync_node *n, int wait_ms)
         n->last_ae_mono = now;
         anti_entropy(n, now);
     }
+    if (n->forward_due && now >= n->forward_due) {
+        n->forward_due = 0;
+        push_all(n);
+    }
     close_due(n, now);
     if (n->status_dirty ? now - n->last_status_mono >= 100 : now - n->last_status_mono >= 1000) {
         n->last_status_mono = now;
@@ -1678,6 +1688,11 @@ int tsync_node_timeout_ms(tsync_node *n)
 {
     int t = tsync__tp_timeout_ms(n->tp);
     if (n->nq) return 0;
+    if (n->forward_due) {
+        uint64_t now = mono_ms();
+        int f = now >= n->forward_due ? 0 : (int)(n->forward_due - now);
+        if (t < 0 || f < t) t = f;
+    }
     return t >= 0 && t < n->o.tick_ms ? t : n->o.tick_ms;
 }
 
