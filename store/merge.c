@@ -1069,6 +1069,19 @@ static int stored_hash(mctx *c, uint32_t site, uint64_t seq, uint8_t out[TSYNC__
     return rc;
 }
 
+/* Whether batch seq of site was pruned from our log (below the stub at the horizon): such a batch
+ * can no longer be compared, and every member held it when it was pruned. */
+static int pruned_below(mctx *c, uint32_t site, uint64_t seq)
+{
+    sqlite3_stmt *st = tsync__prep(c->s, "SELECT min(seq) FROM tsync_log WHERE site=?1");
+    if (!st) return 0;
+    sqlite3_bind_int64(st, 1, site);
+    int below = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL &&
+                (uint64_t)sqlite3_column_int64(st, 0) > seq;
+    sqlite3_reset(st);
+    return below;
+}
+
 static int load_held(mctx *c, inbatch **list, size_t *n, size_t *cap)
 {
     sqlite3_stmt *st;
@@ -1449,8 +1462,9 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
             /* Our own batches coming back: duplicates, or a sign that this database was cloned. */
             list[i].done = 1;
             uint8_t h[TSYNC__HASH_BYTES];
-            if (stored_hash(&c, list[i].site, list[i].seq, h) == 0 &&
-                memcmp(h, list[i].hash, TSYNC__HASH_BYTES) == 0) {
+            int hrc = stored_hash(&c, list[i].site, list[i].seq, h);
+            if ((hrc == 0 && memcmp(h, list[i].hash, TSYNC__HASH_BYTES) == 0) ||
+                (hrc == TSYNC_ENOTFOUND && pruned_below(&c, list[i].site, list[i].seq))) {
                 if (report) report->duplicates++;
             } else {
                 if (report) report->refused++;
