@@ -194,4 +194,20 @@ int tsync__put_meta(tsync_store *s, tsync__table *t, const uint8_t *key, uint32_
                     const tsync__rowmeta *m, uint8_t **buf, size_t *cap, int exists);
 char *tsync__key_json(const uint8_t *key, uint32_t klen, int npk);
 
+/* ---------------------------------------------------------------- schema changes (replicate.c,
+ * migrate.c). Each runs inside a transaction the caller opened and leaves the table cache fresh. */
+
+/* tsync_store_replicate without its transaction, unparking and sealing. */
+int tsync__replicate_locked(tsync_store *s, const char *table, const char *const *counters,
+                            size_t ncounters);
+/* Records columns appended to a replicated table (already added to the table itself): its
+ * tombstone table gets them, tsync_tables.cols lists them, the capture triggers cover them. */
+int tsync__table_add_columns(tsync_store *s, const char *table, const char *const *cols, int n);
+/* Makes a recorded column of a replicated table a PN-counter (tsync_tables.counters, triggers). */
+int tsync__table_add_counter(tsync_store *s, const char *table, const char *col);
+/* True when CREATE TABLE text has a CHECK constraint (outside quotes and comments). */
+int tsync__sql_has_check(const char *sql);
+/* tsync__unpark also takes table NULL: the parked changes of every table, rows and columns alike,
+ * that can apply now; the others stay parked. */
+
 #endif

@@ -1,5 +1,6 @@
 /*
- * store/replicate.c — making a table replicated, and the cache of replicated tables.
+ * store/replicate.c — making a table replicated, keeping its capture in step when a migration
+ * adds columns or counters (store/migrate.c), and the cache of replicated tables.
  *
  * Capture is done with triggers in built-in SQL only, so writes from any connection (the app's,
  * the sqlite3 shell) are recorded. The triggers only append to tsync_pending: the key, which
@@ -299,18 +300,236 @@ static int has_check_constraint(const char *sql)
     return 0;
 }
 
-static int sql_steps(tsync_store *s, const char *sql)
+int tsync__sql_has_check(const char *sql)
 {
-    return tsync__exec(s, sql);
+    return has_check_constraint(sql);
 }
 
-int tsync_store_replicate(tsync_store *s, const char *table, const char *const *counters,
-                          size_t ncounters)
+/* ---------------------------------------------------------------- capture triggers */
+
+enum {
+    CAP_SHADOW = 1,   /* create tsync_clk_T and tsync_tomb_T */
+    CAP_EXISTING = 2, /* record the rows already in T as local inserts */
+    CAP_REPLACE = 4,  /* drop the triggers first (the table's columns or counters changed) */
+};
+
+/* Appends to sql what captures writes to a table: the shadow tables and existing rows when asked,
+ * and the four triggers. cols: every column in ordinal order (ordinal i is bit i of the changed
+ * mask); pkord: the key's ordinals in key order; is_counter: by ordinal. */
+static void capture_sql(sbuf *sql, int tid, const char *table, char *const *cols, int ncols,
+                        const int *pkord, int npk, const uint8_t *is_counter, int what)
+{
+    char *qt = quote_ident("", table), *qclk = quote_ident("tsync_clk_", table),
+         *qtomb = quote_ident("tsync_tomb_", table);
+    char *qtr[4] = {quote_ident("tsync_ai_", table), quote_ident("tsync_au_", table),
+                    quote_ident("tsync_ak_", table), quote_ident("tsync_ad_", table)};
+    char *qc[TSYNC__MAX_COLS];
+    uint8_t is_pk[TSYNC__MAX_COLS] = {0};
+    for (int i = 0; i < ncols; i++) qc[i] = quote_ident("", cols[i]);
+    for (int i = 0; i < npk; i++) is_pk[pkord[i]] = 1;
+    int oom = !qt || !qclk || !qtomb;
+    for (int i = 0; i < 4; i++) oom |= !qtr[i];
+    for (int i = 0; i < ncols; i++) oom |= !qc[i];
+    if (oom) {
+        sql->oom = 1;
+        goto out;
+    }
+    sbuf k = {0}, kcols = {0}, newk = {0}, oldk = {0}, allc = {0}, oldall = {0}, same = {0},
+         mask = {0};
+    for (int i = 0; i < npk; i++) {
+        sb_add(&k, "%sk%d", i ? "," : "", i);
+        sb_add(&kcols, "%s%s", i ? "," : "", qc[pkord[i]]);
+        sb_add(&newk, "%sNEW.%s", i ? "," : "", qc[pkord[i]]);
+        sb_add(&oldk, "%sOLD.%s", i ? "," : "", qc[pkord[i]]);
+        sb_add(&same, "%sNEW.%s IS OLD.%s", i ? " AND " : "", qc[pkord[i]], qc[pkord[i]]);
+    }
+    /* A NULL key cannot name a row on another till (NULL never equals NULL): refuse the
+     * write itself, so it fails where the app can see it instead of at sealing. */
+    sbuf nullk = {0};
+    sb_add(&nullk, "SELECT CASE WHEN ");
+    for (int i = 0; i < npk; i++) sb_add(&nullk, "%sNEW.%s IS NULL", i ? " OR " : "", qc[pkord[i]]);
+    sb_add(&nullk, " THEN RAISE(ABORT, 'tillsync: the primary key of a replicated table may "
+                   "not be NULL') END; ");
+    /* A counter holds integers only: a REAL or TEXT could not be counted the same way on
+     * every till, so the write is refused where the app sees it. The check is folded into
+     * the table id the pending row records: one statement per captured write, not two. */
+    sbuf tidx = {0}, tide = {0};
+    int nguard = 0;
+    for (int j = 0; j < ncols; j++)
+        if (is_counter[j])
+            sb_add(&tidx, "%stypeof(NEW.%s) != 'integer'", nguard++ ? " OR " : "", qc[j]);
+    if (nguard)
+        sb_add(&tide,
+               "CASE WHEN %s THEN RAISE(ABORT, 'tillsync: counter columns take integers "
+               "only') ELSE %d END",
+               tidx.p, tid);
+    else
+        sb_add(&tide, "%d", tid);
+    free(tidx.p);
+    int any = 0;
+    for (int i = 0; i < ncols; i++) {
+        sb_add(&allc, "%s%s", i ? "," : "", qc[i]);
+        sb_add(&oldall, "%sOLD.%s", i ? "," : "", qc[i]);
+        if (!is_pk[i]) {
+            sb_add(&mask, "%s(CASE WHEN NEW.%s IS NOT OLD.%s THEN %lld ELSE 0 END)", any ? "|" : "",
+                   qc[i], qc[i], 1LL << i);
+            any = 1;
+        }
+    }
+    if (!any) sb_add(&mask, "0");
+    if (what & CAP_SHADOW) {
+        /* Shadow tables: columns without a declared type keep values exactly as given. */
+        sb_add(sql, "CREATE TABLE %s(%s, tsync_m BLOB, PRIMARY KEY(%s)) WITHOUT ROWID;", qclk,
+               kcols.p, kcols.p);
+        sb_add(sql, "CREATE TABLE %s(%s, PRIMARY KEY(%s)) WITHOUT ROWID;", qtomb, allc.p, kcols.p);
+    }
+    if (what & CAP_REPLACE)
+        for (int i = 0; i < 4; i++) sb_add(sql, "DROP TRIGGER IF EXISTS %s;", qtr[i]);
+    sb_add(sql,
+           "CREATE TRIGGER %s AFTER INSERT ON %s BEGIN %s"
+           "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL ",%s); "
+           "END;",
+           qtr[0], qt, nullk.p, k.p, tide.p, newk.p);
+    sb_add(sql,
+           "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN %s BEGIN "
+           "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,2,%s," WALL_SQL ",%s); "
+           "END;",
+           qtr[1], qt, same.p, k.p, tide.p, mask.p, newk.p);
+    /* An UPDATE of the key is a delete of the old key and an insert of the new one. "OF key"
+     * keeps this trigger (and its WHEN) out of every update that does not name the key. */
+    sb_add(sql,
+           "CREATE TRIGGER %s AFTER UPDATE OF %s ON %s WHEN NOT (%s) "
+           "BEGIN %s"
+           "DELETE FROM %s WHERE (%s) IS (%s); "
+           "INSERT INTO %s(%s) VALUES(%s); "
+           "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
+           "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL ",%s); "
+           "END;",
+           qtr[2], kcols.p, qt, same.p, nullk.p, qtomb, kcols.p, oldk.p, qtomb, allc.p, oldall.p,
+           k.p, tid, oldk.p, k.p, tide.p, newk.p);
+    sb_add(sql,
+           "CREATE TRIGGER %s AFTER DELETE ON %s BEGIN "
+           "DELETE FROM %s WHERE (%s) IS (%s); "
+           "INSERT INTO %s(%s) VALUES(%s); "
+           "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
+           "END;",
+           qtr[3], qt, qtomb, kcols.p, oldk.p, qtomb, allc.p, oldall.p, k.p, tid, oldk.p);
+    if (what & CAP_EXISTING)
+        sb_add(sql,
+               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) SELECT %d,1,-1," WALL_SQL
+               ",%s FROM %s;",
+               k.p, tid, kcols.p, qt);
+    if (k.oom || kcols.oom || newk.oom || oldk.oom || allc.oom || oldall.oom || same.oom ||
+        mask.oom || nullk.oom || tide.oom)
+        sql->oom = 1;
+    free(k.p), free(kcols.p), free(newk.p), free(oldk.p), free(allc.p), free(oldall.p),
+        free(same.p), free(mask.p), free(nullk.p), free(tide.p);
+out:
+    free(qt), free(qclk), free(qtomb);
+    for (int i = 0; i < 4; i++) free(qtr[i]);
+    for (int i = 0; i < ncols; i++) free(qc[i]);
+}
+
+/* Forgets the table cache so the next refresh reads tsync_tables again: a change of a table's
+ * recorded columns or counters need not change PRAGMA schema_version by itself. */
+static int tables_reload(tsync_store *s)
+{
+    tsync__tables_free(s);
+    s->schema_version = -1;
+    return tsync__tables_refresh(s);
+}
+
+/* Re-creates the capture triggers of a replicated table from its recorded definition. */
+static int capture_rebuild(tsync_store *s, const char *table)
+{
+    int rc = tables_reload(s);
+    if (rc) return rc;
+    tsync__table *t = tsync__table_by_name(s, table, strlen(table));
+    if (!t) return tsync__err(TSYNC_ENOTFOUND, "table %s is not replicated", table);
+    sbuf sql = {0};
+    capture_sql(&sql, t->id, t->name, t->cols, t->ncols, t->pk, t->npk, t->is_counter, CAP_REPLACE);
+    rc = sql.oom ? tsync__err(TSYNC_ENOMEM, "out of memory") : tsync__exec(s, sql.p);
+    free(sql.p);
+    if (rc == 0) rc = tables_reload(s);
+    return rc;
+}
+
+/* Rewrites one JSON list column (cols or counters) of a tsync_tables row with names appended. */
+static int append_names(tsync_store *s, const char *table, const char *field,
+                        const char *const *names, int n)
+{
+    char q[96];
+    snprintf(q, sizeof q, "SELECT %s FROM tsync_tables WHERE name=?1", field);
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, q, -1, &st, NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read replicated tables");
+    sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
+    json_t *a = NULL;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        a = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+    sqlite3_finalize(st);
+    if (!json_is_array(a)) {
+        json_decref(a);
+        return tsync__err(TSYNC_ECORRUPT, "tsync_tables holds a malformed %s list for %s", field,
+                          table);
+    }
+    for (int i = 0; i < n; i++) json_array_append_new(a, json_string(names[i]));
+    char *text = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    if (!text) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    snprintf(q, sizeof q, "UPDATE tsync_tables SET %s=?2 WHERE name=?1", field);
+    rc = sqlite3_prepare_v2(s->db, q, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, text, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        rc = rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "record table");
+        sqlite3_finalize(st);
+    } else {
+        rc = tsync__err_sqlite(s->db, rc, "record table");
+    }
+    free(text);
+    return rc;
+}
+
+int tsync__table_add_columns(tsync_store *s, const char *table, const char *const *cols, int n)
+{
+    int rc = tsync__tables_refresh(s);
+    if (rc) return rc;
+    tsync__table *t = tsync__table_by_name(s, table, strlen(table));
+    if (!t) return tsync__err(TSYNC_ENOTFOUND, "table %s is not replicated", table);
+    if (t->ncols + n > TSYNC__MAX_COLS)
+        return tsync__err(TSYNC_EUNSUPPORTED, "table %s would have more than %d columns", table,
+                          TSYNC__MAX_COLS);
+    /* The tombstone keeps every column so that a resurrected row shows its latest values. */
+    sbuf sql = {0};
+    for (int i = 0; i < n; i++) {
+        char *qc = quote_ident("", cols[i]);
+        sb_add(&sql, "ALTER TABLE %s ADD COLUMN %s;", t->qtomb, qc ? qc : "");
+        if (!qc) sql.oom = 1;
+        free(qc);
+    }
+    rc = sql.oom ? tsync__err(TSYNC_ENOMEM, "out of memory") : tsync__exec(s, sql.p);
+    free(sql.p);
+    if (rc == 0) rc = append_names(s, table, "cols", cols, n);
+    if (rc == 0) rc = capture_rebuild(s, table);
+    return rc;
+}
+
+int tsync__table_add_counter(tsync_store *s, const char *table, const char *col)
+{
+    int rc = append_names(s, table, "counters", &col, 1);
+    if (rc == 0) rc = capture_rebuild(s, table);
+    return rc;
+}
+
+int tsync__replicate_locked(tsync_store *s, const char *table, const char *const *counters,
+                            size_t ncounters)
 {
     if (!table || !*table) return tsync__err(TSYNC_EINVAL, "no table name given");
     if (strncmp(table, "tsync_", 6) == 0 || strncmp(table, "sqlite_", 7) == 0)
         return tsync__err(TSYNC_EINVAL, "table %s is internal and cannot be replicated", table);
-    int rc = tsync__begin(s);
+    int rc = tsync__tables_refresh(s);
     if (rc) return rc;
     colinfo cols[TSYNC__MAX_COLS + 1];
     int ncols = 0, npk = 0, pkord[TSYNC__MAX_PK_COLS] = {0};
@@ -503,113 +722,38 @@ int tsync_store_replicate(tsync_store *s, const char *table, const char *const *
     if (rc) goto out;
     {
         int tid = (int)sqlite3_last_insert_rowid(s->db);
-        char *qt = quote_ident("", table), *qclk = quote_ident("tsync_clk_", table),
-             *qtomb = quote_ident("tsync_tomb_", table);
-        char *qtr[4] = {quote_ident("tsync_ai_", table), quote_ident("tsync_au_", table),
-                        quote_ident("tsync_ak_", table), quote_ident("tsync_ad_", table)};
-        char *qc[TSYNC__MAX_COLS];
-        for (int i = 0; i < ncols; i++) qc[i] = quote_ident("", cols[i].name);
-        sbuf k = {0}, kcols = {0}, newk = {0}, oldk = {0}, allc = {0}, oldall = {0}, same = {0},
-             mask = {0};
-        for (int i = 0; i < npk; i++) {
-            sb_add(&k, "%sk%d", i ? "," : "", i);
-            sb_add(&kcols, "%s%s", i ? "," : "", qc[pkord[i]]);
-            sb_add(&newk, "%sNEW.%s", i ? "," : "", qc[pkord[i]]);
-            sb_add(&oldk, "%sOLD.%s", i ? "," : "", qc[pkord[i]]);
-            sb_add(&same, "%sNEW.%s IS OLD.%s", i ? " AND " : "", qc[pkord[i]], qc[pkord[i]]);
-        }
-        /* A NULL key cannot name a row on another till (NULL never equals NULL): refuse the
-         * write itself, so it fails where the app can see it instead of at sealing. */
-        sbuf nullk = {0};
-        sb_add(&nullk, "SELECT CASE WHEN ");
-        for (int i = 0; i < npk; i++)
-            sb_add(&nullk, "%sNEW.%s IS NULL", i ? " OR " : "", qc[pkord[i]]);
-        sb_add(&nullk, " THEN RAISE(ABORT, 'tillsync: the primary key of a replicated table may "
-                       "not be NULL') END; ");
-        /* A counter holds integers only: a REAL or TEXT could not be counted the same way on
-         * every till, so the write is refused where the app sees it. The check is folded into
-         * the table id the pending row records: one statement per captured write, not two. */
-        sbuf tidx = {0}, tide = {0};
-        int nguard = 0;
-        for (size_t i = 0; i < ncounters; i++)
-            for (int j = 0; j < ncols; j++)
-                if (strcmp(cols[j].name, counters[i]) == 0)
-                    sb_add(&tidx, "%stypeof(NEW.%s) != 'integer'", nguard++ ? " OR " : "", qc[j]);
-        if (nguard)
-            sb_add(&tide,
-                   "CASE WHEN %s THEN RAISE(ABORT, 'tillsync: counter columns take integers "
-                   "only') ELSE %d END",
-                   tidx.p, tid);
-        else
-            sb_add(&tide, "%d", tid);
-        free(tidx.p);
-        int any = 0;
+        char *names[TSYNC__MAX_COLS];
+        uint8_t is_counter[TSYNC__MAX_COLS] = {0};
         for (int i = 0; i < ncols; i++) {
-            sb_add(&allc, "%s%s", i ? "," : "", qc[i]);
-            sb_add(&oldall, "%sOLD.%s", i ? "," : "", qc[i]);
-            if (!cols[i].pk) {
-                sb_add(&mask, "%s(CASE WHEN NEW.%s IS NOT OLD.%s THEN %lld ELSE 0 END)",
-                       any ? "|" : "", qc[i], qc[i], 1LL << i);
-                any = 1;
-            }
+            names[i] = cols[i].name;
+            for (size_t j = 0; j < ncounters; j++)
+                if (strcmp(cols[i].name, counters[j]) == 0) is_counter[i] = 1;
         }
-        if (!any) sb_add(&mask, "0");
         sql.n = 0;
-        /* Shadow tables: columns without a declared type keep values exactly as given. */
-        sb_add(&sql, "CREATE TABLE %s(%s, tsync_m BLOB, PRIMARY KEY(%s)) WITHOUT ROWID;", qclk,
-               kcols.p, kcols.p);
-        sb_add(&sql, "CREATE TABLE %s(%s, PRIMARY KEY(%s)) WITHOUT ROWID;", qtomb, allc.p, kcols.p);
-        sb_add(&sql,
-               "CREATE TRIGGER %s AFTER INSERT ON %s BEGIN %s"
-               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL ",%s); "
-               "END;",
-               qtr[0], qt, nullk.p, k.p, tide.p, newk.p);
-        sb_add(&sql,
-               "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN %s BEGIN "
-               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,2,%s," WALL_SQL ",%s); "
-               "END;",
-               qtr[1], qt, same.p, k.p, tide.p, mask.p, newk.p);
-        /* An UPDATE of the key is a delete of the old key and an insert of the new one. "OF key"
-         * keeps this trigger (and its WHEN) out of every update that does not name the key. */
-        sb_add(&sql,
-               "CREATE TRIGGER %s AFTER UPDATE OF %s ON %s WHEN NOT (%s) "
-               "BEGIN %s"
-               "DELETE FROM %s WHERE (%s) IS (%s); "
-               "INSERT INTO %s(%s) VALUES(%s); "
-               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
-               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL ",%s); "
-               "END;",
-               qtr[2], kcols.p, qt, same.p, nullk.p, qtomb, kcols.p, oldk.p, qtomb, allc.p,
-               oldall.p, k.p, tid, oldk.p, k.p, tide.p, newk.p);
-        sb_add(&sql,
-               "CREATE TRIGGER %s AFTER DELETE ON %s BEGIN "
-               "DELETE FROM %s WHERE (%s) IS (%s); "
-               "INSERT INTO %s(%s) VALUES(%s); "
-               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
-               "END;",
-               qtr[3], qt, qtomb, kcols.p, oldk.p, qtomb, allc.p, oldall.p, k.p, tid, oldk.p);
-        /* Rows already in the table are recorded as local inserts. */
-        sb_add(&sql,
-               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) SELECT %d,1,-1," WALL_SQL
-               ",%s FROM %s;",
-               k.p, tid, kcols.p, qt);
-        if (sql.oom || k.oom || allc.oom || mask.oom || oldall.oom || nullk.oom || tide.oom)
-            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-        else
-            rc = sql_steps(s, sql.p);
-        free(qt), free(qclk), free(qtomb);
-        for (int i = 0; i < 4; i++) free(qtr[i]);
-        for (int i = 0; i < ncols; i++) free(qc[i]);
-        free(k.p), free(kcols.p), free(newk.p), free(oldk.p), free(allc.p), free(oldall.p),
-            free(same.p), free(mask.p), free(nullk.p), free(tide.p);
+        capture_sql(&sql, tid, table, names, ncols, pkord, npk, is_counter,
+                    CAP_SHADOW | CAP_EXISTING);
+        rc = sql.oom ? tsync__err(TSYNC_ENOMEM, "out of memory") : tsync__exec(s, sql.p);
     }
-    if (rc == 0) rc = tsync__tables_refresh(s);
-    if (rc == 0) rc = tsync__unpark(s, table);
+    if (rc == 0) rc = tables_reload(s);
 out:
     if (st) sqlite3_finalize(st);
     for (int i = 0; i < ncols; i++) free(cols[i].name), free(cols[i].type);
     free(table_sql);
     free(sql.p);
+    return rc;
+}
+
+int tsync_store_replicate(tsync_store *s, const char *table, const char *const *counters,
+                          size_t ncounters)
+{
+    if (!table || !*table) return tsync__err(TSYNC_EINVAL, "no table name given");
+    int rc = tsync__begin(s);
+    if (rc) return rc;
+    rc = tsync__replicate_locked(s, table, counters, ncounters);
+    /* The rows already there are local inserts: sealed first, they get their clocks before
+     * parked changes from other tills are applied against them. */
+    if (rc == 0) rc = tsync__seal_locked(s, NULL);
+    if (rc == 0) rc = tsync__unpark(s, table);
     if (rc) {
         tsync__rollback(s);
         /* The failed transaction may have left a half-built cache. */

@@ -12,6 +12,7 @@
 
 #include "tools/cli.h"
 #include "tools/cmd_io.h"
+#include "tools/cmd_migrate.h"
 #include "tools/cmd_node.h"
 #include "tools/cmd_trust.h"
 
@@ -58,6 +59,9 @@ static const char *USAGE =
     "  run DB [--listen tcp://ADDR:PORT] [--peer tcp://ADDR:PORT[#KEY]]... [-v|-q]\n"
     "                                   run the sync node in the foreground (default listen\n"
     "                                   tcp://0.0.0.0:7400); stops on SIGINT/SIGTERM\n"
+    "                                   [--prune-keep N | --no-prune]: keep N batches per till\n"
+    "                                   once all have them (10000); a till behind gets a snapshot\n"
+    "  migrate DB DIR|--status [--json] apply DIR's migrations (NNN_name.sql), or list applied\n"
     "  status DB [--json]               the node's peers, lag, pending, held, parked, refused\n"
     "  demo [--dir DIR]                 three tills as three processes on loopback sell at once;\n"
     "                                   their sales show up on the others live, then converge\n"
@@ -505,6 +509,7 @@ int main(int argc, char **argv)
     if (!strcmp(c, "trust")) return cmd_trust(argc, argv);
     if (!strcmp(c, "run")) return cmd_run(argc, argv);
     if (!strcmp(c, "status")) return cmd_status(argc, argv);
+    if (!strcmp(c, "migrate")) return cmd_migrate(argc, argv);
     if (!strcmp(c, "export")) return cmd_export(argc, argv);
     if (!strcmp(c, "import")) return cmd_import(argc, argv);
     fprintf(stderr, "tillsync: unknown command '%s' (see 'tillsync --help')\n", c);

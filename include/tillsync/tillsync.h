@@ -2,6 +2,7 @@
 #ifndef TILLSYNC_H
 #define TILLSYNC_H
 #include "tillsync/common.h"
+#include "tillsync/migrate.h"
 #include "tillsync/node.h"
 #include "tillsync/store.h"
 #endif

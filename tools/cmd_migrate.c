@@ -1,0 +1,104 @@
+/*
+ * tools/cmd_migrate.c — tillsync migrate: apply a folder of numbered SQL migrations to a
+ * database (all pending ones in one transaction), or show which were applied. The work is
+ * store/migrate.c's; this file parses the arguments and prints.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tools/cli.h"
+#include "tools/cmd_migrate.h"
+
+static int usage(const char *msg)
+{
+    fprintf(stderr, "tillsync: %s (see 'tillsync --help')\n", msg);
+    return 2;
+}
+
+static int status(tsync_store *s, int json)
+{
+    char *js = NULL;
+    if (tsync_store_migrations_json(s, &js) != 0) return cli_fail("migrate");
+    if (json) {
+        puts(js);
+        free(js);
+        return 0;
+    }
+    json_t *o = json_loads(js, 0, NULL);
+    free(js);
+    json_t *a = json_object_get(o, "applied");
+    long long v = (long long)json_integer_value(json_object_get(o, "version"));
+    if (json_array_size(a) == 0)
+        printf("no migrations applied: version 0\n");
+    else
+        printf("version %lld, %zu migrations applied:\n", v, json_array_size(a));
+    size_t i;
+    json_t *e;
+    json_array_foreach(a, i, e)
+    {
+        time_t t = (time_t)(json_integer_value(json_object_get(e, "applied_ms")) / 1000);
+        char when[32] = "?";
+        struct tm tm;
+        if (gmtime_r(&t, &tm)) strftime(when, sizeof when, "%Y-%m-%d %H:%M:%SZ", &tm);
+        printf("  %s  applied %s  hash %s\n", json_string_value(json_object_get(e, "name")), when,
+               json_string_value(json_object_get(e, "hash")));
+    }
+    json_decref(o);
+    return 0;
+}
+
+int cmd_migrate(int argc, char **argv)
+{
+    const char *pos[2] = {NULL, NULL};
+    int npos = 0, st = 0, json = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--status")) {
+            st = 1;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            char m[256];
+            snprintf(m, sizeof m, "migrate: unknown option '%.200s'", argv[i]);
+            return usage(m);
+        } else if (npos < 2) {
+            pos[npos++] = argv[i];
+        } else {
+            return usage("migrate takes DB and DIR, or DB --status");
+        }
+    }
+    if (!pos[0]) return usage("migrate needs DB and DIR (or DB --status)");
+    if (st ? npos != 1 : npos != 2)
+        return usage(st ? "migrate --status takes only DB" : "migrate needs DB and DIR");
+    if (json && !st) return usage("migrate: --json goes with --status");
+    tsync_store *s;
+    tsync_store_options o = TSYNC_STORE_OPTIONS_INIT;
+    if (tsync_store_open(&s, pos[0], &o) != 0) return cli_fail("open");
+    int ret = 0;
+    if (st) {
+        ret = status(s, json);
+        tsync_store_free(s);
+        return ret;
+    }
+    tsync_migrate_report r = TSYNC_MIGRATE_REPORT_INIT;
+    int rc = tsync_store_migrate(s, pos[1], &r);
+    for (size_t i = 0; i < r.nnotes; i++) printf("note: %s\n", r.notes[i]);
+    if (rc != 0) {
+        ret = cli_fail("migrate");
+    } else if (r.napplied == 0) {
+        printf("up to date at version %lld\n", (long long)r.to_version);
+    } else {
+        for (size_t i = 0; i < r.napplied; i++)
+            printf("applied %s (hash %s)\n", r.applied[i].name, r.applied[i].hash);
+        if (r.unparked)
+            printf("applied %zu parked change%s from other tills\n", r.unparked,
+                   r.unparked == 1 ? "" : "s");
+        printf("now at version %lld (was %lld)\n", (long long)r.to_version,
+               (long long)r.from_version);
+    }
+    tsync_migrate_report_clear(&r);
+    tsync_store_free(s);
+    return ret;
+}
