@@ -199,9 +199,18 @@ int cmd_status(int argc, char **argv)
     }
     tsync_store_free(s);
     if (running) {
-        static const char *const keep[] = {"pid",     "listen",         "updated_ms",
-                                           "peers",   "schema",         "pending_out",
-                                           "refused", "batches_merged", "batches_sealed"};
+        static const char *const keep[] = {"pid",
+                                           "listen",
+                                           "updated_ms",
+                                           "peers",
+                                           "schema",
+                                           "pending_out",
+                                           "refused",
+                                           "batches_merged",
+                                           "batches_sealed",
+                                           "batches_pruned",
+                                           "snapshots_sent",
+                                           "snapshots_received"};
         for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
             json_object_set(out, keep[i], json_object_get(node, keep[i]));
     }
