@@ -43,7 +43,7 @@ int cmd_run(int argc, char **argv)
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if ((!strcmp(a, "--listen") || !strcmp(a, "--peer") || !strcmp(a, "--status-file") ||
-             !strcmp(a, "--prune-keep")) &&
+             !strcmp(a, "--prune-keep") || !strcmp(a, "--prune-every")) &&
             i + 1 >= argc) {
             free(peers);
             fprintf(stderr, "tillsync: run: %s needs a value (see 'tillsync --help')\n", a);
@@ -65,6 +65,17 @@ int cmd_run(int argc, char **argv)
                 return 2;
             }
             o.prune_keep = v;
+        } else if (!strcmp(a, "--prune-every")) {
+            char *end;
+            double v = strtod(argv[++i], &end);
+            if (*end || end == argv[i] || v < 0.1 || v > 86400) {
+                free(peers);
+                fprintf(stderr,
+                        "tillsync: run: --prune-every needs seconds (0.1 to 86400), not '%s'\n",
+                        argv[i]);
+                return 2;
+            }
+            o.prune_ms = (int)(v * 1000);
         } else if (!strcmp(a, "--no-prune"))
             o.prune_keep = -1;
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose"))
