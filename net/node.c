@@ -33,26 +33,11 @@
 #include "crdt/cert.h"
 #include "net/transport.h"
 #include "net/wire.h"
+#include "store/snapshot.h"
 #include "store/sync.h"
 #include "store/trust.h"
 #include "tillsync/node.h"
 #include "tillsync/store.h"
-
-#if __has_include("store/snapshot.h") /* TEMPORARY while store/snapshot.c is written */
-#include "store/snapshot.h"
-#else
-static int tsync__snap_export(tsync_store *s, size_t chunk_bytes,
-                              int (*emit)(void *ctx, const uint8_t *chunk, size_t len), void *ctx,
-                              tsync__vv *vv)
-{
-    return TSYNC_EUNSUPPORTED;
-}
-static int tsync__snap_import(tsync_store *s, const uint8_t *const *chunks, const size_t *lens,
-                              size_t n, const tsync__vv *vv, tsync_merge_report *report)
-{
-    return TSYNC_EUNSUPPORTED;
-}
-#endif
 
 /* Inputs refused, by reason (status shows them). */
 enum {

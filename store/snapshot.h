@@ -1,0 +1,137 @@
+/*
+ * store/snapshot.h — snapshots: a replica's state (every replicated row with its clock metadata,
+ * deleted rows' clocks included) as self-contained chunks another replica can merge. A till behind
+ * the pruned horizon of the logs (new, restored) gets one from an enrolled peer instead of the
+ * batches it can no longer get. The byte format, the merge rule and the limits are in
+ * docs/SNAPSHOT.md.
+ *
+ * The sync node (net/) moves the chunks: SNAPSHOT_BEGIN{id, vv}, SNAPSHOT_CHUNK{id, seq, rows} per
+ * chunk, SNAPSHOT_END{id, nchunks, hash}, with hash = tsync__snap_hash of the chunks. It checks the
+ * hash and that the sender is an enrolled peer before it calls tsync__snap_import: snapshots are
+ * trusted hop by hop, they carry no signatures of their own.
+ *
+ * THREAD SAFETY: like the store, one thread at a time per store; tsync__snap_decode,
+ * tsync__snap_encode and tsync__snap_hash are reentrant.
+ */
+#ifndef TSYNC_STORE_SNAPSHOT_H
+#define TSYNC_STORE_SNAPSHOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crdt/crdt.h"
+#include "tillsync/store.h"
+
+#define TSYNC__SNAP_FORMAT 1u /* item 0 of every chunk */
+/* The size a node asks for when it has no reason to ask for another: one wire message. */
+#define TSYNC__SNAP_CHUNK_BYTES (1u << 20)
+/* Hard limit of one chunk. A chunk holds at least one row, and a row can be as large as a batch
+ * can carry it; a larger row cannot be exported (TSYNC_EUNSUPPORTED names it). */
+#define TSYNC__SNAP_CHUNK_MAX_BYTES TSYNC__BATCH_MAX_BYTES
+
+/* Encodes this replica's state — every replicated table's rows with their clock metadata,
+ * including the clocks of deleted rows (existence set entries) — as self-contained chunks of about
+ * chunk_bytes (each chunk decodes on its own: it carries the site table entries it references), in
+ * ONE read transaction; *vv receives the version vector (site, seq, head hash for every site with
+ * seq >= 1) the state is consistent with (the caller frees it with tsync__vv_free, also after an
+ * error). emit returns non-zero to stop (that value is returned).
+ *
+ * Local changes not yet sealed are sealed first, so every row has its clocks. A chunk holds whole
+ * rows: it is at most chunk_bytes, or one row and its dictionaries when that row alone is larger.
+ * The first chunk also carries the site entries (key, incarnation) of every site of *vv. At least
+ * one chunk is emitted, even for an empty replica. The read transaction stays open while emit
+ * runs: emit should queue the chunk, not wait on the peer. Chunk memory is the caller's only
+ * during the call.
+ * Errors: TSYNC_EIO, TSYNC_ENOMEM, TSYNC_EBUSY (sealing), TSYNC_EINVAL (inside an open transaction,
+ * chunk_bytes < 64), TSYNC_EUNSUPPORTED (a row larger than TSYNC__SNAP_CHUNK_MAX_BYTES). */
+int tsync__snap_export(tsync_store *s, size_t chunk_bytes,
+                       int (*emit)(void *ctx, const uint8_t *chunk, size_t len), void *ctx,
+                       tsync__vv *vv);
+
+/* Merges a complete snapshot (its chunks in order) into this replica in ONE transaction, as a
+ * state-based CRDT merge of every row with the local row: existence OR-sets united, each LWW column
+ * taken from the side with the greater (hlc, site id), PN-counters merged per site (max of P and of
+ * N per site), rows written or deleted accordingly with capture off on this connection, conflicts
+ * recorded in tsync_conflicts when the losing write was not yet known to the winning side, the
+ * local HLC raised to the highest clock seen. Then for each entry of vv (the vector the exporter
+ * returned) with seq above ours: the site is registered (key and incarnation from the chunks),
+ * tsync_sites.seq/hash are raised to the snapshot's, and a stub is written to tsync_log at that seq
+ * (body a zero-length blob, hash the head hash, sig NULL): this replica holds those batches only as
+ * state. Our own site's entry, entries where we are ahead or equal, and origins frozen after a fork
+ * are left as they are (a message in the report says so for the last two kinds when they differ).
+ *
+ * Nothing changes unless everything applies:
+ * - TSYNC_ECORRUPT: a malformed chunk (one line naming the chunk index and the field), or a vector
+ *   entry whose site no chunk describes; TSYNC_EVERSION: a chunk of an unknown format;
+ * - TSYNC_EREFUSED: a row of a table this database does not replicate, or writing a column it
+ *   lacks, or a table whose key or counters differ here ("migrate first": snapshots cannot be
+ *   parked, so they are refused whole and can be asked for again after the migration);
+ * - TSYNC_ECLOCKSKEW: a clock more than the skew bound ahead of our wall clock;
+ * - TSYNC_EINVAL (inside an open transaction, n == 0), TSYNC_EIO, TSYNC_ENOMEM, TSYNC_EBUSY.
+ * report (may be NULL) counts rows: merged (rows this replica did not have as they are),
+ * duplicates (rows it already had), conflicts, parked (rows a local constraint refused, their
+ * clocks kept, as merge does). */
+int tsync__snap_import(tsync_store *s, const uint8_t *const *chunks, const size_t *lens, size_t n,
+                       const tsync__vv *vv, tsync_merge_report *report);
+
+/* BLAKE2b-256 of the chunks concatenated in order: the hash SNAPSHOT_END carries. */
+void tsync__snap_hash(const uint8_t *const *chunks, const size_t *lens, size_t n,
+                      uint8_t out[TSYNC__HASH_BYTES]);
+
+/* ---------------------------------------------------------------- the chunk format, decoded
+ *
+ * Exposed for the fuzz target and the tests; the sync node needs none of it. */
+
+typedef struct {
+    uint8_t site[TSYNC__SITE_BYTES];
+    int has_key; /* pk and inc present (site == BLAKE2b-128(pk || inc), checked) */
+    uint8_t pk[TSYNC__PK_BYTES];
+    uint8_t inc[TSYNC__INC_BYTES];
+} tsync__snap_site;
+
+typedef struct {
+    uint32_t col; /* index in the chunk table's columns; never a key or counter column */
+    tsync__hlc hlc;
+    uint32_t site; /* index in the chunk's sites */
+    tsync__val val;
+} tsync__snap_col;
+
+typedef struct {
+    uint32_t col; /* a counter column of the chunk table */
+    uint32_t n;
+    tsync__pn *v; /* site: index in the chunk's sites */
+} tsync__snap_ctr;
+
+typedef struct {
+    uint32_t table; /* index in the chunk's tables */
+    tsync__val pk[TSYNC__MAX_PK_COLS];
+    uint32_t nexist;
+    tsync__exist *exist; /* site: index in the chunk's sites */
+    uint32_t ncols;
+    tsync__snap_col *cols; /* ascending col */
+    uint32_t nctrs;
+    tsync__snap_ctr *ctrs; /* ascending col */
+} tsync__snap_row;
+
+typedef struct {
+    uint32_t nsites;
+    tsync__snap_site *sites;
+    uint32_t ntables;
+    tsync__btable *tables; /* as in a batch: the first npk columns are the key, in key order */
+    uint32_t nrows;
+    tsync__snap_row *rows;
+} tsync__snap_chunk;
+
+/* Strictly decodes one chunk (docs/SNAPSHOT.md). Arrays are allocated in a; values point into buf.
+ * Wrong types, non-canonical encodings, indexes out of range, repeated entries, trailing bytes or
+ * more than TSYNC__SNAP_CHUNK_MAX_BYTES: TSYNC_ECORRUPT (TSYNC_EVERSION for another format) with a
+ * one-line message in err naming the field. */
+int tsync__snap_decode(const uint8_t *buf, size_t len, tsync__snap_chunk *out, tsync__arena *a,
+                       char err[TSYNC__ERRLEN]);
+
+/* Encodes c as written (no checks: what it is given must be valid to decode) into a malloc'd
+ * buffer (*out, *len; the caller frees). A decoded chunk re-encodes to the very bytes it came from.
+ * 0 or TSYNC_ENOMEM. */
+int tsync__snap_encode(const tsync__snap_chunk *c, uint8_t **out, size_t *len);
+
+#endif
