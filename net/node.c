@@ -64,6 +64,7 @@ static const char *const R_NAME[R_COUNT] = {
 #define MAX_BAD_MESSAGES 16
 #define FORWARD_DELAY_MS 3
 #define SNAP_CHUNK_BYTES (1u << 20)
+#define SNAP_INTERVAL_MS 30000
 #define SNAP_MAX_BYTES                                                                             \
     (2ull << 30) /* a snapshot larger than this is refused */ /* a session that sends more         \
                                                                  malformed messages is closed */
@@ -106,6 +107,7 @@ typedef struct {
     int64_t clock_delta_ms;
     int bad;
     int ack_dirty; /* acked changed since it was stored (pruning reads the stored ones) */
+    uint64_t last_snap_mono;
     snap out, in;
     uint64_t close_at_mono; /* close after an ERROR had time to leave; 0: not closing */
 } npeer;
@@ -326,14 +328,27 @@ static int send_msg(tsync_node *n, npeer *p, const tsync__msg *m)
     return rc;
 }
 
-static void send_error(tsync_node *n, npeer *p, uint32_t code, const char *text)
+/* ERROR without ending the session (the peer learns why something was refused). The text is cut
+ * to the wire's limit and made printable ASCII, which the wire format always accepts. */
+static void send_note(tsync_node *n, npeer *p, uint32_t code, const char *text)
 {
+    char buf[TSYNC__WIRE_TEXT_MAX + 1];
+    size_t len = strlen(text);
+    if (len > TSYNC__WIRE_TEXT_MAX) len = TSYNC__WIRE_TEXT_MAX;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        buf[i] = c < 0x20 || c == 0x7f ? ' ' : c >= 0x80 ? '?' : (char)c;
+    }
     tsync__msg m = {.type = TSYNC__WIRE_ERROR};
     m.error.code = code;
-    m.error.text = text;
-    m.error.len = strlen(text);
-    if (m.error.len > TSYNC__WIRE_TEXT_MAX) m.error.len = TSYNC__WIRE_TEXT_MAX;
+    m.error.text = buf;
+    m.error.len = len;
     send_msg(n, p, &m);
+}
+
+static void send_error(tsync_node *n, npeer *p, uint32_t code, const char *text)
+{
+    send_note(n, p, code, text);
     /* Give the ERROR a moment to leave before the session is cut. */
     p->close_at_mono = mono_ms() + 200;
     p->verified = 0;
@@ -536,6 +551,11 @@ static void snap_start(tsync_node *n, npeer *p)
 {
     char lb[LBL];
     if (p->out.active) return;
+    /* At most one snapshot per peer per SNAP_INTERVAL_MS: one the peer refused (it must migrate
+     * first, say) is not rebuilt on every acknowledgement. */
+    uint64_t now = mono_ms();
+    if (p->last_snap_mono && now - p->last_snap_mono < SNAP_INTERVAL_MS) return;
+    p->last_snap_mono = now;
     if (!n->enrolled || !p->key_known) {
         logf_(n, TSYNC_LOG_WARN,
               "%s lacks batches this till has pruned, and snapshots need an enrolled shop",
@@ -576,6 +596,7 @@ static void snap_refuse(tsync_node *n, npeer *p, const char *why)
     n->refused[R_SNAPSHOT]++;
     n->status_dirty = 1;
     logf_(n, TSYNC_LOG_WARN, "snapshot from %s refused: %s", peer_label(p, lb), why);
+    send_note(n, p, TSYNC__WIRE_ERR_BUSY, why);
     snap_clear(&p->in);
 }
 
