@@ -17,6 +17,7 @@
  *   we sent for that long gets it again from its last ACK (lost, or held for dependencies).
  * - Local commits by other connections are seen through PRAGMA data_version every tick_ms.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -28,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "crdt/cert.h"
@@ -36,6 +38,7 @@
 #include "store/snapshot.h"
 #include "store/sync.h"
 #include "store/trust.h"
+#include "tillsync/backup.h"
 #include "tillsync/node.h"
 #include "tillsync/store.h"
 
@@ -63,18 +66,23 @@ static const char *const R_NAME[R_COUNT] = {
 
 #define MAX_BAD_MESSAGES 16
 #define FORWARD_DELAY_MS 3
+#define MERGE_RETRY_MS   50
+#define QUEUE_HARD_MAX                                                                             \
+    (64u << 20) /* BATCHES beyond this while the database is busy are                              \
+                   dropped: their senders send them again */
 #define SNAP_CHUNK_BYTES (1u << 20)
 #define SNAP_INTERVAL_MS 30000
 #define SNAP_MAX_BYTES                                                                             \
     (2ull << 30) /* a snapshot larger than this is refused */ /* a session that sends more         \
                                                                  malformed messages is closed */
-#define MERGE_QUEUE_MAX (32u << 20)
+#define MERGE_QUEUE_MAX (2u << 20) /* merge once this much is queued (bounds catch-up memory) */
 #define LBL             (TSYNC__TP_ADDR_LEN + 96) /* a peer label in log lines */
 
 typedef struct {
     uint8_t site[TSYNC__SITE_BYTES];
     uint64_t seq;
     size_t bytes;
+    uint64_t sent_mono; /* pieces are kept in send order */
 } inflight;
 
 /* A snapshot being sent or received. */
@@ -133,6 +141,7 @@ typedef struct {
 struct tsync_node {
     tsync_store *s;
     tsync__tp *tp;
+    tsync__ckpt *ckpt;
     tsync_node_options o;
     char *db_path;
     char *status_path;
@@ -140,7 +149,7 @@ struct tsync_node {
     int enrolled;
     uint8_t shop[TSYNC__SHOP_ID_BYTES];
 
-    npeer *peers;
+    npeer **peers;
     size_t npeers;
     speer *statics;
     size_t nstatics;
@@ -153,13 +162,25 @@ struct tsync_node {
 
     uint64_t started_ms, last_ae_mono, last_status_mono, last_seal_mono, last_prune_mono;
     uint64_t pruned, snaps_sent, snaps_received;
-    uint64_t forward_due; /* monotonic ms when merged batches are forwarded; 0: none */
+    uint64_t forward_due;      /* monotonic ms when merged batches are forwarded; 0: none */
+    uint64_t merge_retry_mono; /* the database was busy: merge again at this time */
+    uint64_t backups_done, backups_failed, last_backup_ms;
+    uint64_t own_seq0; /* our own head when the node started */
+    int seal_retry;    /* the last seal found the database busy */
+    char *backup_dir_copy;
     uint8_t trust_digest[TSYNC__HASH_BYTES];
     int trust_digest_valid;
 
     uint64_t refused[R_COUNT];
     uint64_t merged, conflicts, held_reported, local_batches, merges;
     int failed; /* the database failed: the node stops */
+
+    /* Scheduled backups run on a worker thread with its own connection, so sync goes on. */
+    pthread_t backup_thread;
+    atomic_int backup_state; /* 0 idle, 1 running, 2 finished (result in backup_rc) */
+    int backup_rc;
+    char backup_err[512], backup_path[1024];
+    uint64_t next_backup_mono;
 
     pthread_t thread;
     int thread_running;
@@ -244,7 +265,7 @@ static const char *last_error(void)
 static npeer *peer_find(tsync_node *n, uint32_t id)
 {
     for (size_t i = 0; i < n->npeers; i++)
-        if (n->peers[i].used && n->peers[i].id == id) return &n->peers[i];
+        if (n->peers[i]->used && n->peers[i]->id == id) return n->peers[i];
     return NULL;
 }
 
@@ -253,15 +274,18 @@ static npeer *peer_get(tsync_node *n, uint32_t id)
     npeer *p = peer_find(n, id);
     if (p) return p;
     for (size_t i = 0; i < n->npeers; i++)
-        if (!n->peers[i].used) {
-            p = &n->peers[i];
+        if (!n->peers[i]->used) {
+            p = n->peers[i];
             break;
         }
     if (!p) {
-        npeer *np = realloc(n->peers, (n->npeers + 1) * sizeof *np);
+        /* Peers are allocated one by one, so a pointer to one stays valid while others are
+         * added (a handler may dial new peers while it holds one). */
+        npeer **np = realloc(n->peers, (n->npeers + 1) * sizeof *np);
         if (!np) return NULL;
         n->peers = np;
-        p = &n->peers[n->npeers++];
+        if (!(p = calloc(1, sizeof *p))) return NULL;
+        n->peers[n->npeers++] = p;
     }
     memset(p, 0, sizeof *p);
     p->used = 1;
@@ -297,7 +321,7 @@ static void peer_free(npeer *p)
 static int online(tsync_node *n)
 {
     for (size_t i = 0; i < n->npeers; i++)
-        if (n->peers[i].used && n->peers[i].verified) return 1;
+        if (n->peers[i]->used && n->peers[i]->verified) return 1;
     return 0;
 }
 
@@ -462,12 +486,14 @@ static int emit_piece(void *ctx, const tsync__run_piece *pc)
     memcpy(f->site, pc->site->site, TSYNC__SITE_BYTES);
     f->seq = last;
     f->bytes = pc->bytes;
+    f->sent_mono = mono_ms();
     p->fl_bytes += pc->bytes;
     p->tx_batches += pc->n;
     return 0;
 }
 
 static void push_all(tsync_node *n);
+static void trust_check(tsync_node *n);
 
 static void snap_clear(snap *z)
 {
@@ -708,7 +734,7 @@ static int push(tsync_node *n, npeer *p)
 static void push_all(tsync_node *n)
 {
     for (size_t i = 0; i < n->npeers; i++)
-        if (n->peers[i].used) push(n, &n->peers[i]);
+        if (n->peers[i]->used) push(n, n->peers[i]);
 }
 
 /* ---------------------------------------------------------------- receiving */
@@ -732,7 +758,7 @@ static void apply_revocations(tsync_node *n)
     if (!n->enrolled) return;
     uint64_t now = wall_ms();
     for (size_t i = 0; i < n->npeers; i++) {
-        npeer *p = &n->peers[i];
+        npeer *p = n->peers[i];
         if (!p->used || !p->verified || !p->key_known) continue;
         char err[TSYNC__ERRLEN];
         if (tsync__trust_session(n->s, p->pk, now, err) == 0) continue;
@@ -770,7 +796,7 @@ static void import_certs(tsync_node *n, npeer *p, const tsync__wire_certs *c)
             logf_(n, TSYNC_LOG_WARN, "trust record from %s not taken: %s", peer_label(p, lb), err);
         }
     }
-    if (changed) apply_revocations(n);
+    if (changed) trust_check(n);
 }
 
 /* Checks the HELLO (the session's first message) and admits the session. */
@@ -846,7 +872,12 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
               peer_label(p, lb), p->clock_delta_ms / 1000);
     logf_(n, TSYNC_LOG_INFO, "connected to %s (%s, schema %" PRIu64 ")", peer_label(p, lb),
           p->inbound ? "inbound" : "outbound", p->schema);
-    if (n->enrolled) send_certs(n, p);
+    if (n->enrolled) {
+        /* A new certificate (this peer's) goes to every peer now, before any batch of its
+         * author is forwarded to them; then this peer gets the shop's whole set. */
+        trust_check(n);
+        send_certs(n, p);
+    }
     notify_peer(n, p, 1);
     push(n, p);
 }
@@ -879,6 +910,7 @@ static void on_ack(tsync_node *n, npeer *p, const tsync__wire_vv *vv)
 
 static int queue_batches(tsync_node *n, npeer *p, const void *data, size_t len)
 {
+    if (n->qbytes + len > QUEUE_HARD_MAX) return 0; /* sent again after the next ACK */
     if (n->nq == n->capq) {
         size_t cap = n->capq ? n->capq * 2 : 16;
         qmsg *q = realloc(n->q, cap * sizeof *q);
@@ -1066,8 +1098,17 @@ static void account(tsync_node *n, const tsync_merge_report *r)
 static void flush_merges(tsync_node *n)
 {
     if (!n->nq) return;
+    if (n->merge_retry_mono && mono_ms() < n->merge_retry_mono) return;
+    n->merge_retry_mono = 0;
     tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
     int rc = merge_some(n, 0, &r);
+    if (rc == TSYNC_EBUSY) {
+        /* The app holds the write lock: keep the batches and try again shortly (the node keeps
+         * reading its peers meanwhile, so they do not take it for dead). */
+        tsync_merge_report_clear(&r);
+        n->merge_retry_mono = mono_ms() + MERGE_RETRY_MS;
+        return;
+    }
     size_t merged = r.merged, conflicts = r.conflicts;
     account(n, &r);
     tsync_merge_report_clear(&r);
@@ -1100,7 +1141,9 @@ static void flush_merges(tsync_node *n)
         logf_(n, TSYNC_LOG_WARN, "some batches refused: %s", last_error());
         rc = 0;
     }
-    if (rc) {
+    if (rc == TSYNC_EBUSY) {
+        logf_(n, TSYNC_LOG_DEBUG, "database busy: %zu messages will be sent again", n->nq);
+    } else if (rc) {
         logf_(n, TSYNC_LOG_ERROR, "merge failed: %s", last_error());
         if (rc == TSYNC_EIO || rc == TSYNC_ENOMEM) n->failed = rc;
     }
@@ -1108,8 +1151,25 @@ static void flush_merges(tsync_node *n)
      * merge, tell every peer, so peers that got the same batches from their origin do not forward
      * them to us again. */
     refresh_ours(n);
+    /* A sender holds what it sent us: never send those batches back to it (it does not ACK what
+     * it merely sent). Only when our head for that origin is the sender's branch. */
+    for (size_t i = 0; i < n->nq; i++) {
+        npeer *p = peer_find(n, n->q[i].peer);
+        const tsync__wire_batches *b = &n->q[i].m.batches;
+        if (!p || !p->verified || !b->nbodies) continue;
+        uint64_t last = b->first_seq + b->nbodies - 1;
+        if (tsync__vv_seq(&p->sent, b->site) >= last || tsync__vv_seq(&n->ours, b->site) < last)
+            continue;
+        uint8_t h[TSYNC__HASH_BYTES];
+        memcpy(h, b->prev, sizeof h);
+        for (uint32_t k = 0; k < b->nbodies; k++)
+            tsync__batch_hash(h, b->body[k], b->body_len[k], h);
+        const tsync__vv_entry *e = tsync__vv_get(&n->ours, b->site);
+        if (e->seq == last && memcmp(e->hash, h, sizeof h) != 0) continue;
+        tsync__vv_set(&p->sent, b->site, last, h);
+    }
     for (size_t i = 0; i < n->npeers; i++) {
-        npeer *p = &n->peers[i];
+        npeer *p = n->peers[i];
         if (!p->used || !p->verified || p->close_at_mono) continue;
         size_t k;
         for (k = 0; k < n->nq && n->q[k].peer != p->id; k++)
@@ -1325,7 +1385,7 @@ static char *status_build(tsync_node *n)
     uint64_t pending = 0;
     const uint8_t *own = tsync_store_site_id(n->s);
     for (size_t i = 0; i < n->npeers; i++) {
-        const npeer *p = &n->peers[i];
+        const npeer *p = n->peers[i];
         if (!p->used) continue;
         /* A keyless static address dialled with many candidate keys shows once, by its address. */
         if (!p->up && p->static_idx >= 0 && !n->statics[p->static_idx].has_key &&
@@ -1378,8 +1438,23 @@ static char *status_build(tsync_node *n)
     json_object_set_new(ref, "unverified", json_integer((json_int_t)ts.dropped_unverified));
     json_object_set_new(o, "refused", ref);
     json_object_set_new(o, "batches_merged", json_integer((json_int_t)n->merged));
-    json_object_set_new(o, "batches_sealed", json_integer((json_int_t)n->local_batches));
+    /* Our own batches since start, whoever sealed them (us, a merge, the app's own seal). */
+    uint64_t own_now = tsync__vv_seq(&n->ours, own);
+    json_object_set_new(
+        o, "batches_sealed",
+        json_integer((json_int_t)(own_now > n->own_seq0 ? own_now - n->own_seq0 : 0)));
     json_object_set_new(o, "batches_pruned", json_integer((json_int_t)n->pruned));
+    if (n->o.backup_every_ms) {
+        json_t *b = json_object();
+        json_object_set_new(b, "dir", json_string(n->o.backup_dir));
+        json_object_set_new(b, "every_ms", json_integer((json_int_t)n->o.backup_every_ms));
+        json_object_set_new(b, "done", json_integer((json_int_t)n->backups_done));
+        json_object_set_new(b, "failed", json_integer((json_int_t)n->backups_failed));
+        json_object_set_new(b, "last_ms",
+                            n->last_backup_ms ? json_integer((json_int_t)n->last_backup_ms)
+                                              : json_null());
+        json_object_set_new(o, "backups", b);
+    }
     json_object_set_new(o, "snapshots_sent", json_integer((json_int_t)n->snaps_sent));
     json_object_set_new(o, "snapshots_received", json_integer((json_int_t)n->snaps_received));
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -1412,6 +1487,115 @@ static void status_publish(tsync_node *n)
     n->status_dirty = 0;
 }
 
+/* ---------------------------------------------------------------- scheduled backups */
+
+static void *backup_main(void *arg)
+{
+    tsync_node *n = arg;
+    tsync_store *s;
+    int rc = tsync_store_open(&s, n->db_path, NULL);
+    if (rc == 0) {
+        rc = tsync_backup(s, n->backup_path, NULL, NULL);
+        tsync_store_free(s);
+    }
+    if (rc) snprintf(n->backup_err, sizeof n->backup_err, "%s", last_error());
+    n->backup_rc = rc;
+    atomic_store(&n->backup_state, 2);
+    return NULL;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Keeps the newest backup_keep backups of this database in backup_dir (names sort by time). */
+static void backup_rotate(tsync_node *n, const char *prefix)
+{
+    DIR *d = opendir(n->o.backup_dir);
+    if (!d) return;
+    char **names = NULL;
+    size_t nn = 0, cap = 0;
+    struct dirent *e;
+    size_t pl = strlen(prefix);
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (strncmp(e->d_name, prefix, pl) != 0 || l < pl + 7 ||
+            strcmp(e->d_name + l - 6, ".tsbak") != 0)
+            continue;
+        if (nn == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nm = realloc(names, cap * sizeof *nm);
+            if (!nm) break;
+            names = nm;
+        }
+        if (!(names[nn] = strdup(e->d_name))) break;
+        nn++;
+    }
+    closedir(d);
+    qsort(names, nn, sizeof *names, cmp_str);
+    for (size_t i = 0; i + (size_t)n->o.backup_keep < nn; i++) {
+        char path[2048];
+        snprintf(path, sizeof path, "%s/%s", n->o.backup_dir, names[i]);
+        if (remove(path) == 0) logf_(n, TSYNC_LOG_INFO, "removed old backup %s", path);
+    }
+    for (size_t i = 0; i < nn; i++) free(names[i]);
+    free(names);
+}
+
+static const char *base_name(const char *path)
+{
+    const char *b = strrchr(path, '/');
+    return b ? b + 1 : path;
+}
+
+static void backup_tick(tsync_node *n, uint64_t now)
+{
+    if (!n->o.backup_every_ms || !n->o.backup_dir) return;
+    int st = atomic_load(&n->backup_state);
+    char prefix[300];
+    snprintf(prefix, sizeof prefix, "%s-", base_name(n->db_path));
+    if (st == 2) {
+        pthread_join(n->backup_thread, NULL);
+        atomic_store(&n->backup_state, 0);
+        if (n->backup_rc) {
+            logf_(n, TSYNC_LOG_ERROR, "scheduled backup to %s failed: %s", n->backup_path,
+                  n->backup_err);
+            n->backups_failed++;
+        } else {
+            logf_(n, TSYNC_LOG_INFO, "backup written: %s", n->backup_path);
+            n->backups_done++;
+            n->last_backup_ms = wall_ms();
+            backup_rotate(n, prefix);
+        }
+        n->status_dirty = 1;
+        return;
+    }
+    if (st != 0 || now < n->next_backup_mono) return;
+    n->next_backup_mono = now + n->o.backup_every_ms;
+    uint64_t w = wall_ms();
+    time_t t = (time_t)(w / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(n->backup_path, sizeof n->backup_path, "%s/%s%04d%02d%02dT%02d%02d%02d.%03uZ.tsbak",
+             n->o.backup_dir, prefix, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+             tm.tm_min, tm.tm_sec, (unsigned)(w % 1000));
+    atomic_store(&n->backup_state, 1);
+    if (pthread_create(&n->backup_thread, NULL, backup_main, n) != 0) {
+        atomic_store(&n->backup_state, 0);
+        logf_(n, TSYNC_LOG_ERROR, "cannot start the backup thread");
+    }
+}
+
+static void backup_finish(tsync_node *n)
+{
+    if (atomic_load(&n->backup_state) != 0) {
+        pthread_join(n->backup_thread, NULL); /* a backup in progress completes first */
+        atomic_store(&n->backup_state, 2);
+        backup_tick(n, mono_ms());
+    }
+}
+
 /* ---------------------------------------------------------------- the loop */
 
 static void trust_check(tsync_node *n)
@@ -1435,8 +1619,8 @@ static void trust_check(tsync_node *n)
      * revoked sessions, and dial newly certified keys for keyless static peers. */
     apply_revocations(n);
     for (size_t i = 0; i < n->npeers; i++)
-        if (n->peers[i].used && n->peers[i].verified && !n->peers[i].close_at_mono)
-            send_certs(n, &n->peers[i]);
+        if (n->peers[i]->used && n->peers[i]->verified && !n->peers[i]->close_at_mono)
+            send_certs(n, n->peers[i]);
     dial_candidates(n);
 }
 
@@ -1447,7 +1631,7 @@ static void prune(tsync_node *n, uint64_t now)
 {
     if (!n->enrolled || n->o.prune_keep < 0) return;
     for (size_t i = 0; i < n->npeers; i++) {
-        npeer *p = &n->peers[i];
+        npeer *p = n->peers[i];
         if (p->used && p->verified && p->key_known && p->ack_dirty &&
             tsync__sync_ack_put(n->s, p->pk, &p->acked) == 0)
             p->ack_dirty = 0;
@@ -1471,11 +1655,12 @@ static void anti_entropy(tsync_node *n, uint64_t now)
     trust_check(n);
     prune(n, now);
     for (size_t i = 0; i < n->npeers; i++) {
-        npeer *p = &n->peers[i];
+        npeer *p = n->peers[i];
         if (!p->used || !p->verified || p->close_at_mono) continue;
         send_vector(n, p, 0);
-        if (p->nfl && now - p->progress_mono >= (uint64_t)n->o.anti_entropy_ms) {
-            /* No ACK covered what we sent for a whole period: send it again from its ACK. */
+        if (p->nfl && now - p->fl[0].sent_mono >= (uint64_t)n->o.anti_entropy_ms) {
+            /* The oldest piece in flight was not acknowledged within a whole period (lost in a
+             * reconnect, or held for a missing dependency): send again from the peer's ACK. */
             char lb[LBL];
             logf_(n, TSYNC_LOG_DEBUG, "resending to %s from its last acknowledged vector",
                   peer_label(p, lb));
@@ -1495,14 +1680,22 @@ static int local_changes(tsync_node *n, uint64_t now)
     int ch = tsync__sync_changed(n->s);
     if (ch < 0) return ch;
     int due = n->o.seal_ms && now - n->last_seal_mono >= n->o.seal_ms;
-    if (!ch && !due) return 0;
+    if (!ch && !due && !n->seal_retry) return 0;
     n->last_seal_mono = now;
     size_t nb = 0;
     int rc = tsync_store_seal(n->s, &nb);
-    if (rc && rc != TSYNC_EBUSY) {
+    if (rc == TSYNC_EBUSY) {
+        /* The app holds the write lock: try again next round (the commit that changed the data
+         * version was already counted). */
+        n->seal_retry = 1;
+        return 0;
+    }
+    n->seal_retry = 0;
+    if (rc) {
         logf_(n, TSYNC_LOG_ERROR, "cannot seal: %s", last_error());
         return rc;
     }
+    ch = ch || nb > 0;
     n->local_batches += nb;
     if (ch) {
         if ((rc = refresh_ours(n))) return rc;
@@ -1515,7 +1708,7 @@ static int local_changes(tsync_node *n, uint64_t now)
 static void close_due(tsync_node *n, uint64_t now)
 {
     for (size_t i = 0; i < n->npeers; i++) {
-        npeer *p = &n->peers[i];
+        npeer *p = n->peers[i];
         if (!p->used || !p->close_at_mono || now < p->close_at_mono) continue;
         int was = p->hello;
         if (p->inbound) {
@@ -1558,6 +1751,7 @@ static int step(tsync_node *n, int wait_ms)
         push_all(n);
     }
     close_due(n, now);
+    backup_tick(n, now);
     if (n->status_dirty ? now - n->last_status_mono >= 100 : now - n->last_status_mono >= 1000) {
         n->last_status_mono = now;
         status_publish(n);
@@ -1581,6 +1775,9 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
     if (!o.window_bytes) o.window_bytes = 8u << 20;
     if (!o.prune_keep) o.prune_keep = 10000;
     if (o.prune_ms <= 0) o.prune_ms = 10000;
+    if (o.backup_every_ms && !o.backup_dir)
+        return tsync__err(TSYNC_EINVAL, "a backup schedule needs a backup folder");
+    if (!o.backup_keep) o.backup_keep = 10;
     tsync_node *n = calloc(1, sizeof *n);
     if (!n) return TSYNC_ENOMEM;
     n->o = o;
@@ -1600,7 +1797,24 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
     }
     n->o.status_path = NULL;
     n->o.peers = NULL;
-    if (rc == 0) rc = tsync_store_open(&n->s, db_path, NULL);
+    n->o.backup_dir = NULL;
+    if (rc == 0 && o.backup_dir) {
+        struct stat sb;
+        if (stat(o.backup_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+            rc = tsync__err(TSYNC_ENOTFOUND, "backup folder %s does not exist", o.backup_dir);
+        else if (!(n->backup_dir_copy = strdup(o.backup_dir)))
+            rc = TSYNC_ENOMEM;
+        n->o.backup_dir = n->backup_dir_copy;
+    }
+    if (rc == 0) {
+        /* The node's thread must never wait long for the app's write lock: while it waits it
+         * reads no messages (peers would see it as dead). A merge or seal that finds the
+         * database busy is retried; batches are sent again by their sender. */
+        tsync_store_options so = TSYNC_STORE_OPTIONS_INIT;
+        so.busy_timeout_ms = 250;
+        rc = tsync_store_open(&n->s, db_path, &so);
+    }
+    if (rc == 0) rc = tsync__sync_ckpt_start(n->s, 100, &n->ckpt);
     if (rc == 0) {
         int en = tsync__trust_enrolled(n->s, n->shop);
         if (en < 0)
@@ -1629,6 +1843,10 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
     if (rc == 0) {
         tsync__tp_options to = TSYNC__TP_OPTIONS_INIT;
         to.admit = admit;
+        /* One batch may be up to 64 MiB (a sealed transaction cannot be split). The receive
+         * queue holds up to 16 messages of that size per peer. */
+        to.max_msg = TSYNC__WIRE_MAX_FRAME;
+        to.rcv_queue_bytes = (size_t)16 * TSYNC__WIRE_MAX_FRAME;
         to.admit_ctx = n;
         rc = tsync__tp_new(&n->tp, tsync__sync_secret_key(n->s), &to);
         if (rc) tsync__err(rc, "cannot start the transport: %s", last_error());
@@ -1658,6 +1876,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
         }
     }
     if (rc == 0) rc = refresh_ours(n);
+    if (rc == 0) n->own_seq0 = tsync__vv_seq(&n->ours, tsync_store_site_id(n->s));
     for (size_t i = 0; rc == 0 && i < n->nstatics; i++) {
         uint32_t id;
         if (n->statics[i].has_key && (rc = dial(n, i, n->statics[i].key, &id)))
@@ -1677,6 +1896,9 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
         logf_(n, TSYNC_LOG_INFO, "node for %s: site %s, key %s%s%s", db_path, site, key,
               n->endpoint[0] ? ", listening on " : "", n->endpoint);
         n->last_ae_mono = mono_ms();
+        /* The first scheduled backup a minute after start, then every backup_every_ms. */
+        n->next_backup_mono =
+            n->last_ae_mono + (n->o.backup_every_ms < 60000 ? n->o.backup_every_ms : 60000);
         status_publish(n);
         *out = n;
         return 0;
@@ -1693,7 +1915,12 @@ int tsync_node_fd(tsync_node *n)
 int tsync_node_timeout_ms(tsync_node *n)
 {
     int t = tsync__tp_timeout_ms(n->tp);
-    if (n->nq) return 0;
+    if (n->nq) {
+        uint64_t now = mono_ms();
+        if (!n->merge_retry_mono || now >= n->merge_retry_mono) return 0;
+        int r = (int)(n->merge_retry_mono - now);
+        if (t < 0 || r < t) t = r;
+    }
     if (n->forward_due) {
         uint64_t now = mono_ms();
         int f = now >= n->forward_due ? 0 : (int)(n->forward_due - now);
@@ -1716,15 +1943,16 @@ int tsync_node_run(tsync_node *n, volatile int *stop)
     }
     /* Say goodbye so peers mark us offline at once rather than after heartbeats. */
     for (size_t i = 0; i < n->npeers; i++)
-        if (n->peers[i].used && n->peers[i].verified) {
+        if (n->peers[i]->used && n->peers[i]->verified) {
             tsync__msg m = {.type = TSYNC__WIRE_ERROR};
             m.error.code = TSYNC__WIRE_ERR_SHUTDOWN;
             m.error.text = "node stopping";
             m.error.len = strlen(m.error.text);
-            send_msg(n, &n->peers[i], &m);
+            send_msg(n, n->peers[i], &m);
         }
     size_t nb = 0;
     if (n->s && tsync_store_seal(n->s, &nb) == 0) n->local_batches += nb;
+    backup_finish(n);
     if (n->status_path) remove(n->status_path);
     logf_(n, rc ? TSYNC_LOG_ERROR : TSYNC_LOG_INFO, "node stopped%s", rc ? " after an error" : "");
     return rc;
@@ -1774,8 +2002,10 @@ void tsync_node_free(tsync_node *n)
     tsync_node_stop(n);
     q_clear(n);
     free(n->q);
-    for (size_t i = 0; i < n->npeers; i++)
-        if (n->peers[i].used) peer_free(&n->peers[i]);
+    for (size_t i = 0; i < n->npeers; i++) {
+        if (n->peers[i]->used) peer_free(n->peers[i]);
+        free(n->peers[i]);
+    }
     free(n->peers);
     for (size_t i = 0; i < n->nstatics; i++) {
         free(n->statics[i].cands);
@@ -1784,9 +2014,11 @@ void tsync_node_free(tsync_node *n)
     free(n->statics);
     tsync__vv_free(&n->ours);
     tsync__tp_free(n->tp);
+    tsync__sync_ckpt_stop(n->s, n->ckpt);
     tsync_store_free(n->s);
     free(n->status_json);
     free(n->status_path);
+    free(n->backup_dir_copy);
     free(n->db_path);
     pthread_mutex_destroy(&n->status_mu);
     free(n);

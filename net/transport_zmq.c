@@ -362,8 +362,8 @@ static void *monitor_open(tsync__tp *tp, void *s, const char *ep, int events)
     if (!m) return NULL;
     setopt_int(m, ZMQ_LINGER, 0);
     if (zmq_connect(m, ep) != 0) {
-        zmq_close(m);
         zmq_socket_monitor(s, NULL, 0);
+        zmq_close(m);
         return NULL;
     }
     return m;
@@ -405,14 +405,19 @@ static int hs_reason_of_protocol_error(uint32_t code)
 
 static void dealer_close(tsync__tp *tp, peer *p)
 {
+    /* Stop the monitor before closing the PAIR that reads it: libzmq's I/O thread sends each
+     * event with a blocking send while holding the socket's monitor mutex, and a PAIR without
+     * its reader blocks for ever, so zmq_socket_monitor(NULL) would wait for that mutex. */
+    if (p->sock) {
+        ep_del(tp, p->sock);
+        zmq_socket_monitor(p->sock, NULL, 0);
+    }
     if (p->mon) {
         ep_del(tp, p->mon);
         zmq_close(p->mon);
         p->mon = NULL;
     }
     if (p->sock) {
-        ep_del(tp, p->sock);
-        zmq_socket_monitor(p->sock, NULL, 0);
         zmq_close(p->sock); /* ZMQ_LINGER 0: whatever it held goes with it */
         p->sock = NULL;
     }
@@ -1082,11 +1087,9 @@ void tsync__tp_free(tsync__tp *tp)
         free(tp->peers[i]->endpoint);
         free(tp->peers[i]);
     }
+    if (tp->router) zmq_socket_monitor(tp->router, NULL, 0); /* before its reader goes */
     if (tp->router_mon) zmq_close(tp->router_mon);
-    if (tp->router) {
-        zmq_socket_monitor(tp->router, NULL, 0);
-        zmq_close(tp->router);
-    }
+    if (tp->router) zmq_close(tp->router);
     if (tp->zap) zmq_close(tp->zap);
     if (tp->ctx) zmq_ctx_term(tp->ctx); /* prompt: every socket has ZMQ_LINGER 0 */
     if (tp->epfd >= 0) close(tp->epfd);

@@ -3,8 +3,9 @@
 # their results. Exits non-zero when a build fails or a benchmark fails its correctness check; a
 # missed speed target is printed as MISS and does not fail the run.
 #
-# usage: scripts/bench.sh [--quick] [--only writes|merge|standard|io] [-- extra benchmark arguments]
-#   --quick   one repetition each instead of three (figures are then single runs)
+# usage: scripts/bench.sh [--quick] [--only writes|merge|standard|io|node] [-- extra benchmark arguments]
+#   --quick   one repetition each instead of three (figures are then single runs); bench_node
+#             gets --quick (300 sales, 20,000 batches, 15 s of load)
 #   --only    run one benchmark
 # environment: BUILD_DIR (default <repo>/build-bench), TSYNC_BENCH_DIR (scratch folder parent,
 #   default $BUILD_DIR/bench-tmp; keep it off tmpfs), TSYNC_BENCH_SEED, TSYNC_BENCH_KEEP.
@@ -19,7 +20,7 @@ while [ $# -gt 0 ]; do
     --quick) reps="--reps 1" ;;
     --only) only=${2:-}; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -27,7 +28,8 @@ done
 
 echo "== building Release in $build"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTSYNC_TESTS=OFF >/dev/null || exit 1
-cmake --build "$build" -j2 --target bench_writes bench_merge bench_standard bench_io || exit 1
+cmake --build "$build" -j2 --target bench_writes bench_merge bench_standard bench_io \
+    bench_node || exit 1
 
 export TSYNC_BENCH_DIR=${TSYNC_BENCH_DIR:-$build/bench-tmp}
 mkdir -p "$TSYNC_BENCH_DIR" || exit 1
@@ -36,12 +38,16 @@ echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg 2
 echo "== scratch folder parent: $TSYNC_BENCH_DIR"
 
 failed=""
-for b in writes merge standard io; do
+for b in writes merge standard io node; do
     if [ -n "$only" ] && [ "$only" != "$b" ]; then continue; fi
     echo
     start=$(date +%s)
+    args=$reps
+    # bench_node: each till is a process; --quick shortens its cases rather than its repetitions
+    if [ "$b" = node ] && [ -n "$reps" ]; then args="--quick"; fi
+    [ "$b" = node ] && echo "== load average before bench_node: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
     # shellcheck disable=SC2086
-    "$build/bench_$b" $reps "$@"
+    "$build/bench_$b" $args "$@"
     rc=$?
     end=$(date +%s)
     if [ $rc -ne 0 ]; then

@@ -98,4 +98,12 @@ int tsync__sync_ack_put(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES], const
 int tsync__sync_prune(tsync_store *s, const uint8_t *members, size_t nmembers, uint64_t keep,
                       size_t *pruned);
 
+/* Runs WAL checkpoints (PASSIVE) every period_ms on a thread with its own connection and turns
+ * the store connection's automatic checkpoint off, so no commit of this connection pays for one.
+ * 0, TSYNC_EIO, TSYNC_ENOMEM, TSYNC_ERROR. Stop (and restore the automatic checkpoint) with
+ * tsync__sync_ckpt_stop before freeing the store. */
+typedef struct tsync__ckpt tsync__ckpt;
+int tsync__sync_ckpt_start(tsync_store *s, int period_ms, tsync__ckpt **out);
+void tsync__sync_ckpt_stop(tsync_store *s, tsync__ckpt *c);
+
 #endif

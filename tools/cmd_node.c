@@ -43,7 +43,8 @@ int cmd_run(int argc, char **argv)
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if ((!strcmp(a, "--listen") || !strcmp(a, "--peer") || !strcmp(a, "--status-file") ||
-             !strcmp(a, "--prune-keep") || !strcmp(a, "--prune-every")) &&
+             !strcmp(a, "--prune-keep") || !strcmp(a, "--prune-every") ||
+             !strcmp(a, "--backup-every") || !strcmp(a, "--backup-dir") || !strcmp(a, "--keep")) &&
             i + 1 >= argc) {
             free(peers);
             fprintf(stderr, "tillsync: run: %s needs a value (see 'tillsync --help')\n", a);
@@ -76,6 +77,35 @@ int cmd_run(int argc, char **argv)
                 return 2;
             }
             o.prune_ms = (int)(v * 1000);
+        } else if (!strcmp(a, "--backup-every")) {
+            /* 90s, 30m, 6h, 1d (a bare number is seconds) */
+            char *end;
+            double v = strtod(argv[++i], &end);
+            double mult = !*end || !strcmp(end, "s") ? 1
+                          : !strcmp(end, "m")        ? 60
+                          : !strcmp(end, "h")        ? 3600
+                          : !strcmp(end, "d")        ? 86400
+                                                     : -1;
+            if (end == argv[i] || mult < 0 || v * mult < 1 || v * mult > 366 * 86400.0) {
+                free(peers);
+                fprintf(stderr,
+                        "tillsync: run: --backup-every needs a period like 90s, 30m, 6h or 1d, not "
+                        "'%s'\n",
+                        argv[i]);
+                return 2;
+            }
+            o.backup_every_ms = (unsigned long)(v * mult * 1000);
+        } else if (!strcmp(a, "--backup-dir"))
+            o.backup_dir = argv[++i];
+        else if (!strcmp(a, "--keep")) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || v < 1 || v > 100000) {
+                free(peers);
+                fprintf(stderr, "tillsync: run: --keep needs a number >= 1, not '%s'\n", argv[i]);
+                return 2;
+            }
+            o.backup_keep = (int)v;
         } else if (!strcmp(a, "--no-prune"))
             o.prune_keep = -1;
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose"))
@@ -92,6 +122,10 @@ int cmd_run(int argc, char **argv)
     if (!db) {
         free(peers);
         return usage("run needs DB");
+    }
+    if (!o.backup_every_ms != !o.backup_dir) {
+        free(peers);
+        return usage("run: --backup-every and --backup-dir go together");
     }
     o.peers = peers;
     o.npeers = npeers;

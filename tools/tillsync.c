@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "tools/cli.h"
+#include "tools/cmd_backup.h"
 #include "tools/cmd_io.h"
 #include "tools/cmd_migrate.h"
 #include "tools/cmd_node.h"
@@ -56,12 +57,22 @@ static const char *USAGE =
     "  import DB TABLE FILE [--format csv|json|ndjson] [--skip-bad]\n"
     "                                   upsert FILE's rows (they replicate); any bad value:\n"
     "                                   nothing imported (--skip-bad: bad rows to FILE.rejects)\n"
+    "  backup DB OUT [--encrypt] [--passphrase-file F]\n"
+    "                                   online backup into one verified file (encrypted:\n"
+    "                                   passphrase from F, $TILLSYNC_PASSPHRASE or the terminal)\n"
+    "  backup-check FILE [--passphrase-file F]\n"
+    "                                   verify a backup without restoring it; print its manifest\n"
+    "  restore DB FILE [--passphrase-file F]\n"
+    "                                   replace DB's content with a verified backup (DB not in\n"
+    "                                   use); DB gets a new site id, catches up from its peers\n"
     "  run DB [--listen tcp://ADDR:PORT] [--peer tcp://ADDR:PORT[#KEY]]... [-v|-q]\n"
     "                                   run the sync node in the foreground (default listen\n"
     "                                   tcp://0.0.0.0:7400); stops on SIGINT/SIGTERM\n"
     "                                   [--prune-keep N] [--prune-every S] [--no-prune]: every S\n"
     "                                   seconds (10), drop batches all tills hold but the last N\n"
     "                                   per till (10000); a till behind then gets a snapshot\n"
+    "                                   [--backup-every 6h --backup-dir DIR [--keep 10]]: backups\n"
+    "                                   on a schedule, the newest N kept\n"
     "  migrate DB DIR|--status [--json] apply DIR's migrations (NNN_name.sql), or list applied\n"
     "  status DB [--json]               the node's peers, lag, pending, held, parked, refused\n"
     "  demo [--dir DIR]                 three tills as three processes on loopback sell at once;\n"
@@ -513,6 +524,9 @@ int main(int argc, char **argv)
     if (!strcmp(c, "migrate")) return cmd_migrate(argc, argv);
     if (!strcmp(c, "export")) return cmd_export(argc, argv);
     if (!strcmp(c, "import")) return cmd_import(argc, argv);
+    if (!strcmp(c, "backup")) return cmd_backup(argc, argv);
+    if (!strcmp(c, "backup-check")) return cmd_backup_check(argc, argv);
+    if (!strcmp(c, "restore")) return cmd_restore(argc, argv);
     fprintf(stderr, "tillsync: unknown command '%s' (see 'tillsync --help')\n", c);
     return 2;
 }

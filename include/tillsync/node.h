@@ -77,6 +77,13 @@ typedef struct {
      * 0: 10000; negative: never prune. prune_ms: how often; 0: 10000. */
     long prune_keep;
     int prune_ms;
+    /* Scheduled backups (tillsync/backup.h) into backup_dir, named DB-<UTC time>.tsbak, written
+     * on a worker thread with its own connection while the node syncs; the newest backup_keep are
+     * kept. backup_every_ms 0: none. The first comes a minute after start (or sooner when the
+     * period is shorter). backup_keep 0: 10. */
+    unsigned long backup_every_ms;
+    const char *backup_dir;
+    int backup_keep;
 } tsync_node_options;
 
 #define TSYNC_NODE_OPTIONS_VERSION 1

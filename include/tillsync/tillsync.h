@@ -1,6 +1,7 @@
 /* tillsync/tillsync.h — umbrella header of libtillsync. */
 #ifndef TILLSYNC_H
 #define TILLSYNC_H
+#include "tillsync/backup.h"
 #include "tillsync/common.h"
 #include "tillsync/migrate.h"
 #include "tillsync/node.h"
