@@ -3,7 +3,7 @@
 # their results. Exits non-zero when a build fails or a benchmark fails its correctness check; a
 # missed speed target is printed as MISS and does not fail the run.
 #
-# usage: scripts/bench.sh [--quick] [--only writes|merge|standard|io|node] [-- extra benchmark arguments]
+# usage: scripts/bench.sh [--quick] [--only writes|merge|standard|io|backup|node] [-- extra benchmark arguments]
 #   --quick   one repetition each instead of three (figures are then single runs); bench_node
 #             gets --quick (300 sales, 20,000 batches, 15 s of load)
 #   --only    run one benchmark
@@ -29,7 +29,7 @@ done
 echo "== building Release in $build"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTSYNC_TESTS=OFF >/dev/null || exit 1
 cmake --build "$build" -j2 --target bench_writes bench_merge bench_standard bench_io \
-    bench_node || exit 1
+    bench_backup bench_node || exit 1
 
 export TSYNC_BENCH_DIR=${TSYNC_BENCH_DIR:-$build/bench-tmp}
 mkdir -p "$TSYNC_BENCH_DIR" || exit 1
@@ -38,7 +38,7 @@ echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg 2
 echo "== scratch folder parent: $TSYNC_BENCH_DIR"
 
 failed=""
-for b in writes merge standard io node; do
+for b in writes merge standard io backup node; do
     if [ -n "$only" ] && [ "$only" != "$b" ]; then continue; fi
     echo
     start=$(date +%s)
