@@ -16,6 +16,12 @@
 
 TestSuite(store_sync, .fini = th_cleanup);
 
+static void free_ptr(void *p)
+{
+    free(*(void **)p);
+}
+#define AUTO_FREE __attribute__((cleanup(free_ptr)))
+
 static const char *errmsg(void)
 {
     return tsync_error_last() ? tsync_error_last()->message : "?";
@@ -53,7 +59,7 @@ static int on_piece(void *ctx, const tsync__run_piece *p)
 
 Test(store_sync, vector_and_pieces)
 {
-    char *d = th_tmpdir_auto();
+    AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     sell(a, 0, 50);
     tsync__vv v;
@@ -86,7 +92,7 @@ Test(store_sync, vector_and_pieces)
 
 Test(store_sync, pieces_are_cut_near_one_mib)
 {
-    char *d = th_tmpdir_auto();
+    AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     /* ~3 MiB of batches: 300 batches of 10 KiB names. */
     char *big = malloc(10001);
@@ -110,7 +116,7 @@ Test(store_sync, pieces_are_cut_near_one_mib)
 
 Test(store_sync, prune_waits_for_every_member_and_keeps_a_stub)
 {
-    char *d = th_tmpdir_auto();
+    AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     tsync_store *b = th_open_products(th_path(d, "b.db"));
     sell(a, 0, 200);
@@ -183,7 +189,7 @@ Test(store_sync, prune_waits_for_every_member_and_keeps_a_stub)
 
 Test(store_sync, prune_keeps_batches_of_parked_changes)
 {
-    char *d = th_tmpdir_auto();
+    AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     th_exec(a, "CREATE TABLE extras(id TEXT PRIMARY KEY, note TEXT)");
     cr_assert_eq(tsync_store_replicate(a, "extras", NULL, 0), 0);
