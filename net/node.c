@@ -116,6 +116,7 @@ typedef struct {
     int bad;
     int ack_dirty; /* acked changed since it was stored (pruning reads the stored ones) */
     uint64_t last_snap_mono;
+    int64_t fork_sent; /* fork proofs up to this id were sent in this session */
     snap out, in;
     uint64_t close_at_mono; /* close after an ERROR had time to leave; 0: not closing */
 } npeer;
@@ -297,6 +298,7 @@ static npeer *peer_get(tsync_node *n, uint32_t id)
 static void snap_clear(snap *z);
 static void session_reset(npeer *p)
 {
+    p->fork_sent = 0;
     snap_clear(&p->out);
     snap_clear(&p->in);
     p->up = p->hello = p->verified = 0;
@@ -493,6 +495,7 @@ static int emit_piece(void *ctx, const tsync__run_piece *pc)
 }
 
 static void push_all(tsync_node *n);
+static int refusal_reason(int rc);
 static void trust_check(tsync_node *n);
 
 static void snap_clear(snap *z)
@@ -979,10 +982,20 @@ static void on_message(tsync_node *n, const tsync__tp_event *ev)
         import_certs(n, p, &m.certs);
         break;
     case TSYNC__WIRE_FORK_PROOF: {
+        /* A proof is a bundle of both signed branches: merging it records the fork and freezes
+         * the origin here too (TSYNC_EFORK is the expected answer). A proof that does not verify
+         * is refused like any bad batch. */
         tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
-        if (tsync_store_merge(n->s, m.fork_proof.proof, m.fork_proof.len, &r) != 0 && r.merged == 0)
-            bad_message(n, p, R_FORK, last_error());
+        int mrc = tsync_store_merge(n->s, m.fork_proof.proof, m.fork_proof.len, &r);
         tsync_merge_report_clear(&r);
+        if (mrc == TSYNC_EFORK || mrc == 0) {
+            char lb[LBL];
+            logf_(n, TSYNC_LOG_INFO, "fork proof from %s taken: %s", peer_label(p, lb),
+                  mrc ? last_error() : "already known");
+            n->status_dirty = 1;
+        } else if (mrc != TSYNC_EBUSY) { /* busy: it comes again next session */
+            bad_message(n, p, refusal_reason(mrc), last_error());
+        }
         break;
     }
     case TSYNC__WIRE_PING: {
@@ -1650,6 +1663,31 @@ static void prune(tsync_node *n, uint64_t now)
     }
 }
 
+typedef struct {
+    tsync_node *n;
+    npeer *p;
+} proof_ctx;
+
+static int send_proof(void *ctx, int64_t id, const uint8_t *proof, size_t len)
+{
+    proof_ctx *c = ctx;
+    tsync__msg m = {.type = TSYNC__WIRE_FORK_PROOF};
+    m.fork_proof.proof = proof;
+    m.fork_proof.len = len;
+    int rc = send_msg(c->n, c->p, &m);
+    if (rc == TSYNC_EBUSY) return 1; /* the rest next round */
+    c->p->fork_sent = id;            /* a proof too large to send is skipped, not retried */
+    return 0;
+}
+
+/* Fork proofs replicate like revocations: every peer gets each proof once per session, and
+ * merging one freezes the forked origin there too. */
+static void spread_forks(tsync_node *n, npeer *p)
+{
+    proof_ctx c = {n, p};
+    tsync__sync_fork_proofs(n->s, p->fork_sent, send_proof, &c);
+}
+
 static void anti_entropy(tsync_node *n, uint64_t now)
 {
     trust_check(n);
@@ -1658,6 +1696,7 @@ static void anti_entropy(tsync_node *n, uint64_t now)
         npeer *p = n->peers[i];
         if (!p->used || !p->verified || p->close_at_mono) continue;
         send_vector(n, p, 0);
+        spread_forks(n, p);
         if (p->nfl && now - p->fl[0].sent_mono >= (uint64_t)n->o.anti_entropy_ms) {
             /* The oldest piece in flight was not acknowledged within a whole period (lost in a
              * reconnect, or held for a missing dependency): send again from the peer's ACK. */

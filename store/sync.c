@@ -516,3 +516,19 @@ void tsync__sync_ckpt_stop(tsync_store *s, tsync__ckpt *c)
     free(c);
     if (s) sqlite3_exec(s->db, "PRAGMA wal_autocheckpoint=1000", NULL, NULL, NULL);
 }
+
+int tsync__sync_fork_proofs(tsync_store *s, int64_t after_id,
+                            int (*each)(void *ctx, int64_t id, const uint8_t *proof, size_t len),
+                            void *ctx)
+{
+    sqlite3_stmt *st =
+        tsync__prep(s, "SELECT id, proof FROM tsync_forks WHERE id > ?1 ORDER BY id");
+    if (!st) return tsync_error_last() ? tsync_error_last()->code : TSYNC_EIO;
+    sqlite3_bind_int64(st, 1, after_id);
+    int rc = 0;
+    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW)
+        rc = each(ctx, sqlite3_column_int64(st, 0), sqlite3_column_blob(st, 1),
+                  (size_t)sqlite3_column_bytes(st, 1));
+    sqlite3_reset(st);
+    return rc;
+}

@@ -98,6 +98,12 @@ int tsync__sync_ack_put(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES], const
 int tsync__sync_prune(tsync_store *s, const uint8_t *members, size_t nmembers, uint64_t keep,
                       size_t *pruned);
 
+/* Calls each for every recorded fork proof (a bundle image holding both signed branches) with an
+ * id above after_id, in id order; a non-zero return stops (and is returned). */
+int tsync__sync_fork_proofs(tsync_store *s, int64_t after_id,
+                            int (*each)(void *ctx, int64_t id, const uint8_t *proof, size_t len),
+                            void *ctx);
+
 /* Runs WAL checkpoints (PASSIVE) every period_ms on a thread with its own connection and turns
  * the store connection's automatic checkpoint off, so no commit of this connection pays for one.
  * 0, TSYNC_EIO, TSYNC_ENOMEM, TSYNC_ERROR. Stop (and restore the automatic checkpoint) with
