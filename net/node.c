@@ -66,6 +66,7 @@ static const char *const R_NAME[R_COUNT] = {
 
 #define MAX_BAD_MESSAGES 16
 #define FORWARD_DELAY_MS 3
+#define PING_IDLE_MS     1000
 #define MERGE_RETRY_MS   50
 #define QUEUE_HARD_MAX                                                                             \
     (64u << 20) /* BATCHES beyond this while the database is busy are                              \
@@ -116,7 +117,8 @@ typedef struct {
     int bad;
     int ack_dirty; /* acked changed since it was stored (pruning reads the stored ones) */
     uint64_t last_snap_mono;
-    int64_t fork_sent; /* fork proofs up to this id were sent in this session */
+    int64_t fork_sent;         /* fork proofs up to this id were sent in this session */
+    uint64_t rx_mono, tx_mono; /* last message received / sent (liveness) */
     snap out, in;
     uint64_t close_at_mono; /* close after an ERROR had time to leave; 0: not closing */
 } npeer;
@@ -350,7 +352,10 @@ static int send_msg(tsync_node *n, npeer *p, const tsync__msg *m)
     }
     rc = tsync__tp_send(n->tp, p->id, buf, len);
     free(buf);
-    if (rc == 0) p->tx_msgs++;
+    if (rc == 0) {
+        p->tx_msgs++;
+        p->tx_mono = mono_ms();
+    }
     return rc;
 }
 
@@ -946,6 +951,7 @@ static void on_message(tsync_node *n, const tsync__tp_event *ev)
     if (!p || !p->up || p->close_at_mono) return;
     p->rx_msgs++;
     p->seen_ms = ev->at_ms;
+    p->rx_mono = mono_ms();
     tsync__arena a = {0};
     tsync__msg m;
     char err[TSYNC__ERRLEN];
@@ -1300,12 +1306,15 @@ static void candidate_up(tsync_node *n, npeer *p)
 static int admit(void *ctx, const uint8_t curve_pk[TSYNC__TP_KEY_BYTES], const uint8_t *ed_pk,
                  const char *address)
 {
-    tsync_node *n = ctx;
+    /* Revoked keys are refused by the transport itself (tsync__tp_revoke at start and whenever a
+     * revocation arrives). Every other key is judged by the certificate in its HELLO: judging a
+     * key we dial here, before its certificate could arrive, would refuse two tills that have
+     * not met yet, each waiting for the other's certificate. */
+    (void)ctx;
     (void)curve_pk;
+    (void)ed_pk;
     (void)address;
-    if (!n->enrolled || !ed_pk) return 1; /* an unknown key is judged by its certificate */
-    char err[TSYNC__ERRLEN];
-    return tsync__trust_session(n->s, ed_pk, wall_ms(), err) == 0;
+    return 1;
 }
 
 static void on_event(tsync_node *n, const tsync__tp_event *ev)
@@ -1320,6 +1329,7 @@ static void on_event(tsync_node *n, const tsync__tp_event *ev)
         if (!p) return;
         session_reset(p);
         p->up = 1;
+        p->rx_mono = p->tx_mono = mono_ms();
         p->inbound = ev->inbound;
         p->up_ms = p->seen_ms = ev->at_ms;
         if (ev->key_known) {
@@ -1609,6 +1619,47 @@ static void backup_finish(tsync_node *n)
     }
 }
 
+/* Liveness is the node's, not ZeroMQ's (see tsync__tp_options.heartbeat_ivl_ms): a peer we have
+ * sent nothing to for PING_IDLE_MS gets a PING, so every live session carries a message each way
+ * at least that often; a session with no message for liveness_ms is taken as gone (a cut cable
+ * sends no FIN) and closed, and a static peer is dialled again. */
+static void liveness(tsync_node *n, uint64_t now)
+{
+    for (size_t i = 0; i < n->npeers; i++) {
+        npeer *p = n->peers[i];
+        if (!p->used || !p->up || p->close_at_mono) continue;
+        if (p->verified && now - p->tx_mono >= PING_IDLE_MS) {
+            tsync__msg m = {.type = TSYNC__WIRE_PING};
+            m.ping.ms = now;
+            send_msg(n, p, &m);
+        }
+        if (now - p->rx_mono < (uint64_t)n->o.liveness_ms) continue;
+        char lb[LBL];
+        logf_(n, TSYNC_LOG_INFO, "no word from %s for %.1f s: taking the link as lost",
+              peer_label(p, lb), (double)(now - p->rx_mono) / 1000);
+        int was = p->verified;
+        uint32_t id = p->id;
+        int si = p->static_idx;
+        if (was) notify_peer(n, p, 0);
+        tsync__tp_close(n->tp, id);
+        if (p->inbound || si < 0) {
+            session_reset(p);
+            p->up = 0;
+            continue;
+        }
+        /* A peer we dial: forget this connection and dial again (reconnects back off). */
+        speer *sp = &n->statics[si];
+        uint8_t key[TSYNC__PK_BYTES];
+        memcpy(key, p->pk, sizeof key);
+        peer_free(p);
+        uint32_t nid;
+        if (dial(n, (size_t)si, key, &nid) == 0)
+            for (size_t c = 0; c < sp->ncands; c++)
+                if (sp->cands[c] == id) sp->cands[c] = nid;
+        n->status_dirty = 1;
+    }
+}
+
 /* ---------------------------------------------------------------- the loop */
 
 static void trust_check(tsync_node *n)
@@ -1789,6 +1840,7 @@ static int step(tsync_node *n, int wait_ms)
         n->forward_due = 0;
         push_all(n);
     }
+    liveness(n, now);
     close_due(n, now);
     backup_tick(n, now);
     if (n->status_dirty ? now - n->last_status_mono >= 100 : now - n->last_status_mono >= 1000) {
@@ -1814,6 +1866,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
     if (!o.window_bytes) o.window_bytes = 8u << 20;
     if (!o.prune_keep) o.prune_keep = 10000;
     if (o.prune_ms <= 0) o.prune_ms = 10000;
+    if (o.liveness_ms <= 0) o.liveness_ms = 3500;
     if (o.backup_every_ms && !o.backup_dir)
         return tsync__err(TSYNC_EINVAL, "a backup schedule needs a backup folder");
     if (!o.backup_keep) o.backup_keep = 10;
@@ -1885,6 +1938,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
         /* One batch may be up to 64 MiB (a sealed transaction cannot be split). The receive
          * queue holds up to 16 messages of that size per peer. */
         to.max_msg = TSYNC__WIRE_MAX_FRAME;
+        to.heartbeat_ivl_ms = -1; /* liveness() instead */
         to.rcv_queue_bytes = (size_t)16 * TSYNC__WIRE_MAX_FRAME;
         to.admit_ctx = n;
         rc = tsync__tp_new(&n->tp, tsync__sync_secret_key(n->s), &to);

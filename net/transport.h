@@ -46,7 +46,10 @@ typedef struct {
                                  is below hwm; 0: 256 MiB */
     int reconnect_ivl_ms;     /* first reconnect delay, doubled per failure; 0: 100 */
     int reconnect_ivl_max_ms; /* reconnect delay cap; 0: 2000 */
-    int heartbeat_ivl_ms;     /* ping interval; 0: 500 */
+    int heartbeat_ivl_ms;     /* ping interval; 0: 500; -1: no ZMTP heartbeats (the caller
+                                 checks liveness itself: libzmq 4.3.4 aborts when a heartbeat
+                                 timeout resets a connection whose receive queue is full,
+                                 zeromq/libzmq#4767, which a busy receiver can meet) */
     int heartbeat_timeout_ms; /* no traffic this long after a ping: link dead; 0: 1500 */
     int heartbeat_ttl_ms;     /* asks the remote to drop us after this much silence; 0: 3000 */
     int handshake_ms;         /* a handshake not finished by then is dropped; 0: 5000 */

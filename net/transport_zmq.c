@@ -443,7 +443,7 @@ static int dealer_open(tsync__tp *tp, peer *p)
         zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
         setopt_int(s, ZMQ_RECONNECT_IVL, tp->o.reconnect_ivl_ms) ||
         setopt_int(s, ZMQ_RECONNECT_IVL_MAX, tp->o.reconnect_ivl_max_ms) ||
-        setopt_int(s, ZMQ_HEARTBEAT_IVL, tp->o.heartbeat_ivl_ms) ||
+        setopt_int(s, ZMQ_HEARTBEAT_IVL, tp->o.heartbeat_ivl_ms < 0 ? 0 : tp->o.heartbeat_ivl_ms) ||
         setopt_int(s, ZMQ_HEARTBEAT_TIMEOUT, tp->o.heartbeat_timeout_ms) ||
         setopt_int(s, ZMQ_HEARTBEAT_TTL, tp->o.heartbeat_ttl_ms) ||
         setopt_int(s, ZMQ_HANDSHAKE_IVL, tp->o.handshake_ms) ||
@@ -1019,7 +1019,7 @@ int tsync__tp_new(tsync__tp **out, const uint8_t ed_sk[64], const tsync__tp_opti
         o = *opts;
     }
     if (o.hwm < 0 || o.reconnect_ivl_ms < 0 || o.reconnect_ivl_max_ms < 0 ||
-        o.heartbeat_ivl_ms < 0 || o.heartbeat_timeout_ms < 0 || o.heartbeat_ttl_ms < 0 ||
+        o.heartbeat_ivl_ms < -1 || o.heartbeat_timeout_ms < 0 || o.heartbeat_ttl_ms < 0 ||
         o.handshake_ms < 0 || o.max_inbound < 0)
         return tsync__err(TSYNC_EINVAL, "transport: negative option");
     if (!o.max_msg) o.max_msg = TSYNC__TP_MAX_MSG_DEFAULT;
@@ -1109,7 +1109,7 @@ static int router_open(tsync__tp *tp)
     if (setopt_int(s, ZMQ_LINGER, 0) || setopt_int(s, ZMQ_SNDHWM, tp->o.hwm) ||
         setopt_int(s, ZMQ_RCVHWM, tp->rcvhwm) ||
         zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
-        setopt_int(s, ZMQ_HEARTBEAT_IVL, tp->o.heartbeat_ivl_ms) ||
+        setopt_int(s, ZMQ_HEARTBEAT_IVL, tp->o.heartbeat_ivl_ms < 0 ? 0 : tp->o.heartbeat_ivl_ms) ||
         setopt_int(s, ZMQ_HEARTBEAT_TIMEOUT, tp->o.heartbeat_timeout_ms) ||
         setopt_int(s, ZMQ_HEARTBEAT_TTL, tp->o.heartbeat_ttl_ms) ||
         setopt_int(s, ZMQ_HANDSHAKE_IVL, tp->o.handshake_ms) ||

@@ -110,6 +110,7 @@ expect "listen on an address in use" 1 "cannot listen"
 PB=$!
 PIDS="$PA $PB"
 online() { "$T" status "$1" --json | grep -q '"online": true'; }
+offline_now() { "$T" status "$1" --json | grep -q '"online": false'; }
 wait_for 10 online "$W/b.db" && ok || bad "b never came online: $(cat "$W/b.log")"
 wait_for 10 online "$W/a.db" && ok || bad "a never saw b: $(cat "$W/a.log")"
 must "$T" sql "$W/a.db" "INSERT INTO sales VALUES('s1', 'tea', 240)"
@@ -145,6 +146,14 @@ if [ -x "$EMBED" ]; then
 else
     bad "no example_embed next to $T"
 fi
+
+# ---------------------------------------------------------------- liveness
+# A frozen peer (SIGSTOP: its connection stays open and says nothing, like a cut cable) is taken
+# as gone within 5 s; when it thaws it is connected again within 5 s.
+kill -STOP "$PB"
+wait_for 5 offline_now "$W/a.db" && ok || bad "a still online 5 s after b froze: $(tail -3 "$W/a.log")"
+kill -CONT "$PB"
+wait_for 5 online "$W/a.db" && ok || bad "a not online 5 s after b thawed: $(tail -3 "$W/a.log")"
 
 # ---------------------------------------------------------------- clean stop
 kill -TERM "$PB"

@@ -72,6 +72,9 @@ typedef struct {
     int anti_entropy_ms;  /* vector exchange and repair period; 0: 2000 */
     size_t window_bytes;  /* batch bytes in flight per peer before waiting for its ACK; 0: 8 MiB */
     unsigned int seal_ms; /* also seal at least this often; 0: only on commits */
+    /* A connected peer silent this long is taken as gone (a cut link) and dialled again; the node
+     * pings idle peers every second. 0: 3500. */
+    int liveness_ms;
     /* Log pruning (enrolled databases only): batches every member of the shop acknowledged are
      * deleted, except the newest prune_keep of each origin; a till behind gets a snapshot.
      * 0: 10000; negative: never prune. prune_ms: how often; 0: 10000. */
