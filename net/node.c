@@ -1634,6 +1634,9 @@ static void liveness(tsync_node *n, uint64_t now)
             send_msg(n, p, &m);
         }
         if (now - p->rx_mono < (uint64_t)n->o.liveness_ms) continue;
+        /* Bytes still arriving (a large message in transit) keep the session alive. */
+        int idle = tsync__tp_peer_rx_idle_ms(n->tp, p->id);
+        if (idle >= 0 && idle < n->o.liveness_ms) continue;
         char lb[LBL];
         logf_(n, TSYNC_LOG_INFO, "no word from %s for %.1f s: taking the link as lost",
               peer_label(p, lb), (double)(now - p->rx_mono) / 1000);

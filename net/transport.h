@@ -204,6 +204,12 @@ int tsync__tp_peer_get(tsync__tp *tp, uint32_t peer, tsync__tp_peer_info *out);
 /* Writes up to cap peer handles into ids and returns how many peers there are. */
 size_t tsync__tp_peers(tsync__tp *tp, uint32_t *ids, size_t cap);
 
+/* Milliseconds since bytes last arrived on the connection of peer (the kernel's TCP_INFO), or -1
+ * when not known (no session, not TCP). Unlike message times, this moves while a large message is
+ * still arriving: liveness checks use it so a 64 MiB batch on a slow link is not taken for a
+ * silent peer. */
+int tsync__tp_peer_rx_idle_ms(tsync__tp *tp, uint32_t id);
+
 /* Copies the counters into *out. */
 void tsync__tp_stats_get(tsync__tp *tp, tsync__tp_stats *out);
 

@@ -34,6 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 #ifdef __linux__
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #endif
 
@@ -81,7 +83,8 @@ typedef struct {
     /* peers that dialled us */
     uint8_t rid[256]; /* the ROUTER's id of the current connection */
     size_t rid_len;
-    int fd; /* its file descriptor (ZMQ_SRCFD), to match DISCONNECTED events */
+    int fd;  /* its file descriptor (ZMQ_SRCFD), to match DISCONNECTED events */
+    int dfd; /* a dialled peer's connection descriptor (monitor CONNECTED), for TCP_INFO */
     uint64_t old_rid[OLD_RIDS];
     int nold;
 
@@ -226,6 +229,7 @@ static peer *add_peer(tsync__tp *tp)
     if (!p) return NULL;
     p->id = ++tp->next_id;
     p->fd = -1;
+    p->dfd = -1;
     tp->peers[tp->npeers++] = p;
     return p;
 }
@@ -525,8 +529,12 @@ static void dealer_monitor(tsync__tp *tp, peer *p)
             q_peer_event(tp, p, TSYNC__TP_EV_UP, 0);
             break;
         }
+        case ZMQ_EVENT_CONNECTED:
+            p->dfd = (int)value;
+            break;
         case ZMQ_EVENT_DISCONNECTED:
             /* Before a handshake finished, libzmq redials by itself with its backoff. */
+            p->dfd = -1;
             if (p->up) session_down(tp, p, TSYNC__TP_DOWN_LOST);
             break;
         case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
@@ -1370,4 +1378,17 @@ void tsync__tp_stats_get(tsync__tp *tp, tsync__tp_stats *out)
 const uint8_t *tsync__tp_curve_pk(tsync__tp *tp)
 {
     return tp->curve_pk;
+}
+
+int tsync__tp_peer_rx_idle_ms(tsync__tp *tp, uint32_t id)
+{
+    peer *p = find_peer(tp, id);
+    if (!p || !p->up) return -1;
+    int fd = p->inbound ? p->fd : p->dfd;
+    if (fd < 0) return -1;
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || len < sizeof ti) return -1;
+    return ti.tcpi_last_data_recv > (uint32_t)INT32_MAX ? INT32_MAX : (int)ti.tcpi_last_data_recv;
 }
