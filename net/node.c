@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "crdt/cert.h"
+#include "net/discovery.h"
 #include "net/transport.h"
 #include "net/wire.h"
 #include "store/snapshot.h"
@@ -102,6 +103,7 @@ typedef struct {
     uint32_t id;
     int up, hello, verified, inbound;
     int static_idx; /* index in n->statics, -1 when inbound */
+    int mdns;       /* dialled because mDNS advertised it */
     int key_known;
     uint8_t pk[TSYNC__PK_BYTES];
     char name[64];
@@ -144,6 +146,8 @@ typedef struct {
 struct tsync_node {
     tsync_store *s;
     tsync__tp *tp;
+    tsync__disc *disc; /* mDNS (avahi); NULL with no_mdns */
+    int disc_down_logged;
     tsync__ckpt *ckpt;
     tsync_node_options o;
     char *db_path;
@@ -1619,6 +1623,60 @@ static void backup_finish(tsync_node *n)
     }
 }
 
+/* ---------------------------------------------------------------- mDNS discovery */
+
+/* A till advertised on the LAN: dial it when it speaks our protocol and, for an enrolled till,
+ * belongs to our shop (TXT can be forged: the certificate in its HELLO is what decides). A
+ * database never enrolled talks only to its static peers. */
+static void on_discovered(tsync_node *n, const tsync__disc_event *ev)
+{
+    if (ev->kind == TSYNC__DISC_DAEMON_DOWN) {
+        if (!n->disc_down_logged)
+            logf_(n, TSYNC_LOG_WARN,
+                  "mDNS: no avahi daemon reachable; static peers only until "
+                  "one appears");
+        n->disc_down_logged = 1;
+        return;
+    }
+    if (ev->kind == TSYNC__DISC_DAEMON_UP) {
+        logf_(n, TSYNC_LOG_INFO, "mDNS: avahi daemon reachable; publishing and browsing");
+        n->disc_down_logged = 0;
+        return;
+    }
+    if (!ev->has_key || !n->enrolled || ev->version != TSYNC_WIRE_VERSION || !ev->has_shop ||
+        memcmp(ev->shop, n->shop, TSYNC__SHOP_ID_BYTES) != 0)
+        return;
+    /* One session per pair: the till with the smaller key dials, the other waits for it. */
+    if (memcmp(ev->key, tsync__sync_public_key(n->s), TSYNC__PK_BYTES) <= 0) return;
+    /* Already in session with that key (it dialled us, or a static peer): nothing to do. */
+    for (size_t i = 0; i < n->npeers; i++) {
+        npeer *p = n->peers[i];
+        if (p->used && p->key_known && !memcmp(p->pk, ev->key, TSYNC__PK_BYTES) &&
+            (p->up || (p->mdns && !strcmp(p->addr, ev->endpoint))))
+            return;
+    }
+    if (ev->kind == TSYNC__DISC_LOST) return; /* liveness, not mDNS, says when a peer is gone */
+    uint32_t id;
+    int rc = tsync__tp_connect(n->tp, ev->endpoint, ev->key, &id);
+    if (rc && rc != TSYNC_EEXISTS) return;
+    npeer *p = peer_get(n, id);
+    if (!p) return;
+    p->mdns = 1;
+    p->key_known = 1;
+    memcpy(p->pk, ev->key, TSYNC__PK_BYTES);
+    snprintf(p->addr, sizeof p->addr, "%s", ev->endpoint);
+    char k[17];
+    hex(ev->key, 8, k);
+    logf_(n, TSYNC_LOG_DEBUG, "mDNS: found %s at %s: dialling", k, ev->endpoint);
+}
+
+static void discovery(tsync_node *n)
+{
+    if (!n->disc) return;
+    tsync__disc_event ev;
+    for (int i = 0; i < 64 && tsync__disc_poll(n->disc, &ev) == 1; i++) on_discovered(n, &ev);
+}
+
 /* Liveness is the node's, not ZeroMQ's (see tsync__tp_options.heartbeat_ivl_ms): a peer we have
  * sent nothing to for PING_IDLE_MS gets a PING, so every live session carries a message each way
  * at least that often; a session with no message for liveness_ms is taken as gone (a cut cable
@@ -1645,6 +1703,25 @@ static void liveness(tsync_node *n, uint64_t now)
         int si = p->static_idx;
         if (was) notify_peer(n, p, 0);
         tsync__tp_close(n->tp, id);
+        if (p->mdns && !p->inbound) {
+            /* Dial the advertised address again (a new advertisement may change it). */
+            char ep[TSYNC__TP_ADDR_LEN];
+            uint8_t key[TSYNC__PK_BYTES];
+            snprintf(ep, sizeof ep, "%s", p->addr);
+            memcpy(key, p->pk, sizeof key);
+            peer_free(p);
+            uint32_t nid;
+            if (tsync__tp_connect(n->tp, ep, key, &nid) == 0) {
+                npeer *q = peer_get(n, nid);
+                if (q) {
+                    q->mdns = q->key_known = 1;
+                    memcpy(q->pk, key, sizeof key);
+                    snprintf(q->addr, sizeof q->addr, "%s", ep);
+                }
+            }
+            n->status_dirty = 1;
+            continue;
+        }
         if (p->inbound || si < 0) {
             session_reset(p);
             p->up = 0;
@@ -1843,6 +1920,7 @@ static int step(tsync_node *n, int wait_ms)
         n->forward_due = 0;
         push_all(n);
     }
+    discovery(n);
     liveness(n, now);
     close_due(n, now);
     backup_tick(n, now);
@@ -1969,6 +2047,22 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
         if (listen[0]) {
             rc = tsync__tp_bind(n->tp, listen, n->endpoint, sizeof n->endpoint);
             if (rc) tsync__err(rc, "cannot listen on %s: %s", listen, last_error());
+        }
+    }
+    if (rc == 0 && !o.no_mdns) {
+        /* Publish and browse _tillsync._tcp; without a daemon this only says so (DAEMON_DOWN)
+         * and keeps trying in the background. */
+        tsync__disc_self self;
+        memset(&self, 0, sizeof self);
+        self.version = TSYNC_WIRE_VERSION;
+        self.has_shop = n->enrolled;
+        memcpy(self.shop, n->shop, sizeof self.shop);
+        memcpy(self.key, tsync__sync_public_key(n->s), sizeof self.key);
+        const char *colon = strrchr(n->endpoint, ':');
+        self.port = colon ? (uint16_t)atoi(colon + 1) : 0;
+        if (tsync__disc_avahi_new(&n->disc, &self) != 0) {
+            logf_(n, TSYNC_LOG_WARN, "mDNS off: %s", last_error());
+            n->disc = NULL;
         }
     }
     if (rc == 0) rc = refresh_ours(n);
@@ -2109,6 +2203,7 @@ void tsync_node_free(tsync_node *n)
     }
     free(n->statics);
     tsync__vv_free(&n->ours);
+    tsync__disc_free(n->disc);
     tsync__tp_free(n->tp);
     tsync__sync_ckpt_stop(n->s, n->ckpt);
     tsync_store_free(n->s);

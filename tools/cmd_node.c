@@ -106,7 +106,9 @@ int cmd_run(int argc, char **argv)
                 return 2;
             }
             o.backup_keep = (int)v;
-        } else if (!strcmp(a, "--no-prune"))
+        } else if (!strcmp(a, "--no-mdns"))
+            o.no_mdns = 1;
+        else if (!strcmp(a, "--no-prune"))
             o.prune_keep = -1;
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose"))
             o.log_level = TSYNC_LOG_DEBUG;

@@ -73,6 +73,8 @@ static const char *USAGE =
     "                                   per till (10000); a till behind then gets a snapshot\n"
     "                                   [--backup-every 6h --backup-dir DIR [--keep 10]]: backups\n"
     "                                   on a schedule, the newest N kept\n"
+    "                                   [--no-mdns]: no discovery (an enrolled till finds the\n"
+    "                                   tills of its shop on the LAN over mDNS by default)\n"
     "  migrate DB DIR|--status [--json] apply DIR's migrations (NNN_name.sql), or list applied\n"
     "  status DB [--json]               the node's peers, lag, pending, held, parked, refused\n"
     "  demo [--dir DIR]                 three tills as three processes on loopback sell at once;\n"

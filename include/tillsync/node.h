@@ -75,6 +75,10 @@ typedef struct {
     /* A connected peer silent this long is taken as gone (a cut link) and dialled again; the node
      * pings idle peers every second. 0: 3500. */
     int liveness_ms;
+    /* Zero-configuration discovery: an enrolled node publishes _tillsync._tcp over mDNS (avahi)
+     * and dials the tills of its shop it finds (their certificate decides). Without an avahi
+     * daemon it says so once and keeps working on static peers. 1: off. */
+    int no_mdns;
     /* Log pruning (enrolled databases only): batches every member of the shop acknowledged are
      * deleted, except the newest prune_keep of each origin; a till behind gets a snapshot.
      * 0: 10000; negative: never prune. prune_ms: how often; 0: 10000. */
