@@ -193,6 +193,10 @@ int tsync__load_meta(tsync_store *s, tsync__table *t, const uint8_t *key, uint32
 int tsync__put_meta(tsync_store *s, tsync__table *t, const uint8_t *key, uint32_t klen,
                     const tsync__rowmeta *m, uint8_t **buf, size_t *cap, int exists);
 char *tsync__key_json(const uint8_t *key, uint32_t klen, int npk);
+/* A total order on values: type, then number or bytes (meta.c). */
+int tsync__val_cmp(const tsync__val *a, const tsync__val *b);
+/* Capture triggers off (on = 1) or back on (0) for the store's own connection only (meta.c). */
+int tsync__capture_off(tsync_store *s, int on);
 
 /* ---------------------------------------------------------------- schema changes (replicate.c,
  * migrate.c). Each runs inside a transaction the caller opened and leaves the table cache fresh. */

@@ -138,13 +138,6 @@ static const char *short_site(const uint8_t *id, char out[13])
 /* Capture off (1) or on (0) for this connection only: merged rows must not be captured as
  * local writes, while every other connection keeps capturing. Switching expires prepared
  * statements, which re-prepare on their next use. */
-static int set_suppress(tsync_store *s, int on)
-{
-    if (sqlite3_db_config(s->db, SQLITE_DBCONFIG_ENABLE_TRIGGER, !on, (int *)NULL) != SQLITE_OK)
-        return tsync__err(TSYNC_EIO, "cannot switch capture triggers");
-    return 0;
-}
-
 /* ---------------------------------------------------------------- sites */
 
 static int load_sites(mctx *c)
@@ -500,31 +493,6 @@ static int record_conflict(mctx *c, mrow *r, int col, const tsync__val *remote, 
     return rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "record conflict");
 }
 
-/* A total order on values: type, then number or bytes. */
-static int val_cmp(const tsync__val *a, const tsync__val *b)
-{
-    if (a->type != b->type) return a->type < b->type ? -1 : 1;
-    switch (a->type) {
-    case TSYNC__V_INT:
-        return a->i < b->i ? -1 : a->i > b->i;
-    case TSYNC__V_REAL: {
-        uint64_t x, y;
-        memcpy(&x, &a->r, 8);
-        memcpy(&y, &b->r, 8);
-        return x < y ? -1 : x > y;
-    }
-    case TSYNC__V_TEXT:
-    case TSYNC__V_BLOB: {
-        uint32_t n = a->n < b->n ? a->n : b->n;
-        int k = n ? memcmp(a->p, b->p, n) : 0;
-        if (k) return k;
-        return a->n < b->n ? -1 : a->n > b->n;
-    }
-    default:
-        return 0;
-    }
-}
-
 static int park(mctx *c, uint32_t site, uint64_t seq, uint32_t row, const char *tbl, size_t tlen,
                 const char *col, size_t clen, const char *reason)
 {
@@ -688,7 +656,7 @@ static int apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64
                     tsync__val cv;
                     sqlite3_stmt *owner;
                     if ((rc = current_value(c, r, col, &cv, &owner))) return rc;
-                    cmp = val_cmp(&bc->val, &cv);
+                    cmp = tsync__val_cmp(&bc->val, &cv);
                     if (owner) sqlite3_reset(owner);
                 }
                 int wins = cmp > 0;
@@ -1429,7 +1397,7 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
     /* Phase 2: one transaction. */
     if ((rc = tsync__begin(s))) goto fail;
     if ((rc = tsync__seal_locked(s, NULL))) goto rollback;
-    if ((rc = set_suppress(s, 1))) goto rollback;
+    if ((rc = tsync__capture_off(s, 1))) goto rollback;
     /* Trust records first: a batch of a till enrolled since our last merge needs its
      * certificate. A bad or foreign record is refused and reported; it does not stop the data. */
     for (uint32_t i = 0; i < bun.ntrust; i++) {
@@ -1504,7 +1472,7 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
     }
     if ((rc = apply_ready(&c, list, n, &bun, run_of, run_forked, branch))) goto rollback;
     if ((rc = finish(&c, list, n))) goto rollback;
-    set_suppress(s, 0);
+    tsync__capture_off(s, 0);
     if ((rc = tsync__commit(s))) goto fail;
     free(list);
     free(run_of);
@@ -1522,7 +1490,7 @@ refuse:
     goto fail;
 rollback:
     tsync__rollback(s);
-    set_suppress(s, 0);
+    tsync__capture_off(s, 0);
 fail:
     free(list);
     free(run_of);
@@ -1738,7 +1706,7 @@ int tsync__unpark(tsync_store *s, const char *table)
     parked_ent *ents = malloc(np * sizeof *ents);
     char err[TSYNC__ERRLEN];
     rc = ents ? load_sites(&c) : tsync__err(TSYNC_ENOMEM, "out of memory");
-    if (rc == 0) rc = set_suppress(s, 1);
+    if (rc == 0) rc = tsync__capture_off(s, 1);
     for (size_t i = 0, j; rc == 0 && i < np; i = j) {
         size_t nents = 0;
         for (j = i; j < np && pl[j].site == pl[i].site && pl[j].seq == pl[i].seq; j++)
@@ -1781,7 +1749,7 @@ int tsync__unpark(tsync_store *s, const char *table)
         sqlite3_reset(st);
         if (step != SQLITE_DONE) rc = tsync__err_sqlite(s->db, step, "clear parked change");
     }
-    set_suppress(s, 0); /* also after a failure: capture must come back on */
+    tsync__capture_off(s, 0); /* also after a failure: capture must come back on */
     ctx_free(&c);
     free(ents);
     free(done);

@@ -338,3 +338,37 @@ void tsync__rmap_free(tsync__rmap *m)
     free(m->e);
     memset(m, 0, sizeof *m);
 }
+
+/* A total order on values: type, then number or bytes (conflict records, LWW ties). */
+int tsync__val_cmp(const tsync__val *a, const tsync__val *b)
+{
+    if (a->type != b->type) return a->type < b->type ? -1 : 1;
+    switch (a->type) {
+    case TSYNC__V_INT:
+        return a->i < b->i ? -1 : a->i > b->i;
+    case TSYNC__V_REAL: {
+        uint64_t x, y;
+        memcpy(&x, &a->r, 8);
+        memcpy(&y, &b->r, 8);
+        return x < y ? -1 : x > y;
+    }
+    case TSYNC__V_TEXT:
+    case TSYNC__V_BLOB: {
+        uint32_t n = a->n < b->n ? a->n : b->n;
+        int k = n ? memcmp(a->p, b->p, n) : 0;
+        if (k) return k;
+        return a->n < b->n ? -1 : a->n > b->n;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* Capture off (1) or on (0) for this connection only: merged rows must not be captured as local
+ * writes; every other connection keeps capturing. */
+int tsync__capture_off(tsync_store *s, int on)
+{
+    if (sqlite3_db_config(s->db, SQLITE_DBCONFIG_ENABLE_TRIGGER, !on, (int *)NULL) != SQLITE_OK)
+        return tsync__err(TSYNC_EIO, "cannot switch capture triggers");
+    return 0;
+}

@@ -1378,40 +1378,6 @@ static void report_msg(tsync_merge_report *r, const char *fmt, ...)
     if (r->messages[r->nmessages]) r->nmessages++;
 }
 
-/* Capture off (1) or on (0) for this connection only, as store/merge.c's set_suppress (static
- * there): merged rows must not be captured as local writes, other connections keep capturing. */
-static int set_suppress(tsync_store *s, int on)
-{
-    if (sqlite3_db_config(s->db, SQLITE_DBCONFIG_ENABLE_TRIGGER, !on, (int *)NULL) != SQLITE_OK)
-        return tsync__err(TSYNC_EIO, "cannot switch capture triggers");
-    return 0;
-}
-
-/* A total order on values (store/merge.c's val_cmp): type, then number or bytes. */
-static int val_cmp(const tsync__val *a, const tsync__val *b)
-{
-    if (a->type != b->type) return a->type < b->type ? -1 : 1;
-    switch (a->type) {
-    case TSYNC__V_INT:
-        return a->i < b->i ? -1 : a->i > b->i;
-    case TSYNC__V_REAL: {
-        uint64_t x, y;
-        memcpy(&x, &a->r, 8);
-        memcpy(&y, &b->r, 8);
-        return x < y ? -1 : x > y;
-    }
-    case TSYNC__V_TEXT:
-    case TSYNC__V_BLOB: {
-        uint32_t n = a->n < b->n ? a->n : b->n;
-        int k = n ? memcmp(a->p, b->p, n) : 0;
-        if (k) return k;
-        return a->n < b->n ? -1 : a->n > b->n;
-    }
-    default:
-        return 0;
-    }
-}
-
 enum { K_UPD_ROW, K_INS_ROW, K_UPD_TOMB, K_INS_TOMB, K_RES_ROW, K_KEEP_TOMB, K_DEL_ROW };
 
 /* Parameters: the key is ?1..?npk (pk_where), the value of column c is ?(VAL0 + c). */
@@ -1933,7 +1899,7 @@ static int apply_row(ictx *ic, const tsync__snap_row *row)
             tsync__val cv;
             sqlite3_stmt *owner;
             if ((rc = current_value(ic, &r, col, &cv, &owner))) break;
-            cmp = val_cmp(&e->val, &cv);
+            cmp = tsync__val_cmp(&e->val, &cv);
             if (owner) sqlite3_reset(owner);
         }
         int wins = cmp > 0;
@@ -2155,7 +2121,7 @@ int tsync__snap_import(tsync_store *s, const uint8_t *const *chunks, const size_
     ic.nchunks = n;
     if ((rc = tsync__begin(s))) goto fail;
     if ((rc = tsync__seal_locked(s, NULL))) goto rollback;
-    if ((rc = set_suppress(s, 1))) goto rollback;
+    if ((rc = tsync__capture_off(s, 1))) goto rollback;
     if ((rc = load_lsites(s, &ic.ls, &ic.nls))) goto rollback;
     if (s->local_idx >= ic.nls) {
         rc = tsync__err(TSYNC_ECORRUPT, "tsync_sites lacks this database's own site");
@@ -2188,14 +2154,14 @@ int tsync__snap_import(tsync_store *s, const uint8_t *const *chunks, const size_
     }
     for (size_t i = 0; i < ic.nstmts; i++) sqlite3_finalize(ic.stmts[i].st);
     ic.nstmts = 0;
-    set_suppress(s, 0);
+    tsync__capture_off(s, 0);
     rc = tsync__commit(s);
     goto fail;
 rollback:
     for (size_t i = 0; i < ic.nstmts; i++) sqlite3_finalize(ic.stmts[i].st);
     ic.nstmts = 0;
     tsync__rollback(s);
-    set_suppress(s, 0);
+    tsync__capture_off(s, 0);
 fail:
     if (report && (rc == TSYNC_ECORRUPT || rc == TSYNC_EVERSION || rc == TSYNC_EREFUSED))
         report->refused++;
