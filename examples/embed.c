@@ -39,11 +39,14 @@ static void on_change(void *ctx, const tsync_node_change *c)
     fflush(stdout);
 }
 
-static void on_peer(void *ctx, const char *key, const char *address, int up, int online)
+/* A till's network state changed: a UI would update its "tills" list here. */
+static void on_peer_state(void *ctx, const tsync_peer_event *e)
 {
     (void)ctx;
-    printf("peer %.16s at %s %s; node %s (on the %s)\n", key[0] ? key : "(key unknown)", address,
-           up ? "connected" : "disconnected", online ? "online" : "offline", thread_name());
+    printf("peer %.16s at %s: %s -> %s; node %s (on the %s)\n",
+           e->key_hex[0] ? e->key_hex : "(key unknown)", e->address,
+           tsync_peer_state_name(e->previous), tsync_peer_state_name(e->state),
+           e->online ? "online" : "offline", thread_name());
     fflush(stdout);
 }
 
@@ -129,7 +132,7 @@ int main(int argc, char **argv)
     o.peers = peers;
     o.npeers = npeers;
     o.on_change = on_change;
-    o.on_peer = on_peer;
+    o.on_peer_state = on_peer_state;
     tsync_node *node;
     if (tsync_node_new(&node, db_path, &o) != 0) {
         fprintf(stderr, "embed: cannot start the node: %s\n", tsync_error_last()->message);

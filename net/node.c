@@ -24,6 +24,7 @@
 #include <pthread.h>
 #include <sodium.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,7 +124,31 @@ typedef struct {
     uint64_t rx_mono, tx_mono; /* last message received / sent (liveness) */
     snap out, in;
     uint64_t close_at_mono; /* close after an ERROR had time to leave; 0: not closing */
+    uint64_t born_mono;     /* when this entry was made (dialled, or an inbound session came) */
 } npeer;
+
+/* A till of our shop advertised over mDNS (what the UI shows as "discovered"). */
+typedef struct {
+    uint8_t key[TSYNC__PK_BYTES];
+    char endpoint[TSYNC__TP_ADDR_LEN];
+    char name[64]; /* its service name, printable ASCII only */
+    uint64_t found_ms;
+} nfound;
+
+/* One row of the network state the app and `tillsync status` see: a remote till (by key, or by
+ * address while its key is unknown) with its state and when it entered it. Rebuilt from the
+ * sessions and the mDNS advertisements every round; a change of state is an event. */
+typedef struct {
+    char id[2 * TSYNC__PK_BYTES + TSYNC__TP_ADDR_LEN + 4];
+    int key_known;
+    uint8_t pk[TSYNC__PK_BYTES];
+    char addr[TSYNC__TP_ADDR_LEN];
+    char name[64];
+    const char *via; /* "static", "mdns", "inbound" */
+    int state;       /* a tsync_peer_state */
+    uint64_t since_ms, connected_ms, lost_ms, discovered_ms, seen_ms;
+    npeer *p; /* the session shown (NULL: only advertised); valid until the next rebuild */
+} nlink;
 
 typedef struct {
     char endpoint[TSYNC__TP_ADDR_LEN];
@@ -158,6 +183,10 @@ struct tsync_node {
 
     npeer **peers;
     size_t npeers;
+    nfound *found;
+    size_t nfound_, capfound;
+    nlink *links;
+    size_t nlinks;
     speer *statics;
     size_t nstatics;
 
@@ -298,6 +327,7 @@ static npeer *peer_get(tsync_node *n, uint32_t id)
     p->used = 1;
     p->id = id;
     p->static_idx = -1;
+    p->born_mono = mono_ms();
     return p;
 }
 
@@ -340,6 +370,204 @@ static void notify_peer(tsync_node *n, npeer *p, int up)
     char k[2 * TSYNC__PK_BYTES + 1] = "";
     if (p->key_known) hex(p->pk, TSYNC__PK_BYTES, k);
     n->o.on_peer(n->o.cb_ctx, k, p->addr, up, online(n));
+}
+
+/* ---------------------------------------------------------------- network state */
+
+const char *tsync_peer_state_name(int state)
+{
+    switch (state) {
+    case TSYNC_PEER_DISCOVERED:
+        return "discovered";
+    case TSYNC_PEER_CONNECTING:
+        return "connecting";
+    case TSYNC_PEER_CONNECTED:
+        return "connected";
+    case TSYNC_PEER_UNREACHABLE:
+        return "unreachable";
+    default:
+        return "gone";
+    }
+}
+
+/* When two rows name the same till (an old inbound session and a new one, a dial and an
+ * advertisement), the one shown is the most alive. */
+static int state_rank(int st)
+{
+    static const int r[] = {[TSYNC_PEER_GONE] = 0,
+                            [TSYNC_PEER_DISCOVERED] = 1,
+                            [TSYNC_PEER_UNREACHABLE] = 2,
+                            [TSYNC_PEER_CONNECTING] = 3,
+                            [TSYNC_PEER_CONNECTED] = 4};
+    return st >= 0 && st <= TSYNC_PEER_UNREACHABLE ? r[st] : 0;
+}
+
+static nlink *link_find(nlink *v, size_t nv, const char *id)
+{
+    for (size_t i = 0; i < nv; i++)
+        if (!strcmp(v[i].id, id)) return &v[i];
+    return NULL;
+}
+
+/* Is a till with this key advertised for our shop now (mDNS)? */
+static int advertised(const tsync_node *n, const uint8_t key[TSYNC__PK_BYTES])
+{
+    for (size_t i = 0; i < n->nfound_; i++)
+        if (!memcmp(n->found[i].key, key, TSYNC__PK_BYTES)) return 1;
+    return 0;
+}
+
+static void link_event(tsync_node *n, const nlink *l, int state, int previous, uint64_t since)
+{
+    char k[2 * TSYNC__PK_BYTES + 1] = "";
+    if (l->key_known) hex(l->pk, TSYNC__PK_BYTES, k);
+    logf_(n, TSYNC_LOG_DEBUG, "peer %s%s%.16s at %s: %s (was %s)", l->name, l->name[0] ? " " : "",
+          k[0] ? k : "(key unknown)", l->addr, tsync_peer_state_name(state),
+          tsync_peer_state_name(previous));
+    n->status_dirty = 1;
+    if (!n->o.on_peer_state) return;
+    tsync_peer_event e = {.key_hex = k,
+                          .address = l->addr,
+                          .name = l->name,
+                          .state = state,
+                          .previous = previous,
+                          .since_ms = since,
+                          .online = online(n)};
+    n->o.on_peer_state(n->o.cb_ctx, &e);
+}
+
+/* The state of one session entry. A till that was connected and is not now is unreachable
+ * (lost, or restarting) until a session is verified again; a first dial is "connecting" for
+ * liveness_ms, then unreachable too (the transport keeps dialling with backoff). */
+static int session_state(const tsync_node *n, const npeer *p, const nlink *prev, uint64_t now)
+{
+    if (p->verified) return TSYNC_PEER_CONNECTED;
+    if (prev && (prev->state == TSYNC_PEER_CONNECTED || prev->state == TSYNC_PEER_UNREACHABLE))
+        return TSYNC_PEER_UNREACHABLE;
+    if (p->inbound && !p->up) return TSYNC_PEER_UNREACHABLE;
+    if (!p->up && now - p->born_mono >= (uint64_t)n->o.liveness_ms) return TSYNC_PEER_UNREACHABLE;
+    return TSYNC_PEER_CONNECTING;
+}
+
+/* Rebuilds the rows from the sessions and advertisements and reports every change. */
+static void links_update(tsync_node *n)
+{
+    uint64_t now = mono_ms(), wall = wall_ms();
+    size_t cap = n->npeers + n->nfound_, nv = 0;
+    nlink *v = cap ? calloc(cap, sizeof *v) : NULL;
+    if (cap && !v) return; /* keep the old rows; the next round tries again */
+    for (size_t i = 0; i < n->npeers; i++) {
+        npeer *p = n->peers[i];
+        if (!p->used) continue;
+        /* A keyless static address dialled with many candidate keys is one row, by address. */
+        const speer *sp = p->static_idx >= 0 ? &n->statics[p->static_idx] : NULL;
+        int by_addr = sp && !sp->has_key && !sp->found;
+        if (by_addr && !p->up && sp->ncands > 1 && sp->cands[0] != p->id) continue;
+        nlink r = {0};
+        if (p->key_known && !by_addr) {
+            r.key_known = 1;
+            memcpy(r.pk, p->pk, TSYNC__PK_BYTES);
+            hex(p->pk, TSYNC__PK_BYTES, r.id);
+        } else {
+            snprintf(r.id, sizeof r.id, "@%s", p->addr);
+        }
+        snprintf(r.addr, sizeof r.addr, "%s", p->addr);
+        snprintf(r.name, sizeof r.name, "%s", p->name);
+        r.via = p->inbound ? "inbound" : p->mdns ? "mdns" : "static";
+        r.p = p;
+        r.seen_ms = p->seen_ms;
+        const nlink *prev = link_find(n->links, n->nlinks, r.id);
+        r.state = session_state(n, p, prev, now);
+        nlink *same = link_find(v, nv, r.id);
+        if (same) {
+            if (state_rank(r.state) <= state_rank(same->state)) continue;
+            *same = r;
+        } else {
+            v[nv++] = r;
+        }
+    }
+    for (size_t i = 0; i < n->nfound_; i++) {
+        const nfound *f = &n->found[i];
+        char id[sizeof v[0].id];
+        hex(f->key, TSYNC__PK_BYTES, id);
+        nlink *same = link_find(v, nv, id);
+        if (same) {
+            same->discovered_ms = f->found_ms;
+            if (!same->name[0]) snprintf(same->name, sizeof same->name, "%s", f->name);
+            continue;
+        }
+        nlink *r = &v[nv++];
+        memcpy(r->id, id, sizeof id);
+        r->key_known = 1;
+        memcpy(r->pk, f->key, TSYNC__PK_BYTES);
+        snprintf(r->addr, sizeof r->addr, "%s", f->endpoint);
+        snprintf(r->name, sizeof r->name, "%s", f->name);
+        r->via = "mdns";
+        r->state = TSYNC_PEER_DISCOVERED;
+        r->discovered_ms = f->found_ms;
+    }
+    /* Carry the times over, and report what changed. */
+    for (size_t i = 0; i < nv; i++) {
+        nlink *r = &v[i];
+        const nlink *prev = link_find(n->links, n->nlinks, r->id);
+        int was = prev ? prev->state : TSYNC_PEER_GONE;
+        if (prev) {
+            r->since_ms = prev->since_ms;
+            r->connected_ms = prev->connected_ms;
+            r->lost_ms = prev->lost_ms;
+            if (!r->discovered_ms) r->discovered_ms = prev->discovered_ms;
+            if (prev->seen_ms > r->seen_ms) r->seen_ms = prev->seen_ms;
+            if (!r->name[0]) memcpy(r->name, prev->name, sizeof r->name);
+        }
+        if (r->state == was) continue;
+        r->since_ms = wall;
+        if (r->state == TSYNC_PEER_CONNECTED) r->connected_ms = wall;
+        if (was == TSYNC_PEER_CONNECTED) r->lost_ms = wall;
+    }
+    nlink *old = n->links;
+    size_t nold = n->nlinks;
+    n->links = v;
+    n->nlinks = nv;
+    for (size_t i = 0; i < nv; i++) {
+        const nlink *prev = link_find(old, nold, v[i].id);
+        int was = prev ? prev->state : TSYNC_PEER_GONE;
+        if (v[i].state != was) link_event(n, &v[i], v[i].state, was, v[i].since_ms);
+    }
+    for (size_t i = 0; i < nold; i++)
+        if (!link_find(v, nv, old[i].id))
+            link_event(n, &old[i], TSYNC_PEER_GONE, old[i].state, wall);
+    free(old);
+}
+
+/* mDNS: remember the shop's advertised tills (FOUND adds or updates, LOST forgets). */
+static void found_note(tsync_node *n, const tsync__disc_event *ev)
+{
+    size_t i;
+    for (i = 0; i < n->nfound_; i++)
+        if (!memcmp(n->found[i].key, ev->key, TSYNC__PK_BYTES)) break;
+    if (ev->kind == TSYNC__DISC_LOST) {
+        if (i < n->nfound_) n->found[i] = n->found[--n->nfound_];
+        return;
+    }
+    if (i == n->nfound_) {
+        if (n->nfound_ == n->capfound) {
+            size_t c = n->capfound ? 2 * n->capfound : 8;
+            nfound *nf = realloc(n->found, c * sizeof *nf);
+            if (!nf) return;
+            n->found = nf;
+            n->capfound = c;
+        }
+        memset(&n->found[i], 0, sizeof n->found[i]);
+        memcpy(n->found[i].key, ev->key, TSYNC__PK_BYTES);
+        n->found[i].found_ms = wall_ms();
+        n->nfound_++;
+    }
+    nfound *f = &n->found[i];
+    snprintf(f->endpoint, sizeof f->endpoint, "%s", ev->endpoint);
+    size_t k = 0;
+    for (const char *c = ev->name; *c && k + 1 < sizeof f->name; c++)
+        f->name[k++] = (*c >= 0x20 && *c < 0x7f) ? *c : '?';
+    f->name[k] = 0;
 }
 
 /* ---------------------------------------------------------------- sending */
@@ -875,6 +1103,13 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
             return;
     p->hello = p->verified = 1;
     p->fork_check = 1;
+    /* Earlier inbound sessions of this till that ended are replaced by this one. */
+    for (size_t i = 0; i < n->npeers; i++) {
+        npeer *o = n->peers[i];
+        if (o != p && o->used && o->inbound && !o->up && o->key_known &&
+            !memcmp(o->pk, p->pk, TSYNC__PK_BYTES))
+            peer_free(o);
+    }
     p->ack_dirty = 1;
     p->schema = h->schema;
     p->clock_delta_ms = (int64_t)h->clock_ms - (int64_t)now;
@@ -1358,6 +1593,12 @@ static void on_event(tsync_node *n, const tsync__tp_event *ev)
             notify_peer(n, p, 0);
         }
         n->status_dirty = 1;
+        /* A till found over mDNS that closed and withdrew its advertisement has left: stop
+         * dialling it (it is dialled again when it is advertised again). */
+        if (p->mdns && !p->inbound && p->key_known && !advertised(n, p->pk)) {
+            tsync__tp_close(n->tp, p->id);
+            peer_free(p);
+        }
         break;
     }
     case TSYNC__TP_EV_HSFAIL:
@@ -1411,25 +1652,29 @@ static char *status_build(tsync_node *n)
     json_t *peers = json_array();
     uint64_t pending = 0;
     const uint8_t *own = tsync_store_site_id(n->s);
-    for (size_t i = 0; i < n->npeers; i++) {
-        const npeer *p = n->peers[i];
-        if (!p->used) continue;
-        /* A keyless static address dialled with many candidate keys shows once, by its address. */
-        if (!p->up && p->static_idx >= 0 && !n->statics[p->static_idx].has_key &&
-            n->statics[p->static_idx].ncands > 1 && n->statics[p->static_idx].cands[0] != p->id)
-            continue;
+    for (size_t i = 0; i < n->nlinks; i++) {
+        const nlink *l = &n->links[i];
+        const npeer *p = l->p;
         json_t *e = json_object();
-        json_object_set_new(e, "address", json_string(p->addr));
-        json_object_set_new(e, "key", p->key_known ? hexj(p->pk, TSYNC__PK_BYTES) : json_null());
-        if (p->name[0]) json_object_set_new(e, "name", json_string(p->name));
-        json_object_set_new(e, "direction", json_string(p->inbound ? "inbound" : "outbound"));
-        json_object_set_new(e, "state",
-                            json_string(p->verified ? "connected"
-                                        : p->up     ? "handshake"
-                                                    : "connecting"));
+        json_object_set_new(e, "address", json_string(l->addr));
+        json_object_set_new(e, "key", l->key_known ? hexj(l->pk, TSYNC__PK_BYTES) : json_null());
+        if (l->name[0]) json_object_set_new(e, "name", json_string(l->name));
+        json_object_set_new(e, "via", json_string(l->via));
+        if (p)
+            json_object_set_new(e, "direction", json_string(p->inbound ? "inbound" : "outbound"));
+        json_object_set_new(e, "state", json_string(tsync_peer_state_name(l->state)));
+        json_object_set_new(e, "since_ms", json_integer((json_int_t)l->since_ms));
+        json_object_set_new(e, "discovered_ms",
+                            l->discovered_ms ? json_integer((json_int_t)l->discovered_ms)
+                                             : json_null());
+        json_object_set_new(e, "connected_ms",
+                            l->connected_ms ? json_integer((json_int_t)l->connected_ms)
+                                            : json_null());
+        json_object_set_new(e, "lost_ms",
+                            l->lost_ms ? json_integer((json_int_t)l->lost_ms) : json_null());
         json_object_set_new(e, "last_seen_ms",
-                            p->seen_ms ? json_integer((json_int_t)p->seen_ms) : json_null());
-        if (p->verified) {
+                            l->seen_ms ? json_integer((json_int_t)l->seen_ms) : json_null());
+        if (p && p->verified) {
             uint64_t lo, li;
             lags(n, p, &lo, &li);
             json_object_set_new(e, "they_lack", json_integer((json_int_t)lo));
@@ -1440,8 +1685,8 @@ static char *status_build(tsync_node *n)
             uint64_t mine = tsync__vv_seq(&n->ours, own), theirs = tsync__vv_seq(&p->acked, own);
             if (mine > theirs && mine - theirs > pending) pending = mine - theirs;
         }
-        json_object_set_new(e, "batches_in", json_integer((json_int_t)p->rx_batches));
-        json_object_set_new(e, "batches_out", json_integer((json_int_t)p->tx_batches));
+        json_object_set_new(e, "batches_in", json_integer((json_int_t)(p ? p->rx_batches : 0)));
+        json_object_set_new(e, "batches_out", json_integer((json_int_t)(p ? p->tx_batches : 0)));
         json_array_append_new(peers, e);
     }
     json_object_set_new(o, "peers", peers);
@@ -1489,6 +1734,7 @@ static char *status_build(tsync_node *n)
     return s;
 }
 
+/* Reads the rows links_update made this round (the node's thread). */
 static void status_publish(tsync_node *n)
 {
     char *s = status_build(n);
@@ -1633,8 +1879,8 @@ static void on_discovered(tsync_node *n, const tsync__disc_event *ev)
     if (ev->kind == TSYNC__DISC_DAEMON_DOWN) {
         if (!n->disc_down_logged)
             logf_(n, TSYNC_LOG_WARN,
-                  "mDNS: no avahi daemon reachable; static peers only until "
-                  "one appears");
+                  "mDNS: no avahi daemon reachable; sessions and static peers go on, "
+                  "no new tills are found until one appears");
         n->disc_down_logged = 1;
         return;
     }
@@ -1646,16 +1892,24 @@ static void on_discovered(tsync_node *n, const tsync__disc_event *ev)
     if (!ev->has_key || !n->enrolled || ev->version != TSYNC_WIRE_VERSION || !ev->has_shop ||
         memcmp(ev->shop, n->shop, TSYNC__SHOP_ID_BYTES) != 0)
         return;
+    found_note(n, ev);
+    n->status_dirty = 1;
     /* One session per pair: the till with the smaller key dials, the other waits for it. */
     if (memcmp(ev->key, tsync__sync_public_key(n->s), TSYNC__PK_BYTES) <= 0) return;
-    /* Already in session with that key (it dialled us, or a static peer): nothing to do. */
+    /* Already in session with that key (it dialled us, or a static peer), or dialling that
+     * address: nothing to do. A dial without a session stops when the till withdraws its
+     * advertisement (LOST; a session is judged by liveness, not mDNS: a cut host stays listed
+     * for an hour) or moves to another address (FOUND again: dialled there instead). */
     for (size_t i = 0; i < n->npeers; i++) {
         npeer *p = n->peers[i];
-        if (p->used && p->key_known && !memcmp(p->pk, ev->key, TSYNC__PK_BYTES) &&
-            (p->up || (p->mdns && !strcmp(p->addr, ev->endpoint))))
-            return;
+        if (!p->used || !p->key_known || memcmp(p->pk, ev->key, TSYNC__PK_BYTES) != 0) continue;
+        if (p->up) return;
+        if (!p->mdns || p->inbound) continue;
+        if (ev->kind == TSYNC__DISC_FOUND && !strcmp(p->addr, ev->endpoint)) return;
+        tsync__tp_close(n->tp, p->id);
+        peer_free(p);
     }
-    if (ev->kind == TSYNC__DISC_LOST) return; /* liveness, not mDNS, says when a peer is gone */
+    if (ev->kind == TSYNC__DISC_LOST) return;
     uint32_t id;
     int rc = tsync__tp_connect(n->tp, ev->endpoint, ev->key, &id);
     if (rc && rc != TSYNC_EEXISTS) return;
@@ -1703,6 +1957,11 @@ static void liveness(tsync_node *n, uint64_t now)
         int si = p->static_idx;
         if (was) notify_peer(n, p, 0);
         tsync__tp_close(n->tp, id);
+        if (p->mdns && !p->inbound && !advertised(n, p->pk)) {
+            peer_free(p); /* it withdrew its advertisement: it left */
+            n->status_dirty = 1;
+            continue;
+        }
         if (p->mdns && !p->inbound) {
             /* Dial the advertised address again (a new advertisement may change it). */
             char ep[TSYNC__TP_ADDR_LEN];
@@ -1923,6 +2182,7 @@ static int step(tsync_node *n, int wait_ms)
     discovery(n);
     liveness(n, now);
     close_due(n, now);
+    links_update(n);
     backup_tick(n, now);
     if (n->status_dirty ? now - n->last_status_mono >= 100 : now - n->last_status_mono >= 1000) {
         n->last_status_mono = now;
@@ -1937,8 +2197,11 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
 {
     *out = NULL;
     tsync_node_options o = TSYNC_NODE_OPTIONS_INIT;
-    if (opts) o = *opts;
-    if (o.version != TSYNC_NODE_OPTIONS_VERSION) {
+    if (opts && opts->version == 1) /* before on_peer_state */
+        memcpy(&o, opts, offsetof(tsync_node_options, on_peer_state));
+    else if (opts)
+        o = *opts;
+    if (o.version != 1 && o.version != TSYNC_NODE_OPTIONS_VERSION) {
         return tsync__err(TSYNC_EINVAL, "node options of an unknown version");
     }
     if (!o.log_level) o.log_level = TSYNC_LOG_INFO;
@@ -2197,6 +2460,8 @@ void tsync_node_free(tsync_node *n)
         free(n->peers[i]);
     }
     free(n->peers);
+    free(n->links);
+    free(n->found);
     for (size_t i = 0; i < n->nstatics; i++) {
         free(n->statics[i].cands);
         free(n->statics[i].cand_keys);

@@ -139,6 +139,9 @@ if [ -x "$EMBED" ]; then
     run "$EMBED" "$W/e1.db" --peer "$EB#$KB" --sales 3 --wait-sales 5 --timeout 15
     [ $rc -eq 0 ] && grep -q "on the node thread" "$W/out" && ok ||
         bad "embed (own thread): $rc $(cat "$W/out" "$W/err" | head -20)"
+    grep -q "^peer $(echo "$KB" | cut -c1-16) at $EB: gone -> connecting; node offline (on the node thread)" "$W/out" &&
+        grep -q ": connecting -> connected; node online" "$W/out" && ok ||
+        bad "embed: no peer state events: $(grep "^peer" "$W/out")"
     run "$EMBED" "$W/e2.db" --loop --peer "$EA#$KA" --sales 2 --wait-sales 7 --timeout 15
     [ $rc -eq 0 ] && grep -q "on the main thread" "$W/out" && ok ||
         bad "embed (host loop): $rc $(cat "$W/out" "$W/err" | head -20)"
@@ -152,8 +155,13 @@ fi
 # as gone within 5 s; when it thaws it is connected again within 5 s.
 kill -STOP "$PB"
 wait_for 5 offline_now "$W/a.db" && ok || bad "a still online 5 s after b froze: $(tail -3 "$W/a.log")"
+"$T" status "$W/a.db" --json | grep -q '"state": "unreachable"' && ok ||
+    bad "b is not unreachable in a's status: $("$T" status "$W/a.db" --json | grep state)"
+"$T" status "$W/a.db" | grep -q "unreachable since .* ago" && ok ||
+    bad "tillsync status does not show b unreachable: $("$T" status "$W/a.db" | grep peer)"
 kill -CONT "$PB"
 wait_for 5 online "$W/a.db" && ok || bad "a not online 5 s after b thawed: $(tail -3 "$W/a.log")"
+"$T" status "$W/a.db" --json | grep -q '"lost_ms": [0-9]' && ok || bad "a's status has no lost_ms for b"
 
 # ---------------------------------------------------------------- clean stop
 kill -TERM "$PB"

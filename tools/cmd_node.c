@@ -289,15 +289,16 @@ int cmd_status(int argc, char **argv)
             if (json_array_size(peers) == 0) printf("peers: none\n");
             json_array_foreach(peers, i, p)
             {
-                char a[32];
+                char a[32], since[32];
                 ago(now, json_object_get(p, "last_seen_ms"), a, sizeof a);
+                ago(now, json_object_get(p, "since_ms"), since, sizeof since);
                 const char *key = json_string_value(json_object_get(p, "key"));
                 const char *name = json_string_value(json_object_get(p, "name"));
-                printf("peer %s%s%.16s  %s  %s  %s  last seen %s", name ? name : "",
+                printf("peer %s%s%.16s  %s  %s  %s since %s  last seen %s", name ? name : "",
                        name ? " " : "", key ? key : "(key unknown)",
                        json_string_value(json_object_get(p, "address")),
-                       json_string_value(json_object_get(p, "direction")),
-                       json_string_value(json_object_get(p, "state")), a);
+                       json_string_value(json_object_get(p, "via")),
+                       json_string_value(json_object_get(p, "state")), since, a);
                 if (json_is_integer(json_object_get(p, "they_lack")))
                     printf("  lag: they lack %lld, we lack %lld",
                            (long long)json_integer_value(json_object_get(p, "they_lack")),

@@ -49,8 +49,35 @@ typedef void (*tsync_change_fn)(void *ctx, const tsync_node_change *c);
 typedef void (*tsync_peer_fn)(void *ctx, const char *key_hex, const char *address, int up,
                               int online);
 
+/* What the node knows of another till, for a UI's network view (`tillsync status` shows it). */
+typedef enum {
+    TSYNC_PEER_GONE = 0,        /* no longer listed: its advertisement was withdrawn, or a dial was
+                                   given up (it refused us, or another key answered there) */
+    TSYNC_PEER_DISCOVERED = 1,  /* advertised on the LAN over mDNS, no session yet (of each pair,
+                                   the till with the smaller key dials) */
+    TSYNC_PEER_CONNECTING = 2,  /* first dial or handshake under way */
+    TSYNC_PEER_CONNECTED = 3,   /* session verified: syncing */
+    TSYNC_PEER_UNREACHABLE = 4, /* was connected and is not now, or did not answer a first dial
+                                   within liveness_ms; dialled again in the background */
+} tsync_peer_state;
+
+/* "discovered", "connecting", "connected", "unreachable" or "gone". */
+TSYNC_API const char *tsync_peer_state_name(int state);
+
+/* A till's network state changed. Strings are borrowed for the call. */
 typedef struct {
-    unsigned int version; /* TSYNC_NODE_OPTIONS_VERSION */
+    const char *key_hex; /* its public key (64 hex digits), or "" while not known */
+    const char *address; /* tcp://ADDR:PORT it is dialled at or advertised on, or its IP */
+    const char *name;    /* its device name from its certificate, else its mDNS name, or "" */
+    int state;           /* a tsync_peer_state */
+    int previous;        /* the state before (TSYNC_PEER_GONE for a new till) */
+    uint64_t since_ms;   /* when it entered state: ms since 1970 (UTC) */
+    int online;          /* at least one peer is connected now */
+} tsync_peer_event;
+typedef void (*tsync_peer_state_fn)(void *ctx, const tsync_peer_event *e);
+
+typedef struct {
+    unsigned int version; /* TSYNC_NODE_OPTIONS_VERSION (1: without on_peer_state) */
     /* Where to accept peers: "tcp://ADDR:PORT" (port "*": any free one). NULL:
      * "tcp://0.0.0.0:7400". "": do not listen (dial only). */
     const char *listen;
@@ -91,9 +118,11 @@ typedef struct {
     unsigned long backup_every_ms;
     const char *backup_dir;
     int backup_keep;
+    /* Every change of a peer's network state (tsync_peer_state), on the node's thread; cb_ctx. */
+    tsync_peer_state_fn on_peer_state;
 } tsync_node_options;
 
-#define TSYNC_NODE_OPTIONS_VERSION 1
+#define TSYNC_NODE_OPTIONS_VERSION 2
 /* clang-format off */
 #define TSYNC_NODE_OPTIONS_INIT {.version = TSYNC_NODE_OPTIONS_VERSION}
 /* clang-format on */
