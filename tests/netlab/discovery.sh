@@ -94,9 +94,21 @@ wait_for 20 same && ok || bad "the four tills did not converge"
 # Every till of the shop is connected to the three others.
 conn() { [ "$("$T" status "$(db $1)" --json | grep -c '"state": "connected"')" -ge 3 ]; }
 for h in $SHOP; do wait_for 10 conn $h && ok || bad "$h is not connected to 3 peers"; done
+# Network state: every till lists the three others as discovered over mDNS (discovered_ms), and the
+# tills that wait to be dialled (the larger key of each pair) showed them as "discovered" first.
+for h in $SHOP; do
+    [ "$("$T" status "$(db $h)" --json | grep -c '"discovered_ms": [0-9]')" -ge 3 ] && ok ||
+        bad "$h does not list 3 tills found over mDNS: $("$T" status "$(db $h)" --json | grep -E 'state|discovered')"
+done
+cat "$LAB_DIR"/h[1-4]/node.log | grep -q ": discovered (was gone)" && ok ||
+    bad "no till reported a peer as discovered before its session"
+cat "$LAB_DIR"/h[1-4]/node.log | grep -q ": connected (was discovered)" && ok ||
+    bad "no discovered till went on to connected"
 # The stranger: never connected, nothing received.
 [ "$("$T" sql "$(db h5)" "SELECT count(*) FROM products")" = 0 ] && ok || bad "the stranger received rows"
 "$T" status "$(db h5)" --json | grep -q '"state": "connected"' && bad "the stranger has a connected peer" || ok
+"$T" status "$(db h5)" --json | tr -d ' \n' | grep -q '"peers":\[\]' && ok ||
+    bad "the stranger lists peers of another shop: $("$T" status "$(db h5)" --json | grep -A3 peers)"
 for h in $SHOP; do
     grep -q "stranger" "$LAB_DIR/$h/node.log" && bad "$h talked to the stranger" || ok
 done
