@@ -1,11 +1,12 @@
 #!/bin/sh
 # The whole test suite: installs what is missing, then builds and runs every test three ways:
-#   1. RelWithDebInfo with -Werror (unit, property, crash, CLI tests),
+#   1. RelWithDebInfo with -Werror (unit, property, crash, CLI tests), then the network lab
+#      (root: namespaces with real avahi; tests/netlab/README.md),
 #   2. the same tests under AddressSanitizer + UndefinedBehaviorSanitizer,
 #   3. each libFuzzer target for a short time (clang).
 # Usage: scripts/test.sh            (everything)
 #        TSYNC_FUZZ_SECONDS=N       (seconds per fuzz target, default 20)
-#        TSYNC_SKIP_ASAN=1 / TSYNC_SKIP_FUZZ=1 to skip a stage.
+#        TSYNC_SKIP_NETLAB=1 / TSYNC_SKIP_ASAN=1 / TSYNC_SKIP_FUZZ=1 to skip a stage.
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -13,13 +14,30 @@ JOBS=${JOBS:-2}
 
 echo "== formatting (.clang-format)"
 clang-format --dry-run -Werror crdt/*.[ch] store/*.[ch] net/*.[ch] tools/*.[ch] tests/*.[ch] \
-    fuzz/*.c bench/*.[ch] include/tillsync/*.h examples/*.c
+    fuzz/*.c bench/*.[ch] include/tillsync/*.h examples/*.c tests/netlab/*.c
 
 echo "== build (warnings are errors)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTSYNC_WERROR=ON >/dev/null
 cmake --build build -j"$JOBS"
 echo "== tests"
 (cd build && ctest --output-on-failure -j"$JOBS")
+
+if [ "${TSYNC_SKIP_NETLAB:-0}" != 1 ]; then
+    # Hosts as network namespaces on a bridge, each with its own dbus and avahi-daemon; nothing
+    # runs in the machine's own namespace, and every script tears down what it made.
+    echo "== network lab (tests/netlab, tests/disc: namespaces, real avahi, root)"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"
+    if ! $SUDO unshare -n true 2>/dev/null; then
+        echo "network lab SKIPPED: cannot make a network namespace here (needs root)"
+    else
+        $SUDO sh tests/disc/run.sh "$PWD/build"
+        for t in smoke nodes discovery lossy avahi_restart; do
+            echo "-- tests/netlab/$t.sh"
+            $SUDO sh "tests/netlab/$t.sh" build/tillsync || { echo "FAIL: tests/netlab/$t.sh"; exit 1; }
+        done
+    fi
+fi
 
 if [ "${TSYNC_SKIP_ASAN:-0}" != 1 ]; then
     echo "== build with ASan + UBSan"

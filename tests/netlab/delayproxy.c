@@ -24,9 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAXC 64
+#define MAXC  64
 #define CHUNK 65536
-#define MAXQ (4 << 20) /* bytes queued per direction before we stop reading */
+#define MAXQ  (4 << 20) /* bytes queued per direction before we stop reading */
 
 typedef struct chunk {
     struct chunk *next;
@@ -146,7 +146,8 @@ int main(int argc, char **argv)
 {
     struct sockaddr_in la, ta;
     if (argc < 4 || argc > 5 || parse(argv[1], &la) || parse(argv[2], &ta)) {
-        fprintf(stderr, "usage: delayproxy LISTEN_ADDR:PORT TARGET_ADDR:PORT DELAY_MS [JITTER_MS]\n");
+        fprintf(stderr,
+                "usage: delayproxy LISTEN_ADDR:PORT TARGET_ADDR:PORT DELAY_MS [JITTER_MS]\n");
         return 2;
     }
     delay_ms = atoi(argv[3]);

@@ -13,6 +13,11 @@
 #   lab_avahi_stop h2; lab_avahi_start h2   # stop / start h2's avahi-daemon
 #   lab_delay h3 127.0.0.1:7501 10.77.0.1:7400 150 100   # a TCP proxy in h3 adding 150+0..100 ms
 #                                           # each way (delayproxy.c, built with cc on first use)
+#   lab_netem 50 50 20 [HOST]; lab_netem_clear   # each IPv4 frame crossing the bridge (HOST:
+#                                           # only frames HOST sends) dropped with 20 % or held
+#                                           # 50+0..50 ms: jitter reorders packets (netem.c on
+#                                           # NFQUEUE, built with cc on first use; counters in
+#                                           # $LAB_DIR/netem.log: lab_netem_counter reordered)
 #   lab_stop PID [SECONDS]                  # SIGTERM, SIGKILL after SECONDS; reaps, returns status
 #   lab_down                                # kill everything in the lab's namespaces, delete them,
 #                                           # remove the lab dir; idempotent
@@ -29,10 +34,21 @@
 # lo and eth0 (the veth's peer, created there directly: no interface ever touches the machine's
 # own namespace, nor does any daemon of the lab run there).
 #
+# lab_netem queues bridged frames to a userspace program: this kernel has no sch_netem, and no
+# nft `queue` statement either (CONFIG_NFT_QUEUE is off: `queue` fails with ENOENT in every
+# family, bridge and inet included; ebtables' `-j NFQUEUE` likewise), but it has NFQUEUE as an
+# xtables target and br_netfilter built in. So the rule is iptables' `-j NFQUEUE` in the FORWARD
+# chain of the bridge namespace (bridged IPv4 frames reach it through br_netfilter,
+# net.bridge.bridge-nf-call-iptables=1; ARP and IPv6 do not), and one netem process in the bridge
+# namespace (nfnetlink_queue is per namespace; lab_down kills it with the rest) delays and drops
+# for all hosts, both ways, like lab_loss: no per-host output chains needed. Needs iptables
+# (either backend) and libnetfilter-queue-dev (build) / libnetfilter-queue1 (run).
+#
 # Variables after lab_up: LAB_ID, LAB_DIR, LAB_N, LAB_SUBNET, LAB_BR (bridge namespace).
 # Helpers: lab_ns HOST, lab_ip HOST, lab_hostdir HOST (per-host folder: HOST/run is bound over
 # /run in every lab_exec), lab_pids_file. Environment: LAB_TMP (where the lab dir goes),
-# LAB_KEEP=1 (keep the lab dir after lab_down, for logs), LAB_AVAHI_IPV6=yes (avahi on IPv6 too).
+# LAB_KEEP=1 (keep the lab dir after lab_down, for logs), LAB_AVAHI_IPV6=yes (avahi on IPv6 too),
+# LAB_NETEM_SEED=N (lab_netem's random draws replayed).
 
 # where lab.sh (and delayproxy.c) are: bash knows; a POSIX shell does not, so the default is the
 # folder of the script that sources it (tests/netlab/*.sh). Set LAB_HOME to override.
@@ -325,6 +341,79 @@ lab_delay() {
     lab__spawn "lan-$LAB_ID-h$k" "$LAB_DIR/h$k/run" "$log" "$LAB_DIR/delayproxy" "$2" "$3" "$4" "${5:-0}"
     lab__wait 50 grep -q "^delayproxy: $2 ->" "$log" ||
         { lab__err "h$k: delayproxy did not start: $(head -3 "$log")"; return 1; }
+}
+
+# lab_netem DELAY_MS JITTER_MS [LOSS_PCT [HOST]]: each IPv4 frame crossing the bridge (with HOST:
+# only frames HOST sends) is dropped with probability LOSS_PCT % (default 0) or held DELAY_MS +
+# uniform(0..JITTER_MS) ms; frames whose delays cross leave out of order (IP-level reordering).
+# A request/reply crosses twice: ping RTT grows by 2*DELAY..2*(DELAY+JITTER) ms. ARP and IPv6
+# pass untouched. tests/netlab/netem.c (built with cc into the lab dir on first use) runs in the
+# bridge namespace on NFQUEUE 0 (see the head comment); LAB_NETEM_PID is its PID, its log is
+# $LAB_DIR/netem.log (counters every second, and at its stop). LAB_NETEM_SEED=N replays a run's
+# random choices (the seed is printed in the log). Replaces an earlier lab_netem.
+lab_netem() {
+    local d j l k match src log libs
+    d=${1:-}
+    j=${2:-}
+    l=${3:-0}
+    case "$d$j$l" in '' | *[!0-9]*)
+        lab__err "usage: lab_netem DELAY_MS JITTER_MS [LOSS_PCT [HOST]] (whole numbers)"
+        return 1
+        ;;
+    esac
+    [ -n "$d" ] && [ -n "$j" ] && [ "$l" -le 100 ] ||
+        { lab__err "usage: lab_netem DELAY_MS JITTER_MS [LOSS_PCT 0..100 [HOST]]"; return 1; }
+    match=""
+    if [ -n "${4:-}" ]; then
+        k=$(lab__host "$4") || return 1
+        match="-m physdev --physdev-in v$k"
+    fi
+    command -v iptables >/dev/null 2>&1 ||
+        { lab__err "lab_netem needs iptables (apt-get install --no-install-recommends iptables)"; return 1; }
+    src=$LAB_HOME/netem.c
+    if [ ! -x "$LAB_DIR/netem" ]; then
+        command -v cc >/dev/null 2>&1 || { lab__err "lab_netem needs cc"; return 1; }
+        libs=$(pkg-config --libs libnetfilter_queue 2>/dev/null) || libs="-lnetfilter_queue -lnfnetlink"
+        cc -O2 -o "$LAB_DIR/netem" "$src" $libs 2>"$LAB_DIR/netem.build" ||
+            { lab__err "cannot build $src (needs libnetfilter-queue-dev): $(head -3 "$LAB_DIR/netem.build")"; return 1; }
+    fi
+    lab_netem_clear
+    ip netns exec "$LAB_BR" sysctl -qw net.bridge.bridge-nf-call-iptables=1 ||
+        { lab__err "lab_netem: no br_netfilter (net.bridge.bridge-nf-call-iptables) in $LAB_BR"; return 1; }
+    mkdir -p "$LAB_DIR/br/run"
+    log="$LAB_DIR/netem.log"
+    : >"$log"
+    lab__spawn "$LAB_BR" "$LAB_DIR/br/run" "$log" "$LAB_DIR/netem" 0 "$d" "$j" "$l" ${LAB_NETEM_SEED:-}
+    LAB_NETEM_PID=$LAB_PID
+    echo "$LAB_PID" >"$LAB_DIR/netem.pid"
+    if ! lab__wait 50 grep -q "^netem: queue 0 ready" "$log"; then
+        lab__err "netem did not start: $(head -3 "$log" | tr '\n' ' ')"
+        lab_netem_clear
+        return 1
+    fi
+    # --queue-bypass: should netem die, frames pass (undelayed) instead of vanishing
+    ip netns exec "$LAB_BR" iptables -w -A FORWARD $match -j NFQUEUE --queue-num 0 --queue-bypass ||
+        { lab__err "lab_netem: cannot add the NFQUEUE rule in $LAB_BR"; lab_netem_clear; return 1; }
+}
+# lab_netem_clear: the rule goes first, then netem (SIGTERM: it lets the frames it holds go and logs
+# its final counters, "netem: stop ..."). Idempotent.
+lab_netem_clear() {
+    local p
+    [ -e "/run/netns/$LAB_BR" ] && ip netns exec "$LAB_BR" iptables -w -F FORWARD 2>/dev/null
+    p=$(cat "$LAB_DIR/netem.pid" 2>/dev/null)
+    if [ -n "$p" ]; then
+        lab_stop "$p" 5
+        : >"$LAB_DIR/netem.pid"
+    fi
+    LAB_NETEM_PID=""
+    return 0
+}
+# lab_netem_counter NAME: netem's latest value of counter NAME (received, dropped, released,
+# reordered, held, passed) from its log: up to a second old while it runs, final after
+# lab_netem_clear.
+lab_netem_counter() {
+    grep -E '^netem: (counters|stop) ' "$LAB_DIR/netem.log" 2>/dev/null | tail -n 1 |
+        sed -n "s/.* $1=\([0-9]*\).*/\1/p"
 }
 
 # lab_down: kill every process in the lab's namespaces (TERM, then KILL after 3 s), delete the
