@@ -21,79 +21,20 @@
 # usage: sudo [ROUNDS=N] sh tests/netlab/figures.sh PATH/TO/tillsync
 # LAB_KEEP=1 keeps the lab dir of a failed round (logs, databases).
 
-T=${1:?usage: figures.sh PATH/TO/tillsync}
-case "$T" in /*) ;; *) T=$(cd "$(dirname "$T")" && pwd)/$(basename "$T") ;; esac
-[ -x "$T" ] || { echo "figures.sh: $T is not executable" >&2; exit 1; }
-ROUNDS=${ROUNDS:-10}
-case "$ROUNDS" in '' | *[!0-9]* | 0) echo "figures.sh: ROUNDS must be a positive number" >&2; exit 1 ;; esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab.sh"
+. "$HERE/tills.sh"
+tills_args "$@"
+ROUNDS=${ROUNDS:-10}
+case "$ROUNDS" in '' | *[!0-9]* | 0) echo "figures.sh: ROUNDS must be a positive number" >&2; exit 1 ;; esac
 lab_require || exit 1
 
-ms() { echo $(($(date +%s%N) / 1000000)); }
-# wait_for SECONDS COMMAND...: polls every 50 ms
-wait_for() {
-    end=$(($(ms) + $1 * 1000))
-    shift
-    while :; do
-        "$@" >/dev/null 2>&1 && return 0
-        [ "$(ms)" -lt "$end" ] || return 1
-        sleep 0.05
-    done
-}
-NODES=""
-lab_on_down() {
-    for p in $NODES; do kill -TERM "$p" 2>/dev/null; done
-    for p in $NODES; do lab_stop "$p" 5; done
-    NODES=""
-}
 HOSTS="h1 h2 h3 h4"
-db() { echo "$LAB_DIR/$1/till.db"; }
-q() { "$T" sql "$(db $1)" "$2" 2>/dev/null; }
-keyof() { "$T" state "$(db $1)" --json | sed -n 's/.*"public_key": "\([0-9a-f]*\)".*/\1/p'; }
-key() { eval "echo \$KEY_$1"; }
-peers_of() {
-    "$T" status "$(db $1)" --json 2>/dev/null | tr -d ' \n' | sed 's/},{/}\n{/g; s/\[{/[\n{/g'
-}
-connected() { peers_of "$1" | grep "\"key\":\"$(key $2)\"" | grep -q '"state":"connected"'; }
-not_connected() { "$T" status "$(db $1)" --json >/dev/null 2>&1 && ! connected "$1" "$2"; }
-mesh() {
-    for a in $HOSTS; do for b in $HOSTS; do
-        [ $a = $b ] || connected $a $b || return 1
-    done; done
-}
+WAIT_POLL_MS=50 # wait_for polls every 50 ms, until a deadline on the clock
+WAIT_CLOCK=1
+MUST_RETURN=1 # a failed setup step fails the round, not the script
 first_seen() {
     for h in $HOSTS; do [ "$(q $h "SELECT count(*) FROM sales WHERE id = 'h1-first'")" = 1 ] || return 1; done
-}
-# same H...: exact counters and sales count on each, equal hashes
-same() {
-    for h in "$@"; do
-        [ "$(q $h "SELECT (SELECT stock FROM products WHERE id = 'p1') || '|' ||
-                          (SELECT stock FROM products WHERE id = 'p2') || '|' ||
-                          (SELECT count(*) FROM sales)")" = "$P1|$P2|$NSALES" ] || return 1
-    done
-    hh=""
-    for h in "$@"; do
-        x=$("$T" hash "$(db $h)" 2>/dev/null)
-        [ -n "$x" ] || return 1
-        [ -z "$hh" ] || [ "$x" = "$hh" ] || return 1
-        hh=$x
-    done
-}
-show() {
-    for h in $HOSTS; do
-        echo "    $h: $(q $h "SELECT (SELECT stock FROM products WHERE id = 'p1') || ' ' ||
-              (SELECT stock FROM products WHERE id = 'p2') || ' ' || (SELECT count(*) FROM sales)") $("$T" hash "$(db $h)" 2>/dev/null | cut -c1-12)"
-    done
-}
-# sell H N ITEM TAG: N sales of ITEM on H, each its own transaction (foreground)
-sell() {
-    i=1
-    while [ $i -le $2 ]; do
-        "$T" sql "$(db $1)" "INSERT INTO sales VALUES('$1-$4-$i', '$1', '$3', 1);
-                             UPDATE products SET stock = stock - 1 WHERE id = '$3'" >/dev/null || return 1
-        i=$((i + 1))
-    done
 }
 # the two halves: every frame between {v1,v2} and {v3,v4} dropped at the bridge
 split() {
@@ -116,22 +57,10 @@ apart() {
 
 # setup: the shop, four enrolled tills; on h1 the catalogue and one sale (not yet synced)
 setup() {
-    "$T" shop create "$LAB_DIR/shop.key" --name "Lab Shop" || return 1
-    for h in $HOSTS; do
-        "$T" init "$(db $h)" &&
-            "$T" sql "$(db $h)" "CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT,
-                                 stock INTEGER NOT NULL DEFAULT 0);
-                                 CREATE TABLE sales(id TEXT PRIMARY KEY, till TEXT, item TEXT, qty INTEGER)" &&
-            "$T" replicate "$(db $h)" products --counter stock &&
-            "$T" replicate "$(db $h)" sales &&
-            "$T" enrol "$(db $h)" --shop-key "$LAB_DIR/shop.key" --name "till-$h" || return 1
-        k=$(keyof $h)
-        [ ${#k} -eq 64 ] || { echo "no public key for $h"; return 1; }
-        eval "KEY_$h=$k"
-    done
-    "$T" sql "$(db h1)" "INSERT INTO products VALUES('p1', 'tea', 1000), ('p2', 'cake', 500);
-                         INSERT INTO sales VALUES('h1-first', 'h1', 'p1', 1);
-                         UPDATE products SET stock = stock - 1 WHERE id = 'p1'"
+    tills $HOSTS || return 1
+    catalogue h1 || return 1
+    must "$T" sql "$(db h1)" "INSERT INTO sales VALUES('h1-first', 'h1', 'p1', 1);
+                              UPDATE products SET stock = stock - 1 WHERE id = 'p1'"
 }
 
 FIRST=""
@@ -146,23 +75,21 @@ round() {
         return 1
     }
     lab_up 4 || { echo "FAIL: round $1: lab_up 4 failed"; return 1; }
-    setup >"$LAB_DIR/setup.out" 2>&1 || { err $1 "setup: $(tail -n 3 "$LAB_DIR/setup.out")"; return 1; }
+    : >"$LAB_DIR/setup.out"
+    setup || { err $1 "setup: $(tail -n 3 "$LAB_DIR/setup.out")"; return 1; }
     P1=999
     P2=500
     NSALES=1
 
     # (a) first sync with discovered peers
     t0=$(ms)
-    for h in $HOSTS; do
-        lab_bg $h "$LAB_DIR/$h/node.log" "$T" run "$(db $h)" --listen "tcp://$(lab_ip $h):7400" -v
-        NODES="$NODES $LAB_PID"
-    done
+    for h in $HOSTS; do start_node $h -v; done
     wait_for 30 first_seen || { err $1 "h1's sale did not reach all four tills in 30 s"; return 1; }
     first_ms=$(($(ms) - t0))
 
     # (b) partition in two halves, heal
     wait_for 20 mesh || { err $1 "the four tills did not all connect in 20 s"; return 1; }
-    for h in $HOSTS; do sell $h 2 p1 pre || { err $1 "a sale on $h failed"; return 1; }; done
+    for h in $HOSTS; do sell_now $h 2 p1 pre || { err $1 "a sale on $h failed"; return 1; }; done
     P1=$((P1 - 8))
     NSALES=$((NSALES + 8))
     wait_for 20 same $HOSTS || { err $1 "no convergence before the partition:"; show; return 1; }
@@ -170,7 +97,7 @@ round() {
     tc=$(ms)
     wait_for 15 apart || { err $1 "15 s after the split the halves still show each other connected"; return 1; }
     seen=$(($(ms) - tc))
-    sell h1 5 p1 cut && sell h2 5 p2 cut && sell h3 5 p1 cut && sell h4 3 p2 cut ||
+    sell_now h1 5 p1 cut && sell_now h2 5 p2 cut && sell_now h3 5 p1 cut && sell_now h4 3 p2 cut ||
         { err $1 "a sale failed during the partition"; return 1; }
     # each half converges by itself: h1 h2 hold their 10, h3 h4 their 8
     sP1=$P1 sP2=$P2 sN=$NSALES

@@ -16,75 +16,23 @@
 # LAB_KEEP=1 keeps the lab dir (databases, node logs, netem.log); LAB_NETEM_SEED=N replays
 # netem's random choices of a run (its seed is printed).
 
-T=${1:?usage: lossy.sh PATH/TO/tillsync}
-case "$T" in /*) ;; *) T=$(cd "$(dirname "$T")" && pwd)/$(basename "$T") ;; esac
-[ -x "$T" ] || { echo "lossy.sh: $T is not executable" >&2; exit 1; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab.sh"
+. "$HERE/tills.sh"
+tills_args "$@"
 lab_require ping iptables cc nstat || exit 1
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
-ms() { echo $(($(date +%s%N) / 1000000)); }
-# wait_for SECONDS COMMAND...: polls every 100 ms
-wait_for() {
-    lim=$(($1 * 10))
-    shift
-    i=0
-    while [ $i -lt $lim ]; do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-        i=$((i + 1))
-    done
-    return 1
-}
-
-NODES=""
-lab_on_down() {
-    for p in $NODES; do kill -TERM "$p" 2>/dev/null; done
-    for p in $NODES; do lab_stop "$p" 5; done
-    NODES=""
-}
-lab_up 4 || {
-    bad "lab_up 4 failed"
-    finish
-}
+start_lab 4
 HOSTS="h1 h2 h3 h4"
-db() { echo "$LAB_DIR/$1/till.db"; }
-PORT=7400
+TILLS_PRICE=1
 DELAY=50
 JITTER=50
 LOSS=20
 LIMIT=60 # seconds to converge
 
 # ---------------------------------------------------------------- tills of one shop
-must() {
-    "$@" >"$LAB_DIR/setup.out" 2>&1 || {
-        bad "setup: $*: $(cat "$LAB_DIR/setup.out")"
-        finish
-    }
-}
-must "$T" shop create "$LAB_DIR/shop.key" --name "Lab Shop"
-for h in $HOSTS; do
-    must "$T" init "$(db $h)"
-    must "$T" sql "$(db $h)" "CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT, price INTEGER,
-                              stock INTEGER NOT NULL DEFAULT 0);
-                              CREATE TABLE sales(id TEXT PRIMARY KEY, till TEXT, item TEXT, qty INTEGER)"
-    must "$T" replicate "$(db $h)" products --counter stock
-    must "$T" replicate "$(db $h)" sales
-    must "$T" enrol "$(db $h)" --shop-key "$LAB_DIR/shop.key" --name "till-$h"
-done
-must "$T" sql "$(db h1)" "INSERT INTO products VALUES('p1', 'tea', 240, 1000), ('p2', 'cake', 390, 500)"
+tills $HOSTS
+catalogue h1
 
 # ---------------------------------------------------------------- the bad network, seen by ping
 # rtt H ADDR: "LOSS% MIN AVG" (whole numbers) of 60 pings 20 ms apart
@@ -110,103 +58,45 @@ echo "ping h1 -> h2: $1% of 60 lost, rtt min $2 ms, avg $3 ms (without netem: av
 
 # ---------------------------------------------------------------- nodes: discovery through it
 t0=$(ms)
-for h in $HOSTS; do
-    lab_bg $h "$LAB_DIR/$h/node.log" "$T" run "$(db $h)" --listen "tcp://$(lab_ip $h):$PORT" -v
-    NODES="$NODES $LAB_PID"
-    eval "NODE_$h=$LAB_PID"
-done
-nconn() { "$T" status "$(db $1)" --json 2>/dev/null | grep -c '"state": "connected"'; }
-mesh() { for h in $HOSTS; do [ "$(nconn $h)" -ge 3 ] || return 1; done; }
-if wait_for 40 mesh; then
+for h in $HOSTS; do start_node $h -v; done
+# every till counts 3 connected sessions; counts: "H:N " of each
+all3() { for h in $HOSTS; do [ "$(nconn $h)" -ge 3 ] || return 1; done; }
+counts() { for h in $HOSTS; do printf '%s:%s ' $h "$(nconn $h)"; done; }
+if wait_for 40 all3; then
     ok
     echo "mDNS: all 4 tills found and connected to each other $(($(ms) - t0)) ms after start"
 else
-    bad "the tills did not all connect in 40 s: $(for h in $HOSTS; do printf '%s:%s ' $h "$(nconn $h)"; done)"
+    bad "the tills did not all connect in 40 s: $(counts)"
 fi
 grep -q "mDNS: found" "$LAB_DIR"/h*/node.log && ok || bad "no node logged an mDNS discovery"
 
 # ---------------------------------------------------------------- sales and convergence
-SELLERS=""
-sell() { # sell H N ITEM TAG: N sales on till H, each its own transaction, in H's namespace
-    lab_bg "$1" "$LAB_DIR/$1/sell.log" sh -c '
-        T=$1; DB=$2; h=$3; n=$4; item=$5; tag=$6; i=1
-        while [ $i -le $n ]; do
-            "$T" sql "$DB" "INSERT INTO sales VALUES('"'"'$h-$tag-$i'"'"', '"'"'$h'"'"', '"'"'$item'"'"', 1);
-                            UPDATE products SET stock = stock - 1 WHERE id = '"'"'$item'"'"'" || exit 1
-            i=$((i + 1))
-        done' - "$T" "$(db $1)" "$1" "$2" "$3" "$4"
-    SELLERS="$SELLERS $LAB_PID"
-}
-sellers_done() {
-    for p in $SELLERS; do
-        wait "$p" || bad "a sale failed: $(cat "$LAB_DIR"/h*/sell.log | tail -3)"
-    done
-    SELLERS=""
-}
-P1=1000
-P2=500
-NSALES=0
-stock_of() { "$T" sql "$(db $1)" "SELECT stock FROM products WHERE id = '$2'" 2>/dev/null; }
-nsales_of() { "$T" sql "$(db $1)" "SELECT count(*) FROM sales" 2>/dev/null; }
-hash_of() { "$T" hash "$(db $1)" 2>/dev/null; }
-same() { # every till holds exactly the expected content, and the hashes are equal
-    hh=""
-    for h in $HOSTS; do
-        [ "$(stock_of $h p1)" = "$P1" ] && [ "$(stock_of $h p2)" = "$P2" ] &&
-            [ "$(nsales_of $h)" = "$NSALES" ] || return 1
-        x=$(hash_of $h)
-        [ -n "$x" ] || return 1
-        [ -z "$hh" ] || [ "$x" = "$hh" ] || return 1
-        hh=$x
-    done
-}
-show() {
-    for h in $HOSTS; do
-        echo "  $h: p1=$(stock_of $h p1) p2=$(stock_of $h p2) sales=$(nsales_of $h) hash=$(hash_of $h | cut -c1-16) connected=$(nconn $h)"
-    done
-}
-
 ts=$(ms)
 sell h1 30 p1 a
 sell h2 30 p1 a
 sell h3 30 p2 a
 sell h4 30 p2 a
-sellers_done
-P1=$((P1 - 60))
-P2=$((P2 - 60))
-NSALES=$((NSALES + 120))
+sold 60 60 120
 tc=$(ms)
-if wait_for $LIMIT same; then
-    ok
+converged $LIMIT "no convergence $LIMIT s after 120 sales under netem (want p1=$P1 p2=$P2 sales=$NSALES):" $HOSTS &&
     echo "sales: 120 sales on 4 tills ($((tc - ts)) ms), converged $(($(ms) - tc)) ms after the last (p1=$P1 p2=$P2)"
-else
-    bad "no convergence $LIMIT s after 120 sales under netem (want p1=$P1 p2=$P2 sales=$NSALES):"
-    show
-fi
 
 # ---------------------------------------------------------------- a cut and restore under it
 lab_cut h4 || bad "lab_cut h4 failed"
 sell h1 10 p1 b
 sell h4 10 p1 b
-sellers_done
-P1=$((P1 - 20))
-NSALES=$((NSALES + 20))
+sold 20 0 20
 sleep 3 # apart long enough for the heartbeats to expire
 lab_restore h4 || bad "lab_restore h4 failed"
 tr=$(ms)
-if wait_for $LIMIT same; then
-    ok
+converged $LIMIT "no convergence $LIMIT s after restoring h4 under netem (want p1=$P1 sales=$NSALES):" $HOSTS &&
     echo "cut + restore: h4 and the others converged $(($(ms) - tr)) ms after the restore (p1=$P1 sales=$NSALES)"
-else
-    bad "no convergence $LIMIT s after restoring h4 under netem (want p1=$P1 sales=$NSALES):"
-    show
-fi
 # converging needs one path to h4; all of its sessions should come back too
-if wait_for 30 mesh; then
+if wait_for 30 all3; then
     ok
     echo "cut + restore: all 4 tills connected to each other again $(($(ms) - tr)) ms after the restore"
 else
-    bad "30 s after restoring h4 not every till is connected to the 3 others: $(for h in $HOSTS; do printf '%s:%s ' $h "$(nconn $h)"; done)"
+    bad "30 s after restoring h4 not every till is connected to the 3 others: $(counts)"
 fi
 
 # ---------------------------------------------------------------- what the network did
@@ -244,20 +134,10 @@ echo "tcp: $ofo segments queued out of order, $retr retransmitted (all hosts)"
 # refused.handshake. The network's doing, not a refusal: shown, not failed on.
 hs=""
 for h in $HOSTS; do
-    "$T" status "$(db $h)" --json >"$LAB_DIR/st" 2>&1
-    tr -d ' \n' <"$LAB_DIR/st" | grep -q '"held":0' && ok || bad "$h holds batches: $(cat "$LAB_DIR/st")"
-    r=$(tr -d ' \n' <"$LAB_DIR/st" | sed -n 's/.*"refused":{\([^}]*\)}.*/\1/p' | tr ',' '\n')
-    hs="$hs $h:$(echo "$r" | sed -n 's/"handshake"://p')"
-    r=$(echo "$r" | grep -v -e ':0$' -e '^"handshake":')
-    [ -z "$r" ] && ok || bad "$h refused: $r"
+    check_held_refused $h handshake
+    hs="$hs $h:$(echo "$REFUSED" | sed -n 's/"handshake"://p')"
 done
 echo "handshakes that failed (timed out) on the inbound side:$hs"
-for p in $NODES; do kill -TERM "$p" 2>/dev/null; done
-for p in $NODES; do
-    lab_stop "$p" 10
-    rc=$?
-    [ $rc -eq 0 ] && ok || bad "node $p exited $rc on SIGTERM"
-done
-NODES=""
+stop_nodes
 lab_down
 finish

@@ -11,33 +11,10 @@
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lab.sh"
+. "$HERE/tills.sh" # for ok, bad, finish, ms, wait_for only: no tills here, and the lab_on_down and
+                   # unreachable (by ping) below replace tills.sh's
 lab_require avahi-publish avahi-browse ping || exit 1
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
-ms() { echo $(($(date +%s%N) / 1000000)); }
-# wait_for SECONDS COMMAND...: polls every 100 ms
-wait_for() {
-    lim=$(($1 * 10))
-    shift
-    i=0
-    while [ $i -lt $lim ]; do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-        i=$((i + 1))
-    done
-    return 1
-}
 # loss_of HOST ADDR COUNT: percent of COUNT pings (10 ms apart) from HOST to ADDR that got no reply
 loss_of() {
     lab_exec "$1" ping -n -q -c "$3" -i 0.01 -W 1 "$2" 2>/dev/null |
