@@ -173,6 +173,8 @@ struct tsync_node {
     tsync__tp *tp;
     tsync__disc *disc; /* mDNS (avahi); NULL with no_mdns */
     int disc_down_logged;
+    int disc_daemon; /* mDNS daemon: 0 not known yet, 1 reachable, -1 not reachable */
+    uint16_t disc_port; /* the port we publish (0: browse only) */
     tsync__ckpt *ckpt;
     tsync_node_options o;
     char *db_path;
@@ -1729,6 +1731,25 @@ static char *status_build(tsync_node *n)
     }
     json_object_set_new(o, "snapshots_sent", json_integer((json_int_t)n->snaps_sent));
     json_object_set_new(o, "snapshots_received", json_integer((json_int_t)n->snaps_received));
+    json_t *md = json_object();
+    json_object_set_new(md, "enabled", json_boolean(n->disc != NULL));
+    if (n->disc) {
+        tsync__disc_stats ds;
+        tsync__disc_stats_get(n->disc, &ds);
+        json_object_set_new(md, "daemon",
+                            json_string(n->disc_daemon > 0   ? "reachable"
+                                        : n->disc_daemon < 0 ? "unreachable"
+                                                             : "unknown"));
+        const char *nm = n->disc_daemon > 0 && n->disc_port ? tsync__disc_self_name(n->disc) : NULL;
+        json_t *nj = nm ? json_string(nm) : NULL;
+        json_object_set_new(md, "published_as", nj ? nj : json_null());
+        /* Only an enrolled till acts on what it finds (its shop's tills). */
+        json_object_set_new(md, "shop_tills_found", json_integer((json_int_t)n->nfound_));
+        json_object_set_new(md, "found", json_integer((json_int_t)ds.found));
+        json_object_set_new(md, "malformed", json_integer((json_int_t)ds.malformed));
+        json_object_set_new(md, "collisions", json_integer((json_int_t)ds.collisions));
+    }
+    json_object_set_new(o, "mdns", md);
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(o);
     return s;
@@ -1882,11 +1903,15 @@ static void on_discovered(tsync_node *n, const tsync__disc_event *ev)
                   "mDNS: no avahi daemon reachable; sessions and static peers go on, "
                   "no new tills are found until one appears");
         n->disc_down_logged = 1;
+        n->disc_daemon = -1;
+        n->status_dirty = 1;
         return;
     }
     if (ev->kind == TSYNC__DISC_DAEMON_UP) {
         logf_(n, TSYNC_LOG_INFO, "mDNS: avahi daemon reachable; publishing and browsing");
         n->disc_down_logged = 0;
+        n->disc_daemon = 1;
+        n->status_dirty = 1;
         return;
     }
     if (!ev->has_key || !n->enrolled || ev->version != TSYNC_WIRE_VERSION || !ev->has_shop ||
@@ -2323,6 +2348,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
         memcpy(self.key, tsync__sync_public_key(n->s), sizeof self.key);
         const char *colon = strrchr(n->endpoint, ':');
         self.port = colon ? (uint16_t)atoi(colon + 1) : 0;
+        n->disc_port = self.port;
         if (tsync__disc_avahi_new(&n->disc, &self) != 0) {
             logf_(n, TSYNC_LOG_WARN, "mDNS off: %s", last_error());
             n->disc = NULL;

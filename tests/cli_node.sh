@@ -122,6 +122,7 @@ wait_for 5 count_is "$W/a.db" 2 && ok || bad "b's sale did not reach a"
 run "$T" status "$W/b.db"
 [ $rc -eq 0 ] && ok || bad "status while running: $(cat "$W/err")"
 for what in "node: running" "online" "$(echo "$KA" | cut -c1-16)" "connected" "last seen" \
+    "mDNS: not enrolled, so no till is dialled from mDNS" \
     "lag: they lack 0, we lack 0" "pending outgoing: 0" "held 0  parked 0" "refused: nothing"; do
     grep -q -e "$what" "$W/out" && ok || bad "status does not show '$what': $(cat "$W/out")"
 done

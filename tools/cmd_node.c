@@ -257,7 +257,9 @@ int cmd_status(int argc, char **argv)
                                            "batches_sealed",
                                            "batches_pruned",
                                            "snapshots_sent",
-                                           "snapshots_received"};
+                                           "snapshots_received",
+                                           "mdns",
+                                           "backups"};
         for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
             json_object_set(out, keep[i], json_object_get(node, keep[i]));
     }
@@ -283,6 +285,20 @@ int cmd_status(int argc, char **argv)
         printf("site %s  key %s\n", json_string_value(json_object_get(out, "site")),
                json_string_value(json_object_get(out, "public_key")));
         if (running) {
+            json_t *md = json_object_get(node, "mdns");
+            const char *daemon = json_string_value(json_object_get(md, "daemon"));
+            const char *as = json_string_value(json_object_get(md, "published_as"));
+            if (!json_is_true(json_object_get(md, "enabled")))
+                printf("mDNS: off\n");
+            else if (!json_is_true(json_object_get(node, "enrolled")))
+                printf("mDNS: not enrolled, so no till is dialled from mDNS (static peers only)\n");
+            else if (daemon && !strcmp(daemon, "unreachable"))
+                printf("mDNS: no avahi daemon reachable: sessions and static peers go on, no new "
+                       "tills are found\n");
+            else
+                printf("mDNS: %s%s%s, %lld till(s) of the shop advertised\n",
+                       as ? "published as \"" : "not published", as ? as : "", as ? "\"" : "",
+                       (long long)json_integer_value(json_object_get(md, "shop_tills_found")));
             json_t *peers = json_object_get(node, "peers");
             size_t i;
             json_t *p;

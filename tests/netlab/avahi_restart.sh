@@ -116,6 +116,9 @@ if wait_for 5 down_logged; then
 else
     bad "h2's node did not log \"mDNS: no avahi daemon reachable\" within 5 s of the stop: $(tail -3 "$LAB_DIR/h2/node.log")"
 fi
+# and its status says so (within a second: the status file is rewritten within 100 ms of a change)
+says_down() { "$T" status "$(db h2)" | grep -q "^mDNS: no avahi daemon reachable"; }
+wait_for 2 says_down && ok || bad "h2's tillsync status does not show the daemon gone: $("$T" status "$(db h2)" | grep mDNS)"
 # sales on every till during the outage
 sell h1 10 p1 b
 sell h2 10 p2 b
@@ -157,6 +160,8 @@ if wait_for 10 up_logged; then
 else
     bad "h2's node did not log \"mDNS: avahi daemon reachable\" within 10 s of the restart: $(tail -3 "$LAB_DIR/h2/node.log")"
 fi
+says_up() { "$T" status "$(db h2)" | grep -q '^mDNS: published as "'; }
+wait_for 5 says_up && ok || bad "h2's tillsync status does not show it published again: $("$T" status "$(db h2)" | grep mDNS)"
 if wait_for 10 h2_listed_on_h1; then
     ok
     echo "restart: h1 lists h2's service (address, port, pk) again $(($(ms) - tu)) ms after the daemon was up"

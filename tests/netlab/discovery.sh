@@ -49,6 +49,13 @@ cat "$LAB_DIR"/h[1-4]/node.log | grep -q ": discovered (was gone)" && ok ||
     bad "no till reported a peer as discovered before its session"
 cat "$LAB_DIR"/h[1-4]/node.log | grep -q ": connected (was discovered)" && ok ||
     bad "no discovered till went on to connected"
+# tillsync status tells the shop's IT person what mDNS does.
+for h in $SHOP; do
+    "$T" status "$(db $h)" | grep -q '^mDNS: published as ".*", 3 till(s) of the shop advertised' && ok ||
+        bad "$h's status does not show mDNS publishing and 3 tills found: $("$T" status "$(db $h)" | grep mDNS)"
+done
+status_of h1 | tr -d ' \n' | grep -q '"mdns":{"enabled":true,"daemon":"reachable"' && ok ||
+    bad "h1's status --json has no mdns object: $(status_of h1 | grep -A4 mdns)"
 # The stranger: never connected, nothing received.
 [ "$("$T" sql "$(db h5)" "SELECT count(*) FROM products")" = 0 ] && ok || bad "the stranger received rows"
 status_of h5 | grep -q '"state": "connected"' && bad "the stranger has a connected peer" || ok
