@@ -36,6 +36,9 @@ if [ "${TSYNC_SKIP_NETLAB:-0}" != 1 ]; then
             echo "-- tests/netlab/$t.sh"
             $SUDO sh "tests/netlab/$t.sh" build/tillsync || { echo "FAIL: tests/netlab/$t.sh"; exit 1; }
         done
+        # one round of the figures: 4 tills found over mDNS, the LAN split 2|2 and healed
+        echo "-- tests/netlab/figures.sh (1 round)"
+        $SUDO env ROUNDS=1 sh tests/netlab/figures.sh build/tillsync || { echo "FAIL: tests/netlab/figures.sh"; exit 1; }
     fi
 fi
 
