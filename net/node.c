@@ -173,7 +173,7 @@ struct tsync_node {
     tsync__tp *tp;
     tsync__disc *disc; /* mDNS (avahi); NULL with no_mdns */
     int disc_down_logged;
-    int disc_daemon; /* mDNS daemon: 0 not known yet, 1 reachable, -1 not reachable */
+    int disc_daemon;    /* mDNS daemon: 0 not known yet, 1 reachable, -1 not reachable */
     uint16_t disc_port; /* the port we publish (0: browse only) */
     tsync__ckpt *ckpt;
     tsync_node_options o;
