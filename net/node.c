@@ -69,6 +69,7 @@ static const char *const R_NAME[R_COUNT] = {
 #define MAX_BAD_MESSAGES 16
 #define FORWARD_DELAY_MS 3
 #define PING_IDLE_MS     1000
+#define MDNS_FALLBACK_MS 3000 /* no session with an advertised till this long: dial it too */
 #define MERGE_RETRY_MS   50
 #define QUEUE_HARD_MAX                                                                             \
     (64u << 20) /* BATCHES beyond this while the database is busy are                              \
@@ -133,6 +134,7 @@ typedef struct {
     char endpoint[TSYNC__TP_ADDR_LEN];
     char name[64]; /* its service name, printable ASCII only */
     uint64_t found_ms;
+    uint64_t quiet_mono; /* since when no session with it is up (monotonic ms) */
 } nfound;
 
 /* One row of the network state the app and `tillsync status` see: a remote till (by key, or by
@@ -562,6 +564,7 @@ static void found_note(tsync_node *n, const tsync__disc_event *ev)
         memset(&n->found[i], 0, sizeof n->found[i]);
         memcpy(n->found[i].key, ev->key, TSYNC__PK_BYTES);
         n->found[i].found_ms = wall_ms();
+        n->found[i].quiet_mono = mono_ms();
         n->nfound_++;
     }
     nfound *f = &n->found[i];
@@ -1892,6 +1895,61 @@ static void backup_finish(tsync_node *n)
 
 /* ---------------------------------------------------------------- mDNS discovery */
 
+/* Dials an advertised till at endpoint (NULL: it withdrew its advertisement). Nothing is done
+ * when a session with that key is up or that address is being dialled. A dial without a session
+ * stops when the till withdraws its advertisement (a session is judged by liveness, not mDNS: a
+ * cut host stays listed for an hour) or moves to another address (dialled there instead). */
+static void mdns_dial(tsync_node *n, const uint8_t key[TSYNC__PK_BYTES], const char *endpoint)
+{
+    for (size_t i = 0; i < n->npeers; i++) {
+        npeer *p = n->peers[i];
+        if (!p->used || !p->key_known || memcmp(p->pk, key, TSYNC__PK_BYTES) != 0) continue;
+        if (p->up) return;
+        if (!p->mdns || p->inbound) continue;
+        if (endpoint && !strcmp(p->addr, endpoint)) return;
+        tsync__tp_close(n->tp, p->id);
+        peer_free(p);
+    }
+    if (!endpoint) return;
+    uint32_t id;
+    int rc = tsync__tp_connect(n->tp, endpoint, key, &id);
+    if (rc && rc != TSYNC_EEXISTS) return;
+    npeer *p = peer_get(n, id);
+    if (!p) return;
+    p->mdns = 1;
+    p->key_known = 1;
+    memcpy(p->pk, key, TSYNC__PK_BYTES);
+    snprintf(p->addr, sizeof p->addr, "%s", endpoint);
+    char k[17];
+    hex(key, 8, k);
+    logf_(n, TSYNC_LOG_DEBUG, "mDNS: found %s at %s: dialling", k, endpoint);
+}
+
+/* The till with the larger key of a pair waits to be dialled; when no session with an advertised
+ * till of the shop has been up for MDNS_FALLBACK_MS it dials too. That covers a till whose
+ * address changed without a goodbye (the others dial its old address until the record expires,
+ * up to two minutes) and links that only work one way. Two sessions with one till are harmless. */
+static void mdns_fallback(tsync_node *n, uint64_t now)
+{
+    const uint8_t *own = tsync__sync_public_key(n->s);
+    for (size_t i = 0; i < n->nfound_; i++) {
+        nfound *f = &n->found[i];
+        if (memcmp(f->key, own, TSYNC__PK_BYTES) > 0) continue; /* we dial it anyway */
+        int up = 0;
+        for (size_t j = 0; j < n->npeers && !up; j++) {
+            const npeer *p = n->peers[j];
+            up = p->used && p->up && p->key_known && !memcmp(p->pk, f->key, TSYNC__PK_BYTES);
+        }
+        if (up) {
+            f->quiet_mono = now;
+            continue;
+        }
+        /* (now was read before this round's discovery events stamped new entries) */
+        if (now < f->quiet_mono || now - f->quiet_mono < MDNS_FALLBACK_MS) continue;
+        mdns_dial(n, f->key, f->endpoint);
+    }
+}
+
 /* A till advertised on the LAN: dial it when it speaks our protocol and, for an enrolled till,
  * belongs to our shop (TXT can be forged: the certificate in its HELLO is what decides). A
  * database never enrolled talks only to its static peers. */
@@ -1919,34 +1977,16 @@ static void on_discovered(tsync_node *n, const tsync__disc_event *ev)
         return;
     found_note(n, ev);
     n->status_dirty = 1;
-    /* One session per pair: the till with the smaller key dials, the other waits for it. */
-    if (memcmp(ev->key, tsync__sync_public_key(n->s), TSYNC__PK_BYTES) <= 0) return;
-    /* Already in session with that key (it dialled us, or a static peer), or dialling that
-     * address: nothing to do. A dial without a session stops when the till withdraws its
-     * advertisement (LOST; a session is judged by liveness, not mDNS: a cut host stays listed
-     * for an hour) or moves to another address (FOUND again: dialled there instead). */
-    for (size_t i = 0; i < n->npeers; i++) {
-        npeer *p = n->peers[i];
-        if (!p->used || !p->key_known || memcmp(p->pk, ev->key, TSYNC__PK_BYTES) != 0) continue;
-        if (p->up) return;
-        if (!p->mdns || p->inbound) continue;
-        if (ev->kind == TSYNC__DISC_FOUND && !strcmp(p->addr, ev->endpoint)) return;
-        tsync__tp_close(n->tp, p->id);
-        peer_free(p);
+    /* One session per pair: the till with the smaller key dials, the other waits for it (and
+     * dials too when no session came for a while: mdns_fallback). */
+    int dialer = memcmp(ev->key, tsync__sync_public_key(n->s), TSYNC__PK_BYTES) > 0;
+    int dialling = 0; /* a fallback dial of ours follows the till too */
+    for (size_t i = 0; i < n->npeers && !dialling; i++) {
+        const npeer *p = n->peers[i];
+        dialling = p->used && p->mdns && !p->inbound && !memcmp(p->pk, ev->key, TSYNC__PK_BYTES);
     }
-    if (ev->kind == TSYNC__DISC_LOST) return;
-    uint32_t id;
-    int rc = tsync__tp_connect(n->tp, ev->endpoint, ev->key, &id);
-    if (rc && rc != TSYNC_EEXISTS) return;
-    npeer *p = peer_get(n, id);
-    if (!p) return;
-    p->mdns = 1;
-    p->key_known = 1;
-    memcpy(p->pk, ev->key, TSYNC__PK_BYTES);
-    snprintf(p->addr, sizeof p->addr, "%s", ev->endpoint);
-    char k[17];
-    hex(ev->key, 8, k);
-    logf_(n, TSYNC_LOG_DEBUG, "mDNS: found %s at %s: dialling", k, ev->endpoint);
+    if (dialer || dialling || ev->kind == TSYNC__DISC_LOST)
+        mdns_dial(n, ev->key, ev->kind == TSYNC__DISC_FOUND ? ev->endpoint : NULL);
 }
 
 static void discovery(tsync_node *n)
@@ -1965,12 +2005,12 @@ static void liveness(tsync_node *n, uint64_t now)
     for (size_t i = 0; i < n->npeers; i++) {
         npeer *p = n->peers[i];
         if (!p->used || !p->up || p->close_at_mono) continue;
-        if (p->verified && now - p->tx_mono >= PING_IDLE_MS) {
+        if (p->verified && now >= p->tx_mono && now - p->tx_mono >= PING_IDLE_MS) {
             tsync__msg m = {.type = TSYNC__WIRE_PING};
             m.ping.ms = now;
             send_msg(n, p, &m);
         }
-        if (now - p->rx_mono < (uint64_t)n->o.liveness_ms) continue;
+        if (now <= p->rx_mono || now - p->rx_mono < (uint64_t)n->o.liveness_ms) continue;
         /* Bytes still arriving (a large message in transit) keep the session alive. */
         int idle = tsync__tp_peer_rx_idle_ms(n->tp, p->id);
         if (idle >= 0 && idle < n->o.liveness_ms) continue;
@@ -2205,6 +2245,7 @@ static int step(tsync_node *n, int wait_ms)
         push_all(n);
     }
     discovery(n);
+    mdns_fallback(n, now);
     liveness(n, now);
     close_due(n, now);
     links_update(n);

@@ -32,6 +32,7 @@
 #                                   # with TILLS_PRICE=1); P1=1000 P2=500 NSALES=0
 #   key_of H; key H                 # H's public key: from `tillsync state`; as saved in KEY_H
 #   start_node H [ARG...]           # `tillsync run DB --listen tcp://ADDR:$PORT ARG...` in H, log
+#                                   # (ADDR: H's address; 0.0.0.0 with LISTEN_ANY=1)
 #                                   # $LAB_DIR/H/node.log; its PID in NODE_H and NODES
 #   node H; alive H; drop_node H    # H's node PID; it runs; its PID out of NODES (once stopped)
 #   stop_nodes                      # SIGTERM to every node in NODES; each must exit 0 (ok, or FAIL
@@ -193,7 +194,10 @@ start_node() {
     local h
     h=$1
     shift
-    lab_bg "$h" "$LAB_DIR/$h/node.log" "$T" run "$(db "$h")" --listen "tcp://$(lab_ip "$h"):$PORT" "$@"
+    local addr
+    addr=$(lab_ip "$h")
+    [ -n "${LISTEN_ANY:-}" ] && addr=0.0.0.0 # as a till does by default: any address it gets
+    lab_bg "$h" "$LAB_DIR/$h/node.log" "$T" run "$(db "$h")" --listen "tcp://$addr:$PORT" "$@"
     NODES="$NODES $LAB_PID"
     eval "NODE_$h=$LAB_PID"
 }
