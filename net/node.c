@@ -57,7 +57,7 @@ enum {
     R_TRUST,      /* trust records refused */
     R_OVERSIZE,   /* messages over the size limit (transport) */
     R_DENIED,     /* handshakes refused (revoked key) */
-    R_HANDSHAKE,  /* other failed handshakes */
+    R_HANDSHAKE,  /* handshakes that failed the protocol or the cryptography (not: incomplete) */
     R_SNAPSHOT,   /* snapshots refused (not enrolled, malformed, hash mismatch) */
     R_COUNT
 };
@@ -212,6 +212,7 @@ struct tsync_node {
     int trust_digest_valid;
 
     uint64_t refused[R_COUNT];
+    uint64_t hs_incomplete; /* inbound handshakes that timed out or were hung up on */
     uint64_t merged, conflicts, held_reported, local_batches, merges;
     int failed; /* the database failed: the node stops */
 
@@ -472,8 +473,10 @@ static void links_update(tsync_node *n)
             r.key_known = 1;
             memcpy(r.pk, p->pk, TSYNC__PK_BYTES);
             hex(p->pk, TSYNC__PK_BYTES, r.id);
-        } else {
+        } else if (by_addr) {
             snprintf(r.id, sizeof r.id, "@%s", p->addr);
+        } else { /* a session whose key is unknown (not enrolled): one row per session */
+            snprintf(r.id, sizeof r.id, "@%s#%" PRIu32, p->addr, p->id);
         }
         snprintf(r.addr, sizeof r.addr, "%s", p->addr);
         snprintf(r.name, sizeof r.name, "%s", p->name);
@@ -1609,6 +1612,8 @@ static void on_event(tsync_node *n, const tsync__tp_event *ev)
     case TSYNC__TP_EV_HSFAIL:
         if (ev->reason == TSYNC__TP_HS_DENIED)
             n->refused[R_DENIED]++;
+        else if (ev->inbound && ev->reason == TSYNC__TP_HS_DROPPED)
+            n->hs_incomplete++; /* timed out or hung up: a lossy link as much as a scanner */
         else if (ev->inbound)
             n->refused[R_HANDSHAKE]++;
         logf_(n, TSYNC_LOG_DEBUG, "handshake with %s failed (reason %d)", ev->address, ev->reason);
@@ -1714,6 +1719,7 @@ static char *status_build(tsync_node *n)
     }
     json_object_set_new(ref, "unverified", json_integer((json_int_t)ts.dropped_unverified));
     json_object_set_new(o, "refused", ref);
+    json_object_set_new(o, "handshakes_incomplete", json_integer((json_int_t)n->hs_incomplete));
     json_object_set_new(o, "batches_merged", json_integer((json_int_t)n->merged));
     /* Our own batches since start, whoever sealed them (us, a merge, the app's own seal). */
     uint64_t own_now = tsync__vv_seq(&n->ours, own);

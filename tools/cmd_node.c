@@ -253,6 +253,7 @@ int cmd_status(int argc, char **argv)
                                            "schema",
                                            "pending_out",
                                            "refused",
+                                           "handshakes_incomplete",
                                            "batches_merged",
                                            "batches_sealed",
                                            "batches_pruned",

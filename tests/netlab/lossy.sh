@@ -8,7 +8,7 @@
 # exact counters); a till cut off, both sides selling, converges within 60 s of the restore and
 # is connected to all again (30 s); netem dropped 15-25 % of frames and released some out of
 # arrival order (reordered > 0), TCP queued segments out of order and retransmitted; nothing
-# held or refused (failed handshakes excepted: shown); the nodes stop cleanly. Prints the
+# held or refused (incomplete handshakes are shown); the nodes stop cleanly. Prints the
 # timings and netem's counters. Takes about 30 s.
 #
 # usage: sudo sh tests/netlab/lossy.sh PATH/TO/tillsync
@@ -130,14 +130,14 @@ echo "tcp: $ofo segments queued out of order, $retr retransmitted (all hosts)"
 
 # ---------------------------------------------------------------- nothing held or refused, clean stop
 # A CURVE handshake that does not finish in 5 s (ZMQ_HANDSHAKE_IVL) fails and is redialled: with
-# lost segments and RTOs of 1-3 s on young connections that happens here, and is counted as
-# refused.handshake. The network's doing, not a refusal: shown, not failed on.
+# lost segments and RTOs of 1-3 s on young connections that happens here. The node counts those
+# as handshakes_incomplete, not as refusals: nothing may be refused, and they are shown.
 hs=""
 for h in $HOSTS; do
-    check_held_refused $h handshake
-    hs="$hs $h:$(echo "$REFUSED" | sed -n 's/"handshake"://p')"
+    check_held_refused $h
+    hs="$hs $h:$(tr -d ' \n' <"$LAB_DIR/st" | sed -n 's/.*"handshakes_incomplete":\([0-9]*\).*/\1/p')"
 done
-echo "handshakes that failed (timed out) on the inbound side:$hs"
+echo "inbound handshakes incomplete (timed out under loss):$hs"
 stop_nodes
 lab_down
 finish
