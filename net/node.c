@@ -69,6 +69,7 @@ static const char *const R_NAME[R_COUNT] = {
 #define MAX_BAD_MESSAGES 16
 #define FORWARD_DELAY_MS 3
 #define PING_IDLE_MS     1000
+#define PEERS_CHECK_MS   100  /* peer rows rebuilt at least this often */
 #define MDNS_FALLBACK_MS 3000 /* no session with an advertised till this long: dial it too */
 #define MERGE_RETRY_MS   50
 #define QUEUE_HARD_MAX                                                                             \
@@ -201,6 +202,7 @@ struct tsync_node {
     int ours_valid;
 
     uint64_t started_ms, last_ae_mono, last_status_mono, last_seal_mono, last_prune_mono;
+    uint64_t last_peers_mono; /* peer rows rebuilt (links_update) */
     uint64_t pruned, snaps_sent, snaps_received;
     uint64_t forward_due;      /* monotonic ms when merged batches are forwarded; 0: none */
     uint64_t merge_retry_mono; /* the database was busy: merge again at this time */
@@ -2251,12 +2253,20 @@ static int step(tsync_node *n, int wait_ms)
         push_all(n);
     }
     discovery(n);
-    mdns_fallback(n, now);
     liveness(n, now);
     close_due(n, now);
-    links_update(n);
     backup_tick(n, now);
-    if (n->status_dirty ? now - n->last_status_mono >= 100 : now - n->last_status_mono >= 1000) {
+    /* The peer rows (and their events) are rebuilt when something changed, at least every
+     * PEERS_CHECK_MS for the timed transitions, and always right before the status reads them
+     * (a row points at its session, valid until the next change). Not on every 2 ms tick. */
+    int publish =
+        n->status_dirty ? now - n->last_status_mono >= 100 : now - n->last_status_mono >= 1000;
+    if (publish || n->status_dirty || now - n->last_peers_mono >= PEERS_CHECK_MS) {
+        n->last_peers_mono = now;
+        mdns_fallback(n, now);
+        links_update(n);
+    }
+    if (publish) {
         n->last_status_mono = now;
         status_publish(n);
     }
