@@ -140,7 +140,7 @@ typedef struct {
 
 /* One row of the network state the app and `tillsync status` see: a remote till (by key, or by
  * address while its key is unknown) with its state and when it entered it. Rebuilt from the
- * sessions and the mDNS advertisements every round; a change of state is an event. */
+ * sessions and the mDNS advertisements on every change (step()); a change of state is an event. */
 typedef struct {
     char id[2 * TSYNC__PK_BYTES + TSYNC__TP_ADDR_LEN + 4];
     int key_known;
