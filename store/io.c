@@ -400,7 +400,7 @@ static int load_columns(imp *im)
 static int col_index(imp *im, const char *name, size_t n)
 {
     for (int i = 0; i < im->ncols; i++)
-        if (strlen(im->cols[i].name) == n && !memcmp(im->cols[i].name, name, n)) return i;
+        if (tsync__name_eq(im->cols[i].name, strlen(im->cols[i].name), name, n)) return i;
     return -1;
 }
 

@@ -556,15 +556,14 @@ static int prefix_counter(mctx *c, tsync__table *t, const tsync__val *pk, const 
                                 &a, err) == 0) {
             for (uint32_t i = 0; i < b.nrows; i++) {
                 tsync__btable *bt = &b.tables[b.rows[i].table];
-                if (bt->name_len != strlen(t->name) || memcmp(bt->name, t->name, bt->name_len) ||
+                if (!tsync__name_eq(bt->name, bt->name_len, t->name, strlen(t->name)) ||
                     (int)bt->npk != t->npk || tsync__key_size(b.rows[i].pk, t->npk) != klen)
                     continue;
                 tsync__key_encode(b.rows[i].pk, t->npk, got);
                 if (memcmp(got, want, klen)) continue;
                 for (uint32_t k = 0; k < b.rows[i].nctrs; k++) {
                     uint32_t bc = b.rows[i].ctrs[k].col;
-                    if (bt->col_len[bc] == strlen(colname) &&
-                        !memcmp(bt->cols[bc], colname, bt->col_len[bc])) {
+                    if (tsync__name_eq(bt->cols[bc], bt->col_len[bc], colname, strlen(colname))) {
                         *p = b.rows[i].ctrs[k].p;
                         *n = b.rows[i].ctrs[k].n;
                     }
@@ -595,8 +594,7 @@ static int apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64
     /* Per batch table: local table and column mapping (-1: missing here). */
     for (uint32_t ti = 0; ti < b->ntables; ti++) {
         tsync__btable *bt = &b->tables[ti];
-        if (only_table &&
-            (strlen(only_table) != bt->name_len || memcmp(only_table, bt->name, bt->name_len) != 0))
+        if (only_table && !tsync__name_eq(only_table, strlen(only_table), bt->name, bt->name_len))
             continue;
         tsync__table *t = tsync__table_by_name(s, bt->name, bt->name_len);
         int map[TSYNC__MAX_COLS];
@@ -1582,8 +1580,8 @@ static int unpark_batch(mctx *c, inbatch *ib, parked_ent *ents, size_t nents, in
         } else {
             if (how[e->row] == 1) continue;
             uint32_t k = 0;
-            while (k < bt->ncols && (bt->col_len[k] != strlen(e->col) ||
-                                     memcmp(bt->cols[k], e->col, bt->col_len[k])))
+            while (k < bt->ncols &&
+                   !tsync__name_eq(bt->cols[k], bt->col_len[k], e->col, strlen(e->col)))
                 k++;
             if (k == bt->ncols || map[k] < 0) continue; /* still missing here */
             int ctr = bt_is_counter(bt, k);
@@ -1662,7 +1660,8 @@ int tsync__unpark(tsync_store *s, const char *table)
     size_t np = 0, pcap = 0;
     sqlite3_stmt *st = tsync__prep(
         s, "SELECT p.id, p.site, p.seq, p.row, p.col FROM tsync_parked p JOIN tsync_log l ON "
-           "l.site = p.site AND l.seq = p.seq WHERE p.seq > 0 AND (?1 IS NULL OR p.tbl = ?1) "
+           "l.site = p.site AND l.seq = p.seq WHERE p.seq > 0 AND (?1 IS NULL OR p.tbl = ?1 "
+           "COLLATE NOCASE) "
            "ORDER BY l.id, p.row, p.id");
     if (!st) return TSYNC_EIO;
     if (table) sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
