@@ -41,7 +41,7 @@ typedef struct {
     tsync__batch b;
     int from_held;
     int done;         /* applied, duplicate, refused */
-    char reason[160]; /* why it waits */
+    char reason[256]; /* why it waits: site ids and numbers (one per batch: kept small) */
 } inbatch;
 
 /* A site known to this merge. */
@@ -91,8 +91,8 @@ typedef struct {
     uint8_t *mbuf;
     size_t mcap;
     int refuse_code;
-    char refuse_msg[400]; /* the first refusal, for tsync_error_last() */
-    int unpark_blocked;   /* unparking: the table still cannot take the rows */
+    char refuse_msg[TSYNC__ERRLEN + 64]; /* the first refusal, for tsync_error_last() */
+    int unpark_blocked;                  /* unparking: the table still cannot take the rows */
     /* Applying a forked branch's rows: its counters count under a site derived from the branch
      * (minus what the common prefix already counted), so both branches' sales add up. */
     uint32_t fork_origin, fork_site;
@@ -103,11 +103,12 @@ static void report_msg(mctx *c, const char *fmt, ...) __attribute__((format(prin
 static void report_msg(mctx *c, const char *fmt, ...)
 {
     tsync_merge_report *r = c->rep;
-    char buf[400];
+    char buf[TSYNC__ERRLEN + 64]; /* a prefix and a refusal of TSYNC__ERRLEN */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    tsync__utf8_trim(buf);
     if (strncmp(buf, "refused", 7) == 0 && !c->refuse_msg[0])
         snprintf(c->refuse_msg, sizeof c->refuse_msg, "%s", buf);
     if (!r || r->nmessages >= MAX_MESSAGES) return;
