@@ -199,6 +199,7 @@ Test(store_names, snapshot_across_case)
     cr_assert_eq(rep.parked + rep.refused, 0);
     tsync_merge_report_clear(&rep);
     for (size_t i = 0; i < sn.n; i++) free(sn.c[i]);
+    tsync__vv_free(&sn.vv);
     cr_assert_eq(th_int(b, "SELECT qty FROM items WHERE id='i1'", -1), 10);
     cr_assert_str_eq(th_hash(a), th_hash(b));
     tsync_store_free(a);
