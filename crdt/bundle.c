@@ -259,8 +259,8 @@ int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out, tsy
     }
     uint8_t format = buf[MAGIC_LEN];
     if (format != TSYNC__BUNDLE_FORMAT && format != TSYNC__BUNDLE_FORMAT_TRUST) {
-        snprintf(err, TSYNC__ERRLEN, "bundle: format %u is not supported (expected %u)",
-                 buf[MAGIC_LEN], TSYNC__BUNDLE_FORMAT);
+        snprintf(err, TSYNC__ERRLEN, "bundle: format %u is not supported (expected %u or %u)",
+                 buf[MAGIC_LEN], TSYNC__BUNDLE_FORMAT, TSYNC__BUNDLE_FORMAT_TRUST);
         return TSYNC_EVERSION;
     }
     uint8_t flags = buf[MAGIC_LEN + 1];

@@ -78,6 +78,29 @@ bool tsync__trust_name_ok(const char *str, size_t n)
     return true;
 }
 
+void tsync__utf8_trim(char *s)
+{
+    size_t n = strlen(s), i = n;
+    while (i > 0 && n - i < 3 && ((unsigned char)s[i - 1] & 0xc0) == 0x80) i--;
+    if (i == 0) return;
+    unsigned char lead = (unsigned char)s[i - 1];
+    if (lead < 0xc0) return; /* ASCII last, or stray continuation bytes: nothing was cut */
+    size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
+    if (n - (i - 1) < need) s[i - 1] = '\0';
+}
+
+size_t tsync__utf8_char(const uint8_t *s, size_t n)
+{
+    if (n == 0) return 0;
+    if (s[0] < 0x80) return s[0] < 0x20 || s[0] == 0x7f ? 0 : 1;
+    size_t need = s[0] >= 0xc2 && s[0] <= 0xdf   ? 2
+                  : s[0] >= 0xe0 && s[0] <= 0xef ? 3
+                  : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4
+                                                 : 0;
+    if (need == 0 || n < need) return 0;
+    return tsync__trust_name_ok((const char *)s, need) ? need : 0;
+}
+
 /* ---------------------------------------------------------------- decoder */
 
 typedef struct {

@@ -29,7 +29,10 @@
 #define TSYNC__INC_BYTES  16 /* incarnation: 128 random bits */
 #define TSYNC__HASH_BYTES 32 /* BLAKE2b-256 */
 #define TSYNC__SIG_BYTES  64 /* Ed25519 detached signature */
-#define TSYNC__ERRLEN     256
+/* One error or refusal message. Long enough for the longest real one (a refusal quoting a
+ * trust refusal with a shop and a device name of TSYNC__TRUST_NAME_MAX bytes each, site ids and
+ * numbers): a cut message says something else ("cutoff 8" for 89). */
+#define TSYNC__ERRLEN 1024
 
 #define TSYNC__BATCH_FORMAT    1u
 #define TSYNC__BATCH_MAX_BYTES (64u << 20) /* hard limit of one batch body */
@@ -371,5 +374,14 @@ static inline bool tsync__mpr_done(const tsync__mpr *r)
 {
     return r->ok && r->p == r->end;
 }
+
+/* ---------------------------------------------------------------- UTF-8 in messages (cert.c) */
+
+/* Drops a UTF-8 sequence left incomplete at the end of s by a cut at a byte count (snprintf into
+ * a fixed buffer), so a message never ends in half a character. */
+void tsync__utf8_trim(char *s);
+/* Bytes of the valid UTF-8 character at s (at most n bytes read) that is not a control character
+ * (C0, DEL, C1): 1..4, or 0 when s does not start with one. */
+size_t tsync__utf8_char(const uint8_t *s, size_t n);
 
 #endif

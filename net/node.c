@@ -82,6 +82,12 @@ static const char *const R_NAME[R_COUNT] = {
                                                                  malformed messages is closed */
 #define MERGE_QUEUE_MAX (2u << 20) /* merge once this much is queued (bounds catch-up memory) */
 #define LBL             (TSYNC__TP_ADDR_LEN + 96) /* a peer label in log lines */
+/* Why a static address without #KEY is not dialled (log and status). */
+#define KEYLESS_WAIT                                                                               \
+    "no #KEY given and this till knows no other till's certificate yet, so it has no key to "      \
+    "expect there; give tcp://HOST:PORT#KEY (the public_key 'tillsync state' shows on that "       \
+    "till), or install that till's certificate ('tillsync enrol DB CERT OTHERCERT'); it is "       \
+    "dialled as soon as a certificate of another till is known"
 
 typedef struct {
     uint8_t site[TSYNC__SITE_BYTES];
@@ -109,7 +115,7 @@ typedef struct {
     int mdns;       /* dialled because mDNS advertised it */
     int key_known;
     uint8_t pk[TSYNC__PK_BYTES];
-    char name[64];
+    char name[TSYNC__TRUST_NAME_MAX + 1]; /* from its certificate: up to 64 bytes of UTF-8 */
     char addr[TSYNC__TP_ADDR_LEN];
     tsync__vv acked, sent;
     int fork_check; /* compare head hashes on the next push (after HELLO) */
@@ -146,9 +152,10 @@ typedef struct {
     int key_known;
     uint8_t pk[TSYNC__PK_BYTES];
     char addr[TSYNC__TP_ADDR_LEN];
-    char name[64];
-    const char *via; /* "static", "mdns", "inbound" */
-    int state;       /* a tsync_peer_state */
+    char name[TSYNC__TRUST_NAME_MAX + 1];
+    const char *via;    /* "static", "mdns", "inbound" */
+    int state;          /* a tsync_peer_state */
+    const char *reason; /* why it is waiting (a static string), or NULL */
     uint64_t since_ms, connected_ms, lost_ms, discovered_ms, seen_ms;
     npeer *p; /* the session shown (NULL: only advertised); valid until the next rebuild */
 } nlink;
@@ -161,6 +168,7 @@ typedef struct {
     uint8_t *cand_keys;
     size_t ncands;
     int found;
+    int waiting; /* keyless and no candidate yet: said so in the log, listed as waiting */
 } speer;
 
 typedef struct {
@@ -259,6 +267,7 @@ static void logf_(tsync_node *n, int level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    tsync__utf8_trim(msg);
     if (n->o.log) {
         n->o.log(n->o.log_ctx, level, msg);
         return;
@@ -392,6 +401,8 @@ const char *tsync_peer_state_name(int state)
         return "connected";
     case TSYNC_PEER_UNREACHABLE:
         return "unreachable";
+    case TSYNC_PEER_WAITING:
+        return "waiting";
     default:
         return "gone";
     }
@@ -401,12 +412,10 @@ const char *tsync_peer_state_name(int state)
  * advertisement), the one shown is the most alive. */
 static int state_rank(int st)
 {
-    static const int r[] = {[TSYNC_PEER_GONE] = 0,
-                            [TSYNC_PEER_DISCOVERED] = 1,
-                            [TSYNC_PEER_UNREACHABLE] = 2,
-                            [TSYNC_PEER_CONNECTING] = 3,
-                            [TSYNC_PEER_CONNECTED] = 4};
-    return st >= 0 && st <= TSYNC_PEER_UNREACHABLE ? r[st] : 0;
+    static const int r[] = {
+        [TSYNC_PEER_GONE] = 0,       [TSYNC_PEER_DISCOVERED] = 1, [TSYNC_PEER_UNREACHABLE] = 2,
+        [TSYNC_PEER_CONNECTING] = 3, [TSYNC_PEER_CONNECTED] = 4,  [TSYNC_PEER_WAITING] = 1};
+    return st >= 0 && st <= TSYNC_PEER_WAITING ? r[st] : 0;
 }
 
 static nlink *link_find(nlink *v, size_t nv, const char *id)
@@ -460,7 +469,7 @@ static int session_state(const tsync_node *n, const npeer *p, const nlink *prev,
 static void links_update(tsync_node *n)
 {
     uint64_t now = mono_ms(), wall = wall_ms();
-    size_t cap = n->npeers + n->nfound_, nv = 0;
+    size_t cap = n->npeers + n->nfound_ + n->nstatics, nv = 0;
     nlink *v = cap ? calloc(cap, sizeof *v) : NULL;
     if (cap && !v) return; /* keep the old rows; the next round tries again */
     for (size_t i = 0; i < n->npeers; i++) {
@@ -514,6 +523,21 @@ static void links_update(tsync_node *n)
         r->via = "mdns";
         r->state = TSYNC_PEER_DISCOVERED;
         r->discovered_ms = f->found_ms;
+    }
+    /* A static address nothing was dialled at yet is listed too, with the reason: otherwise a
+     * mistyped setup shows "peers: none" and nothing says why. */
+    for (size_t i = 0; i < n->nstatics; i++) {
+        const speer *sp = &n->statics[i];
+        if (sp->has_key || sp->found || sp->ncands) continue;
+        char id[sizeof v[0].id];
+        snprintf(id, sizeof id, "@%s", sp->endpoint);
+        if (link_find(v, nv, id)) continue;
+        nlink *r = &v[nv++];
+        memcpy(r->id, id, sizeof id);
+        snprintf(r->addr, sizeof r->addr, "%s", sp->endpoint);
+        r->via = "static";
+        r->state = TSYNC_PEER_WAITING;
+        r->reason = KEYLESS_WAIT;
     }
     /* Carry the times over, and report what changed. */
     for (size_t i = 0; i < nv; i++) {
@@ -602,15 +626,25 @@ static int send_msg(tsync_node *n, npeer *p, const tsync__msg *m)
 }
 
 /* ERROR without ending the session (the peer learns why something was refused). The text is cut
- * to the wire's limit and made printable ASCII, which the wire format always accepts. */
+ * to the wire's limit on a character boundary, UTF-8 kept (names, "…"), control characters and
+ * broken UTF-8 replaced: the wire format accepts UTF-8 without control characters. */
 static void send_note(tsync_node *n, npeer *p, uint32_t code, const char *text)
 {
     char buf[TSYNC__WIRE_TEXT_MAX + 1];
-    size_t len = strlen(text);
-    if (len > TSYNC__WIRE_TEXT_MAX) len = TSYNC__WIRE_TEXT_MAX;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)text[i];
-        buf[i] = c < 0x20 || c == 0x7f ? ' ' : c >= 0x80 ? '?' : (char)c;
+    const uint8_t *t = (const uint8_t *)text;
+    size_t tlen = strlen(text), len = 0;
+    for (size_t i = 0; i < tlen && len < TSYNC__WIRE_TEXT_MAX;) {
+        size_t k = tsync__utf8_char(t + i, tlen - i);
+        if (k == 0) {
+            buf[len++] = t[i] < 0x20 || t[i] == 0x7f ? ' ' : '?';
+            i++;
+        } else if (len + k <= TSYNC__WIRE_TEXT_MAX) {
+            memcpy(buf + len, t + i, k);
+            len += k;
+            i += k;
+        } else {
+            break;
+        }
     }
     tsync__msg m = {.type = TSYNC__WIRE_ERROR};
     m.error.code = code;
@@ -1530,6 +1564,12 @@ static void dial_candidates(tsync_node *n)
             memcpy(sp->cand_keys + sp->ncands * TSYNC__PK_BYTES, key, TSYNC__PK_BYTES);
             sp->ncands++;
         }
+        if (sp->waiting && sp->ncands) {
+            sp->waiting = 0;
+            n->status_dirty = 1;
+            logf_(n, TSYNC_LOG_INFO,
+                  "peer %s: a certificate of another till is known now: dialling it", sp->endpoint);
+        }
     }
     free(keys);
 }
@@ -1672,6 +1712,7 @@ static char *status_build(tsync_node *n)
         json_object_set_new(e, "key", l->key_known ? hexj(l->pk, TSYNC__PK_BYTES) : json_null());
         if (l->name[0]) json_object_set_new(e, "name", json_string(l->name));
         json_object_set_new(e, "via", json_string(l->via));
+        if (l->reason) json_object_set_new(e, "reason", json_string(l->reason));
         if (p)
             json_object_set_new(e, "direction", json_string(p->inbound ? "inbound" : "outbound"));
         json_object_set_new(e, "state", json_string(tsync_peer_state_name(l->state)));
@@ -2344,7 +2385,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
         n->statics = calloc(o.npeers, sizeof *n->statics);
         if (!n->statics) rc = TSYNC_ENOMEM;
         for (size_t i = 0; rc == 0 && i < o.npeers; i++) {
-            char err[256];
+            char err[TSYNC__ERRLEN];
             if ((rc = parse_peer(o.peers[i], &n->statics[i], err, sizeof err))) {
                 tsync__err(rc, "%s", err);
                 break;
@@ -2420,6 +2461,12 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
     }
     if (rc == 0) {
         dial_candidates(n);
+        for (size_t i = 0; i < n->nstatics; i++) {
+            speer *sp = &n->statics[i];
+            if (sp->has_key || sp->ncands) continue;
+            sp->waiting = 1; /* said once; the status lists it until it is dialled */
+            logf_(n, TSYNC_LOG_WARN, "peer %s not dialled: %s", sp->endpoint, KEYLESS_WAIT);
+        }
         tsync__sync_changed(n->s); /* the first call only sets the baseline */
         trust_check(n);
         size_t nb = 0;

@@ -146,6 +146,7 @@ static bool fail(ctx *c, const char *fmt, ...)
         vsnprintf(c->err + k, TSYNC__ERRLEN - k, fmt, ap);
         va_end(ap);
     }
+    tsync__utf8_trim(c->err); /* a cut never leaves half a character */
     c->rc = c->code;
     return false;
 }

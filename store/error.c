@@ -8,7 +8,8 @@
 #include "store/internal.h"
 
 static _Thread_local tsync_error last_error;
-static _Thread_local char last_message[512];
+/* Room for a message that quotes another (a refusal quoting a trust refusal). */
+static _Thread_local char last_message[2 * TSYNC__ERRLEN];
 
 const tsync_error *tsync_error_last(void)
 {
@@ -28,6 +29,7 @@ int tsync__err(int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    tsync__utf8_trim(tmp);
     /* Keep it one line: a message may quote SQL or a file name. */
     for (char *c = tmp; *c; c++)
         if (*c == '\n' || *c == '\r') *c = ' ';

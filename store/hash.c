@@ -1,8 +1,10 @@
 /*
  * store/hash.c — the content hash of the visible replicated data, and the conflict report.
  *
- * Canonical form (docs/DATA_MODEL.md): for each replicated table in bytewise order of its name:
- * "T", the name, NUL, then its columns sorted bytewise by name, each name followed by NUL; then
+ * Canonical form (docs/DATA_MODEL.md): names folded to lowercase (ASCII letters only: `Items` on
+ * one till and `items` on another are the same table, as to SQLite); for each replicated table in
+ * bytewise order of its folded name: "T", the name, NUL, then its columns sorted bytewise by
+ * folded name, each name followed by NUL; then
  * each row in primary-key order, each value in that column order as a type byte (0 NULL, 1
  * INTEGER, 2 REAL, 3 TEXT, 4 BLOB) followed by 8 bytes big-endian (integer, or IEEE-754 bits of a
  * real) or a 4-byte big-endian length and the bytes. The hash is BLAKE2b-256 of that stream. No
@@ -17,7 +19,19 @@
 
 static int name_cmp(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    const char *x = *(char *const *)a, *y = *(char *const *)b;
+    return tsync__name_cmp(x, strlen(x), y, strlen(y));
+}
+
+/* A name as the hash sees it: ASCII letters folded to lowercase, then its NUL. */
+static void hash_name(crypto_generichash_state *h, const char *name)
+{
+    for (const char *p = name;; p++) {
+        uint8_t c = (uint8_t)*p;
+        if (c >= 'A' && c <= 'Z') c = (uint8_t)(c + ('a' - 'A'));
+        crypto_generichash_update(h, &c, 1);
+        if (!*p) break;
+    }
 }
 
 static void put_be(crypto_generichash_state *h, uint64_t v, int n)
@@ -30,7 +44,7 @@ static void put_be(crypto_generichash_state *h, uint64_t v, int n)
 static int hash_table(tsync_store *s, tsync__table *t, crypto_generichash_state *h)
 {
     crypto_generichash_update(h, (const uint8_t *)"T", 1);
-    crypto_generichash_update(h, (const uint8_t *)t->name, strlen(t->name) + 1);
+    hash_name(h, t->name);
     char **names = malloc((size_t)t->ncols * sizeof *names);
     if (!names) return tsync__err(TSYNC_ENOMEM, "out of memory");
     for (int i = 0; i < t->ncols; i++) names[i] = t->cols[i];
@@ -44,7 +58,7 @@ static int hash_table(tsync_store *s, tsync__table *t, crypto_generichash_state 
     }
     size_t o = (size_t)snprintf(sql, cap, "SELECT ");
     for (int i = 0; i < t->ncols; i++) {
-        crypto_generichash_update(h, (const uint8_t *)names[i], strlen(names[i]) + 1);
+        hash_name(h, names[i]);
         o += (size_t)snprintf(sql + o, cap - o, "%s\"", i ? "," : "");
         for (const char *p = names[i]; *p; p++)
             o += (size_t)snprintf(sql + o, cap - o, *p == '"' ? "\"\"" : "%c", *p);
@@ -99,9 +113,9 @@ int tsync_store_hash(tsync_store *s, const char *table, uint8_t out[TSYNC_HASH_B
     }
     int n = 0;
     for (int i = 0; i < s->ntables; i++)
-        if (!table || strcmp(table, s->tables[i].name) == 0) order[n++] = &s->tables[i];
+        if (!table || tsync__name_eqz(table, s->tables[i].name)) order[n++] = &s->tables[i];
     for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && strcmp(order[j - 1]->name, order[j]->name) > 0; j--) {
+        for (int j = i; j > 0 && name_cmp(&order[j - 1]->name, &order[j]->name) > 0; j--) {
             tsync__table *x = order[j];
             order[j] = order[j - 1];
             order[j - 1] = x;

@@ -7,6 +7,7 @@
 
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <string.h>
 
 #include "crdt/crdt.h"
 #include "tillsync/store.h"
@@ -130,6 +131,29 @@ void tsync__rollback(tsync_store *s);
 
 /* Reloads the table cache when the schema changed. */
 int tsync__tables_refresh(tsync_store *s);
+/* Table and column names compare as SQLite compares identifiers (sqlite3_stricmp): ASCII letters
+ * without regard to case, every other byte as is. `Items` and `items` are one table to SQLite, so
+ * they are one table to tillsync too, wherever a name from another till meets a local one.
+ * Returns <0, 0, >0 like strcmp (a shorter name that is a prefix of the other sorts first). */
+static inline int tsync__name_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+    for (size_t i = 0; i < alen && i < blen; i++) {
+        int x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x >= 'A' && x <= 'Z') x += 'a' - 'A';
+        if (y >= 'A' && y <= 'Z') y += 'a' - 'A';
+        if (x != y) return x - y;
+    }
+    return alen < blen ? -1 : alen > blen;
+}
+static inline int tsync__name_eq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    return alen == blen && tsync__name_cmp(a, alen, b, blen) == 0;
+}
+static inline int tsync__name_eqz(const char *a, const char *b)
+{
+    return tsync__name_eq(a, strlen(a), b, strlen(b));
+}
+/* Finds a replicated table or column by name, compared as above. */
 tsync__table *tsync__table_by_name(tsync_store *s, const char *name, size_t len);
 int tsync__col_by_name(const tsync__table *t, const char *name, size_t len);
 void tsync__tables_free(tsync_store *s);

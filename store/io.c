@@ -400,7 +400,7 @@ static int load_columns(imp *im)
 static int col_index(imp *im, const char *name, size_t n)
 {
     for (int i = 0; i < im->ncols; i++)
-        if (strlen(im->cols[i].name) == n && !memcmp(im->cols[i].name, name, n)) return i;
+        if (tsync__name_eq(im->cols[i].name, strlen(im->cols[i].name), name, n)) return i;
     return -1;
 }
 
@@ -882,7 +882,11 @@ static int import_csv(imp *im, FILE *in)
     int rc = 0;
     while (!im->fatal && (n = getline(&line, &cap, in)) > 0) {
         im->cur_line++;
-        if (csv_parse(&im->csv, line, (size_t)n, csv_field, csv_record, im) != (size_t)n &&
+        /* Excel's "CSV UTF-8" starts with a byte-order mark: not part of the first column's
+         * name. */
+        size_t skip = im->cur_line == 1 && n >= 3 && !memcmp(line, "\xEF\xBB\xBF", 3) ? 3 : 0;
+        if (csv_parse(&im->csv, line + skip, (size_t)n - skip, csv_field, csv_record, im) !=
+                (size_t)n - skip &&
             !im->fatal) {
             rc = tsync__err(TSYNC_ECORRUPT,
                             "%s:%zu: broken CSV quoting: a quote inside an unquoted field, or text "

@@ -41,7 +41,7 @@ typedef struct {
     tsync__batch b;
     int from_held;
     int done;         /* applied, duplicate, refused */
-    char reason[160]; /* why it waits */
+    char reason[256]; /* why it waits: site ids and numbers (one per batch: kept small) */
 } inbatch;
 
 /* A site known to this merge. */
@@ -91,8 +91,8 @@ typedef struct {
     uint8_t *mbuf;
     size_t mcap;
     int refuse_code;
-    char refuse_msg[400]; /* the first refusal, for tsync_error_last() */
-    int unpark_blocked;   /* unparking: the table still cannot take the rows */
+    char refuse_msg[TSYNC__ERRLEN + 64]; /* the first refusal, for tsync_error_last() */
+    int unpark_blocked;                  /* unparking: the table still cannot take the rows */
     /* Applying a forked branch's rows: its counters count under a site derived from the branch
      * (minus what the common prefix already counted), so both branches' sales add up. */
     uint32_t fork_origin, fork_site;
@@ -103,11 +103,12 @@ static void report_msg(mctx *c, const char *fmt, ...) __attribute__((format(prin
 static void report_msg(mctx *c, const char *fmt, ...)
 {
     tsync_merge_report *r = c->rep;
-    char buf[400];
+    char buf[TSYNC__ERRLEN + 64]; /* a prefix and a refusal of TSYNC__ERRLEN */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    tsync__utf8_trim(buf);
     if (strncmp(buf, "refused", 7) == 0 && !c->refuse_msg[0])
         snprintf(c->refuse_msg, sizeof c->refuse_msg, "%s", buf);
     if (!r || r->nmessages >= MAX_MESSAGES) return;
@@ -556,15 +557,14 @@ static int prefix_counter(mctx *c, tsync__table *t, const tsync__val *pk, const 
                                 &a, err) == 0) {
             for (uint32_t i = 0; i < b.nrows; i++) {
                 tsync__btable *bt = &b.tables[b.rows[i].table];
-                if (bt->name_len != strlen(t->name) || memcmp(bt->name, t->name, bt->name_len) ||
+                if (!tsync__name_eq(bt->name, bt->name_len, t->name, strlen(t->name)) ||
                     (int)bt->npk != t->npk || tsync__key_size(b.rows[i].pk, t->npk) != klen)
                     continue;
                 tsync__key_encode(b.rows[i].pk, t->npk, got);
                 if (memcmp(got, want, klen)) continue;
                 for (uint32_t k = 0; k < b.rows[i].nctrs; k++) {
                     uint32_t bc = b.rows[i].ctrs[k].col;
-                    if (bt->col_len[bc] == strlen(colname) &&
-                        !memcmp(bt->cols[bc], colname, bt->col_len[bc])) {
+                    if (tsync__name_eq(bt->cols[bc], bt->col_len[bc], colname, strlen(colname))) {
                         *p = b.rows[i].ctrs[k].p;
                         *n = b.rows[i].ctrs[k].n;
                     }
@@ -595,8 +595,7 @@ static int apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64
     /* Per batch table: local table and column mapping (-1: missing here). */
     for (uint32_t ti = 0; ti < b->ntables; ti++) {
         tsync__btable *bt = &b->tables[ti];
-        if (only_table &&
-            (strlen(only_table) != bt->name_len || memcmp(only_table, bt->name, bt->name_len) != 0))
+        if (only_table && !tsync__name_eq(only_table, strlen(only_table), bt->name, bt->name_len))
             continue;
         tsync__table *t = tsync__table_by_name(s, bt->name, bt->name_len);
         int map[TSYNC__MAX_COLS];
@@ -1582,8 +1581,8 @@ static int unpark_batch(mctx *c, inbatch *ib, parked_ent *ents, size_t nents, in
         } else {
             if (how[e->row] == 1) continue;
             uint32_t k = 0;
-            while (k < bt->ncols && (bt->col_len[k] != strlen(e->col) ||
-                                     memcmp(bt->cols[k], e->col, bt->col_len[k])))
+            while (k < bt->ncols &&
+                   !tsync__name_eq(bt->cols[k], bt->col_len[k], e->col, strlen(e->col)))
                 k++;
             if (k == bt->ncols || map[k] < 0) continue; /* still missing here */
             int ctr = bt_is_counter(bt, k);
@@ -1662,7 +1661,8 @@ int tsync__unpark(tsync_store *s, const char *table)
     size_t np = 0, pcap = 0;
     sqlite3_stmt *st = tsync__prep(
         s, "SELECT p.id, p.site, p.seq, p.row, p.col FROM tsync_parked p JOIN tsync_log l ON "
-           "l.site = p.site AND l.seq = p.seq WHERE p.seq > 0 AND (?1 IS NULL OR p.tbl = ?1) "
+           "l.site = p.site AND l.seq = p.seq WHERE p.seq > 0 AND (?1 IS NULL OR p.tbl = ?1 "
+           "COLLATE NOCASE) "
            "ORDER BY l.id, p.row, p.id");
     if (!st) return TSYNC_EIO;
     if (table) sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);

@@ -378,7 +378,8 @@ static int shape_read(tsync_store *s, const char *table, shape *h)
     if (!(h->name = strdup(table))) return tsync__err(TSYNC_ENOMEM, "out of memory");
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(
-        s->db, "SELECT sql FROM sqlite_schema WHERE type='table' AND name=?1", -1, &st, NULL);
+        s->db, "SELECT sql FROM sqlite_schema WHERE type='table' AND name=?1 COLLATE NOCASE", -1,
+        &st, NULL);
     if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read schema");
     sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
     if (sqlite3_step(st) == SQLITE_ROW) {
@@ -490,7 +491,7 @@ static void run_free(run *m)
 static shape *shape_of(run *m, const char *table)
 {
     for (int i = 0; i < m->nshapes; i++)
-        if (!strcmp(m->shapes[i].name, table)) return &m->shapes[i];
+        if (tsync__name_eqz(m->shapes[i].name, table)) return &m->shapes[i];
     return NULL;
 }
 
@@ -670,7 +671,7 @@ static void functions_set(run *m, int on)
 static int has_name(char *const *v, int n, const char *name)
 {
     for (int i = 0; i < n; i++)
-        if (!strcmp(v[i], name)) return 1;
+        if (tsync__name_eqz(v[i], name)) return 1;
     return 0;
 }
 
@@ -682,7 +683,8 @@ static char *renamed_to(tsync_store *s, const char *table)
     sqlite3_stmt *st;
     char *to = NULL;
     if (sqlite3_prepare_v2(s->db,
-                           "SELECT tbl_name FROM sqlite_schema WHERE type='trigger' AND name=?1",
+                           "SELECT tbl_name FROM sqlite_schema WHERE type='trigger' AND name=?1 "
+                           "COLLATE NOCASE",
                            -1, &st, NULL) != SQLITE_OK)
         return NULL;
     sqlite3_bind_text(st, 1, trig, -1, SQLITE_STATIC);
@@ -723,7 +725,7 @@ static int follow_table(run *m, shape *was)
     }
     for (int i = 0; rc == 0 && i < was->ncols; i++) {
         const char *c = was->cols[i];
-        if (i < now.ncols && !strcmp(c, now.cols[i])) {
+        if (i < now.ncols && tsync__name_eqz(c, now.cols[i])) {
             if (was->types[i] && strcasecmp(was->types[i], now.types[i]) != 0)
                 rc = refuse(m, TSYNC_EUNSUPPORTED,
                             "changes the type of column %s of replicated table %s from '%s' to "
@@ -843,7 +845,7 @@ static int shapes_init(run *m)
         rec.ncols = t->ncols;
         for (int c = 0; c < t->ncols; c++) {
             rec.cols[c] = strdup(t->cols[c]);
-            rec.types[c] = c < now.ncols && !strcmp(now.cols[c], t->cols[c]) && now.types[c]
+            rec.types[c] = c < now.ncols && tsync__name_eqz(now.cols[c], t->cols[c]) && now.types[c]
                                ? strdup(now.types[c])
                                : NULL;
             if (!rec.cols[c]) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
@@ -953,7 +955,12 @@ static int do_counter(run *m, intent *it)
                       "it: add the column as INTEGER NOT NULL DEFAULT 0, and set starting values "
                       "on one till after migrating",
                       table, col, col, (long long)bad);
-    if ((rc = tsync__table_add_counter(s, table, col))) return refuse_last(m, rc);
+    /* recorded as the table spells the column (copies: adding it reloads the table cache) */
+    char *tn = strdup(t->name), *cn = strdup(t->cols[c]);
+    rc = tn && cn ? tsync__table_add_counter(s, tn, cn) : tsync__err(TSYNC_ENOMEM, "out of memory");
+    free(tn);
+    free(cn);
+    if (rc) return refuse_last(m, rc);
     m->added = 1;
     return 0;
 }

@@ -104,7 +104,7 @@ void tsync__tables_free(tsync_store *s)
 tsync__table *tsync__table_by_name(tsync_store *s, const char *name, size_t len)
 {
     for (int i = 0; i < s->ntables; i++)
-        if (strlen(s->tables[i].name) == len && memcmp(s->tables[i].name, name, len) == 0)
+        if (tsync__name_eq(s->tables[i].name, strlen(s->tables[i].name), name, len))
             return &s->tables[i];
     return NULL;
 }
@@ -112,7 +112,7 @@ tsync__table *tsync__table_by_name(tsync_store *s, const char *name, size_t len)
 int tsync__col_by_name(const tsync__table *t, const char *name, size_t len)
 {
     for (int i = 0; i < t->ncols; i++)
-        if (strlen(t->cols[i]) == len && memcmp(t->cols[i], name, len) == 0) return i;
+        if (tsync__name_eq(t->cols[i], strlen(t->cols[i]), name, len)) return i;
     return -1;
 }
 
@@ -459,7 +459,7 @@ static int append_names(tsync_store *s, const char *table, const char *field,
                         const char *const *names, int n)
 {
     char q[96];
-    snprintf(q, sizeof q, "SELECT %s FROM tsync_tables WHERE name=?1", field);
+    snprintf(q, sizeof q, "SELECT %s FROM tsync_tables WHERE name=?1 COLLATE NOCASE", field);
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(s->db, q, -1, &st, NULL);
     if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read replicated tables");
@@ -477,7 +477,7 @@ static int append_names(tsync_store *s, const char *table, const char *field,
     char *text = json_dumps(a, JSON_COMPACT);
     json_decref(a);
     if (!text) return tsync__err(TSYNC_ENOMEM, "out of memory");
-    snprintf(q, sizeof q, "UPDATE tsync_tables SET %s=?2 WHERE name=?1", field);
+    snprintf(q, sizeof q, "UPDATE tsync_tables SET %s=?2 WHERE name=?1 COLLATE NOCASE", field);
     rc = sqlite3_prepare_v2(s->db, q, -1, &st, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
@@ -527,7 +527,7 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
                             size_t ncounters)
 {
     if (!table || !*table) return tsync__err(TSYNC_EINVAL, "no table name given");
-    if (strncmp(table, "tsync_", 6) == 0 || strncmp(table, "sqlite_", 7) == 0)
+    if (strncasecmp(table, "tsync_", 6) == 0 || strncasecmp(table, "sqlite_", 7) == 0)
         return tsync__err(TSYNC_EINVAL, "table %s is internal and cannot be replicated", table);
     int rc = tsync__tables_refresh(s);
     if (rc) return rc;
@@ -536,28 +536,36 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
     memset(cols, 0, sizeof cols);
     sqlite3_stmt *st = NULL;
     sbuf sql = {0};
-    char *table_sql = NULL;
+    char *table_sql = NULL, *canon = NULL;
     int without_rowid = 0;
 
     if (tsync__table_by_name(s, table, strlen(table))) {
         rc = tsync__err(TSYNC_EEXISTS, "table %s is already replicated", table);
         goto out;
     }
-    rc = sqlite3_prepare_v2(s->db, "SELECT sql FROM sqlite_schema WHERE type='table' AND name=?1",
+    /* Found as SQLite finds it (any case); recorded, and sent to other tills, as the schema
+     * spells it (docs/DATA_MODEL.md, "Names"). */
+    rc = sqlite3_prepare_v2(s->db,
+                            "SELECT sql, name FROM sqlite_schema WHERE type='table' AND "
+                            "name=?1 COLLATE NOCASE",
                             -1, &st, NULL);
     if (rc != SQLITE_OK) {
         rc = tsync__err_sqlite(s->db, rc, "read schema");
         goto out;
     }
     sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0)) {
         table_sql = strdup((const char *)sqlite3_column_text(st, 0));
+        canon = strdup((const char *)sqlite3_column_text(st, 1));
+    }
     sqlite3_finalize(st);
     st = NULL;
-    if (!table_sql) {
-        rc = tsync__err(TSYNC_ENOTFOUND, "no such table: %s", table);
+    if (!table_sql || !canon) {
+        rc = table_sql ? tsync__err(TSYNC_ENOMEM, "out of memory")
+                       : tsync__err(TSYNC_ENOTFOUND, "no such table: %s", table);
         goto out;
     }
+    table = canon;
     /* table_xinfo shows generated columns too (hidden 2 or 3). */
     sb_add(&sql, "SELECT name, type, \"notnull\", dflt_value IS NOT NULL, pk, hidden FROM "
                  "pragma_table_xinfo(?1) ORDER BY cid");
@@ -683,7 +691,7 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
     for (size_t i = 0; rc == 0 && i < ncounters; i++) {
         int c = -1;
         for (int j = 0; j < ncols; j++)
-            if (strcmp(cols[j].name, counters[i]) == 0) c = j;
+            if (tsync__name_eqz(cols[j].name, counters[i])) c = j;
         if (c < 0)
             rc = tsync__err(TSYNC_ENOTFOUND, "table %s has no column %s", table, counters[i]);
         else if (cols[c].pk)
@@ -695,7 +703,7 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
             rc = tsync__err(TSYNC_EUNSUPPORTED, "counter column %s.%s must be declared INTEGER",
                             table, counters[i]);
         else
-            json_array_append_new(jctr, json_string(counters[i]));
+            json_array_append_new(jctr, json_string(cols[c].name));
     }
     char *scols = json_dumps(jcols, JSON_COMPACT), *spk = json_dumps(jpk, JSON_COMPACT),
          *sctr = json_dumps(jctr, JSON_COMPACT);
@@ -727,7 +735,7 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
         for (int i = 0; i < ncols; i++) {
             names[i] = cols[i].name;
             for (size_t j = 0; j < ncounters; j++)
-                if (strcmp(cols[i].name, counters[j]) == 0) is_counter[i] = 1;
+                if (tsync__name_eqz(cols[i].name, counters[j])) is_counter[i] = 1;
         }
         sql.n = 0;
         capture_sql(&sql, tid, table, names, ncols, pkord, npk, is_counter,
@@ -739,6 +747,7 @@ out:
     if (st) sqlite3_finalize(st);
     for (int i = 0; i < ncols; i++) free(cols[i].name), free(cols[i].type);
     free(table_sql);
+    free(canon);
     free(sql.p);
     return rc;
 }

@@ -273,10 +273,8 @@ static int cmp_table(const void *a, const void *b)
 {
     const tsync__btable *x = *(const tsync__btable *const *)a,
                         *y = *(const tsync__btable *const *)b;
-    uint32_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
-    int k = n ? memcmp(x->name, y->name, n) : 0;
-    if (k) return k;
-    return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+    /* as SQLite compares names: `Items` and `items` are one table */
+    return tsync__name_cmp(x->name, x->name_len, y->name, y->name_len);
 }
 
 static bool dec_sites(dec *d, tsync__snap_chunk *c)
@@ -346,8 +344,7 @@ static bool dec_tables(dec *d, tsync__snap_chunk *c, uint64_t **masks)
         for (uint32_t k = 0; k < nc; k++) {
             if (!rd_str(d, "column name", &t->cols[k], &t->col_len[k])) return false;
             for (uint32_t j = 0; j < k; j++)
-                if (t->col_len[j] == t->col_len[k] &&
-                    memcmp(t->cols[j], t->cols[k], t->col_len[k]) == 0)
+                if (tsync__name_eq(t->cols[j], t->col_len[j], t->cols[k], t->col_len[k]))
                     return fail(d, "column '%s' named twice",
                                 printable(nm, t->cols[k], t->col_len[k]));
         }

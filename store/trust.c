@@ -97,6 +97,7 @@ static int fail(char *err, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, TSYNC__ERRLEN, fmt, ap);
     va_end(ap);
+    tsync__utf8_trim(err);
     return tsync__err(code, "%s", err);
 }
 
@@ -709,13 +710,14 @@ static int check_held_batches(tsync_store *s, const shop *sh, char *err)
         char why[TSYNC__ERRLEN];
         rc = admit(s, sh, pk, site, seq, hlc_ms, why);
         if (rc == TSYNC_EREFUSED) {
-            /* longer than err holds: the last error (512 bytes) keeps all of it */
+            /* may be longer than err holds: the last error keeps all of it */
             rc = tsync__err(TSYNC_EREFUSED,
                             "the database holds %" PRId64 " batch%s (site %s…, up to seq %" PRIu64
                             ") that shop '%s' would refuse: %s. Give that device's certificate "
                             "too, or enrol a fresh database",
                             count, count == 1 ? "" : "es", hex8(site, si), seq, sh->name, why);
             snprintf(err, TSYNC__ERRLEN, "%s", tsync_error_last()->message);
+            tsync__utf8_trim(err);
         } else if (rc)
             snprintf(err, TSYNC__ERRLEN, "%s", why);
         if (rc) break;

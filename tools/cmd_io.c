@@ -31,9 +31,19 @@ static int open_store(const char *path, tsync_store **s)
 int cmd_export(int argc, char **argv)
 {
     const char *db = NULL, *table = NULL, *query = NULL, *fmt = NULL, *outpath = NULL;
+    int opts = 1; /* "--" ends the options: a table may be named "-x" */
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--query") || !strcmp(a, "--format") || !strcmp(a, "-o")) {
+        if (opts && !strcmp(a, "--")) {
+            opts = 0;
+        } else if (!opts) {
+            if (!db)
+                db = a;
+            else if (!table)
+                table = a;
+            else
+                return usage("export takes DB and one TABLE (or --query SQL)");
+        } else if (!strcmp(a, "--query") || !strcmp(a, "--format") || !strcmp(a, "-o")) {
             if (i + 1 >= argc) {
                 char m[64];
                 snprintf(m, sizeof m, "export: %s needs a value", a);
@@ -121,10 +131,15 @@ static void on_progress(void *ctx, size_t rows)
 int cmd_import(int argc, char **argv)
 {
     const char *pos[3] = {NULL, NULL, NULL}, *fmt = NULL;
-    int npos = 0, skip_bad = 0;
+    int npos = 0, skip_bad = 0, opts = 1; /* "--" ends the options */
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--format")) {
+        if (opts && !strcmp(a, "--")) {
+            opts = 0;
+        } else if (!opts) {
+            if (npos == 3) return usage("import takes DB TABLE FILE");
+            pos[npos++] = a;
+        } else if (!strcmp(a, "--format")) {
             if (i + 1 >= argc) return usage("import: --format needs a value");
             fmt = argv[++i];
         } else if (!strcmp(a, "--skip-bad")) {

@@ -320,6 +320,8 @@ int cmd_status(int argc, char **argv)
                     printf("  lag: they lack %lld, we lack %lld",
                            (long long)json_integer_value(json_object_get(p, "they_lack")),
                            (long long)json_integer_value(json_object_get(p, "we_lack")));
+                const char *why = json_string_value(json_object_get(p, "reason"));
+                if (why) printf("  not dialled: %s", why);
                 printf("\n");
             }
             printf("pending outgoing: %lld batches\n",

@@ -82,7 +82,9 @@ static const char *USAGE =
     "  demo --offline [--dir DIR] [--seed N] [--keep]\n"
     "                                   three offline tills sell, then converge by bundles\n"
     "  help, --help                     this text\n"
-    "  --version                        print the version\n";
+    "  --version                        print the version\n"
+    "  (replicate, hash, export and import take -- before a TABLE that starts with '-':\n"
+    "   tillsync export DB -- -x)\n";
 
 int cli_fail(const char *what)
 {
@@ -299,14 +301,24 @@ static int cmd_replicate(int argc, char **argv)
 {
     if (argc < 4) return usage_error("replicate needs DB and TABLE");
     const char **ctr = calloc((size_t)argc, sizeof *ctr);
+    const char *table = NULL;
     size_t n = 0;
-    for (int i = 4; i < argc; i++) {
-        if (strcmp(argv[i], "--counter") == 0 && i + 1 < argc)
+    int opts = 1; /* "--" ends the options: a table may be named "-x" */
+    for (int i = 3; i < argc; i++) {
+        if (opts && strcmp(argv[i], "--") == 0) {
+            opts = 0;
+        } else if (opts && strcmp(argv[i], "--counter") == 0 && i + 1 < argc) {
             ctr[n++] = argv[++i];
-        else {
+        } else if (!table && (!opts || i == 3 || argv[i][0] != '-')) {
+            table = argv[i];
+        } else {
             free(ctr);
             return usage_error("replicate: unknown argument");
         }
+    }
+    if (!table) {
+        free(ctr);
+        return usage_error("replicate needs DB and TABLE");
     }
     tsync_store *s;
     if (open_db(argv[2], 0, &s)) {
@@ -314,10 +326,10 @@ static int cmd_replicate(int argc, char **argv)
         return 1;
     }
     int ret = 0;
-    if (tsync_store_replicate(s, argv[3], ctr, n) != 0)
+    if (tsync_store_replicate(s, table, ctr, n) != 0)
         ret = cli_fail("replicate");
     else
-        printf("table %s is replicated%s\n", argv[3], n ? " (with counters)" : "");
+        printf("table %s is replicated%s\n", table, n ? " (with counters)" : "");
     free(ctr);
     tsync_store_free(s);
     return ret;
@@ -428,12 +440,14 @@ static int cmd_merge(int argc, char **argv)
 static int cmd_hash(int argc, char **argv)
 {
     if (argc < 3) return usage_error("hash needs DB");
-    if (argc > 4) return usage_error("hash takes DB and at most one TABLE");
+    int k = argc > 3 && strcmp(argv[3], "--") == 0 ? 4 : 3; /* "--": a table named "-x" */
+    if (argc > k + 1) return usage_error("hash takes DB and at most one TABLE");
+    const char *table = argc > k ? argv[k] : NULL;
     tsync_store *s;
     if (open_db(argv[2], 0, &s)) return 1;
     uint8_t h[TSYNC_HASH_BYTES];
     int ret = 0;
-    if (tsync_store_hash(s, argc > 3 ? argv[3] : NULL, h) != 0) {
+    if (tsync_store_hash(s, table, h) != 0) {
         ret = cli_fail("hash");
     } else {
         for (int i = 0; i < TSYNC_HASH_BYTES; i++) printf("%02x", h[i]);

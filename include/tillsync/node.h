@@ -59,9 +59,12 @@ typedef enum {
     TSYNC_PEER_CONNECTED = 3,   /* session verified: syncing */
     TSYNC_PEER_UNREACHABLE = 4, /* was connected and is not now, or did not answer a first dial
                                    within liveness_ms; dialled again in the background */
+    TSYNC_PEER_WAITING = 5,     /* a static peer not dialled yet, for a reason the status names
+                                   (an address without #KEY while this till knows no other till's
+                                   certificate: dialled as soon as one is known) */
 } tsync_peer_state;
 
-/* "discovered", "connecting", "connected", "unreachable" or "gone". */
+/* "discovered", "connecting", "connected", "unreachable", "waiting" or "gone". */
 TSYNC_API const char *tsync_peer_state_name(int state);
 
 /* A till's network state changed. Strings are borrowed for the call. */
