@@ -49,8 +49,8 @@ static int seal_empty(tsync_store *s)
         if (sqlite3_column_bytes(st, 0) != TSYNC__SITE_BYTES) continue;
         if (nids >= cap) {
             cap = cap ? 2 * cap : 8;
-            void *ni = realloc(ids, cap * sizeof *ids), *nd = ni ? realloc(deps, cap * sizeof *deps)
-                                                                 : NULL;
+            void *ni = realloc(ids, cap * sizeof *ids),
+                 *nd = ni ? realloc(deps, cap * sizeof *deps) : NULL;
             if (ni) ids = ni;
             if (nd) deps = nd;
             if (!ni || !nd) {
@@ -63,7 +63,8 @@ static int seal_empty(tsync_store *s)
     }
     if (rc == 0 && step != SQLITE_DONE) rc = tsync__err_sqlite(s->db, step, "read vector");
     sqlite3_reset(st);
-    if (rc == 0 && !ids && !(ids = malloc(sizeof *ids))) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+    if (rc == 0 && !ids && !(ids = malloc(sizeof *ids)))
+        rc = tsync__err(TSYNC_ENOMEM, "out of memory");
     if (rc) goto out;
     memcpy(ids[0], s->site, TSYNC__SITE_BYTES);
 
@@ -148,9 +149,10 @@ int tsync__trust_keep_merged(tsync_store *s)
     if (rc < 0) return rc;
     if (rc == 1) return 0; /* this device is revoked itself: its batches are no one's evidence */
     /* Sites of revoked keys this database holds more of than it has sealed a batch over. */
-    sqlite3_stmt *st = tsync__prep(s, "SELECT site, pk, seq FROM tsync_sites WHERE "
-                                      "seq > sealed_seq AND idx != ?1 AND length(pk) = 32 AND pk IN "
-                                      "(SELECT device_pk FROM tsync_revocations)");
+    sqlite3_stmt *st =
+        tsync__prep(s, "SELECT site, pk, seq FROM tsync_sites WHERE "
+                       "seq > sealed_seq AND idx != ?1 AND length(pk) = 32 AND pk IN "
+                       "(SELECT device_pk FROM tsync_revocations)");
     if (!st) return TSYNC_EIO;
     sqlite3_bind_int64(st, 1, s->local_idx);
     struct {
@@ -256,7 +258,8 @@ int tsync__trust_cut_preview(const char *path, const uint8_t pk[TSYNC__PK_BYTES]
 {
     *out = NULL, *nout = 0;
     struct stat sb;
-    if (stat(path, &sb) != 0) return tsync__err(TSYNC_ENOTFOUND, "database %s does not exist", path);
+    if (stat(path, &sb) != 0)
+        return tsync__err(TSYNC_ENOTFOUND, "database %s does not exist", path);
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     tsync__cut_site *v = NULL;
@@ -279,7 +282,8 @@ int tsync__trust_cut_preview(const char *path, const uint8_t pk[TSYNC__PK_BYTES]
     }
     rc = 0;
     for (uint32_t i = 0; i < ncuts && rc == 0; i++)
-        if (!preview_site(&v, &n, &cap, cuts[i].site)) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        if (!preview_site(&v, &n, &cap, cuts[i].site))
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
     {
         sqlite3_stmt *ss;
         if (rc == 0 && sqlite3_prepare_v2(db, "SELECT site FROM tsync_sites WHERE pk=?1", -1, &ss,
@@ -326,8 +330,8 @@ int tsync__trust_cut_preview(const char *path, const uint8_t pk[TSYNC__PK_BYTES]
         char err[TSYNC__ERRLEN];
         tsync__arena_free(&a);
         memset(&a, 0, sizeof a);
-        if (tsync__batch_decode(sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2),
-                                &b, &a, err) != 0)
+        if (tsync__batch_decode(sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2), &b,
+                                &a, err) != 0)
             continue;
         for (uint32_t d = 0; d < b.ndeps && rc == 0; d++)
             for (uint32_t i = 0; i < n && rc == 0; i++)

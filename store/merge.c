@@ -43,10 +43,10 @@ typedef struct {
     int done;         /* applied, duplicate, refused */
     char reason[160]; /* why it waits */
     /* Kept batches of a revoked device (store/kept.c): */
-    int applied;     /* in our log now (applied or a duplicate) */
-    int honest;      /* 0 not known yet, 1 by a key with a certificate and not revoked, -1 not */
-    uint64_t kept;   /* beyond its site's cutoff, kept: the seq an honest batch depends on */
-    size_t kept_by;  /* that honest batch (index in the list) */
+    int applied;    /* in our log now (applied or a duplicate) */
+    int honest;     /* 0 not known yet, 1 by a key with a certificate and not revoked, -1 not */
+    uint64_t kept;  /* beyond its site's cutoff, kept: the seq an honest batch depends on */
+    size_t kept_by; /* that honest batch (index in the list) */
 } inbatch;
 
 /* A site known to this merge. */

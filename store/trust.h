@@ -150,11 +150,11 @@ int tsync__trust_keep_merged(tsync_store *s);
 
 /* What a revocation would cut, seen from one database (the admin's preview). */
 typedef struct {
-    uint8_t site[TSYNC__SITE_BYTES]; /* a site of another device ... */
-    uint8_t pk[TSYNC__PK_BYTES];     /* ... and its key */
+    uint8_t site[TSYNC__SITE_BYTES];      /* a site of another device ... */
+    uint8_t pk[TSYNC__PK_BYTES];          /* ... and its key */
     char name[TSYNC__TRUST_NAME_MAX + 1]; /* its device name, "" when no certificate is known */
-    uint64_t batches;                /* its batches that depend on a batch beyond the cutoff */
-    uint64_t max_dep;                /* the highest seq of the revoked site they depend on */
+    uint64_t batches;                     /* its batches that depend on a batch beyond the cutoff */
+    uint64_t max_dep;                     /* the highest seq of the revoked site they depend on */
 } tsync__cut_dep;
 
 typedef struct {
