@@ -14,9 +14,9 @@
  * - Data: a batch is admitted when its clock (ms) is at or before the latest expiry among the
  *   key's certificates. not_before does not bound data, so what a till sold before it was
  *   enrolled still replicates. A revoked key: a batch of site S at seq N is admitted only when
- *   N <= the cutoff the revocation names for S (0 for a site it does not name). When a key has
- *   several revocations, the latest issued (ties: greater id) governs, so the admin can correct
- *   one.
+ *   N <= the cutoff the revocation names for S (0 for a site it does not name), or when an
+ *   honest batch depends on it (kept batches, store/kept.c). When a key has several
+ *   revocations, the latest issued (ties: greater id) governs, so the admin can correct one.
  * - Sessions: wall time within [not_before - 5 min, expires] of some certificate, and the key is
  *   not revoked at all.
  *
