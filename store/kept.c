@@ -323,7 +323,7 @@ int tsync__trust_cut_preview(const char *path, const uint8_t pk[TSYNC__PK_BYTES]
         goto out;
     }
     sqlite3_bind_blob(st, 1, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
-    int step;
+    int step = SQLITE_DONE;
     while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
         if (sqlite3_column_bytes(st, 0) != TSYNC__SITE_BYTES) continue;
         tsync__batch b;
@@ -340,6 +340,8 @@ int tsync__trust_cut_preview(const char *path, const uint8_t pk[TSYNC__PK_BYTES]
                     rc = preview_dep(db, &v[i], sqlite3_column_blob(st, 0),
                                      sqlite3_column_blob(st, 1), b.deps[d].seq);
     }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = tsync__err(TSYNC_EIO, "cannot read the log of %s: %s", path, sqlite3_errmsg(db));
 out:
     if (st) sqlite3_finalize(st);
     sqlite3_close(db);
