@@ -176,7 +176,13 @@ Test(revoke_cutoff, revocation_reaches_h_first)
 {
     fleet f;
     fleet_open(&f);
+    uint64_t own = seq_of(f.h, f.h->site);
     revoke_on(&f, f.h);
+    /* H merged D's 11 and 12 after its last sale: it seals a batch (without rows) naming them */
+    cr_assert_eq(seq_of(f.h, f.h->site), own + 1);
+    cr_assert_eq(th_int(f.h, "SELECT count(*) FROM tsync_sites WHERE seq != sealed_seq", -1), 0);
+    revoke_on(&f, f.h);
+    cr_assert_eq(seq_of(f.h, f.h->site), own + 1, "the same revocation again seals nothing");
     th_sync(f.d, f.h);
     th_sync(f.h, f.x); /* the revocation and H's batches together */
     th_sync(f.d, f.x);
