@@ -112,6 +112,7 @@ static void fleet_open(fleet *f)
 static void fleet_close(fleet *f)
 {
     free(f->rev);
+    free(f->dir);
     tsync_store_free(f->d);
     tsync_store_free(f->h);
     tsync_store_free(f->x);
