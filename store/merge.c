@@ -42,6 +42,11 @@ typedef struct {
     int from_held;
     int done;         /* applied, duplicate, refused */
     char reason[256]; /* why it waits: site ids and numbers (one per batch: kept small) */
+    /* Kept batches of a revoked device (store/kept.c): */
+    int applied;    /* in our log now (applied or a duplicate) */
+    int honest;     /* 0 not known yet, 1 by a key with a certificate and not revoked, -1 not */
+    uint64_t kept;  /* beyond its site's cutoff, kept: the seq an honest batch depends on */
+    size_t kept_by; /* that honest batch (index in the list) */
 } inbatch;
 
 /* A site known to this merge. */
@@ -53,7 +58,9 @@ typedef struct {
     uint8_t hash[TSYNC__HASH_BYTES];
     int64_t frozen; /* -1: not frozen */
     int dirty;
-    int known; /* loaded from or added to tsync_sites */
+    int known;       /* loaded from or added to tsync_sites */
+    int revoked;     /* 0 not looked up yet, 1 its key is not revoked, 2 revoked */
+    uint64_t cutoff; /* revoked: the cutoff its revocation names for this site */
 } msite;
 
 /* The folded state of one row. */
@@ -97,6 +104,7 @@ typedef struct {
      * (minus what the common prefix already counted), so both branches' sales add up. */
     uint32_t fork_origin, fork_site;
     uint64_t fork_frozen;
+    int keep_publish; /* kept a revoked device's batch on the word of a batch that did not apply */
 } mctx;
 
 static void report_msg(mctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1143,6 +1151,50 @@ static void drop_held(mctx *c, inbatch *ib)
     }
 }
 
+/* Kept batches of a revoked device (docs/TRUST.md, store/kept.c). Whether m's key is revoked (2)
+ * or not (1), looked up once per merge. */
+static int site_revoked(mctx *c, msite *m)
+{
+    if (!m->revoked) {
+        int rv = m->has_pk ? tsync__trust_cutoff(c->s, m->pk, m->id, &m->cutoff) : 0;
+        if (rv < 0) return rv;
+        m->revoked = rv == 1 ? 2 : 1;
+    }
+    return m->revoked;
+}
+
+/* The highest seq of site id, at or above seq, that an honest batch of this merge (the bundle or
+ * the held ones) depends on: *kept (0 when none) and *by, that batch's index. An honest batch is by
+ * a key that is not revoked and that the trust rules admit. */
+static int honest_dep(mctx *c, inbatch *list, size_t n, const uint8_t id[TSYNC__SITE_BYTES],
+                      uint64_t seq, uint64_t *kept, size_t *by)
+{
+    *kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        inbatch *l = &list[i];
+        for (uint32_t d = 0; d < l->b.ndeps; d++) {
+            const tsync__bdep *dep = &l->b.deps[d];
+            if (dep->seq < seq || dep->seq <= *kept ||
+                memcmp(l->b.sites[dep->site], id, TSYNC__SITE_BYTES) != 0)
+                continue;
+            if (!l->honest) {
+                msite *a = &c->sites[l->site];
+                int rv = site_revoked(c, a);
+                if (rv < 0) return rv;
+                char err[TSYNC__ERRLEN];
+                int trc = rv == 2 || !a->has_pk
+                              ? TSYNC_EREFUSED
+                              : tsync__trust_admit(c->s, a->pk, a->id, l->seq,
+                                                   tsync__hlc_ms(l->b.hlc_hi), err);
+                if (trc == TSYNC_EIO) return trc;
+                l->honest = trc == 0 ? 1 : -1;
+            }
+            if (l->honest == 1) *kept = dep->seq, *by = i;
+        }
+    }
+    return 0;
+}
+
 /* Decides and applies, in causal order, until nothing more can be applied. */
 static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bun,
                        const uint32_t *run_of, uint8_t *run_forked,
@@ -1182,8 +1234,9 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                     }
                     if ((rc = apply_fork_data(c, ib, 1, ib->hash))) return rc;
                     progress = 1;
-                } else if (c->rep) {
-                    c->rep->duplicates++;
+                } else {
+                    ib->applied = 1;
+                    if (c->rep) c->rep->duplicates++;
                 }
                 drop_held(c, ib);
                 continue;
@@ -1199,6 +1252,28 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                            (long long)m->frozen);
                 drop_held(c, ib);
                 continue;
+            }
+            if (!ib->kept) {
+                /* A revoked device's batch after the cutoff: kept when an honest batch depends on
+                 * it, else refused now, in whatever order it came (it will never apply). */
+                int rv = site_revoked(c, m);
+                if (rv < 0) return rv;
+                if (rv == 2 && ib->seq > m->cutoff) {
+                    if ((rc = honest_dep(c, list, n, m->id, ib->seq, &ib->kept, &ib->kept_by)))
+                        return rc;
+                    if (!ib->kept) {
+                        ib->done = 1;
+                        if (c->rep) c->rep->refused++;
+                        c->refuse_code = TSYNC_EREFUSED;
+                        report_msg(c,
+                                   "refused: batch %llu of site %s: its key was revoked with "
+                                   "cutoff %llu and no honest batch depends on it",
+                                   (unsigned long long)ib->seq, short_site(m->id, sh),
+                                   (unsigned long long)m->cutoff);
+                        drop_held(c, ib);
+                        continue;
+                    }
+                }
             }
             if (ib->seq != m->seq + 1) {
                 snprintf(ib->reason, sizeof ib->reason, "waiting for batch %llu of site %s",
@@ -1243,8 +1318,8 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                 /* Enrolled: only keys with a valid certificate of our shop author data, and a
                  * certificate covers data by the batch's clock. */
                 char terr[TSYNC__ERRLEN];
-                int trc = tsync__trust_admit(c->s, m->pk, m->id, ib->seq,
-                                             tsync__hlc_ms(ib->b.hlc_hi), terr);
+                int trc = tsync__trust_admit_kept(c->s, m->pk, m->id, ib->seq,
+                                                  tsync__hlc_ms(ib->b.hlc_hi), ib->kept, terr);
                 if (trc == TSYNC_EIO) return trc;
                 if (trc) {
                     ib->done = 1;
@@ -1262,6 +1337,7 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
             memcpy(m->hash, ib->hash, TSYNC__HASH_BYTES);
             m->dirty = 1;
             ib->done = 1;
+            ib->applied = 1;
             progress = 1;
             if (c->rep) c->rep->merged++;
         }
@@ -1471,6 +1547,9 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
     }
     if ((rc = apply_ready(&c, list, n, &bun, run_of, run_forked, branch))) goto rollback;
     if ((rc = finish(&c, list, n))) goto rollback;
+    for (size_t i = 0; i < n; i++)
+        if (list[i].applied && list[i].kept && !list[list[i].kept_by].applied) c.keep_publish = 1;
+    if (c.keep_publish && (rc = tsync__trust_keep_merged(s))) goto rollback;
     tsync__capture_off(s, 0);
     if ((rc = tsync__commit(s))) goto fail;
     free(list);

@@ -424,7 +424,8 @@ static int latest_cert(tsync_store *s, const shop *sh, const uint8_t pk[TSYNC__P
 }
 
 static int admit(tsync_store *s, const shop *sh, const uint8_t pk[TSYNC__PK_BYTES],
-                 const uint8_t site[TSYNC__SITE_BYTES], uint64_t seq, uint64_t hlc_ms, char *err)
+                 const uint8_t site[TSYNC__SITE_BYTES], uint64_t seq, uint64_t hlc_ms,
+                 uint64_t kept, char *err)
 {
     char k[17], st[17], name[TSYNC__TRUST_NAME_MAX + 1], d1[32], d2[32];
     uint64_t expires = 0;
@@ -443,6 +444,7 @@ static int admit(tsync_store *s, const shop *sh, const uint8_t pk[TSYNC__PK_BYTE
     if (rc == 1) {
         uint64_t cut = tsync__revocation_cutoff(&v, site);
         rc = 0;
+        if (seq > cut && seq <= kept) cut = kept; /* an honest batch depends on it: kept */
         if (seq > cut)
             rc = fail(err, TSYNC_EREFUSED,
                       "key %s… (device '%s') was revoked: site %s… seq %" PRIu64
@@ -461,7 +463,35 @@ int tsync__trust_admit(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES],
     shop sh;
     int rc = current_shop(s, &sh, err);
     if (rc || !sh.enrolled) return rc;
-    return admit(s, &sh, pk, site, seq, batch_hlc_ms, err);
+    return admit(s, &sh, pk, site, seq, batch_hlc_ms, 0, err);
+}
+
+int tsync__trust_admit_kept(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES],
+                            const uint8_t site[TSYNC__SITE_BYTES], uint64_t seq,
+                            uint64_t batch_hlc_ms, uint64_t kept, char err[TSYNC__ERRLEN])
+{
+    err[0] = '\0';
+    shop sh;
+    int rc = current_shop(s, &sh, err);
+    if (rc || !sh.enrolled) return rc;
+    return admit(s, &sh, pk, site, seq, batch_hlc_ms, kept, err);
+}
+
+int tsync__trust_cutoff(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES],
+                        const uint8_t site[TSYNC__SITE_BYTES], uint64_t *cutoff)
+{
+    char err[TSYNC__ERRLEN];
+    shop sh;
+    *cutoff = 0;
+    int rc = current_shop(s, &sh, err);
+    if (rc || !sh.enrolled) return rc;
+    tsync__arena a = {0};
+    tsync__revocation v;
+    rc = find_revocation(s, &sh, pk, &v, &a, err);
+    if (rc == 1) *cutoff = tsync__revocation_cutoff(&v, site);
+    tsync__arena_free(&a);
+    if (rc < 0) tsync__err(rc, "%s", err);
+    return rc;
 }
 
 int tsync__trust_session(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES], uint64_t now_ms,
@@ -574,6 +604,17 @@ int tsync__trust_export(tsync_store *s, uint8_t ***blobs, size_t **lens, size_t 
     return rc;
 }
 
+/* After a new revocation: what this till already merged of a revoked device beyond the cutoff
+ * stays, so it must be kept everywhere (tsync__trust_keep_merged, docs/TRUST.md). */
+static int keep_merged(tsync_store *s, char *err)
+{
+    int rc = tsync__trust_keep_merged(s);
+    if (rc)
+        snprintf(err, TSYNC__ERRLEN, "%s",
+                 tsync_error_last() ? tsync_error_last()->message : "cannot seal a batch");
+    return rc;
+}
+
 int tsync__trust_import(tsync_store *s, const uint8_t *blob, size_t len, char err[TSYNC__ERRLEN])
 {
     err[0] = '\0';
@@ -596,6 +637,8 @@ int tsync__trust_import(tsync_store *s, const uint8_t *blob, size_t len, char er
         rc = ensure_tables(s, err);
         if (rc == 0) rc = load_shop(s, &sh, err);
         if (rc == 0) rc = store_record(s, &sh, &r, blob, len, &added, err);
+        if (rc == 0 && added && sh.enrolled && r.kind == TSYNC__T_REVOCATION)
+            rc = keep_merged(s, err);
         rc = end(s, own, rc, err);
     }
     tsync__arena_free(&a);
@@ -708,7 +751,7 @@ static int check_held_batches(tsync_store *s, const shop *sh, char *err)
             sqlite3_finalize(b);
         }
         char why[TSYNC__ERRLEN];
-        rc = admit(s, sh, pk, site, seq, hlc_ms, why);
+        rc = admit(s, sh, pk, site, seq, hlc_ms, 0, why);
         if (rc == TSYNC_EREFUSED) {
             /* may be longer than err holds: the last error keeps all of it */
             rc = tsync__err(TSYNC_EREFUSED,
@@ -924,6 +967,7 @@ int tsync__trust_revoke(tsync_store *s, const uint8_t *rec, size_t len)
                       "this database is not enrolled in a shop, so it has no admin key to check "
                       "the revocation against (enrol it first: tillsync enrol DB CERT)");
         if (rc == 0) rc = store_record(s, &sh, &r, rec, len, &added, err);
+        if (rc == 0 && added) rc = keep_merged(s, err);
         rc = end(s, own, rc, err);
     }
     tsync__arena_free(&a);

@@ -14,9 +14,9 @@
  * - Data: a batch is admitted when its clock (ms) is at or before the latest expiry among the
  *   key's certificates. not_before does not bound data, so what a till sold before it was
  *   enrolled still replicates. A revoked key: a batch of site S at seq N is admitted only when
- *   N <= the cutoff the revocation names for S (0 for a site it does not name). When a key has
- *   several revocations, the latest issued (ties: greater id) governs, so the admin can correct
- *   one.
+ *   N <= the cutoff the revocation names for S (0 for a site it does not name), or when an
+ *   honest batch depends on it (kept batches, store/kept.c). When a key has several
+ *   revocations, the latest issued (ties: greater id) governs, so the admin can correct one.
  * - Sessions: wall time within [not_before - 5 min, expires] of some certificate, and the key is
  *   not revoked at all.
  *
@@ -51,6 +51,17 @@ int tsync__trust_enrolled(tsync_store *s, uint8_t shop_id[TSYNC__SHOP_ID_BYTES])
 int tsync__trust_admit(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES],
                        const uint8_t site[TSYNC__SITE_BYTES], uint64_t seq, uint64_t batch_hlc_ms,
                        char err[TSYNC__ERRLEN]);
+
+/* tsync__trust_admit, with the cutoff of a revoked key raised to kept for this site: kept is the
+ * highest seq of the site that an honest batch depends on (0: none), see docs/TRUST.md. */
+int tsync__trust_admit_kept(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES],
+                            const uint8_t site[TSYNC__SITE_BYTES], uint64_t seq,
+                            uint64_t batch_hlc_ms, uint64_t kept, char err[TSYNC__ERRLEN]);
+
+/* Whether key pk is revoked: 1 and the cutoff its governing revocation names for site in *cutoff
+ * (0 when it does not name the site), 0 when not revoked or not enrolled, TSYNC_EIO (recorded). */
+int tsync__trust_cutoff(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES],
+                        const uint8_t site[TSYNC__SITE_BYTES], uint64_t *cutoff);
 
 /* Whether a peer with key pk may hold a session now (now_ms: wall time, Unix ms).
  * 0 when admitted; TSYNC_EREFUSED + err (no certificate, not yet valid, expired, revoked).
@@ -127,6 +138,45 @@ int tsync__trust_json(tsync_store *s, char **out);
  * Errors: TSYNC_ENOTFOUND (no such database), TSYNC_EIO. */
 int tsync__trust_cutoffs_from_db(const char *path, const uint8_t pk[TSYNC__PK_BYTES],
                                  tsync__cutoff **out, uint32_t *n);
+
+/* ---------------------------------------------------------------- kept batches (store/kept.c) */
+
+/* Run inside a transaction after a revocation arrives, and by merge after it kept a batch of a
+ * revoked device on the word of a batch that did not apply: when this database holds more of a
+ * revoked site than its cutoff and no batch of its own depends on all of it, seals its pending
+ * changes, or an empty batch, so that a batch of this till names what it holds and every till
+ * keeps the same. Nothing when this device is revoked itself. */
+int tsync__trust_keep_merged(tsync_store *s);
+
+/* What a revocation would cut, seen from one database (the admin's preview). */
+typedef struct {
+    uint8_t site[TSYNC__SITE_BYTES];      /* a site of another device ... */
+    uint8_t pk[TSYNC__PK_BYTES];          /* ... and its key */
+    char name[TSYNC__TRUST_NAME_MAX + 1]; /* its device name, "" when no certificate is known */
+    uint64_t batches;                     /* its batches that depend on a batch beyond the cutoff */
+    uint64_t max_dep;                     /* the highest seq of the revoked site they depend on */
+} tsync__cut_dep;
+
+typedef struct {
+    uint8_t site[TSYNC__SITE_BYTES];
+    uint64_t cutoff; /* named by the revocation (0 when not named) */
+    int known;       /* the database knows the site */
+    uint64_t have;   /* what the database holds of it (its vector) */
+    uint64_t beyond; /* batches of the site after the cutoff in its log or held */
+    uint64_t kept;   /* cutoff raised to the highest seq an honest batch here depends on */
+    uint32_t ndeps;
+    tsync__cut_dep *deps; /* honest sites whose batches depend on batches after the cutoff */
+} tsync__cut_site;
+
+/* For the device key pk and the cutoffs a revocation would name: every site of the device that
+ * the database at path (opened read-only) knows or the cutoffs name, what it holds after the
+ * cutoff, and which other devices' batches in its log depend on those batches (so every till will
+ * keep them). *out is malloc'd: free with tsync__cut_preview_free.
+ * Errors: TSYNC_ENOTFOUND (no such database), TSYNC_EIO, TSYNC_ENOMEM. */
+int tsync__trust_cut_preview(const char *path, const uint8_t pk[TSYNC__PK_BYTES],
+                             const tsync__cutoff *cuts, uint32_t ncuts, tsync__cut_site **out,
+                             uint32_t *nout);
+void tsync__cut_preview_free(tsync__cut_site *v, uint32_t n);
 
 /* ---------------------------------------------------------------- the shop admin key file */
 

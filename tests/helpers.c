@@ -4,6 +4,7 @@
 #include "tests/helpers.h"
 
 #include "crdt/crdt.h"
+#include "store/internal.h"
 
 #include <criterion/criterion.h>
 #include <ftw.h>
@@ -260,4 +261,70 @@ int64_t th_check_log(tsync_store *s, const uint8_t *site, const char *who, int o
                   (long long)stored, (unsigned long long)last);
     }
     return expect - 1;
+}
+
+/* ---------------------------------------------------------------- shop trust */
+
+tsync__shopkey th_shop_make(uint8_t seed_byte, uint8_t id_byte, const char *name)
+{
+    uint8_t seed[32], id[TSYNC__SHOP_ID_BYTES];
+    memset(seed, seed_byte, sizeof seed);
+    memset(id, id_byte, sizeof id);
+    tsync__shopkey k;
+    char err[TSYNC__ERRLEN];
+    int rc = tsync__shopkey_init(&k, seed, id, name, strlen(name), TH_T0, err);
+    cr_assert_eq(rc, 0, "%s", err);
+    return k;
+}
+
+uint8_t *th_cert_make(const tsync__shopkey *k, const uint8_t pk[TSYNC__PK_BYTES], const char *name,
+                      uint64_t nb, uint64_t exp, size_t *len)
+{
+    tsync__cert c = {.shop_name = k->name,
+                     .shop_name_len = k->name_len,
+                     .device_name = name,
+                     .device_name_len = (uint32_t)strlen(name),
+                     .not_before_ms = nb,
+                     .expires_ms = exp};
+    memcpy(c.shop_id, k->shop_id, TSYNC__SHOP_ID_BYTES);
+    memcpy(c.device_pk, pk, TSYNC__PK_BYTES);
+    memcpy(c.admin_pk, k->pk, TSYNC__PK_BYTES);
+    uint8_t *out;
+    char err[TSYNC__ERRLEN];
+    int rc = tsync__cert_sign(&c, k->sk, &out, len, err);
+    cr_assert_eq(rc, 0, "%s", err);
+    return out;
+}
+
+uint8_t *th_rev_make(const tsync__shopkey *k, const uint8_t pk[TSYNC__PK_BYTES],
+                     const tsync__cutoff *cuts, uint32_t n, uint64_t issued, size_t *len)
+{
+    tsync__revocation v = {.ncutoffs = n, .cutoffs = (tsync__cutoff *)cuts, .issued_ms = issued};
+    memcpy(v.shop_id, k->shop_id, TSYNC__SHOP_ID_BYTES);
+    memcpy(v.device_pk, pk, TSYNC__PK_BYTES);
+    memcpy(v.admin_pk, k->pk, TSYNC__PK_BYTES);
+    uint8_t *out;
+    char err[TSYNC__ERRLEN];
+    int rc = tsync__revocation_sign(&v, k->sk, &out, len, err);
+    cr_assert_eq(rc, 0, "%s", err);
+    return out;
+}
+
+int th_enrol(tsync_store *s, const tsync__shopkey *k, const char *name, uint64_t days,
+             tsync__enrol_result *res)
+{
+    size_t len;
+    uint64_t now = tsync__now_ms(s);
+    uint8_t *c = th_cert_make(k, s->pk, name, now - TH_DAY, now + days * TH_DAY, &len);
+    const uint8_t *recs[1] = {c};
+    int rc = tsync__trust_enrol(s, recs, &len, 1, res);
+    free(c);
+    return rc;
+}
+
+void th_must_enrol(tsync_store *s, const tsync__shopkey *k, const char *name)
+{
+    int rc = th_enrol(s, k, name, 365, NULL);
+    cr_assert_eq(rc, 0, "enrol %s: %s", name,
+                 tsync_error_last() ? tsync_error_last()->message : "?");
 }

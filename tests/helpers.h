@@ -1,7 +1,8 @@
 /*
  * tests/helpers.h — small helpers shared by the criterion tests: temporary folders, opening
- * replicas with the standard products table, running SQL, reading single values, and moving
- * bundles between replicas.
+ * replicas with the standard products table, running SQL, reading single values, moving
+ * bundles between replicas, and shop trust records (shops from fixed seeds, certificates,
+ * revocations, enrolment).
  */
 #ifndef TSYNC_TEST_HELPERS_H
 #define TSYNC_TEST_HELPERS_H
@@ -9,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store/trust.h"
 #include "tillsync/tillsync.h"
 
 /* A fresh temporary folder (mkdtemp under $TMPDIR or /tmp); caller frees the string. */
@@ -52,6 +54,27 @@ const char *th_hash(tsync_store *s);
  * string "k1\nk2\n...". Returns N; a failed check fails the test. */
 int64_t th_check_log(tsync_store *s, const uint8_t *site, const char *who, int own,
                      const char *keys_table, char **keys);
+
+/* ---- shop trust (store/trust.h) */
+
+#define TH_DAY 86400000ull
+#define TH_T0  1760000000000ull /* 2025-10-09: creation time of the shops th_shop_make builds */
+
+/* A shop from a one-byte seed; shop id from another byte (two shops may share an id to model a
+ * forger who copies a real shop's id). */
+tsync__shopkey th_shop_make(uint8_t seed_byte, uint8_t id_byte, const char *name);
+/* A certificate of device key pk signed by shop k; *len receives its size; caller frees. */
+uint8_t *th_cert_make(const tsync__shopkey *k, const uint8_t pk[TSYNC__PK_BYTES], const char *name,
+                      uint64_t nb, uint64_t exp, size_t *len);
+/* A revocation of pk with n cutoffs signed by shop k; caller frees. */
+uint8_t *th_rev_make(const tsync__shopkey *k, const uint8_t pk[TSYNC__PK_BYTES],
+                     const tsync__cutoff *cuts, uint32_t n, uint64_t issued, size_t *len);
+/* Enrols s in shop k with a certificate valid from now - 1 day for `days` days (res may be NULL).
+ */
+int th_enrol(tsync_store *s, const tsync__shopkey *k, const char *name, uint64_t days,
+             tsync__enrol_result *res);
+/* th_enrol for 365 days; fails the test on error. */
+void th_must_enrol(tsync_store *s, const tsync__shopkey *k, const char *name);
 
 /* Seed for property tests: $TSYNC_SEED if set, else from the clock; printed to stderr. */
 uint64_t th_seed(const char *test_name);

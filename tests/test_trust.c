@@ -48,53 +48,6 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* A shop from a one-byte seed; shop id from another byte (two shops may share an id to model a
- * forger who copies a real shop's id). */
-static tsync__shopkey shop_make(uint8_t seed_byte, uint8_t id_byte, const char *name)
-{
-    uint8_t seed[32], id[TSYNC__SHOP_ID_BYTES];
-    memset(seed, seed_byte, sizeof seed);
-    memset(id, id_byte, sizeof id);
-    tsync__shopkey k;
-    char err[TSYNC__ERRLEN];
-    int rc = tsync__shopkey_init(&k, seed, id, name, strlen(name), T0, err);
-    cr_assert_eq(rc, 0, "%s", err);
-    return k;
-}
-
-static uint8_t *cert_make(const tsync__shopkey *k, const uint8_t pk[TSYNC__PK_BYTES],
-                          const char *name, uint64_t nb, uint64_t exp, size_t *len)
-{
-    tsync__cert c = {.shop_name = k->name,
-                     .shop_name_len = k->name_len,
-                     .device_name = name,
-                     .device_name_len = (uint32_t)strlen(name),
-                     .not_before_ms = nb,
-                     .expires_ms = exp};
-    memcpy(c.shop_id, k->shop_id, TSYNC__SHOP_ID_BYTES);
-    memcpy(c.device_pk, pk, TSYNC__PK_BYTES);
-    memcpy(c.admin_pk, k->pk, TSYNC__PK_BYTES);
-    uint8_t *out;
-    char err[TSYNC__ERRLEN];
-    int rc = tsync__cert_sign(&c, k->sk, &out, len, err);
-    cr_assert_eq(rc, 0, "%s", err);
-    return out;
-}
-
-static uint8_t *rev_make(const tsync__shopkey *k, const uint8_t pk[TSYNC__PK_BYTES],
-                         const tsync__cutoff *cuts, uint32_t n, uint64_t issued, size_t *len)
-{
-    tsync__revocation v = {.ncutoffs = n, .cutoffs = (tsync__cutoff *)cuts, .issued_ms = issued};
-    memcpy(v.shop_id, k->shop_id, TSYNC__SHOP_ID_BYTES);
-    memcpy(v.device_pk, pk, TSYNC__PK_BYTES);
-    memcpy(v.admin_pk, k->pk, TSYNC__PK_BYTES);
-    uint8_t *out;
-    char err[TSYNC__ERRLEN];
-    int rc = tsync__revocation_sign(&v, k->sk, &out, len, err);
-    cr_assert_eq(rc, 0, "%s", err);
-    return out;
-}
-
 static uint8_t *rot_make(const tsync__shopkey *old, const tsync__shopkey *nk, uint64_t issued,
                          size_t *len)
 {
@@ -221,11 +174,11 @@ Test(trust_format, request_signed_by_another_key_refused)
 
 Test(trust_format, cert_round_trip_and_tamper)
 {
-    tsync__shopkey k = shop_make(1, 1, "Corner Shop");
+    tsync__shopkey k = th_shop_make(1, 1, "Corner Shop");
     uint8_t pk[32], sk[64];
     crypto_sign_keypair(pk, sk);
     size_t len;
-    uint8_t *c = cert_make(&k, pk, "till-1", T0, T0 + YEAR, &len);
+    uint8_t *c = th_cert_make(&k, pk, "till-1", T0, T0 + YEAR, &len);
     tsync__arena a = {0};
     tsync__trust_rec r;
     cr_assert_eq(decode(c, len, &r, &a), 0);
@@ -244,8 +197,8 @@ Test(trust_format, cert_round_trip_and_tamper)
 
 Test(trust_format, cert_rules)
 {
-    tsync__shopkey k = shop_make(1, 1, "Shop");
-    tsync__shopkey other = shop_make(2, 1, "Shop");
+    tsync__shopkey k = th_shop_make(1, 1, "Shop");
+    tsync__shopkey other = th_shop_make(2, 1, "Shop");
     uint8_t pk[32], sk[64], *out;
     size_t len;
     char err[TSYNC__ERRLEN];
@@ -301,7 +254,7 @@ Test(trust_format, names)
 
 Test(trust_format, revocation_cutoffs_sorted_and_looked_up)
 {
-    tsync__shopkey k = shop_make(1, 1, "Shop");
+    tsync__shopkey k = th_shop_make(1, 1, "Shop");
     uint8_t pk[32], sk[64];
     crypto_sign_keypair(pk, sk);
     tsync__cutoff cuts[3];
@@ -310,7 +263,7 @@ Test(trust_format, revocation_cutoffs_sorted_and_looked_up)
     memset(cuts[1].site, 3, 16), cuts[1].seq = 30;
     memset(cuts[2].site, 6, 16), cuts[2].seq = 60;
     size_t len;
-    uint8_t *v = rev_make(&k, pk, cuts, 3, T0, &len);
+    uint8_t *v = th_rev_make(&k, pk, cuts, 3, T0, &len);
     tsync__arena a = {0};
     tsync__trust_rec r;
     cr_assert_eq(decode(v, len, &r, &a), 0);
@@ -340,7 +293,7 @@ Test(trust_format, revocation_unsorted_cutoffs_refused_by_decoder)
 {
     /* Re-sign hand-made bytes with the cutoffs out of order: the signature is right, the order is
      * not, and order is part of the canonical form. */
-    tsync__shopkey k = shop_make(1, 1, "Shop");
+    tsync__shopkey k = th_shop_make(1, 1, "Shop");
     uint8_t pk[32], sk[64];
     crypto_sign_keypair(pk, sk);
     tsync__cutoff cuts[2];
@@ -348,7 +301,7 @@ Test(trust_format, revocation_unsorted_cutoffs_refused_by_decoder)
     memset(cuts[0].site, 1, 16), cuts[0].seq = 1;
     memset(cuts[1].site, 2, 16), cuts[1].seq = 2;
     size_t len;
-    uint8_t *v = rev_make(&k, pk, cuts, 2, T0, &len);
+    uint8_t *v = th_rev_make(&k, pk, cuts, 2, T0, &len);
     /* layout: 98 03 01 c4 10 <id> c4 20 <pk> 92 | 92 c4 10 <site1> 01 | 92 c4 10 <site2> 02 ... */
     size_t first = 1 + 1 + 1 + 18 + 34 + 1;
     uint8_t tmp[20];
@@ -379,7 +332,7 @@ Test(trust_format, revocation_unsorted_cutoffs_refused_by_decoder)
 
 Test(trust_format, rotation_needs_both_signatures)
 {
-    tsync__shopkey k0 = shop_make(1, 1, "Shop"), k1 = shop_make(2, 1, "Shop");
+    tsync__shopkey k0 = th_shop_make(1, 1, "Shop"), k1 = th_shop_make(2, 1, "Shop");
     size_t len;
     uint8_t *t = rot_make(&k0, &k1, T0, &len);
     tsync__arena a = {0};
@@ -445,7 +398,7 @@ Test(trust_format, kinds_are_not_interchangeable)
 
 Test(trust_format, shopkey_file_round_trip_and_damage)
 {
-    tsync__shopkey k = shop_make(7, 8, "Corner Shop");
+    tsync__shopkey k = th_shop_make(7, 8, "Corner Shop");
     uint8_t *img;
     size_t len;
     cr_assert_eq(tsync__shopkey_encode(&k, &img, &len), 0);
@@ -474,12 +427,12 @@ Test(trust_format, shopkey_file_round_trip_and_damage)
 
 Test(trust_format, armour_round_trip_with_text_around)
 {
-    tsync__shopkey k = shop_make(1, 1, "Shop");
+    tsync__shopkey k = th_shop_make(1, 1, "Shop");
     uint8_t pk[32], sk[64];
     crypto_sign_keypair(pk, sk);
     size_t len1, len2;
-    uint8_t *c1 = cert_make(&k, pk, "till-1", T0, T0 + YEAR, &len1);
-    uint8_t *c2 = rev_make(&k, pk, NULL, 0, T0, &len2);
+    uint8_t *c1 = th_cert_make(&k, pk, "till-1", T0, T0 + YEAR, &len1);
+    uint8_t *c2 = th_rev_make(&k, pk, NULL, 0, T0, &len2);
     char *a1, *a2;
     cr_assert_eq(tsync__armour(TSYNC__T_CERT, c1, len1, "a comment\nsecond line", &a1), 0);
     cr_assert_eq(tsync__armour(TSYNC__T_REVOCATION, c2, len2, NULL, &a2), 0);
@@ -551,8 +504,8 @@ static void world_open(world *w)
     w->a = th_open_products(th_path(w->dir, "a.db"));
     w->b = th_open_products(th_path(w->dir, "b.db"));
     w->c = th_open_products(th_path(w->dir, "c.db"));
-    w->shop = shop_make(1, 1, "Corner Shop");
-    w->other = shop_make(2, 2, "Other Shop");
+    w->shop = th_shop_make(1, 1, "Corner Shop");
+    w->other = th_shop_make(2, 2, "Other Shop");
 }
 
 static void world_close(world *w)
@@ -562,25 +515,6 @@ static void world_close(world *w)
     tsync_store_free(w->c);
     th_rmdir(w->dir);
     free(w->dir);
-}
-
-/* Enrols s in shop k with a certificate valid from now - 1 day for `days` days. */
-static int enrol(tsync_store *s, const tsync__shopkey *k, const char *name, uint64_t days,
-                 tsync__enrol_result *res)
-{
-    size_t len;
-    uint64_t now = tsync__now_ms(s);
-    uint8_t *c = cert_make(k, s->pk, name, now - DAY, now + days * DAY, &len);
-    const uint8_t *recs[1] = {c};
-    int rc = tsync__trust_enrol(s, recs, &len, 1, res);
-    free(c);
-    return rc;
-}
-
-static void must_enrol(tsync_store *s, const tsync__shopkey *k, const char *name)
-{
-    int rc = enrol(s, k, name, 365, NULL);
-    cr_assert_eq(rc, 0, "enrol %s: %s", name, errmsg());
 }
 
 static int import(tsync_store *s, const uint8_t *rec, size_t len)
@@ -645,7 +579,7 @@ Test(trust, full_flow)
     cr_assert_eq(memcmp(r.u.req.device_pk, w.a->pk, 32), 0);
     uint64_t now = now_ms();
     size_t clen;
-    uint8_t *cert = cert_make(&w.shop, r.u.req.device_pk, "till-a", now, now + YEAR, &clen);
+    uint8_t *cert = th_cert_make(&w.shop, r.u.req.device_pk, "till-a", now, now + YEAR, &clen);
     tsync__arena_free(&ar);
     free(req);
     const uint8_t *recs[1] = {cert};
@@ -668,7 +602,7 @@ Test(trust, full_flow)
     free(cert);
 
     /* B enrols in the same shop; the records replicate both ways */
-    must_enrol(w.b, &w.shop, "till-b");
+    th_must_enrol(w.b, &w.shop, "till-b");
     cr_assert_eq(replicate_trust(w.a, w.b), 0);
     cr_assert_eq(replicate_trust(w.b, w.a), 0);
     cr_assert_eq(th_int(w.a, "SELECT count(*) FROM tsync_certs", -1), 2);
@@ -688,12 +622,12 @@ Test(trust, full_flow)
     cr_assert(strstr(err, "no certificate"), "%s", err);
 
     /* C enrolled in another shop: its certificate does not enter A, its batches stay refused */
-    must_enrol(w.c, &w.other, "till-c");
+    th_must_enrol(w.c, &w.other, "till-c");
     cr_assert_eq(replicate_trust(w.c, w.a), 1);
     cr_assert_eq(admit(w.a, w.c, 1, now), TSYNC_EREFUSED);
     cr_assert_eq(th_int(w.a, "SELECT count(*) FROM tsync_certs", -1), 2);
     /* and a certificate of the other shop cannot enrol an enrolled database */
-    cr_assert_eq(enrol(w.a, &w.other, "till-a", 30, NULL), TSYNC_EREFUSED);
+    cr_assert_eq(th_enrol(w.a, &w.other, "till-a", 30, NULL), TSYNC_EREFUSED);
     cr_assert(strstr(errmsg(), "enrolled in shop 'Corner Shop'"), "%s", errmsg());
     world_close(&w);
 }
@@ -703,11 +637,11 @@ Test(trust, forged_shop_id_with_another_key_refused)
     /* A forger copies the shop id (it is public) and signs with his own key. */
     world w;
     world_open(&w);
-    must_enrol(w.a, &w.shop, "till-a");
-    tsync__shopkey forger = shop_make(3, 1, "Corner Shop");
+    th_must_enrol(w.a, &w.shop, "till-a");
+    tsync__shopkey forger = th_shop_make(3, 1, "Corner Shop");
     size_t len;
     uint64_t now = now_ms();
-    uint8_t *c = cert_make(&forger, w.c->pk, "evil", now - DAY, now + YEAR, &len);
+    uint8_t *c = th_cert_make(&forger, w.c->pk, "evil", now - DAY, now + YEAR, &len);
     cr_assert_eq(import(w.a, c, len), TSYNC_EREFUSED);
     cr_assert(strstr(errmsg(), "not (yet) an admin key"), "%s", errmsg());
     cr_assert_eq(admit(w.a, w.c, 1, now), TSYNC_EREFUSED);
@@ -715,9 +649,9 @@ Test(trust, forged_shop_id_with_another_key_refused)
     cr_assert_eq(tsync__trust_enrol(w.a, recs, &len, 1, NULL), TSYNC_EREFUSED);
     free(c);
     /* a revocation by the forger of a real device: refused too */
-    must_enrol(w.b, &w.shop, "till-b");
+    th_must_enrol(w.b, &w.shop, "till-b");
     cr_assert_eq(replicate_trust(w.b, w.a), 0);
-    uint8_t *v = rev_make(&forger, w.b->pk, NULL, 0, now, &len);
+    uint8_t *v = th_rev_make(&forger, w.b->pk, NULL, 0, now, &len);
     cr_assert_eq(tsync__trust_revoke(w.a, v, len), TSYNC_EREFUSED);
     cr_assert_eq(import(w.a, v, len), TSYNC_EREFUSED);
     cr_assert_eq(admit(w.a, w.b, 1, now), 0, "the real device stays admitted");
@@ -729,11 +663,11 @@ Test(trust, expiry_judged_by_batch_clock_and_wall_time)
 {
     world w;
     world_open(&w);
-    must_enrol(w.a, &w.shop, "till-a");
+    th_must_enrol(w.a, &w.shop, "till-a");
     uint64_t now = now_ms();
     size_t len;
     /* B's certificate expired yesterday */
-    uint8_t *c = cert_make(&w.shop, w.b->pk, "till-b", now - 30 * DAY, now - DAY, &len);
+    uint8_t *c = th_cert_make(&w.shop, w.b->pk, "till-b", now - 30 * DAY, now - DAY, &len);
     cr_assert_eq(import(w.a, c, len), 0, "an expired certificate is kept: it admits old batches");
     cr_assert_eq(admit(w.a, w.b, 5, now - 2 * DAY), 0, "batch clock before expiry");
     cr_assert_eq(admit(w.a, w.b, 5, now - DAY), 0, "batch clock at expiry");
@@ -747,7 +681,7 @@ Test(trust, expiry_judged_by_batch_clock_and_wall_time)
     cr_assert_eq(tsync__trust_session(w.a, w.b->pk, now - 2 * DAY, err), 0, "%s", err);
     free(c);
     /* a certificate not valid yet: sessions wait for it (5 minutes of clock skew tolerated) */
-    c = cert_make(&w.shop, w.c->pk, "till-c", now + DAY, now + YEAR, &len);
+    c = th_cert_make(&w.shop, w.c->pk, "till-c", now + DAY, now + YEAR, &len);
     cr_assert_eq(import(w.a, c, len), 0);
     cr_assert_eq(tsync__trust_session(w.a, w.c->pk, now, err), TSYNC_EREFUSED);
     cr_assert(strstr(err, "not valid before"), "%s", err);
@@ -761,9 +695,9 @@ Test(trust, renewal_extends_and_union_of_certificates_counts)
     world w;
     world_open(&w);
     tsync__enrol_result res;
-    cr_assert_eq(enrol(w.a, &w.shop, "till-a", 10, &res), 0, "%s", errmsg());
+    cr_assert_eq(th_enrol(w.a, &w.shop, "till-a", 10, &res), 0, "%s", errmsg());
     uint64_t first_exp = res.expires_ms;
-    cr_assert_eq(enrol(w.a, &w.shop, "till-a", 400, &res), 0, "renewal: %s", errmsg());
+    cr_assert_eq(th_enrol(w.a, &w.shop, "till-a", 400, &res), 0, "renewal: %s", errmsg());
     cr_assert_eq(res.first, 0);
     cr_assert_eq(res.own, 1);
     cr_assert(res.expires_ms > first_exp + 300 * DAY);
@@ -774,13 +708,13 @@ Test(trust, renewal_extends_and_union_of_certificates_counts)
     /* an expired certificate of this device is refused at enrolment */
     size_t len;
     uint64_t now = tsync__now_ms(w.a);
-    uint8_t *old = cert_make(&w.shop, w.a->pk, "till-a", now - 20 * DAY, now - DAY, &len);
+    uint8_t *old = th_cert_make(&w.shop, w.a->pk, "till-a", now - 20 * DAY, now - DAY, &len);
     const uint8_t *recs[1] = {old};
     cr_assert_eq(tsync__trust_enrol(w.a, recs, &len, 1, NULL), TSYNC_EREFUSED);
     cr_assert(strstr(errmsg(), "expired"), "%s", errmsg());
     free(old);
     /* and one not valid for a day */
-    uint8_t *early = cert_make(&w.shop, w.a->pk, "till-a", now + DAY, now + 9 * DAY, &len);
+    uint8_t *early = th_cert_make(&w.shop, w.a->pk, "till-a", now + DAY, now + 9 * DAY, &len);
     recs[0] = early;
     cr_assert_eq(tsync__trust_enrol(w.a, recs, &len, 1, NULL), TSYNC_EREFUSED);
     cr_assert(strstr(errmsg(), "not valid before"), "%s", errmsg());
@@ -792,14 +726,14 @@ Test(trust, revocation_cutoff)
 {
     world w;
     world_open(&w);
-    must_enrol(w.a, &w.shop, "till-a");
-    must_enrol(w.b, &w.shop, "till-b");
+    th_must_enrol(w.a, &w.shop, "till-a");
+    th_must_enrol(w.b, &w.shop, "till-b");
     cr_assert_eq(replicate_trust(w.b, w.a), 0);
     uint64_t now = now_ms();
     tsync__cutoff cut = {.seq = 5};
     memcpy(cut.site, w.b->site, 16);
     size_t len;
-    uint8_t *v = rev_make(&w.shop, w.b->pk, &cut, 1, now, &len);
+    uint8_t *v = th_rev_make(&w.shop, w.b->pk, &cut, 1, now, &len);
     cr_assert_eq(tsync__trust_revoke(w.a, v, len), 0, "%s", errmsg());
     cr_assert_eq(tsync__trust_revoke(w.a, v, len), 0, "a duplicate is a no-op");
     cr_assert_eq(th_int(w.a, "SELECT count(*) FROM tsync_revocations", -1), 1);
@@ -815,19 +749,19 @@ Test(trust, revocation_cutoff)
     memset(other_site, 0x42, 16);
     cr_assert_eq(tsync__trust_admit(w.a, w.b->pk, other_site, 1, now, e2), TSYNC_EREFUSED);
     /* the revocation replicates to C, which enrols in the shop later */
-    must_enrol(w.c, &w.shop, "till-c");
+    th_must_enrol(w.c, &w.shop, "till-c");
     cr_assert_eq(replicate_trust(w.a, w.c), 0);
     cr_assert_eq(admit(w.c, w.b, 5, now), 0);
     cr_assert_eq(admit(w.c, w.b, 6, now), TSYNC_EREFUSED);
     /* a later revocation governs (the admin corrects the cutoff), in either arrival order */
     cut.seq = 8;
-    uint8_t *v2 = rev_make(&w.shop, w.b->pk, &cut, 1, now + 1000, &len);
+    uint8_t *v2 = th_rev_make(&w.shop, w.b->pk, &cut, 1, now + 1000, &len);
     cr_assert_eq(import(w.a, v2, len), 0);
     cr_assert_eq(admit(w.a, w.b, 8, now), 0);
     cr_assert_eq(admit(w.a, w.b, 9, now), TSYNC_EREFUSED);
     /* B cannot come back with a renewed certificate of the revoked key */
     cr_assert_eq(replicate_trust(w.a, w.b), 0);
-    cr_assert_eq(enrol(w.b, &w.shop, "till-b", 400, NULL), TSYNC_EREFUSED);
+    cr_assert_eq(th_enrol(w.b, &w.shop, "till-b", 400, NULL), TSYNC_EREFUSED);
     cr_assert(strstr(errmsg(), "revoked"), "%s", errmsg());
     free(v);
     free(v2);
@@ -839,12 +773,12 @@ Test(trust, revoke_needs_an_enrolled_database_and_a_revocation)
     world w;
     world_open(&w);
     size_t len;
-    uint8_t *v = rev_make(&w.shop, w.b->pk, NULL, 0, now_ms(), &len);
+    uint8_t *v = th_rev_make(&w.shop, w.b->pk, NULL, 0, now_ms(), &len);
     cr_assert_eq(tsync__trust_revoke(w.a, v, len), TSYNC_EREFUSED);
     cr_assert(strstr(errmsg(), "not enrolled"), "%s", errmsg());
-    must_enrol(w.a, &w.shop, "till-a");
+    th_must_enrol(w.a, &w.shop, "till-a");
     uint64_t now = now_ms();
-    uint8_t *c = cert_make(&w.shop, w.b->pk, "till-b", now, now + DAY, &len);
+    uint8_t *c = th_cert_make(&w.shop, w.b->pk, "till-b", now, now + DAY, &len);
     cr_assert_eq(tsync__trust_revoke(w.a, c, len), TSYNC_EINVAL);
     free(c);
     free(v);
@@ -863,7 +797,7 @@ Test(trust, enrol_refuses_database_with_foreign_batches)
     th_exec(w.a, "INSERT INTO products(id, name, price) VALUES('p2', 'Coffee', 250)");
     th_seal(w.a);
     char *before = th_text(w.a, "SELECT group_concat(name) FROM sqlite_master");
-    cr_assert_eq(enrol(w.a, &w.shop, "till-a", 365, NULL), TSYNC_EREFUSED);
+    cr_assert_eq(th_enrol(w.a, &w.shop, "till-a", 365, NULL), TSYNC_EREFUSED);
     cr_assert(strstr(errmsg(), "would refuse"), "%s", errmsg());
     cr_assert_eq(tsync__trust_enrolled(w.a, NULL), 0, "nothing changed");
     char *after = th_text(w.a, "SELECT group_concat(name) FROM sqlite_master");
@@ -873,12 +807,12 @@ Test(trust, enrol_refuses_database_with_foreign_batches)
     /* with C's certificate of the shop given too, A enrols */
     uint64_t now = tsync__now_ms(w.a);
     size_t la, lc;
-    uint8_t *ca = cert_make(&w.shop, w.a->pk, "till-a", now - DAY, now + YEAR, &la);
-    uint8_t *cc = cert_make(&w.shop, w.c->pk, "till-c", now - DAY, now + YEAR, &lc);
+    uint8_t *ca = th_cert_make(&w.shop, w.a->pk, "till-a", now - DAY, now + YEAR, &la);
+    uint8_t *cc = th_cert_make(&w.shop, w.c->pk, "till-c", now - DAY, now + YEAR, &lc);
     const uint8_t *recs[2] = {ca, cc};
     size_t lens[2] = {la, lc};
     /* ... but not when C was revoked with a cutoff below what A holds of it */
-    uint8_t *v = rev_make(&w.shop, w.c->pk, NULL, 0, now, &lc);
+    uint8_t *v = th_rev_make(&w.shop, w.c->pk, NULL, 0, now, &lc);
     cr_assert_eq(import(w.a, v, lc), 0, "a database not enrolled keeps records of any shop");
     cr_assert_eq(tsync__trust_enrol(w.a, recs, lens, 2, NULL), TSYNC_EREFUSED);
     cr_assert(strstr(errmsg(), "revoked"), "%s", errmsg());
@@ -901,12 +835,12 @@ Test(trust, enrol_with_certificate_stored_before)
     cr_assert_eq(th_sync(w.c, w.a), 0);
     uint64_t now = now_ms();
     size_t l1, l2;
-    uint8_t *cc = cert_make(&w.shop, w.c->pk, "till-c", now - DAY, now + YEAR, &l1);
-    uint8_t *cx = cert_make(&w.other, w.b->pk, "till-x", now - DAY, now + YEAR, &l2);
+    uint8_t *cc = th_cert_make(&w.shop, w.c->pk, "till-c", now - DAY, now + YEAR, &l1);
+    uint8_t *cx = th_cert_make(&w.other, w.b->pk, "till-x", now - DAY, now + YEAR, &l2);
     cr_assert_eq(import(w.a, cc, l1), 0);
     cr_assert_eq(import(w.a, cx, l2), 0);
     cr_assert_eq(th_int(w.a, "SELECT count(*) FROM tsync_certs", -1), 2);
-    must_enrol(w.a, &w.shop, "till-a");
+    th_must_enrol(w.a, &w.shop, "till-a");
     cr_assert_eq(th_int(w.a, "SELECT count(*) FROM tsync_certs", -1), 2, "own + C's; X dropped");
     cr_assert_eq(admit(w.a, w.c, 1, now), 0);
     cr_assert_eq(admit(w.a, w.b, 1, now), TSYNC_EREFUSED);
@@ -920,7 +854,7 @@ Test(trust, tampered_records_refused_and_change_nothing)
     world_open(&w);
     uint64_t now = now_ms();
     size_t len;
-    uint8_t *c = cert_make(&w.shop, w.a->pk, "till-a", now - DAY, now + YEAR, &len);
+    uint8_t *c = th_cert_make(&w.shop, w.a->pk, "till-a", now - DAY, now + YEAR, &len);
     const uint8_t *recs[1] = {c};
     for (size_t i = 0; i < len; i += 7) {
         c[i] ^= 0x04;
@@ -945,7 +879,7 @@ Test(trust, tampered_records_refused_and_change_nothing)
     tsync__arena_free(&a);
     free(req);
     /* tampered revocation */
-    uint8_t *v = rev_make(&w.shop, w.b->pk, NULL, 0, now, &len);
+    uint8_t *v = th_rev_make(&w.shop, w.b->pk, NULL, 0, now, &len);
     v[len - 70] ^= 0x01; /* in the admin key */
     cr_assert_neq(tsync__trust_revoke(w.a, v, len), 0);
     cr_assert_neq(import(w.a, v, len), 0);
@@ -961,13 +895,13 @@ Test(trust, enrol_needs_a_certificate_of_this_device)
     world_open(&w);
     uint64_t now = now_ms();
     size_t len;
-    uint8_t *cb = cert_make(&w.shop, w.b->pk, "till-b", now - DAY, now + YEAR, &len);
+    uint8_t *cb = th_cert_make(&w.shop, w.b->pk, "till-b", now - DAY, now + YEAR, &len);
     const uint8_t *recs[1] = {cb};
     cr_assert_eq(tsync__trust_enrol(w.a, recs, &len, 1, NULL), TSYNC_EREFUSED);
     cr_assert(strstr(errmsg(), "this device's key"), "%s", errmsg());
     cr_assert_eq(tsync__trust_enrolled(w.a, NULL), 0);
     /* once enrolled, another device's certificate alone installs fine */
-    must_enrol(w.a, &w.shop, "till-a");
+    th_must_enrol(w.a, &w.shop, "till-a");
     tsync__enrol_result res;
     cr_assert_eq(tsync__trust_enrol(w.a, recs, &len, 1, &res), 0, "%s", errmsg());
     cr_assert_eq(res.own, 0);
@@ -993,8 +927,8 @@ Test(trust, rotation_joins_admin_keys_in_any_order)
     size_t l01, l12, lb, lc;
     uint8_t *r01 = rot_make(&k0, &k1, now, &l01);
     uint8_t *r12 = rot_make(&k1, &k2, now + 1, &l12);
-    must_enrol(w.a, &k0, "till-a");                                              /* old key */
-    uint8_t *cb = cert_make(&k2, w.b->pk, "till-b", now - DAY, now + YEAR, &lb); /* newest key */
+    th_must_enrol(w.a, &k0, "till-a");                                              /* old key */
+    uint8_t *cb = th_cert_make(&k2, w.b->pk, "till-b", now - DAY, now + YEAR, &lb); /* newest key */
     cr_assert_eq(import(w.a, cb, lb), TSYNC_EREFUSED, "k2 is not known yet");
     /* the second rotation arrives first: kept, not joined */
     cr_assert_eq(import(w.a, r12, l12), 0);
@@ -1004,8 +938,8 @@ Test(trust, rotation_joins_admin_keys_in_any_order)
     cr_assert_eq(admit(w.a, w.b, 1, now), 0);
     /* a database enrolled with the newest key accepts certificates of the oldest once it has the
      * rotations */
-    must_enrol(w.c, &k2, "till-c");
-    uint8_t *ca = cert_make(&k0, w.a->pk, "till-a", now - DAY, now + YEAR, &lc);
+    th_must_enrol(w.c, &k2, "till-c");
+    uint8_t *ca = th_cert_make(&k0, w.a->pk, "till-a", now - DAY, now + YEAR, &lc);
     cr_assert_eq(import(w.c, ca, lc), TSYNC_EREFUSED);
     cr_assert_eq(replicate_trust(w.a, w.c), 0, "export orders rotations first");
     cr_assert_eq(admit(w.c, w.a, 1, now), 0);
@@ -1015,7 +949,7 @@ Test(trust, rotation_joins_admin_keys_in_any_order)
     free(js);
     cr_assert_eq(th_int(w.c, "SELECT count(*) FROM tsync_rotations WHERE joined=1", -1), 2);
     /* a rotation of another shop is refused */
-    tsync__shopkey o2 = shop_make(9, 2, "Other Shop");
+    tsync__shopkey o2 = th_shop_make(9, 2, "Other Shop");
     uint8_t *ro = rot_make(&w.other, &o2, now, &l01);
     cr_assert_eq(import(w.c, ro, l01), TSYNC_EREFUSED);
     free(ro), free(r01), free(r12), free(cb), free(ca);
@@ -1028,18 +962,18 @@ Test(trust, enrol_with_rotation_given_alongside)
      * holds a certificate by the old key of another till. */
     world w;
     world_open(&w);
-    tsync__shopkey k1 = shop_make(0x55, 1, "Corner Shop");
+    tsync__shopkey k1 = th_shop_make(0x55, 1, "Corner Shop");
     uint64_t now = now_ms();
     size_t lr, la;
     uint8_t *rot = rot_make(&w.shop, &k1, now, &lr);
-    uint8_t *ca = cert_make(&k1, w.a->pk, "till-a", now - DAY, now + YEAR, &la);
+    uint8_t *ca = th_cert_make(&k1, w.a->pk, "till-a", now - DAY, now + YEAR, &la);
     const uint8_t *recs[2] = {ca, rot};
     size_t lens[2] = {la, lr};
     tsync__enrol_result res;
     cr_assert_eq(tsync__trust_enrol(w.a, recs, lens, 2, &res), 0, "%s", errmsg());
     cr_assert_eq(res.added, 2);
     size_t lb;
-    uint8_t *cb = cert_make(&w.shop, w.b->pk, "till-b", now - DAY, now + YEAR, &lb);
+    uint8_t *cb = th_cert_make(&w.shop, w.b->pk, "till-b", now - DAY, now + YEAR, &lb);
     cr_assert_eq(import(w.a, cb, lb), 0, "%s", errmsg());
     free(rot), free(ca), free(cb);
     world_close(&w);
@@ -1050,10 +984,10 @@ Test(trust, import_inside_an_open_transaction)
     /* merge will call import inside its own transaction: import must not begin or commit */
     world w;
     world_open(&w);
-    must_enrol(w.a, &w.shop, "till-a");
+    th_must_enrol(w.a, &w.shop, "till-a");
     uint64_t now = now_ms();
     size_t len;
-    uint8_t *cb = cert_make(&w.shop, w.b->pk, "till-b", now - DAY, now + YEAR, &len);
+    uint8_t *cb = th_cert_make(&w.shop, w.b->pk, "till-b", now - DAY, now + YEAR, &len);
     th_exec(w.a, "BEGIN IMMEDIATE");
     cr_assert_eq(import(w.a, cb, len), 0, "%s", errmsg());
     cr_assert_eq(sqlite3_get_autocommit(tsync_store_sqlite(w.a)), 0, "still in the transaction");
@@ -1168,7 +1102,7 @@ Test(trust_format, test_vectors)
                         "f81db8cda41cf3ca6e3b2519986252333e4eb25853fded0f320c017af7da8765"
                         "348307db2303f57c954b16fde3df98e82f58f5956d5f0d");
     free(h), free(o);
-    o = cert_make(&k, dpk, "till-1", T0, T0 + YEAR, &n);
+    o = th_cert_make(&k, dpk, "till-1", T0, T0 + YEAR, &n);
     h = tohex(o, n);
     cr_assert_str_eq(h, "9a0201c410ababababababababababababababababab436f726e65722053686f"
                         "70c4208139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8f"
@@ -1179,7 +1113,7 @@ Test(trust_format, test_vectors)
     free(h), free(o);
     tsync__cutoff cu = {.seq = 17};
     memset(cu.site, 0x5a, 16);
-    o = rev_make(&k, dpk, &cu, 1, T0 + DAY, &n);
+    o = th_rev_make(&k, dpk, &cu, 1, T0 + DAY, &n);
     h = tohex(o, n);
     cr_assert_str_eq(h, "980301c410ababababababababababababababababc4208139770ea87d175f56"
                         "a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3949192c4105a5a5a5a5a"
@@ -1192,7 +1126,7 @@ Test(trust_format, test_vectors)
 
 Test(trust_format, largest_revocation_fits_the_limit)
 {
-    tsync__shopkey k = shop_make(1, 1, "Shop");
+    tsync__shopkey k = th_shop_make(1, 1, "Shop");
     uint8_t pk[32], sk[64];
     crypto_sign_keypair(pk, sk);
     tsync__cutoff cuts[TSYNC__TRUST_MAX_CUTOFFS + 1];
@@ -1202,7 +1136,7 @@ Test(trust_format, largest_revocation_fits_the_limit)
         cuts[i].seq = UINT64_MAX;
     }
     size_t len;
-    uint8_t *v = rev_make(&k, pk, cuts, TSYNC__TRUST_MAX_CUTOFFS, UINT64_MAX, &len);
+    uint8_t *v = th_rev_make(&k, pk, cuts, TSYNC__TRUST_MAX_CUTOFFS, UINT64_MAX, &len);
     cr_assert_leq(len, TSYNC__TRUST_MAX_BYTES);
     cr_assert_eq(len, 3751, "docs/TRUST.md quotes this size");
     tsync__arena a = {0};

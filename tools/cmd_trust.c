@@ -472,13 +472,65 @@ static int device_key(const char *arg, uint8_t pk[TSYNC__PK_BYTES])
     return ret;
 }
 
+/* What the revocation would cut, seen from the database at path (read-only): per site of the
+ * device, its cutoff, what the database holds after it and which other devices' batches depend on
+ * those (so every till keeps them). */
+static int preview(FILE *f, const char *path, const uint8_t pk[TSYNC__PK_BYTES],
+                   const tsync__cutoff *cut, uint32_t ncut)
+{
+    tsync__cut_site *v;
+    uint32_t n;
+    if (tsync__trust_cut_preview(path, pk, cut, ncut, &v, &n) != 0) return cli_fail(path);
+    char hs[2 * TSYNC__SITE_BYTES + 1];
+    fprintf(f, "what the revocation cuts, as %s sees it:\n", path);
+    if (n == 0) fprintf(f, "  %s knows no site of this device: nothing to cut there\n", path);
+    for (uint32_t i = 0; i < n; i++) {
+        tsync__cut_site *e = &v[i];
+        hex(e->site, TSYNC__SITE_BYTES, hs);
+        fprintf(f, "site %s: cutoff %" PRIu64 "\n", hs, e->cutoff);
+        if (!e->known)
+            fprintf(f, "  %s does not know this site\n", path);
+        else if (e->beyond == 0)
+            fprintf(f, "  %s holds up to %" PRIu64 ": nothing after the cutoff\n", path, e->have);
+        else
+            fprintf(f, "  %s holds up to %" PRIu64 ": %" PRIu64 " batch%s after the cutoff\n", path,
+                    e->have, e->beyond, e->beyond == 1 ? "" : "es");
+        for (uint32_t k = 0; k < e->ndeps; k++) {
+            char ds[2 * TSYNC__SITE_BYTES + 1];
+            hex(e->deps[k].site, TSYNC__SITE_BYTES, ds);
+            fprintf(f,
+                    "  depended on by '%s' (site %.12s…): %" PRIu64 " batch%s, up to seq %" PRIu64
+                    "\n",
+                    e->deps[k].name[0] ? e->deps[k].name : "?", ds, e->deps[k].batches,
+                    e->deps[k].batches == 1 ? "" : "es", e->deps[k].max_dep);
+        }
+        uint64_t keep = e->kept > e->have ? e->kept : e->have;
+        if (keep > e->cutoff)
+            fprintf(f,
+                    "  every till keeps up to %" PRIu64 " (merged here%s), refuses the later "
+                    "ones\n",
+                    keep, e->ndeps ? " and honest batches depend on them" : "");
+        else
+            fprintf(f,
+                    "  every till keeps up to %" PRIu64 " and refuses the later ones, unless a "
+                    "till merged more before the revocation reached it\n",
+                    keep);
+    }
+    tsync__cut_preview_free(v, n);
+    return 0;
+}
+
 static int shop_revoke(int argc, char **argv)
 {
     const char *pos[2] = {NULL, NULL}, *from = NULL;
-    int npos = 0;
+    const char **check = calloc((size_t)argc, sizeof *check);
+    int npos = 0, ncheck = 0, dry = 0;
     tsync__cutoff *cut = calloc((size_t)argc, sizeof *cut);
     uint32_t ncut = 0;
-    if (!cut) return 1;
+    if (!cut || !check) {
+        free(cut), free(check);
+        return 1;
+    }
     for (int i = 3; i < argc; i++) {
         if (strcmp(argv[i], "--cutoff") == 0 && i + 1 < argc) {
             const char *v = argv[++i], *colon = strchr(v, ':');
@@ -494,23 +546,27 @@ static int shop_revoke(int argc, char **argv)
             cut[ncut++].seq = seq;
         } else if (strcmp(argv[i], "--cutoffs-from") == 0 && i + 1 < argc) {
             from = argv[++i];
+        } else if (strcmp(argv[i], "--check") == 0 && i + 1 < argc) {
+            check[ncheck++] = argv[++i];
+        } else if (strcmp(argv[i], "--dry-run") == 0) {
+            dry = 1;
         } else if (argv[i][0] != '-' && npos < 2) {
             pos[npos++] = argv[i];
         } else {
-            free(cut);
-            return usage("shop revoke takes KEYFILE, DEVICEKEY, --cutoff SITE:SEQ and "
-                         "--cutoffs-from DB");
+            free(cut), free(check);
+            return usage("shop revoke takes KEYFILE, DEVICEKEY, --cutoff SITE:SEQ, "
+                         "--cutoffs-from DB, --check DB and --dry-run");
         }
     }
     if (npos < 2) {
-        free(cut);
+        free(cut), free(check);
         return usage("shop revoke needs KEYFILE and DEVICEKEY");
     }
     tsync__revocation v = {.issued_ms = wall_ms()};
     tsync__shopkey k;
     int ret = device_key(pos[1], v.device_pk);
     if (ret) {
-        free(cut);
+        free(cut), free(check);
         return ret;
     }
     if (from) {
@@ -519,12 +575,12 @@ static int shop_revoke(int argc, char **argv)
         tsync__cutoff *dc;
         uint32_t nd;
         if (tsync__trust_cutoffs_from_db(from, v.device_pk, &dc, &nd) != 0) {
-            free(cut);
+            free(cut), free(check);
             return cli_fail("--cutoffs-from");
         }
         tsync__cutoff *nc = realloc(cut, ((size_t)ncut + nd + 1) * sizeof *nc);
         if (!nc) {
-            free(dc), free(cut);
+            free(dc), free(cut), free(check);
             return 1;
         }
         cut = nc;
@@ -535,6 +591,19 @@ static int shop_revoke(int argc, char **argv)
             if (!dup) cut[ncut++] = dc[i];
         }
         free(dc);
+    }
+    /* The preview: a dry run shows it for every database given (and signs nothing); otherwise
+     * --check DB shows it on stderr, beside the record on stdout. */
+    if (from && dry) check[ncheck++] = from;
+    for (int i = 0; i < ncheck && !ret; i++)
+        ret = preview(dry ? stdout : stderr, check[i], v.device_pk, cut, ncut);
+    if (dry && !ret && ncheck == 0)
+        printf("no database given (--cutoffs-from DB or --check DB): the cutoffs are %s\n",
+               ncut ? "as given" : "0 for every site");
+    free(check);
+    if (dry || ret) {
+        free(cut);
+        return ret;
     }
     if (load_key(pos[0], &k)) {
         free(cut);
