@@ -37,6 +37,7 @@
 #include "net/discovery.h"
 #include "net/transport.h"
 #include "net/wire.h"
+#include "store/schema.h"
 #include "store/snapshot.h"
 #include "store/sync.h"
 #include "store/trust.h"
@@ -173,6 +174,8 @@ typedef struct {
 
 struct tsync_node {
     tsync_store *s;
+    uint8_t schema_digest[TSYNC__HASH_BYTES]; /* of our table definitions, last we told peers */
+    int schema_known;
     tsync__tp *tp;
     tsync__disc *disc; /* mDNS (avahi); NULL with no_mdns */
     int disc_down_logged;
@@ -1049,6 +1052,101 @@ static void import_certs(tsync_node *n, npeer *p, const tsync__wire_certs *c)
     if (changed) trust_check(n);
 }
 
+/* ---------------------------------------------------------------- table definitions
+ *
+ * Each side sends its table definitions (SCHEMA) right after admitting the other's HELLO, and
+ * again when they change; the store keeps the latest of each till and says what differs. A
+ * difference is logged when it is first seen (or changes), and once at start: never every tick.
+ */
+static int schema_log_one(void *ctx, const tsync_schema_mismatch *m)
+{
+    tsync_node *n = ctx;
+    logf_(
+        n, TSYNC_LOG_WARN,
+        "definition of %s differs on till %s%s%.16s: %s (their changes that do not fit stay parked "
+        "until the definitions agree: docs/MIGRATIONS.md)",
+        m->table, m->till, m->till[0] ? " " : "", m->site_hex, m->what);
+    return 0;
+}
+
+static void schema_log(tsync_node *n, const uint8_t *site)
+{
+    if (tsync__schema_mismatches(n->s, site, schema_log_one, n) != 0)
+        logf_(n, TSYNC_LOG_WARN, "cannot compare table definitions: %s", last_error());
+    n->status_dirty = 1;
+}
+
+static void send_schema(tsync_node *n, npeer *p)
+{
+    tsync__msg m = {.type = TSYNC__WIRE_SCHEMA};
+    uint8_t *defs = NULL;
+    size_t len = 0;
+    if (tsync__schema_message(n->s, m.schema.site, m.schema.inc, &defs, &len) != 0) return;
+    m.schema.defs = defs;
+    m.schema.len = len;
+    send_msg(n, p, &m);
+    free(defs);
+}
+
+static void on_schema(tsync_node *n, npeer *p, const tsync__wire_schema *sm)
+{
+    char lb[LBL];
+    if (p->key_known) {
+        uint8_t id[TSYNC__SITE_BYTES];
+        tsync__site_id(p->pk, sm->inc, id);
+        if (memcmp(id, sm->site, sizeof id) != 0) {
+            bad_message(n, p, R_MALFORMED, "SCHEMA: the site is not the session key's");
+            return;
+        }
+    }
+    int changed = 0;
+    int rc = tsync__schema_record(n->s, sm->site, p->key_known ? p->pk : NULL, sm->defs, sm->len,
+                                  &changed);
+    if (rc == TSYNC_ECORRUPT || rc == TSYNC_EVERSION) {
+        bad_message(n, p, R_MALFORMED, last_error());
+        return;
+    }
+    if (rc) {
+        logf_(n, TSYNC_LOG_WARN, "cannot record the table definitions of %s: %s", peer_label(p, lb),
+              last_error());
+        return;
+    }
+    if (changed) schema_log(n, sm->site);
+}
+
+/* At start, and when our own definitions changed (a migration, `replicate`): peers are told,
+ * and what differs now is logged. */
+static void schema_tick(tsync_node *n)
+{
+    uint8_t *defs = NULL, d[TSYNC__HASH_BYTES];
+    size_t len = 0;
+    if (tsync__schema_encode(n->s, &defs, &len) != 0) return;
+    tsync__schema_digest(defs, len, d);
+    free(defs);
+    if (n->schema_known && memcmp(d, n->schema_digest, sizeof d) == 0) return;
+    int first = !n->schema_known;
+    memcpy(n->schema_digest, d, sizeof d);
+    n->schema_known = 1;
+    for (size_t i = 0; !first && i < n->npeers; i++) {
+        npeer *p = n->peers[i];
+        if (p->used && p->up && p->verified && !p->close_at_mono) send_schema(n, p);
+    }
+    schema_log(n, NULL);
+}
+
+static int schema_json_one(void *ctx, const tsync_schema_mismatch *m)
+{
+    json_t *e = json_object();
+    json_object_set_new(e, "table", json_string(m->table));
+    json_object_set_new(e, "column", m->column ? json_string(m->column) : json_null());
+    json_object_set_new(e, "site", json_string(m->site_hex));
+    json_object_set_new(e, "till", json_string(m->till));
+    json_object_set_new(e, "what", json_string(m->what));
+    json_object_set_new(e, "seen_ms", json_integer((json_int_t)m->seen_ms));
+    json_array_append_new(ctx, e);
+    return 0;
+}
+
 /* Checks the HELLO (the session's first message) and admits the session. */
 static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
 {
@@ -1135,6 +1233,7 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
         trust_check(n);
         send_certs(n, p);
     }
+    send_schema(n, p);
     notify_peer(n, p, 1);
     push(n, p);
 }
@@ -1272,6 +1371,9 @@ static void on_message(tsync_node *n, const tsync__tp_event *ev)
     case TSYNC__WIRE_SNAPSHOT_CHUNK:
     case TSYNC__WIRE_SNAPSHOT_END:
         on_snapshot(n, p, &m);
+        break;
+    case TSYNC__WIRE_SCHEMA:
+        on_schema(n, p, &m.schema);
         break;
     default:
         bad_message(n, p, R_UNEXPECTED, "message of an unknown type");
@@ -1711,6 +1813,11 @@ static char *status_build(tsync_node *n)
         json_object_set_new(o, "forks", json_integer(c.forks));
         json_object_set_new(o, "unsealed", json_integer(c.pending));
     }
+    /* Other tills whose table definitions differ from ours: a person must act (a migration). */
+    json_t *mm = json_array();
+    tsync__schema_mismatches(n->s, NULL, schema_json_one, mm);
+    json_object_set_new(o, "state", json_string(json_array_size(mm) ? "attention" : "ok"));
+    json_object_set_new(o, "schema_mismatches", mm);
     json_t *ref = json_object();
     tsync__tp_stats ts;
     tsync__tp_stats_get(n->tp, &ts);
@@ -2247,6 +2354,7 @@ static int step(tsync_node *n, int wait_ms)
     if (now - n->last_ae_mono >= (uint64_t)n->o.anti_entropy_ms) {
         n->last_ae_mono = now;
         anti_entropy(n, now);
+        schema_tick(n);
     }
     if (n->forward_due && now >= n->forward_due) {
         n->forward_due = 0;
@@ -2431,6 +2539,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
         hex(tsync__sync_public_key(n->s), TSYNC__PK_BYTES, key);
         logf_(n, TSYNC_LOG_INFO, "node for %s: site %s, key %s%s%s", db_path, site, key,
               n->endpoint[0] ? ", listening on " : "", n->endpoint);
+        schema_tick(n); /* differences already known are said once, at start */
         n->last_ae_mono = mono_ms();
         /* The first scheduled backup a minute after start, then every backup_every_ms. */
         n->next_backup_mono =

@@ -15,6 +15,7 @@
 #include "tools/cmd_io.h"
 #include "tools/cmd_migrate.h"
 #include "tools/cmd_node.h"
+#include "tools/cmd_schema.h"
 #include "tools/cmd_trust.h"
 
 static const char *USAGE =
@@ -77,6 +78,10 @@ static const char *USAGE =
     "                                   tills of its shop on the LAN over mDNS by default)\n"
     "  migrate DB DIR|--status [--json] apply DIR's migrations (NNN_name.sql), or list applied\n"
     "  status DB [--json]               the node's peers, lag, pending, held, parked, refused\n"
+    "                                   and whether another till's table definitions differ\n"
+    "  schema DB [--json]               this till's replicated tables as compared with other\n"
+    "                                   tills (names, types, key, counters) and their digest\n"
+    "  parked DB [--json] [--limit N]   changes from other tills not applied here, and why\n"
     "  demo [--dir DIR]                 three tills as three processes on loopback sell at once;\n"
     "                                   their sales show up on the others live, then converge\n"
     "  demo --offline [--dir DIR] [--seed N] [--keep]\n"
@@ -523,6 +528,8 @@ int main(int argc, char **argv)
     if (!strcmp(c, "trust")) return cmd_trust(argc, argv);
     if (!strcmp(c, "run")) return cmd_run(argc, argv);
     if (!strcmp(c, "status")) return cmd_status(argc, argv);
+    if (!strcmp(c, "schema")) return cmd_schema(argc, argv);
+    if (!strcmp(c, "parked")) return cmd_parked(argc, argv);
     if (!strcmp(c, "migrate")) return cmd_migrate(argc, argv);
     if (!strcmp(c, "export")) return cmd_export(argc, argv);
     if (!strcmp(c, "import")) return cmd_import(argc, argv);
