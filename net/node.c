@@ -42,6 +42,7 @@
 #include "store/sync.h"
 #include "store/trust.h"
 #include "tillsync/backup.h"
+#include "tillsync/migrate.h"
 #include "tillsync/node.h"
 #include "tillsync/store.h"
 
@@ -1033,6 +1034,20 @@ static void apply_revocations(tsync_node *n)
     }
 }
 
+/* Signed migrations arrive with the trust records: run those not run here yet. A refusal is
+ * logged (once per arrival) and kept for status; the next signed migration runs them again. */
+static void run_signed_migrations(tsync_node *n)
+{
+    tsync_migrate_report r = TSYNC_MIGRATE_REPORT_INIT;
+    int rc = tsync__migrate_signed_pending(n->s, &r);
+    if (rc) logf_(n, TSYNC_LOG_WARN, "signed migrations cannot run here: %s", last_error());
+    for (size_t i = 0; i < r.napplied; i++)
+        logf_(n, TSYNC_LOG_INFO, "applied signed migration %s (schema version %lld)",
+              r.applied[i].name, (long long)r.to_version);
+    if (rc || r.napplied) n->status_dirty = 1;
+    tsync_migrate_report_clear(&r);
+}
+
 static void import_certs(tsync_node *n, npeer *p, const tsync__wire_certs *c)
 {
     int changed = 0;
@@ -1049,7 +1064,10 @@ static void import_certs(tsync_node *n, npeer *p, const tsync__wire_certs *c)
             logf_(n, TSYNC_LOG_WARN, "trust record from %s not taken: %s", peer_label(p, lb), err);
         }
     }
-    if (changed) trust_check(n);
+    if (changed) {
+        trust_check(n);
+        run_signed_migrations(n);
+    }
 }
 
 /* ---------------------------------------------------------------- table definitions
@@ -1816,8 +1834,12 @@ static char *status_build(tsync_node *n)
     /* Other tills whose table definitions differ from ours: a person must act (a migration). */
     json_t *mm = json_array();
     tsync__schema_mismatches(n->s, NULL, schema_json_one, mm);
-    json_object_set_new(o, "state", json_string(json_array_size(mm) ? "attention" : "ok"));
+    char *merr = NULL;
+    tsync_store_signed_migration_error(n->s, &merr);
+    json_object_set_new(o, "state", json_string(json_array_size(mm) || merr ? "attention" : "ok"));
     json_object_set_new(o, "schema_mismatches", mm);
+    json_object_set_new(o, "signed_migration_error", merr ? json_string(merr) : json_null());
+    free(merr);
     json_t *ref = json_object();
     tsync__tp_stats ts;
     tsync__tp_stats_get(n->tp, &ts);

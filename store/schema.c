@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "store/internal.h"
+#include "store/sync.h"
 #include "store/schema.h"
 
 static const char *PEER_SCHEMAS =
@@ -626,6 +627,23 @@ static int report_mismatch(void *ctx, const tsync_schema_mismatch *m)
 
 int tsync__schema_from_bundle(tsync_store *s, const tsync__bundle *b, tsync_merge_report *report)
 {
+    if (b->ntrust) {
+        /* Its trust records may have brought signed migrations: run them now, so the parked
+         * changes that they make fit apply. A refusal does not fail the merge; it is reported
+         * and kept for status. */
+        tsync_migrate_report mr = TSYNC_MIGRATE_REPORT_INIT;
+        int mrc = tsync__migrate_signed_pending(s, &mr);
+        if (mrc == TSYNC_EIO || mrc == TSYNC_ENOMEM || mrc == TSYNC_EBUSY) {
+            tsync_migrate_report_clear(&mr);
+            return mrc;
+        }
+        if (report && mrc)
+            report_add(report, "signed migrations cannot run here: %s",
+                       tsync_error_last() ? tsync_error_last()->message : "?");
+        for (size_t i = 0; report && i < mr.napplied; i++)
+            report_add(report, "applied signed migration %s", mr.applied[i].name);
+        tsync_migrate_report_clear(&mr);
+    }
     if (!b->schema) return 0;
     const uint8_t *pk = NULL;
     for (uint32_t i = 0; i < b->nsites; i++)

@@ -76,8 +76,9 @@ int tsync__schema_record(tsync_store *s, const uint8_t site[TSYNC__SITE_BYTES], 
 int tsync__schema_mismatches(tsync_store *s, const uint8_t *site, tsync_schema_mismatch_fn fn,
                              void *ctx);
 
-/* tsync_store_merge's part: records the description a bundle carries and adds a message to
- * report for each difference when it changed. */
+/* tsync_store_merge's part after the merge: runs the signed migrations the bundle's trust records
+ * may have brought, records the description the bundle carries, and adds a message to report for
+ * each difference when it changed. */
 int tsync__schema_from_bundle(tsync_store *s, const tsync__bundle *b, tsync_merge_report *report);
 
 #endif

@@ -131,4 +131,80 @@ n=$(grep -c "definition of products differs" "$W/a.log")
 grep -q "definition of products differs.*stock" "$W/a.log" && ok ||
     bad "a's log does not name stock: $(cat "$W/a.log")"
 
+kill "$PA" "$PB" 2>/dev/null
+wait "$PA" "$PB" 2>/dev/null
+PIDS=""
+
+# ---------------------------------------------------------------- step 2: a signed migration
+# Two tills of one shop: c ran 001_note.sql from a folder, d did not, so d parks c's notes and
+# both say attention. The admin signs that same file; installed on c alone (where it is already
+# applied: nothing runs), it travels to d with the trust records, d runs it, the parked notes
+# apply, the difference is gone on both and the hashes agree.
+K="$W/shop.key"
+must "$T" shop create "$K" --name "Schema shop"
+for d in c d; do
+    must "$T" init "$W/$d.db"
+    must "$T" enrol "$W/$d.db" --shop-key "$K" --name "till-$d"
+    must "$T" sql "$W/$d.db" "CREATE TABLE items(id TEXT PRIMARY KEY, name TEXT)"
+    must "$T" replicate "$W/$d.db" items
+done
+mkdir "$W/mig"
+printf 'ALTER TABLE items ADD COLUMN note TEXT;\n' >"$W/mig/001_note.sql"
+must "$T" migrate "$W/c.db" "$W/mig"
+must "$T" sql "$W/c.db" "INSERT INTO items VALUES('i1', 'tea', 'green')"
+must "$T" sql "$W/d.db" "INSERT INTO items VALUES('i2', 'cake')"
+KC=$(key_of "$W/c.db")
+SC=$(site_of "$W/c.db")
+"$T" run "$W/c.db" --listen 'tcp://127.0.0.1:*' --no-mdns 2>"$W/c.log" &
+PC=$!
+PIDS="$PC"
+wait_for 10 has_listen "$W/c.db" || bad "node c wrote no status: $(cat "$W/c.log")"
+EC=$(listen_of "$W/c.db")
+"$T" run "$W/d.db" --listen 'tcp://127.0.0.1:*' --no-mdns --peer "$EC#$KC" 2>"$W/d.log" &
+PD=$!
+PIDS="$PC $PD"
+wait_for 15 status_has "$W/d.db" "till-c.*column note: there, missing here" && ok ||
+    bad "d never named till-c and note: $("$T" status "$W/d.db") $(cat "$W/d.log")"
+wait_for 10 status_has "$W/d.db" "parked: items.note from till-c" && ok ||
+    bad "d does not list the parked note: $("$T" status "$W/d.db")"
+run "$T" shop sign-migration "$K" "$W/mig/001_note.sql"
+[ $rc -eq 0 ] && [ -f "$W/mig/001_note.tsmig" ] && ok ||
+    bad "sign-migration: $rc $(cat "$W/out" "$W/err")"
+grep -q "BEGIN TILLSYNC SIGNED MIGRATION" "$W/mig/001_note.tsmig" && ok ||
+    bad "the signed migration is not armoured: $(cat "$W/mig/001_note.tsmig")"
+run "$T" shop show "$W/mig/001_note.tsmig"
+shows "$W/out" "shop show of the signed migration" "signed migration" "001_note.sql" \
+    "signature:  verifies"
+run "$T" migrate "$W/c.db" "$W/mig/001_note.tsmig"
+[ $rc -eq 0 ] && ok || bad "migrate c with the signed migration: $rc $(cat "$W/err")"
+shows "$W/out" "migrate c FILE.tsmig" "installed" "up to date at version 1"
+same_hash() { [ "$("$T" hash "$W/c.db")" = "$("$T" hash "$W/d.db")" ]; }
+wait_for 20 same_hash && ok ||
+    bad "c and d never agreed: $("$T" sql "$W/c.db" "SELECT * FROM items") / $("$T" sql "$W/d.db" "SELECT * FROM items") $(cat "$W/d.log")"
+[ "$("$T" sql "$W/d.db" "SELECT note FROM items WHERE id = 'i1'")" = "green" ] && ok ||
+    bad "d did not take c's parked note"
+run "$T" migrate "$W/d.db" --status
+shows "$W/out" "migrate --status of d" "version 1" "001_note.sql"
+grep -q "applied signed migration 001_note.sql" "$W/d.log" && ok ||
+    bad "d's log does not say it applied the signed migration: $(cat "$W/d.log")"
+wait_for 10 status_has "$W/d.db" "state: ok" && ok || bad "d still says: $("$T" status "$W/d.db")"
+wait_for 10 status_has "$W/c.db" "state: ok" && ok || bad "c still says: $("$T" status "$W/c.db")"
+run "$T" parked "$W/d.db"
+shows "$W/out" "parked of d after the migration" "^0 parked changes"
+# A signed migration that cannot run (a column d already has): refused, nothing changes, status
+# says so.
+printf 'ALTER TABLE items ADD COLUMN note TEXT;\n' >"$W/mig/002_again.sql"
+must "$T" shop sign-migration "$K" "$W/mig/002_again.sql"
+run "$T" migrate "$W/d.db" "$W/mig/002_again.tsmig"
+[ $rc -eq 1 ] && grep -q "duplicate column" "$W/err" && ok ||
+    bad "a failing signed migration: $rc $(cat "$W/out" "$W/err")"
+run "$T" status "$W/d.db" --json
+shows "$W/out" "status --json of d after a failing signed migration" '"state": "attention"' \
+    '"signed_migration_error": ".*duplicate column'
+# Another shop's migration is refused.
+must "$T" shop create "$W/other.key" --name "Other shop"
+must "$T" shop sign-migration "$W/other.key" "$W/mig/002_again.sql" -o "$W/other.tsmig"
+run "$T" migrate "$W/d.db" "$W/other.tsmig"
+[ $rc -eq 1 ] && grep -q "shop" "$W/err" && ok || bad "another shop's migration: $rc $(cat "$W/err")"
+
 finish

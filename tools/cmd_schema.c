@@ -183,9 +183,14 @@ int cli_schema_status(tsync_store *s, json_t *out)
     size_t total = 0;
     int rc = tsync_store_schema_mismatches(s, mismatch_add, mm);
     if (rc == 0) rc = tsync_store_parked_foreach(s, STATUS_PARKED_MAX, &total, parked_add, pk);
-    json_object_set_new(out, "state", json_string(json_array_size(mm) ? "attention" : "ok"));
+    char *merr = NULL;
+    if (rc == 0) rc = tsync_store_signed_migration_error(s, &merr);
+    json_object_set_new(out, "state",
+                        json_string(json_array_size(mm) || merr ? "attention" : "ok"));
     json_object_set_new(out, "schema_mismatches", mm);
+    json_object_set_new(out, "signed_migration_error", merr ? json_string(merr) : json_null());
     json_object_set_new(out, "parked_changes", pk);
+    free(merr);
     return rc;
 }
 
@@ -203,6 +208,8 @@ void cli_schema_status_print(json_t *out)
                till && till[0] ? " " : "", json_string_value(json_object_get(e, "site")),
                json_string_value(json_object_get(e, "what")));
     }
+    const char *merr = json_string_value(json_object_get(out, "signed_migration_error"));
+    if (merr) printf("  signed migrations cannot run here: %s\n", merr);
     if (json_array_size(mm))
         printf("  (one definition must change: a migration on the tills that differ; "
                "docs/MIGRATIONS.md)\n");
