@@ -1261,10 +1261,11 @@ int tsync_store_migrate(tsync_store *s, const char *dir, tsync_migrate_report *r
  * certificates (store/trust.c checks the shop and the admin key), travels with them in the
  * handshake and in bundles, and every till of the shop runs the ones it has not run, in number
  * order, exactly as if they were the files of a migrations folder: the same checks (a number
- * applied with other content, a new one below the version, two with one number are refused) and
- * the same transaction, parked changes that now fit applied in it. A migration that cannot run
- * here leaves everything as it was; why is kept in tsync_meta for status, and the next signed
- * migration to arrive (a fix, numbered above) runs them again.
+ * applied here with other content, a new one below the version) and the same transaction, parked
+ * changes that now fit applied in it. Of two signed with one number, the later-issued counts: the
+ * admin's fix of one that failed on some till. A migration that cannot run here leaves everything
+ * as it was; why is kept in tsync_meta for status, and the next signed migration to arrive runs
+ * them again.
  */
 
 static int meta_error_set(tsync_store *s, const char *msg)
@@ -1300,6 +1301,7 @@ static int signed_files(tsync_store *s, mfile **out, size_t *nout)
     sqlite3_bind_blob(st, 1, shop_id, TSYNC__SHOP_ID_BYTES, SQLITE_STATIC);
     mfile *f = NULL;
     size_t n = 0, cap = 0;
+    uint64_t last_issued = 0;
     rc = 0;
     int x;
     while (rc == 0 && (x = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1313,6 +1315,17 @@ static int signed_files(tsync_store *s, mfile **out, size_t *nout)
             rc = tsync__err(TSYNC_ECORRUPT, "a stored signed migration is damaged: %s", err);
             break;
         }
+        /* Two with one number: the later-issued replaces the other (the admin's fix of one that
+         * failed somewhere). A till that ran the other sees a changed migration and says so. */
+        if (n && f[n - 1].number == (int64_t)r.u.mig.number) {
+            if (r.u.mig.issued_ms <= last_issued) {
+                tsync__arena_free(&a);
+                continue;
+            }
+            n--;
+            free(f[n].name), free(f[n].text);
+        }
+        last_issued = r.u.mig.issued_ms;
         if (n == cap) {
             cap = cap ? cap * 2 : 8;
             mfile *nf = realloc(f, cap * sizeof *nf);
@@ -1336,12 +1349,6 @@ static int signed_files(tsync_store *s, mfile **out, size_t *nout)
         if (!m->name || !m->text) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
     }
     sqlite3_finalize(st);
-    for (size_t i = 1; rc == 0 && i < n; i++)
-        if (f[i].number == f[i - 1].number)
-            rc = tsync__err(TSYNC_EREFUSED,
-                            "two signed migrations are numbered %lld: %s and %s; the admin signs a "
-                            "fix under a new number",
-                            (long long)f[i].number, f[i - 1].name, f[i].name);
     if (rc) {
         files_free(f, n);
         return rc;
