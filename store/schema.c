@@ -530,6 +530,21 @@ static void till_name(tsync_store *s, const void *pk, int pklen, char *out, size
     sqlite3_finalize(st);
 }
 
+/* 1 when pk is revoked in this database's shop (no trust tables: 0). A revoked till's
+ * definitions no longer matter. */
+static int revoked(tsync_store *s, const void *pk, int pklen)
+{
+    sqlite3_stmt *st;
+    if (!pk || pklen != TSYNC__PK_BYTES ||
+        sqlite3_prepare_v2(s->db, "SELECT 1 FROM tsync_revocations WHERE device_pk = ?1 LIMIT 1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_blob(st, 1, pk, pklen, SQLITE_STATIC);
+    int yes = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return yes;
+}
+
 typedef struct {
     tsync_schema_mismatch m;
     tsync_schema_mismatch_fn fn;
@@ -575,6 +590,10 @@ int tsync__schema_mismatches(tsync_store *s, const uint8_t *site, tsync_schema_m
                                  &there, &ta, err) != 0) {
             tsync__arena_free(&ta);
             continue; /* written by this library after a strict decode: cannot happen */
+        }
+        if (revoked(s, sqlite3_column_blob(st, 1), sqlite3_column_bytes(st, 1))) {
+            tsync__arena_free(&ta);
+            continue;
         }
         char hex[2 * TSYNC__SITE_BYTES + 1], name[256];
         tsync__hex(sqlite3_column_blob(st, 0), TSYNC__SITE_BYTES, hex);
