@@ -208,6 +208,8 @@ Test(signed_migration, installed_on_one_till_runs_on_the_other_and_unparks)
     cr_assert_null(e);
     tsync_store_free(a);
     tsync_store_free(b);
+    free(d);
+    free(mig);
 }
 
 Test(signed_migration, refusals_are_kept_and_a_later_fix_replaces)
@@ -251,4 +253,5 @@ Test(signed_migration, refusals_are_kept_and_a_later_fix_replaces)
     cr_assert_null(e, "the refusal is gone once a run succeeded");
     tsync_store_free(a);
     tsync_store_free(n);
+    free(d);
 }

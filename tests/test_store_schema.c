@@ -139,6 +139,7 @@ Test(store_schema, counter_on_one_till_only_is_reported_and_parked_with_reasons)
     cr_assert_eq(total, 1);
     tsync_store_free(a);
     tsync_store_free(b);
+    free(d);
 }
 
 Test(store_schema, extra_column_and_type_are_reported)
@@ -193,6 +194,8 @@ Test(store_schema, extra_column_and_type_are_reported)
     free(note);
     tsync_store_free(a);
     tsync_store_free(b);
+    free(d);
+    free(mig);
 }
 
 Test(store_schema, description_is_canonical)
@@ -223,6 +226,7 @@ Test(store_schema, description_is_canonical)
     cr_assert_eq(memcmp(da, db, 32) != 0, 1);
     tsync_store_free(a);
     tsync_store_free(b);
+    free(d);
 }
 
 static int decode(const char *hex, char *err)
@@ -323,4 +327,5 @@ Test(store_schema, bundles_carry_the_definitions_and_a_damaged_one_is_refused)
     free(bun);
     tsync_store_free(a);
     tsync_store_free(b);
+    free(d);
 }
