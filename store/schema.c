@@ -453,10 +453,24 @@ int tsync__schema_record(tsync_store *s, const uint8_t site[TSYNC__SITE_BYTES], 
     if ((rc = tsync__schema_encode(s, &mine, &mlen))) return rc;
     tsync__schema_digest(mine, mlen, ours);
     free(mine);
+    sqlite3_stmt *st;
+    /* The usual case, the same definitions again (every session, every bundle): nothing to
+     * write, so no write transaction. */
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT 1 FROM tsync_peer_schemas WHERE site = ?1 AND digest = ?2 AND "
+                           "ours = ?3 AND (?4 IS NULL OR pk = ?4)",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_blob(st, 1, site, TSYNC__SITE_BYTES, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, digest, sizeof digest, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 3, ours, sizeof ours, SQLITE_STATIC);
+        if (pk) sqlite3_bind_blob(st, 4, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
+        int same = sqlite3_step(st) == SQLITE_ROW;
+        sqlite3_finalize(st);
+        if (same) return 0;
+    }
     int own = !s->in_txn;
     if (own && (rc = tsync__begin(s))) return rc;
     if ((rc = tsync__exec(s, PEER_SCHEMAS))) goto out;
-    sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "SELECT digest = ?2 AND ours = ?3 FROM tsync_peer_schemas "
                            "WHERE site = ?1",

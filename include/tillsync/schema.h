@@ -40,7 +40,7 @@ typedef struct {
     const char *what;     /* one line, e.g. "column stock: a counter here, a plain column there" */
     const char *site_hex; /* the other till's site id, 32 hex digits */
     const char *till;     /* its device name when its certificate is known, else "" */
-    uint64_t seen_ms;     /* when its definition was last received, Unix ms */
+    uint64_t seen_ms;     /* when this definition of it (or ours) was first received, Unix ms */
 } tsync_schema_mismatch;
 
 #define TSYNC_SCHEMA_MISMATCH_VERSION 1
