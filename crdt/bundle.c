@@ -258,9 +258,10 @@ int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out, tsy
         return TSYNC_ECORRUPT;
     }
     uint8_t format = buf[MAGIC_LEN];
-    if (format != TSYNC__BUNDLE_FORMAT && format != TSYNC__BUNDLE_FORMAT_TRUST) {
-        snprintf(err, TSYNC__ERRLEN, "bundle: format %u is not supported (expected %u or %u)",
-                 buf[MAGIC_LEN], TSYNC__BUNDLE_FORMAT, TSYNC__BUNDLE_FORMAT_TRUST);
+    if (format != TSYNC__BUNDLE_FORMAT && format != TSYNC__BUNDLE_FORMAT_TRUST &&
+        format != TSYNC__BUNDLE_FORMAT_SCHEMA) {
+        snprintf(err, TSYNC__ERRLEN, "bundle: format %u is not supported (expected %u to %u)",
+                 buf[MAGIC_LEN], TSYNC__BUNDLE_FORMAT, TSYNC__BUNDLE_FORMAT_SCHEMA);
         return TSYNC_EVERSION;
     }
     uint8_t flags = buf[MAGIC_LEN + 1];
@@ -289,15 +290,14 @@ int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out, tsy
     dec d = {.base = p, .a = a, .err = err, .rc = TSYNC_ECORRUPT};
     tsync__mpr_init(&d.r, p, n);
     uint32_t nruns;
-    if (!rd_tuple(&d, "payload", format == TSYNC__BUNDLE_FORMAT ? 2 : 3) || !dec_sites(&d, out))
-        goto bad;
+    if (!rd_tuple(&d, "payload", format + 1) || !dec_sites(&d, out)) goto bad;
     if (!rd_list(&d, "runs", &nruns, MIN_RUN)) goto bad;
     out->runs = alloc_array(&d, nruns, sizeof *out->runs);
     if (nruns && !out->runs) goto bad;
     for (uint32_t i = 0; i < nruns; i++)
         if (!dec_run(&d, out, i, &out->runs[i])) goto bad;
     out->nruns = nruns;
-    if (format == TSYNC__BUNDLE_FORMAT_TRUST) {
+    if (format >= TSYNC__BUNDLE_FORMAT_TRUST) {
         uint32_t nt;
         if (!rd_list(&d, "trust", &nt, MIN_BODY)) goto bad;
         if (nt > TSYNC__BUNDLE_TRUST_MAX) {
@@ -323,6 +323,23 @@ int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out, tsy
             out->trust_len[i] = bn;
         }
         out->ntrust = nt;
+    }
+    if (format >= TSYNC__BUNDLE_FORMAT_SCHEMA) {
+        const uint8_t *bp;
+        uint32_t bn;
+        if (!rd_tuple(&d, "schema", 2)) goto bad;
+        if (!rd_fixed(&d, "schema: author site", out->schema_site, TSYNC__SITE_BYTES)) goto bad;
+        if (!tsync__mpr_bin(&d.r, &bp, &bn)) {
+            bad(&d, "schema: table definitions");
+            goto bad;
+        }
+        if (bn == 0 || bn > TSYNC__BUNDLE_SCHEMA_MAX) {
+            fail(&d, "schema: table definitions of %" PRIu32 " bytes (1..%u allowed)", bn,
+                 TSYNC__BUNDLE_SCHEMA_MAX);
+            goto bad;
+        }
+        out->schema = bp;
+        out->schema_len = bn;
     }
     if (!tsync__mpr_done(&d.r)) {
         fail(&d, "%zu trailing bytes", (size_t)(d.r.end - d.r.p));
@@ -362,6 +379,9 @@ struct tsync__bundle_writer {
     uint8_t **trust;
     size_t *trust_len;
     size_t ntrust, captrust, captrust_len;
+    uint8_t schema_site[TSYNC__SITE_BYTES];
+    uint8_t *schema;
+    size_t schema_len;
     bool in_run;
 };
 
@@ -476,9 +496,32 @@ int tsync__bundle_writer_trust(tsync__bundle_writer *w, const uint8_t *rec, size
     return 0;
 }
 
+int tsync__bundle_writer_schema(tsync__bundle_writer *w, const uint8_t site[TSYNC__SITE_BYTES],
+                                const uint8_t *defs, size_t len)
+{
+    if (len == 0 || len > TSYNC__BUNDLE_SCHEMA_MAX) return TSYNC_EINVAL;
+    uint8_t *c = malloc(len);
+    if (!c) return TSYNC_ENOMEM;
+    memcpy(c, defs, len);
+    free(w->schema);
+    w->schema = c;
+    w->schema_len = len;
+    memcpy(w->schema_site, site, TSYNC__SITE_BYTES);
+    return 0;
+}
+
+static unsigned bundle_format(const tsync__bundle_writer *w)
+{
+    /* The oldest format that carries what the bundle holds, so older readers read what they can. */
+    return w->schema   ? TSYNC__BUNDLE_FORMAT_SCHEMA
+           : w->ntrust ? TSYNC__BUNDLE_FORMAT_TRUST
+                       : TSYNC__BUNDLE_FORMAT;
+}
+
 static int pack_bundle(msgpack_packer *pk, const tsync__bundle_writer *w)
 {
-    PK(msgpack_pack_array(pk, w->ntrust ? 3 : 2));
+    unsigned format = bundle_format(w);
+    PK(msgpack_pack_array(pk, format + 1));
     PK(msgpack_pack_array(pk, w->nsites));
     for (size_t i = 0; i < w->nsites; i++) {
         PK(msgpack_pack_array(pk, 3));
@@ -497,9 +540,14 @@ static int pack_bundle(msgpack_packer *pk, const tsync__bundle_writer *w)
         for (size_t k = 0; k < r->n; k++) PK(pack_bin(pk, r->body[k], r->len[k]));
         PK(pack_bin(pk, r->sig, TSYNC__SIG_BYTES));
     }
-    if (w->ntrust) {
+    if (format >= TSYNC__BUNDLE_FORMAT_TRUST) {
         PK(msgpack_pack_array(pk, w->ntrust));
         for (size_t i = 0; i < w->ntrust; i++) PK(pack_bin(pk, w->trust[i], w->trust_len[i]));
+    }
+    if (format >= TSYNC__BUNDLE_FORMAT_SCHEMA) {
+        PK(msgpack_pack_array(pk, 2));
+        PK(pack_bin(pk, w->schema_site, TSYNC__SITE_BYTES));
+        PK(pack_bin(pk, w->schema, w->schema_len));
     }
     return 0;
 nomem:
@@ -517,8 +565,7 @@ int tsync__bundle_writer_finish(tsync__bundle_writer *w, bool compress, uint8_t 
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     /* The 10-byte file header is written first so the uncompressed image needs no copy. */
     if (msgpack_sbuffer_write(&sb, MAGIC, MAGIC_LEN) != 0) goto nomem;
-    char hdr[2] = {(char)(w->ntrust ? TSYNC__BUNDLE_FORMAT_TRUST : TSYNC__BUNDLE_FORMAT),
-                   (char)(compress ? FLAG_ZSTD : 0)};
+    char hdr[2] = {(char)bundle_format(w), (char)(compress ? FLAG_ZSTD : 0)};
     if (msgpack_sbuffer_write(&sb, hdr, 2) != 0 || pack_bundle(&pk, w) != 0) goto nomem;
     size_t plen = sb.size - HDR_LEN;
     if (plen > TSYNC__BUNDLE_MAX_BYTES) {
@@ -572,5 +619,6 @@ void tsync__bundle_writer_free(tsync__bundle_writer *w)
     for (size_t i = 0; i < w->ntrust; i++) free(w->trust[i]);
     free(w->trust);
     free(w->trust_len);
+    free(w->schema);
     free(w);
 }

@@ -32,15 +32,15 @@
 #define SHOPKEY_VERSION 1u
 
 /* Fields of each kind's array, signatures included (index = kind). */
-static const uint32_t FIELDS[] = {0, 6, 10, 8, 8};
-static const char *const DOMAIN[] = {NULL, "tsync-req-v1", "tsync-cert-v1", "tsync-rev-v1",
-                                     "tsync-rot-v1"};
-static const char *const WHAT[] = {"trust record", "enrolment request", "certificate", "revocation",
-                                   "admin key rotation"};
-static const char *const LABEL[] = {NULL, "ENROLMENT REQUEST", "CERTIFICATE", "REVOCATION",
-                                    "ADMIN KEY ROTATION"};
+static const uint32_t FIELDS[] = {0, 6, 10, 8, 8, 9};
+static const char *const DOMAIN[] = {NULL,           "tsync-req-v1", "tsync-cert-v1",
+                                     "tsync-rev-v1", "tsync-rot-v1", "tsync-mig-v1"};
+static const char *const WHAT[] = {"trust record", "enrolment request",  "certificate",
+                                   "revocation",   "admin key rotation", "signed migration"};
+static const char *const LABEL[] = {NULL,         "ENROLMENT REQUEST",  "CERTIFICATE",
+                                    "REVOCATION", "ADMIN KEY ROTATION", "SIGNED MIGRATION"};
 
-#define NKINDS 4u
+#define NKINDS 5u
 
 /* ---------------------------------------------------------------- names */
 
@@ -295,6 +295,28 @@ static bool dec_rot(dec *d, tsync__rotation *t, size_t *signed_len, uint8_t sig[
            rd_fix(d, "new key's signature", sig2, TSYNC__SIG_BYTES);
 }
 
+static bool dec_mig(dec *d, tsync__migration_rec *m, size_t *signed_len,
+                    uint8_t sig[TSYNC__SIG_BYTES])
+{
+    const uint8_t *s;
+    if (!rd_fix(d, "shop id", m->shop_id, TSYNC__SHOP_ID_BYTES) ||
+        !rd_uint(d, "number", &m->number))
+        return false;
+    if (m->number == 0 || m->number > INT64_MAX) return fail(d, "number: not 1..2^63-1");
+    if (!rd_name(d, "name", &m->name, &m->name_len)) return false;
+    s = d->r.p;
+    if (!tsync__mpr_bin(&d->r, &m->sql, &m->sql_len)) return bad(d, "sql", "bin", s);
+    if ((size_t)(d->r.p - s) != tsync__mp_bin_size(m->sql_len)) return noncanon(d, "sql", s);
+    if (m->sql_len == 0 || m->sql_len > TSYNC__TRUST_SQL_MAX)
+        return fail(d, "sql: %" PRIu32 " bytes (1..%u allowed)", m->sql_len, TSYNC__TRUST_SQL_MAX);
+    if (memchr(m->sql, 0, m->sql_len)) return fail(d, "sql: has a NUL byte");
+    if (!rd_uint(d, "issued", &m->issued_ms) ||
+        !rd_fix(d, "admin key", m->admin_pk, TSYNC__PK_BYTES))
+        return false;
+    *signed_len = off(d, d->r.p);
+    return rd_fix(d, "signature", sig, TSYNC__SIG_BYTES);
+}
+
 int tsync__trust_decode(const uint8_t *buf, size_t len, tsync__trust_rec *out, tsync__arena *a,
                         char err[TSYNC__ERRLEN])
 {
@@ -348,6 +370,9 @@ int tsync__trust_decode(const uint8_t *buf, size_t len, tsync__trust_rec *out, t
     case TSYNC__T_ROTATION:
         ok = dec_rot(&d, &out->u.rot, &signed_len, sig, sig2);
         break;
+    case TSYNC__T_MIGRATION:
+        ok = dec_mig(&d, &out->u.mig, &signed_len, sig);
+        break;
     }
     if (ok && !tsync__mpr_done(&d.r))
         ok = fail(&d, "%zu trailing bytes", (size_t)(d.r.end - d.r.p));
@@ -365,6 +390,9 @@ int tsync__trust_decode(const uint8_t *buf, size_t len, tsync__trust_rec *out, t
         case TSYNC__T_ROTATION:
             ok = verify(&d, (uint32_t)kind, signed_len, sig, out->u.rot.old_pk, "old admin key") &&
                  verify(&d, (uint32_t)kind, signed_len, sig2, out->u.rot.new_pk, "new admin key");
+            break;
+        case TSYNC__T_MIGRATION:
+            ok = verify(&d, (uint32_t)kind, signed_len, sig, out->u.mig.admin_pk, "admin key");
             break;
         }
     }
@@ -593,6 +621,41 @@ int tsync__revocation_sign(const tsync__revocation *r, const uint8_t admin_sk[TS
     return finish(&sb, &pk, kind, sks, 1, out, len, err);
 nomem:
     free(cs);
+    msgpack_sbuffer_destroy(&sb);
+    snprintf(err, TSYNC__ERRLEN, "%s: out of memory", WHAT[kind]);
+    return TSYNC_ENOMEM;
+}
+
+int tsync__migration_sign(const tsync__migration_rec *m, const uint8_t admin_sk[TSYNC__SK_BYTES],
+                          uint8_t **out, size_t *len, char err[TSYNC__ERRLEN])
+{
+    const uint32_t kind = TSYNC__T_MIGRATION;
+    *out = NULL, *len = 0, err[0] = '\0';
+    if (m->number == 0 || m->number > INT64_MAX)
+        return einval(err, WHAT[kind], "number %" PRIu64 " is not 1..2^63-1", m->number);
+    if (!tsync__trust_name_ok(m->name, m->name_len))
+        return einval(err, WHAT[kind], "name: not 1..%u bytes of UTF-8 without control characters",
+                      TSYNC__TRUST_NAME_MAX);
+    if (m->sql_len == 0 || m->sql_len > TSYNC__TRUST_SQL_MAX || memchr(m->sql, 0, m->sql_len))
+        return einval(err, WHAT[kind],
+                      "the SQL is %" PRIu32 " bytes; a signed migration holds 1..%u bytes "
+                      "without NUL (split it into several migrations)",
+                      m->sql_len, TSYNC__TRUST_SQL_MAX);
+    if (!key_pair(admin_sk, m->admin_pk))
+        return einval(err, WHAT[kind], "the admin key is not the signing key's public key");
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    start(&sb, &pk);
+    PK(head(&pk, kind));
+    PK(pack_bin(&pk, m->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(msgpack_pack_uint64(&pk, m->number));
+    PK(pack_str(&pk, m->name, m->name_len));
+    PK(pack_bin(&pk, m->sql, m->sql_len));
+    PK(msgpack_pack_uint64(&pk, m->issued_ms));
+    PK(pack_bin(&pk, m->admin_pk, TSYNC__PK_BYTES));
+    const uint8_t *sks[1] = {admin_sk};
+    return finish(&sb, &pk, kind, sks, 1, out, len, err);
+nomem:
     msgpack_sbuffer_destroy(&sb);
     snprintf(err, TSYNC__ERRLEN, "%s: out of memory", WHAT[kind]);
     return TSYNC_ENOMEM;

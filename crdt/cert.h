@@ -42,7 +42,11 @@ typedef enum {
     TSYNC__T_CERT = 2,       /* admin -> shop: "this key is a device of my shop until ..." */
     TSYNC__T_REVOCATION = 3, /* admin -> shop: "refuse this key, keep its batches up to ..." */
     TSYNC__T_ROTATION = 4,   /* old admin key and new admin key: "the shop's key is now ..." */
+    TSYNC__T_MIGRATION = 5,  /* admin -> shop: "every till runs this migration, in order" */
 } tsync__trust_kind;
+
+/* Bytes of SQL in a signed migration: the whole record fits TSYNC__TRUST_MAX_BYTES. */
+#define TSYNC__TRUST_SQL_MAX 3584u
 
 /* Wire format (msgpack, exactly these types; names are str of 1..64 bytes of UTF-8 without
  * control characters; times are Unix ms):
@@ -54,9 +58,13 @@ typedef enum {
  *               cutoffs sorted by site, no site twice, at most TSYNC__TRUST_MAX_CUTOFFS
  *   rotation:   [4, 1, shop_id:bin16, old_pk:bin32, new_pk:bin32 (!= old_pk), issued_ms:uint,
  *                old_sig:bin64, new_sig:bin64]
+ *   migration:  [5, 1, shop_id:bin16, number:uint >= 1, name:str, sql:bin, issued_ms:uint,
+ *                admin_pk:bin32, sig:bin64]
+ *               name: the migration's file name (NUMBER_NAME.sql), the rules of names; sql:
+ *               1..TSYNC__TRUST_SQL_MAX bytes without NUL
  * Signed message: domain || BLAKE2b-256(the bytes before the first signature); domains
- * "tsync-req-v1", "tsync-cert-v1", "tsync-rev-v1", "tsync-rot-v1" (both rotation signatures sign
- * the same message). A certificate's device key may not be its admin key.
+ * "tsync-req-v1", "tsync-cert-v1", "tsync-rev-v1", "tsync-rot-v1", "tsync-mig-v1" (both rotation
+ * signatures sign the same message). A certificate's device key may not be its admin key.
  */
 
 typedef struct {
@@ -99,6 +107,18 @@ typedef struct {
     uint64_t issued_ms;
 } tsync__rotation;
 
+/* A schema migration signed by the shop admin (docs/MIGRATIONS.md, "Signed migrations"). */
+typedef struct {
+    uint8_t admin_pk[TSYNC__PK_BYTES];
+    uint8_t shop_id[TSYNC__SHOP_ID_BYTES];
+    uint64_t number;  /* its place in the order, as in the file name */
+    const char *name; /* the file name, not NUL-terminated */
+    uint32_t name_len;
+    const uint8_t *sql; /* the file's bytes */
+    uint32_t sql_len;
+    uint64_t issued_ms;
+} tsync__migration_rec;
+
 /* Any decoded record. */
 typedef struct {
     uint32_t kind; /* tsync__trust_kind */
@@ -107,6 +127,7 @@ typedef struct {
         tsync__cert cert;
         tsync__revocation rev;
         tsync__rotation rot;
+        tsync__migration_rec mig;
     } u;
 } tsync__trust_rec;
 
@@ -135,6 +156,9 @@ int tsync__revocation_sign(const tsync__revocation *r, const uint8_t admin_sk[TS
 int tsync__rotation_sign(const tsync__rotation *r, const uint8_t old_sk[TSYNC__SK_BYTES],
                          const uint8_t new_sk[TSYNC__SK_BYTES], uint8_t **out, size_t *len,
                          char err[TSYNC__ERRLEN]);
+
+int tsync__migration_sign(const tsync__migration_rec *m, const uint8_t admin_sk[TSYNC__SK_BYTES],
+                          uint8_t **out, size_t *len, char err[TSYNC__ERRLEN]);
 
 /* The cutoff of site in a revocation (0 when the site is not listed). */
 uint64_t tsync__revocation_cutoff(const tsync__revocation *r,
@@ -179,9 +203,9 @@ void tsync__shopkey_wipe(tsync__shopkey *k);
  *   -----BEGIN TILLSYNC CERTIFICATE-----
  *   <base64 of the record, 64 characters a line>
  *   -----END TILLSYNC CERTIFICATE-----
- * Labels: ENROLMENT REQUEST, CERTIFICATE, REVOCATION, ADMIN KEY ROTATION. Text outside the blocks
- * (the comment lines the CLI writes, an e-mail around a pasted block) is ignored; inside a block
- * only base64 and line breaks are allowed.
+ * Labels: ENROLMENT REQUEST, CERTIFICATE, REVOCATION, ADMIN KEY ROTATION, SIGNED MIGRATION. Text
+ * outside the blocks (the comment lines the CLI writes, an e-mail around a pasted block) is
+ * ignored; inside a block only base64 and line breaks are allowed.
  */
 
 /* The label of a kind ("CERTIFICATE"), or NULL for an unknown kind. */

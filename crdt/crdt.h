@@ -39,6 +39,9 @@
 #define TSYNC__BUNDLE_FORMAT   1u          /* [sites, runs] */
 #define TSYNC__BUNDLE_FORMAT_TRUST                                                                 \
     2u /* [sites, runs, trust records]: written when there are some */
+#define TSYNC__BUNDLE_FORMAT_SCHEMA                                                                \
+    3u /* [sites, runs, trust records, [author site, table definitions]] */
+#define TSYNC__BUNDLE_SCHEMA_MAX      (1u << 20) /* the author's table definitions */
 #define TSYNC__BUNDLE_TRUST_MAX_BYTES 4096u  /* one trust record (certificate, revocation, ...) */
 #define TSYNC__BUNDLE_TRUST_MAX       65536u /* trust records per bundle */
 #define TSYNC__BUNDLE_MAX_BYTES       (1u << 30) /* hard limit of a decompressed bundle payload */
@@ -305,6 +308,11 @@ typedef struct {
     uint32_t ntrust; /* format 2: the shop's trust records (opaque here) */
     const uint8_t **trust;
     size_t *trust_len;
+    /* format 3: the bundle's author and the definitions of its replicated tables (store/schema.h;
+     * opaque here). schema NULL: none. */
+    uint8_t schema_site[TSYNC__SITE_BYTES];
+    const uint8_t *schema;
+    size_t schema_len;
     uint8_t *payload; /* owned: the decompressed payload the bodies point into (or NULL) */
 } tsync__bundle;
 
@@ -329,6 +337,10 @@ int tsync__bundle_writer_end_run(tsync__bundle_writer *w, const uint8_t sig[TSYN
 /* Adds a trust record (certificate, revocation, rotation; copied). The bundle is then written in
  * format 2. */
 int tsync__bundle_writer_trust(tsync__bundle_writer *w, const uint8_t *rec, size_t len);
+/* Sets the author's site and the definitions of its replicated tables (copied; 1..
+ * TSYNC__BUNDLE_SCHEMA_MAX bytes). The bundle is then written in format 3. */
+int tsync__bundle_writer_schema(tsync__bundle_writer *w, const uint8_t site[TSYNC__SITE_BYTES],
+                                const uint8_t *defs, size_t len);
 /* Produces the file image (malloc'd; caller frees). compress: use zstd (level 3). */
 int tsync__bundle_writer_finish(tsync__bundle_writer *w, bool compress, uint8_t **out, size_t *len);
 void tsync__bundle_writer_free(tsync__bundle_writer *w);

@@ -1,7 +1,8 @@
 /*
  * fuzz/fuzz_cert.c — libFuzzer target for every decoder of shop trust (crdt/cert.c). The first
  * byte selects the decoder (modulo 3), the rest is its input:
- *   0: a trust record (request, certificate, revocation, rotation): tsync__trust_decode
+ *   0: a trust record (request, certificate, revocation, rotation, signed migration):
+ *      tsync__trust_decode
  *   1: a shop admin key file image: tsync__shopkey_decode
  *   2: armoured text: every block through tsync__dearmour, then tsync__trust_decode
  * Any input must be refused with a one-line message or decode. What decodes is checked: a record
@@ -49,6 +50,12 @@ static void record(const uint8_t *p, size_t n)
             break;
         case TSYNC__T_ROTATION:
             if (memcmp(r.u.rot.old_pk, r.u.rot.new_pk, TSYNC__PK_BYTES) == 0) abort();
+            break;
+        case TSYNC__T_MIGRATION:
+            if (r.u.mig.number == 0 || r.u.mig.sql_len == 0 ||
+                r.u.mig.sql_len > TSYNC__TRUST_SQL_MAX ||
+                !tsync__trust_name_ok(r.u.mig.name, r.u.mig.name_len))
+                abort();
             break;
         default:
             abort();

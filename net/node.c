@@ -37,10 +37,12 @@
 #include "net/discovery.h"
 #include "net/transport.h"
 #include "net/wire.h"
+#include "store/schema.h"
 #include "store/snapshot.h"
 #include "store/sync.h"
 #include "store/trust.h"
 #include "tillsync/backup.h"
+#include "tillsync/migrate.h"
 #include "tillsync/node.h"
 #include "tillsync/store.h"
 
@@ -181,6 +183,8 @@ typedef struct {
 
 struct tsync_node {
     tsync_store *s;
+    uint8_t schema_digest[TSYNC__HASH_BYTES]; /* of our table definitions, last we told peers */
+    int schema_known;
     tsync__tp *tp;
     tsync__disc *disc; /* mDNS (avahi); NULL with no_mdns */
     int disc_down_logged;
@@ -1064,6 +1068,20 @@ static void apply_revocations(tsync_node *n)
     }
 }
 
+/* Signed migrations arrive with the trust records: run those not run here yet. A refusal is
+ * logged (once per arrival) and kept for status; the next signed migration runs them again. */
+static void run_signed_migrations(tsync_node *n)
+{
+    tsync_migrate_report r = TSYNC_MIGRATE_REPORT_INIT;
+    int rc = tsync__migrate_signed_pending(n->s, &r);
+    if (rc) logf_(n, TSYNC_LOG_WARN, "signed migrations cannot run here: %s", last_error());
+    for (size_t i = 0; i < r.napplied; i++)
+        logf_(n, TSYNC_LOG_INFO, "applied signed migration %s (schema version %lld)",
+              r.applied[i].name, (long long)r.to_version);
+    if (rc || r.napplied) n->status_dirty = 1;
+    tsync_migrate_report_clear(&r);
+}
+
 static void import_certs(tsync_node *n, npeer *p, const tsync__wire_certs *c)
 {
     int changed = 0;
@@ -1080,7 +1098,105 @@ static void import_certs(tsync_node *n, npeer *p, const tsync__wire_certs *c)
             logf_(n, TSYNC_LOG_WARN, "trust record from %s not taken: %s", peer_label(p, lb), err);
         }
     }
-    if (changed) trust_check(n);
+    if (changed) {
+        trust_check(n);
+        run_signed_migrations(n);
+    }
+}
+
+/* ---------------------------------------------------------------- table definitions
+ *
+ * Each side sends its table definitions (SCHEMA) right after admitting the other's HELLO, and
+ * again when they change; the store keeps the latest of each till and says what differs. A
+ * difference is logged when it is first seen (or changes), and once at start: never every tick.
+ */
+static int schema_log_one(void *ctx, const tsync_schema_mismatch *m)
+{
+    tsync_node *n = ctx;
+    logf_(
+        n, TSYNC_LOG_WARN,
+        "definition of %s differs on till %s%s%.16s: %s (their changes that do not fit stay parked "
+        "until the definitions agree: docs/MIGRATIONS.md)",
+        m->table, m->till, m->till[0] ? " " : "", m->site_hex, m->what);
+    return 0;
+}
+
+static void schema_log(tsync_node *n, const uint8_t *site)
+{
+    if (tsync__schema_mismatches(n->s, site, schema_log_one, n) != 0)
+        logf_(n, TSYNC_LOG_WARN, "cannot compare table definitions: %s", last_error());
+    n->status_dirty = 1;
+}
+
+static void send_schema(tsync_node *n, npeer *p)
+{
+    tsync__msg m = {.type = TSYNC__WIRE_SCHEMA};
+    uint8_t *defs = NULL;
+    size_t len = 0;
+    if (tsync__schema_message(n->s, m.schema.site, m.schema.inc, &defs, &len) != 0) return;
+    m.schema.defs = defs;
+    m.schema.len = len;
+    send_msg(n, p, &m);
+    free(defs);
+}
+
+static void on_schema(tsync_node *n, npeer *p, const tsync__wire_schema *sm)
+{
+    char lb[LBL];
+    if (p->key_known) {
+        uint8_t id[TSYNC__SITE_BYTES];
+        tsync__site_id(p->pk, sm->inc, id);
+        if (memcmp(id, sm->site, sizeof id) != 0) {
+            bad_message(n, p, R_MALFORMED, "SCHEMA: the site is not the session key's");
+            return;
+        }
+    }
+    int changed = 0;
+    int rc = tsync__schema_record(n->s, sm->site, p->key_known ? p->pk : NULL, sm->defs, sm->len,
+                                  &changed);
+    if (rc == TSYNC_ECORRUPT || rc == TSYNC_EVERSION) {
+        bad_message(n, p, R_MALFORMED, last_error());
+        return;
+    }
+    if (rc) {
+        logf_(n, TSYNC_LOG_WARN, "cannot record the table definitions of %s: %s", peer_label(p, lb),
+              last_error());
+        return;
+    }
+    if (changed) schema_log(n, sm->site);
+}
+
+/* At start, and when our own definitions changed (a migration, `replicate`): peers are told,
+ * and what differs now is logged. */
+static void schema_tick(tsync_node *n)
+{
+    uint8_t *defs = NULL, d[TSYNC__HASH_BYTES];
+    size_t len = 0;
+    if (tsync__schema_encode(n->s, &defs, &len) != 0) return;
+    tsync__schema_digest(defs, len, d);
+    free(defs);
+    if (n->schema_known && memcmp(d, n->schema_digest, sizeof d) == 0) return;
+    int first = !n->schema_known;
+    memcpy(n->schema_digest, d, sizeof d);
+    n->schema_known = 1;
+    for (size_t i = 0; !first && i < n->npeers; i++) {
+        npeer *p = n->peers[i];
+        if (p->used && p->up && p->verified && !p->close_at_mono) send_schema(n, p);
+    }
+    schema_log(n, NULL);
+}
+
+static int schema_json_one(void *ctx, const tsync_schema_mismatch *m)
+{
+    json_t *e = json_object();
+    json_object_set_new(e, "table", json_string(m->table));
+    json_object_set_new(e, "column", m->column ? json_string(m->column) : json_null());
+    json_object_set_new(e, "site", json_string(m->site_hex));
+    json_object_set_new(e, "till", json_string(m->till));
+    json_object_set_new(e, "what", json_string(m->what));
+    json_object_set_new(e, "seen_ms", json_integer((json_int_t)m->seen_ms));
+    json_array_append_new(ctx, e);
+    return 0;
 }
 
 /* Checks the HELLO (the session's first message) and admits the session. */
@@ -1169,6 +1285,7 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
         trust_check(n);
         send_certs(n, p);
     }
+    send_schema(n, p);
     notify_peer(n, p, 1);
     push(n, p);
 }
@@ -1306,6 +1423,9 @@ static void on_message(tsync_node *n, const tsync__tp_event *ev)
     case TSYNC__WIRE_SNAPSHOT_CHUNK:
     case TSYNC__WIRE_SNAPSHOT_END:
         on_snapshot(n, p, &m);
+        break;
+    case TSYNC__WIRE_SCHEMA:
+        on_schema(n, p, &m.schema);
         break;
     default:
         bad_message(n, p, R_UNEXPECTED, "message of an unknown type");
@@ -1752,6 +1872,15 @@ static char *status_build(tsync_node *n)
         json_object_set_new(o, "forks", json_integer(c.forks));
         json_object_set_new(o, "unsealed", json_integer(c.pending));
     }
+    /* Other tills whose table definitions differ from ours: a person must act (a migration). */
+    json_t *mm = json_array();
+    tsync__schema_mismatches(n->s, NULL, schema_json_one, mm);
+    char *merr = NULL;
+    tsync_store_signed_migration_error(n->s, &merr);
+    json_object_set_new(o, "state", json_string(json_array_size(mm) || merr ? "attention" : "ok"));
+    json_object_set_new(o, "schema_mismatches", mm);
+    json_object_set_new(o, "signed_migration_error", merr ? json_string(merr) : json_null());
+    free(merr);
     json_t *ref = json_object();
     tsync__tp_stats ts;
     tsync__tp_stats_get(n->tp, &ts);
@@ -2288,6 +2417,7 @@ static int step(tsync_node *n, int wait_ms)
     if (now - n->last_ae_mono >= (uint64_t)n->o.anti_entropy_ms) {
         n->last_ae_mono = now;
         anti_entropy(n, now);
+        schema_tick(n);
     }
     if (n->forward_due && now >= n->forward_due) {
         n->forward_due = 0;
@@ -2478,6 +2608,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
         hex(tsync__sync_public_key(n->s), TSYNC__PK_BYTES, key);
         logf_(n, TSYNC_LOG_INFO, "node for %s: site %s, key %s%s%s", db_path, site, key,
               n->endpoint[0] ? ", listening on " : "", n->endpoint);
+        schema_tick(n); /* differences already known are said once, at start */
         n->last_ae_mono = mono_ms();
         /* The first scheduled backup a minute after start, then every backup_every_ms. */
         n->next_backup_mono =

@@ -59,6 +59,7 @@ static const char *const f_send[] = {"type", "snapshot id", "chunk count", "hash
 static const char *const f_ping[] = {"type", "ms"};
 static const char *const f_pong[] = {"type", "echo ms", "clock"};
 static const char *const f_error[] = {"type", "code", "message"};
+static const char *const f_schema[] = {"type", "site", "incarnation", "definitions"};
 
 #define ITEMS(a) (uint32_t)(sizeof a / sizeof a[0])
 
@@ -77,6 +78,7 @@ static const mtype types[TSYNC__WIRE_TYPE_MAX + 1] = {
     [TSYNC__WIRE_PING] = {"PING", ITEMS(f_ping), TSYNC__WIRE_MAX_PING, f_ping},
     [TSYNC__WIRE_PONG] = {"PONG", ITEMS(f_pong), TSYNC__WIRE_MAX_PONG, f_pong},
     [TSYNC__WIRE_ERROR] = {"ERROR", ITEMS(f_error), TSYNC__WIRE_MAX_ERROR, f_error},
+    [TSYNC__WIRE_SCHEMA] = {"SCHEMA", ITEMS(f_schema), TSYNC__WIRE_MAX_SCHEMA, f_schema},
 };
 
 static const mtype *mtype_of(uint64_t type)
@@ -328,6 +330,11 @@ static bool check(ctx *c, const tsync__msg *m)
         return check_clock(c, m->pong.clock_ms);
     case TSYNC__WIRE_ERROR:
         return check_error(c, t, &m->error);
+    case TSYNC__WIRE_SCHEMA:
+        at(c, t, 3);
+        if (m->schema.len > TSYNC__WIRE_SCHEMA_MAX)
+            return fail(c, "has %zu bytes, more than %u", m->schema.len, TSYNC__WIRE_SCHEMA_MAX);
+        return check_bytes(c, m->schema.defs, m->schema.len);
     case TSYNC__WIRE_SNAPSHOT_END:
     case TSYNC__WIRE_PING:
         return true;
@@ -403,6 +410,10 @@ size_t tsync__wire_size(const tsync__msg *m)
         break;
     case TSYNC__WIRE_ERROR:
         s += tsync__mp_uint_size(m->error.code) + tsync__mp_str_size(m->error.len);
+        break;
+    case TSYNC__WIRE_SCHEMA:
+        s += tsync__mp_bin_size(TSYNC__SITE_BYTES) + tsync__mp_bin_size(TSYNC__INC_BYTES) +
+             tsync__mp_bin_size(m->schema.len);
         break;
     }
     return s;
@@ -677,6 +688,13 @@ static bool dec_fields(dec *d, const mtype *t, tsync__msg *m)
         m->error.code = (uint32_t)u;
         at(&d->c, t, 2);
         return rd_str(d, &m->error.text, &m->error.len);
+    case TSYNC__WIRE_SCHEMA:
+        at(&d->c, t, 1);
+        if (!rd_fixed(d, m->schema.site, TSYNC__SITE_BYTES, "bin")) return false;
+        at(&d->c, t, 2);
+        if (!rd_fixed(d, m->schema.inc, TSYNC__INC_BYTES, "bin")) return false;
+        at(&d->c, t, 3);
+        return rd_bin(d, &m->schema.defs, &m->schema.len, "bin");
     }
     return false; /* not reached: the type was looked up */
 }
@@ -851,6 +869,10 @@ static int pack_fields(msgpack_packer *pk, const tsync__msg *m)
         PK(msgpack_pack_str(pk, m->error.len));
         if (m->error.len) PK(msgpack_pack_str_body(pk, m->error.text, m->error.len));
         return 0;
+    case TSYNC__WIRE_SCHEMA:
+        PK(pack_bin(pk, m->schema.site, TSYNC__SITE_BYTES));
+        PK(pack_bin(pk, m->schema.inc, TSYNC__INC_BYTES));
+        return pack_bin(pk, m->schema.defs, m->schema.len);
     }
     return -1;
 }

@@ -54,10 +54,11 @@ typedef enum {
     TSYNC__WIRE_PING = 9,
     TSYNC__WIRE_PONG = 10,
     TSYNC__WIRE_ERROR = 11,
+    TSYNC__WIRE_SCHEMA = 12,
 } tsync__wire_type;
 
 #define TSYNC__WIRE_TYPE_MIN 1
-#define TSYNC__WIRE_TYPE_MAX 11
+#define TSYNC__WIRE_TYPE_MAX 12
 
 /* Field limits. */
 #define TSYNC__WIRE_CERT_MAX   4096u        /* one certificate or revocation blob */
@@ -65,6 +66,7 @@ typedef enum {
 #define TSYNC__WIRE_BODIES_MAX 65536u       /* batch bodies in one BATCHES */
 #define TSYNC__WIRE_CERTS_MAX  4096u        /* blobs in one CERTS */
 #define TSYNC__WIRE_TEXT_MAX   512u         /* bytes of an ERROR message */
+#define TSYNC__WIRE_SCHEMA_MAX (1u << 20)   /* bytes of the table definitions in SCHEMA */
 #define TSYNC__WIRE_CLOCK_END  (1ull << 48) /* wall clocks (ms) are below this: HLC's 48-bit ms */
 #define TSYNC__WIRE_BULK_EXTRA (64u << 10)  /* room for the fields around one maximal batch */
 
@@ -84,6 +86,7 @@ typedef enum {
 #define TSYNC__WIRE_MAX_PING           64u
 #define TSYNC__WIRE_MAX_PONG           64u
 #define TSYNC__WIRE_MAX_ERROR          1024u
+#define TSYNC__WIRE_MAX_SCHEMA         (TSYNC__WIRE_SCHEMA_MAX + 256u)
 #define TSYNC__WIRE_MAX_FRAME          TSYNC__WIRE_MAX_BATCHES /* the largest of the above */
 #define TSYNC__WIRE_SOFT_BYTES         (1u << 20)
 
@@ -180,6 +183,16 @@ typedef struct {
     size_t len;       /* 0..TSYNC__WIRE_TEXT_MAX */
 } tsync__wire_error;
 
+/* The sender's table definitions (store/schema.h's canonical form, opaque here; the store
+ * decodes it strictly), sent after HELLO and again when they change. site must be
+ * BLAKE2b-128(session key || inc): the receiver checks that. */
+typedef struct {
+    uint8_t site[TSYNC__SITE_BYTES];
+    uint8_t inc[TSYNC__INC_BYTES];
+    const uint8_t *defs;
+    size_t len; /* 1..TSYNC__WIRE_SCHEMA_MAX */
+} tsync__wire_schema;
+
 /* One message. Set type and the member of the same name. */
 typedef struct {
     tsync__wire_type type;
@@ -195,6 +208,7 @@ typedef struct {
         tsync__wire_ping ping;
         tsync__wire_pong pong;
         tsync__wire_error error;
+        tsync__wire_schema schema;
     };
 } tsync__msg;
 

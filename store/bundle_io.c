@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "store/internal.h"
+#include "store/schema.h"
 #include "store/sync.h"
 #include "store/trust.h"
 
@@ -154,6 +155,16 @@ int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, si
             if ((rc = tsync__bundle_writer_trust(w, blobs[i], lens[i])))
                 rc = tsync__err(rc, "cannot add trust record %zu to the bundle", i);
         tsync__trust_export_free(blobs, lens, nb);
+    }
+    if (rc == 0) {
+        /* The definitions of our replicated tables, so the receiver can tell when its own
+         * differ (store/schema.c). One that cannot be described is left out, not fatal. */
+        uint8_t *defs = NULL;
+        size_t dlen = 0;
+        if (tsync__schema_encode(s, &defs, &dlen) == 0 &&
+            (rc = tsync__bundle_writer_schema(w, s->site, defs, dlen)))
+            rc = tsync__err(rc, "cannot add the table definitions to the bundle");
+        free(defs);
     }
     if (rc == 0 && (rc = tsync__bundle_writer_finish(w, true, out, len)))
         rc = tsync__err(rc, "cannot write bundle");

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "store/internal.h"
+#include "store/schema.h"
 #include "store/sync.h"
 #include "store/trust.h"
 
@@ -652,7 +653,15 @@ static int apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64
                         return rc;
                     continue;
                 }
-                if (t->is_counter[col]) continue; /* counter state travels in ctrs */
+                if (t->is_counter[col]) {
+                    /* A plain value there for what is a counter here cannot be counted: it is
+                     * parked (and shown) until the definitions agree, not dropped unseen. */
+                    if (!only_table && (rc = park(c, ib->site, ib->seq, ri, bt->name, bt->name_len,
+                                                  bt->cols[bc->col], bt->col_len[bc->col],
+                                                  "a plain column there is a counter here")))
+                        return rc;
+                    continue;
+                }
                 tsync__colclk cur = r->meta.col[col];
                 int cmp = cur.hlc == 0 ? 1
                                        : tsync__lww_cmp(br->hlc, c->sites[ib->site].id, cur.hlc,
@@ -1396,7 +1405,25 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
         tsync__arena_free(&da);
         return tsync__err(rc, "bundle refused: %s", err);
     }
+    if (bun.schema) {
+        /* The author's table definitions are checked as strictly as the rest: a bundle whose
+         * description does not decode is damaged or forged and is refused whole. */
+        tsync__arena sa = {0};
+        tsync__schema sc;
+        rc = tsync__schema_decode(bun.schema, bun.schema_len, &sc, &sa, err);
+        tsync__arena_free(&sa);
+        if (rc) {
+            if (report) report->refused++;
+            tsync__bundle_free(&bun);
+            tsync__arena_free(&da);
+            return tsync__err(rc, "bundle refused: %s", err);
+        }
+    }
     rc = tsync__merge_bundle(s, &bun, report);
+    if (rc != TSYNC_EIO && rc != TSYNC_ENOMEM && rc != TSYNC_EBUSY) {
+        int src = tsync__schema_from_bundle(s, &bun, report);
+        if (rc == 0) rc = src;
+    }
     tsync__bundle_free(&bun);
     tsync__arena_free(&da);
     return rc;

@@ -30,7 +30,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "crdt/cert.h"
 #include "store/internal.h"
+#include "store/sync.h"
+#include "store/trust.h"
 #include "tillsync/migrate.h"
 
 #define MAX_FILE_BYTES (64u << 20)
@@ -1132,19 +1135,17 @@ static int count_parked(tsync_store *s, int64_t below, int64_t *n)
     return x == SQLITE_ROW ? 0 : tsync__err_sqlite(s->db, x, "read parked changes");
 }
 
-int tsync_store_migrate(tsync_store *s, const char *dir, tsync_migrate_report *report)
+/* Applies what files (sorted by number, no number twice; freed here) hold that this database
+ * has not run, with every check of a folder run. */
+static int migrate_files(tsync_store *s, mfile *files, size_t nfiles, tsync_migrate_report *report)
 {
-    if (report) tsync_migrate_report_clear(report);
-    if (!dir || !*dir) return tsync__err(TSYNC_EINVAL, "no migrations folder given");
-    mfile *files = NULL;
-    size_t nfiles = 0, napplied = 0;
+    size_t napplied = 0;
     applied_rec *applied = NULL;
     run m;
     memset(&m, 0, sizeof m);
     m.s = s;
     m.rep = report;
-    int rc = scan_dir(dir, &files, &nfiles, report);
-    if (rc) return rc;
+    int rc;
     if ((rc = tsync__begin(s))) {
         files_free(files, nfiles);
         return rc;
@@ -1247,5 +1248,171 @@ fail_committed:
     files_free(files, nfiles);
     applied_free(applied, napplied);
     run_free(&m);
+    return rc;
+}
+
+int tsync_store_migrate(tsync_store *s, const char *dir, tsync_migrate_report *report)
+{
+    if (report) tsync_migrate_report_clear(report);
+    if (!dir || !*dir) return tsync__err(TSYNC_EINVAL, "no migrations folder given");
+    mfile *files = NULL;
+    size_t nfiles = 0;
+    int rc = scan_dir(dir, &files, &nfiles, report);
+    if (rc) return rc;
+    return migrate_files(s, files, nfiles, report);
+}
+
+/* ---------------------------------------------------------------- signed migrations
+ *
+ * A migration signed by the shop admin is a trust record (crdt/cert.h): it is stored with the
+ * certificates (store/trust.c checks the shop and the admin key), travels with them in the
+ * handshake and in bundles, and every till of the shop runs the ones it has not run, in number
+ * order, exactly as if they were the files of a migrations folder: the same checks (a number
+ * applied here with other content, a new one below the version) and the same transaction, parked
+ * changes that now fit applied in it. Of two signed with one number, the later-issued counts: the
+ * admin's fix of one that failed on some till. A migration that cannot run here leaves everything
+ * as it was; why is kept in tsync_meta for status, and the next signed migration to arrive runs
+ * them again.
+ */
+
+static int meta_error_set(tsync_store *s, const char *msg)
+{
+    sqlite3_stmt *st;
+    const char *sql =
+        msg ? "INSERT OR REPLACE INTO tsync_meta(k, v) VALUES('signed_migration_error', ?1)"
+            : "DELETE FROM tsync_meta WHERE k = 'signed_migration_error'";
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "record the signed migration state");
+    if (msg) sqlite3_bind_text(st, 1, msg, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0
+                             : tsync__err_sqlite(s->db, rc, "record the signed migration state");
+}
+
+/* The signed migrations this database holds for its shop, as files. */
+static int signed_files(tsync_store *s, mfile **out, size_t *nout)
+{
+    *out = NULL;
+    *nout = 0;
+    uint8_t shop_id[TSYNC__SHOP_ID_BYTES];
+    int rc = tsync__trust_enrolled(s, shop_id);
+    if (rc <= 0) return rc;
+    sqlite3_stmt *st;
+    /* No table: the trust tables predate signed migrations, so there are none. */
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT body FROM tsync_signed_migrations WHERE shop_id = ?1 ORDER BY "
+                           "number, id",
+                           -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_blob(st, 1, shop_id, TSYNC__SHOP_ID_BYTES, SQLITE_STATIC);
+    mfile *f = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t last_issued = 0;
+    rc = 0;
+    int x;
+    while (rc == 0 && (x = sqlite3_step(st)) == SQLITE_ROW) {
+        tsync__arena a = {0};
+        tsync__trust_rec r;
+        char err[TSYNC__ERRLEN];
+        if (tsync__trust_decode(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), &r,
+                                &a, err) != 0 ||
+            r.kind != TSYNC__T_MIGRATION) {
+            tsync__arena_free(&a);
+            rc = tsync__err(TSYNC_ECORRUPT, "a stored signed migration is damaged: %s", err);
+            break;
+        }
+        /* Two with one number: the later-issued replaces the other (the admin's fix of one that
+         * failed somewhere). A till that ran the other sees a changed migration and says so. */
+        if (n && f[n - 1].number == (int64_t)r.u.mig.number) {
+            if (r.u.mig.issued_ms <= last_issued) {
+                tsync__arena_free(&a);
+                continue;
+            }
+            n--;
+            free(f[n].name), free(f[n].text);
+        }
+        last_issued = r.u.mig.issued_ms;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 8;
+            mfile *nf = realloc(f, cap * sizeof *nf);
+            if (!nf) {
+                tsync__arena_free(&a);
+                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+                break;
+            }
+            f = nf;
+        }
+        mfile *m = &f[n++];
+        memset(m, 0, sizeof *m);
+        m->number = (int64_t)r.u.mig.number;
+        m->name = strndup(r.u.mig.name, r.u.mig.name_len);
+        m->text = strndup((const char *)r.u.mig.sql, r.u.mig.sql_len);
+        m->len = r.u.mig.sql_len;
+        uint8_t h[TSYNC__HASH_BYTES];
+        crypto_generichash(h, sizeof h, r.u.mig.sql, r.u.mig.sql_len, NULL, 0);
+        tsync__hex(h, sizeof h, m->hash);
+        tsync__arena_free(&a);
+        if (!m->name || !m->text) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+    }
+    sqlite3_finalize(st);
+    if (rc) {
+        files_free(f, n);
+        return rc;
+    }
+    *out = f;
+    *nout = n;
+    return 0;
+}
+
+int tsync__migrate_signed_pending(tsync_store *s, tsync_migrate_report *report)
+{
+    if (report) tsync_migrate_report_clear(report);
+    mfile *files = NULL;
+    size_t nfiles = 0;
+    int rc = signed_files(s, &files, &nfiles);
+    if (rc == 0 && nfiles == 0) return 0;
+    if (rc == 0) rc = migrate_files(s, files, nfiles, report);
+    if (rc == TSYNC_EBUSY || rc == TSYNC_EIO || rc == TSYNC_ENOMEM) return rc;
+    /* Applied (or refused): status says which, until the next run. */
+    char msg[600];
+    if (rc) snprintf(msg, sizeof msg, "%s", tsync_error_last() ? tsync_error_last()->message : "?");
+    int mrc = meta_error_set(s, rc ? msg : NULL);
+    if (rc) tsync__err(rc, "%s", msg);
+    return rc ? rc : mrc;
+}
+
+int tsync_store_migrate_signed(tsync_store *s, const uint8_t *rec, size_t len,
+                               tsync_migrate_report *report)
+{
+    if (report) tsync_migrate_report_clear(report);
+    if (rec) {
+        tsync__arena a = {0};
+        tsync__trust_rec r;
+        char err[TSYNC__ERRLEN];
+        int rc = tsync__trust_decode(rec, len, &r, &a, err);
+        tsync__arena_free(&a);
+        if (rc) return tsync__err(rc, "%s", err);
+        if (r.kind != TSYNC__T_MIGRATION)
+            return tsync__err(TSYNC_EINVAL, "this is a %s, not a signed migration",
+                              tsync__trust_label(r.kind));
+        if ((rc = tsync__trust_import(s, rec, len, err))) return tsync__err(rc, "%s", err);
+    }
+    return tsync__migrate_signed_pending(s, report);
+}
+
+int tsync_store_signed_migration_error(tsync_store *s, char **out)
+{
+    *out = NULL;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT v FROM tsync_meta WHERE k = 'signed_migration_error'", -1,
+                           &st, NULL) != SQLITE_OK)
+        return tsync__err_sqlite(s->db, SQLITE_ERROR, "read the signed migration state");
+    int rc = 0;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0)) {
+        *out = strdup((const char *)sqlite3_column_text(st, 0));
+        if (!*out) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+    }
+    sqlite3_finalize(st);
     return rc;
 }

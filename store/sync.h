@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "crdt/crdt.h"
+#include "tillsync/migrate.h"
 #include "tillsync/store.h"
 
 /* Records the thread's last error (one line, printf-style) and returns code (store/error.c). */
@@ -60,6 +61,11 @@ int tsync__sync_runs(tsync_store *s, const tsync__vv *peer, size_t budget, tsync
 /* Verifies and merges decoded runs in one transaction, exactly like tsync_store_merge does for a
  * bundle image (bun.runs point into memory the caller keeps). Defined in store/merge.c. */
 int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bun, tsync_merge_report *report);
+
+/* Runs the signed migrations held that were not run here (store/migrate.c), after trust records
+ * arrived; keeps a failure for status (tsync_store_signed_migration_error). The caller has no
+ * transaction open. Errors: as tsync_store_migrate_signed. */
+int tsync__migrate_signed_pending(tsync_store *s, tsync_migrate_report *report);
 
 /* Counts for status: batches held (waiting for dependencies), parked row changes, recorded
  * forks, conflicts, rows waiting to be sealed. */

@@ -49,7 +49,11 @@ static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS tsync_rotations(id BLOB PRIMARY KEY, shop_id BLOB NOT NULL,"
     "  old_pk BLOB NOT NULL, new_pk BLOB NOT NULL, issued_ms INTEGER NOT NULL,"
     "  joined INTEGER NOT NULL DEFAULT 0, body BLOB NOT NULL, added_ms INTEGER NOT NULL)"
-    "  WITHOUT ROWID;";
+    "  WITHOUT ROWID;"
+    /* Signed migrations (store/signed_migration.c applies them). */
+    "CREATE TABLE IF NOT EXISTS tsync_signed_migrations(id BLOB PRIMARY KEY, shop_id BLOB NOT "
+    "  NULL, number INTEGER NOT NULL, name TEXT NOT NULL, admin_pk BLOB NOT NULL, body BLOB NOT "
+    "  NULL, added_ms INTEGER NOT NULL) WITHOUT ROWID;";
 
 /* The enrolment of this database, as tsync_shop holds it. */
 typedef struct {
@@ -277,6 +281,13 @@ static int store_record(tsync_store *s, const shop *sh, const tsync__trust_rec *
     case TSYNC__T_ROTATION:
         shop_id = r->u.rot.shop_id;
         break;
+    case TSYNC__T_MIGRATION:
+        shop_id = r->u.mig.shop_id, admin = r->u.mig.admin_pk;
+        /* Only a till of the shop runs the shop's migrations. */
+        if (!sh->enrolled)
+            return fail(err, TSYNC_EREFUSED,
+                        "a signed migration needs a database enrolled in its shop");
+        break;
     default:
         return fail(err, TSYNC_EREFUSED,
                     "an enrolment request is not a shop record (the admin signs it with "
@@ -326,6 +337,18 @@ static int store_record(tsync_store *s, const shop *sh, const tsync__trust_rec *
         sqlite3_bind_blob(st, 3, v->device_pk, TSYNC__PK_BYTES, SQLITE_STATIC);
         sqlite3_bind_int64(st, 4, (int64_t)(v->issued_ms > INT64_MAX ? INT64_MAX : v->issued_ms));
         sqlite3_bind_blob(st, 5, v->admin_pk, TSYNC__PK_BYTES, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 6, blob, (int)len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 7, (int64_t)now);
+    } else if (r->kind == TSYNC__T_MIGRATION) {
+        const tsync__migration_rec *m = &r->u.mig;
+        st = prep(s,
+                  "INSERT OR IGNORE INTO tsync_signed_migrations(id, shop_id, number, name, "
+                  "admin_pk, body, added_ms) VALUES(?1,?2,?3,?4,?5,?6,?7)",
+                  err);
+        if (!st) return TSYNC_EIO;
+        sqlite3_bind_int64(st, 3, (int64_t)m->number);
+        sqlite3_bind_text(st, 4, m->name, (int)m->name_len, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 5, m->admin_pk, TSYNC__PK_BYTES, SQLITE_STATIC);
         sqlite3_bind_blob(st, 6, blob, (int)len, SQLITE_STATIC);
         sqlite3_bind_int64(st, 7, (int64_t)now);
     } else {
@@ -562,11 +585,17 @@ int tsync__trust_export(tsync_store *s, uint8_t ***blobs, size_t **lens, size_t 
         "SELECT body FROM tsync_rotations ORDER BY issued_ms, id",
         "SELECT body FROM tsync_certs ORDER BY not_before, id",
         "SELECT body FROM tsync_revocations ORDER BY issued_ms, id",
+        "SELECT body FROM tsync_signed_migrations ORDER BY number, id",
     };
     size_t cap = 0;
-    for (int q = 0; q < 3 && rc == 0; q++) {
+    for (int q = 0; q < 4 && rc == 0; q++) {
         sqlite3_stmt *st;
         if ((rc = sqlite3_prepare_v2(s->db, sql[q], -1, &st, NULL)) != SQLITE_OK) {
+            /* A database whose trust tables predate signed migrations has none to send. */
+            if (q == 3) {
+                rc = 0;
+                break;
+            }
             rc = tsync__err_sqlite(s->db, rc, "read trust records");
             break;
         }

@@ -30,9 +30,10 @@ static const uint8_t *blobs[2] = {blob0, blob1};
 static size_t blob_lens[2] = {5, 3};
 static uint8_t proof_bytes[8] = "TSYNCBDL";
 static uint8_t rows_bytes[2] = "ab";
+static uint8_t schema_bytes[3] = {0x92, 0x01, 0x90};
 static const char error_text[] = "protocol version 2 is not spoken here";
 
-enum { NSAMPLES = 12 };
+enum { NSAMPLES = 13 };
 
 static void fill(uint8_t *p, size_t n, uint8_t v)
 {
@@ -138,6 +139,13 @@ static tsync__msg sample(int i)
         m.error.text = error_text;
         m.error.len = strlen(error_text);
         break;
+    case 12:
+        m.type = TSYNC__WIRE_SCHEMA;
+        fill(m.schema.site, 16, 0x13);
+        fill(m.schema.inc, 16, 0x14);
+        m.schema.defs = schema_bytes; /* [1, []]: no replicated table */
+        m.schema.len = sizeof schema_bytes;
+        break;
     }
     return m;
 }
@@ -180,6 +188,8 @@ static const char *const vectors[NSAMPLES] = {
     "930ace0001e240cf0000018bcfe5687b",
     /* ERROR */
     "930b02d92570726f746f636f6c2076657273696f6e2032206973206e6f742073706f6b656e2068657265",
+    /* SCHEMA */
+    "940cc41013131313131313131313131313131313c41014141414141414141414141414141414c403920190",
 };
 
 static char *to_hex(const uint8_t *p, size_t n)
@@ -261,6 +271,10 @@ static bool msg_eq(const tsync__msg *a, const tsync__msg *b)
     case TSYNC__WIRE_ERROR:
         return a->error.code == b->error.code &&
                bytes_eq(a->error.text, a->error.len, b->error.text, b->error.len);
+    case TSYNC__WIRE_SCHEMA:
+        return !memcmp(a->schema.site, b->schema.site, 16) &&
+               !memcmp(a->schema.inc, b->schema.inc, 16) &&
+               bytes_eq(a->schema.defs, a->schema.len, b->schema.defs, b->schema.len);
     }
     return false;
 }
@@ -685,8 +699,8 @@ Test(net_wire, non_canonical_encodings_refused)
 Test(net_wire, unknown_type_and_version)
 {
     refused(build("Au", 1u, U(0)), TSYNC_EVERSION,
-            "message: field 0 (type) is 0, not a message type of protocol version 1 (1..11)");
-    refused(build("Auu", 2u, U(12), U(1)), TSYNC_EVERSION, "field 0 (type) is 12, not a message");
+            "message: field 0 (type) is 0, not a message type of protocol version 1 (1..12)");
+    refused(build("Auu", 2u, U(13), U(1)), TSYNC_EVERSION, "field 0 (type) is 13, not a message");
     refused(build("Auu", 2u, U(1) << 40, U(1)), TSYNC_EVERSION, "is 1099511627776, not a message");
     refused(build("AuununuA", 7u, U(1), U(2), U(3), U(0), 0u), TSYNC_EVERSION,
             "HELLO: field 1 (version) is 2, this node speaks version 1");

@@ -7,10 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "tools/cli.h"
 #include "tools/cmd_migrate.h"
+#include "tools/cmd_trust.h"
 
 static int usage(const char *msg)
 {
@@ -83,7 +85,22 @@ int cmd_migrate(int argc, char **argv)
         return ret;
     }
     tsync_migrate_report r = TSYNC_MIGRATE_REPORT_INIT;
-    int rc = tsync_store_migrate(s, pos[1], &r);
+    int rc;
+    struct stat sb;
+    if (stat(pos[1], &sb) == 0 && S_ISREG(sb.st_mode)) {
+        /* A signed migration (tillsync shop sign-migration): kept and replicated to every till. */
+        uint8_t *rec = NULL;
+        size_t len = 0;
+        if (cli_read_signed_migration(pos[1], &rec, &len)) {
+            tsync_store_free(s);
+            return 1;
+        }
+        rc = tsync_store_migrate_signed(s, rec, len, &r);
+        free(rec);
+        if (rc == 0) printf("installed %s: it replicates to every till of the shop\n", pos[1]);
+    } else {
+        rc = tsync_store_migrate(s, pos[1], &r);
+    }
     for (size_t i = 0; i < r.nnotes; i++) printf("note: %s\n", r.notes[i]);
     if (rc != 0) {
         ret = cli_fail("migrate");

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "tools/cli.h"
+#include "tools/cmd_schema.h"
 #include "tools/cmd_node.h"
 
 static int usage(const char *msg)
@@ -244,6 +245,13 @@ int cmd_status(int argc, char **argv)
         }
         json_object_set_new(out, counts[i][0], json_integer(v));
     }
+    if (cli_schema_status(s, out) != 0) {
+        tsync_store_free(s);
+        json_decref(out);
+        json_decref(node);
+        json_decref(st);
+        return cli_fail("status");
+    }
     tsync_store_free(s);
     if (running) {
         static const char *const keep[] = {"pid",
@@ -333,6 +341,7 @@ int cmd_status(int argc, char **argv)
                (long long)json_integer_value(json_object_get(out, "conflicts")),
                (long long)json_integer_value(json_object_get(out, "forks")),
                (long long)json_integer_value(json_object_get(out, "unsealed")));
+        cli_schema_status_print(out);
         if (running) {
             json_t *ref = json_object_get(node, "refused");
             const char *k;

@@ -165,7 +165,7 @@ static int read_records(const char *path, recs *r)
             free(text);
             return 1;
         }
-        if (rlen >= 2 && rec[0] >= 0x90 && rec[0] <= 0x9f && rec[1] >= 1 && rec[1] <= 4 &&
+        if (rlen >= 2 && rec[0] >= 0x90 && rec[0] <= 0x9f && rec[1] >= 1 && rec[1] <= 5 &&
             rec[1] != kind) {
             /* the record's own kind (its second byte: [array, kind, ...]) must match the label;
              * anything malformed is left for the decoder to explain */
@@ -281,6 +281,20 @@ static char *describe(const tsync__trust_rec *r)
         hex(r->u.rot.new_pk, TSYNC__PK_BYTES, h);
         fprintf(f, "new key:    %s\nissued:     %s", h, date(r->u.rot.issued_ms, d1));
         break;
+    case TSYNC__T_MIGRATION: {
+        uint8_t sum[TSYNC__HASH_BYTES];
+        crypto_generichash(sum, sizeof sum, r->u.mig.sql, r->u.mig.sql_len, NULL, 0);
+        hex(r->u.mig.shop_id, TSYNC__SHOP_ID_BYTES, h);
+        fprintf(f,
+                "tillsync signed migration (install it on one till: tillsync migrate DB FILE; it "
+                "replicates to every till of the shop)\nshop id:    %s\nmigration:  %" PRIu64 " ",
+                h, r->u.mig.number);
+        print_name(f, r->u.mig.name, r->u.mig.name_len);
+        hex(sum, sizeof sum, h);
+        fprintf(f, " (%" PRIu32 " bytes, hash %s)\nissued:     %s", r->u.mig.sql_len, h,
+                date(r->u.mig.issued_ms, d1));
+        break;
+    }
     }
     fclose(f);
     return s;
@@ -705,6 +719,131 @@ static int shop_show(int argc, char **argv)
     return ret;
 }
 
+/* NNN_NAME.sql -> its number, or -1. */
+static int64_t migration_number(const char *base)
+{
+    int64_t v = 0;
+    int digits = 0;
+    const char *p = base;
+    while (*p >= '0' && *p <= '9') {
+        if (++digits > 18) return -1;
+        v = v * 10 + (*p++ - '0');
+    }
+    size_t n = strlen(base);
+    if (!digits || v == 0 || *p != '_' || n < 5 || strcmp(base + n - 4, ".sql") != 0 ||
+        (size_t)(p - base) + 1 >= n - 4)
+        return -1;
+    return v;
+}
+
+static int shop_sign_migration(int argc, char **argv)
+{
+    const char *keyfile = NULL, *sqlfile = NULL, *outp = NULL;
+    for (int i = 3; i < argc; i++) {
+        if (!strcmp(argv[i], "-o") && i + 1 < argc)
+            outp = argv[++i];
+        else if (argv[i][0] == '-')
+            return usage("shop sign-migration takes KEYFILE FILE.sql [-o OUT]");
+        else if (!keyfile)
+            keyfile = argv[i];
+        else if (!sqlfile)
+            sqlfile = argv[i];
+        else
+            return usage("shop sign-migration takes KEYFILE FILE.sql [-o OUT]");
+    }
+    if (!keyfile || !sqlfile) return usage("shop sign-migration needs KEYFILE and FILE.sql");
+    const char *base = strrchr(sqlfile, '/') ? strrchr(sqlfile, '/') + 1 : sqlfile;
+    int64_t number = migration_number(base);
+    if (number < 0) {
+        fprintf(stderr,
+                "tillsync: %s: a migration file is named NUMBER_NAME.sql (001_add_note.sql), "
+                "as in a migrations folder\n",
+                sqlfile);
+        return 1;
+    }
+    char *sql;
+    size_t len;
+    if (slurp(sqlfile, &sql, &len)) return 1;
+    tsync__shopkey k;
+    if (load_key(keyfile, &k)) {
+        free(sql);
+        return 1;
+    }
+    tsync__migration_rec m = {.number = (uint64_t)number,
+                              .name = base,
+                              .name_len = (uint32_t)strlen(base),
+                              .sql = (const uint8_t *)sql,
+                              .sql_len = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len,
+                              .issued_ms = wall_ms()};
+    memcpy(m.shop_id, k.shop_id, TSYNC__SHOP_ID_BYTES);
+    memcpy(m.admin_pk, k.pk, TSYNC__PK_BYTES);
+    uint8_t *rec = NULL;
+    size_t rlen = 0;
+    char err[TSYNC__ERRLEN];
+    int rc = tsync__migration_sign(&m, k.sk, &rec, &rlen, err);
+    tsync__shopkey_wipe(&k);
+    free(sql);
+    if (rc) {
+        fprintf(stderr, "tillsync: %s: %s\n", sqlfile, err);
+        return 1;
+    }
+    char *def = NULL;
+    if (!outp) {
+        size_t n = strlen(sqlfile);
+        def = malloc(n + 3);
+        if (!def) {
+            free(rec);
+            return 1;
+        }
+        snprintf(def, n + 3, "%.*s.tsmig", (int)(n - 4), sqlfile);
+        outp = def;
+    }
+    tsync__arena a = {0};
+    tsync__trust_rec r;
+    char *comment = NULL, *text = NULL;
+    if (tsync__trust_decode(rec, rlen, &r, &a, err) == 0) comment = describe(&r);
+    tsync__arena_free(&a);
+    rc = tsync__armour(TSYNC__T_MIGRATION, rec, rlen, comment, &text);
+    free(comment);
+    free(rec);
+    FILE *f = rc ? NULL : fopen(outp, "wx");
+    int ret = 0;
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+        fprintf(stderr, "tillsync: cannot write %s: %s\n", outp,
+                rc ? "out of memory" : strerror(errno));
+        ret = 1;
+    } else {
+        printf("wrote %s: migration %lld %s, signed by the admin of the shop; install it on one "
+               "till with 'tillsync migrate DB %s'\n",
+               outp, (long long)number, base, outp);
+    }
+    free(text);
+    free(def);
+    return ret;
+}
+
+int cli_read_signed_migration(const char *path, uint8_t **rec, size_t *len)
+{
+    recs r = {0};
+    if (read_records(path, &r)) return 1;
+    if (r.n != 1) {
+        fprintf(stderr, "tillsync: %s holds %zu records, not one signed migration\n", path, r.n);
+        recs_free(&r);
+        return 1;
+    }
+    tsync__arena a = {0};
+    tsync__trust_rec t;
+    int ret = decode(path, r.rec[0], r.len[0], TSYNC__T_MIGRATION, &t, &a);
+    tsync__arena_free(&a);
+    if (ret == 0) {
+        *rec = r.rec[0];
+        *len = r.len[0];
+        r.rec[0] = NULL;
+    }
+    recs_free(&r);
+    return ret;
+}
+
 int cmd_shop(int argc, char **argv)
 {
     if (argc < 3) return usage("shop needs create, sign, revoke, rotate or show");
@@ -714,7 +853,8 @@ int cmd_shop(int argc, char **argv)
     if (!strcmp(c, "revoke")) return shop_revoke(argc, argv);
     if (!strcmp(c, "rotate")) return shop_rotate(argc, argv);
     if (!strcmp(c, "show")) return shop_show(argc, argv);
-    return usage("shop: unknown subcommand (create, sign, revoke, rotate, show)");
+    if (!strcmp(c, "sign-migration")) return shop_sign_migration(argc, argv);
+    return usage("shop: unknown subcommand (create, sign, revoke, rotate, sign-migration, show)");
 }
 
 /* ---------------------------------------------------------------- till side */

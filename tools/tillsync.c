@@ -15,6 +15,7 @@
 #include "tools/cmd_io.h"
 #include "tools/cmd_migrate.h"
 #include "tools/cmd_node.h"
+#include "tools/cmd_schema.h"
 #include "tools/cmd_trust.h"
 
 static const char *USAGE =
@@ -45,6 +46,9 @@ static const char *USAGE =
     "                                   file); its batches after the cutoffs are refused unless\n"
     "                                   honest tills merged them; --dry-run shows what it cuts\n"
     "  shop rotate KEYFILE NEWKEYFILE   new admin key for the shop; print the rotation record\n"
+    "  shop sign-migration KEYFILE NNN_NAME.sql [-o OUT]\n"
+    "                                   sign a migration for every till of the shop (OUT:\n"
+    "                                   NNN_NAME.tsmig); install it with migrate DB OUT\n"
     "  shop show FILE                   describe a key file, request, certificate or revocation\n"
     "  enrol-request DB [--name NAME]   print this till's enrolment request (name: host name)\n"
     "  enrol DB CERT [FILE]...          install this till's certificate (and other devices'\n"
@@ -77,7 +81,13 @@ static const char *USAGE =
     "                                   [--no-mdns]: no discovery (an enrolled till finds the\n"
     "                                   tills of its shop on the LAN over mDNS by default)\n"
     "  migrate DB DIR|--status [--json] apply DIR's migrations (NNN_name.sql), or list applied\n"
+    "  migrate DB FILE.tsmig            install a signed migration: this till runs it, and it\n"
+    "                                   replicates to every till of the shop, which run it too\n"
     "  status DB [--json]               the node's peers, lag, pending, held, parked, refused\n"
+    "                                   and whether another till's table definitions differ\n"
+    "  schema DB [--json]               this till's replicated tables as compared with other\n"
+    "                                   tills (names, types, key, counters) and their digest\n"
+    "  parked DB [--json] [--limit N]   changes from other tills not applied here, and why\n"
     "  demo [--dir DIR]                 three tills as three processes on loopback sell at once;\n"
     "                                   their sales show up on the others live, then converge\n"
     "  demo --offline [--dir DIR] [--seed N] [--keep]\n"
@@ -538,6 +548,8 @@ int main(int argc, char **argv)
     if (!strcmp(c, "trust")) return cmd_trust(argc, argv);
     if (!strcmp(c, "run")) return cmd_run(argc, argv);
     if (!strcmp(c, "status")) return cmd_status(argc, argv);
+    if (!strcmp(c, "schema")) return cmd_schema(argc, argv);
+    if (!strcmp(c, "parked")) return cmd_parked(argc, argv);
     if (!strcmp(c, "migrate")) return cmd_migrate(argc, argv);
     if (!strcmp(c, "export")) return cmd_export(argc, argv);
     if (!strcmp(c, "import")) return cmd_import(argc, argv);

@@ -68,6 +68,24 @@ TSYNC_API void tsync_migrate_report_clear(tsync_migrate_report *r);
  *   TSYNC_EIO, TSYNC_EBUSY. */
 TSYNC_API int tsync_store_migrate(tsync_store *s, const char *dir, tsync_migrate_report *report);
 
+/* Installs a migration signed by the shop admin (`tillsync shop sign-migration`; the record's
+ * bytes, not its text armour) and runs every signed migration this database holds that it has
+ * not run, in number order, with the checks and the single transaction of tsync_store_migrate.
+ * The record is kept with the shop's certificates and replicates with them (handshake,
+ * bundles): every till of the shop runs it when it arrives, so a shop upgrades its schema from
+ * one place (docs/MIGRATIONS.md, "Signed migrations"). rec NULL: only run what is held.
+ * A migration already run here with the same content is skipped.
+ * Errors: as tsync_store_migrate; also TSYNC_ECORRUPT / TSYNC_EBADSIG (not a valid record),
+ * TSYNC_EINVAL (another kind of record), TSYNC_EREFUSED (another shop's or another admin key's,
+ * or this database is not enrolled). A refusal is also kept for status
+ * (tsync_store_signed_migration_error) until a later run succeeds. */
+TSYNC_API int tsync_store_migrate_signed(tsync_store *s, const uint8_t *rec, size_t len,
+                                         tsync_migrate_report *report);
+
+/* Why the last run of signed migrations (here or on their arrival from another till) failed, or
+ * *out NULL when it did not. *out is the caller's (free()). Errors: TSYNC_EIO. */
+TSYNC_API int tsync_store_signed_migration_error(tsync_store *s, char **out);
+
 /* The schema version of the database: the highest migration number applied, 0 when none. Peers
  * exchange it when they connect, so a till can say that another runs an older schema.
  * Errors: TSYNC_EIO. */

@@ -5,5 +5,6 @@
 #include "tillsync/common.h"
 #include "tillsync/migrate.h"
 #include "tillsync/node.h"
+#include "tillsync/schema.h"
 #include "tillsync/store.h"
 #endif
