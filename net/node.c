@@ -77,6 +77,7 @@ static const char *const R_NAME[R_COUNT] = {
                    dropped: their senders send them again */
 #define SNAP_CHUNK_BYTES (1u << 20)
 #define SNAP_INTERVAL_MS 30000
+#define PUSH_ERR_LOG_MS  60000 /* the same failure to send batches is logged this often */
 #define SNAP_MAX_BYTES                                                                             \
     (2ull << 30) /* a snapshot larger than this is refused */ /* a session that sends more         \
                                                                  malformed messages is closed */
@@ -127,6 +128,11 @@ typedef struct {
     snap out, in;
     uint64_t close_at_mono; /* close after an ERROR had time to leave; 0: not closing */
     uint64_t born_mono;     /* when this entry was made (dialled, or an inbound session came) */
+    /* The last failure to send batches to this peer, logged once per PUSH_ERR_LOG_MS while it
+     * repeats (push runs on every acknowledgement and tick). */
+    char push_err[160];
+    uint64_t push_err_mono;
+    unsigned push_err_repeats;
 } npeer;
 
 /* A till of our shop advertised over mDNS (what the UI shows as "discovered"). */
@@ -952,6 +958,29 @@ static int lacks(const tsync__vv *have, const tsync__vv *ours, int check_hash)
     return 0;
 }
 
+/* Logs a failure to send batches to p: a new one at once, the same one again only after
+ * PUSH_ERR_LOG_MS, with how often it repeated meanwhile. */
+static void push_failed(tsync_node *n, npeer *p)
+{
+    const char *why = last_error();
+    uint64_t now = mono_ms();
+    if (strncmp(p->push_err, why, sizeof p->push_err - 1) == 0 &&
+        now - p->push_err_mono < PUSH_ERR_LOG_MS) {
+        p->push_err_repeats++;
+        return;
+    }
+    char lb[LBL];
+    if (p->push_err_repeats && strncmp(p->push_err, why, sizeof p->push_err - 1) == 0)
+        logf_(n, TSYNC_LOG_ERROR, "cannot send batches to %s: %s (again, %u times in %llu s)",
+              peer_label(p, lb), why, p->push_err_repeats + 1,
+              (unsigned long long)((now - p->push_err_mono) / 1000));
+    else
+        logf_(n, TSYNC_LOG_ERROR, "cannot send batches to %s: %s", peer_label(p, lb), why);
+    snprintf(p->push_err, sizeof p->push_err, "%s", why);
+    p->push_err_mono = now;
+    p->push_err_repeats = 0;
+}
+
 static int push(tsync_node *n, npeer *p)
 {
     if (!p->verified || p->close_at_mono || !n->ours_valid) return 0;
@@ -974,10 +1003,10 @@ static int push(tsync_node *n, npeer *p)
         snap_start(n, p);
         return 0;
     }
-    if (rc) {
-        char lb[LBL];
-        logf_(n, TSYNC_LOG_ERROR, "cannot send batches to %s: %s", peer_label(p, lb), last_error());
-    }
+    if (rc)
+        push_failed(n, p);
+    else
+        p->push_err[0] = 0;
     return rc;
 }
 
