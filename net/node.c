@@ -133,6 +133,9 @@ typedef struct {
     char push_err[160];
     uint64_t push_err_mono;
     unsigned push_err_repeats;
+    /* n->snaps_received when the peer last told us its vector (HELLO or ACK): a snapshot we took
+     * since may have put our horizon above what we last heard, so that is no proof it is behind. */
+    uint64_t vv_snaps;
 } npeer;
 
 /* A till of our shop advertised over mDNS (what the UI shows as "discovered"). */
@@ -837,6 +840,14 @@ static void snap_start(tsync_node *n, npeer *p)
      * first, say) is not rebuilt on every acknowledgement. */
     uint64_t now = mono_ms();
     if (p->last_snap_mono && now - p->last_snap_mono < SNAP_INTERVAL_MS) return;
+    /* Two sessions with the same till (one dialled each way) need one snapshot, not two. */
+    for (size_t i = 0; p->key_known && i < n->npeers; i++) {
+        npeer *o = n->peers[i];
+        if (o != p && o->used && o->verified && o->key_known &&
+            !memcmp(o->pk, p->pk, TSYNC__PK_BYTES) &&
+            (o->out.active || (o->last_snap_mono && now - o->last_snap_mono < SNAP_INTERVAL_MS)))
+            return;
+    }
     p->last_snap_mono = now;
     if (!n->enrolled || !p->key_known) {
         logf_(n, TSYNC_LOG_WARN,
@@ -1000,7 +1011,10 @@ static int push(tsync_node *n, npeer *p)
     p->fork_check = 0;
     if (rc == PUSH_BUSY) return 0;
     if (rc == TSYNC__SYNC_BEHIND) {
-        snap_start(n, p);
+        /* Behind by what we last heard from it, but a snapshot we took since then may have left a
+         * hole in our log where its head was (it took the same batches meanwhile): wait for its
+         * next ACK (every anti-entropy period; it calls push) before sending a whole snapshot. */
+        if (p->vv_snaps == n->snaps_received) snap_start(n, p);
         return 0;
     }
     if (rc)
@@ -1140,6 +1154,7 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
         if (tsync__vv_set(&p->acked, h->vv.e[i].site, h->vv.e[i].seq, h->vv.e[i].hash) ||
             tsync__vv_set(&p->sent, h->vv.e[i].site, h->vv.e[i].seq, h->vv.e[i].hash))
             return;
+    p->vv_snaps = n->snaps_received;
     p->hello = p->verified = 1;
     p->fork_check = 1;
     /* Earlier inbound sessions of this till that ended are replaced by this one. */
@@ -1170,6 +1185,7 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
 
 static void on_ack(tsync_node *n, npeer *p, const tsync__wire_vv *vv)
 {
+    p->vv_snaps = n->snaps_received;
     tsync__vv_free(&p->acked);
     for (size_t i = 0; i < vv->n; i++) {
         if (tsync__vv_set(&p->acked, vv->e[i].site, vv->e[i].seq, vv->e[i].hash)) return;

@@ -4,13 +4,17 @@
 # continuously (each sale one transaction through `tillsync sql`: a row in `sales` and a counter
 # decrement in `products`; a sale goes into the writer's ledger only after the command returned
 # success). For the given duration, random nodes are SIGKILLed at random times and restarted after
-# a random pause (sometimes two at once). Then the writers stop, every node runs, and the tills must
+# a random pause (sometimes two at once); with TSYNC_SOAK_RESTORE=1, now and then a till is also
+# restored from an older backup of it (its writer paused; docs/BACKUP.md's recovery path). Then the writers stop, every node runs, and the tills must
 # converge: the same content hash everywhere, every sale of every ledger on every till, each
 # counter exactly its start minus the quantities of the sales present, nothing held or parked.
 #
 # usage: sh tests/soak/kill_restart.sh PATH/TO/tillsync [SECONDS]
 #   SECONDS (else $TSYNC_SOAK_SECONDS, else 60): how long to sell and kill.
 #   $TSYNC_SOAK_SEED: the seed of the kill schedule (printed; default from the clock).
+#   $TSYNC_SOAK_RESTORE=1: backups and restores among the events (now and then a till's writer
+#     pauses, its node is killed and an older backup of it restored; default 0, see
+#     docs/TESTING.md for what it found).
 #   $TSYNC_SOAK_WRITER: sqlite3 (default when installed: a POS app's own connection) or tillsync
 #     (one `tillsync sql` process per sale).
 #   $KEEP=1 keeps the work folder (node logs, ledgers) and prints its path.
@@ -24,6 +28,7 @@ STOCK=1000000000
 # How the writers commit: through a connection of their own like a POS app (the sqlite3 shell,
 # fast), or one `tillsync sql` process per sale (slow, but through the library).
 MODE=${TSYNC_SOAK_WRITER:-sqlite3}
+RESTORES=${TSYNC_SOAK_RESTORE:-0}
 [ "$MODE" = sqlite3 ] && ! command -v sqlite3 >/dev/null && MODE=tillsync
 W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-soak.XXXXXX") || exit 1
 PIDS=""
@@ -119,6 +124,41 @@ start() { # start NAME: the node with its endpoint (fixed after the first start)
     done
     eval "EP_$n=\$(listen_of \"\$W/\$n.db\")"
 }
+paused() { # while $W/NAME.pause exists the writer holds no connection and shows $W/NAME.idle
+    [ -e "$W/$1.pause" ] || {
+        rm -f "$W/$1.idle"
+        return 1
+    }
+    : >"$W/$1.idle"
+    sleep 0.1
+}
+# sales_of DB TILL: how many sales of TILL the database holds
+sales_of() { "$T" sql "$1" "SELECT count(*) FROM sales WHERE till = '$2'"; }
+# restore NAME: the recovery path of docs/BACKUP.md under load. The till's writer pauses; once both
+# peers hold every sale the till made (so the ledger stays exact: what never left a till is lost
+# with its disk), its node is killed and its last backup, older than what the peers pruned,
+# restored; then writer and node go on. The till must get back its own sales after the backup.
+restore() {
+    n=$1
+    : >"$W/$n.pause"
+    wait_for 30 test -e "$W/$n.idle" || bad "$n's writer did not pause"
+    mine=$(sales_of "$W/$n.db" "$n")
+    for o in a b c; do
+        [ "$o" = "$n" ] && continue
+        wait_for 60 test "$(sales_of "$W/$o.db" "$n")" -ge "$mine" && continue
+        bad "$o did not get $n's $mine sales within 60 s (restore skipped)"
+        rm -f "$W/$n.pause"
+        return
+    done
+    eval "p=\$P_$n"
+    kill -9 "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+    "$T" restore "$W/$n.db" "$W/$n.tsb" >>"$W/$n.log" 2>&1 || bad "restore of $n failed: $(tail -n1 "$W/$n.log")"
+    restores=$((restores + 1))
+    rm -f "$W/$n.tsb" "$W/$n.pause"
+    start "$n"
+}
+
 writer() { # writer NAME: sells until $W/stop exists; a sale enters the ledger once committed
     n=$1
     if [ "$MODE" = sqlite3 ]; then
@@ -127,9 +167,10 @@ writer() { # writer NAME: sells until $W/stop exists; a sale enters the ledger o
         # statements it had not run yet are simply never made; a new connection goes on.
         run=0
         while [ ! -e "$W/stop" ]; do
+            paused "$n" && continue
             run=$((run + 1))
             i=$((run * 10000000))
-            while [ ! -e "$W/stop" ]; do
+            while [ ! -e "$W/stop" ] && [ ! -e "$W/$n.pause" ]; do
                 i=$((i + 1))
                 k=$((i % 3))
                 q=$((1 + i % 3))
@@ -143,6 +184,7 @@ writer() { # writer NAME: sells until $W/stop exists; a sale enters the ledger o
     fi
     i=0
     while [ ! -e "$W/stop" ]; do
+        paused "$n" && continue
         i=$((i + 1))
         k=$((i % 3))
         q=$((1 + i % 3))
@@ -181,11 +223,27 @@ done
 t0=$(date +%s)
 kills=0
 doubles=0
+restores=0
+backups=0
+last_backup=$t0
 while [ $(($(date +%s) - t0)) -lt "$DUR" ]; do
     rnd 40
     sleep "$((R / 10)).$((R % 10))"  # 0 to 3.9 s between kills
     rnd 3
     v1=$(echo a b c | cut -d' ' -f$((R + 1)))
+    rnd 2
+    if [ "$RESTORES" = 1 ] && [ "$R" -eq 0 ] && [ -e "$W/$v1.tsb" ] &&
+        [ $(($(date +%s) - last_backup)) -ge 4 ]; then
+        restore "$v1"
+        continue
+    fi
+    if [ "$RESTORES" = 1 ] && [ $(($(date +%s) - last_backup)) -ge 8 ]; then
+        # An online backup of a till now and then (restored at a later event, or replaced).
+        "$T" backup "$W/$v1.db" "$W/$v1.tsb" >/dev/null 2>>"$W/$v1.log" &&
+            backups=$((backups + 1)) || bad "backup of $v1 failed: $(tail -n1 "$W/$v1.log")"
+        last_backup=$(date +%s)
+        continue
+    fi
     victims=$v1
     rnd 5
     if [ "$R" -eq 0 ]; then
@@ -247,7 +305,8 @@ for k in 0 1 2; do
     [ "$got" -ge "$want" ] && ok || bad "p$k: $got sold on the till, the ledgers say $want"
 done
 held=$(for n in a b c; do grep -c "cannot\|ERROR" "$W/$n.log"; done | tr '\n' ' ')
-echo "figures: ${DUR} s selling, $kills kills ($doubles double), $sales sales committed" \
+echo "figures: ${DUR} s selling, $kills kills ($doubles double), $backups backups," \
+    "$restores restores of an older backup, $sales sales committed" \
     "($unknown of unknown outcome), converged $((t2 - t1)) s after the writers stopped," \
     "$(status_sum batches_pruned) batches pruned, $(status_sum snapshots_sent) snapshots sent," \
     "$startfail node starts failed and were retried, error lines per node: $held"
