@@ -79,6 +79,7 @@ static const char *const R_NAME[R_COUNT] = {
                    dropped: their senders send them again */
 #define SNAP_CHUNK_BYTES (1u << 20)
 #define SNAP_INTERVAL_MS 30000
+#define PUSH_ERR_LOG_MS  60000 /* the same failure to send batches is logged this often */
 #define SNAP_MAX_BYTES                                                                             \
     (2ull << 30) /* a snapshot larger than this is refused */ /* a session that sends more         \
                                                                  malformed messages is closed */
@@ -135,6 +136,14 @@ typedef struct {
     snap out, in;
     uint64_t close_at_mono; /* close after an ERROR had time to leave; 0: not closing */
     uint64_t born_mono;     /* when this entry was made (dialled, or an inbound session came) */
+    /* The last failure to send batches to this peer, logged once per PUSH_ERR_LOG_MS while it
+     * repeats (push runs on every acknowledgement and tick). */
+    char push_err[160];
+    uint64_t push_err_mono;
+    unsigned push_err_repeats;
+    /* n->snaps_received when the peer last told us its vector (HELLO or ACK): a snapshot we took
+     * since may have put our horizon above what we last heard, so that is no proof it is behind. */
+    uint64_t vv_snaps;
 } npeer;
 
 /* A till of our shop advertised over mDNS (what the UI shows as "discovered"). */
@@ -869,6 +878,14 @@ static void snap_start(tsync_node *n, npeer *p)
      * first, say) is not rebuilt on every acknowledgement. */
     uint64_t now = mono_ms();
     if (p->last_snap_mono && now - p->last_snap_mono < SNAP_INTERVAL_MS) return;
+    /* Two sessions with the same till (one dialled each way) need one snapshot, not two. */
+    for (size_t i = 0; p->key_known && i < n->npeers; i++) {
+        npeer *o = n->peers[i];
+        if (o != p && o->used && o->verified && o->key_known &&
+            !memcmp(o->pk, p->pk, TSYNC__PK_BYTES) &&
+            (o->out.active || (o->last_snap_mono && now - o->last_snap_mono < SNAP_INTERVAL_MS)))
+            return;
+    }
     p->last_snap_mono = now;
     if (!n->enrolled || !p->key_known) {
         logf_(n, TSYNC_LOG_WARN,
@@ -990,6 +1007,29 @@ static int lacks(const tsync__vv *have, const tsync__vv *ours, int check_hash)
     return 0;
 }
 
+/* Logs a failure to send batches to p: a new one at once, the same one again only after
+ * PUSH_ERR_LOG_MS, with how often it repeated meanwhile. */
+static void push_failed(tsync_node *n, npeer *p)
+{
+    const char *why = last_error();
+    uint64_t now = mono_ms();
+    if (strncmp(p->push_err, why, sizeof p->push_err - 1) == 0 &&
+        now - p->push_err_mono < PUSH_ERR_LOG_MS) {
+        p->push_err_repeats++;
+        return;
+    }
+    char lb[LBL];
+    if (p->push_err_repeats && strncmp(p->push_err, why, sizeof p->push_err - 1) == 0)
+        logf_(n, TSYNC_LOG_ERROR, "cannot send batches to %s: %s (again, %u times in %llu s)",
+              peer_label(p, lb), why, p->push_err_repeats + 1,
+              (unsigned long long)((now - p->push_err_mono) / 1000));
+    else
+        logf_(n, TSYNC_LOG_ERROR, "cannot send batches to %s: %s", peer_label(p, lb), why);
+    snprintf(p->push_err, sizeof p->push_err, "%s", why);
+    p->push_err_mono = now;
+    p->push_err_repeats = 0;
+}
+
 static int push(tsync_node *n, npeer *p)
 {
     if (!p->verified || p->close_at_mono || !n->ours_valid) return 0;
@@ -1009,13 +1049,16 @@ static int push(tsync_node *n, npeer *p)
     p->fork_check = 0;
     if (rc == PUSH_BUSY) return 0;
     if (rc == TSYNC__SYNC_BEHIND) {
-        snap_start(n, p);
+        /* Behind by what we last heard from it, but a snapshot we took since then may have left a
+         * hole in our log where its head was (it took the same batches meanwhile): wait for its
+         * next ACK (every anti-entropy period; it calls push) before sending a whole snapshot. */
+        if (p->vv_snaps == n->snaps_received) snap_start(n, p);
         return 0;
     }
-    if (rc) {
-        char lb[LBL];
-        logf_(n, TSYNC_LOG_ERROR, "cannot send batches to %s: %s", peer_label(p, lb), last_error());
-    }
+    if (rc)
+        push_failed(n, p);
+    else
+        p->push_err[0] = 0;
     return rc;
 }
 
@@ -1261,6 +1304,7 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
         if (tsync__vv_set(&p->acked, h->vv.e[i].site, h->vv.e[i].seq, h->vv.e[i].hash) ||
             tsync__vv_set(&p->sent, h->vv.e[i].site, h->vv.e[i].seq, h->vv.e[i].hash))
             return;
+    p->vv_snaps = n->snaps_received;
     p->hello = p->verified = 1;
     p->fork_check = 1;
     /* Earlier inbound sessions of this till that ended are replaced by this one. */
@@ -1292,6 +1336,7 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
 
 static void on_ack(tsync_node *n, npeer *p, const tsync__wire_vv *vv)
 {
+    p->vv_snaps = n->snaps_received;
     tsync__vv_free(&p->acked);
     for (size_t i = 0; i < vv->n; i++) {
         if (tsync__vv_set(&p->acked, vv->e[i].site, vv->e[i].seq, vv->e[i].hash)) return;

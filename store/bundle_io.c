@@ -3,6 +3,7 @@
  * bundles: the batches a peer with a given state lacks, as contiguous signed runs per origin.
  */
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,11 +141,16 @@ int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, si
      * bundle can later be forwarded over the network as one message. */
     bundle_ctx bc = {w, nbatches};
     rc = tsync__sync_runs(s, since_json ? &since : NULL, SIZE_MAX, add_piece, &bc, NULL);
-    if (rc == TSYNC__SYNC_BEHIND)
+    if (rc == TSYNC__SYNC_BEHIND) {
+        /* No bundle can catch that state up (the batches are gone here); say what does. */
+        char why[400];
+        snprintf(why, sizeof why, "%s", tsync_error_last()->message);
         rc = tsync__err(TSYNC_ENOTFOUND,
-                        "cannot write the bundle: %s (over the network, 'tillsync "
-                        "run' sends one)",
-                        tsync_error_last()->message);
+                        "cannot write a bundle for that state: %s; no bundle can give it, so "
+                        "sync that till live with an enrolled till of the shop ('tillsync run' "
+                        "sends the snapshot), or restore a newer backup on it",
+                        why);
+    }
     if (rc == 0) {
         /* The shop's certificates, revocations and rotations travel with every bundle, so they
          * replicate like data (the receiver verifies each). */

@@ -99,6 +99,39 @@ static int64_t start_for(tsync_store *s, int64_t idx, const tsync__vv_entry *pe,
     return from;
 }
 
+/* TSYNC__SYNC_BEHIND for a peer holding site up to `have`, below our stub at `horizon` (what the
+ * node logs and what a refused bundle says). */
+static int behind(const uint8_t *site, int64_t have, int64_t horizon)
+{
+    char sh[17];
+    tsync__hex(site, 8, sh);
+    return tsync__err(TSYNC__SYNC_BEHIND,
+                      "its vector holds site %s up to batch %lld, below this database's pruned "
+                      "horizon (batch %lld): it needs a snapshot",
+                      sh, (long long)have, (long long)horizon);
+}
+
+/* The batch at `from` (the peer's head) is not in our log. When the next entry above it is a stub
+ * (the horizon of a pruned log, or where a snapshot took us over a log that stops short of it), the
+ * batches between are gone here: the peer needs a snapshot. A body there is a gap in the log. */
+static int behind_or_gap(tsync_store *s, int64_t idx, const uint8_t *site, int64_t from)
+{
+    sqlite3_stmt *m = tsync__prep(s, "SELECT seq, length(body) FROM tsync_log WHERE site=?1 AND "
+                                     "seq>?2 ORDER BY seq LIMIT 1");
+    if (!m) return tsync_error_last() ? tsync_error_last()->code : TSYNC_EIO;
+    sqlite3_bind_int64(m, 1, idx);
+    sqlite3_bind_int64(m, 2, from);
+    int64_t next = -1, len = -1;
+    if (sqlite3_step(m) == SQLITE_ROW) {
+        next = sqlite3_column_int64(m, 0);
+        len = sqlite3_column_int64(m, 1);
+    }
+    sqlite3_reset(m);
+    if (next > from && len == 0) return behind(site, from, next);
+    return tsync__err(TSYNC_ECORRUPT, "log has a gap: batch %lld of an origin is missing",
+                      (long long)from);
+}
+
 int tsync__sync_runs(tsync_store *s, const tsync__vv *peer, size_t budget, tsync__run_fn emit,
                      void *ctx, int *more)
 {
@@ -156,7 +189,9 @@ int tsync__sync_runs(tsync_store *s, const tsync__vv *peer, size_t budget, tsync
                 sqlite3_reset(h);
             }
             if (!ok) {
-                rc = tsync__err(TSYNC_ENOTFOUND, "log of a site lacks batch %lld", (long long)from);
+                /* Pruned away (below the stub at the horizon): the peer needs a snapshot, as
+                 * for a peer that holds nothing of the origin. Above the horizon it is a gap. */
+                rc = behind_or_gap(s, idx, bs.site, from);
                 break;
             }
         }
@@ -170,12 +205,7 @@ int tsync__sync_runs(tsync_store *s, const tsync__vv *peer, size_t budget, tsync
             int64_t at = sqlite3_column_int64(bodies, 0);
             if (sqlite3_column_bytes(bodies, 1) == 0) {
                 /* A stub: batches up to here were pruned (or came as a snapshot). */
-                char sh[33];
-                tsync__hex(bs.site, 8, sh);
-                rc = tsync__err(TSYNC__SYNC_BEHIND,
-                                "the peer lacks batches %lld-%lld of site %s, which this "
-                                "database no longer holds (pruned): it needs a snapshot",
-                                (long long)expect, (long long)at, sh);
+                rc = behind(bs.site, from, at);
                 break;
             }
             if (at != expect) {

@@ -28,8 +28,10 @@ int tsync__err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 
 /* What we hold: every site with seq >= 1, sorted by site id, with the hash of its head batch. */
 int tsync__sync_vv(tsync_store *s, tsync__vv *out);
 
-/* tsync__sync_runs' code (positive, so no error code collides with it) when the peer needs batches
- * this replica holds only as a stub (pruned, or received as a snapshot): send a snapshot. */
+/* tsync__sync_runs' code (positive, so no error code collides with it) when the peer's vector is
+ * below this replica's horizon for some origin: it needs batches held here only as a stub (pruned,
+ * or received as a snapshot) or no longer held at all (its head lies below the stub). Whatever
+ * made it so (a new till, a restored backup, weeks offline), the answer is a snapshot. */
 #define TSYNC__SYNC_BEHIND 1000
 
 /* One contiguous piece of one origin's log, ending at a batch whose signature we hold. The
@@ -53,8 +55,8 @@ typedef int (*tsync__run_fn)(void *ctx, const tsync__run_piece *piece);
  * one read transaction, origin by origin. Where the peer's head hash for a seq differs from ours
  * (a fork), our branch is sent from the last batch before the fork we know of (or the start), so
  * the peer sees the fork. Stops once `budget` bytes of bodies were emitted (at least one piece);
- * *more (may be NULL) tells whether anything was left. Errors: TSYNC_EIO, TSYNC_ECORRUPT (the log
- * has a gap), TSYNC_ENOMEM, or emit's value. */
+ * *more (may be NULL) tells whether anything was left. Errors: TSYNC__SYNC_BEHIND (above),
+ * TSYNC_EIO, TSYNC_ECORRUPT (the log has a gap), TSYNC_ENOMEM, or emit's value. */
 int tsync__sync_runs(tsync_store *s, const tsync__vv *peer, size_t budget, tsync__run_fn emit,
                      void *ctx, int *more);
 
