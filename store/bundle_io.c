@@ -121,7 +121,7 @@ int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, si
     tsync__vv since = {0};
     int rc = since_json ? parse_since(since_json, &since) : 0;
     if (rc) return rc;
-    if ((rc = tsync_store_seal(s, NULL))) {
+    if (!s->read_only && (rc = tsync_store_seal(s, NULL))) {
         tsync__vv_free(&since);
         return rc;
     }

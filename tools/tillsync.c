@@ -97,6 +97,22 @@ static int usage_error(const char *msg)
     return 2;
 }
 
+int cli_open(const char *path, int mode, tsync_store **s)
+{
+    tsync_store_options o = TSYNC_STORE_OPTIONS_INIT;
+    o.read_only = mode == CLI_RO;
+    int rc = tsync_store_open(s, path, &o);
+    if (rc == TSYNC_EFULL && mode == CLI_RW_OR_RO) {
+        o.read_only = 1;
+        rc = tsync_store_open(s, path, &o);
+        if (rc == 0)
+            printf("disk full: %s opened read-only (changes not sealed yet are not sealed now)\n",
+                   path);
+    }
+    if (rc != 0) return cli_fail("open");
+    return 0;
+}
+
 static int open_db(const char *path, int create, tsync_store **s)
 {
     tsync_store_options o = TSYNC_STORE_OPTIONS_INIT;
@@ -329,7 +345,8 @@ static int cmd_state(int argc, char **argv)
     int json = json_flag(argc, argv, 3);
     if (json < 0) return usage_error("state: unknown argument");
     tsync_store *s;
-    if (open_db(argv[2], 0, &s)) return 1;
+    /* Read-write when it can: a copied database shows the site id it gets (a new incarnation). */
+    if (cli_open(argv[2], CLI_RW_OR_RO, &s)) return 1;
     char *js = NULL;
     int ret = 0;
     if (tsync_store_state_json(s, &js) != 0) {
@@ -376,7 +393,7 @@ static int cmd_bundle(int argc, char **argv)
         }
     }
     tsync_store *s;
-    if (open_db(argv[2], 0, &s)) {
+    if (cli_open(argv[2], CLI_RW_OR_RO, &s)) {
         free(since);
         return 1;
     }
@@ -430,7 +447,7 @@ static int cmd_hash(int argc, char **argv)
     if (argc < 3) return usage_error("hash needs DB");
     if (argc > 4) return usage_error("hash takes DB and at most one TABLE");
     tsync_store *s;
-    if (open_db(argv[2], 0, &s)) return 1;
+    if (cli_open(argv[2], CLI_RO, &s)) return 1;
     uint8_t h[TSYNC_HASH_BYTES];
     int ret = 0;
     if (tsync_store_hash(s, argc > 3 ? argv[3] : NULL, h) != 0) {
@@ -449,7 +466,7 @@ static int cmd_conflicts(int argc, char **argv)
     int json = json_flag(argc, argv, 3);
     if (json < 0) return usage_error("conflicts: unknown argument");
     tsync_store *s;
-    if (open_db(argv[2], 0, &s)) return 1;
+    if (cli_open(argv[2], CLI_RO, &s)) return 1;
     char *js;
     int ret = 0;
     if (tsync_store_conflicts_json(s, &js) != 0) {
