@@ -872,9 +872,12 @@ static int open_snapshot(tsync_store *s, sqlite3 **out)
     sqlite3 *db = NULL;
     /* A store opened read-only (a full disk) seals nothing: the backup then also carries the
      * unsealed rows, which the restored database seals under its new incarnation. */
-    int rc = sqlite3_open_v2(
-        s->path, &db,
-        (s->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX, NULL);
+    char *uri = s->immutable ? tsync__immutable_uri(s->path) : NULL;
+    int rc = sqlite3_open_v2(uri ? uri : s->path, &db,
+                             (s->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) |
+                                 SQLITE_OPEN_NOMUTEX | (uri ? SQLITE_OPEN_URI : 0),
+                             NULL);
+    free(uri);
     if (rc != SQLITE_OK) {
         rc = tsync__err(TSYNC_EIO, "cannot open database %s: %s", s->path,
                         db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));

@@ -120,8 +120,12 @@ struct tsync_store {
     uint8_t mark_site[TSYNC__SITE_BYTES];
     uint64_t mark_seq;
     unsigned renewals;
-    int renewing; /* merging again after a renewal (merge.c): never renew twice in one merge */
+    int renewing;  /* merging again after a renewal (merge.c): never renew twice in one merge */
+    int immutable; /* read-only on a full disk with no WAL content: opened as immutable */
 };
+
+/* "file:PATH?immutable=1" (PATH percent-encoded), malloc'd; NULL when out of memory. */
+char *tsync__immutable_uri(const char *path);
 
 /* The cached statement for sql (a string literal), reset and with cleared bindings; NULL with the
  * error recorded if it does not prepare. Never finalize it; sqlite3_reset it after use. */

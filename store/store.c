@@ -253,6 +253,45 @@ static void fn_uuid7(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_text(ctx, out, 36, SQLITE_TRANSIENT);
 }
 
+/* A read-only handle that cannot read because the -shm cannot be set up (a full disk), while no
+ * -wal content exists: then the file alone is the database and can be read as immutable. */
+static int ro_needs_immutable(tsync_store *s)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "PRAGMA schema_version", -1, &st, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    int prim = rc & 0xff;
+    if (rc == SQLITE_ROW || (prim != SQLITE_IOERR && prim != SQLITE_FULL &&
+                             prim != SQLITE_CANTOPEN && prim != SQLITE_READONLY))
+        return 0;
+    size_t n = strlen(s->path) + 5;
+    char *wal = malloc(n);
+    if (!wal) return 0;
+    snprintf(wal, n, "%s-wal", s->path);
+    struct stat sb;
+    int empty = stat(wal, &sb) != 0 || sb.st_size == 0;
+    free(wal);
+    return empty;
+}
+
+char *tsync__immutable_uri(const char *path)
+{
+    size_t n = strlen(path);
+    char *u = malloc(n * 3 + 32);
+    if (!u) return NULL;
+    char *o = u + sprintf(u, "file:");
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            strchr("/._-~", *p))
+            *o++ = (char)*p;
+        else
+            o += sprintf(o, "%%%02X", *p);
+    }
+    strcpy(o, "?immutable=1");
+    return u;
+}
+
 /* A read-only open: this key's site row, without registering it (0 when it has none yet). */
 static int local_site_lookup(tsync_store *s)
 {
@@ -307,6 +346,25 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
                         s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
         tsync_store_free(s);
         return rc;
+    }
+    if (s->read_only && ro_needs_immutable(s)) {
+        /* A full disk: the -shm cannot grow, so even reading fails. With no WAL content the
+         * database file holds everything, and nothing can write it while the disk is full. */
+        sqlite3_close(s->db);
+        s->db = NULL;
+        char *uri = tsync__immutable_uri(path);
+        s->immutable = 1;
+        rc = uri ? sqlite3_open_v2(uri, &s->db,
+                                   SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI,
+                                   NULL)
+                 : SQLITE_NOMEM;
+        free(uri);
+        if (rc != SQLITE_OK) {
+            rc = tsync__err(TSYNC_EIO, "cannot open database %s: %s", path,
+                            s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+            tsync_store_free(s);
+            return rc;
+        }
     }
     sqlite3_busy_timeout(s->db, opts->busy_timeout_ms ? (int)opts->busy_timeout_ms : 10000);
     sqlite3_extended_result_codes(s->db, 1);

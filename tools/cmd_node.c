@@ -266,7 +266,8 @@ int cmd_status(int argc, char **argv)
     struct statvfs vfs;
     char *dir = strdup(db), *sl = dir ? strrchr(dir, '/') : NULL;
     if (sl) *sl = 0;
-    if (!full && dir && statvfs(sl ? (*dir ? dir : "/") : ".", &vfs) == 0 && vfs.f_bavail == 0)
+    if (!full && dir && statvfs(sl ? (*dir ? dir : "/") : ".", &vfs) == 0 &&
+        (uint64_t)vfs.f_bavail * vfs.f_frsize < 64 * 1024)
         full = 1;
     free(dir);
     json_object_set_new(out, "disk_full", json_boolean(full));

@@ -102,12 +102,17 @@ int cli_open(const char *path, int mode, tsync_store **s)
     tsync_store_options o = TSYNC_STORE_OPTIONS_INIT;
     o.read_only = mode == CLI_RO;
     int rc = tsync_store_open(s, path, &o);
-    if (rc == TSYNC_EFULL && mode == CLI_RW_OR_RO) {
+    if ((rc == TSYNC_EFULL || rc == TSYNC_EIO) && mode == CLI_RW_OR_RO) {
+        /* A full disk fails the open's writes with SQLITE_FULL, or its shared-memory index with
+         * an I/O error: read what is there instead. */
+        char first[512];
+        snprintf(first, sizeof first, "%s", tsync_error_last()->message);
         o.read_only = 1;
         rc = tsync_store_open(s, path, &o);
         if (rc == 0)
-            printf("disk full: %s opened read-only (changes not sealed yet are not sealed now)\n",
-                   path);
+            printf("cannot write to %s (%s): opened read-only; changes not sealed yet are not "
+                   "sealed now\n",
+                   path, first);
     }
     if (rc != 0) return cli_fail("open");
     return 0;

@@ -89,7 +89,9 @@ TSYNC_API int tsync_store_exec(tsync_store *s, const char *sql, tsync_row_cb row
 TSYNC_API int tsync_store_seal(tsync_store *s, size_t *nbatches);
 
 /* This database's state as JSON: site id, incarnation, public key, clock and version vector with
- * head hashes. *out is the caller's, freed with free(). */
+ * head hashes, and `rollbacks` / `last_rollback` (times its log was found gone back, when an old
+ * copy was written over it, and a new incarnation taken). *out is the caller's, freed with free().
+ */
 TSYNC_API int tsync_store_state_json(tsync_store *s, char **out);
 
 /* Writes a bundle of the batches a peer with the given state lacks (all when since_json is NULL).
