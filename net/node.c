@@ -1411,7 +1411,8 @@ static int refusal_reason(int rc)
 
 static int is_db_failure(int rc)
 {
-    return rc == TSYNC_EIO || rc == TSYNC_ENOMEM || rc == TSYNC_EBUSY || rc == TSYNC_ERROR;
+    return rc == TSYNC_EIO || rc == TSYNC_ENOMEM || rc == TSYNC_EBUSY || rc == TSYNC_ERROR ||
+           rc == TSYNC_EFULL;
 }
 
 static void account(tsync_node *n, const tsync_merge_report *r)
@@ -1470,7 +1471,8 @@ static void flush_merges(tsync_node *n)
             account(n, &pr);
             tsync_merge_report_clear(&pr);
             npeer *p = peer_find(n, ids[i]);
-            if (prc && p) bad_message(n, p, refusal_reason(prc), last_error());
+            if (prc && p && prc != TSYNC_EFULL) /* a full disk is not the sender's fault */
+                bad_message(n, p, refusal_reason(prc), last_error());
             if (prc && is_db_failure(prc)) rc = prc;
         }
         free(ids);
@@ -1482,6 +1484,8 @@ static void flush_merges(tsync_node *n)
     }
     if (rc == TSYNC_EBUSY) {
         logf_(n, TSYNC_LOG_DEBUG, "database busy: %zu messages will be sent again", n->nq);
+    } else if (rc == TSYNC_EFULL) {
+        disk_full_hit(n, "merge"); /* the senders offer the batches again */
     } else if (rc) {
         logf_(n, TSYNC_LOG_ERROR, "merge failed: %s", last_error());
         if (rc == TSYNC_EIO || rc == TSYNC_ENOMEM) n->failed = rc;
@@ -2217,7 +2221,10 @@ static void prune(tsync_node *n, uint64_t now)
     if (tsync__sync_device_keys(n->s, &keys, &nk) != 0) return;
     int rc = tsync__sync_prune(n->s, keys, nk, (uint64_t)n->o.prune_keep, &pruned);
     free(keys);
-    if (rc && rc != TSYNC_EBUSY) logf_(n, TSYNC_LOG_WARN, "cannot prune the log: %s", last_error());
+    if (rc == TSYNC_EFULL)
+        disk_full_hit(n, "prune the log");
+    else if (rc && rc != TSYNC_EBUSY)
+        logf_(n, TSYNC_LOG_WARN, "cannot prune the log: %s", last_error());
     if (pruned) {
         n->pruned += pruned;
         logf_(n, TSYNC_LOG_DEBUG, "pruned %zu batches every member holds", pruned);
