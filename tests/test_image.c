@@ -100,6 +100,7 @@ Test(image, file_copied_back_is_caught_at_open)
     free(site1);
     tsync_store_free(a);
     tsync_store_free(b);
+    free(dir);
 }
 
 Test(image, whole_image_reverted_is_caught_by_a_peer)
@@ -142,6 +143,7 @@ Test(image, whole_image_reverted_is_caught_by_a_peer)
     tsync_store_free(app);
     tsync_store_free(a);
     tsync_store_free(b);
+    free(dir);
 }
 
 Test(image, read_only_open_writes_nothing)
@@ -179,6 +181,7 @@ Test(image, read_only_open_writes_nothing)
     a = th_open(A);
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_pending", -1), 1);
     tsync_store_free(a);
+    free(dir);
 }
 
 typedef struct {
@@ -226,4 +229,5 @@ Test(image, whole_image_reverted_then_a_snapshot_from_a_peer)
     free(site1);
     tsync_store_free(a);
     tsync_store_free(b);
+    free(dir);
 }
