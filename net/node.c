@@ -1008,6 +1008,9 @@ static int lacks(const tsync__vv *have, const tsync__vv *ours, int check_hash)
         if (check_hash && e->seq == ours->e[i].seq &&
             memcmp(e->hash, ours->e[i].hash, TSYNC__HASH_BYTES) != 0)
             return 1;
+        /* Ahead on an origin: it may hold another branch of it (a fork, a till whose log went
+         * back), and then lacks our branch's tail; tsync__sync_runs sends it from the fork. */
+        if (check_hash && e->seq > ours->e[i].seq) return 1;
     }
     return 0;
 }
@@ -1308,6 +1311,8 @@ static void on_message(tsync_node *n, const tsync__tp_event *ev)
             logf_(n, TSYNC_LOG_INFO, "fork proof from %s taken: %s", peer_label(p, lb),
                   mrc ? last_error() : "already known");
             n->status_dirty = 1;
+            for (size_t i = 0; mrc == TSYNC_EFORK && i < n->npeers; i++)
+                if (n->peers[i]->used) n->peers[i]->fork_check = 1; /* as in flush_merges */
         } else if (mrc != TSYNC_EBUSY) { /* busy: it comes again next session */
             bad_message(n, p, refusal_reason(mrc), last_error());
         }
@@ -1479,6 +1484,10 @@ static void flush_merges(tsync_node *n)
         if (!is_db_failure(rc)) rc = 0;
     } else if (rc == TSYNC_EFORK || rc == TSYNC_EREFUSED) {
         n->refused[refusal_reason(rc)]++;
+        /* A fork found now: every peer may hold the other branch, longer than ours; the next
+         * push compares heads and sends our branch from the fork (both branches reach all). */
+        for (size_t i = 0; rc == TSYNC_EFORK && i < n->npeers; i++)
+            if (n->peers[i]->used) n->peers[i]->fork_check = 1;
         logf_(n, TSYNC_LOG_WARN, "some batches refused: %s", last_error());
         rc = 0;
     }
