@@ -19,6 +19,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -37,6 +38,7 @@
 #include "net/discovery.h"
 #include "net/transport.h"
 #include "net/wire.h"
+#include "store/identity.h"
 #include "store/schema.h"
 #include "store/snapshot.h"
 #include "store/sync.h"
@@ -238,6 +240,12 @@ struct tsync_node {
     uint64_t hs_incomplete; /* inbound handshakes that timed out or were hung up on */
     uint64_t merged, conflicts, held_reported, local_batches, merges;
     int failed; /* the database failed: the node stops */
+    /* The disk is full (TSYNC_EFULL): sessions go on, sealing and merging wait and are retried
+     * with a backoff (full_retry_mono), and status says so. */
+    int disk_full;
+    uint64_t full_since_ms, full_retry_mono, full_backoff_ms, full_logged_mono;
+    unsigned renewals_seen; /* incarnations the store took that the log has reported */
+    int identity_checked;   /* the first check (at start) was done */
 
     /* Scheduled backups run on a worker thread with its own connection, so sync goes on. */
     pthread_t backup_thread;
@@ -323,6 +331,57 @@ static const char *last_error(void)
 {
     const tsync_error *e = tsync_error_last();
     return e && e->message ? e->message : "unknown error";
+}
+
+/* ---------------------------------------------------------------- a full disk
+ *
+ * SQLITE_FULL does not stop the node: what it holds stays intact (the failed transaction rolls
+ * back), its sessions go on serving what it has, and sealing and merging are tried again after
+ * 0.5 s, doubling up to 30 s. Merges queued meanwhile are dropped once the queue is full: the
+ * peers still hold those batches and offer them again when our vector shows we lack them. */
+#define FULL_BACKOFF_MIN_MS 500
+#define FULL_BACKOFF_MAX_MS 30000
+#define FULL_LOG_EVERY_MS   60000
+
+static void disk_full_hit(tsync_node *n, const char *what)
+{
+    uint64_t now = mono_ms();
+    if (!n->disk_full) {
+        n->disk_full = 1;
+        n->full_since_ms = wall_ms();
+        n->full_backoff_ms = FULL_BACKOFF_MIN_MS;
+        n->full_logged_mono = now;
+        n->status_dirty = 1;
+        logf_(n, TSYNC_LOG_ERROR,
+              "disk full: cannot %s (%s); the node keeps its sessions and retries; free space on "
+              "the disk of %s",
+              what, last_error(), n->db_path);
+    } else {
+        n->full_backoff_ms = n->full_backoff_ms * 2 > FULL_BACKOFF_MAX_MS ? FULL_BACKOFF_MAX_MS
+                                                                          : n->full_backoff_ms * 2;
+        if (now - n->full_logged_mono >= FULL_LOG_EVERY_MS) {
+            n->full_logged_mono = now;
+            logf_(n, TSYNC_LOG_ERROR, "disk full for %llu s: still cannot %s; retrying",
+                  (unsigned long long)((wall_ms() - n->full_since_ms) / 1000), what);
+        }
+    }
+    n->full_retry_mono = now + n->full_backoff_ms;
+}
+
+static void disk_full_clear(tsync_node *n)
+{
+    if (!n->disk_full) return;
+    logf_(n, TSYNC_LOG_INFO, "disk space is back after %llu s: sealing and merging resume",
+          (unsigned long long)((wall_ms() - n->full_since_ms) / 1000));
+    n->disk_full = 0;
+    n->full_retry_mono = 0;
+    n->status_dirty = 1;
+}
+
+/* Waiting out the backoff of a full disk. */
+static int disk_full_waiting(const tsync_node *n)
+{
+    return n->disk_full && mono_ms() < n->full_retry_mono;
 }
 
 /* ---------------------------------------------------------------- peers */
@@ -978,6 +1037,7 @@ static void on_snapshot(tsync_node *n, npeer *p, const tsync__msg *m)
     tsync_merge_report_clear(&r);
     if (rc) {
         snap_refuse(n, p, last_error());
+        if (rc == TSYNC_EFULL) disk_full_hit(n, "take a snapshot");
         if (rc == TSYNC_EIO || rc == TSYNC_ENOMEM) n->failed = rc;
         return;
     }
@@ -1003,6 +1063,9 @@ static int lacks(const tsync__vv *have, const tsync__vv *ours, int check_hash)
         if (check_hash && e->seq == ours->e[i].seq &&
             memcmp(e->hash, ours->e[i].hash, TSYNC__HASH_BYTES) != 0)
             return 1;
+        /* Ahead on an origin: it may hold another branch of it (a fork, a till whose log went
+         * back), and then lacks our branch's tail; tsync__sync_runs sends it from the fork. */
+        if (check_hash && e->seq > ours->e[i].seq) return 1;
     }
     return 0;
 }
@@ -1444,6 +1507,8 @@ static void on_message(tsync_node *n, const tsync__tp_event *ev)
             logf_(n, TSYNC_LOG_INFO, "fork proof from %s taken: %s", peer_label(p, lb),
                   mrc ? last_error() : "already known");
             n->status_dirty = 1;
+            for (size_t i = 0; mrc == TSYNC_EFORK && i < n->npeers; i++)
+                if (n->peers[i]->used) n->peers[i]->fork_check = 1; /* as in flush_merges */
         } else if (mrc != TSYNC_EBUSY) { /* busy: it comes again next session */
             bad_message(n, p, refusal_reason(mrc), last_error());
         }
@@ -1550,7 +1615,8 @@ static int refusal_reason(int rc)
 
 static int is_db_failure(int rc)
 {
-    return rc == TSYNC_EIO || rc == TSYNC_ENOMEM || rc == TSYNC_EBUSY || rc == TSYNC_ERROR;
+    return rc == TSYNC_EIO || rc == TSYNC_ENOMEM || rc == TSYNC_EBUSY || rc == TSYNC_ERROR ||
+           rc == TSYNC_EFULL;
 }
 
 static void account(tsync_node *n, const tsync_merge_report *r)
@@ -1565,10 +1631,21 @@ static void account(tsync_node *n, const tsync_merge_report *r)
 static void flush_merges(tsync_node *n)
 {
     if (!n->nq) return;
+    if (disk_full_waiting(n)) {
+        if (n->qbytes >= MERGE_QUEUE_MAX) q_clear(n);
+        return;
+    }
     if (n->merge_retry_mono && mono_ms() < n->merge_retry_mono) return;
     n->merge_retry_mono = 0;
     tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
     int rc = merge_some(n, 0, &r);
+    if (rc == TSYNC_EFULL) {
+        tsync_merge_report_clear(&r);
+        disk_full_hit(n, "merge");
+        if (n->qbytes >= MERGE_QUEUE_MAX) q_clear(n);
+        return;
+    }
+    if (rc == 0) disk_full_clear(n);
     if (rc == TSYNC_EBUSY) {
         /* The app holds the write lock: keep the batches and try again shortly (the node keeps
          * reading its peers meanwhile, so they do not take it for dead). */
@@ -1598,18 +1675,25 @@ static void flush_merges(tsync_node *n)
             account(n, &pr);
             tsync_merge_report_clear(&pr);
             npeer *p = peer_find(n, ids[i]);
-            if (prc && p) bad_message(n, p, refusal_reason(prc), last_error());
+            if (prc && p && prc != TSYNC_EFULL) /* a full disk is not the sender's fault */
+                bad_message(n, p, refusal_reason(prc), last_error());
             if (prc && is_db_failure(prc)) rc = prc;
         }
         free(ids);
         if (!is_db_failure(rc)) rc = 0;
     } else if (rc == TSYNC_EFORK || rc == TSYNC_EREFUSED) {
         n->refused[refusal_reason(rc)]++;
+        /* A fork found now: every peer may hold the other branch, longer than ours; the next
+         * push compares heads and sends our branch from the fork (both branches reach all). */
+        for (size_t i = 0; rc == TSYNC_EFORK && i < n->npeers; i++)
+            if (n->peers[i]->used) n->peers[i]->fork_check = 1;
         logf_(n, TSYNC_LOG_WARN, "some batches refused: %s", last_error());
         rc = 0;
     }
     if (rc == TSYNC_EBUSY) {
         logf_(n, TSYNC_LOG_DEBUG, "database busy: %zu messages will be sent again", n->nq);
+    } else if (rc == TSYNC_EFULL) {
+        disk_full_hit(n, "merge"); /* the senders offer the batches again */
     } else if (rc) {
         logf_(n, TSYNC_LOG_ERROR, "merge failed: %s", last_error());
         if (rc == TSYNC_EIO || rc == TSYNC_ENOMEM) n->failed = rc;
@@ -1917,6 +2001,19 @@ static char *status_build(tsync_node *n)
         json_object_set_new(o, "forks", json_integer(c.forks));
         json_object_set_new(o, "unsealed", json_integer(c.pending));
     }
+    {
+        int64_t rb = 0;
+        char *last = NULL;
+        if (tsync__identity_rollbacks(n->s, &rb, &last) == 0) {
+            json_object_set_new(o, "rollbacks", json_integer(rb));
+            json_t *lj = last ? json_loads(last, 0, NULL) : NULL;
+            json_object_set_new(o, "last_rollback", lj ? lj : json_null());
+        }
+        free(last);
+    }
+    json_object_set_new(o, "disk_full", json_boolean(n->disk_full));
+    json_object_set_new(o, "disk_full_since_ms",
+                        n->disk_full ? json_integer((json_int_t)n->full_since_ms) : json_null());
     /* Other tills whose table definitions differ from ours: a person must act (a migration). */
     json_t *mm = json_array();
     tsync__schema_mismatches(n->s, NULL, schema_json_one, mm);
@@ -1981,6 +2078,17 @@ static char *status_build(tsync_node *n)
     return s;
 }
 
+/* A full disk has no block for a new file: the status is written over the old file's blocks. */
+static void status_in_place(const char *path, const char *txt)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    size_t len = strlen(txt);
+    if (pwrite(fd, txt, len, 0) == (ssize_t)len && pwrite(fd, "\n", 1, (off_t)len) == 1)
+        (void)!ftruncate(fd, (off_t)len + 1);
+    close(fd);
+}
+
 /* Reads the rows links_update made this round (the node's thread). */
 static void status_publish(tsync_node *n)
 {
@@ -1992,11 +2100,14 @@ static void status_publish(tsync_node *n)
         if (tmp) {
             snprintf(tmp, len, "%s.tmp", n->status_path);
             FILE *f = fopen(tmp, "w");
+            int done = 0;
             if (f) {
                 int ok = fputs(s, f) >= 0 && fputc('\n', f) != EOF;
                 ok = fclose(f) == 0 && ok;
-                if (!ok || rename(tmp, n->status_path) != 0) remove(tmp);
+                done = ok && rename(tmp, n->status_path) == 0;
+                if (!done) remove(tmp);
             }
+            if (!done) status_in_place(n->status_path, s);
             free(tmp);
         }
     }
@@ -2334,7 +2445,10 @@ static void prune(tsync_node *n, uint64_t now)
     if (tsync__sync_device_keys(n->s, &keys, &nk) != 0) return;
     int rc = tsync__sync_prune(n->s, keys, nk, (uint64_t)n->o.prune_keep, &pruned);
     free(keys);
-    if (rc && rc != TSYNC_EBUSY) logf_(n, TSYNC_LOG_WARN, "cannot prune the log: %s", last_error());
+    if (rc == TSYNC_EFULL)
+        disk_full_hit(n, "prune the log");
+    else if (rc && rc != TSYNC_EBUSY)
+        logf_(n, TSYNC_LOG_WARN, "cannot prune the log: %s", last_error());
     if (pruned) {
         n->pruned += pruned;
         logf_(n, TSYNC_LOG_DEBUG, "pruned %zu batches every member holds", pruned);
@@ -2398,9 +2512,19 @@ static int local_changes(tsync_node *n, uint64_t now)
     if (ch < 0) return ch;
     int due = n->o.seal_ms && now - n->last_seal_mono >= n->o.seal_ms;
     if (!ch && !due && !n->seal_retry) return 0;
+    if (disk_full_waiting(n)) {
+        n->seal_retry = 1;
+        return 0;
+    }
     n->last_seal_mono = now;
     size_t nb = 0;
     int rc = tsync_store_seal(n->s, &nb);
+    if (rc == TSYNC_EFULL) {
+        disk_full_hit(n, "seal");
+        n->seal_retry = 1;
+        return 0;
+    }
+    if (rc == 0 && nb > 0) disk_full_clear(n);
     if (rc == TSYNC_EBUSY) {
         /* The app holds the write lock: try again next round (the commit that changed the data
          * version was already counted). */
@@ -2441,6 +2565,49 @@ static void close_due(tsync_node *n, uint64_t now)
     }
 }
 
+/* The store took a new incarnation (its log went back: store/identity.c), at open or in a merge:
+ * say so once, loudly, and show the new head to the peers. */
+static void identity_check(tsync_node *n)
+{
+    unsigned r = tsync__identity_renewals(n->s);
+    int first = !n->identity_checked;
+    if (r == n->renewals_seen && !first) return;
+    n->renewals_seen = r;
+    n->identity_checked = 1;
+    int64_t count = 0;
+    char *last = NULL;
+    tsync__identity_rollbacks(n->s, &count, &last);
+    json_t *o = last ? json_loads(last, 0, NULL) : NULL;
+    free(last);
+    char own[2 * TSYNC__SITE_BYTES + 1];
+    hex(tsync_store_site_id(n->s), TSYNC__SITE_BYTES, own);
+    const char *ns = json_string_value(json_object_get(o, "new_site"));
+    if (!ns || strcmp(ns, own) != 0) {
+        /* At start: the current incarnation was not taken after a rollback. */
+        json_decref(o);
+        return;
+    }
+    logf_(n, TSYNC_LOG_WARN,
+          "the log of this till went back (an old copy of the database was written over it: "
+          "batch %lld here, %lld already %s): new incarnation, site %.12s -> %.12s; its lost "
+          "batches are taken back from peers",
+          (long long)json_integer_value(json_object_get(o, "log_seq")),
+          (long long)json_integer_value(json_object_get(o, "seen_seq")),
+          json_is_string(json_object_get(o, "detected_by")) &&
+                  !strcmp(json_string_value(json_object_get(o, "detected_by")), "peer")
+              ? "at a peer"
+              : "sent out",
+          json_string_value(json_object_get(o, "old_site"))
+              ? json_string_value(json_object_get(o, "old_site"))
+              : "?",
+          json_string_value(json_object_get(o, "new_site"))
+              ? json_string_value(json_object_get(o, "new_site"))
+              : "?");
+    json_decref(o);
+    refresh_ours(n);
+    n->status_dirty = 1;
+}
+
 /* One round: events (waiting up to wait_ms for the first), merges, local commits, timers. */
 static int step(tsync_node *n, int wait_ms)
 {
@@ -2457,6 +2624,7 @@ static int step(tsync_node *n, int wait_ms)
         return rc;
     }
     flush_merges(n);
+    identity_check(n);
     uint64_t now = mono_ms();
     if ((rc = local_changes(n, now)) && rc != TSYNC_EBUSY) n->failed = rc;
     if (now - n->last_ae_mono >= (uint64_t)n->o.anti_entropy_ms) {

@@ -870,7 +870,14 @@ static int open_snapshot(tsync_store *s, sqlite3 **out)
 {
     *out = NULL;
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    /* A store opened read-only (a full disk) seals nothing: the backup then also carries the
+     * unsealed rows, which the restored database seals under its new incarnation. */
+    char *uri = s->immutable ? tsync__immutable_uri(s->path) : NULL;
+    int rc = sqlite3_open_v2(uri ? uri : s->path, &db,
+                             (s->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) |
+                                 SQLITE_OPEN_NOMUTEX | (uri ? SQLITE_OPEN_URI : 0),
+                             NULL);
+    free(uri);
     if (rc != SQLITE_OK) {
         rc = tsync__err(TSYNC_EIO, "cannot open database %s: %s", s->path,
                         db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
@@ -889,7 +896,7 @@ static int open_snapshot(tsync_store *s, sqlite3 **out)
                             s->path, SNAP_TRIES);
             break;
         }
-        if ((rc = tsync_store_seal(s, NULL))) break;
+        if (!s->read_only && (rc = tsync_store_seal(s, NULL))) break;
         if ((rc = exec_err(db, "BEGIN", "begin the snapshot"))) break;
         sqlite3_stmt *st = NULL;
         int src =
@@ -899,7 +906,7 @@ static int open_snapshot(tsync_store *s, sqlite3 **out)
             pending = sqlite3_column_int(st, 0);
         if (pending < 0) rc = tsync__err_sqlite(db, src, "read the snapshot");
         sqlite3_finalize(st);
-        if (pending == 0) {
+        if (pending == 0 || (pending > 0 && s->read_only)) {
             *out = db;
             return 0;
         }
@@ -1387,8 +1394,9 @@ int tsync_backup(tsync_store *s, const char *out_path, const tsync_backup_option
 #define KEY_SUM_AT 121
 
 /* Writes the key file back with a new random incarnation (same key, same fingerprint), atomically:
- * the next open of the database gets a site id never used before. */
-static int renew_incarnation(const char *key_path)
+ * the next open of the database gets a site id never used before. Also taken by a live store whose
+ * log went back (store/identity.c). */
+int tsync__key_renew(const char *key_path)
 {
     uint8_t buf[KEY_LEN + 1], sum[32];
     int fd = open(key_path, O_RDONLY | O_CLOEXEC);
@@ -1571,7 +1579,7 @@ int tsync_restore(const char *db_path, const char *backup_path, const tsync_rest
     }
     /* Verified. From here on the live files change: the key first, then the content. */
     int had_key = stat(key_path, &sb) == 0;
-    if (rc == 0 && had_key) rc = renew_incarnation(key_path);
+    if (rc == 0 && had_key) rc = tsync__key_renew(key_path);
     if (rc == 0 && !live) {
         rc = lock_live(db_path, 1, &live);
         created = rc == 0;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store/identity.h"
 #include "store/internal.h"
 #include "store/schema.h"
 #include "store/sync.h"
@@ -52,6 +53,17 @@ int tsync_store_state_json(tsync_store *s, char **out)
     }
     sqlite3_finalize(st);
     json_object_set_new(o, "vector", vec);
+    {
+        /* This till's log went back and it took a new incarnation (store/identity.c). */
+        int64_t rb = 0;
+        char *last = NULL;
+        if (tsync__identity_rollbacks(s, &rb, &last) == 0) {
+            json_object_set_new(o, "rollbacks", json_integer(rb));
+            json_t *lj = last ? json_loads(last, 0, NULL) : NULL;
+            json_object_set_new(o, "last_rollback", lj ? lj : json_null());
+        }
+        free(last);
+    }
     *out = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(o);
     return *out ? 0 : tsync__err(TSYNC_ENOMEM, "out of memory");
@@ -123,7 +135,7 @@ int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, si
     tsync__vv since = {0};
     int rc = since_json ? parse_since(since_json, &since) : 0;
     if (rc) return rc;
-    if ((rc = tsync_store_seal(s, NULL))) {
+    if (!s->read_only && (rc = tsync_store_seal(s, NULL))) {
         tsync__vv_free(&since);
         return rc;
     }

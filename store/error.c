@@ -51,6 +51,9 @@ int tsync__err_sqlite(sqlite3 *db, int rc, const char *what)
         code = TSYNC_EINVAL;
     else if (prim == SQLITE_CORRUPT || prim == SQLITE_NOTADB)
         code = TSYNC_ECORRUPT;
+    /* Callers that pass a generic rc still name a full disk: the connection knows it. */
+    if (prim == SQLITE_FULL || (db && (sqlite3_errcode(db) & 0xff) == SQLITE_FULL))
+        code = TSYNC_EFULL;
     return tsync__err(code, "%s: %s", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 }
 
@@ -87,6 +90,8 @@ const char *tsync_strerror(int code)
         return "unsupported";
     case TSYNC_EBUSY:
         return "database busy";
+    case TSYNC_EFULL:
+        return "the disk is full";
     case TSYNC_EREFUSED:
         return "input refused";
     default:

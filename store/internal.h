@@ -113,7 +113,20 @@ struct tsync_store {
         sqlite3_stmt *st;
     } stmts[128];
     int nstmts;
+
+    /* store/identity.c: opened read-only (no write at open, no seal, no renewal); the marker of
+     * the highest own batch handed to a peer or a bundle; incarnations this handle renewed. */
+    int read_only;
+    int mark_known;
+    uint8_t mark_site[TSYNC__SITE_BYTES];
+    uint64_t mark_seq;
+    unsigned renewals;
+    int renewing;  /* merging again after a renewal (merge.c): never renew twice in one merge */
+    int immutable; /* read-only on a full disk with no WAL content: opened as immutable */
 };
+
+/* "file:PATH?immutable=1" (PATH percent-encoded), malloc'd; NULL when out of memory. */
+char *tsync__immutable_uri(const char *path);
 
 /* The cached statement for sql (a string literal), reset and with cleared bindings; NULL with the
  * error recorded if it does not prepare. Never finalize it; sqlite3_reset it after use. */
@@ -177,6 +190,20 @@ void tsync__col_val(sqlite3_stmt *st, int i, tsync__val *v);
 
 /* Key file (keys.c). */
 int tsync__key_load_or_create(tsync_store *s, int create);
+/* Writes the key file at key_path back with a new random incarnation (backup.c). */
+int tsync__key_renew(const char *key_path);
+
+/* Rollback detection (identity.c). Inside a write transaction: the marker check of an open (the
+ * log is behind the highest own batch this till handed out: a new incarnation), and the
+ * refresh of a handle whose identity another handle renewed (tsync__begin). */
+int tsync__identity_open_locked(tsync_store *s);
+int tsync__identity_refresh_locked(tsync_store *s);
+/* Outside any transaction: this till's own batches came back from a peer that it lacks or holds
+ * differently (its log went back): a new incarnation, recorded. log_seq: our head; seen: theirs. */
+int tsync__identity_renew(tsync_store *s, uint64_t log_seq, uint64_t seen);
+/* Records that own batches up to seq are about to leave this database (no fsync: see identity.c).
+ */
+void tsync__mark_sent(tsync_store *s, uint64_t seq);
 
 /* Parked items for a table (re-applied after replicate). */
 int tsync__unpark(tsync_store *s, const char *table);

@@ -120,7 +120,7 @@ int tsync__key_load_or_create(tsync_store *s, int create)
     crypto_sign_ed25519_sk_to_pk(s->pk, s->sk);
     int renew = memcmp(buf + 89, fp, 32) != 0;
     sodium_memzero(buf, sizeof buf);
-    if (renew) {
+    if (renew && !s->read_only) {
         /* Copied or recreated database: a new incarnation gives it a new site id. */
         randombytes_buf(s->inc, sizeof s->inc);
         return write_key(s, fp);

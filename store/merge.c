@@ -1527,6 +1527,38 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
         free(idx);
         if (rc) goto rollback;
     }
+    {
+        /* Our own batches coming back, signed with our key, that our log lacks above its head or
+         * holds with other content: this database went back (an old copy written over it, a
+         * revert of the disk) or a copy of it writes with our identity. Take a new incarnation,
+         * then merge again: our old site is then a site like any other, its lost branch comes
+         * back, and a branch we wrote on meanwhile meets the fork machinery (store/identity.c). */
+        uint64_t head = 0, seen = 0;
+        int went_back = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (list[i].site != s->local_idx) continue;
+            uint8_t h[TSYNC__HASH_BYTES];
+            int hrc = stored_hash(&c, list[i].site, list[i].seq, h);
+            if ((hrc == 0 && memcmp(h, list[i].hash, TSYNC__HASH_BYTES) == 0) ||
+                (hrc == TSYNC_ENOTFOUND && pruned_below(&c, list[i].site, list[i].seq)))
+                continue;
+            went_back = 1;
+            if (list[i].seq > seen) seen = list[i].seq;
+            head = c.sites[s->local_idx].seq;
+        }
+        if (went_back && !s->read_only && !s->renewing) {
+            tsync__rollback(s);
+            tsync__capture_off(s, 0);
+            free(list);
+            free(run_of);
+            ctx_free(&c);
+            if ((rc = tsync__identity_renew(s, head, seen))) return rc;
+            s->renewing = 1;
+            rc = tsync__merge_bundle(s, bunp, report);
+            s->renewing = 0;
+            return rc;
+        }
+    }
     for (size_t i = 0; i < n; i++)
         if (list[i].site == s->local_idx) {
             /* Our own batches coming back: duplicates, or a sign that this database was cloned. */

@@ -2047,6 +2047,22 @@ int tsync__snap_import(tsync_store *s, const uint8_t *const *chunks, const size_
         if (memcmp(vv->e[i - 1].site, vv->e[i].site, TSYNC__SITE_BYTES) >= 0)
             return tsync__err(TSYNC_EINVAL, "snapshot refused: its vector is not sorted by site "
                                             "id, or names a site twice");
+    {
+        /* A peer holds more of our own site than our log: this database went back (an old copy
+         * written over it). A new incarnation first; the old site is then taken like any other's
+         * (store/identity.c). */
+        uint64_t theirs = tsync__vv_seq(vv, s->site), head = 0;
+        sqlite3_stmt *st =
+            theirs ? tsync__prep(s, "SELECT seq FROM tsync_sites WHERE idx=?1") : NULL;
+        if (st) {
+            sqlite3_bind_int64(st, 1, s->local_idx);
+            if (sqlite3_step(st) == SQLITE_ROW) head = (uint64_t)sqlite3_column_int64(st, 0);
+            sqlite3_reset(st);
+            int rc = 0;
+            if (theirs > head && !s->read_only && (rc = tsync__identity_renew(s, head, theirs)))
+                return rc;
+        }
+    }
 
     /* Pass 1, touching nothing: every chunk decodes, every origin of the vector is described,
      * no clock is too far ahead. */

@@ -89,6 +89,8 @@ int tsync__exec(tsync_store *s, const char *sql)
         int code = tsync__err(TSYNC_EIO, "SQL failed: %s", msg ? msg : sqlite3_errstr(rc));
         if ((rc & 0xff) == SQLITE_BUSY)
             code = tsync__err(TSYNC_EBUSY, "database is busy: %s", msg ? msg : "locked");
+        if ((rc & 0xff) == SQLITE_FULL)
+            code = tsync__err(TSYNC_EFULL, "disk full: %s", msg ? msg : "database or disk is full");
         sqlite3_free(msg);
         return code;
     }
@@ -103,6 +105,10 @@ int tsync__begin(tsync_store *s)
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) return tsync__err_sqlite(s->db, rc, "cannot begin a write transaction");
     s->in_txn = 1;
+    /* One point read per write transaction: another handle may have taken a new incarnation
+     * (store/identity.c); this one must not seal under the old site id. */
+    int irc = tsync__identity_refresh_locked(s);
+    if (irc) return irc;
     return tsync__tables_refresh(s);
 }
 
@@ -247,6 +253,56 @@ static void fn_uuid7(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_text(ctx, out, 36, SQLITE_TRANSIENT);
 }
 
+/* A read-only handle that cannot read because the -shm cannot be set up (a full disk), while no
+ * -wal content exists: then the file alone is the database and can be read as immutable. */
+static int ro_needs_immutable(tsync_store *s)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "PRAGMA schema_version", -1, &st, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    int prim = rc & 0xff;
+    if (rc == SQLITE_ROW || (prim != SQLITE_IOERR && prim != SQLITE_FULL &&
+                             prim != SQLITE_CANTOPEN && prim != SQLITE_READONLY))
+        return 0;
+    size_t n = strlen(s->path) + 5;
+    char *wal = malloc(n);
+    if (!wal) return 0;
+    snprintf(wal, n, "%s-wal", s->path);
+    struct stat sb;
+    int empty = stat(wal, &sb) != 0 || sb.st_size == 0;
+    free(wal);
+    return empty;
+}
+
+char *tsync__immutable_uri(const char *path)
+{
+    size_t n = strlen(path);
+    char *u = malloc(n * 3 + 32);
+    if (!u) return NULL;
+    char *o = u + sprintf(u, "file:");
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            strchr("/._-~", *p))
+            *o++ = (char)*p;
+        else
+            o += sprintf(o, "%%%02X", *p);
+    }
+    strcpy(o, "?immutable=1");
+    return u;
+}
+
+/* A read-only open: this key's site row, without registering it (0 when it has none yet). */
+static int local_site_lookup(tsync_store *s)
+{
+    sqlite3_stmt *st = tsync__prep(s, "SELECT idx FROM tsync_sites WHERE site=?1");
+    if (!st) return TSYNC_EIO;
+    sqlite3_bind_blob(st, 1, s->site, TSYNC__SITE_BYTES, SQLITE_STATIC);
+    s->local_idx = sqlite3_step(st) == SQLITE_ROW ? (uint32_t)sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    return 0;
+}
+
 int tsync_store_open(tsync_store **out, const char *path, const tsync_store_options *opts)
 {
     tsync_store_options def = TSYNC_STORE_OPTIONS_INIT;
@@ -278,14 +334,37 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
         tsync_store_free(s);
         return tsync__err(TSYNC_ENOMEM, "out of memory");
     }
-    int flags =
-        SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (opts->create ? SQLITE_OPEN_CREATE : 0);
+    /* Read-only (options version 2): nothing is written at open (no schema, no pragma that
+     * writes, no key renewal, no site registration), so status, hash, export, backup and bundle
+     * work on a full disk. */
+    s->read_only = opts->version >= 2 && opts->read_only && !opts->create;
+    int flags = (s->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) |
+                SQLITE_OPEN_NOMUTEX | (opts->create ? SQLITE_OPEN_CREATE : 0);
     int rc = sqlite3_open_v2(path, &s->db, flags, NULL);
     if (rc != SQLITE_OK) {
         rc = tsync__err(TSYNC_EIO, "cannot open database %s: %s", path,
                         s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
         tsync_store_free(s);
         return rc;
+    }
+    if (s->read_only && ro_needs_immutable(s)) {
+        /* A full disk: the -shm cannot grow, so even reading fails. With no WAL content the
+         * database file holds everything, and nothing can write it while the disk is full. */
+        sqlite3_close(s->db);
+        s->db = NULL;
+        char *uri = tsync__immutable_uri(path);
+        s->immutable = 1;
+        rc = uri ? sqlite3_open_v2(uri, &s->db,
+                                   SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI,
+                                   NULL)
+                 : SQLITE_NOMEM;
+        free(uri);
+        if (rc != SQLITE_OK) {
+            rc = tsync__err(TSYNC_EIO, "cannot open database %s: %s", path,
+                            s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+            tsync_store_free(s);
+            return rc;
+        }
     }
     sqlite3_busy_timeout(s->db, opts->busy_timeout_ms ? (int)opts->busy_timeout_ms : 10000);
     sqlite3_extended_result_codes(s->db, 1);
@@ -295,9 +374,9 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=OFF;",
              opts->synchronous == TSYNC_SYNC_FULL ? "FULL" : "NORMAL");
-    rc = tsync__exec(s, pragmas);
-    if (rc == 0) rc = tsync__exec(s, "BEGIN IMMEDIATE");
-    if (rc == 0) {
+    rc = tsync__exec(s, s->read_only ? "PRAGMA foreign_keys=OFF;" : pragmas);
+    if (rc == 0 && !s->read_only) rc = tsync__exec(s, "BEGIN IMMEDIATE");
+    if (rc == 0 && !s->read_only) {
         rc = tsync__exec(s, SCHEMA);
         if (rc == 0)
             rc = tsync__exec(s, "COMMIT");
@@ -305,10 +384,17 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
             tsync__rollback(s);
     }
     if (rc == 0) rc = tsync__key_load_or_create(s, opts->create || !exists);
-    if (rc == 0) {
+    if (rc == 0 && s->read_only) {
         tsync__site_id(s->pk, s->inc, s->site);
+        rc = local_site_lookup(s);
+        if (rc == 0) rc = tsync__identity_open_locked(s); /* reads the marker only */
+    } else if (rc == 0) {
         if ((rc = tsync__exec(s, "BEGIN IMMEDIATE")) == 0) {
-            rc = tsync__site_index(s, s->site, s->pk, s->inc, &s->local_idx);
+            /* Under the write lock: another process may have just renewed the incarnation. */
+            rc = tsync__key_load_or_create(s, 0);
+            if (rc == 0) tsync__site_id(s->pk, s->inc, s->site);
+            if (rc == 0) rc = tsync__site_index(s, s->site, s->pk, s->inc, &s->local_idx);
+            if (rc == 0) rc = tsync__identity_open_locked(s);
             if (rc == 0) rc = meta_set_int(s, "local_site", s->local_idx);
             if (rc == 0)
                 rc = tsync__exec(s, "COMMIT");

@@ -222,6 +222,8 @@ int tsync__sync_runs(tsync_store *s, const tsync__vv *peer, size_t budget, tsync
             int cut = signed_here && (expect == head || pb.bytes >= TSYNC__RUN_PIECE_BYTES ||
                                       pb.n >= TSYNC__RUN_PIECE_BODIES || sent + pb.bytes >= budget);
             if (cut) {
+                /* Before our own batches leave: the marker of store/identity.c. */
+                if (idx == (int64_t)s->local_idx) tsync__mark_sent(s, (uint64_t)expect);
                 tsync__run_piece p = {
                     .site = &bs,
                     .first_seq = (uint64_t)first,

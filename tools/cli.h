@@ -5,6 +5,11 @@
 
 /* Prints "tillsync: <what>: <last error>" to stderr and returns 1. */
 int cli_fail(const char *what);
+/* Opens a database for a command. CLI_RO: read-only (nothing is written, so it works on a full
+ * disk); CLI_RW_OR_RO: read-write, or read-only when the disk is full (saying so on stdout).
+ * 0, or 1 with the error printed as "tillsync: open: ...". */
+enum { CLI_RW = 0, CLI_RO = 1, CLI_RW_OR_RO = 2 };
+int cli_open(const char *path, int mode, tsync_store **s);
 /* tillsync demo [--dir DIR] [--seed N] */
 int cmd_demo(int argc, char **argv);
 /* tillsync demo [--dir DIR]: three node processes on loopback (tools/demo_live.c) */

@@ -228,10 +228,9 @@ int cmd_backup(int argc, char **argv)
     int ret;
     if (encrypt && (ret = get_passphrase(pfile, "backup", 1, &pass))) return ret;
     tsync_store *s;
-    tsync_store_options so = TSYNC_STORE_OPTIONS_INIT;
-    if (tsync_store_open(&s, pos[0], &so) != 0) {
+    if (cli_open(pos[0], CLI_RW_OR_RO, &s) != 0) {
         pass_free(pass);
-        return cli_fail("open");
+        return 1;
     }
     bar b = {0, -1};
     tsync_backup_options o = TSYNC_BACKUP_OPTIONS_INIT;

@@ -70,7 +70,7 @@ int cmd_export(int argc, char **argv)
     if (!format) return usage("export: --format is csv, json or ndjson");
 
     tsync_store *s;
-    if (open_store(db, &s)) return 1;
+    if (cli_open(db, CLI_RO, &s)) return 1;
     FILE *out = stdout;
     char *tmp = NULL;
     if (outpath) {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -209,7 +210,9 @@ int cmd_status(int argc, char **argv)
     }
     if (!db) return usage("status needs DB");
     tsync_store *s;
+    /* Read-only: status works on a full disk and changes nothing. */
     tsync_store_options so = TSYNC_STORE_OPTIONS_INIT;
+    so.read_only = 1;
     if (tsync_store_open(&s, db, &so) != 0) return cli_fail("status");
     char *state = NULL;
     if (tsync_store_state_json(s, &state) != 0) {
@@ -235,6 +238,7 @@ int cmd_status(int argc, char **argv)
         {"conflicts", "SELECT count(*) FROM tsync_conflicts"},
         {"forks", "SELECT count(*) FROM tsync_forks"},
         {"unsealed", "SELECT count(*) FROM tsync_pending"},
+        {"rollbacks", "SELECT coalesce((SELECT v FROM tsync_meta WHERE k='rollbacks'), 0)"},
     };
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
         sqlite3_stmt *q;
@@ -245,6 +249,18 @@ int cmd_status(int argc, char **argv)
         }
         json_object_set_new(out, counts[i][0], json_integer(v));
     }
+    {
+        /* The last time this till's log went back (store/identity.c). */
+        sqlite3_stmt *q;
+        json_t *last = NULL;
+        if (sqlite3_prepare_v2(h, "SELECT v FROM tsync_meta WHERE k='rollback_last'", -1, &q,
+                               NULL) == SQLITE_OK) {
+            if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_text(q, 0))
+                last = json_loads((const char *)sqlite3_column_text(q, 0), 0, NULL);
+            sqlite3_finalize(q);
+        }
+        json_object_set_new(out, "last_rollback", last ? last : json_null());
+    }
     if (cli_schema_status(s, out) != 0) {
         tsync_store_free(s);
         json_decref(out);
@@ -253,6 +269,18 @@ int cmd_status(int argc, char **argv)
         return cli_fail("status");
     }
     tsync_store_free(s);
+    /* A full disk: the node's own report, or the file system's free space when it runs not. */
+    int full = running && json_is_true(json_object_get(node, "disk_full"));
+    struct statvfs vfs;
+    char *dir = strdup(db), *sl = dir ? strrchr(dir, '/') : NULL;
+    if (sl) *sl = 0;
+    if (!full && dir && statvfs(sl ? (*dir ? dir : "/") : ".", &vfs) == 0 &&
+        (uint64_t)vfs.f_bavail * vfs.f_frsize < 64 * 1024)
+        full = 1;
+    free(dir);
+    json_object_set_new(out, "disk_full", json_boolean(full));
+    if (running)
+        json_object_set(out, "disk_full_since_ms", json_object_get(node, "disk_full_since_ms"));
     if (running) {
         static const char *const keep[] = {"pid",
                                            "listen",
@@ -342,6 +370,26 @@ int cmd_status(int argc, char **argv)
                (long long)json_integer_value(json_object_get(out, "forks")),
                (long long)json_integer_value(json_object_get(out, "unsealed")));
         cli_schema_status_print(out);
+        json_t *rb = json_object_get(out, "last_rollback");
+        if (json_integer_value(json_object_get(out, "rollbacks")) > 0 && json_is_object(rb)) {
+            char a[32];
+            ago(now, json_object_get(rb, "at_ms"), a, sizeof a);
+            printf("rollbacks %lld: %s the log of this till was found gone back (an old copy "
+                   "written over it: batch %lld here, %lld %s); new incarnation, site %.12s -> "
+                   "%.12s; its lost batches are taken back from peers\n",
+                   (long long)json_integer_value(json_object_get(out, "rollbacks")), a,
+                   (long long)json_integer_value(json_object_get(rb, "log_seq")),
+                   (long long)json_integer_value(json_object_get(rb, "seen_seq")),
+                   strcmp(json_string_value(json_object_get(rb, "detected_by")) ?: "", "peer")
+                       ? "already sent out"
+                       : "at a peer",
+                   json_string_value(json_object_get(rb, "old_site")) ?: "?",
+                   json_string_value(json_object_get(rb, "new_site")) ?: "?");
+        }
+        if (json_is_true(json_object_get(out, "disk_full")))
+            printf("disk full: the database's disk has no space left; sealing and merging wait "
+                   "and are retried, nothing is lost; free space (status, hash, export, backup "
+                   "and bundle to another disk still work)\n");
         if (running) {
             json_t *ref = json_object_get(node, "refused");
             const char *k;

@@ -1026,7 +1026,7 @@ int cmd_trust(int argc, char **argv)
     if (argc < 3 || argc > 4 || (argc == 4 && strcmp(argv[3], "--json") != 0))
         return usage("trust needs DB and optionally --json");
     tsync_store *s;
-    if (open_db(argv[2], &s)) return 1;
+    if (cli_open(argv[2], CLI_RO, &s)) return 1;
     char *js;
     int ret = 0;
     if (tsync__trust_json(s, &js) != 0) {

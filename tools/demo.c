@@ -644,7 +644,7 @@ static int verify(demo *d)
 
 /* ---------------------------------------------------------------- folder and arguments */
 
-static const char *const FILES[] = {"", "-wal", "-shm", "-journal", ".key"};
+static const char *const FILES[] = {"", "-wal", "-shm", "-journal", ".key", ".key.mark"};
 
 static int make_dir(demo *d, const char *dir, int keep)
 {

@@ -200,7 +200,7 @@ static int hash_of(const char *path, char out[17])
     return rc;
 }
 
-static const char *const FILES[] = {"", "-wal", "-shm", ".key", ".node"};
+static const char *const FILES[] = {"", "-wal", "-shm", ".key", ".key.mark", ".node"};
 
 int cmd_demo_live(int argc, char **argv)
 {

@@ -110,6 +110,27 @@ static int usage_error(const char *msg)
     return 2;
 }
 
+int cli_open(const char *path, int mode, tsync_store **s)
+{
+    tsync_store_options o = TSYNC_STORE_OPTIONS_INIT;
+    o.read_only = mode == CLI_RO;
+    int rc = tsync_store_open(s, path, &o);
+    if ((rc == TSYNC_EFULL || rc == TSYNC_EIO) && mode == CLI_RW_OR_RO) {
+        /* A full disk fails the open's writes with SQLITE_FULL, or its shared-memory index with
+         * an I/O error: read what is there instead. */
+        char first[512];
+        snprintf(first, sizeof first, "%s", tsync_error_last()->message);
+        o.read_only = 1;
+        rc = tsync_store_open(s, path, &o);
+        if (rc == 0)
+            printf("cannot write to %s (%s): opened read-only; changes not sealed yet are not "
+                   "sealed now\n",
+                   path, first);
+    }
+    if (rc != 0) return cli_fail("open");
+    return 0;
+}
+
 static int open_db(const char *path, int create, tsync_store **s)
 {
     tsync_store_options o = TSYNC_STORE_OPTIONS_INIT;
@@ -352,7 +373,8 @@ static int cmd_state(int argc, char **argv)
     int json = json_flag(argc, argv, 3);
     if (json < 0) return usage_error("state: unknown argument");
     tsync_store *s;
-    if (open_db(argv[2], 0, &s)) return 1;
+    /* Read-write when it can: a copied database shows the site id it gets (a new incarnation). */
+    if (cli_open(argv[2], CLI_RW_OR_RO, &s)) return 1;
     char *js = NULL;
     int ret = 0;
     if (tsync_store_state_json(s, &js) != 0) {
@@ -399,7 +421,7 @@ static int cmd_bundle(int argc, char **argv)
         }
     }
     tsync_store *s;
-    if (open_db(argv[2], 0, &s)) {
+    if (cli_open(argv[2], CLI_RW_OR_RO, &s)) {
         free(since);
         return 1;
     }
@@ -455,7 +477,7 @@ static int cmd_hash(int argc, char **argv)
     if (argc > k + 1) return usage_error("hash takes DB and at most one TABLE");
     const char *table = argc > k ? argv[k] : NULL;
     tsync_store *s;
-    if (open_db(argv[2], 0, &s)) return 1;
+    if (cli_open(argv[2], CLI_RO, &s)) return 1;
     uint8_t h[TSYNC_HASH_BYTES];
     int ret = 0;
     if (tsync_store_hash(s, table, h) != 0) {
@@ -474,7 +496,7 @@ static int cmd_conflicts(int argc, char **argv)
     int json = json_flag(argc, argv, 3);
     if (json < 0) return usage_error("conflicts: unknown argument");
     tsync_store *s;
-    if (open_db(argv[2], 0, &s)) return 1;
+    if (cli_open(argv[2], CLI_RO, &s)) return 1;
     char *js;
     int ret = 0;
     if (tsync_store_conflicts_json(s, &js) != 0) {

@@ -42,6 +42,7 @@ typedef enum {
         -13,           /* the schema or request cannot be supported (for example a rowid table) */
     TSYNC_EBUSY = -14, /* the database is locked by another writer for too long */
     TSYNC_EREFUSED = -15, /* an input was refused; details in the report or tsync_error_last() */
+    TSYNC_EFULL = -16,    /* the disk (or the database's size limit) is full; nothing was written */
 } tsync_error_code;
 
 /* The error of the last failing call on this thread. */

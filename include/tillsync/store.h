@@ -35,12 +35,17 @@ typedef struct {
     int synchronous;              /* a tsync_sync_mode; 0 means NORMAL */
     const char *key_path;         /* key file; NULL means "<database path>.key" */
     unsigned int busy_timeout_ms; /* how long to wait for another writer; 0 means 10000 */
+    /* Version 2: open for reading only. Nothing is written at open or later (no schema set-up,
+     * no key renewal, no sealing: bundles and backups then carry what is sealed, plus the unsealed
+     * rows in a backup), so reading, exporting and backing up to another disk work while the
+     * database's disk is full. Writes fail. Ignored with create. */
+    int read_only;
 } tsync_store_options;
 
-#define TSYNC_STORE_OPTIONS_VERSION 1
+#define TSYNC_STORE_OPTIONS_VERSION 2
 #define TSYNC_STORE_OPTIONS_INIT                                                                   \
     {                                                                                              \
-        TSYNC_STORE_OPTIONS_VERSION, 0, 0, NULL, 0                                                 \
+        TSYNC_STORE_OPTIONS_VERSION, 0, 0, NULL, 0, 0                                              \
     }
 
 /* Opens (or with opts->create, creates) a database and its device key file.
@@ -84,7 +89,9 @@ TSYNC_API int tsync_store_exec(tsync_store *s, const char *sql, tsync_row_cb row
 TSYNC_API int tsync_store_seal(tsync_store *s, size_t *nbatches);
 
 /* This database's state as JSON: site id, incarnation, public key, clock and version vector with
- * head hashes. *out is the caller's, freed with free(). */
+ * head hashes, and `rollbacks` / `last_rollback` (times its log was found gone back, when an old
+ * copy was written over it, and a new incarnation taken). *out is the caller's, freed with free().
+ */
 TSYNC_API int tsync_store_state_json(tsync_store *s, char **out);
 
 /* Writes a bundle of the batches a peer with the given state lacks (all when since_json is NULL).
