@@ -126,8 +126,9 @@ typedef struct {
     uint64_t rx_batches, tx_batches, rx_msgs, tx_msgs;
     uint64_t schema;
     int64_t clock_delta_ms;
-    int64_t clock_base_ms; /* wall - monotonic when it was measured (our clock jumped: stale) */
-    uint64_t clock_mono;   /* when it was measured (monotonic); 0: not measured */
+    int64_t clock_base_ms;  /* wall - monotonic when it was measured (our clock jumped: stale) */
+    uint64_t clock_mono;    /* when it was measured (monotonic); 0: not measured */
+    uint64_t verified_mono; /* when its HELLO was admitted */
     int bad;
     int ack_dirty; /* acked changed since it was stored (pruning reads the stored ones) */
     uint64_t last_snap_mono;
@@ -566,8 +567,11 @@ static void links_update(tsync_node *n)
         r.seen_ms = p->seen_ms;
         const nlink *prev = link_find(n->links, n->nlinks, r.id);
         r.state = session_state(n, p, prev, now);
+        /* A session just admitted with a till that refused us a moment ago is most likely about
+         * to be refused again (it checks our certificate as we check its): not "connected" yet. */
         const nrefusal *rf = r.key_known ? refusal_find(n, r.pk, now) : NULL;
-        if (rf && r.state != TSYNC_PEER_CONNECTED) {
+        if (rf && (r.state != TSYNC_PEER_CONNECTED || now - rf->at_mono < 2000 ||
+                   now - p->verified_mono < 2000)) {
             r.state = TSYNC_PEER_REFUSED;
             snprintf(r.why, sizeof r.why, "%s%s", rf->by_peer ? "it refused us: " : "", rf->why);
         }
@@ -1232,7 +1236,7 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
     p->schema = h->schema;
     p->clock_delta_ms = (int64_t)h->clock_ms - (int64_t)now;
     p->progress_mono = mono_ms();
-    p->clock_mono = p->progress_mono;
+    p->clock_mono = p->verified_mono = p->progress_mono;
     p->clock_base_ms = (int64_t)now - (int64_t)p->clock_mono;
     /* A till that is refused and redials logs this once a minute, not at every session. */
     int again = p->key_known && refusal_find(n, p->pk, p->progress_mono);
