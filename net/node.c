@@ -93,6 +93,13 @@ static const char *const R_NAME[R_COUNT] = {
     "expect there; give tcp://HOST:PORT#KEY (the public_key 'tillsync state' shows on that "       \
     "till), or install that till's certificate ('tillsync enrol DB CERT OTHERCERT'); it is "       \
     "dialled as soon as a certificate of another till is known"
+#define REFUSAL_KEEP_MS 30000 /* a till refused (or refusing us) shows "refused" this long */
+#define REFUSAL_LOG_MS  60000 /* the same refusal is logged at most this often per till */
+#define REFUSALS_MAX    16
+#define CLOCK_CHECK_MS  1000  /* the shop's clock is worked out this often */
+#define CLOCK_PING_MS   10000 /* a peer's clock is measured again this often (PING/PONG) */
+#define CLOCK_RECORD_MS 20000 /* and recorded for the sealers this often (while it matters) */
+#define CLOCK_LOG_MS    60000 /* a wrong clock is logged this often while it lasts */
 
 typedef struct {
     uint8_t site[TSYNC__SITE_BYTES];
@@ -130,6 +137,9 @@ typedef struct {
     uint64_t rx_batches, tx_batches, rx_msgs, tx_msgs;
     uint64_t schema;
     int64_t clock_delta_ms;
+    int64_t clock_base_ms;  /* wall - monotonic when it was measured (our clock jumped: stale) */
+    uint64_t clock_mono;    /* when it was measured (monotonic); 0: not measured */
+    uint64_t verified_mono; /* when its HELLO was admitted */
     int bad;
     int ack_dirty; /* acked changed since it was stored (pruning reads the stored ones) */
     uint64_t last_snap_mono;
@@ -170,8 +180,21 @@ typedef struct {
     int state;          /* a tsync_peer_state */
     const char *reason; /* why it is waiting (a static string), or NULL */
     uint64_t since_ms, connected_ms, lost_ms, discovered_ms, seen_ms;
-    npeer *p; /* the session shown (NULL: only advertised); valid until the next rebuild */
+    npeer *p;      /* the session shown (NULL: only advertised); valid until the next rebuild */
+    char why[160]; /* TSYNC_PEER_REFUSED: the reason */
 } nlink;
+
+/* A till whose certificate we refused, or that refused ours, recently: its row shows "refused"
+ * with the reason (on both sides), and the refusal is logged once a minute, not at every dial. */
+typedef struct {
+    uint8_t pk[TSYNC__PK_BYTES];
+    char addr[TSYNC__TP_ADDR_LEN];
+    char name[64];
+    int by_peer; /* it refused us */
+    int inbound;
+    char why[160];
+    uint64_t at_mono, logged_mono;
+} nrefusal;
 
 typedef struct {
     char endpoint[TSYNC__TP_ADDR_LEN];
@@ -235,6 +258,14 @@ struct tsync_node {
     char *backup_dir_copy;
     uint8_t trust_digest[TSYNC__HASH_BYTES];
     int trust_digest_valid;
+
+    nrefusal refusals[REFUSALS_MAX];
+    size_t nrefusals;
+    /* The shop's clock: the median of the connected peers' clocks (docs/DATA_MODEL.md) */
+    int clock_known, clock_recorded;
+    size_t clock_peers;
+    int64_t clock_off_ms, clock_rec_off_ms, clock_resets_seen;
+    uint64_t clock_check_mono, clock_rec_mono, clock_warned_mono, clock_diff_logged_mono;
 
     uint64_t refused[R_COUNT];
     uint64_t hs_incomplete; /* inbound handshakes that timed out or were hung up on */
@@ -475,6 +506,8 @@ const char *tsync_peer_state_name(int state)
         return "unreachable";
     case TSYNC_PEER_WAITING:
         return "waiting";
+    case TSYNC_PEER_REFUSED:
+        return "refused";
     default:
         return "gone";
     }
@@ -486,8 +519,57 @@ static int state_rank(int st)
 {
     static const int r[] = {
         [TSYNC_PEER_GONE] = 0,       [TSYNC_PEER_DISCOVERED] = 1, [TSYNC_PEER_UNREACHABLE] = 2,
-        [TSYNC_PEER_CONNECTING] = 3, [TSYNC_PEER_CONNECTED] = 4,  [TSYNC_PEER_WAITING] = 1};
-    return st >= 0 && st <= TSYNC_PEER_WAITING ? r[st] : 0;
+        [TSYNC_PEER_CONNECTING] = 3, [TSYNC_PEER_REFUSED] = 4,    [TSYNC_PEER_CONNECTED] = 5,
+        [TSYNC_PEER_WAITING] = 1};
+    return st >= 0 && st <= TSYNC_PEER_REFUSED ? r[st] : 0;
+}
+
+/* ---------------------------------------------------------------- refusals */
+
+static nrefusal *refusal_find(tsync_node *n, const uint8_t pk[TSYNC__PK_BYTES], uint64_t now)
+{
+    for (size_t i = 0; i < n->nrefusals; i++) {
+        nrefusal *f = &n->refusals[i];
+        if (memcmp(f->pk, pk, TSYNC__PK_BYTES)) continue;
+        return now - f->at_mono < REFUSAL_KEEP_MS ? f : NULL;
+    }
+    return NULL;
+}
+
+/* Notes that the session with this till was refused (by_peer: it refused us) for why. Returns
+ * whether to log it now: the first time, when the reason changes, or REFUSAL_LOG_MS after the
+ * last line (a till redials several times a second; its log must not fill with the same line). */
+static int refusal_note(tsync_node *n, const npeer *p, const uint8_t pk[TSYNC__PK_BYTES],
+                        int by_peer, const char *why)
+{
+    uint64_t now = mono_ms();
+    nrefusal *f = NULL;
+    for (size_t i = 0; i < n->nrefusals && !f; i++)
+        if (!memcmp(n->refusals[i].pk, pk, TSYNC__PK_BYTES)) f = &n->refusals[i];
+    if (!f) {
+        size_t at = n->nrefusals;
+        if (at == REFUSALS_MAX) { /* forget the oldest */
+            at = 0;
+            for (size_t i = 1; i < n->nrefusals; i++)
+                if (n->refusals[i].at_mono < n->refusals[at].at_mono) at = i;
+        } else {
+            n->nrefusals++;
+        }
+        f = &n->refusals[at];
+        memset(f, 0, sizeof *f);
+        memcpy(f->pk, pk, TSYNC__PK_BYTES);
+    }
+    int log = !f->logged_mono || now - f->logged_mono >= REFUSAL_LOG_MS || f->by_peer != by_peer ||
+              strncmp(f->why, why, sizeof f->why - 1) != 0;
+    f->by_peer = by_peer;
+    f->inbound = p->inbound;
+    snprintf(f->why, sizeof f->why, "%s", why);
+    snprintf(f->addr, sizeof f->addr, "%s", p->addr);
+    if (p->name[0]) snprintf(f->name, sizeof f->name, "%s", p->name);
+    f->at_mono = now;
+    if (log) f->logged_mono = now;
+    n->status_dirty = 1;
+    return log;
 }
 
 static nlink *link_find(nlink *v, size_t nv, const char *id)
@@ -520,7 +602,8 @@ static void link_event(tsync_node *n, const nlink *l, int state, int previous, u
                           .state = state,
                           .previous = previous,
                           .since_ms = since,
-                          .online = online(n)};
+                          .online = online(n),
+                          .reason = state == TSYNC_PEER_REFUSED ? l->why : ""};
     n->o.on_peer_state(n->o.cb_ctx, &e);
 }
 
@@ -541,7 +624,7 @@ static int session_state(const tsync_node *n, const npeer *p, const nlink *prev,
 static void links_update(tsync_node *n)
 {
     uint64_t now = mono_ms(), wall = wall_ms();
-    size_t cap = n->npeers + n->nfound_ + n->nstatics, nv = 0;
+    size_t cap = n->npeers + n->nfound_ + n->nstatics + n->nrefusals, nv = 0;
     nlink *v = cap ? calloc(cap, sizeof *v) : NULL;
     if (cap && !v) return; /* keep the old rows; the next round tries again */
     for (size_t i = 0; i < n->npeers; i++) {
@@ -568,6 +651,14 @@ static void links_update(tsync_node *n)
         r.seen_ms = p->seen_ms;
         const nlink *prev = link_find(n->links, n->nlinks, r.id);
         r.state = session_state(n, p, prev, now);
+        /* A session just admitted with a till that refused us a moment ago is most likely about
+         * to be refused again (it checks our certificate as we check its): not "connected" yet. */
+        const nrefusal *rf = r.key_known ? refusal_find(n, r.pk, now) : NULL;
+        if (rf && (r.state != TSYNC_PEER_CONNECTED || now - rf->at_mono < 2000 ||
+                   now - p->verified_mono < 2000)) {
+            r.state = TSYNC_PEER_REFUSED;
+            snprintf(r.why, sizeof r.why, "%s%s", rf->by_peer ? "it refused us: " : "", rf->why);
+        }
         nlink *same = link_find(v, nv, r.id);
         if (same) {
             if (state_rank(r.state) <= state_rank(same->state)) continue;
@@ -575,6 +666,22 @@ static void links_update(tsync_node *n)
         } else {
             v[nv++] = r;
         }
+    }
+    /* A refused till whose session is gone (an inbound one is not dialled back) stays listed. */
+    for (size_t i = 0; i < n->nrefusals; i++) {
+        const nrefusal *f = &n->refusals[i];
+        char id[sizeof v[0].id];
+        hex(f->pk, TSYNC__PK_BYTES, id);
+        if (now - f->at_mono >= REFUSAL_KEEP_MS || link_find(v, nv, id)) continue;
+        nlink *r = &v[nv++];
+        memcpy(r->id, id, sizeof id);
+        r->key_known = 1;
+        memcpy(r->pk, f->pk, TSYNC__PK_BYTES);
+        snprintf(r->addr, sizeof r->addr, "%s", f->addr);
+        snprintf(r->name, sizeof r->name, "%s", f->name);
+        r->via = f->inbound ? "inbound" : "static";
+        r->state = TSYNC_PEER_REFUSED;
+        snprintf(r->why, sizeof r->why, "%s%s", f->by_peer ? "it refused us: " : "", f->why);
     }
     for (size_t i = 0; i < n->nfound_; i++) {
         const nfound *f = &n->found[i];
@@ -1157,7 +1264,9 @@ static void apply_revocations(tsync_node *n)
         char err[TSYNC__ERRLEN];
         if (tsync__trust_session(n->s, p->pk, now, err) == 0) continue;
         char lb[LBL];
-        logf_(n, TSYNC_LOG_WARN, "closing the session with %s: %s", peer_label(p, lb), err);
+        int log = refusal_note(n, p, p->pk, 0, err);
+        logf_(n, log ? TSYNC_LOG_WARN : TSYNC_LOG_DEBUG, "closing the session with %s: %s",
+              peer_label(p, lb), err);
         n->refused[R_CERT]++;
         uint8_t *keys = NULL;
         size_t nk = 0, k;
@@ -1332,6 +1441,7 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
         }
         if (rc == 0) rc = tsync__trust_import(n->s, h->cert, h->cert_len, err);
         uint8_t pk[TSYNC__PK_BYTES];
+        int rec_ok = rc == 0;
         if (rc == 0) {
             memcpy(pk, rec.u.cert.device_pk, sizeof pk);
             snprintf(p->name, sizeof p->name, "%.*s", (int)rec.u.cert.device_name_len,
@@ -1349,7 +1459,12 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
         tsync__arena_free(&a);
         if (rc) {
             n->refused[R_CERT]++;
-            logf_(n, TSYNC_LOG_WARN, "refused %s: %s", peer_label(p, lb), err);
+            /* A certificate refused for its dates (or a revoked key) names a real till: its
+             * row shows "refused" with the reason, and the line comes once a minute. */
+            int known = rec_ok && (!p->key_known || !memcmp(pk, p->pk, sizeof pk));
+            int log = known ? refusal_note(n, p, pk, 0, err) : 1;
+            logf_(n, log ? TSYNC_LOG_WARN : TSYNC_LOG_DEBUG, "refused %s: %s", peer_label(p, lb),
+                  err);
             send_error(n, p, TSYNC__WIRE_ERR_CERT, err);
             return;
         }
@@ -1381,11 +1496,19 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
     p->schema = h->schema;
     p->clock_delta_ms = (int64_t)h->clock_ms - (int64_t)now;
     p->progress_mono = mono_ms();
-    if (p->clock_delta_ms > 60000 || p->clock_delta_ms < -60000)
+    p->clock_mono = p->verified_mono = p->progress_mono;
+    p->clock_base_ms = (int64_t)now - (int64_t)p->clock_mono;
+    /* A till that is refused and redials logs this once a minute, not at every session. */
+    int again = p->key_known && refusal_find(n, p->pk, p->progress_mono);
+    if ((p->clock_delta_ms > 60000 || p->clock_delta_ms < -60000) &&
+        (!n->clock_diff_logged_mono ||
+         p->progress_mono - n->clock_diff_logged_mono >= CLOCK_LOG_MS)) {
+        n->clock_diff_logged_mono = p->progress_mono;
         logf_(n, TSYNC_LOG_WARN, "%s: its clock differs from ours by %+" PRId64 " s",
               peer_label(p, lb), p->clock_delta_ms / 1000);
-    logf_(n, TSYNC_LOG_INFO, "connected to %s (%s, schema %" PRIu64 ")", peer_label(p, lb),
-          p->inbound ? "inbound" : "outbound", p->schema);
+    }
+    logf_(n, again ? TSYNC_LOG_DEBUG : TSYNC_LOG_INFO, "connected to %s (%s, schema %" PRIu64 ")",
+          peer_label(p, lb), p->inbound ? "inbound" : "outbound", p->schema);
     if (n->enrolled) {
         /* A new certificate (this peer's) goes to every peer now, before any batch of its
          * author is forwarded to them; then this peer gets the shop's whole set. */
@@ -1521,12 +1644,34 @@ static void on_message(tsync_node *n, const tsync__tp_event *ev)
         send_msg(n, p, &pong);
         break;
     }
-    case TSYNC__WIRE_PONG:
+    case TSYNC__WIRE_PONG: {
+        /* Its clock, half a round trip ago (the PING carried our monotonic ms). */
+        uint64_t mnow = mono_ms(), wnow = wall_ms();
+        if (m.pong.echo_ms <= mnow && mnow - m.pong.echo_ms < 10000 &&
+            m.pong.clock_ms < INT64_MAX / 2) {
+            p->clock_delta_ms =
+                (int64_t)(m.pong.clock_ms + (mnow - m.pong.echo_ms) / 2) - (int64_t)wnow;
+            p->clock_mono = mnow;
+            p->clock_base_ms = (int64_t)wnow - (int64_t)mnow;
+        }
         break;
+    }
     case TSYNC__WIRE_ERROR: {
         char lb[LBL];
-        logf_(n, TSYNC_LOG_WARN, "%s reports error %u: %.*s", peer_label(p, lb), m.error.code,
-              (int)m.error.len, m.error.text);
+        int log = 1;
+        if (m.error.code == TSYNC__WIRE_ERR_CERT && p->key_known) {
+            /* It refused our certificate (or its clock says it is not valid): not connected,
+             * whatever our side of the handshake said; shown as refused, logged once a minute. */
+            char why[160];
+            snprintf(why, sizeof why, "%.*s", (int)m.error.len, m.error.text);
+            log = refusal_note(n, p, p->pk, 1, why);
+            if (p->verified) {
+                p->verified = 0;
+                notify_peer(n, p, 0);
+            }
+        }
+        logf_(n, log ? TSYNC_LOG_WARN : TSYNC_LOG_DEBUG, "%s reports error %u: %.*s",
+              peer_label(p, lb), m.error.code, (int)m.error.len, m.error.text);
         break;
     }
     case TSYNC__WIRE_SNAPSHOT_BEGIN:
@@ -1965,6 +2110,8 @@ static char *status_build(tsync_node *n)
         if (p)
             json_object_set_new(e, "direction", json_string(p->inbound ? "inbound" : "outbound"));
         json_object_set_new(e, "state", json_string(tsync_peer_state_name(l->state)));
+        if (l->state == TSYNC_PEER_REFUSED)
+            json_object_set_new(e, "refused_reason", json_string(l->why));
         json_object_set_new(e, "since_ms", json_integer((json_int_t)l->since_ms));
         json_object_set_new(e, "discovered_ms",
                             l->discovered_ms ? json_integer((json_int_t)l->discovered_ms)
@@ -1993,7 +2140,7 @@ static char *status_build(tsync_node *n)
     }
     json_object_set_new(o, "peers", peers);
     json_object_set_new(o, "pending_out", json_integer((json_int_t)pending));
-    tsync__sync_counts c;
+    tsync__sync_counts c = {0};
     if (tsync__sync_counts_get(n->s, &c) == 0) {
         json_object_set_new(o, "held", json_integer(c.held));
         json_object_set_new(o, "parked", json_integer(c.parked));
@@ -2023,6 +2170,44 @@ static char *status_build(tsync_node *n)
     json_object_set_new(o, "schema_mismatches", mm);
     json_object_set_new(o, "signed_migration_error", merr ? json_string(merr) : json_null());
     free(merr);
+    /* Why batches are held, per origin (a till with a bad clock is named there). */
+    tsync__sync_held hr[8];
+    int nh = c.held > 0 ? tsync__sync_held_get(n->s, hr, 8) : 0;
+    json_t *hj = json_array();
+    for (int i = 0; i < nh; i++) {
+        json_t *e = json_object();
+        json_object_set_new(e, "count", json_integer(hr[i].count));
+        json_object_set_new(e, "reason", json_string(hr[i].reason));
+        json_array_append_new(hj, e);
+    }
+    json_object_set_new(o, "held_reasons", hj);
+    /* This till's clock against the shop's (docs/DATA_MODEL.md, "Clocks"). */
+    json_t *cj = json_object();
+    tsync__sync_clock ck;
+    int have_ck = tsync__sync_clock_get(n->s, &ck) == 0;
+    int64_t off = n->clock_off_ms;
+    int big = n->clock_known && (off > TSYNC__CLOCK_OFF_MS || off < -TSYNC__CLOCK_OFF_MS);
+    json_object_set_new(cj, "state",
+                        json_string(!n->clock_known ? "unknown"
+                                    : !big          ? "ok"
+                                    : off < 0       ? "ahead"
+                                                    : "behind"));
+    json_object_set_new(cj, "peers", json_integer((json_int_t)n->clock_peers));
+    json_object_set_new(cj, "ahead_ms",
+                        n->clock_known ? json_integer(-off) : json_null()); /* ours - median */
+    json_object_set_new(cj, "stamped_with_shop_time", json_boolean(big));
+    if (have_ck) {
+        json_object_set_new(cj, "hlc_ms", json_integer((json_int_t)ck.hlc_ms));
+        json_object_set_new(cj, "hlc_ahead_ms",
+                            json_integer((json_int_t)ck.hlc_ms - (json_int_t)(now + off)));
+        json_object_set_new(cj, "skew_bound_ms", json_integer((json_int_t)ck.skew_bound_ms));
+        json_object_set_new(cj, "resets", json_integer(ck.resets));
+        json_object_set_new(cj, "reset_from_ms",
+                            ck.resets ? json_integer(ck.reset_from_ms) : json_null());
+        json_object_set_new(cj, "reset_at_ms",
+                            ck.resets ? json_integer(ck.reset_at_ms) : json_null());
+    }
+    json_object_set_new(o, "clock", cj);
     json_t *ref = json_object();
     tsync__tp_stats ts;
     tsync__tp_stats_get(n->tp, &ts);
@@ -2328,6 +2513,102 @@ static void discovery(tsync_node *n)
     if (!n->disc) return;
     tsync__disc_event ev;
     for (int i = 0; i < 64 && tsync__disc_poll(n->disc, &ev) == 1; i++) on_discovered(n, &ev);
+}
+
+/* ---------------------------------------------------------------- the shop's clock */
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Works out the shop's clock: the median offset of the connected peers' clocks (measured in the
+ * HELLO and again by PING/PONG every CLOCK_PING_MS). While our wall clock is more than
+ * TSYNC__CLOCK_OFF_MS off it, or our HLC ran more than the skew bound ahead of it, the offset is
+ * recorded in the database, where every sealer takes it (store/seal.c: stamp with the shop's time;
+ * take the HLC back), and merge judges "too far ahead" against it. Says so in the log once a
+ * minute and in the status (docs/DATA_MODEL.md, "Clocks"). */
+static void clock_tick(tsync_node *n, uint64_t now)
+{
+    if (now - n->clock_check_mono < CLOCK_CHECK_MS) return;
+    n->clock_check_mono = now;
+    uint64_t wall = wall_ms();
+    int64_t base = (int64_t)wall - (int64_t)now;
+    /* Our own clock counts too (offset 0): with one wrong clock among three tills, each good
+     * till sees {0, 0, wrong} and keeps its own; the wrong one sees {wrong, 0, 0}. */
+    int64_t d[65] = {0};
+    size_t k = 0;
+    for (size_t i = 0; i < n->npeers; i++) {
+        npeer *p = n->peers[i];
+        if (!p->used || !p->up || !p->verified || p->close_at_mono || !p->clock_mono) continue;
+        if (now - p->clock_mono >= CLOCK_PING_MS) {
+            tsync__msg m = {.type = TSYNC__WIRE_PING};
+            m.ping.ms = now;
+            send_msg(n, p, &m);
+        }
+        /* Measured before our own clock jumped: no longer a measure of it. */
+        if (p->clock_base_ms - base > 2000 || base - p->clock_base_ms > 2000) continue;
+        if (k < sizeof d / sizeof d[0] - 1) d[++k] = p->clock_delta_ms;
+    }
+    int64_t off = 0;
+    if (k) {
+        /* Of an even count the middle value nearer ours: two tills cannot tell whose clock is
+         * wrong, so neither corrects its own. */
+        size_t m = k + 1;
+        qsort(d, m, sizeof d[0], cmp_i64);
+        int64_t lo = d[(m - 1) / 2], hi = d[m / 2];
+        off = (lo < 0 ? -lo : lo) <= (hi < 0 ? -hi : hi) ? lo : hi;
+    }
+    tsync__sync_clock ck;
+    int have = tsync__sync_clock_get(n->s, &ck) == 0;
+    int64_t shop_now = (int64_t)wall + off;
+    int off_big = k && (off > TSYNC__CLOCK_OFF_MS || off < -TSYNC__CLOCK_OFF_MS);
+    int hlc_ahead = k && have && (int64_t)ck.hlc_ms - shop_now > (int64_t)ck.skew_bound_ms;
+    if (n->clock_known != (k > 0) || n->clock_peers != k ||
+        (off_big && (off - n->clock_off_ms > 1000 || n->clock_off_ms - off > 1000)))
+        n->status_dirty = 1;
+    n->clock_known = k > 0;
+    n->clock_peers = k;
+    n->clock_off_ms = off;
+    if (off_big || hlc_ahead) {
+        if (!n->clock_recorded || now - n->clock_rec_mono >= CLOCK_RECORD_MS ||
+            off - n->clock_rec_off_ms > 1000 || n->clock_rec_off_ms - off > 1000) {
+            if (tsync__sync_shop_clock(n->s, 1, off) == 0) {
+                n->clock_recorded = 1;
+                n->clock_rec_mono = now;
+                n->clock_rec_off_ms = off;
+            }
+        }
+    } else if (n->clock_recorded && tsync__sync_shop_clock(n->s, 0, 0) == 0) {
+        n->clock_recorded = 0;
+    }
+    if (off_big && (!n->clock_warned_mono || now - n->clock_warned_mono >= CLOCK_LOG_MS)) {
+        n->clock_warned_mono = now;
+        logf_(n, TSYNC_LOG_WARN,
+              "this till's clock is %s the shop's median by %" PRId64 " s (%zu peer(s)): its "
+              "changes are stamped with the shop's time; set this machine's clock right",
+              off < 0 ? "ahead of" : "behind", (off < 0 ? -off : off) / 1000, k);
+    } else if (!off_big && k && n->clock_warned_mono) {
+        n->clock_warned_mono = 0;
+        logf_(n, TSYNC_LOG_INFO, "this till's clock agrees with the shop's again");
+    }
+    if (hlc_ahead && (!n->clock_warned_mono || now - n->clock_warned_mono >= CLOCK_LOG_MS)) {
+        n->clock_warned_mono = now;
+        logf_(n, TSYNC_LOG_WARN,
+              "this till's hybrid clock is %" PRId64 " s ahead of the shop's time (written while "
+              "its wall clock was wrong); the next change takes it back to the shop's time",
+              ((int64_t)ck.hlc_ms - shop_now) / 1000);
+    }
+    if (have && ck.resets > n->clock_resets_seen) {
+        if (n->clock_resets_seen >= 0)
+            logf_(n, TSYNC_LOG_WARN,
+                  "this till's hybrid clock went back from %" PRId64 " s ahead to the shop's "
+                  "time: its sales are no longer held by its peers",
+                  (ck.reset_from_ms - ck.reset_at_ms) / 1000);
+        n->clock_resets_seen = ck.resets;
+        n->status_dirty = 1;
+    }
 }
 
 /* Liveness is the node's, not ZeroMQ's (see tsync__tp_options.heartbeat_ivl_ms): a peer we have
@@ -2638,6 +2919,7 @@ static int step(tsync_node *n, int wait_ms)
     }
     discovery(n);
     liveness(n, now);
+    clock_tick(n, now);
     close_due(n, now);
     backup_tick(n, now);
     /* The peer rows (and their events) are rebuilt when something changed, at least every
@@ -2685,6 +2967,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
     n->o = o;
     pthread_mutex_init(&n->status_mu, NULL);
     n->started_ms = wall_ms();
+    n->clock_resets_seen = -1;
     n->db_path = strdup(db_path);
     int rc = n->db_path ? 0 : TSYNC_ENOMEM;
     if (rc == 0) {

@@ -135,6 +135,20 @@ sqlite3_stmt *tsync__prep(tsync_store *s, const char *sql);
 /* Wall clock in Unix ms (plus the test offset). */
 uint64_t tsync__now_ms(tsync_store *s);
 
+/* The shop's clock (docs/DATA_MODEL.md, "Clocks"). A running node measures its peers' clocks and
+ * records the median offset (peers minus ours) in tsync_meta while it is larger than
+ * TSYNC__CLOCK_OFF_MS, so every process that seals on this database stamps with the shop's time.
+ * Returns 1 and sets *offset_ms when a fresh measurement is recorded, else 0 (*offset_ms = 0). */
+/* A measurement older than this (by our wall clock) is not used. */
+#define TSYNC__CLOCK_FRESH_MS 60000
+int tsync__shop_offset(tsync_store *s, int64_t *offset_ms);
+/* The reference "now" of merge's clock bound: max(our wall clock, the shop's median clock). */
+uint64_t tsync__ref_now_ms(tsync_store *s);
+/* Records (known) or forgets the shop's clock offset; the node calls it through sync.h. */
+int tsync__shop_clock_record(tsync_store *s, int known, int64_t offset_ms);
+/* Reads tsync_meta's integer k into *get (0 when absent), or, with get NULL, writes set. */
+int tsync__meta_int(tsync_store *s, const char *k, int64_t *get, int64_t set);
+
 /* Runs SQL without results. */
 int tsync__exec(tsync_store *s, const char *sql);
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK around the store's own work. */

@@ -1120,6 +1120,20 @@ static int load_held(mctx *c, inbatch **list, size_t *n, size_t *cap)
     return rc;
 }
 
+/* A batch whose clock is too far ahead is held (DESIGN: a wrong clock must not win every write
+ * for a day, nor move ours), except once its origin shows, by a later batch with a clock within
+ * the bound, that its clock was fixed: then holding it only holds that till's later sales
+ * hostage, since they depend on it (docs/DATA_MODEL.md, "Clocks"). It is then merged, and
+ * finish() does not let our clock follow it. */
+static int clock_fixed_later(const mctx *c, const inbatch *list, size_t n, const inbatch *ib)
+{
+    for (size_t j = 0; j < n; j++)
+        if (list[j].site == ib->site && list[j].seq > ib->seq &&
+            !tsync__hlc_too_far(list[j].b.hlc_hi, c->now_ms, c->s->skew_bound_ms))
+            return 1;
+    return 0;
+}
+
 /* Decides and applies, in causal order, until nothing more can be applied. */
 /* The data of a forked branch is merged (not logged): its sales are real, and every replica that
  * sees both branches then shows the same rows. The origin's log stays frozen. */
@@ -1318,10 +1332,17 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
             }
             if (!ready) continue;
             if (tsync__hlc_too_far(ib->b.hlc_hi, c->now_ms, c->s->skew_bound_ms)) {
-                snprintf(ib->reason, sizeof ib->reason, "clock of site %s is %llu ms ahead of ours",
-                         short_site(m->id, sh),
-                         (unsigned long long)(tsync__hlc_ms(ib->b.hlc_hi) - c->now_ms));
-                continue;
+                if (!clock_fixed_later(c, list, n, ib)) {
+                    snprintf(ib->reason, sizeof ib->reason,
+                             "clock of site %s is %llu ms ahead of ours", short_site(m->id, sh),
+                             (unsigned long long)(tsync__hlc_ms(ib->b.hlc_hi) - c->now_ms));
+                    continue;
+                }
+                report_msg(c,
+                           "merged: batch %llu of site %s with a clock %llu ms ahead: a later "
+                           "batch of that site shows its clock fixed",
+                           (unsigned long long)ib->seq, short_site(m->id, sh),
+                           (unsigned long long)(tsync__hlc_ms(ib->b.hlc_hi) - c->now_ms));
             }
             {
                 /* Enrolled: only keys with a valid certificate of our shop author data, and a
@@ -1387,8 +1408,14 @@ static int finish(mctx *c, inbatch *list, size_t n)
     if (c->max_hlc) {
         tsync__hlc last;
         if ((rc = tsync__hlc_load(s, &last))) return rc;
-        tsync__hlc nl = tsync__hlc_observe(last, c->max_hlc);
-        if (nl != last && (rc = tsync__hlc_store(s, nl))) return rc;
+        /* Never further than the bound ahead of the shop's time: a far-ahead clock merged
+         * because its author fixed it later must not move ours (seal.c keeps the rows it
+         * wrote consistent: a write goes above the clock it overwrites). */
+        tsync__hlc cap = s->skew_bound_ms > (UINT64_MAX >> 16) - c->now_ms
+                             ? UINT64_MAX
+                             : tsync__hlc_make(c->now_ms + s->skew_bound_ms, 0xffff);
+        tsync__hlc nl = tsync__hlc_observe(last, c->max_hlc < cap ? c->max_hlc : cap);
+        if (nl > last && (rc = tsync__hlc_store(s, nl))) return rc;
     }
     return 0;
 }
@@ -1441,7 +1468,7 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
     memset(&c, 0, sizeof c);
     c.s = s;
     c.rep = report;
-    c.now_ms = tsync__now_ms(s);
+    c.now_ms = tsync__ref_now_ms(s);
 
     /* Phase 1: decode every body and verify every run, touching nothing. */
     size_t total = 0;
@@ -1786,7 +1813,7 @@ int tsync__unpark(tsync_store *s, const char *table)
     mctx c;
     memset(&c, 0, sizeof c);
     c.s = s;
-    c.now_ms = tsync__now_ms(s);
+    c.now_ms = tsync__ref_now_ms(s);
     /* Every parked change, grouped by batch, the batches in the order this database applied
      * them: re-applied writes then meet each other as they met at their authors (per origin in
      * sequence, across origins causally), and LWW and conflict records come out as they would

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "store/internal.h"
+#include "store/sync.h"
 
 typedef struct {
     tsync__table *t;
@@ -33,6 +34,51 @@ static int prow_cmp(const void *pa, const void *pb)
     const prow *a = pa, *b = pb;
     if (a->t != b->t) return a->t->id < b->t->id ? -1 : 1;
     return tsync__key_cmp(a->key, a->klen, b->key, b->klen, a->t->npk);
+}
+
+/* The shop's clock (docs/DATA_MODEL.md, "Clocks"). When a node measured the shop's median clock:
+ * - a wall clock more than TSYNC__CLOCK_OFF_MS off it is corrected by that offset (*corr), so one
+ *   wrong clock cannot move this till's clock (and every clock it writes) away from the shop's;
+ * - a clock already moved more than the skew bound ahead of the shop's time (written before the
+ *   node knew better) goes back to the shop's time, so the sales after the mistake are not held
+ *   by every peer until real time catches up. above_overwritten keeps each row's own clocks
+ *   increasing, which is all LWW and the OR-set need; the reset is counted in tsync_meta. */
+static int shop_clock(tsync_store *s, tsync__hlc *last, int64_t *corr)
+{
+    int64_t off;
+    *corr = 0;
+    if (!tsync__shop_offset(s, &off)) return 0;
+    if (off > TSYNC__CLOCK_OFF_MS || off < -TSYNC__CLOCK_OFF_MS) *corr = off;
+    int64_t now = (int64_t)tsync__now_ms(s) + off;
+    if (now <= 0 || !tsync__hlc_too_far(*last, (uint64_t)now, s->skew_bound_ms)) return 0;
+    int64_t resets = 0;
+    int rc = tsync__meta_int(s, "hlc_resets", &resets, 0);
+    if (!rc) rc = tsync__meta_int(s, "hlc_resets", NULL, resets + 1);
+    if (!rc) rc = tsync__meta_int(s, "hlc_reset_from", NULL, (int64_t)tsync__hlc_ms(*last));
+    if (!rc) rc = tsync__meta_int(s, "hlc_reset_at", NULL, now);
+    *last = tsync__hlc_make((uint64_t)now, 0);
+    return rc;
+}
+
+/* A row change's clock must be above every clock it overwrites (the columns it writes, this
+ * site's own add and remove clocks of the row), or the other replicas would keep the older value
+ * while this one shows the newer. With the site's clock never behind what it merged that is
+ * always so; after a reset (shop_clock) or a merge that did not follow a far-ahead clock
+ * (store/merge.c) the row's clock goes above the old one, and the site's clock stays where it is.
+ */
+static tsync__hlc above_overwritten(const tsync__rowmeta *m, const tsync__table *t, uint64_t mask,
+                                    uint32_t local, tsync__hlc h)
+{
+    tsync__hlc floor = 0;
+    for (int c = 0; c < t->ncols && c < m->ncols; c++)
+        if (!t->is_pk[c] && !t->is_counter[c] && (mask & (1ULL << c)) && m->col[c].hlc > floor)
+            floor = m->col[c].hlc;
+    for (size_t i = 0; i < m->nexist; i++) {
+        if (m->exist[i].site != local) continue;
+        if (m->exist[i].add > floor) floor = m->exist[i].add;
+        if (m->exist[i].rmv > floor) floor = m->exist[i].rmv;
+    }
+    return floor >= h && floor != UINT64_MAX ? floor + 1 : h;
 }
 
 /* Per-batch dictionaries: local site index -> batch index, table -> batch table. */
@@ -217,6 +263,8 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     qsort(rows, nrows, sizeof *rows, prow_cmp);
     tsync__hlc last;
     if ((rc = tsync__hlc_load(s, &last))) goto out;
+    int64_t corr = 0;
+    if ((rc = shop_clock(s, &last, &corr))) goto out;
     tsync__brow *brows = tsync__arena_alloc(&a, nrows * sizeof *brows);
     if (!brows) {
         rc = tsync__err(TSYNC_ENOMEM, "out of memory");
@@ -254,15 +302,17 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
             rc = tsync__err(TSYNC_ECORRUPT, "bad pending key in %s", t->name);
             goto out;
         }
-        tsync__hlc h = tsync__hlc_next(last, r->wall > 0 ? (uint64_t)r->wall : 0);
+        int64_t wall = r->wall + corr;
+        tsync__hlc h = tsync__hlc_next(last, wall > 0 ? (uint64_t)wall : 0);
         last = h;
-        if (!hlc_lo) hlc_lo = h;
-        hlc_hi = h;
-        b->hlc = h;
 
         tsync__rowmeta_clear(&meta);
         int had_meta;
         if ((rc = load_meta(s, t, r->key, r->klen, &meta, &had_meta))) goto out;
+        h = above_overwritten(&meta, t, r->mask, s->local_idx, h);
+        if (!hlc_lo || h < hlc_lo) hlc_lo = h;
+        if (h > hlc_hi) hlc_hi = h;
+        b->hlc = h;
 
         /* Current values: the row, or for a deleted row the values its delete trigger kept. */
         tsync__val vals[TSYNC__MAX_COLS];

@@ -159,6 +159,40 @@ static int meta_set_int(tsync_store *s, const char *k, int64_t v)
     return rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "write metadata");
 }
 
+int tsync__shop_offset(tsync_store *s, int64_t *offset_ms)
+{
+    int64_t off = 0, at = 0;
+    *offset_ms = 0;
+    if (meta_get_int(s, "shop_clock_at", &at) || at <= 0) return 0;
+    uint64_t now = tsync__now_ms(s);
+    /* Stale, or recorded "in the future" (our clock was set back since): not a measurement of
+     * this clock any more. */
+    if ((uint64_t)at > now + 5000 || now - (uint64_t)at > TSYNC__CLOCK_FRESH_MS) return 0;
+    if (meta_get_int(s, "shop_clock", &off)) return 0;
+    *offset_ms = off;
+    return 1;
+}
+
+uint64_t tsync__ref_now_ms(tsync_store *s)
+{
+    uint64_t now = tsync__now_ms(s);
+    int64_t off;
+    if (tsync__shop_offset(s, &off) && off > 0) now += (uint64_t)off;
+    return now;
+}
+
+int tsync__meta_int(tsync_store *s, const char *k, int64_t *get, int64_t set)
+{
+    return get ? meta_get_int(s, k, get) : meta_set_int(s, k, set);
+}
+
+int tsync__shop_clock_record(tsync_store *s, int known, int64_t offset_ms)
+{
+    if (!known) return meta_set_int(s, "shop_clock_at", 0);
+    int rc = meta_set_int(s, "shop_clock", offset_ms);
+    return rc ? rc : meta_set_int(s, "shop_clock_at", (int64_t)tsync__now_ms(s));
+}
+
 int tsync__hlc_load(tsync_store *s, tsync__hlc *h)
 {
     int64_t v = 0;

@@ -4,6 +4,7 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -278,6 +279,41 @@ int tsync__sync_counts_get(tsync_store *s, tsync__sync_counts *out)
         out->pending < 0)
         return tsync_error_last() ? tsync_error_last()->code : TSYNC_EIO;
     return 0;
+}
+
+int tsync__sync_shop_clock(tsync_store *s, int known, int64_t offset_ms)
+{
+    return tsync__shop_clock_record(s, known, offset_ms);
+}
+
+int tsync__sync_clock_get(tsync_store *s, tsync__sync_clock *out)
+{
+    memset(out, 0, sizeof *out);
+    tsync__hlc h;
+    int rc = tsync__hlc_load(s, &h);
+    if (!rc) rc = tsync__meta_int(s, "hlc_resets", &out->resets, 0);
+    if (!rc) rc = tsync__meta_int(s, "hlc_reset_from", &out->reset_from_ms, 0);
+    if (!rc) rc = tsync__meta_int(s, "hlc_reset_at", &out->reset_at_ms, 0);
+    out->hlc_ms = tsync__hlc_ms(h);
+    out->skew_bound_ms = s->skew_bound_ms;
+    return rc;
+}
+
+int tsync__sync_held_get(tsync_store *s, tsync__sync_held *out, int max)
+{
+    sqlite3_stmt *st = tsync__prep(s, "SELECT count(*), (SELECT reason FROM tsync_held i WHERE "
+                                      "i.site=h.site ORDER BY seq LIMIT 1) FROM tsync_held h "
+                                      "GROUP BY site ORDER BY site");
+    if (!st) return TSYNC_EIO;
+    int n = 0, rc;
+    while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        out[n].count = sqlite3_column_int64(st, 0);
+        const char *r = (const char *)sqlite3_column_text(st, 1);
+        snprintf(out[n].reason, sizeof out[n].reason, "%s", r ? r : "");
+        n++;
+    }
+    sqlite3_reset(st);
+    return n;
 }
 
 int tsync__sync_changed(tsync_store *s)

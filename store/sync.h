@@ -76,6 +76,30 @@ typedef struct {
 } tsync__sync_counts;
 int tsync__sync_counts_get(tsync_store *s, tsync__sync_counts *out);
 
+/* A wall clock this far off the shop's median is corrected when sealing, and reported. */
+#define TSYNC__CLOCK_OFF_MS 60000
+
+/* The node's view of the shop's clock (docs/DATA_MODEL.md, "Clocks"): records the median offset of
+ * the connected peers' clocks (peers minus ours; known 0: no peer to compare with) for every
+ * process that seals or merges on this database. 0 or TSYNC_EIO/TSYNC_EBUSY. */
+int tsync__sync_shop_clock(tsync_store *s, int known, int64_t offset_ms);
+
+/* This till's clock for status: its HLC's ms, and the resets of it (a clock found more than the
+ * skew bound ahead of the shop's: count, from which ms, when). */
+typedef struct {
+    uint64_t hlc_ms, skew_bound_ms;
+    int64_t resets, reset_from_ms, reset_at_ms;
+} tsync__sync_clock;
+int tsync__sync_clock_get(tsync_store *s, tsync__sync_clock *out);
+
+/* Why batches are held, per origin: up to max entries of (count, reason of its first held batch).
+ * Returns the number filled, or a negative error. */
+typedef struct {
+    int64_t count;
+    char reason[160];
+} tsync__sync_held;
+int tsync__sync_held_get(tsync_store *s, tsync__sync_held *out, int max);
+
 /* 1 when another connection committed to the database since the last call (PRAGMA
  * data_version; the first call returns 1), 0 when not, or a negative error. Cheap: no I/O beyond
  * the WAL index. */

@@ -541,8 +541,11 @@ int tsync__trust_session(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES], uint
     if (!st) return TSYNC_EIO;
     sqlite3_bind_blob(st, 1, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, sh.shop_id, TSYNC__SHOP_ID_BYTES, SQLITE_STATIC);
+    /* Both dates with TSYNC__TRUST_SKEW_MS of tolerance: two tills' clocks a few minutes apart
+     * must not cut them off from each other (data is judged by batch clocks, without it). */
     sqlite3_bind_int64(st, 3, (int64_t)(now_ms + TSYNC__TRUST_SKEW_MS));
-    sqlite3_bind_int64(st, 4, (int64_t)now_ms);
+    sqlite3_bind_int64(
+        st, 4, (int64_t)(now_ms > TSYNC__TRUST_SKEW_MS ? now_ms - TSYNC__TRUST_SKEW_MS : 0));
     rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
         sqlite3_reset(st);
@@ -558,7 +561,7 @@ int tsync__trust_session(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES], uint
         return fail(err, TSYNC_EREFUSED, "key %s… has no certificate of shop '%s'", hex8(pk, k),
                     sh.name);
     if (valid > 0) return 0;
-    if (max_exp < now_ms)
+    if (max_exp + TSYNC__TRUST_SKEW_MS < now_ms)
         return fail(err, TSYNC_EREFUSED, "certificate of key %s… (device '%s') expired %s",
                     hex8(pk, k), name, date(max_exp, d));
     return fail(err, TSYNC_EREFUSED,

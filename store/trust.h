@@ -33,7 +33,8 @@
 #include "crdt/cert.h"
 #include "tillsync/store.h"
 
-/* Tolerated clock difference between the admin's machine and a till for not_before. */
+/* Tolerated clock difference between the admin's machine and a till, or two tills, for a
+ * certificate's not_before (enrolment, sessions) and expiry (sessions only). */
 #define TSYNC__TRUST_SKEW_MS (5u * 60u * 1000u)
 
 /* ---------------------------------------------------------------- called by merge, bundles, net */

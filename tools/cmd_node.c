@@ -196,6 +196,42 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* The clock lines of `status`: this till's wall clock against the shop's median, and whether its
+ * hybrid clock had run ahead and was taken back (docs/DATA_MODEL.md, "Clocks"). */
+static void print_clock(uint64_t now, json_t *c)
+{
+    if (!c) return;
+    const char *st = json_string_value(json_object_get(c, "state"));
+    long long peers = (long long)json_integer_value(json_object_get(c, "peers"));
+    long long ahead = (long long)json_integer_value(json_object_get(c, "ahead_ms"));
+    long long abs_ahead = ahead < 0 ? -ahead : ahead;
+    if (!st || !strcmp(st, "unknown"))
+        printf("clock: no connected peer to compare with\n");
+    else if (!strcmp(st, "ok"))
+        printf("clock: ok (within %lld s of the shop's median, %lld peer(s))\n",
+               abs_ahead / 1000 + 1, peers);
+    else
+        printf("clock: %s the shop's median by %lld s (%lld peer(s)): changes are stamped with "
+               "the shop's time; set this machine's clock right\n",
+               !strcmp(st, "ahead") ? "AHEAD of" : "BEHIND", abs_ahead / 1000, peers);
+    long long ha = (long long)json_integer_value(json_object_get(c, "hlc_ahead_ms"));
+    long long bound = (long long)json_integer_value(json_object_get(c, "skew_bound_ms"));
+    if (st && strcmp(st, "unknown") && ha > bound)
+        printf("clock: the hybrid clock is %lld s ahead of the shop's time (the next change takes "
+               "it back)\n",
+               ha / 1000);
+    if (json_integer_value(json_object_get(c, "resets")) > 0) {
+        char a[32];
+        ago(now, json_object_get(c, "reset_at_ms"), a, sizeof a);
+        printf("clock: hybrid clock taken back %lld time(s) to the shop's time, last %s (it was "
+               "%lld s ahead)\n",
+               (long long)json_integer_value(json_object_get(c, "resets")), a,
+               (long long)(json_integer_value(json_object_get(c, "reset_from_ms")) -
+                           json_integer_value(json_object_get(c, "reset_at_ms"))) /
+                   1000);
+    }
+}
+
 int cmd_status(int argc, char **argv)
 {
     const char *db = NULL;
@@ -296,7 +332,9 @@ int cmd_status(int argc, char **argv)
                                            "snapshots_sent",
                                            "snapshots_received",
                                            "mdns",
-                                           "backups"};
+                                           "backups",
+                                           "clock",
+                                           "held_reasons"};
         for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
             json_object_set(out, keep[i], json_object_get(node, keep[i]));
     }
@@ -356,12 +394,17 @@ int cmd_status(int argc, char **argv)
                     printf("  lag: they lack %lld, we lack %lld",
                            (long long)json_integer_value(json_object_get(p, "they_lack")),
                            (long long)json_integer_value(json_object_get(p, "we_lack")));
-                const char *why = json_string_value(json_object_get(p, "reason"));
-                if (why) printf("  not dialled: %s", why);
+                const char *wait_why = json_string_value(json_object_get(p, "reason"));
+                if (wait_why) printf("  not dialled: %s", wait_why);
+                long long cd = (long long)json_integer_value(json_object_get(p, "clock_delta_ms"));
+                if (cd > 60000 || cd < -60000) printf("  its clock %+lld s", cd / 1000);
+                const char *why = json_string_value(json_object_get(p, "refused_reason"));
+                if (why) printf("  refused: %s", why);
                 printf("\n");
             }
             printf("pending outgoing: %lld batches\n",
                    (long long)json_integer_value(json_object_get(node, "pending_out")));
+            print_clock(now, json_object_get(node, "clock"));
         }
         printf("held %lld  parked %lld  conflicts %lld  forks %lld  unsealed %lld\n",
                (long long)json_integer_value(json_object_get(out, "held")),
@@ -390,6 +433,13 @@ int cmd_status(int argc, char **argv)
             printf("disk full: the database's disk has no space left; sealing and merging wait "
                    "and are retried, nothing is lost; free space (status, hash, export, backup "
                    "and bundle to another disk still work)\n");
+        if (running) {
+            json_t *hr = json_object_get(node, "held_reasons"), *e;
+            size_t i;
+            json_array_foreach(hr, i, e) printf(
+                "  held %lld: %s\n", (long long)json_integer_value(json_object_get(e, "count")),
+                json_string_value(json_object_get(e, "reason")));
+        }
         if (running) {
             json_t *ref = json_object_get(node, "refused");
             const char *k;

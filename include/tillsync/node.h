@@ -62,9 +62,12 @@ typedef enum {
     TSYNC_PEER_WAITING = 5,     /* a static peer not dialled yet, for a reason the status names
                                    (an address without #KEY while this till knows no other till's
                                    certificate: dialled as soon as one is known) */
+    TSYNC_PEER_REFUSED = 6,     /* its certificate was refused here, or it refused ours (expired,
+                                   not yet valid: often a wrong clock); the reason is in the event
+                                   and the status; dialled again in the background */
 } tsync_peer_state;
 
-/* "discovered", "connecting", "connected", "unreachable", "waiting" or "gone". */
+/* "discovered", "connecting", "connected", "unreachable", "waiting", "refused" or "gone". */
 TSYNC_API const char *tsync_peer_state_name(int state);
 
 /* A till's network state changed. Strings are borrowed for the call. */
@@ -76,6 +79,7 @@ typedef struct {
     int previous;        /* the state before (TSYNC_PEER_GONE for a new till) */
     uint64_t since_ms;   /* when it entered state: ms since 1970 (UTC) */
     int online;          /* at least one peer is connected now */
+    const char *reason;  /* TSYNC_PEER_REFUSED: why, one line ("" otherwise) */
 } tsync_peer_event;
 typedef void (*tsync_peer_state_fn)(void *ctx, const tsync_peer_event *e);
 
