@@ -189,7 +189,7 @@ typedef struct {
 typedef struct {
     uint8_t pk[TSYNC__PK_BYTES];
     char addr[TSYNC__TP_ADDR_LEN];
-    char name[64];
+    char name[TSYNC__TRUST_NAME_MAX + 1];
     int by_peer; /* it refused us */
     int inbound;
     char why[160];
