@@ -135,23 +135,230 @@ int tsync__load_meta(tsync_store *s, tsync__table *t, const uint8_t *key, uint32
     return load_meta(s, t, key, klen, m, found);
 }
 
+/* One batch being built. Its arena holds its rows, their values and its tables, and is freed as
+ * soon as the batch is in the log, so sealing holds one batch's values at a time. */
+typedef struct {
+    tsync__arena a;
+    sitedict sd;
+    btab *bt;
+    uint32_t nbt;
+    tsync__brow *rows;
+    uint32_t nrows, cap;
+    size_t bytes; /* estimated encoded size so far */
+    tsync__hlc lo, hi;
+} bbuild;
+
+/* Encodes, signs and appends the batch being built as this site's next batch (*seq + 1, chained
+ * to prev), then empties it for the next one. */
+static int seal_flush(tsync_store *s, bbuild *cur, uint64_t *seq, uint8_t prev[TSYNC__HASH_BYTES])
+{
+    uint8_t *body = NULL;
+    size_t blen = 0;
+    char err[TSYNC__ERRLEN];
+    sqlite3_stmt *st = NULL;
+    tsync__arena *a = &cur->a;
+
+    /* Dependencies: the vector entries that changed since this site's previous batch (for the
+     * second and later batch of one seal, none: the chain orders them after the first). */
+    tsync__bdep *deps = NULL;
+    uint32_t ndeps = 0, depcap = 0;
+    int rc = ((st = tsync__prep(s, "SELECT idx, seq FROM tsync_sites WHERE seq != sealed_seq AND "
+                                   "idx != ?1"))
+                  ? SQLITE_OK
+                  : SQLITE_ERROR);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read vector");
+    rc = 0;
+    sqlite3_bind_int64(st, 1, s->local_idx);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (ndeps == depcap) {
+            depcap = depcap ? depcap * 2 : 8;
+            tsync__bdep *nd = tsync__arena_alloc(a, depcap * sizeof *nd);
+            if (!nd) {
+                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+                break;
+            }
+            if (ndeps) memcpy(nd, deps, ndeps * sizeof *nd);
+            deps = nd;
+        }
+        uint32_t bi;
+        if ((rc = sitedict_idx(s, &cur->sd, (uint32_t)sqlite3_column_int64(st, 0), &bi))) break;
+        deps[ndeps++] = (tsync__bdep){bi, (uint64_t)sqlite3_column_int64(st, 1)};
+    }
+    sqlite3_reset(st);
+    st = NULL;
+    if (rc) goto out;
+
+    tsync__btable *btabs = tsync__arena_alloc(a, (cur->nbt ? cur->nbt : 1) * sizeof *btabs);
+    if (!btabs) {
+        rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (uint32_t i = 0; i < cur->nbt; i++) {
+        tsync__table *t = cur->bt[i].t;
+        tsync__btable *x = &btabs[i];
+        x->name = t->name;
+        x->name_len = (uint32_t)strlen(t->name);
+        x->ncols = (uint32_t)t->ncols;
+        x->npk = (uint32_t)t->npk;
+        x->cols = tsync__arena_alloc(a, (size_t)t->ncols * sizeof *x->cols);
+        x->col_len = tsync__arena_alloc(a, (size_t)t->ncols * sizeof *x->col_len);
+        x->counters = tsync__arena_alloc(a, (size_t)t->ncols * sizeof *x->counters);
+        if (!x->cols || !x->col_len || !x->counters) {
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            goto out;
+        }
+        for (int c = 0; c < t->ncols; c++) {
+            int b = cur->bt[i].ord2b[c];
+            x->cols[b] = t->cols[c];
+            x->col_len[b] = (uint32_t)strlen(t->cols[c]);
+            if (t->is_counter[c]) x->counters[x->ncounters++] = (uint32_t)b;
+        }
+    }
+
+    tsync__batch batch = {0};
+    batch.format = TSYNC__BATCH_FORMAT;
+    memcpy(batch.origin, s->site, TSYNC__SITE_BYTES);
+    batch.seq = *seq + 1;
+    batch.hlc_lo = cur->lo;
+    batch.hlc_hi = cur->hi;
+    batch.nsites = cur->sd.n;
+    batch.sites = (const uint8_t(*)[TSYNC__SITE_BYTES])cur->sd.ids;
+    batch.ndeps = ndeps;
+    batch.deps = deps;
+    batch.ntables = cur->nbt;
+    batch.tables = btabs;
+    batch.nrows = cur->nrows;
+    batch.rows = cur->rows;
+    if ((rc = tsync__batch_encode(&batch, &body, &blen, err))) {
+        rc = tsync__err(rc, "sealing: %s", err);
+        goto out;
+    }
+    uint8_t hash[TSYNC__HASH_BYTES], sig[TSYNC__SIG_BYTES];
+    tsync__batch_hash(prev, body, blen, hash);
+    tsync__batch_sign(s->sk, s->site, batch.seq, hash, sig);
+
+    rc = ((st = tsync__prep(s, "INSERT INTO tsync_log(site, seq, hash, body, sig) "
+                               "VALUES(?1, ?2, ?3, ?4, ?5)"))
+              ? SQLITE_OK
+              : SQLITE_ERROR);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, s->local_idx);
+        sqlite3_bind_int64(st, 2, (int64_t)batch.seq);
+        sqlite3_bind_blob(st, 3, hash, sizeof hash, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 4, body, (int)blen, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 5, sig, sizeof sig, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        rc = rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "append batch to the log");
+    } else {
+        rc = tsync__err_sqlite(s->db, rc, "append batch to the log");
+    }
+    sqlite3_reset(st);
+    st = NULL;
+    if (rc) goto out;
+    rc = ((st = tsync__prep(s, "UPDATE tsync_sites SET seq=?2, hash=?3 WHERE idx=?1"))
+              ? SQLITE_OK
+              : SQLITE_ERROR);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, s->local_idx);
+        sqlite3_bind_int64(st, 2, (int64_t)batch.seq);
+        sqlite3_bind_blob(st, 3, hash, sizeof hash, SQLITE_STATIC);
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "update vector");
+    } else {
+        rc = tsync__err_sqlite(s->db, rc, "update vector");
+    }
+    sqlite3_reset(st);
+    st = NULL;
+    if (rc) goto out;
+    st = tsync__prep(s, "UPDATE tsync_sites SET sealed_seq=seq WHERE sealed_seq!=seq");
+    rc = st && sqlite3_step(st) == SQLITE_DONE
+             ? 0
+             : tsync__err_sqlite(s->db, SQLITE_ERROR, "update vector");
+    if (st) sqlite3_reset(st);
+    st = NULL;
+    if (rc) goto out;
+    *seq = batch.seq;
+    memcpy(prev, hash, TSYNC__HASH_BYTES);
+
+out:
+    if (st) sqlite3_reset(st);
+    free(body);
+    tsync__arena_free(&cur->a);
+    cur->sd.n = 0;
+    cur->nbt = 0;
+    cur->rows = NULL;
+    cur->nrows = cur->cap = 0;
+    cur->bytes = 0;
+    cur->lo = cur->hi = 0;
+    return rc;
+}
+
+/* Puts a row change that could not be sealed back into tsync_pending (sealing cleared the table),
+ * so it is sealed once the row is made smaller or deleted. */
+static int keep_pending(tsync_store *s, const prow *r)
+{
+    tsync__val kv[TSYNC__MAX_PK_COLS];
+    if (tsync__key_decode(r->key, r->klen, kv, r->t->npk) != 0)
+        return tsync__err(TSYNC_ECORRUPT, "bad pending key in %s", r->t->name);
+    for (int op = 3; op >= 1; op -= 2) {
+        if (op == 3 && !r->seen_delete) continue;
+        sqlite3_stmt *st = tsync__prep(s, "INSERT INTO tsync_pending(tbl,op,mask,wall,k0,k1,k2,k3) "
+                                          "VALUES(?1,?2,?3,?4,?5,?6,?7,?8)");
+        if (!st) return TSYNC_EIO;
+        int ins = op == 1 && (r->seen_insert || r->seen_delete);
+        sqlite3_bind_int(st, 1, r->t->id);
+        sqlite3_bind_int(st, 2, op == 3 ? 3 : ins ? 1 : 2);
+        sqlite3_bind_int64(st, 3, op == 3 ? 0 : ins ? -1 : (int64_t)r->mask);
+        sqlite3_bind_int64(st, 4, r->wall);
+        for (int i = 0; i < r->t->npk; i++) tsync__bind_val(st, 5 + i, &kv[i]);
+        int x = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (x != SQLITE_DONE) return tsync__err_sqlite(s->db, x, "keep a pending change");
+    }
+    return 0;
+}
+
+/* Records (or clears, when note is NULL) why changes stay unsealed, for tillsync status and the
+ * state JSON. Writes only when it changes, so a seal that finds nothing to do writes nothing. */
+static int note_unsealable(tsync_store *s, const char *note)
+{
+    sqlite3_stmt *st = tsync__prep(s, "SELECT v FROM tsync_meta WHERE k='unsealable'");
+    if (!st) return TSYNC_EIO;
+    int same;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        same = note && sqlite3_column_text(st, 0) &&
+               strcmp((const char *)sqlite3_column_text(st, 0), note) == 0;
+    else
+        same = !note;
+    sqlite3_reset(st);
+    if (same) return 0;
+    st = note ? tsync__prep(s, "INSERT OR REPLACE INTO tsync_meta VALUES('unsealable', ?1)")
+              : tsync__prep(s, "DELETE FROM tsync_meta WHERE k='unsealable'");
+    if (!st) return TSYNC_EIO;
+    if (note) sqlite3_bind_text(st, 1, note, -1, SQLITE_TRANSIENT);
+    int x = sqlite3_step(st);
+    sqlite3_reset(st);
+    return x == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, x, "write metadata");
+}
+
 int tsync__seal_locked(tsync_store *s, size_t *nbatches)
 {
     if (nbatches) *nbatches = 0;
     tsync__arena a = {0};
     tsync__rmap map = {0};
     prow *rows = NULL;
-    size_t nrows = 0, rowcap = 0;
+    size_t nrows = 0, rowcap = 0, nsealed = 0, nbat = 0;
     int64_t maxid = 0;
-    sitedict sd = {0};
-    btab *bt = NULL;
-    uint32_t nbt = 0;
-    uint8_t *mbuf = NULL, *body = NULL;
-    size_t mcap = 0, blen = 0;
+    bbuild cur;
+    memset(&cur, 0, sizeof cur);
+    size_t *skip = NULL, nskip = 0; /* rows whose change is over TSYNC_MAX_ROW_BYTES */
+    size_t skip_bytes = 0;
+    uint8_t *mbuf = NULL;
+    size_t mcap = 0;
+    const size_t budget = s->seal_batch_bytes ? s->seal_batch_bytes : TSYNC__SEAL_BATCH_BYTES;
+    const size_t max_rows = s->seal_batch_rows ? s->seal_batch_rows : TSYNC__SEAL_BATCH_ROWS;
     tsync__rowmeta meta;
     memset(&meta, 0, sizeof meta);
     sqlite3_stmt *st = NULL;
-    char err[TSYNC__ERRLEN];
     int rc = ((st = tsync__prep(s, "SELECT id, tbl, op, mask, wall, k0, k1, k2, k3 FROM "
                                    "tsync_pending ORDER BY id"))
                   ? SQLITE_OK
@@ -217,207 +424,6 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     qsort(rows, nrows, sizeof *rows, prow_cmp);
     tsync__hlc last;
     if ((rc = tsync__hlc_load(s, &last))) goto out;
-    tsync__brow *brows = tsync__arena_alloc(&a, nrows * sizeof *brows);
-    if (!brows) {
-        rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-        goto out;
-    }
-    uint32_t dummy;
-    if ((rc = sitedict_idx(s, &sd, s->local_idx, &dummy))) goto out; /* sites[0] = origin */
-    tsync__hlc hlc_lo = 0, hlc_hi = 0;
-
-    for (size_t ri = 0; ri < nrows; ri++) {
-        prow *r = &rows[ri];
-        tsync__table *t = r->t;
-        tsync__brow *b = &brows[ri];
-        memset(b, 0, sizeof *b);
-        /* batch table entry */
-        uint32_t ti = 0;
-        for (; ti < nbt; ti++)
-            if (bt[ti].t == t) break;
-        if (ti == nbt) {
-            btab *nb = realloc(bt, (nbt + 1) * sizeof *nb);
-            if (!nb) {
-                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-                goto out;
-            }
-            bt = nb;
-            bt[nbt].t = t;
-            int o = 0;
-            for (int i = 0; i < t->npk; i++) bt[nbt].ord2b[t->pk[i]] = o++;
-            for (int c = 0; c < t->ncols; c++)
-                if (!t->is_pk[c]) bt[nbt].ord2b[c] = o++;
-            nbt++;
-        }
-        b->table = ti;
-        if (tsync__key_decode(r->key, r->klen, b->pk, t->npk) != 0) {
-            rc = tsync__err(TSYNC_ECORRUPT, "bad pending key in %s", t->name);
-            goto out;
-        }
-        tsync__hlc h = tsync__hlc_next(last, r->wall > 0 ? (uint64_t)r->wall : 0);
-        last = h;
-        if (!hlc_lo) hlc_lo = h;
-        hlc_hi = h;
-        b->hlc = h;
-
-        tsync__rowmeta_clear(&meta);
-        int had_meta;
-        if ((rc = load_meta(s, t, r->key, r->klen, &meta, &had_meta))) goto out;
-
-        /* Current values: the row, or for a deleted row the values its delete trigger kept. */
-        tsync__val vals[TSYNC__MAX_COLS];
-        int have_vals = 0, exists = 0;
-        if ((rc = bind_key(t->get_row, t, r->key, r->klen))) goto out;
-        int sr = sqlite3_step(t->get_row);
-        sqlite3_stmt *src = t->get_row;
-        if (sr == SQLITE_ROW) {
-            exists = 1;
-        } else {
-            sqlite3_reset(t->get_row);
-            if ((rc = bind_key(t->get_tomb, t, r->key, r->klen))) goto out;
-            sr = sqlite3_step(t->get_tomb);
-            src = t->get_tomb;
-        }
-        if (sr == SQLITE_ROW) {
-            have_vals = 1;
-            for (int c = 0; c < t->ncols; c++) {
-                tsync__col_val(src, c, &vals[c]);
-                if ((rc = copy_val(&a, &vals[c]))) goto out;
-            }
-        } else if (sr != SQLITE_DONE) {
-            rc = tsync__err_sqlite(s->db, sr, "read row");
-            goto out;
-        }
-        sqlite3_reset(src);
-
-        if (r->seen_delete || !exists) {
-            b->flags |= TSYNC__ROW_DEL;
-            b->rmv = tsync__arena_alloc(&a, (meta.nexist + 1) * sizeof *b->rmv);
-            if (!b->rmv) {
-                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-                goto out;
-            }
-            size_t ne = meta.nexist;
-            for (size_t i = 0; i < ne; i++) {
-                tsync__exist e = meta.exist[i];
-                if (!e.add || e.rmv >= e.add) continue;
-                uint32_t bi;
-                if ((rc = sitedict_idx(s, &sd, e.site, &bi))) goto out;
-                b->rmv[b->nrmv++] = (tsync__brmv){bi, e.add};
-                if ((rc = tsync__rowmeta_exist_merge(&meta, e.site, 0, e.add))) goto out;
-            }
-        }
-        if (exists) {
-            b->flags |= TSYNC__ROW_ADD;
-            if ((rc = tsync__rowmeta_exist_merge(&meta, s->local_idx, h, 0))) goto out;
-        }
-        if (have_vals) {
-            b->cols = tsync__arena_alloc(&a, (size_t)t->ncols * sizeof *b->cols);
-            b->ctrs = tsync__arena_alloc(&a, (size_t)t->ncols * sizeof *b->ctrs);
-            if (!b->cols || !b->ctrs) {
-                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-                goto out;
-            }
-            for (int c = 0; c < t->ncols; c++) {
-                if (t->is_pk[c]) continue;
-                if (t->is_counter[c]) {
-                    int64_t cur = vals[c].type == TSYNC__V_INT    ? vals[c].i
-                                  : vals[c].type == TSYNC__V_REAL ? (int64_t)vals[c].r
-                                                                  : 0;
-                    int64_t delta =
-                        (int64_t)((uint64_t)cur - (uint64_t)tsync__rowmeta_ctr_value(&meta, c));
-                    if (delta == 0) continue;
-                    if ((rc = tsync__rowmeta_ctr_add(&meta, c, s->local_idx, delta))) goto out;
-                    const tsync__ctrset *cs = tsync__rowmeta_ctr(&meta, c);
-                    for (size_t j = 0; cs && j < cs->n; j++)
-                        if (cs->v[j].site == s->local_idx)
-                            b->ctrs[b->nctrs++] =
-                                (tsync__bctr){(uint32_t)bt[ti].ord2b[c], cs->v[j].p, cs->v[j].n};
-                    continue;
-                }
-                if (!(r->mask & (1ULL << c))) continue;
-                tsync__bcol *bc = &b->cols[b->ncols++];
-                bc->col = (uint32_t)bt[ti].ord2b[c];
-                bc->val = vals[c];
-                bc->old_hlc = meta.col[c].hlc;
-                bc->old_site = 0;
-                if (bc->old_hlc && (rc = sitedict_idx(s, &sd, meta.col[c].site, &bc->old_site)))
-                    goto out;
-                meta.col[c] = (tsync__colclk){h, s->local_idx};
-            }
-        }
-        if ((rc = tsync__put_meta(s, t, r->key, r->klen, &meta, &mbuf, &mcap, had_meta))) goto out;
-        /* A tombstone exists only for a row with clocks, or one deleted in this window. */
-        if (exists && (r->seen_delete || (r->seen_insert && had_meta))) {
-            if ((rc = bind_key(t->del_tomb, t, r->key, r->klen))) goto out;
-            sr = sqlite3_step(t->del_tomb);
-            sqlite3_reset(t->del_tomb);
-            if (sr != SQLITE_DONE) {
-                rc = tsync__err_sqlite(s->db, sr, "clear tombstone");
-                goto out;
-            }
-        }
-    }
-
-    /* Dependencies: the vector entries that changed since this site's previous batch. */
-    tsync__bdep *deps = NULL;
-    uint32_t ndeps = 0, depcap = 0;
-    rc = ((st = tsync__prep(s, "SELECT idx, seq FROM tsync_sites WHERE seq != sealed_seq AND "
-                               "idx != ?1"))
-              ? SQLITE_OK
-              : SQLITE_ERROR);
-    if (rc != SQLITE_OK) {
-        rc = tsync__err_sqlite(s->db, rc, "read vector");
-        goto out;
-    }
-    rc = 0;
-    sqlite3_bind_int64(st, 1, s->local_idx);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        if (ndeps == depcap) {
-            depcap = depcap ? depcap * 2 : 8;
-            tsync__bdep *nd = tsync__arena_alloc(&a, depcap * sizeof *nd);
-            if (!nd) {
-                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-                break;
-            }
-            if (ndeps) memcpy(nd, deps, ndeps * sizeof *nd);
-            deps = nd;
-        }
-        uint32_t bi;
-        if ((rc = sitedict_idx(s, &sd, (uint32_t)sqlite3_column_int64(st, 0), &bi))) break;
-        deps[ndeps++] = (tsync__bdep){bi, (uint64_t)sqlite3_column_int64(st, 1)};
-    }
-    sqlite3_reset(st);
-    st = NULL;
-    if (rc) goto out;
-
-    tsync__btable *btabs = tsync__arena_alloc(&a, (nbt ? nbt : 1) * sizeof *btabs);
-    if (!btabs) {
-        rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-        goto out;
-    }
-    for (uint32_t i = 0; i < nbt; i++) {
-        tsync__table *t = bt[i].t;
-        tsync__btable *x = &btabs[i];
-        x->name = t->name;
-        x->name_len = (uint32_t)strlen(t->name);
-        x->ncols = (uint32_t)t->ncols;
-        x->npk = (uint32_t)t->npk;
-        x->cols = tsync__arena_alloc(&a, (size_t)t->ncols * sizeof *x->cols);
-        x->col_len = tsync__arena_alloc(&a, (size_t)t->ncols * sizeof *x->col_len);
-        x->counters = tsync__arena_alloc(&a, (size_t)t->ncols * sizeof *x->counters);
-        if (!x->cols || !x->col_len || !x->counters) {
-            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-            goto out;
-        }
-        for (int c = 0; c < t->ncols; c++) {
-            int b = bt[i].ord2b[c];
-            x->cols[b] = t->cols[c];
-            x->col_len[b] = (uint32_t)strlen(t->cols[c]);
-            if (t->is_counter[c]) x->counters[x->ncounters++] = (uint32_t)b;
-        }
-    }
-
     uint64_t seq = 0;
     uint8_t prev[TSYNC__HASH_BYTES] = {0};
     rc = ((st = tsync__prep(s, "SELECT seq, hash FROM tsync_sites WHERE idx=?1")) ? SQLITE_OK
@@ -436,74 +442,214 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     sqlite3_reset(st);
     st = NULL;
 
-    tsync__batch batch = {0};
-    batch.format = TSYNC__BATCH_FORMAT;
-    memcpy(batch.origin, s->site, TSYNC__SITE_BYTES);
-    batch.seq = seq + 1;
-    batch.hlc_lo = hlc_lo;
-    batch.hlc_hi = hlc_hi;
-    batch.nsites = sd.n;
-    batch.sites = (const uint8_t(*)[TSYNC__SITE_BYTES])sd.ids;
-    batch.ndeps = ndeps;
-    batch.deps = deps;
-    batch.ntables = nbt;
-    batch.tables = btabs;
-    batch.nrows = (uint32_t)nrows;
-    batch.rows = brows;
-    if ((rc = tsync__batch_encode(&batch, &body, &blen, err))) {
-        rc = tsync__err(rc, "sealing: %s", err);
-        goto out;
-    }
-    uint8_t hash[TSYNC__HASH_BYTES], sig[TSYNC__SIG_BYTES];
-    tsync__batch_hash(prev, body, blen, hash);
-    tsync__batch_sign(s->sk, s->site, batch.seq, hash, sig);
+    for (size_t ri = 0; ri < nrows; ri++) {
+        prow *r = &rows[ri];
+        tsync__table *t = r->t;
 
-    rc = ((st = tsync__prep(s, "INSERT INTO tsync_log(site, seq, hash, body, sig) "
-                               "VALUES(?1, ?2, ?3, ?4, ?5)"))
-              ? SQLITE_OK
-              : SQLITE_ERROR);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, s->local_idx);
-        sqlite3_bind_int64(st, 2, (int64_t)batch.seq);
-        sqlite3_bind_blob(st, 3, hash, sizeof hash, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 4, body, (int)blen, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 5, sig, sizeof sig, SQLITE_STATIC);
-        rc = sqlite3_step(st);
-        rc = rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "append batch to the log");
-    } else {
-        rc = tsync__err_sqlite(s->db, rc, "append batch to the log");
+        /* Current values: the row, or for a deleted row the values its delete trigger kept. They
+         * are read first: their size decides whether this row change still fits the batch. */
+        int have_vals = 0, exists = 0;
+        if ((rc = bind_key(t->get_row, t, r->key, r->klen))) goto out;
+        int sr = sqlite3_step(t->get_row);
+        sqlite3_stmt *src = t->get_row;
+        if (sr == SQLITE_ROW) {
+            exists = 1;
+        } else {
+            sqlite3_reset(t->get_row);
+            if ((rc = bind_key(t->get_tomb, t, r->key, r->klen))) goto out;
+            sr = sqlite3_step(t->get_tomb);
+            src = t->get_tomb;
+        }
+        if (sr != SQLITE_ROW && sr != SQLITE_DONE) {
+            rc = tsync__err_sqlite(s->db, sr, "read row");
+            sqlite3_reset(src);
+            goto out;
+        }
+        have_vals = sr == SQLITE_ROW;
+        /* What the change carries: the key and the values of the columns it names. Text and blob
+         * bytes are what TSYNC_MAX_ROW_BYTES limits (the capture trigger sums the same lengths);
+         * the rest is encoding overhead, a few bytes per value. */
+        size_t vbytes = 0, nvals = 0;
+        for (int c = 0; have_vals && c < t->ncols; c++) {
+            if (!t->is_pk[c] && !t->is_counter[c] && !(r->mask & (1ULL << c))) continue;
+            int ty = sqlite3_column_type(src, c);
+            if (ty == SQLITE_TEXT || ty == SQLITE_BLOB)
+                vbytes += (size_t)sqlite3_column_bytes(src, c);
+            nvals++;
+        }
+        if (vbytes > TSYNC_MAX_ROW_BYTES) {
+            /* Only a write captured before the capture trigger checked the size gets here (the
+             * trigger refuses such writes since). It cannot travel: an existing row stays
+             * pending, reported, and does not hold back the changes sealed around it; a deleted
+             * one is sealed as a delete without the values it no longer shows. */
+            if (exists) {
+                sqlite3_reset(src);
+                size_t *ns = realloc(skip, (nskip + 1) * sizeof *ns);
+                if (!ns) {
+                    rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+                    goto out;
+                }
+                skip = ns;
+                if (!nskip) skip_bytes = vbytes;
+                skip[nskip++] = ri;
+                continue;
+            }
+            have_vals = 0;
+            vbytes = nvals = 0;
+        }
+        size_t est = 64 + r->klen + vbytes + 16 * nvals;
+        /* Close the batch before this change would take it past a budget. A transaction is not a
+         * unit of sync, so one transaction may span several batches; each is signed and chained
+         * like any other, and clocks keep rising across them. */
+        if (cur.nrows && (cur.bytes + est > budget || cur.nrows >= max_rows)) {
+            if ((rc = seal_flush(s, &cur, &seq, prev))) {
+                sqlite3_reset(src);
+                goto out;
+            }
+            nbat++;
+        }
+        if (!cur.rows) {
+            size_t left = nrows - ri;
+            cur.cap = (uint32_t)(left < max_rows ? left : max_rows);
+            cur.rows = tsync__arena_alloc(&cur.a, cur.cap * sizeof *cur.rows);
+            uint32_t dummy;
+            if (!cur.rows)
+                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            else
+                rc = sitedict_idx(s, &cur.sd, s->local_idx, &dummy); /* sites[0] = origin */
+            if (rc) {
+                sqlite3_reset(src);
+                goto out;
+            }
+        }
+        tsync__val vals[TSYNC__MAX_COLS];
+        for (int c = 0; have_vals && c < t->ncols; c++) {
+            tsync__col_val(src, c, &vals[c]);
+            if ((rc = copy_val(&cur.a, &vals[c]))) {
+                sqlite3_reset(src);
+                goto out;
+            }
+        }
+        sqlite3_reset(src);
+
+        tsync__brow *b = &cur.rows[cur.nrows++];
+        memset(b, 0, sizeof *b);
+        /* batch table entry */
+        uint32_t ti = 0;
+        for (; ti < cur.nbt; ti++)
+            if (cur.bt[ti].t == t) break;
+        if (ti == cur.nbt) {
+            btab *nb = realloc(cur.bt, (cur.nbt + 1) * sizeof *nb);
+            if (!nb) {
+                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+                goto out;
+            }
+            cur.bt = nb;
+            cur.bt[cur.nbt].t = t;
+            int o = 0;
+            for (int i = 0; i < t->npk; i++) cur.bt[cur.nbt].ord2b[t->pk[i]] = o++;
+            for (int c = 0; c < t->ncols; c++)
+                if (!t->is_pk[c]) cur.bt[cur.nbt].ord2b[c] = o++;
+            cur.nbt++;
+        }
+        b->table = ti;
+        if (tsync__key_decode(r->key, r->klen, b->pk, t->npk) != 0) {
+            rc = tsync__err(TSYNC_ECORRUPT, "bad pending key in %s", t->name);
+            goto out;
+        }
+        tsync__hlc h = tsync__hlc_next(last, r->wall > 0 ? (uint64_t)r->wall : 0);
+        last = h;
+        if (!cur.lo) cur.lo = h;
+        cur.hi = h;
+        b->hlc = h;
+
+        tsync__rowmeta_clear(&meta);
+        int had_meta;
+        if ((rc = load_meta(s, t, r->key, r->klen, &meta, &had_meta))) goto out;
+
+        if (r->seen_delete || !exists) {
+            b->flags |= TSYNC__ROW_DEL;
+            b->rmv = tsync__arena_alloc(&cur.a, (meta.nexist + 1) * sizeof *b->rmv);
+            if (!b->rmv) {
+                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+                goto out;
+            }
+            size_t ne = meta.nexist;
+            for (size_t i = 0; i < ne; i++) {
+                tsync__exist e = meta.exist[i];
+                if (!e.add || e.rmv >= e.add) continue;
+                uint32_t bi;
+                if ((rc = sitedict_idx(s, &cur.sd, e.site, &bi))) goto out;
+                b->rmv[b->nrmv++] = (tsync__brmv){bi, e.add};
+                if ((rc = tsync__rowmeta_exist_merge(&meta, e.site, 0, e.add))) goto out;
+            }
+        }
+        if (exists) {
+            b->flags |= TSYNC__ROW_ADD;
+            if ((rc = tsync__rowmeta_exist_merge(&meta, s->local_idx, h, 0))) goto out;
+        }
+        if (have_vals) {
+            b->cols = tsync__arena_alloc(&cur.a, (size_t)t->ncols * sizeof *b->cols);
+            b->ctrs = tsync__arena_alloc(&cur.a, (size_t)t->ncols * sizeof *b->ctrs);
+            if (!b->cols || !b->ctrs) {
+                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+                goto out;
+            }
+            for (int c = 0; c < t->ncols; c++) {
+                if (t->is_pk[c]) continue;
+                if (t->is_counter[c]) {
+                    int64_t cur_v = vals[c].type == TSYNC__V_INT    ? vals[c].i
+                                    : vals[c].type == TSYNC__V_REAL ? (int64_t)vals[c].r
+                                                                    : 0;
+                    int64_t delta =
+                        (int64_t)((uint64_t)cur_v - (uint64_t)tsync__rowmeta_ctr_value(&meta, c));
+                    if (delta == 0) continue;
+                    if ((rc = tsync__rowmeta_ctr_add(&meta, c, s->local_idx, delta))) goto out;
+                    const tsync__ctrset *cs = tsync__rowmeta_ctr(&meta, c);
+                    for (size_t j = 0; cs && j < cs->n; j++)
+                        if (cs->v[j].site == s->local_idx)
+                            b->ctrs[b->nctrs++] = (tsync__bctr){(uint32_t)cur.bt[ti].ord2b[c],
+                                                                cs->v[j].p, cs->v[j].n};
+                    continue;
+                }
+                if (!(r->mask & (1ULL << c))) continue;
+                tsync__bcol *bc = &b->cols[b->ncols++];
+                bc->col = (uint32_t)cur.bt[ti].ord2b[c];
+                bc->val = vals[c];
+                bc->old_hlc = meta.col[c].hlc;
+                bc->old_site = 0;
+                if (bc->old_hlc && (rc = sitedict_idx(s, &cur.sd, meta.col[c].site, &bc->old_site)))
+                    goto out;
+                meta.col[c] = (tsync__colclk){h, s->local_idx};
+            }
+        }
+        cur.bytes += est + 24 * (size_t)b->nrmv;
+        if ((rc = tsync__put_meta(s, t, r->key, r->klen, &meta, &mbuf, &mcap, had_meta))) goto out;
+        /* A tombstone exists only for a row with clocks, or one deleted in this window. */
+        if (exists && (r->seen_delete || (r->seen_insert && had_meta))) {
+            if ((rc = bind_key(t->del_tomb, t, r->key, r->klen))) goto out;
+            sr = sqlite3_step(t->del_tomb);
+            sqlite3_reset(t->del_tomb);
+            if (sr != SQLITE_DONE) {
+                rc = tsync__err_sqlite(s->db, sr, "clear tombstone");
+                goto out;
+            }
+        }
+        nsealed++;
     }
-    sqlite3_reset(st);
-    st = NULL;
-    if (rc) goto out;
-    rc = ((st = tsync__prep(s, "UPDATE tsync_sites SET seq=?2, hash=?3 WHERE idx=?1"))
-              ? SQLITE_OK
-              : SQLITE_ERROR);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, s->local_idx);
-        sqlite3_bind_int64(st, 2, (int64_t)batch.seq);
-        sqlite3_bind_blob(st, 3, hash, sizeof hash, SQLITE_STATIC);
-        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "update vector");
-    } else {
-        rc = tsync__err_sqlite(s->db, rc, "update vector");
+    if (cur.nrows) {
+        if ((rc = seal_flush(s, &cur, &seq, prev))) goto out;
+        nbat++;
     }
-    sqlite3_reset(st);
-    st = NULL;
-    if (rc) goto out;
-    st = tsync__prep(s, "UPDATE tsync_sites SET sealed_seq=seq WHERE sealed_seq!=seq");
-    rc = st && sqlite3_step(st) == SQLITE_DONE
-             ? 0
-             : tsync__err_sqlite(s->db, SQLITE_ERROR, "update vector");
-    if (st) sqlite3_reset(st);
-    st = NULL;
-    if (rc) goto out;
-    if ((rc = tsync__hlc_store(s, last))) goto out;
-    if (nbatches) *nbatches = 1;
+    if (nbat && (rc = tsync__hlc_store(s, last))) goto out;
+    if (nbatches) *nbatches = nbat;
 
 out:
-    if (rc == 0 && maxid > 0) {
+    if (rc == 0 && maxid > 0 && (nsealed || !nskip)) {
         /* Under BEGIN IMMEDIATE nobody else has written since we read, so every pending row
-         * is sealed: an unconditional DELETE lets SQLite clear the table in one step. */
+         * is sealed: an unconditional DELETE lets SQLite clear the table in one step. The row
+         * changes that could not be sealed go back. (When every change read was one of those,
+         * nothing is written at all: sealing again finds the same.) */
         sqlite3_stmt *del = tsync__prep(s, "DELETE FROM tsync_pending");
         if (!del) {
             rc = TSYNC_EIO;
@@ -512,17 +658,31 @@ out:
                 rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "clear pending changes");
             sqlite3_reset(del);
         }
+        for (size_t i = 0; rc == 0 && i < nskip; i++) rc = keep_pending(s, &rows[skip[i]]);
+    }
+    if (rc == 0 && maxid > 0) {
+        char note[640];
+        if (nskip)
+            snprintf(note, sizeof note,
+                     "%zu row change%s over the per-row limit of %u bytes (the first in table "
+                     "%s, %zu bytes) cannot be sent and stay%s on this till; make %s smaller or "
+                     "delete %s",
+                     nskip, nskip == 1 ? "" : "s", (unsigned)TSYNC_MAX_ROW_BYTES,
+                     rows[skip[0]].t->name, skip_bytes, nskip == 1 ? "s" : "",
+                     nskip == 1 ? "the row" : "the rows", nskip == 1 ? "it" : "them");
+        rc = note_unsealable(s, nskip ? note : NULL);
     }
     if (st) sqlite3_reset(st);
     tsync__rowmeta_clear(&meta);
     tsync__rmap_free(&map);
     tsync__arena_free(&a);
+    tsync__arena_free(&cur.a);
     free(rows);
-    free(bt);
-    free(sd.local);
-    free(sd.ids);
+    free(cur.bt);
+    free(cur.sd.local);
+    free(cur.sd.ids);
+    free(skip);
     free(mbuf);
-    free(body);
     return rc;
 }
 

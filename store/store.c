@@ -317,6 +317,7 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
         }
     }
     if (rc == 0) rc = tsync__tables_refresh(s);
+    if (rc == 0) rc = tsync__capture_upgrade(s);
     if (rc != 0) {
         tsync_store_free(s);
         return rc;
