@@ -1,10 +1,15 @@
 /*
- * store/seal.c — sealing: turning committed pending changes into one signed, hash-chained batch.
+ * store/seal.c — sealing: turning committed pending changes into signed, hash-chained batches.
  *
  * Design notes
  * - Runs under BEGIN IMMEDIATE, so it sees only committed transactions and no other writer runs
- *   meanwhile; a batch therefore holds whole transactions, and two processes sealing at once
- *   serialise instead of forking.
+ *   meanwhile, and two processes sealing at once serialise instead of forking.
+ * - A transaction is not a unit of sync: what one seal finds is cut into as many batches as the
+ *   budgets need (TSYNC__SEAL_BATCH_BYTES, TSYNC__SEAL_BATCH_ROWS), each signed and chained like
+ *   any other, all in the one transaction. A row change is never split; the capture triggers keep
+ *   every row under TSYNC_MAX_ROW_BYTES, so one always fits a batch. A change over it (captured by
+ *   an older build) is set aside in tsync_unsealable and reported instead of failing every later
+ *   seal; it is folded back in when the row changes again.
  * - Pending changes are folded per row in memory first: a row updated a thousand times before
  *   sealing becomes one row change carrying the final values (the superseded ones could never win).
  * - Values are read from the table at sealing time. That is correct because merge always seals
@@ -292,17 +297,17 @@ out:
     return rc;
 }
 
-/* Puts a row change that could not be sealed back into tsync_pending (sealing cleared the table),
- * so it is sealed once the row is made smaller or deleted. */
-static int keep_pending(tsync_store *s, const prow *r)
+/* Sets aside a row change that cannot be sealed (over TSYNC_MAX_ROW_BYTES) in tsync_unsealable,
+ * in the form of its pending rows, so it is folded back in when the row changes again. */
+static int set_aside(tsync_store *s, const prow *r, size_t bytes)
 {
     tsync__val kv[TSYNC__MAX_PK_COLS];
     if (tsync__key_decode(r->key, r->klen, kv, r->t->npk) != 0)
         return tsync__err(TSYNC_ECORRUPT, "bad pending key in %s", r->t->name);
     for (int op = 3; op >= 1; op -= 2) {
         if (op == 3 && !r->seen_delete) continue;
-        sqlite3_stmt *st = tsync__prep(s, "INSERT INTO tsync_pending(tbl,op,mask,wall,k0,k1,k2,k3) "
-                                          "VALUES(?1,?2,?3,?4,?5,?6,?7,?8)");
+        sqlite3_stmt *st = tsync__prep(s, "INSERT INTO tsync_unsealable(tbl,op,mask,wall,k0,k1,k2,"
+                                          "k3,bytes) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)");
         if (!st) return TSYNC_EIO;
         int ins = op == 1 && (r->seen_insert || r->seen_delete);
         sqlite3_bind_int(st, 1, r->t->id);
@@ -310,34 +315,97 @@ static int keep_pending(tsync_store *s, const prow *r)
         sqlite3_bind_int64(st, 3, op == 3 ? 0 : ins ? -1 : (int64_t)r->mask);
         sqlite3_bind_int64(st, 4, r->wall);
         for (int i = 0; i < r->t->npk; i++) tsync__bind_val(st, 5 + i, &kv[i]);
+        sqlite3_bind_int64(st, 9, (int64_t)bytes);
         int x = sqlite3_step(st);
         sqlite3_reset(st);
-        if (x != SQLITE_DONE) return tsync__err_sqlite(s->db, x, "keep a pending change");
+        if (x != SQLITE_DONE) return tsync__err_sqlite(s->db, x, "set aside an oversize change");
     }
     return 0;
 }
 
-/* Records (or clears, when note is NULL) why changes stay unsealed, for tillsync status and the
- * state JSON. Writes only when it changes, so a seal that finds nothing to do writes nothing. */
-static int note_unsealable(tsync_store *s, const char *note)
+/* Folds the set-aside changes of rows that changed again (they are in the map) back in, and drops
+ * them from tsync_unsealable: sealed now, or set aside again if the row is still too large. */
+static int fold_set_aside(tsync_store *s, tsync__rmap *map, tsync__arena *a, prow *rows)
 {
-    sqlite3_stmt *st = tsync__prep(s, "SELECT v FROM tsync_meta WHERE k='unsealable'");
+    sqlite3_stmt *st = tsync__prep(s, "SELECT id, tbl, op, mask, wall, k0, k1, k2, k3 FROM "
+                                      "tsync_unsealable ORDER BY id");
     if (!st) return TSYNC_EIO;
-    int same;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        same = note && sqlite3_column_text(st, 0) &&
-               strcmp((const char *)sqlite3_column_text(st, 0), note) == 0;
-    else
-        same = !note;
+    int64_t *ids = NULL;
+    size_t nids = 0;
+    int rc = 0, step;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        int tid = sqlite3_column_int(st, 1);
+        tsync__table *t = NULL;
+        for (int i = 0; i < s->ntables; i++)
+            if (s->tables[i].id == tid) t = &s->tables[i];
+        if (!t) continue;
+        tsync__val kv[TSYNC__MAX_PK_COLS];
+        for (int i = 0; i < t->npk; i++) tsync__col_val(st, 5 + i, &kv[i]);
+        size_t klen = tsync__key_size(kv, t->npk);
+        uint8_t *k = malloc(klen ? klen : 1);
+        if (!k) {
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            break;
+        }
+        tsync__key_encode(kv, t->npk, k);
+        tsync__rmap_ent *e = tsync__rmap_get(map, a, tid, k, klen, 0);
+        free(k);
+        if (!e || !e->val) continue; /* the row did not change: it stays set aside */
+        prow *r = &rows[(uintptr_t)e->val - 1];
+        int op = sqlite3_column_int(st, 2);
+        int64_t wall = sqlite3_column_int64(st, 4);
+        if (wall > r->wall) r->wall = wall;
+        if (op == 1)
+            r->seen_insert = 1, r->mask = ~0ULL;
+        else if (op == 2)
+            r->mask |= (uint64_t)sqlite3_column_int64(st, 3);
+        else if (op == 3)
+            r->seen_delete = 1;
+        int64_t *ni = realloc(ids, (nids + 1) * sizeof *ni);
+        if (!ni) {
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            break;
+        }
+        ids = ni;
+        ids[nids++] = sqlite3_column_int64(st, 0);
+    }
+    if (rc == 0 && step != SQLITE_DONE && step != SQLITE_ROW)
+        rc = tsync__err_sqlite(s->db, step, "read set-aside changes");
     sqlite3_reset(st);
-    if (same) return 0;
-    st = note ? tsync__prep(s, "INSERT OR REPLACE INTO tsync_meta VALUES('unsealable', ?1)")
-              : tsync__prep(s, "DELETE FROM tsync_meta WHERE k='unsealable'");
+    for (size_t i = 0; rc == 0 && i < nids; i++) {
+        if (!(st = tsync__prep(s, "DELETE FROM tsync_unsealable WHERE id=?1"))) {
+            rc = TSYNC_EIO;
+            break;
+        }
+        sqlite3_bind_int64(st, 1, ids[i]);
+        int x = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (x != SQLITE_DONE) rc = tsync__err_sqlite(s->db, x, "read set-aside changes");
+    }
+    free(ids);
+    return rc;
+}
+
+int tsync__unsealable_note(tsync_store *s, char *buf, size_t n)
+{
+    sqlite3_stmt *st = tsync__prep(s, "SELECT count(DISTINCT tbl || ':' || quote(k0) || quote(k1) "
+                                      "|| quote(k2) || quote(k3)), max(bytes), (SELECT name FROM "
+                                      "tsync_tables t WHERE t.id = u.tbl) FROM tsync_unsealable u");
     if (!st) return TSYNC_EIO;
-    if (note) sqlite3_bind_text(st, 1, note, -1, SQLITE_TRANSIENT);
-    int x = sqlite3_step(st);
+    int rc = 0;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0) {
+        int64_t rows = sqlite3_column_int64(st, 0);
+        const char *table = (const char *)sqlite3_column_text(st, 2);
+        snprintf(buf, n,
+                 "%lld row%s over the per-row limit of %u bytes (the largest in table %s, %lld "
+                 "bytes) cannot be sent and stay%s on this till; make %s smaller or delete %s",
+                 (long long)rows, rows == 1 ? "" : "s", (unsigned)TSYNC_MAX_ROW_BYTES,
+                 table ? table : "?", (long long)sqlite3_column_int64(st, 1), rows == 1 ? "s" : "",
+                 rows == 1 ? "it" : "them", rows == 1 ? "it" : "them");
+        rc = 1;
+    }
     sqlite3_reset(st);
-    return x == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, x, "write metadata");
+    return rc;
 }
 
 int tsync__seal_locked(tsync_store *s, size_t *nbatches)
@@ -346,12 +414,10 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     tsync__arena a = {0};
     tsync__rmap map = {0};
     prow *rows = NULL;
-    size_t nrows = 0, rowcap = 0, nsealed = 0, nbat = 0;
+    size_t nrows = 0, rowcap = 0, nbat = 0;
     int64_t maxid = 0;
     bbuild cur;
     memset(&cur, 0, sizeof cur);
-    size_t *skip = NULL, nskip = 0; /* rows whose change is over TSYNC_MAX_ROW_BYTES */
-    size_t skip_bytes = 0;
     uint8_t *mbuf = NULL;
     size_t mcap = 0;
     const size_t budget = s->seal_batch_bytes ? s->seal_batch_bytes : TSYNC__SEAL_BATCH_BYTES;
@@ -418,6 +484,7 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
         rc = tsync__err_sqlite(s->db, step, "read pending changes");
     sqlite3_reset(st);
     st = NULL;
+    if (rc == 0 && nrows) rc = fold_set_aside(s, &map, &a, rows);
     if (rc || nrows == 0) goto out;
 
     /* Key order: clock rows and lookups then walk each b-tree forward (see tsync__key_cmp). */
@@ -479,19 +546,12 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
         }
         if (vbytes > TSYNC_MAX_ROW_BYTES) {
             /* Only a write captured before the capture trigger checked the size gets here (the
-             * trigger refuses such writes since). It cannot travel: an existing row stays
-             * pending, reported, and does not hold back the changes sealed around it; a deleted
-             * one is sealed as a delete without the values it no longer shows. */
+             * trigger refuses such writes since). It cannot travel: an existing row's change is
+             * set aside, reported, and does not hold back the changes sealed around it; a deleted
+             * row's is sealed as a delete without the values it no longer shows. */
             if (exists) {
                 sqlite3_reset(src);
-                size_t *ns = realloc(skip, (nskip + 1) * sizeof *ns);
-                if (!ns) {
-                    rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-                    goto out;
-                }
-                skip = ns;
-                if (!nskip) skip_bytes = vbytes;
-                skip[nskip++] = ri;
+                if ((rc = set_aside(s, r, vbytes))) goto out;
                 continue;
             }
             have_vals = 0;
@@ -635,7 +695,6 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
                 goto out;
             }
         }
-        nsealed++;
     }
     if (cur.nrows) {
         if ((rc = seal_flush(s, &cur, &seq, prev))) goto out;
@@ -645,11 +704,10 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     if (nbatches) *nbatches = nbat;
 
 out:
-    if (rc == 0 && maxid > 0 && (nsealed || !nskip)) {
+    if (rc == 0 && maxid > 0) {
         /* Under BEGIN IMMEDIATE nobody else has written since we read, so every pending row
-         * is sealed: an unconditional DELETE lets SQLite clear the table in one step. The row
-         * changes that could not be sealed go back. (When every change read was one of those,
-         * nothing is written at all: sealing again finds the same.) */
+         * is sealed (or set aside): an unconditional DELETE lets SQLite clear the table in one
+         * step. */
         sqlite3_stmt *del = tsync__prep(s, "DELETE FROM tsync_pending");
         if (!del) {
             rc = TSYNC_EIO;
@@ -658,19 +716,6 @@ out:
                 rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "clear pending changes");
             sqlite3_reset(del);
         }
-        for (size_t i = 0; rc == 0 && i < nskip; i++) rc = keep_pending(s, &rows[skip[i]]);
-    }
-    if (rc == 0 && maxid > 0) {
-        char note[640];
-        if (nskip)
-            snprintf(note, sizeof note,
-                     "%zu row change%s over the per-row limit of %u bytes (the first in table "
-                     "%s, %zu bytes) cannot be sent and stay%s on this till; make %s smaller or "
-                     "delete %s",
-                     nskip, nskip == 1 ? "" : "s", (unsigned)TSYNC_MAX_ROW_BYTES,
-                     rows[skip[0]].t->name, skip_bytes, nskip == 1 ? "s" : "",
-                     nskip == 1 ? "the row" : "the rows", nskip == 1 ? "it" : "them");
-        rc = note_unsealable(s, nskip ? note : NULL);
     }
     if (st) sqlite3_reset(st);
     tsync__rowmeta_clear(&meta);
@@ -681,7 +726,6 @@ out:
     free(cur.bt);
     free(cur.sd.local);
     free(cur.sd.ids);
-    free(skip);
     free(mbuf);
     return rc;
 }

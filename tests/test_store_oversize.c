@@ -5,8 +5,8 @@
  * after it seal and sync. A single row over TSYNC_MAX_ROW_BYTES is refused by the capture trigger
  * at write time, with nothing committed; a row at the limit is sealed and travels; `replicate`
  * refuses a table holding such a row. Databases of older builds: their capture triggers are
- * replaced at open, and an oversize change they already captured stays pending, reported, without
- * holding back the sales around it, until the row is deleted.
+ * replaced at open, and an oversize change they already captured is set aside, reported, without
+ * holding back the sales around it (or backups), until the row is made smaller or deleted.
  */
 #include <criterion/criterion.h>
 #include <sqlite3.h>
@@ -17,6 +17,7 @@
 #include "store/internal.h"
 #include "store/sync.h"
 #include "tests/helpers.h"
+#include "tillsync/backup.h"
 
 TestSuite(store_oversize, .fini = th_cleanup);
 
@@ -151,7 +152,7 @@ Test(store_oversize, oversize_row_is_refused_at_write_time, .timeout = 120)
     cr_assert_neq(rc, 0, "a 70 MB row was accepted");
     cr_assert(strstr(errmsg(), "row of table files") && strstr(errmsg(), "per-row limit"),
               "unclear refusal: %s", errmsg());
-    cr_assert(strstr(errmsg(), "16777216"), "the limit is not named: %s", errmsg());
+    cr_assert(strstr(errmsg(), "33554432"), "the limit is not named: %s", errmsg());
     cr_assert_null(strchr(errmsg(), '\n'), "not one line: %s", errmsg());
     cr_assert_eq(th_int(a, "SELECT count(*) FROM files WHERE id='big'", -1), 0,
                  "the refused row committed");
@@ -161,23 +162,23 @@ Test(store_oversize, oversize_row_is_refused_at_write_time, .timeout = 120)
     th_exec(a, "BEGIN");
     th_exec(a, "INSERT INTO files VALUES('s2', x'02', 'in txn')");
     cr_assert_neq(sqlite3_exec(tsync_store_sqlite(a),
-                               "INSERT INTO files VALUES('big2', randomblob(20000000), NULL)", NULL,
+                               "INSERT INTO files VALUES('big2', zeroblob(40000000), NULL)", NULL,
                                NULL, NULL),
                   SQLITE_OK);
     th_exec(a, "COMMIT");
     cr_assert_eq(th_int(a, "SELECT count(*) FROM files WHERE id='big2'", -1), 0);
 
     /* Text counts in bytes, and an UPDATE that grows a row past the limit is refused too. */
-    cr_assert_neq(run(a, "INSERT INTO files VALUES('t', NULL, printf('%.*c', 17000000, 'x'))"), 0);
-    cr_assert_eq(run(a, "INSERT INTO files VALUES('half', zeroblob(10000000), 'ok')"), 0, "%s",
+    cr_assert_neq(run(a, "INSERT INTO files VALUES('t', NULL, printf('%.*c', 34000000, 'x'))"), 0);
+    cr_assert_eq(run(a, "INSERT INTO files VALUES('half', zeroblob(20000000), 'ok')"), 0, "%s",
                  errmsg());
-    cr_assert_neq(run(a, "UPDATE files SET note = printf('%.*c', 7000000, 'y') WHERE id='half'"),
+    cr_assert_neq(run(a, "UPDATE files SET note = printf('%.*c', 14000000, 'y') WHERE id='half'"),
                   0);
     char *note = th_text(a, "SELECT note FROM files WHERE id='half'");
     cr_assert_str_eq(note, "ok");
     free(note);
-    /* Multi-byte characters: 6,000,000 'é' are 12,000,000 bytes (plus the 10 MB blob). */
-    cr_assert_neq(run(a, "UPDATE files SET note = replace(printf('%.*c', 6000000, 'x'), 'x', "
+    /* Multi-byte characters: 7,000,000 'é' are 14,000,000 bytes (plus the 20 MB blob). */
+    cr_assert_neq(run(a, "UPDATE files SET note = replace(printf('%.*c', 7000000, 'x'), 'x', "
                          "char(233)) WHERE id='half'"),
                   0, "text was counted in characters, not bytes");
 
@@ -229,7 +230,7 @@ Test(store_oversize, replicate_refuses_a_table_with_an_oversize_row, .timeout = 
     char *d = th_tmpdir_auto();
     tsync_store *a = th_open(th_path(d, "a.db"));
     th_exec(a, FILES_DDL);
-    th_exec(a, "INSERT INTO files VALUES('ok', x'01', 'small'), ('big', zeroblob(17000000), 'b')");
+    th_exec(a, "INSERT INTO files VALUES('ok', x'01', 'small'), ('big', zeroblob(34000000), 'b')");
     int rc = tsync_store_replicate(a, "files", NULL, 0);
     cr_assert_eq(rc, TSYNC_EUNSUPPORTED, "got %d: %s", rc, errmsg());
     cr_assert(strstr(errmsg(), "files") && strstr(errmsg(), "per-row limit"), "%s", errmsg());
@@ -257,7 +258,7 @@ Test(store_oversize, older_capture_triggers_are_replaced_at_open, .timeout = 60)
     th_exec(a, sql);
     tsync_store_free(a);
     a = th_open(path);
-    cr_assert_neq(run(a, "INSERT INTO files VALUES('big', zeroblob(20000000), NULL)"), 0,
+    cr_assert_neq(run(a, "INSERT INTO files VALUES('big', zeroblob(40000000), NULL)"), 0,
                   "the trigger of the older build is still in place");
     cr_assert(strstr(errmsg(), "per-row limit"), "%s", errmsg());
     cr_assert_eq(run(a, "INSERT INTO files VALUES('s', x'01', 'sale')"), 0, "%s", errmsg());
@@ -269,8 +270,8 @@ Test(store_oversize, older_capture_triggers_are_replaced_at_open, .timeout = 60)
 }
 
 /* An oversize change captured by an older build (the state that wedged sealing for good) no longer
- * blocks anything: the sales around it seal and sync, it stays pending and is reported in the
- * state, and once the row is deleted the delete is sealed and the report goes. */
+ * blocks anything: the sales around it seal and sync, it is set aside and reported in the state,
+ * backup works, and once the row is deleted the delete is sealed and the report goes. */
 Test(store_oversize, oversize_change_of_an_older_build_does_not_block_sales, .timeout = 120)
 {
     char *d = th_tmpdir_auto();
@@ -293,34 +294,71 @@ Test(store_oversize, oversize_change_of_an_older_build_does_not_block_sales, .ti
     size_t n = 0;
     cr_assert_eq(tsync_store_seal(a, &n), 0, "sealing is wedged: %s", errmsg());
     cr_assert_eq(n, 1);
-    cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_pending", -1), 1, "the big row is kept");
+    cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_pending", -1), 0);
+    cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_unsealable", -1), 1, "set aside");
     char *state = NULL;
     cr_assert_eq(tsync_store_state_json(a, &state), 0);
     cr_assert(strstr(state, "\"unsealable\"") && strstr(state, "per-row limit") &&
-                  strstr(state, "files"),
+                  strstr(state, "table files") && strstr(state, "70000"),
               "the state does not report the unsealable row: %s", state);
     free(state);
-    /* Sealing again finds only that change: no batch, nothing written (a node seals when the
-     * database changed, so a write here would have it seal for ever). */
-    int64_t changes = sqlite3_total_changes64(db);
+    /* Sealing again finds nothing to do. */
     cr_assert_eq(tsync_store_seal(a, &n), 0, "%s", errmsg());
     cr_assert_eq(n, 0);
-    cr_assert_eq(sqlite3_total_changes64(db), changes, "a seal with nothing to seal wrote");
-    /* More sales keep going out. */
+    /* More sales keep going out; backup works. */
     cr_assert_eq(run(a, "INSERT INTO files VALUES('s3', x'03', 'later')"), 0, "%s", errmsg());
+    cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_unsealable", -1), 1, "still set aside");
     cr_assert_eq(th_sync(a, b), 0, "sync: %s", errmsg());
     cr_assert_eq(th_int(b, "SELECT count(*) FROM files", -1), 3);
     cr_assert_eq(th_int(b, "SELECT count(*) FROM files WHERE id='big'", -1), 0);
+    tsync_backup_options bo = TSYNC_BACKUP_OPTIONS_INIT;
+    char *manifest = NULL;
+    cr_assert_eq(tsync_backup(a, th_path(d, "a.backup"), &bo, &manifest), 0, "backup: %s",
+                 errmsg());
+    free(manifest);
 
-    /* Deleting the row lets its change go as a plain delete; the report goes. */
+    /* Updates that keep the row too large are refused; deleting it lets its change go as a plain
+     * delete, and the report goes. */
+    cr_assert_neq(run(a, "UPDATE files SET note = 'x' WHERE id='big'"), 0);
     cr_assert_eq(run(a, "DELETE FROM files WHERE id='big'"), 0, "%s", errmsg());
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_pending", -1), 0);
+    cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_unsealable", -1), 0);
     cr_assert_eq(tsync_store_state_json(a, &state), 0);
     cr_assert_null(strstr(state, "unsealable"), "%s", state);
     free(state);
     cr_assert_eq(th_sync(a, b), 0, "sync: %s", errmsg());
     cr_assert_str_eq(th_hash(a), th_hash(b));
     th_check_log(a, tsync_store_site_id(a), "a", 1, NULL, NULL);
+    tsync_store_free(a);
+    tsync_store_free(b);
+}
+
+/* The same for a row made smaller instead: its change, folded with the one set aside, is sealed
+ * as an insert with the values it has now. */
+Test(store_oversize, set_aside_change_goes_once_the_row_is_smaller, .timeout = 120)
+{
+    char *d = th_tmpdir_auto();
+    tsync_store *a = open_files(th_path(d, "a.db"));
+    tsync_store *b = open_files(th_path(d, "b.db"));
+    sqlite3 *db = tsync_store_sqlite(a);
+    int64_t tid = th_int(a, "SELECT id FROM tsync_tables WHERE name='files'", -1);
+    cr_assert_eq(sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, NULL), SQLITE_OK);
+    char sql[400];
+    snprintf(sql, sizeof sql,
+             "BEGIN; INSERT INTO files VALUES('big', zeroblob(40000000), 'movie'); "
+             "INSERT INTO tsync_pending(tbl,op,mask,wall,k0) VALUES(%lld,1,-1,1,'big'); COMMIT;",
+             (long long)tid);
+    th_exec(a, sql);
+    cr_assert_eq(sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 1, NULL), SQLITE_OK);
+    cr_assert_eq(tsync_store_seal(a, NULL), 0, "%s", errmsg());
+    cr_assert_eq(own_batches(a), 0);
+    cr_assert_eq(run(a, "UPDATE files SET data = x'0102' WHERE id='big'"), 0, "%s", errmsg());
+    cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_unsealable", -1), 0);
+    cr_assert_eq(th_sync(a, b), 0, "sync: %s", errmsg());
+    char *note = th_text(b, "SELECT note FROM files WHERE id='big'");
+    cr_assert_str_eq(note, "movie", "the insert's other values did not travel");
+    free(note);
+    cr_assert_str_eq(th_hash(a), th_hash(b));
     tsync_store_free(a);
     tsync_store_free(b);
 }

@@ -23,10 +23,10 @@ typedef struct tsync_store tsync_store;
 
 /* The largest row a replicated table takes, in bytes: the sum of its values' lengths (TEXT and
  * BLOB in bytes, numbers as their text). A write that would make a row larger is refused by the
- * capture trigger ("tillsync: a row of TABLE is over the per-row limit of 16777216 bytes") and
+ * capture trigger ("tillsync: a row of TABLE is over the per-row limit of 33554432 bytes") and
  * nothing of the statement commits, so a row that is accepted can always be sealed and sent: a
  * batch holds at most 64 MiB, and sealing cuts batches well below that (docs/DATA_MODEL.md). */
-#define TSYNC_MAX_ROW_BYTES (16u << 20)
+#define TSYNC_MAX_ROW_BYTES (32u << 20)
 
 /* How durable a commit is. NORMAL: a commit survives a crash of the process; in WAL mode the last
  * transactions before a power loss may roll back (never corrupt). FULL: also survives power loss,
