@@ -21,6 +21,12 @@
 
 TestSuite(store_oversize, .fini = th_cleanup);
 
+static void free_ptr(void *p)
+{
+    free(*(void **)p);
+}
+#define AUTO_FREE __attribute__((cleanup(free_ptr)))
+
 static const char *errmsg(void)
 {
     return tsync_error_last() ? tsync_error_last()->message : "?";
@@ -69,7 +75,7 @@ static int on_piece(void *ctx, const tsync__run_piece *p)
  * merge on a peer to the same content; a sale after them seals and syncs. */
 Test(store_oversize, large_transaction_seals_as_several_batches, .timeout = 120)
 {
-    char *d = th_tmpdir_auto();
+    AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = open_files(th_path(d, "a.db"));
     tsync_store *b = open_files(th_path(d, "b.db"));
     th_exec(a, "BEGIN");
@@ -114,7 +120,7 @@ Test(store_oversize, large_transaction_seals_as_several_batches, .timeout = 120)
 /* (a) Many small rows in one statement (INSERT ... SELECT) are cut by the row-count budget. */
 Test(store_oversize, insert_select_of_many_rows_seals_as_several_batches, .timeout = 120)
 {
-    char *d = th_tmpdir_auto();
+    AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     tsync_store *b = th_open_products(th_path(d, "b.db"));
     int rows = 3 * (int)TSYNC__SEAL_BATCH_ROWS + 17;
@@ -142,7 +148,7 @@ Test(store_oversize, insert_select_of_many_rows_seals_as_several_batches, .timeo
  * is left pending, and the sales after it seal and sync. */
 Test(store_oversize, oversize_row_is_refused_at_write_time, .timeout = 120)
 {
-    char *d = th_tmpdir_auto();
+    AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = open_files(th_path(d, "a.db"));
     tsync_store *b = open_files(th_path(d, "b.db"));
     cr_assert_eq(run(a, "INSERT INTO files VALUES('s1', x'01', 'first sale')"), 0);
@@ -204,7 +210,7 @@ Test(store_oversize, oversize_row_is_refused_at_write_time, .timeout = 120)
 /* (c) After a refusal, updates and deletes of the table work and replicate. */
 Test(store_oversize, writes_after_a_refusal_work, .timeout = 120)
 {
-    char *d = th_tmpdir_auto();
+    AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = open_files(th_path(d, "a.db"));
     tsync_store *b = open_files(th_path(d, "b.db"));
     cr_assert_eq(run(a, "INSERT INTO files VALUES('k', x'01', 'keep'), ('g', x'02', 'go')"), 0);
@@ -227,7 +233,7 @@ Test(store_oversize, writes_after_a_refusal_work, .timeout = 120)
 /* replicate refuses a table that already holds a row it could never seal. */
 Test(store_oversize, replicate_refuses_a_table_with_an_oversize_row, .timeout = 60)
 {
-    char *d = th_tmpdir_auto();
+    AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open(th_path(d, "a.db"));
     th_exec(a, FILES_DDL);
     th_exec(a, "INSERT INTO files VALUES('ok', x'01', 'small'), ('big', zeroblob(34000000), 'b')");
@@ -245,7 +251,7 @@ Test(store_oversize, replicate_refuses_a_table_with_an_oversize_row, .timeout = 
  * build replaces them, so the oversize write is refused from then on. */
 Test(store_oversize, older_capture_triggers_are_replaced_at_open, .timeout = 60)
 {
-    char *d = th_tmpdir_auto();
+    AUTO_FREE char *d = th_tmpdir_auto();
     const char *path = th_path(d, "a.db");
     tsync_store *a = open_files(path);
     int64_t tid = th_int(a, "SELECT id FROM tsync_tables WHERE name='files'", -1);
@@ -274,7 +280,7 @@ Test(store_oversize, older_capture_triggers_are_replaced_at_open, .timeout = 60)
  * backup works, and once the row is deleted the delete is sealed and the report goes. */
 Test(store_oversize, oversize_change_of_an_older_build_does_not_block_sales, .timeout = 120)
 {
-    char *d = th_tmpdir_auto();
+    AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = open_files(th_path(d, "a.db"));
     tsync_store *b = open_files(th_path(d, "b.db"));
     cr_assert_eq(run(a, "INSERT INTO files VALUES('s1', x'01', 'before')"), 0);
@@ -337,7 +343,7 @@ Test(store_oversize, oversize_change_of_an_older_build_does_not_block_sales, .ti
  * as an insert with the values it has now. */
 Test(store_oversize, set_aside_change_goes_once_the_row_is_smaller, .timeout = 120)
 {
-    char *d = th_tmpdir_auto();
+    AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = open_files(th_path(d, "a.db"));
     tsync_store *b = open_files(th_path(d, "b.db"));
     sqlite3 *db = tsync_store_sqlite(a);
