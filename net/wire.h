@@ -72,9 +72,10 @@ typedef enum {
 
 /* Hard size limits of whole messages, in bytes, per type. A vector of TSYNC__WIRE_VV_MAX entries
  * fits in 4 MiB. BATCHES, FORK_PROOF and SNAPSHOT_CHUNK carry one batch body of up to
- * TSYNC__BATCH_MAX_BYTES (a sealed transaction cannot be split, and a batch that cannot travel
- * would stall its origin's chain at every peer) plus room for the fields around it. Senders keep
- * bulk messages near TSYNC__WIRE_SOFT_BYTES and exceed it only with a single large body. */
+ * TSYNC__BATCH_MAX_BYTES (sealing keeps batches far smaller, but any valid batch must travel: one
+ * that cannot would stall its origin's chain at every peer) plus room for the fields around it.
+ * Senders keep bulk messages near TSYNC__WIRE_SOFT_BYTES and exceed it only with a single large
+ * body. */
 #define TSYNC__WIRE_MAX_HELLO          (4u << 20)
 #define TSYNC__WIRE_MAX_BATCHES        (TSYNC__BATCH_MAX_BYTES + TSYNC__WIRE_BULK_EXTRA)
 #define TSYNC__WIRE_MAX_CERTS          (1u << 20)

@@ -33,6 +33,10 @@ int tsync_store_state_json(tsync_store *s, char **out)
     json_object_set_new(o, "public_key", hexstr(s->pk, TSYNC__PK_BYTES));
     json_object_set_new(o, "hlc", json_integer((json_int_t)hlc));
     sqlite3_stmt *st;
+    /* Why local changes cannot leave this till, when some cannot (store/seal.c). */
+    char note[512];
+    if (tsync__unsealable_note(s, note, sizeof note) == 1)
+        json_object_set_new(o, "unsealable", json_string(note));
     rc = sqlite3_prepare_v2(s->db,
                             "SELECT site, seq, hash, frozen_seq FROM tsync_sites WHERE "
                             "seq > 0 ORDER BY site",

@@ -102,8 +102,10 @@ struct tsync_store {
 
     uint64_t skew_bound_ms;
     int64_t clock_offset_ms; /* tests: pretend the wall clock is off by this much */
-    int in_txn;              /* inside a transaction begun by the store */
-    int64_t data_version;    /* PRAGMA data_version at the last tsync__sync_changed */
+    /* Tests: the batch budgets sealing cuts at (0: TSYNC__SEAL_BATCH_BYTES / _ROWS). */
+    size_t seal_batch_bytes, seal_batch_rows;
+    int in_txn;           /* inside a transaction begun by the store */
+    int64_t data_version; /* PRAGMA data_version at the last tsync__sync_changed */
     int data_version_seen;
 
     /* Prepared statements of the store's own SQL, keyed by the address of their text: preparing
@@ -195,8 +197,16 @@ int tsync__site_of(tsync_store *s, uint32_t idx, uint8_t site[TSYNC__SITE_BYTES]
 int tsync__hlc_load(tsync_store *s, tsync__hlc *h);
 int tsync__hlc_store(tsync_store *s, tsync__hlc h);
 
-/* Seals pending changes inside an open transaction. */
+/* Seals pending changes inside an open transaction, as as many batches as the budgets below
+ * need: a batch is closed before a row change would take it past TSYNC__SEAL_BATCH_BYTES
+ * (estimated) or TSYNC__SEAL_BATCH_ROWS row changes. A row change alone may be larger, up to
+ * TSYNC_MAX_ROW_BYTES plus its overhead, far below TSYNC__BATCH_MAX_BYTES. */
+#define TSYNC__SEAL_BATCH_BYTES (4u << 20)
+#define TSYNC__SEAL_BATCH_ROWS  20000u
 int tsync__seal_locked(tsync_store *s, size_t *nbatches);
+/* When changes over TSYNC_MAX_ROW_BYTES (captured by an older build) are set aside unsealed: 1 and
+ * a one-line description in buf; else 0. */
+int tsync__unsealable_note(tsync_store *s, char *buf, size_t n);
 
 /* Binds/reads tsync__val to/from statements. */
 int tsync__bind_val(sqlite3_stmt *st, int i, const tsync__val *v);
@@ -266,6 +276,9 @@ int tsync__capture_off(tsync_store *s, int on);
 /* ---------------------------------------------------------------- schema changes (replicate.c,
  * migrate.c). Each runs inside a transaction the caller opened and leaves the table cache fresh. */
 
+/* At open: re-creates the capture triggers of tables replicated by an older build (tsync_meta
+ * 'capture' below this build's version), in its own transaction; writes nothing otherwise. */
+int tsync__capture_upgrade(tsync_store *s);
 /* tsync_store_replicate without its transaction, unparking and sealing. */
 int tsync__replicate_locked(tsync_store *s, const char *table, const char *const *counters,
                             size_t ncounters);

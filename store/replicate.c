@@ -353,19 +353,31 @@ static void capture_sql(sbuf *sql, int tid, const char *table, char *const *cols
     /* A counter holds integers only: a REAL or TEXT could not be counted the same way on
      * every till, so the write is refused where the app sees it. The check is folded into
      * the table id the pending row records: one statement per captured write, not two. */
-    sbuf tidx = {0}, tide = {0};
+    sbuf tidx = {0}, tide = {0}, rowlen = {0}, lit = {0};
     int nguard = 0;
     for (int j = 0; j < ncols; j++)
         if (is_counter[j])
             sb_add(&tidx, "%stypeof(NEW.%s) != 'integer'", nguard++ ? " OR " : "", qc[j]);
+    /* A row larger than TSYNC_MAX_ROW_BYTES could not be sealed into any batch: refuse the write
+     * itself, so nothing of it commits, instead of accepting a row that can never leave this
+     * till. CAST AS BLOB makes length() count the bytes of text, not its characters. */
+    for (int j = 0; j < ncols; j++)
+        sb_add(&rowlen, "%sifnull(length(CAST(NEW.%s AS BLOB)),0)", j ? "+" : "", qc[j]);
+    for (const char *c = table; *c; c++) sb_add(&lit, *c == '\'' ? "''" : "%c", *c);
+    sb_add(&tide, "CASE ");
     if (nguard)
         sb_add(&tide,
-               "CASE WHEN %s THEN RAISE(ABORT, 'tillsync: counter columns take integers "
-               "only') ELSE %d END",
-               tidx.p, tid);
-    else
-        sb_add(&tide, "%d", tid);
-    free(tidx.p);
+               "WHEN %s THEN RAISE(ABORT, 'tillsync: counter columns take integers "
+               "only') ",
+               tidx.p);
+    sb_add(&tide,
+           "WHEN %s > %u THEN RAISE(ABORT, 'tillsync: a row of table %s is over the per-row "
+           "limit of %u bytes (the sum of its values'' lengths); keep large files outside "
+           "replicated tables') ELSE %d END",
+           rowlen.p ? rowlen.p : "0", (unsigned)TSYNC_MAX_ROW_BYTES, lit.p ? lit.p : "",
+           (unsigned)TSYNC_MAX_ROW_BYTES, tid);
+    if (rowlen.oom || lit.oom) tide.oom = 1;
+    free(tidx.p), free(rowlen.p), free(lit.p);
     int any = 0;
     for (int i = 0; i < ncols; i++) {
         sb_add(&allc, "%s%s", i ? "," : "", qc[i]);
@@ -452,6 +464,48 @@ static int capture_rebuild(tsync_store *s, const char *table)
     free(sql.p);
     if (rc == 0) rc = tables_reload(s);
     return rc;
+}
+
+/* The version of the capture triggers this build writes, kept in tsync_meta 'capture'. 2: the
+ * insert and update triggers refuse a row over TSYNC_MAX_ROW_BYTES. */
+#define CAPTURE_VERSION 2
+
+int tsync__capture_upgrade(tsync_store *s)
+{
+    sqlite3_stmt *st = tsync__prep(s, "SELECT v FROM tsync_meta WHERE k='capture'");
+    if (!st) return TSYNC_EIO;
+    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    if (v >= CAPTURE_VERSION) return 0; /* the usual case: nothing to write */
+    int rc = tsync__begin(s);
+    if (rc) return rc;
+    /* The triggers of tables replicated by an older build are made again from their recorded
+     * definitions (the same path a migration that adds a column takes). */
+    int n = s->ntables;
+    char **names = calloc((size_t)n + 1, sizeof *names);
+    if (!names) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+    for (int i = 0; rc == 0 && i < n; i++)
+        if (!(names[i] = strdup(s->tables[i].name))) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+    for (int i = 0; rc == 0 && i < n; i++) rc = capture_rebuild(s, names[i]);
+    for (int i = 0; names && i < n; i++) free(names[i]);
+    free(names);
+    if (rc == 0) {
+        st = tsync__prep(s, "INSERT OR REPLACE INTO tsync_meta VALUES('capture', ?1)");
+        if (!st) {
+            rc = TSYNC_EIO;
+        } else {
+            sqlite3_bind_int(st, 1, CAPTURE_VERSION);
+            int x = sqlite3_step(st);
+            sqlite3_reset(st);
+            if (x != SQLITE_DONE) rc = tsync__err_sqlite(s->db, x, "write metadata");
+        }
+    }
+    if (rc) {
+        tsync__rollback(s);
+        tables_reload(s);
+        return rc;
+    }
+    return tsync__commit(s);
 }
 
 /* Rewrites one JSON list column (cols or counters) of a tsync_tables row with names appended. */
@@ -684,6 +738,41 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
                             table);
             goto out;
         }
+    }
+    {
+        /* Rows already in the table become local inserts; one over TSYNC_MAX_ROW_BYTES could not
+         * be sealed, so it is refused here as the capture trigger would refuse writing it. */
+        sbuf q = {0};
+        char *qt = quote_ident("", table);
+        sb_add(&q, "SELECT ");
+        for (int i = 0; i < ncols; i++) {
+            char *qc = quote_ident("", cols[i].name);
+            sb_add(&q, "%sifnull(length(CAST(%s AS BLOB)),0)", i ? "+" : "", qc ? qc : "");
+            if (!qc) q.oom = 1;
+            free(qc);
+        }
+        sb_add(&q, " AS n FROM %s WHERE n > %u LIMIT 1", qt ? qt : "",
+               (unsigned)TSYNC_MAX_ROW_BYTES);
+        if (q.oom || !qt) {
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        } else if (sqlite3_prepare_v2(s->db, q.p, -1, &st, NULL) != SQLITE_OK) {
+            rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "read table");
+        } else {
+            int x = sqlite3_step(st);
+            if (x == SQLITE_ROW)
+                rc = tsync__err(TSYNC_EUNSUPPORTED,
+                                "table %s has a row of %lld bytes, over the per-row limit of %u "
+                                "bytes a replicated table takes; make it smaller first",
+                                table, (long long)sqlite3_column_int64(st, 0),
+                                (unsigned)TSYNC_MAX_ROW_BYTES);
+            else if (x != SQLITE_DONE)
+                rc = tsync__err_sqlite(s->db, x, "read table");
+        }
+        sqlite3_finalize(st);
+        st = NULL;
+        free(q.p);
+        free(qt);
+        if (rc) goto out;
     }
     json_t *jcols = json_array(), *jpk = json_array(), *jctr = json_array();
     for (int i = 0; i < ncols; i++) json_array_append_new(jcols, json_string(cols[i].name));

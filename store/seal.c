@@ -1,10 +1,15 @@
 /*
- * store/seal.c — sealing: turning committed pending changes into one signed, hash-chained batch.
+ * store/seal.c — sealing: turning committed pending changes into signed, hash-chained batches.
  *
  * Design notes
  * - Runs under BEGIN IMMEDIATE, so it sees only committed transactions and no other writer runs
- *   meanwhile; a batch therefore holds whole transactions, and two processes sealing at once
- *   serialise instead of forking.
+ *   meanwhile, and two processes sealing at once serialise instead of forking.
+ * - A transaction is not a unit of sync: what one seal finds is cut into as many batches as the
+ *   budgets need (TSYNC__SEAL_BATCH_BYTES, TSYNC__SEAL_BATCH_ROWS), each signed and chained like
+ *   any other, all in the one transaction. A row change is never split; the capture triggers keep
+ *   every row under TSYNC_MAX_ROW_BYTES, so one always fits a batch. A change over it (captured by
+ *   an older build) is set aside in tsync_unsealable and reported instead of failing every later
+ *   seal; it is folded back in when the row changes again.
  * - Pending changes are folded per row in memory first: a row updated a thousand times before
  *   sealing becomes one row change carrying the final values (the superseded ones could never win).
  * - Values are read from the table at sealing time. That is correct because merge always seals
@@ -181,23 +186,291 @@ int tsync__load_meta(tsync_store *s, tsync__table *t, const uint8_t *key, uint32
     return load_meta(s, t, key, klen, m, found);
 }
 
+/* One batch being built. Its arena holds its rows, their values and its tables, and is freed as
+ * soon as the batch is in the log, so sealing holds one batch's values at a time. */
+typedef struct {
+    tsync__arena a;
+    sitedict sd;
+    btab *bt;
+    uint32_t nbt;
+    tsync__brow *rows;
+    uint32_t nrows, cap;
+    size_t bytes; /* estimated encoded size so far */
+    tsync__hlc lo, hi;
+} bbuild;
+
+/* Encodes, signs and appends the batch being built as this site's next batch (*seq + 1, chained
+ * to prev), then empties it for the next one. */
+static int seal_flush(tsync_store *s, bbuild *cur, uint64_t *seq, uint8_t prev[TSYNC__HASH_BYTES])
+{
+    uint8_t *body = NULL;
+    size_t blen = 0;
+    char err[TSYNC__ERRLEN];
+    sqlite3_stmt *st = NULL;
+    tsync__arena *a = &cur->a;
+
+    /* Dependencies: the vector entries that changed since this site's previous batch (for the
+     * second and later batch of one seal, none: the chain orders them after the first). */
+    tsync__bdep *deps = NULL;
+    uint32_t ndeps = 0, depcap = 0;
+    int rc = ((st = tsync__prep(s, "SELECT idx, seq FROM tsync_sites WHERE seq != sealed_seq AND "
+                                   "idx != ?1"))
+                  ? SQLITE_OK
+                  : SQLITE_ERROR);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read vector");
+    rc = 0;
+    sqlite3_bind_int64(st, 1, s->local_idx);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (ndeps == depcap) {
+            depcap = depcap ? depcap * 2 : 8;
+            tsync__bdep *nd = tsync__arena_alloc(a, depcap * sizeof *nd);
+            if (!nd) {
+                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+                break;
+            }
+            if (ndeps) memcpy(nd, deps, ndeps * sizeof *nd);
+            deps = nd;
+        }
+        uint32_t bi;
+        if ((rc = sitedict_idx(s, &cur->sd, (uint32_t)sqlite3_column_int64(st, 0), &bi))) break;
+        deps[ndeps++] = (tsync__bdep){bi, (uint64_t)sqlite3_column_int64(st, 1)};
+    }
+    sqlite3_reset(st);
+    st = NULL;
+    if (rc) goto out;
+
+    tsync__btable *btabs = tsync__arena_alloc(a, (cur->nbt ? cur->nbt : 1) * sizeof *btabs);
+    if (!btabs) {
+        rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (uint32_t i = 0; i < cur->nbt; i++) {
+        tsync__table *t = cur->bt[i].t;
+        tsync__btable *x = &btabs[i];
+        x->name = t->name;
+        x->name_len = (uint32_t)strlen(t->name);
+        x->ncols = (uint32_t)t->ncols;
+        x->npk = (uint32_t)t->npk;
+        x->cols = tsync__arena_alloc(a, (size_t)t->ncols * sizeof *x->cols);
+        x->col_len = tsync__arena_alloc(a, (size_t)t->ncols * sizeof *x->col_len);
+        x->counters = tsync__arena_alloc(a, (size_t)t->ncols * sizeof *x->counters);
+        if (!x->cols || !x->col_len || !x->counters) {
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            goto out;
+        }
+        for (int c = 0; c < t->ncols; c++) {
+            int b = cur->bt[i].ord2b[c];
+            x->cols[b] = t->cols[c];
+            x->col_len[b] = (uint32_t)strlen(t->cols[c]);
+            if (t->is_counter[c]) x->counters[x->ncounters++] = (uint32_t)b;
+        }
+    }
+
+    tsync__batch batch = {0};
+    batch.format = TSYNC__BATCH_FORMAT;
+    memcpy(batch.origin, s->site, TSYNC__SITE_BYTES);
+    batch.seq = *seq + 1;
+    batch.hlc_lo = cur->lo;
+    batch.hlc_hi = cur->hi;
+    batch.nsites = cur->sd.n;
+    batch.sites = (const uint8_t(*)[TSYNC__SITE_BYTES])cur->sd.ids;
+    batch.ndeps = ndeps;
+    batch.deps = deps;
+    batch.ntables = cur->nbt;
+    batch.tables = btabs;
+    batch.nrows = cur->nrows;
+    batch.rows = cur->rows;
+    if ((rc = tsync__batch_encode(&batch, &body, &blen, err))) {
+        rc = tsync__err(rc, "sealing: %s", err);
+        goto out;
+    }
+    uint8_t hash[TSYNC__HASH_BYTES], sig[TSYNC__SIG_BYTES];
+    tsync__batch_hash(prev, body, blen, hash);
+    tsync__batch_sign(s->sk, s->site, batch.seq, hash, sig);
+
+    rc = ((st = tsync__prep(s, "INSERT INTO tsync_log(site, seq, hash, body, sig) "
+                               "VALUES(?1, ?2, ?3, ?4, ?5)"))
+              ? SQLITE_OK
+              : SQLITE_ERROR);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, s->local_idx);
+        sqlite3_bind_int64(st, 2, (int64_t)batch.seq);
+        sqlite3_bind_blob(st, 3, hash, sizeof hash, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 4, body, (int)blen, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 5, sig, sizeof sig, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        rc = rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "append batch to the log");
+    } else {
+        rc = tsync__err_sqlite(s->db, rc, "append batch to the log");
+    }
+    sqlite3_reset(st);
+    st = NULL;
+    if (rc) goto out;
+    rc = ((st = tsync__prep(s, "UPDATE tsync_sites SET seq=?2, hash=?3 WHERE idx=?1"))
+              ? SQLITE_OK
+              : SQLITE_ERROR);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, s->local_idx);
+        sqlite3_bind_int64(st, 2, (int64_t)batch.seq);
+        sqlite3_bind_blob(st, 3, hash, sizeof hash, SQLITE_STATIC);
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "update vector");
+    } else {
+        rc = tsync__err_sqlite(s->db, rc, "update vector");
+    }
+    sqlite3_reset(st);
+    st = NULL;
+    if (rc) goto out;
+    st = tsync__prep(s, "UPDATE tsync_sites SET sealed_seq=seq WHERE sealed_seq!=seq");
+    rc = st && sqlite3_step(st) == SQLITE_DONE
+             ? 0
+             : tsync__err_sqlite(s->db, SQLITE_ERROR, "update vector");
+    if (st) sqlite3_reset(st);
+    st = NULL;
+    if (rc) goto out;
+    *seq = batch.seq;
+    memcpy(prev, hash, TSYNC__HASH_BYTES);
+
+out:
+    if (st) sqlite3_reset(st);
+    free(body);
+    tsync__arena_free(&cur->a);
+    cur->sd.n = 0;
+    cur->nbt = 0;
+    cur->rows = NULL;
+    cur->nrows = cur->cap = 0;
+    cur->bytes = 0;
+    cur->lo = cur->hi = 0;
+    return rc;
+}
+
+/* Sets aside a row change that cannot be sealed (over TSYNC_MAX_ROW_BYTES) in tsync_unsealable,
+ * in the form of its pending rows, so it is folded back in when the row changes again. */
+static int set_aside(tsync_store *s, const prow *r, size_t bytes)
+{
+    tsync__val kv[TSYNC__MAX_PK_COLS];
+    if (tsync__key_decode(r->key, r->klen, kv, r->t->npk) != 0)
+        return tsync__err(TSYNC_ECORRUPT, "bad pending key in %s", r->t->name);
+    for (int op = 3; op >= 1; op -= 2) {
+        if (op == 3 && !r->seen_delete) continue;
+        sqlite3_stmt *st = tsync__prep(s, "INSERT INTO tsync_unsealable(tbl,op,mask,wall,k0,k1,k2,"
+                                          "k3,bytes) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)");
+        if (!st) return TSYNC_EIO;
+        int ins = op == 1 && (r->seen_insert || r->seen_delete);
+        sqlite3_bind_int(st, 1, r->t->id);
+        sqlite3_bind_int(st, 2, op == 3 ? 3 : ins ? 1 : 2);
+        sqlite3_bind_int64(st, 3, op == 3 ? 0 : ins ? -1 : (int64_t)r->mask);
+        sqlite3_bind_int64(st, 4, r->wall);
+        for (int i = 0; i < r->t->npk; i++) tsync__bind_val(st, 5 + i, &kv[i]);
+        sqlite3_bind_int64(st, 9, (int64_t)bytes);
+        int x = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (x != SQLITE_DONE) return tsync__err_sqlite(s->db, x, "set aside an oversize change");
+    }
+    return 0;
+}
+
+/* Folds the set-aside changes of rows that changed again (they are in the map) back in, and drops
+ * them from tsync_unsealable: sealed now, or set aside again if the row is still too large. */
+static int fold_set_aside(tsync_store *s, tsync__rmap *map, tsync__arena *a, prow *rows)
+{
+    sqlite3_stmt *st = tsync__prep(s, "SELECT id, tbl, op, mask, wall, k0, k1, k2, k3 FROM "
+                                      "tsync_unsealable ORDER BY id");
+    if (!st) return TSYNC_EIO;
+    int64_t *ids = NULL;
+    size_t nids = 0;
+    int rc = 0, step;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        int tid = sqlite3_column_int(st, 1);
+        tsync__table *t = NULL;
+        for (int i = 0; i < s->ntables; i++)
+            if (s->tables[i].id == tid) t = &s->tables[i];
+        if (!t) continue;
+        tsync__val kv[TSYNC__MAX_PK_COLS];
+        for (int i = 0; i < t->npk; i++) tsync__col_val(st, 5 + i, &kv[i]);
+        size_t klen = tsync__key_size(kv, t->npk);
+        uint8_t *k = malloc(klen ? klen : 1);
+        if (!k) {
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            break;
+        }
+        tsync__key_encode(kv, t->npk, k);
+        tsync__rmap_ent *e = tsync__rmap_get(map, a, tid, k, klen, 0);
+        free(k);
+        if (!e || !e->val) continue; /* the row did not change: it stays set aside */
+        prow *r = &rows[(uintptr_t)e->val - 1];
+        int op = sqlite3_column_int(st, 2);
+        int64_t wall = sqlite3_column_int64(st, 4);
+        if (wall > r->wall) r->wall = wall;
+        if (op == 1)
+            r->seen_insert = 1, r->mask = ~0ULL;
+        else if (op == 2)
+            r->mask |= (uint64_t)sqlite3_column_int64(st, 3);
+        else if (op == 3)
+            r->seen_delete = 1;
+        int64_t *ni = realloc(ids, (nids + 1) * sizeof *ni);
+        if (!ni) {
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            break;
+        }
+        ids = ni;
+        ids[nids++] = sqlite3_column_int64(st, 0);
+    }
+    if (rc == 0 && step != SQLITE_DONE && step != SQLITE_ROW)
+        rc = tsync__err_sqlite(s->db, step, "read set-aside changes");
+    sqlite3_reset(st);
+    for (size_t i = 0; rc == 0 && i < nids; i++) {
+        if (!(st = tsync__prep(s, "DELETE FROM tsync_unsealable WHERE id=?1"))) {
+            rc = TSYNC_EIO;
+            break;
+        }
+        sqlite3_bind_int64(st, 1, ids[i]);
+        int x = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (x != SQLITE_DONE) rc = tsync__err_sqlite(s->db, x, "read set-aside changes");
+    }
+    free(ids);
+    return rc;
+}
+
+int tsync__unsealable_note(tsync_store *s, char *buf, size_t n)
+{
+    sqlite3_stmt *st = tsync__prep(s, "SELECT count(DISTINCT tbl || ':' || quote(k0) || quote(k1) "
+                                      "|| quote(k2) || quote(k3)), max(bytes), (SELECT name FROM "
+                                      "tsync_tables t WHERE t.id = u.tbl) FROM tsync_unsealable u");
+    if (!st) return TSYNC_EIO;
+    int rc = 0;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0) {
+        int64_t rows = sqlite3_column_int64(st, 0);
+        const char *table = (const char *)sqlite3_column_text(st, 2);
+        snprintf(buf, n,
+                 "%lld row%s over the per-row limit of %u bytes (the largest in table %s, %lld "
+                 "bytes) cannot be sent and stay%s on this till; make %s smaller or delete %s",
+                 (long long)rows, rows == 1 ? "" : "s", (unsigned)TSYNC_MAX_ROW_BYTES,
+                 table ? table : "?", (long long)sqlite3_column_int64(st, 1), rows == 1 ? "s" : "",
+                 rows == 1 ? "it" : "them", rows == 1 ? "it" : "them");
+        rc = 1;
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
 int tsync__seal_locked(tsync_store *s, size_t *nbatches)
 {
     if (nbatches) *nbatches = 0;
     tsync__arena a = {0};
     tsync__rmap map = {0};
     prow *rows = NULL;
-    size_t nrows = 0, rowcap = 0;
+    size_t nrows = 0, rowcap = 0, nbat = 0;
     int64_t maxid = 0;
-    sitedict sd = {0};
-    btab *bt = NULL;
-    uint32_t nbt = 0;
-    uint8_t *mbuf = NULL, *body = NULL;
-    size_t mcap = 0, blen = 0;
+    bbuild cur;
+    memset(&cur, 0, sizeof cur);
+    uint8_t *mbuf = NULL;
+    size_t mcap = 0;
+    const size_t budget = s->seal_batch_bytes ? s->seal_batch_bytes : TSYNC__SEAL_BATCH_BYTES;
+    const size_t max_rows = s->seal_batch_rows ? s->seal_batch_rows : TSYNC__SEAL_BATCH_ROWS;
     tsync__rowmeta meta;
     memset(&meta, 0, sizeof meta);
     sqlite3_stmt *st = NULL;
-    char err[TSYNC__ERRLEN];
     int rc = ((st = tsync__prep(s, "SELECT id, tbl, op, mask, wall, k0, k1, k2, k3 FROM "
                                    "tsync_pending ORDER BY id"))
                   ? SQLITE_OK
@@ -257,6 +530,7 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
         rc = tsync__err_sqlite(s->db, step, "read pending changes");
     sqlite3_reset(st);
     st = NULL;
+    if (rc == 0 && nrows) rc = fold_set_aside(s, &map, &a, rows);
     if (rc || nrows == 0) goto out;
 
     /* Key order: clock rows and lookups then walk each b-tree forward (see tsync__key_cmp). */
@@ -265,209 +539,6 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     if ((rc = tsync__hlc_load(s, &last))) goto out;
     int64_t corr = 0;
     if ((rc = shop_clock(s, &last, &corr))) goto out;
-    tsync__brow *brows = tsync__arena_alloc(&a, nrows * sizeof *brows);
-    if (!brows) {
-        rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-        goto out;
-    }
-    uint32_t dummy;
-    if ((rc = sitedict_idx(s, &sd, s->local_idx, &dummy))) goto out; /* sites[0] = origin */
-    tsync__hlc hlc_lo = 0, hlc_hi = 0;
-
-    for (size_t ri = 0; ri < nrows; ri++) {
-        prow *r = &rows[ri];
-        tsync__table *t = r->t;
-        tsync__brow *b = &brows[ri];
-        memset(b, 0, sizeof *b);
-        /* batch table entry */
-        uint32_t ti = 0;
-        for (; ti < nbt; ti++)
-            if (bt[ti].t == t) break;
-        if (ti == nbt) {
-            btab *nb = realloc(bt, (nbt + 1) * sizeof *nb);
-            if (!nb) {
-                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-                goto out;
-            }
-            bt = nb;
-            bt[nbt].t = t;
-            int o = 0;
-            for (int i = 0; i < t->npk; i++) bt[nbt].ord2b[t->pk[i]] = o++;
-            for (int c = 0; c < t->ncols; c++)
-                if (!t->is_pk[c]) bt[nbt].ord2b[c] = o++;
-            nbt++;
-        }
-        b->table = ti;
-        if (tsync__key_decode(r->key, r->klen, b->pk, t->npk) != 0) {
-            rc = tsync__err(TSYNC_ECORRUPT, "bad pending key in %s", t->name);
-            goto out;
-        }
-        int64_t wall = r->wall + corr;
-        tsync__hlc h = tsync__hlc_next(last, wall > 0 ? (uint64_t)wall : 0);
-        last = h;
-
-        tsync__rowmeta_clear(&meta);
-        int had_meta;
-        if ((rc = load_meta(s, t, r->key, r->klen, &meta, &had_meta))) goto out;
-        h = above_overwritten(&meta, t, r->mask, s->local_idx, h);
-        if (!hlc_lo || h < hlc_lo) hlc_lo = h;
-        if (h > hlc_hi) hlc_hi = h;
-        b->hlc = h;
-
-        /* Current values: the row, or for a deleted row the values its delete trigger kept. */
-        tsync__val vals[TSYNC__MAX_COLS];
-        int have_vals = 0, exists = 0;
-        if ((rc = bind_key(t->get_row, t, r->key, r->klen))) goto out;
-        int sr = sqlite3_step(t->get_row);
-        sqlite3_stmt *src = t->get_row;
-        if (sr == SQLITE_ROW) {
-            exists = 1;
-        } else {
-            sqlite3_reset(t->get_row);
-            if ((rc = bind_key(t->get_tomb, t, r->key, r->klen))) goto out;
-            sr = sqlite3_step(t->get_tomb);
-            src = t->get_tomb;
-        }
-        if (sr == SQLITE_ROW) {
-            have_vals = 1;
-            for (int c = 0; c < t->ncols; c++) {
-                tsync__col_val(src, c, &vals[c]);
-                if ((rc = copy_val(&a, &vals[c]))) goto out;
-            }
-        } else if (sr != SQLITE_DONE) {
-            rc = tsync__err_sqlite(s->db, sr, "read row");
-            goto out;
-        }
-        sqlite3_reset(src);
-
-        if (r->seen_delete || !exists) {
-            b->flags |= TSYNC__ROW_DEL;
-            b->rmv = tsync__arena_alloc(&a, (meta.nexist + 1) * sizeof *b->rmv);
-            if (!b->rmv) {
-                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-                goto out;
-            }
-            size_t ne = meta.nexist;
-            for (size_t i = 0; i < ne; i++) {
-                tsync__exist e = meta.exist[i];
-                if (!e.add || e.rmv >= e.add) continue;
-                uint32_t bi;
-                if ((rc = sitedict_idx(s, &sd, e.site, &bi))) goto out;
-                b->rmv[b->nrmv++] = (tsync__brmv){bi, e.add};
-                if ((rc = tsync__rowmeta_exist_merge(&meta, e.site, 0, e.add))) goto out;
-            }
-        }
-        if (exists) {
-            b->flags |= TSYNC__ROW_ADD;
-            if ((rc = tsync__rowmeta_exist_merge(&meta, s->local_idx, h, 0))) goto out;
-        }
-        if (have_vals) {
-            b->cols = tsync__arena_alloc(&a, (size_t)t->ncols * sizeof *b->cols);
-            b->ctrs = tsync__arena_alloc(&a, (size_t)t->ncols * sizeof *b->ctrs);
-            if (!b->cols || !b->ctrs) {
-                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-                goto out;
-            }
-            for (int c = 0; c < t->ncols; c++) {
-                if (t->is_pk[c]) continue;
-                if (t->is_counter[c]) {
-                    int64_t cur = vals[c].type == TSYNC__V_INT    ? vals[c].i
-                                  : vals[c].type == TSYNC__V_REAL ? (int64_t)vals[c].r
-                                                                  : 0;
-                    int64_t delta =
-                        (int64_t)((uint64_t)cur - (uint64_t)tsync__rowmeta_ctr_value(&meta, c));
-                    if (delta == 0) continue;
-                    if ((rc = tsync__rowmeta_ctr_add(&meta, c, s->local_idx, delta))) goto out;
-                    const tsync__ctrset *cs = tsync__rowmeta_ctr(&meta, c);
-                    for (size_t j = 0; cs && j < cs->n; j++)
-                        if (cs->v[j].site == s->local_idx)
-                            b->ctrs[b->nctrs++] =
-                                (tsync__bctr){(uint32_t)bt[ti].ord2b[c], cs->v[j].p, cs->v[j].n};
-                    continue;
-                }
-                if (!(r->mask & (1ULL << c))) continue;
-                tsync__bcol *bc = &b->cols[b->ncols++];
-                bc->col = (uint32_t)bt[ti].ord2b[c];
-                bc->val = vals[c];
-                bc->old_hlc = meta.col[c].hlc;
-                bc->old_site = 0;
-                if (bc->old_hlc && (rc = sitedict_idx(s, &sd, meta.col[c].site, &bc->old_site)))
-                    goto out;
-                meta.col[c] = (tsync__colclk){h, s->local_idx};
-            }
-        }
-        if ((rc = tsync__put_meta(s, t, r->key, r->klen, &meta, &mbuf, &mcap, had_meta))) goto out;
-        /* A tombstone exists only for a row with clocks, or one deleted in this window. */
-        if (exists && (r->seen_delete || (r->seen_insert && had_meta))) {
-            if ((rc = bind_key(t->del_tomb, t, r->key, r->klen))) goto out;
-            sr = sqlite3_step(t->del_tomb);
-            sqlite3_reset(t->del_tomb);
-            if (sr != SQLITE_DONE) {
-                rc = tsync__err_sqlite(s->db, sr, "clear tombstone");
-                goto out;
-            }
-        }
-    }
-
-    /* Dependencies: the vector entries that changed since this site's previous batch. */
-    tsync__bdep *deps = NULL;
-    uint32_t ndeps = 0, depcap = 0;
-    rc = ((st = tsync__prep(s, "SELECT idx, seq FROM tsync_sites WHERE seq != sealed_seq AND "
-                               "idx != ?1"))
-              ? SQLITE_OK
-              : SQLITE_ERROR);
-    if (rc != SQLITE_OK) {
-        rc = tsync__err_sqlite(s->db, rc, "read vector");
-        goto out;
-    }
-    rc = 0;
-    sqlite3_bind_int64(st, 1, s->local_idx);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        if (ndeps == depcap) {
-            depcap = depcap ? depcap * 2 : 8;
-            tsync__bdep *nd = tsync__arena_alloc(&a, depcap * sizeof *nd);
-            if (!nd) {
-                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-                break;
-            }
-            if (ndeps) memcpy(nd, deps, ndeps * sizeof *nd);
-            deps = nd;
-        }
-        uint32_t bi;
-        if ((rc = sitedict_idx(s, &sd, (uint32_t)sqlite3_column_int64(st, 0), &bi))) break;
-        deps[ndeps++] = (tsync__bdep){bi, (uint64_t)sqlite3_column_int64(st, 1)};
-    }
-    sqlite3_reset(st);
-    st = NULL;
-    if (rc) goto out;
-
-    tsync__btable *btabs = tsync__arena_alloc(&a, (nbt ? nbt : 1) * sizeof *btabs);
-    if (!btabs) {
-        rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-        goto out;
-    }
-    for (uint32_t i = 0; i < nbt; i++) {
-        tsync__table *t = bt[i].t;
-        tsync__btable *x = &btabs[i];
-        x->name = t->name;
-        x->name_len = (uint32_t)strlen(t->name);
-        x->ncols = (uint32_t)t->ncols;
-        x->npk = (uint32_t)t->npk;
-        x->cols = tsync__arena_alloc(&a, (size_t)t->ncols * sizeof *x->cols);
-        x->col_len = tsync__arena_alloc(&a, (size_t)t->ncols * sizeof *x->col_len);
-        x->counters = tsync__arena_alloc(&a, (size_t)t->ncols * sizeof *x->counters);
-        if (!x->cols || !x->col_len || !x->counters) {
-            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-            goto out;
-        }
-        for (int c = 0; c < t->ncols; c++) {
-            int b = bt[i].ord2b[c];
-            x->cols[b] = t->cols[c];
-            x->col_len[b] = (uint32_t)strlen(t->cols[c]);
-            if (t->is_counter[c]) x->counters[x->ncounters++] = (uint32_t)b;
-        }
-    }
-
     uint64_t seq = 0;
     uint8_t prev[TSYNC__HASH_BYTES] = {0};
     rc = ((st = tsync__prep(s, "SELECT seq, hash FROM tsync_sites WHERE idx=?1")) ? SQLITE_OK
@@ -486,74 +557,207 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     sqlite3_reset(st);
     st = NULL;
 
-    tsync__batch batch = {0};
-    batch.format = TSYNC__BATCH_FORMAT;
-    memcpy(batch.origin, s->site, TSYNC__SITE_BYTES);
-    batch.seq = seq + 1;
-    batch.hlc_lo = hlc_lo;
-    batch.hlc_hi = hlc_hi;
-    batch.nsites = sd.n;
-    batch.sites = (const uint8_t(*)[TSYNC__SITE_BYTES])sd.ids;
-    batch.ndeps = ndeps;
-    batch.deps = deps;
-    batch.ntables = nbt;
-    batch.tables = btabs;
-    batch.nrows = (uint32_t)nrows;
-    batch.rows = brows;
-    if ((rc = tsync__batch_encode(&batch, &body, &blen, err))) {
-        rc = tsync__err(rc, "sealing: %s", err);
-        goto out;
-    }
-    uint8_t hash[TSYNC__HASH_BYTES], sig[TSYNC__SIG_BYTES];
-    tsync__batch_hash(prev, body, blen, hash);
-    tsync__batch_sign(s->sk, s->site, batch.seq, hash, sig);
+    for (size_t ri = 0; ri < nrows; ri++) {
+        prow *r = &rows[ri];
+        tsync__table *t = r->t;
 
-    rc = ((st = tsync__prep(s, "INSERT INTO tsync_log(site, seq, hash, body, sig) "
-                               "VALUES(?1, ?2, ?3, ?4, ?5)"))
-              ? SQLITE_OK
-              : SQLITE_ERROR);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, s->local_idx);
-        sqlite3_bind_int64(st, 2, (int64_t)batch.seq);
-        sqlite3_bind_blob(st, 3, hash, sizeof hash, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 4, body, (int)blen, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 5, sig, sizeof sig, SQLITE_STATIC);
-        rc = sqlite3_step(st);
-        rc = rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "append batch to the log");
-    } else {
-        rc = tsync__err_sqlite(s->db, rc, "append batch to the log");
+        /* Current values: the row, or for a deleted row the values its delete trigger kept. They
+         * are read first: their size decides whether this row change still fits the batch. */
+        int have_vals = 0, exists = 0;
+        if ((rc = bind_key(t->get_row, t, r->key, r->klen))) goto out;
+        int sr = sqlite3_step(t->get_row);
+        sqlite3_stmt *src = t->get_row;
+        if (sr == SQLITE_ROW) {
+            exists = 1;
+        } else {
+            sqlite3_reset(t->get_row);
+            if ((rc = bind_key(t->get_tomb, t, r->key, r->klen))) goto out;
+            sr = sqlite3_step(t->get_tomb);
+            src = t->get_tomb;
+        }
+        if (sr != SQLITE_ROW && sr != SQLITE_DONE) {
+            rc = tsync__err_sqlite(s->db, sr, "read row");
+            sqlite3_reset(src);
+            goto out;
+        }
+        have_vals = sr == SQLITE_ROW;
+        /* What the change carries: the key and the values of the columns it names. Text and blob
+         * bytes are what TSYNC_MAX_ROW_BYTES limits (the capture trigger sums the same lengths);
+         * the rest is encoding overhead, a few bytes per value. */
+        size_t vbytes = 0, nvals = 0;
+        for (int c = 0; have_vals && c < t->ncols; c++) {
+            if (!t->is_pk[c] && !t->is_counter[c] && !(r->mask & (1ULL << c))) continue;
+            int ty = sqlite3_column_type(src, c);
+            if (ty == SQLITE_TEXT || ty == SQLITE_BLOB)
+                vbytes += (size_t)sqlite3_column_bytes(src, c);
+            nvals++;
+        }
+        if (vbytes > TSYNC_MAX_ROW_BYTES) {
+            /* Only a write captured before the capture trigger checked the size gets here (the
+             * trigger refuses such writes since). It cannot travel: an existing row's change is
+             * set aside, reported, and does not hold back the changes sealed around it; a deleted
+             * row's is sealed as a delete without the values it no longer shows. */
+            if (exists) {
+                sqlite3_reset(src);
+                if ((rc = set_aside(s, r, vbytes))) goto out;
+                continue;
+            }
+            have_vals = 0;
+            vbytes = nvals = 0;
+        }
+        size_t est = 64 + r->klen + vbytes + 16 * nvals;
+        /* Close the batch before this change would take it past a budget. A transaction is not a
+         * unit of sync, so one transaction may span several batches; each is signed and chained
+         * like any other, and clocks keep rising across them. */
+        if (cur.nrows && (cur.bytes + est > budget || cur.nrows >= max_rows)) {
+            if ((rc = seal_flush(s, &cur, &seq, prev))) {
+                sqlite3_reset(src);
+                goto out;
+            }
+            nbat++;
+        }
+        if (!cur.rows) {
+            size_t left = nrows - ri;
+            cur.cap = (uint32_t)(left < max_rows ? left : max_rows);
+            cur.rows = tsync__arena_alloc(&cur.a, cur.cap * sizeof *cur.rows);
+            uint32_t dummy;
+            if (!cur.rows)
+                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            else
+                rc = sitedict_idx(s, &cur.sd, s->local_idx, &dummy); /* sites[0] = origin */
+            if (rc) {
+                sqlite3_reset(src);
+                goto out;
+            }
+        }
+        tsync__val vals[TSYNC__MAX_COLS];
+        for (int c = 0; have_vals && c < t->ncols; c++) {
+            tsync__col_val(src, c, &vals[c]);
+            if ((rc = copy_val(&cur.a, &vals[c]))) {
+                sqlite3_reset(src);
+                goto out;
+            }
+        }
+        sqlite3_reset(src);
+
+        tsync__brow *b = &cur.rows[cur.nrows++];
+        memset(b, 0, sizeof *b);
+        /* batch table entry */
+        uint32_t ti = 0;
+        for (; ti < cur.nbt; ti++)
+            if (cur.bt[ti].t == t) break;
+        if (ti == cur.nbt) {
+            btab *nb = realloc(cur.bt, (cur.nbt + 1) * sizeof *nb);
+            if (!nb) {
+                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+                goto out;
+            }
+            cur.bt = nb;
+            cur.bt[cur.nbt].t = t;
+            int o = 0;
+            for (int i = 0; i < t->npk; i++) cur.bt[cur.nbt].ord2b[t->pk[i]] = o++;
+            for (int c = 0; c < t->ncols; c++)
+                if (!t->is_pk[c]) cur.bt[cur.nbt].ord2b[c] = o++;
+            cur.nbt++;
+        }
+        b->table = ti;
+        if (tsync__key_decode(r->key, r->klen, b->pk, t->npk) != 0) {
+            rc = tsync__err(TSYNC_ECORRUPT, "bad pending key in %s", t->name);
+            goto out;
+        }
+        int64_t wall = r->wall + corr;
+        tsync__hlc h = tsync__hlc_next(last, wall > 0 ? (uint64_t)wall : 0);
+        last = h;
+
+        tsync__rowmeta_clear(&meta);
+        int had_meta;
+        if ((rc = load_meta(s, t, r->key, r->klen, &meta, &had_meta))) goto out;
+        h = above_overwritten(&meta, t, r->mask, s->local_idx, h);
+        if (!cur.lo || h < cur.lo) cur.lo = h;
+        if (h > cur.hi) cur.hi = h;
+        b->hlc = h;
+
+        if (r->seen_delete || !exists) {
+            b->flags |= TSYNC__ROW_DEL;
+            b->rmv = tsync__arena_alloc(&cur.a, (meta.nexist + 1) * sizeof *b->rmv);
+            if (!b->rmv) {
+                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+                goto out;
+            }
+            size_t ne = meta.nexist;
+            for (size_t i = 0; i < ne; i++) {
+                tsync__exist e = meta.exist[i];
+                if (!e.add || e.rmv >= e.add) continue;
+                uint32_t bi;
+                if ((rc = sitedict_idx(s, &cur.sd, e.site, &bi))) goto out;
+                b->rmv[b->nrmv++] = (tsync__brmv){bi, e.add};
+                if ((rc = tsync__rowmeta_exist_merge(&meta, e.site, 0, e.add))) goto out;
+            }
+        }
+        if (exists) {
+            b->flags |= TSYNC__ROW_ADD;
+            if ((rc = tsync__rowmeta_exist_merge(&meta, s->local_idx, h, 0))) goto out;
+        }
+        if (have_vals) {
+            b->cols = tsync__arena_alloc(&cur.a, (size_t)t->ncols * sizeof *b->cols);
+            b->ctrs = tsync__arena_alloc(&cur.a, (size_t)t->ncols * sizeof *b->ctrs);
+            if (!b->cols || !b->ctrs) {
+                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+                goto out;
+            }
+            for (int c = 0; c < t->ncols; c++) {
+                if (t->is_pk[c]) continue;
+                if (t->is_counter[c]) {
+                    int64_t cur_v = vals[c].type == TSYNC__V_INT    ? vals[c].i
+                                    : vals[c].type == TSYNC__V_REAL ? (int64_t)vals[c].r
+                                                                    : 0;
+                    int64_t delta =
+                        (int64_t)((uint64_t)cur_v - (uint64_t)tsync__rowmeta_ctr_value(&meta, c));
+                    if (delta == 0) continue;
+                    if ((rc = tsync__rowmeta_ctr_add(&meta, c, s->local_idx, delta))) goto out;
+                    const tsync__ctrset *cs = tsync__rowmeta_ctr(&meta, c);
+                    for (size_t j = 0; cs && j < cs->n; j++)
+                        if (cs->v[j].site == s->local_idx)
+                            b->ctrs[b->nctrs++] = (tsync__bctr){(uint32_t)cur.bt[ti].ord2b[c],
+                                                                cs->v[j].p, cs->v[j].n};
+                    continue;
+                }
+                if (!(r->mask & (1ULL << c))) continue;
+                tsync__bcol *bc = &b->cols[b->ncols++];
+                bc->col = (uint32_t)cur.bt[ti].ord2b[c];
+                bc->val = vals[c];
+                bc->old_hlc = meta.col[c].hlc;
+                bc->old_site = 0;
+                if (bc->old_hlc && (rc = sitedict_idx(s, &cur.sd, meta.col[c].site, &bc->old_site)))
+                    goto out;
+                meta.col[c] = (tsync__colclk){h, s->local_idx};
+            }
+        }
+        cur.bytes += est + 24 * (size_t)b->nrmv;
+        if ((rc = tsync__put_meta(s, t, r->key, r->klen, &meta, &mbuf, &mcap, had_meta))) goto out;
+        /* A tombstone exists only for a row with clocks, or one deleted in this window. */
+        if (exists && (r->seen_delete || (r->seen_insert && had_meta))) {
+            if ((rc = bind_key(t->del_tomb, t, r->key, r->klen))) goto out;
+            sr = sqlite3_step(t->del_tomb);
+            sqlite3_reset(t->del_tomb);
+            if (sr != SQLITE_DONE) {
+                rc = tsync__err_sqlite(s->db, sr, "clear tombstone");
+                goto out;
+            }
+        }
     }
-    sqlite3_reset(st);
-    st = NULL;
-    if (rc) goto out;
-    rc = ((st = tsync__prep(s, "UPDATE tsync_sites SET seq=?2, hash=?3 WHERE idx=?1"))
-              ? SQLITE_OK
-              : SQLITE_ERROR);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, s->local_idx);
-        sqlite3_bind_int64(st, 2, (int64_t)batch.seq);
-        sqlite3_bind_blob(st, 3, hash, sizeof hash, SQLITE_STATIC);
-        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "update vector");
-    } else {
-        rc = tsync__err_sqlite(s->db, rc, "update vector");
+    if (cur.nrows) {
+        if ((rc = seal_flush(s, &cur, &seq, prev))) goto out;
+        nbat++;
     }
-    sqlite3_reset(st);
-    st = NULL;
-    if (rc) goto out;
-    st = tsync__prep(s, "UPDATE tsync_sites SET sealed_seq=seq WHERE sealed_seq!=seq");
-    rc = st && sqlite3_step(st) == SQLITE_DONE
-             ? 0
-             : tsync__err_sqlite(s->db, SQLITE_ERROR, "update vector");
-    if (st) sqlite3_reset(st);
-    st = NULL;
-    if (rc) goto out;
-    if ((rc = tsync__hlc_store(s, last))) goto out;
-    if (nbatches) *nbatches = 1;
+    if (nbat && (rc = tsync__hlc_store(s, last))) goto out;
+    if (nbatches) *nbatches = nbat;
 
 out:
     if (rc == 0 && maxid > 0) {
         /* Under BEGIN IMMEDIATE nobody else has written since we read, so every pending row
-         * is sealed: an unconditional DELETE lets SQLite clear the table in one step. */
+         * is sealed (or set aside): an unconditional DELETE lets SQLite clear the table in one
+         * step. */
         sqlite3_stmt *del = tsync__prep(s, "DELETE FROM tsync_pending");
         if (!del) {
             rc = TSYNC_EIO;
@@ -567,12 +771,12 @@ out:
     tsync__rowmeta_clear(&meta);
     tsync__rmap_free(&map);
     tsync__arena_free(&a);
+    tsync__arena_free(&cur.a);
     free(rows);
-    free(bt);
-    free(sd.local);
-    free(sd.ids);
+    free(cur.bt);
+    free(cur.sd.local);
+    free(cur.sd.ids);
     free(mbuf);
-    free(body);
     return rc;
 }
 

@@ -29,6 +29,9 @@ static const char *SCHEMA =
      * and only the triggers write this table. */
     "CREATE TABLE IF NOT EXISTS tsync_pending(id INTEGER PRIMARY KEY, tbl, op, mask, wall,"
     "  k0, k1, k2, k3);"
+    /* Captured changes over TSYNC_MAX_ROW_BYTES that sealing set aside (store/seal.c). */
+    "CREATE TABLE IF NOT EXISTS tsync_unsealable(id INTEGER PRIMARY KEY, tbl, op, mask, wall,"
+    "  k0, k1, k2, k3, bytes);"
     "CREATE TABLE IF NOT EXISTS tsync_log(id INTEGER PRIMARY KEY, site INTEGER NOT NULL,"
     "  seq INTEGER NOT NULL, hash BLOB NOT NULL, body BLOB NOT NULL, sig BLOB,"
     "  UNIQUE(site, seq));"
@@ -437,6 +440,7 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
         }
     }
     if (rc == 0) rc = tsync__tables_refresh(s);
+    if (rc == 0) rc = tsync__capture_upgrade(s);
     if (rc != 0) {
         tsync_store_free(s);
         return rc;

@@ -266,6 +266,8 @@ int cmd_status(int argc, char **argv)
     free(state);
     json_object_set_new(out, "site", json_incref(json_object_get(st, "site")));
     json_object_set_new(out, "public_key", json_incref(json_object_get(st, "public_key")));
+    if (json_object_get(st, "unsealable"))
+        json_object_set_new(out, "unsealable", json_incref(json_object_get(st, "unsealable")));
     /* The database's own counts are read now; the node's from its last report. */
     sqlite3 *h = tsync_store_sqlite(s);
     static const char *const counts[][2] = {
@@ -440,6 +442,8 @@ int cmd_status(int argc, char **argv)
                 "  held %lld: %s\n", (long long)json_integer_value(json_object_get(e, "count")),
                 json_string_value(json_object_get(e, "reason")));
         }
+        if (json_string_value(json_object_get(out, "unsealable")))
+            printf("attention: %s\n", json_string_value(json_object_get(out, "unsealable")));
         if (running) {
             json_t *ref = json_object_get(node, "refused");
             const char *k;

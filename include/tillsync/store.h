@@ -21,6 +21,13 @@ typedef struct tsync_store tsync_store;
 #define TSYNC_SITE_ID_BYTES 16
 #define TSYNC_HASH_BYTES    32
 
+/* The largest row a replicated table takes, in bytes: the sum of its values' lengths (TEXT and
+ * BLOB in bytes, numbers as their text). A write that would make a row larger is refused by the
+ * capture trigger ("tillsync: a row of TABLE is over the per-row limit of 33554432 bytes") and
+ * nothing of the statement commits, so a row that is accepted can always be sealed and sent: a
+ * batch holds at most 64 MiB, and sealing cuts batches well below that (docs/DATA_MODEL.md). */
+#define TSYNC_MAX_ROW_BYTES (32u << 20)
+
 /* How durable a commit is. NORMAL: a commit survives a crash of the process; in WAL mode the last
  * transactions before a power loss may roll back (never corrupt). FULL: also survives power loss,
  * at about one fsync per commit. */
@@ -89,9 +96,10 @@ TSYNC_API int tsync_store_exec(tsync_store *s, const char *sql, tsync_row_cb row
 TSYNC_API int tsync_store_seal(tsync_store *s, size_t *nbatches);
 
 /* This database's state as JSON: site id, incarnation, public key, clock and version vector with
- * head hashes, and `rollbacks` / `last_rollback` (times its log was found gone back, when an old
- * copy was written over it, and a new incarnation taken). *out is the caller's, freed with free().
- */
+ * head hashes, "unsealable" (a one-line text) when local changes over TSYNC_MAX_ROW_BYTES
+ * written by an older build cannot be sealed, and `rollbacks` / `last_rollback` (times its log was
+ * found gone back, when an old copy was written over it, and a new incarnation taken). *out is the
+ * caller's, freed with free(). */
 TSYNC_API int tsync_store_state_json(tsync_store *s, char **out);
 
 /* Writes a bundle of the batches a peer with the given state lacks (all when since_json is NULL).
