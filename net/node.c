@@ -2208,6 +2208,8 @@ static char *status_build(tsync_node *n)
                             ck.resets ? json_integer(ck.reset_at_ms) : json_null());
     }
     json_object_set_new(o, "clock", cj);
+    /* A full disk or a wrong clock needs a person too (schema differences are above). */
+    if (n->disk_full || big) json_object_set_new(o, "state", json_string("attention"));
     json_t *ref = json_object();
     tsync__tp_stats ts;
     tsync__tp_stats_get(n->tp, &ts);

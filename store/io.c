@@ -871,6 +871,22 @@ static int no_space(unsigned char c)
     return 0;
 }
 
+/* Feeds one line to libcsv; nonzero when it did not take all of it (broken quoting). libcsv
+ * grows a field's buffer by a fixed block (128 bytes), so one huge field would cost a realloc
+ * and a copy per block: quadratic wherever realloc cannot grow in place (sanitizers, other
+ * allocators). Fed in pieces with the block set to the buffer's size, it doubles instead. */
+static int csv_feed(imp *im, const char *p, size_t n)
+{
+    while (n > 0 && !im->fatal) {
+        size_t piece = n < 65536 ? n : 65536, have = csv_get_buffer_size(&im->csv);
+        csv_set_blk_size(&im->csv, have > 128 ? have : 128);
+        if (csv_parse(&im->csv, p, piece, csv_field, csv_record, im) != piece) return 1;
+        p += piece;
+        n -= piece;
+    }
+    return 0;
+}
+
 static int import_csv(imp *im, FILE *in)
 {
     if (csv_init(&im->csv, CSV_STRICT | CSV_STRICT_FINI | CSV_APPEND_NULL | CSV_EMPTY_IS_NULL))
@@ -885,9 +901,7 @@ static int import_csv(imp *im, FILE *in)
         /* Excel's "CSV UTF-8" starts with a byte-order mark: not part of the first column's
          * name. */
         size_t skip = im->cur_line == 1 && n >= 3 && !memcmp(line, "\xEF\xBB\xBF", 3) ? 3 : 0;
-        if (csv_parse(&im->csv, line + skip, (size_t)n - skip, csv_field, csv_record, im) !=
-                (size_t)n - skip &&
-            !im->fatal) {
+        if (csv_feed(im, line + skip, (size_t)n - skip) && !im->fatal) {
             rc = tsync__err(TSYNC_ECORRUPT,
                             "%s:%zu: broken CSV quoting: a quote inside an unquoted field, or text "
                             "after a closing quote",

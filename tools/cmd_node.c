@@ -266,6 +266,8 @@ int cmd_status(int argc, char **argv)
     free(state);
     json_object_set_new(out, "site", json_incref(json_object_get(st, "site")));
     json_object_set_new(out, "public_key", json_incref(json_object_get(st, "public_key")));
+    json_object_set_new(out, "rollbacks",
+                        json_integer(json_integer_value(json_object_get(st, "rollbacks"))));
     if (json_object_get(st, "unsealable"))
         json_object_set_new(out, "unsealable", json_incref(json_object_get(st, "unsealable")));
     /* The database's own counts are read now; the node's from its last report. */
@@ -276,7 +278,6 @@ int cmd_status(int argc, char **argv)
         {"conflicts", "SELECT count(*) FROM tsync_conflicts"},
         {"forks", "SELECT count(*) FROM tsync_forks"},
         {"unsealed", "SELECT count(*) FROM tsync_pending"},
-        {"rollbacks", "SELECT coalesce((SELECT v FROM tsync_meta WHERE k='rollbacks'), 0)"},
     };
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
         sqlite3_stmt *q;
@@ -287,18 +288,8 @@ int cmd_status(int argc, char **argv)
         }
         json_object_set_new(out, counts[i][0], json_integer(v));
     }
-    {
-        /* The last time this till's log went back (store/identity.c). */
-        sqlite3_stmt *q;
-        json_t *last = NULL;
-        if (sqlite3_prepare_v2(h, "SELECT v FROM tsync_meta WHERE k='rollback_last'", -1, &q,
-                               NULL) == SQLITE_OK) {
-            if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_text(q, 0))
-                last = json_loads((const char *)sqlite3_column_text(q, 0), 0, NULL);
-            sqlite3_finalize(q);
-        }
-        json_object_set_new(out, "last_rollback", last ? last : json_null());
-    }
+    json_t *lr = json_object_get(st, "last_rollback");
+    json_object_set_new(out, "last_rollback", lr ? json_incref(lr) : json_null());
     if (cli_schema_status(s, out) != 0) {
         tsync_store_free(s);
         json_decref(out);
@@ -341,6 +332,30 @@ int cmd_status(int argc, char **argv)
             json_object_set(out, keep[i], json_object_get(node, keep[i]));
     }
     json_decref(st);
+    /* One word for a UI and what needs a person (docs/NODE.md, "Status"). */
+    json_t *why = json_array();
+    const char *cs = json_string_value(json_object_get(json_object_get(out, "clock"), "state"));
+    if (json_array_size(json_object_get(out, "schema_mismatches")))
+        json_array_append_new(why, json_string("schema_mismatch"));
+    if (json_is_string(json_object_get(out, "signed_migration_error")))
+        json_array_append_new(why, json_string("signed_migration"));
+    if (full) json_array_append_new(why, json_string("disk_full"));
+    if (json_is_string(json_object_get(out, "unsealable")))
+        json_array_append_new(why, json_string("unsealable"));
+    if (cs && (!strcmp(cs, "ahead") || !strcmp(cs, "behind")))
+        json_array_append_new(why, json_string("clock"));
+    size_t pi;
+    json_t *pv;
+    json_array_foreach(json_object_get(out, "peers"), pi, pv)
+    {
+        const char *ps = json_string_value(json_object_get(pv, "state"));
+        if (ps && !strcmp(ps, "refused")) {
+            json_array_append_new(why, json_string("peer_refused"));
+            break;
+        }
+    }
+    json_object_set_new(out, "state", json_string(json_array_size(why) ? "attention" : "ok"));
+    json_object_set_new(out, "attention", why);
     if (as_json) {
         char *txt = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         puts(txt ? txt : "{}");

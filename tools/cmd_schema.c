@@ -197,9 +197,12 @@ int cli_schema_status(tsync_store *s, json_t *out)
 void cli_schema_status_print(json_t *out)
 {
     json_t *mm = json_object_get(out, "schema_mismatches");
-    printf("state: %s\n", json_string_value(json_object_get(out, "state")));
+    printf("state: %s", json_string_value(json_object_get(out, "state")));
     size_t i;
     json_t *e;
+    json_array_foreach(json_object_get(out, "attention"), i, e)
+        printf("%s%s", i ? ", " : " (", json_string_value(e));
+    printf("%s\n", json_array_size(json_object_get(out, "attention")) ? ")" : "");
     json_array_foreach(mm, i, e)
     {
         const char *till = json_string_value(json_object_get(e, "till"));
