@@ -2994,12 +2994,13 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
         n->o.backup_dir = n->backup_dir_copy;
     }
     if (rc == 0) {
-        /* The node's thread must never wait long for the app's write lock: while it waits it
-         * reads no messages (peers would see it as dead). A merge or seal that finds the
+        /* Opening may write (an upgrade of the internal tables), and a POS selling without a
+         * pause holds the write lock often: the open waits as long as any command does. Once
+         * open, the node's thread must never wait long for the app's write lock: while it waits
+         * it reads no messages (peers would see it as dead). A merge or seal that finds the
          * database busy is retried; batches are sent again by their sender. */
-        tsync_store_options so = TSYNC_STORE_OPTIONS_INIT;
-        so.busy_timeout_ms = 250;
-        rc = tsync_store_open(&n->s, db_path, &so);
+        rc = tsync_store_open(&n->s, db_path, NULL);
+        if (rc == 0) tsync__sync_busy_timeout(n->s, 250);
     }
     if (rc == 0) rc = tsync__sync_ckpt_start(n->s, 100, &n->ckpt);
     if (rc == 0) {
@@ -3030,8 +3031,8 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
     if (rc == 0) {
         tsync__tp_options to = TSYNC__TP_OPTIONS_INIT;
         to.admit = admit;
-        /* One batch may be up to 64 MiB (a sealed transaction cannot be split). The receive
-         * queue holds up to 16 messages of that size per peer. */
+        /* One batch may be up to 64 MiB (older builds sealed a transaction whole; ours cut at
+         * about 4 MiB). The receive queue holds up to 16 messages of that size per peer. */
         to.max_msg = TSYNC__WIRE_MAX_FRAME;
         to.heartbeat_ivl_ms = -1; /* liveness() instead */
         to.rcv_queue_bytes = (size_t)16 * TSYNC__WIRE_MAX_FRAME;

@@ -204,6 +204,9 @@ int tsync__hlc_store(tsync_store *s, tsync__hlc h);
 #define TSYNC__SEAL_BATCH_BYTES (4u << 20)
 #define TSYNC__SEAL_BATCH_ROWS  20000u
 int tsync__seal_locked(tsync_store *s, size_t *nbatches);
+/* Seals a batch without rows (its dependencies name what this database holds), inside the
+ * caller's write transaction. */
+int tsync__seal_empty_locked(tsync_store *s);
 /* When changes over TSYNC_MAX_ROW_BYTES (captured by an older build) are set aside unsealed: 1 and
  * a one-line description in buf; else 0. */
 int tsync__unsealable_note(tsync_store *s, char *buf, size_t n);

@@ -29,119 +29,6 @@
 
 /* ---------------------------------------------------------------- publishing what is kept */
 
-/* Seals a batch without rows: its dependencies are the vector entries changed since this site's
- * previous batch, like any batch's (store/seal.c). */
-static int seal_empty(tsync_store *s)
-{
-    uint8_t(*ids)[TSYNC__SITE_BYTES] = NULL;
-    tsync__bdep *deps = NULL;
-    uint32_t nids = 1, ndeps = 0, cap = 0;
-    uint8_t *body = NULL;
-    size_t blen = 0;
-    char err[TSYNC__ERRLEN];
-    int rc = 0;
-    sqlite3_stmt *st = tsync__prep(s, "SELECT site, seq FROM tsync_sites WHERE seq != sealed_seq "
-                                      "AND idx != ?1");
-    if (!st) return TSYNC_EIO;
-    sqlite3_bind_int64(st, 1, s->local_idx);
-    int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        if (sqlite3_column_bytes(st, 0) != TSYNC__SITE_BYTES) continue;
-        if (nids >= cap) {
-            cap = cap ? 2 * cap : 8;
-            void *ni = realloc(ids, cap * sizeof *ids),
-                 *nd = ni ? realloc(deps, cap * sizeof *deps) : NULL;
-            if (ni) ids = ni;
-            if (nd) deps = nd;
-            if (!ni || !nd) {
-                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-                break;
-            }
-        }
-        memcpy(ids[nids], sqlite3_column_blob(st, 0), TSYNC__SITE_BYTES);
-        deps[ndeps++] = (tsync__bdep){nids++, (uint64_t)sqlite3_column_int64(st, 1)};
-    }
-    if (rc == 0 && step != SQLITE_DONE) rc = tsync__err_sqlite(s->db, step, "read vector");
-    sqlite3_reset(st);
-    if (rc == 0 && !ids && !(ids = malloc(sizeof *ids)))
-        rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-    if (rc) goto out;
-    memcpy(ids[0], s->site, TSYNC__SITE_BYTES);
-
-    uint64_t seq = 0;
-    uint8_t prev[TSYNC__HASH_BYTES] = {0};
-    if (!(st = tsync__prep(s, "SELECT seq, hash FROM tsync_sites WHERE idx=?1"))) {
-        rc = TSYNC_EIO;
-        goto out;
-    }
-    sqlite3_bind_int64(st, 1, s->local_idx);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        seq = (uint64_t)sqlite3_column_int64(st, 0);
-        if (sqlite3_column_bytes(st, 1) == TSYNC__HASH_BYTES)
-            memcpy(prev, sqlite3_column_blob(st, 1), TSYNC__HASH_BYTES);
-    }
-    sqlite3_reset(st);
-    tsync__hlc last;
-    if ((rc = tsync__hlc_load(s, &last))) goto out;
-    tsync__hlc h = tsync__hlc_next(last, tsync__now_ms(s));
-    tsync__batch b = {.format = TSYNC__BATCH_FORMAT,
-                      .seq = seq + 1,
-                      .hlc_lo = h,
-                      .hlc_hi = h,
-                      .nsites = nids,
-                      .sites = (const uint8_t(*)[TSYNC__SITE_BYTES])ids,
-                      .ndeps = ndeps,
-                      .deps = deps};
-    memcpy(b.origin, s->site, TSYNC__SITE_BYTES);
-    if ((rc = tsync__batch_encode(&b, &body, &blen, err))) {
-        rc = tsync__err(rc, "sealing: %s", err);
-        goto out;
-    }
-    uint8_t hash[TSYNC__HASH_BYTES], sig[TSYNC__SIG_BYTES];
-    tsync__batch_hash(prev, body, blen, hash);
-    tsync__batch_sign(s->sk, s->site, b.seq, hash, sig);
-    if (!(st = tsync__prep(s, "INSERT INTO tsync_log(site, seq, hash, body, sig) "
-                              "VALUES(?1, ?2, ?3, ?4, ?5)"))) {
-        rc = TSYNC_EIO;
-        goto out;
-    }
-    sqlite3_bind_int64(st, 1, s->local_idx);
-    sqlite3_bind_int64(st, 2, (int64_t)b.seq);
-    sqlite3_bind_blob(st, 3, hash, sizeof hash, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 4, body, (int)blen, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 5, sig, sizeof sig, SQLITE_STATIC);
-    step = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (step != SQLITE_DONE) {
-        rc = tsync__err_sqlite(s->db, step, "append batch to the log");
-        goto out;
-    }
-    if (!(st = tsync__prep(s, "UPDATE tsync_sites SET seq=?2, hash=?3 WHERE idx=?1"))) {
-        rc = TSYNC_EIO;
-        goto out;
-    }
-    sqlite3_bind_int64(st, 1, s->local_idx);
-    sqlite3_bind_int64(st, 2, (int64_t)b.seq);
-    sqlite3_bind_blob(st, 3, hash, sizeof hash, SQLITE_STATIC);
-    step = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (step == SQLITE_DONE &&
-        (st = tsync__prep(s, "UPDATE tsync_sites SET sealed_seq=seq WHERE sealed_seq!=seq"))) {
-        step = sqlite3_step(st);
-        sqlite3_reset(st);
-    }
-    if (step != SQLITE_DONE) {
-        rc = tsync__err_sqlite(s->db, step, "update vector");
-        goto out;
-    }
-    rc = tsync__hlc_store(s, h);
-out:
-    free(ids);
-    free(deps);
-    free(body);
-    return rc;
-}
-
 int tsync__trust_keep_merged(tsync_store *s)
 {
     uint64_t own_cut;
@@ -191,7 +78,7 @@ int tsync__trust_keep_merged(tsync_store *s)
     /* Pending sales carry the dependencies as well as an empty batch would. */
     size_t sealed = 0;
     if ((rc = tsync__seal_locked(s, &sealed))) return rc;
-    return sealed ? 0 : seal_empty(s);
+    return sealed ? 0 : tsync__seal_empty_locked(s);
 }
 
 /* ---------------------------------------------------------------- the admin's preview */

@@ -454,6 +454,50 @@ int tsync__unsealable_note(tsync_store *s, char *buf, size_t n)
     return rc;
 }
 
+/* This site's last sealed seq and the hash the next batch chains to. */
+static int load_head(tsync_store *s, uint64_t *seq, uint8_t prev[TSYNC__HASH_BYTES])
+{
+    *seq = 0;
+    memset(prev, 0, TSYNC__HASH_BYTES);
+    sqlite3_stmt *st = tsync__prep(s, "SELECT seq, hash FROM tsync_sites WHERE idx=?1");
+    if (!st) return tsync__err_sqlite(s->db, SQLITE_ERROR, "read vector");
+    sqlite3_bind_int64(st, 1, s->local_idx);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *seq = (uint64_t)sqlite3_column_int64(st, 0);
+        if (sqlite3_column_bytes(st, 1) == TSYNC__HASH_BYTES)
+            memcpy(prev, sqlite3_column_blob(st, 1), TSYNC__HASH_BYTES);
+    }
+    sqlite3_reset(st);
+    return 0;
+}
+
+int tsync__seal_empty_locked(tsync_store *s)
+{
+    bbuild cur;
+    memset(&cur, 0, sizeof cur);
+    uint64_t seq;
+    uint8_t prev[TSYNC__HASH_BYTES];
+    tsync__hlc last;
+    int64_t corr = 0;
+    uint32_t origin;
+    int rc = tsync__hlc_load(s, &last);
+    if (!rc) rc = shop_clock(s, &last, &corr);
+    if (!rc) rc = load_head(s, &seq, prev);
+    if (!rc) rc = sitedict_idx(s, &cur.sd, s->local_idx, &origin); /* sites[0] = origin */
+    if (!rc) {
+        int64_t wall = (int64_t)tsync__now_ms(s) + corr;
+        last = tsync__hlc_next(last, wall > 0 ? (uint64_t)wall : 0);
+        cur.lo = cur.hi = last;
+        rc = seal_flush(s, &cur, &seq, prev);
+    }
+    if (!rc) rc = tsync__hlc_store(s, last);
+    tsync__arena_free(&cur.a);
+    free(cur.bt);
+    free(cur.sd.local);
+    free(cur.sd.ids);
+    return rc;
+}
+
 int tsync__seal_locked(tsync_store *s, size_t *nbatches)
 {
     if (nbatches) *nbatches = 0;
@@ -541,21 +585,7 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     if ((rc = shop_clock(s, &last, &corr))) goto out;
     uint64_t seq = 0;
     uint8_t prev[TSYNC__HASH_BYTES] = {0};
-    rc = ((st = tsync__prep(s, "SELECT seq, hash FROM tsync_sites WHERE idx=?1")) ? SQLITE_OK
-                                                                                  : SQLITE_ERROR);
-    if (rc != SQLITE_OK) {
-        rc = tsync__err_sqlite(s->db, rc, "read vector");
-        goto out;
-    }
-    rc = 0;
-    sqlite3_bind_int64(st, 1, s->local_idx);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        seq = (uint64_t)sqlite3_column_int64(st, 0);
-        if (sqlite3_column_bytes(st, 1) == TSYNC__HASH_BYTES)
-            memcpy(prev, sqlite3_column_blob(st, 1), TSYNC__HASH_BYTES);
-    }
-    sqlite3_reset(st);
-    st = NULL;
+    if ((rc = load_head(s, &seq, prev))) goto out;
 
     for (size_t ri = 0; ri < nrows; ri++) {
         prow *r = &rows[ri];

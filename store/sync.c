@@ -551,6 +551,11 @@ static void *ckpt_main(void *arg)
     return NULL;
 }
 
+void tsync__sync_busy_timeout(tsync_store *s, int ms)
+{
+    sqlite3_busy_timeout(s->db, ms);
+}
+
 int tsync__sync_ckpt_start(tsync_store *s, int period_ms, tsync__ckpt **out)
 {
     *out = NULL;

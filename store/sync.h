@@ -142,6 +142,9 @@ int tsync__sync_fork_proofs(tsync_store *s, int64_t after_id,
  * tsync__sync_ckpt_stop before freeing the store. */
 typedef struct tsync__ckpt tsync__ckpt;
 int tsync__sync_ckpt_start(tsync_store *s, int period_ms, tsync__ckpt **out);
+
+/* How long this handle waits for another connection's write lock from now on. */
+void tsync__sync_busy_timeout(tsync_store *s, int ms);
 void tsync__sync_ckpt_stop(tsync_store *s, tsync__ckpt *c);
 
 #endif
