@@ -333,29 +333,29 @@ int cmd_status(int argc, char **argv)
     }
     json_decref(st);
     /* One word for a UI and what needs a person (docs/NODE.md, "Status"). */
-    json_t *why = json_array();
+    json_t *need = json_array();
     const char *cs = json_string_value(json_object_get(json_object_get(out, "clock"), "state"));
     if (json_array_size(json_object_get(out, "schema_mismatches")))
-        json_array_append_new(why, json_string("schema_mismatch"));
+        json_array_append_new(need, json_string("schema_mismatch"));
     if (json_is_string(json_object_get(out, "signed_migration_error")))
-        json_array_append_new(why, json_string("signed_migration"));
-    if (full) json_array_append_new(why, json_string("disk_full"));
+        json_array_append_new(need, json_string("signed_migration"));
+    if (full) json_array_append_new(need, json_string("disk_full"));
     if (json_is_string(json_object_get(out, "unsealable")))
-        json_array_append_new(why, json_string("unsealable"));
+        json_array_append_new(need, json_string("unsealable"));
     if (cs && (!strcmp(cs, "ahead") || !strcmp(cs, "behind")))
-        json_array_append_new(why, json_string("clock"));
+        json_array_append_new(need, json_string("clock"));
     size_t pi;
     json_t *pv;
     json_array_foreach(json_object_get(out, "peers"), pi, pv)
     {
         const char *ps = json_string_value(json_object_get(pv, "state"));
         if (ps && !strcmp(ps, "refused")) {
-            json_array_append_new(why, json_string("peer_refused"));
+            json_array_append_new(need, json_string("peer_refused"));
             break;
         }
     }
-    json_object_set_new(out, "state", json_string(json_array_size(why) ? "attention" : "ok"));
-    json_object_set_new(out, "attention", why);
+    json_object_set_new(out, "state", json_string(json_array_size(need) ? "attention" : "ok"));
+    json_object_set_new(out, "attention", need);
     if (as_json) {
         char *txt = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         puts(txt ? txt : "{}");
