@@ -1285,14 +1285,20 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                     if ((rc = honest_dep(c, list, n, m->id, ib->seq, &ib->kept, &ib->kept_by)))
                         return rc;
                     if (!ib->kept) {
+                        /* The trust check words it (device name, seq, cutoff), as for any batch
+                         * the trust rules refuse. */
+                        char terr[TSYNC__ERRLEN];
+                        int trc = tsync__trust_admit_kept(c->s, m->pk, m->id, ib->seq,
+                                                          tsync__hlc_ms(ib->b.hlc_hi), 0, terr);
+                        if (trc == TSYNC_EIO) return trc;
                         ib->done = 1;
                         if (c->rep) c->rep->refused++;
                         c->refuse_code = TSYNC_EREFUSED;
-                        report_msg(c,
-                                   "refused: batch %llu of site %s: its key was revoked with "
-                                   "cutoff %llu and no honest batch depends on it",
-                                   (unsigned long long)ib->seq, short_site(m->id, sh),
-                                   (unsigned long long)m->cutoff);
+                        report_msg(
+                            c,
+                            "refused: batch %llu of site %s: %s, and no honest batch depends on it",
+                            (unsigned long long)ib->seq, short_site(m->id, sh),
+                            trc ? terr : "its key was revoked");
                         drop_held(c, ib);
                         continue;
                     }

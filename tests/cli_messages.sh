@@ -154,7 +154,7 @@ start a
 LA=$(listen_of "$W/a.db")
 KA=$("$T" state "$W/a.db" --json | sed -n 's/.*"public_key": "\([0-9a-f]*\)".*/\1/p')
 start e --peer "$LA#$KA"
-if wait_for 15 status_has "$W/a.db" "connected"; then ok; else bad "E did not connect to A: $(cat "$W/e.log")"; fi
+if wait_for 15 status_has "$W/a.db" " connected since"; then ok; else bad "E did not connect to A: $(cat "$W/e.log")"; fi
 has "$W/st" "peer $BNAME " "A's status shows E's 64-byte name whole"
 "$T" status "$W/a.db" --json >"$W/st.json" 2>&1
 has "$W/st.json" "\"name\": \"$BNAME\"" "A's status --json shows E's name whole"
@@ -199,7 +199,7 @@ has "$W/st.json" '"state": "waiting"' "status --json: state waiting"
 has "$W/st.json" '"reason": "no #KEY given' "status --json: the reason"
 run "$T" enrol "$W/f.db" "$W/f.cert" "$W/a.cert"
 expect_ok "installing A's certificate on F while F runs"
-if wait_for 15 status_has "$W/f.db" "connected"; then ok; else
+if wait_for 15 status_has "$W/f.db" " connected since"; then ok; else
     bad "F did not dial A once A's certificate was known: $(cat "$W/st") $(cat "$W/f.log")"
 fi
 has "$W/f.log" "peer $LA: a certificate of another till is known now: dialling it" \

@@ -206,7 +206,7 @@ static void print_clock(uint64_t now, json_t *c)
     long long ahead = (long long)json_integer_value(json_object_get(c, "ahead_ms"));
     long long abs_ahead = ahead < 0 ? -ahead : ahead;
     if (!st || !strcmp(st, "unknown"))
-        printf("clock: no connected peer to compare with\n");
+        printf("clock: not compared yet (no peer online)\n");
     else if (!strcmp(st, "ok"))
         printf("clock: ok (within %lld s of the shop's median, %lld peer(s))\n",
                abs_ahead / 1000 + 1, peers);
