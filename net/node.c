@@ -266,6 +266,7 @@ struct tsync_node {
     size_t clock_peers;
     int64_t clock_off_ms, clock_rec_off_ms, clock_resets_seen;
     uint64_t clock_check_mono, clock_rec_mono, clock_warned_mono, clock_diff_logged_mono;
+    uint64_t hlc_warned_mono; /* the hybrid clock ahead: logged this often (its own timer) */
 
     uint64_t refused[R_COUNT];
     uint64_t hs_incomplete; /* inbound handshakes that timed out or were hung up on */
@@ -2595,8 +2596,8 @@ static void clock_tick(tsync_node *n, uint64_t now)
         n->clock_warned_mono = 0;
         logf_(n, TSYNC_LOG_INFO, "this till's clock agrees with the shop's again");
     }
-    if (hlc_ahead && (!n->clock_warned_mono || now - n->clock_warned_mono >= CLOCK_LOG_MS)) {
-        n->clock_warned_mono = now;
+    if (hlc_ahead && (!n->hlc_warned_mono || now - n->hlc_warned_mono >= CLOCK_LOG_MS)) {
+        n->hlc_warned_mono = now;
         logf_(n, TSYNC_LOG_WARN,
               "this till's hybrid clock is %" PRId64 " s ahead of the shop's time (written while "
               "its wall clock was wrong); the next change takes it back to the shop's time",

@@ -160,6 +160,11 @@ same3() {
         [ "$("$T" hash "$W/b.db")" = "$("$T" hash "$W/c.db")" ]
 }
 wait_for 10 same3 && ok || bad "a, b and c differ"
+# The log says so once a minute, not at every check (it said it every second, with "agrees again").
+n=$(grep -c "hybrid clock is [0-9]* s ahead" "$W/a.log")
+[ "$n" -ge 1 ] && [ "$n" -le 2 ] && ok || bad "a logged its hybrid clock ahead $n times: $(cat "$W/a.log")"
+n=$(grep -c "agrees with the shop's again" "$W/a.log")
+[ "$n" -eq 0 ] && ok || bad "a logged that its clock agrees again $n times"
 for d in b c; do
     ahead=$(($(hlc_ms_of "$W/$d.db") - $(now_ms)))
     [ "$ahead" -lt 300000 ] && ok || bad "$d's clock followed a's: $ahead ms ahead"
