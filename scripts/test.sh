@@ -48,8 +48,10 @@ if [ "${TSYNC_SKIP_ASAN:-0}" != 1 ]; then
     cmake --build build-asan -j"$JOBS"
     echo "== tests under ASan + UBSan"
     # Property tests run fewer schedules here: the sanitizers make each one ~5x slower.
+    src=$PWD
     (cd build-asan && TSYNC_PROP_SCALE=${TSYNC_PROP_SCALE:-0.25} \
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        LSAN_OPTIONS=suppressions="$src/tests/lsan.supp" \
         UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         ctest --output-on-failure -j"$JOBS")
 fi

@@ -3,6 +3,7 @@
  * tests/soak/kill_restart.sh: a restarted node failed to start). */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <sqlite3.h>
 #include <tillsync/tillsync.h>
 
@@ -57,4 +58,5 @@ Test(node_open, waits_for_the_pos_write_lock_at_start)
     pthread_join(t, NULL);
     pthread_barrier_destroy(&h.locked);
     tsync_node_free(n);
+    free(dir);
 }

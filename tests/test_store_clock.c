@@ -48,7 +48,7 @@ static void merge_all(tsync_store *from, tsync_store *to, size_t *merged, size_t
 
 Test(store_clock, poisoned_till_recovers_and_replicas_converge)
 {
-    const char *dir = th_tmpdir_auto();
+    char *dir = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(dir, "a.db"));
     tsync_store *b = th_open_products(th_path(dir, "b.db"));
     /* a writes a price with its clock a day ahead, alone. */
@@ -95,11 +95,12 @@ Test(store_clock, poisoned_till_recovers_and_replicas_converge)
     cr_assert_lt(hlc_ms(a), tsync__now_ms(a) + 6 * 60000);
     tsync_store_free(a);
     tsync_store_free(b);
+    free(dir);
 }
 
 Test(store_clock, wall_clock_ahead_of_the_shop_is_corrected_when_sealing)
 {
-    const char *dir = th_tmpdir_auto();
+    char *dir = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(dir, "a.db"));
     tsync_store *b = th_open_products(th_path(dir, "b.db"));
     /* a's machine is a day ahead; its node measured the shop a day behind it. */
@@ -117,4 +118,5 @@ Test(store_clock, wall_clock_ahead_of_the_shop_is_corrected_when_sealing)
     cr_assert_eq(tsync__shop_offset(a, &off), 0);
     tsync_store_free(a);
     tsync_store_free(b);
+    free(dir);
 }
