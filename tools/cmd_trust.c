@@ -553,7 +553,7 @@ static int shop_revoke(int argc, char **argv)
             unsigned long long seq = colon ? strtoull(colon + 1, &end, 10) : 0;
             if (!colon || unhex(v, (size_t)(colon - v), cut[ncut].site, TSYNC__SITE_BYTES) ||
                 errno || colon[1] == '\0' || colon[1] == '-' || *end) {
-                free(cut);
+                free(cut), free(check);
                 return usage("--cutoff takes SITE:SEQ (a 32-hex-digit site id as 'tillsync "
                              "state' shows it, and a sequence number)");
             }
