@@ -666,6 +666,21 @@ Test(node_security, revoked_device_cut_and_refused)
     shop_sell(&f, nu_scaled(800, 300));
     adb d;
     adb_open(&d, f.dir, "att", f.shop, 3, 0);
+    /* The admin's revocation of the device (cutoff at batch 2) is written before its session
+     * starts: the attacker answers V's pings only while pumped, and a CLI run under the
+     * sanitizers can outlast V's liveness (V would then end the session for silence). */
+    char pk[65], site[33], cut[64];
+    nu_pubkey(d.db, pk);
+    nu_site(d.db, site);
+    snprintf(cut, sizeof cut, "%s:2", site);
+    char *rev = nu_cli_ok("shop", "revoke", f.shop, pk, "--cutoff", cut, NULL);
+    char revf[NU_PATH];
+    snprintf(revf, sizeof revf, "%s/att.rev", f.dir);
+    FILE *fp = fopen(revf, "w");
+    cr_assert(fp);
+    fputs(rev, fp);
+    fclose(fp);
+    free(rev);
     att a;
     att_connect(&a, adb_sk(&d), &f.v, f.v_pk, 0);
     ATT_UNTIL(&a, 10000, a.up, "the session (CURVE handshake)");
@@ -683,18 +698,6 @@ Test(node_security, revoked_device_cut_and_refused)
     cr_assert_eq(attacker_rows(f.v.db), 2, "the member's two sales did not reach V");
 
     /* The admin revokes the device with a cutoff at batch 2 and V installs it while running. */
-    char pk[65], site[33], cut[64];
-    nu_pubkey(d.db, pk);
-    nu_site(d.db, site);
-    snprintf(cut, sizeof cut, "%s:2", site);
-    char *rev = nu_cli_ok("shop", "revoke", f.shop, pk, "--cutoff", cut, NULL);
-    char revf[NU_PATH];
-    snprintf(revf, sizeof revf, "%s/att.rev", f.dir);
-    FILE *fp = fopen(revf, "w");
-    cr_assert(fp);
-    fputs(rev, fp);
-    fclose(fp);
-    free(rev);
     int64_t cert0 = nu_node_refused(&f.v, "certificate");
     int64_t t0 = nu_now_ms();
     free(nu_cli_ok("revoke", f.v.db, revf, NULL));
