@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "crdt/cert.h"
+#include "codec/cert.h"
 
 static void check_err(int rc, const char *err)
 {

@@ -50,7 +50,7 @@
 #include <sodium.h>
 
 #include "net/discovery.h"
-#include "store/sync.h" /* tsync__err */
+#include "util/util.h"
 
 #define CONNECT_FIRST_MS 500  /* first retry of avahi_client_new without a system bus */
 #define CONNECT_MAX_MS   5000 /* ... doubling up to this */

@@ -11,7 +11,7 @@
 #include <sodium.h>
 
 #include "net/discovery.h"
-#include "store/sync.h" /* tsync__err */
+#include "util/util.h"
 
 /* ---------------------------------------------------------------- the seam */
 

@@ -34,10 +34,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "crdt/cert.h"
+#include "codec/cert.h"
 #include "net/discovery.h"
 #include "net/transport.h"
-#include "net/wire.h"
+#include "codec/wire.h"
 #include "store/identity.h"
 #include "store/schema.h"
 #include "store/snapshot.h"

@@ -43,7 +43,7 @@
 #include <zmq.h>
 
 #include "net/transport.h"
-#include "store/internal.h" /* tsync__err, tsync__hex, tsync__unhex */
+#include "util/util.h"
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define ZAP_DOMAIN   "tillsync"

@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 JOBS=${JOBS:-2}
 
 echo "== formatting (.clang-format)"
-clang-format --dry-run -Werror crdt/*.[ch] store/*.[ch] net/*.[ch] tools/*.[ch] tests/*.[ch] \
-    fuzz/*.c bench/*.[ch] include/tillsync/*.h examples/*.c tests/netlab/*.c
+find util codec crdt store net tools tests fuzz bench include examples -name '*.[ch]' \
+    -exec clang-format --dry-run -Werror {} +
 
 echo "== build (warnings are errors)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTSYNC_WERROR=ON >/dev/null

@@ -48,7 +48,7 @@
 #include <unistd.h>
 
 #include "store/backup.h"
-#include "store/internal.h"
+#include "internal.h"
 
 #define BLOCK        (4u << 20) /* image bytes per read/hash/write step */
 #define ABYTES       crypto_secretstream_xchacha20poly1305_ABYTES

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "store/identity.h"
-#include "store/internal.h"
+#include "internal.h"
 #include "store/schema.h"
 #include "store/sync.h"
 #include "store/trust.h"

@@ -36,7 +36,7 @@
 #include <unistd.h>
 
 #include "store/identity.h"
-#include "store/internal.h"
+#include "internal.h"
 
 #define MARK_MAGIC "TSYNCMRK"
 #define MARK_LEN   (8 + TSYNC__SITE_BYTES + 8 + 16)

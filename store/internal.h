@@ -14,12 +14,8 @@
 
 /* ---------------------------------------------------------------- errors */
 
-/* Records the thread's last error (printf-style, one line) and returns code. */
-int tsync__err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Records an SQLite error of db with a prefix and returns the mapped code. */
 int tsync__err_sqlite(sqlite3 *db, int rc, const char *what);
-void tsync__hex(const uint8_t *p, size_t n, char *out);  /* out: 2n+1 bytes */
-int tsync__unhex(const char *s, uint8_t *out, size_t n); /* exactly 2n hex digits */
 
 /* ---------------------------------------------------------------- tables */
 

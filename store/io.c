@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store/internal.h"
+#include "internal.h"
 #include "store/io.h"
 
 #define REJECT_KEY  "tillsync_reject"

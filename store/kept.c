@@ -24,7 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "store/internal.h"
+#include "internal.h"
 #include "store/trust.h"
 
 /* ---------------------------------------------------------------- publishing what is kept */

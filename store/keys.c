@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "store/internal.h"
+#include "internal.h"
 
 #define KEY_MAGIC "TSYNCKEY"
 #define KEY_LEN   (8 + 1 + 64 + 16 + 32 + 32)

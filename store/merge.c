@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store/internal.h"
+#include "internal.h"
 #include "store/schema.h"
 #include "store/sync.h"
 #include "store/trust.h"

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store/internal.h"
+#include "internal.h"
 
 int tsync__rowmeta_init(tsync__rowmeta *m, int ncols)
 {

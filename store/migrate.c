@@ -30,8 +30,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "crdt/cert.h"
-#include "store/internal.h"
+#include "codec/cert.h"
+#include "internal.h"
 #include "store/sync.h"
 #include "store/trust.h"
 #include "tillsync/migrate.h"

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store/internal.h"
+#include "internal.h"
 
 /* Kept as a REAL (a CAST costs on every captured write); sealing reads it as integer ms. */
 #define WALL_SQL "((julianday('now') - 2440587.5) * 86400000.0)"

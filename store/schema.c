@@ -30,7 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store/internal.h"
+#include "internal.h"
 #include "store/sync.h"
 #include "store/schema.h"
 

@@ -32,7 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store/internal.h"
+#include "internal.h"
 #include "store/snapshot.h"
 #include "store/sync.h"
 

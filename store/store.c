@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "store/internal.h"
+#include "internal.h"
 
 static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS tsync_meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "store/internal.h"
+#include "internal.h"
 #include "store/sync.h"
 
 int tsync__sync_vv(tsync_store *s, tsync__vv *out)

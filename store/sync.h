@@ -16,9 +16,6 @@
 #include "tillsync/migrate.h"
 #include "tillsync/store.h"
 
-/* Records the thread's last error (one line, printf-style) and returns code (store/error.c). */
-int tsync__err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
 /* Pieces of runs are cut at a signed batch once they reach this many bytes of bodies, so one
  * piece fits a wire message (and a bundle run can be forwarded over the wire unchanged). */
 #define TSYNC__RUN_PIECE_BYTES (1u << 20)

@@ -30,7 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store/internal.h"
+#include "internal.h"
 #include "store/trust.h"
 
 static const char *SCHEMA =

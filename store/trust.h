@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "crdt/cert.h"
+#include "codec/cert.h"
 #include "tillsync/store.h"
 
 /* Tolerated clock difference between the admin's machine and a till, or two tills, for a

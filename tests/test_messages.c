@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "crdt/cert.h"
+#include "codec/cert.h"
 #include "store/internal.h"
 
 /* A refusal quoting a trust refusal, with shop and device names of 64 bytes of non-ASCII text:

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "net/wire.h"
+#include "codec/wire.h"
 
 /* ---------------------------------------------------------------- sample messages */
 

@@ -38,10 +38,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "crdt/cert.h"
+#include "codec/cert.h"
 #include "crdt/crdt.h"
 #include "net/transport.h"
-#include "net/wire.h"
+#include "codec/wire.h"
 #include "store/sync.h"
 #include "store/trust.h"
 #include "tests/helpers.h"

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "crdt/cert.h"
+#include "codec/cert.h"
 #include "store/internal.h"
 #include "store/trust.h"
 #include "tests/helpers.h"

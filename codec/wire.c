@@ -29,7 +29,7 @@
 
 #include <msgpack.h>
 
-#include "net/wire.h"
+#include "codec/wire.h"
 
 #if defined(__GNUC__)
 #define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))

@@ -25,7 +25,7 @@
 #include <sodium.h>
 #include <zstd.h>
 
-#include "crdt/crdt.h"
+#include "codec/codec.h"
 
 #if defined(__GNUC__)
 #define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))

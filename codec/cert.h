@@ -27,7 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "crdt/crdt.h"
+#include "codec/codec.h"
 
 #define TSYNC__SHOP_ID_BYTES     16
 #define TSYNC__TRUST_FORMAT      1u

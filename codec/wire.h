@@ -34,7 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "crdt/crdt.h"
+#include "codec/codec.h"
 
 /* The protocol version a node speaks: sent in HELLO (and in the mDNS TXT record). A peer that
  * sends another version gets ERROR TSYNC__WIRE_ERR_VERSION and is disconnected. */

@@ -28,7 +28,7 @@
 #include <msgpack.h>
 #include <sodium.h>
 
-#include "crdt/crdt.h"
+#include "codec/codec.h"
 
 #if defined(__GNUC__)
 #define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))

@@ -15,7 +15,7 @@
  */
 #include <string.h>
 
-#include "crdt/crdt.h"
+#include "codec/codec.h"
 
 static bool fail(tsync__mpr *r)
 {

@@ -1,0 +1,315 @@
+/*
+ * codec/codec.h — the byte formats of tillsync: values, batches and their hashing and signing
+ * rules, bundles, and the one strict bounded msgpack reader every decoder uses.
+ *
+ * Design notes
+ * - Nothing here does I/O or touches SQLite: bytes come in and go out as buffers.
+ * - Encoding uses msgpack-c's packer. Decoding uses our own bounded reader (mpk.c), because
+ *   msgpack-c's unpacker allocates a container's declared size before the bytes arrive (5 bytes
+ *   can ask for 8.6 GB) and is not strict about types or trailing bytes.
+ * - Decoded values point into the input buffer; arrays live in an arena freed as one.
+ *
+ * THREAD SAFETY: every function is reentrant; objects are not shared between threads unless the
+ * caller locks them.
+ */
+#ifndef TSYNC_CODEC_H
+#define TSYNC_CODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/util.h"
+
+#define TSYNC__SITE_BYTES 16 /* site id: BLAKE2b-128(public key || incarnation) */
+#define TSYNC__PK_BYTES   32 /* Ed25519 public key */
+#define TSYNC__SK_BYTES   64 /* Ed25519 secret key (libsodium layout) */
+#define TSYNC__INC_BYTES  16 /* incarnation: 128 random bits */
+#define TSYNC__HASH_BYTES 32 /* BLAKE2b-256 */
+#define TSYNC__SIG_BYTES  64 /* Ed25519 detached signature */
+
+#define TSYNC__BATCH_FORMAT    1u
+#define TSYNC__BATCH_MAX_BYTES (64u << 20) /* hard limit of one batch body */
+#define TSYNC__BUNDLE_FORMAT   1u          /* [sites, runs] */
+#define TSYNC__BUNDLE_FORMAT_TRUST                                                                 \
+    2u /* [sites, runs, trust records]: written when there are some */
+#define TSYNC__BUNDLE_FORMAT_SCHEMA                                                                \
+    3u /* [sites, runs, trust records, [author site, table definitions]] */
+#define TSYNC__BUNDLE_SCHEMA_MAX      (1u << 20) /* the author's table definitions */
+#define TSYNC__BUNDLE_TRUST_MAX_BYTES 4096u  /* one trust record (certificate, revocation, ...) */
+#define TSYNC__BUNDLE_TRUST_MAX       65536u /* trust records per bundle */
+#define TSYNC__BUNDLE_MAX_BYTES       (1u << 30) /* hard limit of a decompressed bundle payload */
+#define TSYNC__MAX_PK_COLS            4
+#define TSYNC__MAX_COLS               63 /* columns of a replicated table, key included (mask fits in int64) */
+
+/* ---------------------------------------------------------------- HLC */
+
+/* A hybrid logical clock: 48-bit Unix milliseconds << 16 | 16-bit logical counter. Adding 1 to a
+ * clock whose logical part is 0xffff carries into the milliseconds, as intended. 0 means "none". */
+typedef uint64_t tsync__hlc;
+
+#define TSYNC__HLC_DEFAULT_SKEW_MS (5u * 60u * 1000u)
+
+static inline tsync__hlc tsync__hlc_make(uint64_t ms, uint16_t logical)
+{
+    return (ms << 16) | logical;
+}
+static inline uint64_t tsync__hlc_ms(tsync__hlc h)
+{
+    return h >> 16;
+}
+/* ---------------------------------------------------------------- version vector entries
+ *
+ * One site's position, as messages carry it (the rules over whole vectors are in crdt/). */
+
+typedef struct {
+    uint8_t site[TSYNC__SITE_BYTES];
+    uint64_t seq;                    /* highest contiguous sequence number held */
+    uint8_t hash[TSYNC__HASH_BYTES]; /* hash of that batch (all zero when seq is 0) */
+} tsync__vv_entry;
+
+/* ---------------------------------------------------------------- values */
+
+typedef enum {
+    TSYNC__V_NULL = 0,
+    TSYNC__V_INT = 1,
+    TSYNC__V_REAL = 2,
+    TSYNC__V_TEXT = 3,
+    TSYNC__V_BLOB = 4,
+} tsync__vtype;
+
+/* An SQLite value. p is borrowed (from the decoded buffer or the SQLite row). */
+typedef struct {
+    uint8_t type; /* tsync__vtype */
+    int64_t i;
+    double r;
+    const void *p;
+    uint32_t n;
+} tsync__val;
+
+/* ---------------------------------------------------------------- batches
+ *
+ * Body wire format (msgpack, exactly these types; see docs/PROTOCOL.md):
+ *   [ format:uint(=1), origin:bin16, seq:uint>=1, hlc_lo:uint, hlc_hi:uint>=hlc_lo,
+ *     sites:[bin16...]       -- dictionary; sites[0] is the origin
+ *     deps:[[site_idx,seq]...] -- author's vector entries changed since its previous batch
+ *     tables:[[name:str, cols:[str...], npk:uint, counters:[col_idx...]]...]
+ *     rows:[[table_idx, pk:[value * npk], hlc_off:uint, flags:uint,
+ *            rmv:[[site_idx, hlc]...], cols:[[col_idx, value, old_hlc, old_site_idx]...],
+ *            ctrs:[[col_idx, p, n]...]]...] ]
+ * A value is nil, an int (any msgpack int width; uint above INT64_MAX is refused), a float64, a
+ * str (TEXT) or a bin (BLOB). Row hlc = hlc_lo + hlc_off and must be <= hlc_hi.
+ */
+
+#define TSYNC__ROW_ADD 1u /* the origin inserted or updated the row: its add clock becomes hlc */
+#define TSYNC__ROW_DEL 2u /* the origin deleted the row: rmv lists the adds it had observed */
+
+typedef struct {
+    const char *name;
+    uint32_t name_len;
+    uint32_t ncols;    /* including the key columns */
+    const char **cols; /* column names (not NUL-terminated) */
+    uint32_t *col_len;
+    uint32_t npk; /* the first npk columns are the key, in key order */
+    uint32_t ncounters;
+    uint32_t *counters; /* column indexes that are PN-counters */
+} tsync__btable;
+
+typedef struct {
+    uint32_t site;
+    tsync__hlc hlc;
+} tsync__brmv;
+
+typedef struct {
+    uint32_t col;
+    tsync__val val;
+    tsync__hlc old_hlc; /* clock of the value this write overwrote, 0 if none */
+    uint32_t old_site;  /* its site (index in sites); 0 when old_hlc is 0 */
+} tsync__bcol;
+
+typedef struct {
+    uint32_t col;
+    uint64_t p, n; /* the origin's absolute P and N for this counter */
+} tsync__bctr;
+
+typedef struct {
+    uint32_t table;
+    tsync__val pk[TSYNC__MAX_PK_COLS];
+    tsync__hlc hlc;
+    uint32_t flags; /* TSYNC__ROW_ADD | TSYNC__ROW_DEL */
+    uint32_t nrmv, ncols, nctrs;
+    tsync__brmv *rmv;
+    tsync__bcol *cols;
+    tsync__bctr *ctrs;
+} tsync__brow;
+
+typedef struct {
+    uint32_t site;
+    uint64_t seq;
+} tsync__bdep;
+
+typedef struct {
+    uint32_t format;
+    uint8_t origin[TSYNC__SITE_BYTES];
+    uint64_t seq;
+    tsync__hlc hlc_lo, hlc_hi;
+    uint32_t nsites;
+    const uint8_t (*sites)[TSYNC__SITE_BYTES];
+    uint32_t ndeps;
+    tsync__bdep *deps;
+    uint32_t ntables;
+    tsync__btable *tables;
+    uint32_t nrows;
+    tsync__brow *rows;
+} tsync__batch;
+
+/* Encodes b into a new malloc'd buffer (*out, *len; caller frees). Checks the invariants the
+ * decoder checks (sites[0] == origin, indexes in range, hlc range) and fails with TSYNC_EINVAL and
+ * a message in err if one does not hold. */
+int tsync__batch_encode(const tsync__batch *b, uint8_t **out, size_t *len, char err[TSYNC__ERRLEN]);
+
+/* Strictly decodes a body. Arrays are allocated in a; values point into buf, which must outlive
+ * *out. Wrong types, wrong array lengths, indexes out of range, trailing bytes or more than
+ * TSYNC__BATCH_MAX_BYTES: TSYNC_ECORRUPT (TSYNC_EVERSION for an unknown format) and a one-line
+ * message in err. */
+int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync__arena *a,
+                        char err[TSYNC__ERRLEN]);
+
+/* Reads only origin and seq from a body (cheap; for logging and fork checks). */
+int tsync__batch_peek(const uint8_t *buf, size_t len, uint8_t origin[TSYNC__SITE_BYTES],
+                      uint64_t *seq);
+
+/* hash = BLAKE2b-256(prev_hash || body). prev_hash of seq 1 is all zero. */
+void tsync__batch_hash(const uint8_t prev[TSYNC__HASH_BYTES], const uint8_t *body, size_t len,
+                       uint8_t out[TSYNC__HASH_BYTES]);
+
+/* The signed message is "tsync-batch-v1" (14 bytes) || origin || seq (8 bytes big-endian) || hash.
+ * Signing the chained hash means one signature covers every earlier batch of the origin. */
+void tsync__batch_sign(const uint8_t sk[TSYNC__SK_BYTES], const uint8_t origin[TSYNC__SITE_BYTES],
+                       uint64_t seq, const uint8_t hash[TSYNC__HASH_BYTES],
+                       uint8_t sig[TSYNC__SIG_BYTES]);
+TSYNC_WARN_UNUSED int tsync__batch_verify(const uint8_t pk[TSYNC__PK_BYTES],
+                                          const uint8_t origin[TSYNC__SITE_BYTES], uint64_t seq,
+                                          const uint8_t hash[TSYNC__HASH_BYTES],
+                                          const uint8_t sig[TSYNC__SIG_BYTES]);
+
+/* site = BLAKE2b-128(pk || incarnation). */
+void tsync__site_id(const uint8_t pk[TSYNC__PK_BYTES], const uint8_t inc[TSYNC__INC_BYTES],
+                    uint8_t out[TSYNC__SITE_BYTES]);
+
+/* ---------------------------------------------------------------- bundles
+ *
+ * File: "TSYNCBDL" | format:u8(=1) | flags:u8 (bit 0: payload is one zstd frame with checksum)
+ *       | payload
+ * Payload (msgpack): [ sites:[[site:bin16, pk:bin32, incarnation:bin16]...],
+ *                      runs:[[site_idx, first_seq:uint>=1, prev_hash:bin32, bodies:[bin...],
+ *                             sig:bin64]...] ]
+ * Format 2 adds a third element: trust:[bin (1..4096 bytes)...], the shop's certificates,
+ * revocations and rotations, checked by the store.
+ * A run is a contiguous range of one origin's batches; only its last batch's signature travels.
+ */
+
+typedef struct {
+    uint8_t site[TSYNC__SITE_BYTES];
+    uint8_t pk[TSYNC__PK_BYTES];
+    uint8_t inc[TSYNC__INC_BYTES];
+} tsync__bsite;
+
+typedef struct {
+    uint32_t site; /* index in the bundle's sites */
+    uint64_t first_seq;
+    uint8_t prev[TSYNC__HASH_BYTES];
+    uint32_t nbodies;
+    const uint8_t **body;
+    size_t *body_len;
+    uint8_t sig[TSYNC__SIG_BYTES];
+} tsync__brun;
+
+typedef struct {
+    uint32_t nsites;
+    tsync__bsite *sites;
+    uint32_t nruns;
+    tsync__brun *runs;
+    uint32_t ntrust; /* format 2: the shop's trust records (opaque here) */
+    const uint8_t **trust;
+    size_t *trust_len;
+    /* format 3: the bundle's author and the definitions of its replicated tables (store/schema.h;
+     * opaque here). schema NULL: none. */
+    uint8_t schema_site[TSYNC__SITE_BYTES];
+    const uint8_t *schema;
+    size_t schema_len;
+    uint8_t *payload; /* owned: the decompressed payload the bodies point into (or NULL) */
+} tsync__bundle;
+
+/* Decodes a bundle file image. Checks magic, format, zstd frame and checksum, limits, exact
+ * msgpack types, that every site id equals BLAKE2b-128(pk || incarnation), and no trailing bytes.
+ * Does not verify signatures (the store does, with chain context). Arrays in a; bodies point into
+ * buf or into out->payload, freed by tsync__bundle_free. TSYNC_ECORRUPT / TSYNC_EVERSION + err. */
+int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out, tsync__arena *a,
+                         char err[TSYNC__ERRLEN]);
+void tsync__bundle_free(tsync__bundle *b);
+
+/* Builds a bundle. Add sites, then runs (each: begin, bodies, end). */
+typedef struct tsync__bundle_writer tsync__bundle_writer;
+tsync__bundle_writer *tsync__bundle_writer_new(void);
+/* Returns the index of the site (adding it once). */
+int tsync__bundle_writer_site(tsync__bundle_writer *w, const tsync__bsite *s, uint32_t *idx);
+int tsync__bundle_writer_run(tsync__bundle_writer *w, uint32_t site_idx, uint64_t first_seq,
+                             const uint8_t prev[TSYNC__HASH_BYTES]);
+/* The body is copied. */
+int tsync__bundle_writer_body(tsync__bundle_writer *w, const uint8_t *body, size_t len);
+int tsync__bundle_writer_end_run(tsync__bundle_writer *w, const uint8_t sig[TSYNC__SIG_BYTES]);
+/* Adds a trust record (certificate, revocation, rotation; copied). The bundle is then written in
+ * format 2. */
+int tsync__bundle_writer_trust(tsync__bundle_writer *w, const uint8_t *rec, size_t len);
+/* Sets the author's site and the definitions of its replicated tables (copied; 1..
+ * TSYNC__BUNDLE_SCHEMA_MAX bytes). The bundle is then written in format 3. */
+int tsync__bundle_writer_schema(tsync__bundle_writer *w, const uint8_t site[TSYNC__SITE_BYTES],
+                                const uint8_t *defs, size_t len);
+/* Produces the file image (malloc'd; caller frees). compress: use zstd (level 3). */
+int tsync__bundle_writer_finish(tsync__bundle_writer *w, bool compress, uint8_t **out, size_t *len);
+void tsync__bundle_writer_free(tsync__bundle_writer *w);
+
+/* ---------------------------------------------------------------- bounded msgpack reader */
+
+/* A strict msgpack reader over a buffer. Every read checks the bytes left; a container's declared
+ * count must not exceed the bytes left (each element takes at least one byte), so no declared size
+ * can make us allocate more than the input's size. On error, ok becomes false and stays false. */
+typedef struct {
+    const uint8_t *p, *end;
+    bool ok;
+} tsync__mpr;
+
+static inline void tsync__mpr_init(tsync__mpr *r, const uint8_t *p, size_t n)
+{
+    r->p = p;
+    r->end = p + n;
+    r->ok = true;
+}
+bool tsync__mpr_array(tsync__mpr *r, uint32_t *n);
+bool tsync__mpr_map(tsync__mpr *r, uint32_t *n);
+bool tsync__mpr_uint(tsync__mpr *r, uint64_t *v);
+bool tsync__mpr_int(tsync__mpr *r, int64_t *v);
+bool tsync__mpr_bool(tsync__mpr *r, bool *v);
+bool tsync__mpr_nil(tsync__mpr *r); /* consumes a nil if next, returns whether it did */
+bool tsync__mpr_str(tsync__mpr *r, const char **s, uint32_t *n);
+bool tsync__mpr_bin(tsync__mpr *r, const uint8_t **p, uint32_t *n);
+/* bin of exactly n bytes */
+bool tsync__mpr_binfix(tsync__mpr *r, uint8_t *out, uint32_t n);
+bool tsync__mpr_value(tsync__mpr *r, tsync__val *v);
+/* Canonical (smallest) msgpack sizes, as msgpack-c writes them: a strict decoder refuses any
+ * other form, and an encoder can size a message before writing it. */
+size_t tsync__mp_uint_size(uint64_t v);
+size_t tsync__mp_int_size(int64_t v);
+size_t tsync__mp_str_size(size_t n);   /* header + n bytes */
+size_t tsync__mp_bin_size(size_t n);   /* header + n bytes */
+size_t tsync__mp_array_size(size_t n); /* header only */
+/* What kind of msgpack item starts with byte b ("uint", "str", "reserved byte 0xc1", ...). */
+const char *tsync__mp_kind(uint8_t b);
+
+static inline bool tsync__mpr_done(const tsync__mpr *r)
+{
+    return r->ok && r->p == r->end;
+}
+
+#endif
