@@ -24,6 +24,24 @@
 /* Records the thread's last error (printf-style, one line) and returns code. */
 int tsync__err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* ---------------------------------------------------------------- time (the one clock module) */
+
+/* Unix time in milliseconds (CLOCK_REALTIME). */
+uint64_t tsync__wall_ms(void);
+/* Milliseconds of a clock that never goes back (CLOCK_MONOTONIC), for timeouts and rates. */
+uint64_t tsync__mono_ms(void);
+
+/* ---------------------------------------------------------------- SQL text (sqlite3_str) */
+
+typedef struct sqlite3_str sqlite3_str;
+/* Appends "prefix||name" quoted as an SQL identifier (embedded quotes doubled). */
+void tsync__sql_ident(sqlite3_str *b, const char *prefix, const char *name);
+/* The same as a new string (sqlite3_free it), or NULL when out of memory. */
+char *tsync__sql_quote_ident(const char *prefix, const char *name);
+/* Finishes a builder: its text (sqlite3_free it; "" when empty), or NULL when it ran out of
+ * memory (the builder is freed either way). */
+char *tsync__sql_finish(sqlite3_str *b);
+
 /* ---------------------------------------------------------------- hex (libsodium) */
 
 void tsync__hex(const uint8_t *p, size_t n, char *out);  /* out: 2n+1 bytes */
