@@ -220,6 +220,13 @@ static int export_value(FILE *f, sqlite3_stmt *st, int i, int format, size_t row
 int tsync__export(tsync_store *s, const char *table, const char *query, int format, FILE *out,
                   size_t *nrows)
 {
+    return tsync__export_progress(s, table, query, format, out, nrows, NULL, NULL, 0);
+}
+
+int tsync__export_progress(tsync_store *s, const char *table, const char *query, int format,
+                           FILE *out, size_t *nrows, tsync__io_progress_cb progress, void *ctx,
+                           size_t every)
+{
     sqlite3 *db = tsync_store_sqlite(s);
     sqlite3_stmt *st = NULL;
     const char *tail = NULL;
@@ -286,6 +293,7 @@ int tsync__export(tsync_store *s, const char *table, const char *query, int form
         if (format != TSYNC__IO_CSV) fputc('}', out);
         if (format != TSYNC__IO_JSON) fputs(format == TSYNC__IO_CSV ? "\r\n" : "\n", out);
         if (ferror(out)) break;
+        if (progress && row % (every ? every : 100000) == 0) progress(ctx, row);
     }
     if (src != SQLITE_DONE && src != SQLITE_ROW) {
         rc = tsync__err_sqlite(db, src, "export");

@@ -32,11 +32,16 @@ int tsync__io_format_guess(const char *path);
 int tsync__export(tsync_store *s, const char *table, const char *query, int format, FILE *out,
                   size_t *nrows);
 
-/* Called once per bad value or bad row with "NAME:LINE:COLUMN: why" (or "NAME:LINE: why"). */
-typedef void (*tsync__io_bad_cb)(void *ctx, const char *msg);
-/* Called every progress_every rows with the number of rows read so far. */
+/* Called every progress_every rows with the number of rows read (import) or written (export). */
 typedef void (*tsync__io_progress_cb)(void *ctx, size_t rows);
 
+/* tsync__export, calling progress(ctx, rows) every `every` rows (0: 100000) when not NULL. */
+int tsync__export_progress(tsync_store *s, const char *table, const char *query, int format,
+                           FILE *out, size_t *nrows, tsync__io_progress_cb progress, void *ctx,
+                           size_t every);
+
+/* Called once per bad value or bad row with "NAME:LINE:COLUMN: why" (or "NAME:LINE: why"). */
+typedef void (*tsync__io_bad_cb)(void *ctx, const char *msg);
 typedef struct {
     const char *name;     /* the file name used in messages (the input's path) */
     int format;           /* a tsync__io_format */

@@ -10,6 +10,10 @@ int cli_fail(const char *what);
  * 0, or 1 with the error printed as "tillsync: open: ...". */
 enum { CLI_RW = 0, CLI_RO = 1, CLI_RW_OR_RO = 2 };
 int cli_open(const char *path, int mode, tsync_store **s);
+/* Wall-clock time, ms since 1970 (UTC): when something happened. tools/cli_clock.c. */
+uint64_t cli_wall_ms(void);
+/* Monotonic time in seconds: how long something took. */
+double cli_mono_s(void);
 /* tillsync demo [--dir DIR] [--seed N] */
 int cmd_demo(int argc, char **argv);
 /* tillsync demo [--dir DIR]: three node processes on loopback (tools/demo_live.c) */

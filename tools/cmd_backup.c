@@ -1,8 +1,8 @@
 /*
- * tools/cmd_backup.c — tillsync backup, backup-check and restore. The work is store/backup.c's;
- * this file parses the arguments, finds the passphrase (--passphrase-file, $TILLSYNC_PASSPHRASE,
- * or asked on the terminal without echo), draws a progress bar when stderr is a terminal, and
- * says in a few lines what happened.
+ * tools/cmd_backup.c — tillsync backup, backup-check and restore. The work is the library's
+ * (tillsync/backup.h); this file parses the arguments, finds the passphrase (--passphrase-file,
+ * $TILLSYNC_PASSPHRASE, or asked on the terminal without echo), draws a progress bar when stderr
+ * is a terminal, and says in a few lines what happened.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,11 +23,6 @@ static int usage(const char *msg)
 {
     fprintf(stderr, "tillsync: %s (see 'tillsync --help')\n", msg);
     return 2;
-}
-
-static void hex(const uint8_t *p, size_t n, char *out)
-{
-    for (size_t i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", p[i]);
 }
 
 /* ---------------------------------------------------------------- passphrase */
@@ -322,8 +317,8 @@ int cmd_restore(int argc, char **argv)
     pass_free(pass);
     if (rc != 0) return cli_fail("restore");
     char site[33], old[33];
-    hex(r.site_id, 16, site);
-    hex(r.backup_site_id, 16, old);
+    sodium_bin2hex(site, sizeof site, r.site_id, sizeof r.site_id);
+    sodium_bin2hex(old, sizeof old, r.backup_site_id, sizeof r.backup_site_id);
     json_t *m = json_loads(r.manifest_json, 0, NULL);
     printf("restored %s from %s (backup of site %s, made %s)\n", db, path, old,
            json_string_value(json_object_get(m, "created_at")));

@@ -1,7 +1,8 @@
 /*
  * tools/cmd_io.c — tillsync export and import: a table or query out to CSV, JSON or NDJSON, and
- * such a file back in as upserts that replicate. The work is store/io.c's; this file parses the
- * arguments, handles files (temporary file and rename for -o, the .rejects file) and prints.
+ * such a file back in as upserts that replicate. The work is the library's (tillsync/io.h); this
+ * file parses the arguments, handles files (temporary file and rename for -o, the .rejects file)
+ * and prints.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -9,7 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "store/io.h"
 #include "tools/cli.h"
 #include "tools/cmd_io.h"
 
@@ -65,8 +65,8 @@ int cmd_export(int argc, char **argv)
     }
     if (!db) return usage("export needs DB and TABLE or --query SQL");
     if (!table == !query) return usage("export needs either TABLE or --query SQL, not both");
-    int format = fmt ? tsync__io_format_parse(fmt) : outpath ? tsync__io_format_guess(outpath) : 0;
-    if (!fmt && !format) format = TSYNC__IO_CSV;
+    int format = fmt ? tsync_io_format_parse(fmt) : outpath ? tsync_io_format_guess(outpath) : 0;
+    if (!fmt && !format) format = TSYNC_IO_CSV;
     if (!format) return usage("export: --format is csv, json or ndjson");
 
     tsync_store *s;
@@ -91,7 +91,9 @@ int cmd_export(int argc, char **argv)
         }
     }
     size_t rows = 0;
-    int rc = tsync__export(s, table, query, format, out, &rows);
+    tsync_export_options eo = TSYNC_EXPORT_OPTIONS_INIT;
+    eo.format = format;
+    int rc = tsync_store_export(&rows, s, table, query, out, &eo);
     int ret = rc ? cli_fail("export") : 0;
     if (outpath) {
         int bad = fclose(out) != 0;
@@ -123,9 +125,9 @@ static void on_bad(void *ctx, const char *msg)
     }
 }
 
-static void on_progress(void *ctx, size_t rows)
+static void on_progress(void *ctx, uint64_t rows)
 {
-    fprintf(stderr, "\r\033[Kimport: %zu rows read", rows);
+    fprintf(stderr, "\r\033[Kimport: %llu rows read", (unsigned long long)rows);
 }
 
 int cmd_import(int argc, char **argv)
@@ -156,7 +158,7 @@ int cmd_import(int argc, char **argv)
     }
     if (npos < 3) return usage("import needs DB TABLE FILE");
     const char *db = pos[0], *table = pos[1], *path = pos[2];
-    int format = fmt ? tsync__io_format_parse(fmt) : tsync__io_format_guess(path);
+    int format = fmt ? tsync_io_format_parse(fmt) : tsync_io_format_guess(path);
     if (!format)
         return usage(fmt ? "import: --format is csv, json or ndjson"
                          : "import: cannot tell the format from the file name; give --format");
@@ -188,7 +190,8 @@ int cmd_import(int argc, char **argv)
         goto done;
     }
     import_ui ui = {0, isatty(2)};
-    tsync__import_opts o = {0};
+    tsync_import_options o = TSYNC_IMPORT_OPTIONS_INIT;
+    tsync_import_report r = TSYNC_IMPORT_REPORT_INIT;
     o.name = path;
     o.format = format;
     o.skip_bad = skip_bad;
@@ -196,27 +199,27 @@ int cmd_import(int argc, char **argv)
     o.bad = on_bad;
     o.progress = ui.tty ? on_progress : NULL;
     o.ctx = &ui;
-    int rc = tsync__import(s, table, in, &o);
-    if (ui.tty && o.rows >= 100000) fputs("\r\033[K", stderr);
+    int rc = tsync_store_import(&r, s, table, in, &o);
+    if (ui.tty && r.rows >= 100000) fputs("\r\033[K", stderr);
     if (ui.shown > MAX_SHOWN)
         fprintf(stderr, "tillsync: import: %zu more bad values not shown\n", ui.shown - MAX_SHOWN);
     if (rf) {
         int bad = fclose(rf) != 0;
         rf = NULL;
-        if (rc == 0 && o.rejected && (bad || rename(rejtmp, rej) != 0)) {
+        if (rc == 0 && r.rejected && (bad || rename(rejtmp, rej) != 0)) {
             fprintf(stderr, "tillsync: import: cannot write %s: %s\n", rej, strerror(errno));
             ret = 1;
         }
         remove(rejtmp);
-        if (rc == 0 && !o.rejected) remove(rej); /* a stale one would mislead */
+        if (rc == 0 && !r.rejected) remove(rej); /* a stale one would mislead */
     }
     if (rc) {
         ret = cli_fail("import");
-    } else if (o.rejected) {
-        printf("imported %zu rows into %s; %zu rejected, see %s\n", o.imported, table, o.rejected,
+    } else if (r.rejected) {
+        printf("imported %zu rows into %s; %zu rejected, see %s\n", r.imported, table, r.rejected,
                rej);
     } else {
-        printf("imported %zu rows into %s\n", o.imported, table);
+        printf("imported %zu rows into %s\n", r.imported, table);
     }
 done:
     if (rf) fclose(rf);

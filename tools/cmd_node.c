@@ -2,18 +2,16 @@
  * tools/cmd_node.c — `tillsync run` (the sync node in the foreground) and `tillsync status` (what
  * the node reports). The node writes its status to DB.node about once a second (and within 100 ms
  * of a change); status reads that file, checks that the process that wrote it is alive, and adds
- * what the database itself says (held, parked, conflicts). docs/NODE.md.
+ * what the database itself says (held, parked, conflicts: tsync_store_status_json). docs/NODE.md.
  */
 #include <errno.h>
 #include <jansson.h>
-#include <sqlite3.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "tools/cli.h"
@@ -189,13 +187,6 @@ static json_t *read_node_status(const char *db, int *running)
     return o;
 }
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* The clock lines of `status`: this till's wall clock against the shop's median, and whether its
  * hybrid clock had run ahead and was taken back (docs/DATA_MODEL.md, "Clocks"). */
 static void print_clock(uint64_t now, json_t *c)
@@ -250,54 +241,23 @@ int cmd_status(int argc, char **argv)
     tsync_store_options so = TSYNC_STORE_OPTIONS_INIT;
     so.read_only = 1;
     if (tsync_store_open(&s, db, &so) != 0) return cli_fail("status");
-    char *state = NULL;
-    if (tsync_store_state_json(s, &state) != 0) {
-        tsync_store_free(s);
-        return cli_fail("status");
-    }
+    /* The database's own part, read now; the node's from its last report. */
+    char *js = NULL;
+    int rc = tsync_store_status_json(&js, s, CLI_STATUS_PARKED_MAX);
+    tsync_store_free(s);
+    if (rc != 0) return cli_fail("status");
     int running;
     json_t *node = read_node_status(db, &running);
     json_t *out = json_object();
     json_object_set_new(out, "running", json_boolean(running));
     json_object_set_new(out, "online",
                         json_boolean(running && json_is_true(json_object_get(node, "online"))));
-    json_error_t je;
-    json_t *st = json_loads(state, 0, &je);
-    free(state);
-    json_object_set_new(out, "site", json_incref(json_object_get(st, "site")));
-    json_object_set_new(out, "public_key", json_incref(json_object_get(st, "public_key")));
-    json_object_set_new(out, "rollbacks",
-                        json_integer(json_integer_value(json_object_get(st, "rollbacks"))));
-    if (json_object_get(st, "unsealable"))
-        json_object_set_new(out, "unsealable", json_incref(json_object_get(st, "unsealable")));
-    /* The database's own counts are read now; the node's from its last report. */
-    sqlite3 *h = tsync_store_sqlite(s);
-    static const char *const counts[][2] = {
-        {"held", "SELECT count(*) FROM tsync_held"},
-        {"parked", "SELECT count(*) FROM tsync_parked"},
-        {"conflicts", "SELECT count(*) FROM tsync_conflicts"},
-        {"forks", "SELECT count(*) FROM tsync_forks"},
-        {"unsealed", "SELECT count(*) FROM tsync_pending"},
-    };
-    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
-        sqlite3_stmt *q;
-        long long v = -1;
-        if (sqlite3_prepare_v2(h, counts[i][1], -1, &q, NULL) == SQLITE_OK) {
-            if (sqlite3_step(q) == SQLITE_ROW) v = sqlite3_column_int64(q, 0);
-            sqlite3_finalize(q);
-        }
-        json_object_set_new(out, counts[i][0], json_integer(v));
-    }
-    json_t *lr = json_object_get(st, "last_rollback");
-    json_object_set_new(out, "last_rollback", lr ? json_incref(lr) : json_null());
-    if (cli_schema_status(s, out) != 0) {
-        tsync_store_free(s);
-        json_decref(out);
-        json_decref(node);
-        json_decref(st);
-        return cli_fail("status");
-    }
-    tsync_store_free(s);
+    json_t *st = json_loads(js, 0, NULL);
+    free(js);
+    const char *field;
+    json_t *val;
+    json_object_foreach(st, field, val) json_object_set(out, field, val);
+    json_decref(st);
     /* A full disk: the node's own report, or the file system's free space when it runs not. */
     int full = running && json_is_true(json_object_get(node, "disk_full"));
     struct statvfs vfs;
@@ -331,7 +291,6 @@ int cmd_status(int argc, char **argv)
         for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
             json_object_set(out, keep[i], json_object_get(node, keep[i]));
     }
-    json_decref(st);
     /* One word for a UI and what needs a person (docs/NODE.md, "Status"). */
     json_t *need = json_array();
     const char *cs = json_string_value(json_object_get(json_object_get(out, "clock"), "state"));
@@ -361,7 +320,7 @@ int cmd_status(int argc, char **argv)
         puts(txt ? txt : "{}");
         free(txt);
     } else {
-        uint64_t now = now_ms();
+        uint64_t now = cli_wall_ms();
         if (!running) {
             printf("node: not running (start it with 'tillsync run %s')\n", db);
         } else {

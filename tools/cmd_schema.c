@@ -2,7 +2,7 @@
  * tools/cmd_schema.c — `tillsync schema` (this till's definitions of its replicated tables and
  * their digest), `tillsync parked` (the changes from other tills this one could not apply, with
  * their reasons) and the part of `tillsync status` that says when another till's definitions
- * differ. All through the public API (tillsync/schema.h).
+ * differ. All through the public API (tillsync/schema.h, tillsync/status.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,9 +10,6 @@
 
 #include "tools/cli.h"
 #include "tools/cmd_schema.h"
-
-/* Status lists this many parked changes; `tillsync parked` lists them all. */
-#define STATUS_PARKED_MAX 10
 
 static int usage(const char *msg)
 {
@@ -76,26 +73,6 @@ int cmd_schema(int argc, char **argv)
     return 0;
 }
 
-static json_t *parked_json(const tsync_parked_change *c)
-{
-    json_t *e = json_object();
-    json_object_set_new(e, "id", json_integer(c->id));
-    json_object_set_new(e, "origin", json_string(c->origin_hex));
-    json_object_set_new(e, "till", json_string(c->till));
-    json_object_set_new(e, "seq", json_integer((json_int_t)c->seq));
-    json_object_set_new(e, "row", json_integer(c->row));
-    json_object_set_new(e, "table", json_string(c->table));
-    json_object_set_new(e, "column", c->column ? json_string(c->column) : json_null());
-    json_object_set_new(e, "reason", json_string(c->reason));
-    return e;
-}
-
-static int parked_add(void *ctx, const tsync_parked_change *c)
-{
-    json_array_append_new(ctx, parked_json(c));
-    return 0;
-}
-
 static void parked_print(json_t *e, const char *indent)
 {
     const char *origin = json_string_value(json_object_get(e, "origin"));
@@ -135,24 +112,18 @@ int cmd_parked(int argc, char **argv)
     if (!db) return usage("parked needs DB");
     tsync_store *s;
     if (open_db(db, &s) != 0) return cli_fail("parked");
-    json_t *list = json_array();
-    size_t total = 0;
-    int rc = tsync_store_parked_foreach(s, (size_t)limit, &total, parked_add, list);
+    char *js = NULL;
+    int rc = tsync_store_parked_json(&js, s, (size_t)limit);
     tsync_store_free(s);
-    if (rc != 0) {
-        json_decref(list);
-        return cli_fail("parked");
-    }
+    if (rc != 0) return cli_fail("parked");
     if (as_json) {
-        json_t *o = json_object();
-        json_object_set_new(o, "total", json_integer((json_int_t)total));
-        json_object_set_new(o, "parked", list);
-        char *txt = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        puts(txt ? txt : "{}");
-        free(txt);
-        json_decref(o);
+        puts(js);
+        free(js);
         return 0;
     }
+    json_t *o = json_loads(js, 0, NULL), *list = json_object_get(o, "parked");
+    free(js);
+    size_t total = (size_t)json_integer_value(json_object_get(o, "total"));
     printf("%zu parked change%s%s\n", total, total == 1 ? "" : "s",
            total ? " (applied once this till's definitions fit; see docs/MIGRATIONS.md)" : "");
     size_t i;
@@ -160,38 +131,8 @@ int cmd_parked(int argc, char **argv)
     json_array_foreach(list, i, e) parked_print(e, "  ");
     if (json_array_size(list) < total)
         printf("  ... and %zu more (--limit)\n", total - json_array_size(list));
-    json_decref(list);
+    json_decref(o);
     return 0;
-}
-
-static int mismatch_add(void *ctx, const tsync_schema_mismatch *m)
-{
-    json_t *e = json_object();
-    json_object_set_new(e, "table", json_string(m->table));
-    json_object_set_new(e, "column", m->column ? json_string(m->column) : json_null());
-    json_object_set_new(e, "site", json_string(m->site_hex));
-    json_object_set_new(e, "till", json_string(m->till));
-    json_object_set_new(e, "what", json_string(m->what));
-    json_object_set_new(e, "seen_ms", json_integer((json_int_t)m->seen_ms));
-    json_array_append_new(ctx, e);
-    return 0;
-}
-
-int cli_schema_status(tsync_store *s, json_t *out)
-{
-    json_t *mm = json_array(), *pk = json_array();
-    size_t total = 0;
-    int rc = tsync_store_schema_mismatches(s, mismatch_add, mm);
-    if (rc == 0) rc = tsync_store_parked_foreach(s, STATUS_PARKED_MAX, &total, parked_add, pk);
-    char *merr = NULL;
-    if (rc == 0) rc = tsync_store_signed_migration_error(s, &merr);
-    json_object_set_new(out, "state",
-                        json_string(json_array_size(mm) || merr ? "attention" : "ok"));
-    json_object_set_new(out, "schema_mismatches", mm);
-    json_object_set_new(out, "signed_migration_error", merr ? json_string(merr) : json_null());
-    json_object_set_new(out, "parked_changes", pk);
-    free(merr);
-    return rc;
 }
 
 void cli_schema_status_print(json_t *out)

@@ -14,10 +14,11 @@ int cmd_schema(int argc, char **argv);
 /* tillsync parked DB [--json] [--limit N] */
 int cmd_parked(int argc, char **argv);
 
-/* Adds "state" ("ok" or "attention"), "schema_mismatches" and "parked_changes" (the first few,
- * with their reasons) to a status object. 0 or a tsync error. */
-int cli_schema_status(tsync_store *s, json_t *out);
-/* Prints what cli_schema_status added, as status text. */
+/* Status lists this many parked changes; `tillsync parked` lists them all. */
+#define CLI_STATUS_PARKED_MAX 10
+
+/* Prints the "state", "schema_mismatches" and "parked_changes" of a status object (from
+ * tsync_store_status_json) as status text. */
 void cli_schema_status_print(json_t *out);
 
 #endif

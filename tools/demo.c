@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sodium.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -64,13 +65,6 @@ static int rnd_below(uint64_t *s, int n)
     return (int)(rnd(s) % (uint64_t)n);
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static const char *money(int cents, char buf[16])
 {
     snprintf(buf, 16, "%d.%02d", cents / 100, cents % 100);
@@ -79,7 +73,7 @@ static const char *money(int cents, char buf[16])
 
 static void short_hash(const uint8_t h[TSYNC_HASH_BYTES], char out[13])
 {
-    for (int i = 0; i < 6; i++) snprintf(out + 2 * i, 3, "%02x", h[i]);
+    sodium_bin2hex(out, 13, h, 6);
 }
 
 /* The library's last error on this thread, as text. */
@@ -236,7 +230,7 @@ fail:
 static void *till_thread(void *arg)
 {
     till *t = arg;
-    double t0 = now_s();
+    double t0 = cli_mono_s();
     tsync_store *s = NULL;
     if (tsync_store_open(&s, t->path, NULL) != 0) {
         till_fail(t, "open", lib_error());
@@ -244,7 +238,7 @@ static void *till_thread(void *arg)
     }
     till_sell(t, s);
     tsync_store_free(s);
-    t->seconds = now_s() - t0;
+    t->seconds = cli_mono_s() - t0;
     return NULL;
 }
 
@@ -414,7 +408,7 @@ static int sell(demo *d)
 {
     printf("\n2. Selling, each till on its own thread with its own connection, no network\n");
     pthread_t th[NTILLS];
-    double t0 = now_s();
+    double t0 = cli_mono_s();
     int started = 0;
     for (; started < NTILLS; started++) {
         int e = pthread_create(&th[started], NULL, till_thread, &d->tills[started]);
@@ -447,7 +441,7 @@ static int sell(demo *d)
                    t->delete_at, CATALOGUE[t->delete_product].id, CATALOGUE[t->delete_product].name,
                    t->sold[t->delete_product], t->missed_lines);
     }
-    printf("  all three done in %.2f s\n", now_s() - t0);
+    printf("  all three done in %.2f s\n", cli_mono_s() - t0);
     return 0;
 }
 
@@ -721,7 +715,7 @@ int cmd_demo(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     /* A reader that stops early (demo | head) must not stop the demo before it cleans up. */
     signal(SIGPIPE, SIG_IGN);
-    double t0 = now_s();
+    double t0 = cli_mono_s();
     int rounds = 0, rc = make_dir(d, dir, keep);
     if (rc == 0) {
         printf("tillsync demo: three tills of one shop, offline all day, then synced by bundles\n");
@@ -737,8 +731,8 @@ int cmd_demo(int argc, char **argv)
     close_tills(d);
     if (rc == 0) {
         printf("converged after %d round%s of exchanges in %.2f s%s%s\n", rounds,
-               rounds == 1 ? "" : "s", now_s() - t0, d->remove_dir ? "" : "; databases kept in ",
-               d->remove_dir ? "" : d->dir);
+               rounds == 1 ? "" : "s", cli_mono_s() - t0,
+               d->remove_dir ? "" : "; databases kept in ", d->remove_dir ? "" : d->dir);
     } else {
         fprintf(stderr, "tillsync: demo: %s\n", d->err[0] ? d->err : "failed");
     }

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sodium.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -42,13 +43,6 @@ typedef struct {
     atomic_int qty[NPROD]; /* units sold per product */
     char err[1024];
 } cashier;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static uint64_t rnd(uint64_t *s)
 {
@@ -85,9 +79,9 @@ static void *cashier_main(void *arg)
         snprintf(c->err, sizeof c->err, "%s", sqlite3_errmsg(db));
         goto out;
     }
-    double end = now_s() + SELL_SECONDS;
+    double end = cli_mono_s() + SELL_SECONDS;
     int n = 0;
-    while (now_s() < end) {
+    while (cli_mono_s() < end) {
         int p = (int)(rnd(&c->seed) % NPROD), q = 1 + (int)(rnd(&c->seed) % 3);
         char id[32], pid[16], till[16];
         snprintf(id, sizeof id, "t%d-%05d", c->idx + 1, ++n);
@@ -196,7 +190,7 @@ static int hash_of(const char *path, char out[17])
     if (tsync_store_open(&s, path, NULL) != 0) return -1;
     int rc = tsync_store_hash(s, NULL, h);
     tsync_store_free(s);
-    for (int i = 0; i < 8; i++) snprintf(out + 2 * i, 3, "%02x", h[i]);
+    sodium_bin2hex(out, 17, h, 8);
     return rc;
 }
 
@@ -308,7 +302,7 @@ int cmd_demo_live(int argc, char **argv)
         sqlite3_busy_timeout(view[i], 2000);
     }
     /* Wait for the catalogue to reach every till. */
-    double t0 = now_s();
+    double t0 = cli_mono_s();
     for (;;) {
         int ok = 1;
         for (int i = 1; i < NT; i++) {
@@ -322,7 +316,7 @@ int cmd_demo_live(int argc, char **argv)
             ok &= n == NPROD;
         }
         if (ok) break;
-        if (now_s() - t0 > 20) {
+        if (cli_mono_s() - t0 > 20) {
             rc = -1;
             snprintf(err, sizeof err,
                      "the catalogue did not reach every till in 20 s (logs: "
@@ -334,7 +328,7 @@ int cmd_demo_live(int argc, char **argv)
     }
     if (rc == 0)
         printf("3. the catalogue reached till2 and till3 over the network in %.0f ms\n",
-               (now_s() - t0) * 1000);
+               (cli_mono_s() - t0) * 1000);
 
     /* 4. Sell concurrently and watch. */
     pthread_t th[NT];
@@ -343,10 +337,10 @@ int cmd_demo_live(int argc, char **argv)
                "each till\n",
                SELL_SECONDS);
         for (int i = 0; i < NT; i++) pthread_create(&th[i], NULL, cashier_main, &cs[i]);
-        double start = now_s();
-        while (now_s() - start < SELL_SECONDS + 0.6) {
+        double start = cli_mono_s();
+        while (cli_mono_s() - start < SELL_SECONDS + 0.6) {
             sleep_ms(500);
-            printf("  %4.1f s  sold %3d/%3d/%3d |", now_s() - start, atomic_load(&cs[0].sold),
+            printf("  %4.1f s  sold %3d/%3d/%3d |", cli_mono_s() - start, atomic_load(&cs[0].sold),
                    atomic_load(&cs[1].sold), atomic_load(&cs[2].sold));
             for (int i = 0; i < NT; i++)
                 printf("  till%d sees %3d/%3d/%3d", i + 1, count_seen(view[i], 0),
@@ -364,14 +358,14 @@ int cmd_demo_live(int argc, char **argv)
     /* 5. Converged? Same hash everywhere, and stock = initial - what was sold everywhere. */
     char h[NT][17];
     if (rc == 0) {
-        double c0 = now_s();
+        double c0 = cli_mono_s();
         for (;;) {
             int same = 1;
             for (int i = 0; i < NT; i++)
                 if (hash_of(cs[i].db, h[i]) != 0) same = 0;
             for (int i = 1; i < NT; i++) same &= strcmp(h[0], h[i]) == 0;
             if (same) break;
-            if (now_s() - c0 > 20) {
+            if (cli_mono_s() - c0 > 20) {
                 rc = -1;
                 snprintf(err, sizeof err, "the tills did not converge within 20 s");
                 break;

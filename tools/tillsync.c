@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <jansson.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sqlite3.h>
@@ -205,11 +206,9 @@ static int print_row(void *ctx, int n, const char *const *names, const char *con
 
 static json_t *hex_json(const uint8_t *p, size_t n)
 {
-    static const char d[] = "0123456789abcdef";
     char *h = malloc(2 * n + 1);
     if (!h) return NULL;
-    for (size_t i = 0; i < n; i++) h[2 * i] = d[p[i] >> 4], h[2 * i + 1] = d[p[i] & 15];
-    h[2 * n] = 0;
+    sodium_bin2hex(h, 2 * n + 1, p, n);
     json_t *j = json_stringn(h, 2 * n);
     free(h);
     return j;
@@ -483,8 +482,8 @@ static int cmd_hash(int argc, char **argv)
     if (tsync_store_hash(s, table, h) != 0) {
         ret = cli_fail("hash");
     } else {
-        for (int i = 0; i < TSYNC_HASH_BYTES; i++) printf("%02x", h[i]);
-        printf("\n");
+        char hex[2 * TSYNC_HASH_BYTES + 1];
+        printf("%s\n", sodium_bin2hex(hex, sizeof hex, h, sizeof h));
     }
     tsync_store_free(s);
     return ret;
@@ -544,9 +543,8 @@ int main(int argc, char **argv)
         if (argc != 3) return usage_error(argc < 3 ? "init needs DB" : "init takes only DB");
         tsync_store *s;
         if (open_db(argv[2], 1, &s)) return 1;
-        char hex[33];
-        const uint8_t *id = tsync_store_site_id(s);
-        for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", id[i]);
+        char hex[2 * TSYNC_SITE_ID_BYTES + 1];
+        sodium_bin2hex(hex, sizeof hex, tsync_store_site_id(s), TSYNC_SITE_ID_BYTES);
         printf("database %s ready, site %s, key file %s.key\n", argv[2], hex, argv[2]);
         tsync_store_free(s);
         return 0;

@@ -3,8 +3,10 @@
 #define TILLSYNC_H
 #include "tillsync/backup.h"
 #include "tillsync/common.h"
+#include "tillsync/io.h"
 #include "tillsync/migrate.h"
 #include "tillsync/node.h"
 #include "tillsync/schema.h"
+#include "tillsync/status.h"
 #include "tillsync/store.h"
 #endif
