@@ -2,34 +2,38 @@
  * tools/cmd_trust.c — the commands of shop trust: the shop admin's (create a shop, sign an
  * enrolment request, revoke a device, rotate the admin key, show a trust file) and the till's
  * (make a request, enrol, install a revocation, show the database's shop). docs/TRUST.md is the
- * walk-through.
+ * walk-through. Everything goes through the public API (tillsync/trust.h); this file parses
+ * arguments, reads and writes files and prints.
  *
- * Records travel as armoured text (see crdt/cert.h) with "# " comment lines above the block that
- * say in plain words what the block is, so an IT person can tell files apart and check them before
+ * Records travel as armoured text with "# " comment lines above the block that say in plain
+ * words what the block is, so an IT person can tell files apart and check them before
  * installing. Readers ignore the comments: only the signed block counts.
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <jansson.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "store/trust.h"
 #include "tools/cli.h"
 #include "tools/cmd_trust.h"
 
 #define DEFAULT_DAYS 365u
-#define MAX_DAYS     36500u
-#define DAY_MS       86400000ull
+#define PK           TSYNC_PUBLIC_KEY_BYTES
 
 static int usage(const char *msg)
 {
     fprintf(stderr, "tillsync: %s (see 'tillsync --help')\n", msg);
     return 2;
+}
+
+/* The message of the last failing library call. */
+static const char *last_error(void)
+{
+    const tsync_error *e = tsync_error_last();
+    return e && e->message ? e->message : "unknown error";
 }
 
 static uint64_t wall_ms(void)
@@ -115,211 +119,138 @@ static int slurp(const char *path, char **out, size_t *len)
     return 0;
 }
 
-/* The records of a file: its armoured blocks, or the whole file when it has none (a record as raw
- * bytes). Appends to *recs / *lens (malloc'd arrays of malloc'd blobs). */
-typedef struct {
-    uint8_t **rec;
-    size_t *len;
-    size_t n;
-} recs;
-
-static void recs_free(recs *r)
-{
-    for (size_t i = 0; i < r->n; i++) free(r->rec[i]);
-    free(r->rec);
-    free(r->len);
-    memset(r, 0, sizeof *r);
-}
-
-static int recs_add(recs *r, uint8_t *rec, size_t len)
-{
-    uint8_t **nr = realloc(r->rec, (r->n + 1) * sizeof *nr);
-    if (nr) r->rec = nr;
-    size_t *nl = realloc(r->len, (r->n + 1) * sizeof *nl);
-    if (nl) r->len = nl;
-    if (!nr || !nl) {
-        free(rec);
-        fprintf(stderr, "tillsync: out of memory\n");
-        return 1;
-    }
-    r->rec[r->n] = rec;
-    r->len[r->n++] = len;
-    return 0;
-}
-
-static int read_records(const char *path, recs *r)
+/* The records of a file, appended to *r: its armoured blocks, or the whole file when it has none
+ * (a record as raw bytes). */
+static int read_records(const char *path, tsync_trust_records *r)
 {
     char *text;
     size_t len;
     if (slurp(path, &text, &len)) return 1;
-    size_t pos = 0, found = 0;
-    char err[TSYNC__ERRLEN];
-    for (;;) {
-        uint32_t kind;
-        uint8_t *rec;
-        size_t rlen;
-        int rc = tsync__dearmour(text, len, &pos, &kind, &rec, &rlen, err);
-        if (rc == TSYNC_ENOTFOUND) break;
-        if (rc) {
-            fprintf(stderr, "tillsync: %s: %s\n", path, err);
-            free(text);
-            return 1;
-        }
-        if (rlen >= 2 && rec[0] >= 0x90 && rec[0] <= 0x9f && rec[1] >= 1 && rec[1] <= 5 &&
-            rec[1] != kind) {
-            /* the record's own kind (its second byte: [array, kind, ...]) must match the label;
-             * anything malformed is left for the decoder to explain */
-            fprintf(stderr, "tillsync: %s: the block labelled %s holds another kind of record\n",
-                    path, tsync__trust_label(kind));
-            free(rec);
-            free(text);
-            return 1;
-        }
-        if (recs_add(r, rec, rlen)) {
-            free(text);
-            return 1;
-        }
-        found++;
-    }
-    if (found == 0) {
-        if (len == 0) {
-            fprintf(stderr, "tillsync: %s is empty\n", path);
-            free(text);
-            return 1;
-        }
-        /* no armour: the file may be one record as raw bytes (a msgpack array) */
-        if ((uint8_t)text[0] < 0x90 || (uint8_t)text[0] > 0x9f) {
-            fprintf(stderr,
-                    "tillsync: %s holds no tillsync record (no '-----BEGIN TILLSYNC ...' "
-                    "block)\n",
-                    path);
-            free(text);
-            return 1;
-        }
-        return recs_add(r, (uint8_t *)text, len);
-    }
+    int rc = len ? tsync_trust_records_parse(r, text, len) : 0;
     free(text);
+    if (len == 0) {
+        fprintf(stderr, "tillsync: %s is empty\n", path);
+        return 1;
+    }
+    if (rc == TSYNC_ENOTFOUND) {
+        fprintf(stderr, "tillsync: %s %s\n", path, last_error());
+        return 1;
+    }
+    if (rc) {
+        fprintf(stderr, "tillsync: %s: %s\n", path, last_error());
+        return 1;
+    }
     return 0;
 }
 
 /* Decodes a record read from path, which must be of kind want (0: any). */
-static int decode(const char *path, const uint8_t *rec, size_t len, uint32_t want,
-                  tsync__trust_rec *out, tsync__arena *a)
+static int decode(const char *path, const uint8_t *rec, size_t len, int want,
+                  tsync_trust_record *out)
 {
-    char err[TSYNC__ERRLEN];
-    int rc = tsync__trust_decode(rec, len, out, a, err);
-    if (rc) {
-        fprintf(stderr, "tillsync: %s: %s\n", path, err);
+    if (tsync_trust_record_decode(out, rec, len) != 0) {
+        fprintf(stderr, "tillsync: %s: %s\n", path, last_error());
         return 1;
     }
     if (want && out->kind != want) {
-        const char *l = tsync__trust_label(out->kind);
-        fprintf(stderr, "tillsync: %s holds a %s, not a %s\n", path, l, tsync__trust_label(want));
+        fprintf(stderr, "tillsync: %s holds a %s, not a %s\n", path,
+                tsync_trust_kind_label(out->kind), tsync_trust_kind_label(want));
         return 1;
     }
     return 0;
 }
 
-static void print_name(FILE *f, const char *s, uint32_t n)
-{
-    fwrite(s, 1, n, f);
-}
-
 /* The comment lines above an armoured block, in a malloc'd string. */
-static char *describe(const tsync__trust_rec *r)
+static char *describe(const tsync_trust_record *r)
 {
     char *s = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&s, &n);
     if (!f) return NULL;
-    char h[2 * TSYNC__PK_BYTES + 1], d1[32], d2[32];
+    char h[2 * PK + 1], d1[32], d2[32];
     switch (r->kind) {
-    case TSYNC__T_REQUEST:
+    case TSYNC_TRUST_REQUEST:
         fprintf(f, "tillsync enrolment request (give it to the shop admin: tillsync shop sign)\n");
-        fprintf(f, "device:     ");
-        print_name(f, r->u.req.device_name, r->u.req.device_name_len);
-        hex(r->u.req.device_pk, TSYNC__PK_BYTES, h);
-        fprintf(f, "\ndevice key: %s\nmade:       %s", h, date(r->u.req.created_ms, d1));
+        fprintf(f, "device:     %s", r->device_name);
+        hex(r->device_key, PK, h);
+        fprintf(f, "\ndevice key: %s\nmade:       %s", h, date(r->issued_ms, d1));
         break;
-    case TSYNC__T_CERT:
+    case TSYNC_TRUST_CERTIFICATE:
         fprintf(f,
                 "tillsync certificate (install it on the till: tillsync enrol DB CERT)\nshop:    "
-                "   ");
-        print_name(f, r->u.cert.shop_name, r->u.cert.shop_name_len);
-        hex(r->u.cert.shop_id, TSYNC__SHOP_ID_BYTES, h);
-        fprintf(f, " (id %s)\ndevice:     ", h);
-        print_name(f, r->u.cert.device_name, r->u.cert.device_name_len);
-        hex(r->u.cert.device_pk, TSYNC__PK_BYTES, h);
-        fprintf(f, "\ndevice key: %s\nvalid:      %s to %s", h, date(r->u.cert.not_before_ms, d1),
-                date(r->u.cert.expires_ms, d2));
+                "   %s",
+                r->shop_name);
+        hex(r->shop_id, TSYNC_SHOP_ID_BYTES, h);
+        fprintf(f, " (id %s)\ndevice:     %s", h, r->device_name);
+        hex(r->device_key, PK, h);
+        fprintf(f, "\ndevice key: %s\nvalid:      %s to %s", h, date(r->not_before_ms, d1),
+                date(r->expires_ms, d2));
         break;
-    case TSYNC__T_REVOCATION:
-        hex(r->u.rev.shop_id, TSYNC__SHOP_ID_BYTES, h);
+    case TSYNC_TRUST_REVOCATION:
+        hex(r->shop_id, TSYNC_SHOP_ID_BYTES, h);
         fprintf(f,
                 "tillsync revocation (install it on one till: tillsync revoke DB FILE)\nshop "
                 "id:    %s\n",
                 h);
-        hex(r->u.rev.device_pk, TSYNC__PK_BYTES, h);
-        fprintf(f, "device key: %s\nissued:     %s\n", h, date(r->u.rev.issued_ms, d1));
-        if (r->u.rev.ncutoffs == 0)
+        hex(r->device_key, PK, h);
+        fprintf(f, "device key: %s\nissued:     %s\n", h, date(r->issued_ms, d1));
+        if (r->ncutoffs == 0)
             fprintf(f, "cutoffs:    none (every batch of this device a till has not merged yet "
                        "is refused)");
-        for (uint32_t i = 0; i < r->u.rev.ncutoffs; i++) {
-            hex(r->u.rev.cutoffs[i].site, TSYNC__SITE_BYTES, h);
+        for (size_t i = 0; i < r->ncutoffs; i++) {
+            hex(r->cutoffs[i].site_id, TSYNC_SITE_ID_BYTES, h);
             fprintf(f, "%s%s:%" PRIu64, i ? "\n            " : "cutoffs:    ", h,
-                    r->u.rev.cutoffs[i].seq);
+                    r->cutoffs[i].seq);
         }
         break;
-    case TSYNC__T_ROTATION:
-        hex(r->u.rot.shop_id, TSYNC__SHOP_ID_BYTES, h);
+    case TSYNC_TRUST_ROTATION:
+        hex(r->shop_id, TSYNC_SHOP_ID_BYTES, h);
         fprintf(f,
                 "tillsync admin key rotation (install it on one till: tillsync enrol DB "
                 "FILE)\nshop id:    %s\n",
                 h);
-        hex(r->u.rot.old_pk, TSYNC__PK_BYTES, h);
+        hex(r->admin_key, PK, h);
         fprintf(f, "old key:    %s\n", h);
-        hex(r->u.rot.new_pk, TSYNC__PK_BYTES, h);
-        fprintf(f, "new key:    %s\nissued:     %s", h, date(r->u.rot.issued_ms, d1));
+        hex(r->new_admin_key, PK, h);
+        fprintf(f, "new key:    %s\nissued:     %s", h, date(r->issued_ms, d1));
         break;
-    case TSYNC__T_MIGRATION: {
-        uint8_t sum[TSYNC__HASH_BYTES];
-        crypto_generichash(sum, sizeof sum, r->u.mig.sql, r->u.mig.sql_len, NULL, 0);
-        hex(r->u.mig.shop_id, TSYNC__SHOP_ID_BYTES, h);
+    case TSYNC_TRUST_MIGRATION:
+        hex(r->shop_id, TSYNC_SHOP_ID_BYTES, h);
         fprintf(f,
                 "tillsync signed migration (install it on one till: tillsync migrate DB FILE; it "
-                "replicates to every till of the shop)\nshop id:    %s\nmigration:  %" PRIu64 " ",
-                h, r->u.mig.number);
-        print_name(f, r->u.mig.name, r->u.mig.name_len);
-        hex(sum, sizeof sum, h);
-        fprintf(f, " (%" PRIu32 " bytes, hash %s)\nissued:     %s", r->u.mig.sql_len, h,
-                date(r->u.mig.issued_ms, d1));
+                "replicates to every till of the shop)\nshop id:    %s\nmigration:  %" PRIu64 " "
+                "%s",
+                h, r->migration_number, r->migration_name);
+        hex(r->sql_hash, TSYNC_HASH_BYTES, h);
+        fprintf(f, " (%zu bytes, hash %s)\nissued:     %s", r->sql_len, h, date(r->issued_ms, d1));
         break;
-    }
     }
     fclose(f);
     return s;
 }
 
+/* A record we just made, armoured with its description, in a malloc'd string (NULL after
+ * printing why not). */
+static char *armoured(const uint8_t *rec, size_t len)
+{
+    tsync_trust_record r = TSYNC_TRUST_RECORD_INIT;
+    if (tsync_trust_record_decode(&r, rec, len) != 0) {
+        fprintf(stderr, "tillsync: internal error: a record we made does not decode: %s\n",
+                last_error());
+        return NULL;
+    }
+    char *comment = describe(&r), *text = NULL;
+    tsync_trust_record_clear(&r);
+    if (tsync_trust_armour(&text, rec, len, comment) != 0)
+        fprintf(stderr, "tillsync: out of memory\n");
+    free(comment);
+    return text;
+}
+
 /* Writes a record we just made, armoured with its description, to stdout. */
 static int emit(const uint8_t *rec, size_t len)
 {
-    tsync__arena a = {0};
-    tsync__trust_rec r;
-    char err[TSYNC__ERRLEN];
-    int rc = tsync__trust_decode(rec, len, &r, &a, err);
-    if (rc) {
-        fprintf(stderr, "tillsync: internal error: a record we made does not decode: %s\n", err);
-        tsync__arena_free(&a);
-        return 1;
-    }
-    char *comment = describe(&r), *text;
-    tsync__arena_free(&a);
-    rc = tsync__armour(r.kind, rec, len, comment, &text);
-    free(comment);
-    if (rc) {
-        fprintf(stderr, "tillsync: out of memory\n");
-        return 1;
-    }
+    char *text = armoured(rec, len);
+    if (!text) return 1;
     int bad = fputs(text, stdout) < 0 || fflush(stdout) != 0;
     free(text);
     if (bad) {
@@ -329,9 +260,9 @@ static int emit(const uint8_t *rec, size_t len)
     return 0;
 }
 
-static int load_key(const char *path, tsync__shopkey *k)
+static int load_key(const char *path, tsync_shop_key **k)
 {
-    if (tsync__shopkey_load(path, k) != 0) return cli_fail("admin key");
+    if (tsync_shop_key_load(k, path) != 0) return cli_fail("admin key");
     return 0;
 }
 
@@ -342,46 +273,14 @@ static int open_db(const char *path, tsync_store **s)
     return 0;
 }
 
-/* --days N: 1..MAX_DAYS */
+/* --days N: 1..TSYNC_TRUST_MAX_DAYS */
 static int parse_days(const char *s, unsigned *days)
 {
     char *end;
     errno = 0;
     unsigned long v = strtoul(s, &end, 10);
-    if (errno || *end || end == s || s[0] == '-' || v < 1 || v > MAX_DAYS) return -1;
+    if (errno || *end || end == s || s[0] == '-' || v < 1 || v > TSYNC_TRUST_MAX_DAYS) return -1;
     *days = (unsigned)v;
-    return 0;
-}
-
-/* Verifies a request and signs a certificate for it. name overrides the requested device name. */
-static int sign_request(const tsync__shopkey *k, const char *path, const uint8_t *req, size_t len,
-                        const char *name, unsigned days, uint8_t **cert, size_t *clen)
-{
-    tsync__arena a = {0};
-    tsync__trust_rec r;
-    if (decode(path, req, len, TSYNC__T_REQUEST, &r, &a)) {
-        tsync__arena_free(&a);
-        return 1;
-    }
-    uint64_t now = wall_ms();
-    tsync__cert c = {
-        .shop_name = k->name,
-        .shop_name_len = k->name_len,
-        .device_name = name ? name : r.u.req.device_name,
-        .device_name_len = name ? (uint32_t)strlen(name) : r.u.req.device_name_len,
-        .not_before_ms = now,
-        .expires_ms = now + (uint64_t)days * DAY_MS,
-    };
-    memcpy(c.shop_id, k->shop_id, TSYNC__SHOP_ID_BYTES);
-    memcpy(c.device_pk, r.u.req.device_pk, TSYNC__PK_BYTES);
-    memcpy(c.admin_pk, k->pk, TSYNC__PK_BYTES);
-    char err[TSYNC__ERRLEN];
-    int rc = tsync__cert_sign(&c, k->sk, cert, clen, err);
-    tsync__arena_free(&a);
-    if (rc) {
-        fprintf(stderr, "tillsync: %s\n", err);
-        return 1;
-    }
     return 0;
 }
 
@@ -399,19 +298,22 @@ static int shop_create(int argc, char **argv)
             return usage("shop create takes KEYFILE and --name NAME");
     }
     if (!path || !name) return usage("shop create needs KEYFILE and --name NAME");
-    tsync__shopkey k;
-    if (tsync__shopkey_create(path, name, wall_ms(), &k) != 0) return cli_fail("shop create");
-    char id[2 * TSYNC__SHOP_ID_BYTES + 1], pk[2 * TSYNC__PK_BYTES + 1];
-    hex(k.shop_id, TSYNC__SHOP_ID_BYTES, id);
-    hex(k.pk, TSYNC__PK_BYTES, pk);
+    tsync_shop_key *k;
+    if (tsync_shop_key_create(&k, path, name) != 0) return cli_fail("shop create");
+    tsync_shop_info info = TSYNC_SHOP_INFO_INIT;
+    int rc = tsync_shop_key_info(&info, k);
+    tsync_shop_key_free(k);
+    if (rc) return cli_fail("shop create");
+    char id[2 * TSYNC_SHOP_ID_BYTES + 1], pk[2 * PK + 1];
+    hex(info.shop_id, TSYNC_SHOP_ID_BYTES, id);
+    hex(info.admin_key, PK, pk);
     printf("shop '%s' created\n"
            "shop id:   %s\n"
            "admin key: %s\n"
            "key file:  %s (mode 0600)\n"
            "Keep the key file off the tills and keep a copy in a safe place: without it no new "
            "till can join the shop.\n",
-           k.name, id, pk, path);
-    tsync__shopkey_wipe(&k);
+           info.shop_name, id, pk, path);
     return 0;
 }
 
@@ -432,29 +334,40 @@ static int shop_sign(int argc, char **argv)
         }
     }
     if (npos < 2) return usage("shop sign needs KEYFILE and REQ");
-    tsync__shopkey k;
+    tsync_shop_key *k;
     if (load_key(pos[0], &k)) return 1;
-    recs r = {0};
+    tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
     int ret = read_records(pos[1], &r);
     if (!ret && r.n != 1) {
         fprintf(stderr, "tillsync: %s holds %zu records; give one enrolment request\n", pos[1],
                 r.n);
         ret = 1;
     }
+    tsync_trust_record req = TSYNC_TRUST_RECORD_INIT;
+    if (!ret) ret = decode(pos[1], r.records[0], r.lens[0], TSYNC_TRUST_REQUEST, &req);
+    tsync_trust_record_clear(&req);
     uint8_t *cert = NULL;
     size_t clen;
-    if (!ret) ret = sign_request(&k, pos[1], r.rec[0], r.len[0], name, days, &cert, &clen);
+    if (!ret) {
+        tsync_sign_options o = TSYNC_SIGN_OPTIONS_INIT;
+        o.days = days;
+        o.device_name = name;
+        if (tsync_shop_key_sign_request(&cert, &clen, k, r.records[0], r.lens[0], &o) != 0) {
+            fprintf(stderr, "tillsync: %s\n", last_error());
+            ret = 1;
+        }
+    }
     if (!ret) ret = emit(cert, clen);
     free(cert);
-    recs_free(&r);
-    tsync__shopkey_wipe(&k);
+    tsync_trust_records_clear(&r);
+    tsync_shop_key_free(k);
     return ret;
 }
 
 /* DEVICEKEY: 64 hex digits, or a file holding a certificate or an enrolment request. */
-static int device_key(const char *arg, uint8_t pk[TSYNC__PK_BYTES])
+static int device_key(const char *arg, uint8_t pk[PK])
 {
-    if (unhex(arg, strlen(arg), pk, TSYNC__PK_BYTES) == 0) return 0;
+    if (unhex(arg, strlen(arg), pk, PK) == 0) return 0;
     if (access(arg, F_OK) != 0) {
         fprintf(stderr,
                 "tillsync: DEVICEKEY '%s' is neither 64 hex digits nor a certificate or request "
@@ -462,45 +375,42 @@ static int device_key(const char *arg, uint8_t pk[TSYNC__PK_BYTES])
                 arg);
         return 1;
     }
-    recs r = {0};
+    tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
     int ret = read_records(arg, &r);
-    tsync__arena a = {0};
-    tsync__trust_rec t;
+    tsync_trust_record t = TSYNC_TRUST_RECORD_INIT;
     if (!ret && r.n != 1) {
         fprintf(stderr, "tillsync: %s holds %zu records; give one certificate\n", arg, r.n);
         ret = 1;
     }
-    if (!ret) ret = decode(arg, r.rec[0], r.len[0], 0, &t, &a);
+    if (!ret) ret = decode(arg, r.records[0], r.lens[0], 0, &t);
     if (!ret) {
-        if (t.kind == TSYNC__T_CERT) {
-            memcpy(pk, t.u.cert.device_pk, TSYNC__PK_BYTES);
-        } else if (t.kind == TSYNC__T_REQUEST) {
-            memcpy(pk, t.u.req.device_pk, TSYNC__PK_BYTES);
+        if (t.kind == TSYNC_TRUST_CERTIFICATE || t.kind == TSYNC_TRUST_REQUEST) {
+            memcpy(pk, t.device_key, PK);
         } else {
             fprintf(stderr, "tillsync: %s holds no device key (give a certificate)\n", arg);
             ret = 1;
         }
     }
-    tsync__arena_free(&a);
-    recs_free(&r);
+    tsync_trust_record_clear(&t);
+    tsync_trust_records_clear(&r);
     return ret;
 }
 
 /* What the revocation would cut, seen from the database at path (read-only): per site of the
  * device, its cutoff, what the database holds after it and which other devices' batches depend on
  * those (so every till keeps them). */
-static int preview(FILE *f, const char *path, const uint8_t pk[TSYNC__PK_BYTES],
-                   const tsync__cutoff *cut, uint32_t ncut)
+static int preview(FILE *f, const char *path, const uint8_t pk[PK], const tsync_cutoff *cut,
+                   size_t ncut)
 {
-    tsync__cut_site *v;
-    uint32_t n;
-    if (tsync__trust_cut_preview(path, pk, cut, ncut, &v, &n) != 0) return cli_fail(path);
-    char hs[2 * TSYNC__SITE_BYTES + 1];
+    tsync_revocation_preview v = TSYNC_REVOCATION_PREVIEW_INIT;
+    if (tsync_revocation_preview_get(&v, path, pk, cut, ncut) != 0) return cli_fail(path);
+    char hs[2 * TSYNC_SITE_ID_BYTES + 1];
     fprintf(f, "what the revocation cuts, as %s sees it:\n", path);
-    if (n == 0) fprintf(f, "  %s knows no site of this device: nothing to cut there\n", path);
-    for (uint32_t i = 0; i < n; i++) {
-        tsync__cut_site *e = &v[i];
-        hex(e->site, TSYNC__SITE_BYTES, hs);
+    if (v.nsites == 0)
+        fprintf(f, "  %s knows no site of this device: nothing to cut there\n", path);
+    for (size_t i = 0; i < v.nsites; i++) {
+        const tsync_revocation_site *e = &v.sites[i];
+        hex(e->site_id, TSYNC_SITE_ID_BYTES, hs);
         fprintf(f, "site %s: cutoff %" PRIu64 "\n", hs, e->cutoff);
         if (!e->known)
             fprintf(f, "  %s does not know this site\n", path);
@@ -509,9 +419,9 @@ static int preview(FILE *f, const char *path, const uint8_t pk[TSYNC__PK_BYTES],
         else
             fprintf(f, "  %s holds up to %" PRIu64 ": %" PRIu64 " batch%s after the cutoff\n", path,
                     e->have, e->beyond, e->beyond == 1 ? "" : "es");
-        for (uint32_t k = 0; k < e->ndeps; k++) {
-            char ds[2 * TSYNC__SITE_BYTES + 1];
-            hex(e->deps[k].site, TSYNC__SITE_BYTES, ds);
+        for (size_t k = 0; k < e->ndeps; k++) {
+            char ds[2 * TSYNC_SITE_ID_BYTES + 1];
+            hex(e->deps[k].site_id, TSYNC_SITE_ID_BYTES, ds);
             fprintf(f,
                     "  depended on by '%s' (site %.12s…): %" PRIu64 " batch%s, up to seq %" PRIu64
                     "\n",
@@ -530,7 +440,7 @@ static int preview(FILE *f, const char *path, const uint8_t pk[TSYNC__PK_BYTES],
                     "till merged more before the revocation reached it\n",
                     keep);
     }
-    tsync__cut_preview_free(v, n);
+    tsync_revocation_preview_clear(&v);
     return 0;
 }
 
@@ -539,8 +449,8 @@ static int shop_revoke(int argc, char **argv)
     const char *pos[2] = {NULL, NULL}, *from = NULL;
     const char **check = calloc((size_t)argc, sizeof *check);
     int npos = 0, ncheck = 0, dry = 0;
-    tsync__cutoff *cut = calloc((size_t)argc, sizeof *cut);
-    uint32_t ncut = 0;
+    tsync_cutoff *cut = calloc((size_t)argc, sizeof *cut);
+    size_t ncut = 0;
     if (!cut || !check) {
         free(cut), free(check);
         return 1;
@@ -551,7 +461,7 @@ static int shop_revoke(int argc, char **argv)
             char *end;
             errno = 0;
             unsigned long long seq = colon ? strtoull(colon + 1, &end, 10) : 0;
-            if (!colon || unhex(v, (size_t)(colon - v), cut[ncut].site, TSYNC__SITE_BYTES) ||
+            if (!colon || unhex(v, (size_t)(colon - v), cut[ncut].site_id, TSYNC_SITE_ID_BYTES) ||
                 errno || colon[1] == '\0' || colon[1] == '-' || *end) {
                 free(cut), free(check);
                 return usage("--cutoff takes SITE:SEQ (a 32-hex-digit site id as 'tillsync "
@@ -576,9 +486,8 @@ static int shop_revoke(int argc, char **argv)
         free(cut), free(check);
         return usage("shop revoke needs KEYFILE and DEVICEKEY");
     }
-    tsync__revocation v = {.issued_ms = wall_ms()};
-    tsync__shopkey k;
-    int ret = device_key(pos[1], v.device_pk);
+    uint8_t pk[PK];
+    int ret = device_key(pos[1], pk);
     if (ret) {
         free(cut), free(check);
         return ret;
@@ -586,22 +495,22 @@ static int shop_revoke(int argc, char **argv)
     if (from) {
         /* Cutoffs from a trusted till's database: keep what it holds of the device. An explicit
          * --cutoff for the same site wins. */
-        tsync__cutoff *dc;
-        uint32_t nd;
-        if (tsync__trust_cutoffs_from_db(from, v.device_pk, &dc, &nd) != 0) {
+        tsync_cutoff *dc;
+        size_t nd;
+        if (tsync_revocation_cutoffs_from_db(&dc, &nd, from, pk) != 0) {
             free(cut), free(check);
             return cli_fail("--cutoffs-from");
         }
-        tsync__cutoff *nc = realloc(cut, ((size_t)ncut + nd + 1) * sizeof *nc);
+        tsync_cutoff *nc = realloc(cut, (ncut + nd + 1) * sizeof *nc);
         if (!nc) {
             free(dc), free(cut), free(check);
             return 1;
         }
         cut = nc;
-        for (uint32_t i = 0; i < nd; i++) {
+        for (size_t i = 0; i < nd; i++) {
             int dup = 0;
-            for (uint32_t j = 0; j < ncut && !dup; j++)
-                dup = memcmp(cut[j].site, dc[i].site, TSYNC__SITE_BYTES) == 0;
+            for (size_t j = 0; j < ncut && !dup; j++)
+                dup = memcmp(cut[j].site_id, dc[i].site_id, TSYNC_SITE_ID_BYTES) == 0;
             if (!dup) cut[ncut++] = dc[i];
         }
         free(dc);
@@ -610,7 +519,7 @@ static int shop_revoke(int argc, char **argv)
      * --check DB shows it on stderr, beside the record on stdout. */
     if (from && dry) check[ncheck++] = from;
     for (int i = 0; i < ncheck && !ret; i++)
-        ret = preview(dry ? stdout : stderr, check[i], v.device_pk, cut, ncut);
+        ret = preview(dry ? stdout : stderr, check[i], pk, cut, ncut);
     if (dry && !ret && ncheck == 0)
         printf("no database given (--cutoffs-from DB or --check DB): the cutoffs are %s\n",
                ncut ? "as given" : "0 for every site");
@@ -619,19 +528,15 @@ static int shop_revoke(int argc, char **argv)
         free(cut);
         return ret;
     }
+    tsync_shop_key *k;
     if (load_key(pos[0], &k)) {
         free(cut);
         return 1;
     }
-    memcpy(v.shop_id, k.shop_id, TSYNC__SHOP_ID_BYTES);
-    memcpy(v.admin_pk, k.pk, TSYNC__PK_BYTES);
-    v.ncutoffs = ncut;
-    v.cutoffs = cut;
     uint8_t *out;
     size_t len;
-    char err[TSYNC__ERRLEN];
-    if (tsync__revocation_sign(&v, k.sk, &out, &len, err) != 0) {
-        fprintf(stderr, "tillsync: %s\n", err);
+    if (tsync_shop_key_revoke(&out, &len, k, pk, cut, ncut) != 0) {
+        fprintf(stderr, "tillsync: %s\n", last_error());
         ret = 1;
     } else {
         if (ncut == 0)
@@ -641,7 +546,7 @@ static int shop_revoke(int argc, char **argv)
         free(out);
     }
     free(cut);
-    tsync__shopkey_wipe(&k);
+    tsync_shop_key_free(k);
     return ret;
 }
 
@@ -649,37 +554,36 @@ static int shop_rotate(int argc, char **argv)
 {
     if (argc != 5 || argv[3][0] == '-' || argv[4][0] == '-')
         return usage("shop rotate needs KEYFILE and NEWKEYFILE");
-    tsync__shopkey old, nk;
+    tsync_shop_key *old;
     if (load_key(argv[3], &old)) return 1;
-    uint8_t seed[32];
-    char err[TSYNC__ERRLEN];
-    randombytes_buf(seed, sizeof seed);
-    int rc = tsync__shopkey_init(&nk, seed, old.shop_id, old.name, old.name_len, wall_ms(), err);
-    sodium_memzero(seed, sizeof seed);
-    if (rc) {
-        fprintf(stderr, "tillsync: %s\n", err);
-        tsync__shopkey_wipe(&old);
-        return 1;
-    }
-    tsync__rotation t = {.issued_ms = nk.created_ms};
-    memcpy(t.shop_id, old.shop_id, TSYNC__SHOP_ID_BYTES);
-    memcpy(t.old_pk, old.pk, TSYNC__PK_BYTES);
-    memcpy(t.new_pk, nk.pk, TSYNC__PK_BYTES);
     uint8_t *out = NULL;
     size_t len;
-    int ret = 0;
-    if (tsync__rotation_sign(&t, old.sk, nk.sk, &out, &len, err) != 0) {
-        fprintf(stderr, "tillsync: %s\n", err);
-        ret = 1;
-    } else if (tsync__shopkey_write(argv[4], &nk) != 0) {
-        ret = cli_fail("shop rotate");
-    } else {
-        ret = emit(out, len);
-    }
+    int ret = tsync_shop_key_rotate(NULL, &out, &len, old, argv[4]) != 0 ? cli_fail("shop rotate")
+                                                                         : emit(out, len);
     free(out);
-    tsync__shopkey_wipe(&old);
-    tsync__shopkey_wipe(&nk);
+    tsync_shop_key_free(old);
     return ret;
+}
+
+/* 1 when the file at path is an admin key file (its first bytes say so), 0 when not, -1 after
+ * printing why it cannot be read. Only the head is read: the secret never enters this program's
+ * buffers. */
+static int is_key_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "tillsync: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char head[8];
+    size_t n = fread(head, 1, sizeof head, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        fprintf(stderr, "tillsync: cannot read %s\n", path);
+        return -1;
+    }
+    return tsync_shop_key_sniff(head, n);
 }
 
 static int shop_show(int argc, char **argv)
@@ -687,53 +591,34 @@ static int shop_show(int argc, char **argv)
     if (argc != 4) return usage("shop show needs FILE");
     const char *path = argv[3];
     /* An admin key file? Shown without its secret. */
-    char *text;
-    size_t len;
-    if (slurp(path, &text, &len)) return 1;
-    int is_key = len >= 8 && memcmp(text, "TSYNCSHP", 8) == 0;
-    sodium_memzero(text, len);
-    free(text);
+    int is_key = strcmp(path, "-") == 0 ? 0 : is_key_file(path);
+    if (is_key < 0) return 1;
     if (is_key) {
-        tsync__shopkey k;
+        tsync_shop_key *k;
         if (load_key(path, &k)) return 1;
-        char id[2 * TSYNC__SHOP_ID_BYTES + 1], pk[2 * TSYNC__PK_BYTES + 1], d[32];
-        hex(k.shop_id, TSYNC__SHOP_ID_BYTES, id);
-        hex(k.pk, TSYNC__PK_BYTES, pk);
+        tsync_shop_info info = TSYNC_SHOP_INFO_INIT;
+        int rc = tsync_shop_key_info(&info, k);
+        tsync_shop_key_free(k);
+        if (rc) return cli_fail("admin key");
+        char id[2 * TSYNC_SHOP_ID_BYTES + 1], pk[2 * PK + 1], d[32];
+        hex(info.shop_id, TSYNC_SHOP_ID_BYTES, id);
+        hex(info.admin_key, PK, pk);
         printf("shop admin key file\nshop:       %s (id %s)\nadmin key:  %s\ncreated:    %s\n",
-               k.name, id, pk, date(k.created_ms, d));
-        tsync__shopkey_wipe(&k);
+               info.shop_name, id, pk, date(info.created_ms, d));
         return 0;
     }
-    recs r = {0};
+    tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
     int ret = read_records(path, &r);
     for (size_t i = 0; !ret && i < r.n; i++) {
-        tsync__arena a = {0};
-        tsync__trust_rec t;
-        ret = decode(path, r.rec[i], r.len[i], 0, &t, &a);
+        tsync_trust_record t = TSYNC_TRUST_RECORD_INIT;
+        ret = decode(path, r.records[i], r.lens[i], 0, &t);
         char *s = ret ? NULL : describe(&t);
         if (s) printf("%s%s\nsignature:  verifies\n", i ? "\n" : "", s);
         free(s);
-        tsync__arena_free(&a);
+        tsync_trust_record_clear(&t);
     }
-    recs_free(&r);
+    tsync_trust_records_clear(&r);
     return ret;
-}
-
-/* NNN_NAME.sql -> its number, or -1. */
-static int64_t migration_number(const char *base)
-{
-    int64_t v = 0;
-    int digits = 0;
-    const char *p = base;
-    while (*p >= '0' && *p <= '9') {
-        if (++digits > 18) return -1;
-        v = v * 10 + (*p++ - '0');
-    }
-    size_t n = strlen(base);
-    if (!digits || v == 0 || *p != '_' || n < 5 || strcmp(base + n - 4, ".sql") != 0 ||
-        (size_t)(p - base) + 1 >= n - 4)
-        return -1;
-    return v;
 }
 
 static int shop_sign_migration(int argc, char **argv)
@@ -753,38 +638,26 @@ static int shop_sign_migration(int argc, char **argv)
     }
     if (!keyfile || !sqlfile) return usage("shop sign-migration needs KEYFILE and FILE.sql");
     const char *base = strrchr(sqlfile, '/') ? strrchr(sqlfile, '/') + 1 : sqlfile;
-    int64_t number = migration_number(base);
-    if (number < 0) {
-        fprintf(stderr,
-                "tillsync: %s: a migration file is named NUMBER_NAME.sql (001_add_note.sql), "
-                "as in a migrations folder\n",
-                sqlfile);
+    int64_t number;
+    if (tsync_migration_number(&number, base) != 0) {
+        fprintf(stderr, "tillsync: %s: %s\n", sqlfile, last_error());
         return 1;
     }
     char *sql;
     size_t len;
     if (slurp(sqlfile, &sql, &len)) return 1;
-    tsync__shopkey k;
+    tsync_shop_key *k;
     if (load_key(keyfile, &k)) {
         free(sql);
         return 1;
     }
-    tsync__migration_rec m = {.number = (uint64_t)number,
-                              .name = base,
-                              .name_len = (uint32_t)strlen(base),
-                              .sql = (const uint8_t *)sql,
-                              .sql_len = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len,
-                              .issued_ms = wall_ms()};
-    memcpy(m.shop_id, k.shop_id, TSYNC__SHOP_ID_BYTES);
-    memcpy(m.admin_pk, k.pk, TSYNC__PK_BYTES);
     uint8_t *rec = NULL;
     size_t rlen = 0;
-    char err[TSYNC__ERRLEN];
-    int rc = tsync__migration_sign(&m, k.sk, &rec, &rlen, err);
-    tsync__shopkey_wipe(&k);
+    int rc = tsync_shop_key_sign_migration(&rec, &rlen, k, base, sql, len);
+    tsync_shop_key_free(k);
     free(sql);
     if (rc) {
-        fprintf(stderr, "tillsync: %s: %s\n", sqlfile, err);
+        fprintf(stderr, "tillsync: %s: %s\n", sqlfile, last_error());
         return 1;
     }
     char *def = NULL;
@@ -798,19 +671,14 @@ static int shop_sign_migration(int argc, char **argv)
         snprintf(def, n + 3, "%.*s.tsmig", (int)(n - 4), sqlfile);
         outp = def;
     }
-    tsync__arena a = {0};
-    tsync__trust_rec r;
-    char *comment = NULL, *text = NULL;
-    if (tsync__trust_decode(rec, rlen, &r, &a, err) == 0) comment = describe(&r);
-    tsync__arena_free(&a);
-    rc = tsync__armour(TSYNC__T_MIGRATION, rec, rlen, comment, &text);
-    free(comment);
+    char *text = armoured(rec, rlen);
     free(rec);
-    FILE *f = rc ? NULL : fopen(outp, "wx");
+    FILE *f = text ? fopen(outp, "wx") : NULL;
     int ret = 0;
-    if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
-        fprintf(stderr, "tillsync: cannot write %s: %s\n", outp,
-                rc ? "out of memory" : strerror(errno));
+    if (!text) {
+        ret = 1;
+    } else if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+        fprintf(stderr, "tillsync: cannot write %s: %s\n", outp, strerror(errno));
         ret = 1;
     } else {
         printf("wrote %s: migration %lld %s, signed by the admin of the shop; install it on one "
@@ -824,23 +692,22 @@ static int shop_sign_migration(int argc, char **argv)
 
 int cli_read_signed_migration(const char *path, uint8_t **rec, size_t *len)
 {
-    recs r = {0};
+    tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
     if (read_records(path, &r)) return 1;
     if (r.n != 1) {
         fprintf(stderr, "tillsync: %s holds %zu records, not one signed migration\n", path, r.n);
-        recs_free(&r);
+        tsync_trust_records_clear(&r);
         return 1;
     }
-    tsync__arena a = {0};
-    tsync__trust_rec t;
-    int ret = decode(path, r.rec[0], r.len[0], TSYNC__T_MIGRATION, &t, &a);
-    tsync__arena_free(&a);
+    tsync_trust_record t = TSYNC_TRUST_RECORD_INIT;
+    int ret = decode(path, r.records[0], r.lens[0], TSYNC_TRUST_MIGRATION, &t);
+    tsync_trust_record_clear(&t);
     if (ret == 0) {
-        *rec = r.rec[0];
-        *len = r.len[0];
-        r.rec[0] = NULL;
+        *rec = r.records[0];
+        *len = r.lens[0];
+        r.records[0] = NULL;
     }
-    recs_free(&r);
+    tsync_trust_records_clear(&r);
     return ret;
 }
 
@@ -875,7 +742,7 @@ int cmd_enrol_request(int argc, char **argv)
     if (open_db(db, &s)) return 1;
     uint8_t *req;
     size_t len;
-    int ret = tsync__trust_request(s, name, &req, &len) ? cli_fail("enrol-request") : 0;
+    int ret = tsync_trust_request(&req, &len, s, name) ? cli_fail("enrol-request") : 0;
     tsync_store_free(s);
     if (!ret) {
         ret = emit(req, len);
@@ -884,10 +751,10 @@ int cmd_enrol_request(int argc, char **argv)
     return ret;
 }
 
-static void print_enrolled(const char *db, const tsync__enrol_result *r)
+static void print_enrolled(const char *db, const tsync_enrol_report *r)
 {
-    char d[32], id[2 * TSYNC__SHOP_ID_BYTES + 1];
-    hex(r->shop_id, TSYNC__SHOP_ID_BYTES, id);
+    char d[32], id[2 * TSYNC_SHOP_ID_BYTES + 1];
+    hex(r->shop_id, TSYNC_SHOP_ID_BYTES, id);
     if (r->first) {
         printf("%s enrolled in shop '%s' (id %s) as device '%s'; certificate valid until %s\n", db,
                r->shop_name, id, r->device_name, date(r->expires_ms, d));
@@ -907,26 +774,20 @@ static void print_enrolled(const char *db, const tsync__enrol_result *r)
 
 static int enrol_one_step(const char *db, const char *keyfile, const char *name, unsigned days)
 {
-    tsync__shopkey k;
+    tsync_shop_key *k;
     if (load_key(keyfile, &k)) return 1;
     tsync_store *s;
     if (open_db(db, &s)) {
-        tsync__shopkey_wipe(&k);
+        tsync_shop_key_free(k);
         return 1;
     }
-    uint8_t *req = NULL, *cert = NULL;
-    size_t rlen, clen;
-    int ret = tsync__trust_request(s, name, &req, &rlen) ? cli_fail("enrol") : 0;
-    if (!ret) ret = sign_request(&k, "request", req, rlen, NULL, days, &cert, &clen);
-    tsync__shopkey_wipe(&k);
-    tsync__enrol_result r;
-    if (!ret) {
-        const uint8_t *recs1[1] = {cert};
-        ret = tsync__trust_enrol(s, recs1, &clen, 1, &r) ? cli_fail("enrol") : 0;
-    }
+    tsync_sign_options o = TSYNC_SIGN_OPTIONS_INIT;
+    o.days = days;
+    o.device_name = name;
+    tsync_enrol_report r = TSYNC_ENROL_REPORT_INIT;
+    int ret = tsync_trust_enrol_with_key(&r, s, k, &o) ? cli_fail("enrol") : 0;
+    tsync_shop_key_free(k);
     if (!ret) print_enrolled(db, &r);
-    free(req);
-    free(cert);
     tsync_store_free(s);
     return ret;
 }
@@ -969,19 +830,19 @@ int cmd_enrol(int argc, char **argv)
     } else if (keyfile) {
         ret = enrol_one_step(db, keyfile, name, days);
     } else {
-        recs r = {0};
+        tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
         ret = 0;
         for (int i = 0; i < nfiles && !ret; i++) ret = read_records(files[i], &r);
         tsync_store *s = NULL;
         if (!ret) ret = open_db(db, &s);
-        tsync__enrol_result res;
+        tsync_enrol_report res = TSYNC_ENROL_REPORT_INIT;
         if (!ret)
-            ret = tsync__trust_enrol(s, (const uint8_t *const *)r.rec, r.len, r.n, &res)
+            ret = tsync_trust_enrol(&res, s, (const uint8_t *const *)r.records, r.lens, r.n)
                       ? cli_fail("enrol")
                       : 0;
         if (!ret) print_enrolled(db, &res);
         tsync_store_free(s);
-        recs_free(&r);
+        tsync_trust_records_clear(&r);
     }
     free(files);
     return ret;
@@ -993,32 +854,54 @@ int cmd_revoke(int argc, char **argv)
         return usage(argc < 4 ? "revoke needs DB and REVOCATION"
                               : "revoke takes only "
                                 "DB and REVOCATION");
-    recs r = {0};
+    tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
     int ret = read_records(argv[3], &r);
-    tsync__arena a = {0};
-    tsync__trust_rec t;
+    tsync_trust_record t = TSYNC_TRUST_RECORD_INIT;
     for (size_t i = 0; !ret && i < r.n; i++)
-        ret = decode(argv[3], r.rec[i], r.len[i], TSYNC__T_REVOCATION, &t, &a);
+        ret = decode(argv[3], r.records[i], r.lens[i], TSYNC_TRUST_REVOCATION, &t);
     tsync_store *s = NULL;
     if (!ret) ret = open_db(argv[2], &s);
     for (size_t i = 0; !ret && i < r.n; i++)
-        ret = tsync__trust_revoke(s, r.rec[i], r.len[i]) ? cli_fail("revoke") : 0;
+        ret = tsync_trust_revoke(s, r.records[i], r.lens[i]) ? cli_fail("revoke") : 0;
     if (!ret) {
         for (size_t i = 0; i < r.n; i++) {
-            tsync__arena b = {0};
-            if (tsync__trust_decode(r.rec[i], r.len[i], &t, &b, (char[TSYNC__ERRLEN]){0}) == 0) {
-                char h[2 * TSYNC__PK_BYTES + 1];
-                hex(t.u.rev.device_pk, TSYNC__PK_BYTES, h);
-                printf("revocation of device key %s installed (%" PRIu32 " cutoff%s)\n", h,
-                       t.u.rev.ncutoffs, t.u.rev.ncutoffs == 1 ? "" : "s");
+            if (tsync_trust_record_decode(&t, r.records[i], r.lens[i]) == 0) {
+                char h[2 * PK + 1];
+                hex(t.device_key, PK, h);
+                printf("revocation of device key %s installed (%zu cutoff%s)\n", h, t.ncutoffs,
+                       t.ncutoffs == 1 ? "" : "s");
             }
-            tsync__arena_free(&b);
         }
     }
     tsync_store_free(s);
-    tsync__arena_free(&a);
-    recs_free(&r);
+    tsync_trust_record_clear(&t);
+    tsync_trust_records_clear(&r);
     return ret;
+}
+
+/* The trust set, for a person. */
+static void print_trust(const tsync_trust_set *t)
+{
+    if (!t->enrolled) {
+        printf("not enrolled in a shop (accepts any validly signed batch)\n");
+        return;
+    }
+    char h[2 * PK + 1], d1[32], d2[32];
+    hex(t->shop_id, TSYNC_SHOP_ID_BYTES, h);
+    printf("shop:       %s (id %s)\n", t->shop_name, h);
+    for (size_t i = 0; i < t->nadmin_keys; i++) {
+        hex(t->admin_keys[i], PK, h);
+        printf("%s%s\n", i ? "            " : "admin key:  ", h);
+    }
+    printf("devices:\n");
+    uint64_t now = wall_ms();
+    for (size_t i = 0; i < t->ndevices; i++) {
+        const tsync_trust_device *e = &t->devices[i];
+        const char *st = e->revoked ? "REVOKED" : e->expires_ms < now ? "EXPIRED" : "valid";
+        hex(e->key, PK, h);
+        printf("  %-20s %.16s…  %s to %s  %s%s\n", e->name, h, date(e->not_before_ms, d1),
+               date(e->expires_ms, d2), st, e->this_device ? "  (this device)" : "");
+    }
 }
 
 int cmd_trust(int argc, char **argv)
@@ -1027,43 +910,23 @@ int cmd_trust(int argc, char **argv)
         return usage("trust needs DB and optionally --json");
     tsync_store *s;
     if (cli_open(argv[2], CLI_RO, &s)) return 1;
-    char *js;
     int ret = 0;
-    if (tsync__trust_json(s, &js) != 0) {
-        ret = cli_fail("trust");
-    } else if (argc == 4) {
-        puts(js);
-    } else {
-        json_t *o = json_loads(js, 0, NULL);
-        if (!json_is_true(json_object_get(o, "enrolled"))) {
-            printf("not enrolled in a shop (accepts any validly signed batch)\n");
+    if (argc == 4) {
+        char *js;
+        if (tsync_trust_json(&js, s) != 0) {
+            ret = cli_fail("trust");
         } else {
-            char d1[32], d2[32];
-            printf("shop:       %s (id %s)\n", json_string_value(json_object_get(o, "shop_name")),
-                   json_string_value(json_object_get(o, "shop_id")));
-            size_t i;
-            json_t *e;
-            json_array_foreach(json_object_get(o, "admin_keys"), i, e)
-                printf("%s%s\n", i ? "            " : "admin key:  ", json_string_value(e));
-            printf("devices:\n");
-            uint64_t now = wall_ms();
-            json_array_foreach(json_object_get(o, "certificates"), i, e)
-            {
-                uint64_t nb = (uint64_t)json_integer_value(json_object_get(e, "not_before"));
-                uint64_t ex = (uint64_t)json_integer_value(json_object_get(e, "expires"));
-                const char *st = json_is_true(json_object_get(e, "revoked")) ? "REVOKED"
-                                 : ex < now                                  ? "EXPIRED"
-                                                                             : "valid";
-                printf("  %-20s %.16s…  %s to %s  %s%s\n",
-                       json_string_value(json_object_get(e, "device_name")),
-                       json_string_value(json_object_get(e, "device_key")), date(nb, d1),
-                       date(ex, d2), st,
-                       json_is_true(json_object_get(e, "this_device")) ? "  (this device)" : "");
-            }
+            puts(js);
+            free(js);
         }
-        json_decref(o);
+    } else {
+        tsync_trust_set t = TSYNC_TRUST_SET_INIT;
+        if (tsync_trust_set_get(&t, s) != 0)
+            ret = cli_fail("trust");
+        else
+            print_trust(&t);
+        tsync_trust_set_clear(&t);
     }
-    free(js);
     tsync_store_free(s);
     return ret;
 }

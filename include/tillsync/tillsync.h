@@ -7,4 +7,5 @@
 #include "tillsync/node.h"
 #include "tillsync/schema.h"
 #include "tillsync/store.h"
+#include "tillsync/trust.h"
 #endif
