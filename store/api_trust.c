@@ -50,6 +50,18 @@ const char *tsync_trust_kind_label(int kind)
 
 /* ---------------------------------------------------------------- records as data */
 
+/* tsync__trust_decode with its message recorded as the last error; a is freed on failure. */
+static int decode(const uint8_t *rec, size_t len, tsync__trust_rec *t, tsync__arena *a)
+{
+    char err[TSYNC__ERRLEN];
+    int rc = tsync__trust_decode(rec, len, t, a, err);
+    if (rc) {
+        tsync__arena_free(a);
+        return tsync__err(rc, "%s", err);
+    }
+    return 0;
+}
+
 void tsync_trust_record_clear(tsync_trust_record *r)
 {
     if (!r) return;
@@ -67,12 +79,7 @@ int tsync_trust_record_decode(tsync_trust_record *out, const uint8_t *rec, size_
     tsync_trust_record_clear(out);
     tsync__arena a = {0};
     tsync__trust_rec t;
-    char err[TSYNC__ERRLEN];
-    rc = tsync__trust_decode(rec, len, &t, &a, err);
-    if (rc) {
-        tsync__arena_free(&a);
-        return tsync__err(rc, "%s", err);
-    }
+    if ((rc = decode(rec, len, &t, &a))) return rc;
     out->kind = (int)t.kind;
     switch (t.kind) {
     case TSYNC__T_REQUEST:
@@ -303,12 +310,7 @@ int tsync_shop_key_sign_request(uint8_t **cert, size_t *cert_len, const tsync_sh
     if (rc) return rc;
     tsync__arena a = {0};
     tsync__trust_rec r;
-    char err[TSYNC__ERRLEN];
-    rc = tsync__trust_decode(req, req_len, &r, &a, err);
-    if (rc) {
-        tsync__arena_free(&a);
-        return tsync__err(rc, "%s", err);
-    }
+    if ((rc = decode(req, req_len, &r, &a))) return rc;
     if (r.kind != TSYNC__T_REQUEST) {
         tsync__arena_free(&a);
         return tsync__err(TSYNC_EINVAL, "this is a %s record, not an enrolment request",
@@ -326,6 +328,7 @@ int tsync_shop_key_sign_request(uint8_t **cert, size_t *cert_len, const tsync_sh
     memcpy(c.shop_id, k->k.shop_id, TSYNC__SHOP_ID_BYTES);
     memcpy(c.device_pk, r.u.req.device_pk, TSYNC__PK_BYTES);
     memcpy(c.admin_pk, k->k.pk, TSYNC__PK_BYTES);
+    char err[TSYNC__ERRLEN];
     rc = tsync__cert_sign(&c, k->k.sk, cert, cert_len, err);
     tsync__arena_free(&a);
     return rc ? tsync__err(rc, "%s", err) : 0;

@@ -35,12 +35,12 @@
 extern "C" {
 #endif
 
-#define TSYNC_PUBLIC_KEY_BYTES 32     /* an Ed25519 public key: a device key or an admin key */
-#define TSYNC_SHOP_ID_BYTES    16     /* a shop's random id */
-#define TSYNC_TRUST_NAME_MAX   64     /* bytes of a shop, device or migration name (UTF-8) */
-#define TSYNC_TRUST_RECORD_MAX 4096   /* bytes of one record */
-#define TSYNC_TRUST_MAX_DAYS   36500u /* the longest certificate tsync_shop_key_sign_request makes \
-                                       */
+#define TSYNC_PUBLIC_KEY_BYTES 32   /* an Ed25519 public key: a device key or an admin key */
+#define TSYNC_SHOP_ID_BYTES    16   /* a shop's random id */
+#define TSYNC_TRUST_NAME_MAX   64   /* bytes of a shop, device or migration name (UTF-8) */
+#define TSYNC_TRUST_RECORD_MAX 4096 /* bytes of one record */
+/* The longest validity tsync_shop_key_sign_request gives a certificate, in days. */
+#define TSYNC_TRUST_MAX_DAYS 36500u
 
 /* What a record is. */
 typedef enum {
