@@ -507,6 +507,7 @@ static void expect_version_error(int rc, const char *what)
     const char *m = errmsg();
     cr_assert(strstr(m, what), "%s: the message does not name the struct: %s", what, m);
     cr_assert_null(strchr(m, '\n'), "%s: not one line: %s", what, m);
+    cr_assert_null(strstr(m, "tillsync "), "%s: names a command: %s", what, m);
 }
 
 Test(api_trust, versions_checked)
