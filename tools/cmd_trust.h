@@ -1,4 +1,5 @@
-/* tools/cmd_trust.h — the shop trust commands of tillsync (tools/cmd_trust.c). Each takes argv as
+/* tools/cmd_trust.h — the shop trust commands of tillsync: the admin's in tools/cmd_shop.c, the
+ * till's in tools/cmd_trust.c, the files they share in tools/trust_text.c. Each takes argv as
  * main gets it (argv[1] is the command name) and returns the exit status: 0, 1 for a failure, 2
  * for a usage error. */
 #ifndef TSYNC_TOOLS_CMD_TRUST_H

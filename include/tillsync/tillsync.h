@@ -9,4 +9,5 @@
 #include "tillsync/schema.h"
 #include "tillsync/status.h"
 #include "tillsync/store.h"
+#include "tillsync/trust.h"
 #endif

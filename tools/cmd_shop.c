@@ -1,0 +1,435 @@
+/*
+ * tools/cmd_shop.c — tillsync shop: the shop admin's commands (create a shop, sign an enrolment
+ * request, revoke a device with its preview, rotate the admin key, sign a migration, show a trust
+ * file or key file). docs/TRUST.md is the walk-through; the work is tillsync/trust.h's.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tools/cli.h"
+#include "tools/cmd_trust.h"
+#include "tools/trust_text.h"
+
+static int shop_create(int argc, char **argv)
+{
+    const char *path = NULL, *name = NULL;
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
+            name = argv[++i];
+        else if (argv[i][0] != '-' && !path)
+            path = argv[i];
+        else
+            return tt_usage("shop create takes KEYFILE and --name NAME");
+    }
+    if (!path || !name) return tt_usage("shop create needs KEYFILE and --name NAME");
+    tsync_shop_key *k;
+    if (tsync_shop_key_create(&k, path, name) != 0) return cli_fail("shop create");
+    tsync_shop_info info = TSYNC_SHOP_INFO_INIT;
+    int rc = tsync_shop_key_info(&info, k);
+    tsync_shop_key_free(k);
+    if (rc) return cli_fail("shop create");
+    char id[2 * TSYNC_SHOP_ID_BYTES + 1], pk[2 * PK + 1];
+    tt_hex(info.shop_id, TSYNC_SHOP_ID_BYTES, id);
+    tt_hex(info.admin_key, PK, pk);
+    printf("shop '%s' created\n"
+           "shop id:   %s\n"
+           "admin key: %s\n"
+           "key file:  %s (mode 0600)\n"
+           "Keep the key file off the tills and keep a copy in a safe place: without it no new "
+           "till can join the shop.\n",
+           info.shop_name, id, pk, path);
+    return 0;
+}
+
+static int shop_sign(int argc, char **argv)
+{
+    const char *pos[2] = {NULL, NULL}, *name = NULL;
+    int npos = 0;
+    unsigned days = DEFAULT_DAYS;
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--days") == 0 && i + 1 < argc) {
+            if (tt_parse_days(argv[++i], &days))
+                return tt_usage("--days takes a number from 1 to 36500");
+        } else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
+            name = argv[++i];
+        } else if ((argv[i][0] != '-' || strcmp(argv[i], "-") == 0) && npos < 2) {
+            pos[npos++] = argv[i];
+        } else {
+            return tt_usage("shop sign takes KEYFILE, REQ, --days N and --name NAME");
+        }
+    }
+    if (npos < 2) return tt_usage("shop sign needs KEYFILE and REQ");
+    tsync_shop_key *k;
+    if (tt_load_key(pos[0], &k)) return 1;
+    tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
+    int ret = tt_read_records(pos[1], &r);
+    if (!ret && r.n != 1) {
+        fprintf(stderr, "tillsync: %s holds %zu records; give one enrolment request\n", pos[1],
+                r.n);
+        ret = 1;
+    }
+    tsync_trust_record req = TSYNC_TRUST_RECORD_INIT;
+    if (!ret) ret = tt_decode(pos[1], r.records[0], r.lens[0], TSYNC_TRUST_REQUEST, &req);
+    tsync_trust_record_clear(&req);
+    uint8_t *cert = NULL;
+    size_t clen;
+    if (!ret) {
+        tsync_sign_options o = TSYNC_SIGN_OPTIONS_INIT;
+        o.days = days;
+        o.device_name = name;
+        if (tsync_shop_key_sign_request(&cert, &clen, k, r.records[0], r.lens[0], &o) != 0) {
+            fprintf(stderr, "tillsync: %s\n", tt_error());
+            ret = 1;
+        }
+    }
+    if (!ret) ret = tt_emit(cert, clen);
+    free(cert);
+    tsync_trust_records_clear(&r);
+    tsync_shop_key_free(k);
+    return ret;
+}
+
+/* DEVICEKEY: 64 hex digits, or a file holding a certificate or an enrolment request. */
+static int device_key(const char *arg, uint8_t pk[PK])
+{
+    if (tt_unhex(arg, strlen(arg), pk, PK) == 0) return 0;
+    if (access(arg, F_OK) != 0) {
+        fprintf(stderr,
+                "tillsync: DEVICEKEY '%s' is neither 64 hex digits nor a certificate or request "
+                "file\n",
+                arg);
+        return 1;
+    }
+    tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
+    int ret = tt_read_records(arg, &r);
+    tsync_trust_record t = TSYNC_TRUST_RECORD_INIT;
+    if (!ret && r.n != 1) {
+        fprintf(stderr, "tillsync: %s holds %zu records; give one certificate\n", arg, r.n);
+        ret = 1;
+    }
+    if (!ret) ret = tt_decode(arg, r.records[0], r.lens[0], 0, &t);
+    if (!ret) {
+        if (t.kind == TSYNC_TRUST_CERTIFICATE || t.kind == TSYNC_TRUST_REQUEST) {
+            memcpy(pk, t.device_key, PK);
+        } else {
+            fprintf(stderr, "tillsync: %s holds no device key (give a certificate)\n", arg);
+            ret = 1;
+        }
+    }
+    tsync_trust_record_clear(&t);
+    tsync_trust_records_clear(&r);
+    return ret;
+}
+
+/* What the revocation would cut, seen from the database at path (read-only): per site of the
+ * device, its cutoff, what the database holds after it and which other devices' batches depend on
+ * those (so every till keeps them). */
+static int preview(FILE *f, const char *path, const uint8_t pk[PK], const tsync_cutoff *cut,
+                   size_t ncut)
+{
+    tsync_revocation_preview v = TSYNC_REVOCATION_PREVIEW_INIT;
+    if (tsync_revocation_preview_get(&v, path, pk, cut, ncut) != 0) return cli_fail(path);
+    char hs[2 * TSYNC_SITE_ID_BYTES + 1];
+    fprintf(f, "what the revocation cuts, as %s sees it:\n", path);
+    if (v.nsites == 0)
+        fprintf(f, "  %s knows no site of this device: nothing to cut there\n", path);
+    for (size_t i = 0; i < v.nsites; i++) {
+        const tsync_revocation_site *e = &v.sites[i];
+        tt_hex(e->site_id, TSYNC_SITE_ID_BYTES, hs);
+        fprintf(f, "site %s: cutoff %" PRIu64 "\n", hs, e->cutoff);
+        if (!e->known)
+            fprintf(f, "  %s does not know this site\n", path);
+        else if (e->beyond == 0)
+            fprintf(f, "  %s holds up to %" PRIu64 ": nothing after the cutoff\n", path, e->have);
+        else
+            fprintf(f, "  %s holds up to %" PRIu64 ": %" PRIu64 " batch%s after the cutoff\n", path,
+                    e->have, e->beyond, e->beyond == 1 ? "" : "es");
+        for (size_t k = 0; k < e->ndeps; k++) {
+            char ds[2 * TSYNC_SITE_ID_BYTES + 1];
+            tt_hex(e->deps[k].site_id, TSYNC_SITE_ID_BYTES, ds);
+            fprintf(f,
+                    "  depended on by '%s' (site %.12s…): %" PRIu64 " batch%s, up to seq %" PRIu64
+                    "\n",
+                    e->deps[k].name[0] ? e->deps[k].name : "?", ds, e->deps[k].batches,
+                    e->deps[k].batches == 1 ? "" : "es", e->deps[k].max_dep);
+        }
+        uint64_t keep = e->kept > e->have ? e->kept : e->have;
+        if (keep > e->cutoff)
+            fprintf(f,
+                    "  every till keeps up to %" PRIu64 " (merged here%s), refuses the later "
+                    "ones\n",
+                    keep, e->ndeps ? " and honest batches depend on them" : "");
+        else
+            fprintf(f,
+                    "  every till keeps up to %" PRIu64 " and refuses the later ones, unless a "
+                    "till merged more before the revocation reached it\n",
+                    keep);
+    }
+    tsync_revocation_preview_clear(&v);
+    return 0;
+}
+
+static int shop_revoke(int argc, char **argv)
+{
+    const char *pos[2] = {NULL, NULL}, *from = NULL;
+    const char **check = calloc((size_t)argc, sizeof *check);
+    int npos = 0, ncheck = 0, dry = 0;
+    tsync_cutoff *cut = calloc((size_t)argc, sizeof *cut);
+    size_t ncut = 0;
+    if (!cut || !check) {
+        free(cut), free(check);
+        return 1;
+    }
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--cutoff") == 0 && i + 1 < argc) {
+            const char *v = argv[++i], *colon = strchr(v, ':');
+            char *end;
+            errno = 0;
+            unsigned long long seq = colon ? strtoull(colon + 1, &end, 10) : 0;
+            if (!colon ||
+                tt_unhex(v, (size_t)(colon - v), cut[ncut].site_id, TSYNC_SITE_ID_BYTES) || errno ||
+                colon[1] == '\0' || colon[1] == '-' || *end) {
+                free(cut), free(check);
+                return tt_usage("--cutoff takes SITE:SEQ (a 32-hex-digit site id as 'tillsync "
+                                "state' shows it, and a sequence number)");
+            }
+            cut[ncut++].seq = seq;
+        } else if (strcmp(argv[i], "--cutoffs-from") == 0 && i + 1 < argc) {
+            from = argv[++i];
+        } else if (strcmp(argv[i], "--check") == 0 && i + 1 < argc) {
+            check[ncheck++] = argv[++i];
+        } else if (strcmp(argv[i], "--dry-run") == 0) {
+            dry = 1;
+        } else if (argv[i][0] != '-' && npos < 2) {
+            pos[npos++] = argv[i];
+        } else {
+            free(cut), free(check);
+            return tt_usage("shop revoke takes KEYFILE, DEVICEKEY, --cutoff SITE:SEQ, "
+                            "--cutoffs-from DB, --check DB and --dry-run");
+        }
+    }
+    if (npos < 2) {
+        free(cut), free(check);
+        return tt_usage("shop revoke needs KEYFILE and DEVICEKEY");
+    }
+    uint8_t pk[PK];
+    int ret = device_key(pos[1], pk);
+    if (ret) {
+        free(cut), free(check);
+        return ret;
+    }
+    if (from) {
+        /* Cutoffs from a trusted till's database: keep what it holds of the device. An explicit
+         * --cutoff for the same site wins. */
+        tsync_cutoff *dc;
+        size_t nd;
+        if (tsync_revocation_cutoffs_from_db(&dc, &nd, from, pk) != 0) {
+            free(cut), free(check);
+            return cli_fail("--cutoffs-from");
+        }
+        tsync_cutoff *nc = realloc(cut, (ncut + nd + 1) * sizeof *nc);
+        if (!nc) {
+            free(dc), free(cut), free(check);
+            return 1;
+        }
+        cut = nc;
+        for (size_t i = 0; i < nd; i++) {
+            int dup = 0;
+            for (size_t j = 0; j < ncut && !dup; j++)
+                dup = memcmp(cut[j].site_id, dc[i].site_id, TSYNC_SITE_ID_BYTES) == 0;
+            if (!dup) cut[ncut++] = dc[i];
+        }
+        free(dc);
+    }
+    /* The preview: a dry run shows it for every database given (and signs nothing); otherwise
+     * --check DB shows it on stderr, beside the record on stdout. */
+    if (from && dry) check[ncheck++] = from;
+    for (int i = 0; i < ncheck && !ret; i++)
+        ret = preview(dry ? stdout : stderr, check[i], pk, cut, ncut);
+    if (dry && !ret && ncheck == 0)
+        printf("no database given (--cutoffs-from DB or --check DB): the cutoffs are %s\n",
+               ncut ? "as given" : "0 for every site");
+    free(check);
+    if (dry || ret) {
+        free(cut);
+        return ret;
+    }
+    tsync_shop_key *k;
+    if (tt_load_key(pos[0], &k)) {
+        free(cut);
+        return 1;
+    }
+    uint8_t *out;
+    size_t len;
+    if (tsync_shop_key_revoke(&out, &len, k, pk, cut, ncut) != 0) {
+        fprintf(stderr, "tillsync: %s\n", tt_error());
+        ret = 1;
+    } else {
+        if (ncut == 0)
+            fprintf(stderr, "tillsync: note: no cutoff given: a till will refuse every batch of "
+                            "this device that it has not merged yet (see --cutoffs-from DB)\n");
+        ret = tt_emit(out, len);
+        free(out);
+    }
+    free(cut);
+    tsync_shop_key_free(k);
+    return ret;
+}
+
+static int shop_rotate(int argc, char **argv)
+{
+    if (argc != 5 || argv[3][0] == '-' || argv[4][0] == '-')
+        return tt_usage("shop rotate needs KEYFILE and NEWKEYFILE");
+    tsync_shop_key *old;
+    if (tt_load_key(argv[3], &old)) return 1;
+    uint8_t *out = NULL;
+    size_t len;
+    int ret = tsync_shop_key_rotate(NULL, &out, &len, old, argv[4]) != 0 ? cli_fail("shop rotate")
+                                                                         : tt_emit(out, len);
+    free(out);
+    tsync_shop_key_free(old);
+    return ret;
+}
+
+/* 1 when the file at path is an admin key file (its first bytes say so), 0 when not, -1 after
+ * printing why it cannot be read. Only the head is read: the secret never enters this program's
+ * buffers. */
+static int is_key_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "tillsync: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char head[8];
+    size_t n = fread(head, 1, sizeof head, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        fprintf(stderr, "tillsync: cannot read %s\n", path);
+        return -1;
+    }
+    return tsync_shop_key_sniff(head, n);
+}
+
+static int shop_show(int argc, char **argv)
+{
+    if (argc != 4) return tt_usage("shop show needs FILE");
+    const char *path = argv[3];
+    /* An admin key file? Shown without its secret. */
+    int is_key = strcmp(path, "-") == 0 ? 0 : is_key_file(path);
+    if (is_key < 0) return 1;
+    if (is_key) {
+        tsync_shop_key *k;
+        if (tt_load_key(path, &k)) return 1;
+        tsync_shop_info info = TSYNC_SHOP_INFO_INIT;
+        int rc = tsync_shop_key_info(&info, k);
+        tsync_shop_key_free(k);
+        if (rc) return cli_fail("admin key");
+        char id[2 * TSYNC_SHOP_ID_BYTES + 1], pk[2 * PK + 1], d[32];
+        tt_hex(info.shop_id, TSYNC_SHOP_ID_BYTES, id);
+        tt_hex(info.admin_key, PK, pk);
+        printf("shop admin key file\nshop:       %s (id %s)\nadmin key:  %s\ncreated:    %s\n",
+               info.shop_name, id, pk, tt_date(info.created_ms, d));
+        return 0;
+    }
+    tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
+    int ret = tt_read_records(path, &r);
+    for (size_t i = 0; !ret && i < r.n; i++) {
+        tsync_trust_record t = TSYNC_TRUST_RECORD_INIT;
+        ret = tt_decode(path, r.records[i], r.lens[i], 0, &t);
+        char *s = ret ? NULL : tt_describe(&t);
+        if (s) printf("%s%s\nsignature:  verifies\n", i ? "\n" : "", s);
+        free(s);
+        tsync_trust_record_clear(&t);
+    }
+    tsync_trust_records_clear(&r);
+    return ret;
+}
+
+static int shop_sign_migration(int argc, char **argv)
+{
+    const char *keyfile = NULL, *sqlfile = NULL, *outp = NULL;
+    for (int i = 3; i < argc; i++) {
+        if (!strcmp(argv[i], "-o") && i + 1 < argc)
+            outp = argv[++i];
+        else if (argv[i][0] == '-')
+            return tt_usage("shop sign-migration takes KEYFILE FILE.sql [-o OUT]");
+        else if (!keyfile)
+            keyfile = argv[i];
+        else if (!sqlfile)
+            sqlfile = argv[i];
+        else
+            return tt_usage("shop sign-migration takes KEYFILE FILE.sql [-o OUT]");
+    }
+    if (!keyfile || !sqlfile) return tt_usage("shop sign-migration needs KEYFILE and FILE.sql");
+    const char *base = strrchr(sqlfile, '/') ? strrchr(sqlfile, '/') + 1 : sqlfile;
+    int64_t number;
+    if (tsync_migration_number(&number, base) != 0) {
+        fprintf(stderr, "tillsync: %s: %s\n", sqlfile, tt_error());
+        return 1;
+    }
+    char *sql;
+    size_t len;
+    if (tt_slurp(sqlfile, &sql, &len)) return 1;
+    tsync_shop_key *k;
+    if (tt_load_key(keyfile, &k)) {
+        free(sql);
+        return 1;
+    }
+    uint8_t *rec = NULL;
+    size_t rlen = 0;
+    int rc = tsync_shop_key_sign_migration(&rec, &rlen, k, base, sql, len);
+    tsync_shop_key_free(k);
+    free(sql);
+    if (rc) {
+        fprintf(stderr, "tillsync: %s: %s\n", sqlfile, tt_error());
+        return 1;
+    }
+    char *def = NULL;
+    if (!outp) {
+        size_t n = strlen(sqlfile);
+        def = malloc(n + 3);
+        if (!def) {
+            free(rec);
+            return 1;
+        }
+        snprintf(def, n + 3, "%.*s.tsmig", (int)(n - 4), sqlfile);
+        outp = def;
+    }
+    char *text = tt_armoured(rec, rlen);
+    free(rec);
+    FILE *f = text ? fopen(outp, "wx") : NULL;
+    int ret = 0;
+    if (!text) {
+        ret = 1;
+    } else if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+        fprintf(stderr, "tillsync: cannot write %s: %s\n", outp, strerror(errno));
+        ret = 1;
+    } else {
+        printf("wrote %s: migration %lld %s, signed by the admin of the shop; install it on one "
+               "till with 'tillsync migrate DB %s'\n",
+               outp, (long long)number, base, outp);
+    }
+    free(text);
+    free(def);
+    return ret;
+}
+
+int cmd_shop(int argc, char **argv)
+{
+    if (argc < 3) return tt_usage("shop needs create, sign, revoke, rotate or show");
+    const char *c = argv[2];
+    if (!strcmp(c, "create")) return shop_create(argc, argv);
+    if (!strcmp(c, "sign")) return shop_sign(argc, argv);
+    if (!strcmp(c, "revoke")) return shop_revoke(argc, argv);
+    if (!strcmp(c, "rotate")) return shop_rotate(argc, argv);
+    if (!strcmp(c, "show")) return shop_show(argc, argv);
+    if (!strcmp(c, "sign-migration")) return shop_sign_migration(argc, argv);
+    return tt_usage(
+        "shop: unknown subcommand (create, sign, revoke, rotate, sign-migration, show)");
+}
