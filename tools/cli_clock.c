@@ -4,7 +4,7 @@
  */
 #include <time.h>
 
-#include "tools/cli.h"
+#include "cli.h"
 
 uint64_t cli_wall_ms(void)
 {

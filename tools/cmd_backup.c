@@ -14,8 +14,8 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include "tools/cli.h"
-#include "tools/cmd_backup.h"
+#include "cli.h"
+#include "cmd_backup.h"
 
 #define PASS_MAX 1024
 

@@ -10,8 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tools/cli.h"
-#include "tools/cmd_io.h"
+#include "cli.h"
+#include "cmd_io.h"
 
 #define MAX_SHOWN 100
 

@@ -10,9 +10,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "tools/cli.h"
-#include "tools/cmd_migrate.h"
-#include "tools/cmd_trust.h"
+#include "cli.h"
+#include "cmd_migrate.h"
+#include "cmd_trust.h"
 
 static int usage(const char *msg)
 {

@@ -14,9 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "tools/cli.h"
-#include "tools/cmd_schema.h"
-#include "tools/cmd_node.h"
+#include "cli.h"
+#include "cmd_schema.h"
+#include "cmd_node.h"
 
 static int usage(const char *msg)
 {

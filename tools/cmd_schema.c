@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tools/cli.h"
-#include "tools/cmd_schema.h"
+#include "cli.h"
+#include "cmd_schema.h"
 
 static int usage(const char *msg)
 {

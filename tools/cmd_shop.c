@@ -10,9 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tools/cli.h"
-#include "tools/cmd_trust.h"
-#include "tools/trust_text.h"
+#include "cli.h"
+#include "cmd_trust.h"
+#include "trust_text.h"
 
 static int shop_create(int argc, char **argv)
 {

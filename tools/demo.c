@@ -24,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tools/cli.h"
+#include "cli.h"
 
 #define NTILLS        3
 #define NPRODUCTS     20

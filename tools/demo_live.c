@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tools/cli.h"
+#include "cli.h"
 
 #define NT            3
 #define NPROD         12

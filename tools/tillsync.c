@@ -11,13 +11,13 @@
 #include <sqlite3.h>
 #include <string.h>
 
-#include "tools/cli.h"
-#include "tools/cmd_backup.h"
-#include "tools/cmd_io.h"
-#include "tools/cmd_migrate.h"
-#include "tools/cmd_node.h"
-#include "tools/cmd_schema.h"
-#include "tools/cmd_trust.h"
+#include "cli.h"
+#include "cmd_backup.h"
+#include "cmd_io.h"
+#include "cmd_migrate.h"
+#include "cmd_node.h"
+#include "cmd_schema.h"
+#include "cmd_trust.h"
 
 static const char *USAGE =
     "usage: tillsync COMMAND [ARGS]\n"

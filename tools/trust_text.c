@@ -13,8 +13,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "tools/cmd_trust.h"
-#include "tools/trust_text.h"
+#include "cmd_trust.h"
+#include "trust_text.h"
 
 int tt_usage(const char *msg)
 {

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tools/cli.h"
+#include "cli.h"
 
 #define DEFAULT_DAYS 365u
 #define PK           TSYNC_PUBLIC_KEY_BYTES
