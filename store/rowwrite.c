@@ -217,7 +217,9 @@ static int stmt_for(tsync__rowwriter *w, tsync__table *t, int kind, uint64_t mas
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(w->s->db, sql, -1, &st, NULL);
     sqlite3_free(sql);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(w->s->db, rc, "prepare row statement");
+    /* TSYNC_EIO, as both merges returned when a statement of theirs did not prepare */
+    if (rc != SQLITE_OK)
+        return tsync__err(TSYNC_EIO, "prepare row statement: %s", sqlite3_errmsg(w->s->db));
     tsync__wstmt *ns = realloc(w->stmts, (w->nstmts + 1) * sizeof *ns);
     if (!ns) {
         sqlite3_finalize(st);
