@@ -1,5 +1,5 @@
 /*
- * fuzz/fuzz_snapshot.c — libFuzzer target for snapshot chunks (store/snapshot.c), the bytes a
+ * fuzz/fuzz_snapshot.c — libFuzzer target for snapshot chunks (codec/snapshot.c), the bytes a
  * peer sends in SNAPSHOT_CHUNK.
  *
  * Any input must be refused with a one-line message or decode; a decoded chunk, because the

@@ -2,16 +2,16 @@
  * store/snapshot.h — snapshots: a replica's state (every replicated row with its clock metadata,
  * deleted rows' clocks included) as self-contained chunks another replica can merge. A till behind
  * the pruned horizon of the logs (new, restored) gets one from an enrolled peer instead of the
- * batches it can no longer get. The byte format, the merge rule and the limits are in
- * docs/SNAPSHOT.md.
+ * batches it can no longer get. The byte format is codec/snapshot.h's; the format, the merge rule
+ * and the limits are in docs/SNAPSHOT.md. Exporting is store/snapshot_export.c, merging
+ * store/snapshot_import.c.
  *
  * The sync node (net/) moves the chunks: SNAPSHOT_BEGIN{id, vv}, SNAPSHOT_CHUNK{id, seq, rows} per
  * chunk, SNAPSHOT_END{id, nchunks, hash}, with hash = tsync__snap_hash of the chunks. It checks the
  * hash and that the sender is an enrolled peer before it calls tsync__snap_import: snapshots are
  * trusted hop by hop, they carry no signatures of their own.
  *
- * THREAD SAFETY: like the store, one thread at a time per store; tsync__snap_decode,
- * tsync__snap_encode and tsync__snap_hash are reentrant.
+ * THREAD SAFETY: like the store, one thread at a time per store.
  */
 #ifndef TSYNC_STORE_SNAPSHOT_H
 #define TSYNC_STORE_SNAPSHOT_H
@@ -19,15 +19,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codec/snapshot.h"
 #include "crdt/crdt.h"
 #include "tillsync/store.h"
-
-#define TSYNC__SNAP_FORMAT 1u /* item 0 of every chunk */
-/* The size a node asks for when it has no reason to ask for another: one wire message. */
-#define TSYNC__SNAP_CHUNK_BYTES (1u << 20)
-/* Hard limit of one chunk. A chunk holds at least one row, and a row can be as large as a batch
- * can carry it; a larger row cannot be exported (TSYNC_EUNSUPPORTED names it). */
-#define TSYNC__SNAP_CHUNK_MAX_BYTES TSYNC__BATCH_MAX_BYTES
 
 /* Encodes this replica's state — every replicated table's rows with their clock metadata,
  * including the clocks of deleted rows (existence set entries) — as self-contained chunks of about
@@ -71,67 +65,8 @@ int tsync__snap_export(tsync_store *s, size_t chunk_bytes,
  * report (may be NULL) counts rows: merged (rows this replica did not have as they are),
  * duplicates (rows it already had), conflicts, parked (rows a local constraint refused, their
  * clocks kept, as merge does). */
-int tsync__snap_import(tsync_store *s, const uint8_t *const *chunks, const size_t *lens, size_t n,
-                       const tsync__vv *vv, tsync_merge_report *report);
-
-/* BLAKE2b-256 of the chunks concatenated in order: the hash SNAPSHOT_END carries. */
-void tsync__snap_hash(const uint8_t *const *chunks, const size_t *lens, size_t n,
-                      uint8_t out[TSYNC__HASH_BYTES]);
-
-/* ---------------------------------------------------------------- the chunk format, decoded
- *
- * Exposed for the fuzz target and the tests; the sync node needs none of it. */
-
-typedef struct {
-    uint8_t site[TSYNC__SITE_BYTES];
-    int has_key; /* pk and inc present (site == BLAKE2b-128(pk || inc), checked) */
-    uint8_t pk[TSYNC__PK_BYTES];
-    uint8_t inc[TSYNC__INC_BYTES];
-} tsync__snap_site;
-
-typedef struct {
-    uint32_t col; /* index in the chunk table's columns; never a key or counter column */
-    tsync__hlc hlc;
-    uint32_t site; /* index in the chunk's sites */
-    tsync__val val;
-} tsync__snap_col;
-
-typedef struct {
-    uint32_t col; /* a counter column of the chunk table */
-    uint32_t n;
-    tsync__pn *v; /* site: index in the chunk's sites */
-} tsync__snap_ctr;
-
-typedef struct {
-    uint32_t table; /* index in the chunk's tables */
-    tsync__val pk[TSYNC__MAX_PK_COLS];
-    uint32_t nexist;
-    tsync__exist *exist; /* site: index in the chunk's sites */
-    uint32_t ncols;
-    tsync__snap_col *cols; /* ascending col */
-    uint32_t nctrs;
-    tsync__snap_ctr *ctrs; /* ascending col */
-} tsync__snap_row;
-
-typedef struct {
-    uint32_t nsites;
-    tsync__snap_site *sites;
-    uint32_t ntables;
-    tsync__btable *tables; /* as in a batch: the first npk columns are the key, in key order */
-    uint32_t nrows;
-    tsync__snap_row *rows;
-} tsync__snap_chunk;
-
-/* Strictly decodes one chunk (docs/SNAPSHOT.md). Arrays are allocated in a; values point into buf.
- * Wrong types, non-canonical encodings, indexes out of range, repeated entries, trailing bytes or
- * more than TSYNC__SNAP_CHUNK_MAX_BYTES: TSYNC_ECORRUPT (TSYNC_EVERSION for another format) with a
- * one-line message in err naming the field. */
-int tsync__snap_decode(const uint8_t *buf, size_t len, tsync__snap_chunk *out, tsync__arena *a,
-                       char err[TSYNC__ERRLEN]);
-
-/* Encodes c as written (no checks: what it is given must be valid to decode) into a malloc'd
- * buffer (*out, *len; the caller frees). A decoded chunk re-encodes to the very bytes it came from.
- * 0 or TSYNC_ENOMEM. */
-int tsync__snap_encode(const tsync__snap_chunk *c, uint8_t **out, size_t *len);
+TSYNC_WARN_UNUSED int tsync__snap_import(tsync_store *s, const uint8_t *const *chunks,
+                                         const size_t *lens, size_t n, const tsync__vv *vv,
+                                         tsync_merge_report *report);
 
 #endif

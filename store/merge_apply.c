@@ -1,0 +1,402 @@
+/*
+ * store/merge_apply.c — folding the rows of merged batches (store/merge_int.h): per row, the
+ * existence OR-set, each LWW column and each PN-counter are merged in memory with the row's clocks
+ * here, conflicts recorded as they are found, and what this database cannot take parked; the rows
+ * are then written once each by the shared row writer (store/rowwrite.c).
+ *
+ * Design notes
+ * - Row changes are folded in memory per row (clocks and winning values), and written to SQLite
+ *   once per row at the end: 100k updates of 10k products touch 10k rows.
+ * - What this database cannot apply (a table or column it lacks) is parked, never dropped: the
+ *   batch stays in the log and tsync_parked points at the row, to be applied after the schema
+ *   catches up (store/unpark.c). Clocks make late application give the same result.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "merge_int.h"
+
+void tsync_merge__init(mctx *c, tsync_store *s, tsync_merge_report *rep)
+{
+    memset(c, 0, sizeof *c);
+    c->s = s;
+    c->rep = rep;
+    c->w.s = s;
+    c->w.rep = rep;
+    c->now_ms = tsync__ref_now_ms(s);
+}
+
+void tsync_merge__report(mctx *c, const char *fmt, ...)
+{
+    tsync_merge_report *r = c->rep;
+    char buf[TSYNC__REPORT_LINE];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    tsync__utf8_trim(buf);
+    if (strncmp(buf, "refused", 7) == 0 && !c->refuse_msg[0])
+        snprintf(c->refuse_msg, sizeof c->refuse_msg, "%s", buf);
+    tsync__report_add(r, buf);
+}
+
+const char *tsync_merge__short_site(const uint8_t *id, char out[13])
+{
+    tsync__hex(id, 6, out);
+    return out;
+}
+
+/* ---------------------------------------------------------------- sites */
+
+int tsync_merge__load_sites(mctx *c)
+{
+    sqlite3_stmt *st;
+    int rc = ((st = tsync__prep(c->s, "SELECT idx, site, pk, seq, hash, frozen_seq FROM "
+                                      "tsync_sites ORDER BY idx"))
+                  ? SQLITE_OK
+                  : SQLITE_ERROR);
+    if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "read sites");
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        uint32_t idx = (uint32_t)sqlite3_column_int64(st, 0);
+        if (idx >= c->nsites) {
+            uint32_t n = idx + 16;
+            msite *ns = realloc(c->sites, n * sizeof *ns);
+            if (!ns) {
+                sqlite3_reset(st);
+                return tsync__err(TSYNC_ENOMEM, "out of memory");
+            }
+            memset(ns + c->nsites, 0, (n - c->nsites) * sizeof *ns);
+            c->sites = ns;
+            c->nsites = n;
+        }
+        msite *m = &c->sites[idx];
+        if (sqlite3_column_bytes(st, 1) == TSYNC__SITE_BYTES)
+            memcpy(m->id, sqlite3_column_blob(st, 1), TSYNC__SITE_BYTES);
+        m->has_pk = sqlite3_column_bytes(st, 2) == TSYNC__PK_BYTES;
+        if (m->has_pk) memcpy(m->pk, sqlite3_column_blob(st, 2), TSYNC__PK_BYTES);
+        m->seq = (uint64_t)sqlite3_column_int64(st, 3);
+        if (sqlite3_column_bytes(st, 4) == TSYNC__HASH_BYTES)
+            memcpy(m->hash, sqlite3_column_blob(st, 4), TSYNC__HASH_BYTES);
+        m->frozen = sqlite3_column_type(st, 5) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 5);
+        m->known = 1;
+    }
+    sqlite3_reset(st);
+    return 0;
+}
+
+int tsync_merge__site_local(mctx *c, const uint8_t id[TSYNC__SITE_BYTES], const uint8_t *pk,
+                            const uint8_t *inc, uint32_t *out)
+{
+    for (uint32_t i = 1; i < c->nsites; i++)
+        if (c->sites[i].known && memcmp(c->sites[i].id, id, TSYNC__SITE_BYTES) == 0 &&
+            (!pk || c->sites[i].has_pk)) {
+            *out = i;
+            return 0;
+        }
+    int rc = tsync__site_index(c->s, id, pk, inc, out);
+    if (rc) return rc;
+    if (*out >= c->nsites) {
+        uint32_t n = *out + 16;
+        msite *ns = realloc(c->sites, n * sizeof *ns);
+        if (!ns) return tsync__err(TSYNC_ENOMEM, "out of memory");
+        memset(ns + c->nsites, 0, (n - c->nsites) * sizeof *ns);
+        c->sites = ns;
+        c->nsites = n;
+    }
+    msite *m = &c->sites[*out];
+    if (!m->known) {
+        /* a site new to this database: nothing held, nothing frozen */
+        memset(m, 0, sizeof *m);
+        m->frozen = -1;
+        m->known = 1;
+    }
+    memcpy(m->id, id, TSYNC__SITE_BYTES);
+    if (pk) {
+        memcpy(m->pk, pk, TSYNC__PK_BYTES);
+        m->has_pk = 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- folding rows */
+
+static mrow *get_row(mctx *c, tsync__table *t, const tsync__val *pk, int *rc)
+{
+    size_t klen = tsync__key_size(pk, t->npk);
+    uint8_t kb[512], *k = klen <= sizeof kb ? kb : malloc(klen);
+    if (!k) {
+        *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    tsync__key_encode(pk, t->npk, k);
+    tsync__rmap_ent *e = tsync__rmap_get(&c->rows, &c->a, t->id, k, klen, 1);
+    if (k != kb) free(k);
+    if (!e) {
+        *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (e->val) return e->val;
+    mrow *r = tsync__arena_alloc(&c->a, sizeof *r);
+    if (!r) {
+        *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    r->t = t;
+    r->vals = tsync__arena_alloc(&c->a, (size_t)t->ncols * sizeof *r->vals);
+    if (!r->vals) {
+        *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    r->key = e->key;
+    r->klen = e->klen;
+    if ((*rc = tsync__rw_load(c->s, r))) return NULL;
+    if (c->nrowlist == c->rowcap) {
+        c->rowcap = c->rowcap ? c->rowcap * 2 : 1024;
+        mrow **nl = realloc(c->rowlist, c->rowcap * sizeof *nl);
+        if (!nl) {
+            *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            return NULL;
+        }
+        c->rowlist = nl;
+    }
+    c->rowlist[c->nrowlist++] = r;
+    e->val = r;
+    return r;
+}
+
+/* Records a conflict (the sites by local index: an index out of range records no site). */
+static int record_conflict(mctx *c, mrow *r, int col, const tsync__val *remote, tsync__hlc rhlc,
+                           uint32_t rsite, int remote_wins)
+{
+    uint32_t ls = r->meta.col[col].site;
+    return tsync__rw_conflict(&c->w, r, col, remote, rhlc,
+                              rsite < c->nsites ? c->sites[rsite].id : NULL,
+                              ls < c->nsites ? c->sites[ls].id : NULL, remote_wins, c->now_ms);
+}
+
+int tsync_merge__park(mctx *c, uint32_t site, uint64_t seq, uint32_t row, const char *tbl,
+                      size_t tlen, const char *col, size_t clen, const char *reason)
+{
+    return tsync__rw_park(&c->w, site, seq, row, tbl, tlen, col, clen, reason);
+}
+
+/* The origin's own P and N for a counter as of the last batch both fork branches share: the
+ * latest value in its logged batches up to the frozen seq. Forks are rare; a scan is fine. */
+static int prefix_counter(mctx *c, tsync__table *t, const tsync__val *pk, const char *colname,
+                          uint64_t *p, uint64_t *n)
+{
+    *p = *n = 0;
+    size_t klen = tsync__key_size(pk, t->npk);
+    uint8_t *want = malloc(klen + 1), *got = malloc(klen + 1);
+    sqlite3_stmt *st;
+    int rc = 0;
+    if (!want || !got) {
+        free(want), free(got);
+        return tsync__err(TSYNC_ENOMEM, "out of memory");
+    }
+    tsync__key_encode(pk, t->npk, want);
+    if (sqlite3_prepare_v2(c->s->db,
+                           "SELECT body FROM tsync_log WHERE site=?1 AND seq<=?2 ORDER "
+                           "BY seq",
+                           -1, &st, NULL) != SQLITE_OK) {
+        free(want), free(got);
+        return tsync__err_sqlite(c->s->db, SQLITE_ERROR, "read log");
+    }
+    sqlite3_bind_int64(st, 1, c->fork_origin);
+    sqlite3_bind_int64(st, 2, (int64_t)c->fork_frozen);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        tsync__arena a = {0};
+        tsync__batch b;
+        char err[TSYNC__ERRLEN];
+        if (tsync__batch_decode(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), &b,
+                                &a, err) == 0) {
+            for (uint32_t i = 0; i < b.nrows; i++) {
+                tsync__btable *bt = &b.tables[b.rows[i].table];
+                if (!tsync__name_eq(bt->name, bt->name_len, t->name, strlen(t->name)) ||
+                    (int)bt->npk != t->npk || tsync__key_size(b.rows[i].pk, t->npk) != klen)
+                    continue;
+                tsync__key_encode(b.rows[i].pk, t->npk, got);
+                if (memcmp(got, want, klen)) continue;
+                for (uint32_t k = 0; k < b.rows[i].nctrs; k++) {
+                    uint32_t bc = b.rows[i].ctrs[k].col;
+                    if (tsync__name_eq(bt->cols[bc], bt->col_len[bc], colname, strlen(colname))) {
+                        *p = b.rows[i].ctrs[k].p;
+                        *n = b.rows[i].ctrs[k].n;
+                    }
+                }
+            }
+        }
+        tsync__arena_free(&a);
+    }
+    sqlite3_finalize(st);
+    free(want), free(got);
+    return rc;
+}
+
+int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64_t *only_rows,
+                             size_t nonly)
+{
+    tsync__batch *b = &ib->b;
+    tsync_store *s = c->s;
+    int rc = 0;
+    uint32_t *bsite = tsync__arena_alloc(&c->a, (b->nsites ? b->nsites : 1) * sizeof *bsite);
+    if (!bsite) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < b->nsites; i++)
+        if ((rc = tsync_merge__site_local(c, b->sites[i], NULL, NULL, &bsite[i]))) return rc;
+    bsite[0] = ib->site;
+
+    /* Per batch table: local table and column mapping (-1: missing here). */
+    for (uint32_t ti = 0; ti < b->ntables; ti++) {
+        tsync__btable *bt = &b->tables[ti];
+        if (only_table && !tsync__name_eq(only_table, strlen(only_table), bt->name, bt->name_len))
+            continue;
+        tsync__table *t = tsync__table_by_name(s, bt->name, bt->name_len);
+        int map[TSYNC__MAX_COLS];
+        const char *why = NULL;
+        if (t) {
+            for (uint32_t k = 0; k < bt->ncols; k++)
+                map[k] = tsync__col_by_name(t, bt->cols[k], bt->col_len[k]);
+            if ((int)bt->npk != t->npk) why = "the key columns differ here";
+            for (uint32_t k = 0; !why && k < bt->npk; k++)
+                if (map[k] != t->pk[k]) why = "the key columns differ here";
+            for (uint32_t k = 0; !why && k < bt->ncounters; k++) {
+                int m = map[bt->counters[k]];
+                if (m >= 0 && !t->is_counter[m]) why = "a counter column there is not one here";
+            }
+        }
+        for (uint32_t ri = 0; ri < b->nrows; ri++) {
+            tsync__brow *br = &b->rows[ri];
+            if (br->table != ti) continue;
+            if (only_rows) {
+                size_t k = 0;
+                while (k < nonly && only_rows[k] != (int64_t)ri) k++;
+                if (k == nonly) continue;
+            }
+            if (!t || why) {
+                if (only_table) c->unpark_blocked = 1;
+                if (!only_table &&
+                    (rc = tsync_merge__park(c, ib->site, ib->seq, ri, bt->name, bt->name_len, NULL,
+                                            0, t ? why : "no such replicated table here")))
+                    return rc;
+                continue;
+            }
+            mrow *r = get_row(c, t, br->pk, &rc);
+            if (!r) return rc;
+            if (br->flags & TSYNC__ROW_ADD)
+                if ((rc = tsync__rowmeta_exist_merge(&r->meta, ib->site, br->hlc, 0))) return rc;
+            for (uint32_t k = 0; k < br->nrmv; k++)
+                if ((rc = tsync__rowmeta_exist_merge(&r->meta, bsite[br->rmv[k].site], 0,
+                                                     br->rmv[k].hlc)))
+                    return rc;
+            for (uint32_t k = 0; k < br->ncols; k++) {
+                tsync__bcol *bc = &br->cols[k];
+                int col = map[bc->col];
+                if (col < 0) {
+                    if (!only_table &&
+                        (rc = tsync_merge__park(c, ib->site, ib->seq, ri, bt->name, bt->name_len,
+                                                bt->cols[bc->col], bt->col_len[bc->col],
+                                                "no such column here")))
+                        return rc;
+                    continue;
+                }
+                if (t->is_counter[col]) {
+                    /* A plain value there for what is a counter here cannot be counted: it is
+                     * parked (and shown) until the definitions agree, not dropped unseen. */
+                    if (!only_table &&
+                        (rc = tsync_merge__park(c, ib->site, ib->seq, ri, bt->name, bt->name_len,
+                                                bt->cols[bc->col], bt->col_len[bc->col],
+                                                "a plain column there is a counter here")))
+                        return rc;
+                    continue;
+                }
+                tsync__colclk cur = r->meta.col[col];
+                int cmp = cur.hlc == 0 ? 1
+                                       : tsync__lww_cmp(br->hlc, c->sites[ib->site].id, cur.hlc,
+                                                        c->sites[cur.site].id);
+                if (cmp == 0) {
+                    /* Same clock and site: only two branches of a fork do that. Order by value
+                     * so that every replica picks the same one. */
+                    tsync__val cv;
+                    sqlite3_stmt *owner;
+                    if ((rc = tsync__rw_current(&c->w, r, col, &cv, &owner))) return rc;
+                    cmp = tsync__val_cmp(&bc->val, &cv);
+                    if (owner) sqlite3_reset(owner);
+                }
+                int wins = cmp > 0;
+                /* Concurrent: the writer overwrote something older than what we show. */
+                if (cur.hlc && (cur.hlc != br->hlc || cur.site != ib->site)) {
+                    uint32_t os = bc->old_hlc ? bsite[bc->old_site] : 0;
+                    int concurrent =
+                        bc->old_hlc == 0 || tsync__lww_cmp(bc->old_hlc, c->sites[os].id, cur.hlc,
+                                                           c->sites[cur.site].id) < 0;
+                    if (concurrent &&
+                        (rc = record_conflict(c, r, col, &bc->val, br->hlc, ib->site, wins)))
+                        return rc;
+                }
+                if (wins) {
+                    r->meta.col[col] = (tsync__colclk){br->hlc, ib->site};
+                    r->vals[col] = bc->val;
+                    r->mask |= 1ULL << col;
+                }
+            }
+            for (uint32_t k = 0; k < br->nctrs; k++) {
+                int col = map[br->ctrs[k].col];
+                if (col < 0) {
+                    if (!only_table && (rc = tsync_merge__park(
+                                            c, ib->site, ib->seq, ri, bt->name, bt->name_len,
+                                            bt->cols[br->ctrs[k].col], bt->col_len[br->ctrs[k].col],
+                                            "no such counter column here")))
+                        return rc;
+                    continue;
+                }
+                uint64_t cp = br->ctrs[k].p, cn = br->ctrs[k].n;
+                uint32_t csite = ib->site;
+                if (c->fork_site && ib->site == c->fork_origin) {
+                    uint64_t p0 = 0, n0 = 0;
+                    if ((rc = prefix_counter(c, t, br->pk, t->cols[col], &p0, &n0))) return rc;
+                    cp = cp > p0 ? cp - p0 : 0;
+                    cn = cn > n0 ? cn - n0 : 0;
+                    csite = c->fork_site;
+                }
+                if ((rc = tsync__rowmeta_ctr_merge(&r->meta, col, csite, cp, cn))) return rc;
+                r->vals[col] = (tsync__val){.type = TSYNC__V_INT,
+                                            .i = tsync__rowmeta_ctr_value(&r->meta, col)};
+                r->mask |= 1ULL << col;
+            }
+        }
+    }
+    if (b->hlc_hi > c->max_hlc) c->max_hlc = b->hlc_hi;
+    return 0;
+}
+
+static int row_cmp(const void *pa, const void *pb)
+{
+    const mrow *a = *(const mrow *const *)pa, *b = *(const mrow *const *)pb;
+    if (a->t != b->t) return a->t->id < b->t->id ? -1 : 1;
+    return tsync__key_cmp(a->key, a->klen, b->key, b->klen, a->t->npk);
+}
+
+int tsync_merge__flush_rows(mctx *c)
+{
+    int rc = 0;
+    /* Writing rows in key order turns random b-tree inserts into near-appends: the same pages
+     * stay hot and splits are cheap. The order of rows does not change the result. */
+    if (c->nrowlist > 1) qsort(c->rowlist, c->nrowlist, sizeof *c->rowlist, row_cmp);
+    for (size_t i = 0; rc == 0 && i < c->nrowlist; i++) rc = tsync__rw_write(&c->w, c->rowlist[i]);
+    for (size_t i = 0; i < c->nrowlist; i++) tsync__rowmeta_clear(&c->rowlist[i]->meta);
+    c->nrowlist = 0;
+    tsync__rmap_free(&c->rows);
+    return rc;
+}
+
+void tsync_merge__free(mctx *c)
+{
+    for (size_t i = 0; i < c->nrowlist; i++) tsync__rowmeta_clear(&c->rowlist[i]->meta);
+    free(c->rowlist);
+    tsync__rmap_free(&c->rows);
+    tsync__rw_free(&c->w);
+    free(c->sites);
+    tsync__arena_free(&c->a);
+}

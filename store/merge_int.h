@@ -1,0 +1,100 @@
+/*
+ * store/merge_int.h — what the batch merge's files share: the merge context, the batches on their
+ * way in, and the row folding both admission (store/merge.c) and unparking (store/unpark.c) use
+ * (store/merge_apply.c). The rows are written by the shared row writer (store/rowwrite_int.h).
+ *
+ * THREAD SAFETY: like the store, one thread at a time per store.
+ */
+#ifndef TSYNC_STORE_MERGE_INT_H
+#define TSYNC_STORE_MERGE_INT_H
+
+#include "internal.h"
+#include "rowwrite_int.h"
+
+/* One batch on its way in. */
+typedef struct {
+    uint32_t site; /* local index of the origin */
+    uint64_t seq;
+    uint8_t prev[TSYNC__HASH_BYTES];
+    uint8_t hash[TSYNC__HASH_BYTES];
+    const uint8_t *body;
+    size_t body_len;
+    const uint8_t *sig; /* NULL unless the batch ended a signed run */
+    tsync__batch b;
+    int from_held;
+    int done;         /* applied, duplicate, refused */
+    char reason[256]; /* why it waits: site ids and numbers (one per batch: kept small) */
+    /* Kept batches of a revoked device (store/kept.c): */
+    int applied;    /* in our log now (applied or a duplicate) */
+    int honest;     /* 0 not known yet, 1 by a key with a certificate and not revoked, -1 not */
+    uint64_t kept;  /* beyond its site's cutoff, kept: the seq an honest batch depends on */
+    size_t kept_by; /* that honest batch (index in the list) */
+} inbatch;
+
+/* A site known to this merge. */
+typedef struct {
+    uint8_t id[TSYNC__SITE_BYTES];
+    uint8_t pk[TSYNC__PK_BYTES];
+    int has_pk;
+    uint64_t seq;
+    uint8_t hash[TSYNC__HASH_BYTES];
+    int64_t frozen; /* -1: not frozen */
+    int dirty;
+    int known;       /* loaded from or added to tsync_sites */
+    int revoked;     /* 0 not looked up yet, 1 its key is not revoked, 2 revoked */
+    uint64_t cutoff; /* revoked: the cutoff its revocation names for this site */
+} msite;
+
+/* The folded state of one row (its vals in the arena). */
+typedef tsync__wrow mrow;
+
+typedef struct {
+    tsync_store *s;
+    tsync_merge_report *rep;
+    tsync__arena a;
+    msite *sites; /* by local index (sparse: idx up to nsites) */
+    uint32_t nsites;
+    tsync__rmap rows;
+    mrow **rowlist;
+    size_t nrowlist, rowcap;
+    tsync__rowwriter w; /* writes the folded rows (store/rowwrite.c) */
+    tsync__hlc max_hlc;
+    uint64_t now_ms;
+    int refuse_code;
+    char refuse_msg[TSYNC__ERRLEN + 64]; /* the first refusal, for tsync_error_last() */
+    int unpark_blocked;                  /* unparking: the table still cannot take the rows */
+    /* Applying a forked branch's rows: its counters count under a site derived from the branch
+     * (minus what the common prefix already counted), so both branches' sales add up. */
+    uint32_t fork_origin, fork_site;
+    uint64_t fork_frozen;
+    int keep_publish; /* kept a revoked device's batch on the word of a batch that did not apply */
+} mctx;
+
+/* Zeroes c and sets the store, the report (may be NULL) and the reference time. */
+void tsync_merge__init(mctx *c, tsync_store *s, tsync_merge_report *rep);
+/* Frees what c holds (finalizes the row writer's statements); c can be initialised again. */
+void tsync_merge__free(mctx *c);
+
+/* Adds a line to the report; the first line starting with "refused" is kept for
+ * tsync_error_last(). */
+void tsync_merge__report(mctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The first 6 bytes of a site id in hex, for messages. */
+const char *tsync_merge__short_site(const uint8_t *id, char out[13]);
+
+/* Loads tsync_sites into c->sites. */
+TSYNC_WARN_UNUSED int tsync_merge__load_sites(mctx *c);
+/* Local index of a site id, registering it in tsync_sites when new. */
+TSYNC_WARN_UNUSED int tsync_merge__site_local(mctx *c, const uint8_t id[TSYNC__SITE_BYTES],
+                                              const uint8_t *pk, const uint8_t *inc, uint32_t *out);
+/* Parks a change of batch ib's row (store/rowwrite_int.h's tsync__rw_park). */
+TSYNC_WARN_UNUSED int tsync_merge__park(mctx *c, uint32_t site, uint64_t seq, uint32_t row,
+                                        const char *tbl, size_t tlen, const char *col, size_t clen,
+                                        const char *reason);
+/* Applies batch rows to the folded row state. only_table: when not NULL, apply only rows of that
+ * table and only the row indexes listed (unparking); parking is then not recorded again. */
+TSYNC_WARN_UNUSED int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table,
+                                               const int64_t *only_rows, size_t nonly);
+/* Writes every folded row (in key order) with the row writer, and forgets them. */
+TSYNC_WARN_UNUSED int tsync_merge__flush_rows(mctx *c);
+
+#endif

@@ -1,0 +1,524 @@
+/*
+ * store/snapshot_import.c — merging a snapshot into this replica (store/snapshot.h; the byte
+ * format is codec/snapshot.h's, docs/SNAPSHOT.md).
+ *
+ * Design notes
+ * - Merging a snapshot is the state-based CRDT join of each of its rows with the local row, so a
+ *   snapshot merge ends where merging the batches it summarises would have ended
+ *   (tests/test_snapshot.c checks exactly that), in any order with any batches, any number of
+ *   times.
+ * - Import decodes every chunk first without touching the database (a malformed snapshot is
+ *   refused before any lock is taken), then in one BEGIN IMMEDIATE transaction decodes again and
+ *   merges row by row, writing each changed row at once (chunks arrive in key order, so b-tree
+ *   writes are near-appends). Rows are decoded one at a time into reused buffers: memory is one
+ *   row plus the chunk's dictionaries.
+ * - What cannot apply here (a table not replicated, a column missing) refuses the whole snapshot:
+ *   there is no batch to point a parked change at, and skipping a value whose batch was pruned
+ *   would lose it. The message says to make this database's schema match first; asking again
+ *   afterwards loses nothing.
+ * - Rows are written by the row writer the batch merge uses (store/rowwrite.c), so both paths
+ *   leave the same rows, tombstones, conflict records and parked rows.
+ */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rowwrite_int.h"
+#include "snapshot_int.h"
+#include "store/sync.h"
+
+/* A chunk table as this database sees it. */
+typedef struct {
+    tsync__table *t; /* NULL: not replicated here */
+    const char *why; /* set: cannot take its rows */
+    int map[TSYNC__MAX_COLS];
+} ctab;
+
+typedef struct {
+    tsync_store *s;
+    tsync_merge_report *rep;
+    const tsync__vv *vv;
+    lsite *ls; /* local sites by index, as they were before the import (seq) or registered */
+    uint32_t nls;
+    tsync__rowwriter w; /* writes the merged rows (store/rowwrite.c) */
+    uint64_t now_ms;
+    size_t chunk, nchunks; /* for messages */
+    const tsync__snap_chunk *c;
+    uint32_t *smap; /* chunk site -> local index + 1; 0 while not registered here */
+    ctab *tabs;
+    struct hicache {
+        uint32_t site;
+        uint64_t seq;
+        tsync__hlc hi;
+    } * hi; /* highest clock of batches we hold, looked up for conflict decisions */
+    size_t nhi, hicap;
+} ictx;
+
+/* The local index of chunk site i, registering the site when it is new here. */
+static int site_local(ictx *ic, uint32_t i, uint32_t *out)
+{
+    if (ic->smap[i]) return (*out = ic->smap[i] - 1), 0;
+    const tsync__snap_site *cs = &ic->c->sites[i];
+    uint32_t idx;
+    int rc = tsync__site_index(ic->s, cs->site, cs->has_key ? cs->pk : NULL,
+                               cs->has_key ? cs->inc : NULL, &idx);
+    if (rc) return rc;
+    if (idx >= INT32_MAX) return tsync__err(TSYNC_ECORRUPT, "tsync_sites: index %u", idx);
+    if (idx >= ic->nls) {
+        uint32_t n = idx + 16;
+        lsite *nl = realloc(ic->ls, n * sizeof *nl);
+        if (!nl) return tsync__err(TSYNC_ENOMEM, "out of memory");
+        memset(nl + ic->nls, 0, (n - ic->nls) * sizeof *nl);
+        ic->ls = nl;
+        ic->nls = n;
+    }
+    lsite *l = &ic->ls[idx];
+    if (!l->known) {
+        l->known = 1;
+        l->frozen = -1;
+        memcpy(l->id, cs->site, TSYNC__SITE_BYTES);
+    }
+    ic->smap[i] = idx + 1;
+    *out = idx;
+    return 0;
+}
+
+/* The highest clock of our stored batch (local site, seq), read from its header; 0 when we hold
+ * no body for it (pruned, a stub, never had it). */
+static tsync__hlc batch_hi(ictx *ic, uint32_t site, uint64_t seq)
+{
+    if (!seq) return 0;
+    for (size_t i = 0; i < ic->nhi; i++)
+        if (ic->hi[i].site == site && ic->hi[i].seq == seq) return ic->hi[i].hi;
+    tsync__hlc hi = 0;
+    sqlite3_stmt *st = tsync__prep(ic->s, "SELECT body FROM tsync_log WHERE site=?1 AND seq=?2");
+    if (!st) return 0;
+    sqlite3_bind_int64(st, 1, site);
+    sqlite3_bind_int64(st, 2, (int64_t)seq);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        /* [format, origin, seq, hlc_lo, hlc_hi, ...] (codec/codec.h) */
+        tsync__mpr r;
+        uint32_t n;
+        uint64_t u;
+        const uint8_t *p;
+        tsync__mpr_init(&r, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+        if (tsync__mpr_array(&r, &n) && n >= 5 && tsync__mpr_uint(&r, &u) &&
+            tsync__mpr_bin(&r, &p, &n) && tsync__mpr_uint(&r, &u) && tsync__mpr_uint(&r, &u) &&
+            tsync__mpr_uint(&r, &u))
+            hi = u;
+    }
+    sqlite3_reset(st);
+    if (ic->nhi == ic->hicap) {
+        size_t nc = ic->hicap ? ic->hicap * 2 : 16;
+        struct hicache *nh = realloc(ic->hi, nc * sizeof *nh);
+        if (!nh) return hi;
+        ic->hi = nh;
+        ic->hicap = nc;
+    }
+    ic->hi[ic->nhi++] = (struct hicache){site, seq, hi};
+    return hi;
+}
+
+/* Whether the exporter's state held our write (hlc of local site l): it held every batch of l
+ * we hold, or the batch of l it held last is at or after the write (a site's clocks only grow). */
+static int snap_saw(ictx *ic, uint32_t l, tsync__hlc hlc)
+{
+    if (l >= ic->nls || !ic->ls[l].known) return 0;
+    uint64_t sv = tsync__vv_seq(ic->vv, ic->ls[l].id);
+    if (sv >= ic->ls[l].seq) return 1;
+    return hlc <= batch_hi(ic, l, sv);
+}
+
+/* Whether this replica held the snapshot's write (hlc of chunk site i) before the import. */
+static int we_saw(ictx *ic, uint32_t i, tsync__hlc hlc)
+{
+    uint32_t l = ic->smap[i];
+    if (!l || l - 1 >= ic->nls) return 0;
+    uint64_t ours = ic->ls[l - 1].seq;
+    if (ours >= tsync__vv_seq(ic->vv, ic->c->sites[i].site)) return 1;
+    return hlc <= batch_hi(ic, l - 1, ours);
+}
+
+static const uint8_t *lsite_id(const ictx *ic, uint32_t l)
+{
+    static const uint8_t zero[TSYNC__SITE_BYTES];
+    return l < ic->nls && ic->ls[l].known ? ic->ls[l].id : zero;
+}
+
+static int step_done(tsync_store *s, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : tsync__err_sqlite(s->db, rc, what);
+}
+
+static int refuse(ictx *ic, const tsync__btable *bt, const char *col, uint32_t clen,
+                  const char *why)
+{
+    char nm[48], cn[48];
+    tsync__snap_printable(nm, bt->name, bt->name_len);
+    if (col) tsync__snap_printable(cn, col, clen);
+    return tsync__err(TSYNC_EREFUSED,
+                      "snapshot refused: chunk %zu of %zu: %s%s%s: %s; migrate first (make this "
+                      "database's schema match), then ask for the snapshot again",
+                      ic->chunk, ic->nchunks, nm, col ? "." : "", col ? cn : "", why);
+}
+
+/* Merges one snapshot row with the local row and writes the result when anything changed. */
+static int apply_row(ictx *ic, const tsync__snap_row *row)
+{
+    const tsync__btable *bt = &ic->c->tables[row->table];
+    ctab *ct = &ic->tabs[row->table];
+    if (!ct->t) return refuse(ic, bt, NULL, 0, "table not replicated here");
+    if (ct->why) return refuse(ic, bt, NULL, 0, ct->why);
+    tsync__table *t = ct->t;
+    for (uint32_t k = 0; k < row->ncols; k++)
+        if (ct->map[row->cols[k].col] < 0)
+            return refuse(ic, bt, bt->cols[row->cols[k].col], bt->col_len[row->cols[k].col],
+                          "no such column here");
+    for (uint32_t k = 0; k < row->nctrs; k++) {
+        int lc = ct->map[row->ctrs[k].col];
+        if (lc < 0 || !t->is_counter[lc])
+            return refuse(ic, bt, bt->cols[row->ctrs[k].col], bt->col_len[row->ctrs[k].col],
+                          lc < 0 ? "no such counter column here"
+                                 : "a counter there is not a counter here");
+    }
+
+    tsync__wrow r;
+    tsync__val vals[TSYNC__MAX_COLS];
+    memset(&r, 0, sizeof r);
+    memset(vals, 0, sizeof vals);
+    r.t = t;
+    r.vals = vals;
+    r.pk = row->pk;
+    r.klen = (uint32_t)tsync__key_size(row->pk, t->npk);
+    uint8_t kb[512];
+    uint8_t *key = r.klen <= sizeof kb ? kb : malloc(r.klen);
+    if (!key) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    tsync__key_encode(row->pk, t->npk, key);
+    r.key = key;
+    int rc = tsync__rw_load(ic->s, &r);
+    int changed = !r.had_meta;
+
+    /* existence: pointwise max per site */
+    for (uint32_t k = 0; rc == 0 && k < row->nexist; k++) {
+        const tsync__snap_exist *e = &row->exist[k];
+        uint32_t l;
+        if ((rc = site_local(ic, e->site, &l))) break;
+        const tsync__exist *cur = NULL;
+        for (size_t j = 0; j < r.meta.nexist; j++)
+            if (r.meta.exist[j].site == l) cur = &r.meta.exist[j];
+        if (!cur || e->add > cur->add || e->rmv > cur->rmv) changed = 1;
+        rc = tsync__rowmeta_exist_merge(&r.meta, l, e->add, e->rmv);
+    }
+
+    /* fields: last writer wins by (hlc, site id) */
+    for (uint32_t k = 0; rc == 0 && k < row->ncols; k++) {
+        const tsync__snap_col *e = &row->cols[k];
+        int col = ct->map[e->col];
+        if (t->is_counter[col]) continue; /* a plain value for a counter: ignored, as merge does */
+        const uint8_t *rid = ic->c->sites[e->site].site;
+        tsync__colclk cur = r.meta.col[col];
+        const uint8_t *lid = lsite_id(ic, cur.site);
+        int same = cur.hlc == e->hlc && memcmp(lid, rid, TSYNC__SITE_BYTES) == 0;
+        int cmp = cur.hlc == 0 ? 1 : tsync__lww_cmp(e->hlc, rid, cur.hlc, lid);
+        if (cmp == 0) {
+            /* Same clock and site: the same write, or two branches of a fork; order by value so
+             * every replica picks the same one. */
+            tsync__val cv;
+            sqlite3_stmt *owner;
+            if ((rc = tsync__rw_current(&ic->w, &r, col, &cv, &owner))) break;
+            cmp = tsync__val_cmp(&e->val, &cv);
+            if (owner) sqlite3_reset(owner);
+        }
+        int wins = cmp > 0;
+        if (cur.hlc && !same) {
+            /* A snapshot has no history. The pair is taken as concurrent when the winning side
+             * did not yet hold the losing write: what merge concludes from a batch's overwritten
+             * clock, up to a winner whose state held the loser only after writing (then the
+             * exporter recorded the conflict, not us). */
+            int seen = wins ? snap_saw(ic, cur.site, cur.hlc) : we_saw(ic, e->site, e->hlc);
+            if (!seen && (rc = tsync__rw_conflict(&ic->w, &r, col, &e->val, e->hlc, rid, lid, wins,
+                                                  ic->now_ms)))
+                break;
+        }
+        if (wins) {
+            uint32_t l;
+            if ((rc = site_local(ic, e->site, &l))) break;
+            r.meta.col[col] = (tsync__colclk){e->hlc, l};
+            r.vals[col] = e->val;
+            r.mask |= 1ULL << col;
+            changed = 1;
+        }
+    }
+
+    /* counters: per site, max of P and of N */
+    for (uint32_t k = 0; rc == 0 && k < row->nctrs; k++) {
+        const tsync__snap_ctr *e = &row->ctrs[k];
+        int col = ct->map[e->col], cchg = 0;
+        for (uint32_t j = 0; rc == 0 && j < e->n; j++) {
+            uint32_t l;
+            if ((rc = site_local(ic, e->v[j].site, &l))) break;
+            const tsync__ctrset *cs = tsync__rowmeta_ctr(&r.meta, col);
+            const tsync__pn *cur = NULL;
+            for (size_t q = 0; cs && q < cs->n; q++)
+                if (cs->v[q].site == l) cur = &cs->v[q];
+            if (!cur || e->v[j].p > cur->p || e->v[j].n > cur->n) cchg = 1;
+            rc = tsync__rowmeta_ctr_merge(&r.meta, col, l, e->v[j].p, e->v[j].n);
+        }
+        if (rc == 0 && cchg) {
+            r.vals[col] =
+                (tsync__val){.type = TSYNC__V_INT, .i = tsync__rowmeta_ctr_value(&r.meta, col)};
+            r.mask |= 1ULL << col;
+            changed = 1;
+        }
+    }
+
+    if (rc == 0 && changed) {
+        if (ic->rep) ic->rep->merged++;
+        rc = tsync__rw_write(&ic->w, &r);
+    } else if (rc == 0 && ic->rep) {
+        ic->rep->duplicates++;
+    }
+    tsync__rowmeta_clear(&r.meta);
+    if (key != kb) free(key);
+    return rc;
+}
+
+/* Prepares the per-chunk maps: sites known here, and each chunk table's local table. */
+static int chunk_maps(ictx *ic, const tsync__snap_chunk *c)
+{
+    ic->c = c;
+    free(ic->smap);
+    free(ic->tabs);
+    ic->smap = calloc(c->nsites + 1, sizeof *ic->smap);
+    ic->tabs = calloc(c->ntables + 1, sizeof *ic->tabs);
+    if (!ic->smap || !ic->tabs) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < c->nsites; i++)
+        for (uint32_t l = 0; l < ic->nls; l++)
+            if (ic->ls[l].known && memcmp(ic->ls[l].id, c->sites[i].site, TSYNC__SITE_BYTES) == 0) {
+                ic->smap[i] = l + 1;
+                break;
+            }
+    for (uint32_t i = 0; i < c->ntables; i++) {
+        const tsync__btable *bt = &c->tables[i];
+        ctab *ct = &ic->tabs[i];
+        ct->t = tsync__table_by_name(ic->s, bt->name, bt->name_len);
+        if (!ct->t) continue;
+        for (uint32_t k = 0; k < bt->ncols; k++)
+            ct->map[k] = tsync__col_by_name(ct->t, bt->cols[k], bt->col_len[k]);
+        if ((int)bt->npk != ct->t->npk) ct->why = "its key columns differ here";
+        for (uint32_t k = 0; !ct->why && k < bt->npk; k++)
+            if (ct->map[k] != ct->t->pk[k]) ct->why = "its key columns differ here";
+    }
+    return 0;
+}
+
+/* Raises the vector to the snapshot's: for each origin we are behind on, its head becomes the
+ * snapshot's and a stub in the log marks the batches held only as state. */
+static int take_vector(ictx *ic, const tsync__vv *vv, const tsync__snap_site *keys)
+{
+    tsync_store *s = ic->s;
+    char sh[13];
+    for (size_t i = 0; i < vv->n; i++) {
+        const tsync__vv_entry *e = &vv->e[i];
+        if (e->seq == 0) continue;
+        tsync__hex(e->site, 6, sh);
+        if (memcmp(e->site, s->site, TSYNC__SITE_BYTES) == 0) {
+            if (e->seq > ic->ls[s->local_idx].seq)
+                tsync__report_msg(
+                    ic->rep,
+                    "snapshot: it holds %llu batches of this database, which wrote %llu: "
+                    "left as is (a copy of this database may be writing with our identity)",
+                    (unsigned long long)e->seq, (unsigned long long)ic->ls[s->local_idx].seq);
+            continue;
+        }
+        uint32_t idx;
+        int rc = tsync__site_index(s, e->site, keys[i].pk, keys[i].inc, &idx);
+        if (rc) return rc;
+        uint64_t ours = 0;
+        int64_t frozen = -1;
+        if (idx < ic->nls && ic->ls[idx].known) {
+            ours = ic->ls[idx].seq;
+            frozen = ic->ls[idx].frozen;
+        }
+        if (e->seq <= ours) continue;
+        if (frozen >= 0) {
+            tsync__report_msg(
+                ic->rep,
+                "snapshot: site %s is frozen at batch %lld after a fork; its head stays "
+                "at batch %llu (the snapshot has %llu), its rows were merged",
+                sh, (long long)frozen, (unsigned long long)ours, (unsigned long long)e->seq);
+            continue;
+        }
+        sqlite3_stmt *st = tsync__prep(s, "UPDATE tsync_sites SET seq=?2, hash=?3 WHERE idx=?1");
+        if (!st) return TSYNC_EIO;
+        sqlite3_bind_int64(st, 1, idx);
+        sqlite3_bind_int64(st, 2, (int64_t)e->seq);
+        sqlite3_bind_blob(st, 3, e->hash, TSYNC__HASH_BYTES, SQLITE_STATIC);
+        if ((rc = step_done(s, st, "update vector"))) return rc;
+        st = tsync__prep(s, "INSERT INTO tsync_log(site, seq, hash, body, sig) "
+                            "VALUES(?1, ?2, ?3, zeroblob(0), NULL)");
+        if (!st) return TSYNC_EIO;
+        sqlite3_bind_int64(st, 1, idx);
+        sqlite3_bind_int64(st, 2, (int64_t)e->seq);
+        sqlite3_bind_blob(st, 3, e->hash, TSYNC__HASH_BYTES, SQLITE_STATIC);
+        if ((rc = step_done(s, st, "write log stub"))) return rc;
+    }
+    return 0;
+}
+
+int tsync__snap_import(tsync_store *s, const uint8_t *const *chunks, const size_t *lens, size_t n,
+                       const tsync__vv *vv, tsync_merge_report *report)
+{
+    static const tsync__vv empty;
+    if (!vv) vv = &empty;
+    if (!chunks || !lens || n == 0)
+        return tsync__err(TSYNC_EINVAL,
+                          "snapshot refused: no chunks (a snapshot has at least one)");
+    if (!sqlite3_get_autocommit(s->db))
+        return tsync__err(TSYNC_EINVAL, "cannot import a snapshot inside an open transaction");
+    for (size_t i = 1; i < vv->n; i++)
+        if (memcmp(vv->e[i - 1].site, vv->e[i].site, TSYNC__SITE_BYTES) >= 0)
+            return tsync__err(TSYNC_EINVAL, "snapshot refused: its vector is not sorted by site "
+                                            "id, or names a site twice");
+    {
+        /* A peer holds more of our own site than our log: this database went back (an old copy
+         * written over it). A new incarnation first; the old site is then taken like any other's
+         * (store/identity.c). */
+        uint64_t theirs = tsync__vv_seq(vv, s->site), head = 0;
+        sqlite3_stmt *st =
+            theirs ? tsync__prep(s, "SELECT seq FROM tsync_sites WHERE idx=?1") : NULL;
+        if (st) {
+            sqlite3_bind_int64(st, 1, s->local_idx);
+            if (sqlite3_step(st) == SQLITE_ROW) head = (uint64_t)sqlite3_column_int64(st, 0);
+            sqlite3_reset(st);
+            int rc = 0;
+            if (theirs > head && !s->read_only && (rc = tsync__identity_renew(s, head, theirs)))
+                return rc;
+        }
+    }
+
+    /* Pass 1, touching nothing: every chunk decodes, every origin of the vector is described,
+     * no clock is too far ahead. */
+    tsync__snap_site *keys = calloc(vv->n + 1, sizeof *keys);
+    if (!keys) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    tsync__hlc maxh = 0;
+    uint8_t maxsite[TSYNC__SITE_BYTES] = {0};
+    char err[TSYNC__ERRLEN];
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        tsync__arena a = {0};
+        tsync__snap_reader it;
+        tsync__snap_row row;
+        rc = tsync__snap_open(&it, chunks[i], lens[i], &a, err);
+        for (uint32_t k = 0; rc == 0 && k < it.hdr.nsites; k++) {
+            const tsync__snap_site *cs = &it.hdr.sites[k];
+            const tsync__vv_entry *e = cs->has_key ? tsync__vv_get(vv, cs->site) : NULL;
+            if (e) keys[e - vv->e] = *cs;
+        }
+        while (rc == 0 && it.next < it.nrows && (rc = tsync__snap_next(&it, &row)) == 0) {
+            for (uint32_t k = 0; k < row.nexist; k++) {
+                tsync__hlc h =
+                    row.exist[k].add > row.exist[k].rmv ? row.exist[k].add : row.exist[k].rmv;
+                if (h > maxh)
+                    maxh = h, memcpy(maxsite, it.hdr.sites[row.exist[k].site].site, sizeof maxsite);
+            }
+            for (uint32_t k = 0; k < row.ncols; k++)
+                if (row.cols[k].hlc > maxh)
+                    maxh = row.cols[k].hlc,
+                    memcpy(maxsite, it.hdr.sites[row.cols[k].site].site, sizeof maxsite);
+        }
+        if (rc == 0) rc = tsync__snap_close(&it);
+        tsync__snap_reader_free(&it);
+        tsync__arena_free(&a);
+        if (rc) rc = tsync__err(rc, "snapshot refused: chunk %zu of %zu: %s", i, n, err);
+    }
+    for (size_t i = 0; rc == 0 && i < vv->n; i++)
+        if (vv->e[i].seq && !keys[i].has_key) {
+            char sh[13];
+            tsync__hex(vv->e[i].site, 6, sh);
+            rc = tsync__err(TSYNC_ECORRUPT,
+                            "snapshot refused: its vector names site %s (batch %llu) but no "
+                            "chunk gives that site's key and incarnation",
+                            sh, (unsigned long long)vv->e[i].seq);
+        }
+    uint64_t now = tsync__now_ms(s);
+    if (rc == 0 && tsync__hlc_too_far(maxh, now, s->skew_bound_ms)) {
+        char sh[13];
+        tsync__hex(maxsite, 6, sh);
+        rc = tsync__err(TSYNC_ECLOCKSKEW,
+                        "snapshot refused: a clock of site %s is %llu ms ahead of ours (more than "
+                        "%llu ms); ask again once the clocks agree",
+                        sh, (unsigned long long)(tsync__hlc_ms(maxh) - now),
+                        (unsigned long long)s->skew_bound_ms);
+    }
+    if (rc) {
+        free(keys);
+        if (report && rc != TSYNC_ENOMEM) report->refused++;
+        return rc;
+    }
+
+    /* Pass 2: one transaction. */
+    ictx ic;
+    memset(&ic, 0, sizeof ic);
+    ic.s = s;
+    ic.rep = report;
+    ic.w.s = s;
+    ic.w.rep = report;
+    ic.vv = vv;
+    ic.now_ms = now;
+    ic.nchunks = n;
+    if ((rc = tsync__begin(s))) goto fail;
+    if ((rc = tsync__seal_locked(s, NULL))) goto rollback;
+    if ((rc = tsync__capture_off(s, 1))) goto rollback;
+    if ((rc = tsync_snap__load_sites(s, &ic.ls, &ic.nls))) goto rollback;
+    if (s->local_idx >= ic.nls) {
+        rc = tsync__err(TSYNC_ECORRUPT, "tsync_sites lacks this database's own site");
+        goto rollback;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        tsync__arena a = {0};
+        tsync__snap_reader it;
+        tsync__snap_row row;
+        ic.chunk = i;
+        /* decoded once already: only running out of memory can fail here */
+        int drc = tsync__snap_open(&it, chunks[i], lens[i], &a, err);
+        if (drc == 0) {
+            rc = chunk_maps(&ic, &it.hdr);
+            while (rc == 0 && it.next < it.nrows && (drc = tsync__snap_next(&it, &row)) == 0)
+                rc = apply_row(&ic, &row);
+            if (rc == 0 && drc == 0) drc = tsync__snap_close(&it);
+        }
+        if (drc) rc = tsync__err(drc, "snapshot refused: chunk %zu of %zu: %s", i, n, err);
+        tsync__snap_reader_free(&it);
+        tsync__arena_free(&a);
+    }
+    if (rc) goto rollback;
+    if ((rc = take_vector(&ic, vv, keys))) goto rollback;
+    if (maxh) {
+        tsync__hlc last;
+        if ((rc = tsync__hlc_load(s, &last))) goto rollback;
+        tsync__hlc nl = tsync__hlc_observe(last, maxh);
+        if (nl != last && (rc = tsync__hlc_store(s, nl))) goto rollback;
+    }
+    tsync__rw_free(&ic.w);
+    tsync__capture_off(s, 0);
+    rc = tsync__commit(s);
+    goto fail;
+rollback:
+    tsync__rw_free(&ic.w);
+    tsync__rollback(s);
+    tsync__capture_off(s, 0);
+fail:
+    if (report && (rc == TSYNC_ECORRUPT || rc == TSYNC_EVERSION || rc == TSYNC_EREFUSED))
+        report->refused++;
+    tsync__rw_free(&ic.w);
+    free(ic.ls);
+    free(ic.smap);
+    free(ic.tabs);
+    free(ic.hi);
+    free(keys);
+    return rc;
+}
