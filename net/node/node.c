@@ -193,9 +193,9 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
             n->nstatics++;
             if (!n->statics[i].has_key && !n->enrolled)
                 rc = tsync__err(TSYNC_EINVAL,
-                                "peer %s: give its key as %s#KEY ('tillsync state' on that till "
-                                "shows public_key): this database is not enrolled in a shop, so "
-                                "it has no certificates to learn the key from",
+                                "peer %s: give its key as %s#KEY (KEY: that till's public key, 64 "
+                                "hex digits): this database is not enrolled in a shop, so it has "
+                                "no certificates to learn the key from",
                                 o.peers[i], o.peers[i]);
         }
     }

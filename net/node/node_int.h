@@ -72,9 +72,9 @@ enum {
 /* Why a static address without #KEY is not dialled (log and status). */
 #define KEYLESS_WAIT                                                                               \
     "no #KEY given and this till knows no other till's certificate yet, so it has no key to "      \
-    "expect there; give tcp://HOST:PORT#KEY (the public_key 'tillsync state' shows on that "       \
-    "till), or install that till's certificate ('tillsync enrol DB CERT OTHERCERT'); it is "       \
-    "dialled as soon as a certificate of another till is known"
+    "expect there; give the address as tcp://HOST:PORT#KEY (KEY: that till's public key, 64 hex "  \
+    "digits), or install that till's certificate in this database; it is dialled as soon as a "    \
+    "certificate of another till is known"
 
 typedef struct {
     uint8_t site[TSYNC__SITE_BYTES];

@@ -398,9 +398,7 @@ int tsync__node_parse_peer(const char *spec, speer *sp, char *err, size_t errlen
     sp->endpoint[elen] = 0;
     if (hash) {
         if (tsync__unhex(hash + 1, sp->key, sizeof sp->key) != 0) {
-            snprintf(err, errlen,
-                     "peer '%s': KEY must be 64 hex digits (the public_key of "
-                     "'tillsync state')",
+            snprintf(err, errlen, "peer '%s': KEY must be 64 hex digits (that till's public key)",
                      spec);
             return TSYNC_EINVAL;
         }
