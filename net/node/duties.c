@@ -34,11 +34,11 @@
 void tsync__node_disk_full_hit(tsync_node *n, const char *what)
 {
     uint64_t now = tsync__mono_ms();
-    if (!n->disk_full) {
-        n->disk_full = 1;
-        n->full_since_ms = tsync__wall_ms();
-        n->full_backoff_ms = FULL_BACKOFF_MIN_MS;
-        n->full_logged_mono = now;
+    if (!n->full.on) {
+        n->full.on = 1;
+        n->full.since_ms = tsync__wall_ms();
+        n->full.backoff_ms = FULL_BACKOFF_MIN_MS;
+        n->full.logged_mono = now;
         n->status_dirty = 1;
         tsync__node_log(
             n, TSYNC_LOG_ERROR,
@@ -46,33 +46,33 @@ void tsync__node_disk_full_hit(tsync_node *n, const char *what)
             "the disk of %s",
             what, tsync__node_errtext(), n->db_path);
     } else {
-        n->full_backoff_ms = n->full_backoff_ms * 2 > FULL_BACKOFF_MAX_MS ? FULL_BACKOFF_MAX_MS
-                                                                          : n->full_backoff_ms * 2;
-        if (now - n->full_logged_mono >= FULL_LOG_EVERY_MS) {
-            n->full_logged_mono = now;
+        n->full.backoff_ms = n->full.backoff_ms * 2 > FULL_BACKOFF_MAX_MS ? FULL_BACKOFF_MAX_MS
+                                                                          : n->full.backoff_ms * 2;
+        if (now - n->full.logged_mono >= FULL_LOG_EVERY_MS) {
+            n->full.logged_mono = now;
             tsync__node_log(n, TSYNC_LOG_ERROR, "disk full for %llu s: still cannot %s; retrying",
-                            (unsigned long long)((tsync__wall_ms() - n->full_since_ms) / 1000),
+                            (unsigned long long)((tsync__wall_ms() - n->full.since_ms) / 1000),
                             what);
         }
     }
-    n->full_retry_mono = now + n->full_backoff_ms;
+    n->full.retry_mono = now + n->full.backoff_ms;
 }
 
 void tsync__node_disk_full_clear(tsync_node *n)
 {
-    if (!n->disk_full) return;
+    if (!n->full.on) return;
     tsync__node_log(n, TSYNC_LOG_INFO,
                     "disk space is back after %llu s: sealing and merging resume",
-                    (unsigned long long)((tsync__wall_ms() - n->full_since_ms) / 1000));
-    n->disk_full = 0;
-    n->full_retry_mono = 0;
+                    (unsigned long long)((tsync__wall_ms() - n->full.since_ms) / 1000));
+    n->full.on = 0;
+    n->full.retry_mono = 0;
     n->status_dirty = 1;
 }
 
 /* Waiting out the backoff of a full disk. */
 int tsync__node_disk_full_waiting(const tsync_node *n)
 {
-    return n->disk_full && tsync__mono_ms() < n->full_retry_mono;
+    return n->full.on && tsync__mono_ms() < n->full.retry_mono;
 }
 
 /* ---------------------------------------------------------------- scheduled backups */
@@ -83,12 +83,12 @@ static void *backup_main(void *arg)
     tsync_store *s;
     int rc = tsync_store_open(&s, n->db_path, NULL);
     if (rc == 0) {
-        rc = tsync_backup(s, n->backup_path, NULL, NULL);
+        rc = tsync_backup(s, n->backup.path, NULL, NULL);
         tsync_store_free(s);
     }
-    if (rc) snprintf(n->backup_err, sizeof n->backup_err, "%s", tsync__node_errtext());
-    n->backup_rc = rc;
-    atomic_store(&n->backup_state, 2);
+    if (rc) snprintf(n->backup.err, sizeof n->backup.err, "%s", tsync__node_errtext());
+    n->backup.rc = rc;
+    atomic_store(&n->backup.state, 2);
     return NULL;
 }
 
@@ -140,46 +140,46 @@ static const char *base_name(const char *path)
 void tsync__node_backup_tick(tsync_node *n, uint64_t now)
 {
     if (!n->o.backup_every_ms || !n->o.backup_dir) return;
-    int st = atomic_load(&n->backup_state);
+    int st = atomic_load(&n->backup.state);
     char prefix[300];
     snprintf(prefix, sizeof prefix, "%s-", base_name(n->db_path));
     if (st == 2) {
-        pthread_join(n->backup_thread, NULL);
-        atomic_store(&n->backup_state, 0);
-        if (n->backup_rc) {
-            tsync__node_log(n, TSYNC_LOG_ERROR, "scheduled backup to %s failed: %s", n->backup_path,
-                            n->backup_err);
-            n->backups_failed++;
+        pthread_join(n->backup.thread, NULL);
+        atomic_store(&n->backup.state, 0);
+        if (n->backup.rc) {
+            tsync__node_log(n, TSYNC_LOG_ERROR, "scheduled backup to %s failed: %s", n->backup.path,
+                            n->backup.err);
+            n->backup.failed++;
         } else {
-            tsync__node_log(n, TSYNC_LOG_INFO, "backup written: %s", n->backup_path);
-            n->backups_done++;
-            n->last_backup_ms = tsync__wall_ms();
+            tsync__node_log(n, TSYNC_LOG_INFO, "backup written: %s", n->backup.path);
+            n->backup.done++;
+            n->backup.last_ms = tsync__wall_ms();
             backup_rotate(n, prefix);
         }
         n->status_dirty = 1;
         return;
     }
-    if (st != 0 || now < n->next_backup_mono) return;
-    n->next_backup_mono = now + n->o.backup_every_ms;
+    if (st != 0 || now < n->backup.next_mono) return;
+    n->backup.next_mono = now + n->o.backup_every_ms;
     uint64_t w = tsync__wall_ms();
     time_t t = (time_t)(w / 1000);
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(n->backup_path, sizeof n->backup_path, "%s/%s%04d%02d%02dT%02d%02d%02d.%03uZ.tsbak",
+    snprintf(n->backup.path, sizeof n->backup.path, "%s/%s%04d%02d%02dT%02d%02d%02d.%03uZ.tsbak",
              n->o.backup_dir, prefix, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
              tm.tm_min, tm.tm_sec, (unsigned)(w % 1000));
-    atomic_store(&n->backup_state, 1);
-    if (pthread_create(&n->backup_thread, NULL, backup_main, n) != 0) {
-        atomic_store(&n->backup_state, 0);
+    atomic_store(&n->backup.state, 1);
+    if (pthread_create(&n->backup.thread, NULL, backup_main, n) != 0) {
+        atomic_store(&n->backup.state, 0);
         tsync__node_log(n, TSYNC_LOG_ERROR, "cannot start the backup thread");
     }
 }
 
 void tsync__node_backup_finish(tsync_node *n)
 {
-    if (atomic_load(&n->backup_state) != 0) {
-        pthread_join(n->backup_thread, NULL); /* a backup in progress completes first */
-        atomic_store(&n->backup_state, 2);
+    if (atomic_load(&n->backup.state) != 0) {
+        pthread_join(n->backup.thread, NULL); /* a backup in progress completes first */
+        atomic_store(&n->backup.state, 2);
         tsync__node_backup_tick(n, tsync__mono_ms());
     }
 }
@@ -200,8 +200,8 @@ static int cmp_i64(const void *a, const void *b)
  * minute and in the status (docs/DATA_MODEL.md, "Clocks"). */
 void tsync__node_clock_tick(tsync_node *n, uint64_t now)
 {
-    if (now - n->clock_check_mono < CLOCK_CHECK_MS) return;
-    n->clock_check_mono = now;
+    if (now - n->clock.check_mono < CLOCK_CHECK_MS) return;
+    n->clock.check_mono = now;
     uint64_t wall = tsync__wall_ms();
     int64_t base = (int64_t)wall - (int64_t)now;
     /* Our own clock counts too (offset 0): with one wrong clock among three tills, each good
@@ -234,51 +234,52 @@ void tsync__node_clock_tick(tsync_node *n, uint64_t now)
     int64_t shop_now = (int64_t)wall + off;
     int off_big = k && (off > TSYNC__CLOCK_OFF_MS || off < -TSYNC__CLOCK_OFF_MS);
     int hlc_ahead = k && have && (int64_t)ck.hlc_ms - shop_now > (int64_t)ck.skew_bound_ms;
-    if (n->clock_known != (k > 0) || n->clock_peers != k ||
-        (off_big && (off - n->clock_off_ms > 1000 || n->clock_off_ms - off > 1000)))
+    if (n->clock.known != (k > 0) || n->clock.peers != k ||
+        (off_big && (off - n->clock.off_ms > 1000 || n->clock.off_ms - off > 1000)))
         n->status_dirty = 1;
-    n->clock_known = k > 0;
-    n->clock_peers = k;
-    n->clock_off_ms = off;
+    n->clock.known = k > 0;
+    n->clock.peers = k;
+    n->clock.off_ms = off;
     if (off_big || hlc_ahead) {
-        if (!n->clock_recorded || now - n->clock_rec_mono >= CLOCK_RECORD_MS ||
-            off - n->clock_rec_off_ms > 1000 || n->clock_rec_off_ms - off > 1000) {
+        if (!n->clock.recorded || now - n->clock.rec_mono >= CLOCK_RECORD_MS ||
+            off - n->clock.rec_off_ms > 1000 || n->clock.rec_off_ms - off > 1000) {
             if (tsync__sync_shop_clock(n->s, 1, off) == 0) {
-                n->clock_recorded = 1;
-                n->clock_rec_mono = now;
-                n->clock_rec_off_ms = off;
+                n->clock.recorded = 1;
+                n->clock.rec_mono = now;
+                n->clock.rec_off_ms = off;
             }
         }
-    } else if (n->clock_recorded && tsync__sync_shop_clock(n->s, 0, 0) == 0) {
-        n->clock_recorded = 0;
+    } else if (n->clock.recorded && tsync__sync_shop_clock(n->s, 0, 0) == 0) {
+        n->clock.recorded = 0;
     }
-    if (off_big && (!n->clock_warned_mono || now - n->clock_warned_mono >= CLOCK_LOG_MS)) {
-        n->clock_warned_mono = now;
+    if (off_big && (!n->clock.warned_mono || now - n->clock.warned_mono >= CLOCK_LOG_MS)) {
+        n->clock.warned_mono = now;
         tsync__node_log(n, TSYNC_LOG_WARN,
                         "this till's clock is %s the shop's median by %" PRId64
                         " s (%zu peer(s)): its "
                         "changes are stamped with the shop's time; set this machine's clock right",
                         off < 0 ? "ahead of" : "behind", (off < 0 ? -off : off) / 1000, k);
-    } else if (!off_big && k && n->clock_warned_mono) {
-        n->clock_warned_mono = 0;
+    } else if (!off_big && k && n->clock.warned_mono) {
+        n->clock.warned_mono = 0;
         tsync__node_log(n, TSYNC_LOG_INFO, "this till's clock agrees with the shop's again");
     }
-    if (hlc_ahead && (!n->hlc_warned_mono || now - n->hlc_warned_mono >= CLOCK_LOG_MS)) {
-        n->hlc_warned_mono = now;
+    if (hlc_ahead &&
+        (!n->clock.hlc_warned_mono || now - n->clock.hlc_warned_mono >= CLOCK_LOG_MS)) {
+        n->clock.hlc_warned_mono = now;
         tsync__node_log(
             n, TSYNC_LOG_WARN,
             "this till's hybrid clock is %" PRId64 " s ahead of the shop's time (written while "
             "its wall clock was wrong); the next change takes it back to the shop's time",
             ((int64_t)ck.hlc_ms - shop_now) / 1000);
     }
-    if (have && ck.resets > n->clock_resets_seen) {
-        if (n->clock_resets_seen >= 0)
+    if (have && ck.resets > n->clock.resets_seen) {
+        if (n->clock.resets_seen >= 0)
             tsync__node_log(n, TSYNC_LOG_WARN,
                             "this till's hybrid clock went back from %" PRId64
                             " s ahead to the shop's "
                             "time: its sales are no longer held by its peers",
                             (ck.reset_from_ms - ck.reset_at_ms) / 1000);
-        n->clock_resets_seen = ck.resets;
+        n->clock.resets_seen = ck.resets;
         n->status_dirty = 1;
     }
 }

@@ -19,15 +19,15 @@
 
 int tsync__node_queue_batches(tsync_node *n, npeer *p, const void *data, size_t len)
 {
-    if (n->qbytes + len > QUEUE_HARD_MAX) return 0; /* sent again after the next ACK */
-    if (n->nq == n->capq) {
-        size_t cap = n->capq ? n->capq * 2 : 16;
-        qmsg *q = realloc(n->q, cap * sizeof *q);
+    if (n->mq.bytes + len > QUEUE_HARD_MAX) return 0; /* sent again after the next ACK */
+    if (n->mq.n == n->mq.cap) {
+        size_t cap = n->mq.cap ? n->mq.cap * 2 : 16;
+        qmsg *q = realloc(n->mq.q, cap * sizeof *q);
         if (!q) return TSYNC_ENOMEM;
-        n->q = q;
-        n->capq = cap;
+        n->mq.q = q;
+        n->mq.cap = cap;
     }
-    qmsg *q = &n->q[n->nq];
+    qmsg *q = &n->mq.q[n->mq.n];
     memset(q, 0, sizeof *q);
     q->frame = malloc(len);
     if (!q->frame) return TSYNC_ENOMEM;
@@ -40,8 +40,8 @@ int tsync__node_queue_batches(tsync_node *n, npeer *p, const void *data, size_t 
         tsync__arena_free(&q->a);
         return TSYNC_ECORRUPT;
     }
-    n->nq++;
-    n->qbytes += len;
+    n->mq.n++;
+    n->mq.bytes += len;
     p->rx_batches += q->m.batches.nbodies;
     return 0;
 }
@@ -50,12 +50,12 @@ int tsync__node_queue_batches(tsync_node *n, npeer *p, const void *data, size_t 
 
 void tsync__node_q_clear(tsync_node *n)
 {
-    for (size_t i = 0; i < n->nq; i++) {
-        free(n->q[i].frame);
-        tsync__arena_free(&n->q[i].a);
+    for (size_t i = 0; i < n->mq.n; i++) {
+        free(n->mq.q[i].frame);
+        tsync__arena_free(&n->mq.q[i].a);
     }
-    n->nq = 0;
-    n->qbytes = 0;
+    n->mq.n = 0;
+    n->mq.bytes = 0;
 }
 
 /* Merges the queued messages of one peer (peer != 0) or of all (peer == 0) in one transaction.
@@ -63,8 +63,8 @@ void tsync__node_q_clear(tsync_node *n)
 static int merge_some(tsync_node *n, uint32_t peer, tsync_merge_report *r)
 {
     size_t k = 0;
-    for (size_t i = 0; i < n->nq; i++)
-        if (!peer || n->q[i].peer == peer) k++;
+    for (size_t i = 0; i < n->mq.n; i++)
+        if (!peer || n->mq.q[i].peer == peer) k++;
     if (!k) return 0;
     tsync__bsite *sites = calloc(k, sizeof *sites);
     tsync__brun *runs = calloc(k, sizeof *runs);
@@ -74,9 +74,9 @@ static int merge_some(tsync_node *n, uint32_t peer, tsync_merge_report *r)
         return TSYNC_ENOMEM;
     }
     size_t j = 0;
-    for (size_t i = 0; i < n->nq; i++) {
-        if (peer && n->q[i].peer != peer) continue;
-        const tsync__wire_batches *b = &n->q[i].m.batches;
+    for (size_t i = 0; i < n->mq.n; i++) {
+        if (peer && n->mq.q[i].peer != peer) continue;
+        const tsync__wire_batches *b = &n->mq.q[i].m.batches;
         memcpy(sites[j].site, b->site, TSYNC__SITE_BYTES);
         memcpy(sites[j].pk, b->pk, TSYNC__PK_BYTES);
         memcpy(sites[j].inc, b->inc, TSYNC__INC_BYTES);
@@ -132,19 +132,19 @@ static void account(tsync_node *n, const tsync_merge_report *r)
 
 void tsync__node_flush_merges(tsync_node *n)
 {
-    if (!n->nq) return;
+    if (!n->mq.n) return;
     if (tsync__node_disk_full_waiting(n)) {
-        if (n->qbytes >= MERGE_QUEUE_MAX) tsync__node_q_clear(n);
+        if (n->mq.bytes >= MERGE_QUEUE_MAX) tsync__node_q_clear(n);
         return;
     }
-    if (n->merge_retry_mono && tsync__mono_ms() < n->merge_retry_mono) return;
-    n->merge_retry_mono = 0;
+    if (n->mq.retry_mono && tsync__mono_ms() < n->mq.retry_mono) return;
+    n->mq.retry_mono = 0;
     tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
     int rc = merge_some(n, 0, &r);
     if (rc == TSYNC_EFULL) {
         tsync_merge_report_clear(&r);
         tsync__node_disk_full_hit(n, "merge");
-        if (n->qbytes >= MERGE_QUEUE_MAX) tsync__node_q_clear(n);
+        if (n->mq.bytes >= MERGE_QUEUE_MAX) tsync__node_q_clear(n);
         return;
     }
     if (rc == 0) tsync__node_disk_full_clear(n);
@@ -152,7 +152,7 @@ void tsync__node_flush_merges(tsync_node *n)
         /* The app holds the write lock: keep the batches and try again shortly (the node keeps
          * reading its peers meanwhile, so they do not take it for dead). */
         tsync_merge_report_clear(&r);
-        n->merge_retry_mono = tsync__mono_ms() + MERGE_RETRY_MS;
+        n->mq.retry_mono = tsync__mono_ms() + MERGE_RETRY_MS;
         return;
     }
     size_t merged = r.merged, conflicts = r.conflicts;
@@ -161,13 +161,13 @@ void tsync__node_flush_merges(tsync_node *n)
     n->merges++;
     if (rc && !is_db_failure(rc) && rc != TSYNC_EFORK && rc != TSYNC_EREFUSED) {
         /* Refused whole: merge peer by peer, so only the bad sender's batches are refused. */
-        uint32_t *ids = calloc(n->nq, sizeof *ids);
+        uint32_t *ids = calloc(n->mq.n, sizeof *ids);
         size_t nid = 0;
-        for (size_t i = 0; ids && i < n->nq; i++) {
+        for (size_t i = 0; ids && i < n->mq.n; i++) {
             size_t k;
-            for (k = 0; k < nid && ids[k] != n->q[i].peer; k++)
+            for (k = 0; k < nid && ids[k] != n->mq.q[i].peer; k++)
                 ;
-            if (k == nid) ids[nid++] = n->q[i].peer;
+            if (k == nid) ids[nid++] = n->mq.q[i].peer;
         }
         for (size_t i = 0; i < nid; i++) {
             tsync_merge_report pr = TSYNC_MERGE_REPORT_INIT;
@@ -195,7 +195,7 @@ void tsync__node_flush_merges(tsync_node *n)
     }
     if (rc == TSYNC_EBUSY) {
         tsync__node_log(n, TSYNC_LOG_DEBUG, "database busy: %zu messages will be sent again",
-                        n->nq);
+                        n->mq.n);
     } else if (rc == TSYNC_EFULL) {
         tsync__node_disk_full_hit(n, "merge"); /* the senders offer the batches again */
     } else if (rc) {
@@ -208,9 +208,9 @@ void tsync__node_flush_merges(tsync_node *n)
     tsync__node_refresh_ours(n);
     /* A sender holds what it sent us: never send those batches back to it (it does not ACK what
      * it merely sent). Only when our head for that origin is the sender's branch. */
-    for (size_t i = 0; i < n->nq; i++) {
-        npeer *p = tsync__node_peer_find(n, n->q[i].peer);
-        const tsync__wire_batches *b = &n->q[i].m.batches;
+    for (size_t i = 0; i < n->mq.n; i++) {
+        npeer *p = tsync__node_peer_find(n, n->mq.q[i].peer);
+        const tsync__wire_batches *b = &n->mq.q[i].m.batches;
         if (!p || !p->verified || !b->nbodies) continue;
         uint64_t last = b->first_seq + b->nbodies - 1;
         if (tsync__vv_seq(&p->sent, b->site) >= last || tsync__vv_seq(&n->ours, b->site) < last)
@@ -227,9 +227,9 @@ void tsync__node_flush_merges(tsync_node *n)
         npeer *p = n->peers[i];
         if (!p->used || !p->verified || p->close_at_mono) continue;
         size_t k;
-        for (k = 0; k < n->nq && n->q[k].peer != p->id; k++)
+        for (k = 0; k < n->mq.n && n->mq.q[k].peer != p->id; k++)
             ;
-        if (merged || k < n->nq) tsync__node_send_vector(n, p, 0);
+        if (merged || k < n->mq.n) tsync__node_send_vector(n, p, 0);
     }
     tsync__node_q_clear(n);
     n->status_dirty = 1;

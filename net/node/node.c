@@ -70,7 +70,7 @@ static int step(tsync_node *n, int wait_ms)
     int count = 0;
     while (rc == 1) {
         tsync__node_on_event(n, &ev);
-        if (++count >= 512 || n->qbytes >= MERGE_QUEUE_MAX) break;
+        if (++count >= 512 || n->mq.bytes >= MERGE_QUEUE_MAX) break;
         rc = tsync__tp_poll(n->tp, 0, &ev);
     }
     if (rc < 0) {
@@ -140,7 +140,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
     n->o = o;
     pthread_mutex_init(&n->status_mu, NULL);
     n->started_ms = tsync__wall_ms();
-    n->clock_resets_seen = -1;
+    n->clock.resets_seen = -1;
     n->db_path = strdup(db_path);
     int rc = n->db_path ? 0 : TSYNC_ENOMEM;
     if (rc == 0) {
@@ -160,9 +160,9 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
         struct stat sb;
         if (stat(o.backup_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
             rc = tsync__err(TSYNC_ENOTFOUND, "backup folder %s does not exist", o.backup_dir);
-        else if (!(n->backup_dir_copy = strdup(o.backup_dir)))
+        else if (!(n->backup.dir = strdup(o.backup_dir)))
             rc = TSYNC_ENOMEM;
-        n->o.backup_dir = n->backup_dir_copy;
+        n->o.backup_dir = n->backup.dir;
     }
     if (rc == 0) {
         /* Opening may write (an upgrade of the internal tables), and a POS selling without a
@@ -246,10 +246,10 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
         memcpy(self.key, tsync__sync_public_key(n->s), sizeof self.key);
         const char *colon = strrchr(n->endpoint, ':');
         self.port = colon ? (uint16_t)atoi(colon + 1) : 0;
-        n->disc_port = self.port;
-        if (tsync__disc_avahi_new(&n->disc, &self) != 0) {
+        n->mdns.port = self.port;
+        if (tsync__disc_avahi_new(&n->mdns.disc, &self) != 0) {
             tsync__node_log(n, TSYNC_LOG_WARN, "mDNS off: %s", tsync__node_errtext());
-            n->disc = NULL;
+            n->mdns.disc = NULL;
         }
     }
     if (rc == 0) rc = tsync__node_refresh_ours(n);
@@ -282,7 +282,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
         tsync__node_schema_tick(n); /* differences already known are said once, at start */
         n->last_ae_mono = tsync__mono_ms();
         /* The first scheduled backup a minute after start, then every backup_every_ms. */
-        n->next_backup_mono =
+        n->backup.next_mono =
             n->last_ae_mono + (n->o.backup_every_ms < 60000 ? n->o.backup_every_ms : 60000);
         tsync__node_status_publish(n);
         *out = n;
@@ -300,10 +300,10 @@ int tsync_node_fd(tsync_node *n)
 int tsync_node_timeout_ms(tsync_node *n)
 {
     int t = tsync__tp_timeout_ms(n->tp);
-    if (n->nq) {
+    if (n->mq.n) {
         uint64_t now = tsync__mono_ms();
-        if (!n->merge_retry_mono || now >= n->merge_retry_mono) return 0;
-        int r = (int)(n->merge_retry_mono - now);
+        if (!n->mq.retry_mono || now >= n->mq.retry_mono) return 0;
+        int r = (int)(n->mq.retry_mono - now);
         if (t < 0 || r < t) t = r;
     }
     if (n->forward_due) {
@@ -387,27 +387,27 @@ void tsync_node_free(tsync_node *n)
     if (!n) return;
     tsync_node_stop(n);
     tsync__node_q_clear(n);
-    free(n->q);
+    free(n->mq.q);
     for (size_t i = 0; i < n->npeers; i++) {
         if (n->peers[i]->used) tsync__node_peer_free(n->peers[i]);
         free(n->peers[i]);
     }
     free(n->peers);
     free(n->links);
-    free(n->found);
+    free(n->mdns.found);
     for (size_t i = 0; i < n->nstatics; i++) {
         free(n->statics[i].cands);
         free(n->statics[i].cand_keys);
     }
     free(n->statics);
     tsync__vv_free(&n->ours);
-    tsync__disc_free(n->disc);
+    tsync__disc_free(n->mdns.disc);
     tsync__tp_free(n->tp);
     tsync__sync_ckpt_stop(n->s, n->ckpt);
     tsync_store_free(n->s);
     free(n->status_json);
     free(n->status_path);
-    free(n->backup_dir_copy);
+    free(n->backup.dir);
     free(n->db_path);
     pthread_mutex_destroy(&n->status_mu);
     free(n);

@@ -195,10 +195,6 @@ struct tsync_node {
     uint8_t schema_digest[TSYNC__HASH_BYTES]; /* of our table definitions, last we told peers */
     int schema_known;
     tsync__tp *tp;
-    tsync__disc *disc; /* mDNS (avahi); NULL with no_mdns */
-    int disc_down_logged;
-    int disc_daemon;    /* mDNS daemon: 0 not known yet, 1 reachable, -1 not reachable */
-    uint16_t disc_port; /* the port we publish (0: browse only) */
     tsync__ckpt *ckpt;
     tsync_node_options o;
     char *db_path;
@@ -209,15 +205,27 @@ struct tsync_node {
 
     npeer **peers;
     size_t npeers;
-    nfound *found;
-    size_t nfound_, capfound;
     nlink *links;
     size_t nlinks;
     speer *statics;
     size_t nstatics;
 
-    qmsg *q;
-    size_t nq, capq, qbytes;
+    /* Received BATCHES waiting for this round's merge (mergeq.c). */
+    struct {
+        qmsg *q;
+        size_t n, cap, bytes;
+        uint64_t retry_mono; /* the database was busy: merge again at this time */
+    } mq;
+
+    /* mDNS (peers.c): the discovery backend and the tills of our shop it advertises. */
+    struct {
+        tsync__disc *disc; /* avahi; NULL with no_mdns */
+        int down_logged;
+        int daemon;    /* 0 not known yet, 1 reachable, -1 not reachable */
+        uint16_t port; /* the port we publish (0: browse only) */
+        nfound *found;
+        size_t nfound, capfound;
+    } mdns;
 
     tsync__vv ours;
     int ours_valid;
@@ -225,41 +233,46 @@ struct tsync_node {
     uint64_t started_ms, last_ae_mono, last_status_mono, last_seal_mono, last_prune_mono;
     uint64_t last_peers_mono; /* peer rows rebuilt (links_update) */
     uint64_t pruned, snaps_sent, snaps_received;
-    uint64_t forward_due;      /* monotonic ms when merged batches are forwarded; 0: none */
-    uint64_t merge_retry_mono; /* the database was busy: merge again at this time */
-    uint64_t backups_done, backups_failed, last_backup_ms;
-    uint64_t own_seq0; /* our own head when the node started */
-    int seal_retry;    /* the last seal found the database busy */
-    char *backup_dir_copy;
+    uint64_t forward_due; /* monotonic ms when merged batches are forwarded; 0: none */
+    uint64_t own_seq0;    /* our own head when the node started */
+    int seal_retry;       /* the last seal found the database busy */
     uint8_t trust_digest[TSYNC__HASH_BYTES];
     int trust_digest_valid;
 
     nrefusal refusals[REFUSALS_MAX];
     size_t nrefusals;
     /* The shop's clock: the median of the connected peers' clocks (docs/DATA_MODEL.md) */
-    int clock_known, clock_recorded;
-    size_t clock_peers;
-    int64_t clock_off_ms, clock_rec_off_ms, clock_resets_seen;
-    uint64_t clock_check_mono, clock_rec_mono, clock_warned_mono, clock_diff_logged_mono;
-    uint64_t hlc_warned_mono; /* the hybrid clock ahead: logged this often (its own timer) */
+    struct {
+        int known, recorded;
+        size_t peers;
+        int64_t off_ms, rec_off_ms, resets_seen;
+        uint64_t check_mono, rec_mono, warned_mono, diff_logged_mono;
+        uint64_t hlc_warned_mono; /* the hybrid clock ahead: logged this often (its own timer) */
+    } clock;
 
     uint64_t refused[R_COUNT];
     uint64_t hs_incomplete; /* inbound handshakes that timed out or were hung up on */
     uint64_t merged, conflicts, held_reported, local_batches, merges;
     int failed; /* the database failed: the node stops */
     /* The disk is full (TSYNC_EFULL): sessions go on, sealing and merging wait and are retried
-     * with a backoff (full_retry_mono), and status says so. */
-    int disk_full;
-    uint64_t full_since_ms, full_retry_mono, full_backoff_ms, full_logged_mono;
+     * with a backoff (retry_mono), and status says so. */
+    struct {
+        int on;
+        uint64_t since_ms, retry_mono, backoff_ms, logged_mono;
+    } full;
     unsigned renewals_seen; /* incarnations the store took that the log has reported */
     int identity_checked;   /* the first check (at start) was done */
 
     /* Scheduled backups run on a worker thread with its own connection, so sync goes on. */
-    pthread_t backup_thread;
-    atomic_int backup_state; /* 0 idle, 1 running, 2 finished (result in backup_rc) */
-    int backup_rc;
-    char backup_err[512], backup_path[1024];
-    uint64_t next_backup_mono;
+    struct {
+        pthread_t thread;
+        atomic_int state; /* 0 idle, 1 running, 2 finished (result in rc) */
+        int rc;
+        char err[512], path[1024];
+        uint64_t next_mono;
+        uint64_t done, failed, last_ms;
+        char *dir; /* the node's copy of o.backup_dir */
+    } backup;
 
     pthread_t thread;
     int thread_running;

@@ -181,8 +181,8 @@ static nlink *link_find(nlink *v, size_t nv, const char *id)
 /* Is a till with this key advertised for our shop now (mDNS)? */
 int tsync__node_advertised(const tsync_node *n, const uint8_t key[TSYNC__PK_BYTES])
 {
-    for (size_t i = 0; i < n->nfound_; i++)
-        if (!memcmp(n->found[i].key, key, TSYNC__PK_BYTES)) return 1;
+    for (size_t i = 0; i < n->mdns.nfound; i++)
+        if (!memcmp(n->mdns.found[i].key, key, TSYNC__PK_BYTES)) return 1;
     return 0;
 }
 
@@ -223,7 +223,7 @@ static int session_state(const tsync_node *n, const npeer *p, const nlink *prev,
 void tsync__node_links_update(tsync_node *n)
 {
     uint64_t now = tsync__mono_ms(), wall = tsync__wall_ms();
-    size_t cap = n->npeers + n->nfound_ + n->nstatics + n->nrefusals, nv = 0;
+    size_t cap = n->npeers + n->mdns.nfound + n->nstatics + n->nrefusals, nv = 0;
     nlink *v = cap ? calloc(cap, sizeof *v) : NULL;
     if (cap && !v) return; /* keep the old rows; the next round tries again */
     for (size_t i = 0; i < n->npeers; i++) {
@@ -282,8 +282,8 @@ void tsync__node_links_update(tsync_node *n)
         r->state = TSYNC_PEER_REFUSED;
         snprintf(r->why, sizeof r->why, "%s%s", f->by_peer ? "it refused us: " : "", f->why);
     }
-    for (size_t i = 0; i < n->nfound_; i++) {
-        const nfound *f = &n->found[i];
+    for (size_t i = 0; i < n->mdns.nfound; i++) {
+        const nfound *f = &n->mdns.found[i];
         char id[sizeof v[0].id];
         tsync__hex(f->key, TSYNC__PK_BYTES, id);
         nlink *same = link_find(v, nv, id);
@@ -354,27 +354,27 @@ void tsync__node_links_update(tsync_node *n)
 static void found_note(tsync_node *n, const tsync__disc_event *ev)
 {
     size_t i;
-    for (i = 0; i < n->nfound_; i++)
-        if (!memcmp(n->found[i].key, ev->key, TSYNC__PK_BYTES)) break;
+    for (i = 0; i < n->mdns.nfound; i++)
+        if (!memcmp(n->mdns.found[i].key, ev->key, TSYNC__PK_BYTES)) break;
     if (ev->kind == TSYNC__DISC_LOST) {
-        if (i < n->nfound_) n->found[i] = n->found[--n->nfound_];
+        if (i < n->mdns.nfound) n->mdns.found[i] = n->mdns.found[--n->mdns.nfound];
         return;
     }
-    if (i == n->nfound_) {
-        if (n->nfound_ == n->capfound) {
-            size_t c = n->capfound ? 2 * n->capfound : 8;
-            nfound *nf = realloc(n->found, c * sizeof *nf);
+    if (i == n->mdns.nfound) {
+        if (n->mdns.nfound == n->mdns.capfound) {
+            size_t c = n->mdns.capfound ? 2 * n->mdns.capfound : 8;
+            nfound *nf = realloc(n->mdns.found, c * sizeof *nf);
             if (!nf) return;
-            n->found = nf;
-            n->capfound = c;
+            n->mdns.found = nf;
+            n->mdns.capfound = c;
         }
-        memset(&n->found[i], 0, sizeof n->found[i]);
-        memcpy(n->found[i].key, ev->key, TSYNC__PK_BYTES);
-        n->found[i].found_ms = tsync__wall_ms();
-        n->found[i].quiet_mono = tsync__mono_ms();
-        n->nfound_++;
+        memset(&n->mdns.found[i], 0, sizeof n->mdns.found[i]);
+        memcpy(n->mdns.found[i].key, ev->key, TSYNC__PK_BYTES);
+        n->mdns.found[i].found_ms = tsync__wall_ms();
+        n->mdns.found[i].quiet_mono = tsync__mono_ms();
+        n->mdns.nfound++;
     }
-    nfound *f = &n->found[i];
+    nfound *f = &n->mdns.found[i];
     snprintf(f->endpoint, sizeof f->endpoint, "%s", ev->endpoint);
     size_t k = 0;
     for (const char *c = ev->name; *c && k + 1 < sizeof f->name; c++)
@@ -516,8 +516,8 @@ static void mdns_dial(tsync_node *n, const uint8_t key[TSYNC__PK_BYTES], const c
 void tsync__node_mdns_fallback(tsync_node *n, uint64_t now)
 {
     const uint8_t *own = tsync__sync_public_key(n->s);
-    for (size_t i = 0; i < n->nfound_; i++) {
-        nfound *f = &n->found[i];
+    for (size_t i = 0; i < n->mdns.nfound; i++) {
+        nfound *f = &n->mdns.found[i];
         if (memcmp(f->key, own, TSYNC__PK_BYTES) > 0) continue; /* we dial it anyway */
         int up = 0;
         for (size_t j = 0; j < n->npeers && !up; j++) {
@@ -540,19 +540,19 @@ void tsync__node_mdns_fallback(tsync_node *n, uint64_t now)
 static void on_discovered(tsync_node *n, const tsync__disc_event *ev)
 {
     if (ev->kind == TSYNC__DISC_DAEMON_DOWN) {
-        if (!n->disc_down_logged)
+        if (!n->mdns.down_logged)
             tsync__node_log(n, TSYNC_LOG_WARN,
                             "mDNS: no avahi daemon reachable; sessions and static peers go on, "
                             "no new tills are found until one appears");
-        n->disc_down_logged = 1;
-        n->disc_daemon = -1;
+        n->mdns.down_logged = 1;
+        n->mdns.daemon = -1;
         n->status_dirty = 1;
         return;
     }
     if (ev->kind == TSYNC__DISC_DAEMON_UP) {
         tsync__node_log(n, TSYNC_LOG_INFO, "mDNS: avahi daemon reachable; publishing and browsing");
-        n->disc_down_logged = 0;
-        n->disc_daemon = 1;
+        n->mdns.down_logged = 0;
+        n->mdns.daemon = 1;
         n->status_dirty = 1;
         return;
     }
@@ -575,7 +575,7 @@ static void on_discovered(tsync_node *n, const tsync__disc_event *ev)
 
 void tsync__node_discovery(tsync_node *n)
 {
-    if (!n->disc) return;
+    if (!n->mdns.disc) return;
     tsync__disc_event ev;
-    for (int i = 0; i < 64 && tsync__disc_poll(n->disc, &ev) == 1; i++) on_discovered(n, &ev);
+    for (int i = 0; i < 64 && tsync__disc_poll(n->mdns.disc, &ev) == 1; i++) on_discovered(n, &ev);
 }

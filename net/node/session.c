@@ -399,9 +399,9 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
     /* A till that is refused and redials logs this once a minute, not at every session. */
     int again = p->key_known && tsync__node_refusal_find(n, p->pk, p->progress_mono);
     if ((p->clock_delta_ms > 60000 || p->clock_delta_ms < -60000) &&
-        (!n->clock_diff_logged_mono ||
-         p->progress_mono - n->clock_diff_logged_mono >= CLOCK_LOG_MS)) {
-        n->clock_diff_logged_mono = p->progress_mono;
+        (!n->clock.diff_logged_mono ||
+         p->progress_mono - n->clock.diff_logged_mono >= CLOCK_LOG_MS)) {
+        n->clock.diff_logged_mono = p->progress_mono;
         tsync__node_log(n, TSYNC_LOG_WARN, "%s: its clock differs from ours by %+" PRId64 " s",
                         tsync__node_peer_label(p, lb), p->clock_delta_ms / 1000);
     }

@@ -131,9 +131,9 @@ static char *status_build(tsync_node *n)
         }
         free(last);
     }
-    json_object_set_new(o, "disk_full", json_boolean(n->disk_full));
+    json_object_set_new(o, "disk_full", json_boolean(n->full.on));
     json_object_set_new(o, "disk_full_since_ms",
-                        n->disk_full ? json_integer((json_int_t)n->full_since_ms) : json_null());
+                        n->full.on ? json_integer((json_int_t)n->full.since_ms) : json_null());
     /* Other tills whose table definitions differ from ours: a person must act (a migration). */
     json_t *mm = json_array();
     tsync__schema_mismatches(n->s, NULL, schema_json_one, mm);
@@ -158,16 +158,16 @@ static char *status_build(tsync_node *n)
     json_t *cj = json_object();
     tsync__sync_clock ck;
     int have_ck = tsync__sync_clock_get(n->s, &ck) == 0;
-    int64_t off = n->clock_off_ms;
-    int big = n->clock_known && (off > TSYNC__CLOCK_OFF_MS || off < -TSYNC__CLOCK_OFF_MS);
+    int64_t off = n->clock.off_ms;
+    int big = n->clock.known && (off > TSYNC__CLOCK_OFF_MS || off < -TSYNC__CLOCK_OFF_MS);
     json_object_set_new(cj, "state",
-                        json_string(!n->clock_known ? "unknown"
+                        json_string(!n->clock.known ? "unknown"
                                     : !big          ? "ok"
                                     : off < 0       ? "ahead"
                                                     : "behind"));
-    json_object_set_new(cj, "peers", json_integer((json_int_t)n->clock_peers));
+    json_object_set_new(cj, "peers", json_integer((json_int_t)n->clock.peers));
     json_object_set_new(cj, "ahead_ms",
-                        n->clock_known ? json_integer(-off) : json_null()); /* ours - median */
+                        n->clock.known ? json_integer(-off) : json_null()); /* ours - median */
     json_object_set_new(cj, "stamped_with_shop_time", json_boolean(big));
     if (have_ck) {
         json_object_set_new(cj, "hlc_ms", json_integer((json_int_t)ck.hlc_ms));
@@ -182,7 +182,7 @@ static char *status_build(tsync_node *n)
     }
     json_object_set_new(o, "clock", cj);
     /* A full disk or a wrong clock needs a person too (schema differences are above). */
-    if (n->disk_full || big) json_object_set_new(o, "state", json_string("attention"));
+    if (n->full.on || big) json_object_set_new(o, "state", json_string("attention"));
     json_t *ref = json_object();
     tsync__tp_stats ts;
     tsync__tp_stats_get(n->tp, &ts);
@@ -205,29 +205,30 @@ static char *status_build(tsync_node *n)
         json_t *b = json_object();
         json_object_set_new(b, "dir", json_string(n->o.backup_dir));
         json_object_set_new(b, "every_ms", json_integer((json_int_t)n->o.backup_every_ms));
-        json_object_set_new(b, "done", json_integer((json_int_t)n->backups_done));
-        json_object_set_new(b, "failed", json_integer((json_int_t)n->backups_failed));
+        json_object_set_new(b, "done", json_integer((json_int_t)n->backup.done));
+        json_object_set_new(b, "failed", json_integer((json_int_t)n->backup.failed));
         json_object_set_new(b, "last_ms",
-                            n->last_backup_ms ? json_integer((json_int_t)n->last_backup_ms)
+                            n->backup.last_ms ? json_integer((json_int_t)n->backup.last_ms)
                                               : json_null());
         json_object_set_new(o, "backups", b);
     }
     json_object_set_new(o, "snapshots_sent", json_integer((json_int_t)n->snaps_sent));
     json_object_set_new(o, "snapshots_received", json_integer((json_int_t)n->snaps_received));
     json_t *md = json_object();
-    json_object_set_new(md, "enabled", json_boolean(n->disc != NULL));
-    if (n->disc) {
+    json_object_set_new(md, "enabled", json_boolean(n->mdns.disc != NULL));
+    if (n->mdns.disc) {
         tsync__disc_stats ds;
-        tsync__disc_stats_get(n->disc, &ds);
+        tsync__disc_stats_get(n->mdns.disc, &ds);
         json_object_set_new(md, "daemon",
-                            json_string(n->disc_daemon > 0   ? "reachable"
-                                        : n->disc_daemon < 0 ? "unreachable"
+                            json_string(n->mdns.daemon > 0   ? "reachable"
+                                        : n->mdns.daemon < 0 ? "unreachable"
                                                              : "unknown"));
-        const char *nm = n->disc_daemon > 0 && n->disc_port ? tsync__disc_self_name(n->disc) : NULL;
+        const char *nm =
+            n->mdns.daemon > 0 && n->mdns.port ? tsync__disc_self_name(n->mdns.disc) : NULL;
         json_t *nj = nm ? json_string(nm) : NULL;
         json_object_set_new(md, "published_as", nj ? nj : json_null());
         /* Only an enrolled till acts on what it finds (its shop's tills). */
-        json_object_set_new(md, "shop_tills_found", json_integer((json_int_t)n->nfound_));
+        json_object_set_new(md, "shop_tills_found", json_integer((json_int_t)n->mdns.nfound));
         json_object_set_new(md, "found", json_integer((json_int_t)ds.found));
         json_object_set_new(md, "malformed", json_integer((json_int_t)ds.malformed));
         json_object_set_new(md, "collisions", json_integer((json_int_t)ds.collisions));
