@@ -40,8 +40,8 @@ void tsync__node_disk_full_hit(tsync_node *n, const char *what)
         n->full.backoff_ms = FULL_BACKOFF_MIN_MS;
         n->full.logged_mono = now;
         n->status_dirty = 1;
-        tsync__node_log(
-            n, TSYNC_LOG_ERROR,
+        tsync__node_error(
+            n, TSYNC_EFULL,
             "disk full: cannot %s (%s); the node keeps its sessions and retries; free space on "
             "the disk of %s",
             what, tsync__node_errtext(), n->db_path);
@@ -50,9 +50,9 @@ void tsync__node_disk_full_hit(tsync_node *n, const char *what)
                                                                           : n->full.backoff_ms * 2;
         if (now - n->full.logged_mono >= FULL_LOG_EVERY_MS) {
             n->full.logged_mono = now;
-            tsync__node_log(n, TSYNC_LOG_ERROR, "disk full for %llu s: still cannot %s; retrying",
-                            (unsigned long long)((tsync__wall_ms() - n->full.since_ms) / 1000),
-                            what);
+            tsync__node_error(n, TSYNC_EFULL, "disk full for %llu s: still cannot %s; retrying",
+                              (unsigned long long)((tsync__wall_ms() - n->full.since_ms) / 1000),
+                              what);
         }
     }
     n->full.retry_mono = now + n->full.backoff_ms;
@@ -147,8 +147,8 @@ void tsync__node_backup_tick(tsync_node *n, uint64_t now)
         pthread_join(n->backup.thread, NULL);
         atomic_store(&n->backup.state, 0);
         if (n->backup.rc) {
-            tsync__node_log(n, TSYNC_LOG_ERROR, "scheduled backup to %s failed: %s", n->backup.path,
-                            n->backup.err);
+            tsync__node_error(n, n->backup.rc, "scheduled backup to %s failed: %s", n->backup.path,
+                              n->backup.err);
             n->backup.failed++;
         } else {
             tsync__node_log(n, TSYNC_LOG_INFO, "backup written: %s", n->backup.path);
@@ -171,7 +171,7 @@ void tsync__node_backup_tick(tsync_node *n, uint64_t now)
     atomic_store(&n->backup.state, 1);
     if (pthread_create(&n->backup.thread, NULL, backup_main, n) != 0) {
         atomic_store(&n->backup.state, 0);
-        tsync__node_log(n, TSYNC_LOG_ERROR, "cannot start the backup thread");
+        tsync__node_error(n, TSYNC_ERROR, "cannot start the backup thread");
     }
 }
 
@@ -436,7 +436,7 @@ int tsync__node_local_changes(tsync_node *n, uint64_t now)
     }
     n->seal_retry = 0;
     if (rc) {
-        tsync__node_log(n, TSYNC_LOG_ERROR, "cannot seal: %s", tsync__node_errtext());
+        tsync__node_error(n, rc, "cannot seal: %s", tsync__node_errtext());
         return rc;
     }
     ch = ch || nb > 0;

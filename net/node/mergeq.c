@@ -199,7 +199,7 @@ void tsync__node_flush_merges(tsync_node *n)
     } else if (rc == TSYNC_EFULL) {
         tsync__node_disk_full_hit(n, "merge"); /* the senders offer the batches again */
     } else if (rc) {
-        tsync__node_log(n, TSYNC_LOG_ERROR, "merge failed: %s", tsync__node_errtext());
+        tsync__node_error(n, rc, "merge failed: %s", tsync__node_errtext());
         if (rc == TSYNC_EIO || rc == TSYNC_ENOMEM) n->failed = rc;
     }
     /* Tell each sender what we hold now (also after a refusal: it learns what we lack); after a

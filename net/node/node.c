@@ -17,15 +17,8 @@
 
 /* ---------------------------------------------------------------- logging */
 
-void tsync__node_log(tsync_node *n, int level, const char *fmt, ...)
+static void log_line(tsync_node *n, int level, const char *msg)
 {
-    if (level > n->o.log_level) return;
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    tsync__utf8_trim(msg);
     if (n->o.log) {
         n->o.log(n->o.log_ctx, level, msg);
         return;
@@ -38,6 +31,43 @@ void tsync__node_log(tsync_node *n, int level, const char *fmt, ...)
     fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ %-5s %s\n", tm.tm_year + 1900,
             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(now % 1000),
             lv[level >= 1 && level <= 4 ? level : 0], msg);
+}
+
+void tsync__node_log(tsync_node *n, int level, const char *fmt, ...)
+{
+    if (level > n->o.log_level) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    tsync__utf8_trim(msg);
+    log_line(n, level, msg);
+}
+
+/* Keeps msg as the node's last error (the app reads it from any thread). */
+static void error_keep(tsync_node *n, int code, const char *msg, int stopped)
+{
+    pthread_mutex_lock(&n->err_mu);
+    n->err.code = code ? code : TSYNC_ERROR;
+    n->err.stopped = stopped;
+    n->err.count++;
+    n->err.at_ms = tsync__wall_ms();
+    snprintf(n->err.message, sizeof n->err.message, "%s", msg);
+    tsync__utf8_trim(n->err.message);
+    pthread_mutex_unlock(&n->err_mu);
+}
+
+void tsync__node_error(tsync_node *n, int code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    tsync__utf8_trim(msg);
+    error_keep(n, code, msg, 0);
+    if (TSYNC_LOG_ERROR <= n->o.log_level) log_line(n, TSYNC_LOG_ERROR, msg);
 }
 
 /* A short name for a peer in log lines: its device name, else its key prefix, else its address. */
@@ -74,7 +104,7 @@ static int step(tsync_node *n, int wait_ms)
         rc = tsync__tp_poll(n->tp, 0, &ev);
     }
     if (rc < 0) {
-        tsync__node_log(n, TSYNC_LOG_ERROR, "transport failed: %s", tsync__node_errtext());
+        tsync__node_error(n, rc, "transport failed: %s", tsync__node_errtext());
         return rc;
     }
     tsync__node_flush_merges(n);
@@ -112,6 +142,32 @@ static int step(tsync_node *n, int wait_ms)
     return n->failed;
 }
 
+/* ---------------------------------------------------------------- the threading contract */
+
+/* The node loops running on this thread, innermost first. Callbacks run inside a loop, so a call
+ * found here for its own node comes from one of its callbacks: re-entering the loop or freeing
+ * the node under it would break it (include/tillsync/node.h, THREAD SAFETY). */
+typedef struct loop_frame {
+    const tsync_node *n;
+    struct loop_frame *up;
+} loop_frame;
+static _Thread_local loop_frame *tl_loops;
+
+static int in_callback(const tsync_node *n)
+{
+    for (const loop_frame *f = tl_loops; f; f = f->up)
+        if (f->n == n) return 1;
+    return 0;
+}
+
+static int refused_in_callback(const char *fn)
+{
+    return tsync__err(TSYNC_EINVAL,
+                      "%s called inside a callback of the same node: call it once the callback "
+                      "returned (from the app's own thread)",
+                      fn);
+}
+
 /* ---------------------------------------------------------------- public API */
 
 int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_options *opts)
@@ -139,6 +195,8 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
     if (!n) return TSYNC_ENOMEM;
     n->o = o;
     pthread_mutex_init(&n->status_mu, NULL);
+    pthread_mutex_init(&n->err_mu, NULL);
+    pthread_mutex_init(&n->join_mu, NULL);
     n->started_ms = tsync__wall_ms();
     n->clock.resets_seen = -1;
     n->db_path = strdup(db_path);
@@ -316,16 +374,27 @@ int tsync_node_timeout_ms(tsync_node *n)
 
 int tsync_node_dispatch(tsync_node *n)
 {
-    return step(n, 0);
+    if (in_callback(n)) return refused_in_callback("tsync_node_dispatch");
+    loop_frame fr = {n, tl_loops};
+    tl_loops = &fr;
+    int rc = step(n, 0);
+    tl_loops = fr.up;
+    return rc;
 }
 
-int tsync_node_run(tsync_node *n, volatile int *stop)
+int tsync_node_run(tsync_node *n, volatile sig_atomic_t *stop)
 {
+    if (in_callback(n)) return refused_in_callback("tsync_node_run");
+    loop_frame fr = {n, tl_loops};
+    tl_loops = &fr;
     int rc = 0;
     while (!atomic_load(&n->stop) && !(stop && *stop)) {
         int t = tsync_node_timeout_ms(n);
         if ((rc = step(n, t))) break;
     }
+    /* The failure that stops the node, in words, before the goodbye below can overwrite it. */
+    char why[TSYNC_NODE_ERROR_LEN] = "";
+    if (rc) snprintf(why, sizeof why, "the node stopped after an error: %s", tsync__node_errtext());
     /* Say goodbye so peers mark us offline at once rather than after heartbeats. */
     for (size_t i = 0; i < n->npeers; i++)
         if (n->peers[i]->used && n->peers[i]->verified) {
@@ -339,8 +408,10 @@ int tsync_node_run(tsync_node *n, volatile int *stop)
     if (n->s && tsync_store_seal(n->s, &nb) == 0) n->local_batches += nb;
     tsync__node_backup_finish(n);
     if (n->status_path) remove(n->status_path);
+    if (rc) error_keep(n, rc, why, 1);
     tsync__node_log(n, rc ? TSYNC_LOG_ERROR : TSYNC_LOG_INFO, "node stopped%s",
                     rc ? " after an error" : "");
+    tl_loops = fr.up;
     return rc;
 }
 
@@ -352,21 +423,48 @@ static void *thread_main(void *arg)
 
 int tsync_node_start(tsync_node *n)
 {
-    if (n->thread_running) return TSYNC_EEXISTS;
-    atomic_store(&n->stop, 0);
-    if (pthread_create(&n->thread, NULL, thread_main, n) != 0) return TSYNC_ERROR;
-    n->thread_running = 1;
-    return 0;
+    /* Before the lock: a stop on another thread may hold it while it joins this one. */
+    if (in_callback(n)) return refused_in_callback("tsync_node_start");
+    pthread_mutex_lock(&n->join_mu);
+    int rc = n->thread_running ? TSYNC_EEXISTS : 0;
+    if (rc == 0) {
+        atomic_store(&n->stop, 0);
+        if (pthread_create(&n->thread, NULL, thread_main, n) != 0)
+            rc = TSYNC_ERROR;
+        else
+            n->thread_running = 1;
+    }
+    pthread_mutex_unlock(&n->join_mu);
+    return rc;
 }
 
 void tsync_node_stop(tsync_node *n)
 {
     if (!n) return;
     atomic_store(&n->stop, 1);
+    /* Inside a callback (on the node's own thread, or the app's inside tsync_node_run): only
+     * asked; the loop ends after this round. Joining here would wait for ourselves. */
+    if (in_callback(n)) return;
+    pthread_mutex_lock(&n->join_mu);
     if (n->thread_running && !pthread_equal(pthread_self(), n->thread)) {
         pthread_join(n->thread, NULL);
         n->thread_running = 0;
     }
+    pthread_mutex_unlock(&n->join_mu);
+}
+
+int tsync_node_last_error(tsync_node_error *out, tsync_node *n)
+{
+    if (!out || !n) return tsync__err(TSYNC_EINVAL, "tsync_node_last_error: no node or no output");
+    if (out->version != TSYNC_NODE_ERROR_VERSION)
+        return tsync__err(TSYNC_EINVAL,
+                          "node error record of an unknown version %u (this library: %u)",
+                          out->version, TSYNC_NODE_ERROR_VERSION);
+    pthread_mutex_lock(&n->err_mu);
+    *out = n->err;
+    pthread_mutex_unlock(&n->err_mu);
+    out->version = TSYNC_NODE_ERROR_VERSION;
+    return 0;
 }
 
 int tsync_node_status_json(tsync_node *n, char **out)
@@ -385,6 +483,12 @@ const char *tsync_node_endpoint(tsync_node *n)
 void tsync_node_free(tsync_node *n)
 {
     if (!n) return;
+    if (in_callback(n)) {
+        /* Freeing the node under its own loop would crash it: refused, and said. */
+        refused_in_callback("tsync_node_free");
+        tsync__node_error(n, TSYNC_EINVAL, "%s", tsync__node_errtext());
+        return;
+    }
     tsync_node_stop(n);
     tsync__node_q_clear(n);
     free(n->mq.q);
@@ -410,5 +514,7 @@ void tsync_node_free(tsync_node *n)
     free(n->backup.dir);
     free(n->db_path);
     pthread_mutex_destroy(&n->status_mu);
+    pthread_mutex_destroy(&n->err_mu);
+    pthread_mutex_destroy(&n->join_mu);
     free(n);
 }

@@ -276,7 +276,11 @@ struct tsync_node {
 
     pthread_t thread;
     int thread_running;
+    pthread_mutex_t join_mu; /* thread and thread_running: a stop from any thread joins once */
     atomic_int stop;
+    /* The last error on the node's thread, for tsync_node_last_error (any thread). */
+    pthread_mutex_t err_mu;
+    tsync_node_error err;
     pthread_mutex_t status_mu;
     char *status_json;
     int status_dirty;
@@ -285,6 +289,10 @@ struct tsync_node {
 /* node.c */
 /* A log line at level (tsync_node_options.log, or stderr). */
 void tsync__node_log(tsync_node *n, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A failure on the node's thread: logged at TSYNC_LOG_ERROR like tsync__node_log, and kept as the
+ * node's last error with code (tsync_node_last_error). */
+void tsync__node_error(tsync_node *n, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const char *tsync__node_peer_label(const npeer *p, char buf[LBL]);
 const char *tsync__node_errtext(void);

@@ -78,7 +78,7 @@ static int lacks(const tsync__vv *have, const tsync__vv *ours, int check_hash)
 
 /* Logs a failure to send batches to p: a new one at once, the same one again only after
  * PUSH_ERR_LOG_MS, with how often it repeated meanwhile. */
-static void push_failed(tsync_node *n, npeer *p)
+static void push_failed(tsync_node *n, npeer *p, int rc)
 {
     const char *why = tsync__node_errtext();
     uint64_t now = tsync__mono_ms();
@@ -89,13 +89,12 @@ static void push_failed(tsync_node *n, npeer *p)
     }
     char lb[LBL];
     if (p->push_err_repeats && strncmp(p->push_err, why, sizeof p->push_err - 1) == 0)
-        tsync__node_log(n, TSYNC_LOG_ERROR,
-                        "cannot send batches to %s: %s (again, %u times in %llu s)",
-                        tsync__node_peer_label(p, lb), why, p->push_err_repeats + 1,
-                        (unsigned long long)((now - p->push_err_mono) / 1000));
+        tsync__node_error(n, rc, "cannot send batches to %s: %s (again, %u times in %llu s)",
+                          tsync__node_peer_label(p, lb), why, p->push_err_repeats + 1,
+                          (unsigned long long)((now - p->push_err_mono) / 1000));
     else
-        tsync__node_log(n, TSYNC_LOG_ERROR, "cannot send batches to %s: %s",
-                        tsync__node_peer_label(p, lb), why);
+        tsync__node_error(n, rc, "cannot send batches to %s: %s", tsync__node_peer_label(p, lb),
+                          why);
     snprintf(p->push_err, sizeof p->push_err, "%s", why);
     p->push_err_mono = now;
     p->push_err_repeats = 0;
@@ -127,7 +126,7 @@ int tsync__node_push(tsync_node *n, npeer *p)
         return 0;
     }
     if (rc)
-        push_failed(n, p);
+        push_failed(n, p, rc);
     else
         p->push_err[0] = 0;
     return rc;

@@ -25,8 +25,7 @@ int tsync__node_send_msg(tsync_node *n, npeer *p, const tsync__msg *m)
     char err[TSYNC__ERRLEN];
     int rc = tsync__wire_encode(m, &buf, &len, err);
     if (rc) {
-        tsync__node_log(n, TSYNC_LOG_ERROR, "cannot encode %s: %s", tsync__wire_type_name(m->type),
-                        err);
+        tsync__node_error(n, rc, "cannot encode %s: %s", tsync__wire_type_name(m->type), err);
         return rc;
     }
     rc = tsync__tp_send(n->tp, p->id, buf, len);
@@ -80,8 +79,7 @@ int tsync__node_refresh_ours(tsync_node *n)
     n->ours_valid = 0;
     int rc = tsync__sync_vv(n->s, &n->ours);
     if (rc) {
-        tsync__node_log(n, TSYNC_LOG_ERROR, "cannot read the version vector: %s",
-                        tsync__node_errtext());
+        tsync__node_error(n, rc, "cannot read the version vector: %s", tsync__node_errtext());
         return rc;
     }
     n->ours_valid = 1;
@@ -101,8 +99,8 @@ int tsync__node_send_vector(tsync_node *n, npeer *p, int hello)
         m.hello.clock_ms = tsync__wall_ms();
         if (n->enrolled) {
             if (tsync__trust_own_cert(n->s, &cert, &cert_len) != 0) {
-                tsync__node_log(n, TSYNC_LOG_ERROR, "no certificate of our own to present: %s",
-                                tsync__node_errtext());
+                tsync__node_error(n, TSYNC_ENOTFOUND, "no certificate of our own to present: %s",
+                                  tsync__node_errtext());
                 return TSYNC_ENOTFOUND;
             }
             m.hello.has_shop = true;

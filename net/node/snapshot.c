@@ -122,8 +122,8 @@ void tsync__node_snap_start(tsync_node *n, npeer *p)
     randombytes_buf(z->id, sizeof z->id);
     int rc = tsync__snap_export(n->s, SNAP_CHUNK_BYTES, snap_emit, z, &z->vv);
     if (rc) {
-        tsync__node_log(n, TSYNC_LOG_ERROR, "cannot make a snapshot for %s: %s",
-                        tsync__node_peer_label(p, lb), tsync__node_errtext());
+        tsync__node_error(n, rc, "cannot make a snapshot for %s: %s", tsync__node_peer_label(p, lb),
+                          tsync__node_errtext());
         tsync__node_snap_clear(z);
         return;
     }
