@@ -3,10 +3,13 @@
  * on its own thread whose scheduled backup cannot be written (its folder was removed after the
  * node started) logs the failure at TSYNC_LOG_ERROR, and tsync_node_last_error, called from the
  * app's thread, returns the same line with its code, its time and a count, while the node goes on
- * syncing. The record's version is checked on entry (an old and a future one are refused).
+ * syncing. A database that fails under the node (the app dropped the log table the node seals
+ * into) stops it, and the app learns why and that it stopped. The record's version is checked on
+ * entry (an old and a future one are refused).
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +149,50 @@ Test(node_errors, the_record_version_is_checked)
     cr_assert_eq(tsync_node_last_error(NULL, n), TSYNC_EINVAL);
     cr_assert_eq(tsync_node_last_error(&e, n), 0);
     cr_assert_eq(e.count, 0);
+    tsync_node_free(n);
+    free(dir);
+}
+
+Test(node_errors, a_database_failure_stops_the_node_and_the_app_learns_why)
+{
+    char *dir = th_tmpdir_auto();
+    const char *db = make_db(dir);
+    logged lg = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    tsync_node_options o = TSYNC_NODE_OPTIONS_INIT;
+    o.listen = "";
+    o.no_mdns = 1;
+    o.status_path = "";
+    o.log = on_log;
+    o.log_ctx = &lg;
+    tsync_node *n;
+    cr_assert_eq(tsync_node_new(&n, db, &o), 0, "%s", tsync_error_last()->message);
+    cr_assert_eq(tsync_node_start(n), 0);
+
+    /* The app breaks the database under the node: the next seal has no log to write into. */
+    sqlite3 *app;
+    cr_assert_eq(sqlite3_open(db, &app), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(app,
+                              "DROP TABLE tsync_log; "
+                              "INSERT INTO products(id, name) VALUES('x', 'x')",
+                              NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(app));
+    sqlite3_close(app);
+
+    tsync_node_error e = TSYNC_NODE_ERROR_INIT;
+    for (int i = 0; i < 500 && !e.stopped; i++) {
+        sleep_ms(10);
+        cr_assert_eq(tsync_node_last_error(&e, n), 0);
+    }
+    cr_assert_eq(e.stopped, 1, "the node did not stop (last error: %s)", e.message);
+    cr_assert_lt(e.code, 0);
+    cr_assert_geq(e.count, 1);
+    cr_assert(strstr(e.message, "the node stopped after an error: "), "%s", e.message);
+    cr_assert(strlen(e.message) > strlen("the node stopped after an error: "),
+              "it does not say which error: %s", e.message);
+    pthread_mutex_lock(&lg.mu);
+    int logged_errors = lg.errors;
+    pthread_mutex_unlock(&lg.mu);
+    cr_assert_geq(logged_errors, 1, "nothing was logged at ERROR");
     tsync_node_free(n);
     free(dir);
 }
