@@ -286,6 +286,9 @@ struct tsync_node {
     int status_dirty;
 };
 
+/* ---------------------------------------------------------------- across the files
+ * Each function is described at its definition; by file: */
+
 /* node.c */
 /* A log line at level (tsync_node_options.log, or stderr). */
 void tsync__node_log(tsync_node *n, int level, const char *fmt, ...)
@@ -294,7 +297,9 @@ void tsync__node_log(tsync_node *n, int level, const char *fmt, ...)
  * node's last error with code (tsync_node_last_error). */
 void tsync__node_error(tsync_node *n, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* A peer's name for log lines, written into buf. */
 const char *tsync__node_peer_label(const npeer *p, char buf[LBL]);
+/* The message of this thread's last error (tsync_error_last), never NULL. */
 const char *tsync__node_errtext(void);
 
 /* session.c */
