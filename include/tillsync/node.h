@@ -9,14 +9,32 @@
  *   - from the host's event loop: wait until tsync_node_fd() is readable or tsync_node_timeout_ms()
  *     passed, then call tsync_node_dispatch(); repeat.
  *
- * THREAD SAFETY: a node is driven by one thread: its own (after tsync_node_start) or the thread
- * calling tsync_node_dispatch. Callbacks run on that thread. tsync_node_status_json and
- * tsync_node_stop may be called from any thread. The POS app writes to the database through its
- * own connection (plain SQLite or a tsync_store); the node opens its own.
+ * THREAD SAFETY: a node is driven by one thread at a time, "the node's thread": its own (after
+ * tsync_node_start), or the app's thread while it is inside tsync_node_run or
+ * tsync_node_dispatch. Every callback (log, on_change, on_peer, on_peer_state) runs on the node's
+ * thread, inside its loop, and should return quickly (peers wait meanwhile).
+ *   - Any thread, inside callbacks too: tsync_node_stop, tsync_node_status_json,
+ *     tsync_node_last_error, tsync_node_endpoint, tsync_peer_state_name. tsync_node_stop inside
+ *     a callback only asks: the loop ends after the current round (it cannot wait for itself).
+ *   - The app's thread that owns the node, never inside one of the node's callbacks:
+ *     tsync_node_start, tsync_node_run, tsync_node_dispatch, tsync_node_free. Inside a callback
+ *     they are refused with TSYNC_EINVAL (tsync_node_free, which returns nothing, leaves the node
+ *     as it is and says so in tsync_error_last() and the node's last error): they would re-enter
+ *     or free the loop that is running. tsync_node_fd and tsync_node_timeout_ms: the thread that
+ *     drives the node with tsync_node_dispatch.
+ *   - Nothing here is async-signal-safe: a signal handler only sets a `volatile sig_atomic_t`
+ *     flag, which tsync_node_run watches (its stop argument), or which a normal thread sees and
+ *     then calls tsync_node_stop.
+ * A failure on the node's thread (the database, the disk, a backup, the transport) is logged at
+ * TSYNC_LOG_ERROR and kept for tsync_node_last_error, which any thread may call.
+ *
+ * The POS app writes to the database through its own connection (plain SQLite or a tsync_store);
+ * the node opens its own.
  */
 #ifndef TILLSYNC_NODE_H
 #define TILLSYNC_NODE_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include "tillsync/common.h"
@@ -26,6 +44,9 @@ extern "C" {
 #endif
 
 typedef struct tsync_node tsync_node;
+
+/* The longest message of a tsync_node_error, NUL included. */
+#define TSYNC_NODE_ERROR_LEN 1024
 
 typedef enum {
     TSYNC_LOG_ERROR = 1,
@@ -88,9 +109,9 @@ typedef struct {
     /* Where to accept peers: "tcp://ADDR:PORT" (port "*": any free one). NULL:
      * "tcp://0.0.0.0:7400". "": do not listen (dial only). */
     const char *listen;
-    /* Static peers: "tcp://ADDR:PORT" or "tcp://ADDR:PORT#KEY" (KEY: the peer's public key in hex,
-     * as `tillsync state` shows it). Without KEY, an enrolled database tries the keys of the
-     * shop's certified devices it knows. */
+    /* Static peers: "tcp://ADDR:PORT" or "tcp://ADDR:PORT#KEY" (KEY: the peer's public key, 64
+     * hex digits). Without KEY, an enrolled database tries the keys of the shop's certified
+     * devices it knows. */
     const char *const *peers;
     size_t npeers;
     int log_level;    /* a tsync_log_level; 0: INFO */
@@ -134,30 +155,35 @@ typedef struct {
 #define TSYNC_NODE_OPTIONS_INIT {.version = TSYNC_NODE_OPTIONS_VERSION}
 /* clang-format on */
 
-/* Opens the database (which must exist: `tillsync init`) with its own connection, starts listening
- * and dialling. opts: NULL for defaults. Nothing runs until tsync_node_start or
+/* Opens the database (which must exist: tsync_store_open makes one) with its own connection, starts
+ * listening and dialling. opts: NULL for defaults. Nothing runs until tsync_node_start or
  * tsync_node_dispatch. Errors: TSYNC_ENOTFOUND (no database), TSYNC_EINVAL (bad option: the
  * message names it), TSYNC_EIO (the listen address is in use). */
 TSYNC_API int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_options *opts);
 
 /* Runs the node on a new thread until tsync_node_stop. Errors: TSYNC_EEXISTS (already running),
- * TSYNC_ERROR (no thread). */
+ * TSYNC_EINVAL (called inside one of the node's callbacks), TSYNC_ERROR (no thread). */
 TSYNC_API int tsync_node_start(tsync_node *n);
 
-/* Asks the node to stop and, when it runs on its own thread, waits for it (within ~10 ms).
- * Idempotent; callable from any thread and from a signal handler's flag check. */
+/* Asks the node to stop and, when it runs on its own thread, waits for that thread to end
+ * (within ~10 ms). Idempotent; any thread (two at once both wait). Inside one of the node's
+ * callbacks it only asks: the loop ends after the current round. Not from a signal handler (it
+ * may join a thread): let the handler set a `volatile sig_atomic_t` flag, and call this from a
+ * normal thread that sees the flag (or give the flag to tsync_node_run). */
 TSYNC_API void tsync_node_stop(tsync_node *n);
 
-/* Runs the node on the calling thread until tsync_node_stop (or *stop becomes non-zero, for a
- * SIGINT handler; stop may be NULL). Returns 0 after a clean stop. */
-TSYNC_API int tsync_node_run(tsync_node *n, volatile int *stop);
+/* Runs the node on the calling thread until tsync_node_stop, or until *stop becomes non-zero
+ * (a flag a SIGINT handler sets; stop may be NULL). Returns 0 after a clean stop, or the error
+ * that stopped it (tsync_node_last_error says more). TSYNC_EINVAL inside one of the node's
+ * callbacks. */
+TSYNC_API int tsync_node_run(tsync_node *n, volatile sig_atomic_t *stop);
 
 /* Host event loop: a descriptor that becomes readable when the node has network work, and the
  * longest to wait (ms) before calling tsync_node_dispatch anyway. */
 TSYNC_API int tsync_node_fd(tsync_node *n);
 TSYNC_API int tsync_node_timeout_ms(tsync_node *n);
 /* Does all the work that is due without blocking. 0, or a negative error when the node cannot go
- * on (the database failed); callbacks run inside. */
+ * on (the database failed); callbacks run inside. TSYNC_EINVAL inside one of its callbacks. */
 TSYNC_API int tsync_node_dispatch(tsync_node *n);
 
 /* The node's status as JSON (docs/NODE.md lists the fields): online, each peer with address,
@@ -168,7 +194,34 @@ TSYNC_API int tsync_node_status_json(tsync_node *n, char **out);
 /* The endpoint really bound ("" when not listening). Borrowed for the node's lifetime. */
 TSYNC_API const char *tsync_node_endpoint(tsync_node *n);
 
-/* Stops the node (tsync_node_stop) and frees it. Accepts NULL. */
+/* The last failure on the node's thread, as tsync_node_last_error copies it. A node keeps one:
+ * each failure replaces the one before and counts. */
+typedef struct {
+    unsigned int version; /* TSYNC_NODE_ERROR_VERSION: set it before the call */
+    int code;             /* a tsync_error_code; 0 while nothing failed */
+    int stopped;          /* the node stopped on it (the database failed): free the node */
+    uint64_t count;       /* failures since tsync_node_new; a failure that repeats is counted as
+                             often as it is logged (at most about once a minute) */
+    uint64_t at_ms;       /* when the last one happened: ms since 1970 (UTC); 0: none */
+    char message[TSYNC_NODE_ERROR_LEN]; /* it in one line, as logged; "" while none */
+} tsync_node_error;
+
+#define TSYNC_NODE_ERROR_VERSION 1
+/* clang-format off */
+#define TSYNC_NODE_ERROR_INIT {TSYNC_NODE_ERROR_VERSION, 0, 0, 0, 0, {0}}
+/* clang-format on */
+
+/* Copies the last failure on the node's thread into *out (out->version set first), with how many
+ * there were: the failures the log shows at TSYNC_LOG_ERROR (a merge, seal or snapshot that
+ * failed, batches that cannot be sent, a full disk, a scheduled backup, the transport, a call
+ * refused inside a callback), and the one that stopped the node. Any thread, callbacks included.
+ * Poll it (count grows) or call it when tsync_node_run returned an error. Errors: TSYNC_EINVAL
+ * (NULL, or out->version not TSYNC_NODE_ERROR_VERSION). */
+TSYNC_API int tsync_node_last_error(tsync_node_error *out, tsync_node *n);
+
+/* Stops the node (tsync_node_stop) and frees it. Accepts NULL. Never inside one of the node's
+ * callbacks: there it does nothing but record TSYNC_EINVAL (tsync_error_last() and the node's
+ * last error). */
 TSYNC_API void tsync_node_free(tsync_node *n);
 
 #ifdef __cplusplus

@@ -1,0 +1,371 @@
+/*
+ * net/node/node_int.h — what the files of the sync node (include/tillsync/node.h) share: the
+ * node's state, its sessions and the functions one file calls in another. Private to net/node/.
+ *
+ * The node is one object driven by one thread (its own, or the app's through
+ * tsync_node_dispatch): nothing here takes a lock except the status and last-error records, which
+ * other threads read. The files, by concept:
+ *   node.c      the public API, the loop (step) and logging
+ *   session.c   one session: HELLO and the certificate check, the messages, table definitions
+ *   push.c      pushing batches under the window, anti-entropy, fork proofs
+ *   snapshot.c  sending and taking a snapshot (a peer behind the pruned horizon)
+ *   mergeq.c    the queue of received batches and its merge, one transaction per round
+ *   peers.c     session entries, the network state rows (tsync_peer_state), refusals, static
+ *               peers and mDNS discovery
+ *   status.c    the status JSON and its file
+ *   duties.c    what runs on timers: seal, prune, trust, clock, liveness, backups, a full disk
+ *
+ * How batches move
+ * - Each peer has two vectors: `acked`, what it told us it holds (HELLO, then every ACK), and
+ *   `sent`, acked plus what we sent since. We push whatever `sent` lacks, as signed run pieces
+ *   (store/sync.h) of about 1 MiB, while fewer than window_bytes are unacknowledged; the rest
+ *   follows as ACKs come back. So a till a day behind is caught up in bounded chunks, and new sales
+ *   (small pieces) are never queued behind more than a window of backlog.
+ * - Received BATCHES are queued while events are drained, then merged in one transaction (one per
+ *   peer if a combined merge is refused, so one bad peer cannot block the others), and every sender
+ *   gets an ACK with our new vector. Merged batches change our vector, so the same push sends them
+ *   on to every peer that lacks them: forwarding needs no extra rule.
+ * - Every anti_entropy_ms each peer gets our vector (ACK); a peer whose ACKs stopped covering what
+ *   we sent for that long gets it again from its last ACK (lost, or held for dependencies).
+ * - Local commits by other connections are seen through PRAGMA data_version every tick_ms.
+ */
+#ifndef TSYNC_NET_NODE_INT_H
+#define TSYNC_NET_NODE_INT_H
+
+#include <pthread.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec/wire.h"
+#include "net/discovery.h"
+#include "net/transport.h"
+#include "store/sync.h"
+#include "store/trust.h"
+#include "tillsync/node.h"
+#include "tillsync/store.h"
+#include "util/util.h"
+
+/* Inputs refused, by reason (status shows them). */
+enum {
+    R_MALFORMED,  /* a message that does not decode */
+    R_UNEXPECTED, /* a message out of order (not HELLO first, HELLO twice, ...) */
+    R_VERSION,    /* another protocol version */
+    R_SHOP,       /* another shop, or enrolled vs not enrolled */
+    R_CERT,       /* certificate missing, invalid, expired, revoked, or not the session's key */
+    R_SIGNATURE,  /* batches with a bad signature or broken chain */
+    R_FORK,       /* batches that fork an origin */
+    R_BATCH,      /* batches refused for another reason (no certificate for their author, ...) */
+    R_TRUST,      /* trust records refused */
+    R_OVERSIZE,   /* messages over the size limit (transport) */
+    R_DENIED,     /* handshakes refused (revoked key) */
+    R_HANDSHAKE,  /* handshakes that failed the protocol or the cryptography (not: incomplete) */
+    R_SNAPSHOT,   /* snapshots refused (not enrolled, malformed, hash mismatch) */
+    R_COUNT
+};
+
+#define LBL             (TSYNC__TP_ADDR_LEN + 96) /* a peer label in log lines */
+#define MERGE_QUEUE_MAX (2u << 20) /* merge once this much is queued (bounds catch-up memory) */
+#define REFUSALS_MAX    16
+#define CLOCK_LOG_MS    60000 /* a wrong clock is logged this often while it lasts */
+/* Why a static address without #KEY is not dialled (log and status). */
+#define KEYLESS_WAIT                                                                               \
+    "no #KEY given and this till knows no other till's certificate yet, so it has no key to "      \
+    "expect there; give the address as tcp://HOST:PORT#KEY (KEY: that till's public key, 64 hex "  \
+    "digits), or install that till's certificate in this database; it is dialled as soon as a "    \
+    "certificate of another till is known"
+
+typedef struct {
+    uint8_t site[TSYNC__SITE_BYTES];
+    uint64_t seq;
+    size_t bytes;
+    uint64_t sent_mono; /* pieces are kept in send order */
+} inflight;
+
+/* A snapshot being sent or received. */
+typedef struct {
+    int active;
+    uint8_t id[TSYNC__SITE_BYTES];
+    uint8_t **chunk;
+    size_t *len;
+    size_t n, cap, next, bytes;
+    tsync__vv vv;
+    crypto_generichash_state h;
+} snap;
+
+typedef struct {
+    int used;
+    uint32_t id;
+    int up, hello, verified, inbound;
+    int static_idx; /* index in n->statics, -1 when inbound */
+    int mdns;       /* dialled because mDNS advertised it */
+    int key_known;
+    uint8_t pk[TSYNC__PK_BYTES];
+    char name[TSYNC__TRUST_NAME_MAX + 1]; /* from its certificate: up to 64 bytes of UTF-8 */
+    char addr[TSYNC__TP_ADDR_LEN];
+    tsync__vv acked, sent;
+    int fork_check; /* compare head hashes on the next push (after HELLO) */
+    inflight *fl;
+    size_t nfl, capfl, fl_bytes;
+    uint64_t up_ms, seen_ms, progress_mono;
+    uint64_t rx_batches, tx_batches, rx_msgs, tx_msgs;
+    uint64_t schema;
+    int64_t clock_delta_ms;
+    int64_t clock_base_ms;  /* wall - monotonic when it was measured (our clock jumped: stale) */
+    uint64_t clock_mono;    /* when it was measured (monotonic); 0: not measured */
+    uint64_t verified_mono; /* when its HELLO was admitted */
+    int bad;
+    int ack_dirty; /* acked changed since it was stored (pruning reads the stored ones) */
+    uint64_t last_snap_mono;
+    int64_t fork_sent;         /* fork proofs up to this id were sent in this session */
+    uint64_t rx_mono, tx_mono; /* last message received / sent (liveness) */
+    snap out, in;
+    uint64_t close_at_mono; /* close after an ERROR had time to leave; 0: not closing */
+    uint64_t born_mono;     /* when this entry was made (dialled, or an inbound session came) */
+    /* The last failure to send batches to this peer, logged once per PUSH_ERR_LOG_MS while it
+     * repeats (push runs on every acknowledgement and tick). */
+    char push_err[160];
+    uint64_t push_err_mono;
+    unsigned push_err_repeats;
+    /* n->snaps_received when the peer last told us its vector (HELLO or ACK): a snapshot we took
+     * since may have put our horizon above what we last heard, so that is no proof it is behind. */
+    uint64_t vv_snaps;
+} npeer;
+
+/* A till of our shop advertised over mDNS (what the UI shows as "discovered"). */
+typedef struct {
+    uint8_t key[TSYNC__PK_BYTES];
+    char endpoint[TSYNC__TP_ADDR_LEN];
+    char name[64]; /* its service name, printable ASCII only */
+    uint64_t found_ms;
+    uint64_t quiet_mono; /* since when no session with it is up (monotonic ms) */
+} nfound;
+
+/* One row of the network state the app and `tillsync status` see: a remote till (by key, or by
+ * address while its key is unknown) with its state and when it entered it. Rebuilt from the
+ * sessions and the mDNS advertisements on every change (step()); a change of state is an event. */
+typedef struct {
+    char id[2 * TSYNC__PK_BYTES + TSYNC__TP_ADDR_LEN + 4];
+    int key_known;
+    uint8_t pk[TSYNC__PK_BYTES];
+    char addr[TSYNC__TP_ADDR_LEN];
+    char name[TSYNC__TRUST_NAME_MAX + 1];
+    const char *via;    /* "static", "mdns", "inbound" */
+    int state;          /* a tsync_peer_state */
+    const char *reason; /* why it is waiting (a static string), or NULL */
+    uint64_t since_ms, connected_ms, lost_ms, discovered_ms, seen_ms;
+    npeer *p;      /* the session shown (NULL: only advertised); valid until the next rebuild */
+    char why[160]; /* TSYNC_PEER_REFUSED: the reason */
+} nlink;
+
+/* A till whose certificate we refused, or that refused ours, recently: its row shows "refused"
+ * with the reason (on both sides), and the refusal is logged once a minute, not at every dial. */
+typedef struct {
+    uint8_t pk[TSYNC__PK_BYTES];
+    char addr[TSYNC__TP_ADDR_LEN];
+    char name[TSYNC__TRUST_NAME_MAX + 1];
+    int by_peer; /* it refused us */
+    int inbound;
+    char why[160];
+    uint64_t at_mono, logged_mono;
+} nrefusal;
+
+typedef struct {
+    char endpoint[TSYNC__TP_ADDR_LEN];
+    int has_key;
+    uint8_t key[TSYNC__PK_BYTES];
+    uint32_t *cands; /* keyless: one dial per candidate key */
+    uint8_t *cand_keys;
+    size_t ncands;
+    int found;
+    int waiting; /* keyless and no candidate yet: said so in the log, listed as waiting */
+} speer;
+
+typedef struct {
+    uint32_t peer;
+    uint8_t *frame;
+    size_t len;
+    tsync__msg m;
+    tsync__arena a;
+} qmsg;
+
+struct tsync_node {
+    tsync_store *s;
+    uint8_t schema_digest[TSYNC__HASH_BYTES]; /* of our table definitions, last we told peers */
+    int schema_known;
+    tsync__tp *tp;
+    tsync__ckpt *ckpt;
+    tsync_node_options o;
+    char *db_path;
+    char *status_path;
+    char endpoint[TSYNC__TP_ADDR_LEN];
+    int enrolled;
+    uint8_t shop[TSYNC__SHOP_ID_BYTES];
+
+    npeer **peers;
+    size_t npeers;
+    nlink *links;
+    size_t nlinks;
+    speer *statics;
+    size_t nstatics;
+
+    /* Received BATCHES waiting for this round's merge (mergeq.c). */
+    struct {
+        qmsg *q;
+        size_t n, cap, bytes;
+        uint64_t retry_mono; /* the database was busy: merge again at this time */
+    } mq;
+
+    /* mDNS (peers.c): the discovery backend and the tills of our shop it advertises. */
+    struct {
+        tsync__disc *disc; /* avahi; NULL with no_mdns */
+        int down_logged;
+        int daemon;    /* 0 not known yet, 1 reachable, -1 not reachable */
+        uint16_t port; /* the port we publish (0: browse only) */
+        nfound *found;
+        size_t nfound, capfound;
+    } mdns;
+
+    tsync__vv ours;
+    int ours_valid;
+
+    uint64_t started_ms, last_ae_mono, last_status_mono, last_seal_mono, last_prune_mono;
+    uint64_t last_peers_mono; /* peer rows rebuilt (links_update) */
+    uint64_t pruned, snaps_sent, snaps_received;
+    uint64_t forward_due; /* monotonic ms when merged batches are forwarded; 0: none */
+    uint64_t own_seq0;    /* our own head when the node started */
+    int seal_retry;       /* the last seal found the database busy */
+    uint8_t trust_digest[TSYNC__HASH_BYTES];
+    int trust_digest_valid;
+
+    nrefusal refusals[REFUSALS_MAX];
+    size_t nrefusals;
+    /* The shop's clock: the median of the connected peers' clocks (docs/DATA_MODEL.md) */
+    struct {
+        int known, recorded;
+        size_t peers;
+        int64_t off_ms, rec_off_ms, resets_seen;
+        uint64_t check_mono, rec_mono, warned_mono, diff_logged_mono;
+        uint64_t hlc_warned_mono; /* the hybrid clock ahead: logged this often (its own timer) */
+    } clock;
+
+    uint64_t refused[R_COUNT];
+    uint64_t hs_incomplete; /* inbound handshakes that timed out or were hung up on */
+    uint64_t merged, conflicts, held_reported, local_batches, merges;
+    int failed; /* the database failed: the node stops */
+    /* The disk is full (TSYNC_EFULL): sessions go on, sealing and merging wait and are retried
+     * with a backoff (retry_mono), and status says so. */
+    struct {
+        int on;
+        uint64_t since_ms, retry_mono, backoff_ms, logged_mono;
+    } full;
+    unsigned renewals_seen; /* incarnations the store took that the log has reported */
+    int identity_checked;   /* the first check (at start) was done */
+
+    /* Scheduled backups run on a worker thread with its own connection, so sync goes on. */
+    struct {
+        pthread_t thread;
+        atomic_int state; /* 0 idle, 1 running, 2 finished (result in rc) */
+        int rc;
+        char err[512], path[1024];
+        uint64_t next_mono;
+        uint64_t done, failed, last_ms;
+        char *dir; /* the node's copy of o.backup_dir */
+    } backup;
+
+    pthread_t thread;
+    int thread_running;
+    pthread_mutex_t join_mu; /* thread and thread_running: a stop from any thread joins once */
+    atomic_int stop;
+    /* The last error on the node's thread, for tsync_node_last_error (any thread). */
+    pthread_mutex_t err_mu;
+    tsync_node_error err;
+    pthread_mutex_t status_mu;
+    char *status_json;
+    int status_dirty;
+};
+
+/* ---------------------------------------------------------------- across the files
+ * Each function is described at its definition; by file: */
+
+/* node.c */
+/* A log line at level (tsync_node_options.log, or stderr). */
+void tsync__node_log(tsync_node *n, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A failure on the node's thread: logged at TSYNC_LOG_ERROR like tsync__node_log, and kept as the
+ * node's last error with code (tsync_node_last_error). */
+void tsync__node_error(tsync_node *n, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A peer's name for log lines, written into buf. */
+const char *tsync__node_peer_label(const npeer *p, char buf[LBL]);
+/* The message of this thread's last error (tsync_error_last), never NULL. */
+const char *tsync__node_errtext(void);
+
+/* session.c */
+int tsync__node_send_msg(tsync_node *n, npeer *p, const tsync__msg *m);
+void tsync__node_send_note(tsync_node *n, npeer *p, uint32_t code, const char *text);
+int tsync__node_refresh_ours(tsync_node *n);
+int tsync__node_send_vector(tsync_node *n, npeer *p, int hello);
+int tsync__node_send_certs(tsync_node *n, npeer *p);
+void tsync__node_bad_message(tsync_node *n, npeer *p, int reason, const char *what);
+void tsync__node_apply_revocations(tsync_node *n);
+void tsync__node_schema_tick(tsync_node *n);
+int tsync__node_admit(void *ctx, const uint8_t curve_pk[TSYNC__TP_KEY_BYTES], const uint8_t *ed_pk,
+                      const char *address);
+void tsync__node_on_event(tsync_node *n, const tsync__tp_event *ev);
+
+/* push.c */
+int tsync__node_push(tsync_node *n, npeer *p);
+void tsync__node_push_all(tsync_node *n);
+void tsync__node_anti_entropy(tsync_node *n, uint64_t now);
+
+/* snapshot.c */
+void tsync__node_snap_clear(snap *z);
+void tsync__node_snap_pump(tsync_node *n, npeer *p);
+void tsync__node_snap_start(tsync_node *n, npeer *p);
+void tsync__node_on_snapshot(tsync_node *n, npeer *p, const tsync__msg *m);
+
+/* mergeq.c */
+int tsync__node_queue_batches(tsync_node *n, npeer *p, const void *data, size_t len);
+void tsync__node_q_clear(tsync_node *n);
+int tsync__node_refusal_reason(int rc);
+void tsync__node_flush_merges(tsync_node *n);
+
+/* peers.c */
+npeer *tsync__node_peer_find(tsync_node *n, uint32_t id);
+npeer *tsync__node_peer_get(tsync_node *n, uint32_t id);
+void tsync__node_session_reset(npeer *p);
+void tsync__node_peer_free(npeer *p);
+int tsync__node_online(tsync_node *n);
+void tsync__node_notify_peer(tsync_node *n, npeer *p, int up);
+nrefusal *tsync__node_refusal_find(tsync_node *n, const uint8_t pk[TSYNC__PK_BYTES], uint64_t now);
+int tsync__node_refusal_note(tsync_node *n, const npeer *p, const uint8_t pk[TSYNC__PK_BYTES],
+                             int by_peer, const char *why);
+int tsync__node_advertised(const tsync_node *n, const uint8_t key[TSYNC__PK_BYTES]);
+void tsync__node_links_update(tsync_node *n);
+int tsync__node_parse_peer(const char *spec, speer *sp, char *err, size_t errlen);
+int tsync__node_dial(tsync_node *n, size_t si, const uint8_t key[TSYNC__PK_BYTES], uint32_t *id);
+void tsync__node_dial_candidates(tsync_node *n);
+void tsync__node_candidate_up(tsync_node *n, npeer *p);
+void tsync__node_mdns_fallback(tsync_node *n, uint64_t now);
+void tsync__node_discovery(tsync_node *n);
+
+/* status.c */
+void tsync__node_status_publish(tsync_node *n);
+
+/* duties.c */
+void tsync__node_disk_full_hit(tsync_node *n, const char *what);
+void tsync__node_disk_full_clear(tsync_node *n);
+int tsync__node_disk_full_waiting(const tsync_node *n);
+void tsync__node_backup_tick(tsync_node *n, uint64_t now);
+void tsync__node_backup_finish(tsync_node *n);
+void tsync__node_clock_tick(tsync_node *n, uint64_t now);
+void tsync__node_liveness(tsync_node *n, uint64_t now);
+void tsync__node_trust_check(tsync_node *n);
+void tsync__node_prune(tsync_node *n, uint64_t now);
+int tsync__node_local_changes(tsync_node *n, uint64_t now);
+void tsync__node_close_due(tsync_node *n, uint64_t now);
+void tsync__node_identity_check(tsync_node *n);
+
+#endif
