@@ -24,7 +24,7 @@ static int usage(const char *msg)
     return 2;
 }
 
-static volatile int g_stop;
+static volatile sig_atomic_t g_stop;
 
 static void on_signal(int sig)
 {
