@@ -17,7 +17,7 @@
 
 #include "codec/codec.h"
 
-/* ---------------------------------------------------------------- HLC */
+/* ---------------------------------------------------------------- HLC (hlc.c) */
 
 /* The clock of the next local change: max(wall << 16, last + 1). Never goes back. */
 tsync__hlc tsync__hlc_next(tsync__hlc last, uint64_t wall_ms);
@@ -27,14 +27,14 @@ tsync__hlc tsync__hlc_observe(tsync__hlc last, tsync__hlc remote);
  * held, not adopted. */
 bool tsync__hlc_too_far(tsync__hlc remote, uint64_t reference_ms, uint64_t bound_ms);
 
-/* ---------------------------------------------------------------- LWW */
+/* ---------------------------------------------------------------- LWW (lww.c) */
 
 /* Orders two writes: higher clock wins, equal clocks: bytewise higher site id wins.
  * Returns <0, 0, >0 like memcmp (0 only for the same clock and site). */
 int tsync__lww_cmp(tsync__hlc h1, const uint8_t s1[TSYNC__SITE_BYTES], tsync__hlc h2,
                    const uint8_t s2[TSYNC__SITE_BYTES]);
 
-/* ---------------------------------------------------------------- OR-set of row existence */
+/* ---------------------------------------------------------------- OR-set (orset.c) */
 
 /* One site's entry in a row's existence set. `site` is an index in a caller-defined site table. */
 typedef struct {
@@ -49,7 +49,7 @@ bool tsync__orset_exists(const tsync__exist *e, size_t n);
  * returns the new count. */
 size_t tsync__orset_merge(tsync__exist *e, size_t n, uint32_t site, tsync__hlc add, tsync__hlc rmv);
 
-/* ---------------------------------------------------------------- PN-counter */
+/* ---------------------------------------------------------------- PN-counter (pn.c) */
 
 typedef struct {
     uint32_t site;
@@ -63,7 +63,7 @@ size_t tsync__pn_merge(tsync__pn *c, size_t n, uint32_t site, uint64_t p, uint64
 /* Records a local delta by site into its P (delta > 0) or N (delta < 0). Room for n+1. */
 size_t tsync__pn_add(tsync__pn *c, size_t n, uint32_t site, int64_t delta);
 
-/* ---------------------------------------------------------------- version vectors */
+/* ---------------------------------------------------------------- version vectors (vv.c) */
 
 typedef struct {
     tsync__vv_entry *e; /* sorted by site id */

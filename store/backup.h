@@ -1,7 +1,7 @@
 /*
- * store/backup.h — the decoder of the backup file format (store/backup.c), for the fuzz target and
- * the tests: everything tsync_backup_check does except the check of the database image. Internal
- * API; the format is described in docs/BACKUP.md.
+ * store/backup.h — the decoder of the backup file format (store/backup_format.c), for the fuzz
+ * target and the tests: everything tsync_backup_check does except the check of the database
+ * image. Internal API; the format is described in docs/BACKUP.md.
  *
  * THREAD SAFETY: no shared state; any thread.
  */
@@ -48,11 +48,12 @@ typedef struct {
 /* Reads and verifies a whole backup file from in: header, decryption, image hash, manifest,
  * trailer, end of file. On success fills info (free with tsync__bak_info_clear). Errors as
  * tsync_backup_check's, each naming o->name. */
-int tsync__bak_read(FILE *in, const tsync__bak_read_opts *o, tsync__bak_info *info);
+TSYNC_WARN_UNUSED int tsync__bak_read(FILE *in, const tsync__bak_read_opts *o,
+                                      tsync__bak_info *info);
 void tsync__bak_info_clear(tsync__bak_info *info);
 
 /* Checks a manifest: a JSON object of format 1 whose image size and hash are these. */
-int tsync__bak_manifest_check(const char *json, size_t len, uint64_t image_len,
-                              const uint8_t image_hash[32], const char *name);
+TSYNC_WARN_UNUSED int tsync__bak_manifest_check(const char *json, size_t len, uint64_t image_len,
+                                                const uint8_t image_hash[32], const char *name);
 
 #endif

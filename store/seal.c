@@ -9,7 +9,7 @@
  *   any other, all in the one transaction. A row change is never split; the capture triggers keep
  *   every row under TSYNC_MAX_ROW_BYTES, so one always fits a batch. A change over it (captured by
  *   an older build) is set aside in tsync_unsealable and reported instead of failing every later
- *   seal; it is folded back in when the row changes again.
+ *   seal; it is folded back in when the row changes again (unsealable.c).
  * - Pending changes are folded per row in memory first: a row updated a thousand times before
  *   sealing becomes one row change carrying the final values (the superseded ones could never win).
  * - Values are read from the table at sealing time. That is correct because merge always seals
@@ -23,16 +23,8 @@
 #include <string.h>
 
 #include "internal.h"
+#include "seal_int.h"
 #include "store/sync.h"
-
-typedef struct {
-    tsync__table *t;
-    uint8_t *key;
-    uint32_t klen;
-    uint64_t mask;
-    int64_t wall;
-    uint8_t seen_insert, seen_delete;
-} prow;
 
 static int prow_cmp(const void *pa, const void *pb)
 {
@@ -343,117 +335,6 @@ out:
     return rc;
 }
 
-/* Sets aside a row change that cannot be sealed (over TSYNC_MAX_ROW_BYTES) in tsync_unsealable,
- * in the form of its pending rows, so it is folded back in when the row changes again. */
-static int set_aside(tsync_store *s, const prow *r, size_t bytes)
-{
-    tsync__val kv[TSYNC__MAX_PK_COLS];
-    if (tsync__key_decode(r->key, r->klen, kv, r->t->npk) != 0)
-        return tsync__err(TSYNC_ECORRUPT, "bad pending key in %s", r->t->name);
-    for (int op = 3; op >= 1; op -= 2) {
-        if (op == 3 && !r->seen_delete) continue;
-        sqlite3_stmt *st = tsync__prep(s, "INSERT INTO tsync_unsealable(tbl,op,mask,wall,k0,k1,k2,"
-                                          "k3,bytes) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)");
-        if (!st) return TSYNC_EIO;
-        int ins = op == 1 && (r->seen_insert || r->seen_delete);
-        sqlite3_bind_int(st, 1, r->t->id);
-        sqlite3_bind_int(st, 2, op == 3 ? 3 : ins ? 1 : 2);
-        sqlite3_bind_int64(st, 3, op == 3 ? 0 : ins ? -1 : (int64_t)r->mask);
-        sqlite3_bind_int64(st, 4, r->wall);
-        for (int i = 0; i < r->t->npk; i++) tsync__bind_val(st, 5 + i, &kv[i]);
-        sqlite3_bind_int64(st, 9, (int64_t)bytes);
-        int x = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (x != SQLITE_DONE) return tsync__err_sqlite(s->db, x, "set aside an oversize change");
-    }
-    return 0;
-}
-
-/* Folds the set-aside changes of rows that changed again (they are in the map) back in, and drops
- * them from tsync_unsealable: sealed now, or set aside again if the row is still too large. */
-static int fold_set_aside(tsync_store *s, tsync__rmap *map, tsync__arena *a, prow *rows)
-{
-    sqlite3_stmt *st = tsync__prep(s, "SELECT id, tbl, op, mask, wall, k0, k1, k2, k3 FROM "
-                                      "tsync_unsealable ORDER BY id");
-    if (!st) return TSYNC_EIO;
-    int64_t *ids = NULL;
-    size_t nids = 0;
-    int rc = 0, step;
-    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        int tid = sqlite3_column_int(st, 1);
-        tsync__table *t = NULL;
-        for (int i = 0; i < s->ntables; i++)
-            if (s->tables[i].id == tid) t = &s->tables[i];
-        if (!t) continue;
-        tsync__val kv[TSYNC__MAX_PK_COLS];
-        for (int i = 0; i < t->npk; i++) tsync__col_val(st, 5 + i, &kv[i]);
-        size_t klen = tsync__key_size(kv, t->npk);
-        uint8_t *k = malloc(klen ? klen : 1);
-        if (!k) {
-            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-            break;
-        }
-        tsync__key_encode(kv, t->npk, k);
-        tsync__rmap_ent *e = tsync__rmap_get(map, a, tid, k, klen, 0);
-        free(k);
-        if (!e || !e->val) continue; /* the row did not change: it stays set aside */
-        prow *r = &rows[(uintptr_t)e->val - 1];
-        int op = sqlite3_column_int(st, 2);
-        int64_t wall = sqlite3_column_int64(st, 4);
-        if (wall > r->wall) r->wall = wall;
-        if (op == 1)
-            r->seen_insert = 1, r->mask = ~0ULL;
-        else if (op == 2)
-            r->mask |= (uint64_t)sqlite3_column_int64(st, 3);
-        else if (op == 3)
-            r->seen_delete = 1;
-        int64_t *ni = realloc(ids, (nids + 1) * sizeof *ni);
-        if (!ni) {
-            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-            break;
-        }
-        ids = ni;
-        ids[nids++] = sqlite3_column_int64(st, 0);
-    }
-    if (rc == 0 && step != SQLITE_DONE && step != SQLITE_ROW)
-        rc = tsync__err_sqlite(s->db, step, "read set-aside changes");
-    sqlite3_reset(st);
-    for (size_t i = 0; rc == 0 && i < nids; i++) {
-        if (!(st = tsync__prep(s, "DELETE FROM tsync_unsealable WHERE id=?1"))) {
-            rc = TSYNC_EIO;
-            break;
-        }
-        sqlite3_bind_int64(st, 1, ids[i]);
-        int x = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (x != SQLITE_DONE) rc = tsync__err_sqlite(s->db, x, "read set-aside changes");
-    }
-    free(ids);
-    return rc;
-}
-
-int tsync__unsealable_note(tsync_store *s, char *buf, size_t n)
-{
-    sqlite3_stmt *st = tsync__prep(s, "SELECT count(DISTINCT tbl || ':' || quote(k0) || quote(k1) "
-                                      "|| quote(k2) || quote(k3)), max(bytes), (SELECT name FROM "
-                                      "tsync_tables t WHERE t.id = u.tbl) FROM tsync_unsealable u");
-    if (!st) return TSYNC_EIO;
-    int rc = 0;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0) {
-        int64_t rows = sqlite3_column_int64(st, 0);
-        const char *table = (const char *)sqlite3_column_text(st, 2);
-        snprintf(buf, n,
-                 "%lld row%s over the per-row limit of %u bytes (the largest in table %s, %lld "
-                 "bytes) cannot be sent and stay%s on this till; make %s smaller or delete %s",
-                 (long long)rows, rows == 1 ? "" : "s", (unsigned)TSYNC_MAX_ROW_BYTES,
-                 table ? table : "?", (long long)sqlite3_column_int64(st, 1), rows == 1 ? "s" : "",
-                 rows == 1 ? "it" : "them", rows == 1 ? "it" : "them");
-        rc = 1;
-    }
-    sqlite3_reset(st);
-    return rc;
-}
-
 /* This site's last sealed seq and the hash the next batch chains to. */
 static int load_head(tsync_store *s, uint64_t *seq, uint8_t prev[TSYNC__HASH_BYTES])
 {
@@ -498,22 +379,50 @@ int tsync__seal_empty_locked(tsync_store *s)
     return rc;
 }
 
-int tsync__seal_locked(tsync_store *s, size_t *nbatches)
+/* ---------------------------------------------------------------- one seal, in three steps
+ *
+ * tsync__seal_locked collects the pending changes folded per row (collect_pending), builds them
+ * into batches, each appended to the log as it fills (build_batches), then appends the last batch,
+ * persists the clock and empties tsync_pending (seal_close). A sealing carries what one step hands
+ * the next. */
+
+typedef struct {
+    /* collect_pending */
+    tsync__arena a;  /* the map's keys, which rows point into */
+    tsync__rmap map; /* (table, key) -> 1 + index in rows */
+    prow *rows;      /* one per changed row */
+    size_t nrows, rowcap;
+    int64_t maxid; /* the last tsync_pending id read */
+    /* build_batches and seal_close */
+    size_t budget, max_rows; /* per batch */
+    bbuild cur;              /* the batch being built */
+    size_t nbat;             /* batches appended to the log */
+    tsync__hlc last;         /* the clock of the last row change */
+    int64_t corr;            /* the wall clock's correction (shop_clock) */
+    uint64_t seq; /* this site's last sealed seq, and the hash the next batch chains to */
+    uint8_t prev[TSYNC__HASH_BYTES];
+    tsync__rowmeta meta; /* the clocks of the row being sealed, and their encoding */
+    uint8_t *mbuf;
+    size_t mcap;
+} sealing;
+
+static void sealing_free(sealing *z)
 {
-    if (nbatches) *nbatches = 0;
-    tsync__arena a = {0};
-    tsync__rmap map = {0};
-    prow *rows = NULL;
-    size_t nrows = 0, rowcap = 0, nbat = 0;
-    int64_t maxid = 0;
-    bbuild cur;
-    memset(&cur, 0, sizeof cur);
-    uint8_t *mbuf = NULL;
-    size_t mcap = 0;
-    const size_t budget = s->seal_batch_bytes ? s->seal_batch_bytes : TSYNC__SEAL_BATCH_BYTES;
-    const size_t max_rows = s->seal_batch_rows ? s->seal_batch_rows : TSYNC__SEAL_BATCH_ROWS;
-    tsync__rowmeta meta;
-    memset(&meta, 0, sizeof meta);
+    tsync__rowmeta_clear(&z->meta);
+    tsync__rmap_free(&z->map);
+    tsync__arena_free(&z->a);
+    tsync__arena_free(&z->cur.a);
+    free(z->rows);
+    free(z->cur.bt);
+    free(z->cur.sd.local);
+    free(z->cur.sd.ids);
+    free(z->mbuf);
+}
+
+/* Step 1: reads tsync_pending and folds it per row, then folds back in the set-aside changes of the
+ * rows that changed again. */
+static int collect_pending(tsync_store *s, sealing *z)
+{
     sqlite3_stmt *st = NULL;
     int rc = ((st = tsync__prep(s, "SELECT id, tbl, op, mask, wall, k0, k1, k2, k3 FROM "
                                    "tsync_pending ORDER BY id"))
@@ -523,7 +432,7 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     rc = 0;
     int step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        maxid = sqlite3_column_int64(st, 0);
+        z->maxid = sqlite3_column_int64(st, 0);
         int tid = sqlite3_column_int(st, 1);
         tsync__table *t = NULL;
         for (int i = 0; i < s->ntables; i++)
@@ -538,27 +447,27 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
             break;
         }
         tsync__key_encode(kv, t->npk, k);
-        tsync__rmap_ent *e = tsync__rmap_get(&map, &a, tid, k, klen, 1);
+        tsync__rmap_ent *e = tsync__rmap_get(&z->map, &z->a, tid, k, klen, 1);
         if (k != kb) free(k);
         if (!e) {
             rc = tsync__err(TSYNC_ENOMEM, "out of memory");
             break;
         }
         if (!e->val) {
-            if (nrows == rowcap) {
-                rowcap = rowcap ? rowcap * 2 : 256;
-                prow *nr = realloc(rows, rowcap * sizeof *nr);
+            if (z->nrows == z->rowcap) {
+                z->rowcap = z->rowcap ? z->rowcap * 2 : 256;
+                prow *nr = realloc(z->rows, z->rowcap * sizeof *nr);
                 if (!nr) {
                     rc = tsync__err(TSYNC_ENOMEM, "out of memory");
                     break;
                 }
-                rows = nr;
+                z->rows = nr;
             }
-            rows[nrows] = (prow){t, e->key, e->klen, 0, 0, 0, 0};
-            e->val = (void *)(uintptr_t)(nrows + 1);
-            nrows++;
+            z->rows[z->nrows] = (prow){t, e->key, e->klen, 0, 0, 0, 0};
+            e->val = (void *)(uintptr_t)(z->nrows + 1);
+            z->nrows++;
         }
-        prow *r = &rows[(uintptr_t)e->val - 1];
+        prow *r = &z->rows[(uintptr_t)e->val - 1];
         int op = sqlite3_column_int(st, 2);
         uint64_t mask = (uint64_t)sqlite3_column_int64(st, 3);
         int64_t wall = sqlite3_column_int64(st, 4);
@@ -573,240 +482,276 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     if (rc == 0 && step != SQLITE_DONE && step != SQLITE_ROW)
         rc = tsync__err_sqlite(s->db, step, "read pending changes");
     sqlite3_reset(st);
-    st = NULL;
-    if (rc == 0 && nrows) rc = fold_set_aside(s, &map, &a, rows);
-    if (rc || nrows == 0) goto out;
+    if (rc == 0 && z->nrows) rc = tsync__fold_set_aside(s, &z->map, &z->a, z->rows);
+    return rc;
+}
 
-    /* Key order: clock rows and lookups then walk each b-tree forward (see tsync__key_cmp). */
-    qsort(rows, nrows, sizeof *rows, prow_cmp);
-    tsync__hlc last;
-    if ((rc = tsync__hlc_load(s, &last))) goto out;
-    int64_t corr = 0;
-    if ((rc = shop_clock(s, &last, &corr))) goto out;
-    uint64_t seq = 0;
-    uint8_t prev[TSYNC__HASH_BYTES] = {0};
-    if ((rc = load_head(s, &seq, prev))) goto out;
+/* Reads the values a row change carries: the row, or for a deleted row the values its delete
+ * trigger kept. On success *src is left on them (the caller resets it), *exists says whether the
+ * row is in its table and *have_vals whether *src holds values; *vbytes and *nvals measure what
+ * the change carries. */
+static int read_current(tsync_store *s, const prow *r, sqlite3_stmt **src, int *exists,
+                        int *have_vals, size_t *vbytes, size_t *nvals)
+{
+    tsync__table *t = r->t;
+    int rc;
+    *exists = *have_vals = 0;
+    if ((rc = bind_key(t->get_row, t, r->key, r->klen))) return rc;
+    int sr = sqlite3_step(t->get_row);
+    *src = t->get_row;
+    if (sr == SQLITE_ROW) {
+        *exists = 1;
+    } else {
+        sqlite3_reset(t->get_row);
+        if ((rc = bind_key(t->get_tomb, t, r->key, r->klen))) return rc;
+        sr = sqlite3_step(t->get_tomb);
+        *src = t->get_tomb;
+    }
+    if (sr != SQLITE_ROW && sr != SQLITE_DONE) {
+        rc = tsync__err_sqlite(s->db, sr, "read row");
+        sqlite3_reset(*src);
+        return rc;
+    }
+    *have_vals = sr == SQLITE_ROW;
+    /* What the change carries: the key and the values of the columns it names. Text and blob
+     * bytes are what TSYNC_MAX_ROW_BYTES limits (the capture trigger sums the same lengths);
+     * the rest is encoding overhead, a few bytes per value. */
+    *vbytes = *nvals = 0;
+    for (int c = 0; *have_vals && c < t->ncols; c++) {
+        if (!t->is_pk[c] && !t->is_counter[c] && !(r->mask & (1ULL << c))) continue;
+        int ty = sqlite3_column_type(*src, c);
+        if (ty == SQLITE_TEXT || ty == SQLITE_BLOB)
+            *vbytes += (size_t)sqlite3_column_bytes(*src, c);
+        (*nvals)++;
+    }
+    return 0;
+}
 
-    for (size_t ri = 0; ri < nrows; ri++) {
-        prow *r = &rows[ri];
-        tsync__table *t = r->t;
+/* The index of t among the batch's tables, adding it (with its batch column order: the key
+ * columns first) if the batch does not name it yet. */
+static int batch_table(bbuild *cur, tsync__table *t, uint32_t *out)
+{
+    uint32_t ti = 0;
+    for (; ti < cur->nbt; ti++)
+        if (cur->bt[ti].t == t) break;
+    if (ti == cur->nbt) {
+        btab *nb = realloc(cur->bt, (cur->nbt + 1) * sizeof *nb);
+        if (!nb) return tsync__err(TSYNC_ENOMEM, "out of memory");
+        cur->bt = nb;
+        cur->bt[cur->nbt].t = t;
+        int o = 0;
+        for (int i = 0; i < t->npk; i++) cur->bt[cur->nbt].ord2b[t->pk[i]] = o++;
+        for (int c = 0; c < t->ncols; c++)
+            if (!t->is_pk[c]) cur->bt[cur->nbt].ord2b[c] = o++;
+        cur->nbt++;
+    }
+    *out = ti;
+    return 0;
+}
 
-        /* Current values: the row, or for a deleted row the values its delete trigger kept. They
-         * are read first: their size decides whether this row change still fits the batch. */
-        int have_vals = 0, exists = 0;
-        if ((rc = bind_key(t->get_row, t, r->key, r->klen))) goto out;
-        int sr = sqlite3_step(t->get_row);
-        sqlite3_stmt *src = t->get_row;
-        if (sr == SQLITE_ROW) {
-            exists = 1;
-        } else {
-            sqlite3_reset(t->get_row);
-            if ((rc = bind_key(t->get_tomb, t, r->key, r->klen))) goto out;
-            sr = sqlite3_step(t->get_tomb);
-            src = t->get_tomb;
+/* The columns of batch row b (table ti of the batch) from the row's values: each counter as this
+ * site's P and N after the local delta, each other column the change names with the clock h and
+ * the clock it overwrites. Updates the row's clocks in z->meta to match. */
+static int put_columns(tsync_store *s, sealing *z, const prow *r, uint32_t ti,
+                       const tsync__val *vals, tsync__hlc h, tsync__brow *b)
+{
+    tsync__table *t = r->t;
+    bbuild *cur = &z->cur;
+    int rc;
+    b->cols = tsync__arena_alloc(&cur->a, (size_t)t->ncols * sizeof *b->cols);
+    b->ctrs = tsync__arena_alloc(&cur->a, (size_t)t->ncols * sizeof *b->ctrs);
+    if (!b->cols || !b->ctrs) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    for (int c = 0; c < t->ncols; c++) {
+        if (t->is_pk[c]) continue;
+        if (t->is_counter[c]) {
+            int64_t cur_v = vals[c].type == TSYNC__V_INT    ? vals[c].i
+                            : vals[c].type == TSYNC__V_REAL ? (int64_t)vals[c].r
+                                                            : 0;
+            int64_t delta =
+                (int64_t)((uint64_t)cur_v - (uint64_t)tsync__rowmeta_ctr_value(&z->meta, c));
+            if (delta == 0) continue;
+            if ((rc = tsync__rowmeta_ctr_add(&z->meta, c, s->local_idx, delta))) return rc;
+            const tsync__ctrset *cs = tsync__rowmeta_ctr(&z->meta, c);
+            for (size_t j = 0; cs && j < cs->n; j++)
+                if (cs->v[j].site == s->local_idx)
+                    b->ctrs[b->nctrs++] =
+                        (tsync__bctr){(uint32_t)cur->bt[ti].ord2b[c], cs->v[j].p, cs->v[j].n};
+            continue;
         }
-        if (sr != SQLITE_ROW && sr != SQLITE_DONE) {
-            rc = tsync__err_sqlite(s->db, sr, "read row");
-            sqlite3_reset(src);
-            goto out;
-        }
-        have_vals = sr == SQLITE_ROW;
-        /* What the change carries: the key and the values of the columns it names. Text and blob
-         * bytes are what TSYNC_MAX_ROW_BYTES limits (the capture trigger sums the same lengths);
-         * the rest is encoding overhead, a few bytes per value. */
-        size_t vbytes = 0, nvals = 0;
-        for (int c = 0; have_vals && c < t->ncols; c++) {
-            if (!t->is_pk[c] && !t->is_counter[c] && !(r->mask & (1ULL << c))) continue;
-            int ty = sqlite3_column_type(src, c);
-            if (ty == SQLITE_TEXT || ty == SQLITE_BLOB)
-                vbytes += (size_t)sqlite3_column_bytes(src, c);
-            nvals++;
-        }
-        if (vbytes > TSYNC_MAX_ROW_BYTES) {
-            /* Only a write captured before the capture trigger checked the size gets here (the
-             * trigger refuses such writes since). It cannot travel: an existing row's change is
-             * set aside, reported, and does not hold back the changes sealed around it; a deleted
-             * row's is sealed as a delete without the values it no longer shows. */
-            if (exists) {
-                sqlite3_reset(src);
-                if ((rc = set_aside(s, r, vbytes))) goto out;
-                continue;
-            }
-            have_vals = 0;
-            vbytes = nvals = 0;
-        }
-        size_t est = 64 + r->klen + vbytes + 16 * nvals;
-        /* Close the batch before this change would take it past a budget. A transaction is not a
-         * unit of sync, so one transaction may span several batches; each is signed and chained
-         * like any other, and clocks keep rising across them. */
-        if (cur.nrows && (cur.bytes + est > budget || cur.nrows >= max_rows)) {
-            if ((rc = seal_flush(s, &cur, &seq, prev))) {
-                sqlite3_reset(src);
-                goto out;
-            }
-            nbat++;
-        }
-        if (!cur.rows) {
-            size_t left = nrows - ri;
-            cur.cap = (uint32_t)(left < max_rows ? left : max_rows);
-            cur.rows = tsync__arena_alloc(&cur.a, cur.cap * sizeof *cur.rows);
-            uint32_t dummy;
-            if (!cur.rows)
-                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-            else
-                rc = sitedict_idx(s, &cur.sd, s->local_idx, &dummy); /* sites[0] = origin */
-            if (rc) {
-                sqlite3_reset(src);
-                goto out;
-            }
-        }
-        tsync__val vals[TSYNC__MAX_COLS];
-        for (int c = 0; have_vals && c < t->ncols; c++) {
-            tsync__col_val(src, c, &vals[c]);
-            if ((rc = copy_val(&cur.a, &vals[c]))) {
-                sqlite3_reset(src);
-                goto out;
-            }
-        }
-        sqlite3_reset(src);
+        if (!(r->mask & (1ULL << c))) continue;
+        tsync__bcol *bc = &b->cols[b->ncols++];
+        bc->col = (uint32_t)cur->bt[ti].ord2b[c];
+        bc->val = vals[c];
+        bc->old_hlc = z->meta.col[c].hlc;
+        bc->old_site = 0;
+        if (bc->old_hlc && (rc = sitedict_idx(s, &cur->sd, z->meta.col[c].site, &bc->old_site)))
+            return rc;
+        z->meta.col[c] = (tsync__colclk){h, s->local_idx};
+    }
+    return 0;
+}
 
-        tsync__brow *b = &cur.rows[cur.nrows++];
-        memset(b, 0, sizeof *b);
-        /* batch table entry */
-        uint32_t ti = 0;
-        for (; ti < cur.nbt; ti++)
-            if (cur.bt[ti].t == t) break;
-        if (ti == cur.nbt) {
-            btab *nb = realloc(cur.bt, (cur.nbt + 1) * sizeof *nb);
-            if (!nb) {
-                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-                goto out;
-            }
-            cur.bt = nb;
-            cur.bt[cur.nbt].t = t;
-            int o = 0;
-            for (int i = 0; i < t->npk; i++) cur.bt[cur.nbt].ord2b[t->pk[i]] = o++;
-            for (int c = 0; c < t->ncols; c++)
-                if (!t->is_pk[c]) cur.bt[cur.nbt].ord2b[c] = o++;
-            cur.nbt++;
-        }
-        b->table = ti;
-        if (tsync__key_decode(r->key, r->klen, b->pk, t->npk) != 0) {
-            rc = tsync__err(TSYNC_ECORRUPT, "bad pending key in %s", t->name);
-            goto out;
-        }
-        int64_t wall = r->wall + corr;
-        tsync__hlc h = tsync__hlc_next(last, wall > 0 ? (uint64_t)wall : 0);
-        last = h;
+/* Adds row change ri to the batch being built (appending that batch to the log first when the
+ * change would take it past a budget), gives it its clock, and writes the row's clocks. */
+static int seal_row(tsync_store *s, sealing *z, size_t ri)
+{
+    prow *r = &z->rows[ri];
+    tsync__table *t = r->t;
+    bbuild *cur = &z->cur;
 
-        tsync__rowmeta_clear(&meta);
-        int had_meta;
-        if ((rc = load_meta(s, t, r->key, r->klen, &meta, &had_meta))) goto out;
-        h = above_overwritten(&meta, t, r->mask, s->local_idx, h);
-        if (!cur.lo || h < cur.lo) cur.lo = h;
-        if (h > cur.hi) cur.hi = h;
-        b->hlc = h;
-
-        if (r->seen_delete || !exists) {
-            b->flags |= TSYNC__ROW_DEL;
-            b->rmv = tsync__arena_alloc(&cur.a, (meta.nexist + 1) * sizeof *b->rmv);
-            if (!b->rmv) {
-                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-                goto out;
-            }
-            size_t ne = meta.nexist;
-            for (size_t i = 0; i < ne; i++) {
-                tsync__exist e = meta.exist[i];
-                if (!e.add || e.rmv >= e.add) continue;
-                uint32_t bi;
-                if ((rc = sitedict_idx(s, &cur.sd, e.site, &bi))) goto out;
-                b->rmv[b->nrmv++] = (tsync__brmv){bi, e.add};
-                if ((rc = tsync__rowmeta_exist_merge(&meta, e.site, 0, e.add))) goto out;
-            }
-        }
+    /* The current values are read first: their size decides whether this row change still fits
+     * the batch. */
+    sqlite3_stmt *src = NULL;
+    int exists, have_vals, rc;
+    size_t vbytes = 0, nvals = 0;
+    if ((rc = read_current(s, r, &src, &exists, &have_vals, &vbytes, &nvals))) return rc;
+    if (vbytes > TSYNC_MAX_ROW_BYTES) {
+        /* Only a write captured before the capture trigger checked the size gets here (the
+         * trigger refuses such writes since). It cannot travel: an existing row's change is
+         * set aside, reported, and does not hold back the changes sealed around it; a deleted
+         * row's is sealed as a delete without the values it no longer shows. */
         if (exists) {
-            b->flags |= TSYNC__ROW_ADD;
-            if ((rc = tsync__rowmeta_exist_merge(&meta, s->local_idx, h, 0))) goto out;
+            sqlite3_reset(src);
+            return tsync__set_aside(s, r, vbytes);
         }
-        if (have_vals) {
-            b->cols = tsync__arena_alloc(&cur.a, (size_t)t->ncols * sizeof *b->cols);
-            b->ctrs = tsync__arena_alloc(&cur.a, (size_t)t->ncols * sizeof *b->ctrs);
-            if (!b->cols || !b->ctrs) {
-                rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-                goto out;
-            }
-            for (int c = 0; c < t->ncols; c++) {
-                if (t->is_pk[c]) continue;
-                if (t->is_counter[c]) {
-                    int64_t cur_v = vals[c].type == TSYNC__V_INT    ? vals[c].i
-                                    : vals[c].type == TSYNC__V_REAL ? (int64_t)vals[c].r
-                                                                    : 0;
-                    int64_t delta =
-                        (int64_t)((uint64_t)cur_v - (uint64_t)tsync__rowmeta_ctr_value(&meta, c));
-                    if (delta == 0) continue;
-                    if ((rc = tsync__rowmeta_ctr_add(&meta, c, s->local_idx, delta))) goto out;
-                    const tsync__ctrset *cs = tsync__rowmeta_ctr(&meta, c);
-                    for (size_t j = 0; cs && j < cs->n; j++)
-                        if (cs->v[j].site == s->local_idx)
-                            b->ctrs[b->nctrs++] = (tsync__bctr){(uint32_t)cur.bt[ti].ord2b[c],
-                                                                cs->v[j].p, cs->v[j].n};
-                    continue;
-                }
-                if (!(r->mask & (1ULL << c))) continue;
-                tsync__bcol *bc = &b->cols[b->ncols++];
-                bc->col = (uint32_t)cur.bt[ti].ord2b[c];
-                bc->val = vals[c];
-                bc->old_hlc = meta.col[c].hlc;
-                bc->old_site = 0;
-                if (bc->old_hlc && (rc = sitedict_idx(s, &cur.sd, meta.col[c].site, &bc->old_site)))
-                    goto out;
-                meta.col[c] = (tsync__colclk){h, s->local_idx};
-            }
+        have_vals = 0;
+        vbytes = nvals = 0;
+    }
+    size_t est = 64 + r->klen + vbytes + 16 * nvals;
+    /* Close the batch before this change would take it past a budget. A transaction is not a
+     * unit of sync, so one transaction may span several batches; each is signed and chained
+     * like any other, and clocks keep rising across them. */
+    if (cur->nrows && (cur->bytes + est > z->budget || cur->nrows >= z->max_rows)) {
+        if ((rc = seal_flush(s, cur, &z->seq, z->prev))) {
+            sqlite3_reset(src);
+            return rc;
         }
-        cur.bytes += est + 24 * (size_t)b->nrmv;
-        if ((rc = tsync__put_meta(s, t, r->key, r->klen, &meta, &mbuf, &mcap, had_meta))) goto out;
-        /* A tombstone exists only for a row with clocks, or one deleted in this window. */
-        if (exists && (r->seen_delete || (r->seen_insert && had_meta))) {
-            if ((rc = bind_key(t->del_tomb, t, r->key, r->klen))) goto out;
-            sr = sqlite3_step(t->del_tomb);
-            sqlite3_reset(t->del_tomb);
-            if (sr != SQLITE_DONE) {
-                rc = tsync__err_sqlite(s->db, sr, "clear tombstone");
-                goto out;
-            }
+        z->nbat++;
+    }
+    if (!cur->rows) {
+        size_t left = z->nrows - ri;
+        cur->cap = (uint32_t)(left < z->max_rows ? left : z->max_rows);
+        cur->rows = tsync__arena_alloc(&cur->a, cur->cap * sizeof *cur->rows);
+        uint32_t dummy;
+        if (!cur->rows)
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        else
+            rc = sitedict_idx(s, &cur->sd, s->local_idx, &dummy); /* sites[0] = origin */
+        if (rc) {
+            sqlite3_reset(src);
+            return rc;
         }
     }
-    if (cur.nrows) {
-        if ((rc = seal_flush(s, &cur, &seq, prev))) goto out;
-        nbat++;
+    tsync__val vals[TSYNC__MAX_COLS];
+    for (int c = 0; have_vals && c < t->ncols; c++) {
+        tsync__col_val(src, c, &vals[c]);
+        if ((rc = copy_val(&cur->a, &vals[c]))) {
+            sqlite3_reset(src);
+            return rc;
+        }
     }
-    if (nbat && (rc = tsync__hlc_store(s, last))) goto out;
-    if (nbatches) *nbatches = nbat;
+    sqlite3_reset(src);
 
-out:
-    if (rc == 0 && maxid > 0) {
+    tsync__brow *b = &cur->rows[cur->nrows++];
+    memset(b, 0, sizeof *b);
+    uint32_t ti = 0;
+    if ((rc = batch_table(cur, t, &ti))) return rc;
+    b->table = ti;
+    if (tsync__key_decode(r->key, r->klen, b->pk, t->npk) != 0)
+        return tsync__err(TSYNC_ECORRUPT, "bad pending key in %s", t->name);
+    int64_t wall = r->wall + z->corr;
+    tsync__hlc h = tsync__hlc_next(z->last, wall > 0 ? (uint64_t)wall : 0);
+    z->last = h;
+
+    tsync__rowmeta_clear(&z->meta);
+    int had_meta;
+    if ((rc = load_meta(s, t, r->key, r->klen, &z->meta, &had_meta))) return rc;
+    h = above_overwritten(&z->meta, t, r->mask, s->local_idx, h);
+    if (!cur->lo || h < cur->lo) cur->lo = h;
+    if (h > cur->hi) cur->hi = h;
+    b->hlc = h;
+
+    if (r->seen_delete || !exists) {
+        b->flags |= TSYNC__ROW_DEL;
+        b->rmv = tsync__arena_alloc(&cur->a, (z->meta.nexist + 1) * sizeof *b->rmv);
+        if (!b->rmv) return tsync__err(TSYNC_ENOMEM, "out of memory");
+        size_t ne = z->meta.nexist;
+        for (size_t i = 0; i < ne; i++) {
+            tsync__exist e = z->meta.exist[i];
+            if (!e.add || e.rmv >= e.add) continue;
+            uint32_t bi;
+            if ((rc = sitedict_idx(s, &cur->sd, e.site, &bi))) return rc;
+            b->rmv[b->nrmv++] = (tsync__brmv){bi, e.add};
+            if ((rc = tsync__rowmeta_exist_merge(&z->meta, e.site, 0, e.add))) return rc;
+        }
+    }
+    if (exists) {
+        b->flags |= TSYNC__ROW_ADD;
+        if ((rc = tsync__rowmeta_exist_merge(&z->meta, s->local_idx, h, 0))) return rc;
+    }
+    if (have_vals && (rc = put_columns(s, z, r, ti, vals, h, b))) return rc;
+    cur->bytes += est + 24 * (size_t)b->nrmv;
+    if ((rc = tsync__put_meta(s, t, r->key, r->klen, &z->meta, &z->mbuf, &z->mcap, had_meta)))
+        return rc;
+    /* A tombstone exists only for a row with clocks, or one deleted in this window. */
+    if (exists && (r->seen_delete || (r->seen_insert && had_meta))) {
+        if ((rc = bind_key(t->del_tomb, t, r->key, r->klen))) return rc;
+        int sr = sqlite3_step(t->del_tomb);
+        sqlite3_reset(t->del_tomb);
+        if (sr != SQLITE_DONE) return tsync__err_sqlite(s->db, sr, "clear tombstone");
+    }
+    return 0;
+}
+
+/* Step 2: the row changes in key order into batches, each appended to the log when the next
+ * change would take it past a budget. */
+static int build_batches(tsync_store *s, sealing *z)
+{
+    /* Key order: clock rows and lookups then walk each b-tree forward (see tsync__key_cmp). */
+    qsort(z->rows, z->nrows, sizeof *z->rows, prow_cmp);
+    int rc = tsync__hlc_load(s, &z->last);
+    if (rc == 0) rc = shop_clock(s, &z->last, &z->corr);
+    if (rc == 0) rc = load_head(s, &z->seq, z->prev);
+    for (size_t ri = 0; rc == 0 && ri < z->nrows; ri++) rc = seal_row(s, z, ri);
+    return rc;
+}
+
+/* Step 3: the last batch to the log, the clock persisted, and tsync_pending emptied. */
+static int seal_close(tsync_store *s, sealing *z, size_t *nbatches)
+{
+    int rc;
+    if (z->cur.nrows) {
+        if ((rc = seal_flush(s, &z->cur, &z->seq, z->prev))) return rc;
+        z->nbat++;
+    }
+    if (z->nbat && (rc = tsync__hlc_store(s, z->last))) return rc;
+    if (nbatches) *nbatches = z->nbat;
+    if (z->maxid > 0) {
         /* Under BEGIN IMMEDIATE nobody else has written since we read, so every pending row
          * is sealed (or set aside): an unconditional DELETE lets SQLite clear the table in one
          * step. */
         sqlite3_stmt *del = tsync__prep(s, "DELETE FROM tsync_pending");
-        if (!del) {
-            rc = TSYNC_EIO;
-        } else {
-            if (sqlite3_step(del) != SQLITE_DONE)
-                rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "clear pending changes");
-            sqlite3_reset(del);
-        }
+        if (!del) return TSYNC_EIO;
+        rc = 0;
+        if (sqlite3_step(del) != SQLITE_DONE)
+            rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "clear pending changes");
+        sqlite3_reset(del);
+        return rc;
     }
-    if (st) sqlite3_reset(st);
-    tsync__rowmeta_clear(&meta);
-    tsync__rmap_free(&map);
-    tsync__arena_free(&a);
-    tsync__arena_free(&cur.a);
-    free(rows);
-    free(cur.bt);
-    free(cur.sd.local);
-    free(cur.sd.ids);
-    free(mbuf);
+    return 0;
+}
+
+int tsync__seal_locked(tsync_store *s, size_t *nbatches)
+{
+    if (nbatches) *nbatches = 0;
+    sealing z;
+    memset(&z, 0, sizeof z);
+    z.budget = s->seal_batch_bytes ? s->seal_batch_bytes : TSYNC__SEAL_BATCH_BYTES;
+    z.max_rows = s->seal_batch_rows ? s->seal_batch_rows : TSYNC__SEAL_BATCH_ROWS;
+    int rc = collect_pending(s, &z);
+    if (rc == 0 && z.nrows) rc = build_batches(s, &z);
+    if (rc == 0) rc = seal_close(s, &z, nbatches);
+    sealing_free(&z);
     return rc;
 }
 
