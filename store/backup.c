@@ -170,7 +170,7 @@ static int header_check(const uint8_t *h, size_t n, const char *name, int *enc)
     return 0;
 }
 
-int tsync_backup_encrypted(const char *path, int *encrypted)
+int tsync_backup_encrypted(int *encrypted, const char *path)
 {
     *encrypted = 0;
     FILE *f = fopen(path, "rb");
@@ -1316,6 +1316,8 @@ int tsync_backup(tsync_store *s, const char *out_path, const tsync_backup_option
 {
     tsync_backup_options def = TSYNC_BACKUP_OPTIONS_INIT;
     if (!opts) opts = &def;
+    if (tsync__check_version("tsync_backup_options", opts->version, TSYNC_BACKUP_OPTIONS_VERSION))
+        return TSYNC_EVERSION;
     if (manifest_json) *manifest_json = NULL;
     if (!s || !out_path || !*out_path) return tsync__err(TSYNC_EINVAL, "no backup file given");
     if (sodium_init() < 0) return tsync__err(TSYNC_ERROR, "libsodium failed to initialise");
@@ -1542,6 +1544,11 @@ int tsync_restore(const char *db_path, const char *backup_path, const tsync_rest
 {
     tsync_restore_options def = TSYNC_RESTORE_OPTIONS_INIT;
     if (!opts) opts = &def;
+    if (tsync__check_version("tsync_restore_options", opts->version,
+                             TSYNC_RESTORE_OPTIONS_VERSION) ||
+        (report && tsync__check_version("tsync_restore_report", report->version,
+                                        TSYNC_RESTORE_REPORT_VERSION)))
+        return TSYNC_EVERSION;
     if (!db_path || !*db_path || !backup_path)
         return tsync__err(TSYNC_EINVAL, "restore needs a database and a backup file");
     if (sodium_init() < 0) return tsync__err(TSYNC_ERROR, "libsodium failed to initialise");

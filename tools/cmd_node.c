@@ -251,7 +251,7 @@ int cmd_status(int argc, char **argv)
     so.read_only = 1;
     if (tsync_store_open(&s, db, &so) != 0) return cli_fail("status");
     char *state = NULL;
-    if (tsync_store_state_json(s, &state) != 0) {
+    if (tsync_store_state_json(&state, s) != 0) {
         tsync_store_free(s);
         return cli_fail("status");
     }

@@ -42,7 +42,7 @@ int cmd_schema(int argc, char **argv)
     tsync_store *s;
     if (open_db(db, &s) != 0) return cli_fail("schema");
     char *js = NULL;
-    if (tsync_store_schema_json(s, &js, NULL) != 0) {
+    if (tsync_store_schema_json(&js, s, NULL) != 0) {
         tsync_store_free(s);
         return cli_fail("schema");
     }
@@ -184,7 +184,7 @@ int cli_schema_status(tsync_store *s, json_t *out)
     int rc = tsync_store_schema_mismatches(s, mismatch_add, mm);
     if (rc == 0) rc = tsync_store_parked_foreach(s, STATUS_PARKED_MAX, &total, parked_add, pk);
     char *merr = NULL;
-    if (rc == 0) rc = tsync_store_signed_migration_error(s, &merr);
+    if (rc == 0) rc = tsync_store_signed_migration_error(&merr, s);
     json_object_set_new(out, "state",
                         json_string(json_array_size(mm) || merr ? "attention" : "ok"));
     json_object_set_new(out, "schema_mismatches", mm);

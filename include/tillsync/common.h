@@ -52,7 +52,8 @@ typedef struct {
                             call on this thread */
 } tsync_error;
 
-/* Returns the last error recorded on this thread, or NULL if none. Borrowed pointer. */
+/* Returns the last error recorded on this thread; never NULL: while none is recorded (or after
+ * tsync_error_clear()), a static record with code 0 and message "no error". Borrowed pointer. */
 TSYNC_API const tsync_error *tsync_error_last(void);
 
 /* Clears the last error of this thread. */
