@@ -103,7 +103,7 @@ TSYNC_API int tsync_store_seal(tsync_store *s, size_t *nbatches);
 TSYNC_API int tsync_store_state_json(char **out, tsync_store *s);
 
 /* Writes a bundle of the batches a peer with the given state lacks (all when since_json is NULL).
- * Seals first. *out is the caller's (free()). nbatches may be NULL.
+ * Seals first. out, len: receive the bundle, the caller's (free()). nbatches may be NULL.
  * Errors: TSYNC_EINVAL (since_json is not a state this library wrote). */
 TSYNC_API int tsync_store_bundle(uint8_t **out, size_t *len, tsync_store *s, const char *since_json,
                                  size_t *nbatches);
