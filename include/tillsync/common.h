@@ -34,7 +34,8 @@ typedef enum {
     TSYNC_EIO = -6,         /* an operating-system or SQLite I/O error */
     TSYNC_EBADSIG = -7,     /* a signature does not verify */
     TSYNC_ECORRUPT = -8,    /* malformed, truncated or tampered bytes */
-    TSYNC_EVERSION = -9,    /* unsupported format or protocol version */
+    TSYNC_EVERSION = -9,    /* unsupported format or protocol version, or an options or report
+                               struct of a version this library does not know (docs/API.md) */
     TSYNC_ECLOCKSKEW = -10, /* a clock is too far ahead */
     TSYNC_EFORK = -11,      /* two different batches claim the same origin and sequence number */
     TSYNC_ECHAIN = -12,     /* the hash chain of an origin's batches is broken */
