@@ -14,50 +14,58 @@
 typedef struct {
     int code;           /* the error code, or 0 for any */
     const char *marker; /* a phrase of the library's message naming the situation */
-    const char *hint;   /* the advice; "%s" (at most once) is the database path when known */
+    const char *hint;   /* the advice; "%s" (at most once) is the database path */
+    /* When hint has "%s": the message starts with path_before, and the path runs up to
+     * path_after; a message that does not start so is another situation. */
+    const char *path_before, *path_after;
 } hint_rule;
 
 static const hint_rule RULES[] = {
     /* store: open */
-    {TSYNC_ENOTFOUND, " does not exist", "run `tillsync init %s` to create it"},
-    {TSYNC_ENOTFOUND, "is missing", "run `tillsync init %s` to make a new device key"},
+    {TSYNC_ENOTFOUND, " does not exist", "run `tillsync init %s` to create it", "database ",
+     " does not exist"},
+    {TSYNC_ENOTFOUND, "is missing", "run `tillsync init %s` to make a new device key", "key file ",
+     ".key is missing"},
     /* bundle --since */
-    {TSYNC_EINVAL, "state has no \"vector\" array",
-     "give the output of `tillsync state DB --json`"},
+    {TSYNC_EINVAL, "state has no \"vector\" array", "give the output of `tillsync state DB --json`",
+     NULL, NULL},
     {TSYNC_ENOTFOUND, "cannot write a bundle for that state",
-     "run `tillsync run` on that till with an enrolled till of the shop: it sends the snapshot"},
+     "run `tillsync run` on that till with an enrolled till of the shop: it sends the snapshot",
+     NULL, NULL},
     /* node: static peers */
     {TSYNC_EINVAL, "KEY must be 64 hex digits",
-     "run `tillsync state DB` on that till: it shows "
-     "public_key"},
-    {TSYNC_EINVAL, "give its key as", "run `tillsync state DB` on that till: it shows public_key"},
+     "run `tillsync state DB` on that till: it shows public_key", NULL, NULL},
+    {TSYNC_EINVAL, "give its key as", "run `tillsync state DB` on that till: it shows public_key",
+     NULL, NULL},
     {0, "no #KEY given",
      "run `tillsync state DB` on that till (it shows public_key), or install its certificate "
-     "with `tillsync enrol DB CERT OTHERCERT`"},
+     "with `tillsync enrol DB CERT OTHERCERT`",
+     NULL, NULL},
     /* backup */
     {TSYNC_ECORRUPT, "is an SQLite database, not a tillsync backup",
-     "run `tillsync backup DB FILE` to make one"},
+     "run `tillsync backup DB FILE` to make one", NULL, NULL},
     /* trust */
     {0, "an enrolment request is not a shop record",
-     "run `tillsync shop sign KEYFILE REQ` (the shop admin) to sign it"},
+     "run `tillsync shop sign KEYFILE REQ` (the shop admin) to sign it", NULL, NULL},
     {0, "no certificate for this device's key",
-     "run `tillsync enrol-request DB` on this database to make the request"},
+     "run `tillsync enrol-request DB` on this database to make the request", NULL, NULL},
     {0, "is an enrolment request, not a certificate",
-     "run `tillsync shop sign KEYFILE REQ > CERT` (the shop admin) to sign it"},
-    {0, "is a revocation", "run `tillsync revoke DB FILE` to install it"},
-    {0, "no admin key to check the revocation against", "run `tillsync enrol DB CERT` first"},
+     "run `tillsync shop sign KEYFILE REQ > CERT` (the shop admin) to sign it", NULL, NULL},
+    {0, "is a revocation", "run `tillsync revoke DB FILE` to install it", NULL, NULL},
+    {0, "no admin key to check the revocation against", "run `tillsync enrol DB CERT` first", NULL,
+     NULL},
 };
 
-/* The path in "database PATH does not exist" / "key file PATH is missing", else "DB". */
-static void path_of(const char *m, const char *before, const char *after, char *out, size_t n)
+/* The path between before (at the start of m) and after, or NULL when m is not of that form. */
+static const char *path_of(const char *m, const char *before, const char *after, char *out,
+                           size_t n)
 {
-    const char *a = strstr(m, before), *b = a ? strstr(a + strlen(before), after) : NULL;
-    if (!a || !b || (size_t)(b - a - strlen(before)) >= n) {
-        snprintf(out, n, "DB");
-        return;
-    }
-    a += strlen(before);
-    snprintf(out, n, "%.*s", (int)(b - a), a);
+    size_t lb = strlen(before);
+    if (strncmp(m, before, lb) != 0) return NULL;
+    const char *end = strstr(m + lb, after);
+    if (!end || (size_t)(end - m - lb) >= n) return NULL;
+    snprintf(out, n, "%.*s", (int)(end - m - lb), m + lb);
+    return out;
 }
 
 const char *cli_hint(int code, const char *message, char *buf, size_t n)
@@ -70,13 +78,10 @@ const char *cli_hint(int code, const char *message, char *buf, size_t n)
     for (size_t i = 0; i < sizeof RULES / sizeof RULES[0]; i++) {
         const hint_rule *r = &RULES[i];
         if ((r->code && r->code != code) || !strstr(message, r->marker)) continue;
-        char path[256] = "DB";
-        if (i == 0) {
-            if (strncmp(message, "database ", 9) != 0) continue; /* a file, not the database */
-            path_of(message, "database ", " does not exist", path, sizeof path);
-        } else if (i == 1) {
-            if (strncmp(message, "key file ", 9) != 0) continue;
-            path_of(message, "key file ", ".key is missing", path, sizeof path);
+        char path[256] = "";
+        if (r->path_before && !path_of(message, r->path_before, r->path_after, path, sizeof path)) {
+            if (strncmp(message, r->path_before, strlen(r->path_before)) != 0) continue;
+            snprintf(path, sizeof path, "DB"); /* a path too long to repeat, or another key file */
         }
         snprintf(buf, n, r->hint, path);
         return buf;
