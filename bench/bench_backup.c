@@ -82,7 +82,7 @@ static void make_source(job *j, uint64_t seed)
     sqlite3_finalize(st);
     BENCH_TS(tsync_store_seal(s, NULL));
     uint8_t h[TSYNC_HASH_BYTES];
-    BENCH_TS(tsync_store_hash(s, "products", h));
+    BENCH_TS(tsync_store_hash(h, s, "products"));
     for (int i = 0; i < TSYNC_HASH_BYTES; i++) sprintf(j->src_hash + 2 * i, "%02x", h[i]);
     bench_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
     tsync_store_free(s);
@@ -151,7 +151,7 @@ static double restore_ours(job *j)
     tsync_store *s = bench_store_open(j->restored, TSYNC_SYNC_NORMAL);
     uint8_t h[TSYNC_HASH_BYTES];
     char hex[2 * TSYNC_HASH_BYTES + 1];
-    BENCH_TS(tsync_store_hash(s, "products", h));
+    BENCH_TS(tsync_store_hash(h, s, "products"));
     for (int i = 0; i < TSYNC_HASH_BYTES; i++) sprintf(hex + 2 * i, "%02x", h[i]);
     tsync_store_free(s);
     BENCH_CHECK(strcmp(hex, j->src_hash) == 0, "the restored products hash %s, the source %s", hex,

@@ -494,7 +494,7 @@ BENCH_FN const char *bench_hash_hex(tsync_store *s)
     static int k;
     char *out = ring[k++ % 4];
     uint8_t h[TSYNC_HASH_BYTES];
-    BENCH_TS(tsync_store_hash(s, NULL, h));
+    BENCH_TS(tsync_store_hash(h, s, NULL));
     for (int i = 0; i < TSYNC_HASH_BYTES; i++) sprintf(out + 2 * i, "%02x", h[i]);
     return out;
 }

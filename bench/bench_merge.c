@@ -61,7 +61,7 @@ static void child_a(void *arg)
     uint8_t *b = NULL;
     size_t len = 0;
     bench_timer t = bench_start();
-    BENCH_TS(tsync_store_bundle(s, NULL, &b, &len, &nb));
+    BENCH_TS(tsync_store_bundle(&b, &len, s, NULL, &nb));
     j->a_bundle = bench_stop(t).wall;
     BENCH_CHECK(nb == sealed, "the bundle holds %zu batches, A sealed %zu", nb, sealed);
     j->nbatches = nb;

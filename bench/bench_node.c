@@ -343,7 +343,7 @@ static void till_create(int i, const char *name)
     BENCH_TS(tsync_store_replicate(s, "sales", NULL, 0));
     BENCH_TS(tsync_store_replicate(s, "sale_lines", NULL, 0));
     char *js = NULL;
-    BENCH_TS(tsync_store_state_json(s, &js));
+    BENCH_TS(tsync_store_state_json(&js, s));
     json_field(js, "public_key", T[i].key, sizeof T[i].key);
     free(js);
     tsync_store_free(s);
@@ -371,7 +371,7 @@ static void tills_catalogue(int n)
     BENCH_TS(tsync_store_seal(s, NULL));
     uint8_t *b = NULL;
     size_t len = 0;
-    BENCH_TS(tsync_store_bundle(s, NULL, &b, &len, NULL));
+    BENCH_TS(tsync_store_bundle(&b, &len, s, NULL, NULL));
     char h0[2 * TSYNC_HASH_BYTES + 1];
     snprintf(h0, sizeof h0, "%s", bench_hash_hex(s));
     tsync_store_free(s);
@@ -1079,7 +1079,7 @@ static void cu_bundle(void *arg)
     tsync_store *s = bench_store_open(T[0].db, TSYNC_SYNC_NORMAL);
     uint8_t *b = NULL;
     size_t len = 0, nb = 0;
-    BENCH_TS(tsync_store_bundle(s, CU->since, &b, &len, &nb));
+    BENCH_TS(tsync_store_bundle(&b, &len, s, CU->since, &nb));
     bench_write_file(CU->bfile, b, len);
     tsync_store_free(s);
     CU->bundle_s = bench_now() - t0;
@@ -1192,7 +1192,7 @@ static json_t *vector_of(const char *db)
     tsync_store *s = NULL;
     BENCH_TS(tsync_store_open(&s, db, &o));
     char *js = NULL;
-    BENCH_TS(tsync_store_state_json(s, &js));
+    BENCH_TS(tsync_store_state_json(&js, s));
     tsync_store_free(s);
     json_t *j = json_loads(js, 0, NULL);
     free(js);
@@ -1243,7 +1243,7 @@ static int case_catchup(bench_report *rep)
         tsync_store *s = NULL;
         BENCH_TS(tsync_store_open(&s, b0, &o));
         char *js = NULL;
-        BENCH_TS(tsync_store_state_json(s, &js));
+        BENCH_TS(tsync_store_state_json(&js, s));
         BENCH_CHECK(strlen(js) < sizeof CU->since, "state too long");
         snprintf(CU->since, sizeof CU->since, "%s", js);
         free(js);

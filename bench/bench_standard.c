@@ -152,10 +152,10 @@ static void child_setup(void *arg)
     BENCH_TS(tsync_store_seal(a, &nb));
     BENCH_CHECK(nb == 1, "sealing the catalogue made %zu batches", nb);
     char *state = NULL;
-    BENCH_TS(tsync_store_state_json(b, &state));
+    BENCH_TS(tsync_store_state_json(&state, b));
     uint8_t *bun = NULL;
     size_t len = 0;
-    BENCH_TS(tsync_store_bundle(a, state, &bun, &len, &nb));
+    BENCH_TS(tsync_store_bundle(&bun, &len, a, state, &nb));
     free(state);
     BENCH_CHECK(nb == 1, "the catalogue bundle holds %zu batches", nb);
     tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
@@ -168,7 +168,7 @@ static void child_setup(void *arg)
     char ha[2 * TSYNC_HASH_BYTES + 1];
     snprintf(ha, sizeof ha, "%s", bench_hash_hex(a));
     BENCH_CHECK(strcmp(ha, bench_hash_hex(b)) == 0, "A and B differ after the catalogue sync");
-    BENCH_TS(tsync_store_state_json(b, &state));
+    BENCH_TS(tsync_store_state_json(&state, b));
     bench_write_file(j->bstate, state, strlen(state));
     free(state);
     tsync_store_free(a);
@@ -210,7 +210,7 @@ static void child_a(void *arg)
     uint8_t *bun = NULL;
     size_t len = 0;
     t0 = bench_now();
-    BENCH_TS(tsync_store_bundle(s, since, &bun, &len, &nb));
+    BENCH_TS(tsync_store_bundle(&bun, &len, s, since, &nb));
     j->a_encode = bench_now() - t0;
     BENCH_CHECK(nb == (j->mode == M_SEAL100 ? inline_batches : 1), "the delta holds %zu batches",
                 nb);

@@ -38,7 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1) return 0;
     if (data[0] & 1) {
         tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
-        (void)tsync_store_merge(store, data + 1, size - 1, &r);
+        int mrc = tsync_store_merge(store, data + 1, size - 1, &r); /* warn_unused_result */
+        (void)mrc;
         tsync_merge_report_clear(&r);
     } else {
         char *js = malloc(size);
@@ -47,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         js[size - 1] = 0;
         uint8_t *out = NULL;
         size_t len = 0;
-        (void)tsync_store_bundle(store, js, &out, &len, NULL);
+        (void)tsync_store_bundle(&out, &len, store, js, NULL);
         free(out);
         free(js);
     }

@@ -68,7 +68,7 @@ int tsync_store_status_get(tsync_store_status *out, tsync_store *s)
     if (tsync__unsealable_note(s, note, sizeof note) == 1 && !(st.unsealable = strdup(note)))
         rc = tsync__err(TSYNC_ENOMEM, "out of memory");
     if (rc == 0) rc = tsync_store_schema_mismatches(s, count_mismatch, &st.schema_mismatches);
-    if (rc == 0) rc = tsync_store_signed_migration_error(s, &st.signed_migration_error);
+    if (rc == 0) rc = tsync_store_signed_migration_error(&st.signed_migration_error, s);
     if (rc != 0) {
         tsync_store_status_clear(&st);
         return rc;

@@ -505,6 +505,8 @@ int tsync_backup(tsync_store *s, const char *out_path, const tsync_backup_option
 {
     tsync_backup_options def = TSYNC_BACKUP_OPTIONS_INIT;
     if (!opts) opts = &def;
+    if (tsync__check_version("tsync_backup_options", opts->version, TSYNC_BACKUP_OPTIONS_VERSION))
+        return TSYNC_EVERSION;
     if (manifest_json) *manifest_json = NULL;
     if (!s || !out_path || !*out_path) return tsync__err(TSYNC_EINVAL, "no backup file given");
     if (sodium_init() < 0) return tsync__err(TSYNC_ERROR, "libsodium failed to initialise");

@@ -117,7 +117,7 @@ static int header_check(const uint8_t *h, size_t n, const char *name, int *enc)
     return 0;
 }
 
-int tsync_backup_encrypted(const char *path, int *encrypted)
+int tsync_backup_encrypted(int *encrypted, const char *path)
 {
     *encrypted = 0;
     FILE *f = fopen(path, "rb");

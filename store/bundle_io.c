@@ -20,7 +20,7 @@ static json_t *hexstr(const uint8_t *p, size_t n)
     return json_string(buf);
 }
 
-int tsync_store_state_json(tsync_store *s, char **out)
+int tsync_store_state_json(char **out, tsync_store *s)
 {
     *out = NULL;
     tsync__hlc hlc;
@@ -130,7 +130,7 @@ static int add_piece(void *ctx, const tsync__run_piece *p)
     return 0;
 }
 
-int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, size_t *len,
+int tsync_store_bundle(uint8_t **out, size_t *len, tsync_store *s, const char *since_json,
                        size_t *nbatches)
 {
     *out = NULL;

@@ -98,7 +98,7 @@ static int hash_table(tsync_store *s, tsync__table *t, crypto_generichash_state 
     return rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "hash table");
 }
 
-int tsync_store_hash(tsync_store *s, const char *table, uint8_t out[TSYNC_HASH_BYTES])
+int tsync_store_hash(uint8_t out[TSYNC_HASH_BYTES], tsync_store *s, const char *table)
 {
     int rc = tsync__tables_refresh(s);
     if (rc) return rc;
@@ -153,7 +153,7 @@ static json_t *col_json(sqlite3_stmt *st, int i)
     }
 }
 
-int tsync_store_conflicts_json(tsync_store *s, char **out)
+int tsync_store_conflicts_json(char **out, tsync_store *s)
 {
     *out = NULL;
     sqlite3_stmt *st;

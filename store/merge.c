@@ -577,6 +577,9 @@ static int finish(mctx *c, inbatch *list, size_t n)
 
 int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_merge_report *report)
 {
+    if (report &&
+        tsync__check_version("tsync_merge_report", report->version, TSYNC_MERGE_REPORT_VERSION))
+        return TSYNC_EVERSION;
     tsync__arena da = {0};
     tsync__bundle bun;
     char err[TSYNC__ERRLEN];
@@ -805,7 +808,8 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
 
 refuse:
     if (report) report->refused++;
-    tsync_merge__report(&c, "%s", tsync_error_last() ? tsync_error_last()->message : "refused");
+    tsync_merge__report(&c, "%s",
+                        tsync_error_last()->code ? tsync_error_last()->message : "refused");
     goto fail;
 rollback:
     tsync__rollback(s);

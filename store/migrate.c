@@ -310,7 +310,7 @@ static int load_applied(tsync_store *s, applied_rec **out, size_t *nout)
     return 0;
 }
 
-int tsync_store_schema_version(tsync_store *s, int64_t *out)
+int tsync_store_schema_version(int64_t *out, tsync_store *s)
 {
     *out = 0;
     int yes = 0, rc = has_migrations_table(s, &yes);
@@ -323,7 +323,7 @@ int tsync_store_schema_version(tsync_store *s, int64_t *out)
     return x == SQLITE_ROW ? 0 : tsync__err_sqlite(s->db, x, "read the schema version");
 }
 
-int tsync_store_migrations_json(tsync_store *s, char **out)
+int tsync_store_migrations_json(char **out, tsync_store *s)
 {
     *out = NULL;
     applied_rec *a;
@@ -517,8 +517,8 @@ static int refuse_last(run *m, int code)
 {
     const tsync_error *e = tsync_error_last();
     char buf[512];
-    snprintf(buf, sizeof buf, "%s", e ? e->message : "failed");
-    return refuse(m, e ? e->code : code, "%s", buf);
+    snprintf(buf, sizeof buf, "%s", e->code ? e->message : "failed");
+    return refuse(m, e->code ? e->code : code, "%s", buf);
 }
 
 static int is_internal(const char *name)
@@ -1240,8 +1240,8 @@ fail_committed:
         /* keep the error of the failure, not of the refresh */
         const tsync_error *e = tsync_error_last();
         char msg[512];
-        int code = e ? e->code : rc;
-        snprintf(msg, sizeof msg, "%s", e ? e->message : "migration failed");
+        int code = e->code ? e->code : rc;
+        snprintf(msg, sizeof msg, "%s", e->code ? e->message : "migration failed");
         tsync__tables_refresh(s);
         tsync__err(code, "%s", msg);
     }
@@ -1253,6 +1253,9 @@ fail_committed:
 
 int tsync_store_migrate(tsync_store *s, const char *dir, tsync_migrate_report *report)
 {
+    if (report &&
+        tsync__check_version("tsync_migrate_report", report->version, TSYNC_MIGRATE_REPORT_VERSION))
+        return TSYNC_EVERSION;
     if (report) tsync_migrate_report_clear(report);
     if (!dir || !*dir) return tsync__err(TSYNC_EINVAL, "no migrations folder given");
     mfile *files = NULL;
@@ -1376,7 +1379,9 @@ int tsync__migrate_signed_pending(tsync_store *s, tsync_migrate_report *report)
     if (rc == TSYNC_EBUSY || rc == TSYNC_EIO || rc == TSYNC_ENOMEM) return rc;
     /* Applied (or refused): status says which, until the next run. */
     char msg[600];
-    if (rc) snprintf(msg, sizeof msg, "%s", tsync_error_last() ? tsync_error_last()->message : "?");
+    if (rc)
+        snprintf(msg, sizeof msg, "%s",
+                 tsync_error_last()->code ? tsync_error_last()->message : "?");
     int mrc = meta_error_set(s, rc ? msg : NULL);
     if (rc) tsync__err(rc, "%s", msg);
     return rc ? rc : mrc;
@@ -1385,6 +1390,9 @@ int tsync__migrate_signed_pending(tsync_store *s, tsync_migrate_report *report)
 int tsync_store_migrate_signed(tsync_store *s, const uint8_t *rec, size_t len,
                                tsync_migrate_report *report)
 {
+    if (report &&
+        tsync__check_version("tsync_migrate_report", report->version, TSYNC_MIGRATE_REPORT_VERSION))
+        return TSYNC_EVERSION;
     if (report) tsync_migrate_report_clear(report);
     if (rec) {
         tsync__arena a = {0};
@@ -1401,7 +1409,7 @@ int tsync_store_migrate_signed(tsync_store *s, const uint8_t *rec, size_t len,
     return tsync__migrate_signed_pending(s, report);
 }
 
-int tsync_store_signed_migration_error(tsync_store *s, char **out)
+int tsync_store_signed_migration_error(char **out, tsync_store *s)
 {
     *out = NULL;
     sqlite3_stmt *st;

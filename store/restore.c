@@ -327,6 +327,11 @@ int tsync_restore(const char *db_path, const char *backup_path, const tsync_rest
 {
     tsync_restore_options def = TSYNC_RESTORE_OPTIONS_INIT;
     if (!opts) opts = &def;
+    if (tsync__check_version("tsync_restore_options", opts->version,
+                             TSYNC_RESTORE_OPTIONS_VERSION) ||
+        (report && tsync__check_version("tsync_restore_report", report->version,
+                                        TSYNC_RESTORE_REPORT_VERSION)))
+        return TSYNC_EVERSION;
     if (!db_path || !*db_path || !backup_path)
         return tsync__err(TSYNC_EINVAL, "restore needs a database and a backup file");
     if (sodium_init() < 0) return tsync__err(TSYNC_ERROR, "libsodium failed to initialise");

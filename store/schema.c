@@ -672,7 +672,7 @@ int tsync__schema_from_bundle(tsync_store *s, const tsync__bundle *b, tsync_merg
         }
         if (report && mrc)
             report_add(report, "signed migrations cannot run here: %s",
-                       tsync_error_last() ? tsync_error_last()->message : "?");
+                       tsync_error_last()->code ? tsync_error_last()->message : "?");
         for (size_t i = 0; report && i < mr.napplied; i++)
             report_add(report, "applied signed migration %s", mr.applied[i].name);
         tsync_migrate_report_clear(&mr);
@@ -690,7 +690,7 @@ int tsync__schema_from_bundle(tsync_store *s, const tsync__bundle *b, tsync_merg
 
 /* ---------------------------------------------------------------- public: this till */
 
-int tsync_store_schema_json(tsync_store *s, char **out, uint8_t digest[TSYNC_HASH_BYTES])
+int tsync_store_schema_json(char **out, tsync_store *s, uint8_t digest[TSYNC_HASH_BYTES])
 {
     *out = NULL;
     uint8_t *d = NULL;

@@ -345,16 +345,16 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
     tsync_store_options def = TSYNC_STORE_OPTIONS_INIT;
     if (!opts) opts = &def;
     *out = NULL;
+    int vrc =
+        tsync__check_version("tsync_store_options", opts->version, TSYNC_STORE_OPTIONS_VERSION);
+    if (vrc) return vrc;
     if (!path || !*path) return tsync__err(TSYNC_EINVAL, "no database path given");
     if (sodium_init() < 0) return tsync__err(TSYNC_ERROR, "libsodium failed to initialise");
 
     struct stat sb;
     int exists = stat(path, &sb) == 0;
     if (!exists && !opts->create)
-        return tsync__err(TSYNC_ENOTFOUND,
-                          "database %s does not exist (create it with "
-                          "'tillsync init %s')",
-                          path, path);
+        return tsync__err(TSYNC_ENOTFOUND, "database %s does not exist", path);
 
     tsync_store *s = calloc(1, sizeof *s);
     if (!s) return tsync__err(TSYNC_ENOMEM, "out of memory");

@@ -16,7 +16,7 @@ int tsync__sync_vv(tsync_store *s, tsync__vv *out)
 {
     memset(out, 0, sizeof *out);
     sqlite3_stmt *st = tsync__prep(s, "SELECT site, seq, hash FROM tsync_sites WHERE seq > 0");
-    if (!st) return tsync_error_last() ? tsync_error_last()->code : TSYNC_EIO;
+    if (!st) return tsync_error_last()->code ? tsync_error_last()->code : TSYNC_EIO;
     int rc = 0, step;
     while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
         if (sqlite3_column_bytes(st, 0) != TSYNC__SITE_BYTES) continue;
@@ -119,7 +119,7 @@ static int behind_or_gap(tsync_store *s, int64_t idx, const uint8_t *site, int64
 {
     sqlite3_stmt *m = tsync__prep(s, "SELECT seq, length(body) FROM tsync_log WHERE site=?1 AND "
                                      "seq>?2 ORDER BY seq LIMIT 1");
-    if (!m) return tsync_error_last() ? tsync_error_last()->code : TSYNC_EIO;
+    if (!m) return tsync_error_last()->code ? tsync_error_last()->code : TSYNC_EIO;
     sqlite3_bind_int64(m, 1, idx);
     sqlite3_bind_int64(m, 2, from);
     int64_t next = -1, len = -1;
@@ -277,7 +277,7 @@ int tsync__sync_counts_get(tsync_store *s, tsync__sync_counts *out)
     out->pending = count_of(s, "SELECT count(*) FROM tsync_pending");
     if (out->held < 0 || out->parked < 0 || out->forks < 0 || out->conflicts < 0 ||
         out->pending < 0)
-        return tsync_error_last() ? tsync_error_last()->code : TSYNC_EIO;
+        return tsync_error_last()->code ? tsync_error_last()->code : TSYNC_EIO;
     return 0;
 }
 
@@ -596,7 +596,7 @@ int tsync__sync_fork_proofs(tsync_store *s, int64_t after_id,
 {
     sqlite3_stmt *st =
         tsync__prep(s, "SELECT id, proof FROM tsync_forks WHERE id > ?1 ORDER BY id");
-    if (!st) return tsync_error_last() ? tsync_error_last()->code : TSYNC_EIO;
+    if (!st) return tsync_error_last()->code ? tsync_error_last()->code : TSYNC_EIO;
     sqlite3_bind_int64(st, 1, after_id);
     int rc = 0;
     while (rc == 0 && sqlite3_step(st) == SQLITE_ROW)

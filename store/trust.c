@@ -249,7 +249,7 @@ static int end(tsync_store *s, int own, int rc, char *err)
         /* keep the error of the failure, not of the rollback */
         const tsync_error *e = tsync_error_last();
         char msg[512];
-        snprintf(msg, sizeof msg, "%s", e ? e->message : "failed");
+        snprintf(msg, sizeof msg, "%s", e->code ? e->message : "failed");
         tsync__rollback(s);
         tsync__err(rc, "%s", msg);
         return rc;
@@ -643,7 +643,7 @@ static int keep_merged(tsync_store *s, char *err)
     int rc = tsync__trust_keep_merged(s);
     if (rc)
         snprintf(err, TSYNC__ERRLEN, "%s",
-                 tsync_error_last() ? tsync_error_last()->message : "cannot seal a batch");
+                 tsync_error_last()->code ? tsync_error_last()->message : "cannot seal a batch");
     return rc;
 }
 

@@ -128,7 +128,7 @@ size_t th_seal(tsync_store *s)
 uint8_t *th_bundle(tsync_store *from, size_t *len)
 {
     uint8_t *b = NULL;
-    int rc = tsync_store_bundle(from, NULL, &b, len, NULL);
+    int rc = tsync_store_bundle(&b, len, from, NULL, NULL);
     cr_assert(rc == 0, "bundle: %s", tsync_error_last() ? tsync_error_last()->message : "?");
     return b;
 }
@@ -136,11 +136,11 @@ uint8_t *th_bundle(tsync_store *from, size_t *len)
 int th_sync(tsync_store *from, tsync_store *to)
 {
     char *state = NULL;
-    int rc = tsync_store_state_json(to, &state);
+    int rc = tsync_store_state_json(&state, to);
     cr_assert(rc == 0, "state: %s", tsync_error_last() ? tsync_error_last()->message : "?");
     uint8_t *b = NULL;
     size_t len = 0;
-    rc = tsync_store_bundle(from, state, &b, &len, NULL);
+    rc = tsync_store_bundle(&b, &len, from, state, NULL);
     cr_assert(rc == 0, "bundle: %s", tsync_error_last() ? tsync_error_last()->message : "?");
     rc = tsync_store_merge(to, b, len, NULL);
     free(b);
@@ -154,7 +154,7 @@ const char *th_hash(tsync_store *s)
     static int k;
     char *out = ring[k++ & 7];
     uint8_t h[TSYNC_HASH_BYTES];
-    int rc = tsync_store_hash(s, NULL, h);
+    int rc = tsync_store_hash(h, s, NULL);
     cr_assert(rc == 0, "hash: %s", tsync_error_last() ? tsync_error_last()->message : "?");
     for (int i = 0; i < TSYNC_HASH_BYTES; i++) snprintf(out + 2 * i, 3, "%02x", h[i]);
     return out;

@@ -465,7 +465,7 @@ nu_facts nu_read(const char *db)
     tsync_store *s = store_for(db);
     if (!s) return f;
     uint8_t h[TSYNC_HASH_BYTES];
-    if (tsync_store_hash(s, NULL, h) != 0) return f;
+    if (tsync_store_hash(h, s, NULL) != 0) return f;
     for (int i = 0; i < TSYNC_HASH_BYTES; i++) snprintf(f.hash + 2 * i, 3, "%02x", h[i]);
     sqlite3 *c = tsync_store_sqlite(s);
     int ok = 1;

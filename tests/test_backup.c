@@ -214,8 +214,8 @@ Test(backup, round_trip_plain_and_encrypted)
     cr_assert_str_eq(checked, manifest, "the check returns the manifest written");
     free(checked), free(manifest);
     int enc = -1;
-    cr_assert(tsync_backup_encrypted(th_path(dir, "enc.tsb"), &enc) == 0 && enc == 1);
-    cr_assert(tsync_backup_encrypted(th_path(dir, "plain.tsb"), &enc) == 0 && enc == 0);
+    cr_assert(tsync_backup_encrypted(&enc, th_path(dir, "enc.tsb")) == 0 && enc == 1);
+    cr_assert(tsync_backup_encrypted(&enc, th_path(dir, "plain.tsb")) == 0 && enc == 0);
     rc = tsync_backup_check(th_path(dir, "enc.tsb"), "correct horse", NULL);
     cr_assert(rc == 0, "check encrypted: %s", errmsg());
 
@@ -678,7 +678,7 @@ static int64_t stock_of(tsync_store *s, const char *id)
 static char *state_field(tsync_store *s, const char *field)
 {
     char *js = NULL;
-    cr_assert(tsync_store_state_json(s, &js) == 0);
+    cr_assert(tsync_store_state_json(&js, s) == 0);
     char key[64];
     snprintf(key, sizeof key, "\"%s\": \"", field);
     char *p = strstr(js, key);

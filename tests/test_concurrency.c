@@ -321,7 +321,7 @@ static void sealer_main(const char *path, char tag, uint64_t seed, int ms, int f
         if (th_rand(&rng) % 50 == 0) {
             uint8_t *b = NULL;
             size_t len;
-            if (tsync_store_bundle(s, NULL, &b, &len, NULL) != 0) {
+            if (tsync_store_bundle(&b, &len, s, NULL, NULL) != 0) {
                 fprintf(stderr, "sealer %c: bundle: %s\n", tag, errmsg());
                 _exit(3);
             }
@@ -456,14 +456,14 @@ static void *twin_thread(void *p)
         if (what == 0 && tsync_store_seal(s, NULL) != 0) TWIN_FAIL(a, "seal: %s", errmsg());
         if (what == 1) {
             /* what the shared file lacks from our peer */
-            if (tsync_store_state_json(s, &state) ||
-                tsync_store_bundle(peer, state, &b, &len, NULL))
+            if (tsync_store_state_json(&state, s) ||
+                tsync_store_bundle(&b, &len, peer, state, NULL))
                 TWIN_FAIL(a, "bundle for the till: %s", errmsg());
             if (tsync_store_merge(s, b, len, NULL) != 0) TWIN_FAIL(a, "merge: %s", errmsg());
         }
         if (what == 2) {
-            if (tsync_store_state_json(peer, &state) ||
-                tsync_store_bundle(s, state, &b, &len, NULL))
+            if (tsync_store_state_json(&state, peer) ||
+                tsync_store_bundle(&b, &len, s, state, NULL))
                 TWIN_FAIL(a, "bundle for the peer: %s", errmsg());
             if (tsync_store_merge(peer, b, len, NULL) != 0)
                 TWIN_FAIL(a, "merge into the peer: %s", errmsg());

@@ -134,7 +134,7 @@ static void child_main(const char *db, const char *peer_bundle, int iter, uint64
             uint8_t *b = NULL;
             size_t len;
             put_rec(fd, n, 'B', 'U', 0, 0);
-            if (tsync_store_bundle(s, NULL, &b, &len, NULL) != 0) {
+            if (tsync_store_bundle(&b, &len, s, NULL, NULL) != 0) {
                 fprintf(stderr, "child: bundle: %s\n", errmsg());
                 _exit(3);
             }

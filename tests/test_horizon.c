@@ -75,10 +75,10 @@ static void ack_and_prune(tsync_store *to, tsync_store *member, uint64_t keep)
 static int bundle_for(tsync_store *from, tsync_store *peer)
 {
     char *state = NULL;
-    cr_assert_eq(tsync_store_state_json(peer, &state), 0);
+    cr_assert_eq(tsync_store_state_json(&state, peer), 0);
     uint8_t *bun = NULL;
     size_t len = 0;
-    int rc = tsync_store_bundle(from, state, &bun, &len, NULL);
+    int rc = tsync_store_bundle(&bun, &len, from, state, NULL);
     free(state);
     free(bun);
     return rc;

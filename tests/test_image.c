@@ -35,7 +35,7 @@ static void copy_file(const char *from, const char *to)
 static int64_t rollbacks_of(tsync_store *s, char **site)
 {
     char *js = NULL;
-    cr_assert_eq(tsync_store_state_json(s, &js), 0);
+    cr_assert_eq(tsync_store_state_json(&js, s), 0);
     const char *r = strstr(js, "\"rollbacks\": ");
     cr_assert(r, "state has no rollbacks: %s", js);
     int64_t n = strtoll(r + 13, NULL, 10);
@@ -167,7 +167,7 @@ Test(image, read_only_open_writes_nothing)
     cr_assert_eq(strlen(th_hash(a)), 64);
     uint8_t *bun = NULL;
     size_t len = 0, nb = 0;
-    cr_assert_eq(tsync_store_bundle(a, NULL, &bun, &len, &nb), 0);
+    cr_assert_eq(tsync_store_bundle(&bun, &len, a, NULL, &nb), 0);
     cr_assert_eq(nb, 1); /* the sealed batch; nothing sealed now */
     free(bun);
     cr_assert_neq(tsync_store_exec(a, "INSERT INTO products VALUES('p3', 'x', 1, 1)", NULL, NULL),

@@ -49,7 +49,7 @@ static void put(const char *dir, const char *name, const char *text)
 static int64_t version(tsync_store *s)
 {
     int64_t v = -1;
-    cr_assert_eq(tsync_store_schema_version(s, &v), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_schema_version(&v, s), 0, "%s", errmsg());
     return v;
 }
 
@@ -114,10 +114,10 @@ static void push(tsync_store *from, tsync_store *to)
 static void push_report(tsync_store *from, tsync_store *to, tsync_merge_report *rep)
 {
     char *state = NULL;
-    cr_assert_eq(tsync_store_state_json(to, &state), 0);
+    cr_assert_eq(tsync_store_state_json(&state, to), 0);
     uint8_t *b = NULL;
     size_t len = 0;
-    cr_assert_eq(tsync_store_bundle(from, state, &b, &len, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_bundle(&b, &len, from, state, NULL), 0, "%s", errmsg());
     int rc = tsync_store_merge(to, b, len, rep);
     cr_assert_eq(rc, 0, "merge: %s", errmsg());
     free(b);
@@ -213,7 +213,7 @@ Test(migrate, applies_in_number_order_once_and_records_hashes)
     cr_assert_gt(th_int(s, "SELECT count(*) FROM tsync_log", -1), 0);
 
     char *js = NULL;
-    cr_assert_eq(tsync_store_migrations_json(s, &js), 0);
+    cr_assert_eq(tsync_store_migrations_json(&js, s), 0);
     cr_assert(strstr(js, "\"version\": 10") && strstr(js, "10_fill.sql"), "%s", js);
     free(js);
 
@@ -717,7 +717,7 @@ Test(migrate, schema_version_reads_without_writing)
     cr_assert_eq(th_int(s, "SELECT count(*) FROM sqlite_schema", -1), n,
                  "reading the version created something");
     char *js = NULL;
-    cr_assert_eq(tsync_store_migrations_json(s, &js), 0);
+    cr_assert_eq(tsync_store_migrations_json(&js, s), 0);
     cr_assert(strstr(js, "\"version\": 0"), "%s", js);
     free(js);
     /* An empty folder is nothing to do, and creates nothing either. */

@@ -932,7 +932,7 @@ Test(node_security, forged_and_reordered_batches_refused)
     unhex(f.h.key, hs.pk, sizeof hs.pk);
     tsync_store *hst = th_open(f.h.db);
     char *state = NULL;
-    cr_assert_eq(tsync_store_state_json(hst, &state), 0);
+    cr_assert_eq(tsync_store_state_json(&state, hst), 0);
     tsync_store_free(hst);
     json_error_t je;
     json_t *so = json_loads(state, 0, &je);

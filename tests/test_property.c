@@ -676,7 +676,7 @@ static void reopen(sched *S, int r)
 static char *state_of(sched *S, int r)
 {
     char *st = NULL;
-    int rc = tsync_store_state_json(S->rep[r].s, &st);
+    int rc = tsync_store_state_json(&st, S->rep[r].s);
     PCHECK(S, rc == 0, "state of replica %d: %s", r, errmsg());
     return st;
 }
@@ -685,7 +685,7 @@ static char *state_of(sched *S, int r)
 static uint8_t *bundle_of(sched *S, int from, const char *since, size_t *len)
 {
     uint8_t *b = NULL;
-    int rc = tsync_store_bundle(S->rep[from].s, since, &b, len, NULL);
+    int rc = tsync_store_bundle(&b, len, S->rep[from].s, since, NULL);
     PCHECK(S, rc == 0, "bundle of replica %d: %s", from, errmsg());
     keep(S, b);
     resolve(S, from); /* bundling seals first */

@@ -195,7 +195,7 @@ Test(signed_migration, installed_on_one_till_runs_on_the_other_and_unparks)
     tsync_merge_report_clear(&mr);
     free(bun);
     int64_t v = 0;
-    cr_assert_eq(tsync_store_schema_version(b, &v), 0);
+    cr_assert_eq(tsync_store_schema_version(&v, b), 0);
     cr_assert_eq(v, 1);
     cr_assert_eq(th_int(b, "SELECT count(*) FROM tsync_parked", -1), 0);
     char *note = th_text(b, "SELECT note FROM items WHERE id = 'i1'");
@@ -204,7 +204,7 @@ Test(signed_migration, installed_on_one_till_runs_on_the_other_and_unparks)
     cr_assert_str_eq(th_hash(a), th_hash(b));
     cr_assert_eq(mismatches(b), 0, "b's definitions now equal a's");
     char *e = NULL;
-    cr_assert_eq(tsync_store_signed_migration_error(b, &e), 0);
+    cr_assert_eq(tsync_store_signed_migration_error(&e, b), 0);
     cr_assert_null(e);
     tsync_store_free(a);
     tsync_store_free(b);
@@ -234,12 +234,12 @@ Test(signed_migration, refusals_are_kept_and_a_later_fix_replaces)
     cr_assert_eq(tsync_store_migrate_signed(a, rec, len, NULL), TSYNC_EINVAL);
     free(rec);
     char *e = NULL;
-    cr_assert_eq(tsync_store_signed_migration_error(a, &e), 0);
+    cr_assert_eq(tsync_store_signed_migration_error(&e, a), 0);
     cr_assert_not_null(e);
     cr_assert(strstr(e, "duplicate column"), "%s", e);
     free(e);
     int64_t v = -1;
-    cr_assert_eq(tsync_store_schema_version(a, &v), 0);
+    cr_assert_eq(tsync_store_schema_version(&v, a), 0);
     cr_assert_eq(v, 0);
     /* The admin's fix, signed later under the same number, replaces it and runs. */
     rec = sign(&k, 1, "001_fix.sql", "ALTER TABLE items ADD COLUMN note TEXT;", 20, &len);
@@ -249,7 +249,7 @@ Test(signed_migration, refusals_are_kept_and_a_later_fix_replaces)
     cr_assert_str_eq(r.applied[0].name, "001_fix.sql");
     tsync_migrate_report_clear(&r);
     free(rec);
-    cr_assert_eq(tsync_store_signed_migration_error(a, &e), 0);
+    cr_assert_eq(tsync_store_signed_migration_error(&e, a), 0);
     cr_assert_null(e, "the refusal is gone once a run succeeded");
     tsync_store_free(a);
     tsync_store_free(n);

@@ -692,10 +692,10 @@ Test(snapshot, vector_stubs_and_the_batches_that_follow)
     th_exec(a, "UPDATE products SET price = 11 WHERE id = 'p1'");
     th_seal(a);
     char *state = NULL;
-    cr_assert_eq(tsync_store_state_json(b, &state), 0);
+    cr_assert_eq(tsync_store_state_json(&state, b), 0);
     uint8_t *bun;
     size_t len;
-    cr_assert_eq(tsync_store_bundle(a, state, &bun, &len, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_bundle(&bun, &len, a, state, NULL), 0, "%s", errmsg());
     free(state);
     tsync_merge_report rep = TSYNC_MERGE_REPORT_INIT;
     cr_assert_eq(tsync_store_merge(b, bun, len, &rep), 0, "%s", errmsg());
@@ -755,8 +755,8 @@ Test(snapshot, a_till_behind_the_pruned_horizon_catches_up)
     char *state;
     uint8_t *bun = NULL;
     size_t len;
-    cr_assert_eq(tsync_store_state_json(c, &state), 0);
-    cr_assert_neq(tsync_store_bundle(a, state, &bun, &len, NULL), 0, "a pruned log gave a bundle");
+    cr_assert_eq(tsync_store_state_json(&state, c), 0);
+    cr_assert_neq(tsync_store_bundle(&bun, &len, a, state, NULL), 0, "a pruned log gave a bundle");
     free(state);
     snap sn;
     export_snap(a, 300, &sn);

@@ -57,7 +57,7 @@ static void snap_take(tsync_store *s, snapshot *out)
 {
     strcpy(out->hash, th_hash(s));
     out->state = NULL;
-    cr_assert_eq(tsync_store_state_json(s, &out->state), 0, "state: %s", errmsg());
+    cr_assert_eq(tsync_store_state_json(&out->state, s), 0, "state: %s", errmsg());
     for (size_t i = 0; i < sizeof COUNTED / sizeof COUNTED[0]; i++)
         out->counts[i] = th_int(s, COUNTED[i], -1);
 }
@@ -316,10 +316,10 @@ Test(store_badinput, flipped_byte_in_compressed_bundle_is_refused)
     world_open(&w);
     /* The bundle the API writes (zstd with a checksum) for a peer in R's state. */
     char *since = NULL;
-    cr_assert_eq(tsync_store_state_json(w.r, &since), 0);
+    cr_assert_eq(tsync_store_state_json(&since, w.r), 0);
     uint8_t *good = NULL;
     size_t len = 0, nb = 0;
-    cr_assert_eq(tsync_store_bundle(w.a, since, &good, &len, &nb), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_bundle(&good, &len, w.a, since, &nb), 0, "%s", errmsg());
     cr_assert_eq(nb, 2);
     cr_assert_eq(good[9] & 1, 1, "expected a compressed bundle");
     flip_every_byte(&w, good, len, "compressed");
@@ -639,7 +639,7 @@ static uint8_t *forge(tsync_store *origin, const logent *real, uint64_t seq,
 static json_t *vector_entry(tsync_store *s, tsync_store *of)
 {
     char *js = NULL;
-    cr_assert_eq(tsync_store_state_json(s, &js), 0);
+    cr_assert_eq(tsync_store_state_json(&js, s), 0);
     json_error_t je;
     json_t *o = json_loads(js, 0, &je);
     free(js);
@@ -704,10 +704,10 @@ Test(store_badinput, forked_batch_is_recorded_and_freezes_the_origin)
     th_exec(w.a, "INSERT INTO products VALUES('p9', 'after the fork', 1, 1)");
     th_seal(w.a);
     char *since = NULL;
-    cr_assert_eq(tsync_store_state_json(w.r, &since), 0);
+    cr_assert_eq(tsync_store_state_json(&since, w.r), 0);
     uint8_t *later = NULL;
     size_t llen = 0;
-    cr_assert_eq(tsync_store_bundle(w.a, since, &later, &llen, NULL), 0);
+    cr_assert_eq(tsync_store_bundle(&later, &llen, w.a, since, NULL), 0);
     rep = (tsync_merge_report)TSYNC_MERGE_REPORT_INIT;
     rc = tsync_store_merge(w.r, later, llen, &rep);
     cr_assert_eq(rc, TSYNC_EFORK, "rc %d: %s", rc, errmsg());

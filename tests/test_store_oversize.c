@@ -303,7 +303,7 @@ Test(store_oversize, oversize_change_of_an_older_build_does_not_block_sales, .ti
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_pending", -1), 0);
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_unsealable", -1), 1, "set aside");
     char *state = NULL;
-    cr_assert_eq(tsync_store_state_json(a, &state), 0);
+    cr_assert_eq(tsync_store_state_json(&state, a), 0);
     cr_assert(strstr(state, "\"unsealable\"") && strstr(state, "per-row limit") &&
                   strstr(state, "table files") && strstr(state, "70000"),
               "the state does not report the unsealable row: %s", state);
@@ -329,7 +329,7 @@ Test(store_oversize, oversize_change_of_an_older_build_does_not_block_sales, .ti
     cr_assert_eq(run(a, "DELETE FROM files WHERE id='big'"), 0, "%s", errmsg());
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_pending", -1), 0);
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_unsealable", -1), 0);
-    cr_assert_eq(tsync_store_state_json(a, &state), 0);
+    cr_assert_eq(tsync_store_state_json(&state, a), 0);
     cr_assert_null(strstr(state, "unsealable"), "%s", state);
     free(state);
     cr_assert_eq(th_sync(a, b), 0, "sync: %s", errmsg());

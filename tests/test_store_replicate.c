@@ -553,7 +553,7 @@ static void copy_file(const char *from, const char *to)
 static char *state_field(tsync_store *s, const char *field)
 {
     char *js = NULL;
-    cr_assert_eq(tsync_store_state_json(s, &js), 0);
+    cr_assert_eq(tsync_store_state_json(&js, s), 0);
     json_error_t je;
     json_t *o = json_loads(js, 0, &je);
     free(js);

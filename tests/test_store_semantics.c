@@ -72,7 +72,7 @@ static int merge(tsync_store *to, const uint8_t *b, size_t len, tsync_merge_repo
 static char *state(tsync_store *s)
 {
     char *j = NULL;
-    cr_assert_eq(tsync_store_state_json(s, &j), 0, "state: %s", errmsg());
+    cr_assert_eq(tsync_store_state_json(&j, s), 0, "state: %s", errmsg());
     return j;
 }
 
@@ -241,7 +241,7 @@ Test(store_semantics, equal_hlc_tie_break_by_site)
 
     /* The tie really was a tie: the conflict recorded shows the same clock on both sides. */
     char *cj = NULL;
-    cr_assert_eq(tsync_store_conflicts_json(a, &cj), 0);
+    cr_assert_eq(tsync_store_conflicts_json(&cj, a), 0);
     json_error_t je;
     json_t *arr = json_loads(cj, 0, &je);
     cr_assert(json_is_array(arr) && json_array_size(arr) == 1, "conflicts: %s", cj);
@@ -279,7 +279,7 @@ Test(store_semantics, conflicts_recorded_with_both_values)
     tsync_store *both[2] = {a, b};
     for (int i = 0; i < 2; i++) {
         char *cj = NULL;
-        cr_assert_eq(tsync_store_conflicts_json(both[i], &cj), 0);
+        cr_assert_eq(tsync_store_conflicts_json(&cj, both[i]), 0);
         json_error_t je;
         json_t *arr = json_loads(cj, 0, &je);
         cr_assert(json_is_array(arr) && json_array_size(arr) == 1, "replica %d: %s", i, cj);
@@ -310,7 +310,7 @@ Test(store_semantics, conflicts_recorded_with_both_values)
     th_exec(b, "UPDATE products SET name = 'apple C' WHERE id='p1'");
     exchange(a, b);
     char *cj = NULL;
-    cr_assert_eq(tsync_store_conflicts_json(a, &cj), 0);
+    cr_assert_eq(tsync_store_conflicts_json(&cj, a), 0);
     json_error_t je;
     json_t *arr = json_loads(cj, 0, &je);
     cr_assert_eq(json_array_size(arr), 1, "a sequential write was recorded as a conflict: %s", cj);
@@ -554,7 +554,7 @@ Test(store_semantics, causal_order_holds_child_batch_until_dependency)
     char *since = state(a);
     uint8_t *bb = NULL;
     size_t blen = 0, nb = 0;
-    cr_assert_eq(tsync_store_bundle(b, since, &bb, &blen, &nb), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_bundle(&bb, &blen, b, since, &nb), 0, "%s", errmsg());
     cr_assert_eq(nb, 1, "the bundle should hold B's batch only");
     tsync_merge_report rep;
     cr_assert_eq(merge(c, bb, blen, &rep), 0, "%s", errmsg());

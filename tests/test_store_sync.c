@@ -158,7 +158,7 @@ Test(store_sync, prune_waits_for_every_member_and_keeps_a_stub)
     cr_assert_str_eq(th_hash(a), th_hash(b));
     uint8_t *all;
     size_t len;
-    cr_assert_eq(tsync_store_bundle(b, NULL, &all, &len, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_bundle(&all, &len, b, NULL, NULL), 0, "%s", errmsg());
     tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
     cr_assert_eq(tsync_store_merge(a, all, len, &r), 0, "%s", errmsg());
     cr_assert_eq(r.merged, 0);
@@ -174,9 +174,9 @@ Test(store_sync, prune_waits_for_every_member_and_keeps_a_stub)
     int rc = tsync__sync_runs(a, &cv, SIZE_MAX, on_piece, &col, NULL);
     cr_assert_eq(rc, TSYNC__SYNC_BEHIND, "got %d", rc);
     char *state;
-    cr_assert_eq(tsync_store_state_json(c, &state), 0);
+    cr_assert_eq(tsync_store_state_json(&state, c), 0);
     uint8_t *bun = NULL;
-    rc = tsync_store_bundle(a, state, &bun, &len, NULL);
+    rc = tsync_store_bundle(&bun, &len, a, state, NULL);
     cr_assert_eq(rc, TSYNC_ENOTFOUND);
     cr_assert(strstr(errmsg(), "pruned") && strstr(errmsg(), "snapshot"), "%s", errmsg());
     free(state);

@@ -125,7 +125,7 @@ static int passphrase_for(const char *path, const char *file, const char *what, 
 {
     *out = NULL;
     int enc = 0;
-    if (tsync_backup_encrypted(path, &enc) != 0) return cli_fail(what);
+    if (tsync_backup_encrypted(&enc, path) != 0) return cli_fail(what);
     return enc ? get_passphrase(file, what, 0, out) : 0;
 }
 

@@ -23,7 +23,7 @@ static int usage(const char *msg)
 static int status(tsync_store *s, int json)
 {
     char *js = NULL;
-    if (tsync_store_migrations_json(s, &js) != 0) return cli_fail("migrate");
+    if (tsync_store_migrations_json(&js, s) != 0) return cli_fail("migrate");
     if (json) {
         puts(js);
         free(js);

@@ -39,7 +39,7 @@ int cmd_schema(int argc, char **argv)
     tsync_store *s;
     if (open_db(db, &s) != 0) return cli_fail("schema");
     char *js = NULL;
-    if (tsync_store_schema_json(s, &js, NULL) != 0) {
+    if (tsync_store_schema_json(&js, s, NULL) != 0) {
         tsync_store_free(s);
         return cli_fail("schema");
     }

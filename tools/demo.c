@@ -80,7 +80,7 @@ static void short_hash(const uint8_t h[TSYNC_HASH_BYTES], char out[13])
 static const char *lib_error(void)
 {
     const tsync_error *e = tsync_error_last();
-    return e && e->message ? e->message : "unknown error";
+    return e->code && e->message ? e->message : "unknown error";
 }
 
 /* ---------------------------------------------------------------- one till */
@@ -289,9 +289,9 @@ static int exchange(demo *d, int from, int to, size_t *moved)
     char *state = NULL;
     uint8_t *bundle = NULL;
     size_t len = 0, nb = 0;
-    if (tsync_store_state_json(d->s[to], &state) != 0)
+    if (tsync_store_state_json(&state, d->s[to]) != 0)
         return demo_fail(d, "till%d: state: %s", to + 1, lib_error());
-    int rc = tsync_store_bundle(d->s[from], state, &bundle, &len, &nb);
+    int rc = tsync_store_bundle(&bundle, &len, d->s[from], state, &nb);
     free(state);
     if (rc != 0) return demo_fail(d, "till%d: bundle: %s", from + 1, lib_error());
     printf("    till%d -> till%d: ", from + 1, to + 1);
@@ -448,7 +448,7 @@ static int sell(demo *d)
 static int hashes(demo *d, uint8_t h[NTILLS][TSYNC_HASH_BYTES], int *equal)
 {
     for (int i = 0; i < NTILLS; i++)
-        if (tsync_store_hash(d->s[i], NULL, h[i]) != 0)
+        if (tsync_store_hash(h[i], d->s[i], NULL) != 0)
             return demo_fail(d, "till%d: hash: %s", i + 1, lib_error());
     *equal = 1;
     for (int i = 1; i < NTILLS; i++)

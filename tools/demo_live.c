@@ -158,7 +158,7 @@ static int setup_till(const char *path, int catalogue, char key[65], char *err, 
         rc = tsync_store_exec(s, sql, NULL, NULL);
     }
     char *state = NULL;
-    if (rc == 0) rc = tsync_store_state_json(s, &state);
+    if (rc == 0) rc = tsync_store_state_json(&state, s);
     if (rc == 0) {
         const char *k = strstr(state, "\"public_key\": \"");
         if (k) snprintf(key, 65, "%.64s", k + 15);
@@ -188,7 +188,7 @@ static int hash_of(const char *path, char out[17])
     tsync_store *s;
     uint8_t h[TSYNC_HASH_BYTES];
     if (tsync_store_open(&s, path, NULL) != 0) return -1;
-    int rc = tsync_store_hash(s, NULL, h);
+    int rc = tsync_store_hash(h, s, NULL);
     tsync_store_free(s);
     sodium_bin2hex(out, 17, h, 8);
     return rc;

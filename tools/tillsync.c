@@ -18,6 +18,7 @@
 #include "cmd_node.h"
 #include "cmd_schema.h"
 #include "cmd_trust.h"
+#include "hint.h"
 
 static const char *USAGE =
     "usage: tillsync COMMAND [ARGS]\n"
@@ -101,7 +102,10 @@ static const char *USAGE =
 int cli_fail(const char *what)
 {
     const tsync_error *e = tsync_error_last();
-    fprintf(stderr, "tillsync: %s: %s\n", what, e ? e->message : "unknown error");
+    char hint[512];
+    const char *h = e->code ? cli_hint(e->code, e->message, hint, sizeof hint) : NULL;
+    fprintf(stderr, "tillsync: %s: %s%s%s%s\n", what, e->code ? e->message : "unknown error",
+            h ? " (hint: " : "", h ? h : "", h ? ")" : "");
     return 1;
 }
 
@@ -376,7 +380,7 @@ static int cmd_state(int argc, char **argv)
     if (cli_open(argv[2], CLI_RW_OR_RO, &s)) return 1;
     char *js = NULL;
     int ret = 0;
-    if (tsync_store_state_json(s, &js) != 0) {
+    if (tsync_store_state_json(&js, s) != 0) {
         ret = cli_fail("state");
     } else if (json) {
         puts(js);
@@ -427,7 +431,7 @@ static int cmd_bundle(int argc, char **argv)
     uint8_t *out;
     size_t len, nb;
     int ret = 0;
-    if (tsync_store_bundle(s, since, &out, &len, &nb) != 0) {
+    if (tsync_store_bundle(&out, &len, s, since, &nb) != 0) {
         ret = cli_fail("bundle");
     } else {
         ret = write_file(argv[3], out, len);
@@ -479,7 +483,7 @@ static int cmd_hash(int argc, char **argv)
     if (cli_open(argv[2], CLI_RO, &s)) return 1;
     uint8_t h[TSYNC_HASH_BYTES];
     int ret = 0;
-    if (tsync_store_hash(s, table, h) != 0) {
+    if (tsync_store_hash(h, s, table) != 0) {
         ret = cli_fail("hash");
     } else {
         char hex[2 * TSYNC_HASH_BYTES + 1];
@@ -498,7 +502,7 @@ static int cmd_conflicts(int argc, char **argv)
     if (cli_open(argv[2], CLI_RO, &s)) return 1;
     char *js;
     int ret = 0;
-    if (tsync_store_conflicts_json(s, &js) != 0) {
+    if (tsync_store_conflicts_json(&js, s) != 0) {
         ret = cli_fail("conflicts");
     } else if (json) {
         puts(js);

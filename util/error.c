@@ -12,9 +12,13 @@ static _Thread_local tsync_error last_error;
 /* Room for a message that quotes another (a refusal quoting a trust refusal). */
 static _Thread_local char last_message[2 * TSYNC__ERRLEN];
 
+/* What tsync_error_last() returns while nothing failed, so a caller may always dereference it
+ * (libgit2's git_error_last() does the same). */
+static const tsync_error no_error = {0, "no error"};
+
 const tsync_error *tsync_error_last(void)
 {
-    return last_error.code ? &last_error : NULL;
+    return last_error.code ? &last_error : &no_error;
 }
 
 void tsync_error_clear(void)
@@ -38,6 +42,17 @@ int tsync__err(int code, const char *fmt, ...)
     last_error.code = code;
     last_error.message = last_message;
     return code;
+}
+
+int tsync__check_version(const char *what, unsigned int version, unsigned int newest)
+{
+    if (version >= 1 && version <= newest) return 0;
+    /* 0 is a struct nobody initialised; above newest, one from a newer tillsync.h than the
+     * library's: its fields would be read at the wrong places. */
+    return tsync__err(TSYNC_EVERSION,
+                      "%s version %u is not one this library knows (1 to %u): initialise it with "
+                      "its _INIT macro and build against this library's headers",
+                      what, version, newest);
 }
 
 const char *tsync_strerror(int code)

@@ -23,6 +23,8 @@
 
 /* Records the thread's last error (printf-style, one line) and returns code. */
 int tsync__err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* 0 when version is 1..newest; else TSYNC_EVERSION naming what (an options or report struct). */
+int tsync__check_version(const char *what, unsigned int version, unsigned int newest);
 
 /* ---------------------------------------------------------------- time (the one clock module) */
 

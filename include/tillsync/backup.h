@@ -64,7 +64,7 @@ TSYNC_API int tsync_backup(tsync_store *s, const char *out_path, const tsync_bac
 /* Tells whether the file at path starts like a backup, and whether it is encrypted (so a caller
  * knows to ask for a passphrase). Reads only the fixed header; says nothing about the rest.
  * Errors: TSYNC_ENOTFOUND, TSYNC_EIO, TSYNC_ECORRUPT (not a backup), TSYNC_EVERSION. */
-TSYNC_API int tsync_backup_encrypted(const char *path, int *encrypted);
+TSYNC_API int tsync_backup_encrypted(int *encrypted, const char *path);
 
 /* Verifies a backup file without restoring it: header and format, decryption (passphrase needed
  * when the file is encrypted, ignored otherwise), the content hash, truncation, the manifest, and
@@ -73,7 +73,8 @@ TSYNC_API int tsync_backup_encrypted(const char *path, int *encrypted);
  * Errors: TSYNC_ECORRUPT (damaged, truncated, altered, or not a backup; the message says which),
  * TSYNC_EBADSIG (an encrypted file does not decrypt: wrong passphrase, or altered), TSYNC_EVERSION
  * (a format this version does not read), TSYNC_EINVAL (encrypted and no passphrase given). */
-TSYNC_API int tsync_backup_check(const char *path, const char *passphrase, char **manifest_json);
+TSYNC_API TSYNC_WARN_UNUSED int tsync_backup_check(const char *path, const char *passphrase,
+                                                   char **manifest_json);
 
 typedef struct {
     unsigned int version;   /* TSYNC_RESTORE_OPTIONS_VERSION */

@@ -34,7 +34,8 @@ typedef enum {
     TSYNC_EIO = -6,         /* an operating-system or SQLite I/O error */
     TSYNC_EBADSIG = -7,     /* a signature does not verify */
     TSYNC_ECORRUPT = -8,    /* malformed, truncated or tampered bytes */
-    TSYNC_EVERSION = -9,    /* unsupported format or protocol version */
+    TSYNC_EVERSION = -9,    /* unsupported format or protocol version, or an options or report
+                               struct of a version this library does not know (docs/API.md) */
     TSYNC_ECLOCKSKEW = -10, /* a clock is too far ahead */
     TSYNC_EFORK = -11,      /* two different batches claim the same origin and sequence number */
     TSYNC_ECHAIN = -12,     /* the hash chain of an origin's batches is broken */
@@ -52,7 +53,8 @@ typedef struct {
                             call on this thread */
 } tsync_error;
 
-/* Returns the last error recorded on this thread, or NULL if none. Borrowed pointer. */
+/* Returns the last error recorded on this thread; never NULL: while none is recorded (or after
+ * tsync_error_clear()), a static record with code 0 and message "no error". Borrowed pointer. */
 TSYNC_API const tsync_error *tsync_error_last(void);
 
 /* Clears the last error of this thread. */

@@ -29,7 +29,7 @@ extern "C" {
  * digest: may be NULL; receives the BLAKE2b-256 of the canonical form. Two tills whose digests are
  *         equal replicate the same tables with the same columns, types, keys and counters.
  * Errors: TSYNC_EIO, TSYNC_ENOMEM. */
-TSYNC_API int tsync_store_schema_json(tsync_store *s, char **out, uint8_t digest[TSYNC_HASH_BYTES]);
+TSYNC_API int tsync_store_schema_json(char **out, tsync_store *s, uint8_t digest[TSYNC_HASH_BYTES]);
 
 /* One difference between this till's definition of a replicated table and another till's. All
  * strings are borrowed for the duration of the callback. */

@@ -100,12 +100,12 @@ TSYNC_API int tsync_store_seal(tsync_store *s, size_t *nbatches);
  * written by an older build cannot be sealed, and `rollbacks` / `last_rollback` (times its log was
  * found gone back, when an old copy was written over it, and a new incarnation taken). *out is the
  * caller's, freed with free(). */
-TSYNC_API int tsync_store_state_json(tsync_store *s, char **out);
+TSYNC_API int tsync_store_state_json(char **out, tsync_store *s);
 
 /* Writes a bundle of the batches a peer with the given state lacks (all when since_json is NULL).
- * Seals first. *out is the caller's (free()). nbatches may be NULL.
+ * Seals first. out, len: receive the bundle, the caller's (free()). nbatches may be NULL.
  * Errors: TSYNC_EINVAL (since_json is not a state this library wrote). */
-TSYNC_API int tsync_store_bundle(tsync_store *s, const char *since_json, uint8_t **out, size_t *len,
+TSYNC_API int tsync_store_bundle(uint8_t **out, size_t *len, tsync_store *s, const char *since_json,
                                  size_t *nbatches);
 
 /* What a merge did. Messages say, one line each, why something was held, parked or refused. */
@@ -135,16 +135,16 @@ TSYNC_API void tsync_merge_report_clear(tsync_merge_report *r);
  * whose signature does not verify (TSYNC_EBADSIG) or whose chain is broken (TSYNC_ECHAIN) is
  * refused whole and leaves the database unchanged. A fork (TSYNC_EFORK) is recorded with its proof
  * and the origin frozen; the bundle's other runs are merged. */
-TSYNC_API int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len,
-                                tsync_merge_report *report);
+TSYNC_API TSYNC_WARN_UNUSED int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len,
+                                                  tsync_merge_report *report);
 
 /* BLAKE2b-256 of the canonical form of the visible content of the replicated tables (one table
  * when table is not NULL); see docs/DATA_MODEL.md. Equal on two replicas exactly when they show the
  * same rows. Errors: TSYNC_ENOTFOUND (table not replicated). */
-TSYNC_API int tsync_store_hash(tsync_store *s, const char *table, uint8_t out[TSYNC_HASH_BYTES]);
+TSYNC_API int tsync_store_hash(uint8_t out[TSYNC_HASH_BYTES], tsync_store *s, const char *table);
 
 /* The recorded conflicts as a JSON array; *out is the caller's (free()). */
-TSYNC_API int tsync_store_conflicts_json(tsync_store *s, char **out);
+TSYNC_API int tsync_store_conflicts_json(char **out, tsync_store *s);
 
 #ifdef __cplusplus
 }

@@ -87,7 +87,7 @@ const char *tsync__node_peer_label(const npeer *p, char buf[LBL])
 const char *tsync__node_errtext(void)
 {
     const tsync_error *e = tsync_error_last();
-    return e && e->message ? e->message : "unknown error";
+    return e->code && e->message ? e->message : "unknown error";
 }
 
 /* ---------------------------------------------------------------- the loop */

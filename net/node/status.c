@@ -138,7 +138,7 @@ static char *status_build(tsync_node *n)
     json_t *mm = json_array();
     tsync__schema_mismatches(n->s, NULL, schema_json_one, mm);
     char *merr = NULL;
-    tsync_store_signed_migration_error(n->s, &merr);
+    tsync_store_signed_migration_error(&merr, n->s);
     json_object_set_new(o, "state", json_string(json_array_size(mm) || merr ? "attention" : "ok"));
     json_object_set_new(o, "schema_mismatches", mm);
     json_object_set_new(o, "signed_migration_error", merr ? json_string(merr) : json_null());

@@ -168,8 +168,8 @@ Test(api_io, export_then_import_with_progress)
     fclose(in);
     cr_assert_eq(count(b, "SELECT count(*) FROM items"), 3);
     uint8_t ha[TSYNC_HASH_BYTES], hb[TSYNC_HASH_BYTES];
-    cr_assert_eq(tsync_store_hash(a, NULL, ha), 0);
-    cr_assert_eq(tsync_store_hash(b, NULL, hb), 0);
+    cr_assert_eq(tsync_store_hash(ha, a, NULL), 0);
+    cr_assert_eq(tsync_store_hash(hb, b, NULL), 0);
     cr_assert_eq(memcmp(ha, hb, sizeof ha), 0, "imported rows show as exported");
     free(csv);
     free(nd);

@@ -261,7 +261,7 @@ Test(api_trust, revoke_with_preview)
     cr_assert_eq(tsync_store_exec(b, "INSERT INTO sales VALUES('s2', 7)", NULL, NULL), 0);
     uint8_t *bundle;
     size_t blen;
-    cr_assert_eq(tsync_store_bundle(b, NULL, &bundle, &blen, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_bundle(&bundle, &blen, b, NULL, NULL), 0, "%s", errmsg());
     tsync_merge_report mr = TSYNC_MERGE_REPORT_INIT;
     cr_assert_eq(tsync_store_merge(a, bundle, blen, &mr), 0, "%s", errmsg());
     cr_assert_eq(mr.merged, 2);
@@ -405,7 +405,7 @@ Test(api_trust, rotation_and_signed_migration)
     cr_assert_eq(tsync_store_migrate_signed(a, mig, miglen, &mrep), 0, "%s", errmsg());
     tsync_migrate_report_clear(&mrep);
     int64_t v;
-    cr_assert_eq(tsync_store_schema_version(a, &v), 0);
+    cr_assert_eq(tsync_store_schema_version(&v, a), 0);
     cr_assert_eq(v, 1);
     free(mig);
 
