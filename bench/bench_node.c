@@ -552,7 +552,7 @@ static tsync_node *node_up(int i, int listen, const int *dial, int ndial, tsync_
 static int node_connected(tsync_node *nd)
 {
     char *s = NULL;
-    if (tsync_node_status_json(nd, &s) != 0 || !s) return 0;
+    if (tsync_node_status_json(&s, nd) != 0 || !s) return 0;
     json_t *o = json_loads(s, 0, NULL);
     free(s);
     int c = 0;
@@ -574,7 +574,7 @@ static node_counts node_status(tsync_node *nd)
     node_counts r;
     memset(&r, 0, sizeof r);
     char *s = NULL;
-    if (tsync_node_status_json(nd, &s) != 0 || !s) return r;
+    if (tsync_node_status_json(&s, nd) != 0 || !s) return r;
     json_t *o = json_loads(s, 0, NULL);
     free(s);
     if (!o) return r;

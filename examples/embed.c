@@ -189,7 +189,7 @@ int main(int argc, char **argv)
     }
     if (rc == 0) printf("the database holds %d sales\n", have);
     char *status = NULL;
-    if (tsync_node_status_json(node, &status) == 0) printf("status: %s\n", status);
+    if (tsync_node_status_json(&status, node) == 0) printf("status: %s\n", status);
     free(status);
     sqlite3_close(db);
     tsync_node_free(node); /* stops the thread first */

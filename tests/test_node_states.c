@@ -80,7 +80,7 @@ static void status_peer(tsync_node *n, const char *want, uint64_t *lost, uint64_
     char st[32] = "";
     for (int i = 0; i < 200; i++) {
         char *js;
-        cr_assert_eq(tsync_node_status_json(n, &js), 0);
+        cr_assert_eq(tsync_node_status_json(&js, n), 0);
         json_error_t je;
         json_t *o = json_loads(js, 0, &je);
         cr_assert(o, "status is not JSON: %s", js);

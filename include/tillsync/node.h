@@ -151,9 +151,12 @@ typedef struct {
 } tsync_node_options;
 
 #define TSYNC_NODE_OPTIONS_VERSION 2
-/* clang-format off */
-#define TSYNC_NODE_OPTIONS_INIT {.version = TSYNC_NODE_OPTIONS_VERSION}
-/* clang-format on */
+/* Positional, in field order, so that it is valid C and C++11 alike. */
+#define TSYNC_NODE_OPTIONS_INIT                                                                    \
+    {                                                                                              \
+        TSYNC_NODE_OPTIONS_VERSION, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, \
+            0, 0, 0, 0, 0, 0, NULL, 0, NULL                                                        \
+    }
 
 /* Opens the database (which must exist: tsync_store_open makes one) with its own connection, starts
  * listening and dialling. opts: NULL for defaults. Nothing runs until tsync_node_start or
@@ -189,7 +192,7 @@ TSYNC_API int tsync_node_dispatch(tsync_node *n);
 /* The node's status as JSON (docs/NODE.md lists the fields): online, each peer with address,
  * key, state, last seen and lag each way, pending outgoing batches, held and parked items,
  * refused inputs by reason, conflicts. *out is the caller's (free()). Any thread. */
-TSYNC_API int tsync_node_status_json(tsync_node *n, char **out);
+TSYNC_API int tsync_node_status_json(char **out, tsync_node *n);
 
 /* The endpoint really bound ("" when not listening). Borrowed for the node's lifetime. */
 TSYNC_API const char *tsync_node_endpoint(tsync_node *n);

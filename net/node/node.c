@@ -179,7 +179,12 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
     else if (opts)
         o = *opts;
     if (o.version != 1 && o.version != TSYNC_NODE_OPTIONS_VERSION) {
-        return tsync__err(TSYNC_EINVAL, "node options of an unknown version");
+        /* TSYNC_EINVAL, not TSYNC_EVERSION: the code this call has always returned (docs/API.md).
+         */
+        return tsync__err(TSYNC_EINVAL,
+                          "tsync_node_options version %u is not one this library knows (1 to %u): "
+                          "initialise it with TSYNC_NODE_OPTIONS_INIT",
+                          o.version, (unsigned)TSYNC_NODE_OPTIONS_VERSION);
     }
     if (!o.log_level) o.log_level = TSYNC_LOG_INFO;
     if (o.tick_ms <= 0) o.tick_ms = 2;
@@ -467,7 +472,7 @@ int tsync_node_last_error(tsync_node_error *out, tsync_node *n)
     return 0;
 }
 
-int tsync_node_status_json(tsync_node *n, char **out)
+int tsync_node_status_json(char **out, tsync_node *n)
 {
     pthread_mutex_lock(&n->status_mu);
     *out = n->status_json ? strdup(n->status_json) : NULL;

@@ -114,7 +114,7 @@ Test(node_errors, a_backup_failing_on_the_node_thread_reaches_the_app)
     if (again.count == (uint64_t)logged_errors)
         cr_assert_str_eq(again.message, last, "the app's copy differs from the log line");
     char *js = NULL;
-    cr_assert_eq(tsync_node_status_json(n, &js), 0);
+    cr_assert_eq(tsync_node_status_json(&js, n), 0);
     cr_assert(strstr(js, "\"failed\""), "status has no backup failures: %s", js);
     free(js);
 

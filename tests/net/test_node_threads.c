@@ -48,7 +48,7 @@ static void on_state(void *ctx, const tsync_peer_event *e)
     p->dispatch_rc = tsync_node_dispatch(p->n);
     p->start_rc = tsync_node_start(p->n);
     char *js = NULL;
-    p->status_rc = tsync_node_status_json(p->n, &js);
+    p->status_rc = tsync_node_status_json(&js, p->n);
     free(js);
     p->last.version = TSYNC_NODE_ERROR_VERSION;
     p->last_rc = tsync_node_last_error(&p->last, p->n);
