@@ -172,12 +172,12 @@ int tsync__batch_encode(const tsync__batch *b, uint8_t **out, size_t *len, char 
  * *out. Wrong types, wrong array lengths, indexes out of range, trailing bytes or more than
  * TSYNC__BATCH_MAX_BYTES: TSYNC_ECORRUPT (TSYNC_EVERSION for an unknown format) and a one-line
  * message in err. */
-int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync__arena *a,
-                        char err[TSYNC__ERRLEN]);
+TSYNC_WARN_UNUSED int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out,
+                                          tsync__arena *a, char err[TSYNC__ERRLEN]);
 
 /* Reads only origin and seq from a body (cheap; for logging and fork checks). */
-int tsync__batch_peek(const uint8_t *buf, size_t len, uint8_t origin[TSYNC__SITE_BYTES],
-                      uint64_t *seq);
+TSYNC_WARN_UNUSED int tsync__batch_peek(const uint8_t *buf, size_t len,
+                                        uint8_t origin[TSYNC__SITE_BYTES], uint64_t *seq);
 
 /* hash = BLAKE2b-256(prev_hash || body). prev_hash of seq 1 is all zero. */
 void tsync__batch_hash(const uint8_t prev[TSYNC__HASH_BYTES], const uint8_t *body, size_t len,
@@ -245,8 +245,8 @@ typedef struct {
  * msgpack types, that every site id equals BLAKE2b-128(pk || incarnation), and no trailing bytes.
  * Does not verify signatures (the store does, with chain context). Arrays in a; bodies point into
  * buf or into out->payload, freed by tsync__bundle_free. TSYNC_ECORRUPT / TSYNC_EVERSION + err. */
-int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out, tsync__arena *a,
-                         char err[TSYNC__ERRLEN]);
+TSYNC_WARN_UNUSED int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out,
+                                           tsync__arena *a, char err[TSYNC__ERRLEN]);
 void tsync__bundle_free(tsync__bundle *b);
 
 /* Builds a bundle. Add sites, then runs (each: begin, bodies, end). */
