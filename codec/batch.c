@@ -583,36 +583,13 @@ static int check(const tsync__batch *b, uint64_t *masks, char *err)
         if ((x) != 0) goto nomem;                                                                  \
     } while (0)
 
-static int pack_bytes(msgpack_packer *pk, bool str, const void *p, uint32_t n)
-{
-    int rc = str ? msgpack_pack_str(pk, n) : msgpack_pack_bin(pk, n);
-    if (rc == 0 && n) rc = str ? msgpack_pack_str_body(pk, p, n) : msgpack_pack_bin_body(pk, p, n);
-    return rc;
-}
-
-static int pack_val(msgpack_packer *pk, const tsync__val *v)
-{
-    switch (v->type) {
-    case TSYNC__V_INT:
-        return msgpack_pack_int64(pk, v->i);
-    case TSYNC__V_REAL:
-        return msgpack_pack_double(pk, v->r);
-    case TSYNC__V_TEXT:
-        return pack_bytes(pk, true, v->p, v->n);
-    case TSYNC__V_BLOB:
-        return pack_bytes(pk, false, v->p, v->n);
-    default:
-        return msgpack_pack_nil(pk);
-    }
-}
-
 static int pack_row(msgpack_packer *pk, const tsync__batch *b, const tsync__brow *row)
 {
     const tsync__btable *t = &b->tables[row->table];
     PK(msgpack_pack_array(pk, ROW_FIELDS));
     PK(msgpack_pack_uint32(pk, row->table));
     PK(msgpack_pack_array(pk, t->npk));
-    for (uint32_t k = 0; k < t->npk; k++) PK(pack_val(pk, &row->pk[k]));
+    for (uint32_t k = 0; k < t->npk; k++) PK(tsync__mp_pack_val(pk, &row->pk[k]));
     PK(msgpack_pack_uint64(pk, row->hlc - b->hlc_lo));
     PK(msgpack_pack_uint32(pk, row->flags));
     PK(msgpack_pack_array(pk, row->nrmv));
@@ -626,7 +603,7 @@ static int pack_row(msgpack_packer *pk, const tsync__batch *b, const tsync__brow
         const tsync__bcol *c = &row->cols[k];
         PK(msgpack_pack_array(pk, 4));
         PK(msgpack_pack_uint32(pk, c->col));
-        PK(pack_val(pk, &c->val));
+        PK(tsync__mp_pack_val(pk, &c->val));
         PK(msgpack_pack_uint64(pk, c->old_hlc));
         PK(msgpack_pack_uint32(pk, c->old_site));
     }
@@ -646,13 +623,13 @@ static int pack_batch(msgpack_packer *pk, const tsync__batch *b)
 {
     PK(msgpack_pack_array(pk, BODY_FIELDS));
     PK(msgpack_pack_uint32(pk, TSYNC__BATCH_FORMAT));
-    PK(pack_bytes(pk, false, b->origin, TSYNC__SITE_BYTES));
+    PK(tsync__mp_pack_bin(pk, b->origin, TSYNC__SITE_BYTES));
     PK(msgpack_pack_uint64(pk, b->seq));
     PK(msgpack_pack_uint64(pk, b->hlc_lo));
     PK(msgpack_pack_uint64(pk, b->hlc_hi));
     PK(msgpack_pack_array(pk, b->nsites));
     for (uint32_t i = 0; i < b->nsites; i++)
-        PK(pack_bytes(pk, false, b->sites[i], TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, b->sites[i], TSYNC__SITE_BYTES));
     PK(msgpack_pack_array(pk, b->ndeps));
     for (uint32_t i = 0; i < b->ndeps; i++) {
         PK(msgpack_pack_array(pk, 2));
@@ -663,9 +640,10 @@ static int pack_batch(msgpack_packer *pk, const tsync__batch *b)
     for (uint32_t i = 0; i < b->ntables; i++) {
         const tsync__btable *t = &b->tables[i];
         PK(msgpack_pack_array(pk, TABLE_FIELDS));
-        PK(pack_bytes(pk, true, t->name, t->name_len));
+        PK(tsync__mp_pack_str(pk, t->name, t->name_len));
         PK(msgpack_pack_array(pk, t->ncols));
-        for (uint32_t c = 0; c < t->ncols; c++) PK(pack_bytes(pk, true, t->cols[c], t->col_len[c]));
+        for (uint32_t c = 0; c < t->ncols; c++)
+            PK(tsync__mp_pack_str(pk, t->cols[c], t->col_len[c]));
         PK(msgpack_pack_uint32(pk, t->npk));
         PK(msgpack_pack_array(pk, t->ncounters));
         for (uint32_t k = 0; k < t->ncounters; k++) PK(msgpack_pack_uint32(pk, t->counters[k]));

@@ -472,13 +472,6 @@ int tsync__bundle_writer_end_run(tsync__bundle_writer *w, const uint8_t sig[TSYN
         if ((x) != 0) goto nomem;                                                                  \
     } while (0)
 
-static int pack_bin(msgpack_packer *pk, const void *p, size_t n)
-{
-    int rc = msgpack_pack_bin(pk, n);
-    if (rc == 0 && n) rc = msgpack_pack_bin_body(pk, p, n);
-    return rc;
-}
-
 int tsync__bundle_writer_trust(tsync__bundle_writer *w, const uint8_t *rec, size_t len)
 {
     if (!rec || len == 0 || len > TSYNC__BUNDLE_TRUST_MAX_BYTES ||
@@ -524,9 +517,9 @@ static int pack_bundle(msgpack_packer *pk, const tsync__bundle_writer *w)
     PK(msgpack_pack_array(pk, w->nsites));
     for (size_t i = 0; i < w->nsites; i++) {
         PK(msgpack_pack_array(pk, 3));
-        PK(pack_bin(pk, w->sites[i].site, TSYNC__SITE_BYTES));
-        PK(pack_bin(pk, w->sites[i].pk, TSYNC__PK_BYTES));
-        PK(pack_bin(pk, w->sites[i].inc, TSYNC__INC_BYTES));
+        PK(tsync__mp_pack_bin(pk, w->sites[i].site, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, w->sites[i].pk, TSYNC__PK_BYTES));
+        PK(tsync__mp_pack_bin(pk, w->sites[i].inc, TSYNC__INC_BYTES));
     }
     PK(msgpack_pack_array(pk, w->nruns));
     for (size_t i = 0; i < w->nruns; i++) {
@@ -534,19 +527,20 @@ static int pack_bundle(msgpack_packer *pk, const tsync__bundle_writer *w)
         PK(msgpack_pack_array(pk, 5));
         PK(msgpack_pack_uint32(pk, r->site));
         PK(msgpack_pack_uint64(pk, r->first_seq));
-        PK(pack_bin(pk, r->prev, TSYNC__HASH_BYTES));
+        PK(tsync__mp_pack_bin(pk, r->prev, TSYNC__HASH_BYTES));
         PK(msgpack_pack_array(pk, r->n));
-        for (size_t k = 0; k < r->n; k++) PK(pack_bin(pk, r->body[k], r->len[k]));
-        PK(pack_bin(pk, r->sig, TSYNC__SIG_BYTES));
+        for (size_t k = 0; k < r->n; k++) PK(tsync__mp_pack_bin(pk, r->body[k], r->len[k]));
+        PK(tsync__mp_pack_bin(pk, r->sig, TSYNC__SIG_BYTES));
     }
     if (format >= TSYNC__BUNDLE_FORMAT_TRUST) {
         PK(msgpack_pack_array(pk, w->ntrust));
-        for (size_t i = 0; i < w->ntrust; i++) PK(pack_bin(pk, w->trust[i], w->trust_len[i]));
+        for (size_t i = 0; i < w->ntrust; i++)
+            PK(tsync__mp_pack_bin(pk, w->trust[i], w->trust_len[i]));
     }
     if (format >= TSYNC__BUNDLE_FORMAT_SCHEMA) {
         PK(msgpack_pack_array(pk, 2));
-        PK(pack_bin(pk, w->schema_site, TSYNC__SITE_BYTES));
-        PK(pack_bin(pk, w->schema, w->schema_len));
+        PK(tsync__mp_pack_bin(pk, w->schema_site, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, w->schema, w->schema_len));
     }
     return 0;
 nomem:

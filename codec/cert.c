@@ -374,18 +374,6 @@ static int einval(char *err, const char *what, const char *fmt, ...)
         if ((x) != 0) goto nomem;                                                                  \
     } while (0)
 
-static int pack_bin(msgpack_packer *pk, const void *p, uint32_t n)
-{
-    int rc = msgpack_pack_bin(pk, n);
-    return rc == 0 ? msgpack_pack_bin_body(pk, p, n) : rc;
-}
-
-static int pack_str(msgpack_packer *pk, const char *p, uint32_t n)
-{
-    int rc = msgpack_pack_str(pk, n);
-    return rc == 0 ? msgpack_pack_str_body(pk, p, n) : rc;
-}
-
 static bool key_pair(const uint8_t sk[TSYNC__SK_BYTES], const uint8_t pk[TSYNC__PK_BYTES])
 {
     uint8_t derived[TSYNC__PK_BYTES];
@@ -410,7 +398,7 @@ static int finish(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t kind, const 
     size_t signed_len = sb->size;
     for (int i = 0; i < nsks; i++)
         sign(kind, (const uint8_t *)sb->data, signed_len, sks[i], sig[i]);
-    for (int i = 0; i < nsks; i++) PK(pack_bin(pk, sig[i], TSYNC__SIG_BYTES));
+    for (int i = 0; i < nsks; i++) PK(tsync__mp_pack_bin(pk, sig[i], TSYNC__SIG_BYTES));
     if (sb->size > TSYNC__TRUST_MAX_BYTES) {
         size_t size = sb->size;
         msgpack_sbuffer_destroy(sb);
@@ -456,8 +444,8 @@ int tsync__req_sign(const tsync__req *r, const uint8_t device_sk[TSYNC__SK_BYTES
     msgpack_packer pk;
     start(&sb, &pk);
     PK(head(&pk, kind));
-    PK(pack_bin(&pk, r->device_pk, TSYNC__PK_BYTES));
-    PK(pack_str(&pk, r->device_name, r->device_name_len));
+    PK(tsync__mp_pack_bin(&pk, r->device_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_str(&pk, r->device_name, r->device_name_len));
     PK(msgpack_pack_uint64(&pk, r->created_ms));
     const uint8_t *sks[1] = {device_sk};
     return finish(&sb, &pk, kind, sks, 1, out, len, err);
@@ -486,13 +474,13 @@ int tsync__cert_sign(const tsync__cert *c, const uint8_t admin_sk[TSYNC__SK_BYTE
     msgpack_packer pk;
     start(&sb, &pk);
     PK(head(&pk, kind));
-    PK(pack_bin(&pk, c->shop_id, TSYNC__SHOP_ID_BYTES));
-    PK(pack_str(&pk, c->shop_name, c->shop_name_len));
-    PK(pack_bin(&pk, c->device_pk, TSYNC__PK_BYTES));
-    PK(pack_str(&pk, c->device_name, c->device_name_len));
+    PK(tsync__mp_pack_bin(&pk, c->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(tsync__mp_pack_str(&pk, c->shop_name, c->shop_name_len));
+    PK(tsync__mp_pack_bin(&pk, c->device_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_str(&pk, c->device_name, c->device_name_len));
     PK(msgpack_pack_uint64(&pk, c->not_before_ms));
     PK(msgpack_pack_uint64(&pk, c->expires_ms));
-    PK(pack_bin(&pk, c->admin_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_bin(&pk, c->admin_pk, TSYNC__PK_BYTES));
     const uint8_t *sks[1] = {admin_sk};
     return finish(&sb, &pk, kind, sks, 1, out, len, err);
 nomem:
@@ -536,16 +524,16 @@ int tsync__revocation_sign(const tsync__revocation *r, const uint8_t admin_sk[TS
     msgpack_packer pk;
     start(&sb, &pk);
     PK(head(&pk, kind));
-    PK(pack_bin(&pk, r->shop_id, TSYNC__SHOP_ID_BYTES));
-    PK(pack_bin(&pk, r->device_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_bin(&pk, r->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(tsync__mp_pack_bin(&pk, r->device_pk, TSYNC__PK_BYTES));
     PK(msgpack_pack_array(&pk, r->ncutoffs));
     for (uint32_t i = 0; i < r->ncutoffs; i++) {
         PK(msgpack_pack_array(&pk, 2));
-        PK(pack_bin(&pk, cs[i].site, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(&pk, cs[i].site, TSYNC__SITE_BYTES));
         PK(msgpack_pack_uint64(&pk, cs[i].seq));
     }
     PK(msgpack_pack_uint64(&pk, r->issued_ms));
-    PK(pack_bin(&pk, r->admin_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_bin(&pk, r->admin_pk, TSYNC__PK_BYTES));
     free(cs);
     const uint8_t *sks[1] = {admin_sk};
     return finish(&sb, &pk, kind, sks, 1, out, len, err);
@@ -577,12 +565,12 @@ int tsync__migration_sign(const tsync__migration_rec *m, const uint8_t admin_sk[
     msgpack_packer pk;
     start(&sb, &pk);
     PK(head(&pk, kind));
-    PK(pack_bin(&pk, m->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(tsync__mp_pack_bin(&pk, m->shop_id, TSYNC__SHOP_ID_BYTES));
     PK(msgpack_pack_uint64(&pk, m->number));
-    PK(pack_str(&pk, m->name, m->name_len));
-    PK(pack_bin(&pk, m->sql, m->sql_len));
+    PK(tsync__mp_pack_str(&pk, m->name, m->name_len));
+    PK(tsync__mp_pack_bin(&pk, m->sql, m->sql_len));
     PK(msgpack_pack_uint64(&pk, m->issued_ms));
-    PK(pack_bin(&pk, m->admin_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_bin(&pk, m->admin_pk, TSYNC__PK_BYTES));
     const uint8_t *sks[1] = {admin_sk};
     return finish(&sb, &pk, kind, sks, 1, out, len, err);
 nomem:
@@ -605,9 +593,9 @@ int tsync__rotation_sign(const tsync__rotation *r, const uint8_t old_sk[TSYNC__S
     msgpack_packer pk;
     start(&sb, &pk);
     PK(head(&pk, kind));
-    PK(pack_bin(&pk, r->shop_id, TSYNC__SHOP_ID_BYTES));
-    PK(pack_bin(&pk, r->old_pk, TSYNC__PK_BYTES));
-    PK(pack_bin(&pk, r->new_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_bin(&pk, r->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(tsync__mp_pack_bin(&pk, r->old_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_bin(&pk, r->new_pk, TSYNC__PK_BYTES));
     PK(msgpack_pack_uint64(&pk, r->issued_ms));
     const uint8_t *sks[2] = {old_sk, new_sk};
     return finish(&sb, &pk, kind, sks, 2, out, len, err);
@@ -650,9 +638,9 @@ int tsync__shopkey_encode(const tsync__shopkey *k, uint8_t **out, size_t *len)
     msgpack_packer pk;
     start(&sb, &pk);
     PK(msgpack_pack_array(&pk, 4));
-    PK(pack_bin(&pk, k->sk, TSYNC__SK_BYTES));
-    PK(pack_bin(&pk, k->shop_id, TSYNC__SHOP_ID_BYTES));
-    PK(pack_str(&pk, k->name, k->name_len));
+    PK(tsync__mp_pack_bin(&pk, k->sk, TSYNC__SK_BYTES));
+    PK(tsync__mp_pack_bin(&pk, k->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(tsync__mp_pack_str(&pk, k->name, k->name_len));
     PK(msgpack_pack_uint64(&pk, k->created_ms));
     size_t n = 9 + sb.size + 32;
     uint8_t *buf = malloc(n);

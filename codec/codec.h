@@ -356,6 +356,14 @@ size_t tsync__mp_map_size(size_t n);   /* header only */
 /* What kind of msgpack item starts with byte b ("uint", "str", "reserved byte 0xc1", ...). */
 const char *tsync__mp_kind(uint8_t b);
 
+/* Writing with msgpack-c's packer (msgpack.h), one way for every format: a bin, a str, and a
+ * value as batches and snapshots carry it (nil, int, float64, str for TEXT, bin for BLOB).
+ * 0, or the packer's non-zero result when its buffer cannot grow. */
+struct msgpack_packer;
+int tsync__mp_pack_bin(struct msgpack_packer *pk, const void *p, size_t n);
+int tsync__mp_pack_str(struct msgpack_packer *pk, const char *p, size_t n);
+int tsync__mp_pack_val(struct msgpack_packer *pk, const tsync__val *v);
+
 static inline bool tsync__mpr_done(const tsync__mpr *r)
 {
     return r->ok && r->p == r->end;

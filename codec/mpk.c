@@ -21,6 +21,8 @@
  */
 #include <string.h>
 
+#include <msgpack.h>
+
 #include "codec/codec.h"
 
 /* Records the first failure and stops the reader for good. */
@@ -398,5 +400,35 @@ const char *tsync__mp_kind(uint8_t b)
         return "reserved byte 0xc1";
     default:
         return "ext";
+    }
+}
+
+/* ---------------------------------------------------------------- writing */
+
+int tsync__mp_pack_bin(msgpack_packer *pk, const void *p, size_t n)
+{
+    int rc = msgpack_pack_bin(pk, n);
+    return rc == 0 && n ? msgpack_pack_bin_body(pk, p, n) : rc;
+}
+
+int tsync__mp_pack_str(msgpack_packer *pk, const char *p, size_t n)
+{
+    int rc = msgpack_pack_str(pk, n);
+    return rc == 0 && n ? msgpack_pack_str_body(pk, p, n) : rc;
+}
+
+int tsync__mp_pack_val(msgpack_packer *pk, const tsync__val *v)
+{
+    switch (v->type) {
+    case TSYNC__V_INT:
+        return msgpack_pack_int64(pk, v->i);
+    case TSYNC__V_REAL:
+        return msgpack_pack_double(pk, v->r);
+    case TSYNC__V_TEXT:
+        return tsync__mp_pack_str(pk, v->p, v->n);
+    case TSYNC__V_BLOB:
+        return tsync__mp_pack_bin(pk, v->p, v->n);
+    default:
+        return msgpack_pack_nil(pk);
     }
 }

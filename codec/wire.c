@@ -769,21 +769,14 @@ bad:
         if ((x) != 0) return -1;                                                                   \
     } while (0)
 
-static int pack_bin(msgpack_packer *pk, const void *p, size_t n)
-{
-    PK(msgpack_pack_bin(pk, n));
-    if (n) PK(msgpack_pack_bin_body(pk, p, n));
-    return 0;
-}
-
 static int pack_vv(msgpack_packer *pk, const tsync__wire_vv *vv)
 {
     PK(msgpack_pack_array(pk, vv->n));
     for (size_t i = 0; i < vv->n; i++) {
         PK(msgpack_pack_array(pk, 3));
-        PK(pack_bin(pk, vv->e[i].site, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, vv->e[i].site, TSYNC__SITE_BYTES));
         PK(msgpack_pack_uint64(pk, vv->e[i].seq));
-        PK(pack_bin(pk, vv->e[i].hash, TSYNC__HASH_BYTES));
+        PK(tsync__mp_pack_bin(pk, vv->e[i].hash, TSYNC__HASH_BYTES));
     }
     return 0;
 }
@@ -791,7 +784,7 @@ static int pack_vv(msgpack_packer *pk, const tsync__wire_vv *vv)
 static int pack_blobs(msgpack_packer *pk, uint32_t n, const uint8_t *const *p, const size_t *len)
 {
     PK(msgpack_pack_array(pk, n));
-    for (uint32_t i = 0; i < n; i++) PK(pack_bin(pk, p[i], len[i]));
+    for (uint32_t i = 0; i < n; i++) PK(tsync__mp_pack_bin(pk, p[i], len[i]));
     return 0;
 }
 
@@ -801,40 +794,40 @@ static int pack_fields(msgpack_packer *pk, const tsync__msg *m)
     case TSYNC__WIRE_HELLO: {
         const tsync__wire_hello *h = &m->hello;
         PK(msgpack_pack_uint32(pk, TSYNC_WIRE_VERSION));
-        PK(h->has_shop ? pack_bin(pk, h->shop, TSYNC__SITE_BYTES) : msgpack_pack_nil(pk));
+        PK(h->has_shop ? tsync__mp_pack_bin(pk, h->shop, TSYNC__SITE_BYTES) : msgpack_pack_nil(pk));
         PK(msgpack_pack_uint64(pk, h->schema));
-        PK(h->cert ? pack_bin(pk, h->cert, h->cert_len) : msgpack_pack_nil(pk));
+        PK(h->cert ? tsync__mp_pack_bin(pk, h->cert, h->cert_len) : msgpack_pack_nil(pk));
         PK(msgpack_pack_uint64(pk, h->clock_ms));
         return pack_vv(pk, &h->vv);
     }
     case TSYNC__WIRE_BATCHES: {
         const tsync__wire_batches *b = &m->batches;
-        PK(pack_bin(pk, b->site, TSYNC__SITE_BYTES));
-        PK(pack_bin(pk, b->pk, TSYNC__PK_BYTES));
-        PK(pack_bin(pk, b->inc, TSYNC__INC_BYTES));
+        PK(tsync__mp_pack_bin(pk, b->site, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, b->pk, TSYNC__PK_BYTES));
+        PK(tsync__mp_pack_bin(pk, b->inc, TSYNC__INC_BYTES));
         PK(msgpack_pack_uint64(pk, b->first_seq));
-        PK(pack_bin(pk, b->prev, TSYNC__HASH_BYTES));
+        PK(tsync__mp_pack_bin(pk, b->prev, TSYNC__HASH_BYTES));
         PK(pack_blobs(pk, b->nbodies, b->body, b->body_len));
-        return pack_bin(pk, b->sig, TSYNC__SIG_BYTES);
+        return tsync__mp_pack_bin(pk, b->sig, TSYNC__SIG_BYTES);
     }
     case TSYNC__WIRE_CERTS:
         return pack_blobs(pk, m->certs.n, m->certs.blob, m->certs.len);
     case TSYNC__WIRE_FORK_PROOF:
-        return pack_bin(pk, m->fork_proof.proof, m->fork_proof.len);
+        return tsync__mp_pack_bin(pk, m->fork_proof.proof, m->fork_proof.len);
     case TSYNC__WIRE_ACK:
         return pack_vv(pk, &m->ack.vv);
     case TSYNC__WIRE_SNAPSHOT_BEGIN:
-        PK(pack_bin(pk, m->snapshot_begin.id, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, m->snapshot_begin.id, TSYNC__SITE_BYTES));
         PK(msgpack_pack_uint32(pk, m->snapshot_begin.ntables));
         return pack_vv(pk, &m->snapshot_begin.vv);
     case TSYNC__WIRE_SNAPSHOT_CHUNK:
-        PK(pack_bin(pk, m->snapshot_chunk.id, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, m->snapshot_chunk.id, TSYNC__SITE_BYTES));
         PK(msgpack_pack_uint64(pk, m->snapshot_chunk.seq));
-        return pack_bin(pk, m->snapshot_chunk.rows, m->snapshot_chunk.len);
+        return tsync__mp_pack_bin(pk, m->snapshot_chunk.rows, m->snapshot_chunk.len);
     case TSYNC__WIRE_SNAPSHOT_END:
-        PK(pack_bin(pk, m->snapshot_end.id, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, m->snapshot_end.id, TSYNC__SITE_BYTES));
         PK(msgpack_pack_uint64(pk, m->snapshot_end.nchunks));
-        return pack_bin(pk, m->snapshot_end.hash, TSYNC__HASH_BYTES);
+        return tsync__mp_pack_bin(pk, m->snapshot_end.hash, TSYNC__HASH_BYTES);
     case TSYNC__WIRE_PING:
         return msgpack_pack_uint64(pk, m->ping.ms);
     case TSYNC__WIRE_PONG:
@@ -842,13 +835,11 @@ static int pack_fields(msgpack_packer *pk, const tsync__msg *m)
         return msgpack_pack_uint64(pk, m->pong.clock_ms);
     case TSYNC__WIRE_ERROR:
         PK(msgpack_pack_uint32(pk, m->error.code));
-        PK(msgpack_pack_str(pk, m->error.len));
-        if (m->error.len) PK(msgpack_pack_str_body(pk, m->error.text, m->error.len));
-        return 0;
+        return tsync__mp_pack_str(pk, m->error.text, m->error.len);
     case TSYNC__WIRE_SCHEMA:
-        PK(pack_bin(pk, m->schema.site, TSYNC__SITE_BYTES));
-        PK(pack_bin(pk, m->schema.inc, TSYNC__INC_BYTES));
-        return pack_bin(pk, m->schema.defs, m->schema.len);
+        PK(tsync__mp_pack_bin(pk, m->schema.site, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, m->schema.inc, TSYNC__INC_BYTES));
+        return tsync__mp_pack_bin(pk, m->schema.defs, m->schema.len);
     }
     return -1;
 }
