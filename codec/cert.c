@@ -1,6 +1,8 @@
 /*
  * codec/cert.c — the formats of shop trust (see cert.h): enrolment requests, certificates,
  * revocations and admin key rotations, the shop admin key file, and the text armour around them.
+ * Over 800 lines on purpose: each record kind's decoder and signer sit side by side, so a field
+ * added to one is seen to need adding to the other.
  *
  * Design notes
  * - Decoding is strict in the same way as batches: exact types, exact array lengths, the smallest

@@ -1,6 +1,8 @@
 /*
  * codec/wire.c — the encoder and the strict decoder of the messages tillsync nodes exchange
- * (net/wire.h; the byte-level specification with test vectors is docs/WIRE.md).
+ * (codec/wire.h; the byte-level specification with test vectors is docs/WIRE.md).
+ * Over 800 lines on purpose: the message table and check() serve the encoder and the decoder
+ * alike, and splitting them apart would put one rule in two files.
  *
  * A frame comes from a peer we may not trust yet: before its certificate is checked, anyone who
  * can reach the port can send one. So the decoder believes nothing a frame declares until the
