@@ -1,5 +1,5 @@
 /*
- * crdt/batch.c — the batch: the signed unit in which a site's changes travel. This file holds its
+ * codec/batch.c — the batch: the signed unit in which a site's changes travel. This file holds its
  * byte format (encode, strict decode, peek) and the rules that make it tamper-evident: the
  * chained BLAKE2b-256 hash, the Ed25519 signature over it, and how a site id is derived.
  *
@@ -62,8 +62,7 @@ static const char *printable(char out[48], const char *s, uint32_t n)
 /* ---------------------------------------------------------------- decoder */
 
 typedef struct {
-    tsync__mpr r;
-    const uint8_t *base;
+    tsync__mpr r; /* canonical */
     tsync__arena *a;
     char *err;
     int rc;
@@ -90,36 +89,38 @@ static bool fail(dec *d, const char *fmt, ...)
     return false;
 }
 
-/* Explains why reading `what` (a msgpack item of kind `want`) at the current position failed. */
-static bool bad(dec *d, const char *what, const char *want)
+/* Explains why the reader could not read `what`, from its account of the failure. */
+static bool bad(dec *d, const char *what)
 {
-    size_t off = (size_t)(d->r.p - d->base);
-    if (d->r.p >= d->r.end) return fail(d, "%s: truncated (expected %s)", what, want);
-    const char *got = tsync__mp_kind(d->r.p[0]);
-    bool intish = !strcmp(got, "uint") || !strcmp(got, "int");
-    bool family =
-        !strcmp(got, want) || (!strcmp(want, "int") && intish) ||
-        (!strcmp(want, "value") && (intish || !strcmp(got, "nil") || !strcmp(got, "float64") ||
-                                    !strcmp(got, "str") || !strcmp(got, "bin")));
-    if (!family) return fail(d, "%s: expected %s, got %s at offset %zu", what, want, got, off);
-    if (d->r.p[0] == 0xcf && (size_t)(d->r.end - d->r.p) >= 9 && strcmp(want, "uint"))
+    const tsync__mpr *r = &d->r;
+    size_t off = tsync__mpr_pos(r);
+    switch ((tsync__mpr_fault)r->fault) {
+    case TSYNC__MPR_END:
+        return fail(d, "%s: truncated (expected %s)", what, r->expected);
+    case TSYNC__MPR_TYPE:
+        return fail(d, "%s: expected %s, got %s at offset %zu", what, r->expected,
+                    tsync__mpr_found(r), off);
+    case TSYNC__MPR_RANGE:
         return fail(d, "%s: integer above INT64_MAX at offset %zu", what, off);
-    return fail(d, "%s: %s at offset %zu is truncated or longer than the bytes left", what, got,
-                off);
-}
-
-static bool noncanon(dec *d, const char *what, const uint8_t *start)
-{
-    return fail(d, "%s: non-canonical msgpack encoding at offset %zu", what,
-                (size_t)(start - d->base));
+    case TSYNC__MPR_NONCANON:
+        return fail(d, "%s: non-canonical msgpack encoding at offset %zu", what, off);
+    case TSYNC__MPR_LENGTH:
+        return fail(d, "%s: expected bin of %" PRIu64 " bytes, got %" PRIu64, what, r->want,
+                    r->got);
+    case TSYNC__MPR_ROOM:
+        return fail(d, "%s: %" PRIu64 " entries cannot fit in the %" PRIu64 " bytes left", what,
+                    r->got, r->want);
+    case TSYNC__MPR_SHORT:
+    case TSYNC__MPR_OK:
+        break;
+    }
+    return fail(d, "%s: %s at offset %zu is truncated or longer than the bytes left", what,
+                tsync__mpr_found(r), off);
 }
 
 static bool rd_uint(dec *d, const char *what, uint64_t *v)
 {
-    const uint8_t *s = d->r.p;
-    if (!tsync__mpr_uint(&d->r, v)) return bad(d, what, "uint");
-    if ((size_t)(d->r.p - s) != tsync__mp_uint_size(*v)) return noncanon(d, what, s);
-    return true;
+    return tsync__mpr_uint(&d->r, v) || bad(d, what);
 }
 
 /* A uint that must be < limit (an index); `of` names what it indexes, for the message. */
@@ -135,10 +136,7 @@ static bool rd_idx(dec *d, const char *what, uint32_t *v, uint32_t limit, const 
 
 static bool rd_array(dec *d, const char *what, uint32_t *n)
 {
-    const uint8_t *s = d->r.p;
-    if (!tsync__mpr_array(&d->r, n)) return bad(d, what, "array");
-    if ((size_t)(d->r.p - s) != tsync__mp_array_size(*n)) return noncanon(d, what, s);
-    return true;
+    return tsync__mpr_array(&d->r, n) || bad(d, what);
 }
 
 /* Smallest encodings of the list entries we allocate for, in bytes. The reader already bounds a
@@ -156,11 +154,7 @@ static bool rd_array(dec *d, const char *what, uint32_t *n)
 /* An array of n entries of at least min bytes each. */
 static bool rd_list(dec *d, const char *what, uint32_t *n, size_t min)
 {
-    if (!rd_array(d, what, n)) return false;
-    size_t left = (size_t)(d->r.end - d->r.p);
-    if ((uint64_t)*n * min > left)
-        return fail(d, "%s: %" PRIu32 " entries cannot fit in the %zu bytes left", what, *n, left);
-    return true;
+    return tsync__mpr_list(&d->r, n, min) || bad(d, what);
 }
 
 static bool rd_tuple(dec *d, const char *what, uint32_t want)
@@ -174,58 +168,24 @@ static bool rd_tuple(dec *d, const char *what, uint32_t want)
 
 static bool rd_site(dec *d, const char *what, uint8_t out[TSYNC__SITE_BYTES])
 {
-    const uint8_t *s = d->r.p, *p;
-    uint32_t n;
-    if (!tsync__mpr_bin(&d->r, &p, &n)) return bad(d, what, "bin");
-    if (n != TSYNC__SITE_BYTES)
-        return fail(d, "%s: expected bin of %d bytes, got %" PRIu32, what, TSYNC__SITE_BYTES, n);
-    if ((size_t)(d->r.p - s) != tsync__mp_bin_size(n)) return noncanon(d, what, s);
-    memcpy(out, p, TSYNC__SITE_BYTES);
-    return true;
+    return tsync__mpr_binfix(&d->r, out, TSYNC__SITE_BYTES) || bad(d, what);
 }
 
 static bool rd_str(dec *d, const char *what, const char **str, uint32_t *n)
 {
-    const uint8_t *s = d->r.p;
-    if (!tsync__mpr_str(&d->r, str, n)) return bad(d, what, "str");
-    if ((size_t)(d->r.p - s) != tsync__mp_str_size(*n)) return noncanon(d, what, s);
-    return true;
+    return tsync__mpr_str(&d->r, str, n) || bad(d, what);
 }
 
 static bool rd_value(dec *d, const char *what, tsync__val *v)
 {
-    const uint8_t *s = d->r.p;
-    if (!tsync__mpr_value(&d->r, v)) return bad(d, what, "value");
-    size_t want = 0;
-    switch (v->type) {
-    case TSYNC__V_NULL:
-        want = 1;
-        break;
-    case TSYNC__V_INT:
-        /* Same size is not enough: 2^32 fits int64 and uint64 alike, and only the uint form is
-         * canonical for a non-negative value. */
-        want = v->i >= 0 && s[0] >= 0xd0 ? 0 : tsync__mp_int_size(v->i);
-        break;
-    case TSYNC__V_REAL:
-        want = 9;
-        break;
-    case TSYNC__V_TEXT:
-        want = tsync__mp_str_size(v->n);
-        break;
-    case TSYNC__V_BLOB:
-        want = tsync__mp_bin_size(v->n);
-        break;
-    }
-    if ((size_t)(d->r.p - s) != want) return noncanon(d, what, s);
-    return true;
+    return tsync__mpr_value(&d->r, v) || bad(d, what);
 }
 
 /* Arena array of n elements of size sz; n is bounded by the input size by the reader. */
 static void *alloc_array(dec *d, uint32_t n, size_t sz)
 {
-    if (n == 0) return NULL;
-    void *p = (size_t)n > SIZE_MAX / sz ? NULL : tsync__arena_alloc(d->a, (size_t)n * sz);
-    if (!p) {
+    void *p = tsync__arena_array(d->a, n, sz);
+    if (n && !p) {
         snprintf(d->err, TSYNC__ERRLEN, "batch body: out of memory");
         d->rc = TSYNC_ENOMEM;
     }
@@ -418,8 +378,9 @@ int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync
                  TSYNC__BATCH_MAX_BYTES);
         return TSYNC_ECORRUPT;
     }
-    dec d = {.base = buf, .a = a, .err = err, .rc = TSYNC_ECORRUPT};
+    dec d = {.a = a, .err = err, .rc = TSYNC_ECORRUPT};
     tsync__mpr_init(&d.r, buf, len);
+    d.r.canonical = true;
     tsync__batch *b = out;
     uint32_t n;
     uint64_t fmt;
@@ -622,36 +583,13 @@ static int check(const tsync__batch *b, uint64_t *masks, char *err)
         if ((x) != 0) goto nomem;                                                                  \
     } while (0)
 
-static int pack_bytes(msgpack_packer *pk, bool str, const void *p, uint32_t n)
-{
-    int rc = str ? msgpack_pack_str(pk, n) : msgpack_pack_bin(pk, n);
-    if (rc == 0 && n) rc = str ? msgpack_pack_str_body(pk, p, n) : msgpack_pack_bin_body(pk, p, n);
-    return rc;
-}
-
-static int pack_val(msgpack_packer *pk, const tsync__val *v)
-{
-    switch (v->type) {
-    case TSYNC__V_INT:
-        return msgpack_pack_int64(pk, v->i);
-    case TSYNC__V_REAL:
-        return msgpack_pack_double(pk, v->r);
-    case TSYNC__V_TEXT:
-        return pack_bytes(pk, true, v->p, v->n);
-    case TSYNC__V_BLOB:
-        return pack_bytes(pk, false, v->p, v->n);
-    default:
-        return msgpack_pack_nil(pk);
-    }
-}
-
 static int pack_row(msgpack_packer *pk, const tsync__batch *b, const tsync__brow *row)
 {
     const tsync__btable *t = &b->tables[row->table];
     PK(msgpack_pack_array(pk, ROW_FIELDS));
     PK(msgpack_pack_uint32(pk, row->table));
     PK(msgpack_pack_array(pk, t->npk));
-    for (uint32_t k = 0; k < t->npk; k++) PK(pack_val(pk, &row->pk[k]));
+    for (uint32_t k = 0; k < t->npk; k++) PK(tsync__mp_pack_val(pk, &row->pk[k]));
     PK(msgpack_pack_uint64(pk, row->hlc - b->hlc_lo));
     PK(msgpack_pack_uint32(pk, row->flags));
     PK(msgpack_pack_array(pk, row->nrmv));
@@ -665,7 +603,7 @@ static int pack_row(msgpack_packer *pk, const tsync__batch *b, const tsync__brow
         const tsync__bcol *c = &row->cols[k];
         PK(msgpack_pack_array(pk, 4));
         PK(msgpack_pack_uint32(pk, c->col));
-        PK(pack_val(pk, &c->val));
+        PK(tsync__mp_pack_val(pk, &c->val));
         PK(msgpack_pack_uint64(pk, c->old_hlc));
         PK(msgpack_pack_uint32(pk, c->old_site));
     }
@@ -685,13 +623,13 @@ static int pack_batch(msgpack_packer *pk, const tsync__batch *b)
 {
     PK(msgpack_pack_array(pk, BODY_FIELDS));
     PK(msgpack_pack_uint32(pk, TSYNC__BATCH_FORMAT));
-    PK(pack_bytes(pk, false, b->origin, TSYNC__SITE_BYTES));
+    PK(tsync__mp_pack_bin(pk, b->origin, TSYNC__SITE_BYTES));
     PK(msgpack_pack_uint64(pk, b->seq));
     PK(msgpack_pack_uint64(pk, b->hlc_lo));
     PK(msgpack_pack_uint64(pk, b->hlc_hi));
     PK(msgpack_pack_array(pk, b->nsites));
     for (uint32_t i = 0; i < b->nsites; i++)
-        PK(pack_bytes(pk, false, b->sites[i], TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, b->sites[i], TSYNC__SITE_BYTES));
     PK(msgpack_pack_array(pk, b->ndeps));
     for (uint32_t i = 0; i < b->ndeps; i++) {
         PK(msgpack_pack_array(pk, 2));
@@ -702,9 +640,10 @@ static int pack_batch(msgpack_packer *pk, const tsync__batch *b)
     for (uint32_t i = 0; i < b->ntables; i++) {
         const tsync__btable *t = &b->tables[i];
         PK(msgpack_pack_array(pk, TABLE_FIELDS));
-        PK(pack_bytes(pk, true, t->name, t->name_len));
+        PK(tsync__mp_pack_str(pk, t->name, t->name_len));
         PK(msgpack_pack_array(pk, t->ncols));
-        for (uint32_t c = 0; c < t->ncols; c++) PK(pack_bytes(pk, true, t->cols[c], t->col_len[c]));
+        for (uint32_t c = 0; c < t->ncols; c++)
+            PK(tsync__mp_pack_str(pk, t->cols[c], t->col_len[c]));
         PK(msgpack_pack_uint32(pk, t->npk));
         PK(msgpack_pack_array(pk, t->ncounters));
         for (uint32_t k = 0; k < t->ncounters; k++) PK(msgpack_pack_uint32(pk, t->counters[k]));

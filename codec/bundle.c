@@ -1,5 +1,5 @@
 /*
- * crdt/bundle.c — bundles: a file (or a blob handed over by any other means) carrying runs of
+ * codec/bundle.c — bundles: a file (or a blob handed over by any other means) carrying runs of
  * signed batches, for syncing through a USB stick, a backup or a relay that cannot be reached
  * live. This file holds the writer and the strict decoder; the store checks the signatures and
  * hash chains, because that needs the chain state it keeps.
@@ -43,8 +43,7 @@
 /* ---------------------------------------------------------------- decoder */
 
 typedef struct {
-    tsync__mpr r;
-    const uint8_t *base;
+    tsync__mpr r; /* not canonical: bundle payloads never were held to the smallest form */
     tsync__arena *a;
     char *err;
     int rc;
@@ -66,9 +65,15 @@ static bool fail(dec *d, const char *fmt, ...)
 /* Called after a failed read: says whether the input ended or held something else. */
 static bool bad(dec *d, const char *what)
 {
-    if (d->r.p >= d->r.end) return fail(d, "%s: truncated", what);
+    const tsync__mpr *r = &d->r;
+    if (r->fault == TSYNC__MPR_END) return fail(d, "%s: truncated", what);
+    if (r->fault == TSYNC__MPR_LENGTH)
+        return fail(d, "%s: expected %" PRIu64 " bytes, got %" PRIu64, what, r->want, r->got);
+    if (r->fault == TSYNC__MPR_ROOM)
+        return fail(d, "%s: %" PRIu64 " entries cannot fit in the %" PRIu64 " bytes left", what,
+                    r->got, r->want);
     return fail(d, "%s: wrong type or truncated at payload offset %zu (byte 0x%02x)", what,
-                (size_t)(d->r.p - d->base), d->r.p[0]);
+                tsync__mpr_pos(r), r->p[0]);
 }
 
 /* Smallest encodings of the entries we allocate for, so a declared count cannot make the arena
@@ -79,11 +84,7 @@ static bool bad(dec *d, const char *what)
 
 static bool rd_list(dec *d, const char *what, uint32_t *n, size_t min)
 {
-    if (!tsync__mpr_array(&d->r, n)) return bad(d, what);
-    size_t left = (size_t)(d->r.end - d->r.p);
-    if ((uint64_t)*n * min > left)
-        return fail(d, "%s: %" PRIu32 " entries cannot fit in the %zu bytes left", what, *n, left);
-    return true;
+    return tsync__mpr_list(&d->r, n, min) || bad(d, what);
 }
 
 static bool rd_tuple(dec *d, const char *what, uint32_t want)
@@ -97,19 +98,23 @@ static bool rd_tuple(dec *d, const char *what, uint32_t want)
 
 static bool rd_fixed(dec *d, const char *what, uint8_t *out, uint32_t n)
 {
-    const uint8_t *p;
-    uint32_t got;
-    if (!tsync__mpr_bin(&d->r, &p, &got)) return bad(d, what);
-    if (got != n) return fail(d, "%s: expected %" PRIu32 " bytes, got %" PRIu32, what, n, got);
-    memcpy(out, p, n);
-    return true;
+    return tsync__mpr_binfix(&d->r, out, n) || bad(d, what);
+}
+
+static bool rd_uint(dec *d, const char *what, uint64_t *v)
+{
+    return tsync__mpr_uint(&d->r, v) || bad(d, what);
+}
+
+static bool rd_bin(dec *d, const char *what, const uint8_t **p, uint32_t *n)
+{
+    return tsync__mpr_bin(&d->r, p, n) || bad(d, what);
 }
 
 static void *alloc_array(dec *d, uint32_t n, size_t sz)
 {
-    if (n == 0) return NULL;
-    void *p = (size_t)n > SIZE_MAX / sz ? NULL : tsync__arena_alloc(d->a, (size_t)n * sz);
-    if (!p) {
+    void *p = tsync__arena_array(d->a, n, sz);
+    if (n && !p) {
         snprintf(d->err, TSYNC__ERRLEN, "bundle: out of memory");
         d->rc = TSYNC_ENOMEM;
     }
@@ -147,12 +152,12 @@ static bool dec_run(dec *d, const tsync__bundle *b, uint32_t i, tsync__brun *run
     uint32_t n;
     snprintf(what, sizeof what, "run %" PRIu32, i);
     if (!rd_tuple(d, what, 5)) return false;
-    if (!tsync__mpr_uint(&d->r, &site)) return bad(d, what);
+    if (!rd_uint(d, what, &site)) return false;
     if (site >= b->nsites)
         return fail(d, "run %" PRIu32 ": site index %" PRIu64 " out of range (%" PRIu32 " sites)",
                     i, site, b->nsites);
     run->site = (uint32_t)site;
-    if (!tsync__mpr_uint(&d->r, &run->first_seq)) return bad(d, what);
+    if (!rd_uint(d, what, &run->first_seq)) return false;
     if (run->first_seq == 0) return fail(d, "run %" PRIu32 ": first seq is 0", i);
     if (!rd_fixed(d, what, run->prev, TSYNC__HASH_BYTES)) return false;
     if (run->first_seq == 1 && memcmp(run->prev, zero, TSYNC__HASH_BYTES) != 0)
@@ -166,7 +171,7 @@ static bool dec_run(dec *d, const tsync__bundle *b, uint32_t i, tsync__brun *run
     if (!run->body || !run->body_len) return false;
     for (uint32_t k = 0; k < n; k++) {
         uint32_t len;
-        if (!tsync__mpr_bin(&d->r, &run->body[k], &len)) return bad(d, what);
+        if (!rd_bin(d, what, &run->body[k], &len)) return false;
         if (len == 0 || len > TSYNC__BATCH_MAX_BYTES)
             return fail(d, "run %" PRIu32 ": batch %" PRIu32 " has %" PRIu32 " bytes", i, k, len);
         run->body_len[k] = len;
@@ -287,7 +292,7 @@ int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out, tsy
         return TSYNC_ECORRUPT;
     }
 
-    dec d = {.base = p, .a = a, .err = err, .rc = TSYNC_ECORRUPT};
+    dec d = {.a = a, .err = err, .rc = TSYNC_ECORRUPT};
     tsync__mpr_init(&d.r, p, n);
     uint32_t nruns;
     if (!rd_tuple(&d, "payload", format + 1) || !dec_sites(&d, out)) goto bad;
@@ -310,10 +315,7 @@ int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out, tsy
         for (uint32_t i = 0; i < nt; i++) {
             const uint8_t *bp;
             uint32_t bn;
-            if (!tsync__mpr_bin(&d.r, &bp, &bn)) {
-                bad(&d, "trust record");
-                goto bad;
-            }
+            if (!rd_bin(&d, "trust record", &bp, &bn)) goto bad;
             if (bn == 0 || bn > TSYNC__BUNDLE_TRUST_MAX_BYTES) {
                 fail(&d, "trust record %" PRIu32 ": %" PRIu32 " bytes (1..%u allowed)", i, bn,
                      TSYNC__BUNDLE_TRUST_MAX_BYTES);
@@ -329,10 +331,7 @@ int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out, tsy
         uint32_t bn;
         if (!rd_tuple(&d, "schema", 2)) goto bad;
         if (!rd_fixed(&d, "schema: author site", out->schema_site, TSYNC__SITE_BYTES)) goto bad;
-        if (!tsync__mpr_bin(&d.r, &bp, &bn)) {
-            bad(&d, "schema: table definitions");
-            goto bad;
-        }
+        if (!rd_bin(&d, "schema: table definitions", &bp, &bn)) goto bad;
         if (bn == 0 || bn > TSYNC__BUNDLE_SCHEMA_MAX) {
             fail(&d, "schema: table definitions of %" PRIu32 " bytes (1..%u allowed)", bn,
                  TSYNC__BUNDLE_SCHEMA_MAX);
@@ -473,13 +472,6 @@ int tsync__bundle_writer_end_run(tsync__bundle_writer *w, const uint8_t sig[TSYN
         if ((x) != 0) goto nomem;                                                                  \
     } while (0)
 
-static int pack_bin(msgpack_packer *pk, const void *p, size_t n)
-{
-    int rc = msgpack_pack_bin(pk, n);
-    if (rc == 0 && n) rc = msgpack_pack_bin_body(pk, p, n);
-    return rc;
-}
-
 int tsync__bundle_writer_trust(tsync__bundle_writer *w, const uint8_t *rec, size_t len)
 {
     if (!rec || len == 0 || len > TSYNC__BUNDLE_TRUST_MAX_BYTES ||
@@ -525,9 +517,9 @@ static int pack_bundle(msgpack_packer *pk, const tsync__bundle_writer *w)
     PK(msgpack_pack_array(pk, w->nsites));
     for (size_t i = 0; i < w->nsites; i++) {
         PK(msgpack_pack_array(pk, 3));
-        PK(pack_bin(pk, w->sites[i].site, TSYNC__SITE_BYTES));
-        PK(pack_bin(pk, w->sites[i].pk, TSYNC__PK_BYTES));
-        PK(pack_bin(pk, w->sites[i].inc, TSYNC__INC_BYTES));
+        PK(tsync__mp_pack_bin(pk, w->sites[i].site, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, w->sites[i].pk, TSYNC__PK_BYTES));
+        PK(tsync__mp_pack_bin(pk, w->sites[i].inc, TSYNC__INC_BYTES));
     }
     PK(msgpack_pack_array(pk, w->nruns));
     for (size_t i = 0; i < w->nruns; i++) {
@@ -535,19 +527,20 @@ static int pack_bundle(msgpack_packer *pk, const tsync__bundle_writer *w)
         PK(msgpack_pack_array(pk, 5));
         PK(msgpack_pack_uint32(pk, r->site));
         PK(msgpack_pack_uint64(pk, r->first_seq));
-        PK(pack_bin(pk, r->prev, TSYNC__HASH_BYTES));
+        PK(tsync__mp_pack_bin(pk, r->prev, TSYNC__HASH_BYTES));
         PK(msgpack_pack_array(pk, r->n));
-        for (size_t k = 0; k < r->n; k++) PK(pack_bin(pk, r->body[k], r->len[k]));
-        PK(pack_bin(pk, r->sig, TSYNC__SIG_BYTES));
+        for (size_t k = 0; k < r->n; k++) PK(tsync__mp_pack_bin(pk, r->body[k], r->len[k]));
+        PK(tsync__mp_pack_bin(pk, r->sig, TSYNC__SIG_BYTES));
     }
     if (format >= TSYNC__BUNDLE_FORMAT_TRUST) {
         PK(msgpack_pack_array(pk, w->ntrust));
-        for (size_t i = 0; i < w->ntrust; i++) PK(pack_bin(pk, w->trust[i], w->trust_len[i]));
+        for (size_t i = 0; i < w->ntrust; i++)
+            PK(tsync__mp_pack_bin(pk, w->trust[i], w->trust_len[i]));
     }
     if (format >= TSYNC__BUNDLE_FORMAT_SCHEMA) {
         PK(msgpack_pack_array(pk, 2));
-        PK(pack_bin(pk, w->schema_site, TSYNC__SITE_BYTES));
-        PK(pack_bin(pk, w->schema, w->schema_len));
+        PK(tsync__mp_pack_bin(pk, w->schema_site, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, w->schema, w->schema_len));
     }
     return 0;
 nomem:

@@ -1,6 +1,8 @@
 /*
- * crdt/cert.c — the formats of shop trust (see cert.h): enrolment requests, certificates,
+ * codec/cert.c — the formats of shop trust (see cert.h): enrolment requests, certificates,
  * revocations and admin key rotations, the shop admin key file, and the text armour around them.
+ * Over 800 lines on purpose: each record kind's decoder and signer sit side by side, so a field
+ * added to one is seen to need adding to the other.
  *
  * Design notes
  * - Decoding is strict in the same way as batches: exact types, exact array lengths, the smallest
@@ -52,8 +54,7 @@ bool tsync__trust_name_ok(const char *str, size_t n)
 /* ---------------------------------------------------------------- decoder */
 
 typedef struct {
-    tsync__mpr r;
-    const uint8_t *base;
+    tsync__mpr r;     /* canonical; the signed bytes start at r.start */
     const char *what; /* "certificate", for messages */
     char *err;
     int rc;
@@ -72,71 +73,57 @@ static bool fail(dec *d, const char *fmt, ...)
     return false;
 }
 
-static size_t off(const dec *d, const uint8_t *p)
+/* Explains why the reader could not read `field`, from its account of the failure. The readers
+ * below read nothing once a message is written (the reader is stopped), so it is never
+ * overwritten by a later field's. */
+static bool bad(dec *d, const char *field)
 {
-    return (size_t)(p - d->base);
-}
-
-/* Whether byte b starts a msgpack item of the kind named (as the readers below name them). */
-static bool is_kind(uint8_t b, const char *want)
-{
-    if (!strcmp(want, "uint")) return b <= 0x7f || (b >= 0xcc && b <= 0xcf);
-    if (!strcmp(want, "array")) return (b >= 0x90 && b <= 0x9f) || b == 0xdc || b == 0xdd;
-    if (!strcmp(want, "str")) return (b >= 0xa0 && b <= 0xbf) || (b >= 0xd9 && b <= 0xdb);
-    if (!strcmp(want, "bin")) return b >= 0xc4 && b <= 0xc6;
-    return false;
-}
-
-static bool bad(dec *d, const char *field, const char *want, const uint8_t *at)
-{
-    if (at >= d->r.end) return fail(d, "%s: truncated (expected %s)", field, want);
-    if (is_kind(*at, want))
-        return fail(d, "%s: %s at offset %zu is truncated or longer than the bytes left", field,
-                    want, off(d, at));
-    return fail(d, "%s: expected %s at offset %zu", field, want, off(d, at));
-}
-
-static bool noncanon(dec *d, const char *field, const uint8_t *at)
-{
-    return fail(d, "%s: non-canonical msgpack encoding at offset %zu", field, off(d, at));
+    const tsync__mpr *r = &d->r;
+    size_t at = tsync__mpr_pos(r);
+    switch ((tsync__mpr_fault)r->fault) {
+    case TSYNC__MPR_END:
+        return fail(d, "%s: truncated (expected %s)", field, r->expected);
+    case TSYNC__MPR_TYPE:
+        return fail(d, "%s: expected %s at offset %zu", field, r->expected, at);
+    case TSYNC__MPR_NONCANON:
+        return fail(d, "%s: non-canonical msgpack encoding at offset %zu", field, at);
+    case TSYNC__MPR_LENGTH:
+        return fail(d, "%s: expected %" PRIu64 " bytes, got %" PRIu64, field, r->want, r->got);
+    case TSYNC__MPR_ROOM:
+        return fail(d, "%s: %" PRIu64 " entries cannot fit in the bytes left", field, r->got);
+    case TSYNC__MPR_SHORT:
+    case TSYNC__MPR_RANGE:
+    case TSYNC__MPR_OK:
+        break;
+    }
+    return fail(d, "%s: %s at offset %zu is truncated or longer than the bytes left", field,
+                r->expected, at);
 }
 
 static bool rd_uint(dec *d, const char *field, uint64_t *v)
 {
-    const uint8_t *s = d->r.p;
-    if (!d->r.ok) return false;
-    if (!tsync__mpr_uint(&d->r, v)) return bad(d, field, "uint", s);
-    if ((size_t)(d->r.p - s) != tsync__mp_uint_size(*v)) return noncanon(d, field, s);
-    return true;
+    return d->r.ok && (tsync__mpr_uint(&d->r, v) || bad(d, field));
 }
 
 static bool rd_array(dec *d, const char *field, uint32_t *n)
 {
-    const uint8_t *s = d->r.p;
-    if (!d->r.ok) return false;
-    if (!tsync__mpr_array(&d->r, n)) return bad(d, field, "array", s);
-    if ((size_t)(d->r.p - s) != tsync__mp_array_size(*n)) return noncanon(d, field, s);
-    return true;
+    return d->r.ok && (tsync__mpr_array(&d->r, n) || bad(d, field));
 }
 
 static bool rd_fix(dec *d, const char *field, uint8_t *out, uint32_t n)
 {
-    const uint8_t *s = d->r.p, *p;
-    uint32_t got;
-    if (!d->r.ok) return false;
-    if (!tsync__mpr_bin(&d->r, &p, &got)) return bad(d, field, "bin", s);
-    if (got != n) return fail(d, "%s: expected %" PRIu32 " bytes, got %" PRIu32, field, n, got);
-    if ((size_t)(d->r.p - s) != tsync__mp_bin_size(n)) return noncanon(d, field, s);
-    memcpy(out, p, n);
-    return true;
+    return d->r.ok && (tsync__mpr_binfix(&d->r, out, n) || bad(d, field));
+}
+
+static bool rd_bin(dec *d, const char *field, const uint8_t **p, uint32_t *n)
+{
+    return d->r.ok && (tsync__mpr_bin(&d->r, p, n) || bad(d, field));
 }
 
 static bool rd_name(dec *d, const char *field, const char **str, uint32_t *n)
 {
-    const uint8_t *s = d->r.p;
     if (!d->r.ok) return false;
-    if (!tsync__mpr_str(&d->r, str, n)) return bad(d, field, "str", s);
-    if ((size_t)(d->r.p - s) != tsync__mp_str_size(*n)) return noncanon(d, field, s);
+    if (!tsync__mpr_str(&d->r, str, n)) return bad(d, field);
     if (!tsync__trust_name_ok(*str, *n))
         return fail(d, "%s: not 1..%u bytes of UTF-8 without control characters", field,
                     TSYNC__TRUST_NAME_MAX);
@@ -157,7 +144,7 @@ static bool verify(dec *d, uint32_t kind, size_t signed_len, const uint8_t sig[T
 {
     uint8_t msg[32 + TSYNC__HASH_BYTES];
     size_t mlen;
-    message(kind, d->base, signed_len, msg, &mlen);
+    message(kind, d->r.start, signed_len, msg, &mlen);
     if (crypto_sign_verify_detached(sig, msg, mlen, pk) != 0) {
         fail(d, "signature of the %s does not verify", whose);
         d->rc = TSYNC_EBADSIG;
@@ -172,7 +159,7 @@ static bool dec_req(dec *d, tsync__req *q, size_t *signed_len, uint8_t sig[TSYNC
         !rd_name(d, "device name", &q->device_name, &q->device_name_len) ||
         !rd_uint(d, "created", &q->created_ms))
         return false;
-    *signed_len = off(d, d->r.p);
+    *signed_len = tsync__mpr_pos(&d->r);
     return rd_fix(d, "signature", sig, TSYNC__SIG_BYTES);
 }
 
@@ -188,7 +175,7 @@ static bool dec_cert(dec *d, tsync__cert *c, size_t *signed_len, uint8_t sig[TSY
     if (c->expires_ms <= c->not_before_ms) return fail(d, "expires before it becomes valid");
     if (sodium_memcmp(c->admin_pk, c->device_pk, TSYNC__PK_BYTES) == 0)
         return fail(d, "the device key is the admin key");
-    *signed_len = off(d, d->r.p);
+    *signed_len = tsync__mpr_pos(&d->r);
     return rd_fix(d, "signature", sig, TSYNC__SIG_BYTES);
 }
 
@@ -202,9 +189,8 @@ static bool dec_rev(dec *d, tsync__revocation *v, tsync__arena *a, size_t *signe
     if (n > TSYNC__TRUST_MAX_CUTOFFS)
         return fail(d, "%" PRIu32 " cutoffs, more than %u", n, TSYNC__TRUST_MAX_CUTOFFS);
     /* Each entry takes at least 1 + 18 + 1 bytes: bound the allocation by the input. */
-    if ((uint64_t)n * 20 > (uint64_t)(d->r.end - d->r.p))
-        return fail(d, "cutoffs: %" PRIu32 " entries cannot fit in the bytes left", n);
-    v->cutoffs = n ? tsync__arena_alloc(a, (size_t)n * sizeof *v->cutoffs) : NULL;
+    if (!tsync__mpr_room(&d->r, n, 20)) return bad(d, "cutoffs");
+    v->cutoffs = tsync__arena_array(a, n, sizeof *v->cutoffs);
     if (n && !v->cutoffs) {
         fail(d, "out of memory");
         d->rc = TSYNC_ENOMEM;
@@ -224,7 +210,7 @@ static bool dec_rev(dec *d, tsync__revocation *v, tsync__arena *a, size_t *signe
     if (!rd_uint(d, "issued", &v->issued_ms) ||
         !rd_fix(d, "admin key", v->admin_pk, TSYNC__PK_BYTES))
         return false;
-    *signed_len = off(d, d->r.p);
+    *signed_len = tsync__mpr_pos(&d->r);
     return rd_fix(d, "signature", sig, TSYNC__SIG_BYTES);
 }
 
@@ -238,7 +224,7 @@ static bool dec_rot(dec *d, tsync__rotation *t, size_t *signed_len, uint8_t sig[
         return false;
     if (sodium_memcmp(t->old_pk, t->new_pk, TSYNC__PK_BYTES) == 0)
         return fail(d, "the new admin key is the old one");
-    *signed_len = off(d, d->r.p);
+    *signed_len = tsync__mpr_pos(&d->r);
     return rd_fix(d, "old key's signature", sig, TSYNC__SIG_BYTES) &&
            rd_fix(d, "new key's signature", sig2, TSYNC__SIG_BYTES);
 }
@@ -246,22 +232,19 @@ static bool dec_rot(dec *d, tsync__rotation *t, size_t *signed_len, uint8_t sig[
 static bool dec_mig(dec *d, tsync__migration_rec *m, size_t *signed_len,
                     uint8_t sig[TSYNC__SIG_BYTES])
 {
-    const uint8_t *s;
     if (!rd_fix(d, "shop id", m->shop_id, TSYNC__SHOP_ID_BYTES) ||
         !rd_uint(d, "number", &m->number))
         return false;
     if (m->number == 0 || m->number > INT64_MAX) return fail(d, "number: not 1..2^63-1");
     if (!rd_name(d, "name", &m->name, &m->name_len)) return false;
-    s = d->r.p;
-    if (!tsync__mpr_bin(&d->r, &m->sql, &m->sql_len)) return bad(d, "sql", "bin", s);
-    if ((size_t)(d->r.p - s) != tsync__mp_bin_size(m->sql_len)) return noncanon(d, "sql", s);
+    if (!rd_bin(d, "sql", &m->sql, &m->sql_len)) return false;
     if (m->sql_len == 0 || m->sql_len > TSYNC__TRUST_SQL_MAX)
         return fail(d, "sql: %" PRIu32 " bytes (1..%u allowed)", m->sql_len, TSYNC__TRUST_SQL_MAX);
     if (memchr(m->sql, 0, m->sql_len)) return fail(d, "sql: has a NUL byte");
     if (!rd_uint(d, "issued", &m->issued_ms) ||
         !rd_fix(d, "admin key", m->admin_pk, TSYNC__PK_BYTES))
         return false;
-    *signed_len = off(d, d->r.p);
+    *signed_len = tsync__mpr_pos(&d->r);
     return rd_fix(d, "signature", sig, TSYNC__SIG_BYTES);
 }
 
@@ -270,7 +253,7 @@ int tsync__trust_decode(const uint8_t *buf, size_t len, tsync__trust_rec *out, t
 {
     memset(out, 0, sizeof *out);
     err[0] = '\0';
-    dec d = {.base = buf, .what = WHAT[0], .err = err};
+    dec d = {.what = WHAT[0], .err = err};
     if (!buf || len == 0) {
         fail(&d, "empty");
         return d.rc;
@@ -280,6 +263,7 @@ int tsync__trust_decode(const uint8_t *buf, size_t len, tsync__trust_rec *out, t
         return d.rc;
     }
     tsync__mpr_init(&d.r, buf, len);
+    d.r.canonical = true;
     uint32_t n;
     uint64_t kind, fmt;
     if (!rd_array(&d, "record", &n)) return d.rc;
@@ -392,18 +376,6 @@ static int einval(char *err, const char *what, const char *fmt, ...)
         if ((x) != 0) goto nomem;                                                                  \
     } while (0)
 
-static int pack_bin(msgpack_packer *pk, const void *p, uint32_t n)
-{
-    int rc = msgpack_pack_bin(pk, n);
-    return rc == 0 ? msgpack_pack_bin_body(pk, p, n) : rc;
-}
-
-static int pack_str(msgpack_packer *pk, const char *p, uint32_t n)
-{
-    int rc = msgpack_pack_str(pk, n);
-    return rc == 0 ? msgpack_pack_str_body(pk, p, n) : rc;
-}
-
 static bool key_pair(const uint8_t sk[TSYNC__SK_BYTES], const uint8_t pk[TSYNC__PK_BYTES])
 {
     uint8_t derived[TSYNC__PK_BYTES];
@@ -428,7 +400,7 @@ static int finish(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t kind, const 
     size_t signed_len = sb->size;
     for (int i = 0; i < nsks; i++)
         sign(kind, (const uint8_t *)sb->data, signed_len, sks[i], sig[i]);
-    for (int i = 0; i < nsks; i++) PK(pack_bin(pk, sig[i], TSYNC__SIG_BYTES));
+    for (int i = 0; i < nsks; i++) PK(tsync__mp_pack_bin(pk, sig[i], TSYNC__SIG_BYTES));
     if (sb->size > TSYNC__TRUST_MAX_BYTES) {
         size_t size = sb->size;
         msgpack_sbuffer_destroy(sb);
@@ -474,8 +446,8 @@ int tsync__req_sign(const tsync__req *r, const uint8_t device_sk[TSYNC__SK_BYTES
     msgpack_packer pk;
     start(&sb, &pk);
     PK(head(&pk, kind));
-    PK(pack_bin(&pk, r->device_pk, TSYNC__PK_BYTES));
-    PK(pack_str(&pk, r->device_name, r->device_name_len));
+    PK(tsync__mp_pack_bin(&pk, r->device_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_str(&pk, r->device_name, r->device_name_len));
     PK(msgpack_pack_uint64(&pk, r->created_ms));
     const uint8_t *sks[1] = {device_sk};
     return finish(&sb, &pk, kind, sks, 1, out, len, err);
@@ -504,13 +476,13 @@ int tsync__cert_sign(const tsync__cert *c, const uint8_t admin_sk[TSYNC__SK_BYTE
     msgpack_packer pk;
     start(&sb, &pk);
     PK(head(&pk, kind));
-    PK(pack_bin(&pk, c->shop_id, TSYNC__SHOP_ID_BYTES));
-    PK(pack_str(&pk, c->shop_name, c->shop_name_len));
-    PK(pack_bin(&pk, c->device_pk, TSYNC__PK_BYTES));
-    PK(pack_str(&pk, c->device_name, c->device_name_len));
+    PK(tsync__mp_pack_bin(&pk, c->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(tsync__mp_pack_str(&pk, c->shop_name, c->shop_name_len));
+    PK(tsync__mp_pack_bin(&pk, c->device_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_str(&pk, c->device_name, c->device_name_len));
     PK(msgpack_pack_uint64(&pk, c->not_before_ms));
     PK(msgpack_pack_uint64(&pk, c->expires_ms));
-    PK(pack_bin(&pk, c->admin_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_bin(&pk, c->admin_pk, TSYNC__PK_BYTES));
     const uint8_t *sks[1] = {admin_sk};
     return finish(&sb, &pk, kind, sks, 1, out, len, err);
 nomem:
@@ -554,16 +526,16 @@ int tsync__revocation_sign(const tsync__revocation *r, const uint8_t admin_sk[TS
     msgpack_packer pk;
     start(&sb, &pk);
     PK(head(&pk, kind));
-    PK(pack_bin(&pk, r->shop_id, TSYNC__SHOP_ID_BYTES));
-    PK(pack_bin(&pk, r->device_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_bin(&pk, r->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(tsync__mp_pack_bin(&pk, r->device_pk, TSYNC__PK_BYTES));
     PK(msgpack_pack_array(&pk, r->ncutoffs));
     for (uint32_t i = 0; i < r->ncutoffs; i++) {
         PK(msgpack_pack_array(&pk, 2));
-        PK(pack_bin(&pk, cs[i].site, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(&pk, cs[i].site, TSYNC__SITE_BYTES));
         PK(msgpack_pack_uint64(&pk, cs[i].seq));
     }
     PK(msgpack_pack_uint64(&pk, r->issued_ms));
-    PK(pack_bin(&pk, r->admin_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_bin(&pk, r->admin_pk, TSYNC__PK_BYTES));
     free(cs);
     const uint8_t *sks[1] = {admin_sk};
     return finish(&sb, &pk, kind, sks, 1, out, len, err);
@@ -595,12 +567,12 @@ int tsync__migration_sign(const tsync__migration_rec *m, const uint8_t admin_sk[
     msgpack_packer pk;
     start(&sb, &pk);
     PK(head(&pk, kind));
-    PK(pack_bin(&pk, m->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(tsync__mp_pack_bin(&pk, m->shop_id, TSYNC__SHOP_ID_BYTES));
     PK(msgpack_pack_uint64(&pk, m->number));
-    PK(pack_str(&pk, m->name, m->name_len));
-    PK(pack_bin(&pk, m->sql, m->sql_len));
+    PK(tsync__mp_pack_str(&pk, m->name, m->name_len));
+    PK(tsync__mp_pack_bin(&pk, m->sql, m->sql_len));
     PK(msgpack_pack_uint64(&pk, m->issued_ms));
-    PK(pack_bin(&pk, m->admin_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_bin(&pk, m->admin_pk, TSYNC__PK_BYTES));
     const uint8_t *sks[1] = {admin_sk};
     return finish(&sb, &pk, kind, sks, 1, out, len, err);
 nomem:
@@ -623,9 +595,9 @@ int tsync__rotation_sign(const tsync__rotation *r, const uint8_t old_sk[TSYNC__S
     msgpack_packer pk;
     start(&sb, &pk);
     PK(head(&pk, kind));
-    PK(pack_bin(&pk, r->shop_id, TSYNC__SHOP_ID_BYTES));
-    PK(pack_bin(&pk, r->old_pk, TSYNC__PK_BYTES));
-    PK(pack_bin(&pk, r->new_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_bin(&pk, r->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(tsync__mp_pack_bin(&pk, r->old_pk, TSYNC__PK_BYTES));
+    PK(tsync__mp_pack_bin(&pk, r->new_pk, TSYNC__PK_BYTES));
     PK(msgpack_pack_uint64(&pk, r->issued_ms));
     const uint8_t *sks[2] = {old_sk, new_sk};
     return finish(&sb, &pk, kind, sks, 2, out, len, err);
@@ -668,9 +640,9 @@ int tsync__shopkey_encode(const tsync__shopkey *k, uint8_t **out, size_t *len)
     msgpack_packer pk;
     start(&sb, &pk);
     PK(msgpack_pack_array(&pk, 4));
-    PK(pack_bin(&pk, k->sk, TSYNC__SK_BYTES));
-    PK(pack_bin(&pk, k->shop_id, TSYNC__SHOP_ID_BYTES));
-    PK(pack_str(&pk, k->name, k->name_len));
+    PK(tsync__mp_pack_bin(&pk, k->sk, TSYNC__SK_BYTES));
+    PK(tsync__mp_pack_bin(&pk, k->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(tsync__mp_pack_str(&pk, k->name, k->name_len));
     PK(msgpack_pack_uint64(&pk, k->created_ms));
     size_t n = 9 + sb.size + 32;
     uint8_t *buf = malloc(n);
@@ -695,7 +667,7 @@ int tsync__shopkey_decode(const uint8_t *buf, size_t len, tsync__shopkey *out,
 {
     memset(out, 0, sizeof *out);
     err[0] = '\0';
-    dec d = {.base = buf, .what = "admin key file", .err = err};
+    dec d = {.what = "admin key file", .err = err};
     if (!buf || len < 9 + 32 || memcmp(buf, SHOPKEY_MAGIC, 8) != 0) {
         fail(&d, "not a tillsync shop admin key file (bad magic or too short)");
         return d.rc;
@@ -716,8 +688,8 @@ int tsync__shopkey_decode(const uint8_t *buf, size_t len, tsync__shopkey *out,
         return d.rc;
     }
     /* Offsets in messages count from the start of the msgpack payload. */
-    d.base = buf + 9;
     tsync__mpr_init(&d.r, buf + 9, len - 9 - 32);
+    d.r.canonical = true;
     uint32_t n;
     const char *name;
     uint32_t name_len = 0;

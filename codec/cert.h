@@ -166,7 +166,7 @@ uint64_t tsync__revocation_cutoff(const tsync__revocation *r,
 
 /* True when n bytes at s are an acceptable name: 1..TSYNC__TRUST_NAME_MAX bytes of valid UTF-8
  * (no overlong forms, no surrogates) without control characters. */
-bool tsync__trust_name_ok(const char *s, size_t n);
+TSYNC_WARN_UNUSED bool tsync__trust_name_ok(const char *s, size_t n);
 
 /* ---------------------------------------------------------------- the shop admin key file
  *
@@ -218,7 +218,7 @@ int tsync__armour(uint32_t kind, const uint8_t *rec, size_t len, const char *com
  * itself is checked when it is decoded. Returns 0, TSYNC_ENOTFOUND when no block is left, or
  * TSYNC_ECORRUPT (unknown label, no END line, bad base64, more than TSYNC__TRUST_MAX_BYTES) with
  * a message in err. */
-int tsync__dearmour(const char *text, size_t len, size_t *pos, uint32_t *kind, uint8_t **rec,
-                    size_t *rec_len, char err[TSYNC__ERRLEN]);
+TSYNC_WARN_UNUSED int tsync__dearmour(const char *text, size_t len, size_t *pos, uint32_t *kind,
+                                      uint8_t **rec, size_t *rec_len, char err[TSYNC__ERRLEN]);
 
 #endif

@@ -172,12 +172,12 @@ int tsync__batch_encode(const tsync__batch *b, uint8_t **out, size_t *len, char 
  * *out. Wrong types, wrong array lengths, indexes out of range, trailing bytes or more than
  * TSYNC__BATCH_MAX_BYTES: TSYNC_ECORRUPT (TSYNC_EVERSION for an unknown format) and a one-line
  * message in err. */
-int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync__arena *a,
-                        char err[TSYNC__ERRLEN]);
+TSYNC_WARN_UNUSED int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out,
+                                          tsync__arena *a, char err[TSYNC__ERRLEN]);
 
 /* Reads only origin and seq from a body (cheap; for logging and fork checks). */
-int tsync__batch_peek(const uint8_t *buf, size_t len, uint8_t origin[TSYNC__SITE_BYTES],
-                      uint64_t *seq);
+TSYNC_WARN_UNUSED int tsync__batch_peek(const uint8_t *buf, size_t len,
+                                        uint8_t origin[TSYNC__SITE_BYTES], uint64_t *seq);
 
 /* hash = BLAKE2b-256(prev_hash || body). prev_hash of seq 1 is all zero. */
 void tsync__batch_hash(const uint8_t prev[TSYNC__HASH_BYTES], const uint8_t *body, size_t len,
@@ -245,8 +245,8 @@ typedef struct {
  * msgpack types, that every site id equals BLAKE2b-128(pk || incarnation), and no trailing bytes.
  * Does not verify signatures (the store does, with chain context). Arrays in a; bodies point into
  * buf or into out->payload, freed by tsync__bundle_free. TSYNC_ECORRUPT / TSYNC_EVERSION + err. */
-int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out, tsync__arena *a,
-                         char err[TSYNC__ERRLEN]);
+TSYNC_WARN_UNUSED int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out,
+                                           tsync__arena *a, char err[TSYNC__ERRLEN]);
 void tsync__bundle_free(tsync__bundle *b);
 
 /* Builds a bundle. Add sites, then runs (each: begin, bodies, end). */
@@ -272,19 +272,50 @@ void tsync__bundle_writer_free(tsync__bundle_writer *w);
 
 /* ---------------------------------------------------------------- bounded msgpack reader */
 
+/* Why a read failed (tsync__mpr.fault), for the decoders' messages. */
+typedef enum {
+    TSYNC__MPR_OK = 0,
+    TSYNC__MPR_END,      /* the input ended where an item was expected */
+    TSYNC__MPR_TYPE,     /* an item of another kind is there */
+    TSYNC__MPR_SHORT,    /* an item of the right kind whose header, body or declared count runs
+                            past the end */
+    TSYNC__MPR_RANGE,    /* a uint above INT64_MAX where an int was read */
+    TSYNC__MPR_NONCANON, /* not the smallest encoding (canonical readers only) */
+    TSYNC__MPR_LENGTH,   /* a bin of another length than asked for (binfix) */
+    TSYNC__MPR_ROOM,     /* more list entries than the bytes left can hold (room) */
+} tsync__mpr_fault;
+
 /* A strict msgpack reader over a buffer. Every read checks the bytes left; a container's declared
  * count must not exceed the bytes left (each element takes at least one byte), so no declared size
- * can make us allocate more than the input's size. On error, ok becomes false and stays false. */
+ * can make us allocate more than the input's size. On error, ok becomes false and stays false, the
+ * reader stops at the start of the failing item (p), and the first failure is described by fault,
+ * expected and got/want, so each decoder can word its one-line message without reading bytes
+ * itself.
+ * A canonical reader (canonical = true after init) also refuses any encoding of an int, a length
+ * or a count other than the smallest, the one msgpack-c writes, so that whatever decodes
+ * re-encodes to the same bytes; a non-negative int in a signed form is not canonical either. */
 typedef struct {
     const uint8_t *p, *end;
+    const uint8_t *start; /* where the input began: offsets in messages count from here */
     bool ok;
+    bool canonical;
+    uint8_t fault;        /* tsync__mpr_fault of the first failure */
+    const char *expected; /* the kind that read wanted ("uint", "bin", "value", ...) */
+    /* NONCANON: bytes the item took, bytes of its smallest form. LENGTH: the bin's length, the
+     * length asked for. ROOM: the declared count, the bytes left after its header. */
+    uint64_t got, want;
 } tsync__mpr;
 
 static inline void tsync__mpr_init(tsync__mpr *r, const uint8_t *p, size_t n)
 {
     r->p = p;
     r->end = p + n;
+    r->start = p;
     r->ok = true;
+    r->canonical = false;
+    r->fault = TSYNC__MPR_OK;
+    r->expected = NULL;
+    r->got = r->want = 0;
 }
 bool tsync__mpr_array(tsync__mpr *r, uint32_t *n);
 bool tsync__mpr_map(tsync__mpr *r, uint32_t *n);
@@ -294,9 +325,26 @@ bool tsync__mpr_bool(tsync__mpr *r, bool *v);
 bool tsync__mpr_nil(tsync__mpr *r); /* consumes a nil if next, returns whether it did */
 bool tsync__mpr_str(tsync__mpr *r, const char **s, uint32_t *n);
 bool tsync__mpr_bin(tsync__mpr *r, const uint8_t **p, uint32_t *n);
-/* bin of exactly n bytes */
+/* bin of exactly n bytes (its length is checked before its encoding) */
 bool tsync__mpr_binfix(tsync__mpr *r, uint8_t *out, uint32_t n);
 bool tsync__mpr_value(tsync__mpr *r, tsync__val *v);
+/* A probe like nil: consumes a fixarray header (0..15 items) if next and returns whether it did.
+ * Its count is not checked against the bytes left: for a message's item count, compared with a
+ * fixed number before the type says what a short message means; nothing is allocated by it. */
+bool tsync__mpr_fixarray(tsync__mpr *r, uint32_t *n);
+/* Whether n list entries of at least min bytes each fit in the bytes left; fails the reader
+ * (TSYNC__MPR_ROOM) when not. Bounding a count by its smallest real entry keeps what a decoder
+ * allocates for the entries within a small multiple of the input. */
+bool tsync__mpr_room(tsync__mpr *r, uint32_t n, size_t min);
+/* An array of n entries of at least min bytes each: tsync__mpr_array then tsync__mpr_room. */
+bool tsync__mpr_list(tsync__mpr *r, uint32_t *n, size_t min);
+/* Offset of the reader's position (after a failure: of the failing item) from the start. */
+static inline size_t tsync__mpr_pos(const tsync__mpr *r)
+{
+    return (size_t)(r->p - r->start);
+}
+/* Kind of the item the reader stopped at ("uint", "str", ...), or NULL at the end of input. */
+const char *tsync__mpr_found(const tsync__mpr *r);
 /* Canonical (smallest) msgpack sizes, as msgpack-c writes them: a strict decoder refuses any
  * other form, and an encoder can size a message before writing it. */
 size_t tsync__mp_uint_size(uint64_t v);
@@ -304,8 +352,17 @@ size_t tsync__mp_int_size(int64_t v);
 size_t tsync__mp_str_size(size_t n);   /* header + n bytes */
 size_t tsync__mp_bin_size(size_t n);   /* header + n bytes */
 size_t tsync__mp_array_size(size_t n); /* header only */
+size_t tsync__mp_map_size(size_t n);   /* header only */
 /* What kind of msgpack item starts with byte b ("uint", "str", "reserved byte 0xc1", ...). */
 const char *tsync__mp_kind(uint8_t b);
+
+/* Writing with msgpack-c's packer (msgpack.h), one way for every format: a bin, a str, and a
+ * value as batches and snapshots carry it (nil, int, float64, str for TEXT, bin for BLOB).
+ * 0, or the packer's non-zero result when its buffer cannot grow. */
+struct msgpack_packer;
+int tsync__mp_pack_bin(struct msgpack_packer *pk, const void *p, size_t n);
+int tsync__mp_pack_str(struct msgpack_packer *pk, const char *p, size_t n);
+int tsync__mp_pack_val(struct msgpack_packer *pk, const tsync__val *v);
 
 static inline bool tsync__mpr_done(const tsync__mpr *r)
 {

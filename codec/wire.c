@@ -1,6 +1,8 @@
 /*
- * net/wire.c — the encoder and the strict decoder of the messages tillsync nodes exchange
- * (net/wire.h; the byte-level specification with test vectors is docs/WIRE.md).
+ * codec/wire.c — the encoder and the strict decoder of the messages tillsync nodes exchange
+ * (codec/wire.h; the byte-level specification with test vectors is docs/WIRE.md).
+ * Over 800 lines on purpose: the message table and check() serve the encoder and the decoder
+ * alike, and splitting them apart would put one rule in two files.
  *
  * A frame comes from a peer we may not trust yet: before its certificate is checked, anyone who
  * can reach the port can send one. So the decoder believes nothing a frame declares until the
@@ -17,7 +19,8 @@
  *   values too large for the C field) are the decoder's alone.
  * - Canonical means what msgpack-c's packer writes: the smallest int, the smallest str/bin/array
  *   header (msgpack-c has no fixbin, and uses str8 for 32..255 bytes). After each read the
- *   decoder compares the bytes consumed with that size, as crdt/batch.c does for batch bodies.
+ *   reader (codec/mpk.c, canonical) compares the bytes consumed with that size, as for batch
+ * bodies.
  * - The encoder computes the exact size first (tsync__wire_size), refuses a message over its limit
  *   before packing anything, and packs into a buffer of exactly that size.
  */
@@ -422,8 +425,7 @@ size_t tsync__wire_size(const tsync__msg *m)
 /* ---------------------------------------------------------------- decoder */
 
 typedef struct {
-    tsync__mpr r;
-    const uint8_t *base;
+    tsync__mpr r; /* canonical */
     tsync__arena *a;
     ctx c;
 } dec;
@@ -434,60 +436,47 @@ static const char *article(const char *kind)
     return strchr("aei", kind[0]) ? "an" : "a";
 }
 
-/* Whether kind `got` is one of the kinds in `want` ("bin or nil"). */
-static bool wanted(const char *want, const char *got)
-{
-    size_t g = strlen(got);
-    for (const char *w = want;;) {
-        const char *end = strstr(w, " or ");
-        size_t n = end ? (size_t)(end - w) : strlen(w);
-        if (n == g && memcmp(w, got, g) == 0) return true;
-        if (!end) return false;
-        w = end + 4;
-    }
-}
-
-/* Explains why reading an item of kind `want` at the current position failed. The reader stops
- * at the start of the item it could not read. */
+/* Explains why the reader could not read an item, from its account of the failure; `want`
+ * names what the field may be when that is more than the reader was asked for ("bin or nil"). */
 static bool bad(dec *d, const char *want)
 {
-    size_t off = (size_t)(d->r.p - d->base), left = (size_t)(d->r.end - d->r.p);
-    if (left == 0)
+    const tsync__mpr *r = &d->r;
+    size_t off = tsync__mpr_pos(r);
+    const char *got = tsync__mpr_found(r);
+    if (!want) want = r->expected;
+    switch ((tsync__mpr_fault)r->fault) {
+    case TSYNC__MPR_END:
         return fail(&d->c, "is missing: the message ends at byte %zu (want %s)", off, want);
-    const char *got = tsync__mp_kind(d->r.p[0]);
-    if (!wanted(want, got)) {
+    case TSYNC__MPR_TYPE:
         if (!strcmp(got, "nil")) return fail(&d->c, "is nil, want %s", want);
         return fail(&d->c, "is %s %s, want %s", article(got), got, want);
+    case TSYNC__MPR_NONCANON:
+        return fail(&d->c,
+                    "is not in its smallest encoding (%" PRIu64 " bytes at byte %zu, msgpack-c "
+                    "writes %" PRIu64 ")",
+                    r->got, off, r->want);
+    case TSYNC__MPR_SHORT:
+    case TSYNC__MPR_ROOM: /* rd_list words it */
+    case TSYNC__MPR_RANGE:
+    case TSYNC__MPR_LENGTH:
+    case TSYNC__MPR_OK:
+        break;
     }
     if (!strcmp(got, "array"))
         return fail(&d->c, "is an array declaring more entries than the %zu bytes left can hold",
-                    left);
+                    (size_t)(r->end - r->p));
     return fail(&d->c, "is %s %s at byte %zu that runs past the end of the message", article(got),
                 got, off);
 }
 
-static bool canon(dec *d, const uint8_t *start, size_t want)
-{
-    size_t got = (size_t)(d->r.p - start);
-    if (got == want) return true;
-    d->r.p = start;
-    return fail(&d->c,
-                "is not in its smallest encoding (%zu bytes at byte %zu, msgpack-c writes %zu)",
-                got, (size_t)(start - d->base), want);
-}
-
 static bool rd_uint(dec *d, uint64_t *v)
 {
-    const uint8_t *s = d->r.p;
-    if (!tsync__mpr_uint(&d->r, v)) return bad(d, "uint");
-    return canon(d, s, tsync__mp_uint_size(*v));
+    return tsync__mpr_uint(&d->r, v) || bad(d, NULL);
 }
 
 static bool rd_array(dec *d, uint32_t *n)
 {
-    const uint8_t *s = d->r.p;
-    if (!tsync__mpr_array(&d->r, n)) return bad(d, "array");
-    return canon(d, s, tsync__mp_array_size(*n));
+    return tsync__mpr_array(&d->r, n) || bad(d, NULL);
 }
 
 /* An array of exactly `want` items (an entry of a list). */
@@ -499,28 +488,23 @@ static bool rd_tuple(dec *d, uint32_t want)
     return true;
 }
 
-/* An array of n entries that take at least min bytes each. The reader bounds a count by the
- * bytes left (one per entry); bounding it by the smallest real entry keeps what we allocate for
- * the entries within a small multiple of the input. */
+/* An array of n entries that take at least min bytes each (tsync__mpr_list). */
 static bool rd_list(dec *d, uint32_t *n, size_t min)
 {
-    if (!rd_array(d, n)) return false;
-    size_t left = (size_t)(d->r.end - d->r.p);
-    if ((uint64_t)*n * min > left)
-        return fail(&d->c,
-                    "declares %" PRIu32 " entries, more than the %zu bytes left can hold (%zu each "
-                    "at least)",
-                    *n, left, min);
-    return true;
+    if (tsync__mpr_list(&d->r, n, min)) return true;
+    if (d->r.fault != TSYNC__MPR_ROOM) return bad(d, NULL);
+    return fail(&d->c,
+                "declares %" PRIu64 " entries, more than the %" PRIu64 " bytes left can hold "
+                "(%zu each at least)",
+                d->r.got, d->r.want, min);
 }
 
 static bool rd_bin(dec *d, const uint8_t **p, size_t *n, const char *want)
 {
-    const uint8_t *s = d->r.p;
     uint32_t len;
     if (!tsync__mpr_bin(&d->r, p, &len)) return bad(d, want);
     *n = len;
-    return canon(d, s, tsync__mp_bin_size(len));
+    return true;
 }
 
 static bool rd_fixed(dec *d, uint8_t *out, uint32_t want, const char *kind)
@@ -535,18 +519,16 @@ static bool rd_fixed(dec *d, uint8_t *out, uint32_t want, const char *kind)
 
 static bool rd_str(dec *d, const char **p, size_t *n)
 {
-    const uint8_t *s = d->r.p;
     uint32_t len;
-    if (!tsync__mpr_str(&d->r, p, &len)) return bad(d, "str");
+    if (!tsync__mpr_str(&d->r, p, &len)) return bad(d, NULL);
     *n = len;
-    return canon(d, s, tsync__mp_str_size(len));
+    return true;
 }
 
 static void *alloc_array(dec *d, uint32_t n, size_t sz)
 {
-    if (n == 0) return NULL;
-    void *p = (size_t)n > SIZE_MAX / sz ? NULL : tsync__arena_alloc(d->a, (size_t)n * sz);
-    if (!p) {
+    void *p = tsync__arena_array(d->a, n, sz);
+    if (n && !p) {
         fail(&d->c, "cannot be held: out of memory");
         d->c.rc = TSYNC_ENOMEM;
     }
@@ -702,8 +684,7 @@ static bool dec_fields(dec *d, const mtype *t, tsync__msg *m)
 int tsync__wire_decode(const uint8_t *buf, size_t len, tsync__msg *out, tsync__arena *a,
                        char err[TSYNC__ERRLEN])
 {
-    dec d = {.base = buf,
-             .a = a,
+    dec d = {.a = a,
              .c = {.err = err,
                    .code = TSYNC_ECORRUPT,
                    .rc = 0,
@@ -721,18 +702,15 @@ int tsync__wire_decode(const uint8_t *buf, size_t len, tsync__msg *out, tsync__a
         goto bad;
     }
     tsync__mpr_init(&d.r, buf, len);
+    d.r.canonical = true;
 
-    /* The item count is read by hand: the reader would refuse a count larger than the bytes
-     * left, which is what a truncated message looks like, before we know its type to say so.
-     * Nothing is allocated by this count; every item read later is bounded. */
+    /* A fixarray's item count is not bounded by the bytes left: a bounded read would refuse a
+     * count larger than the bytes left, which is what a truncated message looks like, before we
+     * know its type to say so. Nothing is allocated by this count; every item read later is
+     * bounded. */
     uint32_t items;
     uint64_t type;
-    if (buf[0] >= 0x90 && buf[0] <= 0x9f) {
-        items = buf[0] & 0x0f;
-        d.r.p++;
-    } else if (!rd_array(&d, &items)) {
-        goto bad;
-    }
+    if (!tsync__mpr_fixarray(&d.r, &items) && !rd_array(&d, &items)) goto bad;
     if (items == 0) {
         fail(&d.c, "is an empty array, want [type, fields...]");
         goto bad;
@@ -793,21 +771,14 @@ bad:
         if ((x) != 0) return -1;                                                                   \
     } while (0)
 
-static int pack_bin(msgpack_packer *pk, const void *p, size_t n)
-{
-    PK(msgpack_pack_bin(pk, n));
-    if (n) PK(msgpack_pack_bin_body(pk, p, n));
-    return 0;
-}
-
 static int pack_vv(msgpack_packer *pk, const tsync__wire_vv *vv)
 {
     PK(msgpack_pack_array(pk, vv->n));
     for (size_t i = 0; i < vv->n; i++) {
         PK(msgpack_pack_array(pk, 3));
-        PK(pack_bin(pk, vv->e[i].site, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, vv->e[i].site, TSYNC__SITE_BYTES));
         PK(msgpack_pack_uint64(pk, vv->e[i].seq));
-        PK(pack_bin(pk, vv->e[i].hash, TSYNC__HASH_BYTES));
+        PK(tsync__mp_pack_bin(pk, vv->e[i].hash, TSYNC__HASH_BYTES));
     }
     return 0;
 }
@@ -815,7 +786,7 @@ static int pack_vv(msgpack_packer *pk, const tsync__wire_vv *vv)
 static int pack_blobs(msgpack_packer *pk, uint32_t n, const uint8_t *const *p, const size_t *len)
 {
     PK(msgpack_pack_array(pk, n));
-    for (uint32_t i = 0; i < n; i++) PK(pack_bin(pk, p[i], len[i]));
+    for (uint32_t i = 0; i < n; i++) PK(tsync__mp_pack_bin(pk, p[i], len[i]));
     return 0;
 }
 
@@ -825,40 +796,40 @@ static int pack_fields(msgpack_packer *pk, const tsync__msg *m)
     case TSYNC__WIRE_HELLO: {
         const tsync__wire_hello *h = &m->hello;
         PK(msgpack_pack_uint32(pk, TSYNC_WIRE_VERSION));
-        PK(h->has_shop ? pack_bin(pk, h->shop, TSYNC__SITE_BYTES) : msgpack_pack_nil(pk));
+        PK(h->has_shop ? tsync__mp_pack_bin(pk, h->shop, TSYNC__SITE_BYTES) : msgpack_pack_nil(pk));
         PK(msgpack_pack_uint64(pk, h->schema));
-        PK(h->cert ? pack_bin(pk, h->cert, h->cert_len) : msgpack_pack_nil(pk));
+        PK(h->cert ? tsync__mp_pack_bin(pk, h->cert, h->cert_len) : msgpack_pack_nil(pk));
         PK(msgpack_pack_uint64(pk, h->clock_ms));
         return pack_vv(pk, &h->vv);
     }
     case TSYNC__WIRE_BATCHES: {
         const tsync__wire_batches *b = &m->batches;
-        PK(pack_bin(pk, b->site, TSYNC__SITE_BYTES));
-        PK(pack_bin(pk, b->pk, TSYNC__PK_BYTES));
-        PK(pack_bin(pk, b->inc, TSYNC__INC_BYTES));
+        PK(tsync__mp_pack_bin(pk, b->site, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, b->pk, TSYNC__PK_BYTES));
+        PK(tsync__mp_pack_bin(pk, b->inc, TSYNC__INC_BYTES));
         PK(msgpack_pack_uint64(pk, b->first_seq));
-        PK(pack_bin(pk, b->prev, TSYNC__HASH_BYTES));
+        PK(tsync__mp_pack_bin(pk, b->prev, TSYNC__HASH_BYTES));
         PK(pack_blobs(pk, b->nbodies, b->body, b->body_len));
-        return pack_bin(pk, b->sig, TSYNC__SIG_BYTES);
+        return tsync__mp_pack_bin(pk, b->sig, TSYNC__SIG_BYTES);
     }
     case TSYNC__WIRE_CERTS:
         return pack_blobs(pk, m->certs.n, m->certs.blob, m->certs.len);
     case TSYNC__WIRE_FORK_PROOF:
-        return pack_bin(pk, m->fork_proof.proof, m->fork_proof.len);
+        return tsync__mp_pack_bin(pk, m->fork_proof.proof, m->fork_proof.len);
     case TSYNC__WIRE_ACK:
         return pack_vv(pk, &m->ack.vv);
     case TSYNC__WIRE_SNAPSHOT_BEGIN:
-        PK(pack_bin(pk, m->snapshot_begin.id, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, m->snapshot_begin.id, TSYNC__SITE_BYTES));
         PK(msgpack_pack_uint32(pk, m->snapshot_begin.ntables));
         return pack_vv(pk, &m->snapshot_begin.vv);
     case TSYNC__WIRE_SNAPSHOT_CHUNK:
-        PK(pack_bin(pk, m->snapshot_chunk.id, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, m->snapshot_chunk.id, TSYNC__SITE_BYTES));
         PK(msgpack_pack_uint64(pk, m->snapshot_chunk.seq));
-        return pack_bin(pk, m->snapshot_chunk.rows, m->snapshot_chunk.len);
+        return tsync__mp_pack_bin(pk, m->snapshot_chunk.rows, m->snapshot_chunk.len);
     case TSYNC__WIRE_SNAPSHOT_END:
-        PK(pack_bin(pk, m->snapshot_end.id, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, m->snapshot_end.id, TSYNC__SITE_BYTES));
         PK(msgpack_pack_uint64(pk, m->snapshot_end.nchunks));
-        return pack_bin(pk, m->snapshot_end.hash, TSYNC__HASH_BYTES);
+        return tsync__mp_pack_bin(pk, m->snapshot_end.hash, TSYNC__HASH_BYTES);
     case TSYNC__WIRE_PING:
         return msgpack_pack_uint64(pk, m->ping.ms);
     case TSYNC__WIRE_PONG:
@@ -866,13 +837,11 @@ static int pack_fields(msgpack_packer *pk, const tsync__msg *m)
         return msgpack_pack_uint64(pk, m->pong.clock_ms);
     case TSYNC__WIRE_ERROR:
         PK(msgpack_pack_uint32(pk, m->error.code));
-        PK(msgpack_pack_str(pk, m->error.len));
-        if (m->error.len) PK(msgpack_pack_str_body(pk, m->error.text, m->error.len));
-        return 0;
+        return tsync__mp_pack_str(pk, m->error.text, m->error.len);
     case TSYNC__WIRE_SCHEMA:
-        PK(pack_bin(pk, m->schema.site, TSYNC__SITE_BYTES));
-        PK(pack_bin(pk, m->schema.inc, TSYNC__INC_BYTES));
-        return pack_bin(pk, m->schema.defs, m->schema.len);
+        PK(tsync__mp_pack_bin(pk, m->schema.site, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(pk, m->schema.inc, TSYNC__INC_BYTES));
+        return tsync__mp_pack_bin(pk, m->schema.defs, m->schema.len);
     }
     return -1;
 }

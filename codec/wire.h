@@ -235,7 +235,7 @@ int tsync__wire_encode(const tsync__msg *m, uint8_t **out, size_t *len, char err
  *   TSYNC_ECORRUPT  anything else: over the type's limit, wrong type, wrong item count,
  *                   non-canonical encoding, broken invariant, trailing bytes;
  *   TSYNC_ENOMEM    the arena could not grow. */
-int tsync__wire_decode(const uint8_t *buf, size_t len, tsync__msg *out, tsync__arena *a,
-                       char err[TSYNC__ERRLEN]);
+TSYNC_WARN_UNUSED int tsync__wire_decode(const uint8_t *buf, size_t len, tsync__msg *out,
+                                         tsync__arena *a, char err[TSYNC__ERRLEN]);
 
 #endif

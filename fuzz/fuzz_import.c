@@ -9,27 +9,15 @@
 #include <string.h>
 
 #include "store/io.h"
-#include "tillsync/tillsync.h"
+#include "fuzz_store.h"
 
 static tsync_store *store;
 
 static void setup(void)
 {
-    char tmpl[] = "/tmp/tsync-fuzz-import-XXXXXX";
-    char *dir = mkdtemp(tmpl);
-    if (!dir) abort();
-    char path[256];
-    snprintf(path, sizeof path, "%s/f.db", dir);
-    tsync_store_options o = TSYNC_STORE_OPTIONS_INIT;
-    o.create = 1;
-    if (tsync_store_open(&store, path, &o) != 0) abort();
-    if (tsync_store_exec(store,
-                         "CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT, price INTEGER, "
-                         "weight REAL, photo BLOB, stock INTEGER NOT NULL DEFAULT 0);",
-                         NULL, NULL) != 0)
-        abort();
-    const char *ctr[] = {"stock"};
-    if (tsync_store_replicate(store, "products", ctr, 1) != 0) abort();
+    store = fuzz_store_open("-import",
+                            "CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT, price INTEGER, "
+                            "weight REAL, photo BLOB, stock INTEGER NOT NULL DEFAULT 0);");
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fuzz_store.h"
 #include "store/internal.h"
 #include "store/snapshot.h"
 
@@ -21,22 +22,10 @@ static tsync_store *store;
 
 static void setup(void)
 {
-    char tmpl[] = "/tmp/tsync-fuzz-snap-XXXXXX";
-    char *dir = mkdtemp(tmpl);
-    if (!dir) abort();
-    char path[256];
-    snprintf(path, sizeof path, "%s/f.db", dir);
-    tsync_store_options o = TSYNC_STORE_OPTIONS_INIT;
-    o.create = 1;
-    if (tsync_store_open(&store, path, &o) != 0) abort();
-    if (tsync_store_exec(store,
-                         "PRAGMA synchronous=OFF; CREATE TABLE products(id TEXT PRIMARY KEY, "
-                         "name TEXT, price INTEGER, stock INTEGER NOT NULL DEFAULT 0);"
-                         "INSERT INTO products VALUES('p1','apple',1,5);",
-                         NULL, NULL) != 0)
-        abort();
-    const char *ctr[] = {"stock"};
-    if (tsync_store_replicate(store, "products", ctr, 1) != 0) abort();
+    store = fuzz_store_open("-snap",
+                            "PRAGMA synchronous=OFF; CREATE TABLE products(id TEXT PRIMARY KEY, "
+                            "name TEXT, price INTEGER, stock INTEGER NOT NULL DEFAULT 0);"
+                            "INSERT INTO products VALUES('p1','apple',1,5);");
     store->skew_bound_ms = UINT64_MAX / 2;
 }
 

@@ -60,24 +60,14 @@
 
 /* ---------------------------------------------------------------- TXT records */
 
-static int nibble(uint8_t c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-/* Exactly 2n hex digits into n bytes. */
+/* Exactly 2n hex digits (a TXT value, not NUL-terminated) into n bytes of at most 32. */
 static int unhex_exact(const uint8_t *s, size_t len, uint8_t *out, size_t n)
 {
-    if (len != 2 * n) return -1;
-    for (size_t i = 0; i < n; i++) {
-        int hi = nibble(s[2 * i]), lo = nibble(s[2 * i + 1]);
-        if (hi < 0 || lo < 0) return -1;
-        out[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return 0;
+    char text[2 * 32 + 1];
+    if (n > 32 || len != 2 * n) return -1;
+    memcpy(text, s, len);
+    text[len] = '\0';
+    return tsync__unhex(text, out, n);
 }
 
 static int key_is(const uint8_t *k, size_t klen, const char *name)
@@ -277,11 +267,11 @@ struct disc_avahi {
     size_t ndirty;
 };
 
-static int64_t mono_ms(void)
+/* Avahi states its timeouts as wall-clock timevals: in milliseconds, rounded up so a timeout
+ * never fires before its time. */
+static int64_t tv_ms(const struct timeval *tv)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)tv->tv_sec * 1000 + ((int64_t)tv->tv_usec + 999) / 1000;
 }
 
 static AvahiWatch *w_new(const AvahiPoll *api, int fd, AvahiWatchEvent event, AvahiWatchCallback cb,
@@ -442,17 +432,14 @@ static int dispatch_round(disc_avahi *d)
         free(pf);
         free(ws);
     }
-    struct timeval now;
-    gettimeofday(&now, NULL);
+    int64_t now = (int64_t)tsync__wall_ms();
     size_t nt = 0;
     for (AvahiTimeout *t = d->timeouts; t; t = t->next) nt++;
     /* Only the timeouts that existed at the start: one re-armed for "now" waits a round. */
     AvahiTimeout *t = d->timeouts;
     for (size_t i = 0; i < nt && t; i++, t = t->next) {
         if (t->dead || !t->enabled) continue;
-        if (t->when.tv_sec > now.tv_sec ||
-            (t->when.tv_sec == now.tv_sec && t->when.tv_usec > now.tv_usec))
-            continue;
+        if (tv_ms(&t->when) > now) continue;
         t->enabled = 0; /* one shot unless the callback re-arms it (as avahi's simple poll) */
         t->cb(t, t->userdata);
         ran = 1;
@@ -535,7 +522,7 @@ static void resolve_cb(AvahiServiceResolver *res, AvahiIfIndex iface, AvahiProto
         /* The resolver stays quiet after a failure: open a new one later. */
         d->base.stats.resolve_failed++;
         r->state = ROW_FAILED;
-        r->retry_at = mono_ms() + RETRY_MS;
+        r->retry_at = (int64_t)tsync__mono_ms() + RETRY_MS;
         if (was == ROW_OK) mark_dirty(d, r->name);
         return;
     }
@@ -601,7 +588,7 @@ static int row_resolve(disc_avahi *d, row *r)
     if (!r->res) {
         d->base.stats.resolve_failed++;
         r->state = ROW_FAILED;
-        r->retry_at = mono_ms() + RETRY_MS;
+        r->retry_at = (int64_t)tsync__mono_ms() + RETRY_MS;
         return -1;
     }
     r->state = ROW_RESOLVING;
@@ -683,7 +670,7 @@ static void group_cb(AvahiEntryGroup *g, AvahiEntryGroupState state, void *userd
     } else if (state == AVAHI_ENTRY_GROUP_FAILURE) {
         d->base.stats.publish_failed++;
         d->republish = 1;
-        d->publish_at = mono_ms() + RETRY_MS;
+        d->publish_at = (int64_t)tsync__mono_ms() + RETRY_MS;
     }
 }
 
@@ -733,7 +720,7 @@ static void client_connect(disc_avahi *d)
     d->client = c;
     if (!c) {
         /* No system bus at all (NO_FAIL only covers a bus without avahi-daemon). */
-        d->connect_at = mono_ms() + d->connect_ms;
+        d->connect_at = (int64_t)tsync__mono_ms() + d->connect_ms;
         d->connect_ms = d->connect_ms * 2 > CONNECT_MAX_MS ? CONNECT_MAX_MS : d->connect_ms * 2;
     }
 }
@@ -775,7 +762,7 @@ static int publish(disc_avahi *d)
 static int reconcile(disc_avahi *d)
 {
     int did = 0;
-    int64_t now = mono_ms();
+    int64_t now = (int64_t)tsync__mono_ms();
     if (d->restart) {
         client_teardown(d);
         d->connect_at = 0;
@@ -894,16 +881,14 @@ static int avahi_timeout_ms(tsync__disc *base)
     disc_avahi *d = (disc_avahi *)base;
     if (events_pending(d)) return 0;
     int64_t best = -1;
-    struct timeval now;
-    gettimeofday(&now, NULL);
+    int64_t now = (int64_t)tsync__wall_ms();
     for (AvahiTimeout *t = d->timeouts; t; t = t->next) {
         if (t->dead || !t->enabled) continue;
-        int64_t ms = ((int64_t)t->when.tv_sec - now.tv_sec) * 1000 +
-                     ((int64_t)t->when.tv_usec - now.tv_usec + 999) / 1000;
+        int64_t ms = tv_ms(&t->when) - now;
         if (ms < 0) ms = 0;
         if (best < 0 || ms < best) best = ms;
     }
-    int64_t mono = mono_ms();
+    int64_t mono = (int64_t)tsync__mono_ms();
     int64_t due[3] = {-1, -1, -1};
     if (!d->client) due[0] = d->connect_at;
     if (client_up(d)) {

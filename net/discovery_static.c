@@ -113,14 +113,10 @@ static int parse_spec(const char *spec, tsync__disc_event *ev)
     if (hash) {
         const char *hex = hash + 1;
         uint8_t curve[32];
-        size_t blen = 0;
-        const char *hend = NULL;
-        if (strlen(hex) != 2 * TSYNC__DISC_KEY_BYTES ||
-            sodium_hex2bin(ev->key, sizeof ev->key, hex, strlen(hex), NULL, &blen, &hend) != 0 ||
-            blen != sizeof ev->key || *hend != '\0')
+        if (tsync__unhex(hex, ev->key, sizeof ev->key) != 0)
             return tsync__err(TSYNC_EINVAL,
-                              "peer '%s': KEY must be 64 hex digits (the public_key of "
-                              "'tillsync state')",
+                              "peer '%s': KEY must be 64 hex digits (the peer device's Ed25519 "
+                              "public key, \"public_key\" in its state JSON)",
                               spec);
         if (crypto_sign_ed25519_pk_to_curve25519(curve, ev->key) != 0)
             return tsync__err(TSYNC_EINVAL, "peer '%s': KEY is not a valid public key", spec);

@@ -131,20 +131,6 @@ struct tsync__tp {
 
 /* ---------------------------------------------------------------- small helpers */
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int zerr(int code, const char *what)
 {
     return tsync__err(code, "transport: %s: %s", what, zmq_strerror(zmq_errno()));
@@ -273,7 +259,7 @@ static queued *q_push(tsync__tp *tp)
     }
     queued *e = &tp->q[(tp->qhead + tp->qlen++) % tp->qcap];
     memset(e, 0, sizeof *e);
-    e->ev.at_ms = wall_ms();
+    e->ev.at_ms = tsync__wall_ms();
     return e;
 }
 
@@ -433,7 +419,7 @@ static void schedule_retry(tsync__tp *tp, peer *p)
     int64_t d = (int64_t)tp->o.reconnect_ivl_ms << shift;
     if (d > tp->o.reconnect_ivl_max_ms) d = tp->o.reconnect_ivl_max_ms;
     p->failures++;
-    p->retry_at = mono_ms() + d;
+    p->retry_at = (int64_t)tsync__mono_ms() + d;
 }
 
 static int dealer_open(tsync__tp *tp, peer *p)
@@ -488,7 +474,7 @@ static void session_down(tsync__tp *tp, peer *p, int reason)
 {
     if (p->up) {
         p->up = 0;
-        p->down_ms = wall_ms();
+        p->down_ms = tsync__wall_ms();
         q_peer_event(tp, p, TSYNC__TP_EV_DOWN, reason);
     }
     if (p->inbound) return;
@@ -520,7 +506,7 @@ static void dealer_monitor(tsync__tp *tp, peer *p)
             p->up = 1;
             p->verified = 0;
             p->nrx = 0;
-            p->up_ms = wall_ms();
+            p->up_ms = tsync__wall_ms();
             p->sessions++;
             /* libzmq attached the session's pipe before emitting this event, but our socket
              * learns of it only when it next processes commands, and a send may skip that
@@ -560,7 +546,7 @@ static void dealer_monitor(tsync__tp *tp, peer *p)
 
 static void run_timers(tsync__tp *tp)
 {
-    int64_t now = mono_ms();
+    int64_t now = (int64_t)tsync__mono_ms();
     for (size_t i = 0; i < tp->npeers; i++) {
         peer *p = tp->peers[i];
         if (p->inbound || p->sock || !p->retry_at || p->retry_at > now) continue;
@@ -757,7 +743,7 @@ static int accept_msg(tsync__tp *tp, peer *p)
     e->ev.first = first;
     e->holds_msg = 1;
     p->rx++;
-    p->seen_ms = wall_ms();
+    p->seen_ms = tsync__wall_ms();
     tp->st.rx++;
     tp->msg_state = 1;
     return 1;
@@ -880,7 +866,7 @@ static int recv_inbound(tsync__tp *tp)
         p->up = 1;
         p->verified = 0;
         p->nrx = 0;
-        p->up_ms = wall_ms();
+        p->up_ms = tsync__wall_ms();
         p->sessions++;
         snprintf(p->address, sizeof p->address, "%s", addr ? addr : "");
         q_peer_event(tp, p, TSYNC__TP_EV_UP, 0);
@@ -980,14 +966,14 @@ int tsync__tp_poll(tsync__tp *tp, int timeout_ms, tsync__tp_event *ev)
 {
     if (!tp || !ev) return tsync__err(TSYNC_EINVAL, "transport: poll needs a transport and event");
     if (tp->msg_state == 2) release_msg(tp);
-    int64_t deadline = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
+    int64_t deadline = timeout_ms < 0 ? -1 : (int64_t)tsync__mono_ms() + timeout_ms;
     for (;;) {
         if (q_pop(tp, ev)) return 1;
         run_timers(tp);
         int more = service(tp);
         if (tp->qlen || more) continue;
 
-        int64_t now = mono_ms();
+        int64_t now = (int64_t)tsync__mono_ms();
         if (deadline >= 0 && now >= deadline) return 0;
         int64_t wait = deadline < 0 ? -1 : deadline - now;
         int t = next_timer(tp, now);
@@ -1272,7 +1258,7 @@ int tsync__tp_fd(tsync__tp *tp)
 int tsync__tp_timeout_ms(tsync__tp *tp)
 {
     if (tp->qlen || tp->msg_state == 1) return 0;
-    return next_timer(tp, mono_ms());
+    return next_timer(tp, (int64_t)tsync__mono_ms());
 }
 
 int tsync__tp_peer_verified(tsync__tp *tp, uint32_t id, const uint8_t *ed_pk)

@@ -82,8 +82,8 @@ static int parse_since(const char *json, tsync__vv *vv)
     json_t *vec = json_object_get(o, "vector");
     int rc = 0;
     if (!json_is_array(vec)) {
-        rc = tsync__err(TSYNC_EINVAL, "state has no \"vector\" array (use the output of "
-                                      "'tillsync state DB --json')");
+        rc = tsync__err(TSYNC_EINVAL, "state has no \"vector\" array (use the state JSON of the "
+                                      "other till's database, tsync_store_state_json)");
     }
     size_t i;
     json_t *e;
@@ -163,8 +163,8 @@ int tsync_store_bundle(uint8_t **out, size_t *len, tsync_store *s, const char *s
         snprintf(why, sizeof why, "%s", tsync_error_last()->message);
         rc = tsync__err(TSYNC_ENOTFOUND,
                         "cannot write a bundle for that state: %s; no bundle can give it, so "
-                        "sync that till live with an enrolled till of the shop ('tillsync run' "
-                        "sends the snapshot), or restore a newer backup on it",
+                        "sync that till live with an enrolled till of the shop (a running node "
+                        "sends it the snapshot), or restore a newer backup on it",
                         why);
     }
     if (rc == 0) {

@@ -144,7 +144,6 @@ static void show(const char *p, size_t n, char out[48])
 
 static int put_json_string(FILE *f, const char *p, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     fputc('"', f);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)p[i];
@@ -158,7 +157,7 @@ static int put_json_string(FILE *f, const char *p, size_t n)
         } else if (c == '\t') {
             fputs("\\t", f);
         } else if (c < 0x20 || c == 0x7f) {
-            fprintf(f, "\\u00%c%c", hex[c >> 4], hex[c & 15]);
+            fprintf(f, "\\u%04x", c);
         } else {
             fputc(c, f);
         }

@@ -88,7 +88,7 @@ int tsync__key_load_or_create(tsync_store *s, int create)
                               strerror(errno));
         if (!create)
             return tsync__err(TSYNC_ENOTFOUND,
-                              "key file %s is missing (run 'tillsync init' to create one)",
+                              "key file %s is missing (opening with create makes one)",
                               s->key_path);
         crypto_sign_keypair(s->pk, s->sk);
         randombytes_buf(s->inc, sizeof s->inc);

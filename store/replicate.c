@@ -23,56 +23,6 @@
 /* Kept as a REAL (a CAST costs on every captured write); sealing reads it as integer ms. */
 #define WALL_SQL "((julianday('now') - 2440587.5) * 86400000.0)"
 
-/* A growable string for building SQL. */
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_add(sbuf *b, const char *fmt, ...)
-{
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->p && b->n + (size_t)k < b->cap) {
-            b->n += (size_t)k;
-            return;
-        }
-        size_t nc = (b->cap + (size_t)k + 1) * 2;
-        char *np = realloc(b->p, nc);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = nc;
-    }
-}
-
-/* "name" with embedded quotes doubled. */
-static char *quote_ident(const char *prefix, const char *name)
-{
-    sbuf b = {0};
-    sb_add(&b, "\"");
-    for (const char *c = prefix; *c; c++) sb_add(&b, "%c", *c);
-    for (const char *c = name; *c; c++) sb_add(&b, *c == '"' ? "\"\"" : "%c", *c);
-    sb_add(&b, "\"");
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
-}
-
 static void table_free(tsync__table *t)
 {
     sqlite3_finalize(t->get_clk);
@@ -85,11 +35,12 @@ static void table_free(tsync__table *t)
     for (int i = 0; i < t->ncols; i++) free(t->cols[i]);
     free(t->cols);
     free(t->name);
-    free(t->qname);
-    free(t->qclk);
-    free(t->qtomb);
-    free(t->pk_where);
-    free(t->all_cols);
+    /* Built on sqlite3_str: SQLite's allocator. */
+    sqlite3_free(t->qname);
+    sqlite3_free(t->qclk);
+    sqlite3_free(t->qtomb);
+    sqlite3_free(t->pk_where);
+    sqlite3_free(t->all_cols);
     memset(t, 0, sizeof *t);
 }
 
@@ -124,44 +75,45 @@ static int prep(tsync_store *s, sqlite3_stmt **st, const char *sql)
 
 static int table_build(tsync_store *s, tsync__table *t)
 {
-    sbuf w = {0}, all = {0}, sql = {0};
+    sqlite3_str *w = sqlite3_str_new(NULL), *all = sqlite3_str_new(NULL);
     for (int i = 0; i < t->npk; i++) {
-        char *q = quote_ident("", t->cols[t->pk[i]]);
-        sb_add(&w, "%s%s=?%d", i ? " AND " : "", q ? q : "", i + 1);
-        free(q);
+        if (i) sqlite3_str_appendall(w, " AND ");
+        tsync__sql_ident(w, "", t->cols[t->pk[i]]);
+        sqlite3_str_appendf(w, "=?%d", i + 1);
     }
     for (int i = 0; i < t->ncols; i++) {
-        char *q = quote_ident("", t->cols[i]);
-        sb_add(&all, "%s%s", i ? "," : "", q ? q : "");
-        free(q);
+        if (i) sqlite3_str_appendchar(all, 1, ',');
+        tsync__sql_ident(all, "", t->cols[i]);
     }
-    t->qname = quote_ident("", t->name);
-    t->qclk = quote_ident("tsync_clk_", t->name);
-    t->qtomb = quote_ident("tsync_tomb_", t->name);
-    t->pk_where = w.p;
-    t->all_cols = all.p;
-    if (w.oom || all.oom || !t->qname || !t->qclk || !t->qtomb)
+    t->qname = tsync__sql_quote_ident("", t->name);
+    t->qclk = tsync__sql_quote_ident("tsync_clk_", t->name);
+    t->qtomb = tsync__sql_quote_ident("tsync_tomb_", t->name);
+    t->pk_where = tsync__sql_finish(w);
+    t->all_cols = tsync__sql_finish(all);
+    if (!t->pk_where || !t->all_cols || !t->qname || !t->qclk || !t->qtomb)
         return tsync__err(TSYNC_ENOMEM, "out of memory");
     int rc = 0;
 #define PREP(field, ...)                                                                           \
     do {                                                                                           \
-        sql.n = 0;                                                                                 \
-        sb_add(&sql, __VA_ARGS__);                                                                 \
-        if (rc == 0)                                                                               \
-            rc = sql.oom ? tsync__err(TSYNC_ENOMEM, "out of memory") : prep(s, &t->field, sql.p);  \
+        if (rc == 0) {                                                                             \
+            char *sql = sqlite3_mprintf(__VA_ARGS__);                                              \
+            rc = sql ? prep(s, &t->field, sql) : tsync__err(TSYNC_ENOMEM, "out of memory");        \
+            sqlite3_free(sql);                                                                     \
+        }                                                                                          \
     } while (0)
     PREP(get_clk, "SELECT tsync_m FROM %s WHERE %s", t->qclk, t->pk_where);
     {
-        sbuf ins = {0};
+        sqlite3_str *ins = sqlite3_str_new(NULL);
         for (int i = 0; i < t->npk; i++) {
-            char *q = quote_ident("", t->cols[t->pk[i]]);
-            sb_add(&ins, "%s,", q ? q : "");
-            free(q);
+            tsync__sql_ident(ins, "", t->cols[t->pk[i]]);
+            sqlite3_str_appendchar(ins, 1, ',');
         }
-        sb_add(&ins, "tsync_m) VALUES(");
-        for (int i = 0; i <= t->npk; i++) sb_add(&ins, "%s?%d", i ? "," : "", i + 1);
-        PREP(put_clk, "INSERT OR REPLACE INTO %s(%s)", t->qclk, ins.p ? ins.p : "");
-        free(ins.p);
+        sqlite3_str_appendall(ins, "tsync_m) VALUES(");
+        for (int i = 0; i <= t->npk; i++) sqlite3_str_appendf(ins, "%s?%d", i ? "," : "", i + 1);
+        char *cols = tsync__sql_finish(ins);
+        if (!cols && rc == 0) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+        PREP(put_clk, "INSERT OR REPLACE INTO %s(%s)", t->qclk, cols);
+        sqlite3_free(cols);
     }
     PREP(upd_clk, "UPDATE %s SET tsync_m=?%d WHERE %s", t->qclk, t->npk + 1, t->pk_where);
     PREP(get_row, "SELECT %s FROM %s WHERE %s", t->all_cols, t->qname, t->pk_where);
@@ -169,7 +121,6 @@ static int table_build(tsync_store *s, tsync__table *t)
     PREP(del_tomb, "DELETE FROM %s WHERE %s", t->qtomb, t->pk_where);
     PREP(exists_row, "SELECT 1 FROM %s WHERE %s", t->qname, t->pk_where);
 #undef PREP
-    free(sql.p);
     return rc;
 }
 
@@ -316,130 +267,150 @@ enum {
 /* Appends to sql what captures writes to a table: the shadow tables and existing rows when asked,
  * and the four triggers. cols: every column in ordinal order (ordinal i is bit i of the changed
  * mask); pkord: the key's ordinals in key order; is_counter: by ordinal. */
-static void capture_sql(sbuf *sql, int tid, const char *table, char *const *cols, int ncols,
+static bool capture_sql(sqlite3_str *sql, int tid, const char *table, char *const *cols, int ncols,
                         const int *pkord, int npk, const uint8_t *is_counter, int what)
 {
-    char *qt = quote_ident("", table), *qclk = quote_ident("tsync_clk_", table),
-         *qtomb = quote_ident("tsync_tomb_", table);
-    char *qtr[4] = {quote_ident("tsync_ai_", table), quote_ident("tsync_au_", table),
-                    quote_ident("tsync_ak_", table), quote_ident("tsync_ad_", table)};
+    char *qt = tsync__sql_quote_ident("", table),
+         *qclk = tsync__sql_quote_ident("tsync_clk_", table),
+         *qtomb = tsync__sql_quote_ident("tsync_tomb_", table);
+    char *qtr[4] = {
+        tsync__sql_quote_ident("tsync_ai_", table), tsync__sql_quote_ident("tsync_au_", table),
+        tsync__sql_quote_ident("tsync_ak_", table), tsync__sql_quote_ident("tsync_ad_", table)};
     char *qc[TSYNC__MAX_COLS];
     uint8_t is_pk[TSYNC__MAX_COLS] = {0};
-    for (int i = 0; i < ncols; i++) qc[i] = quote_ident("", cols[i]);
+    for (int i = 0; i < ncols; i++) qc[i] = tsync__sql_quote_ident("", cols[i]);
     for (int i = 0; i < npk; i++) is_pk[pkord[i]] = 1;
-    int oom = !qt || !qclk || !qtomb;
-    for (int i = 0; i < 4; i++) oom |= !qtr[i];
-    for (int i = 0; i < ncols; i++) oom |= !qc[i];
-    if (oom) {
-        sql->oom = 1;
-        goto out;
-    }
-    sbuf k = {0}, kcols = {0}, newk = {0}, oldk = {0}, allc = {0}, oldall = {0}, same = {0},
-         mask = {0};
+    bool ok = qt && qclk && qtomb;
+    for (int i = 0; i < 4; i++) ok &= qtr[i] != NULL;
+    for (int i = 0; i < ncols; i++) ok &= qc[i] != NULL;
+    /* The parts of the triggers, each built once and used in several. */
+    enum { K, KCOLS, NEWK, OLDK, ALLC, OLDALL, SAME, MASK, NULLK, TIDX, TIDE, ROWLEN, NPARTS };
+    sqlite3_str *b[NPARTS];
+    const char *v[NPARTS];
+    for (int i = 0; i < NPARTS; i++) b[i] = sqlite3_str_new(NULL);
+    if (!ok) goto out;
     for (int i = 0; i < npk; i++) {
-        sb_add(&k, "%sk%d", i ? "," : "", i);
-        sb_add(&kcols, "%s%s", i ? "," : "", qc[pkord[i]]);
-        sb_add(&newk, "%sNEW.%s", i ? "," : "", qc[pkord[i]]);
-        sb_add(&oldk, "%sOLD.%s", i ? "," : "", qc[pkord[i]]);
-        sb_add(&same, "%sNEW.%s IS OLD.%s", i ? " AND " : "", qc[pkord[i]], qc[pkord[i]]);
+        const char *sep = i ? "," : "", *q = qc[pkord[i]];
+        sqlite3_str_appendf(b[K], "%sk%d", sep, i);
+        sqlite3_str_appendf(b[KCOLS], "%s%s", sep, q);
+        sqlite3_str_appendf(b[NEWK], "%sNEW.%s", sep, q);
+        sqlite3_str_appendf(b[OLDK], "%sOLD.%s", sep, q);
+        sqlite3_str_appendf(b[SAME], "%sNEW.%s IS OLD.%s", i ? " AND " : "", q, q);
     }
     /* A NULL key cannot name a row on another till (NULL never equals NULL): refuse the
      * write itself, so it fails where the app can see it instead of at sealing. */
-    sbuf nullk = {0};
-    sb_add(&nullk, "SELECT CASE WHEN ");
-    for (int i = 0; i < npk; i++) sb_add(&nullk, "%sNEW.%s IS NULL", i ? " OR " : "", qc[pkord[i]]);
-    sb_add(&nullk, " THEN RAISE(ABORT, 'tillsync: the primary key of a replicated table may "
-                   "not be NULL') END; ");
+    sqlite3_str_appendall(b[NULLK], "SELECT CASE WHEN ");
+    for (int i = 0; i < npk; i++)
+        sqlite3_str_appendf(b[NULLK], "%sNEW.%s IS NULL", i ? " OR " : "", qc[pkord[i]]);
+    sqlite3_str_appendall(b[NULLK], " THEN RAISE(ABORT, 'tillsync: the primary key of a "
+                                    "replicated table may not be NULL') END; ");
     /* A counter holds integers only: a REAL or TEXT could not be counted the same way on
      * every till, so the write is refused where the app sees it. The check is folded into
      * the table id the pending row records: one statement per captured write, not two. */
-    sbuf tidx = {0}, tide = {0}, rowlen = {0}, lit = {0};
     int nguard = 0;
     for (int j = 0; j < ncols; j++)
         if (is_counter[j])
-            sb_add(&tidx, "%stypeof(NEW.%s) != 'integer'", nguard++ ? " OR " : "", qc[j]);
+            sqlite3_str_appendf(b[TIDX], "%stypeof(NEW.%s) != 'integer'", nguard++ ? " OR " : "",
+                                qc[j]);
     /* A row larger than TSYNC_MAX_ROW_BYTES could not be sealed into any batch: refuse the write
      * itself, so nothing of it commits, instead of accepting a row that can never leave this
      * till. CAST AS BLOB makes length() count the bytes of text, not its characters. */
     for (int j = 0; j < ncols; j++)
-        sb_add(&rowlen, "%sifnull(length(CAST(NEW.%s AS BLOB)),0)", j ? "+" : "", qc[j]);
-    for (const char *c = table; *c; c++) sb_add(&lit, *c == '\'' ? "''" : "%c", *c);
-    sb_add(&tide, "CASE ");
+        sqlite3_str_appendf(b[ROWLEN], "%sifnull(length(CAST(NEW.%s AS BLOB)),0)", j ? "+" : "",
+                            qc[j]);
+    sqlite3_str_appendall(b[TIDE], "CASE ");
     if (nguard)
-        sb_add(&tide,
-               "WHEN %s THEN RAISE(ABORT, 'tillsync: counter columns take integers "
-               "only') ",
-               tidx.p);
-    sb_add(&tide,
-           "WHEN %s > %u THEN RAISE(ABORT, 'tillsync: a row of table %s is over the per-row "
-           "limit of %u bytes (the sum of its values'' lengths); keep large files outside "
-           "replicated tables') ELSE %d END",
-           rowlen.p ? rowlen.p : "0", (unsigned)TSYNC_MAX_ROW_BYTES, lit.p ? lit.p : "",
-           (unsigned)TSYNC_MAX_ROW_BYTES, tid);
-    if (rowlen.oom || lit.oom) tide.oom = 1;
-    free(tidx.p), free(rowlen.p), free(lit.p);
+        sqlite3_str_appendf(b[TIDE],
+                            "WHEN %s THEN RAISE(ABORT, 'tillsync: counter columns take integers "
+                            "only') ",
+                            sqlite3_str_value(b[TIDX]));
+    /* %q doubles the table name's single quotes inside the SQL string literal. */
+    sqlite3_str_appendf(b[TIDE],
+                        "WHEN %s > %u THEN RAISE(ABORT, 'tillsync: a row of table %q is over the "
+                        "per-row limit of %u bytes (the sum of its values'' lengths); keep large "
+                        "files outside replicated tables') ELSE %d END",
+                        sqlite3_str_value(b[ROWLEN]) ? sqlite3_str_value(b[ROWLEN]) : "0",
+                        (unsigned)TSYNC_MAX_ROW_BYTES, table, (unsigned)TSYNC_MAX_ROW_BYTES, tid);
     int any = 0;
     for (int i = 0; i < ncols; i++) {
-        sb_add(&allc, "%s%s", i ? "," : "", qc[i]);
-        sb_add(&oldall, "%sOLD.%s", i ? "," : "", qc[i]);
+        sqlite3_str_appendf(b[ALLC], "%s%s", i ? "," : "", qc[i]);
+        sqlite3_str_appendf(b[OLDALL], "%sOLD.%s", i ? "," : "", qc[i]);
         if (!is_pk[i]) {
-            sb_add(&mask, "%s(CASE WHEN NEW.%s IS NOT OLD.%s THEN %lld ELSE 0 END)", any ? "|" : "",
-                   qc[i], qc[i], 1LL << i);
+            sqlite3_str_appendf(b[MASK], "%s(CASE WHEN NEW.%s IS NOT OLD.%s THEN %lld ELSE 0 END)",
+                                any ? "|" : "", qc[i], qc[i], 1LL << i);
             any = 1;
         }
     }
-    if (!any) sb_add(&mask, "0");
+    if (!any) sqlite3_str_appendall(b[MASK], "0");
+    for (int i = 0; i < NPARTS; i++) {
+        ok &= sqlite3_str_errcode(b[i]) == SQLITE_OK;
+        v[i] = sqlite3_str_value(b[i]) ? sqlite3_str_value(b[i]) : "";
+    }
+    if (!ok) goto out;
     if (what & CAP_SHADOW) {
         /* Shadow tables: columns without a declared type keep values exactly as given. */
-        sb_add(sql, "CREATE TABLE %s(%s, tsync_m BLOB, PRIMARY KEY(%s)) WITHOUT ROWID;", qclk,
-               kcols.p, kcols.p);
-        sb_add(sql, "CREATE TABLE %s(%s, PRIMARY KEY(%s)) WITHOUT ROWID;", qtomb, allc.p, kcols.p);
+        sqlite3_str_appendf(sql,
+                            "CREATE TABLE %s(%s, tsync_m BLOB, PRIMARY KEY(%s)) WITHOUT ROWID;",
+                            qclk, v[KCOLS], v[KCOLS]);
+        sqlite3_str_appendf(sql, "CREATE TABLE %s(%s, PRIMARY KEY(%s)) WITHOUT ROWID;", qtomb,
+                            v[ALLC], v[KCOLS]);
     }
     if (what & CAP_REPLACE)
-        for (int i = 0; i < 4; i++) sb_add(sql, "DROP TRIGGER IF EXISTS %s;", qtr[i]);
-    sb_add(sql,
-           "CREATE TRIGGER %s AFTER INSERT ON %s BEGIN %s"
-           "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL ",%s); "
-           "END;",
-           qtr[0], qt, nullk.p, k.p, tide.p, newk.p);
-    sb_add(sql,
-           "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN %s BEGIN "
-           "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,2,%s," WALL_SQL ",%s); "
-           "END;",
-           qtr[1], qt, same.p, k.p, tide.p, mask.p, newk.p);
+        for (int i = 0; i < 4; i++) sqlite3_str_appendf(sql, "DROP TRIGGER IF EXISTS %s;", qtr[i]);
+    sqlite3_str_appendf(sql,
+                        "CREATE TRIGGER %s AFTER INSERT ON %s BEGIN %s"
+                        "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL
+                        ",%s); "
+                        "END;",
+                        qtr[0], qt, v[NULLK], v[K], v[TIDE], v[NEWK]);
+    sqlite3_str_appendf(sql,
+                        "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN %s BEGIN "
+                        "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,2,%s," WALL_SQL
+                        ",%s); "
+                        "END;",
+                        qtr[1], qt, v[SAME], v[K], v[TIDE], v[MASK], v[NEWK]);
     /* An UPDATE of the key is a delete of the old key and an insert of the new one. "OF key"
      * keeps this trigger (and its WHEN) out of every update that does not name the key. */
-    sb_add(sql,
-           "CREATE TRIGGER %s AFTER UPDATE OF %s ON %s WHEN NOT (%s) "
-           "BEGIN %s"
-           "DELETE FROM %s WHERE (%s) IS (%s); "
-           "INSERT INTO %s(%s) VALUES(%s); "
-           "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
-           "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL ",%s); "
-           "END;",
-           qtr[2], kcols.p, qt, same.p, nullk.p, qtomb, kcols.p, oldk.p, qtomb, allc.p, oldall.p,
-           k.p, tid, oldk.p, k.p, tide.p, newk.p);
-    sb_add(sql,
-           "CREATE TRIGGER %s AFTER DELETE ON %s BEGIN "
-           "DELETE FROM %s WHERE (%s) IS (%s); "
-           "INSERT INTO %s(%s) VALUES(%s); "
-           "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
-           "END;",
-           qtr[3], qt, qtomb, kcols.p, oldk.p, qtomb, allc.p, oldall.p, k.p, tid, oldk.p);
+    sqlite3_str_appendf(
+        sql,
+        "CREATE TRIGGER %s AFTER UPDATE OF %s ON %s WHEN NOT (%s) "
+        "BEGIN %s"
+        "DELETE FROM %s WHERE (%s) IS (%s); "
+        "INSERT INTO %s(%s) VALUES(%s); "
+        "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
+        "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL ",%s); "
+        "END;",
+        qtr[2], v[KCOLS], qt, v[SAME], v[NULLK], qtomb, v[KCOLS], v[OLDK], qtomb, v[ALLC],
+        v[OLDALL], v[K], tid, v[OLDK], v[K], v[TIDE], v[NEWK]);
+    sqlite3_str_appendf(
+        sql,
+        "CREATE TRIGGER %s AFTER DELETE ON %s BEGIN "
+        "DELETE FROM %s WHERE (%s) IS (%s); "
+        "INSERT INTO %s(%s) VALUES(%s); "
+        "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
+        "END;",
+        qtr[3], qt, qtomb, v[KCOLS], v[OLDK], qtomb, v[ALLC], v[OLDALL], v[K], tid, v[OLDK]);
     if (what & CAP_EXISTING)
-        sb_add(sql,
-               "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) SELECT %d,1,-1," WALL_SQL
-               ",%s FROM %s;",
-               k.p, tid, kcols.p, qt);
-    if (k.oom || kcols.oom || newk.oom || oldk.oom || allc.oom || oldall.oom || same.oom ||
-        mask.oom || nullk.oom || tide.oom)
-        sql->oom = 1;
-    free(k.p), free(kcols.p), free(newk.p), free(oldk.p), free(allc.p), free(oldall.p),
-        free(same.p), free(mask.p), free(nullk.p), free(tide.p);
+        sqlite3_str_appendf(
+            sql,
+            "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) SELECT %d,1,-1," WALL_SQL
+            ",%s FROM %s;",
+            v[K], tid, v[KCOLS], qt);
 out:
-    free(qt), free(qclk), free(qtomb);
-    for (int i = 0; i < 4; i++) free(qtr[i]);
-    for (int i = 0; i < ncols; i++) free(qc[i]);
+    for (int i = 0; i < NPARTS; i++) sqlite3_free(sqlite3_str_finish(b[i]));
+    sqlite3_free(qt), sqlite3_free(qclk), sqlite3_free(qtomb);
+    for (int i = 0; i < 4; i++) sqlite3_free(qtr[i]);
+    for (int i = 0; i < ncols; i++) sqlite3_free(qc[i]);
+    return ok;
+}
+
+/* Runs SQL built by capture_sql or the like (ok: its parts were built), freeing the builder. */
+static int exec_built(tsync_store *s, sqlite3_str *sql, bool ok)
+{
+    char *text = tsync__sql_finish(sql);
+    int rc = ok && text ? tsync__exec(s, text) : tsync__err(TSYNC_ENOMEM, "out of memory");
+    sqlite3_free(text);
+    return rc;
 }
 
 /* Forgets the table cache so the next refresh reads tsync_tables again: a change of a table's
@@ -458,10 +429,10 @@ static int capture_rebuild(tsync_store *s, const char *table)
     if (rc) return rc;
     tsync__table *t = tsync__table_by_name(s, table, strlen(table));
     if (!t) return tsync__err(TSYNC_ENOTFOUND, "table %s is not replicated", table);
-    sbuf sql = {0};
-    capture_sql(&sql, t->id, t->name, t->cols, t->ncols, t->pk, t->npk, t->is_counter, CAP_REPLACE);
-    rc = sql.oom ? tsync__err(TSYNC_ENOMEM, "out of memory") : tsync__exec(s, sql.p);
-    free(sql.p);
+    sqlite3_str *sql = sqlite3_str_new(NULL);
+    bool ok = capture_sql(sql, t->id, t->name, t->cols, t->ncols, t->pk, t->npk, t->is_counter,
+                          CAP_REPLACE);
+    rc = exec_built(s, sql, ok);
     if (rc == 0) rc = tables_reload(s);
     return rc;
 }
@@ -556,15 +527,13 @@ int tsync__table_add_columns(tsync_store *s, const char *table, const char *cons
         return tsync__err(TSYNC_EUNSUPPORTED, "table %s would have more than %d columns", table,
                           TSYNC__MAX_COLS);
     /* The tombstone keeps every column so that a resurrected row shows its latest values. */
-    sbuf sql = {0};
+    sqlite3_str *sql = sqlite3_str_new(NULL);
     for (int i = 0; i < n; i++) {
-        char *qc = quote_ident("", cols[i]);
-        sb_add(&sql, "ALTER TABLE %s ADD COLUMN %s;", t->qtomb, qc ? qc : "");
-        if (!qc) sql.oom = 1;
-        free(qc);
+        sqlite3_str_appendf(sql, "ALTER TABLE %s ADD COLUMN ", t->qtomb);
+        tsync__sql_ident(sql, "", cols[i]);
+        sqlite3_str_appendchar(sql, 1, ';');
     }
-    rc = sql.oom ? tsync__err(TSYNC_ENOMEM, "out of memory") : tsync__exec(s, sql.p);
-    free(sql.p);
+    rc = exec_built(s, sql, true);
     if (rc == 0) rc = append_names(s, table, "cols", cols, n);
     if (rc == 0) rc = capture_rebuild(s, table);
     return rc;
@@ -589,7 +558,6 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
     int ncols = 0, npk = 0, pkord[TSYNC__MAX_PK_COLS] = {0};
     memset(cols, 0, sizeof cols);
     sqlite3_stmt *st = NULL;
-    sbuf sql = {0};
     char *table_sql = NULL, *canon = NULL;
     int without_rowid = 0;
 
@@ -621,9 +589,10 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
     }
     table = canon;
     /* table_xinfo shows generated columns too (hidden 2 or 3). */
-    sb_add(&sql, "SELECT name, type, \"notnull\", dflt_value IS NOT NULL, pk, hidden FROM "
-                 "pragma_table_xinfo(?1) ORDER BY cid");
-    rc = sqlite3_prepare_v2(s->db, sql.p, -1, &st, NULL);
+    rc = sqlite3_prepare_v2(s->db,
+                            "SELECT name, type, \"notnull\", dflt_value IS NOT NULL, pk, hidden "
+                            "FROM pragma_table_xinfo(?1) ORDER BY cid",
+                            -1, &st, NULL);
     if (rc != SQLITE_OK) {
         rc = tsync__err_sqlite(s->db, rc, "read columns");
         goto out;
@@ -742,20 +711,20 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
     {
         /* Rows already in the table become local inserts; one over TSYNC_MAX_ROW_BYTES could not
          * be sealed, so it is refused here as the capture trigger would refuse writing it. */
-        sbuf q = {0};
-        char *qt = quote_ident("", table);
-        sb_add(&q, "SELECT ");
+        sqlite3_str *b = sqlite3_str_new(NULL);
+        sqlite3_str_appendall(b, "SELECT ");
         for (int i = 0; i < ncols; i++) {
-            char *qc = quote_ident("", cols[i].name);
-            sb_add(&q, "%sifnull(length(CAST(%s AS BLOB)),0)", i ? "+" : "", qc ? qc : "");
-            if (!qc) q.oom = 1;
-            free(qc);
+            sqlite3_str_appendall(b, i ? "+ifnull(length(CAST(" : "ifnull(length(CAST(");
+            tsync__sql_ident(b, "", cols[i].name);
+            sqlite3_str_appendall(b, " AS BLOB)),0)");
         }
-        sb_add(&q, " AS n FROM %s WHERE n > %u LIMIT 1", qt ? qt : "",
-               (unsigned)TSYNC_MAX_ROW_BYTES);
-        if (q.oom || !qt) {
+        sqlite3_str_appendall(b, " AS n FROM ");
+        tsync__sql_ident(b, "", table);
+        sqlite3_str_appendf(b, " WHERE n > %u LIMIT 1", (unsigned)TSYNC_MAX_ROW_BYTES);
+        char *q = tsync__sql_finish(b);
+        if (!q) {
             rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-        } else if (sqlite3_prepare_v2(s->db, q.p, -1, &st, NULL) != SQLITE_OK) {
+        } else if (sqlite3_prepare_v2(s->db, q, -1, &st, NULL) != SQLITE_OK) {
             rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "read table");
         } else {
             int x = sqlite3_step(st);
@@ -770,8 +739,7 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
         }
         sqlite3_finalize(st);
         st = NULL;
-        free(q.p);
-        free(qt);
+        sqlite3_free(q);
         if (rc) goto out;
     }
     json_t *jcols = json_array(), *jpk = json_array(), *jctr = json_array();
@@ -826,10 +794,10 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
             for (size_t j = 0; j < ncounters; j++)
                 if (tsync__name_eqz(cols[i].name, counters[j])) is_counter[i] = 1;
         }
-        sql.n = 0;
-        capture_sql(&sql, tid, table, names, ncols, pkord, npk, is_counter,
-                    CAP_SHADOW | CAP_EXISTING);
-        rc = sql.oom ? tsync__err(TSYNC_ENOMEM, "out of memory") : tsync__exec(s, sql.p);
+        sqlite3_str *sql = sqlite3_str_new(NULL);
+        bool ok = capture_sql(sql, tid, table, names, ncols, pkord, npk, is_counter,
+                              CAP_SHADOW | CAP_EXISTING);
+        rc = exec_built(s, sql, ok);
     }
     if (rc == 0) rc = tables_reload(s);
 out:
@@ -837,7 +805,6 @@ out:
     for (int i = 0; i < ncols; i++) free(cols[i].name), free(cols[i].type);
     free(table_sql);
     free(canon);
-    free(sql.p);
     return rc;
 }
 

@@ -51,10 +51,7 @@ static const char *SCHEMA =
 
 uint64_t tsync__now_ms(tsync_store *s)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    return (uint64_t)(ms + s->clock_offset_ms);
+    return (uint64_t)((int64_t)tsync__wall_ms() + s->clock_offset_ms);
 }
 
 sqlite3_stmt *tsync__prep(tsync_store *s, const char *sql)

@@ -59,7 +59,8 @@ int tsync__sync_runs(tsync_store *s, const tsync__vv *peer, size_t budget, tsync
 
 /* Verifies and merges decoded runs in one transaction, exactly like tsync_store_merge does for a
  * bundle image (bun.runs point into memory the caller keeps). Defined in store/merge.c. */
-int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bun, tsync_merge_report *report);
+TSYNC_WARN_UNUSED int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bun,
+                                          tsync_merge_report *report);
 
 /* Runs the signed migrations held that were not run here (store/migrate.c), after trust records
  * arrived; keeps a failure for status (tsync_store_signed_migration_error). The caller has no

@@ -290,8 +290,8 @@ static int store_record(tsync_store *s, const shop *sh, const tsync__trust_rec *
         break;
     default:
         return fail(err, TSYNC_EREFUSED,
-                    "an enrolment request is not a shop record (the admin signs it with "
-                    "'tillsync shop sign KEYFILE REQ')");
+                    "an enrolment request is not a shop record (the shop admin signs it into "
+                    "a certificate, and the certificate is installed)");
     }
     if (sh->enrolled) {
         if (memcmp(shop_id, sh->shop_id, TSYNC__SHOP_ID_BYTES) != 0)
@@ -864,8 +864,8 @@ static int enrol_locked(tsync_store *s, const tsync__trust_rec *recs, const uint
             char pk[2 * TSYNC__PK_BYTES + 1];
             tsync__hex(s->pk, TSYNC__PK_BYTES, pk);
             return fail(err, TSYNC_EREFUSED,
-                        "no certificate for this device's key %s (make the request with "
-                        "'tillsync enrol-request' on this database)",
+                        "no certificate for this device's key %s (make an enrolment request from "
+                        "this database and have the shop admin sign it)",
                         pk);
         }
         sh.enrolled = 1;
@@ -948,12 +948,12 @@ int tsync__trust_enrol(tsync_store *s, const uint8_t *const *blobs, const size_t
         } else if (recs[i].kind == TSYNC__T_REQUEST) {
             rc = tsync__err(TSYNC_EINVAL,
                             "record %zu is an enrolment request, not a certificate: the shop "
-                            "admin signs it with 'tillsync shop sign KEYFILE REQ > CERT'",
+                            "admin signs it into a certificate first",
                             i + 1);
         } else if (recs[i].kind == TSYNC__T_REVOCATION) {
             rc = tsync__err(TSYNC_EINVAL,
-                            "record %zu is a revocation: install it with 'tillsync revoke DB "
-                            "FILE'",
+                            "record %zu is a revocation, not a certificate: install it as a "
+                            "revocation",
                             i + 1);
         }
     }
@@ -997,7 +997,7 @@ int tsync__trust_revoke(tsync_store *s, const uint8_t *rec, size_t len)
         if (rc == 0 && !sh.enrolled)
             rc = fail(err, TSYNC_EREFUSED,
                       "this database is not enrolled in a shop, so it has no admin key to check "
-                      "the revocation against (enrol it first: tillsync enrol DB CERT)");
+                      "the revocation against (enrol it with its certificate first)");
         if (rc == 0) rc = store_record(s, &sh, &r, rec, len, &added, err);
         if (rc == 0 && added) rc = keep_merged(s, err);
         rc = end(s, own, rc, err);

@@ -42,33 +42,34 @@
 /* 1 when the database is enrolled in a shop (shop_id, which may be NULL, receives its id), 0 when
  * not, or a negative error code (TSYNC_EIO) with the last error recorded. Cheap (one cached
  * query). */
-int tsync__trust_enrolled(tsync_store *s, uint8_t shop_id[TSYNC__SHOP_ID_BYTES]);
+TSYNC_WARN_UNUSED int tsync__trust_enrolled(tsync_store *s, uint8_t shop_id[TSYNC__SHOP_ID_BYTES]);
 
 /* Whether a batch by key pk from site at seq, with clock batch_hlc_ms (the ms part of the batch's
  * highest HLC), is admitted (rules above).
  * Returns 0 when admitted; TSYNC_EREFUSED with a one-line reason in err (no certificate of the
  * shop, certificate expired before the batch clock, revoked and after the cutoff); TSYNC_EIO on
  * a database error (err says so too). A never-enrolled database admits everything. */
-int tsync__trust_admit(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES],
-                       const uint8_t site[TSYNC__SITE_BYTES], uint64_t seq, uint64_t batch_hlc_ms,
-                       char err[TSYNC__ERRLEN]);
+TSYNC_WARN_UNUSED int tsync__trust_admit(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES],
+                                         const uint8_t site[TSYNC__SITE_BYTES], uint64_t seq,
+                                         uint64_t batch_hlc_ms, char err[TSYNC__ERRLEN]);
 
 /* tsync__trust_admit, with the cutoff of a revoked key raised to kept for this site: kept is the
  * highest seq of the site that an honest batch depends on (0: none), see docs/TRUST.md. */
-int tsync__trust_admit_kept(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES],
-                            const uint8_t site[TSYNC__SITE_BYTES], uint64_t seq,
-                            uint64_t batch_hlc_ms, uint64_t kept, char err[TSYNC__ERRLEN]);
+TSYNC_WARN_UNUSED int tsync__trust_admit_kept(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES],
+                                              const uint8_t site[TSYNC__SITE_BYTES], uint64_t seq,
+                                              uint64_t batch_hlc_ms, uint64_t kept,
+                                              char err[TSYNC__ERRLEN]);
 
 /* Whether key pk is revoked: 1 and the cutoff its governing revocation names for site in *cutoff
  * (0 when it does not name the site), 0 when not revoked or not enrolled, TSYNC_EIO (recorded). */
-int tsync__trust_cutoff(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES],
-                        const uint8_t site[TSYNC__SITE_BYTES], uint64_t *cutoff);
+TSYNC_WARN_UNUSED int tsync__trust_cutoff(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES],
+                                          const uint8_t site[TSYNC__SITE_BYTES], uint64_t *cutoff);
 
 /* Whether a peer with key pk may hold a session now (now_ms: wall time, Unix ms).
  * 0 when admitted; TSYNC_EREFUSED + err (no certificate, not yet valid, expired, revoked).
  * A never-enrolled database admits every key (its node talks only to static peers). */
-int tsync__trust_session(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES], uint64_t now_ms,
-                         char err[TSYNC__ERRLEN]);
+TSYNC_WARN_UNUSED int tsync__trust_session(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES],
+                                           uint64_t now_ms, char err[TSYNC__ERRLEN]);
 
 /* Every stored trust record, verbatim (for bundles and the handshake): rotations first, then
  * certificates, then revocations, so a receiver importing them in order knows every admin key

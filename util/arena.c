@@ -44,6 +44,12 @@ void *tsync__arena_alloc(tsync__arena *a, size_t n)
     return (char *)nc + ARENA_HDR;
 }
 
+void *tsync__arena_array(tsync__arena *a, size_t n, size_t size)
+{
+    if (n == 0) return NULL;
+    return size && n > SIZE_MAX / size ? NULL : tsync__arena_alloc(a, n * size);
+}
+
 void tsync__arena_free(tsync__arena *a)
 {
     tsync__arena_chunk *c = a->head;

@@ -59,6 +59,9 @@ typedef struct {
 
 /* Returns zeroed memory of n bytes aligned to 16, or NULL when out of memory. */
 void *tsync__arena_alloc(tsync__arena *a, size_t n);
+/* An array of n elements of size bytes: NULL when n is 0, when n * size overflows or when out of
+ * memory (so a caller tests `n && !p`). */
+void *tsync__arena_array(tsync__arena *a, size_t n, size_t size);
 void tsync__arena_free(tsync__arena *a);
 
 /* ---------------------------------------------------------------- UTF-8 in messages */
