@@ -3,6 +3,8 @@
  * our TXT records. It publishes this till as _tillsync._tcp, browses the same type, keeps one
  * resolver open per browsed service (avahi reports every change of address or TXT through it),
  * and turns all that into FOUND / LOST events per service name, plus DAEMON_DOWN / DAEMON_UP.
+ * Over 800 lines on purpose: the AvahiPoll adapter, the publisher and the browser/resolver state
+ * share avahi's client object and the reconcile step that alone may tear avahi objects down.
  *
  * Design notes (docs/DISCOVERY.md has the long form)
  * - avahi runs on the node's thread through our own AvahiPoll: avahi-client (via libdbus) asks

@@ -4,6 +4,8 @@
  * handshake, and socket monitors that turn connection changes into UP / DOWN / HANDSHAKE_FAILED
  * events. Everything runs on the thread that owns the transport, inside tsync__tp_poll: there is
  * no helper thread, so nothing here locks.
+ * Over 800 lines on purpose: the sockets, the ZAP handler and the monitors share the ordering rule
+ * below (monitor events before a connection's messages), which splitting would scatter.
  *
  * Design notes (docs/TRANSPORT.md has the long form)
  * - Who sent a message is taken from the handshake, never from what the peer says. Our ZAP handler

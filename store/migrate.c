@@ -2,6 +2,8 @@
  * store/migrate.c — schema migrations: numbered SQL files run once each, in order, all pending
  * ones in one transaction, recorded in tsync_migrations with their BLAKE2b-256 hashes. The
  * highest number applied is the schema version.
+ * Over 800 lines on purpose: the statement loop, the authorizer and the comparison of tables
+ * before and after each statement act on one run's state, inside one transaction.
  *
  * Design notes
  * - Statements run one at a time. After each one that changed the schema, the replicated tables

@@ -2,6 +2,8 @@
  * store/trust.c — shop trust in the database (see trust.h for the rules): enrolment, the
  * replicated set of certificates, revocations and admin key rotations, the checks that admit a
  * batch or a session by its author's key, and the shop admin key file.
+ * Over 800 lines on purpose: every query over the trust tables sits beside the writer of those
+ * tables, whose invariants (one shop, admin-signed records only) the queries rely on.
  *
  * Design notes
  * - The trust tables are created on first use by the functions that write them. The readers
