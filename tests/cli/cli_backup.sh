@@ -9,32 +9,18 @@
 # usage: sh tests/cli/cli_backup.sh PATH/TO/tillsync
 # Prints "FAIL: ..." for each failed check and "N passed, M failed"; exits 1 on any failure.
 
-T=${1:?usage: cli_backup.sh PATH/TO/tillsync}
-W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-backup.XXXXXX") || exit 1
+. "$(dirname "$0")/lib.sh"
 HOLDER=
 trap '[ -z "$HOLDER" ] || kill "$HOLDER" 2>/dev/null; [ -n "$KEEP" ] || rm -rf "$W"' EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
 # No terminal: a command that would ask for a passphrase must say so instead (setsid drops the
 # controlling terminal when the test runs from one).
 NOTTY=
 command -v setsid >/dev/null 2>&1 && NOTTY="setsid -w"
 unset TILLSYNC_PASSPHRASE
 
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
 run() {
     "$@" >"$W/out" 2>"$W/err" </dev/null
     rc=$?
-}
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
 }
 check() {
     if [ "$rc" -ne 0 ]; then bad "$1: exit status $rc: $(head -c 400 "$W/err")"; else ok; fi

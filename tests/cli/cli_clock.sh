@@ -14,29 +14,8 @@
 # usage: sh tests/cli/cli_clock.sh PATH/TO/tillsync
 # Prints "FAIL: ..." for each failed check and "N passed, M failed"; exits 1 on any failure.
 
-T=${1:?usage: cli_clock.sh PATH/TO/tillsync}
+. "$(dirname "$0")/lib.sh"
 FT=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
-W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-clock.XXXXXX") || exit 1
-PIDS=""
-cleanup() {
-    for p in $PIDS; do kill "$p" 2>/dev/null; done
-    for p in $PIDS; do wait "$p" 2>/dev/null; done
-    [ -n "$KEEP" ] || rm -rf "$W"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
 # libfaketime is preloaded: under AddressSanitizer its runtime must then not insist on coming first.
 ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
 export ASAN_OPTIONS
@@ -44,12 +23,6 @@ if [ ! -r "$FT" ]; then
     echo "libfaketime not installed ($FT): skipped"
     finish
 fi
-must() {
-    "$@" >"$W/setup.out" 2>&1 || {
-        bad "setup: $*: $(cat "$W/setup.out")"
-        finish
-    }
-}
 # skewed OFFSET COMMAND...: runs COMMAND with its wall clock moved by OFFSET ("+1d", "-1h").
 # The monotonic clock stays real (the node's timers and liveness use it).
 skewed() {
@@ -57,23 +30,8 @@ skewed() {
     shift
     LD_PRELOAD=$FT FAKETIME="$off" FAKETIME_DONT_FAKE_MONOTONIC=1 "$@"
 }
-wait_for() {
-    limit=$(($1 * 20))
-    shift
-    i=0
-    while [ $i -lt $limit ]; do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.05
-        i=$((i + 1))
-    done
-    return 1
-}
-key_of() { "$T" state "$1" --json | sed -n 's/.*"public_key": "\([0-9a-f]*\)".*/\1/p'; }
 site_of() { "$T" state "$1" --json | sed -n 's/.*"site": "\([0-9a-f]*\)".*/\1/p'; }
 hlc_ms_of() { echo $(($("$T" state "$1" --json | sed -n 's/.*"hlc": \([0-9]*\).*/\1/p') >> 16)); }
-listen_of() { sed -n 's/.*"listen": "\(tcp:[^"]*\)".*/\1/p' "$1.node" 2>/dev/null; }
-has_listen() { [ -n "$(listen_of "$1")" ]; }
-count_is() { [ "$("$T" sql "$1" "SELECT count(*) FROM sales")" = "$2" ]; }
 held_is() { [ "$("$T" status "$1" --json | sed -n 's/^  "held": \([0-9]*\).*/\1/p')" = "$2" ]; }
 peers_online() { [ "$("$T" status "$1" --json | grep -c '"state": "connected"')" -ge "$2" ]; }
 json_has() { "$T" status "$1" --json | grep -q -e "$2"; }

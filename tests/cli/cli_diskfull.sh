@@ -18,55 +18,19 @@ if [ -z "$TSYNC_DISKFULL_NS" ]; then
     fi
     TSYNC_DISKFULL_NS=1 exec unshare -m --propagation private sh "$0" "$@"
 fi
-W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-full.XXXXXX") || exit 1
-mkdir "$W/full"
-if ! mount -t tmpfs -o size=16m tmpfs "$W/full"; then
-    echo "FAIL: cannot mount a tmpfs in the private namespace"
-    exit 1
-fi
-PIDS=""
+# Only in the namespace: the harness makes $W, which an exec above would leave behind.
+. "$(dirname "$0")/lib.sh"
 cleanup() {
     for p in $PIDS; do kill "$p" 2>/dev/null; done
     for p in $PIDS; do wait "$p" 2>/dev/null; done
     umount "$W/full" 2>/dev/null
     [ -n "$KEEP" ] || rm -rf "$W"
 }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
-must() {
-    "$@" >"$W/setup.out" 2>&1 || {
-        bad "setup: $*: $(cat "$W/setup.out")"
-        finish
-    }
-}
-wait_for() {
-    limit=$(($1 * 20))
-    shift
-    i=0
-    while [ $i -lt $limit ]; do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.05
-        i=$((i + 1))
-    done
-    return 1
-}
-key_of() { "$T" state "$1" --json | sed -n 's/.*"public_key": "\([0-9a-f]*\)".*/\1/p'; }
-listen_of() { sed -n 's/.*"listen": "\(tcp:[^"]*\)".*/\1/p' "$1.node" 2>/dev/null; }
-has_listen() { [ -n "$(listen_of "$1")" ]; }
-online() { "$T" status "$1" --json | grep -q '"online": true'; }
-count_is() { [ "$("$T" sql "$1" "SELECT count(*) FROM sales")" = "$2" ]; }
+mkdir "$W/full"
+if ! mount -t tmpfs -o size=16m tmpfs "$W/full"; then
+    echo "FAIL: cannot mount a tmpfs in the private namespace"
+    exit 1
+fi
 says_full() { "$T" status "$1" --json | grep -q '"disk_full": true'; }
 not_full() { "$T" status "$1" --json | grep -q '"disk_full": false'; }
 same_hash() { [ "$("$T" hash "$A")" = "$("$T" hash "$B")" ]; }

@@ -7,22 +7,8 @@
 # usage: sh tests/cli/cli_errors.sh PATH/TO/tillsync
 # Prints "FAIL: ..." for each failed check and "N passed, M failed"; exits 1 on any failure.
 
-T=${1:?usage: cli_errors.sh PATH/TO/tillsync}
-W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-errors.XXXXXX") || exit 1
-trap '[ -n "$KEEP" ] || rm -rf "$W"' EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
+. "$(dirname "$0")/lib.sh"
 
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
-run() {
-    "$@" >"$W/out" 2>"$W/err"
-    rc=$?
-}
 # expect_err DESC STATUS PATTERN: the last run exited STATUS ("any" for any non-zero), wrote
 # exactly one newline-terminated line to stderr matching PATTERN (grep -i), and nothing to stdout.
 expect_err() {
@@ -60,7 +46,6 @@ flip() {
     # shellcheck disable=SC2059
     printf "\\$(printf %o $((_b ^ 255)))" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
 }
-fsize() { wc -c <"$1" | tr -d ' '; }
 
 A=$W/a.db
 B=$W/b.db

@@ -8,29 +8,14 @@
 # Prints "FAIL: ..." for each failed check and "N passed, M failed"; exits 1 on any failure.
 # JSON is checked with the JSON functions of the sqlite3 shell (SQLITE3 overrides its path).
 
-T=${1:?usage: cli_forms.sh PATH/TO/tillsync}
+. "$(dirname "$0")/lib.sh"
 SQ=${SQLITE3:-sqlite3}
-W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-forms.XXXXXX") || exit 1
-trap '[ -n "$KEEP" ] || rm -rf "$W"' EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
 
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
 # check DESCRIPTION COMMAND...: passes when COMMAND succeeds.
 check() {
     d=$1
     shift
     if "$@"; then ok; else bad "$d"; fi
-}
-# run COMMAND...: runs it with stdout in $W/out, stderr in $W/err, exit status in $rc.
-run() {
-    "$@" >"$W/out" 2>"$W/err"
-    rc=$?
 }
 out() { cat "$W/out"; }
 # expect_ok DESCRIPTION: the last run exited 0 and wrote nothing to stderr.
@@ -68,7 +53,6 @@ seq_of() {
     sq :memory: "SELECT coalesce((SELECT json_extract(value, '\$.seq') FROM json_each('$j', \
 '\$.vector') WHERE json_extract(value, '\$.site') = '$2'), 0)"
 }
-fsize() { wc -c <"$1" | tr -d ' '; }
 
 if ! command -v "$SQ" >/dev/null 2>&1; then
     echo "FAIL: the sqlite3 shell ($SQ) is needed to compare output formats and read JSON"

@@ -16,54 +16,11 @@
 # usage: sh tests/cli/cli_image.sh PATH/TO/tillsync
 # Prints "FAIL: ..." for each failed check and "N passed, M failed"; exits 1 on any failure.
 
-T=${1:?usage: cli_image.sh PATH/TO/tillsync}
-W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-image.XXXXXX") || exit 1
-PIDS=""
-cleanup() {
-    for p in $PIDS; do kill "$p" 2>/dev/null; done
-    for p in $PIDS; do wait "$p" 2>/dev/null; done
-    [ -n "$KEEP" ] || rm -rf "$W"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
+. "$(dirname "$0")/lib.sh"
 
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
-must() {
-    "$@" >"$W/setup.out" 2>&1 || {
-        bad "setup: $*: $(cat "$W/setup.out")"
-        finish
-    }
-}
-key_of() { "$T" state "$1" --json | sed -n 's/.*"public_key": "\([0-9a-f]*\)".*/\1/p'; }
 site_of() { "$T" state "$1" --json | sed -n 's/.*"site": "\([0-9a-f]*\)".*/\1/p' | head -1; }
-wait_for() {
-    limit=$(($1 * 20))
-    shift
-    i=0
-    while [ $i -lt $limit ]; do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.05
-        i=$((i + 1))
-    done
-    return 1
-}
-listen_of() { sed -n 's/.*"listen": "\(tcp:[^"]*\)".*/\1/p' "$1.node" 2>/dev/null; }
-has_listen() { [ -n "$(listen_of "$1")" ]; }
-count_is() { [ "$("$T" sql "$1" "SELECT count(*) FROM sales")" = "$2" ]; }
 stock_is() { [ "$("$T" sql "$1" "SELECT qty FROM stock WHERE id='tea'")" = "$2" ]; }
 same_hash() { [ "$("$T" hash "$W/$1/a.db")" = "$("$T" hash "$W/$1/b.db")" ]; }
-online() { "$T" status "$1" --json | grep -q '"online": true'; }
 
 # start_a CASE / start_b CASE: a listens, b dials a.
 start_a() {

@@ -8,29 +8,10 @@
 # usage: sh tests/cli/cli_io.sh PATH/TO/tillsync
 # Prints "FAIL: ..." for each failed check and "N passed, M failed"; exits 1 on any failure.
 
-T=${1:?usage: cli_io.sh PATH/TO/tillsync}
+. "$(dirname "$0")/lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
 EXAMPLE=$HERE/../../examples/products.csv
-W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-io.XXXXXX") || exit 1
-trap '[ -n "$KEEP" ] || rm -rf "$W"' EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
 
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
-run() {
-    "$@" >"$W/out" 2>"$W/err"
-    rc=$?
-}
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
 # check DESC: the last run succeeded.
 check() {
     if [ "$rc" -ne 0 ]; then bad "$1: exit status $rc: $(head -c 400 "$W/err")"; else ok; fi
@@ -44,12 +25,6 @@ expect() {
     else
         ok
     fi
-}
-must() {
-    "$@" >"$W/setup.out" 2>&1 || {
-        bad "setup: $*: $(cat "$W/setup.out")"
-        finish
-    }
 }
 
 # The commands must exist before anything else makes sense.

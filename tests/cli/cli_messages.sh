@@ -12,62 +12,16 @@
 # Nodes listen on loopback only, on ports they pick. The expired certificate is made with
 # faketime (Debian's faketime package); without it that check is skipped, saying so.
 
-T=${1:?usage: cli_messages.sh PATH/TO/tillsync}
-W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-messages.XXXXXX") || exit 1
-PIDS=""
-cleanup() {
-    for p in $PIDS; do kill "$p" 2>/dev/null; done
-    for p in $PIDS; do wait "$p" 2>/dev/null; done
-    [ -n "$KEEP" ] || rm -rf "$W"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
+. "$(dirname "$0")/lib.sh"
 
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
-# run COMMAND...: stdout in $W/out, stderr in $W/err, exit status in $rc.
-run() {
-    "$@" >"$W/out" 2>"$W/err"
-    rc=$?
-}
 expect_ok() {
     if [ "$rc" -eq 0 ]; then ok; else bad "$1: exit $rc, stderr: $(head -c 400 "$W/err")"; fi
-}
-must() {
-    "$@" >"$W/setup.out" 2>&1 || {
-        bad "setup: $*: $(cat "$W/setup.out")"
-        finish
-    }
 }
 # has FILE TEXT DESCRIPTION: FILE contains TEXT (fixed string).
 has() {
     if grep -q -F -e "$2" "$1"; then ok; else bad "$3: '$2' not in: $(head -c 1500 "$1")"; fi
 }
 json_of() { sed -n "s/.*\"$2\": \"\([0-9a-f]*\)\".*/\1/p" "$1" | head -1; }
-# wait_for SECONDS COMMAND...: polls every 50 ms until COMMAND succeeds.
-wait_for() {
-    limit=$(($1 * 20))
-    shift
-    i=0
-    while [ $i -lt $limit ]; do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.05
-        i=$((i + 1))
-    done
-    return 1
-}
-listen_of() { sed -n 's/.*"listen": "\(tcp:[^"]*\)".*/\1/p' "$1.node" 2>/dev/null; }
-has_listen() { [ -n "$(listen_of "$1")" ]; }
 # start NAME ARGS...: `tillsync run $W/NAME.db ARGS...`, log in $W/NAME.log; waits for its status.
 start() {
     n=$1

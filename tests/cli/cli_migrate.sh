@@ -10,27 +10,8 @@
 # usage: sh tests/cli/cli_migrate.sh PATH/TO/tillsync
 # Prints "FAIL: ..." for each failed check and "N passed, M failed"; exits 1 on any failure.
 
-T=${1:?usage: cli_migrate.sh PATH/TO/tillsync}
-W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-migrate.XXXXXX") || exit 1
-trap '[ -n "$KEEP" ] || rm -rf "$W"' EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
+. "$(dirname "$0")/lib.sh"
 
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
-run() {
-    "$@" >"$W/out" 2>"$W/err"
-    rc=$?
-}
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
 # check DESC: the last run succeeded.
 check() {
     if [ "$rc" -ne 0 ]; then bad "$1: exit status $rc: $(head -c 400 "$W/err")"; else ok; fi
@@ -50,12 +31,6 @@ expect() {
 # out DESC PATTERN: stdout of the last run has a line matching PATTERN (grep -e).
 out() {
     if grep -q -e "$2" "$W/out"; then ok; else bad "$1: stdout lacks '$2': $(head -c 600 "$W/out")"; fi
-}
-must() {
-    "$@" >"$W/setup.out" 2>&1 || {
-        bad "setup: $*: $(cat "$W/setup.out")"
-        finish
-    }
 }
 version() { "$T" migrate "$1" --status --json | sed -n 's/^ *"version": \([0-9]*\).*/\1/p'; }
 

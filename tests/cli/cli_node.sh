@@ -9,34 +9,9 @@
 # usage: sh tests/cli/cli_node.sh PATH/TO/tillsync
 # Prints "FAIL: ..." for each failed check and "N passed, M failed"; exits 1 on any failure.
 
-T=${1:?usage: cli_node.sh PATH/TO/tillsync}
+. "$(dirname "$0")/lib.sh"
 EMBED=$(dirname "$T")/example_embed
-W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-node.XXXXXX") || exit 1
-PIDS=""
-cleanup() {
-    for p in $PIDS; do kill "$p" 2>/dev/null; done
-    for p in $PIDS; do wait "$p" 2>/dev/null; done
-    [ -n "$KEEP" ] || rm -rf "$W"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
 
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
-run() {
-    "$@" >"$W/out" 2>"$W/err"
-    rc=$?
-}
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
 expect() {
     if [ "$rc" -ne "$2" ]; then
         bad "$1: exit status $rc, want $2: $(head -c 400 "$W/err")"
@@ -48,28 +23,6 @@ expect() {
         ok
     fi
 }
-must() {
-    "$@" >"$W/setup.out" 2>&1 || {
-        bad "setup: $*: $(cat "$W/setup.out")"
-        finish
-    }
-}
-key_of() { "$T" state "$1" --json | sed -n 's/.*"public_key": "\([0-9a-f]*\)".*/\1/p'; }
-# wait_for SECONDS COMMAND...: polls every 50 ms until COMMAND succeeds.
-wait_for() {
-    limit=$(($1 * 20))
-    shift
-    i=0
-    while [ $i -lt $limit ]; do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.05
-        i=$((i + 1))
-    done
-    return 1
-}
-listen_of() { sed -n 's/.*"listen": "\(tcp:[^"]*\)".*/\1/p' "$1.node" 2>/dev/null; }
-has_listen() { [ -n "$(listen_of "$1")" ]; }
-count_is() { [ "$("$T" sql "$1" "SELECT count(*) FROM sales")" = "$2" ]; }
 
 for d in a b; do
     must "$T" init "$W/$d.db"
@@ -109,7 +62,6 @@ expect "listen on an address in use" 1 "cannot listen"
 "$T" run "$W/b.db" --listen 'tcp://127.0.0.1:*' --peer "$EA#$KA" 2>"$W/b.log" &
 PB=$!
 PIDS="$PA $PB"
-online() { "$T" status "$1" --json | grep -q '"online": true'; }
 offline_now() { "$T" status "$1" --json | grep -q '"online": false'; }
 wait_for 10 online "$W/b.db" && ok || bad "b never came online: $(cat "$W/b.log")"
 wait_for 10 online "$W/a.db" && ok || bad "a never saw b: $(cat "$W/a.log")"

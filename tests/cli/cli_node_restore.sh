@@ -11,50 +11,13 @@
 # usage: sh tests/cli/cli_node_restore.sh PATH/TO/tillsync
 # Prints "FAIL: ..." for each failed check and "N passed, M failed"; exits 1 on any failure.
 
-T=${1:?usage: cli_node_restore.sh PATH/TO/tillsync}
-W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-restore.XXXXXX") || exit 1
-PIDS=""
+. "$(dirname "$0")/lib.sh"
 cleanup() {
     for p in $PIDS; do kill "$p" 2>/dev/null; done
     for p in $PIDS; do wait "$p" 2>/dev/null; done
     [ -n "$KEEP" ] && echo "kept $W" || rm -rf "$W"
 }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
-must() {
-    "$@" >"$W/setup.out" 2>&1 || {
-        bad "setup: $*: $(cat "$W/setup.out")"
-        finish
-    }
-}
-wait_for() {
-    limit=$(($1 * 20))
-    shift
-    i=0
-    while [ $i -lt $limit ]; do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.05
-        i=$((i + 1))
-    done
-    return 1
-}
 state_field() { "$T" state "$1" --json | sed -n "s/^  \"$2\": \"\([0-9a-f]*\)\".*/\1/p"; }
-listen_of() { sed -n 's/.*"listen": "\(tcp:[^"]*\)".*/\1/p' "$1.node" 2>/dev/null; }
-has_listen() { [ -n "$(listen_of "$1")" ]; }
-status_num() { "$T" status "$1" --json | sed -n "s/.*\"$2\": \([0-9]*\).*/\1/p" | head -n1; }
-num_ge() { v=$(status_num "$1" "$2"); [ -n "$v" ] && [ "$v" -ge "$3" ]; }
 hash_of() { "$T" hash "$1"; }
 all_same() { h=$(hash_of "$W/a.db") && [ "$h" = "$(hash_of "$W/b.db")" ] && [ "$h" = "$(hash_of "$W/c.db")" ]; }
 q() { "$T" sql "$1" "$2"; }

@@ -11,26 +11,14 @@
 # usage: sh tests/cli/cli_revoke.sh PATH/TO/tillsync
 # Prints "FAIL: ..." for each failed check and "N passed, M failed"; exits 1 on any failure.
 
-T=${1:?usage: cli_revoke.sh PATH/TO/tillsync}
-W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-revoke.XXXXXX") || exit 1
-trap '[ -n "$KEEP" ] || rm -rf "$W"' EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
+. "$(dirname "$0")/lib.sh"
 
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
 check() {
     d=$1
     shift
     if "$@"; then ok; else bad "$d"; fi
 }
 q() { "$T" sql "$1" "$2" 2>/dev/null; }
-pubkey() { "$T" state "$1" | sed -n 's/^public key: *//p'; }
-site() { "$T" state "$1" | sed -n 's/^site: *//p'; }
 # move FROM TO: a bundle of everything FROM holds, merged into TO (refusals are expected here).
 move() {
     "$T" bundle "$W/$1.db" "$W/$1.bdl" >/dev/null 2>&1 || bad "bundle $1"

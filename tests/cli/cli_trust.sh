@@ -10,27 +10,12 @@
 # Prints "FAIL: ..." for each failed check and "N passed, M failed"; exits 1 on any failure.
 # A command tillsync does not know yet is one FAIL line each, not a crash.
 
-T=${1:?usage: cli_trust.sh PATH/TO/tillsync}
-W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-trust.XXXXXX") || exit 1
-trap '[ -n "$KEEP" ] || rm -rf "$W"' EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
+. "$(dirname "$0")/lib.sh"
 
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
 check() {
     d=$1
     shift
     if "$@"; then ok; else bad "$d"; fi
-}
-# run COMMAND...: stdout in $W/out, stderr in $W/err, exit status in $rc.
-run() {
-    "$@" >"$W/out" 2>"$W/err"
-    rc=$?
 }
 out() { cat "$W/out"; }
 err() { head -c 400 "$W/err"; }
@@ -57,9 +42,6 @@ mode() {
 sum() { cksum <"$1"; }
 # q DB SQL: the output of tillsync sql (empty on error).
 q() { "$T" sql "$1" "$2" 2>/dev/null; }
-# pubkey DB: the device public key 'tillsync state' shows.
-pubkey() { "$T" state "$1" | sed -n 's/^public key: *//p'; }
-site() { "$T" state "$1" | sed -n 's/^site: *//p'; }
 # flip FILE: changes one base64 character in the middle of the armoured block.
 flip() {
     awk 'BEGIN{d=0} /^-----BEGIN/{print; getline; c=substr($0,20,1); r=(c=="A")?"B":"A";

@@ -7,20 +7,7 @@
 # usage: sh tests/cli/cli_trust_sync.sh PATH/TO/tillsync
 # Prints "FAIL: ..." for each failed check and "N passed, M failed"; exits 1 on any failure.
 
-T=${1:?usage: cli_trust_sync.sh PATH/TO/tillsync}
-W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-trustsync.XXXXXX") || exit 1
-trap 'rm -rf "$W"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
-run() {
-    "$@" >"$W/out" 2>"$W/err"
-    rc=$?
-}
+. "$(dirname "$0")/lib.sh"
 h() { "$T" hash "$1" 2>/dev/null; }
 sync_to() { # sync_to FROM TO (till names): bundle what TO lacks, merge it; status in $rc
     "$T" state "$W/$2.db" --json >"$W/st" 2>/dev/null
