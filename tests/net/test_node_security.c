@@ -9,14 +9,14 @@
  * status file and through `tillsync status --json`. V and H must stop cleanly at the end.
  *
  * Strangers (no certificate, another shop's, an expired one, someone else's, a revoked key) are
- * real `tillsync run` processes or an attacker built here in C on the internal transport
- * (net/transport.h) and wire encoder (net/wire.h). Members — a device with a valid certificate
- * of the shop, its key taken from an enrolled database, so that CURVE and the certificate check
- * let it in and the node's own checks are what is tested — send garbage, oversize frames, forged
- * and reordered batch runs, batches with clocks an hour ahead, and a flood followed by a reset
- * while V is busy. Captured traffic of a real peer (a TCP proxy in this process between H and V)
- * is replayed to the node on new connections. One test races the close of a session from both
- * ends on the transport itself, where the node's close can hang.
+ * real `tillsync run` processes or an attacker in C on the internal transport (net/transport.h)
+ * and wire encoder (codec/wire.h): tests/lib/attacker.c. Members — a device with a valid
+ * certificate of the shop, its key taken from an enrolled database, so that CURVE and the
+ * certificate check let it in and the node's own checks are what is tested — send garbage, oversize
+ * frames, forged and reordered batch runs, batches with clocks an hour ahead, and a flood followed
+ * by a reset while V is busy. Captured traffic of a real peer (a TCP proxy in this process between
+ * H and V) is replayed to the node on new connections. One test races the close of a session from
+ * both ends on the transport itself, where the node's close can hang.
  *
  * Refused attacks are followed by a positive control where it matters (the same member with the
  * genuine message gets through), so a test cannot pass because the attacker never reached V.
@@ -44,6 +44,7 @@
 #include "codec/wire.h"
 #include "store/sync.h"
 #include "store/trust.h"
+#include "tests/lib/attacker.h"
 #include "tests/lib/helpers.h"
 #include "tests/lib/node_util.h"
 
@@ -193,260 +194,6 @@ static int64_t cli_refused(const nu_node *n, const char *reason)
     json_decref(o);
     free(out);
     return r;
-}
-
-/* ---------------------------------------------------------------- an attacker in C */
-
-typedef struct {
-    tsync__tp *tp;
-    uint32_t peer;
-    int up, ups, downs, hsfail;
-    int got[TSYNC__WIRE_TYPE_MAX + 1]; /* messages by type; [0]: undecodable */
-    uint32_t error_code;               /* of the last ERROR */
-    uint64_t pong;                     /* echo of the last PONG */
-} att;
-
-static void att_connect(att *a, const uint8_t sk[64], const nu_node *v, const uint8_t v_pk[32],
-                        size_t max_msg)
-{
-    memset(a, 0, sizeof *a);
-    tsync__tp_options o = TSYNC__TP_OPTIONS_INIT;
-    o.max_msg = max_msg;
-    /* Keep the receive high-water mark at its default whatever max_msg is: with a pipe of 2
-     * messages libzmq 4.3.4 stops reading, and a reset by the node then makes its heartbeat timer
-     * abort the process (stream_engine_base.cpp: Assertion failed: !_io_error). */
-    o.rcv_queue_bytes = (size_t)1 << 40;
-    /* No ZMTP heartbeats, as in the node's own transport: their TTL would ask V to drop a member
-     * that is still encrypting a 64 MiB frame (seconds under the sanitizers) before it is sent. */
-    o.heartbeat_ivl_ms = -1;
-    int rc = tsync__tp_new(&a->tp, sk, &o);
-    cr_assert_eq(rc, 0, "attacker transport: %s", errmsg());
-    rc = tsync__tp_connect(a->tp, v->endpoint, v_pk, &a->peer);
-    cr_assert_eq(rc, 0, "attacker connect: %s", errmsg());
-}
-
-static void att_event(att *a, const tsync__tp_event *ev)
-{
-    switch (ev->kind) {
-    case TSYNC__TP_EV_UP:
-        a->up = 1;
-        a->ups++;
-        break;
-    case TSYNC__TP_EV_DOWN:
-        a->up = 0;
-        a->downs++;
-        break;
-    case TSYNC__TP_EV_HSFAIL:
-        a->hsfail++;
-        break;
-    case TSYNC__TP_EV_MESSAGE: {
-        tsync__arena ar = {0};
-        tsync__msg m;
-        char err[TSYNC__ERRLEN];
-        if (tsync__wire_decode(ev->data, ev->len, &m, &ar, err) != 0) {
-            a->got[0]++;
-        } else {
-            a->got[m.type]++;
-            if (m.type == TSYNC__WIRE_ERROR) a->error_code = m.error.code;
-            if (m.type == TSYNC__WIRE_PONG) a->pong = m.pong.echo_ms;
-            /* The node's HELLO: take the session, so that whatever it sends next is seen. */
-            if (ev->first && m.type == TSYNC__WIRE_HELLO)
-                tsync__tp_peer_verified(a->tp, ev->peer, NULL);
-        }
-        tsync__arena_free(&ar);
-        break;
-    }
-    }
-}
-
-static void att_pump(att *a, int ms)
-{
-    int64_t end = nu_now_ms() + ms;
-    do {
-        tsync__tp_event ev;
-        int rc = tsync__tp_poll(a->tp, 10, &ev);
-        cr_assert_geq(rc, 0, "attacker poll: %s", errmsg());
-        if (rc == 1) att_event(a, &ev);
-    } while (nu_now_ms() < end);
-}
-
-#define ATT_UNTIL(a, ms, cond, what)                                                               \
-    do {                                                                                           \
-        int64_t end_ = nu_now_ms() + (ms);                                                         \
-        while (!(cond) && nu_now_ms() < end_) att_pump((a), 20);                                   \
-        cr_assert((cond),                                                                          \
-                  "attacker: waited %d ms for %s (up %d, ups %d, downs %d, hsfail %d, "            \
-                  "HELLO %d, BATCHES %d, ERROR %d code %u)",                                       \
-                  (int)(ms), (what), (a)->up, (a)->ups, (a)->downs, (a)->hsfail,                   \
-                  (a)->got[TSYNC__WIRE_HELLO], (a)->got[TSYNC__WIRE_BATCHES],                      \
-                  (a)->got[TSYNC__WIRE_ERROR], (a)->error_code);                                   \
-    } while (0)
-
-static void att_send(att *a, const void *buf, size_t len)
-{
-    int64_t end = nu_now_ms() + 10000;
-    int rc;
-    while ((rc = tsync__tp_send(a->tp, a->peer, buf, len)) == TSYNC_EBUSY && nu_now_ms() < end)
-        att_pump(a, 10);
-    cr_assert_eq(rc, 0, "attacker send of %zu bytes: %s", len, errmsg());
-}
-
-static void att_send_msg(att *a, const tsync__msg *m)
-{
-    uint8_t *buf;
-    size_t len;
-    char err[TSYNC__ERRLEN];
-    int rc = tsync__wire_encode(m, &buf, &len, err);
-    cr_assert_eq(rc, 0, "encode %s: %s", tsync__wire_type_name(m->type), err);
-    att_send(a, buf, len);
-    free(buf);
-}
-
-/* HELLO with the given shop id and certificate (NULL shop: not enrolled), an empty vector. */
-static void att_hello(att *a, const uint8_t *shop_id, const uint8_t *cert, size_t cert_len)
-{
-    tsync__msg m = {.type = TSYNC__WIRE_HELLO};
-    m.hello.version = TSYNC_WIRE_VERSION;
-    if (shop_id) {
-        m.hello.has_shop = true;
-        memcpy(m.hello.shop, shop_id, TSYNC__SHOP_ID_BYTES);
-        m.hello.cert = cert;
-        m.hello.cert_len = cert_len;
-    }
-    m.hello.clock_ms = wall_ms();
-    att_send_msg(a, &m);
-}
-
-static void att_free(att *a)
-{
-    tsync__tp_free(a->tp);
-    a->tp = NULL;
-}
-
-/* Data of the node that a refused attacker must never see. */
-static void att_got_nothing(const att *a, const char *what)
-{
-    cr_assert_eq(a->got[TSYNC__WIRE_BATCHES], 0, "%s: the attacker received %d BATCHES", what,
-                 a->got[TSYNC__WIRE_BATCHES]);
-    cr_assert_eq(a->got[TSYNC__WIRE_CERTS], 0, "%s: the attacker received %d CERTS", what,
-                 a->got[TSYNC__WIRE_CERTS]);
-    cr_assert_eq(a->got[TSYNC__WIRE_ACK], 0, "%s: the attacker received %d ACKs", what,
-                 a->got[TSYNC__WIRE_ACK]);
-    cr_assert_eq(a->got[TSYNC__WIRE_SNAPSHOT_BEGIN] + a->got[TSYNC__WIRE_SNAPSHOT_CHUNK], 0,
-                 "%s: the attacker received a snapshot", what);
-}
-
-/* ---------------------------------------------------------------- the attacker's batches */
-
-/* An attacker database: its store (key, certificate) and its genuine batches, one sale each. */
-typedef struct {
-    char db[NU_PATH];
-    tsync_store *s;
-    tsync__bsite site;
-    int n;
-    uint8_t *body[8];
-    size_t len[8];
-    uint8_t hash[8][TSYNC__HASH_BYTES]; /* chain hash of batch i + 1 */
-    uint8_t *cert;
-    size_t cert_len;
-} adb;
-
-static int grab(void *ctx, const tsync__run_piece *pc)
-{
-    adb *d = ctx;
-    d->site = *pc->site;
-    for (uint32_t i = 0; i < pc->n && d->n < 8; i++) {
-        d->body[d->n] = malloc(pc->len[i]);
-        memcpy(d->body[d->n], pc->body[i], pc->len[i]);
-        d->len[d->n] = pc->len[i];
-        const uint8_t *prev = d->n ? d->hash[d->n - 1] : (const uint8_t[TSYNC__HASH_BYTES]){0};
-        tsync__batch_hash(prev, d->body[d->n], d->len[d->n], d->hash[d->n]);
-        d->n++;
-    }
-    return 0;
-}
-
-/* Makes (or opens) an attacker database with `sales` sales, each sealed alone: batches 1..sales.
- * keyfile: enrol it in that shop (NULL: not enrolled). future_ms: the clocks of its batches are
- * that far ahead (as a till with a fast clock would write them). */
-static void adb_open(adb *d, const char *dir, const char *name, const char *keyfile, int sales,
-                     int64_t future_ms)
-{
-    memset(d, 0, sizeof *d);
-    snprintf(d->db, sizeof d->db, "%s/%s.db", dir, name);
-    make_db(d->db, keyfile, name);
-    d->s = th_open(d->db);
-    for (int i = 0; i < sales; i++) {
-        char sql[160];
-        snprintf(sql, sizeof sql, "INSERT INTO sales VALUES('att-%s-%d', 'att', 'p0', 1)", name, i);
-        th_exec(d->s, sql);
-        if (future_ms) {
-            snprintf(sql, sizeof sql, "UPDATE tsync_pending SET wall = wall + %lld",
-                     (long long)future_ms);
-            th_exec(d->s, sql);
-        }
-        cr_assert_eq(th_seal(d->s), 1);
-    }
-    if (sales) {
-        int rc = tsync__sync_runs(d->s, NULL, 64u << 20, grab, d, NULL);
-        cr_assert_eq(rc, 0, "runs: %s", errmsg());
-        cr_assert_eq(d->n, sales, "the attacker's log has %d batches, want %d", d->n, sales);
-    }
-    if (keyfile) {
-        int rc = tsync__trust_own_cert(d->s, &d->cert, &d->cert_len);
-        cr_assert_eq(rc, 0, "own certificate: %s", errmsg());
-    }
-}
-
-static const uint8_t *adb_sk(adb *d)
-{
-    return tsync__sync_secret_key(d->s);
-}
-
-static void adb_close(adb *d)
-{
-    for (int i = 0; i < d->n; i++) free(d->body[i]);
-    free(d->cert);
-    tsync_store_free(d->s);
-    memset(d, 0, sizeof *d);
-}
-
-/* A BATCHES message of the attacker's bodies idx[0..k) as a run from first_seq with prev, signed
- * (genuinely, with the attacker's key) as the batch `sign_seq` whose chain hash is `hash`. */
-typedef struct {
-    tsync__msg m;
-    const uint8_t *body[8];
-    size_t len[8];
-} run_msg;
-
-static void run_build(run_msg *r, const adb *d, const tsync__bsite *as, uint64_t first_seq,
-                      const uint8_t *prev, const int *idx, int k)
-{
-    memset(r, 0, sizeof *r);
-    r->m.type = TSYNC__WIRE_BATCHES;
-    tsync__wire_batches *b = &r->m.batches;
-    memcpy(b->site, as->site, TSYNC__SITE_BYTES);
-    memcpy(b->pk, as->pk, TSYNC__PK_BYTES);
-    memcpy(b->inc, as->inc, TSYNC__INC_BYTES);
-    b->first_seq = first_seq;
-    if (prev) memcpy(b->prev, prev, TSYNC__HASH_BYTES);
-    for (int i = 0; i < k; i++) {
-        r->body[i] = d->body[idx[i]];
-        r->len[i] = d->len[idx[i]];
-    }
-    b->nbodies = (uint32_t)k;
-    b->body = r->body;
-    b->body_len = r->len;
-}
-
-/* Signs the run as its sender would: the chain recomputed from prev over the bodies as given. */
-static void run_sign(run_msg *r, const uint8_t sk[64], const uint8_t origin[TSYNC__SITE_BYTES])
-{
-    tsync__wire_batches *b = &r->m.batches;
-    uint8_t h[TSYNC__HASH_BYTES];
-    memcpy(h, b->prev, sizeof h);
-    for (uint32_t i = 0; i < b->nbodies; i++) tsync__batch_hash(h, b->body[i], b->body_len[i], h);
-    tsync__batch_sign(sk, origin, b->first_seq + b->nbodies - 1, h, b->sig);
 }
 
 /* ---------------------------------------------------------------- strangers */
@@ -1445,13 +1192,8 @@ static int flood_main(void *arg)
     while (!up && nu_now_ms() < end)
         if (tsync__tp_poll(tp, 10, &ev) == 1 && ev.kind == TSYNC__TP_EV_UP) up = 1;
     if (!up) return 2;
-    tsync__msg m = {.type = TSYNC__WIRE_HELLO};
-    m.hello.version = TSYNC_WIRE_VERSION;
-    m.hello.has_shop = true;
-    memcpy(m.hello.shop, fl->shop_id, sizeof m.hello.shop);
-    m.hello.cert = fl->cert;
-    m.hello.cert_len = fl->cert_len;
-    m.hello.clock_ms = wall_ms();
+    tsync__msg m;
+    att_hello_fill(&m, fl->shop_id, fl->cert, fl->cert_len);
     uint8_t *buf;
     size_t len;
     char err[TSYNC__ERRLEN];
