@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages tillsync needs, only when something is missing.
 # --no-install-recommends matters: libnss-mdns (recommended by avahi) rewrites nsswitch.conf.
 set -eu
-PKGS="build-essential cmake pkg-config libsqlite3-dev sqlite3 libsodium-dev libzmq3-dev libmsgpack-dev
+PKGS="build-essential g++ cmake pkg-config libsqlite3-dev sqlite3 libsodium-dev libzmq3-dev libmsgpack-dev
 libavahi-client-dev avahi-daemon avahi-utils dbus libcriterion-dev libcsv-dev libjansson-dev libzstd-dev
 iproute2 iputils-ping iptables libnetfilter-queue-dev clang libclang-rt-14-dev clang-format valgrind nftables faketime"
 missing=""

@@ -1,6 +1,6 @@
 #!/bin/sh
 # tests/disc/run.sh — runs the discovery tests that need a real avahi-daemon
-# (tests/test_net_discovery.c, suite net_discovery_ns) where they cannot disturb anything: in a
+# (tests/net/test_net_discovery.c, suite net_discovery_ns) where they cannot disturb anything: in a
 # network namespace of their own with only loopback (multicast on), and a private folder
 # bind-mounted over /run, so the dbus-daemon and avahi-daemon each test starts (and kills, by PID)
 # have their sockets, PID files and traffic to themselves. Never start those daemons in the

@@ -21,6 +21,8 @@
 # Prints figures, "FAIL: ..." for each failed check and "N passed, M failed"; exits 1 on failure.
 
 T=${1:?usage: kill_restart.sh PATH/TO/tillsync [SECONDS]}
+# The harness of the CLI tests: $W, ok/bad/finish/must, listen_of; its cleanup is replaced below.
+. "$(dirname "$0")/../cli/lib.sh"
 case $T in /*) ;; *) T=$(pwd)/$T ;; esac
 DUR=${2:-${TSYNC_SOAK_SECONDS:-60}}
 SEED=${TSYNC_SOAK_SEED:-$(($(date +%s) % 100000))}
@@ -30,35 +32,15 @@ STOCK=1000000000
 MODE=${TSYNC_SOAK_WRITER:-sqlite3}
 RESTORES=${TSYNC_SOAK_RESTORE:-0}
 [ "$MODE" = sqlite3 ] && ! command -v sqlite3 >/dev/null && MODE=tillsync
-W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-soak.XXXXXX") || exit 1
-PIDS=""
 WPIDS=""
+# Writers first (they stop at $W/stop), then the nodes by SIGKILL: a soak ends as a crash would.
 cleanup() {
     : >"$W/stop"
     for p in $WPIDS; do wait "$p" 2>/dev/null; done
     for n in a b c; do eval "p=\$P_$n"; [ -n "$p" ] && kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
     [ -n "$KEEP" ] && echo "kept $W" || rm -rf "$W"
 }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*"
-    fail=$((fail + 1))
-}
-finish() {
-    echo "$pass passed, $fail failed"
-    [ "$fail" -eq 0 ]
-    exit $?
-}
-must() {
-    "$@" >"$W/setup.out" 2>&1 || {
-        bad "setup: $*: $(cat "$W/setup.out")"
-        finish
-    }
-}
+# Polls every 0.1 s (the harness polls every 50 ms): the same limits, less load beside the writers.
 wait_for() {
     limit=$(($1 * 10))
     shift
@@ -76,8 +58,6 @@ rnd() {
     R=$(((SEED / 65536) % $1))
 }
 state_key() { "$T" state "$1" --json | sed -n 's/^  "public_key": "\([0-9a-f]*\)".*/\1/p'; }
-listen_of() { sed -n 's/.*"listen": "\(tcp:[^"]*\)".*/\1/p' "$1.node" 2>/dev/null; }
-has_listen() { [ -n "$(listen_of "$1")" ]; }
 status_sum() { # the sum of a numeric status field over the three tills
     s=0
     for n in a b c; do

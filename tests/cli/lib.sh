@@ -1,0 +1,75 @@
+# tests/cli/lib.sh — the harness every tests/cli/cli_*.sh (and tests/soak/kill_restart.sh) sources
+# first, with the script's own arguments: `. "$(dirname "$0")/lib.sh"`.
+#
+# It sets T (the tillsync binary, $1), W (a fresh temporary folder, removed at exit unless KEEP is
+# set) and PIDS (background processes the script starts; killed and reaped at exit), counts checks
+# in pass/fail, and defines the helpers the scripts share. A script that needs a variant (another
+# cleanup, a run with stdin closed) defines its own function after sourcing: the later
+# definition wins, and the trap calls cleanup by name at exit, so an override there is used too.
+#
+# Every failed check prints one line starting "FAIL: " (ctest fails a test on "FAIL" in its
+# output) and the script ends with finish: "N passed, M failed", exit status 1 if any failed.
+
+T=${1:?usage: sh $0 PATH/TO/tillsync}
+W=$(mktemp -d "${TMPDIR:-/tmp}/tillsync-$(basename "$0" .sh).XXXXXX") || exit 1
+PIDS=""
+cleanup() {
+    for p in $PIDS; do kill "$p" 2>/dev/null; done
+    for p in $PIDS; do wait "$p" 2>/dev/null; done
+    [ -n "$KEEP" ] || rm -rf "$W"
+}
+trap cleanup EXIT
+# Through exit, so the EXIT trap runs on ^C and on ctest's timeout too.
+trap 'exit 1' INT TERM
+pass=0
+fail=0
+
+# ---------------------------------------------------------------- counting and ending
+ok() { pass=$((pass + 1)); }
+bad() {
+    echo "FAIL: $*"
+    fail=$((fail + 1))
+}
+finish() {
+    echo "$pass passed, $fail failed"
+    [ "$fail" -eq 0 ]
+    exit $?
+}
+# must COMMAND...: a setup step; if it fails, that is one failure and the script ends there.
+must() {
+    "$@" >"$W/setup.out" 2>&1 || {
+        bad "setup: $*: $(cat "$W/setup.out")"
+        finish
+    }
+}
+# run COMMAND...: stdout in $W/out, stderr in $W/err, exit status in $rc.
+run() {
+    "$@" >"$W/out" 2>"$W/err"
+    rc=$?
+}
+# wait_for SECONDS COMMAND...: polls COMMAND every 50 ms until it succeeds (0) or time is up (1).
+wait_for() {
+    limit=$(($1 * 20))
+    shift
+    i=0
+    while [ $i -lt $limit ]; do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.05
+        i=$((i + 1))
+    done
+    return 1
+}
+fsize() { wc -c <"$1" | tr -d ' '; }
+
+# ---------------------------------------------------------------- a till and its node
+# key_of / pubkey DB: the device public key (from --json / from the text form of `state`).
+key_of() { "$T" state "$1" --json | sed -n 's/.*"public_key": "\([0-9a-f]*\)".*/\1/p'; }
+pubkey() { "$T" state "$1" | sed -n 's/^public key: *//p'; }
+site() { "$T" state "$1" | sed -n 's/^site: *//p'; }
+count_is() { [ "$("$T" sql "$1" "SELECT count(*) FROM sales")" = "$2" ]; }
+# listen_of DB: the endpoint a running node on DB listens on (its status file DB.node).
+listen_of() { sed -n 's/.*"listen": "\(tcp:[^"]*\)".*/\1/p' "$1.node" 2>/dev/null; }
+has_listen() { [ -n "$(listen_of "$1")" ]; }
+online() { "$T" status "$1" --json | grep -q '"online": true'; }
+status_num() { "$T" status "$1" --json | sed -n "s/.*\"$2\": \([0-9]*\).*/\1/p" | head -n1; }
+num_ge() { v=$(status_num "$1" "$2"); [ -n "$v" ] && [ "$v" -ge "$3" ]; }
