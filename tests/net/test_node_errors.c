@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tests/helpers.h"
+#include "tests/lib/helpers.h"
 #include "tillsync/node.h"
 
 TestSuite(node_errors, .fini = th_cleanup, .timeout = 60);

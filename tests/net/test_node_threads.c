@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "tests/helpers.h"
+#include "tests/lib/helpers.h"
 #include "tillsync/node.h"
 
 TestSuite(node_threads, .fini = th_cleanup, .timeout = 60);

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "tests/helpers.h"
+#include "tests/lib/helpers.h"
 #include "tillsync/tillsync.h"
 /* The hint table is the CLI's (tools/ is not a library): compiled in here to test it alone. */
 #include "tools/hint.c"

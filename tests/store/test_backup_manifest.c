@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "store/backup.h"
-#include "tests/helpers.h"
+#include "tests/lib/helpers.h"
 #include "util/util.h"
 
 TestSuite(backup_manifest, .fini = th_cleanup);
