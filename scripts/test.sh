@@ -67,6 +67,8 @@ if [ "${TSYNC_SKIP_TSAN:-0}" != 1 ]; then
     # beside its app thread) are TSan builds: build/'s tests run with TSYNC_TEST_CLI pointing at
     # build-tsan/tillsync, then build/ is set back. A race makes a node exit 66, and the test
     # that stops it fails; every report is kept in build-tsan/tsan-logs/ and printed.
+    # test_node is left out here: its locked-receiver case times a node against its peers' 3.5 s
+    # liveness, which a node slowed several times by TSan misses (it runs in the other stages).
     echo "== build the CLI with ThreadSanitizer"
     cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTSYNC_TSAN=ON -DTSYNC_TESTS=OFF \
         -DTSYNC_WERROR=ON >/dev/null
@@ -77,7 +79,7 @@ if [ "${TSYNC_SKIP_TSAN:-0}" != 1 ]; then
     cmake -S . -B build -DTSYNC_TEST_CLI="$src/build-tsan/tillsync" >/dev/null
     rc=0
     (cd build && TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:log_path=$src/build-tsan/tsan-logs/tsan:suppressions=$src/tests/tsan.supp" \
-        ctest --output-on-failure -j"$JOBS" -R 'node' -E '^(header|fuzz)_') || rc=$?
+        ctest --output-on-failure -j"$JOBS" -R 'node' -E '^(header|fuzz)_|^test_node$') || rc=$?
     cmake -S . -B build -DTSYNC_TEST_CLI= >/dev/null
     for f in build-tsan/tsan-logs/tsan.*; do
         [ -e "$f" ] || continue
