@@ -5,7 +5,7 @@
  * Design notes
  * - Merging a snapshot is the state-based CRDT join of each of its rows with the local row, so a
  *   snapshot merge ends where merging the batches it summarises would have ended
- *   (tests/test_snapshot.c checks exactly that), in any order with any batches, any number of
+ *   (tests/store/test_snapshot.c checks exactly that), in any order with any batches, any number of
  *   times.
  * - Import decodes every chunk first without touching the database (a malformed snapshot is
  *   refused before any lock is taken), then in one BEGIN IMMEDIATE transaction decodes again and
