@@ -15,6 +15,7 @@
  * the batches it should and a last seal finds nothing left.
  */
 #include "bench/bench_common.h"
+#include "store/internal.h" /* TSYNC__SEAL_BATCH_ROWS */
 
 static const char *UPSERT =
     "INSERT INTO products(id, name, price, stock) VALUES(?1, ?2, ?3, ?4) ON CONFLICT(id) DO "
@@ -55,6 +56,13 @@ static double write_each(sqlite3 *db, sqlite3_stmt *st, const bench_row *rows, l
     double w = bench_stop(t).wall;
     if (nbatches) *nbatches = nb;
     return w;
+}
+
+/* Sealing cuts a batch at TSYNC__SEAL_BATCH_ROWS row changes (docs/DATA_MODEL.md, "Sizes"):
+ * rows changed rows make this many batches. */
+static size_t batches_for(long rows)
+{
+    return (size_t)((rows + TSYNC__SEAL_BATCH_ROWS - 1) / TSYNC__SEAL_BATCH_ROWS);
 }
 
 static double seal_all(tsync_store *s, size_t expect)
@@ -140,9 +148,9 @@ static void run_mode(bench_report *rep, int sync, long nrows, long ntxn, int rep
                 sqlite3 *db = tsync_store_sqlite(s);
                 sqlite3_stmt *st = bench_prepare(db, UPSERT);
                 v[A_REPL][k] = write_one_txn(db, st, rows, nrows);
-                v[A_SEAL][k] = seal_all(s, 1);
+                v[A_SEAL][k] = seal_all(s, batches_for(nrows));
                 v[A2_REPL][k] = write_one_txn(db, st, rows2, nrows);
-                v[A2_SEAL][k] = seal_all(s, 1);
+                v[A2_SEAL][k] = seal_all(s, batches_for(nrows));
                 sqlite3_finalize(st);
                 if (k == 0) {
                     sqlite3 *pdb = bench_plain_open(bench_path("pragmas.db"), sync);
@@ -171,7 +179,7 @@ static void run_mode(bench_report *rep, int sync, long nrows, long ntxn, int rep
                 sqlite3 *db = tsync_store_sqlite(s);
                 sqlite3_stmt *st = bench_prepare(db, UPSERT);
                 v[B_REPL][k] = write_each(db, st, rows, ntxn, NULL, 0, NULL);
-                v[B_SEAL][k] = seal_all(s, 1);
+                v[B_SEAL][k] = seal_all(s, batches_for(ntxn));
                 sqlite3_finalize(st);
                 tsync_store_free(s);
             } else {
