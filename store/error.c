@@ -2,6 +2,7 @@
  * store/error.c — SQLite's result codes mapped to tillsync's, with the connection's message.
  */
 #include "internal.h"
+#include "prep_int.h"
 
 int tsync__err_sqlite(sqlite3 *db, int rc, const char *what)
 {
@@ -19,4 +20,10 @@ int tsync__err_sqlite(sqlite3 *db, int rc, const char *what)
     if (prim == SQLITE_FULL || (db && (sqlite3_errcode(db) & 0xff) == SQLITE_FULL))
         code = TSYNC_EFULL;
     return tsync__err(code, "%s: %s", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+}
+
+int tsync__prep_or_fail(tsync_store *s, sqlite3_stmt **st, const char *sql, const char *what)
+{
+    *st = tsync__prep(s, sql);
+    return *st ? 0 : tsync__err_sqlite(s->db, SQLITE_ERROR, what);
 }

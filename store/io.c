@@ -507,32 +507,20 @@ static void set_text_value(imp *im, int c, const char *p, size_t n)
     }
     switch (col->aff) {
     case AFF_INT:
-        if (parse_int64(p, n, &v->i) == 0) {
-            v->type = SQLITE_INTEGER;
-            return;
-        }
-        show(p, n, sh);
-        bad(im, col->name, "%s is not an integer (64-bit)", sh);
-        return;
     case AFF_REAL:
-        if (parse_real(p, n, &v->d) == 0) {
-            v->type = SQLITE_FLOAT;
-            return;
-        }
-        show(p, n, sh);
-        bad(im, col->name, "%s is not a number", sh);
-        return;
     case AFF_NUM:
-        if (parse_int64(p, n, &v->i) == 0) {
+        /* INTEGER takes only integers, REAL only numbers read as doubles, NUMERIC either. */
+        if (col->aff != AFF_REAL && parse_int64(p, n, &v->i) == 0) {
             v->type = SQLITE_INTEGER;
             return;
         }
-        if (parse_real(p, n, &v->d) == 0) {
+        if (col->aff != AFF_INT && parse_real(p, n, &v->d) == 0) {
             v->type = SQLITE_FLOAT;
             return;
         }
         show(p, n, sh);
-        bad(im, col->name, "%s is not a number", sh);
+        bad(im, col->name, "%s is not %s", sh,
+            col->aff == AFF_INT ? "an integer (64-bit)" : "a number");
         return;
     case AFF_BLOB:
         if (n >= sizeof B64_PREFIX - 1 && !memcmp(p, B64_PREFIX, sizeof B64_PREFIX - 1)) {

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "merge_int.h"
+#include "prep_int.h"
 #include "store/schema.h"
 #include "store/sync.h"
 #include "store/trust.h"
@@ -29,11 +30,11 @@
 static int log_append(mctx *c, inbatch *ib)
 {
     sqlite3_stmt *st;
-    int rc = ((st = tsync__prep(c->s, "INSERT INTO tsync_log(site, seq, hash, body, sig) "
-                                      "VALUES(?1,?2,?3,?4,?5)"))
-                  ? SQLITE_OK
-                  : SQLITE_ERROR);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "append to log");
+    int rc = tsync__prep_or_fail(c->s, &st,
+                                 "INSERT INTO tsync_log(site, seq, hash, body, sig) "
+                                 "VALUES(?1,?2,?3,?4,?5)",
+                                 "append to log");
+    if (rc) return rc;
     sqlite3_bind_int64(st, 1, ib->site);
     sqlite3_bind_int64(st, 2, (int64_t)ib->seq);
     sqlite3_bind_blob(st, 3, ib->hash, TSYNC__HASH_BYTES, SQLITE_STATIC);
@@ -57,11 +58,11 @@ static int log_append(mctx *c, inbatch *ib)
 static int hold(mctx *c, inbatch *ib)
 {
     sqlite3_stmt *st;
-    int rc = ((st = tsync__prep(c->s, "INSERT OR REPLACE INTO tsync_held(site, seq, prev, "
-                                      "hash, body, sig, reason) VALUES(?1,?2,?3,?4,?5,?6,?7)"))
-                  ? SQLITE_OK
-                  : SQLITE_ERROR);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "hold batch");
+    int rc = tsync__prep_or_fail(c->s, &st,
+                                 "INSERT OR REPLACE INTO tsync_held(site, seq, prev, "
+                                 "hash, body, sig, reason) VALUES(?1,?2,?3,?4,?5,?6,?7)",
+                                 "hold batch");
+    if (rc) return rc;
     sqlite3_bind_int64(st, 1, ib->site);
     sqlite3_bind_int64(st, 2, (int64_t)ib->seq);
     sqlite3_bind_blob(st, 3, ib->prev, TSYNC__HASH_BYTES, SQLITE_STATIC);
@@ -182,10 +183,9 @@ freeze:;
 static int stored_hash(mctx *c, uint32_t site, uint64_t seq, uint8_t out[TSYNC__HASH_BYTES])
 {
     sqlite3_stmt *st;
-    int rc = ((st = tsync__prep(c->s, "SELECT hash FROM tsync_log WHERE site=?1 AND seq=?2"))
-                  ? SQLITE_OK
-                  : SQLITE_ERROR);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "read log");
+    int rc = tsync__prep_or_fail(c->s, &st, "SELECT hash FROM tsync_log WHERE site=?1 AND seq=?2",
+                                 "read log");
+    if (rc) return rc;
     sqlite3_bind_int64(st, 1, site);
     sqlite3_bind_int64(st, 2, (int64_t)seq);
     rc = TSYNC_ENOTFOUND;
@@ -213,12 +213,11 @@ static int pruned_below(mctx *c, uint32_t site, uint64_t seq)
 static int load_held(mctx *c, inbatch **list, size_t *n, size_t *cap)
 {
     sqlite3_stmt *st;
-    int rc = ((st = tsync__prep(c->s, "SELECT site, seq, prev, hash, body, sig FROM tsync_held "
-                                      "ORDER BY site, seq"))
-                  ? SQLITE_OK
-                  : SQLITE_ERROR);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "read held batches");
-    rc = 0;
+    int rc = tsync__prep_or_fail(c->s, &st,
+                                 "SELECT site, seq, prev, hash, body, sig FROM tsync_held "
+                                 "ORDER BY site, seq",
+                                 "read held batches");
+    if (rc) return rc;
     char err[TSYNC__ERRLEN];
     while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
         if (*n == *cap) {

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "merge_int.h"
+#include "prep_int.h"
 
 void tsync_merge__init(mctx *c, tsync_store *s, tsync_merge_report *rep)
 {
@@ -30,16 +31,13 @@ void tsync_merge__init(mctx *c, tsync_store *s, tsync_merge_report *rep)
 
 void tsync_merge__report(mctx *c, const char *fmt, ...)
 {
-    tsync_merge_report *r = c->rep;
     char buf[TSYNC__REPORT_LINE];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    tsync__report_vmsg(c->rep, buf, fmt, ap);
     va_end(ap);
-    tsync__utf8_trim(buf);
     if (strncmp(buf, "refused", 7) == 0 && !c->refuse_msg[0])
         snprintf(c->refuse_msg, sizeof c->refuse_msg, "%s", buf);
-    tsync__report_add(r, buf);
 }
 
 const char *tsync_merge__short_site(const uint8_t *id, char out[13])
@@ -53,11 +51,11 @@ const char *tsync_merge__short_site(const uint8_t *id, char out[13])
 int tsync_merge__load_sites(mctx *c)
 {
     sqlite3_stmt *st;
-    int rc = ((st = tsync__prep(c->s, "SELECT idx, site, pk, seq, hash, frozen_seq FROM "
-                                      "tsync_sites ORDER BY idx"))
-                  ? SQLITE_OK
-                  : SQLITE_ERROR);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(c->s->db, rc, "read sites");
+    int rc = tsync__prep_or_fail(c->s, &st,
+                                 "SELECT idx, site, pk, seq, hash, frozen_seq FROM "
+                                 "tsync_sites ORDER BY idx",
+                                 "read sites");
+    if (rc) return rc;
     while (sqlite3_step(st) == SQLITE_ROW) {
         uint32_t idx = (uint32_t)sqlite3_column_int64(st, 0);
         if (idx >= c->nsites) {

@@ -40,16 +40,21 @@ void tsync__report_add(tsync_merge_report *r, const char *msg)
     if (r->messages[r->nmessages]) r->nmessages++;
 }
 
+void tsync__report_vmsg(tsync_merge_report *r, char *buf, const char *fmt, va_list ap)
+{
+    vsnprintf(buf, TSYNC__REPORT_LINE, fmt, ap);
+    tsync__utf8_trim(buf);
+    tsync__report_add(r, buf);
+}
+
 void tsync__report_msg(tsync_merge_report *r, const char *fmt, ...)
 {
     if (!r || r->nmessages >= MAX_MESSAGES) return;
     char buf[TSYNC__REPORT_LINE];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    tsync__report_vmsg(r, buf, fmt, ap);
     va_end(ap);
-    tsync__utf8_trim(buf);
-    tsync__report_add(r, buf);
 }
 
 void tsync_merge_report_clear(tsync_merge_report *r)

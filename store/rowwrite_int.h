@@ -9,6 +9,8 @@
 #ifndef TSYNC_STORE_ROWWRITE_INT_H
 #define TSYNC_STORE_ROWWRITE_INT_H
 
+#include <stdarg.h>
+
 #include "internal.h"
 
 /* The merged state of one row, as the writer takes it. */
@@ -76,5 +78,9 @@ void tsync__report_msg(tsync_merge_report *r, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* The size a report line is formatted into: a prefix and a refusal of TSYNC__ERRLEN. */
 #define TSYNC__REPORT_LINE (TSYNC__ERRLEN + 64)
+/* Formats a line into buf (TSYNC__REPORT_LINE bytes, cut at a whole UTF-8 character) and
+ * appends it to r (tsync__report_add); buf keeps the line for the caller. */
+void tsync__report_vmsg(tsync_merge_report *r, char *buf, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 #endif

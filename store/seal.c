@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "prep_int.h"
 #include "seal_int.h"
 #include "store/sync.h"
 
@@ -205,12 +206,11 @@ static int seal_flush(tsync_store *s, bbuild *cur, uint64_t *seq, uint8_t prev[T
      * second and later batch of one seal, none: the chain orders them after the first). */
     tsync__bdep *deps = NULL;
     uint32_t ndeps = 0, depcap = 0;
-    int rc = ((st = tsync__prep(s, "SELECT idx, seq FROM tsync_sites WHERE seq != sealed_seq AND "
-                                   "idx != ?1"))
-                  ? SQLITE_OK
-                  : SQLITE_ERROR);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read vector");
-    rc = 0;
+    int rc = tsync__prep_or_fail(s, &st,
+                                 "SELECT idx, seq FROM tsync_sites WHERE seq != sealed_seq AND "
+                                 "idx != ?1",
+                                 "read vector");
+    if (rc) return rc;
     sqlite3_bind_int64(st, 1, s->local_idx);
     while (sqlite3_step(st) == SQLITE_ROW) {
         if (ndeps == depcap) {
@@ -280,11 +280,11 @@ static int seal_flush(tsync_store *s, bbuild *cur, uint64_t *seq, uint8_t prev[T
     tsync__batch_hash(prev, body, blen, hash);
     tsync__batch_sign(s->sk, s->site, batch.seq, hash, sig);
 
-    rc = ((st = tsync__prep(s, "INSERT INTO tsync_log(site, seq, hash, body, sig) "
-                               "VALUES(?1, ?2, ?3, ?4, ?5)"))
-              ? SQLITE_OK
-              : SQLITE_ERROR);
-    if (rc == SQLITE_OK) {
+    rc = tsync__prep_or_fail(s, &st,
+                             "INSERT INTO tsync_log(site, seq, hash, body, sig) "
+                             "VALUES(?1, ?2, ?3, ?4, ?5)",
+                             "append batch to the log");
+    if (rc == 0) {
         sqlite3_bind_int64(st, 1, s->local_idx);
         sqlite3_bind_int64(st, 2, (int64_t)batch.seq);
         sqlite3_bind_blob(st, 3, hash, sizeof hash, SQLITE_STATIC);
@@ -292,22 +292,17 @@ static int seal_flush(tsync_store *s, bbuild *cur, uint64_t *seq, uint8_t prev[T
         sqlite3_bind_blob(st, 5, sig, sizeof sig, SQLITE_STATIC);
         rc = sqlite3_step(st);
         rc = rc == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "append batch to the log");
-    } else {
-        rc = tsync__err_sqlite(s->db, rc, "append batch to the log");
     }
     sqlite3_reset(st);
     st = NULL;
     if (rc) goto out;
-    rc = ((st = tsync__prep(s, "UPDATE tsync_sites SET seq=?2, hash=?3 WHERE idx=?1"))
-              ? SQLITE_OK
-              : SQLITE_ERROR);
-    if (rc == SQLITE_OK) {
+    rc = tsync__prep_or_fail(s, &st, "UPDATE tsync_sites SET seq=?2, hash=?3 WHERE idx=?1",
+                             "update vector");
+    if (rc == 0) {
         sqlite3_bind_int64(st, 1, s->local_idx);
         sqlite3_bind_int64(st, 2, (int64_t)batch.seq);
         sqlite3_bind_blob(st, 3, hash, sizeof hash, SQLITE_STATIC);
         rc = sqlite3_step(st) == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "update vector");
-    } else {
-        rc = tsync__err_sqlite(s->db, rc, "update vector");
     }
     sqlite3_reset(st);
     st = NULL;
@@ -424,12 +419,11 @@ static void sealing_free(sealing *z)
 static int collect_pending(tsync_store *s, sealing *z)
 {
     sqlite3_stmt *st = NULL;
-    int rc = ((st = tsync__prep(s, "SELECT id, tbl, op, mask, wall, k0, k1, k2, k3 FROM "
-                                   "tsync_pending ORDER BY id"))
-                  ? SQLITE_OK
-                  : SQLITE_ERROR);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read pending changes");
-    rc = 0;
+    int rc = tsync__prep_or_fail(s, &st,
+                                 "SELECT id, tbl, op, mask, wall, k0, k1, k2, k3 FROM "
+                                 "tsync_pending ORDER BY id",
+                                 "read pending changes");
+    if (rc) return rc;
     int step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         z->maxid = sqlite3_column_int64(st, 0);
@@ -763,8 +757,8 @@ int tsync_store_seal(tsync_store *s, size_t *nbatches)
     /* Cheap check first: most calls find nothing to do. */
     sqlite3_stmt *st;
     int rc =
-        ((st = tsync__prep(s, "SELECT 1 FROM tsync_pending LIMIT 1")) ? SQLITE_OK : SQLITE_ERROR);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read pending changes");
+        tsync__prep_or_fail(s, &st, "SELECT 1 FROM tsync_pending LIMIT 1", "read pending changes");
+    if (rc) return rc;
     int any = sqlite3_step(st) == SQLITE_ROW;
     sqlite3_reset(st);
     if (!any) return 0;

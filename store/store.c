@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "prep_int.h"
 
 static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS tsync_meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
@@ -135,9 +136,8 @@ void tsync__rollback(tsync_store *s)
 static int meta_get_int(tsync_store *s, const char *k, int64_t *v)
 {
     sqlite3_stmt *st;
-    int rc =
-        ((st = tsync__prep(s, "SELECT v FROM tsync_meta WHERE k=?1")) ? SQLITE_OK : SQLITE_ERROR);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read metadata");
+    int rc = tsync__prep_or_fail(s, &st, "SELECT v FROM tsync_meta WHERE k=?1", "read metadata");
+    if (rc) return rc;
     sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
     *v = 0;
     if (sqlite3_step(st) == SQLITE_ROW) *v = sqlite3_column_int64(st, 0);
@@ -148,10 +148,9 @@ static int meta_get_int(tsync_store *s, const char *k, int64_t *v)
 static int meta_set_int(tsync_store *s, const char *k, int64_t v)
 {
     sqlite3_stmt *st;
-    int rc =
-        ((st = tsync__prep(s, "INSERT OR REPLACE INTO tsync_meta VALUES(?1, ?2)")) ? SQLITE_OK
-                                                                                   : SQLITE_ERROR);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "write metadata");
+    int rc = tsync__prep_or_fail(s, &st, "INSERT OR REPLACE INTO tsync_meta VALUES(?1, ?2)",
+                                 "write metadata");
+    if (rc) return rc;
     sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, v);
     rc = sqlite3_step(st);
@@ -210,20 +209,18 @@ int tsync__site_index(tsync_store *s, const uint8_t site[TSYNC__SITE_BYTES], con
                       const uint8_t *inc, uint32_t *idx)
 {
     sqlite3_stmt *st;
-    int rc = ((st = tsync__prep(s, "SELECT idx, pk IS NULL FROM tsync_sites WHERE site=?1"))
-                  ? SQLITE_OK
-                  : SQLITE_ERROR);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read sites");
+    int rc = tsync__prep_or_fail(s, &st, "SELECT idx, pk IS NULL FROM tsync_sites WHERE site=?1",
+                                 "read sites");
+    if (rc) return rc;
     sqlite3_bind_blob(st, 1, site, TSYNC__SITE_BYTES, SQLITE_STATIC);
     if (sqlite3_step(st) == SQLITE_ROW) {
         *idx = (uint32_t)sqlite3_column_int64(st, 0);
         int nopk = sqlite3_column_int(st, 1);
         sqlite3_reset(st);
         if (nopk && pk) {
-            rc = ((st = tsync__prep(s, "UPDATE tsync_sites SET pk=?2, inc=?3 WHERE idx=?1"))
-                      ? SQLITE_OK
-                      : SQLITE_ERROR);
-            if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "write sites");
+            rc = tsync__prep_or_fail(s, &st, "UPDATE tsync_sites SET pk=?2, inc=?3 WHERE idx=?1",
+                                     "write sites");
+            if (rc) return rc;
             sqlite3_bind_int64(st, 1, *idx);
             sqlite3_bind_blob(st, 2, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
             sqlite3_bind_blob(st, 3, inc, TSYNC__INC_BYTES, SQLITE_STATIC);
@@ -234,10 +231,9 @@ int tsync__site_index(tsync_store *s, const uint8_t site[TSYNC__SITE_BYTES], con
         return 0;
     }
     sqlite3_reset(st);
-    rc = ((st = tsync__prep(s, "INSERT INTO tsync_sites(site, pk, inc) VALUES(?1, ?2, ?3)"))
-              ? SQLITE_OK
-              : SQLITE_ERROR);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "write sites");
+    rc = tsync__prep_or_fail(s, &st, "INSERT INTO tsync_sites(site, pk, inc) VALUES(?1, ?2, ?3)",
+                             "write sites");
+    if (rc) return rc;
     sqlite3_bind_blob(st, 1, site, TSYNC__SITE_BYTES, SQLITE_STATIC);
     if (pk) sqlite3_bind_blob(st, 2, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
     if (inc) sqlite3_bind_blob(st, 3, inc, TSYNC__INC_BYTES, SQLITE_STATIC);
@@ -251,9 +247,8 @@ int tsync__site_index(tsync_store *s, const uint8_t site[TSYNC__SITE_BYTES], con
 int tsync__site_of(tsync_store *s, uint32_t idx, uint8_t site[TSYNC__SITE_BYTES])
 {
     sqlite3_stmt *st;
-    int rc = ((st = tsync__prep(s, "SELECT site FROM tsync_sites WHERE idx=?1")) ? SQLITE_OK
-                                                                                 : SQLITE_ERROR);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read sites");
+    int rc = tsync__prep_or_fail(s, &st, "SELECT site FROM tsync_sites WHERE idx=?1", "read sites");
+    if (rc) return rc;
     sqlite3_bind_int64(st, 1, idx);
     rc = TSYNC_ENOTFOUND;
     if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == TSYNC__SITE_BYTES) {

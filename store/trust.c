@@ -34,6 +34,7 @@
 
 #include "internal.h"
 #include "store/trust.h"
+#include "tillsync/trust.h"
 
 static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS tsync_shop(id INTEGER PRIMARY KEY CHECK(id = 1),"
@@ -73,8 +74,7 @@ static const char *hex8(const uint8_t *p, char out[17])
     return out;
 }
 
-/* "2025-03-01 12:00 UTC" */
-static const char *date(uint64_t ms, char out[32])
+const char *tsync_trust_date(uint64_t ms, char out[32])
 {
     time_t t = (time_t)(ms / 1000);
     struct tm tm;
@@ -119,6 +119,17 @@ static sqlite3_stmt *prep(tsync_store *s, const char *sql, char *err)
 {
     sqlite3_stmt *st = tsync__prep(s, sql);
     if (!st && err) snprintf(err, TSYNC__ERRLEN, "%s", tsync_error_last()->message);
+    return st;
+}
+
+/* A statement about one device key in one shop: pk bound as ?1, the shop's id as ?2. */
+static sqlite3_stmt *prep_key(tsync_store *s, const char *sql, const uint8_t pk[TSYNC__PK_BYTES],
+                              const uint8_t shop_id[TSYNC__SHOP_ID_BYTES], char *err)
+{
+    sqlite3_stmt *st = prep(s, sql, err);
+    if (!st) return NULL;
+    sqlite3_bind_blob(st, 1, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, shop_id, TSYNC__SHOP_ID_BYTES, SQLITE_STATIC);
     return st;
 }
 
@@ -199,13 +210,11 @@ static int current_shop(tsync_store *s, shop *sh, char *err)
 static int admin_ok(tsync_store *s, const shop *sh, const uint8_t pk[TSYNC__PK_BYTES], char *err)
 {
     if (sodium_memcmp(pk, sh->admin_pk, TSYNC__PK_BYTES) == 0) return 1;
-    sqlite3_stmt *st = prep(s,
-                            "SELECT 1 FROM tsync_rotations WHERE joined=1 AND shop_id=?2 AND "
-                            "(old_pk=?1 OR new_pk=?1) LIMIT 1",
-                            err);
+    sqlite3_stmt *st = prep_key(s,
+                                "SELECT 1 FROM tsync_rotations WHERE joined=1 AND shop_id=?2 AND "
+                                "(old_pk=?1 OR new_pk=?1) LIMIT 1",
+                                pk, sh->shop_id, err);
     if (!st) return TSYNC_EIO;
-    sqlite3_bind_blob(st, 1, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 2, sh->shop_id, TSYNC__SHOP_ID_BYTES, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc == SQLITE_ROW) return 1;
@@ -395,13 +404,11 @@ int tsync__trust_enrolled(tsync_store *s, uint8_t shop_id[TSYNC__SHOP_ID_BYTES])
 static int find_revocation(tsync_store *s, const shop *sh, const uint8_t pk[TSYNC__PK_BYTES],
                            tsync__revocation *v, tsync__arena *a, char *err)
 {
-    sqlite3_stmt *st = prep(s,
-                            "SELECT body FROM tsync_revocations WHERE device_pk=?1 AND "
-                            "shop_id=?2 ORDER BY issued_ms DESC, id DESC LIMIT 1",
-                            err);
+    sqlite3_stmt *st = prep_key(s,
+                                "SELECT body FROM tsync_revocations WHERE device_pk=?1 AND "
+                                "shop_id=?2 ORDER BY issued_ms DESC, id DESC LIMIT 1",
+                                pk, sh->shop_id, err);
     if (!st) return TSYNC_EIO;
-    sqlite3_bind_blob(st, 1, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 2, sh->shop_id, TSYNC__SHOP_ID_BYTES, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) {
         sqlite3_reset(st);
@@ -429,13 +436,12 @@ static int find_revocation(tsync_store *s, const shop *sh, const uint8_t pk[TSYN
 static int latest_cert(tsync_store *s, const shop *sh, const uint8_t pk[TSYNC__PK_BYTES],
                        char name[TSYNC__TRUST_NAME_MAX + 1], uint64_t *expires, char *err)
 {
-    sqlite3_stmt *st = prep(s,
-                            "SELECT device_name, expires FROM tsync_certs WHERE device_pk=?1 AND "
-                            "shop_id=?2 ORDER BY expires DESC LIMIT 1",
-                            err);
+    sqlite3_stmt *st =
+        prep_key(s,
+                 "SELECT device_name, expires FROM tsync_certs WHERE device_pk=?1 AND "
+                 "shop_id=?2 ORDER BY expires DESC LIMIT 1",
+                 pk, sh->shop_id, err);
     if (!st) return TSYNC_EIO;
-    sqlite3_bind_blob(st, 1, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 2, sh->shop_id, TSYNC__SHOP_ID_BYTES, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         const char *n = (const char *)sqlite3_column_text(st, 0);
@@ -462,7 +468,7 @@ static int admit(tsync_store *s, const shop *sh, const uint8_t pk[TSYNC__PK_BYTE
     if (hlc_ms > expires)
         return fail(err, TSYNC_EREFUSED,
                     "certificate of key %s… (device '%s') expired %s, before the batch clock %s",
-                    hex8(pk, k), name, date(expires, d1), date(hlc_ms, d2));
+                    hex8(pk, k), name, tsync_trust_date(expires, d1), tsync_trust_date(hlc_ms, d2));
     tsync__arena a = {0};
     tsync__revocation v;
     rc = find_revocation(s, sh, pk, &v, &a, err);
@@ -534,15 +540,13 @@ int tsync__trust_session(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES], uint
     if (rc < 0) return rc;
     if (rc == 1)
         return fail(err, TSYNC_EREFUSED, "key %s… was revoked by the admin of shop '%s' on %s",
-                    hex8(pk, k), sh.name, date(v.issued_ms, d));
-    sqlite3_stmt *st = prep(s,
-                            "SELECT count(*), sum(not_before <= ?3 AND expires >= ?4), "
-                            "max(expires), min(not_before), max(device_name) FROM tsync_certs "
-                            "WHERE device_pk=?1 AND shop_id=?2",
-                            err);
+                    hex8(pk, k), sh.name, tsync_trust_date(v.issued_ms, d));
+    sqlite3_stmt *st = prep_key(s,
+                                "SELECT count(*), sum(not_before <= ?3 AND expires >= ?4), "
+                                "max(expires), min(not_before), max(device_name) FROM tsync_certs "
+                                "WHERE device_pk=?1 AND shop_id=?2",
+                                pk, sh.shop_id, err);
     if (!st) return TSYNC_EIO;
-    sqlite3_bind_blob(st, 1, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 2, sh.shop_id, TSYNC__SHOP_ID_BYTES, SQLITE_STATIC);
     /* Both dates with TSYNC__TRUST_SKEW_MS of tolerance: two tills' clocks a few minutes apart
      * must not cut them off from each other (data is judged by batch clocks, without it). */
     sqlite3_bind_int64(st, 3, (int64_t)(now_ms + TSYNC__TRUST_SKEW_MS));
@@ -565,10 +569,10 @@ int tsync__trust_session(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES], uint
     if (valid > 0) return 0;
     if (max_exp + TSYNC__TRUST_SKEW_MS < now_ms)
         return fail(err, TSYNC_EREFUSED, "certificate of key %s… (device '%s') expired %s",
-                    hex8(pk, k), name, date(max_exp, d));
+                    hex8(pk, k), name, tsync_trust_date(max_exp, d));
     return fail(err, TSYNC_EREFUSED,
                 "certificate of key %s… (device '%s') is not valid before %s (check the clocks)",
-                hex8(pk, k), name, date(min_nb, d));
+                hex8(pk, k), name, tsync_trust_date(min_nb, d));
 }
 
 /* ---------------------------------------------------------------- export and import */
@@ -853,12 +857,13 @@ static int enrol_locked(tsync_store *s, const tsync__trust_rec *recs, const uint
             return fail(err, TSYNC_EREFUSED,
                         "the certificate of this device ('%s') expired %s; ask the shop admin for "
                         "a new one",
-                        name_of(c->device_name, c->device_name_len, nm), date(c->expires_ms, d));
+                        name_of(c->device_name, c->device_name_len, nm),
+                        tsync_trust_date(c->expires_ms, d));
         if (c->not_before_ms > now + TSYNC__TRUST_SKEW_MS)
             return fail(err, TSYNC_EREFUSED,
                         "the certificate of this device is not valid before %s (is this "
                         "machine's clock right?)",
-                        date(c->not_before_ms, d));
+                        tsync_trust_date(c->not_before_ms, d));
         if (!mine || c->expires_ms > mine->expires_ms) mine = c;
     }
     if (!sh.enrolled) {
@@ -916,7 +921,7 @@ static int enrol_locked(tsync_store *s, const tsync__trust_rec *recs, const uint
         return fail(err, TSYNC_EREFUSED,
                     "this device's key was revoked by the shop admin on %s; it needs a new key "
                     "(a new database key file) and a new certificate",
-                    date(v.issued_ms, d));
+                    tsync_trust_date(v.issued_ms, d));
     if (res->first && (rc = check_held_batches(s, &sh, err))) return rc;
 
     memcpy(res->shop_id, sh.shop_id, TSYNC__SHOP_ID_BYTES);

@@ -10,6 +10,10 @@ int cli_fail(const char *what);
  * 0, or 1 with the error printed as "tillsync: open: ...". */
 enum { CLI_RW = 0, CLI_RO = 1, CLI_RW_OR_RO = 2 };
 int cli_open(const char *path, int mode, tsync_store **s);
+/* Reads the arguments "DB [--json]" of the command cmd (argv[2] on). 0, or -1 with the one-line
+ * usage error ("<cmd> takes DB and --json", "<cmd> needs DB") in err for the caller's usage(). */
+int cli_db_json_args(int argc, char **argv, const char *cmd, const char **db, int *as_json,
+                     char *err, size_t errlen);
 /* Wall-clock time, ms since 1970 (UTC): when something happened. tools/cli_clock.c. */
 uint64_t cli_wall_ms(void);
 /* Monotonic time in seconds: how long something took. */

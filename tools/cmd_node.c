@@ -225,17 +225,10 @@ static void print_clock(uint64_t now, json_t *c)
 
 int cmd_status(int argc, char **argv)
 {
-    const char *db = NULL;
-    int as_json = 0;
-    for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--json"))
-            as_json = 1;
-        else if (argv[i][0] == '-' || db)
-            return usage("status takes DB and --json");
-        else
-            db = argv[i];
-    }
-    if (!db) return usage("status needs DB");
+    const char *db;
+    int as_json;
+    char err[64];
+    if (cli_db_json_args(argc, argv, "status", &db, &as_json, err, sizeof err)) return usage(err);
     tsync_store *s;
     /* Read-only: status works on a full disk and changes nothing. */
     tsync_store_options so = TSYNC_STORE_OPTIONS_INIT;

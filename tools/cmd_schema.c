@@ -25,17 +25,10 @@ static int open_db(const char *db, tsync_store **s)
 
 int cmd_schema(int argc, char **argv)
 {
-    const char *db = NULL;
-    int as_json = 0;
-    for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--json"))
-            as_json = 1;
-        else if (argv[i][0] == '-' || db)
-            return usage("schema takes DB and --json");
-        else
-            db = argv[i];
-    }
-    if (!db) return usage("schema needs DB");
+    const char *db;
+    int as_json;
+    char err[64];
+    if (cli_db_json_args(argc, argv, "schema", &db, &as_json, err, sizeof err)) return usage(err);
     tsync_store *s;
     if (open_db(db, &s) != 0) return cli_fail("schema");
     char *js = NULL;

@@ -334,7 +334,7 @@ static int shop_show(int argc, char **argv)
         tt_hex(info.shop_id, TSYNC_SHOP_ID_BYTES, id);
         tt_hex(info.admin_key, PK, pk);
         printf("shop admin key file\nshop:       %s (id %s)\nadmin key:  %s\ncreated:    %s\n",
-               info.shop_name, id, pk, tt_date(info.created_ms, d));
+               info.shop_name, id, pk, tsync_trust_date(info.created_ms, d));
         return 0;
     }
     tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;

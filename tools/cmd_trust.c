@@ -59,14 +59,14 @@ static void print_enrolled(const char *db, const tsync_enrol_report *r)
     tt_hex(r->shop_id, TSYNC_SHOP_ID_BYTES, id);
     if (r->first) {
         printf("%s enrolled in shop '%s' (id %s) as device '%s'; certificate valid until %s\n", db,
-               r->shop_name, id, r->device_name, tt_date(r->expires_ms, d));
+               r->shop_name, id, r->device_name, tsync_trust_date(r->expires_ms, d));
     } else if (r->added == 0) {
         printf("%s is enrolled in shop '%s' already and holds every record given\n", db,
                r->shop_name);
         return;
     } else if (r->own) {
         printf("certificate of device '%s' in shop '%s' installed; valid until %s\n",
-               r->device_name, r->shop_name, tt_date(r->expires_ms, d));
+               r->device_name, r->shop_name, tsync_trust_date(r->expires_ms, d));
     }
     size_t others = r->added - (r->own ? 1 : 0);
     if (others > 0 || (!r->own && !r->first))
@@ -201,8 +201,9 @@ static void print_trust(const tsync_trust_set *t)
         const tsync_trust_device *e = &t->devices[i];
         const char *st = e->revoked ? "REVOKED" : e->expires_ms < now ? "EXPIRED" : "valid";
         tt_hex(e->key, PK, h);
-        printf("  %-20s %.16s…  %s to %s  %s%s\n", e->name, h, tt_date(e->not_before_ms, d1),
-               tt_date(e->expires_ms, d2), st, e->this_device ? "  (this device)" : "");
+        printf("  %-20s %.16s…  %s to %s  %s%s\n", e->name, h,
+               tsync_trust_date(e->not_before_ms, d1), tsync_trust_date(e->expires_ms, d2), st,
+               e->this_device ? "  (this device)" : "");
     }
 }
 

@@ -109,6 +109,26 @@ int cli_fail(const char *what)
     return 1;
 }
 
+int cli_db_json_args(int argc, char **argv, const char *cmd, const char **db, int *as_json,
+                     char *err, size_t errlen)
+{
+    *db = NULL;
+    *as_json = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) {
+            *as_json = 1;
+        } else if (argv[i][0] == '-' || *db) {
+            snprintf(err, errlen, "%s takes DB and --json", cmd);
+            return -1;
+        } else {
+            *db = argv[i];
+        }
+    }
+    if (*db) return 0;
+    snprintf(err, errlen, "%s needs DB", cmd);
+    return -1;
+}
+
 static int usage_error(const char *msg)
 {
     fprintf(stderr, "tillsync: %s (see 'tillsync --help')\n", msg);

@@ -29,18 +29,6 @@ const char *tt_error(void)
     return e && e->message ? e->message : "unknown error";
 }
 
-const char *tt_date(uint64_t ms, char out[32])
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (ms / 1000 > (uint64_t)253402300799 || !gmtime_r(&t, &tm)) {
-        snprintf(out, 32, "%" PRIu64 " ms", ms);
-        return out;
-    }
-    strftime(out, 32, "%Y-%m-%d %H:%M UTC", &tm);
-    return out;
-}
-
 void tt_hex(const uint8_t *p, size_t n, char *out)
 {
     static const char d[] = "0123456789abcdef";
@@ -157,7 +145,7 @@ char *tt_describe(const tsync_trust_record *r)
         fprintf(f, "tillsync enrolment request (give it to the shop admin: tillsync shop sign)\n");
         fprintf(f, "device:     %s", r->device_name);
         tt_hex(r->device_key, PK, h);
-        fprintf(f, "\ndevice key: %s\nmade:       %s", h, tt_date(r->issued_ms, d1));
+        fprintf(f, "\ndevice key: %s\nmade:       %s", h, tsync_trust_date(r->issued_ms, d1));
         break;
     case TSYNC_TRUST_CERTIFICATE:
         fprintf(f,
@@ -167,8 +155,8 @@ char *tt_describe(const tsync_trust_record *r)
         tt_hex(r->shop_id, TSYNC_SHOP_ID_BYTES, h);
         fprintf(f, " (id %s)\ndevice:     %s", h, r->device_name);
         tt_hex(r->device_key, PK, h);
-        fprintf(f, "\ndevice key: %s\nvalid:      %s to %s", h, tt_date(r->not_before_ms, d1),
-                tt_date(r->expires_ms, d2));
+        fprintf(f, "\ndevice key: %s\nvalid:      %s to %s", h,
+                tsync_trust_date(r->not_before_ms, d1), tsync_trust_date(r->expires_ms, d2));
         break;
     case TSYNC_TRUST_REVOCATION:
         tt_hex(r->shop_id, TSYNC_SHOP_ID_BYTES, h);
@@ -177,7 +165,7 @@ char *tt_describe(const tsync_trust_record *r)
                 "id:    %s\n",
                 h);
         tt_hex(r->device_key, PK, h);
-        fprintf(f, "device key: %s\nissued:     %s\n", h, tt_date(r->issued_ms, d1));
+        fprintf(f, "device key: %s\nissued:     %s\n", h, tsync_trust_date(r->issued_ms, d1));
         if (r->ncutoffs == 0)
             fprintf(f, "cutoffs:    none (every batch of this device a till has not merged yet "
                        "is refused)");
@@ -196,7 +184,7 @@ char *tt_describe(const tsync_trust_record *r)
         tt_hex(r->admin_key, PK, h);
         fprintf(f, "old key:    %s\n", h);
         tt_hex(r->new_admin_key, PK, h);
-        fprintf(f, "new key:    %s\nissued:     %s", h, tt_date(r->issued_ms, d1));
+        fprintf(f, "new key:    %s\nissued:     %s", h, tsync_trust_date(r->issued_ms, d1));
         break;
     case TSYNC_TRUST_MIGRATION:
         tt_hex(r->shop_id, TSYNC_SHOP_ID_BYTES, h);
@@ -207,7 +195,7 @@ char *tt_describe(const tsync_trust_record *r)
                 h, r->migration_number, r->migration_name);
         tt_hex(r->sql_hash, TSYNC_HASH_BYTES, h);
         fprintf(f, " (%zu bytes, hash %s)\nissued:     %s", r->sql_len, h,
-                tt_date(r->issued_ms, d1));
+                tsync_trust_date(r->issued_ms, d1));
         break;
     }
     fclose(f);

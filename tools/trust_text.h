@@ -19,8 +19,6 @@
 int tt_usage(const char *msg);
 /* The message of the last failing library call (never NULL). */
 const char *tt_error(void);
-/* ms (Unix) as "YYYY-MM-DD HH:MM UTC" in out; returns out. */
-const char *tt_date(uint64_t ms, char out[32]);
 /* n bytes as 2n lowercase hex digits and a NUL. */
 void tt_hex(const uint8_t *p, size_t n, char *out);
 /* Exactly 2n hex digits (slen) into n bytes: 0, or -1. */

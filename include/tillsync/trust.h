@@ -55,6 +55,10 @@ typedef enum {
  * "ADMIN KEY ROTATION", "SIGNED MIGRATION"), or NULL for an unknown kind. Static string. */
 TSYNC_API const char *tsync_trust_kind_label(int kind);
 
+/* ms since 1970 as a date for messages, "2025-03-01 12:00 UTC" (or "<ms> ms" past the year 9999),
+ * written to out; returns out. */
+TSYNC_API const char *tsync_trust_date(uint64_t ms, char out[32]);
+
 /* The last batch of a site that a revocation still admits (0: none of that site). */
 typedef struct {
     uint8_t site_id[TSYNC_SITE_ID_BYTES];

@@ -33,15 +33,24 @@ static void log_line(tsync_node *n, int level, const char *msg)
             lv[level >= 1 && level <= 4 ? level : 0], msg);
 }
 
+/* A log or error line from its format, cut at a whole UTF-8 character. */
+#define LINE_MAX_BYTES 1024
+static void format_line(char msg[LINE_MAX_BYTES], const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void format_line(char msg[LINE_MAX_BYTES], const char *fmt, va_list ap)
+{
+    vsnprintf(msg, LINE_MAX_BYTES, fmt, ap);
+    tsync__utf8_trim(msg);
+}
+
 void tsync__node_log(tsync_node *n, int level, const char *fmt, ...)
 {
     if (level > n->o.log_level) return;
-    char msg[1024];
+    char msg[LINE_MAX_BYTES];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    format_line(msg, fmt, ap);
     va_end(ap);
-    tsync__utf8_trim(msg);
     log_line(n, level, msg);
 }
 
@@ -60,12 +69,11 @@ static void error_keep(tsync_node *n, int code, const char *msg, int stopped)
 
 void tsync__node_error(tsync_node *n, int code, const char *fmt, ...)
 {
-    char msg[1024];
+    char msg[LINE_MAX_BYTES];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    format_line(msg, fmt, ap);
     va_end(ap);
-    tsync__utf8_trim(msg);
     error_keep(n, code, msg, 0);
     if (TSYNC_LOG_ERROR <= n->o.log_level) log_line(n, TSYNC_LOG_ERROR, msg);
 }

@@ -12,26 +12,13 @@
 
 #include "store/identity.h"
 #include "store/schema.h"
+#include "tillsync/status.h"
 #include "node_int.h"
 
 static const char *const R_NAME[R_COUNT] = {
     "malformed", "unexpected", "version",  "shop",   "certificate", "signature", "fork",
     "batch",     "trust",      "oversize", "denied", "handshake",   "snapshot",
 };
-
-/* One table definition that differs, as a JSON object (status_build). */
-static int schema_json_one(void *ctx, const tsync_schema_mismatch *m)
-{
-    json_t *e = json_object();
-    json_object_set_new(e, "table", json_string(m->table));
-    json_object_set_new(e, "column", m->column ? json_string(m->column) : json_null());
-    json_object_set_new(e, "site", json_string(m->site_hex));
-    json_object_set_new(e, "till", json_string(m->till));
-    json_object_set_new(e, "what", json_string(m->what));
-    json_object_set_new(e, "seen_ms", json_integer((json_int_t)m->seen_ms));
-    json_array_append_new(ctx, e);
-    return 0;
-}
 
 static json_t *hexj(const uint8_t *p, size_t len)
 {
@@ -135,8 +122,11 @@ static char *status_build(tsync_node *n)
     json_object_set_new(o, "disk_full_since_ms",
                         n->full.on ? json_integer((json_int_t)n->full.since_ms) : json_null());
     /* Other tills whose table definitions differ from ours: a person must act (a migration). */
-    json_t *mm = json_array();
-    tsync__schema_mismatches(n->s, NULL, schema_json_one, mm);
+    char *mtext = NULL;
+    json_t *mm =
+        tsync_store_schema_mismatches_json(&mtext, n->s) == 0 ? json_loads(mtext, 0, NULL) : NULL;
+    free(mtext);
+    if (!mm) mm = json_array();
     char *merr = NULL;
     tsync_store_signed_migration_error(&merr, n->s);
     json_object_set_new(o, "state", json_string(json_array_size(mm) || merr ? "attention" : "ok"));
