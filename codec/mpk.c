@@ -234,6 +234,14 @@ bool tsync__mpr_nil(tsync__mpr *r)
     return true;
 }
 
+bool tsync__mpr_expect_nil(tsync__mpr *r)
+{
+    if (!begin(r, "nil")) return false;
+    if (r->p[0] != 0xc0) return fail(r, TSYNC__MPR_TYPE);
+    r->p++;
+    return true;
+}
+
 /* str and bin share this: a header then len bytes in place, not consumed: *size gets the whole
  * item's size. */
 static bool peek_bytes(tsync__mpr *r, const uint8_t **p, uint32_t *n, bool str, size_t *size)
