@@ -36,9 +36,8 @@
 #define PRINTF_LIKE(f, a)
 #endif
 
-#define ROW_FIELDS   7
-#define BODY_FIELDS  9
-#define TABLE_FIELDS 4
+#define ROW_FIELDS  7
+#define BODY_FIELDS 9
 
 /* ---------------------------------------------------------------- decoder
  *
@@ -53,7 +52,6 @@ typedef tsync__dec dec;
  * ~200 times for a row list that declares one row per byte. */
 #define MIN_SITE 18 /* bin8 header + 16 */
 #define MIN_DEP  3  /* [idx, seq] */
-#define MIN_TBL  5  /* [name, [], npk, []] */
 #define MIN_ROW  9  /* [table, [key], off, flags, [], [], []] */
 #define MIN_RMV  3  /* [idx, hlc] */
 #define MIN_COL  5  /* [col, value, old_hlc, old_site] */
@@ -103,52 +101,7 @@ static bool dec_deps(dec *d, tsync__batch *b)
 /* masks[t] gets the set of counter columns of table t, for checking rows. */
 static bool dec_tables(dec *d, tsync__batch *b, uint64_t **masks)
 {
-    uint32_t n;
-    if (!tsync__dec_list(d, "tables", &n, MIN_TBL)) return false;
-    b->tables = tsync__dec_alloc(d, n, sizeof *b->tables);
-    *masks = tsync__dec_alloc(d, n, sizeof **masks);
-    if (n && (!b->tables || !*masks)) return false;
-    d->l1 = "table";
-    for (uint32_t i = 0; i < n; i++) {
-        d->i1 = i;
-        tsync__btable *t = &b->tables[i];
-        uint64_t npk;
-        uint32_t nc;
-        if (!tsync__dec_tuple(d, "definition", TABLE_FIELDS) ||
-            !tsync__dec_str(d, "name", &t->name, &t->name_len))
-            return false;
-        if (!tsync__dec_array(d, "columns", &nc)) return false;
-        if (nc > TSYNC__MAX_COLS)
-            return tsync__dec_fail(d, "%" PRIu32 " columns, more than %d", nc, TSYNC__MAX_COLS);
-        t->ncols = nc;
-        t->cols = tsync__dec_alloc(d, nc, sizeof *t->cols);
-        t->col_len = tsync__dec_alloc(d, nc, sizeof *t->col_len);
-        if (nc && (!t->cols || !t->col_len)) return false;
-        for (uint32_t c = 0; c < nc; c++)
-            if (!tsync__dec_str(d, "column name", &t->cols[c], &t->col_len[c])) return false;
-        if (!tsync__dec_uint(d, "key column count", &npk)) return false;
-        if (npk < 1 || npk > TSYNC__MAX_PK_COLS || npk > nc)
-            return tsync__dec_fail(
-                d, "key column count %" PRIu64 " invalid (1..%d, at most the %" PRIu32 " columns)",
-                npk, TSYNC__MAX_PK_COLS, nc);
-        t->npk = (uint32_t)npk;
-        if (!tsync__dec_array(d, "counters", &t->ncounters)) return false;
-        t->counters = tsync__dec_alloc(d, t->ncounters, sizeof *t->counters);
-        if (t->ncounters && !t->counters) return false;
-        for (uint32_t k = 0; k < t->ncounters; k++) {
-            uint32_t c = 0;
-            if (!tsync__dec_idx(d, "counter column index", &c, nc, "columns")) return false;
-            if (c < t->npk)
-                return tsync__dec_fail(d, "counter column %" PRIu32 " is a key column", c);
-            if ((*masks)[i] >> c & 1)
-                return tsync__dec_fail(d, "counter column %" PRIu32 " repeated", c);
-            (*masks)[i] |= (uint64_t)1 << c;
-            t->counters[k] = c;
-        }
-    }
-    d->l1 = NULL;
-    b->ntables = n;
-    return true;
+    return tsync__dec_tables(d, &b->ntables, &b->tables, masks, false);
 }
 
 static bool dec_row(dec *d, tsync__batch *b, const uint64_t *masks, tsync__brow *row)
@@ -516,18 +469,7 @@ static int pack_batch(msgpack_packer *pk, const tsync__batch *b)
         PK(msgpack_pack_uint32(pk, b->deps[i].site));
         PK(msgpack_pack_uint64(pk, b->deps[i].seq));
     }
-    PK(msgpack_pack_array(pk, b->ntables));
-    for (uint32_t i = 0; i < b->ntables; i++) {
-        const tsync__btable *t = &b->tables[i];
-        PK(msgpack_pack_array(pk, TABLE_FIELDS));
-        PK(tsync__mp_pack_str(pk, t->name, t->name_len));
-        PK(msgpack_pack_array(pk, t->ncols));
-        for (uint32_t c = 0; c < t->ncols; c++)
-            PK(tsync__mp_pack_str(pk, t->cols[c], t->col_len[c]));
-        PK(msgpack_pack_uint32(pk, t->npk));
-        PK(msgpack_pack_array(pk, t->ncounters));
-        for (uint32_t k = 0; k < t->ncounters; k++) PK(msgpack_pack_uint32(pk, t->counters[k]));
-    }
+    PK(tsync__mp_pack_tables(pk, b->tables, b->ntables));
     PK(msgpack_pack_array(pk, b->nrows));
     for (uint32_t i = 0; i < b->nrows; i++) PK(pack_row(pk, b, &b->rows[i]));
     return 0;

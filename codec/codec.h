@@ -365,6 +365,8 @@ struct msgpack_packer;
 int tsync__mp_pack_bin(struct msgpack_packer *pk, const void *p, size_t n);
 int tsync__mp_pack_str(struct msgpack_packer *pk, const char *p, size_t n);
 int tsync__mp_pack_val(struct msgpack_packer *pk, const tsync__val *v);
+/* The list of table definitions batches and snapshots both carry (tsync__dec_tables reads it). */
+int tsync__mp_pack_tables(struct msgpack_packer *pk, const tsync__btable *tables, uint32_t n);
 
 static inline bool tsync__mpr_done(const tsync__mpr *r)
 {
@@ -411,6 +413,12 @@ bool tsync__dec_nomem(tsync__dec *d);
 /* An arena array of n elements of sz bytes (NULL when n is 0; NULL and ENOMEM when out of
  * memory, so a caller tests `n && !p`). */
 void *tsync__dec_alloc(tsync__dec *d, uint32_t n, size_t sz);
+/* The list of table definitions batches and snapshots both carry (codec.h, batches): tables in
+ * the arena, masks[t] the set of table t's counter columns for checking rows. strict adds the
+ * snapshot's rules (docs/SNAPSHOT.md): column names unique as SQLite compares them, counter
+ * columns in ascending order. */
+bool tsync__dec_tables(tsync__dec *d, uint32_t *ntables, tsync__btable **tables, uint64_t **masks,
+                       bool strict);
 /* Copies a name from the input into a message: at most 40 bytes, non-printable bytes as '?', so
  * a hostile name cannot break a one-line message or a terminal. */
 const char *tsync__dec_printable(char out[48], const char *s, uint32_t n);

@@ -149,3 +149,69 @@ void *tsync__dec_alloc(tsync__dec *d, uint32_t n, size_t sz)
     if (n && !p) tsync__dec_nomem(d);
     return p;
 }
+
+/* Table definitions: [name:str, cols:[str...], npk:uint, counters:[col_idx...]], at least 5
+ * bytes each. */
+#define TABLE_FIELDS 4
+#define MIN_TABLE    5
+
+bool tsync__dec_tables(tsync__dec *d, uint32_t *ntables, tsync__btable **tables, uint64_t **masks,
+                       bool strict)
+{
+    uint32_t n;
+    char nm[48];
+    *ntables = 0;
+    if (!tsync__dec_list(d, "tables", &n, MIN_TABLE)) return false;
+    *tables = tsync__dec_alloc(d, n, sizeof **tables);
+    *masks = tsync__dec_alloc(d, n, sizeof **masks);
+    if (n && (!*tables || !*masks)) return false;
+    d->l1 = "table";
+    for (uint32_t i = 0; i < n; i++) {
+        d->i1 = i;
+        tsync__btable *t = &(*tables)[i];
+        uint64_t npk;
+        uint32_t nc;
+        if (!tsync__dec_tuple(d, "definition", TABLE_FIELDS) ||
+            !tsync__dec_str(d, "name", &t->name, &t->name_len) ||
+            !tsync__dec_array(d, "columns", &nc))
+            return false;
+        if (nc > TSYNC__MAX_COLS)
+            return tsync__dec_fail(d, "%" PRIu32 " columns, more than %d", nc, TSYNC__MAX_COLS);
+        t->ncols = nc;
+        t->cols = tsync__dec_alloc(d, nc, sizeof *t->cols);
+        t->col_len = tsync__dec_alloc(d, nc, sizeof *t->col_len);
+        if (nc && (!t->cols || !t->col_len)) return false;
+        for (uint32_t k = 0; k < nc; k++) {
+            if (!tsync__dec_str(d, "column name", &t->cols[k], &t->col_len[k])) return false;
+            for (uint32_t j = 0; strict && j < k; j++)
+                if (t->col_len[j] == t->col_len[k] &&
+                    tsync__name_cmp(t->cols[j], t->col_len[j], t->cols[k], t->col_len[k]) == 0)
+                    return tsync__dec_fail(d, "column '%s' named twice",
+                                           tsync__dec_printable(nm, t->cols[k], t->col_len[k]));
+        }
+        if (!tsync__dec_uint(d, "key column count", &npk)) return false;
+        if (npk < 1 || npk > TSYNC__MAX_PK_COLS || npk > nc)
+            return tsync__dec_fail(
+                d, "key column count %" PRIu64 " invalid (1..%d, at most the %" PRIu32 " columns)",
+                npk, TSYNC__MAX_PK_COLS, nc);
+        t->npk = (uint32_t)npk;
+        if (!tsync__dec_array(d, "counters", &t->ncounters)) return false;
+        t->counters = tsync__dec_alloc(d, t->ncounters, sizeof *t->counters);
+        if (t->ncounters && !t->counters) return false;
+        for (uint32_t k = 0; k < t->ncounters; k++) {
+            uint32_t col = 0;
+            if (!tsync__dec_idx(d, "counter column index", &col, nc, "columns")) return false;
+            if (col < t->npk)
+                return tsync__dec_fail(d, "counter column %" PRIu32 " is a key column", col);
+            if ((*masks)[i] >> col & 1)
+                return tsync__dec_fail(d, "counter column %" PRIu32 " repeated", col);
+            if (strict && k && col < t->counters[k - 1])
+                return tsync__dec_fail(d, "counter columns out of order at %" PRIu32, col);
+            (*masks)[i] |= (uint64_t)1 << col;
+            t->counters[k] = col;
+        }
+    }
+    d->l1 = NULL;
+    *ntables = n;
+    return true;
+}

@@ -21,17 +21,15 @@
 
 #include "codec/snapshot.h"
 
-#define TOP_FIELDS   4 /* [format, sites, tables, rows] */
-#define SITE_FIELDS  3 /* [site, pk|nil, inc|nil] */
-#define TABLE_FIELDS 4 /* [name, cols, npk, counters] */
-#define ROW_FIELDS   5 /* [table, key, exist, cols, ctrs] */
+#define TOP_FIELDS  4 /* [format, sites, tables, rows] */
+#define SITE_FIELDS 3 /* [site, pk|nil, inc|nil] */
+#define ROW_FIELDS  5 /* [table, key, exist, cols, ctrs] */
 
 /* Smallest encodings of the list entries the decoder allocates for, in bytes: a count is then
  * believable only when that many bytes are left, which bounds what a hostile count can allocate. */
-#define MIN_SITE  21 /* [bin16, nil, nil] */
-#define MIN_TABLE 5  /* [name, [], npk, []] */
-#define MIN_ROW   7  /* [table, [key], [], [], []] */
-#define MIN_CTR   3  /* [col, []] */
+#define MIN_SITE 21 /* [bin16, nil, nil] */
+#define MIN_ROW  7  /* [table, [key], [], [], []] */
+#define MIN_CTR  3  /* [col, []] */
 
 /* ---------------------------------------------------------------- decoder
  *
@@ -115,57 +113,7 @@ static bool dec_tables(dec *d, tsync__snap_chunk *c, uint64_t **masks)
 {
     uint32_t n;
     char nm[48];
-    if (!tsync__dec_list(d, "tables", &n, MIN_TABLE)) return false;
-    c->tables = tsync__dec_alloc(d, n, sizeof *c->tables);
-    *masks = tsync__dec_alloc(d, n, sizeof **masks);
-    if (n && (!c->tables || !*masks)) return false;
-    d->l1 = "table";
-    for (uint32_t i = 0; i < n; i++) {
-        d->i1 = i;
-        tsync__btable *t = &c->tables[i];
-        uint64_t npk;
-        uint32_t nc;
-        if (!tsync__dec_tuple(d, "definition", TABLE_FIELDS) ||
-            !tsync__dec_str(d, "name", &t->name, &t->name_len) ||
-            !tsync__dec_array(d, "columns", &nc))
-            return false;
-        if (nc > TSYNC__MAX_COLS)
-            return tsync__dec_fail(d, "%" PRIu32 " columns, more than %d", nc, TSYNC__MAX_COLS);
-        t->ncols = nc;
-        t->cols = tsync__dec_alloc(d, nc, sizeof *t->cols);
-        t->col_len = tsync__dec_alloc(d, nc, sizeof *t->col_len);
-        if (nc && (!t->cols || !t->col_len)) return false;
-        for (uint32_t k = 0; k < nc; k++) {
-            if (!tsync__dec_str(d, "column name", &t->cols[k], &t->col_len[k])) return false;
-            for (uint32_t j = 0; j < k; j++)
-                if (t->col_len[j] == t->col_len[k] &&
-                    tsync__name_cmp(t->cols[j], t->col_len[j], t->cols[k], t->col_len[k]) == 0)
-                    return tsync__dec_fail(d, "column '%s' named twice",
-                                           tsync__dec_printable(nm, t->cols[k], t->col_len[k]));
-        }
-        if (!tsync__dec_uint(d, "key column count", &npk)) return false;
-        if (npk < 1 || npk > TSYNC__MAX_PK_COLS || npk > nc)
-            return tsync__dec_fail(
-                d, "key column count %" PRIu64 " invalid (1..%d, at most the %" PRIu32 " columns)",
-                npk, TSYNC__MAX_PK_COLS, nc);
-        t->npk = (uint32_t)npk;
-        if (!tsync__dec_array(d, "counters", &t->ncounters)) return false;
-        t->counters = tsync__dec_alloc(d, t->ncounters, sizeof *t->counters);
-        if (t->ncounters && !t->counters) return false;
-        for (uint32_t k = 0; k < t->ncounters; k++) {
-            uint32_t col = 0;
-            if (!tsync__dec_idx(d, "counter column index", &col, nc, "columns")) return false;
-            if (col < t->npk)
-                return tsync__dec_fail(d, "counter column %" PRIu32 " is a key column", col);
-            if ((*masks)[i] >> col & 1)
-                return tsync__dec_fail(d, "counter column %" PRIu32 " repeated", col);
-            if (k && col < t->counters[k - 1])
-                return tsync__dec_fail(d, "counter columns out of order at %" PRIu32, col);
-            (*masks)[i] |= (uint64_t)1 << col;
-            t->counters[k] = col;
-        }
-    }
-    d->l1 = NULL;
+    if (!tsync__dec_tables(d, &n, &c->tables, masks, true)) return false;
     c->ntables = n;
     if (n > 1) {
         tsync__btable **o = tsync__dec_alloc(d, n, sizeof *o);
@@ -442,18 +390,7 @@ int tsync__snap_encode(const tsync__snap_chunk *c, uint8_t **out, size_t *len)
             PK(msgpack_pack_nil(&pk));
         }
     }
-    PK(msgpack_pack_array(&pk, c->ntables));
-    for (uint32_t i = 0; i < c->ntables; i++) {
-        const tsync__btable *t = &c->tables[i];
-        PK(msgpack_pack_array(&pk, TABLE_FIELDS));
-        PK(tsync__mp_pack_str(&pk, t->name, t->name_len));
-        PK(msgpack_pack_array(&pk, t->ncols));
-        for (uint32_t k = 0; k < t->ncols; k++)
-            PK(tsync__mp_pack_str(&pk, t->cols[k], t->col_len[k]));
-        PK(msgpack_pack_uint32(&pk, t->npk));
-        PK(msgpack_pack_array(&pk, t->ncounters));
-        for (uint32_t k = 0; k < t->ncounters; k++) PK(msgpack_pack_uint32(&pk, t->counters[k]));
-    }
+    PK(tsync__mp_pack_tables(&pk, c->tables, c->ntables));
     PK(msgpack_pack_array(&pk, c->nrows));
     for (uint32_t i = 0; i < c->nrows; i++) {
         const tsync__snap_row *r = &c->rows[i];
