@@ -199,18 +199,8 @@ int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync
                         char err[TSYNC__ERRLEN])
 {
     memset(out, 0, sizeof *out);
-    err[0] = '\0';
-    if (!buf || len == 0) {
-        snprintf(err, TSYNC__ERRLEN, "batch body: empty");
-        return TSYNC_ECORRUPT;
-    }
-    if (len > TSYNC__BATCH_MAX_BYTES) {
-        snprintf(err, TSYNC__ERRLEN, "batch body: %zu bytes, more than the limit of %u", len,
-                 TSYNC__BATCH_MAX_BYTES);
-        return TSYNC_ECORRUPT;
-    }
     dec d;
-    tsync__dec_init(&d, buf, len, a, err, "batch body: ");
+    if (!tsync__dec_open(&d, buf, len, TSYNC__BATCH_MAX_BYTES, a, err, "batch body: ")) return d.rc;
     tsync__batch *b = out;
     uint32_t n;
     uint64_t fmt;

@@ -390,8 +390,10 @@ typedef struct {
     uint32_t i1, i2;
 } tsync__dec;
 
-void tsync__dec_init(tsync__dec *d, const uint8_t *buf, size_t len, tsync__arena *a, char *err,
-                     const char *prefix);
+/* Starts decoding buf with a canonical reader. False (rc TSYNC_ECORRUPT, message in err) when
+ * buf is empty or longer than max bytes. */
+bool tsync__dec_open(tsync__dec *d, const uint8_t *buf, size_t len, size_t max, tsync__arena *a,
+                     char *err, const char *prefix);
 /* Words a failure at the current position (printf-style); always false. */
 bool tsync__dec_fail(tsync__dec *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Words the reader's fault while reading `what`; always false. */

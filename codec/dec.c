@@ -25,12 +25,23 @@ const char *tsync__dec_printable(char out[48], const char *s, uint32_t n)
     return out;
 }
 
-void tsync__dec_init(tsync__dec *d, const uint8_t *buf, size_t len, tsync__arena *a, char *err,
-                     const char *prefix)
+bool tsync__dec_open(tsync__dec *d, const uint8_t *buf, size_t len, size_t max, tsync__arena *a,
+                     char *err, const char *prefix)
 {
     *d = (tsync__dec){.a = a, .err = err, .rc = TSYNC_ECORRUPT, .prefix = prefix};
     tsync__mpr_init(&d->r, buf, len);
     d->r.canonical = true;
+    err[0] = '\0';
+    if (!buf || len == 0) {
+        snprintf(err, TSYNC__ERRLEN, "%sempty", prefix ? prefix : "");
+        return false;
+    }
+    if (len > max) {
+        snprintf(err, TSYNC__ERRLEN, "%s%zu bytes, more than the limit of %zu",
+                 prefix ? prefix : "", len, max);
+        return false;
+    }
+    return true;
 }
 
 bool tsync__dec_fail(tsync__dec *d, const char *fmt, ...)

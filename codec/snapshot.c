@@ -132,18 +132,8 @@ int tsync__snap_open(snapit *it, const uint8_t *buf, size_t len, tsync__arena *a
                      char err[TSYNC__ERRLEN])
 {
     memset(it, 0, sizeof *it);
-    err[0] = '\0';
-    if (!buf || len == 0) {
-        snprintf(err, TSYNC__ERRLEN, "empty");
-        return TSYNC_ECORRUPT;
-    }
-    if (len > TSYNC__SNAP_CHUNK_MAX_BYTES) {
-        snprintf(err, TSYNC__ERRLEN, "%zu bytes, more than the limit of %u", len,
-                 (unsigned)TSYNC__SNAP_CHUNK_MAX_BYTES);
-        return TSYNC_ECORRUPT;
-    }
     dec *d = &it->d;
-    tsync__dec_init(d, buf, len, a, err, NULL);
+    if (!tsync__dec_open(d, buf, len, TSYNC__SNAP_CHUNK_MAX_BYTES, a, err, NULL)) return d->rc;
     uint32_t n;
     uint64_t fmt;
     if (!tsync__dec_array(d, "chunk", &n)) return d->rc;
