@@ -36,108 +36,15 @@
 #define PRINTF_LIKE(f, a)
 #endif
 
-#define ROW_FIELDS   7
-#define BODY_FIELDS  9
-#define TABLE_FIELDS 4
+#define ROW_FIELDS  7
+#define BODY_FIELDS 9
 
-/* ---------------------------------------------------------------- messages */
+/* ---------------------------------------------------------------- decoder
+ *
+ * The reads, the canonical checks and the wording of every fault are codec/dec.c's, shared with
+ * the snapshot decoder; every message here starts with "batch body: ". */
 
-/* Copies a name from the input into a message: at most 40 bytes, non-printable bytes as '?', so
- * a hostile name cannot break the one-line message or a terminal. */
-static const char *printable(char out[48], const char *s, uint32_t n)
-{
-    uint32_t k = n > 40 ? 40 : n;
-    for (uint32_t i = 0; i < k; i++) {
-        unsigned char c = (unsigned char)s[i];
-        out[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
-    }
-    if (n > k) {
-        memcpy(out + k, "...", 4);
-    } else {
-        out[k] = '\0';
-    }
-    return out;
-}
-
-/* ---------------------------------------------------------------- decoder */
-
-typedef struct {
-    tsync__mpr r; /* canonical */
-    tsync__arena *a;
-    char *err;
-    int rc;
-    /* Where we are, for messages such as "row 3: col entry 1: ". */
-    const char *l1, *l2;
-    uint32_t i1, i2;
-} dec;
-
-static bool fail(dec *d, const char *fmt, ...) PRINTF_LIKE(2, 3);
-static bool fail(dec *d, const char *fmt, ...)
-{
-    char where[96] = "";
-    if (d->l1 && d->l2)
-        snprintf(where, sizeof where, "%s %" PRIu32 ": %s %" PRIu32 ": ", d->l1, d->i1, d->l2,
-                 d->i2);
-    else if (d->l1)
-        snprintf(where, sizeof where, "%s %" PRIu32 ": ", d->l1, d->i1);
-    int k = snprintf(d->err, TSYNC__ERRLEN, "batch body: %s", where);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(d->err + k, TSYNC__ERRLEN - (size_t)k, fmt, ap);
-    va_end(ap);
-    d->rc = TSYNC_ECORRUPT;
-    return false;
-}
-
-/* Explains why the reader could not read `what`, from its account of the failure. */
-static bool bad(dec *d, const char *what)
-{
-    const tsync__mpr *r = &d->r;
-    size_t off = tsync__mpr_pos(r);
-    switch ((tsync__mpr_fault)r->fault) {
-    case TSYNC__MPR_END:
-        return fail(d, "%s: truncated (expected %s)", what, r->expected);
-    case TSYNC__MPR_TYPE:
-        return fail(d, "%s: expected %s, got %s at offset %zu", what, r->expected,
-                    tsync__mpr_found(r), off);
-    case TSYNC__MPR_RANGE:
-        return fail(d, "%s: integer above INT64_MAX at offset %zu", what, off);
-    case TSYNC__MPR_NONCANON:
-        return fail(d, "%s: non-canonical msgpack encoding at offset %zu", what, off);
-    case TSYNC__MPR_LENGTH:
-        return fail(d, "%s: expected bin of %" PRIu64 " bytes, got %" PRIu64, what, r->want,
-                    r->got);
-    case TSYNC__MPR_ROOM:
-        return fail(d, "%s: %" PRIu64 " entries cannot fit in the %" PRIu64 " bytes left", what,
-                    r->got, r->want);
-    case TSYNC__MPR_SHORT:
-    case TSYNC__MPR_OK:
-        break;
-    }
-    return fail(d, "%s: %s at offset %zu is truncated or longer than the bytes left", what,
-                tsync__mpr_found(r), off);
-}
-
-static bool rd_uint(dec *d, const char *what, uint64_t *v)
-{
-    return tsync__mpr_uint(&d->r, v) || bad(d, what);
-}
-
-/* A uint that must be < limit (an index); `of` names what it indexes, for the message. */
-static bool rd_idx(dec *d, const char *what, uint32_t *v, uint32_t limit, const char *of)
-{
-    uint64_t u;
-    if (!rd_uint(d, what, &u)) return false;
-    if (u >= limit)
-        return fail(d, "%s %" PRIu64 " out of range (%" PRIu32 " %s)", what, u, limit, of);
-    *v = (uint32_t)u;
-    return true;
-}
-
-static bool rd_array(dec *d, const char *what, uint32_t *n)
-{
-    return tsync__mpr_array(&d->r, n) || bad(d, what);
-}
+typedef tsync__dec dec;
 
 /* Smallest encodings of the list entries we allocate for, in bytes. The reader already bounds a
  * count by the bytes left; bounding it by what the entries must at least take keeps the arena
@@ -145,68 +52,26 @@ static bool rd_array(dec *d, const char *what, uint32_t *n)
  * ~200 times for a row list that declares one row per byte. */
 #define MIN_SITE 18 /* bin8 header + 16 */
 #define MIN_DEP  3  /* [idx, seq] */
-#define MIN_TBL  5  /* [name, [], npk, []] */
 #define MIN_ROW  9  /* [table, [key], off, flags, [], [], []] */
 #define MIN_RMV  3  /* [idx, hlc] */
 #define MIN_COL  5  /* [col, value, old_hlc, old_site] */
 #define MIN_CTR  4  /* [col, p, n] */
 
-/* An array of n entries of at least min bytes each. */
-static bool rd_list(dec *d, const char *what, uint32_t *n, size_t min)
-{
-    return tsync__mpr_list(&d->r, n, min) || bad(d, what);
-}
-
-static bool rd_tuple(dec *d, const char *what, uint32_t want)
-{
-    uint32_t n;
-    if (!rd_array(d, what, &n)) return false;
-    if (n != want)
-        return fail(d, "%s: expected an array of %" PRIu32 ", got %" PRIu32, what, want, n);
-    return true;
-}
-
-static bool rd_site(dec *d, const char *what, uint8_t out[TSYNC__SITE_BYTES])
-{
-    return tsync__mpr_binfix(&d->r, out, TSYNC__SITE_BYTES) || bad(d, what);
-}
-
-static bool rd_str(dec *d, const char *what, const char **str, uint32_t *n)
-{
-    return tsync__mpr_str(&d->r, str, n) || bad(d, what);
-}
-
-static bool rd_value(dec *d, const char *what, tsync__val *v)
-{
-    return tsync__mpr_value(&d->r, v) || bad(d, what);
-}
-
-/* Arena array of n elements of size sz; n is bounded by the input size by the reader. */
-static void *alloc_array(dec *d, uint32_t n, size_t sz)
-{
-    void *p = tsync__arena_array(d->a, n, sz);
-    if (n && !p) {
-        snprintf(d->err, TSYNC__ERRLEN, "batch body: out of memory");
-        d->rc = TSYNC_ENOMEM;
-    }
-    return p;
-}
-
 static bool dec_sites(dec *d, tsync__batch *b)
 {
     uint32_t n;
-    if (!rd_list(d, "sites", &n, MIN_SITE)) return false;
-    if (n == 0) return fail(d, "sites: empty (sites[0] must be the origin)");
-    uint8_t(*sites)[TSYNC__SITE_BYTES] = alloc_array(d, n, TSYNC__SITE_BYTES);
+    if (!tsync__dec_list(d, "sites", &n, MIN_SITE)) return false;
+    if (n == 0) return tsync__dec_fail(d, "sites: empty (sites[0] must be the origin)");
+    uint8_t(*sites)[TSYNC__SITE_BYTES] = tsync__dec_alloc(d, n, TSYNC__SITE_BYTES);
     if (!sites) return false;
     d->l1 = "site";
     for (uint32_t i = 0; i < n; i++) {
         d->i1 = i;
-        if (!rd_site(d, "id", sites[i])) return false;
+        if (!tsync__dec_binfix(d, "id", sites[i], TSYNC__SITE_BYTES)) return false;
     }
     d->l1 = NULL;
     if (memcmp(sites[0], b->origin, TSYNC__SITE_BYTES) != 0)
-        return fail(d, "sites[0] is not the origin");
+        return tsync__dec_fail(d, "sites[0] is not the origin");
     b->nsites = n;
     b->sites = (const uint8_t(*)[TSYNC__SITE_BYTES])sites;
     return true;
@@ -215,17 +80,18 @@ static bool dec_sites(dec *d, tsync__batch *b)
 static bool dec_deps(dec *d, tsync__batch *b)
 {
     uint32_t n;
-    if (!rd_list(d, "deps", &n, MIN_DEP)) return false;
-    b->deps = alloc_array(d, n, sizeof *b->deps);
+    if (!tsync__dec_list(d, "deps", &n, MIN_DEP)) return false;
+    b->deps = tsync__dec_alloc(d, n, sizeof *b->deps);
     if (n && !b->deps) return false;
     d->l1 = "dep";
     for (uint32_t i = 0; i < n; i++) {
         d->i1 = i;
         tsync__bdep *e = &b->deps[i];
-        if (!rd_tuple(d, "entry", 2) || !rd_idx(d, "site index", &e->site, b->nsites, "sites") ||
-            !rd_uint(d, "seq", &e->seq))
+        if (!tsync__dec_tuple(d, "entry", 2) ||
+            !tsync__dec_idx(d, "site index", &e->site, b->nsites, "sites") ||
+            !tsync__dec_uint(d, "seq", &e->seq))
             return false;
-        if (e->seq == 0) return fail(d, "seq is 0");
+        if (e->seq == 0) return tsync__dec_fail(d, "seq is 0");
     }
     d->l1 = NULL;
     b->ndeps = n;
@@ -235,49 +101,7 @@ static bool dec_deps(dec *d, tsync__batch *b)
 /* masks[t] gets the set of counter columns of table t, for checking rows. */
 static bool dec_tables(dec *d, tsync__batch *b, uint64_t **masks)
 {
-    uint32_t n;
-    if (!rd_list(d, "tables", &n, MIN_TBL)) return false;
-    b->tables = alloc_array(d, n, sizeof *b->tables);
-    *masks = alloc_array(d, n, sizeof **masks);
-    if (n && (!b->tables || !*masks)) return false;
-    d->l1 = "table";
-    for (uint32_t i = 0; i < n; i++) {
-        d->i1 = i;
-        tsync__btable *t = &b->tables[i];
-        uint64_t npk;
-        uint32_t nc;
-        if (!rd_tuple(d, "definition", TABLE_FIELDS) || !rd_str(d, "name", &t->name, &t->name_len))
-            return false;
-        if (!rd_array(d, "columns", &nc)) return false;
-        if (nc > TSYNC__MAX_COLS)
-            return fail(d, "%" PRIu32 " columns, more than %d", nc, TSYNC__MAX_COLS);
-        t->ncols = nc;
-        t->cols = alloc_array(d, nc, sizeof *t->cols);
-        t->col_len = alloc_array(d, nc, sizeof *t->col_len);
-        if (nc && (!t->cols || !t->col_len)) return false;
-        for (uint32_t c = 0; c < nc; c++)
-            if (!rd_str(d, "column name", &t->cols[c], &t->col_len[c])) return false;
-        if (!rd_uint(d, "key column count", &npk)) return false;
-        if (npk < 1 || npk > TSYNC__MAX_PK_COLS || npk > nc)
-            return fail(
-                d, "key column count %" PRIu64 " invalid (1..%d, at most the %" PRIu32 " columns)",
-                npk, TSYNC__MAX_PK_COLS, nc);
-        t->npk = (uint32_t)npk;
-        if (!rd_array(d, "counters", &t->ncounters)) return false;
-        t->counters = alloc_array(d, t->ncounters, sizeof *t->counters);
-        if (t->ncounters && !t->counters) return false;
-        for (uint32_t k = 0; k < t->ncounters; k++) {
-            uint32_t c = 0;
-            if (!rd_idx(d, "counter column index", &c, nc, "columns")) return false;
-            if (c < t->npk) return fail(d, "counter column %" PRIu32 " is a key column", c);
-            if ((*masks)[i] >> c & 1) return fail(d, "counter column %" PRIu32 " repeated", c);
-            (*masks)[i] |= (uint64_t)1 << c;
-            t->counters[k] = c;
-        }
-    }
-    d->l1 = NULL;
-    b->ntables = n;
-    return true;
+    return tsync__dec_tables(d, &b->ntables, &b->tables, masks, false);
 }
 
 static bool dec_row(dec *d, tsync__batch *b, const uint64_t *masks, tsync__brow *row)
@@ -285,42 +109,46 @@ static bool dec_row(dec *d, tsync__batch *b, const uint64_t *masks, tsync__brow 
     uint32_t n;
     uint64_t off, flags;
     char nm[48];
-    if (!rd_tuple(d, "row", ROW_FIELDS) ||
-        !rd_idx(d, "table index", &row->table, b->ntables, "tables"))
+    if (!tsync__dec_tuple(d, "row", ROW_FIELDS) ||
+        !tsync__dec_idx(d, "table index", &row->table, b->ntables, "tables"))
         return false;
     const tsync__btable *t = &b->tables[row->table];
-    if (!rd_array(d, "key", &n)) return false;
+    if (!tsync__dec_array(d, "key", &n)) return false;
     if (n != t->npk)
-        return fail(d, "key has %" PRIu32 " values, table '%s' has %" PRIu32 " key columns", n,
-                    printable(nm, t->name, t->name_len), t->npk);
+        return tsync__dec_fail(d,
+                               "key has %" PRIu32 " values, table '%s' has %" PRIu32 " key columns",
+                               n, tsync__dec_printable(nm, t->name, t->name_len), t->npk);
     for (uint32_t k = 0; k < n; k++) {
-        if (!rd_value(d, "key value", &row->pk[k])) return false;
-        if (row->pk[k].type == TSYNC__V_NULL) return fail(d, "key value %" PRIu32 " is NULL", k);
+        if (!tsync__dec_value(d, "key value", &row->pk[k])) return false;
+        if (row->pk[k].type == TSYNC__V_NULL)
+            return tsync__dec_fail(d, "key value %" PRIu32 " is NULL", k);
     }
-    if (!rd_uint(d, "hlc_off", &off)) return false;
-    if (off > b->hlc_hi - b->hlc_lo) return fail(d, "hlc_lo + %" PRIu64 " is above hlc_hi", off);
+    if (!tsync__dec_uint(d, "hlc_off", &off)) return false;
+    if (off > b->hlc_hi - b->hlc_lo)
+        return tsync__dec_fail(d, "hlc_lo + %" PRIu64 " is above hlc_hi", off);
     row->hlc = b->hlc_lo + off;
-    if (!rd_uint(d, "flags", &flags)) return false;
+    if (!tsync__dec_uint(d, "flags", &flags)) return false;
     if (flags & ~(uint64_t)(TSYNC__ROW_ADD | TSYNC__ROW_DEL))
-        return fail(d, "unknown flags 0x%" PRIx64, flags);
+        return tsync__dec_fail(d, "unknown flags 0x%" PRIx64, flags);
     row->flags = (uint32_t)flags;
 
-    if (!rd_list(d, "rmv", &row->nrmv, MIN_RMV)) return false;
-    if (row->nrmv && !(flags & TSYNC__ROW_DEL)) return fail(d, "rmv entries without the DEL flag");
-    row->rmv = alloc_array(d, row->nrmv, sizeof *row->rmv);
+    if (!tsync__dec_list(d, "rmv", &row->nrmv, MIN_RMV)) return false;
+    if (row->nrmv && !(flags & TSYNC__ROW_DEL))
+        return tsync__dec_fail(d, "rmv entries without the DEL flag");
+    row->rmv = tsync__dec_alloc(d, row->nrmv, sizeof *row->rmv);
     if (row->nrmv && !row->rmv) return false;
     for (uint32_t k = 0; k < row->nrmv; k++) {
         d->l2 = "rmv entry";
         d->i2 = k;
-        if (!rd_tuple(d, "entry", 2) ||
-            !rd_idx(d, "site index", &row->rmv[k].site, b->nsites, "sites") ||
-            !rd_uint(d, "hlc", &row->rmv[k].hlc))
+        if (!tsync__dec_tuple(d, "entry", 2) ||
+            !tsync__dec_idx(d, "site index", &row->rmv[k].site, b->nsites, "sites") ||
+            !tsync__dec_uint(d, "hlc", &row->rmv[k].hlc))
             return false;
     }
     d->l2 = NULL;
 
-    if (!rd_list(d, "cols", &row->ncols, MIN_COL)) return false;
-    row->cols = alloc_array(d, row->ncols, sizeof *row->cols);
+    if (!tsync__dec_list(d, "cols", &row->ncols, MIN_COL)) return false;
+    row->cols = tsync__dec_alloc(d, row->ncols, sizeof *row->cols);
     if (row->ncols && !row->cols) return false;
     uint64_t seen = 0;
     for (uint32_t k = 0; k < row->ncols; k++) {
@@ -328,22 +156,24 @@ static bool dec_row(dec *d, tsync__batch *b, const uint64_t *masks, tsync__brow 
         uint64_t col;
         d->l2 = "col entry";
         d->i2 = k;
-        if (!rd_tuple(d, "entry", 4) || !rd_uint(d, "column index", &col)) return false;
+        if (!tsync__dec_tuple(d, "entry", 4) || !tsync__dec_uint(d, "column index", &col))
+            return false;
         if (col < t->npk || col >= t->ncols)
-            return fail(d, "column index %" PRIu64 " out of range for table '%s'", col,
-                        printable(nm, t->name, t->name_len));
-        if (seen >> col & 1) return fail(d, "column index %" PRIu64 " repeated", col);
+            return tsync__dec_fail(d, "column index %" PRIu64 " out of range for table '%s'", col,
+                                   tsync__dec_printable(nm, t->name, t->name_len));
+        if (seen >> col & 1) return tsync__dec_fail(d, "column index %" PRIu64 " repeated", col);
         seen |= (uint64_t)1 << col;
         c->col = (uint32_t)col;
-        if (!rd_value(d, "value", &c->val) || !rd_uint(d, "old_hlc", &c->old_hlc) ||
-            !rd_idx(d, "old site index", &c->old_site, b->nsites, "sites"))
+        if (!tsync__dec_value(d, "value", &c->val) || !tsync__dec_uint(d, "old_hlc", &c->old_hlc) ||
+            !tsync__dec_idx(d, "old site index", &c->old_site, b->nsites, "sites"))
             return false;
-        if (c->old_hlc == 0 && c->old_site != 0) return fail(d, "old_site set without old_hlc");
+        if (c->old_hlc == 0 && c->old_site != 0)
+            return tsync__dec_fail(d, "old_site set without old_hlc");
     }
     d->l2 = NULL;
 
-    if (!rd_list(d, "ctrs", &row->nctrs, MIN_CTR)) return false;
-    row->ctrs = alloc_array(d, row->nctrs, sizeof *row->ctrs);
+    if (!tsync__dec_list(d, "ctrs", &row->nctrs, MIN_CTR)) return false;
+    row->ctrs = tsync__dec_alloc(d, row->nctrs, sizeof *row->ctrs);
     if (row->nctrs && !row->ctrs) return false;
     seen = 0;
     for (uint32_t k = 0; k < row->nctrs; k++) {
@@ -351,14 +181,15 @@ static bool dec_row(dec *d, tsync__batch *b, const uint64_t *masks, tsync__brow 
         uint64_t col;
         d->l2 = "counter entry";
         d->i2 = k;
-        if (!rd_tuple(d, "entry", 3) || !rd_uint(d, "column index", &col)) return false;
+        if (!tsync__dec_tuple(d, "entry", 3) || !tsync__dec_uint(d, "column index", &col))
+            return false;
         if (col >= 64 || !(masks[row->table] >> col & 1))
-            return fail(d, "column index %" PRIu64 " is not a counter of table '%s'", col,
-                        printable(nm, t->name, t->name_len));
-        if (seen >> col & 1) return fail(d, "counter column %" PRIu64 " repeated", col);
+            return tsync__dec_fail(d, "column index %" PRIu64 " is not a counter of table '%s'",
+                                   col, tsync__dec_printable(nm, t->name, t->name_len));
+        if (seen >> col & 1) return tsync__dec_fail(d, "counter column %" PRIu64 " repeated", col);
         seen |= (uint64_t)1 << col;
         c->col = (uint32_t)col;
-        if (!rd_uint(d, "p", &c->p) || !rd_uint(d, "n", &c->n)) return false;
+        if (!tsync__dec_uint(d, "p", &c->p) || !tsync__dec_uint(d, "n", &c->n)) return false;
     }
     d->l2 = NULL;
     return true;
@@ -368,28 +199,17 @@ int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync
                         char err[TSYNC__ERRLEN])
 {
     memset(out, 0, sizeof *out);
-    err[0] = '\0';
-    if (!buf || len == 0) {
-        snprintf(err, TSYNC__ERRLEN, "batch body: empty");
-        return TSYNC_ECORRUPT;
-    }
-    if (len > TSYNC__BATCH_MAX_BYTES) {
-        snprintf(err, TSYNC__ERRLEN, "batch body: %zu bytes, more than the limit of %u", len,
-                 TSYNC__BATCH_MAX_BYTES);
-        return TSYNC_ECORRUPT;
-    }
-    dec d = {.a = a, .err = err, .rc = TSYNC_ECORRUPT};
-    tsync__mpr_init(&d.r, buf, len);
-    d.r.canonical = true;
+    dec d;
+    if (!tsync__dec_open(&d, buf, len, TSYNC__BATCH_MAX_BYTES, a, err, "batch body: ")) return d.rc;
     tsync__batch *b = out;
     uint32_t n;
     uint64_t fmt;
-    if (!rd_array(&d, "body", &n)) goto bad;
+    if (!tsync__dec_array(&d, "body", &n)) goto bad;
     if (n == 0) {
-        fail(&d, "empty array");
+        tsync__dec_fail(&d, "empty array");
         goto bad;
     }
-    if (!rd_uint(&d, "format", &fmt)) goto bad;
+    if (!tsync__dec_uint(&d, "format", &fmt)) goto bad;
     if (fmt != TSYNC__BATCH_FORMAT) {
         snprintf(err, TSYNC__ERRLEN,
                  "batch body: format %" PRIu64 " is not supported (expected %u)", fmt,
@@ -398,25 +218,28 @@ int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync
         return TSYNC_EVERSION;
     }
     if (n != BODY_FIELDS) {
-        fail(&d, "expected %d fields, got %" PRIu32, BODY_FIELDS, n);
+        tsync__dec_fail(&d, "expected %d fields, got %" PRIu32, BODY_FIELDS, n);
         goto bad;
     }
     b->format = (uint32_t)fmt;
-    if (!rd_site(&d, "origin", b->origin) || !rd_uint(&d, "seq", &b->seq)) goto bad;
+    if (!tsync__dec_binfix(&d, "origin", b->origin, TSYNC__SITE_BYTES) ||
+        !tsync__dec_uint(&d, "seq", &b->seq))
+        goto bad;
     if (b->seq == 0) {
-        fail(&d, "seq is 0");
+        tsync__dec_fail(&d, "seq is 0");
         goto bad;
     }
-    if (!rd_uint(&d, "hlc_lo", &b->hlc_lo) || !rd_uint(&d, "hlc_hi", &b->hlc_hi)) goto bad;
+    if (!tsync__dec_uint(&d, "hlc_lo", &b->hlc_lo) || !tsync__dec_uint(&d, "hlc_hi", &b->hlc_hi))
+        goto bad;
     if (b->hlc_hi < b->hlc_lo) {
-        fail(&d, "hlc_hi is below hlc_lo");
+        tsync__dec_fail(&d, "hlc_hi is below hlc_lo");
         goto bad;
     }
     uint64_t *masks;
     if (!dec_sites(&d, b) || !dec_deps(&d, b) || !dec_tables(&d, b, &masks)) goto bad;
 
-    if (!rd_list(&d, "rows", &n, MIN_ROW)) goto bad;
-    b->rows = alloc_array(&d, n, sizeof *b->rows);
+    if (!tsync__dec_list(&d, "rows", &n, MIN_ROW)) goto bad;
+    b->rows = tsync__dec_alloc(&d, n, sizeof *b->rows);
     if (n && !b->rows) goto bad;
     for (uint32_t i = 0; i < n; i++) {
         d.l1 = "row";
@@ -426,7 +249,7 @@ int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync
     d.l1 = NULL;
     b->nrows = n;
     if (!tsync__mpr_done(&d.r)) {
-        fail(&d, "%zu trailing bytes", (size_t)(d.r.end - d.r.p));
+        tsync__dec_fail(&d, "%zu trailing bytes", (size_t)(d.r.end - d.r.p));
         goto bad;
     }
     return 0;
@@ -514,7 +337,7 @@ static int check_row(const tsync__batch *b, const uint64_t *masks, uint32_t i, c
         if (c->col < t->npk || c->col >= t->ncols)
             return einval(err,
                           "row %" PRIu32 ": column index %" PRIu32 " out of range for table '%s'",
-                          i, c->col, printable(nm, t->name, t->name_len));
+                          i, c->col, tsync__dec_printable(nm, t->name, t->name_len));
         if (seen >> c->col & 1)
             return einval(err, "row %" PRIu32 ": column index %" PRIu32 " repeated", i, c->col);
         seen |= (uint64_t)1 << c->col;
@@ -528,7 +351,7 @@ static int check_row(const tsync__batch *b, const uint64_t *masks, uint32_t i, c
         uint32_t c = row->ctrs[k].col;
         if (c >= 64 || !(masks[row->table] >> c & 1))
             return einval(err, "row %" PRIu32 ": column %" PRIu32 " is not a counter of '%s'", i, c,
-                          printable(nm, t->name, t->name_len));
+                          tsync__dec_printable(nm, t->name, t->name_len));
         if (seen >> c & 1)
             return einval(err, "row %" PRIu32 ": counter column %" PRIu32 " repeated", i, c);
         seen |= (uint64_t)1 << c;
@@ -636,18 +459,7 @@ static int pack_batch(msgpack_packer *pk, const tsync__batch *b)
         PK(msgpack_pack_uint32(pk, b->deps[i].site));
         PK(msgpack_pack_uint64(pk, b->deps[i].seq));
     }
-    PK(msgpack_pack_array(pk, b->ntables));
-    for (uint32_t i = 0; i < b->ntables; i++) {
-        const tsync__btable *t = &b->tables[i];
-        PK(msgpack_pack_array(pk, TABLE_FIELDS));
-        PK(tsync__mp_pack_str(pk, t->name, t->name_len));
-        PK(msgpack_pack_array(pk, t->ncols));
-        for (uint32_t c = 0; c < t->ncols; c++)
-            PK(tsync__mp_pack_str(pk, t->cols[c], t->col_len[c]));
-        PK(msgpack_pack_uint32(pk, t->npk));
-        PK(msgpack_pack_array(pk, t->ncounters));
-        for (uint32_t k = 0; k < t->ncounters; k++) PK(msgpack_pack_uint32(pk, t->counters[k]));
-    }
+    PK(tsync__mp_pack_tables(pk, b->tables, b->ntables));
     PK(msgpack_pack_array(pk, b->nrows));
     for (uint32_t i = 0; i < b->nrows; i++) PK(pack_row(pk, b, &b->rows[i]));
     return 0;

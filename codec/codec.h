@@ -323,6 +323,8 @@ bool tsync__mpr_uint(tsync__mpr *r, uint64_t *v);
 bool tsync__mpr_int(tsync__mpr *r, int64_t *v);
 bool tsync__mpr_bool(tsync__mpr *r, bool *v);
 bool tsync__mpr_nil(tsync__mpr *r); /* consumes a nil if next, returns whether it did */
+/* A nil that must be next: fails the reader (expected "nil") when it is not. */
+bool tsync__mpr_expect_nil(tsync__mpr *r);
 bool tsync__mpr_str(tsync__mpr *r, const char **s, uint32_t *n);
 bool tsync__mpr_bin(tsync__mpr *r, const uint8_t **p, uint32_t *n);
 /* bin of exactly n bytes (its length is checked before its encoding) */
@@ -363,10 +365,64 @@ struct msgpack_packer;
 int tsync__mp_pack_bin(struct msgpack_packer *pk, const void *p, size_t n);
 int tsync__mp_pack_str(struct msgpack_packer *pk, const char *p, size_t n);
 int tsync__mp_pack_val(struct msgpack_packer *pk, const tsync__val *v);
+/* The list of table definitions batches and snapshots both carry (tsync__dec_tables reads it). */
+int tsync__mp_pack_tables(struct msgpack_packer *pk, const tsync__btable *tables, uint32_t n);
 
 static inline bool tsync__mpr_done(const tsync__mpr *r)
 {
     return r->ok && r->p == r->end;
 }
+
+/* ---------------------------------------------------------------- decoding with messages (dec.c)
+ *
+ * What the batch and snapshot decoders share on top of a canonical reader: where they are, for
+ * messages such as "batch body: row 3: col entry 1: value: expected value, got map at offset
+ * 40", and typed reads that word the reader's fault when they fail. Each read returns false after
+ * a failure, with rc (TSYNC_ECORRUPT, or TSYNC_ENOMEM kept over any later failure) and the one-line
+ * message in err. */
+typedef struct {
+    tsync__mpr r; /* canonical */
+    tsync__arena *a;
+    char *err;           /* TSYNC__ERRLEN bytes */
+    int rc;              /* TSYNC_ECORRUPT until a failure says otherwise */
+    const char *prefix;  /* starts every message ("batch body: "), or NULL */
+    const char *l1, *l2; /* where we are: "row 3: exist entry 1: " (NULL: not in a list) */
+    uint32_t i1, i2;
+} tsync__dec;
+
+/* Starts decoding buf with a canonical reader. False (rc TSYNC_ECORRUPT, message in err) when
+ * buf is empty or longer than max bytes. */
+bool tsync__dec_open(tsync__dec *d, const uint8_t *buf, size_t len, size_t max, tsync__arena *a,
+                     char *err, const char *prefix);
+/* Words a failure at the current position (printf-style); always false. */
+bool tsync__dec_fail(tsync__dec *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Words the reader's fault while reading `what`; always false. */
+bool tsync__dec_bad(tsync__dec *d, const char *what);
+bool tsync__dec_uint(tsync__dec *d, const char *what, uint64_t *v);
+/* A uint that must be < limit (an index); `of` names what it indexes, for the message. */
+bool tsync__dec_idx(tsync__dec *d, const char *what, uint32_t *v, uint32_t limit, const char *of);
+bool tsync__dec_array(tsync__dec *d, const char *what, uint32_t *n);
+/* An array of n entries of at least min bytes each (tsync__mpr_list). */
+bool tsync__dec_list(tsync__dec *d, const char *what, uint32_t *n, size_t min);
+/* An array of exactly want items. */
+bool tsync__dec_tuple(tsync__dec *d, const char *what, uint32_t want);
+bool tsync__dec_binfix(tsync__dec *d, const char *what, uint8_t *out, uint32_t n);
+bool tsync__dec_str(tsync__dec *d, const char *what, const char **s, uint32_t *n);
+bool tsync__dec_value(tsync__dec *d, const char *what, tsync__val *v);
+bool tsync__dec_nil(tsync__dec *d, const char *what);
+/* Records running out of memory; always false. */
+bool tsync__dec_nomem(tsync__dec *d);
+/* An arena array of n elements of sz bytes (NULL when n is 0; NULL and ENOMEM when out of
+ * memory, so a caller tests `n && !p`). */
+void *tsync__dec_alloc(tsync__dec *d, uint32_t n, size_t sz);
+/* The list of table definitions batches and snapshots both carry (codec.h, batches): tables in
+ * the arena, masks[t] the set of table t's counter columns for checking rows. strict adds the
+ * snapshot's rules (docs/SNAPSHOT.md): column names unique as SQLite compares them, counter
+ * columns in ascending order. */
+bool tsync__dec_tables(tsync__dec *d, uint32_t *ntables, tsync__btable **tables, uint64_t **masks,
+                       bool strict);
+/* Copies a name from the input into a message: at most 40 bytes, non-printable bytes as '?', so
+ * a hostile name cannot break a one-line message or a terminal. */
+const char *tsync__dec_printable(char out[48], const char *s, uint32_t n);
 
 #endif

@@ -234,6 +234,14 @@ bool tsync__mpr_nil(tsync__mpr *r)
     return true;
 }
 
+bool tsync__mpr_expect_nil(tsync__mpr *r)
+{
+    if (!begin(r, "nil")) return false;
+    if (r->p[0] != 0xc0) return fail(r, TSYNC__MPR_TYPE);
+    r->p++;
+    return true;
+}
+
 /* str and bin share this: a header then len bytes in place, not consumed: *size gets the whole
  * item's size. */
 static bool peek_bytes(tsync__mpr *r, const uint8_t **p, uint32_t *n, bool str, size_t *size)
@@ -431,4 +439,22 @@ int tsync__mp_pack_val(msgpack_packer *pk, const tsync__val *v)
     default:
         return msgpack_pack_nil(pk);
     }
+}
+
+int tsync__mp_pack_tables(msgpack_packer *pk, const tsync__btable *tables, uint32_t n)
+{
+    int rc = msgpack_pack_array(pk, n);
+    for (uint32_t i = 0; rc == 0 && i < n; i++) {
+        const tsync__btable *t = &tables[i];
+        rc = msgpack_pack_array(pk, 4); /* [name, cols, npk, counters] */
+        if (rc == 0) rc = tsync__mp_pack_str(pk, t->name, t->name_len);
+        if (rc == 0) rc = msgpack_pack_array(pk, t->ncols);
+        for (uint32_t k = 0; rc == 0 && k < t->ncols; k++)
+            rc = tsync__mp_pack_str(pk, t->cols[k], t->col_len[k]);
+        if (rc == 0) rc = msgpack_pack_uint32(pk, t->npk);
+        if (rc == 0) rc = msgpack_pack_array(pk, t->ncounters);
+        for (uint32_t k = 0; rc == 0 && k < t->ncounters; k++)
+            rc = msgpack_pack_uint32(pk, t->counters[k]);
+    }
+    return rc;
 }

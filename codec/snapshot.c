@@ -15,206 +15,28 @@
 #include <inttypes.h>
 #include <msgpack.h>
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codec/snapshot.h"
 
-#define TOP_FIELDS   4 /* [format, sites, tables, rows] */
-#define SITE_FIELDS  3 /* [site, pk|nil, inc|nil] */
-#define TABLE_FIELDS 4 /* [name, cols, npk, counters] */
-#define ROW_FIELDS   5 /* [table, key, exist, cols, ctrs] */
+#define TOP_FIELDS  4 /* [format, sites, tables, rows] */
+#define SITE_FIELDS 3 /* [site, pk|nil, inc|nil] */
+#define ROW_FIELDS  5 /* [table, key, exist, cols, ctrs] */
 
 /* Smallest encodings of the list entries the decoder allocates for, in bytes: a count is then
  * believable only when that many bytes are left, which bounds what a hostile count can allocate. */
-#define MIN_SITE  21 /* [bin16, nil, nil] */
-#define MIN_TABLE 5  /* [name, [], npk, []] */
-#define MIN_ROW   7  /* [table, [key], [], [], []] */
-#define MIN_CTR   3  /* [col, []] */
-
-/* As codec/batch.c copies a name into a message (static there). */
-const char *tsync__snap_printable(char out[48], const char *s, uint32_t n)
-{
-    uint32_t k = n > 40 ? 40 : n;
-    for (uint32_t i = 0; i < k; i++) {
-        unsigned char c = (unsigned char)s[i];
-        out[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
-    }
-    if (n > k)
-        memcpy(out + k, "...", 4);
-    else
-        out[k] = '\0';
-    return out;
-}
+#define MIN_SITE 21 /* [bin16, nil, nil] */
+#define MIN_ROW  7  /* [table, [key], [], [], []] */
+#define MIN_CTR  3  /* [col, []] */
 
 /* ---------------------------------------------------------------- decoder
  *
- * The helpers follow codec/batch.c's decoder (static there): strict types, the smallest encoding
- * of every integer, length and count, and a message saying where it went wrong. */
+ * The reads, the canonical checks and the wording of every fault are codec/dec.c's, shared with
+ * the batch decoder; snapshot messages carry no prefix (the importer says which chunk). */
 
-typedef tsync__snap_dec dec;
-
-/* Names compare as SQLite compares identifiers (ASCII letters without regard to case): the rule
- * of store/internal.h's tsync__name_cmp, which the store layer keeps above this one. */
-static int name_cmp(const char *a, size_t alen, const char *b, size_t blen)
-{
-    for (size_t i = 0; i < alen && i < blen; i++) {
-        int x = (unsigned char)a[i], y = (unsigned char)b[i];
-        if (x >= 'A' && x <= 'Z') x += 'a' - 'A';
-        if (y >= 'A' && y <= 'Z') y += 'a' - 'A';
-        if (x != y) return x - y;
-    }
-    return alen < blen ? -1 : alen > blen;
-}
-
-static bool fail(dec *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static bool fail(dec *d, const char *fmt, ...)
-{
-    if (d->rc != 0 && d->rc != TSYNC_ECORRUPT) return false; /* keep the first (ENOMEM) */
-    char where[96] = "";
-    if (d->l1 && d->l2)
-        snprintf(where, sizeof where, "%s %" PRIu32 ": %s %" PRIu32 ": ", d->l1, d->i1, d->l2,
-                 d->i2);
-    else if (d->l1)
-        snprintf(where, sizeof where, "%s %" PRIu32 ": ", d->l1, d->i1);
-    int k = snprintf(d->err, TSYNC__ERRLEN, "%s", where);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(d->err + k, TSYNC__ERRLEN - (size_t)k, fmt, ap);
-    va_end(ap);
-    d->rc = TSYNC_ECORRUPT;
-    return false;
-}
-
-/* Explains why reading `what` (an item of kind `want`) at the current position failed. */
-static bool bad(dec *d, const char *what, const char *want)
-{
-    size_t off = (size_t)(d->r.p - d->base);
-    if (d->r.p >= d->r.end) return fail(d, "%s: truncated (expected %s)", what, want);
-    const char *got = tsync__mp_kind(d->r.p[0]);
-    bool intish = !strcmp(got, "uint") || !strcmp(got, "int");
-    bool family =
-        !strcmp(got, want) ||
-        (!strcmp(want, "value") && (intish || !strcmp(got, "nil") || !strcmp(got, "float64") ||
-                                    !strcmp(got, "str") || !strcmp(got, "bin")));
-    if (!family) return fail(d, "%s: expected %s, got %s at offset %zu", what, want, got, off);
-    if (d->r.p[0] == 0xcf && (size_t)(d->r.end - d->r.p) >= 9 && strcmp(want, "uint"))
-        return fail(d, "%s: integer above INT64_MAX at offset %zu", what, off);
-    return fail(d, "%s: %s at offset %zu is truncated or longer than the bytes left", what, got,
-                off);
-}
-
-static bool noncanon(dec *d, const char *what, const uint8_t *start)
-{
-    return fail(d, "%s: non-canonical msgpack encoding at offset %zu", what,
-                (size_t)(start - d->base));
-}
-
-static bool rd_uint(dec *d, const char *what, uint64_t *v)
-{
-    const uint8_t *s = d->r.p;
-    if (!tsync__mpr_uint(&d->r, v)) return bad(d, what, "uint");
-    if ((size_t)(d->r.p - s) != tsync__mp_uint_size(*v)) return noncanon(d, what, s);
-    return true;
-}
-
-/* A uint that must be < limit (an index); `of` names what it indexes. */
-static bool rd_idx(dec *d, const char *what, uint32_t *v, uint32_t limit, const char *of)
-{
-    uint64_t u;
-    if (!rd_uint(d, what, &u)) return false;
-    if (u >= limit)
-        return fail(d, "%s %" PRIu64 " out of range (%" PRIu32 " %s)", what, u, limit, of);
-    *v = (uint32_t)u;
-    return true;
-}
-
-static bool rd_array(dec *d, const char *what, uint32_t *n)
-{
-    const uint8_t *s = d->r.p;
-    if (!tsync__mpr_array(&d->r, n)) return bad(d, what, "array");
-    if ((size_t)(d->r.p - s) != tsync__mp_array_size(*n)) return noncanon(d, what, s);
-    return true;
-}
-
-/* An array of n entries of at least min bytes each. */
-static bool rd_list(dec *d, const char *what, uint32_t *n, size_t min)
-{
-    if (!rd_array(d, what, n)) return false;
-    size_t left = (size_t)(d->r.end - d->r.p);
-    if ((uint64_t)*n * min > left)
-        return fail(d, "%s: %" PRIu32 " entries cannot fit in the %zu bytes left", what, *n, left);
-    return true;
-}
-
-static bool rd_tuple(dec *d, const char *what, uint32_t want)
-{
-    uint32_t n;
-    if (!rd_array(d, what, &n)) return false;
-    if (n != want)
-        return fail(d, "%s: expected an array of %" PRIu32 ", got %" PRIu32, what, want, n);
-    return true;
-}
-
-static bool rd_bin_exact(dec *d, const char *what, uint8_t *out, uint32_t want)
-{
-    const uint8_t *s = d->r.p, *p;
-    uint32_t n;
-    if (!tsync__mpr_bin(&d->r, &p, &n)) return bad(d, what, "bin");
-    if (n != want)
-        return fail(d, "%s: expected bin of %" PRIu32 " bytes, got %" PRIu32, what, want, n);
-    if ((size_t)(d->r.p - s) != tsync__mp_bin_size(n)) return noncanon(d, what, s);
-    memcpy(out, p, want);
-    return true;
-}
-
-static bool rd_str(dec *d, const char *what, const char **str, uint32_t *n)
-{
-    const uint8_t *s = d->r.p;
-    if (!tsync__mpr_str(&d->r, str, n)) return bad(d, what, "str");
-    if ((size_t)(d->r.p - s) != tsync__mp_str_size(*n)) return noncanon(d, what, s);
-    return true;
-}
-
-static bool rd_value(dec *d, const char *what, tsync__val *v)
-{
-    const uint8_t *s = d->r.p;
-    if (!tsync__mpr_value(&d->r, v)) return bad(d, what, "value");
-    size_t want = 0;
-    switch (v->type) {
-    case TSYNC__V_NULL:
-        want = 1;
-        break;
-    case TSYNC__V_INT:
-        /* only the uint form is canonical for a non-negative value */
-        want = v->i >= 0 && s[0] >= 0xd0 ? 0 : tsync__mp_int_size(v->i);
-        break;
-    case TSYNC__V_REAL:
-        want = 9;
-        break;
-    case TSYNC__V_TEXT:
-        want = tsync__mp_str_size(v->n);
-        break;
-    case TSYNC__V_BLOB:
-        want = tsync__mp_bin_size(v->n);
-        break;
-    }
-    if ((size_t)(d->r.p - s) != want) return noncanon(d, what, s);
-    return true;
-}
-
-static void *alloc_array(dec *d, uint32_t n, size_t sz)
-{
-    if (n == 0) return NULL;
-    void *p = (size_t)n > SIZE_MAX / sz ? NULL : tsync__arena_alloc(d->a, (size_t)n * sz);
-    if (!p) {
-        snprintf(d->err, TSYNC__ERRLEN, "out of memory");
-        d->rc = TSYNC_ENOMEM;
-    }
-    return p;
-}
+typedef tsync__dec dec;
 
 /* Grows a scratch array to hold n elements. */
 static bool grow(dec *d, void **p, size_t *cap, size_t n, size_t sz)
@@ -223,11 +45,7 @@ static bool grow(dec *d, void **p, size_t *cap, size_t n, size_t sz)
     size_t nc = *cap ? *cap : 16;
     while (nc < n) nc *= 2;
     void *np = realloc(*p, nc * sz);
-    if (!np) {
-        snprintf(d->err, TSYNC__ERRLEN, "out of memory");
-        d->rc = TSYNC_ENOMEM;
-        return false;
-    }
+    if (!np) return tsync__dec_nomem(d);
     *p = np;
     *cap = nc;
     return true;
@@ -246,46 +64,47 @@ static int cmp_table(const void *a, const void *b)
     const tsync__btable *x = *(const tsync__btable *const *)a,
                         *y = *(const tsync__btable *const *)b;
     /* as SQLite compares names: `Items` and `items` are one table */
-    return name_cmp(x->name, x->name_len, y->name, y->name_len);
+    return tsync__name_cmp(x->name, x->name_len, y->name, y->name_len);
 }
 
 static bool dec_sites(dec *d, tsync__snap_chunk *c)
 {
     uint32_t n;
-    if (!rd_list(d, "sites", &n, MIN_SITE)) return false;
-    c->sites = alloc_array(d, n, sizeof *c->sites);
+    if (!tsync__dec_list(d, "sites", &n, MIN_SITE)) return false;
+    c->sites = tsync__dec_alloc(d, n, sizeof *c->sites);
     if (n && !c->sites) return false;
     d->l1 = "site";
     for (uint32_t i = 0; i < n; i++) {
         tsync__snap_site *e = &c->sites[i];
         d->i1 = i;
-        if (!rd_tuple(d, "entry", SITE_FIELDS) ||
-            !rd_bin_exact(d, "id", e->site, TSYNC__SITE_BYTES))
+        if (!tsync__dec_tuple(d, "entry", SITE_FIELDS) ||
+            !tsync__dec_binfix(d, "id", e->site, TSYNC__SITE_BYTES))
             return false;
         if (tsync__mpr_nil(&d->r)) {
-            if (!tsync__mpr_nil(&d->r)) return bad(d, "incarnation (no key given)", "nil");
+            if (!tsync__dec_nil(d, "incarnation (no key given)")) return false;
             continue;
         }
-        if (!rd_bin_exact(d, "public key", e->pk, TSYNC__PK_BYTES) ||
-            !rd_bin_exact(d, "incarnation", e->inc, TSYNC__INC_BYTES))
+        if (!tsync__dec_binfix(d, "public key", e->pk, TSYNC__PK_BYTES) ||
+            !tsync__dec_binfix(d, "incarnation", e->inc, TSYNC__INC_BYTES))
             return false;
         uint8_t id[TSYNC__SITE_BYTES];
         tsync__site_id(e->pk, e->inc, id);
         if (memcmp(id, e->site, TSYNC__SITE_BYTES) != 0)
-            return fail(d, "id is not BLAKE2b-128(public key || incarnation)");
+            return tsync__dec_fail(d, "id is not BLAKE2b-128(public key || incarnation)");
         e->has_key = 1;
     }
     d->l1 = NULL;
     c->nsites = n;
     if (n > 1) {
-        tsync__snap_site **o = alloc_array(d, n, sizeof *o);
+        tsync__snap_site **o = tsync__dec_alloc(d, n, sizeof *o);
         if (!o) return false;
         for (uint32_t i = 0; i < n; i++) o[i] = &c->sites[i];
         qsort(o, n, sizeof *o, cmp_site);
         for (uint32_t i = 1; i < n; i++)
             if (memcmp(o[i - 1]->site, o[i]->site, TSYNC__SITE_BYTES) == 0)
-                return fail(d, "sites: site %" PRIu32 " repeats site %" PRIu32,
-                            (uint32_t)(o[i] - c->sites), (uint32_t)(o[i - 1] - c->sites));
+                return tsync__dec_fail(d, "sites: site %" PRIu32 " repeats site %" PRIu32,
+                                       (uint32_t)(o[i] - c->sites),
+                                       (uint32_t)(o[i - 1] - c->sites));
     }
     return true;
 }
@@ -294,64 +113,17 @@ static bool dec_tables(dec *d, tsync__snap_chunk *c, uint64_t **masks)
 {
     uint32_t n;
     char nm[48];
-    if (!rd_list(d, "tables", &n, MIN_TABLE)) return false;
-    c->tables = alloc_array(d, n, sizeof *c->tables);
-    *masks = alloc_array(d, n, sizeof **masks);
-    if (n && (!c->tables || !*masks)) return false;
-    d->l1 = "table";
-    for (uint32_t i = 0; i < n; i++) {
-        d->i1 = i;
-        tsync__btable *t = &c->tables[i];
-        uint64_t npk;
-        uint32_t nc;
-        if (!rd_tuple(d, "definition", TABLE_FIELDS) ||
-            !rd_str(d, "name", &t->name, &t->name_len) || !rd_array(d, "columns", &nc))
-            return false;
-        if (nc > TSYNC__MAX_COLS)
-            return fail(d, "%" PRIu32 " columns, more than %d", nc, TSYNC__MAX_COLS);
-        t->ncols = nc;
-        t->cols = alloc_array(d, nc, sizeof *t->cols);
-        t->col_len = alloc_array(d, nc, sizeof *t->col_len);
-        if (nc && (!t->cols || !t->col_len)) return false;
-        for (uint32_t k = 0; k < nc; k++) {
-            if (!rd_str(d, "column name", &t->cols[k], &t->col_len[k])) return false;
-            for (uint32_t j = 0; j < k; j++)
-                if (t->col_len[j] == t->col_len[k] &&
-                    name_cmp(t->cols[j], t->col_len[j], t->cols[k], t->col_len[k]) == 0)
-                    return fail(d, "column '%s' named twice",
-                                tsync__snap_printable(nm, t->cols[k], t->col_len[k]));
-        }
-        if (!rd_uint(d, "key column count", &npk)) return false;
-        if (npk < 1 || npk > TSYNC__MAX_PK_COLS || npk > nc)
-            return fail(
-                d, "key column count %" PRIu64 " invalid (1..%d, at most the %" PRIu32 " columns)",
-                npk, TSYNC__MAX_PK_COLS, nc);
-        t->npk = (uint32_t)npk;
-        if (!rd_array(d, "counters", &t->ncounters)) return false;
-        t->counters = alloc_array(d, t->ncounters, sizeof *t->counters);
-        if (t->ncounters && !t->counters) return false;
-        for (uint32_t k = 0; k < t->ncounters; k++) {
-            uint32_t col = 0;
-            if (!rd_idx(d, "counter column index", &col, nc, "columns")) return false;
-            if (col < t->npk) return fail(d, "counter column %" PRIu32 " is a key column", col);
-            if ((*masks)[i] >> col & 1) return fail(d, "counter column %" PRIu32 " repeated", col);
-            if (k && col < t->counters[k - 1])
-                return fail(d, "counter columns out of order at %" PRIu32, col);
-            (*masks)[i] |= (uint64_t)1 << col;
-            t->counters[k] = col;
-        }
-    }
-    d->l1 = NULL;
+    if (!tsync__dec_tables(d, &n, &c->tables, masks, true)) return false;
     c->ntables = n;
     if (n > 1) {
-        tsync__btable **o = alloc_array(d, n, sizeof *o);
+        tsync__btable **o = tsync__dec_alloc(d, n, sizeof *o);
         if (!o) return false;
         for (uint32_t i = 0; i < n; i++) o[i] = &c->tables[i];
         qsort(o, n, sizeof *o, cmp_table);
         for (uint32_t i = 1; i < n; i++)
             if (cmp_table(&o[i - 1], &o[i]) == 0)
-                return fail(d, "tables: table '%s' is described twice",
-                            tsync__snap_printable(nm, o[i]->name, o[i]->name_len));
+                return tsync__dec_fail(d, "tables: table '%s' is described twice",
+                                       tsync__dec_printable(nm, o[i]->name, o[i]->name_len));
     }
     return true;
 }
@@ -360,37 +132,26 @@ int tsync__snap_open(snapit *it, const uint8_t *buf, size_t len, tsync__arena *a
                      char err[TSYNC__ERRLEN])
 {
     memset(it, 0, sizeof *it);
-    err[0] = '\0';
-    if (!buf || len == 0) {
-        snprintf(err, TSYNC__ERRLEN, "empty");
-        return TSYNC_ECORRUPT;
-    }
-    if (len > TSYNC__SNAP_CHUNK_MAX_BYTES) {
-        snprintf(err, TSYNC__ERRLEN, "%zu bytes, more than the limit of %u", len,
-                 (unsigned)TSYNC__SNAP_CHUNK_MAX_BYTES);
-        return TSYNC_ECORRUPT;
-    }
     dec *d = &it->d;
-    *d = (dec){.base = buf, .a = a, .err = err, .rc = 0};
-    tsync__mpr_init(&d->r, buf, len);
+    if (!tsync__dec_open(d, buf, len, TSYNC__SNAP_CHUNK_MAX_BYTES, a, err, NULL)) return d->rc;
     uint32_t n;
     uint64_t fmt;
-    if (!rd_array(d, "chunk", &n)) return d->rc;
-    if (n == 0) return fail(d, "chunk: empty array"), d->rc;
-    if (!rd_uint(d, "format", &fmt)) return d->rc;
+    if (!tsync__dec_array(d, "chunk", &n)) return d->rc;
+    if (n == 0) return tsync__dec_fail(d, "chunk: empty array"), d->rc;
+    if (!tsync__dec_uint(d, "format", &fmt)) return d->rc;
     if (fmt != TSYNC__SNAP_FORMAT) {
         snprintf(err, TSYNC__ERRLEN, "format %" PRIu64 " is not supported (this build reads %u)",
                  fmt, TSYNC__SNAP_FORMAT);
         return d->rc = TSYNC_EVERSION;
     }
     if (n != TOP_FIELDS)
-        return fail(d, "chunk: expected %d fields, got %" PRIu32, TOP_FIELDS, n), d->rc;
+        return tsync__dec_fail(d, "chunk: expected %d fields, got %" PRIu32, TOP_FIELDS, n), d->rc;
     if (!dec_sites(d, &it->hdr) || !dec_tables(d, &it->hdr, &it->ctrmask)) return d->rc;
     if (it->hdr.nsites) {
-        it->stamp = alloc_array(d, it->hdr.nsites, sizeof *it->stamp);
+        it->stamp = tsync__dec_alloc(d, it->hdr.nsites, sizeof *it->stamp);
         if (!it->stamp) return d->rc;
     }
-    if (!rd_list(d, "rows", &it->nrows, MIN_ROW)) return d->rc;
+    if (!tsync__dec_list(d, "rows", &it->nrows, MIN_ROW)) return d->rc;
     return 0;
 }
 
@@ -405,69 +166,73 @@ int tsync__snap_next(snapit *it, tsync__snap_row *row)
     d->l1 = "row";
     d->i1 = it->next++;
     d->l2 = NULL;
-    if (!rd_tuple(d, "row", ROW_FIELDS) ||
-        !rd_idx(d, "table index", &row->table, c->ntables, "tables"))
+    if (!tsync__dec_tuple(d, "row", ROW_FIELDS) ||
+        !tsync__dec_idx(d, "table index", &row->table, c->ntables, "tables"))
         return d->rc;
     const tsync__btable *t = &c->tables[row->table];
     uint64_t ctrs = it->ctrmask[row->table];
-    if (!rd_array(d, "key", &n)) return d->rc;
+    if (!tsync__dec_array(d, "key", &n)) return d->rc;
     if (n != t->npk)
-        return fail(d, "key has %" PRIu32 " values, table '%s' has %" PRIu32 " key columns", n,
-                    tsync__snap_printable(nm, t->name, t->name_len), t->npk),
+        return tsync__dec_fail(d,
+                               "key has %" PRIu32 " values, table '%s' has %" PRIu32 " key columns",
+                               n, tsync__dec_printable(nm, t->name, t->name_len), t->npk),
                d->rc;
     for (uint32_t k = 0; k < n; k++) {
-        if (!rd_value(d, "key value", &row->pk[k])) return d->rc;
+        if (!tsync__dec_value(d, "key value", &row->pk[k])) return d->rc;
         if (row->pk[k].type == TSYNC__V_NULL)
-            return fail(d, "key value %" PRIu32 " is NULL", k), d->rc;
+            return tsync__dec_fail(d, "key value %" PRIu32 " is NULL", k), d->rc;
     }
 
     /* exist: [site, add, rmv, ...] */
-    if (!rd_array(d, "exist", &n)) return d->rc;
-    if (n % 3) return fail(d, "exist: %" PRIu32 " items, not a multiple of 3", n), d->rc;
+    if (!tsync__dec_array(d, "exist", &n)) return d->rc;
+    if (n % 3) return tsync__dec_fail(d, "exist: %" PRIu32 " items, not a multiple of 3", n), d->rc;
     if (!grow(d, (void **)&it->exist, &it->excap, n / 3, sizeof *it->exist)) return d->rc;
     it->stamp_gen++;
     for (uint32_t k = 0; k < n / 3; k++) {
         tsync__snap_exist *e = &it->exist[k];
         d->l2 = "exist entry";
         d->i2 = k;
-        if (!rd_idx(d, "site index", &e->site, c->nsites, "sites") || !rd_uint(d, "add", &e->add) ||
-            !rd_uint(d, "rmv", &e->rmv))
+        if (!tsync__dec_idx(d, "site index", &e->site, c->nsites, "sites") ||
+            !tsync__dec_uint(d, "add", &e->add) || !tsync__dec_uint(d, "rmv", &e->rmv))
             return d->rc;
         if (it->stamp[e->site] == it->stamp_gen)
-            return fail(d, "site index %" PRIu32 " repeated", e->site), d->rc;
+            return tsync__dec_fail(d, "site index %" PRIu32 " repeated", e->site), d->rc;
         it->stamp[e->site] = it->stamp_gen;
-        if (!e->add && !e->rmv) return fail(d, "add and rmv are both 0"), d->rc;
+        if (!e->add && !e->rmv) return tsync__dec_fail(d, "add and rmv are both 0"), d->rc;
     }
     row->nexist = n / 3;
     row->exist = it->exist;
     d->l2 = NULL;
 
     /* cols: [col, hlc, site, value, ...] */
-    if (!rd_array(d, "cols", &n)) return d->rc;
-    if (n % 4) return fail(d, "cols: %" PRIu32 " items, not a multiple of 4", n), d->rc;
+    if (!tsync__dec_array(d, "cols", &n)) return d->rc;
+    if (n % 4) return tsync__dec_fail(d, "cols: %" PRIu32 " items, not a multiple of 4", n), d->rc;
     if (!grow(d, (void **)&it->cols, &it->colcap, n / 4, sizeof *it->cols)) return d->rc;
     for (uint32_t k = 0; k < n / 4; k++) {
         tsync__snap_col *e = &it->cols[k];
         d->l2 = "col entry";
         d->i2 = k;
-        if (!rd_idx(d, "column index", &e->col, t->ncols, "columns")) return d->rc;
-        if (e->col < t->npk) return fail(d, "column %" PRIu32 " is a key column", e->col), d->rc;
+        if (!tsync__dec_idx(d, "column index", &e->col, t->ncols, "columns")) return d->rc;
+        if (e->col < t->npk)
+            return tsync__dec_fail(d, "column %" PRIu32 " is a key column", e->col), d->rc;
         if (ctrs >> e->col & 1)
-            return fail(d, "column %" PRIu32 " is a counter (its state goes in ctrs)", e->col),
+            return tsync__dec_fail(d, "column %" PRIu32 " is a counter (its state goes in ctrs)",
+                                   e->col),
                    d->rc;
         if (k && e->col <= it->cols[k - 1].col)
-            return fail(d, "column %" PRIu32 " out of order or repeated", e->col), d->rc;
-        if (!rd_uint(d, "hlc", &e->hlc) || !rd_idx(d, "site index", &e->site, c->nsites, "sites") ||
-            !rd_value(d, "value", &e->val))
+            return tsync__dec_fail(d, "column %" PRIu32 " out of order or repeated", e->col), d->rc;
+        if (!tsync__dec_uint(d, "hlc", &e->hlc) ||
+            !tsync__dec_idx(d, "site index", &e->site, c->nsites, "sites") ||
+            !tsync__dec_value(d, "value", &e->val))
             return d->rc;
-        if (!e->hlc) return fail(d, "hlc is 0"), d->rc;
+        if (!e->hlc) return tsync__dec_fail(d, "hlc is 0"), d->rc;
     }
     row->ncols = n / 4;
     row->cols = it->cols;
     d->l2 = NULL;
 
     /* ctrs: [[col, [site, p, n, ...]], ...] */
-    if (!rd_list(d, "ctrs", &n, MIN_CTR)) return d->rc;
+    if (!tsync__dec_list(d, "ctrs", &n, MIN_CTR)) return d->rc;
     if (!grow(d, (void **)&it->ctrs, &it->ctrcap, n, sizeof *it->ctrs)) return d->rc;
     size_t npn = 0;
     for (uint32_t k = 0; k < n; k++) {
@@ -475,37 +240,39 @@ int tsync__snap_next(snapit *it, tsync__snap_row *row)
         uint32_t m;
         d->l2 = "counter entry";
         d->i2 = k;
-        if (!rd_tuple(d, "entry", 2) || !rd_idx(d, "column index", &e->col, t->ncols, "columns"))
+        if (!tsync__dec_tuple(d, "entry", 2) ||
+            !tsync__dec_idx(d, "column index", &e->col, t->ncols, "columns"))
             return d->rc;
         if (!(ctrs >> e->col & 1))
-            return fail(d, "column %" PRIu32 " is not a counter of table '%s'", e->col,
-                        tsync__snap_printable(nm, t->name, t->name_len)),
+            return tsync__dec_fail(d, "column %" PRIu32 " is not a counter of table '%s'", e->col,
+                                   tsync__dec_printable(nm, t->name, t->name_len)),
                    d->rc;
         if (k && e->col <= it->ctrs[k - 1].col)
-            return fail(d, "column %" PRIu32 " out of order or repeated", e->col), d->rc;
-        if (!rd_array(d, "sites", &m)) return d->rc;
+            return tsync__dec_fail(d, "column %" PRIu32 " out of order or repeated", e->col), d->rc;
+        if (!tsync__dec_array(d, "sites", &m)) return d->rc;
         if (m == 0 || m % 3)
-            return fail(d, "%" PRIu32 " items, not a positive multiple of 3", m), d->rc;
+            return tsync__dec_fail(d, "%" PRIu32 " items, not a positive multiple of 3", m), d->rc;
         if (!grow(d, (void **)&it->pn, &it->pncap, npn + m / 3, sizeof *it->pn)) return d->rc;
         it->stamp_gen++;
         e->n = m / 3;
         e->v = (tsync__snap_pn *)(uintptr_t)npn; /* an offset until the pool stops moving */
         for (uint32_t j = 0; j < m / 3; j++) {
             tsync__snap_pn *p = &it->pn[npn++];
-            if (!rd_idx(d, "site index", &p->site, c->nsites, "sites") || !rd_uint(d, "p", &p->p) ||
-                !rd_uint(d, "n", &p->n))
+            if (!tsync__dec_idx(d, "site index", &p->site, c->nsites, "sites") ||
+                !tsync__dec_uint(d, "p", &p->p) || !tsync__dec_uint(d, "n", &p->n))
                 return d->rc;
             if (it->stamp[p->site] == it->stamp_gen)
-                return fail(d, "site index %" PRIu32 " repeated", p->site), d->rc;
+                return tsync__dec_fail(d, "site index %" PRIu32 " repeated", p->site), d->rc;
             it->stamp[p->site] = it->stamp_gen;
-            if (!p->p && !p->n) return fail(d, "p and n are both 0"), d->rc;
+            if (!p->p && !p->n) return tsync__dec_fail(d, "p and n are both 0"), d->rc;
         }
     }
     for (uint32_t k = 0; k < n; k++) it->ctrs[k].v = it->pn + (uintptr_t)it->ctrs[k].v;
     row->nctrs = n;
     row->ctrs = it->ctrs;
     d->l2 = NULL;
-    if (!row->nexist && !row->ncols && !row->nctrs) return fail(d, "carries no clocks"), d->rc;
+    if (!row->nexist && !row->ncols && !row->nctrs)
+        return tsync__dec_fail(d, "carries no clocks"), d->rc;
     d->l1 = NULL;
     return 0;
 }
@@ -515,9 +282,9 @@ int tsync__snap_close(snapit *it)
     dec *d = &it->d;
     d->l1 = d->l2 = NULL;
     if (it->next != it->nrows)
-        return fail(d, "rows: %" PRIu32 " not read", it->nrows - it->next), d->rc;
+        return tsync__dec_fail(d, "rows: %" PRIu32 " not read", it->nrows - it->next), d->rc;
     if (!tsync__mpr_done(&d->r))
-        return fail(d, "%zu trailing bytes", (size_t)(d->r.end - d->r.p)), d->rc;
+        return tsync__dec_fail(d, "%zu trailing bytes", (size_t)(d->r.end - d->r.p)), d->rc;
     return 0;
 }
 
@@ -540,16 +307,16 @@ int tsync__snap_decode(const uint8_t *buf, size_t len, tsync__snap_chunk *out, t
     snapit it;
     int rc = tsync__snap_open(&it, buf, len, a, err);
     if (rc == 0 && it.nrows) {
-        out->rows = alloc_array(&it.d, it.nrows, sizeof *out->rows);
+        out->rows = tsync__dec_alloc(&it.d, it.nrows, sizeof *out->rows);
         if (!out->rows) rc = it.d.rc;
     }
     for (uint32_t i = 0; rc == 0 && i < it.nrows; i++) {
         tsync__snap_row *r = &out->rows[i];
         if ((rc = tsync__snap_next(&it, r))) break;
         /* copy the row's arrays out of the reused buffers */
-        tsync__snap_exist *ex = alloc_array(&it.d, r->nexist, sizeof *ex);
-        tsync__snap_col *co = alloc_array(&it.d, r->ncols, sizeof *co);
-        tsync__snap_ctr *ct = alloc_array(&it.d, r->nctrs, sizeof *ct);
+        tsync__snap_exist *ex = tsync__dec_alloc(&it.d, r->nexist, sizeof *ex);
+        tsync__snap_col *co = tsync__dec_alloc(&it.d, r->ncols, sizeof *co);
+        tsync__snap_ctr *ct = tsync__dec_alloc(&it.d, r->nctrs, sizeof *ct);
         if ((r->nexist && !ex) || (r->ncols && !co) || (r->nctrs && !ct)) {
             rc = it.d.rc;
             break;
@@ -558,7 +325,7 @@ int tsync__snap_decode(const uint8_t *buf, size_t len, tsync__snap_chunk *out, t
         if (r->ncols) memcpy(co, r->cols, r->ncols * sizeof *co);
         for (uint32_t k = 0; k < r->nctrs; k++) {
             ct[k] = r->ctrs[k];
-            ct[k].v = alloc_array(&it.d, ct[k].n, sizeof *ct[k].v);
+            ct[k].v = tsync__dec_alloc(&it.d, ct[k].n, sizeof *ct[k].v);
             if (!ct[k].v) {
                 rc = it.d.rc;
                 break;
@@ -590,30 +357,6 @@ int tsync__snap_decode(const uint8_t *buf, size_t len, tsync__snap_chunk *out, t
         if ((x) != 0) goto nomem;                                                                  \
     } while (0)
 
-static int pack_bytes(msgpack_packer *pk, bool str, const void *p, uint32_t n)
-{
-    int rc = str ? msgpack_pack_str(pk, n) : msgpack_pack_bin(pk, n);
-    if (rc == 0 && n) rc = str ? msgpack_pack_str_body(pk, p, n) : msgpack_pack_bin_body(pk, p, n);
-    return rc;
-}
-
-/* As codec/batch.c packs a value (static there). */
-static int pack_val(msgpack_packer *pk, const tsync__val *v)
-{
-    switch (v->type) {
-    case TSYNC__V_INT:
-        return msgpack_pack_int64(pk, v->i);
-    case TSYNC__V_REAL:
-        return msgpack_pack_double(pk, v->r);
-    case TSYNC__V_TEXT:
-        return pack_bytes(pk, true, v->p, v->n);
-    case TSYNC__V_BLOB:
-        return pack_bytes(pk, false, v->p, v->n);
-    default:
-        return msgpack_pack_nil(pk);
-    }
-}
-
 int tsync__snap_encode(const tsync__snap_chunk *c, uint8_t **out, size_t *len)
 {
     *out = NULL;
@@ -628,27 +371,16 @@ int tsync__snap_encode(const tsync__snap_chunk *c, uint8_t **out, size_t *len)
     for (uint32_t i = 0; i < c->nsites; i++) {
         const tsync__snap_site *s = &c->sites[i];
         PK(msgpack_pack_array(&pk, SITE_FIELDS));
-        PK(pack_bytes(&pk, false, s->site, TSYNC__SITE_BYTES));
+        PK(tsync__mp_pack_bin(&pk, s->site, TSYNC__SITE_BYTES));
         if (s->has_key) {
-            PK(pack_bytes(&pk, false, s->pk, TSYNC__PK_BYTES));
-            PK(pack_bytes(&pk, false, s->inc, TSYNC__INC_BYTES));
+            PK(tsync__mp_pack_bin(&pk, s->pk, TSYNC__PK_BYTES));
+            PK(tsync__mp_pack_bin(&pk, s->inc, TSYNC__INC_BYTES));
         } else {
             PK(msgpack_pack_nil(&pk));
             PK(msgpack_pack_nil(&pk));
         }
     }
-    PK(msgpack_pack_array(&pk, c->ntables));
-    for (uint32_t i = 0; i < c->ntables; i++) {
-        const tsync__btable *t = &c->tables[i];
-        PK(msgpack_pack_array(&pk, TABLE_FIELDS));
-        PK(pack_bytes(&pk, true, t->name, t->name_len));
-        PK(msgpack_pack_array(&pk, t->ncols));
-        for (uint32_t k = 0; k < t->ncols; k++)
-            PK(pack_bytes(&pk, true, t->cols[k], t->col_len[k]));
-        PK(msgpack_pack_uint32(&pk, t->npk));
-        PK(msgpack_pack_array(&pk, t->ncounters));
-        for (uint32_t k = 0; k < t->ncounters; k++) PK(msgpack_pack_uint32(&pk, t->counters[k]));
-    }
+    PK(tsync__mp_pack_tables(&pk, c->tables, c->ntables));
     PK(msgpack_pack_array(&pk, c->nrows));
     for (uint32_t i = 0; i < c->nrows; i++) {
         const tsync__snap_row *r = &c->rows[i];
@@ -656,7 +388,7 @@ int tsync__snap_encode(const tsync__snap_chunk *c, uint8_t **out, size_t *len)
         PK(msgpack_pack_array(&pk, ROW_FIELDS));
         PK(msgpack_pack_uint32(&pk, r->table));
         PK(msgpack_pack_array(&pk, npk));
-        for (uint32_t k = 0; k < npk; k++) PK(pack_val(&pk, &r->pk[k]));
+        for (uint32_t k = 0; k < npk; k++) PK(tsync__mp_pack_val(&pk, &r->pk[k]));
         PK(msgpack_pack_array(&pk, r->nexist * 3));
         for (uint32_t k = 0; k < r->nexist; k++) {
             PK(msgpack_pack_uint32(&pk, r->exist[k].site));
@@ -668,7 +400,7 @@ int tsync__snap_encode(const tsync__snap_chunk *c, uint8_t **out, size_t *len)
             PK(msgpack_pack_uint32(&pk, r->cols[k].col));
             PK(msgpack_pack_uint64(&pk, r->cols[k].hlc));
             PK(msgpack_pack_uint32(&pk, r->cols[k].site));
-            PK(pack_val(&pk, &r->cols[k].val));
+            PK(tsync__mp_pack_val(&pk, &r->cols[k].val));
         }
         PK(msgpack_pack_array(&pk, r->nctrs));
         for (uint32_t k = 0; k < r->nctrs; k++) {

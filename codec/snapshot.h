@@ -98,15 +98,7 @@ void tsync__snap_hash(const uint8_t *const *chunks, const size_t *lens, size_t n
  * was read and no byte trails. Each returns 0 or the error with its message in err. free
  * releases the buffers (after any of them, also after an error). The fields are the reader's. */
 
-typedef struct {
-    tsync__mpr r;
-    const uint8_t *base;
-    tsync__arena *a;
-    char *err;
-    int rc;
-    const char *l1, *l2; /* where we are: "row 3: exist entry 1: " */
-    uint32_t i1, i2;
-} tsync__snap_dec;
+typedef tsync__dec tsync__snap_dec; /* codec/codec.h: position and message of a failure */
 
 typedef struct {
     tsync__snap_dec d;
@@ -140,8 +132,7 @@ size_t tsync__snap_site_size(const tsync__snap_site *s);
 size_t tsync__snap_table_size(const tsync__btable *t);
 size_t tsync__snap_row_size(const tsync__snap_row *r, uint32_t npk);
 
-/* Copies a name from the input into a message: at most 40 bytes, non-printable bytes as '?', so
- * a hostile name cannot break a one-line message. */
-const char *tsync__snap_printable(char out[48], const char *s, uint32_t n);
+/* Copies a name from the input into a message, as every decoder does (codec/codec.h). */
+#define tsync__snap_printable tsync__dec_printable
 
 #endif

@@ -156,20 +156,7 @@ void tsync__rollback(tsync_store *s);
 
 /* Reloads the table cache when the schema changed. */
 int tsync__tables_refresh(tsync_store *s);
-/* Table and column names compare as SQLite compares identifiers (sqlite3_stricmp): ASCII letters
- * without regard to case, every other byte as is. `Items` and `items` are one table to SQLite, so
- * they are one table to tillsync too, wherever a name from another till meets a local one.
- * Returns <0, 0, >0 like strcmp (a shorter name that is a prefix of the other sorts first). */
-static inline int tsync__name_cmp(const char *a, size_t alen, const char *b, size_t blen)
-{
-    for (size_t i = 0; i < alen && i < blen; i++) {
-        int x = (unsigned char)a[i], y = (unsigned char)b[i];
-        if (x >= 'A' && x <= 'Z') x += 'a' - 'A';
-        if (y >= 'A' && y <= 'Z') y += 'a' - 'A';
-        if (x != y) return x - y;
-    }
-    return alen < blen ? -1 : alen > blen;
-}
+/* Names compare as SQLite compares identifiers: tsync__name_cmp (util/util.h). */
 static inline int tsync__name_eq(const char *a, size_t alen, const char *b, size_t blen)
 {
     return alen == blen && tsync__name_cmp(a, alen, b, blen) == 0;

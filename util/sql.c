@@ -1,5 +1,6 @@
 /*
- * util/sql.c — SQL text built on sqlite3_str: identifiers quoted one way everywhere.
+ * util/sql.c — SQL text built on sqlite3_str: identifiers quoted one way everywhere, and
+ * compared one way (as SQLite compares them).
  */
 #include <sqlite3.h>
 
@@ -27,4 +28,15 @@ char *tsync__sql_finish(sqlite3_str *b)
     char *s = sqlite3_str_finish(b);
     /* An empty builder finishes as NULL: give the caller "" it can free like any other. */
     return s ? s : sqlite3_mprintf("%s", "");
+}
+
+int tsync__name_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+    for (size_t i = 0; i < alen && i < blen; i++) {
+        int x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x >= 'A' && x <= 'Z') x += 'a' - 'A';
+        if (y >= 'A' && y <= 'Z') y += 'a' - 'A';
+        if (x != y) return x - y;
+    }
+    return alen < blen ? -1 : alen > blen;
 }

@@ -43,6 +43,12 @@ char *tsync__sql_quote_ident(const char *prefix, const char *name);
 /* Finishes a builder: its text (sqlite3_free it; "" when empty), or NULL when it ran out of
  * memory (the builder is freed either way). */
 char *tsync__sql_finish(sqlite3_str *b);
+/* Table and column names compare as SQLite compares identifiers (sqlite3_stricmp): ASCII letters
+ * without regard to case, every other byte as is. `Items` and `items` are one table to SQLite, so
+ * they are one table to tillsync too, wherever a name from another till meets a local one (the
+ * store's tables, the snapshot codec's dictionaries). Returns <0, 0, >0 like strcmp (a shorter
+ * name that is a prefix of the other sorts first). */
+int tsync__name_cmp(const char *a, size_t alen, const char *b, size_t blen);
 
 /* ---------------------------------------------------------------- hex (libsodium) */
 
