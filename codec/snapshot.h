@@ -98,10 +98,8 @@ void tsync__snap_hash(const uint8_t *const *chunks, const size_t *lens, size_t n
  * was read and no byte trails. Each returns 0 or the error with its message in err. free
  * releases the buffers (after any of them, also after an error). The fields are the reader's. */
 
-typedef tsync__dec tsync__snap_dec; /* codec/codec.h: position and message of a failure */
-
 typedef struct {
-    tsync__snap_dec d;
+    tsync__dec d;               /* codec/codec.h: position and message of a failure */
     tsync__snap_chunk hdr;      /* sites and tables (in the arena); rows are not kept */
     uint64_t *ctrmask;          /* per table: its counter columns */
     uint32_t nrows, next;       /* rows declared, rows read */
@@ -131,8 +129,5 @@ size_t tsync__snap_head_size(uint32_t nsites, uint32_t ntables, uint32_t nrows);
 size_t tsync__snap_site_size(const tsync__snap_site *s);
 size_t tsync__snap_table_size(const tsync__btable *t);
 size_t tsync__snap_row_size(const tsync__snap_row *r, uint32_t npk);
-
-/* Copies a name from the input into a message, as every decoder does (codec/codec.h). */
-#define tsync__snap_printable tsync__dec_printable
 
 #endif

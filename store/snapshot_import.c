@@ -157,8 +157,8 @@ static int refuse(ictx *ic, const tsync__btable *bt, const char *col, uint32_t c
                   const char *why)
 {
     char nm[48], cn[48];
-    tsync__snap_printable(nm, bt->name, bt->name_len);
-    if (col) tsync__snap_printable(cn, col, clen);
+    tsync__dec_printable(nm, bt->name, bt->name_len);
+    if (col) tsync__dec_printable(cn, col, clen);
     return tsync__err(TSYNC_EREFUSED,
                       "snapshot refused: chunk %zu of %zu: %s%s%s: %s; migrate first (make this "
                       "database's schema match), then ask for the snapshot again",
