@@ -348,9 +348,19 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
             }
         }
         if (rc == 0) rc = tsync__trust_session(n->s, pk, now, err);
-        if (rc == 0 && tsync__tp_peer_verified(n->tp, p->id, pk) != 0) {
-            rc = TSYNC_EREFUSED;
-            snprintf(err, sizeof err, "the certificate names another key than the session's");
+        if (rc == 0) {
+            int vr = tsync__tp_peer_verified(n->tp, p->id, pk);
+            if (vr == TSYNC_ENOTFOUND) {
+                /* The session ended while its HELLO waited (the transport drains a connection's
+                 * monitor after its message: a lossy link's disconnect lands here). Nothing was
+                 * refused: its DOWN event follows. */
+                tsync__arena_free(&a);
+                return;
+            }
+            if (vr != 0) {
+                rc = TSYNC_EREFUSED;
+                snprintf(err, sizeof err, "the certificate names another key than the session's");
+            }
         }
         tsync__arena_free(&a);
         if (rc) {
