@@ -32,10 +32,12 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-echo "== building Release in $build"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTSYNC_TESTS=OFF >/dev/null || exit 1
-cmake --build "$build" -j2 --target bench_writes bench_merge bench_standard bench_io \
-    bench_backup bench_node bench_scale || exit 1
+if [ "$only" != peers ]; then
+    echo "== building Release in $build"
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTSYNC_TESTS=OFF >/dev/null || exit 1
+    cmake --build "$build" -j2 --target bench_writes bench_merge bench_standard bench_io \
+        bench_backup bench_node bench_scale || exit 1
+fi
 
 export TSYNC_BENCH_DIR=${TSYNC_BENCH_DIR:-$build/bench-tmp}
 mkdir -p "$TSYNC_BENCH_DIR" || exit 1
