@@ -40,9 +40,11 @@ typedef struct {
 
 /* ---------------------------------------------------------------- rows */
 
+static uint64_t SEED; /* --seed: 0 by default, the figures in docs/BENCHMARKS.md */
+
 static uint64_t mix(uint64_t x)
 {
-    bench_rng r = {x};
+    bench_rng r = {x ^ SEED};
     return bench_rand(&r);
 }
 
@@ -468,16 +470,18 @@ static void order_steps(int order, int full, int rounds, int join)
 
 int main(int argc, char **argv)
 {
-    static const char *const known[] = {"--sizes=", "--full",  "--rounds=", "--orders=", "--sync=",
-                                        "--reps=",  "--seed=", "--no-join", "--help",    NULL};
+    static const char *const known[] = {
+        "--sizes=", "--full",    "--rounds=", "--orders=", "--sync=",
+        "--seed=",  "--no-join", "--help",    NULL};
     bench_args_check(argc, argv, known,
                      "usage: bench_scale [--sizes N,N,...] [--full] [--rounds R] [--orders "
-                     "key,random] [--no-join] [--sync normal|full]\n"
+                     "key,random] [--no-join] [--sync normal|full] [--seed S]\n"
                      "  --sizes   row counts (default 10000,100000)\n"
                      "  --full    adds 1000000 (each 1M case costs minutes)\n"
                      "  --rounds  full UPDATE rounds for the disk figures (default 10)\n"
                      "  --orders  insert orders measured (default key,random)\n"
                      "  --no-join skip the fresh till merging everything after the rounds\n"
+                     "  --seed    changes the rows' values and the random order (default 0)\n"
                      "environment: TSYNC_BENCH_DIR, TSYNC_BENCH_KEEP (see docs/BENCHMARKS.md)\n");
     int sm = bench_sync_modes(argc, argv, "normal");
     BENCH_CHECK(sm != 3, "--sync takes normal or full here");
@@ -500,6 +504,7 @@ int main(int argc, char **argv)
     }
     if (bench_has_flag(argc, argv, "--full")) sizes_v[nsizes++] = 1000000;
 
+    SEED = bench_seed(argc, argv, 0);
     J = bench_shared(sizeof *J);
     J->sync = sm == 2 ? TSYNC_SYNC_FULL : TSYNC_SYNC_NORMAL;
     bench_dir_init("bench_scale");
@@ -507,7 +512,7 @@ int main(int argc, char **argv)
     snprintf(J->bpath, sizeof J->bpath, "%s", bench_path("b.db"));
     snprintf(J->ppath, sizeof J->ppath, "%s", bench_path("plain.db"));
     snprintf(J->bundle, sizeof J->bundle, "%s", bench_path("all.bundle"));
-    bench_header("bench_scale", "tillsync at 10k / 100k / 1M rows vs plain SQLite", 0, 1);
+    bench_header("bench_scale", "tillsync at 10k / 100k / 1M rows vs plain SQLite", SEED, 1);
     printf("products(id TEXT PRIMARY KEY, name, price INTEGER, stock INTEGER), no counters; "
            "synchronous=%s; each operation in its own child process (peak RSS = its ru_maxrss); "
            "ratio = tillsync / plain SQLite, same statement, same key order, same run\n",
