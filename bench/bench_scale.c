@@ -9,8 +9,8 @@
  *   (compared with the plain insert in the same order);
  * then, in key order only (the statements are the same whatever the insert order was):
  *   UPDATE of all rows, DELETE of N/10 rows, DELETE of the rest, each with and without sealing;
- *   9 more full UPDATE rounds; delete-all and re-insert; a fresh till merging the bundle of
- *   everything after the 10 rounds.
+ *   9 more full UPDATE rounds; delete-all and re-insert; a fresh till joining after the 10 rounds
+ *   by merging the bundle of everything, and one made from a backup (tsync_backup, tsync_restore).
  * Sizes (file after a checkpoint, and metadata bytes per live row split into clock, tomb, log and
  * other tsync_* tables, from the dbstat virtual table; without dbstat only the file sizes) after
  * the inserts, after the first and the tenth update round, after delete-all and after re-insert.
@@ -21,6 +21,7 @@
  * (row counts, a merge that is not complete, replicas that differ) exit 1.
  */
 #include "bench/bench_common.h"
+#include "tillsync/backup.h"
 
 enum { O_KEY, O_RANDOM };
 static const char *const ORDER_NAME[] = {"key", "random"};
@@ -29,7 +30,7 @@ typedef struct {
     /* inputs */
     long n;
     int order, sync, dbstat, printed;
-    char apath[4400], bpath[4400], ppath[4400], bundle[4400], sql[512];
+    char apath[4400], bpath[4400], cpath[4400], ppath[4400], bundle[4400], backup[4400], sql[512];
     /* outputs of the last child */
     double t;
     size_t nbatches, bytes;
@@ -225,6 +226,44 @@ static void c_merge(void *arg)
     tsync_merge_report_clear(&r);
     free(bun);
     tsync_store_free(s);
+}
+
+/* A's backup file (tsync_backup: seals, copies, checks, writes). */
+static void c_backup(void *arg)
+{
+    job *j = arg;
+    tsync_store *s = open_a(j, j->apath);
+    unlink(j->backup);
+    double t0 = bench_now();
+    BENCH_TS(tsync_backup(s, j->backup, NULL, NULL));
+    j->t = bench_now() - t0;
+    struct stat st;
+    BENCH_CHECK(stat(j->backup, &st) == 0, "no backup file %s", j->backup);
+    j->bytes = (size_t)st.st_size;
+    tsync_store_free(s);
+}
+
+/* A new till (C, no database and no key file) made from A's backup, then checked against A. */
+static void c_restore(void *arg)
+{
+    job *j = arg;
+    bench_rm_db(j->cpath);
+    tsync_restore_report r = TSYNC_RESTORE_REPORT_INIT;
+    double t0 = bench_now();
+    BENCH_TS(tsync_restore(j->cpath, j->backup, NULL, &r));
+    j->t = bench_now() - t0;
+    BENCH_CHECK(r.new_key, "restoring into a new till made no new key");
+    tsync_restore_report_clear(&r);
+}
+
+static void c_same_restored(void *arg)
+{
+    job *j = arg;
+    char ha[2 * TSYNC_HASH_BYTES + 1];
+    snprintf(ha, sizeof ha, "%s", bench_file_hash(j->apath));
+    BENCH_CHECK(strcmp(ha, bench_file_hash(j->cpath)) == 0, "A and its restored copy differ");
+    bench_rm_db(j->cpath);
+    unlink(j->backup);
 }
 
 /* A and B show the same rows (checked after the timing, in its own child), and A the plain
@@ -438,6 +477,12 @@ static void order_steps(int order, int full, int rounds, int join)
         rm = run("merge after the rounds", c_merge);
         fig(K("merge_rounds"), L("fresh till merges it vs plain insert"), J->t, tp, 0, rm, rp);
         run("compare", c_same);
+        rb = run("backup", c_backup);
+        fig(K("backup_rounds"), L("backup after the rounds"), J->t, 0, 0, rb, 0);
+        bench_extra(&R->f[R->n - 2], "bytes=%zu", J->bytes);
+        rm = run("restore", c_restore);
+        fig(K("restore_rounds"), L("a new till restores it"), J->t, 0, 0, rm, 0);
+        run("compare the restored till", c_same_restored);
     }
 
     char sql[160];
@@ -512,6 +557,8 @@ int main(int argc, char **argv)
     snprintf(J->bpath, sizeof J->bpath, "%s", bench_path("b.db"));
     snprintf(J->ppath, sizeof J->ppath, "%s", bench_path("plain.db"));
     snprintf(J->bundle, sizeof J->bundle, "%s", bench_path("all.bundle"));
+    snprintf(J->cpath, sizeof J->cpath, "%s", bench_path("c.db"));
+    snprintf(J->backup, sizeof J->backup, "%s", bench_path("a.backup"));
     bench_header("bench_scale", "tillsync at 10k / 100k / 1M rows vs plain SQLite", SEED, 1);
     printf("products(id TEXT PRIMARY KEY, name, price INTEGER, stock INTEGER), no counters; "
            "synchronous=%s; each operation in its own child process (peak RSS = its ru_maxrss); "
