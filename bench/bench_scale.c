@@ -145,6 +145,7 @@ static void c_ts_create(void *arg)
     tsync_store_free(s);
 }
 
+/* j->changes: 0 the first values, 1 the re-insert's (other names) */
 static void c_plain_insert(void *arg)
 {
     job *j = arg;
@@ -391,7 +392,7 @@ static sizes measure_sizes(const char *stage)
     f = bench_add(R, name, lb, z.live ? per : (double)z.meta, z.live ? "B/row" : "B", NAN,
                   z.live ? BENCH_T_VALUE_LE : BENCH_T_NONE, 40);
     if (J->dbstat)
-        bench_extra(f, "clock_b=%lld tomb_b=%lld log_b=%lld other_b=%lld per_deleted_row=%.1f",
+        bench_extra(f, "clock_b=%lld tomb_b=%lld log_b=%lld other_b=%lld per_row_of_n=%.1f",
                     (long long)z.clk, (long long)z.tomb, (long long)z.log, (long long)z.other,
                     (double)z.meta / (double)J->n);
     else
@@ -399,7 +400,8 @@ static sizes measure_sizes(const char *stage)
     return z;
 }
 
-/* Insert, seal, bundle, merge in one key order; returns the plain insert time. */
+/* Insert, seal, bundle, merge in one key order; with full, then the statements, rounds, joins and
+ * sizes. The side that inserts first alternates between the orders. */
 static void order_steps(int order, int full, int rounds, int join)
 {
     long rp, ri, rs, rb, rm, r;
@@ -424,7 +426,7 @@ static void order_steps(int order, int full, int rounds, int join)
 #define K(s) (snprintf(key, sizeof key, "%s.%s", o, s), key)
 #define L(s) (snprintf(lb, sizeof lb, "%-6s %s", o, s), lb)
     fig(K("insert"), L("insert N rows (1 txn) vs plain"), ti, tp, 0, ri, rp);
-    fig(K("seal"), L("  seal them"), tsl, tp, 0, rs, 0);
+    fig(K("seal"), L("  seal them (vs plain insert)"), tsl, tp, 0, rs, 0);
     bench_extra(&R->f[R->n - 2], "batches=%zu", nb);
     fig(K("insert_seal"), L("insert + seal vs plain insert"), ti + tsl, tp, 1.5, 0, 0);
     rb = run("bundle", c_bundle);
