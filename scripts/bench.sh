@@ -3,10 +3,14 @@
 # their results. Exits non-zero when a build fails or a benchmark fails its correctness check; a
 # missed speed target is printed as MISS and does not fail the run.
 #
-# usage: scripts/bench.sh [--quick] [--only writes|merge|standard|io|backup|node] [-- extra benchmark arguments]
+# usage: scripts/bench.sh [--quick] [--scale] [--only writes|merge|standard|io|backup|node|scale|peers]
+#                         [-- extra benchmark arguments]
 #   --quick   one repetition each instead of three (figures are then single runs); bench_node
 #             gets --quick (300 sales, 20,000 batches, 15 s of load)
 #   --only    run one benchmark
+#   --scale   bench_scale includes 1M rows (--full: minutes, and GBs of RSS at main); off by default
+# bench_scale (10k and 100k rows) and the peers (bench/peers: node, `npm ci` from its lock file)
+# run only when named with --only or when --scale is given: the full run and CI skip them.
 # environment: BUILD_DIR (default <repo>/build-bench), TSYNC_BENCH_DIR (scratch folder parent,
 #   default $BUILD_DIR/bench-tmp; keep it off tmpfs), TSYNC_BENCH_SEED, TSYNC_BENCH_KEEP.
 set -u
@@ -15,21 +19,25 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build-bench}
 reps=""
 only=""
+scale=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) reps="--reps 1" ;;
     --only) only=${2:-}; shift ;;
+    --scale) scale=1 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
 
-echo "== building Release in $build"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTSYNC_TESTS=OFF >/dev/null || exit 1
-cmake --build "$build" -j2 --target bench_writes bench_merge bench_standard bench_io \
-    bench_backup bench_node || exit 1
+if [ "$only" != peers ]; then
+    echo "== building Release in $build"
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTSYNC_TESTS=OFF >/dev/null || exit 1
+    cmake --build "$build" -j2 --target bench_writes bench_merge bench_standard bench_io \
+        bench_backup bench_node bench_scale || exit 1
+fi
 
 export TSYNC_BENCH_DIR=${TSYNC_BENCH_DIR:-$build/bench-tmp}
 mkdir -p "$TSYNC_BENCH_DIR" || exit 1
@@ -38,17 +46,33 @@ echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg 2
 echo "== scratch folder parent: $TSYNC_BENCH_DIR"
 
 failed=""
-for b in writes merge standard io backup node; do
+for b in writes merge standard io backup node scale peers; do
     if [ -n "$only" ] && [ "$only" != "$b" ]; then continue; fi
+    # scale and peers only when asked for (--only, or --scale for bench_scale)
+    if [ -z "$only" ] && { [ "$b" = peers ] || { [ "$b" = scale ] && [ -z "$scale" ]; }; }; then
+        continue
+    fi
     echo
     start=$(date +%s)
     args=$reps
     # bench_node: each till is a process; --quick shortens its cases rather than its repetitions
     if [ "$b" = node ] && [ -n "$reps" ]; then args="--quick"; fi
     [ "$b" = node ] && echo "== load average before bench_node: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
-    # shellcheck disable=SC2086
-    "$build/bench_$b" $args "$@"
-    rc=$?
+    if [ "$b" = scale ]; then
+        args=""
+        [ -n "$scale" ] && args="--full"
+        echo "== load average before bench_scale: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
+    fi
+    if [ "$b" = peers ]; then
+        # node processes; npm ci (from bench/peers/package-lock.json) only here
+        echo "== load average before the peers: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
+        sh "$root/bench/peers/run.sh" "$@"
+        rc=$?
+    else
+        # shellcheck disable=SC2086
+        "$build/bench_$b" $args "$@"
+        rc=$?
+    fi
     end=$(date +%s)
     if [ $rc -ne 0 ]; then
         echo "== bench_$b: FAILED (exit status $rc) after $((end - start)) s"
