@@ -15,6 +15,7 @@
  *   while merging; every other connection keeps capturing.
  */
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,59 @@
 #include "store/schema.h"
 #include "store/sync.h"
 #include "store/trust.h"
+
+/* ---------------------------------------------------------------- batches on their way in */
+
+#define REASON_LEN 256
+
+/* Why ib waits (site ids and numbers): set at every pass of apply_ready, so the buffer is kept. */
+static void set_reason(inbatch *ib, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_reason(inbatch *ib, const char *fmt, ...)
+{
+    if (!ib->reason && !(ib->reason = malloc(REASON_LEN))) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ib->reason, REASON_LEN, fmt, ap);
+    va_end(ap);
+}
+
+static void list_free(inbatch *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++) free(list[i].reason);
+    free(list);
+}
+
+/* Decodes ib's body (checking all of it) and keeps only its header in c->a: the rows are decoded
+ * again when the batch is applied (store/merge_apply.c). scratch takes the full decode; it is
+ * freed every few hundred KB of bodies (*scratch_bytes counts them). */
+static int head_decode(mctx *c, inbatch *ib, tsync__arena *scratch, size_t *scratch_bytes,
+                       char err[TSYNC__ERRLEN])
+{
+    tsync__batch b;
+    if (*scratch_bytes > (256u << 10)) {
+        tsync__arena_free(scratch);
+        *scratch_bytes = 0;
+    }
+    *scratch_bytes += ib->body_len;
+    int rc = tsync__batch_decode(ib->body, ib->body_len, &b, scratch, err);
+    if (rc) return rc;
+    b.ntables = b.nrows = 0;
+    b.tables = NULL;
+    b.rows = NULL;
+    uint8_t(*sites)[TSYNC__SITE_BYTES] = tsync__arena_array(&c->a, b.nsites, TSYNC__SITE_BYTES);
+    tsync__bdep *deps = tsync__arena_array(&c->a, b.ndeps, sizeof *deps);
+    if ((b.nsites && !sites) || (b.ndeps && !deps)) {
+        snprintf(err, TSYNC__ERRLEN, "out of memory");
+        return TSYNC_ENOMEM;
+    }
+    if (b.nsites) memcpy(sites, b.sites, (size_t)b.nsites * TSYNC__SITE_BYTES);
+    if (b.ndeps) memcpy(deps, b.deps, (size_t)b.ndeps * sizeof *deps);
+    b.sites = (const uint8_t(*)[TSYNC__SITE_BYTES])sites;
+    b.deps = deps;
+    ib->b = b;
+    ib->lazy = 1;
+    return 0;
+}
 
 /* ---------------------------------------------------------------- log, held, forks */
 
@@ -69,7 +123,7 @@ static int hold(mctx *c, inbatch *ib)
     sqlite3_bind_blob(st, 4, ib->hash, TSYNC__HASH_BYTES, SQLITE_STATIC);
     sqlite3_bind_blob(st, 5, ib->body, (int)ib->body_len, SQLITE_STATIC);
     if (ib->sig) sqlite3_bind_blob(st, 6, ib->sig, TSYNC__SIG_BYTES, SQLITE_STATIC);
-    sqlite3_bind_text(st, 7, ib->reason, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, ib->reason ? ib->reason : "", -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
     sqlite3_reset(st);
     return rc == SQLITE_DONE ? 0 : tsync__err_sqlite(c->s->db, rc, "hold batch");
@@ -219,6 +273,8 @@ static int load_held(mctx *c, inbatch **list, size_t *n, size_t *cap)
                                  "read held batches");
     if (rc) return rc;
     char err[TSYNC__ERRLEN];
+    tsync__arena scratch = {0};
+    size_t scratch_bytes = 0;
     while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
         if (*n == *cap) {
             *cap = *cap ? *cap * 2 : 64;
@@ -255,11 +311,17 @@ static int load_held(mctx *c, inbatch **list, size_t *n, size_t *cap)
             memcpy(sig, sqlite3_column_blob(st, 5), TSYNC__SIG_BYTES);
             ib->sig = sig;
         }
-        if (tsync__batch_decode(ib->body, ib->body_len, &ib->b, &c->a, err) != 0) continue;
+        int drc = head_decode(c, ib, &scratch, &scratch_bytes, err);
+        if (drc == TSYNC_ENOMEM) {
+            rc = tsync__err(drc, "out of memory");
+            break;
+        }
+        if (drc) continue;
         ib->from_held = 1;
         (*n)++;
     }
     sqlite3_reset(st);
+    tsync__arena_free(&scratch);
     return rc;
 }
 
@@ -299,6 +361,7 @@ static int apply_fork_data(mctx *c, inbatch *ib, int counted,
     c->fork_frozen = m->frozen >= 0 ? (uint64_t)m->frozen : 0;
     rc = tsync_merge__apply_batch(c, ib, NULL, NULL, 0);
     c->fork_site = 0;
+    if (rc == 0) rc = tsync_merge__maybe_flush(c);
     ib->done = 1;
     if (rc == 0 && !counted && c->rep) c->rep->refused++;
     return rc;
@@ -449,8 +512,8 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                 }
             }
             if (ib->seq != m->seq + 1) {
-                snprintf(ib->reason, sizeof ib->reason, "waiting for batch %llu of site %s",
-                         (unsigned long long)(m->seq + 1), tsync_merge__short_site(m->id, sh));
+                set_reason(ib, "waiting for batch %llu of site %s",
+                           (unsigned long long)(m->seq + 1), tsync_merge__short_site(m->id, sh));
                 continue;
             }
             if (memcmp(ib->prev, m->hash, TSYNC__HASH_BYTES) != 0) {
@@ -475,19 +538,17 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                         have = c->sites[k].seq > have ? c->sites[k].seq : have;
                 if (have < ib->b.deps[d].seq) {
                     ready = 0;
-                    snprintf(ib->reason, sizeof ib->reason,
-                             "depends on batch %llu of site %s, not here yet",
-                             (unsigned long long)ib->b.deps[d].seq,
-                             tsync_merge__short_site(dsite, sh));
+                    set_reason(ib, "depends on batch %llu of site %s, not here yet",
+                               (unsigned long long)ib->b.deps[d].seq,
+                               tsync_merge__short_site(dsite, sh));
                 }
             }
             if (!ready) continue;
             if (tsync__hlc_too_far(ib->b.hlc_hi, c->now_ms, c->s->skew_bound_ms)) {
                 if (!clock_fixed_later(c, list, n, ib)) {
-                    snprintf(ib->reason, sizeof ib->reason,
-                             "clock of site %s is %llu ms ahead of ours",
-                             tsync_merge__short_site(m->id, sh),
-                             (unsigned long long)(tsync__hlc_ms(ib->b.hlc_hi) - c->now_ms));
+                    set_reason(ib, "clock of site %s is %llu ms ahead of ours",
+                               tsync_merge__short_site(m->id, sh),
+                               (unsigned long long)(tsync__hlc_ms(ib->b.hlc_hi) - c->now_ms));
                     continue;
                 }
                 tsync_merge__report(
@@ -517,6 +578,7 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
             }
             if ((rc = tsync_merge__apply_batch(c, ib, NULL, NULL, 0))) return rc;
             if ((rc = log_append(c, ib))) return rc;
+            if ((rc = tsync_merge__maybe_flush(c))) return rc;
             m->seq = ib->seq;
             memcpy(m->hash, ib->hash, TSYNC__HASH_BYTES);
             m->dirty = 1;
@@ -538,7 +600,8 @@ static int finish(mctx *c, inbatch *list, size_t n)
         if (ib->done) continue;
         if (c->rep) c->rep->held++;
         if ((rc = hold(c, ib))) return rc;
-        tsync_merge__report(c, "held: batch %llu: %s", (unsigned long long)ib->seq, ib->reason);
+        tsync_merge__report(c, "held: batch %llu: %s", (unsigned long long)ib->seq,
+                            ib->reason ? ib->reason : "");
     }
     if ((rc = tsync_merge__flush_rows(c))) return rc;
     for (uint32_t i = 1; i < c->nsites; i++) {
@@ -624,7 +687,10 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
     uint8_t(*branch)[TSYNC__HASH_BYTES] = NULL;
     tsync_merge__init(&c, s, report);
 
-    /* Phase 1: decode every body and verify every run, touching nothing. */
+    /* Phase 1: decode every body and verify every run, touching nothing. Only the batches'
+     * headers are kept: the rows are decoded again as each batch applies. */
+    tsync__arena scratch = {0};
+    size_t scratch_bytes = 0, n = 0;
     size_t total = 0;
     for (uint32_t i = 0; i < bun.nruns; i++) total += bun.runs[i].nbodies;
     inbatch *list = calloc(total + 1, sizeof *list);
@@ -633,7 +699,6 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
         rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         goto fail;
     }
-    size_t n = 0;
     for (uint32_t ri = 0; ri < bun.nruns; ri++) {
         const tsync__brun *run = &bun.runs[ri];
         const tsync__bsite *bs = &bun.sites[run->site];
@@ -645,7 +710,7 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
             ib->body = run->body[k];
             ib->body_len = run->body_len[k];
             ib->seq = run->first_seq + k;
-            if ((rc = tsync__batch_decode(ib->body, ib->body_len, &ib->b, &c.a, err))) {
+            if ((rc = head_decode(&c, ib, &scratch, &scratch_bytes, err))) {
                 rc = tsync__err(rc, "bundle refused: batch %llu of site %s: %s",
                                 (unsigned long long)ib->seq, tsync_merge__short_site(bs->site, sh),
                                 err);
@@ -677,6 +742,7 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
         }
         list[n - 1].sig = run->sig;
     }
+    tsync__arena_free(&scratch);
 
     /* Phase 2: one transaction. */
     if ((rc = tsync__begin(s))) goto fail;
@@ -732,7 +798,7 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
         if (went_back && !s->read_only && !s->renewing) {
             tsync__rollback(s);
             tsync__capture_off(s, 0);
-            free(list);
+            list_free(list, n);
             free(run_of);
             tsync_merge__free(&c);
             if ((rc = tsync__identity_renew(s, head, seen))) return rc;
@@ -795,7 +861,7 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
     if (c.keep_publish && (rc = tsync__trust_keep_merged(s))) goto rollback;
     tsync__capture_off(s, 0);
     if ((rc = tsync__commit(s))) goto fail;
-    free(list);
+    list_free(list, n);
     free(run_of);
     free(run_forked);
     free(branch);
@@ -814,7 +880,8 @@ rollback:
     tsync__rollback(s);
     tsync__capture_off(s, 0);
 fail:
-    free(list);
+    tsync__arena_free(&scratch);
+    list_free(list, n);
     free(run_of);
     free(run_forked);
     free(branch);

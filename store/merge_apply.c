@@ -129,20 +129,20 @@ static mrow *get_row(mctx *c, tsync__table *t, const tsync__val *pk, int *rc)
         return NULL;
     }
     tsync__key_encode(pk, t->npk, k);
-    tsync__rmap_ent *e = tsync__rmap_get(&c->rows, &c->a, t->id, k, klen, 1);
+    tsync__rmap_ent *e = tsync__rmap_get(&c->rows, &c->ra, t->id, k, klen, 1);
     if (k != kb) free(k);
     if (!e) {
         *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         return NULL;
     }
     if (e->val) return e->val;
-    mrow *r = tsync__arena_alloc(&c->a, sizeof *r);
+    mrow *r = tsync__arena_alloc(&c->ra, sizeof *r);
     if (!r) {
         *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         return NULL;
     }
     r->t = t;
-    r->vals = tsync__arena_alloc(&c->a, (size_t)t->ncols * sizeof *r->vals);
+    r->vals = tsync__arena_alloc(&c->ra, (size_t)t->ncols * sizeof *r->vals);
     if (!r->vals) {
         *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         return NULL;
@@ -236,10 +236,19 @@ static int prefix_counter(mctx *c, tsync__table *t, const tsync__val *pk, const 
 int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64_t *only_rows,
                              size_t nonly)
 {
-    tsync__batch *b = &ib->b;
+    tsync__batch *b = &ib->b, full;
     tsync_store *s = c->s;
     int rc = 0;
-    uint32_t *bsite = tsync__arena_alloc(&c->a, (b->nsites ? b->nsites : 1) * sizeof *bsite);
+    if (ib->lazy) {
+        /* Decoded with the rows it folds into: both go at the next flush. The body decoded when
+         * the merge began, so a failure here is memory or a held body changed under us. */
+        char err[TSYNC__ERRLEN];
+        if ((rc = tsync__batch_decode(ib->body, ib->body_len, &full, &c->ra, err)))
+            return tsync__err(rc, "batch %llu: %s", (unsigned long long)ib->seq, err);
+        b = &full;
+        c->ra_bytes += ib->body_len;
+    }
+    uint32_t *bsite = tsync__arena_alloc(&c->ra, (b->nsites ? b->nsites : 1) * sizeof *bsite);
     if (!bsite) return tsync__err(TSYNC_ENOMEM, "out of memory");
     for (uint32_t i = 0; i < b->nsites; i++)
         if ((rc = tsync_merge__site_local(c, b->sites[i], NULL, NULL, &bsite[i]))) return rc;
@@ -386,7 +395,17 @@ int tsync_merge__flush_rows(mctx *c)
     for (size_t i = 0; i < c->nrowlist; i++) tsync__rowmeta_clear(&c->rowlist[i]->meta);
     c->nrowlist = 0;
     tsync__rmap_free(&c->rows);
+    tsync__arena_free(&c->ra);
+    c->ra_bytes = 0;
     return rc;
+}
+
+int tsync_merge__maybe_flush(mctx *c)
+{
+    size_t rows = c->s->merge_flush_rows ? c->s->merge_flush_rows : TSYNC__MERGE_FLUSH_ROWS;
+    if (rows == SIZE_MAX) return 0; /* tests: the reference, one flush at the end */
+    if (c->nrowlist < rows && c->ra_bytes < TSYNC__MERGE_FLUSH_BYTES) return 0;
+    return tsync_merge__flush_rows(c);
 }
 
 void tsync_merge__free(mctx *c)
@@ -397,4 +416,5 @@ void tsync_merge__free(mctx *c)
     tsync__rw_free(&c->w);
     free(c->sites);
     tsync__arena_free(&c->a);
+    tsync__arena_free(&c->ra);
 }

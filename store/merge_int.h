@@ -20,10 +20,14 @@ typedef struct {
     const uint8_t *body;
     size_t body_len;
     const uint8_t *sig; /* NULL unless the batch ended a signed run */
+    /* The decoded batch; when lazy, only its header (origin, seq, clocks, sites, deps: what the
+     * admission decides on), the rows being decoded again from body when applied, so a merge of
+     * a million rows never holds them all decoded at once. */
     tsync__batch b;
+    int lazy;
     int from_held;
-    int done;         /* applied, duplicate, refused */
-    char reason[256]; /* why it waits: site ids and numbers (one per batch: kept small) */
+    int done;     /* applied, duplicate, refused */
+    char *reason; /* why it waits (malloc'd on first use, NULL: none): 100k batches take no room */
     /* Kept batches of a revoked device (store/kept.c): */
     int applied;    /* in our log now (applied or a duplicate) */
     int honest;     /* 0 not known yet, 1 by a key with a certificate and not revoked, -1 not */
@@ -51,8 +55,10 @@ typedef tsync__wrow mrow;
 typedef struct {
     tsync_store *s;
     tsync_merge_report *rep;
-    tsync__arena a;
-    msite *sites; /* by local index (sparse: idx up to nsites) */
+    tsync__arena a;  /* what lives as long as the merge: held bodies, batch headers */
+    tsync__arena ra; /* the rows being folded and the batches they came from: freed at each flush */
+    size_t ra_bytes; /* body bytes decoded into ra since the last flush */
+    msite *sites;    /* by local index (sparse: idx up to nsites) */
     uint32_t nsites;
     tsync__rmap rows;
     mrow **rowlist;
@@ -96,5 +102,12 @@ TSYNC_WARN_UNUSED int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char 
                                                const int64_t *only_rows, size_t nonly);
 /* Writes every folded row (in key order) with the row writer, and forgets them. */
 TSYNC_WARN_UNUSED int tsync_merge__flush_rows(mctx *c);
+/* Between two batches: flushes the folded rows when they reach the merge's budget (rows, or body
+ * bytes decoded), so memory stays bounded. Later batches read the flushed rows back from the
+ * database, inside the same transaction: the result is the same as one flush at the end. */
+TSYNC_WARN_UNUSED int tsync_merge__maybe_flush(mctx *c);
+/* The budget: rows folded (s->merge_flush_rows overrides it) and body bytes decoded. */
+#define TSYNC__MERGE_FLUSH_ROWS  20000u
+#define TSYNC__MERGE_FLUSH_BYTES (2u << 20)
 
 #endif
