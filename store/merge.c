@@ -47,35 +47,31 @@ static void list_free(inbatch *list, size_t n)
     free(list);
 }
 
-/* Decodes ib's body (checking all of it) and keeps only its header in c->a: the rows are decoded
- * again when the batch is applied (store/merge_apply.c). scratch takes the full decode; it is
- * freed every few hundred KB of bodies (*scratch_bytes counts them). */
-static int head_decode(mctx *c, inbatch *ib, tsync__arena *scratch, size_t *scratch_bytes,
-                       char err[TSYNC__ERRLEN])
+/* Decodes ib's body (checking all of it) into scratch, as *b, and keeps in ib what admission
+ * needs (the clock, the dependencies by site id, in c->a): the rows are decoded again when the
+ * batch applies. scratch is freed every few hundred KB of bodies (*scratch_bytes counts them). */
+static int head_decode(mctx *c, inbatch *ib, tsync__batch *b, tsync__arena *scratch,
+                       size_t *scratch_bytes, char err[TSYNC__ERRLEN])
 {
-    tsync__batch b;
     if (*scratch_bytes > (256u << 10)) {
         tsync__arena_free(scratch);
         *scratch_bytes = 0;
     }
     *scratch_bytes += ib->body_len;
-    int rc = tsync__batch_decode(ib->body, ib->body_len, &b, scratch, err);
+    int rc = tsync__batch_decode(ib->body, ib->body_len, b, scratch, err);
     if (rc) return rc;
-    b.ntables = b.nrows = 0;
-    b.tables = NULL;
-    b.rows = NULL;
-    uint8_t(*sites)[TSYNC__SITE_BYTES] = tsync__arena_array(&c->a, b.nsites, TSYNC__SITE_BYTES);
-    tsync__bdep *deps = tsync__arena_array(&c->a, b.ndeps, sizeof *deps);
-    if ((b.nsites && !sites) || (b.ndeps && !deps)) {
+    mdep *deps = tsync__arena_array(&c->a, b->ndeps, sizeof *deps);
+    if (b->ndeps && !deps) {
         snprintf(err, TSYNC__ERRLEN, "out of memory");
         return TSYNC_ENOMEM;
     }
-    if (b.nsites) memcpy(sites, b.sites, (size_t)b.nsites * TSYNC__SITE_BYTES);
-    if (b.ndeps) memcpy(deps, b.deps, (size_t)b.ndeps * sizeof *deps);
-    b.sites = (const uint8_t(*)[TSYNC__SITE_BYTES])sites;
-    b.deps = deps;
-    ib->b = b;
-    ib->lazy = 1;
+    for (uint32_t d = 0; d < b->ndeps; d++) {
+        memcpy(deps[d].site, b->sites[b->deps[d].site], TSYNC__SITE_BYTES);
+        deps[d].seq = b->deps[d].seq;
+    }
+    ib->hlc_hi = b->hlc_hi;
+    ib->ndeps = b->ndeps;
+    ib->deps = deps;
     return 0;
 }
 
@@ -311,7 +307,8 @@ static int load_held(mctx *c, inbatch **list, size_t *n, size_t *cap)
             memcpy(sig, sqlite3_column_blob(st, 5), TSYNC__SIG_BYTES);
             ib->sig = sig;
         }
-        int drc = head_decode(c, ib, &scratch, &scratch_bytes, err);
+        tsync__batch b;
+        int drc = head_decode(c, ib, &b, &scratch, &scratch_bytes, err);
         if (drc == TSYNC_ENOMEM) {
             rc = tsync__err(drc, "out of memory");
             break;
@@ -334,7 +331,7 @@ static int clock_fixed_later(const mctx *c, const inbatch *list, size_t n, const
 {
     for (size_t j = 0; j < n; j++)
         if (list[j].site == ib->site && list[j].seq > ib->seq &&
-            !tsync__hlc_too_far(list[j].b.hlc_hi, c->now_ms, c->s->skew_bound_ms))
+            !tsync__hlc_too_far(list[j].hlc_hi, c->now_ms, c->s->skew_bound_ms))
             return 1;
     return 0;
 }
@@ -401,20 +398,19 @@ static int honest_dep(mctx *c, inbatch *list, size_t n, const uint8_t id[TSYNC__
     *kept = 0;
     for (size_t i = 0; i < n; i++) {
         inbatch *l = &list[i];
-        for (uint32_t d = 0; d < l->b.ndeps; d++) {
-            const tsync__bdep *dep = &l->b.deps[d];
+        for (uint32_t d = 0; d < l->ndeps; d++) {
+            const mdep *dep = &l->deps[d];
             if (dep->seq < seq || dep->seq <= *kept ||
-                memcmp(l->b.sites[dep->site], id, TSYNC__SITE_BYTES) != 0)
+                memcmp(dep->site, id, TSYNC__SITE_BYTES) != 0)
                 continue;
             if (!l->honest) {
                 msite *a = &c->sites[l->site];
                 int rv = site_revoked(c, a);
                 if (rv < 0) return rv;
                 char err[TSYNC__ERRLEN];
-                int trc = rv == 2 || !a->has_pk
-                              ? TSYNC_EREFUSED
-                              : tsync__trust_admit(c->s, a->pk, a->id, l->seq,
-                                                   tsync__hlc_ms(l->b.hlc_hi), err);
+                int trc = rv == 2 || !a->has_pk ? TSYNC_EREFUSED
+                                                : tsync__trust_admit(c->s, a->pk, a->id, l->seq,
+                                                                     tsync__hlc_ms(l->hlc_hi), err);
                 if (trc == TSYNC_EIO) return trc;
                 l->honest = trc == 0 ? 1 : -1;
             }
@@ -496,7 +492,7 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                          * the trust rules refuse. */
                         char terr[TSYNC__ERRLEN];
                         int trc = tsync__trust_admit_kept(c->s, m->pk, m->id, ib->seq,
-                                                          tsync__hlc_ms(ib->b.hlc_hi), 0, terr);
+                                                          tsync__hlc_ms(ib->hlc_hi), 0, terr);
                         if (trc == TSYNC_EIO) return trc;
                         ib->done = 1;
                         if (c->rep) c->rep->refused++;
@@ -530,25 +526,25 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                 continue;
             }
             int ready = 1;
-            for (uint32_t d = 0; d < ib->b.ndeps && ready; d++) {
-                const uint8_t *dsite = ib->b.sites[ib->b.deps[d].site];
+            for (uint32_t d = 0; d < ib->ndeps && ready; d++) {
+                const uint8_t *dsite = ib->deps[d].site;
                 uint64_t have = 0;
                 for (uint32_t k = 1; k < c->nsites; k++)
                     if (c->sites[k].known && memcmp(c->sites[k].id, dsite, TSYNC__SITE_BYTES) == 0)
                         have = c->sites[k].seq > have ? c->sites[k].seq : have;
-                if (have < ib->b.deps[d].seq) {
+                if (have < ib->deps[d].seq) {
                     ready = 0;
                     set_reason(ib, "depends on batch %llu of site %s, not here yet",
-                               (unsigned long long)ib->b.deps[d].seq,
+                               (unsigned long long)ib->deps[d].seq,
                                tsync_merge__short_site(dsite, sh));
                 }
             }
             if (!ready) continue;
-            if (tsync__hlc_too_far(ib->b.hlc_hi, c->now_ms, c->s->skew_bound_ms)) {
+            if (tsync__hlc_too_far(ib->hlc_hi, c->now_ms, c->s->skew_bound_ms)) {
                 if (!clock_fixed_later(c, list, n, ib)) {
                     set_reason(ib, "clock of site %s is %llu ms ahead of ours",
                                tsync_merge__short_site(m->id, sh),
-                               (unsigned long long)(tsync__hlc_ms(ib->b.hlc_hi) - c->now_ms));
+                               (unsigned long long)(tsync__hlc_ms(ib->hlc_hi) - c->now_ms));
                     continue;
                 }
                 tsync_merge__report(
@@ -556,14 +552,14 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                     "merged: batch %llu of site %s with a clock %llu ms ahead: a later "
                     "batch of that site shows its clock fixed",
                     (unsigned long long)ib->seq, tsync_merge__short_site(m->id, sh),
-                    (unsigned long long)(tsync__hlc_ms(ib->b.hlc_hi) - c->now_ms));
+                    (unsigned long long)(tsync__hlc_ms(ib->hlc_hi) - c->now_ms));
             }
-            {
+            if (c->enrolled) {
                 /* Enrolled: only keys with a valid certificate of our shop author data, and a
                  * certificate covers data by the batch's clock. */
                 char terr[TSYNC__ERRLEN];
                 int trc = tsync__trust_admit_kept(c->s, m->pk, m->id, ib->seq,
-                                                  tsync__hlc_ms(ib->b.hlc_hi), ib->kept, terr);
+                                                  tsync__hlc_ms(ib->hlc_hi), ib->kept, terr);
                 if (trc == TSYNC_EIO) return trc;
                 if (trc) {
                     ib->done = 1;
@@ -710,19 +706,20 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
             ib->body = run->body[k];
             ib->body_len = run->body_len[k];
             ib->seq = run->first_seq + k;
-            if ((rc = head_decode(&c, ib, &scratch, &scratch_bytes, err))) {
+            tsync__batch hb;
+            if ((rc = head_decode(&c, ib, &hb, &scratch, &scratch_bytes, err))) {
                 rc = tsync__err(rc, "bundle refused: batch %llu of site %s: %s",
                                 (unsigned long long)ib->seq, tsync_merge__short_site(bs->site, sh),
                                 err);
                 goto refuse;
             }
-            if (memcmp(ib->b.origin, bs->site, TSYNC__SITE_BYTES) != 0 || ib->b.seq != ib->seq) {
+            if (memcmp(hb.origin, bs->site, TSYNC__SITE_BYTES) != 0 || hb.seq != ib->seq) {
                 rc = tsync__err(TSYNC_ECHAIN,
                                 "bundle refused: run of site %s: batch %llu is out "
                                 "of place (found origin %s batch %llu): hash chain broken",
                                 tsync_merge__short_site(bs->site, sh), (unsigned long long)ib->seq,
-                                tsync_merge__short_site(ib->b.origin, (char[13]){0}),
-                                (unsigned long long)ib->b.seq);
+                                tsync_merge__short_site(hb.origin, (char[13]){0}),
+                                (unsigned long long)hb.seq);
                 goto refuse;
             }
             memcpy(ib->prev, prev, sizeof prev);
@@ -761,6 +758,12 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
             if (report) report->refused++;
             tsync_merge__report(&c, "trust record %u not taken: %s", i, terr);
         }
+    }
+    /* Whether we are enrolled does not change while batches apply: asked once, not per batch
+     * (the question reads the schema). */
+    if ((c.enrolled = tsync__trust_enrolled(s, NULL)) < 0) {
+        rc = c.enrolled;
+        goto rollback;
     }
     if ((rc = tsync_merge__load_sites(&c))) goto rollback;
     {

@@ -236,10 +236,11 @@ static int prefix_counter(mctx *c, tsync__table *t, const tsync__val *pk, const 
 int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64_t *only_rows,
                              size_t nonly)
 {
-    tsync__batch *b = &ib->b, full;
+    const tsync__batch *b = ib->full;
+    tsync__batch full;
     tsync_store *s = c->s;
     int rc = 0;
-    if (ib->lazy) {
+    if (!b) {
         /* Decoded with the rows it folds into: both go at the next flush. The body decoded when
          * the merge began, so a failure here is memory or a held body changed under us. */
         char err[TSYNC__ERRLEN];

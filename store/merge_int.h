@@ -11,26 +11,33 @@
 #include "internal.h"
 #include "rowwrite_int.h"
 
-/* One batch on its way in. */
+/* A dependency of a batch: a site id and the seq of it the batch's author had seen. */
 typedef struct {
-    uint32_t site; /* local index of the origin */
+    uint8_t site[TSYNC__SITE_BYTES];
     uint64_t seq;
+} mdep;
+
+/* One batch on its way in. A merge may hold 100k of these at once (a till that sealed every
+ * sale): only what admission decides on is kept; the rows are decoded from body when the batch
+ * applies (store/merge_apply.c) and freed with the rows they fold into. */
+typedef struct {
+    uint64_t seq;
+    uint32_t site; /* local index of the origin */
+    uint32_t ndeps;
+    uint8_t from_held;
+    uint8_t done;    /* applied, duplicate, refused */
+    uint8_t applied; /* kept batches of a revoked device (store/kept.c): in our log now */
+    int8_t honest;   /* 0 not known yet, 1 by a key with a certificate and not revoked, -1 not */
     uint8_t prev[TSYNC__HASH_BYTES];
     uint8_t hash[TSYNC__HASH_BYTES];
     const uint8_t *body;
     size_t body_len;
-    const uint8_t *sig; /* NULL unless the batch ended a signed run */
-    /* The decoded batch; when lazy, only its header (origin, seq, clocks, sites, deps: what the
-     * admission decides on), the rows being decoded again from body when applied, so a merge of
-     * a million rows never holds them all decoded at once. */
-    tsync__batch b;
-    int lazy;
-    int from_held;
-    int done;     /* applied, duplicate, refused */
-    char *reason; /* why it waits (malloc'd on first use, NULL: none): 100k batches take no room */
-    /* Kept batches of a revoked device (store/kept.c): */
-    int applied;    /* in our log now (applied or a duplicate) */
-    int honest;     /* 0 not known yet, 1 by a key with a certificate and not revoked, -1 not */
+    const uint8_t *sig;       /* NULL unless the batch ended a signed run */
+    tsync__hlc hlc_hi;        /* the batch's highest clock */
+    const mdep *deps;         /* the author's vector delta (in the merge's arena) */
+    const tsync__batch *full; /* already decoded (unparking), else NULL: decoded when applied */
+    char *reason;             /* why it waits (malloc'd on first use, NULL: none) */
+    /* Kept batches of a revoked device: */
     uint64_t kept;  /* beyond its site's cutoff, kept: the seq an honest batch depends on */
     size_t kept_by; /* that honest batch (index in the list) */
 } inbatch;
@@ -74,6 +81,7 @@ typedef struct {
     uint32_t fork_origin, fork_site;
     uint64_t fork_frozen;
     int keep_publish; /* kept a revoked device's batch on the word of a batch that did not apply */
+    int enrolled; /* in a shop (looked up once the bundle's trust records are in): 0 admits all */
 } mctx;
 
 /* Zeroes c and sets the store, the report (may be NULL) and the reference time. */
