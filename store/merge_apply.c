@@ -120,6 +120,52 @@ int tsync_merge__site_local(mctx *c, const uint8_t id[TSYNC__SITE_BYTES], const 
 
 /* ---------------------------------------------------------------- folding rows */
 
+#define SEEN_BITS ((size_t)1 << 23) /* 1 MB: ~3% false positives at 1M rows, each a look-up */
+
+/* Whether table t had no clocks when this merge first met it (after the local seal): then it had
+ * no rows and no tombstones, and only this merge writes it. */
+static int table_fresh(mctx *c, tsync__table *t, int *fresh)
+{
+    *fresh = 0;
+    for (size_t i = 0; i < c->ntables; i++)
+        if (c->tables[i].id == t->id) {
+            *fresh = c->tables[i].fresh;
+            return 0;
+        }
+    sqlite3_str *q = sqlite3_str_new(c->s->db);
+    sqlite3_str_appendf(q, "SELECT 1 FROM %s LIMIT 1", t->qclk);
+    char *sql = tsync__sql_finish(q);
+    if (!sql) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    sqlite3_stmt *st = NULL;
+    int x = sqlite3_prepare_v2(c->s->db, sql, -1, &st, NULL);
+    sqlite3_free(sql);
+    if (x == SQLITE_OK) x = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (x != SQLITE_ROW && x != SQLITE_DONE)
+        return tsync__err_sqlite(c->s->db, x, "read row clocks");
+    *fresh = x == SQLITE_DONE;
+    if (*fresh && !c->seen && !(c->seen = calloc(SEEN_BITS / 8, 1))) *fresh = 0;
+    struct mtable *nt = realloc(c->tables, (c->ntables + 1) * sizeof *nt);
+    if (!nt) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    c->tables = nt;
+    c->tables[c->ntables++] = (struct mtable){t->id, *fresh};
+    return 0;
+}
+
+/* Marks the row of hash h as folded; returns whether it may have been before (a Bloom filter:
+ * never a false "no"). */
+static int seen_before(mctx *c, uint64_t h)
+{
+    uint64_t step = (h >> 32) | 1;
+    int all = 1;
+    for (int i = 0; i < 3; i++) {
+        size_t bit = (size_t)(h + (uint64_t)i * step) & (SEEN_BITS - 1);
+        all &= c->seen[bit >> 3] >> (bit & 7) & 1;
+        c->seen[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+    }
+    return all;
+}
+
 static mrow *get_row(mctx *c, tsync__table *t, const tsync__val *pk, int *rc)
 {
     size_t klen = tsync__key_size(pk, t->npk);
@@ -149,7 +195,14 @@ static mrow *get_row(mctx *c, tsync__table *t, const tsync__val *pk, int *rc)
     }
     r->key = e->key;
     r->klen = e->klen;
-    if ((*rc = tsync__rw_load(c->s, r))) return NULL;
+    int fresh = 0;
+    if ((*rc = table_fresh(c, t, &fresh))) return NULL;
+    if (fresh && !seen_before(c, e->h)) {
+        /* new here: what tsync__rw_load finds for a row without clocks */
+        if ((*rc = tsync__rowmeta_init(&r->meta, t->ncols))) return NULL;
+    } else if ((*rc = tsync__rw_load(c->s, r))) {
+        return NULL;
+    }
     if (c->nrowlist == c->rowcap) {
         c->rowcap = c->rowcap ? c->rowcap * 2 : 1024;
         mrow **nl = realloc(c->rowlist, c->rowcap * sizeof *nl);
@@ -240,16 +293,20 @@ int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table, const
     tsync__batch full;
     tsync_store *s = c->s;
     int rc = 0;
+    if (c->ba_bytes > TSYNC__MERGE_DECODE_BYTES) {
+        tsync__arena_free(&c->ba);
+        c->ba_bytes = 0;
+    }
     if (!b) {
-        /* Decoded with the rows it folds into: both go at the next flush. The body decoded when
-         * the merge began, so a failure here is memory or a held body changed under us. */
+        /* The body decoded when the merge began, so a failure here is memory. */
         char err[TSYNC__ERRLEN];
-        if ((rc = tsync__batch_decode(ib->body, ib->body_len, &full, &c->ra, err)))
+        if ((rc = tsync__batch_decode(ib->body, ib->body_len, &full, &c->ba, err)))
             return tsync__err(rc, "batch %llu: %s", (unsigned long long)ib->seq, err);
         b = &full;
-        c->ra_bytes += ib->body_len;
+        c->ba_bytes += ib->body_len;
     }
-    uint32_t *bsite = tsync__arena_alloc(&c->ra, (b->nsites ? b->nsites : 1) * sizeof *bsite);
+    uint32_t *bsite = tsync__arena_alloc(&c->ba, (b->nsites ? b->nsites : 1) * sizeof *bsite);
+    c->ba_bytes += (b->nsites ? b->nsites : 1) * sizeof *bsite;
     if (!bsite) return tsync__err(TSYNC_ENOMEM, "out of memory");
     for (uint32_t i = 0; i < b->nsites; i++)
         if ((rc = tsync_merge__site_local(c, b->sites[i], NULL, NULL, &bsite[i]))) return rc;
@@ -397,7 +454,6 @@ int tsync_merge__flush_rows(mctx *c)
     c->nrowlist = 0;
     tsync__rmap_free(&c->rows);
     tsync__arena_free(&c->ra);
-    c->ra_bytes = 0;
     return rc;
 }
 
@@ -405,7 +461,7 @@ int tsync_merge__maybe_flush(mctx *c)
 {
     size_t rows = c->s->merge_flush_rows ? c->s->merge_flush_rows : TSYNC__MERGE_FLUSH_ROWS;
     if (rows == SIZE_MAX) return 0; /* tests: the reference, one flush at the end */
-    if (c->nrowlist < rows && c->ra_bytes < TSYNC__MERGE_FLUSH_BYTES) return 0;
+    if (c->nrowlist < rows) return 0;
     return tsync_merge__flush_rows(c);
 }
 
@@ -418,4 +474,7 @@ void tsync_merge__free(mctx *c)
     free(c->sites);
     tsync__arena_free(&c->a);
     tsync__arena_free(&c->ra);
+    tsync__arena_free(&c->ba);
+    free(c->tables);
+    free(c->seen);
 }

@@ -63,9 +63,18 @@ typedef struct {
     tsync_store *s;
     tsync_merge_report *rep;
     tsync__arena a;  /* what lives as long as the merge: held bodies, batch headers */
-    tsync__arena ra; /* the rows being folded and the batches they came from: freed at each flush */
-    size_t ra_bytes; /* body bytes decoded into ra since the last flush */
-    msite *sites;    /* by local index (sparse: idx up to nsites) */
+    tsync__arena ra; /* the rows being folded: freed at each flush */
+    tsync__arena ba; /* the batches being applied, decoded: freed every few hundred KB of bodies
+                      * (a folded value points into the body, never into its decoded batch) */
+    size_t ba_bytes; /* body bytes decoded into ba */
+    /* Tables without clocks when first met (a new till): a row of theirs not folded before in
+     * this merge is new, and needs no look-up. seen: a Bloom filter of the rows folded. */
+    struct mtable {
+        int id, fresh;
+    } * tables;
+    size_t ntables;
+    uint8_t *seen;
+    msite *sites; /* by local index (sparse: idx up to nsites) */
     uint32_t nsites;
     tsync__rmap rows;
     mrow **rowlist;
@@ -110,12 +119,13 @@ TSYNC_WARN_UNUSED int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char 
                                                const int64_t *only_rows, size_t nonly);
 /* Writes every folded row (in key order) with the row writer, and forgets them. */
 TSYNC_WARN_UNUSED int tsync_merge__flush_rows(mctx *c);
-/* Between two batches: flushes the folded rows when they reach the merge's budget (rows, or body
- * bytes decoded), so memory stays bounded. Later batches read the flushed rows back from the
- * database, inside the same transaction: the result is the same as one flush at the end. */
+/* Between two batches: flushes the folded rows when they reach the merge's budget, so memory
+ * stays bounded. Later batches read the flushed rows back from the database, inside the same
+ * transaction: the result is the same as one flush at the end. */
 TSYNC_WARN_UNUSED int tsync_merge__maybe_flush(mctx *c);
-/* The budget: rows folded (s->merge_flush_rows overrides it) and body bytes decoded. */
-#define TSYNC__MERGE_FLUSH_ROWS  20000u
-#define TSYNC__MERGE_FLUSH_BYTES (2u << 20)
+/* The budget: rows folded (s->merge_flush_rows overrides it; ~300 bytes each), and the body bytes
+ * decoded before the decoded batches are freed (a decoded batch takes ~5 times its body). */
+#define TSYNC__MERGE_FLUSH_ROWS   20000u
+#define TSYNC__MERGE_DECODE_BYTES (256u << 10)
 
 #endif
