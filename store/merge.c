@@ -47,9 +47,10 @@ static void list_free(inbatch *list, size_t n)
     free(list);
 }
 
-/* Decodes ib's body (checking all of it) into scratch, as *b, and keeps in ib what admission
- * needs (the clock, the dependencies by site id, in c->a): the rows are decoded again when the
- * batch applies. scratch is freed every few hundred KB of bodies (*scratch_bytes counts them). */
+/* Checks ib's body (all of it: tsync__batch_check), decodes its header into scratch as *b, and
+ * keeps in ib what admission needs (the clock, the dependencies by site id, in c->a): the rows are
+ * decoded again when the batch applies. scratch is freed every few hundred KB of bodies
+ * (*scratch_bytes counts them). */
 static int head_decode(mctx *c, inbatch *ib, tsync__batch *b, tsync__arena *scratch,
                        size_t *scratch_bytes, char err[TSYNC__ERRLEN])
 {
@@ -58,7 +59,7 @@ static int head_decode(mctx *c, inbatch *ib, tsync__batch *b, tsync__arena *scra
         *scratch_bytes = 0;
     }
     *scratch_bytes += ib->body_len;
-    int rc = tsync__batch_decode(ib->body, ib->body_len, b, scratch, err);
+    int rc = tsync__batch_check(ib->body, ib->body_len, b, scratch, err);
     if (rc) return rc;
     mdep *deps = tsync__arena_array(&c->a, b->ndeps, sizeof *deps);
     if (b->ndeps && !deps) {

@@ -337,3 +337,69 @@ Test(scale_merge, memory_bounded, .timeout = 600)
     free(b);
     tsync_store_free(s);
 }
+
+/* tsync__batch_check (what a merge verifies a bundle with before anything applies) refuses exactly
+ * what tsync__batch_decode refuses, with the same message, and keeps the same header. */
+Test(scale_merge, check_equals_decode, .timeout = 300)
+{
+    char *dir = th_tmpdir_auto();
+    tsync_store *s = th_open_products(th_path(dir, "c.db"));
+    /* one batch of 1,500 rows (the check frees its row scratch every 512 rows), and small ones */
+    th_exec(s, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<1500) "
+               "INSERT INTO products SELECT 'k'||x, 'n'||x, x, x%7 FROM c");
+    th_seal(s);
+    th_exec(s, "UPDATE products SET price=price+1, stock=stock-2 WHERE rowid%3=0");
+    th_exec(s, "DELETE FROM products WHERE rowid%5=0");
+    th_seal(s);
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_prepare_v2(tsync_store_sqlite(s), "SELECT body FROM tsync_log ORDER BY id",
+                                    -1, &st, NULL),
+                 SQLITE_OK);
+    uint64_t rng = th_seed("scale_merge check");
+    size_t nbodies = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        size_t len = (size_t)sqlite3_column_bytes(st, 0);
+        uint8_t *body = malloc(len + 1), *m = malloc(len + 1);
+        cr_assert(body && m);
+        memcpy(body, sqlite3_column_blob(st, 0), len);
+        nbodies++;
+        for (int k = 0; k < 300; k++) {
+            size_t mlen = len;
+            memcpy(m, body, len);
+            if (k > 0) {
+                uint64_t r = th_rand(&rng);
+                if (r % 4 == 0)
+                    mlen = (size_t)(th_rand(&rng) % len);
+                else
+                    for (int f = 0; f < 1 + (int)(r % 3); f++)
+                        m[th_rand(&rng) % len] ^= (uint8_t)(1 + th_rand(&rng) % 255);
+            }
+            tsync__arena a1 = {0}, a2 = {0};
+            tsync__batch b1, b2;
+            char e1[TSYNC__ERRLEN] = "", e2[TSYNC__ERRLEN] = "";
+            int r1 = tsync__batch_decode(m, mlen, &b1, &a1, e1);
+            int r2 = tsync__batch_check(m, mlen, &b2, &a2, e2);
+            cr_assert_eq(r1, r2, "body %zu, mutation %d: decode %d (%s), check %d (%s)", nbodies, k,
+                         r1, e1, r2, e2);
+            if (r1) {
+                cr_assert_str_eq(e1, e2);
+            } else {
+                cr_assert(b1.seq == b2.seq && b1.hlc_lo == b2.hlc_lo && b1.hlc_hi == b2.hlc_hi &&
+                          b1.nsites == b2.nsites && b1.ndeps == b2.ndeps &&
+                          b1.ntables == b2.ntables && b1.nrows == b2.nrows && !b2.rows);
+                cr_assert(memcmp(b1.origin, b2.origin, TSYNC__SITE_BYTES) == 0);
+                cr_assert(memcmp(b1.sites, b2.sites, (size_t)b1.nsites * TSYNC__SITE_BYTES) == 0);
+                for (uint32_t d = 0; d < b1.ndeps; d++)
+                    cr_assert(b1.deps[d].site == b2.deps[d].site &&
+                              b1.deps[d].seq == b2.deps[d].seq);
+            }
+            tsync__arena_free(&a1);
+            tsync__arena_free(&a2);
+        }
+        free(body);
+        free(m);
+    }
+    sqlite3_finalize(st);
+    cr_assert(nbodies >= 2);
+    tsync_store_free(s);
+}
