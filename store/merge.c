@@ -4,10 +4,12 @@
  * rows, store/rowwrite.c writes them, store/unpark.c re-applies parked changes).
  *
  * Design notes
- * - Two phases. First every run of the bundle is decoded and its hash chain and last signature
- *   verified, without touching the database: a bundle with a flipped byte, a bad signature or a
- *   broken chain is refused whole and changes nothing. Then, in one BEGIN IMMEDIATE transaction,
- *   local changes are sealed, and the batches are applied in causal order.
+ * - Two phases. First every body of the bundle is checked (tsync__batch_check) and every run's
+ *   hash chain and last signature verified, without touching the database: a bundle with a
+ *   flipped byte, a bad signature or a broken chain is refused whole and changes nothing. Only
+ *   each batch's clock and dependencies are kept. Then, in one BEGIN IMMEDIATE transaction, local
+ *   changes are sealed, and the batches are applied in causal order, each decoded as it applies
+ *   (memory stays bounded: store/merge_apply.c).
  * - A batch applies when it is the next of its origin, its prev hash matches our head, its
  *   dependencies (the author's vector delta) are met and its clock is not too far ahead. Otherwise
  *   it is held in tsync_held (verified already) and retried at every merge.
@@ -15,7 +17,6 @@
  *   while merging; every other connection keeps capturing.
  */
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,56 +26,6 @@
 #include "store/schema.h"
 #include "store/sync.h"
 #include "store/trust.h"
-
-/* ---------------------------------------------------------------- batches on their way in */
-
-#define REASON_LEN 256
-
-/* Why ib waits (site ids and numbers): set at every pass of apply_ready, so the buffer is kept. */
-static void set_reason(inbatch *ib, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_reason(inbatch *ib, const char *fmt, ...)
-{
-    if (!ib->reason && !(ib->reason = malloc(REASON_LEN))) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(ib->reason, REASON_LEN, fmt, ap);
-    va_end(ap);
-}
-
-static void list_free(inbatch *list, size_t n)
-{
-    for (size_t i = 0; list && i < n; i++) free(list[i].reason);
-    free(list);
-}
-
-/* Checks ib's body (all of it: tsync__batch_check), decodes its header into scratch as *b, and
- * keeps in ib what admission needs (the clock, the dependencies by site id, in c->a): the rows are
- * decoded again when the batch applies. scratch is freed every few hundred KB of bodies
- * (*scratch_bytes counts them). */
-static int head_decode(mctx *c, inbatch *ib, tsync__batch *b, tsync__arena *scratch,
-                       size_t *scratch_bytes, char err[TSYNC__ERRLEN])
-{
-    if (*scratch_bytes > (256u << 10)) {
-        tsync__arena_free(scratch);
-        *scratch_bytes = 0;
-    }
-    *scratch_bytes += ib->body_len;
-    int rc = tsync__batch_check(ib->body, ib->body_len, b, scratch, err);
-    if (rc) return rc;
-    mdep *deps = tsync__arena_array(&c->a, b->ndeps, sizeof *deps);
-    if (b->ndeps && !deps) {
-        snprintf(err, TSYNC__ERRLEN, "out of memory");
-        return TSYNC_ENOMEM;
-    }
-    for (uint32_t d = 0; d < b->ndeps; d++) {
-        memcpy(deps[d].site, b->sites[b->deps[d].site], TSYNC__SITE_BYTES);
-        deps[d].seq = b->deps[d].seq;
-    }
-    ib->hlc_hi = b->hlc_hi;
-    ib->ndeps = b->ndeps;
-    ib->deps = deps;
-    return 0;
-}
 
 /* ---------------------------------------------------------------- log, held, forks */
 
@@ -309,7 +260,7 @@ static int load_held(mctx *c, inbatch **list, size_t *n, size_t *cap)
             ib->sig = sig;
         }
         tsync__batch b;
-        int drc = head_decode(c, ib, &b, &scratch, &scratch_bytes, err);
+        int drc = tsync_merge__head(c, ib, &b, &scratch, &scratch_bytes, err);
         if (drc == TSYNC_ENOMEM) {
             rc = tsync__err(drc, "out of memory");
             break;
@@ -509,8 +460,9 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                 }
             }
             if (ib->seq != m->seq + 1) {
-                set_reason(ib, "waiting for batch %llu of site %s",
-                           (unsigned long long)(m->seq + 1), tsync_merge__short_site(m->id, sh));
+                tsync_merge__reason(ib, "waiting for batch %llu of site %s",
+                                    (unsigned long long)(m->seq + 1),
+                                    tsync_merge__short_site(m->id, sh));
                 continue;
             }
             if (memcmp(ib->prev, m->hash, TSYNC__HASH_BYTES) != 0) {
@@ -535,17 +487,18 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                         have = c->sites[k].seq > have ? c->sites[k].seq : have;
                 if (have < ib->deps[d].seq) {
                     ready = 0;
-                    set_reason(ib, "depends on batch %llu of site %s, not here yet",
-                               (unsigned long long)ib->deps[d].seq,
-                               tsync_merge__short_site(dsite, sh));
+                    tsync_merge__reason(ib, "depends on batch %llu of site %s, not here yet",
+                                        (unsigned long long)ib->deps[d].seq,
+                                        tsync_merge__short_site(dsite, sh));
                 }
             }
             if (!ready) continue;
             if (tsync__hlc_too_far(ib->hlc_hi, c->now_ms, c->s->skew_bound_ms)) {
                 if (!clock_fixed_later(c, list, n, ib)) {
-                    set_reason(ib, "clock of site %s is %llu ms ahead of ours",
-                               tsync_merge__short_site(m->id, sh),
-                               (unsigned long long)(tsync__hlc_ms(ib->hlc_hi) - c->now_ms));
+                    tsync_merge__reason(
+                        ib, "clock of site %s is %llu ms ahead of ours",
+                        tsync_merge__short_site(m->id, sh),
+                        (unsigned long long)(tsync__hlc_ms(ib->hlc_hi) - c->now_ms));
                     continue;
                 }
                 tsync_merge__report(
@@ -708,7 +661,7 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
             ib->body_len = run->body_len[k];
             ib->seq = run->first_seq + k;
             tsync__batch hb;
-            if ((rc = head_decode(&c, ib, &hb, &scratch, &scratch_bytes, err))) {
+            if ((rc = tsync_merge__head(&c, ib, &hb, &scratch, &scratch_bytes, err))) {
                 rc = tsync__err(rc, "bundle refused: batch %llu of site %s: %s",
                                 (unsigned long long)ib->seq, tsync_merge__short_site(bs->site, sh),
                                 err);
@@ -802,7 +755,7 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
         if (went_back && !s->read_only && !s->renewing) {
             tsync__rollback(s);
             tsync__capture_off(s, 0);
-            list_free(list, n);
+            tsync_merge__list_free(list, n);
             free(run_of);
             tsync_merge__free(&c);
             if ((rc = tsync__identity_renew(s, head, seen))) return rc;
@@ -865,7 +818,7 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
     if (c.keep_publish && (rc = tsync__trust_keep_merged(s))) goto rollback;
     tsync__capture_off(s, 0);
     if ((rc = tsync__commit(s))) goto fail;
-    list_free(list, n);
+    tsync_merge__list_free(list, n);
     free(run_of);
     free(run_forked);
     free(branch);
@@ -885,7 +838,7 @@ rollback:
     tsync__capture_off(s, 0);
 fail:
     tsync__arena_free(&scratch);
-    list_free(list, n);
+    tsync_merge__list_free(list, n);
     free(run_of);
     free(run_forked);
     free(branch);

@@ -2,11 +2,17 @@
  * store/merge_apply.c — folding the rows of merged batches (store/merge_int.h): per row, the
  * existence OR-set, each LWW column and each PN-counter are merged in memory with the row's clocks
  * here, conflicts recorded as they are found, and what this database cannot take parked; the rows
- * are then written once each by the shared row writer (store/rowwrite.c).
+ * are then written once each by the shared row writer (store/rowwrite.c). Also what a batch on its
+ * way in keeps (its header, why it waits).
  *
  * Design notes
  * - Row changes are folded in memory per row (clocks and winning values), and written to SQLite
- *   once per row at the end: 100k updates of 10k products touch 10k rows.
+ *   once per row when the folded rows reach TSYNC__MERGE_FLUSH_ROWS, and at the end: 100k updates
+ *   of 10k products touch 10k rows, and a merge of 1M rows holds at most 20,000 at once. A row
+ *   written by an earlier flush is read back from the database like any other, inside the same
+ *   transaction, so where the flushes fall does not change the result (tests/store/
+ *   test_scale_merge.c). A folded value points into the batch's body, which lives as long as the
+ *   merge; the batch's decoded arrays are freed long before.
  * - What this database cannot apply (a table or column it lacks) is parked, never dropped: the
  *   batch stays in the log and tsync_parked points at the row, to be applied after the schema
  *   catches up (store/unpark.c). Clocks make late application give the same result.
@@ -44,6 +50,53 @@ const char *tsync_merge__short_site(const uint8_t *id, char out[13])
 {
     tsync__hex(id, 6, out);
     return out;
+}
+
+/* ---------------------------------------------------------------- batches on their way in */
+
+#define REASON_LEN 256
+
+/* Set at every pass of apply_ready while ib waits, so the buffer is kept. */
+void tsync_merge__reason(inbatch *ib, const char *fmt, ...)
+{
+    if (!ib->reason && !(ib->reason = malloc(REASON_LEN))) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ib->reason, REASON_LEN, fmt, ap);
+    va_end(ap);
+}
+
+void tsync_merge__list_free(inbatch *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++) free(list[i].reason);
+    free(list);
+}
+
+/* scratch holds only headers (the check frees its rows as it goes): freed every 256 KB of bodies
+ * rather than per batch, since a merge of 100k small batches would allocate a chunk for each. */
+int tsync_merge__head(mctx *c, inbatch *ib, tsync__batch *b, tsync__arena *scratch,
+                      size_t *scratch_bytes, char err[TSYNC__ERRLEN])
+{
+    if (*scratch_bytes > (256u << 10)) {
+        tsync__arena_free(scratch);
+        *scratch_bytes = 0;
+    }
+    *scratch_bytes += ib->body_len;
+    int rc = tsync__batch_check(ib->body, ib->body_len, b, scratch, err);
+    if (rc) return rc;
+    mdep *deps = tsync__arena_array(&c->a, b->ndeps, sizeof *deps);
+    if (b->ndeps && !deps) {
+        snprintf(err, TSYNC__ERRLEN, "out of memory");
+        return TSYNC_ENOMEM;
+    }
+    for (uint32_t d = 0; d < b->ndeps; d++) {
+        memcpy(deps[d].site, b->sites[b->deps[d].site], TSYNC__SITE_BYTES);
+        deps[d].seq = b->deps[d].seq;
+    }
+    ib->hlc_hi = b->hlc_hi;
+    ib->ndeps = b->ndeps;
+    ib->deps = deps;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- sites */

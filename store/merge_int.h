@@ -93,6 +93,18 @@ typedef struct {
     int enrolled; /* in a shop (looked up once the bundle's trust records are in): 0 admits all */
 } mctx;
 
+/* Sets why ib waits (printf-style; kept in a buffer allocated on first use). */
+void tsync_merge__reason(inbatch *ib, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Frees a list of n batches and their reasons. */
+void tsync_merge__list_free(inbatch *list, size_t n);
+/* Checks ib's body (all of it: tsync__batch_check), decodes its header into scratch as *b, and
+ * keeps in ib what admission needs (the clock, the dependencies by site id, in c->a): the rows are
+ * decoded again when the batch applies. scratch is freed every few hundred KB of bodies
+ * (*scratch_bytes counts them). */
+TSYNC_WARN_UNUSED int tsync_merge__head(mctx *c, inbatch *ib, tsync__batch *b,
+                                        tsync__arena *scratch, size_t *scratch_bytes,
+                                        char err[TSYNC__ERRLEN]);
+
 /* Zeroes c and sets the store, the report (may be NULL) and the reference time. */
 void tsync_merge__init(mctx *c, tsync_store *s, tsync_merge_report *rep);
 /* Frees what c holds (finalizes the row writer's statements); c can be initialised again. */
