@@ -195,8 +195,12 @@ static bool dec_row(dec *d, tsync__batch *b, const uint64_t *masks, tsync__brow 
     return true;
 }
 
-int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync__arena *a,
-                        char err[TSYNC__ERRLEN])
+/* check: the rows are decoded one at a time into a scratch arena freed every CHECK_ROWS rows, and
+ * not kept (tsync__batch_check). */
+#define CHECK_ROWS 512
+
+static int decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync__arena *a,
+                  char err[TSYNC__ERRLEN], bool check)
 {
     memset(out, 0, sizeof *out);
     dec d;
@@ -239,12 +243,32 @@ int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync
     if (!dec_sites(&d, b) || !dec_deps(&d, b) || !dec_tables(&d, b, &masks)) goto bad;
 
     if (!tsync__dec_list(&d, "rows", &n, MIN_ROW)) goto bad;
-    b->rows = tsync__dec_alloc(&d, n, sizeof *b->rows);
-    if (n && !b->rows) goto bad;
-    for (uint32_t i = 0; i < n; i++) {
-        d.l1 = "row";
-        d.i1 = i;
-        if (!dec_row(&d, b, masks, &b->rows[i])) goto bad;
+    if (check) {
+        /* Each row's arrays come from rs; the arena of the header stays as it is. */
+        tsync__arena rs = {0};
+        tsync__brow row;
+        d.a = &rs;
+        for (uint32_t i = 0; i < n; i++) {
+            if (i % CHECK_ROWS == CHECK_ROWS - 1) tsync__arena_free(&rs);
+            d.l1 = "row";
+            d.i1 = i;
+            memset(&row, 0, sizeof row);
+            if (!dec_row(&d, b, masks, &row)) {
+                tsync__arena_free(&rs);
+                goto bad;
+            }
+        }
+        tsync__arena_free(&rs);
+        d.a = a;
+        b->rows = NULL;
+    } else {
+        b->rows = tsync__dec_alloc(&d, n, sizeof *b->rows);
+        if (n && !b->rows) goto bad;
+        for (uint32_t i = 0; i < n; i++) {
+            d.l1 = "row";
+            d.i1 = i;
+            if (!dec_row(&d, b, masks, &b->rows[i])) goto bad;
+        }
     }
     d.l1 = NULL;
     b->nrows = n;
@@ -257,6 +281,18 @@ bad:
     /* The arena keeps what was allocated; the caller frees it as one. */
     memset(out, 0, sizeof *out);
     return d.rc;
+}
+
+int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync__arena *a,
+                        char err[TSYNC__ERRLEN])
+{
+    return decode(buf, len, out, a, err, false);
+}
+
+int tsync__batch_check(const uint8_t *buf, size_t len, tsync__batch *out, tsync__arena *a,
+                       char err[TSYNC__ERRLEN])
+{
+    return decode(buf, len, out, a, err, true);
 }
 
 int tsync__batch_peek(const uint8_t *buf, size_t len, uint8_t origin[TSYNC__SITE_BYTES],

@@ -175,6 +175,13 @@ int tsync__batch_encode(const tsync__batch *b, uint8_t **out, size_t *len, char 
 TSYNC_WARN_UNUSED int tsync__batch_decode(const uint8_t *buf, size_t len, tsync__batch *out,
                                           tsync__arena *a, char err[TSYNC__ERRLEN]);
 
+/* Checks a body as strictly as tsync__batch_decode (same faults, same messages) and keeps only its
+ * header: origin, seq, clocks, sites, deps and tables in a; the rows are checked one at a time in
+ * a scratch arena of their own, freed as it goes, and not kept (rows NULL, nrows their count). For
+ * a merge that verifies a whole bundle first and decodes each batch's rows when it applies. */
+TSYNC_WARN_UNUSED int tsync__batch_check(const uint8_t *buf, size_t len, tsync__batch *out,
+                                         tsync__arena *a, char err[TSYNC__ERRLEN]);
+
 /* Reads only origin and seq from a body (cheap; for logging and fork checks). */
 TSYNC_WARN_UNUSED int tsync__batch_peek(const uint8_t *buf, size_t len,
                                         uint8_t origin[TSYNC__SITE_BYTES], uint64_t *seq);

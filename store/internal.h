@@ -100,6 +100,9 @@ struct tsync_store {
     int64_t clock_offset_ms; /* tests: pretend the wall clock is off by this much */
     /* Tests: the batch budgets sealing cuts at (0: TSYNC__SEAL_BATCH_BYTES / _ROWS). */
     size_t seal_batch_bytes, seal_batch_rows;
+    /* Tests: the rows a merge folds before writing them (0: TSYNC__MERGE_FLUSH_ROWS; SIZE_MAX: all,
+     * written at the end whatever their size, as the reference the chunked merge must equal). */
+    size_t merge_flush_rows;
     int in_txn;           /* inside a transaction begun by the store */
     int64_t data_version; /* PRAGMA data_version at the last tsync__sync_changed */
     int data_version_seen;

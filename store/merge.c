@@ -4,10 +4,12 @@
  * rows, store/rowwrite.c writes them, store/unpark.c re-applies parked changes).
  *
  * Design notes
- * - Two phases. First every run of the bundle is decoded and its hash chain and last signature
- *   verified, without touching the database: a bundle with a flipped byte, a bad signature or a
- *   broken chain is refused whole and changes nothing. Then, in one BEGIN IMMEDIATE transaction,
- *   local changes are sealed, and the batches are applied in causal order.
+ * - Two phases. First every body of the bundle is checked (tsync__batch_check) and every run's
+ *   hash chain and last signature verified, without touching the database: a bundle with a
+ *   flipped byte, a bad signature or a broken chain is refused whole and changes nothing. Only
+ *   each batch's clock and dependencies are kept. Then, in one BEGIN IMMEDIATE transaction, local
+ *   changes are sealed, and the batches are applied in causal order, each decoded as it applies
+ *   (memory stays bounded: store/merge_apply.c).
  * - A batch applies when it is the next of its origin, its prev hash matches our head, its
  *   dependencies (the author's vector delta) are met and its clock is not too far ahead. Otherwise
  *   it is held in tsync_held (verified already) and retried at every merge.
@@ -69,7 +71,7 @@ static int hold(mctx *c, inbatch *ib)
     sqlite3_bind_blob(st, 4, ib->hash, TSYNC__HASH_BYTES, SQLITE_STATIC);
     sqlite3_bind_blob(st, 5, ib->body, (int)ib->body_len, SQLITE_STATIC);
     if (ib->sig) sqlite3_bind_blob(st, 6, ib->sig, TSYNC__SIG_BYTES, SQLITE_STATIC);
-    sqlite3_bind_text(st, 7, ib->reason, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, ib->reason ? ib->reason : "", -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
     sqlite3_reset(st);
     return rc == SQLITE_DONE ? 0 : tsync__err_sqlite(c->s->db, rc, "hold batch");
@@ -219,6 +221,8 @@ static int load_held(mctx *c, inbatch **list, size_t *n, size_t *cap)
                                  "read held batches");
     if (rc) return rc;
     char err[TSYNC__ERRLEN];
+    tsync__arena scratch = {0};
+    size_t scratch_bytes = 0;
     while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
         if (*n == *cap) {
             *cap = *cap ? *cap * 2 : 64;
@@ -255,11 +259,18 @@ static int load_held(mctx *c, inbatch **list, size_t *n, size_t *cap)
             memcpy(sig, sqlite3_column_blob(st, 5), TSYNC__SIG_BYTES);
             ib->sig = sig;
         }
-        if (tsync__batch_decode(ib->body, ib->body_len, &ib->b, &c->a, err) != 0) continue;
+        tsync__batch b;
+        int drc = tsync_merge__head(c, ib, &b, &scratch, &scratch_bytes, err);
+        if (drc == TSYNC_ENOMEM) {
+            rc = tsync__err(drc, "out of memory");
+            break;
+        }
+        if (drc) continue;
         ib->from_held = 1;
         (*n)++;
     }
     sqlite3_reset(st);
+    tsync__arena_free(&scratch);
     return rc;
 }
 
@@ -272,7 +283,7 @@ static int clock_fixed_later(const mctx *c, const inbatch *list, size_t n, const
 {
     for (size_t j = 0; j < n; j++)
         if (list[j].site == ib->site && list[j].seq > ib->seq &&
-            !tsync__hlc_too_far(list[j].b.hlc_hi, c->now_ms, c->s->skew_bound_ms))
+            !tsync__hlc_too_far(list[j].hlc_hi, c->now_ms, c->s->skew_bound_ms))
             return 1;
     return 0;
 }
@@ -299,6 +310,7 @@ static int apply_fork_data(mctx *c, inbatch *ib, int counted,
     c->fork_frozen = m->frozen >= 0 ? (uint64_t)m->frozen : 0;
     rc = tsync_merge__apply_batch(c, ib, NULL, NULL, 0);
     c->fork_site = 0;
+    if (rc == 0) rc = tsync_merge__maybe_flush(c);
     ib->done = 1;
     if (rc == 0 && !counted && c->rep) c->rep->refused++;
     return rc;
@@ -338,20 +350,19 @@ static int honest_dep(mctx *c, inbatch *list, size_t n, const uint8_t id[TSYNC__
     *kept = 0;
     for (size_t i = 0; i < n; i++) {
         inbatch *l = &list[i];
-        for (uint32_t d = 0; d < l->b.ndeps; d++) {
-            const tsync__bdep *dep = &l->b.deps[d];
+        for (uint32_t d = 0; d < l->ndeps; d++) {
+            const mdep *dep = &l->deps[d];
             if (dep->seq < seq || dep->seq <= *kept ||
-                memcmp(l->b.sites[dep->site], id, TSYNC__SITE_BYTES) != 0)
+                memcmp(dep->site, id, TSYNC__SITE_BYTES) != 0)
                 continue;
             if (!l->honest) {
                 msite *a = &c->sites[l->site];
                 int rv = site_revoked(c, a);
                 if (rv < 0) return rv;
                 char err[TSYNC__ERRLEN];
-                int trc = rv == 2 || !a->has_pk
-                              ? TSYNC_EREFUSED
-                              : tsync__trust_admit(c->s, a->pk, a->id, l->seq,
-                                                   tsync__hlc_ms(l->b.hlc_hi), err);
+                int trc = rv == 2 || !a->has_pk ? TSYNC_EREFUSED
+                                                : tsync__trust_admit(c->s, a->pk, a->id, l->seq,
+                                                                     tsync__hlc_ms(l->hlc_hi), err);
                 if (trc == TSYNC_EIO) return trc;
                 l->honest = trc == 0 ? 1 : -1;
             }
@@ -433,7 +444,7 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                          * the trust rules refuse. */
                         char terr[TSYNC__ERRLEN];
                         int trc = tsync__trust_admit_kept(c->s, m->pk, m->id, ib->seq,
-                                                          tsync__hlc_ms(ib->b.hlc_hi), 0, terr);
+                                                          tsync__hlc_ms(ib->hlc_hi), 0, terr);
                         if (trc == TSYNC_EIO) return trc;
                         ib->done = 1;
                         if (c->rep) c->rep->refused++;
@@ -449,8 +460,9 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                 }
             }
             if (ib->seq != m->seq + 1) {
-                snprintf(ib->reason, sizeof ib->reason, "waiting for batch %llu of site %s",
-                         (unsigned long long)(m->seq + 1), tsync_merge__short_site(m->id, sh));
+                tsync_merge__reason(ib, "waiting for batch %llu of site %s",
+                                    (unsigned long long)(m->seq + 1),
+                                    tsync_merge__short_site(m->id, sh));
                 continue;
             }
             if (memcmp(ib->prev, m->hash, TSYNC__HASH_BYTES) != 0) {
@@ -467,27 +479,26 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                 continue;
             }
             int ready = 1;
-            for (uint32_t d = 0; d < ib->b.ndeps && ready; d++) {
-                const uint8_t *dsite = ib->b.sites[ib->b.deps[d].site];
+            for (uint32_t d = 0; d < ib->ndeps && ready; d++) {
+                const uint8_t *dsite = ib->deps[d].site;
                 uint64_t have = 0;
                 for (uint32_t k = 1; k < c->nsites; k++)
                     if (c->sites[k].known && memcmp(c->sites[k].id, dsite, TSYNC__SITE_BYTES) == 0)
                         have = c->sites[k].seq > have ? c->sites[k].seq : have;
-                if (have < ib->b.deps[d].seq) {
+                if (have < ib->deps[d].seq) {
                     ready = 0;
-                    snprintf(ib->reason, sizeof ib->reason,
-                             "depends on batch %llu of site %s, not here yet",
-                             (unsigned long long)ib->b.deps[d].seq,
-                             tsync_merge__short_site(dsite, sh));
+                    tsync_merge__reason(ib, "depends on batch %llu of site %s, not here yet",
+                                        (unsigned long long)ib->deps[d].seq,
+                                        tsync_merge__short_site(dsite, sh));
                 }
             }
             if (!ready) continue;
-            if (tsync__hlc_too_far(ib->b.hlc_hi, c->now_ms, c->s->skew_bound_ms)) {
+            if (tsync__hlc_too_far(ib->hlc_hi, c->now_ms, c->s->skew_bound_ms)) {
                 if (!clock_fixed_later(c, list, n, ib)) {
-                    snprintf(ib->reason, sizeof ib->reason,
-                             "clock of site %s is %llu ms ahead of ours",
-                             tsync_merge__short_site(m->id, sh),
-                             (unsigned long long)(tsync__hlc_ms(ib->b.hlc_hi) - c->now_ms));
+                    tsync_merge__reason(
+                        ib, "clock of site %s is %llu ms ahead of ours",
+                        tsync_merge__short_site(m->id, sh),
+                        (unsigned long long)(tsync__hlc_ms(ib->hlc_hi) - c->now_ms));
                     continue;
                 }
                 tsync_merge__report(
@@ -495,14 +506,14 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                     "merged: batch %llu of site %s with a clock %llu ms ahead: a later "
                     "batch of that site shows its clock fixed",
                     (unsigned long long)ib->seq, tsync_merge__short_site(m->id, sh),
-                    (unsigned long long)(tsync__hlc_ms(ib->b.hlc_hi) - c->now_ms));
+                    (unsigned long long)(tsync__hlc_ms(ib->hlc_hi) - c->now_ms));
             }
-            {
+            if (c->enrolled) {
                 /* Enrolled: only keys with a valid certificate of our shop author data, and a
                  * certificate covers data by the batch's clock. */
                 char terr[TSYNC__ERRLEN];
                 int trc = tsync__trust_admit_kept(c->s, m->pk, m->id, ib->seq,
-                                                  tsync__hlc_ms(ib->b.hlc_hi), ib->kept, terr);
+                                                  tsync__hlc_ms(ib->hlc_hi), ib->kept, terr);
                 if (trc == TSYNC_EIO) return trc;
                 if (trc) {
                     ib->done = 1;
@@ -517,6 +528,7 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
             }
             if ((rc = tsync_merge__apply_batch(c, ib, NULL, NULL, 0))) return rc;
             if ((rc = log_append(c, ib))) return rc;
+            if ((rc = tsync_merge__maybe_flush(c))) return rc;
             m->seq = ib->seq;
             memcpy(m->hash, ib->hash, TSYNC__HASH_BYTES);
             m->dirty = 1;
@@ -538,7 +550,8 @@ static int finish(mctx *c, inbatch *list, size_t n)
         if (ib->done) continue;
         if (c->rep) c->rep->held++;
         if ((rc = hold(c, ib))) return rc;
-        tsync_merge__report(c, "held: batch %llu: %s", (unsigned long long)ib->seq, ib->reason);
+        tsync_merge__report(c, "held: batch %llu: %s", (unsigned long long)ib->seq,
+                            ib->reason ? ib->reason : "");
     }
     if ((rc = tsync_merge__flush_rows(c))) return rc;
     for (uint32_t i = 1; i < c->nsites; i++) {
@@ -624,7 +637,10 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
     uint8_t(*branch)[TSYNC__HASH_BYTES] = NULL;
     tsync_merge__init(&c, s, report);
 
-    /* Phase 1: decode every body and verify every run, touching nothing. */
+    /* Phase 1: decode every body and verify every run, touching nothing. Only the batches'
+     * headers are kept: the rows are decoded again as each batch applies. */
+    tsync__arena scratch = {0};
+    size_t scratch_bytes = 0, n = 0;
     size_t total = 0;
     for (uint32_t i = 0; i < bun.nruns; i++) total += bun.runs[i].nbodies;
     inbatch *list = calloc(total + 1, sizeof *list);
@@ -633,7 +649,6 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
         rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         goto fail;
     }
-    size_t n = 0;
     for (uint32_t ri = 0; ri < bun.nruns; ri++) {
         const tsync__brun *run = &bun.runs[ri];
         const tsync__bsite *bs = &bun.sites[run->site];
@@ -645,19 +660,20 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
             ib->body = run->body[k];
             ib->body_len = run->body_len[k];
             ib->seq = run->first_seq + k;
-            if ((rc = tsync__batch_decode(ib->body, ib->body_len, &ib->b, &c.a, err))) {
+            tsync__batch hb;
+            if ((rc = tsync_merge__head(&c, ib, &hb, &scratch, &scratch_bytes, err))) {
                 rc = tsync__err(rc, "bundle refused: batch %llu of site %s: %s",
                                 (unsigned long long)ib->seq, tsync_merge__short_site(bs->site, sh),
                                 err);
                 goto refuse;
             }
-            if (memcmp(ib->b.origin, bs->site, TSYNC__SITE_BYTES) != 0 || ib->b.seq != ib->seq) {
+            if (memcmp(hb.origin, bs->site, TSYNC__SITE_BYTES) != 0 || hb.seq != ib->seq) {
                 rc = tsync__err(TSYNC_ECHAIN,
                                 "bundle refused: run of site %s: batch %llu is out "
                                 "of place (found origin %s batch %llu): hash chain broken",
                                 tsync_merge__short_site(bs->site, sh), (unsigned long long)ib->seq,
-                                tsync_merge__short_site(ib->b.origin, (char[13]){0}),
-                                (unsigned long long)ib->b.seq);
+                                tsync_merge__short_site(hb.origin, (char[13]){0}),
+                                (unsigned long long)hb.seq);
                 goto refuse;
             }
             memcpy(ib->prev, prev, sizeof prev);
@@ -677,6 +693,7 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
         }
         list[n - 1].sig = run->sig;
     }
+    tsync__arena_free(&scratch);
 
     /* Phase 2: one transaction. */
     if ((rc = tsync__begin(s))) goto fail;
@@ -695,6 +712,12 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
             if (report) report->refused++;
             tsync_merge__report(&c, "trust record %u not taken: %s", i, terr);
         }
+    }
+    /* Whether we are enrolled does not change while batches apply: asked once, not per batch
+     * (the question reads the schema). */
+    if ((c.enrolled = tsync__trust_enrolled(s, NULL)) < 0) {
+        rc = c.enrolled;
+        goto rollback;
     }
     if ((rc = tsync_merge__load_sites(&c))) goto rollback;
     {
@@ -732,7 +755,7 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
         if (went_back && !s->read_only && !s->renewing) {
             tsync__rollback(s);
             tsync__capture_off(s, 0);
-            free(list);
+            tsync_merge__list_free(list, n);
             free(run_of);
             tsync_merge__free(&c);
             if ((rc = tsync__identity_renew(s, head, seen))) return rc;
@@ -795,7 +818,7 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
     if (c.keep_publish && (rc = tsync__trust_keep_merged(s))) goto rollback;
     tsync__capture_off(s, 0);
     if ((rc = tsync__commit(s))) goto fail;
-    free(list);
+    tsync_merge__list_free(list, n);
     free(run_of);
     free(run_forked);
     free(branch);
@@ -814,7 +837,8 @@ rollback:
     tsync__rollback(s);
     tsync__capture_off(s, 0);
 fail:
-    free(list);
+    tsync__arena_free(&scratch);
+    tsync_merge__list_free(list, n);
     free(run_of);
     free(run_forked);
     free(branch);

@@ -2,11 +2,17 @@
  * store/merge_apply.c — folding the rows of merged batches (store/merge_int.h): per row, the
  * existence OR-set, each LWW column and each PN-counter are merged in memory with the row's clocks
  * here, conflicts recorded as they are found, and what this database cannot take parked; the rows
- * are then written once each by the shared row writer (store/rowwrite.c).
+ * are then written once each by the shared row writer (store/rowwrite.c). Also what a batch on its
+ * way in keeps (its header, why it waits).
  *
  * Design notes
  * - Row changes are folded in memory per row (clocks and winning values), and written to SQLite
- *   once per row at the end: 100k updates of 10k products touch 10k rows.
+ *   once per row when the folded rows reach TSYNC__MERGE_FLUSH_ROWS, and at the end: 100k updates
+ *   of 10k products touch 10k rows, and a merge of 1M rows holds at most 20,000 at once. A row
+ *   written by an earlier flush is read back from the database like any other, inside the same
+ *   transaction, so where the flushes fall does not change the result (tests/store/
+ *   test_scale_merge.c). A folded value points into the batch's body, which lives as long as the
+ *   merge; the batch's decoded arrays are freed long before.
  * - What this database cannot apply (a table or column it lacks) is parked, never dropped: the
  *   batch stays in the log and tsync_parked points at the row, to be applied after the schema
  *   catches up (store/unpark.c). Clocks make late application give the same result.
@@ -44,6 +50,53 @@ const char *tsync_merge__short_site(const uint8_t *id, char out[13])
 {
     tsync__hex(id, 6, out);
     return out;
+}
+
+/* ---------------------------------------------------------------- batches on their way in */
+
+#define REASON_LEN 256
+
+/* Set at every pass of apply_ready while ib waits, so the buffer is kept. */
+void tsync_merge__reason(inbatch *ib, const char *fmt, ...)
+{
+    if (!ib->reason && !(ib->reason = malloc(REASON_LEN))) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ib->reason, REASON_LEN, fmt, ap);
+    va_end(ap);
+}
+
+void tsync_merge__list_free(inbatch *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++) free(list[i].reason);
+    free(list);
+}
+
+/* scratch holds only headers (the check frees its rows as it goes): freed every 256 KB of bodies
+ * rather than per batch, since a merge of 100k small batches would allocate a chunk for each. */
+int tsync_merge__head(mctx *c, inbatch *ib, tsync__batch *b, tsync__arena *scratch,
+                      size_t *scratch_bytes, char err[TSYNC__ERRLEN])
+{
+    if (*scratch_bytes > (256u << 10)) {
+        tsync__arena_free(scratch);
+        *scratch_bytes = 0;
+    }
+    *scratch_bytes += ib->body_len;
+    int rc = tsync__batch_check(ib->body, ib->body_len, b, scratch, err);
+    if (rc) return rc;
+    mdep *deps = tsync__arena_array(&c->a, b->ndeps, sizeof *deps);
+    if (b->ndeps && !deps) {
+        snprintf(err, TSYNC__ERRLEN, "out of memory");
+        return TSYNC_ENOMEM;
+    }
+    for (uint32_t d = 0; d < b->ndeps; d++) {
+        memcpy(deps[d].site, b->sites[b->deps[d].site], TSYNC__SITE_BYTES);
+        deps[d].seq = b->deps[d].seq;
+    }
+    ib->hlc_hi = b->hlc_hi;
+    ib->ndeps = b->ndeps;
+    ib->deps = deps;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- sites */
@@ -120,6 +173,52 @@ int tsync_merge__site_local(mctx *c, const uint8_t id[TSYNC__SITE_BYTES], const 
 
 /* ---------------------------------------------------------------- folding rows */
 
+#define SEEN_BITS ((size_t)1 << 23) /* 1 MB: ~3% false positives at 1M rows, each a look-up */
+
+/* Whether table t had no clocks when this merge first met it (after the local seal): then it had
+ * no rows and no tombstones, and only this merge writes it. */
+static int table_fresh(mctx *c, tsync__table *t, int *fresh)
+{
+    *fresh = 0;
+    for (size_t i = 0; i < c->ntables; i++)
+        if (c->tables[i].id == t->id) {
+            *fresh = c->tables[i].fresh;
+            return 0;
+        }
+    sqlite3_str *q = sqlite3_str_new(c->s->db);
+    sqlite3_str_appendf(q, "SELECT 1 FROM %s LIMIT 1", t->qclk);
+    char *sql = tsync__sql_finish(q);
+    if (!sql) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    sqlite3_stmt *st = NULL;
+    int x = sqlite3_prepare_v2(c->s->db, sql, -1, &st, NULL);
+    sqlite3_free(sql);
+    if (x == SQLITE_OK) x = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (x != SQLITE_ROW && x != SQLITE_DONE)
+        return tsync__err_sqlite(c->s->db, x, "read row clocks");
+    *fresh = x == SQLITE_DONE;
+    if (*fresh && !c->seen && !(c->seen = calloc(SEEN_BITS / 8, 1))) *fresh = 0;
+    struct mtable *nt = realloc(c->tables, (c->ntables + 1) * sizeof *nt);
+    if (!nt) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    c->tables = nt;
+    c->tables[c->ntables++] = (struct mtable){t->id, *fresh};
+    return 0;
+}
+
+/* Marks the row of hash h as folded; returns whether it may have been before (a Bloom filter:
+ * never a false "no"). */
+static int seen_before(mctx *c, uint64_t h)
+{
+    uint64_t step = (h >> 32) | 1;
+    int all = 1;
+    for (int i = 0; i < 3; i++) {
+        size_t bit = (size_t)(h + (uint64_t)i * step) & (SEEN_BITS - 1);
+        all &= c->seen[bit >> 3] >> (bit & 7) & 1;
+        c->seen[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+    }
+    return all;
+}
+
 static mrow *get_row(mctx *c, tsync__table *t, const tsync__val *pk, int *rc)
 {
     size_t klen = tsync__key_size(pk, t->npk);
@@ -129,27 +228,34 @@ static mrow *get_row(mctx *c, tsync__table *t, const tsync__val *pk, int *rc)
         return NULL;
     }
     tsync__key_encode(pk, t->npk, k);
-    tsync__rmap_ent *e = tsync__rmap_get(&c->rows, &c->a, t->id, k, klen, 1);
+    tsync__rmap_ent *e = tsync__rmap_get(&c->rows, &c->ra, t->id, k, klen, 1);
     if (k != kb) free(k);
     if (!e) {
         *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         return NULL;
     }
     if (e->val) return e->val;
-    mrow *r = tsync__arena_alloc(&c->a, sizeof *r);
+    mrow *r = tsync__arena_alloc(&c->ra, sizeof *r);
     if (!r) {
         *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         return NULL;
     }
     r->t = t;
-    r->vals = tsync__arena_alloc(&c->a, (size_t)t->ncols * sizeof *r->vals);
+    r->vals = tsync__arena_alloc(&c->ra, (size_t)t->ncols * sizeof *r->vals);
     if (!r->vals) {
         *rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         return NULL;
     }
     r->key = e->key;
     r->klen = e->klen;
-    if ((*rc = tsync__rw_load(c->s, r))) return NULL;
+    int fresh = 0;
+    if ((*rc = table_fresh(c, t, &fresh))) return NULL;
+    if (fresh && !seen_before(c, e->h)) {
+        /* new here: what tsync__rw_load finds for a row without clocks */
+        if ((*rc = tsync__rowmeta_init(&r->meta, t->ncols))) return NULL;
+    } else if ((*rc = tsync__rw_load(c->s, r))) {
+        return NULL;
+    }
     if (c->nrowlist == c->rowcap) {
         c->rowcap = c->rowcap ? c->rowcap * 2 : 1024;
         mrow **nl = realloc(c->rowlist, c->rowcap * sizeof *nl);
@@ -236,10 +342,24 @@ static int prefix_counter(mctx *c, tsync__table *t, const tsync__val *pk, const 
 int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table, const int64_t *only_rows,
                              size_t nonly)
 {
-    tsync__batch *b = &ib->b;
+    const tsync__batch *b = ib->full;
+    tsync__batch full;
     tsync_store *s = c->s;
     int rc = 0;
-    uint32_t *bsite = tsync__arena_alloc(&c->a, (b->nsites ? b->nsites : 1) * sizeof *bsite);
+    if (c->ba_bytes > TSYNC__MERGE_DECODE_BYTES) {
+        tsync__arena_free(&c->ba);
+        c->ba_bytes = 0;
+    }
+    if (!b) {
+        /* The body decoded when the merge began, so a failure here is memory. */
+        char err[TSYNC__ERRLEN];
+        if ((rc = tsync__batch_decode(ib->body, ib->body_len, &full, &c->ba, err)))
+            return tsync__err(rc, "batch %llu: %s", (unsigned long long)ib->seq, err);
+        b = &full;
+        c->ba_bytes += ib->body_len;
+    }
+    uint32_t *bsite = tsync__arena_alloc(&c->ba, (b->nsites ? b->nsites : 1) * sizeof *bsite);
+    c->ba_bytes += (b->nsites ? b->nsites : 1) * sizeof *bsite;
     if (!bsite) return tsync__err(TSYNC_ENOMEM, "out of memory");
     for (uint32_t i = 0; i < b->nsites; i++)
         if ((rc = tsync_merge__site_local(c, b->sites[i], NULL, NULL, &bsite[i]))) return rc;
@@ -386,7 +506,16 @@ int tsync_merge__flush_rows(mctx *c)
     for (size_t i = 0; i < c->nrowlist; i++) tsync__rowmeta_clear(&c->rowlist[i]->meta);
     c->nrowlist = 0;
     tsync__rmap_free(&c->rows);
+    tsync__arena_free(&c->ra);
     return rc;
+}
+
+int tsync_merge__maybe_flush(mctx *c)
+{
+    size_t rows = c->s->merge_flush_rows ? c->s->merge_flush_rows : TSYNC__MERGE_FLUSH_ROWS;
+    if (rows == SIZE_MAX) return 0; /* tests: the reference, one flush at the end */
+    if (c->nrowlist < rows) return 0;
+    return tsync_merge__flush_rows(c);
 }
 
 void tsync_merge__free(mctx *c)
@@ -397,4 +526,8 @@ void tsync_merge__free(mctx *c)
     tsync__rw_free(&c->w);
     free(c->sites);
     tsync__arena_free(&c->a);
+    tsync__arena_free(&c->ra);
+    tsync__arena_free(&c->ba);
+    free(c->tables);
+    free(c->seen);
 }

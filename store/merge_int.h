@@ -11,22 +11,33 @@
 #include "internal.h"
 #include "rowwrite_int.h"
 
-/* One batch on its way in. */
+/* A dependency of a batch: a site id and the seq of it the batch's author had seen. */
 typedef struct {
-    uint32_t site; /* local index of the origin */
+    uint8_t site[TSYNC__SITE_BYTES];
     uint64_t seq;
+} mdep;
+
+/* One batch on its way in. A merge may hold 100k of these at once (a till that sealed every
+ * sale): only what admission decides on is kept; the rows are decoded from body when the batch
+ * applies (store/merge_apply.c) and freed with the rows they fold into. */
+typedef struct {
+    uint64_t seq;
+    uint32_t site; /* local index of the origin */
+    uint32_t ndeps;
+    uint8_t from_held;
+    uint8_t done;    /* applied, duplicate, refused */
+    uint8_t applied; /* kept batches of a revoked device (store/kept.c): in our log now */
+    int8_t honest;   /* 0 not known yet, 1 by a key with a certificate and not revoked, -1 not */
     uint8_t prev[TSYNC__HASH_BYTES];
     uint8_t hash[TSYNC__HASH_BYTES];
     const uint8_t *body;
     size_t body_len;
-    const uint8_t *sig; /* NULL unless the batch ended a signed run */
-    tsync__batch b;
-    int from_held;
-    int done;         /* applied, duplicate, refused */
-    char reason[256]; /* why it waits: site ids and numbers (one per batch: kept small) */
-    /* Kept batches of a revoked device (store/kept.c): */
-    int applied;    /* in our log now (applied or a duplicate) */
-    int honest;     /* 0 not known yet, 1 by a key with a certificate and not revoked, -1 not */
+    const uint8_t *sig;       /* NULL unless the batch ended a signed run */
+    tsync__hlc hlc_hi;        /* the batch's highest clock */
+    const mdep *deps;         /* the author's vector delta (in the merge's arena) */
+    const tsync__batch *full; /* already decoded (unparking), else NULL: decoded when applied */
+    char *reason;             /* why it waits (malloc'd on first use, NULL: none) */
+    /* Kept batches of a revoked device: */
     uint64_t kept;  /* beyond its site's cutoff, kept: the seq an honest batch depends on */
     size_t kept_by; /* that honest batch (index in the list) */
 } inbatch;
@@ -51,7 +62,18 @@ typedef tsync__wrow mrow;
 typedef struct {
     tsync_store *s;
     tsync_merge_report *rep;
-    tsync__arena a;
+    tsync__arena a;  /* what lives as long as the merge: held bodies, batch headers */
+    tsync__arena ra; /* the rows being folded: freed at each flush */
+    tsync__arena ba; /* the batches being applied, decoded: freed every few hundred KB of bodies
+                      * (a folded value points into the body, never into its decoded batch) */
+    size_t ba_bytes; /* body bytes decoded into ba */
+    /* Tables without clocks when first met (a new till): a row of theirs not folded before in
+     * this merge is new, and needs no look-up. seen: a Bloom filter of the rows folded. */
+    struct mtable {
+        int id, fresh;
+    } * tables;
+    size_t ntables;
+    uint8_t *seen;
     msite *sites; /* by local index (sparse: idx up to nsites) */
     uint32_t nsites;
     tsync__rmap rows;
@@ -68,7 +90,20 @@ typedef struct {
     uint32_t fork_origin, fork_site;
     uint64_t fork_frozen;
     int keep_publish; /* kept a revoked device's batch on the word of a batch that did not apply */
+    int enrolled; /* in a shop (looked up once the bundle's trust records are in): 0 admits all */
 } mctx;
+
+/* Sets why ib waits (printf-style; kept in a buffer allocated on first use). */
+void tsync_merge__reason(inbatch *ib, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Frees a list of n batches and their reasons. */
+void tsync_merge__list_free(inbatch *list, size_t n);
+/* Checks ib's body (all of it: tsync__batch_check), decodes its header into scratch as *b, and
+ * keeps in ib what admission needs (the clock, the dependencies by site id, in c->a): the rows are
+ * decoded again when the batch applies. scratch is freed every few hundred KB of bodies
+ * (*scratch_bytes counts them). */
+TSYNC_WARN_UNUSED int tsync_merge__head(mctx *c, inbatch *ib, tsync__batch *b,
+                                        tsync__arena *scratch, size_t *scratch_bytes,
+                                        char err[TSYNC__ERRLEN]);
 
 /* Zeroes c and sets the store, the report (may be NULL) and the reference time. */
 void tsync_merge__init(mctx *c, tsync_store *s, tsync_merge_report *rep);
@@ -96,5 +131,13 @@ TSYNC_WARN_UNUSED int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char 
                                                const int64_t *only_rows, size_t nonly);
 /* Writes every folded row (in key order) with the row writer, and forgets them. */
 TSYNC_WARN_UNUSED int tsync_merge__flush_rows(mctx *c);
+/* Between two batches: flushes the folded rows when they reach the merge's budget, so memory
+ * stays bounded. Later batches read the flushed rows back from the database, inside the same
+ * transaction: the result is the same as one flush at the end. */
+TSYNC_WARN_UNUSED int tsync_merge__maybe_flush(mctx *c);
+/* The budget: rows folded (s->merge_flush_rows overrides it; ~300 bytes each), and the body bytes
+ * decoded before the decoded batches are freed (a decoded batch takes ~5 times its body). */
+#define TSYNC__MERGE_FLUSH_ROWS   20000u
+#define TSYNC__MERGE_DECODE_BYTES (256u << 10)
 
 #endif

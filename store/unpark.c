@@ -50,7 +50,7 @@ static int bt_is_counter(const tsync__btable *bt, uint32_t col)
 static int unpark_batch(mctx *c, inbatch *ib, parked_ent *ents, size_t nents, int64_t **done,
                         size_t *ndone, size_t *donecap)
 {
-    tsync__batch *b = &ib->b;
+    const tsync__batch *b = ib->full;
     tsync_store *s = c->s;
     int rc = 0;
     /* Per batch row: 0 untouched, 1 whole row, 2 some columns (in the row's copy). */
@@ -126,14 +126,16 @@ static int unpark_batch(mctx *c, inbatch *ib, parked_ent *ents, size_t nents, in
     }
     /* The rows to apply, as a batch of their own (same origin, sites and tables). */
     inbatch fib = *ib;
-    fib.b.nrows = 0;
-    fib.b.rows = tsync__arena_alloc(&c->a, (b->nrows ? b->nrows : 1) * sizeof *rows);
-    if (!fib.b.rows) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    tsync__batch fb = *b;
+    fib.full = &fb;
+    fb.nrows = 0;
+    fb.rows = tsync__arena_alloc(&c->a, (b->nrows ? b->nrows : 1) * sizeof *rows);
+    if (!fb.rows) return tsync__err(TSYNC_ENOMEM, "out of memory");
     for (uint32_t r = 0; r < b->nrows; r++)
-        if (how[r]) fib.b.rows[fib.b.nrows++] = rows[r];
+        if (how[r]) fb.rows[fb.nrows++] = rows[r];
     for (uint32_t ti = 0; ti < b->ntables; ti++) {
         int used = 0;
-        for (uint32_t r = 0; r < fib.b.nrows && !used; r++) used = fib.b.rows[r].table == ti;
+        for (uint32_t r = 0; r < fb.nrows && !used; r++) used = fb.rows[r].table == ti;
         if (!used) continue;
         tsync__table *t = tsync__table_by_name(s, b->tables[ti].name, b->tables[ti].name_len);
         c->unpark_blocked = 0;
@@ -239,7 +241,9 @@ int tsync__unpark(tsync_store *s, const char *table)
             break;
         }
         /* A body that no longer decodes cannot be applied; its changes stay parked and shown. */
-        if (tsync__batch_decode(ib.body, ib.body_len, &ib.b, &c.a, err) != 0) continue;
+        tsync__batch b;
+        if (tsync__batch_decode(ib.body, ib.body_len, &b, &c.a, err) != 0) continue;
+        ib.full = &b;
         rc = unpark_batch(&c, &ib, ents, nents, &done, &ndone, &donecap);
     }
     if (rc == 0) rc = tsync_merge__flush_rows(&c);
