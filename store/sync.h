@@ -144,8 +144,8 @@ typedef struct {
 int tsync__log_stats_get(tsync_store *s, tsync__log_stats *out);
 
 /* The policy in force: the database's (tsync_store_log_policy_set), each non-zero field of over
- * (may be NULL: the node's options) in its place, defaults filled in for the log's size st; a
- * bound < 0 is none. 0 or TSYNC_EIO. */
+ * (may be NULL; tests and callers that want other bounds for one run) in its place, defaults filled
+ * in for the log's size st; a bound < 0 is none. 0 or TSYNC_EIO. */
 int tsync__log_policy_resolve(tsync_store *s, const tsync_log_policy *over,
                               const tsync__log_stats *st, tsync_log_policy *out);
 

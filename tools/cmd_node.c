@@ -41,6 +41,8 @@ int cmd_run(int argc, char **argv)
     if (!peers) return 1;
     size_t npeers = 0;
     o.log_level = TSYNC_LOG_INFO;
+    tsync_log_policy lp = {TSYNC_LOG_POLICY_VERSION, 0, 0, 0};
+    int lp_given = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if ((!strcmp(a, "--listen") || !strcmp(a, "--peer") || !strcmp(a, "--status-file") ||
@@ -51,18 +53,14 @@ int cmd_run(int argc, char **argv)
             fprintf(stderr, "tillsync: run: %s needs a value (see 'tillsync --help')\n", a);
             return 2;
         }
-        tsync_log_policy lp = {TSYNC_LOG_POLICY_VERSION, o.log_max_batches, o.log_max_bytes,
-                               o.log_max_age_ms};
         int lr = cli_log_policy_arg("run", argc, argv, &i, &lp);
         if (lr < 0) {
             free(peers);
             return 2;
         }
-        if (lr > 0) {
-            o.log_max_batches = lp.max_batches;
-            o.log_max_bytes = lp.max_bytes;
-            o.log_max_age_ms = lp.max_age_ms;
-        } else if (!strcmp(a, "--listen"))
+        if (lr > 0)
+            lp_given = 1;
+        else if (!strcmp(a, "--listen"))
             o.listen = argv[++i];
         else if (!strcmp(a, "--peer"))
             peers[npeers++] = argv[++i];
@@ -148,6 +146,10 @@ int cmd_run(int argc, char **argv)
         free(peers);
         fprintf(stderr, "tillsync: run: no database %s (create it with 'tillsync init %s')\n", db,
                 db);
+        return 1;
+    }
+    if (lp_given && cli_log_policy_record(db, &lp)) {
+        free(peers);
         return 1;
     }
     tsync_node *n;

@@ -53,12 +53,28 @@ int cli_log_policy_arg(const char *cmd, int argc, char **argv, int *i, tsync_log
     return 0;
 }
 
-static void print_bound(const char *name, int64_t v, double unit, const char *suffix)
+int cli_log_policy_record(const char *db, const tsync_log_policy *set)
+{
+    tsync_store *s;
+    if (cli_open(db, CLI_RW, &s)) return 1;
+    /* Only the bounds given change; the others keep what the database has. */
+    tsync_log_policy p = TSYNC_LOG_POLICY_INIT;
+    int rc = tsync_store_log_policy_get(&p, s);
+    if (set->max_batches) p.max_batches = set->max_batches;
+    if (set->max_bytes) p.max_bytes = set->max_bytes;
+    if (set->max_age_ms) p.max_age_ms = set->max_age_ms;
+    if (rc == 0) rc = tsync_store_log_policy_set(s, &p);
+    if (rc) cli_fail("log policy");
+    tsync_store_free(s);
+    return rc ? 1 : 0;
+}
+
+static void print_bound(int64_t v, double unit, const char *what)
 {
     if (v < 0)
-        printf(" %s none", name);
+        printf(" any %s", what);
     else
-        printf(" %s %.0f%s", name, (double)v / unit, suffix);
+        printf(" %.0f %s", (double)v / unit, what);
 }
 
 int cmd_prune(int argc, char **argv)
@@ -84,34 +100,20 @@ int cmd_prune(int argc, char **argv)
         fprintf(stderr, "tillsync: prune needs DB (see 'tillsync --help')\n");
         return 2;
     }
+    if (given && cli_log_policy_record(db, &set)) return 1;
     tsync_store *s;
     if (cli_open(db, CLI_RW, &s)) return 1;
     int ret = 0;
-    if (given) {
-        /* Only the bounds given change; the others keep what the database has. */
-        tsync_log_policy p = TSYNC_LOG_POLICY_INIT;
-        if (tsync_store_log_policy_get(&p, s) != 0) {
-            tsync_store_free(s);
-            return cli_fail("prune");
-        }
-        if (set.max_batches) p.max_batches = set.max_batches;
-        if (set.max_bytes) p.max_bytes = set.max_bytes;
-        if (set.max_age_ms) p.max_age_ms = set.max_age_ms;
-        if (tsync_store_log_policy_set(s, &p) != 0) {
-            tsync_store_free(s);
-            return cli_fail("prune");
-        }
-    }
     size_t n = 0;
     tsync_store_status st = TSYNC_STORE_STATUS_INIT;
     if (tsync_store_prune(s, &n) != 0 || tsync_store_status_get(&st, s) != 0) {
         ret = cli_fail("prune");
     } else {
-        printf("pruned %zu log entries; log: %lld batches, %.1f MB; policy:", n,
+        printf("pruned %zu log entries; log: %lld batches, %.1f MB; kept at most:", n,
                (long long)st.log_batches, (double)st.log_bytes / (1024.0 * 1024));
-        print_bound("max", st.log_max_batches, 1, " batches,");
-        print_bound("max", st.log_max_bytes, 1024.0 * 1024, " MB,");
-        print_bound("max", st.log_max_age_ms, 86400.0 * 1000, " days");
+        print_bound(st.log_max_batches, 1, "batches,");
+        print_bound(st.log_max_bytes, 1024.0 * 1024, "MB,");
+        print_bound(st.log_max_age_ms, 86400.0 * 1000, "days");
         printf("\n");
         if (st.log_behind > 0)
             printf("attention: %lld till(s) are behind the log's horizon: they need a snapshot "

@@ -13,4 +13,8 @@ int cmd_prune(int argc, char **argv);
  * value is bad. cmd names the command in messages. */
 int cli_log_policy_arg(const char *cmd, int argc, char **argv, int *i, tsync_log_policy *p);
 
+/* Records the non-zero bounds of set as the database's (the others keep their value): 0, or 1
+ * with the error printed. */
+int cli_log_policy_record(const char *db, const tsync_log_policy *set);
+
 #endif

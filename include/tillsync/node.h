@@ -105,8 +105,7 @@ typedef struct {
 typedef void (*tsync_peer_state_fn)(void *ctx, const tsync_peer_event *e);
 
 typedef struct {
-    unsigned int version; /* TSYNC_NODE_OPTIONS_VERSION (1: without on_peer_state, 2: without
-                             the log_max_ fields) */
+    unsigned int version; /* TSYNC_NODE_OPTIONS_VERSION (1: without on_peer_state) */
     /* Where to accept peers: "tcp://ADDR:PORT" (port "*": any free one). NULL:
      * "tcp://0.0.0.0:7400". "": do not listen (dial only). */
     const char *listen;
@@ -149,21 +148,14 @@ typedef struct {
     int backup_keep;
     /* Every change of a peer's network state (tsync_peer_state), on the node's thread; cb_ctx. */
     tsync_peer_state_fn on_peer_state;
-    /* Version 3: the log policy (tsync_log_policy, store.h), applied every prune_ms whether or not
-     * the shop is enrolled and whoever acknowledged what; a till left behind gets a snapshot.
-     * 0: the database's policy (tsync_store_log_policy_set, `tillsync prune`), else the default;
-     * negative: no bound. prune_keep < 0 turns this off too. */
-    int64_t log_max_batches;
-    int64_t log_max_bytes;
-    int64_t log_max_age_ms;
 } tsync_node_options;
 
-#define TSYNC_NODE_OPTIONS_VERSION 3
+#define TSYNC_NODE_OPTIONS_VERSION 2
 /* Positional, in field order, so that it is valid C and C++11 alike. */
 #define TSYNC_NODE_OPTIONS_INIT                                                                    \
     {                                                                                              \
         TSYNC_NODE_OPTIONS_VERSION, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, \
-            0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, 0, 0                                               \
+            0, 0, 0, 0, 0, 0, NULL, 0, NULL                                                        \
     }
 
 /* Opens the database (which must exist: tsync_store_open makes one) with its own connection, starts

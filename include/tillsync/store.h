@@ -167,7 +167,7 @@ typedef struct {
     }
 
 /* Records the database's log policy (kept in the database: every process that prunes it, the
- * node included, uses it; a node's non-zero options take precedence). Errors: TSYNC_EVERSION,
+ * node included, uses it; `tillsync run --log-max-...` records it too). Errors: TSYNC_EVERSION,
  * TSYNC_EBUSY, TSYNC_EIO (read-only). */
 TSYNC_API int tsync_store_log_policy_set(tsync_store *s, const tsync_log_policy *p);
 

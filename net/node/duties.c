@@ -404,11 +404,7 @@ void tsync__node_prune(tsync_node *n, uint64_t now)
         rc = tsync__sync_prune(n->s, keys, nk, (uint64_t)n->o.prune_keep, &pruned);
         free(keys);
     }
-    if (rc == 0) {
-        tsync_log_policy over = {TSYNC_LOG_POLICY_VERSION, n->o.log_max_batches, n->o.log_max_bytes,
-                                 n->o.log_max_age_ms};
-        rc = tsync__sync_prune_policy(n->s, &over, &by_policy);
-    }
+    if (rc == 0) rc = tsync__sync_prune_policy(n->s, NULL, &by_policy);
     if (rc == TSYNC_EFULL)
         tsync__node_disk_full_hit(n, "prune the log");
     else if (rc && rc != TSYNC_EBUSY)

@@ -184,11 +184,9 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
     tsync_node_options o = TSYNC_NODE_OPTIONS_INIT;
     if (opts && opts->version == 1) /* before on_peer_state */
         memcpy(&o, opts, offsetof(tsync_node_options, on_peer_state));
-    else if (opts && opts->version == 2) /* before the log policy */
-        memcpy(&o, opts, offsetof(tsync_node_options, log_max_batches));
     else if (opts)
         o = *opts;
-    if (o.version < 1 || o.version > TSYNC_NODE_OPTIONS_VERSION) {
+    if (o.version != 1 && o.version != TSYNC_NODE_OPTIONS_VERSION) {
         /* TSYNC_EINVAL, not TSYNC_EVERSION: the code this call has always returned (docs/API.md).
          */
         return tsync__err(TSYNC_EINVAL,
