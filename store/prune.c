@@ -436,32 +436,51 @@ static int size_cut(tsync_store *s, porigin *v, size_t nv, const tsync_log_polic
     return 0;
 }
 
-int tsync__sync_prune_policy(tsync_store *s, const tsync_log_policy *over, size_t *pruned)
+/* Where the policy cuts each origin (*v, *nv; v[i].h 0: not at all); *any: whether anywhere. */
+static int plan(tsync_store *s, const tsync_log_policy *over, porigin **v, size_t *nv, int *any)
 {
-    if (pruned) *pruned = 0;
-    if (s->read_only) return tsync__err(TSYNC_EINVAL, "the database is open read-only");
-    int rc = tsync__begin(s);
-    if (rc) return rc;
-    porigin *v = NULL;
-    size_t nv = 0, n = 0;
+    *any = 0;
     tsync__log_stats st;
     tsync_log_policy p;
+    int rc;
     if ((rc = tsync__log_stats_get(s, &st)) || (rc = tsync__log_policy_resolve(s, over, &st, &p)) ||
-        (rc = load_origins(s, &v, &nv)))
-        goto out;
+        (rc = load_origins(s, v, nv)))
+        return rc;
     int64_t count = st.batches, bytes = st.bytes;
     if (p.max_age_ms >= 0) {
         uint64_t now = tsync__now_ms(s);
         uint64_t cutoff = now > (uint64_t)p.max_age_ms ? now - (uint64_t)p.max_age_ms : 0;
-        for (size_t i = 0; i < nv && rc == 0; i++) {
-            v[i].h = age_cut(s, &v[i], cutoff);
-            if (v[i].h) rc = below(s, &v[i], v[i].h, &count, &bytes);
+        for (size_t i = 0; i < *nv && rc == 0; i++) {
+            (*v)[i].h = age_cut(s, &(*v)[i], cutoff);
+            if ((*v)[i].h) rc = below(s, &(*v)[i], (*v)[i].h, &count, &bytes);
         }
     }
-    if (rc == 0) rc = size_cut(s, v, nv, &p, count, bytes);
+    if (rc == 0) rc = size_cut(s, *v, *nv, &p, count, bytes);
+    for (size_t i = 0; i < *nv; i++) *any |= (*v)[i].h != 0;
+    return rc;
+}
+
+int tsync__sync_prune_policy(tsync_store *s, const tsync_log_policy *over, size_t *pruned)
+{
+    if (pruned) *pruned = 0;
+    if (s->read_only) return tsync__err(TSYNC_EINVAL, "the database is open read-only");
+    porigin *v = NULL;
+    size_t nv = 0, n = 0;
+    int any = 0, rc;
+    /* Most rounds find nothing to do: find out under a read transaction, so that the app's
+     * writes never wait for a prune that deletes nothing. */
+    if (sqlite3_get_autocommit(s->db)) {
+        if ((rc = tsync__exec(s, "BEGIN"))) return rc;
+        rc = plan(s, over, &v, &nv, &any);
+        tsync__exec(s, "COMMIT");
+        free(v);
+        v = NULL;
+        if (rc || !any) return rc;
+    }
+    if ((rc = tsync__begin(s))) return rc;
+    rc = plan(s, over, &v, &nv, &any);
     for (size_t i = 0; i < nv && rc == 0; i++)
         if (v[i].h) rc = cut_at(s, v[i].idx, v[i].h, &n);
-out:
     free(v);
     if (rc == 0) {
         rc = tsync__commit(s);
