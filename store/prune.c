@@ -12,7 +12,8 @@
  *
  * Design notes. The policy never deletes what only this log holds or what a later step reads:
  * the newest batch of each origin (a peer one behind gets batches; enrolment reads its clock), our
- * own batches above the marker (never handed to a peer or a bundle: a lone till's only history),
+ * own batches above the marker (never handed to a peer or a bundle: a lone till's only history)
+ * or, where tills acknowledge to a node here, above what the furthest of them acknowledged,
  * batches parked row changes point into, and every batch of an origin frozen after a fork (its
  * counters' common prefix is read from the log). Held batches live in tsync_held, untouched. Count
  * and bytes are cut oldest first in the order this log received them (its rowid), age by the
@@ -323,6 +324,29 @@ static uint64_t age_cut(tsync_store *s, const porigin *o, uint64_t cutoff)
     return lo;
 }
 
+/* How far another till is known to hold our own batches: the marker (handed to a peer or
+ * written into a bundle), and, where tills acknowledged to a node here, no further than the
+ * furthest of them acknowledged (a batch handed over may have been lost on the way). Our batches
+ * above it never left this database, and here they are all there is. */
+static uint64_t own_held_elsewhere(tsync_store *s)
+{
+    uint64_t held =
+        s->mark_known && !memcmp(s->mark_site, s->site, TSYNC__SITE_BYTES) ? s->mark_seq : 0;
+    sqlite3_stmt *st;
+    if (held == 0 ||
+        sqlite3_prepare_v2(s->db, "SELECT vv FROM tsync_acks", -1, &st, NULL) != SQLITE_OK)
+        return held;
+    uint64_t acked = 0;
+    int any = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        uint64_t a = ack_seq(sqlite3_column_blob(st, 0), sqlite3_column_bytes(st, 0), s->site);
+        any = 1;
+        if (a > acked) acked = a;
+    }
+    sqlite3_finalize(st);
+    return any && acked < held ? acked : held;
+}
+
 static int load_origins(tsync_store *s, porigin **out, size_t *nout)
 {
     *out = NULL;
@@ -361,11 +385,8 @@ static int load_origins(tsync_store *s, porigin **out, size_t *nout)
             if (p <= o->cap) o->cap = p ? p - 1 : 0;
         }
         if (o->idx == (int64_t)s->local_idx) {
-            /* Our own batches that never left this database stay: here they are all there is. */
-            uint64_t sent = s->mark_known && !memcmp(s->mark_site, s->site, TSYNC__SITE_BYTES)
-                                ? s->mark_seq
-                                : 0;
-            if (sent < o->cap) o->cap = sent;
+            uint64_t held = own_held_elsewhere(s);
+            if (held < o->cap) o->cap = held;
         }
     }
     sqlite3_finalize(st);

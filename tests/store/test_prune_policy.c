@@ -262,6 +262,31 @@ Test(prune_policy, what_must_stay_stays)
     tsync_store_free(b);
 }
 
+/* Where tills acknowledge to a node here, our own batches stay until one of them acknowledged
+ * them: handing them over is not holding them (the message may have been lost). */
+Test(prune_policy, our_batches_stay_until_a_till_acknowledged_them)
+{
+    AUTO_FREE char *d = th_tmpdir_auto();
+    tsync_store *a = th_open_products(th_path(d, "a.db"));
+    tsync_store *b = th_open_products(th_path(d, "b.db"));
+    tsync_store *c = th_open_products(th_path(d, "c.db"));
+    sell(a, 0, 4);
+    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    ack(a, b); /* b holds a's 1..4 */
+    sell(a, 100, 6);
+    cr_assert_eq(th_sync(a, c), 0, "%s", errmsg()); /* handed over up to 10, not acknowledged */
+    set_policy(a, 0, 1, 0);
+    prune(a);
+    cr_assert_eq(th_int(a, "SELECT min(seq) FROM tsync_log", -1), 4);
+    cr_assert_eq(bodies(a), 6);
+    ack(a, c);
+    prune(a);
+    cr_assert_eq(bodies(a), 1);
+    tsync_store_free(a);
+    tsync_store_free(b);
+    tsync_store_free(c);
+}
+
 /* A till that acknowledged, then stayed away while the policy pruned past it: status names it,
  * batches cannot catch it up, a snapshot does, and then the report goes. */
 Test(prune_policy, a_till_left_behind_shows_in_status_and_converges_by_snapshot)
@@ -280,6 +305,7 @@ Test(prune_policy, a_till_left_behind_shows_in_status_and_converges_by_snapshot)
     th_exec(a, "UPDATE products SET price = 9 WHERE id = 'p000003'");
     th_seal(a);
     cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    ack(a, b); /* b is there and holds everything */
     set_policy(a, 5, 0, 0);
     prune(a);
 
