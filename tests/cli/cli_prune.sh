@@ -51,7 +51,8 @@ start c --peer "$EA#$KA"
 sell "$W/a.db" 1 5
 wait_for 20 same_hash "$W/a.db" "$W/c.db" && ok || bad "c did not sync at first"
 wait_for 20 same_hash "$W/b.db" "$W/c.db" && ok || bad "b did not sync at first"
-sleep 1 # c's acknowledgement reaches a's database
+acks_are() { [ "$("$T" sql "$1" "SELECT count(*) FROM tsync_acks" 2>/dev/null)" = "$2" ]; }
+wait_for 10 acks_are "$W/a.db" 2 && ok || bad "a recorded no acknowledgement of c"
 stop c
 
 # c is away; a and b prune by the policy, which waits for nobody.
