@@ -4,7 +4,9 @@
  * `status`, `parked` and the node's status file show, built here once from the same reads.
  */
 #include <jansson.h>
+#include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 #include "store/identity.h"
@@ -40,10 +42,46 @@ static int count_mismatch(void *ctx, const tsync_schema_mismatch *m)
     return 0;
 }
 
+static int count_behind(void *ctx, const tsync__behind *b)
+{
+    (void)b;
+    (*(int64_t *)ctx)++;
+    return 0;
+}
+
+static int count_horizon(void *ctx, const tsync__horizon *h)
+{
+    (void)h;
+    (*(int64_t *)ctx)++;
+    return 0;
+}
+
+/* The log's part of the status; what cannot be read is -1. */
+static void log_status(tsync_store *s, tsync_store_status *st)
+{
+    tsync__log_stats ls;
+    tsync_log_policy p;
+    st->log_batches = st->log_bytes = st->log_max_batches = st->log_max_bytes = st->log_max_age_ms =
+        st->log_horizons = -1;
+    st->log_behind = 0;
+    if (tsync__log_stats_get(s, &ls) == 0) {
+        st->log_batches = ls.batches;
+        st->log_bytes = ls.bytes;
+        if (tsync__log_policy_resolve(s, NULL, &ls, &p) == 0) {
+            st->log_max_batches = p.max_batches < 0 ? -1 : p.max_batches;
+            st->log_max_bytes = p.max_bytes < 0 ? -1 : p.max_bytes;
+            st->log_max_age_ms = p.max_age_ms < 0 ? -1 : p.max_age_ms;
+        }
+    }
+    int64_t nh = 0;
+    if (tsync__log_horizon(s, count_horizon, &nh) == 0) st->log_horizons = nh;
+    tsync__log_behind(s, count_behind, &st->log_behind);
+}
+
 int tsync_store_status_get(tsync_store_status *out, tsync_store *s)
 {
     if (!out) return tsync__err(TSYNC_EINVAL, "no status to fill");
-    if (out->version != TSYNC_STORE_STATUS_VERSION)
+    if (out->version != 1 && out->version != TSYNC_STORE_STATUS_VERSION)
         return tsync__err(TSYNC_EVERSION, "store status of version %u (this library has %u)",
                           out->version, (unsigned)TSYNC_STORE_STATUS_VERSION);
     tsync_store_status st = TSYNC_STORE_STATUS_INIT;
@@ -73,7 +111,14 @@ int tsync_store_status_get(tsync_store_status *out, tsync_store *s)
         tsync_store_status_clear(&st);
         return rc;
     }
-    *out = st;
+    log_status(s, &st);
+    /* A caller built against version 1 has room for version 1's fields only. */
+    if (out->version == 1) {
+        st.version = 1;
+        memcpy(out, &st, offsetof(tsync_store_status, log_batches));
+    } else {
+        *out = st;
+    }
     return 0;
 }
 
@@ -90,7 +135,53 @@ void tsync_store_status_clear(tsync_store_status *st)
 
 int tsync_store_status_attention(const tsync_store_status *st)
 {
-    return st && (st->schema_mismatches > 0 || st->signed_migration_error);
+    return st && (st->schema_mismatches > 0 || st->signed_migration_error ||
+                  (st->version >= 2 && st->log_behind > 0));
+}
+
+/* ---------------------------------------------------------------- the log as JSON */
+
+#define LOG_LIST_MAX 32
+
+static int horizon_add(void *ctx, const tsync__horizon *h)
+{
+    if (json_array_size(ctx) >= LOG_LIST_MAX) return 0;
+    json_t *e = json_object();
+    json_object_set_new(e, "origin", hexj(h->site, TSYNC__SITE_BYTES));
+    json_object_set_new(e, "seq", json_integer((json_int_t)h->seq));
+    json_object_set_new(e, "head", json_integer((json_int_t)h->head));
+    return json_array_append_new(ctx, e) == 0 ? 0 : tsync__err(TSYNC_ENOMEM, "out of memory");
+}
+
+static int behind_add(void *ctx, const tsync__behind *b)
+{
+    if (json_array_size(ctx) >= LOG_LIST_MAX) return 0;
+    json_t *e = json_object();
+    json_object_set_new(e, "key", hexj(b->pk, TSYNC__PK_BYTES));
+    json_object_set_new(e, "origin", hexj(b->horizon.site, TSYNC__SITE_BYTES));
+    json_object_set_new(e, "acked", json_integer((json_int_t)b->horizon.acked));
+    json_object_set_new(e, "horizon", json_integer((json_int_t)b->horizon.seq));
+    json_object_set_new(e, "acked_ms", json_integer((json_int_t)b->acked_ms));
+    return json_array_append_new(ctx, e) == 0 ? 0 : tsync__err(TSYNC_ENOMEM, "out of memory");
+}
+
+int tsync_store_log_json(char **out, tsync_store *s)
+{
+    *out = NULL;
+    tsync_store_status full = TSYNC_STORE_STATUS_INIT, *st = &full;
+    log_status(s, st);
+    json_t *o = json_object(), *p = json_object(), *h = json_array(), *b = json_array();
+    json_object_set_new(o, "batches", json_integer(st->log_batches));
+    json_object_set_new(o, "bytes", json_integer(st->log_bytes));
+    json_object_set_new(p, "max_batches", json_integer(st->log_max_batches));
+    json_object_set_new(p, "max_bytes", json_integer(st->log_max_bytes));
+    json_object_set_new(p, "max_age_ms", json_integer(st->log_max_age_ms));
+    json_object_set_new(o, "policy", p);
+    tsync__log_horizon(s, horizon_add, h);
+    tsync__log_behind(s, behind_add, b);
+    json_object_set_new(o, "horizon", h);
+    json_object_set_new(o, "behind", b);
+    return dump(o, out);
 }
 
 /* ---------------------------------------------------------------- lists as JSON */
@@ -187,10 +278,13 @@ int tsync_store_status_json(char **out, tsync_store *s, size_t parked_max)
     json_t *lr = st.last_rollback_json ? json_loads(st.last_rollback_json, 0, NULL) : NULL;
     json_object_set_new(o, "last_rollback", lr ? lr : json_null());
     /* The table definitions of another till differ, or signed migrations cannot run: one
-     * definition must change, by a person (docs/MIGRATIONS.md). */
+     * definition must change, by a person (docs/MIGRATIONS.md). A till behind the log's
+     * horizon needs a snapshot or a restore. */
     json_object_set_new(
         o, "state",
-        json_string(json_array_size(mm) || st.signed_migration_error ? "attention" : "ok"));
+        json_string(json_array_size(mm) || st.signed_migration_error || st.log_behind > 0
+                        ? "attention"
+                        : "ok"));
     json_object_set_new(o, "schema_mismatches", mm);
     json_object_set_new(o, "signed_migration_error",
                         st.signed_migration_error ? json_string(st.signed_migration_error)

@@ -128,6 +128,51 @@ int tsync__sync_ack_put(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES], const
 int tsync__sync_prune(tsync_store *s, const uint8_t *members, size_t nmembers, uint64_t keep,
                       size_t *pruned);
 
+/* The log policy (docs/NODE.md, "Pruning and snapshots"), in store/prune.c. Defaults: at most
+ * this many batch bodies, this old, and as many bytes as the rest of the database (at least
+ * TSYNC__LOG_MIN_BYTES). */
+#define TSYNC__LOG_DEFAULT_BATCHES     1000000
+#define TSYNC__LOG_DEFAULT_AGE_MS      (30LL * 24 * 3600 * 1000)
+#define TSYNC__LOG_DEFAULT_DATA_FACTOR 1
+#define TSYNC__LOG_MIN_BYTES           (64LL << 20)
+
+/* The log's size: rows (stubs included), batch bodies and their bytes, and the bytes of
+ * everything else in the database (its used pages less the log's estimate). */
+typedef struct {
+    int64_t rows, batches, bytes, data_bytes;
+} tsync__log_stats;
+int tsync__log_stats_get(tsync_store *s, tsync__log_stats *out);
+
+/* The policy in force: the database's (tsync_store_log_policy_set), each non-zero field of over
+ * (may be NULL; tests and callers that want other bounds for one run) in its place, defaults filled
+ * in for the log's size st; a bound < 0 is none. 0 or TSYNC_EIO. */
+int tsync__log_policy_resolve(tsync_store *s, const tsync_log_policy *over,
+                              const tsync__log_stats *st, tsync_log_policy *out);
+
+/* Prunes the log to the policy, whoever acknowledged what, in one transaction; never the newest
+ * batch of an origin, our own batches not handed to a peer or a bundle yet (the marker), batches
+ * parked changes need, or an origin frozen after a fork. *pruned (may be NULL): rows deleted or
+ * emptied. 0, TSYNC_EBUSY, TSYNC_EIO, TSYNC_EFULL, TSYNC_EINVAL (read-only). */
+int tsync__sync_prune_policy(tsync_store *s, const tsync_log_policy *over, size_t *pruned);
+
+/* An origin whose log starts at a stub: nothing below seq is held as a body. */
+typedef struct {
+    uint8_t site[TSYNC__SITE_BYTES];
+    uint64_t seq, head;
+    uint64_t acked; /* tsync__behind: what the till acknowledged of this origin */
+} tsync__horizon;
+int tsync__log_horizon(tsync_store *s, int (*each)(void *ctx, const tsync__horizon *h), void *ctx);
+
+/* A till (by the key it acknowledged under, tsync_acks) whose last acknowledged vector is below
+ * our horizon for some origin (the first such is in horizon): batches cannot catch it up any more;
+ * it needs a snapshot (an enrolled shop) or a restore. */
+typedef struct {
+    uint8_t pk[TSYNC__PK_BYTES];
+    tsync__horizon horizon;
+    int64_t acked_ms;
+} tsync__behind;
+int tsync__log_behind(tsync_store *s, int (*each)(void *ctx, const tsync__behind *b), void *ctx);
+
 /* Calls each for every recorded fork proof (a bundle image holding both signed branches) with an
  * id above after_id, in id order; a non-zero return stops (and is returned). */
 int tsync__sync_fork_proofs(tsync_store *s, int64_t after_id,

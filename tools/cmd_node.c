@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "cmd_schema.h"
 #include "cmd_node.h"
+#include "cmd_prune.h"
 
 static int usage(const char *msg)
 {
@@ -40,6 +41,8 @@ int cmd_run(int argc, char **argv)
     if (!peers) return 1;
     size_t npeers = 0;
     o.log_level = TSYNC_LOG_INFO;
+    tsync_log_policy lp = {TSYNC_LOG_POLICY_VERSION, 0, 0, 0};
+    int lp_given = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if ((!strcmp(a, "--listen") || !strcmp(a, "--peer") || !strcmp(a, "--status-file") ||
@@ -50,7 +53,14 @@ int cmd_run(int argc, char **argv)
             fprintf(stderr, "tillsync: run: %s needs a value (see 'tillsync --help')\n", a);
             return 2;
         }
-        if (!strcmp(a, "--listen"))
+        int lr = cli_log_policy_arg("run", argc, argv, &i, &lp);
+        if (lr < 0) {
+            free(peers);
+            return 2;
+        }
+        if (lr > 0)
+            lp_given = 1;
+        else if (!strcmp(a, "--listen"))
             o.listen = argv[++i];
         else if (!strcmp(a, "--peer"))
             peers[npeers++] = argv[++i];
@@ -138,6 +148,10 @@ int cmd_run(int argc, char **argv)
                 db);
         return 1;
     }
+    if (lp_given && cli_log_policy_record(db, &lp)) {
+        free(peers);
+        return 1;
+    }
     tsync_node *n;
     int rc = tsync_node_new(&n, db, &o);
     free(peers);
@@ -223,6 +237,46 @@ static void print_clock(uint64_t now, json_t *c)
     }
 }
 
+/* One line for the log and its policy, and one per till it left behind. */
+static void print_log(const char *db, json_t *lg)
+{
+    if (!json_is_object(lg)) return;
+    json_t *p = json_object_get(lg, "policy");
+    long long mb = (long long)json_integer_value(json_object_get(p, "max_bytes"));
+    long long mn = (long long)json_integer_value(json_object_get(p, "max_batches"));
+    long long ma = (long long)json_integer_value(json_object_get(p, "max_age_ms"));
+    printf("log: %lld batches, %.1f MB; kept: ",
+           (long long)json_integer_value(json_object_get(lg, "batches")),
+           (double)json_integer_value(json_object_get(lg, "bytes")) / (1024.0 * 1024));
+    if (mn < 0)
+        printf("any number, ");
+    else
+        printf("%lld batches, ", mn);
+    if (mb < 0)
+        printf("any size, ");
+    else
+        printf("%.0f MB, ", (double)mb / (1024.0 * 1024));
+    if (ma < 0)
+        printf("any age");
+    else
+        printf("%.0f days", (double)ma / 86400000.0);
+    size_t nh = json_array_size(json_object_get(lg, "horizon"));
+    if (nh) printf("; pruned below a horizon for %zu till(s)", nh);
+    printf("\n");
+    size_t i;
+    json_t *b;
+    json_array_foreach(json_object_get(lg, "behind"), i, b)
+    {
+        printf("attention: till %.16s… is behind the log's horizon (it acknowledged batch %lld of "
+               "%.16s…, the log starts at %lld): it needs a snapshot from an enrolled till, or a "
+               "restore of a current backup ('tillsync prune %s --log-max-days N' keeps more)\n",
+               json_string_value(json_object_get(b, "key")),
+               (long long)json_integer_value(json_object_get(b, "acked")),
+               json_string_value(json_object_get(b, "origin")),
+               (long long)json_integer_value(json_object_get(b, "horizon")), db);
+    }
+}
+
 int cmd_status(int argc, char **argv)
 {
     const char *db;
@@ -237,8 +291,13 @@ int cmd_status(int argc, char **argv)
     /* The database's own part, read now; the node's from its last report. */
     char *js = NULL;
     int rc = tsync_store_status_json(&js, s, CLI_STATUS_PARKED_MAX);
+    char *lj = NULL;
+    if (rc == 0) rc = tsync_store_log_json(&lj, s);
     tsync_store_free(s);
-    if (rc != 0) return cli_fail("status");
+    if (rc != 0) {
+        free(js);
+        return cli_fail("status");
+    }
     int running;
     json_t *node = read_node_status(db, &running);
     json_t *out = json_object();
@@ -251,6 +310,9 @@ int cmd_status(int argc, char **argv)
     json_t *val;
     json_object_foreach(st, field, val) json_object_set(out, field, val);
     json_decref(st);
+    json_t *logj = json_loads(lj, 0, NULL);
+    free(lj);
+    json_object_set_new(out, "log", logj ? logj : json_null());
     /* A full disk: the node's own report, or the file system's free space when it runs not. */
     int full = running && json_is_true(json_object_get(node, "disk_full"));
     struct statvfs vfs;
@@ -296,6 +358,8 @@ int cmd_status(int argc, char **argv)
         json_array_append_new(need, json_string("unsealable"));
     if (cs && (!strcmp(cs, "ahead") || !strcmp(cs, "behind")))
         json_array_append_new(need, json_string("clock"));
+    if (json_array_size(json_object_get(logj, "behind")))
+        json_array_append_new(need, json_string("log_behind"));
     size_t pi;
     json_t *pv;
     json_array_foreach(json_object_get(out, "peers"), pi, pv)
@@ -381,6 +445,7 @@ int cmd_status(int argc, char **argv)
                (long long)json_integer_value(json_object_get(out, "conflicts")),
                (long long)json_integer_value(json_object_get(out, "forks")),
                (long long)json_integer_value(json_object_get(out, "unsealed")));
+        print_log(db, logj);
         cli_schema_status_print(out);
         json_t *rb = json_object_get(out, "last_rollback");
         if (json_integer_value(json_object_get(out, "rollbacks")) > 0 && json_is_object(rb)) {

@@ -16,6 +16,7 @@
 #include "cmd_io.h"
 #include "cmd_migrate.h"
 #include "cmd_node.h"
+#include "cmd_prune.h"
 #include "cmd_schema.h"
 #include "cmd_trust.h"
 #include "hint.h"
@@ -78,6 +79,10 @@ static const char *USAGE =
     "                                   [--prune-keep N] [--prune-every S] [--no-prune]: every S\n"
     "                                   seconds (10), drop batches all tills hold but the last N\n"
     "                                   per till (10000); a till behind then gets a snapshot\n"
+    "                                   [--log-max-batches N] [--log-max-mb N]\n"
+    "                                   [--log-max-days D]: record the log policy (as prune\n"
+    "                                   does); the node keeps the log within it, whatever\n"
+    "                                   tills acknowledged\n"
     "                                   [--backup-every 6h --backup-dir DIR [--keep 10]]: backups\n"
     "                                   on a schedule, the newest N kept\n"
     "                                   [--no-mdns]: no discovery (an enrolled till finds the\n"
@@ -85,6 +90,11 @@ static const char *USAGE =
     "  migrate DB DIR|--status [--json] apply DIR's migrations (NNN_name.sql), or list applied\n"
     "  migrate DB FILE.tsmig            install a signed migration: this till runs it, and it\n"
     "                                   replicates to every till of the shop, which run it too\n"
+    "  prune DB [--log-max-batches N|none] [--log-max-mb N|none] [--log-max-days D|none]\n"
+    "                                   record the log policy given and prune the log to it now\n"
+    "                                   (defaults: 1000000 batches, as many MB as the rest of the\n"
+    "                                   database and at least 64, 30 days); a till that still\n"
+    "                                   lacked what is pruned needs a snapshot (enrolled shops)\n"
     "  status DB [--json]               the node's peers, lag, pending, held, parked, refused\n"
     "                                   and whether another till's table definitions differ\n"
     "  schema DB [--json]               this till's replicated tables as compared with other\n"
@@ -592,6 +602,7 @@ int main(int argc, char **argv)
     if (!strcmp(c, "trust")) return cmd_trust(argc, argv);
     if (!strcmp(c, "run")) return cmd_run(argc, argv);
     if (!strcmp(c, "status")) return cmd_status(argc, argv);
+    if (!strcmp(c, "prune")) return cmd_prune(argc, argv);
     if (!strcmp(c, "schema")) return cmd_schema(argc, argv);
     if (!strcmp(c, "parked")) return cmd_parked(argc, argv);
     if (!strcmp(c, "migrate")) return cmd_migrate(argc, argv);

@@ -45,23 +45,35 @@ typedef struct {
     char *last_rollback_json;     /* NULL, or the last rollback as a JSON object: at_ms,
                                      detected_by ("marker" or "peer"), old_site, new_site,
                                      log_seq, seen_seq */
+    /* Version 2: the batch log (docs/NODE.md, "Pruning and snapshots"). */
+    int64_t log_batches;     /* batch bodies held */
+    int64_t log_bytes;       /* their bytes */
+    int64_t log_max_batches; /* the policy in force (tsync_log_policy, store.h), defaults */
+    int64_t log_max_bytes;   /* resolved for this database now; -1: no bound */
+    int64_t log_max_age_ms;
+    int64_t log_horizons; /* origins whose older batches were pruned (or came as a snapshot) */
+    int64_t log_behind;   /* tills whose last acknowledgement is below the horizon: batches can
+                             no longer catch them up (a snapshot, or a restore, must) */
 } tsync_store_status;
 
-#define TSYNC_STORE_STATUS_VERSION 1
+#define TSYNC_STORE_STATUS_VERSION 2
 #define TSYNC_STORE_STATUS_INIT                                                                    \
     {                                                                                              \
-        TSYNC_STORE_STATUS_VERSION, {0}, {0}, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL                \
+        TSYNC_STORE_STATUS_VERSION, {0}, {0}, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0, 0,   \
+            0, 0, 0                                                                                \
     }
 
-/* Reads the database's status into out (whose version the caller set).
+/* Reads the database's status into out (whose version the caller set; 1: without the log).
  * Errors: TSYNC_EVERSION (out of an unknown version; nothing is filled), TSYNC_EIO. */
 TSYNC_API int tsync_store_status_get(tsync_store_status *out, tsync_store *s);
 
 /* Frees what a status holds (not the status) and zeroes it, keeping its version. Accepts NULL. */
 TSYNC_API void tsync_store_status_clear(tsync_store_status *st);
 
-/* True when the status needs a person: another till's definitions differ, or signed migrations
- * cannot run here. (Rows too large to send are reported in unsealable.) */
+/* True when the status needs a person: another till's definitions differ, signed migrations
+ * cannot run here, or a till is behind the log's horizon (log_behind: in an enrolled shop it gets
+ * a snapshot at its next session, which clears this; otherwise restore a current backup on it).
+ * (Rows too large to send are reported in unsealable.) */
 TSYNC_API int tsync_store_status_attention(const tsync_store_status *st);
 
 /* The database's status as one JSON object, in this order: "site", "public_key" (hex),
@@ -73,6 +85,14 @@ TSYNC_API int tsync_store_status_attention(const tsync_store_status *st);
  * out: receives the text, the caller's (free()).
  * Errors: TSYNC_EIO, TSYNC_ENOMEM. */
 TSYNC_API int tsync_store_status_json(char **out, tsync_store *s, size_t parked_max);
+
+/* The batch log as one JSON object (`tillsync status` shows it as "log"): "batches" and "bytes"
+ * (bodies held), "policy" (the bounds in force: "max_batches", "max_bytes", "max_age_ms"; -1 no
+ * bound), "horizon" (origins whose log starts at a stub: "origin" hex, "seq" below which nothing
+ * is held, "head") and "behind" (tills whose last acknowledgement is below the horizon: "key",
+ * "origin", "acked", "horizon", "acked_ms"), each list at most 32 long.
+ * out: the caller's (free()). Errors: TSYNC_ENOMEM. */
+TSYNC_API int tsync_store_log_json(char **out, tsync_store *s);
 
 /* Every difference between this database's table definitions and other tills' (as
  * tsync_store_schema_mismatches calls them) as a JSON array of objects: "table", "column" (null

@@ -146,6 +146,41 @@ TSYNC_API int tsync_store_hash(uint8_t out[TSYNC_HASH_BYTES], tsync_store *s, co
 /* The recorded conflicts as a JSON array; *out is the caller's (free()). */
 TSYNC_API int tsync_store_conflicts_json(char **out, tsync_store *s);
 
+/* How much of the batch log a database keeps (docs/NODE.md, "Pruning and snapshots"). Batch bodies
+ * beyond any bound are deleted oldest first, whoever acknowledged them; a till that still lacked
+ * them gets a snapshot from an enrolled till (a bundle for it fails with a message saying so). The
+ * newest batch of each origin, this till's own batches not yet handed to a peer or written into a
+ * bundle, batches parked changes need and an origin frozen after a fork are always kept. In each
+ * field 0 means the default, a negative value no bound. */
+typedef struct {
+    unsigned int version; /* TSYNC_LOG_POLICY_VERSION */
+    int64_t max_batches;  /* batch bodies kept; default 1,000,000 */
+    int64_t max_bytes;    /* their bytes; default: as large as the rest of the database, and
+                             never less than 64 MiB */
+    int64_t max_age_ms;   /* by the batch's clock; default 30 days */
+} tsync_log_policy;
+
+#define TSYNC_LOG_POLICY_VERSION 1
+#define TSYNC_LOG_POLICY_INIT                                                                      \
+    {                                                                                              \
+        TSYNC_LOG_POLICY_VERSION, 0, 0, 0                                                          \
+    }
+
+/* Records the database's log policy (kept in the database: every process that prunes it, the
+ * node included, uses it; `tillsync run --log-max-...` records it too). Errors: TSYNC_EVERSION,
+ * TSYNC_EBUSY, TSYNC_EIO (read-only). */
+TSYNC_API int tsync_store_log_policy_set(tsync_store *s, const tsync_log_policy *p);
+
+/* The policy recorded (0 fields: defaults), into *out whose version the caller set.
+ * Errors: TSYNC_EVERSION. */
+TSYNC_API int tsync_store_log_policy_get(tsync_log_policy *out, tsync_store *s);
+
+/* Prunes the log to the recorded policy now (a running node does it every prune period; a
+ * database synced only by bundles calls this, or `tillsync prune`). pruned (may be NULL) receives
+ * how many log rows were deleted or emptied. Errors: TSYNC_EBUSY, TSYNC_EIO, TSYNC_EINVAL (the
+ * store is read-only). */
+TSYNC_API int tsync_store_prune(tsync_store *s, size_t *pruned);
+
 #ifdef __cplusplus
 }
 #endif

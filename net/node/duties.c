@@ -380,12 +380,13 @@ void tsync__node_trust_check(tsync_node *n)
     tsync__node_dial_candidates(n);
 }
 
-/* Stores the members' acknowledged vectors and prunes what every member holds (enrolled only: the
- * members are the shop's certified devices; a peer behind the horizon then needs a snapshot, which
- * only an enrolled shop can give). */
+/* Stores the acknowledged vectors of the tills we have a session with (status shows one that the
+ * log's horizon left behind), prunes what every member of an enrolled shop holds, and keeps the
+ * log within its policy (count, bytes, age) in every database: a till behind the horizon then
+ * needs a snapshot, which only an enrolled shop can give (docs/NODE.md). */
 void tsync__node_prune(tsync_node *n, uint64_t now)
 {
-    if (!n->enrolled || n->o.prune_keep < 0) return;
+    if (n->o.prune_keep < 0) return;
     for (size_t i = 0; i < n->npeers; i++) {
         npeer *p = n->peers[i];
         if (p->used && p->verified && p->key_known && p->ack_dirty &&
@@ -394,18 +395,30 @@ void tsync__node_prune(tsync_node *n, uint64_t now)
     }
     if (now - n->last_prune_mono < (uint64_t)n->o.prune_ms) return;
     n->last_prune_mono = now;
-    uint8_t *keys = NULL;
-    size_t nk = 0, pruned = 0;
-    if (tsync__sync_device_keys(n->s, &keys, &nk) != 0) return;
-    int rc = tsync__sync_prune(n->s, keys, nk, (uint64_t)n->o.prune_keep, &pruned);
-    free(keys);
+    size_t pruned = 0, by_policy = 0;
+    int rc = 0;
+    if (n->enrolled) {
+        uint8_t *keys = NULL;
+        size_t nk = 0;
+        if (tsync__sync_device_keys(n->s, &keys, &nk) != 0) return;
+        rc = tsync__sync_prune(n->s, keys, nk, (uint64_t)n->o.prune_keep, &pruned);
+        free(keys);
+    }
+    if (rc == 0) rc = tsync__sync_prune_policy(n->s, NULL, &by_policy);
     if (rc == TSYNC_EFULL)
         tsync__node_disk_full_hit(n, "prune the log");
     else if (rc && rc != TSYNC_EBUSY)
         tsync__node_log(n, TSYNC_LOG_WARN, "cannot prune the log: %s", tsync__node_errtext());
-    if (pruned) {
-        n->pruned += pruned;
-        tsync__node_log(n, TSYNC_LOG_DEBUG, "pruned %zu batches every member holds", pruned);
+    if (pruned + by_policy) {
+        n->pruned += pruned + by_policy;
+        n->status_dirty = 1;
+        if (pruned)
+            tsync__node_log(n, TSYNC_LOG_DEBUG, "pruned %zu batches every member holds", pruned);
+        if (by_policy)
+            tsync__node_log(n, TSYNC_LOG_INFO,
+                            "pruned %zu batches beyond the log policy: a till still lacking them "
+                            "needs a snapshot",
+                            by_policy);
     }
 }
 
