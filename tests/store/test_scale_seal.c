@@ -78,11 +78,12 @@ static void random_write(uint64_t *rng, char *sql, size_t n)
                  a, v, b);
         break;
     case 5:
-        snprintf(sql, n,
-                 "WITH RECURSIVE c(x) AS (SELECT %d UNION ALL SELECT x+1 FROM c WHERE x<%d) "
-                 "INSERT OR REPLACE INTO lines SELECT 's'||(x %% 3), x, 'item '||x, x %% 5, "
-                 "CASE WHEN x %% 4 = 0 THEN NULL ELSE CAST(printf('%%x', x * 7919) AS BLOB) END FROM c",
-                 a, b);
+        snprintf(
+            sql, n,
+            "WITH RECURSIVE c(x) AS (SELECT %d UNION ALL SELECT x+1 FROM c WHERE x<%d) "
+            "INSERT OR REPLACE INTO lines SELECT 's'||(x %% 3), x, 'item '||x, x %% 5, "
+            "CASE WHEN x %% 4 = 0 THEN NULL ELSE CAST(printf('%%x', x * 7919) AS BLOB) END FROM c",
+            a, b);
         break;
     case 6:
         snprintf(sql, n, "UPDATE lines SET qty=qty+%d, note=NULL WHERE n BETWEEN %d AND %d", v, a,
