@@ -10,8 +10,10 @@
  *   every row under TSYNC_MAX_ROW_BYTES, so one always fits a batch. A change over it (captured by
  *   an older build) is set aside in tsync_unsealable and reported instead of failing every later
  *   seal; it is folded back in when the row changes again (unsealable.c).
- * - Pending changes are folded per row in memory first: a row updated a thousand times before
- *   sealing becomes one row change carrying the final values (the superseded ones could never win).
+ * - Pending changes are folded per row first (GROUP BY in the per-table scan, seal_scan.c): a row
+ *   updated a thousand times before sealing becomes one row change carrying the final values
+ *   (the superseded ones could never win). Rows stream through in key order, so sealing holds
+ *   one batch in memory whatever the size of the transaction.
  * - Values are read from the table at sealing time. That is correct because merge always seals
  *   first, inside its own transaction: between a local write and its sealing nothing else changes
  *   the table.
