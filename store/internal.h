@@ -34,6 +34,7 @@ typedef struct {
     char *pk_where; /* "k1"=?1 AND "k2"=?2 */
     char *all_cols; /* "a","b",... in ordinal order */
     sqlite3_stmt *get_clk, *put_clk, *upd_clk, *get_row, *get_tomb, *del_tomb, *exists_row;
+    sqlite3_stmt *seal_scan; /* store/seal_scan.c, prepared on first use */
 } tsync__table;
 
 /* ---------------------------------------------------------------- row clock metadata

@@ -32,6 +32,7 @@ static void table_free(tsync__table *t)
     sqlite3_finalize(t->get_tomb);
     sqlite3_finalize(t->del_tomb);
     sqlite3_finalize(t->exists_row);
+    sqlite3_finalize(t->seal_scan);
     for (int i = 0; i < t->ncols; i++) free(t->cols[i]);
     free(t->cols);
     free(t->name);
@@ -284,7 +285,22 @@ static bool capture_sql(sqlite3_str *sql, int tid, const char *table, char *cons
     for (int i = 0; i < 4; i++) ok &= qtr[i] != NULL;
     for (int i = 0; i < ncols; i++) ok &= qc[i] != NULL;
     /* The parts of the triggers, each built once and used in several. */
-    enum { K, KCOLS, NEWK, OLDK, ALLC, OLDALL, SAME, MASK, NULLK, TIDX, TIDE, ROWLEN, NPARTS };
+    enum {
+        K,
+        KCOLS,
+        NEWK,
+        OLDK,
+        ALLC,
+        OLDALL,
+        SAME,
+        MASK,
+        NULLK,
+        TIDX,
+        TIDE,
+        TIDEN,
+        ROWLEN,
+        NPARTS
+    };
     sqlite3_str *b[NPARTS];
     const char *v[NPARTS];
     for (int i = 0; i < NPARTS; i++) b[i] = sqlite3_str_new(NULL);
@@ -298,12 +314,14 @@ static bool capture_sql(sqlite3_str *sql, int tid, const char *table, char *cons
         sqlite3_str_appendf(b[SAME], "%sNEW.%s IS OLD.%s", i ? " AND " : "", q, q);
     }
     /* A NULL key cannot name a row on another till (NULL never equals NULL): refuse the
-     * write itself, so it fails where the app can see it instead of at sealing. */
-    sqlite3_str_appendall(b[NULLK], "SELECT CASE WHEN ");
+     * write itself, so it fails where the app can see it instead of at sealing. Folded into the
+     * table id of the pending row (TIDEN) like the checks below: a statement of its own cost as
+     * much as the rest of the trigger. */
+    sqlite3_str_appendall(b[NULLK], "WHEN ");
     for (int i = 0; i < npk; i++)
         sqlite3_str_appendf(b[NULLK], "%sNEW.%s IS NULL", i ? " OR " : "", qc[pkord[i]]);
     sqlite3_str_appendall(b[NULLK], " THEN RAISE(ABORT, 'tillsync: the primary key of a "
-                                    "replicated table may not be NULL') END; ");
+                                    "replicated table may not be NULL') ");
     /* A counter holds integers only: a REAL or TEXT could not be counted the same way on
      * every till, so the write is refused where the app sees it. The check is folded into
      * the table id the pending row records: one statement per captured write, not two. */
@@ -331,6 +349,9 @@ static bool capture_sql(sqlite3_str *sql, int tid, const char *table, char *cons
                         "files outside replicated tables') ELSE %d END",
                         sqlite3_str_value(b[ROWLEN]) ? sqlite3_str_value(b[ROWLEN]) : "0",
                         (unsigned)TSYNC_MAX_ROW_BYTES, table, (unsigned)TSYNC_MAX_ROW_BYTES, tid);
+    /* The same with the NULL key check first, for the triggers that write a new key. */
+    sqlite3_str_appendf(b[TIDEN], "CASE %s%s", sqlite3_str_value(b[NULLK]),
+                        sqlite3_str_value(b[TIDE]) + strlen("CASE "));
     int any = 0;
     for (int i = 0; i < ncols; i++) {
         sqlite3_str_appendf(b[ALLC], "%s%s", i ? "," : "", qc[i]);
@@ -358,11 +379,11 @@ static bool capture_sql(sqlite3_str *sql, int tid, const char *table, char *cons
     if (what & CAP_REPLACE)
         for (int i = 0; i < 4; i++) sqlite3_str_appendf(sql, "DROP TRIGGER IF EXISTS %s;", qtr[i]);
     sqlite3_str_appendf(sql,
-                        "CREATE TRIGGER %s AFTER INSERT ON %s BEGIN %s"
+                        "CREATE TRIGGER %s AFTER INSERT ON %s BEGIN "
                         "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL
                         ",%s); "
                         "END;",
-                        qtr[0], qt, v[NULLK], v[K], v[TIDE], v[NEWK]);
+                        qtr[0], qt, v[K], v[TIDEN], v[NEWK]);
     sqlite3_str_appendf(sql,
                         "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN %s BEGIN "
                         "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,2,%s," WALL_SQL
@@ -374,22 +395,21 @@ static bool capture_sql(sqlite3_str *sql, int tid, const char *table, char *cons
     sqlite3_str_appendf(
         sql,
         "CREATE TRIGGER %s AFTER UPDATE OF %s ON %s WHEN NOT (%s) "
-        "BEGIN %s"
+        "BEGIN "
         "DELETE FROM %s WHERE (%s) IS (%s); "
         "INSERT INTO %s(%s) VALUES(%s); "
         "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
         "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL ",%s); "
         "END;",
-        qtr[2], v[KCOLS], qt, v[SAME], v[NULLK], qtomb, v[KCOLS], v[OLDK], qtomb, v[ALLC],
-        v[OLDALL], v[K], tid, v[OLDK], v[K], v[TIDE], v[NEWK]);
-    sqlite3_str_appendf(
-        sql,
-        "CREATE TRIGGER %s AFTER DELETE ON %s BEGIN "
-        "DELETE FROM %s WHERE (%s) IS (%s); "
-        "INSERT INTO %s(%s) VALUES(%s); "
-        "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
-        "END;",
-        qtr[3], qt, qtomb, v[KCOLS], v[OLDK], qtomb, v[ALLC], v[OLDALL], v[K], tid, v[OLDK]);
+        qtr[2], v[KCOLS], qt, v[SAME], qtomb, v[KCOLS], v[OLDK], qtomb, v[ALLC], v[OLDALL], v[K],
+        tid, v[OLDK], v[K], v[TIDEN], v[NEWK]);
+    sqlite3_str_appendf(sql,
+                        "CREATE TRIGGER %s AFTER DELETE ON %s BEGIN "
+                        "INSERT OR REPLACE INTO %s(%s) VALUES(%s); "
+                        "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL
+                        ",%s); "
+                        "END;",
+                        qtr[3], qt, qtomb, v[ALLC], v[OLDALL], v[K], tid, v[OLDK]);
     if (what & CAP_EXISTING)
         sqlite3_str_appendf(
             sql,
@@ -438,8 +458,10 @@ static int capture_rebuild(tsync_store *s, const char *table)
 }
 
 /* The version of the capture triggers this build writes, kept in tsync_meta 'capture'. 2: the
- * insert and update triggers refuse a row over TSYNC_MAX_ROW_BYTES. */
-#define CAPTURE_VERSION 2
+ * insert and update triggers refuse a row over TSYNC_MAX_ROW_BYTES. 3: one statement fewer per
+ * captured insert (the NULL key check folded into the pending row's table id) and per delete
+ * (the tombstone replaced in one statement). */
+#define CAPTURE_VERSION 3
 
 int tsync__capture_upgrade(tsync_store *s)
 {

@@ -10,8 +10,10 @@
  *   every row under TSYNC_MAX_ROW_BYTES, so one always fits a batch. A change over it (captured by
  *   an older build) is set aside in tsync_unsealable and reported instead of failing every later
  *   seal; it is folded back in when the row changes again (unsealable.c).
- * - Pending changes are folded per row in memory first: a row updated a thousand times before
- *   sealing becomes one row change carrying the final values (the superseded ones could never win).
+ * - Pending changes are folded per row first (GROUP BY in the per-table scan, seal_scan.c): a row
+ *   updated a thousand times before sealing becomes one row change carrying the final values
+ *   (the superseded ones could never win). Rows stream through in key order, so sealing holds
+ *   one batch in memory whatever the size of the transaction.
  * - Values are read from the table at sealing time. That is correct because merge always seals
  *   first, inside its own transaction: between a local write and its sealing nothing else changes
  *   the table.
@@ -26,13 +28,6 @@
 #include "prep_int.h"
 #include "seal_int.h"
 #include "store/sync.h"
-
-static int prow_cmp(const void *pa, const void *pb)
-{
-    const prow *a = pa, *b = pb;
-    if (a->t != b->t) return a->t->id < b->t->id ? -1 : 1;
-    return tsync__key_cmp(a->key, a->klen, b->key, b->klen, a->t->npk);
-}
 
 /* The shop's clock (docs/DATA_MODEL.md, "Clocks"). When a node measured the shop's median clock:
  * - a wall clock more than TSYNC__CLOCK_OFF_MS off it is corrected by that offset (*corr), so one
@@ -112,17 +107,17 @@ typedef struct {
     int ord2b[TSYNC__MAX_COLS]; /* local ordinal -> batch column index */
 } btab;
 
-static void *arena_copy(tsync__arena *a, const void *p, size_t n)
+static void *pool_copy(tsync__pool *a, const void *p, size_t n)
 {
-    void *d = tsync__arena_alloc(a, n ? n : 1);
+    void *d = tsync__pool_alloc(a, n ? n : 1);
     if (d && n) memcpy(d, p, n);
     return d;
 }
 
-static int copy_val(tsync__arena *a, tsync__val *v)
+static int copy_val(tsync__pool *a, tsync__val *v)
 {
     if ((v->type == TSYNC__V_TEXT || v->type == TSYNC__V_BLOB)) {
-        v->p = arena_copy(a, v->p, v->n);
+        v->p = pool_copy(a, v->p, v->n);
         if (!v->p) return tsync__err(TSYNC_ENOMEM, "out of memory");
     }
     return 0;
@@ -179,14 +174,15 @@ int tsync__load_meta(tsync_store *s, tsync__table *t, const uint8_t *key, uint32
     return load_meta(s, t, key, klen, m, found);
 }
 
-/* One batch being built. Its arena holds its rows, their values and its tables, and is freed as
- * soon as the batch is in the log, so sealing holds one batch's values at a time. */
+/* One batch being built. Its pool holds its rows, their values and its tables, and is freed as
+ * soon as the batch is in the log (its chunks kept for the next), so sealing holds one batch's
+ * values at a time. */
 typedef struct {
-    tsync__arena a;
+    tsync__pool a;
     sitedict sd;
     btab *bt;
     uint32_t nbt;
-    tsync__brow *rows;
+    tsync__brow *rows; /* malloc'd, kept across batches (the values live in a) */
     uint32_t nrows, cap;
     size_t bytes; /* estimated encoded size so far */
     tsync__hlc lo, hi;
@@ -200,7 +196,7 @@ static int seal_flush(tsync_store *s, bbuild *cur, uint64_t *seq, uint8_t prev[T
     size_t blen = 0;
     char err[TSYNC__ERRLEN];
     sqlite3_stmt *st = NULL;
-    tsync__arena *a = &cur->a;
+    tsync__pool *a = &cur->a;
 
     /* Dependencies: the vector entries that changed since this site's previous batch (for the
      * second and later batch of one seal, none: the chain orders them after the first). */
@@ -215,7 +211,7 @@ static int seal_flush(tsync_store *s, bbuild *cur, uint64_t *seq, uint8_t prev[T
     while (sqlite3_step(st) == SQLITE_ROW) {
         if (ndeps == depcap) {
             depcap = depcap ? depcap * 2 : 8;
-            tsync__bdep *nd = tsync__arena_alloc(a, depcap * sizeof *nd);
+            tsync__bdep *nd = tsync__pool_alloc(a, depcap * sizeof *nd);
             if (!nd) {
                 rc = tsync__err(TSYNC_ENOMEM, "out of memory");
                 break;
@@ -231,7 +227,7 @@ static int seal_flush(tsync_store *s, bbuild *cur, uint64_t *seq, uint8_t prev[T
     st = NULL;
     if (rc) goto out;
 
-    tsync__btable *btabs = tsync__arena_alloc(a, (cur->nbt ? cur->nbt : 1) * sizeof *btabs);
+    tsync__btable *btabs = tsync__pool_alloc(a, (cur->nbt ? cur->nbt : 1) * sizeof *btabs);
     if (!btabs) {
         rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         goto out;
@@ -243,9 +239,9 @@ static int seal_flush(tsync_store *s, bbuild *cur, uint64_t *seq, uint8_t prev[T
         x->name_len = (uint32_t)strlen(t->name);
         x->ncols = (uint32_t)t->ncols;
         x->npk = (uint32_t)t->npk;
-        x->cols = tsync__arena_alloc(a, (size_t)t->ncols * sizeof *x->cols);
-        x->col_len = tsync__arena_alloc(a, (size_t)t->ncols * sizeof *x->col_len);
-        x->counters = tsync__arena_alloc(a, (size_t)t->ncols * sizeof *x->counters);
+        x->cols = tsync__pool_alloc(a, (size_t)t->ncols * sizeof *x->cols);
+        x->col_len = tsync__pool_alloc(a, (size_t)t->ncols * sizeof *x->col_len);
+        x->counters = tsync__pool_alloc(a, (size_t)t->ncols * sizeof *x->counters);
         if (!x->cols || !x->col_len || !x->counters) {
             rc = tsync__err(TSYNC_ENOMEM, "out of memory");
             goto out;
@@ -320,11 +316,10 @@ static int seal_flush(tsync_store *s, bbuild *cur, uint64_t *seq, uint8_t prev[T
 out:
     if (st) sqlite3_reset(st);
     free(body);
-    tsync__arena_free(&cur->a);
+    tsync__pool_reset(&cur->a);
     cur->sd.n = 0;
     cur->nbt = 0;
-    cur->rows = NULL;
-    cur->nrows = cur->cap = 0;
+    cur->nrows = 0; /* rows is malloc'd and kept for the next batch */
     cur->bytes = 0;
     cur->lo = cur->hi = 0;
     return rc;
@@ -367,31 +362,29 @@ int tsync__seal_empty_locked(tsync_store *s)
         rc = seal_flush(s, &cur, &seq, prev);
     }
     if (!rc) rc = tsync__hlc_store(s, last);
-    tsync__arena_free(&cur.a);
+    tsync__pool_free(&cur.a);
+    free(cur.rows);
     free(cur.bt);
     free(cur.sd.local);
     free(cur.sd.ids);
     return rc;
 }
 
-/* ---------------------------------------------------------------- one seal, in three steps
+/* ---------------------------------------------------------------- one seal
  *
- * tsync__seal_locked collects the pending changes folded per row (collect_pending), builds them
- * into batches, each appended to the log as it fills (build_batches), then appends the last batch,
- * persists the clock and empties tsync_pending (seal_close). A sealing carries what one step hands
- * the next. */
+ * tsync__seal_locked walks the replicated tables in id order; for each, one statement
+ * (seal_scan.c) folds its pending changes per row, in key order, and joins each row's clocks, its
+ * values and its tombstone. Each row change is added to the batch being built, which goes to the
+ * log as soon as the next change would take it past a budget: what sealing holds at once is one
+ * batch, whatever the size of the transaction. SQLite's sorter spills the folding to temporary
+ * files when it outgrows its cache. Then the last batch is appended, the clock persisted and
+ * tsync_pending emptied (seal_close). */
 
 typedef struct {
-    /* collect_pending */
-    tsync__arena a;  /* the map's keys, which rows point into */
-    tsync__rmap map; /* (table, key) -> 1 + index in rows */
-    prow *rows;      /* one per changed row */
-    size_t nrows, rowcap;
-    int64_t maxid; /* the last tsync_pending id read */
-    /* build_batches and seal_close */
     size_t budget, max_rows; /* per batch */
     bbuild cur;              /* the batch being built */
     size_t nbat;             /* batches appended to the log */
+    int any;                 /* tsync_pending had rows */
     tsync__hlc last;         /* the clock of the last row change */
     int64_t corr;            /* the wall clock's correction (shop_clock) */
     uint64_t seq; /* this site's last sealed seq, and the hash the next batch chains to */
@@ -399,126 +392,60 @@ typedef struct {
     tsync__rowmeta meta; /* the clocks of the row being sealed, and their encoding */
     uint8_t *mbuf;
     size_t mcap;
+    uint8_t *kbuf; /* the encoded key of the row being sealed */
+    size_t kcap;
+    tsync__aside aside; /* set-aside changes, when tsync_unsealable has any */
 } sealing;
 
 static void sealing_free(sealing *z)
 {
     tsync__rowmeta_clear(&z->meta);
-    tsync__rmap_free(&z->map);
-    tsync__arena_free(&z->a);
-    tsync__arena_free(&z->cur.a);
-    free(z->rows);
+    tsync__pool_free(&z->cur.a);
+    free(z->cur.rows);
     free(z->cur.bt);
     free(z->cur.sd.local);
     free(z->cur.sd.ids);
     free(z->mbuf);
+    free(z->kbuf);
+    tsync__aside_free(&z->aside);
 }
 
-/* Step 1: reads tsync_pending and folds it per row, then folds back in the set-aside changes of the
- * rows that changed again. */
-static int collect_pending(tsync_store *s, sealing *z)
+/* Empties z->meta for a row of t, keeping its allocations: clearing and allocating it again for
+ * each of a million rows costs more than the row's clock work. */
+static int meta_reset(tsync__rowmeta *m, const tsync__table *t)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = tsync__prep_or_fail(s, &st,
-                                 "SELECT id, tbl, op, mask, wall, k0, k1, k2, k3 FROM "
-                                 "tsync_pending ORDER BY id",
-                                 "read pending changes");
-    if (rc) return rc;
-    int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        z->maxid = sqlite3_column_int64(st, 0);
-        int tid = sqlite3_column_int(st, 1);
-        tsync__table *t = NULL;
-        for (int i = 0; i < s->ntables; i++)
-            if (s->tables[i].id == tid) t = &s->tables[i];
-        if (!t) continue; /* a table no longer replicated */
-        tsync__val kv[TSYNC__MAX_PK_COLS];
-        for (int i = 0; i < t->npk; i++) tsync__col_val(st, 5 + i, &kv[i]);
-        size_t klen = tsync__key_size(kv, t->npk);
-        uint8_t kb[512], *k = klen <= sizeof kb ? kb : malloc(klen);
-        if (!k) {
-            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-            break;
-        }
-        tsync__key_encode(kv, t->npk, k);
-        tsync__rmap_ent *e = tsync__rmap_get(&z->map, &z->a, tid, k, klen, 1);
-        if (k != kb) free(k);
-        if (!e) {
-            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-            break;
-        }
-        if (!e->val) {
-            if (z->nrows == z->rowcap) {
-                z->rowcap = z->rowcap ? z->rowcap * 2 : 256;
-                prow *nr = realloc(z->rows, z->rowcap * sizeof *nr);
-                if (!nr) {
-                    rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-                    break;
-                }
-                z->rows = nr;
-            }
-            z->rows[z->nrows] = (prow){t, e->key, e->klen, 0, 0, 0, 0};
-            e->val = (void *)(uintptr_t)(z->nrows + 1);
-            z->nrows++;
-        }
-        prow *r = &z->rows[(uintptr_t)e->val - 1];
-        int op = sqlite3_column_int(st, 2);
-        uint64_t mask = (uint64_t)sqlite3_column_int64(st, 3);
-        int64_t wall = sqlite3_column_int64(st, 4);
-        if (wall > r->wall) r->wall = wall;
-        if (op == 1)
-            r->seen_insert = 1, r->mask = ~0ULL;
-        else if (op == 2)
-            r->mask |= mask;
-        else if (op == 3)
-            r->seen_delete = 1;
+    if (m->col && m->ncols == t->ncols && !m->nctrs) {
+        m->nexist = 0;
+        memset(m->col, 0, (size_t)t->ncols * sizeof *m->col);
+        return 0;
     }
-    if (rc == 0 && step != SQLITE_DONE && step != SQLITE_ROW)
-        rc = tsync__err_sqlite(s->db, step, "read pending changes");
-    sqlite3_reset(st);
-    if (rc == 0 && z->nrows) rc = tsync__fold_set_aside(s, &z->map, &z->a, z->rows);
-    return rc;
+    tsync__rowmeta_clear(m);
+    return tsync__rowmeta_init(m, t->ncols);
 }
 
-/* Reads the values a row change carries: the row, or for a deleted row the values its delete
- * trigger kept. On success *src is left on them (the caller resets it), *exists says whether the
- * row is in its table and *have_vals whether *src holds values; *vbytes and *nvals measure what
- * the change carries. */
-static int read_current(tsync_store *s, const prow *r, sqlite3_stmt **src, int *exists,
-                        int *have_vals, size_t *vbytes, size_t *nvals)
+/* The values row change r carries, from the scan's current row: the row, or for a deleted row
+ * the values its delete trigger kept (*vals0: the first column of those in st). *exists says
+ * whether the row is in its table and *have_vals whether there are values; *vbytes and *nvals
+ * measure what the change carries. */
+static void scan_values(const prow *r, sqlite3_stmt *st, int *exists, int *have_vals, int *vals0,
+                        size_t *vbytes, size_t *nvals)
 {
-    tsync__table *t = r->t;
-    int rc;
-    *exists = *have_vals = 0;
-    if ((rc = bind_key(t->get_row, t, r->key, r->klen))) return rc;
-    int sr = sqlite3_step(t->get_row);
-    *src = t->get_row;
-    if (sr == SQLITE_ROW) {
-        *exists = 1;
-    } else {
-        sqlite3_reset(t->get_row);
-        if ((rc = bind_key(t->get_tomb, t, r->key, r->klen))) return rc;
-        sr = sqlite3_step(t->get_tomb);
-        *src = t->get_tomb;
-    }
-    if (sr != SQLITE_ROW && sr != SQLITE_DONE) {
-        rc = tsync__err_sqlite(s->db, sr, "read row");
-        sqlite3_reset(*src);
-        return rc;
-    }
-    *have_vals = sr == SQLITE_ROW;
+    const tsync__table *t = r->t;
+    int row = TSYNC__SCAN_ROW(t), tomb = TSYNC__SCAN_TOMB(t);
+    *exists = sqlite3_column_int(st, row) != 0;
+    *have_vals = *exists || sqlite3_column_int(st, tomb) != 0;
+    *vals0 = *exists ? row + 1 : tomb + 1;
     /* What the change carries: the key and the values of the columns it names. Text and blob
      * bytes are what TSYNC_MAX_ROW_BYTES limits (the capture trigger sums the same lengths);
      * the rest is encoding overhead, a few bytes per value. */
     *vbytes = *nvals = 0;
     for (int c = 0; *have_vals && c < t->ncols; c++) {
         if (!t->is_pk[c] && !t->is_counter[c] && !(r->mask & (1ULL << c))) continue;
-        int ty = sqlite3_column_type(*src, c);
+        int ty = sqlite3_column_type(st, *vals0 + c);
         if (ty == SQLITE_TEXT || ty == SQLITE_BLOB)
-            *vbytes += (size_t)sqlite3_column_bytes(*src, c);
+            *vbytes += (size_t)sqlite3_column_bytes(st, *vals0 + c);
         (*nvals)++;
     }
-    return 0;
 }
 
 /* The index of t among the batch's tables, adding it (with its batch column order: the key
@@ -552,8 +479,8 @@ static int put_columns(tsync_store *s, sealing *z, const prow *r, uint32_t ti,
     tsync__table *t = r->t;
     bbuild *cur = &z->cur;
     int rc;
-    b->cols = tsync__arena_alloc(&cur->a, (size_t)t->ncols * sizeof *b->cols);
-    b->ctrs = tsync__arena_alloc(&cur->a, (size_t)t->ncols * sizeof *b->ctrs);
+    b->cols = tsync__pool_alloc(&cur->a, (size_t)t->ncols * sizeof *b->cols);
+    b->ctrs = tsync__pool_alloc(&cur->a, (size_t)t->ncols * sizeof *b->ctrs);
     if (!b->cols || !b->ctrs) return tsync__err(TSYNC_ENOMEM, "out of memory");
     for (int c = 0; c < t->ncols; c++) {
         if (t->is_pk[c]) continue;
@@ -585,81 +512,83 @@ static int put_columns(tsync_store *s, sealing *z, const prow *r, uint32_t ti,
     return 0;
 }
 
-/* Adds row change ri to the batch being built (appending that batch to the log first when the
- * change would take it past a budget), gives it its clock, and writes the row's clocks. */
-static int seal_row(tsync_store *s, sealing *z, size_t ri)
+/* Room for one more row in the batch being built (its first row names this site: sites[0] is the
+ * origin). The row array grows with the batch, up to the row budget, and is kept across batches. */
+static int batch_room(tsync_store *s, sealing *z)
 {
-    prow *r = &z->rows[ri];
+    bbuild *cur = &z->cur;
+    if (cur->nrows == 0) {
+        uint32_t origin;
+        int rc = sitedict_idx(s, &cur->sd, s->local_idx, &origin);
+        if (rc) return rc;
+    }
+    if (cur->nrows < cur->cap) return 0;
+    size_t nc = cur->cap ? (size_t)cur->cap * 2 : 64;
+    if (nc > z->max_rows) nc = z->max_rows > cur->nrows ? z->max_rows : cur->nrows + 1;
+    tsync__brow *nr = realloc(cur->rows, nc * sizeof *nr);
+    if (!nr) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    cur->rows = nr;
+    cur->cap = (uint32_t)nc;
+    return 0;
+}
+
+/* Adds row change r (st: the scan, on its row) to the batch being built, appending that batch to
+ * the log first when the change would take it past a budget, gives it its clock, and writes the
+ * row's clocks. */
+static int seal_row(tsync_store *s, sealing *z, const prow *r, sqlite3_stmt *st)
+{
     tsync__table *t = r->t;
     bbuild *cur = &z->cur;
 
-    /* The current values are read first: their size decides whether this row change still fits
-     * the batch. */
-    sqlite3_stmt *src = NULL;
-    int exists, have_vals, rc;
+    /* The size of the current values decides whether this row change still fits the batch. */
+    int exists, have_vals, vals0, rc;
     size_t vbytes = 0, nvals = 0;
-    if ((rc = read_current(s, r, &src, &exists, &have_vals, &vbytes, &nvals))) return rc;
+    scan_values(r, st, &exists, &have_vals, &vals0, &vbytes, &nvals);
     if (vbytes > TSYNC_MAX_ROW_BYTES) {
         /* Only a write captured before the capture trigger checked the size gets here (the
          * trigger refuses such writes since). It cannot travel: an existing row's change is
          * set aside, reported, and does not hold back the changes sealed around it; a deleted
          * row's is sealed as a delete without the values it no longer shows. */
-        if (exists) {
-            sqlite3_reset(src);
-            return tsync__set_aside(s, r, vbytes);
-        }
+        if (exists) return tsync__set_aside(s, r, vbytes);
         have_vals = 0;
         vbytes = nvals = 0;
     }
     size_t est = 64 + r->klen + vbytes + 16 * nvals;
     /* Close the batch before this change would take it past a budget. A transaction is not a
      * unit of sync, so one transaction may span several batches; each is signed and chained
-     * like any other, and clocks keep rising across them. */
+     * like any other, and clocks keep rising across them. (The scan's current row stays valid
+     * while other statements run: only stepping or resetting it moves it.) */
     if (cur->nrows && (cur->bytes + est > z->budget || cur->nrows >= z->max_rows)) {
-        if ((rc = seal_flush(s, cur, &z->seq, z->prev))) {
-            sqlite3_reset(src);
-            return rc;
-        }
+        if ((rc = seal_flush(s, cur, &z->seq, z->prev))) return rc;
         z->nbat++;
     }
-    if (!cur->rows) {
-        size_t left = z->nrows - ri;
-        cur->cap = (uint32_t)(left < z->max_rows ? left : z->max_rows);
-        cur->rows = tsync__arena_alloc(&cur->a, cur->cap * sizeof *cur->rows);
-        uint32_t dummy;
-        if (!cur->rows)
-            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-        else
-            rc = sitedict_idx(s, &cur->sd, s->local_idx, &dummy); /* sites[0] = origin */
-        if (rc) {
-            sqlite3_reset(src);
-            return rc;
-        }
-    }
+    if ((rc = batch_room(s, z))) return rc;
     tsync__val vals[TSYNC__MAX_COLS];
     for (int c = 0; have_vals && c < t->ncols; c++) {
-        tsync__col_val(src, c, &vals[c]);
-        if ((rc = copy_val(&cur->a, &vals[c]))) {
-            sqlite3_reset(src);
-            return rc;
-        }
+        tsync__col_val(st, vals0 + c, &vals[c]);
+        if ((rc = copy_val(&cur->a, &vals[c]))) return rc;
     }
-    sqlite3_reset(src);
+    /* The batch row's key points into the batch's pool, which lives as long as the batch. */
+    uint8_t *key = pool_copy(&cur->a, r->key, r->klen);
+    if (!key) return tsync__err(TSYNC_ENOMEM, "out of memory");
 
     tsync__brow *b = &cur->rows[cur->nrows++];
     memset(b, 0, sizeof *b);
     uint32_t ti = 0;
     if ((rc = batch_table(cur, t, &ti))) return rc;
     b->table = ti;
-    if (tsync__key_decode(r->key, r->klen, b->pk, t->npk) != 0)
+    if (tsync__key_decode(key, r->klen, b->pk, t->npk) != 0)
         return tsync__err(TSYNC_ECORRUPT, "bad pending key in %s", t->name);
     int64_t wall = r->wall + z->corr;
     tsync__hlc h = tsync__hlc_next(z->last, wall > 0 ? (uint64_t)wall : 0);
     z->last = h;
 
-    tsync__rowmeta_clear(&z->meta);
-    int had_meta;
-    if ((rc = load_meta(s, t, r->key, r->klen, &z->meta, &had_meta))) return rc;
+    if ((rc = meta_reset(&z->meta, t))) return rc;
+    int clk = TSYNC__SCAN_CLK(t);
+    int had_meta = sqlite3_column_type(st, clk) != SQLITE_NULL;
+    if (had_meta && (rc = tsync__rowmeta_decode(&z->meta, sqlite3_column_blob(st, clk),
+                                                (size_t)sqlite3_column_bytes(st, clk))))
+        return rc;
     h = above_overwritten(&z->meta, t, r->mask, s->local_idx, h);
     if (!cur->lo || h < cur->lo) cur->lo = h;
     if (h > cur->hi) cur->hi = h;
@@ -667,7 +596,7 @@ static int seal_row(tsync_store *s, sealing *z, size_t ri)
 
     if (r->seen_delete || !exists) {
         b->flags |= TSYNC__ROW_DEL;
-        b->rmv = tsync__arena_alloc(&cur->a, (z->meta.nexist + 1) * sizeof *b->rmv);
+        b->rmv = tsync__pool_alloc(&cur->a, (z->meta.nexist + 1) * sizeof *b->rmv);
         if (!b->rmv) return tsync__err(TSYNC_ENOMEM, "out of memory");
         size_t ne = z->meta.nexist;
         for (size_t i = 0; i < ne; i++) {
@@ -697,20 +626,91 @@ static int seal_row(tsync_store *s, sealing *z, size_t ri)
     return 0;
 }
 
-/* Step 2: the row changes in key order into batches, each appended to the log when the next
- * change would take it past a budget. */
-static int build_batches(tsync_store *s, sealing *z)
+/* The scan's current row as a row change: its key encoded into z->kbuf, its pending changes
+ * folded (by the scan), and its set-aside changes folded in. */
+static int scan_row(sealing *z, tsync__table *t, sqlite3_stmt *st, prow *r)
 {
-    /* Key order: clock rows and lookups then walk each b-tree forward (see tsync__key_cmp). */
-    qsort(z->rows, z->nrows, sizeof *z->rows, prow_cmp);
-    int rc = tsync__hlc_load(s, &z->last);
-    if (rc == 0) rc = shop_clock(s, &z->last, &z->corr);
-    if (rc == 0) rc = load_head(s, &z->seq, z->prev);
-    for (size_t ri = 0; rc == 0 && ri < z->nrows; ri++) rc = seal_row(s, z, ri);
+    tsync__val kv[TSYNC__MAX_PK_COLS];
+    for (int i = 0; i < t->npk; i++) tsync__col_val(st, i, &kv[i]);
+    size_t klen = tsync__key_size(kv, t->npk);
+    if (klen > z->kcap) {
+        size_t nc = klen > 2 * z->kcap ? klen : 2 * z->kcap;
+        uint8_t *nk = realloc(z->kbuf, nc);
+        if (!nk) return tsync__err(TSYNC_ENOMEM, "out of memory");
+        z->kbuf = nk;
+        z->kcap = nc;
+    }
+    tsync__key_encode(kv, t->npk, z->kbuf);
+    int ins = sqlite3_column_int(st, TSYNC__SCAN_INS(t)) != 0;
+    *r = (prow){t,
+                z->kbuf,
+                (uint32_t)klen,
+                ins ? ~0ULL : (uint64_t)sqlite3_column_int64(st, TSYNC__SCAN_MASK(t)),
+                sqlite3_column_int64(st, TSYNC__SCAN_WALL(t)),
+                (uint8_t)ins,
+                (uint8_t)(sqlite3_column_int(st, TSYNC__SCAN_DEL(t)) != 0)};
+    return tsync__aside_fold(&z->aside, r);
+}
+
+/* Seals the pending changes of table t. */
+static int seal_table(tsync_store *s, sealing *z, tsync__table *t)
+{
+    sqlite3_stmt *st;
+    int rc = tsync__seal_scan(s, t, &st);
+    if (rc) return rc;
+    int step;
+    prow r;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        z->any = 1;
+        if ((rc = scan_row(z, t, st, &r)) || (rc = seal_row(s, z, &r, st))) break;
+    }
+    if (rc == 0 && step != SQLITE_DONE) rc = tsync__err_sqlite(s->db, step, "read pending changes");
+    sqlite3_reset(st);
     return rc;
 }
 
-/* Step 3: the last batch to the log, the clock persisted, and tsync_pending emptied. */
+static int table_id_cmp(const void *pa, const void *pb)
+{
+    const tsync__table *a = *(tsync__table *const *)pa, *b = *(tsync__table *const *)pb;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/* The tables with pending changes, in id order (the order batches list rows in: table, then key),
+ * each sealed in turn. */
+static int seal_tables(tsync_store *s, sealing *z)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = tsync__prep_or_fail(s, &st, "SELECT DISTINCT tbl FROM tsync_pending",
+                                 "read pending changes");
+    if (rc) return rc;
+    tsync__table **ts = calloc((size_t)s->ntables + 1, sizeof *ts);
+    if (!ts) {
+        sqlite3_reset(st);
+        return tsync__err(TSYNC_ENOMEM, "out of memory");
+    }
+    int n = 0, step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        z->any = 1;
+        int tid = sqlite3_column_int(st, 0);
+        for (int i = 0; i < s->ntables && n < s->ntables; i++)
+            if (s->tables[i].id == tid) ts[n++] = &s->tables[i]; /* else no longer replicated */
+    }
+    if (step != SQLITE_DONE) rc = tsync__err_sqlite(s->db, step, "read pending changes");
+    sqlite3_reset(st);
+    qsort(ts, (size_t)n, sizeof *ts, table_id_cmp);
+    if (rc == 0 && n) {
+        rc = tsync__hlc_load(s, &z->last);
+        if (rc == 0) rc = shop_clock(s, &z->last, &z->corr);
+        if (rc == 0) rc = load_head(s, &z->seq, z->prev);
+        if (rc == 0) rc = tsync__aside_load(s, &z->aside);
+    }
+    for (int i = 0; rc == 0 && i < n; i++) rc = seal_table(s, z, ts[i]);
+    free(ts);
+    return rc;
+}
+
+/* The last batch to the log, the clock persisted, the folded set-aside changes dropped and
+ * tsync_pending emptied. */
 static int seal_close(tsync_store *s, sealing *z, size_t *nbatches)
 {
     int rc;
@@ -720,7 +720,8 @@ static int seal_close(tsync_store *s, sealing *z, size_t *nbatches)
     }
     if (z->nbat && (rc = tsync__hlc_store(s, z->last))) return rc;
     if (nbatches) *nbatches = z->nbat;
-    if (z->maxid > 0) {
+    if ((rc = tsync__aside_drop(s, &z->aside))) return rc;
+    if (z->any) {
         /* Under BEGIN IMMEDIATE nobody else has written since we read, so every pending row
          * is sealed (or set aside): an unconditional DELETE lets SQLite clear the table in one
          * step. */
@@ -742,8 +743,7 @@ int tsync__seal_locked(tsync_store *s, size_t *nbatches)
     memset(&z, 0, sizeof z);
     z.budget = s->seal_batch_bytes ? s->seal_batch_bytes : TSYNC__SEAL_BATCH_BYTES;
     z.max_rows = s->seal_batch_rows ? s->seal_batch_rows : TSYNC__SEAL_BATCH_ROWS;
-    int rc = collect_pending(s, &z);
-    if (rc == 0 && z.nrows) rc = build_batches(s, &z);
+    int rc = seal_tables(s, &z);
     if (rc == 0) rc = seal_close(s, &z, nbatches);
     sealing_free(&z);
     return rc;

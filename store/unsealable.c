@@ -5,6 +5,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "seal_int.h"
 
@@ -34,15 +35,18 @@ int tsync__set_aside(tsync_store *s, const prow *r, size_t bytes)
     return 0;
 }
 
-/* Folds the set-aside changes of rows that changed again (they are in the map) back in, and drops
- * them from tsync_unsealable: sealed now, or set aside again if the row is still too large. */
-int tsync__fold_set_aside(tsync_store *s, tsync__rmap *map, tsync__arena *a, prow *rows)
+struct tsync__aside_ent {
+    tsync__aside_ent *next;
+    int64_t id, wall;
+    uint64_t mask;
+    int op;
+};
+
+int tsync__aside_load(tsync_store *s, tsync__aside *x)
 {
     sqlite3_stmt *st = tsync__prep(s, "SELECT id, tbl, op, mask, wall, k0, k1, k2, k3 FROM "
                                       "tsync_unsealable ORDER BY id");
     if (!st) return TSYNC_EIO;
-    int64_t *ids = NULL;
-    size_t nids = 0;
     int rc = 0, step;
     while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
         int tid = sqlite3_column_int(st, 1);
@@ -54,47 +58,78 @@ int tsync__fold_set_aside(tsync_store *s, tsync__rmap *map, tsync__arena *a, pro
         for (int i = 0; i < t->npk; i++) tsync__col_val(st, 5 + i, &kv[i]);
         size_t klen = tsync__key_size(kv, t->npk);
         uint8_t *k = malloc(klen ? klen : 1);
-        if (!k) {
+        tsync__aside_ent *e = tsync__arena_alloc(&x->a, sizeof *e);
+        if (!k || !e) {
+            free(k);
             rc = tsync__err(TSYNC_ENOMEM, "out of memory");
             break;
         }
         tsync__key_encode(kv, t->npk, k);
-        tsync__rmap_ent *e = tsync__rmap_get(map, a, tid, k, klen, 0);
+        tsync__rmap_ent *m = tsync__rmap_get(&x->map, &x->a, tid, k, klen, 1);
         free(k);
-        if (!e || !e->val) continue; /* the row did not change: it stays set aside */
-        prow *r = &rows[(uintptr_t)e->val - 1];
-        int op = sqlite3_column_int(st, 2);
-        int64_t wall = sqlite3_column_int64(st, 4);
-        if (wall > r->wall) r->wall = wall;
-        if (op == 1)
-            r->seen_insert = 1, r->mask = ~0ULL;
-        else if (op == 2)
-            r->mask |= (uint64_t)sqlite3_column_int64(st, 3);
-        else if (op == 3)
-            r->seen_delete = 1;
-        int64_t *ni = realloc(ids, (nids + 1) * sizeof *ni);
-        if (!ni) {
+        if (!m) {
             rc = tsync__err(TSYNC_ENOMEM, "out of memory");
             break;
         }
-        ids = ni;
-        ids[nids++] = sqlite3_column_int64(st, 0);
+        /* Kept in id order (the fold does not depend on it). */
+        *e = (tsync__aside_ent){NULL, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 4),
+                                (uint64_t)sqlite3_column_int64(st, 3), sqlite3_column_int(st, 2)};
+        tsync__aside_ent **tail = (tsync__aside_ent **)&m->val;
+        while (*tail) tail = &(*tail)->next;
+        *tail = e;
     }
     if (rc == 0 && step != SQLITE_DONE && step != SQLITE_ROW)
         rc = tsync__err_sqlite(s->db, step, "read set-aside changes");
     sqlite3_reset(st);
-    for (size_t i = 0; rc == 0 && i < nids; i++) {
-        if (!(st = tsync__prep(s, "DELETE FROM tsync_unsealable WHERE id=?1"))) {
-            rc = TSYNC_EIO;
-            break;
-        }
-        sqlite3_bind_int64(st, 1, ids[i]);
-        int x = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (x != SQLITE_DONE) rc = tsync__err_sqlite(s->db, x, "read set-aside changes");
-    }
-    free(ids);
     return rc;
+}
+
+int tsync__aside_fold(tsync__aside *x, prow *r)
+{
+    if (!x->map.n) return 0; /* the usual case: nothing set aside */
+    tsync__rmap_ent *m = tsync__rmap_get(&x->map, &x->a, r->t->id, r->key, r->klen, 0);
+    if (!m || !m->val) return 0; /* the row has nothing set aside */
+    for (tsync__aside_ent *e = m->val; e; e = e->next) {
+        if (e->wall > r->wall) r->wall = e->wall;
+        if (e->op == 1)
+            r->seen_insert = 1, r->mask = ~0ULL;
+        else if (e->op == 2)
+            r->mask |= e->mask;
+        else if (e->op == 3)
+            r->seen_delete = 1;
+        if (x->ndrop == x->dropcap) {
+            size_t nc = x->dropcap ? x->dropcap * 2 : 16;
+            int64_t *nd = realloc(x->drop, nc * sizeof *nd);
+            if (!nd) return tsync__err(TSYNC_ENOMEM, "out of memory");
+            x->drop = nd;
+            x->dropcap = nc;
+        }
+        x->drop[x->ndrop++] = e->id;
+    }
+    m->val = NULL; /* a row is sealed once per seal */
+    return 0;
+}
+
+int tsync__aside_drop(tsync_store *s, tsync__aside *x)
+{
+    for (size_t i = 0; i < x->ndrop; i++) {
+        sqlite3_stmt *st = tsync__prep(s, "DELETE FROM tsync_unsealable WHERE id=?1");
+        if (!st) return TSYNC_EIO;
+        sqlite3_bind_int64(st, 1, x->drop[i]);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) return tsync__err_sqlite(s->db, rc, "drop set-aside changes");
+    }
+    x->ndrop = 0;
+    return 0;
+}
+
+void tsync__aside_free(tsync__aside *x)
+{
+    tsync__rmap_free(&x->map);
+    tsync__arena_free(&x->a);
+    free(x->drop);
+    memset(x, 0, sizeof *x);
 }
 
 int tsync__unsealable_note(tsync_store *s, char *buf, size_t n)
