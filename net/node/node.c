@@ -116,6 +116,7 @@ static int step(tsync_node *n, int wait_ms)
         return rc;
     }
     tsync__node_flush_merges(n);
+    tsync__node_snap_tick(n);
     tsync__node_identity_check(n);
     uint64_t now = tsync__mono_ms();
     if ((rc = tsync__node_local_changes(n, now)) && rc != TSYNC_EBUSY) n->failed = rc;

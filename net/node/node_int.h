@@ -83,15 +83,29 @@ typedef struct {
     uint64_t sent_mono; /* pieces are kept in send order */
 } inflight;
 
-/* A snapshot being sent or received. */
+/* A snapshot being sent (out: an export worker makes the chunks, net/node/snapshot.c) or
+ * received (in: chunks queued as they arrive, merged one per round). */
 typedef struct {
     int active;
     uint8_t id[TSYNC__SITE_BYTES];
-    uint8_t **chunk;
-    size_t *len;
-    size_t n, cap, next, bytes;
+    size_t n, bytes; /* chunks sent / received, and their bytes */
     tsync__vv vv;
     crypto_generichash_state h;
+    /* out */
+    struct snapjob *job; /* the export worker */
+    int begun, acks;     /* BEGIN sent; acknowledgements heard (the receiver paces us) */
+    uint64_t begin_mono, acked;
+    /* in */
+    uint32_t window; /* the sender paces by our acknowledgements (SNAPSHOT_BEGIN field 2) */
+    struct snapq {
+        uint8_t *p;
+        size_t len;
+    } * q;
+    size_t qhead, qn, qcap, qbytes;
+    struct tsync__snap_in *imp;
+    int end;           /* SNAPSHOT_END came and matched */
+    size_t acked_sent; /* merged chunks we told the sender of, + 1 (0: none told yet) */
+    uint64_t last_log_mono;
 } snap;
 
 typedef struct {
@@ -325,6 +339,7 @@ void tsync__node_snap_clear(snap *z);
 void tsync__node_snap_pump(tsync_node *n, npeer *p);
 void tsync__node_snap_start(tsync_node *n, npeer *p);
 void tsync__node_on_snapshot(tsync_node *n, npeer *p, const tsync__msg *m);
+void tsync__node_snap_tick(tsync_node *n);
 
 /* mergeq.c */
 int tsync__node_queue_batches(tsync_node *n, npeer *p, const void *data, size_t len);
