@@ -135,6 +135,7 @@ typedef struct {
     int64_t fork_sent;         /* fork proofs up to this id were sent in this session */
     uint64_t rx_mono, tx_mono; /* last message received / sent (liveness) */
     snap out, in;
+    uint8_t out_done_id[TSYNC__SITE_BYTES]; /* our last finished transfer: late acks for it */
     uint64_t close_at_mono; /* close after an ERROR had time to leave; 0: not closing */
     uint64_t born_mono;     /* when this entry was made (dialled, or an inbound session came) */
     /* The last failure to send batches to this peer, logged once per PUSH_ERR_LOG_MS while it

@@ -240,6 +240,7 @@ void tsync__node_snap_pump(tsync_node *n, npeer *p)
                     tsync__node_peer_label(p, lb), z->n, z->bytes,
                     (unsigned long long)(tsync__mono_ms() - z->begin_mono));
     n->snaps_sent++;
+    memcpy(p->out_done_id, z->id, sizeof z->id);
     tsync__node_snap_clear(z);
 }
 
@@ -348,6 +349,10 @@ void tsync__node_on_snapshot(tsync_node *n, npeer *p, const tsync__msg *m)
         on_ack(n, p, m);
         return;
     }
+    /* Acknowledgements of chunks the receiver merged after our END left. */
+    if (m->type == TSYNC__WIRE_SNAPSHOT_END &&
+        memcmp(m->snapshot_end.id, p->out_done_id, sizeof p->out_done_id) == 0)
+        return;
     if (!n->enrolled || !p->key_known) {
         snap_refuse(n, p, "snapshots are taken only from certified peers of an enrolled shop");
         return;

@@ -241,6 +241,10 @@ Test(node_snapshot_stream, joins_without_a_silent_session)
               nu_tail_s(sh.a.log, 8));
     cr_assert(!log_has(sh.c.log, "taking the link as lost"), "c dropped a for silence: %s",
               nu_tail_s(sh.c.log, 8));
+    /* The receiver's acknowledgements, late ones included, are never taken for a snapshot of
+     * its own (refused, and an ERROR sent back). */
+    cr_assert(!log_has(sh.a.log, "refused"), "a refused something: %s", nu_tail_s(sh.a.log, 8));
+    cr_assert(!log_has(sh.c.log, "refused"), "c refused something: %s", nu_tail_s(sh.c.log, 8));
     cr_assert_eq(status_num(&sh.a, "snapshots_sent"), 1);
     cr_assert_eq(status_num(&sh.c, "snapshots_received"), 1);
     cr_assert(log_has(sh.c.log, "took a snapshot from"), "%s", nu_tail_s(sh.c.log, 8));
