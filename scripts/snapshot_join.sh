@@ -6,12 +6,13 @@
 # snapshot, and whether a session was dropped for silence.
 #
 # usage: sh scripts/snapshot_join.sh BUILD_DIR [ROWS]   (BUILD_DIR with TSYNC_TESTS on)
-# Env: TSYNC_SNAP_WAIT_MS (default 120000) bounds the wait; the database folder is removed.
+# Env: TSYNC_SNAP_WAIT_MS (default 120000) bounds the wait; TSYNC_SNAP_LIVENESS_MS (default 3500,
+# the node's own default) is both nodes' liveness timeout. The database folder is removed.
 B=${1:?usage: sh scripts/snapshot_join.sh BUILD_DIR [ROWS]}
 ROWS=${2:-1000000}
 out=$(mktemp)
 echo "load: $(cat /proc/loadavg)"
-TSYNC_KEEP=1 TSYNC_SNAP_ROWS=$ROWS TSYNC_CLI="$B/tillsync" \
+TSYNC_KEEP=1 TSYNC_SNAP_ROWS=$ROWS TSYNC_SNAP_LIVENESS_MS=${TSYNC_SNAP_LIVENESS_MS:-3500} TSYNC_CLI="$B/tillsync" \
     "$B/test_node_snapshot_stream" --filter 'node_snapshot_stream/joins_without_a_silent_session' \
     --verbose >"$out" 2>&1
 rc=$?

@@ -8,8 +8,9 @@
  * it merged, takes the snapshot again from the restarted sender, and converges.
  *
  * TSYNC_SNAP_ROWS overrides the table size (default 250 000), TSYNC_SNAP_WAIT_MS the time a join
- * may take (default 120 000). Each test prints the join time and both nodes' peak RSS (VmHWM):
- * scripts/snapshot_join.sh runs it at 1M rows (not in CI).
+ * may take (default 120 000), TSYNC_SNAP_LIVENESS_MS both nodes' liveness timeout (default 1 500).
+ * Each test prints the join time and both nodes' peak RSS (VmHWM): scripts/snapshot_join.sh runs it
+ * at 1M rows (not in CI).
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -40,7 +41,8 @@ static int node_main(void *arg)
     tsync_node_options o = TSYNC_NODE_OPTIONS_INIT;
     o.listen = c->listen;
     o.no_mdns = 1;
-    o.liveness_ms = LIVENESS_MS;
+    const char *lv = getenv("TSYNC_SNAP_LIVENESS_MS");
+    o.liveness_ms = lv && atoi(lv) > 0 ? atoi(lv) : LIVENESS_MS;
     o.prune_keep = -1;
     o.log_level = TSYNC_LOG_INFO;
     const char *peers[1] = {c->peer};
@@ -236,6 +238,7 @@ Test(node_snapshot_stream, joins_without_a_silent_session)
     start_a(&sh);
     start_c(&sh);
     int64_t took = wait_joined(&sh, 120000);
+    report(&sh, "joined", took);
     cr_assert_eq(nu_query(sh.c.db, "SELECT count(*) FROM products"), sh.rows);
     cr_assert(!log_has(sh.a.log, "taking the link as lost"), "a dropped c for silence: %s",
               nu_tail_s(sh.a.log, 8));
@@ -248,7 +251,6 @@ Test(node_snapshot_stream, joins_without_a_silent_session)
     cr_assert_eq(status_num(&sh.a, "snapshots_sent"), 1);
     cr_assert_eq(status_num(&sh.c, "snapshots_received"), 1);
     cr_assert(log_has(sh.c.log, "took a snapshot from"), "%s", nu_tail_s(sh.c.log, 8));
-    report(&sh, "joined", took);
     nu_kill(sh.pa, SIGKILL, 5000);
     nu_kill(sh.pc, SIGKILL, 5000);
 }
