@@ -167,6 +167,31 @@ static int refuse(ictx *ic, const tsync__btable *bt, const char *col, uint32_t c
                       ic->chunk, of, nm, col ? "." : "", col ? cn : "", why);
 }
 
+/* Whether the pair (our write wins over the snapshot's write hlc of site rid) is recorded
+ * already: a row where our side won is not rewritten, so a snapshot merged again (a transfer
+ * that broke off and started over) would record the same pair twice. */
+static int conflict_known(ictx *ic, const tsync__wrow *r, int col, tsync__hlc rhlc,
+                          const uint8_t *rid, int *known)
+{
+    *known = 0;
+    sqlite3_stmt *st = tsync__prep(ic->s, "SELECT 1 FROM tsync_conflicts WHERE tbl=?1 AND pk=?2 "
+                                          "AND col=?3 AND lose_hlc=?4 AND lose_site=?5 LIMIT 1");
+    if (!st) return TSYNC_EIO;
+    char *pk = tsync__key_json(r->key, r->klen, r->t->npk);
+    if (!pk) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    sqlite3_bind_text(st, 1, r->t->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, pk, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, r->t->cols[col], -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, (int64_t)rhlc);
+    sqlite3_bind_blob(st, 5, rid, TSYNC__SITE_BYTES, SQLITE_STATIC);
+    int x = sqlite3_step(st);
+    sqlite3_reset(st);
+    free(pk);
+    if (x == SQLITE_ROW) *known = 1;
+    return x == SQLITE_ROW || x == SQLITE_DONE ? 0
+                                               : tsync__err_sqlite(ic->s->db, x, "read conflicts");
+}
+
 /* Merges one snapshot row with the local row and writes the result when anything changed. */
 static int apply_row(ictx *ic, const tsync__snap_row *row)
 {
@@ -241,6 +266,7 @@ static int apply_row(ictx *ic, const tsync__snap_row *row)
              * clock, up to a winner whose state held the loser only after writing (then the
              * exporter recorded the conflict, not us). */
             int seen = wins ? snap_saw(ic, cur.site, cur.hlc) : we_saw(ic, e->site, e->hlc);
+            if (!seen && !wins && (rc = conflict_known(ic, &r, col, e->hlc, rid, &seen))) break;
             if (!seen && (rc = tsync__rw_conflict(&ic->w, &r, col, &e->val, e->hlc, rid, lid, wins,
                                                   ic->now_ms)))
                 break;
