@@ -387,11 +387,11 @@ void tsync__node_on_snapshot(tsync_node *n, npeer *p, const tsync__msg *m)
             snap_refuse(n, p, "chunk of another transfer or out of order");
             return;
         }
-        /* A pacing sender keeps its window; one that does not (an older node) is bounded by
-         * bytes, as before. */
-        if (z->window ? z->qn >= (size_t)z->window + 2
-                      : z->qbytes + m->snapshot_chunk.len > SNAP_MAX_BYTES) {
-            snap_refuse(n, p, "more chunks ahead of our acknowledgement than its window");
+        /* A pacing sender keeps its window, so the queue stays a few chunks; one that does not
+         * (an older node, or one that heard no acknowledgement in time) is bounded by bytes, as
+         * before snapshots streamed. */
+        if (z->qbytes + m->snapshot_chunk.len > SNAP_MAX_BYTES) {
+            snap_refuse(n, p, "larger than this node takes");
             return;
         }
         if (queue_push(z, m->snapshot_chunk.rows, m->snapshot_chunk.len)) {
