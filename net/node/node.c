@@ -372,6 +372,7 @@ int tsync_node_fd(tsync_node *n)
 int tsync_node_timeout_ms(tsync_node *n)
 {
     int t = tsync__tp_timeout_ms(n->tp);
+    if (tsync__node_snap_busy(n)) return 0; /* snapshot chunks to merge */
     if (n->mq.n) {
         uint64_t now = tsync__mono_ms();
         if (!n->mq.retry_mono || now >= n->mq.retry_mono) return 0;

@@ -341,6 +341,7 @@ void tsync__node_snap_pump(tsync_node *n, npeer *p);
 void tsync__node_snap_start(tsync_node *n, npeer *p);
 void tsync__node_on_snapshot(tsync_node *n, npeer *p, const tsync__msg *m);
 void tsync__node_snap_tick(tsync_node *n);
+int tsync__node_snap_busy(const tsync_node *n);
 
 /* mergeq.c */
 int tsync__node_queue_batches(tsync_node *n, npeer *p, const void *data, size_t len);

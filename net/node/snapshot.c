@@ -10,8 +10,9 @@
  *   consistent state while the worker encodes chunks into a queue of SNAP_QUEUE; the node's
  *   thread sends them as the receiver makes room. So a 1M-row export neither blocks liveness
  *   nor sits in memory: the worker waits (read transaction open) while the queue is full.
- * - The receiver merges each chunk in a short transaction of its own, one chunk per round of the
- *   loop (a chunk of SNAP_CHUNK_BYTES merges in a few ms), and acknowledges what it merged with a
+ * - The receiver merges each chunk in a short transaction of its own, queued chunks for up to
+ *   SNAP_SLICE_MS per round of the loop (a chunk of SNAP_CHUNK_BYTES merges in a few ms, and the
+ *   loop does not sleep while chunks wait), and acknowledges what it merged with a
  *   SNAPSHOT_END of the transfer's id going back (count = chunks merged, hash zero). A sender
  *   that paces announces its window in SNAPSHOT_BEGIN's field 2 (nodes before this sent 0 there
  *   and ignore it), and keeps at most that many chunks unacknowledged; a receiver that announces
@@ -28,8 +29,9 @@
 #include "store/snapshot.h"
 #include "node_int.h"
 
-#define SNAP_CHUNK_BYTES (64u << 10) /* merges in a few ms: one chunk per round of the loop */
-#define SNAP_WINDOW      8u          /* chunks sent ahead of the receiver's acknowledgement */
+#define SNAP_CHUNK_BYTES (64u << 10) /* ~1 000 rows: merges in a few ms */
+#define SNAP_WINDOW      16u         /* chunks sent ahead of the receiver's acknowledgement */
+#define SNAP_SLICE_MS    8           /* the receiver merges queued chunks this long per round */
 #define SNAP_QUEUE       4u          /* chunks the export worker encodes ahead of sending */
 #define SNAP_ACK_WAIT_MS 3000        /* no acknowledgement after BEGIN this long: an older node */
 #define SNAP_INTERVAL_MS 30000
@@ -419,7 +421,8 @@ static void snap_in_step(tsync_node *n, npeer *p)
 {
     snap *z = &p->in;
     char lb[LBL];
-    if (z->qn) {
+    uint64_t t0 = tsync__mono_ms();
+    while (z->qn && tsync__mono_ms() - t0 < SNAP_SLICE_MS) {
         struct snapq c = z->q[z->qhead];
         tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
         int rc = tsync__snap_in_chunk(z->imp, c.p, c.len, &r);
@@ -468,7 +471,16 @@ static void snap_in_step(tsync_node *n, npeer *p)
     tsync__node_push_all(n);
 }
 
-/* Once per round: outgoing snapshots send what their workers made, incoming ones merge a chunk. */
+/* Whether an incoming snapshot has chunks waiting: the loop should not sleep. */
+int tsync__node_snap_busy(const tsync_node *n)
+{
+    for (size_t i = 0; i < n->npeers; i++)
+        if (n->peers[i]->used && n->peers[i]->in.active && n->peers[i]->in.qn) return 1;
+    return 0;
+}
+
+/* Once per round: outgoing snapshots send what their workers made, incoming ones merge chunks
+ * for up to SNAP_SLICE_MS. */
 void tsync__node_snap_tick(tsync_node *n)
 {
     for (size_t i = 0; i < n->npeers; i++) {
