@@ -94,6 +94,7 @@ typedef struct {
     /* out */
     struct snapjob *job; /* the export worker */
     int begun, acks;     /* BEGIN sent; acknowledgements heard (the receiver paces us) */
+    int unpaced;         /* none heard in time: sent as the transport allows (logged once) */
     uint64_t begin_mono, acked;
     /* in */
     uint32_t window; /* the sender paces by our acknowledgements (SNAPSHOT_BEGIN field 2) */

@@ -200,6 +200,12 @@ void tsync__node_snap_pump(tsync_node *n, npeer *p)
                         tsync__node_peer_label(p, lb));
     }
     int paced = z->acks || tsync__mono_ms() - z->begin_mono < SNAP_ACK_WAIT_MS;
+    if (!paced && !z->unpaced) {
+        z->unpaced = 1;
+        tsync__node_log(n, TSYNC_LOG_INFO,
+                        "%s acknowledges no snapshot chunks (an older build): sending unpaced",
+                        tsync__node_peer_label(p, lb));
+    }
     for (;;) {
         if (paced && z->n >= z->acked + SNAP_WINDOW) return;
         pthread_mutex_lock(&j->mu);
