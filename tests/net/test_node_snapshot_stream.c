@@ -7,8 +7,8 @@
  * joiner stayed empty). Also: a sender killed in the middle of a transfer; the joiner keeps what
  * it merged, takes the snapshot again from the restarted sender, and converges.
  *
- * TSYNC_SNAP_ROWS overrides the table size (default 250 000), TSYNC_SNAP_WAIT_MS the time a join
- * may take (default 120 000), TSYNC_SNAP_LIVENESS_MS both nodes' liveness timeout (default 1 500).
+ * TSYNC_SNAP_ROWS overrides the table size (default 300 000), TSYNC_SNAP_WAIT_MS the time a join
+ * may take (default 120 000), TSYNC_SNAP_LIVENESS_MS both nodes' liveness timeout (default 2 000).
  * Each test prints the join time and both nodes' peak RSS (VmHWM): scripts/snapshot_join.sh runs it
  * at 1M rows (not in CI).
  */
@@ -27,7 +27,7 @@
 
 TestSuite(node_snapshot_stream, .fini = nu_fini, .timeout = 300);
 
-#define LIVENESS_MS 1500 /* the knob: PINGs go every 1 s, so a silence of 1.5 s is a busy node */
+#define LIVENESS_MS 2000 /* the knob: PINGs go every 1 s, so a silence of 2 s is a busy node */
 
 typedef struct {
     char db[NU_PATH], log[NU_PATH], listen[NU_EP], peer[NU_EP + 80];
@@ -61,8 +61,8 @@ static int node_main(void *arg)
 static int rows_wanted(void)
 {
     const char *e = getenv("TSYNC_SNAP_ROWS");
-    int n = e && *e ? atoi(e) : 250000;
-    return n > 0 ? n : 250000;
+    int n = e && *e ? atoi(e) : 300000;
+    return n > 0 ? n : 300000;
 }
 
 /* a.db: n products, sealed, its log pruned to a stub and the newest batch (a member that
