@@ -69,4 +69,27 @@ TSYNC_WARN_UNUSED int tsync__snap_import(tsync_store *s, const uint8_t *const *c
                                          const size_t *lens, size_t n, const tsync__vv *vv,
                                          tsync_merge_report *report);
 
+/* ---------------------------------------------------------------- streaming import
+ *
+ * The same merge, a chunk at a time as chunks arrive, each in a short transaction of its own, so
+ * a node takes a snapshot of any size without holding it in memory or the write lock for long.
+ * open takes the vector from SNAPSHOT_BEGIN (copied) and renews our incarnation when the vector
+ * holds more of our own site than we do (as tsync__snap_import does); chunk checks one chunk
+ * (format, clock skew) and merges its rows in one transaction, all or nothing for that chunk;
+ * finish, once every chunk is in and SNAPSHOT_END's count and hash matched, takes the vector
+ * (the log stubs) in a last transaction. A snapshot abandoned half-way (session lost, a chunk
+ * refused) leaves the rows merged so far: each is a join of ours with a state of the shop, so
+ * nothing is wrong, only the vector is not taken — the next snapshot merges them as duplicates.
+ * Errors as tsync__snap_import's, for the chunk at hand; finish: TSYNC_ECORRUPT when a vector
+ * entry's site was described by no chunk, TSYNC_EINVAL when no chunk was merged. */
+typedef struct tsync__snap_in tsync__snap_in;
+TSYNC_WARN_UNUSED int tsync__snap_in_open(tsync_store *s, const tsync__vv *vv,
+                                          tsync__snap_in **out);
+TSYNC_WARN_UNUSED int tsync__snap_in_chunk(tsync__snap_in *in, const uint8_t *chunk, size_t len,
+                                           tsync_merge_report *report);
+TSYNC_WARN_UNUSED int tsync__snap_in_finish(tsync__snap_in *in, tsync_merge_report *report);
+/* Chunks merged so far. */
+size_t tsync__snap_in_merged(const tsync__snap_in *in);
+void tsync__snap_in_free(tsync__snap_in *in);
+
 #endif

@@ -43,7 +43,7 @@ typedef struct {
     uint32_t nls;
     tsync__rowwriter w; /* writes the merged rows (store/rowwrite.c) */
     uint64_t now_ms;
-    size_t chunk, nchunks; /* for messages */
+    size_t chunk, nchunks; /* for messages (nchunks 0: not known yet, streaming) */
     const tsync__snap_chunk *c;
     uint32_t *smap; /* chunk site -> local index + 1; 0 while not registered here */
     ctab *tabs;
@@ -159,10 +159,37 @@ static int refuse(ictx *ic, const tsync__btable *bt, const char *col, uint32_t c
     char nm[48], cn[48];
     tsync__dec_printable(nm, bt->name, bt->name_len);
     if (col) tsync__dec_printable(cn, col, clen);
+    char of[32] = "";
+    if (ic->nchunks) snprintf(of, sizeof of, " of %zu", ic->nchunks);
     return tsync__err(TSYNC_EREFUSED,
-                      "snapshot refused: chunk %zu of %zu: %s%s%s: %s; migrate first (make this "
+                      "snapshot refused: chunk %zu%s: %s%s%s: %s; migrate first (make this "
                       "database's schema match), then ask for the snapshot again",
-                      ic->chunk, ic->nchunks, nm, col ? "." : "", col ? cn : "", why);
+                      ic->chunk, of, nm, col ? "." : "", col ? cn : "", why);
+}
+
+/* Whether the pair (our write wins over the snapshot's write hlc of site rid) is recorded
+ * already: a row where our side won is not rewritten, so a snapshot merged again (a transfer
+ * that broke off and started over) would record the same pair twice. */
+static int conflict_known(ictx *ic, const tsync__wrow *r, int col, tsync__hlc rhlc,
+                          const uint8_t *rid, int *known)
+{
+    *known = 0;
+    sqlite3_stmt *st = tsync__prep(ic->s, "SELECT 1 FROM tsync_conflicts WHERE tbl=?1 AND pk=?2 "
+                                          "AND col=?3 AND lose_hlc=?4 AND lose_site=?5 LIMIT 1");
+    if (!st) return TSYNC_EIO;
+    char *pk = tsync__key_json(r->key, r->klen, r->t->npk);
+    if (!pk) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    sqlite3_bind_text(st, 1, r->t->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, pk, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, r->t->cols[col], -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, (int64_t)rhlc);
+    sqlite3_bind_blob(st, 5, rid, TSYNC__SITE_BYTES, SQLITE_STATIC);
+    int x = sqlite3_step(st);
+    sqlite3_reset(st);
+    free(pk);
+    if (x == SQLITE_ROW) *known = 1;
+    return x == SQLITE_ROW || x == SQLITE_DONE ? 0
+                                               : tsync__err_sqlite(ic->s->db, x, "read conflicts");
 }
 
 /* Merges one snapshot row with the local row and writes the result when anything changed. */
@@ -239,6 +266,7 @@ static int apply_row(ictx *ic, const tsync__snap_row *row)
              * clock, up to a winner whose state held the loser only after writing (then the
              * exporter recorded the conflict, not us). */
             int seen = wins ? snap_saw(ic, cur.site, cur.hlc) : we_saw(ic, e->site, e->hlc);
+            if (!seen && !wins && (rc = conflict_known(ic, &r, col, e->hlc, rid, &seen))) break;
             if (!seen && (rc = tsync__rw_conflict(&ic->w, &r, col, &e->val, e->hlc, rid, lid, wins,
                                                   ic->now_ms)))
                 break;
@@ -369,6 +397,180 @@ static int take_vector(ictx *ic, const tsync__vv *vv, const tsync__snap_site *ke
     return 0;
 }
 
+/* A peer holds more of our own site than our log: this database went back (an old copy written
+ * over it). A new incarnation first; the old site is then taken like any other's
+ * (store/identity.c). */
+static int renew_if_behind(tsync_store *s, const tsync__vv *vv)
+{
+    uint64_t theirs = tsync__vv_seq(vv, s->site), head = 0;
+    sqlite3_stmt *st = theirs ? tsync__prep(s, "SELECT seq FROM tsync_sites WHERE idx=?1") : NULL;
+    if (!st) return 0;
+    sqlite3_bind_int64(st, 1, s->local_idx);
+    if (sqlite3_step(st) == SQLITE_ROW) head = (uint64_t)sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (theirs > head && !s->read_only) return tsync__identity_renew(s, head, theirs);
+    return 0;
+}
+
+static int check_vv_sorted(const tsync__vv *vv)
+{
+    for (size_t i = 1; i < vv->n; i++)
+        if (memcmp(vv->e[i - 1].site, vv->e[i].site, TSYNC__SITE_BYTES) >= 0)
+            return tsync__err(TSYNC_EINVAL, "snapshot refused: its vector is not sorted by site "
+                                            "id, or names a site twice");
+    return 0;
+}
+
+/* Pass 1 over one chunk, touching nothing: it decodes, the keys of the vector's sites it
+ * describes go to keys[], its highest clock raises *maxh (with that clock's site). */
+static int check_chunk(const uint8_t *chunk, size_t len, size_t i, size_t n, const tsync__vv *vv,
+                       tsync__snap_site *keys, tsync__hlc *maxh, uint8_t maxsite[])
+{
+    char err[TSYNC__ERRLEN];
+    tsync__arena a = {0};
+    tsync__snap_reader it;
+    tsync__snap_row row;
+    int rc = tsync__snap_open(&it, chunk, len, &a, err);
+    for (uint32_t k = 0; rc == 0 && k < it.hdr.nsites; k++) {
+        const tsync__snap_site *cs = &it.hdr.sites[k];
+        const tsync__vv_entry *e = cs->has_key ? tsync__vv_get(vv, cs->site) : NULL;
+        if (e) keys[e - vv->e] = *cs;
+    }
+    while (rc == 0 && it.next < it.nrows && (rc = tsync__snap_next(&it, &row)) == 0) {
+        for (uint32_t k = 0; k < row.nexist; k++) {
+            tsync__hlc h =
+                row.exist[k].add > row.exist[k].rmv ? row.exist[k].add : row.exist[k].rmv;
+            if (h > *maxh)
+                *maxh = h, memcpy(maxsite, it.hdr.sites[row.exist[k].site].site, TSYNC__SITE_BYTES);
+        }
+        for (uint32_t k = 0; k < row.ncols; k++)
+            if (row.cols[k].hlc > *maxh)
+                *maxh = row.cols[k].hlc,
+                memcpy(maxsite, it.hdr.sites[row.cols[k].site].site, TSYNC__SITE_BYTES);
+    }
+    if (rc == 0) rc = tsync__snap_close(&it);
+    tsync__snap_reader_free(&it);
+    tsync__arena_free(&a);
+    if (rc) {
+        char of[32] = "";
+        if (n) snprintf(of, sizeof of, " of %zu", n);
+        rc = tsync__err(rc, "snapshot refused: chunk %zu%s: %s", i, of, err);
+    }
+    return rc;
+}
+
+/* Every origin the vector moves must be described (key and incarnation) by some chunk. */
+static int check_keys(const tsync__vv *vv, const tsync__snap_site *keys)
+{
+    for (size_t i = 0; i < vv->n; i++)
+        if (vv->e[i].seq && !keys[i].has_key) {
+            char sh[13];
+            tsync__hex(vv->e[i].site, 6, sh);
+            return tsync__err(TSYNC_ECORRUPT,
+                              "snapshot refused: its vector names site %s (batch %llu) but no "
+                              "chunk gives that site's key and incarnation",
+                              sh, (unsigned long long)vv->e[i].seq);
+        }
+    return 0;
+}
+
+static int check_skew(tsync_store *s, tsync__hlc maxh, const uint8_t maxsite[], uint64_t now)
+{
+    if (!tsync__hlc_too_far(maxh, now, s->skew_bound_ms)) return 0;
+    char sh[13];
+    tsync__hex(maxsite, 6, sh);
+    return tsync__err(TSYNC_ECLOCKSKEW,
+                      "snapshot refused: a clock of site %s is %llu ms ahead of ours (more than "
+                      "%llu ms); ask again once the clocks agree",
+                      sh, (unsigned long long)(tsync__hlc_ms(maxh) - now),
+                      (unsigned long long)s->skew_bound_ms);
+}
+
+/* Opens the write transaction rows are merged in: sealed, capture off, our sites loaded. */
+static int ic_begin(ictx *ic)
+{
+    tsync_store *s = ic->s;
+    int rc;
+    if ((rc = tsync__begin(s))) return rc;
+    if ((rc = tsync__seal_locked(s, NULL)) || (rc = tsync__capture_off(s, 1))) goto fail;
+    free(ic->ls);
+    ic->ls = NULL;
+    ic->nhi = 0;
+    if ((rc = tsync_snap__load_sites(s, &ic->ls, &ic->nls))) goto fail;
+    if (s->local_idx >= ic->nls) {
+        rc = tsync__err(TSYNC_ECORRUPT, "tsync_sites lacks this database's own site");
+        goto fail;
+    }
+    return 0;
+fail:
+    tsync__rollback(s);
+    tsync__capture_off(s, 0);
+    return rc;
+}
+
+/* Ends ic_begin's transaction: commits when rc is 0, else rolls back; returns the outcome. */
+static int ic_end(ictx *ic, int rc)
+{
+    tsync__rw_free(&ic->w);
+    if (rc == 0) {
+        tsync__capture_off(ic->s, 0);
+        return tsync__commit(ic->s);
+    }
+    tsync__rollback(ic->s);
+    tsync__capture_off(ic->s, 0);
+    return rc;
+}
+
+/* Pass 2 over chunk i, inside ic_begin's transaction. */
+static int apply_chunk(ictx *ic, const uint8_t *chunk, size_t len, size_t i)
+{
+    char err[TSYNC__ERRLEN];
+    tsync__arena a = {0};
+    tsync__snap_reader it;
+    tsync__snap_row row;
+    int rc = 0;
+    ic->chunk = i;
+    /* decoded once already: only running out of memory can fail here */
+    int drc = tsync__snap_open(&it, chunk, len, &a, err);
+    if (drc == 0) {
+        rc = chunk_maps(ic, &it.hdr);
+        while (rc == 0 && it.next < it.nrows && (drc = tsync__snap_next(&it, &row)) == 0)
+            rc = apply_row(ic, &row);
+        if (rc == 0 && drc == 0) drc = tsync__snap_close(&it);
+    }
+    if (drc) rc = tsync__err(drc, "snapshot refused: chunk %zu: %s", i, err);
+    tsync__snap_reader_free(&it);
+    tsync__arena_free(&a);
+    return rc;
+}
+
+/* Raises the local HLC to the highest clock merged (never back). */
+static int raise_hlc(tsync_store *s, tsync__hlc maxh)
+{
+    if (!maxh) return 0;
+    tsync__hlc last;
+    int rc = tsync__hlc_load(s, &last);
+    if (rc) return rc;
+    tsync__hlc nl = tsync__hlc_observe(last, maxh);
+    return nl != last ? tsync__hlc_store(s, nl) : 0;
+}
+
+static void ic_free(ictx *ic)
+{
+    tsync__rw_free(&ic->w);
+    free(ic->ls);
+    free(ic->smap);
+    free(ic->tabs);
+    free(ic->hi);
+    memset(ic, 0, sizeof *ic);
+}
+
+static int refused_code(int rc)
+{
+    return rc == TSYNC_ECORRUPT || rc == TSYNC_EVERSION || rc == TSYNC_EREFUSED ||
+           rc == TSYNC_ECLOCKSKEW;
+}
+
 int tsync__snap_import(tsync_store *s, const uint8_t *const *chunks, const size_t *lens, size_t n,
                        const tsync__vv *vv, tsync_merge_report *report)
 {
@@ -379,26 +581,8 @@ int tsync__snap_import(tsync_store *s, const uint8_t *const *chunks, const size_
                           "snapshot refused: no chunks (a snapshot has at least one)");
     if (!sqlite3_get_autocommit(s->db))
         return tsync__err(TSYNC_EINVAL, "cannot import a snapshot inside an open transaction");
-    for (size_t i = 1; i < vv->n; i++)
-        if (memcmp(vv->e[i - 1].site, vv->e[i].site, TSYNC__SITE_BYTES) >= 0)
-            return tsync__err(TSYNC_EINVAL, "snapshot refused: its vector is not sorted by site "
-                                            "id, or names a site twice");
-    {
-        /* A peer holds more of our own site than our log: this database went back (an old copy
-         * written over it). A new incarnation first; the old site is then taken like any other's
-         * (store/identity.c). */
-        uint64_t theirs = tsync__vv_seq(vv, s->site), head = 0;
-        sqlite3_stmt *st =
-            theirs ? tsync__prep(s, "SELECT seq FROM tsync_sites WHERE idx=?1") : NULL;
-        if (st) {
-            sqlite3_bind_int64(st, 1, s->local_idx);
-            if (sqlite3_step(st) == SQLITE_ROW) head = (uint64_t)sqlite3_column_int64(st, 0);
-            sqlite3_reset(st);
-            int rc = 0;
-            if (theirs > head && !s->read_only && (rc = tsync__identity_renew(s, head, theirs)))
-                return rc;
-        }
-    }
+    int rc = check_vv_sorted(vv);
+    if (rc || (rc = renew_if_behind(s, vv))) return rc;
 
     /* Pass 1, touching nothing: every chunk decodes, every origin of the vector is described,
      * no clock is too far ahead. */
@@ -406,54 +590,11 @@ int tsync__snap_import(tsync_store *s, const uint8_t *const *chunks, const size_
     if (!keys) return tsync__err(TSYNC_ENOMEM, "out of memory");
     tsync__hlc maxh = 0;
     uint8_t maxsite[TSYNC__SITE_BYTES] = {0};
-    char err[TSYNC__ERRLEN];
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        tsync__arena a = {0};
-        tsync__snap_reader it;
-        tsync__snap_row row;
-        rc = tsync__snap_open(&it, chunks[i], lens[i], &a, err);
-        for (uint32_t k = 0; rc == 0 && k < it.hdr.nsites; k++) {
-            const tsync__snap_site *cs = &it.hdr.sites[k];
-            const tsync__vv_entry *e = cs->has_key ? tsync__vv_get(vv, cs->site) : NULL;
-            if (e) keys[e - vv->e] = *cs;
-        }
-        while (rc == 0 && it.next < it.nrows && (rc = tsync__snap_next(&it, &row)) == 0) {
-            for (uint32_t k = 0; k < row.nexist; k++) {
-                tsync__hlc h =
-                    row.exist[k].add > row.exist[k].rmv ? row.exist[k].add : row.exist[k].rmv;
-                if (h > maxh)
-                    maxh = h, memcpy(maxsite, it.hdr.sites[row.exist[k].site].site, sizeof maxsite);
-            }
-            for (uint32_t k = 0; k < row.ncols; k++)
-                if (row.cols[k].hlc > maxh)
-                    maxh = row.cols[k].hlc,
-                    memcpy(maxsite, it.hdr.sites[row.cols[k].site].site, sizeof maxsite);
-        }
-        if (rc == 0) rc = tsync__snap_close(&it);
-        tsync__snap_reader_free(&it);
-        tsync__arena_free(&a);
-        if (rc) rc = tsync__err(rc, "snapshot refused: chunk %zu of %zu: %s", i, n, err);
-    }
-    for (size_t i = 0; rc == 0 && i < vv->n; i++)
-        if (vv->e[i].seq && !keys[i].has_key) {
-            char sh[13];
-            tsync__hex(vv->e[i].site, 6, sh);
-            rc = tsync__err(TSYNC_ECORRUPT,
-                            "snapshot refused: its vector names site %s (batch %llu) but no "
-                            "chunk gives that site's key and incarnation",
-                            sh, (unsigned long long)vv->e[i].seq);
-        }
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = check_chunk(chunks[i], lens[i], i, n, vv, keys, &maxh, maxsite);
+    if (rc == 0) rc = check_keys(vv, keys);
     uint64_t now = tsync__now_ms(s);
-    if (rc == 0 && tsync__hlc_too_far(maxh, now, s->skew_bound_ms)) {
-        char sh[13];
-        tsync__hex(maxsite, 6, sh);
-        rc = tsync__err(TSYNC_ECLOCKSKEW,
-                        "snapshot refused: a clock of site %s is %llu ms ahead of ours (more than "
-                        "%llu ms); ask again once the clocks agree",
-                        sh, (unsigned long long)(tsync__hlc_ms(maxh) - now),
-                        (unsigned long long)s->skew_bound_ms);
-    }
+    if (rc == 0) rc = check_skew(s, maxh, maxsite, now);
     if (rc) {
         free(keys);
         if (report && rc != TSYNC_ENOMEM) report->refused++;
@@ -470,55 +611,109 @@ int tsync__snap_import(tsync_store *s, const uint8_t *const *chunks, const size_
     ic.vv = vv;
     ic.now_ms = now;
     ic.nchunks = n;
-    if ((rc = tsync__begin(s))) goto fail;
-    if ((rc = tsync__seal_locked(s, NULL))) goto rollback;
-    if ((rc = tsync__capture_off(s, 1))) goto rollback;
-    if ((rc = tsync_snap__load_sites(s, &ic.ls, &ic.nls))) goto rollback;
-    if (s->local_idx >= ic.nls) {
-        rc = tsync__err(TSYNC_ECORRUPT, "tsync_sites lacks this database's own site");
-        goto rollback;
+    if ((rc = ic_begin(&ic)) == 0) {
+        for (size_t i = 0; rc == 0 && i < n; i++) rc = apply_chunk(&ic, chunks[i], lens[i], i);
+        if (rc == 0) rc = take_vector(&ic, vv, keys);
+        if (rc == 0) rc = raise_hlc(s, maxh);
+        rc = ic_end(&ic, rc);
     }
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        tsync__arena a = {0};
-        tsync__snap_reader it;
-        tsync__snap_row row;
-        ic.chunk = i;
-        /* decoded once already: only running out of memory can fail here */
-        int drc = tsync__snap_open(&it, chunks[i], lens[i], &a, err);
-        if (drc == 0) {
-            rc = chunk_maps(&ic, &it.hdr);
-            while (rc == 0 && it.next < it.nrows && (drc = tsync__snap_next(&it, &row)) == 0)
-                rc = apply_row(&ic, &row);
-            if (rc == 0 && drc == 0) drc = tsync__snap_close(&it);
-        }
-        if (drc) rc = tsync__err(drc, "snapshot refused: chunk %zu of %zu: %s", i, n, err);
-        tsync__snap_reader_free(&it);
-        tsync__arena_free(&a);
-    }
-    if (rc) goto rollback;
-    if ((rc = take_vector(&ic, vv, keys))) goto rollback;
-    if (maxh) {
-        tsync__hlc last;
-        if ((rc = tsync__hlc_load(s, &last))) goto rollback;
-        tsync__hlc nl = tsync__hlc_observe(last, maxh);
-        if (nl != last && (rc = tsync__hlc_store(s, nl))) goto rollback;
-    }
-    tsync__rw_free(&ic.w);
-    tsync__capture_off(s, 0);
-    rc = tsync__commit(s);
-    goto fail;
-rollback:
-    tsync__rw_free(&ic.w);
-    tsync__rollback(s);
-    tsync__capture_off(s, 0);
-fail:
     if (report && (rc == TSYNC_ECORRUPT || rc == TSYNC_EVERSION || rc == TSYNC_EREFUSED))
         report->refused++;
-    tsync__rw_free(&ic.w);
-    free(ic.ls);
-    free(ic.smap);
-    free(ic.tabs);
-    free(ic.hi);
+    ic_free(&ic);
     free(keys);
     return rc;
+}
+
+/* ---------------------------------------------------------------- streaming, a chunk at a time */
+
+struct tsync__snap_in {
+    tsync_store *s;
+    tsync__vv vv;           /* the vector from SNAPSHOT_BEGIN (a copy) */
+    tsync__snap_site *keys; /* per vector entry: its site's key, once a chunk gave it */
+    size_t next;            /* chunks merged */
+    ictx ic;                /* reused from chunk to chunk (the conflict lookups' cache too) */
+};
+
+int tsync__snap_in_open(tsync_store *s, const tsync__vv *vv, tsync__snap_in **out)
+{
+    *out = NULL;
+    static const tsync__vv empty;
+    if (!vv) vv = &empty;
+    int rc = check_vv_sorted(vv);
+    if (rc || (rc = renew_if_behind(s, vv))) return rc;
+    tsync__snap_in *in = calloc(1, sizeof *in);
+    if (!in || !(in->keys = calloc(vv->n + 1, sizeof *in->keys))) {
+        free(in);
+        return tsync__err(TSYNC_ENOMEM, "out of memory");
+    }
+    in->s = s;
+    for (size_t i = 0; i < vv->n; i++)
+        if (tsync__vv_set(&in->vv, vv->e[i].site, vv->e[i].seq, vv->e[i].hash)) {
+            tsync__snap_in_free(in);
+            return tsync__err(TSYNC_ENOMEM, "out of memory");
+        }
+    in->ic.s = s;
+    in->ic.w.s = s;
+    in->ic.vv = &in->vv;
+    *out = in;
+    return 0;
+}
+
+int tsync__snap_in_chunk(tsync__snap_in *in, const uint8_t *chunk, size_t len,
+                         tsync_merge_report *report)
+{
+    tsync_store *s = in->s;
+    if (!sqlite3_get_autocommit(s->db))
+        return tsync__err(TSYNC_EINVAL, "cannot import a snapshot inside an open transaction");
+    tsync__hlc maxh = 0;
+    uint8_t maxsite[TSYNC__SITE_BYTES] = {0};
+    uint64_t now = tsync__now_ms(s);
+    int rc = check_chunk(chunk, len, in->next, 0, &in->vv, in->keys, &maxh, maxsite);
+    if (rc == 0) rc = check_skew(s, maxh, maxsite, now);
+    if (rc) {
+        if (report && refused_code(rc)) report->refused++;
+        return rc;
+    }
+    ictx *ic = &in->ic;
+    ic->rep = report;
+    ic->w.rep = report;
+    ic->now_ms = now;
+    if ((rc = ic_begin(ic)) == 0) {
+        rc = apply_chunk(ic, chunk, len, in->next);
+        if (rc == 0) rc = raise_hlc(s, maxh);
+        rc = ic_end(ic, rc);
+    }
+    if (rc == 0) in->next++;
+    if (report && refused_code(rc)) report->refused++;
+    return rc;
+}
+
+int tsync__snap_in_finish(tsync__snap_in *in, tsync_merge_report *report)
+{
+    int rc = in->next ? check_keys(&in->vv, in->keys)
+                      : tsync__err(TSYNC_EINVAL,
+                                   "snapshot refused: no chunks (a snapshot has at least one)");
+    if (rc) {
+        if (report && refused_code(rc)) report->refused++;
+        return rc;
+    }
+    ictx *ic = &in->ic;
+    ic->rep = report;
+    ic->w.rep = report;
+    if ((rc = ic_begin(ic)) == 0) rc = ic_end(ic, take_vector(ic, &in->vv, in->keys));
+    return rc;
+}
+
+size_t tsync__snap_in_merged(const tsync__snap_in *in)
+{
+    return in ? in->next : 0;
+}
+
+void tsync__snap_in_free(tsync__snap_in *in)
+{
+    if (!in) return;
+    ic_free(&in->ic);
+    tsync__vv_free(&in->vv);
+    free(in->keys);
+    free(in);
 }

@@ -116,6 +116,7 @@ static int step(tsync_node *n, int wait_ms)
         return rc;
     }
     tsync__node_flush_merges(n);
+    tsync__node_snap_tick(n);
     tsync__node_identity_check(n);
     uint64_t now = tsync__mono_ms();
     if ((rc = tsync__node_local_changes(n, now)) && rc != TSYNC_EBUSY) n->failed = rc;
@@ -371,6 +372,7 @@ int tsync_node_fd(tsync_node *n)
 int tsync_node_timeout_ms(tsync_node *n)
 {
     int t = tsync__tp_timeout_ms(n->tp);
+    if (tsync__node_snap_busy(n)) return 0; /* snapshot chunks to merge */
     if (n->mq.n) {
         uint64_t now = tsync__mono_ms();
         if (!n->mq.retry_mono || now >= n->mq.retry_mono) return 0;

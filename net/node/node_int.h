@@ -83,15 +83,30 @@ typedef struct {
     uint64_t sent_mono; /* pieces are kept in send order */
 } inflight;
 
-/* A snapshot being sent or received. */
+/* A snapshot being sent (out: an export worker makes the chunks, net/node/snapshot.c) or
+ * received (in: chunks queued as they arrive, merged one per round). */
 typedef struct {
     int active;
     uint8_t id[TSYNC__SITE_BYTES];
-    uint8_t **chunk;
-    size_t *len;
-    size_t n, cap, next, bytes;
+    size_t n, bytes; /* chunks sent / received, and their bytes */
     tsync__vv vv;
     crypto_generichash_state h;
+    /* out */
+    struct snapjob *job; /* the export worker */
+    int begun, acks;     /* BEGIN sent; acknowledgements heard (the receiver paces us) */
+    int unpaced;         /* none heard in time: sent as the transport allows (logged once) */
+    uint64_t begin_mono, acked;
+    /* in */
+    uint32_t window; /* the sender paces by our acknowledgements (SNAPSHOT_BEGIN field 2) */
+    struct snapq {
+        uint8_t *p;
+        size_t len;
+    } * q;
+    size_t qhead, qn, qcap, qbytes;
+    struct tsync__snap_in *imp;
+    int end;           /* SNAPSHOT_END came and matched */
+    size_t acked_sent; /* merged chunks we told the sender of, + 1 (0: none told yet) */
+    uint64_t last_log_mono;
 } snap;
 
 typedef struct {
@@ -121,6 +136,7 @@ typedef struct {
     int64_t fork_sent;         /* fork proofs up to this id were sent in this session */
     uint64_t rx_mono, tx_mono; /* last message received / sent (liveness) */
     snap out, in;
+    uint8_t out_done_id[TSYNC__SITE_BYTES]; /* our last finished transfer: late acks for it */
     uint64_t close_at_mono; /* close after an ERROR had time to leave; 0: not closing */
     uint64_t born_mono;     /* when this entry was made (dialled, or an inbound session came) */
     /* The last failure to send batches to this peer, logged once per PUSH_ERR_LOG_MS while it
@@ -325,6 +341,8 @@ void tsync__node_snap_clear(snap *z);
 void tsync__node_snap_pump(tsync_node *n, npeer *p);
 void tsync__node_snap_start(tsync_node *n, npeer *p);
 void tsync__node_on_snapshot(tsync_node *n, npeer *p, const tsync__msg *m);
+void tsync__node_snap_tick(tsync_node *n);
+int tsync__node_snap_busy(const tsync_node *n);
 
 /* mergeq.c */
 int tsync__node_queue_batches(tsync_node *n, npeer *p, const void *data, size_t len);
