@@ -333,3 +333,65 @@ Test(bundle_file, a_failed_write_leaves_no_file)
     tsync_store_free(a);
     tsync_store_free(b);
 }
+
+/* A bundle of several origins whose batches depend on each other, larger than one slice: merged
+ * from a file slice by slice it gives the rows the one-transaction merge gives, and nothing stays
+ * held. */
+Test(bundle_file, slices_of_many_origins_converge)
+{
+    AUTO_FREE char *d = th_tmpdir_auto();
+    uint64_t rng = th_seed("bundle_file.slices_of_many_origins");
+    tsync_store *t[3];
+    t[0] = th_open_products(th_path(d, "t0.db"));
+    t[1] = th_open_products(th_path(d, "t1.db"));
+    t[2] = th_open_products(th_path(d, "t2.db"));
+    char *name = malloc(1100);
+    for (int round = 0; round < 6; round++) {
+        for (int k = 0; k < 3; k++) {
+            th_exec(t[k], "BEGIN");
+            for (int i = 0; i < 250; i++) {
+                size_t n = 300 + th_rand(&rng) % 700;
+                for (size_t j = 0; j < n; j++) name[j] = (char)('a' + th_rand(&rng) % 26);
+                name[n] = 0;
+                char sql[1300];
+                snprintf(sql, sizeof sql,
+                         "INSERT INTO products VALUES('p%d', '%s', %d, 1) ON CONFLICT(id) DO "
+                         "UPDATE SET name=excluded.name, price=excluded.price, stock=stock+1",
+                         (int)(th_rand(&rng) % 600), name, (int)(th_rand(&rng) % 1000));
+                th_exec(t[k], sql);
+            }
+            th_exec(t[k], "COMMIT");
+            th_seal(t[k]);
+            /* Each till learns from the next, so its later batches depend on the other's. */
+            cr_assert_eq(th_sync(t[(k + 1) % 3], t[k]), 0, "%s", errmsg());
+        }
+    }
+    free(name);
+    const char *path = th_path(d, "all.bun");
+    size_t nb;
+    cr_assert_eq(tsync_store_bundle_file(t[0], path, NULL, &nb), 0, "%s", errmsg());
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert_gt(st.st_size, 1 << 20, "%lld bytes: not several slices", (long long)st.st_size);
+    AUTO_FREE uint8_t *mem = NULL;
+    size_t mlen;
+    cr_assert_eq(tsync_store_bundle(&mem, &mlen, t[0], NULL, NULL), 0, "%s", errmsg());
+    tsync_store *f = th_open_products(th_path(d, "fresh_file.db"));
+    tsync_store *m = th_open_products(th_path(d, "fresh_mem.db"));
+    tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
+    cr_assert_eq(tsync_store_merge_file(f, path, &r), 0, "%s", errmsg());
+    tsync_merge_report_clear(&r);
+    cr_assert_eq(tsync_store_merge(m, mem, mlen, NULL), 0, "%s", errmsg());
+    cr_assert_str_eq(th_hash(f), th_hash(m));
+    cr_assert_str_eq(th_hash(f), th_hash(t[0]));
+    cr_assert_eq(th_int(f, "SELECT count(*) FROM tsync_held", -1), 0);
+    /* Merging it again: all duplicates. */
+    tsync_merge_report r2 = TSYNC_MERGE_REPORT_INIT;
+    cr_assert_eq(tsync_store_merge_file(f, path, &r2), 0, "%s", errmsg());
+    cr_assert_eq(r2.merged, 0);
+    cr_assert_eq(r2.duplicates, nb);
+    tsync_merge_report_clear(&r2);
+    for (int k = 0; k < 3; k++) tsync_store_free(t[k]);
+    tsync_store_free(f);
+    tsync_store_free(m);
+}
