@@ -147,10 +147,15 @@ TSYNC_API void tsync_merge_report_clear(tsync_merge_report *r);
 TSYNC_API TSYNC_WARN_UNUSED int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len,
                                                   tsync_merge_report *report);
 
-/* Like tsync_store_merge, for a bundle in the file at path (any format), read without holding
- * the compressed file. The merge itself still holds the decoded batches of the bundle (about the
- * size of the uncompressed bundle). Errors: as tsync_store_merge, and TSYNC_EIO when the file
- * cannot be opened or read (nothing merged). */
+/* Like tsync_store_merge, for a bundle in the file at path (any format), with memory that does
+ * not grow with the bundle. The file is read twice: first every batch, hash chain and signature is
+ * checked, touching nothing (a refused bundle changes nothing, as with tsync_store_merge); then it
+ * merges in slices of about 1 MiB of batches, one transaction each. A bundle that fits one slice
+ * merges exactly as tsync_store_merge would. In a larger one, a batch whose dependencies come in a
+ * later slice is counted held, then merged; if the disk fails half way (TSYNC_EIO, TSYNC_EBUSY),
+ * the slices before stay merged, and merging the file again completes it. report may be NULL.
+ * Errors: as tsync_store_merge, and TSYNC_EIO when the file cannot be opened or read (nothing
+ * merged) or changed between the two readings. */
 TSYNC_API TSYNC_WARN_UNUSED int tsync_store_merge_file(tsync_store *s, const char *path,
                                                        tsync_merge_report *report);
 
