@@ -12,7 +12,9 @@
  *   bundle behind, and an existing file of that name stays as it was.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,12 +268,15 @@ int tsync_store_bundle_file(tsync_store *s, const char *path, const char *since_
 {
     if (nbatches) *nbatches = 0;
     if (!path || !*path) return tsync__err(TSYNC_EINVAL, "bundle: no file name");
-    /* Written beside the final name, then renamed (same directory, same file system). */
-    sqlite3_str *tmp = sqlite3_str_new(NULL);
-    sqlite3_str_appendf(tmp, "%s.partXXXXXX", path);
-    char *tpath = sqlite3_str_finish(tmp);
+    /* Written beside the final name, then renamed (same directory, same file system). Created
+     * 0666 less the umask, as any file the CLI writes; the random part keeps two writers apart. */
+    uint8_t rnd[8];
+    char rhex[2 * sizeof rnd + 1];
+    randombytes_buf(rnd, sizeof rnd);
+    tsync__hex(rnd, sizeof rnd, rhex);
+    char *tpath = sqlite3_mprintf("%s.part-%s", path, rhex);
     if (!tpath) return tsync__err(TSYNC_ENOMEM, "out of memory");
-    int fd = mkstemp(tpath);
+    int fd = open(tpath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!f) {
         int rc = tsync__err(TSYNC_EIO, "cannot write bundle %s: %s", path, strerror(errno));
