@@ -129,6 +129,13 @@ typedef struct {
     size_t *nbatches;
 } bundle_ctx;
 
+/* A writer's failure: the sink's own message when the file failed (it names the file and why),
+ * else what could not be written. */
+static int werr(int rc, const char *what)
+{
+    return rc == TSYNC_EIO ? rc : tsync__err(rc, "%s", what);
+}
+
 static int add_piece(void *ctx, const tsync__run_piece *p)
 {
     bundle_ctx *b = ctx;
@@ -137,7 +144,7 @@ static int add_piece(void *ctx, const tsync__run_piece *p)
     if (rc == 0)
         rc = tsync__bstream_writer_run(b->w, si, p->first_seq, p->prev, p->n, p->body, p->len,
                                        p->sig);
-    if (rc) return tsync__err(rc, "cannot write bundle");
+    if (rc) return werr(rc, "cannot write bundle");
     if (b->nbatches) *b->nbatches += p->n;
     return 0;
 }
@@ -161,7 +168,7 @@ static int write_bundle(tsync_store *s, const char *since_json, size_t *nbatches
     }
     tsync__bstream_writer *w = NULL;
     if ((rc = tsync__bstream_writer_open(&w, true, wr, wctx))) {
-        rc = tsync__err(rc, "cannot write bundle");
+        rc = werr(rc, "cannot write bundle");
         goto out;
     }
     {
@@ -172,7 +179,7 @@ static int write_bundle(tsync_store *s, const char *since_json, size_t *nbatches
         rc = tsync__trust_export(s, &blobs, &lens, &nb);
         for (size_t i = 0; rc == 0 && i < nb; i++)
             if ((rc = tsync__bstream_writer_trust(w, blobs[i], lens[i])))
-                rc = tsync__err(rc, "cannot add trust record %zu to the bundle", i);
+                rc = werr(rc, "cannot add a trust record to the bundle");
         tsync__trust_export_free(blobs, lens, nb);
     }
     if (rc == 0) {
@@ -182,7 +189,7 @@ static int write_bundle(tsync_store *s, const char *since_json, size_t *nbatches
         size_t dlen = 0;
         if (tsync__schema_encode(s, &defs, &dlen) == 0 &&
             (rc = tsync__bstream_writer_schema(w, s->site, defs, dlen)))
-            rc = tsync__err(rc, "cannot add the table definitions to the bundle");
+            rc = werr(rc, "cannot add the table definitions to the bundle");
         free(defs);
     }
     if (rc == 0) {
@@ -201,8 +208,7 @@ static int write_bundle(tsync_store *s, const char *since_json, size_t *nbatches
                         "sends it the snapshot), or restore a newer backup on it",
                         why);
     }
-    if (rc == 0 && (rc = tsync__bstream_writer_finish(w)))
-        rc = tsync__err(rc, "cannot write bundle");
+    if (rc == 0 && (rc = tsync__bstream_writer_finish(w))) rc = werr(rc, "cannot write bundle");
 out:
     tsync__bstream_writer_free(w);
     tsync__vv_free(&since);
