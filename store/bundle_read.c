@@ -271,7 +271,8 @@ int tsync_store_merge_file(tsync_store *s, const char *path, tsync_merge_report 
             if ((rc = slice_run(&sl, &it.run))) break;
         }
         int end = it.kind == TSYNC__BS_END;
-        if (end || sl.bytes >= TSYNC__RUN_PIECE_BYTES) {
+        /* At the end, a slice with nothing left to merge needs no transaction. */
+        if ((end && (sl.nruns || !sl.trust_sent)) || sl.bytes >= TSYNC__RUN_PIECE_BYTES) {
             int mrc = slice_merge(s, &sl, r, report);
             if (fatal(mrc)) {
                 rc = mrc;

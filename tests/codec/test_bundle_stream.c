@@ -2,8 +2,9 @@
  * tests/codec/test_bundle_stream.c — bundle format 4 (codec/bundle_stream*.c): random bundles
  * round-trip through the streaming writer and reader (from memory, and from a source handing out
  * a few bytes at a time) and through tsync__bundle_decode; every truncation is refused with one
- * line, and so is every flipped bit of a compressed bundle that changes what it decodes to; records out of order, miscounted, of an
- * unknown kind or declared too long are refused; formats 1 to 3 read through the same reader.
+ * line, and so is every flipped bit of a compressed bundle that changes what it decodes to;
+ * records out of order, miscounted, of an unknown kind or declared too long are refused; formats
+ * 1 to 3 read through the same reader.
  *
  * Seeded: TSYNC_SEED replays a failure.
  */
