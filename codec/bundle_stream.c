@@ -135,6 +135,24 @@ static bool in_fill(tsync__bstream *r)
     return true;
 }
 
+/* Makes at least n (<= IN_CHUNK) input bytes available in ibuf, however few the source hands
+ * out a call; false if the input ends first. */
+static bool in_peek(tsync__bstream *r, size_t n)
+{
+    if (r->ilen - r->ipos >= n) return true;
+    memmove(r->ibuf, r->ibuf + r->ipos, r->ilen - r->ipos);
+    r->ilen -= r->ipos;
+    r->ipos = 0;
+    while (r->ilen < n && !r->ieof && !r->rc) {
+        ptrdiff_t k = in_raw(r, r->ibuf + r->ilen, IN_CHUNK - r->ilen);
+        if (k <= 0)
+            r->ieof = true;
+        else
+            r->ilen += (size_t)k;
+    }
+    return r->ilen >= n;
+}
+
 /* Exactly n input bytes (the file header); false if the input ends first. */
 static bool in_exact(tsync__bstream *r, uint8_t *dst, size_t n)
 {
@@ -274,7 +292,7 @@ static int open_common(tsync__bstream **out, tsync__bstream *r, char err[TSYNC__
     if (r->compressed) {
         /* The frame magic (RFC 8878) and its Content_Checksum_flag, as codec/bundle.c checks. */
         static const uint8_t zmagic[4] = {0x28, 0xb5, 0x2f, 0xfd};
-        if (!in_fill(r) || r->ilen - r->ipos < 5 || memcmp(r->ibuf + r->ipos, zmagic, 4) != 0 ||
+        if (!in_peek(r, 5) || memcmp(r->ibuf + r->ipos, zmagic, 4) != 0 ||
             !(r->ibuf[r->ipos + 4] & 0x04)) {
             if (!r->rc)
                 rfail(r, TSYNC_ECORRUPT, "compressed stream is not a checksummed zstd frame");

@@ -1,7 +1,8 @@
 /*
  * codec/bundle_stream_writer.c — writes bundle format 4 (codec/bundle_stream.c has the format)
  * record by record into a sink: a file, a socket or a growing buffer. It holds one record and
- * zstd's own buffers, never the bundle, so a bundle of any size is written in a few MiB.
+ * zstd's own buffers (and the first 4 MiB of the stream, so that a small bundle's frame says its
+ * size), never the bundle, so a bundle of any size is written in a few MiB.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,9 @@
 #define MAGIC_LEN 8
 #define FLAG_ZSTD 1u
 #define ZLEVEL    3
+/* A stream this short is held until the end and compressed knowing its size: zstd then sizes its
+ * tables and the reader its window to the bundle, and the frame says how large it is. */
+#define PLEDGE_MAX ((size_t)4 << 20)
 
 enum { REC_END = 0, REC_TRUST = 1, REC_SCHEMA = 2, REC_SITE = 3, REC_RUN = 4 };
 
@@ -25,6 +29,9 @@ struct tsync__bstream_writer {
     ZSTD_CCtx *z; /* NULL: not compressed */
     uint8_t *zbuf;
     size_t zcap;
+    bool streaming; /* compressing as it goes; else the stream so far waits in pend */
+    uint8_t *pend;
+    size_t plen, pcap;
     msgpack_sbuffer sb; /* the record being built */
     msgpack_packer pk;
     tsync__bsite *sites;
@@ -36,10 +43,9 @@ struct tsync__bstream_writer {
     int rc;      /* the first failure: a failed writer stays failed */
 };
 
-/* Hands bytes of the record stream to the sink, through zstd when compressing. */
-static int emit(tsync__bstream_writer *w, const void *p, size_t n, ZSTD_EndDirective end)
+/* Compresses bytes into the sink. */
+static int zfeed(tsync__bstream_writer *w, const void *p, size_t n, ZSTD_EndDirective end)
 {
-    if (!w->z) return n ? w->wr(w->ctx, p, n) : 0;
     ZSTD_inBuffer in = {p, n, 0};
     for (;;) {
         ZSTD_outBuffer o = {w->zbuf, w->zcap, 0};
@@ -51,6 +57,43 @@ static int emit(tsync__bstream_writer *w, const void *p, size_t n, ZSTD_EndDirec
         }
         if (end == ZSTD_e_end ? left == 0 : in.pos == in.size) return 0;
     }
+}
+
+/* Hands bytes of the record stream to the sink, through zstd when compressing. */
+static int emit(tsync__bstream_writer *w, const void *p, size_t n)
+{
+    if (!w->z) return n ? w->wr(w->ctx, p, n) : 0;
+    if (!w->streaming) {
+        if (w->plen + n <= PLEDGE_MAX) {
+            if (w->plen + n > w->pcap) {
+                size_t cap = w->pcap ? w->pcap : (size_t)64 << 10;
+                while (cap < w->plen + n) cap *= 2;
+                uint8_t *np = realloc(w->pend, cap);
+                if (!np) return TSYNC_ENOMEM;
+                w->pend = np;
+                w->pcap = cap;
+            }
+            memcpy(w->pend + w->plen, p, n);
+            w->plen += n;
+            return 0;
+        }
+        /* Too long to wait for: stream from here on, in bounded buffers. */
+        w->streaming = true;
+        int rc = zfeed(w, w->pend, w->plen, ZSTD_e_continue);
+        free(w->pend);
+        w->pend = NULL;
+        w->plen = w->pcap = 0;
+        if (rc) return rc;
+    }
+    return zfeed(w, p, n, ZSTD_e_continue);
+}
+
+/* Ends the zstd frame (with the stream's size when it waited whole). */
+static int zend(tsync__bstream_writer *w)
+{
+    if (w->streaming) return zfeed(w, NULL, 0, ZSTD_e_end);
+    if (ZSTD_isError(ZSTD_CCtx_setPledgedSrcSize(w->z, w->plen))) return TSYNC_ENOMEM;
+    return zfeed(w, w->pend, w->plen, ZSTD_e_end);
 }
 
 /* Writes the record in w->sb as one bin. */
@@ -69,7 +112,7 @@ static int put_record(tsync__bstream_writer *w)
         hdr[0] = 0xc6, hl = 5;
         for (int i = 0; i < 4; i++) hdr[1 + i] = (uint8_t)(n >> (24 - 8 * i));
     }
-    if ((rc = emit(w, hdr, hl, ZSTD_e_continue)) == 0) rc = emit(w, w->sb.data, n, ZSTD_e_continue);
+    if ((rc = emit(w, hdr, hl)) == 0) rc = emit(w, w->sb.data, n);
     w->sb.size = 0;
     return rc;
 }
@@ -219,7 +262,7 @@ int tsync__bstream_writer_finish(tsync__bstream_writer *w)
     PK(msgpack_pack_uint64(&w->pk, w->nbatches));
     PK(msgpack_pack_uint32(&w->pk, w->ntrust));
     int rc = put_record(w);
-    if (rc == 0 && w->z) rc = emit(w, NULL, 0, ZSTD_e_end);
+    if (rc == 0 && w->z) rc = zend(w);
     w->rc = rc ? rc : TSYNC_EINVAL; /* nothing can follow the end record */
     return rc;
 nomem:
@@ -231,6 +274,7 @@ void tsync__bstream_writer_free(tsync__bstream_writer *w)
     if (!w) return;
     ZSTD_freeCCtx(w->z);
     free(w->zbuf);
+    free(w->pend);
     msgpack_sbuffer_destroy(&w->sb);
     free(w->sites);
     free(w);

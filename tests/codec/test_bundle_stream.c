@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zstd.h>
 
 #include "codec/codec.h"
 #include "tests/lib/helpers.h"
@@ -646,6 +647,46 @@ Test(bundle_stream, old_formats_read_through_the_same_reader)
             tsync__arena_free(&a);
             free(img);
         }
+        free_model(&m);
+    }
+}
+
+/* A small bundle is compressed knowing its size (the frame says it, and the reader's window fits
+ * it); one past 4 MiB is compressed as it goes. Both read back the same. */
+Test(bundle_stream, small_frames_say_their_size_large_ones_stream)
+{
+    uint64_t rng = th_seed("bundle_stream.frames");
+    for (int big = 0; big < 2; big++) {
+        model m = {0};
+        m.nsites = 1;
+        fill(&rng, m.sites[0].pk, 32);
+        tsync__site_id(m.sites[0].pk, m.sites[0].inc, m.sites[0].site);
+        m.nruns = big ? 3 : 1;
+        for (uint32_t r = 0; r < m.nruns; r++) {
+            mrun *run = &m.runs[r];
+            run->first = 1 + 20 * (uint64_t)r;
+            if (r) fill(&rng, run->prev, 32);
+            run->n = 20;
+            run->body = calloc(run->n, sizeof *run->body);
+            run->len = calloc(run->n, sizeof *run->len);
+            for (uint32_t k = 0; k < run->n; k++) {
+                run->len[k] = big ? 100000 : 100;
+                run->body[k] = rand_bytes(&rng, run->len[k]);
+            }
+        }
+        buf raw = write_model(&m, false), z = write_model(&m, true);
+        unsigned long long size = ZSTD_getFrameContentSize(z.p + 10, z.len - 10);
+        if (big)
+            cr_assert_eq(size, ZSTD_CONTENTSIZE_UNKNOWN, "%llu", size);
+        else
+            cr_assert_eq(size, raw.len - 10, "%llu vs %zu", size, raw.len - 10);
+        char err[TSYNC__ERRLEN];
+        tsync__bstream *r;
+        cr_assert_eq(tsync__bstream_open_mem(&r, z.p, z.len, err), 0, "%s", err);
+        check_items(r, &m);
+        tsync__bstream_free(r);
+        free(raw.p);
+        free(z.p);
         free_model(&m);
     }
 }
