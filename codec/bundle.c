@@ -12,8 +12,10 @@
  *   bundle is caught before the msgpack decoder ever sees the payload. Decompression grows its
  *   buffer as output really arrives and stops at TSYNC__BUNDLE_MAX_BYTES; the size a frame
  *   declares is never trusted.
- * - The writer keeps everything in memory: bundles are produced from the batch log in bounded
- *   chunks by the caller, so one bundle is never larger than the caller asked for.
+ * - This writer keeps everything in memory and writes formats 1 to 3: it makes fork proofs, small
+ *   and read by peers of every version. Bundles of the log are written in format 4, record by
+ *   record (codec/bundle_stream_writer.c); tsync__bundle_decode reads format 4 through the
+ *   streaming reader (codec/bundle_stream.c).
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -263,10 +265,18 @@ int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out, tsy
         return TSYNC_ECORRUPT;
     }
     uint8_t format = buf[MAGIC_LEN];
+    if (format == TSYNC__BUNDLE_FORMAT_STREAM) {
+        /* One decoder for format 4: the streaming reader, collecting every item. */
+        tsync__bstream *r;
+        int rc = tsync__bstream_open_mem(&r, buf, len, err);
+        if (rc == 0) rc = tsync__bstream_collect(r, out, a, err);
+        tsync__bstream_free(r);
+        return rc;
+    }
     if (format != TSYNC__BUNDLE_FORMAT && format != TSYNC__BUNDLE_FORMAT_TRUST &&
         format != TSYNC__BUNDLE_FORMAT_SCHEMA) {
         snprintf(err, TSYNC__ERRLEN, "bundle: format %u is not supported (expected %u to %u)",
-                 buf[MAGIC_LEN], TSYNC__BUNDLE_FORMAT, TSYNC__BUNDLE_FORMAT_SCHEMA);
+                 buf[MAGIC_LEN], TSYNC__BUNDLE_FORMAT, TSYNC__BUNDLE_FORMAT_STREAM);
         return TSYNC_EVERSION;
     }
     uint8_t flags = buf[MAGIC_LEN + 1];

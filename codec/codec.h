@@ -35,7 +35,10 @@
     2u /* [sites, runs, trust records]: written when there are some */
 #define TSYNC__BUNDLE_FORMAT_SCHEMA                                                                \
     3u /* [sites, runs, trust records, [author site, table definitions]] */
-#define TSYNC__BUNDLE_SCHEMA_MAX      (1u << 20) /* the author's table definitions */
+#define TSYNC__BUNDLE_FORMAT_STREAM                                                                \
+    4u /* records one by one (codec/bundle_stream.c): what tillsync writes */
+#define TSYNC__BUNDLE_RECORD_MAX      (128u << 20) /* one record of format 4 (a run piece) */
+#define TSYNC__BUNDLE_SCHEMA_MAX      (1u << 20)   /* the author's table definitions */
 #define TSYNC__BUNDLE_TRUST_MAX_BYTES 4096u  /* one trust record (certificate, revocation, ...) */
 #define TSYNC__BUNDLE_TRUST_MAX       65536u /* trust records per bundle */
 #define TSYNC__BUNDLE_MAX_BYTES       (1u << 30) /* hard limit of a decompressed bundle payload */
@@ -248,7 +251,8 @@ typedef struct {
     uint8_t *payload; /* owned: the decompressed payload the bodies point into (or NULL) */
 } tsync__bundle;
 
-/* Decodes a bundle file image. Checks magic, format, zstd frame and checksum, limits, exact
+/* Decodes a bundle file image of any format (4: through tsync__bstream, copying the bodies into a).
+ * Checks magic, format, zstd frame and checksum, limits, exact
  * msgpack types, that every site id equals BLAKE2b-128(pk || incarnation), and no trailing bytes.
  * Does not verify signatures (the store does, with chain context). Arrays in a; bodies point into
  * buf or into out->payload, freed by tsync__bundle_free. TSYNC_ECORRUPT / TSYNC_EVERSION + err. */
@@ -256,7 +260,8 @@ TSYNC_WARN_UNUSED int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync
                                            tsync__arena *a, char err[TSYNC__ERRLEN]);
 void tsync__bundle_free(tsync__bundle *b);
 
-/* Builds a bundle. Add sites, then runs (each: begin, bodies, end). */
+/* Builds a bundle of format 1 to 3 in memory (fork proofs, which peers of every version read).
+ * Add sites, then runs (each: begin, bodies, end). */
 typedef struct tsync__bundle_writer tsync__bundle_writer;
 tsync__bundle_writer *tsync__bundle_writer_new(void);
 /* Returns the index of the site (adding it once). */
@@ -276,6 +281,81 @@ int tsync__bundle_writer_schema(tsync__bundle_writer *w, const uint8_t site[TSYN
 /* Produces the file image (malloc'd; caller frees). compress: use zstd (level 3). */
 int tsync__bundle_writer_finish(tsync__bundle_writer *w, bool compress, uint8_t **out, size_t *len);
 void tsync__bundle_writer_free(tsync__bundle_writer *w);
+
+/* ---------------------------------------------------------------- bundle format 4: streamed
+ *
+ * File: "TSYNCBDL" | format:u8(=4) | flags:u8 (bit 0: zstd, one frame with checksum) | records.
+ * Each record is one msgpack bin holding a msgpack array [kind, ...]:
+ *   1 trust  [1, record:bin 1..4096]                           -- first, any number (<= 65536)
+ *   2 schema [2, author site:bin16, definitions:bin]           -- then at most one
+ *   3 site   [3, site:bin16, pk:bin32, incarnation:bin16]      -- before the runs that use it
+ *   4 run    [4, site_idx, first_seq, prev_hash:bin32, bodies:[bin...], sig:bin64]
+ *   0 end    [0, nsites, nruns, nbatches, ntrust]                -- last: what came before it
+ * See docs/PROTOCOL.md, "Bundle format 4". */
+
+/* Reads a bundle of any format one item at a time. Format 4 holds one record in memory (at most
+ * TSYNC__BUNDLE_RECORD_MAX, about one run piece of 1 MiB in practice) plus zstd's window; formats
+ * 1 to 3 are read whole. An item is valid until the next call. Nothing read may be acted on for
+ * good before TSYNC__BS_END: only then are the counts and zstd's checksum checked. */
+typedef struct tsync__bstream tsync__bstream;
+/* Reads up to n bytes into buf: how many, 0 at the end, (size_t)-1 on an I/O error. */
+typedef size_t (*tsync__bstream_read_fn)(void *ctx, uint8_t *buf, size_t n);
+typedef enum {
+    TSYNC__BS_END = 0, /* the bundle ended, whole and intact */
+    TSYNC__BS_TRUST,   /* data, len: a trust record */
+    TSYNC__BS_SCHEMA,  /* schema_site; data, len: the author's table definitions */
+    TSYNC__BS_SITE,    /* site, site_idx: a new origin (indexes count from 0 in this order) */
+    TSYNC__BS_RUN,     /* run (bodies point into the reader), and its site, site_idx */
+} tsync__bs_kind;
+typedef struct {
+    tsync__bs_kind kind;
+    const uint8_t *data;
+    size_t len;
+    uint8_t schema_site[TSYNC__SITE_BYTES];
+    uint32_t site_idx;
+    const tsync__bsite *site;
+    tsync__brun run;
+} tsync__bs_item;
+/* Opens a reader over a buffer (kept by the caller) or over rd. Reads the file header: bad magic
+ * TSYNC_ECORRUPT, unknown format or flags TSYNC_EVERSION, and a one-line message in err. */
+TSYNC_WARN_UNUSED int tsync__bstream_open_mem(tsync__bstream **out, const uint8_t *buf, size_t len,
+                                              char err[TSYNC__ERRLEN]);
+TSYNC_WARN_UNUSED int tsync__bstream_open(tsync__bstream **out, tsync__bstream_read_fn rd,
+                                          void *ctx, char err[TSYNC__ERRLEN]);
+/* The next item. A failure (TSYNC_ECORRUPT for anything malformed or cut short, TSYNC_EIO from
+ * rd, TSYNC_ENOMEM) is final: every later call returns it again. */
+TSYNC_WARN_UNUSED int tsync__bstream_next(tsync__bstream *r, tsync__bs_item *it,
+                                          char err[TSYNC__ERRLEN]);
+/* Reads the rest into out, as tsync__bundle_decode does (bodies copied into a). */
+TSYNC_WARN_UNUSED int tsync__bstream_collect(tsync__bstream *r, tsync__bundle *out, tsync__arena *a,
+                                             char err[TSYNC__ERRLEN]);
+unsigned tsync__bstream_format(const tsync__bstream *r);
+/* The sites met so far (borrowed, valid until the next call). */
+const tsync__bsite *tsync__bstream_sites(const tsync__bstream *r, uint32_t *n);
+void tsync__bstream_free(tsync__bstream *r);
+
+/* Writes format 4 into wr as it goes: trust records, then the schema, then sites and runs, then
+ * finish. Holds one record and zstd's buffers. Calls out of that order, or out of the limits:
+ * TSYNC_EINVAL (nothing written). wr's non-zero result, or TSYNC_ENOMEM, is final. */
+typedef int (*tsync__bstream_write_fn)(void *ctx, const void *p, size_t n);
+typedef struct tsync__bstream_writer tsync__bstream_writer;
+/* Writes the file header at once. compress: zstd level 3 with its checksum. */
+int tsync__bstream_writer_open(tsync__bstream_writer **out, bool compress,
+                               tsync__bstream_write_fn wr, void *ctx);
+int tsync__bstream_writer_trust(tsync__bstream_writer *w, const uint8_t *rec, size_t len);
+int tsync__bstream_writer_schema(tsync__bstream_writer *w, const uint8_t site[TSYNC__SITE_BYTES],
+                                 const uint8_t *defs, size_t len);
+/* The index of the site, writing its record the first time. */
+int tsync__bstream_writer_site(tsync__bstream_writer *w, const tsync__bsite *s, uint32_t *idx);
+/* One run piece: n bodies from first_seq, prev the hash before it (NULL: zero), sig the last
+ * batch's signature. */
+int tsync__bstream_writer_run(tsync__bstream_writer *w, uint32_t site_idx, uint64_t first_seq,
+                              const uint8_t prev[TSYNC__HASH_BYTES], uint32_t n,
+                              const uint8_t *const *body, const size_t *len,
+                              const uint8_t sig[TSYNC__SIG_BYTES]);
+/* Writes the end record and ends the zstd frame. */
+int tsync__bstream_writer_finish(tsync__bstream_writer *w);
+void tsync__bstream_writer_free(tsync__bstream_writer *w);
 
 /* ---------------------------------------------------------------- bounded msgpack reader */
 

@@ -1,11 +1,24 @@
 /*
  * store/bundle_io.c — the state a peer shows (site, clock, version vector with head hashes) and
  * bundles: the batches a peer with a given state lacks, as contiguous signed runs per origin.
+ *
+ * Design notes
+ * - A bundle is written in format 4 (codec/bundle_stream_writer.c) as the log is read: each run
+ *   piece of tsync__sync_runs (about 1 MiB) becomes one record and leaves at once, so writing a
+ *   bundle of any size holds one piece, into a file or into memory.
+ * - Trust records and table definitions go first, so a reader meets them before any batch (a
+ *   batch of a till enrolled since the last merge needs its certificate).
+ * - A file is written beside its final name and renamed when whole: a failure leaves no half
+ *   bundle behind, and an existing file of that name stays as it was.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store/identity.h"
 #include "internal.h"
@@ -112,29 +125,34 @@ static int parse_since(const char *json, tsync__vv *vv)
 }
 
 typedef struct {
-    tsync__bundle_writer *w;
+    tsync__bstream_writer *w;
     size_t *nbatches;
 } bundle_ctx;
+
+/* A writer's failure: the sink's own message when the file failed (it names the file and why),
+ * else what could not be written. */
+static int werr(int rc, const char *what)
+{
+    return rc == TSYNC_EIO ? rc : tsync__err(rc, "%s", what);
+}
 
 static int add_piece(void *ctx, const tsync__run_piece *p)
 {
     bundle_ctx *b = ctx;
     uint32_t si;
-    int rc = tsync__bundle_writer_site(b->w, p->site, &si);
-    if (rc == 0) rc = tsync__bundle_writer_run(b->w, si, p->first_seq, p->prev);
-    for (uint32_t i = 0; rc == 0 && i < p->n; i++)
-        rc = tsync__bundle_writer_body(b->w, p->body[i], p->len[i]);
-    if (rc == 0) rc = tsync__bundle_writer_end_run(b->w, p->sig);
-    if (rc) return tsync__err(rc, "cannot write bundle");
+    int rc = tsync__bstream_writer_site(b->w, p->site, &si);
+    if (rc == 0)
+        rc = tsync__bstream_writer_run(b->w, si, p->first_seq, p->prev, p->n, p->body, p->len,
+                                       p->sig);
+    if (rc) return werr(rc, "cannot write bundle");
     if (b->nbatches) *b->nbatches += p->n;
     return 0;
 }
 
-int tsync_store_bundle(uint8_t **out, size_t *len, tsync_store *s, const char *since_json,
-                       size_t *nbatches)
+/* Writes the bundle for since_json into wr (format 4, compressed). */
+static int write_bundle(tsync_store *s, const char *since_json, size_t *nbatches,
+                        tsync__bstream_write_fn wr, void *wctx)
 {
-    *out = NULL;
-    *len = 0;
     if (nbatches) *nbatches = 0;
     tsync__vv since = {0};
     int rc = since_json ? parse_since(since_json, &since) : 0;
@@ -148,15 +166,38 @@ int tsync_store_bundle(uint8_t **out, size_t *len, tsync_store *s, const char *s
         tsync__vv_free(&since);
         return rc;
     }
-    tsync__bundle_writer *w = tsync__bundle_writer_new();
-    if (!w) {
-        rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+    tsync__bstream_writer *w = NULL;
+    if ((rc = tsync__bstream_writer_open(&w, true, wr, wctx))) {
+        rc = werr(rc, "cannot write bundle");
         goto out;
     }
-    /* Runs are cut into pieces of about 1 MiB (each with its own signature), so every run of a
-     * bundle can later be forwarded over the network as one message. */
-    bundle_ctx bc = {w, nbatches};
-    rc = tsync__sync_runs(s, since_json ? &since : NULL, SIZE_MAX, add_piece, &bc, NULL);
+    {
+        /* The shop's certificates, revocations and rotations travel with every bundle, so they
+         * replicate like data (the receiver verifies each). */
+        uint8_t **blobs = NULL;
+        size_t *lens = NULL, nb = 0;
+        rc = tsync__trust_export(s, &blobs, &lens, &nb);
+        for (size_t i = 0; rc == 0 && i < nb; i++)
+            if ((rc = tsync__bstream_writer_trust(w, blobs[i], lens[i])))
+                rc = werr(rc, "cannot add a trust record to the bundle");
+        tsync__trust_export_free(blobs, lens, nb);
+    }
+    if (rc == 0) {
+        /* The definitions of our replicated tables, so the receiver can tell when its own
+         * differ (store/schema.c). One that cannot be described is left out, not fatal. */
+        uint8_t *defs = NULL;
+        size_t dlen = 0;
+        if (tsync__schema_encode(s, &defs, &dlen) == 0 &&
+            (rc = tsync__bstream_writer_schema(w, s->site, defs, dlen)))
+            rc = werr(rc, "cannot add the table definitions to the bundle");
+        free(defs);
+    }
+    if (rc == 0) {
+        /* Runs are cut into pieces of about 1 MiB (each with its own signature), so every run of
+         * a bundle can later be forwarded over the network as one message. */
+        bundle_ctx bc = {w, nbatches};
+        rc = tsync__sync_runs(s, since_json ? &since : NULL, SIZE_MAX, add_piece, &bc, NULL);
+    }
     if (rc == TSYNC__SYNC_BEHIND) {
         /* No bundle can catch that state up (the batches are gone here); say what does. */
         char why[400];
@@ -167,32 +208,101 @@ int tsync_store_bundle(uint8_t **out, size_t *len, tsync_store *s, const char *s
                         "sends it the snapshot), or restore a newer backup on it",
                         why);
     }
-    if (rc == 0) {
-        /* The shop's certificates, revocations and rotations travel with every bundle, so they
-         * replicate like data (the receiver verifies each). */
-        uint8_t **blobs = NULL;
-        size_t *lens = NULL, nb = 0;
-        rc = tsync__trust_export(s, &blobs, &lens, &nb);
-        for (size_t i = 0; rc == 0 && i < nb; i++)
-            if ((rc = tsync__bundle_writer_trust(w, blobs[i], lens[i])))
-                rc = tsync__err(rc, "cannot add trust record %zu to the bundle", i);
-        tsync__trust_export_free(blobs, lens, nb);
-    }
-    if (rc == 0) {
-        /* The definitions of our replicated tables, so the receiver can tell when its own
-         * differ (store/schema.c). One that cannot be described is left out, not fatal. */
-        uint8_t *defs = NULL;
-        size_t dlen = 0;
-        if (tsync__schema_encode(s, &defs, &dlen) == 0 &&
-            (rc = tsync__bundle_writer_schema(w, s->site, defs, dlen)))
-            rc = tsync__err(rc, "cannot add the table definitions to the bundle");
-        free(defs);
-    }
-    if (rc == 0 && (rc = tsync__bundle_writer_finish(w, true, out, len)))
-        rc = tsync__err(rc, "cannot write bundle");
+    if (rc == 0 && (rc = tsync__bstream_writer_finish(w))) rc = werr(rc, "cannot write bundle");
 out:
-    tsync__bundle_writer_free(w);
+    tsync__bstream_writer_free(w);
     tsync__vv_free(&since);
     tsync__exec(s, "COMMIT");
+    return rc;
+}
+
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+} membuf;
+
+static int mem_write(void *ctx, const void *p, size_t n)
+{
+    membuf *m = ctx;
+    if (n > m->cap - m->len) {
+        size_t cap = m->cap ? m->cap : (size_t)64 << 10;
+        while (cap - m->len < n) {
+            if (cap > SIZE_MAX / 2) return tsync__err(TSYNC_ENOMEM, "out of memory");
+            cap *= 2;
+        }
+        uint8_t *np = realloc(m->p, cap);
+        if (!np) return tsync__err(TSYNC_ENOMEM, "out of memory");
+        m->p = np;
+        m->cap = cap;
+    }
+    memcpy(m->p + m->len, p, n);
+    m->len += n;
+    return 0;
+}
+
+int tsync_store_bundle(uint8_t **out, size_t *len, tsync_store *s, const char *since_json,
+                       size_t *nbatches)
+{
+    *out = NULL;
+    *len = 0;
+    membuf m = {0};
+    int rc = write_bundle(s, since_json, nbatches, mem_write, &m);
+    if (rc) {
+        free(m.p);
+        return rc;
+    }
+    *out = m.p;
+    *len = m.len;
+    return 0;
+}
+
+typedef struct {
+    FILE *f;
+    const char *path;
+} filesink;
+
+static int file_write(void *ctx, const void *p, size_t n)
+{
+    filesink *f = ctx;
+    if (fwrite(p, 1, n, f->f) != n)
+        return tsync__err(TSYNC_EIO, "cannot write bundle %s: %s", f->path, strerror(errno));
+    return 0;
+}
+
+int tsync_store_bundle_file(tsync_store *s, const char *path, const char *since_json,
+                            size_t *nbatches)
+{
+    if (nbatches) *nbatches = 0;
+    if (!path || !*path) return tsync__err(TSYNC_EINVAL, "bundle: no file name");
+    /* Written beside the final name, then renamed (same directory, same file system). Created
+     * 0666 less the umask, as any file the CLI writes; the random part keeps two writers apart. */
+    uint8_t rnd[8];
+    char rhex[2 * sizeof rnd + 1];
+    randombytes_buf(rnd, sizeof rnd);
+    tsync__hex(rnd, sizeof rnd, rhex);
+    char *tpath = sqlite3_mprintf("%s.part-%s", path, rhex);
+    if (!tpath) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    int fd = open(tpath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!f) {
+        int rc = tsync__err(TSYNC_EIO, "cannot write bundle %s: %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(tpath);
+        }
+        sqlite3_free(tpath);
+        return rc;
+    }
+    filesink fs = {f, path};
+    int rc = write_bundle(s, since_json, nbatches, file_write, &fs);
+    /* A bundle is worth keeping only once it is on disk whole. */
+    if (rc == 0 && (fflush(f) != 0 || fsync(fileno(f)) != 0))
+        rc = tsync__err(TSYNC_EIO, "cannot write bundle %s: %s", path, strerror(errno));
+    if (fclose(f) != 0 && rc == 0)
+        rc = tsync__err(TSYNC_EIO, "cannot write bundle %s: %s", path, strerror(errno));
+    if (rc == 0 && rename(tpath, path) != 0)
+        rc = tsync__err(TSYNC_EIO, "cannot write bundle %s: %s", path, strerror(errno));
+    if (rc) unlink(tpath);
+    sqlite3_free(tpath);
     return rc;
 }

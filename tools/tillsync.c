@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <sqlite3.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "cmd_backup.h"
@@ -201,26 +202,6 @@ static int read_file(const char *path, uint8_t **out, size_t *len)
     }
     *out = buf;
     *len = n;
-    return 0;
-}
-
-static int write_file(const char *path, const uint8_t *p, size_t n)
-{
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        fprintf(stderr, "tillsync: cannot write %s: %s\n", tmp, strerror(errno));
-        return 1;
-    }
-    int bad = fwrite(p, 1, n, f) != n;
-    bad |= fflush(f) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        fprintf(stderr, "tillsync: cannot write %s: %s\n", path, strerror(errno));
-        remove(tmp);
-        return 1;
-    }
     return 0;
 }
 
@@ -458,15 +439,17 @@ static int cmd_bundle(int argc, char **argv)
         free(since);
         return 1;
     }
-    uint8_t *out;
-    size_t len, nb;
+    size_t nb;
     int ret = 0;
-    if (tsync_store_bundle(&out, &len, s, since, &nb) != 0) {
+    struct stat st;
+    /* Streamed into the file as the log is read: a bundle of any size takes a few MiB. */
+    if (tsync_store_bundle_file(s, argv[3], since, &nb) != 0) {
         ret = cli_fail("bundle");
+    } else if (stat(argv[3], &st) != 0) {
+        fprintf(stderr, "tillsync: bundle: cannot stat %s: %s\n", argv[3], strerror(errno));
+        ret = 1;
     } else {
-        ret = write_file(argv[3], out, len);
-        if (!ret) printf("wrote %zu batches, %zu bytes to %s\n", nb, len, argv[3]);
-        free(out);
+        printf("wrote %zu batches, %lld bytes to %s\n", nb, (long long)st.st_size, argv[3]);
     }
     free(since);
     tsync_store_free(s);
@@ -477,16 +460,10 @@ static int cmd_merge(int argc, char **argv)
 {
     if (argc < 4) return usage_error("merge needs DB and FILE");
     if (argc > 4) return usage_error("merge takes only DB and FILE");
-    uint8_t *b;
-    size_t n;
-    if (read_file(argv[3], &b, &n)) return 1;
     tsync_store *s;
-    if (open_db(argv[2], 0, &s)) {
-        free(b);
-        return 1;
-    }
+    if (open_db(argv[2], 0, &s)) return 1;
     tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
-    int rc = tsync_store_merge(s, b, n, &r);
+    int rc = tsync_store_merge_file(s, argv[3], &r);
     int ret = 0;
     if (rc != 0 && r.merged == 0 && r.duplicates == 0 && r.held == 0 && r.refused <= 1 &&
         rc != TSYNC_EFORK) {
@@ -498,7 +475,6 @@ static int cmd_merge(int argc, char **argv)
         if (rc != 0) ret = cli_fail("merge");
     }
     tsync_merge_report_clear(&r);
-    free(b);
     tsync_store_free(s);
     return ret;
 }

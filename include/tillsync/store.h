@@ -108,6 +108,15 @@ TSYNC_API int tsync_store_state_json(char **out, tsync_store *s);
 TSYNC_API int tsync_store_bundle(uint8_t **out, size_t *len, tsync_store *s, const char *since_json,
                                  size_t *nbatches);
 
+/* Writes the same bundle as tsync_store_bundle into the file at path, as the log is read: memory
+ * stays bounded (about one run piece of 1 MiB plus zstd's buffers) whatever the bundle's size. The
+ * file is written under a temporary name beside path and renamed when whole, so a failure leaves
+ * no partial bundle and an existing file at path unchanged. nbatches may be NULL.
+ * Errors: TSYNC_EINVAL (since_json is not a state this library wrote), TSYNC_ENOTFOUND (that state
+ * is behind this database's pruned horizon), TSYNC_EIO (cannot create or write the file). */
+TSYNC_API int tsync_store_bundle_file(tsync_store *s, const char *path, const char *since_json,
+                                      size_t *nbatches);
+
 /* What a merge did. Messages say, one line each, why something was held, parked or refused. */
 typedef struct {
     unsigned int version; /* TSYNC_MERGE_REPORT_VERSION */
@@ -137,6 +146,18 @@ TSYNC_API void tsync_merge_report_clear(tsync_merge_report *r);
  * and the origin frozen; the bundle's other runs are merged. */
 TSYNC_API TSYNC_WARN_UNUSED int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len,
                                                   tsync_merge_report *report);
+
+/* Like tsync_store_merge, for a bundle in the file at path (any format), with memory that does
+ * not grow with the bundle. The file is read twice: first every batch, hash chain and signature is
+ * checked, touching nothing (a refused bundle changes nothing, as with tsync_store_merge); then it
+ * merges in slices of about 1 MiB of batches, one transaction each. A bundle that fits one slice
+ * merges exactly as tsync_store_merge would. In a larger one, a batch whose dependencies come in a
+ * later slice is counted held, then merged; if the disk fails half way (TSYNC_EIO, TSYNC_EBUSY),
+ * the slices before stay merged, and merging the file again completes it. report may be NULL.
+ * Errors: as tsync_store_merge, and TSYNC_EIO when the file cannot be opened or read (nothing
+ * merged) or changed between the two readings. */
+TSYNC_API TSYNC_WARN_UNUSED int tsync_store_merge_file(tsync_store *s, const char *path,
+                                                       tsync_merge_report *report);
 
 /* BLAKE2b-256 of the canonical form of the visible content of the replicated tables (one table
  * when table is not NULL); see docs/DATA_MODEL.md. Equal on two replicas exactly when they show the

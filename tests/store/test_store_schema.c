@@ -285,7 +285,7 @@ Test(store_schema, bundles_carry_the_definitions_and_a_damaged_one_is_refused)
     th_exec(a, "INSERT INTO products VALUES('p1', 'tea', 250, 10)");
     size_t len;
     uint8_t *bun = th_bundle(a, &len);
-    cr_assert_eq(bun[8], TSYNC__BUNDLE_FORMAT_SCHEMA, "format %u", bun[8]);
+    cr_assert_eq(bun[8], TSYNC__BUNDLE_FORMAT_STREAM, "format %u", bun[8]);
     tsync__arena ar = {0};
     tsync__bundle dec;
     char err[TSYNC__ERRLEN];
