@@ -28,19 +28,13 @@
 #include <zstd.h>
 
 #include "codec/codec.h"
+#include "bundle_int.h"
 
 #if defined(__GNUC__)
 #define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
 #else
 #define PRINTF_LIKE(f, a)
 #endif
-
-#define MAGIC      "TSYNCBDL"
-#define MAGIC_LEN  8
-#define HDR_LEN    (MAGIC_LEN + 2)
-#define FLAG_ZSTD  1u
-#define ZLEVEL     3
-#define ZWINDOWLOG 24
 
 /* ---------------------------------------------------------------- decoder */
 

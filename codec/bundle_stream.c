@@ -29,18 +29,10 @@
 #include <zstd.h>
 
 #include "codec/codec.h"
+#include "bundle_int.h"
 
-#define MAGIC     "TSYNCBDL"
-#define MAGIC_LEN 8
-#define HDR_LEN   (MAGIC_LEN + 2)
-#define FLAG_ZSTD 1u
-#define ZLEVEL    3
-/* zstd sizes its buffers by the window a frame declares; level 3 uses 2 MiB, so refusing windows
- * above 16 MiB bounds what a few hostile bytes can make a reader allocate. */
-#define ZWINDOWLOG 24
-#define IN_CHUNK   ((size_t)64 << 10)
+#define IN_CHUNK ((size_t)64 << 10)
 
-enum { REC_END = 0, REC_TRUST = 1, REC_SCHEMA = 2, REC_SITE = 3, REC_RUN = 4 };
 /* Where a stream is: trust records may come only first, the schema once after them, and sites
  * and runs after both. */
 enum { AT_TRUST, AT_SCHEMA, AT_DATA, AT_END };

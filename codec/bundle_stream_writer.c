@@ -12,16 +12,11 @@
 #include <zstd.h>
 
 #include "codec/codec.h"
+#include "bundle_int.h"
 
-#define MAGIC     "TSYNCBDL"
-#define MAGIC_LEN 8
-#define FLAG_ZSTD 1u
-#define ZLEVEL    3
 /* A stream this short is held until the end and compressed knowing its size: zstd then sizes its
  * tables and the reader its window to the bundle, and the frame says how large it is. */
 #define PLEDGE_MAX ((size_t)4 << 20)
-
-enum { REC_END = 0, REC_TRUST = 1, REC_SCHEMA = 2, REC_SITE = 3, REC_RUN = 4 };
 
 struct tsync__bstream_writer {
     tsync__bstream_write_fn wr;
