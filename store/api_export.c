@@ -4,8 +4,7 @@
  */
 #include "tillsync/tillsync.h"
 
-TSYNC_API int tsync_abi_version(void);
-TSYNC_API int tsync_abi_version(void)
+int tsync_abi_version(void)
 {
-    return 0;
+    return TSYNC_VERSION_ABI;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "util/util.h"
+#include "tillsync/version.h"
 
 static _Thread_local tsync_error last_error;
 /* Room for a message that quotes another (a refusal quoting a trust refusal). */
@@ -99,5 +100,5 @@ const char *tsync_strerror(int code)
 
 const char *tsync_version(void)
 {
-    return "0.1.0";
+    return TSYNC_VERSION_STRING;
 }

@@ -32,11 +32,11 @@ typedef void (*tsync_backup_progress_cb)(void *ctx, tsync_backup_phase phase, ui
                                          uint64_t total);
 
 typedef struct {
-    unsigned int version;            /* TSYNC_BACKUP_OPTIONS_VERSION */
-    const char *passphrase;          /* not NULL: encrypt with a key derived from it (Argon2id) */
-    unsigned long long kdf_opslimit; /* Argon2id passes; 0 means crypto_pwhash_OPSLIMIT_MODERATE */
-    size_t kdf_memlimit;             /* Argon2id memory in bytes; 0 means ..._MEMLIMIT_MODERATE */
-    unsigned int step_pages;         /* pages per sqlite3_backup_step; 0 means 512 */
+    uint32_t version;       /* TSYNC_BACKUP_OPTIONS_VERSION */
+    const char *passphrase; /* not NULL: encrypt with a key derived from it (Argon2id) */
+    uint64_t kdf_opslimit;  /* Argon2id passes; 0 means crypto_pwhash_OPSLIMIT_MODERATE */
+    size_t kdf_memlimit;    /* Argon2id memory in bytes; 0 means ..._MEMLIMIT_MODERATE */
+    uint32_t step_pages;    /* pages per sqlite3_backup_step; 0 means 512 */
     tsync_backup_progress_cb progress; /* may be NULL */
     void *progress_ctx;
 } tsync_backup_options;
@@ -46,6 +46,11 @@ typedef struct {
     {                                                                                              \
         TSYNC_BACKUP_OPTIONS_VERSION, NULL, 0, 0, 0, NULL, NULL                                    \
     }
+
+/* Sets *out to TSYNC_BACKUP_OPTIONS_INIT as of version (the caller's TSYNC_BACKUP_OPTIONS_VERSION),
+ * for bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_backup_options_init(tsync_backup_options *out, uint32_t version);
 
 /* Backs up the store's database into one file at out_path while other connections keep writing.
  * Seals first and copies a snapshot in which nothing is left unsealed (SQLite online backup API,
@@ -77,12 +82,12 @@ TSYNC_API TSYNC_WARN_UNUSED int tsync_backup_check(const char *path, const char 
                                                    char **manifest_json);
 
 typedef struct {
-    unsigned int version;   /* TSYNC_RESTORE_OPTIONS_VERSION */
+    uint32_t version;       /* TSYNC_RESTORE_OPTIONS_VERSION */
     const char *passphrase; /* for an encrypted file; ignored otherwise */
     const char *key_path;   /* the device key file; NULL means "<db_path>.key" */
     /* Refuse files whose key derivation asks for more than this (protects a checker from a file
      * crafted to use all memory); 0 means crypto_pwhash_OPSLIMIT/MEMLIMIT_SENSITIVE. */
-    unsigned long long max_kdf_opslimit;
+    uint64_t max_kdf_opslimit;
     size_t max_kdf_memlimit;
     tsync_backup_progress_cb progress; /* may be NULL */
     void *progress_ctx;
@@ -94,12 +99,17 @@ typedef struct {
         TSYNC_RESTORE_OPTIONS_VERSION, NULL, NULL, 0, 0, NULL, NULL                                \
     }
 
+/* Sets *out to TSYNC_RESTORE_OPTIONS_INIT as of version (the caller's
+ * TSYNC_RESTORE_OPTIONS_VERSION), for bindings without macros. Errors: TSYNC_EINVAL (out is NULL),
+ * TSYNC_EVERSION (version 0 or newer than this library's). */
+TSYNC_API int tsync_restore_options_init(tsync_restore_options *out, uint32_t version);
+
 /* What a restore did. */
 typedef struct {
-    unsigned int version;                        /* TSYNC_RESTORE_REPORT_VERSION */
+    uint32_t version;                            /* TSYNC_RESTORE_REPORT_VERSION */
     uint8_t site_id[TSYNC_SITE_ID_BYTES];        /* the database's site id now (always new) */
     uint8_t backup_site_id[TSYNC_SITE_ID_BYTES]; /* the site the backup was taken from */
-    int new_key;         /* there was no key file: a new device key was made; the till must enrol */
+    int32_t new_key;     /* there was no key file: a new device key was made; the till must enrol */
     char *manifest_json; /* the backup's manifest; freed by tsync_restore_report_clear() */
 } tsync_restore_report;
 
@@ -108,6 +118,11 @@ typedef struct {
     {                                                                                              \
         TSYNC_RESTORE_REPORT_VERSION, {0}, {0}, 0, NULL                                            \
     }
+
+/* Sets *out to TSYNC_RESTORE_REPORT_INIT as of version (the caller's TSYNC_RESTORE_REPORT_VERSION),
+ * for bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_restore_report_init(tsync_restore_report *out, uint32_t version);
 
 /* Frees what a report holds (not the report). Accepts NULL. */
 TSYNC_API void tsync_restore_report_clear(tsync_restore_report *r);

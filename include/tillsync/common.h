@@ -15,11 +15,23 @@
 extern "C" {
 #endif
 
-#if defined(__GNUC__)
-#define TSYNC_API         __attribute__((visibility("default")))
-#define TSYNC_WARN_UNUSED __attribute__((warn_unused_result))
+/* TSYNC_API marks the public functions, the only symbols the library exports. An app linking the
+ * static library defines TSYNC_STATIC (pkg-config and the CMake package do it for it), which on
+ * Windows keeps the declarations from asking for a DLL. */
+#if defined(_WIN32) && !defined(TSYNC_STATIC)
+#if defined(TSYNC_BUILDING)
+#define TSYNC_API __declspec(dllexport)
+#else
+#define TSYNC_API __declspec(dllimport)
+#endif
+#elif defined(__GNUC__)
+#define TSYNC_API __attribute__((visibility("default")))
 #else
 #define TSYNC_API
+#endif
+#if defined(__GNUC__)
+#define TSYNC_WARN_UNUSED __attribute__((warn_unused_result))
+#else
 #define TSYNC_WARN_UNUSED
 #endif
 
@@ -48,7 +60,7 @@ typedef enum {
 
 /* The error of the last failing call on this thread. */
 typedef struct {
-    int code;            /* a tsync_error_code */
+    int32_t code;        /* a tsync_error_code */
     const char *message; /* one line naming what was wrong; borrowed, valid until the next failing
                             call on this thread */
 } tsync_error;
@@ -63,7 +75,14 @@ TSYNC_API void tsync_error_clear(void);
 /* A static English description of an error code. Never NULL. */
 TSYNC_API const char *tsync_strerror(int code);
 
-/* Version of the library as "MAJOR.MINOR.PATCH". Static string. */
+/* Frees memory the library returned for the caller to free (strings, JSON, byte buffers: the
+ * headers say "the caller's"). Accepts NULL. Equivalent to free() where the app and the library
+ * share one C runtime; a binding from another language, or an app with its own allocator or C
+ * runtime (Windows), must use this. Objects have their own tsync_<type>_free(). */
+TSYNC_API void tsync_free(void *p);
+
+/* Version of the library as "MAJOR.MINOR.PATCH": the TSYNC_VERSION_STRING of tillsync/version.h
+ * it was built with. Static string. */
 TSYNC_API const char *tsync_version(void);
 
 #ifdef __cplusplus

@@ -39,8 +39,8 @@ TSYNC_API int tsync_io_format_guess(const char *path);
 typedef void (*tsync_io_progress_cb)(void *ctx, uint64_t rows);
 
 typedef struct {
-    unsigned int version;          /* TSYNC_EXPORT_OPTIONS_VERSION */
-    int format;                    /* a tsync_io_format; 0 means CSV */
+    uint32_t version;              /* TSYNC_EXPORT_OPTIONS_VERSION */
+    int32_t format;                /* a tsync_io_format; 0 means CSV */
     tsync_io_progress_cb progress; /* may be NULL */
     void *progress_ctx;
     uint64_t progress_every; /* rows between two progress calls; 0 means 100000 */
@@ -51,6 +51,11 @@ typedef struct {
     {                                                                                              \
         TSYNC_EXPORT_OPTIONS_VERSION, 0, NULL, NULL, 0                                             \
     }
+
+/* Sets *out to TSYNC_EXPORT_OPTIONS_INIT as of version (the caller's TSYNC_EXPORT_OPTIONS_VERSION),
+ * for bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_export_options_init(tsync_export_options *out, uint32_t version);
 
 /* Writes the rows of a table (every column, every row) or of a query (exactly one read-only
  * statement) to out, row by row: memory does not grow with the number of rows. Nothing is written
@@ -71,13 +76,13 @@ TSYNC_API int tsync_store_export(size_t *nrows, tsync_store *s, const char *tabl
 typedef void (*tsync_io_bad_cb)(void *ctx, const char *msg);
 
 typedef struct {
-    unsigned int version; /* TSYNC_IMPORT_OPTIONS_VERSION */
-    int format;           /* a tsync_io_format; 0 means CSV */
-    const char *name;     /* the input's name in messages (its path); NULL means "-" */
-    int skip_bad;         /* import the good rows, and write the bad ones to rejects */
-    FILE *rejects;        /* with skip_bad: where rejected rows go (same format, each with its
-                             reason; docs/IO.md); NULL drops them */
-    tsync_io_bad_cb bad;  /* may be NULL */
+    uint32_t version;    /* TSYNC_IMPORT_OPTIONS_VERSION */
+    int32_t format;      /* a tsync_io_format; 0 means CSV */
+    const char *name;    /* the input's name in messages (its path); NULL means "-" */
+    int32_t skip_bad;    /* import the good rows, and write the bad ones to rejects */
+    FILE *rejects;       /* with skip_bad: where rejected rows go (same format, each with its
+                            reason; docs/IO.md); NULL drops them */
+    tsync_io_bad_cb bad; /* may be NULL */
     tsync_io_progress_cb progress; /* may be NULL */
     void *ctx;                     /* passed to bad and progress */
     uint64_t progress_every;       /* rows between two progress calls; 0 means 100000 */
@@ -89,13 +94,18 @@ typedef struct {
         TSYNC_IMPORT_OPTIONS_VERSION, 0, NULL, 0, NULL, NULL, NULL, NULL, 0                        \
     }
 
+/* Sets *out to TSYNC_IMPORT_OPTIONS_INIT as of version (the caller's TSYNC_IMPORT_OPTIONS_VERSION),
+ * for bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_import_options_init(tsync_import_options *out, uint32_t version);
+
 /* What an import did. Filled also when it fails (imported is then 0: nothing was changed). */
 typedef struct {
-    unsigned int version; /* TSYNC_IMPORT_REPORT_VERSION */
-    size_t rows;          /* data rows read */
-    size_t imported;      /* rows upserted */
-    size_t rejected;      /* rows refused (written to rejects with skip_bad) */
-    size_t nbad;          /* bad values reported through bad */
+    uint32_t version; /* TSYNC_IMPORT_REPORT_VERSION */
+    size_t rows;      /* data rows read */
+    size_t imported;  /* rows upserted */
+    size_t rejected;  /* rows refused (written to rejects with skip_bad) */
+    size_t nbad;      /* bad values reported through bad */
 } tsync_import_report;
 
 #define TSYNC_IMPORT_REPORT_VERSION 1
@@ -103,6 +113,11 @@ typedef struct {
     {                                                                                              \
         TSYNC_IMPORT_REPORT_VERSION, 0, 0, 0, 0                                                    \
     }
+
+/* Sets *out to TSYNC_IMPORT_REPORT_INIT as of version (the caller's TSYNC_IMPORT_REPORT_VERSION),
+ * for bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_import_report_init(tsync_import_report *out, uint32_t version);
 
 /* Upserts the rows of in into table (INSERT ... ON CONFLICT(primary key) DO UPDATE of the columns
  * the file gives) in one transaction, then seals. Every value is typed by its column's declared

@@ -25,7 +25,7 @@ typedef struct {
 
 /* What tsync_store_migrate did. Filled also when it fails (notes say what was ignored). */
 typedef struct {
-    unsigned int version;     /* TSYNC_MIGRATE_REPORT_VERSION */
+    uint32_t version;         /* TSYNC_MIGRATE_REPORT_VERSION */
     int64_t from_version;     /* the schema version before */
     int64_t to_version;       /* after; equal to from_version when nothing was applied */
     size_t napplied;          /* migrations applied by this call, in order */
@@ -41,6 +41,11 @@ typedef struct {
     {                                                                                              \
         TSYNC_MIGRATE_REPORT_VERSION, 0, 0, 0, NULL, 0, 0, NULL                                    \
     }
+
+/* Sets *out to TSYNC_MIGRATE_REPORT_INIT as of version (the caller's TSYNC_MIGRATE_REPORT_VERSION),
+ * for bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_migrate_report_init(tsync_migrate_report *out, uint32_t version);
 
 /* Frees what a report holds (not the report) and zeroes it, keeping its version. Accepts NULL. */
 TSYNC_API void tsync_migrate_report_clear(tsync_migrate_report *r);

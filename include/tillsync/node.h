@@ -96,16 +96,16 @@ typedef struct {
     const char *key_hex; /* its public key (64 hex digits), or "" while not known */
     const char *address; /* tcp://ADDR:PORT it is dialled at or advertised on, or its IP */
     const char *name;    /* its device name from its certificate, else its mDNS name, or "" */
-    int state;           /* a tsync_peer_state */
-    int previous;        /* the state before (TSYNC_PEER_GONE for a new till) */
+    int32_t state;       /* a tsync_peer_state */
+    int32_t previous;    /* the state before (TSYNC_PEER_GONE for a new till) */
     uint64_t since_ms;   /* when it entered state: ms since 1970 (UTC) */
-    int online;          /* at least one peer is connected now */
+    int32_t online;      /* at least one peer is connected now */
     const char *reason;  /* TSYNC_PEER_REFUSED: why, one line ("" otherwise) */
 } tsync_peer_event;
 typedef void (*tsync_peer_state_fn)(void *ctx, const tsync_peer_event *e);
 
 typedef struct {
-    unsigned int version; /* TSYNC_NODE_OPTIONS_VERSION (1: without on_peer_state) */
+    uint32_t version; /* TSYNC_NODE_OPTIONS_VERSION (1: without on_peer_state) */
     /* Where to accept peers: "tcp://ADDR:PORT" (port "*": any free one). NULL:
      * "tcp://0.0.0.0:7400". "": do not listen (dial only). */
     const char *listen;
@@ -114,8 +114,8 @@ typedef struct {
      * devices it knows. */
     const char *const *peers;
     size_t npeers;
-    int log_level;    /* a tsync_log_level; 0: INFO */
-    tsync_log_fn log; /* NULL: lines on stderr */
+    int32_t log_level; /* a tsync_log_level; 0: INFO */
+    tsync_log_fn log;  /* NULL: lines on stderr */
     void *log_ctx;
     tsync_change_fn on_change;
     tsync_peer_fn on_peer;
@@ -123,29 +123,29 @@ typedef struct {
     /* The node writes its status here about once a second, for `tillsync status`. NULL:
      * "<database>.node"; "": not written. */
     const char *status_path;
-    int tick_ms;          /* how often to look for commits of other connections; 0: 2 */
-    int anti_entropy_ms;  /* vector exchange and repair period; 0: 2000 */
-    size_t window_bytes;  /* batch bytes in flight per peer before waiting for its ACK; 0: 8 MiB */
-    unsigned int seal_ms; /* also seal at least this often; 0: only on commits */
+    int32_t tick_ms;         /* how often to look for commits of other connections; 0: 2 */
+    int32_t anti_entropy_ms; /* vector exchange and repair period; 0: 2000 */
+    size_t window_bytes; /* batch bytes in flight per peer before waiting for its ACK; 0: 8 MiB */
+    uint32_t seal_ms;    /* also seal at least this often; 0: only on commits */
     /* A connected peer silent this long is taken as gone (a cut link) and dialled again; the node
      * pings idle peers every second. 0: 3500. */
-    int liveness_ms;
+    int32_t liveness_ms;
     /* Zero-configuration discovery: an enrolled node publishes _tillsync._tcp over mDNS (avahi)
      * and dials the tills of its shop it finds (their certificate decides). Without an avahi
      * daemon it says so once and keeps working on static peers. 1: off. */
-    int no_mdns;
+    int32_t no_mdns;
     /* Log pruning (enrolled databases only): batches every member of the shop acknowledged are
      * deleted, except the newest prune_keep of each origin; a till behind gets a snapshot.
      * 0: 10000; negative: never prune. prune_ms: how often; 0: 10000. */
-    long prune_keep;
-    int prune_ms;
+    int64_t prune_keep;
+    int32_t prune_ms;
     /* Scheduled backups (tillsync/backup.h) into backup_dir, named DB-<UTC time>.tsbak, written
      * on a worker thread with its own connection while the node syncs; the newest backup_keep are
      * kept. backup_every_ms 0: none. The first comes a minute after start (or sooner when the
      * period is shorter). backup_keep 0: 10. */
-    unsigned long backup_every_ms;
+    uint64_t backup_every_ms;
     const char *backup_dir;
-    int backup_keep;
+    int32_t backup_keep;
     /* Every change of a peer's network state (tsync_peer_state), on the node's thread; cb_ctx. */
     tsync_peer_state_fn on_peer_state;
 } tsync_node_options;
@@ -157,6 +157,11 @@ typedef struct {
         TSYNC_NODE_OPTIONS_VERSION, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, \
             0, 0, 0, 0, 0, 0, NULL, 0, NULL                                                        \
     }
+
+/* Sets *out to TSYNC_NODE_OPTIONS_INIT as of version (the caller's TSYNC_NODE_OPTIONS_VERSION), for
+ * bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_node_options_init(tsync_node_options *out, uint32_t version);
 
 /* Opens the database (which must exist: tsync_store_open makes one) with its own connection, starts
  * listening and dialling. opts: NULL for defaults. Nothing runs until tsync_node_start or
@@ -200,18 +205,23 @@ TSYNC_API const char *tsync_node_endpoint(tsync_node *n);
 /* The last failure on the node's thread, as tsync_node_last_error copies it. A node keeps one:
  * each failure replaces the one before and counts. */
 typedef struct {
-    unsigned int version; /* TSYNC_NODE_ERROR_VERSION: set it before the call */
-    int code;             /* a tsync_error_code; 0 while nothing failed */
-    int stopped;          /* the node stopped on it (the database failed): free the node */
-    uint64_t count;       /* failures since tsync_node_new; a failure that repeats is counted as
-                             often as it is logged (at most about once a minute) */
-    uint64_t at_ms;       /* when the last one happened: ms since 1970 (UTC); 0: none */
+    uint32_t version; /* TSYNC_NODE_ERROR_VERSION: set it before the call */
+    int32_t code;     /* a tsync_error_code; 0 while nothing failed */
+    int32_t stopped;  /* the node stopped on it (the database failed): free the node */
+    uint64_t count;   /* failures since tsync_node_new; a failure that repeats is counted as
+                         often as it is logged (at most about once a minute) */
+    uint64_t at_ms;   /* when the last one happened: ms since 1970 (UTC); 0: none */
     char message[TSYNC_NODE_ERROR_LEN]; /* it in one line, as logged; "" while none */
 } tsync_node_error;
 
 #define TSYNC_NODE_ERROR_VERSION 1
 /* clang-format off */
 #define TSYNC_NODE_ERROR_INIT {TSYNC_NODE_ERROR_VERSION, 0, 0, 0, 0, {0}}
+
+/* Sets *out to TSYNC_NODE_ERROR_INIT as of version (the caller's TSYNC_NODE_ERROR_VERSION), for
+ * bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_node_error_init(tsync_node_error *out, uint32_t version);
 /* clang-format on */
 
 /* Copies the last failure on the node's thread into *out (out->version set first), with how many

@@ -34,7 +34,7 @@ TSYNC_API int tsync_store_schema_json(char **out, tsync_store *s, uint8_t digest
 /* One difference between this till's definition of a replicated table and another till's. All
  * strings are borrowed for the duration of the callback. */
 typedef struct {
-    unsigned int version; /* TSYNC_SCHEMA_MISMATCH_VERSION */
+    uint32_t version;     /* TSYNC_SCHEMA_MISMATCH_VERSION */
     const char *table;    /* lower case */
     const char *column;   /* the column concerned (lower case), or NULL for the table itself */
     const char *what;     /* one line, e.g. "column stock: a counter here, a plain column there" */
@@ -58,7 +58,7 @@ TSYNC_API int tsync_store_schema_mismatches(tsync_store *s, tsync_schema_mismatc
 /* One parked change: a row, or a column of a row, of a batch this database merged but could not
  * apply (see docs/MIGRATIONS.md). Strings are borrowed for the duration of the callback. */
 typedef struct {
-    unsigned int version;   /* TSYNC_PARKED_CHANGE_VERSION */
+    uint32_t version;       /* TSYNC_PARKED_CHANGE_VERSION */
     int64_t id;             /* stable while the change stays parked */
     const char *origin_hex; /* the batch's author, 32 hex digits; "" for a row of this database
                                that a local constraint refused */

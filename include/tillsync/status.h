@@ -27,7 +27,7 @@ extern "C" {
  * holds with tsync_store_status_clear. A count that cannot be read (a database an older version
  * made, opened read-only) is -1; the others are still filled. */
 typedef struct {
-    unsigned int version;                       /* TSYNC_STORE_STATUS_VERSION */
+    uint32_t version;                           /* TSYNC_STORE_STATUS_VERSION */
     uint8_t site_id[TSYNC_SITE_ID_BYTES];       /* as tsync_store_site_id */
     uint8_t public_key[TSYNC_PUBLIC_KEY_BYTES]; /* this device's public key */
     int64_t held;      /* batches held: waiting for the batches before them, or for a clock to
@@ -62,6 +62,11 @@ typedef struct {
         TSYNC_STORE_STATUS_VERSION, {0}, {0}, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0, 0,   \
             0, 0, 0                                                                                \
     }
+
+/* Sets *out to TSYNC_STORE_STATUS_INIT as of version (the caller's TSYNC_STORE_STATUS_VERSION), for
+ * bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_store_status_init(tsync_store_status *out, uint32_t version);
 
 /* Reads the database's status into out (whose version the caller set; 1: without the log).
  * Errors: TSYNC_EVERSION (out of an unknown version; nothing is filled), TSYNC_EIO. */
@@ -109,7 +114,7 @@ TSYNC_API int tsync_store_parked_json(char **out, tsync_store *s, size_t limit);
 /* One held batch: merged from another till and kept, not applied, until what it waits for
  * arrives. Strings are borrowed for the duration of the callback. */
 typedef struct {
-    unsigned int version;   /* TSYNC_HELD_BATCH_VERSION */
+    uint32_t version;       /* TSYNC_HELD_BATCH_VERSION */
     const char *origin_hex; /* the batch's author, 32 hex digits */
     uint64_t seq;           /* its sequence number */
     const char *reason;     /* one line: what it waits for */

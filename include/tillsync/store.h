@@ -37,16 +37,16 @@ typedef enum {
 } tsync_sync_mode;
 
 typedef struct {
-    unsigned int version;         /* TSYNC_STORE_OPTIONS_VERSION */
-    int create;                   /* create the database and its key file if missing */
-    int synchronous;              /* a tsync_sync_mode; 0 means NORMAL */
-    const char *key_path;         /* key file; NULL means "<database path>.key" */
-    unsigned int busy_timeout_ms; /* how long to wait for another writer; 0 means 10000 */
+    uint32_t version;         /* TSYNC_STORE_OPTIONS_VERSION */
+    int32_t create;           /* create the database and its key file if missing */
+    int32_t synchronous;      /* a tsync_sync_mode; 0 means NORMAL */
+    const char *key_path;     /* key file; NULL means "<database path>.key" */
+    uint32_t busy_timeout_ms; /* how long to wait for another writer; 0 means 10000 */
     /* Version 2: open for reading only. Nothing is written at open or later (no schema set-up,
      * no key renewal, no sealing: bundles and backups then carry what is sealed, plus the unsealed
      * rows in a backup), so reading, exporting and backing up to another disk work while the
      * database's disk is full. Writes fail. Ignored with create. */
-    int read_only;
+    int32_t read_only;
 } tsync_store_options;
 
 #define TSYNC_STORE_OPTIONS_VERSION 2
@@ -54,6 +54,11 @@ typedef struct {
     {                                                                                              \
         TSYNC_STORE_OPTIONS_VERSION, 0, 0, NULL, 0, 0                                              \
     }
+
+/* Sets *out to TSYNC_STORE_OPTIONS_INIT as of version (the caller's TSYNC_STORE_OPTIONS_VERSION),
+ * for bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_store_options_init(tsync_store_options *out, uint32_t version);
 
 /* Opens (or with opts->create, creates) a database and its device key file.
  * out:  receives the store; the caller frees it with tsync_store_free().
@@ -119,13 +124,13 @@ TSYNC_API int tsync_store_bundle_file(tsync_store *s, const char *path, const ch
 
 /* What a merge did. Messages say, one line each, why something was held, parked or refused. */
 typedef struct {
-    unsigned int version; /* TSYNC_MERGE_REPORT_VERSION */
-    size_t merged;        /* batches applied */
-    size_t duplicates;    /* batches already held */
-    size_t held;          /* batches waiting for dependencies or for a clock to catch up */
-    size_t parked;        /* row changes for a table or column this database lacks */
-    size_t refused;       /* batches or runs refused (bad signature, fork, frozen origin) */
-    size_t conflicts;     /* concurrent field writes that LWW resolved */
+    uint32_t version;  /* TSYNC_MERGE_REPORT_VERSION */
+    size_t merged;     /* batches applied */
+    size_t duplicates; /* batches already held */
+    size_t held;       /* batches waiting for dependencies or for a clock to catch up */
+    size_t parked;     /* row changes for a table or column this database lacks */
+    size_t refused;    /* batches or runs refused (bad signature, fork, frozen origin) */
+    size_t conflicts;  /* concurrent field writes that LWW resolved */
     size_t nmessages;
     char **messages;
 } tsync_merge_report;
@@ -135,6 +140,11 @@ typedef struct {
     {                                                                                              \
         TSYNC_MERGE_REPORT_VERSION, 0, 0, 0, 0, 0, 0, 0, NULL                                      \
     }
+
+/* Sets *out to TSYNC_MERGE_REPORT_INIT as of version (the caller's TSYNC_MERGE_REPORT_VERSION), for
+ * bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_merge_report_init(tsync_merge_report *out, uint32_t version);
 
 /* Frees what a report holds (not the report). Accepts NULL. */
 TSYNC_API void tsync_merge_report_clear(tsync_merge_report *r);
@@ -174,11 +184,11 @@ TSYNC_API int tsync_store_conflicts_json(char **out, tsync_store *s);
  * bundle, batches parked changes need and an origin frozen after a fork are always kept. In each
  * field 0 means the default, a negative value no bound. */
 typedef struct {
-    unsigned int version; /* TSYNC_LOG_POLICY_VERSION */
-    int64_t max_batches;  /* batch bodies kept; default 1,000,000 */
-    int64_t max_bytes;    /* their bytes; default: as large as the rest of the database, and
-                             never less than 64 MiB */
-    int64_t max_age_ms;   /* by the batch's clock; default 30 days */
+    uint32_t version;    /* TSYNC_LOG_POLICY_VERSION */
+    int64_t max_batches; /* batch bodies kept; default 1,000,000 */
+    int64_t max_bytes;   /* their bytes; default: as large as the rest of the database, and
+                            never less than 64 MiB */
+    int64_t max_age_ms;  /* by the batch's clock; default 30 days */
 } tsync_log_policy;
 
 #define TSYNC_LOG_POLICY_VERSION 1
@@ -186,6 +196,11 @@ typedef struct {
     {                                                                                              \
         TSYNC_LOG_POLICY_VERSION, 0, 0, 0                                                          \
     }
+
+/* Sets *out to TSYNC_LOG_POLICY_INIT as of version (the caller's TSYNC_LOG_POLICY_VERSION), for
+ * bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_log_policy_init(tsync_log_policy *out, uint32_t version);
 
 /* Records the database's log policy (kept in the database: every process that prunes it, the
  * node included, uses it; `tillsync run --log-max-...` records it too). Errors: TSYNC_EVERSION,

@@ -10,4 +10,5 @@
 #include "tillsync/status.h"
 #include "tillsync/store.h"
 #include "tillsync/trust.h"
+#include "tillsync/version.h"
 #endif

@@ -70,8 +70,8 @@ typedef struct {
 /* A decoded record, its signatures verified. Fields a kind does not have are zero / "". Names are
  * NUL-terminated copies. */
 typedef struct {
-    unsigned int version; /* TSYNC_TRUST_RECORD_VERSION */
-    int kind;             /* a tsync_trust_kind */
+    uint32_t version; /* TSYNC_TRUST_RECORD_VERSION */
+    int32_t kind;     /* a tsync_trust_kind */
     /* certificate, revocation, rotation, migration: the shop the record is of */
     uint8_t shop_id[TSYNC_SHOP_ID_BYTES];
     /* certificate: the shop's name */
@@ -111,6 +111,11 @@ typedef struct {
         }                                                                                          \
     }
 
+/* Sets *out to TSYNC_TRUST_RECORD_INIT as of version (the caller's TSYNC_TRUST_RECORD_VERSION), for
+ * bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_trust_record_init(tsync_trust_record *out, uint32_t version);
+
 /* Strictly decodes one record (not armoured) of any kind and verifies its signature(s) against
  * the key(s) the record names. Whether that admin key is a shop's key is a question for a
  * database (tsync_trust_enrol, tsync_trust_revoke), not for the record.
@@ -129,7 +134,7 @@ TSYNC_API void tsync_trust_record_clear(tsync_trust_record *r);
 
 /* Records read from text, in order. */
 typedef struct {
-    unsigned int version; /* TSYNC_TRUST_RECORDS_VERSION */
+    uint32_t version; /* TSYNC_TRUST_RECORDS_VERSION */
     size_t n;
     uint8_t **records; /* n records (not armoured) ... */
     size_t *lens;      /* ... and their lengths */
@@ -140,6 +145,11 @@ typedef struct {
     {                                                                                              \
         TSYNC_TRUST_RECORDS_VERSION, 0, NULL, NULL                                                 \
     }
+
+/* Sets *out to TSYNC_TRUST_RECORDS_INIT as of version (the caller's TSYNC_TRUST_RECORDS_VERSION),
+ * for bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_trust_records_init(tsync_trust_records *out, uint32_t version);
 
 /* Reads the records of a text (a file's content) and appends them to out: every armoured block,
  * in order; text outside the blocks (comment lines, an e-mail around a pasted block) is ignored.
@@ -186,7 +196,7 @@ TSYNC_API int tsync_shop_key_sniff(const void *head, size_t n);
 
 /* What a key file says, without its secret. */
 typedef struct {
-    unsigned int version; /* TSYNC_SHOP_INFO_VERSION */
+    uint32_t version; /* TSYNC_SHOP_INFO_VERSION */
     uint8_t shop_id[TSYNC_SHOP_ID_BYTES];
     char shop_name[TSYNC_TRUST_NAME_MAX + 1];
     uint8_t admin_key[TSYNC_PUBLIC_KEY_BYTES];
@@ -199,13 +209,18 @@ typedef struct {
         TSYNC_SHOP_INFO_VERSION, {0}, {0}, {0}, 0                                                  \
     }
 
+/* Sets *out to TSYNC_SHOP_INFO_INIT as of version (the caller's TSYNC_SHOP_INFO_VERSION), for
+ * bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_shop_info_init(tsync_shop_info *out, uint32_t version);
+
 /* Fills out. Errors: TSYNC_EVERSION (out->version unknown), TSYNC_EINVAL (NULL argument). */
 TSYNC_API int tsync_shop_key_info(tsync_shop_info *out, const tsync_shop_key *k);
 
 /* How tsync_shop_key_sign_request and tsync_trust_enrol_with_key make a certificate. */
 typedef struct {
-    unsigned int version;    /* TSYNC_SIGN_OPTIONS_VERSION */
-    unsigned int days;       /* valid for this many days, 1..TSYNC_TRUST_MAX_DAYS; 0 means 365 */
+    uint32_t version;        /* TSYNC_SIGN_OPTIONS_VERSION */
+    uint32_t days;           /* valid for this many days, 1..TSYNC_TRUST_MAX_DAYS; 0 means 365 */
     const char *device_name; /* NULL: the name in the request (enrol_with_key: the host name) */
 } tsync_sign_options;
 
@@ -214,6 +229,11 @@ typedef struct {
     {                                                                                              \
         TSYNC_SIGN_OPTIONS_VERSION, 0, NULL                                                        \
     }
+
+/* Sets *out to TSYNC_SIGN_OPTIONS_INIT as of version (the caller's TSYNC_SIGN_OPTIONS_VERSION), for
+ * bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_sign_options_init(tsync_sign_options *out, uint32_t version);
 
 /* Verifies an enrolment request (not armoured) and signs a certificate for its device key, of
  * the key's shop, valid from now (wall time) for opts->days.
@@ -266,9 +286,9 @@ TSYNC_API int tsync_trust_request(uint8_t **req, size_t *req_len, tsync_store *s
 
 /* What tsync_trust_enrol did. */
 typedef struct {
-    unsigned int version; /* TSYNC_ENROL_REPORT_VERSION */
-    int first;            /* 1: the database was not enrolled before; 0: renewal or extra records */
-    int own;              /* 1: a certificate of this device was among the records */
+    uint32_t version; /* TSYNC_ENROL_REPORT_VERSION */
+    int32_t first;    /* 1: the database was not enrolled before; 0: renewal or extra records */
+    int32_t own;      /* 1: a certificate of this device was among the records */
     uint8_t shop_id[TSYNC_SHOP_ID_BYTES];
     char shop_name[TSYNC_TRUST_NAME_MAX + 1];
     char device_name[TSYNC_TRUST_NAME_MAX + 1]; /* of this device's certificate, when own */
@@ -281,6 +301,11 @@ typedef struct {
     {                                                                                              \
         TSYNC_ENROL_REPORT_VERSION, 0, 0, {0}, {0}, {0}, 0, 0                                      \
     }
+
+/* Sets *out to TSYNC_ENROL_REPORT_INIT as of version (the caller's TSYNC_ENROL_REPORT_VERSION), for
+ * bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_enrol_report_init(tsync_enrol_report *out, uint32_t version);
 
 /* Installs certificates and admin key rotations (n records, not armoured) in one transaction.
  * Not yet enrolled: one of them must be a certificate of this device's key, valid now (wall time,
@@ -316,16 +341,16 @@ typedef struct {
     char name[TSYNC_TRUST_NAME_MAX + 1];      /* of its certificate with the latest expiry */
     uint64_t not_before_ms;                   /* earliest not_before of its certificates */
     uint64_t expires_ms;                      /* latest expiry of its certificates */
-    int revoked;                              /* a revocation of the key is installed */
-    int this_device;                          /* it is this database's own key */
+    int32_t revoked;                          /* a revocation of the key is installed */
+    int32_t this_device;                      /* it is this database's own key */
     size_t nsites;                            /* the sites of the key this database knows ... */
     uint8_t (*site_ids)[TSYNC_SITE_ID_BYTES]; /* ... (a device has one per database/incarnation) */
 } tsync_trust_device;
 
 /* The shop a database is enrolled in, as data. */
 typedef struct {
-    unsigned int version; /* TSYNC_TRUST_SET_VERSION */
-    int enrolled;         /* 0: not enrolled (it admits any validly signed batch); nothing below */
+    uint32_t version; /* TSYNC_TRUST_SET_VERSION */
+    int32_t enrolled; /* 0: not enrolled (it admits any validly signed batch); nothing below */
     uint8_t shop_id[TSYNC_SHOP_ID_BYTES];
     char shop_name[TSYNC_TRUST_NAME_MAX + 1];
     size_t nadmin_keys; /* the key it enrolled with first, then every key joined by rotations */
@@ -339,6 +364,11 @@ typedef struct {
     {                                                                                              \
         TSYNC_TRUST_SET_VERSION, 0, {0}, {0}, 0, NULL, 0, NULL                                     \
     }
+
+/* Sets *out to TSYNC_TRUST_SET_INIT as of version (the caller's TSYNC_TRUST_SET_VERSION), for
+ * bindings without macros. Errors: TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or
+ * newer than this library's). */
+TSYNC_API int tsync_trust_set_init(tsync_trust_set *out, uint32_t version);
 
 /* Reads the trust set of the database into out (initialised with TSYNC_TRUST_SET_INIT; clear it
  * with tsync_trust_set_clear). Works on a store opened read-only.
@@ -375,7 +405,7 @@ typedef struct {
 typedef struct {
     uint8_t site_id[TSYNC_SITE_ID_BYTES];
     uint64_t cutoff; /* named by the revocation (0 when not named) */
-    int known;       /* the database knows the site */
+    int32_t known;   /* the database knows the site */
     uint64_t have;   /* what the database holds of it (its version vector) */
     uint64_t beyond; /* batches of the site after the cutoff in its log or held */
     uint64_t kept;   /* the highest seq of the site an honest batch here depends on (0: none) */
@@ -385,7 +415,7 @@ typedef struct {
 
 /* What a revocation would cut, seen from one database. */
 typedef struct {
-    unsigned int version; /* TSYNC_REVOCATION_PREVIEW_VERSION */
+    uint32_t version; /* TSYNC_REVOCATION_PREVIEW_VERSION */
     size_t nsites;
     tsync_revocation_site *sites;
 } tsync_revocation_preview;
@@ -395,6 +425,11 @@ typedef struct {
     {                                                                                              \
         TSYNC_REVOCATION_PREVIEW_VERSION, 0, NULL                                                  \
     }
+
+/* Sets *out to TSYNC_REVOCATION_PREVIEW_INIT as of version (the caller's
+ * TSYNC_REVOCATION_PREVIEW_VERSION), for bindings without macros. Errors: TSYNC_EINVAL (out is
+ * NULL), TSYNC_EVERSION (version 0 or newer than this library's). */
+TSYNC_API int tsync_revocation_preview_init(tsync_revocation_preview *out, uint32_t version);
 
 /* For device_key and the cutoffs a revocation would name: every site of the device that the
  * database at db_path (opened read-only) knows or the cutoffs name, what it holds after the
