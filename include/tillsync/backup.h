@@ -59,7 +59,7 @@ TSYNC_API int tsync_backup_options_init(tsync_backup_options *out, uint32_t vers
  * one stays as it was). The file is created 0600: it holds the shop's data.
  * opts:          NULL for defaults (not encrypted).
  * manifest_json: may be NULL; receives the backup's manifest (what docs/BACKUP.md lists), the
- *                caller's to free().
+ *                caller's to tsync_free().
  * Errors: TSYNC_EINVAL (out_path is the database or its key file; the store has an open
  * transaction), TSYNC_ECORRUPT (the copy fails quick_check: the database itself is damaged),
  * TSYNC_EBUSY (no sealed snapshot could be taken: writes kept arriving), TSYNC_EIO. */
@@ -74,7 +74,7 @@ TSYNC_API int tsync_backup_encrypted(int *encrypted, const char *path);
 /* Verifies a backup file without restoring it: header and format, decryption (passphrase needed
  * when the file is encrypted, ignored otherwise), the content hash, truncation, the manifest, and
  * the database image (PRAGMA quick_check on a copy in $TMPDIR, and that it is a tillsync database).
- * manifest_json: may be NULL; receives the manifest (caller frees with free()).
+ * manifest_json: may be NULL; receives the manifest (caller frees with tsync_free()).
  * Errors: TSYNC_ECORRUPT (damaged, truncated, altered, or not a backup; the message says which),
  * TSYNC_EBADSIG (an encrypted file does not decrypt: wrong passphrase, or altered), TSYNC_EVERSION
  * (a format this version does not read), TSYNC_EINVAL (encrypted and no passphrase given). */

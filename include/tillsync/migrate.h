@@ -88,7 +88,7 @@ TSYNC_API int tsync_store_migrate_signed(tsync_store *s, const uint8_t *rec, siz
                                          tsync_migrate_report *report);
 
 /* Why the last run of signed migrations (here or on their arrival from another till) failed, or
- * *out NULL when it did not. *out is the caller's (free()). Errors: TSYNC_EIO. */
+ * *out NULL when it did not. *out is the caller's (tsync_free()). Errors: TSYNC_EIO. */
 TSYNC_API int tsync_store_signed_migration_error(char **out, tsync_store *s);
 
 /* The schema version of the database: the highest migration number applied, 0 when none. Peers
@@ -97,7 +97,7 @@ TSYNC_API int tsync_store_signed_migration_error(char **out, tsync_store *s);
 TSYNC_API int tsync_store_schema_version(int64_t *out, tsync_store *s);
 
 /* The applied migrations as JSON: {"version": N, "applied": [{"number", "name", "hash",
- * "applied_ms"}...]} in number order. *out is the caller's (free()). Errors: TSYNC_EIO. */
+ * "applied_ms"}...]} in number order. *out is the caller's (tsync_free()). Errors: TSYNC_EIO. */
 TSYNC_API int tsync_store_migrations_json(char **out, tsync_store *s);
 
 #ifdef __cplusplus

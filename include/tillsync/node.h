@@ -196,7 +196,7 @@ TSYNC_API int tsync_node_dispatch(tsync_node *n);
 
 /* The node's status as JSON (docs/NODE.md lists the fields): online, each peer with address,
  * key, state, last seen and lag each way, pending outgoing batches, held and parked items,
- * refused inputs by reason, conflicts. *out is the caller's (free()). Any thread. */
+ * refused inputs by reason, conflicts. *out is the caller's (tsync_free()). Any thread. */
 TSYNC_API int tsync_node_status_json(char **out, tsync_node *n);
 
 /* The endpoint really bound ("" when not listening). Borrowed for the node's lifetime. */

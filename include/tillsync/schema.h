@@ -25,10 +25,10 @@ extern "C" {
 /* The definitions of this database's replicated tables as JSON and their digest.
  * out:    receives {"digest": HEX, "tables": [{"name", "columns": [{"name", "type", "key",
  *         "counter"}...]}...]}; names and declared types in lower case, tables and columns sorted
- *         by name (the canonical form the digest is over; docs/PROTOCOL.md). The caller's; free().
- * digest: may be NULL; receives the BLAKE2b-256 of the canonical form. Two tills whose digests are
- *         equal replicate the same tables with the same columns, types, keys and counters.
- * Errors: TSYNC_EIO, TSYNC_ENOMEM. */
+ *         by name (the canonical form the digest is over; docs/PROTOCOL.md). The caller's;
+ * tsync_free(). digest: may be NULL; receives the BLAKE2b-256 of the canonical form. Two tills
+ * whose digests are equal replicate the same tables with the same columns, types, keys and
+ * counters. Errors: TSYNC_EIO, TSYNC_ENOMEM. */
 TSYNC_API int tsync_store_schema_json(char **out, tsync_store *s, uint8_t digest[TSYNC_HASH_BYTES]);
 
 /* One difference between this till's definition of a replicated table and another till's. All

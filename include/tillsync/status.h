@@ -87,7 +87,7 @@ TSYNC_API int tsync_store_status_attention(const tsync_store_status *st);
  * tsync_store_status_attention), "schema_mismatches" (as tsync_store_schema_mismatches_json),
  * "signed_migration_error" (string or null), "parked_changes" (the first parked_max parked
  * changes, as in tsync_store_parked_json).
- * out: receives the text, the caller's (free()).
+ * out: receives the text, the caller's (tsync_free()).
  * Errors: TSYNC_EIO, TSYNC_ENOMEM. */
 TSYNC_API int tsync_store_status_json(char **out, tsync_store *s, size_t parked_max);
 
@@ -96,19 +96,19 @@ TSYNC_API int tsync_store_status_json(char **out, tsync_store *s, size_t parked_
  * bound), "horizon" (origins whose log starts at a stub: "origin" hex, "seq" below which nothing
  * is held, "head") and "behind" (tills whose last acknowledgement is below the horizon: "key",
  * "origin", "acked", "horizon", "acked_ms"), each list at most 32 long.
- * out: the caller's (free()). Errors: TSYNC_ENOMEM. */
+ * out: the caller's (tsync_free()). Errors: TSYNC_ENOMEM. */
 TSYNC_API int tsync_store_log_json(char **out, tsync_store *s);
 
 /* Every difference between this database's table definitions and other tills' (as
  * tsync_store_schema_mismatches calls them) as a JSON array of objects: "table", "column" (null
  * for the table itself), "site" (hex), "till" (device name or ""), "what", "seen_ms".
- * out: the caller's (free()). Errors: TSYNC_EIO, TSYNC_ENOMEM. */
+ * out: the caller's (tsync_free()). Errors: TSYNC_EIO, TSYNC_ENOMEM. */
 TSYNC_API int tsync_store_schema_mismatches_json(char **out, tsync_store *s);
 
 /* The parked changes, oldest first, at most limit (0: all), as {"total": N, "parked": [{"id",
  * "origin", "till", "seq", "row", "table", "column" (null: the whole row), "reason"}...]}; the
  * fields are tsync_parked_change's (schema.h).
- * out: the caller's (free()). Errors: TSYNC_EIO, TSYNC_ENOMEM. */
+ * out: the caller's (tsync_free()). Errors: TSYNC_EIO, TSYNC_ENOMEM. */
 TSYNC_API int tsync_store_parked_json(char **out, tsync_store *s, size_t limit);
 
 /* One held batch: merged from another till and kept, not applied, until what it waits for

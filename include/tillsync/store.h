@@ -104,11 +104,11 @@ TSYNC_API int tsync_store_seal(tsync_store *s, size_t *nbatches);
  * head hashes, "unsealable" (a one-line text) when local changes over TSYNC_MAX_ROW_BYTES
  * written by an older build cannot be sealed, and `rollbacks` / `last_rollback` (times its log was
  * found gone back, when an old copy was written over it, and a new incarnation taken). *out is the
- * caller's, freed with free(). */
+ * caller's, freed with tsync_free(). */
 TSYNC_API int tsync_store_state_json(char **out, tsync_store *s);
 
 /* Writes a bundle of the batches a peer with the given state lacks (all when since_json is NULL).
- * Seals first. out, len: receive the bundle, the caller's (free()). nbatches may be NULL.
+ * Seals first. out, len: receive the bundle, the caller's (tsync_free()). nbatches may be NULL.
  * Errors: TSYNC_EINVAL (since_json is not a state this library wrote). */
 TSYNC_API int tsync_store_bundle(uint8_t **out, size_t *len, tsync_store *s, const char *since_json,
                                  size_t *nbatches);
@@ -174,7 +174,7 @@ TSYNC_API TSYNC_WARN_UNUSED int tsync_store_merge_file(tsync_store *s, const cha
  * same rows. Errors: TSYNC_ENOTFOUND (table not replicated). */
 TSYNC_API int tsync_store_hash(uint8_t out[TSYNC_HASH_BYTES], tsync_store *s, const char *table);
 
-/* The recorded conflicts as a JSON array; *out is the caller's (free()). */
+/* The recorded conflicts as a JSON array; *out is the caller's (tsync_free()). */
 TSYNC_API int tsync_store_conflicts_json(char **out, tsync_store *s);
 
 /* How much of the batch log a database keeps (docs/NODE.md, "Pruning and snapshots"). Batch bodies

@@ -19,7 +19,7 @@
  * Conventions: output parameters first; 0 or a negative TSYNC_E* code with a one-line message in
  * tsync_error_last(); every struct with a `version` field is initialised with its *_INIT macro,
  * and a version this library does not know is refused with TSYNC_EVERSION. Buffers returned
- * through `uint8_t **` / `char **` are the caller's, freed with free().
+ * through `uint8_t **` / `char **` are the caller's, freed with tsync_free().
  *
  * THREAD SAFETY: a tsync_store is used by one thread at a time (store.h). A tsync_shop_key may be
  * read by several threads at once; tsync_shop_key_free must not race its use. The functions
@@ -168,7 +168,7 @@ TSYNC_API void tsync_trust_records_clear(tsync_trust_records *r);
 
 /* Armours a record: comment (may be NULL) first, each of its lines prefixed with "# ", then the
  * block labelled by the record's kind, base64 in lines of 64 characters. *out is a NUL-terminated
- * string, the caller's (free()). Errors: TSYNC_EINVAL (not a record of a known kind),
+ * string, the caller's (tsync_free()). Errors: TSYNC_EINVAL (not a record of a known kind),
  * TSYNC_ENOMEM. */
 TSYNC_API int tsync_trust_armour(char **out, const uint8_t *rec, size_t len, const char *comment);
 
@@ -380,14 +380,14 @@ TSYNC_API void tsync_trust_set_clear(tsync_trust_set *t);
 
 /* The trust set as JSON: {"enrolled": bool, "shop_id", "shop_name", "admin_keys": [...],
  * "certificates": [{"device_key", "device_name", "not_before", "expires", "revoked",
- * "this_device"}]} (keys in hex, times in Unix ms). *out is the caller's (free()). */
+ * "this_device"}]} (keys in hex, times in Unix ms). *out is the caller's (tsync_free()). */
 TSYNC_API int tsync_trust_json(char **out, tsync_store *s);
 
 /* ---------------------------------------------------------------- revocation, the admin's view */
 
 /* The sites of device_key that the database at db_path (opened read-only; no key file needed)
  * knows, each with the highest seq it holds contiguously: the cutoffs that keep everything that
- * database has of the device. *out (the caller's, free()) may be NULL with *n 0.
+ * database has of the device. *out (the caller's, tsync_free()) may be NULL with *n 0.
  * Errors: TSYNC_ENOTFOUND (no such database), TSYNC_EINVAL (more than 128 sites), TSYNC_EIO. */
 TSYNC_API int tsync_revocation_cutoffs_from_db(tsync_cutoff **out, size_t *n, const char *db_path,
                                                const uint8_t device_key[TSYNC_PUBLIC_KEY_BYTES]);

@@ -69,7 +69,8 @@ static_only() { # PROGRAM: linked with libtillsync.a, not the shared library
 }
 
 cp "$src/examples/hello.c" "$src/examples/Makefile" "$src/examples/CMakeLists.txt" "$work/"
-make -s -C "$work" CC="${CC:-cc}" CFLAGS="-O1 -Wall -Wextra -Werror" LDFLAGS= \
+flags=${TSYNC_CONSUMER_FLAGS:-} # the library's sanitizers, if it was built with them
+make -s -C "$work" CC="${CC:-cc}" CFLAGS="-O1 -Wall -Wextra -Werror $flags" \
     >"$work/make.log" 2>&1 || { cat "$work/make.log"; fail "examples/Makefile (pkg-config)"; }
 run_hello "$work/hello"
 run_hello "$work/hello_static"
@@ -78,7 +79,8 @@ echo "ok: pkg-config: hello and hello_static built and ran"
 
 unset PKG_CONFIG_PATH # find_package needs only CMAKE_PREFIX_PATH
 cmake -S "$work" -B "$work/cm" -DCMAKE_PREFIX_PATH="$p" -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_C_FLAGS="-Wall -Wextra -Werror" >"$work/cm.log" 2>&1 ||
+    -DCMAKE_C_COMPILER="${CC:-cc}" -DCMAKE_C_FLAGS="-Wall -Wextra -Werror $flags" \
+    -DCMAKE_EXE_LINKER_FLAGS="$flags" >"$work/cm.log" 2>&1 ||
     { cat "$work/cm.log"; fail "examples/CMakeLists.txt: find_package(tillsync)"; }
 cmake --build "$work/cm" >>"$work/cm.log" 2>&1 || { cat "$work/cm.log"; fail "examples: cmake --build"; }
 run_hello "$work/cm/hello"

@@ -10,8 +10,14 @@
 # (test_ffi.c, the tsync_*_init functions, is a criterion test like any other.)
 add_test(NAME install_prefix COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/install.sh ${PROJECT_SOURCE_DIR}
   ${PROJECT_BINARY_DIR} ${PROJECT_VERSION})
+# The examples are built with the library's sanitizers, whose runtime an instrumented
+# libtillsync.a needs and which must come first when an instrumented libtillsync.so is loaded.
+set(tsync_consumer_flags "")
+if(TSYNC_SANITIZE)
+  set(tsync_consumer_flags "-fsanitize=address,undefined")
+endif()
 set_tests_properties(install_prefix PROPERTIES FAIL_REGULAR_EXPRESSION "FAIL" TIMEOUT 300
-  ENVIRONMENT "CC=${CMAKE_C_COMPILER}")
+  ENVIRONMENT "CC=${CMAKE_C_COMPILER};TSYNC_CONSUMER_FLAGS=${tsync_consumer_flags}")
 if(CMAKE_C_COMPILER_ID STREQUAL "GNU")
   add_test(NAME install_exports COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/exports.sh
     ${PROJECT_BINARY_DIR} ${CMAKE_C_COMPILER})
