@@ -33,19 +33,29 @@ install(FILES ${PROJECT_SOURCE_DIR}/LICENSE DESTINATION ${CMAKE_INSTALL_DOCDIR} 
 # tillsync.pc. Cflags name only our own include folder: no public header includes a dependency's
 # header, so an app compiling against tillsync needs none of theirs (libzmq's .pc alone would add
 # three -I). That is why the dependencies are listed in Libs.private as the linker flags their
-# own .pc files gave (pkg-config --static --libs), not in Requires.private, whose Cflags
+# own .pc files gave (pkg-config --libs), not in Requires.private, whose Cflags
 # pkg-config adds to --cflags even for a shared build.
+# A library folder the linker searches anyway is left out (pkg-config reports it as -L).
 set(tsync_pc_libs_private)
 foreach(prefix SQLITE3 SODIUM MSGPACK ZSTD JANSSON ZMQ AVAHI)
   if(${prefix}_FOUND)
-    list(APPEND tsync_pc_libs_private ${${prefix}_LDFLAGS})
+    foreach(d ${${prefix}_LIBRARY_DIRS})
+      if(NOT d IN_LIST CMAKE_C_IMPLICIT_LINK_DIRECTORIES AND NOT d MATCHES "^/usr/lib/?$")
+        list(APPEND tsync_pc_libs_private -L${d})
+      endif()
+    endforeach()
+    foreach(l ${${prefix}_LIBRARIES})
+      list(APPEND tsync_pc_libs_private -l${l})
+    endforeach()
+    list(APPEND tsync_pc_libs_private ${${prefix}_LDFLAGS_OTHER})
   endif()
 endforeach()
 list(APPEND tsync_pc_libs_private -lcsv -pthread)
 list(REMOVE_DUPLICATES tsync_pc_libs_private)
 string(REPLACE ";" " " TSYNC_PC_LIBS_PRIVATE "${tsync_pc_libs_private}")
 # The prefix is the install's (cmake --install --prefix P), known only when installing.
-configure_file(${PROJECT_SOURCE_DIR}/cmake/tillsync.pc.in ${PROJECT_BINARY_DIR}/tillsync.pc.in @ONLY)
+configure_file(${PROJECT_SOURCE_DIR}/cmake/tillsync.pc.in ${PROJECT_BINARY_DIR}/tillsync.pc.in
+  @ONLY)
 install(CODE "
   file(READ \"${PROJECT_BINARY_DIR}/tillsync.pc.in\" pc)
   string(REPLACE \"%TSYNC_PREFIX%\" \"\${CMAKE_INSTALL_PREFIX}\" pc \"\${pc}\")
@@ -69,9 +79,9 @@ install(FILES ${PROJECT_BINARY_DIR}/tillsyncConfig.cmake
 
 # Hook for the service's files (issue 14 items 4-5, tools/): installed when they exist, so this
 # file needs no change when they land.
-#   tools/*.1, or a tillsync_man target's ${PROJECT_BINARY_DIR}/man/*.1  -> share/man/man1
-#   tools/*.service                                                     -> lib/systemd/system
-#   tools/*.conf.example, tools/*.conf                                  -> share/doc/tillsync/examples
+#   tools/*.1, or a tillsync_man target's ${PROJECT_BINARY_DIR}/man/*.1 -> share/man/man1
+#   tools/*.service                                      -> lib/systemd/system
+#   tools/*.conf.example, tools/*.conf                   -> share/doc/tillsync/examples
 set(TSYNC_SYSTEMD_UNIT_DIR "lib/systemd/system" CACHE STRING
   "where the systemd unit is installed (relative: under the prefix)")
 file(GLOB tsync_man_pages ${PROJECT_SOURCE_DIR}/tools/*.1)
@@ -86,7 +96,8 @@ file(GLOB tsync_units ${PROJECT_SOURCE_DIR}/tools/*.service)
 if(tsync_units)
   install(FILES ${tsync_units} DESTINATION ${TSYNC_SYSTEMD_UNIT_DIR} COMPONENT tool)
 endif()
-file(GLOB tsync_configs ${PROJECT_SOURCE_DIR}/tools/*.conf.example ${PROJECT_SOURCE_DIR}/tools/*.conf)
+file(GLOB tsync_configs ${PROJECT_SOURCE_DIR}/tools/*.conf.example
+  ${PROJECT_SOURCE_DIR}/tools/*.conf)
 if(tsync_configs)
   install(FILES ${tsync_configs} DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples COMPONENT tool)
 endif()

@@ -49,4 +49,5 @@ if ! diff -u "$work/declared" "$work/static" >"$work/diff"; then
     tail -n +3 "$work/diff" | grep '^[-+]'
     fail "libtillsync.a has other visible symbols than the headers declare (above)"
 fi
-echo "ok: libtillsync.so and libtillsync.a export exactly the $(wc -l <"$work/declared") functions the headers declare"
+n=$(wc -l <"$work/declared")
+echo "ok: libtillsync.so and libtillsync.a export exactly the $n functions the headers declare"

@@ -43,7 +43,8 @@ fi
 # The tool runs from the prefix, without LD_LIBRARY_PATH, with the prefix's library.
 out=$(env -u LD_LIBRARY_PATH "$p/bin/tillsync" --version) || fail "$p/bin/tillsync --version"
 [ "$out" = "tillsync $version" ] || fail "tillsync --version says '$out', not 'tillsync $version'"
-loaded=$(env -u LD_LIBRARY_PATH ldd "$p/bin/tillsync" | sed -n 's/.*libtillsync.so.0 => \(.*\) (.*/\1/p')
+loaded=$(env -u LD_LIBRARY_PATH ldd "$p/bin/tillsync" |
+    sed -n 's/.*libtillsync.so.0 => \(.*\) (.*/\1/p')
 [ "$(realpath "$loaded")" = "$(realpath "$lib/libtillsync.so.0")" ] ||
     fail "the installed tool loads '$loaded', not $lib/libtillsync.so.0"
 
@@ -51,16 +52,19 @@ loaded=$(env -u LD_LIBRARY_PATH ldd "$p/bin/tillsync" | sed -n 's/.*libtillsync.
 export PKG_CONFIG_PATH="$lib/pkgconfig"
 [ "$(pkg-config --modversion tillsync)" = "$version" ] || fail "pkg-config --modversion tillsync"
 cflags=$(pkg-config --cflags tillsync | sed 's/ *$//')
-[ "$cflags" = "-I$p/include" ] || fail "pkg-config --cflags tillsync gives '$cflags', not '-I$p/include'"
+[ "$cflags" = "-I$p/include" ] ||
+    fail "pkg-config --cflags tillsync gives '$cflags', not '-I$p/include'"
 libs=$(pkg-config --libs tillsync | sed 's/ *$//')
 [ "$libs" = "-L$lib -ltillsync" ] || fail "pkg-config --libs tillsync gives '$libs'"
-pkg-config --static --libs tillsync | grep -q -- "-lsqlite3" || fail "pkg-config --static lacks -lsqlite3"
+pkg-config --static --libs tillsync | grep -q -- "-lsqlite3" ||
+    fail "pkg-config --static --libs tillsync lacks -lsqlite3"
 
 run_hello() { # PROGRAM: builds a till and prints its hash; run twice (the second run re-opens it)
     rm -f "$work/till.db" "$work/till.db.key"
     env -u LD_LIBRARY_PATH LD_LIBRARY_PATH="$lib" "$1" "$work/till.db" >"$work/hello.out" 2>&1 ||
         { cat "$work/hello.out"; fail "$1 did not run"; }
-    grep -q "^tillsync $version (ABI 0)" "$work/hello.out" || { cat "$work/hello.out"; fail "$1 output"; }
+    grep -q "^tillsync $version (ABI 0)" "$work/hello.out" ||
+        { cat "$work/hello.out"; fail "$1 output"; }
     env -u LD_LIBRARY_PATH LD_LIBRARY_PATH="$lib" "$1" "$work/till.db" >/dev/null 2>&1 ||
         fail "$1 did not run on its own database again"
 }
@@ -82,7 +86,8 @@ cmake -S "$work" -B "$work/cm" -DCMAKE_PREFIX_PATH="$p" -DCMAKE_BUILD_TYPE=Relea
     -DCMAKE_C_COMPILER="${CC:-cc}" -DCMAKE_C_FLAGS="-Wall -Wextra -Werror $flags" \
     -DCMAKE_EXE_LINKER_FLAGS="$flags" >"$work/cm.log" 2>&1 ||
     { cat "$work/cm.log"; fail "examples/CMakeLists.txt: find_package(tillsync)"; }
-cmake --build "$work/cm" >>"$work/cm.log" 2>&1 || { cat "$work/cm.log"; fail "examples: cmake --build"; }
+cmake --build "$work/cm" >>"$work/cm.log" 2>&1 ||
+    { cat "$work/cm.log"; fail "examples: cmake --build"; }
 run_hello "$work/cm/hello"
 run_hello "$work/cm/hello_static"
 static_only "$work/cm/hello_static"
