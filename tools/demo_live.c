@@ -194,7 +194,7 @@ static int hash_of(const char *path, char out[17])
     return rc;
 }
 
-static const char *const FILES[] = {"", "-wal", "-shm", ".key", ".key.mark", ".node"};
+static const char *const FILES[] = {"", "-wal", "-shm", ".key", ".key.mark", ".node", ".node.lock"};
 
 int cmd_demo_live(int argc, char **argv)
 {
