@@ -145,14 +145,16 @@ static const cmd_help CMDS[] = {
      "  --backup-dir DIR     ... into DIR\n"
      "  --keep N             ... the newest N kept (10)\n"
      "  -v, --verbose        log debug lines\n"
-     "  -q, --quiet          log warnings and errors only\n"},
-    {"status", "DB [--json]",
+     "  -q, --quiet          log warnings and errors only\n"
+     "  --print-config       print the settings in effect (config file syntax) and exit\n"},
+    {"status", "DB [--json] [--key PATH]",
      "the node's peers, lag, pending, held, parked, refused; exit 3 if no node runs",
      "Shows whether a node runs on DB, its peers, lag, pending, held, parked and refused\n"
      "batches, and whether another till's table definitions differ.\n"
      "Exit status: 0 a node runs, 3 no node runs, 1 DB cannot be read, 2 usage error.\n"
      "\n"
-     "  --json         as JSON (\"running\", \"state\": ok or attention, \"attention\": why)\n"},
+     "  --json         as JSON (\"running\", \"state\": ok or attention, \"attention\": why)\n"
+     "  --key PATH     the device key file (default: DB.key)\n"},
     {"schema", "DB [--json]", "this till's replicated tables as compared with other tills",
      "Names, types, key and counters of the replicated tables, and their digest.\n"
      "\n"

@@ -36,7 +36,8 @@ static void on_signal(int sig)
     g_stop = 1;
 }
 
-/* The options of run; a config file's settings are these names (tools/node_service.c). */
+/* The options of run; a config file's settings are these names (tools/node_service.c). RUN_OPTS
+ * lists them in the order of their codes: code - OPT_CONFIG is the index. */
 enum {
     OPT_CONFIG = 256,
     OPT_LISTEN,
@@ -53,6 +54,9 @@ enum {
     OPT_BACKUP_DIR,
     OPT_KEEP,
     OPT_NO_MDNS,
+    OPT_VERBOSE,
+    OPT_QUIET,
+    OPT_PRINT_CONFIG,
 };
 static const struct option RUN_OPTS[] = {
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -70,10 +74,12 @@ static const struct option RUN_OPTS[] = {
     {"backup-dir", required_argument, NULL, OPT_BACKUP_DIR},
     {"keep", required_argument, NULL, OPT_KEEP},
     {"no-mdns", no_argument, NULL, OPT_NO_MDNS},
-    {"verbose", no_argument, NULL, 'v'},
-    {"quiet", no_argument, NULL, 'q'},
+    {"verbose", no_argument, NULL, OPT_VERBOSE},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
     {NULL, 0, NULL, 0},
 };
+#define RUN_NOPTS (sizeof RUN_OPTS / sizeof RUN_OPTS[0] - 1)
 
 typedef struct {
     tsync_node_options o;
@@ -82,6 +88,8 @@ typedef struct {
     const char *db, *config;
     const char **peers;
     size_t npeers;
+    const char *vals[RUN_NOPTS]; /* each setting as given, by RUN_OPTS index: --print-config */
+    int print_config;
 } run_args;
 
 /* "tcp://HOST:PORT" with a port from 1 to 65535 ("*" too when listening), checked as the
@@ -136,7 +144,16 @@ static int run_opt(run_args *a, int c, const char *v)
 {
     double d;
     char host[256];
+    if (c == 'v') c = OPT_VERBOSE;
+    if (c == 'q') c = OPT_QUIET;
+    if (c >= OPT_CONFIG && c < OPT_CONFIG + (int)RUN_NOPTS)
+        a->vals[c - OPT_CONFIG] = v ? v : "true";
+    if (c == OPT_VERBOSE) a->vals[OPT_QUIET - OPT_CONFIG] = NULL;
+    if (c == OPT_QUIET) a->vals[OPT_VERBOSE - OPT_CONFIG] = NULL;
     switch (c) {
+    case OPT_PRINT_CONFIG:
+        a->print_config = 1;
+        return 0;
     case OPT_CONFIG:
         a->config = v;
         return 0;
@@ -205,10 +222,10 @@ static int run_opt(run_args *a, int c, const char *v)
     case OPT_NO_MDNS:
         a->o.no_mdns = 1;
         return 0;
-    case 'v':
+    case OPT_VERBOSE:
         a->o.log_level = TSYNC_LOG_DEBUG;
         return 0;
-    case 'q':
+    case OPT_QUIET:
         a->o.log_level = TSYNC_LOG_WARN;
         return 0;
     }
@@ -223,6 +240,20 @@ static void run_args_init(run_args *a, const char **peers)
     a->o.log_level = TSYNC_LOG_INFO;
     a->lp.version = TSYNC_LOG_POLICY_VERSION;
     a->peers = peers;
+}
+
+/* --print-config: the settings in effect, as a config file says them (it reads back the same). */
+static void print_config(const run_args *a)
+{
+    printf("# tillsync run %s\n", a->db);
+    for (size_t i = 0; i < RUN_NOPTS; i++) {
+        int code = RUN_OPTS[i].val;
+        if (code == OPT_CONFIG || code == OPT_PRINT_CONFIG) continue;
+        if (code == OPT_PEER)
+            for (size_t k = 0; k < a->npeers; k++) printf("peer = %s\n", a->peers[k]);
+        else if (a->vals[i])
+            printf("%s = %s\n", RUN_OPTS[i].name, a->vals[i]);
+    }
 }
 
 /* Parses argv (argv[0] "run"): 0, or the exit status. */
@@ -314,12 +345,24 @@ int cmd_run(int argc, char **argv)
     if (!ret && !a.db) ret = cli_usage("run", "run needs DB");
     if (!ret && !a.o.backup_every_ms != !a.o.backup_dir)
         ret = cli_usage("run", "run: --backup-every and --backup-dir go together");
+    if (!ret && a.print_config) {
+        print_config(&a);
+        ret = -1;
+    }
     struct stat sb;
     if (!ret && stat(a.db, &sb) != 0) {
         fprintf(stderr, "%stillsync: run: no database %s (create it with 'tillsync init %s')\n",
                 cli_journal ? "<3>" : "", a.db, a.db);
         ret = 1;
     }
+    /* From the lock on, `status` says the node runs: a SIGTERM from then on is a clean stop
+     * (tsync_node_run sees the flag at once). */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
     int lock = -1;
     if (!ret) ret = svc_lock(a.db, &lock);
     json_t *notes = json_array();
@@ -337,12 +380,6 @@ int cmd_run(int argc, char **argv)
     }
     if (!ret) {
         svc_lock_listening(lock, tsync_node_endpoint(n), notes);
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_signal;
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
-        signal(SIGPIPE, SIG_IGN);
         svc_ready(tsync_node_endpoint(n));
         if (svc_watchdog_start(n) != 0)
             fprintf(stderr, "%stillsync: run: no watchdog thread\n", cli_journal ? "<4>" : "");
@@ -358,7 +395,7 @@ int cmd_run(int argc, char **argv)
     free(args);
     free(cargv);
     free(a.peers);
-    return ret;
+    return ret < 0 ? 0 : ret;
 }
 
 static void ago(uint64_t now, json_t *v, char *out, size_t len)
@@ -485,13 +522,23 @@ static void print_log(const char *db, json_t *lg)
 
 int cmd_status(int argc, char **argv)
 {
-    const char *db;
-    int as_json;
-    char err[64];
-    if (cli_db_json_args(argc, argv, "status", &db, &as_json, err, sizeof err)) return usage(err);
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"key", required_argument, NULL, 'k'},
+                                         {NULL, 0, NULL, 0}};
+    cli_opts po = {.cmd = "status", .argc = argc - 1, .argv = argv + 1, .longopts = opts};
+    const char *db = NULL;
+    int as_json = 0, c;
+    tsync_store_options so = TSYNC_STORE_OPTIONS_INIT;
+    while ((c = cli_opt_next(&po)) != -1) {
+        if (c == CLI_OPT_BAD) return 2;
+        if (c == 'j') as_json = 1;
+        if (c == 'k') so.key_path = optarg;
+    }
+    if (optind + 1 < argc - 1) return usage("status takes one DB");
+    if (optind + 1 > argc - 1) return usage("status needs DB");
+    db = argv[1 + optind];
     tsync_store *s;
     /* Read-only: status works on a full disk and changes nothing. */
-    tsync_store_options so = TSYNC_STORE_OPTIONS_INIT;
     so.read_only = 1;
     if (tsync_store_open(&s, db, &so) != 0) return cli_fail("status");
     /* The database's own part, read now; the node's from its last report. */
