@@ -41,3 +41,39 @@ int cli_opt_next(cli_opts *o)
     cli_usage(o->cmd, m);
     return CLI_OPT_BAD;
 }
+
+const struct option CLI_JSON_OPTS[] = {{"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
+
+int cli_on_value(void *ctx, int c, const char *v)
+{
+    (void)c;
+    *(const char **)ctx = v;
+    return 0;
+}
+
+int cli_parse(const char *cmd, int argc, char **argv, const struct option *opts, int *json,
+              int (*on_opt)(void *ctx, int c, const char *v), void *ctx, const char **pos,
+              int maxpos, int *npos)
+{
+    cli_opts p = {.cmd = cmd, .argc = argc - 1, .argv = argv + 1, .longopts = opts};
+    int c;
+    *npos = 0;
+    while ((c = cli_opt_next(&p)) != -1) {
+        if (c == CLI_OPT_BAD) return 2;
+        if (c == 'j' && json) {
+            *json = 1;
+        } else {
+            int rc = on_opt ? on_opt(ctx, c, optarg) : 2;
+            if (rc) return rc;
+        }
+    }
+    for (int i = 1 + optind; i < argc; i++) {
+        if (*npos == maxpos) {
+            char m[300];
+            snprintf(m, sizeof m, "%s: unexpected argument '%.200s'", cmd, argv[i]);
+            return cli_usage(cmd, m);
+        }
+        pos[(*npos)++] = argv[i];
+    }
+    return 0;
+}

@@ -283,17 +283,11 @@ static int sql_json(tsync_store *s, const char *sql)
 
 static int cmd_sql(int argc, char **argv)
 {
-    const char *pos[2] = {NULL, NULL};
-    int npos = 0, json = 0;
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            json = 1;
-        else if (npos < 2)
-            pos[npos++] = argv[i];
-        else
-            return usage_error("sql takes DB, one SQL string and optionally --json");
-    }
-    if (npos < 2) return usage_error("sql needs DB and SQL");
+    const char *pos[2];
+    int npos, json = 0;
+    int rc = cli_parse("sql", argc, argv, CLI_JSON_OPTS, &json, NULL, NULL, pos, 2, &npos);
+    if (rc) return rc;
+    if (npos < 2) return cli_usage("sql", "sql needs DB and SQL");
     tsync_store *s;
     if (open_db(pos[0], 0, &s)) return 1;
     int ret;
@@ -305,42 +299,38 @@ static int cmd_sql(int argc, char **argv)
     return ret;
 }
 
-/* Extra arguments of a command that takes only --json: 1 if --json, -1 if anything else. */
-static int json_flag(int argc, char **argv, int from)
+/* replicate's --counter COLUMN, repeatable. */
+typedef struct {
+    const char **ctr;
+    size_t n;
+} counters;
+
+static int on_counter(void *ctx, int c, const char *v)
 {
-    int json = 0;
-    for (int i = from; i < argc; i++) {
-        if (strcmp(argv[i], "--json") != 0) return -1;
-        json = 1;
-    }
-    return json;
+    counters *k = ctx;
+    (void)c;
+    k->ctr[k->n++] = v;
+    return 0;
 }
 
 static int cmd_replicate(int argc, char **argv)
 {
-    if (argc < 4) return usage_error("replicate needs DB and TABLE");
-    const char **ctr = calloc((size_t)argc, sizeof *ctr);
-    const char *table = NULL;
-    size_t n = 0;
-    int opts = 1; /* "--" ends the options: a table may be named "-x" */
-    for (int i = 3; i < argc; i++) {
-        if (opts && strcmp(argv[i], "--") == 0) {
-            opts = 0;
-        } else if (opts && strcmp(argv[i], "--counter") == 0 && i + 1 < argc) {
-            ctr[n++] = argv[++i];
-        } else if (!table && (!opts || i == 3 || argv[i][0] != '-')) {
-            table = argv[i];
-        } else {
-            free(ctr);
-            return usage_error("replicate: unknown argument");
-        }
-    }
-    if (!table) {
+    static const struct option opts[] = {{"counter", required_argument, NULL, 'c'},
+                                         {NULL, 0, NULL, 0}};
+    counters k = {calloc((size_t)argc, sizeof(const char *)), 0};
+    const char **ctr = k.ctr;
+    const char *pos[2];
+    int npos;
+    if (!ctr) return 1;
+    int rc = cli_parse("replicate", argc, argv, opts, NULL, on_counter, &k, pos, 2, &npos);
+    if (rc || npos < 2) {
         free(ctr);
-        return usage_error("replicate needs DB and TABLE");
+        return rc ? rc : cli_usage("replicate", "replicate needs DB and TABLE");
     }
+    const char *table = pos[1];
+    size_t n = k.n;
     tsync_store *s;
-    if (open_db(argv[2], 0, &s)) {
+    if (open_db(pos[0], 0, &s)) {
         free(ctr);
         return 1;
     }
@@ -356,12 +346,14 @@ static int cmd_replicate(int argc, char **argv)
 
 static int cmd_state(int argc, char **argv)
 {
-    if (argc < 3) return usage_error("state needs DB");
-    int json = json_flag(argc, argv, 3);
-    if (json < 0) return usage_error("state: unknown argument");
+    const char *pos[1];
+    int npos, json = 0;
+    int rc = cli_parse("state", argc, argv, CLI_JSON_OPTS, &json, NULL, NULL, pos, 1, &npos);
+    if (rc) return rc;
+    if (npos < 1) return cli_usage("state", "state needs DB");
     tsync_store *s;
     /* Read-write when it can: a copied database shows the site id it gets (a new incarnation). */
-    if (cli_open(argv[2], CLI_RW_OR_RO, &s)) return 1;
+    if (cli_open(pos[0], CLI_RW_OR_RO, &s)) return 1;
     char *js = NULL;
     int ret = 0;
     if (tsync_store_state_json(&js, s) != 0) {
@@ -393,22 +385,25 @@ static int cmd_state(int argc, char **argv)
 
 static int cmd_bundle(int argc, char **argv)
 {
-    if (argc < 4) return usage_error("bundle needs DB and FILE");
+    static const struct option opts[] = {{"since", required_argument, NULL, 's'},
+                                         {NULL, 0, NULL, 0}};
+    const char *pos[2], *since_file = NULL;
+    int npos;
+    int rc = cli_parse("bundle", argc, argv, opts, NULL, cli_on_value, &since_file, pos, 2, &npos);
+    if (rc) return rc;
+    if (npos < 2) return cli_usage("bundle", "bundle needs DB and FILE");
     char *since = NULL;
-    for (int i = 4; i < argc; i++) {
-        if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
-            uint8_t *b;
-            size_t n;
-            if (read_file(argv[++i], &b, &n)) return 1;
-            since = realloc(b, n + 1);
-            if (!since) return 1;
-            since[n] = 0;
-        } else {
-            return usage_error("bundle: unknown argument");
-        }
+    if (since_file) {
+        uint8_t *b;
+        size_t n;
+        if (read_file(since_file, &b, &n)) return 1;
+        since = realloc(b, n + 1);
+        if (!since) return 1;
+        since[n] = 0;
     }
+    const char *out = pos[1];
     tsync_store *s;
-    if (cli_open(argv[2], CLI_RW_OR_RO, &s)) {
+    if (cli_open(pos[0], CLI_RW_OR_RO, &s)) {
         free(since);
         return 1;
     }
@@ -416,13 +411,13 @@ static int cmd_bundle(int argc, char **argv)
     int ret = 0;
     struct stat st;
     /* Streamed into the file as the log is read: a bundle of any size takes a few MiB. */
-    if (tsync_store_bundle_file(s, argv[3], since, &nb) != 0) {
+    if (tsync_store_bundle_file(s, out, since, &nb) != 0) {
         ret = cli_fail("bundle");
-    } else if (stat(argv[3], &st) != 0) {
-        fprintf(stderr, "tillsync: bundle: cannot stat %s: %s\n", argv[3], strerror(errno));
+    } else if (stat(out, &st) != 0) {
+        fprintf(stderr, "tillsync: bundle: cannot stat %s: %s\n", out, strerror(errno));
         ret = 1;
     } else {
-        printf("wrote %zu batches, %lld bytes to %s\n", nb, (long long)st.st_size, argv[3]);
+        printf("wrote %zu batches, %lld bytes to %s\n", nb, (long long)st.st_size, out);
     }
     free(since);
     tsync_store_free(s);
@@ -431,16 +426,34 @@ static int cmd_bundle(int argc, char **argv)
 
 static int cmd_merge(int argc, char **argv)
 {
-    if (argc < 4) return usage_error("merge needs DB and FILE");
-    if (argc > 4) return usage_error("merge takes only DB and FILE");
+    const char *pos[2];
+    int npos, json = 0;
+    int prc = cli_parse("merge", argc, argv, CLI_JSON_OPTS, &json, NULL, NULL, pos, 2, &npos);
+    if (prc) return prc;
+    if (npos < 2) return cli_usage("merge", "merge needs DB and FILE");
     tsync_store *s;
-    if (open_db(argv[2], 0, &s)) return 1;
+    if (open_db(pos[0], 0, &s)) return 1;
     tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
-    int rc = tsync_store_merge_file(s, argv[3], &r);
+    int rc = tsync_store_merge_file(s, pos[1], &r);
     int ret = 0;
     if (rc != 0 && r.merged == 0 && r.duplicates == 0 && r.held == 0 && r.refused <= 1 &&
         rc != TSYNC_EFORK) {
         ret = cli_fail("merge");
+    } else if (json) {
+        /* The counts and messages; a refusal still exits 1 (and says why on stderr). */
+        json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "merged", (json_int_t)r.merged,
+                              "duplicates", (json_int_t)r.duplicates, "held", (json_int_t)r.held,
+                              "parked", (json_int_t)r.parked, "refused", (json_int_t)r.refused,
+                              "conflicts", (json_int_t)r.conflicts);
+        json_t *m = json_array();
+        for (size_t i = 0; i < r.nmessages; i++)
+            json_array_append_new(m, json_string(r.messages[i]));
+        json_object_set_new(o, "messages", m);
+        char *txt = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        json_decref(o);
+        puts(txt ? txt : "{}");
+        free(txt);
+        if (rc != 0) ret = cli_fail("merge");
     } else {
         printf("merged %zu, duplicates %zu, held %zu, parked %zu, refused %zu, conflicts %zu\n",
                r.merged, r.duplicates, r.held, r.parked, r.refused, r.conflicts);
@@ -454,12 +467,15 @@ static int cmd_merge(int argc, char **argv)
 
 static int cmd_hash(int argc, char **argv)
 {
-    if (argc < 3) return usage_error("hash needs DB");
-    int k = argc > 3 && strcmp(argv[3], "--") == 0 ? 4 : 3; /* "--": a table named "-x" */
-    if (argc > k + 1) return usage_error("hash takes DB and at most one TABLE");
-    const char *table = argc > k ? argv[k] : NULL;
+    static const struct option none[] = {{NULL, 0, NULL, 0}};
+    const char *pos[2];
+    int npos;
+    int rc = cli_parse("hash", argc, argv, none, NULL, NULL, NULL, pos, 2, &npos);
+    if (rc) return rc;
+    if (npos < 1) return cli_usage("hash", "hash needs DB");
+    const char *table = npos > 1 ? pos[1] : NULL;
     tsync_store *s;
-    if (cli_open(argv[2], CLI_RO, &s)) return 1;
+    if (cli_open(pos[0], CLI_RO, &s)) return 1;
     uint8_t h[TSYNC_HASH_BYTES];
     int ret = 0;
     if (tsync_store_hash(h, s, table) != 0) {
@@ -474,11 +490,13 @@ static int cmd_hash(int argc, char **argv)
 
 static int cmd_conflicts(int argc, char **argv)
 {
-    if (argc < 3) return usage_error("conflicts needs DB");
-    int json = json_flag(argc, argv, 3);
-    if (json < 0) return usage_error("conflicts: unknown argument");
+    const char *pos[1];
+    int npos, json = 0;
+    int rc = cli_parse("conflicts", argc, argv, CLI_JSON_OPTS, &json, NULL, NULL, pos, 1, &npos);
+    if (rc) return rc;
+    if (npos < 1) return cli_usage("conflicts", "conflicts needs DB");
     tsync_store *s;
-    if (cli_open(argv[2], CLI_RO, &s)) return 1;
+    if (cli_open(pos[0], CLI_RO, &s)) return 1;
     char *js;
     int ret = 0;
     if (tsync_store_conflicts_json(&js, s) != 0) {
