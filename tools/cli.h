@@ -33,13 +33,14 @@ typedef struct {
  * usage error printed (the command returns 2). */
 int cli_opt_next(cli_opts *o);
 /* The options of a command (main's argv, or main's argv + 1 for "shop sign") through
- * getopt_long, its operands (at most maxpos) into pos, their count in *npos. An option with code
- * 'j' sets *json when json is not NULL (CLI_JSON_OPTS: --json alone); any other code goes to
- * on_opt(ctx, code, value), which returns 0 or the exit status. 0, or the exit status with the
- * usage error printed; "CMD needs ..." (too few operands) is the caller's to say. */
-int cli_parse(const char *cmd, int argc, char **argv, const struct option *opts, int *json,
-              int (*on_opt)(void *ctx, int c, const char *v), void *ctx, const char **pos,
-              int maxpos, int *npos);
+ * getopt_long (shortopts: as getopt's, NULL for none), its operands (at most maxpos) into pos,
+ * their count in *npos. An option with code 'j' sets *json when json is not NULL (CLI_JSON_OPTS:
+ * --json alone); any other code goes to on_opt(ctx, code, value), which returns 0 or the exit
+ * status. 0, or the exit status with the usage error printed; "CMD needs ..." (too few operands) is
+ * the caller's to say. */
+int cli_parse(const char *cmd, int argc, char **argv, const struct option *opts,
+              const char *shortopts, int *json, int (*on_opt)(void *ctx, int c, const char *v),
+              void *ctx, const char **pos, int maxpos, int *npos);
 extern const struct option CLI_JSON_OPTS[];
 /* An on_opt for cli_parse: the option's value into *(const char **)ctx (the last one counts). */
 int cli_on_value(void *ctx, int c, const char *v);

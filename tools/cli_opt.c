@@ -51,11 +51,12 @@ int cli_on_value(void *ctx, int c, const char *v)
     return 0;
 }
 
-int cli_parse(const char *cmd, int argc, char **argv, const struct option *opts, int *json,
-              int (*on_opt)(void *ctx, int c, const char *v), void *ctx, const char **pos,
-              int maxpos, int *npos)
+int cli_parse(const char *cmd, int argc, char **argv, const struct option *opts,
+              const char *shortopts, int *json, int (*on_opt)(void *ctx, int c, const char *v),
+              void *ctx, const char **pos, int maxpos, int *npos)
 {
-    cli_opts p = {.cmd = cmd, .argc = argc - 1, .argv = argv + 1, .longopts = opts};
+    cli_opts p = {
+        .cmd = cmd, .argc = argc - 1, .argv = argv + 1, .shortopts = shortopts, .longopts = opts};
     int c;
     *npos = 0;
     while ((c = cli_opt_next(&p)) != -1) {

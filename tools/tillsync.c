@@ -285,7 +285,7 @@ static int cmd_sql(int argc, char **argv)
 {
     const char *pos[2];
     int npos, json = 0;
-    int rc = cli_parse("sql", argc, argv, CLI_JSON_OPTS, &json, NULL, NULL, pos, 2, &npos);
+    int rc = cli_parse("sql", argc, argv, CLI_JSON_OPTS, NULL, &json, NULL, NULL, pos, 2, &npos);
     if (rc) return rc;
     if (npos < 2) return cli_usage("sql", "sql needs DB and SQL");
     tsync_store *s;
@@ -322,7 +322,7 @@ static int cmd_replicate(int argc, char **argv)
     const char *pos[2];
     int npos;
     if (!ctr) return 1;
-    int rc = cli_parse("replicate", argc, argv, opts, NULL, on_counter, &k, pos, 2, &npos);
+    int rc = cli_parse("replicate", argc, argv, opts, NULL, NULL, on_counter, &k, pos, 2, &npos);
     if (rc || npos < 2) {
         free(ctr);
         return rc ? rc : cli_usage("replicate", "replicate needs DB and TABLE");
@@ -348,7 +348,7 @@ static int cmd_state(int argc, char **argv)
 {
     const char *pos[1];
     int npos, json = 0;
-    int rc = cli_parse("state", argc, argv, CLI_JSON_OPTS, &json, NULL, NULL, pos, 1, &npos);
+    int rc = cli_parse("state", argc, argv, CLI_JSON_OPTS, NULL, &json, NULL, NULL, pos, 1, &npos);
     if (rc) return rc;
     if (npos < 1) return cli_usage("state", "state needs DB");
     tsync_store *s;
@@ -389,7 +389,8 @@ static int cmd_bundle(int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     const char *pos[2], *since_file = NULL;
     int npos;
-    int rc = cli_parse("bundle", argc, argv, opts, NULL, cli_on_value, &since_file, pos, 2, &npos);
+    int rc =
+        cli_parse("bundle", argc, argv, opts, NULL, NULL, cli_on_value, &since_file, pos, 2, &npos);
     if (rc) return rc;
     if (npos < 2) return cli_usage("bundle", "bundle needs DB and FILE");
     char *since = NULL;
@@ -428,7 +429,7 @@ static int cmd_merge(int argc, char **argv)
 {
     const char *pos[2];
     int npos, json = 0;
-    int prc = cli_parse("merge", argc, argv, CLI_JSON_OPTS, &json, NULL, NULL, pos, 2, &npos);
+    int prc = cli_parse("merge", argc, argv, CLI_JSON_OPTS, NULL, &json, NULL, NULL, pos, 2, &npos);
     if (prc) return prc;
     if (npos < 2) return cli_usage("merge", "merge needs DB and FILE");
     tsync_store *s;
@@ -470,7 +471,7 @@ static int cmd_hash(int argc, char **argv)
     static const struct option none[] = {{NULL, 0, NULL, 0}};
     const char *pos[2];
     int npos;
-    int rc = cli_parse("hash", argc, argv, none, NULL, NULL, NULL, pos, 2, &npos);
+    int rc = cli_parse("hash", argc, argv, none, NULL, NULL, NULL, NULL, pos, 2, &npos);
     if (rc) return rc;
     if (npos < 1) return cli_usage("hash", "hash needs DB");
     const char *table = npos > 1 ? pos[1] : NULL;
@@ -492,7 +493,8 @@ static int cmd_conflicts(int argc, char **argv)
 {
     const char *pos[1];
     int npos, json = 0;
-    int rc = cli_parse("conflicts", argc, argv, CLI_JSON_OPTS, &json, NULL, NULL, pos, 1, &npos);
+    int rc =
+        cli_parse("conflicts", argc, argv, CLI_JSON_OPTS, NULL, &json, NULL, NULL, pos, 1, &npos);
     if (rc) return rc;
     if (npos < 1) return cli_usage("conflicts", "conflicts needs DB");
     tsync_store *s;
