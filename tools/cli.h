@@ -44,6 +44,8 @@ int cli_parse(const char *cmd, int argc, char **argv, const struct option *opts,
 extern const struct option CLI_JSON_OPTS[];
 /* An on_opt for cli_parse: the option's value into *(const char **)ctx (the last one counts). */
 int cli_on_value(void *ctx, int c, const char *v);
+/* An on_opt for cli_parse: sets *(int *)ctx to 1 (a flag). */
+int cli_on_flag(void *ctx, int c, const char *v);
 /* Prints "tillsync: <msg> (see 'tillsync <cmd> --help')" and returns 2. */
 int cli_usage(const char *cmd, const char *msg);
 /* tools/cli_help.c: the help of cmd ("run", "shop") on stdout; 0, or -1 for no such command. */

@@ -51,6 +51,13 @@ int cli_on_value(void *ctx, int c, const char *v)
     return 0;
 }
 
+int cli_on_flag(void *ctx, int c, const char *v)
+{
+    (void)c, (void)v;
+    *(int *)ctx = 1;
+    return 0;
+}
+
 int cli_parse(const char *cmd, int argc, char **argv, const struct option *opts,
               const char *shortopts, int *json, int (*on_opt)(void *ctx, int c, const char *v),
               void *ctx, const char **pos, int maxpos, int *npos)

@@ -555,8 +555,14 @@ int main(int argc, char **argv)
     if (!strcmp(c, "hash")) return cmd_hash(argc, argv);
     if (!strcmp(c, "conflicts")) return cmd_conflicts(argc, argv);
     if (!strcmp(c, "demo")) {
-        /* --offline (first): the earlier demo, offline tills converging by bundles */
-        if (argc > 2 && !strcmp(argv[2], "--offline")) return cmd_demo(argc - 1, argv + 1);
+        /* --offline (anywhere before a "--"): the earlier demo, offline tills converging by
+         * bundles; moved first, where cmd_demo expects it. */
+        for (int i = 2; i < argc && strcmp(argv[i], "--") != 0; i++) {
+            if (strcmp(argv[i], "--offline") != 0) continue;
+            memmove(argv + 3, argv + 2, (size_t)(i - 2) * sizeof *argv);
+            argv[2] = "--offline";
+            return cmd_demo(argc - 1, argv + 1);
+        }
         return cmd_demo_live(argc, argv);
     }
     if (!strcmp(c, "shop")) return cmd_shop(argc, argv);
