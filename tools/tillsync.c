@@ -82,6 +82,7 @@ static int cmd_help(int argc, char **argv)
         cli_help_overview();
         return 0;
     }
+    if (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h")) return cli_help_command("help");
     if (!strcmp(argv[2], "--man")) {
         cli_help_man();
         return 0;
