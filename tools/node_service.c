@@ -318,9 +318,13 @@ static int cfg_entry(void *user, const char *section, const char *name, const ch
         snprintf(c->err, sizeof c->err, "%.100s is true or false, not '%.100s'", name, value);
         return 0;
     }
-    size_t len = strlen(name) + strlen(value) + 4;
+    /* inih keeps quotes: "" is the empty value (listen = "" for dial only), "x" is x. */
+    size_t vl = strlen(value);
+    int quoted = vl >= 2 && value[0] == '"' && value[vl - 1] == '"';
+    size_t len = strlen(name) + vl + 4;
     char *a = malloc(len);
-    if (a) snprintf(a, len, "--%s=%s", name, value);
+    if (a)
+        snprintf(a, len, "--%s=%.*s", name, (int)(quoted ? vl - 2 : vl), value + (quoted ? 1 : 0));
     return cfg_push(c, a);
 }
 #endif

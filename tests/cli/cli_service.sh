@@ -153,6 +153,9 @@ grep -q "INFO" "$W/c.log" && bad "--config quiet not used: $(cat "$W/c.log")" ||
 kill "$PC"
 wait "$PC"
 PIDS=""
+printf 'listen = ""\n' >"$W/q.conf"
+"$T" run "$W/c.db" --config "$W/q.conf" --print-config >"$W/q.out" 2>&1
+grep -q '^listen = $' "$W/q.out" && ok || bad "listen = \"\" is not the empty value: $(cat "$W/q.out")"
 printf 'listen = tcp://127.0.0.1:1\nfrobnicate = 1\n' >"$W/bad.conf"
 run "$T" run "$W/c.db" --config "$W/bad.conf"
 expect "unknown setting" 1 "bad.conf:2: unknown setting 'frobnicate'"
