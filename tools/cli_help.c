@@ -24,7 +24,8 @@ static const cmd_help CMDS[] = {
     {"sql", "DB SQL [--json]", "run SQL with replication active; rows print as a|b|c",
      "Runs the statements of SQL on DB; what they change in replicated tables is sealed into\n"
      "this till's log and reaches the other tills. Rows print like the sqlite3 shell's list\n"
-     "mode: columns separated by |, NULL as nothing.\n"
+     "mode: columns separated by |, NULL as nothing. SQL that starts with '-' (a comment)\n"
+     "goes after --: tillsync sql DB -- '-- note' would otherwise be read as an option.\n"
      "\n"
      "  --json         print the rows of every statement as one array of objects, SQL types\n"
      "                 kept (blobs as hex)\n"},

@@ -12,7 +12,8 @@
 
 int cli_usage(const char *cmd, const char *msg)
 {
-    fprintf(stderr, "tillsync: %s (see 'tillsync %s --help')\n", msg, cmd ? cmd : "");
+    fprintf(stderr, "%stillsync: %s (see 'tillsync %s --help')\n", cli_journal ? "<3>" : "", msg,
+            cmd ? cmd : "");
     return 2;
 }
 
