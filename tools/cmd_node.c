@@ -2,7 +2,10 @@
  * tools/cmd_node.c — `tillsync run` (the sync node in the foreground) and `tillsync status` (what
  * the node reports). The node writes its status to DB.node about once a second (and within 100 ms
  * of a change); status reads that file, checks that the process that wrote it is alive, and adds
- * what the database itself says (held, parked, conflicts: tsync_store_status_json). docs/NODE.md.
+ * what the database itself says (held, parked, conflicts: tsync_store_status_json). run reads its
+ * options from the command line and a config file with the same names, takes the database's lock
+ * and speaks the systemd protocol through tools/node_service.c. docs/NODE.md, "Running as a
+ * service".
  */
 #include <errno.h>
 #include <getopt.h>
