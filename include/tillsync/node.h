@@ -105,7 +105,8 @@ typedef struct {
 typedef void (*tsync_peer_state_fn)(void *ctx, const tsync_peer_event *e);
 
 typedef struct {
-    unsigned int version; /* TSYNC_NODE_OPTIONS_VERSION (1: without on_peer_state, 2: key_path) */
+    /* TSYNC_NODE_OPTIONS_VERSION (1: without on_peer_state; 2: without key_path) */
+    unsigned int version;
     /* Where to accept peers: "tcp://ADDR:PORT" (port "*": any free one). NULL:
      * "tcp://0.0.0.0:7400". "": do not listen (dial only). */
     const char *listen;
