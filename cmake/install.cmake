@@ -7,7 +7,7 @@
 #                                   tillsync::tillsync_static
 #   bin/tillsync                    the tool
 #   share/doc/tillsync/             LICENSE, and the service's example configuration
-#   share/man/man1, lib/systemd/system   the service's man page and unit (see the hook below)
+#   share/man/man1/tillsync.1, lib/systemd/system/tillsync@.service, lib/sysusers.d/tillsync.conf
 # Included from the top CMakeLists.txt; paths are relative to this project (add_subdirectory).
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
@@ -77,27 +77,25 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/tillsyncConfigVersion.cma
 install(FILES ${PROJECT_BINARY_DIR}/tillsyncConfig.cmake
   ${PROJECT_BINARY_DIR}/tillsyncConfigVersion.cmake DESTINATION ${TSYNC_CMAKE_DIR} COMPONENT dev)
 
-# Hook for the service's files (issue 14 items 4-5, tools/): installed when they exist, so this
-# file needs no change when they land.
-#   tools/*.1, or a tillsync_man target's ${PROJECT_BINARY_DIR}/man/*.1 -> share/man/man1
-#   tools/*.service                                      -> lib/systemd/system
-#   tools/*.conf.example, tools/*.conf                   -> share/doc/tillsync/examples
+# The service (tools/, packaging/): tillsync(1) generated from the tool's help text, the systemd
+# template unit with this prefix's bindir, the system user, and the example configuration.
 set(TSYNC_SYSTEMD_UNIT_DIR "lib/systemd/system" CACHE STRING
   "where the systemd unit is installed (relative: under the prefix)")
-file(GLOB tsync_man_pages ${PROJECT_SOURCE_DIR}/tools/*.1)
-if(tsync_man_pages)
-  install(FILES ${tsync_man_pages} DESTINATION ${CMAKE_INSTALL_MANDIR}/man1 COMPONENT tool)
-endif()
+set(TSYNC_SYSUSERS_DIR "lib/sysusers.d" CACHE STRING
+  "where the sysusers.d entry is installed (relative: under the prefix)")
 if(TARGET tillsync_man)
-  install(DIRECTORY ${PROJECT_BINARY_DIR}/man/ DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
-    COMPONENT tool FILES_MATCHING PATTERN "*.1")
+  install(FILES ${PROJECT_BINARY_DIR}/tillsync.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
+    COMPONENT tool)
 endif()
-file(GLOB tsync_units ${PROJECT_SOURCE_DIR}/tools/*.service)
-if(tsync_units)
-  install(FILES ${tsync_units} DESTINATION ${TSYNC_SYSTEMD_UNIT_DIR} COMPONENT tool)
-endif()
-file(GLOB tsync_configs ${PROJECT_SOURCE_DIR}/tools/*.conf.example
-  ${PROJECT_SOURCE_DIR}/tools/*.conf)
-if(tsync_configs)
-  install(FILES ${tsync_configs} DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples COMPONENT tool)
-endif()
+# The unit names the installed tool: the prefix is known only when installing (as for the .pc).
+install(CODE "
+  file(READ \"${PROJECT_SOURCE_DIR}/packaging/systemd/tillsync@.service.in\" unit)
+  string(REPLACE \"@CMAKE_INSTALL_FULL_BINDIR@\" \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR}\"
+    unit \"\${unit}\")
+  file(WRITE \"${PROJECT_BINARY_DIR}/systemd/tillsync@.service\" \"\${unit}\")" COMPONENT tool)
+install(FILES ${PROJECT_BINARY_DIR}/systemd/tillsync@.service
+  DESTINATION ${TSYNC_SYSTEMD_UNIT_DIR} COMPONENT tool)
+install(FILES ${PROJECT_SOURCE_DIR}/packaging/systemd/tillsync.sysusers.conf
+  DESTINATION ${TSYNC_SYSUSERS_DIR} RENAME tillsync.conf COMPONENT tool)
+install(FILES ${PROJECT_SOURCE_DIR}/packaging/tillsync.conf.example
+  DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT tool)

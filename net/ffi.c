@@ -57,6 +57,18 @@ static int init_versioned(void *out, const void *tmpl, uint32_t version, const s
         return init_versioned(out, &tmpl, version, sizes, BASE##_VERSION, #type);                  \
     }
 
+/* A struct at version 3: first_v2 and first_v3 are the first fields versions 2 and 3 added. */
+#define INIT_V3(type, BASE, first_v2, first_v3)                                                    \
+    int type##_init(type *out, uint32_t version)                                                   \
+    {                                                                                              \
+        static const type tmpl = BASE##_INIT;                                                      \
+        static const size_t sizes[] = {offsetof(type, first_v2), offsetof(type, first_v3),         \
+                                       sizeof(type)};                                              \
+        _Static_assert(BASE##_VERSION == 3, #type ": add its version to the sizes");               \
+        _Static_assert(offsetof(type, version) == 0, #type ": version first");                     \
+        return init_versioned(out, &tmpl, version, sizes, BASE##_VERSION, #type);                  \
+    }
+
 INIT_V1(tsync_backup_options, TSYNC_BACKUP_OPTIONS)
 INIT_V1(tsync_restore_options, TSYNC_RESTORE_OPTIONS)
 INIT_V1(tsync_restore_report, TSYNC_RESTORE_REPORT)
@@ -64,7 +76,7 @@ INIT_V1(tsync_export_options, TSYNC_EXPORT_OPTIONS)
 INIT_V1(tsync_import_options, TSYNC_IMPORT_OPTIONS)
 INIT_V1(tsync_import_report, TSYNC_IMPORT_REPORT)
 INIT_V1(tsync_migrate_report, TSYNC_MIGRATE_REPORT)
-INIT_V2(tsync_node_options, TSYNC_NODE_OPTIONS, on_peer_state)
+INIT_V3(tsync_node_options, TSYNC_NODE_OPTIONS, on_peer_state, key_path)
 INIT_V1(tsync_node_error, TSYNC_NODE_ERROR)
 INIT_V2(tsync_store_status, TSYNC_STORE_STATUS, log_batches)
 INIT_V2(tsync_store_options, TSYNC_STORE_OPTIONS, read_only)

@@ -196,28 +196,49 @@ static void print_summary(const char *manifest)
 
 /* ---------------------------------------------------------------- commands */
 
+/* The options of backup, backup-check and restore. */
+typedef struct {
+    const char *pfile;
+    int encrypt;
+} backup_args;
+
+static const struct option BACKUP_OPTS[] = {{"encrypt", no_argument, NULL, 'e'},
+                                            {"passphrase-file", required_argument, NULL, 'p'},
+                                            {"json", no_argument, NULL, 'j'},
+                                            {NULL, 0, NULL, 0}};
+
+static int on_backup_opt(void *ctx, int c, const char *v)
+{
+    backup_args *a = ctx;
+    if (c == 'e') a->encrypt = 1;
+    if (c == 'p') a->pfile = v;
+    return 0;
+}
+
+/* BACKUP_OPTS without what cmd does not take: an option it lacks is unknown there. */
+static int backup_parse(const char *cmd, int argc, char **argv, int allow_encrypt, int *json,
+                        backup_args *a, const char **pos, int *npos)
+{
+    struct option opts[4];
+    size_t k = 0;
+    for (size_t i = 0; BACKUP_OPTS[i].name; i++)
+        if ((BACKUP_OPTS[i].val != 'e' || allow_encrypt) && (BACKUP_OPTS[i].val != 'j' || json))
+            opts[k++] = BACKUP_OPTS[i];
+    memset(&opts[k], 0, sizeof opts[k]);
+    return cli_parse(cmd, argc, argv, opts, NULL, json, on_backup_opt, a, pos, 3, npos);
+}
+
 int cmd_backup(int argc, char **argv)
 {
-    const char *pos[2] = {NULL, NULL}, *pfile = NULL;
-    int npos = 0, encrypt = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--encrypt")) {
-            encrypt = 1;
-        } else if (!strcmp(a, "--passphrase-file")) {
-            if (i + 1 >= argc) return usage("backup: --passphrase-file needs a value");
-            pfile = argv[++i];
-        } else if (a[0] == '-' && a[1]) {
-            char m[256];
-            snprintf(m, sizeof m, "backup: unknown option '%.200s'", a);
-            return usage(m);
-        } else if (npos < 2) {
-            pos[npos++] = a;
-        } else {
-            return usage("backup takes DB and OUT");
-        }
-    }
+    const char *pos[3] = {NULL, NULL, NULL};
+    backup_args a = {0};
+    int npos;
+    int prc = backup_parse("backup", argc, argv, 1, NULL, &a, pos, &npos);
+    if (prc) return prc;
+    if (npos > 2) return usage("backup takes DB and OUT");
     if (npos < 2) return usage("backup needs DB and OUT");
+    const char *pfile = a.pfile;
+    int encrypt = a.encrypt;
     if (pfile && !encrypt) return usage("backup: --passphrase-file goes with --encrypt");
     char *pass = NULL;
     int ret;
@@ -249,23 +270,14 @@ int cmd_backup(int argc, char **argv)
 
 int cmd_backup_check(int argc, char **argv)
 {
-    const char *path = NULL, *pfile = NULL;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--passphrase-file")) {
-            if (i + 1 >= argc) return usage("backup-check: --passphrase-file needs a value");
-            pfile = argv[++i];
-        } else if (a[0] == '-' && a[1]) {
-            char m[256];
-            snprintf(m, sizeof m, "backup-check: unknown option '%.200s'", a);
-            return usage(m);
-        } else if (!path) {
-            path = a;
-        } else {
-            return usage("backup-check takes one FILE");
-        }
-    }
-    if (!path) return usage("backup-check needs FILE");
+    const char *pos[3] = {NULL, NULL, NULL};
+    backup_args a = {0};
+    int npos, json = 0;
+    int prc = backup_parse("backup-check", argc, argv, 0, &json, &a, pos, &npos);
+    if (prc) return prc;
+    if (npos > 1) return usage("backup-check takes one FILE");
+    if (npos < 1) return usage("backup-check needs FILE");
+    const char *path = pos[0], *pfile = a.pfile;
     char *pass = NULL, *manifest = NULL;
     int ret = passphrase_for(path, pfile, "backup-check", &pass);
     if (ret) return ret;
@@ -273,6 +285,17 @@ int cmd_backup_check(int argc, char **argv)
     int rc = tsync_backup_check(path, pass, &manifest);
     pass_free(pass);
     if (rc != 0) return cli_fail("backup-check");
+    if (json) {
+        json_t *o = json_pack("{s:s,s:b,s:b}", "file", path, "ok", 1, "encrypted", enc);
+        json_t *m = json_loads(manifest, 0, NULL);
+        json_object_set_new(o, "manifest", m ? m : json_string(manifest));
+        char *txt = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        json_decref(o);
+        puts(txt ? txt : "{}");
+        free(txt);
+        free(manifest);
+        return 0;
+    }
     printf("%s: OK (%s; content hash, structure and database quick_check verified)\n", path,
            enc ? "encrypted, decrypts" : "not encrypted");
     printf("%s\n", manifest);
@@ -282,24 +305,14 @@ int cmd_backup_check(int argc, char **argv)
 
 int cmd_restore(int argc, char **argv)
 {
-    const char *pos[2] = {NULL, NULL}, *pfile = NULL;
-    int npos = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--passphrase-file")) {
-            if (i + 1 >= argc) return usage("restore: --passphrase-file needs a value");
-            pfile = argv[++i];
-        } else if (a[0] == '-' && a[1]) {
-            char m[256];
-            snprintf(m, sizeof m, "restore: unknown option '%.200s'", a);
-            return usage(m);
-        } else if (npos < 2) {
-            pos[npos++] = a;
-        } else {
-            return usage("restore takes DB and FILE");
-        }
-    }
+    const char *pos[3] = {NULL, NULL, NULL};
+    backup_args a = {0};
+    int npos;
+    int prc = backup_parse("restore", argc, argv, 0, NULL, &a, pos, &npos);
+    if (prc) return prc;
+    if (npos > 2) return usage("restore takes DB and FILE");
     if (npos < 2) return usage("restore needs DB and FILE");
+    const char *pfile = a.pfile;
     const char *db = pos[0], *path = pos[1];
     char *pass = NULL;
     int ret = passphrase_for(path, pfile, "restore", &pass);

@@ -5,6 +5,7 @@
  * and prints.
  */
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,43 +29,39 @@ static int open_store(const char *path, tsync_store **s)
     return 0;
 }
 
+typedef struct {
+    const char *query, *fmt, *outpath;
+    int skip_bad;
+} io_args;
+
+static int on_io_opt(void *ctx, int c, const char *v)
+{
+    io_args *a = ctx;
+    if (c == 'q') a->query = v;
+    if (c == 'f') a->fmt = v;
+    if (c == 'o') a->outpath = v;
+    if (c == 's') a->skip_bad = 1;
+    return 0;
+}
+
 int cmd_export(int argc, char **argv)
 {
-    const char *db = NULL, *table = NULL, *query = NULL, *fmt = NULL, *outpath = NULL;
-    int opts = 1; /* "--" ends the options: a table may be named "-x" */
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (opts && !strcmp(a, "--")) {
-            opts = 0;
-        } else if (!opts) {
-            if (!db)
-                db = a;
-            else if (!table)
-                table = a;
-            else
-                return usage("export takes DB and one TABLE (or --query SQL)");
-        } else if (!strcmp(a, "--query") || !strcmp(a, "--format") || !strcmp(a, "-o")) {
-            if (i + 1 >= argc) {
-                char m[64];
-                snprintf(m, sizeof m, "export: %s needs a value", a);
-                return usage(m);
-            }
-            const char **dst = a[2] == 'q' ? &query : a[2] == 'f' ? &fmt : &outpath;
-            *dst = argv[++i];
-        } else if (a[0] == '-' && a[1]) {
-            char m[256];
-            snprintf(m, sizeof m, "export: unknown option '%.200s'", a);
-            return usage(m);
-        } else if (!db) {
-            db = a;
-        } else if (!table) {
-            table = a;
-        } else {
-            return usage("export takes DB and one TABLE (or --query SQL)");
-        }
-    }
+    static const struct option opts[] = {{"query", required_argument, NULL, 'q'},
+                                         {"format", required_argument, NULL, 'f'},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {NULL, 0, NULL, 0}};
+    io_args a = {0};
+    const char *pos[2] = {NULL, NULL};
+    int npos, json = 0;
+    int prc = cli_parse("export", argc, argv, opts, "o:", &json, on_io_opt, &a, pos, 2, &npos);
+    if (prc) return prc;
+    const char *db = pos[0], *table = pos[1], *query = a.query, *fmt = a.fmt, *outpath = a.outpath;
     if (!db) return usage("export needs DB and TABLE or --query SQL");
     if (!table == !query) return usage("export needs either TABLE or --query SQL, not both");
+    if (json && !outpath)
+        return usage("export: --json reports on the file of -o FILE (the rows as JSON are "
+                     "--format json)");
     int format = fmt ? tsync_io_format_parse(fmt) : outpath ? tsync_io_format_guess(outpath) : 0;
     if (!fmt && !format) format = TSYNC_IO_CSV;
     if (!format) return usage("export: --format is csv, json or ndjson");
@@ -101,10 +98,17 @@ int cmd_export(int argc, char **argv)
             fprintf(stderr, "tillsync: export: cannot write %s: %s\n", outpath, strerror(errno));
             ret = 1;
         }
-        if (ret)
+        if (ret) {
             remove(tmp);
-        else
+        } else if (json) {
+            json_t *o = json_pack("{s:I,s:s}", "rows", (json_int_t)rows, "file", outpath);
+            char *txt = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+            json_decref(o);
+            puts(txt ? txt : "{}");
+            free(txt);
+        } else {
             fprintf(stderr, "exported %zu rows to %s\n", rows, outpath);
+        }
         free(tmp);
     }
     tsync_store_free(s);
@@ -132,31 +136,18 @@ static void on_progress(void *ctx, uint64_t rows)
 
 int cmd_import(int argc, char **argv)
 {
-    const char *pos[3] = {NULL, NULL, NULL}, *fmt = NULL;
-    int npos = 0, skip_bad = 0, opts = 1; /* "--" ends the options */
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (opts && !strcmp(a, "--")) {
-            opts = 0;
-        } else if (!opts) {
-            if (npos == 3) return usage("import takes DB TABLE FILE");
-            pos[npos++] = a;
-        } else if (!strcmp(a, "--format")) {
-            if (i + 1 >= argc) return usage("import: --format needs a value");
-            fmt = argv[++i];
-        } else if (!strcmp(a, "--skip-bad")) {
-            skip_bad = 1;
-        } else if (a[0] == '-' && a[1]) {
-            char m[256];
-            snprintf(m, sizeof m, "import: unknown option '%.200s'", a);
-            return usage(m);
-        } else if (npos < 3) {
-            pos[npos++] = a;
-        } else {
-            return usage("import takes DB TABLE FILE");
-        }
-    }
+    static const struct option opts[] = {{"format", required_argument, NULL, 'f'},
+                                         {"skip-bad", no_argument, NULL, 's'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {NULL, 0, NULL, 0}};
+    io_args a = {0};
+    const char *pos[3] = {NULL, NULL, NULL};
+    int npos, json = 0;
+    int prc = cli_parse("import", argc, argv, opts, NULL, &json, on_io_opt, &a, pos, 3, &npos);
+    if (prc) return prc;
     if (npos < 3) return usage("import needs DB TABLE FILE");
+    const char *fmt = a.fmt;
+    int skip_bad = a.skip_bad;
     const char *db = pos[0], *table = pos[1], *path = pos[2];
     int format = fmt ? tsync_io_format_parse(fmt) : tsync_io_format_guess(path);
     if (!format)
@@ -215,6 +206,14 @@ int cmd_import(int argc, char **argv)
     }
     if (rc) {
         ret = cli_fail("import");
+    } else if (json) {
+        json_t *jo = json_pack("{s:s,s:I,s:I}", "table", table, "imported", (json_int_t)r.imported,
+                               "rejected", (json_int_t)r.rejected);
+        json_object_set_new(jo, "rejects", r.rejected ? json_string(rej) : json_null());
+        char *txt = json_dumps(jo, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        json_decref(jo);
+        puts(txt ? txt : "{}");
+        free(txt);
     } else if (r.rejected) {
         printf("imported %zu rows into %s; %zu rejected, see %s\n", r.imported, table, r.rejected,
                rej);

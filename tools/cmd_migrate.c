@@ -54,23 +54,13 @@ static int status(tsync_store *s, int json)
 
 int cmd_migrate(int argc, char **argv)
 {
-    const char *pos[2] = {NULL, NULL};
-    int npos = 0, st = 0, json = 0;
-    for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--status")) {
-            st = 1;
-        } else if (!strcmp(argv[i], "--json")) {
-            json = 1;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            char m[256];
-            snprintf(m, sizeof m, "migrate: unknown option '%.200s'", argv[i]);
-            return usage(m);
-        } else if (npos < 2) {
-            pos[npos++] = argv[i];
-        } else {
-            return usage("migrate takes DB and DIR, or DB --status");
-        }
-    }
+    static const struct option opts[] = {
+        {"status", no_argument, NULL, 's'}, {"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
+    const char *pos[3] = {NULL, NULL, NULL};
+    int npos, json = 0, st = 0;
+    int prc = cli_parse("migrate", argc, argv, opts, NULL, &json, cli_on_flag, &st, pos, 3, &npos);
+    if (prc) return prc;
+    if (npos > 2) return usage("migrate takes DB and DIR, or DB --status");
     if (!pos[0]) return usage("migrate needs DB and DIR (or DB --status)");
     if (st ? npos != 1 : npos != 2)
         return usage(st ? "migrate --status takes only DB" : "migrate needs DB and DIR");

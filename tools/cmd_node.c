@@ -2,15 +2,21 @@
  * tools/cmd_node.c — `tillsync run` (the sync node in the foreground) and `tillsync status` (what
  * the node reports). The node writes its status to DB.node about once a second (and within 100 ms
  * of a change); status reads that file, checks that the process that wrote it is alive, and adds
- * what the database itself says (held, parked, conflicts: tsync_store_status_json). docs/NODE.md.
+ * what the database itself says (held, parked, conflicts: tsync_store_status_json). run reads its
+ * options from the command line and a config file with the same names, takes the database's lock
+ * and speaks the systemd protocol through tools/node_service.c. docs/NODE.md, "Running as a
+ * service".
  */
 #include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,11 +24,11 @@
 #include "cmd_schema.h"
 #include "cmd_node.h"
 #include "cmd_prune.h"
+#include "node_service.h"
 
 static int usage(const char *msg)
 {
-    fprintf(stderr, "tillsync: %s (see 'tillsync --help')\n", msg);
-    return 2;
+    return cli_usage("status", msg);
 }
 
 static volatile sig_atomic_t g_stop;
@@ -33,138 +39,366 @@ static void on_signal(int sig)
     g_stop = 1;
 }
 
-int cmd_run(int argc, char **argv)
+/* The options of run; a config file's settings are these names (tools/node_service.c). RUN_OPTS
+ * lists them in the order of their codes: code - OPT_CONFIG is the index. */
+enum {
+    OPT_CONFIG = 256,
+    OPT_LISTEN,
+    OPT_PEER,
+    OPT_KEY,
+    OPT_STATUS_FILE,
+    OPT_PRUNE_KEEP,
+    OPT_PRUNE_EVERY,
+    OPT_NO_PRUNE,
+    OPT_LOG_MAX_BATCHES,
+    OPT_LOG_MAX_MB,
+    OPT_LOG_MAX_DAYS,
+    OPT_BACKUP_EVERY,
+    OPT_BACKUP_DIR,
+    OPT_KEEP,
+    OPT_NO_MDNS,
+    OPT_VERBOSE,
+    OPT_QUIET,
+    OPT_PRINT_CONFIG,
+};
+static const struct option RUN_OPTS[] = {
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"peer", required_argument, NULL, OPT_PEER},
+    {"key", required_argument, NULL, OPT_KEY},
+    {"status-file", required_argument, NULL, OPT_STATUS_FILE},
+    {"prune-keep", required_argument, NULL, OPT_PRUNE_KEEP},
+    {"prune-every", required_argument, NULL, OPT_PRUNE_EVERY},
+    {"no-prune", no_argument, NULL, OPT_NO_PRUNE},
+    {"log-max-batches", required_argument, NULL, OPT_LOG_MAX_BATCHES},
+    {"log-max-mb", required_argument, NULL, OPT_LOG_MAX_MB},
+    {"log-max-days", required_argument, NULL, OPT_LOG_MAX_DAYS},
+    {"backup-every", required_argument, NULL, OPT_BACKUP_EVERY},
+    {"backup-dir", required_argument, NULL, OPT_BACKUP_DIR},
+    {"keep", required_argument, NULL, OPT_KEEP},
+    {"no-mdns", no_argument, NULL, OPT_NO_MDNS},
+    {"verbose", no_argument, NULL, OPT_VERBOSE},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
+    {NULL, 0, NULL, 0},
+};
+#define RUN_NOPTS (sizeof RUN_OPTS / sizeof RUN_OPTS[0] - 1)
+
+typedef struct {
+    tsync_node_options o;
+    tsync_log_policy lp;
+    int lp_given;
+    const char *db, *config;
+    const char **peers;
+    size_t npeers;
+    const char *vals[RUN_NOPTS]; /* each setting as given, by RUN_OPTS index: --print-config */
+    int print_config;
+} run_args;
+
+/* "tcp://HOST:PORT" with a port from 1 to 65535 ("*" too when listening), checked as the
+ * options are read: a typo stops run at once (exit 1, as the library's own check of a peer
+ * did), not a node that never connects. The host is copied into host. */
+static int check_endpoint(const char *opt, const char *ep, int listening, char *host, size_t hlen)
+{
+    size_t elen = strcspn(ep, "#");
+    const char *colon = NULL;
+    for (const char *p = ep; p < ep + elen; p++)
+        if (*p == ':') colon = p;
+    if (strncmp(ep, "tcp://", 6) != 0 || !colon || colon <= ep + 6) {
+        fprintf(stderr, "tillsync: run: --%s '%.200s': expected tcp://ADDR:PORT%s\n", opt, ep,
+                listening ? "" : " or tcp://ADDR:PORT#KEY");
+        return 1;
+    }
+    const char *port = colon + 1;
+    size_t plen = (size_t)(ep + elen - port);
+    char *end;
+    long v = plen ? strtol(port, &end, 10) : 0;
+    int star = listening && plen == 1 && *port == '*';
+    if (!star && (plen == 0 || plen > 5 || end != ep + elen || v < 1 || v > 65535)) {
+        fprintf(stderr,
+                "tillsync: run: --%s '%.200s': the port must be a number from 1 to 65535%s\n", opt,
+                ep, listening ? " (or *: any free one)" : "");
+        return 1;
+    }
+    const char *h = ep + 6;
+    size_t hl = (size_t)(colon - h);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') h++, hl -= 2;
+    snprintf(host, hlen, "%.*s", (int)hl, h);
+    return 0;
+}
+
+static int positive(const char *opt, const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    double d = strtod(v, &end);
+    if (*end || end == v || !(d >= lo) || d > hi) {
+        char m[300];
+        snprintf(m, sizeof m, "run: --%s needs a number from %g to %g, not '%.100s'", opt, lo, hi,
+                 v);
+        return cli_usage("run", m);
+    }
+    *out = d;
+    return 0;
+}
+
+/* One option of run into a, from the command line or the config file. 0, or the exit status
+ * (the message printed). */
+static int run_opt(run_args *a, int c, const char *v)
+{
+    double d;
+    char host[256];
+    if (c == 'v') c = OPT_VERBOSE;
+    if (c == 'q') c = OPT_QUIET;
+    if (c >= OPT_CONFIG && c < OPT_CONFIG + (int)RUN_NOPTS)
+        a->vals[c - OPT_CONFIG] = v ? v : "true";
+    if (c == OPT_VERBOSE) a->vals[OPT_QUIET - OPT_CONFIG] = NULL;
+    if (c == OPT_QUIET) a->vals[OPT_VERBOSE - OPT_CONFIG] = NULL;
+    switch (c) {
+    case OPT_PRINT_CONFIG:
+        a->print_config = 1;
+        return 0;
+    case OPT_CONFIG:
+        a->config = v;
+        return 0;
+    case OPT_LISTEN:
+        if (v[0] && check_endpoint("listen", v, 1, host, sizeof host)) return 1;
+        a->o.listen = v;
+        return 0;
+    case OPT_PEER:
+        if (check_endpoint("peer", v, 0, host, sizeof host)) return 1;
+        a->peers[a->npeers++] = v;
+        return 0;
+    case OPT_KEY:
+        a->o.key_path = v;
+        return 0;
+    case OPT_STATUS_FILE:
+        a->o.status_path = v;
+        return 0;
+    case OPT_PRUNE_KEEP:
+        if (positive("prune-keep", v, 1, 1e12, &d)) return 2;
+        a->o.prune_keep = (long)d;
+        return 0;
+    case OPT_PRUNE_EVERY:
+        if (positive("prune-every", v, 0.1, 86400, &d)) return 2;
+        a->o.prune_ms = (int)(d * 1000);
+        return 0;
+    case OPT_NO_PRUNE:
+        a->o.prune_keep = -1;
+        return 0;
+    case OPT_LOG_MAX_BATCHES:
+    case OPT_LOG_MAX_MB:
+    case OPT_LOG_MAX_DAYS: {
+        /* The bounds are read as `prune` reads them (tools/cmd_prune.c). */
+        char name[32];
+        snprintf(name, sizeof name, "--%s", RUN_OPTS[c - OPT_CONFIG].name);
+        char *av[] = {name, (char *)v, NULL};
+        int i = 0;
+        if (cli_log_policy_arg("run", 2, av, &i, &a->lp) < 0) return 2;
+        a->lp_given = 1;
+        return 0;
+    }
+    case OPT_BACKUP_EVERY: {
+        /* 90s, 30m, 6h, 1d (a bare number is seconds) */
+        char *end;
+        double x = strtod(v, &end);
+        double mult = !*end || !strcmp(end, "s") ? 1
+                      : !strcmp(end, "m")        ? 60
+                      : !strcmp(end, "h")        ? 3600
+                      : !strcmp(end, "d")        ? 86400
+                                                 : -1;
+        if (end == v || mult < 0 || x * mult < 1 || x * mult > 366 * 86400.0) {
+            char m[300];
+            snprintf(m, sizeof m,
+                     "run: --backup-every needs a period like 90s, 30m, 6h or 1d, not '%.100s'", v);
+            return cli_usage("run", m);
+        }
+        a->o.backup_every_ms = (unsigned long)(x * mult * 1000);
+        return 0;
+    }
+    case OPT_BACKUP_DIR:
+        a->o.backup_dir = v;
+        return 0;
+    case OPT_KEEP:
+        if (positive("keep", v, 1, 100000, &d)) return 2;
+        a->o.backup_keep = (int)d;
+        return 0;
+    case OPT_NO_MDNS:
+        a->o.no_mdns = 1;
+        return 0;
+    case OPT_VERBOSE:
+        a->o.log_level = TSYNC_LOG_DEBUG;
+        return 0;
+    case OPT_QUIET:
+        a->o.log_level = TSYNC_LOG_WARN;
+        return 0;
+    }
+    return 2;
+}
+
+static void run_args_init(run_args *a, const char **peers)
 {
     tsync_node_options o = TSYNC_NODE_OPTIONS_INIT;
-    const char *db = NULL;
-    const char **peers = calloc((size_t)argc, sizeof *peers);
-    if (!peers) return 1;
-    size_t npeers = 0;
-    o.log_level = TSYNC_LOG_INFO;
-    tsync_log_policy lp = {TSYNC_LOG_POLICY_VERSION, 0, 0, 0};
-    int lp_given = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if ((!strcmp(a, "--listen") || !strcmp(a, "--peer") || !strcmp(a, "--status-file") ||
-             !strcmp(a, "--prune-keep") || !strcmp(a, "--prune-every") ||
-             !strcmp(a, "--backup-every") || !strcmp(a, "--backup-dir") || !strcmp(a, "--keep")) &&
-            i + 1 >= argc) {
-            free(peers);
-            fprintf(stderr, "tillsync: run: %s needs a value (see 'tillsync --help')\n", a);
-            return 2;
+    memset(a, 0, sizeof *a);
+    a->o = o;
+    a->o.log_level = TSYNC_LOG_INFO;
+    a->lp.version = TSYNC_LOG_POLICY_VERSION;
+    a->peers = peers;
+}
+
+/* --print-config: the settings in effect, as a config file says them (it reads back the same). */
+static void print_config(const run_args *a)
+{
+    printf("# tillsync run %s\n", a->db);
+    for (size_t i = 0; i < RUN_NOPTS; i++) {
+        int code = RUN_OPTS[i].val;
+        if (code == OPT_CONFIG || code == OPT_PRINT_CONFIG) continue;
+        if (code == OPT_PEER)
+            for (size_t k = 0; k < a->npeers; k++) printf("peer = %s\n", a->peers[k]);
+        else if (a->vals[i])
+            printf("%s = %s\n", RUN_OPTS[i].name, a->vals[i]);
+    }
+}
+
+/* Parses argv (argv[0] "run"): 0, or the exit status. */
+static int run_parse(run_args *a, int argc, char **argv)
+{
+    cli_opts p = {
+        .cmd = "run", .argc = argc, .argv = argv, .shortopts = "vq", .longopts = RUN_OPTS};
+    int c;
+    while ((c = cli_opt_next(&p)) != -1) {
+        if (c == CLI_OPT_BAD) return 2;
+        int rc = run_opt(a, c, optarg);
+        if (rc) return rc;
+    }
+    for (int i = optind; i < argc; i++) {
+        if (a->db) {
+            char m[300];
+            snprintf(m, sizeof m, "run: unexpected argument '%.200s'", argv[i]);
+            return cli_usage("run", m);
         }
-        int lr = cli_log_policy_arg("run", argc, argv, &i, &lp);
-        if (lr < 0) {
-            free(peers);
-            return 2;
+        a->db = argv[i];
+    }
+    return 0;
+}
+
+/* A peer's host that does not resolve now is said once, in the log and in `status`: the node
+ * still dials it (ZeroMQ resolves again on each attempt), but "unreachable" alone would hide why.
+ */
+static void check_hosts(run_args *a, json_t *notes)
+{
+    for (size_t i = 0; i < a->npeers; i++) {
+        char host[256];
+        if (check_endpoint("peer", a->peers[i], 0, host, sizeof host)) continue;
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+        int rc = getaddrinfo(host, NULL, &hints, &res);
+        if (res) freeaddrinfo(res);
+        if (rc == 0) continue;
+        char line[600];
+        snprintf(line, sizeof line,
+                 "peer %.300s: host %.200s does not resolve (%s); dialled anyway, it is resolved "
+                 "again on each attempt",
+                 a->peers[i], host, gai_strerror(rc));
+        if (cli_journal)
+            svc_log(NULL, TSYNC_LOG_WARN, line);
+        else
+            fprintf(stderr, "tillsync: run: %s\n", line);
+        json_array_append_new(notes, json_string(line));
+    }
+}
+
+int cmd_run(int argc, char **argv)
+{
+    run_args a;
+    run_args_init(&a, NULL);
+    /* Two passes: the first finds --config (and checks the command line); the second reads the
+     * config's settings first and the command line after, so that a flag given overrides the
+     * file (and --peer adds to its peers). */
+    int cargc = argc - 1;
+    char **cargv = calloc((size_t)argc + 1, sizeof *cargv);
+    char **args = NULL;
+    int nargs = 0, ret = 0;
+    if (!cargv) return 1;
+    memcpy(cargv, argv + 1, (size_t)cargc * sizeof *cargv);
+    a.peers = calloc((size_t)argc + 1, sizeof *a.peers);
+    if (!a.peers) ret = 1;
+    if (!ret) ret = run_parse(&a, cargc, cargv);
+    if (!ret && a.config) {
+        const char *cfg = a.config;
+        args = calloc(2, sizeof *args);
+        if (!args) ret = 1;
+        if (!ret && !(args[0] = strdup("run"))) ret = 1;
+        nargs = 1;
+        if (!ret) ret = svc_config_args(cfg, RUN_OPTS, &args, &nargs);
+        char **all = ret ? NULL : calloc((size_t)(nargs + argc), sizeof *all);
+        if (!ret && !all) ret = 1;
+        if (!ret) {
+            memcpy(all, args, (size_t)nargs * sizeof *all);
+            memcpy(all + nargs, argv + 2, (size_t)(argc - 2) * sizeof *all);
+            const char **np = realloc(a.peers, (size_t)(nargs + argc) * sizeof *np);
+            if (!np) ret = 1;
+            if (np) a.peers = np;
+            if (!ret) {
+                run_args_init(&a, np);
+                ret = run_parse(&a, nargs + argc - 2, all);
+            }
         }
-        if (lr > 0)
-            lp_given = 1;
-        else if (!strcmp(a, "--listen"))
-            o.listen = argv[++i];
-        else if (!strcmp(a, "--peer"))
-            peers[npeers++] = argv[++i];
-        else if (!strcmp(a, "--status-file"))
-            o.status_path = argv[++i];
-        else if (!strcmp(a, "--prune-keep")) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || end == argv[i] || v < 1) {
-                free(peers);
-                fprintf(stderr, "tillsync: run: --prune-keep needs a number >= 1, not '%s'\n",
-                        argv[i]);
-                return 2;
-            }
-            o.prune_keep = v;
-        } else if (!strcmp(a, "--prune-every")) {
-            char *end;
-            double v = strtod(argv[++i], &end);
-            if (*end || end == argv[i] || v < 0.1 || v > 86400) {
-                free(peers);
-                fprintf(stderr,
-                        "tillsync: run: --prune-every needs seconds (0.1 to 86400), not '%s'\n",
-                        argv[i]);
-                return 2;
-            }
-            o.prune_ms = (int)(v * 1000);
-        } else if (!strcmp(a, "--backup-every")) {
-            /* 90s, 30m, 6h, 1d (a bare number is seconds) */
-            char *end;
-            double v = strtod(argv[++i], &end);
-            double mult = !*end || !strcmp(end, "s") ? 1
-                          : !strcmp(end, "m")        ? 60
-                          : !strcmp(end, "h")        ? 3600
-                          : !strcmp(end, "d")        ? 86400
-                                                     : -1;
-            if (end == argv[i] || mult < 0 || v * mult < 1 || v * mult > 366 * 86400.0) {
-                free(peers);
-                fprintf(stderr,
-                        "tillsync: run: --backup-every needs a period like 90s, 30m, 6h or 1d, not "
-                        "'%s'\n",
-                        argv[i]);
-                return 2;
-            }
-            o.backup_every_ms = (unsigned long)(v * mult * 1000);
-        } else if (!strcmp(a, "--backup-dir"))
-            o.backup_dir = argv[++i];
-        else if (!strcmp(a, "--keep")) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || end == argv[i] || v < 1 || v > 100000) {
-                free(peers);
-                fprintf(stderr, "tillsync: run: --keep needs a number >= 1, not '%s'\n", argv[i]);
-                return 2;
-            }
-            o.backup_keep = (int)v;
-        } else if (!strcmp(a, "--no-mdns"))
-            o.no_mdns = 1;
-        else if (!strcmp(a, "--no-prune"))
-            o.prune_keep = -1;
-        else if (!strcmp(a, "-v") || !strcmp(a, "--verbose"))
-            o.log_level = TSYNC_LOG_DEBUG;
-        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet"))
-            o.log_level = TSYNC_LOG_WARN;
-        else if (a[0] == '-' || db) {
-            free(peers);
-            fprintf(stderr, "tillsync: run: unexpected argument '%s' (see 'tillsync --help')\n", a);
-            return 2;
-        } else
-            db = a;
+        free(cargv);
+        cargv = all; /* freed below; the strings are args' and main's */
     }
-    if (!db) {
-        free(peers);
-        return usage("run needs DB");
+    if (!ret && !a.db) ret = cli_usage("run", "run needs DB");
+    if (!ret && !a.o.backup_every_ms != !a.o.backup_dir)
+        ret = cli_usage("run", "run: --backup-every and --backup-dir go together");
+    if (!ret && a.print_config) {
+        print_config(&a);
+        ret = -1;
     }
-    if (!o.backup_every_ms != !o.backup_dir) {
-        free(peers);
-        return usage("run: --backup-every and --backup-dir go together");
-    }
-    o.peers = peers;
-    o.npeers = npeers;
     struct stat sb;
-    if (stat(db, &sb) != 0) {
-        free(peers);
-        fprintf(stderr, "tillsync: run: no database %s (create it with 'tillsync init %s')\n", db,
-                db);
-        return 1;
+    if (!ret && stat(a.db, &sb) != 0) {
+        fprintf(stderr, "%stillsync: run: no database %s (create it with 'tillsync init %s')\n",
+                cli_journal ? "<3>" : "", a.db, a.db);
+        ret = 1;
     }
-    if (lp_given && cli_log_policy_record(db, &lp)) {
-        free(peers);
-        return 1;
-    }
-    tsync_node *n;
-    int rc = tsync_node_new(&n, db, &o);
-    free(peers);
-    if (rc) return cli_fail("run");
+    /* From the lock on, `status` says the node runs: a SIGTERM from then on is a clean stop
+     * (tsync_node_run sees the flag at once). */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    rc = tsync_node_run(n, &g_stop);
+    int lock = -1;
+    if (!ret) ret = svc_lock(a.db, &lock);
+    json_t *notes = json_array();
+    if (!ret) check_hosts(&a, notes);
+    if (!ret && a.lp_given && cli_log_policy_record(a.db, &a.lp)) ret = 1;
+    tsync_node *n = NULL;
+    if (!ret) {
+        a.o.peers = a.peers;
+        a.o.npeers = a.npeers;
+        if (cli_journal) a.o.log = svc_log;
+        /* The node creates files (its status, backups, the database's -wal and -shm): the shop's
+         * data, for the service's user only. */
+        umask(077);
+        if (tsync_node_new(&n, a.db, &a.o) != 0) ret = cli_fail("run");
+    }
+    if (!ret) {
+        svc_lock_listening(lock, tsync_node_endpoint(n), notes);
+        svc_ready(tsync_node_endpoint(n));
+        if (svc_watchdog_start(n) != 0)
+            fprintf(stderr, "%stillsync: run: no watchdog thread\n", cli_journal ? "<4>" : "");
+        int rc = tsync_node_run(n, &g_stop);
+        svc_stopping();
+        svc_watchdog_stop();
+        ret = rc ? 1 : 0;
+    }
     tsync_node_free(n);
-    return rc ? 1 : 0;
+    json_decref(notes);
+    if (lock >= 0) close(lock);
+    for (int i = 0; i < nargs; i++) free(args[i]);
+    free(args);
+    free(cargv);
+    free(a.peers);
+    return ret < 0 ? 0 : ret;
 }
 
 static void ago(uint64_t now, json_t *v, char *out, size_t len)
@@ -183,10 +417,15 @@ static void ago(uint64_t now, json_t *v, char *out, size_t len)
         snprintf(out, len, "%.1f h ago", (double)d / 3600000);
 }
 
-/* The node's status file, when a live node wrote it. */
-static json_t *read_node_status(const char *db, int *running)
+/* The node's status file, when a live node wrote it. Whether a node runs comes from the lock of
+ * `run` (tools/node_service.c): a node that crashed holds no lock, and a pid the system reused
+ * is no node. Without a lock file (a node embedded in an app), from the pid in the status file. */
+static json_t *read_node_status(const char *db, int *running, json_t **notes)
 {
     *running = 0;
+    long long lpid;
+    char listen[256];
+    int held = svc_lock_probe(db, &lpid, listen, sizeof listen, notes);
     size_t len = strlen(db) + 6;
     char *path = malloc(len);
     if (!path) return NULL;
@@ -194,10 +433,17 @@ static json_t *read_node_status(const char *db, int *running)
     json_error_t je;
     json_t *o = json_load_file(path, 0, &je);
     free(path);
-    if (!o) return NULL;
     json_t *pid = json_object_get(o, "pid");
-    if (json_is_integer(pid) && (kill((pid_t)json_integer_value(pid), 0) == 0 || errno == EPERM))
+    if (held >= 0)
+        *running = held;
+    else if (json_is_integer(pid) &&
+             (kill((pid_t)json_integer_value(pid), 0) == 0 || errno == EPERM))
         *running = 1;
+    if (held > 0 && !o && lpid) {
+        /* Started, no status written yet: what the lock file says. */
+        o = json_pack("{s:I}", "pid", (json_int_t)lpid);
+        if (listen[0]) json_object_set_new(o, "listen", json_string(listen));
+    }
     return o;
 }
 
@@ -279,13 +525,23 @@ static void print_log(const char *db, json_t *lg)
 
 int cmd_status(int argc, char **argv)
 {
-    const char *db;
-    int as_json;
-    char err[64];
-    if (cli_db_json_args(argc, argv, "status", &db, &as_json, err, sizeof err)) return usage(err);
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"key", required_argument, NULL, 'k'},
+                                         {NULL, 0, NULL, 0}};
+    cli_opts po = {.cmd = "status", .argc = argc - 1, .argv = argv + 1, .longopts = opts};
+    const char *db = NULL;
+    int as_json = 0, c;
+    tsync_store_options so = TSYNC_STORE_OPTIONS_INIT;
+    while ((c = cli_opt_next(&po)) != -1) {
+        if (c == CLI_OPT_BAD) return 2;
+        if (c == 'j') as_json = 1;
+        if (c == 'k') so.key_path = optarg;
+    }
+    if (optind + 1 < argc - 1) return usage("status takes one DB");
+    if (optind + 1 > argc - 1) return usage("status needs DB");
+    db = argv[1 + optind];
     tsync_store *s;
     /* Read-only: status works on a full disk and changes nothing. */
-    tsync_store_options so = TSYNC_STORE_OPTIONS_INIT;
     so.read_only = 1;
     if (tsync_store_open(&s, db, &so) != 0) return cli_fail("status");
     /* The database's own part, read now; the node's from its last report. */
@@ -299,7 +555,8 @@ int cmd_status(int argc, char **argv)
         return cli_fail("status");
     }
     int running;
-    json_t *node = read_node_status(db, &running);
+    json_t *notes = NULL;
+    json_t *node = read_node_status(db, &running, &notes);
     json_t *out = json_object();
     json_object_set_new(out, "running", json_boolean(running));
     json_object_set_new(out, "online",
@@ -369,6 +626,11 @@ int cmd_status(int argc, char **argv)
             json_array_append_new(need, json_string("peer_refused"));
             break;
         }
+    }
+    /* What run found wrong at start (a peer's host that does not resolve). */
+    if (running && json_array_size(notes)) {
+        json_object_set(out, "start_notes", notes);
+        json_array_append_new(need, json_string("start_notes"));
     }
     json_object_set_new(out, "state", json_string(json_array_size(need) ? "attention" : "ok"));
     json_object_set_new(out, "attention", need);
@@ -491,7 +753,15 @@ int cmd_status(int argc, char **argv)
             printf("%s\n", any ? "" : " nothing");
         }
     }
+    if (!as_json && running) {
+        size_t ni;
+        json_t *nv;
+        json_array_foreach(notes, ni, nv) printf("attention: %s\n", json_string_value(nv));
+    }
+    json_decref(notes);
     json_decref(out);
     json_decref(node);
-    return 0;
+    /* For monitoring (docs/NODE.md, "Exit status"): 0 a node runs, 3 none does (as LSB's
+     * "program is not running"); 1 and 2 stay failures and usage errors. */
+    return running ? 0 : 3;
 }

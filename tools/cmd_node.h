@@ -4,9 +4,10 @@
 #ifndef TSYNC_TOOLS_CMD_NODE_H
 #define TSYNC_TOOLS_CMD_NODE_H
 
-/* tillsync run DB [--listen EP] [--peer EP[#KEY]]... [-v|-q] [--status-file F] */
+/* tillsync run DB [--config FILE] [--listen EP] [--peer EP[#KEY]]... [--key PATH] [-v|-q] ...
+ * (tools/cli_help.c lists every option; tools/node_service.c does the service's part) */
 int cmd_run(int argc, char **argv);
-/* tillsync status DB [--json] */
+/* tillsync status DB [--json] [--key PATH]: exit 0 when a node runs, 3 when none does */
 int cmd_status(int argc, char **argv);
 
 #endif

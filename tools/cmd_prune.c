@@ -77,25 +77,34 @@ static void print_bound(int64_t v, double unit, const char *what)
         printf(" %.0f %s", (double)v / unit, what);
 }
 
+static const struct option POLICY_OPTS[] = {{"log-max-batches", required_argument, NULL, 'b'},
+                                            {"log-max-mb", required_argument, NULL, 'm'},
+                                            {"log-max-days", required_argument, NULL, 'd'},
+                                            {NULL, 0, NULL, 0}};
+
+/* A bound from getopt_long, read as cli_log_policy_arg reads it. */
+static int on_policy_opt(void *ctx, int c, const char *v)
+{
+    char name[32];
+    snprintf(name, sizeof name, "--%s",
+             c == 'b'   ? POLICY_OPTS[0].name
+             : c == 'm' ? POLICY_OPTS[1].name
+                        : POLICY_OPTS[2].name);
+    char *av[] = {name, (char *)v, NULL};
+    int i = 0;
+    return cli_log_policy_arg("prune", 2, av, &i, ctx) < 0 ? 2 : 0;
+}
+
 int cmd_prune(int argc, char **argv)
 {
-    const char *db = NULL;
     tsync_log_policy set = {TSYNC_LOG_POLICY_VERSION, 0, 0, 0};
-    int given = 0;
-    for (int i = 2; i < argc; i++) {
-        int r = cli_log_policy_arg("prune", argc, argv, &i, &set);
-        if (r < 0) return 2;
-        if (r > 0) {
-            given = 1;
-            continue;
-        }
-        if (argv[i][0] == '-' || db) {
-            fprintf(stderr, "tillsync: prune: unexpected argument '%s' (see 'tillsync --help')\n",
-                    argv[i]);
-            return 2;
-        }
-        db = argv[i];
-    }
+    const char *pos[1] = {NULL};
+    int npos;
+    int rc =
+        cli_parse("prune", argc, argv, POLICY_OPTS, NULL, NULL, on_policy_opt, &set, pos, 1, &npos);
+    if (rc) return rc;
+    const char *db = pos[0];
+    int given = set.max_batches || set.max_bytes || set.max_age_ms;
     if (!db) {
         fprintf(stderr, "tillsync: prune needs DB (see 'tillsync --help')\n");
         return 2;

@@ -88,19 +88,21 @@ int cmd_parked(int argc, char **argv)
     const char *db = NULL;
     int as_json = 0;
     long limit = 0;
-    for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) {
-            as_json = 1;
-        } else if (!strcmp(argv[i], "--limit")) {
-            char *end;
-            if (i + 1 >= argc) return usage("parked: --limit needs a value");
-            limit = strtol(argv[++i], &end, 10);
-            if (*end || limit < 1) return usage("parked: --limit takes a number of at least 1");
-        } else if (argv[i][0] == '-' || db) {
-            return usage("parked takes DB, --json and --limit N");
-        } else {
-            db = argv[i];
-        }
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"limit", required_argument, NULL, 'l'},
+                                         {NULL, 0, NULL, 0}};
+    const char *pos[2] = {NULL, NULL}, *lim = NULL;
+    int npos;
+    int prc =
+        cli_parse("parked", argc, argv, opts, NULL, &as_json, cli_on_value, &lim, pos, 2, &npos);
+    if (prc) return prc;
+    if (npos > 1) return usage("parked takes DB, --json and --limit N");
+    db = pos[0];
+    if (lim) {
+        char *end;
+        limit = strtol(lim, &end, 10);
+        if (*end || end == lim || limit < 1)
+            return usage("parked: --limit takes a number of at least 1");
     }
     if (!db) return usage("parked needs DB");
     tsync_store *s;

@@ -14,17 +14,31 @@
 #include "cmd_trust.h"
 #include "trust_text.h"
 
+static const struct option NAME_OPTS[] = {{"name", required_argument, NULL, 'n'},
+                                          {NULL, 0, NULL, 0}};
+
+/* shop sign's --days N and --name DEVICE. */
+typedef struct {
+    const char *name, *days;
+} sign_args;
+
+static int on_sign_opt(void *ctx, int c, const char *v)
+{
+    sign_args *a = ctx;
+    if (c == 'n') a->name = v;
+    if (c == 'd') a->days = v;
+    return 0;
+}
+
 static int shop_create(int argc, char **argv)
 {
-    const char *path = NULL, *name = NULL;
-    for (int i = 3; i < argc; i++) {
-        if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
-            name = argv[++i];
-        else if (argv[i][0] != '-' && !path)
-            path = argv[i];
-        else
-            return tt_usage("shop create takes KEYFILE and --name NAME");
-    }
+    const char *pos[2] = {NULL, NULL}, *name = NULL;
+    int npos;
+    int prc = cli_parse("shop create", argc - 1, argv + 1, NAME_OPTS, NULL, NULL, cli_on_value,
+                        &name, pos, 2, &npos);
+    if (prc) return prc;
+    if (npos > 1) return tt_usage("shop create takes KEYFILE and --name NAME");
+    const char *path = pos[0];
     if (!path || !name) return tt_usage("shop create needs KEYFILE and --name NAME");
     tsync_shop_key *k;
     if (tsync_shop_key_create(&k, path, name) != 0) return cli_fail("shop create");
@@ -47,21 +61,20 @@ static int shop_create(int argc, char **argv)
 
 static int shop_sign(int argc, char **argv)
 {
-    const char *pos[2] = {NULL, NULL}, *name = NULL;
-    int npos = 0;
+    static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
+                                         {"days", required_argument, NULL, 'd'},
+                                         {NULL, 0, NULL, 0}};
+    const char *pos[3] = {NULL, NULL, NULL};
+    sign_args a = {NULL, NULL};
+    int npos;
     unsigned days = DEFAULT_DAYS;
-    for (int i = 3; i < argc; i++) {
-        if (strcmp(argv[i], "--days") == 0 && i + 1 < argc) {
-            if (tt_parse_days(argv[++i], &days))
-                return tt_usage("--days takes a number from 1 to 36500");
-        } else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
-            name = argv[++i];
-        } else if ((argv[i][0] != '-' || strcmp(argv[i], "-") == 0) && npos < 2) {
-            pos[npos++] = argv[i];
-        } else {
-            return tt_usage("shop sign takes KEYFILE, REQ, --days N and --name NAME");
-        }
-    }
+    int prc = cli_parse("shop sign", argc - 1, argv + 1, opts, NULL, NULL, on_sign_opt, &a, pos, 3,
+                        &npos);
+    if (prc) return prc;
+    if (a.days && tt_parse_days(a.days, &days))
+        return tt_usage("--days takes a number from 1 to 36500");
+    if (npos > 2) return tt_usage("shop sign takes KEYFILE, REQ, --days N and --name NAME");
+    const char *name = a.name;
     if (npos < 2) return tt_usage("shop sign needs KEYFILE and REQ");
     tsync_shop_key *k;
     if (tt_load_key(pos[0], &k)) return 1;
@@ -173,6 +186,41 @@ static int preview(FILE *f, const char *path, const uint8_t pk[PK], const tsync_
     return 0;
 }
 
+/* shop revoke's options: --cutoff SITE:SEQ and --check DB repeat. */
+typedef struct {
+    tsync_cutoff *cut;
+    size_t ncut;
+    const char **check;
+    int ncheck;
+    const char *from;
+    int dry;
+} revoke_args;
+
+static const struct option REVOKE_OPTS[] = {{"cutoff", required_argument, NULL, 'c'},
+                                            {"cutoffs-from", required_argument, NULL, 'f'},
+                                            {"check", required_argument, NULL, 'k'},
+                                            {"dry-run", no_argument, NULL, 'n'},
+                                            {NULL, 0, NULL, 0}};
+
+static int on_revoke_opt(void *ctx, int c, const char *v)
+{
+    revoke_args *a = ctx;
+    if (c == 'f') a->from = v;
+    if (c == 'k') a->check[a->ncheck++] = v;
+    if (c == 'n') a->dry = 1;
+    if (c != 'c') return 0;
+    const char *colon = strchr(v, ':');
+    char *end;
+    errno = 0;
+    unsigned long long seq = colon ? strtoull(colon + 1, &end, 10) : 0;
+    if (!colon || tt_unhex(v, (size_t)(colon - v), a->cut[a->ncut].site_id, TSYNC_SITE_ID_BYTES) ||
+        errno || colon[1] == '\0' || colon[1] == '-' || *end)
+        return tt_usage("--cutoff takes SITE:SEQ (a 32-hex-digit site id as 'tillsync "
+                        "state' shows it, and a sequence number)");
+    a->cut[a->ncut++].seq = seq;
+    return 0;
+}
+
 static int shop_revoke(int argc, char **argv)
 {
     const char *pos[2] = {NULL, NULL}, *from = NULL;
@@ -184,34 +232,19 @@ static int shop_revoke(int argc, char **argv)
         free(cut), free(check);
         return 1;
     }
-    for (int i = 3; i < argc; i++) {
-        if (strcmp(argv[i], "--cutoff") == 0 && i + 1 < argc) {
-            const char *v = argv[++i], *colon = strchr(v, ':');
-            char *end;
-            errno = 0;
-            unsigned long long seq = colon ? strtoull(colon + 1, &end, 10) : 0;
-            if (!colon ||
-                tt_unhex(v, (size_t)(colon - v), cut[ncut].site_id, TSYNC_SITE_ID_BYTES) || errno ||
-                colon[1] == '\0' || colon[1] == '-' || *end) {
-                free(cut), free(check);
-                return tt_usage("--cutoff takes SITE:SEQ (a 32-hex-digit site id as 'tillsync "
-                                "state' shows it, and a sequence number)");
-            }
-            cut[ncut++].seq = seq;
-        } else if (strcmp(argv[i], "--cutoffs-from") == 0 && i + 1 < argc) {
-            from = argv[++i];
-        } else if (strcmp(argv[i], "--check") == 0 && i + 1 < argc) {
-            check[ncheck++] = argv[++i];
-        } else if (strcmp(argv[i], "--dry-run") == 0) {
-            dry = 1;
-        } else if (argv[i][0] != '-' && npos < 2) {
-            pos[npos++] = argv[i];
-        } else {
-            free(cut), free(check);
-            return tt_usage("shop revoke takes KEYFILE, DEVICEKEY, --cutoff SITE:SEQ, "
-                            "--cutoffs-from DB, --check DB and --dry-run");
-        }
+    revoke_args ra = {cut, 0, check, 0, NULL, 0};
+    const char *pos3[3] = {NULL, NULL, NULL};
+    int prc = cli_parse("shop revoke", argc - 1, argv + 1, REVOKE_OPTS, NULL, NULL, on_revoke_opt,
+                        &ra, pos3, 3, &npos);
+    if (!prc && npos > 2)
+        prc = tt_usage("shop revoke takes KEYFILE, DEVICEKEY, --cutoff SITE:SEQ, "
+                       "--cutoffs-from DB, --check DB and --dry-run");
+    if (prc) {
+        free(cut), free(check);
+        return prc;
     }
+    pos[0] = pos3[0], pos[1] = pos3[1];
+    ncut = ra.ncut, ncheck = ra.ncheck, from = ra.from, dry = ra.dry;
     if (npos < 2) {
         free(cut), free(check);
         return tt_usage("shop revoke needs KEYFILE and DEVICEKEY");
@@ -282,14 +315,19 @@ static int shop_revoke(int argc, char **argv)
 
 static int shop_rotate(int argc, char **argv)
 {
-    if (argc != 5 || argv[3][0] == '-' || argv[4][0] == '-')
-        return tt_usage("shop rotate needs KEYFILE and NEWKEYFILE");
+    static const struct option none[] = {{NULL, 0, NULL, 0}};
+    const char *pos[3] = {NULL, NULL, NULL};
+    int npos;
+    int prc =
+        cli_parse("shop rotate", argc - 1, argv + 1, none, NULL, NULL, NULL, NULL, pos, 3, &npos);
+    if (prc) return prc;
+    if (npos != 2) return tt_usage("shop rotate needs KEYFILE and NEWKEYFILE");
     tsync_shop_key *old;
-    if (tt_load_key(argv[3], &old)) return 1;
+    if (tt_load_key(pos[0], &old)) return 1;
     uint8_t *out = NULL;
     size_t len;
-    int ret = tsync_shop_key_rotate(NULL, &out, &len, old, argv[4]) != 0 ? cli_fail("shop rotate")
-                                                                         : tt_emit(out, len);
+    int ret = tsync_shop_key_rotate(NULL, &out, &len, old, pos[1]) != 0 ? cli_fail("shop rotate")
+                                                                        : tt_emit(out, len);
     free(out);
     tsync_shop_key_free(old);
     return ret;
@@ -318,8 +356,14 @@ static int is_key_file(const char *path)
 
 static int shop_show(int argc, char **argv)
 {
-    if (argc != 4) return tt_usage("shop show needs FILE");
-    const char *path = argv[3];
+    static const struct option none[] = {{NULL, 0, NULL, 0}};
+    const char *pos[2] = {NULL, NULL};
+    int npos;
+    int prc =
+        cli_parse("shop show", argc - 1, argv + 1, none, NULL, NULL, NULL, NULL, pos, 2, &npos);
+    if (prc) return prc;
+    if (npos != 1) return tt_usage("shop show needs FILE");
+    const char *path = pos[0];
     /* An admin key file? Shown without its secret. */
     int is_key = strcmp(path, "-") == 0 ? 0 : is_key_file(path);
     if (is_key < 0) return 1;
@@ -353,19 +397,15 @@ static int shop_show(int argc, char **argv)
 
 static int shop_sign_migration(int argc, char **argv)
 {
-    const char *keyfile = NULL, *sqlfile = NULL, *outp = NULL;
-    for (int i = 3; i < argc; i++) {
-        if (!strcmp(argv[i], "-o") && i + 1 < argc)
-            outp = argv[++i];
-        else if (argv[i][0] == '-')
-            return tt_usage("shop sign-migration takes KEYFILE FILE.sql [-o OUT]");
-        else if (!keyfile)
-            keyfile = argv[i];
-        else if (!sqlfile)
-            sqlfile = argv[i];
-        else
-            return tt_usage("shop sign-migration takes KEYFILE FILE.sql [-o OUT]");
-    }
+    static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
+                                         {NULL, 0, NULL, 0}};
+    const char *pos[3] = {NULL, NULL, NULL}, *outp = NULL;
+    int npos;
+    int prc = cli_parse("shop sign-migration", argc - 1, argv + 1, opts, "o:", NULL, cli_on_value,
+                        &outp, pos, 3, &npos);
+    if (prc) return prc;
+    if (npos > 2) return tt_usage("shop sign-migration takes KEYFILE FILE.sql [-o OUT]");
+    const char *keyfile = pos[0], *sqlfile = pos[1];
     if (!keyfile || !sqlfile) return tt_usage("shop sign-migration needs KEYFILE and FILE.sql");
     const char *base = strrchr(sqlfile, '/') ? strrchr(sqlfile, '/') + 1 : sqlfile;
     int64_t number;

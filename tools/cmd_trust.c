@@ -30,15 +30,15 @@ static int open_db(const char *path, tsync_store **s)
 
 int cmd_enrol_request(int argc, char **argv)
 {
-    const char *db = NULL, *name = NULL;
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
-            name = argv[++i];
-        else if (argv[i][0] != '-' && !db)
-            db = argv[i];
-        else
-            return tt_usage("enrol-request takes DB and --name NAME");
-    }
+    static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
+                                         {NULL, 0, NULL, 0}};
+    const char *pos[2] = {NULL, NULL}, *name = NULL;
+    int npos;
+    int prc = cli_parse("enrol-request", argc, argv, opts, NULL, NULL, cli_on_value, &name, pos, 2,
+                        &npos);
+    if (prc) return prc;
+    if (npos > 1) return tt_usage("enrol-request takes DB and --name NAME");
+    const char *db = pos[0];
     if (!db) return tt_usage("enrol-request needs DB");
     tsync_store *s;
     if (open_db(db, &s)) return 1;
@@ -94,34 +94,44 @@ static int enrol_one_step(const char *db, const char *keyfile, const char *name,
     return ret;
 }
 
+typedef struct {
+    const char *keyfile, *name, *days;
+} enrol_args;
+
+static int on_enrol_opt(void *ctx, int c, const char *v)
+{
+    enrol_args *a = ctx;
+    if (c == 'k') a->keyfile = v;
+    if (c == 'n') a->name = v;
+    if (c == 'd') a->days = v;
+    return 0;
+}
+
 int cmd_enrol(int argc, char **argv)
 {
-    const char *db = NULL, *keyfile = NULL, *name = NULL;
+    static const struct option opts[] = {{"shop-key", required_argument, NULL, 'k'},
+                                         {"name", required_argument, NULL, 'n'},
+                                         {"days", required_argument, NULL, 'd'},
+                                         {NULL, 0, NULL, 0}};
+    enrol_args a = {NULL, NULL, NULL};
+    const char *db = NULL;
     unsigned days = DEFAULT_DAYS;
-    int nfiles = 0, named = 0, dayed = 0;
-    const char **files = calloc((size_t)argc, sizeof *files);
+    int nfiles = 0;
+    const char **files = calloc((size_t)argc + 1, sizeof *files);
     if (!files) return 1;
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--shop-key") == 0 && i + 1 < argc) {
-            keyfile = argv[++i];
-        } else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
-            name = argv[++i], named = 1;
-        } else if (strcmp(argv[i], "--days") == 0 && i + 1 < argc) {
-            dayed = 1;
-            if (tt_parse_days(argv[++i], &days)) {
-                free(files);
-                return tt_usage("--days takes a number from 1 to 36500");
-            }
-        } else if (argv[i][0] != '-' || strcmp(argv[i], "-") == 0) {
-            if (!db)
-                db = argv[i];
-            else
-                files[nfiles++] = argv[i];
-        } else {
-            free(files);
-            return tt_usage("enrol: unknown argument");
-        }
+    int prc =
+        cli_parse("enrol", argc, argv, opts, NULL, NULL, on_enrol_opt, &a, files, argc, &nfiles);
+    if (!prc && a.days && tt_parse_days(a.days, &days))
+        prc = tt_usage("--days takes a number from 1 to 36500");
+    if (prc) {
+        free(files);
+        return prc;
     }
+    if (nfiles) db = files[0];
+    nfiles = nfiles ? nfiles - 1 : 0;
+    memmove(files, files + 1, (size_t)nfiles * sizeof *files);
+    const char *keyfile = a.keyfile, *name = a.name;
+    int named = a.name != NULL, dayed = a.days != NULL;
     int ret;
     if (!db || (!keyfile && nfiles == 0)) {
         ret = tt_usage("enrol needs DB and CERT (or --shop-key KEYFILE)");
@@ -152,17 +162,22 @@ int cmd_enrol(int argc, char **argv)
 
 int cmd_revoke(int argc, char **argv)
 {
-    if (argc != 4)
-        return tt_usage(argc < 4 ? "revoke needs DB and REVOCATION"
+    static const struct option none[] = {{NULL, 0, NULL, 0}};
+    const char *pos[3] = {NULL, NULL, NULL};
+    int npos;
+    int prc = cli_parse("revoke", argc, argv, none, NULL, NULL, NULL, NULL, pos, 3, &npos);
+    if (prc) return prc;
+    if (npos != 2)
+        return tt_usage(npos < 2 ? "revoke needs DB and REVOCATION"
                                  : "revoke takes only "
                                    "DB and REVOCATION");
     tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
-    int ret = tt_read_records(argv[3], &r);
+    int ret = tt_read_records(pos[1], &r);
     tsync_trust_record t = TSYNC_TRUST_RECORD_INIT;
     for (size_t i = 0; !ret && i < r.n; i++)
-        ret = tt_decode(argv[3], r.records[i], r.lens[i], TSYNC_TRUST_REVOCATION, &t);
+        ret = tt_decode(pos[1], r.records[i], r.lens[i], TSYNC_TRUST_REVOCATION, &t);
     tsync_store *s = NULL;
-    if (!ret) ret = open_db(argv[2], &s);
+    if (!ret) ret = open_db(pos[0], &s);
     for (size_t i = 0; !ret && i < r.n; i++)
         ret = tsync_trust_revoke(s, r.records[i], r.lens[i]) ? cli_fail("revoke") : 0;
     if (!ret) {
@@ -209,12 +224,15 @@ static void print_trust(const tsync_trust_set *t)
 
 int cmd_trust(int argc, char **argv)
 {
-    if (argc < 3 || argc > 4 || (argc == 4 && strcmp(argv[3], "--json") != 0))
-        return tt_usage("trust needs DB and optionally --json");
+    const char *pos[2] = {NULL, NULL};
+    int npos, json = 0;
+    int prc = cli_parse("trust", argc, argv, CLI_JSON_OPTS, NULL, &json, NULL, NULL, pos, 2, &npos);
+    if (prc) return prc;
+    if (npos != 1) return tt_usage("trust needs DB and optionally --json");
     tsync_store *s;
-    if (cli_open(argv[2], CLI_RO, &s)) return 1;
+    if (cli_open(pos[0], CLI_RO, &s)) return 1;
     int ret = 0;
-    if (argc == 4) {
+    if (json) {
         char *js;
         if (tsync_trust_json(&js, s) != 0) {
             ret = cli_fail("trust");

@@ -682,28 +682,32 @@ int cmd_demo(int argc, char **argv)
     const char *dir = NULL;
     int keep = 0, have_seed = 0;
     uint64_t seed = 0;
-    for (int i = 2; i < argc; i++) {
-        if ((strcmp(argv[i], "--dir") == 0 || strcmp(argv[i], "--seed") == 0) && i + 1 == argc) {
-            fprintf(stderr, "tillsync: demo: %s needs a value (see 'tillsync --help')\n", argv[i]);
-            return 2;
-        } else if (strcmp(argv[i], "--dir") == 0) {
-            dir = argv[++i];
-        } else if (strcmp(argv[i], "--seed") == 0) {
+    static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
+                                         {"seed", required_argument, NULL, 's'},
+                                         {"keep", no_argument, NULL, 'k'},
+                                         {NULL, 0, NULL, 0}};
+    /* argv[1] is "--offline" (main put it there): getopt starts after it. */
+    cli_opts p = {.cmd = "demo", .argc = argc - 1, .argv = argv + 1, .longopts = opts};
+    int c;
+    while ((c = cli_opt_next(&p)) != -1) {
+        if (c == CLI_OPT_BAD) return 2;
+        if (c == 'd') dir = optarg;
+        if (c == 'k') keep = 1;
+        if (c == 's') {
             char *end;
             errno = 0;
-            seed = strtoull(argv[++i], &end, 10);
-            if (errno || end == argv[i] || *end || argv[i][0] == '-') {
-                fprintf(stderr, "tillsync: demo: --seed needs a number, not '%s'\n", argv[i]);
+            seed = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-') {
+                fprintf(stderr, "tillsync: demo: --seed needs a number, not '%s'\n", optarg);
                 return 2;
             }
             have_seed = 1;
-        } else if (strcmp(argv[i], "--keep") == 0) {
-            keep = 1;
-        } else {
-            fprintf(stderr, "tillsync: demo: unknown argument '%s' (see 'tillsync --help')\n",
-                    argv[i]);
-            return 2;
         }
+    }
+    if (optind < argc - 1) {
+        fprintf(stderr, "tillsync: demo: unexpected argument '%s' (see 'tillsync demo --help')\n",
+                argv[1 + optind]);
+        return 2;
     }
     if (!have_seed) seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
 

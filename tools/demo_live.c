@@ -194,22 +194,26 @@ static int hash_of(const char *path, char out[17])
     return rc;
 }
 
-static const char *const FILES[] = {"", "-wal", "-shm", ".key", ".key.mark", ".node"};
+static const char *const FILES[] = {"", "-wal", "-shm", ".key", ".key.mark", ".node", ".node.lock"};
 
 int cmd_demo_live(int argc, char **argv)
 {
     const char *dir_arg = NULL;
     int keep = 0;
-    for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--dir") && i + 1 < argc)
-            dir_arg = argv[++i];
-        else if (!strcmp(argv[i], "--keep"))
-            keep = 1;
-        else {
-            fprintf(stderr, "tillsync: demo: unknown argument '%s' (see 'tillsync --help')\n",
-                    argv[i]);
-            return 2;
-        }
+    static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
+                                         {"keep", no_argument, NULL, 'k'},
+                                         {NULL, 0, NULL, 0}};
+    cli_opts po = {.cmd = "demo", .argc = argc - 1, .argv = argv + 1, .longopts = opts};
+    int c;
+    while ((c = cli_opt_next(&po)) != -1) {
+        if (c == CLI_OPT_BAD) return 2;
+        if (c == 'd') dir_arg = optarg;
+        if (c == 'k') keep = 1;
+    }
+    if (optind < argc - 1) {
+        fprintf(stderr, "tillsync: demo: unexpected argument '%s' (see 'tillsync demo --help')\n",
+                argv[1 + optind]);
+        return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);

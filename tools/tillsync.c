@@ -1,7 +1,9 @@
 /*
  * tools/tillsync.c — the tillsync command: one subcommand per job a shop's IT person or a POS
  * developer does by hand. Every error is one line on stderr naming the problem; exit status 1 for
- * a failure, 2 for a usage error.
+ * a failure, 2 for a usage error. Every command reads its options with getopt_long
+ * (tools/cli_opt.c) and says how it is used with --help (tools/cli_help.c, which is also the
+ * manual page).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -21,119 +23,37 @@
 #include "cmd_schema.h"
 #include "cmd_trust.h"
 #include "hint.h"
-
-static const char *USAGE =
-    "usage: tillsync COMMAND [ARGS]\n"
-    "\n"
-    "Keeps the SQLite databases of a shop's tills in sync.\n"
-    "\n"
-    "commands:\n"
-    "  init DB                          create DB and its device key file DB.key (0600)\n"
-    "  sql DB \"SQL; ...\" [--json]       run SQL with replication active; rows print as a|b|c\n"
-    "                                   (--json: one array of objects, SQL types kept)\n"
-    "  replicate DB TABLE [--counter COLUMN]...\n"
-    "                                   make TABLE replicated; COLUMNs are PN-counters\n"
-    "  state DB [--json]                site id, incarnation and version vector\n"
-    "  bundle DB FILE [--since STATEFILE]\n"
-    "                                   write the batches a peer with that state lacks\n"
-    "                                   (all batches without --since)\n"
-    "  merge DB FILE                    verify and merge a bundle; fails if anything is refused\n"
-    "  hash DB [TABLE]                  hash of the visible content of the replicated tables\n"
-    "  conflicts DB [--json]            concurrent writes that last-writer-wins resolved\n"
-    "  shop create KEYFILE --name NAME  create a shop: its admin key file KEYFILE (0600; keep it\n"
-    "                                   off the tills)\n"
-    "  shop sign KEYFILE REQ [--days N] [--name DEVICE]\n"
-    "                                   verify an enrolment request, print a certificate\n"
-    "                                   (valid 365 days unless --days)\n"
-    "  shop revoke KEYFILE DEVICEKEY [--cutoff SITE:SEQ]... [--cutoffs-from DB] [--check DB]...\n"
-    "              [--dry-run]          print a revocation of DEVICEKEY (hex, or a certificate\n"
-    "                                   file); its batches after the cutoffs are refused unless\n"
-    "                                   honest tills merged them; --dry-run shows what it cuts\n"
-    "  shop rotate KEYFILE NEWKEYFILE   new admin key for the shop; print the rotation record\n"
-    "  shop sign-migration KEYFILE NNN_NAME.sql [-o OUT]\n"
-    "                                   sign a migration for every till of the shop (OUT:\n"
-    "                                   NNN_NAME.tsmig); install it with migrate DB OUT\n"
-    "  shop show FILE                   describe a key file, request, certificate or revocation\n"
-    "  enrol-request DB [--name NAME]   print this till's enrolment request (name: host name)\n"
-    "  enrol DB CERT [FILE]...          install this till's certificate (and other devices'\n"
-    "                                   certificates, rotations): DB joins the shop\n"
-    "  enrol DB --shop-key KEYFILE [--name NAME] [--days N]\n"
-    "                                   request, sign and install in one step (one machine)\n"
-    "  revoke DB REVOCATION             install a revocation; it replicates to every till\n"
-    "  trust DB [--json]                the shop DB is enrolled in and its devices\n"
-    "  export DB TABLE|--query SQL [--format csv|json|ndjson] [-o FILE]\n"
-    "                                   write a table or query as CSV (RFC 4180), JSON or NDJSON\n"
-    "  import DB TABLE FILE [--format csv|json|ndjson] [--skip-bad]\n"
-    "                                   upsert FILE's rows (they replicate); any bad value:\n"
-    "                                   nothing imported (--skip-bad: bad rows to FILE.rejects)\n"
-    "  backup DB OUT [--encrypt] [--passphrase-file F]\n"
-    "                                   online backup into one verified file (encrypted:\n"
-    "                                   passphrase from F, $TILLSYNC_PASSPHRASE or the terminal)\n"
-    "  backup-check FILE [--passphrase-file F]\n"
-    "                                   verify a backup without restoring it; print its manifest\n"
-    "  restore DB FILE [--passphrase-file F]\n"
-    "                                   replace DB's content with a verified backup (DB not in\n"
-    "                                   use); DB gets a new site id, catches up from its peers\n"
-    "  run DB [--listen tcp://ADDR:PORT] [--peer tcp://ADDR:PORT[#KEY]]... [-v|-q]\n"
-    "                                   run the sync node in the foreground (default listen\n"
-    "                                   tcp://0.0.0.0:7400); stops on SIGINT/SIGTERM\n"
-    "                                   [--prune-keep N] [--prune-every S] [--no-prune]: every S\n"
-    "                                   seconds (10), drop batches all tills hold but the last N\n"
-    "                                   per till (10000); a till behind then gets a snapshot\n"
-    "                                   [--log-max-batches N] [--log-max-mb N]\n"
-    "                                   [--log-max-days D]: record the log policy (as prune\n"
-    "                                   does); the node keeps the log within it, whatever\n"
-    "                                   tills acknowledged\n"
-    "                                   [--backup-every 6h --backup-dir DIR [--keep 10]]: backups\n"
-    "                                   on a schedule, the newest N kept\n"
-    "                                   [--no-mdns]: no discovery (an enrolled till finds the\n"
-    "                                   tills of its shop on the LAN over mDNS by default)\n"
-    "  migrate DB DIR|--status [--json] apply DIR's migrations (NNN_name.sql), or list applied\n"
-    "  migrate DB FILE.tsmig            install a signed migration: this till runs it, and it\n"
-    "                                   replicates to every till of the shop, which run it too\n"
-    "  prune DB [--log-max-batches N|none] [--log-max-mb N|none] [--log-max-days D|none]\n"
-    "                                   record the log policy given and prune the log to it now\n"
-    "                                   (defaults: 1000000 batches, as many MB as the rest of the\n"
-    "                                   database and at least 64, 30 days); a till that still\n"
-    "                                   lacked what is pruned needs a snapshot (enrolled shops)\n"
-    "  status DB [--json]               the node's peers, lag, pending, held, parked, refused\n"
-    "                                   and whether another till's table definitions differ\n"
-    "  schema DB [--json]               this till's replicated tables as compared with other\n"
-    "                                   tills (names, types, key, counters) and their digest\n"
-    "  parked DB [--json] [--limit N]   changes from other tills not applied here, and why\n"
-    "  demo [--dir DIR]                 three tills as three processes on loopback sell at once;\n"
-    "                                   their sales show up on the others live, then converge\n"
-    "  demo --offline [--dir DIR] [--seed N] [--keep]\n"
-    "                                   three offline tills sell, then converge by bundles\n"
-    "  help, --help                     this text\n"
-    "  --version                        print the version\n"
-    "  (replicate, hash, export and import take -- before a TABLE that starts with '-':\n"
-    "   tillsync export DB -- -x)\n";
+#include "node_service.h"
 
 int cli_fail(const char *what)
 {
     const tsync_error *e = tsync_error_last();
     char hint[512];
     const char *h = e->code ? cli_hint(e->code, e->message, hint, sizeof hint) : NULL;
-    fprintf(stderr, "tillsync: %s: %s%s%s%s\n", what, e->code ? e->message : "unknown error",
-            h ? " (hint: " : "", h ? h : "", h ? ")" : "");
+    fprintf(stderr, "%stillsync: %s: %s%s%s%s\n", cli_journal ? "<3>" : "", what,
+            e->code ? e->message : "unknown error", h ? " (hint: " : "", h ? h : "", h ? ")" : "");
     return 1;
 }
 
 int cli_db_json_args(int argc, char **argv, const char *cmd, const char **db, int *as_json,
                      char *err, size_t errlen)
 {
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
     *db = NULL;
     *as_json = 0;
-    for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) {
-            *as_json = 1;
-        } else if (argv[i][0] == '-' || *db) {
+    cli_opts p = {.cmd = cmd, .argc = argc - 1, .argv = argv + 1, .longopts = opts, .quiet = 1};
+    int c;
+    while ((c = cli_opt_next(&p)) != -1) {
+        if (c == CLI_OPT_BAD) {
             snprintf(err, errlen, "%s takes DB and --json", cmd);
             return -1;
-        } else {
-            *db = argv[i];
         }
+        *as_json = 1;
+    }
+    if (optind < argc - 1) *db = argv[1 + optind];
+    if (optind + 1 < argc - 1) {
+        snprintf(err, errlen, "%s takes DB and --json", cmd);
+        return -1;
     }
     if (*db) return 0;
     snprintf(err, errlen, "%s needs DB", cmd);
@@ -144,6 +64,60 @@ static int usage_error(const char *msg)
 {
     fprintf(stderr, "tillsync: %s (see 'tillsync --help')\n", msg);
     return 2;
+}
+
+/* Whether the arguments of a command (argv[2] on) ask for its help: --help anywhere before a
+ * "--", or -h first. */
+static int wants_help(int argc, char **argv)
+{
+    for (int i = 2; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (!strcmp(argv[i], "--help") || (i == 2 && !strcmp(argv[i], "-h"))) return 1;
+    return 0;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    if (argc > 3) return usage_error("help takes one COMMAND or --man");
+    if (argc == 2) {
+        cli_help_overview();
+        return 0;
+    }
+    if (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h")) return cli_help_command("help");
+    if (!strcmp(argv[2], "--man")) {
+        cli_help_man();
+        return 0;
+    }
+    if (cli_help_command(argv[2]) == 0) return 0;
+    fprintf(stderr, "tillsync: help: unknown command '%s' (see 'tillsync --help')\n", argv[2]);
+    return 2;
+}
+
+/* tillsync init DB [--key PATH] */
+static int cmd_init(int argc, char **argv)
+{
+    static const struct option opts[] = {{"key", required_argument, NULL, 'k'}, {NULL, 0, NULL, 0}};
+    cli_opts p = {.cmd = "init", .argc = argc - 1, .argv = argv + 1, .longopts = opts};
+    tsync_store_options o = TSYNC_STORE_OPTIONS_INIT;
+    int c;
+    while ((c = cli_opt_next(&p)) != -1) {
+        if (c == CLI_OPT_BAD) return 2;
+        o.key_path = optarg;
+    }
+    int n = argc - 1 - optind;
+    if (n != 1) return usage_error(n < 1 ? "init needs DB" : "init takes only DB");
+    const char *db = argv[1 + optind];
+    o.create = 1;
+    /* The database, its -wal and -shm and the key hold the shop's data and this device's
+     * secret: readable by their owner only. */
+    umask(077);
+    tsync_store *s;
+    if (tsync_store_open(&s, db, &o) != 0) return cli_fail("open");
+    char hex[2 * TSYNC_SITE_ID_BYTES + 1];
+    sodium_bin2hex(hex, sizeof hex, tsync_store_site_id(s), TSYNC_SITE_ID_BYTES);
+    printf("database %s ready, site %s, key file %s%s\n", db, hex, o.key_path ? o.key_path : db,
+           o.key_path ? "" : ".key");
+    tsync_store_free(s);
+    return 0;
 }
 
 int cli_open(const char *path, int mode, tsync_store **s)
@@ -310,17 +284,11 @@ static int sql_json(tsync_store *s, const char *sql)
 
 static int cmd_sql(int argc, char **argv)
 {
-    const char *pos[2] = {NULL, NULL};
-    int npos = 0, json = 0;
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            json = 1;
-        else if (npos < 2)
-            pos[npos++] = argv[i];
-        else
-            return usage_error("sql takes DB, one SQL string and optionally --json");
-    }
-    if (npos < 2) return usage_error("sql needs DB and SQL");
+    const char *pos[2];
+    int npos, json = 0;
+    int rc = cli_parse("sql", argc, argv, CLI_JSON_OPTS, NULL, &json, NULL, NULL, pos, 2, &npos);
+    if (rc) return rc;
+    if (npos < 2) return cli_usage("sql", "sql needs DB and SQL");
     tsync_store *s;
     if (open_db(pos[0], 0, &s)) return 1;
     int ret;
@@ -332,42 +300,38 @@ static int cmd_sql(int argc, char **argv)
     return ret;
 }
 
-/* Extra arguments of a command that takes only --json: 1 if --json, -1 if anything else. */
-static int json_flag(int argc, char **argv, int from)
+/* replicate's --counter COLUMN, repeatable. */
+typedef struct {
+    const char **ctr;
+    size_t n;
+} counters;
+
+static int on_counter(void *ctx, int c, const char *v)
 {
-    int json = 0;
-    for (int i = from; i < argc; i++) {
-        if (strcmp(argv[i], "--json") != 0) return -1;
-        json = 1;
-    }
-    return json;
+    counters *k = ctx;
+    (void)c;
+    k->ctr[k->n++] = v;
+    return 0;
 }
 
 static int cmd_replicate(int argc, char **argv)
 {
-    if (argc < 4) return usage_error("replicate needs DB and TABLE");
-    const char **ctr = calloc((size_t)argc, sizeof *ctr);
-    const char *table = NULL;
-    size_t n = 0;
-    int opts = 1; /* "--" ends the options: a table may be named "-x" */
-    for (int i = 3; i < argc; i++) {
-        if (opts && strcmp(argv[i], "--") == 0) {
-            opts = 0;
-        } else if (opts && strcmp(argv[i], "--counter") == 0 && i + 1 < argc) {
-            ctr[n++] = argv[++i];
-        } else if (!table && (!opts || i == 3 || argv[i][0] != '-')) {
-            table = argv[i];
-        } else {
-            free(ctr);
-            return usage_error("replicate: unknown argument");
-        }
-    }
-    if (!table) {
+    static const struct option opts[] = {{"counter", required_argument, NULL, 'c'},
+                                         {NULL, 0, NULL, 0}};
+    counters k = {calloc((size_t)argc, sizeof(const char *)), 0};
+    const char **ctr = k.ctr;
+    const char *pos[2];
+    int npos;
+    if (!ctr) return 1;
+    int rc = cli_parse("replicate", argc, argv, opts, NULL, NULL, on_counter, &k, pos, 2, &npos);
+    if (rc || npos < 2) {
         free(ctr);
-        return usage_error("replicate needs DB and TABLE");
+        return rc ? rc : cli_usage("replicate", "replicate needs DB and TABLE");
     }
+    const char *table = pos[1];
+    size_t n = k.n;
     tsync_store *s;
-    if (open_db(argv[2], 0, &s)) {
+    if (open_db(pos[0], 0, &s)) {
         free(ctr);
         return 1;
     }
@@ -383,12 +347,14 @@ static int cmd_replicate(int argc, char **argv)
 
 static int cmd_state(int argc, char **argv)
 {
-    if (argc < 3) return usage_error("state needs DB");
-    int json = json_flag(argc, argv, 3);
-    if (json < 0) return usage_error("state: unknown argument");
+    const char *pos[1];
+    int npos, json = 0;
+    int rc = cli_parse("state", argc, argv, CLI_JSON_OPTS, NULL, &json, NULL, NULL, pos, 1, &npos);
+    if (rc) return rc;
+    if (npos < 1) return cli_usage("state", "state needs DB");
     tsync_store *s;
     /* Read-write when it can: a copied database shows the site id it gets (a new incarnation). */
-    if (cli_open(argv[2], CLI_RW_OR_RO, &s)) return 1;
+    if (cli_open(pos[0], CLI_RW_OR_RO, &s)) return 1;
     char *js = NULL;
     int ret = 0;
     if (tsync_store_state_json(&js, s) != 0) {
@@ -420,22 +386,26 @@ static int cmd_state(int argc, char **argv)
 
 static int cmd_bundle(int argc, char **argv)
 {
-    if (argc < 4) return usage_error("bundle needs DB and FILE");
+    static const struct option opts[] = {{"since", required_argument, NULL, 's'},
+                                         {NULL, 0, NULL, 0}};
+    const char *pos[2], *since_file = NULL;
+    int npos;
+    int rc =
+        cli_parse("bundle", argc, argv, opts, NULL, NULL, cli_on_value, &since_file, pos, 2, &npos);
+    if (rc) return rc;
+    if (npos < 2) return cli_usage("bundle", "bundle needs DB and FILE");
     char *since = NULL;
-    for (int i = 4; i < argc; i++) {
-        if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
-            uint8_t *b;
-            size_t n;
-            if (read_file(argv[++i], &b, &n)) return 1;
-            since = realloc(b, n + 1);
-            if (!since) return 1;
-            since[n] = 0;
-        } else {
-            return usage_error("bundle: unknown argument");
-        }
+    if (since_file) {
+        uint8_t *b;
+        size_t n;
+        if (read_file(since_file, &b, &n)) return 1;
+        since = realloc(b, n + 1);
+        if (!since) return 1;
+        since[n] = 0;
     }
+    const char *out = pos[1];
     tsync_store *s;
-    if (cli_open(argv[2], CLI_RW_OR_RO, &s)) {
+    if (cli_open(pos[0], CLI_RW_OR_RO, &s)) {
         free(since);
         return 1;
     }
@@ -443,13 +413,13 @@ static int cmd_bundle(int argc, char **argv)
     int ret = 0;
     struct stat st;
     /* Streamed into the file as the log is read: a bundle of any size takes a few MiB. */
-    if (tsync_store_bundle_file(s, argv[3], since, &nb) != 0) {
+    if (tsync_store_bundle_file(s, out, since, &nb) != 0) {
         ret = cli_fail("bundle");
-    } else if (stat(argv[3], &st) != 0) {
-        fprintf(stderr, "tillsync: bundle: cannot stat %s: %s\n", argv[3], strerror(errno));
+    } else if (stat(out, &st) != 0) {
+        fprintf(stderr, "tillsync: bundle: cannot stat %s: %s\n", out, strerror(errno));
         ret = 1;
     } else {
-        printf("wrote %zu batches, %lld bytes to %s\n", nb, (long long)st.st_size, argv[3]);
+        printf("wrote %zu batches, %lld bytes to %s\n", nb, (long long)st.st_size, out);
     }
     free(since);
     tsync_store_free(s);
@@ -458,16 +428,34 @@ static int cmd_bundle(int argc, char **argv)
 
 static int cmd_merge(int argc, char **argv)
 {
-    if (argc < 4) return usage_error("merge needs DB and FILE");
-    if (argc > 4) return usage_error("merge takes only DB and FILE");
+    const char *pos[2];
+    int npos, json = 0;
+    int prc = cli_parse("merge", argc, argv, CLI_JSON_OPTS, NULL, &json, NULL, NULL, pos, 2, &npos);
+    if (prc) return prc;
+    if (npos < 2) return cli_usage("merge", "merge needs DB and FILE");
     tsync_store *s;
-    if (open_db(argv[2], 0, &s)) return 1;
+    if (open_db(pos[0], 0, &s)) return 1;
     tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
-    int rc = tsync_store_merge_file(s, argv[3], &r);
+    int rc = tsync_store_merge_file(s, pos[1], &r);
     int ret = 0;
     if (rc != 0 && r.merged == 0 && r.duplicates == 0 && r.held == 0 && r.refused <= 1 &&
         rc != TSYNC_EFORK) {
         ret = cli_fail("merge");
+    } else if (json) {
+        /* The counts and messages; a refusal still exits 1 (and says why on stderr). */
+        json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "merged", (json_int_t)r.merged,
+                              "duplicates", (json_int_t)r.duplicates, "held", (json_int_t)r.held,
+                              "parked", (json_int_t)r.parked, "refused", (json_int_t)r.refused,
+                              "conflicts", (json_int_t)r.conflicts);
+        json_t *m = json_array();
+        for (size_t i = 0; i < r.nmessages; i++)
+            json_array_append_new(m, json_string(r.messages[i]));
+        json_object_set_new(o, "messages", m);
+        char *txt = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        json_decref(o);
+        puts(txt ? txt : "{}");
+        free(txt);
+        if (rc != 0) ret = cli_fail("merge");
     } else {
         printf("merged %zu, duplicates %zu, held %zu, parked %zu, refused %zu, conflicts %zu\n",
                r.merged, r.duplicates, r.held, r.parked, r.refused, r.conflicts);
@@ -481,12 +469,15 @@ static int cmd_merge(int argc, char **argv)
 
 static int cmd_hash(int argc, char **argv)
 {
-    if (argc < 3) return usage_error("hash needs DB");
-    int k = argc > 3 && strcmp(argv[3], "--") == 0 ? 4 : 3; /* "--": a table named "-x" */
-    if (argc > k + 1) return usage_error("hash takes DB and at most one TABLE");
-    const char *table = argc > k ? argv[k] : NULL;
+    static const struct option none[] = {{NULL, 0, NULL, 0}};
+    const char *pos[2];
+    int npos;
+    int rc = cli_parse("hash", argc, argv, none, NULL, NULL, NULL, NULL, pos, 2, &npos);
+    if (rc) return rc;
+    if (npos < 1) return cli_usage("hash", "hash needs DB");
+    const char *table = npos > 1 ? pos[1] : NULL;
     tsync_store *s;
-    if (cli_open(argv[2], CLI_RO, &s)) return 1;
+    if (cli_open(pos[0], CLI_RO, &s)) return 1;
     uint8_t h[TSYNC_HASH_BYTES];
     int ret = 0;
     if (tsync_store_hash(h, s, table) != 0) {
@@ -501,11 +492,14 @@ static int cmd_hash(int argc, char **argv)
 
 static int cmd_conflicts(int argc, char **argv)
 {
-    if (argc < 3) return usage_error("conflicts needs DB");
-    int json = json_flag(argc, argv, 3);
-    if (json < 0) return usage_error("conflicts: unknown argument");
+    const char *pos[1];
+    int npos, json = 0;
+    int rc =
+        cli_parse("conflicts", argc, argv, CLI_JSON_OPTS, NULL, &json, NULL, NULL, pos, 1, &npos);
+    if (rc) return rc;
+    if (npos < 1) return cli_usage("conflicts", "conflicts needs DB");
     tsync_store *s;
-    if (cli_open(argv[2], CLI_RO, &s)) return 1;
+    if (cli_open(pos[0], CLI_RO, &s)) return 1;
     char *js;
     int ret = 0;
     if (tsync_store_conflicts_json(&js, s) != 0) {
@@ -539,26 +533,21 @@ static int cmd_conflicts(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    svc_journal_detect();
     if (argc < 2) return usage_error("no command given");
     const char *c = argv[1];
-    if (!strcmp(c, "help") || !strcmp(c, "--help") || !strcmp(c, "-h")) {
-        fputs(USAGE, stdout);
-        return 0;
+    if (!strcmp(c, "--help") || !strcmp(c, "-h")) return cmd_help(2, argv);
+    if (!strcmp(c, "help")) return cmd_help(argc, argv);
+    if (wants_help(argc, argv)) {
+        if (cli_help_command(c) == 0) return 0;
+        fprintf(stderr, "tillsync: unknown command '%s' (see 'tillsync --help')\n", c);
+        return 2;
     }
     if (!strcmp(c, "--version")) {
         printf("tillsync %s\n", tsync_version());
         return 0;
     }
-    if (!strcmp(c, "init")) {
-        if (argc != 3) return usage_error(argc < 3 ? "init needs DB" : "init takes only DB");
-        tsync_store *s;
-        if (open_db(argv[2], 1, &s)) return 1;
-        char hex[2 * TSYNC_SITE_ID_BYTES + 1];
-        sodium_bin2hex(hex, sizeof hex, tsync_store_site_id(s), TSYNC_SITE_ID_BYTES);
-        printf("database %s ready, site %s, key file %s.key\n", argv[2], hex, argv[2]);
-        tsync_store_free(s);
-        return 0;
-    }
+    if (!strcmp(c, "init")) return cmd_init(argc, argv);
     if (!strcmp(c, "sql")) return cmd_sql(argc, argv);
     if (!strcmp(c, "replicate")) return cmd_replicate(argc, argv);
     if (!strcmp(c, "state")) return cmd_state(argc, argv);
@@ -567,8 +556,14 @@ int main(int argc, char **argv)
     if (!strcmp(c, "hash")) return cmd_hash(argc, argv);
     if (!strcmp(c, "conflicts")) return cmd_conflicts(argc, argv);
     if (!strcmp(c, "demo")) {
-        /* --offline (first): the earlier demo, offline tills converging by bundles */
-        if (argc > 2 && !strcmp(argv[2], "--offline")) return cmd_demo(argc - 1, argv + 1);
+        /* --offline (anywhere before a "--"): the earlier demo, offline tills converging by
+         * bundles; moved first, where cmd_demo expects it. */
+        for (int i = 2; i < argc && strcmp(argv[i], "--") != 0; i++) {
+            if (strcmp(argv[i], "--offline") != 0) continue;
+            memmove(argv + 3, argv + 2, (size_t)(i - 2) * sizeof *argv);
+            argv[2] = "--offline";
+            return cmd_demo(argc - 1, argv + 1);
+        }
         return cmd_demo_live(argc, argv);
     }
     if (!strcmp(c, "shop")) return cmd_shop(argc, argv);

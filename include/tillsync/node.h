@@ -105,7 +105,8 @@ typedef struct {
 typedef void (*tsync_peer_state_fn)(void *ctx, const tsync_peer_event *e);
 
 typedef struct {
-    uint32_t version; /* TSYNC_NODE_OPTIONS_VERSION (1: without on_peer_state) */
+    /* TSYNC_NODE_OPTIONS_VERSION (1: without on_peer_state; 2: without key_path) */
+    uint32_t version;
     /* Where to accept peers: "tcp://ADDR:PORT" (port "*": any free one). NULL:
      * "tcp://0.0.0.0:7400". "": do not listen (dial only). */
     const char *listen;
@@ -148,14 +149,16 @@ typedef struct {
     int32_t backup_keep;
     /* Every change of a peer's network state (tsync_peer_state), on the node's thread; cb_ctx. */
     tsync_peer_state_fn on_peer_state;
+    /* The device key file (version 3). NULL: "<database>.key", as tsync_store_open. */
+    const char *key_path;
 } tsync_node_options;
 
-#define TSYNC_NODE_OPTIONS_VERSION 2
+#define TSYNC_NODE_OPTIONS_VERSION 3
 /* Positional, in field order, so that it is valid C and C++11 alike. */
 #define TSYNC_NODE_OPTIONS_INIT                                                                    \
     {                                                                                              \
         TSYNC_NODE_OPTIONS_VERSION, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, \
-            0, 0, 0, 0, 0, 0, NULL, 0, NULL                                                        \
+            0, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL                                                  \
     }
 
 /* Sets *out to TSYNC_NODE_OPTIONS_INIT as of version (the caller's TSYNC_NODE_OPTIONS_VERSION), for

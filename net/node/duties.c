@@ -81,7 +81,7 @@ static void *backup_main(void *arg)
 {
     tsync_node *n = arg;
     tsync_store *s;
-    int rc = tsync_store_open(&s, n->db_path, NULL);
+    int rc = tsync__node_store_open(n, &s);
     if (rc == 0) {
         rc = tsync_backup(s, n->backup.path, NULL, NULL);
         tsync_store_free(s);

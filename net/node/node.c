@@ -179,15 +179,24 @@ static int refused_in_callback(const char *fn)
 
 /* ---------------------------------------------------------------- public API */
 
+int tsync__node_store_open(tsync_node *n, tsync_store **out)
+{
+    tsync_store_options so = TSYNC_STORE_OPTIONS_INIT;
+    so.key_path = n->key_path;
+    return tsync_store_open(out, n->db_path, &so);
+}
+
 int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_options *opts)
 {
     *out = NULL;
     tsync_node_options o = TSYNC_NODE_OPTIONS_INIT;
     if (opts && opts->version == 1) /* before on_peer_state */
         memcpy(&o, opts, offsetof(tsync_node_options, on_peer_state));
+    else if (opts && opts->version == 2) /* before key_path */
+        memcpy(&o, opts, offsetof(tsync_node_options, key_path));
     else if (opts)
         o = *opts;
-    if (o.version != 1 && o.version != TSYNC_NODE_OPTIONS_VERSION) {
+    if (o.version < 1 || o.version > TSYNC_NODE_OPTIONS_VERSION) {
         /* TSYNC_EINVAL, not TSYNC_EVERSION: the code this call has always returned (docs/API.md).
          */
         return tsync__err(TSYNC_EINVAL,
@@ -225,6 +234,8 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
             n->status_path = strdup(sp);
         }
     }
+    if (rc == 0 && o.key_path && !(n->key_path = strdup(o.key_path))) rc = TSYNC_ENOMEM;
+    n->o.key_path = NULL;
     n->o.status_path = NULL;
     n->o.peers = NULL;
     n->o.backup_dir = NULL;
@@ -242,7 +253,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
          * open, the node's thread must never wait long for the app's write lock: while it waits
          * it reads no messages (peers would see it as dead). A merge or seal that finds the
          * database busy is retried; batches are sent again by their sender. */
-        rc = tsync_store_open(&n->s, db_path, NULL);
+        rc = tsync__node_store_open(n, &n->s);
         if (rc == 0) tsync__sync_busy_timeout(n->s, 250);
     }
     if (rc == 0) rc = tsync__sync_ckpt_start(n->s, 100, &n->ckpt);
@@ -528,6 +539,7 @@ void tsync_node_free(tsync_node *n)
     free(n->status_path);
     free(n->backup.dir);
     free(n->db_path);
+    free(n->key_path);
     pthread_mutex_destroy(&n->status_mu);
     pthread_mutex_destroy(&n->err_mu);
     pthread_mutex_destroy(&n->join_mu);

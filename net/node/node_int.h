@@ -214,6 +214,7 @@ struct tsync_node {
     tsync__ckpt *ckpt;
     tsync_node_options o;
     char *db_path;
+    char *key_path; /* NULL: "<db_path>.key" */
     char *status_path;
     char endpoint[TSYNC__TP_ADDR_LEN];
     int enrolled;
@@ -306,6 +307,8 @@ struct tsync_node {
  * Each function is described at its definition; by file: */
 
 /* node.c */
+/* Opens the node's database with its key file (o.key_path), for a worker's own connection. */
+int tsync__node_store_open(tsync_node *n, tsync_store **out);
 /* A log line at level (tsync_node_options.log, or stderr). */
 void tsync__node_log(tsync_node *n, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -45,6 +45,7 @@ typedef struct snapjob {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     char *db_path;
+    char *key_path; /* NULL: the default key file */
     /* under mu */
     int cancel, done, rc, vv_ready;
     char err[256];
@@ -86,7 +87,9 @@ static void *job_main(void *arg)
 {
     snapjob *j = arg;
     tsync_store *s;
-    int rc = tsync_store_open(&s, j->db_path, NULL);
+    tsync_store_options so = TSYNC_STORE_OPTIONS_INIT;
+    so.key_path = j->key_path;
+    int rc = tsync_store_open(&s, j->db_path, &so);
     if (rc == 0) {
         rc = tsync__snap_export(s, SNAP_CHUNK_BYTES, job_emit, j, &j->vv_w);
         tsync__vv_free(&j->vv_w);
@@ -115,6 +118,7 @@ static void job_free(snapjob *j)
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j->db_path);
+    free(j->key_path);
     free(j);
 }
 
@@ -122,7 +126,10 @@ static int job_start(tsync_node *n, snapjob **out)
 {
     snapjob *j = calloc(1, sizeof *j);
     if (!j) return TSYNC_ENOMEM;
-    if (!(j->db_path = strdup(n->db_path))) {
+    if (!(j->db_path = strdup(n->db_path)) ||
+        (n->key_path && !(j->key_path = strdup(n->key_path)))) {
+        free(j->db_path);
+        free(j->key_path);
         free(j);
         return TSYNC_ENOMEM;
     }
@@ -132,6 +139,7 @@ static int job_start(tsync_node *n, snapjob **out)
         pthread_mutex_destroy(&j->mu);
         pthread_cond_destroy(&j->cv);
         free(j->db_path);
+        free(j->key_path);
         free(j);
         return TSYNC_ERROR;
     }

@@ -47,8 +47,8 @@ run "$T" run "$W/a.db" --listen tcp://127.0.0.1:* --peer tcp://127.0.0.1:7400#ab
 expect "peer with a short key" 1 "64 hex digits"
 run "$T" status
 expect "status without DB" 2 "status needs DB"
-run "$T" status "$W/a.db"
-[ $rc -eq 0 ] && grep -q "node: not running" "$W/out" && ok ||
+run "$T" status "$W/a.db" # exit 3: no node runs
+[ $rc -eq 3 ] && grep -q "node: not running" "$W/out" && ok ||
     bad "status of a stopped node: $rc $(cat "$W/out" "$W/err")"
 
 # ---------------------------------------------------------------- two live nodes

@@ -25,9 +25,13 @@ cmake --install "$build" --prefix "$p" >"$work/install.log" 2>&1 ||
 lib=$(dirname "$(find "$p" -name libtillsync.a | head -1)")
 [ -d "$lib" ] && [ "$lib" != . ] || fail "no libtillsync.a under $p"
 for f in include/tillsync/tillsync.h include/tillsync/version.h include/tillsync/common.h \
-    bin/tillsync share/doc/tillsync/LICENSE; do
+    bin/tillsync share/doc/tillsync/LICENSE share/doc/tillsync/tillsync.conf.example \
+    share/man/man1/tillsync.1 lib/systemd/system/tillsync@.service lib/sysusers.d/tillsync.conf; do
     [ -f "$p/$f" ] || fail "$f not installed"
 done
+# The unit runs the installed tool, not one of the build tree.
+grep -q "^ExecStart=$p/bin/tillsync " "$p/lib/systemd/system/tillsync@.service" ||
+    fail "tillsync@.service does not run $p/bin/tillsync"
 for f in libtillsync.so libtillsync.so.0 "libtillsync.so.$version" pkgconfig/tillsync.pc \
     cmake/tillsync/tillsyncConfig.cmake cmake/tillsync/tillsyncConfigVersion.cmake; do
     [ -e "$lib/$f" ] || fail "$lib/$f not installed"

@@ -224,6 +224,6 @@ Test(node_states, options_version_1_accepted)
     cr_assert_eq(tsync_node_start(n), 0);
     nu_sleep_ms(800); /* connecting -> unreachable happened, unreported */
     tsync_node_free(n);
-    o.version = 3;
+    o.version = TSYNC_NODE_OPTIONS_VERSION + 1; /* the first version this library does not know */
     cr_assert_eq(tsync_node_new(&n, a, &o), TSYNC_EINVAL);
 }
