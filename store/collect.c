@@ -1,7 +1,8 @@
 /*
  * store/collect.c — collecting deleted rows (their tombstone in tsync_tomb_<t> and clock entry in
  * tsync_clk_<t>) once their delete is causally stable, and the collection frontier that snapshots
- * carry (docs/DATA_MODEL.md, "Collecting tombstones and clock entries", has the proof).
+ * carry (docs/DATA_MODEL.md, "Collecting tombstones and clock entries", has the proof). Over 800
+ * lines: the frontier's sweep and collection share the clock-table scans and key handling here.
  *
  * Design notes
  * - Rows clocks do not say which batch deleted a row, so stability is established in two rounds.
