@@ -34,6 +34,9 @@
 #include "store/sync.h"
 
 #define MH_BYTES 16 /* hash of a marked clock entry */
+/* Rows a round scans (mark) or collects at most: a round holds the write lock (and a node's thread)
+ * for a fraction of a second, whatever the number of deleted rows. */
+#define COLLECT_SLICE 20000
 
 static int64_t one_int(tsync_store *s, const char *sql)
 {
@@ -51,8 +54,11 @@ static const char *COLLECT_SCHEMA =
     "  gen INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS tsync_collect_cand(tbl INTEGER, k BLOB, mh BLOB NOT NULL,"
     "  epoch INTEGER NOT NULL, PRIMARY KEY(tbl, k)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS tsync_collect_cand_epoch ON tsync_collect_cand(epoch);"
     "CREATE TABLE IF NOT EXISTS tsync_collect_ackgen(pk BLOB PRIMARY KEY, gen INTEGER NOT NULL)"
-    "  WITHOUT ROWID;";
+    "  WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS tsync_collect_cursor(id INTEGER PRIMARY KEY CHECK(id = 1),"
+    "  tbl INTEGER NOT NULL, k BLOB NOT NULL);";
 
 static int tables(tsync_store *s)
 {
@@ -566,13 +572,17 @@ static tsync__table *table_by_id(tsync_store *s, int id)
 
 /* Collects the candidates of epoch id whose clock entry is still the one marked; the others are
  * dropped (marked again later). Raises the frontier. */
-static int take_epoch(tsync_store *s, int64_t epoch, size_t *collected)
+static int take_epoch(tsync_store *s, int64_t epoch, size_t *collected, int64_t *budget)
 {
     sqlite3_stmt *c;
-    if (sqlite3_prepare_v2(s->db, "SELECT tbl, k, mh FROM tsync_collect_cand WHERE epoch = ?1", -1,
-                           &c, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT tbl, k, mh FROM tsync_collect_cand WHERE epoch = ?1 ORDER BY "
+                           "tbl, k LIMIT ?2",
+                           -1, &c, NULL) != SQLITE_OK)
         return tsync__err_sqlite(s->db, SQLITE_ERROR, "collect deleted rows");
     sqlite3_bind_int64(c, 1, epoch);
+    const int64_t want = *budget;
+    sqlite3_bind_int64(c, 2, want);
     uint32_t nls = (uint32_t)one_int(s, "SELECT max(idx) + 1 FROM tsync_sites");
     tsync__hlc *top = calloc(nls + 1, sizeof *top);
     int rc = top ? 0 : tsync__err(TSYNC_ENOMEM, "out of memory");
@@ -582,6 +592,7 @@ static int take_epoch(tsync_store *s, int64_t epoch, size_t *collected)
     memset(&m, 0, sizeof m);
     /* The deletes below touch tsync_clk_ and tsync_tomb_ tables, never the candidates read. */
     while (rc == 0 && sqlite3_step(c) == SQLITE_ROW) {
+        (*budget)--;
         tsync__table *t = table_by_id(s, sqlite3_column_int(c, 0));
         if (!t || sqlite3_column_bytes(c, 2) != MH_BYTES) continue;
         const uint8_t *key = sqlite3_column_blob(c, 1);
@@ -644,13 +655,20 @@ static int take_epoch(tsync_store *s, int64_t epoch, size_t *collected)
         if ((rc = tsync__site_of(s, l, f.site)) == 0) rc = tsync__front_raise(s, &f, 1);
     }
     free(top);
+    /* The slice just read goes (collected or changed since the mark); the epoch once empty. */
     if (rc == 0) {
-        sqlite3_stmt *d = tsync__prep(s, "DELETE FROM tsync_collect_cand WHERE epoch = ?1");
-        sqlite3_stmt *e = tsync__prep(s, "DELETE FROM tsync_collect_epoch WHERE id = ?1");
+        sqlite3_stmt *d = tsync__prep(s, "DELETE FROM tsync_collect_cand WHERE (tbl, k) IN (SELECT "
+                                         "tbl, k FROM tsync_collect_cand WHERE epoch = ?1 ORDER BY "
+                                         "tbl, k LIMIT ?2)");
+        sqlite3_stmt *e =
+            tsync__prep(s, "DELETE FROM tsync_collect_epoch WHERE id = ?1 AND NOT "
+                           "EXISTS (SELECT 1 FROM tsync_collect_cand WHERE epoch = ?1)");
         if (!d || !e) return TSYNC_EIO;
+        sqlite3_bind_int64(d, 1, epoch);
+        sqlite3_bind_int64(d, 2, want);
+        sqlite3_bind_int64(e, 1, epoch);
         for (int i = 0; i < 2 && rc == 0; i++) {
             sqlite3_stmt *x = i ? e : d;
-            sqlite3_bind_int64(x, 1, epoch);
             int r = sqlite3_step(x);
             sqlite3_reset(x);
             if (r != SQLITE_DONE) rc = tsync__err_sqlite(s->db, r, "collect deleted rows");
@@ -659,9 +677,26 @@ static int take_epoch(tsync_store *s, int64_t epoch, size_t *collected)
     return rc;
 }
 
-/* Marks the collectable deleted rows of every eligible table as candidates of a new epoch. */
+/* Marks collectable deleted rows as candidates of a new epoch (our vector now): at most
+ * COLLECT_SLICE rows scanned, from where the last slice stopped (tsync_collect_cursor). Each slice
+ * has its own epoch, so what it marks is covered by the vector it records. */
 static int mark(tsync_store *s, const member *m, size_t n)
 {
+    int cur_ti = -1;
+    uint8_t *cur_k = NULL;
+    uint32_t cur_klen = 0;
+    {
+        sqlite3_stmt *cs = tsync__prep(s, "SELECT tbl, k FROM tsync_collect_cursor WHERE id = 1");
+        if (!cs) return TSYNC_EIO;
+        if (sqlite3_step(cs) == SQLITE_ROW) {
+            cur_ti = sqlite3_column_int(cs, 0);
+            cur_klen = (uint32_t)sqlite3_column_bytes(cs, 1);
+            cur_k = malloc(cur_klen + 1);
+            if (cur_k) memcpy(cur_k, sqlite3_column_blob(cs, 1), cur_klen);
+        }
+        sqlite3_reset(cs);
+        if (cur_ti >= 0 && !cur_k) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    }
     tsync__vv vv = {0};
     uint8_t *blob = NULL, *kb = NULL;
     size_t blen = 0, kcap = 0;
@@ -686,7 +721,7 @@ static int mark(tsync_store *s, const member *m, size_t n)
         }
         crypto_generichash_final(&hs, vh, sizeof vh);
         for (int i = 0; i < 8; i++) vkey = (int64_t)((uint64_t)vkey << 8 | vh[i]);
-        if (meta_get(s, "collect_mark_vv") == vkey && vkey != 0) {
+        if (cur_ti < 0 && meta_get(s, "collect_mark_vv") == vkey && vkey != 0) {
             free(blob);
             return 0;
         }
@@ -705,10 +740,12 @@ static int mark(tsync_store *s, const member *m, size_t n)
         if (r != SQLITE_DONE) rc = tsync__err_sqlite(s->db, r, "mark deleted rows");
     }
     int64_t epoch = sqlite3_last_insert_rowid(s->db);
-    int64_t marked = 0;
+    int64_t marked = 0, scanned = 0;
+    int stop_ti = -1; /* where this slice stopped (kb, klen: the last key) */
+    uint32_t klen = 0;
     tsync__rowmeta meta;
     memset(&meta, 0, sizeof meta);
-    for (int ti = 0; rc == 0 && ti < s->ntables; ti++) {
+    for (int ti = cur_ti < 0 ? 0 : cur_ti; rc == 0 && stop_ti < 0 && ti < s->ntables; ti++) {
         tsync__table *t = &s->tables[ti];
         sqlite3_stmt *pk = tsync__prep(s, "SELECT 1 FROM tsync_parked WHERE tbl = ?1 COLLATE "
                                           "NOCASE LIMIT 1");
@@ -720,12 +757,43 @@ static int mark(tsync_store *s, const member *m, size_t n)
         int parked = sqlite3_step(pk) == SQLITE_ROW;
         sqlite3_reset(pk);
         if (parked || !schema_ok(s, t, m, n)) continue;
+        int from_key = ti == cur_ti;
         char *sql = clk_scan_sql(s, t, 1);
+        sqlite3_str *q = sqlite3_str_new(s->db);
+        sqlite3_str_appendall(q, sql ? sql : "");
+        sqlite3_free(sql);
+        if (from_key) {
+            /* after the cursor's key, in key order */
+            sqlite3_str_appendall(q, " AND (");
+            for (int i = 0; i < t->npk; i++) {
+                sqlite3_str_appendall(q, i ? ",c." : "c.");
+                tsync__sql_ident(q, NULL, t->cols[t->pk[i]]);
+            }
+            sqlite3_str_appendall(q, ") > (");
+            for (int i = 0; i < t->npk; i++) sqlite3_str_appendf(q, "%s?%d", i ? "," : "", i + 1);
+            sqlite3_str_appendall(q, ")");
+        }
+        sqlite3_str_appendall(q, " ORDER BY ");
+        for (int i = 0; i < t->npk; i++) {
+            sqlite3_str_appendall(q, i ? ",c." : "c.");
+            tsync__sql_ident(q, NULL, t->cols[t->pk[i]]);
+        }
+        sql = tsync__sql_finish(q);
         sqlite3_stmt *st = NULL;
         if (!sql || sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
             rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "mark deleted rows");
         sqlite3_free(sql);
+        if (rc == 0 && from_key) {
+            tsync__val kv[TSYNC__MAX_PK_COLS];
+            if (tsync__key_decode(cur_k, cur_klen, kv, t->npk) == 0)
+                for (int i = 0; i < t->npk; i++) tsync__bind_val(st, i + 1, &kv[i]);
+        }
         while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+            if (++scanned > COLLECT_SLICE) {
+                stop_ti = ti; /* kb holds the last key scanned */
+                break;
+            }
+            if ((rc = scan_key(st, t, &kb, &kcap, &klen))) break;
             const void *p = sqlite3_column_blob(st, t->npk);
             size_t plen = (size_t)sqlite3_column_bytes(st, t->npk);
             if ((rc = tsync__rowmeta_init(&meta, t->ncols)) ||
@@ -734,10 +802,8 @@ static int mark(tsync_store *s, const member *m, size_t n)
             int ok = collectable(&meta);
             tsync__rowmeta_clear(&meta);
             if (!ok) continue;
-            uint32_t klen;
             uint8_t h[MH_BYTES];
             meta_hash(p, plen, h);
-            if ((rc = scan_key(st, t, &kb, &kcap, &klen))) break;
             sqlite3_bind_int(ins, 1, t->id);
             sqlite3_bind_blob(ins, 2, kb, (int)klen, SQLITE_STATIC);
             sqlite3_bind_blob(ins, 3, h, MH_BYTES, SQLITE_STATIC);
@@ -750,7 +816,25 @@ static int mark(tsync_store *s, const member *m, size_t n)
         tsync__rowmeta_clear(&meta);
         sqlite3_finalize(st);
     }
-    if (rc == 0) rc = tsync__meta_int(s, "collect_mark_vv", NULL, marked ? 0 : vkey);
+    /* Where the next slice goes on from; a scan done in one slice that found nothing is not
+     * repeated until something changes (collect_mark_vv). */
+    sqlite3_stmt *cw = rc ? NULL
+                          : tsync__prep(s, stop_ti >= 0 ? "INSERT OR REPLACE INTO "
+                                                          "tsync_collect_cursor VALUES(1, ?1, ?2)"
+                                                        : "DELETE FROM tsync_collect_cursor");
+    if (rc == 0 && !cw) rc = TSYNC_EIO;
+    if (rc == 0) {
+        if (stop_ti >= 0) {
+            sqlite3_bind_int(cw, 1, stop_ti);
+            sqlite3_bind_blob(cw, 2, kb, (int)klen, SQLITE_STATIC);
+        }
+        int r = sqlite3_step(cw);
+        sqlite3_reset(cw);
+        if (r != SQLITE_DONE) rc = tsync__err_sqlite(s->db, r, "mark deleted rows");
+    }
+    if (rc == 0)
+        rc = tsync__meta_int(s, "collect_mark_vv", NULL,
+                             marked || stop_ti >= 0 || cur_ti >= 0 ? 0 : vkey);
     if (rc == 0 && marked == 0) {
         /* nothing to wait for */
         sqlite3_stmt *d = tsync__prep(s, "DELETE FROM tsync_collect_epoch WHERE id = ?1");
@@ -763,6 +847,7 @@ static int mark(tsync_store *s, const member *m, size_t n)
     }
     free(blob);
     free(kb);
+    free(cur_k);
     return rc;
 }
 
@@ -802,9 +887,13 @@ int tsync__collect(tsync_store *s, size_t *collected)
             pending++;
     }
     sqlite3_finalize(ep);
-    for (size_t i = 0; rc == 0 && i < ns; i++) rc = take_epoch(s, stable[i], &got);
+    int64_t budget = COLLECT_SLICE;
+    for (size_t i = 0; rc == 0 && budget > 0 && i < ns; i++)
+        rc = take_epoch(s, stable[i], &got, &budget);
+    pending += (size_t)one_int(s, "SELECT count(*) FROM tsync_collect_epoch") > 0;
+    int scanning = one_int(s, "SELECT count(*) FROM tsync_collect_cursor") > 0;
     /* Local changes not sealed yet are not in the vector a mark records: mark once they are. */
-    if (rc == 0 && pending == 0 &&
+    if (rc == 0 && (scanning || pending == 0) &&
         one_int(s, "SELECT count(*) FROM (SELECT 1 FROM tsync_pending LIMIT 1)") == 0)
         rc = mark(s, m, n);
     if (rc == 0 && got)
