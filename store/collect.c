@@ -18,8 +18,10 @@
  *   an older schema would leave a column to the tombstone) and with no parked change.
  * - An acknowledgement counts for a device only when it names every incarnation of that device
  *   this replica knows of: a till restored from a backup acknowledges under its new site id.
- * - One epoch is outstanding at a time: a round marks again only once the last epoch was taken,
- *   so a million tombstones are scanned once per collection, not at every prune.
+ * - A round scans or collects at most COLLECT_SLICE rows, so it holds the write lock (a node's
+ *   thread) briefly: marking goes on from a cursor, one epoch per slice (the vector then covers
+ *   what that slice marks). A new scan starts only once no epoch is outstanding, so a million
+ *   tombstones are scanned once per collection cycle, not at every prune.
  * - The frontier (per site, the highest add clock of any row collected) goes into snapshots: an
  *   importer deletes the rows it holds that the snapshot lacks and the frontier covers.
  */
