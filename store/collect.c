@@ -679,6 +679,67 @@ static int take_epoch(tsync_store *s, int64_t epoch, size_t *collected, int64_t 
     return rc;
 }
 
+/* What the last scan that found nothing saw: a hash of our vector (blob) and every till's
+ * description. */
+static int mark_key(tsync_store *s, const uint8_t *blob, size_t blen, int64_t *vkey)
+{
+    uint8_t vh[16];
+    crypto_generichash_state hs;
+    crypto_generichash_init(&hs, NULL, 0, sizeof vh);
+    crypto_generichash_update(&hs, blob, blen);
+    sqlite3_stmt *dg;
+    if (sqlite3_prepare_v2(s->db, "SELECT digest FROM tsync_peer_schemas ORDER BY site", -1, &dg,
+                           NULL) == SQLITE_OK) {
+        while (sqlite3_step(dg) == SQLITE_ROW)
+            crypto_generichash_update(&hs, sqlite3_column_blob(dg, 0),
+                                      (size_t)sqlite3_column_bytes(dg, 0));
+        sqlite3_finalize(dg);
+    }
+    crypto_generichash_final(&hs, vh, sizeof vh);
+    *vkey = 0;
+    for (int i = 0; i < 8; i++) *vkey = (int64_t)((uint64_t)*vkey << 8 | vh[i]);
+    return 0;
+}
+
+/* Whether a round would do anything, read without the write lock: most prune rounds of a shop
+ * find nothing stable and nothing new to mark, and the app's writes should not wait for them. */
+static int has_work(tsync_store *s)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM tsync_collect_cursor", -1, &st, NULL) != SQLITE_OK)
+        return 1; /* the tables are made on the first round */
+    int scanning = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    if (scanning) return 1;
+    member *m = NULL;
+    size_t n = 0;
+    if (load_members(s, &m, &n) != 0) return 1;
+    int work = 0, pending = 0, holds = holds_all(s, m, n);
+    if (sqlite3_prepare_v2(s->db, "SELECT vv, gen FROM tsync_collect_epoch", -1, &st, NULL) ==
+        SQLITE_OK) {
+        while (!work && sqlite3_step(st) == SQLITE_ROW) {
+            pending = 1;
+            work = holds && epoch_stable(sqlite3_column_blob(st, 0), sqlite3_column_bytes(st, 0),
+                                         sqlite3_column_int64(st, 1), m, n);
+        }
+        sqlite3_finalize(st);
+    }
+    members_free(m, n);
+    if (work || pending || one_int(s, "SELECT count(*) FROM (SELECT 1 FROM tsync_pending LIMIT 1)"))
+        return work;
+    tsync__vv vv = {0};
+    uint8_t *blob = NULL;
+    size_t blen = 0;
+    int64_t vkey = 0;
+    if (tsync__sync_vv(s, &vv) || vv_blob(&vv, &blob, &blen) || mark_key(s, blob, blen, &vkey))
+        work = 1;
+    else
+        work = vkey == 0 || meta_get(s, "collect_mark_vv") != vkey;
+    tsync__vv_free(&vv);
+    free(blob);
+    return work;
+}
+
 /* Marks collectable deleted rows as candidates of a new epoch (our vector now): at most
  * COLLECT_SLICE rows scanned, from where the last slice stopped (tsync_collect_cursor). Each slice
  * has its own epoch, so what it marks is covered by the vector it records. */
@@ -707,26 +768,11 @@ static int mark(tsync_store *s, const member *m, size_t n)
     tsync__vv_free(&vv);
     /* Nothing merged or sealed, and no till's definitions changed, since the last mark found
      * nothing: nothing new to find. */
-    uint8_t vh[16];
     int64_t vkey = 0;
-    if (rc == 0) {
-        crypto_generichash_state hs;
-        crypto_generichash_init(&hs, NULL, 0, sizeof vh);
-        crypto_generichash_update(&hs, blob, blen);
-        sqlite3_stmt *dg;
-        if (sqlite3_prepare_v2(s->db, "SELECT digest FROM tsync_peer_schemas ORDER BY site", -1,
-                               &dg, NULL) == SQLITE_OK) {
-            while (sqlite3_step(dg) == SQLITE_ROW)
-                crypto_generichash_update(&hs, sqlite3_column_blob(dg, 0),
-                                          (size_t)sqlite3_column_bytes(dg, 0));
-            sqlite3_finalize(dg);
-        }
-        crypto_generichash_final(&hs, vh, sizeof vh);
-        for (int i = 0; i < 8; i++) vkey = (int64_t)((uint64_t)vkey << 8 | vh[i]);
-        if (cur_ti < 0 && meta_get(s, "collect_mark_vv") == vkey && vkey != 0) {
-            free(blob);
-            return 0;
-        }
+    if (rc == 0) rc = mark_key(s, blob, blen, &vkey);
+    if (rc == 0 && cur_ti < 0 && meta_get(s, "collect_mark_vv") == vkey && vkey != 0) {
+        free(blob);
+        return 0;
     }
     sqlite3_stmt *ep = NULL, *ins = NULL;
     if (rc == 0 &&
@@ -867,6 +913,12 @@ int tsync__collect(tsync_store *s, size_t *collected)
     free(keys);
     if (rc || n == 0) return rc;
     n = 0;
+    if (sqlite3_get_autocommit(s->db)) {
+        if ((rc = tsync__exec(s, "BEGIN"))) return rc;
+        int work = has_work(s);
+        tsync__exec(s, "COMMIT");
+        if (!work) return 0;
+    }
     if ((rc = tsync__begin(s))) return rc;
     if ((rc = tables(s)) || (rc = tsync__tables_refresh(s)) || (rc = load_members(s, &m, &n)))
         goto out;

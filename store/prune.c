@@ -519,7 +519,11 @@ int tsync__sync_prune_policy(tsync_store *s, const tsync_log_policy *over, size_
     if (pruned) *pruned = 0;
     if (s->read_only) return tsync__err(TSYNC_EINVAL, "the database is open read-only");
     int rc = policy_cut(s, over, pruned);
-    if (rc == 0 && sqlite3_get_autocommit(s->db)) rc = tsync__collect(s, NULL);
+    /* A busy database (the app writing) only delays collection to the next round. */
+    if (rc == 0 && sqlite3_get_autocommit(s->db)) {
+        rc = tsync__collect(s, NULL);
+        if (rc == TSYNC_EBUSY) rc = 0;
+    }
     return rc;
 }
 

@@ -1,9 +1,9 @@
 /*
  * tests/store/test_collect_scale.c — what a deleted row costs before and after collection, at
- * scale. Skipped unless TSYNC_COLLECT_ROWS is set (e.g. 100000): two enrolled tills, N rows
- * inserted on a and sent to b, all deleted and sent, then a collects. Prints the bytes of the
- * tombstone and clock tables per deleted row (dbstat), the pages in use and the file size at each
- * point, and the time collection took.
+ * scale. TSYNC_COLLECT_ROWS sets N (2000 when unset; 100000 or 1000000 to measure): two enrolled
+ * tills, N rows inserted on a and sent to b, all deleted and sent, then a collects. Prints the
+ * bytes of the tombstone and clock tables per deleted row (dbstat), the pages in use and the file
+ * size at each point, and the time collection took.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -86,9 +86,9 @@ static double now_s(void)
 
 Test(collect_scale, a_deleted_row_costs_nothing_once_collected, .timeout = 3600)
 {
+    /* A small run by default (the suite counts a skipped test as a failure). */
     const char *e = getenv("TSYNC_COLLECT_ROWS");
-    if (!e) cr_skip_test("set TSYNC_COLLECT_ROWS=N to measure");
-    int64_t n = atoll(e);
+    int64_t n = e ? atoll(e) : 2000;
     shop = th_shop_make(3, 4, "scale shop");
     char *d = th_tmpdir_auto();
     char pa[4200], pb[4200];
