@@ -22,6 +22,7 @@
 #include "codec/snapshot.h"
 
 #define TOP_FIELDS  4 /* [format, sites, tables, rows] */
+#define TOP_FIELDS2 5 /* format 3: [format, sites, tables, frontier, rows] */
 #define SITE_FIELDS 3 /* [site, pk|nil, inc|nil] */
 #define ROW_FIELDS  5 /* [table, key, exist, cols, ctrs] */
 
@@ -128,6 +129,33 @@ static bool dec_tables(dec *d, tsync__snap_chunk *c, uint64_t **masks)
     return true;
 }
 
+/* The frontier of a format-3 chunk: pairs (site, hlc), sites unique, at least one pair. */
+static bool dec_front(dec *d, tsync__snap_chunk *c, uint32_t *stamp)
+{
+    uint32_t n;
+    if (!tsync__dec_list(d, "frontier", &n, 1)) return false;
+    if (n == 0 || n % 2)
+        return tsync__dec_fail(d,
+                               "frontier: %" PRIu32 " items, not a positive "
+                               "multiple of 2",
+                               n);
+    c->nfront = n / 2;
+    c->front = tsync__dec_alloc(d, c->nfront, sizeof *c->front);
+    if (!c->front) return false;
+    for (uint32_t i = 0; i < c->nfront; i++) {
+        uint64_t h;
+        if (!tsync__dec_idx(d, "frontier site", &c->front[i].site, c->nsites, "sites") ||
+            !tsync__dec_uint(d, "frontier clock", &h))
+            return false;
+        if (h == 0) return tsync__dec_fail(d, "frontier: clock 0");
+        if (stamp[c->front[i].site]) return tsync__dec_fail(d, "frontier: a site repeats");
+        stamp[c->front[i].site] = 1;
+        c->front[i].hlc = h;
+    }
+    memset(stamp, 0, c->nsites * sizeof *stamp);
+    return true;
+}
+
 int tsync__snap_open(snapit *it, const uint8_t *buf, size_t len, tsync__arena *a,
                      char err[TSYNC__ERRLEN])
 {
@@ -139,18 +167,21 @@ int tsync__snap_open(snapit *it, const uint8_t *buf, size_t len, tsync__arena *a
     if (!tsync__dec_array(d, "chunk", &n)) return d->rc;
     if (n == 0) return tsync__dec_fail(d, "chunk: empty array"), d->rc;
     if (!tsync__dec_uint(d, "format", &fmt)) return d->rc;
-    if (fmt != TSYNC__SNAP_FORMAT) {
-        snprintf(err, TSYNC__ERRLEN, "format %" PRIu64 " is not supported (this build reads %u)",
-                 fmt, TSYNC__SNAP_FORMAT);
+    if (fmt != TSYNC__SNAP_FORMAT && fmt != TSYNC__SNAP_FORMAT_FRONT) {
+        snprintf(err, TSYNC__ERRLEN,
+                 "format %" PRIu64 " is not supported (this build reads %u and %u)", fmt,
+                 TSYNC__SNAP_FORMAT, TSYNC__SNAP_FORMAT_FRONT);
         return d->rc = TSYNC_EVERSION;
     }
-    if (n != TOP_FIELDS)
-        return tsync__dec_fail(d, "chunk: expected %d fields, got %" PRIu32, TOP_FIELDS, n), d->rc;
+    int want = fmt == TSYNC__SNAP_FORMAT ? TOP_FIELDS : TOP_FIELDS2;
+    if (n != (uint32_t)want)
+        return tsync__dec_fail(d, "chunk: expected %d fields, got %" PRIu32, want, n), d->rc;
     if (!dec_sites(d, &it->hdr) || !dec_tables(d, &it->hdr, &it->ctrmask)) return d->rc;
     if (it->hdr.nsites) {
         it->stamp = tsync__dec_alloc(d, it->hdr.nsites, sizeof *it->stamp);
         if (!it->stamp) return d->rc;
     }
+    if (fmt == TSYNC__SNAP_FORMAT_FRONT && !dec_front(d, &it->hdr, it->stamp)) return d->rc;
     if (!tsync__dec_list(d, "rows", &it->nrows, MIN_ROW)) return d->rc;
     return 0;
 }
@@ -346,6 +377,8 @@ int tsync__snap_decode(const uint8_t *buf, size_t len, tsync__snap_chunk *out, t
     out->sites = it.hdr.sites;
     out->ntables = it.hdr.ntables;
     out->tables = it.hdr.tables;
+    out->nfront = it.hdr.nfront;
+    out->front = it.hdr.front;
     out->nrows = it.nrows;
     return 0;
 }
@@ -365,8 +398,8 @@ int tsync__snap_encode(const tsync__snap_chunk *c, uint8_t **out, size_t *len)
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    PK(msgpack_pack_array(&pk, TOP_FIELDS));
-    PK(msgpack_pack_uint32(&pk, TSYNC__SNAP_FORMAT));
+    PK(msgpack_pack_array(&pk, c->nfront ? TOP_FIELDS2 : TOP_FIELDS));
+    PK(msgpack_pack_uint32(&pk, c->nfront ? TSYNC__SNAP_FORMAT_FRONT : TSYNC__SNAP_FORMAT));
     PK(msgpack_pack_array(&pk, c->nsites));
     for (uint32_t i = 0; i < c->nsites; i++) {
         const tsync__snap_site *s = &c->sites[i];
@@ -381,6 +414,13 @@ int tsync__snap_encode(const tsync__snap_chunk *c, uint8_t **out, size_t *len)
         }
     }
     PK(tsync__mp_pack_tables(&pk, c->tables, c->ntables));
+    if (c->nfront) {
+        PK(msgpack_pack_array(&pk, c->nfront * 2));
+        for (uint32_t i = 0; i < c->nfront; i++) {
+            PK(msgpack_pack_uint32(&pk, c->front[i].site));
+            PK(msgpack_pack_uint64(&pk, c->front[i].hlc));
+        }
+    }
     PK(msgpack_pack_array(&pk, c->nrows));
     for (uint32_t i = 0; i < c->nrows; i++) {
         const tsync__snap_row *r = &c->rows[i];
@@ -495,4 +535,13 @@ size_t tsync__snap_head_size(uint32_t nsites, uint32_t ntables, uint32_t nrows)
 {
     return 1 + tsync__mp_uint_size(TSYNC__SNAP_FORMAT) + tsync__mp_array_size(nsites) +
            tsync__mp_array_size(ntables) + tsync__mp_array_size(nrows);
+}
+
+size_t tsync__snap_front_size(const tsync__snap_front *f, uint32_t n)
+{
+    if (!n) return 0;
+    size_t b = tsync__mp_array_size((size_t)n * 2);
+    for (uint32_t i = 0; i < n; i++)
+        b += tsync__mp_uint_size(f[i].site) + tsync__mp_uint_size(f[i].hlc);
+    return b;
 }

@@ -14,6 +14,12 @@
 #include "codec/codec.h"
 
 #define TSYNC__SNAP_FORMAT 1u /* item 0 of every chunk */
+/* A first chunk that carries the exporter's collection frontier (docs/SNAPSHOT.md): format 1's
+ * fields plus the frontier before the rows. Written only when the frontier is not empty, so a
+ * replica that never collected exports exactly what older builds read, and an older build refuses
+ * the other as a format it does not read. 2 stays unused: it is what tests and fuzz corpora use
+ * as "the next format", refused. */
+#define TSYNC__SNAP_FORMAT_FRONT 3u
 /* The size a node asks for when it has no reason to ask for another: one wire message. */
 #define TSYNC__SNAP_CHUNK_BYTES (1u << 20)
 /* Hard limit of one chunk. A chunk holds at least one row, and a row can be as large as a batch
@@ -65,9 +71,18 @@ typedef struct {
     tsync__snap_ctr *ctrs; /* ascending col */
 } tsync__snap_row;
 
+/* One site's entry of the collection frontier: the highest add clock of that site in any row the
+ * exporter collected (store/collect.c). */
+typedef struct {
+    uint32_t site; /* index in the chunk's sites */
+    tsync__hlc hlc;
+} tsync__snap_front;
+
 typedef struct {
     uint32_t nsites;
     tsync__snap_site *sites;
+    uint32_t nfront; /* 0 unless format 3 (the first chunk of an export that collected) */
+    tsync__snap_front *front;
     uint32_t ntables;
     tsync__btable *tables; /* as in a batch: the first npk columns are the key, in key order */
     uint32_t nrows;
@@ -129,5 +144,7 @@ size_t tsync__snap_head_size(uint32_t nsites, uint32_t ntables, uint32_t nrows);
 size_t tsync__snap_site_size(const tsync__snap_site *s);
 size_t tsync__snap_table_size(const tsync__btable *t);
 size_t tsync__snap_row_size(const tsync__snap_row *r, uint32_t npk);
+/* The frontier's bytes (0 when it has no entry: then the chunk is format 1). */
+size_t tsync__snap_front_size(const tsync__snap_front *f, uint32_t n);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "collect_int.h"
 #include "internal.h"
 #include "store/identity.h"
 #include "store/sync.h"
@@ -165,6 +166,29 @@ static int behind_add(void *ctx, const tsync__behind *b)
     return json_array_append_new(ctx, e) == 0 ? 0 : tsync__err(TSYNC_ENOMEM, "out of memory");
 }
 
+/* Deleted rows collected (store/collect.c): "rows" ever, "pending" marked and waiting for every
+ * till's acknowledgement, "frontier" (per origin the highest clock collected; at most 32). */
+static json_t *collect_json(tsync_store *s)
+{
+    int64_t rows, pending;
+    tsync__collect_counts(s, &rows, &pending);
+    json_t *c = json_object(), *f = json_array();
+    json_object_set_new(c, "rows", json_integer(rows));
+    json_object_set_new(c, "pending", json_integer(pending));
+    tsync__front *fr = NULL;
+    size_t n = 0;
+    if (tsync__front_load(s, &fr, &n) == 0)
+        for (size_t i = 0; i < n && i < LOG_LIST_MAX; i++) {
+            json_t *e = json_object();
+            json_object_set_new(e, "origin", hexj(fr[i].site, TSYNC__SITE_BYTES));
+            json_object_set_new(e, "hlc", json_integer((json_int_t)fr[i].hlc));
+            json_array_append_new(f, e);
+        }
+    free(fr);
+    json_object_set_new(c, "frontier", f);
+    return c;
+}
+
 int tsync_store_log_json(char **out, tsync_store *s)
 {
     *out = NULL;
@@ -181,6 +205,7 @@ int tsync_store_log_json(char **out, tsync_store *s)
     tsync__log_behind(s, behind_add, b);
     json_object_set_new(o, "horizon", h);
     json_object_set_new(o, "behind", b);
+    json_object_set_new(o, "collect", collect_json(s));
     return dump(o, out);
 }
 

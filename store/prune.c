@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "collect_int.h"
 #include "internal.h"
 #include "store/sync.h"
 #include "tillsync/status.h"
@@ -59,7 +60,9 @@ int tsync__sync_ack_put(tsync_store *s, const uint8_t pk[TSYNC__PK_BYTES], const
         sqlite3_finalize(st);
     }
     free(buf);
-    return rc == SQLITE_OK ? 0 : tsync__err_sqlite(s->db, rc, "record an acknowledgement");
+    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "record an acknowledgement");
+    /* Collection counts only acknowledgements stored after it marked rows (store/collect.c). */
+    return tsync__collect_ack_gen(s, pk);
 }
 
 /* The seq of site in a stored acknowledgement blob (0 when absent). */
@@ -481,10 +484,8 @@ static int plan(tsync_store *s, const tsync_log_policy *over, porigin **v, size_
     return rc;
 }
 
-int tsync__sync_prune_policy(tsync_store *s, const tsync_log_policy *over, size_t *pruned)
+static int policy_cut(tsync_store *s, const tsync_log_policy *over, size_t *pruned)
 {
-    if (pruned) *pruned = 0;
-    if (s->read_only) return tsync__err(TSYNC_EINVAL, "the database is open read-only");
     porigin *v = NULL;
     size_t nv = 0, n = 0;
     int any = 0, rc;
@@ -512,9 +513,30 @@ int tsync__sync_prune_policy(tsync_store *s, const tsync_log_policy *over, size_
     return rc;
 }
 
+/* The policy's cut, then (outside a caller's transaction) a round of collecting deleted rows. */
+int tsync__sync_prune_policy(tsync_store *s, const tsync_log_policy *over, size_t *pruned)
+{
+    if (pruned) *pruned = 0;
+    if (s->read_only) return tsync__err(TSYNC_EINVAL, "the database is open read-only");
+    int rc = policy_cut(s, over, pruned);
+    /* A busy database (the app writing) only delays collection to the next round. */
+    if (rc == 0 && sqlite3_get_autocommit(s->db)) {
+        rc = tsync__collect(s, NULL);
+        if (rc == TSYNC_EBUSY) rc = 0;
+    }
+    return rc;
+}
+
 int tsync_store_prune(tsync_store *s, size_t *pruned)
 {
     return tsync__sync_prune_policy(s, NULL, pruned);
+}
+
+int tsync_store_collect(tsync_store *s, size_t *collected)
+{
+    if (collected) *collected = 0;
+    if (s->read_only) return tsync__err(TSYNC_EINVAL, "the database is open read-only");
+    return tsync__collect(s, collected);
 }
 
 /* ---------------------------------------------------------------- the horizon, for status */

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "collect_int.h"
 #include "snapshot_int.h"
 #include "store/sync.h"
 
@@ -91,7 +92,7 @@ typedef struct {
 static size_t chunk_size(const exporter *x)
 {
     return tsync__snap_head_size(x->c.nsites, x->c.ntables, x->c.nrows) + x->sz_sites +
-           x->sz_tables + x->sz_rows;
+           x->sz_tables + x->sz_rows + tsync__snap_front_size(x->c.front, x->c.nfront);
 }
 
 /* Adds local site l to the chunk's sites (once); returns its chunk index, or UINT32_MAX. */
@@ -166,7 +167,7 @@ static void ex_reset(exporter *x)
 {
     for (uint32_t i = 0; i < x->c.nsites; i++) x->smap[x->slocal[i]] = 0;
     for (uint32_t i = 0; i < x->c.ntables; i++) x->tmap[x->tlocal[i]] = 0;
-    x->c.nsites = x->c.ntables = x->c.nrows = 0;
+    x->c.nsites = x->c.ntables = x->c.nrows = x->c.nfront = 0; /* the frontier: first chunk only */
     x->sz_sites = x->sz_tables = x->sz_rows = 0;
     tsync__arena_free(&x->a);
 }
@@ -436,6 +437,35 @@ static int export_table(exporter *x, int ti)
     return rc;
 }
 
+/* Puts the collection frontier into the first chunk, its sites into the chunk's dictionary. */
+static int front_add(exporter *x)
+{
+    tsync__front *f = NULL;
+    size_t n = 0;
+    int rc = tsync__front_load(x->s, &f, &n);
+    if (rc || n == 0) {
+        free(f);
+        return rc;
+    }
+    x->c.front = calloc(n, sizeof *x->c.front);
+    if (!x->c.front) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        uint32_t l = 0;
+        while (l < x->nls &&
+               !(x->ls[l].known && !memcmp(x->ls[l].id, f[i].site, TSYNC__SITE_BYTES)))
+            l++;
+        if (l == x->nls) continue; /* a site never registered here wrote nothing here */
+        uint32_t ci = ex_site(x, l);
+        if (ci == UINT32_MAX) {
+            rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+            break;
+        }
+        x->c.front[x->c.nfront++] = (tsync__snap_front){ci, f[i].hlc};
+    }
+    free(f);
+    return rc;
+}
+
 int tsync__snap_export(tsync_store *s, size_t chunk_bytes,
                        int (*emit)(void *ctx, const uint8_t *chunk, size_t len), void *ctx,
                        tsync__vv *vv)
@@ -496,6 +526,9 @@ int tsync__snap_export(tsync_store *s, size_t chunk_bytes,
                 if (ex_site(&x, l) == UINT32_MAX) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
                 break;
             }
+    /* ... and carries the collection frontier, so that an importer deletes the rows it holds that
+     * this replica deleted and collected (store/collect.c). */
+    if (rc == 0) rc = front_add(&x);
     for (int ti = 0; rc == 0 && ti < s->ntables; ti++) rc = export_table(&x, ti);
     if (rc == 0 && (x.c.nrows || x.nchunks == 0)) rc = ex_flush(&x);
 done:
@@ -509,6 +542,7 @@ done:
     free(x.c.sites);
     free(x.c.tables);
     free(x.c.rows);
+    free(x.c.front);
     free(x.dex);
     free(x.dcol);
     free(x.dctr);

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "rowwrite_int.h"
+#include "collect_int.h"
 #include "snapshot_int.h"
 #include "store/sync.h"
 
@@ -53,6 +54,9 @@ typedef struct {
         tsync__hlc hi;
     } * hi; /* highest clock of batches we hold, looked up for conflict decisions */
     size_t nhi, hicap;
+    tsync__front *front; /* the snapshot's collection frontier (its first chunk), by site id */
+    size_t nfront;
+    tsync__hlc *lfront; /* ours, by local index (nls entries; NULL: we collected nothing) */
 } ictx;
 
 /* The local index of chunk site i, registering the site when it is new here. */
@@ -227,6 +231,8 @@ static int apply_row(ictx *ic, const tsync__snap_row *row)
     r.key = key;
     int rc = tsync__rw_load(ic->s, &r);
     int changed = !r.had_meta;
+    /* The sweep at the end deletes the rows the frontier covers that the snapshot lacks. */
+    if (rc == 0 && ic->nfront) rc = tsync__front_seen_add(ic->s, t->id, key, r.klen);
 
     /* existence: pointwise max per site */
     for (uint32_t k = 0; rc == 0 && k < row->nexist; k++) {
@@ -236,8 +242,14 @@ static int apply_row(ictx *ic, const tsync__snap_row *row)
         const tsync__exist *cur = NULL;
         for (size_t j = 0; j < r.meta.nexist; j++)
             if (r.meta.exist[j].site == l) cur = &r.meta.exist[j];
-        if (!cur || e->add > cur->add || e->rmv > cur->rmv) changed = 1;
-        rc = tsync__rowmeta_exist_merge(&r.meta, l, e->add, e->rmv);
+        /* A row we have no clocks for whose adds our frontier covers was deleted and collected
+         * here: its adds were all removed (a till restored from an old backup may still show
+         * it). */
+        tsync__hlc rmv = e->rmv;
+        if (!r.had_meta && ic->lfront && l < ic->nls && e->add <= ic->lfront[l] && e->add > rmv)
+            rmv = e->add;
+        if (!cur || e->add > cur->add || rmv > cur->rmv) changed = 1;
+        rc = tsync__rowmeta_exist_merge(&r.meta, l, e->add, rmv);
     }
 
     /* fields: last writer wins by (hlc, site id) */
@@ -497,6 +509,9 @@ static int ic_begin(ictx *ic)
     ic->ls = NULL;
     ic->nhi = 0;
     if ((rc = tsync_snap__load_sites(s, &ic->ls, &ic->nls))) goto fail;
+    free(ic->lfront);
+    ic->lfront = NULL;
+    if ((rc = tsync__front_local(s, ic->nls, &ic->lfront))) goto fail;
     if (s->local_idx >= ic->nls) {
         rc = tsync__err(TSYNC_ECORRUPT, "tsync_sites lacks this database's own site");
         goto fail;
@@ -521,6 +536,32 @@ static int ic_end(ictx *ic, int rc)
     return rc;
 }
 
+/* Keeps the snapshot's frontier (by site id) and starts noting the keys it carries. */
+static int take_front(ictx *ic, const tsync__snap_chunk *c)
+{
+    ic->front = calloc(c->nfront, sizeof *ic->front);
+    if (!ic->front) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < c->nfront; i++) {
+        memcpy(ic->front[i].site, c->sites[c->front[i].site].site, TSYNC__SITE_BYTES);
+        ic->front[i].hlc = c->front[i].hlc;
+    }
+    ic->nfront = c->nfront;
+    return tsync__front_seen_open(ic->s);
+}
+
+/* Once every chunk is in: the local rows the snapshot lacks and its frontier covers are deleted,
+ * and our frontier takes the snapshot's (so that our snapshots delete them too). */
+static int front_finish(ictx *ic)
+{
+    if (!ic->nfront) return 0;
+    size_t n = 0;
+    int rc = tsync__front_sweep(&ic->w, ic->front, ic->nfront, &n);
+    if (rc == 0) rc = tsync__front_raise(ic->s, ic->front, ic->nfront);
+    if (rc == 0 && n)
+        tsync__report_msg(ic->rep, "%zu rows deleted: the exporter deleted and collected them", n);
+    return rc;
+}
+
 /* Pass 2 over chunk i, inside ic_begin's transaction. */
 static int apply_chunk(ictx *ic, const uint8_t *chunk, size_t len, size_t i)
 {
@@ -534,6 +575,7 @@ static int apply_chunk(ictx *ic, const uint8_t *chunk, size_t len, size_t i)
     int drc = tsync__snap_open(&it, chunk, len, &a, err);
     if (drc == 0) {
         rc = chunk_maps(ic, &it.hdr);
+        if (rc == 0 && it.hdr.nfront && !ic->nfront) rc = take_front(ic, &it.hdr);
         while (rc == 0 && it.next < it.nrows && (drc = tsync__snap_next(&it, &row)) == 0)
             rc = apply_row(ic, &row);
         if (rc == 0 && drc == 0) drc = tsync__snap_close(&it);
@@ -562,6 +604,9 @@ static void ic_free(ictx *ic)
     free(ic->smap);
     free(ic->tabs);
     free(ic->hi);
+    free(ic->front);
+    free(ic->lfront);
+    if (ic->s) tsync__front_seen_drop(ic->s);
     memset(ic, 0, sizeof *ic);
 }
 
@@ -613,6 +658,7 @@ int tsync__snap_import(tsync_store *s, const uint8_t *const *chunks, const size_
     ic.nchunks = n;
     if ((rc = ic_begin(&ic)) == 0) {
         for (size_t i = 0; rc == 0 && i < n; i++) rc = apply_chunk(&ic, chunks[i], lens[i], i);
+        if (rc == 0) rc = front_finish(&ic);
         if (rc == 0) rc = take_vector(&ic, vv, keys);
         if (rc == 0) rc = raise_hlc(s, maxh);
         rc = ic_end(&ic, rc);
@@ -700,7 +746,11 @@ int tsync__snap_in_finish(tsync__snap_in *in, tsync_merge_report *report)
     ictx *ic = &in->ic;
     ic->rep = report;
     ic->w.rep = report;
-    if ((rc = ic_begin(ic)) == 0) rc = ic_end(ic, take_vector(ic, &in->vv, in->keys));
+    if ((rc = ic_begin(ic)) == 0) {
+        rc = front_finish(ic);
+        if (rc == 0) rc = take_vector(ic, &in->vv, in->keys);
+        rc = ic_end(ic, rc);
+    }
     return rc;
 }
 

@@ -217,6 +217,14 @@ TSYNC_API int tsync_store_log_policy_get(tsync_log_policy *out, tsync_store *s);
  * store is read-only). */
 TSYNC_API int tsync_store_prune(tsync_store *s, size_t *pruned);
 
+/* One round of collecting deleted rows (their tombstones and clock entries) whose delete every
+ * certified till has acknowledged (docs/DATA_MODEL.md, "Collecting tombstones and clock
+ * entries"); tsync_store_prune runs one too. A round collects what an earlier round marked and
+ * marks what a later round may collect. Nothing in an unenrolled database. collected (may be
+ * NULL): rows collected. `tsync_store_log_json` shows the totals ("collect"). Errors: TSYNC_EBUSY,
+ * TSYNC_EIO, TSYNC_EINVAL (read-only). */
+TSYNC_API int tsync_store_collect(tsync_store *s, size_t *collected);
+
 #ifdef __cplusplus
 }
 #endif
