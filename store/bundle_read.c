@@ -23,9 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "merge_int.h"
 #include "store/schema.h"
 #include "store/sync.h"
+
+size_t tsync__merge_slice_bytes = TSYNC__RUN_PIECE_BYTES;
 
 typedef struct {
     FILE *f;
@@ -65,7 +67,7 @@ static const char *short_site(const uint8_t *id, char out[13])
 
 /* What tsync__merge_bundle checks before its transaction, for one run: each body decodes, names
  * the run's origin and the next seq, and the signature verifies over the hash chain. */
-static int check_run(const tsync__bs_item *it)
+static int check_run(const tsync__bs_item *it, tsync__mskip *skip)
 {
     const tsync__brun *run = &it->run;
     const tsync__bsite *bs = it->site;
@@ -86,6 +88,8 @@ static int check_run(const tsync__bs_item *it)
                             "origin %s batch %llu): hash chain broken",
                             short_site(bs->site, sh), (unsigned long long)seq,
                             short_site(b.origin, sh2), (unsigned long long)b.seq);
+        } else if (skip) {
+            rc = tsync__mskip_batch(skip, &b, prev);
         }
         tsync__arena_free(&a);
         tsync__batch_hash(prev, run->body[k], run->body_len[k], prev);
@@ -101,8 +105,8 @@ static int check_run(const tsync__bs_item *it)
     return 0;
 }
 
-/* Pass 1: the whole file checked, nothing touched. */
-static int check_file(const char *path)
+/* Pass 1: the whole file checked, nothing touched; skip (may be NULL) summarises it. */
+static int check_file(const char *path, tsync__mskip *skip)
 {
     char err[TSYNC__ERRLEN];
     FILE *f;
@@ -121,7 +125,8 @@ static int check_file(const char *path)
             break;
         }
         if (it.kind == TSYNC__BS_END) break;
-        if (it.kind == TSYNC__BS_RUN && (rc = check_run(&it))) break;
+        if (it.kind == TSYNC__BS_RUN && (rc = check_run(&it, skip))) break;
+        if (it.kind == TSYNC__BS_TRUST) tsync__mskip_disable(skip); /* may refuse batches */
         if (it.kind == TSYNC__BS_SCHEMA) {
             /* The author's table definitions are checked as strictly as the rest. */
             tsync__arena sa = {0};
@@ -211,7 +216,7 @@ static int slice_keep(slice *sl, const tsync__bs_item *it)
 
 /* Merges the slice's runs (and, the first time, the trust records) in one transaction. */
 static int slice_merge(tsync_store *s, slice *sl, const tsync__bstream *r,
-                       tsync_merge_report *report)
+                       tsync_merge_report *report, tsync__mskip *skip)
 {
     tsync__bundle b = {0};
     b.sites = (tsync__bsite *)tsync__bstream_sites(r, &b.nsites);
@@ -223,7 +228,9 @@ static int slice_merge(tsync_store *s, slice *sl, const tsync__bstream *r,
         b.ntrust = (uint32_t)sl->ntrust;
         sl->trust_sent = 1;
     }
-    int rc = tsync__merge_bundle(s, &b, report);
+    int rc = tsync__merge_bundle_skip(s, &b, report, skip);
+    /* A batch refused or kept out: what the summary counted on may not apply. */
+    if (rc) tsync__mskip_disable(skip);
     tsync__arena_free(&sl->a);
     sl->nruns = 0;
     sl->bytes = 0;
@@ -243,9 +250,14 @@ int tsync_store_merge_file(tsync_store *s, const char *path, tsync_merge_report 
         tsync__check_version("tsync_merge_report", report->version, TSYNC_MERGE_REPORT_VERSION))
         return TSYNC_EVERSION;
     if (!path) return tsync__err(TSYNC_EINVAL, "bundle: no file name");
-    int rc = check_file(path);
+    tsync__mskip *skip = NULL;
+    int rc = tsync__mskip_new(&skip, s);
+    if (rc == 0) rc = check_file(path, skip);
+    if (rc == 0) rc = tsync__mskip_end(skip);
+    if (rc == 0) rc = tsync__mskip_recheck(skip);
     if (rc) {
-        if (report && rc != TSYNC_EIO) report->refused++;
+        tsync__mskip_free(skip);
+        if (report && rc != TSYNC_EIO && rc != TSYNC_ENOMEM) report->refused++;
         return rc;
     }
 
@@ -253,9 +265,11 @@ int tsync_store_merge_file(tsync_store *s, const char *path, tsync_merge_report 
     FILE *f;
     filesrc fs;
     tsync__bstream *r;
-    if ((rc = open_file(path, &f, &fs, &r, err)))
+    if ((rc = open_file(path, &f, &fs, &r, err))) {
+        tsync__mskip_free(skip);
         return tsync__err(rc == TSYNC_EIO ? rc : TSYNC_EIO, "%s changed while merging: %s", path,
                           err);
+    }
     slice sl = {0};
     int first = 0; /* the first refusal, returned once everything else merged */
     tsync__bs_item it;
@@ -272,8 +286,8 @@ int tsync_store_merge_file(tsync_store *s, const char *path, tsync_merge_report 
         }
         int end = it.kind == TSYNC__BS_END;
         /* At the end, a slice with nothing left to merge needs no transaction. */
-        if ((end && (sl.nruns || !sl.trust_sent)) || sl.bytes >= TSYNC__RUN_PIECE_BYTES) {
-            int mrc = slice_merge(s, &sl, r, report);
+        if ((end && (sl.nruns || !sl.trust_sent)) || sl.bytes >= tsync__merge_slice_bytes) {
+            int mrc = slice_merge(s, &sl, r, report, skip);
             if (fatal(mrc)) {
                 rc = mrc;
                 break;
@@ -300,6 +314,7 @@ int tsync_store_merge_file(tsync_store *s, const char *path, tsync_merge_report 
     free(sl.runs);
     free(sl.trust);
     free(sl.trust_len);
+    tsync__mskip_free(skip);
     tsync__bstream_free(r);
     fclose(f);
     return rc;
