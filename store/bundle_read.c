@@ -29,34 +29,49 @@
 
 size_t tsync__merge_slice_bytes = TSYNC__RUN_PIECE_BYTES;
 
+/* Where the bundle comes from: a file (path), or a buffer the caller keeps (buf, len). */
 typedef struct {
+    const char *path;
+    const uint8_t *buf;
+    size_t len;
     FILE *f;
-} filesrc;
+} source;
 
 static size_t file_read(void *ctx, uint8_t *buf, size_t n)
 {
-    filesrc *fs = ctx;
-    size_t k = fread(buf, 1, n, fs->f);
-    return k == 0 && ferror(fs->f) ? (size_t)-1 : k;
+    FILE *f = ctx;
+    size_t k = fread(buf, 1, n, f);
+    return k == 0 && ferror(f) ? (size_t)-1 : k;
 }
 
-/* A reader over an open file; err says why not. */
-static int open_file(const char *path, FILE **f, filesrc *fs, tsync__bstream **r,
-                     char err[TSYNC__ERRLEN])
+/* A reader over the source (opening the file); err says why not. */
+static int src_open(source *src, tsync__bstream **r, char err[TSYNC__ERRLEN])
 {
     *r = NULL;
-    *f = fopen(path, "rb");
-    if (!*f) {
-        snprintf(err, TSYNC__ERRLEN, "cannot open %s: %s", path, strerror(errno));
+    if (!src->path) return tsync__bstream_open_mem(r, src->buf, src->len, err);
+    src->f = fopen(src->path, "rb");
+    if (!src->f) {
+        snprintf(err, TSYNC__ERRLEN, "cannot open %s: %s", src->path, strerror(errno));
         return TSYNC_EIO;
     }
-    fs->f = *f;
-    int rc = tsync__bstream_open(r, file_read, fs, err);
+    int rc = tsync__bstream_open(r, file_read, src->f, err);
     if (rc) {
-        fclose(*f);
-        *f = NULL;
+        fclose(src->f);
+        src->f = NULL;
     }
     return rc;
+}
+
+static void src_close(source *src, tsync__bstream *r)
+{
+    tsync__bstream_free(r);
+    if (src->f) fclose(src->f);
+    src->f = NULL;
+}
+
+static const char *src_name(const source *src)
+{
+    return src->path ? src->path : "the bundle";
 }
 
 static const char *short_site(const uint8_t *id, char out[13])
@@ -106,20 +121,19 @@ static int check_run(const tsync__bs_item *it, tsync__mskip *skip)
 }
 
 /* Pass 1: the whole file checked, nothing touched; skip (may be NULL) summarises it. */
-static int check_file(const char *path, tsync__mskip *skip)
+static int check_src(source *src, tsync__mskip *skip)
 {
     char err[TSYNC__ERRLEN];
-    FILE *f;
-    filesrc fs;
     tsync__bstream *r;
-    int rc = open_file(path, &f, &fs, &r, err);
+    int rc = src_open(src, &r, err);
     if (rc == TSYNC_EIO) return tsync__err(rc, "%s", err);
     if (rc) return tsync__err(rc, "bundle refused: %s", err);
     tsync__bs_item it;
     for (;;) {
         if ((rc = tsync__bstream_next(r, &it, err))) {
             if (rc == TSYNC_EIO)
-                rc = tsync__err(rc, "cannot read %s: %s", path, strerror(errno ? errno : EIO));
+                rc = tsync__err(rc, "cannot read %s: %s", src_name(src),
+                                strerror(errno ? errno : EIO));
             else
                 rc = tsync__err(rc, "bundle refused: %s", err);
             break;
@@ -139,8 +153,7 @@ static int check_file(const char *path, tsync__mskip *skip)
             }
         }
     }
-    tsync__bstream_free(r);
-    fclose(f);
+    src_close(src, r);
     return rc;
 }
 
@@ -244,15 +257,13 @@ static int fatal(int rc)
     return rc == TSYNC_EIO || rc == TSYNC_ENOMEM || rc == TSYNC_EBUSY;
 }
 
-int tsync_store_merge_file(tsync_store *s, const char *path, tsync_merge_report *report)
+/* Both passes over src. */
+static int merge_src(tsync_store *s, source *src, tsync_merge_report *report)
 {
-    if (report &&
-        tsync__check_version("tsync_merge_report", report->version, TSYNC_MERGE_REPORT_VERSION))
-        return TSYNC_EVERSION;
-    if (!path) return tsync__err(TSYNC_EINVAL, "bundle: no file name");
+    const char *path = src_name(src);
     tsync__mskip *skip = NULL;
     int rc = tsync__mskip_new(&skip, s);
-    if (rc == 0) rc = check_file(path, skip);
+    if (rc == 0) rc = check_src(src, skip);
     if (rc == 0) rc = tsync__mskip_end(skip);
     if (rc == 0) rc = tsync__mskip_recheck(skip);
     if (rc) {
@@ -262,10 +273,8 @@ int tsync_store_merge_file(tsync_store *s, const char *path, tsync_merge_report 
     }
 
     char err[TSYNC__ERRLEN];
-    FILE *f;
-    filesrc fs;
     tsync__bstream *r;
-    if ((rc = open_file(path, &f, &fs, &r, err))) {
+    if ((rc = src_open(src, &r, err))) {
         tsync__mskip_free(skip);
         return tsync__err(rc == TSYNC_EIO ? rc : TSYNC_EIO, "%s changed while merging: %s", path,
                           err);
@@ -315,7 +324,23 @@ int tsync_store_merge_file(tsync_store *s, const char *path, tsync_merge_report 
     free(sl.trust);
     free(sl.trust_len);
     tsync__mskip_free(skip);
-    tsync__bstream_free(r);
-    fclose(f);
+    src_close(src, r);
     return rc;
+}
+
+int tsync_store_merge_file(tsync_store *s, const char *path, tsync_merge_report *report)
+{
+    if (report &&
+        tsync__check_version("tsync_merge_report", report->version, TSYNC_MERGE_REPORT_VERSION))
+        return TSYNC_EVERSION;
+    if (!path) return tsync__err(TSYNC_EINVAL, "bundle: no file name");
+    source src = {.path = path};
+    return merge_src(s, &src, report);
+}
+
+int tsync__merge_stream_mem(tsync_store *s, const uint8_t *buf, size_t len,
+                            tsync_merge_report *report)
+{
+    source src = {.buf = buf, .len = len};
+    return merge_src(s, &src, report);
 }

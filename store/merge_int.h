@@ -180,6 +180,11 @@ int tsync__mskip_row(tsync__mskip *k, int site, const tsync__table *t, const tsy
 void tsync__mskip_won(tsync__mskip *k, void *start);
 uint64_t tsync__mskip_mask(const tsync__mskip *k, void *start);
 
+/* tsync_store_merge_file's two passes over a buffer the caller keeps (store/bundle_read.c):
+ * tsync_store_merge takes this way for format 4, in bounded memory. */
+TSYNC_WARN_UNUSED int tsync__merge_stream_mem(tsync_store *s, const uint8_t *buf, size_t len,
+                                              tsync_merge_report *report);
+
 /* tsync__merge_bundle with a skip summary (NULL: none). */
 TSYNC_WARN_UNUSED int tsync__merge_bundle_skip(tsync_store *s, const tsync__bundle *bun,
                                                tsync_merge_report *report, tsync__mskip *skip);

@@ -53,6 +53,7 @@ typedef struct {
     uint8_t start, n;  /* the chain start's ordinal, the changes counted */
     uint8_t seen;      /* pass 2: changes met */
     uint8_t flags;
+    uint16_t tag; /* bits of the key's hash: most probes then never read the key */
 } sslot;
 
 typedef struct {
@@ -83,7 +84,13 @@ static uint64_t key_hash(const uint8_t *k, size_t n)
 {
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < n; i++) h = (h ^ k[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
+    /* FNV's low bits see only the low bits of the bytes: mix (murmur3's finalizer), since the
+     * table is indexed by them and keys differ in their last characters. */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 33);
 }
 
 int tsync__mskip_new(tsync__mskip **out, tsync_store *s)
@@ -244,10 +251,12 @@ static int grow(tsync__mskip *k)
 static sslot *find(tsync__mskip *k, const uint8_t *key, size_t n, int add)
 {
     if (add && !k->full && (k->used + 1) * 8 >= k->cap * 7) grow(k);
-    size_t j = key_hash(key, n) & (k->cap - 1);
+    uint64_t h = key_hash(key, n);
+    uint16_t tag = (uint16_t)(h >> 48);
+    size_t j = h & (k->cap - 1);
     while (k->slot[j].koff) {
         const uint8_t *o = k->keys + k->slot[j].koff;
-        if (o[0] + 1u == n && memcmp(o, key, n) == 0) return &k->slot[j];
+        if (k->slot[j].tag == tag && o[0] + 1u == n && memcmp(o, key, n) == 0) return &k->slot[j];
         j = (j + 1) & (k->cap - 1);
     }
     if (!add || k->full || (k->used + 1) * 8 >= k->cap * 7) return NULL;
@@ -269,6 +278,7 @@ static sslot *find(tsync__mskip *k, const uint8_t *key, size_t n, int add)
     sslot *sl = &k->slot[j];
     memset(sl, 0, sizeof *sl);
     sl->koff = (uint32_t)k->klen;
+    sl->tag = tag;
     sl->site = NONE;
     sl->mask = NONE;
     k->klen += n;
