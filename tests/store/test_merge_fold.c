@@ -412,3 +412,55 @@ Test(merge_fold, update_rounds_skip, .timeout = 300)
     tsync_store_free(c);
     th_rmdir(dir);
 }
+
+/* tsync_store_merge on a format-4 buffer takes the file's way (read record by record, the skip
+ * summary: memory bounded whatever the bundle's size) and leaves what the file merge and the
+ * one-shot reference leave. */
+Test(merge_fold, buffer_streams_like_file, .timeout = 300)
+{
+    char *dir = th_tmpdir_auto();
+    const char *path = th_path(dir, "x.bun");
+    tsync_store *a = th_open_products(th_path(dir, "a.db"));
+    a->seal_batch_rows = 100;
+    th_exec(a, "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x<2000) "
+               "INSERT INTO products(id, name, price) SELECT printf('k%05d', x), 'n'||x, x FROM n");
+    th_seal(a);
+    for (int r = 0; r < 5; r++) {
+        th_exec(a, "UPDATE products SET price=price+1, name=name||'.'");
+        th_seal(a);
+    }
+    size_t len;
+    bun ab = {th_bundle(a, &len), 0};
+    ab.len = len;
+    tsync_store *buf = th_open_products(th_path(dir, "buf.db"));
+    tsync_store *file = th_open_products(th_path(dir, "file.db"));
+    tsync_store *ref = th_open_products(th_path(dir, "ref.db"));
+    ref->merge_flush_rows = SIZE_MAX;
+    size_t before = tsync__merge_skipped_total;
+    tsync_merge_report r1 = TSYNC_MERGE_REPORT_INIT, r2 = TSYNC_MERGE_REPORT_INIT;
+    cr_assert_eq(tsync_store_merge(buf, ab.b, ab.len, &r1), 0);
+    cr_assert_eq(merge_ref(ref, &ab, &r2), 0);
+    cr_assert(r1.merged == r2.merged && r1.conflicts == r2.conflicts);
+    tsync_merge_report_clear(&r1);
+    tsync_merge_report_clear(&r2);
+    /* rounds 1-4 of 2000 rows superseded by round 5 */
+    cr_assert_eq(tsync__merge_skipped_total - before, 4 * 2000);
+    cr_assert_eq(merge_path(file, path, &ab, NULL), 0);
+    compare(buf, ref, 0, 0, 1);
+    compare(buf, file, 0, 1, 1);
+    /* a damaged buffer is refused as before, whole */
+    ab.b[ab.len / 2] ^= 0x40;
+    tsync_merge_report r3 = TSYNC_MERGE_REPORT_INIT;
+    tsync_store *d = th_open_products(th_path(dir, "d.db"));
+    cr_assert_neq(tsync_store_merge(d, ab.b, ab.len, &r3), 0);
+    cr_assert_eq(r3.refused, 1);
+    cr_assert_eq(th_int(d, "SELECT count(*) FROM products", -1), 0);
+    tsync_merge_report_clear(&r3);
+    free(ab.b);
+    tsync_store_free(a);
+    tsync_store_free(buf);
+    tsync_store_free(file);
+    tsync_store_free(ref);
+    tsync_store_free(d);
+    th_rmdir(dir);
+}
