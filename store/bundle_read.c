@@ -82,7 +82,10 @@ static const char *short_site(const uint8_t *id, char out[13])
 
 /* What tsync__merge_bundle checks before its transaction, for one run: each body decodes, names
  * the run's origin and the next seq, and the signature verifies over the hash chain. */
-static int check_run(const tsync__bs_item *it, tsync__mskip *skip)
+/* scratch: the decoded batches, freed every few hundred KB of bodies rather than per batch (a
+ * live till's bundle is 100k batches of one row each). */
+static int check_run(const tsync__bs_item *it, tsync__mskip *skip, tsync__arena *scratch,
+                     size_t *scratch_bytes)
 {
     const tsync__brun *run = &it->run;
     const tsync__bsite *bs = it->site;
@@ -91,10 +94,15 @@ static int check_run(const tsync__bs_item *it, tsync__mskip *skip)
     int rc = 0;
     memcpy(prev, run->prev, sizeof prev);
     for (uint32_t k = 0; rc == 0 && k < run->nbodies; k++) {
-        tsync__arena a = {0};
+        if (*scratch_bytes > TSYNC__MERGE_DECODE_BYTES) {
+            tsync__arena_free(scratch);
+            *scratch_bytes = 0;
+        }
+        *scratch_bytes += run->body_len[k];
+        tsync__arena *a = scratch;
         tsync__batch b;
         uint64_t seq = run->first_seq + k;
-        if ((rc = tsync__batch_decode(run->body[k], run->body_len[k], &b, &a, err))) {
+        if ((rc = tsync__batch_decode(run->body[k], run->body_len[k], &b, a, err))) {
             rc = tsync__err(rc, "bundle refused: batch %llu of site %s: %s",
                             (unsigned long long)seq, short_site(bs->site, sh), err);
         } else if (memcmp(b.origin, bs->site, TSYNC__SITE_BYTES) != 0 || b.seq != seq) {
@@ -106,7 +114,6 @@ static int check_run(const tsync__bs_item *it, tsync__mskip *skip)
         } else if (skip) {
             rc = tsync__mskip_batch(skip, &b, prev);
         }
-        tsync__arena_free(&a);
         tsync__batch_hash(prev, run->body[k], run->body_len[k], prev);
     }
     if (rc) return rc;
@@ -125,6 +132,8 @@ static int check_src(source *src, tsync__mskip *skip)
 {
     char err[TSYNC__ERRLEN];
     tsync__bstream *r;
+    tsync__arena scratch = {0};
+    size_t scratch_bytes = 0;
     int rc = src_open(src, &r, err);
     if (rc == TSYNC_EIO) return tsync__err(rc, "%s", err);
     if (rc) return tsync__err(rc, "bundle refused: %s", err);
@@ -139,7 +148,8 @@ static int check_src(source *src, tsync__mskip *skip)
             break;
         }
         if (it.kind == TSYNC__BS_END) break;
-        if (it.kind == TSYNC__BS_RUN && (rc = check_run(&it, skip))) break;
+        if (it.kind == TSYNC__BS_RUN && (rc = check_run(&it, skip, &scratch, &scratch_bytes)))
+            break;
         if (it.kind == TSYNC__BS_TRUST) tsync__mskip_disable(skip); /* may refuse batches */
         if (it.kind == TSYNC__BS_SCHEMA) {
             /* The author's table definitions are checked as strictly as the rest. */
@@ -153,6 +163,7 @@ static int check_src(source *src, tsync__mskip *skip)
             }
         }
     }
+    tsync__arena_free(&scratch);
     src_close(src, r);
     return rc;
 }

@@ -593,18 +593,12 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
     if (report &&
         tsync__check_version("tsync_merge_report", report->version, TSYNC_MERGE_REPORT_VERSION))
         return TSYNC_EVERSION;
-    {
-        /* Format 4 is read record by record, as a file is (store/bundle_read.c): memory stays
-         * bounded whatever the bundle's size. The old formats are one array, read whole. */
-        tsync__bstream *r = NULL;
-        char e[TSYNC__ERRLEN];
-        unsigned fmt = 0;
-        if (bundle && tsync__bstream_open_mem(&r, bundle, len, e) == 0)
-            fmt = tsync__bstream_format(r);
-        tsync__bstream_free(r);
-        if (fmt >= TSYNC__BUNDLE_FORMAT_STREAM)
-            return tsync__merge_stream_mem(s, bundle, len, report);
-    }
+    /* Format 4 ("TSYNCBDL" then the format byte, codec/codec.h) is read record by record, as a
+     * file is (store/bundle_read.c): memory stays bounded whatever the bundle's size. The old
+     * formats are one array, read whole. */
+    if (bundle && len > 8 && memcmp(bundle, "TSYNCBDL", 8) == 0 &&
+        bundle[8] >= TSYNC__BUNDLE_FORMAT_STREAM)
+        return tsync__merge_stream_mem(s, bundle, len, report);
     tsync__arena da = {0};
     tsync__bundle bun;
     char err[TSYNC__ERRLEN];
