@@ -46,12 +46,11 @@ enum { F_BROKEN = 1, F_CHAIN = 2, F_WON = 4, F_LINKED = 8 };
 #define MAXSIT 250u
 
 typedef struct {
-    uint32_t koff;     /* the key at keys + koff: [len][table][encoded key]; 0: empty slot */
-    uint32_t hhi, hlo; /* pass 1: the clock of the row's last change */
-    uint8_t site;      /* the only site changing it, NONE: not yet */
-    uint8_t mask;      /* the chain's column set (index in masks): its start's until linked */
-    uint8_t start, n;  /* the chain start's ordinal, the changes counted */
-    uint8_t seen;      /* pass 2: changes met */
+    uint32_t koff;    /* the key at keys + koff: [len][table][encoded key]; 0: empty slot */
+    uint8_t site;     /* the only site changing it, NONE: not yet */
+    uint8_t mask;     /* the chain's column set (index in masks): its start's until linked */
+    uint8_t start, n; /* the chain start's ordinal, the changes counted */
+    uint8_t seen;     /* pass 2: changes met */
     uint8_t flags;
     uint16_t tag; /* bits of the key's hash: most probes then never read the key */
 } sslot;
@@ -66,6 +65,7 @@ typedef struct {
 struct tsync__mskip {
     tsync_store *s;
     sslot *slot;
+    tsync__hlc *last; /* pass 1, by slot: the clock of the row's last change (freed after) */
     size_t cap, used;
     uint8_t *keys;
     size_t klen, kcap;
@@ -101,10 +101,11 @@ int tsync__mskip_new(tsync__mskip **out, tsync_store *s)
     k->now_ms = tsync__ref_now_ms(s);
     k->cap = 64;
     k->slot = calloc(k->cap, sizeof *k->slot);
+    k->last = calloc(k->cap, sizeof *k->last);
     k->kcap = 4096;
     k->keys = malloc(k->kcap);
     k->klen = 1; /* offset 0 means empty */
-    if (!k->slot || !k->keys) {
+    if (!k->slot || !k->last || !k->keys) {
         tsync__mskip_free(k);
         return tsync__err(TSYNC_ENOMEM, "out of memory");
     }
@@ -130,6 +131,7 @@ void tsync__mskip_free(tsync__mskip *k)
     if (!k) return;
     tsync__merge_skipped_total += k->skipped;
     free(k->slot);
+    free(k->last);
     free(k->keys);
     free(k);
 }
@@ -225,12 +227,17 @@ static size_t make_key(tsync__mskip *k, const tsync__table *t, const tsync__val 
 static int grow(tsync__mskip *k)
 {
     size_t nc = k->cap * 2;
-    if (nc * sizeof(sslot) + k->kcap > tsync__merge_skip_bytes) {
+    /* The budget is what stays for pass 2 (the slots and the keys written; the clocks of pass 1
+     * are freed before it begins, and a reservation not written takes no memory). */
+    if (k->last == NULL || nc * sizeof(sslot) + k->klen > tsync__merge_skip_bytes) {
         k->full = 1;
         return 0;
     }
     sslot *ns = calloc(nc, sizeof *ns);
-    if (!ns) {
+    tsync__hlc *nl = calloc(nc, sizeof *nl);
+    if (!ns || !nl) {
+        free(ns);
+        free(nl);
         k->full = 1; /* merging without the summary's help is still right */
         return 0;
     }
@@ -240,9 +247,12 @@ static int grow(tsync__mskip *k)
         size_t j = key_hash(key, (size_t)key[0] + 1) & (nc - 1);
         while (ns[j].koff) j = (j + 1) & (nc - 1);
         ns[j] = k->slot[i];
+        nl[j] = k->last[i];
     }
     free(k->slot);
+    free(k->last);
     k->slot = ns;
+    k->last = nl;
     k->cap = nc;
     return 0;
 }
@@ -262,7 +272,7 @@ static sslot *find(tsync__mskip *k, const uint8_t *key, size_t n, int add)
     if (!add || k->full || (k->used + 1) * 8 >= k->cap * 7) return NULL;
     if (k->klen + n > k->kcap) {
         size_t nk = k->kcap * 2;
-        if (nk > UINT32_MAX || nk + k->cap * sizeof(sslot) > tsync__merge_skip_bytes) {
+        if (nk > UINT32_MAX || k->klen + n + k->cap * sizeof(sslot) > tsync__merge_skip_bytes) {
             k->full = 1;
             return NULL;
         }
@@ -344,7 +354,7 @@ int tsync__mskip_batch(tsync__mskip *k, const tsync__batch *b,
         sslot *sl = find(k, key, n, 1);
         if (!sl) continue; /* the summary is full: this row merges as before */
         if (sl->flags & F_BROKEN) continue;
-        tsync__hlc last = (tsync__hlc)sl->hhi << 32 | sl->hlo;
+        tsync__hlc *lastp = &k->last[sl - k->slot], last = *lastp;
         if ((sl->site != NONE && sl->site != si) || sl->n >= MAXN || (sl->n && br->hlc <= last)) {
             sl->flags = F_BROKEN;
             continue;
@@ -373,8 +383,7 @@ int tsync__mskip_batch(tsync__mskip *k, const tsync__batch *b,
                 sl->flags = 0;
             }
         }
-        sl->hhi = (uint32_t)(br->hlc >> 32);
-        sl->hlo = (uint32_t)br->hlc;
+        *lastp = br->hlc;
         sl->n++;
     }
     return 0;
@@ -382,6 +391,8 @@ int tsync__mskip_batch(tsync__mskip *k, const tsync__batch *b,
 
 int tsync__mskip_end(tsync__mskip *k)
 {
+    free(k->last);
+    k->last = NULL;
     if (k->off) return 0;
     for (unsigned i = 0; i < k->nsite; i++) {
         ssite *m = &k->site[i];
