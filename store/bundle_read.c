@@ -112,7 +112,7 @@ static int check_run(const tsync__bs_item *it, tsync__mskip *skip, tsync__arena 
                             short_site(bs->site, sh), (unsigned long long)seq,
                             short_site(b.origin, sh2), (unsigned long long)b.seq);
         } else if (skip) {
-            rc = tsync__mskip_batch(skip, &b, prev);
+            rc = tsync__mskip_batch(skip, &b, prev, bs->pk);
         }
         tsync__batch_hash(prev, run->body[k], run->body_len[k], prev);
     }

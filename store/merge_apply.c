@@ -531,6 +531,9 @@ int tsync_merge__maybe_flush(mctx *c)
 {
     size_t rows = c->s->merge_flush_rows ? c->s->merge_flush_rows : TSYNC__MERGE_FLUSH_ROWS;
     if (rows == SIZE_MAX) return 0; /* tests: the reference, one flush at the end */
+    if (rows > TSYNC__MERGE_FLUSH_ROWS_SKIP &&
+        tsync__mskip_kept_bytes(c->skip) > TSYNC__MERGE_SKIP_BIG)
+        rows = TSYNC__MERGE_FLUSH_ROWS_SKIP;
     if (c->nrowlist < rows) return 0;
     return tsync_merge__flush_rows(c);
 }

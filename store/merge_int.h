@@ -142,6 +142,10 @@ TSYNC_WARN_UNUSED int tsync_merge__maybe_flush(mctx *c);
 /* The budget: rows folded (s->merge_flush_rows overrides it; ~300 bytes each), and the body bytes
  * decoded before the decoded batches are freed (a decoded batch takes ~5 times its body). */
 #define TSYNC__MERGE_FLUSH_ROWS 20000u
+/* While a skip summary keeps more than TSYNC__MERGE_SKIP_BIG bytes, the fold flushes at this many
+ * rows (~450 bytes each): the two share the memory of a large file merge. */
+#define TSYNC__MERGE_FLUSH_ROWS_SKIP 8000u
+#define TSYNC__MERGE_SKIP_BIG        ((size_t)8 << 20)
 /* The memory the skip summary keeps for pass 2 (slots and keys): ~14 bytes a row plus its key
  * (pass 1 takes 8 more a row). Peak RSS stays under 64 MB with the rest of a merge (~38 MB).
  * Tests may lower tsync__merge_skip_bytes (rows beyond it are not tracked). */
@@ -161,7 +165,8 @@ TSYNC_WARN_UNUSED int tsync__mskip_new(tsync__mskip **out, tsync_store *s);
 void tsync__mskip_free(tsync__mskip *k);
 /* Pass 1: one batch of the file, in file order (prev: the hash the chain gives its predecessor). */
 TSYNC_WARN_UNUSED int tsync__mskip_batch(tsync__mskip *k, const tsync__batch *b,
-                                         const uint8_t prev[TSYNC__HASH_BYTES]);
+                                         const uint8_t prev[TSYNC__HASH_BYTES],
+                                         const uint8_t pk[TSYNC__PK_BYTES]);
 /* After pass 1: off when a dependency is missing or a site is revoked. */
 TSYNC_WARN_UNUSED int tsync__mskip_end(tsync__mskip *k);
 /* Before pass 2: off when another merge moved a head since pass 1. */
@@ -169,6 +174,8 @@ TSYNC_WARN_UNUSED int tsync__mskip_recheck(tsync__mskip *k);
 void tsync__mskip_disable(tsync__mskip *k);
 int tsync__mskip_active(const tsync__mskip *k);
 size_t tsync__mskip_skipped(const tsync__mskip *k);
+/* The memory the summary keeps for pass 2 (0 when off). */
+size_t tsync__mskip_kept_bytes(const tsync__mskip *k);
 /* Pass 2: the summary's number of an origin whose batches the file brings (-1: none, or off). */
 int tsync__mskip_site(const tsync__mskip *k, const uint8_t id[TSYNC__SITE_BYTES]);
 /* Pass 2: batch seq of site id was here already; off when pass 1 counted it. */

@@ -59,7 +59,8 @@ typedef struct {
     uint8_t id[TSYNC__SITE_BYTES];
     uint64_t head, next, need; /* our seq of it, the next seq the file must bring, deps on it */
     uint8_t hash[TSYNC__HASH_BYTES];
-    int in_file, local;
+    uint8_t pk[TSYNC__PK_BYTES];
+    int in_file, local, has_pk;
 } ssite;
 
 struct tsync__mskip {
@@ -115,13 +116,14 @@ int tsync__mskip_new(tsync__mskip **out, tsync_store *s)
         return en;
     }
     if (en || !tsync__merge_skip_bytes) k->off = 1;
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM tsync_held LIMIT 1", -1, &st, NULL) != SQLITE_OK) {
+    /* cached statements (tsync__prep): a merge of one small bundle runs these too */
+    sqlite3_stmt *st = tsync__prep(s, "SELECT 1 FROM tsync_held LIMIT 1");
+    if (!st) {
         tsync__mskip_free(k);
-        return tsync__err_sqlite(s->db, SQLITE_ERROR, "read held batches");
+        return TSYNC_EIO;
     }
     if (sqlite3_step(st) != SQLITE_DONE) k->off = 1;
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     *out = k;
     return 0;
 }
@@ -146,6 +148,11 @@ int tsync__mskip_active(const tsync__mskip *k)
     return k && !k->off;
 }
 
+size_t tsync__mskip_kept_bytes(const tsync__mskip *k)
+{
+    return k && !k->off ? k->cap * sizeof(sslot) + k->klen : 0;
+}
+
 size_t tsync__mskip_skipped(const tsync__mskip *k)
 {
     return k ? k->skipped : 0;
@@ -161,11 +168,10 @@ static ssite *site_of(tsync__mskip *k, const uint8_t id[TSYNC__SITE_BYTES], int 
     ssite *m = &k->site[k->nsite];
     memset(m, 0, sizeof *m);
     memcpy(m->id, id, TSYNC__SITE_BYTES);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(k->s->db,
-                           "SELECT idx, seq, hash, frozen_seq FROM tsync_sites WHERE site=?1", -1,
-                           &st, NULL) != SQLITE_OK) {
-        *rc = tsync__err_sqlite(k->s->db, SQLITE_ERROR, "read sites");
+    sqlite3_stmt *st =
+        tsync__prep(k->s, "SELECT idx, seq, hash, frozen_seq, pk FROM tsync_sites WHERE site=?1");
+    if (!st) {
+        *rc = TSYNC_EIO;
         return NULL;
     }
     sqlite3_bind_blob(st, 1, id, TSYNC__SITE_BYTES, SQLITE_STATIC);
@@ -177,8 +183,10 @@ static ssite *site_of(tsync__mskip *k, const uint8_t id[TSYNC__SITE_BYTES], int 
             memcpy(m->hash, sqlite3_column_blob(st, 2), TSYNC__HASH_BYTES);
         if (sqlite3_column_type(st, 3) != SQLITE_NULL) k->off = 1; /* frozen after a fork */
         if ((uint32_t)sqlite3_column_int64(st, 0) == k->s->local_idx) m->local = 1;
+        m->has_pk = sqlite3_column_bytes(st, 4) == TSYNC__PK_BYTES;
+        if (m->has_pk) memcpy(m->pk, sqlite3_column_blob(st, 4), TSYNC__PK_BYTES);
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     if (x != SQLITE_DONE) {
         *rc = tsync__err_sqlite(k->s->db, x, "read sites");
         return NULL;
@@ -233,26 +241,35 @@ static int grow(tsync__mskip *k)
         k->full = 1;
         return 0;
     }
+    /* In two steps, the slots then the clocks, so the old and new of both never coexist: the
+     * growth is pass 1's peak of memory. */
     sslot *ns = calloc(nc, sizeof *ns);
-    tsync__hlc *nl = calloc(nc, sizeof *nl);
-    if (!ns || !nl) {
+    uint32_t *to = malloc(k->cap * sizeof *to);
+    if (!ns || !to) {
         free(ns);
-        free(nl);
+        free(to);
         k->full = 1; /* merging without the summary's help is still right */
         return 0;
     }
     for (size_t i = 0; i < k->cap; i++) {
+        to[i] = UINT32_MAX;
         if (!k->slot[i].koff) continue;
         const uint8_t *key = k->keys + k->slot[i].koff;
         size_t j = key_hash(key, (size_t)key[0] + 1) & (nc - 1);
         while (ns[j].koff) j = (j + 1) & (nc - 1);
         ns[j] = k->slot[i];
-        nl[j] = k->last[i];
+        to[i] = (uint32_t)j;
     }
     free(k->slot);
-    free(k->last);
     k->slot = ns;
+    tsync__hlc *nl = calloc(nc, sizeof *nl);
+    if (nl)
+        for (size_t i = 0; i < k->cap; i++)
+            if (to[i] != UINT32_MAX) nl[to[i]] = k->last[i];
+    free(to);
+    free(k->last);
     k->last = nl;
+    if (!nl) k->off = 1; /* the clocks are lost: no chain can be proved */
     k->cap = nc;
     return 0;
 }
@@ -317,13 +334,18 @@ static uint64_t plain_mask(const tsync__table *t, const tsync__btable *bt, const
 }
 
 int tsync__mskip_batch(tsync__mskip *k, const tsync__batch *b,
-                       const uint8_t prev[TSYNC__HASH_BYTES])
+                       const uint8_t prev[TSYNC__HASH_BYTES], const uint8_t pk[TSYNC__PK_BYTES])
 {
     if (k->off) return 0;
     int rc;
     ssite *o = site_of(k, b->origin, &rc);
     if (rc) return rc;
     if (!o) return k->off = 1, 0;
+    if (!o->has_pk) {
+        /* a site new here: the key its run is signed with, as the merge looks it up */
+        memcpy(o->pk, pk, TSYNC__PK_BYTES);
+        o->has_pk = 1;
+    }
     if (o->local) {
         /* our own batches come back as duplicates; beyond our head, this database went back */
         if (b->seq > o->head) k->off = 1;
@@ -400,16 +422,8 @@ int tsync__mskip_end(tsync__mskip *k)
         if (m->need > have) k->off = 1;
         if (!m->in_file) continue;
         /* a revoked device's batches may be refused */
-        sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(k->s->db, "SELECT pk FROM tsync_sites WHERE site=?1", -1, &st,
-                               NULL) != SQLITE_OK)
-            return tsync__err_sqlite(k->s->db, SQLITE_ERROR, "read sites");
-        sqlite3_bind_blob(st, 1, m->id, TSYNC__SITE_BYTES, SQLITE_STATIC);
-        int x = sqlite3_step(st);
-        int has = x == SQLITE_ROW && sqlite3_column_bytes(st, 0) == TSYNC__PK_BYTES;
-        uint8_t pk[TSYNC__PK_BYTES];
-        if (has) memcpy(pk, sqlite3_column_blob(st, 0), TSYNC__PK_BYTES);
-        sqlite3_finalize(st);
+        int has = m->has_pk;
+        const uint8_t *pk = m->pk;
         if (has) {
             uint64_t cut;
             int rv = tsync__trust_cutoff(k->s, pk, m->id, &cut);
@@ -424,13 +438,11 @@ int tsync__mskip_recheck(tsync__mskip *k)
 {
     /* The heads the summary counted from must still be ours when the merge begins. */
     for (unsigned i = 0; !k->off && i < k->nsite; i++) {
-        sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(k->s->db, "SELECT seq FROM tsync_sites WHERE site=?1", -1, &st,
-                               NULL) != SQLITE_OK)
-            return tsync__err_sqlite(k->s->db, SQLITE_ERROR, "read sites");
+        sqlite3_stmt *st = tsync__prep(k->s, "SELECT seq FROM tsync_sites WHERE site=?1");
+        if (!st) return TSYNC_EIO;
         sqlite3_bind_blob(st, 1, k->site[i].id, TSYNC__SITE_BYTES, SQLITE_STATIC);
         uint64_t head = sqlite3_step(st) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
-        sqlite3_finalize(st);
+        sqlite3_reset(st);
         if (head != k->site[i].head) k->off = 1;
     }
     return 0;
