@@ -149,7 +149,7 @@ TSYNC_WARN_UNUSED int tsync_merge__maybe_flush(mctx *c);
 /* The memory the skip summary keeps for pass 2 (slots and keys): ~14 bytes a row plus its key
  * (pass 1 takes 8 more a row). Peak RSS stays under 64 MB with the rest of a merge (~38 MB).
  * Tests may lower tsync__merge_skip_bytes (rows beyond it are not tracked). */
-#define TSYNC__MERGE_SKIP_BYTES (22u << 20)
+#define TSYNC__MERGE_SKIP_BYTES (20u << 20)
 extern size_t tsync__merge_skip_bytes;
 /* Tests: the changes file merges left out so far (all merges of the process). */
 extern size_t tsync__merge_skipped_total;
