@@ -23,38 +23,55 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "merge_int.h"
 #include "store/schema.h"
 #include "store/sync.h"
 
+size_t tsync__merge_slice_bytes = TSYNC__RUN_PIECE_BYTES;
+
+/* Where the bundle comes from: a file (path), or a buffer the caller keeps (buf, len). */
 typedef struct {
+    const char *path;
+    const uint8_t *buf;
+    size_t len;
     FILE *f;
-} filesrc;
+} source;
 
 static size_t file_read(void *ctx, uint8_t *buf, size_t n)
 {
-    filesrc *fs = ctx;
-    size_t k = fread(buf, 1, n, fs->f);
-    return k == 0 && ferror(fs->f) ? (size_t)-1 : k;
+    FILE *f = ctx;
+    size_t k = fread(buf, 1, n, f);
+    return k == 0 && ferror(f) ? (size_t)-1 : k;
 }
 
-/* A reader over an open file; err says why not. */
-static int open_file(const char *path, FILE **f, filesrc *fs, tsync__bstream **r,
-                     char err[TSYNC__ERRLEN])
+/* A reader over the source (opening the file); err says why not. */
+static int src_open(source *src, tsync__bstream **r, char err[TSYNC__ERRLEN])
 {
     *r = NULL;
-    *f = fopen(path, "rb");
-    if (!*f) {
-        snprintf(err, TSYNC__ERRLEN, "cannot open %s: %s", path, strerror(errno));
+    if (!src->path) return tsync__bstream_open_mem(r, src->buf, src->len, err);
+    src->f = fopen(src->path, "rb");
+    if (!src->f) {
+        snprintf(err, TSYNC__ERRLEN, "cannot open %s: %s", src->path, strerror(errno));
         return TSYNC_EIO;
     }
-    fs->f = *f;
-    int rc = tsync__bstream_open(r, file_read, fs, err);
+    int rc = tsync__bstream_open(r, file_read, src->f, err);
     if (rc) {
-        fclose(*f);
-        *f = NULL;
+        fclose(src->f);
+        src->f = NULL;
     }
     return rc;
+}
+
+static void src_close(source *src, tsync__bstream *r)
+{
+    tsync__bstream_free(r);
+    if (src->f) fclose(src->f);
+    src->f = NULL;
+}
+
+static const char *src_name(const source *src)
+{
+    return src->path ? src->path : "the bundle";
 }
 
 static const char *short_site(const uint8_t *id, char out[13])
@@ -65,7 +82,10 @@ static const char *short_site(const uint8_t *id, char out[13])
 
 /* What tsync__merge_bundle checks before its transaction, for one run: each body decodes, names
  * the run's origin and the next seq, and the signature verifies over the hash chain. */
-static int check_run(const tsync__bs_item *it)
+/* scratch: the decoded batches, freed every few hundred KB of bodies rather than per batch (a
+ * live till's bundle is 100k batches of one row each). */
+static int check_run(const tsync__bs_item *it, tsync__mskip *skip, tsync__arena *scratch,
+                     size_t *scratch_bytes)
 {
     const tsync__brun *run = &it->run;
     const tsync__bsite *bs = it->site;
@@ -74,10 +94,15 @@ static int check_run(const tsync__bs_item *it)
     int rc = 0;
     memcpy(prev, run->prev, sizeof prev);
     for (uint32_t k = 0; rc == 0 && k < run->nbodies; k++) {
-        tsync__arena a = {0};
+        if (*scratch_bytes > TSYNC__MERGE_DECODE_BYTES) {
+            tsync__arena_free(scratch);
+            *scratch_bytes = 0;
+        }
+        *scratch_bytes += run->body_len[k];
+        tsync__arena *a = scratch;
         tsync__batch b;
         uint64_t seq = run->first_seq + k;
-        if ((rc = tsync__batch_decode(run->body[k], run->body_len[k], &b, &a, err))) {
+        if ((rc = tsync__batch_decode(run->body[k], run->body_len[k], &b, a, err))) {
             rc = tsync__err(rc, "bundle refused: batch %llu of site %s: %s",
                             (unsigned long long)seq, short_site(bs->site, sh), err);
         } else if (memcmp(b.origin, bs->site, TSYNC__SITE_BYTES) != 0 || b.seq != seq) {
@@ -86,8 +111,9 @@ static int check_run(const tsync__bs_item *it)
                             "origin %s batch %llu): hash chain broken",
                             short_site(bs->site, sh), (unsigned long long)seq,
                             short_site(b.origin, sh2), (unsigned long long)b.seq);
+        } else if (skip) {
+            rc = tsync__mskip_batch(skip, &b, prev, bs->pk);
         }
-        tsync__arena_free(&a);
         tsync__batch_hash(prev, run->body[k], run->body_len[k], prev);
     }
     if (rc) return rc;
@@ -101,27 +127,30 @@ static int check_run(const tsync__bs_item *it)
     return 0;
 }
 
-/* Pass 1: the whole file checked, nothing touched. */
-static int check_file(const char *path)
+/* Pass 1: the whole file checked, nothing touched; skip (may be NULL) summarises it. */
+static int check_src(source *src, tsync__mskip *skip)
 {
     char err[TSYNC__ERRLEN];
-    FILE *f;
-    filesrc fs;
     tsync__bstream *r;
-    int rc = open_file(path, &f, &fs, &r, err);
+    tsync__arena scratch = {0};
+    size_t scratch_bytes = 0;
+    int rc = src_open(src, &r, err);
     if (rc == TSYNC_EIO) return tsync__err(rc, "%s", err);
     if (rc) return tsync__err(rc, "bundle refused: %s", err);
     tsync__bs_item it;
     for (;;) {
         if ((rc = tsync__bstream_next(r, &it, err))) {
             if (rc == TSYNC_EIO)
-                rc = tsync__err(rc, "cannot read %s: %s", path, strerror(errno ? errno : EIO));
+                rc = tsync__err(rc, "cannot read %s: %s", src_name(src),
+                                strerror(errno ? errno : EIO));
             else
                 rc = tsync__err(rc, "bundle refused: %s", err);
             break;
         }
         if (it.kind == TSYNC__BS_END) break;
-        if (it.kind == TSYNC__BS_RUN && (rc = check_run(&it))) break;
+        if (it.kind == TSYNC__BS_RUN && (rc = check_run(&it, skip, &scratch, &scratch_bytes)))
+            break;
+        if (it.kind == TSYNC__BS_TRUST) tsync__mskip_disable(skip); /* may refuse batches */
         if (it.kind == TSYNC__BS_SCHEMA) {
             /* The author's table definitions are checked as strictly as the rest. */
             tsync__arena sa = {0};
@@ -134,8 +163,8 @@ static int check_file(const char *path)
             }
         }
     }
-    tsync__bstream_free(r);
-    fclose(f);
+    tsync__arena_free(&scratch);
+    src_close(src, r);
     return rc;
 }
 
@@ -211,7 +240,7 @@ static int slice_keep(slice *sl, const tsync__bs_item *it)
 
 /* Merges the slice's runs (and, the first time, the trust records) in one transaction. */
 static int slice_merge(tsync_store *s, slice *sl, const tsync__bstream *r,
-                       tsync_merge_report *report)
+                       tsync_merge_report *report, tsync__mskip *skip)
 {
     tsync__bundle b = {0};
     b.sites = (tsync__bsite *)tsync__bstream_sites(r, &b.nsites);
@@ -223,7 +252,9 @@ static int slice_merge(tsync_store *s, slice *sl, const tsync__bstream *r,
         b.ntrust = (uint32_t)sl->ntrust;
         sl->trust_sent = 1;
     }
-    int rc = tsync__merge_bundle(s, &b, report);
+    int rc = tsync__merge_bundle_skip(s, &b, report, skip);
+    /* A batch refused or kept out: what the summary counted on may not apply. */
+    if (rc) tsync__mskip_disable(skip);
     tsync__arena_free(&sl->a);
     sl->nruns = 0;
     sl->bytes = 0;
@@ -237,25 +268,28 @@ static int fatal(int rc)
     return rc == TSYNC_EIO || rc == TSYNC_ENOMEM || rc == TSYNC_EBUSY;
 }
 
-int tsync_store_merge_file(tsync_store *s, const char *path, tsync_merge_report *report)
+/* Both passes over src. */
+static int merge_src(tsync_store *s, source *src, tsync_merge_report *report)
 {
-    if (report &&
-        tsync__check_version("tsync_merge_report", report->version, TSYNC_MERGE_REPORT_VERSION))
-        return TSYNC_EVERSION;
-    if (!path) return tsync__err(TSYNC_EINVAL, "bundle: no file name");
-    int rc = check_file(path);
+    const char *path = src_name(src);
+    tsync__mskip *skip = NULL;
+    int rc = tsync__mskip_new(&skip, s);
+    if (rc == 0) rc = check_src(src, skip);
+    if (rc == 0) rc = tsync__mskip_end(skip);
+    if (rc == 0) rc = tsync__mskip_recheck(skip);
     if (rc) {
-        if (report && rc != TSYNC_EIO) report->refused++;
+        tsync__mskip_free(skip);
+        if (report && rc != TSYNC_EIO && rc != TSYNC_ENOMEM) report->refused++;
         return rc;
     }
 
     char err[TSYNC__ERRLEN];
-    FILE *f;
-    filesrc fs;
     tsync__bstream *r;
-    if ((rc = open_file(path, &f, &fs, &r, err)))
+    if ((rc = src_open(src, &r, err))) {
+        tsync__mskip_free(skip);
         return tsync__err(rc == TSYNC_EIO ? rc : TSYNC_EIO, "%s changed while merging: %s", path,
                           err);
+    }
     slice sl = {0};
     int first = 0; /* the first refusal, returned once everything else merged */
     tsync__bs_item it;
@@ -272,8 +306,8 @@ int tsync_store_merge_file(tsync_store *s, const char *path, tsync_merge_report 
         }
         int end = it.kind == TSYNC__BS_END;
         /* At the end, a slice with nothing left to merge needs no transaction. */
-        if ((end && (sl.nruns || !sl.trust_sent)) || sl.bytes >= TSYNC__RUN_PIECE_BYTES) {
-            int mrc = slice_merge(s, &sl, r, report);
+        if ((end && (sl.nruns || !sl.trust_sent)) || sl.bytes >= tsync__merge_slice_bytes) {
+            int mrc = slice_merge(s, &sl, r, report, skip);
             if (fatal(mrc)) {
                 rc = mrc;
                 break;
@@ -300,7 +334,24 @@ int tsync_store_merge_file(tsync_store *s, const char *path, tsync_merge_report 
     free(sl.runs);
     free(sl.trust);
     free(sl.trust_len);
-    tsync__bstream_free(r);
-    fclose(f);
+    tsync__mskip_free(skip);
+    src_close(src, r);
     return rc;
+}
+
+int tsync_store_merge_file(tsync_store *s, const char *path, tsync_merge_report *report)
+{
+    if (report &&
+        tsync__check_version("tsync_merge_report", report->version, TSYNC_MERGE_REPORT_VERSION))
+        return TSYNC_EVERSION;
+    if (!path) return tsync__err(TSYNC_EINVAL, "bundle: no file name");
+    source src = {.path = path};
+    return merge_src(s, &src, report);
+}
+
+int tsync__merge_stream_mem(tsync_store *s, const uint8_t *buf, size_t len,
+                            tsync_merge_report *report)
+{
+    source src = {.buf = buf, .len = len};
+    return merge_src(s, &src, report);
 }

@@ -398,6 +398,7 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
             if (ib->seq <= m->seq) {
                 uint8_t h[TSYNC__HASH_BYTES];
                 ib->done = 1;
+                tsync__mskip_dup(c->skip, m->id, ib->seq);
                 if (stored_hash(c, ib->site, ib->seq, h) == 0 &&
                     memcmp(h, ib->hash, TSYNC__HASH_BYTES) != 0) {
                     if ((rc = record_fork(c, ib, ib->seq,
@@ -592,6 +593,14 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
     if (report &&
         tsync__check_version("tsync_merge_report", report->version, TSYNC_MERGE_REPORT_VERSION))
         return TSYNC_EVERSION;
+    /* Format 4 ("TSYNCBDL" then the format byte, codec/codec.h) is read record by record, as a
+     * file is (store/bundle_read.c): memory stays bounded whatever the bundle's size. A small one
+     * (a quarter of a slice, compressed: a few MiB decoded) is decoded whole and merged in one
+     * transaction, as before: reading it twice would only cost. The old formats are one array,
+     * read whole. */
+    if (bundle && len > 8 && memcmp(bundle, "TSYNCBDL", 8) == 0 &&
+        bundle[8] >= TSYNC__BUNDLE_FORMAT_STREAM && len >= tsync__merge_slice_bytes / 4)
+        return tsync__merge_stream_mem(s, bundle, len, report);
     tsync__arena da = {0};
     tsync__bundle bun;
     char err[TSYNC__ERRLEN];
@@ -628,6 +637,12 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
 
 int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_report *report)
 {
+    return tsync__merge_bundle_skip(s, bunp, report, NULL);
+}
+
+int tsync__merge_bundle_skip(tsync_store *s, const tsync__bundle *bunp, tsync_merge_report *report,
+                             tsync__mskip *skip)
+{
     const tsync__bundle bun = *bunp;
     char err[TSYNC__ERRLEN];
     char sh[13];
@@ -636,6 +651,7 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
     uint8_t *run_forked = NULL;
     uint8_t(*branch)[TSYNC__HASH_BYTES] = NULL;
     tsync_merge__init(&c, s, report);
+    c.skip = skip;
 
     /* Phase 1: decode every body and verify every run, touching nothing. Only the batches'
      * headers are kept: the rows are decoded again as each batch applies. */
@@ -697,7 +713,13 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
 
     /* Phase 2: one transaction. */
     if ((rc = tsync__begin(s))) goto fail;
-    if ((rc = tsync__seal_locked(s, NULL))) goto rollback;
+    {
+        /* Local changes sealed between two slices of a file merge wrote rows the skip summary
+         * takes as written by the file only: no more skipping (store/merge_skip.c). */
+        size_t sealed = 0;
+        if ((rc = tsync__seal_locked(s, &sealed))) goto rollback;
+        if (sealed) tsync__mskip_disable(skip);
+    }
     if ((rc = tsync__capture_off(s, 1))) goto rollback;
     /* Trust records first: a batch of a till enrolled since our last merge needs its
      * certificate. A bad or foreign record is refused and reported; it does not stop the data. */
@@ -760,6 +782,7 @@ int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bunp, tsync_merge_r
             tsync_merge__free(&c);
             if ((rc = tsync__identity_renew(s, head, seen))) return rc;
             s->renewing = 1;
+            tsync__mskip_disable(skip);
             rc = tsync__merge_bundle(s, bunp, report);
             s->renewing = 0;
             return rc;

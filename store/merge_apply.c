@@ -364,6 +364,13 @@ int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table, const
     for (uint32_t i = 0; i < b->nsites; i++)
         if ((rc = tsync_merge__site_local(c, b->sites[i], NULL, NULL, &bsite[i]))) return rc;
     bsite[0] = ib->site;
+    /* Pass 2 of a file merge: the changes a later change of this file supersedes are left out
+     * (store/merge_skip.c). A batch the summary did not count means something else applies. */
+    int ssite = -1;
+    if (c->skip && !only_table && tsync__mskip_active(c->skip)) {
+        ssite = tsync__mskip_site(c->skip, b->origin);
+        if (ssite < 0 || c->fork_site) tsync__mskip_disable(c->skip), ssite = -1;
+    }
 
     /* Per batch table: local table and column mapping (-1: missing here). */
     for (uint32_t ti = 0; ti < b->ntables; ti++) {
@@ -400,6 +407,8 @@ int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table, const
                     return rc;
                 continue;
             }
+            void *start = NULL;
+            if (ssite >= 0 && tsync__mskip_row(c->skip, ssite, t, bt, br, &start)) continue;
             mrow *r = get_row(c, t, br->pk, &rc);
             if (!r) return rc;
             if (br->flags & TSYNC__ROW_ADD)
@@ -483,6 +492,14 @@ int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table, const
                                             .i = tsync__rowmeta_ctr_value(&r->meta, col)};
                 r->mask |= 1ULL << col;
             }
+            if (start) {
+                uint64_t m = tsync__mskip_mask(c->skip, start);
+                int won = 1;
+                for (int col = 0; col < t->ncols && won; col++)
+                    if (m >> col & 1)
+                        won = r->meta.col[col].hlc == br->hlc && r->meta.col[col].site == ib->site;
+                if (won) tsync__mskip_won(c->skip, start);
+            }
         }
     }
     if (b->hlc_hi > c->max_hlc) c->max_hlc = b->hlc_hi;
@@ -514,6 +531,9 @@ int tsync_merge__maybe_flush(mctx *c)
 {
     size_t rows = c->s->merge_flush_rows ? c->s->merge_flush_rows : TSYNC__MERGE_FLUSH_ROWS;
     if (rows == SIZE_MAX) return 0; /* tests: the reference, one flush at the end */
+    if (rows > TSYNC__MERGE_FLUSH_ROWS_SKIP &&
+        tsync__mskip_kept_bytes(c->skip) > TSYNC__MERGE_SKIP_BIG)
+        rows = TSYNC__MERGE_FLUSH_ROWS_SKIP;
     if (c->nrowlist < rows) return 0;
     return tsync_merge__flush_rows(c);
 }

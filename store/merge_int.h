@@ -59,14 +59,18 @@ typedef struct {
 /* The folded state of one row (its vals in the arena). */
 typedef tsync__wrow mrow;
 
+/* What a merge of a bundle file may leave out (store/merge_skip.c). */
+typedef struct tsync__mskip tsync__mskip;
+
 typedef struct {
     tsync_store *s;
     tsync_merge_report *rep;
-    tsync__arena a;  /* what lives as long as the merge: held bodies, batch headers */
-    tsync__arena ra; /* the rows being folded: freed at each flush */
-    tsync__arena ba; /* the batches being applied, decoded: freed every few hundred KB of bodies
-                      * (a folded value points into the body, never into its decoded batch) */
-    size_t ba_bytes; /* body bytes decoded into ba */
+    tsync__mskip *skip; /* NULL: every change is folded */
+    tsync__arena a;     /* what lives as long as the merge: held bodies, batch headers */
+    tsync__arena ra;    /* the rows being folded: freed at each flush */
+    tsync__arena ba;    /* the batches being applied, decoded: freed every few hundred KB of bodies
+                         * (a folded value points into the body, never into its decoded batch) */
+    size_t ba_bytes;    /* body bytes decoded into ba */
     /* Tables without clocks when first met (a new till): a row of theirs not folded before in
      * this merge is new, and needs no look-up. seen: a Bloom filter of the rows folded. */
     struct mtable {
@@ -137,7 +141,60 @@ TSYNC_WARN_UNUSED int tsync_merge__flush_rows(mctx *c);
 TSYNC_WARN_UNUSED int tsync_merge__maybe_flush(mctx *c);
 /* The budget: rows folded (s->merge_flush_rows overrides it; ~300 bytes each), and the body bytes
  * decoded before the decoded batches are freed (a decoded batch takes ~5 times its body). */
-#define TSYNC__MERGE_FLUSH_ROWS   20000u
+#define TSYNC__MERGE_FLUSH_ROWS 20000u
+/* While a skip summary keeps more than TSYNC__MERGE_SKIP_BIG bytes, the fold flushes at this many
+ * rows (~450 bytes each): the two share the memory of a large file merge. */
+#define TSYNC__MERGE_FLUSH_ROWS_SKIP 8000u
+#define TSYNC__MERGE_SKIP_BIG        ((size_t)8 << 20)
+/* The memory the skip summary keeps for pass 2 (slots and keys): ~14 bytes a row plus its key
+ * (pass 1 takes 8 more a row). Peak RSS stays under 64 MB with the rest of a merge (~38 MB).
+ * Tests may lower tsync__merge_skip_bytes (rows beyond it are not tracked). */
+#define TSYNC__MERGE_SKIP_BYTES (20u << 20)
+extern size_t tsync__merge_skip_bytes;
+/* Tests: the changes file merges left out so far (all merges of the process). */
+extern size_t tsync__merge_skipped_total;
+/* The bodies a file merge hands to one transaction (TSYNC__RUN_PIECE_BYTES; tests lower it). */
+extern size_t tsync__merge_slice_bytes;
 #define TSYNC__MERGE_DECODE_BYTES (256u << 10)
+
+/* ---------------------------------------------------------------- the skip summary
+ * (store/merge_skip.c: what may be left out, and why that is exact) */
+
+/* A summary for a merge into s; off at once when s is enrolled or holds batches. */
+TSYNC_WARN_UNUSED int tsync__mskip_new(tsync__mskip **out, tsync_store *s);
+void tsync__mskip_free(tsync__mskip *k);
+/* Pass 1: one batch of the file, in file order (prev: the hash the chain gives its predecessor). */
+TSYNC_WARN_UNUSED int tsync__mskip_batch(tsync__mskip *k, const tsync__batch *b,
+                                         const uint8_t prev[TSYNC__HASH_BYTES],
+                                         const uint8_t pk[TSYNC__PK_BYTES]);
+/* After pass 1: off when a dependency is missing or a site is revoked. */
+TSYNC_WARN_UNUSED int tsync__mskip_end(tsync__mskip *k);
+/* Before pass 2: off when another merge moved a head since pass 1. */
+TSYNC_WARN_UNUSED int tsync__mskip_recheck(tsync__mskip *k);
+void tsync__mskip_disable(tsync__mskip *k);
+int tsync__mskip_active(const tsync__mskip *k);
+size_t tsync__mskip_skipped(const tsync__mskip *k);
+/* The memory the summary keeps for pass 2 (0 when off). */
+size_t tsync__mskip_kept_bytes(const tsync__mskip *k);
+/* Pass 2: the summary's number of an origin whose batches the file brings (-1: none, or off). */
+int tsync__mskip_site(const tsync__mskip *k, const uint8_t id[TSYNC__SITE_BYTES]);
+/* Pass 2: batch seq of site id was here already; off when pass 1 counted it. */
+void tsync__mskip_dup(tsync__mskip *k, const uint8_t id[TSYNC__SITE_BYTES], uint64_t seq);
+/* Pass 2, for every change of a local table's row, in apply order: 1 when it is superseded and
+ * must be left out. *start is set when it is a chain start: once applied, if it won every column
+ * of tsync__mskip_mask(k, *start), the caller calls tsync__mskip_won. */
+int tsync__mskip_row(tsync__mskip *k, int site, const tsync__table *t, const tsync__btable *bt,
+                     const tsync__brow *br, void **start);
+void tsync__mskip_won(tsync__mskip *k, void *start);
+uint64_t tsync__mskip_mask(const tsync__mskip *k, void *start);
+
+/* tsync_store_merge_file's two passes over a buffer the caller keeps (store/bundle_read.c):
+ * tsync_store_merge takes this way for format 4, in bounded memory. */
+TSYNC_WARN_UNUSED int tsync__merge_stream_mem(tsync_store *s, const uint8_t *buf, size_t len,
+                                              tsync_merge_report *report);
+
+/* tsync__merge_bundle with a skip summary (NULL: none). */
+TSYNC_WARN_UNUSED int tsync__merge_bundle_skip(tsync_store *s, const tsync__bundle *bun,
+                                               tsync_merge_report *report, tsync__mskip *skip);
 
 #endif
