@@ -3,9 +3,8 @@
  * adds columns or counters (store/migrate.c), and the cache of replicated tables.
  *
  * Capture is done with triggers in built-in SQL only, so writes from any connection (the app's,
- * the sqlite3 shell) are recorded. The triggers only write tsync_pending, one row per changed
- * row folding its changes: the key, which columns changed (a bitmask), whether an insert or a
- * delete was among them, and the latest wall clock. Values are read at sealing, from the table or,
+ * the sqlite3 shell) are recorded. The triggers only append to tsync_pending: the key, which
+ * columns changed (a bitmask) and the wall clock. Values are read at sealing, from the table or,
  * for a deleted row, from tsync_tomb_<table>, where the delete trigger keeps the last values so a
  * resurrected row shows the latest value of each field.
  *
@@ -23,15 +22,6 @@
 
 /* Kept as a REAL (a CAST costs on every captured write); sealing reads it as integer ms. */
 #define WALL_SQL "((julianday('now') - 2440587.5) * 86400000.0)"
-
-/* What a trigger appends to its INSERT INTO tsync_pending: a change of a row that already has a
- * pending change is folded into it (store/store.c), as sealing would fold them. op: 1 an insert,
- * 2 an update, 3 a delete, 4 an insert and a delete; an update adds nothing to the others, and
- * two different ones of 1, 3 and 4 make 4. */
-#define FOLD_SQL                                                                                   \
-    " ON CONFLICT(tbl,k0,k1,k2,k3) DO UPDATE SET op=CASE WHEN op=excluded.op OR excluded.op=2 "    \
-    "THEN op WHEN op=2 THEN excluded.op ELSE 4 END, mask=mask|excluded.mask, "                     \
-    "wall=max(wall,excluded.wall)"
 
 static void table_free(tsync__table *t)
 {
@@ -391,41 +381,40 @@ static bool capture_sql(sqlite3_str *sql, int tid, const char *table, char *cons
     sqlite3_str_appendf(sql,
                         "CREATE TRIGGER %s AFTER INSERT ON %s BEGIN "
                         "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL
-                        ",%s)" FOLD_SQL "; "
+                        ",%s); "
                         "END;",
                         qtr[0], qt, v[K], v[TIDEN], v[NEWK]);
     sqlite3_str_appendf(sql,
                         "CREATE TRIGGER %s AFTER UPDATE ON %s WHEN %s BEGIN "
                         "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,2,%s," WALL_SQL
-                        ",%s)" FOLD_SQL "; "
+                        ",%s); "
                         "END;",
                         qtr[1], qt, v[SAME], v[K], v[TIDE], v[MASK], v[NEWK]);
     /* An UPDATE of the key is a delete of the old key and an insert of the new one. "OF key"
      * keeps this trigger (and its WHEN) out of every update that does not name the key. */
-    sqlite3_str_appendf(sql,
-                        "CREATE TRIGGER %s AFTER UPDATE OF %s ON %s WHEN NOT (%s) "
-                        "BEGIN "
-                        "DELETE FROM %s WHERE (%s) IS (%s); "
-                        "INSERT INTO %s(%s) VALUES(%s); "
-                        "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL
-                        ",%s)" FOLD_SQL "; "
-                        "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL
-                        ",%s)" FOLD_SQL "; "
-                        "END;",
-                        qtr[2], v[KCOLS], qt, v[SAME], qtomb, v[KCOLS], v[OLDK], qtomb, v[ALLC],
-                        v[OLDALL], v[K], tid, v[OLDK], v[K], v[TIDEN], v[NEWK]);
+    sqlite3_str_appendf(
+        sql,
+        "CREATE TRIGGER %s AFTER UPDATE OF %s ON %s WHEN NOT (%s) "
+        "BEGIN "
+        "DELETE FROM %s WHERE (%s) IS (%s); "
+        "INSERT INTO %s(%s) VALUES(%s); "
+        "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL ",%s); "
+        "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL ",%s); "
+        "END;",
+        qtr[2], v[KCOLS], qt, v[SAME], qtomb, v[KCOLS], v[OLDK], qtomb, v[ALLC], v[OLDALL], v[K],
+        tid, v[OLDK], v[K], v[TIDEN], v[NEWK]);
     sqlite3_str_appendf(sql,
                         "CREATE TRIGGER %s AFTER DELETE ON %s BEGIN "
                         "INSERT OR REPLACE INTO %s(%s) VALUES(%s); "
                         "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%d,3,0," WALL_SQL
-                        ",%s)" FOLD_SQL "; "
+                        ",%s); "
                         "END;",
                         qtr[3], qt, qtomb, v[ALLC], v[OLDALL], v[K], tid, v[OLDK]);
     if (what & CAP_EXISTING)
         sqlite3_str_appendf(
             sql,
             "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) SELECT %d,1,-1," WALL_SQL
-            ",%s FROM %s WHERE true" FOLD_SQL ";",
+            ",%s FROM %s;",
             v[K], tid, v[KCOLS], qt);
 out:
     for (int i = 0; i < NPARTS; i++) sqlite3_free(sqlite3_str_finish(b[i]));
@@ -471,47 +460,8 @@ static int capture_rebuild(tsync_store *s, const char *table)
 /* The version of the capture triggers this build writes, kept in tsync_meta 'capture'. 2: the
  * insert and update triggers refuse a row over TSYNC_MAX_ROW_BYTES. 3: one statement fewer per
  * captured insert (the NULL key check folded into the pending row's table id) and per delete
- * (the tombstone replaced in one statement). 4: tsync_pending holds one row per changed row,
- * keyed by it, each change folded in by the trigger (store/store.c). */
-#define CAPTURE_VERSION 4
-
-/* The OR of column m over a group, bit by bit (SQLite has no OR aggregate). */
-static void or_agg(sqlite3_str *q, const char *m)
-{
-    for (int b = 0; b < 64; b++)
-        sqlite3_str_appendf(q, "%s(max((%s>>%d)&1)<<%d)", b ? "|" : "", m, b, b);
-}
-
-/* Rewrites a tsync_pending of capture version 3 or older (one row per captured change, in
- * capture order) into the folded layout, folding its rows per changed row as sealing did. A
- * change under a NULL key named no row another till could match, and one of a table no longer
- * replicated was dropped by sealing: neither is kept. The old table is renamed first, so the
- * triggers that still name it keep a table to name until capture_rebuild replaces them. */
-static int pending_upgrade(tsync_store *s)
-{
-    sqlite3_stmt *st = tsync__prep(s, "SELECT 1 FROM pragma_table_info('tsync_pending') "
-                                      "WHERE name='id'");
-    if (!st) return TSYNC_EIO;
-    int old = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_reset(st);
-    if (!old) return 0;
-    sqlite3_str *q = sqlite3_str_new(NULL);
-    sqlite3_str_appendall(
-        q, "ALTER TABLE tsync_pending RENAME TO tsync_pending_v3;"
-           "CREATE TABLE tsync_pending(tbl, k0, k1 DEFAULT 0, k2 DEFAULT 0, k3 DEFAULT 0, op, "
-           "mask, wall, PRIMARY KEY(tbl, k0, k1, k2, k3)) WITHOUT ROWID;"
-           "INSERT INTO tsync_pending(tbl,k0,k1,k2,k3,op,mask,wall) SELECT p.tbl, p.k0, "
-           "CASE WHEN t.npk>1 THEN p.k1 ELSE 0 END, CASE WHEN t.npk>2 THEN p.k2 ELSE 0 END, "
-           "CASE WHEN t.npk>3 THEN p.k3 ELSE 0 END, CASE WHEN max(p.op=1) AND max(p.op=3) THEN 4 "
-           "WHEN max(p.op=1) THEN 1 WHEN max(p.op=3) THEN 3 ELSE 2 END, ");
-    or_agg(q, "p.mask");
-    sqlite3_str_appendall(
-        q, ", max(p.wall) FROM tsync_pending_v3 p JOIN tsync_tables t ON t.id=p.tbl "
-           "WHERE p.k0 IS NOT NULL AND (t.npk<2 OR p.k1 IS NOT NULL) AND (t.npk<3 OR p.k2 IS "
-           "NOT NULL) AND (t.npk<4 OR p.k3 IS NOT NULL) GROUP BY 1,2,3,4,5;"
-           "DROP TABLE tsync_pending_v3;");
-    return exec_built(s, q, true);
-}
+ * (the tombstone replaced in one statement). */
+#define CAPTURE_VERSION 3
 
 int tsync__capture_upgrade(tsync_store *s)
 {
@@ -522,7 +472,6 @@ int tsync__capture_upgrade(tsync_store *s)
     if (v >= CAPTURE_VERSION) return 0; /* the usual case: nothing to write */
     int rc = tsync__begin(s);
     if (rc) return rc;
-    rc = pending_upgrade(s);
     /* The triggers of tables replicated by an older build are made again from their recorded
      * definitions (the same path a migration that adds a column takes). */
     int n = s->ntables;

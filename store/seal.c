@@ -778,22 +778,18 @@ static int table_id_cmp(const void *pa, const void *pb)
 static int seal_tables(tsync_store *s, sealing *z)
 {
     sqlite3_stmt *st = NULL;
-    /* The next table id after ?1: a seek in tsync_pending's key, where DISTINCT would read every
-     * pending row. */
-    int rc = tsync__prep_or_fail(
-        s, &st, "SELECT tbl FROM tsync_pending WHERE tbl > ?1 ORDER BY tbl LIMIT 1",
-        "read pending changes");
+    int rc = tsync__prep_or_fail(s, &st, "SELECT DISTINCT tbl FROM tsync_pending",
+                                 "read pending changes");
     if (rc) return rc;
     tsync__table **ts = calloc((size_t)s->ntables + 1, sizeof *ts);
-    if (!ts) return tsync__err(TSYNC_ENOMEM, "out of memory");
-    int n = 0, step;
-    int64_t tid = INT64_MIN;
-    for (;;) {
-        sqlite3_bind_int64(st, 1, tid);
-        if ((step = sqlite3_step(st)) != SQLITE_ROW) break;
-        z->any = 1;
-        tid = sqlite3_column_int64(st, 0);
+    if (!ts) {
         sqlite3_reset(st);
+        return tsync__err(TSYNC_ENOMEM, "out of memory");
+    }
+    int n = 0, step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        z->any = 1;
+        int tid = sqlite3_column_int(st, 0);
         for (int i = 0; i < s->ntables && n < s->ntables; i++)
             if (s->tables[i].id == tid) ts[n++] = &s->tables[i]; /* else no longer replicated */
     }

@@ -1,12 +1,11 @@
 /*
  * store/seal_scan.c — the statement that reads a table's pending changes for sealing.
  *
- * One statement per table does what sealing used to do row by row in C: it reads the pending
- * changes, already folded per row by the capture triggers (one tsync_pending row per changed row:
- * the latest wall time, whether an insert or a delete was among them, the OR of the columns they
- * wrote), and joins each row's clocks, its values and its tombstone by key. tsync_pending is keyed
- * by (table, key), so rows come out in key order without a sort, and each b-tree is walked
- * forward.
+ * One statement per table does what sealing used to do row by row in C: it folds the pending
+ * changes per row (GROUP BY the key: the latest wall time, whether an insert or a delete was
+ * among them, the OR of the columns they wrote) and joins each row's clocks, its values and its
+ * tombstone by key. SQLite groups by sorting, so rows come out in key order, each b-tree is walked
+ * forward, and the sort spills to temporary files instead of growing in memory.
  */
 #include "seal_int.h"
 
@@ -38,17 +37,27 @@ static char *scan_sql(const tsync__table *t)
     sqlite3_str *q = sqlite3_str_new(NULL);
     sqlite3_str_appendall(q, "SELECT ");
     for (int i = 0; i < t->npk; i++) sqlite3_str_appendf(q, "g.k%d,", i);
-    sqlite3_str_appendall(q, "g.wall,g.op IN (1,4),g.op>=3,g.mask,c.tsync_m");
+    sqlite3_str_appendall(q, "g.w,g.i,g.d,g.m,c.tsync_m");
     values_of(q, t, "r");
     values_of(q, t, "b");
-    sqlite3_str_appendf(q, " FROM tsync_pending AS g LEFT JOIN %s AS c ON ", t->qclk);
+    sqlite3_str_appendall(q, " FROM (SELECT ");
+    for (int i = 0; i < t->npk; i++) sqlite3_str_appendf(q, "k%d,", i);
+    /* The OR of the masks, one column bit at a time (SQLite has no OR aggregate); an insert
+     * records -1, every column. */
+    sqlite3_str_appendall(q, "max(wall) AS w,max(op=1) AS i,max(op=3) AS d,");
+    int any = 0;
+    for (int c = 0; c < t->ncols; c++)
+        if (!t->is_pk[c])
+            sqlite3_str_appendf(q, "%s(max((mask>>%d)&1)<<%d)", any++ ? "|" : "", c, c);
+    if (!any) sqlite3_str_appendall(q, "0");
+    sqlite3_str_appendf(q, " AS m FROM tsync_pending WHERE tbl=%d GROUP BY ", t->id);
+    for (int i = 0; i < t->npk; i++) sqlite3_str_appendf(q, "%sk%d", i ? "," : "", i);
+    sqlite3_str_appendf(q, ") AS g LEFT JOIN %s AS c ON ", t->qclk);
     join_on(q, t, "c");
     sqlite3_str_appendf(q, " LEFT JOIN %s AS r ON ", t->qname);
     join_on(q, t, "r");
     sqlite3_str_appendf(q, " LEFT JOIN %s AS b ON ", t->qtomb);
     join_on(q, t, "b");
-    /* The order of tsync_pending's key: no sort. */
-    sqlite3_str_appendf(q, " WHERE g.tbl=%d ORDER BY g.k0,g.k1,g.k2,g.k3", t->id);
     return tsync__sql_finish(q);
 }
 

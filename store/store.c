@@ -26,13 +26,10 @@ static const char *SCHEMA =
     "  DEFAULT 0, frozen_seq INTEGER);"
     "CREATE TABLE IF NOT EXISTS tsync_tables(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
     "  cols TEXT NOT NULL, npk INTEGER NOT NULL, pk TEXT NOT NULL, counters TEXT NOT NULL);"
-    /* No declared types here: only the triggers write this table. One row per changed row (capture
-     * version 4): the triggers fold each change into it (op: 1 an insert, 2 an update, 3 a
-     * delete, 4 an insert and a delete among the changes; mask: the OR of the columns written;
-     * wall: the latest capture time), so sealing reads it in key order without sorting or grouping.
-     * The unused key columns hold 0: a WITHOUT ROWID key may not be NULL. */
-    "CREATE TABLE IF NOT EXISTS tsync_pending(tbl, k0, k1 DEFAULT 0, k2 DEFAULT 0, k3 DEFAULT 0,"
-    "  op, mask, wall, PRIMARY KEY(tbl, k0, k1, k2, k3)) WITHOUT ROWID;"
+    /* No NOT NULL and no declared types here: each constraint costs on every captured write,
+     * and only the triggers write this table. */
+    "CREATE TABLE IF NOT EXISTS tsync_pending(id INTEGER PRIMARY KEY, tbl, op, mask, wall,"
+    "  k0, k1, k2, k3);"
     /* Captured changes over TSYNC_MAX_ROW_BYTES that sealing set aside (store/seal.c). */
     "CREATE TABLE IF NOT EXISTS tsync_unsealable(id INTEGER PRIMARY KEY, tbl, op, mask, wall,"
     "  k0, k1, k2, k3, bytes);"
