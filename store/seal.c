@@ -384,8 +384,9 @@ int tsync__seal_empty_locked(tsync_store *s)
  * bulk insert seals as many new rows, and one statement per row cost more than the rows. They
  * can wait: the scan reads each row's clocks once, in key order, before its entry is made, and
  * nothing else in the seal reads them. Fewer than NEWCLK_ROWS (a live seal) are written one by
- * one, so a small seal prepares nothing. */
+ * one, so a small seal prepares nothing (and all of them with tsync__seal_newclk_rows 1). */
 #define NEWCLK_ROWS 32
+int tsync__seal_newclk_rows = NEWCLK_ROWS;
 typedef struct {
     tsync__table *t;
     sqlite3_stmt *st; /* the NEWCLK_ROWS-row INSERT for t */
@@ -625,7 +626,7 @@ static int newclk_add(tsync_store *s, sealing *z, tsync__table *t, const uint8_t
     c->len += klen + blen;
     c->klen[c->n] = klen;
     c->blen[c->n] = (uint32_t)blen;
-    return ++c->n == NEWCLK_ROWS ? newclk_flush(s, c) : 0;
+    return ++c->n == NEWCLK_ROWS || c->n >= tsync__seal_newclk_rows ? newclk_flush(s, c) : 0;
 }
 
 /* Adds row change r (st: the scan, on its row) to the batch being built, appending that batch to

@@ -28,6 +28,10 @@ void *tsync__pool_alloc(tsync__pool *p, size_t n);
 void tsync__pool_reset(tsync__pool *p);
 void tsync__pool_free(tsync__pool *p);
 
+/* How many clock entries of new rows sealing writes with one statement (seal.c; 32). A test sets
+ * it to 1 for the reference, every entry written by a statement of its own. */
+extern int tsync__seal_newclk_rows;
+
 /* The statement that seals table t (cached in t->seal_scan): one row per changed row, in key
  * order, with its pending changes folded, its clocks, and its values in the table and in the
  * tombstone table. Its columns: the key (npk), then these. */
