@@ -380,23 +380,6 @@ int tsync__seal_empty_locked(tsync_store *s)
  * files when it outgrows its cache. Then the last batch is appended, the clock persisted and
  * tsync_pending emptied (seal_close). */
 
-/* The clock entries of rows that had none, written NEWCLK_ROWS at a time by one statement: a
- * bulk insert seals as many new rows, and one statement per row cost more than the rows. They
- * can wait: the scan reads each row's clocks once, in key order, before its entry is made, and
- * nothing else in the seal reads them. Fewer than NEWCLK_ROWS (a live seal) are written one by
- * one, so a small seal prepares nothing (and all of them with tsync__seal_newclk_rows 1). */
-#define NEWCLK_ROWS 32
-int tsync__seal_newclk_rows = NEWCLK_ROWS;
-typedef struct {
-    tsync__table *t;
-    sqlite3_stmt *st; /* the NEWCLK_ROWS-row INSERT for t */
-    uint8_t *data;    /* each entry: its key, then its clock blob */
-    size_t len, cap;
-    size_t off[NEWCLK_ROWS];
-    uint32_t klen[NEWCLK_ROWS], blen[NEWCLK_ROWS];
-    int n;
-} newclk;
-
 typedef struct {
     size_t budget, max_rows; /* per batch */
     bbuild cur;              /* the batch being built */
@@ -412,13 +395,12 @@ typedef struct {
     uint8_t *kbuf; /* the encoded key of the row being sealed */
     size_t kcap;
     tsync__aside aside; /* set-aside changes, when tsync_unsealable has any */
-    newclk nc;          /* clock entries of new rows not written yet */
+    tsync__newclk nc;   /* clock entries of new rows not written yet */
 } sealing;
 
 static void sealing_free(sealing *z)
 {
-    sqlite3_finalize(z->nc.st);
-    free(z->nc.data);
+    tsync__newclk_free(&z->nc);
     tsync__rowmeta_clear(&z->meta);
     tsync__pool_free(&z->cur.a);
     free(z->cur.rows);
@@ -552,83 +534,6 @@ static int batch_room(tsync_store *s, sealing *z)
     return 0;
 }
 
-/* Writes the buffered clock entries of new rows: with the NEWCLK_ROWS-row statement when the
- * buffer is full, else one by one. */
-static int newclk_flush(tsync_store *s, newclk *c)
-{
-    tsync__table *t = c->t;
-    int rc = 0;
-    if (c->n == NEWCLK_ROWS && !c->st) {
-        sqlite3_str *q = sqlite3_str_new(NULL);
-        sqlite3_str_appendf(q, "INSERT OR REPLACE INTO %s(", t->qclk);
-        for (int i = 0; i < t->npk; i++) {
-            tsync__sql_ident(q, "", t->cols[t->pk[i]]);
-            sqlite3_str_appendchar(q, 1, ',');
-        }
-        sqlite3_str_appendall(q, "tsync_m) VALUES");
-        for (int r = 0; r < NEWCLK_ROWS; r++) {
-            sqlite3_str_appendall(q, r ? ",(" : "(");
-            for (int i = 0; i <= t->npk; i++) sqlite3_str_appendall(q, i ? ",?" : "?");
-            sqlite3_str_appendchar(q, 1, ')');
-        }
-        char *sql = tsync__sql_finish(q);
-        if (!sql) return tsync__err(TSYNC_ENOMEM, "out of memory");
-        int x = sqlite3_prepare_v2(s->db, sql, -1, &c->st, NULL);
-        sqlite3_free(sql);
-        if (x != SQLITE_OK) return tsync__err_sqlite(s->db, x, "prepare the write of row clocks");
-    }
-    for (int r = 0; rc == 0 && r < c->n; r++) {
-        const uint8_t *key = c->data + c->off[r];
-        tsync__val kv[TSYNC__MAX_PK_COLS];
-        if (tsync__key_decode(key, c->klen[r], kv, t->npk) != 0)
-            return tsync__err(TSYNC_ECORRUPT, "bad row key in table %s", t->name);
-        sqlite3_stmt *st = c->n == NEWCLK_ROWS ? c->st : t->put_clk;
-        int base = c->n == NEWCLK_ROWS ? r * (t->npk + 1) : 0;
-        if (st == t->put_clk) sqlite3_reset(st);
-        for (int i = 0; i < t->npk; i++) tsync__bind_val(st, base + i + 1, &kv[i]);
-        sqlite3_bind_blob(st, base + t->npk + 1, key + c->klen[r], (int)c->blen[r], SQLITE_STATIC);
-        if (st == t->put_clk || r == c->n - 1) {
-            int x = sqlite3_step(st);
-            sqlite3_reset(st);
-            if (x != SQLITE_DONE) rc = tsync__err_sqlite(s->db, x, "write row clocks");
-        }
-    }
-    c->n = 0;
-    c->len = 0;
-    return rc;
-}
-
-/* Buffers the clock entry of a row of t that had none (its key, and m encoded), writing the
- * buffer when it is full. */
-static int newclk_add(tsync_store *s, sealing *z, tsync__table *t, const uint8_t *key,
-                      uint32_t klen)
-{
-    newclk *c = &z->nc;
-    size_t blen;
-    int rc = tsync__rowmeta_encode(&z->meta, &z->mbuf, &z->mcap, &blen);
-    if (rc) return rc;
-    if (c->t != t) {
-        if (c->n && (rc = newclk_flush(s, c))) return rc;
-        sqlite3_finalize(c->st);
-        c->st = NULL;
-        c->t = t;
-    }
-    if (c->len + klen + blen > c->cap) {
-        size_t nc = 2 * c->cap > c->len + klen + blen ? 2 * c->cap : c->len + klen + blen + 4096;
-        uint8_t *nd = realloc(c->data, nc);
-        if (!nd) return tsync__err(TSYNC_ENOMEM, "out of memory");
-        c->data = nd;
-        c->cap = nc;
-    }
-    c->off[c->n] = c->len;
-    memcpy(c->data + c->len, key, klen);
-    memcpy(c->data + c->len + klen, z->mbuf, blen);
-    c->len += klen + blen;
-    c->klen[c->n] = klen;
-    c->blen[c->n] = (uint32_t)blen;
-    return ++c->n == NEWCLK_ROWS || c->n >= tsync__seal_newclk_rows ? newclk_flush(s, c) : 0;
-}
-
 /* Adds row change r (st: the scan, on its row) to the batch being built, appending that batch to
  * the log first when the change would take it past a budget, gives it its clock, and writes the
  * row's clocks. */
@@ -712,7 +617,7 @@ static int seal_row(tsync_store *s, sealing *z, const prow *r, sqlite3_stmt *st)
     if (have_vals && (rc = put_columns(s, z, r, ti, vals, h, b))) return rc;
     cur->bytes += est + 24 * (size_t)b->nrmv;
     rc = had_meta ? tsync__put_meta(s, t, r->key, r->klen, &z->meta, &z->mbuf, &z->mcap, 1)
-                  : newclk_add(s, z, t, r->key, r->klen);
+                  : tsync__newclk_add(s, &z->nc, t, r->key, r->klen, &z->meta, &z->mbuf, &z->mcap);
     if (rc) return rc;
     /* A tombstone exists only for a row with clocks, or one deleted in this window. */
     if (exists && (r->seen_delete || (r->seen_insert && had_meta))) {
@@ -764,7 +669,7 @@ static int seal_table(tsync_store *s, sealing *z, tsync__table *t)
     }
     if (rc == 0 && step != SQLITE_DONE) rc = tsync__err_sqlite(s->db, step, "read pending changes");
     sqlite3_reset(st);
-    if (rc == 0 && z->nc.n) rc = newclk_flush(s, &z->nc);
+    if (rc == 0 && z->nc.n) rc = tsync__newclk_flush(s, &z->nc);
     return rc;
 }
 
