@@ -395,10 +395,12 @@ typedef struct {
     uint8_t *kbuf; /* the encoded key of the row being sealed */
     size_t kcap;
     tsync__aside aside; /* set-aside changes, when tsync_unsealable has any */
+    tsync__newclk nc;   /* clock entries of new rows not written yet */
 } sealing;
 
 static void sealing_free(sealing *z)
 {
+    tsync__newclk_free(&z->nc);
     tsync__rowmeta_clear(&z->meta);
     tsync__pool_free(&z->cur.a);
     free(z->cur.rows);
@@ -614,8 +616,9 @@ static int seal_row(tsync_store *s, sealing *z, const prow *r, sqlite3_stmt *st)
     }
     if (have_vals && (rc = put_columns(s, z, r, ti, vals, h, b))) return rc;
     cur->bytes += est + 24 * (size_t)b->nrmv;
-    if ((rc = tsync__put_meta(s, t, r->key, r->klen, &z->meta, &z->mbuf, &z->mcap, had_meta)))
-        return rc;
+    rc = had_meta ? tsync__put_meta(s, t, r->key, r->klen, &z->meta, &z->mbuf, &z->mcap, 1)
+                  : tsync__newclk_add(s, &z->nc, t, r->key, r->klen, &z->meta, &z->mbuf, &z->mcap);
+    if (rc) return rc;
     /* A tombstone exists only for a row with clocks, or one deleted in this window. */
     if (exists && (r->seen_delete || (r->seen_insert && had_meta))) {
         if ((rc = bind_key(t->del_tomb, t, r->key, r->klen))) return rc;
@@ -666,6 +669,7 @@ static int seal_table(tsync_store *s, sealing *z, tsync__table *t)
     }
     if (rc == 0 && step != SQLITE_DONE) rc = tsync__err_sqlite(s->db, step, "read pending changes");
     sqlite3_reset(st);
+    if (rc == 0 && z->nc.n) rc = tsync__newclk_flush(s, &z->nc);
     return rc;
 }
 

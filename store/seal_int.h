@@ -28,6 +28,32 @@ void *tsync__pool_alloc(tsync__pool *p, size_t n);
 void tsync__pool_reset(tsync__pool *p);
 void tsync__pool_free(tsync__pool *p);
 
+/* The clock entries of rows that had none, written NEWCLK_ROWS at a time by one statement
+ * (seal_clk.c): a bulk insert seals as many new rows, and one statement per row cost more than
+ * the rows. They can wait: the scan reads each row's clocks once, in key order, before its entry
+ * is made, and nothing else in the seal reads them. Fewer than NEWCLK_ROWS (a live seal) are
+ * written one by one, so a small seal prepares nothing. */
+#define TSYNC__NEWCLK_ROWS 32
+typedef struct {
+    tsync__table *t;
+    sqlite3_stmt *st; /* the TSYNC__NEWCLK_ROWS-row INSERT for t */
+    uint8_t *data;    /* each entry: its key, then its clock blob */
+    size_t len, cap;
+    size_t off[TSYNC__NEWCLK_ROWS];
+    uint32_t klen[TSYNC__NEWCLK_ROWS], blen[TSYNC__NEWCLK_ROWS];
+    int n;
+} tsync__newclk;
+/* Buffers the clock entry of a new row of t (its key, and m encoded into *buf), writing the
+ * buffer when it is full. */
+int tsync__newclk_add(tsync_store *s, tsync__newclk *c, tsync__table *t, const uint8_t *key,
+                      uint32_t klen, const tsync__rowmeta *m, uint8_t **buf, size_t *cap);
+/* Writes the buffered entries. */
+int tsync__newclk_flush(tsync_store *s, tsync__newclk *c);
+void tsync__newclk_free(tsync__newclk *c);
+/* How many entries one statement writes (TSYNC__NEWCLK_ROWS). A test sets it to 1 for the
+ * reference, every entry written by a statement of its own. */
+extern int tsync__seal_newclk_rows;
+
 /* The statement that seals table t (cached in t->seal_scan): one row per changed row, in key
  * order, with its pending changes folded, its clocks, and its values in the table and in the
  * tombstone table. Its columns: the key (npk), then these. */
