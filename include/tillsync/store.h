@@ -149,9 +149,9 @@ TSYNC_API int tsync_merge_report_init(tsync_merge_report *out, uint32_t version)
 /* Frees what a report holds (not the report). Accepts NULL. */
 TSYNC_API void tsync_merge_report_clear(tsync_merge_report *r);
 
-/* Verifies and merges a bundle. A bundle of format 4 (what tsync_store_bundle writes) of 256 KiB
- * or more merges as tsync_store_merge_file merges a file, with memory that does not grow with the
- * bundle: checked whole first, then merged in slices of about 1 MiB of batches, one transaction
+/* Verifies and merges a bundle. A bundle of format 4 or later (what tsync_store_bundle writes) of
+ * 2 MiB or more merges as tsync_store_merge_file merges a file, with memory that does not grow with
+ * the bundle: checked whole first, then merged in slices of about 1 MiB of batches, one transaction
  * each (a bundle that fits one slice, in one). Smaller bundles and older formats merge in one
  * transaction. report may be NULL.
  * Returns 0 when nothing was refused. A malformed bundle (TSYNC_ECORRUPT, TSYNC_EVERSION), a run

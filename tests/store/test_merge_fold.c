@@ -437,10 +437,10 @@ Test(merge_fold, buffer_streams_like_file, .timeout = 300)
     tsync_store *ref = th_open_products(th_path(dir, "ref.db"));
     ref->merge_flush_rows = SIZE_MAX;
     size_t before = tsync__merge_skipped_total;
-    /* slices small enough that this bundle streams (a bundle under a quarter of a slice is
-     * decoded whole) and spans several */
+    /* slices small enough that this bundle streams (a bundle under two slices is decoded whole)
+     * and spans several */
     tsync__merge_slice_bytes = 4096;
-    cr_assert_geq(ab.len, tsync__merge_slice_bytes / 4);
+    cr_assert_geq(ab.len, tsync__merge_slice_bytes * 2);
     tsync_merge_report r1 = TSYNC_MERGE_REPORT_INIT, r2 = TSYNC_MERGE_REPORT_INIT;
     cr_assert_eq(tsync_store_merge(buf, ab.b, ab.len, &r1), 0);
     cr_assert_eq(merge_ref(ref, &ab, &r2), 0);
