@@ -1,5 +1,5 @@
 /*
- * codec/bundle_stream_writer.c — writes bundle format 4 (codec/bundle_stream.c has the format)
+ * codec/bundle_stream_writer.c — writes bundle format 5 (codec/bundle_stream.c has the format)
  * record by record into a sink: a file, a socket or a growing buffer. It holds one record and
  * zstd's own buffers (and the first 4 MiB of the stream, so that a small bundle's frame says its
  * size), never the bundle, so a bundle of any size is written in a few MiB.
@@ -12,6 +12,7 @@
 #include <zstd.h>
 
 #include "codec/codec.h"
+#include "codec/compact.h"
 #include "bundle_int.h"
 
 /* A stream this short is held until the end and compressed knowing its size: zstd then sizes its
@@ -227,14 +228,22 @@ int tsync__bstream_writer_run(tsync__bstream_writer *w, uint32_t site_idx, uint6
         return TSYNC_EINVAL;
     for (uint32_t k = 0; k < n; k++)
         if (!body[k] || len[k] == 0 || len[k] > TSYNC__BATCH_MAX_BYTES) return TSYNC_EINVAL;
-    PK(msgpack_pack_array(&w->pk, 6));
-    PK(msgpack_pack_uint8(&w->pk, REC_RUN));
-    PK(msgpack_pack_uint32(&w->pk, site_idx));
-    PK(msgpack_pack_uint64(&w->pk, first_seq));
-    PK(tsync__mp_pack_bin(&w->pk, prev, TSYNC__HASH_BYTES));
-    PK(msgpack_pack_array(&w->pk, n));
-    for (uint32_t k = 0; k < n; k++) PK(tsync__mp_pack_bin(&w->pk, body[k], len[k]));
-    PK(tsync__mp_pack_bin(&w->pk, sig, TSYNC__SIG_BYTES));
+    /* Format 5: the run in compact form (codec/compact.c), which rebuilds these very bodies. */
+    uint8_t *blob;
+    size_t blen;
+    int rc = tsync__crun_encode(w->sites[site_idx].site, first_seq, n, body, len, &blob, &blen);
+    if (rc) return w->rc = rc;
+    if (blen > TSYNC__BUNDLE_RECORD_MAX) {
+        free(blob);
+        return TSYNC_EINVAL;
+    }
+    bool bad = msgpack_pack_array(&w->pk, 7) || msgpack_pack_uint8(&w->pk, REC_CRUN) ||
+               msgpack_pack_uint32(&w->pk, site_idx) || msgpack_pack_uint64(&w->pk, first_seq) ||
+               tsync__mp_pack_bin(&w->pk, prev, TSYNC__HASH_BYTES) ||
+               msgpack_pack_uint32(&w->pk, n) || tsync__mp_pack_bin(&w->pk, blob, blen) ||
+               tsync__mp_pack_bin(&w->pk, sig, TSYNC__SIG_BYTES);
+    free(blob);
+    if (bad) goto nomem;
     if (w->sb.size > TSYNC__BUNDLE_RECORD_MAX) {
         /* Refused, not written: the stream stays usable. */
         w->sb.size = 0;

@@ -35,8 +35,10 @@
     2u /* [sites, runs, trust records]: written when there are some */
 #define TSYNC__BUNDLE_FORMAT_SCHEMA                                                                \
     3u /* [sites, runs, trust records, [author site, table definitions]] */
+#define TSYNC__BUNDLE_FORMAT_STREAM4                                                               \
+    4u /* records one by one (codec/bundle_stream.c), runs as whole bodies */
 #define TSYNC__BUNDLE_FORMAT_STREAM                                                                \
-    4u /* records one by one (codec/bundle_stream.c): what tillsync writes */
+    5u /* format 4 with compact runs (codec/compact.h): what tillsync writes */
 #define TSYNC__BUNDLE_RECORD_MAX      (128u << 20) /* one record of format 4 (a run piece) */
 #define TSYNC__BUNDLE_SCHEMA_MAX      (1u << 20)   /* the author's table definitions */
 #define TSYNC__BUNDLE_TRUST_MAX_BYTES 4096u  /* one trust record (certificate, revocation, ...) */
