@@ -57,7 +57,13 @@ int tsync__node_queue_batches(tsync_node *n, npeer *p, const void *data, size_t 
         return rc == TSYNC_ENOMEM ? rc : TSYNC_ECORRUPT;
     }
     n->mq.n++;
-    n->mq.bytes += len;
+    /* What the merge will handle: a CBATCHES's bodies are many times its frame, and the queue is
+     * merged once it holds MERGE_QUEUE_MAX (one merge of everything a catch-up sent would keep
+     * the thread away from the sessions for longer than liveness allows). */
+    size_t work = len;
+    if (q->crun)
+        for (uint32_t k = 0; k < q->m.batches.nbodies; k++) work += q->m.batches.body_len[k];
+    n->mq.bytes += work;
     p->rx_batches += q->m.batches.nbodies;
     return 0;
 }

@@ -15,7 +15,11 @@
  * batches, where it saves most. A larger piece is one big transaction's batch, which compacting
  * saves little on and would keep both nodes' threads busy for seconds (liveness is 3.5 s). */
 #define CBATCHES_MAX_RAW (2u << 20)
-#define PUSH_BUSY        1
+/* ... and of at least this many batches: a live sale's lone batch goes as BATCHES at once, with
+ * no compressor to set up on its way (commit-to-visible latency), and would save a few dozen
+ * bytes. */
+#define CBATCHES_MIN_BODIES 8u
+#define PUSH_BUSY           1
 
 typedef struct {
     tsync_node *n;
@@ -30,7 +34,8 @@ static int emit_piece(void *ctx, const tsync__run_piece *pc)
     push_ctx *c = ctx;
     npeer *p = c->p;
     int rc;
-    if ((p->features & TSYNC__FEAT_CBATCHES) && pc->bytes <= CBATCHES_MAX_RAW) {
+    if ((p->features & TSYNC__FEAT_CBATCHES) && pc->n >= CBATCHES_MIN_BODIES &&
+        pc->bytes <= CBATCHES_MAX_RAW) {
         /* The peer reads CBATCHES: the piece compact and compressed, as in a bundle. */
         uint8_t *buf;
         size_t len;
@@ -209,9 +214,14 @@ void tsync__node_anti_entropy(tsync_node *n, uint64_t now)
         if (!p->used || !p->verified || p->close_at_mono) continue;
         tsync__node_send_vector(n, p, 0);
         spread_forks(n, p);
-        if (p->nfl && now - p->fl[0].sent_mono >= (uint64_t)n->o.anti_entropy_ms) {
-            /* The oldest piece in flight was not acknowledged within a whole period (lost in a
-             * reconnect, or held for a missing dependency): send again from the peer's ACK. */
+        uint64_t since = p->nfl && p->progress_mono > p->fl[0].sent_mono ? p->progress_mono
+                         : p->nfl                                        ? p->fl[0].sent_mono
+                                                                         : now;
+        if (p->nfl && now - since >= (uint64_t)n->o.anti_entropy_ms) {
+            /* The oldest piece in flight was not acknowledged within a whole period, and nothing
+             * else was meanwhile (lost in a reconnect, or held for a missing dependency): send
+             * again from the peer's ACK. A peer still acknowledging is only slow (merging a
+             * catch-up): sending it all again would double its work and the bytes. */
             char lb[LBL];
             tsync__node_log(n, TSYNC_LOG_DEBUG, "resending to %s from its last acknowledged vector",
                             tsync__node_peer_label(p, lb));
