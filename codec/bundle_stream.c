@@ -1,6 +1,8 @@
 /*
- * codec/bundle_stream.c — bundle format 4: a bundle written and read one record at a time, so
- * neither side ever holds more than one run piece, whatever the bundle's size.
+ * codec/bundle_stream.c — bundle formats 4 and 5: a bundle written and read one record at a
+ * time, so neither side ever holds more than one run piece, whatever the bundle's size. Over 800
+ * lines on purpose: the record reader, the checks of each record kind (format 5's compact run
+ * included; its blob is codec/compact.c's) and the whole-bundle collector share one reader state.
  *
  * Design notes
  * - The file is "TSYNCBDL" | 4 | flags, then a stream of records (one zstd frame with its content
