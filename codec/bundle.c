@@ -259,8 +259,8 @@ int tsync__bundle_decode(const uint8_t *buf, size_t len, tsync__bundle *out, tsy
         return TSYNC_ECORRUPT;
     }
     uint8_t format = buf[MAGIC_LEN];
-    if (format == TSYNC__BUNDLE_FORMAT_STREAM) {
-        /* One decoder for format 4: the streaming reader, collecting every item. */
+    if (format == TSYNC__BUNDLE_FORMAT_STREAM4 || format == TSYNC__BUNDLE_FORMAT_STREAM) {
+        /* One decoder for formats 4 and 5: the streaming reader, collecting every item. */
         tsync__bstream *r;
         int rc = tsync__bstream_open_mem(&r, buf, len, err);
         if (rc == 0) rc = tsync__bstream_collect(r, out, a, err);

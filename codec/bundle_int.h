@@ -15,7 +15,8 @@
  * above 16 MiB bounds what a few hostile bytes can make a reader allocate. */
 #define ZWINDOWLOG 24
 
-/* Format 4's record kinds (docs/PROTOCOL.md, "Bundle format 4"). */
-enum { REC_END = 0, REC_TRUST = 1, REC_SCHEMA = 2, REC_SITE = 3, REC_RUN = 4 };
+/* Format 4's record kinds (docs/PROTOCOL.md, "Bundle format 4"), and format 5's compact run
+ * ("Bundle format 5"), which format 4 refuses as an unknown kind. */
+enum { REC_END = 0, REC_TRUST = 1, REC_SCHEMA = 2, REC_SITE = 3, REC_RUN = 4, REC_CRUN = 5 };
 
 #endif

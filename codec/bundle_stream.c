@@ -1,6 +1,8 @@
 /*
- * codec/bundle_stream.c — bundle format 4: a bundle written and read one record at a time, so
- * neither side ever holds more than one run piece, whatever the bundle's size.
+ * codec/bundle_stream.c — bundle formats 4 and 5: a bundle written and read one record at a
+ * time, so neither side ever holds more than one run piece, whatever the bundle's size. Over 800
+ * lines on purpose: the record reader, the checks of each record kind (format 5's compact run
+ * included; its blob is codec/compact.c's) and the whole-bundle collector share one reader state.
  *
  * Design notes
  * - The file is "TSYNCBDL" | 4 | flags, then a stream of records (one zstd frame with its content
@@ -29,6 +31,7 @@
 #include <zstd.h>
 
 #include "codec/codec.h"
+#include "codec/compact.h"
 #include "bundle_int.h"
 
 #define IN_CHUNK ((size_t)64 << 10)
@@ -69,7 +72,8 @@ struct tsync__bstream {
     const uint8_t **body;
     size_t *body_len;
     uint32_t capbody;
-    int rc; /* the first failure, kept: a failed reader stays failed */
+    tsync__crun_dec *crun; /* format 5: rebuilds a compact run's bodies */
+    int rc;                /* the first failure, kept: a failed reader stays failed */
     char err[TSYNC__ERRLEN];
 
     /* formats 1 to 3 */
@@ -276,7 +280,7 @@ static int open_common(tsync__bstream **out, tsync__bstream *r, char err[TSYNC__
         goto fail;
     }
     if (!hdr_ok(r, hdr)) goto fail;
-    if (r->format < TSYNC__BUNDLE_FORMAT_STREAM) {
+    if (r->format < TSYNC__BUNDLE_FORMAT_STREAM4) {
         if (open_old(r, hdr)) goto fail;
         *out = r;
         return 0;
@@ -344,7 +348,7 @@ unsigned tsync__bstream_format(const tsync__bstream *r)
 
 const tsync__bsite *tsync__bstream_sites(const tsync__bstream *r, uint32_t *n)
 {
-    if (r->format < TSYNC__BUNDLE_FORMAT_STREAM) {
+    if (r->format < TSYNC__BUNDLE_FORMAT_STREAM4) {
         *n = r->old.nsites;
         return r->old.sites;
     }
@@ -362,6 +366,7 @@ void tsync__bstream_free(tsync__bstream *r)
     free(r->sites);
     free(r->body);
     free(r->body_len);
+    tsync__crun_dec_free(r->crun);
     tsync__bundle_free(&r->old);
     tsync__arena_free(&r->olda);
     free(r->img);
@@ -619,6 +624,58 @@ static int rec_run(tsync__bstream *r, tsync__mpr *m, tsync__bs_item *it)
     return 0;
 }
 
+/* Format 5's compact run: as a run, its bodies rebuilt (codec/compact.c), so a consumer sees
+ * exactly what format 4 would have given it. */
+static int rec_crun(tsync__bstream *r, tsync__mpr *m, tsync__bs_item *it)
+{
+    static const uint8_t zero[TSYNC__HASH_BYTES];
+    tsync__brun *run = &it->run;
+    uint64_t site, n;
+    const uint8_t *blob;
+    uint32_t blen;
+    r->at = AT_DATA;
+    if (!tsync__mpr_uint(m, &site)) return rbad(r, m, "run: site index");
+    if (site >= r->nsites)
+        return rfail(r, TSYNC_ECORRUPT,
+                     "run %" PRIu64 ": site index %" PRIu64 " out of range (%" PRIu32 " sites)",
+                     r->nruns, site, r->nsites);
+    run->site = (uint32_t)site;
+    if (!tsync__mpr_uint(m, &run->first_seq)) return rbad(r, m, "run: first seq");
+    if (run->first_seq == 0)
+        return rfail(r, TSYNC_ECORRUPT, "run %" PRIu64 ": first seq is 0", r->nruns);
+    if (rec_fixed(r, m, "run: previous hash", run->prev, TSYNC__HASH_BYTES)) return r->rc;
+    if (run->first_seq == 1 && memcmp(run->prev, zero, TSYNC__HASH_BYTES) != 0)
+        return rfail(r, TSYNC_ECORRUPT, "run %" PRIu64 ": starts at seq 1 with a previous hash",
+                     r->nruns);
+    if (!tsync__mpr_uint(m, &n)) return rbad(r, m, "run: batch count");
+    if (!tsync__mpr_bin(m, &blob, &blen)) return rbad(r, m, "run: compact bodies");
+    /* Each batch takes at least one byte of the blob. */
+    if (n == 0 || n > blen)
+        return rfail(r, TSYNC_ECORRUPT, "run %" PRIu64 ": %" PRIu64 " batches in %" PRIu32 " bytes",
+                     r->nruns, n, blen);
+    if (run->first_seq - 1 > UINT64_MAX - n)
+        return rfail(r, TSYNC_ECORRUPT, "run %" PRIu64 ": sequence numbers overflow", r->nruns);
+    if (rec_fixed(r, m, "run: signature", run->sig, TSYNC__SIG_BYTES)) return r->rc;
+    if (!r->crun && !(r->crun = tsync__crun_dec_new()))
+        return rfail(r, TSYNC_ENOMEM, "out of memory");
+    const uint8_t *const *body;
+    const size_t *len;
+    char cerr[TSYNC__ERRLEN];
+    int rc = tsync__crun_decode(r->crun, r->sites[run->site].site, run->first_seq, (uint32_t)n,
+                                blob, blen, &body, &len, cerr);
+    if (rc == TSYNC_ENOMEM) return rfail(r, rc, "out of memory");
+    if (rc) return rfail(r, TSYNC_ECORRUPT, "run %" PRIu64 ": %s", r->nruns, cerr);
+    run->body = (const uint8_t **)body;
+    run->body_len = (size_t *)len;
+    run->nbodies = (uint32_t)n;
+    r->nruns++;
+    r->nbatches += n;
+    it->kind = TSYNC__BS_RUN;
+    it->site_idx = run->site;
+    it->site = &r->sites[run->site];
+    return 0;
+}
+
 /* The end record: what came before it, then nothing more. */
 static int rec_end(tsync__bstream *r, tsync__mpr *m, tsync__bs_item *it)
 {
@@ -649,7 +706,7 @@ int tsync__bstream_next(tsync__bstream *r, tsync__bs_item *it, char err[TSYNC__E
     memset(it, 0, sizeof *it);
     int rc = 0;
     if (r->rc) goto out;
-    if (r->format < TSYNC__BUNDLE_FORMAT_STREAM) {
+    if (r->format < TSYNC__BUNDLE_FORMAT_STREAM4) {
         next_old(r, it);
         goto out;
     }
@@ -676,8 +733,8 @@ int tsync__bstream_next(tsync__bstream *r, tsync__bs_item *it, char err[TSYNC__E
               r->nrec);
         goto out;
     }
-    static const uint32_t items[] = {5, 2, 3, 4, 6};
-    if (kind > REC_RUN) {
+    static const uint32_t items[] = {5, 2, 3, 4, 6, 7};
+    if (kind > (r->format == TSYNC__BUNDLE_FORMAT_STREAM4 ? REC_RUN : REC_CRUN)) {
         rfail(r, TSYNC_ECORRUPT, "record %" PRIu64 ": unknown kind %" PRIu64, r->nrec, kind);
         goto out;
     }
@@ -698,6 +755,9 @@ int tsync__bstream_next(tsync__bstream *r, tsync__bs_item *it, char err[TSYNC__E
         break;
     case REC_RUN:
         rc = rec_run(r, &m, it);
+        break;
+    case REC_CRUN:
+        rc = rec_crun(r, &m, it);
         break;
     default:
         rc = rec_end(r, &m, it);
@@ -756,7 +816,7 @@ int tsync__bstream_collect(tsync__bstream *r, tsync__bundle *out, tsync__arena *
                            char err[TSYNC__ERRLEN])
 {
     memset(out, 0, sizeof *out);
-    if (r->format < TSYNC__BUNDLE_FORMAT_STREAM && !r->old_ready && !r->rc) {
+    if (r->format < TSYNC__BUNDLE_FORMAT_STREAM4 && !r->old_ready && !r->rc) {
         /* Decoded straight into the caller's arena; an uncompressed image read through rd is
          * what the bodies point into, so it moves into the bundle. */
         int rc = tsync__bundle_decode(r->mem, r->mem_len, out, a, err);

@@ -1,5 +1,5 @@
 /*
- * codec/bundle_stream_writer.c — writes bundle format 4 (codec/bundle_stream.c has the format)
+ * codec/bundle_stream_writer.c — writes bundle format 5 (codec/bundle_stream.c has the format)
  * record by record into a sink: a file, a socket or a growing buffer. It holds one record and
  * zstd's own buffers (and the first 4 MiB of the stream, so that a small bundle's frame says its
  * size), never the bundle, so a bundle of any size is written in a few MiB.
@@ -12,6 +12,7 @@
 #include <zstd.h>
 
 #include "codec/codec.h"
+#include "codec/compact.h"
 #include "bundle_int.h"
 
 /* A stream this short is held until the end and compressed knowing its size: zstd then sizes its
@@ -21,6 +22,7 @@
 struct tsync__bstream_writer {
     tsync__bstream_write_fn wr;
     void *ctx;
+    unsigned format;
     ZSTD_CCtx *z; /* NULL: not compressed */
     uint8_t *zbuf;
     size_t zcap;
@@ -120,11 +122,20 @@ static int put_record(tsync__bstream_writer *w)
 int tsync__bstream_writer_open(tsync__bstream_writer **out, bool compress,
                                tsync__bstream_write_fn wr, void *ctx)
 {
+    return tsync__bstream_writer_open_format(out, compress, TSYNC__BUNDLE_FORMAT_STREAM, wr, ctx);
+}
+
+int tsync__bstream_writer_open_format(tsync__bstream_writer **out, bool compress, unsigned format,
+                                      tsync__bstream_write_fn wr, void *ctx)
+{
     *out = NULL;
+    if (format != TSYNC__BUNDLE_FORMAT_STREAM && format != TSYNC__BUNDLE_FORMAT_STREAM4)
+        return TSYNC_EINVAL;
     tsync__bstream_writer *w = calloc(1, sizeof *w);
     if (!w) return TSYNC_ENOMEM;
     w->wr = wr;
     w->ctx = ctx;
+    w->format = format;
     msgpack_sbuffer_init(&w->sb);
     msgpack_packer_init(&w->pk, &w->sb, msgpack_sbuffer_write);
     if (compress) {
@@ -140,7 +151,7 @@ int tsync__bstream_writer_open(tsync__bstream_writer **out, bool compress,
     }
     uint8_t hdr[MAGIC_LEN + 2];
     memcpy(hdr, MAGIC, MAGIC_LEN);
-    hdr[MAGIC_LEN] = TSYNC__BUNDLE_FORMAT_STREAM;
+    hdr[MAGIC_LEN] = (uint8_t)format;
     hdr[MAGIC_LEN + 1] = compress ? FLAG_ZSTD : 0;
     int rc = wr(ctx, hdr, sizeof hdr);
     if (rc) {
@@ -227,14 +238,34 @@ int tsync__bstream_writer_run(tsync__bstream_writer *w, uint32_t site_idx, uint6
         return TSYNC_EINVAL;
     for (uint32_t k = 0; k < n; k++)
         if (!body[k] || len[k] == 0 || len[k] > TSYNC__BATCH_MAX_BYTES) return TSYNC_EINVAL;
-    PK(msgpack_pack_array(&w->pk, 6));
-    PK(msgpack_pack_uint8(&w->pk, REC_RUN));
-    PK(msgpack_pack_uint32(&w->pk, site_idx));
-    PK(msgpack_pack_uint64(&w->pk, first_seq));
-    PK(tsync__mp_pack_bin(&w->pk, prev, TSYNC__HASH_BYTES));
-    PK(msgpack_pack_array(&w->pk, n));
-    for (uint32_t k = 0; k < n; k++) PK(tsync__mp_pack_bin(&w->pk, body[k], len[k]));
-    PK(tsync__mp_pack_bin(&w->pk, sig, TSYNC__SIG_BYTES));
+    if (w->format == TSYNC__BUNDLE_FORMAT_STREAM4) {
+        PK(msgpack_pack_array(&w->pk, 6));
+        PK(msgpack_pack_uint8(&w->pk, REC_RUN));
+        PK(msgpack_pack_uint32(&w->pk, site_idx));
+        PK(msgpack_pack_uint64(&w->pk, first_seq));
+        PK(tsync__mp_pack_bin(&w->pk, prev, TSYNC__HASH_BYTES));
+        PK(msgpack_pack_array(&w->pk, n));
+        for (uint32_t k = 0; k < n; k++) PK(tsync__mp_pack_bin(&w->pk, body[k], len[k]));
+        PK(tsync__mp_pack_bin(&w->pk, sig, TSYNC__SIG_BYTES));
+        goto built;
+    }
+    /* Format 5: the run in compact form (codec/compact.c), which rebuilds these very bodies. */
+    uint8_t *blob;
+    size_t blen;
+    int rc = tsync__crun_encode(w->sites[site_idx].site, first_seq, n, body, len, &blob, &blen);
+    if (rc) return w->rc = rc;
+    if (blen > TSYNC__BUNDLE_RECORD_MAX) {
+        free(blob);
+        return TSYNC_EINVAL;
+    }
+    bool bad = msgpack_pack_array(&w->pk, 7) || msgpack_pack_uint8(&w->pk, REC_CRUN) ||
+               msgpack_pack_uint32(&w->pk, site_idx) || msgpack_pack_uint64(&w->pk, first_seq) ||
+               tsync__mp_pack_bin(&w->pk, prev, TSYNC__HASH_BYTES) ||
+               msgpack_pack_uint32(&w->pk, n) || tsync__mp_pack_bin(&w->pk, blob, blen) ||
+               tsync__mp_pack_bin(&w->pk, sig, TSYNC__SIG_BYTES);
+    free(blob);
+    if (bad) goto nomem;
+built:
     if (w->sb.size > TSYNC__BUNDLE_RECORD_MAX) {
         /* Refused, not written: the stream stays usable. */
         w->sb.size = 0;

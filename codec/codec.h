@@ -35,8 +35,10 @@
     2u /* [sites, runs, trust records]: written when there are some */
 #define TSYNC__BUNDLE_FORMAT_SCHEMA                                                                \
     3u /* [sites, runs, trust records, [author site, table definitions]] */
+#define TSYNC__BUNDLE_FORMAT_STREAM4                                                               \
+    4u /* records one by one (codec/bundle_stream.c), runs as whole bodies */
 #define TSYNC__BUNDLE_FORMAT_STREAM                                                                \
-    4u /* records one by one (codec/bundle_stream.c): what tillsync writes */
+    5u /* format 4 with compact runs (codec/compact.h): what tillsync writes */
 #define TSYNC__BUNDLE_RECORD_MAX      (128u << 20) /* one record of format 4 (a run piece) */
 #define TSYNC__BUNDLE_SCHEMA_MAX      (1u << 20)   /* the author's table definitions */
 #define TSYNC__BUNDLE_TRUST_MAX_BYTES 4096u  /* one trust record (certificate, revocation, ...) */
@@ -342,6 +344,10 @@ typedef struct tsync__bstream_writer tsync__bstream_writer;
 /* Writes the file header at once. compress: zstd level 3 with its checksum. */
 int tsync__bstream_writer_open(tsync__bstream_writer **out, bool compress,
                                tsync__bstream_write_fn wr, void *ctx);
+/* The same in a given format: TSYNC__BUNDLE_FORMAT_STREAM (5, compact runs) or
+ * TSYNC__BUNDLE_FORMAT_STREAM4 (4, for readers that predate format 5); else TSYNC_EINVAL. */
+int tsync__bstream_writer_open_format(tsync__bstream_writer **out, bool compress, unsigned format,
+                                      tsync__bstream_write_fn wr, void *ctx);
 int tsync__bstream_writer_trust(tsync__bstream_writer *w, const uint8_t *rec, size_t len);
 int tsync__bstream_writer_schema(tsync__bstream_writer *w, const uint8_t site[TSYNC__SITE_BYTES],
                                  const uint8_t *defs, size_t len);

@@ -3,7 +3,7 @@
  * bundles: the batches a peer with a given state lacks, as contiguous signed runs per origin.
  *
  * Design notes
- * - A bundle is written in format 4 (codec/bundle_stream_writer.c) as the log is read: each run
+ * - A bundle is written in format 5 (codec/bundle_stream_writer.c) as the log is read: each run
  *   piece of tsync__sync_runs (about 1 MiB) becomes one record and leaves at once, so writing a
  *   bundle of any size holds one piece, into a file or into memory.
  * - Trust records and table definitions go first, so a reader meets them before any batch (a
@@ -149,7 +149,7 @@ static int add_piece(void *ctx, const tsync__run_piece *p)
     return 0;
 }
 
-/* Writes the bundle for since_json into wr (format 4, compressed). */
+/* Writes the bundle for since_json into wr (format 5, compressed). */
 static int write_bundle(tsync_store *s, const char *since_json, size_t *nbatches,
                         tsync__bstream_write_fn wr, void *wctx)
 {

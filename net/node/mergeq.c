@@ -35,13 +35,35 @@ int tsync__node_queue_batches(tsync_node *n, npeer *p, const void *data, size_t 
     q->len = len;
     q->peer = p->id;
     char err[TSYNC__ERRLEN];
-    if (tsync__wire_decode(q->frame, len, &q->m, &q->a, err) != 0) {
+    int rc;
+    if (tsync__wire_ext_type(q->frame, len) == TSYNC__WIRE_CBATCHES) {
+        /* Rebuilt here into bodies as BATCHES carries them: the merge sees no difference. */
+        tsync__wire_cbatches cb;
+        q->m.type = TSYNC__WIRE_BATCHES;
+        rc = tsync__wire_cbatches_decode(q->frame, len, &cb, err);
+        if (rc == 0 && !(q->crun = tsync__crun_dec_new())) rc = TSYNC_ENOMEM;
+        if (rc == 0) rc = tsync__wire_cbatches_unpack(&cb, q->crun, &q->m.batches, err);
+    } else {
+        rc = tsync__wire_decode(q->frame, len, &q->m, &q->a, err);
+    }
+    if (rc != 0) {
+        char lb[LBL];
+        tsync__node_log(n, TSYNC_LOG_DEBUG, "batches from %s refused: %s",
+                        tsync__node_peer_label(p, lb), err);
         free(q->frame);
         tsync__arena_free(&q->a);
-        return TSYNC_ECORRUPT;
+        tsync__crun_dec_free(q->crun);
+        q->crun = NULL;
+        return rc == TSYNC_ENOMEM ? rc : TSYNC_ECORRUPT;
     }
     n->mq.n++;
-    n->mq.bytes += len;
+    /* What the merge will handle: a CBATCHES's bodies are many times its frame, and the queue is
+     * merged once it holds MERGE_QUEUE_MAX (one merge of everything a catch-up sent would keep
+     * the thread away from the sessions for longer than liveness allows). */
+    size_t work = len;
+    if (q->crun)
+        for (uint32_t k = 0; k < q->m.batches.nbodies; k++) work += q->m.batches.body_len[k];
+    n->mq.bytes += work;
     p->rx_batches += q->m.batches.nbodies;
     return 0;
 }
@@ -53,6 +75,7 @@ void tsync__node_q_clear(tsync_node *n)
     for (size_t i = 0; i < n->mq.n; i++) {
         free(n->mq.q[i].frame);
         tsync__arena_free(&n->mq.q[i].a);
+        tsync__crun_dec_free(n->mq.q[i].crun);
     }
     n->mq.n = 0;
     n->mq.bytes = 0;

@@ -125,6 +125,7 @@ static int step(tsync_node *n, int wait_ms)
         tsync__node_anti_entropy(n, now);
         tsync__node_schema_tick(n);
     }
+    tsync__node_push_waiting(n, now);
     if (n->forward_due && now >= n->forward_due) {
         n->forward_due = 0;
         tsync__node_push_all(n);

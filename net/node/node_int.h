@@ -39,6 +39,7 @@
 #include <stdint.h>
 
 #include "codec/wire.h"
+#include "codec/wire_ext.h"
 #include "net/discovery.h"
 #include "net/transport.h"
 #include "store/sync.h"
@@ -121,6 +122,11 @@ typedef struct {
     char addr[TSYNC__TP_ADDR_LEN];
     tsync__vv acked, sent;
     int fork_check; /* compare head hashes on the next push (after HELLO) */
+    /* What it said it understands (FEATURES, codec/wire_ext.h); until it said, or until
+     * push_wait_mono, nothing is pushed, so that a new peer gets even the first window compact. */
+    uint64_t features;
+    int features_known;
+    uint64_t push_wait_mono;
     inflight *fl;
     size_t nfl, capfl, fl_bytes;
     uint64_t up_ms, seen_ms, progress_mono;
@@ -204,6 +210,7 @@ typedef struct {
     size_t len;
     tsync__msg m;
     tsync__arena a;
+    tsync__crun_dec *crun; /* CBATCHES: holds the rebuilt bodies m.batches points to */
 } qmsg;
 
 struct tsync_node {
@@ -336,6 +343,8 @@ void tsync__node_on_event(tsync_node *n, const tsync__tp_event *ev);
 
 /* push.c */
 int tsync__node_push(tsync_node *n, npeer *p);
+/* Pushes to the peers whose wait for FEATURES (session.c) ended without one. */
+void tsync__node_push_waiting(tsync_node *n, uint64_t now);
 void tsync__node_push_all(tsync_node *n);
 void tsync__node_anti_entropy(tsync_node *n, uint64_t now);
 

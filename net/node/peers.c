@@ -57,6 +57,9 @@ void tsync__node_session_reset(npeer *p)
     tsync__node_snap_clear(&p->in);
     p->up = p->hello = p->verified = 0;
     p->fork_check = 0;
+    p->features = 0;
+    p->features_known = 0;
+    p->push_wait_mono = 0;
     tsync__vv_free(&p->acked);
     tsync__vv_free(&p->sent);
     p->nfl = 0;

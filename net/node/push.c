@@ -11,7 +11,15 @@
 #include "node_int.h"
 
 #define PUSH_ERR_LOG_MS 60000 /* the same failure to send batches is logged this often */
-#define PUSH_BUSY       1
+/* Pieces up to this many bytes of bodies go compact (CBATCHES): the live shape's many small
+ * batches, where it saves most. A larger piece is one big transaction's batch, which compacting
+ * saves little on and would keep both nodes' threads busy for seconds (liveness is 3.5 s). */
+#define CBATCHES_MAX_RAW (2u << 20)
+/* ... and of at least this many batches: a live sale's lone batch goes as BATCHES at once, with
+ * no compressor to set up on its way (commit-to-visible latency), and would save a few dozen
+ * bytes. */
+#define CBATCHES_MIN_BODIES 8u
+#define PUSH_BUSY           1
 
 typedef struct {
     tsync_node *n;
@@ -25,6 +33,27 @@ static int emit_piece(void *ctx, const tsync__run_piece *pc)
 {
     push_ctx *c = ctx;
     npeer *p = c->p;
+    int rc;
+    if ((p->features & TSYNC__FEAT_CBATCHES) && pc->n >= CBATCHES_MIN_BODIES &&
+        pc->bytes <= CBATCHES_MAX_RAW) {
+        /* The peer reads CBATCHES: the piece compact and compressed, as in a bundle. */
+        uint8_t *buf;
+        size_t len;
+        char err[TSYNC__ERRLEN];
+        rc = tsync__wire_cbatches_build(pc->site, pc->first_seq, pc->prev, pc->n, pc->body, pc->len,
+                                        pc->sig, &buf, &len, err);
+        if (rc) {
+            tsync__node_error(c->n, rc, "cannot encode CBATCHES: %s", err);
+            return rc;
+        }
+        rc = tsync__tp_send(c->n->tp, p->id, buf, len);
+        free(buf);
+        if (rc == 0) {
+            p->tx_msgs++;
+            p->tx_mono = tsync__mono_ms();
+        }
+        goto sent;
+    }
     tsync__msg m = {.type = TSYNC__WIRE_BATCHES};
     memcpy(m.batches.site, pc->site->site, TSYNC__SITE_BYTES);
     memcpy(m.batches.pk, pc->site->pk, TSYNC__PK_BYTES);
@@ -35,7 +64,8 @@ static int emit_piece(void *ctx, const tsync__run_piece *pc)
     m.batches.body = pc->body;
     m.batches.body_len = pc->len;
     memcpy(m.batches.sig, pc->sig, TSYNC__SIG_BYTES);
-    int rc = tsync__node_send_msg(c->n, p, &m);
+    rc = tsync__node_send_msg(c->n, p, &m);
+sent:
     if (rc == TSYNC_EBUSY) {
         c->busy = 1;
         return PUSH_BUSY;
@@ -108,6 +138,10 @@ int tsync__node_push(tsync_node *n, npeer *p)
         return 0;
     }
     if (p->fl_bytes >= n->o.window_bytes) return 0;
+    if (p->push_wait_mono) {
+        if (tsync__mono_ms() < p->push_wait_mono) return 0; /* its FEATURES may still come */
+        p->push_wait_mono = 0;
+    }
     if (!lacks(&p->sent, &n->ours, p->fork_check)) {
         p->fork_check = 0;
         return 0;
@@ -130,6 +164,14 @@ int tsync__node_push(tsync_node *n, npeer *p)
     else
         p->push_err[0] = 0;
     return rc;
+}
+
+void tsync__node_push_waiting(tsync_node *n, uint64_t now)
+{
+    for (size_t i = 0; i < n->npeers; i++) {
+        npeer *p = n->peers[i];
+        if (p->used && p->push_wait_mono && now >= p->push_wait_mono) tsync__node_push(n, p);
+    }
 }
 
 void tsync__node_push_all(tsync_node *n)
@@ -172,9 +214,14 @@ void tsync__node_anti_entropy(tsync_node *n, uint64_t now)
         if (!p->used || !p->verified || p->close_at_mono) continue;
         tsync__node_send_vector(n, p, 0);
         spread_forks(n, p);
-        if (p->nfl && now - p->fl[0].sent_mono >= (uint64_t)n->o.anti_entropy_ms) {
-            /* The oldest piece in flight was not acknowledged within a whole period (lost in a
-             * reconnect, or held for a missing dependency): send again from the peer's ACK. */
+        uint64_t since = p->nfl && p->progress_mono > p->fl[0].sent_mono ? p->progress_mono
+                         : p->nfl                                        ? p->fl[0].sent_mono
+                                                                         : now;
+        if (p->nfl && now - since >= (uint64_t)n->o.anti_entropy_ms) {
+            /* The oldest piece in flight was not acknowledged within a whole period, and nothing
+             * else was meanwhile (lost in a reconnect, or held for a missing dependency): send
+             * again from the peer's ACK. A peer still acknowledging is only slow (merging a
+             * catch-up): sending it all again would double its work and the bytes. */
             char lb[LBL];
             tsync__node_log(n, TSYNC_LOG_DEBUG, "resending to %s from its last acknowledged vector",
                             tsync__node_peer_label(p, lb));

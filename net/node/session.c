@@ -15,6 +15,8 @@
 
 /* A session that sends more malformed messages is closed. */
 #define MAX_BAD_MESSAGES 16
+/* How long the first push waits for a peer's FEATURES after its HELLO. */
+#define FEATURES_WAIT_MS 200
 
 /* ---------------------------------------------------------------- sending */
 
@@ -35,6 +37,21 @@ int tsync__node_send_msg(tsync_node *n, npeer *p, const tsync__msg *m)
         p->tx_mono = tsync__mono_ms();
     }
     return rc;
+}
+
+/* FEATURES right after our HELLO, so that it reaches the peer right after it too: a peer that
+ * knows the type learns before its first push that it may send us CBATCHES; one that predates it
+ * counts an unknown message and syncs on (docs/WIRE.md, "Extension messages"). */
+static void send_features(tsync_node *n, npeer *p)
+{
+    uint8_t *buf;
+    size_t len;
+    if (tsync__wire_features_encode(TSYNC__FEAT_ALL, &buf, &len) != 0) return;
+    if (tsync__tp_send(n->tp, p->id, buf, len) == 0) {
+        p->tx_msgs++;
+        p->tx_mono = tsync__mono_ms();
+    }
+    free(buf);
 }
 
 /* ERROR without ending the session (the peer learns why something was refused). The text is cut
@@ -424,6 +441,9 @@ static void on_hello(tsync_node *n, npeer *p, const tsync__wire_hello *h)
     }
     send_schema(n, p);
     tsync__node_notify_peer(n, p, 1);
+    /* Its FEATURES follows its HELLO: wait for it a moment before the first push (a peer that
+     * predates it never sends one, and gets BATCHES after FEATURES_WAIT_MS). */
+    if (!p->features_known) p->push_wait_mono = p->progress_mono + FEATURES_WAIT_MS;
     tsync__node_push(n, p);
 }
 
@@ -464,6 +484,31 @@ static void on_message(tsync_node *n, const tsync__tp_event *ev)
     tsync__arena a = {0};
     tsync__msg m;
     char err[TSYNC__ERRLEN];
+    int ext = ev->first ? 0 : tsync__wire_ext_type(ev->data, ev->len);
+    if (ext == TSYNC__WIRE_FEATURES) {
+        uint64_t bits;
+        if (tsync__wire_features_decode(ev->data, ev->len, &bits, err) != 0) {
+            tsync__node_bad_message(n, p, R_MALFORMED, err);
+            return;
+        }
+        if (bits & TSYNC__FEAT_CBATCHES) {
+            char lb[LBL];
+            tsync__node_log(n, TSYNC_LOG_DEBUG, "%s reads CBATCHES: batches go to it compact",
+                            tsync__node_peer_label(p, lb));
+        }
+        p->features = bits;
+        p->features_known = 1;
+        p->push_wait_mono = 0;
+        tsync__node_push(n, p);
+        return;
+    }
+    if (ext == TSYNC__WIRE_CBATCHES) {
+        if (!p->verified)
+            tsync__node_bad_message(n, p, R_UNEXPECTED, "CBATCHES before HELLO was admitted");
+        else if (tsync__node_queue_batches(n, p, ev->data, ev->len) != 0)
+            tsync__node_bad_message(n, p, R_MALFORMED, "CBATCHES");
+        return;
+    }
     int rc = tsync__wire_decode(ev->data, ev->len, &m, &a, err);
     if (rc) {
         if (ev->first && rc == TSYNC_EVERSION) {
@@ -611,7 +656,7 @@ void tsync__node_on_event(tsync_node *n, const tsync__tp_event *ev)
         tsync__node_candidate_up(n, p);
         tsync__node_log(n, TSYNC_LOG_DEBUG, "session up with %s", tsync__node_peer_label(p, lb));
         if (!n->ours_valid) tsync__node_refresh_ours(n);
-        tsync__node_send_vector(n, p, 1);
+        if (tsync__node_send_vector(n, p, 1) == 0) send_features(n, p);
         break;
     }
     case TSYNC__TP_EV_DOWN: {
