@@ -599,7 +599,7 @@ int tsync_store_merge(tsync_store *s, const uint8_t *bundle, size_t len, tsync_m
      * whole and merged in one transaction, as before: reading it twice costs ~30% more CPU there.
      * The old formats are one array, read whole. */
     if (bundle && len > 8 && memcmp(bundle, "TSYNCBDL", 8) == 0 &&
-        bundle[8] >= TSYNC__BUNDLE_FORMAT_STREAM && len >= tsync__merge_slice_bytes * 2)
+        bundle[8] >= TSYNC__BUNDLE_FORMAT_STREAM4 && len >= tsync__merge_slice_bytes * 2)
         return tsync__merge_stream_mem(s, bundle, len, report);
     tsync__arena da = {0};
     tsync__bundle bun;
