@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * bench/bench_backup.c — backup (issue 5): tsync_backup of a database of --rows products (default
  * 1,000,000; replicated, stock a PN-counter, written in one transaction and sealed) against the

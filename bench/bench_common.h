@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * bench/bench_common.h — what the benchmarks share: clocks and peak RSS, a fixed-seed PRNG,
  * command-line knobs, a scratch folder, plain SQLite connections opened exactly like a store's,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * bench/bench_io.c — CSV export and import (issue 5): rows/s of tsync__export and tsync__import
  * against the sqlite3 shell doing the same job on the same rows, measured in the same run.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * bench/bench_merge.c — merging new rows: --rows (default 100,000) distinct new rows written and
  * sealed at replica A, bundled, and merged into a fresh replica B with tsync_store_merge (bundle

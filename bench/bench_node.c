@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * bench/bench_node.c — the sync node (tillsync/node.h) on loopback, each till its own process:
  * PERFORMANCE.md's LAN targets. Three cases (--case, default all three):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * bench/bench_scale.c — tillsync at N = 10k, 100k (default) and 1M rows (--full) against plain
  * SQLite doing the same statements in the same run and in the same key order: a products-like

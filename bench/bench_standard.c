@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * bench/bench_standard.c — the standard workload of PERFORMANCE.md, the one the peers were
  * measured on: 10,000 products (--products); 100,000 field updates (--updates) at replica A on

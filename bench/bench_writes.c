@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * bench/bench_writes.c — what replication costs a local write: the same upserts through prepared
  * statements into a replicated table (on the store's own connection, so the capture triggers run)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/batch.c — the batch: the signed unit in which a site's changes travel. This file holds its
  * byte format (encode, strict decode, peek) and the rules that make it tamper-evident: the

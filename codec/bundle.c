@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/bundle.c — bundles: a file (or a blob handed over by any other means) carrying runs of
  * signed batches, for syncing through a USB stick, a backup or a relay that cannot be reached

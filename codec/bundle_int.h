@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/bundle_int.h — the bundle file's header and record kinds, shared by the in-memory codec
  * (bundle.c), the streaming reader (bundle_stream.c) and writer (bundle_stream_writer.c); private

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/bundle_stream.c — bundle formats 4 and 5: a bundle written and read one record at a
  * time, so neither side ever holds more than one run piece, whatever the bundle's size. Over 800

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/bundle_stream_writer.c — writes bundle format 5 (codec/bundle_stream.c has the format)
  * record by record into a sink: a file, a socket or a growing buffer. It holds one record and

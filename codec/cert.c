@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/cert.c — the formats of shop trust (see cert.h): enrolment requests, certificates,
  * revocations and admin key rotations, the shop admin key file, and the text armour around them.

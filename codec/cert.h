@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * crdt/cert.h — the byte formats of shop trust: the shop admin key file, the enrolment request a
  * device makes, the certificate the admin signs, the revocation, and the admin key rotation; how

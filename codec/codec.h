@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/codec.h — the byte formats of tillsync: values, batches and their hashing and signing
  * rules, bundles, and the one strict bounded msgpack reader every decoder uses.

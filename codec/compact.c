@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/compact.c — compact runs (codec/compact.h; docs/PROTOCOL.md, "Bundle format 5").
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/compact.h — a run of one origin's batch bodies in a compact, columnar form (bundle format
  * 5's run record, and the wire's compressed BATCHES): what each body repeats (origin, seq, site

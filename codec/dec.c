@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/dec.c — what the batch and snapshot decoders share on top of the bounded reader (mpk.c):
  * a position for messages ("row 3: col entry 1: "), the one wording of every reader fault, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/mpk.c — the bounded, strict msgpack reader every decoder in tillsync uses on bytes that
  * came from outside (batches, bundles, certificates, wire messages, snapshots).

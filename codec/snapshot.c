@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/snapshot.c — the snapshot chunk's byte format: strict decoding (whole, or a row at a
  * time), encoding, sizes and the transfer hash (codec/snapshot.h; docs/SNAPSHOT.md).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/snapshot.h — the snapshot chunk: the byte format in which a replica's state (every
  * replicated row with its clock metadata) travels, as self-contained chunks. The format and its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/wire.c — the encoder and the strict decoder of the messages tillsync nodes exchange
  * (codec/wire.h; the byte-level specification with test vectors is docs/WIRE.md).

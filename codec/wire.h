@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/wire.h — the messages two tillsync nodes exchange over ZeroMQ: their types, fields, size
  * limits, encoder and strict decoder. docs/WIRE.md is the byte-level specification, with test

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/wire_ext.c — FEATURES and CBATCHES (codec/wire_ext.h; docs/WIRE.md, "Extension
  * messages"). The same rules as codec/wire.c: canonical msgpack only, exact item counts, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/wire_ext.h — the extension messages of protocol version 1 (docs/WIRE.md, "Extension
  * messages"): FEATURES (13), what a node understands beyond the base messages, and CBATCHES

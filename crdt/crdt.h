@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * crdt/crdt.h — the merge rules of tillsync: hybrid logical clocks, LWW order, the row-existence
  * add-wins OR-set, PN-counters and version vectors.

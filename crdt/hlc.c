@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * crdt/hlc.c — hybrid logical clocks: the wall time in milliseconds shifted left 16 bits, plus a
  * counter in the low bits, so a clock follows real time when it can and still never goes back.

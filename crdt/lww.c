@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * crdt/lww.c — the last-writer-wins order of field writes: the clock first, then the site id, so
  * that every replica picks the same winner for the same pair of writes, whatever order they

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * crdt/orset.c — the add-wins OR-set that decides whether a row exists: per site, the latest add
  * and the latest add of that site a delete observed. A delete removes only the adds it saw, so a

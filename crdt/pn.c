@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * crdt/pn.c — PN-counters: per site, the total of its increments (P) and of its decrements (N).
  * The value is the sum of P minus the sum of N; the merge is a pointwise maximum, so a counter

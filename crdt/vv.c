@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * crdt/vv.c — version vectors: for each origin site, the highest contiguous sequence number held
  * and the hash of that batch.

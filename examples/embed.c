@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * examples/embed.c — a POS app that embeds the tillsync node (public API only: the tillsync
  * headers).

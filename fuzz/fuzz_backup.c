@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz/fuzz_backup.c — the decoder of backup files (store/backup_format.c), which reads whatever
  * file a shop's IT person hands to `tillsync backup-check` or `tillsync restore`. The first byte

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz/fuzz_batch.c — libFuzzer target for the batch decoder (crdt/batch.c).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz/fuzz_bundle.c — libFuzzer target for the bundle decoder (crdt/bundle.c).
  *

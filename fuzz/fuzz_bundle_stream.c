@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz/fuzz_bundle_stream.c — libFuzzer target for the streaming bundle reader
  * (codec/bundle_stream.c), over every format. The first input byte picks how the rest reaches the

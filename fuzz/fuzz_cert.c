@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz/fuzz_cert.c — libFuzzer target for every decoder of shop trust (crdt/cert.c). The first
  * byte selects the decoder (modulo 3), the rest is its input:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz/fuzz_import.c — the CSV, JSON and NDJSON import parsers (store/io.c), which read files a
  * shop's IT person hands to `tillsync import`. The first byte picks the format; the rest is the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz/fuzz_rowmeta.c — the per-row clock blob read back from a database file (store/meta.c).
  * A damaged or hostile database file must give an error, never a crash; a blob that decodes must

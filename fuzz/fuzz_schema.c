@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz/fuzz_schema.c — the table definitions another till sends in SCHEMA and in a bundle
  * (store/schema.c). Hostile bytes must give an error, never a crash; a description that decodes

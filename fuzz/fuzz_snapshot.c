@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz/fuzz_snapshot.c — libFuzzer target for snapshot chunks (codec/snapshot.c), the bytes a
  * peer sends in SNAPSHOT_CHUNK.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz/fuzz_store.h — the real store the store-level fuzz targets write into: created once per
  * process in a temporary folder, with the replicated table products (a counter, stock) made by

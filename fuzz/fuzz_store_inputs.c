@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz/fuzz_store_inputs.c — the inputs a store takes from files: a bundle to merge and a peer's
  * state JSON (tillsync bundle --since). The first byte picks which; the rest is the input. A real

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz/fuzz_txt.c — libFuzzer target for the TXT decoder of mDNS discovery
  * (tsync__disc_txt_parse in net/discovery_avahi.c): the bytes are DNS TXT rdata as any host on

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz/fuzz_wire.c — libFuzzer target for the wire decoder (net/wire.c).
  *

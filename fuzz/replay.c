@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz/replay.c — a main() for the fuzz targets without libFuzzer: feeds every file of a folder
  * (a corpus, fuzz/corpus/<name>/) to LLVMFuzzerTestOneInput once, in name order. The normal gcc

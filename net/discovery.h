@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/discovery.h — the discovery seam: how the node learns where the other tills are. Two
  * backends behind one interface: mDNS through the avahi daemon (publishes this till as

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/discovery_avahi.c — the mDNS backend of net/discovery.h on avahi-client, and the codec of
  * our TXT records. It publishes this till as _tillsync._tcp, browses the same type, keeps one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/discovery_static.c — the discovery seam's dispatch (tsync__disc_fd / _timeout_ms / _poll /
  * _free call the backend through its ops table) and the static backend: a fixed list of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/transport.h — the node's network transport: authenticated, encrypted message channels to the
  * other tills, with liveness and back-pressure, and nothing about sync. One bound socket takes the

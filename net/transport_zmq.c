@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/transport_zmq.c — the transport of net/transport.h on ZeroMQ with CURVE: one ROUTER bound for
  * the peers that dial us, one DEALER per peer we dial, a ZAP handler that decides who may finish a

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # scripts/bench.sh — builds tillsync in Release (build-bench/) and runs every benchmark, printing
 # their results. Exits non-zero when a build fails or a benchmark fails its correctness check; a
 # missed speed target is printed as MISS and does not fail the run.

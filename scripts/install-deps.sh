@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # Installs the Debian 12 packages tillsync needs, only when something is missing.
 # --no-install-recommends matters: libnss-mdns (recommended by avahi) rewrites nsswitch.conf.
 set -eu

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # Installs what is missing, builds tillsync, and runs the demo.
 set -eu
 cd "$(dirname "$0")/.."

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # scripts/snapshot_join.sh — measures a new till joining a shop by snapshot (not run in CI): the
 # test tests/net/test_node_snapshot_stream.c with ROWS rows
 # (default 1 000 000), two node processes on loopback. Prints the join time (until the joiner's

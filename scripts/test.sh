@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # The whole test suite: installs what is missing, then builds and runs every test three ways:
 #   1. RelWithDebInfo with -Werror (unit, property, crash, CLI tests), then the network lab
 #      (root: namespaces with real avahi; tests/netlab/README.md),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/api_io.c — the public face of export and import (tillsync/io.h): checks the versions of
  * the options and report, and adapts them to store/io.c, which does the work and which the tests

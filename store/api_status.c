@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/api_status.c — the database's status for an app's status screen (tillsync/status.h): the
  * counts, rollbacks, what needs a person, held batches with their reasons, and the JSON that

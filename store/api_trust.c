@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/api_trust.c — the public API of shop trust, the admin's half (include/tillsync/trust.h):
  * records as data, their text armour, the shop admin key file and what it signs. The byte formats

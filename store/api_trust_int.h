@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/api_trust_int.h — what the two files of the public trust API share (store/api_trust.c,
  * store/api_trust_store.c). Private to store/.

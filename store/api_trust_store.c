@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/api_trust_store.c — the public API of shop trust, the till's half
  * (include/tillsync/trust.h): this device's key and enrolment request, installing certificates,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/backup.c — taking a backup of a replicated database as one file (format: backup_format.c,
  * docs/BACKUP.md): a sealed snapshot copied, checked, hashed (and encrypted), with its manifest.

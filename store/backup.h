@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/backup.h — the decoder of the backup file format (store/backup_format.c), for the fuzz
  * target and the tests: everything tsync_backup_check does except the check of the database

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/backup_format.c — the backup file format (docs/BACKUP.md): a fixed header, then (plain, or
  * as one libsodium secretstream) the SQLite image of a sealed snapshot, its manifest, and a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/backup_int.h — what the four files of backup and restore share, private to them:
  * backup_format.c (the file format: header, writer, reader, manifest, decoder, and the file

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/backup_vfs.c — the SQLite VFS that writes a plain backup's image straight into the backup
  * file, at its place after the header.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/bundle_io.c — the state a peer shows (site, clock, version vector with head hashes) and
  * bundles: the batches a peer with a given state lacks, as contiguous signed runs per origin.

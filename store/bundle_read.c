@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/bundle_read.c — merging a bundle from a file (tsync_store_merge_file) without holding it:
  * the file is read twice through the streaming reader (codec/bundle_stream.c), first to check it

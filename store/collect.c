@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/collect.c — collecting deleted rows (their tombstone in tsync_tomb_<t> and clock entry in
  * tsync_clk_<t>) once their delete is causally stable, and the collection frontier that snapshots

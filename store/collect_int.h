@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/collect_int.h — collecting the tombstones and clock entries of deleted rows once their
  * delete is causally stable (store/collect.c; docs/DATA_MODEL.md, "Collecting tombstones and

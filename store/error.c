@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/error.c — SQLite's result codes mapped to tillsync's, with the connection's message.
  */

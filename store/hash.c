@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/hash.c — the content hash of the visible replicated data, and the conflict report.
  *

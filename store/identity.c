@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/identity.c — noticing that this till's own log went back, and taking a new incarnation.
  *

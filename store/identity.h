@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/identity.h — what the node reads of rollback detection (store/identity.c): how many times
  * this database found its own log gone back (an old copy written over it) and took a new

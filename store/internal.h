@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/internal.h — what the files of store/ share: the store object, the cached description of
  * replicated tables, per-row clock metadata, and error helpers. Only store/ includes sqlite3.h.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/io.c — CSV, JSON and NDJSON export and import (see store/io.h and docs/IO.md).
  * Over 800 lines on purpose: the three formats share one typing of values by column affinity

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/io.h — export of a table or query to CSV, JSON or NDJSON, and import of such files into a
  * table as upserts on the store's connection, so the capture triggers record every imported row

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/kept.c — kept batches of a revoked device (docs/TRUST.md, "Kept batches").
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/keys.c — the device key file that lives beside the database (never inside it).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/merge.c — admitting batches from other sites: verification, the hash chain, holding,
  * forks, revoked devices' kept batches, and the merge transaction (store/merge_apply.c folds the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/merge_apply.c — folding the rows of merged batches (store/merge_int.h): per row, the
  * existence OR-set, each LWW column and each PN-counter are merged in memory with the row's clocks

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/merge_int.h — what the batch merge's files share: the merge context, the batches on their
  * way in, and the row folding both admission (store/merge.c) and unparking (store/unpark.c) use

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/merge_skip.c — which row changes of a bundle file a merge may leave out because a later
  * change of the same row in the same file supersedes them (store/merge_int.h). The first pass of

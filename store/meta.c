@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/meta.c — per-row clock metadata, kept as one msgpack blob per row in tsync_clk_<table>
  * rather than one row per column (compact, and one b-tree write per changed row):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/migrate.c — schema migrations: numbered SQL files run once each, in order, all pending
  * ones in one transaction, recorded in tsync_migrations with their BLAKE2b-256 hashes. The

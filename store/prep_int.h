@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/prep_int.h — preparing a cached statement with the caller's name for the failure, the
  * one form of "prepare or say what could not be read/written" (store/error.c).

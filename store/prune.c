@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/prune.c — keeping the batch log bounded (docs/NODE.md, "Pruning and snapshots";
  * docs/DATA_MODEL.md, "The log and its horizon").

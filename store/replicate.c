@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/replicate.c — making a table replicated, keeping its capture in step when a migration
  * adds columns or counters (store/migrate.c), and the cache of replicated tables.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/restore.c — checking a backup file and restoring a database from it. Both decode the
  * whole file (backup_format.c) into a staged copy of its database image and check that copy

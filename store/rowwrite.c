@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/rowwrite.c — the one writer of merged rows into the app's tables (store/rowwrite_int.h):
  * both merges, of batches (store/merge_apply.c) and of snapshots (store/snapshot_import.c), decide

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/rowwrite_int.h — the one writer of merged rows into the app's tables (store/rowwrite.c),
  * shared by the batch merge (store/merge*.c, store/unpark.c) and the snapshot merge

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/schema.c — tills compare the definitions of their replicated tables. Two tills whose
  * `products` differ (a counter on one only, an extra column, another declared type) merge each

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/schema.h — the canonical description of the replicated tables' definitions (what tills
  * compare in the handshake and in bundles), its strict decoder, the store of the other tills'

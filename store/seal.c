@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/seal.c — sealing: turning committed pending changes into signed, hash-chained batches.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/seal_clk.c — the clock entries of the rows a seal finds without one (seal_int.h), written
  * many per statement.

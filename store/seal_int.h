@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/seal_int.h — what sealing (seal.c) shares with the statement that reads a table's pending
  * changes (seal_scan.c) and the setting aside of oversize changes (unsealable.c), private to them.

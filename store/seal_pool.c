@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/seal_pool.c — the memory of the batch being sealed: a bump allocator whose chunks are kept
  * from one batch to the next. Freeing a batch's few megabytes and allocating them again for the

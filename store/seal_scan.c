@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/seal_scan.c — the statement that reads a table's pending changes for sealing.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/snapshot.h — snapshots: a replica's state (every replicated row with its clock metadata,
  * deleted rows' clocks included) as self-contained chunks another replica can merge. A till behind

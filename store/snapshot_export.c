@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/snapshot_export.c — this replica's state as snapshot chunks (store/snapshot.h; the byte
  * format is codec/snapshot.h's, docs/SNAPSHOT.md).

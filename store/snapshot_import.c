@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/snapshot_import.c — merging a snapshot into this replica (store/snapshot.h; the byte
  * format is codec/snapshot.h's, docs/SNAPSHOT.md).

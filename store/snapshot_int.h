@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/snapshot_int.h — what the snapshot exporter (store/snapshot_export.c) and importer
  * (store/snapshot_import.c) share: this database's sites by local index.

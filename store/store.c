@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/store.c — opening a replicated database: the connection and its PRAGMAs, the metadata
  * schema, the device key, the cache of replicated tables, and small SQL helpers.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/sync.c — what the sync engine and bundles read from the log: our version vector, and the
  * batches a peer lacks as signed pieces of runs (store/sync.h).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/sync.h — the narrow interface the sync engine (net/) uses to reach the store: our version
  * vector, the runs of batches a peer lacks in bounded pieces, merging runs that arrived over the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/trust.c — shop trust in the database (see trust.h for the rules): enrolment, the
  * replicated set of certificates, revocations and admin key rotations, the checks that admit a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/trust.h — shop trust kept in the database: which shop it is enrolled in, the
  * certificates and revocations of that shop (a replicated, admin-signed set), and the rules that

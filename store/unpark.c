@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/unpark.c — re-applying parked changes once the schema has caught up.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * store/unsealable.c — row changes too large to seal (over TSYNC_MAX_ROW_BYTES), which only an
  * older build could capture: set aside in tsync_unsealable instead of failing every later seal,

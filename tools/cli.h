@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* tools/cli.h — what the files of the tillsync command share. */
 #ifndef TSYNC_TOOLS_CLI_H
 #define TSYNC_TOOLS_CLI_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/cli_clock.c — the one clock of the tillsync command: wall time for "reported 2.1 s ago",
  * monotonic time for how long a step of a demo took (a clock set back must not make it negative).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/cli_help.c — the one text that says how to use tillsync: `tillsync --help` (every
  * command, short), `tillsync CMD --help` (one command, whole) and tillsync(1), which the build

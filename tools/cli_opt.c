@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/cli_opt.c — the options of every tillsync command go through getopt_long, so that
  * `--listen=ADDR` and `--listen ADDR` both work, options and operands mix in any order, and `--`

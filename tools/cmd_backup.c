@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/cmd_backup.c — tillsync backup, backup-check and restore. The work is the library's
  * (tillsync/backup.h); this file parses the arguments, finds the passphrase (--passphrase-file,

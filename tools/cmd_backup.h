@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* tools/cmd_backup.h — the backup, backup-check and restore commands of tillsync
  * (tools/cmd_backup.c). Each takes argv as main gets it (argv[1] is the command name) and returns
  * the exit status: 0, 1 for a failure or a refused file, 2 for a usage error. Format and

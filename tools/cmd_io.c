@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/cmd_io.c — tillsync export and import: a table or query out to CSV, JSON or NDJSON, and
  * such a file back in as upserts that replicate. The work is the library's (tillsync/io.h); this

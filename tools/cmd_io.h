@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* tools/cmd_io.h — the export and import commands of tillsync (tools/cmd_io.c). Each takes argv as
  * main gets it (argv[1] is the command name) and returns the exit status: 0, 1 for a failure, 2
  * for a usage error. Formats: docs/IO.md. */

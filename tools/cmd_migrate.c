@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/cmd_migrate.c — tillsync migrate: apply a folder of numbered SQL migrations to a
  * database (all pending ones in one transaction), or show which were applied. The work is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/cmd_node.c — `tillsync run` (the sync node in the foreground) and `tillsync status` (what
  * the node reports). The node writes its status to DB.node about once a second (and within 100 ms

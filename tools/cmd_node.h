@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* tools/cmd_node.h — the run and status commands of tillsync (tools/cmd_node.c). Each takes argv as
  * main gets it (argv[1] is the command name) and returns the exit status: 0, 1 for a failure, 2
  * for a usage error. docs/NODE.md describes the node. */

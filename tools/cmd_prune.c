@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/cmd_prune.c — the log policy on the command line: `tillsync prune DB [bounds]` records
  * the database's policy and prunes to it now (a shop synced only by bundles has no node to do it),

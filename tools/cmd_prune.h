@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* tools/cmd_prune.h — the log policy on the command line (tools/cmd_prune.c). */
 #ifndef TSYNC_TOOLS_CMD_PRUNE_H
 #define TSYNC_TOOLS_CMD_PRUNE_H

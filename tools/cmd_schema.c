@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/cmd_schema.c — `tillsync schema` (this till's definitions of its replicated tables and
  * their digest), `tillsync parked` (the changes from other tills this one could not apply, with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* tools/cmd_schema.h — the commands of tillsync about table definitions and parked changes
  * (tools/cmd_schema.c), and the part of `tillsync status` that shows them. They take argv as
  * main gets it (argv[1] is the command name) and return the exit status: 0, 1 for a failure, 2

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/cmd_shop.c — tillsync shop: the shop admin's commands (create a shop, sign an enrolment
  * request, revoke a device with its preview, rotate the admin key, sign a migration, show a trust

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/cmd_trust.c — the till's trust commands: make an enrolment request, enrol (with
  * certificates, or in one step with the admin key file), install a revocation, show the shop a

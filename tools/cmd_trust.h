@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* tools/cmd_trust.h — the shop trust commands of tillsync: the admin's in tools/cmd_shop.c, the
  * till's in tools/cmd_trust.c, the files they share in tools/trust_text.c. Each takes argv as
  * main gets it (argv[1] is the command name) and returns the exit status: 0, 1 for a failure, 2

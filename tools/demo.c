@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/demo.c — `tillsync demo`: three tills of one shop sell at the same time without a network,
  * then converge by exchanging bundles. It shows the three merge rules on a products table: stock

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/demo_live.c — `tillsync demo`: three tills of one shop as three separate processes
  * (`tillsync run`) on loopback. Three cashiers (threads of this process, each writing to its own

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/hint.c — the CLI's hints. The library's messages say what was wrong and what to do in
  * terms of its API (docs/API.md): a library linked into a till app must not tell a cashier to run

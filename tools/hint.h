@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* tools/hint.h — the command's own advice after a library error: which tillsync command helps. */
 #ifndef TSYNC_TOOLS_HINT_H
 #define TSYNC_TOOLS_HINT_H

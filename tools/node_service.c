@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/node_service.c — `tillsync run` as a service: one node per database (a lock file), the
  * systemd protocol (sd_notify readiness once the node listens, a watchdog fed by the node's own

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* tools/node_service.h — what `tillsync run` needs to run as a service (tools/node_service.c): one
  * node per database, readiness and watchdog for systemd, journald priorities, a config file. */
 #ifndef TSYNC_TOOLS_NODE_SERVICE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/tillsync.c — the tillsync command: one subcommand per job a shop's IT person or a POS
  * developer does by hand. Every error is one line on stderr naming the problem; exit status 1 for

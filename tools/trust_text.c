@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/trust_text.c — shop trust records as files, for the trust commands (tools/cmd_shop.c,
  * tools/cmd_trust.c); see trust_text.h.

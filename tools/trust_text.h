@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tools/trust_text.h — what the trust commands share (tools/trust_text.c): shop trust records as
  * files (read, armoured with a description, written to stdout), the admin key file, and the small

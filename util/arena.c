@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * util/arena.c — a bump allocator: the decoders allocate a message's arrays here and free them
  * as one.

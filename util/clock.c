@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * util/clock.c — the one place tillsync reads the time: wall milliseconds for clocks and
  * certificates, monotonic milliseconds for timeouts and rates.

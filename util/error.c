@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * util/error.c — the thread-local last error, error names and small formatting helpers.
  * Every failure path in the library ends here so that a caller gets one line naming the problem.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * util/hex.c — hex text of ids and keys, by libsodium (constant time, no table of our own).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * util/sql.c — SQL text built on sqlite3_str: identifiers quoted one way everywhere, and
  * compared one way (as SQLite compares them).

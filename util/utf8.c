@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * util/utf8.c — UTF-8 in messages: a cut never leaves half a character, and names are checked
  * character by character.

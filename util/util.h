@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * util/util.h — the bottom of tillsync: the thread's last error, hex, UTF-8 in messages, the
  * arena the decoders allocate from, the one clock module and the SQL text builder. Nothing here

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // bench/peers/common.mjs — the standard workload of PERFORMANCE.md for the peers, with the same
 // numbers as bench/bench_standard.c: the same splitmix64 generator and seed (20240601), so the
 // catalogue (10,000 products "p00000".., name "Product N", random price and stock) and the

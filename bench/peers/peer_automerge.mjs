@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // bench/peers/peer_automerge.mjs — the standard workload on Automerge: a document
 // { products: { <id>: { name, price, stock } } }. A writes through Automerge's own low-level
 // handle (Automerge.getBackend: put + commit), because the immutable proxy API (Automerge.change)

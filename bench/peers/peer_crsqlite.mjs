@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // bench/peers/peer_crsqlite.mjs — the standard workload on cr-sqlite (@vlcn.io/crsqlite-wasm, the
 // wasm build, in-memory databases): products made a CRR with crsql_as_crr; live = one
 // autocommitted UPDATE per update, batch = BEGIN ... COMMIT around all. Delta: the rows of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // bench/peers/peer_loro.mjs — the standard workload on Loro (loro-crdt): one LoroMap "products"
 // holding a LoroMap per product; live = doc.commit() after every update, batch = one commit.
 // Delta: doc.export({mode: "update", from: <A's version after the catalogue>}); B imports it.

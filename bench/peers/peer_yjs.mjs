@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // bench/peers/peer_yjs.mjs — the standard workload on Yjs: a Y.Map "products" holding a Y.Map per
 // product; live = one doc.transact() per update, batch = one transact for all. Delta:
 // Y.encodeStateAsUpdateV2(doc, <A's state vector after the catalogue>) (the v2 encoding, as in

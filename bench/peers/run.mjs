@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // bench/peers/run.mjs — runs the standard workload (PERFORMANCE.md, the numbers of
 // bench_standard) on every peer in both shapes and prints one line per peer and shape, then one
 // RESULT line per figure like the C benchmarks. Replicas A and B of each run are separate node

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # bench/peers/run.sh — installs the peers' pinned packages from package-lock.json (npm ci) when
 # node_modules is missing or older than the lock file, then runs run.mjs with the given arguments.
 set -u

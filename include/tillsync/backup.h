@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tillsync/backup.h — online backup of a replicated database into one verified, optionally
  * encrypted file; checking such a file without restoring it; restoring it in place of a till's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tillsync/common.h — error codes, error details and the export macro shared by every public
  * header.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tillsync/io.h — a replicated table (or any read-only query) out to CSV, JSON or NDJSON, and
  * such a file back into a table as upserts on the store's connection: the capture triggers record

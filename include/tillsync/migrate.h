@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tillsync/migrate.h — schema migrations: numbered SQL files, each applied once, in order, all
  * pending ones in one transaction, with replication kept correct for the tables they change.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tillsync/node.h — the sync node: keeps one database in sync with the other tills of the shop
  * over ZeroMQ (CURVE), live. It seals and pushes what the POS app commits (from any process)

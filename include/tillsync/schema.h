@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tillsync/schema.h — what a till knows about the definitions of the replicated tables, its own
  * and the other tills', and the changes it could not apply: the definition of each replicated

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tillsync/status.h — what a database says about itself, for a status screen: how many batches
  * are held and why, how many changes are parked, conflicts, forks, local changes not sealed yet,

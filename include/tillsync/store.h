@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tillsync/store.h — a replicated SQLite database: open it, make tables replicated, seal local
  * changes into signed batches, exchange them as bundles, merge, and inspect state and conflicts.

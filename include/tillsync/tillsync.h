@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* tillsync/tillsync.h — umbrella header of libtillsync. */
 #ifndef TILLSYNC_H
 #define TILLSYNC_H

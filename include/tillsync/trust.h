@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tillsync/trust.h — shop trust: the shop admin key, the records it signs (certificates,
  * revocations, admin key rotations, signed migrations), enrolling a till in a shop, revoking a

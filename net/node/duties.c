@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/node/duties.c — what the node does on timers rather than on a message: sealing local
  * commits, pruning the log, noticing new trust records and a new incarnation, closing sessions

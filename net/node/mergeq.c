@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/node/mergeq.c — the merge queue: BATCHES received while events are drained wait here and
  * are merged in one transaction per round (peer by peer when the whole is refused, so one bad

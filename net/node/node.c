@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/node/node.c — the sync node's public API (include/tillsync/node.h): making and freeing a
  * node, its loop (step: one round of events, merges, local commits and timers), running it on its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/node/node_int.h — what the files of the sync node (include/tillsync/node.h) share: the
  * node's state, its sessions and the functions one file calls in another. Private to net/node/.

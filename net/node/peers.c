@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/node/peers.c — the other tills: session entries, the network state rows an app shows
  * (tsync_peer_state, rebuilt from sessions, refusals, mDNS and static peers, each change an

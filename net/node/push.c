@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/node/push.c — pushing batches to a peer: what its `sent` vector lacks goes out as signed run
  * pieces while less than window_bytes are unacknowledged (node_int.h, "How batches move"); and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/node/session.c — one session with a peer: the HELLO with its certificate check, the
  * messages it sends and what the node does with each (ACK, CERTS, FORK_PROOF, PING/PONG, ERROR,

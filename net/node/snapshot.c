@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/node/snapshot.c — a peer behind the pruned horizon lacks batches this till keeps only as
  * stubs: it gets a snapshot of our state instead (store/snapshot.h makes and takes it), sent in

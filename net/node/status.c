@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/node/status.c — the node's status as JSON (docs/NODE.md lists the fields), built on the
  * node's thread about once a second, written to the status file for other processes and kept

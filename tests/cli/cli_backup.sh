@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_backup.sh — tillsync backup, backup-check and restore from the command line: a backup
 # checks out and prints its manifest; encrypted backups take the passphrase from a file or
 # $TILLSYNC_PASSPHRASE and refuse a wrong one; damaged, truncated and non-backup files are refused

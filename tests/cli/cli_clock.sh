@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_clock.sh — wrong clocks on real nodes (libfaketime moves one process's wall clock):
 # - recovery: a till that wrote a day ahead while alone (its hybrid clock a day ahead) and then
 #   runs with its clock fixed: its peers hold the far-ahead batches and name it in `status`, its

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_conventions.sh — the command line follows the conventions: every command has
 # `tillsync CMD --help` (and `tillsync help CMD`, -h) from the same text as tillsync(1), which
 # `tillsync help --man` prints and the build installs; every option takes `--opt=value` as well as

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_diskfull.sh — a full disk under a running node (issue 10, defect 7).
 # Till a's database lives on a small tmpfs (mounted in a private mount namespace, so nothing
 # leaks to the machine), till b's on the ordinary disk; both nodes run. The tmpfs is filled up

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_errors.sh — the tillsync command's failures: each one exits non-zero (2 for a usage
 # error, 1 for anything else) with exactly one line on stderr naming the problem, prints nothing
 # on stdout, and a refused merge (corrupted, truncated or tampered bundle) leaves the database as

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_forms.sh — every documented form of the tillsync command, end to end, on temporary
 # databases: init, sql (text like the sqlite3 shell, and --json with SQL types), replicate with
 # counters, state, bundle (all and --since), merge (merged, duplicates, held, parked, refused),

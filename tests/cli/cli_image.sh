@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_image.sh — an old copy written back over a live till's files (issue 10, defect 6).
 # Two tills sync live; a copy of till a's database is taken; a sells more, and those sales reach b;
 # a stops and the old copy is written back over its database with `cp` (same path, same inode,

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_io.sh — tillsync export and import from the command line: the example catalogue
 # imports and replicates to a peer by bundle; export -> import round trips byte for byte in CSV,
 # JSON and NDJSON; a file with bad values is refused with one FILE:LINE:COLUMN line per bad value

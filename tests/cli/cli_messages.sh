@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_messages.sh — messages and small forms of the tillsync command (issue 10, defect 10):
 # a CSV with a UTF-8 byte-order mark (Excel's "CSV UTF-8") imports; a table named "-x" can be
 # replicated, hashed, imported and exported after "--"; refusal texts are whole, with a

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_migrate.sh — tillsync migrate from the command line: a folder of numbered migrations
 # applies in order and prints each with its BLAKE2b-256 hash (the same as b2sum's); a rerun says
 # "up to date"; --status lists what was applied (--json too); a changed applied file, a duplicate

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_node.sh — the node from the command line: `tillsync run` for two tills on loopback
 # (ports picked by the node: --listen tcp://127.0.0.1:*), a sale made with `tillsync sql` at one
 # appears at the other within a second and both hash equal; `tillsync status` (text and --json)

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_node_restore.sh — the documented recovery path under pruning, with real nodes on
 # loopback: three enrolled tills sell and sync with a small --prune-keep; a backup of till a is
 # taken; a keeps selling; every till prunes a's log past the backup's vector; a is stopped, the old

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_node_snapshot.sh — log pruning and snapshot recovery with real nodes on loopback: two
 # enrolled tills sell and sync; once both hold the batches, the first prunes its log down to the
 # newest few per till; a third till enrolled afterwards is behind that horizon, gets a snapshot

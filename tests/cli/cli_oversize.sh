@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_oversize.sh — oversize writes from the command line (issue 10, defect 1): `sql` refuses
 # a row over the per-row limit with one line and exit 1, and nothing of it commits; `import` of a
 # file with an oversize field refuses it as a bad value (nothing imported; --skip-bad imports the

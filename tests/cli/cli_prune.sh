@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_prune.sh — the log policy with real nodes on loopback: three enrolled tills sync;
 # c stops; a and b go on selling and prune by the policy (a few batches), although c never
 # acknowledged what they prune; status on a names c as left behind; c comes back, gets a snapshot,

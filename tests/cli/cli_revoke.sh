@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_revoke.sh — a revocation whose cutoff is below what an honest till merged, through the
 # CLI (docs/TRUST.md, "Kept batches of a revoked device"): the admin's preview
 # (`shop revoke ... --dry-run`, `--check DB`) says what the revocation cuts and which honest

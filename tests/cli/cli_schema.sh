@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_schema.sh — two tills whose definitions of a replicated table differ (issue 10,
 # defect 9): `products` has `stock` as a counter on a and as a plain column on b, an extra column
 # `note` on a, and `price` is REAL on a and TEXT on b. Two real nodes on loopback sync; both

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_service.sh — `tillsync run` as a service, without a real systemd: one node per
 # database (a second run is refused naming the first one's pid and address; the first one's
 # status stays; a killed node leaves no stuck lock), `status` exit codes (0 running, 3 not),

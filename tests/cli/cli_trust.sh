@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_trust.sh — the shop trust commands of tillsync, end to end, in the exact forms of
 # docs/TRUST.md: shop create, enrol-request, shop sign (file and stdin, --days, --name), enrol
 # (CERT, several files, --shop-key one step, renewal), shop revoke (--cutoff, --cutoffs-from) and

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_trust_sync.sh — shop trust applied to data: once enrolled, a till merges batches only
 # from keys with a valid certificate of its shop; certificates and revocations travel in bundles
 # and replicate; a revoked device's batches after its cutoff are refused with the database

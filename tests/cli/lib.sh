@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # tests/cli/lib.sh — the harness every tests/cli/cli_*.sh (and tests/soak/kill_restart.sh) sources
 # first, with the script's own arguments: `. "$(dirname "$0")/lib.sh"`.
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/codec/test_bundle_stream.c — bundle format 4 (codec/bundle_stream*.c): random bundles
  * round-trip through the streaming writer and reader (from memory, and from a source handing out

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/codec/test_codec_mpr_strict.c — what the shared reader (codec/mpk.c) tells a decoder
  * about a failed read: the fault, the kind wanted, the sizes; and the canonical mode every strict

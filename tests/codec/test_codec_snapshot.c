@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/codec/test_codec_snapshot.c — the snapshot chunk format on its own (codec/snapshot.c): a
  * chunk built by hand encodes to the size the exporter predicts, decodes whole or a row at a time

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/codec/test_compact.c — compact runs (codec/compact.c, bundle format 5): random runs of
  * random valid batches (every field kind: several tables, keys of every type, deletes with rmv,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/codec/test_crdt_batch.c — the batch format and its integrity rules (crdt/batch.c).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/codec/test_crdt_bundle.c — bundles (crdt/bundle.c): the writer and the strict decoder, with
  * and without zstd; flipped, truncated and forged bundles are refused.

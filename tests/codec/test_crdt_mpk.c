@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/codec/test_crdt_mpk.c — the bounded msgpack reader (crdt/mpk.c): every type it reads, every
  * type it refuses, and that no truncated, oversized or trailing input gets through.

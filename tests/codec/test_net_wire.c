@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/codec/test_net_wire.c — the wire messages (net/wire.c): every type round-trips, the test
  * vectors of docs/WIRE.md are produced byte for byte, and the decoder refuses, with a message

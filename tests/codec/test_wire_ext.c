@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/codec/test_wire_ext.c — the extension messages FEATURES and CBATCHES (codec/wire_ext.c):
  * a CBATCHES built from bodies unpacks to the same bodies; every field out of its rules is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/crdt/test_crdt_hlc.c — hybrid logical clocks, the LWW order and the arena (crdt/hlc.c).
  *

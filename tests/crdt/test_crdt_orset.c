@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/crdt/test_crdt_orset.c — the add-wins OR-set of row existence (crdt/hlc.c).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/crdt/test_crdt_pn.c — PN-counters (crdt/hlc.c): two tills selling the same item both count,
  * a recount is a delta, merging is a pointwise max and the value wraps like int64.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/crdt/test_crdt_vv.c — version vectors (crdt/vv.c): set, get, sorted order, covers.
  */

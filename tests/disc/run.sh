@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/disc/run.sh — runs the discovery tests that need a real avahi-daemon
 # (tests/net/test_net_discovery.c, suite net_discovery_ns) where they cannot disturb anything: in a
 # network namespace of their own with only loopback (multicast on), and a private folder

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/lib/attacker.h — a fake peer for the security tests: a device that speaks the wire
  * protocol itself on the internal transport (net/transport.h) and wire codec (codec/wire.h), so a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # tests/lib/header_test.cmake — one public header compiled alone, as an app would include it:
 #   cmake -DHEADER=include/tillsync/x.h -DSTD=c99|c++11 -DCOMPILER=cc -DINCLUDE=include
 #         -DWORK=dir -P header_test.cmake

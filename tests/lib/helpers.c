@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/lib/helpers.c — see helpers.h.
  */
@@ -327,4 +328,25 @@ void th_must_enrol(tsync_store *s, const tsync__shopkey *k, const char *name)
     int rc = th_enrol(s, k, name, 365, NULL);
     cr_assert_eq(rc, 0, "enrol %s: %s", name,
                  tsync_error_last() ? tsync_error_last()->message : "?");
+}
+
+const char *th_errmsg(void)
+{
+    return tsync_error_last() ? tsync_error_last()->message : "?";
+}
+
+void th_free_ptr(void *p)
+{
+    free(*(void **)p);
+}
+
+void th_sell(tsync_store *s, int from, int n)
+{
+    for (int i = from; i < from + n; i++) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "INSERT INTO products VALUES('p%06d', 'item %d', %d, 1)", i, i,
+                 100 + i);
+        th_exec(s, sql);
+        th_seal(s);
+    }
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/lib/helpers.h — small helpers shared by the criterion tests: temporary folders, opening
  * replicas with the standard products table, running SQL, reading single values, moving
@@ -80,5 +81,13 @@ void th_must_enrol(tsync_store *s, const tsync__shopkey *k, const char *name);
 uint64_t th_seed(const char *test_name);
 /* A small, fast PRNG (splitmix64). */
 uint64_t th_rand(uint64_t *state);
+
+/* The last error's message, or "?" when there is none (for assertion messages). */
+const char *th_errmsg(void);
+/* Frees *p: `TH_AUTO_FREE char *x = ...;` is freed when x goes out of scope. */
+void th_free_ptr(void *p);
+#define TH_AUTO_FREE __attribute__((cleanup(th_free_ptr)))
+/* n sales into the standard products table ('p%06d' from `from` on), each sealed as one batch. */
+void th_sell(tsync_store *s, int from, int n);
 
 #endif

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/lib/node_util.h — helpers for the multi-process node tests (test_node.c,
  * test_node_security.c): real `tillsync run` processes on loopback, their status files, databases

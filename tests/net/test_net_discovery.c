@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/net/test_net_discovery.c — the discovery seam (net/discovery.h): the strict TXT codec, the
  * static backend, and the avahi backend.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/net/test_net_transport.c — the ZeroMQ transport (net/transport_zmq.c) on real sockets over
  * loopback: messages both ways, ZAP refusals and revocations, wrong server keys, heartbeat loss

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/net/test_node.c — the sync node as it runs in a shop: real `tillsync run` processes on
  * loopback (the CLI of this build, $TSYNC_CLI), real POS processes selling through their own

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/net/test_node_catchup.c — catch-up over CBATCHES (codec/wire_ext.h): a till that missed
  * thousands of sales, each sealed as its own batch (the live shape), gets them from a node that

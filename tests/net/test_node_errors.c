@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/net/test_node_errors.c — a failure on the node's own thread reaches the app: a real node
  * on its own thread whose scheduled backup cannot be written (its folder was removed after the

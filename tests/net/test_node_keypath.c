@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* tsync_node_options.key_path (version 3): a node opens its database with a device key kept
  * elsewhere than "<db>.key" (`tillsync run --key`, a service whose key lives apart), and so do
  * its workers (a scheduled backup opens its own connection). Version 2 options still work and

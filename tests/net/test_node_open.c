@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A node starting while the POS holds the write lock (it sells without a pause) waits for it
  * like any command, instead of failing "database is busy" after 250 ms (found by the soak of
  * tests/soak/kill_restart.sh: a restarted node failed to start). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/net/test_node_revoke.c — a revocation while the device sells and a till has merged past the
  * cutoff, with real nodes (docs/TRUST.md, "Kept batches of a revoked device").

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/net/test_node_security.c — an enrolled node (`tillsync run`, a real process) under attack.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/net/test_node_snapshot_stream.c — a new till joins a shop by snapshot while both nodes
  * keep answering liveness: two node processes on loopback (the C API in forked children, so the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/net/test_node_states.c — the network state a POS app shows: each peer's state (connecting,
  * connected, unreachable; "discovered" needs mDNS and is tested in tests/netlab/discovery.sh)

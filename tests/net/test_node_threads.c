@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/net/test_node_threads.c — the threading contract of include/tillsync/node.h, enforced:
  * inside one of the node's callbacks, tsync_node_free, tsync_node_run, tsync_node_dispatch and

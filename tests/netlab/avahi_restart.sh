@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/netlab/avahi_restart.sh — the avahi daemon of one host is stopped and restarted: that
 # till keeps its connections and re-publishes. Five hosts, tills of one shop, every node started
 # with NO --peer (mDNS only, like discovery.sh). h1..h3 find each other and converge; then h2's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* tests/netlab/delayproxy.c — a TCP proxy that delays what it forwards, for the network lab
  * (netem is not available here). Every chunk read from one side is written to the other side
  * DELAY_MS (+ a random 0..JITTER_MS) later; order within a connection is kept (a TCP stream

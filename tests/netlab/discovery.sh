@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/netlab/discovery.sh — zero-configuration discovery in the network lab: five hosts, four
 # tills enrolled in one shop and a fifth in another shop, every node started with NO --peer at
 # all. The four find each other over mDNS (avahi in each host), connect and converge with exact

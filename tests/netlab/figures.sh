@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/netlab/figures.sh — measures the two figures the README quotes, as medians over ROUNDS
 # independent rounds (default 10), each in a fresh lab (tests/netlab/lab.sh) with fresh databases:
 #

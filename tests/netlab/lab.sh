@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # tests/netlab/lab.sh — a LAN of N hosts on one machine, with real mDNS, for tests. A library for
 # POSIX sh (dash): source it, then call the lab_* functions. Needs root and iproute2, nftables,
 # dbus, avahi-daemon, mount (util-linux). See tests/netlab/README.md.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/netlab/lossy.sh — a bad LAN: every IPv4 frame crossing the lab's bridge is dropped with
 # probability 20 % or held 50 + uniform(0..50) ms, so frames arrive late, out of order (their
 # delays cross) or not at all (lab_netem 50 50 20: tests/netlab/netem.c on NFQUEUE). Checks:

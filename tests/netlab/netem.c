@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* tests/netlab/netem.c — a userspace netem on NFQUEUE, for the network lab (this kernel has no
  * sch_netem). Every packet the kernel queues to QUEUE is dropped with probability LOSS % or
  * released DELAY_MS + uniform(0..JITTER_MS) ms after it arrived. Held packets sit in a min-heap

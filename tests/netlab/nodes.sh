@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/netlab/nodes.sh — real `tillsync run` nodes on the network lab (tests/netlab/lab.sh):
 # three hosts, each with a till enrolled in one shop, nodes started with static --peer addresses
 # and --no-mdns (discovery.sh tests mDNS) (each node dials the nodes numbered below it; a full mesh

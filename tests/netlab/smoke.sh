@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/netlab/smoke.sh — proves the network lab (tests/netlab/lab.sh): 3 hosts on a bridge, each
 # with its own dbus and avahi-daemon. A _tillsync._tcp service published with TXT records in h1 is
 # browsed and resolved from h2 (TXT and h1's address); hosts ping each other; a cut link makes h3

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # tests/netlab/tills.sh — what the lab's test scripts share: pass/fail counters, polling, tills of
 # one shop on the lab's hosts, `tillsync run` nodes, sales, and checks of content and status. A
 # library for POSIX sh (dash), sourced after lab.sh (it uses lab_up, lab_bg, lab_ip, lab_stop,

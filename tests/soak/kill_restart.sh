@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # tests/soak/kill_restart.sh — soak test (not part of the default test run): three enrolled tills
 # run live nodes on loopback, pruning their logs often, while a POS writer per till sells
 # continuously (each sale one transaction through `tillsync sql`: a row in `sales` and a counter

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_api_conventions.c — the conventions of docs/API.md hold in the store's public
  * headers: tsync_error_last() is never NULL; every options and report struct has its version

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_api_io.c — export and import through the public API only (tillsync/io.h), as
  * an app embedding the library calls them: formats by name and file name, an export read back by

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_api_status.c — the database's status through the public API only
  * (tillsync/status.h), as an app's status screen reads it: the counts field by field (unsealed,

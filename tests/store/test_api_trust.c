@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_api_trust.c — the public trust API (tillsync/trust.h), through the public
  * headers only, as an app embedding the library would use it: a shop made, tills enrolled end to

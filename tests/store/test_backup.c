@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_backup.c — backup, backup check and restore (store/backup.c, docs/BACKUP.md).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_backup_manifest.c — the manifest check of the backup format
  * (store/backup_format.c) on the source identity, and the refusal of a file that is no backup.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_bundle_file.c — bundles written to and merged from files
  * (tsync_store_bundle_file, tsync_store_merge_file; store/bundle_io.c): the same rows as the
@@ -18,12 +19,6 @@
 #include "tests/lib/helpers.h"
 
 TestSuite(bundle_file, .fini = th_cleanup);
-
-static void free_ptr(void *p)
-{
-    free(*(void **)p);
-}
-#define AUTO_FREE __attribute__((cleanup(free_ptr)))
 
 static const char *errmsg(void)
 {
@@ -129,7 +124,7 @@ static void random_shop(tsync_store *s, uint64_t *rng, int rows)
 
 Test(bundle_file, file_and_memory_bundles_give_the_same_rows)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     uint64_t rng = th_seed("bundle_file.file_and_memory");
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     random_shop(a, &rng, 3000);
@@ -137,9 +132,9 @@ Test(bundle_file, file_and_memory_bundles_give_the_same_rows)
     const char *path = th_path(d, "a.bun");
     cr_assert_eq(tsync_store_bundle_file(a, path, NULL, &nb), 0, "%s", errmsg());
     size_t len;
-    AUTO_FREE uint8_t *img = read_bytes(path, &len);
+    TH_AUTO_FREE uint8_t *img = read_bytes(path, &len);
     cr_assert_eq(img[8], TSYNC__BUNDLE_FORMAT_STREAM);
-    AUTO_FREE uint8_t *mem = NULL;
+    TH_AUTO_FREE uint8_t *mem = NULL;
     size_t mlen;
     cr_assert_eq(tsync_store_bundle(&mem, &mlen, a, NULL, &nb_mem), 0, "%s", errmsg());
     cr_assert_eq(nb, nb_mem);
@@ -173,7 +168,7 @@ Test(bundle_file, file_and_memory_bundles_give_the_same_rows)
 
 Test(bundle_file, a_bundle_of_main_still_merges)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     const char *path = th_path(d, "old.bun");
     write_bytes(path, old_bundle, sizeof old_bundle);
     tsync_store *b = th_open_products(th_path(d, "b.db"));
@@ -222,16 +217,16 @@ static uint8_t *to_old_format(const uint8_t *img, size_t len, bool compress, siz
 
 Test(bundle_file, old_format_bundles_merge_from_files)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     uint64_t rng = th_seed("bundle_file.old_format");
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     random_shop(a, &rng, 800);
-    AUTO_FREE uint8_t *img = NULL;
+    TH_AUTO_FREE uint8_t *img = NULL;
     size_t len;
     cr_assert_eq(tsync_store_bundle(&img, &len, a, NULL, NULL), 0, "%s", errmsg());
     for (int z = 0; z < 2; z++) {
         size_t olen;
-        AUTO_FREE uint8_t *old = to_old_format(img, len, z == 1, &olen);
+        TH_AUTO_FREE uint8_t *old = to_old_format(img, len, z == 1, &olen);
         cr_assert_eq(old[8], TSYNC__BUNDLE_FORMAT_SCHEMA);
         const char *path = th_path(d, z ? "oldz.bun" : "old.bun");
         write_bytes(path, old, olen);
@@ -266,14 +261,14 @@ static void refused(tsync_store *b, const char *path, const char *what)
 
 Test(bundle_file, truncated_or_corrupt_files_refused_and_nothing_merged)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     uint64_t rng = th_seed("bundle_file.truncated_or_corrupt");
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     random_shop(a, &rng, 1500);
     const char *good = th_path(d, "good.bun");
     cr_assert_eq(tsync_store_bundle_file(a, good, NULL, NULL), 0, "%s", errmsg());
     size_t len;
-    AUTO_FREE uint8_t *img = read_bytes(good, &len);
+    TH_AUTO_FREE uint8_t *img = read_bytes(good, &len);
     tsync_store *b = th_open_products(th_path(d, "b.db"));
     const char *bad = th_path(d, "bad.bun");
     size_t cuts[] = {0, 5, 10, 11, 16, len / 3, len / 2, len - 40, len - 5, len - 1};
@@ -312,7 +307,7 @@ static int count_entries(const char *dir)
 
 Test(bundle_file, a_failed_write_leaves_no_file)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     th_exec(a, "INSERT INTO products VALUES('p1', 'Tea', 250, 10)");
     th_seal(a);
@@ -320,7 +315,7 @@ Test(bundle_file, a_failed_write_leaves_no_file)
     write_bytes(path, "keep me", 7);
     cr_assert_eq(tsync_store_bundle_file(a, path, "{not json", NULL), TSYNC_EINVAL);
     size_t n;
-    AUTO_FREE uint8_t *kept = read_bytes(path, &n);
+    TH_AUTO_FREE uint8_t *kept = read_bytes(path, &n);
     cr_assert(n == 7 && memcmp(kept, "keep me", 7) == 0, "the existing file changed");
     cr_assert_eq(count_entries(d), 1, "a partial file was left behind");
     cr_assert_eq(tsync_store_bundle_file(a, th_path(d, "no/such/dir/a.bun"), NULL, NULL),
@@ -339,7 +334,7 @@ Test(bundle_file, a_failed_write_leaves_no_file)
  * held. */
 Test(bundle_file, slices_of_many_origins_converge)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     uint64_t rng = th_seed("bundle_file.slices_of_many_origins");
     tsync_store *t[3];
     t[0] = th_open_products(th_path(d, "t0.db"));
@@ -373,7 +368,7 @@ Test(bundle_file, slices_of_many_origins_converge)
     struct stat st;
     cr_assert_eq(stat(path, &st), 0);
     cr_assert_gt(st.st_size, 1 << 20, "%lld bytes: not several slices", (long long)st.st_size);
-    AUTO_FREE uint8_t *mem = NULL;
+    TH_AUTO_FREE uint8_t *mem = NULL;
     size_t mlen;
     cr_assert_eq(tsync_store_bundle(&mem, &mlen, t[0], NULL, NULL), 0, "%s", errmsg());
     tsync_store *f = th_open_products(th_path(d, "fresh_file.db"));

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_collect.c — collecting deleted rows (store/collect.c; docs/DATA_MODEL.md,
  * "Collecting tombstones and clock entries"): a deleted row's tombstone and clock entry go once
@@ -24,17 +25,6 @@
 
 TestSuite(collect, .fini = th_cleanup);
 
-static void free_ptr(void *p)
-{
-    free(*(void **)p);
-}
-#define AUTO_FREE __attribute__((cleanup(free_ptr)))
-
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
-
 static tsync__shopkey shop;
 
 /* A till of the shop: products (stock a counter) and notes (no counter). */
@@ -45,7 +35,7 @@ static tsync_store *till(const char *dir, const char *name)
     tsync_store *s = th_open_products(th_path(dir, file));
     th_exec(s, "CREATE TABLE IF NOT EXISTS notes(id TEXT PRIMARY KEY, body TEXT, n INTEGER)");
     int rc = tsync_store_replicate(s, "notes", NULL, 0);
-    cr_assert(rc == 0 || rc == TSYNC_EEXISTS, "%s", errmsg());
+    cr_assert(rc == 0 || rc == TSYNC_EEXISTS, "%s", th_errmsg());
     if (!tsync__trust_enrolled(s, NULL)) th_must_enrol(s, &shop, name);
     return s;
 }
@@ -55,15 +45,15 @@ static void tell(tsync_store *from, tsync_store *to)
 {
     uint8_t **blobs = NULL;
     size_t *lens = NULL, n = 0;
-    cr_assert_eq(tsync__trust_export(from, &blobs, &lens, &n), 0, "%s", errmsg());
+    cr_assert_eq(tsync__trust_export(from, &blobs, &lens, &n), 0, "%s", th_errmsg());
     char err[TSYNC__ERRLEN];
     for (size_t i = 0; i < n; i++) (void)tsync__trust_import(to, blobs[i], lens[i], err);
     tsync__trust_export_free(blobs, lens, n);
     uint8_t site[TSYNC__SITE_BYTES], inc[TSYNC__INC_BYTES], *defs = NULL;
     size_t len = 0;
-    cr_assert_eq(tsync__schema_message(from, site, inc, &defs, &len), 0, "%s", errmsg());
+    cr_assert_eq(tsync__schema_message(from, site, inc, &defs, &len), 0, "%s", th_errmsg());
     cr_assert_eq(tsync__schema_record(to, site, tsync__sync_public_key(from), defs, len, NULL), 0,
-                 "%s", errmsg());
+                 "%s", th_errmsg());
     free(defs);
 }
 
@@ -78,14 +68,14 @@ static void ack(tsync_store *to, tsync_store *member)
 {
     tsync__vv v;
     cr_assert_eq(tsync__sync_vv(member, &v), 0);
-    cr_assert_eq(tsync__sync_ack_put(to, tsync__sync_public_key(member), &v), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_ack_put(to, tsync__sync_public_key(member), &v), 0, "%s", th_errmsg());
     tsync__vv_free(&v);
 }
 
 static size_t collect(tsync_store *s)
 {
     size_t n = 0;
-    cr_assert_eq(tsync_store_collect(s, &n), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_collect(s, &n), 0, "%s", th_errmsg());
     return n;
 }
 
@@ -133,13 +123,13 @@ static void give_snapshot(tsync_store *from, tsync_store *to)
 {
     chunks k = {0};
     tsync__vv vv;
-    cr_assert_eq(tsync__snap_export(from, 256, keep_chunk, &k, &vv), 0, "%s", errmsg());
+    cr_assert_eq(tsync__snap_export(from, 256, keep_chunk, &k, &vv), 0, "%s", th_errmsg());
     tsync__snap_in *in = NULL;
-    cr_assert_eq(tsync__snap_in_open(to, &vv, &in), 0, "%s", errmsg());
+    cr_assert_eq(tsync__snap_in_open(to, &vv, &in), 0, "%s", th_errmsg());
     tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
     for (size_t i = 0; i < k.n; i++)
-        cr_assert_eq(tsync__snap_in_chunk(in, k.chunk[i], k.len[i], &r), 0, "%s", errmsg());
-    cr_assert_eq(tsync__snap_in_finish(in, &r), 0, "%s", errmsg());
+        cr_assert_eq(tsync__snap_in_chunk(in, k.chunk[i], k.len[i], &r), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync__snap_in_finish(in, &r), 0, "%s", th_errmsg());
     tsync__snap_in_free(in);
     tsync_merge_report_clear(&r);
     tsync__vv_free(&vv);
@@ -151,7 +141,7 @@ static void add_tag(tsync_store *s, const char *dir, const char *name)
 {
     char mig[64];
     snprintf(mig, sizeof mig, "mig_%s", name);
-    AUTO_FREE char *m = strdup(th_path(dir, mig));
+    TH_AUTO_FREE char *m = strdup(th_path(dir, mig));
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "mkdir -p '%s'", m);
     cr_assert_eq(system(cmd), 0);
@@ -159,7 +149,7 @@ static void add_tag(tsync_store *s, const char *dir, const char *name)
     cr_assert(f);
     fputs("ALTER TABLE notes ADD COLUMN tag TEXT;\n", f);
     fclose(f);
-    cr_assert_eq(tsync_store_migrate(s, m, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_migrate(s, m, NULL), 0, "%s", th_errmsg());
 }
 
 static void setup_shop(void)
@@ -169,7 +159,7 @@ static void setup_shop(void)
 
 Test(collect, a_stable_delete_loses_its_tombstone_and_clocks, .init = setup_shop)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = till(d, "a"), *b = till(d, "b");
     meet(a, b);
     for (int i = 0; i < 50; i++) {
@@ -179,7 +169,7 @@ Test(collect, a_stable_delete_loses_its_tombstone_and_clocks, .init = setup_shop
         th_exec(a, sql);
     }
     th_seal(a);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     th_exec(a, "DELETE FROM notes WHERE id < 'n020'");
     th_seal(a);
     cr_assert_eq(tombs(a, "notes"), 20);
@@ -188,14 +178,14 @@ Test(collect, a_stable_delete_loses_its_tombstone_and_clocks, .init = setup_shop
     ack(a, b);
     cr_assert_eq(collect(a), 0);
     cr_assert_eq(clocks(a, "notes"), 50);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     cr_assert_eq(collect(a), 0, "b's stored acknowledgement still lacks the delete");
     ack(a, b);
     cr_assert_eq(collect(a), 20);
     /* An acknowledgement stored before the rows were marked does not count for them. */
     th_exec(a, "DELETE FROM notes WHERE id < 'n040'");
     th_seal(a);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     ack(a, b);
     cr_assert_eq(collect(a), 0, "a marks now: b's acknowledgement is older than the mark");
     cr_assert_eq(collect(a), 0);
@@ -207,7 +197,7 @@ Test(collect, a_stable_delete_loses_its_tombstone_and_clocks, .init = setup_shop
 
     /* The log JSON shows what was collected and the frontier. */
     char *js = NULL;
-    cr_assert_eq(tsync_store_log_json(&js, a), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_log_json(&js, a), 0, "%s", th_errmsg());
     json_t *o = json_loads(js, 0, NULL);
     free(js);
     json_t *c = json_object_get(o, "collect");
@@ -220,7 +210,7 @@ Test(collect, a_stable_delete_loses_its_tombstone_and_clocks, .init = setup_shop
     /* A re-insert after collection shows the same everywhere. */
     th_exec(b, "INSERT INTO notes VALUES('n001', 'back', NULL)");
     th_seal(b);
-    cr_assert_eq(th_sync(b, a), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(b, a), 0, "%s", th_errmsg());
     cr_assert_str_eq(th_hash(a), th_hash(b));
     cr_assert_eq(th_int(a, "SELECT n IS NULL FROM notes WHERE id = 'n001'", -1), 1);
     tsync_store_free(a);
@@ -230,7 +220,7 @@ Test(collect, a_stable_delete_loses_its_tombstone_and_clocks, .init = setup_shop
 /* Nothing is collected in a database that is not enrolled: no till certifies what it saw. */
 Test(collect, nothing_goes_without_enrolment)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     th_exec(a, "INSERT INTO products VALUES('p1', 'x', 1, 0)");
     th_seal(a);
@@ -247,16 +237,16 @@ Test(collect, nothing_goes_without_enrolment)
  * makes c delete it. Without the frontier c keeps it for ever. */
 Test(collect, a_snapshot_deletes_what_its_exporter_collected, .init = setup_shop)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = till(d, "a"), *b = till(d, "b"), *c = till(d, "c");
     meet(a, b);
     th_exec(a, "INSERT INTO notes VALUES('gone', 'old', 1), ('kept', 'k', 2)");
     th_seal(a);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
-    cr_assert_eq(th_sync(a, c), 0, "%s", errmsg()); /* c: the old copy, never a member here */
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
+    cr_assert_eq(th_sync(a, c), 0, "%s", th_errmsg()); /* c: the old copy, never a member here */
     th_exec(a, "DELETE FROM notes WHERE id = 'gone'");
     th_seal(a);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     cr_assert_eq(settle(a, &b, 1), 1);
     cr_assert_eq(clocks(a, "notes"), 1);
     /* c's own row, written where a never saw it, stays: its clock is above the frontier. */
@@ -265,7 +255,7 @@ Test(collect, a_snapshot_deletes_what_its_exporter_collected, .init = setup_shop
     give_snapshot(a, c);
     cr_assert_eq(th_int(c, "SELECT count(*) FROM notes WHERE id = 'gone'", -1), 0);
     cr_assert_eq(th_int(c, "SELECT count(*) FROM notes WHERE id = 'mine'", -1), 1);
-    cr_assert_eq(th_sync(c, a), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(c, a), 0, "%s", th_errmsg());
     cr_assert_str_eq(th_hash(a), th_hash(c));
     /* c passes the frontier on: a new till joining from c (which collected nothing) while holding
      * the old row is brought to the same. */
@@ -285,7 +275,7 @@ Test(collect, a_snapshot_deletes_what_its_exporter_collected, .init = setup_shop
  * format 3, and a format-3 chunk re-encodes to its bytes. */
 Test(collect, the_frontier_is_a_format_3_first_chunk, .init = setup_shop)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = till(d, "a"), *b = till(d, "b");
     meet(a, b);
     th_exec(a, "INSERT INTO notes VALUES('x', 'x', 1)");
@@ -298,7 +288,7 @@ Test(collect, the_frontier_is_a_format_3_first_chunk, .init = setup_shop)
     free(k.chunk[0]);
     th_exec(a, "DELETE FROM notes");
     th_seal(a);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     cr_assert_eq(settle(a, &b, 1), 1);
     memset(&k, 0, sizeof k);
     cr_assert_eq(tsync__snap_export(a, TSYNC__SNAP_CHUNK_BYTES, keep_chunk, &k, &vv), 0);
@@ -326,19 +316,19 @@ Test(collect, the_frontier_is_a_format_3_first_chunk, .init = setup_shop)
  * count where the row was not collected, so a replica that collected it would show less. */
 Test(collect, a_row_whose_counter_counted_is_kept, .init = setup_shop)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = till(d, "a"), *b = till(d, "b");
     meet(a, b);
     th_exec(a, "INSERT INTO products VALUES('p1', 'tea', 3, 5), ('p2', 'jam', 4, 0)");
     th_seal(a);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     th_exec(a, "DELETE FROM products");
     th_seal(a);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     size_t got = settle(a, &b, 1);
     th_exec(b, "INSERT INTO products VALUES('p1', 'tea', 3, 2), ('p2', 'jam', 4, 1)");
     th_seal(b);
-    cr_assert_eq(th_sync(b, a), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(b, a), 0, "%s", th_errmsg());
     cr_assert_eq(th_int(a, "SELECT stock FROM products WHERE id = 'p1'", -1),
                  th_int(b, "SELECT stock FROM products WHERE id = 'p1'", -2),
                  "a re-insert counts from the same place on both");
@@ -352,18 +342,18 @@ Test(collect, a_row_whose_counter_counted_is_kept, .init = setup_shop)
  * of notes goes (b's re-insert would leave that column to the tombstone where it is kept). */
 Test(collect, a_table_stays_while_a_till_lacks_its_last_column, .init = setup_shop)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = till(d, "a"), *b = till(d, "b");
     meet(a, b); /* b's definitions as they are now */
     add_tag(a, d, "a");
     th_exec(a, "INSERT INTO notes VALUES('x', 'x', 1, 'red')");
     th_exec(a, "INSERT INTO products VALUES('p9', 'x', 1, 0)");
     th_seal(a);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     th_exec(a, "DELETE FROM notes");
     th_exec(a, "DELETE FROM products");
     th_seal(a);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     cr_assert_eq(settle(a, &b, 1), 1, "products goes, notes stays");
     cr_assert_eq(tombs(a, "notes"), 1);
     /* b migrates and says so: notes goes too. */
@@ -371,7 +361,7 @@ Test(collect, a_table_stays_while_a_till_lacks_its_last_column, .init = setup_sh
     tell(b, a);
     th_exec(b, "INSERT INTO products VALUES('p8', 'y', 1, 0)"); /* something new to mark on */
     th_seal(b);
-    cr_assert_eq(th_sync(b, a), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(b, a), 0, "%s", th_errmsg());
     cr_assert_eq(settle(a, &b, 1), 1);
     cr_assert_eq(tombs(a, "notes"), 0);
     tsync_store_free(a);
@@ -383,28 +373,28 @@ Test(collect, a_table_stays_while_a_till_lacks_its_last_column, .init = setup_sh
  * acknowledgement no longer counts, until b acknowledges again. */
 Test(collect, a_restored_till_has_acknowledged_nothing, .init = setup_shop)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = till(d, "a"), *b = till(d, "b");
     meet(a, b);
     th_exec(a, "INSERT INTO notes VALUES('x', 'x', 1), ('y', 'y', 2)");
     th_seal(a);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
-    cr_assert_eq(tsync_backup(b, th_path(d, "b.bak"), NULL, NULL), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync_backup(b, th_path(d, "b.bak"), NULL, NULL), 0, "%s", th_errmsg());
     th_exec(a, "DELETE FROM notes WHERE id = 'x'");
     th_seal(a);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     collect(a);
     ack(a, b); /* b holds the delete: a's mark is covered */
     tsync_store_free(b);
     cr_assert_eq(tsync_restore(th_path(d, "b.db"), th_path(d, "b.bak"), NULL, NULL), 0, "%s",
-                 errmsg());
+                 th_errmsg());
     b = till(d, "b");
     th_exec(b, "INSERT INTO notes VALUES('z', 'z', 3)");
     th_seal(b);
-    cr_assert_eq(th_sync(b, a), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(b, a), 0, "%s", th_errmsg());
     cr_assert_eq(collect(a), 0, "b's acknowledgement was of its old incarnation");
     cr_assert_eq(tombs(a, "notes"), 1);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     cr_assert_eq(settle(a, &b, 1), 1);
     cr_assert_str_eq(th_hash(a), th_hash(b));
     tsync_store_free(a);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_collect_property.c — collection never changes what a replica shows: a seeded
  * history (inserts, updates, deletes, re-inserts, counter changes, exchanges by bundle or by
@@ -27,11 +28,6 @@
 #include "tillsync/backup.h"
 
 TestSuite(collect_property, .fini = th_cleanup);
-
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
 
 /* ---------------------------------------------------------------- a clock both shops share */
 
@@ -83,7 +79,7 @@ static tsync_store *open_till(world *w, int i)
     tsync_store *s = th_open_products(w->path[i]);
     th_exec(s, "CREATE TABLE IF NOT EXISTS notes(id TEXT PRIMARY KEY, body TEXT, n INTEGER)");
     int rc = tsync_store_replicate(s, "notes", NULL, 0);
-    cr_assert(rc == 0 || rc == TSYNC_EEXISTS, "%s", errmsg());
+    cr_assert(rc == 0 || rc == TSYNC_EEXISTS, "%s", th_errmsg());
     if (w->collects && !tsync__trust_enrolled(s, NULL)) {
         char name[8];
         snprintf(name, sizeof name, "t%d", i);
@@ -97,15 +93,15 @@ static void tell(tsync_store *from, tsync_store *to)
 {
     uint8_t **blobs = NULL;
     size_t *lens = NULL, n = 0;
-    cr_assert_eq(tsync__trust_export(from, &blobs, &lens, &n), 0, "%s", errmsg());
+    cr_assert_eq(tsync__trust_export(from, &blobs, &lens, &n), 0, "%s", th_errmsg());
     char err[TSYNC__ERRLEN];
     for (size_t i = 0; i < n; i++) (void)tsync__trust_import(to, blobs[i], lens[i], err);
     tsync__trust_export_free(blobs, lens, n);
     uint8_t site[TSYNC__SITE_BYTES], inc[TSYNC__INC_BYTES], *defs = NULL;
     size_t len = 0;
-    cr_assert_eq(tsync__schema_message(from, site, inc, &defs, &len), 0, "%s", errmsg());
+    cr_assert_eq(tsync__schema_message(from, site, inc, &defs, &len), 0, "%s", th_errmsg());
     cr_assert_eq(tsync__schema_record(to, site, tsync__sync_public_key(from), defs, len, NULL), 0,
-                 "%s", errmsg());
+                 "%s", th_errmsg());
     free(defs);
 }
 
@@ -113,7 +109,7 @@ static void ack(tsync_store *to, tsync_store *member)
 {
     tsync__vv v;
     cr_assert_eq(tsync__sync_vv(member, &v), 0);
-    cr_assert_eq(tsync__sync_ack_put(to, tsync__sync_public_key(member), &v), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_ack_put(to, tsync__sync_public_key(member), &v), 0, "%s", th_errmsg());
     tsync__vv_free(&v);
 }
 
@@ -143,14 +139,14 @@ static void give_snapshot(tsync_store *from, tsync_store *to)
 {
     chunks k = {0};
     tsync__vv vv;
-    cr_assert_eq(tsync__snap_export(from, 512, keep_chunk, &k, &vv), 0, "%s", errmsg());
+    cr_assert_eq(tsync__snap_export(from, 512, keep_chunk, &k, &vv), 0, "%s", th_errmsg());
     if (k.chunk[0][1] == TSYNC__SNAP_FORMAT_FRONT) frontier_snaps++;
     tsync__snap_in *in = NULL;
-    cr_assert_eq(tsync__snap_in_open(to, &vv, &in), 0, "%s", errmsg());
+    cr_assert_eq(tsync__snap_in_open(to, &vv, &in), 0, "%s", th_errmsg());
     tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
     for (size_t i = 0; i < k.n; i++)
-        cr_assert_eq(tsync__snap_in_chunk(in, k.chunk[i], k.len[i], &r), 0, "%s", errmsg());
-    cr_assert_eq(tsync__snap_in_finish(in, &r), 0, "%s", errmsg());
+        cr_assert_eq(tsync__snap_in_chunk(in, k.chunk[i], k.len[i], &r), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync__snap_in_finish(in, &r), 0, "%s", th_errmsg());
     tsync__snap_in_free(in);
     tsync_merge_report_clear(&r);
     tsync__vv_free(&vv);
@@ -172,10 +168,10 @@ static void catch_up(tsync_store *from, tsync_store *to)
         give_snapshot(from, to);
         return;
     }
-    cr_assert_eq(rc, 0, "bundle: %s", errmsg());
+    cr_assert_eq(rc, 0, "bundle: %s", th_errmsg());
     rc = tsync_store_merge(to, b, len, NULL);
     free(b);
-    cr_assert_eq(rc, 0, "merge: %s", errmsg());
+    cr_assert_eq(rc, 0, "merge: %s", th_errmsg());
 }
 
 /* ---------------------------------------------------------------- the history */
@@ -245,7 +241,7 @@ static void step(world *w, plan *p, int n, int nsteps)
         th_seal(s);
         char bak[4300];
         snprintf(bak, sizeof bak, "%s.bak", w->path[p->restored]);
-        cr_assert_eq(tsync_backup(s, bak, NULL, NULL), 0, "%s", errmsg());
+        cr_assert_eq(tsync_backup(s, bak, NULL, NULL), 0, "%s", th_errmsg());
         th_exec(s, "DELETE FROM notes WHERE id = 'old'");
         th_seal(s);
         return;
@@ -261,7 +257,7 @@ static void step(world *w, plan *p, int n, int nsteps)
                     ack(w->r[a], w->r[b]);
                     size_t c = 0;
                     if (a != p->late)
-                        cr_assert_eq(tsync_store_collect(w->r[a], &c), 0, "%s", errmsg());
+                        cr_assert_eq(tsync_store_collect(w->r[a], &c), 0, "%s", th_errmsg());
                     p->collected += c;
                 }
         return;
@@ -272,7 +268,7 @@ static void step(world *w, plan *p, int n, int nsteps)
         char bak[4300];
         snprintf(bak, sizeof bak, "%s.bak", w->path[x]);
         tsync_store_free(w->r[x]);
-        cr_assert_eq(tsync_restore(w->path[x], bak, NULL, NULL), 0, "%s", errmsg());
+        cr_assert_eq(tsync_restore(w->path[x], bak, NULL, NULL), 0, "%s", th_errmsg());
         w->r[x] = open_till(w, x);
         int from = (x + 1 + (int)(th_rand(rng) % (NREP - 1))) % NREP;
         if (from == p->late) from = (from + 1) % NREP == x ? (from + 2) % NREP : (from + 1) % NREP;
@@ -301,15 +297,15 @@ static void step(world *w, plan *p, int n, int nsteps)
     case 6: {
         /* the log policy: a till behind the horizon then gets a snapshot */
         tsync_log_policy pol = {TSYNC_LOG_POLICY_VERSION, 1 + (int64_t)(th_rand(rng) % 8), 0, 0};
-        cr_assert_eq(tsync_store_log_policy_set(w->r[i], &pol), 0, "%s", errmsg());
+        cr_assert_eq(tsync_store_log_policy_set(w->r[i], &pol), 0, "%s", th_errmsg());
         size_t pr;
-        cr_assert_eq(tsync_store_prune(w->r[i], &pr), 0, "%s", errmsg());
+        cr_assert_eq(tsync_store_prune(w->r[i], &pr), 0, "%s", th_errmsg());
         break;
     }
     default:
         if (w->collects && i != p->late) { /* the late till never collects */
             size_t c = 0;
-            cr_assert_eq(tsync_store_collect(w->r[i], &c), 0, "%s", errmsg());
+            cr_assert_eq(tsync_store_collect(w->r[i], &c), 0, "%s", th_errmsg());
             p->collected += c;
         }
     }
@@ -401,7 +397,7 @@ Test(collect_property, collection_never_changes_what_a_replica_shows, .timeout =
                             ack(w[k].r[i], w[k].r[j]);
                             if (i == p[1].late) continue;
                             size_t c = 0;
-                            cr_assert_eq(tsync_store_collect(w[k].r[i], &c), 0, "%s", errmsg());
+                            cr_assert_eq(tsync_store_collect(w[k].r[i], &c), 0, "%s", th_errmsg());
                             p[1].collected += c;
                         }
                     }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_collect_scale.c — what a deleted row costs before and after collection, at
  * scale. TSYNC_COLLECT_ROWS sets N (2000 when unset; 100000 or 1000000 to measure): two enrolled
@@ -19,18 +20,13 @@
 
 TestSuite(collect_scale, .fini = th_cleanup);
 
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
-
 static tsync__shopkey shop;
 
 static tsync_store *till(const char *path, const char *name)
 {
     tsync_store *s = th_open(path);
     th_exec(s, "CREATE TABLE p(id TEXT PRIMARY KEY, name TEXT, price INTEGER, stock INTEGER)");
-    cr_assert_eq(tsync_store_replicate(s, "p", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(s, "p", NULL, 0), 0, "%s", th_errmsg());
     th_must_enrol(s, &shop, name);
     return s;
 }
@@ -39,13 +35,13 @@ static void tell(tsync_store *from, tsync_store *to)
 {
     uint8_t **blobs = NULL;
     size_t *lens = NULL, n = 0;
-    cr_assert_eq(tsync__trust_export(from, &blobs, &lens, &n), 0, "%s", errmsg());
+    cr_assert_eq(tsync__trust_export(from, &blobs, &lens, &n), 0, "%s", th_errmsg());
     char err[TSYNC__ERRLEN];
     for (size_t i = 0; i < n; i++) (void)tsync__trust_import(to, blobs[i], lens[i], err);
     tsync__trust_export_free(blobs, lens, n);
     uint8_t site[TSYNC__SITE_BYTES], inc[TSYNC__INC_BYTES], *defs = NULL;
     size_t len = 0;
-    cr_assert_eq(tsync__schema_message(from, site, inc, &defs, &len), 0, "%s", errmsg());
+    cr_assert_eq(tsync__schema_message(from, site, inc, &defs, &len), 0, "%s", th_errmsg());
     cr_assert_eq(tsync__schema_record(to, site, tsync__sync_public_key(from), defs, len, NULL), 0);
     free(defs);
 }
@@ -54,7 +50,7 @@ static void ack(tsync_store *to, tsync_store *member)
 {
     tsync__vv v;
     cr_assert_eq(tsync__sync_vv(member, &v), 0);
-    cr_assert_eq(tsync__sync_ack_put(to, tsync__sync_public_key(member), &v), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_ack_put(to, tsync__sync_public_key(member), &v), 0, "%s", th_errmsg());
     tsync__vv_free(&v);
 }
 
@@ -104,11 +100,11 @@ Test(collect_scale, a_deleted_row_costs_nothing_once_collected, .timeout = 3600)
              (long long)n);
     th_exec(a, sql);
     th_seal(a);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     show(a, pa, "after insert", n);
     th_exec(a, "DELETE FROM p");
     th_seal(a);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     show(a, pa, "after delete-all", n);
     /* Rounds as a node's prune rounds run them, b acknowledging in between: each round scans or
      * collects a bounded slice. */
@@ -118,7 +114,7 @@ Test(collect_scale, a_deleted_row_costs_nothing_once_collected, .timeout = 3600)
     while ((int64_t)total < n && rounds < 10000) {
         size_t got = 0;
         double r0 = now_s();
-        cr_assert_eq(tsync_store_collect(a, &got), 0, "%s", errmsg());
+        cr_assert_eq(tsync_store_collect(a, &got), 0, "%s", th_errmsg());
         double r1 = now_s();
         if (r1 - r0 > longest) longest = r1 - r0;
         total += got;

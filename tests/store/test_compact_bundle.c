@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_compact_bundle.c — bundle format 5 (compact runs) at the store: a seeded
  * property test that a live-shaped shop (one batch per transaction, two tills, deletes, counters)
@@ -76,12 +77,6 @@ static buf rewrite(const uint8_t *img, size_t len, unsigned format, bool z)
 
 TestSuite(compact_bundle, .fini = th_cleanup);
 
-static void free_ptr(void *p)
-{
-    free(*(void **)p);
-}
-#define AUTO_FREE __attribute__((cleanup(free_ptr)))
-
 static const char *errmsg(void)
 {
     const tsync_error *e = tsync_error_last();
@@ -143,7 +138,7 @@ Test(compact_bundle, format_5_merges_to_the_same_state_as_format_4)
         tsync_store *c = th_open_products(th_path(d, "c.db"));
         live_shop(a, c, &rng, 150 + (int)(th_rand(&rng) % 150));
         size_t len;
-        AUTO_FREE uint8_t *img = th_bundle(a, &len);
+        TH_AUTO_FREE uint8_t *img = th_bundle(a, &len);
         cr_assert_eq(img[8], TSYNC__BUNDLE_FORMAT_STREAM);
         buf f4 = rewrite(img, len, TSYNC__BUNDLE_FORMAT_STREAM4, true);
         buf f5raw = rewrite(img, len, TSYNC__BUNDLE_FORMAT_STREAM, false);
@@ -178,7 +173,7 @@ Test(compact_bundle, a_format_4_bundle_still_merges_from_a_file)
     tsync_store *c = th_open_products(th_path(d, "c.db"));
     live_shop(a, c, &rng, 120);
     size_t len;
-    AUTO_FREE uint8_t *img = th_bundle(a, &len);
+    TH_AUTO_FREE uint8_t *img = th_bundle(a, &len);
     buf f4 = rewrite(img, len, TSYNC__BUNDLE_FORMAT_STREAM4, true);
     cr_assert_eq(f4.p[8], 4);
     const char *path = th_path(d, "old.bun");
@@ -234,7 +229,7 @@ Test(compact_bundle, an_altered_compact_field_is_refused_and_changes_nothing)
     tsync_store *c = th_open_products(th_path(d, "c.db"));
     live_shop(a, c, &rng, 60);
     size_t len;
-    AUTO_FREE uint8_t *img = th_bundle(a, &len);
+    TH_AUTO_FREE uint8_t *img = th_bundle(a, &len);
     buf raw = rewrite(img, len, TSYNC__BUNDLE_FORMAT_STREAM, false);
     size_t off, n;
     cr_assert(find_blob(raw.p, raw.len, &off, &n), "no compact run record found");

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_concurrency.c — several writers on one database file at once, as on a real till:
  * the POS app's own SQLite connection writing sales while the tillsync node seals and merges, two

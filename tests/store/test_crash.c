@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_crash.c — crash safety: a till process killed with SIGKILL at random moments,
  * while it sells, seals, bundles and merges, must lose no committed sale, must leave a log that is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_horizon.c — peers below the pruned horizon (store/sync.c, store/bundle_io.c): a
  * peer whose vector stops at a batch that pruning deleted (a till restored from an old backup,
@@ -17,29 +18,6 @@
 
 TestSuite(horizon, .fini = th_cleanup);
 
-static void free_ptr(void *p)
-{
-    free(*(void **)p);
-}
-#define AUTO_FREE __attribute__((cleanup(free_ptr)))
-
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
-
-/* n sales, one batch each. */
-static void sell(tsync_store *s, int from, int n)
-{
-    for (int i = from; i < from + n; i++) {
-        char sql[160];
-        snprintf(sql, sizeof sql, "INSERT INTO products VALUES('p%06d', 'item %d', %d, 1)", i, i,
-                 100 + i);
-        th_exec(s, sql);
-        th_seal(s);
-    }
-}
-
 static int count_piece(void *ctx, const tsync__run_piece *p)
 {
     *(size_t *)ctx += p->n;
@@ -50,7 +28,7 @@ static int count_piece(void *ctx, const tsync__run_piece *p)
 static int runs_for(tsync_store *from, tsync_store *peer)
 {
     tsync__vv pv;
-    cr_assert_eq(tsync__sync_vv(peer, &pv), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_vv(peer, &pv), 0, "%s", th_errmsg());
     size_t n = 0;
     int rc = tsync__sync_runs(from, &pv, SIZE_MAX, count_piece, &n, NULL);
     tsync__vv_free(&pv);
@@ -64,10 +42,10 @@ static void ack_and_prune(tsync_store *to, tsync_store *member, uint64_t keep)
     cr_assert_eq(tsync__sync_vv(member, &v), 0);
     uint8_t pk[TSYNC__PK_BYTES];
     memcpy(pk, tsync__sync_public_key(member), sizeof pk);
-    cr_assert_eq(tsync__sync_ack_put(to, pk, &v), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_ack_put(to, pk, &v), 0, "%s", th_errmsg());
     tsync__vv_free(&v);
     size_t pruned = 0;
-    cr_assert_eq(tsync__sync_prune(to, pk, 1, keep, &pruned), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_prune(to, pk, 1, keep, &pruned), 0, "%s", th_errmsg());
     cr_assert_gt(pruned, 0);
 }
 
@@ -106,10 +84,10 @@ static void give_snapshot(tsync_store *from, tsync_store *to)
     chunks k = {0};
     tsync__vv vv;
     cr_assert_eq(tsync__snap_export(from, TSYNC__SNAP_CHUNK_BYTES, keep_chunk, &k, &vv), 0, "%s",
-                 errmsg());
+                 th_errmsg());
     tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
     cr_assert_eq(tsync__snap_import(to, (const uint8_t *const *)k.chunk, k.len, k.n, &vv, &r), 0,
-                 "%s", errmsg());
+                 "%s", th_errmsg());
     tsync_merge_report_clear(&r);
     tsync__vv_free(&vv);
     for (size_t i = 0; i < k.n; i++) free(k.chunk[i]);
@@ -118,37 +96,37 @@ static void give_snapshot(tsync_store *from, tsync_store *to)
 /* The restored till: its head of an origin is a batch the others deleted when they pruned. */
 Test(horizon, a_peer_whose_head_was_pruned_away_gets_a_snapshot)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     tsync_store *b = th_open_products(th_path(d, "b.db"));
     tsync_store *old = th_open_products(th_path(d, "old.db"));
-    sell(a, 0, 5);
-    cr_assert_eq(th_sync(a, old), 0, "%s", errmsg()); /* the state of the backup: a up to 5 */
-    sell(a, 100, 25);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    th_sell(a, 0, 5);
+    cr_assert_eq(th_sync(a, old), 0, "%s", th_errmsg()); /* the state of the backup: a up to 5 */
+    th_sell(a, 100, 25);
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     ack_and_prune(a, b, 3); /* a keeps its newest 3 batches, a stub at 27 */
     cr_assert_eq(th_int(a, "SELECT min(seq) FROM tsync_log", -1), 27);
 
     int rc = runs_for(a, old);
-    cr_assert_eq(rc, TSYNC__SYNC_BEHIND, "rc %d: %s", rc, errmsg());
-    cr_assert(strstr(errmsg(), "snapshot"), "%s", errmsg());
+    cr_assert_eq(rc, TSYNC__SYNC_BEHIND, "rc %d: %s", rc, th_errmsg());
+    cr_assert(strstr(th_errmsg(), "snapshot"), "%s", th_errmsg());
 
     /* A bundle cannot do it: one line that says what does. */
     rc = bundle_for(a, old);
-    cr_assert_eq(rc, TSYNC_ENOTFOUND, "rc %d: %s", rc, errmsg());
-    const char *m = errmsg();
+    cr_assert_eq(rc, TSYNC_ENOTFOUND, "rc %d: %s", rc, th_errmsg());
+    const char *m = th_errmsg();
     cr_assert(!strchr(m, '\n') && strstr(m, "pruned") && strstr(m, "snapshot") &&
                   strstr(m, "enrolled") && strstr(m, "backup") && !strstr(m, "lacks batch"),
               "%s", m);
     /* ... while a state at the horizon still gets its batches. */
-    cr_assert_eq(bundle_for(a, b), 0, "%s", errmsg());
+    cr_assert_eq(bundle_for(a, b), 0, "%s", th_errmsg());
 
     /* The snapshot brings everything, and batches go on from there. */
     give_snapshot(a, old);
     cr_assert_str_eq(th_hash(old), th_hash(a));
-    cr_assert_eq(runs_for(a, old), 0, "%s", errmsg());
-    sell(a, 200, 2);
-    cr_assert_eq(th_sync(a, old), 0, "%s", errmsg());
+    cr_assert_eq(runs_for(a, old), 0, "%s", th_errmsg());
+    th_sell(a, 200, 2);
+    cr_assert_eq(th_sync(a, old), 0, "%s", th_errmsg());
     cr_assert_str_eq(th_hash(old), th_hash(a));
     tsync_store_free(a);
     tsync_store_free(b);
@@ -159,26 +137,26 @@ Test(horizon, a_peer_whose_head_was_pruned_away_gets_a_snapshot)
  * stub at 30: a peer whose head lies in between needs a snapshot too, it is not a corrupt log. */
 Test(horizon, a_peer_in_the_hole_a_snapshot_left_gets_a_snapshot)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     tsync_store *b = th_open_products(th_path(d, "b.db"));
     tsync_store *r = th_open_products(th_path(d, "r.db"));
     tsync_store *mid = th_open_products(th_path(d, "mid.db"));
-    sell(a, 0, 5);
-    cr_assert_eq(th_sync(a, r), 0, "%s", errmsg());
-    sell(a, 100, 5);
-    cr_assert_eq(th_sync(a, mid), 0, "%s", errmsg()); /* mid: a up to 10 */
-    sell(a, 200, 20);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    th_sell(a, 0, 5);
+    cr_assert_eq(th_sync(a, r), 0, "%s", th_errmsg());
+    th_sell(a, 100, 5);
+    cr_assert_eq(th_sync(a, mid), 0, "%s", th_errmsg()); /* mid: a up to 10 */
+    th_sell(a, 200, 20);
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     ack_and_prune(a, b, 3);
     give_snapshot(a, r);
     cr_assert_eq(th_int(r, "SELECT count(*) FROM tsync_log WHERE length(body) = 0", -1), 1,
                  "r holds a stub at the snapshot's head");
 
     int rc = runs_for(r, mid);
-    cr_assert_eq(rc, TSYNC__SYNC_BEHIND, "rc %d: %s", rc, errmsg());
+    cr_assert_eq(rc, TSYNC__SYNC_BEHIND, "rc %d: %s", rc, th_errmsg());
     rc = bundle_for(r, mid);
-    cr_assert_eq(rc, TSYNC_ENOTFOUND, "rc %d: %s", rc, errmsg());
+    cr_assert_eq(rc, TSYNC_ENOTFOUND, "rc %d: %s", rc, th_errmsg());
     give_snapshot(r, mid);
     cr_assert_str_eq(th_hash(mid), th_hash(a));
     tsync_store_free(a);
@@ -190,16 +168,16 @@ Test(horizon, a_peer_in_the_hole_a_snapshot_left_gets_a_snapshot)
 /* A batch missing from the middle of a log with no stub above it is damage, not a horizon. */
 Test(horizon, a_gap_without_a_stub_is_still_corruption)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     tsync_store *p = th_open_products(th_path(d, "p.db"));
-    sell(a, 0, 4);
-    cr_assert_eq(th_sync(a, p), 0, "%s", errmsg()); /* p: a up to 4 */
-    sell(a, 100, 6);
+    th_sell(a, 0, 4);
+    cr_assert_eq(th_sync(a, p), 0, "%s", th_errmsg()); /* p: a up to 4 */
+    th_sell(a, 100, 6);
     th_exec(a, "DELETE FROM tsync_log WHERE seq = 4");
     int rc = runs_for(a, p);
-    cr_assert_eq(rc, TSYNC_ECORRUPT, "rc %d: %s", rc, errmsg());
-    cr_assert(strstr(errmsg(), "gap"), "%s", errmsg());
+    cr_assert_eq(rc, TSYNC_ECORRUPT, "rc %d: %s", rc, th_errmsg());
+    cr_assert(strstr(th_errmsg(), "gap"), "%s", th_errmsg());
     tsync_store_free(a);
     tsync_store_free(p);
 }

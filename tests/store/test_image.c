@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_image.c — issue 10, defects 6 and 7 in process: an old copy of a database
  * written back over it (same path and inode) takes a new incarnation, through the marker beside the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_io.c — export and import (store/io.c): an export read back by import gives the
  * same rows (every SQLite type, the awkward values of each) in CSV, JSON and NDJSON; bad input is

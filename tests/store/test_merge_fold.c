@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_merge_fold.c — a bundle file merges in slices, and pass 2 leaves out the row
  * changes a later change of the same file supersedes (store/merge_skip.c). Neither may change

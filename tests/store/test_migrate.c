@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_migrate.c — schema migrations (store/migrate.c, and re-applying parked changes
  * in store/merge.c): files apply once each, in number order, all pending ones in one transaction;
@@ -19,11 +20,6 @@
 #include "tests/lib/helpers.h"
 
 TestSuite(migrate, .fini = th_cleanup);
-
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
 
 /* A folder removed by th_cleanup, its name valid to the end of the test (each test runs in its
  * own process). */
@@ -49,7 +45,7 @@ static void put(const char *dir, const char *name, const char *text)
 static int64_t version(tsync_store *s)
 {
     int64_t v = -1;
-    cr_assert_eq(tsync_store_schema_version(&v, s), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_schema_version(&v, s), 0, "%s", th_errmsg());
     return v;
 }
 
@@ -58,7 +54,7 @@ static size_t migrate_ok(tsync_store *s, const char *dir, tsync_migrate_report *
 {
     tsync_migrate_report r = TSYNC_MIGRATE_REPORT_INIT;
     int rc = tsync_store_migrate(s, dir, &r);
-    cr_assert_eq(rc, 0, "migrate %s: %s", dir, errmsg());
+    cr_assert_eq(rc, 0, "migrate %s: %s", dir, th_errmsg());
     size_t n = r.napplied;
     if (out)
         *out = r;
@@ -73,7 +69,7 @@ static void migrate_refused(tsync_store *s, const char *dir, int code, const cha
 {
     tsync_error_clear();
     int rc = tsync_store_migrate(s, dir, NULL);
-    cr_assert_eq(rc, code, "migrate %s: got %d (%s), want %d", dir, rc, errmsg(), code);
+    cr_assert_eq(rc, code, "migrate %s: got %d (%s), want %d", dir, rc, th_errmsg(), code);
     const tsync_error *e = tsync_error_last();
     cr_assert_not_null(e);
     cr_assert_null(strchr(e->message, '\n'), "message is not one line");
@@ -108,7 +104,7 @@ static void expect_text(tsync_store *s, const char *sql, const char *want)
 static void push(tsync_store *from, tsync_store *to)
 {
     int rc = th_sync(from, to);
-    cr_assert_eq(rc, 0, "merge: %s", errmsg());
+    cr_assert_eq(rc, 0, "merge: %s", th_errmsg());
 }
 
 static void push_report(tsync_store *from, tsync_store *to, tsync_merge_report *rep)
@@ -117,9 +113,9 @@ static void push_report(tsync_store *from, tsync_store *to, tsync_merge_report *
     cr_assert_eq(tsync_store_state_json(&state, to), 0);
     uint8_t *b = NULL;
     size_t len = 0;
-    cr_assert_eq(tsync_store_bundle(&b, &len, from, state, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_bundle(&b, &len, from, state, NULL), 0, "%s", th_errmsg());
     int rc = tsync_store_merge(to, b, len, rep);
-    cr_assert_eq(rc, 0, "merge: %s", errmsg());
+    cr_assert_eq(rc, 0, "merge: %s", th_errmsg());
     free(b);
     free(state);
 }
@@ -391,7 +387,7 @@ Test(migrate, changes_replication_cannot_follow_are_refused)
     cr_assert_eq(migrate_ok(s, folder(1), NULL), 1);
     th_exec(s, "INSERT INTO products(id, name, price, stock) VALUES('p1', 'apple', 100, 10)");
     th_exec(s, "CREATE TABLE local_rep(id TEXT PRIMARY KEY, n INTEGER NOT NULL DEFAULT 0)");
-    cr_assert_eq(tsync_store_replicate(s, "local_rep", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(s, "local_rep", NULL, 0), 0, "%s", th_errmsg());
     th_seal(s);
     const char *mig = folder(1);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -399,7 +395,7 @@ Test(migrate, changes_replication_cannot_follow_are_refused)
         char *before = footprint(s);
         int64_t log = th_int(s, "SELECT count(*) FROM tsync_log", -1);
         migrate_refused(s, mig, cases[i].code, cases[i].needle1, cases[i].needle2);
-        const char *msg = errmsg();
+        const char *msg = th_errmsg();
         cr_assert(strstr(msg, "002_change.sql"), "case %zu: message does not name the file: %s", i,
                   msg);
         char *after = footprint(s);
@@ -804,7 +800,7 @@ Test(migrate, rows_a_till_had_before_replicating_meet_parked_rows_by_lww)
         push(a, b);
         cr_assert_eq(parked(b, "tbl='notes'"), 2);
         if (by_hand)
-            cr_assert_eq(tsync_store_replicate(b, "notes", NULL, 0), 0, "%s", errmsg());
+            cr_assert_eq(tsync_store_replicate(b, "notes", NULL, 0), 0, "%s", th_errmsg());
         else
             cr_assert_eq(migrate_ok(b, mig3, NULL), 1);
         expect_text(b,

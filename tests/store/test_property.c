@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_property.c — property tests of convergence: random schedules of writes, seals
  * and bundle deliveries between 3 to 5 replicas, checked against each other and against a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_prune_policy.c — the log policy (store/prune.c): the log is cut to its count,
  * byte and age bounds with no acknowledgement and no enrolment; what must stay stays (our own
@@ -21,29 +22,6 @@
 
 TestSuite(prune_policy, .fini = th_cleanup);
 
-static void free_ptr(void *p)
-{
-    free(*(void **)p);
-}
-#define AUTO_FREE __attribute__((cleanup(free_ptr)))
-
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
-
-/* n sales, one batch each. */
-static void sell(tsync_store *s, int from, int n)
-{
-    for (int i = from; i < from + n; i++) {
-        char sql[160];
-        snprintf(sql, sizeof sql, "INSERT INTO products VALUES('p%06d', 'item %d', %d, 1)", i, i,
-                 100 + i);
-        th_exec(s, sql);
-        th_seal(s);
-    }
-}
-
 static int64_t bodies(tsync_store *s)
 {
     return th_int(s, "SELECT count(*) FROM tsync_log WHERE length(body) > 0", -1);
@@ -57,13 +35,13 @@ static int64_t body_bytes(tsync_store *s)
 static void set_policy(tsync_store *s, int64_t batches, int64_t bytes, int64_t age_ms)
 {
     tsync_log_policy p = {TSYNC_LOG_POLICY_VERSION, batches, bytes, age_ms};
-    cr_assert_eq(tsync_store_log_policy_set(s, &p), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_log_policy_set(s, &p), 0, "%s", th_errmsg());
 }
 
 static size_t prune(tsync_store *s)
 {
     size_t n = 0;
-    cr_assert_eq(tsync_store_prune(s, &n), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_prune(s, &n), 0, "%s", th_errmsg());
     return n;
 }
 
@@ -88,10 +66,10 @@ static void give_snapshot(tsync_store *from, tsync_store *to)
 {
     chunks k = {0};
     tsync__vv vv;
-    cr_assert_eq(tsync__snap_export(from, 4096, keep_chunk, &k, &vv), 0, "%s", errmsg());
+    cr_assert_eq(tsync__snap_export(from, 4096, keep_chunk, &k, &vv), 0, "%s", th_errmsg());
     tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
     cr_assert_eq(tsync__snap_import(to, (const uint8_t *const *)k.chunk, k.len, k.n, &vv, &r), 0,
-                 "%s", errmsg());
+                 "%s", th_errmsg());
     tsync_merge_report_clear(&r);
     tsync__vv_free(&vv);
     for (size_t i = 0; i < k.n; i++) free(k.chunk[i]);
@@ -107,14 +85,14 @@ static int catch_up(tsync_store *from, tsync_store *to)
     int rc = tsync_store_bundle(&b, &len, from, state, NULL);
     free(state);
     if (rc == TSYNC_ENOTFOUND) {
-        cr_assert(strstr(errmsg(), "snapshot"), "%s", errmsg());
+        cr_assert(strstr(th_errmsg(), "snapshot"), "%s", th_errmsg());
         give_snapshot(from, to);
         return 1;
     }
-    cr_assert_eq(rc, 0, "bundle: %s", errmsg());
+    cr_assert_eq(rc, 0, "bundle: %s", th_errmsg());
     rc = tsync_store_merge(to, b, len, NULL);
     free(b);
-    cr_assert_eq(rc, 0, "merge: %s", errmsg());
+    cr_assert_eq(rc, 0, "merge: %s", th_errmsg());
     return 0;
 }
 
@@ -123,18 +101,18 @@ static void ack(tsync_store *to, tsync_store *member)
 {
     tsync__vv v;
     cr_assert_eq(tsync__sync_vv(member, &v), 0);
-    cr_assert_eq(tsync__sync_ack_put(to, tsync__sync_public_key(member), &v), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_ack_put(to, tsync__sync_public_key(member), &v), 0, "%s", th_errmsg());
     tsync__vv_free(&v);
 }
 
 Test(prune_policy, the_count_bound_holds_with_no_ack_and_no_enrolment)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     tsync_store *b = th_open_products(th_path(d, "b.db"));
-    sell(a, 0, 30);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg()); /* a's batches left it (in a bundle) */
-    sell(b, 100, 3);
+    th_sell(a, 0, 30);
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg()); /* a's batches left it (in a bundle) */
+    th_sell(b, 100, 3);
     set_policy(a, 10, 0, 0);
     set_policy(b, 10, 0, 0);
     cr_assert_gt(prune(a), 0);
@@ -148,9 +126,9 @@ Test(prune_policy, the_count_bound_holds_with_no_ack_and_no_enrolment)
              (unsigned)b->local_idx);
     cr_assert_eq(th_int(b, sql, -1), 3);
     /* Batches go on above the horizon, both ways. */
-    sell(a, 200, 2);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
-    cr_assert_eq(th_sync(b, a), 0, "%s", errmsg());
+    th_sell(a, 200, 2);
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
+    cr_assert_eq(th_sync(b, a), 0, "%s", th_errmsg());
     cr_assert_str_eq(th_hash(a), th_hash(b));
     tsync_store_free(a);
     tsync_store_free(b);
@@ -158,11 +136,11 @@ Test(prune_policy, the_count_bound_holds_with_no_ack_and_no_enrolment)
 
 Test(prune_policy, the_byte_bound_holds)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     tsync_store *b = th_open_products(th_path(d, "b.db"));
-    sell(a, 0, 40);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    th_sell(a, 0, 40);
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     int64_t all = body_bytes(b);
     set_policy(b, 0, all / 4, 0);
     cr_assert_gt(prune(b), 0);
@@ -170,7 +148,7 @@ Test(prune_policy, the_byte_bound_holds)
     cr_assert_gt(bodies(b), 1);
     /* The status shows the log and the bound in force. */
     tsync_store_status st = TSYNC_STORE_STATUS_INIT;
-    cr_assert_eq(tsync_store_status_get(&st, b), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_status_get(&st, b), 0, "%s", th_errmsg());
     cr_assert_eq(st.log_batches, bodies(b));
     cr_assert_eq(st.log_bytes, body_bytes(b));
     cr_assert_eq(st.log_max_bytes, all / 4);
@@ -201,19 +179,19 @@ static void nap_ms(long ms)
 
 Test(prune_policy, the_age_bound_holds_by_the_batch_clock)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     tsync_store *b = th_open_products(th_path(d, "b.db"));
-    sell(a, 0, 12);
+    th_sell(a, 0, 12);
     /* The default keeps 30 days: nothing goes. */
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     cr_assert_eq(prune(a), 0);
     cr_assert_eq(prune(b), 0);
     nap_ms(150);
     int64_t mid = wall_ms();
     nap_ms(150);
-    sell(a, 100, 5);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    th_sell(a, 100, 5);
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     /* A bound that reaches back to between the two: the 12 older batches go, on both. */
     int64_t age = wall_ms() - mid;
     set_policy(a, 0, 0, age);
@@ -229,26 +207,26 @@ Test(prune_policy, the_age_bound_holds_by_the_batch_clock)
 
 Test(prune_policy, what_must_stay_stays)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     tsync_store *b = th_open_products(th_path(d, "b.db"));
     /* Our own batches that never left this database: the only copy of those sales. */
-    sell(a, 0, 10);
+    th_sell(a, 0, 10);
     set_policy(a, 0, 1, 0);
     cr_assert_eq(prune(a), 0);
     cr_assert_eq(bodies(a), 10);
     /* Once handed on (here in a bundle), all but the newest may go. */
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     cr_assert_gt(prune(a), 0);
     cr_assert_eq(bodies(a), 1, "the newest batch of an origin stays");
     /* Batches whose row changes are parked here stay too. */
     th_exec(a, "CREATE TABLE extra(id TEXT PRIMARY KEY, v INTEGER)");
-    cr_assert_eq(tsync_store_replicate(a, "extra", NULL, 0), 0, "%s", errmsg());
-    sell(a, 100, 3);
+    cr_assert_eq(tsync_store_replicate(a, "extra", NULL, 0), 0, "%s", th_errmsg());
+    th_sell(a, 100, 3);
     th_exec(a, "INSERT INTO extra VALUES('x', 1)"); /* seq 14: b lacks the table */
     th_seal(a);
-    sell(a, 200, 5);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    th_sell(a, 200, 5);
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     cr_assert_gt(th_int(b, "SELECT count(*) FROM tsync_parked", 0), 0);
     int64_t pseq = th_int(b, "SELECT min(seq) FROM tsync_parked", -1);
     set_policy(b, 0, 1, 0);
@@ -256,7 +234,7 @@ Test(prune_policy, what_must_stay_stays)
     cr_assert_eq(th_int(b, "SELECT min(seq) FROM tsync_log WHERE length(body) > 0", -1), pseq);
     /* Replicating the table applies the parked change from the batch kept. */
     th_exec(b, "CREATE TABLE extra(id TEXT PRIMARY KEY, v INTEGER)");
-    cr_assert_eq(tsync_store_replicate(b, "extra", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(b, "extra", NULL, 0), 0, "%s", th_errmsg());
     cr_assert_eq(th_int(b, "SELECT v FROM extra WHERE id = 'x'", -1), 1);
     tsync_store_free(a);
     tsync_store_free(b);
@@ -266,15 +244,15 @@ Test(prune_policy, what_must_stay_stays)
  * them: handing them over is not holding them (the message may have been lost). */
 Test(prune_policy, our_batches_stay_until_a_till_acknowledged_them)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     tsync_store *b = th_open_products(th_path(d, "b.db"));
     tsync_store *c = th_open_products(th_path(d, "c.db"));
-    sell(a, 0, 4);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    th_sell(a, 0, 4);
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     ack(a, b); /* b holds a's 1..4 */
-    sell(a, 100, 6);
-    cr_assert_eq(th_sync(a, c), 0, "%s", errmsg()); /* handed over up to 10, not acknowledged */
+    th_sell(a, 100, 6);
+    cr_assert_eq(th_sync(a, c), 0, "%s", th_errmsg()); /* handed over up to 10, not acknowledged */
     set_policy(a, 0, 1, 0);
     prune(a);
     cr_assert_eq(th_int(a, "SELECT min(seq) FROM tsync_log", -1), 4);
@@ -291,31 +269,31 @@ Test(prune_policy, our_batches_stay_until_a_till_acknowledged_them)
  * batches cannot catch it up, a snapshot does, and then the report goes. */
 Test(prune_policy, a_till_left_behind_shows_in_status_and_converges_by_snapshot)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     tsync_store *b = th_open_products(th_path(d, "b.db"));
     tsync_store *c = th_open_products(th_path(d, "c.db"));
-    sell(a, 0, 5);
-    cr_assert_eq(th_sync(a, c), 0, "%s", errmsg());
+    th_sell(a, 0, 5);
+    cr_assert_eq(th_sync(a, c), 0, "%s", th_errmsg());
     th_exec(c, "UPDATE products SET price = 7 WHERE id = 'p000001'");
     th_exec(c, "DELETE FROM products WHERE id = 'p000002'");
     th_seal(c);
     ack(a, c); /* then c goes offline */
-    sell(a, 100, 20);
+    th_sell(a, 100, 20);
     th_exec(a, "UPDATE products SET price = 9 WHERE id = 'p000003'");
     th_seal(a);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     ack(a, b); /* b is there and holds everything */
     set_policy(a, 5, 0, 0);
     prune(a);
 
     tsync_store_status st = TSYNC_STORE_STATUS_INIT;
-    cr_assert_eq(tsync_store_status_get(&st, a), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_status_get(&st, a), 0, "%s", th_errmsg());
     cr_assert_eq(st.log_behind, 1);
     cr_assert(tsync_store_status_attention(&st));
     tsync_store_status_clear(&st);
     char *js = NULL;
-    cr_assert_eq(tsync_store_log_json(&js, a), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_log_json(&js, a), 0, "%s", th_errmsg());
     json_t *o = json_loads(js, 0, NULL);
     free(js);
     json_t *bh = json_array_get(json_object_get(o, "behind"), 0);
@@ -336,11 +314,11 @@ Test(prune_policy, a_till_left_behind_shows_in_status_and_converges_by_snapshot)
     cr_assert_eq(th_int(a, "SELECT count(*) FROM products WHERE id = 'p000002'", -1), 0);
     ack(a, c);
     st = (tsync_store_status)TSYNC_STORE_STATUS_INIT;
-    cr_assert_eq(tsync_store_status_get(&st, a), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_status_get(&st, a), 0, "%s", th_errmsg());
     cr_assert_eq(st.log_behind, 0);
     tsync_store_status_clear(&st);
     /* Batches go on from the snapshot. */
-    sell(a, 300, 2);
+    th_sell(a, 300, 2);
     cr_assert_eq(catch_up(a, c), 0);
     cr_assert_str_eq(th_hash(a), th_hash(c));
     tsync_store_free(a);
@@ -350,11 +328,11 @@ Test(prune_policy, a_till_left_behind_shows_in_status_and_converges_by_snapshot)
 
 Test(prune_policy, options_of_an_unknown_version_are_refused)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     tsync_log_policy p = {TSYNC_LOG_POLICY_VERSION + 1, 1, 1, 1};
     cr_assert_eq(tsync_store_log_policy_set(a, &p), TSYNC_EVERSION);
-    cr_assert(strstr(errmsg(), "tsync_log_policy"), "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "tsync_log_policy"), "%s", th_errmsg());
     p.version = 0;
     cr_assert_eq(tsync_store_log_policy_get(&p, a), TSYNC_EVERSION);
     /* A version 1 status (before the log) is still filled, and nothing past it written. */
@@ -364,7 +342,7 @@ Test(prune_policy, options_of_an_unknown_version_are_refused)
     } old;
     memset(&old, 0xab, sizeof old);
     old.st.version = 1;
-    cr_assert_eq(tsync_store_status_get(&old.st, a), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_status_get(&old.st, a), 0, "%s", th_errmsg());
     cr_assert_eq(old.st.held, 0);
     const uint8_t *tail = (const uint8_t *)&old.st + offsetof(tsync_store_status, log_batches);
     for (size_t i = 0; i < sizeof old.st - offsetof(tsync_store_status, log_batches); i++)
@@ -415,7 +393,7 @@ Test(prune_policy, pruning_never_changes_what_a_replica_shows, .timeout = 120)
     int snapshots = 0;
     for (int round = 0; round < 6; round++) {
         uint64_t rng = seed + (uint64_t)round * 0x9e3779b97f4a7c15ull;
-        AUTO_FREE char *d = th_tmpdir_auto();
+        TH_AUTO_FREE char *d = th_tmpdir_auto();
         tsync_store *r[NREP], *ref = th_open_products(th_path(d, "ref.db"));
         for (int i = 0; i < NREP; i++) {
             char name[16];

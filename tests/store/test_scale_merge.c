@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_scale_merge.c — a merge applies its rows in chunks (store/merge_apply.c writes
  * the folded rows every TSYNC__MERGE_FLUSH_ROWS rows, inside the merge's transaction, and decodes

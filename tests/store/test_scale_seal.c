@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_scale_seal.c — sealing in chunks never changes what a replica shows.
  *
@@ -23,12 +24,6 @@
 #include "tests/lib/helpers.h"
 
 TestSuite(scale_seal, .fini = th_cleanup);
-
-static void free_ptr(void *p)
-{
-    free(*(void **)p);
-}
-#define AUTO_FREE __attribute__((cleanup(free_ptr)))
 
 static tsync_store *open_shop(const char *path)
 {
@@ -195,7 +190,7 @@ static void one_workload(uint64_t seed, const char *dir)
 
 Test(scale_seal, chunked_seals_show_what_one_batch_shows, .timeout = 600)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     const char *one = getenv("TSYNC_SEED");
     const char *runs_env = getenv("TSYNC_SCALE_SEAL_RUNS");
     int runs = one ? 1 : runs_env ? atoi(runs_env) : 12;
@@ -207,7 +202,7 @@ Test(scale_seal, chunked_seals_show_what_one_batch_shows, .timeout = 600)
  * in exactly one, and a merging replica shows the same rows. */
 Test(scale_seal, a_big_transaction_seals_in_row_budget_batches, .timeout = 300)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = open_shop(th_path(d, "a.db")), *b = open_shop(th_path(d, "b.db"));
     int n = 2 * (int)TSYNC__SEAL_BATCH_ROWS + 123;
     char sql[400];
@@ -236,7 +231,7 @@ Test(scale_seal, a_big_transaction_seals_in_row_budget_batches, .timeout = 300)
  * tombstone, a separate NULL key check) gets the new ones when it is opened. */
 Test(scale_seal, older_delete_trigger_is_replaced_at_open, .timeout = 60)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     const char *path = th_path(d, "a.db");
     tsync_store *a = open_shop(path);
     const char *trig = "SELECT sql FROM sqlite_schema WHERE name='tsync_ad_products'";

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_seal_bulk.c — sealing writes the clock entries of rows that had none 32 per
  * statement (store/seal.c). Seeded property test against the reference, each entry written by a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_signed_migration.c — migrations signed by the shop admin (issue 10, defect 9,
  * the second half; crdt/cert.c kind 5, store/trust.c, store/migrate.c): the record is strict and
@@ -19,11 +20,6 @@
 #include "tests/lib/helpers.h"
 
 TestSuite(signed_migration, .fini = th_cleanup);
-
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
 
 #define DAY (86400000ull)
 
@@ -56,7 +52,7 @@ static void enrol(tsync_store *s, const tsync__shopkey *k, const char *name)
     char err[TSYNC__ERRLEN];
     cr_assert_eq(tsync__cert_sign(&c, k->sk, &rec, &len, err), 0, "%s", err);
     const uint8_t *recs[1] = {rec};
-    cr_assert_eq(tsync__trust_enrol(s, recs, &len, 1, NULL), 0, "enrol %s: %s", name, errmsg());
+    cr_assert_eq(tsync__trust_enrol(s, recs, &len, 1, NULL), 0, "enrol %s: %s", name, th_errmsg());
     free(rec);
 }
 
@@ -80,7 +76,7 @@ static uint8_t *sign(const tsync__shopkey *k, uint64_t number, const char *name,
 static void items(tsync_store *s)
 {
     th_exec(s, "CREATE TABLE items(id TEXT PRIMARY KEY, name TEXT)");
-    cr_assert_eq(tsync_store_replicate(s, "items", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(s, "items", NULL, 0), 0, "%s", th_errmsg());
 }
 
 static int count_mismatches(void *ctx, const tsync_schema_mismatch *m)
@@ -93,7 +89,7 @@ static int count_mismatches(void *ctx, const tsync_schema_mismatch *m)
 static int mismatches(tsync_store *s)
 {
     int n = 0;
-    cr_assert_eq(tsync_store_schema_mismatches(s, count_mismatches, &n), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_schema_mismatches(s, count_mismatches, &n), 0, "%s", th_errmsg());
     return n;
 }
 
@@ -165,12 +161,12 @@ Test(signed_migration, installed_on_one_till_runs_on_the_other_and_unparks)
     fputs(sql, f);
     fclose(f);
     tsync_migrate_report r = TSYNC_MIGRATE_REPORT_INIT;
-    cr_assert_eq(tsync_store_migrate(a, mig, &r), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_migrate(a, mig, &r), 0, "%s", th_errmsg());
     tsync_migrate_report_clear(&r);
     th_exec(a, "INSERT INTO items VALUES('i1', 'tea', 'green')");
     th_exec(b, "INSERT INTO items VALUES('i2', 'cake')");
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
-    cr_assert_eq(th_sync(b, a), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
+    cr_assert_eq(th_sync(b, a), 0, "%s", th_errmsg());
     cr_assert_eq(th_int(b, "SELECT count(*) FROM tsync_parked", -1), 1);
     cr_assert_eq(mismatches(b), 1);
     cr_assert_str_neq(th_hash(a), th_hash(b));
@@ -178,7 +174,7 @@ Test(signed_migration, installed_on_one_till_runs_on_the_other_and_unparks)
     /* The admin signs the same file; installed on a, where it already ran: nothing runs. */
     size_t len;
     uint8_t *rec = sign(&k, 1, "001_note.sql", sql, tsync__now_ms(a), &len);
-    cr_assert_eq(tsync_store_migrate_signed(a, rec, len, &r), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_migrate_signed(a, rec, len, &r), 0, "%s", th_errmsg());
     cr_assert_eq(r.napplied, 0);
     tsync_migrate_report_clear(&r);
     free(rec);
@@ -187,7 +183,7 @@ Test(signed_migration, installed_on_one_till_runs_on_the_other_and_unparks)
     tsync_merge_report mr = TSYNC_MERGE_REPORT_INIT;
     size_t blen;
     uint8_t *bun = th_bundle(a, &blen);
-    cr_assert_eq(tsync_store_merge(b, bun, blen, &mr), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_merge(b, bun, blen, &mr), 0, "%s", th_errmsg());
     int said = 0;
     for (size_t i = 0; i < mr.nmessages; i++)
         said |= strstr(mr.messages[i], "applied signed migration 001_note.sql") != NULL;
@@ -221,7 +217,7 @@ Test(signed_migration, refusals_are_kept_and_a_later_fix_replaces)
     uint8_t *rec = sign(&k, 1, "001_x.sql", "CREATE TABLE x(id TEXT PRIMARY KEY);", 10, &len);
     /* Not enrolled: no shop's migration runs. */
     cr_assert_eq(tsync_store_migrate_signed(n, rec, len, NULL), TSYNC_EREFUSED);
-    cr_assert(strstr(errmsg(), "enrolled"), "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "enrolled"), "%s", th_errmsg());
     free(rec);
     enrol(a, &k, "till-a");
     items(a);
@@ -244,7 +240,7 @@ Test(signed_migration, refusals_are_kept_and_a_later_fix_replaces)
     /* The admin's fix, signed later under the same number, replaces it and runs. */
     rec = sign(&k, 1, "001_fix.sql", "ALTER TABLE items ADD COLUMN note TEXT;", 20, &len);
     tsync_migrate_report r = TSYNC_MIGRATE_REPORT_INIT;
-    cr_assert_eq(tsync_store_migrate_signed(a, rec, len, &r), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_migrate_signed(a, rec, len, &r), 0, "%s", th_errmsg());
     cr_assert_eq(r.napplied, 1);
     cr_assert_str_eq(r.applied[0].name, "001_fix.sql");
     tsync_migrate_report_clear(&r);

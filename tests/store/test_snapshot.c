@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_snapshot.c — snapshots (store/snapshot.c): a replica's state exported as chunks
  * and merged into another replica.
@@ -48,11 +49,6 @@ static void suite_fini(void)
 
 TestSuite(snapshot, .fini = suite_fini);
 
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
-
 /* ---------------------------------------------------------------- helpers */
 
 typedef struct {
@@ -93,7 +89,7 @@ static void export_snap(tsync_store *s, size_t chunk_bytes, snap *sn)
 {
     memset(sn, 0, sizeof *sn);
     int rc = tsync__snap_export(s, chunk_bytes, collect, sn, &sn->vv);
-    cr_assert_eq(rc, 0, "export: %s", errmsg());
+    cr_assert_eq(rc, 0, "export: %s", th_errmsg());
     cr_assert(sn->n >= 1, "export emitted no chunk");
     cr_assert(sqlite3_get_autocommit(tsync_store_sqlite(s)), "export left a transaction open");
 }
@@ -106,7 +102,7 @@ static int import_snap(tsync_store *s, const snap *sn, tsync_merge_report *rep)
 static void import_ok(tsync_store *s, const snap *sn, tsync_merge_report *rep)
 {
     int rc = import_snap(s, sn, rep);
-    cr_assert_eq(rc, 0, "import: %s", errmsg());
+    cr_assert_eq(rc, 0, "import: %s", th_errmsg());
 }
 
 /* A copy of the database of s (its own key, so a new site id, as a restored till would have). */
@@ -336,7 +332,7 @@ static tsync_store *open_replica(const char *path)
     tsync_store *s = th_open_products(path);
     th_exec(s, "CREATE TABLE IF NOT EXISTS tags(shop TEXT, n INTEGER, v, PRIMARY KEY(shop, n))");
     int rc = tsync_store_replicate(s, "tags", NULL, 0);
-    cr_assert(rc == 0 || rc == TSYNC_EEXISTS, "replicate tags: %s", errmsg());
+    cr_assert(rc == 0 || rc == TSYNC_EEXISTS, "replicate tags: %s", th_errmsg());
     return s;
 }
 
@@ -416,7 +412,7 @@ static void random_write(sched *S, int r)
 static void sync_ok(sched *S, int from, int to)
 {
     int rc = th_sync(S->r[from], S->r[to]);
-    SCHECK(S, rc == 0, "sync %d -> %d: %s", from, to, errmsg());
+    SCHECK(S, rc == 0, "sync %d -> %d: %s", from, to, th_errmsg());
 }
 
 static void run_equivalence(sched *S, uint64_t seed)
@@ -460,7 +456,7 @@ static void run_equivalence(sched *S, uint64_t seed)
     }
     tsync_merge_report rep = TSYNC_MERGE_REPORT_INIT;
     int rc = import_snap(S->r[3], &S->sn, &rep);
-    SCHECK(S, rc == 0, "snapshot import into B2: %s", errmsg());
+    SCHECK(S, rc == 0, "snapshot import into B2: %s", th_errmsg());
     SCHECK(S, rep.refused == 0 && rep.parked == 0, "import: %zu refused, %zu parked", rep.refused,
            rep.parked);
     tsync_merge_report_clear(&rep);
@@ -468,7 +464,7 @@ static void run_equivalence(sched *S, uint64_t seed)
     /* D: a new till that starts from A's snapshot */
     S->r[5] = open_replica(th_path(S->dir, names[5]));
     rc = import_snap(S->r[5], &S->sn, NULL);
-    SCHECK(S, rc == 0, "snapshot import into D: %s", errmsg());
+    SCHECK(S, rc == 0, "snapshot import into D: %s", th_errmsg());
     const char *hd = th_hash(S->r[5]), *ha = th_hash(S->r[0]);
     SCHECK(S, strcmp(hd, ha) == 0, "D (new, snapshot of A) shows %s, A %s", hd, ha);
 
@@ -485,7 +481,7 @@ static void run_equivalence(sched *S, uint64_t seed)
            "clock metadata differs:\nB2 (snapshot):\n%s\nB3 (bundle):\n%s", S->tmp[2], S->tmp[3]);
     for (int i = 0; i < 4; i++) free(S->tmp[i]), S->tmp[i] = NULL;
     tsync__vv have;
-    SCHECK(S, tsync__sync_vv(S->r[3], &have) == 0, "vector: %s", errmsg());
+    SCHECK(S, tsync__sync_vv(S->r[3], &have) == 0, "vector: %s", th_errmsg());
     int covers = tsync__vv_covers(&have, &S->sn.vv);
     tsync__vv_free(&have);
     SCHECK(S, covers, "B2's vector does not cover the snapshot's");
@@ -496,7 +492,7 @@ static void run_equivalence(sched *S, uint64_t seed)
         export_snap(S->r[2], sizes[rnd(S, sizeof sizes / sizeof sizes[0])], &sc);
         rc = import_snap(S->r[3], &sc, NULL);
         snap_free(&sc);
-        SCHECK(S, rc == 0, "C's snapshot into B2: %s", errmsg());
+        SCHECK(S, rc == 0, "C's snapshot into B2: %s", th_errmsg());
         sync_ok(S, 2, 4);
         h2 = th_hash(S->r[3]);
         h3 = th_hash(S->r[4]);
@@ -609,7 +605,7 @@ Test(snapshot, same_snapshot_twice_is_idempotent)
     tsync_merge_report_clear(&rep);
     cr_assert_str_eq(db_print(b), keep, "importing the same snapshot again changed the database");
     /* and it converges with the source */
-    cr_assert_eq(th_sync(b, a), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(b, a), 0, "%s", th_errmsg());
     cr_assert_str_eq(th_hash(a), th_hash(b));
     snap_free(&sn);
     tsync_store_free(a);
@@ -628,7 +624,7 @@ Test(snapshot, older_snapshot_after_newer_batches_changes_nothing)
     th_seal(a);
     /* b has the newer batches, c the newer snapshot: the old snapshot is behind both */
     tsync_store *b = th_open_products(th_path(dir, "b.db"));
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     tsync_store *c = th_open_products(th_path(dir, "c.db"));
     snap cur;
     export_snap(a, 200, &cur);
@@ -695,10 +691,10 @@ Test(snapshot, vector_stubs_and_the_batches_that_follow)
     cr_assert_eq(tsync_store_state_json(&state, b), 0);
     uint8_t *bun;
     size_t len;
-    cr_assert_eq(tsync_store_bundle(&bun, &len, a, state, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_bundle(&bun, &len, a, state, NULL), 0, "%s", th_errmsg());
     free(state);
     tsync_merge_report rep = TSYNC_MERGE_REPORT_INIT;
-    cr_assert_eq(tsync_store_merge(b, bun, len, &rep), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_merge(b, bun, len, &rep), 0, "%s", th_errmsg());
     free(bun);
     cr_assert(rep.merged == 1 && rep.held == 0 && rep.refused == 0,
               "batch 4: %zu merged, %zu held, %zu refused", rep.merged, rep.held, rep.refused);
@@ -708,7 +704,7 @@ Test(snapshot, vector_stubs_and_the_batches_that_follow)
 
     /* batches 1-4 again: at or below the head, duplicates */
     bun = th_bundle(a, &len);
-    cr_assert_eq(tsync_store_merge(b, bun, len, &rep), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_merge(b, bun, len, &rep), 0, "%s", th_errmsg());
     free(bun);
     cr_assert(rep.duplicates == 4 && rep.merged == 0 && rep.refused == 0,
               "the full bundle: %zu duplicates, %zu merged, %zu refused", rep.duplicates,
@@ -718,7 +714,7 @@ Test(snapshot, vector_stubs_and_the_batches_that_follow)
 
     /* b's own next batch depends on what it took from the snapshot, and a merges it */
     th_exec(b, "INSERT INTO products VALUES('b1', 'bread', 3, 1)");
-    cr_assert_eq(th_sync(b, a), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(b, a), 0, "%s", th_errmsg());
     cr_assert_str_eq(th_hash(a), th_hash(b));
     snap_free(&sn);
     tsync_store_free(a);
@@ -740,15 +736,15 @@ Test(snapshot, a_till_behind_the_pruned_horizon_catches_up)
         th_exec(a, sql);
         th_seal(a);
     }
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     tsync__vv bv;
     cr_assert_eq(tsync__sync_vv(b, &bv), 0);
     uint8_t member[TSYNC__PK_BYTES];
     memcpy(member, tsync__sync_public_key(b), sizeof member);
-    cr_assert_eq(tsync__sync_ack_put(a, member, &bv), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_ack_put(a, member, &bv), 0, "%s", th_errmsg());
     tsync__vv_free(&bv);
     size_t pruned = 0;
-    cr_assert_eq(tsync__sync_prune(a, member, 1, 5, &pruned), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_prune(a, member, 1, 5, &pruned), 0, "%s", th_errmsg());
     cr_assert_gt(pruned, 0);
 
     tsync_store *c = th_open_products(th_path(dir, "c.db"));
@@ -762,13 +758,13 @@ Test(snapshot, a_till_behind_the_pruned_horizon_catches_up)
     export_snap(a, 300, &sn);
     import_ok(c, &sn, NULL);
     cr_assert_str_eq(th_hash(c), th_hash(a));
-    cr_assert_eq(th_sync(a, c), 0, "%s", errmsg()); /* nothing missing any more */
+    cr_assert_eq(th_sync(a, c), 0, "%s", th_errmsg()); /* nothing missing any more */
     th_exec(a, "UPDATE products SET stock = stock - 1 WHERE id = 'p3'");
     th_exec(c, "UPDATE products SET name = 'renamed' WHERE id = 'p4'");
-    cr_assert_eq(th_sync(a, c), 0, "%s", errmsg());
-    cr_assert_eq(th_sync(c, a), 0, "%s", errmsg());
-    cr_assert_eq(th_sync(c, b), 0, "%s", errmsg());
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, c), 0, "%s", th_errmsg());
+    cr_assert_eq(th_sync(c, a), 0, "%s", th_errmsg());
+    cr_assert_eq(th_sync(c, b), 0, "%s", th_errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     cr_assert_str_eq(th_hash(a), th_hash(c));
     cr_assert_str_eq(th_hash(a), th_hash(b));
     snap_free(&sn);
@@ -783,10 +779,10 @@ static void assert_refused(tsync_store *r, const snap *sn, const char *keep, con
     tsync_merge_report rep = TSYNC_MERGE_REPORT_INIT;
     int rc = import_snap(r, sn, &rep);
     cr_assert(rc != 0, "%s: accepted", what);
-    if (want_rc) cr_assert_eq(rc, want_rc, "%s: rc %d (%s)", what, rc, errmsg());
+    if (want_rc) cr_assert_eq(rc, want_rc, "%s: rc %d (%s)", what, rc, th_errmsg());
     cr_assert_eq(rep.refused, 1, "%s: not counted as refused", what);
     tsync_merge_report_clear(&rep);
-    const char *m = errmsg();
+    const char *m = th_errmsg();
     cr_assert(strchr(m, '\n') == NULL && strstr(m, "snapshot"), "%s: message '%s'", what, m);
     if (want_msg) cr_assert(strstr(m, want_msg), "%s: message '%s' lacks '%s'", what, m, want_msg);
     cr_assert_str_eq(db_print(r), keep, "%s: the database changed", what);
@@ -847,8 +843,8 @@ Test(snapshot, malformed_chunks_are_refused_and_change_nothing)
         if (rc) {
             refused++;
             cr_assert_str_eq(db_print(r), keep, "flip at %zu: refused (%s) but changed", i,
-                             errmsg());
-            cr_assert(strchr(errmsg(), '\n') == NULL);
+                             th_errmsg());
+            cr_assert(strchr(th_errmsg(), '\n') == NULL);
         } else {
             accepted++;
         }
@@ -930,14 +926,14 @@ Test(snapshot, schema_mismatch_is_refused_whole)
     th_exec(noprice, "CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT, stock INTEGER NOT "
                      "NULL DEFAULT 0)");
     const char *ctr[] = {"stock"};
-    cr_assert_eq(tsync_store_replicate(noprice, "products", ctr, 1), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(noprice, "products", ctr, 1), 0, "%s", th_errmsg());
     memcpy(keep, db_print(noprice), 65);
     assert_refused(noprice, &sn, keep, "a missing column", TSYNC_EREFUSED, "products.price");
 
     tsync_store *plain = th_open(th_path(dir, "plain.db"));
     th_exec(plain, "CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT, price INTEGER, stock "
                    "INTEGER NOT NULL DEFAULT 0)");
-    cr_assert_eq(tsync_store_replicate(plain, "products", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(plain, "products", NULL, 0), 0, "%s", th_errmsg());
     memcpy(keep, db_print(plain), 65);
     assert_refused(plain, &sn, keep, "a counter that is a plain column here", TSYNC_EREFUSED,
                    "products.stock");
@@ -946,7 +942,7 @@ Test(snapshot, schema_mismatch_is_refused_whole)
     tsync_store *wider = th_open(th_path(dir, "wider.db"));
     th_exec(wider, "CREATE TABLE products(id TEXT PRIMARY KEY, note TEXT DEFAULT 'n/a', name TEXT, "
                    "price INTEGER, stock INTEGER NOT NULL DEFAULT 0)");
-    cr_assert_eq(tsync_store_replicate(wider, "products", ctr, 1), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(wider, "products", ctr, 1), 0, "%s", th_errmsg());
     import_ok(wider, &sn, NULL);
     cr_assert_eq(th_int(wider, "SELECT count(*) FROM products WHERE note = 'n/a'", -1), 2);
     char *v = th_text(wider, "SELECT name || ':' || price || ':' || stock FROM products WHERE "
@@ -1104,7 +1100,7 @@ Test(snapshot, chunks_are_bounded_on_a_200k_row_table, .timeout = 600)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = tsync__snap_export(a, b.budget, check_chunk, &b, &vv);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    cr_assert_eq(rc, 0, "export: %s", rc == 1 ? "a chunk does not decode" : errmsg());
+    cr_assert_eq(rc, 0, "export: %s", rc == 1 ? "a chunk does not decode" : th_errmsg());
     cr_assert_eq(b.rows, 200000, "%zu rows exported", b.rows);
     /* a row here is under 100 bytes: every chunk is within the budget */
     cr_assert(b.max_len <= b.budget, "a chunk of %zu bytes, budget %zu", b.max_len, b.budget);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_snapshot_stream.c — the streaming snapshot import (tsync__snap_in_*: a chunk at
  * a time, each in its own transaction, the vector last) against the all-at-once import
@@ -20,11 +21,6 @@
 #include "tests/lib/helpers.h"
 
 TestSuite(snapshot_stream, .fini = th_cleanup);
-
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
 
 typedef struct {
     uint8_t **c;
@@ -91,18 +87,19 @@ static void stream(tsync_store *s, const snap *sn, size_t cut_at)
 {
     tsync__snap_in *in;
     if (cut_at) {
-        cr_assert_eq(tsync__snap_in_open(s, &sn->vv, &in), 0, "%s", errmsg());
+        cr_assert_eq(tsync__snap_in_open(s, &sn->vv, &in), 0, "%s", th_errmsg());
         for (size_t i = 0; i < cut_at; i++)
-            cr_assert_eq(tsync__snap_in_chunk(in, sn->c[i], sn->len[i], NULL), 0, "%s", errmsg());
+            cr_assert_eq(tsync__snap_in_chunk(in, sn->c[i], sn->len[i], NULL), 0, "%s",
+                         th_errmsg());
         tsync__snap_in_free(in); /* the session was lost */
     }
-    cr_assert_eq(tsync__snap_in_open(s, &sn->vv, &in), 0, "%s", errmsg());
+    cr_assert_eq(tsync__snap_in_open(s, &sn->vv, &in), 0, "%s", th_errmsg());
     for (size_t i = 0; i < sn->n; i++) {
         cr_assert_eq(tsync__snap_in_merged(in), i);
         cr_assert_eq(tsync__snap_in_chunk(in, sn->c[i], sn->len[i], NULL), 0, "chunk %zu: %s", i,
-                     errmsg());
+                     th_errmsg());
     }
-    cr_assert_eq(tsync__snap_in_finish(in, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync__snap_in_finish(in, NULL), 0, "%s", th_errmsg());
     tsync__snap_in_free(in);
 }
 
@@ -121,9 +118,9 @@ static void run_one(uint64_t seed)
         else if (x < 90)
             random_write(b, &rng, nkeys, &val);
         else if (x < 95)
-            cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+            cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
         else
-            cr_assert_eq(th_sync(b, a), 0, "%s", errmsg());
+            cr_assert_eq(th_sync(b, a), 0, "%s", th_errmsg());
     }
     th_seal(b);
     /* two identical targets */
@@ -135,9 +132,9 @@ static void run_one(uint64_t seed)
 
     snap sn = {0};
     size_t chunk = 64 + (size_t)(th_rand(&rng) % 1500);
-    cr_assert_eq(tsync__snap_export(a, chunk, collect, &sn, &sn.vv), 0, "%s", errmsg());
+    cr_assert_eq(tsync__snap_export(a, chunk, collect, &sn, &sn.vv), 0, "%s", th_errmsg());
     cr_assert_eq(tsync__snap_import(b, (const uint8_t *const *)sn.c, sn.len, sn.n, &sn.vv, NULL), 0,
-                 "%s", errmsg());
+                 "%s", th_errmsg());
     size_t cut = th_rand(&rng) % 2 ? 1 + (size_t)(th_rand(&rng) % sn.n) : 0;
     if (cut >= sn.n) cut = sn.n - 1;
     stream(b2, &sn, cut);
@@ -201,12 +198,12 @@ Test(snapshot_stream, abandoned_transfer_takes_no_vector)
                "INSERT INTO products SELECT printf('p%04d',x), 'n'||x, x, 3 FROM c");
     th_seal(a);
     snap sn = {0};
-    cr_assert_eq(tsync__snap_export(a, 256, collect, &sn, &sn.vv), 0, "%s", errmsg());
+    cr_assert_eq(tsync__snap_export(a, 256, collect, &sn, &sn.vv), 0, "%s", th_errmsg());
     cr_assert_gt(sn.n, 4);
     tsync__snap_in *in;
-    cr_assert_eq(tsync__snap_in_open(b, &sn.vv, &in), 0, "%s", errmsg());
+    cr_assert_eq(tsync__snap_in_open(b, &sn.vv, &in), 0, "%s", th_errmsg());
     for (size_t i = 0; i < sn.n / 2; i++)
-        cr_assert_eq(tsync__snap_in_chunk(in, sn.c[i], sn.len[i], NULL), 0, "%s", errmsg());
+        cr_assert_eq(tsync__snap_in_chunk(in, sn.c[i], sn.len[i], NULL), 0, "%s", th_errmsg());
     tsync__snap_in_free(in);
     int64_t rows = th_int(b, "SELECT count(*) FROM products", -1);
     cr_assert(rows > 0 && rows < 500, "rows after half a snapshot: %lld", (long long)rows);
@@ -216,7 +213,7 @@ Test(snapshot_stream, abandoned_transfer_takes_no_vector)
     tsync__vv_free(&vb);
     /* END without every chunk: finish refuses nothing here, the node checks count and hash; a
      * transfer with no chunk merged cannot finish */
-    cr_assert_eq(tsync__snap_in_open(b, &sn.vv, &in), 0, "%s", errmsg());
+    cr_assert_eq(tsync__snap_in_open(b, &sn.vv, &in), 0, "%s", th_errmsg());
     cr_assert_eq(tsync__snap_in_finish(in, NULL), TSYNC_EINVAL);
     tsync__snap_in_free(in);
     stream(b, &sn, 0);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_store_badinput.c — bad input to tsync_store_merge (store/merge.c): flipped bytes
  * in compressed and uncompressed bundles (headers, batch bodies, signatures), truncation at every
@@ -27,15 +28,10 @@
 
 TestSuite(store_badinput, .fini = th_cleanup);
 
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
-
 static void push(tsync_store *from, tsync_store *to)
 {
     int rc = th_sync(from, to);
-    cr_assert_eq(rc, 0, "merge: %s", errmsg());
+    cr_assert_eq(rc, 0, "merge: %s", th_errmsg());
 }
 
 /* ---------------------------------------------------------------- "changes nothing" */
@@ -57,7 +53,7 @@ static void snap_take(tsync_store *s, snapshot *out)
 {
     strcpy(out->hash, th_hash(s));
     out->state = NULL;
-    cr_assert_eq(tsync_store_state_json(&out->state, s), 0, "state: %s", errmsg());
+    cr_assert_eq(tsync_store_state_json(&out->state, s), 0, "state: %s", th_errmsg());
     for (size_t i = 0; i < sizeof COUNTED / sizeof COUNTED[0]; i++)
         out->counts[i] = th_int(s, COUNTED[i], -1);
 }
@@ -89,7 +85,7 @@ static int expect_refused(tsync_store *s, const snapshot *before, const uint8_t 
     tsync_merge_report rep = TSYNC_MERGE_REPORT_INIT;
     int rc = tsync_store_merge(s, b, len, &rep);
     cr_assert_lt(rc, 0, "%s: accepted", what);
-    if (code) cr_assert_eq(rc, code, "%s: code %d (%s), expected %d", what, rc, errmsg(), code);
+    if (code) cr_assert_eq(rc, code, "%s: code %d (%s), expected %d", what, rc, th_errmsg(), code);
     cr_assert_geq(rep.refused, 1, "%s: report.refused is 0", what);
     cr_assert_eq(rep.merged, 0, "%s", what);
     tsync_merge_report_clear(&rep);
@@ -112,7 +108,7 @@ static int expect_accepted(tsync_store *s, const uint8_t *b, size_t len, tsync_m
     tsync_merge_report init = TSYNC_MERGE_REPORT_INIT;
     *rep = init;
     int rc = tsync_store_merge(s, b, len, rep);
-    cr_assert_eq(rc, 0, "merge: %s", errmsg());
+    cr_assert_eq(rc, 0, "merge: %s", th_errmsg());
     return rc;
 }
 
@@ -319,7 +315,7 @@ Test(store_badinput, flipped_byte_in_compressed_bundle_is_refused)
     cr_assert_eq(tsync_store_state_json(&since, w.r), 0);
     uint8_t *good = NULL;
     size_t len = 0, nb = 0;
-    cr_assert_eq(tsync_store_bundle(&good, &len, w.a, since, &nb), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_bundle(&good, &len, w.a, since, &nb), 0, "%s", th_errmsg());
     cr_assert_eq(nb, 2);
     cr_assert_eq(good[9] & 1, 1, "expected a compressed bundle");
     flip_every_byte(&w, good, len, "compressed");
@@ -380,7 +376,7 @@ Test(store_badinput, flipped_byte_inside_bodies_and_signature_names_the_problem)
             int rc = expect_refused(w.r, &before, bad, len, 0, site, what);
             cr_assert(rc == TSYNC_EBADSIG || rc == TSYNC_ECORRUPT || rc == TSYNC_EVERSION ||
                           rc == TSYNC_ECHAIN,
-                      "%s: unexpected code %d: %s", what, rc, errmsg());
+                      "%s: unexpected code %d: %s", what, rc, th_errmsg());
             if (rc == TSYNC_EBADSIG) sigs++;
         }
         /* Most bytes of a body are values: those flips must reach the signature check. */
@@ -407,7 +403,7 @@ static void truncate_every_length(world *w, const uint8_t *good, size_t len, con
         snprintf(what, sizeof what, "%s bundle cut to %zu of %zu bytes", kind, n, len);
         int rc = expect_refused(w->r, &before, cut, n, 0, NULL, what);
         cr_assert(rc == TSYNC_ECORRUPT || rc == TSYNC_EVERSION, "%s: code %d: %s", what, rc,
-                  errmsg());
+                  th_errmsg());
         free(cut);
     }
     snap_free(&before);
@@ -672,7 +668,7 @@ Test(store_badinput, forked_batch_is_recorded_and_freezes_the_origin)
     tsync_merge_report rep = TSYNC_MERGE_REPORT_INIT;
     tsync_error_clear();
     int rc = tsync_store_merge(w.r, fork, len, &rep);
-    cr_assert_eq(rc, TSYNC_EFORK, "rc %d: %s", rc, errmsg());
+    cr_assert_eq(rc, TSYNC_EFORK, "rc %d: %s", rc, th_errmsg());
     cr_assert_geq(rep.refused, 1);
     cr_assert_eq(rep.merged, 0);
     tsync_merge_report_clear(&rep);
@@ -710,7 +706,7 @@ Test(store_badinput, forked_batch_is_recorded_and_freezes_the_origin)
     cr_assert_eq(tsync_store_bundle(&later, &llen, w.a, since, NULL), 0);
     rep = (tsync_merge_report)TSYNC_MERGE_REPORT_INIT;
     rc = tsync_store_merge(w.r, later, llen, &rep);
-    cr_assert_eq(rc, TSYNC_EFORK, "rc %d: %s", rc, errmsg());
+    cr_assert_eq(rc, TSYNC_EFORK, "rc %d: %s", rc, th_errmsg());
     cr_assert_geq(rep.refused, 1);
     cr_assert_eq(rep.merged, 0);
     tsync_merge_report_clear(&rep);
@@ -743,7 +739,7 @@ Test(store_badinput, fork_detected_whichever_copy_arrives_first)
     uint8_t *good = world_tail(&w, true, &glen);
     rep = (tsync_merge_report)TSYNC_MERGE_REPORT_INIT;
     int rc = tsync_store_merge(w.r, good, glen, &rep);
-    cr_assert_eq(rc, TSYNC_EFORK, "rc %d: %s", rc, errmsg());
+    cr_assert_eq(rc, TSYNC_EFORK, "rc %d: %s", rc, th_errmsg());
     cr_assert_geq(rep.refused, 1);
     cr_assert_eq(rep.merged, 0);
     tsync_merge_report_clear(&rep);
@@ -778,9 +774,9 @@ Test(store_badinput, fork_branches_converge_in_any_order)
     size_t flen, glen;
     uint8_t *fork = forge(w.a, &w.log[1], 2, w.log[0].hash, &flen);
     uint8_t *good = world_tail(&w, true, &glen);
-    cr_assert_eq(tsync_store_merge(w.r, good, glen, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_merge(w.r, good, glen, NULL), 0, "%s", th_errmsg());
     cr_assert_eq(tsync_store_merge(w.r, fork, flen, NULL), TSYNC_EFORK);
-    cr_assert_eq(tsync_store_merge(r2, fork, flen, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_merge(r2, fork, flen, NULL), 0, "%s", th_errmsg());
     cr_assert_eq(tsync_store_merge(r2, good, glen, NULL), TSYNC_EFORK);
     cr_assert_eq(th_int(w.r, "SELECT count(*) FROM tsync_forks", -1), 1);
     cr_assert_eq(th_int(r2, "SELECT count(*) FROM tsync_forks", -1), 1);
@@ -842,11 +838,11 @@ Test(store_badinput, fork_by_restoring_a_till_in_place_converges_and_keeps_both_
     tsync_store *r = th_open_products(th_path(dir, "r.db"));
     tsync_store *r2 = th_open_products(th_path(dir, "r2.db"));
     th_exec(a, "CREATE TABLE sales(id TEXT PRIMARY KEY, sku TEXT, qty INTEGER)");
-    cr_assert_eq(tsync_store_replicate(a, "sales", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(a, "sales", NULL, 0), 0, "%s", th_errmsg());
     for (int i = 0; i < 2; i++) {
         tsync_store *x = i ? r2 : r;
         th_exec(x, "CREATE TABLE sales(id TEXT PRIMARY KEY, sku TEXT, qty INTEGER)");
-        cr_assert_eq(tsync_store_replicate(x, "sales", NULL, 0), 0, "%s", errmsg());
+        cr_assert_eq(tsync_store_replicate(x, "sales", NULL, 0), 0, "%s", th_errmsg());
     }
     th_exec(a, "INSERT INTO products VALUES('p1', 'apple', 100, 10)");
     push(a, r);
@@ -879,8 +875,8 @@ Test(store_badinput, fork_by_restoring_a_till_in_place_converges_and_keeps_both_
     push(a, r2);
 
     /* R and R2 meet: each sees the other branch. */
-    cr_assert_eq(th_sync(r, r2), TSYNC_EFORK, "%s", errmsg());
-    cr_assert_eq(th_sync(r2, r), TSYNC_EFORK, "%s", errmsg());
+    cr_assert_eq(th_sync(r, r2), TSYNC_EFORK, "%s", th_errmsg());
+    cr_assert_eq(th_sync(r2, r), TSYNC_EFORK, "%s", th_errmsg());
     cr_assert_gt(th_int(r, "SELECT count(*) FROM tsync_forks", -1), 0);
     cr_assert_gt(th_int(r2, "SELECT count(*) FROM tsync_forks", -1), 0);
     cr_assert_str_eq(th_hash(r), th_hash(r2), "replicas that saw both branches differ");
@@ -922,7 +918,7 @@ Test(store_badinput, batch_for_a_missing_table_is_parked_then_applied_after_repl
     tsync_store *a = th_open_products(th_path(dir, "a.db"));
     tsync_store *r = th_open_products(th_path(dir, "r.db"));
     th_exec(a, "CREATE TABLE extras(id TEXT PRIMARY KEY, note TEXT, n INTEGER DEFAULT 0)");
-    cr_assert_eq(tsync_store_replicate(a, "extras", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(a, "extras", NULL, 0), 0, "%s", th_errmsg());
     th_exec(a, "INSERT INTO products VALUES('p1', 'apple', 100, 10)");
     th_exec(a, "INSERT INTO extras VALUES('e1', 'first', 1), ('e2', 'second', 2), "
                "('e3', 'third', 3)");
@@ -935,7 +931,7 @@ Test(store_badinput, batch_for_a_missing_table_is_parked_then_applied_after_repl
     uint8_t *bun = th_bundle(a, &len);
     tsync_merge_report rep = TSYNC_MERGE_REPORT_INIT;
     int rc = tsync_store_merge(r, bun, len, &rep);
-    cr_assert_eq(rc, 0, "parking is not refusing: %s", errmsg());
+    cr_assert_eq(rc, 0, "parking is not refusing: %s", th_errmsg());
     cr_assert_eq(rep.merged, 2);
     cr_assert_gt(rep.parked, 0);
     int named = 0;
@@ -950,7 +946,7 @@ Test(store_badinput, batch_for_a_missing_table_is_parked_then_applied_after_repl
 
     /* The table arrives here (a migration) and is replicated: the parked rows apply. */
     th_exec(r, "CREATE TABLE extras(id TEXT PRIMARY KEY, note TEXT, n INTEGER DEFAULT 0)");
-    cr_assert_eq(tsync_store_replicate(r, "extras", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(r, "extras", NULL, 0), 0, "%s", th_errmsg());
     cr_assert_eq(th_int(r, "SELECT count(*) FROM tsync_parked WHERE tbl='extras'", -1), 0);
     char *got = th_text(r, "SELECT group_concat(id || ':' || note || ':' || n, ',') FROM "
                            "(SELECT * FROM extras ORDER BY id)");
@@ -982,14 +978,14 @@ Test(store_badinput, parked_rows_are_not_dropped_by_a_mismatched_replicate)
     tsync_store *r = th_open_products(th_path(dir, "r.db"));
     th_exec(a, "CREATE TABLE bins(id TEXT PRIMARY KEY, qty INTEGER NOT NULL DEFAULT 0)");
     const char *ctr[] = {"qty"};
-    cr_assert_eq(tsync_store_replicate(a, "bins", ctr, 1), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(a, "bins", ctr, 1), 0, "%s", th_errmsg());
     th_exec(a, "INSERT INTO bins VALUES('b1', 7)");
     push(a, r);
     int64_t parked = th_int(r, "SELECT count(*) FROM tsync_parked WHERE tbl='bins'", -1);
     cr_assert_gt(parked, 0);
 
     th_exec(r, "CREATE TABLE bins(id TEXT PRIMARY KEY, qty INTEGER NOT NULL DEFAULT 0)");
-    cr_assert_eq(tsync_store_replicate(r, "bins", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(r, "bins", NULL, 0), 0, "%s", th_errmsg());
     int64_t shown = th_int(r, "SELECT count(*) FROM bins", -1);
     int64_t still = th_int(r, "SELECT count(*) FROM tsync_parked WHERE tbl='bins'", -1);
     cr_assert(shown == 1 || still == parked,
@@ -1009,8 +1005,8 @@ Test(store_badinput, batch_with_a_missing_column_is_parked_and_reported)
     tsync_store *r = th_open(th_path(dir, "r.db"));
     th_exec(a, "CREATE TABLE items(id TEXT PRIMARY KEY, name TEXT, colour TEXT)");
     th_exec(r, "CREATE TABLE items(id TEXT PRIMARY KEY, name TEXT)");
-    cr_assert_eq(tsync_store_replicate(a, "items", NULL, 0), 0, "%s", errmsg());
-    cr_assert_eq(tsync_store_replicate(r, "items", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(a, "items", NULL, 0), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync_store_replicate(r, "items", NULL, 0), 0, "%s", th_errmsg());
     th_exec(a, "INSERT INTO items VALUES('i1', 'mug', 'blue')");
     th_seal(a);
 
@@ -1018,7 +1014,7 @@ Test(store_badinput, batch_with_a_missing_column_is_parked_and_reported)
     uint8_t *bun = th_bundle(a, &len);
     tsync_merge_report rep = TSYNC_MERGE_REPORT_INIT;
     int rc = tsync_store_merge(r, bun, len, &rep);
-    cr_assert_eq(rc, 0, "%s", errmsg());
+    cr_assert_eq(rc, 0, "%s", th_errmsg());
     cr_assert_eq(rep.merged, 1);
     cr_assert_gt(rep.parked, 0);
     int named = 0;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_store_capture.c — capture (store/replicate.c triggers + store/seal.c): every way
  * SQL can change a replicated table must end up in a batch, and a peer that merges the batches

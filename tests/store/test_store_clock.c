@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_store_clock.c — the clock rules of docs/DATA_MODEL.md ("Clocks") in one process:
  * a till whose clock ran a day ahead while alone takes it back once it knows the shop's time, its

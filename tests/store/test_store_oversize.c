@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_store_oversize.c — writes too large for one batch (issue 10, defect 1). A
  * transaction is not a unit of sync: one whose changes exceed a batch is sealed as several signed,
@@ -21,17 +22,6 @@
 
 TestSuite(store_oversize, .fini = th_cleanup);
 
-static void free_ptr(void *p)
-{
-    free(*(void **)p);
-}
-#define AUTO_FREE __attribute__((cleanup(free_ptr)))
-
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
-
 static const char *FILES_DDL = "CREATE TABLE files(id TEXT PRIMARY KEY, data BLOB, note TEXT)";
 
 /* A replica with files(id, data, note) replicated. */
@@ -39,7 +29,7 @@ static tsync_store *open_files(const char *path)
 {
     tsync_store *s = th_open(path);
     th_exec(s, FILES_DDL);
-    cr_assert_eq(tsync_store_replicate(s, "files", NULL, 0), 0, "replicate: %s", errmsg());
+    cr_assert_eq(tsync_store_replicate(s, "files", NULL, 0), 0, "replicate: %s", th_errmsg());
     return s;
 }
 
@@ -75,7 +65,7 @@ static int on_piece(void *ctx, const tsync__run_piece *p)
  * merge on a peer to the same content; a sale after them seals and syncs. */
 Test(store_oversize, large_transaction_seals_as_several_batches, .timeout = 120)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = open_files(th_path(d, "a.db"));
     tsync_store *b = open_files(th_path(d, "b.db"));
     th_exec(a, "BEGIN");
@@ -88,7 +78,7 @@ Test(store_oversize, large_transaction_seals_as_several_batches, .timeout = 120)
     th_exec(a, "COMMIT");
     size_t n = 0;
     int rc = tsync_store_seal(a, &n);
-    cr_assert_eq(rc, 0, "sealing an 80 MiB transaction failed: %s", errmsg());
+    cr_assert_eq(rc, 0, "sealing an 80 MiB transaction failed: %s", th_errmsg());
     cr_assert_geq(n, 80 / 5, "80 MiB sealed as %zu batches", n);
     cr_assert_eq(own_batches(a), (int64_t)n);
     int64_t biggest = th_int(a, "SELECT max(length(body)) FROM tsync_log", -1);
@@ -100,15 +90,15 @@ Test(store_oversize, large_transaction_seals_as_several_batches, .timeout = 120)
 
     /* The batches travel as run pieces of about 1 MiB, never one oversize piece. */
     pieces c = {0};
-    cr_assert_eq(tsync__sync_runs(a, NULL, SIZE_MAX, on_piece, &c, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_runs(a, NULL, SIZE_MAX, on_piece, &c, NULL), 0, "%s", th_errmsg());
     cr_assert_eq(c.batches, n);
     cr_assert_leq(c.max_bytes, (size_t)TSYNC__SEAL_BATCH_BYTES + (2u << 20), "piece of %zu",
                   c.max_bytes);
 
     /* A later sale seals as the next batch and everything syncs. */
-    cr_assert_eq(run(a, "INSERT INTO files VALUES('sale', x'01', 'after')"), 0, "%s", errmsg());
+    cr_assert_eq(run(a, "INSERT INTO files VALUES('sale', x'01', 'after')"), 0, "%s", th_errmsg());
     cr_assert_eq(own_batches(a), (int64_t)n + 1);
-    cr_assert_eq(th_sync(a, b), 0, "sync: %s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "sync: %s", th_errmsg());
     cr_assert_eq(th_int(b, "SELECT count(*) FROM files", -1), 81);
     cr_assert_eq(th_int(b, "SELECT length(data) FROM files WHERE id='f79'", -1), 1 << 20);
     cr_assert_str_eq(th_hash(a), th_hash(b));
@@ -120,7 +110,7 @@ Test(store_oversize, large_transaction_seals_as_several_batches, .timeout = 120)
 /* (a) Many small rows in one statement (INSERT ... SELECT) are cut by the row-count budget. */
 Test(store_oversize, insert_select_of_many_rows_seals_as_several_batches, .timeout = 120)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     tsync_store *b = th_open_products(th_path(d, "b.db"));
     int rows = 3 * (int)TSYNC__SEAL_BATCH_ROWS + 17;
@@ -132,11 +122,11 @@ Test(store_oversize, insert_select_of_many_rows_seals_as_several_batches, .timeo
              rows);
     th_exec(a, sql);
     size_t n = 0;
-    cr_assert_eq(tsync_store_seal(a, &n), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_seal(a, &n), 0, "%s", th_errmsg());
     cr_assert_eq(n, 4, "%d rows sealed as %zu batches", rows, n);
     th_check_log(a, tsync_store_site_id(a), "a", 1, NULL, NULL);
     cr_assert_eq(run(a, "UPDATE products SET stock = stock + 4 WHERE id='p0000001'"), 0);
-    cr_assert_eq(th_sync(a, b), 0, "sync: %s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "sync: %s", th_errmsg());
     cr_assert_eq(th_int(b, "SELECT count(*) FROM products", -1), rows);
     cr_assert_eq(th_int(b, "SELECT stock FROM products WHERE id='p0000001'", -1), 5);
     cr_assert_str_eq(th_hash(a), th_hash(b));
@@ -148,7 +138,7 @@ Test(store_oversize, insert_select_of_many_rows_seals_as_several_batches, .timeo
  * is left pending, and the sales after it seal and sync. */
 Test(store_oversize, oversize_row_is_refused_at_write_time, .timeout = 120)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = open_files(th_path(d, "a.db"));
     tsync_store *b = open_files(th_path(d, "b.db"));
     cr_assert_eq(run(a, "INSERT INTO files VALUES('s1', x'01', 'first sale')"), 0);
@@ -156,10 +146,10 @@ Test(store_oversize, oversize_row_is_refused_at_write_time, .timeout = 120)
 
     int rc = run(a, "INSERT INTO files VALUES('big', zeroblob(70000000), 'movie')");
     cr_assert_neq(rc, 0, "a 70 MB row was accepted");
-    cr_assert(strstr(errmsg(), "row of table files") && strstr(errmsg(), "per-row limit"),
-              "unclear refusal: %s", errmsg());
-    cr_assert(strstr(errmsg(), "33554432"), "the limit is not named: %s", errmsg());
-    cr_assert_null(strchr(errmsg(), '\n'), "not one line: %s", errmsg());
+    cr_assert(strstr(th_errmsg(), "row of table files") && strstr(th_errmsg(), "per-row limit"),
+              "unclear refusal: %s", th_errmsg());
+    cr_assert(strstr(th_errmsg(), "33554432"), "the limit is not named: %s", th_errmsg());
+    cr_assert_null(strchr(th_errmsg(), '\n'), "not one line: %s", th_errmsg());
     cr_assert_eq(th_int(a, "SELECT count(*) FROM files WHERE id='big'", -1), 0,
                  "the refused row committed");
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_pending", -1), 0);
@@ -177,7 +167,7 @@ Test(store_oversize, oversize_row_is_refused_at_write_time, .timeout = 120)
     /* Text counts in bytes, and an UPDATE that grows a row past the limit is refused too. */
     cr_assert_neq(run(a, "INSERT INTO files VALUES('t', NULL, printf('%.*c', 34000000, 'x'))"), 0);
     cr_assert_eq(run(a, "INSERT INTO files VALUES('half', zeroblob(20000000), 'ok')"), 0, "%s",
-                 errmsg());
+                 th_errmsg());
     cr_assert_neq(run(a, "UPDATE files SET note = printf('%.*c', 14000000, 'y') WHERE id='half'"),
                   0);
     char *note = th_text(a, "SELECT note FROM files WHERE id='half'");
@@ -192,13 +182,14 @@ Test(store_oversize, oversize_row_is_refused_at_write_time, .timeout = 120)
     char sql[200];
     snprintf(sql, sizeof sql, "INSERT INTO files VALUES('edge', zeroblob(%u), 'e')",
              (unsigned)TSYNC_MAX_ROW_BYTES - 8);
-    cr_assert_eq(run(a, sql), 0, "a row at the limit: %s", errmsg());
+    cr_assert_eq(run(a, sql), 0, "a row at the limit: %s", th_errmsg());
 
     /* Later sales seal and sync. */
-    cr_assert_eq(run(a, "INSERT INTO files VALUES('s3', x'03', 'later sale')"), 0, "%s", errmsg());
+    cr_assert_eq(run(a, "INSERT INTO files VALUES('s3', x'03', 'later sale')"), 0, "%s",
+                 th_errmsg());
     cr_assert_gt(own_batches(a), before);
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_pending", -1), 0);
-    cr_assert_eq(th_sync(a, b), 0, "sync: %s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "sync: %s", th_errmsg());
     cr_assert_eq(th_int(b, "SELECT count(*) FROM files", -1), 5);
     cr_assert_eq(th_int(b, "SELECT length(data) FROM files WHERE id='edge'", -1),
                  (int64_t)TSYNC_MAX_ROW_BYTES - 8);
@@ -210,17 +201,17 @@ Test(store_oversize, oversize_row_is_refused_at_write_time, .timeout = 120)
 /* (c) After a refusal, updates and deletes of the table work and replicate. */
 Test(store_oversize, writes_after_a_refusal_work, .timeout = 120)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = open_files(th_path(d, "a.db"));
     tsync_store *b = open_files(th_path(d, "b.db"));
     cr_assert_eq(run(a, "INSERT INTO files VALUES('k', x'01', 'keep'), ('g', x'02', 'go')"), 0);
     cr_assert_neq(run(a, "UPDATE files SET data = zeroblob(70000000) WHERE id='k'"), 0);
     cr_assert_eq(th_int(a, "SELECT length(data) FROM files WHERE id='k'", -1), 1);
-    cr_assert_eq(run(a, "UPDATE files SET note = 'kept' WHERE id='k'"), 0, "%s", errmsg());
-    cr_assert_eq(run(a, "DELETE FROM files WHERE id='g'"), 0, "%s", errmsg());
-    cr_assert_eq(run(a, "INSERT INTO files VALUES('n', x'03', 'new')"), 0, "%s", errmsg());
+    cr_assert_eq(run(a, "UPDATE files SET note = 'kept' WHERE id='k'"), 0, "%s", th_errmsg());
+    cr_assert_eq(run(a, "DELETE FROM files WHERE id='g'"), 0, "%s", th_errmsg());
+    cr_assert_eq(run(a, "INSERT INTO files VALUES('n', x'03', 'new')"), 0, "%s", th_errmsg());
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_pending", -1), 0);
-    cr_assert_eq(th_sync(a, b), 0, "sync: %s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "sync: %s", th_errmsg());
     char *rows = th_text(b, "SELECT group_concat(id || '=' || note, ',') FROM "
                             "(SELECT * FROM files ORDER BY id)");
     cr_assert_str_eq(rows, "k=kept,n=new");
@@ -233,16 +224,17 @@ Test(store_oversize, writes_after_a_refusal_work, .timeout = 120)
 /* replicate refuses a table that already holds a row it could never seal. */
 Test(store_oversize, replicate_refuses_a_table_with_an_oversize_row, .timeout = 60)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open(th_path(d, "a.db"));
     th_exec(a, FILES_DDL);
     th_exec(a, "INSERT INTO files VALUES('ok', x'01', 'small'), ('big', zeroblob(34000000), 'b')");
     int rc = tsync_store_replicate(a, "files", NULL, 0);
-    cr_assert_eq(rc, TSYNC_EUNSUPPORTED, "got %d: %s", rc, errmsg());
-    cr_assert(strstr(errmsg(), "files") && strstr(errmsg(), "per-row limit"), "%s", errmsg());
+    cr_assert_eq(rc, TSYNC_EUNSUPPORTED, "got %d: %s", rc, th_errmsg());
+    cr_assert(strstr(th_errmsg(), "files") && strstr(th_errmsg(), "per-row limit"), "%s",
+              th_errmsg());
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_tables", -1), 0);
     th_exec(a, "DELETE FROM files WHERE id='big'");
-    cr_assert_eq(tsync_store_replicate(a, "files", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(a, "files", NULL, 0), 0, "%s", th_errmsg());
     cr_assert_eq(own_batches(a), 1);
     tsync_store_free(a);
 }
@@ -251,7 +243,7 @@ Test(store_oversize, replicate_refuses_a_table_with_an_oversize_row, .timeout = 
  * build replaces them, so the oversize write is refused from then on. */
 Test(store_oversize, older_capture_triggers_are_replaced_at_open, .timeout = 60)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     const char *path = th_path(d, "a.db");
     tsync_store *a = open_files(path);
     int64_t tid = th_int(a, "SELECT id FROM tsync_tables WHERE name='files'", -1);
@@ -266,8 +258,8 @@ Test(store_oversize, older_capture_triggers_are_replaced_at_open, .timeout = 60)
     a = th_open(path);
     cr_assert_neq(run(a, "INSERT INTO files VALUES('big', zeroblob(40000000), NULL)"), 0,
                   "the trigger of the older build is still in place");
-    cr_assert(strstr(errmsg(), "per-row limit"), "%s", errmsg());
-    cr_assert_eq(run(a, "INSERT INTO files VALUES('s', x'01', 'sale')"), 0, "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "per-row limit"), "%s", th_errmsg());
+    cr_assert_eq(run(a, "INSERT INTO files VALUES('s', x'01', 'sale')"), 0, "%s", th_errmsg());
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_pending", -1), 0);
     /* Opening again writes nothing more. */
     int64_t v = th_int(a, "SELECT v FROM tsync_meta WHERE k='capture'", -1);
@@ -280,7 +272,7 @@ Test(store_oversize, older_capture_triggers_are_replaced_at_open, .timeout = 60)
  * backup works, and once the row is deleted the delete is sealed and the report goes. */
 Test(store_oversize, oversize_change_of_an_older_build_does_not_block_sales, .timeout = 120)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = open_files(th_path(d, "a.db"));
     tsync_store *b = open_files(th_path(d, "b.db"));
     cr_assert_eq(run(a, "INSERT INTO files VALUES('s1', x'01', 'before')"), 0);
@@ -298,7 +290,7 @@ Test(store_oversize, oversize_change_of_an_older_build_does_not_block_sales, .ti
     th_exec(a, "INSERT INTO files VALUES('s2', x'02', 'behind it')");
 
     size_t n = 0;
-    cr_assert_eq(tsync_store_seal(a, &n), 0, "sealing is wedged: %s", errmsg());
+    cr_assert_eq(tsync_store_seal(a, &n), 0, "sealing is wedged: %s", th_errmsg());
     cr_assert_eq(n, 1);
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_pending", -1), 0);
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_unsealable", -1), 1, "set aside");
@@ -309,30 +301,30 @@ Test(store_oversize, oversize_change_of_an_older_build_does_not_block_sales, .ti
               "the state does not report the unsealable row: %s", state);
     free(state);
     /* Sealing again finds nothing to do. */
-    cr_assert_eq(tsync_store_seal(a, &n), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_seal(a, &n), 0, "%s", th_errmsg());
     cr_assert_eq(n, 0);
     /* More sales keep going out; backup works. */
-    cr_assert_eq(run(a, "INSERT INTO files VALUES('s3', x'03', 'later')"), 0, "%s", errmsg());
+    cr_assert_eq(run(a, "INSERT INTO files VALUES('s3', x'03', 'later')"), 0, "%s", th_errmsg());
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_unsealable", -1), 1, "still set aside");
-    cr_assert_eq(th_sync(a, b), 0, "sync: %s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "sync: %s", th_errmsg());
     cr_assert_eq(th_int(b, "SELECT count(*) FROM files", -1), 3);
     cr_assert_eq(th_int(b, "SELECT count(*) FROM files WHERE id='big'", -1), 0);
     tsync_backup_options bo = TSYNC_BACKUP_OPTIONS_INIT;
     char *manifest = NULL;
     cr_assert_eq(tsync_backup(a, th_path(d, "a.backup"), &bo, &manifest), 0, "backup: %s",
-                 errmsg());
+                 th_errmsg());
     free(manifest);
 
     /* Updates that keep the row too large are refused; deleting it lets its change go as a plain
      * delete, and the report goes. */
     cr_assert_neq(run(a, "UPDATE files SET note = 'x' WHERE id='big'"), 0);
-    cr_assert_eq(run(a, "DELETE FROM files WHERE id='big'"), 0, "%s", errmsg());
+    cr_assert_eq(run(a, "DELETE FROM files WHERE id='big'"), 0, "%s", th_errmsg());
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_pending", -1), 0);
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_unsealable", -1), 0);
     cr_assert_eq(tsync_store_state_json(&state, a), 0);
     cr_assert_null(strstr(state, "unsealable"), "%s", state);
     free(state);
-    cr_assert_eq(th_sync(a, b), 0, "sync: %s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "sync: %s", th_errmsg());
     cr_assert_str_eq(th_hash(a), th_hash(b));
     th_check_log(a, tsync_store_site_id(a), "a", 1, NULL, NULL);
     tsync_store_free(a);
@@ -343,7 +335,7 @@ Test(store_oversize, oversize_change_of_an_older_build_does_not_block_sales, .ti
  * as an insert with the values it has now. */
 Test(store_oversize, set_aside_change_goes_once_the_row_is_smaller, .timeout = 120)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = open_files(th_path(d, "a.db"));
     tsync_store *b = open_files(th_path(d, "b.db"));
     sqlite3 *db = tsync_store_sqlite(a);
@@ -356,11 +348,11 @@ Test(store_oversize, set_aside_change_goes_once_the_row_is_smaller, .timeout = 1
              (long long)tid);
     th_exec(a, sql);
     cr_assert_eq(sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 1, NULL), SQLITE_OK);
-    cr_assert_eq(tsync_store_seal(a, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_seal(a, NULL), 0, "%s", th_errmsg());
     cr_assert_eq(own_batches(a), 0);
-    cr_assert_eq(run(a, "UPDATE files SET data = x'0102' WHERE id='big'"), 0, "%s", errmsg());
+    cr_assert_eq(run(a, "UPDATE files SET data = x'0102' WHERE id='big'"), 0, "%s", th_errmsg());
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_unsealable", -1), 0);
-    cr_assert_eq(th_sync(a, b), 0, "sync: %s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "sync: %s", th_errmsg());
     char *note = th_text(b, "SELECT note FROM files WHERE id='big'");
     cr_assert_str_eq(note, "movie", "the insert's other values did not travel");
     free(note);

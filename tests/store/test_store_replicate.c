@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_store_replicate.c — making tables replicated and opening stores
  * (store/replicate.c, store/store.c, store/keys.c): which schemas are refused and with what
@@ -19,15 +20,10 @@
 
 TestSuite(store_replicate, .fini = th_cleanup);
 
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
-
 static void push(tsync_store *from, tsync_store *to)
 {
     int rc = th_sync(from, to);
-    cr_assert_eq(rc, 0, "merge: %s", errmsg());
+    cr_assert_eq(rc, 0, "merge: %s", th_errmsg());
 }
 
 /* What a refused replicate must leave as it was. */
@@ -56,7 +52,7 @@ static void expect_refusal(const char *ddl, const char *table, const char *const
     footprint_take(s, &before);
     tsync_error_clear();
     int rc = tsync_store_replicate(s, table, counters, ncounters);
-    cr_assert_eq(rc, code, "%s: got %d (%s), expected %d", ddl, rc, errmsg(), code);
+    cr_assert_eq(rc, code, "%s: got %d (%s), expected %d", ddl, rc, th_errmsg(), code);
     const tsync_error *e = tsync_error_last();
     cr_assert_not_null(e);
     cr_assert_eq(e->code, code);
@@ -76,7 +72,7 @@ static void expect_refusal(const char *ddl, const char *table, const char *const
     cr_assert_eq(after.pending, before.pending);
     /* The store is still usable: a good table can be replicated right after. */
     th_exec(s, "CREATE TABLE good_after(id TEXT PRIMARY KEY, v TEXT)");
-    cr_assert_eq(tsync_store_replicate(s, "good_after", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(s, "good_after", NULL, 0), 0, "%s", th_errmsg());
     tsync_store_free(s);
     th_rmdir(dir);
     free(dir);
@@ -184,7 +180,7 @@ Test(store_replicate, unknown_table_is_refused)
     tsync_store *s = th_open(th_path(dir, "x.db"));
     tsync_error_clear();
     cr_assert_eq(tsync_store_replicate(s, "no_such_table", NULL, 0), TSYNC_ENOTFOUND);
-    cr_assert(strstr(errmsg(), "no_such_table") != NULL, "message: %s", errmsg());
+    cr_assert(strstr(th_errmsg(), "no_such_table") != NULL, "message: %s", th_errmsg());
     /* A view is not a table. */
     th_exec(s, "CREATE TABLE base(id TEXT PRIMARY KEY); CREATE VIEW v AS SELECT * FROM base");
     cr_assert_eq(tsync_store_replicate(s, "v", NULL, 0), TSYNC_ENOTFOUND);
@@ -206,7 +202,8 @@ Test(store_replicate, already_replicated_is_refused)
     const char *ctr[] = {"stock"};
     tsync_error_clear();
     cr_assert_eq(tsync_store_replicate(s, "products", ctr, 1), TSYNC_EEXISTS);
-    cr_assert(strstr(errmsg(), "products") && strstr(errmsg(), "already"), "message: %s", errmsg());
+    cr_assert(strstr(th_errmsg(), "products") && strstr(th_errmsg(), "already"), "message: %s",
+              th_errmsg());
     footprint_take(s, &after);
     cr_assert_eq(after.schema, before.schema);
     cr_assert_eq(after.tables, before.tables);
@@ -232,16 +229,16 @@ Test(store_replicate, words_that_only_look_like_constraints_are_accepted)
     th_exec(s, "CREATE TABLE t(id TEXT PRIMARY KEY, checked INTEGER DEFAULT 0, "
                "\"check\" TEXT DEFAULT 'check (me)', unique_code TEXT, "
                "note TEXT NOT NULL DEFAULT 'not null')");
-    cr_assert_eq(tsync_store_replicate(s, "t", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(s, "t", NULL, 0), 0, "%s", th_errmsg());
     /* An INTEGER PRIMARY KEY in a WITHOUT ROWID table is a real key, and DESC makes it one in a
      * rowid table too (a quirk of SQLite). */
     th_exec(s, "CREATE TABLE w(id INTEGER PRIMARY KEY, v TEXT) WITHOUT ROWID");
-    cr_assert_eq(tsync_store_replicate(s, "w", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(s, "w", NULL, 0), 0, "%s", th_errmsg());
     th_exec(s, "CREATE TABLE d(id INTEGER PRIMARY KEY DESC, v TEXT)");
-    cr_assert_eq(tsync_store_replicate(s, "d", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(s, "d", NULL, 0), 0, "%s", th_errmsg());
     /* An ordinary (non-unique) index is fine. */
     th_exec(s, "CREATE TABLE i(id TEXT PRIMARY KEY, v TEXT); CREATE INDEX i_v ON i(v)");
-    cr_assert_eq(tsync_store_replicate(s, "i", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(s, "i", NULL, 0), 0, "%s", th_errmsg());
     tsync_store_free(s);
     th_rmdir(dir);
     free(dir);
@@ -255,7 +252,7 @@ Test(store_replicate, check_word_in_a_comment_is_not_a_check_constraint)
     th_exec(s, "CREATE TABLE t(id TEXT PRIMARY KEY, -- check (with the supplier)\n"
                "price INTEGER)");
     int rc = tsync_store_replicate(s, "t", NULL, 0);
-    cr_assert_eq(rc, 0, "refused: %s", errmsg());
+    cr_assert_eq(rc, 0, "refused: %s", th_errmsg());
     tsync_store_free(s);
     th_rmdir(dir);
     free(dir);
@@ -276,10 +273,10 @@ Test(store_replicate, unique_index_cannot_break_a_merge)
                          "CREATE UNIQUE INDEX items_barcode ON items(barcode)");
         int rc = tsync_store_replicate(both[i], "items", NULL, 0);
         if (rc == TSYNC_EUNSUPPORTED) {
-            cr_assert(strstr(errmsg(), "UNIQUE") != NULL, "message: %s", errmsg());
+            cr_assert(strstr(th_errmsg(), "UNIQUE") != NULL, "message: %s", th_errmsg());
             refused = 1;
         } else {
-            cr_assert_eq(rc, 0, "%s", errmsg());
+            cr_assert_eq(rc, 0, "%s", th_errmsg());
         }
     }
     if (!refused) {
@@ -288,7 +285,7 @@ Test(store_replicate, unique_index_cannot_break_a_merge)
         th_seal(a);
         th_seal(b);
         int rc = th_sync(a, b);
-        cr_assert_eq(rc, 0, "a merge failed on a local UNIQUE index: %s", errmsg());
+        cr_assert_eq(rc, 0, "a merge failed on a local UNIQUE index: %s", th_errmsg());
     }
     tsync_store_free(a);
     tsync_store_free(b);
@@ -307,8 +304,8 @@ Test(store_replicate, existing_rows_are_captured_and_sync)
     th_exec(b, ddl);
     th_exec(a, "INSERT INTO stock VALUES('s1', 'one', 10), ('s2', 'two', 20), ('s3', NULL, 0)");
     const char *ctr[] = {"qty"};
-    cr_assert_eq(tsync_store_replicate(a, "stock", ctr, 1), 0, "%s", errmsg());
-    cr_assert_eq(tsync_store_replicate(b, "stock", ctr, 1), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(a, "stock", ctr, 1), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync_store_replicate(b, "stock", ctr, 1), 0, "%s", th_errmsg());
     /* replicate seals what it recorded. */
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_log", -1), 1);
     cr_assert_eq(th_seal(a), 0);
@@ -344,8 +341,8 @@ Test(store_replicate, quoted_table_and_column_names_work)
     const char *ctr[] = {"it's"};
     th_exec(a, ddl);
     th_exec(b, ddl);
-    cr_assert_eq(tsync_store_replicate(a, name, ctr, 1), 0, "%s", errmsg());
-    cr_assert_eq(tsync_store_replicate(b, name, ctr, 1), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(a, name, ctr, 1), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync_store_replicate(b, name, ctr, 1), 0, "%s", th_errmsg());
     th_exec(a, "INSERT INTO \"odd \"\"table\"\" 'x'\" VALUES('k1', 'v1', 5), ('k2', 'v2', 6)");
     th_exec(a, "UPDATE \"odd \"\"table\"\" 'x'\" SET \"we\"\"ird\" = 'v1b', \"it's\" = 4 "
                "WHERE \"key col\" = 'k1'");
@@ -375,8 +372,8 @@ Test(store_replicate, table_with_the_maximum_number_of_columns_syncs)
     snprintf(ddl + o, sizeof ddl - (size_t)o, ")");
     th_exec(a, ddl);
     th_exec(b, ddl);
-    cr_assert_eq(tsync_store_replicate(a, "wide", NULL, 0), 0, "%s", errmsg());
-    cr_assert_eq(tsync_store_replicate(b, "wide", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(a, "wide", NULL, 0), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync_store_replicate(b, "wide", NULL, 0), 0, "%s", th_errmsg());
     o = snprintf(ins, sizeof ins, "INSERT INTO wide VALUES('w'");
     for (int i = 1; i < 63; i++) o += snprintf(ins + o, sizeof ins - (size_t)o, ", %d", i);
     snprintf(ins + o, sizeof ins - (size_t)o, ")");
@@ -444,7 +441,7 @@ Test(store_replicate, uuid7_returns_increasing_version_7_uuids)
                         -1),
                  1000);
     th_exec(s, "CREATE TABLE t(id TEXT PRIMARY KEY DEFAULT (uuid7()), v TEXT)");
-    cr_assert_eq(tsync_store_replicate(s, "t", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(s, "t", NULL, 0), 0, "%s", th_errmsg());
     th_exec(s, "INSERT INTO t(v) VALUES('a'), ('b')");
     cr_assert_eq(th_int(s, "SELECT count(DISTINCT id) FROM t WHERE length(id) = 36", -1), 2);
     tsync_store_free(s);
@@ -476,14 +473,14 @@ Test(store_replicate, key_file_is_created_0600_and_a_readable_one_is_refused)
         int rc = tsync_store_open(&t, db, NULL);
         cr_assert_eq(rc, TSYNC_EINVAL, "mode %o: rc %d", bad[i], rc);
         cr_assert_null(t);
-        cr_assert(strstr(errmsg(), key) != NULL, "message does not name the key file: %s",
-                  errmsg());
-        cr_assert(strstr(errmsg(), "readable") != NULL, "message: %s", errmsg());
+        cr_assert(strstr(th_errmsg(), key) != NULL, "message does not name the key file: %s",
+                  th_errmsg());
+        cr_assert(strstr(th_errmsg(), "readable") != NULL, "message: %s", th_errmsg());
     }
     /* Fixing the mode fixes the store. */
     cr_assert_eq(chmod(key, 0600), 0);
     tsync_store *t = NULL;
-    cr_assert_eq(tsync_store_open(&t, db, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_open(&t, db, NULL), 0, "%s", th_errmsg());
     tsync_store_free(t);
     th_rmdir(dir);
     free(dir);
@@ -501,13 +498,13 @@ Test(store_replicate, damaged_or_missing_key_file_is_reported)
     cr_assert_eq(truncate(key, 100), 0);
     tsync_store *t = NULL;
     int rc = tsync_store_open(&t, db, NULL);
-    cr_assert_eq(rc, TSYNC_ECORRUPT, "rc %d: %s", rc, errmsg());
-    cr_assert(strstr(errmsg(), key) != NULL, "message: %s", errmsg());
+    cr_assert_eq(rc, TSYNC_ECORRUPT, "rc %d: %s", rc, th_errmsg());
+    cr_assert(strstr(th_errmsg(), key) != NULL, "message: %s", th_errmsg());
     /* Missing, and not asked to create. */
     cr_assert_eq(unlink(key), 0);
     rc = tsync_store_open(&t, db, NULL);
-    cr_assert_eq(rc, TSYNC_ENOTFOUND, "rc %d: %s", rc, errmsg());
-    cr_assert(strstr(errmsg(), key) != NULL, "message: %s", errmsg());
+    cr_assert_eq(rc, TSYNC_ENOTFOUND, "rc %d: %s", rc, th_errmsg());
+    cr_assert(strstr(th_errmsg(), key) != NULL, "message: %s", th_errmsg());
     cr_assert_null(t);
     th_rmdir(dir);
     free(dir);
@@ -522,8 +519,8 @@ Test(store_replicate, missing_database_without_create_is_not_found)
     int rc = tsync_store_open(&s, db, NULL);
     cr_assert_eq(rc, TSYNC_ENOTFOUND);
     cr_assert_null(s);
-    cr_assert(strstr(errmsg(), db) != NULL, "message does not name the file: %s", errmsg());
-    cr_assert_null(strchr(errmsg(), '\n'));
+    cr_assert(strstr(th_errmsg(), db) != NULL, "message does not name the file: %s", th_errmsg());
+    cr_assert_null(strchr(th_errmsg(), '\n'));
     /* And nothing was created on the way. */
     struct stat sb;
     cr_assert_neq(stat(db, &sb), 0, "the database was created");

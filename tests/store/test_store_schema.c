@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_store_schema.c — tills whose definitions of a replicated table differ (issue 10,
  * defect 9; store/schema.c): two replicas whose `products` differ (a counter on one only, an
@@ -18,11 +19,6 @@
 #include "tests/lib/helpers.h"
 
 TestSuite(store_schema, .fini = th_cleanup);
-
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
 
 /* What the C API reports, flattened to one string per call: "table|column|site|what\n"... */
 typedef struct {
@@ -57,14 +53,14 @@ static int add_parked(void *ctx, const tsync_parked_change *c)
 static lines mismatches(tsync_store *s)
 {
     lines l = {{0}, 0};
-    cr_assert_eq(tsync_store_schema_mismatches(s, add_mismatch, &l), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_schema_mismatches(s, add_mismatch, &l), 0, "%s", th_errmsg());
     return l;
 }
 
 static lines parked(tsync_store *s, size_t *total)
 {
     lines l = {{0}, 0};
-    cr_assert_eq(tsync_store_parked_foreach(s, 0, total, add_parked, &l), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_parked_foreach(s, 0, total, add_parked, &l), 0, "%s", th_errmsg());
     return l;
 }
 
@@ -86,14 +82,14 @@ static void has(const lines *l, const char *want, const char *what)
 /* Both ways, both merges must succeed: nothing is refused for schema reasons. */
 static void exchange(tsync_store *a, tsync_store *b)
 {
-    cr_assert_eq(th_sync(a, b), 0, "a->b: %s", errmsg());
-    cr_assert_eq(th_sync(b, a), 0, "b->a: %s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "a->b: %s", th_errmsg());
+    cr_assert_eq(th_sync(b, a), 0, "b->a: %s", th_errmsg());
 }
 
 static void digest(tsync_store *s, uint8_t out[32])
 {
     char *js = NULL;
-    cr_assert_eq(tsync_store_schema_json(&js, s, out), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_schema_json(&js, s, out), 0, "%s", th_errmsg());
     free(js);
 }
 
@@ -104,7 +100,7 @@ Test(store_schema, counter_on_one_till_only_is_reported_and_parked_with_reasons)
     tsync_store *b = th_open(th_path(d, "b.db"));
     th_exec(b, "CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT, price INTEGER, "
                "stock INTEGER NOT NULL DEFAULT 0)");
-    cr_assert_eq(tsync_store_replicate(b, "products", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(b, "products", NULL, 0), 0, "%s", th_errmsg());
     th_exec(a, "INSERT INTO products VALUES('p1', 'tea', 250, 10)");
     th_exec(b, "INSERT INTO products VALUES('p2', 'cake', 390, 5)");
     th_seal(a);
@@ -149,8 +145,8 @@ Test(store_schema, extra_column_and_type_are_reported)
     tsync_store *b = th_open(th_path(d, "b.db"));
     th_exec(a, "CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT, price REAL, note TEXT)");
     th_exec(b, "CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT, price TEXT)");
-    cr_assert_eq(tsync_store_replicate(a, "products", NULL, 0), 0, "%s", errmsg());
-    cr_assert_eq(tsync_store_replicate(b, "products", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(a, "products", NULL, 0), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync_store_replicate(b, "products", NULL, 0), 0, "%s", th_errmsg());
     th_exec(a, "INSERT INTO products VALUES('p1', 'tea', 2.5, 'green')");
     th_seal(a);
     exchange(a, b);
@@ -181,7 +177,7 @@ Test(store_schema, extra_column_and_type_are_reported)
     fputs("ALTER TABLE products ADD COLUMN note TEXT;\n", f);
     fclose(f);
     tsync_migrate_report r = TSYNC_MIGRATE_REPORT_INIT;
-    cr_assert_eq(tsync_store_migrate(b, mig, &r), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_migrate(b, mig, &r), 0, "%s", th_errmsg());
     cr_assert_eq(r.unparked, 1);
     tsync_migrate_report_clear(&r);
     mb = mismatches(b);
@@ -208,8 +204,8 @@ Test(store_schema, description_is_canonical)
     th_exec(b, "CREATE TABLE Products(QTY integer not null default 0, ID text PRIMARY KEY, "
                "Name  Text)");
     const char *ca[] = {"qty"}, *cb[] = {"QTY"};
-    cr_assert_eq(tsync_store_replicate(a, "products", ca, 1), 0, "%s", errmsg());
-    cr_assert_eq(tsync_store_replicate(b, "Products", cb, 1), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(a, "products", ca, 1), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync_store_replicate(b, "Products", cb, 1), 0, "%s", th_errmsg());
     uint8_t da[32], db[32];
     digest(a, da);
     digest(b, db);
@@ -221,7 +217,7 @@ Test(store_schema, description_is_canonical)
     free(js);
     /* One more replicated table changes it. */
     th_exec(b, "CREATE TABLE x(id TEXT PRIMARY KEY)");
-    cr_assert_eq(tsync_store_replicate(b, "x", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(b, "x", NULL, 0), 0, "%s", th_errmsg());
     digest(b, db);
     cr_assert_eq(memcmp(da, db, 32) != 0, 1);
     tsync_store_free(a);
@@ -306,13 +302,13 @@ Test(store_schema, bundles_carry_the_definitions_and_a_damaged_one_is_refused)
     tsync__bundle_writer_free(w);
     tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
     cr_assert_eq(tsync_store_merge(b, bad, blen, &r), TSYNC_ECORRUPT);
-    cr_assert_not_null(strstr(errmsg(), "upper-case"), "%s", errmsg());
+    cr_assert_not_null(strstr(th_errmsg(), "upper-case"), "%s", th_errmsg());
     cr_assert_eq(r.refused, 1);
     tsync_merge_report_clear(&r);
     free(bad);
 
     /* b, not replicating products at all, is told so by the bundle's merge report. */
-    cr_assert_eq(tsync_store_merge(b, bun, len, &r), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_merge(b, bun, len, &r), 0, "%s", th_errmsg());
     int said = 0;
     for (size_t i = 0; i < r.nmessages; i++)
         said |= strstr(r.messages[i], "definition of products differs on till") != NULL &&
@@ -320,7 +316,7 @@ Test(store_schema, bundles_carry_the_definitions_and_a_damaged_one_is_refused)
     cr_assert(said, "the merge report does not say products differs");
     tsync_merge_report_clear(&r);
     /* The same bundle again: nothing changed, nothing said again. */
-    cr_assert_eq(tsync_store_merge(b, bun, len, &r), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_merge(b, bun, len, &r), 0, "%s", th_errmsg());
     for (size_t i = 0; i < r.nmessages; i++)
         cr_assert_null(strstr(r.messages[i], "definition of"), "said again: %s", r.messages[i]);
     tsync_merge_report_clear(&r);

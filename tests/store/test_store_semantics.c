@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_store_semantics.c — the rules of DESIGN.md "Data model", one named test per
  * rule, checked end to end through real replicas: LWW fields with HLC and site tie-break, the
@@ -21,15 +22,10 @@
 
 TestSuite(store_semantics, .fini = th_cleanup);
 
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
-
 static void push(tsync_store *from, tsync_store *to)
 {
     int rc = th_sync(from, to);
-    cr_assert_eq(rc, 0, "merge: %s", errmsg());
+    cr_assert_eq(rc, 0, "merge: %s", th_errmsg());
 }
 
 /* Both directions, so each has everything the other has. */
@@ -72,7 +68,7 @@ static int merge(tsync_store *to, const uint8_t *b, size_t len, tsync_merge_repo
 static char *state(tsync_store *s)
 {
     char *j = NULL;
-    cr_assert_eq(tsync_store_state_json(&j, s), 0, "state: %s", errmsg());
+    cr_assert_eq(tsync_store_state_json(&j, s), 0, "state: %s", th_errmsg());
     return j;
 }
 
@@ -487,7 +483,7 @@ Test(store_semantics, skewed_clock_is_held_not_merged)
     uint8_t *bun = th_bundle(skewed, &len);
     tsync_merge_report rep;
     int rc = merge(r, bun, len, &rep);
-    cr_assert_eq(rc, 0, "holding is not refusing: %s", errmsg());
+    cr_assert_eq(rc, 0, "holding is not refusing: %s", th_errmsg());
     cr_assert_eq(rep.held, 1);
     cr_assert_eq(rep.merged, 0);
     cr_assert_eq(rep.refused, 0);
@@ -522,7 +518,7 @@ Test(store_semantics, skewed_clock_is_held_not_merged)
     size_t olen;
     uint8_t *obun = th_bundle(other.r[0], &olen);
     rc = merge(r, obun, olen, &rep);
-    cr_assert_eq(rc, 0, "%s", errmsg());
+    cr_assert_eq(rc, 0, "%s", th_errmsg());
     cr_assert_eq(rep.held, 0);
     cr_assert_eq(rep.merged, 2);
     tsync_merge_report_clear(&rep);
@@ -554,10 +550,10 @@ Test(store_semantics, causal_order_holds_child_batch_until_dependency)
     char *since = state(a);
     uint8_t *bb = NULL;
     size_t blen = 0, nb = 0;
-    cr_assert_eq(tsync_store_bundle(&bb, &blen, b, since, &nb), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_bundle(&bb, &blen, b, since, &nb), 0, "%s", th_errmsg());
     cr_assert_eq(nb, 1, "the bundle should hold B's batch only");
     tsync_merge_report rep;
-    cr_assert_eq(merge(c, bb, blen, &rep), 0, "%s", errmsg());
+    cr_assert_eq(merge(c, bb, blen, &rep), 0, "%s", th_errmsg());
     cr_assert_eq(rep.held, 1);
     cr_assert_eq(rep.merged, 0);
     tsync_merge_report_clear(&rep);
@@ -570,7 +566,7 @@ Test(store_semantics, causal_order_holds_child_batch_until_dependency)
     /* A's batch arrives: both apply, in order. */
     size_t alen;
     uint8_t *ab = th_bundle(a, &alen);
-    cr_assert_eq(merge(c, ab, alen, &rep), 0, "%s", errmsg());
+    cr_assert_eq(merge(c, ab, alen, &rep), 0, "%s", th_errmsg());
     cr_assert_eq(rep.merged, 2);
     cr_assert_eq(rep.held, 0);
     tsync_merge_report_clear(&rep);
@@ -602,7 +598,7 @@ Test(store_semantics, duplicates_are_noops)
     size_t len;
     uint8_t *bun = th_bundle(a, &len);
     tsync_merge_report rep;
-    cr_assert_eq(merge(b, bun, len, &rep), 0, "%s", errmsg());
+    cr_assert_eq(merge(b, bun, len, &rep), 0, "%s", th_errmsg());
     cr_assert_eq(rep.merged, 3);
     tsync_merge_report_clear(&rep);
     char h1[65];
@@ -611,7 +607,7 @@ Test(store_semantics, duplicates_are_noops)
     int64_t log1 = th_int(b, "SELECT count(*) FROM tsync_log", -1);
 
     for (int round = 0; round < 2; round++) {
-        cr_assert_eq(merge(b, bun, len, &rep), 0, "%s", errmsg());
+        cr_assert_eq(merge(b, bun, len, &rep), 0, "%s", th_errmsg());
         cr_assert_eq(rep.merged, 0);
         cr_assert_eq(rep.duplicates, 3);
         cr_assert_eq(rep.held + rep.refused + rep.conflicts + rep.parked, 0);
@@ -630,7 +626,7 @@ Test(store_semantics, duplicates_are_noops)
     push(b, a);
     size_t alen;
     uint8_t *abun = th_bundle(a, &alen);
-    cr_assert_eq(merge(b, abun, alen, &rep), 0, "%s", errmsg());
+    cr_assert_eq(merge(b, abun, alen, &rep), 0, "%s", th_errmsg());
     cr_assert_eq(rep.merged, 0);
     cr_assert_eq(rep.duplicates, 4);
     tsync_merge_report_clear(&rep);
@@ -684,7 +680,7 @@ Test(store_semantics, merge_is_commutative)
         for (int k = 0; k < 3; k++) {
             tsync_merge_report rep;
             int rc = merge(fresh.r[o], bun[orders[o][k]], len[orders[o][k]], &rep);
-            cr_assert_eq(rc, 0, "order %d step %d: %s", o, k, errmsg());
+            cr_assert_eq(rc, 0, "order %d step %d: %s", o, k, th_errmsg());
             cr_assert_eq(rep.held + rep.refused, 0, "order %d step %d", o, k);
             tsync_merge_report_clear(&rep);
         }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_store_sync.c — the store's interface to the sync engine (store/sync.c): the
  * vector, run pieces a peer lacks (cut at signed batches near 1 MiB, from the right place,
@@ -15,29 +16,6 @@
 #include "tests/lib/helpers.h"
 
 TestSuite(store_sync, .fini = th_cleanup);
-
-static void free_ptr(void *p)
-{
-    free(*(void **)p);
-}
-#define AUTO_FREE __attribute__((cleanup(free_ptr)))
-
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
-
-/* n sales, one batch each. */
-static void sell(tsync_store *s, int from, int n)
-{
-    for (int i = from; i < from + n; i++) {
-        char sql[160];
-        snprintf(sql, sizeof sql, "INSERT INTO products VALUES('p%06d', 'item %d', %d, 1)", i, i,
-                 100 + i);
-        th_exec(s, sql);
-        th_seal(s);
-    }
-}
 
 typedef struct {
     size_t pieces, batches, max_bytes;
@@ -59,17 +37,17 @@ static int on_piece(void *ctx, const tsync__run_piece *p)
 
 Test(store_sync, vector_and_pieces)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
-    sell(a, 0, 50);
+    th_sell(a, 0, 50);
     tsync__vv v;
-    cr_assert_eq(tsync__sync_vv(a, &v), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_vv(a, &v), 0, "%s", th_errmsg());
     cr_assert_eq(v.n, 1);
     cr_assert_eq(v.e[0].seq, 50, "50 sales: %llu", (unsigned long long)v.e[0].seq);
 
     collect c = {0, 0, 0, 0, 1};
     int more = 0;
-    cr_assert_eq(tsync__sync_runs(a, NULL, SIZE_MAX, on_piece, &c, &more), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_runs(a, NULL, SIZE_MAX, on_piece, &c, &more), 0, "%s", th_errmsg());
     cr_assert_eq(c.batches, 50);
     cr_assert(c.contiguous);
     cr_assert_eq(more, 0);
@@ -92,7 +70,7 @@ Test(store_sync, vector_and_pieces)
 
 Test(store_sync, pieces_are_cut_near_one_mib)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     /* ~3 MiB of batches: 300 batches of 10 KiB names. */
     char *big = malloc(10001);
@@ -107,7 +85,7 @@ Test(store_sync, pieces_are_cut_near_one_mib)
     }
     free(big);
     collect c = {0, 0, 0, 0, 1};
-    cr_assert_eq(tsync__sync_runs(a, NULL, SIZE_MAX, on_piece, &c, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_runs(a, NULL, SIZE_MAX, on_piece, &c, NULL), 0, "%s", th_errmsg());
     cr_assert_eq(c.batches, 300);
     cr_assert_geq(c.pieces, 3, "3 MiB in %zu pieces", c.pieces);
     cr_assert_leq(c.max_bytes, TSYNC__RUN_PIECE_BYTES + 20000, "piece of %zu bytes", c.max_bytes);
@@ -116,10 +94,10 @@ Test(store_sync, pieces_are_cut_near_one_mib)
 
 Test(store_sync, prune_waits_for_every_member_and_keeps_a_stub)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     tsync_store *b = th_open_products(th_path(d, "b.db"));
-    sell(a, 0, 200);
+    th_sell(a, 0, 200);
     cr_assert_eq(th_sync(a, b), 0);
     tsync__vv bv;
     cr_assert_eq(tsync__sync_vv(b, &bv), 0);
@@ -130,9 +108,9 @@ Test(store_sync, prune_waits_for_every_member_and_keeps_a_stub)
     int64_t before = th_int(a, "SELECT count(*) FROM tsync_log", -1);
     size_t pruned = 99;
     /* No acknowledgement at all: nothing. */
-    cr_assert_eq(tsync__sync_prune(a, &members[0][0], 1, 10, &pruned), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_prune(a, &members[0][0], 1, 10, &pruned), 0, "%s", th_errmsg());
     cr_assert_eq(pruned, 0);
-    cr_assert_eq(tsync__sync_ack_put(a, members[0], &bv), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_ack_put(a, members[0], &bv), 0, "%s", th_errmsg());
     /* One of two members acknowledged: nothing. */
     cr_assert_eq(tsync__sync_prune(a, &members[0][0], 2, 10, &pruned), 0);
     cr_assert_eq(pruned, 0);
@@ -153,14 +131,14 @@ Test(store_sync, prune_waits_for_every_member_and_keeps_a_stub)
     cr_assert_str_eq(th_hash(a), th_hash(b));
 
     /* b (at the head) keeps getting batches; duplicates of pruned batches stay duplicates. */
-    sell(a, 1000, 5);
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    th_sell(a, 1000, 5);
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     cr_assert_str_eq(th_hash(a), th_hash(b));
     uint8_t *all;
     size_t len;
-    cr_assert_eq(tsync_store_bundle(&all, &len, b, NULL, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_bundle(&all, &len, b, NULL, NULL), 0, "%s", th_errmsg());
     tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
-    cr_assert_eq(tsync_store_merge(a, all, len, &r), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_merge(a, all, len, &r), 0, "%s", th_errmsg());
     cr_assert_eq(r.merged, 0);
     cr_assert_gt(r.duplicates, 0);
     tsync_merge_report_clear(&r);
@@ -178,7 +156,7 @@ Test(store_sync, prune_waits_for_every_member_and_keeps_a_stub)
     uint8_t *bun = NULL;
     rc = tsync_store_bundle(&bun, &len, a, state, NULL);
     cr_assert_eq(rc, TSYNC_ENOTFOUND);
-    cr_assert(strstr(errmsg(), "pruned") && strstr(errmsg(), "snapshot"), "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "pruned") && strstr(th_errmsg(), "snapshot"), "%s", th_errmsg());
     free(state);
     tsync__vv_free(&cv);
     tsync__vv_free(&bv);
@@ -189,17 +167,17 @@ Test(store_sync, prune_waits_for_every_member_and_keeps_a_stub)
 
 Test(store_sync, prune_keeps_batches_of_parked_changes)
 {
-    AUTO_FREE char *d = th_tmpdir_auto();
+    TH_AUTO_FREE char *d = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(d, "a.db"));
     th_exec(a, "CREATE TABLE extras(id TEXT PRIMARY KEY, note TEXT)");
     cr_assert_eq(tsync_store_replicate(a, "extras", NULL, 0), 0);
-    sell(a, 0, 30);
+    th_sell(a, 0, 30);
     th_exec(a, "INSERT INTO extras VALUES('e1', 'kept')");
     th_seal(a);
-    sell(a, 100, 30);
+    th_sell(a, 100, 30);
     /* b lacks the extras table: that change is parked at b, so b must keep its batch. */
     tsync_store *b = th_open_products(th_path(d, "b.db"));
-    cr_assert_eq(th_sync(a, b), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     int64_t pseq = th_int(b, "SELECT min(seq) FROM tsync_parked", -1);
     cr_assert_gt(pseq, 0, "a parked change");
     tsync__vv av;
@@ -208,7 +186,7 @@ Test(store_sync, prune_keeps_batches_of_parked_changes)
     memcpy(m, tsync__sync_public_key(a), 32);
     cr_assert_eq(tsync__sync_ack_put(b, m, &av), 0);
     size_t pruned = 0;
-    cr_assert_eq(tsync__sync_prune(b, m, 1, 1, &pruned), 0, "%s", errmsg());
+    cr_assert_eq(tsync__sync_prune(b, m, 1, 1, &pruned), 0, "%s", th_errmsg());
     cr_assert_gt(pruned, 0);
     cr_assert_eq(th_int(b,
                         "SELECT count(*) FROM tsync_log l JOIN tsync_parked p ON "
@@ -218,7 +196,7 @@ Test(store_sync, prune_keeps_batches_of_parked_changes)
                  "every parked change still has its batch body");
     /* ... so replicating the table later still brings the row. */
     th_exec(b, "CREATE TABLE extras(id TEXT PRIMARY KEY, note TEXT)");
-    cr_assert_eq(tsync_store_replicate(b, "extras", NULL, 0), 0, "%s", errmsg());
+    cr_assert_eq(tsync_store_replicate(b, "extras", NULL, 0), 0, "%s", th_errmsg());
     char *note = th_text(b, "SELECT note FROM extras WHERE id='e1'");
     cr_assert(note && !strcmp(note, "kept"), "parked row after pruning: %s",
               note ? note : "(none)");

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_trust.c — shop trust: the record formats and their signatures (crdt/cert.c), and
  * trust kept in the database (store/trust.c): enrolment, admission of batches and sessions by key,
@@ -31,11 +32,6 @@ static void init_sodium(void)
 
 TestSuite(trust_format, .init = init_sodium);
 TestSuite(trust, .init = init_sodium, .fini = th_cleanup);
-
-static const char *errmsg(void)
-{
-    return tsync_error_last() ? tsync_error_last()->message : "?";
-}
 
 #define DAY  86400000ull
 #define T0   1760000000000ull /* 2025-10-09: "now" of the format tests */
@@ -530,7 +526,7 @@ static int replicate_trust(tsync_store *from, tsync_store *to)
 {
     uint8_t **b;
     size_t *l, n;
-    cr_assert_eq(tsync__trust_export(from, &b, &l, &n), 0, "%s", errmsg());
+    cr_assert_eq(tsync__trust_export(from, &b, &l, &n), 0, "%s", th_errmsg());
     int refused = 0;
     for (size_t i = 0; i < n; i++) refused += import(to, b[i], l[i]) != 0;
     tsync__trust_export_free(b, l, n);
@@ -572,7 +568,7 @@ Test(trust, full_flow)
     /* request -> sign -> enrol, as the CLI does it */
     uint8_t *req;
     size_t rlen;
-    cr_assert_eq(tsync__trust_request(w.a, "till-a", &req, &rlen), 0, "%s", errmsg());
+    cr_assert_eq(tsync__trust_request(w.a, "till-a", &req, &rlen), 0, "%s", th_errmsg());
     tsync__arena ar = {0};
     tsync__trust_rec r;
     cr_assert_eq(decode(req, rlen, &r, &ar), 0);
@@ -584,7 +580,7 @@ Test(trust, full_flow)
     free(req);
     const uint8_t *recs[1] = {cert};
     tsync__enrol_result res;
-    cr_assert_eq(tsync__trust_enrol(w.a, recs, &clen, 1, &res), 0, "%s", errmsg());
+    cr_assert_eq(tsync__trust_enrol(w.a, recs, &clen, 1, &res), 0, "%s", th_errmsg());
     cr_assert_eq(res.first, 1);
     cr_assert_eq(res.own, 1);
     cr_assert_str_eq(res.shop_name, "Corner Shop");
@@ -611,7 +607,7 @@ Test(trust, full_flow)
 
     /* admitted: own and the other enrolled device's batches; sessions too */
     cr_assert_eq(admit(w.a, w.a, 1, now), 0);
-    cr_assert_eq(admit(w.a, w.b, 1, now), 0, "%s", errmsg());
+    cr_assert_eq(admit(w.a, w.b, 1, now), 0, "%s", th_errmsg());
     cr_assert_eq(admit(w.b, w.a, 7, now), 0);
     char err[TSYNC__ERRLEN];
     cr_assert_eq(tsync__trust_session(w.a, w.b->pk, now, err), 0, "%s", err);
@@ -628,7 +624,7 @@ Test(trust, full_flow)
     cr_assert_eq(th_int(w.a, "SELECT count(*) FROM tsync_certs", -1), 2);
     /* and a certificate of the other shop cannot enrol an enrolled database */
     cr_assert_eq(th_enrol(w.a, &w.other, "till-a", 30, NULL), TSYNC_EREFUSED);
-    cr_assert(strstr(errmsg(), "enrolled in shop 'Corner Shop'"), "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "enrolled in shop 'Corner Shop'"), "%s", th_errmsg());
     world_close(&w);
 }
 
@@ -643,7 +639,7 @@ Test(trust, forged_shop_id_with_another_key_refused)
     uint64_t now = now_ms();
     uint8_t *c = th_cert_make(&forger, w.c->pk, "evil", now - DAY, now + YEAR, &len);
     cr_assert_eq(import(w.a, c, len), TSYNC_EREFUSED);
-    cr_assert(strstr(errmsg(), "not (yet) an admin key"), "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "not (yet) an admin key"), "%s", th_errmsg());
     cr_assert_eq(admit(w.a, w.c, 1, now), TSYNC_EREFUSED);
     const uint8_t *recs[1] = {c};
     cr_assert_eq(tsync__trust_enrol(w.a, recs, &len, 1, NULL), TSYNC_EREFUSED);
@@ -672,7 +668,7 @@ Test(trust, expiry_judged_by_batch_clock_and_wall_time)
     cr_assert_eq(admit(w.a, w.b, 5, now - 2 * DAY), 0, "batch clock before expiry");
     cr_assert_eq(admit(w.a, w.b, 5, now - DAY), 0, "batch clock at expiry");
     cr_assert_eq(admit(w.a, w.b, 6, now - DAY + 1), TSYNC_EREFUSED, "batch clock after expiry");
-    cr_assert(strstr(errmsg(), "expired"), "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "expired"), "%s", th_errmsg());
     cr_assert_eq(admit(w.a, w.b, 1, now - 40 * DAY), 0,
                  "not_before does not bound data: sales from before enrolment replicate");
     char err[TSYNC__ERRLEN];
@@ -695,29 +691,29 @@ Test(trust, renewal_extends_and_union_of_certificates_counts)
     world w;
     world_open(&w);
     tsync__enrol_result res;
-    cr_assert_eq(th_enrol(w.a, &w.shop, "till-a", 10, &res), 0, "%s", errmsg());
+    cr_assert_eq(th_enrol(w.a, &w.shop, "till-a", 10, &res), 0, "%s", th_errmsg());
     uint64_t first_exp = res.expires_ms;
-    cr_assert_eq(th_enrol(w.a, &w.shop, "till-a", 400, &res), 0, "renewal: %s", errmsg());
+    cr_assert_eq(th_enrol(w.a, &w.shop, "till-a", 400, &res), 0, "renewal: %s", th_errmsg());
     cr_assert_eq(res.first, 0);
     cr_assert_eq(res.own, 1);
     cr_assert(res.expires_ms > first_exp + 300 * DAY);
     cr_assert_eq(th_int(w.a, "SELECT count(*) FROM tsync_certs", -1), 2);
     cr_assert_eq(th_int(w.a, "SELECT count(*) FROM tsync_shop", -1), 1);
     /* the renewed certificate admits batches past the first expiry */
-    cr_assert_eq(admit(w.a, w.a, 9, first_exp + 100 * DAY), 0, "%s", errmsg());
+    cr_assert_eq(admit(w.a, w.a, 9, first_exp + 100 * DAY), 0, "%s", th_errmsg());
     /* an expired certificate of this device is refused at enrolment */
     size_t len;
     uint64_t now = tsync__now_ms(w.a);
     uint8_t *old = th_cert_make(&w.shop, w.a->pk, "till-a", now - 20 * DAY, now - DAY, &len);
     const uint8_t *recs[1] = {old};
     cr_assert_eq(tsync__trust_enrol(w.a, recs, &len, 1, NULL), TSYNC_EREFUSED);
-    cr_assert(strstr(errmsg(), "expired"), "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "expired"), "%s", th_errmsg());
     free(old);
     /* and one not valid for a day */
     uint8_t *early = th_cert_make(&w.shop, w.a->pk, "till-a", now + DAY, now + 9 * DAY, &len);
     recs[0] = early;
     cr_assert_eq(tsync__trust_enrol(w.a, recs, &len, 1, NULL), TSYNC_EREFUSED);
-    cr_assert(strstr(errmsg(), "not valid before"), "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "not valid before"), "%s", th_errmsg());
     free(early);
     world_close(&w);
 }
@@ -734,12 +730,12 @@ Test(trust, revocation_cutoff)
     memcpy(cut.site, w.b->site, 16);
     size_t len;
     uint8_t *v = th_rev_make(&w.shop, w.b->pk, &cut, 1, now, &len);
-    cr_assert_eq(tsync__trust_revoke(w.a, v, len), 0, "%s", errmsg());
+    cr_assert_eq(tsync__trust_revoke(w.a, v, len), 0, "%s", th_errmsg());
     cr_assert_eq(tsync__trust_revoke(w.a, v, len), 0, "a duplicate is a no-op");
     cr_assert_eq(th_int(w.a, "SELECT count(*) FROM tsync_revocations", -1), 1);
     cr_assert_eq(admit(w.a, w.b, 5, now), 0, "seq <= cutoff admitted");
     cr_assert_eq(admit(w.a, w.b, 6, now), TSYNC_EREFUSED, "seq > cutoff refused");
-    cr_assert(strstr(errmsg(), "revoked"), "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "revoked"), "%s", th_errmsg());
     char err[TSYNC__ERRLEN];
     cr_assert_eq(tsync__trust_session(w.a, w.b->pk, now, err), TSYNC_EREFUSED);
     cr_assert(strstr(err, "revoked"), "%s", err);
@@ -762,7 +758,7 @@ Test(trust, revocation_cutoff)
     /* B cannot come back with a renewed certificate of the revoked key */
     cr_assert_eq(replicate_trust(w.a, w.b), 0);
     cr_assert_eq(th_enrol(w.b, &w.shop, "till-b", 400, NULL), TSYNC_EREFUSED);
-    cr_assert(strstr(errmsg(), "revoked"), "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "revoked"), "%s", th_errmsg());
     free(v);
     free(v2);
     world_close(&w);
@@ -775,7 +771,7 @@ Test(trust, revoke_needs_an_enrolled_database_and_a_revocation)
     size_t len;
     uint8_t *v = th_rev_make(&w.shop, w.b->pk, NULL, 0, now_ms(), &len);
     cr_assert_eq(tsync__trust_revoke(w.a, v, len), TSYNC_EREFUSED);
-    cr_assert(strstr(errmsg(), "not enrolled"), "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "not enrolled"), "%s", th_errmsg());
     th_must_enrol(w.a, &w.shop, "till-a");
     uint64_t now = now_ms();
     uint8_t *c = th_cert_make(&w.shop, w.b->pk, "till-b", now, now + DAY, &len);
@@ -792,13 +788,13 @@ Test(trust, enrol_refuses_database_with_foreign_batches)
     /* C sells while nobody is enrolled; A merges C's batches */
     th_exec(w.c, "INSERT INTO products(id, name, price) VALUES('p1', 'Tea', 200)");
     th_seal(w.c);
-    cr_assert_eq(th_sync(w.c, w.a), 0, "%s", errmsg());
+    cr_assert_eq(th_sync(w.c, w.a), 0, "%s", th_errmsg());
     /* A's own sales before enrolment are no obstacle */
     th_exec(w.a, "INSERT INTO products(id, name, price) VALUES('p2', 'Coffee', 250)");
     th_seal(w.a);
     char *before = th_text(w.a, "SELECT group_concat(name) FROM sqlite_master");
     cr_assert_eq(th_enrol(w.a, &w.shop, "till-a", 365, NULL), TSYNC_EREFUSED);
-    cr_assert(strstr(errmsg(), "would refuse"), "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "would refuse"), "%s", th_errmsg());
     cr_assert_eq(tsync__trust_enrolled(w.a, NULL), 0, "nothing changed");
     char *after = th_text(w.a, "SELECT group_concat(name) FROM sqlite_master");
     cr_assert_str_eq(before, after, "not even the trust tables were created");
@@ -815,10 +811,10 @@ Test(trust, enrol_refuses_database_with_foreign_batches)
     uint8_t *v = th_rev_make(&w.shop, w.c->pk, NULL, 0, now, &lc);
     cr_assert_eq(import(w.a, v, lc), 0, "a database not enrolled keeps records of any shop");
     cr_assert_eq(tsync__trust_enrol(w.a, recs, lens, 2, NULL), TSYNC_EREFUSED);
-    cr_assert(strstr(errmsg(), "revoked"), "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "revoked"), "%s", th_errmsg());
     cr_assert_eq(tsync__trust_enrolled(w.a, NULL), 0);
     th_exec(w.a, "DELETE FROM tsync_revocations");
-    cr_assert_eq(tsync__trust_enrol(w.a, recs, lens, 2, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync__trust_enrol(w.a, recs, lens, 2, NULL), 0, "%s", th_errmsg());
     cr_assert_eq(admit(w.a, w.c, 1, now), 0);
     free(ca), free(cc), free(v);
     world_close(&w);
@@ -864,7 +860,7 @@ Test(trust, tampered_records_refused_and_change_nothing)
         cr_assert_eq(tsync__trust_enrolled(w.a, NULL), 0);
         c[i] ^= 0x04;
     }
-    cr_assert_eq(tsync__trust_enrol(w.a, recs, &len, 1, NULL), 0, "%s", errmsg());
+    cr_assert_eq(tsync__trust_enrol(w.a, recs, &len, 1, NULL), 0, "%s", th_errmsg());
     /* a request and a revocation are not enrolment records */
     uint8_t *req;
     size_t rlen;
@@ -898,12 +894,12 @@ Test(trust, enrol_needs_a_certificate_of_this_device)
     uint8_t *cb = th_cert_make(&w.shop, w.b->pk, "till-b", now - DAY, now + YEAR, &len);
     const uint8_t *recs[1] = {cb};
     cr_assert_eq(tsync__trust_enrol(w.a, recs, &len, 1, NULL), TSYNC_EREFUSED);
-    cr_assert(strstr(errmsg(), "this device's key"), "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "this device's key"), "%s", th_errmsg());
     cr_assert_eq(tsync__trust_enrolled(w.a, NULL), 0);
     /* once enrolled, another device's certificate alone installs fine */
     th_must_enrol(w.a, &w.shop, "till-a");
     tsync__enrol_result res;
-    cr_assert_eq(tsync__trust_enrol(w.a, recs, &len, 1, &res), 0, "%s", errmsg());
+    cr_assert_eq(tsync__trust_enrol(w.a, recs, &len, 1, &res), 0, "%s", th_errmsg());
     cr_assert_eq(res.own, 0);
     cr_assert_eq(res.added, 1);
     cr_assert_eq(admit(w.a, w.b, 1, now), 0);
@@ -934,7 +930,7 @@ Test(trust, rotation_joins_admin_keys_in_any_order)
     cr_assert_eq(import(w.a, r12, l12), 0);
     cr_assert_eq(import(w.a, cb, lb), TSYNC_EREFUSED);
     cr_assert_eq(import(w.a, r01, l01), 0);
-    cr_assert_eq(import(w.a, cb, lb), 0, "%s", errmsg());
+    cr_assert_eq(import(w.a, cb, lb), 0, "%s", th_errmsg());
     cr_assert_eq(admit(w.a, w.b, 1, now), 0);
     /* a database enrolled with the newest key accepts certificates of the oldest once it has the
      * rotations */
@@ -970,11 +966,11 @@ Test(trust, enrol_with_rotation_given_alongside)
     const uint8_t *recs[2] = {ca, rot};
     size_t lens[2] = {la, lr};
     tsync__enrol_result res;
-    cr_assert_eq(tsync__trust_enrol(w.a, recs, lens, 2, &res), 0, "%s", errmsg());
+    cr_assert_eq(tsync__trust_enrol(w.a, recs, lens, 2, &res), 0, "%s", th_errmsg());
     cr_assert_eq(res.added, 2);
     size_t lb;
     uint8_t *cb = th_cert_make(&w.shop, w.b->pk, "till-b", now - DAY, now + YEAR, &lb);
-    cr_assert_eq(import(w.a, cb, lb), 0, "%s", errmsg());
+    cr_assert_eq(import(w.a, cb, lb), 0, "%s", th_errmsg());
     free(rot), free(ca), free(cb);
     world_close(&w);
 }
@@ -989,7 +985,7 @@ Test(trust, import_inside_an_open_transaction)
     size_t len;
     uint8_t *cb = th_cert_make(&w.shop, w.b->pk, "till-b", now - DAY, now + YEAR, &len);
     th_exec(w.a, "BEGIN IMMEDIATE");
-    cr_assert_eq(import(w.a, cb, len), 0, "%s", errmsg());
+    cr_assert_eq(import(w.a, cb, len), 0, "%s", th_errmsg());
     cr_assert_eq(sqlite3_get_autocommit(tsync_store_sqlite(w.a)), 0, "still in the transaction");
     th_exec(w.a, "ROLLBACK");
     cr_assert_eq(admit(w.a, w.b, 1, now), TSYNC_EREFUSED, "rolled back with the caller");
@@ -1002,12 +998,12 @@ Test(trust, shop_key_file)
     char *dir = th_tmpdir_auto();
     const char *path = th_path(dir, "shop.key");
     tsync__shopkey k;
-    cr_assert_eq(tsync__shopkey_create(path, "Corner Shop", T0, &k), 0, "%s", errmsg());
+    cr_assert_eq(tsync__shopkey_create(path, "Corner Shop", T0, &k), 0, "%s", th_errmsg());
     struct stat sb;
     cr_assert_eq(stat(path, &sb), 0);
     cr_assert_eq(sb.st_mode & 0777, 0600, "mode %o", sb.st_mode & 0777);
     tsync__shopkey back;
-    cr_assert_eq(tsync__shopkey_load(path, &back), 0, "%s", errmsg());
+    cr_assert_eq(tsync__shopkey_load(path, &back), 0, "%s", th_errmsg());
     cr_assert_eq(memcmp(back.sk, k.sk, 64), 0);
     cr_assert_str_eq(back.name, "Corner Shop");
     /* never overwritten */
@@ -1025,7 +1021,7 @@ Test(trust, shop_key_file)
     /* readable by others: refused, with the fix in the message */
     chmod(path, 0644);
     cr_assert_eq(tsync__shopkey_load(path, &back), TSYNC_EINVAL);
-    cr_assert(strstr(errmsg(), "chmod 600"), "%s", errmsg());
+    cr_assert(strstr(th_errmsg(), "chmod 600"), "%s", th_errmsg());
     chmod(path, 0600);
     /* damaged */
     f = fopen(path, "r+b");
@@ -1055,7 +1051,7 @@ Test(trust, cutoffs_from_a_database)
     tsync__cutoff *cuts;
     uint32_t n;
     cr_assert_eq(tsync__trust_cutoffs_from_db(th_path(w.dir, "a.db"), w.b->pk, &cuts, &n), 0, "%s",
-                 errmsg());
+                 th_errmsg());
     cr_assert_eq(n, 1);
     cr_assert_eq(memcmp(cuts[0].site, w.b->site, 16), 0);
     cr_assert_eq(cuts[0].seq, 2);

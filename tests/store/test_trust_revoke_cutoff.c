@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/store/test_trust_revoke_cutoff.c — a revocation whose cutoff is below what some honest till
  * already merged (docs/TRUST.md, "Kept batches of a revoked device").

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/util/test_messages.c — error and refusal texts are whole or cut on a character boundary
  * (issue 10, defect 10): the last error keeps a message that quotes another refusal, a message
