@@ -6,6 +6,8 @@
 
 #include "crdt/crdt.h"
 #include "store/internal.h"
+#include "store/schema.h"
+#include "store/sync.h"
 
 #include <criterion/criterion.h>
 #include <ftw.h>
@@ -349,4 +351,73 @@ void th_sell(tsync_store *s, int from, int n)
         th_exec(s, sql);
         th_seal(s);
     }
+}
+
+char *th_products_state(tsync_store *s)
+{
+    static const char *q[] = {
+        "SELECT group_concat(x, '|') FROM (SELECT id || ',' || quote(name) || ',' || "
+        "quote(price) || ',' || quote(stock) AS x FROM products ORDER BY id)",
+        "SELECT group_concat(x, '|') FROM (SELECT id || ',' || hex(tsync_m) AS x FROM "
+        "tsync_clk_products ORDER BY id)",
+        /* A tombstone's counter column is never read back (a resurrection takes a counter's
+         * total from its clocks): a row inserted and deleted within one chunk leaves it NULL,
+         * across two chunks the DEFAULT the insert took, as with two merges. */
+        "SELECT group_concat(x, '|') FROM (SELECT id || ',' || quote(name) || ',' || "
+        "quote(price) AS x FROM tsync_tomb_products ORDER BY id)",
+        "SELECT group_concat(x, '|') FROM (SELECT site || ',' || seq || ',' || reason AS x FROM "
+        "tsync_held ORDER BY site, seq)",
+        "SELECT group_concat(x, '|') FROM (SELECT site || ',' || seq || ',' || hex(hash) AS x "
+        "FROM tsync_log ORDER BY site, seq)",
+        "SELECT group_concat(x, '|') FROM (SELECT tbl || pk || col || quote(win_val) || win_hlc "
+        "|| hex(win_site) || quote(lose_val) || lose_hlc || hex(lose_site) AS x FROM "
+        "tsync_conflicts ORDER BY 1)",
+        "SELECT group_concat(x, '|') FROM (SELECT site || ',' || seq || ',' || row || ',' || "
+        "ifnull(col, '') AS x FROM tsync_parked ORDER BY 1)",
+    };
+    size_t cap = 1 << 16, len = 0;
+    char *out = malloc(cap);
+    cr_assert(out);
+    out[0] = 0;
+    for (size_t i = 0; i < sizeof q / sizeof *q; i++) {
+        char *t = th_text(s, q[i]);
+        size_t n = strlen(t ? t : "") + 8;
+        while (len + n + 1 > cap) {
+            cap *= 2;
+            out = realloc(out, cap);
+            cr_assert(out);
+        }
+        len += (size_t)snprintf(out + len, cap - len, "#%zu:%s", i, t ? t : "");
+        free(t);
+    }
+    return out;
+}
+
+tsync_store *th_open_shop(const char *path)
+{
+    tsync_store *s = th_open_products(path);
+    th_exec(s, "CREATE TABLE IF NOT EXISTS lines(shop TEXT, n INTEGER, item TEXT, qty INTEGER, "
+               "note BLOB, PRIMARY KEY(shop, n)) WITHOUT ROWID;"
+               "CREATE TABLE IF NOT EXISTS moves(id INT PRIMARY KEY, what TEXT, amount REAL)");
+    int rc = tsync_store_replicate(s, "lines", NULL, 0);
+    cr_assert(rc == 0 || rc == TSYNC_EEXISTS, "replicate lines: %s", tsync_error_last()->message);
+    rc = tsync_store_replicate(s, "moves", NULL, 0);
+    cr_assert(rc == 0 || rc == TSYNC_EEXISTS, "replicate moves: %s", tsync_error_last()->message);
+    return s;
+}
+
+void th_tell(tsync_store *from, tsync_store *to)
+{
+    uint8_t **blobs = NULL;
+    size_t *lens = NULL, n = 0;
+    cr_assert_eq(tsync__trust_export(from, &blobs, &lens, &n), 0, "%s", th_errmsg());
+    char err[TSYNC__ERRLEN];
+    for (size_t i = 0; i < n; i++) (void)tsync__trust_import(to, blobs[i], lens[i], err);
+    tsync__trust_export_free(blobs, lens, n);
+    uint8_t site[TSYNC__SITE_BYTES], inc[TSYNC__INC_BYTES], *defs = NULL;
+    size_t len = 0;
+    cr_assert_eq(tsync__schema_message(from, site, inc, &defs, &len), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync__schema_record(to, site, tsync__sync_public_key(from), defs, len, NULL), 0,
+                 "%s", th_errmsg());
+    free(defs);
 }

@@ -89,5 +89,13 @@ void th_free_ptr(void *p);
 #define TH_AUTO_FREE __attribute__((cleanup(th_free_ptr)))
 /* n sales into the standard products table ('p%06d' from `from` on), each sealed as one batch. */
 void th_sell(tsync_store *s, int from, int n);
+/* Everything a products replica shows or keeps that a merge writes (rows, clocks, tombstones,
+ * held batches, the log, conflicts, parked changes) as one string; caller frees. */
+char *th_products_state(tsync_store *s);
+/* th_open_products plus two replicated tables, lines(shop, n, ...) WITHOUT ROWID with a
+ * two-column key and moves(id INT PRIMARY KEY, ...). */
+tsync_store *th_open_shop(const char *path);
+/* What a session tells each side: from's certificates and table definitions, into to. */
+void th_tell(tsync_store *from, tsync_store *to);
 
 #endif

@@ -40,27 +40,10 @@ static tsync_store *till(const char *dir, const char *name)
     return s;
 }
 
-/* What a session tells each side: certificates and table definitions. */
-static void tell(tsync_store *from, tsync_store *to)
-{
-    uint8_t **blobs = NULL;
-    size_t *lens = NULL, n = 0;
-    cr_assert_eq(tsync__trust_export(from, &blobs, &lens, &n), 0, "%s", th_errmsg());
-    char err[TSYNC__ERRLEN];
-    for (size_t i = 0; i < n; i++) (void)tsync__trust_import(to, blobs[i], lens[i], err);
-    tsync__trust_export_free(blobs, lens, n);
-    uint8_t site[TSYNC__SITE_BYTES], inc[TSYNC__INC_BYTES], *defs = NULL;
-    size_t len = 0;
-    cr_assert_eq(tsync__schema_message(from, site, inc, &defs, &len), 0, "%s", th_errmsg());
-    cr_assert_eq(tsync__schema_record(to, site, tsync__sync_public_key(from), defs, len, NULL), 0,
-                 "%s", th_errmsg());
-    free(defs);
-}
-
 static void meet(tsync_store *a, tsync_store *b)
 {
-    tell(a, b);
-    tell(b, a);
+    th_tell(a, b);
+    th_tell(b, a);
 }
 
 /* member acknowledges to `to` what it holds (what a node stores from an ACK). */
@@ -358,7 +341,7 @@ Test(collect, a_table_stays_while_a_till_lacks_its_last_column, .init = setup_sh
     cr_assert_eq(tombs(a, "notes"), 1);
     /* b migrates and says so: notes goes too. */
     add_tag(b, d, "b");
-    tell(b, a);
+    th_tell(b, a);
     th_exec(b, "INSERT INTO products VALUES('p8', 'y', 1, 0)"); /* something new to mark on */
     th_seal(b);
     cr_assert_eq(th_sync(b, a), 0, "%s", th_errmsg());

@@ -88,23 +88,6 @@ static tsync_store *open_till(world *w, int i)
     return s;
 }
 
-/* What a session tells: certificates and table definitions. */
-static void tell(tsync_store *from, tsync_store *to)
-{
-    uint8_t **blobs = NULL;
-    size_t *lens = NULL, n = 0;
-    cr_assert_eq(tsync__trust_export(from, &blobs, &lens, &n), 0, "%s", th_errmsg());
-    char err[TSYNC__ERRLEN];
-    for (size_t i = 0; i < n; i++) (void)tsync__trust_import(to, blobs[i], lens[i], err);
-    tsync__trust_export_free(blobs, lens, n);
-    uint8_t site[TSYNC__SITE_BYTES], inc[TSYNC__INC_BYTES], *defs = NULL;
-    size_t len = 0;
-    cr_assert_eq(tsync__schema_message(from, site, inc, &defs, &len), 0, "%s", th_errmsg());
-    cr_assert_eq(tsync__schema_record(to, site, tsync__sync_public_key(from), defs, len, NULL), 0,
-                 "%s", th_errmsg());
-    free(defs);
-}
-
 static void ack(tsync_store *to, tsync_store *member)
 {
     tsync__vv v;
@@ -275,7 +258,7 @@ static void step(world *w, plan *p, int n, int nsteps)
         /* behind the horizon: a snapshot (the frontier deletes what `from` collected) */
         give_snapshot(w->r[from], w->r[x]);
         if (w->collects) {
-            tell(w->r[x], w->r[from]);
+            th_tell(w->r[x], w->r[from]);
             ack(w->r[from], w->r[x]);
         }
         return;
@@ -325,7 +308,7 @@ static void world_open(world *w, int collects)
     if (collects)
         for (int i = 0; i < NREP; i++)
             for (int j = 0; j < NREP; j++)
-                if (i != j) tell(w->r[i], w->r[j]);
+                if (i != j) th_tell(w->r[i], w->r[j]);
 }
 
 static void world_close(world *w)
@@ -434,7 +417,7 @@ Test(collect_property, collection_never_changes_what_a_replica_shows, .timeout =
         }
         for (int k = 0; k < 2; k++) {
             w[k].r[NREP] = open_till(&w[k], NREP);
-            if (k) tell(w[k].r[best], w[k].r[NREP]);
+            if (k) th_tell(w[k].r[best], w[k].r[NREP]);
             give_snapshot(w[k].r[best], w[k].r[NREP]);
         }
         same(&w[0], &w[1], seed, round, nsteps + 5, "joined");

@@ -40,45 +40,6 @@ typedef struct {
     size_t len;
 } bun;
 
-/* Everything a replica shows or keeps that the merge writes, as one string (malloc'd). */
-static char *state_of(tsync_store *s)
-{
-    static const char *q[] = {
-        "SELECT group_concat(x, '|') FROM (SELECT id || ',' || quote(name) || ',' || "
-        "quote(price) || ',' || quote(stock) AS x FROM products ORDER BY id)",
-        "SELECT group_concat(x, '|') FROM (SELECT id || ',' || hex(tsync_m) AS x FROM "
-        "tsync_clk_products ORDER BY id)",
-        /* as in test_scale_merge.c: a tombstone's counter column is never read back */
-        "SELECT group_concat(x, '|') FROM (SELECT id || ',' || quote(name) || ',' || "
-        "quote(price) AS x FROM tsync_tomb_products ORDER BY id)",
-        "SELECT group_concat(x, '|') FROM (SELECT site || ',' || seq || ',' || reason AS x FROM "
-        "tsync_held ORDER BY site, seq)",
-        "SELECT group_concat(x, '|') FROM (SELECT site || ',' || seq || ',' || hex(hash) AS x "
-        "FROM tsync_log ORDER BY site, seq)",
-        "SELECT group_concat(x, '|') FROM (SELECT tbl || pk || col || quote(win_val) || win_hlc "
-        "|| hex(win_site) || quote(lose_val) || lose_hlc || hex(lose_site) AS x FROM "
-        "tsync_conflicts ORDER BY 1)",
-        "SELECT group_concat(x, '|') FROM (SELECT site || ',' || seq || ',' || row || ',' || "
-        "ifnull(col, '') AS x FROM tsync_parked ORDER BY 1)",
-    };
-    size_t cap = 1 << 16, len = 0;
-    char *out = malloc(cap);
-    cr_assert(out);
-    out[0] = 0;
-    for (size_t i = 0; i < sizeof q / sizeof *q; i++) {
-        char *t = th_text(s, q[i]);
-        size_t n = strlen(t ? t : "") + 8;
-        while (len + n + 1 > cap) {
-            cap *= 2;
-            out = realloc(out, cap);
-            cr_assert(out);
-        }
-        len += (size_t)snprintf(out + len, cap - len, "#%zu:%s", i, t ? t : "");
-        free(t);
-    }
-    return out;
-}
-
 /* One write of source i: mostly a key of its own third of the pool. */
 static void write_op(tsync_store *s, int i, uint64_t *rng)
 {
@@ -170,7 +131,7 @@ static void compare(tsync_store *a, tsync_store *b, uint64_t seed, size_t k, int
     cr_assert_str_eq(th_hash(a), th_hash(b), "seed %llu, merge %zu: rows differ",
                      (unsigned long long)seed, k);
     if (!all) return;
-    char *x = state_of(a), *y = state_of(b);
+    char *x = th_products_state(a), *y = th_products_state(b);
     if (strcmp(x, y) != 0) {
         size_t d = 0;
         while (x[d] == y[d]) d++;

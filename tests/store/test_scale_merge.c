@@ -45,47 +45,6 @@ typedef struct {
     size_t len;
 } bun;
 
-/* Everything a replica shows or keeps that the merge writes, as one string (malloc'd). */
-static char *state_of(tsync_store *s)
-{
-    static const char *q[] = {
-        "SELECT group_concat(x, '|') FROM (SELECT id || ',' || quote(name) || ',' || "
-        "quote(price) || ',' || quote(stock) AS x FROM products ORDER BY id)",
-        "SELECT group_concat(x, '|') FROM (SELECT id || ',' || hex(tsync_m) AS x FROM "
-        "tsync_clk_products ORDER BY id)",
-        /* A tombstone's counter column is never read back (a resurrection takes a counter's
-         * total from its clocks): a row inserted and deleted within one chunk leaves it NULL,
-         * across two chunks the DEFAULT the insert took, as with two merges. */
-        "SELECT group_concat(x, '|') FROM (SELECT id || ',' || quote(name) || ',' || "
-        "quote(price) AS x FROM tsync_tomb_products ORDER BY id)",
-        "SELECT group_concat(x, '|') FROM (SELECT site || ',' || seq || ',' || reason AS x FROM "
-        "tsync_held ORDER BY site, seq)",
-        "SELECT group_concat(x, '|') FROM (SELECT site || ',' || seq || ',' || hex(hash) AS x "
-        "FROM tsync_log ORDER BY site, seq)",
-        "SELECT group_concat(x, '|') FROM (SELECT tbl || pk || col || quote(win_val) || win_hlc "
-        "|| hex(win_site) || quote(lose_val) || lose_hlc || hex(lose_site) AS x FROM "
-        "tsync_conflicts ORDER BY 1)",
-        "SELECT group_concat(x, '|') FROM (SELECT site || ',' || seq || ',' || row || ',' || "
-        "ifnull(col, '') AS x FROM tsync_parked ORDER BY 1)",
-    };
-    size_t cap = 1 << 16, len = 0;
-    char *out = malloc(cap);
-    cr_assert(out);
-    out[0] = 0;
-    for (size_t i = 0; i < sizeof q / sizeof *q; i++) {
-        char *t = th_text(s, q[i]);
-        size_t n = strlen(t ? t : "") + 8;
-        while (len + n + 1 > cap) {
-            cap *= 2;
-            out = realloc(out, cap);
-            cr_assert(out);
-        }
-        len += (size_t)snprintf(out + len, cap - len, "#%zu:%s", i, t ? t : "");
-        free(t);
-    }
-    return out;
-}
-
 static void write_op(tsync_store *s, uint64_t *rng)
 {
     char sql[256];
@@ -225,7 +184,7 @@ static void run_schedule(uint64_t seed)
         tsync_merge_report_clear(&rr);
         cr_assert_str_eq(th_hash(chunked), th_hash(ref), "seed %llu, merge %zu: rows differ",
                          (unsigned long long)seed, k);
-        char *a = state_of(chunked), *c = state_of(ref);
+        char *a = th_products_state(chunked), *c = th_products_state(ref);
         if (strcmp(a, c) != 0) {
             size_t d = 0;
             while (a[d] == c[d]) d++;

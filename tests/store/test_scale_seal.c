@@ -25,19 +25,6 @@
 
 TestSuite(scale_seal, .fini = th_cleanup);
 
-static tsync_store *open_shop(const char *path)
-{
-    tsync_store *s = th_open_products(path);
-    th_exec(s, "CREATE TABLE IF NOT EXISTS lines(shop TEXT, n INTEGER, item TEXT, qty INTEGER, "
-               "note BLOB, PRIMARY KEY(shop, n)) WITHOUT ROWID;"
-               "CREATE TABLE IF NOT EXISTS moves(id INT PRIMARY KEY, what TEXT, amount REAL)");
-    int rc = tsync_store_replicate(s, "lines", NULL, 0);
-    cr_assert(rc == 0 || rc == TSYNC_EEXISTS, "replicate lines: %s", tsync_error_last()->message);
-    rc = tsync_store_replicate(s, "moves", NULL, 0);
-    cr_assert(rc == 0 || rc == TSYNC_EEXISTS, "replicate moves: %s", tsync_error_last()->message);
-    return s;
-}
-
 /* One random statement of the workload, written into sql. */
 static void random_write(uint64_t *rng, char *sql, size_t n)
 {
@@ -123,13 +110,13 @@ static void one_workload(uint64_t seed, const char *dir)
 {
     char name[64];
     snprintf(name, sizeof name, "chunked-%llu.db", (unsigned long long)seed);
-    tsync_store *a = open_shop(th_path(dir, name));
+    tsync_store *a = th_open_shop(th_path(dir, name));
     snprintf(name, sizeof name, "whole-%llu.db", (unsigned long long)seed);
-    tsync_store *w = open_shop(th_path(dir, name));
+    tsync_store *w = th_open_shop(th_path(dir, name));
     snprintf(name, sizeof name, "ra-%llu.db", (unsigned long long)seed);
-    tsync_store *ra = open_shop(th_path(dir, name));
+    tsync_store *ra = th_open_shop(th_path(dir, name));
     snprintf(name, sizeof name, "rw-%llu.db", (unsigned long long)seed);
-    tsync_store *rw = open_shop(th_path(dir, name));
+    tsync_store *rw = th_open_shop(th_path(dir, name));
     uint64_t rng = seed;
     size_t rows = 1 + th_rand(&rng) % 37;
     a->seal_batch_rows = rows;
@@ -203,7 +190,7 @@ Test(scale_seal, chunked_seals_show_what_one_batch_shows, .timeout = 600)
 Test(scale_seal, a_big_transaction_seals_in_row_budget_batches, .timeout = 300)
 {
     TH_AUTO_FREE char *d = th_tmpdir_auto();
-    tsync_store *a = open_shop(th_path(d, "a.db")), *b = open_shop(th_path(d, "b.db"));
+    tsync_store *a = th_open_shop(th_path(d, "a.db")), *b = th_open_shop(th_path(d, "b.db"));
     int n = 2 * (int)TSYNC__SEAL_BATCH_ROWS + 123;
     char sql[400];
     snprintf(sql, sizeof sql,
@@ -233,7 +220,7 @@ Test(scale_seal, older_delete_trigger_is_replaced_at_open, .timeout = 60)
 {
     TH_AUTO_FREE char *d = th_tmpdir_auto();
     const char *path = th_path(d, "a.db");
-    tsync_store *a = open_shop(path);
+    tsync_store *a = th_open_shop(path);
     const char *trig = "SELECT sql FROM sqlite_schema WHERE name='tsync_ad_products'";
     char *sql = th_text(a, trig);
     cr_assert(sql && strstr(sql, "INSERT OR REPLACE INTO") && !strstr(sql, "DELETE FROM"), "%s",
@@ -251,7 +238,7 @@ Test(scale_seal, older_delete_trigger_is_replaced_at_open, .timeout = 60)
              (long long)tid);
     th_exec(a, old);
     tsync_store_free(a);
-    a = open_shop(path);
+    a = th_open_shop(path);
     sql = th_text(a, trig);
     cr_assert(sql && strstr(sql, "INSERT OR REPLACE INTO") && !strstr(sql, "DELETE FROM"),
               "the trigger of the older build is still in place: %s", sql ? sql : "(none)");

@@ -24,19 +24,6 @@
 
 TestSuite(seal_bulk, .fini = th_cleanup);
 
-static tsync_store *open_shop(const char *path)
-{
-    tsync_store *s = th_open_products(path);
-    th_exec(s, "CREATE TABLE IF NOT EXISTS lines(shop TEXT, n INTEGER, item TEXT, qty INTEGER, "
-               "note BLOB, PRIMARY KEY(shop, n)) WITHOUT ROWID;"
-               "CREATE TABLE IF NOT EXISTS moves(id INT PRIMARY KEY, what TEXT, amount REAL)");
-    int rc = tsync_store_replicate(s, "lines", NULL, 0);
-    cr_assert(rc == 0 || rc == TSYNC_EEXISTS, "replicate lines: %s", tsync_error_last()->message);
-    rc = tsync_store_replicate(s, "moves", NULL, 0);
-    cr_assert(rc == 0 || rc == TSYNC_EEXISTS, "replicate moves: %s", tsync_error_last()->message);
-    return s;
-}
-
 /* One random statement of the workload. */
 static void random_write(uint64_t *rng, char *sql, size_t n)
 {
@@ -146,7 +133,7 @@ static void copy_file(const char *from, const char *to)
 /* A fresh till merging everything s sealed; returns its hash. */
 static void fresh_hash(tsync_store *s, const char *dir, const char *name, char out[65])
 {
-    tsync_store *f = open_shop(th_path(dir, name));
+    tsync_store *f = th_open_shop(th_path(dir, name));
     cr_assert_eq(th_sync(s, f), 0, "merge into a fresh till: %s", tsync_error_last()->message);
     snprintf(out, 65, "%s", th_hash(f));
     tsync_store_free(f);
@@ -170,7 +157,7 @@ static tsync_store *seal_both(tsync_store *a, const char *a_path, const char *d,
 
     /* The reference: every clock entry written by a statement of its own. */
     tsync__seal_newclk_rows = 1;
-    a = open_shop(a_path);
+    a = th_open_shop(a_path);
     th_seal(a);
     tsync__seal_newclk_rows = 32;
     char *want = sealed_state(a);
@@ -186,7 +173,7 @@ static tsync_store *seal_both(tsync_store *a, const char *a_path, const char *d,
         copy_file(mark_save, mark);
     else
         unlink(mark);
-    a = open_shop(a_path);
+    a = th_open_shop(a_path);
     th_seal(a);
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_pending", -1), 0);
     char *got = sealed_state(a);
@@ -211,7 +198,7 @@ static void one_seed(uint64_t seed, const char *d)
     uint64_t rng = seed;
     char a_path[4200];
     snprintf(a_path, sizeof a_path, "%s", th_path(d, "a.db"));
-    tsync_store *a = open_shop(a_path);
+    tsync_store *a = th_open_shop(a_path);
     for (int round = 0; round < 4; round++) {
         int nw = 4 + (int)(th_rand(&rng) % 12);
         for (int i = 0; i < nw; i++) {
@@ -242,7 +229,7 @@ Test(seal_bulk, bulk_insert_writes_every_clock_entry, .timeout = 120)
     char *d = th_tmpdir();
     char a_path[4200];
     snprintf(a_path, sizeof a_path, "%s", th_path(d, "a.db"));
-    tsync_store *a = open_shop(a_path);
+    tsync_store *a = th_open_shop(a_path);
     th_exec(a, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<1000) "
                "INSERT INTO products SELECT printf('p%05d',x), 'n', x, x % 9 FROM c;"
                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<77) "
