@@ -571,12 +571,11 @@ static int rec_site(tsync__bstream *r, tsync__mpr *m, tsync__bs_item *it)
     return 0;
 }
 
-static int rec_run(tsync__bstream *r, tsync__mpr *m, tsync__bs_item *it)
+/* What both kinds of run record begin with: the site index, the first seq and the previous hash. */
+static int rec_run_head(tsync__bstream *r, tsync__mpr *m, tsync__brun *run)
 {
     static const uint8_t zero[TSYNC__HASH_BYTES];
-    tsync__brun *run = &it->run;
     uint64_t site;
-    uint32_t n;
     r->at = AT_DATA;
     if (!tsync__mpr_uint(m, &site)) return rbad(r, m, "run: site index");
     if (site >= r->nsites)
@@ -591,6 +590,25 @@ static int rec_run(tsync__bstream *r, tsync__mpr *m, tsync__bs_item *it)
     if (run->first_seq == 1 && memcmp(run->prev, zero, TSYNC__HASH_BYTES) != 0)
         return rfail(r, TSYNC_ECORRUPT, "run %" PRIu64 ": starts at seq 1 with a previous hash",
                      r->nruns);
+    return 0;
+}
+
+/* A run read whole: counted, and handed out as an item. */
+static int rec_run_done(tsync__bstream *r, tsync__bs_item *it)
+{
+    r->nruns++;
+    r->nbatches += it->run.nbodies;
+    it->kind = TSYNC__BS_RUN;
+    it->site_idx = it->run.site;
+    it->site = &r->sites[it->run.site];
+    return 0;
+}
+
+static int rec_run(tsync__bstream *r, tsync__mpr *m, tsync__bs_item *it)
+{
+    tsync__brun *run = &it->run;
+    uint32_t n;
+    if (rec_run_head(r, m, run)) return r->rc;
     if (!tsync__mpr_list(m, &n, MIN_BODY)) return rbad(r, m, "run: bodies");
     if (n == 0) return rfail(r, TSYNC_ECORRUPT, "run %" PRIu64 ": no batches", r->nruns);
     if (run->first_seq - 1 > UINT64_MAX - n)
@@ -617,37 +635,18 @@ static int rec_run(tsync__bstream *r, tsync__mpr *m, tsync__bs_item *it)
     run->body_len = r->body_len;
     run->nbodies = n;
     if (rec_fixed(r, m, "run: signature", run->sig, TSYNC__SIG_BYTES)) return r->rc;
-    r->nruns++;
-    r->nbatches += n;
-    it->kind = TSYNC__BS_RUN;
-    it->site_idx = run->site;
-    it->site = &r->sites[run->site];
-    return 0;
+    return rec_run_done(r, it);
 }
 
 /* Format 5's compact run: as a run, its bodies rebuilt (codec/compact.c), so a consumer sees
  * exactly what format 4 would have given it. */
 static int rec_crun(tsync__bstream *r, tsync__mpr *m, tsync__bs_item *it)
 {
-    static const uint8_t zero[TSYNC__HASH_BYTES];
     tsync__brun *run = &it->run;
-    uint64_t site, n;
+    uint64_t n;
     const uint8_t *blob;
     uint32_t blen;
-    r->at = AT_DATA;
-    if (!tsync__mpr_uint(m, &site)) return rbad(r, m, "run: site index");
-    if (site >= r->nsites)
-        return rfail(r, TSYNC_ECORRUPT,
-                     "run %" PRIu64 ": site index %" PRIu64 " out of range (%" PRIu32 " sites)",
-                     r->nruns, site, r->nsites);
-    run->site = (uint32_t)site;
-    if (!tsync__mpr_uint(m, &run->first_seq)) return rbad(r, m, "run: first seq");
-    if (run->first_seq == 0)
-        return rfail(r, TSYNC_ECORRUPT, "run %" PRIu64 ": first seq is 0", r->nruns);
-    if (rec_fixed(r, m, "run: previous hash", run->prev, TSYNC__HASH_BYTES)) return r->rc;
-    if (run->first_seq == 1 && memcmp(run->prev, zero, TSYNC__HASH_BYTES) != 0)
-        return rfail(r, TSYNC_ECORRUPT, "run %" PRIu64 ": starts at seq 1 with a previous hash",
-                     r->nruns);
+    if (rec_run_head(r, m, run)) return r->rc;
     if (!tsync__mpr_uint(m, &n)) return rbad(r, m, "run: batch count");
     if (!tsync__mpr_bin(m, &blob, &blen)) return rbad(r, m, "run: compact bodies");
     /* Each batch takes at least one byte of the blob. */
@@ -669,12 +668,7 @@ static int rec_crun(tsync__bstream *r, tsync__mpr *m, tsync__bs_item *it)
     run->body = (const uint8_t **)body;
     run->body_len = (size_t *)len;
     run->nbodies = (uint32_t)n;
-    r->nruns++;
-    r->nbatches += n;
-    it->kind = TSYNC__BS_RUN;
-    it->site_idx = run->site;
-    it->site = &r->sites[run->site];
-    return 0;
+    return rec_run_done(r, it);
 }
 
 /* The end record: what came before it, then nothing more. */
