@@ -111,29 +111,11 @@ static void free_model(model *m)
     }
 }
 
-typedef struct {
-    uint8_t *p;
-    size_t len, cap;
-} buf;
-
-static int buf_write(void *ctx, const void *p, size_t n)
+static th_buf write_model(const model *m, bool compress)
 {
-    buf *b = ctx;
-    if (b->len + n > b->cap) {
-        b->cap = (b->len + n) * 2;
-        b->p = realloc(b->p, b->cap);
-        cr_assert_not_null(b->p);
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
-static buf write_model(const model *m, bool compress)
-{
-    buf b = {0};
+    th_buf b = {0};
     tsync__bstream_writer *w;
-    cr_assert_eq(tsync__bstream_writer_open(&w, compress, buf_write, &b), 0);
+    cr_assert_eq(tsync__bstream_writer_open(&w, compress, th_buf_write, &b), 0);
     for (uint32_t i = 0; i < m->ntrust; i++)
         cr_assert_eq(tsync__bstream_writer_trust(w, m->trust[i], m->tlen[i]), 0);
     if (m->schema)
@@ -231,7 +213,7 @@ static void check_items(tsync__bstream *r, const model *m)
 }
 
 /* tsync__bundle_decode's view of the same bundle. */
-static void check_decoded(const buf *b, const model *m)
+static void check_decoded(const th_buf *b, const model *m)
 {
     tsync__bundle d;
     tsync__arena a = {0};
@@ -261,7 +243,7 @@ Test(bundle_stream, random_round_trip)
         model m;
         make_model(&m, &rng);
         for (int z = 0; z < 2; z++) {
-            buf b = write_model(&m, z == 1);
+            th_buf b = write_model(&m, z == 1);
             cr_assert_eq(b.p[8], TSYNC__BUNDLE_FORMAT_STREAM);
             char err[TSYNC__ERRLEN];
             tsync__bstream *r;
@@ -308,7 +290,7 @@ Test(bundle_stream, every_truncation_refused)
         make_model(&m, &rng);
     } while (m.nruns < 2);
     for (int z = 0; z < 2; z++) {
-        buf b = write_model(&m, z == 1);
+        th_buf b = write_model(&m, z == 1);
         char err[TSYNC__ERRLEN];
         cr_assert_eq(read_all(b.p, b.len, err), 0, "%s", err);
         /* Every cut, even one between two records, since the end record is what says "whole". */
@@ -347,7 +329,7 @@ Test(bundle_stream, every_flipped_byte_of_a_compressed_bundle_refused_or_harmles
             m.runs[r].body[k] = rand_bytes(&rng, 40);
         }
     }
-    buf b = write_model(&m, true);
+    th_buf b = write_model(&m, true);
     char err[TSYNC__ERRLEN];
     for (size_t i = 0; i < b.len; i++) {
         for (int bit = 0; bit < 8; bit += 3) {
@@ -370,7 +352,7 @@ Test(bundle_stream, every_flipped_byte_of_a_compressed_bundle_refused_or_harmles
     }
     cr_assert_eq(read_all(b.p, b.len, err), 0, "%s", err);
     /* Bytes after the frame. */
-    buf_write(&b, "x", 1);
+    th_buf_write(&b, "x", 1);
     assert_one_line(read_all(b.p, b.len, err), err);
     cr_assert(strstr(err, "after the zstd frame"), "%s", err);
     free(b.p);
@@ -562,14 +544,14 @@ Test(bundle_stream, hand_made_streams)
 
 Test(bundle_stream, writer_refuses_out_of_order)
 {
-    buf b = {0};
+    th_buf b = {0};
     tsync__bstream_writer *w;
     tsync__bsite s = a_site();
     uint32_t si;
     static const uint8_t zero[64];
     const uint8_t *body[] = {(const uint8_t *)"abc"};
     size_t len[] = {3};
-    cr_assert_eq(tsync__bstream_writer_open(&w, true, buf_write, &b), 0);
+    cr_assert_eq(tsync__bstream_writer_open(&w, true, th_buf_write, &b), 0);
     cr_assert_eq(tsync__bstream_writer_schema(w, zero, (const uint8_t *)"d", 1), 0);
     cr_assert_eq(tsync__bstream_writer_schema(w, zero, (const uint8_t *)"d", 1), TSYNC_EINVAL);
     cr_assert_eq(tsync__bstream_writer_trust(w, (const uint8_t *)"t", 1), TSYNC_EINVAL);
@@ -675,7 +657,7 @@ Test(bundle_stream, small_frames_say_their_size_large_ones_stream)
                 run->body[k] = rand_bytes(&rng, run->len[k]);
             }
         }
-        buf raw = write_model(&m, false), z = write_model(&m, true);
+        th_buf raw = write_model(&m, false), z = write_model(&m, true);
         unsigned long long size = ZSTD_getFrameContentSize(z.p + 10, z.len - 10);
         if (big)
             cr_assert_eq(size, ZSTD_CONTENTSIZE_UNKNOWN, "%llu", size);

@@ -298,33 +298,15 @@ Test(compact, every_corrupted_byte_is_refused_or_changes_the_bodies)
     tsync__crun_dec_free(d);
 }
 
-typedef struct {
-    uint8_t *p;
-    size_t len, cap;
-} buf;
-
-static int buf_write(void *ctx, const void *p, size_t n)
+static th_buf write_bundle(const run *r, const tsync__bsite *s, unsigned format, bool z)
 {
-    buf *b = ctx;
-    if (b->len + n > b->cap) {
-        b->cap = (b->len + n) * 2;
-        b->p = realloc(b->p, b->cap);
-        cr_assert_not_null(b->p);
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
-static buf write_bundle(const run *r, const tsync__bsite *s, unsigned format, bool z)
-{
-    buf b = {0};
+    th_buf b = {0};
     tsync__bstream_writer *w;
     uint32_t si;
     uint8_t prev[32] = {0}, sig[64];
     memset(prev, 7, sizeof prev);
     memset(sig, 9, sizeof sig);
-    cr_assert_eq(tsync__bstream_writer_open_format(&w, z, format, buf_write, &b), 0);
+    cr_assert_eq(tsync__bstream_writer_open_format(&w, z, format, th_buf_write, &b), 0);
     cr_assert_eq(tsync__bstream_writer_site(w, s, &si), 0);
     /* two runs: the first half and the rest */
     uint32_t h = r->n / 2;
@@ -351,7 +333,7 @@ Test(compact, format_5_and_format_4_bundles_read_the_same)
         make_run(&r, &rng, 2 + (uint32_t)(th_rand(&rng) % 300), round % 2 == 0, s.site);
         for (unsigned f = TSYNC__BUNDLE_FORMAT_STREAM4; f <= TSYNC__BUNDLE_FORMAT_STREAM; f++) {
             for (int z = 0; z < 2; z++) {
-                buf b = write_bundle(&r, &s, f, z == 1);
+                th_buf b = write_bundle(&r, &s, f, z == 1);
                 cr_assert_eq(b.p[8], f);
                 tsync__bundle dec;
                 tsync__arena a = {0};

@@ -421,3 +421,16 @@ void th_tell(tsync_store *from, tsync_store *to)
                  "%s", th_errmsg());
     free(defs);
 }
+
+int th_buf_write(void *ctx, const void *p, size_t n)
+{
+    th_buf *b = ctx;
+    if (b->len + n > b->cap) {
+        b->cap = (b->len + n) * 2;
+        b->p = realloc(b->p, b->cap);
+        cr_assert_not_null(b->p);
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return 0;
+}

@@ -92,6 +92,12 @@ void th_sell(tsync_store *s, int from, int n);
 /* Everything a products replica shows or keeps that a merge writes (rows, clocks, tombstones,
  * held batches, the log, conflicts, parked changes) as one string; caller frees. */
 char *th_products_state(tsync_store *s);
+/* A growing byte buffer, and a writer callback (ctx: a th_buf) that appends to it. */
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+} th_buf;
+int th_buf_write(void *ctx, const void *p, size_t n);
 /* th_open_products plus two replicated tables, lines(shop, n, ...) WITHOUT ROWID with a
  * two-column key and moves(id INT PRIMARY KEY, ...). */
 tsync_store *th_open_shop(const char *path);

@@ -31,21 +31,6 @@ static tsync_store *till(const char *path, const char *name)
     return s;
 }
 
-static void tell(tsync_store *from, tsync_store *to)
-{
-    uint8_t **blobs = NULL;
-    size_t *lens = NULL, n = 0;
-    cr_assert_eq(tsync__trust_export(from, &blobs, &lens, &n), 0, "%s", th_errmsg());
-    char err[TSYNC__ERRLEN];
-    for (size_t i = 0; i < n; i++) (void)tsync__trust_import(to, blobs[i], lens[i], err);
-    tsync__trust_export_free(blobs, lens, n);
-    uint8_t site[TSYNC__SITE_BYTES], inc[TSYNC__INC_BYTES], *defs = NULL;
-    size_t len = 0;
-    cr_assert_eq(tsync__schema_message(from, site, inc, &defs, &len), 0, "%s", th_errmsg());
-    cr_assert_eq(tsync__schema_record(to, site, tsync__sync_public_key(from), defs, len, NULL), 0);
-    free(defs);
-}
-
 static void ack(tsync_store *to, tsync_store *member)
 {
     tsync__vv v;
@@ -91,8 +76,8 @@ Test(collect_scale, a_deleted_row_costs_nothing_once_collected, .timeout = 3600)
     snprintf(pa, sizeof pa, "%s", th_path(d, "a.db"));
     snprintf(pb, sizeof pb, "%s", th_path(d, "b.db"));
     tsync_store *a = till(pa, "a"), *b = till(pb, "b");
-    tell(a, b);
-    tell(b, a);
+    th_tell(a, b);
+    th_tell(b, a);
     char sql[300];
     snprintf(sql, sizeof sql,
              "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<%lld) INSERT "

@@ -16,33 +16,15 @@
 #include "codec/codec.h"
 #include "tests/lib/helpers.h"
 
-typedef struct {
-    uint8_t *p;
-    size_t len, cap;
-} buf;
-
-static int buf_write(void *ctx, const void *p, size_t n)
-{
-    buf *b = ctx;
-    if (b->len + n > b->cap) {
-        b->cap = (b->len + n) * 2;
-        b->p = realloc(b->p, b->cap);
-        cr_assert_not_null(b->p);
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
 /* The same bundle re-written in another format, every record as it was. */
-static buf rewrite(const uint8_t *img, size_t len, unsigned format, bool z)
+static th_buf rewrite(const uint8_t *img, size_t len, unsigned format, bool z)
 {
-    buf b = {0};
+    th_buf b = {0};
     char err[TSYNC__ERRLEN];
     tsync__bstream *r;
     tsync__bstream_writer *w;
     cr_assert_eq(tsync__bstream_open_mem(&r, img, len, err), 0, "%s", err);
-    cr_assert_eq(tsync__bstream_writer_open_format(&w, z, format, buf_write, &b), 0);
+    cr_assert_eq(tsync__bstream_writer_open_format(&w, z, format, th_buf_write, &b), 0);
     tsync__bs_item it;
     int rc;
     while ((rc = tsync__bstream_next(r, &it, err)) == 0 && it.kind != TSYNC__BS_END) {
@@ -140,8 +122,8 @@ Test(compact_bundle, format_5_merges_to_the_same_state_as_format_4)
         size_t len;
         TH_AUTO_FREE uint8_t *img = th_bundle(a, &len);
         cr_assert_eq(img[8], TSYNC__BUNDLE_FORMAT_STREAM);
-        buf f4 = rewrite(img, len, TSYNC__BUNDLE_FORMAT_STREAM4, true);
-        buf f5raw = rewrite(img, len, TSYNC__BUNDLE_FORMAT_STREAM, false);
+        th_buf f4 = rewrite(img, len, TSYNC__BUNDLE_FORMAT_STREAM4, true);
+        th_buf f5raw = rewrite(img, len, TSYNC__BUNDLE_FORMAT_STREAM, false);
         tsync_store *b5 = th_open_products(th_path(d, "b5.db"));
         tsync_store *b4 = th_open_products(th_path(d, "b4.db"));
         tsync_store *b5r = th_open_products(th_path(d, "b5r.db"));
@@ -174,7 +156,7 @@ Test(compact_bundle, a_format_4_bundle_still_merges_from_a_file)
     live_shop(a, c, &rng, 120);
     size_t len;
     TH_AUTO_FREE uint8_t *img = th_bundle(a, &len);
-    buf f4 = rewrite(img, len, TSYNC__BUNDLE_FORMAT_STREAM4, true);
+    th_buf f4 = rewrite(img, len, TSYNC__BUNDLE_FORMAT_STREAM4, true);
     cr_assert_eq(f4.p[8], 4);
     const char *path = th_path(d, "old.bun");
     FILE *f = fopen(path, "wb");
@@ -230,7 +212,7 @@ Test(compact_bundle, an_altered_compact_field_is_refused_and_changes_nothing)
     live_shop(a, c, &rng, 60);
     size_t len;
     TH_AUTO_FREE uint8_t *img = th_bundle(a, &len);
-    buf raw = rewrite(img, len, TSYNC__BUNDLE_FORMAT_STREAM, false);
+    th_buf raw = rewrite(img, len, TSYNC__BUNDLE_FORMAT_STREAM, false);
     size_t off, n;
     cr_assert(find_blob(raw.p, raw.len, &off, &n), "no compact run record found");
     tsync_store *b = th_open_products(th_path(d, "b.db"));
