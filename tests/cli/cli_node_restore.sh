@@ -113,7 +113,7 @@ wait_for 30 all_same && ok || bad "the restored till did not converge: $(tail -5
     bad "a did not get back its own last sale made after the backup"
 [ "$(q "$W/a.db" "SELECT stock FROM products WHERE id = 'p1'")" = "$WANT_STOCK" ] && ok ||
     bad "a: stock $(q "$W/a.db" "SELECT stock FROM products WHERE id = 'p1'"), expected $WANT_STOCK"
-num_ge "$W/a.db" snapshots_received 1 && ok || bad "a took no snapshot"
+wait_for 10 num_ge "$W/a.db" snapshots_received 1 && ok || bad "a took no snapshot"
 
 # It goes on selling under its new site id, and that reaches everybody.
 sell "$W/a.db" 100 102

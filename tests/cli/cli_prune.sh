@@ -71,7 +71,7 @@ wait_for 10 behind_in_status "$W/a.db" && ok || bad "a's status does not name c 
 # c comes back: a snapshot, then batches; the report goes.
 start c --peer "$EA#$KA"
 wait_for 30 same_hash "$W/a.db" "$W/c.db" && ok || bad "c did not converge: $(tail -5 "$W/c.log")"
-num_ge "$W/c.db" snapshots_received 1 && ok || bad "c took no snapshot: $(tail -5 "$W/c.log")"
+wait_for 10 num_ge "$W/c.db" snapshots_received 1 && ok || bad "c took no snapshot: $(tail -5 "$W/c.log")"
 [ "$("$T" sql "$W/c.db" "SELECT stock FROM products WHERE id='p1'")" = 93 ] && ok || bad "c: counter wrong"
 wait_for 20 not_behind_in_status "$W/a.db" && ok || bad "a still reports c behind"
 must "$T" sql "$W/c.db" "UPDATE products SET stock = stock - 2 WHERE id = 'p1'"
