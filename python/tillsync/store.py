@@ -329,11 +329,15 @@ class Store:
 
     # ------------------------------------------------------------------ backup
 
-    def backup(self, path, passphrase=None):
+    def backup(self, path, passphrase=None, kdf_opslimit=0, kdf_memlimit=0):
         """Backs the database up into one verified file at path (encrypted with passphrase);
-        returns the backup's manifest (dict). Other connections keep writing meanwhile."""
+        returns the backup's manifest (dict). Other connections keep writing meanwhile.
+        kdf_opslimit, kdf_memlimit: Argon2id cost of the passphrase (0: libsodium's MODERATE,
+        about a second and 256 MiB)."""
         o = _lib.init_struct(_lib.BackupOptions, "tsync_backup_options_init")
         o.passphrase = enc(passphrase)
+        o.kdf_opslimit = kdf_opslimit
+        o.kdf_memlimit = kdf_memlimit
         p = ctypes.c_void_p()
         check(_lib.lib().tsync_backup(self._h(), enc(path), ctypes.byref(o), ctypes.byref(p)))
         return json.loads(_lib.take_string(p))
