@@ -30,7 +30,7 @@ def listener(db):
 
 def test_two_nodes_converge_with_callbacks(tmp_path):
     a, b = make_store(tmp_path / "a.db"), make_store(tmp_path / "b.db")
-    changes, states, threads = [], [], set()
+    changes, states, sessions, threads = [], [], [], set()
     got_change = threading.Event()
 
     def on_change(c):
@@ -46,7 +46,13 @@ def test_two_nodes_converge_with_callbacks(tmp_path):
         assert na.endpoint.startswith("tcp://127.0.0.1:")
         peer = "%s#%s" % (na.endpoint, a.public_key)
         with tillsync.Node(
-            b.path, listen="", peers=[peer], on_change=on_change, on_peer_state=on_peer_state, **QUIET
+            b.path,
+            listen="",
+            peers=[peer],
+            on_change=on_change,
+            on_peer_state=on_peer_state,
+            on_peer=sessions.append,
+            **QUIET
         ) as nb:
             a.execute("INSERT INTO products VALUES('p1', 'tea', 10)")
             assert got_change.wait(30), "no on_change in Python"
@@ -67,6 +73,7 @@ def test_two_nodes_converge_with_callbacks(tmp_path):
     assert sum(c.batches for c in changes) >= 1
     connected = [e for e in states if e.state == "connected"][0]
     assert connected.key == a.public_key and connected.online
+    assert sessions and sessions[0].up and sessions[0].key == a.public_key
     # Delivered on the package's thread, never on the node's C thread nor the test's.
     assert threads == {"tillsync-events"}
     a.close()

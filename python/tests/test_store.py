@@ -160,3 +160,16 @@ def test_log_and_prune(store):
     store.execute("INSERT INTO products VALUES('p1', 'tea', 1)")
     assert store.log()["batches"] >= 1
     assert store.prune() >= 0
+
+
+def test_read_only_store(tmp_path):
+    path = tmp_path / "a.db"
+    with make_store(path) as s:
+        s.execute("INSERT INTO products VALUES('p1', 'tea', 1)")
+        want = s.hash()
+    with tillsync.Store(path, read_only=True, synchronous=tillsync.SYNC_FULL) as r:
+        assert r.hash() == want
+        assert r.execute("SELECT name FROM products") == [("tea",)]
+        with pytest.raises(tillsync.InvalidError) as ei:
+            r.execute("INSERT INTO products VALUES('p2', 'jam', 1)")
+        assert "readonly database" in ei.value.message
