@@ -34,6 +34,7 @@ from .errors import (
     VersionError,
 )
 from .node import LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARN, Change, Log, Node, Peer, PeerState
+from .trust import EnrolReport, ShopKey
 from .store import (
     SYNC_FULL,
     SYNC_NORMAL,
@@ -76,6 +77,8 @@ __all__ = [
     "MergeReport",
     "ImportReport",
     "RestoreReport",
+    "ShopKey",
+    "EnrolReport",
     "Change",
     "Peer",
     "PeerState",

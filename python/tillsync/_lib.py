@@ -220,6 +220,29 @@ class NodeError(ctypes.Structure):
     ]
 
 
+SHOP_ID_BYTES = 16
+TRUST_NAME_MAX = 64
+
+
+class SignOptions(ctypes.Structure):
+    VERSION = 1
+    _fields_ = [("version", c_uint32), ("days", c_uint32), ("device_name", c_char_p)]
+
+
+class EnrolReport(ctypes.Structure):
+    VERSION = 1
+    _fields_ = [
+        ("version", c_uint32),
+        ("first", c_int32),
+        ("own", c_int32),
+        ("shop_id", ctypes.c_uint8 * SHOP_ID_BYTES),
+        ("shop_name", ctypes.c_char * (TRUST_NAME_MAX + 1)),
+        ("device_name", ctypes.c_char * (TRUST_NAME_MAX + 1)),
+        ("expires_ms", c_uint64),
+        ("added", c_size_t),
+    ]
+
+
 # name: (restype, argtypes). Every function the package calls, as its header declares it.
 _PROTOTYPES = {
     "tsync_abi_version": (c_int, []),
@@ -257,6 +280,23 @@ _PROTOTYPES = {
     "tsync_store_public_key": (c_int, [POINTER(ctypes.c_uint8), c_void_p]),
     "tsync_trust_json": (c_int, [POINTER(c_void_p), c_void_p]),
     "tsync_trust_request": (c_int, [POINTER(c_void_p), POINTER(c_size_t), c_void_p, c_char_p]),
+    "tsync_shop_key_create": (c_int, [POINTER(c_void_p), c_char_p, c_char_p]),
+    "tsync_shop_key_load": (c_int, [POINTER(c_void_p), c_char_p]),
+    "tsync_shop_key_free": (None, [c_void_p]),
+    "tsync_sign_options_init": (c_int, [POINTER(SignOptions), c_uint32]),
+    "tsync_shop_key_sign_request": (
+        c_int,
+        [POINTER(c_void_p), POINTER(c_size_t), c_void_p, c_void_p, c_size_t, POINTER(SignOptions)],
+    ),
+    "tsync_enrol_report_init": (c_int, [POINTER(EnrolReport), c_uint32]),
+    "tsync_trust_enrol": (
+        c_int,
+        [POINTER(EnrolReport), c_void_p, POINTER(c_void_p), POINTER(c_size_t), c_size_t],
+    ),
+    "tsync_trust_enrol_with_key": (
+        c_int,
+        [POINTER(EnrolReport), c_void_p, c_void_p, POINTER(SignOptions)],
+    ),
     # backup.h
     "tsync_backup_options_init": (c_int, [POINTER(BackupOptions), c_uint32]),
     "tsync_backup": (c_int, [c_void_p, c_char_p, POINTER(BackupOptions), POINTER(c_void_p)]),

@@ -265,6 +265,22 @@ class Store:
         )
         return _lib.take_bytes(p, n.value)
 
+    def enrol(self, *records):
+        """Installs certificates (bytes, from ShopKey.sign_request) and admin key rotations in
+        one transaction: the first enrols this database in its shop. Returns an EnrolReport.
+        Raises RefusedError (the message says which rule and which key), BadSignatureError,
+        CorruptError."""
+        from . import trust
+
+        return trust.enrol(self._h(), records)
+
+    def enrol_with_key(self, shop_key, days=0, device_name=None):
+        """The one-machine case: request, sign with shop_key (a ShopKey) and install this
+        device's certificate (valid days, 0: 365). Returns an EnrolReport."""
+        from . import trust
+
+        return trust.enrol_with_key(self._h(), shop_key, days, device_name)
+
     # ------------------------------------------------------------------ bundles
 
     @staticmethod
