@@ -338,19 +338,13 @@ _PROTOTYPES = {
 
 
 def candidates():
-    """Where the library is looked for, in order: $TILLSYNC_LIBRARY (a path, and then only it),
-    else what ctypes.util.find_library("tillsync") finds, else the SONAME through the dynamic
-    loader's own search (LD_LIBRARY_PATH, ld.so.cache)."""
+    """Where the library is looked for: $TILLSYNC_LIBRARY (a path, and then only it), else the
+    SONAME through the dynamic loader's own search (LD_LIBRARY_PATH, ld.so.cache, the system
+    folders). ctypes.util.find_library("tillsync") is not asked: on Linux it answers a SONAME
+    (the newest it sees, maybe of another ABI), which the loader would then look up the same way;
+    asking for ours directly is the same search, minus its ldconfig and gcc processes."""
     env = os.environ.get("TILLSYNC_LIBRARY")
-    if env:
-        return [env]
-    found = ctypes.util.find_library("tillsync")
-    out = []
-    # find_library names the newest libtillsync.so.N it sees: only ours is worth trying first.
-    if found and found.endswith(SONAME):
-        out.append(found)
-    out.append(SONAME)
-    return out
+    return [env] if env else [SONAME]
 
 
 def load(path=None, abi=ABI):

@@ -207,10 +207,8 @@ class Store:
         (parameters, transactions, typed values). Writes to replicated tables through it are
         captured by the triggers and sealed by the next seal() (or a running node). The
         connection is the caller's; uuid7() exists only on the store's connection (execute)."""
-        kwargs.setdefault("timeout", 10.0)
-        con = sqlite3.connect(self.path, **kwargs)
-        con.execute("PRAGMA journal_mode=WAL")
-        return con
+        kwargs.setdefault("timeout", 10.0)  # wait for other writers as the store does
+        return sqlite3.connect(self.path, **kwargs)
 
     def seal(self):
         """Seals committed local changes into signed batches; returns how many (0: none)."""
