@@ -29,8 +29,14 @@ rm -rf "$W"
 mkdir -p "$W"
 cp -R "$SRC/python" "$W/src"
 rm -rf "$W/src/build" "$W/src"/*.egg-info
-"$PY" -m venv --system-site-packages "$W/venv"
-"$W/venv/bin/pip" install -q --no-build-isolation --no-index --no-cache-dir "$W/src"
+# With Debian's python3-pip the venv runs it (seen through --system-site-packages, installing into
+# the venv) instead of a copy ensurepip installs: the same install, ~20 s less on a loaded machine.
+if "$PY" -c 'import pip' 2>/dev/null; then
+    "$PY" -m venv --system-site-packages --without-pip "$W/venv"
+else
+    "$PY" -m venv --system-site-packages "$W/venv"
+fi
+"$W/venv/bin/python" -m pip install -q --no-build-isolation --no-index --no-cache-dir "$W/src"
 
 cd "$W"
 where=$("$W/venv/bin/python" -c 'import tillsync; print(tillsync.__file__)')
