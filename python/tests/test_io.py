@@ -9,7 +9,9 @@ import tillsync
 
 
 def test_export_text_and_file(store, tmp_path):
-    store.execute("INSERT INTO products VALUES('p1', 'tea', 10); INSERT INTO products VALUES('p2', NULL, 3)")
+    store.execute(
+        "INSERT INTO products VALUES('p1', 'tea', 10); INSERT INTO products VALUES('p2', NULL, 3)"
+    )
     csv = store.export(table="products")
     assert csv.splitlines()[0] == '"id","name","stock"' and len(csv.splitlines()) == 3
     rows = json.loads(store.export(table="products", format="json"))
@@ -27,7 +29,9 @@ def test_export_text_and_file(store, tmp_path):
 
 def test_import_round_trip(pair, tmp_path):
     a, b = pair
-    a.execute("INSERT INTO products VALUES('p1', 'tea', 10); INSERT INTO products VALUES('p2', 'jam', 3)")
+    a.execute(
+        "INSERT INTO products VALUES('p1', 'tea', 10); INSERT INTO products VALUES('p2', 'jam', 3)"
+    )
     path = tmp_path / "p.csv"
     a.export(path, table="products")
     r = b.import_("products", path=path)

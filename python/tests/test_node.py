@@ -61,8 +61,9 @@ def test_two_nodes_converge_with_callbacks(tmp_path):
             # Counters: a sale on each till, both sides add them up.
             b.execute("UPDATE products SET stock = stock - 2 WHERE id = 'p1'")
             a.execute("UPDATE products SET stock = stock - 3 WHERE id = 'p1'")
+            stock = "SELECT stock FROM products"
             wait_for(
-                lambda: a.hash() == b.hash() and a.execute("SELECT stock FROM products") == [("5",)],
+                lambda: a.hash() == b.hash() and a.execute(stock) == [("5",)],
                 30,
                 "the counter to converge",
             )
@@ -113,7 +114,11 @@ def test_manual_delivery_and_raising_callback(tmp_path):
         a.execute("INSERT INTO products VALUES('p2', 'jam', 1)")
         wait_for(lambda: a.hash() == b.hash(), 30, "the second row")
         evs = []
-        wait_for(lambda: evs.extend(nb.events()) or any(isinstance(e, tillsync.Change) for e in evs), 30, "a queued Change")
+        wait_for(
+            lambda: evs.extend(nb.events()) or any(isinstance(e, tillsync.Change) for e in evs),
+            30,
+            "a queued Change",
+        )
     finally:
         nb.close()
         na.close()
@@ -132,7 +137,11 @@ def test_raising_callback_on_delivery_thread(tmp_path, caplog):
 
     with listener(a.path) as na:
         with tillsync.Node(
-            b.path, listen="", peers=["%s#%s" % (na.endpoint, a.public_key)], on_change=flaky, **QUIET
+            b.path,
+            listen="",
+            peers=["%s#%s" % (na.endpoint, a.public_key)],
+            on_change=flaky,
+            **QUIET
         ) as nb:
             a.execute("INSERT INTO products VALUES('p1', 'tea', 10)")
             wait_for(lambda: len(calls) >= 1, 30, "the first on_change")

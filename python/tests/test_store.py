@@ -34,8 +34,11 @@ def test_create_then_reopen(tmp_path):
 
 
 def test_execute_rows_names_and_null(store):
-    store.execute("INSERT INTO products VALUES('p1', NULL, 3); INSERT INTO products VALUES('p2', 'jam', 4)")
-    assert store.execute("SELECT id, name FROM products ORDER BY id") == [("p1", None), ("p2", "jam")]
+    store.execute(
+        "INSERT INTO products VALUES('p1', NULL, 3); INSERT INTO products VALUES('p2', 'jam', 4)"
+    )
+    rows = store.execute("SELECT id, name FROM products ORDER BY id")
+    assert rows == [("p1", None), ("p2", "jam")]
     rows = store.execute("SELECT id, stock FROM products ORDER BY id", names=True)
     assert rows == [{"id": "p1", "stock": "3"}, {"id": "p2", "stock": "4"}]
     # uuid7() exists on the store's connection.
@@ -104,8 +107,12 @@ def test_two_stores_converge_with_counters(pair):
     sync(a, b)
     assert a.hash() == b.hash()
     # Concurrent sales on both tills: the counter adds both decrements.
-    a.execute("UPDATE products SET stock = stock - 3 WHERE id = 'p1'; INSERT INTO sales VALUES('a1', 'p1', 3)")
-    b.execute("UPDATE products SET stock = stock - 5 WHERE id = 'p1'; INSERT INTO sales VALUES('b1', 'p1', 5)")
+    sell = (
+        "UPDATE products SET stock = stock - %d WHERE id = 'p1';"
+        "INSERT INTO sales VALUES('%s', 'p1', %d)"
+    )
+    a.execute(sell % (3, "a1", 3))
+    b.execute(sell % (5, "b1", 5))
     assert a.hash() != b.hash()
     ra, rb = sync(a, b)
     assert ra.merged == 1 and rb.merged == 1 and ra.refused == 0

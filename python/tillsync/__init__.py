@@ -44,9 +44,13 @@ from .store import (
     Store,
     backup_check,
     backup_encrypted,
-    open,
     restore,
 )
+from .store import open as _open
+
+# tillsync.open(path, create=False, ...), as sqlite3.connect; not in __all__, so that
+# `from tillsync import *` leaves the builtin open alone.
+open = _open
 
 
 def library_version():

@@ -12,7 +12,6 @@ calls back into Python.
 """
 
 import ctypes
-import ctypes.util
 import os
 import threading
 

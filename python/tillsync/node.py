@@ -248,7 +248,9 @@ class Node:
         """deliver="manual": the next event (Change, PeerState, Peer, Log), waiting up to timeout
         seconds (None: until one comes); None when none came."""
         if self._deliver != "manual":
-            raise errors.InvalidError('next_event: the node delivers on its own thread (deliver="thread")', -2)
+            raise errors.InvalidError(
+                'next_event: the node delivers on its own thread (deliver="thread")', -2
+            )
         try:
             ev = self._q.get(timeout=timeout) if timeout != 0 else self._q.get_nowait()
         except queue.Empty:

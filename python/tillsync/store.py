@@ -34,7 +34,9 @@ class MergeReport:
         self.messages = [dec(r.messages[i]) for i in range(r.nmessages)]
 
     def __repr__(self):
-        return "MergeReport(merged=%d, duplicates=%d, held=%d, parked=%d, refused=%d, conflicts=%d)" % (
+        return (
+            "MergeReport(merged=%d, duplicates=%d, held=%d, parked=%d, refused=%d, conflicts=%d)"
+        ) % (
             self.merged,
             self.duplicates,
             self.held,
@@ -192,7 +194,9 @@ class Store:
 
         def row(_ctx, n, cols, vals):
             # Runs inside the call, on this thread; only copies, so it cannot raise.
-            vs = tuple(None if vals[i] is None else vals[i].decode("utf-8", "replace") for i in range(n))
+            vs = tuple(
+                None if vals[i] is None else vals[i].decode("utf-8", "replace") for i in range(n)
+            )
             if names:
                 vs = dict(zip((cols[i].decode("utf-8", "replace") for i in range(n)), vs))
             rows.append(vs)
@@ -329,7 +333,8 @@ class Store:
         (CorruptError, BadSignatureError, ChainError, VersionError, ForkError...) with the
         report as the exception's .report."""
         buf = ctypes.create_string_buffer(bytes(bundle), len(bundle))
-        return self._merge(_lib.lib().tsync_store_merge, ctypes.cast(buf, ctypes.c_void_p), len(bundle))
+        ptr = ctypes.cast(buf, ctypes.c_void_p)
+        return self._merge(_lib.lib().tsync_store_merge, ptr, len(bundle))
 
     def merge_file(self, path):
         """Like merge, for the bundle in the file at path, with bounded memory."""

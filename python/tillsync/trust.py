@@ -113,5 +113,6 @@ def enrol(store_handle, records):
 def enrol_with_key(store_handle, key, days=0, device_name=None):
     o = sign_options(days, device_name)
     r = _lib.init_struct(_lib.EnrolReport, "tsync_enrol_report_init")
-    check(_lib.lib().tsync_trust_enrol_with_key(ctypes.byref(r), store_handle, key._h(), ctypes.byref(o)))
+    L = _lib.lib()
+    check(L.tsync_trust_enrol_with_key(ctypes.byref(r), store_handle, key._h(), ctypes.byref(o)))
     return EnrolReport(r)
