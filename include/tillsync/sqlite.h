@@ -29,8 +29,8 @@ struct sqlite3;
  * errors come back then, as SQL errors carrying tillsync's one-line message. tillsync_replicate
  * and tillsync_seal refuse to run while db has a transaction open: each commits in a transaction
  * of its own. Registering again replaces the earlier registration.
- * Errors: TSYNC_EINVAL (db is NULL), TSYNC_ERROR (SQLite refused a registration; the message is
- * SQLite's). */
+ * Errors: TSYNC_EINVAL (db is NULL), TSYNC_EBUSY (a statement of db is running, and SQLite
+ * replaces no function then; the message is SQLite's), TSYNC_ENOMEM. */
 TSYNC_API int tsync_sqlite_register(struct sqlite3 *db);
 
 #ifdef __cplusplus

@@ -360,3 +360,27 @@ Test(sqlite_register, read_only_connection)
     free(err);
     cr_assert_eq(sqlite3_close(db), SQLITE_OK);
 }
+
+Test(sqlite_register, registering_again)
+{
+    const char *path = new_db("g.db");
+    sqlite3 *db = app_open(path, RW);
+    char *h1 = app_text(db, "SELECT tillsync_hash()");
+    /* Again: the first registration's state (its open tillsync connection) is freed, the new
+     * one opens its own (ASan and the leak check watch both). */
+    cr_assert_eq(tsync_sqlite_register(db), 0);
+    char *h2 = app_text(db, "SELECT tillsync_hash()");
+    cr_assert_str_eq(h1, h2);
+    free(h1);
+    free(h2);
+    /* Not while a statement runs: SQLite replaces no function then. */
+    sqlite3_stmt *st = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(db, "SELECT 1 UNION ALL SELECT 2", -1, &st, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    cr_assert_eq(tsync_sqlite_register(db), TSYNC_EBUSY);
+    cr_assert(strstr(tsync_error_last()->message, "active statements"), "%s",
+              tsync_error_last()->message);
+    sqlite3_finalize(st);
+    cr_assert_eq(app_int(db, "SELECT count(*) FROM tillsync_status"), 1, "still registered");
+    cr_assert_eq(sqlite3_close(db), SQLITE_OK);
+}
