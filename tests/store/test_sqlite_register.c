@@ -5,10 +5,17 @@
  * tillsync_seal, tillsync_hash equal to tsync_store_hash of the same database opened with
  * tsync_store_open, the tables tillsync_conflicts and tillsync_status, errors as SQL errors
  * carrying tillsync's message, what runs inside an app's transaction, and a plain sqlite3_close
- * of the app's connection afterwards (nothing of tillsync left on it).
+ * of the app's connection afterwards (nothing of tillsync left on it). And the loadable module
+ * tillsync.so (TSYNC_SQLITE_EXT, from the build): loaded by sqlite3_load_extension, and refusing
+ * a host with another SQLite than the one it calls.
  */
 #include <criterion/criterion.h>
+#include <dlfcn.h>
 #include <sodium.h>
+/* For the type sqlite3_api_routines only: SQLITE_CORE keeps sqlite3ext.h from turning this file's
+ * sqlite3_* calls into calls through a table of routines. */
+#define SQLITE_CORE 1
+#include <sqlite3ext.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -383,4 +390,43 @@ Test(sqlite_register, registering_again)
     sqlite3_finalize(st);
     cr_assert_eq(app_int(db, "SELECT count(*) FROM tillsync_status"), 1, "still registered");
     cr_assert_eq(sqlite3_close(db), SQLITE_OK);
+}
+
+static int other_libversion_number(void)
+{
+    return 1;
+}
+
+Test(sqlite_register, loadable_module)
+{
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(":memory:", &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_enable_load_extension(db, 1), SQLITE_OK);
+    char *err = NULL;
+    cr_assert_eq(sqlite3_load_extension(db, TSYNC_SQLITE_EXT, NULL, &err), SQLITE_OK, "%s",
+                 err ? err : "?");
+    cr_assert_eq(app_int(db, "SELECT length(uuid7())"), 36);
+    cr_assert_eq(sqlite3_close(db), SQLITE_OK);
+
+    /* A host with SQLite of its own hands the entry point its own table of routines: refused,
+     * the message allocated by the host's allocator, nothing registered. */
+    void *mod = dlopen(TSYNC_SQLITE_EXT, RTLD_NOW | RTLD_LOCAL);
+    cr_assert(mod, "%s", dlerror());
+    int (*init)(sqlite3 *, char **, const sqlite3_api_routines *) =
+        (int (*)(sqlite3 *, char **, const sqlite3_api_routines *))dlsym(mod,
+                                                                         "sqlite3_tillsync_init");
+    cr_assert(init);
+    static sqlite3_api_routines other;
+    other.libversion_number = other_libversion_number;
+    other.mprintf = sqlite3_mprintf;
+    cr_assert_eq(sqlite3_open(":memory:", &db), SQLITE_OK);
+    err = NULL;
+    cr_assert_eq(init(db, &err, &other), SQLITE_ERROR);
+    cr_assert(err && strstr(err, "its own SQLite"), "%s", err ? err : "(no message)");
+    sqlite3_free(err);
+    err = app_error(db, "SELECT uuid7()");
+    cr_assert(strstr(err, "no such function"), "%s", err);
+    free(err);
+    cr_assert_eq(sqlite3_close(db), SQLITE_OK);
+    dlclose(mod);
 }
