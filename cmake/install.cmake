@@ -6,6 +6,7 @@
 #   lib/cmake/tillsync/             for find_package(tillsync): tillsync::tillsync (shared) and
 #                                   tillsync::tillsync_static
 #   bin/tillsync                    the tool
+#   lib/tillsync/tillsync.so        the loadable SQLite extension (`.load .../tillsync`)
 #   share/doc/tillsync/             LICENSE, and the service's example configuration
 #   share/man/man1/tillsync.1, lib/systemd/system/tillsync@.service, lib/sysusers.d/tillsync.conf
 # Included from the top CMakeLists.txt; paths are relative to this project (add_subdirectory).
@@ -26,6 +27,10 @@ install(TARGETS tillsync tillsync_static EXPORT tillsyncTargets
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(TARGETS tillsync_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT tool)
+# In a folder of its own: `.load P/lib/tillsync/tillsync` names it without a lib prefix, and
+# nothing links it (docs/SQLITE_EXTENSION.md).
+install(TARGETS tillsync_ext LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}/tillsync
+  COMPONENT runtime)
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/tillsync ${TSYNC_GENERATED_INCLUDE}/tillsync
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT dev FILES_MATCHING PATTERN "*.h")
 install(FILES ${PROJECT_SOURCE_DIR}/LICENSE DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT runtime)

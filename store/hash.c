@@ -154,16 +154,22 @@ static json_t *col_json(sqlite3_stmt *st, int i)
     }
 }
 
-int tsync_store_conflicts_json(char **out, tsync_store *s)
+int tsync__conflicts_prepare(tsync_store *s, sqlite3_stmt **out)
 {
-    *out = NULL;
-    sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(s->db,
                                 "SELECT id, at_ms, tbl, pk, col, win_val, win_hlc, "
                                 "win_site, lose_val, lose_hlc, lose_site FROM tsync_conflicts "
                                 "ORDER BY id",
-                                -1, &st, NULL);
-    if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read conflicts");
+                                -1, out, NULL);
+    return rc == SQLITE_OK ? 0 : tsync__err_sqlite(s->db, rc, "read conflicts");
+}
+
+int tsync_store_conflicts_json(char **out, tsync_store *s)
+{
+    *out = NULL;
+    sqlite3_stmt *st;
+    int rc = tsync__conflicts_prepare(s, &st);
+    if (rc) return rc;
     json_t *a = json_array();
     while (sqlite3_step(st) == SQLITE_ROW) {
         json_t *o = json_object(), *w = json_object(), *l = json_object();

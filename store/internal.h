@@ -283,4 +283,13 @@ int tsync__sql_has_check(const char *sql);
 /* tsync__unpark also takes table NULL: the parked changes of every table, rows and columns alike,
  * that can apply now; the others stay parked. */
 
+/* ---------------------------------------------------------------- shared with the SQL functions
+ * (store/sqlite_fn.c, store/sqlite_vtab.c) */
+
+/* uuid7(): a time-ordered UUID (RFC 9562) as text (store.c). */
+void tsync__sql_uuid7(sqlite3_context *ctx, int argc, sqlite3_value **argv);
+/* The recorded conflicts, oldest first (hash.c): columns id, at_ms, tbl, pk (the key as JSON
+ * text), col, win_val, win_hlc, win_site, lose_val, lose_hlc, lose_site. The caller finalizes. */
+int tsync__conflicts_prepare(tsync_store *s, sqlite3_stmt **out);
+
 #endif

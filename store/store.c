@@ -260,8 +260,9 @@ int tsync__site_of(tsync_store *s, uint32_t idx, uint8_t site[TSYNC__SITE_BYTES]
     return rc ? tsync__err(rc, "site index %u is unknown", idx) : 0;
 }
 
-/* uuid7(): a time-ordered UUID (RFC 9562) as text, for key defaults. */
-static void fn_uuid7(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+/* uuid7(): a time-ordered UUID (RFC 9562) as text, for key defaults. Registered on every
+ * connection a store opens and, by tsync_sqlite_register, on an app's own (store/sqlite_fn.c). */
+void tsync__sql_uuid7(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     uint8_t u[16];
     struct timespec ts;
@@ -398,7 +399,7 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
     }
     sqlite3_busy_timeout(s->db, opts->busy_timeout_ms ? (int)opts->busy_timeout_ms : 10000);
     sqlite3_extended_result_codes(s->db, 1);
-    sqlite3_create_function(s->db, "uuid7", 0, SQLITE_UTF8, NULL, fn_uuid7, NULL, NULL);
+    sqlite3_create_function(s->db, "uuid7", 0, SQLITE_UTF8, NULL, tsync__sql_uuid7, NULL, NULL);
 
     char pragmas[200];
     snprintf(pragmas, sizeof pragmas,

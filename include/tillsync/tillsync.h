@@ -8,6 +8,7 @@
 #include "tillsync/migrate.h"
 #include "tillsync/node.h"
 #include "tillsync/schema.h"
+#include "tillsync/sqlite.h"
 #include "tillsync/status.h"
 #include "tillsync/store.h"
 #include "tillsync/trust.h"

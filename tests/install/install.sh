@@ -36,6 +36,12 @@ for f in libtillsync.so libtillsync.so.0 "libtillsync.so.$version" pkgconfig/til
     cmake/tillsync/tillsyncConfig.cmake cmake/tillsync/tillsyncConfigVersion.cmake; do
     [ -e "$lib/$f" ] || fail "$lib/$f not installed"
 done
+# The SQLite extension (docs/SQLITE_EXTENSION.md): in libdir/tillsync/, exporting its entry
+# point only (tests/cli/cli_sqlite_ext.sh loads it into the sqlite3 shell and Python).
+[ -f "$lib/tillsync/tillsync.so" ] || fail "$lib/tillsync/tillsync.so not installed"
+ext_syms=$(nm -D --defined-only "$lib/tillsync/tillsync.so" | awk '{print $NF}' | tr '\n' ' ')
+[ "$ext_syms" = "sqlite3_tillsync_init " ] ||
+    fail "tillsync.so exports '$ext_syms', not sqlite3_tillsync_init only"
 soname=$(readelf -dW "$lib/libtillsync.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [ "$soname" = libtillsync.so.0 ] || fail "SONAME is '$soname', not libtillsync.so.0"
 grep -q "Apache License" "$p/share/doc/tillsync/LICENSE" || fail "LICENSE is not the Apache licence"
