@@ -50,7 +50,7 @@ function render(st) {
   const peers = (st.peers || []).filter(p => p.state !== 'gone');
   for (const p of peers) {
     const tr = document.createElement('tr');
-    cell(tr, p.name || (p.key ? p.key.slice(0, 16) + '…' : '?'));
+    cell(tr, p.name || (p.key ? p.key.slice(0, 16) + '…' : '(not enrolled: key not known)'));
     cell(tr, p.address);
     cell(tr, p.state + (p.refused_reason ? ': ' + p.refused_reason : '') +
       (p.reason ? ' (' + p.reason + ')' : ''), 'state-' + p.state);
