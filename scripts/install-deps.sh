@@ -7,7 +7,8 @@ PKGS="build-essential g++ cmake pkg-config libsqlite3-dev sqlite3 libsodium-dev 
 libavahi-client-dev avahi-daemon avahi-utils dbus libcriterion-dev libcsv-dev libjansson-dev libzstd-dev
 iproute2 iputils-ping iptables libnetfilter-queue-dev clang libclang-rt-14-dev clang-format valgrind nftables faketime
 libsystemd-dev libinih-dev
-python3 python3-venv python3-pip python3-pytest python3-setuptools python3-wheel"
+python3 python3-venv python3-pip python3-pytest python3-setuptools python3-wheel
+libmicrohttpd-dev curl"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

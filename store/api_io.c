@@ -6,6 +6,9 @@
  */
 #include "tillsync/io.h"
 
+#include <stddef.h>
+#include <string.h>
+
 #include "internal.h"
 #include "store/io.h"
 
@@ -29,6 +32,7 @@ typedef struct {
     tsync_io_progress_cb fn;
     tsync_io_bad_cb bad;
     void *ctx;
+    tsync_io_row_cb row;
 } io_cb;
 
 static void on_progress(void *ctx, size_t rows)
@@ -41,6 +45,12 @@ static void on_bad(void *ctx, const char *msg)
 {
     io_cb *c = ctx;
     if (c->bad) c->bad(c->ctx, msg);
+}
+
+static void on_row(void *ctx, const char *json)
+{
+    io_cb *c = ctx;
+    c->row(c->ctx, json);
 }
 
 static size_t every(uint64_t n)
@@ -61,7 +71,7 @@ int tsync_store_export(size_t *nrows, tsync_store *s, const char *table, const c
     }
     if (!s || !out) return tsync__err(TSYNC_EINVAL, "export needs a store and an output stream");
     int format = o.format ? o.format : TSYNC_IO_CSV;
-    io_cb c = {o.progress, NULL, o.progress_ctx};
+    io_cb c = {o.progress, NULL, o.progress_ctx, NULL};
     return tsync__export_progress(s, table, query, format, out, nrows,
                                   o.progress ? on_progress : NULL, &c, every(o.progress_every));
 }
@@ -75,14 +85,18 @@ int tsync_store_import(tsync_import_report *report, tsync_store *s, const char *
     if (report) report->rows = report->imported = report->rejected = report->nbad = 0;
     tsync_import_options o = TSYNC_IMPORT_OPTIONS_INIT;
     if (opts) {
-        if (opts->version != TSYNC_IMPORT_OPTIONS_VERSION)
-            return tsync__err(TSYNC_EVERSION, "import options of version %u (this library has %u)",
+        if (opts->version < 1 || opts->version > TSYNC_IMPORT_OPTIONS_VERSION)
+            return tsync__err(TSYNC_EVERSION,
+                              "import options of version %u (this library has 1 to %u)",
                               opts->version, (unsigned)TSYNC_IMPORT_OPTIONS_VERSION);
-        o = *opts;
+        if (opts->version == 1) /* before dry_run */
+            memcpy(&o, opts, offsetof(tsync_import_options, dry_run));
+        else
+            o = *opts;
     }
     if (!s || !table || !in)
         return tsync__err(TSYNC_EINVAL, "import needs a store, a table and an input stream");
-    io_cb c = {o.progress, o.bad, o.ctx};
+    io_cb c = {o.progress, o.bad, o.ctx, o.row};
     tsync__import_opts io = {0};
     io.name = o.name;
     io.format = o.format ? o.format : TSYNC_IO_CSV;
@@ -92,6 +106,9 @@ int tsync_store_import(tsync_import_report *report, tsync_store *s, const char *
     io.progress = o.progress ? on_progress : NULL;
     io.ctx = &c;
     io.progress_every = every(o.progress_every);
+    io.dry_run = o.dry_run;
+    io.row = o.row ? on_row : NULL;
+    io.row_max = o.row_max ? every(o.row_max) : 10;
     int rc = tsync__import(s, table, in, &io);
     if (report) {
         report->rows = io.rows;

@@ -671,6 +671,41 @@ static int prepare_upsert(imp *im)
 
 /* Checks the primary key and upserts the current row unless it is bad (or the import is already
  * refused). Returns 0, or an error code that stops the import. */
+/* The row as a JSON object for a preview (o->row): blobs as {"base64": ...}, as exported. */
+static void row_preview(imp *im)
+{
+    json_t *obj = json_object();
+    for (int i = 0; i < im->ncols && obj; i++) {
+        const ival *v = &im->vals[i];
+        if (!v->set) continue;
+        json_t *j = NULL;
+        switch (v->type) {
+        case SQLITE_INTEGER:
+            j = json_integer((json_int_t)v->i);
+            break;
+        case SQLITE_FLOAT:
+            j = json_real(v->d);
+            break;
+        case SQLITE_TEXT:
+            j = json_stringn(v->p, v->n);
+            break;
+        case SQLITE_BLOB: {
+            char *b = b64_encode(v->p ? v->p : "", v->n);
+            j = b ? json_pack("{s:s}", B64_KEY, b) : NULL;
+            free(b);
+            break;
+        }
+        default:
+            j = json_null();
+        }
+        json_object_set_new(obj, im->cols[i].name, j ? j : json_null());
+    }
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    if (text) im->o->row(im->o->ctx, text);
+    free(text);
+    json_decref(obj);
+}
+
 static int row_end(imp *im, void (*write_reject)(imp *))
 {
     tsync__import_opts *o = im->o;
@@ -682,6 +717,7 @@ static int row_end(imp *im, void (*write_reject)(imp *))
         else if (im->vals[i].type == SQLITE_NULL && !im->row_bad)
             bad(im, im->cols[i].name, "primary key is NULL");
     }
+    if (!im->row_bad && o->row && o->rows <= o->row_max) row_preview(im);
     if (!im->row_bad && !(im->failed && !o->skip_bad)) {
         int rc = prepare_upsert(im);
         if (rc) return rc;
@@ -1122,11 +1158,11 @@ int tsync__import(tsync_store *s, const char *table, FILE *in, tsync__import_opt
                             o->nbad, o->nbad == 1 ? "" : "s", o->rejected, o->rows);
         sqlite3_finalize(im.st);
         im.st = NULL;
-        if (rc == 0)
+        if (rc == 0 && !o->dry_run)
             rc = tsync__commit(s);
         else
             tsync__rollback(s);
-        if (rc == 0) rc = tsync_store_seal(s, NULL);
+        if (rc == 0 && !o->dry_run) rc = tsync_store_seal(s, NULL);
         if (o->skip_bad && o->rejects && o->format == TSYNC__IO_JSON && im.nrejects_written)
             fputs("\n]\n", o->rejects);
         if (rc != 0) o->imported = 0;

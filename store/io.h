@@ -53,6 +53,10 @@ typedef struct {
     tsync__io_progress_cb progress; /* may be NULL */
     void *ctx;
     size_t progress_every; /* 0 means 100000 */
+    int dry_run;           /* check and upsert in a transaction that is rolled back, no seal */
+    /* Each of the first row_max good rows as a JSON object (text), before it is upserted. */
+    void (*row)(void *ctx, const char *json);
+    size_t row_max;
     /* results */
     size_t rows;     /* data rows read */
     size_t imported; /* rows upserted */

@@ -144,11 +144,17 @@ static const cmd_help CMDS[] = {
      "  --log-max-mb N       within it, whatever tills acknowledged ('none': no bound)\n"
      "  --log-max-days D\n"
      "  --backup-every P     scheduled backups every P (90s, 30m, 6h, 1d) ...\n"
-     "  --backup-dir DIR     ... into DIR\n"
+     "  --backup-dir DIR     ... into DIR (alone: no schedule, the console's \"back up now\")\n"
      "  --keep N             ... the newest N kept (10)\n"
      "  -v, --verbose        log debug lines\n"
      "  -q, --quiet          log warnings and errors only\n"
-     "  --print-config       print the settings in effect (config file syntax) and exit\n"},
+     "  --print-config       print the settings in effect (config file syntax) and exit\n"
+     "  --console ADDR:PORT  serve the shop console (web page and REST API, docs/CONSOLE.md)\n"
+     "                       on ADDR:PORT (default 127.0.0.1 at a free port; `status` shows\n"
+     "                       its address with the token of DB.console-token)\n"
+     "  --no-console         no console\n"
+     "  --console-password-file F  a password (F's first line) the console asks for besides\n"
+     "                       the token; needed to listen beyond loopback\n"},
     {"status", "DB [--json] [--key PATH]",
      "the node's peers, lag, pending, held, parked, refused; exit 3 if no node runs",
      "Shows whether a node runs on DB, its peers, lag, pending, held, parked and refused\n"

@@ -61,6 +61,9 @@ enum {
     OPT_VERBOSE,
     OPT_QUIET,
     OPT_PRINT_CONFIG,
+    OPT_CONSOLE,
+    OPT_NO_CONSOLE,
+    OPT_CONSOLE_PASSWORD_FILE,
 };
 static const struct option RUN_OPTS[] = {
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -81,6 +84,9 @@ static const struct option RUN_OPTS[] = {
     {"verbose", no_argument, NULL, OPT_VERBOSE},
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
+    {"console", required_argument, NULL, OPT_CONSOLE},
+    {"no-console", no_argument, NULL, OPT_NO_CONSOLE},
+    {"console-password-file", required_argument, NULL, OPT_CONSOLE_PASSWORD_FILE},
     {NULL, 0, NULL, 0},
 };
 #define RUN_NOPTS (sizeof RUN_OPTS / sizeof RUN_OPTS[0] - 1)
@@ -232,6 +238,17 @@ static int run_opt(run_args *a, int c, const char *v)
     case OPT_QUIET:
         a->o.log_level = TSYNC_LOG_WARN;
         return 0;
+    case OPT_CONSOLE: /* checked by the node: ADDR:PORT, a password beyond loopback */
+        a->o.console = v;
+        a->vals[OPT_NO_CONSOLE - OPT_CONFIG] = NULL;
+        return 0;
+    case OPT_NO_CONSOLE:
+        a->o.console = "";
+        a->vals[OPT_CONSOLE - OPT_CONFIG] = NULL;
+        return 0;
+    case OPT_CONSOLE_PASSWORD_FILE:
+        a->o.console_password_file = v;
+        return 0;
     }
     return 2;
 }
@@ -242,6 +259,7 @@ static void run_args_init(run_args *a, const char **peers)
     memset(a, 0, sizeof *a);
     a->o = o;
     a->o.log_level = TSYNC_LOG_INFO;
+    a->o.console = "127.0.0.1:0"; /* the console: on, on loopback, at a free port */
     a->lp.version = TSYNC_LOG_POLICY_VERSION;
     a->peers = peers;
 }
@@ -347,8 +365,9 @@ int cmd_run(int argc, char **argv)
         cargv = all; /* freed below; the strings are args' and main's */
     }
     if (!ret && !a.db) ret = cli_usage("run", "run needs DB");
-    if (!ret && !a.o.backup_every_ms != !a.o.backup_dir)
-        ret = cli_usage("run", "run: --backup-every and --backup-dir go together");
+    /* --backup-dir alone: no schedule, backups when asked for (the console's "back up now"). */
+    if (!ret && a.o.backup_every_ms && !a.o.backup_dir)
+        ret = cli_usage("run", "run: --backup-every needs --backup-dir");
     if (!ret && a.print_config) {
         print_config(&a);
         ret = -1;
@@ -400,6 +419,29 @@ int cmd_run(int argc, char **argv)
     free(cargv);
     free(a.peers);
     return ret < 0 ? 0 : ret;
+}
+
+/* The console's address with its token, to open in a browser (the token file is the node's,
+ * 0600: whoever can read it may use the console). */
+static void print_console(json_t *con)
+{
+    const char *addr = json_string_value(json_object_get(con, "address"));
+    const char *tf = json_string_value(json_object_get(con, "token_file"));
+    if (!addr) {
+        printf("console: off\n");
+        return;
+    }
+    char token[128] = "";
+    FILE *f = tf ? fopen(tf, "r") : NULL;
+    if (f) {
+        if (!fgets(token, sizeof token, f)) token[0] = 0;
+        fclose(f);
+        token[strcspn(token, "\r\n")] = 0;
+    }
+    if (token[0])
+        printf("console: http://%s/?token=%s\n", addr, token);
+    else
+        printf("console: http://%s/ (token in %s, not readable here)\n", addr, tf ? tf : "?");
 }
 
 static void ago(uint64_t now, json_t *v, char *out, size_t len)
@@ -600,7 +642,8 @@ int cmd_status(int argc, char **argv)
                                            "mdns",
                                            "backups",
                                            "clock",
-                                           "held_reasons"};
+                                           "held_reasons",
+                                           "console"};
         for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
             json_object_set(out, keep[i], json_object_get(node, keep[i]));
     }
@@ -655,6 +698,7 @@ int cmd_status(int argc, char **argv)
         }
         printf("site %s  key %s\n", json_string_value(json_object_get(out, "site")),
                json_string_value(json_object_get(out, "public_key")));
+        if (running) print_console(json_object_get(node, "console"));
         if (running) {
             json_t *md = json_object_get(node, "mdns");
             const char *daemon = json_string_value(json_object_get(md, "daemon"));

@@ -195,7 +195,8 @@ static int hash_of(const char *path, char out[17])
     return rc;
 }
 
-static const char *const FILES[] = {"", "-wal", "-shm", ".key", ".key.mark", ".node", ".node.lock"};
+static const char *const FILES[] = {"",          "-wal",  "-shm",       ".key",
+                                    ".key.mark", ".node", ".node.lock", ".console-token"};
 
 int cmd_demo_live(int argc, char **argv)
 {

@@ -76,6 +76,10 @@ TSYNC_API int tsync_store_export(size_t *nrows, tsync_store *s, const char *tabl
  * NAME being tsync_import_options.name. The string is borrowed for the call. */
 typedef void (*tsync_io_bad_cb)(void *ctx, const char *msg);
 
+/* A row an import read, as one JSON object (text: column name -> value, a blob as
+ * {"base64": "..."}), borrowed for the call. */
+typedef void (*tsync_io_row_cb)(void *ctx, const char *json);
+
 typedef struct {
     uint32_t version;    /* TSYNC_IMPORT_OPTIONS_VERSION */
     int32_t format;      /* a tsync_io_format; 0 means CSV */
@@ -87,12 +91,19 @@ typedef struct {
     tsync_io_progress_cb progress; /* may be NULL */
     void *ctx;                     /* passed to bad and progress */
     uint64_t progress_every;       /* rows between two progress calls; 0 means 100000 */
+    /* Version 2. dry_run: check every value and upsert in a transaction that is rolled back, so
+     * nothing is written or sealed; the report and the bad calls are what the import would give
+     * (report->imported: the rows it would upsert). */
+    int32_t dry_run;
+    tsync_io_row_cb row; /* may be NULL: each of the first row_max good rows, before it is
+                            upserted (a preview); ctx */
+    uint64_t row_max;    /* 0 means 10 */
 } tsync_import_options;
 
-#define TSYNC_IMPORT_OPTIONS_VERSION 1
+#define TSYNC_IMPORT_OPTIONS_VERSION 2
 #define TSYNC_IMPORT_OPTIONS_INIT                                                                  \
     {                                                                                              \
-        TSYNC_IMPORT_OPTIONS_VERSION, 0, NULL, 0, NULL, NULL, NULL, NULL, 0                        \
+        TSYNC_IMPORT_OPTIONS_VERSION, 0, NULL, 0, NULL, NULL, NULL, NULL, 0, 0, NULL, 0            \
     }
 
 /* Sets *out to TSYNC_IMPORT_OPTIONS_INIT as of version (the caller's TSYNC_IMPORT_OPTIONS_VERSION),

@@ -152,14 +152,21 @@ typedef struct {
     tsync_peer_state_fn on_peer_state;
     /* The device key file (version 3). NULL: "<database>.key", as tsync_store_open. */
     const char *key_path;
+    /* The shop console (version 4; docs/CONSOLE.md): its web page and REST API served on
+     * "ADDR:PORT" (IPv4; port 0: a free one), on a thread of its own. NULL or "": off. Every
+     * request needs the token the node keeps in "<database>.console-token" (made at first start,
+     * 0600). An address beyond loopback also needs console_password_file: a file whose first line
+     * is a password the console asks for (HTTP Basic) besides the token. */
+    const char *console;
+    const char *console_password_file;
 } tsync_node_options;
 
-#define TSYNC_NODE_OPTIONS_VERSION 3
+#define TSYNC_NODE_OPTIONS_VERSION 4
 /* Positional, in field order, so that it is valid C and C++11 alike. */
 #define TSYNC_NODE_OPTIONS_INIT                                                                    \
     {                                                                                              \
         TSYNC_NODE_OPTIONS_VERSION, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, \
-            0, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL                                                  \
+            0, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL, NULL                                      \
     }
 
 /* Sets *out to TSYNC_NODE_OPTIONS_INIT as of version (the caller's TSYNC_NODE_OPTIONS_VERSION), for
@@ -205,6 +212,11 @@ TSYNC_API int tsync_node_status_json(char **out, tsync_node *n);
 
 /* The endpoint really bound ("" when not listening). Borrowed for the node's lifetime. */
 TSYNC_API const char *tsync_node_endpoint(tsync_node *n);
+
+/* The address the console really listens on ("127.0.0.1:7480"; "" when it is off), for
+ * "http://ADDRESS/?token=TOKEN" (the token: the first line of "<database>.console-token").
+ * Borrowed for the node's lifetime. Any thread. */
+TSYNC_API const char *tsync_node_console_address(tsync_node *n);
 
 /* The last failure on the node's thread, as tsync_node_last_error copies it. A node keeps one:
  * each failure replaces the one before and counts. */

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "../console/console.h"
 #include "node_int.h"
 
 #define PEERS_CHECK_MS 100 /* peer rows rebuilt at least this often */
@@ -196,6 +197,8 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
         memcpy(&o, opts, offsetof(tsync_node_options, on_peer_state));
     else if (opts && opts->version == 2) /* before key_path */
         memcpy(&o, opts, offsetof(tsync_node_options, key_path));
+    else if (opts && opts->version == 3) /* before console */
+        memcpy(&o, opts, offsetof(tsync_node_options, console));
     else if (opts)
         o = *opts;
     if (o.version < 1 || o.version > TSYNC_NODE_OPTIONS_VERSION) {
@@ -320,6 +323,16 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
             if (rc) tsync__err(rc, "cannot listen on %s: %s", listen, tsync__node_errtext());
         }
     }
+    if (rc == 0 && o.console && o.console[0]) {
+        tsync__console_opts co = {
+            n, db_path, n->key_path, o.console, o.console_password_file, n->backup.dir};
+        rc = tsync__console_start(&n->console, &co);
+        if (rc == 0)
+            tsync__node_log(n, TSYNC_LOG_INFO, "console on http://%s/ (token in %s)",
+                            tsync__console_address(n->console),
+                            tsync__console_token_path(n->console));
+    }
+    n->o.console = n->o.console_password_file = NULL;
     if (rc == 0 && !o.no_mdns) {
         /* Publish and browse _tillsync._tcp; without a daemon this only says so (DAEMON_DOWN)
          * and keeps trying in the background. */
@@ -508,6 +521,11 @@ const char *tsync_node_endpoint(tsync_node *n)
     return n->endpoint;
 }
 
+const char *tsync_node_console_address(tsync_node *n)
+{
+    return n->console ? tsync__console_address(n->console) : "";
+}
+
 void tsync_node_free(tsync_node *n)
 {
     if (!n) return;
@@ -518,6 +536,7 @@ void tsync_node_free(tsync_node *n)
         return;
     }
     tsync_node_stop(n);
+    tsync__console_stop(n->console); /* before the node: its requests read the node's status */
     tsync__node_q_clear(n);
     free(n->mq.q);
     for (size_t i = 0; i < n->npeers; i++) {

@@ -309,6 +309,8 @@ struct tsync_node {
     pthread_mutex_t status_mu;
     char *status_json;
     int status_dirty;
+    /* The shop console (net/console/, o.console); NULL when off. */
+    struct tsync__console *console;
 };
 
 /* ---------------------------------------------------------------- across the files

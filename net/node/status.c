@@ -14,6 +14,7 @@
 #include "store/identity.h"
 #include "store/schema.h"
 #include "tillsync/status.h"
+#include "../console/console.h"
 #include "node_int.h"
 
 static const char *const R_NAME[R_COUNT] = {
@@ -202,6 +203,12 @@ static char *status_build(tsync_node *n)
                             n->backup.last_ms ? json_integer((json_int_t)n->backup.last_ms)
                                               : json_null());
         json_object_set_new(o, "backups", b);
+    }
+    if (n->console) {
+        json_t *con = json_object();
+        json_object_set_new(con, "address", json_string(tsync__console_address(n->console)));
+        json_object_set_new(con, "token_file", json_string(tsync__console_token_path(n->console)));
+        json_object_set_new(o, "console", con);
     }
     json_object_set_new(o, "snapshots_sent", json_integer((json_int_t)n->snaps_sent));
     json_object_set_new(o, "snapshots_received", json_integer((json_int_t)n->snaps_received));

@@ -57,7 +57,7 @@ Test(node_keypath, version_2_options_mean_the_default_key)
     o.key_path = key;
     tsync_node *n = NULL;
     cr_assert_neq(tsync_node_new(&n, path, &o), 0, "version 2 options read key_path");
-    o.version = 4;
+    o.version = TSYNC_NODE_OPTIONS_VERSION + 1; /* the first version this library does not know */
     cr_assert_eq(tsync_node_new(&n, path, &o), TSYNC_EINVAL, "an unknown version was taken");
 }
 
