@@ -600,10 +600,17 @@ int cmd_status(int argc, char **argv)
                                            "mdns",
                                            "backups",
                                            "clock",
-                                           "held_reasons"};
+                                           "held_reasons",
+                                           "sync"};
         for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
             json_object_set(out, keep[i], json_object_get(node, keep[i]));
     }
+    /* The indicator's word (docs/NODE.md, "Sync state"): a database no node runs on syncs not. */
+    if (!json_is_object(json_object_get(out, "sync")))
+        json_object_set_new(out, "sync",
+                            json_pack("{s:s,s:n,s:n,s:s}", "state", "offline", "since_ms",
+                                      "last_synced_at_ms", "reason",
+                                      "no node runs on this database"));
     /* One word for a UI and what needs a person (docs/NODE.md, "Status"). */
     json_t *need = json_array();
     const char *cs = json_string_value(json_object_get(json_object_get(out, "clock"), "state"));
@@ -653,6 +660,13 @@ int cmd_status(int argc, char **argv)
                        : "-",
                    json_is_true(json_object_get(node, "online")) ? "online" : "offline", a);
         }
+        json_t *sy = json_object_get(out, "sync");
+        char syn_since[32], syn_last[32];
+        ago(now, json_object_get(sy, "since_ms"), syn_since, sizeof syn_since);
+        ago(now, json_object_get(sy, "last_synced_at_ms"), syn_last, sizeof syn_last);
+        printf("sync: %s (%s); since %s; last synced %s\n",
+               json_string_value(json_object_get(sy, "state")),
+               json_string_value(json_object_get(sy, "reason")), syn_since, syn_last);
         printf("site %s  key %s\n", json_string_value(json_object_get(out, "site")),
                json_string_value(json_object_get(out, "public_key")));
         if (running) {

@@ -241,6 +241,58 @@ TSYNC_API int tsync_node_last_error(tsync_node_error *out, tsync_node *n);
  * last error). */
 TSYNC_API void tsync_node_free(tsync_node *n);
 
+/* ---------------------------------------------------------------- the sync state
+ * One word for a till's sync indicator (docs/NODE.md, "Sync state"), with since when, the last
+ * moment every connected till was current, and in words why. The node re-evaluates it on its
+ * thread at least every 100 ms. */
+typedef enum {
+    TSYNC_SYNC_ALONE = 0,     /* no other till known yet (none configured, found or heard of) */
+    TSYNC_SYNC_OFFLINE = 1,   /* other tills are known, none is connected */
+    TSYNC_SYNC_SYNCING = 2,   /* something is in flight (shown only once it lasted 500 ms while
+                                 synced: a sale that reaches every till at once is no flicker) */
+    TSYNC_SYNC_SYNCED = 3,    /* every connected till holds what this one holds, and vice versa */
+    TSYNC_SYNC_ATTENTION = 4, /* a person should look: held or parked changes, a fork, input
+                                 refused in the last 10 minutes, a till that refused us, a sync
+                                 stuck for 60 s, a full disk; reason says which */
+} tsync_sync_state_kind;
+
+/* "alone", "offline", "syncing", "synced" or "attention" ("unknown" for another value). Any
+ * thread. */
+TSYNC_API const char *tsync_sync_state_name(int state);
+
+#define TSYNC_SYNC_REASON_LEN 512
+
+typedef struct {
+    uint32_t version;           /* TSYNC_SYNC_STATE_VERSION: set it before the call */
+    int32_t state;              /* a tsync_sync_state_kind */
+    uint64_t since_ms;          /* when it entered state: ms since 1970 (UTC) */
+    uint64_t last_synced_at_ms; /* the last moment every connected till was current; 0: never
+                                   since the node started */
+    char reason[TSYNC_SYNC_REASON_LEN]; /* one line in words, UTF-8: for attention what to look
+                                           at; for the other states what they mean now */
+} tsync_sync_state;
+
+#define TSYNC_SYNC_STATE_VERSION 1
+/* clang-format off */
+#define TSYNC_SYNC_STATE_INIT {TSYNC_SYNC_STATE_VERSION, 0, 0, 0, {0}}
+/* clang-format on */
+
+/* Sets *out to TSYNC_SYNC_STATE_INIT as of version, for bindings without macros. Errors:
+ * TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or newer than this library's). */
+TSYNC_API int tsync_sync_state_init(tsync_sync_state *out, uint32_t version);
+
+/* Copies the node's sync state into *out (out->version set first). Any thread, callbacks
+ * included. Errors: TSYNC_EINVAL (NULL, or out->version not TSYNC_SYNC_STATE_VERSION). */
+TSYNC_API int tsync_node_sync_state(tsync_sync_state *out, tsync_node *n);
+
+/* Called on the node's thread each time the state or its reason changes (not when only
+ * last_synced_at_ms moves). s is borrowed for the call. */
+typedef void (*tsync_sync_state_fn)(void *ctx, const tsync_sync_state *s);
+
+/* Sets (fn NULL: removes) the callback for sync state changes; best before tsync_node_start,
+ * allowed from any thread (the next change calls the new one). Errors: TSYNC_EINVAL (n NULL). */
+TSYNC_API int tsync_node_on_sync_state(tsync_node *n, tsync_sync_state_fn fn, void *ctx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -145,6 +145,7 @@ static int step(tsync_node *n, int wait_ms)
         n->last_peers_mono = now;
         tsync__node_mdns_fallback(n, now);
         tsync__node_links_update(n);
+        tsync__node_sync_eval(n);
     }
     if (publish) {
         n->last_status_mono = now;
@@ -222,6 +223,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
     pthread_mutex_init(&n->status_mu, NULL);
     pthread_mutex_init(&n->err_mu, NULL);
     pthread_mutex_init(&n->join_mu, NULL);
+    tsync__node_sync_init(n);
     n->started_ms = tsync__wall_ms();
     n->clock.resets_seen = -1;
     n->db_path = strdup(db_path);
@@ -545,5 +547,6 @@ void tsync_node_free(tsync_node *n)
     pthread_mutex_destroy(&n->status_mu);
     pthread_mutex_destroy(&n->err_mu);
     pthread_mutex_destroy(&n->join_mu);
+    tsync__node_sync_free(n);
     free(n);
 }
