@@ -59,10 +59,17 @@ typedef enum {
 /* One log line (no newline). Runs on the node's thread. */
 typedef void (*tsync_log_fn)(void *ctx, int level, const char *line);
 
-/* After batches from peers were merged: the app may refresh what it shows. */
+/* After batches from peers were merged: the app may refresh what it shows. The callback only
+ * ever receives it by pointer, so it has no version: fields are appended at the end. */
 typedef struct {
     size_t batches;   /* batches applied */
     size_t conflicts; /* concurrent field writes LWW resolved */
+    /* The replicated tables whose rows these batches changed, ntables names as this database
+     * spells them (each once, in no set order; a row change that lost to a newer value counts;
+     * a parked one does not). After a snapshot was taken (batches 0): every replicated table.
+     * Borrowed for the call. ntables may be 0 (only parked changes). */
+    const char *const *tables;
+    size_t ntables;
 } tsync_node_change;
 typedef void (*tsync_change_fn)(void *ctx, const tsync_node_change *c);
 

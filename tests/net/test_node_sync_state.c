@@ -4,6 +4,7 @@
  * tsync_node_on_sync_state, "sync" in the status JSON; docs/NODE.md, "Sync state") with real
  * nodes on loopback: alone, synced with a peer, syncing while a peer does not acknowledge,
  * offline when it stops, attention on parked changes, and no flicker while nothing changes.
+ * Also on_change's tables (tsync_node_change.tables): exactly the tables a merge changed.
  * Node A runs on its own thread; node B is driven from the test thread with
  * tsync_node_dispatch, so the test can freeze it (a peer that stops answering for a while).
  */
@@ -50,7 +51,8 @@ static int ch_count(changes *c)
     return n;
 }
 
-static tsync_node *node_new(const char *db, const char *peer, int liveness_ms)
+static tsync_node *node_new(const char *db, const char *peer, int liveness_ms,
+                            tsync_change_fn on_change, void *ctx)
 {
     tsync_node_options o = TSYNC_NODE_OPTIONS_INIT;
     o.listen = "tcp://127.0.0.1:*";
@@ -58,6 +60,8 @@ static tsync_node *node_new(const char *db, const char *peer, int liveness_ms)
     o.no_mdns = 1;
     o.liveness_ms = liveness_ms;
     o.log_level = getenv("TSYNC_NODE_VERBOSE") ? TSYNC_LOG_DEBUG : TSYNC_LOG_WARN;
+    o.on_change = on_change;
+    o.cb_ctx = ctx;
     const char *peers[1] = {peer};
     if (peer) {
         o.peers = peers;
@@ -141,7 +145,7 @@ Test(node_sync_state, alone_synced_syncing_offline)
 
     /* A's liveness is long: B frozen for 2 s below is a peer that stops acknowledging, not
      * a lost one. */
-    tsync_node *na = node_new(a, NULL, 30000);
+    tsync_node *na = node_new(a, NULL, 30000, NULL, NULL);
     tsync_sync_state s = state_of(na);
     cr_assert_eq(s.state, TSYNC_SYNC_ALONE, "a new node with no peer is %s (%s)",
                  tsync_sync_state_name(s.state), s.reason);
@@ -152,7 +156,7 @@ Test(node_sync_state, alone_synced_syncing_offline)
     cr_assert_eq(tsync_node_start(na), 0);
 
     snprintf(peer, sizeof peer, "%s#%s", tsync_node_endpoint(na), ka);
-    tsync_node *nb = node_new(b, peer, 3500);
+    tsync_node *nb = node_new(b, peer, 3500, NULL, NULL);
     wait_sync(na, TSYNC_SYNC_SYNCED, nb, 10000, "a with b connected");
     wait_sync(nb, TSYNC_SYNC_SYNCED, nb, 5000, "b with a connected");
     s = state_of(na);
@@ -229,10 +233,10 @@ Test(node_sync_state, attention_when_parked)
     th_exec(sb, "CREATE TABLE notes(id TEXT PRIMARY KEY, body TEXT)");
     cr_assert_eq(tsync_store_replicate(sb, "notes", NULL, 0), 0, "%s", th_errmsg());
 
-    tsync_node *na = node_new(a, NULL, 3500);
+    tsync_node *na = node_new(a, NULL, 3500, NULL, NULL);
     cr_assert_eq(tsync_node_start(na), 0);
     snprintf(peer, sizeof peer, "%s#%s", tsync_node_endpoint(na), ka);
-    tsync_node *nb = node_new(b, peer, 3500);
+    tsync_node *nb = node_new(b, peer, 3500, NULL, NULL);
     cr_assert_eq(tsync_node_start(nb), 0);
     wait_sync(na, TSYNC_SYNC_SYNCED, NULL, 10000, "a with b connected");
 
@@ -258,7 +262,7 @@ Test(node_sync_state, api_contract)
     char a[NU_PATH];
     snprintf(a, sizeof a, "%s/a.db", dir);
     nu_make_db(a);
-    tsync_node *na = node_new(a, NULL, 3500);
+    tsync_node *na = node_new(a, NULL, 3500, NULL, NULL);
     tsync_sync_state s = TSYNC_SYNC_STATE_INIT;
     s.version = 99;
     cr_assert_eq(tsync_node_sync_state(&s, na), TSYNC_EINVAL);
@@ -272,5 +276,97 @@ Test(node_sync_state, api_contract)
     static const char *const names[] = {"alone", "offline", "syncing", "synced", "attention"};
     for (int k = 0; k < 5; k++) cr_assert_str_eq(tsync_sync_state_name(k), names[k]);
     cr_assert_str_eq(tsync_sync_state_name(42), "unknown");
+    tsync_node_free(na);
+}
+
+/* The tables of each on_change call, sorted and joined with ','. */
+typedef struct {
+    pthread_mutex_t mu;
+    int n;
+    size_t batches;
+    char tables[MAXCH][128];
+} merges;
+
+static int by_name(const void *x, const void *y)
+{
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+static void on_change(void *ctx, const tsync_node_change *c)
+{
+    merges *m = ctx;
+    const char *v[16];
+    size_t k = c->ntables < 16 ? c->ntables : 16;
+    memcpy(v, c->tables, k * sizeof *v);
+    qsort(v, k, sizeof *v, by_name);
+    pthread_mutex_lock(&m->mu);
+    if (m->n < MAXCH) {
+        char *out = m->tables[m->n];
+        out[0] = 0;
+        for (size_t i = 0; i < k; i++)
+            snprintf(out + strlen(out), 128 - strlen(out), "%s%s", i ? "," : "", v[i]);
+    }
+    m->n++;
+    m->batches += c->batches;
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* Waits until on_change reported want batches in all; every call from call `from` on names
+ * exactly `tables`. Returns the number of calls. */
+static int changes_are(merges *m, int from, size_t want, const char *tables, const char *what)
+{
+    int64_t end = nu_now_ms() + 10000;
+    for (;;) {
+        pthread_mutex_lock(&m->mu);
+        size_t got = m->batches;
+        int n = m->n;
+        pthread_mutex_unlock(&m->mu);
+        if (got >= want) {
+            cr_assert_eq(got, want, "%s: %zu batches merged, want %zu", what, got, want);
+            cr_assert_leq(n, MAXCH);
+            cr_assert_gt(n, from, "%s: no on_change", what);
+            for (int i = from; i < n; i++)
+                cr_assert_str_eq(m->tables[i], tables, "%s: on_change %d names {%s}, want {%s}",
+                                 what, i, m->tables[i], tables);
+            return n;
+        }
+        cr_assert(nu_now_ms() < end, "%s: %zu batches merged after 10 s, want %zu", what, got,
+                  want);
+        nu_sleep_ms(10);
+    }
+}
+
+/* A merge that touches only sales reports {sales}; only products, {products}; both, both. */
+Test(node_sync_state, on_change_names_the_tables)
+{
+    const char *dir = nu_tmpdir();
+    char a[NU_PATH], b[NU_PATH], ka[65], peer[NU_EP + 80];
+    snprintf(a, sizeof a, "%s/a.db", dir);
+    snprintf(b, sizeof b, "%s/b.db", dir);
+    nu_make_db(a);
+    nu_make_db(b);
+    nu_pubkey(a, ka);
+    merges m = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    tsync_node *na = node_new(a, NULL, 3500, on_change, &m);
+    cr_assert_eq(tsync_node_start(na), 0);
+    snprintf(peer, sizeof peer, "%s#%s", tsync_node_endpoint(na), ka);
+    tsync_node *nb = node_new(b, peer, 3500, NULL, NULL);
+    cr_assert_eq(tsync_node_start(nb), 0);
+    wait_sync(na, TSYNC_SYNC_SYNCED, NULL, 10000, "a with b connected");
+    pthread_mutex_lock(&m.mu);
+    size_t base = m.batches;
+    int from = m.n;
+    pthread_mutex_unlock(&m.mu);
+
+    tsync_store *sb = th_open(b);
+    th_exec(sb, "INSERT INTO sales VALUES('b-1', 'b', 'p0', 1)");
+    from = changes_are(&m, from, base + 1, "sales", "a sale");
+    th_exec(sb, "INSERT INTO products VALUES('p9', 'tea', 5)");
+    from = changes_are(&m, from, base + 2, "products", "a product");
+    th_exec(sb, "BEGIN; INSERT INTO sales VALUES('b-2', 'b', 'p9', 1); "
+                "UPDATE products SET stock = stock - 1 WHERE id = 'p9'; COMMIT");
+    changes_are(&m, from, base + 3, "products,sales", "a sale and its stock");
+    tsync_store_free(sb);
+    tsync_node_free(nb);
     tsync_node_free(na);
 }
