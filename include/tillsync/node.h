@@ -176,8 +176,12 @@ TSYNC_API int tsync_node_options_init(tsync_node_options *out, uint32_t version)
 
 /* Opens the database (which must exist: tsync_store_open makes one) with its own connection, starts
  * listening and dialling. opts: NULL for defaults. Nothing runs until tsync_node_start or
- * tsync_node_dispatch. Errors: TSYNC_ENOTFOUND (no database), TSYNC_EINVAL (bad option: the
- * message names it), TSYNC_EIO (the listen address is in use). */
+ * tsync_node_dispatch. One node per database: first it takes flock(2) on "<db_path>.node.lock"
+ * (0600), held until tsync_node_free, and writes its pid and address there. Errors:
+ * TSYNC_ENOTFOUND (no database), TSYNC_EINVAL (bad option: the message names it), TSYNC_EIO (the
+ * listen address is in use, or the lock file cannot be made), TSYNC_EBUSY (another node, in this
+ * process or another, runs on the database: "a node already runs on DB (pid N, listening on
+ * ADDR): ..."; nothing was written). */
 TSYNC_API int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_options *opts);
 
 /* Runs the node on a new thread until tsync_node_stop. Errors: TSYNC_EEXISTS (already running),

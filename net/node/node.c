@@ -220,6 +220,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
     tsync_node *n = calloc(1, sizeof *n);
     if (!n) return TSYNC_ENOMEM;
     n->o = o;
+    n->lock_fd = -1;
     pthread_mutex_init(&n->status_mu, NULL);
     pthread_mutex_init(&n->err_mu, NULL);
     pthread_mutex_init(&n->join_mu, NULL);
@@ -251,6 +252,10 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
             rc = TSYNC_ENOMEM;
         n->o.backup_dir = n->backup.dir;
     }
+    /* One node per database, decided before anything is opened or written (a missing database
+     * is left to the open below, which says so). */
+    struct stat dbst;
+    if (rc == 0 && stat(db_path, &dbst) == 0) rc = tsync__node_lock(n);
     if (rc == 0) {
         /* Opening may write (an upgrade of the internal tables), and a POS selling without a
          * pause holds the write lock often: the open waits as long as any command does. Once
@@ -322,6 +327,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
             if (rc) tsync__err(rc, "cannot listen on %s: %s", listen, tsync__node_errtext());
         }
     }
+    if (rc == 0) tsync__node_lock_listening(n);
     if (rc == 0 && !o.no_mdns) {
         /* Publish and browse _tillsync._tcp; without a daemon this only says so (DAEMON_DOWN)
          * and keeps trying in the background. */
@@ -544,6 +550,7 @@ void tsync_node_free(tsync_node *n)
     free(n->backup.dir);
     free(n->db_path);
     free(n->key_path);
+    tsync__node_unlock(n);
     pthread_mutex_destroy(&n->status_mu);
     pthread_mutex_destroy(&n->err_mu);
     pthread_mutex_destroy(&n->join_mu);

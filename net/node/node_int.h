@@ -15,6 +15,7 @@
  *               peers and mDNS discovery
  *   status.c    the status JSON and its file
  *   syncstate.c the one-word sync state (synced, syncing, offline, alone, attention)
+ *   lock.c      one node per database (flock on "<db>.node.lock")
  *   duties.c    what runs on timers: seal, prune, trust, clock, liveness, backups, a full disk
  *
  * How batches move
@@ -314,6 +315,8 @@ struct tsync_node {
     char *status_json;
     int status_dirty;
 
+    int lock_fd; /* "<db>.node.lock", held while the node lives (lock.c); -1: none */
+
     /* The sync state (syncstate.c), evaluated on the node's thread; cur is read by any thread. */
     struct {
         pthread_mutex_t mu; /* cur, fn, ctx */
@@ -408,6 +411,14 @@ void tsync__node_status_publish(tsync_node *n);
 extern const char *const tsync__node_refused_name[R_COUNT];
 /* What n lacks of p and p of n, in batches (from p's acknowledged vector). */
 void tsync__node_lags(tsync_node *n, const npeer *p, uint64_t *out, uint64_t *in);
+
+/* lock.c */
+/* Takes the database's node lock (n->db_path): 0, or TSYNC_EBUSY naming the node that holds it,
+ * or TSYNC_EIO. */
+int tsync__node_lock(tsync_node *n);
+/* Writes the address the node listens on into the lock file, for a refusal to name it. */
+void tsync__node_lock_listening(tsync_node *n);
+void tsync__node_unlock(tsync_node *n);
 
 /* syncstate.c */
 void tsync__node_sync_init(tsync_node *n);
