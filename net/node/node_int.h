@@ -421,6 +421,9 @@ void tsync__node_lock_listening(tsync_node *n);
 void tsync__node_unlock(tsync_node *n);
 
 /* syncstate.c */
+/* Refused input counts for the sync state this long; a peer whose lag has not shrunk this long
+ * is a stuck sync (docs/NODE.md, "Sync state"). Tests lower them before starting nodes. */
+extern uint64_t tsync__node_refused_window_ms, tsync__node_stuck_ms;
 void tsync__node_sync_init(tsync_node *n);
 void tsync__node_sync_free(tsync_node *n);
 /* Re-evaluates the sync state (the node's thread); calls the callback when it changed. */

@@ -20,10 +20,11 @@
  *   something in flight is syncing at once.
  * - Attention wins over the rest: it says what a person must look at. Held and parked counts
  *   and forks come from the last status build (SQL, about once a second). Refused input counts
- *   only while recent: a refusal counter that grew in the last REFUSED_WINDOW_MS (10 minutes);
+ *   only while recent: a refusal counter that grew in the last 10 minutes
+ *   (tsync__node_refused_window_ms);
  *   the counters themselves only grow, and one bad message a week ago needs nobody now.
  * - Stuck: a connected peer whose lag (both ways, in batches) has been non-zero and has not
- *   shrunk for STUCK_MS (60 s).
+ *   shrunk for 60 s (tsync__node_stuck_ms).
  * - The callback gets a change of the word or of the reason; reasons hold no clock values, so an
  *   unchanged situation calls nothing.
  */
@@ -33,9 +34,10 @@
 
 #include "node_int.h"
 
-#define SYNCING_AFTER_MS  500
-#define REFUSED_WINDOW_MS (10 * 60 * 1000)
-#define STUCK_MS          60000
+#define SYNCING_AFTER_MS 500
+
+uint64_t tsync__node_refused_window_ms = 10 * 60 * 1000;
+uint64_t tsync__node_stuck_ms = 60000;
 
 const char *tsync_sync_state_name(int state)
 {
@@ -120,9 +122,20 @@ static void peer_name(const nlink *l, char *buf, size_t len)
         snprintf(buf, len, "%s", l->addr);
 }
 
+/* "10 minutes", "60 s" */
+static const char *span(uint64_t ms, char *buf, size_t len)
+{
+    if (ms >= 120000 && ms % 60000 == 0)
+        snprintf(buf, len, "%llu minutes", (unsigned long long)(ms / 60000));
+    else
+        snprintf(buf, len, "%llu s", (unsigned long long)((ms + 999) / 1000));
+    return buf;
+}
+
 /* Why a person should look, in words ("" when nothing). */
 static void attention(tsync_node *n, uint64_t now, char *why, size_t len)
 {
+    char win[32];
     why[0] = 0;
     if (n->sync.counts_known && n->sync.held > 0)
         add(why, len, "%lld batch(es) held: %s", (long long)n->sync.held,
@@ -139,13 +152,12 @@ static void attention(tsync_node *n, uint64_t now, char *why, size_t len)
             (long long)n->sync.forks);
     char names[256] = "";
     for (int i = 0; i < R_COUNT; i++)
-        if (n->sync.refused_mono[i] && now - n->sync.refused_mono[i] < REFUSED_WINDOW_MS)
+        if (n->sync.refused_mono[i] &&
+            now - n->sync.refused_mono[i] < tsync__node_refused_window_ms)
             add(names, sizeof names, "%s", tsync__node_refused_name[i]);
     if (names[0])
-        add(why, len,
-            "input refused in the last 10 minutes (%s): see refused in the status and "
-            "the log",
-            names);
+        add(why, len, "input refused in the last %s (%s): see refused in the status and the log",
+            span(tsync__node_refused_window_ms, win, sizeof win), names);
     for (size_t i = 0; i < n->nlinks; i++) {
         const nlink *l = &n->links[i];
         char pn[TSYNC__TRUST_NAME_MAX + TSYNC__TP_ADDR_LEN + 24];
@@ -153,14 +165,15 @@ static void attention(tsync_node *n, uint64_t now, char *why, size_t len)
             peer_name(l, pn, sizeof pn);
             add(why, len, "till %s refused: %s", pn, l->why);
         } else if (l->state == TSYNC_PEER_CONNECTED && l->p && l->p->verified &&
-                   l->p->lag_last > 0 && now - l->p->lag_mono >= STUCK_MS) {
+                   l->p->lag_last > 0 && now - l->p->lag_mono >= tsync__node_stuck_ms) {
             uint64_t lo, li;
             tsync__node_lags(n, l->p, &lo, &li);
             peer_name(l, pn, sizeof pn);
             add(why, len,
                 "sync with %s is stuck: it lacks %llu batch(es), we lack %llu, not shrinking "
-                "for 60 s",
-                pn, (unsigned long long)lo, (unsigned long long)li);
+                "for %s",
+                pn, (unsigned long long)lo, (unsigned long long)li,
+                span(tsync__node_stuck_ms, win, sizeof win));
         }
     }
     if (n->full.on) add(why, len, "the disk is full: sealing and merging wait");

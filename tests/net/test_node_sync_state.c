@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "net/node/node_int.h"
 #include "tests/lib/helpers.h"
 #include "tests/lib/node_util.h"
 #include "tillsync/node.h"
@@ -252,6 +253,70 @@ Test(node_sync_state, attention_when_parked)
                  s.reason);
     tsync_store_free(sb);
     tsync_node_free(nb);
+    tsync_node_free(na);
+}
+
+/* A peer that stops acknowledging: syncing, then, once its lag has not shrunk for the stuck
+ * time (lowered here from 60 s to 1.5 s), attention naming it; synced when it answers again. */
+Test(node_sync_state, stuck_peer_is_attention)
+{
+    tsync__node_stuck_ms = 1500;
+    const char *dir = nu_tmpdir();
+    char a[NU_PATH], b[NU_PATH], ka[65], peer[NU_EP + 80];
+    snprintf(a, sizeof a, "%s/a.db", dir);
+    snprintf(b, sizeof b, "%s/b.db", dir);
+    nu_make_db(a);
+    nu_make_db(b);
+    nu_pubkey(a, ka);
+    tsync_node *na = node_new(a, NULL, 30000, NULL, NULL);
+    cr_assert_eq(tsync_node_start(na), 0);
+    snprintf(peer, sizeof peer, "%s#%s", tsync_node_endpoint(na), ka);
+    tsync_node *nb = node_new(b, peer, 3500, NULL, NULL);
+    wait_sync(na, TSYNC_SYNC_SYNCED, nb, 10000, "a with b connected");
+
+    tsync_store *sa = th_open(a);
+    th_exec(sa, "INSERT INTO sales VALUES('a-1', 'a', 'p0', 1)");
+    wait_sync(na, TSYNC_SYNC_SYNCING, NULL, 3000, "a with b not acknowledging");
+    int64_t took = wait_sync(na, TSYNC_SYNC_ATTENTION, NULL, 3000, "a with b stuck");
+    cr_assert_geq(took, 700, "stuck %lld ms after syncing began: before the stuck time",
+                  (long long)took);
+    tsync_sync_state s = state_of(na);
+    cr_assert(strstr(s.reason, "is stuck: it lacks 1 batch(es), we lack 0"), "attention for: %s",
+              s.reason);
+    wait_sync(na, TSYNC_SYNC_SYNCED, nb, 10000, "a once b answers again");
+    tsync_store_free(sa);
+    tsync_node_free(nb);
+    tsync_node_free(na);
+}
+
+/* Refused input is attention while it is recent (the window lowered here from 10 minutes to
+ * 2 s), and no longer once the window passed without another refusal: an enrolled till dials
+ * one that is not (a refused HELLO, "shop"). */
+Test(node_sync_state, refused_input_counts_for_a_window)
+{
+    tsync__node_refused_window_ms = 2000;
+    const char *dir = nu_tmpdir();
+    char a[NU_PATH], b[NU_PATH], shop[NU_PATH], ka[65], peer[NU_EP + 80];
+    snprintf(a, sizeof a, "%s/a.db", dir);
+    snprintf(b, sizeof b, "%s/b.db", dir);
+    snprintf(shop, sizeof shop, "%s/shop.key", dir);
+    nu_make_db(a);
+    nu_make_db(b);
+    nu_shop_create(shop, "corner shop");
+    nu_enrol(b, shop, "b");
+    nu_pubkey(a, ka);
+    tsync_node *na = node_new(a, NULL, 3500, NULL, NULL);
+    cr_assert_eq(tsync_node_start(na), 0);
+    snprintf(peer, sizeof peer, "%s#%s", tsync_node_endpoint(na), ka);
+    tsync_node *nb = node_new(b, peer, 3500, NULL, NULL);
+    cr_assert_eq(tsync_node_start(nb), 0);
+    wait_sync(na, TSYNC_SYNC_ATTENTION, NULL, 10000, "a refusing b");
+    tsync_sync_state s = state_of(na);
+    cr_assert(strstr(s.reason, "input refused in the last 2 s (shop)"), "attention for: %s",
+              s.reason);
+    tsync_node_free(nb);
+    /* The counter stays where it is; only the window ends the attention. */
+    wait_sync(na, TSYNC_SYNC_OFFLINE, NULL, 8000, "a after the window");
     tsync_node_free(na);
 }
 
