@@ -159,6 +159,7 @@ typedef struct {
     /* The sync state (syncstate.c): the lag each way when last looked at, and since when it has
      * not shrunk (a peer whose lag stays that long is a stuck sync). */
     uint64_t lag_last, lag_mono;
+    int stuck_said; /* logged as stuck (once, until its lag shrinks) */
 } npeer;
 
 /* A till of our shop advertised over mDNS (what the UI shows as "discovered"). */

@@ -197,8 +197,21 @@ void tsync__node_sync_eval(tsync_node *n)
         uint64_t lo, li;
         tsync__node_lags(n, p, &lo, &li);
         uint64_t lag = lo + li;
-        if (lag == 0 || lag < p->lag_last || p->lag_last == 0) p->lag_mono = now;
+        if (lag == 0 || lag < p->lag_last || p->lag_last == 0) {
+            p->lag_mono = now;
+            p->stuck_said = 0;
+        }
         p->lag_last = lag;
+        if (lag && now - p->lag_mono >= tsync__node_stuck_ms && !p->stuck_said) {
+            /* Said once when it begins (nothing else logs it); the state carries it after. */
+            char lb[LBL];
+            p->stuck_said = 1;
+            tsync__node_log(n, TSYNC_LOG_WARN,
+                            "sync with %s is stuck: it lacks %llu batch(es), we lack %llu, not "
+                            "shrinking for %llu ms",
+                            tsync__node_peer_label(p, lb), (unsigned long long)lo,
+                            (unsigned long long)li, (unsigned long long)tsync__node_stuck_ms);
+        }
         if (lag || p->in.active || p->out.active) behind++;
     }
     if (connected) n->sync.ever_connected = 1;
@@ -250,8 +263,10 @@ void tsync__node_sync_eval(tsync_node *n)
     pthread_mutex_unlock(&n->sync.mu);
     if (changed) {
         n->status_dirty = 1;
-        tsync__node_log(n, next.state == TSYNC_SYNC_ATTENTION ? TSYNC_LOG_INFO : TSYNC_LOG_DEBUG,
-                        "sync: %s (%s)", tsync_sync_state_name(next.state), next.reason);
+        /* DEBUG only: what needs attention is logged where it happens (a refusal once a minute,
+         * a held batch, a full disk); repeating it here would log it again at each change. */
+        tsync__node_log(n, TSYNC_LOG_DEBUG, "sync: %s (%s)", tsync_sync_state_name(next.state),
+                        next.reason);
     }
     if (fn) fn(ctx, &next);
 }
