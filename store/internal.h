@@ -126,6 +126,10 @@ struct tsync_store {
     unsigned renewals;
     int renewing;  /* merging again after a renewal (merge.c): never renew twice in one merge */
     int immutable; /* read-only on a full disk with no WAL content: opened as immutable */
+    /* store/merge_apply.c: the replicated tables whose rows committed merges changed, by name,
+     * since tsync__sync_merged_tables_take last took them. */
+    char **merged_tables;
+    size_t nmerged_tables;
 };
 
 /* "file:PATH?immutable=1" (PATH percent-encoded), malloc'd; NULL when out of memory. */

@@ -842,6 +842,7 @@ int tsync__merge_bundle_skip(tsync_store *s, const tsync__bundle *bunp, tsync_me
     if (c.keep_publish && (rc = tsync__trust_keep_merged(s))) goto rollback;
     tsync__capture_off(s, 0);
     if ((rc = tsync__commit(s))) goto fail;
+    tsync_merge__tables_note(&c);
     tsync_merge__list_free(list, n);
     free(run_of);
     free(run_forked);

@@ -25,6 +25,7 @@
 
 #include "merge_int.h"
 #include "prep_int.h"
+#include "store/sync.h"
 
 void tsync_merge__init(mctx *c, tsync_store *s, tsync_merge_report *rep)
 {
@@ -204,6 +205,48 @@ static int table_fresh(mctx *c, tsync__table *t, int *fresh)
     c->tables = nt;
     c->tables[c->ntables++] = (struct mtable){t->id, *fresh};
     return 0;
+}
+
+/* Adds name to the store's set (once). */
+static void merged_add(tsync_store *s, const char *name)
+{
+    for (size_t k = 0; k < s->nmerged_tables; k++)
+        if (!strcmp(s->merged_tables[k], name)) return;
+    char **v = realloc(s->merged_tables, (s->nmerged_tables + 1) * sizeof *v);
+    if (!v) return;
+    s->merged_tables = v;
+    if ((v[s->nmerged_tables] = strdup(name))) s->nmerged_tables++;
+}
+
+/* After a commit: the tables whose rows c folded (each met through table_fresh above, so
+ * c->tables lists them already) join the store's set. Out of memory
+ * loses a name: the set is a hint for refreshing a screen, never a correctness matter. */
+void tsync_merge__tables_note(const mctx *c)
+{
+    tsync_store *s = c->s;
+    for (size_t i = 0; i < c->ntables; i++)
+        for (int j = 0; j < s->ntables; j++)
+            if (s->tables[j].id == c->tables[i].id) merged_add(s, s->tables[j].name);
+}
+
+void tsync__sync_merged_tables_all(tsync_store *s)
+{
+    if (tsync__tables_refresh(s) != 0) return;
+    for (int j = 0; j < s->ntables; j++) merged_add(s, s->tables[j].name);
+}
+
+void tsync__sync_merged_tables_take(tsync_store *s, char ***names, size_t *n)
+{
+    *names = s->merged_tables;
+    *n = s->nmerged_tables;
+    s->merged_tables = NULL;
+    s->nmerged_tables = 0;
+}
+
+void tsync__sync_merged_tables_free(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
 }
 
 /* Marks the row of hash h as folded; returns whether it may have been before (a Bloom filter:

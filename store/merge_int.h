@@ -134,6 +134,9 @@ TSYNC_WARN_UNUSED int tsync_merge__park(mctx *c, uint32_t site, uint64_t seq, ui
  * table and only the row indexes listed (unparking); parking is then not recorded again. */
 TSYNC_WARN_UNUSED int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table,
                                                const int64_t *only_rows, size_t nonly);
+/* After the merge's commit: adds the tables whose rows c folded to the store's set
+ * (tsync__sync_merged_tables_take). */
+void tsync_merge__tables_note(const mctx *c);
 /* Writes every folded row (in key order) with the row writer, and forgets them. */
 TSYNC_WARN_UNUSED int tsync_merge__flush_rows(mctx *c);
 /* Between two batches: flushes the folded rows when they reach the merge's budget, so memory

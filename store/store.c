@@ -19,6 +19,7 @@
 
 #include "internal.h"
 #include "prep_int.h"
+#include "store/sync.h"
 
 static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS tsync_meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
@@ -447,6 +448,7 @@ void tsync_store_free(tsync_store *s)
 {
     if (!s) return;
     tsync__tables_free(s);
+    tsync__sync_merged_tables_free(s->merged_tables, s->nmerged_tables);
     for (int i = 0; i < s->nstmts; i++) sqlite3_finalize(s->stmts[i].st);
     s->nstmts = 0;
     if (s->db) sqlite3_close_v2(s->db);

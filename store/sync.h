@@ -62,6 +62,14 @@ int tsync__sync_runs(tsync_store *s, const tsync__vv *peer, size_t budget, tsync
  * bundle image (bun.runs point into memory the caller keeps). Defined in store/merge.c. */
 TSYNC_WARN_UNUSED int tsync__merge_bundle(tsync_store *s, const tsync__bundle *bun,
                                           tsync_merge_report *report);
+/* The replicated tables whose rows the merges committed since the last call changed (a row
+ * folded in counts, even when its values lost to newer ones), by name as this database spells
+ * them; parked changes do not count. *names (NULL when none) and its strings are the caller's:
+ * tsync__sync_merged_tables_free. The set starts empty again. Defined in store/merge_apply.c. */
+void tsync__sync_merged_tables_take(tsync_store *s, char ***names, size_t *n);
+/* Adds every replicated table to that set (a snapshot taken: any of them may have changed). */
+void tsync__sync_merged_tables_all(tsync_store *s);
+void tsync__sync_merged_tables_free(char **names, size_t n);
 
 /* Runs the signed migrations held that were not run here (store/migrate.c), after trust records
  * arrived; keeps a failure for status (tsync_store_signed_migration_error). The caller has no

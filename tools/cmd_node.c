@@ -4,9 +4,9 @@
  * the node reports). The node writes its status to DB.node about once a second (and within 100 ms
  * of a change); status reads that file, checks that the process that wrote it is alive, and adds
  * what the database itself says (held, parked, conflicts: tsync_store_status_json). run reads its
- * options from the command line and a config file with the same names, takes the database's lock
- * and speaks the systemd protocol through tools/node_service.c. docs/NODE.md, "Running as a
- * service".
+ * options from the command line and a config file with the same names, starts the node (which
+ * takes the database's lock: one node per database) and speaks the systemd protocol through
+ * tools/node_service.c. docs/NODE.md, "Running as a service".
  */
 #include <errno.h>
 #include <getopt.h>
@@ -386,23 +386,28 @@ int cmd_run(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    int lock = -1;
-    if (!ret) ret = svc_lock(a.db, &lock);
     json_t *notes = json_array();
     if (!ret) check_hosts(&a, notes);
-    if (!ret && a.lp_given && cli_log_policy_record(a.db, &a.lp)) ret = 1;
     tsync_node *n = NULL;
     if (!ret) {
         a.o.peers = a.peers;
         a.o.npeers = a.npeers;
         if (cli_journal) a.o.log = svc_log;
         /* The node creates files (its status, backups, the database's -wal and -shm): the shop's
-         * data, for the service's user only. */
+         * data, for the service's user only. It takes the database's lock first: a second node
+         * is refused (TSYNC_EBUSY, naming the first) before anything is written. */
         umask(077);
-        if (tsync_node_new(&n, a.db, &a.o) != 0) ret = cli_fail("run");
+        if (tsync_node_new(&n, a.db, &a.o) != 0) {
+            if (tsync_error_last()->code == TSYNC_EBUSY)
+                fprintf(stderr, "%stillsync: run: %s ('tillsync status %s' shows it)\n",
+                        cli_journal ? "<3>" : "", tsync_error_last()->message, a.db);
+            ret = tsync_error_last()->code == TSYNC_EBUSY ? 1 : cli_fail("run");
+        }
     }
+    /* Under the node's lock, so a refused second run writes nothing. */
+    if (!ret && a.lp_given && cli_log_policy_record(a.db, &a.lp)) ret = 1;
     if (!ret) {
-        svc_lock_listening(lock, tsync_node_endpoint(n), notes);
+        svc_lock_notes(a.db, tsync_node_endpoint(n), notes);
         svc_ready(tsync_node_endpoint(n));
         if (svc_watchdog_start(n) != 0)
             fprintf(stderr, "%stillsync: run: no watchdog thread\n", cli_journal ? "<4>" : "");
@@ -413,7 +418,6 @@ int cmd_run(int argc, char **argv)
     }
     tsync_node_free(n);
     json_decref(notes);
-    if (lock >= 0) close(lock);
     for (int i = 0; i < nargs; i++) free(args[i]);
     free(args);
     free(cargv);
@@ -460,9 +464,9 @@ static void ago(uint64_t now, json_t *v, char *out, size_t len)
         snprintf(out, len, "%.1f h ago", (double)d / 3600000);
 }
 
-/* The node's status file, when a live node wrote it. Whether a node runs comes from the lock of
- * `run` (tools/node_service.c): a node that crashed holds no lock, and a pid the system reused
- * is no node. Without a lock file (a node embedded in an app), from the pid in the status file. */
+/* The node's status file, when a live node wrote it. Whether a node runs comes from the node's
+ * lock (net/node/lock.c): a node that crashed holds no lock, and a pid the system reused is no
+ * node. Without a lock file (a node of an older version), from the pid in the status file. */
 static json_t *read_node_status(const char *db, int *running, json_t **notes)
 {
     *running = 0;
@@ -643,10 +647,17 @@ int cmd_status(int argc, char **argv)
                                            "backups",
                                            "clock",
                                            "held_reasons",
-                                           "console"};
+                                           "console",
+                                           "sync"};
         for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
             json_object_set(out, keep[i], json_object_get(node, keep[i]));
     }
+    /* The indicator's word (docs/NODE.md, "Sync state"): a database no node runs on syncs not. */
+    if (!json_is_object(json_object_get(out, "sync")))
+        json_object_set_new(out, "sync",
+                            json_pack("{s:s,s:n,s:n,s:s}", "state", "offline", "since_ms",
+                                      "last_synced_at_ms", "reason",
+                                      "no node runs on this database"));
     /* One word for a UI and what needs a person (docs/NODE.md, "Status"). */
     json_t *need = json_array();
     const char *cs = json_string_value(json_object_get(json_object_get(out, "clock"), "state"));
@@ -696,6 +707,13 @@ int cmd_status(int argc, char **argv)
                        : "-",
                    json_is_true(json_object_get(node, "online")) ? "online" : "offline", a);
         }
+        json_t *sy = json_object_get(out, "sync");
+        char syn_since[32], syn_last[32];
+        ago(now, json_object_get(sy, "since_ms"), syn_since, sizeof syn_since);
+        ago(now, json_object_get(sy, "last_synced_at_ms"), syn_last, sizeof syn_last);
+        printf("sync: %s (%s); since %s; last synced %s\n",
+               json_string_value(json_object_get(sy, "state")),
+               json_string_value(json_object_get(sy, "reason")), syn_since, syn_last);
         printf("site %s  key %s\n", json_string_value(json_object_get(out, "site")),
                json_string_value(json_object_get(out, "public_key")));
         if (running) print_console(json_object_get(node, "console"));

@@ -6,11 +6,10 @@
  * systemd/tillsync@.service runs it; docs/NODE.md, "Running as a service".
  *
  * Design notes:
- * - The lock is flock(2) on "<db>.node.lock", not the pid in the status file: the kernel drops it
- *   when the holder dies, however it dies (no stale lock after a crash or kill -9), a pid that
- *   the system gave to another process holds nothing, and a second node is refused before it
- *   writes anything (the first one's status file stays). The holder writes its pid, then its
- *   address, into the file so that the refusal can name them.
+ * - The lock is the library's: tsync_node_new takes flock(2) on "<db>.node.lock" and refuses a
+ *   second node with TSYNC_EBUSY naming the running one (net/node/lock.c says why flock), so a
+ *   node an app embeds is one node per database too. Here only `status` probes it, and `run`
+ *   adds its start notes to the text the node wrote there.
  * - Readiness is sent after tsync_node_new, which binds the listening socket: a unit ordered
  *   after tillsync@X can dial it at once.
  * - The watchdog thread does not prove much by itself being alive: it pings only while the
@@ -69,65 +68,26 @@ static void lock_read(int fd, long long *pid, char *listen, size_t len, json_t *
     json_decref(o);
 }
 
-static void lock_write(int fd, const char *endpoint, json_t *notes)
+void svc_lock_notes(const char *db, const char *endpoint, json_t *notes)
 {
+    if (!json_array_size(notes)) return;
+    char *path = lock_path(db);
+    /* Another descriptor of the file the node locked: writing takes no lock, and closing it
+     * leaves the node's flock (it belongs to the node's own open file) in place. */
+    int fd = path ? open(path, O_WRONLY | O_CLOEXEC) : -1;
+    free(path);
+    if (fd < 0) return;
     json_t *o = json_pack("{s:I}", "pid", (json_int_t)getpid());
-    if (endpoint) json_object_set_new(o, "listen", json_string(endpoint));
-    if (json_array_size(notes)) json_object_set(o, "notes", notes);
+    json_object_set_new(o, "listen",
+                        json_string(endpoint && endpoint[0] ? endpoint : "(not listening)"));
+    json_object_set(o, "notes", notes);
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
-    if (!s) return;
-    /* Best effort: the lock itself is the flock; the text only names the holder. */
-    if (ftruncate(fd, 0) == 0 && pwrite(fd, s, strlen(s), 0) < 0) {
+    /* Best effort, as the node's own text: the lock itself is the flock. */
+    if (s && ftruncate(fd, 0) == 0 && pwrite(fd, s, strlen(s), 0) < 0) {
     }
     free(s);
-}
-
-int svc_lock(const char *db, int *fd)
-{
-    *fd = -1;
-    char *path = lock_path(db);
-    if (!path) return 1;
-    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (f < 0) {
-        fprintf(stderr, "%stillsync: run: cannot open the lock file %s: %s\n",
-                cli_journal ? "<3>" : "", path, strerror(errno));
-        free(path);
-        return 1;
-    }
-    if (flock(f, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno;
-        long long pid;
-        char listen[256];
-        lock_read(f, &pid, listen, sizeof listen, NULL);
-        close(f);
-        if (e == EWOULDBLOCK) {
-            char who[320];
-            if (pid)
-                snprintf(who, sizeof who, "pid %lld, %s%s", pid,
-                         listen[0] ? "listening on " : "still starting", listen);
-            else
-                snprintf(who, sizeof who, "still starting");
-            fprintf(stderr,
-                    "%stillsync: run: a node already runs on %s (%s): one node per database; stop "
-                    "it first ('tillsync status %s' shows it)\n",
-                    cli_journal ? "<3>" : "", db, who, db);
-        } else {
-            fprintf(stderr, "%stillsync: run: cannot lock %s: %s\n", cli_journal ? "<3>" : "", path,
-                    strerror(e));
-        }
-        free(path);
-        return 1;
-    }
-    free(path);
-    lock_write(f, NULL, NULL);
-    *fd = f;
-    return 0;
-}
-
-void svc_lock_listening(int fd, const char *endpoint, json_t *notes)
-{
-    if (fd >= 0) lock_write(fd, endpoint && endpoint[0] ? endpoint : "(not listening)", notes);
+    close(fd);
 }
 
 int svc_lock_probe(const char *db, long long *pid, char *listen, size_t len, json_t **notes)

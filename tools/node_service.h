@@ -9,14 +9,10 @@
 
 #include "tillsync/tillsync.h"
 
-/* Takes the lock of db ("<db>.node.lock", 0600) for this process: 0, or 1 with the refusal
- * printed, naming the running node's pid and address. The kernel drops the lock when the process
- * ends, however it ends: a crashed node leaves nothing stuck. *fd stays open while the node runs.
- */
-int svc_lock(const char *db, int *fd);
-/* Records the address the node listens on in the lock file, for a second `run` to name it, and
- * notes (a JSON array of lines, or NULL) that `status` shows: what was found wrong at start. */
-void svc_lock_listening(int fd, const char *endpoint, json_t *notes);
+/* Adds notes (a JSON array of lines; nothing when empty) that `status` shows, what was found
+ * wrong at start, to the lock file the node of db wrote (tsync_node_new takes the lock and writes
+ * its pid and endpoint there; this process must be that node's). */
+void svc_lock_notes(const char *db, const char *endpoint, json_t *notes);
 /* Whether a node holds db's lock: 1 (with its pid, address and notes when it wrote them: *pid 0,
  * listen "" and *notes NULL otherwise; *notes is the caller's), 0 (lock free), -1 (no lock
  * file: no node ran here since this version). */

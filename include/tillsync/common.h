@@ -54,7 +54,8 @@ typedef enum {
     TSYNC_ECHAIN = -12,     /* the hash chain of an origin's batches is broken */
     TSYNC_EUNSUPPORTED =
         -13,           /* the schema or request cannot be supported (for example a rowid table) */
-    TSYNC_EBUSY = -14, /* the database is locked by another writer for too long */
+    TSYNC_EBUSY = -14, /* the database is locked by another writer for too long, or another
+                          node runs on it (tsync_node_new) */
     TSYNC_EREFUSED = -15, /* an input was refused; details in the report or tsync_error_last() */
     TSYNC_EFULL = -16,    /* the disk (or the database's size limit) is full; nothing was written */
 } tsync_error_code;

@@ -59,10 +59,17 @@ typedef enum {
 /* One log line (no newline). Runs on the node's thread. */
 typedef void (*tsync_log_fn)(void *ctx, int level, const char *line);
 
-/* After batches from peers were merged: the app may refresh what it shows. */
+/* After batches from peers were merged: the app may refresh what it shows. The callback only
+ * ever receives it by pointer, so it has no version: fields are appended at the end. */
 typedef struct {
     size_t batches;   /* batches applied */
     size_t conflicts; /* concurrent field writes LWW resolved */
+    /* The replicated tables whose rows these batches changed, ntables names as this database
+     * spells them (each once, in no set order; a row change that lost to a newer value counts;
+     * a parked one does not). After a snapshot was taken (batches 0): every replicated table.
+     * Borrowed for the call. ntables may be 0 (only parked changes). */
+    const char *const *tables;
+    size_t ntables;
 } tsync_node_change;
 typedef void (*tsync_change_fn)(void *ctx, const tsync_node_change *c);
 
@@ -176,8 +183,12 @@ TSYNC_API int tsync_node_options_init(tsync_node_options *out, uint32_t version)
 
 /* Opens the database (which must exist: tsync_store_open makes one) with its own connection, starts
  * listening and dialling. opts: NULL for defaults. Nothing runs until tsync_node_start or
- * tsync_node_dispatch. Errors: TSYNC_ENOTFOUND (no database), TSYNC_EINVAL (bad option: the
- * message names it), TSYNC_EIO (the listen address is in use). */
+ * tsync_node_dispatch. One node per database: first it takes flock(2) on "<db_path>.node.lock"
+ * (0600), held until tsync_node_free, and writes its pid and address there. Errors:
+ * TSYNC_ENOTFOUND (no database), TSYNC_EINVAL (bad option: the message names it), TSYNC_EIO (the
+ * listen address is in use, or the lock file cannot be made), TSYNC_EBUSY (another node, in this
+ * process or another, runs on the database: "a node already runs on DB (pid N, listening on
+ * ADDR): ..."; nothing was written). */
 TSYNC_API int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_options *opts);
 
 /* Runs the node on a new thread until tsync_node_stop. Errors: TSYNC_EEXISTS (already running),
@@ -252,6 +263,58 @@ TSYNC_API int tsync_node_last_error(tsync_node_error *out, tsync_node *n);
  * callbacks: there it does nothing but record TSYNC_EINVAL (tsync_error_last() and the node's
  * last error). */
 TSYNC_API void tsync_node_free(tsync_node *n);
+
+/* ---------------------------------------------------------------- the sync state
+ * One word for a till's sync indicator (docs/NODE.md, "Sync state"), with since when, the last
+ * moment every connected till was current, and in words why. The node re-evaluates it on its
+ * thread at least every 100 ms. */
+typedef enum {
+    TSYNC_SYNC_ALONE = 0,     /* no other till known yet (none configured, found or heard of) */
+    TSYNC_SYNC_OFFLINE = 1,   /* other tills are known, none is connected */
+    TSYNC_SYNC_SYNCING = 2,   /* something is in flight (shown only once it lasted 500 ms while
+                                 synced: a sale that reaches every till at once is no flicker) */
+    TSYNC_SYNC_SYNCED = 3,    /* every connected till holds what this one holds, and vice versa */
+    TSYNC_SYNC_ATTENTION = 4, /* a person should look: held or parked changes, a fork, input
+                                 refused in the last 10 minutes, a till that refused us, a sync
+                                 stuck for 60 s, a full disk; reason says which */
+} tsync_sync_state_kind;
+
+/* "alone", "offline", "syncing", "synced" or "attention" ("unknown" for another value). Any
+ * thread. */
+TSYNC_API const char *tsync_sync_state_name(int state);
+
+#define TSYNC_SYNC_REASON_LEN 512
+
+typedef struct {
+    uint32_t version;           /* TSYNC_SYNC_STATE_VERSION: set it before the call */
+    int32_t state;              /* a tsync_sync_state_kind */
+    uint64_t since_ms;          /* when it entered state: ms since 1970 (UTC) */
+    uint64_t last_synced_at_ms; /* the last moment every connected till was current; 0: never
+                                   since the node started */
+    char reason[TSYNC_SYNC_REASON_LEN]; /* one line in words, UTF-8: for attention what to look
+                                           at; for the other states what they mean now */
+} tsync_sync_state;
+
+#define TSYNC_SYNC_STATE_VERSION 1
+/* clang-format off */
+#define TSYNC_SYNC_STATE_INIT {TSYNC_SYNC_STATE_VERSION, 0, 0, 0, {0}}
+/* clang-format on */
+
+/* Sets *out to TSYNC_SYNC_STATE_INIT as of version, for bindings without macros. Errors:
+ * TSYNC_EINVAL (out is NULL), TSYNC_EVERSION (version 0 or newer than this library's). */
+TSYNC_API int tsync_sync_state_init(tsync_sync_state *out, uint32_t version);
+
+/* Copies the node's sync state into *out (out->version set first). Any thread, callbacks
+ * included. Errors: TSYNC_EINVAL (NULL, or out->version not TSYNC_SYNC_STATE_VERSION). */
+TSYNC_API int tsync_node_sync_state(tsync_sync_state *out, tsync_node *n);
+
+/* Called on the node's thread each time the state or its reason changes (not when only
+ * last_synced_at_ms moves). s is borrowed for the call. */
+typedef void (*tsync_sync_state_fn)(void *ctx, const tsync_sync_state *s);
+
+/* Sets (fn NULL: removes) the callback for sync state changes; best before tsync_node_start,
+ * allowed from any thread (the next change calls the new one). Errors: TSYNC_EINVAL (n NULL). */
+TSYNC_API int tsync_node_on_sync_state(tsync_node *n, tsync_sync_state_fn fn, void *ctx);
 
 #ifdef __cplusplus
 }

@@ -163,6 +163,11 @@ void tsync__node_flush_merges(tsync_node *n)
     }
     if (n->mq.retry_mono && tsync__mono_ms() < n->mq.retry_mono) return;
     n->mq.retry_mono = 0;
+    /* The tables this round's merges change, for on_change (nothing older: a snapshot's). */
+    char **tables = NULL;
+    size_t ntables = 0;
+    tsync__sync_merged_tables_take(n->s, &tables, &ntables);
+    tsync__sync_merged_tables_free(tables, ntables);
     tsync_merge_report r = TSYNC_MERGE_REPORT_INIT;
     int rc = merge_some(n, 0, &r);
     if (rc == TSYNC_EFULL) {
@@ -260,8 +265,10 @@ void tsync__node_flush_merges(tsync_node *n)
     if (merged) {
         tsync__node_log(n, TSYNC_LOG_DEBUG, "merged %zu batches", merged);
         if (n->o.on_change) {
-            tsync_node_change c = {merged, conflicts};
+            tsync__sync_merged_tables_take(n->s, &tables, &ntables);
+            tsync_node_change c = {merged, conflicts, (const char *const *)tables, ntables};
             n->o.on_change(n->o.cb_ctx, &c);
+            tsync__sync_merged_tables_free(tables, ntables);
         }
         /* Forward to the peers that lack them a moment later: most got them from their origin
          * too, and their ACKs, which arrive meanwhile, keep us from sending duplicates. */

@@ -146,6 +146,7 @@ static int step(tsync_node *n, int wait_ms)
         n->last_peers_mono = now;
         tsync__node_mdns_fallback(n, now);
         tsync__node_links_update(n);
+        tsync__node_sync_eval(n);
     }
     if (publish) {
         n->last_status_mono = now;
@@ -222,9 +223,11 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
     tsync_node *n = calloc(1, sizeof *n);
     if (!n) return TSYNC_ENOMEM;
     n->o = o;
+    n->lock_fd = -1;
     pthread_mutex_init(&n->status_mu, NULL);
     pthread_mutex_init(&n->err_mu, NULL);
     pthread_mutex_init(&n->join_mu, NULL);
+    tsync__node_sync_init(n);
     n->started_ms = tsync__wall_ms();
     n->clock.resets_seen = -1;
     n->db_path = strdup(db_path);
@@ -252,6 +255,10 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
             rc = TSYNC_ENOMEM;
         n->o.backup_dir = n->backup.dir;
     }
+    /* One node per database, decided before anything is opened or written (a missing database
+     * is left to the open below, which says so). */
+    struct stat dbst;
+    if (rc == 0 && stat(db_path, &dbst) == 0) rc = tsync__node_lock(n);
     if (rc == 0) {
         /* Opening may write (an upgrade of the internal tables), and a POS selling without a
          * pause holds the write lock often: the open waits as long as any command does. Once
@@ -333,6 +340,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
                             tsync__console_token_path(n->console));
     }
     n->o.console = n->o.console_password_file = NULL;
+    if (rc == 0) tsync__node_lock_listening(n);
     if (rc == 0 && !o.no_mdns) {
         /* Publish and browse _tillsync._tcp; without a daemon this only says so (DAEMON_DOWN)
          * and keeps trying in the background. */
@@ -561,8 +569,10 @@ void tsync_node_free(tsync_node *n)
     free(n->backup.dir);
     free(n->db_path);
     free(n->key_path);
+    tsync__node_unlock(n);
     pthread_mutex_destroy(&n->status_mu);
     pthread_mutex_destroy(&n->err_mu);
     pthread_mutex_destroy(&n->join_mu);
+    tsync__node_sync_free(n);
     free(n);
 }

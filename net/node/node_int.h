@@ -14,6 +14,8 @@
  *   peers.c     session entries, the network state rows (tsync_peer_state), refusals, static
  *               peers and mDNS discovery
  *   status.c    the status JSON and its file
+ *   syncstate.c the one-word sync state (synced, syncing, offline, alone, attention)
+ *   lock.c      one node per database (flock on "<db>.node.lock")
  *   duties.c    what runs on timers: seal, prune, trust, clock, liveness, backups, a full disk
  *
  * How batches move
@@ -154,6 +156,10 @@ typedef struct {
     /* n->snaps_received when the peer last told us its vector (HELLO or ACK): a snapshot we took
      * since may have put our horizon above what we last heard, so that is no proof it is behind. */
     uint64_t vv_snaps;
+    /* The sync state (syncstate.c): the lag each way when last looked at, and since when it has
+     * not shrunk (a peer whose lag stays that long is a stuck sync). */
+    uint64_t lag_last, lag_mono;
+    int stuck_said; /* logged as stuck (once, until its lag shrinks) */
 } npeer;
 
 /* A till of our shop advertised over mDNS (what the UI shows as "discovered"). */
@@ -311,6 +317,24 @@ struct tsync_node {
     int status_dirty;
     /* The shop console (net/console/, o.console); NULL when off. */
     struct tsync__console *console;
+
+    int lock_fd; /* "<db>.node.lock", held while the node lives (lock.c); -1: none */
+
+    /* The sync state (syncstate.c), evaluated on the node's thread; cur is read by any thread. */
+    struct {
+        pthread_mutex_t mu; /* cur, fn, ctx */
+        tsync_sync_state cur;
+        tsync_sync_state_fn fn;
+        void *ctx;
+        uint64_t busy_mono; /* since when something has been in flight; 0: nothing now */
+        int ever_connected;
+        /* From the last status build (counting runs SQL: not on every evaluation). */
+        int counts_known;
+        int64_t held, parked, forks;
+        char held_why[160];
+        /* When each refusal counter last grew (monotonic ms; 0: not since start). */
+        uint64_t refused_seen[R_COUNT], refused_mono[R_COUNT];
+    } sync;
 };
 
 /* ---------------------------------------------------------------- across the files
@@ -386,6 +410,27 @@ void tsync__node_discovery(tsync_node *n);
 
 /* status.c */
 void tsync__node_status_publish(tsync_node *n);
+/* The names of the refusal reasons, as status shows them. */
+extern const char *const tsync__node_refused_name[R_COUNT];
+/* What n lacks of p and p of n, in batches (from p's acknowledged vector). */
+void tsync__node_lags(tsync_node *n, const npeer *p, uint64_t *out, uint64_t *in);
+
+/* lock.c */
+/* Takes the database's node lock (n->db_path): 0, or TSYNC_EBUSY naming the node that holds it,
+ * or TSYNC_EIO. */
+int tsync__node_lock(tsync_node *n);
+/* Writes the address the node listens on into the lock file, for a refusal to name it. */
+void tsync__node_lock_listening(tsync_node *n);
+void tsync__node_unlock(tsync_node *n);
+
+/* syncstate.c */
+/* Refused input counts for the sync state this long; a peer whose lag has not shrunk this long
+ * is a stuck sync (docs/NODE.md, "Sync state"). Tests lower them before starting nodes. */
+extern uint64_t tsync__node_refused_window_ms, tsync__node_stuck_ms;
+void tsync__node_sync_init(tsync_node *n);
+void tsync__node_sync_free(tsync_node *n);
+/* Re-evaluates the sync state (the node's thread); calls the callback when it changed. */
+void tsync__node_sync_eval(tsync_node *n);
 
 /* duties.c */
 void tsync__node_disk_full_hit(tsync_node *n, const char *what);

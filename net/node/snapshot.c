@@ -480,8 +480,16 @@ static void snap_in_step(tsync_node *n, npeer *p)
     tsync__node_refresh_ours(n);
     tsync__node_send_vector(n, p, 0);
     if (n->o.on_change) {
-        tsync_node_change c = {0, 0};
+        /* A snapshot replaces the content: every table may have changed. */
+        char **tables = NULL;
+        size_t ntables = 0;
+        tsync__sync_merged_tables_take(n->s, &tables, &ntables);
+        tsync__sync_merged_tables_free(tables, ntables);
+        tsync__sync_merged_tables_all(n->s);
+        tsync__sync_merged_tables_take(n->s, &tables, &ntables);
+        tsync_node_change c = {0, 0, (const char *const *)tables, ntables};
         n->o.on_change(n->o.cb_ctx, &c);
+        tsync__sync_merged_tables_free(tables, ntables);
     }
     tsync__node_push_all(n);
 }

@@ -17,7 +17,7 @@
 #include "../console/console.h"
 #include "node_int.h"
 
-static const char *const R_NAME[R_COUNT] = {
+const char *const tsync__node_refused_name[R_COUNT] = {
     "malformed", "unexpected", "version",  "shop",   "certificate", "signature", "fork",
     "batch",     "trust",      "oversize", "denied", "handshake",   "snapshot",
 };
@@ -29,7 +29,7 @@ static json_t *hexj(const uint8_t *p, size_t len)
     return json_string(buf);
 }
 
-static void lags(tsync_node *n, const npeer *p, uint64_t *out, uint64_t *in)
+void tsync__node_lags(tsync_node *n, const npeer *p, uint64_t *out, uint64_t *in)
 {
     *out = *in = 0;
     for (size_t i = 0; i < n->ours.n; i++) {
@@ -87,7 +87,7 @@ static char *status_build(tsync_node *n)
                             l->seen_ms ? json_integer((json_int_t)l->seen_ms) : json_null());
         if (p && p->verified) {
             uint64_t lo, li;
-            lags(n, p, &lo, &li);
+            tsync__node_lags(n, p, &lo, &li);
             json_object_set_new(e, "they_lack", json_integer((json_int_t)lo));
             json_object_set_new(e, "we_lack", json_integer((json_int_t)li));
             json_object_set_new(e, "in_flight_bytes", json_integer((json_int_t)p->fl_bytes));
@@ -103,7 +103,8 @@ static char *status_build(tsync_node *n)
     json_object_set_new(o, "peers", peers);
     json_object_set_new(o, "pending_out", json_integer((json_int_t)pending));
     tsync__sync_counts c = {0};
-    if (tsync__sync_counts_get(n->s, &c) == 0) {
+    int counts_ok = tsync__sync_counts_get(n->s, &c) == 0;
+    if (counts_ok) {
         json_object_set_new(o, "held", json_integer(c.held));
         json_object_set_new(o, "parked", json_integer(c.parked));
         json_object_set_new(o, "conflicts", json_integer(c.conflicts));
@@ -146,6 +147,25 @@ static char *status_build(tsync_node *n)
         json_array_append_new(hj, e);
     }
     json_object_set_new(o, "held_reasons", hj);
+    /* The sync state reads these counts (syncstate.c): refreshed here, with the status. */
+    if (counts_ok) { /* else the last counts stay */
+        n->sync.counts_known = 1;
+        n->sync.held = c.held;
+        n->sync.parked = c.parked;
+        n->sync.forks = c.forks;
+        snprintf(n->sync.held_why, sizeof n->sync.held_why, "%s", nh > 0 ? hr[0].reason : "");
+    }
+    tsync__node_sync_eval(n);
+    tsync_sync_state ss = TSYNC_SYNC_STATE_INIT;
+    tsync_node_sync_state(&ss, n);
+    json_t *sj = json_object();
+    json_object_set_new(sj, "state", json_string(tsync_sync_state_name(ss.state)));
+    json_object_set_new(sj, "since_ms", json_integer((json_int_t)ss.since_ms));
+    json_object_set_new(sj, "last_synced_at_ms",
+                        ss.last_synced_at_ms ? json_integer((json_int_t)ss.last_synced_at_ms)
+                                             : json_null());
+    json_object_set_new(sj, "reason", json_string(ss.reason));
+    json_object_set_new(o, "sync", sj);
     /* This till's clock against the shop's (docs/DATA_MODEL.md, "Clocks"). */
     json_t *cj = json_object();
     tsync__sync_clock ck;
@@ -181,7 +201,7 @@ static char *status_build(tsync_node *n)
     for (int i = 0; i < R_COUNT; i++) {
         uint64_t v = n->refused[i];
         if (i == R_OVERSIZE) v += ts.dropped_oversize > v ? ts.dropped_oversize - v : 0;
-        json_object_set_new(ref, R_NAME[i], json_integer((json_int_t)v));
+        json_object_set_new(ref, tsync__node_refused_name[i], json_integer((json_int_t)v));
     }
     json_object_set_new(ref, "unverified", json_integer((json_int_t)ts.dropped_unverified));
     json_object_set_new(o, "refused", ref);
