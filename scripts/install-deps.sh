@@ -7,6 +7,9 @@ PKGS="build-essential g++ cmake pkg-config libsqlite3-dev sqlite3 libsodium-dev 
 libavahi-client-dev avahi-daemon avahi-utils dbus libcriterion-dev libcsv-dev libjansson-dev libzstd-dev
 iproute2 iputils-ping iptables libnetfilter-queue-dev clang libclang-rt-14-dev clang-format valgrind nftables faketime
 libsystemd-dev libinih-dev"
+# The Debian packages (scripts/deb.sh, docs/PACKAGING.md): dpkg-buildpackage with debhelper, lintian,
+# and systemd for systemd-analyze verify and the sysusers entry of the tillsync package.
+PKGS="$PKGS debhelper lintian systemd"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
