@@ -71,12 +71,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-echo "-- dpkg-buildpackage -b (nocheck, -j$JOBS) of a copy of $src"
+echo "-- dpkg-buildpackage (source and binaries, nocheck, -j$JOBS) of a copy of $src"
 mkdir "$work/tillsync"
 git ls-files -z --cached --others --exclude-standard |
     tar -cf - --null -T - --ignore-failed-read 2>/dev/null | tar -xf - -C "$work/tillsync"
 [ -f "$work/tillsync/debian/rules" ] || fail "copying the checkout (git ls-files) to $work"
-(cd "$work/tillsync" && DEB_BUILD_OPTIONS="nocheck parallel=$JOBS" nice dpkg-buildpackage -us -uc -b -Pnocheck) \
+(cd "$work/tillsync" && DEB_BUILD_OPTIONS="nocheck parallel=$JOBS" nice dpkg-buildpackage -us -uc -Pnocheck) \
     >"$work/build.log" 2>&1 || { tail -60 "$work/build.log"; fail "dpkg-buildpackage"; }
 for p in $PKGS; do
     ls "$work/${p}_${deb_version}"_*.deb >/dev/null 2>&1 || fail "no .deb for $p"
