@@ -50,10 +50,21 @@ if grep -rlF -e "$src" -e "$build" "$p/include" "$lib/pkgconfig" "$lib/cmake"; t
     fail "installed files name the source or build tree (above)"
 fi
 
-# The tool runs from the prefix, without LD_LIBRARY_PATH, with the prefix's library.
-out=$(env -u LD_LIBRARY_PATH "$p/bin/tillsync" --version) || fail "$p/bin/tillsync --version"
+# The tool runs from the prefix, without LD_LIBRARY_PATH, with the prefix's library. Built with
+# -DTSYNC_INSTALL_RPATH=OFF (TSYNC_INSTALL_RPATH=0 here; a distribution's package, debian/rules)
+# it has no RUNPATH and finds the library on the system path, for which LD_LIBRARY_PATH stands in.
+tool_env="-u LD_LIBRARY_PATH"
+if [ "${TSYNC_INSTALL_RPATH:-1}" = 0 ]; then
+    if readelf -dW "$p/bin/tillsync" | grep -q "RUNPATH\|RPATH"; then
+        fail "$p/bin/tillsync has a RUNPATH although built with TSYNC_INSTALL_RPATH=OFF"
+    fi
+    tool_env="LD_LIBRARY_PATH=$lib"
+fi
+# shellcheck disable=SC2086 # tool_env is one or two words
+out=$(env $tool_env "$p/bin/tillsync" --version) || fail "$p/bin/tillsync --version"
 [ "$out" = "tillsync $version" ] || fail "tillsync --version says '$out', not 'tillsync $version'"
-loaded=$(env -u LD_LIBRARY_PATH ldd "$p/bin/tillsync" |
+# shellcheck disable=SC2086
+loaded=$(env $tool_env ldd "$p/bin/tillsync" |
     sed -n 's/.*libtillsync.so.0 => \(.*\) (.*/\1/p')
 [ "$(realpath "$loaded")" = "$(realpath "$lib/libtillsync.so.0")" ] ||
     fail "the installed tool loads '$loaded', not $lib/libtillsync.so.0"
