@@ -8,8 +8,7 @@ libavahi-client-dev avahi-daemon avahi-utils dbus libcriterion-dev libcsv-dev li
 iproute2 iputils-ping iptables libnetfilter-queue-dev clang libclang-rt-14-dev clang-format valgrind nftables faketime
 libsystemd-dev libinih-dev
 python3 python3-venv python3-pip python3-pytest python3-setuptools python3-wheel
-libmicrohttpd-dev curl
-libsystemd-dev libinih-dev"
+libmicrohttpd-dev curl"
 # The Debian packages (scripts/deb.sh, docs/PACKAGING.md): dpkg-buildpackage with debhelper, lintian,
 # and systemd for systemd-analyze verify and the sysusers entry of the tillsync package.
 PKGS="$PKGS debhelper lintian systemd"
