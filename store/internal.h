@@ -273,6 +273,8 @@ int tsync__capture_upgrade(tsync_store *s);
 /* tsync_store_replicate without its transaction, unparking and sealing. */
 int tsync__replicate_locked(tsync_store *s, const char *table, const char *const *counters,
                             size_t ncounters);
+/* The same for the library's own replicated tables, whose tsync_ names the above refuses. */
+int tsync__replicate_internal_locked(tsync_store *s, const char *table);
 /* Records columns appended to a replicated table (already added to the table itself): its
  * tombstone table gets them, tsync_tables.cols lists them, the capture triggers cover them. */
 int tsync__table_add_columns(tsync_store *s, const char *table, const char *const *cols, int n);
