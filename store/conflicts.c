@@ -255,18 +255,20 @@ static char *list_sql(tsync_store *s, int open_only, int limited)
 {
     int cid = has_column(s, "tsync_conflicts", "cid") > 0;
     int res = cid && table_exists(s, TSYNC__RESOLVED);
+    /* Per-column policies record review conflicts with kind 1 (0: LWW). */
+    int kind = has_column(s, "tsync_conflicts", "kind") > 0;
     sqlite3_str *q = sqlite3_str_new(NULL);
-    sqlite3_str_appendf(q,
-                        "SELECT c.id, c.at_ms, c.tbl, c.pk, c.col, c.win_val, c.win_hlc, "
-                        "c.win_site, c.lose_val, c.lose_hlc, c.lose_site, %s, %s FROM "
-                        "tsync_conflicts c %s WHERE c.id > ?1 %s ORDER BY c.id %s",
-                        cid ? "c.cid" : "NULL",
-                        res ? "r.how, r.value, r.site, r.at_ms" : "NULL, NULL, NULL, NULL",
-                        res ? "LEFT JOIN " TSYNC__RESOLVED " r ON r.cid = c.cid" : "",
-                        !open_only ? ""
-                        : res      ? "AND r.cid IS NULL"
-                                   : "",
-                        limited ? "LIMIT ?2" : "");
+    sqlite3_str_appendf(
+        q,
+        "SELECT c.id, c.at_ms, c.tbl, c.pk, c.col, c.win_val, c.win_hlc, "
+        "c.win_site, c.lose_val, c.lose_hlc, c.lose_site, %s, %s, %s FROM "
+        "tsync_conflicts c %s WHERE c.id > ?1 %s ORDER BY c.id %s",
+        cid ? "c.cid" : "NULL", res ? "r.how, r.value, r.site, r.at_ms" : "NULL, NULL, NULL, NULL",
+        kind ? "c.kind" : "0", res ? "LEFT JOIN " TSYNC__RESOLVED " r ON r.cid = c.cid" : "",
+        !open_only ? ""
+        : res      ? "AND r.cid IS NULL"
+                   : "",
+        limited ? "LIMIT ?2" : "");
     return sqlite3_str_finish(q);
 }
 
@@ -301,6 +303,8 @@ int tsync_store_conflicts_list_json(char **out, tsync_store *s, int64_t since_id
         json_t *key = json_loads((const char *)sqlite3_column_text(st, 3), JSON_DECODE_ANY, &je);
         json_object_set_new(o, "key", key ? key : json_null());
         json_object_set_new(o, "column", col_json(st, 4));
+        json_object_set_new(o, "kind",
+                            json_string(sqlite3_column_int(st, 16) == 1 ? "review" : "lww"));
         json_object_set_new(o, "winner", side_json(st, 5, certs));
         json_object_set_new(o, "loser", side_json(st, 8, certs));
         int open = sqlite3_column_type(st, 12) == SQLITE_NULL;

@@ -53,11 +53,12 @@ typedef struct {
  * id above since_id, in id order, at most limit of them (0: all), only the open ones when
  * open_only. Each entry: "id", "cid" (the conflict's identity, hex, the same on every till that
  * recorded it; null for entries recorded before it existed), "at_ms" (when this till recorded
- * it), "table", "key" (array), "column", "winner" and "loser" ({"value", "hlc", "time_ms", "site",
- * "till": the device name from the trust set's certificates, else the site id in hex}), "open"
- * (bool) and "resolved" (null, or {"how": "keep"|"take"|"value"|"dismissed", "value" (the value
- * written, for take and value), "site", "till", "at_ms"}). A page that is full ends before the
- * next entry: ask again with since_id = the last id. Errors: TSYNC_EIO. */
+ * it), "table", "key" (array), "column", "kind" ("lww": last-writer-wins chose; "review": a
+ * column whose concurrent writes wait for a person), "winner" and "loser" ({"value", "hlc",
+ * "time_ms", "site", "till": the device name from the trust set's certificates, else the site id in
+ * hex}), "open" (bool) and "resolved" (null, or {"how": "keep"|"take"|"value"|"dismissed", "value"
+ * (the value written, for take and value), "site", "till", "at_ms"}). A page that is full ends
+ * before the next entry: ask again with since_id = the last id. Errors: TSYNC_EIO. */
 TSYNC_API int tsync_store_conflicts_list_json(char **out, tsync_store *s, int64_t since_id,
                                               size_t limit, int open_only);
 

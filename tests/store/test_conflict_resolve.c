@@ -16,6 +16,7 @@
 
 #include "store/conflicts_int.h"
 #include "store/internal.h"
+#include "store/snapshot.h"
 #include "tests/lib/helpers.h"
 #include "tillsync/conflicts.h"
 
@@ -371,6 +372,84 @@ Test(conflict_resolve, a_till_recording_the_collision_with_its_resolution_shows_
     cr_assert_eq(th_int(c, "SELECT count(*) FROM tsync_parked", -1), 0);
     json_decref(jc), json_decref(ja);
     tsync_store_free(a), tsync_store_free(b), tsync_store_free(c);
+}
+
+/* Snapshot chunks, collected (store/snapshot.h). */
+typedef struct {
+    uint8_t *c[64];
+    size_t len[64], n;
+} chunks;
+
+static int collect(void *ctx, const uint8_t *chunk, size_t len)
+{
+    chunks *k = ctx;
+    cr_assert_lt(k->n, 64);
+    k->c[k->n] = malloc(len);
+    cr_assert(k->c[k->n]);
+    memcpy(k->c[k->n], chunk, len);
+    k->len[k->n++] = len;
+    return 0;
+}
+
+Test(conflict_resolve, a_snapshot_carries_the_resolutions)
+{
+    tsync_store *a, *b;
+    pair(&a, &b, 1);
+    collide(a, b, "p1", 0);
+    int64_t id = th_int(a, "SELECT id FROM tsync_conflicts", -1);
+    cr_assert_eq(tsync_store_conflict_resolve(a, id, TSYNC_RESOLVE_TAKE_OTHER, NULL), 0);
+    /* c, which never had the table of resolutions, takes a's state whole. */
+    tsync_store *c = th_open_products(th_path(dir, "c.db"));
+    chunks k = {0};
+    tsync__vv vv;
+    memset(&vv, 0, sizeof vv);
+    cr_assert_eq(tsync__snap_export(a, 4096, collect, &k, &vv), 0, "%s", th_errmsg());
+    tsync_merge_report rep = TSYNC_MERGE_REPORT_INIT;
+    cr_assert_eq(tsync__snap_import(c, (const uint8_t *const *)k.c, k.len, k.n, &vv, &rep), 0, "%s",
+                 th_errmsg());
+    tsync_merge_report_clear(&rep);
+    cr_assert_str_eq(th_hash(a), th_hash(c));
+    TH_AUTO_FREE char *ra = th_text(a, "SELECT hex(cid) || how FROM tsync_resolved");
+    TH_AUTO_FREE char *rc = th_text(c, "SELECT hex(cid) || how FROM tsync_resolved");
+    cr_assert_str_eq(ra, rc);
+    for (size_t i = 0; i < k.n; i++) free(k.c[i]);
+    tsync__vv_free(&vv);
+    /* b then hears c: the resolution reaches it from a till that had it by snapshot. */
+    exchange(b, a);
+    cr_assert_eq(n_open(b), 0);
+    tsync_store_free(a), tsync_store_free(b), tsync_store_free(c);
+}
+
+Test(conflict_resolve, a_database_from_before_identities_is_upgraded_at_open)
+{
+    const char *p = th_path(dir, "old.db");
+    tsync_store *s = th_open_products(p);
+    /* The journal as an older build left it: no cid and key columns, one entry. */
+    th_exec(s, "DROP INDEX tsync_conflicts_cid; ALTER TABLE tsync_conflicts DROP COLUMN cid;"
+               "ALTER TABLE tsync_conflicts DROP COLUMN key;"
+               "INSERT INTO tsync_conflicts(at_ms, tbl, pk, col, win_val, win_hlc, win_site,"
+               " lose_val, lose_hlc, lose_site) VALUES(1, 'products', '[\"p1\"]', 'price', 2,"
+               " 65536, NULL, 1, 65535, NULL)");
+    tsync_store_free(s);
+    /* Read-only, not upgraded: listed as open, without identity. */
+    tsync_store_options ro = TSYNC_STORE_OPTIONS_INIT;
+    ro.read_only = 1;
+    cr_assert_eq(tsync_store_open(&s, p, &ro), 0, "%s", th_errmsg());
+    json_t *j = journal(s, 0, 0, 1);
+    cr_assert_eq(json_array_size(j), 1);
+    cr_assert(json_is_null(json_object_get(json_array_get(j, 0), "cid")));
+    json_decref(j);
+    tsync_store_free(s);
+    s = th_open(p);
+    cr_assert_eq(th_int(s, "SELECT count(*) FROM tsync_conflicts WHERE length(cid) = 16", -1), 1);
+    int64_t id = th_int(s, "SELECT id FROM tsync_conflicts", -1);
+    /* Without its row's key it cannot be written, but it can be kept or dismissed. */
+    cr_assert_eq(tsync_store_conflict_resolve(s, id, TSYNC_RESOLVE_TAKE_OTHER, NULL), TSYNC_EINVAL);
+    size_t n = 0;
+    cr_assert_eq(tsync_store_conflicts_dismiss(s, NULL, 0, &n), 0, "%s", th_errmsg());
+    cr_assert_eq(n, 1);
+    cr_assert_eq(n_open(s), 0);
+    tsync_store_free(s);
 }
 
 /* ---------------------------------------------------------------- property */
