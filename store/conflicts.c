@@ -423,8 +423,10 @@ static int entry_load(tsync_store *s, int64_t id, entry *e)
     return 0;
 }
 
-/* Writes v into e's column of e's row, as a local write (captured). */
-static int write_value(tsync_store *s, const entry *e, sqlite3_value *lose, const tsync_value *v)
+/* Writes v (or lose) into e's column of e's row, as a local write (captured); *stored receives
+ * the value as the column keeps it (after its affinity), sqlite3_value_dup'd. */
+static int write_value(tsync_store *s, const entry *e, sqlite3_value *lose, const tsync_value *v,
+                       sqlite3_value **stored)
 {
     tsync__table *t = tsync__table_by_name(s, e->tbl, strlen(e->tbl));
     if (!t)
@@ -445,7 +447,8 @@ static int write_value(tsync_store *s, const entry *e, sqlite3_value *lose, cons
     sqlite3_str *q = sqlite3_str_new(NULL);
     sqlite3_str_appendf(q, "UPDATE %s SET ", t->qname);
     tsync__sql_ident(q, "", t->cols[col]);
-    sqlite3_str_appendf(q, " = ?%d WHERE %s", t->npk + 1, t->pk_where);
+    sqlite3_str_appendf(q, " = ?%d WHERE %s RETURNING ", t->npk + 1, t->pk_where);
+    tsync__sql_ident(q, "", t->cols[col]);
     char *sql = sqlite3_str_finish(q);
     if (!sql) return tsync__err(TSYNC_ENOMEM, "out of memory");
     sqlite3_stmt *st = NULL;
@@ -474,16 +477,23 @@ static int write_value(tsync_store *s, const entry *e, sqlite3_value *lose, cons
             sqlite3_bind_null(st, vi);
         }
     }
-    int x = sqlite3_step(st);
+    int x = sqlite3_step(st), found = x == SQLITE_ROW;
+    if (found) {
+        *stored = sqlite3_value_dup(sqlite3_column_value(st, 0));
+        x = sqlite3_step(st);
+    }
+    if (x != SQLITE_DONE) {
+        rc = tsync__err(TSYNC_EINVAL, "conflict %lld: writing %s.%s failed: %s", (long long)e->id,
+                        e->tbl, e->col, sqlite3_errmsg(s->db));
+        sqlite3_finalize(st);
+        return rc;
+    }
     sqlite3_finalize(st);
-    if (x != SQLITE_DONE)
-        return tsync__err(TSYNC_EINVAL, "conflict %lld: writing %s.%s failed: %s", (long long)e->id,
-                          e->tbl, e->col, sqlite3_errmsg(s->db));
-    if (sqlite3_changes(s->db) == 0)
+    if (!found)
         return tsync__err(TSYNC_ENOTFOUND,
                           "conflict %lld: the row of %s was deleted; nothing to write",
                           (long long)e->id, e->tbl);
-    return 0;
+    return *stored ? 0 : tsync__err(TSYNC_ENOMEM, "out of memory");
 }
 
 /* This device's name from its latest certificate, or NULL (malloc'd). */
@@ -555,31 +565,15 @@ int tsync_store_conflict_resolve(tsync_store *s, int64_t id, int32_t how, const 
     char *name = NULL;
     if ((rc = tsync__resolved_ensure(s)) == 0 && (rc = entry_load(s, id, &e)) == 0 && e.how)
         rc = refuse_resolved(&e);
+    sqlite3_value *stored = NULL;
     if (rc == 0 && how != TSYNC_RESOLVE_KEEP)
-        rc = write_value(s, &e, how == TSYNC_RESOLVE_TAKE_OTHER ? e.lose : NULL, value);
-    if (rc == 0) {
-        name = own_name(s);
-        if (how == TSYNC_RESOLVE_VALUE) {
-            /* The value as written, for the record. */
-            sqlite3_value_free(e.lose);
-            e.lose = NULL;
-            sqlite3_stmt *q = NULL;
-            if (sqlite3_prepare_v2(s->db, "SELECT ?1", -1, &q, NULL) == SQLITE_OK) {
-                if (value->type == TSYNC_VALUE_INTEGER) sqlite3_bind_int64(q, 1, value->i);
-                if (value->type == TSYNC_VALUE_REAL) sqlite3_bind_double(q, 1, value->r);
-                if (value->type == TSYNC_VALUE_TEXT)
-                    sqlite3_bind_text64(q, 1, value->data ? value->data : "", value->len,
-                                        SQLITE_STATIC, SQLITE_UTF8);
-                if (value->type == TSYNC_VALUE_BLOB)
-                    sqlite3_bind_blob64(q, 1, value->data ? value->data : "", value->len,
-                                        SQLITE_STATIC);
-                if (sqlite3_step(q) == SQLITE_ROW)
-                    e.lose = sqlite3_value_dup(sqlite3_column_value(q, 0));
-            }
-            sqlite3_finalize(q);
-            if (!e.lose) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
-        }
+        rc = write_value(s, &e, how == TSYNC_RESOLVE_TAKE_OTHER ? e.lose : NULL, value, &stored);
+    if (stored) {
+        /* The record keeps the value as the column stored it. */
+        sqlite3_value_free(e.lose);
+        e.lose = stored;
     }
+    if (rc == 0) name = own_name(s);
     static const char *const HOW[] = {"", "keep", "take", "value"};
     if (rc == 0)
         rc = put_resolution(s, &e, HOW[how], how != TSYNC_RESOLVE_KEEP, name, tsync__now_ms(s));
@@ -629,18 +623,16 @@ int tsync_store_conflicts_dismiss(tsync_store *s, const int64_t *ids, size_t n, 
     char *name = rc ? NULL : own_name(s);
     uint64_t now = tsync__now_ms(s);
     size_t done = 0;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        entry e;
-        if ((rc = entry_load(s, ids[i], &e))) break;
-        if (e.how && all) {
-            /* The same collision recorded twice here: dismissed with the first. */
-        } else if (e.how) {
-            rc = refuse_resolved(&e);
-        } else if ((rc = put_resolution(s, &e, "dismissed", 0, name, now)) == 0) {
-            done++;
+    /* Every id checked before anything is written: all or nothing, and an id given twice (or two
+     * entries of one collision) is dismissed once, not refused as resolved by this very call. */
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            entry e;
+            if ((rc = entry_load(s, ids[i], &e))) break;
+            if (pass == 0 && e.how) rc = refuse_resolved(&e);
+            if (pass == 1 && (rc = put_resolution(s, &e, "dismissed", 0, name, now)) == 0) done++;
+            entry_free(&e);
         }
-        entry_free(&e);
-    }
     free(name);
     free(all);
     if (rc == 0) rc = tsync__seal_locked(s, NULL);

@@ -197,8 +197,14 @@ Test(conflict_resolve, an_entered_value_takes_the_column_affinity_and_wins)
     cr_assert_str_eq(th_hash(a), th_hash(b));
     cr_assert_eq(n_open(a), 0);
     json_t *ja = journal(a, 0, 0, 0);
-    for (size_t i = 0; i < 2; i++)
-        cr_assert_str_eq(str(json_object_get(json_array_get(ja, i), "resolved"), "how"), "value");
+    for (size_t i = 0; i < 2; i++) {
+        json_t *e = json_array_get(ja, i), *r = json_object_get(e, "resolved");
+        cr_assert_str_eq(str(r, "how"), "value");
+        /* The record holds the value as the column stored it (the integer, not the text). */
+        if (!strcmp(str(e, "column"), "price"))
+            cr_assert(json_is_integer(json_object_get(r, "value")) &&
+                      json_integer_value(json_object_get(r, "value")) == 275);
+    }
     json_decref(ja);
     tsync_store_free(a), tsync_store_free(b);
 }
@@ -229,8 +235,12 @@ Test(conflict_resolve, dismiss_in_bulk_by_ids_and_all)
     cr_assert(strstr(th_errmsg(), "9999"), "%s", th_errmsg());
     cr_assert_eq(n_open(a), 2);
     cr_assert_eq(tsync_store_conflicts_dismiss(a, ids, 1, &n), TSYNC_EINVAL);
+    /* An id given twice is dismissed, not refused as resolved by the same call. */
+    int64_t twice[2] = {ids[2], ids[2]};
+    cr_assert_eq(tsync_store_conflicts_dismiss(a, twice, 2, &n), 0, "%s", th_errmsg());
+    cr_assert_eq(n_open(a), 1);
     cr_assert_eq(tsync_store_conflicts_dismiss(a, NULL, 0, &n), 0, "%s", th_errmsg());
-    cr_assert_eq(n, 2);
+    cr_assert_eq(n, 1);
     cr_assert_eq(n_open(a), 0);
     /* Dismissing keeps every value. */
     TH_AUTO_FREE char *after = th_text(a, "SELECT group_concat(price) FROM products");
