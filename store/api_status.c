@@ -11,6 +11,7 @@
 
 #include "collect_int.h"
 #include "internal.h"
+#include "tillsync/conflicts.h"
 #include "store/identity.h"
 #include "store/sync.h"
 #include "tillsync/migrate.h"
@@ -299,6 +300,12 @@ int tsync_store_status_json(char **out, tsync_store *s, size_t parked_max)
     json_object_set_new(o, "held", json_integer(st.held));
     json_object_set_new(o, "parked", json_integer(st.parked));
     json_object_set_new(o, "conflicts", json_integer(st.conflicts));
+    {
+        /* Open conflicts wait for a person (tillsync/conflicts.h); -1 when unreadable. */
+        int64_t open = -1;
+        if (tsync_store_conflicts_count(&open, NULL, s) != 0) open = -1;
+        json_object_set_new(o, "conflicts_open", json_integer(open));
+    }
     json_object_set_new(o, "forks", json_integer(st.forks));
     json_object_set_new(o, "unsealed", json_integer(st.unsealed));
     json_t *lr = st.last_rollback_json ? json_loads(st.last_rollback_json, 0, NULL) : NULL;

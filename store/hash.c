@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * store/hash.c — the content hash of the visible replicated data, and the conflict report.
+ * store/hash.c — the content hash of the visible replicated data (the conflict report moved to
+ * store/conflicts.c). The library's own replicated tables (tsync_resolved) are left out of the
+ * hash of all tables.
  *
  * Canonical form (docs/DATA_MODEL.md): names folded to lowercase (ASCII letters only: `Items` on
  * one till and `items` on another are the same table, as to SQLite); for each replicated table in
@@ -11,11 +13,11 @@
  * real) or a 4-byte big-endian length and the bytes. The hash is BLAKE2b-256 of that stream. No
  * clock or other metadata enters it: two replicas hash equal exactly when they show the same rows.
  */
-#include <jansson.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "conflicts_int.h"
 #include "internal.h"
 
 static int name_cmp(const void *a, const void *b)
@@ -114,7 +116,9 @@ int tsync_store_hash(uint8_t out[TSYNC_HASH_BYTES], tsync_store *s, const char *
     }
     int n = 0;
     for (int i = 0; i < s->ntables; i++)
-        if (!table || tsync__name_eqz(table, s->tables[i].name)) order[n++] = &s->tables[i];
+        if (table ? tsync__name_eqz(table, s->tables[i].name)
+                  : !tsync__table_internal(s->tables[i].name))
+            order[n++] = &s->tables[i];
     for (int i = 1; i < n; i++)
         for (int j = i; j > 0 && name_cmp(&order[j - 1]->name, &order[j]->name) > 0; j--) {
             tsync__table *x = order[j];
@@ -128,70 +132,4 @@ int tsync_store_hash(uint8_t out[TSYNC_HASH_BYTES], tsync_store *s, const char *
     free(order);
     tsync__exec(s, "COMMIT");
     return rc;
-}
-
-static json_t *col_json(sqlite3_stmt *st, int i)
-{
-    switch (sqlite3_column_type(st, i)) {
-    case SQLITE_INTEGER:
-        return json_integer(sqlite3_column_int64(st, i));
-    case SQLITE_FLOAT:
-        return json_real(sqlite3_column_double(st, i));
-    case SQLITE_TEXT:
-        return json_stringn_nocheck((const char *)sqlite3_column_text(st, i),
-                                    (size_t)sqlite3_column_bytes(st, i));
-    case SQLITE_BLOB: {
-        int n = sqlite3_column_bytes(st, i);
-        char *h = malloc((size_t)n * 2 + 1);
-        if (!h) return json_null();
-        tsync__hex(sqlite3_column_blob(st, i), (size_t)n, h);
-        json_t *j = json_string(h);
-        free(h);
-        return j;
-    }
-    default:
-        return json_null();
-    }
-}
-
-int tsync__conflicts_prepare(tsync_store *s, sqlite3_stmt **out)
-{
-    int rc = sqlite3_prepare_v2(s->db,
-                                "SELECT id, at_ms, tbl, pk, col, win_val, win_hlc, "
-                                "win_site, lose_val, lose_hlc, lose_site FROM tsync_conflicts "
-                                "ORDER BY id",
-                                -1, out, NULL);
-    return rc == SQLITE_OK ? 0 : tsync__err_sqlite(s->db, rc, "read conflicts");
-}
-
-int tsync_store_conflicts_json(char **out, tsync_store *s)
-{
-    *out = NULL;
-    sqlite3_stmt *st;
-    int rc = tsync__conflicts_prepare(s, &st);
-    if (rc) return rc;
-    json_t *a = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        json_t *o = json_object(), *w = json_object(), *l = json_object();
-        json_error_t je;
-        json_object_set_new(o, "id", json_integer(sqlite3_column_int64(st, 0)));
-        json_object_set_new(o, "at_ms", json_integer(sqlite3_column_int64(st, 1)));
-        json_object_set_new(o, "table", col_json(st, 2));
-        json_t *key = json_loads((const char *)sqlite3_column_text(st, 3), JSON_DECODE_ANY, &je);
-        json_object_set_new(o, "key", key ? key : json_null());
-        json_object_set_new(o, "column", col_json(st, 4));
-        json_object_set_new(w, "value", col_json(st, 5));
-        json_object_set_new(w, "hlc", json_integer(sqlite3_column_int64(st, 6)));
-        json_object_set_new(w, "site", col_json(st, 7));
-        json_object_set_new(l, "value", col_json(st, 8));
-        json_object_set_new(l, "hlc", json_integer(sqlite3_column_int64(st, 9)));
-        json_object_set_new(l, "site", col_json(st, 10));
-        json_object_set_new(o, "winner", w);
-        json_object_set_new(o, "loser", l);
-        json_array_append_new(a, o);
-    }
-    sqlite3_finalize(st);
-    *out = json_dumps(a, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    json_decref(a);
-    return *out ? 0 : tsync__err(TSYNC_ENOMEM, "out of memory");
 }

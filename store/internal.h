@@ -277,6 +277,8 @@ int tsync__capture_upgrade(tsync_store *s);
 /* tsync_store_replicate without its transaction, unparking and sealing. */
 int tsync__replicate_locked(tsync_store *s, const char *table, const char *const *counters,
                             size_t ncounters);
+/* The same for the library's own replicated tables, whose tsync_ names the above refuses. */
+int tsync__replicate_internal_locked(tsync_store *s, const char *table);
 /* Records columns appended to a replicated table (already added to the table itself): its
  * tombstone table gets them, tsync_tables.cols lists them, the capture triggers cover them. */
 int tsync__table_add_columns(tsync_store *s, const char *table, const char *const *cols, int n);
@@ -292,8 +294,10 @@ int tsync__sql_has_check(const char *sql);
 
 /* uuid7(): a time-ordered UUID (RFC 9562) as text (store.c). */
 void tsync__sql_uuid7(sqlite3_context *ctx, int argc, sqlite3_value **argv);
-/* The recorded conflicts, oldest first (hash.c): columns id, at_ms, tbl, pk (the key as JSON
- * text), col, win_val, win_hlc, win_site, lose_val, lose_hlc, lose_site. The caller finalizes. */
+/* The recorded conflicts, oldest first (conflicts.c, the journal's own query): columns id, at_ms,
+ * tbl, pk (the key as JSON text), col, win_val, win_hlc, win_site, lose_val, lose_hlc, lose_site,
+ * cid, then the resolution (how, value, site, at_ms; NULLs while open) and kind (0 LWW, 1
+ * review). The caller finalizes. */
 int tsync__conflicts_prepare(tsync_store *s, sqlite3_stmt **out);
 
 #endif

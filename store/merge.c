@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conflicts_int.h"
 #include "merge_int.h"
 #include "prep_int.h"
 #include "store/schema.h"
@@ -835,12 +836,23 @@ int tsync__merge_bundle_skip(tsync_store *s, const tsync__bundle *bunp, tsync_me
         rc = tsync__err(TSYNC_ENOMEM, "out of memory");
         goto rollback;
     }
+    /* Resolutions of conflicts (store/conflicts.c) arrive as changes of the library's own table:
+     * made before anything applies, so they are not parked here for want of it. A body that
+     * merely holds the name as a value makes it early, which is harmless. */
+    for (size_t i = 0; i < n && !tsync__table_by_name(s, TSYNC__RESOLVED, strlen(TSYNC__RESOLVED));
+         i++)
+        if (!list[i].done && list[i].body &&
+            memmem(list[i].body, list[i].body_len, TSYNC__RESOLVED, strlen(TSYNC__RESOLVED))) {
+            if ((rc = tsync__resolved_ensure(s)) || (rc = tsync__capture_off(s, 1))) goto rollback;
+        }
     if ((rc = apply_ready(&c, list, n, &bun, run_of, run_forked, branch))) goto rollback;
     if ((rc = finish(&c, list, n))) goto rollback;
     for (size_t i = 0; i < n; i++)
         if (list[i].applied && list[i].kept && !list[list[i].kept_by].applied) c.keep_publish = 1;
     if (c.keep_publish && (rc = tsync__trust_keep_merged(s))) goto rollback;
     tsync__capture_off(s, 0);
+    /* Resolutions from a till that has the table while this one did not: applied now. */
+    if ((rc = tsync__resolved_adopt(s))) goto rollback;
     if ((rc = tsync__commit(s))) goto fail;
     tsync_merge__tables_note(&c);
     tsync_merge__list_free(list, n);

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "collect_int.h"
+#include "conflicts_int.h"
 #include "internal.h"
 #include "store/sync.h"
 #include "tillsync/status.h"
@@ -520,6 +521,11 @@ int tsync__sync_prune_policy(tsync_store *s, const tsync_log_policy *over, size_
     if (pruned) *pruned = 0;
     if (s->read_only) return tsync__err(TSYNC_EINVAL, "the database is open read-only");
     int rc = policy_cut(s, over, pruned);
+    /* The conflict journal's bound: resolved entries older than TSYNC_CONFLICTS_KEEP_DAYS. */
+    if (rc == 0 && sqlite3_get_autocommit(s->db)) {
+        rc = tsync__conflicts_trim(s, NULL);
+        if (rc == TSYNC_EBUSY) rc = 0;
+    }
     /* A busy database (the app writing) only delays collection to the next round. */
     if (rc == 0 && sqlite3_get_autocommit(s->db)) {
         rc = tsync__collect(s, NULL);

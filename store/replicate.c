@@ -569,12 +569,27 @@ int tsync__table_add_counter(tsync_store *s, const char *table, const char *col)
     return rc;
 }
 
+static int replicate_any(tsync_store *s, const char *table, const char *const *counters,
+                         size_t ncounters);
+
 int tsync__replicate_locked(tsync_store *s, const char *table, const char *const *counters,
                             size_t ncounters)
 {
     if (!table || !*table) return tsync__err(TSYNC_EINVAL, "no table name given");
     if (strncasecmp(table, "tsync_", 6) == 0 || strncasecmp(table, "sqlite_", 7) == 0)
         return tsync__err(TSYNC_EINVAL, "table %s is internal and cannot be replicated", table);
+    return replicate_any(s, table, counters, ncounters);
+}
+
+/* The library's own replicated tables (store/conflicts.c: tsync_resolved). */
+int tsync__replicate_internal_locked(tsync_store *s, const char *table)
+{
+    return replicate_any(s, table, NULL, 0);
+}
+
+static int replicate_any(tsync_store *s, const char *table, const char *const *counters,
+                         size_t ncounters)
+{
     int rc = tsync__tables_refresh(s);
     if (rc) return rc;
     colinfo cols[TSYNC__MAX_COLS + 1];

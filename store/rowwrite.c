@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conflicts_int.h"
 #include "rowwrite_int.h"
 
 #define MAX_MESSAGES 64
@@ -320,8 +321,8 @@ int tsync__rw_conflict(tsync__rowwriter *w, tsync__wrow *r, int col, const tsync
     int rc = tsync__rw_current(w, r, col, &cur, &owner);
     if (rc) return rc;
     sqlite3_stmt *st = tsync__prep(s, "INSERT INTO tsync_conflicts(at_ms, tbl, pk, col, win_val, "
-                                      "win_hlc, win_site, lose_val, lose_hlc, lose_site) "
-                                      "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)");
+                                      "win_hlc, win_site, lose_val, lose_hlc, lose_site, cid, "
+                                      "key) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)");
     if (!st) {
         if (owner) sqlite3_reset(owner);
         return tsync__err_sqlite(s->db, SQLITE_ERROR, "record conflict");
@@ -340,6 +341,12 @@ int tsync__rw_conflict(tsync__rowwriter *w, tsync__wrow *r, int col, const tsync
     tsync__bind_val(st, 8, lv);
     sqlite3_bind_int64(st, 9, (int64_t)(remote_wins ? lh : rhlc));
     if (ls) sqlite3_bind_blob(st, 10, ls, TSYNC__SITE_BYTES, SQLITE_TRANSIENT);
+    /* The identity every till that meets this collision gives it (store/conflicts.c). */
+    uint8_t cid[TSYNC__CID_BYTES];
+    tsync__conflict_id(cid, r->t->name, r->key, r->klen, r->t->cols[col], rhlc, rsite, lh,
+                       local_site);
+    sqlite3_bind_blob(st, 11, cid, sizeof cid, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 12, r->key, (int)r->klen, SQLITE_TRANSIENT);
     rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (owner) sqlite3_reset(owner);

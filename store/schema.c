@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conflicts_int.h"
 #include "internal.h"
 #include "store/sync.h"
 #include "store/schema.h"
@@ -156,7 +157,9 @@ int tsync__schema_encode(tsync_store *s, uint8_t **out, size_t *len)
     ltable *lt = calloc((size_t)s->ntables + 1, sizeof *lt);
     if (!lt) return tsync__err(TSYNC_ENOMEM, "out of memory");
     int n = 0;
-    for (int i = 0; rc == 0 && i < s->ntables; i++) rc = describe_table(s, &s->tables[i], &lt[n++]);
+    for (int i = 0; rc == 0 && i < s->ntables; i++)
+        if (!tsync__table_internal(s->tables[i].name)) /* the library's own: every till makes it */
+            rc = describe_table(s, &s->tables[i], &lt[n++]);
     if (rc) {
         ltables_free(lt, n);
         return rc;

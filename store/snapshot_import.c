@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conflicts_int.h"
 #include "rowwrite_int.h"
 #include "collect_int.h"
 #include "snapshot_int.h"
@@ -342,6 +343,16 @@ static int chunk_maps(ictx *ic, const tsync__snap_chunk *c)
                 ic->smap[i] = l + 1;
                 break;
             }
+    /* The library's own table of resolutions, made here before the table pointers are taken
+     * (making it reloads the cache); capture goes off again after its unparking. */
+    for (uint32_t i = 0; i < c->ntables; i++)
+        if (tsync__name_eq(c->tables[i].name, c->tables[i].name_len, TSYNC__RESOLVED,
+                           strlen(TSYNC__RESOLVED)) &&
+            !tsync__table_by_name(ic->s, TSYNC__RESOLVED, strlen(TSYNC__RESOLVED))) {
+            int rc = tsync__resolved_ensure(ic->s);
+            if (rc == 0) rc = tsync__capture_off(ic->s, 1);
+            if (rc) return rc;
+        }
     for (uint32_t i = 0; i < c->ntables; i++) {
         const tsync__btable *bt = &c->tables[i];
         ctab *ct = &ic->tabs[i];

@@ -31,8 +31,9 @@ typedef struct {
 static const char CONFLICTS_SCHEMA[] =
     "CREATE TABLE x(id INTEGER, at_ms INTEGER, table_name TEXT, row_key TEXT, column_name TEXT, "
     "winner_value ANY, winner_hlc INTEGER, winner_site TEXT, loser_value ANY, loser_hlc INTEGER, "
-    "loser_site TEXT)";
-enum { C_WIN_SITE = 7, C_LOSE_SITE = 10 };
+    "loser_site TEXT, cid TEXT, resolved_how TEXT, resolved_value ANY, resolved_site TEXT, "
+    "resolved_at_ms INTEGER, kind INTEGER)";
+enum { C_WIN_SITE = 7, C_LOSE_SITE = 10, C_CID = 11, C_RES_SITE = 14 };
 
 static const char STATUS_SCHEMA[] =
     "CREATE TABLE x(site TEXT, public_key TEXT, state TEXT, held INTEGER, parked INTEGER, "
@@ -222,7 +223,8 @@ static int vt_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int i)
         status_column(ctx, &k->ss, i);
         return SQLITE_OK;
     }
-    if ((i == C_WIN_SITE || i == C_LOSE_SITE) && sqlite3_column_type(k->st, i) == SQLITE_BLOB)
+    if ((i == C_WIN_SITE || i == C_LOSE_SITE || i == C_CID || i == C_RES_SITE) &&
+        sqlite3_column_type(k->st, i) == SQLITE_BLOB)
         result_hex(ctx, sqlite3_column_blob(k->st, i), (size_t)sqlite3_column_bytes(k->st, i));
     else
         sqlite3_result_value(ctx, sqlite3_column_value(k->st, i));

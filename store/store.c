@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "conflicts_int.h"
 #include "prep_int.h"
 #include "store/sync.h"
 
@@ -436,6 +437,7 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
     }
     if (rc == 0) rc = tsync__tables_refresh(s);
     if (rc == 0) rc = tsync__capture_upgrade(s);
+    if (rc == 0 && !s->read_only) rc = tsync__conflicts_upgrade(s);
     if (rc != 0) {
         tsync_store_free(s);
         return rc;

@@ -54,10 +54,28 @@ static const cmd_help CMDS[] = {
      "  --json         the counts and messages as one JSON object\n"},
     {"hash", "DB [TABLE]", "hash of the visible content of the replicated tables",
      "Two tills with the same hash show the same rows. TABLE: that table only.\n"},
-    {"conflicts", "DB [--json]", "concurrent writes that last-writer-wins resolved",
-     "Lists each field two tills wrote concurrently: the value kept and the one overwritten.\n"
+    {"conflicts",
+     "DB [--json] [--open] [--since ID] [--limit N]\n"
+     "DB resolve ID --keep|--take-other|--value V\n"
+     "DB dismiss ID...|--all",
+     "concurrent writes last-writer-wins resolved: list, resolve, dismiss",
+     "Lists each field two tills wrote concurrently: the value kept and the one overwritten,\n"
+     "which till wrote each and when, and whether a person resolved it (on any till: a\n"
+     "resolution reaches every till like a sale). Resolved entries older than 30 days are\n"
+     "dropped when the log is pruned; open ones stay.\n"
      "\n"
-     "  --json         as JSON\n"},
+     "  --json         as JSON\n"
+     "  --open         only the open ones\n"
+     "  --since ID     only those after ID (the next page: the last ID shown)\n"
+     "  --limit N      at most N\n"
+     "\n"
+     "conflicts DB resolve ID   resolve conflict ID, one of:\n"
+     "  --keep         keep the value that won\n"
+     "  --take-other   write the overwritten value again: it wins on every till\n"
+     "  --value V      write V: text, or a number where the column holds numbers (its\n"
+     "                 affinity decides, as for any UPDATE)\n"
+     "conflicts DB dismiss ID...  resolve them as dismissed (the value that won stays)\n"
+     "  --all          every open conflict\n"},
     {"shop",
      "create KEYFILE --name NAME\n"
      "sign KEYFILE REQ [--days N] [--name DEVICE]\n"

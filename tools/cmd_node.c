@@ -764,10 +764,11 @@ int cmd_status(int argc, char **argv)
                    (long long)json_integer_value(json_object_get(node, "pending_out")));
             print_clock(now, json_object_get(node, "clock"));
         }
-        printf("held %lld  parked %lld  conflicts %lld  forks %lld  unsealed %lld\n",
+        printf("held %lld  parked %lld  conflicts %lld (%lld open)  forks %lld  unsealed %lld\n",
                (long long)json_integer_value(json_object_get(out, "held")),
                (long long)json_integer_value(json_object_get(out, "parked")),
                (long long)json_integer_value(json_object_get(out, "conflicts")),
+               (long long)json_integer_value(json_object_get(out, "conflicts_open")),
                (long long)json_integer_value(json_object_get(out, "forks")),
                (long long)json_integer_value(json_object_get(out, "unsealed")));
         print_log(db, logj);

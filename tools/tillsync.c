@@ -21,6 +21,7 @@
 #include "cmd_migrate.h"
 #include "cmd_node.h"
 #include "cmd_prune.h"
+#include "cmd_conflicts.h"
 #include "cmd_schema.h"
 #include "cmd_trust.h"
 #include "hint.h"
@@ -486,47 +487,6 @@ static int cmd_hash(int argc, char **argv)
     } else {
         char hex[2 * TSYNC_HASH_BYTES + 1];
         printf("%s\n", sodium_bin2hex(hex, sizeof hex, h, sizeof h));
-    }
-    tsync_store_free(s);
-    return ret;
-}
-
-static int cmd_conflicts(int argc, char **argv)
-{
-    const char *pos[1];
-    int npos, json = 0;
-    int rc =
-        cli_parse("conflicts", argc, argv, CLI_JSON_OPTS, NULL, &json, NULL, NULL, pos, 1, &npos);
-    if (rc) return rc;
-    if (npos < 1) return cli_usage("conflicts", "conflicts needs DB");
-    tsync_store *s;
-    if (cli_open(pos[0], CLI_RO, &s)) return 1;
-    char *js;
-    int ret = 0;
-    if (tsync_store_conflicts_json(&js, s) != 0) {
-        ret = cli_fail("conflicts");
-    } else if (json) {
-        puts(js);
-        free(js);
-    } else {
-        json_t *a = json_loads(js, 0, NULL);
-        free(js);
-        size_t i;
-        json_t *e;
-        if (json_array_size(a) == 0) printf("no conflicts\n");
-        json_array_foreach(a, i, e)
-        {
-            char *key = json_dumps(json_object_get(e, "key"), JSON_COMPACT | JSON_ENCODE_ANY);
-            char *w =
-                json_dumps(json_object_get(json_object_get(e, "winner"), "value"), JSON_ENCODE_ANY);
-            char *l =
-                json_dumps(json_object_get(json_object_get(e, "loser"), "value"), JSON_ENCODE_ANY);
-            printf("%s %s.%s: kept %s, overwritten %s\n", key ? key : "?",
-                   json_string_value(json_object_get(e, "table")),
-                   json_string_value(json_object_get(e, "column")), w ? w : "?", l ? l : "?");
-            free(key), free(w), free(l);
-        }
-        json_decref(a);
     }
     tsync_store_free(s);
     return ret;

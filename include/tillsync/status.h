@@ -83,7 +83,8 @@ TSYNC_API void tsync_store_status_clear(tsync_store_status *st);
 TSYNC_API int tsync_store_status_attention(const tsync_store_status *st);
 
 /* The database's status as one JSON object, in this order: "site", "public_key" (hex),
- * "rollbacks", "unsealable" (only when set), "held", "parked", "conflicts", "forks",
+ * "rollbacks", "unsealable" (only when set), "held", "parked", "conflicts", "conflicts_open"
+ * (journal entries no person resolved yet: tillsync/conflicts.h; -1 when unreadable), "forks",
  * "unsealed", "last_rollback" (object or null), "state" ("ok" or "attention", as
  * tsync_store_status_attention), "schema_mismatches" (as tsync_store_schema_mismatches_json),
  * "signed_migration_error" (string or null), "parked_changes" (the first parked_max parked

@@ -179,7 +179,8 @@ TSYNC_API TSYNC_WARN_UNUSED int tsync_store_merge_file(tsync_store *s, const cha
  * same rows. Errors: TSYNC_ENOTFOUND (table not replicated). */
 TSYNC_API int tsync_store_hash(uint8_t out[TSYNC_HASH_BYTES], tsync_store *s, const char *table);
 
-/* The recorded conflicts as a JSON array; *out is the caller's (tsync_free()). */
+/* The recorded conflicts as a JSON array, every entry: tsync_store_conflicts_list_json(out, s, 0,
+ * 0, 0) (tillsync/conflicts.h says what an entry holds); *out is the caller's (tsync_free()). */
 TSYNC_API int tsync_store_conflicts_json(char **out, tsync_store *s);
 
 /* How much of the batch log a database keeps (docs/NODE.md, "Pruning and snapshots"). Batch bodies

@@ -4,6 +4,7 @@
 #define TILLSYNC_H
 #include "tillsync/backup.h"
 #include "tillsync/common.h"
+#include "tillsync/conflicts.h"
 #include "tillsync/io.h"
 #include "tillsync/migrate.h"
 #include "tillsync/node.h"

@@ -238,6 +238,7 @@ Test(api_status, parked_and_mismatch_as_json)
                                         "held",
                                         "parked",
                                         "conflicts",
+                                        "conflicts_open",
                                         "forks",
                                         "unsealed",
                                         "last_rollback",
