@@ -440,21 +440,18 @@ int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table, const
                     continue;
                 }
                 tsync__colclk cur = r->meta.col[col];
-                int cmp = cur.hlc == 0 ? 1
-                                       : tsync__lww_cmp(br->hlc, c->sites[ib->site].id, cur.hlc,
-                                                        c->sites[cur.site].id);
-                if (cmp == 0) {
-                    /* Same clock and site: only two branches of a fork do that. Order by value
-                     * so that every replica picks the same one. */
-                    tsync__val cv;
-                    sqlite3_stmt *owner;
-                    if ((rc = tsync__rw_current(&c->w, r, col, &cv, &owner))) return rc;
-                    cmp = tsync__val_cmp(&bc->val, &cv);
-                    if (owner) sqlite3_reset(owner);
-                }
+                /* LWW, or a max/min register (its value first); the same clock and site only
+                 * from two branches of a fork, ordered by value. */
+                int cmp;
+                if ((rc = tsync__rw_pick(&c->w, r, col, &bc->val, br->hlc, c->sites[ib->site].id,
+                                         cur.hlc ? c->sites[cur.site].id : NULL, &cmp)))
+                    return rc;
                 int wins = cmp > 0;
-                /* Concurrent: the writer overwrote something older than what we show. */
-                if (cur.hlc && (cur.hlc != br->hlc || cur.site != ib->site)) {
+                /* Concurrent: the writer overwrote something older than what we show. A max/min
+                 * register has no loser to show: the join keeps what both meant. */
+                if (cur.hlc && (cur.hlc != br->hlc || cur.site != ib->site) &&
+                    (t->policy[col] == TSYNC__POLICY_LWW ||
+                     t->policy[col] == TSYNC__POLICY_REVIEW)) {
                     uint32_t os = bc->old_hlc ? bsite[bc->old_site] : 0;
                     int concurrent =
                         bc->old_hlc == 0 || tsync__lww_cmp(bc->old_hlc, c->sites[os].id, cur.hlc,

@@ -12,6 +12,13 @@
  * Per replicated table T the store keeps:
  *   tsync_clk_T(key..., m)   clock metadata blob per row (meta.c)
  *   tsync_tomb_T(all cols)   values of rows that do not currently exist
+ *
+ * A column may have a merge policy other than LWW (tsync_tables.policies, a JSON object of column
+ * name to "max", "min" or "review"; docs/DATA_MODEL.md "Column policies"). For max and min
+ * columns the capture also keeps the local state a register: triggers of their own
+ * (tsync_ap_T, tsync_ip_T, tsync_kp_T) put back the value a write would lower (raise), and a
+ * (re-)insert over a tombstone takes the tombstone's value when that is the better one, so the
+ * value this till shows is always the join the other tills compute.
  */
 #include <ctype.h>
 #include <jansson.h>
@@ -148,6 +155,49 @@ static void free_names(char **v, int n)
     free(v);
 }
 
+const char *tsync__policy_name(int policy)
+{
+    switch (policy) {
+    case TSYNC__POLICY_MAX:
+        return "max";
+    case TSYNC__POLICY_MIN:
+        return "min";
+    case TSYNC__POLICY_REVIEW:
+        return "review";
+    default:
+        return NULL;
+    }
+}
+
+static int policy_by_name(const char *name)
+{
+    for (int p = TSYNC__POLICY_MAX; p <= TSYNC__POLICY_REVIEW; p++)
+        if (strcmp(name, tsync__policy_name(p)) == 0) return p;
+    return -1;
+}
+
+/* tsync_tables.policies: {"column": "max"|"min"|"review", ...}; NULL or {} for none. */
+static int policies_parse(tsync__table *t, const char *text)
+{
+    if (!text || !*text) return 0;
+    json_error_t je;
+    json_t *o = json_loads(text, 0, &je);
+    const char *k;
+    json_t *v;
+    int rc = json_is_object(o) ? 0 : -1;
+    json_object_foreach(o, k, v)
+    {
+        int c = tsync__col_by_name(t, k, strlen(k));
+        int p = json_is_string(v) ? policy_by_name(json_string_value(v)) : -1;
+        if (c < 0 || p < 0 || t->is_pk[c] || t->is_counter[c])
+            rc = -1;
+        else
+            t->policy[c] = (uint8_t)p;
+    }
+    json_decref(o);
+    return rc ? tsync__err(TSYNC_ECORRUPT, "tsync_tables: bad column policies of %s", t->name) : 0;
+}
+
 int tsync__tables_refresh(tsync_store *s)
 {
     sqlite3_stmt *st;
@@ -159,7 +209,14 @@ int tsync__tables_refresh(tsync_store *s)
     if (ver == s->schema_version && s->tables) return 0;
     tsync__tables_free(s);
     int rc = sqlite3_prepare_v2(
-        s->db, "SELECT id, name, cols, pk, counters FROM tsync_tables ORDER BY id", -1, &st, NULL);
+        s->db, "SELECT id, name, cols, pk, counters, policies FROM tsync_tables ORDER BY id", -1,
+        &st, NULL);
+    /* A database of an older build opened read-only has no policies column yet (store.c adds it
+     * at the first read-write open): its tables have none. */
+    if (rc != SQLITE_OK)
+        rc = sqlite3_prepare_v2(
+            s->db, "SELECT id, name, cols, pk, counters, NULL FROM tsync_tables ORDER BY id", -1,
+            &st, NULL);
     if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read replicated tables");
     int cap = 0;
     rc = 0;
@@ -202,6 +259,7 @@ int tsync__tables_refresh(tsync_store *s)
         }
         free_names(pk, npk);
         free_names(ctr, nctr);
+        if (rc == 0) rc = policies_parse(t, (const char *)sqlite3_column_text(st, 5));
         if (rc == 0) rc = table_build(s, t);
     }
     sqlite3_finalize(st);
@@ -266,11 +324,105 @@ enum {
     CAP_REPLACE = 4,  /* drop the triggers first (the table's columns or counters changed) */
 };
 
+/* SQL true when value n is worse than value o for a register of policy: below it for max, above
+ * it for min, in SQLite's order (crdt/reg.c), NULL being no value. */
+static void reg_worse(sqlite3_str *b, int policy, const char *n, const char *o)
+{
+    if (policy == TSYNC__POLICY_MAX)
+        sqlite3_str_appendf(b, "((%s IS NULL AND %s IS NOT NULL) OR %s < %s COLLATE BINARY)", n, o,
+                            n, o);
+    else
+        sqlite3_str_appendf(b, "(%s IS NOT NULL AND (%s IS NULL OR %s > %s COLLATE BINARY))", o, n,
+                            n, o);
+}
+
+/* Appends the triggers that keep the max/min columns of a table registers locally (see the top
+ * of the file): an update puts back what it would make worse; before an insert, a live row of
+ * the same key (INSERT OR REPLACE) is kept in the tombstone; after an insert or a key change,
+ * the tombstone's value is taken where it is better. Nothing when the table has no such column. */
+static void register_sql(sqlite3_str *sql, const char *table, const char *qt, const char *qtomb,
+                         char *const *qc, int ncols, const uint8_t *is_pk, const uint8_t *policy,
+                         const char *kcols, const char *newk, const char *same, const char *allc)
+{
+    int regs[TSYNC__MAX_COLS], n = 0;
+    for (int i = 0; i < ncols; i++)
+        if (policy && (policy[i] == TSYNC__POLICY_MAX || policy[i] == TSYNC__POLICY_MIN))
+            regs[n++] = i;
+    if (!n) return;
+    char *qap = tsync__sql_quote_ident("tsync_ap_", table),
+         *qbp = tsync__sql_quote_ident("tsync_bp_", table),
+         *qip = tsync__sql_quote_ident("tsync_ip_", table),
+         *qkp = tsync__sql_quote_ident("tsync_kp_", table);
+    sqlite3_str *of = sqlite3_str_new(NULL), *when = sqlite3_str_new(NULL),
+                *set = sqlite3_str_new(NULL), *tset = sqlite3_str_new(NULL),
+                *tbk = sqlite3_str_new(NULL);
+    int first = 1;
+    for (int i = 0; i < ncols; i++)
+        if (is_pk[i]) {
+            sqlite3_str_appendf(tbk, "%stb.%s", first ? "" : ",", qc[i]);
+            first = 0;
+        }
+    for (int j = 0; j < n; j++) {
+        const char *q = qc[regs[j]];
+        int p = policy[regs[j]];
+        char *nq = sqlite3_mprintf("NEW.%s", q), *oq = sqlite3_mprintf("OLD.%s", q),
+             *tq = sqlite3_mprintf("tb.%s", q);
+        sqlite3_str_appendf(of, "%s%s", j ? "," : "", q);
+        if (j) sqlite3_str_appendall(when, " OR ");
+        reg_worse(when, p, nq, oq);
+        sqlite3_str_appendf(set, "%s%s=CASE WHEN ", j ? "," : "", q);
+        reg_worse(set, p, nq, oq);
+        sqlite3_str_appendf(set, " THEN %s ELSE %s END", oq, nq);
+        sqlite3_str_appendf(tset, "%s%s=(SELECT CASE WHEN ", j ? "," : "", q);
+        reg_worse(tset, p, nq, tq);
+        sqlite3_str_appendf(tset, " THEN %s ELSE %s END FROM %s AS tb WHERE (%s) IS (%s))", tq, nq,
+                            qtomb, sqlite3_str_value(tbk), newk);
+        sqlite3_free(nq), sqlite3_free(oq), sqlite3_free(tq);
+    }
+    const char *vof = sqlite3_str_value(of), *vwhen = sqlite3_str_value(when),
+               *vset = sqlite3_str_value(set), *vtset = sqlite3_str_value(tset);
+    sqlite3_str_appendf(sql,
+                        "CREATE TRIGGER %s AFTER UPDATE OF %s ON %s WHEN (%s) AND (%s) BEGIN "
+                        "UPDATE %s SET %s WHERE (%s) IS (%s); END;",
+                        qap, vof, qt, same, vwhen, qt, vset, kcols, newk);
+    sqlite3_str_appendf(sql,
+                        "CREATE TRIGGER %s BEFORE INSERT ON %s WHEN EXISTS (SELECT 1 FROM %s "
+                        "WHERE (%s) IS (%s)) BEGIN INSERT OR REPLACE INTO %s(%s) SELECT %s FROM %s "
+                        "WHERE (%s) IS (%s); END;",
+                        qbp, qt, qt, kcols, newk, qtomb, allc, allc, qt, kcols, newk);
+    const char *tomb_join =
+        "BEGIN UPDATE %s SET %s WHERE (%s) IS (%s) AND EXISTS (SELECT 1 FROM %s AS tb WHERE (%s) "
+        "IS (%s)); END;";
+    sqlite3_str_appendf(sql, "CREATE TRIGGER %s AFTER INSERT ON %s ", qip, qt);
+    sqlite3_str_appendf(sql, tomb_join, qt, vtset, kcols, newk, qtomb, sqlite3_str_value(tbk),
+                        newk);
+    sqlite3_str_appendf(sql, "CREATE TRIGGER %s AFTER UPDATE OF %s ON %s WHEN NOT (%s) ", qkp,
+                        kcols, qt, same);
+    sqlite3_str_appendf(sql, tomb_join, qt, vtset, kcols, newk, qtomb, sqlite3_str_value(tbk),
+                        newk);
+    sqlite3_free(sqlite3_str_finish(of)), sqlite3_free(sqlite3_str_finish(when));
+    sqlite3_free(sqlite3_str_finish(set)), sqlite3_free(sqlite3_str_finish(tset));
+    sqlite3_free(sqlite3_str_finish(tbk));
+    sqlite3_free(qap), sqlite3_free(qbp), sqlite3_free(qip), sqlite3_free(qkp);
+}
+
+static void register_drop_sql(sqlite3_str *sql, const char *table)
+{
+    static const char *const pre[] = {"tsync_ap_", "tsync_bp_", "tsync_ip_", "tsync_kp_"};
+    for (int i = 0; i < 4; i++) {
+        char *q = tsync__sql_quote_ident(pre[i], table);
+        if (q) sqlite3_str_appendf(sql, "DROP TRIGGER IF EXISTS %s;", q);
+        sqlite3_free(q);
+    }
+}
+
 /* Appends to sql what captures writes to a table: the shadow tables and existing rows when asked,
- * and the four triggers. cols: every column in ordinal order (ordinal i is bit i of the changed
- * mask); pkord: the key's ordinals in key order; is_counter: by ordinal. */
+ * and the four triggers (and those of register_sql). cols: every column in ordinal order (ordinal
+ * i is bit i of the changed mask); pkord: the key's ordinals in key order; is_counter, policy: by
+ * ordinal (policy may be NULL: all LWW). */
 static bool capture_sql(sqlite3_str *sql, int tid, const char *table, char *const *cols, int ncols,
-                        const int *pkord, int npk, const uint8_t *is_counter, int what)
+                        const int *pkord, int npk, const uint8_t *is_counter, const uint8_t *policy,
+                        int what)
 {
     char *qt = tsync__sql_quote_ident("", table),
          *qclk = tsync__sql_quote_ident("tsync_clk_", table),
@@ -377,8 +529,12 @@ static bool capture_sql(sqlite3_str *sql, int tid, const char *table, char *cons
         sqlite3_str_appendf(sql, "CREATE TABLE %s(%s, PRIMARY KEY(%s)) WITHOUT ROWID;", qtomb,
                             v[ALLC], v[KCOLS]);
     }
-    if (what & CAP_REPLACE)
+    if (what & CAP_REPLACE) {
         for (int i = 0; i < 4; i++) sqlite3_str_appendf(sql, "DROP TRIGGER IF EXISTS %s;", qtr[i]);
+        register_drop_sql(sql, table);
+    }
+    register_sql(sql, table, qt, qtomb, qc, ncols, is_pk, policy, v[KCOLS], v[NEWK], v[SAME],
+                 v[ALLC]);
     sqlite3_str_appendf(sql,
                         "CREATE TRIGGER %s AFTER INSERT ON %s BEGIN "
                         "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL
@@ -452,7 +608,7 @@ static int capture_rebuild(tsync_store *s, const char *table)
     if (!t) return tsync__err(TSYNC_ENOTFOUND, "table %s is not replicated", table);
     sqlite3_str *sql = sqlite3_str_new(NULL);
     bool ok = capture_sql(sql, t->id, t->name, t->cols, t->ncols, t->pk, t->npk, t->is_counter,
-                          CAP_REPLACE);
+                          t->policy, CAP_REPLACE);
     rc = exec_built(s, sql, ok);
     if (rc == 0) rc = tables_reload(s);
     return rc;
@@ -571,6 +727,13 @@ int tsync__table_add_counter(tsync_store *s, const char *table, const char *col)
 
 int tsync__replicate_locked(tsync_store *s, const char *table, const char *const *counters,
                             size_t ncounters)
+{
+    return tsync__replicate_policies_locked(s, table, counters, ncounters, NULL, 0);
+}
+
+int tsync__replicate_policies_locked(tsync_store *s, const char *table, const char *const *counters,
+                                     size_t ncounters, const tsync_column_policy *policies,
+                                     size_t npolicies)
 {
     if (!table || !*table) return tsync__err(TSYNC_EINVAL, "no table name given");
     if (strncasecmp(table, "tsync_", 6) == 0 || strncasecmp(table, "sqlite_", 7) == 0)
@@ -785,13 +948,43 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
         else
             json_array_append_new(jctr, json_string(cols[c].name));
     }
+    /* Column policies: by ordinal here, by name (as the table spells it) in tsync_tables. */
+    uint8_t policy[TSYNC__MAX_COLS] = {0};
+    json_t *jpol = json_object();
+    for (size_t i = 0; rc == 0 && i < npolicies; i++) {
+        const char *pn = policies[i].column ? policies[i].column : "";
+        int c = -1;
+        for (int j = 0; j < ncols; j++)
+            if (tsync__name_eqz(cols[j].name, pn)) c = j;
+        int is_ctr = 0;
+        for (size_t j = 0; c >= 0 && j < ncounters; j++)
+            is_ctr |= tsync__name_eqz(cols[c].name, counters[j]);
+        if (!tsync__policy_name((int)policies[i].policy))
+            rc = tsync__err(TSYNC_EINVAL, "column %s: unknown merge policy %d (max, min or review)",
+                            pn, (int)policies[i].policy);
+        else if (c < 0)
+            rc = tsync__err(TSYNC_ENOTFOUND, "table %s has no column %s", table, pn);
+        else if (cols[c].pk)
+            rc = tsync__err(TSYNC_EUNSUPPORTED,
+                            "column %s is part of the key and cannot have a merge policy", pn);
+        else if (is_ctr || policy[c])
+            rc = tsync__err(TSYNC_EINVAL,
+                            "column %s.%s is given two merge rules; a column is a counter, max, "
+                            "min or review, or none",
+                            table, cols[c].name);
+        else {
+            policy[c] = (uint8_t)policies[i].policy;
+            json_object_set_new(jpol, cols[c].name,
+                                json_string(tsync__policy_name((int)policies[i].policy)));
+        }
+    }
     char *scols = json_dumps(jcols, JSON_COMPACT), *spk = json_dumps(jpk, JSON_COMPACT),
-         *sctr = json_dumps(jctr, JSON_COMPACT);
-    json_decref(jcols), json_decref(jpk), json_decref(jctr);
+         *sctr = json_dumps(jctr, JSON_COMPACT), *spol = json_dumps(jpol, JSON_COMPACT);
+    json_decref(jcols), json_decref(jpk), json_decref(jctr), json_decref(jpol);
     if (rc == 0) {
         rc = sqlite3_prepare_v2(s->db,
-                                "INSERT INTO tsync_tables(name, cols, npk, pk, counters) "
-                                "VALUES(?1, ?2, ?3, ?4, ?5)",
+                                "INSERT INTO tsync_tables(name, cols, npk, pk, counters, "
+                                "policies) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
                                 -1, &st, NULL);
         if (rc == SQLITE_OK) {
             sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
@@ -799,6 +992,7 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
             sqlite3_bind_int(st, 3, npk);
             sqlite3_bind_text(st, 4, spk, -1, SQLITE_STATIC);
             sqlite3_bind_text(st, 5, sctr, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 6, spol, -1, SQLITE_STATIC);
             rc = sqlite3_step(st) == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "record table");
         } else {
             rc = tsync__err_sqlite(s->db, rc, "record table");
@@ -806,7 +1000,7 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
         sqlite3_finalize(st);
         st = NULL;
     }
-    free(scols), free(spk), free(sctr);
+    free(scols), free(spk), free(sctr), free(spol);
     if (rc) goto out;
     {
         int tid = (int)sqlite3_last_insert_rowid(s->db);
@@ -818,7 +1012,7 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
                 if (tsync__name_eqz(cols[i].name, counters[j])) is_counter[i] = 1;
         }
         sqlite3_str *sql = sqlite3_str_new(NULL);
-        bool ok = capture_sql(sql, tid, table, names, ncols, pkord, npk, is_counter,
+        bool ok = capture_sql(sql, tid, table, names, ncols, pkord, npk, is_counter, policy,
                               CAP_SHADOW | CAP_EXISTING);
         rc = exec_built(s, sql, ok);
     }
@@ -834,10 +1028,26 @@ out:
 int tsync_store_replicate(tsync_store *s, const char *table, const char *const *counters,
                           size_t ncounters)
 {
+    tsync_replicate_options o = TSYNC_REPLICATE_OPTIONS_INIT;
+    o.counters = counters;
+    o.ncounters = ncounters;
+    return tsync_store_replicate_ext(s, table, &o);
+}
+
+int tsync_store_replicate_ext(tsync_store *s, const char *table,
+                              const tsync_replicate_options *opts)
+{
+    static const tsync_replicate_options none = TSYNC_REPLICATE_OPTIONS_INIT;
+    if (!opts) opts = &none;
+    if (opts->version < 1 || opts->version > TSYNC_REPLICATE_OPTIONS_VERSION)
+        return tsync__err(TSYNC_EVERSION,
+                          "tsync_replicate_options version %u: this library knows 1",
+                          opts->version);
     if (!table || !*table) return tsync__err(TSYNC_EINVAL, "no table name given");
     int rc = tsync__begin(s);
     if (rc) return rc;
-    rc = tsync__replicate_locked(s, table, counters, ncounters);
+    rc = tsync__replicate_policies_locked(s, table, opts->counters, opts->ncounters, opts->policies,
+                                          opts->npolicies);
     /* The rows already there are local inserts: sealed first, they get their clocks before
      * parked changes from other tills are applied against them. */
     if (rc == 0) rc = tsync__seal_locked(s, NULL);
