@@ -380,10 +380,13 @@ int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table, const
             continue;
         tsync__table *t = tsync__table_by_name(s, bt->name, bt->name_len);
         int map[TSYNC__MAX_COLS];
+        uint8_t polmis[TSYNC__MAX_COLS] = {0};
         const char *why = NULL;
         if (t) {
-            for (uint32_t k = 0; k < bt->ncols; k++)
+            for (uint32_t k = 0; k < bt->ncols; k++) {
                 map[k] = tsync__col_by_name(t, bt->cols[k], bt->col_len[k]);
+                polmis[k] = map[k] >= 0 && tsync__btable_policy(bt, k) != t->policy[map[k]];
+            }
             if ((int)bt->npk != t->npk) why = "the key columns differ here";
             for (uint32_t k = 0; !why && k < bt->npk; k++)
                 if (map[k] != t->pk[k]) why = "the key columns differ here";
@@ -426,6 +429,17 @@ int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table, const
                         (rc = tsync_merge__park(c, ib->site, ib->seq, ri, bt->name, bt->name_len,
                                                 bt->cols[bc->col], bt->col_len[bc->col],
                                                 "no such column here")))
+                        return rc;
+                    continue;
+                }
+                if (polmis[bc->col]) {
+                    /* Merged by another rule there (max, min, review or LWW), this write would
+                     * end elsewhere than it does there: parked until the definitions agree. */
+                    if (!only_table &&
+                        (rc = tsync_merge__park(c, ib->site, ib->seq, ri, bt->name, bt->name_len,
+                                                bt->cols[bc->col], bt->col_len[bc->col],
+                                                "a column policy (max, min, review) differs "
+                                                "there")))
                         return rc;
                     continue;
                 }

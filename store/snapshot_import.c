@@ -347,6 +347,11 @@ static int chunk_maps(ictx *ic, const tsync__snap_chunk *c)
         if ((int)bt->npk != ct->t->npk) ct->why = "its key columns differ here";
         for (uint32_t k = 0; !ct->why && k < bt->npk; k++)
             if (ct->map[k] != ct->t->pk[k]) ct->why = "its key columns differ here";
+        /* A column that merges by another rule there (max, min, review, LWW) would merge
+         * differently here: refused until the definitions agree. */
+        for (uint32_t k = 0; !ct->why && k < bt->ncols; k++)
+            if (ct->map[k] >= 0 && tsync__btable_policy(bt, k) != ct->t->policy[ct->map[k]])
+                ct->why = "a column policy (max, min, review) differs there";
     }
     return 0;
 }

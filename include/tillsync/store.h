@@ -100,13 +100,13 @@ typedef enum {
 /* One column's policy. column is borrowed for the duration of the call. */
 typedef struct {
     const char *column;
-    tsync_policy policy;
+    int32_t policy; /* tsync_policy */
 } tsync_column_policy;
 
 /* Options of tsync_store_replicate_ext. Initialise with TSYNC_REPLICATE_OPTIONS_INIT or
  * tsync_replicate_options_init(); fields are only ever added at the end. */
 typedef struct {
-    unsigned int version;        /* TSYNC_REPLICATE_OPTIONS_VERSION */
+    uint32_t version;            /* TSYNC_REPLICATE_OPTIONS_VERSION */
     const char *const *counters; /* PN-counter columns, as tsync_store_replicate */
     size_t ncounters;
     const tsync_column_policy *policies; /* per-column policies; columns not named are LWW */
