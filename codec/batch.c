@@ -109,7 +109,7 @@ static bool dec_tables(dec *d, tsync__batch *b, uint64_t **masks)
     bool any = false;
     for (uint32_t i = 0; i < b->ntables; i++) any |= b->tables[i].npolicies > 0;
     if (b->format == TSYNC__BATCH_FORMAT_POLICIES && !any)
-        return tsync__dec_fail(d, "format 2 without a column policy");
+        return tsync__dec_fail(d, "format 3 without a column policy");
     return true;
 }
 

@@ -33,7 +33,7 @@
 /* A batch that carries a table with column policies (max, min, review): its table definitions
  * have a fifth field. Written only then, so tills of an older build, which refuse it as a format
  * they do not support, still take every batch of tables without policies. */
-#define TSYNC__BATCH_FORMAT_POLICIES 2u
+#define TSYNC__BATCH_FORMAT_POLICIES 3u /* 2 stays unused: tests use it as "a format not read" */
 #define TSYNC__BATCH_MAX_BYTES       (64u << 20) /* hard limit of one batch body */
 #define TSYNC__BUNDLE_FORMAT         1u          /* [sites, runs] */
 #define TSYNC__BUNDLE_FORMAT_TRUST                                                                 \
@@ -105,7 +105,7 @@ typedef struct {
  *     deps:[[site_idx,seq]...] -- author's vector entries changed since its previous batch
  *     tables:[[name:str, cols:[str...], npk:uint, counters:[col_idx...]
  *              (, policies:[[col_idx, policy:uint 1..3]...])]...]
- *       (format 2 only, and then exactly for the tables that have a column policy: 1 max, 2 min,
+ *       (format 3 only, and then exactly for the tables that have a column policy: 1 max, 2 min,
  *       3 review; col_idx ascending, not a key or counter column)
  *     rows:[[table_idx, pk:[value * npk], hlc_off:uint, flags:uint,
  *            rmv:[[site_idx, hlc]...], cols:[[col_idx, value, old_hlc, old_site_idx]...],
@@ -126,7 +126,7 @@ typedef struct {
     uint32_t npk; /* the first npk columns are the key, in key order */
     uint32_t ncounters;
     uint32_t *counters;    /* column indexes that are PN-counters */
-    uint32_t npolicies;    /* columns with a merge policy other than LWW (format 2) */
+    uint32_t npolicies;    /* columns with a merge policy other than LWW (format 3) */
     uint32_t *policy_cols; /* their indexes, ascending */
     uint8_t *policies;     /* TSYNC__POLICY_* of each (crdt/crdt.h) */
 } tsync__btable;
@@ -530,7 +530,7 @@ void *tsync__dec_alloc(tsync__dec *d, uint32_t n, size_t sz);
 /* The list of table definitions batches and snapshots both carry (codec.h, batches): tables in
  * the arena, masks[t] the set of table t's counter columns for checking rows. strict adds the
  * snapshot's rules (docs/SNAPSHOT.md): column names unique as SQLite compares them, counter
- * columns in ascending order. policies: a table may carry its column policies (batch format 2,
+ * columns in ascending order. policies: a table may carry its column policies (batch format 3,
  * snapshot format 4). */
 bool tsync__dec_tables(tsync__dec *d, uint32_t *ntables, tsync__btable **tables, uint64_t **masks,
                        bool strict, bool policies);

@@ -163,7 +163,7 @@ static int64_t dict_find(sdict *d, const uint8_t *site, bool add, bool *fresh)
 }
 
 /* Whether body is a canonical batch of origin and seq (decoded into *b) that a compact run may
- * carry. A batch with column policies (format 2) travels raw, so that a reader of an older build
+ * carry. A batch with column policies (format 3) travels raw, so that a reader of an older build
  * meets its format and refuses it by name rather than a table definition it cannot parse. */
 static bool canonical(const uint8_t *body, size_t len, const uint8_t *origin, uint64_t seq,
                       tsync__batch *b, tsync__arena *a)

@@ -322,7 +322,8 @@ int tsync_store_status_json(char **out, tsync_store *s, size_t parked_max)
     json_object_set_new(o, "conflicts", json_integer(st.conflicts));
     json_object_set_new(o, "forks", json_integer(st.forks));
     json_object_set_new(o, "unsealed", json_integer(st.unsealed));
-    json_object_set_new(o, "review_open", json_integer(st.review_open));
+    /* Like "unsealable": there only when something waits for a person. */
+    if (st.review_open > 0) json_object_set_new(o, "review_open", json_integer(st.review_open));
     json_t *lr = st.last_rollback_json ? json_loads(st.last_rollback_json, 0, NULL) : NULL;
     json_object_set_new(o, "last_rollback", lr ? lr : json_null());
     /* The table definitions of another till differ, or signed migrations cannot run: one

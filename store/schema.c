@@ -336,13 +336,17 @@ int tsync__schema_decode(const uint8_t *p, size_t n, tsync__schema *out, tsync__
                 FAIL("table %.*s: column %.*s: the key position is not a uint 0..%d",
                      (int)t->name_len, t->name, (int)col->name_len, col->name, TSYNC__MAX_PK_COLS);
             if (!tsync__mpr_uint(&r, &ctr) || ctr > 1 + TSYNC__POLICY_REVIEW)
-                FAIL("table %.*s: column %.*s: the role is not 0..%d (LWW, counter, max, min, "
-                     "review)",
+                FAIL("table %.*s: column %.*s: the counter flag is not 0 or 1, nor a policy "
+                     "2..%d (max, min, review)",
                      (int)t->name_len, t->name, (int)col->name_len, col->name,
                      1 + TSYNC__POLICY_REVIEW);
-            if (key && ctr)
-                FAIL("table %.*s: column %.*s is both a key column and a counter or register",
+            if (key && ctr > 1)
+                FAIL("table %.*s: column %.*s: a key column takes no policy (the counter flag "
+                     "is not 0 or 1)",
                      (int)t->name_len, t->name, (int)col->name_len, col->name);
+            if (key && ctr)
+                FAIL("table %.*s: column %.*s is both a key column and a counter", (int)t->name_len,
+                     t->name, (int)col->name_len, col->name);
             if (key) {
                 if (keys & (1u << key))
                     FAIL("table %.*s: two columns at key position %" PRIu64, (int)t->name_len,

@@ -88,7 +88,8 @@ TSYNC_API int tsync_store_status_attention(const tsync_store_status *st);
 
 /* The database's status as one JSON object, in this order: "site", "public_key" (hex),
  * "rollbacks", "unsealable" (only when set), "held", "parked", "conflicts", "forks",
- * "unsealed", "review_open" (open conflicts on review columns), "last_rollback" (object or null),
+ * "unsealed", "review_open" (open conflicts on review columns; only when
+ * there are), "last_rollback" (object or null),
  * "state" ("ok" or "attention", as tsync_store_status_attention), "schema_mismatches" (as
  * tsync_store_schema_mismatches_json), "signed_migration_error" (string or null), "parked_changes"
  * (the first parked_max parked changes, as in tsync_store_parked_json). out: receives the text, the

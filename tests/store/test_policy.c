@@ -171,6 +171,10 @@ Test(policy, review_conflicts_are_kind_1_on_both_tills_and_in_status)
     cr_assert_eq(st.review_open, 0);
     cr_assert_not(tsync_store_status_attention(&st));
     tsync_store_status_clear(&st);
+    char *js0 = NULL;
+    cr_assert_eq(tsync_store_status_json(&js0, a, 0), 0);
+    cr_assert_null(strstr(js0, "review_open"), "only when there are: %s", js0);
+    tsync_free(js0);
     sql_seal(a, "UPDATE t SET note='from a', plain='from a', hi=1 WHERE id='r'");
     sql_seal(b, "UPDATE t SET note='from b', plain='from b', hi=2 WHERE id='r'");
     sync_ok(a, b), sync_ok(b, a);
@@ -228,6 +232,21 @@ static void snap_free(snap *sn)
     tsync__vv_free(&sn->vv);
 }
 
+/* Decodes a copy of a chunk with its format byte set to fmt; the chunk itself stays as it was. */
+static int chunk_decode_as(const uint8_t *chunk, size_t len, uint8_t fmt)
+{
+    uint8_t *c = malloc(len);
+    memcpy(c, chunk, len);
+    c[1] = fmt;
+    tsync__arena a = {0};
+    tsync__snap_chunk d;
+    char err[TSYNC__ERRLEN];
+    int rc = tsync__snap_decode(c, len, &d, &a, err);
+    tsync__arena_free(&a);
+    free(c);
+    return rc;
+}
+
 /* The format of the newest batch body in s's log and the policies its table carries. */
 static uint32_t last_batch(tsync_store *s, uint32_t *npolicies)
 {
@@ -272,6 +291,8 @@ Test(policy, policy_travels_by_bundle_and_snapshot_to_a_fresh_till)
     memset(&sn, 0, sizeof sn);
     cr_assert_eq(tsync__snap_export(a, 1u << 16, collect, &sn, &sn.vv), 0, "%s", th_errmsg());
     cr_assert_eq(sn.c[0][1], TSYNC__SNAP_FORMAT_POLICIES, "chunk format byte");
+    /* the same chunk called format 1 (what an older build reads) does not decode */
+    cr_assert_eq(chunk_decode_as(sn.c[0], sn.len[0], TSYNC__SNAP_FORMAT), TSYNC_ECORRUPT);
     tsync_merge_report rep = TSYNC_MERGE_REPORT_INIT;
     cr_assert_eq(tsync__snap_import(e, (const uint8_t *const *)sn.c, sn.len, sn.n, &sn.vv, &rep), 0,
                  "%s", th_errmsg());
@@ -319,6 +340,8 @@ Test(policy, tables_without_policies_keep_the_old_formats)
     memset(&sn, 0, sizeof sn);
     cr_assert_eq(tsync__snap_export(a, 1u << 16, collect, &sn, &sn.vv), 0);
     cr_assert_eq(sn.c[0][1], TSYNC__SNAP_FORMAT);
+    cr_assert_eq(chunk_decode_as(sn.c[0], sn.len[0], TSYNC__SNAP_FORMAT_POLICIES), TSYNC_ECORRUPT,
+                 "format 4 without a policy");
     snap_free(&sn);
     char *js = NULL;
     cr_assert_eq(tsync_store_schema_json(&js, a, NULL), 0);
