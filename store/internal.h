@@ -281,6 +281,17 @@ int tsync__replicate_policies_locked(tsync_store *s, const char *table, const ch
 /* The name of a policy as tsync_tables and the schema JSON spell it ("max", "min", "review"),
  * or NULL for LWW. */
 const char *tsync__policy_name(int policy);
+/* store/policy.c: reads tsync_tables.policies into t->policy (t's columns, key and counters set).
+ * TSYNC_ECORRUPT when it names no column, a key or counter column, or an unknown policy. */
+int tsync__policies_parse(tsync__table *t, const char *text);
+/* Appends the triggers that keep t's max and min columns registers (nothing when it has none):
+ * qt, qtomb the quoted table and tombstone, qc the quoted columns, kcols/newk/same/allc the
+ * key, NEW key, "key unchanged" and all-columns SQL of capture_sql (replicate.c). */
+void tsync__register_sql(sqlite3_str *sql, const char *table, const char *qt, const char *qtomb,
+                         char *const *qc, int ncols, const uint8_t *is_pk, const uint8_t *policy,
+                         const char *kcols, const char *newk, const char *same, const char *allc);
+/* Appends DROP TRIGGER IF EXISTS for each trigger tsync__register_sql makes. */
+void tsync__register_drop_sql(sqlite3_str *sql, const char *table);
 /* Records columns appended to a replicated table (already added to the table itself): its
  * tombstone table gets them, tsync_tables.cols lists them, the capture triggers cover them. */
 int tsync__table_add_columns(tsync_store *s, const char *table, const char *const *cols, int n);

@@ -13,12 +13,8 @@
  *   tsync_clk_T(key..., m)   clock metadata blob per row (meta.c)
  *   tsync_tomb_T(all cols)   values of rows that do not currently exist
  *
- * A column may have a merge policy other than LWW (tsync_tables.policies, a JSON object of column
- * name to "max", "min" or "review"; docs/DATA_MODEL.md "Column policies"). For max and min
- * columns the capture also keeps the local state a register: triggers of their own
- * (tsync_ap_T, tsync_ip_T, tsync_kp_T) put back the value a write would lower (raise), and a
- * (re-)insert over a tombstone takes the tombstone's value when that is the better one, so the
- * value this till shows is always the join the other tills compute.
+ * A column may have a merge policy other than LWW (tsync_tables.policies; store/policy.c makes
+ * the triggers that keep a max or min column a register locally).
  */
 #include <ctype.h>
 #include <jansson.h>
@@ -155,49 +151,6 @@ static void free_names(char **v, int n)
     free(v);
 }
 
-const char *tsync__policy_name(int policy)
-{
-    switch (policy) {
-    case TSYNC__POLICY_MAX:
-        return "max";
-    case TSYNC__POLICY_MIN:
-        return "min";
-    case TSYNC__POLICY_REVIEW:
-        return "review";
-    default:
-        return NULL;
-    }
-}
-
-static int policy_by_name(const char *name)
-{
-    for (int p = TSYNC__POLICY_MAX; p <= TSYNC__POLICY_REVIEW; p++)
-        if (strcmp(name, tsync__policy_name(p)) == 0) return p;
-    return -1;
-}
-
-/* tsync_tables.policies: {"column": "max"|"min"|"review", ...}; NULL or {} for none. */
-static int policies_parse(tsync__table *t, const char *text)
-{
-    if (!text || !*text) return 0;
-    json_error_t je;
-    json_t *o = json_loads(text, 0, &je);
-    const char *k;
-    json_t *v;
-    int rc = json_is_object(o) ? 0 : -1;
-    json_object_foreach(o, k, v)
-    {
-        int c = tsync__col_by_name(t, k, strlen(k));
-        int p = json_is_string(v) ? policy_by_name(json_string_value(v)) : -1;
-        if (c < 0 || p < 0 || t->is_pk[c] || t->is_counter[c])
-            rc = -1;
-        else
-            t->policy[c] = (uint8_t)p;
-    }
-    json_decref(o);
-    return rc ? tsync__err(TSYNC_ECORRUPT, "tsync_tables: bad column policies of %s", t->name) : 0;
-}
-
 int tsync__tables_refresh(tsync_store *s)
 {
     sqlite3_stmt *st;
@@ -259,7 +212,7 @@ int tsync__tables_refresh(tsync_store *s)
         }
         free_names(pk, npk);
         free_names(ctr, nctr);
-        if (rc == 0) rc = policies_parse(t, (const char *)sqlite3_column_text(st, 5));
+        if (rc == 0) rc = tsync__policies_parse(t, (const char *)sqlite3_column_text(st, 5));
         if (rc == 0) rc = table_build(s, t);
     }
     sqlite3_finalize(st);
@@ -324,102 +277,10 @@ enum {
     CAP_REPLACE = 4,  /* drop the triggers first (the table's columns or counters changed) */
 };
 
-/* SQL true when value n is worse than value o for a register of policy: below it for max, above
- * it for min, in SQLite's order (crdt/reg.c), NULL being no value. */
-static void reg_worse(sqlite3_str *b, int policy, const char *n, const char *o)
-{
-    if (policy == TSYNC__POLICY_MAX)
-        sqlite3_str_appendf(b, "((%s IS NULL AND %s IS NOT NULL) OR %s < %s COLLATE BINARY)", n, o,
-                            n, o);
-    else
-        sqlite3_str_appendf(b, "(%s IS NOT NULL AND (%s IS NULL OR %s > %s COLLATE BINARY))", o, n,
-                            n, o);
-}
-
-/* Appends the triggers that keep the max/min columns of a table registers locally (see the top
- * of the file): an update puts back what it would make worse; before an insert, a live row of
- * the same key (INSERT OR REPLACE) is kept in the tombstone; after an insert or a key change,
- * the tombstone's value is taken where it is better. Nothing when the table has no such column. */
-static void register_sql(sqlite3_str *sql, const char *table, const char *qt, const char *qtomb,
-                         char *const *qc, int ncols, const uint8_t *is_pk, const uint8_t *policy,
-                         const char *kcols, const char *newk, const char *same, const char *allc)
-{
-    int regs[TSYNC__MAX_COLS], n = 0;
-    for (int i = 0; i < ncols; i++)
-        if (policy && (policy[i] == TSYNC__POLICY_MAX || policy[i] == TSYNC__POLICY_MIN))
-            regs[n++] = i;
-    if (!n) return;
-    char *qap = tsync__sql_quote_ident("tsync_ap_", table),
-         *qbp = tsync__sql_quote_ident("tsync_bp_", table),
-         *qip = tsync__sql_quote_ident("tsync_ip_", table),
-         *qkp = tsync__sql_quote_ident("tsync_kp_", table);
-    sqlite3_str *of = sqlite3_str_new(NULL), *when = sqlite3_str_new(NULL),
-                *set = sqlite3_str_new(NULL), *tset = sqlite3_str_new(NULL),
-                *tbk = sqlite3_str_new(NULL);
-    int first = 1;
-    for (int i = 0; i < ncols; i++)
-        if (is_pk[i]) {
-            sqlite3_str_appendf(tbk, "%stb.%s", first ? "" : ",", qc[i]);
-            first = 0;
-        }
-    for (int j = 0; j < n; j++) {
-        const char *q = qc[regs[j]];
-        int p = policy[regs[j]];
-        char *nq = sqlite3_mprintf("NEW.%s", q), *oq = sqlite3_mprintf("OLD.%s", q),
-             *tq = sqlite3_mprintf("tb.%s", q);
-        sqlite3_str_appendf(of, "%s%s", j ? "," : "", q);
-        if (j) sqlite3_str_appendall(when, " OR ");
-        reg_worse(when, p, nq, oq);
-        sqlite3_str_appendf(set, "%s%s=CASE WHEN ", j ? "," : "", q);
-        reg_worse(set, p, nq, oq);
-        sqlite3_str_appendf(set, " THEN %s ELSE %s END", oq, nq);
-        sqlite3_str_appendf(tset, "%s%s=(SELECT CASE WHEN ", j ? "," : "", q);
-        reg_worse(tset, p, nq, tq);
-        sqlite3_str_appendf(tset, " THEN %s ELSE %s END FROM %s AS tb WHERE (%s) IS (%s))", tq, nq,
-                            qtomb, sqlite3_str_value(tbk), newk);
-        sqlite3_free(nq), sqlite3_free(oq), sqlite3_free(tq);
-    }
-    const char *vof = sqlite3_str_value(of), *vwhen = sqlite3_str_value(when),
-               *vset = sqlite3_str_value(set), *vtset = sqlite3_str_value(tset);
-    sqlite3_str_appendf(sql,
-                        "CREATE TRIGGER %s AFTER UPDATE OF %s ON %s WHEN (%s) AND (%s) BEGIN "
-                        "UPDATE %s SET %s WHERE (%s) IS (%s); END;",
-                        qap, vof, qt, same, vwhen, qt, vset, kcols, newk);
-    sqlite3_str_appendf(sql,
-                        "CREATE TRIGGER %s BEFORE INSERT ON %s WHEN EXISTS (SELECT 1 FROM %s "
-                        "WHERE (%s) IS (%s)) BEGIN INSERT OR REPLACE INTO %s(%s) SELECT %s FROM %s "
-                        "WHERE (%s) IS (%s); END;",
-                        qbp, qt, qt, kcols, newk, qtomb, allc, allc, qt, kcols, newk);
-    const char *tomb_join =
-        "BEGIN UPDATE %s SET %s WHERE (%s) IS (%s) AND EXISTS (SELECT 1 FROM %s AS tb WHERE (%s) "
-        "IS (%s)); END;";
-    sqlite3_str_appendf(sql, "CREATE TRIGGER %s AFTER INSERT ON %s ", qip, qt);
-    sqlite3_str_appendf(sql, tomb_join, qt, vtset, kcols, newk, qtomb, sqlite3_str_value(tbk),
-                        newk);
-    sqlite3_str_appendf(sql, "CREATE TRIGGER %s AFTER UPDATE OF %s ON %s WHEN NOT (%s) ", qkp,
-                        kcols, qt, same);
-    sqlite3_str_appendf(sql, tomb_join, qt, vtset, kcols, newk, qtomb, sqlite3_str_value(tbk),
-                        newk);
-    sqlite3_free(sqlite3_str_finish(of)), sqlite3_free(sqlite3_str_finish(when));
-    sqlite3_free(sqlite3_str_finish(set)), sqlite3_free(sqlite3_str_finish(tset));
-    sqlite3_free(sqlite3_str_finish(tbk));
-    sqlite3_free(qap), sqlite3_free(qbp), sqlite3_free(qip), sqlite3_free(qkp);
-}
-
-static void register_drop_sql(sqlite3_str *sql, const char *table)
-{
-    static const char *const pre[] = {"tsync_ap_", "tsync_bp_", "tsync_ip_", "tsync_kp_"};
-    for (int i = 0; i < 4; i++) {
-        char *q = tsync__sql_quote_ident(pre[i], table);
-        if (q) sqlite3_str_appendf(sql, "DROP TRIGGER IF EXISTS %s;", q);
-        sqlite3_free(q);
-    }
-}
-
 /* Appends to sql what captures writes to a table: the shadow tables and existing rows when asked,
- * and the four triggers (and those of register_sql). cols: every column in ordinal order (ordinal
- * i is bit i of the changed mask); pkord: the key's ordinals in key order; is_counter, policy: by
- * ordinal (policy may be NULL: all LWW). */
+ * and the four triggers (and those of tsync__register_sql, store/policy.c). cols: every column in
+ * ordinal order (ordinal i is bit i of the changed mask); pkord: the key's ordinals in key order;
+ * is_counter, policy: by ordinal (policy may be NULL: all LWW). */
 static bool capture_sql(sqlite3_str *sql, int tid, const char *table, char *const *cols, int ncols,
                         const int *pkord, int npk, const uint8_t *is_counter, const uint8_t *policy,
                         int what)
@@ -531,10 +392,10 @@ static bool capture_sql(sqlite3_str *sql, int tid, const char *table, char *cons
     }
     if (what & CAP_REPLACE) {
         for (int i = 0; i < 4; i++) sqlite3_str_appendf(sql, "DROP TRIGGER IF EXISTS %s;", qtr[i]);
-        register_drop_sql(sql, table);
+        tsync__register_drop_sql(sql, table);
     }
-    register_sql(sql, table, qt, qtomb, qc, ncols, is_pk, policy, v[KCOLS], v[NEWK], v[SAME],
-                 v[ALLC]);
+    tsync__register_sql(sql, table, qt, qtomb, qc, ncols, is_pk, policy, v[KCOLS], v[NEWK], v[SAME],
+                        v[ALLC]);
     sqlite3_str_appendf(sql,
                         "CREATE TRIGGER %s AFTER INSERT ON %s BEGIN "
                         "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL
