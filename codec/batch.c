@@ -102,7 +102,15 @@ static bool dec_deps(dec *d, tsync__batch *b)
 /* masks[t] gets the set of counter columns of table t, for checking rows. */
 static bool dec_tables(dec *d, tsync__batch *b, uint64_t **masks)
 {
-    return tsync__dec_tables(d, &b->ntables, &b->tables, masks, false);
+    if (!tsync__dec_tables(d, &b->ntables, &b->tables, masks, false,
+                           b->format == TSYNC__BATCH_FORMAT_POLICIES))
+        return false;
+    /* Format 2 exactly when some table has policies: one body per batch (the encoder's). */
+    bool any = false;
+    for (uint32_t i = 0; i < b->ntables; i++) any |= b->tables[i].npolicies > 0;
+    if (b->format == TSYNC__BATCH_FORMAT_POLICIES && !any)
+        return tsync__dec_fail(d, "format 3 without a column policy");
+    return true;
 }
 
 static bool dec_row(dec *d, tsync__batch *b, const uint64_t *masks, tsync__brow *row)
@@ -215,10 +223,10 @@ static int decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync__aren
         goto bad;
     }
     if (!tsync__dec_uint(&d, "format", &fmt)) goto bad;
-    if (fmt != TSYNC__BATCH_FORMAT) {
+    if (fmt != TSYNC__BATCH_FORMAT && fmt != TSYNC__BATCH_FORMAT_POLICIES) {
         snprintf(err, TSYNC__ERRLEN,
-                 "batch body: format %" PRIu64 " is not supported (expected %u)", fmt,
-                 TSYNC__BATCH_FORMAT);
+                 "batch body: format %" PRIu64 " is not supported (expected %u or %u)", fmt,
+                 TSYNC__BATCH_FORMAT, TSYNC__BATCH_FORMAT_POLICIES);
         memset(out, 0, sizeof *out);
         return TSYNC_EVERSION;
     }
@@ -306,7 +314,7 @@ int tsync__batch_peek(const uint8_t *buf, size_t len, uint8_t origin[TSYNC__SITE
     uint64_t fmt, s;
     uint8_t o[TSYNC__SITE_BYTES];
     if (!tsync__mpr_array(&r, &n) || n == 0 || !tsync__mpr_uint(&r, &fmt)) return TSYNC_ECORRUPT;
-    if (fmt != TSYNC__BATCH_FORMAT) return TSYNC_EVERSION;
+    if (fmt != TSYNC__BATCH_FORMAT && fmt != TSYNC__BATCH_FORMAT_POLICIES) return TSYNC_EVERSION;
     if (n != BODY_FIELDS || !tsync__mpr_binfix(&r, o, TSYNC__SITE_BYTES) ||
         !tsync__mpr_uint(&r, &s) || s == 0)
         return TSYNC_ECORRUPT;
@@ -399,9 +407,10 @@ static int check_row(const tsync__batch *b, const uint64_t *masks, uint32_t i, c
 /* The decoder's invariants, checked on the struct; masks gets each table's counter columns. */
 static int check(const tsync__batch *b, uint64_t *masks, char *err)
 {
-    if (b->format != 0 && b->format != TSYNC__BATCH_FORMAT)
-        return einval(err, "format %" PRIu32 " cannot be written (this build writes %u)", b->format,
-                      TSYNC__BATCH_FORMAT);
+    if (b->format != 0 && b->format != TSYNC__BATCH_FORMAT &&
+        b->format != TSYNC__BATCH_FORMAT_POLICIES)
+        return einval(err, "format %" PRIu32 " cannot be written (this build writes %u and %u)",
+                      b->format, TSYNC__BATCH_FORMAT, TSYNC__BATCH_FORMAT_POLICIES);
     if (b->seq == 0) return einval(err, "seq is 0");
     if (b->hlc_hi < b->hlc_lo) return einval(err, "hlc_hi is below hlc_lo");
     if (b->nsites == 0 || !b->sites) return einval(err, "no sites (sites[0] must be the origin)");
@@ -428,6 +437,12 @@ static int check(const tsync__batch *b, uint64_t *masks, char *err)
             if (c < t->npk || c >= t->ncols || (masks[i] >> c & 1))
                 return einval(err, "table %" PRIu32 ": bad counter column %" PRIu32, i, c);
             masks[i] |= (uint64_t)1 << c;
+        }
+        for (uint32_t k = 0; k < t->npolicies; k++) {
+            uint32_t c = t->policy_cols[k];
+            if (c < t->npk || c >= t->ncols || (masks[i] >> c & 1) ||
+                (k && c <= t->policy_cols[k - 1]) || t->policies[k] < 1 || t->policies[k] > 3)
+                return einval(err, "table %" PRIu32 ": bad policy of column %" PRIu32, i, c);
         }
     }
     for (uint32_t i = 0; i < b->nrows; i++) {
@@ -482,7 +497,11 @@ nomem:
 static int pack_batch(msgpack_packer *pk, const tsync__batch *b)
 {
     PK(msgpack_pack_array(pk, BODY_FIELDS));
-    PK(msgpack_pack_uint32(pk, TSYNC__BATCH_FORMAT));
+    /* Format 2 only when a table carries column policies (codec.h). */
+    uint32_t fmt = TSYNC__BATCH_FORMAT;
+    for (uint32_t i = 0; i < b->ntables; i++)
+        if (b->tables[i].npolicies) fmt = TSYNC__BATCH_FORMAT_POLICIES;
+    PK(msgpack_pack_uint32(pk, fmt));
     PK(tsync__mp_pack_bin(pk, b->origin, TSYNC__SITE_BYTES));
     PK(msgpack_pack_uint64(pk, b->seq));
     PK(msgpack_pack_uint64(pk, b->hlc_lo));

@@ -29,9 +29,13 @@
 #define TSYNC__HASH_BYTES 32 /* BLAKE2b-256 */
 #define TSYNC__SIG_BYTES  64 /* Ed25519 detached signature */
 
-#define TSYNC__BATCH_FORMAT    1u
-#define TSYNC__BATCH_MAX_BYTES (64u << 20) /* hard limit of one batch body */
-#define TSYNC__BUNDLE_FORMAT   1u          /* [sites, runs] */
+#define TSYNC__BATCH_FORMAT 1u
+/* A batch that carries a table with column policies (max, min, review): its table definitions
+ * have a fifth field. Written only then, so tills of an older build, which refuse it as a format
+ * they do not support, still take every batch of tables without policies. */
+#define TSYNC__BATCH_FORMAT_POLICIES 3u /* 2 stays unused: tests use it as "a format not read" */
+#define TSYNC__BATCH_MAX_BYTES       (64u << 20) /* hard limit of one batch body */
+#define TSYNC__BUNDLE_FORMAT         1u          /* [sites, runs] */
 #define TSYNC__BUNDLE_FORMAT_TRUST                                                                 \
     2u /* [sites, runs, trust records]: written when there are some */
 #define TSYNC__BUNDLE_FORMAT_SCHEMA                                                                \
@@ -99,7 +103,10 @@ typedef struct {
  *   [ format:uint(=1), origin:bin16, seq:uint>=1, hlc_lo:uint, hlc_hi:uint>=hlc_lo,
  *     sites:[bin16...]       -- dictionary; sites[0] is the origin
  *     deps:[[site_idx,seq]...] -- author's vector entries changed since its previous batch
- *     tables:[[name:str, cols:[str...], npk:uint, counters:[col_idx...]]...]
+ *     tables:[[name:str, cols:[str...], npk:uint, counters:[col_idx...]
+ *              (, policies:[[col_idx, policy:uint 1..3]...])]...]
+ *       (format 3 only, and then exactly for the tables that have a column policy: 1 max, 2 min,
+ *       3 review; col_idx ascending, not a key or counter column)
  *     rows:[[table_idx, pk:[value * npk], hlc_off:uint, flags:uint,
  *            rmv:[[site_idx, hlc]...], cols:[[col_idx, value, old_hlc, old_site_idx]...],
  *            ctrs:[[col_idx, p, n]...]]...] ]
@@ -118,8 +125,19 @@ typedef struct {
     uint32_t *col_len;
     uint32_t npk; /* the first npk columns are the key, in key order */
     uint32_t ncounters;
-    uint32_t *counters; /* column indexes that are PN-counters */
+    uint32_t *counters;    /* column indexes that are PN-counters */
+    uint32_t npolicies;    /* columns with a merge policy other than LWW (format 3) */
+    uint32_t *policy_cols; /* their indexes, ascending */
+    uint8_t *policies;     /* TSYNC__POLICY_* of each (crdt/crdt.h) */
 } tsync__btable;
+
+/* The policy a table definition gives column col (0: LWW). */
+static inline uint8_t tsync__btable_policy(const tsync__btable *t, uint32_t col)
+{
+    for (uint32_t k = 0; k < t->npolicies; k++)
+        if (t->policy_cols[k] == col) return t->policies[k];
+    return 0;
+}
 
 typedef struct {
     uint32_t site;
@@ -512,9 +530,10 @@ void *tsync__dec_alloc(tsync__dec *d, uint32_t n, size_t sz);
 /* The list of table definitions batches and snapshots both carry (codec.h, batches): tables in
  * the arena, masks[t] the set of table t's counter columns for checking rows. strict adds the
  * snapshot's rules (docs/SNAPSHOT.md): column names unique as SQLite compares them, counter
- * columns in ascending order. */
+ * columns in ascending order. policies: a table may carry its column policies (batch format 3,
+ * snapshot format 4). */
 bool tsync__dec_tables(tsync__dec *d, uint32_t *ntables, tsync__btable **tables, uint64_t **masks,
-                       bool strict);
+                       bool strict, bool policies);
 /* Copies a name from the input into a message: at most 40 bytes, non-printable bytes as '?', so
  * a hostile name cannot break a one-line message or a terminal. */
 const char *tsync__dec_printable(char out[48], const char *s, uint32_t n);

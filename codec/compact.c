@@ -162,13 +162,16 @@ static int64_t dict_find(sdict *d, const uint8_t *site, bool add, bool *fresh)
     return d->n++;
 }
 
-/* Whether body is a canonical batch of origin and seq (decoded into *b). */
+/* Whether body is a canonical batch of origin and seq (decoded into *b) that a compact run may
+ * carry. A batch with column policies (format 3) travels raw, so that a reader of an older build
+ * meets its format and refuses it by name rather than a table definition it cannot parse. */
 static bool canonical(const uint8_t *body, size_t len, const uint8_t *origin, uint64_t seq,
                       tsync__batch *b, tsync__arena *a)
 {
     char err[TSYNC__ERRLEN];
     if (tsync__batch_decode(body, len, b, a, err) != 0) return false;
     if (b->seq != seq || memcmp(b->origin, origin, TSYNC__SITE_BYTES) != 0) return false;
+    if (b->format == TSYNC__BATCH_FORMAT_POLICIES) return false;
     uint8_t *re;
     size_t rlen;
     if (tsync__batch_encode(b, &re, &rlen, err) != 0) return false;
@@ -527,7 +530,7 @@ static bool get_batch(tsync__crun_dec *d, ctx *c, tsync__batch *b, tsync__arena 
         uint64_t *masks;
         char derr[TSYNC__ERRLEN];
         if (!tsync__dec_open(&dd, tp, tl, TSYNC__BATCH_MAX_BYTES, &rs->ta, derr, "tables: ") ||
-            !tsync__dec_tables(&dd, &rs->ntables, &rs->tables, &masks, false) ||
+            !tsync__dec_tables(&dd, &rs->ntables, &rs->tables, &masks, false, false) ||
             !tsync__mpr_done(&dd.r)) {
             rs->have = false;
             return fail(c, "%s", derr[0] ? derr : "tables: trailing bytes");

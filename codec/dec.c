@@ -163,12 +163,13 @@ void *tsync__dec_alloc(tsync__dec *d, uint32_t n, size_t sz)
 }
 
 /* Table definitions: [name:str, cols:[str...], npk:uint, counters:[col_idx...]], at least 5
- * bytes each. */
+ * bytes each; with policies allowed, a fifth field [[col_idx, policy]...] (never empty) on a
+ * table that has column policies. */
 #define TABLE_FIELDS 4
 #define MIN_TABLE    5
 
 bool tsync__dec_tables(tsync__dec *d, uint32_t *ntables, tsync__btable **tables, uint64_t **masks,
-                       bool strict)
+                       bool strict, bool policies)
 {
     uint32_t n;
     char nm[48];
@@ -182,9 +183,12 @@ bool tsync__dec_tables(tsync__dec *d, uint32_t *ntables, tsync__btable **tables,
         d->i1 = i;
         tsync__btable *t = &(*tables)[i];
         uint64_t npk;
-        uint32_t nc;
-        if (!tsync__dec_tuple(d, "definition", TABLE_FIELDS) ||
-            !tsync__dec_str(d, "name", &t->name, &t->name_len) ||
+        uint32_t nc, nf;
+        if (!tsync__dec_array(d, "definition", &nf)) return false;
+        if (nf != TABLE_FIELDS && !(policies && nf == TABLE_FIELDS + 1))
+            return tsync__dec_fail(d, "definition: expected an array of %s, got %" PRIu32,
+                                   policies ? "4 or 5" : "4", nf);
+        if (!tsync__dec_str(d, "name", &t->name, &t->name_len) ||
             !tsync__dec_array(d, "columns", &nc))
             return false;
         if (nc > TSYNC__MAX_COLS)
@@ -221,6 +225,28 @@ bool tsync__dec_tables(tsync__dec *d, uint32_t *ntables, tsync__btable **tables,
                 return tsync__dec_fail(d, "counter columns out of order at %" PRIu32, col);
             (*masks)[i] |= (uint64_t)1 << col;
             t->counters[k] = col;
+        }
+        if (nf == TABLE_FIELDS) continue;
+        if (!tsync__dec_list(d, "policies", &t->npolicies, 3)) return false;
+        if (t->npolicies == 0) return tsync__dec_fail(d, "an empty list of policies");
+        t->policy_cols = tsync__dec_alloc(d, t->npolicies, sizeof *t->policy_cols);
+        t->policies = tsync__dec_alloc(d, t->npolicies, sizeof *t->policies);
+        if (!t->policy_cols || !t->policies) return false;
+        for (uint32_t k = 0; k < t->npolicies; k++) {
+            uint32_t col = 0;
+            uint64_t pol;
+            if (!tsync__dec_tuple(d, "policy", 2) ||
+                !tsync__dec_idx(d, "policy column index", &col, nc, "columns") ||
+                !tsync__dec_uint(d, "policy", &pol))
+                return false;
+            if (pol < 1 || pol > 3) return tsync__dec_fail(d, "policy %" PRIu64 " unknown", pol);
+            if (col < t->npk || ((*masks)[i] >> col & 1))
+                return tsync__dec_fail(d, "policy column %" PRIu32 " is a key or counter column",
+                                       col);
+            if (k && col <= t->policy_cols[k - 1])
+                return tsync__dec_fail(d, "policy columns out of order at %" PRIu32, col);
+            t->policy_cols[k] = col;
+            t->policies[k] = (uint8_t)pol;
         }
     }
     d->l1 = NULL;

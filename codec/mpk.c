@@ -447,7 +447,8 @@ int tsync__mp_pack_tables(msgpack_packer *pk, const tsync__btable *tables, uint3
     int rc = msgpack_pack_array(pk, n);
     for (uint32_t i = 0; rc == 0 && i < n; i++) {
         const tsync__btable *t = &tables[i];
-        rc = msgpack_pack_array(pk, 4); /* [name, cols, npk, counters] */
+        /* [name, cols, npk, counters (, policies)] */
+        rc = msgpack_pack_array(pk, t->npolicies ? 5 : 4);
         if (rc == 0) rc = tsync__mp_pack_str(pk, t->name, t->name_len);
         if (rc == 0) rc = msgpack_pack_array(pk, t->ncols);
         for (uint32_t k = 0; rc == 0 && k < t->ncols; k++)
@@ -456,6 +457,12 @@ int tsync__mp_pack_tables(msgpack_packer *pk, const tsync__btable *tables, uint3
         if (rc == 0) rc = msgpack_pack_array(pk, t->ncounters);
         for (uint32_t k = 0; rc == 0 && k < t->ncounters; k++)
             rc = msgpack_pack_uint32(pk, t->counters[k]);
+        if (rc == 0 && t->npolicies) rc = msgpack_pack_array(pk, t->npolicies);
+        for (uint32_t k = 0; rc == 0 && k < t->npolicies; k++) {
+            rc = msgpack_pack_array(pk, 2);
+            if (rc == 0) rc = msgpack_pack_uint32(pk, t->policy_cols[k]);
+            if (rc == 0) rc = msgpack_pack_uint32(pk, t->policies[k]);
+        }
     }
     return rc;
 }

@@ -111,12 +111,17 @@ static bool dec_sites(dec *d, tsync__snap_chunk *c)
     return true;
 }
 
-static bool dec_tables(dec *d, tsync__snap_chunk *c, uint64_t **masks)
+/* pol: the chunk's format when it carries column policies (4 or 5), else 0. */
+static bool dec_tables(dec *d, tsync__snap_chunk *c, uint64_t **masks, unsigned pol)
 {
     uint32_t n;
     char nm[48];
-    if (!tsync__dec_tables(d, &n, &c->tables, masks, true)) return false;
+    if (!tsync__dec_tables(d, &n, &c->tables, masks, true, pol != 0)) return false;
     c->ntables = n;
+    /* Formats 4 and 5 exactly when some table has policies: one encoding per chunk. */
+    bool any = false;
+    for (uint32_t i = 0; i < n; i++) any |= c->tables[i].npolicies > 0;
+    if (pol && !any) return tsync__dec_fail(d, "format %u without a column policy", pol);
     if (n > 1) {
         tsync__btable **o = tsync__dec_alloc(d, n, sizeof *o);
         if (!o) return false;
@@ -168,16 +173,21 @@ int tsync__snap_open(snapit *it, const uint8_t *buf, size_t len, tsync__arena *a
     if (!tsync__dec_array(d, "chunk", &n)) return d->rc;
     if (n == 0) return tsync__dec_fail(d, "chunk: empty array"), d->rc;
     if (!tsync__dec_uint(d, "format", &fmt)) return d->rc;
-    if (fmt != TSYNC__SNAP_FORMAT && fmt != TSYNC__SNAP_FORMAT_FRONT) {
+    if (fmt != TSYNC__SNAP_FORMAT && fmt != TSYNC__SNAP_FORMAT_FRONT &&
+        fmt != TSYNC__SNAP_FORMAT_POLICIES && fmt != TSYNC__SNAP_FORMAT_FRONT_POLICIES) {
         snprintf(err, TSYNC__ERRLEN,
-                 "format %" PRIu64 " is not supported (this build reads %u and %u)", fmt,
-                 TSYNC__SNAP_FORMAT, TSYNC__SNAP_FORMAT_FRONT);
+                 "format %" PRIu64 " is not supported (this build reads %u, %u, %u and %u)", fmt,
+                 TSYNC__SNAP_FORMAT, TSYNC__SNAP_FORMAT_FRONT, TSYNC__SNAP_FORMAT_POLICIES,
+                 TSYNC__SNAP_FORMAT_FRONT_POLICIES);
         return d->rc = TSYNC_EVERSION;
     }
+    unsigned pol = fmt >= TSYNC__SNAP_FORMAT_POLICIES ? (unsigned)fmt : 0;
+    if (pol)
+        fmt = fmt == TSYNC__SNAP_FORMAT_POLICIES ? TSYNC__SNAP_FORMAT : TSYNC__SNAP_FORMAT_FRONT;
     int want = fmt == TSYNC__SNAP_FORMAT ? TOP_FIELDS : TOP_FIELDS2;
     if (n != (uint32_t)want)
         return tsync__dec_fail(d, "chunk: expected %d fields, got %" PRIu32, want, n), d->rc;
-    if (!dec_sites(d, &it->hdr) || !dec_tables(d, &it->hdr, &it->ctrmask)) return d->rc;
+    if (!dec_sites(d, &it->hdr) || !dec_tables(d, &it->hdr, &it->ctrmask, pol)) return d->rc;
     if (it->hdr.nsites) {
         it->stamp = tsync__dec_alloc(d, it->hdr.nsites, sizeof *it->stamp);
         if (!it->stamp) return d->rc;
@@ -400,7 +410,11 @@ int tsync__snap_encode(const tsync__snap_chunk *c, uint8_t **out, size_t *len)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     PK(msgpack_pack_array(&pk, c->nfront ? TOP_FIELDS2 : TOP_FIELDS));
-    PK(msgpack_pack_uint32(&pk, c->nfront ? TSYNC__SNAP_FORMAT_FRONT : TSYNC__SNAP_FORMAT));
+    bool pol = false;
+    for (uint32_t i = 0; i < c->ntables; i++) pol |= c->tables[i].npolicies > 0;
+    PK(msgpack_pack_uint32(
+        &pk, c->nfront ? (pol ? TSYNC__SNAP_FORMAT_FRONT_POLICIES : TSYNC__SNAP_FORMAT_FRONT)
+                       : (pol ? TSYNC__SNAP_FORMAT_POLICIES : TSYNC__SNAP_FORMAT)));
     PK(msgpack_pack_array(&pk, c->nsites));
     for (uint32_t i = 0; i < c->nsites; i++) {
         const tsync__snap_site *s = &c->sites[i];
@@ -507,6 +521,9 @@ size_t tsync__snap_table_size(const tsync__btable *t)
                tsync__mp_uint_size(t->npk) + tsync__mp_array_size(t->ncounters);
     for (uint32_t k = 0; k < t->ncols; k++) n += tsync__mp_str_size(t->col_len[k]);
     for (uint32_t k = 0; k < t->ncounters; k++) n += tsync__mp_uint_size(t->counters[k]);
+    if (t->npolicies) n += tsync__mp_array_size(t->npolicies);
+    for (uint32_t k = 0; k < t->npolicies; k++)
+        n += 1 + tsync__mp_uint_size(t->policy_cols[k]) + tsync__mp_uint_size(t->policies[k]);
     return n;
 }
 

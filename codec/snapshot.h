@@ -21,6 +21,11 @@
  * the other as a format it does not read. 2 stays unused: it is what tests and fuzz corpora use
  * as "the next format", refused. */
 #define TSYNC__SNAP_FORMAT_FRONT 3u
+/* Formats 1 and 3 with column policies in the table definitions (codec.h, batch format 2):
+ * written only when a table of the chunk has a policy, so older builds refuse exactly the chunks
+ * they would merge wrongly, as a format they do not read. */
+#define TSYNC__SNAP_FORMAT_POLICIES       4u
+#define TSYNC__SNAP_FORMAT_FRONT_POLICIES 5u
 /* The size a node asks for when it has no reason to ask for another: one wire message. */
 #define TSYNC__SNAP_CHUNK_BYTES (1u << 20)
 /* Hard limit of one chunk. A chunk holds at least one row, and a row can be as large as a batch

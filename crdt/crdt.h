@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * crdt/crdt.h — the merge rules of tillsync: hybrid logical clocks, LWW order, the row-existence
- * add-wins OR-set, PN-counters and version vectors.
+ * add-wins OR-set, PN-counters, max/min registers and version vectors.
  *
  * Each rule is a pure function over plain values: the wall clock is passed in, nothing does I/O.
  * Merges are pointwise maxima, which makes them commutative, associative and idempotent.
@@ -63,6 +63,30 @@ int64_t tsync__pn_value(const tsync__pn *c, size_t n);
 size_t tsync__pn_merge(tsync__pn *c, size_t n, uint32_t site, uint64_t p, uint64_t nn);
 /* Records a local delta by site into its P (delta > 0) or N (delta < 0). Room for n+1. */
 size_t tsync__pn_add(tsync__pn *c, size_t n, uint32_t site, int64_t delta);
+
+/* ---------------------------------------------------------------- max/min registers (reg.c) */
+
+/* The merge policy of a column (tsync_tables.policies, docs/DATA_MODEL.md "Column policies"):
+ * LWW (the default), a max or min register, or LWW whose concurrent writes a person reviews. */
+enum {
+    TSYNC__POLICY_LWW = 0,
+    TSYNC__POLICY_MAX = 1,
+    TSYNC__POLICY_MIN = 2,
+    TSYNC__POLICY_REVIEW = 3
+};
+
+/* SQLite's order of values: NULL < numbers (INTEGER and REAL by value) < TEXT < BLOB, TEXT and
+ * BLOB bytewise. <0, 0, >0 like memcmp; 0 also for 2 and 2.0. */
+int tsync__reg_cmp(const tsync__val *a, const tsync__val *b);
+/* >0 when a register of policy (TSYNC__POLICY_MAX or _MIN) takes a over b by value alone: the
+ * larger (max) or smaller (min) value; NULL is no value and loses to any value. 0: a tie. */
+int tsync__reg_better(int policy, const tsync__val *a, const tsync__val *b);
+/* The register merge: >0 when write (a, ha, sa) wins over (b, hb, sb): by value
+ * (tsync__reg_better), a tie by clock and site (tsync__lww_cmp). 0 only for the same clock and
+ * site with tied values. */
+int tsync__reg_pick(int policy, const tsync__val *a, tsync__hlc ha,
+                    const uint8_t sa[TSYNC__SITE_BYTES], const tsync__val *b, tsync__hlc hb,
+                    const uint8_t sb[TSYNC__SITE_BYTES]);
 
 /* ---------------------------------------------------------------- version vectors (vv.c) */
 

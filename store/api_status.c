@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "collect_int.h"
+#include "conflicts_int.h"
 #include "internal.h"
 #include "tillsync/conflicts.h"
 #include "store/identity.h"
@@ -81,10 +82,32 @@ static void log_status(tsync_store *s, tsync_store_status *st)
     tsync__log_behind(s, count_behind, &st->log_behind);
 }
 
+/* Conflicts on review columns still open (tsync_conflicts.kind 1 with no resolution in
+ * tsync_resolved: store/conflicts.c); -1 when they cannot be read (a database of an older build
+ * opened read-only has no kind yet: none). Before the first resolution there is no
+ * tsync_resolved: every kind 1 entry is open. */
+static int64_t review_open(tsync_store *s)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT count(*) FROM tsync_conflicts c WHERE kind=1 AND NOT EXISTS "
+                           "(SELECT 1 FROM " TSYNC__RESOLVED " r WHERE r.cid = c.cid)",
+                           -1, &st, NULL) != SQLITE_OK &&
+        sqlite3_prepare_v2(s->db, "SELECT count(*) FROM tsync_conflicts WHERE kind=1", -1, &st,
+                           NULL) != SQLITE_OK)
+        return sqlite3_prepare_v2(s->db, "SELECT 1 FROM tsync_conflicts LIMIT 0", -1, &st, NULL) ==
+                       SQLITE_OK
+                   ? (sqlite3_finalize(st), 0)
+                   : -1;
+    int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    return n;
+}
+
 int tsync_store_status_get(tsync_store_status *out, tsync_store *s)
 {
     if (!out) return tsync__err(TSYNC_EINVAL, "no status to fill");
-    if (out->version != 1 && out->version != TSYNC_STORE_STATUS_VERSION)
+    if (out->version < 1 || out->version > TSYNC_STORE_STATUS_VERSION)
         return tsync__err(TSYNC_EVERSION, "store status of version %u (this library has %u)",
                           out->version, (unsigned)TSYNC_STORE_STATUS_VERSION);
     tsync_store_status st = TSYNC_STORE_STATUS_INIT;
@@ -115,10 +138,14 @@ int tsync_store_status_get(tsync_store_status *out, tsync_store *s)
         return rc;
     }
     log_status(s, &st);
-    /* A caller built against version 1 has room for version 1's fields only. */
+    st.review_open = review_open(s);
+    /* A caller built against an older version has room for that version's fields only. */
     if (out->version == 1) {
         st.version = 1;
         memcpy(out, &st, offsetof(tsync_store_status, log_batches));
+    } else if (out->version == 2) {
+        st.version = 2;
+        memcpy(out, &st, offsetof(tsync_store_status, review_open));
     } else {
         *out = st;
     }
@@ -138,8 +165,9 @@ void tsync_store_status_clear(tsync_store_status *st)
 
 int tsync_store_status_attention(const tsync_store_status *st)
 {
-    return st && (st->schema_mismatches > 0 || st->signed_migration_error ||
-                  (st->version >= 2 && st->log_behind > 0));
+    return st &&
+           (st->schema_mismatches > 0 || st->signed_migration_error ||
+            (st->version >= 2 && st->log_behind > 0) || (st->version >= 3 && st->review_open > 0));
 }
 
 /* ---------------------------------------------------------------- the log as JSON */
@@ -308,16 +336,18 @@ int tsync_store_status_json(char **out, tsync_store *s, size_t parked_max)
     }
     json_object_set_new(o, "forks", json_integer(st.forks));
     json_object_set_new(o, "unsealed", json_integer(st.unsealed));
+    /* Like "unsealable": there only when something waits for a person. */
+    if (st.review_open > 0) json_object_set_new(o, "review_open", json_integer(st.review_open));
     json_t *lr = st.last_rollback_json ? json_loads(st.last_rollback_json, 0, NULL) : NULL;
     json_object_set_new(o, "last_rollback", lr ? lr : json_null());
     /* The table definitions of another till differ, or signed migrations cannot run: one
      * definition must change, by a person (docs/MIGRATIONS.md). A till behind the log's
      * horizon needs a snapshot or a restore. */
-    json_object_set_new(
-        o, "state",
-        json_string(json_array_size(mm) || st.signed_migration_error || st.log_behind > 0
-                        ? "attention"
-                        : "ok"));
+    json_object_set_new(o, "state",
+                        json_string(json_array_size(mm) || st.signed_migration_error ||
+                                            st.log_behind > 0 || st.review_open > 0
+                                        ? "attention"
+                                        : "ok"));
     json_object_set_new(o, "schema_mismatches", mm);
     json_object_set_new(o, "signed_migration_error",
                         st.signed_migration_error ? json_string(st.signed_migration_error)

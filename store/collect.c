@@ -805,7 +805,12 @@ static int mark(tsync_store *s, const member *m, size_t n)
         sqlite3_bind_text(pk, 1, t->name, -1, SQLITE_STATIC);
         int parked = sqlite3_step(pk) == SQLITE_ROW;
         sqlite3_reset(pk);
-        if (parked || !schema_ok(s, t, m, n)) continue;
+        /* A max or min column's tombstone is what a later re-insert is joined with (store/
+         * replicate.c): collected here and kept elsewhere, the two would show different values. */
+        int reg = 0;
+        for (int c = 0; c < t->ncols; c++)
+            reg |= t->policy[c] == TSYNC__POLICY_MAX || t->policy[c] == TSYNC__POLICY_MIN;
+        if (parked || reg || !schema_ok(s, t, m, n)) continue;
         int from_key = ti == cur_ti;
         char *sql = clk_scan_sql(s, t, 1);
         sqlite3_str *q = sqlite3_str_new(s->db);

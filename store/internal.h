@@ -29,11 +29,12 @@ typedef struct {
     int pk[TSYNC__MAX_PK_COLS]; /* ordinals of the key columns, in key order */
     uint8_t is_pk[TSYNC__MAX_COLS];
     uint8_t is_counter[TSYNC__MAX_COLS];
-    char *qname;    /* "name" quoted for SQL */
-    char *qclk;     /* "tsync_clk_name" quoted */
-    char *qtomb;    /* "tsync_tomb_name" quoted */
-    char *pk_where; /* "k1"=?1 AND "k2"=?2 */
-    char *all_cols; /* "a","b",... in ordinal order */
+    uint8_t policy[TSYNC__MAX_COLS]; /* TSYNC__POLICY_* of each column (crdt/crdt.h) */
+    char *qname;                     /* "name" quoted for SQL */
+    char *qclk;                      /* "tsync_clk_name" quoted */
+    char *qtomb;                     /* "tsync_tomb_name" quoted */
+    char *pk_where;                  /* "k1"=?1 AND "k2"=?2 */
+    char *all_cols;                  /* "a","b",... in ordinal order */
     sqlite3_stmt *get_clk, *put_clk, *upd_clk, *get_row, *get_tomb, *del_tomb, *exists_row;
     sqlite3_stmt *seal_scan; /* store/seal_scan.c, prepared on first use */
 } tsync__table;
@@ -279,6 +280,24 @@ int tsync__replicate_locked(tsync_store *s, const char *table, const char *const
                             size_t ncounters);
 /* The same for the library's own replicated tables, whose tsync_ names the above refuses. */
 int tsync__replicate_internal_locked(tsync_store *s, const char *table);
+/* The same with column policies (max, min, review; docs/DATA_MODEL.md "Column policies"). */
+int tsync__replicate_policies_locked(tsync_store *s, const char *table, const char *const *counters,
+                                     size_t ncounters, const tsync_column_policy *policies,
+                                     size_t npolicies);
+/* The name of a policy as tsync_tables and the schema JSON spell it ("max", "min", "review"),
+ * or NULL for LWW. */
+const char *tsync__policy_name(int policy);
+/* store/policy.c: reads tsync_tables.policies into t->policy (t's columns, key and counters set).
+ * TSYNC_ECORRUPT when it names no column, a key or counter column, or an unknown policy. */
+int tsync__policies_parse(tsync__table *t, const char *text);
+/* Appends the triggers that keep t's max and min columns registers (nothing when it has none):
+ * qt, qtomb the quoted table and tombstone, qc the quoted columns, kcols/newk/same/allc the
+ * key, NEW key, "key unchanged" and all-columns SQL of capture_sql (replicate.c). */
+void tsync__register_sql(sqlite3_str *sql, const char *table, const char *qt, const char *qtomb,
+                         char *const *qc, int ncols, const uint8_t *is_pk, const uint8_t *policy,
+                         const char *kcols, const char *newk, const char *same, const char *allc);
+/* Appends DROP TRIGGER IF EXISTS for each trigger tsync__register_sql makes. */
+void tsync__register_drop_sql(sqlite3_str *sql, const char *table);
 /* Records columns appended to a replicated table (already added to the table itself): its
  * tombstone table gets them, tsync_tables.cols lists them, the capture triggers cover them. */
 int tsync__table_add_columns(tsync_store *s, const char *table, const char *const *cols, int n);

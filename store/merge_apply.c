@@ -423,10 +423,13 @@ int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table, const
             continue;
         tsync__table *t = tsync__table_by_name(s, bt->name, bt->name_len);
         int map[TSYNC__MAX_COLS];
+        uint8_t polmis[TSYNC__MAX_COLS] = {0};
         const char *why = NULL;
         if (t) {
-            for (uint32_t k = 0; k < bt->ncols; k++)
+            for (uint32_t k = 0; k < bt->ncols; k++) {
                 map[k] = tsync__col_by_name(t, bt->cols[k], bt->col_len[k]);
+                polmis[k] = map[k] >= 0 && tsync__btable_policy(bt, k) != t->policy[map[k]];
+            }
             if ((int)bt->npk != t->npk) why = "the key columns differ here";
             for (uint32_t k = 0; !why && k < bt->npk; k++)
                 if (map[k] != t->pk[k]) why = "the key columns differ here";
@@ -472,6 +475,17 @@ int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table, const
                         return rc;
                     continue;
                 }
+                if (polmis[bc->col]) {
+                    /* Merged by another rule there (max, min, review or LWW), this write would
+                     * end elsewhere than it does there: parked until the definitions agree. */
+                    if (!only_table &&
+                        (rc = tsync_merge__park(c, ib->site, ib->seq, ri, bt->name, bt->name_len,
+                                                bt->cols[bc->col], bt->col_len[bc->col],
+                                                "a column policy (max, min, review) differs "
+                                                "there")))
+                        return rc;
+                    continue;
+                }
                 if (t->is_counter[col]) {
                     /* A plain value there for what is a counter here cannot be counted: it is
                      * parked (and shown) until the definitions agree, not dropped unseen. */
@@ -483,21 +497,18 @@ int tsync_merge__apply_batch(mctx *c, inbatch *ib, const char *only_table, const
                     continue;
                 }
                 tsync__colclk cur = r->meta.col[col];
-                int cmp = cur.hlc == 0 ? 1
-                                       : tsync__lww_cmp(br->hlc, c->sites[ib->site].id, cur.hlc,
-                                                        c->sites[cur.site].id);
-                if (cmp == 0) {
-                    /* Same clock and site: only two branches of a fork do that. Order by value
-                     * so that every replica picks the same one. */
-                    tsync__val cv;
-                    sqlite3_stmt *owner;
-                    if ((rc = tsync__rw_current(&c->w, r, col, &cv, &owner))) return rc;
-                    cmp = tsync__val_cmp(&bc->val, &cv);
-                    if (owner) sqlite3_reset(owner);
-                }
+                /* LWW, or a max/min register (its value first); the same clock and site only
+                 * from two branches of a fork, ordered by value. */
+                int cmp;
+                if ((rc = tsync__rw_pick(&c->w, r, col, &bc->val, br->hlc, c->sites[ib->site].id,
+                                         cur.hlc ? c->sites[cur.site].id : NULL, &cmp)))
+                    return rc;
                 int wins = cmp > 0;
-                /* Concurrent: the writer overwrote something older than what we show. */
-                if (cur.hlc && (cur.hlc != br->hlc || cur.site != ib->site)) {
+                /* Concurrent: the writer overwrote something older than what we show. A max/min
+                 * register has no loser to show: the join keeps what both meant. */
+                if (cur.hlc && (cur.hlc != br->hlc || cur.site != ib->site) &&
+                    (t->policy[col] == TSYNC__POLICY_LWW ||
+                     t->policy[col] == TSYNC__POLICY_REVIEW)) {
                     uint32_t os = bc->old_hlc ? bsite[bc->old_site] : 0;
                     int concurrent =
                         bc->old_hlc == 0 || tsync__lww_cmp(bc->old_hlc, c->sites[os].id, cur.hlc,

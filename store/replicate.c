@@ -12,6 +12,9 @@
  * Per replicated table T the store keeps:
  *   tsync_clk_T(key..., m)   clock metadata blob per row (meta.c)
  *   tsync_tomb_T(all cols)   values of rows that do not currently exist
+ *
+ * A column may have a merge policy other than LWW (tsync_tables.policies; store/policy.c makes
+ * the triggers that keep a max or min column a register locally).
  */
 #include <ctype.h>
 #include <jansson.h>
@@ -159,7 +162,14 @@ int tsync__tables_refresh(tsync_store *s)
     if (ver == s->schema_version && s->tables) return 0;
     tsync__tables_free(s);
     int rc = sqlite3_prepare_v2(
-        s->db, "SELECT id, name, cols, pk, counters FROM tsync_tables ORDER BY id", -1, &st, NULL);
+        s->db, "SELECT id, name, cols, pk, counters, policies FROM tsync_tables ORDER BY id", -1,
+        &st, NULL);
+    /* A database of an older build opened read-only has no policies column yet (store.c adds it
+     * at the first read-write open): its tables have none. */
+    if (rc != SQLITE_OK)
+        rc = sqlite3_prepare_v2(
+            s->db, "SELECT id, name, cols, pk, counters, NULL FROM tsync_tables ORDER BY id", -1,
+            &st, NULL);
     if (rc != SQLITE_OK) return tsync__err_sqlite(s->db, rc, "read replicated tables");
     int cap = 0;
     rc = 0;
@@ -202,6 +212,7 @@ int tsync__tables_refresh(tsync_store *s)
         }
         free_names(pk, npk);
         free_names(ctr, nctr);
+        if (rc == 0) rc = tsync__policies_parse(t, (const char *)sqlite3_column_text(st, 5));
         if (rc == 0) rc = table_build(s, t);
     }
     sqlite3_finalize(st);
@@ -267,10 +278,12 @@ enum {
 };
 
 /* Appends to sql what captures writes to a table: the shadow tables and existing rows when asked,
- * and the four triggers. cols: every column in ordinal order (ordinal i is bit i of the changed
- * mask); pkord: the key's ordinals in key order; is_counter: by ordinal. */
+ * and the four triggers (and those of tsync__register_sql, store/policy.c). cols: every column in
+ * ordinal order (ordinal i is bit i of the changed mask); pkord: the key's ordinals in key order;
+ * is_counter, policy: by ordinal (policy may be NULL: all LWW). */
 static bool capture_sql(sqlite3_str *sql, int tid, const char *table, char *const *cols, int ncols,
-                        const int *pkord, int npk, const uint8_t *is_counter, int what)
+                        const int *pkord, int npk, const uint8_t *is_counter, const uint8_t *policy,
+                        int what)
 {
     char *qt = tsync__sql_quote_ident("", table),
          *qclk = tsync__sql_quote_ident("tsync_clk_", table),
@@ -377,8 +390,12 @@ static bool capture_sql(sqlite3_str *sql, int tid, const char *table, char *cons
         sqlite3_str_appendf(sql, "CREATE TABLE %s(%s, PRIMARY KEY(%s)) WITHOUT ROWID;", qtomb,
                             v[ALLC], v[KCOLS]);
     }
-    if (what & CAP_REPLACE)
+    if (what & CAP_REPLACE) {
         for (int i = 0; i < 4; i++) sqlite3_str_appendf(sql, "DROP TRIGGER IF EXISTS %s;", qtr[i]);
+        tsync__register_drop_sql(sql, table);
+    }
+    tsync__register_sql(sql, table, qt, qtomb, qc, ncols, is_pk, policy, v[KCOLS], v[NEWK], v[SAME],
+                        v[ALLC]);
     sqlite3_str_appendf(sql,
                         "CREATE TRIGGER %s AFTER INSERT ON %s BEGIN "
                         "INSERT INTO tsync_pending(tbl,op,mask,wall,%s) VALUES(%s,1,-1," WALL_SQL
@@ -452,7 +469,7 @@ static int capture_rebuild(tsync_store *s, const char *table)
     if (!t) return tsync__err(TSYNC_ENOTFOUND, "table %s is not replicated", table);
     sqlite3_str *sql = sqlite3_str_new(NULL);
     bool ok = capture_sql(sql, t->id, t->name, t->cols, t->ncols, t->pk, t->npk, t->is_counter,
-                          CAP_REPLACE);
+                          t->policy, CAP_REPLACE);
     rc = exec_built(s, sql, ok);
     if (rc == 0) rc = tables_reload(s);
     return rc;
@@ -570,25 +587,32 @@ int tsync__table_add_counter(tsync_store *s, const char *table, const char *col)
 }
 
 static int replicate_any(tsync_store *s, const char *table, const char *const *counters,
-                         size_t ncounters);
+                         size_t ncounters, const tsync_column_policy *policies, size_t npolicies);
 
 int tsync__replicate_locked(tsync_store *s, const char *table, const char *const *counters,
                             size_t ncounters)
 {
+    return tsync__replicate_policies_locked(s, table, counters, ncounters, NULL, 0);
+}
+
+int tsync__replicate_policies_locked(tsync_store *s, const char *table, const char *const *counters,
+                                     size_t ncounters, const tsync_column_policy *policies,
+                                     size_t npolicies)
+{
     if (!table || !*table) return tsync__err(TSYNC_EINVAL, "no table name given");
     if (strncasecmp(table, "tsync_", 6) == 0 || strncasecmp(table, "sqlite_", 7) == 0)
         return tsync__err(TSYNC_EINVAL, "table %s is internal and cannot be replicated", table);
-    return replicate_any(s, table, counters, ncounters);
+    return replicate_any(s, table, counters, ncounters, policies, npolicies);
 }
 
 /* The library's own replicated tables (store/conflicts.c: tsync_resolved). */
 int tsync__replicate_internal_locked(tsync_store *s, const char *table)
 {
-    return replicate_any(s, table, NULL, 0);
+    return replicate_any(s, table, NULL, 0, NULL, 0);
 }
 
 static int replicate_any(tsync_store *s, const char *table, const char *const *counters,
-                         size_t ncounters)
+                         size_t ncounters, const tsync_column_policy *policies, size_t npolicies)
 {
     int rc = tsync__tables_refresh(s);
     if (rc) return rc;
@@ -800,13 +824,43 @@ static int replicate_any(tsync_store *s, const char *table, const char *const *c
         else
             json_array_append_new(jctr, json_string(cols[c].name));
     }
+    /* Column policies: by ordinal here, by name (as the table spells it) in tsync_tables. */
+    uint8_t policy[TSYNC__MAX_COLS] = {0};
+    json_t *jpol = json_object();
+    for (size_t i = 0; rc == 0 && i < npolicies; i++) {
+        const char *pn = policies[i].column ? policies[i].column : "";
+        int c = -1;
+        for (int j = 0; j < ncols; j++)
+            if (tsync__name_eqz(cols[j].name, pn)) c = j;
+        int is_ctr = 0;
+        for (size_t j = 0; c >= 0 && j < ncounters; j++)
+            is_ctr |= tsync__name_eqz(cols[c].name, counters[j]);
+        if (!tsync__policy_name((int)policies[i].policy))
+            rc = tsync__err(TSYNC_EINVAL, "column %s: unknown merge policy %d (max, min or review)",
+                            pn, (int)policies[i].policy);
+        else if (c < 0)
+            rc = tsync__err(TSYNC_ENOTFOUND, "table %s has no column %s", table, pn);
+        else if (cols[c].pk)
+            rc = tsync__err(TSYNC_EUNSUPPORTED,
+                            "column %s is part of the key and cannot have a merge policy", pn);
+        else if (is_ctr || policy[c])
+            rc = tsync__err(TSYNC_EINVAL,
+                            "column %s.%s is given two merge rules; a column is a counter, max, "
+                            "min or review, or none",
+                            table, cols[c].name);
+        else {
+            policy[c] = (uint8_t)policies[i].policy;
+            json_object_set_new(jpol, cols[c].name,
+                                json_string(tsync__policy_name((int)policies[i].policy)));
+        }
+    }
     char *scols = json_dumps(jcols, JSON_COMPACT), *spk = json_dumps(jpk, JSON_COMPACT),
-         *sctr = json_dumps(jctr, JSON_COMPACT);
-    json_decref(jcols), json_decref(jpk), json_decref(jctr);
+         *sctr = json_dumps(jctr, JSON_COMPACT), *spol = json_dumps(jpol, JSON_COMPACT);
+    json_decref(jcols), json_decref(jpk), json_decref(jctr), json_decref(jpol);
     if (rc == 0) {
         rc = sqlite3_prepare_v2(s->db,
-                                "INSERT INTO tsync_tables(name, cols, npk, pk, counters) "
-                                "VALUES(?1, ?2, ?3, ?4, ?5)",
+                                "INSERT INTO tsync_tables(name, cols, npk, pk, counters, "
+                                "policies) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
                                 -1, &st, NULL);
         if (rc == SQLITE_OK) {
             sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
@@ -814,6 +868,7 @@ static int replicate_any(tsync_store *s, const char *table, const char *const *c
             sqlite3_bind_int(st, 3, npk);
             sqlite3_bind_text(st, 4, spk, -1, SQLITE_STATIC);
             sqlite3_bind_text(st, 5, sctr, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 6, spol, -1, SQLITE_STATIC);
             rc = sqlite3_step(st) == SQLITE_DONE ? 0 : tsync__err_sqlite(s->db, rc, "record table");
         } else {
             rc = tsync__err_sqlite(s->db, rc, "record table");
@@ -821,7 +876,7 @@ static int replicate_any(tsync_store *s, const char *table, const char *const *c
         sqlite3_finalize(st);
         st = NULL;
     }
-    free(scols), free(spk), free(sctr);
+    free(scols), free(spk), free(sctr), free(spol);
     if (rc) goto out;
     {
         int tid = (int)sqlite3_last_insert_rowid(s->db);
@@ -833,7 +888,7 @@ static int replicate_any(tsync_store *s, const char *table, const char *const *c
                 if (tsync__name_eqz(cols[i].name, counters[j])) is_counter[i] = 1;
         }
         sqlite3_str *sql = sqlite3_str_new(NULL);
-        bool ok = capture_sql(sql, tid, table, names, ncols, pkord, npk, is_counter,
+        bool ok = capture_sql(sql, tid, table, names, ncols, pkord, npk, is_counter, policy,
                               CAP_SHADOW | CAP_EXISTING);
         rc = exec_built(s, sql, ok);
     }
@@ -849,10 +904,26 @@ out:
 int tsync_store_replicate(tsync_store *s, const char *table, const char *const *counters,
                           size_t ncounters)
 {
+    tsync_replicate_options o = TSYNC_REPLICATE_OPTIONS_INIT;
+    o.counters = counters;
+    o.ncounters = ncounters;
+    return tsync_store_replicate_ext(s, table, &o);
+}
+
+int tsync_store_replicate_ext(tsync_store *s, const char *table,
+                              const tsync_replicate_options *opts)
+{
+    static const tsync_replicate_options none = TSYNC_REPLICATE_OPTIONS_INIT;
+    if (!opts) opts = &none;
+    if (opts->version < 1 || opts->version > TSYNC_REPLICATE_OPTIONS_VERSION)
+        return tsync__err(TSYNC_EVERSION,
+                          "tsync_replicate_options version %u: this library knows 1",
+                          opts->version);
     if (!table || !*table) return tsync__err(TSYNC_EINVAL, "no table name given");
     int rc = tsync__begin(s);
     if (rc) return rc;
-    rc = tsync__replicate_locked(s, table, counters, ncounters);
+    rc = tsync__replicate_policies_locked(s, table, opts->counters, opts->ncounters, opts->policies,
+                                          opts->npolicies);
     /* The rows already there are local inserts: sealed first, they get their clocks before
      * parked changes from other tills are applied against them. */
     if (rc == 0) rc = tsync__seal_locked(s, NULL);

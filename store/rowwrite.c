@@ -309,6 +309,27 @@ int tsync__rw_current(tsync__rowwriter *w, tsync__wrow *r, int col, tsync__val *
     return x == SQLITE_DONE ? 0 : tsync__err_sqlite(w->s->db, x, "read row");
 }
 
+int tsync__rw_pick(tsync__rowwriter *w, tsync__wrow *r, int col, const tsync__val *v, tsync__hlc h,
+                   const uint8_t *site, const uint8_t *cur_site, int *cmp)
+{
+    tsync__colclk cur = r->meta.col[col];
+    int policy = r->t->policy[col];
+    int reg = policy == TSYNC__POLICY_MAX || policy == TSYNC__POLICY_MIN;
+    *cmp = 1;
+    if (cur.hlc == 0) return 0;
+    if (!reg) *cmp = tsync__lww_cmp(h, site, cur.hlc, cur_site);
+    if (*cmp && !reg) return 0;
+    tsync__val cv;
+    sqlite3_stmt *owner;
+    int rc = tsync__rw_current(w, r, col, &cv, &owner);
+    if (rc) return rc;
+    if (reg) *cmp = tsync__reg_pick(policy, v, h, site, &cv, cur.hlc, cur_site);
+    /* Same clock and site: only two branches of a fork do that. */
+    if (*cmp == 0) *cmp = tsync__val_cmp(v, &cv);
+    if (owner) sqlite3_reset(owner);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- conflicts and parked rows */
 
 int tsync__rw_conflict(tsync__rowwriter *w, tsync__wrow *r, int col, const tsync__val *remote,
@@ -320,9 +341,10 @@ int tsync__rw_conflict(tsync__rowwriter *w, tsync__wrow *r, int col, const tsync
     sqlite3_stmt *owner;
     int rc = tsync__rw_current(w, r, col, &cur, &owner);
     if (rc) return rc;
-    sqlite3_stmt *st = tsync__prep(s, "INSERT INTO tsync_conflicts(at_ms, tbl, pk, col, win_val, "
-                                      "win_hlc, win_site, lose_val, lose_hlc, lose_site, cid, "
-                                      "key) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)");
+    sqlite3_stmt *st =
+        tsync__prep(s, "INSERT INTO tsync_conflicts(at_ms, tbl, pk, col, win_val, "
+                       "win_hlc, win_site, lose_val, lose_hlc, lose_site, cid, "
+                       "key, kind) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)");
     if (!st) {
         if (owner) sqlite3_reset(owner);
         return tsync__err_sqlite(s->db, SQLITE_ERROR, "record conflict");
@@ -347,6 +369,7 @@ int tsync__rw_conflict(tsync__rowwriter *w, tsync__wrow *r, int col, const tsync
                        local_site);
     sqlite3_bind_blob(st, 11, cid, sizeof cid, SQLITE_TRANSIENT);
     sqlite3_bind_blob(st, 12, r->key, (int)r->klen, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 13, r->t->policy[col] == TSYNC__POLICY_REVIEW);
     rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (owner) sqlite3_reset(owner);

@@ -54,11 +54,21 @@ TSYNC_WARN_UNUSED int tsync__rw_current(tsync__rowwriter *w, tsync__wrow *r, int
 
 /* Records a conflict on column col in tsync_conflicts: the remote write (value, clock, site id)
  * against the local one (r->meta's clock, whose site id is local_site; NULL when unknown), the
- * winner first. Counts it in the report. */
+ * winner first, with kind 1 for a review column (an open conflict a person settles). Counts it in
+ * the report. */
 TSYNC_WARN_UNUSED int tsync__rw_conflict(tsync__rowwriter *w, tsync__wrow *r, int col,
                                          const tsync__val *remote, tsync__hlc rhlc,
                                          const uint8_t *rsite, const uint8_t *local_site,
                                          int remote_wins, uint64_t now_ms);
+
+/* Whether a write (v, h, site) to column col of r wins over what the row holds (r->meta's clock,
+ * whose site id is cur_site): by the column's policy, LWW by (clock, site id), a max/min register
+ * by value, then by clock (crdt/reg.c); a column never written (clock 0) takes any write. Equal
+ * clocks and sites (two branches of a fork) are ordered by value so that every replica picks the
+ * same. *cmp > 0: the write wins. */
+TSYNC_WARN_UNUSED int tsync__rw_pick(tsync__rowwriter *w, tsync__wrow *r, int col,
+                                     const tsync__val *v, tsync__hlc h, const uint8_t *site,
+                                     const uint8_t *cur_site, int *cmp);
 
 /* Parks a change in tsync_parked: row `row` of batch (site, seq), table tbl, column col (NULL: the
  * whole row) for reason; seq 0: a row a local constraint kept out (its clocks are kept). Counts

@@ -10,12 +10,15 @@
  *
  * Design notes
  * - The description is msgpack `[format, tables]`, each table `[name, cols]`, each column
- *   `[name, type, key, counter]` (key: 0, or the column's position in the primary key from 1;
- *   counter: 0 or 1). Names and declared types are in ASCII lower case (SQLite compares names
- *   ASCII-case-insensitively, and a declared type's affinity does not depend on case), types with
- *   runs of blanks made one space; tables and columns sorted by name bytewise. So two tills have
- *   the same bytes, and the same digest, exactly when they replicate the same tables with the same
- *   columns, types, keys and counters; column order does not matter (batches name columns).
+ *   `[name, type, key, role]` (key: 0, or the column's position in the primary key from 1;
+ *   role: 0 LWW, 1 counter, and since column policies 2 max, 3 min, 4 review; a till that knows
+ *   only 0 and 1 refuses a description with a policy, with a clear error, and a table without
+ *   policies is described in the same bytes as before). Names and declared types are in ASCII lower
+ * case (SQLite compares names ASCII-case-insensitively, and a declared type's affinity does not
+ * depend on case), types with runs of blanks made one space; tables and columns sorted by name
+ * bytewise. So two tills have the same bytes, and the same digest, exactly when they replicate the
+ * same tables with the same columns, types, keys and counters; column order does not matter
+ * (batches name columns).
  * - The decoder accepts only that canonical form. A description is advisory (it changes what
  *   status shows, never what merges), so it is not signed; it arrives over an authenticated
  *   session or in a bundle whose batches are verified.
@@ -112,7 +115,7 @@ static int describe_table(tsync_store *s, const tsync__table *t, ltable *o)
         lcol *lc = &o->cols[o->ncols++];
         lc->name = strdup(t->cols[c]);
         lc->type = NULL;
-        lc->counter = t->is_counter[c];
+        lc->counter = t->is_counter[c] ? 1 : t->policy[c] ? 1 + t->policy[c] : 0;
         lc->key = 0;
         for (int k = 0; k < t->npk; k++)
             if (t->pk[k] == c) lc->key = k + 1;
@@ -335,9 +338,15 @@ int tsync__schema_decode(const uint8_t *p, size_t n, tsync__schema *out, tsync__
             if (!tsync__mpr_uint(&r, &key) || key > TSYNC__MAX_PK_COLS)
                 FAIL("table %.*s: column %.*s: the key position is not a uint 0..%d",
                      (int)t->name_len, t->name, (int)col->name_len, col->name, TSYNC__MAX_PK_COLS);
-            if (!tsync__mpr_uint(&r, &ctr) || ctr > 1)
-                FAIL("table %.*s: column %.*s: the counter flag is not 0 or 1", (int)t->name_len,
-                     t->name, (int)col->name_len, col->name);
+            if (!tsync__mpr_uint(&r, &ctr) || ctr > 1 + TSYNC__POLICY_REVIEW)
+                FAIL("table %.*s: column %.*s: the counter flag is not 0 or 1, nor a policy "
+                     "2..%d (max, min, review)",
+                     (int)t->name_len, t->name, (int)col->name_len, col->name,
+                     1 + TSYNC__POLICY_REVIEW);
+            if (key && ctr > 1)
+                FAIL("table %.*s: column %.*s: a key column takes no policy (the counter flag "
+                     "is not 0 or 1)",
+                     (int)t->name_len, t->name, (int)col->name_len, col->name);
             if (key && ctr)
                 FAIL("table %.*s: column %.*s is both a key column and a counter", (int)t->name_len,
                      t->name, (int)col->name_len, col->name);
@@ -349,7 +358,8 @@ int tsync__schema_decode(const uint8_t *p, size_t n, tsync__schema *out, tsync__
                 npk++;
             }
             col->key = (uint8_t)key;
-            col->counter = (uint8_t)ctr;
+            col->counter = ctr == 1;
+            col->policy = (uint8_t)(ctr > 1 ? ctr - 1 : 0);
         }
         if (npk == 0 || keys != ((1u << (npk + 1)) - 2))
             FAIL("table %.*s: the key positions are not 1..n", (int)t->name_len, t->name);
@@ -391,6 +401,12 @@ static void diff_table(const tsync__stable *h, const tsync__stable *t, tsync__sc
             snprintf(w, sizeof w, "column %s: %s here, %s there", cn,
                      a->counter ? "a counter" : "a plain column",
                      b->counter ? "a counter" : "a plain column");
+            fn(ctx, tn, cn, w);
+        }
+        if (a->policy != b->policy) {
+            snprintf(w, sizeof w, "column %s: merges by %s here, by %s there", cn,
+                     tsync__policy_name(a->policy) ?: "lww",
+                     tsync__policy_name(b->policy) ?: "lww");
             fn(ctx, tn, cn, w);
         }
         if (a->key != b->key) {
@@ -726,6 +742,8 @@ int tsync_store_schema_json(char **out, tsync_store *s, uint8_t digest[TSYNC_HAS
             json_object_set_new(jc, "type", json_stringn(col->type, col->type_len));
             json_object_set_new(jc, "key", json_integer(col->key));
             json_object_set_new(jc, "counter", json_boolean(col->counter));
+            if (col->policy)
+                json_object_set_new(jc, "policy", json_string(tsync__policy_name(col->policy)));
             json_array_append_new(cols, jc);
         }
         json_object_set_new(jt, "columns", cols);

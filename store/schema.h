@@ -25,6 +25,7 @@ typedef struct {
     uint32_t name_len, type_len;
     uint8_t key;     /* 0: not a key column; k: the k-th key column */
     uint8_t counter; /* a PN-counter column */
+    uint8_t policy;  /* TSYNC__POLICY_* (crdt/crdt.h): max, min, review, or 0 for LWW */
 } tsync__scol;
 
 typedef struct {

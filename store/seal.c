@@ -243,15 +243,22 @@ static int seal_flush(tsync_store *s, bbuild *cur, uint64_t *seq, uint8_t prev[T
         x->cols = tsync__pool_alloc(a, (size_t)t->ncols * sizeof *x->cols);
         x->col_len = tsync__pool_alloc(a, (size_t)t->ncols * sizeof *x->col_len);
         x->counters = tsync__pool_alloc(a, (size_t)t->ncols * sizeof *x->counters);
-        if (!x->cols || !x->col_len || !x->counters) {
+        x->policy_cols = tsync__pool_alloc(a, (size_t)t->ncols * sizeof *x->policy_cols);
+        x->policies = tsync__pool_alloc(a, (size_t)t->ncols);
+        if (!x->cols || !x->col_len || !x->counters || !x->policy_cols || !x->policies) {
             rc = tsync__err(TSYNC_ENOMEM, "out of memory");
             goto out;
         }
+        /* Non-key columns keep their order in the batch: counters and policies ascend. */
         for (int c = 0; c < t->ncols; c++) {
             int b = cur->bt[i].ord2b[c];
             x->cols[b] = t->cols[c];
             x->col_len[b] = (uint32_t)strlen(t->cols[c]);
             if (t->is_counter[c]) x->counters[x->ncounters++] = (uint32_t)b;
+            if (t->policy[c]) {
+                x->policy_cols[x->npolicies] = (uint32_t)b;
+                x->policies[x->npolicies++] = t->policy[c];
+            }
         }
     }
 

@@ -150,7 +150,9 @@ static int ex_table(exporter *x, int ti, const int *ord2b)
     b->cols = tsync__arena_alloc(&x->a, (size_t)t->ncols * sizeof *b->cols);
     b->col_len = tsync__arena_alloc(&x->a, (size_t)t->ncols * sizeof *b->col_len);
     b->counters = tsync__arena_alloc(&x->a, (size_t)t->ncols * sizeof *b->counters);
-    if (!b->cols || !b->col_len || !b->counters) return -1;
+    b->policy_cols = tsync__arena_alloc(&x->a, (size_t)t->ncols * sizeof *b->policy_cols);
+    b->policies = tsync__arena_alloc(&x->a, (size_t)t->ncols);
+    if (!b->cols || !b->col_len || !b->counters || !b->policy_cols || !b->policies) return -1;
     for (int c = 0; c < t->ncols; c++) {
         b->cols[ord2b[c]] = t->cols[c];
         b->col_len[ord2b[c]] = (uint32_t)strlen(t->cols[c]);
@@ -158,6 +160,12 @@ static int ex_table(exporter *x, int ti, const int *ord2b)
     for (uint32_t k = 0; k < b->ncols; k++) /* ascending chunk index */
         for (int c = 0; c < t->ncols; c++)
             if (ord2b[c] == (int)k && t->is_counter[c]) b->counters[b->ncounters++] = k;
+    for (uint32_t k = 0; k < b->ncols; k++) /* the column policies, likewise */
+        for (int c = 0; c < t->ncols; c++)
+            if (ord2b[c] == (int)k && t->policy[c]) {
+                b->policy_cols[b->npolicies] = k;
+                b->policies[b->npolicies++] = t->policy[c];
+            }
     x->sz_tables += tsync__snap_table_size(b);
     x->tlocal[x->c.ntables] = ti;
     x->tmap[ti] = (int)++x->c.ntables;

@@ -263,18 +263,13 @@ static int apply_row(ictx *ic, const tsync__snap_row *row)
         tsync__colclk cur = r.meta.col[col];
         const uint8_t *lid = lsite_id(ic, cur.site);
         int same = cur.hlc == e->hlc && memcmp(lid, rid, TSYNC__SITE_BYTES) == 0;
-        int cmp = cur.hlc == 0 ? 1 : tsync__lww_cmp(e->hlc, rid, cur.hlc, lid);
-        if (cmp == 0) {
-            /* Same clock and site: the same write, or two branches of a fork; order by value so
-             * every replica picks the same one. */
-            tsync__val cv;
-            sqlite3_stmt *owner;
-            if ((rc = tsync__rw_current(&ic->w, &r, col, &cv, &owner))) break;
-            cmp = tsync__val_cmp(&e->val, &cv);
-            if (owner) sqlite3_reset(owner);
-        }
+        /* By the column's policy (LWW, or a max/min register); the same clock and site: the same
+         * write, or two branches of a fork, ordered by value so every replica picks the same. */
+        int cmp;
+        if ((rc = tsync__rw_pick(&ic->w, &r, col, &e->val, e->hlc, rid, lid, &cmp))) break;
         int wins = cmp > 0;
-        if (cur.hlc && !same) {
+        if (cur.hlc && !same &&
+            (t->policy[col] == TSYNC__POLICY_LWW || t->policy[col] == TSYNC__POLICY_REVIEW)) {
             /* A snapshot has no history. The pair is taken as concurrent when the winning side
              * did not yet hold the losing write: what merge concludes from a batch's overwritten
              * clock, up to a winner whose state held the loser only after writing (then the
@@ -363,6 +358,11 @@ static int chunk_maps(ictx *ic, const tsync__snap_chunk *c)
         if ((int)bt->npk != ct->t->npk) ct->why = "its key columns differ here";
         for (uint32_t k = 0; !ct->why && k < bt->npk; k++)
             if (ct->map[k] != ct->t->pk[k]) ct->why = "its key columns differ here";
+        /* A column that merges by another rule there (max, min, review, LWW) would merge
+         * differently here: refused until the definitions agree. */
+        for (uint32_t k = 0; !ct->why && k < bt->ncols; k++)
+            if (ct->map[k] >= 0 && tsync__btable_policy(bt, k) != ct->t->policy[ct->map[k]])
+                ct->why = "a column policy (max, min, review) differs there";
     }
     return 0;
 }

@@ -53,6 +53,40 @@ static const char *SCHEMA =
     "INSERT OR IGNORE INTO tsync_meta VALUES('format', 1);"
     "INSERT OR IGNORE INTO tsync_meta VALUES('hlc', 0);";
 
+/* Columns added after the tables above were first created, each with the DEFAULT every existing
+ * row takes: databases of an older build get them at their first open by this one (the same path
+ * a new database takes, so there is one). tsync_tables.policies: the column policies
+ * (store/replicate.c); tsync_conflicts.kind: 0 LWW, 1 review (an open conflict a person settles).
+ */
+static const struct {
+    const char *table, *column, *decl;
+} ADDED_COLUMNS[] = {
+    {"tsync_tables", "policies", "TEXT NOT NULL DEFAULT '{}'"},
+    {"tsync_conflicts", "kind", "INTEGER NOT NULL DEFAULT 0"},
+};
+
+static int added_columns(tsync_store *s)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof ADDED_COLUMNS / sizeof *ADDED_COLUMNS; i++) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM pragma_table_info(?1) WHERE name=?2", -1, &st,
+                               NULL) != SQLITE_OK)
+            return tsync__err_sqlite(s->db, SQLITE_ERROR, "read schema");
+        sqlite3_bind_text(st, 1, ADDED_COLUMNS[i].table, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, ADDED_COLUMNS[i].column, -1, SQLITE_STATIC);
+        int x = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (x == SQLITE_ROW) continue;
+        if (x != SQLITE_DONE) return tsync__err_sqlite(s->db, x, "read schema");
+        char *sql = sqlite3_mprintf("ALTER TABLE %s ADD COLUMN %s %s", ADDED_COLUMNS[i].table,
+                                    ADDED_COLUMNS[i].column, ADDED_COLUMNS[i].decl);
+        rc = sql ? tsync__exec(s, sql) : tsync__err(TSYNC_ENOMEM, "out of memory");
+        sqlite3_free(sql);
+    }
+    return rc;
+}
+
 uint64_t tsync__now_ms(tsync_store *s)
 {
     return (uint64_t)((int64_t)tsync__wall_ms() + s->clock_offset_ms);
@@ -411,6 +445,7 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
     if (rc == 0 && !s->read_only) rc = tsync__exec(s, "BEGIN IMMEDIATE");
     if (rc == 0 && !s->read_only) {
         rc = tsync__exec(s, SCHEMA);
+        if (rc == 0) rc = added_columns(s);
         if (rc == 0)
             rc = tsync__exec(s, "COMMIT");
         else

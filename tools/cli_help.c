@@ -30,12 +30,18 @@ static const cmd_help CMDS[] = {
      "\n"
      "  --json         print the rows of every statement as one array of objects, SQL types\n"
      "                 kept (blobs as hex)\n"},
-    {"replicate", "DB TABLE [--counter COLUMN]...", "make TABLE replicated",
+    {"replicate", "DB TABLE [--counter COLUMN]... [--max|--min|--review COLUMN]...",
+     "make TABLE replicated",
      "Makes TABLE replicated: its rows merge across tills (last writer wins per field). TABLE\n"
      "needs a primary key that is not a rowid alias. A table named like an option goes after\n"
      "--: tillsync replicate DB -- -x\n"
      "\n"
-     "  --counter COLUMN  COLUMN (INTEGER) is a PN-counter: concurrent increments add up\n"},
+     "  --counter COLUMN  COLUMN (INTEGER) is a PN-counter: concurrent increments add up\n"
+     "  --max COLUMN      COLUMN keeps the largest value ever written (SQLite's order: numbers,\n"
+     "                    then text, then blobs; NULL is no value); a write below it is undone\n"
+     "  --min COLUMN      COLUMN keeps the smallest value ever written, likewise\n"
+     "  --review COLUMN   last writer wins, and every concurrent write is an open conflict a\n"
+     "                    person settles (tillsync status counts them)\n"},
     {"state", "DB [--json]", "site id, incarnation and version vector",
      "Prints this till's site id, incarnation, public key, clock and version vector.\n"
      "The --json form is what bundle --since reads.\n"
@@ -182,7 +188,8 @@ static const cmd_help CMDS[] = {
      "  --json         as JSON (\"running\", \"state\": ok or attention, \"attention\": why)\n"
      "  --key PATH     the device key file (default: DB.key)\n"},
     {"schema", "DB [--json]", "this till's replicated tables as compared with other tills",
-     "Names, types, key and counters of the replicated tables, and their digest.\n"
+     "Names, types, key, counters and column policies (max, min, review) of the replicated\n"
+     "tables, and their digest.\n"
      "\n"
      "  --json         as JSON\n"},
     {"parked", "DB [--json] [--limit N]", "changes from other tills not applied here, and why",

@@ -672,6 +672,8 @@ int cmd_status(int argc, char **argv)
         json_array_append_new(need, json_string("clock"));
     if (json_array_size(json_object_get(logj, "behind")))
         json_array_append_new(need, json_string("log_behind"));
+    if (json_integer_value(json_object_get(out, "review_open")) > 0)
+        json_array_append_new(need, json_string("review_conflicts"));
     size_t pi;
     json_t *pv;
     json_array_foreach(json_object_get(out, "peers"), pi, pv)
@@ -773,6 +775,11 @@ int cmd_status(int argc, char **argv)
                (long long)json_integer_value(json_object_get(out, "unsealed")));
         print_log(db, logj);
         cli_schema_status_print(out);
+        json_int_t review = json_integer_value(json_object_get(out, "review_open"));
+        if (review > 0)
+            printf("attention: %lld conflict%s on review columns wait%s for a person to settle "
+                   "(the winner shows until then; 'tillsync conflicts %s')\n",
+                   (long long)review, review == 1 ? "" : "s", review == 1 ? "s" : "", db);
         json_t *rb = json_object_get(out, "last_rollback");
         if (json_integer_value(json_object_get(out, "rollbacks")) > 0 && json_is_object(rb)) {
             char a[32];

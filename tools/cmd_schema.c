@@ -60,6 +60,8 @@ int cmd_schema(int argc, char **argv)
                    type && type[0] ? " " : "", type ? type : "");
             if (key) printf(" key %lld", (long long)key);
             if (json_is_true(json_object_get(c, "counter"))) printf(" counter");
+            if (json_is_string(json_object_get(c, "policy")))
+                printf(" %s", json_string_value(json_object_get(c, "policy")));
         }
         printf(")\n");
     }

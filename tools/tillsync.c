@@ -302,47 +302,66 @@ static int cmd_sql(int argc, char **argv)
     return ret;
 }
 
-/* replicate's --counter COLUMN, repeatable. */
+/* replicate's --counter COLUMN and --max/--min/--review COLUMN, repeatable. */
 typedef struct {
     const char **ctr;
     size_t n;
+    tsync_column_policy *pol;
+    size_t npol;
 } counters;
 
 static int on_counter(void *ctx, int c, const char *v)
 {
     counters *k = ctx;
-    (void)c;
-    k->ctr[k->n++] = v;
+    if (c == 'c')
+        k->ctr[k->n++] = v;
+    else
+        k->pol[k->npol++] = (tsync_column_policy){v, c == 'M'   ? TSYNC_POLICY_MAX
+                                                     : c == 'm' ? TSYNC_POLICY_MIN
+                                                                : TSYNC_POLICY_REVIEW};
     return 0;
 }
 
 static int cmd_replicate(int argc, char **argv)
 {
     static const struct option opts[] = {{"counter", required_argument, NULL, 'c'},
+                                         {"max", required_argument, NULL, 'M'},
+                                         {"min", required_argument, NULL, 'm'},
+                                         {"review", required_argument, NULL, 'r'},
                                          {NULL, 0, NULL, 0}};
-    counters k = {calloc((size_t)argc, sizeof(const char *)), 0};
+    counters k = {calloc((size_t)argc, sizeof(const char *)), 0,
+                  calloc((size_t)argc, sizeof(tsync_column_policy)), 0};
     const char **ctr = k.ctr;
     const char *pos[2];
     int npos;
-    if (!ctr) return 1;
+    if (!ctr || !k.pol) {
+        free(ctr), free(k.pol);
+        return 1;
+    }
     int rc = cli_parse("replicate", argc, argv, opts, NULL, NULL, on_counter, &k, pos, 2, &npos);
     if (rc || npos < 2) {
-        free(ctr);
+        free(ctr), free(k.pol);
         return rc ? rc : cli_usage("replicate", "replicate needs DB and TABLE");
     }
     const char *table = pos[1];
     size_t n = k.n;
     tsync_store *s;
     if (open_db(pos[0], 0, &s)) {
-        free(ctr);
+        free(ctr), free(k.pol);
         return 1;
     }
     int ret = 0;
-    if (tsync_store_replicate(s, table, ctr, n) != 0)
+    tsync_replicate_options o = TSYNC_REPLICATE_OPTIONS_INIT;
+    o.counters = ctr;
+    o.ncounters = n;
+    o.policies = k.pol;
+    o.npolicies = k.npol;
+    if (tsync_store_replicate_ext(s, table, &o) != 0)
         ret = cli_fail("replicate");
     else
-        printf("table %s is replicated%s\n", table, n ? " (with counters)" : "");
-    free(ctr);
+        printf("table %s is replicated%s%s\n", table, n ? " (with counters)" : "",
+               k.npol ? " (with column policies)" : "");
+    free(ctr), free(k.pol);
     tsync_store_free(s);
     return ret;
 }

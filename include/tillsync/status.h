@@ -55,13 +55,15 @@ typedef struct {
     int64_t log_horizons; /* origins whose older batches were pruned (or came as a snapshot) */
     int64_t log_behind;   /* tills whose last acknowledgement is below the horizon: batches can
                              no longer catch them up (a snapshot, or a restore, must) */
+    /* Version 3: column policies (docs/DATA_MODEL.md, "Column policies"). */
+    int64_t review_open; /* open conflicts on --review columns (kind 1): a person settles each */
 } tsync_store_status;
 
-#define TSYNC_STORE_STATUS_VERSION 2
+#define TSYNC_STORE_STATUS_VERSION 3
 #define TSYNC_STORE_STATUS_INIT                                                                    \
     {                                                                                              \
         TSYNC_STORE_STATUS_VERSION, {0}, {0}, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0, 0,   \
-            0, 0, 0                                                                                \
+            0, 0, 0, 0                                                                             \
     }
 
 /* Sets *out to TSYNC_STORE_STATUS_INIT as of version (the caller's TSYNC_STORE_STATUS_VERSION), for
@@ -69,7 +71,8 @@ typedef struct {
  * newer than this library's). */
 TSYNC_API int tsync_store_status_init(tsync_store_status *out, uint32_t version);
 
-/* Reads the database's status into out (whose version the caller set; 1: without the log).
+/* Reads the database's status into out (whose version the caller set; 1: without the log; 2:
+ * without review_open).
  * Errors: TSYNC_EVERSION (out of an unknown version; nothing is filled), TSYNC_EIO. */
 TSYNC_API int tsync_store_status_get(tsync_store_status *out, tsync_store *s);
 
@@ -77,7 +80,8 @@ TSYNC_API int tsync_store_status_get(tsync_store_status *out, tsync_store *s);
 TSYNC_API void tsync_store_status_clear(tsync_store_status *st);
 
 /* True when the status needs a person: another till's definitions differ, signed migrations
- * cannot run here, or a till is behind the log's horizon (log_behind: in an enrolled shop it gets
+ * cannot run here, conflicts on review columns are open (version 3), or a till is behind the log's
+ * horizon (log_behind: in an enrolled shop it gets
  * a snapshot at its next session, which clears this; otherwise restore a current backup on it).
  * (Rows too large to send are reported in unsealable.) */
 TSYNC_API int tsync_store_status_attention(const tsync_store_status *st);
@@ -85,10 +89,10 @@ TSYNC_API int tsync_store_status_attention(const tsync_store_status *st);
 /* The database's status as one JSON object, in this order: "site", "public_key" (hex),
  * "rollbacks", "unsealable" (only when set), "held", "parked", "conflicts", "conflicts_open"
  * (journal entries no person resolved yet: tillsync/conflicts.h; -1 when unreadable), "forks",
- * "unsealed", "last_rollback" (object or null), "state" ("ok" or "attention", as
- * tsync_store_status_attention), "schema_mismatches" (as tsync_store_schema_mismatches_json),
- * "signed_migration_error" (string or null), "parked_changes" (the first parked_max parked
- * changes, as in tsync_store_parked_json).
+ * "unsealed", "review_open" (open conflicts on review columns; only when there are),
+ * "last_rollback" (object or null), "state" ("ok" or "attention", as tsync_store_status_attention),
+ * "schema_mismatches" (as tsync_store_schema_mismatches_json), "signed_migration_error" (string or
+ * null), "parked_changes" (the first parked_max parked changes, as in tsync_store_parked_json).
  * out: receives the text, the caller's (tsync_free()).
  * Errors: TSYNC_EIO, TSYNC_ENOMEM. */
 TSYNC_API int tsync_store_status_json(char **out, tsync_store *s, size_t parked_max);

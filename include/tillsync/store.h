@@ -89,6 +89,51 @@ TSYNC_API const uint8_t *tsync_store_site_id(tsync_store *s);
 TSYNC_API int tsync_store_replicate(tsync_store *s, const char *table, const char *const *counters,
                                     size_t ncounters);
 
+/* How a column merges (docs/DATA_MODEL.md, "Column policies"). */
+typedef enum {
+    TSYNC_POLICY_LWW = 0,   /* last writer wins (the default) */
+    TSYNC_POLICY_MAX = 1,   /* a max register: the largest value ever written, in SQLite's order */
+    TSYNC_POLICY_MIN = 2,   /* a min register: the smallest value ever written; NULL is no value */
+    TSYNC_POLICY_REVIEW = 3 /* LWW, and every concurrent write is an open conflict (kind 1) */
+} tsync_policy;
+
+/* One column's policy. column is borrowed for the duration of the call. */
+typedef struct {
+    const char *column;
+    int32_t policy; /* tsync_policy */
+} tsync_column_policy;
+
+/* Options of tsync_store_replicate_ext. Initialise with TSYNC_REPLICATE_OPTIONS_INIT or
+ * tsync_replicate_options_init(); fields are only ever added at the end. */
+typedef struct {
+    uint32_t version;            /* TSYNC_REPLICATE_OPTIONS_VERSION */
+    const char *const *counters; /* PN-counter columns, as tsync_store_replicate */
+    size_t ncounters;
+    const tsync_column_policy *policies; /* per-column policies; columns not named are LWW */
+    size_t npolicies;
+} tsync_replicate_options;
+
+#define TSYNC_REPLICATE_OPTIONS_VERSION 1
+#define TSYNC_REPLICATE_OPTIONS_INIT                                                               \
+    {                                                                                              \
+        TSYNC_REPLICATE_OPTIONS_VERSION, NULL, 0, NULL, 0                                          \
+    }
+
+/* Fills *out with the defaults of the given struct version (for bindings without the macro).
+ * Errors: TSYNC_EINVAL (out NULL), TSYNC_EVERSION (unknown version). */
+TSYNC_API int tsync_replicate_options_init(tsync_replicate_options *out, uint32_t version);
+
+/* tsync_store_replicate with column policies: the policies are recorded with the table's
+ * definition (tsync_tables, the schema description tills exchange, every batch and snapshot that
+ * carries the table), and this till's capture keeps a max/min column a register: a local write
+ * that would lower a max column (raise a min column) leaves it unchanged. opts may be NULL (no
+ * counters, no policies).
+ * Errors: as tsync_store_replicate; TSYNC_EINVAL (a policy other than max, min or review, or a
+ * column given two roles), TSYNC_EUNSUPPORTED (a policy on a key column), TSYNC_EVERSION
+ * (opts->version unknown). */
+TSYNC_API int tsync_store_replicate_ext(tsync_store *s, const char *table,
+                                        const tsync_replicate_options *opts);
+
 /* Runs SQL (one or more statements) on the store's connection, then seals. For each row of each
  * statement that returns rows, calls row(ctx, ncols, names, values) with values as text (NULL for
  * SQL NULL; blobs as hex). row may be NULL. A callback returning non-zero stops with TSYNC_ERROR.

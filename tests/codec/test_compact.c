@@ -76,8 +76,8 @@ static const tsync__btable *tables_of(uint32_t *n)
     static uint32_t l2[] = {4, 4, 3, 4, 2};
     static uint32_t k2[] = {2, 4};
     static const tsync__btable t[2] = {
-        {"products", 8, 4, c1, l1, 1, 1, k1},
-        {"lines", 5, 5, c2, l2, 2, 2, k2},
+        {"products", 8, 4, c1, l1, 1, 1, k1, 0, NULL, NULL},
+        {"lines", 5, 5, c2, l2, 2, 2, k2, 0, NULL, NULL},
     };
     *n = 2;
     return t;

@@ -30,7 +30,7 @@ static void bodies(const tsync__bsite *s, uint64_t first, uint32_t n, uint8_t **
 {
     static const char *cols[] = {"id", "qty"};
     static uint32_t cl[] = {2, 3};
-    tsync__btable t = {"sales", 5, 2, cols, cl, 1, 0, NULL};
+    tsync__btable t = {"sales", 5, 2, cols, cl, 1, 0, NULL, 0, NULL, NULL};
     for (uint32_t k = 0; k < n; k++) {
         tsync__batch b = {0};
         b.format = TSYNC__BATCH_FORMAT;
