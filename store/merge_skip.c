@@ -67,7 +67,6 @@ typedef struct {
 struct tsync__mskip {
     tsync_store *s;
     sslot *slot;
-    uint8_t *bloom;   /* cap * 8 bits, two set per key in slot: most misses never probe */
     tsync__hlc *last; /* pass 1, by slot: the clock of the row's last change (freed after) */
     size_t cap, used;
     uint8_t *keys;
@@ -82,31 +81,6 @@ struct tsync__mskip {
     uint64_t now_ms;
     size_t skipped;
 };
-
-/* The two bloom bits of a key's hash (neither the slot index's low bits nor the tag's high ones
- * alone): a filled table's miss otherwise walks ~30 slots, and most lookups of a large file's
- * rows miss once the table is full (those rows are not tracked). */
-static void bloom_bits(uint64_t h, size_t cap, size_t b[2])
-{
-    size_t nbits = cap * 8;
-    b[0] = (size_t)(h >> 24) & (nbits - 1);
-    b[1] = (size_t)((h * 0x9e3779b97f4a7c15ull) >> 40) & (nbits - 1);
-}
-
-static void bloom_set(uint8_t *bloom, uint64_t h, size_t cap)
-{
-    size_t b[2];
-    bloom_bits(h, cap, b);
-    bloom[b[0] >> 3] |= (uint8_t)(1u << (b[0] & 7));
-    bloom[b[1] >> 3] |= (uint8_t)(1u << (b[1] & 7));
-}
-
-static int bloom_has(const uint8_t *bloom, uint64_t h, size_t cap)
-{
-    size_t b[2];
-    bloom_bits(h, cap, b);
-    return (bloom[b[0] >> 3] >> (b[0] & 7) & 1) && (bloom[b[1] >> 3] >> (b[1] & 7) & 1);
-}
 
 static uint64_t key_hash(const uint8_t *k, size_t n)
 {
@@ -129,12 +103,11 @@ int tsync__mskip_new(tsync__mskip **out, tsync_store *s)
     k->now_ms = tsync__ref_now_ms(s);
     k->cap = 64;
     k->slot = calloc(k->cap, sizeof *k->slot);
-    k->bloom = calloc(k->cap, 1);
     k->last = calloc(k->cap, sizeof *k->last);
     k->kcap = 4096;
     k->keys = malloc(k->kcap);
     k->klen = 1; /* offset 0 means empty */
-    if (!k->slot || !k->bloom || !k->last || !k->keys) {
+    if (!k->slot || !k->last || !k->keys) {
         tsync__mskip_free(k);
         return tsync__err(TSYNC_ENOMEM, "out of memory");
     }
@@ -161,7 +134,6 @@ void tsync__mskip_free(tsync__mskip *k)
     if (!k) return;
     tsync__merge_skipped_total += k->skipped;
     free(k->slot);
-    free(k->bloom);
     free(k->last);
     free(k->keys);
     free(k);
@@ -179,7 +151,7 @@ int tsync__mskip_active(const tsync__mskip *k)
 
 size_t tsync__mskip_kept_bytes(const tsync__mskip *k)
 {
-    return k && !k->off ? k->cap * (sizeof(sslot) + 1) + k->klen : 0;
+    return k && !k->off ? k->cap * sizeof(sslot) + k->klen : 0;
 }
 
 size_t tsync__mskip_skipped(const tsync__mskip *k)
@@ -266,18 +238,16 @@ static int grow(tsync__mskip *k)
     size_t nc = k->cap * 2;
     /* The budget is what stays for pass 2 (the slots and the keys written; the clocks of pass 1
      * are freed before it begins, and a reservation not written takes no memory). */
-    if (k->last == NULL || nc * (sizeof(sslot) + 1) + k->klen > tsync__merge_skip_bytes) {
+    if (k->last == NULL || nc * sizeof(sslot) + k->klen > tsync__merge_skip_bytes) {
         k->full = 1;
         return 0;
     }
     /* In two steps, the slots then the clocks, so the old and new of both never coexist: the
      * growth is pass 1's peak of memory. */
     sslot *ns = calloc(nc, sizeof *ns);
-    uint8_t *nb = calloc(nc, 1);
     uint32_t *to = malloc(k->cap * sizeof *to);
-    if (!ns || !nb || !to) {
+    if (!ns || !to) {
         free(ns);
-        free(nb);
         free(to);
         k->full = 1; /* merging without the summary's help is still right */
         return 0;
@@ -286,17 +256,13 @@ static int grow(tsync__mskip *k)
         to[i] = UINT32_MAX;
         if (!k->slot[i].koff) continue;
         const uint8_t *key = k->keys + k->slot[i].koff;
-        uint64_t h = key_hash(key, (size_t)key[0] + 1);
-        size_t j = h & (nc - 1);
+        size_t j = key_hash(key, (size_t)key[0] + 1) & (nc - 1);
         while (ns[j].koff) j = (j + 1) & (nc - 1);
         ns[j] = k->slot[i];
-        bloom_set(nb, h, nc);
         to[i] = (uint32_t)j;
     }
     free(k->slot);
-    free(k->bloom);
     k->slot = ns;
-    k->bloom = nb;
     tsync__hlc *nl = calloc(nc, sizeof *nl);
     if (nl)
         for (size_t i = 0; i < k->cap; i++)
@@ -316,13 +282,7 @@ static sslot *find(tsync__mskip *k, const uint8_t *key, size_t n, int add)
     uint64_t h = key_hash(key, n);
     uint16_t tag = (uint16_t)(h >> 48);
     size_t j = h & (k->cap - 1);
-    int maybe = bloom_has(k->bloom, h, k->cap);
-    if (!maybe && (!add || k->full)) return NULL; /* absent, and not to be added */
     while (k->slot[j].koff) {
-        if (!maybe) { /* absent: walk to the free slot only */
-            j = (j + 1) & (k->cap - 1);
-            continue;
-        }
         const uint8_t *o = k->keys + k->slot[j].koff;
         if (k->slot[j].tag == tag && o[0] + 1u == n && memcmp(o, key, n) == 0) return &k->slot[j];
         j = (j + 1) & (k->cap - 1);
@@ -330,8 +290,7 @@ static sslot *find(tsync__mskip *k, const uint8_t *key, size_t n, int add)
     if (!add || k->full || (k->used + 1) * 8 >= k->cap * 7) return NULL;
     if (k->klen + n > k->kcap) {
         size_t nk = k->kcap * 2;
-        if (nk > UINT32_MAX ||
-            k->klen + n + k->cap * (sizeof(sslot) + 1) > tsync__merge_skip_bytes) {
+        if (nk > UINT32_MAX || k->klen + n + k->cap * sizeof(sslot) > tsync__merge_skip_bytes) {
             k->full = 1;
             return NULL;
         }
@@ -344,7 +303,6 @@ static sslot *find(tsync__mskip *k, const uint8_t *key, size_t n, int add)
         k->kcap = nk;
     }
     memcpy(k->keys + k->klen, key, n);
-    bloom_set(k->bloom, h, k->cap);
     sslot *sl = &k->slot[j];
     memset(sl, 0, sizeof *sl);
     sl->koff = (uint32_t)k->klen;
@@ -475,10 +433,8 @@ static void compact(tsync__mskip *k)
         }
     if (!keep) {
         free(k->slot);
-        free(k->bloom);
         free(k->keys);
         k->slot = NULL;
-        k->bloom = NULL;
         k->keys = NULL;
         k->cap = k->used = k->klen = k->kcap = 0;
         k->off = 1;
@@ -488,11 +444,9 @@ static void compact(tsync__mskip *k)
     size_t nc = 64;
     while (nc < keep * 2) nc *= 2;
     sslot *ns = calloc(nc, sizeof *ns);
-    uint8_t *nb = calloc(nc, 1);
     uint8_t *nk = malloc(kbytes);
-    if (!ns || !nb || !nk) { /* the summary as it is still answers right */
+    if (!ns || !nk) { /* the summary as it is still answers right */
         free(ns);
-        free(nb);
         free(nk);
         return;
     }
@@ -501,20 +455,16 @@ static void compact(tsync__mskip *k)
         if (!useful(&k->slot[i])) continue;
         const uint8_t *key = k->keys + k->slot[i].koff;
         size_t n = (size_t)key[0] + 1;
-        uint64_t h = key_hash(key, n);
-        size_t j = h & (nc - 1);
+        size_t j = key_hash(key, n) & (nc - 1);
         while (ns[j].koff) j = (j + 1) & (nc - 1);
         ns[j] = k->slot[i];
         ns[j].koff = (uint32_t)klen;
-        bloom_set(nb, h, nc);
         memcpy(nk + klen, key, n);
         klen += n;
     }
     free(k->slot);
-    free(k->bloom);
     free(k->keys);
     k->slot = ns;
-    k->bloom = nb;
     k->keys = nk;
     k->cap = nc;
     k->used = keep;
