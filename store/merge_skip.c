@@ -412,6 +412,66 @@ int tsync__mskip_batch(tsync__mskip *k, const tsync__batch *b,
     return 0;
 }
 
+/* Whether pass 2 can leave out a change of the row: its chain holds changes strictly between its
+ * start and its last (tsync__mskip_row). */
+static int useful(const sslot *sl)
+{
+    return sl->koff && (sl->flags & (F_BROKEN | F_CHAIN)) == F_CHAIN && sl->n >= sl->start + 3u;
+}
+
+/* After pass 1, only the rows with a change to leave out stay: pass 2 then looks every change up
+ * in a sparser table (a miss in a table filled to 7/8 probes ~30 slots), and a file whose rows
+ * change at most twice (new rows: an insert and an update) drops the summary whole, with its
+ * lookups and its claim on the fold's memory (TSYNC__MERGE_SKIP_BIG). */
+static void compact(tsync__mskip *k)
+{
+    size_t keep = 0, kbytes = 1;
+    for (size_t i = 0; i < k->cap; i++)
+        if (useful(&k->slot[i])) {
+            keep++;
+            kbytes += k->keys[k->slot[i].koff] + 1u;
+        }
+    if (!keep) {
+        free(k->slot);
+        free(k->keys);
+        k->slot = NULL;
+        k->keys = NULL;
+        k->cap = k->used = k->klen = k->kcap = 0;
+        k->off = 1;
+        return;
+    }
+    if (keep * 2 > k->used) return; /* most stay: a rebuild would save little */
+    size_t nc = 64;
+    while (nc < keep * 2) nc *= 2;
+    sslot *ns = calloc(nc, sizeof *ns);
+    uint8_t *nk = malloc(kbytes);
+    if (!ns || !nk) { /* the summary as it is still answers right */
+        free(ns);
+        free(nk);
+        return;
+    }
+    size_t klen = 1;
+    for (size_t i = 0; i < k->cap; i++) {
+        if (!useful(&k->slot[i])) continue;
+        const uint8_t *key = k->keys + k->slot[i].koff;
+        size_t n = (size_t)key[0] + 1;
+        size_t j = key_hash(key, n) & (nc - 1);
+        while (ns[j].koff) j = (j + 1) & (nc - 1);
+        ns[j] = k->slot[i];
+        ns[j].koff = (uint32_t)klen;
+        memcpy(nk + klen, key, n);
+        klen += n;
+    }
+    free(k->slot);
+    free(k->keys);
+    k->slot = ns;
+    k->keys = nk;
+    k->cap = nc;
+    k->used = keep;
+    k->klen = k->kcap = klen;
+    k->full = 1; /* pass 2 adds nothing */
+}
+
 int tsync__mskip_end(tsync__mskip *k)
 {
     free(k->last);
@@ -432,6 +492,7 @@ int tsync__mskip_end(tsync__mskip *k)
             if (rv == 1) k->off = 1;
         }
     }
+    if (!k->off) compact(k);
     return 0;
 }
 
