@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 JOBS=${JOBS:-2}
 
 echo "== formatting (.clang-format)"
-find util codec crdt store net tools tests fuzz bench include examples -name '*.[ch]' \
+find util codec crdt store net tools tests fuzz bench include examples ext -name '*.[ch]' \
     -exec clang-format --dry-run -Werror {} +
 
 echo "== build (warnings are errors)"
