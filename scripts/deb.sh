@@ -113,6 +113,18 @@ loaded=$(env -u LD_LIBRARY_PATH ldd /usr/bin/tillsync | sed -n 's/.*libtillsync.
 [ -f /usr/share/man/man1/tillsync.1.gz ] || fail "no tillsync(1) in /usr/share/man/man1"
 echo "ok: tillsync --version: $out, library $loaded"
 
+# The SQLite extension in libtillsync0, loaded by the stock shell: uuid7() and a replicated write
+# sealed on a connection tillsync did not open.
+ext=/usr/lib/$multiarch/tillsync/tillsync
+[ -f "$ext.so" ] || fail "no $ext.so in libtillsync0"
+env -u LD_LIBRARY_PATH /usr/bin/tillsync init "$work/ext.db" >/dev/null || fail "tillsync init"
+got=$(env -u LD_LIBRARY_PATH sqlite3 "$work/ext.db" ".load $ext" \
+    "CREATE TABLE p(id TEXT PRIMARY KEY DEFAULT (uuid7()), name TEXT)" \
+    "SELECT tillsync_replicate('p')" "INSERT INTO p(name) VALUES('pear')" \
+    "SELECT length(id) FROM p" "SELECT tillsync_seal()" 2>&1) || fail "the extension: $got"
+[ "$(printf '%s' "$got" | tr '\n' ' ')" = "1 36 1" ] || fail "the extension printed '$got'"
+echo "ok: .load $ext: uuid7(), tillsync_replicate(), tillsync_seal()"
+
 # The demo: three nodes on loopback, then the verdict (the same lines as tests/cli/cli_forms.sh).
 mkdir "$work/tmp"
 env -u LD_LIBRARY_PATH TMPDIR="$work/tmp" /usr/bin/tillsync demo >"$work/demo.out" 2>&1 ||
