@@ -371,8 +371,14 @@ static bool capture_sql(sqlite3_str *sql, int tid, const char *table, char *cons
         sqlite3_str_appendf(b[ALLC], "%s%s", i ? "," : "", qc[i]);
         sqlite3_str_appendf(b[OLDALL], "%sOLD.%s", i ? "," : "", qc[i]);
         if (!is_pk[i]) {
-            sqlite3_str_appendf(b[MASK], "%s(CASE WHEN NEW.%s IS NOT OLD.%s THEN %lld ELSE 0 END)",
-                                any ? "|" : "", qc[i], qc[i], 1LL << i);
+            /* Changed: another value byte for byte, or another type. IS NOT alone calls 7 and 7.0
+             * equal, and 'a' and 'A' in a NOCASE column: such an update was never captured, and
+             * the writing till kept a value no other till had. */
+            sqlite3_str_appendf(
+                b[MASK],
+                "%s(CASE WHEN NEW.%s IS NOT OLD.%s COLLATE BINARY OR typeof(NEW.%s) "
+                "!= typeof(OLD.%s) THEN %lld ELSE 0 END)",
+                any ? "|" : "", qc[i], qc[i], qc[i], qc[i], 1LL << i);
             any = 1;
         }
     }
@@ -478,8 +484,9 @@ static int capture_rebuild(tsync_store *s, const char *table)
 /* The version of the capture triggers this build writes, kept in tsync_meta 'capture'. 2: the
  * insert and update triggers refuse a row over TSYNC_MAX_ROW_BYTES. 3: one statement fewer per
  * captured insert (the NULL key check folded into the pending row's table id) and per delete
- * (the tombstone replaced in one statement). */
-#define CAPTURE_VERSION 3
+ * (the tombstone replaced in one statement). 4: an update that changes only a value's type or
+ * its letters' case under a NOCASE collation is captured. */
+#define CAPTURE_VERSION 4
 
 int tsync__capture_upgrade(tsync_store *s)
 {
