@@ -30,9 +30,9 @@ TestSuite(policy_property, .fini = th_cleanup);
 #define NKEY 3
 
 /* The values written, as SQL literals and as the model compares them. No two numbers of another
- * type compare equal (7 and 7.0): the capture triggers record an UPDATE by `IS NOT`, so one that
- * turns 7 into 7.0 in a column without affinity is not captured at all, for LWW columns as for
- * registers (a known limit of capture, not of the policies; crdt tests cover such ties). */
+ * type compare equal (7 and 7.0): the model takes the max by value and does not decide such ties
+ * by clock and site as the registers do (tests/crdt/test_crdt_reg.c covers the ties, and
+ * test_capture_types that an update from 7 to 7.0 is captured). */
 static const char *LIT[] = {"NULL", "-3",  "0",    "7",     "2.5",    "7.5",
                             "'a'",  "'b'", "'ab'", "X'00'", "X'0101'"};
 #define NLIT (sizeof LIT / sizeof *LIT)
