@@ -76,7 +76,10 @@ mkdir "$work/tillsync"
 git ls-files -z --cached --others --exclude-standard |
     tar -cf - --null -T - --ignore-failed-read 2>/dev/null | tar -xf - -C "$work/tillsync"
 [ -f "$work/tillsync/debian/rules" ] || fail "copying the checkout (git ls-files) to $work"
-(cd "$work/tillsync" && DEB_BUILD_OPTIONS="nocheck parallel=$JOBS" nice dpkg-buildpackage -us -uc -Pnocheck) \
+# The system's PATH, as a clean build root has: a python3 of pyenv or a venv first on PATH would
+# be the one pybuild builds python3-tillsync with (and it lacks Debian's build modules).
+(cd "$work/tillsync" && PATH=/usr/sbin:/usr/bin:/sbin:/bin DEB_BUILD_OPTIONS="nocheck parallel=$JOBS" \
+    nice dpkg-buildpackage -us -uc -Pnocheck) \
     >"$work/build.log" 2>&1 || { tail -60 "$work/build.log"; fail "dpkg-buildpackage"; }
 for p in $PKGS; do
     ls "$work/${p}_${deb_version}"_*.deb >/dev/null 2>&1 || fail "no .deb for $p"
@@ -160,6 +163,16 @@ cmake -S "$app" -B "$app/cm" -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS="-Wall -
 run_hello "$app/cm/hello"
 run_hello "$app/cm/hello_static"
 echo "ok: pkg-config --modversion $version; hello and hello_static built by pkg-config and find_package"
+
+# python3-tillsync: the installed package (not the source's python/tillsync) over the installed
+# libtillsync.so.0, with the project's pytest suite run from a copy.
+/usr/bin/python3 -c 'import sys, tillsync; sys.exit(not tillsync.__file__.startswith("/usr/lib/python3/dist-packages/"))' ||
+    fail "import tillsync does not find the installed python3-tillsync"
+cp -r python/tests "$work/pytests"
+(cd "$work" && env -u LD_LIBRARY_PATH -u TILLSYNC_LIBRARY PYTHONDONTWRITEBYTECODE=1 \
+    /usr/bin/python3 -m pytest -q -p no:cacheprovider pytests >"$work/pytest.log" 2>&1) ||
+    { tail -40 "$work/pytest.log"; fail "the Python tests against the installed python3-tillsync"; }
+echo "ok: python3-tillsync: $(tail -1 "$work/pytest.log")"
 
 # The service: the unit as systemd reads it, the system user it runs as, and its two commands
 # (ExecStartPre's init, ExecStart's --config with the example settings) as that user.

@@ -11,7 +11,7 @@ python3 python3-venv python3-pip python3-pytest python3-setuptools python3-wheel
 libmicrohttpd-dev curl"
 # The Debian packages (scripts/deb.sh, docs/PACKAGING.md): dpkg-buildpackage with debhelper, lintian,
 # and systemd for systemd-analyze verify and the sysusers entry of the tillsync package.
-PKGS="$PKGS debhelper lintian systemd"
+PKGS="$PKGS debhelper lintian systemd dh-python pybuild-plugin-pyproject python3-all"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
