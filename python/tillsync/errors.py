@@ -148,9 +148,10 @@ def make(code, message):
     return cls(message, code)
 
 
-def from_last(rc, what=None):
+def from_last(rc, what=None, report=None):
     """The exception for a call that returned rc, with tsync_error_last()'s message when it is
-    the record of that failure (same code), else the code's description."""
+    the record of that failure (same code), else the code's description; report (a refused
+    merge's or import's) becomes its .report."""
     from . import _lib
 
     lib = _lib.lib()
@@ -161,4 +162,7 @@ def from_last(rc, what=None):
         msg = lib.tsync_strerror(rc).decode("utf-8", "replace")
         if what:
             msg = "%s: %s" % (what, msg)
-    return make(rc, msg)
+    e = make(rc, msg)
+    if report is not None:
+        e.report = report
+    return e

@@ -28,6 +28,7 @@ import weakref
 from dataclasses import dataclass
 
 from . import _lib, errors
+from ._closing import Closing
 from ._lib import check, dec, enc
 
 log = logging.getLogger("tillsync")
@@ -90,7 +91,7 @@ def _close_all():
             pass
 
 
-class Node:
+class Node(Closing):
     """Keeps the database at db_path in sync with the shop's other tills.
 
     Node(db_path, listen=None, peers=(), on_change=None, on_peer_state=None, on_peer=None,
@@ -331,11 +332,3 @@ class Node:
             self.start()
         return self
 
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass

@@ -14,6 +14,7 @@ import os
 import sqlite3
 
 from . import _lib, errors
+from ._closing import Closing
 from ._lib import check, dec, enc
 
 SYNC_NORMAL = 1
@@ -100,7 +101,7 @@ def _fopen(path, mode):
     return f
 
 
-class Store:
+class Store(Closing):
     """An open replicated database.
 
     Store(path, create=False, key_path=None, synchronous=None, busy_timeout_ms=0,
@@ -138,18 +139,6 @@ class Store:
         if self._p is not None and self._p.value:
             _lib.lib().tsync_store_free(self._p)
         self._p = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     @property
     def closed(self):
@@ -321,9 +310,7 @@ class Store:
             rc = fn(*args, ctypes.byref(r))
             report = MergeReport(r)
             if rc != 0:
-                e = errors.from_last(rc)
-                e.report = report
-                raise e
+                raise errors.from_last(rc, report=report)
             return report
         finally:
             L.tsync_merge_report_clear(ctypes.byref(r))
@@ -443,9 +430,7 @@ class Store:
             )
             report = ImportReport(r, bad)
             if rc != 0:
-                e = errors.from_last(rc)
-                e.report = report
-                raise e
+                raise errors.from_last(rc, report=report)
             return report
         finally:
             c.fclose(f)

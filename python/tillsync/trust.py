@@ -10,6 +10,7 @@ from memory).
 import ctypes
 
 from . import _lib, errors
+from ._closing import Closing
 from ._lib import check, enc
 
 
@@ -43,7 +44,7 @@ def sign_options(days=0, device_name=None):
     return o
 
 
-class ShopKey:
+class ShopKey(Closing):
     """The shop's admin key. ShopKey.create(path, name) makes a new shop (a new key file, 0600,
     never overwritten: ExistsError); ShopKey.load(path) reads one (InvalidError when other users
     can read it). Context manager; close() wipes and frees it."""
@@ -85,18 +86,6 @@ class ShopKey:
         if self._p is not None:
             _lib.lib().tsync_shop_key_free(self._p)
         self._p = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def enrol(store_handle, records):
