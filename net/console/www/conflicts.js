@@ -1,0 +1,101 @@
+// The conflicts page: the journal of values two tills wrote while apart (GET /api/conflicts), both
+// values side by side with till names and times. An open one is resolved here: keep the value that
+// won, take the overwritten one, or enter a value (POST /api/conflicts/{id}/resolve); selected
+// ones, or all, are dismissed (POST /api/conflicts/dismiss). After each action the list reloads;
+// a failure shows its one-line reason in #conflicts-error.
+'use strict';
+
+(function () {
+  // One side of a conflict: the value, then which till wrote it and when.
+  function side(tr, s) {
+    const td = cell(tr, '');
+    if (!s) return;
+    td.append(el('div', { class: 'value', text: show(s.value) }),
+      el('div', { class: 'quiet small', text: (s.till || s.site || '?') + ' · ' + when(s.time_ms) }));
+  }
+
+  function key(k) {
+    return Array.isArray(k) ? k.map(show).join(', ') : show(k);
+  }
+
+  async function act(path, body) {
+    errorLine($('conflicts-error'), '');
+    try {
+      await api(path, { method: 'POST', json: body });
+    } catch (e) {
+      errorLine($('conflicts-error'), e.message);
+    }
+    load();
+  }
+
+  function row(c) {
+    const tr = el('tr', { 'data-id': c.id, class: c.open ? 'open' : 'resolved' });
+    const sel = cell(tr, '');
+    sel.append(el('input', { type: 'checkbox', class: 'select', 'aria-label': 'select conflict ' + c.id }));
+    cell(tr, c.table);
+    cell(tr, key(c.key));
+    cell(tr, c.column + (c.kind === 'review' ? ' (review)' : ''));
+    side(tr, c.winner);
+    side(tr, c.loser);
+    const r = c.resolved;
+    cell(tr, c.open ? 'open' : 'resolved: ' + (r ? r.how + ' by ' + (r.till || r.site || '?') : '?'),
+      c.open ? 'state-open' : 'state-resolved');
+    const acts = cell(tr, '', 'actions');
+    if (c.open) {
+      const input = el('input', { type: 'text', class: 'value-input', placeholder: 'new value',
+        'aria-label': 'value for conflict ' + c.id });
+      const base = '/api/conflicts/' + encodeURIComponent(c.id) + '/resolve';
+      acts.append(
+        el('button', { type: 'button', 'data-action': 'keep', text: 'Keep',
+          title: 'keep the value that won', onclick: () => act(base, { keep: true }) }),
+        el('button', { type: 'button', 'data-action': 'take-other', text: 'Take other',
+          title: 'take the overwritten value', onclick: () => act(base, { take: 'other' }) }),
+        input,
+        el('button', { type: 'button', 'data-action': 'value', text: 'Set',
+          title: 'write the value entered', onclick: () => act(base, { value: input.value }) }));
+    }
+    return tr;
+  }
+
+  async function load() {
+    const only = $('conflicts-open-only').checked;
+    let list;
+    try {
+      const j = await api('/api/conflicts' + (only ? '?open=1' : ''));
+      // An array of entries, or an object holding one (the contract's shape).
+      list = Array.isArray(j) ? j : (j && (j.conflicts || j.entries)) || [];
+    } catch (e) {
+      errorLine($('conflicts-error'), e.message);
+      return;
+    }
+    if (only) list = list.filter(c => c.open);
+    const body = $('conflicts').querySelector('tbody');
+    body.replaceChildren(...list.map(row));
+    $('no-conflicts').hidden = list.length > 0;
+    text($('no-conflicts'), only ? 'No open conflicts.' : 'No conflicts recorded.');
+    $('dismiss-selected').disabled = $('dismiss-all').disabled = list.length === 0;
+  }
+
+  function fresh() {
+    errorLine($('conflicts-error'), '');
+    load();
+  }
+
+  function init() {
+    $('conflicts-open-only').addEventListener('change', fresh);
+    $('dismiss-selected').addEventListener('click', () => {
+      const ids = [...document.querySelectorAll('#conflicts tbody input.select:checked')]
+        .map(i => Number(i.closest('tr').dataset.id));
+      if (ids.length === 0) {
+        errorLine($('conflicts-error'), 'select the conflicts to dismiss first');
+        return;
+      }
+      act('/api/conflicts/dismiss', { ids });
+    });
+    $('dismiss-all').addEventListener('click', () => {
+      if (confirm('Dismiss every conflict? The values stay as they are.')) act('/api/conflicts/dismiss', { all: true });
+    });
+  }
+
+  tsync.pages.conflicts = { init, show: fresh };
+})();
