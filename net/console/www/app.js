@@ -34,7 +34,12 @@ function ago(ms) {
   return new Date(ms).toLocaleString();
 }
 
-function when(ms) { return ms ? new Date(ms).toLocaleString() : ''; }
+// A moment: its time of day when it is today, else date and time.
+function when(ms) {
+  if (!ms) return '';
+  const d = new Date(ms);
+  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
+}
 
 function cell(tr, value, cls) {
   const td = document.createElement('td');

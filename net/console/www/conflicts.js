@@ -38,8 +38,12 @@
     side(tr, c.winner);
     side(tr, c.loser);
     const r = c.resolved;
-    cell(tr, c.open ? 'open' : 'resolved: ' + (r ? r.how + ' by ' + (r.till || r.site || '?') : '?'),
+    const state = cell(tr, c.open ? 'open' : 'resolved: ' + (r ? r.how + ' by ' + (r.till || r.site || '?') : '?'),
       c.open ? 'state-open' : 'state-resolved');
+    if (r) {
+      state.title = (r.how === 'take' || r.how === 'value' ? 'now ' + show(r.value) + ', ' : '') +
+        'at ' + when(r.at_ms);
+    }
     const acts = cell(tr, '', 'actions');
     if (c.open) {
       const input = el('input', { type: 'text', class: 'value-input', placeholder: 'new value',
