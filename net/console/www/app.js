@@ -3,7 +3,8 @@
 // that turns a failure into its one-line reason), the page switch (location.hash names the page),
 // and the overview: the node's status live from /api/events (server-sent events), drawn into the
 // header's indicator on every page. The other pages are conflicts.js, backups.js, io.js and
-// schema.js; each registers itself in tsync.pages with a show() called when its page is opened.
+// schema.js; each registers itself in tsync.pages with a show() called when its page is opened
+// (and may have init(), once the session is known, and onStatus(st), on every status event).
 // Data is only ever written with textContent, never as HTML.
 'use strict';
 
@@ -147,6 +148,7 @@ function render(st) {
   text(badge, open);
   badge.hidden = !open;
   text($('updated'), 'updated ' + new Date(st.updated_ms || Date.now()).toLocaleTimeString());
+  for (const p of Object.values(tsync.pages)) if (p.onStatus) p.onStatus(st);
 }
 
 // ---------------------------------------------------------------- page switch

@@ -2,7 +2,8 @@
 // values side by side with till names and times. An open one is resolved here: keep the value that
 // won, take the overwritten one, or enter a value (POST /api/conflicts/{id}/resolve); selected
 // ones, or all, are dismissed (POST /api/conflicts/dismiss). After each action the list reloads;
-// a failure shows its one-line reason in #conflicts-error.
+// a failure shows its one-line reason in #conflicts-error. While shown, the list also follows
+// what other tills do (a conflict resolved there shows resolved here within a few seconds).
 'use strict';
 
 (function () {
@@ -61,6 +62,8 @@
     return tr;
   }
 
+  let shown = null; // the list as last drawn (JSON), so an unchanged one is not redrawn
+
   async function load() {
     const only = $('conflicts-open-only').checked;
     let list;
@@ -73,8 +76,23 @@
       return;
     }
     if (only) list = list.filter(c => c.open);
+    const now = only + JSON.stringify(list);
+    if (now === shown) return;
+    shown = now;
+    // Redrawn: what a person typed or ticked in a row that is still there stays.
     const body = $('conflicts').querySelector('tbody');
+    const typed = {}, ticked = new Set();
+    for (const tr of body.rows) {
+      const v = tr.querySelector('input.value-input');
+      if (v && v.value) typed[tr.dataset.id] = v.value;
+      if (tr.querySelector('input.select:checked')) ticked.add(tr.dataset.id);
+    }
     body.replaceChildren(...list.map(row));
+    for (const tr of body.rows) {
+      const v = tr.querySelector('input.value-input');
+      if (v && typed[tr.dataset.id]) v.value = typed[tr.dataset.id];
+      tr.querySelector('input.select').checked = ticked.has(tr.dataset.id);
+    }
     $('no-conflicts').hidden = list.length > 0;
     text($('no-conflicts'), only ? 'No open conflicts.' : 'No conflicts recorded.');
     $('dismiss-selected').disabled = $('dismiss-all').disabled = list.length === 0;
@@ -101,5 +119,18 @@
     });
   }
 
-  tsync.pages.conflicts = { init, show: fresh };
+  // A conflict resolved or dismissed on another till changes no count in the node's status: while
+  // the page is on screen, the list is asked for again every few seconds (redrawn only if it
+  // changed), and at once when a new conflict is counted.
+  const POLL_MS = 5000;
+  let seen = null;
+  function onStatus(st) {
+    const now = String(st.conflicts);
+    if (seen !== null && now !== seen && visible()) load();
+    seen = now;
+  }
+  function visible() { return !$('page-conflicts').hidden && !document.hidden; }
+  setInterval(() => { if (tsync.csrf !== null && visible()) load(); }, POLL_MS);
+
+  tsync.pages.conflicts = { init, show: fresh, onStatus };
 })();
