@@ -1,13 +1,30 @@
-// The console's overview: the node's status, live from /api/events (server-sent events), and
-// its backups. The page is opened through /?token=..., which set the session cookie; a POST also
-// sends the session's CSRF token (GET /api/session).
+// The console's shared part: the session (the page is opened through /?token=..., which set the
+// session cookie; a POST also sends the session's CSRF token from GET /api/session), api() (fetch
+// that turns a failure into its one-line reason), the page switch (location.hash names the page),
+// and the overview: the node's status live from /api/events (server-sent events), drawn into the
+// header's indicator on every page. The other pages are conflicts.js, backups.js, io.js and
+// schema.js; each registers itself in tsync.pages with a show() called when its page is opened
+// (and may have init(), once the session is known, and onStatus(st), on every status event).
+// Data is only ever written with textContent, never as HTML.
 'use strict';
 
-let csrf = null;
+const tsync = { pages: {}, csrf: null, status: null };
 
 function $(id) { return document.getElementById(id); }
 
 function text(el, s) { el.textContent = s === undefined || s === null ? '' : String(s); }
+
+function el(tag, props, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (k === 'text') text(e, v);
+    else if (k === 'class') e.className = v;
+    else if (k.startsWith('data-') || k === 'type' || k === 'href' || k === 'title' || k === 'placeholder' || k.startsWith('aria-')) e.setAttribute(k, v);
+    else e[k] = v;
+  }
+  e.append(...kids);
+  return e;
+}
 
 function ago(ms) {
   if (!ms) return '';
@@ -18,12 +35,65 @@ function ago(ms) {
   return new Date(ms).toLocaleString();
 }
 
+// A moment: its time of day when it is today, else date and time.
+function when(ms) {
+  if (!ms) return '';
+  const d = new Date(ms);
+  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
+}
+
 function cell(tr, value, cls) {
   const td = document.createElement('td');
   text(td, value);
   if (cls) td.className = cls;
   tr.appendChild(td);
+  return td;
 }
+
+// Shows msg in the error line el (hides it when msg is empty).
+function errorLine(el, msg) {
+  text(el, msg || '');
+  el.hidden = !msg;
+}
+
+// fetch for the API: JSON in and out, the CSRF token on a POST. Resolves to the answer's JSON;
+// rejects with an Error whose message is the server's one-line reason ({"error": "..."}).
+async function api(path, opts) {
+  opts = opts || {};
+  const init = { method: opts.method || 'GET', headers: {} };
+  if (init.method !== 'GET') init.headers['X-CSRF-Token'] = tsync.csrf || '';
+  if (opts.json !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(opts.json);
+  } else if (opts.body !== undefined) {
+    init.headers['Content-Type'] = 'application/octet-stream';
+    init.body = opts.body;
+  }
+  let r;
+  try {
+    r = await fetch(path, init);
+  } catch (e) {
+    throw new Error('the console is not reachable (is the node running?)');
+  }
+  let j = null;
+  try { j = await r.json(); } catch (e) { j = null; }
+  if (!r.ok && !(opts.okStatus && opts.okStatus.includes(r.status))) {
+    const err = new Error(j && j.error ? j.error : 'HTTP ' + r.status + ' ' + r.statusText);
+    err.status = r.status;
+    err.body = j;
+    throw err;
+  }
+  return j;
+}
+
+// A stored value as a person reads it.
+function show(v) {
+  if (v === null || v === undefined) return '(empty)';
+  if (typeof v === 'object') return JSON.stringify(v);
+  return String(v);
+}
+
+// ---------------------------------------------------------------- overview and indicator
 
 // The indicator: the node's "sync" object when it has one, else what "online" and "state" say.
 function indicator(st) {
@@ -43,7 +113,9 @@ function indicator(st) {
 }
 
 function render(st) {
+  tsync.status = st;
   text($('database'), st.database);
+  text($('restore-db'), st.database || 'DB');
   indicator(st);
   const body = $('tills').querySelector('tbody');
   body.replaceChildren();
@@ -64,69 +136,51 @@ function render(st) {
   q.replaceChildren();
   for (const [k, label] of [['pending_out', 'Waiting to be sent'], ['unsealed', 'Not yet sealed'],
     ['held', 'Held (waiting for earlier changes)'], ['parked', 'Parked (unknown table or column)'],
-    ['conflicts', 'Conflicts recorded']]) {
-    const dt = document.createElement('dt');
-    const dd = document.createElement('dd');
-    text(dt, label);
-    text(dd, st[k] === undefined ? '—' : st[k]);
-    q.append(dt, dd);
+    ['conflicts', 'Conflicts recorded'], ['conflicts_open', 'Conflicts open']]) {
+    if (k === 'conflicts_open' && st[k] === undefined) continue;
+    q.append(el('dt', { text: label }), el('dd', { text: st[k] === undefined ? '—' : st[k] }));
   }
   const hr = $('held-reasons');
   hr.replaceChildren();
-  for (const h of st.held_reasons || []) {
-    const li = document.createElement('li');
-    text(li, h.count + ' held: ' + h.reason);
-    hr.appendChild(li);
-  }
+  for (const h of st.held_reasons || []) hr.appendChild(el('li', { text: h.count + ' held: ' + h.reason }));
+  const open = st.conflicts_open;
+  const badge = $('conflicts-badge');
+  text(badge, open);
+  badge.hidden = !open;
   text($('updated'), 'updated ' + new Date(st.updated_ms || Date.now()).toLocaleTimeString());
+  for (const p of Object.values(tsync.pages)) if (p.onStatus) p.onStatus(st);
 }
 
-async function backups() {
-  const r = await fetch('/api/backups');
-  if (!r.ok) return;
-  const b = await r.json();
-  const body = $('backups').querySelector('tbody');
-  body.replaceChildren();
-  for (const f of b.backups) {
-    const tr = document.createElement('tr');
-    cell(tr, f.file);
-    cell(tr, (f.bytes / 1048576).toFixed(1) + ' MiB');
-    cell(tr, ago(f.modified_ms));
-    cell(tr, f.verified === null ? 'encrypted' : f.verified ? 'yes' : 'NO: ' + f.problem);
-    body.appendChild(tr);
-  }
-  $('no-backups').hidden = b.backups.length > 0;
-  text($('no-backups'), b.dir ? 'No backup yet.' : 'This node keeps no backups (--backup-dir).');
-  $('backup-now').disabled = !b.dir || (b.job && b.job.state === 'running');
-  if (b.job) {
-    text($('backup-job'), 'backup ' + b.job.id + ': ' + b.job.state +
-      (b.job.state === 'running' && b.job.total ? ' ' + Math.round(100 * b.job.done / b.job.total) + '%' : '') +
-      (b.job.error ? ' — ' + b.job.error : ''));
-    if (b.job.state === 'running') setTimeout(backups, 500);
-  }
-}
+// ---------------------------------------------------------------- page switch
 
-async function backupNow() {
-  const r = await fetch('/api/backups', {
-    method: 'POST', headers: { 'X-CSRF-Token': csrf, 'Content-Type': 'application/json' }, body: '{}'
-  });
-  const j = await r.json();
-  if (!r.ok) text($('backup-job'), j.error);
-  backups();
+const PAGES = ['overview', 'conflicts', 'backups', 'io', 'schema'];
+
+function route() {
+  const want = location.hash.replace(/^#/, '');
+  const name = PAGES.includes(want) ? want : 'overview';
+  for (const p of PAGES) $('page-' + p).hidden = p !== name;
+  for (const a of document.querySelectorAll('nav a')) {
+    if (a.getAttribute('href') === '#' + name) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  const page = tsync.pages[name];
+  if (page && tsync.csrf !== null) page.show();
 }
 
 async function main() {
+  window.addEventListener('hashchange', route);
+  route();
   const s = await fetch('/api/session');
   if (s.status === 401) {
     text($('state'), 'open this page with the address `tillsync status` shows (…/?token=…)');
     return;
   }
-  csrf = (await s.json()).csrf;
-  $('backup-now').addEventListener('click', backupNow);
+  tsync.csrf = (await s.json()).csrf || '';
+  for (const p of Object.values(tsync.pages)) if (p.init) p.init();
   const ev = new EventSource('/api/events');
   ev.addEventListener('status', e => render(JSON.parse(e.data)));
   ev.onerror = () => { $('indicator').className = 'indicator unknown'; text($('state'), 'console unreachable'); };
-  backups();
+  route();
 }
 
-main();
+document.addEventListener('DOMContentLoaded', main);
