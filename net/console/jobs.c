@@ -361,8 +361,8 @@ enum MHD_Result tsync__console_backup_verify(tsync__console *co, struct MHD_Conn
     if (rc == 0 && enc) {
         rc = TSYNC_EINVAL;
         snprintf(why, sizeof why,
-                 "the backup is encrypted: check it with `tillsync backup verify` and its "
-                 "passphrase");
+                 "the backup is encrypted: check it with `tillsync backup-check FILE "
+                 "--passphrase-file F`");
     } else {
         if (rc == 0) rc = tsync_backup_check(path, NULL, NULL);
         if (rc) snprintf(why, sizeof why, "%s", errtext());

@@ -20,6 +20,7 @@
 #include "tests/lib/console_util.h"
 #include "tests/lib/helpers.h"
 #include "tests/lib/http_client.h"
+#include "tillsync/backup.h"
 #include "tillsync/node.h"
 
 TestSuite(console, .fini = th_cleanup, .timeout = 120);
@@ -620,6 +621,28 @@ Test(console, backups_download_and_verify)
     cr_assert(json_is_false(json_object_get(e0, "verified")), "%s", json_dumps(e0, 0));
     json_decref(l);
     free(want);
+
+    /* An encrypted backup cannot be checked without its passphrase: ok false, said so, and the
+     * list still shows it as not known (null), not as failed. */
+    const char *enc = "a.db-20990101T000001.000Z.tsbak";
+    tsync_backup_options bo = TSYNC_BACKUP_OPTIONS_INIT;
+    bo.passphrase = "pw";
+    bo.kdf_opslimit = 1;
+    bo.kdf_memlimit = 8192;
+    s = th_open(a.db);
+    cr_assert_eq(tsync_backup(s, th_path(bk, enc), &bo, NULL), 0, "%s", th_errmsg());
+    tsync_store_free(s);
+    snprintf(body, sizeof body, "{\"file\":\"%s\"}", enc);
+    v = cu_api(&a, "POST", "/api/backups/verify", body, 200);
+    cr_assert(json_is_false(json_object_get(v, "ok")), "%s", json_dumps(v, 0));
+    cr_assert(strstr(json_string_value(json_object_get(v, "error")), "encrypted"), "%s",
+              json_dumps(v, 0));
+    json_decref(v);
+    l = cu_api(&a, "GET", "/api/backups", NULL, 200);
+    e0 = json_array_get(json_object_get(l, "backups"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(e0, "file")), enc);
+    cr_assert(json_is_null(json_object_get(e0, "verified")), "%s", json_dumps(e0, 0));
+    json_decref(l);
 
     /* Only names the list shows: not the database, not another database's backup, not a path,
      * not a link that looks like a backup. */
