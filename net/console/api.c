@@ -501,7 +501,9 @@ static enum MHD_Result conflict_resolve(tsync__console *co, struct MHD_Connectio
         } else {
             status = 200;
             json_decref(e);
-            e = journal_entry(s, id, &rc);
+            if (!(e = journal_entry(s, id, &rc)))
+                snprintf(why, sizeof why, "conflict %lld resolved, but cannot be read back: %s",
+                         (long long)id, rc ? errtext() : "it is gone");
         }
     }
     pthread_mutex_unlock(&co->store_mu);
