@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * net/console/api.c — the console's endpoints (docs/CONSOLE.md), each on the public API: the
- * node's status (tsync_node_status_json) and its event stream, conflicts, schema, export and
- * import (tillsync/io.h) on the console's own store, and /metrics in the Prometheus text format.
- * Backups are in jobs.c.
+ * node's status (tsync_node_status_json) and its event stream, the conflict journal (list,
+ * resolve, dismiss: tillsync/conflicts.h), schema, export and import (tillsync/io.h) on the
+ * console's own store, and /metrics in the Prometheus text format. Backups are in jobs.c.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "console_int.h"
+#include "tillsync/conflicts.h"
 #include "tillsync/io.h"
 #include "tillsync/migrate.h"
 #include "tillsync/schema.h"
@@ -361,6 +362,226 @@ static enum MHD_Result import_post(tsync__console *co, struct MHD_Connection *c,
     return tsync__console_jsonj(c, status, o);
 }
 
+/* ---------------------------------------------------------------- conflicts */
+
+/* A decimal id or count as the API takes it: digits only, at most 18 of them (no sign, no
+ * spaces). -1 when it is not one. */
+static int64_t decimal(const char *p, size_t n)
+{
+    if (!p || n == 0 || n > 18) return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    return v;
+}
+
+/* The journal as compact JSON (the library indents it), or NULL with *rc set. */
+static json_t *journal(tsync_store *s, int64_t since, size_t limit, int open_only, int *rc)
+{
+    char *js = NULL;
+    if ((*rc = tsync_store_conflicts_list_json(&js, s, since, limit, open_only)) != 0) return NULL;
+    json_t *a = json_loads(js, 0, NULL);
+    tsync_free(js);
+    if (!a) *rc = TSYNC_ENOMEM;
+    return a;
+}
+
+/* Journal entry id (a new reference), or NULL when there is none (*rc 0) or on an error. */
+static json_t *journal_entry(tsync_store *s, int64_t id, int *rc)
+{
+    json_t *a = journal(s, id - 1, 1, 0, rc);
+    json_t *e = json_array_get(a, 0);
+    e = json_integer_value(json_object_get(e, "id")) == id ? json_incref(e) : NULL;
+    json_decref(a);
+    return e;
+}
+
+static enum MHD_Result conflicts_get(tsync__console *co, struct MHD_Connection *c)
+{
+    static const char *const allowed[] = {"since", "open", "limit", NULL};
+    enum MHD_Result ret;
+    if (!tsync__console_params_ok(c, allowed, &ret)) return ret;
+    const char *since = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since");
+    const char *open = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "open");
+    const char *limit = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+    int64_t since_id = since ? decimal(since, strlen(since)) : 0;
+    int64_t lim = limit ? decimal(limit, strlen(limit)) : 0;
+    if (since_id < 0) return tsync__console_error(c, 400, "since: an entry id (0 or more)");
+    if (open && strcmp(open, "0") != 0 && strcmp(open, "1") != 0)
+        return tsync__console_error(c, 400, "open: 0 or 1");
+    if (lim < 0 || lim > CONSOLE_CONFLICTS_MAX)
+        return tsync__console_error(c, 400, "limit: 1 to %d (0 or none: all)",
+                                    CONSOLE_CONFLICTS_MAX);
+    char why[512] = "";
+    int rc = TSYNC_ERROR;
+    json_t *a = NULL;
+    pthread_mutex_lock(&co->store_mu);
+    tsync_store *s = tsync__console_store(co, why, sizeof why);
+    if (s && !(a = journal(s, since_id, (size_t)lim, open && open[0] == '1', &rc)))
+        snprintf(why, sizeof why, "%s", errtext());
+    pthread_mutex_unlock(&co->store_mu);
+    if (!a) return tsync__console_error(c, s ? http_status(rc) : 503, "%s", why);
+    return tsync__console_jsonj(c, 200, a);
+}
+
+/* The body of a resolve: exactly one of {"keep":true}, {"take":"other"}, {"value":V} with V a
+ * string, a number or null. Returns the TSYNC_RESOLVE_* (and *v), or 0 with the reason. */
+static int resolve_body(const console_req *r, json_t **root, tsync_value *v, const char **why)
+{
+    *root = r->len ? json_loadb(r->body, r->len, 0, NULL) : NULL;
+    memset(v, 0, sizeof *v);
+    *why = "give exactly one of {\"keep\":true}, {\"take\":\"other\"}, {\"value\":V}";
+    if (json_object_size(*root) != 1) return 0;
+    json_t *x;
+    if ((x = json_object_get(*root, "keep"))) return json_is_true(x) ? TSYNC_RESOLVE_KEEP : 0;
+    if ((x = json_object_get(*root, "take"))) {
+        const char *t = json_string_value(x);
+        if (t && strcmp(t, "other") == 0) return TSYNC_RESOLVE_TAKE_OTHER;
+        *why = "take: only \"other\" (the value last-writer-wins overwrote)";
+        return 0;
+    }
+    if (!(x = json_object_get(*root, "value"))) return 0;
+    if (json_is_string(x)) {
+        v->type = TSYNC_VALUE_TEXT;
+        v->data = json_string_value(x);
+        v->len = json_string_length(x);
+    } else if (json_is_integer(x)) {
+        v->type = TSYNC_VALUE_INTEGER;
+        v->i = (int64_t)json_integer_value(x);
+    } else if (json_is_real(x)) {
+        v->type = TSYNC_VALUE_REAL;
+        v->r = json_real_value(x);
+    } else if (json_is_null(x)) {
+        v->type = TSYNC_VALUE_NULL;
+    } else {
+        *why = "value: a string, a number or null";
+        return 0;
+    }
+    return TSYNC_RESOLVE_VALUE;
+}
+
+/* POST /api/conflicts/{id}/resolve: the entry is checked first (404 unknown, 409 resolved), so
+ * only what the library refuses of a good request is left to its error (400: a key column). */
+static enum MHD_Result conflict_resolve(tsync__console *co, struct MHD_Connection *c,
+                                        const char *idtext, size_t idlen, console_req *r)
+{
+    int64_t id = decimal(idtext, idlen);
+    if (id <= 0) return tsync__console_error(c, 400, "conflict id: a number (1 or more)");
+    json_t *root;
+    tsync_value v;
+    const char *bad;
+    int how = resolve_body(r, &root, &v, &bad);
+    if (!how) {
+        json_decref(root);
+        return tsync__console_error(c, 400, "%s", bad);
+    }
+    char why[512] = "";
+    int rc = TSYNC_ERROR;
+    unsigned status = 503;
+    json_t *e = NULL;
+    pthread_mutex_lock(&co->store_mu);
+    tsync_store *s = tsync__console_store(co, why, sizeof why);
+    if (s) {
+        e = journal_entry(s, id, &rc);
+        if (rc) {
+            status = http_status(rc);
+            snprintf(why, sizeof why, "%s", errtext());
+        } else if (!e) {
+            status = 404;
+            snprintf(why, sizeof why, "conflict %lld does not exist", (long long)id);
+        } else if (!json_is_true(json_object_get(e, "open"))) {
+            status = 409;
+            snprintf(why, sizeof why, "conflict %lld is already resolved (%s)", (long long)id,
+                     json_string_value(json_object_get(json_object_get(e, "resolved"), "how")));
+        } else if ((rc = tsync_store_conflict_resolve(s, id, how, &v)) != 0) {
+            status = http_status(rc);
+            snprintf(why, sizeof why, "%s", errtext());
+        } else {
+            status = 200;
+            json_decref(e);
+            if (!(e = journal_entry(s, id, &rc)))
+                snprintf(why, sizeof why, "conflict %lld resolved, but cannot be read back: %s",
+                         (long long)id, rc ? errtext() : "it is gone");
+        }
+    }
+    pthread_mutex_unlock(&co->store_mu);
+    json_decref(root);
+    if (status != 200 || !e) {
+        json_decref(e);
+        return tsync__console_error(c, status == 200 ? 500 : status, "%s", why);
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_integer((json_int_t)id));
+    json_object_set(o, "resolved", json_object_get(e, "resolved"));
+    json_object_set_new(o, "entry", e);
+    return tsync__console_jsonj(c, 200, o);
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* POST /api/conflicts/dismiss: {"ids":[ID,...]} or {"all":true}; all or nothing (the library's
+ * transaction): 404 when an id does not exist, 409 when one is already resolved. */
+static enum MHD_Result conflicts_dismiss(tsync__console *co, struct MHD_Connection *c,
+                                         console_req *r)
+{
+    json_t *root = r->len ? json_loadb(r->body, r->len, 0, NULL) : NULL;
+    json_t *ids = json_object_get(root, "ids"), *all = json_object_get(root, "all");
+    int64_t *list = NULL;
+    size_t n = json_array_size(ids);
+    const char *bad = NULL;
+    if (json_object_size(root) != 1 || (!ids && !all))
+        bad = "give {\"ids\":[ID,...]} or {\"all\":true}";
+    else if (all && !json_is_true(all))
+        bad = "all: true (or give ids)";
+    else if (ids && (!json_is_array(ids) || n == 0 || n > CONSOLE_CONFLICTS_MAX))
+        bad = "ids: an array of 1 to 10000 conflict ids";
+    else if (ids && !(list = malloc(n * sizeof *list)))
+        bad = "out of memory";
+    for (size_t i = 0; !bad && i < n; i++) {
+        json_t *x = json_array_get(ids, i);
+        if (!json_is_integer(x) || json_integer_value(x) <= 0)
+            bad = "ids: conflict ids are numbers (1 or more)";
+        else
+            list[i] = (int64_t)json_integer_value(x);
+    }
+    json_decref(root);
+    if (bad) {
+        free(list);
+        return tsync__console_error(c, 400, "%s", bad);
+    }
+    /* An id given twice is one entry: counted once in "dismissed" (the library counts calls). */
+    if (n > 1) {
+        qsort(list, n, sizeof *list, cmp_id);
+        size_t k = 1;
+        for (size_t i = 1; i < n; i++)
+            if (list[i] != list[k - 1]) list[k++] = list[i];
+        n = k;
+    }
+    char why[512] = "";
+    int rc = TSYNC_ERROR;
+    size_t done = 0;
+    pthread_mutex_lock(&co->store_mu);
+    tsync_store *s = tsync__console_store(co, why, sizeof why);
+    if (s && (rc = tsync_store_conflicts_dismiss(s, list, n, &done)) != 0)
+        snprintf(why, sizeof why, "%s", errtext());
+    pthread_mutex_unlock(&co->store_mu);
+    free(list);
+    /* The library says EINVAL for an id already resolved: a conflict with the state, 409. */
+    if (rc)
+        return tsync__console_error(c,
+                                    !s                   ? 503
+                                    : rc == TSYNC_EINVAL ? 409
+                                                         : http_status(rc),
+                                    "%s", why);
+    return tsync__console_jsonj(c, 200, json_pack("{s:I}", "dismissed", (json_int_t)done));
+}
+
 /* ---------------------------------------------------------------- metrics */
 
 static void metric(sqlite3_str *m, const char *name, const char *help, const char *type)
@@ -497,13 +718,31 @@ enum MHD_Result tsync__console_route(tsync__console *co, struct MHD_Connection *
         if (!tsync__console_params_ok(c, NO_PARAMS, &ret)) return ret;
         return tsync__console_job_get(co, c, url + 18);
     }
+    if (strcmp(url, "/api/conflicts/dismiss") == 0) {
+        if (!post) return tsync__console_error(c, 405, "POST {\"ids\":[...]} or {\"all\":true}");
+        if (!tsync__console_params_ok(c, NO_PARAMS, &ret)) return ret;
+        return conflicts_dismiss(co, c, r);
+    }
+    size_t rl = strlen(url);
+    if (strncmp(url, "/api/conflicts/", 15) == 0 && rl > 23 &&
+        strcmp(url + rl - 8, "/resolve") == 0) {
+        if (!post) return tsync__console_error(c, 405, "POST a resolution");
+        if (!tsync__console_params_ok(c, NO_PARAMS, &ret)) return ret;
+        return conflict_resolve(co, c, url + 15, rl - 23, r);
+    }
+    if (strcmp(url, "/api/backups/verify") == 0) {
+        if (!post) return tsync__console_error(c, 405, "POST {\"file\":NAME}");
+        if (!tsync__console_params_ok(c, NO_PARAMS, &ret)) return ret;
+        return tsync__console_backup_verify(co, c, r->len ? r->body : NULL, r->len);
+    }
     if (post) return tsync__console_error(c, strncmp(url, "/api/", 5) ? 404 : 405, "no POST here");
+    if (strcmp(url, "/api/backups/download") == 0) return tsync__console_backup_download(co, c);
+    if (strcmp(url, "/api/conflicts") == 0) return conflicts_get(co, c);
     if (strcmp(url, "/api/export") == 0) return export_get(co, c);
     if (!tsync__console_params_ok(c, NO_PARAMS, &ret)) return ret;
     if (strcmp(url, "/api/status") == 0) return status_get(co, c);
     if (strcmp(url, "/api/events") == 0) return events_get(co, c);
     if (strcmp(url, "/api/session") == 0) return session_get(c, r);
-    if (strcmp(url, "/api/conflicts") == 0) return store_json(co, c, tsync_store_conflicts_json);
     if (strcmp(url, "/api/schema") == 0) return store_json(co, c, schema_fn);
     if (strcmp(url, "/metrics") == 0) return metrics_get(co, c);
     if (strncmp(url, "/api/", 5) == 0) return tsync__console_error(c, 404, "no such endpoint");

@@ -18,13 +18,14 @@
 
 /* An upload (POST /api/import) larger than this is refused with 413; other POST bodies (JSON)
  * are at most CONSOLE_JSON_MAX. */
-#define CONSOLE_UPLOAD_MAX (32u << 20)
-#define CONSOLE_JSON_MAX   (64u << 10)
-#define CONSOLE_SESSIONS   16
-#define CONSOLE_HEX        65   /* 32 random bytes as hex, NUL included */
-#define CONSOLE_BAD_MAX    1000 /* bad values listed in an import's answer (all are counted) */
-#define CONSOLE_COOKIE     "tsync_console"
-#define CONSOLE_VERIFIED   64 /* backups whose check result is remembered */
+#define CONSOLE_UPLOAD_MAX    (32u << 20)
+#define CONSOLE_JSON_MAX      (64u << 10)
+#define CONSOLE_SESSIONS      16
+#define CONSOLE_HEX           65   /* 32 random bytes as hex, NUL included */
+#define CONSOLE_BAD_MAX       1000 /* bad values listed in an import's answer (all are counted) */
+#define CONSOLE_COOKIE        "tsync_console"
+#define CONSOLE_VERIFIED      64    /* backups whose check result is remembered */
+#define CONSOLE_CONFLICTS_MAX 10000 /* conflict ids in one dismiss; entries in one page */
 
 typedef struct {
     char sid[CONSOLE_HEX], csrf[CONSOLE_HEX];
@@ -112,6 +113,11 @@ enum MHD_Result tsync__console_backups_get(tsync__console *co, struct MHD_Connec
 enum MHD_Result tsync__console_backups_post(tsync__console *co, struct MHD_Connection *c);
 enum MHD_Result tsync__console_job_get(tsync__console *co, struct MHD_Connection *c,
                                        const char *id);
+/* GET /api/backups/download?file=NAME: the file, streamed from its descriptor. */
+enum MHD_Result tsync__console_backup_download(tsync__console *co, struct MHD_Connection *c);
+/* POST /api/backups/verify with body {"file":NAME} (len bytes; NULL: none). */
+enum MHD_Result tsync__console_backup_verify(tsync__console *co, struct MHD_Connection *c,
+                                             const char *body, size_t len);
 /* The newest backup's modification time in ms (0: none), for /metrics. */
 int64_t tsync__console_last_backup_ms(tsync__console *co);
 void tsync__console_jobs_stop(tsync__console *co);

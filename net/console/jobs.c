@@ -4,15 +4,19 @@
  * folder (this database's files, sizes, times, and whether each verifies: tsync_backup_check,
  * remembered per file so a listing checks only new files), and "back up now" as a job on a thread
  * of its own with its own store, named as the node names its scheduled backups (so its rotation
- * keeps them too), checked once written; its progress is GET /api/backups/jobs/{id}.
+ * keeps them too), checked once written; its progress is GET /api/backups/jobs/{id}. One file
+ * the list shows can be downloaded (streamed from its descriptor) or checked again on demand;
+ * any other name, a path or a link is "no backup" (404).
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "console_int.h"
 #include "tillsync/backup.h"
@@ -143,7 +147,7 @@ enum MHD_Result tsync__console_backups_get(tsync__console *co, struct MHD_Connec
         char path[4096], why[256];
         snprintf(path, sizeof path, "%s/%s", co->backup_dir, names[i]);
         struct stat sb;
-        if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
+        if (lstat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) continue; /* no links: see listed() */
         int enc = 0;
         if (tsync_backup_encrypted(&enc, path) != 0) enc = 0;
         int v = verified(co, names[i], path, &sb, enc, why, sizeof why);
@@ -280,4 +284,96 @@ void tsync__console_jobs_stop(tsync__console *co)
     co->job.joined = 1;
     pthread_mutex_unlock(&co->job_mu);
     if (join) pthread_join(co->job.thread, NULL); /* a backup in progress completes first */
+}
+
+/* ---------------------------------------------------------------- one backup file */
+
+/* A name the backups list shows: one of this database's files (no separator, no "..": a name
+ * in the folder, never a path), a regular file there (not a link). Fills path; 0 when not. */
+static int listed(tsync__console *co, const char *name, char *path, size_t len, struct stat *sb)
+{
+    if (!co->backup_dir || !name || strchr(name, '/') || strchr(name, '\\') || strstr(name, "..") ||
+        !is_ours(co, name))
+        return 0;
+    size_t n = 0;
+    char **names = list_ours(co, &n);
+    int found = 0;
+    for (size_t i = 0; i < n && !found; i++) found = strcmp(names[i], name) == 0;
+    free_list(names, n);
+    if (!found || (size_t)snprintf(path, len, "%s/%s", co->backup_dir, name) >= len) return 0;
+    return lstat(path, sb) == 0 && S_ISREG(sb->st_mode);
+}
+
+enum MHD_Result tsync__console_backup_download(tsync__console *co, struct MHD_Connection *c)
+{
+    static const char *const allowed[] = {"file", NULL};
+    enum MHD_Result ret;
+    if (!tsync__console_params_ok(c, allowed, &ret)) return ret;
+    const char *name = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "file");
+    if (!name || !name[0]) return tsync__console_error(c, 400, "file: give a backup's name");
+    char path[4096];
+    struct stat sb;
+    if (!listed(co, name, path, sizeof path, &sb))
+        return tsync__console_error(c, 404, "no backup %.200s", name);
+    /* O_NOFOLLOW: the file checked above is the file sent, even if it was swapped for a link. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 || fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return tsync__console_error(c, 404, "backup %.200s: %s", name, strerror(e));
+    }
+    struct MHD_Response *r = MHD_create_response_from_fd((size_t)sb.st_size, fd);
+    if (!r) {
+        close(fd);
+        return MHD_NO;
+    }
+    char disp[400];
+    snprintf(disp, sizeof disp, "attachment; filename=\"%s\"", name);
+    tsync__console_headers(r);
+    MHD_add_response_header(r, "Content-Type", "application/octet-stream");
+    MHD_add_response_header(r, "Content-Disposition", disp);
+    ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+enum MHD_Result tsync__console_backup_verify(tsync__console *co, struct MHD_Connection *c,
+                                             const char *body, size_t len)
+{
+    json_t *root = body ? json_loadb(body, len, 0, NULL) : NULL;
+    const char *name = json_string_value(json_object_get(root, "file"));
+    if (json_object_size(root) != 1 || !name || !name[0]) {
+        json_decref(root);
+        return tsync__console_error(c, 400, "give {\"file\":NAME} (a name GET /api/backups shows)");
+    }
+    char path[4096];
+    struct stat sb;
+    if (!listed(co, name, path, sizeof path, &sb)) {
+        enum MHD_Result ret = tsync__console_error(c, 404, "no backup %.200s", name);
+        json_decref(root);
+        return ret;
+    }
+    /* Checked afresh, and remembered for the listing; an encrypted file cannot be checked here
+     * (the console has no passphrase) and stays "not known" in the listing. */
+    int enc = 0;
+    char why[256] = "";
+    int rc = tsync_backup_encrypted(&enc, path);
+    if (rc == 0 && enc) {
+        rc = TSYNC_EINVAL;
+        snprintf(why, sizeof why,
+                 "the backup is encrypted: check it with `tillsync backup-check FILE "
+                 "--passphrase-file F`");
+    } else {
+        if (rc == 0) rc = tsync_backup_check(path, NULL, NULL);
+        if (rc) snprintf(why, sizeof why, "%s", errtext());
+        pthread_mutex_lock(&co->job_mu);
+        remember(co, name, &sb, rc == 0, why);
+        pthread_mutex_unlock(&co->job_mu);
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "file", json_string(name));
+    json_object_set_new(o, "ok", json_boolean(rc == 0));
+    if (rc) json_object_set_new(o, "error", json_string(why));
+    json_decref(root);
+    return tsync__console_jsonj(c, 200, o);
 }
