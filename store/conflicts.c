@@ -641,7 +641,10 @@ int tsync_store_conflicts_dismiss(tsync_store *s, const int64_t *ids, size_t n, 
             entry e;
             if ((rc = entry_load(s, ids[i], &e))) break;
             if (pass == 0 && e.how) rc = refuse_resolved(&e);
-            if (pass == 1 && (rc = put_resolution(s, &e, "dismissed", 0, name, now)) == 0) done++;
+            /* In pass 1 an entry this call has resolved already (its id given twice, or its
+             * collision's other entry) is neither written again nor counted again. */
+            if (pass == 1 && !e.how && (rc = put_resolution(s, &e, "dismissed", 0, name, now)) == 0)
+                done++;
             entry_free(&e);
         }
     free(name);

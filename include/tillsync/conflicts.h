@@ -78,7 +78,8 @@ TSYNC_API int tsync_store_conflict_resolve(tsync_store *s, int64_t id, int32_t h
 
 /* Dismisses entries (resolved as "dismissed", the winner kept): the n ids of ids, or, with ids
  * NULL, every open entry. All or nothing: an unknown id is TSYNC_ENOTFOUND, an id already resolved
- * TSYNC_EINVAL, and then nothing is dismissed. *dismissed (may be NULL) says how many were.
+ * TSYNC_EINVAL, and then nothing is dismissed. *dismissed (may be NULL) says how many were (an
+ * entry this call resolved already, its id given twice, counts once).
  * Errors: also TSYNC_EIO. */
 TSYNC_API int tsync_store_conflicts_dismiss(tsync_store *s, const int64_t *ids, size_t n,
                                             size_t *dismissed);

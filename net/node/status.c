@@ -13,6 +13,7 @@
 
 #include "store/identity.h"
 #include "store/schema.h"
+#include "tillsync/conflicts.h"
 #include "tillsync/status.h"
 #include "../console/console.h"
 #include "node_int.h"
@@ -108,6 +109,10 @@ static char *status_build(tsync_node *n)
         json_object_set_new(o, "held", json_integer(c.held));
         json_object_set_new(o, "parked", json_integer(c.parked));
         json_object_set_new(o, "conflicts", json_integer(c.conflicts));
+        /* The open ones (not yet resolved or dismissed) are what a person must act on. */
+        int64_t open = 0;
+        if (tsync_store_conflicts_count(&open, NULL, n->s) == 0)
+            json_object_set_new(o, "conflicts_open", json_integer(open));
         json_object_set_new(o, "forks", json_integer(c.forks));
         json_object_set_new(o, "unsealed", json_integer(c.pending));
     }

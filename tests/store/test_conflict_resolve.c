@@ -238,6 +238,7 @@ Test(conflict_resolve, dismiss_in_bulk_by_ids_and_all)
     /* An id given twice is dismissed, not refused as resolved by the same call. */
     int64_t twice[2] = {ids[2], ids[2]};
     cr_assert_eq(tsync_store_conflicts_dismiss(a, twice, 2, &n), 0, "%s", th_errmsg());
+    cr_assert_eq(n, 1, "an id given twice counted %zu times", n);
     cr_assert_eq(n_open(a), 1);
     cr_assert_eq(tsync_store_conflicts_dismiss(a, NULL, 0, &n), 0, "%s", th_errmsg());
     cr_assert_eq(n, 1);
