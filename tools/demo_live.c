@@ -105,7 +105,7 @@ static void *cashier_main(void *arg)
     }
     double end = cli_mono_s() + SELL_SECONDS;
     int n = atomic_load(&c->sold); /* --stay follows the first round: ids go on */
-    while (c->slow ? !stop_flag : cli_mono_s() < end) {
+    while (!stop_flag && (c->slow || cli_mono_s() < end)) {
         int p = (int)(rnd(&c->seed) % NPROD), q = 1 + (int)(rnd(&c->seed) % 3);
         char id[32], pid[16], till[16];
         snprintf(id, sizeof id, "t%d-%05d", c->idx + 1, ++n);
@@ -223,7 +223,8 @@ static int hash_of(const char *path, char out[17])
 
 /* Till db's console address with its token ("http://ADDR/?token=TOKEN"), as `tillsync status`
  * prints it: from the status file the node writes (DB.node: console.address, .token_file).
- * Waits up to 20 s for the node to write it. 0, or -1 with why in err. */
+ * Waits up to 20 s for the node to write it. 0, 1 when stopped (--stay) first, or -1 with why in
+ * err. */
 static int console_url(const char *db, char *url, size_t len, char *err, size_t errlen)
 {
     char path[600];
@@ -244,6 +245,7 @@ static int console_url(const char *db, char *url, size_t len, char *err, size_t 
         if (token[0]) snprintf(url, len, "http://%s/?token=%s", addr, token);
         json_decref(o);
         if (token[0]) return 0;
+        if (stop_flag) return 1;
         if (cli_mono_s() - t0 > 20) {
             snprintf(err, errlen, "%s: the node did not say where its console listens within 20 s",
                      db);
@@ -294,6 +296,15 @@ int cmd_demo_live(int argc, char **argv)
         if (c == 'd') dir_arg = optarg;
         if (c == 'k') keep = 1;
         if (c == 's') stay = keep = 1; /* the person works with the databases: never removed */
+    }
+    if (stay) {
+        /* Ctrl-C (or SIGTERM) at any step stops the cashiers and the nodes cleanly. */
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_stop_signal; /* no SA_RESTART: a sleep ends at once */
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
     }
     if (optind < argc - 1) {
         fprintf(stderr, "tillsync: demo: unexpected argument '%s' (see 'tillsync demo --help')\n",
@@ -405,7 +416,7 @@ int cmd_demo_live(int argc, char **argv)
             }
             ok &= n == NPROD;
         }
-        if (ok) break;
+        if (ok || stop_flag) break;
         if (cli_mono_s() - t0 > 20) {
             rc = -1;
             snprintf(err, sizeof err,
@@ -416,14 +427,15 @@ int cmd_demo_live(int argc, char **argv)
         }
         sleep_ms(20);
     }
-    if (rc == 0)
+    if (rc == 0 && !stop_flag)
         printf("3. the catalogue reached till2 and till3 over the network in %.0f ms\n",
                (cli_mono_s() - t0) * 1000);
     /* Each node's shop console: its address with the token, as `tillsync status` prints it. */
-    for (int i = 0; i < NT && rc == 0; i++) {
+    for (int i = 0; i < NT && rc == 0 && !stop_flag; i++) {
         char url[400];
-        rc = console_url(cs[i].db, url, sizeof url, err, sizeof err);
-        if (rc == 0)
+        int r = console_url(cs[i].db, url, sizeof url, err, sizeof err);
+        if (r < 0) rc = -1;
+        if (r == 0)
             printf("   till%d console: %s%s\n", i + 1, url,
                    i < NT - 1 ? ""
                    : stay     ? "  (open in a browser)"
@@ -432,13 +444,13 @@ int cmd_demo_live(int argc, char **argv)
 
     /* 4. Sell concurrently and watch. */
     pthread_t th[NT];
-    if (rc == 0) {
+    if (rc == 0 && !stop_flag) {
         printf("4. three cashiers sell for %.0f s; each line: sales of till1/till2/till3 seen at "
                "each till\n",
                SELL_SECONDS);
         for (int i = 0; i < NT; i++) pthread_create(&th[i], NULL, cashier_main, &cs[i]);
         double start = cli_mono_s();
-        while (cli_mono_s() - start < SELL_SECONDS + 0.6) {
+        while (cli_mono_s() - start < SELL_SECONDS + 0.6 && !stop_flag) {
             sleep_ms(500);
             printf("  %4.1f s  sold %3d/%3d/%3d |", cli_mono_s() - start, atomic_load(&cs[0].sold),
                    atomic_load(&cs[1].sold), atomic_load(&cs[2].sold));
@@ -457,9 +469,9 @@ int cmd_demo_live(int argc, char **argv)
 
     /* 5. Converged? Same hash everywhere, and stock = initial - what was sold everywhere. */
     char h[NT][17];
-    if (rc == 0) {
+    if (rc == 0 && !stop_flag) {
         double c0 = cli_mono_s();
-        for (;;) {
+        for (; !stop_flag;) {
             int same = 1;
             for (int i = 0; i < NT; i++)
                 if (hash_of(cs[i].db, h[i]) != 0) same = 0;
@@ -473,7 +485,7 @@ int cmd_demo_live(int argc, char **argv)
             sleep_ms(50);
         }
     }
-    if (rc == 0) {
+    if (rc == 0 && !stop_flag) {
         int total = 0;
         for (int i = 0; i < NT; i++) total += atomic_load(&cs[i].sold);
         printf("5. all three tills show the same content (hash %s…): %d sales\n", h[0], total);
@@ -502,16 +514,9 @@ int cmd_demo_live(int argc, char **argv)
         if (rc == 0) printf("   ... every product's stock checks out on every till\n");
     }
     /* --stay: sell slowly until SIGINT / SIGTERM, with one conflict to resolve. */
-    if (rc == 0 && stay) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_stop_signal; /* no SA_RESTART: a sleep ends at once */
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
-        rc = make_conflict(cs, err, sizeof err);
-    }
-    if (rc == 0 && stay) {
+    int early = stop_flag; /* stopped before the stay: the checks above were skipped */
+    if (rc == 0 && stay && !stop_flag) rc = make_conflict(cs, err, sizeof err);
+    if (rc == 0 && stay && !stop_flag) {
         printf("6. the tills stay up; each cashier sells about once every 1-3 s until Ctrl-C.\n"
                "   Open the consoles above. till1 and till2 just renamed %s at the same moment:\n"
                "   the Conflicts page shows both names; keep one, take the other or enter a "
@@ -547,6 +552,7 @@ int cmd_demo_live(int argc, char **argv)
         printf("\n7. stopping: %d/%d/%d sales in all\n", atomic_load(&cs[0].sold),
                atomic_load(&cs[1].sold), atomic_load(&cs[2].sold));
     }
+    if (rc == 0 && early) printf("\n   stopped (SIGINT or SIGTERM) before the demo's end\n");
     for (int i = 0; i < NT; i++) sqlite3_close(view[i]);
     for (int i = 0; i < NT; i++)
         if (pid[i] > 0) kill(pid[i], SIGTERM);

@@ -6,7 +6,8 @@
 # GET /api/status on its till (and no token is refused), sales of one till keep arriving at
 # another during the stay, the conflict the demo makes shows in another till's console, and
 # after SIGINT the demo exits 0 within 10 s, its three nodes are gone and the folder it names
-# still holds the databases. The demo's first part: tests/cli/cli_forms.sh.
+# still holds the databases; the same for a SIGTERM before the stay begins. The demo's first
+# part: tests/cli/cli_forms.sh.
 #
 # usage: sh tests/cli/cli_demo_stay.sh PATH/TO/tillsync
 # Prints "FAIL: ..." for each failed check and "N passed, M failed"; exits 1 on any failure.
@@ -103,4 +104,37 @@ done
 grep -q "kept in $W/demo" "$W/demo.out" && ok || bad "the demo does not say where the databases are: $(cat "$W/demo.out")"
 grep -q "^7\. stopping" "$W/demo.out" && ok || bad "the demo does not say it stops: $(cat "$W/demo.out")"
 [ ! -s "$W/demo.err" ] && ok || bad "demo --stay wrote to stderr: $(cat "$W/demo.err")"
+
+# ---------------------------------------------------------------- Ctrl-C before the stay
+# SIGTERM as soon as the nodes are up (the catalogue still on its way, or the first round):
+# the demo stops there as cleanly, exit 0, no node left, the folder kept.
+"$T" demo --stay --dir "$W/early" >"$W/early.out" 2>"$W/early.err" &
+PD=$!
+PIDS="$PD"
+started() { grep -q "^2\. started three nodes" "$W/early.out"; }
+wait_for 60 started || bad "demo --stay (second run) started no nodes: $(cat "$W/early.out" "$W/early.err")"
+nodes=$(sed -n 's/.*started three nodes (pids \([0-9]*\) \([0-9]*\) \([0-9]*\)).*/\1 \2 \3/p' \
+    "$W/early.out")
+PIDS="$PD $nodes"
+kill -TERM "$PD"
+i=0
+while kill -0 "$PD" 2>/dev/null && [ $i -lt 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+if kill -0 "$PD" 2>/dev/null; then
+    bad "demo --stay still runs 10 s after an early SIGTERM"
+else
+    wait "$PD"
+    rc=$?
+    [ "$rc" -eq 0 ] && ok || bad "demo --stay exited $rc after an early SIGTERM: $(cat "$W/early.err")"
+fi
+sleep 0.2
+for p in $nodes; do
+    if kill -0 "$p" 2>/dev/null; then bad "node $p still runs after an early stop"; else ok; fi
+done
+PIDS=""
+grep -q "before the demo's end" "$W/early.out" && grep -q "kept in $W/early" "$W/early.out" && ok ||
+    bad "an early stop is not said, or not where the databases are: $(cat "$W/early.out")"
+[ -s "$W/early/till1.db" ] && ok || bad "an early stop removed till1.db"
 finish
