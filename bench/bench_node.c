@@ -45,6 +45,10 @@
  *          wire bytes, CPU of the till processes, and the POS's sale transaction times (they
  *          include waiting for the node's write lock).
  *
+ * console  The console's cost to sync (issue 12): latency's mesh with and without a viewer on
+ *          every till's console, and GET /api/status times while a till sells --rate sales/s
+ *          (bench_node_console.h says how).
+ *
  * Checks (a wrong result exits 1): every sale reaches every till; after each case every till
  * hashes equal (tsync_store_hash) and holds every sale; catch-up merges exactly --batches batches
  * and its vector equals A's; the baseline merge merges every batch and refuses nothing.
@@ -78,7 +82,8 @@ static struct {
     long batches;
     int duration, rate;
     int tick_ms, reps, verbose, quick;
-    long window_kb; /* the node's window_bytes in KiB; 0: its default */
+    int con_reps, status_seconds; /* the console case */
+    long window_kb;               /* the node's window_bytes in KiB; 0: its default */
     uint64_t seed;
     const char *dump; /* latency: raw times per sale, appended as CSV */
 } C;
@@ -517,6 +522,10 @@ static void node_log(void *ctx, int level, const char *line)
             lv[level >= 1 && level <= 4 ? level : 0], line);
 }
 
+/* The console address a node started by node_up serves (NULL: no console), set in the till's
+ * process before node_up (the console case, bench_node_console.h). */
+static const char *node_console;
+
 /* Opens and starts till i's node on a thread: listening on its port (or not), dialling the tills
  * in dial[0..ndial). */
 static tsync_node *node_up(int i, int listen, const int *dial, int ndial, tsync_change_fn ch,
@@ -543,6 +552,8 @@ static tsync_node *node_up(int i, int listen, const int *dial, int ndial, tsync_
     o.cb_ctx = ctx;
     o.tick_ms = C.tick_ms;
     o.window_bytes = (size_t)C.window_kb << 10;
+    o.console = node_console;
+    o.no_mdns = 1; /* loopback only: never announce nor browse on the machine's network */
     tsync_node *nd = NULL;
     BENCH_TS(tsync_node_new(&nd, T[i].db, &o));
     BENCH_TS(tsync_node_start(nd));
@@ -615,6 +626,9 @@ static const char *const TOPO_NAME[2] = {"mesh", "star"};
 
 typedef struct {
     int n, S, topo, zmq;
+    int console; /* each node serves its console on a free port (con_addr) */
+    int fixed;   /* the writer keeps a fixed schedule (sale k at start + sum of ivl) */
+    char con_addr[MAXT][48];
     volatile int listening[MAXT], ready[MAXT], go, stop, writer_done;
     volatile int seen[MAXT];
     int64_t rx[MAXT], tx[MAXT];
@@ -699,8 +713,13 @@ static void lat_node_till(void *arg)
         ob.q = bench_prepare(db, "SELECT seq FROM sales WHERE till = 0 AND seq >= ?1");
         ob.dv = bench_prepare(db, "PRAGMA data_version");
     }
+    node_console = L->console ? "127.0.0.1:0" : NULL;
     tsync_node *node =
         node_up(i, 1, dial, nd, i && !C.observe_poll ? obs_on_change : NULL, NULL, &ob);
+    if (L->console) {
+        snprintf(L->con_addr[i], sizeof L->con_addr[i], "%s", tsync_node_console_address(node));
+        BENCH_CHECK(L->con_addr[i][0], "till %d: the console does not listen", i);
+    }
     st(&L->listening[i], 1);
     double end = bench_now() + 30;
     while (node_connected(node) < expect) {
@@ -716,7 +735,7 @@ static void lat_node_till(void *arg)
             sleep_until(next);
             sell(&w, k);
             L->t_commit[k] = bench_now();
-            next = L->t_commit[k] + L->ivl[k];
+            next = (L->fixed ? next : L->t_commit[k]) + L->ivl[k];
         }
         lat_writer_wait();
         wait_flag(&L->stop);
@@ -863,6 +882,11 @@ typedef struct {
     node_counts nc[MAXT];
 } lat_result;
 
+/* Set by the console case (bench_node_console.h) for the runs it makes: L->console, L->fixed,
+ * and a function lat_run calls once every session is up, before the first sale. */
+static int lat_console, lat_fixed;
+static void (*lat_on_ready)(void);
+
 /* One run: n till processes, node or plain ZeroMQ. */
 static lat_result lat_run(int topo, int zmq)
 {
@@ -872,6 +896,8 @@ static lat_result lat_run(int topo, int zmq)
     L->S = S;
     L->topo = topo;
     L->zmq = zmq;
+    L->console = lat_console;
+    L->fixed = lat_fixed;
     memset(L->t_commit, 0, (size_t)(S + 1) * sizeof(double));
     memset(L->t_seen, 0, (size_t)n * (size_t)(S + 1) * sizeof(double));
     pick_ports(n);
@@ -884,6 +910,7 @@ static lat_result lat_run(int topo, int zmq)
         wait_for(lat_listening, NULL, 30, "a till to listen");
     }
     wait_for(lat_all_ready, NULL, 60, "every session to come up");
+    if (lat_on_ready) lat_on_ready();
     st(&L->go, 1);
     wait_for(lat_done, NULL, 60 + S * C.ivl_hi * 1e-3 * 2, "the writer");
     st(&L->stop, 1);
@@ -945,9 +972,9 @@ static lat_result lat_run(int topo, int zmq)
     return r;
 }
 
-static int case_latency(bench_report *rep)
+/* Maps L for S sales and n tills with the seeded pauses of --interval-ms; returns its size. */
+static size_t lat_alloc(int n, int S)
 {
-    int n = C.n, S = C.warmup + C.sales;
     size_t sz = sizeof(lat_shm) + (size_t)(S + 1) * sizeof(double) * (size_t)(2 + n);
     L = bench_shared(sz);
     L->ivl = (double *)(L + 1);
@@ -957,6 +984,13 @@ static int case_latency(bench_report *rep)
     for (int k = 0; k <= S; k++)
         L->ivl[k] =
             (C.ivl_lo + (C.ivl_hi - C.ivl_lo) * (double)bench_below(&r, 1000001) / 1e6) * 1e-3;
+    return sz;
+}
+
+static int case_latency(bench_report *rep)
+{
+    int n = C.n, S = C.warmup + C.sales;
+    size_t sz = lat_alloc(n, S);
     int pass = 1;
     char summary[512] = "";
     size_t so = 0;
@@ -1710,18 +1744,23 @@ static int case_load(bench_report *rep)
 
 /* ---------------------------------------------------------------- main */
 
+/* ---------------------------------------------------------------- 4. console */
+
+#include "bench/bench_node_console.h"
+
 int main(int argc, char **argv)
 {
     static const char *const known[] = {
-        "--case=",       "--quick",    "--tills=",       "--products=", "--lines=",
-        "--sales=",      "--warmup=",  "--interval-ms=", "--topology=", "--observe=",
-        "--base-bytes=", "--batches=", "--duration=",    "--rate=",     "--tick-ms=",
-        "--window-kb=",  "--reps=",    "--seed=",        "--verbose",   "--dump=",
-        "--help",        NULL};
+        "--case=",       "--quick",     "--tills=",          "--products=", "--lines=",
+        "--sales=",      "--warmup=",   "--interval-ms=",    "--topology=", "--observe=",
+        "--base-bytes=", "--batches=",  "--duration=",       "--rate=",     "--tick-ms=",
+        "--window-kb=",  "--reps=",     "--seed=",           "--verbose",   "--dump=",
+        "--help",        "--con-reps=", "--status-seconds=", NULL};
     bench_args_check(
         argc, argv, known,
-        "usage: bench_node [--case latency,catchup,load] [--quick] [options]\n"
-        "  --quick            300 sales, 20000 batches, 15 s of load (CI-like check)\n"
+        "usage: bench_node [--case latency,catchup,load,console] [--quick] [options]\n"
+        "  --quick            300 sales, 20000 batches, 15 s of load, 1 console repetition,\n"
+        "                     5 s of /api/status timing (CI-like check)\n"
         "  --tills N          tills (processes) for latency and load (default 5)\n"
         "  --products N       catalogue size (default 1000); --lines N lines per sale (2)\n"
         "latency: --sales N (1000) --warmup N (20) --interval-ms LO-HI (5-10)\n"
@@ -1731,6 +1770,8 @@ int main(int argc, char **argv)
         "                      as CSV: run,topology,sale,commit,till1,till2,...\n"
         "catchup: --batches N (100000) --reps N (1)\n"
         "load:    --duration S (60) --rate N sales/s per till (200)\n"
+        "console: --con-reps N (3) runs with and without viewers (latency's --sales etc.)\n"
+        "         --status-seconds S (15) of /api/status timing at --rate sales/s\n"
         "all:     --tick-ms N, --window-kb N (the node's tick_ms and window_bytes; 0: defaults)\n"
         "         --seed S --verbose (the nodes log at INFO)\n"
         "environment: TSYNC_BENCH_DIR, TSYNC_BENCH_KEEP (see docs/BENCHMARKS.md)\n");
@@ -1748,6 +1789,8 @@ int main(int argc, char **argv)
     C.tick_ms = (int)bench_arg_int(argc, argv, "--tick-ms", 0);
     C.window_kb = (long)bench_arg_int(argc, argv, "--window-kb", 0);
     C.reps = (int)bench_arg_int(argc, argv, "--reps", 1);
+    C.con_reps = (int)bench_arg_int(argc, argv, "--con-reps", C.quick ? 1 : 3);
+    C.status_seconds = (int)bench_arg_int(argc, argv, "--status-seconds", C.quick ? 5 : 15);
     C.verbose = bench_has_flag(argc, argv, "--verbose");
     C.dump = bench_arg(argc, argv, "--dump");
     C.seed = bench_seed(argc, argv, 20240601);
@@ -1765,10 +1808,11 @@ int main(int argc, char **argv)
     const char *obs = bench_arg(argc, argv, "--observe");
     C.observe_poll = obs && strcmp(obs, "poll") == 0;
     const char *cases = bench_arg(argc, argv, "--case");
-    if (!cases) cases = "latency,catchup,load";
+    if (!cases) cases = "latency,catchup,load,console";
     BENCH_CHECK(C.n >= 2 && C.n <= MAXT && C.products >= 1 && C.lines >= 0 && C.sales >= 1 &&
                     C.batches >= 1 && C.duration >= 3 && C.rate >= 1 && C.reps >= 1 &&
-                    C.reps <= 16 && C.topos && C.ivl_hi >= C.ivl_lo &&
+                    C.reps <= 16 && C.con_reps >= 1 && C.con_reps <= 16 && C.status_seconds >= 1 &&
+                    C.topos && C.ivl_hi >= C.ivl_lo &&
                     (!obs || !strcmp(obs, "poll") || !strcmp(obs, "callback")),
                 "bad arguments (tills 2..%d, reps 1..16, duration >= 3; see --help)", MAXT);
     if (C.topos & 2) BENCH_CHECK(C.n >= 3, "a star needs 3 tills or more");
@@ -1776,8 +1820,9 @@ int main(int argc, char **argv)
 
     bench_dir_init("bench_node");
     atexit(kids_kill);
-    bench_header("bench_node", "the sync node on loopback: latency, catch-up, sustained load",
-                 C.seed, C.reps);
+    bench_header("bench_node",
+                 "the sync node on loopback: latency, catch-up, sustained load, console", C.seed,
+                 C.reps);
     printf("%ld cores, load average %s; ZeroMQ %d.%d.%d; every till is its own process, its node "
            "on a thread (tsync_node_start), tick_ms %d, the POS writes through its own plain "
            "SQLite connection (WAL, synchronous=NORMAL)\n",
@@ -1789,13 +1834,14 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     bench_report rep = {.bench = "node"};
-    int res[3] = {-1, -1, -1};
+    int res[4] = {-1, -1, -1, -1};
     if (strstr(cases, "latency")) res[0] = case_latency(&rep);
     if (strstr(cases, "catchup")) res[1] = case_catchup(&rep);
     if (strstr(cases, "load")) res[2] = case_load(&rep);
+    if (strstr(cases, "console")) res[3] = case_console(&rep);
     bench_print(&rep);
-    static const char *const nm[3] = {"latency", "catchup", "load"};
-    for (int k = 0; k < 3; k++)
+    static const char *const nm[4] = {"latency", "catchup", "load", "console"};
+    for (int k = 0; k < 4; k++)
         if (res[k] >= 0) printf("bench_node %s: %s\n", nm[k], res[k] ? "PASS" : "MISS");
     printf("bench_node: all correctness checks passed (load average %s)\n", loadavg());
     return 0;

@@ -65,6 +65,6 @@ uint64_t cli_wall_ms(void);
 double cli_mono_s(void);
 /* tillsync demo [--dir DIR] [--seed N] */
 int cmd_demo(int argc, char **argv);
-/* tillsync demo [--dir DIR]: three node processes on loopback (tools/demo_live.c) */
+/* tillsync demo [--dir DIR] [--stay]: three node processes on loopback (tools/demo_live.c) */
 int cmd_demo_live(int argc, char **argv);
 #endif

@@ -206,11 +206,15 @@ static const cmd_help CMDS[] = {
      "record the log policy given and prune the log to it now",
      "Defaults: 1000000 batches, as many MB as the rest of the database and at least 64, 30\n"
      "days. A till that still lacked what is pruned needs a snapshot (enrolled shops).\n"},
-    {"demo", "[--dir DIR]\n--offline [--dir DIR] [--seed N] [--keep]",
+    {"demo", "[--dir DIR] [--stay]\n--offline [--dir DIR] [--seed N] [--keep]",
      "three tills sell at once and converge",
      "Three tills as three processes on loopback sell at once; their sales show up on the\n"
-     "others live, then converge. --offline: three offline tills converge by bundles.\n"
+     "others live, then converge. Each till's shop console URL is printed with its token, as\n"
+     "status prints it. --offline: three offline tills converge by bundles.\n"
      "\n"
+     "  --stay         then keep the tills up, each selling about once every 1-3 s, until\n"
+     "                 Ctrl-C (SIGINT or SIGTERM): watch the consoles, resolve the conflict\n"
+     "                 the demo makes (or make one as it says); the folder is kept and named\n"
      "  --dir DIR      work in DIR (default: a new temporary folder)\n"
      "  --seed N       the offline demo's random seed\n"
      "  --keep         keep the folder\n"},

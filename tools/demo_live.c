@@ -7,8 +7,15 @@
  * on the others. At the end all three tills must show the same content hash and every product's
  * stock must equal its initial stock minus what the demo itself recorded as sold at all tills.
  * `tillsync demo --offline` is the earlier demo: offline tills converging by bundles.
+ *
+ * Each till's node serves its shop console (docs/CONSOLE.md); the demo prints their addresses with
+ * the token, as `tillsync status` does. `--stay` then keeps the tills running and the cashiers
+ * selling slowly (one sale every 1-3 s each) until SIGINT or SIGTERM, after making one conflict
+ * (till1 and till2 rename a product at the same moment), so a person can watch the consoles and
+ * resolve it there; the folder is kept.
  */
 #include <errno.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -39,6 +46,7 @@ static const char *const PRODUCT[NPROD] = {
 typedef struct {
     int idx;
     char db[512];
+    int slow; /* --stay: a sale every 1-3 s until stopped (instead of SELL_SECONDS of bursts) */
     uint64_t seed;
     atomic_int sold;       /* sales committed */
     atomic_int qty[NPROD]; /* units sold per product */
@@ -58,6 +66,21 @@ static void sleep_ms(int ms)
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
+}
+
+/* --stay: set by SIGINT / SIGTERM; the cashiers and the main loop end when they see it. */
+static volatile sig_atomic_t stop_flag;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+/* Sleeps ms, or less when stop_flag is set. */
+static void nap_ms(int ms)
+{
+    for (; ms > 0 && !stop_flag; ms -= 100) sleep_ms(ms < 100 ? ms : 100);
 }
 
 /* A cashier: sells at random intervals for SELL_SECONDS, one transaction per sale. */
@@ -81,8 +104,8 @@ static void *cashier_main(void *arg)
         goto out;
     }
     double end = cli_mono_s() + SELL_SECONDS;
-    int n = 0;
-    while (cli_mono_s() < end) {
+    int n = atomic_load(&c->sold); /* --stay follows the first round: ids go on */
+    while (!stop_flag && (c->slow || cli_mono_s() < end)) {
         int p = (int)(rnd(&c->seed) % NPROD), q = 1 + (int)(rnd(&c->seed) % 3);
         char id[32], pid[16], till[16];
         snprintf(id, sizeof id, "t%d-%05d", c->idx + 1, ++n);
@@ -107,7 +130,10 @@ static void *cashier_main(void *arg)
         }
         atomic_fetch_add(&c->qty[p], q);
         atomic_fetch_add(&c->sold, 1);
-        sleep_ms(15 + (int)(rnd(&c->seed) % 50));
+        if (c->slow)
+            nap_ms(1000 + (int)(rnd(&c->seed) % 2001));
+        else
+            sleep_ms(15 + (int)(rnd(&c->seed) % 50));
     }
 out:
     sqlite3_finalize(ins);
@@ -195,15 +221,73 @@ static int hash_of(const char *path, char out[17])
     return rc;
 }
 
+/* Till db's console address with its token ("http://ADDR/?token=TOKEN"), as `tillsync status`
+ * prints it: from the status file the node writes (DB.node: console.address, .token_file).
+ * Waits up to 20 s for the node to write it. 0, 1 when stopped (--stay) first, or -1 with why in
+ * err. */
+static int console_url(const char *db, char *url, size_t len, char *err, size_t errlen)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s.node", db);
+    double t0 = cli_mono_s();
+    for (;;) {
+        json_t *o = json_load_file(path, 0, NULL);
+        json_t *con = json_object_get(o, "console");
+        const char *addr = json_string_value(json_object_get(con, "address"));
+        const char *tf = json_string_value(json_object_get(con, "token_file"));
+        char token[160] = "";
+        FILE *f = addr && tf ? fopen(tf, "r") : NULL;
+        if (f) {
+            if (!fgets(token, sizeof token, f)) token[0] = 0;
+            fclose(f);
+            token[strcspn(token, "\r\n")] = 0;
+        }
+        if (token[0]) snprintf(url, len, "http://%s/?token=%s", addr, token);
+        json_decref(o);
+        if (token[0]) return 0;
+        if (stop_flag) return 1;
+        if (cli_mono_s() - t0 > 20) {
+            snprintf(err, errlen, "%s: the node did not say where its console listens within 20 s",
+                     db);
+            return -1;
+        }
+        sleep_ms(50);
+    }
+}
+
+/* A conflict for the console to show: till1 and till2 rename product P01 at the same moment.
+ * Both write transactions are open before either commits, so neither node can merge the other's
+ * rename first: the two writes are concurrent and every till records the collision. */
+static int make_conflict(const cashier *cs, char *err, size_t errlen)
+{
+    sqlite3 *db[2] = {NULL, NULL};
+    int ok = 1;
+    for (int i = 0; i < 2 && ok; i++) {
+        ok = sqlite3_open(cs[i].db, &db[i]) == SQLITE_OK;
+        sqlite3_busy_timeout(db[i], 10000);
+        ok = ok && sqlite3_exec(db[i], "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+        char sql[128];
+        snprintf(sql, sizeof sql, "UPDATE products SET name = '%s (till%d)' WHERE id = 'P01'",
+                 PRODUCT[0], i + 1);
+        ok = ok && sqlite3_exec(db[i], sql, NULL, NULL, NULL) == SQLITE_OK;
+    }
+    for (int i = 0; i < 2 && ok; i++)
+        ok = sqlite3_exec(db[i], "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+    if (!ok) snprintf(err, errlen, "making a conflict: %s", sqlite3_errmsg(db[db[1] ? 1 : 0]));
+    for (int i = 0; i < 2; i++) sqlite3_close(db[i]);
+    return ok ? 0 : -1;
+}
+
 static const char *const FILES[] = {"",          "-wal",  "-shm",       ".key",
                                     ".key.mark", ".node", ".node.lock", ".console-token"};
 
 int cmd_demo_live(int argc, char **argv)
 {
     const char *dir_arg = NULL;
-    int keep = 0;
+    int keep = 0, stay = 0;
     static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
                                          {"keep", no_argument, NULL, 'k'},
+                                         {"stay", no_argument, NULL, 's'},
                                          {NULL, 0, NULL, 0}};
     cli_opts po = {.cmd = "demo", .argc = argc - 1, .argv = argv + 1, .longopts = opts};
     int c;
@@ -211,6 +295,16 @@ int cmd_demo_live(int argc, char **argv)
         if (c == CLI_OPT_BAD) return 2;
         if (c == 'd') dir_arg = optarg;
         if (c == 'k') keep = 1;
+        if (c == 's') stay = keep = 1; /* the person works with the databases: never removed */
+    }
+    if (stay) {
+        /* Ctrl-C (or SIGTERM) at any step stops the cashiers and the nodes cleanly. */
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_stop_signal; /* no SA_RESTART: a sleep ends at once */
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
     }
     if (optind < argc - 1) {
         fprintf(stderr, "tillsync: demo: unexpected argument '%s' (see 'tillsync demo --help')\n",
@@ -290,6 +384,7 @@ int cmd_demo_live(int argc, char **argv)
             args[a++] = cs[i].db;
             args[a++] = "--listen";
             args[a++] = listen;
+            args[a++] = "--no-mdns"; /* the peers are given: nothing to announce nor browse */
             for (int j = 0; j < i; j++) {
                 args[a++] = "--peer";
                 args[a++] = peers[j];
@@ -321,7 +416,7 @@ int cmd_demo_live(int argc, char **argv)
             }
             ok &= n == NPROD;
         }
-        if (ok) break;
+        if (ok || stop_flag) break;
         if (cli_mono_s() - t0 > 20) {
             rc = -1;
             snprintf(err, sizeof err,
@@ -332,19 +427,30 @@ int cmd_demo_live(int argc, char **argv)
         }
         sleep_ms(20);
     }
-    if (rc == 0)
+    if (rc == 0 && !stop_flag)
         printf("3. the catalogue reached till2 and till3 over the network in %.0f ms\n",
                (cli_mono_s() - t0) * 1000);
+    /* Each node's shop console: its address with the token, as `tillsync status` prints it. */
+    for (int i = 0; i < NT && rc == 0 && !stop_flag; i++) {
+        char url[400];
+        int r = console_url(cs[i].db, url, sizeof url, err, sizeof err);
+        if (r < 0) rc = -1;
+        if (r == 0)
+            printf("   till%d console: %s%s\n", i + 1, url,
+                   i < NT - 1 ? ""
+                   : stay     ? "  (open in a browser)"
+                              : "  (open while the demo runs; --stay keeps them up)");
+    }
 
     /* 4. Sell concurrently and watch. */
     pthread_t th[NT];
-    if (rc == 0) {
+    if (rc == 0 && !stop_flag) {
         printf("4. three cashiers sell for %.0f s; each line: sales of till1/till2/till3 seen at "
                "each till\n",
                SELL_SECONDS);
         for (int i = 0; i < NT; i++) pthread_create(&th[i], NULL, cashier_main, &cs[i]);
         double start = cli_mono_s();
-        while (cli_mono_s() - start < SELL_SECONDS + 0.6) {
+        while (cli_mono_s() - start < SELL_SECONDS + 0.6 && !stop_flag) {
             sleep_ms(500);
             printf("  %4.1f s  sold %3d/%3d/%3d |", cli_mono_s() - start, atomic_load(&cs[0].sold),
                    atomic_load(&cs[1].sold), atomic_load(&cs[2].sold));
@@ -363,9 +469,9 @@ int cmd_demo_live(int argc, char **argv)
 
     /* 5. Converged? Same hash everywhere, and stock = initial - what was sold everywhere. */
     char h[NT][17];
-    if (rc == 0) {
+    if (rc == 0 && !stop_flag) {
         double c0 = cli_mono_s();
-        for (;;) {
+        for (; !stop_flag;) {
             int same = 1;
             for (int i = 0; i < NT; i++)
                 if (hash_of(cs[i].db, h[i]) != 0) same = 0;
@@ -379,7 +485,7 @@ int cmd_demo_live(int argc, char **argv)
             sleep_ms(50);
         }
     }
-    if (rc == 0) {
+    if (rc == 0 && !stop_flag) {
         int total = 0;
         for (int i = 0; i < NT; i++) total += atomic_load(&cs[i].sold);
         printf("5. all three tills show the same content (hash %s…): %d sales\n", h[0], total);
@@ -407,6 +513,46 @@ int cmd_demo_live(int argc, char **argv)
         }
         if (rc == 0) printf("   ... every product's stock checks out on every till\n");
     }
+    /* --stay: sell slowly until SIGINT / SIGTERM, with one conflict to resolve. */
+    int early = stop_flag; /* stopped before the stay: the checks above were skipped */
+    if (rc == 0 && stay && !stop_flag) rc = make_conflict(cs, err, sizeof err);
+    if (rc == 0 && stay && !stop_flag) {
+        printf("6. the tills stay up; each cashier sells about once every 1-3 s until Ctrl-C.\n"
+               "   Open the consoles above. till1 and till2 just renamed %s at the same moment:\n"
+               "   the Conflicts page shows both names; keep one, take the other or enter a "
+               "value.\n"
+               "   Make another: pause till2's node, rename a product on both, let it go on:\n"
+               "     kill -STOP %d; tillsync sql %s \"UPDATE products SET name='Tea' WHERE "
+               "id='P04'\"\n"
+               "     tillsync sql %s \"UPDATE products SET name='Chai' WHERE id='P04'\"; kill "
+               "-CONT %d\n",
+               PRODUCT[0], (int)pid[1], cs[0].db, cs[1].db, (int)pid[1]);
+        for (int i = 0; i < NT; i++) {
+            cs[i].slow = 1;
+            pthread_create(&th[i], NULL, cashier_main, &cs[i]);
+        }
+        double start = cli_mono_s(), next = start + 10;
+        while (!stop_flag) {
+            nap_ms(200);
+            if (stop_flag || cli_mono_s() < next) continue;
+            next += 10;
+            printf("  %4.0f s  sold %3d/%3d/%3d |", cli_mono_s() - start, atomic_load(&cs[0].sold),
+                   atomic_load(&cs[1].sold), atomic_load(&cs[2].sold));
+            for (int i = 0; i < NT; i++)
+                printf("  till%d sees %3d/%3d/%3d", i + 1, count_seen(view[i], 0),
+                       count_seen(view[i], 1), count_seen(view[i], 2));
+            printf("\n");
+        }
+        for (int i = 0; i < NT; i++) pthread_join(th[i], NULL);
+        for (int i = 0; i < NT && rc == 0; i++)
+            if (cs[i].err[0]) {
+                rc = -1;
+                snprintf(err, sizeof err, "cashier %d: %s", i + 1, cs[i].err);
+            }
+        printf("\n7. stopping: %d/%d/%d sales in all\n", atomic_load(&cs[0].sold),
+               atomic_load(&cs[1].sold), atomic_load(&cs[2].sold));
+    }
+    if (rc == 0 && early) printf("\n   stopped (SIGINT or SIGTERM) before the demo's end\n");
     for (int i = 0; i < NT; i++) sqlite3_close(view[i]);
     for (int i = 0; i < NT; i++)
         if (pid[i] > 0) kill(pid[i], SIGTERM);
@@ -416,8 +562,9 @@ int cmd_demo_live(int argc, char **argv)
         fprintf(stderr, "tillsync: demo: %s\n", err);
         return 1;
     }
-    printf("6. nodes stopped. Try it by hand: tillsync run DB --listen ... --peer ...; tillsync "
-           "status DB\n");
+    printf("%s nodes stopped. Try it by hand: tillsync run DB --listen ... --peer ...; tillsync "
+           "status DB\n",
+           stay ? "  " : "6.");
     if (!keep) {
         for (int i = 0; i < NT; i++)
             for (size_t f = 0; f < sizeof FILES / sizeof FILES[0]; f++) {
@@ -429,7 +576,9 @@ int cmd_demo_live(int argc, char **argv)
             }
         rmdir(dir);
     } else {
-        printf("   databases and node logs kept in %s\n", dir);
+        printf("   databases and node logs kept in %s (till1.db, till2.db, till3.db; "
+               "tillsync status %s/till1.db)\n",
+               dir, dir);
     }
     return 0;
 }
