@@ -12,6 +12,8 @@
 #include "store/relay_store.h"
 #include "tests/lib/helpers.h"
 
+TestSuite(relay_store, .fini = th_cleanup);
+
 typedef struct {
     uint32_t norigins;
     tsync__rrange r[2][8];
