@@ -4,8 +4,9 @@
  * relay protocol (codec/relay.c) over CURVE with device keys certified by the shop API: an
  * admitted till puts envelopes and another till of the shop gets them back byte-identical
  * (duplicates stored once, ranges merged, RGET streamed by max bytes); a till of an unadmitted
- * shop, an expired certificate, a revoked one (revocation pushed by RTRUST), an expired admission
- * and a quota overflow are each refused with their reason, counted in `relay status --json`, and
+ * shop, an expired certificate, a revoked one (revocation pushed by RTRUST: a served till's
+ * session is cut at once, and it is refused at RHELLO after), an expired admission and a quota
+ * overflow are each refused with their reason, counted in `relay status --json`, and
  * store nothing; a wrong relay key fails the handshake; the relay restarted still serves what it
  * stored; the relay's files hold each blob as given (the marker is found).
  */
@@ -154,11 +155,9 @@ static const tsync__rmsg *recv_m(till *t)
 }
 
 /* Connects and says RHELLO; returns the answer (RHAVE or RERR). */
-static const tsync__rmsg *till_hello(till *t, const char *ep, const uint8_t relay_pk[32])
+/* Says RHELLO on the session that is up; returns the answer (RHAVE or RERR). */
+static const tsync__rmsg *hello_again(till *t)
 {
-    cr_assert_eq(tsync__tp_connect(t->tp, ep, relay_pk, &t->peer), 0);
-    tsync__tp_event ev;
-    cr_assert(wait_ev(t, TSYNC__TP_EV_UP, 10000, &ev), "no session with the relay");
     tsync__rblob rec = {t->cert, t->cert_len};
     tsync__rmsg h = {
         .type = TSYNC__R_HELLO, .version = TSYNC__RELAY_PROTO, .nrecs = 1, .recs = &rec};
@@ -168,6 +167,15 @@ static const tsync__rmsg *till_hello(till *t, const char *ep, const uint8_t rela
     /* The relay is who we dialled (its key pinned): what follows its answer is delivered too. */
     if (m->type == TSYNC__R_HAVE) cr_assert_eq(tsync__tp_peer_verified(t->tp, t->peer, NULL), 0);
     return m;
+}
+
+/* Connects and says RHELLO; returns the answer (RHAVE or RERR). */
+static const tsync__rmsg *till_hello(till *t, const char *ep, const uint8_t relay_pk[32])
+{
+    cr_assert_eq(tsync__tp_connect(t->tp, ep, relay_pk, &t->peer), 0);
+    tsync__tp_event ev;
+    cr_assert(wait_ev(t, TSYNC__TP_EV_UP, 10000, &ev), "no session with the relay");
+    return hello_again(t);
 }
 
 static void expect_err(const tsync__rmsg *m, uint32_t code)
@@ -308,8 +316,10 @@ Test(relay, serve_refuse_restart)
     till_new(&tc, &c, "till-c", now - TH_DAY, now + 30 * TH_DAY);
     expect_err(till_hello(&tc, ep, relay_pk), TSYNC__RERR_ADMISSION);
 
-    /* Revocation pushed by A1 (RTRUST): A3 is refused; a record of another shop is refused. */
+    /* Revocation pushed by A1 (RTRUST): A3, served until then, is refused at once and its
+     * session cut; when it comes back, at RHELLO. A record of another shop is refused. */
     till_new(&ta3, &a, "till-a3", now - TH_DAY, now + 30 * TH_DAY);
+    cr_assert_eq(till_hello(&ta3, ep, relay_pk)->type, TSYNC__R_HAVE);
     size_t rl;
     uint8_t *rev = th_rev_make(&a, ta3.pk, NULL, 0, now, &rl);
     tsync__rblob rb = {rev, rl};
@@ -317,7 +327,11 @@ Test(relay, serve_refuse_restart)
     send_m(&a1, &tr);
     m = recv_m(&a1);
     cr_assert(m->type == TSYNC__R_ACK && m->req == 8 && m->stored == 1);
-    expect_err(till_hello(&ta3, ep, relay_pk), TSYNC__RERR_REVOKED);
+    expect_err(recv_m(&ta3), TSYNC__RERR_REVOKED);
+    tsync__tp_event ev;
+    cr_assert(wait_ev(&ta3, TSYNC__TP_EV_DOWN, 10000, &ev), "the revoked till's session stayed");
+    cr_assert(wait_ev(&ta3, TSYNC__TP_EV_UP, 10000, &ev), "the till did not reconnect");
+    expect_err(hello_again(&ta3), TSYNC__RERR_REVOKED);
     size_t rbl;
     uint8_t *revb = th_rev_make(&b, ta3.pk, NULL, 0, now, &rbl);
     tsync__rblob rbb = {revb, rbl};
@@ -333,14 +347,13 @@ Test(relay, serve_refuse_restart)
     uint8_t wrong_pk[32], wrong_sk[64];
     crypto_sign_keypair(wrong_pk, wrong_sk);
     cr_assert_eq(tsync__tp_connect(tw.tp, ep, wrong_pk, &tw.peer), 0);
-    tsync__tp_event ev;
     cr_assert_not(wait_ev(&tw, TSYNC__TP_EV_UP, 2000, &ev), "a session with a wrong relay key");
 
     json_t *st = status(dir);
     cr_assert_eq(refused(st, "unknown_shop"), 1);
     cr_assert_eq(refused(st, "expired"), 1);
     cr_assert_eq(refused(st, "admission"), 1);
-    cr_assert_eq(refused(st, "revoked"), 1);
+    cr_assert_eq(refused(st, "revoked"), 2);
     cr_assert_eq(refused(st, "quota"), 1);
     cr_assert_eq(refused(st, "bad_trust"), 1);
     cr_assert_eq(shop_field(st, 0, "envelopes"), 3, "refused tills stored something");
@@ -348,7 +361,7 @@ Test(relay, serve_refuse_restart)
                  (long long)(sizeof blob1 + sizeof blob2 + sizeof blob3));
     cr_assert_eq(shop_field(st, 0, "revocations"), 1);
     cr_assert_eq(shop_field(st, 1, "envelopes"), 0);
-    cr_assert_eq(json_integer_value(json_object_get(st, "sessions")), 2);
+    cr_assert_eq(json_integer_value(json_object_get(st, "sessions")), 3);
     json_decref(st);
     till_free(&tb);
     till_free(&texp);
@@ -373,8 +386,9 @@ Test(relay, serve_refuse_restart)
 
     /* The relay keeps the blob as given: the marker inside it is in its files. */
     cr_assert(files_contain(dir, MARKER, sizeof MARKER - 1), "the blob was not stored as given");
-    /* One log line per session event: the first run admitted 2 tills and refused 5 at RHELLO
-     * (the wrong relay key never reached it), plus the quota and bad_trust refusals. */
+    /* One log line per session event: the first run admitted 3 tills and refused 4 at RHELLO
+     * (the wrong relay key never reached it), plus the live revocation, the quota and
+     * bad_trust refusals. */
     FILE *f = fopen(log, "r");
     char line[1024];
     int admitted = 0, refusals = 0, ups = 0;
@@ -384,7 +398,7 @@ Test(relay, serve_refuse_restart)
         ups += strstr(line, " up from ") != NULL;
     }
     fclose(f);
-    cr_assert_eq(admitted, 2);
-    cr_assert_eq(refusals, 6);
-    cr_assert_eq(ups, 6);
+    cr_assert_eq(admitted, 3);
+    cr_assert_eq(refusals, 7);
+    cr_assert_eq(ups, 7);
 }
