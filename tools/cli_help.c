@@ -218,6 +218,23 @@ static const cmd_help CMDS[] = {
      "  --dir DIR      work in DIR (default: a new temporary folder)\n"
      "  --seed N       the offline demo's random seed\n"
      "  --keep         keep the folder\n"},
+    {"relay",
+     "init DIR\nadmit DIR SHOP_ADMIN_PUBKEY --quota-mb N [--expires YYYY-MM-DD]\n"
+     "run DIR --listen tcp://ADDR:PORT\nstatus DIR [--json]",
+     "a blind relay: stores and forwards a shop's encrypted envelopes (docs/RELAY.md)",
+     "A relay lives in DIR: relay.key (its own key) and relay.db (SQLite). It serves the tills\n"
+     "of the shops admitted with their admin public key, keeps their envelopes without being\n"
+     "able to read them, and refuses anyone else with a reason it counts.\n"
+     "\n"
+     "  init DIR       make DIR, the relay key and an empty store; print the public key\n"
+     "  admit          serve the shop of SHOP_ADMIN_PUBKEY (64 hex digits, `shop info`)\n"
+     "    --quota-mb N          at most N MiB of envelopes for the shop\n"
+     "    --expires YYYY-MM-DD  the admission ends at the start of that day (UTC)\n"
+     "  run            serve in the foreground until SIGINT/SIGTERM; one log line per session\n"
+     "                 event; under systemd it reports readiness (sd_notify)\n"
+     "    --listen tcp://ADDR:PORT  the endpoint to bind\n"
+     "  status         shops, bytes, envelopes, sessions and refusals by reason\n"
+     "    --json                as JSON\n"},
     {"help", "[COMMAND]\n--man", "this text, one command's help, or the manual page",
      "  --man          print tillsync(1) in roff\n"},
 };

@@ -24,6 +24,7 @@
 #include "cmd_conflicts.h"
 #include "cmd_schema.h"
 #include "cmd_trust.h"
+#include "cmd_relay.h"
 #include "hint.h"
 #include "node_service.h"
 
@@ -562,6 +563,7 @@ int main(int argc, char **argv)
     if (!strcmp(c, "backup")) return cmd_backup(argc, argv);
     if (!strcmp(c, "backup-check")) return cmd_backup_check(argc, argv);
     if (!strcmp(c, "restore")) return cmd_restore(argc, argv);
+    if (!strcmp(c, "relay")) return cmd_relay(argc, argv);
     fprintf(stderr, "tillsync: unknown command '%s' (see 'tillsync --help')\n", c);
     return 2;
 }

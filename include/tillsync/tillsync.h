@@ -8,6 +8,7 @@
 #include "tillsync/io.h"
 #include "tillsync/migrate.h"
 #include "tillsync/node.h"
+#include "tillsync/relay.h"
 #include "tillsync/schema.h"
 #include "tillsync/sqlite.h"
 #include "tillsync/status.h"

@@ -1,0 +1,377 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * store/relay_store.c — the SQLite implementation of the relay's store (store/relay_store.h): one
+ * database DIR/relay.db in WAL mode, so `tillsync relay status` reads it while the relay runs.
+ * Envelope bytes are stored as given (a BLOB each); the shop's byte and envelope counts are kept
+ * in its row, updated in put's transaction, so the quota check never sums the envelopes.
+ */
+#include "store/relay_store.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/util.h"
+
+typedef struct {
+    tsync__rstore base;
+    sqlite3 *db;
+    char path[4096];
+} sq;
+
+static int dberr(sq *s, const char *what)
+{
+    return tsync__err(TSYNC_EIO, "relay store %s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+}
+
+static int exec(sq *s, const char *sql)
+{
+    return sqlite3_exec(s->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : dberr(s, sql);
+}
+
+static int prep(sq *s, const char *sql, sqlite3_stmt **st)
+{
+    return sqlite3_prepare_v2(s->db, sql, -1, st, NULL) == SQLITE_OK ? 0 : dberr(s, "prepare");
+}
+
+static const char SCHEMA[] =
+    "CREATE TABLE IF NOT EXISTS shops(id INTEGER PRIMARY KEY, admin_pk BLOB NOT NULL UNIQUE,"
+    " shop_id BLOB, quota_bytes INTEGER NOT NULL, expires_ms INTEGER NOT NULL,"
+    " admitted_ms INTEGER NOT NULL, bytes INTEGER NOT NULL DEFAULT 0,"
+    " envelopes INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS envelopes(shop INTEGER NOT NULL, origin BLOB NOT NULL,"
+    " first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, bytes BLOB NOT NULL,"
+    " UNIQUE(shop, origin, first_seq));"
+    "CREATE TABLE IF NOT EXISTS revocations(shop INTEGER NOT NULL, device_pk BLOB NOT NULL,"
+    " rec BLOB NOT NULL, PRIMARY KEY(shop, device_pk));"
+    "CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, n INTEGER NOT NULL);"
+    "PRAGMA user_version = 1;";
+
+static void row_shop(sqlite3_stmt *st, tsync__rshop *o)
+{
+    memset(o, 0, sizeof *o);
+    o->id = sqlite3_column_int64(st, 0);
+    if (sqlite3_column_bytes(st, 1) == TSYNC__PK_BYTES)
+        memcpy(o->admin_pk, sqlite3_column_blob(st, 1), TSYNC__PK_BYTES);
+    if (sqlite3_column_bytes(st, 2) == TSYNC__RELAY_SHOP_BYTES) {
+        o->has_shop_id = 1;
+        memcpy(o->shop_id, sqlite3_column_blob(st, 2), TSYNC__RELAY_SHOP_BYTES);
+    }
+    o->quota_bytes = (uint64_t)sqlite3_column_int64(st, 3);
+    o->expires_ms = (uint64_t)sqlite3_column_int64(st, 4);
+    o->admitted_ms = (uint64_t)sqlite3_column_int64(st, 5);
+    o->bytes = (uint64_t)sqlite3_column_int64(st, 6);
+    o->envelopes = (uint64_t)sqlite3_column_int64(st, 7);
+    o->revocations = (uint64_t)sqlite3_column_int64(st, 8);
+}
+
+#define SHOP_COLS                                                                                  \
+    "id, admin_pk, shop_id, quota_bytes, expires_ms, admitted_ms, bytes, envelopes,"               \
+    " (SELECT count(*) FROM revocations r WHERE r.shop = shops.id)"
+
+static int op_admit(tsync__rstore *b, const uint8_t pk[TSYNC__PK_BYTES], uint64_t quota,
+                    uint64_t expires, uint64_t now)
+{
+    sq *s = (sq *)b;
+    sqlite3_stmt *st;
+    int rc = prep(s,
+                  "INSERT INTO shops(admin_pk, quota_bytes, expires_ms, admitted_ms) VALUES"
+                  " (?1, ?2, ?3, ?4) ON CONFLICT(admin_pk) DO UPDATE SET quota_bytes = ?2,"
+                  " expires_ms = ?3",
+                  &st);
+    if (rc) return rc;
+    sqlite3_bind_blob(st, 1, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)quota);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)expires);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)now);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : dberr(s, "admit");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int op_shop(tsync__rstore *b, const uint8_t pk[TSYNC__PK_BYTES], tsync__rshop *out)
+{
+    sq *s = (sq *)b;
+    sqlite3_stmt *st;
+    int rc = prep(s, "SELECT " SHOP_COLS " FROM shops WHERE admin_pk = ?", &st);
+    if (rc) return rc;
+    sqlite3_bind_blob(st, 1, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW)
+        row_shop(st, out);
+    else
+        rc = r == SQLITE_DONE ? TSYNC_ENOTFOUND : dberr(s, "shop");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int op_bind(tsync__rstore *b, int64_t shop, const uint8_t id[TSYNC__RELAY_SHOP_BYTES])
+{
+    sq *s = (sq *)b;
+    sqlite3_stmt *st;
+    int rc = prep(s, "UPDATE shops SET shop_id = ? WHERE id = ? AND shop_id IS NULL", &st);
+    if (rc) return rc;
+    sqlite3_bind_blob(st, 1, id, TSYNC__RELAY_SHOP_BYTES, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, shop);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : dberr(s, "bind shop id");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int op_put(tsync__rstore *b, int64_t shop, uint64_t quota, const tsync__renv *envs,
+                  uint32_t n, uint64_t *stored, uint64_t *dup)
+{
+    sq *s = (sq *)b;
+    *stored = *dup = 0;
+    int rc = exec(s, "BEGIN IMMEDIATE");
+    if (rc) return rc;
+    sqlite3_stmt *ins = NULL, *cur = NULL, *upd = NULL;
+    uint64_t added = 0;
+    rc = prep(s,
+              "INSERT INTO envelopes(shop, origin, first_seq, last_seq, bytes) VALUES"
+              " (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+              &ins);
+    if (!rc) rc = prep(s, "SELECT bytes FROM shops WHERE id = ?", &cur);
+    if (!rc)
+        rc = prep(s, "UPDATE shops SET bytes = bytes + ?, envelopes = envelopes + ? WHERE id = ?",
+                  &upd);
+    for (uint32_t i = 0; !rc && i < n; i++) {
+        const tsync__renv *e = &envs[i];
+        sqlite3_reset(ins);
+        sqlite3_bind_int64(ins, 1, shop);
+        sqlite3_bind_blob(ins, 2, e->origin, TSYNC__SITE_BYTES, SQLITE_STATIC);
+        sqlite3_bind_int64(ins, 3, (sqlite3_int64)e->first_seq);
+        sqlite3_bind_int64(ins, 4, (sqlite3_int64)e->last_seq);
+        sqlite3_bind_blob(ins, 5, e->bytes, (int)e->len, SQLITE_STATIC);
+        if (sqlite3_step(ins) != SQLITE_DONE) {
+            rc = dberr(s, "put");
+            break;
+        }
+        if (sqlite3_changes(s->db) == 1) {
+            (*stored)++;
+            added += e->len;
+        } else {
+            (*dup)++;
+        }
+    }
+    if (!rc) {
+        sqlite3_bind_int64(cur, 1, shop);
+        uint64_t have =
+            sqlite3_step(cur) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(cur, 0) : 0;
+        if (added > 0 && have + added > quota) {
+            rc = tsync__err(
+                TSYNC_EFULL, "quota: %llu bytes stored, %llu more would pass the quota of %llu",
+                (unsigned long long)have, (unsigned long long)added, (unsigned long long)quota);
+        } else {
+            sqlite3_bind_int64(upd, 1, (sqlite3_int64)added);
+            sqlite3_bind_int64(upd, 2, (sqlite3_int64)*stored);
+            sqlite3_bind_int64(upd, 3, shop);
+            if (sqlite3_step(upd) != SQLITE_DONE) rc = dberr(s, "put");
+        }
+    }
+    sqlite3_finalize(ins);
+    sqlite3_finalize(cur);
+    sqlite3_finalize(upd);
+    if (rc) {
+        exec(s, "ROLLBACK");
+        *stored = 0;
+        return rc;
+    }
+    return exec(s, "COMMIT");
+}
+
+static int op_ranges(tsync__rstore *b, int64_t shop, tsync__rstore_ranges_fn fn, void *ctx)
+{
+    sq *s = (sq *)b;
+    sqlite3_stmt *st;
+    int rc = prep(s,
+                  "SELECT origin, first_seq, last_seq FROM envelopes WHERE shop = ?"
+                  " ORDER BY origin, first_seq",
+                  &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, shop);
+    uint8_t origin[TSYNC__SITE_BYTES];
+    tsync__rrange *rg = NULL;
+    uint32_t n = 0, cap = 0;
+    int r;
+    while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW) {
+        const void *o = sqlite3_column_blob(st, 0);
+        if (sqlite3_column_bytes(st, 0) != TSYNC__SITE_BYTES) continue;
+        uint64_t f = (uint64_t)sqlite3_column_int64(st, 1),
+                 l = (uint64_t)sqlite3_column_int64(st, 2);
+        if (n > 0 && memcmp(o, origin, TSYNC__SITE_BYTES) != 0) {
+            rc = fn(ctx, origin, rg, n);
+            n = 0;
+        }
+        if (rc) break;
+        memcpy(origin, o, TSYNC__SITE_BYTES);
+        if (n > 0 && f <= rg[n - 1].last + 1) {
+            if (l > rg[n - 1].last) rg[n - 1].last = l;
+            continue;
+        }
+        if (n == cap) {
+            uint32_t nc = cap ? cap * 2 : 16;
+            tsync__rrange *g = realloc(rg, nc * sizeof *g);
+            if (!g) {
+                rc = tsync__err(TSYNC_ENOMEM, "relay store: out of memory");
+                break;
+            }
+            rg = g;
+            cap = nc;
+        }
+        rg[n++] = (tsync__rrange){f, l};
+    }
+    if (!rc && r != SQLITE_DONE) rc = dberr(s, "ranges");
+    if (!rc && n > 0) rc = fn(ctx, origin, rg, n);
+    free(rg);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int op_get(tsync__rstore *b, int64_t shop, const uint8_t origin[TSYNC__SITE_BYTES],
+                  uint64_t from, tsync__rstore_env_fn fn, void *ctx)
+{
+    sq *s = (sq *)b;
+    sqlite3_stmt *st;
+    int rc = prep(s,
+                  "SELECT first_seq, last_seq, bytes FROM envelopes WHERE shop = ? AND origin = ?"
+                  " AND last_seq >= ? ORDER BY first_seq",
+                  &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, shop);
+    sqlite3_bind_blob(st, 2, origin, TSYNC__SITE_BYTES, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)from);
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        tsync__renv e;
+        memcpy(e.origin, origin, TSYNC__SITE_BYTES);
+        e.first_seq = (uint64_t)sqlite3_column_int64(st, 0);
+        e.last_seq = (uint64_t)sqlite3_column_int64(st, 1);
+        e.bytes = sqlite3_column_blob(st, 2);
+        e.len = (size_t)sqlite3_column_bytes(st, 2);
+        rc = fn(ctx, &e);
+        if (rc) break;
+    }
+    if (rc == 1)
+        rc = 0;
+    else if (!rc && r != SQLITE_DONE)
+        rc = dberr(s, "get");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int op_revoke(tsync__rstore *b, int64_t shop, const uint8_t pk[TSYNC__PK_BYTES],
+                     const uint8_t *rec, size_t len)
+{
+    sq *s = (sq *)b;
+    sqlite3_stmt *st;
+    int rc =
+        prep(s, "INSERT OR IGNORE INTO revocations(shop, device_pk, rec) VALUES (?, ?, ?)", &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, shop);
+    sqlite3_bind_blob(st, 2, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 3, rec, (int)len, SQLITE_STATIC);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : dberr(s, "revoke");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int op_revoked(tsync__rstore *b, int64_t shop, const uint8_t pk[TSYNC__PK_BYTES])
+{
+    sq *s = (sq *)b;
+    sqlite3_stmt *st;
+    int rc = prep(s, "SELECT 1 FROM revocations WHERE shop = ? AND device_pk = ?", &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, shop);
+    sqlite3_bind_blob(st, 2, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
+    int r = sqlite3_step(st);
+    rc = r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : dberr(s, "revoked");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int op_count(tsync__rstore *b, const char *name, int64_t delta, int set)
+{
+    sq *s = (sq *)b;
+    sqlite3_stmt *st;
+    int rc = prep(s,
+                  set ? "INSERT INTO counters(name, n) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE"
+                        " SET n = ?2"
+                      : "INSERT INTO counters(name, n) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE"
+                        " SET n = n + ?2",
+                  &st);
+    if (rc) return rc;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, delta);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : dberr(s, "count");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int op_stats(tsync__rstore *b, tsync__rstore_shop_fn fn, void *ctx,
+                    int (*cfn)(void *ctx, const char *name, int64_t n))
+{
+    sq *s = (sq *)b;
+    sqlite3_stmt *st;
+    int rc = prep(s, "SELECT " SHOP_COLS " FROM shops ORDER BY id", &st);
+    if (rc) return rc;
+    int r;
+    while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW) {
+        tsync__rshop o;
+        row_shop(st, &o);
+        rc = fn(ctx, &o);
+    }
+    sqlite3_finalize(st);
+    if (rc) return rc;
+    rc = prep(s, "SELECT name, n FROM counters ORDER BY name", &st);
+    if (rc) return rc;
+    while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW)
+        rc = cfn(ctx, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1));
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static void op_close(tsync__rstore *b)
+{
+    sq *s = (sq *)b;
+    if (!s) return;
+    sqlite3_close(s->db);
+    free(s);
+}
+
+static const tsync__rstore_ops OPS = {op_admit,  op_shop,    op_bind,  op_put,   op_ranges, op_get,
+                                      op_revoke, op_revoked, op_count, op_stats, op_close};
+
+int tsync__rstore_sqlite_open(tsync__rstore **out, const char *dir, int create, int readonly)
+{
+    *out = NULL;
+    sq *s = calloc(1, sizeof *s);
+    if (!s) return tsync__err(TSYNC_ENOMEM, "relay store: out of memory");
+    s->base.ops = &OPS;
+    snprintf(s->path, sizeof s->path, "%s/relay.db", dir);
+    int flags =
+        readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
+    int r = sqlite3_open_v2(s->path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    if (r != SQLITE_OK) {
+        int rc = r == SQLITE_CANTOPEN && !create
+                     ? tsync__err(TSYNC_ENOTFOUND, "%s: no relay here (tillsync relay init %s)",
+                                  s->path, dir)
+                     : dberr(s, "open");
+        op_close(&s->base);
+        return rc;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    int rc = 0;
+    if (!readonly) {
+        rc = exec(s, "PRAGMA journal_mode = WAL");
+        if (!rc) rc = exec(s, "PRAGMA synchronous = NORMAL");
+        if (!rc) rc = exec(s, SCHEMA);
+    }
+    if (rc) {
+        op_close(&s->base);
+        return rc;
+    }
+    *out = &s->base;
+    return 0;
+}

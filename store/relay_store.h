@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * store/relay_store.h — what a blind relay keeps (docs/RELAY.md, "What the relay stores"), behind
+ * an interface so that another engine (JetStream) can stand in for the SQLite one: admitted shops
+ * (admin key, quota, expiry), envelopes (shop, origin, seq range, opaque bytes), the shops' public
+ * revocation records, and counters (sessions, refusals by reason).
+ *
+ * The relay server (net/relay/) calls it through the vtable only. tsync__rstore_sqlite_open is the
+ * embedded default: one database DIR/relay.db in WAL mode (this is store/ because store/ is the
+ * only layer that opens SQLite databases).
+ *
+ * Rules every implementation keeps:
+ * - put is all or nothing: either every new envelope is stored and the shop's byte count grows
+ *   by their sizes, or nothing is stored (quota, error). An envelope whose (origin, first_seq)
+ *   the shop already holds is a duplicate: counted, not stored again.
+ * - ranges are merged per origin (1..5 and 6..9 are 1..9), origins in byte order.
+ * - get streams: the callback sees one envelope at a time (its bytes valid during the call) and
+ *   stops the walk by returning 1; memory does not grow with what the shop holds.
+ *
+ * THREAD SAFETY: a store belongs to one thread.
+ */
+#ifndef TSYNC_STORE_RELAY_STORE_H
+#define TSYNC_STORE_RELAY_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec/relay.h"
+
+typedef struct {
+    int64_t id; /* the store's handle of the shop */
+    uint8_t admin_pk[TSYNC__PK_BYTES];
+    int has_shop_id; /* bound by the first till admitted */
+    uint8_t shop_id[TSYNC__RELAY_SHOP_BYTES];
+    uint64_t quota_bytes;
+    uint64_t expires_ms; /* 0: never */
+    uint64_t admitted_ms;
+    uint64_t bytes, envelopes, revocations;
+} tsync__rshop;
+
+/* Called per origin by ranges (ranges borrowed for the call). Non-zero stops with that code. */
+typedef int (*tsync__rstore_ranges_fn)(void *ctx, const uint8_t origin[TSYNC__SITE_BYTES],
+                                       const tsync__rrange *ranges, uint32_t n);
+/* Called per envelope by get, in seq order. 1 stops the walk (not an error), other non-zero
+ * stops with that code. */
+typedef int (*tsync__rstore_env_fn)(void *ctx, const tsync__renv *e);
+/* Called per shop by stats. */
+typedef int (*tsync__rstore_shop_fn)(void *ctx, const tsync__rshop *s);
+
+typedef struct tsync__rstore tsync__rstore;
+typedef struct {
+    /* Admits (or re-admits, replacing quota and expiry) the shop of admin_pk. */
+    int (*admit)(tsync__rstore *st, const uint8_t admin_pk[TSYNC__PK_BYTES], uint64_t quota_bytes,
+                 uint64_t expires_ms, uint64_t now_ms);
+    /* The shop of admin_pk: 0, or TSYNC_ENOTFOUND. */
+    int (*shop)(tsync__rstore *st, const uint8_t admin_pk[TSYNC__PK_BYTES], tsync__rshop *out);
+    /* Binds the shop id of shop (once; the first till's certificate names it). */
+    int (*bind_shop_id)(tsync__rstore *st, int64_t shop, const uint8_t id[TSYNC__RELAY_SHOP_BYTES]);
+    /* Stores envelopes (all or nothing). TSYNC_EFULL when the new bytes would pass
+     * quota_bytes (nothing stored); *stored and *dup count the envelopes. */
+    int (*put)(tsync__rstore *st, int64_t shop, uint64_t quota_bytes, const tsync__renv *envs,
+               uint32_t n, uint64_t *stored, uint64_t *dup);
+    int (*ranges)(tsync__rstore *st, int64_t shop, tsync__rstore_ranges_fn fn, void *ctx);
+    /* Envelopes of origin whose last_seq >= from_seq, by first_seq. */
+    int (*get)(tsync__rstore *st, int64_t shop, const uint8_t origin[TSYNC__SITE_BYTES],
+               uint64_t from_seq, tsync__rstore_env_fn fn, void *ctx);
+    /* A revocation record of device_pk (kept once per device: the first). */
+    int (*revoke)(tsync__rstore *st, int64_t shop, const uint8_t device_pk[TSYNC__PK_BYTES],
+                  const uint8_t *rec, size_t len);
+    /* 1 when a revocation of device_pk is stored for shop, 0 when not, or a negative error. */
+    int (*revoked)(tsync__rstore *st, int64_t shop, const uint8_t device_pk[TSYNC__PK_BYTES]);
+    /* Adds delta to the counter name ("sessions", "refused.quota"); set: sets it instead. */
+    int (*count)(tsync__rstore *st, const char *name, int64_t delta, int set);
+    /* Every shop, then every counter as (name, value) through cfn. */
+    int (*stats)(tsync__rstore *st, tsync__rstore_shop_fn fn, void *ctx,
+                 int (*cfn)(void *ctx, const char *name, int64_t n));
+    void (*close)(tsync__rstore *st);
+} tsync__rstore_ops;
+
+struct tsync__rstore {
+    const tsync__rstore_ops *ops;
+};
+
+/* Opens (creating when create) DIR/relay.db. readonly: for status (nothing written).
+ * Errors (message set): TSYNC_ENOTFOUND (no relay.db and not create), TSYNC_EIO, TSYNC_ENOMEM. */
+int tsync__rstore_sqlite_open(tsync__rstore **out, const char *dir, int create, int readonly);
+
+#endif
