@@ -145,16 +145,18 @@ async function setupTills() {
     check(/^[0-9a-f]{64}$/.test(key || ''), `till-${n}: no public key in state --json`);
     tills[n] = { name: 'till-' + n, db, key, port: await freePort() };
   }
-  // p1 on both (a bundle, no nodes yet), then both change its price while apart: one conflict
-  // once they connect.
+  // p1 and p2 on both (a bundle, no nodes yet), then both change their prices while apart: two
+  // conflicts once they connect (p1 taken, p2 dismissed).
   const a = tills.a, b = tills.b;
-  sql(a.db, "INSERT INTO products VALUES('p1','tea',100)");
+  sql(a.db, "INSERT INTO products VALUES('p1','tea',100),('p2','jam',200)");
   fs.writeFileSync(path.join(W, 'b.state'), tsync('state', b.db, '--json'));
   tsync('bundle', a.db, path.join(W, 'p1.bundle'), '--since', path.join(W, 'b.state'));
   tsync('merge', b.db, path.join(W, 'p1.bundle'));
   check(sql(b.db, "SELECT price FROM products WHERE id='p1'") === '100', 'till-b lacks p1 after the bundle');
   sql(a.db, "UPDATE products SET price = 111 WHERE id = 'p1'");
   sql(b.db, "UPDATE products SET price = 222 WHERE id = 'p1'");
+  sql(a.db, "UPDATE products SET price = 201 WHERE id = 'p2'");
+  sql(b.db, "UPDATE products SET price = 202 WHERE id = 'p2'");
   fs.mkdirSync(path.join(W, 'bk-a'));
   for (const [me, other] of [[a, b], [b, a]]) {
     const log = fs.openSync(me.db + '.log', 'w');
@@ -256,12 +258,13 @@ async function flowPages(a) {
   check((await rowsOf(a.page, '#tills tbody')).length === 1, 'the overview lost its tills after navigating');
 }
 
-// The open conflict on p1's price as the API lists it on TILL.
-async function p1Conflict(till, pred = e => e.open) {
-  return waitFor(`${till.name}'s conflict on products p1 price in /api/conflicts`, async () =>
+// The conflict on ID's price (open unless pred says otherwise) as the API lists it on TILL.
+async function priceConflict(till, id, pred = e => e.open) {
+  return waitFor(`${till.name}'s conflict on products ${id} price in /api/conflicts`, async () =>
     (await conflicts(till)).find(e => e.table === 'products' && e.column === 'price' &&
-      JSON.stringify(e.key) === '["p1"]' && pred(e)), CONNECT_MS);
+      JSON.stringify(e.key) === `["${id}"]` && pred(e)), CONNECT_MS);
 }
+const p1Conflict = (till, pred) => priceConflict(till, 'p1', pred);
 
 // The conflicts page of TILL with "open only" set to OPEN: waits for the row of entry ID
 // satisfying pred(cells, text); returns its cells.
@@ -332,6 +335,27 @@ async function flowConflicts(a, b) {
   await conflictRow(b, rb.id, false, 'resolved: take by till-a', (c, t) =>
     /resolved: take\b.*\bby till-a\b/.test(t) && t.includes(String(lose)));
   await shot(b.page, 'conflicts-till-b-resolved');
+
+  // p2: ticked and dismissed on till A; B's API shows it dismissed by till-a.
+  const d = await priceConflict(a, 'p2');
+  const page2 = a.page;
+  await conflictRow(a, d.id, true, 'open', c => c.some(x => x === 'open'));
+  await page2.click(`#conflicts tbody tr[data-id="${d.id}"] input.select`);
+  const dismissed = page2.waitForResponse(r => r.request().method() === 'POST' &&
+    r.url().endsWith('/api/conflicts/dismiss'), { timeout: STEP_MS });
+  await page2.click('#dismiss-selected');
+  const dr = await dismissed;
+  const dj = await dr.json().catch(() => null);
+  check(dr.status() === 200 && dj && dj.dismissed === 1 &&
+    JSON.stringify(JSON.parse(dr.request().postData() || 'null')) === JSON.stringify({ ids: [d.id] }),
+  `dismiss selected sent ${dr.request().postData()}, answered ${dr.status()} ${JSON.stringify(dj)}`);
+  await waitFor('the dismissed row to leave the open-only list', async () =>
+    !(await page2.$(`#conflicts tbody tr[data-id="${d.id}"]`)));
+  await waitFor('#no-conflicts shown with nothing open', () =>
+    page2.$eval('#no-conflicts', el => !el.hidden && el.getClientRects().length > 0).catch(() => false));
+  const db2 = await priceConflict(b, 'p2', e => !e.open);
+  check(db2.resolved && db2.resolved.how === 'dismissed' && db2.resolved.till === 'till-a',
+    `till-b's p2 entry: ${JSON.stringify(db2.resolved)}, want dismissed by till-a`);
 }
 
 async function preview(page, file) {
@@ -397,6 +421,8 @@ async function flowIo(a, b) {
   check(sql(a.db, "SELECT count(*) FROM products WHERE id IN ('x1','x2')") === '0', 'the bad file wrote rows');
 
   // Export: the link follows the selects.
+  await waitFor('products among the export tables', () =>
+    page.$$eval('select#export-table option', os => os.some(o => o.value === 'products')));
   await page.select('select#export-table', 'products');
   await page.select('select#export-format', 'json');
   const href = await waitFor('a#export-link for products as json', () => page.$eval('a#export-link',
