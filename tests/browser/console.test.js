@@ -136,7 +136,7 @@ async function setupTills() {
   const tills = {};
   tsync('shop', 'create', path.join(W, 'shop.key'), '--name', 'Corner Shop');
   for (const n of names) {
-    const db = path.join(W, n + '.db');
+    const db = path.join(W, 'till-' + n + '.db');
     tsync('init', db);
     sql(db, 'CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT, price INTEGER)');
     tsync('replicate', db, 'products');
@@ -452,7 +452,7 @@ async function flowBackups(a) {
   check(vr.status() === 200 && vj && vj.file === file && vj.ok === true, `verify answered ${vr.status()}: ${JSON.stringify(vj)}`);
   await waitFor(`the verified cell of ${file} to say it verified`, async () => {
     const cells = await page.$$eval(`${row} td`, tds => tds.map(td => td.textContent.trim()));
-    if (!(cells.length >= 4 && /\b(yes|ok|verified)\b/i.test(cells[3]) && !/\b(no|fail)/i.test(cells[3])))
+    if (!(cells.length >= 4 && /\b(yes|ok|verified)\b/i.test(cells[3]) && !/\b(no|not|fail\w*|cannot)\b/i.test(cells[3])))
       throw new Error(JSON.stringify(cells));
     return true;
   });
@@ -466,10 +466,17 @@ async function flowBackups(a) {
 async function flowSchema(a) {
   const page = a.page;
   await goPage(page, 'schema');
-  const t = await waitFor('table.schema-table[data-table="products"]', () =>
-    page.$eval('table.schema-table[data-table="products"]', el => el.textContent).catch(() => null));
-  for (const w of ['id', 'name', 'price', 'lww'])
-    check(new RegExp('\\b' + w + '\\b').test(t), `the products schema table lacks "${w}": ${t}`);
+  const sel = 'table.schema-table[data-table="products"]';
+  const rows = await waitFor(sel + ' with its columns', async () => {
+    const r = await rowsOf(page, sel);
+    return r.length > 0 && r;
+  });
+  const col = n => rows.find(r => r[0] === n);
+  check(rows.length === 3 && col('id') && col('name') && col('price'),
+    `the products schema table does not list id, name, price: ${JSON.stringify(rows)}`);
+  check(col('id').some(c => /^key\b/.test(c)), `id is not shown as the key: ${JSON.stringify(col('id'))}`);
+  for (const n of ['name', 'price'])
+    check(col(n).includes('lww'), `${n} does not show its policy lww: ${JSON.stringify(col(n))}`);
   const mig = await page.$$eval('ul#migrations li', l => l.length).catch(() => 0);
   check(mig >= 1, 'ul#migrations lists nothing (not even "none")');
   await shot(page, 'schema');
