@@ -487,7 +487,7 @@ async function flowReadme(a, b) {
   await overviewShows(a, b);
   await shot(a.page, 'overview-till-a-final');
   if (README_SHOT) {
-    await a.page.setViewport({ width: 1100, height: 620 });
+    await a.page.setViewport({ width: 1100, height: 520 });
     await a.page.screenshot({ path: README_SHOT });
     console.log('screenshot: ' + README_SHOT);
     await a.page.setViewport({ width: 1280, height: 860 });

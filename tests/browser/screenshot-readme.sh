@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # tests/browser/screenshot-readme.sh — makes docs/console-overview.png (the README's and
 # docs/CONSOLE.md's picture of the console) from the browser test: the overview of till A with
-# till B connected and the indicator synced, 1100x620. It runs the whole test (run.sh,
+# till B connected and the indicator synced, 1100x520. It runs the whole test (run.sh,
 # console.test.js); the other screenshots go to a temporary folder, removed afterwards.
 #
 # usage: sh tests/browser/screenshot-readme.sh [PATH/TO/tillsync]   (default: build/tillsync)
