@@ -194,7 +194,8 @@ async function openConsole(till) {
   page.errors = [];
   page.on('pageerror', e => page.errors.push(e.message));
   page.on('console', m => {
-    if (m.type() === 'error') console.log(`${till.name} page console: ${m.text()} ${m.location().url || ''}`);
+    // The console serves no favicon.ico (404): every other error the page logs is shown.
+    if (m.type() === 'error' && !/\/favicon\.ico$/.test(m.location().url || '')) console.log(`${till.name} page console: ${m.text()} ${m.location().url || ''}`);
   });
   page.on('dialog', d => d.accept());
   const r = await page.goto(till.url, { waitUntil: 'load' });
