@@ -17,18 +17,20 @@ command -v node >/dev/null 2>&1 || {
     exit 77
 }
 CHROMIUM=${CHROMIUM:-$(command -v chromium)} || CHROMIUM=""
-[ -n "$CHROMIUM" ] && [ -x "$CHROMIUM" ] || {
+if [ -z "$CHROMIUM" ] || [ ! -x "$CHROMIUM" ]; then
     echo "SKIPPED: browser_console needs chromium (Debian's chromium; scripts/install-deps.sh installs it)"
     exit 77
-}
+fi
 export CHROMIUM
-if [ ! -d "$here/node_modules/puppeteer-core" ] || [ "$here/package-lock.json" -nt "$here/node_modules" ]; then
+if [ ! -d "$here/node_modules/puppeteer-core" ] ||
+    [ -n "$(find "$here/package-lock.json" -newer "$here/node_modules")" ]; then
     command -v npm >/dev/null 2>&1 || {
         echo "FAIL: npm is not installed and $here/node_modules is missing (scripts/install-deps.sh installs npm)"
         exit 1
     }
+    # Beside the screenshots' folder (build/tests/), not in it.
     mkdir -p "$SHOTS"
-    log="$SHOTS/npm-ci.log"
+    log="$(cd "$SHOTS/.." && pwd)/browser-npm-ci.log"
     echo "npm ci in $here (log: $log)"
     (cd "$here" && npm ci --no-audit --no-fund >"$log" 2>&1) || {
         echo "FAIL: npm ci in $here failed:"
