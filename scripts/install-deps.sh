@@ -12,6 +12,11 @@ libmicrohttpd-dev curl"
 # The Debian packages (scripts/deb.sh, docs/PACKAGING.md): dpkg-buildpackage with debhelper, lintian,
 # and systemd for systemd-analyze verify and the sysusers entry of the tillsync package.
 PKGS="$PKGS debhelper lintian systemd dh-python pybuild-plugin-pyproject python3-all"
+# The console's browser test (tests/browser): Debian's chromium and node, and npm for its
+# puppeteer-core (`npm ci`). A node from elsewhere (NodeSource's nodejs) brings its own npm and
+# conflicts with Debian's npm package: npm only when no npm is there.
+PKGS="$PKGS chromium nodejs"
+command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
