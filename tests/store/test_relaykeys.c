@@ -287,3 +287,83 @@ Test(relaykeys, replicate_and_rotate_on_revocation)
     tsync_store_free(x);
     tsync_store_free(y);
 }
+
+/* The same through the public API only (tillsync/trust.h): the admin signs with a key file, the
+ * records are installed with tsync_trust_enrol, the till reports its epoch and grant. */
+Test(relaykeys, public_api)
+{
+    char *dir = th_tmpdir_auto();
+    tsync_store *a = th_open_products(th_path(dir, "a.db"));
+    tsync_store *b = th_open_products(th_path(dir, "b.db"));
+    tsync_shop_key *k;
+    cr_assert_eq(tsync_shop_key_create(&k, th_path(dir, "shop.key"), "Shop"), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync_trust_enrol_with_key(NULL, a, k, NULL), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync_trust_enrol_with_key(NULL, b, k, NULL), 0, "%s", th_errmsg());
+    uint32_t held = 9, latest = 9;
+    cr_assert_eq(tsync_store_data_key_epoch(&held, &latest, a), 0);
+    cr_assert_eq(held, 0);
+    cr_assert_eq(latest, 0);
+    uint8_t *rec;
+    size_t len;
+    cr_assert_eq(tsync_store_grant(&rec, &len, a), TSYNC_ENOTFOUND);
+
+    uint8_t devs[2][TSYNC_PUBLIC_KEY_BYTES], key[TSYNC_DATA_KEY_BYTES];
+    cr_assert_eq(tsync_store_public_key(devs[0], a), 0);
+    cr_assert_eq(tsync_store_public_key(devs[1], b), 0);
+    randombytes_buf(key, sizeof key);
+    /* Epoch 1 sealed to a only, then re-sealed to a and b. */
+    uint8_t *r1, *r1b;
+    size_t l1, l1b;
+    cr_assert_eq(tsync_shop_key_sign_data_key(&r1, &l1, k, 1, key, devs, 1), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync_shop_key_sign_data_key(&r1b, &l1b, k, 1, key, devs, 2), 0, "%s",
+                 th_errmsg());
+    cr_assert_eq(tsync_shop_key_sign_data_key(&rec, &len, k, 0, key, devs, 2), TSYNC_EINVAL);
+    cr_assert_eq(tsync_shop_key_sign_data_key(&rec, &len, k, 1, key, devs, 0), TSYNC_EINVAL);
+    const uint8_t *recs[1] = {r1};
+    cr_assert_eq(tsync_trust_enrol(NULL, a, recs, &l1, 1), 0, "%s", th_errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync_store_data_key_epoch(&held, &latest, b), 0);
+    cr_assert_eq(held, 0, "b is not in the first record");
+    cr_assert_eq(latest, 1);
+    recs[0] = r1b;
+    cr_assert_eq(tsync_trust_enrol(NULL, a, recs, &l1b, 1), 0, "%s", th_errmsg());
+    cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync_store_data_key_epoch(&held, NULL, b), 0);
+    cr_assert_eq(held, 1);
+
+    const char *addrs[2] = {"tcp://127.0.0.1:7400", "tcp://10.1.2.3:7400"};
+    uint8_t rkeys[2][TSYNC_PUBLIC_KEY_BYTES];
+    memset(rkeys, 0x33, sizeof rkeys);
+    uint64_t exp = tsync__wall_ms() + 86400000ull;
+    cr_assert_eq(tsync_shop_key_sign_grant(&rec, &len, k, addrs, rkeys, 2, 0, 1000), TSYNC_EINVAL,
+                 "an expiry in the past is refused");
+    const char *bad[1] = {"127.0.0.1:7400"};
+    cr_assert_eq(tsync_shop_key_sign_grant(&rec, &len, k, bad, rkeys, 1, 0, exp), TSYNC_EINVAL);
+    cr_assert(strstr(th_errmsg(), "127.0.0.1:7400"), "%s", th_errmsg());
+    uint8_t *g;
+    size_t gl;
+    cr_assert_eq(tsync_shop_key_sign_grant(&g, &gl, k, addrs, rkeys, 2, 250, exp), 0, "%s",
+                 th_errmsg());
+    recs[0] = g;
+    cr_assert_eq(tsync_trust_enrol(NULL, b, recs, &gl, 1), 0, "%s", th_errmsg());
+    cr_assert_eq(th_sync(b, a), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync_store_grant(&rec, &len, a), 0, "%s", th_errmsg());
+    cr_assert(len == gl && memcmp(rec, g, gl) == 0);
+    tsync_trust_record t = TSYNC_TRUST_RECORD_INIT;
+    cr_assert_eq(tsync_trust_record_decode(&t, rec, len), 0, "%s", th_errmsg());
+    cr_assert_eq(t.kind, TSYNC_TRUST_GRANT);
+    cr_assert_eq(t.expires_ms, exp);
+    cr_assert_str_eq(tsync_trust_kind_label(t.kind), "RELAY GRANT");
+    tsync_trust_record_clear(&t);
+    char *text;
+    cr_assert_eq(tsync_trust_armour(&text, r1b, l1b, NULL), 0);
+    cr_assert(strstr(text, "BEGIN TILLSYNC DATA KEY"), "%s", text);
+    tsync_free(text);
+    tsync_free(rec);
+    tsync_free(g);
+    tsync_free(r1);
+    tsync_free(r1b);
+    tsync_shop_key_free(k);
+    tsync_store_free(a);
+    tsync_store_free(b);
+}
