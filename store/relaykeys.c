@@ -15,6 +15,7 @@
  *   certified): they carry the same key, and a till takes the first seal that opens.
  */
 #include <inttypes.h>
+#include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,4 +191,45 @@ int tsync__grant_latest(tsync_store *s, uint8_t **body, size_t *len)
     }
     sqlite3_finalize(st);
     return rc;
+}
+
+struct json_t *tsync__relaykeys_json(tsync_store *s)
+{
+    /* A till not enrolled has no shop, so no keys to speak of. */
+    if (tsync__trust_enrolled(s, NULL) != 1) return json_null();
+    json_t *o = json_object();
+    tsync__held_key *v;
+    uint32_t n, latest;
+    if (tsync__data_keys_held(s, &v, &n, &latest) == 0) {
+        json_object_set_new(o, "data_key_epoch", json_integer(n ? v[n - 1].epoch : 0));
+        json_object_set_new(o, "data_key_latest", json_integer(latest));
+        tsync__held_keys_free(v, n);
+    }
+    uint8_t *body;
+    size_t len;
+    json_t *g = json_null();
+    if (tsync__grant_latest(s, &body, &len) == 0) {
+        tsync__arena a = {0};
+        tsync__trust_rec r;
+        char err[TSYNC__ERRLEN];
+        if (tsync__trust_decode(body, len, &r, &a, err) == 0 && r.kind == TSYNC__T_GRANT) {
+            json_t *rl = json_array();
+            for (uint32_t i = 0; i < r.u.grant.nrelays; i++) {
+                char hex[2 * TSYNC__PK_BYTES + 1];
+                tsync__hex(r.u.grant.relays[i].pk, TSYNC__PK_BYTES, hex);
+                json_array_append_new(rl,
+                                      json_pack("{s:s%,s:s}", "address", r.u.grant.relays[i].addr,
+                                                (size_t)r.u.grant.relays[i].addr_len, "key", hex));
+            }
+            json_decref(g);
+            g = json_pack("{s:o,s:I,s:I,s:I}", "relays", rl, "quota_mb",
+                          (json_int_t)r.u.grant.quota_mb, "expires_ms",
+                          (json_int_t)r.u.grant.expires_ms, "issued_ms",
+                          (json_int_t)r.u.grant.issued_ms);
+        }
+        tsync__arena_free(&a);
+        free(body);
+    }
+    json_object_set_new(o, "grant", g ? g : json_null());
+    return o;
 }

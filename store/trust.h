@@ -220,4 +220,11 @@ void tsync__held_keys_free(tsync__held_key *v, uint32_t n);
  * there is none or the database is not enrolled; TSYNC_EIO. */
 int tsync__grant_latest(tsync_store *s, uint8_t **body, size_t *len);
 
+/* For tsync_store_status_json: {"data_key_epoch": held (0: none), "data_key_latest": N,
+ * "grant": null | {"relays": [{"address", "key"}], "quota_mb", "expires_ms", "issued_ms"}}
+ * (a key that cannot be read leaves its field out); null when not enrolled. A new reference
+ * (json_t from jansson). */
+struct json_t;
+struct json_t *tsync__relaykeys_json(tsync_store *s);
+
 #endif

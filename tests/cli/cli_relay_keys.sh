@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # tests/cli/cli_relay_keys.sh — tillsync shop grant (docs/RELAY_KEYS.md): the grant is printed
 # with its description, installs on an enrolled till with enrol, reaches another till through a
-# bundle, and shop show describes it; bad relays, keys, quotas and days are refused with one line.
+# bundle, shop show describes it, and status shows it with the till's data-key epoch (none here:
+# data_key_missing); bad relays, keys, quotas and days are refused with one line.
 #
 # usage: sh tests/cli/cli_relay_keys.sh PATH/TO/tillsync
 
@@ -47,6 +48,22 @@ run "$T" merge "$W/b.db" "$W/a.bundle"
 [ "$rc" -eq 0 ] && ok || bad "merge: $(err)"
 run "$T" sql "$W/b.db" "SELECT count(*) FROM tsync_grants"
 [ "$(cat "$W/out")" = 1 ] && ok || bad "b holds $(cat "$W/out") grants ($(err))"
+
+# status: no data key sealed to the till, the grant, and a state a person must act on.
+run "$T" status "$W/b.db"
+if grep -q "^data key: none sealed to this till" "$W/out" &&
+    grep -q "^relay grant: tcp://127.0.0.1:7400 (+1 more), quota 500 MB, expires" "$W/out"; then
+    ok
+else
+    bad "status text: $(cat "$W/out")"
+fi
+run "$T" status "$W/b.db" --json
+if grep -q '"data_key_epoch": 0' "$W/out" && grep -q '"quota_mb": 500' "$W/out" &&
+    grep -q '"data_key_missing"' "$W/out"; then ok; else bad "status json: $(cat "$W/out")"; fi
+# A till not enrolled shows no relay keys.
+must "$T" init "$W/c.db"
+run "$T" status "$W/c.db"
+if grep -q "data key" "$W/out"; then bad "not enrolled shows a data key line"; else ok; fi
 
 # Refusals, each one line.
 run "$T" shop grant "$K"
