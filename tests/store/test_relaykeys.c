@@ -18,6 +18,8 @@
 #include "store/trust.h"
 #include "tests/lib/helpers.h"
 
+TestSuite(relaykeys, .fini = th_cleanup);
+
 /* A DATA KEY record of epoch sealing key to the n devices given, signed by shop k. */
 static uint8_t *dk_make(const tsync__shopkey *k, uint32_t epoch, const uint8_t *key,
                         tsync_store *const *devs, uint32_t n, size_t *len)
@@ -78,7 +80,7 @@ static const char *held(tsync_store *s, uint32_t *latest, uint8_t key_of_last[32
 
 Test(relaykeys, data_key_record_round_trip_and_tamper)
 {
-    char *dir = th_tmpdir_auto();
+    TH_AUTO_FREE char *dir = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(dir, "a.db"));
     tsync_store *b = th_open_products(th_path(dir, "b.db"));
     tsync_store *c = th_open_products(th_path(dir, "c.db"));
@@ -186,7 +188,7 @@ Test(relaykeys, grant_record_round_trip_and_refusals)
 
 Test(relaykeys, replicate_and_rotate_on_revocation)
 {
-    char *dir = th_tmpdir_auto();
+    TH_AUTO_FREE char *dir = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(dir, "a.db"));
     tsync_store *b = th_open_products(th_path(dir, "b.db"));
     tsync_store *c = th_open_products(th_path(dir, "c.db"));
@@ -292,7 +294,7 @@ Test(relaykeys, replicate_and_rotate_on_revocation)
  * records are installed with tsync_trust_enrol, the till reports its epoch and grant. */
 Test(relaykeys, public_api)
 {
-    char *dir = th_tmpdir_auto();
+    TH_AUTO_FREE char *dir = th_tmpdir_auto();
     tsync_store *a = th_open_products(th_path(dir, "a.db"));
     tsync_store *b = th_open_products(th_path(dir, "b.db"));
     tsync_shop_key *k;
