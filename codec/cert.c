@@ -35,15 +35,18 @@
 #define SHOPKEY_VERSION 1u
 
 /* Fields of each kind's array, signatures included (index = kind). */
-static const uint32_t FIELDS[] = {0, 6, 10, 8, 8, 9};
-static const char *const DOMAIN[] = {NULL,           "tsync-req-v1", "tsync-cert-v1",
-                                     "tsync-rev-v1", "tsync-rot-v1", "tsync-mig-v1"};
+static const uint32_t FIELDS[] = {0, 6, 10, 8, 8, 9, 8, 9};
+static const char *const DOMAIN[] = {
+    NULL,           "tsync-req-v1", "tsync-cert-v1", "tsync-rev-v1",
+    "tsync-rot-v1", "tsync-mig-v1", "tsync-dkey-v1", "tsync-grant-v1"};
 static const char *const WHAT[] = {"trust record", "enrolment request",  "certificate",
-                                   "revocation",   "admin key rotation", "signed migration"};
+                                   "revocation",   "admin key rotation", "signed migration",
+                                   "data key",     "relay grant"};
 static const char *const LABEL[] = {NULL,         "ENROLMENT REQUEST",  "CERTIFICATE",
-                                    "REVOCATION", "ADMIN KEY ROTATION", "SIGNED MIGRATION"};
+                                    "REVOCATION", "ADMIN KEY ROTATION", "SIGNED MIGRATION",
+                                    "DATA KEY",   "RELAY GRANT"};
 
-#define NKINDS 5u
+#define NKINDS 7u
 
 /* ---------------------------------------------------------------- names */
 
@@ -249,6 +252,90 @@ static bool dec_mig(dec *d, tsync__migration_rec *m, size_t *signed_len,
     return rd_fix(d, "signature", sig, TSYNC__SIG_BYTES);
 }
 
+static bool nomem_dec(dec *d)
+{
+    fail(d, "out of memory");
+    d->rc = TSYNC_ENOMEM;
+    return false;
+}
+
+static bool dec_dkey(dec *d, tsync__data_key_rec *k, tsync__arena *a, size_t *signed_len,
+                     uint8_t sig[TSYNC__SIG_BYTES])
+{
+    uint64_t epoch;
+    uint32_t n;
+    if (!rd_fix(d, "shop id", k->shop_id, TSYNC__SHOP_ID_BYTES) || !rd_uint(d, "epoch", &epoch))
+        return false;
+    if (epoch == 0 || epoch > UINT32_MAX) return fail(d, "epoch: not 1..2^32-1");
+    k->epoch = (uint32_t)epoch;
+    if (!rd_array(d, "seals", &n)) return false;
+    if (n == 0 || n > TSYNC__DATA_KEY_MAX_DEVICES)
+        return fail(d, "%" PRIu32 " seals (1..%u allowed)", n, TSYNC__DATA_KEY_MAX_DEVICES);
+    if (!tsync__mpr_room(&d->r, n, 1 + 34 + 82)) return bad(d, "seals");
+    k->seals = tsync__arena_array(a, n, sizeof *k->seals);
+    if (!k->seals) return nomem_dec(d);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t two;
+        if (!rd_array(d, "seal", &two)) return false;
+        if (two != 2) return fail(d, "seal %" PRIu32 ": expected [device key, sealed key]", i);
+        if (!rd_fix(d, "seal device key", k->seals[i].device_pk, TSYNC__PK_BYTES) ||
+            !rd_fix(d, "sealed key", k->seals[i].sealed, TSYNC__DATA_KEY_SEALED))
+            return false;
+        if (i && memcmp(k->seals[i - 1].device_pk, k->seals[i].device_pk, TSYNC__PK_BYTES) >= 0)
+            return fail(d, "seal %" PRIu32 ": device keys not in ascending order (or repeated)", i);
+    }
+    k->nseals = n;
+    if (!rd_uint(d, "issued", &k->issued_ms) ||
+        !rd_fix(d, "admin key", k->admin_pk, TSYNC__PK_BYTES))
+        return false;
+    for (uint32_t i = 0; i < n; i++)
+        if (sodium_memcmp(k->seals[i].device_pk, k->admin_pk, TSYNC__PK_BYTES) == 0)
+            return fail(d, "seal %" PRIu32 ": the device key is the admin key", i);
+    *signed_len = tsync__mpr_pos(&d->r);
+    return rd_fix(d, "signature", sig, TSYNC__SIG_BYTES);
+}
+
+/* "tcp://" and 1..249 printable ASCII bytes (no space). */
+static bool relay_addr_ok(const char *s, uint32_t n)
+{
+    if (n <= 6 || n > TSYNC__GRANT_ADDR_MAX || memcmp(s, "tcp://", 6) != 0) return false;
+    for (uint32_t i = 0; i < n; i++)
+        if (s[i] <= ' ' || s[i] > '~') return false;
+    return true;
+}
+
+static bool dec_grant(dec *d, tsync__grant_rec *g, tsync__arena *a, size_t *signed_len,
+                      uint8_t sig[TSYNC__SIG_BYTES])
+{
+    uint32_t n;
+    if (!rd_fix(d, "shop id", g->shop_id, TSYNC__SHOP_ID_BYTES) || !rd_array(d, "relays", &n))
+        return false;
+    if (n == 0 || n > TSYNC__GRANT_MAX_RELAYS)
+        return fail(d, "%" PRIu32 " relays (1..%u allowed)", n, TSYNC__GRANT_MAX_RELAYS);
+    if (!tsync__mpr_room(&d->r, n, 1 + 8 + 34)) return bad(d, "relays");
+    g->relays = tsync__arena_array(a, n, sizeof *g->relays);
+    if (!g->relays) return nomem_dec(d);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t two;
+        if (!rd_array(d, "relay", &two)) return false;
+        if (two != 2) return fail(d, "relay %" PRIu32 ": expected [address, key]", i);
+        if (!d->r.ok) return false;
+        if (!tsync__mpr_str(&d->r, &g->relays[i].addr, &g->relays[i].addr_len))
+            return bad(d, "relay address");
+        if (!relay_addr_ok(g->relays[i].addr, g->relays[i].addr_len))
+            return fail(d, "relay %" PRIu32 ": address is not tcp:// and printable ASCII", i);
+        if (!rd_fix(d, "relay key", g->relays[i].pk, TSYNC__PK_BYTES)) return false;
+    }
+    g->nrelays = n;
+    if (!rd_uint(d, "quota", &g->quota_mb) || !rd_uint(d, "expires", &g->expires_ms) ||
+        !rd_uint(d, "issued", &g->issued_ms) ||
+        !rd_fix(d, "admin key", g->admin_pk, TSYNC__PK_BYTES))
+        return false;
+    if (g->expires_ms <= g->issued_ms) return fail(d, "expires before it is issued");
+    *signed_len = tsync__mpr_pos(&d->r);
+    return rd_fix(d, "signature", sig, TSYNC__SIG_BYTES);
+}
+
 int tsync__trust_decode(const uint8_t *buf, size_t len, tsync__trust_rec *out, tsync__arena *a,
                         char err[TSYNC__ERRLEN])
 {
@@ -306,6 +393,12 @@ int tsync__trust_decode(const uint8_t *buf, size_t len, tsync__trust_rec *out, t
     case TSYNC__T_MIGRATION:
         ok = dec_mig(&d, &out->u.mig, &signed_len, sig);
         break;
+    case TSYNC__T_DATA_KEY:
+        ok = dec_dkey(&d, &out->u.dkey, a, &signed_len, sig);
+        break;
+    case TSYNC__T_GRANT:
+        ok = dec_grant(&d, &out->u.grant, a, &signed_len, sig);
+        break;
     }
     if (ok && !tsync__mpr_done(&d.r))
         ok = fail(&d, "%zu trailing bytes", (size_t)(d.r.end - d.r.p));
@@ -326,6 +419,12 @@ int tsync__trust_decode(const uint8_t *buf, size_t len, tsync__trust_rec *out, t
             break;
         case TSYNC__T_MIGRATION:
             ok = verify(&d, (uint32_t)kind, signed_len, sig, out->u.mig.admin_pk, "admin key");
+            break;
+        case TSYNC__T_DATA_KEY:
+            ok = verify(&d, (uint32_t)kind, signed_len, sig, out->u.dkey.admin_pk, "admin key");
+            break;
+        case TSYNC__T_GRANT:
+            ok = verify(&d, (uint32_t)kind, signed_len, sig, out->u.grant.admin_pk, "admin key");
             break;
         }
     }
@@ -602,6 +701,101 @@ int tsync__rotation_sign(const tsync__rotation *r, const uint8_t old_sk[TSYNC__S
     PK(msgpack_pack_uint64(&pk, r->issued_ms));
     const uint8_t *sks[2] = {old_sk, new_sk};
     return finish(&sb, &pk, kind, sks, 2, out, len, err);
+nomem:
+    msgpack_sbuffer_destroy(&sb);
+    snprintf(err, TSYNC__ERRLEN, "%s: out of memory", WHAT[kind]);
+    return TSYNC_ENOMEM;
+}
+
+static int seal_cmp(const void *a, const void *b)
+{
+    return memcmp(((const tsync__dk_seal *)a)->device_pk, ((const tsync__dk_seal *)b)->device_pk,
+                  TSYNC__PK_BYTES);
+}
+
+int tsync__data_key_sign(const tsync__data_key_rec *k, const uint8_t admin_sk[TSYNC__SK_BYTES],
+                         uint8_t **out, size_t *len, char err[TSYNC__ERRLEN])
+{
+    const uint32_t kind = TSYNC__T_DATA_KEY;
+    *out = NULL, *len = 0, err[0] = '\0';
+    if (k->epoch == 0) return einval(err, WHAT[kind], "epoch 0 (epochs start at 1)");
+    if (k->nseals == 0 || k->nseals > TSYNC__DATA_KEY_MAX_DEVICES)
+        return einval(err, WHAT[kind], "%" PRIu32 " devices; a data key is sealed to 1..%u devices",
+                      k->nseals, TSYNC__DATA_KEY_MAX_DEVICES);
+    if (!key_pair(admin_sk, k->admin_pk))
+        return einval(err, WHAT[kind], "the admin key is not the signing key's public key");
+    tsync__dk_seal *ss = malloc(k->nseals * sizeof *ss);
+    if (!ss) {
+        snprintf(err, TSYNC__ERRLEN, "%s: out of memory", WHAT[kind]);
+        return TSYNC_ENOMEM;
+    }
+    memcpy(ss, k->seals, k->nseals * sizeof *ss);
+    qsort(ss, k->nseals, sizeof *ss, seal_cmp);
+    for (uint32_t i = 0; i < k->nseals; i++)
+        if ((i && memcmp(ss[i - 1].device_pk, ss[i].device_pk, TSYNC__PK_BYTES) == 0) ||
+            sodium_memcmp(ss[i].device_pk, k->admin_pk, TSYNC__PK_BYTES) == 0) {
+            free(ss);
+            return einval(err, WHAT[kind], "a device is given twice, or is the admin key");
+        }
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    start(&sb, &pk);
+    PK(head(&pk, kind));
+    PK(tsync__mp_pack_bin(&pk, k->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(msgpack_pack_uint32(&pk, k->epoch));
+    PK(msgpack_pack_array(&pk, k->nseals));
+    for (uint32_t i = 0; i < k->nseals; i++) {
+        PK(msgpack_pack_array(&pk, 2));
+        PK(tsync__mp_pack_bin(&pk, ss[i].device_pk, TSYNC__PK_BYTES));
+        PK(tsync__mp_pack_bin(&pk, ss[i].sealed, TSYNC__DATA_KEY_SEALED));
+    }
+    PK(msgpack_pack_uint64(&pk, k->issued_ms));
+    PK(tsync__mp_pack_bin(&pk, k->admin_pk, TSYNC__PK_BYTES));
+    free(ss);
+    const uint8_t *sks[1] = {admin_sk};
+    return finish(&sb, &pk, kind, sks, 1, out, len, err);
+nomem:
+    free(ss);
+    msgpack_sbuffer_destroy(&sb);
+    snprintf(err, TSYNC__ERRLEN, "%s: out of memory", WHAT[kind]);
+    return TSYNC_ENOMEM;
+}
+
+int tsync__grant_sign(const tsync__grant_rec *g, const uint8_t admin_sk[TSYNC__SK_BYTES],
+                      uint8_t **out, size_t *len, char err[TSYNC__ERRLEN])
+{
+    const uint32_t kind = TSYNC__T_GRANT;
+    *out = NULL, *len = 0, err[0] = '\0';
+    if (g->nrelays == 0 || g->nrelays > TSYNC__GRANT_MAX_RELAYS)
+        return einval(err, WHAT[kind], "%" PRIu32 " relays (1..%u allowed)", g->nrelays,
+                      TSYNC__GRANT_MAX_RELAYS);
+    for (uint32_t i = 0; i < g->nrelays; i++)
+        if (!relay_addr_ok(g->relays[i].addr, g->relays[i].addr_len))
+            return einval(err, WHAT[kind],
+                          "relay address '%.*s' is not tcp://HOST:PORT in printable ASCII",
+                          (int)(g->relays[i].addr_len > 255 ? 255 : g->relays[i].addr_len),
+                          g->relays[i].addr);
+    if (g->expires_ms <= g->issued_ms)
+        return einval(err, WHAT[kind], "expires before it is issued");
+    if (!key_pair(admin_sk, g->admin_pk))
+        return einval(err, WHAT[kind], "the admin key is not the signing key's public key");
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    start(&sb, &pk);
+    PK(head(&pk, kind));
+    PK(tsync__mp_pack_bin(&pk, g->shop_id, TSYNC__SHOP_ID_BYTES));
+    PK(msgpack_pack_array(&pk, g->nrelays));
+    for (uint32_t i = 0; i < g->nrelays; i++) {
+        PK(msgpack_pack_array(&pk, 2));
+        PK(tsync__mp_pack_str(&pk, g->relays[i].addr, g->relays[i].addr_len));
+        PK(tsync__mp_pack_bin(&pk, g->relays[i].pk, TSYNC__PK_BYTES));
+    }
+    PK(msgpack_pack_uint64(&pk, g->quota_mb));
+    PK(msgpack_pack_uint64(&pk, g->expires_ms));
+    PK(msgpack_pack_uint64(&pk, g->issued_ms));
+    PK(tsync__mp_pack_bin(&pk, g->admin_pk, TSYNC__PK_BYTES));
+    const uint8_t *sks[1] = {admin_sk};
+    return finish(&sb, &pk, kind, sks, 1, out, len, err);
 nomem:
     msgpack_sbuffer_destroy(&sb);
     snprintf(err, TSYNC__ERRLEN, "%s: out of memory", WHAT[kind]);

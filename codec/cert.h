@@ -44,7 +44,18 @@ typedef enum {
     TSYNC__T_REVOCATION = 3, /* admin -> shop: "refuse this key, keep its batches up to ..." */
     TSYNC__T_ROTATION = 4,   /* old admin key and new admin key: "the shop's key is now ..." */
     TSYNC__T_MIGRATION = 5,  /* admin -> shop: "every till runs this migration, in order" */
+    TSYNC__T_DATA_KEY = 6,   /* admin -> shop: "the data key of epoch N, sealed to each device" */
+    TSYNC__T_GRANT = 7,      /* admin -> shop and relay: "these relays serve my shop until ..." */
 } tsync__trust_kind;
+
+/* Data keys and grants (docs/RELAY_KEYS.md). A data key record seals the 32-byte key to each
+ * device with crypto_box_seal to the X25519 form of its Ed25519 key: 80 bytes a device, so the
+ * 4096-byte record limit holds TSYNC__DATA_KEY_MAX_DEVICES. */
+#define TSYNC__DATA_KEY_BYTES       32u
+#define TSYNC__DATA_KEY_SEALED      80u /* crypto_box_SEALBYTES + 32 */
+#define TSYNC__DATA_KEY_MAX_DEVICES 32u
+#define TSYNC__GRANT_MAX_RELAYS     8u
+#define TSYNC__GRANT_ADDR_MAX       255u /* bytes of a relay address */
 
 /* Bytes of SQL in a signed migration: the whole record fits TSYNC__TRUST_MAX_BYTES. */
 #define TSYNC__TRUST_SQL_MAX 3584u
@@ -63,8 +74,18 @@ typedef enum {
  *                admin_pk:bin32, sig:bin64]
  *               name: the migration's file name (NUMBER_NAME.sql), the rules of names; sql:
  *               1..TSYNC__TRUST_SQL_MAX bytes without NUL
+ *   data key:   [6, 1, shop_id:bin16, epoch:uint 1..2^32-1,
+ *                seals:[[device_pk:bin32, sealed:bin80]...], issued_ms:uint, admin_pk:bin32,
+ *                sig:bin64]
+ *               1..TSYNC__DATA_KEY_MAX_DEVICES seals sorted by device key, no key twice, not the
+ *               admin key; sealed = crypto_box_seal(key, X25519 form of device_pk)
+ *   grant:      [7, 1, shop_id:bin16, relays:[[addr:str, relay_pk:bin32]...], quota_mb:uint,
+ *                expires_ms:uint (> issued_ms), issued_ms:uint, admin_pk:bin32, sig:bin64]
+ *               1..TSYNC__GRANT_MAX_RELAYS relays in the admin's order of preference; addr:
+ *               "tcp://" then 1..249 printable ASCII bytes; quota_mb 0 means no quota
  * Signed message: domain || BLAKE2b-256(the bytes before the first signature); domains
- * "tsync-req-v1", "tsync-cert-v1", "tsync-rev-v1", "tsync-rot-v1", "tsync-mig-v1" (both rotation
+ * "tsync-req-v1", "tsync-cert-v1", "tsync-rev-v1", "tsync-rot-v1", "tsync-mig-v1",
+ * "tsync-dkey-v1", "tsync-grant-v1" (both rotation
  * signatures sign the same message). A certificate's device key may not be its admin key.
  */
 
@@ -120,6 +141,38 @@ typedef struct {
     uint64_t issued_ms;
 } tsync__migration_rec;
 
+typedef struct {
+    uint8_t device_pk[TSYNC__PK_BYTES];
+    uint8_t sealed[TSYNC__DATA_KEY_SEALED];
+} tsync__dk_seal;
+
+/* The shop data key of one epoch, sealed to every device certified when it was issued. */
+typedef struct {
+    uint8_t shop_id[TSYNC__SHOP_ID_BYTES];
+    uint32_t epoch;
+    uint32_t nseals;
+    tsync__dk_seal *seals; /* sorted by device_pk */
+    uint64_t issued_ms;
+    uint8_t admin_pk[TSYNC__PK_BYTES];
+} tsync__data_key_rec;
+
+typedef struct {
+    const char *addr; /* not NUL-terminated */
+    uint32_t addr_len;
+    uint8_t pk[TSYNC__PK_BYTES]; /* the relay's public key */
+} tsync__grant_relay;
+
+/* The shop's admission at its relays. */
+typedef struct {
+    uint8_t shop_id[TSYNC__SHOP_ID_BYTES];
+    uint32_t nrelays;
+    tsync__grant_relay *relays;
+    uint64_t quota_mb; /* 0: no quota */
+    uint64_t expires_ms;
+    uint64_t issued_ms;
+    uint8_t admin_pk[TSYNC__PK_BYTES];
+} tsync__grant_rec;
+
 /* Any decoded record. */
 typedef struct {
     uint32_t kind; /* tsync__trust_kind */
@@ -129,6 +182,8 @@ typedef struct {
         tsync__revocation rev;
         tsync__rotation rot;
         tsync__migration_rec mig;
+        tsync__data_key_rec dkey;
+        tsync__grant_rec grant;
     } u;
 } tsync__trust_rec;
 
@@ -160,6 +215,25 @@ int tsync__rotation_sign(const tsync__rotation *r, const uint8_t old_sk[TSYNC__S
 
 int tsync__migration_sign(const tsync__migration_rec *m, const uint8_t admin_sk[TSYNC__SK_BYTES],
                           uint8_t **out, size_t *len, char err[TSYNC__ERRLEN]);
+
+/* Seals may come in any order; they are written sorted. A device given twice, or the admin key
+ * as a device: TSYNC_EINVAL. */
+int tsync__data_key_sign(const tsync__data_key_rec *d, const uint8_t admin_sk[TSYNC__SK_BYTES],
+                         uint8_t **out, size_t *len, char err[TSYNC__ERRLEN]);
+int tsync__grant_sign(const tsync__grant_rec *g, const uint8_t admin_sk[TSYNC__SK_BYTES],
+                      uint8_t **out, size_t *len, char err[TSYNC__ERRLEN]);
+
+/* Seals a data key to a device (Ed25519 public key). TSYNC_EINVAL when the key has no X25519
+ * form (not a valid point). */
+int tsync__data_key_seal(const uint8_t key[TSYNC__DATA_KEY_BYTES],
+                         const uint8_t device_pk[TSYNC__PK_BYTES],
+                         uint8_t out[TSYNC__DATA_KEY_SEALED]);
+/* Opens the seal of device (its Ed25519 secret key, libsodium layout) in d. 0 and key filled,
+ * TSYNC_ENOTFOUND when d has no seal for the device, TSYNC_EBADSIG when the seal does not open
+ * (sealed to another key). */
+TSYNC_WARN_UNUSED int tsync__data_key_open(const tsync__data_key_rec *d,
+                                           const uint8_t device_sk[TSYNC__SK_BYTES],
+                                           uint8_t key[TSYNC__DATA_KEY_BYTES]);
 
 /* The cutoff of site in a revocation (0 when the site is not listed). */
 uint64_t tsync__revocation_cutoff(const tsync__revocation *r,
@@ -204,7 +278,8 @@ void tsync__shopkey_wipe(tsync__shopkey *k);
  *   -----BEGIN TILLSYNC CERTIFICATE-----
  *   <base64 of the record, 64 characters a line>
  *   -----END TILLSYNC CERTIFICATE-----
- * Labels: ENROLMENT REQUEST, CERTIFICATE, REVOCATION, ADMIN KEY ROTATION, SIGNED MIGRATION. Text
+ * Labels: ENROLMENT REQUEST, CERTIFICATE, REVOCATION, ADMIN KEY ROTATION, SIGNED MIGRATION, DATA
+ * KEY, RELAY GRANT. Text
  * outside the blocks (the comment lines the CLI writes, an e-mail around a pasted block) is
  * ignored; inside a block only base64 and line breaks are allowed.
  */

@@ -2,7 +2,8 @@
 /*
  * fuzz/fuzz_cert.c — libFuzzer target for every decoder of shop trust (crdt/cert.c). The first
  * byte selects the decoder (modulo 3), the rest is its input:
- *   0: a trust record (request, certificate, revocation, rotation, signed migration):
+ *   0: a trust record (request, certificate, revocation, rotation, signed migration, data key,
+ *      relay grant):
  *      tsync__trust_decode
  *   1: a shop admin key file image: tsync__shopkey_decode
  *   2: armoured text: every block through tsync__dearmour, then tsync__trust_decode
@@ -57,6 +58,24 @@ static void record(const uint8_t *p, size_t n)
                 r.u.mig.sql_len > TSYNC__TRUST_SQL_MAX ||
                 !tsync__trust_name_ok(r.u.mig.name, r.u.mig.name_len))
                 abort();
+            break;
+        case TSYNC__T_DATA_KEY:
+            if (r.u.dkey.epoch == 0 || r.u.dkey.nseals == 0 ||
+                r.u.dkey.nseals > TSYNC__DATA_KEY_MAX_DEVICES)
+                abort();
+            for (uint32_t i = 1; i < r.u.dkey.nseals; i++)
+                if (memcmp(r.u.dkey.seals[i - 1].device_pk, r.u.dkey.seals[i].device_pk,
+                           TSYNC__PK_BYTES) >= 0)
+                    abort();
+            break;
+        case TSYNC__T_GRANT:
+            if (r.u.grant.nrelays == 0 || r.u.grant.nrelays > TSYNC__GRANT_MAX_RELAYS ||
+                r.u.grant.expires_ms <= r.u.grant.issued_ms)
+                abort();
+            for (uint32_t i = 0; i < r.u.grant.nrelays; i++)
+                if (r.u.grant.relays[i].addr_len > TSYNC__GRANT_ADDR_MAX ||
+                    memcmp(r.u.grant.relays[i].addr, "tcp://", 6) != 0)
+                    abort();
             break;
         default:
             abort();

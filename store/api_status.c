@@ -15,6 +15,7 @@
 #include "tillsync/conflicts.h"
 #include "store/identity.h"
 #include "store/sync.h"
+#include "store/trust.h"
 #include "tillsync/migrate.h"
 #include "tillsync/schema.h"
 #include "tillsync/status.h"
@@ -353,6 +354,8 @@ int tsync_store_status_json(char **out, tsync_store *s, size_t parked_max)
                         st.signed_migration_error ? json_string(st.signed_migration_error)
                                                   : json_null());
     json_object_set_new(o, "parked_changes", pk);
+    /* The relay keys this till holds (docs/RELAY_KEYS.md). */
+    json_object_set_new(o, "relay_keys", tsync__relaykeys_json(s));
     tsync_store_status_clear(&st);
     return dump(o, out);
 }

@@ -130,6 +130,17 @@ int tsync_trust_record_decode(tsync_trust_record *out, const uint8_t *rec, size_
         out->sql_len = t.u.mig.sql_len;
         crypto_generichash(out->sql_hash, TSYNC__HASH_BYTES, t.u.mig.sql, t.u.mig.sql_len, NULL, 0);
         break;
+    case TSYNC__T_DATA_KEY:
+        memcpy(out->shop_id, t.u.dkey.shop_id, TSYNC__SHOP_ID_BYTES);
+        memcpy(out->admin_key, t.u.dkey.admin_pk, TSYNC__PK_BYTES);
+        out->issued_ms = t.u.dkey.issued_ms;
+        break;
+    case TSYNC__T_GRANT:
+        memcpy(out->shop_id, t.u.grant.shop_id, TSYNC__SHOP_ID_BYTES);
+        memcpy(out->admin_key, t.u.grant.admin_pk, TSYNC__PK_BYTES);
+        out->issued_ms = t.u.grant.issued_ms;
+        out->expires_ms = t.u.grant.expires_ms;
+        break;
     }
     tsync__arena_free(&a);
     return 0;

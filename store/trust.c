@@ -300,6 +300,16 @@ static int store_record(tsync_store *s, const shop *sh, const tsync__trust_rec *
             return fail(err, TSYNC_EREFUSED,
                         "a signed migration needs a database enrolled in its shop");
         break;
+    case TSYNC__T_DATA_KEY:
+    case TSYNC__T_GRANT:
+        /* Kept only by a till of the shop: enrolment's clean-up of other shops' records need
+         * not know them (store/relaykeys.c). */
+        shop_id = r->kind == TSYNC__T_GRANT ? r->u.grant.shop_id : r->u.dkey.shop_id;
+        admin = r->kind == TSYNC__T_GRANT ? r->u.grant.admin_pk : r->u.dkey.admin_pk;
+        if (!sh->enrolled)
+            return fail(err, TSYNC_EREFUSED, "a %s needs a database enrolled in its shop",
+                        r->kind == TSYNC__T_GRANT ? "relay grant" : "data key");
+        break;
     default:
         return fail(err, TSYNC_EREFUSED,
                     "an enrolment request is not a shop record (the shop admin signs it into "
@@ -321,6 +331,8 @@ static int store_record(tsync_store *s, const shop *sh, const tsync__trust_rec *
                             tsync__trust_label(r->kind), hex8(admin, a), sh->name);
         }
     }
+    if (r->kind == TSYNC__T_DATA_KEY || r->kind == TSYNC__T_GRANT)
+        return tsync__relaykeys_store(s, r, id, blob, len, added, err);
     sqlite3_stmt *st;
     uint64_t now = tsync__now_ms(s);
     if (r->kind == TSYNC__T_CERT) {
@@ -596,15 +608,18 @@ int tsync__trust_export(tsync_store *s, uint8_t ***blobs, size_t **lens, size_t 
         "SELECT body FROM tsync_certs ORDER BY not_before, id",
         "SELECT body FROM tsync_revocations ORDER BY issued_ms, id",
         "SELECT body FROM tsync_signed_migrations ORDER BY number, id",
+        "SELECT body FROM tsync_data_keys ORDER BY epoch, issued_ms, id",
+        "SELECT body FROM tsync_grants ORDER BY issued_ms, id",
     };
     size_t cap = 0;
-    for (int q = 0; q < 4 && rc == 0; q++) {
+    for (int q = 0; q < 6 && rc == 0; q++) {
         sqlite3_stmt *st;
         if ((rc = sqlite3_prepare_v2(s->db, sql[q], -1, &st, NULL)) != SQLITE_OK) {
-            /* A database whose trust tables predate signed migrations has none to send. */
-            if (q == 3) {
+            /* A database whose trust tables predate signed migrations, or that never received
+             * a data key or grant (store/relaykeys.c creates those tables), has none to send. */
+            if (q >= 3) {
                 rc = 0;
-                break;
+                continue;
             }
             rc = tsync__err_sqlite(s->db, rc, "read trust records");
             break;

@@ -195,4 +195,36 @@ int tsync__shopkey_write(const char *path, const tsync__shopkey *k);
  * missing one (TSYNC_ENOTFOUND) and a damaged one (TSYNC_ECORRUPT / TSYNC_EVERSION). */
 int tsync__shopkey_load(const char *path, tsync__shopkey *out);
 
+/* ---------------------------------------------------------------- data keys and grants
+ * (store/relaykeys.c, docs/RELAY_KEYS.md) */
+
+/* Stores a verified DATA KEY or RELAY GRANT record (store/trust.c checked shop and admin key).
+ * *added: 1 when new. TSYNC_EIO + err. */
+int tsync__relaykeys_store(tsync_store *s, const tsync__trust_rec *r,
+                           const uint8_t id[TSYNC__HASH_BYTES], const uint8_t *blob, size_t len,
+                           int *added, char err[TSYNC__ERRLEN]);
+
+typedef struct {
+    uint32_t epoch;
+    uint8_t key[TSYNC__DATA_KEY_BYTES];
+} tsync__held_key;
+
+/* The data-key epochs sealed to this till's key, ascending, opened (*out malloc'd; free with
+ * tsync__held_keys_free, which wipes the keys), and the latest epoch the shop has issued (0:
+ * none), whether or not it is sealed to this till. Not enrolled: none. TSYNC_EIO, TSYNC_ENOMEM. */
+int tsync__data_keys_held(tsync_store *s, tsync__held_key **out, uint32_t *n,
+                          uint32_t *latest_epoch);
+void tsync__held_keys_free(tsync__held_key *v, uint32_t n);
+
+/* The shop's latest-issued grant, verbatim (*body malloc'd, caller frees). TSYNC_ENOTFOUND when
+ * there is none or the database is not enrolled; TSYNC_EIO. */
+int tsync__grant_latest(tsync_store *s, uint8_t **body, size_t *len);
+
+/* For tsync_store_status_json: {"data_key_epoch": held (0: none), "data_key_latest": N,
+ * "grant": null | {"relays": [{"address", "key"}], "quota_mb", "expires_ms", "issued_ms"}}
+ * (a key that cannot be read leaves its field out); null when not enrolled. A new reference
+ * (json_t from jansson). */
+struct json_t;
+struct json_t *tsync__relaykeys_json(tsync_store *s);
+
 #endif

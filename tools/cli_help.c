@@ -89,6 +89,7 @@ static const cmd_help CMDS[] = {
      "[--dry-run]\n"
      "rotate KEYFILE NEWKEYFILE\n"
      "sign-migration KEYFILE NNN_NAME.sql [-o OUT]\n"
+     "grant KEYFILE --relay tcp://HOST:PORT#RELAYKEY... [--quota-mb N] [--days N]\n"
      "show FILE",
      "the shop's admin key: create it, sign and revoke devices, sign migrations",
      "shop create     create a shop: its admin key file KEYFILE (0600; keep it off the tills)\n"
@@ -104,6 +105,9 @@ static const cmd_help CMDS[] = {
      "shop sign-migration\n"
      "                sign a migration for every till of the shop (-o OUT, default\n"
      "                NNN_NAME.tsmig); install it with migrate DB OUT\n"
+     "shop grant      print a relay grant: the relays that serve the shop (--relay ADDR#KEY,\n"
+     "                or --relay ADDR --relay-key HEX; repeatable, in order of preference),\n"
+     "                --quota-mb N (0: none), valid --days N (365); install it with enrol\n"
      "shop show       describe a key file, request, certificate or revocation\n"},
     {"enrol-request", "DB [--name NAME]", "print this till's enrolment request",
      "  --name NAME    the device name in the request (default: the host name)\n"},

@@ -570,6 +570,33 @@ static void print_log(const char *db, json_t *lg)
     }
 }
 
+/* The relay keys lines of status (docs/RELAY_KEYS.md): the data-key epoch this till holds and
+ * the shop's relay grant. */
+static void print_relay_keys(json_t *rk)
+{
+    if (!json_is_object(rk)) return;
+    json_int_t held = json_integer_value(json_object_get(rk, "data_key_epoch"));
+    json_int_t latest = json_integer_value(json_object_get(rk, "data_key_latest"));
+    if (held > 0)
+        printf("data key: epoch %lld%s\n", (long long)held,
+               latest > held ? " (a later epoch exists that is not sealed to this till)" : "");
+    else
+        printf("data key: none sealed to this till%s\n",
+               latest > 0 ? " (the shop has one: the admin must issue a data key that "
+                            "includes this till)"
+                          : "");
+    json_t *g = json_object_get(rk, "grant");
+    if (!json_is_object(g)) return;
+    json_t *rl = json_object_get(g, "relays");
+    char d[32];
+    printf("relay grant: %s", json_string_value(json_object_get(json_array_get(rl, 0), "address")));
+    if (json_array_size(rl) > 1) printf(" (+%zu more)", json_array_size(rl) - 1);
+    json_int_t q = json_integer_value(json_object_get(g, "quota_mb"));
+    if (q > 0) printf(", quota %lld MB", (long long)q);
+    printf(", expires %s\n",
+           tsync_trust_date((uint64_t)json_integer_value(json_object_get(g, "expires_ms")), d));
+}
+
 int cmd_status(int argc, char **argv)
 {
     static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
@@ -666,6 +693,11 @@ int cmd_status(int argc, char **argv)
     if (json_is_string(json_object_get(out, "signed_migration_error")))
         json_array_append_new(need, json_string("signed_migration"));
     if (full) json_array_append_new(need, json_string("disk_full"));
+    /* A relay grant but no data key sealed to this till: it cannot use the relay. */
+    json_t *rkj = json_object_get(out, "relay_keys");
+    if (json_is_object(json_object_get(rkj, "grant")) &&
+        json_integer_value(json_object_get(rkj, "data_key_epoch")) == 0)
+        json_array_append_new(need, json_string("data_key_missing"));
     if (json_is_string(json_object_get(out, "unsealable")))
         json_array_append_new(need, json_string("unsealable"));
     if (cs && (!strcmp(cs, "ahead") || !strcmp(cs, "behind")))
@@ -774,6 +806,7 @@ int cmd_status(int argc, char **argv)
                (long long)json_integer_value(json_object_get(out, "forks")),
                (long long)json_integer_value(json_object_get(out, "unsealed")));
         print_log(db, logj);
+        print_relay_keys(json_object_get(out, "relay_keys"));
         cli_schema_status_print(out);
         json_int_t review = json_integer_value(json_object_get(out, "review_open"));
         if (review > 0)

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -461,6 +462,99 @@ static int shop_sign_migration(int argc, char **argv)
     return ret;
 }
 
+/* shop grant's --relay ADDR[#KEY] (repeated), --relay-key HEX (for the --relay before it),
+ * --quota-mb N and --days N. */
+#define MAX_RELAYS 8
+typedef struct {
+    char addr[MAX_RELAYS][256];
+    uint8_t key[MAX_RELAYS][PK];
+    int has_key[MAX_RELAYS];
+    size_t n;
+    const char *quota, *days;
+    int bad; /* a usage error was printed */
+} grant_args;
+
+static int on_grant_opt(void *ctx, int c, const char *v)
+{
+    grant_args *a = ctx;
+    if (c == 'q') a->quota = v;
+    if (c == 'd') a->days = v;
+    if (c == 'r') {
+        if (a->n == MAX_RELAYS) return a->bad = tt_usage("shop grant takes at most 8 relays");
+        const char *hash = strchr(v, '#');
+        size_t alen = hash ? (size_t)(hash - v) : strlen(v);
+        if (alen >= sizeof a->addr[0]) return a->bad = tt_usage("--relay: address too long");
+        memcpy(a->addr[a->n], v, alen);
+        a->addr[a->n][alen] = '\0';
+        if (hash) {
+            if (tt_unhex(hash + 1, strlen(hash + 1), a->key[a->n], PK))
+                return a->bad = tt_usage("--relay ADDR#KEY: KEY is 64 hex digits");
+            a->has_key[a->n] = 1;
+        }
+        a->n++;
+    }
+    if (c == 'k') {
+        if (a->n == 0 || a->has_key[a->n - 1])
+            return a->bad = tt_usage("--relay-key HEX follows the --relay it belongs to");
+        if (tt_unhex(v, strlen(v), a->key[a->n - 1], PK))
+            return a->bad = tt_usage("--relay-key takes 64 hex digits");
+        a->has_key[a->n - 1] = 1;
+    }
+    return 0;
+}
+
+static int shop_grant(int argc, char **argv)
+{
+    static const struct option opts[] = {{"relay", required_argument, NULL, 'r'},
+                                         {"relay-key", required_argument, NULL, 'k'},
+                                         {"quota-mb", required_argument, NULL, 'q'},
+                                         {"days", required_argument, NULL, 'd'},
+                                         {NULL, 0, NULL, 0}};
+    const char *pos[2] = {NULL, NULL};
+    grant_args a;
+    memset(&a, 0, sizeof a);
+    int npos;
+    int prc = cli_parse("shop grant", argc - 1, argv + 1, opts, NULL, NULL, on_grant_opt, &a, pos,
+                        2, &npos);
+    if (prc || a.bad) return prc ? prc : a.bad;
+    if (npos != 1)
+        return tt_usage("shop grant takes KEYFILE --relay tcp://HOST:PORT#RELAYKEY... "
+                        "[--quota-mb N] [--days N]");
+    if (a.n == 0) return tt_usage("shop grant needs at least one --relay tcp://HOST:PORT#KEY");
+    for (size_t i = 0; i < a.n; i++)
+        if (!a.has_key[i])
+            return tt_usage("every --relay needs the relay's key: ADDR#KEY or --relay-key HEX");
+    unsigned days = 365;
+    if (a.days && tt_parse_days(a.days, &days))
+        return tt_usage("--days takes a number from 1 to 36500");
+    uint64_t quota = 0;
+    if (a.quota) {
+        char *end;
+        errno = 0;
+        unsigned long long q = strtoull(a.quota, &end, 10);
+        if (errno || end == a.quota || *end || a.quota[0] == '-')
+            return tt_usage("--quota-mb takes a whole number of megabytes (0: no quota)");
+        quota = q;
+    }
+    tsync_shop_key *k;
+    if (tt_load_key(pos[0], &k)) return 1;
+    const char *addrs[MAX_RELAYS];
+    for (size_t i = 0; i < a.n; i++) addrs[i] = a.addr[i];
+    uint64_t expires = (uint64_t)time(NULL) * 1000u + (uint64_t)days * 86400000u;
+    uint8_t *rec = NULL;
+    size_t len = 0;
+    int ret = 0;
+    if (tsync_shop_key_sign_grant(&rec, &len, k, addrs, (const uint8_t(*)[PK])a.key, a.n, quota,
+                                  expires) != 0) {
+        fprintf(stderr, "tillsync: %s\n", tt_error());
+        ret = 1;
+    }
+    tsync_shop_key_free(k);
+    if (!ret) ret = tt_emit(rec, len);
+    free(rec);
+    return ret;
+}
+
 int cmd_shop(int argc, char **argv)
 {
     if (argc < 3) return tt_usage("shop needs create, sign, revoke, rotate or show");
@@ -471,6 +565,7 @@ int cmd_shop(int argc, char **argv)
     if (!strcmp(c, "rotate")) return shop_rotate(argc, argv);
     if (!strcmp(c, "show")) return shop_show(argc, argv);
     if (!strcmp(c, "sign-migration")) return shop_sign_migration(argc, argv);
+    if (!strcmp(c, "grant")) return shop_grant(argc, argv);
     return tt_usage(
-        "shop: unknown subcommand (create, sign, revoke, rotate, sign-migration, show)");
+        "shop: unknown subcommand (create, sign, revoke, rotate, sign-migration, grant, show)");
 }

@@ -187,6 +187,20 @@ char *tt_describe(const tsync_trust_record *r)
         tt_hex(r->new_admin_key, PK, h);
         fprintf(f, "new key:    %s\nissued:     %s", h, tsync_trust_date(r->issued_ms, d1));
         break;
+    case TSYNC_TRUST_DATA_KEY:
+        tt_hex(r->shop_id, TSYNC_SHOP_ID_BYTES, h);
+        fprintf(f,
+                "tillsync data key (sealed to the shop's devices; install it on one till: "
+                "tillsync enrol DB FILE)\nshop id:    %s\nissued:     %s",
+                h, tsync_trust_date(r->issued_ms, d1));
+        break;
+    case TSYNC_TRUST_GRANT:
+        tt_hex(r->shop_id, TSYNC_SHOP_ID_BYTES, h);
+        fprintf(f,
+                "tillsync relay grant (install it on one till: tillsync enrol DB FILE; give it to "
+                "the relay's operator)\nshop id:    %s\nissued:     %s\nexpires:    %s",
+                h, tsync_trust_date(r->issued_ms, d1), tsync_trust_date(r->expires_ms, d2));
+        break;
     case TSYNC_TRUST_MIGRATION:
         tt_hex(r->shop_id, TSYNC_SHOP_ID_BYTES, h);
         fprintf(f,

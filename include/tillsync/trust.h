@@ -50,10 +50,13 @@ typedef enum {
     TSYNC_TRUST_REVOCATION = 3,  /* admin -> shop: "refuse this key, keep its batches up to ..." */
     TSYNC_TRUST_ROTATION = 4,    /* old and new admin key: "the shop's admin key is now ..." */
     TSYNC_TRUST_MIGRATION = 5,   /* admin -> shop: "every till runs this migration, in order" */
+    TSYNC_TRUST_DATA_KEY = 6,    /* admin -> shop: the data key of an epoch, sealed to devices */
+    TSYNC_TRUST_GRANT = 7,       /* admin -> shop and relays: "these relays serve my shop" */
 } tsync_trust_kind;
 
 /* The label of a kind in text armour ("CERTIFICATE", "ENROLMENT REQUEST", "REVOCATION",
- * "ADMIN KEY ROTATION", "SIGNED MIGRATION"), or NULL for an unknown kind. Static string. */
+ * "ADMIN KEY ROTATION", "SIGNED MIGRATION", "DATA KEY", "RELAY GRANT"), or NULL for an unknown
+ * kind. Static string. */
 TSYNC_API const char *tsync_trust_kind_label(int kind);
 
 /* ms since 1970 as a date for messages, "2025-03-01 12:00 UTC" (or "<ms> ms" past the year 9999),
@@ -73,7 +76,7 @@ typedef struct {
 typedef struct {
     uint32_t version; /* TSYNC_TRUST_RECORD_VERSION */
     int32_t kind;     /* a tsync_trust_kind */
-    /* certificate, revocation, rotation, migration: the shop the record is of */
+    /* certificate, revocation, rotation, migration, data key, grant: the shop the record is of */
     uint8_t shop_id[TSYNC_SHOP_ID_BYTES];
     /* certificate: the shop's name */
     char shop_name[TSYNC_TRUST_NAME_MAX + 1];
@@ -81,15 +84,17 @@ typedef struct {
     uint8_t device_key[TSYNC_PUBLIC_KEY_BYTES];
     /* request, certificate: the device's name */
     char device_name[TSYNC_TRUST_NAME_MAX + 1];
-    /* certificate, revocation, migration: the admin key that signed it; rotation: the old key */
+    /* certificate, revocation, migration, data key, grant: the admin key that signed it;
+     * rotation: the old key */
     uint8_t admin_key[TSYNC_PUBLIC_KEY_BYTES];
     /* rotation: the new admin key (it signed the rotation too) */
     uint8_t new_admin_key[TSYNC_PUBLIC_KEY_BYTES];
-    /* request: when it was made; revocation, rotation, migration: when it was issued;
+    /* request: when it was made; revocation, rotation, migration, data key, grant: when it was
+     * issued;
      * certificate: its not_before (Unix ms) */
     uint64_t issued_ms;
     /* certificate: valid from (wall time for sessions) and until (also bounds the clock of the
-     * device's batches), Unix ms */
+     * device's batches), Unix ms; grant: expires_ms is when it expires */
     uint64_t not_before_ms;
     uint64_t expires_ms;
     /* revocation: the cutoffs it names, sorted by site (a site not named has cutoff 0); freed by
@@ -445,6 +450,47 @@ TSYNC_API int tsync_revocation_preview_get(tsync_revocation_preview *out, const 
 
 /* Frees what a preview holds and zeroes it, keeping its version. Accepts NULL. */
 TSYNC_API void tsync_revocation_preview_clear(tsync_revocation_preview *p);
+
+/* ---------------------------------------------------------------- relay keys (docs/RELAY_KEYS.md)
+ *
+ * The shop data key encrypts what an off-site relay stores for the shop (the relay never holds
+ * it). It has an epoch: the admin makes epoch 1 with the shop and a new epoch when a device is
+ * revoked, and seals each epoch to the devices of the shop. A RELAY GRANT names the relays that
+ * serve the shop. Both are trust records: install one on any till with tsync_trust_enrol and it
+ * replicates to the others. */
+
+#define TSYNC_DATA_KEY_BYTES 32 /* a shop data key (XChaCha20-Poly1305) */
+
+/* Signs a DATA KEY record: key, the shop's data key of epoch (>= 1), sealed to each of the
+ * ndevices device keys (1..32; crypto_box_seal to the X25519 form of the Ed25519 key), issued
+ * now. The caller draws the key (randombytes) and keeps it; re-sealing the same epoch's key to
+ * more devices is a new record of the same epoch.
+ * Errors: TSYNC_EINVAL (epoch 0, no device or more than 32, a device given twice or the admin
+ * key, a device key that is not a valid Ed25519 key), TSYNC_ENOMEM. */
+TSYNC_API int tsync_shop_key_sign_data_key(uint8_t **rec, size_t *rec_len, const tsync_shop_key *k,
+                                           uint32_t epoch, const uint8_t key[TSYNC_DATA_KEY_BYTES],
+                                           const uint8_t (*device_keys)[TSYNC_PUBLIC_KEY_BYTES],
+                                           size_t ndevices);
+
+/* Signs a RELAY GRANT: nrelays relays (1..8, in order of preference), each an address
+ * "tcp://HOST:PORT" and the relay's public key; quota_mb (0: none) and expires_ms (Unix ms, after
+ * now). Errors: TSYNC_EINVAL (no relay or more than 8, an address not tcp:// and printable
+ * ASCII, an expiry not after now), TSYNC_ENOMEM. */
+TSYNC_API int tsync_shop_key_sign_grant(uint8_t **rec, size_t *rec_len, const tsync_shop_key *k,
+                                        const char *const *relay_addrs,
+                                        const uint8_t (*relay_keys)[TSYNC_PUBLIC_KEY_BYTES],
+                                        size_t nrelays, uint64_t quota_mb, uint64_t expires_ms);
+
+/* The data-key epoch this till holds: *held the latest epoch sealed to its key (0: none, which a
+ * person must fix before a relay is used: the admin issues a data key that includes this till),
+ * *latest (may be NULL) the latest epoch of the shop the till has received (held or not).
+ * Not enrolled: both 0. Errors: TSYNC_EINVAL, TSYNC_EIO, TSYNC_ENOMEM. */
+TSYNC_API int tsync_store_data_key_epoch(uint32_t *held, uint32_t *latest, tsync_store *s);
+
+/* The shop's grant in force (the latest issued), verbatim: decode it with
+ * tsync_trust_record_decode. *rec is the caller's (tsync_free()).
+ * Errors: TSYNC_ENOTFOUND (none, or not enrolled), TSYNC_EIO, TSYNC_ENOMEM. */
+TSYNC_API int tsync_store_grant(uint8_t **rec, size_t *rec_len, tsync_store *s);
 
 #ifdef __cplusplus
 }

@@ -245,7 +245,8 @@ Test(api_status, parked_and_mismatch_as_json)
                                         "state",
                                         "schema_mismatches",
                                         "signed_migration_error",
-                                        "parked_changes"};
+                                        "parked_changes",
+                                        "relay_keys"};
     size_t i = 0;
     const char *k;
     json_t *v;
