@@ -168,6 +168,10 @@ typedef struct {
     unsigned relay_need;
     uint64_t relay_mono;
     int relay_said; /* "forwarding at once" logged (once per switch, not every probe) */
+    /* ACKs that acknowledged nothing in flight since the last that did: the first's and the
+     * last's time (0: none). A peer that sends such ACKs is responsive yet lacks what we sent (it
+     * was lost or is held); one that sends none is busy (a long merge), not lacking. */
+    uint64_t idle_first, idle_last;
 } npeer;
 
 /* A till of our shop advertised over mDNS (what the UI shows as "discovered"). */

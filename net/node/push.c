@@ -291,11 +291,19 @@ void tsync__node_anti_entropy(tsync_node *n, uint64_t now)
         uint64_t since = p->nfl && p->progress_mono > p->fl[0].sent_mono ? p->progress_mono
                          : p->nfl                                        ? p->fl[0].sent_mono
                                                                          : now;
-        if (p->nfl && now - since >= (uint64_t)n->o.anti_entropy_ms) {
-            /* The oldest piece in flight was not acknowledged within a whole period, and nothing
-             * else was meanwhile (lost in a reconnect, or held for a missing dependency): send
-             * again from the peer's ACK. A peer still acknowledging is only slow (merging a
-             * catch-up): sending it all again would double its work and the bytes. */
+        uint64_t period = (uint64_t)n->o.anti_entropy_ms;
+        uint64_t idle_from = p->nfl && p->idle_first > p->fl[0].sent_mono ? p->idle_first
+                             : p->nfl                                     ? p->fl[0].sent_mono
+                                                                          : now;
+        if (p->nfl && now - since >= period && p->idle_first && p->idle_last >= idle_from &&
+            p->idle_last - idle_from >= period / 2) {
+            /* The oldest piece in flight was not acknowledged within a whole period, nothing else
+             * was meanwhile, and the peer kept sending ACKs without it for half a period (lost in
+             * a reconnect, or held for a missing dependency): send again from the peer's ACK. A
+             * peer still acknowledging is only slow (merging a catch-up), and one that sends no
+             * ACK at all is busy (its thread in a merge longer than a period, on a loaded
+             * machine; a dead one is cut by liveness, and a new session starts from its HELLO):
+             * sending it all again would double its work and the bytes. */
             char lb[LBL];
             tsync__node_log(n, TSYNC_LOG_DEBUG, "resending to %s from its last acknowledged vector",
                             tsync__node_peer_label(p, lb));
@@ -305,6 +313,7 @@ void tsync__node_anti_entropy(tsync_node *n, uint64_t now)
             p->nfl = 0;
             p->fl_bytes = 0;
             p->progress_mono = now;
+            p->idle_first = p->idle_last = 0;
         }
         tsync__node_push(n, p);
     }

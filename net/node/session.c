@@ -476,7 +476,14 @@ static void on_ack(tsync_node *n, npeer *p, const tsync__wire_vv *vv)
     }
     p->nfl = k;
     p->ack_dirty = 1;
-    if (popped || k == 0) p->progress_mono = tsync__mono_ms();
+    uint64_t now = tsync__mono_ms();
+    if (popped || k == 0) {
+        p->progress_mono = now;
+        p->idle_first = p->idle_last = 0;
+    } else {
+        if (!p->idle_first) p->idle_first = now;
+        p->idle_last = now;
+    }
     tsync__node_push(n, p);
 }
 
