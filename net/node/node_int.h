@@ -167,7 +167,8 @@ typedef struct {
     int fwd_pending;
     unsigned relay_need;
     uint64_t relay_mono;
-    int relay_said; /* "forwarding at once" logged (once per switch, not every probe) */
+    int relay_said;      /* "forwarding at once" logged (once per switch, not every probe) */
+    int relay_elsewhere; /* an ACK showed batches we never sent it: never at once (session) */
     /* ACKs that acknowledged nothing in flight since the last that did: the first's and the
      * last's time (0: none). A peer that sends such ACKs is responsive yet lacks what we sent (it
      * was lost or is held); one that sends none is busy (a long merge), not lacking. */

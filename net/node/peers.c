@@ -70,6 +70,7 @@ void tsync__node_session_reset(npeer *p)
     p->relay_need = 0;
     p->relay_mono = 0;
     p->relay_said = 0;
+    p->relay_elsewhere = 0;
     p->bad = 0;
     p->close_at_mono = 0;
 }

@@ -191,8 +191,10 @@ void tsync__node_push_all(tsync_node *n)
  * through us (a star's hub and its leaves): from then on it gets them at once, as a hop of the
  * commit-to-visible path, not 3 ms later. */
 #define RELAY_AT_ONCE 2
-/* ... until an ACK shows it got batches elsewhere, or for this long: then one forward is delayed
- * again to see whether it still needs us (a till that dialled the origin meanwhile). */
+/* ... for this long: then one forward is delayed again to see whether it still needs us (a till
+ * that dialled the origin meanwhile). A peer whose ACK once showed batches we hold but never sent
+ * it gets them elsewhere (a mesh, where an ACK late twice under load must not turn every forward
+ * into a duplicate): it stays on the delay for the rest of the session. */
 #define RELAY_PROBE_MS 2000
 
 void tsync__node_forward_merged(tsync_node *n)
@@ -226,7 +228,7 @@ void tsync__node_forward_due(tsync_node *n)
             continue;
         }
         if (p->relay_need < RELAY_AT_ONCE) p->relay_need++;
-        if (p->relay_need < RELAY_AT_ONCE) continue;
+        if (p->relay_need < RELAY_AT_ONCE || p->relay_elsewhere) continue;
         if (p->relay_need == RELAY_AT_ONCE && !p->relay_said) {
             char lb[LBL];
             tsync__node_log(
@@ -243,6 +245,7 @@ void tsync__node_forward_due(tsync_node *n)
 void tsync__node_relay_elsewhere(tsync_node *n, npeer *p)
 {
     p->relay_need = 0;
+    p->relay_elsewhere = 1;
     if (!p->relay_mono) return;
     p->relay_mono = 0;
     if (p->relay_said) {
