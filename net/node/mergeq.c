@@ -263,15 +263,15 @@ void tsync__node_flush_merges(tsync_node *n)
     n->status_dirty = 1;
     if (merged) {
         tsync__node_log(n, TSYNC_LOG_DEBUG, "merged %zu batches", merged);
-        /* Forward to the peers that lack them: at once to those that get them only through us,
-         * a moment later to the others (push.c); before the app's callback, which may take a
-         * while (it reads what changed), so that the next hop does not wait for it. */
-        tsync__node_forward_merged(n);
+        /* The app learns first: pushes made before its callback would delay what it sees. */
         if (n->o.on_change) {
             tsync__sync_merged_tables_take(n->s, &tables, &ntables);
             tsync_node_change c = {merged, conflicts, (const char *const *)tables, ntables};
             n->o.on_change(n->o.cb_ctx, &c);
             tsync__sync_merged_tables_free(tables, ntables);
         }
+        /* Forward to the peers that lack them: at once to those that get them only through us,
+         * a moment later to the others (push.c). */
+        tsync__node_forward_merged(n);
     }
 }
