@@ -1143,6 +1143,12 @@ static void cu_merge(void *arg)
     free(b);
 }
 
+static double ru_cpu(const struct rusage *ru)
+{
+    return (double)ru->ru_utime.tv_sec + ru->ru_utime.tv_usec * 1e-6 + (double)ru->ru_stime.tv_sec +
+           ru->ru_stime.tv_usec * 1e-6;
+}
+
 static void cu_node_a(void *arg)
 {
     (void)arg;
@@ -1292,7 +1298,7 @@ static int case_catchup(bench_report *rep)
     char ha[2 * TSYNC_HASH_BYTES + 1];
     snprintf(ha, sizeof ha, "%s", bench_file_hash(T[0].db));
 
-    enum { NODE, BASE, BUN, MER, UP, FIRST, NS };
+    enum { NODE, BASE, BUN, MER, UP, FIRST, CPUA, CPUB, NS };
     double v[NS][16];
     long rss_b = 0, rss_m = 0;
     double la[16];
@@ -1314,7 +1320,7 @@ static int case_catchup(bench_report *rep)
         CU->merged = CU->merges = 0;
         pick_ports(2);
         bench_settle();
-        spawn("catch-up: A's node", cu_node_a, NULL);
+        int ka = spawn("catch-up: A's node", cu_node_a, NULL);
         wait_for(cu_a_ready, NULL, 30, "A's node");
         sleep_s(0.2);
         int kb = spawn("catch-up: B's node", cu_node_b, NULL);
@@ -1322,6 +1328,9 @@ static int case_catchup(bench_report *rep)
         st(&CU->stop, 1);
         kids_wait_all(30);
         rss_b = kids[kb].ru.ru_maxrss;
+        /* CPU of each node process (its whole life): under load, wall times follow the load. */
+        v[CPUA][r] = ru_cpu(&kids[ka].ru);
+        v[CPUB][r] = ru_cpu(&kids[kb].ru);
         nkids = 0;
         la[r] = load1();
         BENCH_CHECK(CU->merged == CU->N, "B merged %lld batches of %ld within 120 s",
@@ -1334,10 +1343,11 @@ static int case_catchup(bench_report *rep)
         BENCH_CHECK(vector_covers(vb, va), "B's vector does not cover A's");
         json_decref(vb);
         printf("rep %d: node %.3f s (session up %.3f s, first merge %.3f s, %lld merges, "
-               "%.0f batches/s) | baseline %.3f s (bundle %.3f + merge %.3f) | load %.2f\n",
+               "%.0f batches/s; CPU user+sys: A's node %.3f s, B's node %.3f s) | baseline %.3f s "
+               "(bundle %.3f + merge %.3f) | load %.2f\n",
                r + 1, v[NODE][r], v[UP][r], v[FIRST][r], (long long)CU->merges,
-               C.batches / (v[NODE][r] - v[FIRST][r] + 1e-9), v[BASE][r], v[BUN][r], v[MER][r],
-               la[r]);
+               C.batches / (v[NODE][r] - v[FIRST][r] + 1e-9), v[CPUA][r], v[CPUB][r], v[BASE][r],
+               v[BUN][r], v[MER][r], la[r]);
         fflush(stdout);
     }
     json_decref(va);
@@ -1360,6 +1370,9 @@ static int case_catchup(bench_report *rep)
                   CU->rx / 1e6, "MB", CU->bundle_bytes / 1e6, BENCH_T_NONE, 0);
     bench_extra(f, "sent_by_b=%lld bundle_raw=%llu bytes_per_batch=%.1f", (long long)CU->tx,
                 (unsigned long long)CU->bundle_raw, (double)CU->rx / C.batches);
+    f = bench_add(rep, "catchup.cpu_b", "catch-up: CPU (user+sys) of B's node process",
+                  bench_median(v[CPUB], C.reps), "s", NAN, BENCH_T_NONE, 0);
+    bench_extra(f, "cpu_a=%.3f", bench_median(v[CPUA], C.reps));
     f = bench_add(rep, "catchup.rss_b", "catch-up: peak RSS of B's node process", rss_b / 1024.0,
                   "MB", rss_m / 1024.0, BENCH_T_NONE, 0);
     int pass = node_t < target;

@@ -3,16 +3,15 @@
  * net/node/mergeq.c — the merge queue: BATCHES received while events are drained wait here and
  * are merged in one transaction per round (peer by peer when the whole is refused, so one bad
  * sender cannot block the others); then every sender learns our new vector, and merged batches
- * are forwarded a moment later. A busy database keeps the queue for a retry; a full one drops it
- * (the senders offer the batches again).
+ * are forwarded (push.c: at once to a peer that gets them only through us). A busy database keeps
+ * the queue for a retry; a full one drops it (the senders offer the batches again).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "node_int.h"
 
-#define FORWARD_DELAY_MS 3
-#define MERGE_RETRY_MS   50
+#define MERGE_RETRY_MS 50
 /* BATCHES beyond this while the database is busy are dropped: their senders send them again. */
 #define QUEUE_HARD_MAX (64u << 20)
 
@@ -264,14 +263,15 @@ void tsync__node_flush_merges(tsync_node *n)
     n->status_dirty = 1;
     if (merged) {
         tsync__node_log(n, TSYNC_LOG_DEBUG, "merged %zu batches", merged);
+        /* The app learns first: pushes made before its callback would delay what it sees. */
         if (n->o.on_change) {
             tsync__sync_merged_tables_take(n->s, &tables, &ntables);
             tsync_node_change c = {merged, conflicts, (const char *const *)tables, ntables};
             n->o.on_change(n->o.cb_ctx, &c);
             tsync__sync_merged_tables_free(tables, ntables);
         }
-        /* Forward to the peers that lack them a moment later: most got them from their origin
-         * too, and their ACKs, which arrive meanwhile, keep us from sending duplicates. */
-        if (!n->forward_due) n->forward_due = tsync__mono_ms() + FORWARD_DELAY_MS;
+        /* Forward to the peers that lack them: at once to those that get them only through us,
+         * a moment later to the others (push.c). */
+        tsync__node_forward_merged(n);
     }
 }

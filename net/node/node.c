@@ -130,7 +130,7 @@ static int step(tsync_node *n, int wait_ms)
     tsync__node_push_waiting(n, now);
     if (n->forward_due && now >= n->forward_due) {
         n->forward_due = 0;
-        tsync__node_push_all(n);
+        tsync__node_forward_due(n);
     }
     tsync__node_discovery(n);
     tsync__node_liveness(n, now);

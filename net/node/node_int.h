@@ -160,6 +160,19 @@ typedef struct {
      * not shrunk (a peer whose lag stays that long is a stuck sync). */
     uint64_t lag_last, lag_mono;
     int stuck_said; /* logged as stuck (once, until its lag shrinks) */
+    /* Forwarding (push.c, tsync__node_forward_merged): whether it lacked what we merged when we
+     * merged it (judged when the forward delay ends), how many forwards in a row it still lacked
+     * after the delay (it gets them only through us: forwarded at once from RELAY_AT_ONCE on),
+     * and since when it is forwarded at once (0: delayed). */
+    int fwd_pending;
+    unsigned relay_need;
+    uint64_t relay_mono;
+    int relay_said;      /* "forwarding at once" logged (once per switch, not every probe) */
+    int relay_elsewhere; /* an ACK showed batches we never sent it: never at once (session) */
+    /* ACKs that acknowledged nothing in flight since the last that did: the first's and the
+     * last's time (0: none). A peer that sends such ACKs is responsive yet lacks what we sent (it
+     * was lost or is held); one that sends none is busy (a long merge), not lacking. */
+    uint64_t idle_first, idle_last;
 } npeer;
 
 /* A till of our shop advertised over mDNS (what the UI shows as "discovered"). */
@@ -373,6 +386,13 @@ int tsync__node_push(tsync_node *n, npeer *p);
 /* Pushes to the peers whose wait for FEATURES (session.c) ended without one. */
 void tsync__node_push_waiting(tsync_node *n, uint64_t now);
 void tsync__node_push_all(tsync_node *n);
+/* After a merge: forwards what we merged to the peers that lack it, at once to a peer that gets
+ * such batches only through us, FORWARD_DELAY_MS later to the others (their ACKs, arriving
+ * meanwhile, say they got them from the origin too). tsync__node_forward_due runs the delayed
+ * forwards; tsync__node_relay_elsewhere: p's ACK showed batches we never sent it. */
+void tsync__node_forward_merged(tsync_node *n);
+void tsync__node_forward_due(tsync_node *n);
+void tsync__node_relay_elsewhere(tsync_node *n, npeer *p);
 void tsync__node_anti_entropy(tsync_node *n, uint64_t now);
 
 /* snapshot.c */

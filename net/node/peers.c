@@ -65,6 +65,12 @@ void tsync__node_session_reset(npeer *p)
     tsync__vv_free(&p->sent);
     p->nfl = 0;
     p->fl_bytes = 0;
+    p->idle_first = p->idle_last = 0;
+    p->fwd_pending = 0;
+    p->relay_need = 0;
+    p->relay_mono = 0;
+    p->relay_said = 0;
+    p->relay_elsewhere = 0;
     p->bad = 0;
     p->close_at_mono = 0;
 }

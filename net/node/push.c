@@ -181,6 +181,82 @@ void tsync__node_push_all(tsync_node *n)
         if (n->peers[i]->used) tsync__node_push(n, n->peers[i]);
 }
 
+/* ---------------------------------------------------------------- forwarding */
+
+/* Merged batches go to the peers that lack them this long after the merge: in a mesh most got
+ * them from their origin too, and their ACKs, which arrive meanwhile, keep us from sending
+ * duplicates. */
+#define FORWARD_DELAY_MS 3
+/* A peer that still lacked them after the delay this many forwards in a row gets them only
+ * through us (a star's hub and its leaves): from then on it gets them at once, as a hop of the
+ * commit-to-visible path, not 3 ms later. */
+#define RELAY_AT_ONCE 2
+/* ... for this long: then one forward is delayed again to see whether it still needs us (a till
+ * that dialled the origin meanwhile). A peer whose ACK once showed batches we hold but never sent
+ * it gets them elsewhere (a mesh, where an ACK late twice under load must not turn every forward
+ * into a duplicate): it stays on the delay for the rest of the session. */
+#define RELAY_PROBE_MS 2000
+
+void tsync__node_forward_merged(tsync_node *n)
+{
+    uint64_t now = tsync__mono_ms();
+    int delayed = 0;
+    for (size_t i = 0; i < n->npeers; i++) {
+        npeer *p = n->peers[i];
+        if (!p->used || !p->verified || p->close_at_mono || !lacks(&p->sent, &n->ours, 0)) continue;
+        if (p->relay_mono && now - p->relay_mono < RELAY_PROBE_MS) {
+            tsync__node_push(n, p);
+            continue;
+        }
+        p->relay_mono = 0;
+        p->fwd_pending = 1;
+        delayed = 1;
+    }
+    if (delayed && !n->forward_due) n->forward_due = now + FORWARD_DELAY_MS;
+}
+
+void tsync__node_forward_due(tsync_node *n)
+{
+    uint64_t now = tsync__mono_ms();
+    for (size_t i = 0; i < n->npeers; i++) {
+        npeer *p = n->peers[i];
+        if (!p->used || !p->fwd_pending) continue;
+        p->fwd_pending = 0;
+        if (!p->verified || p->close_at_mono) continue;
+        if (!lacks(&p->sent, &n->ours, 0)) {
+            p->relay_need = 0;
+            continue;
+        }
+        if (p->relay_need < RELAY_AT_ONCE) p->relay_need++;
+        if (p->relay_need < RELAY_AT_ONCE || p->relay_elsewhere) continue;
+        if (p->relay_need == RELAY_AT_ONCE && !p->relay_said) {
+            char lb[LBL];
+            tsync__node_log(
+                n, TSYNC_LOG_DEBUG,
+                "forwarding to %s at once: it gets the batches we merge only through us",
+                tsync__node_peer_label(p, lb));
+            p->relay_said = 1;
+        }
+        p->relay_mono = now;
+    }
+    tsync__node_push_all(n);
+}
+
+void tsync__node_relay_elsewhere(tsync_node *n, npeer *p)
+{
+    p->relay_need = 0;
+    p->relay_elsewhere = 1;
+    if (!p->relay_mono) return;
+    p->relay_mono = 0;
+    if (p->relay_said) {
+        char lb[LBL];
+        tsync__node_log(n, TSYNC_LOG_DEBUG,
+                        "forwarding to %s after a delay again: it gets batches from elsewhere",
+                        tsync__node_peer_label(p, lb));
+        p->relay_said = 0;
+    }
+}
+
 typedef struct {
     tsync_node *n;
     npeer *p;
@@ -218,11 +294,19 @@ void tsync__node_anti_entropy(tsync_node *n, uint64_t now)
         uint64_t since = p->nfl && p->progress_mono > p->fl[0].sent_mono ? p->progress_mono
                          : p->nfl                                        ? p->fl[0].sent_mono
                                                                          : now;
-        if (p->nfl && now - since >= (uint64_t)n->o.anti_entropy_ms) {
-            /* The oldest piece in flight was not acknowledged within a whole period, and nothing
-             * else was meanwhile (lost in a reconnect, or held for a missing dependency): send
-             * again from the peer's ACK. A peer still acknowledging is only slow (merging a
-             * catch-up): sending it all again would double its work and the bytes. */
+        uint64_t period = (uint64_t)n->o.anti_entropy_ms;
+        uint64_t idle_from = p->nfl && p->idle_first > p->fl[0].sent_mono ? p->idle_first
+                             : p->nfl                                     ? p->fl[0].sent_mono
+                                                                          : now;
+        if (p->nfl && now - since >= period && p->idle_first && p->idle_last >= idle_from &&
+            p->idle_last - idle_from >= period / 2) {
+            /* The oldest piece in flight was not acknowledged within a whole period, nothing else
+             * was meanwhile, and the peer kept sending ACKs without it for half a period (lost in
+             * a reconnect, or held for a missing dependency): send again from the peer's ACK. A
+             * peer still acknowledging is only slow (merging a catch-up), and one that sends no
+             * ACK at all is busy (its thread in a merge longer than a period, on a loaded
+             * machine; a dead one is cut by liveness, and a new session starts from its HELLO):
+             * sending it all again would double its work and the bytes. */
             char lb[LBL];
             tsync__node_log(n, TSYNC_LOG_DEBUG, "resending to %s from its last acknowledged vector",
                             tsync__node_peer_label(p, lb));
@@ -232,6 +316,7 @@ void tsync__node_anti_entropy(tsync_node *n, uint64_t now)
             p->nfl = 0;
             p->fl_bytes = 0;
             p->progress_mono = now;
+            p->idle_first = p->idle_last = 0;
         }
         tsync__node_push(n, p);
     }

@@ -455,8 +455,13 @@ static void on_ack(tsync_node *n, npeer *p, const tsync__wire_vv *vv)
     for (size_t i = 0; i < vv->n; i++) {
         if (tsync__vv_set(&p->acked, vv->e[i].site, vv->e[i].seq, vv->e[i].hash)) return;
         const tsync__vv_entry *s = tsync__vv_get(&p->sent, vv->e[i].site);
-        if (!s || s->seq < vv->e[i].seq)
+        if (!s || s->seq < vv->e[i].seq) {
+            /* It got batches we hold but never sent it: from their origin or another till (not
+             * its own new ones, which we do not hold yet). */
+            if (s && tsync__vv_seq(&n->ours, vv->e[i].site) >= vv->e[i].seq)
+                tsync__node_relay_elsewhere(n, p);
             tsync__vv_set(&p->sent, vv->e[i].site, vv->e[i].seq, vv->e[i].hash);
+        }
     }
     /* Pieces the peer now holds are no longer in flight. */
     size_t k = 0;
@@ -471,7 +476,14 @@ static void on_ack(tsync_node *n, npeer *p, const tsync__wire_vv *vv)
     }
     p->nfl = k;
     p->ack_dirty = 1;
-    if (popped || k == 0) p->progress_mono = tsync__mono_ms();
+    uint64_t now = tsync__mono_ms();
+    if (popped || k == 0) {
+        p->progress_mono = now;
+        p->idle_first = p->idle_last = 0;
+    } else {
+        if (!p->idle_first) p->idle_first = now;
+        p->idle_last = now;
+    }
     tsync__node_push(n, p);
 }
 
