@@ -52,8 +52,9 @@ enum {
 #define TABLES_NEW   1u
 #define ROW_VARINTS  6u /* table, hlc_off, flags, nrmv, ncols, nctrs */
 /* Rebuilt body bytes whose decoded batches the reader holds before freeing them (a decoded batch
- * takes a few times its body). */
-#define BATCH_ARENA_BYTES ((size_t)64 << 10)
+ * takes a few times its body): about one arena chunk. Much more, and every free hands a stretch
+ * at the top of the heap back to the kernel, which the next batches fault in again. */
+#define BATCH_ARENA_BYTES ((size_t)4 << 10)
 
 /* ---------------------------------------------------------------- writer */
 
