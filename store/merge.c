@@ -16,6 +16,10 @@
  *   it is held in tsync_held (verified already) and retried at every merge.
  * - Capture triggers are switched off for this connection only (SQLITE_DBCONFIG_ENABLE_TRIGGER)
  *   while merging; every other connection keeps capturing.
+ * - Applied batches reach tsync_log TSYNC__MERGE_LOGQ (32) at a time, one INSERT for all, in the
+ *   order they applied, so the rows and their ids are what one INSERT per batch gave. The queue
+ *   is flushed before anything that may read the log (a duplicate's stored hash, a fork, a
+ *   revoked device's kept batches, a held batch), and at the end of apply_ready.
  */
 #include <sodium.h>
 #include <stdio.h>
