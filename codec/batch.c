@@ -253,12 +253,15 @@ static int decode(const uint8_t *buf, size_t len, tsync__batch *out, tsync__aren
 
     if (!tsync__dec_list(&d, "rows", &n, MIN_ROW)) goto bad;
     if (check) {
-        /* Each row's arrays come from rs; the arena of the header stays as it is. */
+        /* A batch of up to CHECK_ROWS rows (the live shape: one sale) checks its rows in a, the
+         * caller's arena, which it frees as it goes: a scratch arena per batch would cost a
+         * zeroed chunk each. Longer ones check theirs in rs, freed every CHECK_ROWS rows, so the
+         * arena of the header keeps at most CHECK_ROWS rows of any batch. */
         tsync__arena rs = {0};
         tsync__brow row;
-        d.a = &rs;
+        if (n > CHECK_ROWS) d.a = &rs;
         for (uint32_t i = 0; i < n; i++) {
-            if (i % CHECK_ROWS == CHECK_ROWS - 1) tsync__arena_free(&rs);
+            if (n > CHECK_ROWS && i % CHECK_ROWS == CHECK_ROWS - 1) tsync__arena_free(&rs);
             d.l1 = "row";
             d.i1 = i;
             memset(&row, 0, sizeof row);

@@ -200,9 +200,11 @@ TSYNC_WARN_UNUSED int tsync__batch_decode(const uint8_t *buf, size_t len, tsync_
                                           tsync__arena *a, char err[TSYNC__ERRLEN]);
 
 /* Checks a body as strictly as tsync__batch_decode (same faults, same messages) and keeps only its
- * header: origin, seq, clocks, sites, deps and tables in a; the rows are checked one at a time in
- * a scratch arena of their own, freed as it goes, and not kept (rows NULL, nrows their count). For
- * a merge that verifies a whole bundle first and decodes each batch's rows when it applies. */
+ * header: origin, seq, clocks, sites, deps and tables in a; the rows are checked one at a time and
+ * not kept (rows NULL, nrows their count): those of a batch of at most 512 rows in a too (the
+ * caller frees a as it goes), those of a longer one in a scratch arena of their own, freed as it
+ * goes. For a merge that verifies a whole bundle first and decodes each batch's rows when it
+ * applies. */
 TSYNC_WARN_UNUSED int tsync__batch_check(const uint8_t *buf, size_t len, tsync__batch *out,
                                          tsync__arena *a, char err[TSYNC__ERRLEN]);
 

@@ -51,6 +51,10 @@ enum {
 #define TABLES_SAME  0u
 #define TABLES_NEW   1u
 #define ROW_VARINTS  6u /* table, hlc_off, flags, nrmv, ncols, nctrs */
+/* Rebuilt body bytes whose decoded batches the reader holds before freeing them (a decoded batch
+ * takes a few times its body): about one arena chunk. Much more, and every free hands a stretch
+ * at the top of the heap back to the kernel, which the next batches fault in again. */
+#define BATCH_ARENA_BYTES ((size_t)4 << 10)
 
 /* ---------------------------------------------------------------- writer */
 
@@ -652,6 +656,10 @@ int tsync__crun_decode(tsync__crun_dec *d, const uint8_t origin[TSYNC__SITE_BYTE
     }
     if (!add_site(d, origin)) return TSYNC_ENOMEM;
     runstate rs = {0};
+    /* The decoded batches' arrays, freed every BATCH_ARENA_BYTES of rebuilt bodies rather than
+     * per batch: a run of 100k one-sale batches would allocate (and zero) a chunk for each. */
+    tsync__arena a = {0};
+    size_t a_bytes = 0;
     int rc = 0;
     for (uint32_t k = 0; k < n && rc == 0; k++) {
         c.batch = k;
@@ -667,7 +675,10 @@ int tsync__crun_decode(tsync__crun_dec *d, const uint8_t origin[TSYNC__SITE_BYTE
             }
             rc = append(d, bp, l, &c);
         } else if (mode == MODE_COMPACT) {
-            tsync__arena a = {0};
+            if (a_bytes > BATCH_ARENA_BYTES) {
+                tsync__arena_free(&a);
+                a_bytes = 0;
+            }
             tsync__batch b = {.format = TSYNC__BATCH_FORMAT, .seq = first_seq + k};
             memcpy(b.origin, origin, TSYNC__SITE_BYTES);
             bool ok = get_batch(d, &c, &b, &a, &rs);
@@ -683,7 +694,7 @@ int tsync__crun_decode(tsync__crun_dec *d, const uint8_t origin[TSYNC__SITE_BYTE
             }
             if (ok && rc == 0) rc = append(d, enc, elen, &c);
             free(enc);
-            tsync__arena_free(&a);
+            a_bytes += elen;
             if (!ok) goto corrupt;
         } else {
             fail(&c, "unknown mode %" PRIu64, mode);
@@ -693,6 +704,7 @@ int tsync__crun_decode(tsync__crun_dec *d, const uint8_t origin[TSYNC__SITE_BYTE
         d->len[k] = d->olen - start;
     }
     tsync__arena_free(&rs.ta);
+    tsync__arena_free(&a);
     if (rc) return rc == TSYNC_ECORRUPT || err[0] ? TSYNC_ECORRUPT : rc;
     for (int i = 0; i < NSTREAMS; i++)
         if (c.s[i].p != c.s[i].end) {
@@ -710,6 +722,7 @@ int tsync__crun_decode(tsync__crun_dec *d, const uint8_t origin[TSYNC__SITE_BYTE
     return 0;
 corrupt:
     tsync__arena_free(&rs.ta);
+    tsync__arena_free(&a);
     return TSYNC_ECORRUPT;
 bad:
     return TSYNC_ECORRUPT;

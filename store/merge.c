@@ -16,6 +16,10 @@
  *   it is held in tsync_held (verified already) and retried at every merge.
  * - Capture triggers are switched off for this connection only (SQLITE_DBCONFIG_ENABLE_TRIGGER)
  *   while merging; every other connection keeps capturing.
+ * - Applied batches reach tsync_log TSYNC__MERGE_LOGQ (32) at a time, one INSERT for all, in the
+ *   order they applied, so the rows and their ids are what one INSERT per batch gave. The queue
+ *   is flushed before anything that may read the log (a duplicate's stored hash, a fork, a
+ *   revoked device's kept batches, a held batch), and at the end of apply_ready.
  */
 #include <sodium.h>
 #include <stdio.h>
@@ -31,23 +35,60 @@
 
 /* ---------------------------------------------------------------- log, held, forks */
 
+/* One statement appends TSYNC__MERGE_LOGQ batches: the live shape applies 100k one-sale batches,
+ * and a statement per batch cost more than the rows it wrote (step, reset, binding, halting). */
+#define LOG_V1  "(?,?,?,?,?)"
+#define LOG_V2  LOG_V1 "," LOG_V1
+#define LOG_V4  LOG_V2 "," LOG_V2
+#define LOG_V8  LOG_V4 "," LOG_V4
+#define LOG_V16 LOG_V8 "," LOG_V8
+#define LOG_V32 LOG_V16 "," LOG_V16
+static const char LOG_ONE[] = "INSERT INTO tsync_log(site, seq, hash, body, sig) VALUES" LOG_V1;
+static const char LOG_MANY[] = "INSERT INTO tsync_log(site, seq, hash, body, sig) VALUES" LOG_V32;
+
+/* Appends the queued batches to tsync_log, in the order they applied (so their ids are what one
+ * statement per batch gave). Called before anything that may read the log and at the end. */
+static int log_flush(mctx *c)
+{
+    _Static_assert(TSYNC__MERGE_LOGQ == sizeof c->logq / sizeof *c->logq, "log queue size");
+    size_t i = 0;
+    while (i < c->nlogq) {
+        int many = c->nlogq - i == TSYNC__MERGE_LOGQ;
+        size_t k = many ? TSYNC__MERGE_LOGQ : 1;
+        sqlite3_stmt *st;
+        int rc = tsync__prep_or_fail(c->s, &st, many ? LOG_MANY : LOG_ONE, "append to log");
+        if (rc) return rc;
+        for (size_t j = 0; j < k; j++) {
+            const inbatch *ib = c->logq[i + j];
+            int p = (int)(5 * j);
+            sqlite3_bind_int64(st, p + 1, ib->site);
+            sqlite3_bind_int64(st, p + 2, (int64_t)ib->seq);
+            sqlite3_bind_blob(st, p + 3, ib->hash, TSYNC__HASH_BYTES, SQLITE_STATIC);
+            sqlite3_bind_blob(st, p + 4, ib->body, (int)ib->body_len, SQLITE_STATIC);
+            if (ib->sig) sqlite3_bind_blob(st, p + 5, ib->sig, TSYNC__SIG_BYTES, SQLITE_STATIC);
+        }
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) return tsync__err_sqlite(c->s->db, rc, "append to log");
+        i += k;
+    }
+    c->nlogq = 0;
+    return 0;
+}
+
+/* Queues ib for the log (log_flush); a batch that was held goes at once, with its held row. */
 static int log_append(mctx *c, inbatch *ib)
 {
-    sqlite3_stmt *st;
-    int rc = tsync__prep_or_fail(c->s, &st,
-                                 "INSERT INTO tsync_log(site, seq, hash, body, sig) "
-                                 "VALUES(?1,?2,?3,?4,?5)",
-                                 "append to log");
-    if (rc) return rc;
-    sqlite3_bind_int64(st, 1, ib->site);
-    sqlite3_bind_int64(st, 2, (int64_t)ib->seq);
-    sqlite3_bind_blob(st, 3, ib->hash, TSYNC__HASH_BYTES, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 4, ib->body, (int)ib->body_len, SQLITE_STATIC);
-    if (ib->sig) sqlite3_bind_blob(st, 5, ib->sig, TSYNC__SIG_BYTES, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) return tsync__err_sqlite(c->s->db, rc, "append to log");
-    if (ib->from_held) {
+    int rc;
+    if (!ib->from_held) {
+        c->logq[c->nlogq++] = ib;
+        return c->nlogq == TSYNC__MERGE_LOGQ ? log_flush(c) : 0;
+    }
+    if ((rc = log_flush(c))) return rc;
+    c->logq[c->nlogq++] = ib;
+    if ((rc = log_flush(c))) return rc;
+    {
+        sqlite3_stmt *st;
         if (!(st = tsync__prep(c->s, "DELETE FROM tsync_held WHERE site=?1 AND seq=?2")))
             return TSYNC_EIO;
         sqlite3_bind_int64(st, 1, ib->site);
@@ -393,6 +434,14 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                 memcpy(fake.site, m->id, TSYNC__SITE_BYTES);
                 memcpy(fake.pk, m->pk, TSYNC__PK_BYTES);
             }
+            /* Anything but the next batch of its origin on our head may read the log (a
+             * duplicate's stored hash, a fork's proof and counters, a revoked device's kept
+             * batches): the queued appends go first. */
+            if (c->nlogq &&
+                (ib->seq != m->seq + 1 || (run && run_forked[run_of[i]]) || m->frozen >= 0 ||
+                 memcmp(ib->prev, m->hash, TSYNC__HASH_BYTES) != 0) &&
+                (rc = log_flush(c)))
+                return rc;
             if (run && run_forked[run_of[i]]) {
                 if ((rc = apply_fork_data(c, ib, 0, branch[run_of[i]]))) return rc;
                 continue;
@@ -440,6 +489,7 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
                 int rv = site_revoked(c, m);
                 if (rv < 0) return rv;
                 if (rv == 2 && ib->seq > m->cutoff) {
+                    if ((rc = log_flush(c))) return rc;
                     if ((rc = honest_dep(c, list, n, m->id, ib->seq, &ib->kept, &ib->kept_by)))
                         return rc;
                     if (!ib->kept) {
@@ -541,7 +591,7 @@ static int apply_ready(mctx *c, inbatch *list, size_t n, const tsync__bundle *bu
             if (c->rep) c->rep->merged++;
         }
     }
-    return 0;
+    return log_flush(c);
 }
 
 static int finish(mctx *c, inbatch *list, size_t n)

@@ -96,7 +96,12 @@ typedef struct {
     uint64_t fork_frozen;
     int keep_publish; /* kept a revoked device's batch on the word of a batch that did not apply */
     int enrolled; /* in a shop (looked up once the bundle's trust records are in): 0 admits all */
+    /* Applied batches not yet in tsync_log: appended TSYNC__MERGE_LOGQ at a time by one
+     * statement (store/merge.c, log_flush), always before anything reads the log. */
+    inbatch *logq[32];
+    size_t nlogq;
 } mctx;
+#define TSYNC__MERGE_LOGQ 32u
 
 /* Sets why ib waits (printf-style; kept in a buffer allocated on first use). */
 void tsync_merge__reason(inbatch *ib, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
