@@ -30,8 +30,8 @@ fi
 if [ -n "${TSYNC_TEST_TMPDIR:-}" ]; then export TMPDIR="$TSYNC_TEST_TMPDIR"; fi
 
 stage "formatting (.clang-format)"
-find util codec crdt store net tools tests fuzz bench include examples ext -name '*.[ch]' \
-    -exec clang-format --dry-run -Werror {} +
+find util codec crdt store net tools tests fuzz bench include examples ext -name node_modules -prune \
+    -o -name '*.[ch]' -exec clang-format --dry-run -Werror {} +
 
 stage "build (warnings are errors)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTSYNC_WERROR=ON >/dev/null
