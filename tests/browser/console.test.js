@@ -404,7 +404,7 @@ async function flowIo(a, b) {
   await shot(page, 'io-preview');
   await page.click('button#import-run');
   await waitFor('#import-result saying 3 rows were imported', async () =>
-    /\b3\b/.test((await textOf(page, '#import-result')) || ''));
+    /^Imported 3 rows\b/.test((await textOf(page, '#import-result')) || ''));
   check(sql(a.db, "SELECT count(*) FROM products WHERE id IN ('n1','n2','n3')") === '3', 'till-a lacks the imported rows');
   await shot(page, 'io-imported');
   await waitFor('the imported rows on till-b', () =>
@@ -441,6 +441,9 @@ async function flowBackups(a) {
   await goPage(page, 'backups');
   const help = await textOf(page, '#restore-help');
   check(help && help.includes('tillsync restore'), `#restore-help does not say how to restore: ${help}`);
+  // till-a runs with --backup-dir but no --backup-every: the page says there is no schedule.
+  await waitFor('#backup-schedule saying there is no schedule', async () =>
+    /^No schedule/.test((await textOf(page, '#backup-schedule')) || ''));
   await waitFor('#backup-now enabled', async () => !(await disabled(page, '#backup-now')));
   await page.click('#backup-now');
   const file = await waitFor('a backup listed in #backups', () =>

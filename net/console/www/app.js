@@ -56,6 +56,24 @@ function errorLine(el, msg) {
   el.hidden = !msg;
 }
 
+// A POST of a file with its progress: fetch() reports none while sending, XMLHttpRequest does.
+// Resolves to what api() reads of a fetch answer (ok, status, statusText, json()).
+function upload(path, init, onUpload) {
+  return new Promise((resolve, reject) => {
+    const x = new XMLHttpRequest();
+    x.open(init.method, path);
+    for (const [k, v] of Object.entries(init.headers)) x.setRequestHeader(k, v);
+    x.upload.onprogress = e => { if (e.lengthComputable) onUpload(e.loaded, e.total); };
+    x.upload.onload = () => onUpload(-1, -1);
+    x.onerror = () => reject(new Error('network'));
+    x.onload = () => resolve({
+      ok: x.status >= 200 && x.status < 300, status: x.status, statusText: x.statusText,
+      json: async () => JSON.parse(x.responseText),
+    });
+    x.send(init.body);
+  });
+}
+
 // fetch for the API: JSON in and out, the CSRF token on a POST. Resolves to the answer's JSON;
 // rejects with an Error whose message is the server's one-line reason ({"error": "..."}).
 async function api(path, opts) {
@@ -71,7 +89,7 @@ async function api(path, opts) {
   }
   let r;
   try {
-    r = await fetch(path, init);
+    r = opts.onUpload ? await upload(path, init, opts.onUpload) : await fetch(path, init);
   } catch (e) {
     throw new Error('the console is not reachable (is the node running?)');
   }

@@ -88,5 +88,23 @@
     load();
   }
 
-  tsync.pages.backups = { init, show: fresh };
+  function duration(ms) {
+    const h = ms / 3600000;
+    if (h >= 24 && h % 24 === 0) return h / 24 + ' day' + (h === 24 ? '' : 's');
+    if (h >= 1) return +h.toFixed(1) + ' h';
+    return Math.round(ms / 60000) + ' min';
+  }
+
+  // The schedule, from the node's status ("backups": dir, every_ms, done, failed, last_ms).
+  function onStatus(st) {
+    const b = st.backups;
+    text($('backup-schedule'), !b ? 'No schedule: the node backs up only when asked ' +
+      '(tillsync run … --backup-every 1d --backup-dir DIR schedules it).'
+      : 'Every ' + duration(b.every_ms) + ' into ' + b.dir + '; ' +
+        (b.last_ms ? 'last ' + ago(b.last_ms) : 'none yet') + ', ' + b.done + ' made' +
+        (b.failed ? ', ' + b.failed + ' FAILED (see the node\'s log)' : '') + '.');
+    $('backup-schedule').classList.toggle('bad', !!(b && b.failed));
+  }
+
+  tsync.pages.backups = { init, show: fresh, onStatus };
 })();

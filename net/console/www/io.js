@@ -78,9 +78,13 @@
     if (!f) return;
     $('import-run').disabled = true;
     $('import-preview').disabled = true;
-    text($('import-result'), 'Importing ' + f.name + '…');
+    text($('import-result'), 'Sending ' + f.name + '…');
+    // Sending shows its percentage; then the node checks and writes the rows in one transaction.
+    const progress = (sent, total) => text($('import-result'), sent < 0
+      ? 'Importing ' + f.name + ': checking and writing the rows…'
+      : 'Sending ' + f.name + ': ' + Math.floor(100 * sent / Math.max(total, 1)) + ' %');
     try {
-      const j = await api(importUrl(false), { method: 'POST', body: f });
+      const j = await api(importUrl(false), { method: 'POST', body: f, onUpload: progress });
       text($('import-result'), 'Imported ' + j.imported + ' row' + (j.imported === 1 ? '' : 's') +
         ' into ' + j.table + '.');
     } catch (e) {
