@@ -637,6 +637,8 @@ static enum MHD_Result metrics_get(tsync__console *co, struct MHD_Connection *c)
         {"held", "tillsync_held", "Batches held for missing dependencies."},
         {"parked", "tillsync_parked", "Changes parked (a table or column not known here)."},
         {"conflicts", "tillsync_conflicts", "Conflicts recorded."},
+        {"conflicts_open", "tillsync_conflicts_open",
+         "Conflicts no person has resolved or dismissed yet."},
         {"unsealed", "tillsync_unsealed", "Local changes not yet sealed into a batch."},
     };
     for (size_t k = 0; k < sizeof G / sizeof *G; k++) {

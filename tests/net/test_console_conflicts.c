@@ -244,6 +244,31 @@ Test(console_conflicts, listed_paged_and_filtered)
     cu_stop(&a);
 }
 
+/* Waits until t's /metrics has the line want, and its /api/status the same count. */
+static void wait_open_count(const cu_till *t, long long want)
+{
+    char line[64];
+    snprintf(line, sizeof line, "\ntillsync_conflicts_open %lld\n", want);
+    int64_t end = nu_now_ms() + 30000;
+    for (;;) {
+        hc_reply r = cu_req(t, "GET", "/metrics", t->bearer, NULL, 0);
+        json_t *st = cu_api(t, "GET", "/api/status", NULL, 200);
+        int ok = r.status == 200 && strstr(r.body, line) &&
+                 json_integer_value(json_object_get(st, "conflicts_open")) == want;
+        if (ok || nu_now_ms() > end) {
+            cr_assert(ok, "%s: want %lld open conflicts; /api/status says %lld; /metrics:\n%s",
+                      t->db, want,
+                      (long long)json_integer_value(json_object_get(st, "conflicts_open")), r.body);
+            hc_reply_free(&r);
+            json_decref(st);
+            return;
+        }
+        hc_reply_free(&r);
+        json_decref(st);
+        nu_sleep_ms(100);
+    }
+}
+
 Test(console_conflicts, resolved_on_one_till_shows_resolved_on_the_other)
 {
     cu_till a, b;
@@ -251,6 +276,7 @@ Test(console_conflicts, resolved_on_one_till_shows_resolved_on_the_other)
     cu_pair_collided(&a, &b, dir, NROWS);
     json_t *ja = cu_api(&a, "GET", "/api/conflicts", NULL, 200);
     refusals_change_nothing(&a, ja);
+    wait_open_count(&a, NROWS);
 
     /* p1: take the other value on A. */
     json_t *e1 = entry_of(ja, "p1");
@@ -329,6 +355,7 @@ Test(console_conflicts, resolved_on_one_till_shows_resolved_on_the_other)
     json_decref(wait_resolved(&b, "p4", "dismissed"));
     json_decref(wait_resolved(&b, "p6", "dismissed"));
     json_decref(cu_wait_count(&b, "/api/conflicts?open=1", 0, 30000));
+    wait_open_count(&b, 0);
     json_decref(ja);
     cu_stop(&b);
     cu_stop(&a);
