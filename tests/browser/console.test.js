@@ -253,6 +253,8 @@ async function flowOverview(a, b) {
     await overviewShows(me, other);
     const q = await textOf(me.page, '#queue');
     check(q && /Waiting to be sent/.test(q), `${me.name}: the queue is not shown: ${q}`);
+    await waitFor(`${me.name}: #queue saying when every till was last current`, async () =>
+      /Last synced\s*\d+ s ago/.test((await textOf(me.page, '#queue')) || ''));
     await shot(me.page, 'overview-' + me.name);
   }
 }

@@ -152,6 +152,13 @@ function render(st) {
   $('no-tills').hidden = peers.length > 0;
   const q = $('queue');
   q.replaceChildren();
+  if (st.sync) {
+    // The last moment every connected till was current (the indicator's last_synced_at).
+    const at = st.sync.last_synced_at_ms;
+    const dd = el('dd', { text: at ? ago(at) : 'not yet' });
+    if (at) dd.title = when(at);
+    q.append(el('dt', { text: 'Last synced' }), dd);
+  }
   for (const [k, label] of [['pending_out', 'Waiting to be sent'], ['unsealed', 'Not yet sealed'],
     ['held', 'Held (waiting for earlier changes)'], ['parked', 'Parked (unknown table or column)'],
     ['conflicts', 'Conflicts recorded'], ['conflicts_open', 'Conflicts open']]) {
