@@ -210,6 +210,31 @@ static int count_seen(sqlite3 *db, int from)
     return v;
 }
 
+/* One progress line: what each cashier sold, and what each till sees of every cashier's sales. */
+static void progress_line(double secs, int decimals, cashier *cs, sqlite3 *const *view)
+{
+    printf("  %4.*f s  sold %3d/%3d/%3d |", decimals, secs, atomic_load(&cs[0].sold),
+           atomic_load(&cs[1].sold), atomic_load(&cs[2].sold));
+    for (int i = 0; i < NT; i++)
+        printf("  till%d sees %3d/%3d/%3d", i + 1, count_seen(view[i], 0), count_seen(view[i], 1),
+               count_seen(view[i], 2));
+    printf("\n");
+}
+
+/* Waits for the cashiers. Returns rc when it is an error already (err says why), else -1 with
+ * the first failed cashier's error in err, else 0. */
+static int join_cashiers(pthread_t *th, const cashier *cs, int rc, char *err, size_t errlen)
+{
+    for (int i = 0; i < NT; i++) pthread_join(th[i], NULL);
+    if (rc) return rc;
+    for (int i = 0; i < NT; i++)
+        if (cs[i].err[0]) {
+            snprintf(err, errlen, "cashier %d: %s", i + 1, cs[i].err);
+            return -1;
+        }
+    return 0;
+}
+
 static int hash_of(const char *path, char out[17])
 {
     tsync_store *s;
@@ -452,19 +477,9 @@ int cmd_demo_live(int argc, char **argv)
         double start = cli_mono_s();
         while (cli_mono_s() - start < SELL_SECONDS + 0.6 && !stop_flag) {
             sleep_ms(500);
-            printf("  %4.1f s  sold %3d/%3d/%3d |", cli_mono_s() - start, atomic_load(&cs[0].sold),
-                   atomic_load(&cs[1].sold), atomic_load(&cs[2].sold));
-            for (int i = 0; i < NT; i++)
-                printf("  till%d sees %3d/%3d/%3d", i + 1, count_seen(view[i], 0),
-                       count_seen(view[i], 1), count_seen(view[i], 2));
-            printf("\n");
+            progress_line(cli_mono_s() - start, 1, cs, view);
         }
-        for (int i = 0; i < NT; i++) pthread_join(th[i], NULL);
-        for (int i = 0; i < NT && rc == 0; i++)
-            if (cs[i].err[0]) {
-                rc = -1;
-                snprintf(err, sizeof err, "cashier %d: %s", i + 1, cs[i].err);
-            }
+        rc = join_cashiers(th, cs, rc, err, sizeof err);
     }
 
     /* 5. Converged? Same hash everywhere, and stock = initial - what was sold everywhere. */
@@ -536,19 +551,9 @@ int cmd_demo_live(int argc, char **argv)
             nap_ms(200);
             if (stop_flag || cli_mono_s() < next) continue;
             next += 10;
-            printf("  %4.0f s  sold %3d/%3d/%3d |", cli_mono_s() - start, atomic_load(&cs[0].sold),
-                   atomic_load(&cs[1].sold), atomic_load(&cs[2].sold));
-            for (int i = 0; i < NT; i++)
-                printf("  till%d sees %3d/%3d/%3d", i + 1, count_seen(view[i], 0),
-                       count_seen(view[i], 1), count_seen(view[i], 2));
-            printf("\n");
+            progress_line(cli_mono_s() - start, 0, cs, view);
         }
-        for (int i = 0; i < NT; i++) pthread_join(th[i], NULL);
-        for (int i = 0; i < NT && rc == 0; i++)
-            if (cs[i].err[0]) {
-                rc = -1;
-                snprintf(err, sizeof err, "cashier %d: %s", i + 1, cs[i].err);
-            }
+        rc = join_cashiers(th, cs, rc, err, sizeof err);
         printf("\n7. stopping: %d/%d/%d sales in all\n", atomic_load(&cs[0].sold),
                atomic_load(&cs[1].sold), atomic_load(&cs[2].sold));
     }

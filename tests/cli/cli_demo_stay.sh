@@ -78,23 +78,29 @@ has_conflict() {
 wait_for 20 has_conflict && ok || bad "till3's console shows no conflict on P01: $(cat "$W/conflicts")"
 
 # ---------------------------------------------------------------- Ctrl-C
-kill -INT "$PD"
-i=0
-while kill -0 "$PD" 2>/dev/null && [ $i -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
-if kill -0 "$PD" 2>/dev/null; then
-    bad "demo --stay still runs 10 s after SIGINT"
-else
-    wait "$PD"
-    rc=$?
-    [ "$rc" -eq 0 ] && ok || bad "demo --stay exited $rc after SIGINT: $(cat "$W/demo.err")"
-fi
-sleep 0.2
-for p in $nodes; do
-    if kill -0 "$p" 2>/dev/null; then bad "node $p still runs after the demo ended"; else ok; fi
-done
+# stop_demo SIG WHAT ERRFILE WHEN: sends SIG to the demo ($PD); it must exit 0 within 10 s, and
+# none of its nodes ($nodes) may outlive it.
+stop_demo() {
+    kill -"$1" "$PD"
+    i=0
+    while kill -0 "$PD" 2>/dev/null && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if kill -0 "$PD" 2>/dev/null; then
+        bad "demo --stay still runs 10 s after $2"
+    else
+        wait "$PD"
+        rc=$?
+        [ "$rc" -eq 0 ] && ok || bad "demo --stay exited $rc after $2: $(cat "$3")"
+    fi
+    sleep 0.2
+    for p in $nodes; do
+        if kill -0 "$p" 2>/dev/null; then bad "node $p still runs after $4"; else ok; fi
+    done
+}
+
+stop_demo INT "SIGINT" "$W/demo.err" "the demo ended"
 PIDS=""
 for i in 1 2 3; do
     [ -s "$W/demo/till$i.db" ] && ok || bad "till$i.db is gone"
@@ -116,23 +122,7 @@ wait_for 60 started || bad "demo --stay (second run) started no nodes: $(cat "$W
 nodes=$(sed -n 's/.*started three nodes (pids \([0-9]*\) \([0-9]*\) \([0-9]*\)).*/\1 \2 \3/p' \
     "$W/early.out")
 PIDS="$PD $nodes"
-kill -TERM "$PD"
-i=0
-while kill -0 "$PD" 2>/dev/null && [ $i -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
-if kill -0 "$PD" 2>/dev/null; then
-    bad "demo --stay still runs 10 s after an early SIGTERM"
-else
-    wait "$PD"
-    rc=$?
-    [ "$rc" -eq 0 ] && ok || bad "demo --stay exited $rc after an early SIGTERM: $(cat "$W/early.err")"
-fi
-sleep 0.2
-for p in $nodes; do
-    if kill -0 "$p" 2>/dev/null; then bad "node $p still runs after an early stop"; else ok; fi
-done
+stop_demo TERM "an early SIGTERM" "$W/early.err" "an early stop"
 PIDS=""
 grep -q "before the demo's end" "$W/early.out" && grep -q "kept in $W/early" "$W/early.out" && ok ||
     bad "an early stop is not said, or not where the databases are: $(cat "$W/early.out")"
