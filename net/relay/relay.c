@@ -254,6 +254,30 @@ static void on_hello(tsync_relay *r, sess *s, const tsync__rmsg *m, const uint8_
 
 /* ---------------------------------------------------------------- RPUT, RGET, RTRUST */
 
+/* Forwards what a till just stored to the shop's other served sessions as an unsolicited RENV
+ * (req 0), so a till online at the same time sees a sale without polling. Best effort: a push
+ * the transport cannot queue is lost, and the till finds the gap by the sequence numbers and asks
+ * with RGET. The whole RPUT is forwarded (duplicates too: a till drops what it holds); one
+ * encoding serves every session. */
+static void push(tsync_relay *r, const sess *from, const tsync__rmsg *m)
+{
+    tsync__rmsg p = {.type = TSYNC__R_ENV, .req = 0, .nenvs = m->nenvs, .envs = m->envs};
+    uint8_t *b = NULL;
+    size_t len = 0;
+    char err[TSYNC__ERRLEN];
+    for (uint32_t i = 0; i < r->ns; i++) {
+        sess *t = &r->s[i];
+        if (t == from || t->state != 1 || t->shop != from->shop) continue;
+        if (!b && tsync__relay_encode(&p, &b, &len, err)) {
+            rlog(r, TSYNC_LOG_ERROR, "relay: %s: cannot encode a push: %s", from->label, err);
+            return;
+        }
+        if (tsync__tp_send(r->tp, t->peer, b, len))
+            rlog(r, TSYNC_LOG_DEBUG, "relay: %s: push not queued", t->label);
+    }
+    free(b);
+}
+
 static void on_put(tsync_relay *r, sess *s, const tsync__rmsg *m)
 {
     for (uint32_t i = 0; i < m->nenvs; i++)
@@ -278,6 +302,7 @@ static void on_put(tsync_relay *r, sess *s, const tsync__rmsg *m)
     }
     tsync__rmsg a = {.type = TSYNC__R_ACK, .req = m->req, .stored = stored, .dup = dup};
     send_msg(r, s, &a);
+    if (stored > 0) push(r, s, m);
 }
 
 typedef struct {

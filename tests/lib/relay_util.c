@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * tests/lib/relay_util.c — test tills for the relay (relay_util.h).
+ */
+
+#include "tests/lib/relay_util.h"
+
+#include <criterion/criterion.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/lib/helpers.h"
+#include "tests/lib/node_util.h"
+
+/* ---------------------------------------------------------------- the relay process */
+
+char *ru_run_out(const char *cmd)
+{
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    static char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = 0;
+    int st = pclose(p);
+    cr_assert_eq(st, 0, "%s: %s", cmd, buf);
+    return buf;
+}
+
+pid_t ru_relay_start(const char *dir, const char *log, char *ep)
+{
+    const char *argv[] = {nu_cli(), "relay", "run", dir, "--listen", "tcp://127.0.0.1:*", NULL};
+    FILE *f = fopen(log, "w");
+    fclose(f);
+    pid_t pid = nu_spawn(argv, log);
+    for (int i = 0; i < 200; i++) {
+        nu_sleep_ms(50);
+        f = fopen(log, "r");
+        char line[512];
+        while (f && fgets(line, sizeof line, f)) {
+            char *p = strstr(line, "listening on ");
+            if (!p) continue;
+            snprintf(ep, NU_EP, "%s", p + 13);
+            ep[strcspn(ep, "\n")] = 0;
+            fclose(f);
+            return pid;
+        }
+        if (f) fclose(f);
+    }
+    cr_assert_fail("the relay did not say where it listens (%s)", log);
+    return pid;
+}
+
+json_t *ru_status(const char *dir)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s relay status %s --json", nu_cli(), dir);
+    json_error_t e;
+    json_t *j = json_loads(ru_run_out(cmd), 0, &e);
+    cr_assert_not_null(j, "%s", e.text);
+    return j;
+}
+
+long long ru_refused(json_t *st, const char *reason)
+{
+    return json_integer_value(json_object_get(json_object_get(st, "refused"), reason));
+}
+
+long long ru_shop_field(json_t *st, size_t i, const char *f)
+{
+    return json_integer_value(json_object_get(json_array_get(json_object_get(st, "shops"), i), f));
+}
+
+/* ---------------------------------------------------------------- a test ru_till */
+
+void ru_till_new(ru_till *t, const tsync__shopkey *k, const char *name, uint64_t nb, uint64_t exp)
+{
+    memset(t, 0, sizeof *t);
+    crypto_sign_keypair(t->pk, t->sk);
+    t->cert = th_cert_make(k, t->pk, name, nb, exp, &t->cert_len);
+    memcpy(t->shop_id, k->shop_id, 16);
+    tsync__tp_options o = TSYNC__TP_OPTIONS_INIT;
+    o.max_msg = TSYNC__RELAY_MSG_MAX;
+    cr_assert_eq(tsync__tp_new(&t->tp, t->sk, &o), 0);
+}
+
+void ru_till_free(ru_till *t)
+{
+    tsync__tp_free(t->tp);
+    free(t->cert);
+    free(t->last);
+    tsync__arena_free(&t->a);
+}
+
+/* Waits for an event of kind; returns 1 when it came, 0 on timeout. */
+int ru_wait_ev(ru_till *t, int kind, int ms, tsync__tp_event *ev)
+{
+    int64_t end = nu_now_ms() + ms;
+    while (nu_now_ms() < end) {
+        if (tsync__tp_poll(t->tp, 50, ev) == 1 && ev->kind == kind) return 1;
+    }
+    return 0;
+}
+
+void ru_send(ru_till *t, const tsync__rmsg *m)
+{
+    uint8_t *b;
+    size_t len;
+    char err[TSYNC__ERRLEN];
+    cr_assert_eq(tsync__relay_encode(m, &b, &len, err), 0, "%s", err);
+    cr_assert_eq(tsync__tp_send(t->tp, t->peer, b, len), 0);
+    free(b);
+}
+
+/* The next message from the relay, decoded into t->m. */
+const tsync__rmsg *ru_recv_any(ru_till *t)
+{
+    tsync__tp_event ev;
+    cr_assert(ru_wait_ev(t, TSYNC__TP_EV_MESSAGE, 10000, &ev), "no message from the relay");
+    free(t->last);
+    t->last = malloc(ev.len);
+    memcpy(t->last, ev.data, ev.len);
+    t->last_len = ev.len;
+    tsync__arena_free(&t->a);
+    char err[TSYNC__ERRLEN];
+    cr_assert_eq(tsync__relay_decode(t->last, t->last_len, &t->m, &t->a, err), 0, "%s", err);
+    return &t->m;
+}
+
+const tsync__rmsg *ru_recv(ru_till *t)
+{
+    for (;;) {
+        const tsync__rmsg *m = ru_recv_any(t);
+        if (m->type != TSYNC__R_ENV || m->req != 0) return m;
+        t->pushes++;
+    }
+}
+
+const tsync__rmsg *ru_recv_push(ru_till *t)
+{
+    const tsync__rmsg *m = ru_recv_any(t);
+    cr_assert(m->type == TSYNC__R_ENV && m->req == 0, "expected a push, got type %u req %llu",
+              m->type, (unsigned long long)m->req);
+    t->pushes++;
+    return m;
+}
+
+/* Says RHELLO on the session that is up; returns the answer (RHAVE or RERR). */
+const tsync__rmsg *ru_hello_again(ru_till *t)
+{
+    tsync__rblob rec = {t->cert, t->cert_len};
+    tsync__rmsg h = {
+        .type = TSYNC__R_HELLO, .version = TSYNC__RELAY_PROTO, .nrecs = 1, .recs = &rec};
+    memcpy(h.shop_id, t->shop_id, 16);
+    ru_send(t, &h);
+    const tsync__rmsg *m = ru_recv(t);
+    /* The relay is who we dialled (its key pinned): what follows its answer is delivered too. */
+    if (m->type == TSYNC__R_HAVE) cr_assert_eq(tsync__tp_peer_verified(t->tp, t->peer, NULL), 0);
+    return m;
+}
+
+/* Connects and says RHELLO; returns the answer (RHAVE or RERR). */
+const tsync__rmsg *ru_hello(ru_till *t, const char *ep, const uint8_t relay_pk[32])
+{
+    cr_assert_eq(tsync__tp_connect(t->tp, ep, relay_pk, &t->peer), 0);
+    tsync__tp_event ev;
+    cr_assert(ru_wait_ev(t, TSYNC__TP_EV_UP, 10000, &ev), "no session with the relay");
+    return ru_hello_again(t);
+}
+
+void ru_expect_err(const tsync__rmsg *m, uint32_t code)
+{
+    cr_assert_eq(m->type, TSYNC__R_ERR, "expected RERR %s, got type %u", tsync__rerr_name(code),
+                 m->type);
+    cr_assert_eq(m->code, code, "expected %s, got %s: %.*s", tsync__rerr_name(code),
+                 tsync__rerr_name(m->code), (int)m->line_len, m->line);
+}
+
+const tsync__rmsg *ru_get(ru_till *t, const uint8_t origin[16], uint64_t from, uint64_t max)
+{
+    tsync__rmsg g = {.type = TSYNC__R_GET, .req = 5, .from_seq = from, .max_bytes = max};
+    memcpy(g.origin, origin, 16);
+    ru_send(t, &g);
+    const tsync__rmsg *m = ru_recv(t);
+    cr_assert_eq(m->type, TSYNC__R_ENV, "RGET answered by type %u", m->type);
+    cr_assert_eq(m->req, 5);
+    return m;
+}
+
+/* Whether the bytes of the relay's files (relay.db and its WAL) contain needle. */
+int ru_files_contain(const char *dir, const void *needle, size_t n)
+{
+    static const char *const names[] = {"relay.db", "relay.db-wal"};
+    for (int i = 0; i < 2; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        FILE *f = fopen(path, "rb");
+        if (!f) continue;
+        fseek(f, 0, SEEK_END);
+        long len = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        uint8_t *b = malloc((size_t)len + 1);
+        size_t got = fread(b, 1, (size_t)len, f);
+        fclose(f);
+        int found = got >= n && memmem(b, got, needle, n) != NULL;
+        free(b);
+        if (found) return 1;
+    }
+    return 0;
+}

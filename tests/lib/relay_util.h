@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * tests/lib/relay_util.h — test tills speaking the relay protocol (codec/relay.h) to a real
+ * `tillsync relay run` on loopback: a device key certified by a test shop, a CURVE session pinned
+ * to the relay's key, RHELLO, RGET, and reading what the relay stores and counts. Criterion
+ * asserts inside: for tests only.
+ */
+#ifndef TSYNC_TESTS_RELAY_UTIL_H
+#define TSYNC_TESTS_RELAY_UTIL_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "codec/relay.h"
+#include "net/transport.h"
+#include "store/trust.h"
+
+typedef struct {
+    tsync__tp *tp;
+    uint32_t peer;
+    uint8_t sk[64], pk[32];
+    uint8_t *cert;
+    size_t cert_len;
+    uint8_t shop_id[16];
+    uint8_t *last; /* the last message received (malloc'd) */
+    size_t last_len;
+    tsync__arena a;
+    tsync__rmsg m;   /* decoded from last */
+    uint64_t pushes; /* pushes (RENV with req 0) received, skipped by ru_recv */
+} ru_till;
+
+/* Runs cmd by popen, asserts exit 0; its stdout (static buffer, 8 KiB at most). */
+char *ru_run_out(const char *cmd);
+
+/* Starts `tillsync relay run dir --listen tcp://127.0.0.1:*` logging to log; the endpoint it
+ * bound goes to ep (NU_EP bytes). */
+pid_t ru_relay_start(const char *dir, const char *log, char *ep);
+
+/* `tillsync relay status dir --json`, parsed (the caller's). */
+json_t *ru_status(const char *dir);
+
+/* refused.<reason> of a status; field f of its shop number i. */
+long long ru_refused(json_t *st, const char *reason);
+
+long long ru_shop_field(json_t *st, size_t i, const char *f);
+
+/* A till of shop k with a new device key, certified as name from nb to exp (Unix ms), and its
+ * transport (not connected yet). */
+void ru_till_new(ru_till *t, const tsync__shopkey *k, const char *name, uint64_t nb, uint64_t exp);
+
+void ru_till_free(ru_till *t);
+
+/* Waits for an event of kind; returns 1 when it came, 0 on timeout. */
+int ru_wait_ev(ru_till *t, int kind, int ms, tsync__tp_event *ev);
+
+void ru_send(ru_till *t, const tsync__rmsg *m);
+
+/* The next message from the relay, decoded into t->m (asserts one comes within 10 s). */
+const tsync__rmsg *ru_recv_any(ru_till *t);
+
+/* The next message that is not a push (pushes are counted in t->pushes and skipped). */
+const tsync__rmsg *ru_recv(ru_till *t);
+
+/* The next message, which must be a push: an unsolicited RENV (req 0) of what another till of the
+ * shop stored. */
+const tsync__rmsg *ru_recv_push(ru_till *t);
+
+/* Says RHELLO on the session that is up; returns the answer (RHAVE or RERR). */
+const tsync__rmsg *ru_hello_again(ru_till *t);
+
+/* Connects and says RHELLO; returns the answer (RHAVE or RERR). */
+const tsync__rmsg *ru_hello(ru_till *t, const char *ep, const uint8_t relay_pk[32]);
+
+/* Asserts m is RERR of code. */
+void ru_expect_err(const tsync__rmsg *m, uint32_t code);
+
+/* RGET (req 5) of origin from seq from, at most max bytes; asserts the answer is its RENV. */
+const tsync__rmsg *ru_get(ru_till *t, const uint8_t origin[16], uint64_t from, uint64_t max);
+
+/* Whether the bytes of the relay's files (relay.db and its WAL) contain needle. */
+int ru_files_contain(const char *dir, const void *needle, size_t n);
+
+#endif
