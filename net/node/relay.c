@@ -481,6 +481,14 @@ static int emit_env(void *ctx, const tsync__run_piece *pc)
     return 0;
 }
 
+/* An origin whose log here starts at a stub (pruned, or taken as a snapshot): the relay gets it
+ * from the batch after the stub (what is below is not held here to be put). */
+static int horizon_raise(void *ctx, const tsync__horizon *h)
+{
+    raise_to(ctx, h->site, h->seq);
+    return 0;
+}
+
 /* Whether the relay, as far as we sent it, lacks a batch we hold. */
 static int relay_lacks(tsync_node *n)
 {
@@ -496,6 +504,7 @@ void tsync__node_relay_push(tsync_node *n)
     uint64_t now = tsync__mono_ms();
     if (now < r->put_wait_mono) return;
     if (!n->ours_valid && tsync__node_refresh_ours(n)) return;
+    int behind_tried = 0;
     while (r->nputs < PUT_WINDOW && relay_lacks(n)) {
         put_ctx c = {.n = n, .k = &r->keys[r->nkeys - 1]};
         int more = 0;
@@ -517,7 +526,9 @@ void tsync__node_relay_push(tsync_node *n)
                     raise_to(&r->sent, c.envs[i].origin, c.envs[i].last_seq);
             }
         } else if (rc == 0) {
-            /* Nothing could be cut (bodies after the last signature wait for it). */
+            /* Nothing could be cut (bodies after the last signature wait for it, an origin
+             * frozen after a fork): look again a little later, not on every round. */
+            r->put_wait_mono = now + 200;
             rc = TSYNC_EBUSY;
         }
         for (size_t i = 0; i < c.nenv; i++) free((void *)c.envs[i].bytes);
@@ -525,6 +536,10 @@ void tsync__node_relay_push(tsync_node *n)
         free(c.ents);
         free(c.trust);
         if (rc == TSYNC_EBUSY) break; /* the transport's queue is full, or nothing to cut */
+        if (rc == TSYNC__SYNC_BEHIND && !behind_tried) {
+            behind_tried = 1;
+            if (tsync__log_horizon(n->s, horizon_raise, &r->sent) == 0) continue;
+        }
         if (rc) {
             /* Batches held only as a stub here (pruned), or the log could not be read: the
              * relay gets them from a till that holds them; try again later. */

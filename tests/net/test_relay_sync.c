@@ -400,3 +400,104 @@ Test(relay_sync, lan_goes_on_without_relay)
     tsync_free(sj);
     tsync_node_free(n);
 }
+
+/* Seals payload as an envelope of origin o, seqs first..last, with key/epoch/shop as given. */
+static tsync__renv forged(const uint8_t shop_id[16], const uint8_t key[32], uint32_t epoch,
+                          uint8_t o, uint64_t first, uint64_t last, const void *payload,
+                          size_t plen)
+{
+    tsync__env_header h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.shop_id, shop_id, 16);
+    memset(h.origin, o, 16);
+    h.first_seq = first;
+    h.last_seq = last;
+    if (first > 1) memset(h.prev_hash, 0x5a, 32);
+    memset(h.last_hash, 0xa5, 32);
+    h.epoch = epoch;
+    uint8_t *out;
+    size_t len;
+    char err[TSYNC__ERRLEN];
+    cr_assert_eq(tsync__env_seal(&h, key, payload, plen, &out, &len, err), 0, "%s", err);
+    tsync__renv e = {{0}, first, last, out, len};
+    memset(e.origin, o, 16);
+    return e;
+}
+
+/* What a relay (or a till of the shop writing through it) serves that does not verify is refused
+ * and counted by reason: not an envelope, a wrong key, another shop, an epoch this till does not
+ * hold, a gap, a payload that is not a run. Nothing reaches the database. */
+Test(relay_sync, refuses_what_does_not_verify)
+{
+    const char *tmp = nu_tmpdir();
+    char rdir[NU_PATH], ep[NU_EP];
+    uint8_t rpk[32];
+    pid_t rpid;
+    snprintf(rdir, sizeof rdir, "%s/relay", tmp);
+    relay_setup(tmp, rdir, ep, rpk, &rpid);
+    shop s, s2;
+    shop_new(&s, tmp, 0x34, 0x44, "shop4");
+    shop_new(&s2, tmp, 0x35, 0x45, "shop5");
+    admit(rdir, &s);
+    nu_node d;
+    till_new(&d, tmp, "d", &s);
+    nu_pubkey(d.db, d.key);
+    nu_node *one[1] = {&d};
+    install(&s, one, 1, ep, rpk);
+    nu_node_start(&d);
+    json_decref(wait_relay_state(&d, "up", 0, 10000));
+
+    ru_till t;
+    uint64_t now = wall_ms();
+    ru_till_new(&t, &s.k, "writer", now - TH_DAY, now + TH_DAY);
+    cr_assert_eq(ru_hello(&t, ep, rpk)->type, TSYNC__R_HAVE);
+    uint8_t junk[200], wrong[32];
+    randombytes_buf(junk, sizeof junk);
+    randombytes_buf(wrong, sizeof wrong);
+    static const uint8_t not_a_run[8] = {0, 0, 0, 0, 0x93, 1, 2, 3};
+    tsync__renv envs[6];
+    envs[0] = (tsync__renv){{0}, 1, 1, junk, sizeof junk}; /* not an envelope */
+    memset(envs[0].origin, 0x01, 16);
+    envs[1] = forged(s.k.shop_id, wrong, 1, 0x02, 1, 1, "x", 1);   /* wrong key: tag */
+    envs[2] = forged(s2.k.shop_id, s.dkey, 1, 0x03, 1, 1, "x", 1); /* another shop */
+    envs[3] = forged(s.k.shop_id, s.dkey, 2, 0x04, 1, 1, "x", 1);  /* epoch not held */
+    envs[4] = forged(s.k.shop_id, s.dkey, 1, 0x05, 5, 5, "x", 1);  /* a gap */
+    envs[5] = forged(s.k.shop_id, s.dkey, 1, 0x06, 1, 1, not_a_run, sizeof not_a_run);
+    for (int i = 0; i < 6; i++) {
+        tsync__rmsg put = {
+            .type = TSYNC__R_PUT, .req = 10 + (uint64_t)i, .nenvs = 1, .envs = &envs[i]};
+        ru_send(&t, &put);
+        const tsync__rmsg *m = ru_recv(&t);
+        cr_assert(m->type == TSYNC__R_ACK && m->stored == 1, "put %d not stored", i);
+    }
+    static const char *const reasons[] = {"malformed", "tag", "shop", "no_key", "gap"};
+    static const long long want[] = {2, 1, 1, 1, 1};
+    int64_t end = nu_now_ms() + 15000;
+    for (;;) {
+        json_t *st = nu_node_status(&d);
+        json_t *ref = json_object_get(json_object_get(st, "relay"), "envelopes_refused");
+        int ok = ref != NULL;
+        for (int i = 0; ok && i < 5; i++)
+            ok = json_integer_value(json_object_get(ref, reasons[i])) >= want[i];
+        char *dump = ref ? json_dumps(ref, JSON_COMPACT) : NULL;
+        json_decref(st);
+        if (ok) {
+            free(dump);
+            break;
+        }
+        if (nu_now_ms() > end)
+            cr_assert_fail("refusals not counted: %s\n%s", dump ? dump : "(none)",
+                           nu_node_describe(&d));
+        free(dump);
+        nu_sleep_ms(100);
+    }
+    nu_facts f = nu_read(d.db);
+    cr_assert(f.ok && f.sales == 0 && f.products == 0 && f.held == 0);
+    json_decref(wait_relay_state(&d, "up", wall_ms(), 5000));
+    char *txt = nu_cli_ok("status", d.db, NULL);
+    cr_assert(strstr(txt, "relay: envelopes refused:") && strstr(txt, "tag 1"), "%s", txt);
+    free(txt);
+    for (int i = 1; i < 6; i++) free((void *)envs[i].bytes);
+    ru_till_free(&t);
+    nu_node_stop(&d);
+}
