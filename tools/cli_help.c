@@ -164,6 +164,8 @@ static const cmd_help CMDS[] = {
      "  --status-file PATH   where the node writes its status (default: DB.node)\n"
      "  --no-mdns            no discovery (an enrolled till finds the tills of its shop on the\n"
      "                       LAN over mDNS by default)\n"
+     "  --no-relay           never use the shop's relay (by default a till whose shop has a\n"
+     "                       relay grant and which holds the data key syncs through it too)\n"
      "  --prune-keep N       keep the last N batches per till (10000) when pruning what all\n"
      "                       tills hold; a till behind then gets a snapshot\n"
      "  --prune-every S      prune every S seconds (10)\n"

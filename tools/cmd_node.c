@@ -64,6 +64,7 @@ enum {
     OPT_CONSOLE,
     OPT_NO_CONSOLE,
     OPT_CONSOLE_PASSWORD_FILE,
+    OPT_NO_RELAY,
 };
 static const struct option RUN_OPTS[] = {
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -87,6 +88,7 @@ static const struct option RUN_OPTS[] = {
     {"console", required_argument, NULL, OPT_CONSOLE},
     {"no-console", no_argument, NULL, OPT_NO_CONSOLE},
     {"console-password-file", required_argument, NULL, OPT_CONSOLE_PASSWORD_FILE},
+    {"no-relay", no_argument, NULL, OPT_NO_RELAY},
     {NULL, 0, NULL, 0},
 };
 #define RUN_NOPTS (sizeof RUN_OPTS / sizeof RUN_OPTS[0] - 1)
@@ -231,6 +233,9 @@ static int run_opt(run_args *a, int c, const char *v)
         return 0;
     case OPT_NO_MDNS:
         a->o.no_mdns = 1;
+        return 0;
+    case OPT_NO_RELAY:
+        a->o.no_relay = 1;
         return 0;
     case OPT_VERBOSE:
         a->o.log_level = TSYNC_LOG_DEBUG;
@@ -494,6 +499,47 @@ static json_t *read_node_status(const char *db, int *running, json_t **notes)
     return o;
 }
 
+/* The relay line of `status` (docs/RELAY.md, "The till's side"): its state and reason, the lag
+ * both ways, the last exchange, and the envelopes refused by reason. */
+static void print_relay(uint64_t now, json_t *r)
+{
+    const char *st = json_string_value(json_object_get(r, "state"));
+    if (!st) return;
+    const char *why = json_string_value(json_object_get(r, "reason"));
+    const char *addr = json_string_value(json_object_get(r, "address"));
+    if (!strcmp(st, "none")) {
+        printf("relay: none (%s)\n", why ? why : "not used");
+        return;
+    }
+    printf("relay: %s %s", st, addr ? addr : "");
+    if (strcmp(st, "up") && why) printf(" (%s)", why);
+    if (json_is_integer(json_object_get(r, "relay_lacks")))
+        printf("  lag: relay lacks %lld, we lack %lld",
+               (long long)json_integer_value(json_object_get(r, "relay_lacks")),
+               (long long)json_integer_value(json_object_get(r, "till_lacks")));
+    char a[32];
+    if (json_is_integer(json_object_get(r, "last_exchange_ms"))) {
+        ago(now, json_object_get(r, "last_exchange_ms"), a, sizeof a);
+        printf("  last exchange %s", a);
+    } else {
+        printf("  no exchange yet");
+    }
+    printf("\n");
+    const char *up = json_string_value(json_object_get(r, "uploads"));
+    if (up) printf("relay: %s\n", up);
+    const char *k;
+    json_t *v;
+    int any = 0;
+    json_object_foreach(json_object_get(r, "envelopes_refused"), k, v)
+    {
+        if (json_integer_value(v) <= 0) continue;
+        printf("%s %s %lld", any ? "," : "relay: envelopes refused:", k,
+               (long long)json_integer_value(v));
+        any = 1;
+    }
+    if (any) printf("\n");
+}
+
 /* The clock lines of `status`: this till's wall clock against the shop's median, and whether its
  * hybrid clock had run ahead and was taken back (docs/DATA_MODEL.md, "Clocks"). */
 static void print_clock(uint64_t now, json_t *c)
@@ -675,7 +721,8 @@ int cmd_status(int argc, char **argv)
                                            "clock",
                                            "held_reasons",
                                            "console",
-                                           "sync"};
+                                           "sync",
+                                           "relay"};
         for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
             json_object_set(out, keep[i], json_object_get(node, keep[i]));
     }
@@ -706,6 +753,9 @@ int cmd_status(int argc, char **argv)
         json_array_append_new(need, json_string("log_behind"));
     if (json_integer_value(json_object_get(out, "review_open")) > 0)
         json_array_append_new(need, json_string("review_conflicts"));
+    /* The shop's relay refused this till (revoked, expired, unknown shop, ...). */
+    const char *rs = json_string_value(json_object_get(json_object_get(out, "relay"), "state"));
+    if (rs && !strcmp(rs, "refused")) json_array_append_new(need, json_string("relay_refused"));
     size_t pi;
     json_t *pv;
     json_array_foreach(json_object_get(out, "peers"), pi, pv)
@@ -797,6 +847,7 @@ int cmd_status(int argc, char **argv)
             printf("pending outgoing: %lld batches\n",
                    (long long)json_integer_value(json_object_get(node, "pending_out")));
             print_clock(now, json_object_get(node, "clock"));
+            print_relay(now, json_object_get(node, "relay"));
         }
         printf("held %lld  parked %lld  conflicts %lld (%lld open)  forks %lld  unsealed %lld\n",
                (long long)json_integer_value(json_object_get(out, "held")),

@@ -113,7 +113,8 @@ typedef struct {
 typedef void (*tsync_peer_state_fn)(void *ctx, const tsync_peer_event *e);
 
 typedef struct {
-    /* TSYNC_NODE_OPTIONS_VERSION (1: without on_peer_state; 2: without key_path) */
+    /* TSYNC_NODE_OPTIONS_VERSION (1: without on_peer_state; 2: without key_path; 3: without
+     * console; 4: without no_relay) */
     uint32_t version;
     /* Where to accept peers: "tcp://ADDR:PORT" (port "*": any free one). NULL:
      * "tcp://0.0.0.0:7400". "": do not listen (dial only). */
@@ -166,14 +167,18 @@ typedef struct {
      * is a password the console asks for (HTTP Basic) besides the token. */
     const char *console;
     const char *console_password_file;
+    /* The off-site relay (version 5; docs/RELAY.md, "The till's side"): an enrolled node whose
+     * shop has a RELAY GRANT and whose till holds a data key keeps a session with a relay of the
+     * grant. 1: never. */
+    int32_t no_relay;
 } tsync_node_options;
 
-#define TSYNC_NODE_OPTIONS_VERSION 4
+#define TSYNC_NODE_OPTIONS_VERSION 5
 /* Positional, in field order, so that it is valid C and C++11 alike. */
 #define TSYNC_NODE_OPTIONS_INIT                                                                    \
     {                                                                                              \
         TSYNC_NODE_OPTIONS_VERSION, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, \
-            0, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL, NULL                                      \
+            0, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL, NULL, 0                                   \
     }
 
 /* Sets *out to TSYNC_NODE_OPTIONS_INIT as of version (the caller's TSYNC_NODE_OPTIONS_VERSION), for

@@ -6,6 +6,7 @@
  * are forwarded (push.c: at once to a peer that gets them only through us). A busy database keeps
  * the queue for a retry; a full one drops it (the senders offer the batches again).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,30 @@
 
 int tsync__node_queue_batches(tsync_node *n, npeer *p, const void *data, size_t len)
 {
+    char lb[LBL];
+    const tsync__wire_batches *b = NULL;
+    int rc = tsync__node_queue_frame(n, p->id, tsync__node_peer_label(p, lb), data, len, &b);
+    if (rc == 0 && b) p->rx_batches += b->nbodies;
+    return rc;
+}
+
+void tsync__node_queue_drop_last(tsync_node *n)
+{
+    if (!n->mq.n) return;
+    qmsg *q = &n->mq.q[--n->mq.n];
+    size_t work = q->len;
+    if (q->crun)
+        for (uint32_t k = 0; k < q->m.batches.nbodies; k++) work += q->m.batches.body_len[k];
+    n->mq.bytes -= work < n->mq.bytes ? work : n->mq.bytes;
+    free(q->frame);
+    tsync__arena_free(&q->a);
+    tsync__crun_dec_free(q->crun);
+}
+
+int tsync__node_queue_frame(tsync_node *n, uint32_t peer, const char *from, const void *data,
+                            size_t len, const tsync__wire_batches **out)
+{
+    if (out) *out = NULL;
     if (n->mq.bytes + len > QUEUE_HARD_MAX) return 0; /* sent again after the next ACK */
     if (n->mq.n == n->mq.cap) {
         size_t cap = n->mq.cap ? n->mq.cap * 2 : 16;
@@ -33,7 +58,7 @@ int tsync__node_queue_batches(tsync_node *n, npeer *p, const void *data, size_t 
     if (!q->frame) return TSYNC_ENOMEM;
     memcpy(q->frame, data, len);
     q->len = len;
-    q->peer = p->id;
+    q->peer = peer;
     char err[TSYNC__ERRLEN];
     int rc;
     if (tsync__wire_ext_type(q->frame, len) == TSYNC__WIRE_CBATCHES) {
@@ -45,11 +70,13 @@ int tsync__node_queue_batches(tsync_node *n, npeer *p, const void *data, size_t 
         if (rc == 0) rc = tsync__wire_cbatches_unpack(&cb, q->crun, &q->m.batches, err);
     } else {
         rc = tsync__wire_decode(q->frame, len, &q->m, &q->a, err);
+        if (rc == 0 && q->m.type != TSYNC__WIRE_BATCHES) {
+            snprintf(err, TSYNC__ERRLEN, "not a BATCHES message");
+            rc = TSYNC_ECORRUPT;
+        }
     }
     if (rc != 0) {
-        char lb[LBL];
-        tsync__node_log(n, TSYNC_LOG_DEBUG, "batches from %s refused: %s",
-                        tsync__node_peer_label(p, lb), err);
+        tsync__node_log(n, TSYNC_LOG_DEBUG, "batches from %s refused: %s", from, err);
         free(q->frame);
         tsync__arena_free(&q->a);
         tsync__crun_dec_free(q->crun);
@@ -64,7 +91,7 @@ int tsync__node_queue_batches(tsync_node *n, npeer *p, const void *data, size_t 
     if (q->crun)
         for (uint32_t k = 0; k < q->m.batches.nbodies; k++) work += q->m.batches.body_len[k];
     n->mq.bytes += work;
-    p->rx_batches += q->m.batches.nbodies;
+    if (out) *out = &q->m.batches;
     return 0;
 }
 
@@ -208,6 +235,8 @@ void tsync__node_flush_merges(tsync_node *n)
             if (prc && p && prc != TSYNC_EFULL) /* a full disk is not the sender's fault */
                 tsync__node_bad_message(n, p, tsync__node_refusal_reason(prc),
                                         tsync__node_errtext());
+            if (prc && ids[i] == TSYNC__NODE_RELAY_QID && !is_db_failure(prc))
+                tsync__node_relay_refused(n, prc);
             if (prc && is_db_failure(prc)) rc = prc;
         }
         free(ids);

@@ -117,11 +117,13 @@ static int step(tsync_node *n, int wait_ms)
         tsync__node_error(n, rc, "transport failed: %s", tsync__node_errtext());
         return rc;
     }
+    tsync__node_relay_tick(n); /* its envelopes join this round's merge */
     tsync__node_flush_merges(n);
     tsync__node_snap_tick(n);
     tsync__node_identity_check(n);
     uint64_t now = tsync__mono_ms();
     if ((rc = tsync__node_local_changes(n, now)) && rc != TSYNC_EBUSY) n->failed = rc;
+    tsync__node_relay_push(n); /* what we sealed or merged this round */
     if (now - n->last_ae_mono >= (uint64_t)n->o.anti_entropy_ms) {
         n->last_ae_mono = now;
         tsync__node_anti_entropy(n, now);
@@ -200,6 +202,8 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
         memcpy(&o, opts, offsetof(tsync_node_options, key_path));
     else if (opts && opts->version == 3) /* before console */
         memcpy(&o, opts, offsetof(tsync_node_options, console));
+    else if (opts && opts->version == 4) /* before no_relay */
+        memcpy(&o, opts, offsetof(tsync_node_options, no_relay));
     else if (opts)
         o = *opts;
     if (o.version < 1 || o.version > TSYNC_NODE_OPTIONS_VERSION) {
@@ -358,6 +362,7 @@ int tsync_node_new(tsync_node **out, const char *db_path, const tsync_node_optio
             n->mdns.disc = NULL;
         }
     }
+    if (rc == 0) rc = tsync__node_relay_new(n);
     if (rc == 0) rc = tsync__node_refresh_ours(n);
     if (rc == 0) n->own_seq0 = tsync__vv_seq(&n->ours, tsync_store_site_id(n->s));
     for (size_t i = 0; rc == 0 && i < n->nstatics; i++) {
@@ -562,6 +567,7 @@ void tsync_node_free(tsync_node *n)
     tsync__vv_free(&n->ours);
     tsync__disc_free(n->mdns.disc);
     tsync__tp_free(n->tp);
+    tsync__node_relay_free(n);
     tsync__sync_ckpt_stop(n->s, n->ckpt);
     tsync_store_free(n->s);
     free(n->status_json);

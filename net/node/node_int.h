@@ -328,6 +328,8 @@ struct tsync_node {
     pthread_mutex_t status_mu;
     char *status_json;
     int status_dirty;
+    /* The relay client (relay.c): the session with a relay of the shop's grant. */
+    struct tsync__nrelay *relay;
     /* The shop console (net/console/, o.console); NULL when off. */
     struct tsync__console *console;
 
@@ -405,6 +407,13 @@ int tsync__node_snap_busy(const tsync_node *n);
 
 /* mergeq.c */
 int tsync__node_queue_batches(tsync_node *n, npeer *p, const void *data, size_t len);
+/* Queues a BATCHES or CBATCHES frame under the queue id peer (from: who sent it, for the log);
+ * *out (may be NULL) receives the decoded batches, valid until the merge, or NULL when the queue
+ * is full and nothing was taken (the sender offers them again). 0, TSYNC_ECORRUPT, TSYNC_ENOMEM.
+ * tsync__node_queue_drop_last takes the last queued message out again. */
+int tsync__node_queue_frame(tsync_node *n, uint32_t peer, const char *from, const void *data,
+                            size_t len, const tsync__wire_batches **out);
+void tsync__node_queue_drop_last(tsync_node *n);
 void tsync__node_q_clear(tsync_node *n);
 int tsync__node_refusal_reason(int rc);
 void tsync__node_flush_merges(tsync_node *n);
@@ -434,6 +443,20 @@ void tsync__node_status_publish(tsync_node *n);
 extern const char *const tsync__node_refused_name[R_COUNT];
 /* What n lacks of p and p of n, in batches (from p's acknowledged vector). */
 void tsync__node_lags(tsync_node *n, const npeer *p, uint64_t *out, uint64_t *in);
+
+/* relay.c: the relay client (docs/RELAY.md, "The till's side"). Batches from the relay are
+ * queued for merge under this id, which no transport peer has. */
+#define TSYNC__NODE_RELAY_QID 0xFFFFFFFFu
+int tsync__node_relay_new(tsync_node *n);
+void tsync__node_relay_free(tsync_node *n);
+/* Looks at the grant and keys, dials, and handles what the relay sent (never waits). */
+void tsync__node_relay_tick(tsync_node *n);
+/* Puts what the relay lacks (after a seal, an acknowledgement, a merge). */
+void tsync__node_relay_push(tsync_node *n);
+/* A merge refused batches the relay served (rc: the merge's code). */
+void tsync__node_relay_refused(tsync_node *n, int rc);
+/* The "relay" object of the node status (a new reference). */
+struct json_t *tsync__node_relay_json(tsync_node *n);
 
 /* lock.c */
 /* Takes the database's node lock (n->db_path): 0, or TSYNC_EBUSY naming the node that holds it,

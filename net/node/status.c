@@ -235,6 +235,7 @@ static char *status_build(tsync_node *n)
         json_object_set_new(con, "token_file", json_string(tsync__console_token_path(n->console)));
         json_object_set_new(o, "console", con);
     }
+    json_object_set_new(o, "relay", tsync__node_relay_json(n));
     json_object_set_new(o, "snapshots_sent", json_integer((json_int_t)n->snaps_sent));
     json_object_set_new(o, "snapshots_received", json_integer((json_int_t)n->snaps_received));
     json_t *md = json_object();

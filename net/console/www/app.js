@@ -159,6 +159,17 @@ function render(st) {
     if (at) dd.title = when(at);
     q.append(el('dt', { text: 'Last synced' }), dd);
   }
+  if (st.relay && st.relay.state) {
+    // The shop's relay (docs/RELAY.md, "The till's side"): its state, and the lag both ways.
+    const r = st.relay;
+    let t = r.state + (r.address && r.state !== 'none' ? ' ' + r.address : '');
+    if (r.state !== 'up' && r.reason) t += ' (' + r.reason + ')';
+    if (Number.isInteger(r.relay_lacks))
+      t += ' · relay lacks ' + r.relay_lacks + ', this till lacks ' + r.till_lacks;
+    const dd = el('dd', { text: t });
+    if (r.last_exchange_ms) dd.title = 'last exchange ' + when(r.last_exchange_ms);
+    q.append(el('dt', { text: 'Relay' }), dd);
+  }
   for (const [k, label] of [['pending_out', 'Waiting to be sent'], ['unsealed', 'Not yet sealed'],
     ['held', 'Held (waiting for earlier changes)'], ['parked', 'Parked (unknown table or column)'],
     ['conflicts', 'Conflicts recorded'], ['conflicts_open', 'Conflicts open']]) {
