@@ -10,7 +10,9 @@
  * - a 3-node cluster and two relay processes, tills split between them: what a till stores on one
  *   relay is pushed to a till on the other and served by both; one NATS node and one relay
  *   process are killed mid-traffic: nothing acknowledged is lost and the killed relay's till goes
- *   on through the other.
+ *   on through the other;
+ * - the store's vtable with two clients standing for two relay processes: test_relay_store's
+ *   rules, an envelope put by both stored once, counters summed, a bad URL, no server.
  * Skipped (with a message) only when nats-server is not installed.
  */
 #include <criterion/criterion.h>
@@ -24,6 +26,7 @@
 #include "codec/envelope.h"
 #include "codec/relay.h"
 #include "net/transport.h"
+#include "store/relay_store.h"
 #include "tests/lib/helpers.h"
 #include "tests/lib/nats_util.h"
 #include "tests/lib/node_util.h"
@@ -381,5 +384,146 @@ Test(relay_nats, two_relays_on_a_cluster)
     ru_till_free(&t2);
     ru_till_free(&t3);
     cr_assert_eq(nu_kill(r1, SIGTERM, 10000), 0);
+    ns_stop(&ns);
+}
+
+/* ---------------------------------------------------------------- the store's vtable */
+
+typedef struct {
+    uint32_t norigins;
+    tsync__rrange r[2][8];
+    uint32_t n[2];
+} ranges_out;
+
+static int collect(void *ctx, const uint8_t origin[16], const tsync__rrange *g, uint32_t n)
+{
+    (void)origin;
+    ranges_out *o = ctx;
+    cr_assert(o->norigins < 2 && n <= 8);
+    memcpy(o->r[o->norigins], g, n * sizeof *g);
+    o->n[o->norigins++] = n;
+    return 0;
+}
+
+typedef struct {
+    uint64_t first[8];
+    uint32_t n, stop_after;
+} got_out;
+
+static int got(void *ctx, const tsync__renv *e)
+{
+    got_out *g = ctx;
+    g->first[g->n++] = e->first_seq;
+    return g->stop_after && g->n == g->stop_after ? 1 : 0;
+}
+
+static tsync__renv env(uint8_t origin, uint64_t f, uint64_t l, const uint8_t *b, size_t n)
+{
+    tsync__renv e = {{0}, f, l, b, n};
+    memset(e.origin, origin, 16);
+    return e;
+}
+
+typedef struct {
+    int shops;
+    int64_t quota_refused, open;
+} stats_out;
+
+static int st_shop(void *ctx, const tsync__rshop *s)
+{
+    (void)s;
+    ((stats_out *)ctx)->shops++;
+    return 0;
+}
+
+static int st_ctr(void *ctx, const char *name, int64_t n)
+{
+    stats_out *o = ctx;
+    if (!strcmp(name, "refused.quota")) o->quota_refused = n;
+    if (!strcmp(name, "sessions_open")) o->open = n;
+    return 0;
+}
+
+/* The rules of store/relay_store.h on JetStream, with two clients of one server standing for two
+ * relay processes: test_relay_store's scenario; one envelope put by both is stored and counted
+ * once; a counter set by each is their sum; a shop admitted by one is the other's. */
+Test(relay_nats, store_rules_two_clients)
+{
+    need_nats();
+    ns_cluster ns;
+    ns_start(&ns, nu_tmpdir(), 1);
+    tsync__rstore *st, *st2;
+    cr_assert_eq(tsync__rstore_nats_open(&st, "tcp://127.0.0.1:1", 1), TSYNC_EINVAL);
+    cr_assert_eq(tsync__rstore_nats_open(&st, "nats://127.0.0.1:1", 1), TSYNC_EIO);
+    cr_assert_eq(tsync__rstore_nats_open(&st, ns.url, 0), TSYNC_ENOTFOUND);
+    cr_assert_eq(tsync__rstore_nats_open(&st, ns.url, 1), 0);
+    cr_assert_eq(tsync__rstore_nats_open(&st2, ns.url, 0), 0);
+    uint8_t pk[32];
+    memset(pk, 7, 32);
+    tsync__rshop shop;
+    cr_assert_eq(st->ops->shop(st, pk, &shop), TSYNC_ENOTFOUND);
+    cr_assert_eq(st->ops->admit(st, pk, 1000, 0, 1), 0);
+    cr_assert_eq(st2->ops->shop(st2, pk, &shop), 0);
+    cr_assert(shop.quota_bytes == 1000 && !shop.has_shop_id);
+    uint8_t sid[16];
+    memset(sid, 0x5a, 16);
+    cr_assert_eq(st2->ops->bind_shop_id(st2, shop.id, sid), 0);
+    cr_assert_eq(st->ops->shop(st, pk, &shop), 0);
+    cr_assert(shop.has_shop_id && !memcmp(shop.shop_id, sid, 16));
+    uint8_t b[600];
+    memset(b, 'x', sizeof b);
+    tsync__renv e[4] = {env(1, 1, 2, b, 100), env(1, 3, 4, b, 100), env(1, 8, 9, b, 100),
+                        env(2, 5, 5, b, 100)};
+    uint64_t stored, dup;
+    cr_assert_eq(st->ops->put(st, shop.id, 1000, e, 4, &stored, &dup), 0);
+    cr_assert(stored == 4 && dup == 0);
+    cr_assert_eq(st2->ops->put(st2, shop.id, 1000, e, 2, &stored, &dup), 0);
+    cr_assert(stored == 0 && dup == 2, "a put twice (by the other client) was stored again");
+    tsync__renv over = env(1, 2, 7, b, 100); /* overlaps 1..4, touches 8..9 */
+    cr_assert_eq(st2->ops->put(st2, shop.id, 1000, &over, 1, &stored, &dup), 0);
+    ranges_out ro = {0};
+    cr_assert_eq(st->ops->ranges(st, shop.id, collect, &ro), 0);
+    cr_assert_eq(ro.norigins, 2);
+    cr_assert(ro.n[0] == 1 && ro.r[0][0].first == 1 && ro.r[0][0].last == 9, "not merged");
+    cr_assert(ro.n[1] == 1 && ro.r[1][0].first == 5 && ro.r[1][0].last == 5);
+    /* 500 held; 100 fits but 600 does not: nothing of the put is stored. */
+    tsync__renv q[2] = {env(2, 6, 6, b, 100), env(2, 7, 7, b, 600)};
+    cr_assert_eq(st->ops->put(st, shop.id, 1000, q, 2, &stored, &dup), TSYNC_EFULL);
+    cr_assert_eq(stored, 0);
+    cr_assert_eq(st2->ops->shop(st2, pk, &shop), 0);
+    cr_assert(shop.bytes == 500 && shop.envelopes == 5, "bytes %llu envelopes %llu",
+              (unsigned long long)shop.bytes, (unsigned long long)shop.envelopes);
+    uint8_t o1[16], o2[16];
+    memset(o1, 1, 16);
+    memset(o2, 2, 16);
+    got_out g = {0};
+    cr_assert_eq(st->ops->get(st, shop.id, o2, 6, got, &g), 0);
+    cr_assert_eq(g.n, 0, "an envelope of the refused put was stored");
+    g = (got_out){0};
+    cr_assert_eq(st->ops->get(st, shop.id, o1, 4, got, &g), 0); /* 3..4 holds seq 4 */
+    cr_assert(g.n == 3 && g.first[0] == 2 && g.first[1] == 3 && g.first[2] == 8);
+    g = (got_out){.stop_after = 1};
+    cr_assert_eq(st2->ops->get(st2, shop.id, o1, 1, got, &g), 0);
+    cr_assert_eq(g.n, 1);
+    uint8_t dev[32];
+    memset(dev, 9, 32);
+    cr_assert_eq(st->ops->revoked(st, shop.id, dev), 0);
+    cr_assert_eq(st->ops->revoke(st, shop.id, dev, (const uint8_t *)"rec", 3), 0);
+    cr_assert_eq(st2->ops->revoke(st2, shop.id, dev, (const uint8_t *)"rec", 3), 0);
+    cr_assert_eq(st2->ops->revoked(st2, shop.id, dev), 1);
+    cr_assert_eq(st->ops->count(st, "refused.quota", 2, 0), 0);
+    cr_assert_eq(st2->ops->count(st2, "refused.quota", 1, 0), 0);
+    cr_assert_eq(st->ops->count(st, "sessions_open", 3, 1), 0);
+    cr_assert_eq(st2->ops->count(st2, "sessions_open", 2, 1), 0);
+    cr_assert_eq(st->ops->count(st, "sessions_open", 1, 1), 0);
+    stats_out so = {0};
+    cr_assert_eq(st2->ops->stats(st2, st_shop, &so, st_ctr), 0);
+    cr_assert(so.shops == 1 && so.quota_refused == 3 && so.open == 3,
+              "shops %d quota %lld open %lld", so.shops, (long long)so.quota_refused,
+              (long long)so.open);
+    cr_assert_eq(st->ops->shop(st, pk, &shop), 0);
+    cr_assert_eq(shop.revocations, 1, "a revocation stored twice was counted twice");
+    st->ops->close(st);
+    st2->ops->close(st2);
     ns_stop(&ns);
 }
