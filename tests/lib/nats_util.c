@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -17,6 +18,8 @@
 
 const char *ns_server_path(void)
 {
+    const char *env = getenv("TSYNC_NATS_SERVER"); /* a server installed elsewhere */
+    if (env && *env) return access(env, X_OK) == 0 ? env : NULL;
     static const char *const paths[] = {"/usr/sbin/nats-server", "/usr/bin/nats-server",
                                         "/usr/local/bin/nats-server"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
