@@ -86,8 +86,17 @@ Test(relay_nats, protocol_on_one_server)
     relay_init(dir, relay_pk);
     tsync__shopkey a = th_shop_make(1, 0xa1, "Shop A"), b = th_shop_make(2, 0xb2, "Shop B"),
                    c = th_shop_make(3, 0xc3, "Shop C");
+    /* Before any admission the store holds nothing: status says where to start. */
+    char *err = NULL;
+    cr_assert_eq(nu_cli_run(NULL, &err, "relay", "status", dir, "--store", ns.url, NULL), 1);
+    cr_assert(strstr(err, "no relay data here yet"), "%s", err);
+    free(err);
     admit(dir, ns.url, &a, "");
     admit(dir, ns.url, &c, "--expires 2020-01-01");
+    cr_assert_eq(
+        nu_cli_run(NULL, &err, "relay", "status", dir, "--store", "tcp://127.0.0.1:1", NULL), 1);
+    cr_assert(strstr(err, "not nats://HOST:PORT"), "%s", err);
+    free(err);
     pid_t pid = ru_relay_start_store(dir, log, ep, ns.url);
     uint64_t now = (uint64_t)time(NULL) * 1000u;
 
@@ -195,12 +204,12 @@ Test(relay_nats, protocol_on_one_server)
     memset(h.origin, 0x33, 16);
     uint8_t key[TSYNC__ENV_KEY_BYTES], *sealed;
     size_t sealed_len;
-    char payload[256], err[TSYNC__ERRLEN];
+    char payload[256], serr[TSYNC__ERRLEN];
     randombytes_buf(key, sizeof key);
     int pl = snprintf(payload, sizeof payload, "INSERT sale: product='%s' price=12.34", PRODUCT);
     cr_assert_eq(
-        tsync__env_seal(&h, key, (const uint8_t *)payload, (size_t)pl, &sealed, &sealed_len, err),
-        0, "%s", err);
+        tsync__env_seal(&h, key, (const uint8_t *)payload, (size_t)pl, &sealed, &sealed_len, serr),
+        0, "%s", serr);
     cr_assert_null(memmem(sealed, sealed_len, PRODUCT, sizeof PRODUCT - 1),
                    "the sealed envelope shows the product name");
     tsync__renv se = {{0}, 1, 1, sealed, sealed_len};
