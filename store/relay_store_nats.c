@@ -844,8 +844,19 @@ static void op_close(tsync__rstore *b)
     free(s);
 }
 
-static const tsync__rstore_ops OPS = {op_admit,  op_shop,    op_bind,  op_put,   op_ranges, op_get,
-                                      op_revoke, op_revoked, op_count, op_stats, op_close};
+/* Designated: ops this engine does not have (the vault's, when the vtable gains them) stay NULL,
+ * which the relay answers with a refusal. */
+static const tsync__rstore_ops OPS = {.admit = op_admit,
+                                      .shop = op_shop,
+                                      .bind_shop_id = op_bind,
+                                      .put = op_put,
+                                      .ranges = op_ranges,
+                                      .get = op_get,
+                                      .revoke = op_revoke,
+                                      .revoked = op_revoked,
+                                      .count = op_count,
+                                      .stats = op_stats,
+                                      .close = op_close};
 
 int tsync__rstore_nats_open(tsync__rstore **out, const char *url, int create)
 {
