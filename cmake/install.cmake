@@ -42,7 +42,7 @@ install(FILES ${PROJECT_SOURCE_DIR}/LICENSE DESTINATION ${CMAKE_INSTALL_DOCDIR} 
 # pkg-config adds to --cflags even for a shared build.
 # A library folder the linker searches anyway is left out (pkg-config reports it as -L).
 set(tsync_pc_libs_private)
-foreach(prefix SQLITE3 SODIUM MSGPACK ZSTD JANSSON ZMQ MHD AVAHI)
+foreach(prefix SQLITE3 SODIUM MSGPACK ZSTD JANSSON ZMQ MHD AVAHI NATS)
   if(${prefix}_FOUND)
     foreach(d ${${prefix}_LIBRARY_DIRS})
       if(NOT d IN_LIST CMAKE_C_IMPLICIT_LINK_DIRECTORIES AND NOT d MATCHES "^/usr/lib/?$")

@@ -118,4 +118,4 @@ INIT_V1(tsync_sync_state, TSYNC_SYNC_STATE)
 /* column policies (store.h) */
 INIT_V1(tsync_replicate_options, TSYNC_REPLICATE_OPTIONS)
 /* the blind relay (relay.h) */
-INIT_V1(tsync_relay_options, TSYNC_RELAY_OPTIONS)
+INIT_V2(tsync_relay_options, TSYNC_RELAY_OPTIONS, store)

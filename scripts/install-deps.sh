@@ -17,6 +17,8 @@ PKGS="$PKGS debhelper lintian systemd dh-python pybuild-plugin-pyproject python3
 # conflicts with Debian's npm package: npm only when no npm is there.
 PKGS="$PKGS chromium nodejs"
 command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
+# The relay's store on NATS JetStream: the client library, and the server for its tests.
+PKGS="$PKGS libnats-dev nats-server"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -375,3 +375,12 @@ int tsync__rstore_sqlite_open(tsync__rstore **out, const char *dir, int create, 
     *out = &s->base;
     return 0;
 }
+
+/* ---------------------------------------------------------------- choosing the store */
+
+int tsync__rstore_open(tsync__rstore **out, const char *dir, const char *url, int create,
+                       int readonly)
+{
+    if (url && *url) return tsync__rstore_nats_open(out, url, create || !readonly);
+    return tsync__rstore_sqlite_open(out, dir, create, readonly);
+}

@@ -77,12 +77,36 @@ typedef struct {
     void (*close)(tsync__rstore *st);
 } tsync__rstore_ops;
 
+/* Envelopes that other relay processes stored (a store shared by several processes: JetStream),
+ * so a relay pushes them to its own sessions too. watch (on 1/0) starts or stops following
+ * shop's envelopes; next calls fn per envelope that arrived since (bytes valid during the call;
+ * not those this process stored itself) without waiting, and returns how many it gave. */
+typedef int (*tsync__rstore_feed_fn)(void *ctx, int64_t shop, const tsync__renv *e);
+typedef struct {
+    int (*watch)(tsync__rstore *st, int64_t shop, int on);
+    int (*next)(tsync__rstore *st, tsync__rstore_feed_fn fn, void *ctx);
+} tsync__rstore_feed;
+
 struct tsync__rstore {
     const tsync__rstore_ops *ops;
+    const tsync__rstore_feed *feed; /* NULL: the store is one process's (SQLite) */
 };
 
 /* Opens (creating when create) DIR/relay.db. readonly: for status (nothing written).
  * Errors (message set): TSYNC_ENOTFOUND (no relay.db and not create), TSYNC_EIO, TSYNC_ENOMEM. */
 int tsync__rstore_sqlite_open(tsync__rstore **out, const char *dir, int create, int readonly);
+
+/* ---------------------------------------------------------------- NATS JetStream */
+
+/* Connects to url ("nats://HOST:PORT[,HOST:PORT...]": the servers of one JetStream cluster) and
+ * binds the relay's KV bucket, creating it when create (store/relay_store_nats.c). Errors (message
+ * set): TSYNC_EINVAL (not a nats:// URL), TSYNC_ENOTFOUND (no relay data there and not create),
+ * TSYNC_EIO (no server reachable, JetStream off), TSYNC_ENOMEM. */
+int tsync__rstore_nats_open(tsync__rstore **out, const char *url, int create);
+
+/* The store of a relay: on JetStream when url is set (create: make the bucket when missing), else
+ * DIR/relay.db (tsync__rstore_sqlite_open). */
+int tsync__rstore_open(tsync__rstore **out, const char *dir, const char *url, int create,
+                       int readonly);
 
 #endif

@@ -225,8 +225,8 @@ static const cmd_help CMDS[] = {
      "  --seed N       the offline demo's random seed\n"
      "  --keep         keep the folder\n"},
     {"relay",
-     "init DIR\nadmit DIR SHOP_ADMIN_PUBKEY --quota-mb N [--expires YYYY-MM-DD]\n"
-     "run DIR --listen tcp://ADDR:PORT\nstatus DIR [--json]",
+     "init DIR\nadmit DIR SHOP_ADMIN_PUBKEY --quota-mb N [--expires YYYY-MM-DD] [--store URL]\n"
+     "run DIR --listen tcp://ADDR:PORT [--store URL]\nstatus DIR [--json] [--store URL]",
      "a blind relay: stores and forwards a shop's encrypted envelopes (docs/RELAY.md)",
      "A relay lives in DIR: relay.key (its own key) and relay.db (SQLite). It serves the tills\n"
      "of the shops admitted with their admin public key, keeps their envelopes without being\n"
@@ -240,7 +240,10 @@ static const cmd_help CMDS[] = {
      "                 event; under systemd it reports readiness (sd_notify)\n"
      "    --listen tcp://ADDR:PORT  the endpoint to bind\n"
      "  status         shops, bytes, envelopes, sessions and refusals by reason\n"
-     "    --json                as JSON\n"},
+     "    --json                as JSON\n"
+     "  --store nats://HOST:PORT[,HOST:PORT...]  (admit, run, status) keep shops, envelopes\n"
+     "                 and counters in NATS JetStream instead of DIR/relay.db, shared by any\n"
+     "                 number of relay processes (DIR then holds only the key)\n"},
     {"help", "[COMMAND]\n--man", "this text, one command's help, or the manual page",
      "  --man          print tillsync(1) in roff\n"},
 };

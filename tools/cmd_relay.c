@@ -67,7 +67,7 @@ static int relay_init(int argc, char **argv)
 }
 
 typedef struct {
-    const char *quota, *expires;
+    const char *quota, *expires, *store, *listen;
 } admit_args;
 
 static int on_admit_opt(void *ctx, int c, const char *v)
@@ -75,6 +75,8 @@ static int on_admit_opt(void *ctx, int c, const char *v)
     admit_args *a = ctx;
     if (c == 'q') a->quota = v;
     if (c == 'e') a->expires = v;
+    if (c == 's') a->store = v;
+    if (c == 'l') a->listen = v;
     return 0;
 }
 
@@ -82,6 +84,7 @@ static int relay_admit(int argc, char **argv)
 {
     static const struct option opts[] = {{"quota-mb", required_argument, NULL, 'q'},
                                          {"expires", required_argument, NULL, 'e'},
+                                         {"store", required_argument, NULL, 's'},
                                          {NULL, 0, NULL, 0}};
     admit_args a = {0};
     const char *pos[2];
@@ -102,7 +105,7 @@ static int relay_admit(int argc, char **argv)
     if (sodium_hex2bin(pk, sizeof pk, pos[1], strlen(pos[1]), NULL, &n, NULL) != 0 || n != 32 ||
         strlen(pos[1]) != 64)
         return usage("SHOP_ADMIN_PUBKEY: 64 hex digits (tillsync shop info KEYFILE shows it)");
-    if (tsync_relay_admit(pos[0], pk, q, exp) != 0) return cli_fail("relay admit");
+    if (tsync_relay_admit_store(pos[0], a.store, pk, q, exp) != 0) return cli_fail("relay admit");
     printf("shop %s admitted: quota %llu MiB, %s%s\n", pos[1], q, exp ? "until " : "no expiry",
            exp ? a.expires : "");
     return 0;
@@ -111,15 +114,15 @@ static int relay_admit(int argc, char **argv)
 static int relay_run(int argc, char **argv)
 {
     static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                         {"store", required_argument, NULL, 's'},
                                          {NULL, 0, NULL, 0}};
-    const char *listen = NULL;
+    admit_args a = {0};
     const char *pos[1];
     int npos;
-    int prc =
-        cli_parse("relay run", argc, argv, opts, NULL, NULL, cli_on_value, &listen, pos, 1, &npos);
+    int prc = cli_parse("relay run", argc, argv, opts, NULL, NULL, on_admit_opt, &a, pos, 1, &npos);
     if (prc) return prc;
     if (npos != 1) return usage("relay run needs DIR");
-    if (!listen) return usage("relay run needs --listen tcp://ADDR:PORT");
+    if (!a.listen) return usage("relay run needs --listen tcp://ADDR:PORT");
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -128,7 +131,8 @@ static int relay_run(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     svc_journal_detect();
     tsync_relay_options o = TSYNC_RELAY_OPTIONS_INIT;
-    o.listen = listen;
+    o.listen = a.listen;
+    o.store = a.store;
     o.log = cli_journal ? svc_log : log_stderr;
     umask(077);
     tsync_relay *r;
@@ -143,13 +147,19 @@ static int relay_run(int argc, char **argv)
 
 static int relay_status(int argc, char **argv)
 {
-    const char *dir;
-    int as_json = 0;
-    char err[128];
-    if (cli_db_json_args(argc, argv, "relay status", &dir, &as_json, err, sizeof err) != 0)
-        return usage(err);
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"store", required_argument, NULL, 's'},
+                                         {NULL, 0, NULL, 0}};
+    admit_args a = {0};
+    const char *pos[1];
+    int npos, as_json = 0;
+    int prc = cli_parse("relay status", argc, argv, opts, NULL, &as_json, on_admit_opt, &a, pos, 1,
+                        &npos);
+    if (prc) return prc;
+    if (npos != 1) return usage("relay status needs DIR");
+    const char *dir = pos[0];
     char *js;
-    if (tsync_relay_status_json(dir, &js) != 0) return cli_fail("relay status");
+    if (tsync_relay_status_json_store(dir, a.store, &js) != 0) return cli_fail("relay status");
     if (as_json) {
         printf("%s\n", js);
         tsync_free(js);
@@ -158,7 +168,9 @@ static int relay_status(int argc, char **argv)
     json_t *j = json_loads(js, 0, NULL);
     tsync_free(js);
     if (!j) return cli_fail("relay status");
-    printf("relay %s\npublic key: %s\nsessions: %lld open, %lld admitted since creation\n", dir,
+    printf("relay %s (store: %s)\npublic key: %s\nsessions: %lld open, %lld admitted since "
+           "creation\n",
+           dir, json_string_value(json_object_get(j, "store")),
            json_string_value(json_object_get(j, "public_key")),
            (long long)json_integer_value(json_object_get(j, "sessions_open")),
            (long long)json_integer_value(json_object_get(j, "sessions")));

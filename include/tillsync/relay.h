@@ -62,12 +62,17 @@ typedef struct {
     int32_t log_level;          /* most verbose level logged; 0: TSYNC_LOG_INFO */
     uint32_t refused_linger_ms; /* a refused session is cut this long after its RERR; 0: 2000 */
     uint64_t max_get_bytes;     /* envelope bytes in one RENV at most; 0: 8 MiB */
+    /* version 2 */
+    /* The store: NULL or "" for DIR/relay.db (SQLite); "nats://HOST:PORT[,HOST:PORT...]" for NATS
+     * JetStream, shared by any number of relay processes (the directory then holds only the
+     * key). */
+    const char *store;
 } tsync_relay_options;
 
-#define TSYNC_RELAY_OPTIONS_VERSION 1
+#define TSYNC_RELAY_OPTIONS_VERSION 2
 #define TSYNC_RELAY_OPTIONS_INIT                                                                   \
     {                                                                                              \
-        TSYNC_RELAY_OPTIONS_VERSION, NULL, NULL, NULL, 0, 0, 0                                     \
+        TSYNC_RELAY_OPTIONS_VERSION, NULL, NULL, NULL, 0, 0, 0, NULL                               \
     }
 
 /* Sets *out to TSYNC_RELAY_OPTIONS_INIT as of version (the caller's TSYNC_RELAY_OPTIONS_VERSION),
@@ -76,8 +81,9 @@ typedef struct {
 TSYNC_API int tsync_relay_options_init(tsync_relay_options *out, uint32_t version);
 
 /* Opens the relay of dir and binds opts->listen. Errors: TSYNC_ENOTFOUND (no relay in dir),
- * TSYNC_EINVAL (no listen endpoint, a malformed one), TSYNC_EVERSION (opts->version unknown),
- * TSYNC_EIO (address in use, the store), TSYNC_EUNSUPPORTED (libzmq without CURVE). */
+ * TSYNC_EINVAL (no listen endpoint, a malformed one, a store URL that is not nats://),
+ * TSYNC_EVERSION (opts->version unknown), TSYNC_EIO (address in use, the store, no NATS server
+ * reachable), TSYNC_EUNSUPPORTED (libzmq without CURVE). */
 TSYNC_API int tsync_relay_new(tsync_relay **out, const char *dir, const tsync_relay_options *opts);
 
 /* The endpoint really bound (the port chosen for "*"), borrowed until tsync_relay_free. */
@@ -92,6 +98,17 @@ TSYNC_API void tsync_relay_stop(tsync_relay *r);
 
 /* Closes the sockets and the store. Accepts NULL. Not while tsync_relay_run runs. */
 TSYNC_API void tsync_relay_free(tsync_relay *r);
+
+/* ---- the store on NATS JetStream (docs/RELAY.md, "Storage on NATS JetStream") */
+
+/* tsync_relay_admit and tsync_relay_status_json on the store at store_url ("nats://HOST:PORT[,
+ * HOST:PORT...]"; NULL or "": dir's relay.db, as the calls above). dir must hold the relay's key.
+ * Errors: those above, TSYNC_EINVAL (not a nats:// URL), TSYNC_ENOTFOUND (status: nothing
+ * admitted in that store yet), TSYNC_EIO (no NATS server reachable, JetStream off). */
+TSYNC_API int tsync_relay_admit_store(const char *dir, const char *store_url,
+                                      const uint8_t admin_pk[32], uint64_t quota_mb,
+                                      uint64_t expires_ms);
+TSYNC_API int tsync_relay_status_json_store(const char *dir, const char *store_url, char **out);
 
 #ifdef __cplusplus
 }

@@ -102,6 +102,12 @@ int tsync_relay_init(const char *dir, char pk_hex[65])
 int tsync_relay_admit(const char *dir, const uint8_t admin_pk[32], uint64_t quota_mb,
                       uint64_t expires_ms)
 {
+    return tsync_relay_admit_store(dir, NULL, admin_pk, quota_mb, expires_ms);
+}
+
+int tsync_relay_admit_store(const char *dir, const char *store_url, const uint8_t admin_pk[32],
+                            uint64_t quota_mb, uint64_t expires_ms)
+{
     uint8_t curve[32];
     if (!admin_pk || crypto_sign_ed25519_pk_to_curve25519(curve, admin_pk) != 0)
         return tsync__err(TSYNC_EINVAL, "relay admit: not a valid admin public key");
@@ -112,7 +118,7 @@ int tsync_relay_admit(const char *dir, const uint8_t admin_pk[32], uint64_t quot
     sodium_memzero(sk, sizeof sk);
     if (rc) return rc;
     tsync__rstore *st;
-    rc = tsync__rstore_sqlite_open(&st, dir, 0, 0);
+    rc = tsync__rstore_open(&st, dir, store_url, 0, 0);
     if (rc) return rc;
     rc = st->ops->admit(st, admin_pk, quota_mb << 20, expires_ms, tsync__wall_ms());
     st->ops->close(st);
@@ -153,15 +159,22 @@ static int st_counter(void *ctx, const char *name, int64_t n)
 
 int tsync_relay_status_json(const char *dir, char **out)
 {
+    return tsync_relay_status_json_store(dir, NULL, out);
+}
+
+int tsync_relay_status_json_store(const char *dir, const char *store_url, char **out)
+{
     *out = NULL;
     char pk[65];
     int rc = tsync_relay_public_key(dir, pk);
     if (rc) return rc;
     tsync__rstore *st;
-    rc = tsync__rstore_sqlite_open(&st, dir, 0, 1);
+    rc = tsync__rstore_open(&st, dir, store_url, 0, 1);
     if (rc) return rc;
     status_ctx c = {json_array(), json_object(), json_object()};
     json_object_set_new(c.root, "public_key", json_string(pk));
+    json_object_set_new(c.root, "store",
+                        json_string(store_url && *store_url ? store_url : "sqlite"));
     json_object_set_new(c.root, "sessions", json_integer(0));
     json_object_set_new(c.root, "sessions_open", json_integer(0));
     rc = st->ops->stats(st, st_shop, &c, st_counter);

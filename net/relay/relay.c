@@ -17,6 +17,7 @@
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +98,8 @@ static void send_msg(tsync_relay *r, sess *s, const tsync__rmsg *m)
     free(b);
 }
 
+static void feed_follow(tsync_relay *r, const sess *s, int on);
+
 /* Sends RERR code with a line, counts it; hello: the session is cut after the linger. */
 static void refuse(tsync_relay *r, sess *s, uint64_t req, uint32_t code, int cut, const char *fmt,
                    ...) __attribute__((format(printf, 6, 7)));
@@ -123,6 +126,7 @@ static void refuse(tsync_relay *r, sess *s, uint64_t req, uint32_t code, int cut
     count(r, name, 1, 0);
     rlog(r, TSYNC_LOG_WARN, "relay: %s refused (%s): %s", s->label, tsync__rerr_name(code), line);
     if (cut && s->state != 2) {
+        feed_follow(r, s, 0);
         s->state = 2;
         s->cut_ms = tsync__mono_ms() + (r->o.refused_linger_ms ? r->o.refused_linger_ms : 2000);
     }
@@ -247,6 +251,7 @@ static void on_hello(tsync_relay *r, sess *s, const tsync__rmsg *m, const uint8_
         count(r, "sessions", 1, 0);
         rlog(r, TSYNC_LOG_INFO, "relay: %s admitted for shop %s... from %s", s->label, adm,
              s->address);
+        feed_follow(r, s, 1);
         send_have(r, s);
     }
     tsync__arena_free(&a);
@@ -472,9 +477,54 @@ static void on_down(tsync_relay *r, const tsync__tp_event *ev)
     static const char *const why[] = {"?", "lost", "closed", "superseded", "oversize"};
     rlog(r, TSYNC_LOG_INFO, "relay: %s down (%s)", s->label,
          ev->reason >= 1 && ev->reason <= 4 ? why[ev->reason] : "?");
+    feed_follow(r, s, 0);
     *s = r->s[--r->ns];
     r->open--;
     count(r, "sessions_open", r->open, 1);
+}
+
+/* ---------------------------------------------------------------- pushes across relay processes */
+
+/* With a store several relay processes share (JetStream), a till of this relay must also get
+ * pushes of what a till on another relay stored: the relay follows the envelopes of every shop
+ * it serves a session of (store feed), and forwards each new one as a push (RENV req 0), one
+ * envelope per push. Best effort as any push: a gap is found by sequence numbers and asked for. */
+
+static int shop_served(const tsync_relay *r, int64_t shop, const sess *except)
+{
+    for (uint32_t i = 0; i < r->ns; i++)
+        if (&r->s[i] != except && r->s[i].state == 1 && r->s[i].shop == shop) return 1;
+    return 0;
+}
+
+static void feed_follow(tsync_relay *r, const sess *s, int on)
+{
+    if (!r->st->feed || s->state != 1) return;
+    if (!on && shop_served(r, s->shop, s)) return;
+    if (r->st->feed->watch(r->st, s->shop, on) != 0)
+        rlog(r, TSYNC_LOG_WARN, "relay: %s: cannot follow the shop's envelopes on the store: %s",
+             s->label, tsync_error_last()->message);
+}
+
+static int feed_push(void *ctx, int64_t shop, const tsync__renv *e)
+{
+    tsync_relay *r = ctx;
+    tsync__rmsg p = {.type = TSYNC__R_ENV, .req = 0, .nenvs = 1, .envs = (tsync__renv *)e};
+    uint8_t *b = NULL;
+    size_t len = 0;
+    char err[TSYNC__ERRLEN];
+    for (uint32_t i = 0; i < r->ns; i++) {
+        sess *t = &r->s[i];
+        if (t->state != 1 || t->shop != shop) continue;
+        if (!b && tsync__relay_encode(&p, &b, &len, err)) {
+            rlog(r, TSYNC_LOG_ERROR, "relay: cannot encode a push from the store: %s", err);
+            return 0;
+        }
+        if (tsync__tp_send(r->tp, t->peer, b, len))
+            rlog(r, TSYNC_LOG_DEBUG, "relay: %s: push not queued", t->label);
+    }
+    free(b);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- the public API */
@@ -496,9 +546,11 @@ int tsync_relay_new(tsync_relay **out, const char *dir, const tsync_relay_option
         sodium_memzero(sk, sizeof sk);
         return tsync__err(TSYNC_ENOMEM, "relay: out of memory");
     }
-    r->o = *opts;
+    /* A version 1 struct ends before store. */
+    memcpy(&r->o, opts, opts->version >= 2 ? sizeof *opts : offsetof(tsync_relay_options, store));
     r->o.listen = NULL;
-    rc = tsync__rstore_sqlite_open(&r->st, dir, 0, 0);
+    r->o.store = NULL;
+    rc = tsync__rstore_open(&r->st, dir, opts->version >= 2 ? opts->store : NULL, 0, 0);
     if (!rc) {
         tsync__tp_options to = TSYNC__TP_OPTIONS_INIT;
         to.max_msg = TSYNC__RELAY_MSG_MAX;
@@ -528,7 +580,8 @@ int tsync_relay_run(tsync_relay *r, volatile sig_atomic_t *stop)
     int rc = 0;
     while (!atomic_load(&r->stop) && !(stop && *stop)) {
         tsync__tp_event ev;
-        int n = tsync__tp_poll(r->tp, 200, &ev);
+        /* With a shared store, envelopes other relays stored are looked for every 10 ms. */
+        int n = tsync__tp_poll(r->tp, r->st->feed ? 10 : 200, &ev);
         if (n < 0) {
             rc = n;
             break;
@@ -551,6 +604,7 @@ int tsync_relay_run(tsync_relay *r, volatile sig_atomic_t *stop)
             default:
                 break;
             }
+        if (r->st->feed) r->st->feed->next(r->st, feed_push, r);
         uint64_t now = tsync__mono_ms();
         for (uint32_t i = 0; i < r->ns; i++)
             if (r->s[i].state == 2 && now >= r->s[i].cut_ms) {

@@ -6,6 +6,7 @@
 #include "tests/lib/relay_util.h"
 
 #include <criterion/criterion.h>
+#include <ftw.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +31,14 @@ char *ru_run_out(const char *cmd)
 
 pid_t ru_relay_start(const char *dir, const char *log, char *ep)
 {
-    const char *argv[] = {nu_cli(), "relay", "run", dir, "--listen", "tcp://127.0.0.1:*", NULL};
+    return ru_relay_start_store(dir, log, ep, NULL);
+}
+
+pid_t ru_relay_start_store(const char *dir, const char *log, char *ep, const char *store)
+{
+    const char *argv[] = {nu_cli(),  "relay", "run", dir, "--listen", "tcp://127.0.0.1:*",
+                          "--store", store,   NULL};
+    if (!store) argv[6] = NULL;
     FILE *f = fopen(log, "w");
     fclose(f);
     pid_t pid = nu_spawn(argv, log);
@@ -54,8 +62,14 @@ pid_t ru_relay_start(const char *dir, const char *log, char *ep)
 
 json_t *ru_status(const char *dir)
 {
+    return ru_status_store(dir, NULL);
+}
+
+json_t *ru_status_store(const char *dir, const char *store)
+{
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s relay status %s --json", nu_cli(), dir);
+    snprintf(cmd, sizeof cmd, "%s relay status %s --json%s%s", nu_cli(), dir,
+             store ? " --store " : "", store ? store : "");
     json_error_t e;
     json_t *j = json_loads(ru_run_out(cmd), 0, &e);
     cr_assert_not_null(j, "%s", e.text);
@@ -208,4 +222,33 @@ int ru_files_contain(const char *dir, const void *needle, size_t n)
         if (found) return 1;
     }
     return 0;
+}
+
+/* ---------------------------------------------------------------- any store's files */
+
+static const void *tree_needle;
+static size_t tree_n;
+static int tree_found;
+
+static int tree_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    (void)ftw;
+    if (type != FTW_F || sb->st_size == 0) return 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    uint8_t *b = malloc((size_t)sb->st_size);
+    size_t got = b ? fread(b, 1, (size_t)sb->st_size, f) : 0;
+    fclose(f);
+    tree_found = got >= tree_n && memmem(b, got, tree_needle, tree_n) != NULL;
+    free(b);
+    return tree_found;
+}
+
+int ru_tree_contains(const char *dir, const void *needle, size_t n)
+{
+    tree_needle = needle;
+    tree_n = n;
+    tree_found = 0;
+    nftw(dir, tree_one, 16, FTW_PHYS);
+    return tree_found;
 }

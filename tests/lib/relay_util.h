@@ -82,4 +82,15 @@ const tsync__rmsg *ru_get(ru_till *t, const uint8_t origin[16], uint64_t from, u
 /* Whether the bytes of the relay's files (relay.db and its WAL) contain needle. */
 int ru_files_contain(const char *dir, const void *needle, size_t n);
 
+/* ---- a relay on another store (NATS JetStream: store is its --store URL; NULL: relay.db) */
+
+/* ru_relay_start with `--store store`. */
+pid_t ru_relay_start_store(const char *dir, const char *log, char *ep, const char *store);
+
+/* ru_status with `--store store`. */
+json_t *ru_status_store(const char *dir, const char *store);
+
+/* Whether any file under dir (recursively: a JetStream store_dir) contains needle. */
+int ru_tree_contains(const char *dir, const void *needle, size_t n);
+
 #endif

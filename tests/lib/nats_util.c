@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * tests/lib/nats_util.c — NATS JetStream servers for tests (nats_util.h).
+ */
+#include "tests/lib/nats_util.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tests/lib/node_util.h"
+
+const char *ns_server_path(void)
+{
+    const char *env = getenv("TSYNC_NATS_SERVER"); /* a server installed elsewhere */
+    if (env && *env) return access(env, X_OK) == 0 ? env : NULL;
+    static const char *const paths[] = {"/usr/sbin/nats-server", "/usr/bin/nats-server",
+                                        "/usr/local/bin/nats-server"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        if (access(paths[i], X_OK) == 0) return paths[i];
+    return NULL;
+}
+
+/* A loopback TCP port free right now (the kernel's pick for port 0). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t l = sizeof a;
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &l), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int log_has(const char *log, const char *what)
+{
+    FILE *f = fopen(log, "r");
+    char line[1024];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f)) found = strstr(line, what) != NULL;
+    if (f) fclose(f);
+    return found;
+}
+
+void ns_start(ns_cluster *c, const char *base, int n)
+{
+    cr_assert(n >= 1 && n <= NS_MAX);
+    const char *server = ns_server_path();
+    cr_assert_not_null(server, "nats-server is not installed");
+    memset(c, 0, sizeof *c);
+    c->n = n;
+    size_t off = (size_t)snprintf(c->url, sizeof c->url, "nats://");
+    for (int i = 0; i < n; i++) {
+        c->port[i] = free_port();
+        c->route[i] = free_port();
+        off += (size_t)snprintf(c->url + off, sizeof c->url - off, "%s127.0.0.1:%d", i ? "," : "",
+                                c->port[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        snprintf(c->dir[i], sizeof c->dir[i], "%s/nats%d", base, i + 1);
+        char path[600], log[600];
+        snprintf(path, sizeof path, "mkdir -p %s/store", c->dir[i]);
+        cr_assert_eq(system(path), 0);
+        snprintf(path, sizeof path, "%s/nats.conf", c->dir[i]);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fprintf(f,
+                "server_name: n%d\nlisten: 127.0.0.1:%d\njetstream { store_dir: \"%s/store\" }\n",
+                i + 1, c->port[i], c->dir[i]);
+        if (n > 1) {
+            fprintf(f, "cluster {\n  name: tsync\n  listen: 127.0.0.1:%d\n  routes: [",
+                    c->route[i]);
+            for (int k = 0; k < n; k++)
+                fprintf(f, "%snats-route://127.0.0.1:%d", k ? ", " : "", c->route[k]);
+            fprintf(f, "]\n}\n");
+        }
+        fclose(f);
+        snprintf(log, sizeof log, "%s/nats.log", c->dir[i]);
+        const char *argv[] = {server, "-c", path, NULL};
+        c->pid[i] = nu_spawn(argv, log);
+    }
+    /* Ready: every server listens; a cluster has a JetStream metadata leader (any node says). */
+    int64_t end = nu_now_ms() + 20000;
+    for (;;) {
+        int ready = 0, leader = n == 1;
+        for (int i = 0; i < n; i++) {
+            char log[600];
+            snprintf(log, sizeof log, "%s/nats.log", c->dir[i]);
+            ready += log_has(log, "Server is ready");
+            leader = leader || log_has(log, "JetStream cluster new metadata leader") ||
+                     log_has(log, "Self is new JetStream cluster metadata leader");
+        }
+        if (ready == n && leader) return;
+        cr_assert_lt(nu_now_ms(), end, "nats-server not ready in 20 s (%s/nats.log)", c->dir[0]);
+        nu_sleep_ms(100);
+    }
+}
+
+void ns_kill(ns_cluster *c, int i)
+{
+    if (c->pid[i] > 0) nu_kill(c->pid[i], SIGKILL, 10000);
+    c->pid[i] = 0;
+}
+
+void ns_stop(ns_cluster *c)
+{
+    for (int i = 0; i < c->n; i++)
+        if (c->pid[i] > 0) {
+            nu_kill(c->pid[i], SIGTERM, 10000);
+            c->pid[i] = 0;
+        }
+}
