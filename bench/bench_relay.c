@@ -767,7 +767,7 @@ static void close_all(void)
     }
 }
 
-/* Runs phase ph for secs seconds, then waits (up to 30 s) for what it put to be acknowledged and
+/* Runs phase ph for secs seconds, then waits (up to 90 s) for what it put to be acknowledged and
  * pushed. Returns the seconds the load ran. */
 static double run_phase(int ph, double secs, bench_rng *r)
 {
@@ -794,7 +794,7 @@ static double run_phase(int ph, double secs, bench_rng *r)
     }
     double ran = bench_now() - t0;
     /* drain: every put acknowledged, and (outside saturation) pushed to both other tills */
-    double dl = bench_now() + 30;
+    double dl = bench_now() + 90; /* an overloaded relay catches up slowly */
     for (;;) {
         uint64_t open = 0, missing = 0;
         for (int i = 0; i < NT; i++)
