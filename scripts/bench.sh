@@ -5,7 +5,7 @@
 # missed speed target is printed as MISS and does not fail the run.
 #
 # usage: scripts/bench.sh [--quick] [--scale]
-#                         [--only writes|merge|standard|io|backup|node|console|scale|peers]
+#                         [--only writes|merge|standard|io|backup|node|console|relay|scale|peers]
 #                         [-- extra benchmark arguments]
 #   --quick   one repetition each instead of three (figures are then single runs); bench_node
 #             gets --quick (300 sales, 20,000 batches, 15 s of load)
@@ -15,6 +15,8 @@
 #             /api/status under 200 sales/s); the full run has it as part of bench_node
 # bench_scale (10k and 100k rows) and the peers (bench/peers: node, `npm ci` from its lock file)
 # run only when named with --only or when --scale is given: the full run and CI skip them.
+# bench_relay (issue 13: 200 shops x 3 tills through a relay, 2 minutes of RSS; --quick: 10 s
+# of load) runs in the full run after bench_node.
 # environment: BUILD_DIR (default <repo>/build-bench), TSYNC_BENCH_DIR (scratch folder parent,
 #   default $BUILD_DIR/bench-tmp; keep it off tmpfs), TSYNC_BENCH_SEED, TSYNC_BENCH_KEEP.
 set -u
@@ -30,7 +32,7 @@ while [ $# -gt 0 ]; do
     --only) only=${2:-}; shift ;;
     --scale) scale=1 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -41,6 +43,8 @@ if [ "$only" != peers ]; then
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTSYNC_TESTS=OFF >/dev/null || exit 1
     cmake --build "$build" -j2 --target bench_writes bench_merge bench_standard bench_io \
         bench_backup bench_node bench_scale || exit 1
+    # bench_relay execs the relay: `tillsync relay run` (tillsync_cli)
+    cmake --build "$build" -j2 --target bench_relay tillsync_cli || exit 1
 fi
 
 export TSYNC_BENCH_DIR=${TSYNC_BENCH_DIR:-$build/bench-tmp}
@@ -52,7 +56,7 @@ echo "== scratch folder parent: $TSYNC_BENCH_DIR"
 failed=""
 node_case=""
 if [ "$only" = console ]; then only=node; node_case="--case=console"; fi
-for b in writes merge standard io backup node scale peers; do
+for b in writes merge standard io backup node relay scale peers; do
     if [ -n "$only" ] && [ "$only" != "$b" ]; then continue; fi
     # scale and peers only when asked for (--only, or --scale for bench_scale)
     if [ -z "$only" ] && { [ "$b" = peers ] || { [ "$b" = scale ] && [ -z "$scale" ]; }; }; then
@@ -63,6 +67,12 @@ for b in writes merge standard io backup node scale peers; do
     args=$reps
     # bench_node: each till is a process; --quick shortens its cases rather than its repetitions
     if [ "$b" = node ] && [ -n "$reps" ]; then args="--quick"; fi
+    # bench_relay: one run, no repetitions; --quick shortens its phases
+    if [ "$b" = relay ]; then
+        args=""
+        [ -n "$reps" ] && args="--quick"
+        echo "== load average before bench_relay: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
+    fi
     [ "$b" = node ] && [ -n "$node_case" ] && args="$args $node_case"
     [ "$b" = node ] && echo "== load average before bench_node: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
     if [ "$b" = scale ]; then
