@@ -526,37 +526,59 @@ nomem:
     return -1;
 }
 
-int tsync__batch_encode(const tsync__batch *b, uint8_t **out, size_t *len, char err[TSYNC__ERRLEN])
+/* The encoder's checks with the masks on the stack when the batch has few tables (a rebuilt
+ * one-sale batch has one: a malloc per batch showed in the live shape's merge). */
+static int check_alloc(const tsync__batch *b, char err[TSYNC__ERRLEN])
 {
-    *out = NULL;
-    *len = 0;
-    err[0] = '\0';
-    uint64_t *masks = b->ntables ? calloc(b->ntables, sizeof *masks) : NULL;
-    if (b->ntables && !masks) {
+    uint64_t small[8] = {0};
+    uint64_t *masks = b->ntables <= 8 ? small : calloc(b->ntables, sizeof *masks);
+    if (!masks) {
         snprintf(err, TSYNC__ERRLEN, "batch: out of memory");
         return TSYNC_ENOMEM;
     }
     int rc = check(b, masks, err);
-    free(masks);
-    if (rc) return rc;
+    if (masks != small) free(masks);
+    return rc;
+}
 
-    msgpack_sbuffer sb;
+int tsync__batch_encode(const tsync__batch *b, uint8_t **out, size_t *len, char err[TSYNC__ERRLEN])
+{
+    *out = NULL;
+    *len = 0;
+    uint8_t *buf = NULL;
+    size_t used = 0, cap = 0;
+    int rc = tsync__batch_encode_append(b, &buf, &used, &cap, err);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *out = buf;
+    *len = used;
+    return 0;
+}
+
+int tsync__batch_encode_append(const tsync__batch *b, uint8_t **buf, size_t *len, size_t *cap,
+                               char err[TSYNC__ERRLEN])
+{
+    err[0] = '\0';
+    int rc = check_alloc(b, err);
+    if (rc) return rc;
+    /* msgpack-c's buffer over the caller's: it grows it with realloc as it packs */
+    size_t start = *len;
+    msgpack_sbuffer sb = {.size = *len, .data = (char *)*buf, .alloc = *cap};
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    if (pack_batch(&pk, b) != 0) {
-        msgpack_sbuffer_destroy(&sb);
+    int prc = pack_batch(&pk, b);
+    *buf = (uint8_t *)sb.data;
+    *cap = sb.alloc;
+    if (prc != 0) {
         snprintf(err, TSYNC__ERRLEN, "batch: out of memory");
         return TSYNC_ENOMEM;
     }
-    if (sb.size > TSYNC__BATCH_MAX_BYTES) {
-        size_t size = sb.size;
-        msgpack_sbuffer_destroy(&sb);
-        return einval(err, "body of %zu bytes exceeds the limit of %u", size,
+    if (sb.size - start > TSYNC__BATCH_MAX_BYTES)
+        return einval(err, "body of %zu bytes exceeds the limit of %u", sb.size - start,
                       TSYNC__BATCH_MAX_BYTES);
-    }
     *len = sb.size;
-    *out = (uint8_t *)msgpack_sbuffer_release(&sb);
     return 0;
 }
 

@@ -191,6 +191,12 @@ typedef struct {
  * decoder checks (sites[0] == origin, indexes in range, hlc range) and fails with TSYNC_EINVAL and
  * a message in err if one does not hold. */
 int tsync__batch_encode(const tsync__batch *b, uint8_t **out, size_t *len, char err[TSYNC__ERRLEN]);
+/* Like tsync__batch_encode, but appends the body after the *len bytes of *buf (*cap its size,
+ * grown with realloc; *buf may change even on failure, and the caller frees it): rebuilding a run
+ * of 100k bodies then takes no allocation per body. On success *len grows by the body's length;
+ * on failure it is left as it was. */
+int tsync__batch_encode_append(const tsync__batch *b, uint8_t **buf, size_t *len, size_t *cap,
+                               char err[TSYNC__ERRLEN]);
 
 /* Strictly decodes a body. Arrays are allocated in a; values point into buf, which must outlive
  * *out. Wrong types, wrong array lengths, indexes out of range, trailing bytes or more than

@@ -464,6 +464,15 @@ void tsync__crun_dec_free(tsync__crun_dec *d)
     free(d);
 }
 
+uint8_t *tsync__crun_dec_take(tsync__crun_dec *d, const uint8_t *const *body)
+{
+    if (!d || !body || body != (const uint8_t *const *)d->body || !d->out) return NULL;
+    uint8_t *out = d->out;
+    d->out = NULL;
+    d->olen = d->ocap = 0;
+    return out;
+}
+
 static bool add_site(tsync__crun_dec *d, const uint8_t *site)
 {
     if (d->nsites == d->capsites) {
@@ -682,19 +691,19 @@ int tsync__crun_decode(tsync__crun_dec *d, const uint8_t origin[TSYNC__SITE_BYTE
             tsync__batch b = {.format = TSYNC__BATCH_FORMAT, .seq = first_seq + k};
             memcpy(b.origin, origin, TSYNC__SITE_BYTES);
             bool ok = get_batch(d, &c, &b, &a, &rs);
-            uint8_t *enc = NULL;
-            size_t elen = 0;
             char eerr[TSYNC__ERRLEN];
             if (ok) {
-                int erc = tsync__batch_encode(&b, &enc, &elen, eerr);
+                /* encoded straight after the bodies before it (no buffer per body) */
+                int erc = tsync__batch_encode_append(&b, &d->out, &d->olen, &d->ocap, eerr);
                 if (erc == TSYNC_ENOMEM)
                     rc = TSYNC_ENOMEM;
                 else if (erc)
                     ok = fail(&c, "%s", eerr);
+                else if (d->olen > TSYNC__BUNDLE_RECORD_MAX)
+                    ok = fail(&c, "the run rebuilds to more than %u bytes",
+                              TSYNC__BUNDLE_RECORD_MAX);
             }
-            if (ok && rc == 0) rc = append(d, enc, elen, &c);
-            free(enc);
-            a_bytes += elen;
+            a_bytes += d->olen - start;
             if (!ok) goto corrupt;
         } else {
             fail(&c, "unknown mode %" PRIu64, mode);

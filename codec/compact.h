@@ -35,5 +35,8 @@ TSYNC_WARN_UNUSED int tsync__crun_decode(tsync__crun_dec *d,
                                          size_t blen, const uint8_t *const **body,
                                          const size_t **len, char err[TSYNC__ERRLEN]);
 void tsync__crun_dec_free(tsync__crun_dec *d);
+/* When body is the array the last tsync__crun_decode gave: hands over the buffer its bodies point
+ * into (malloc'd; the caller frees it) and starts a new one for the next call. Else NULL. */
+uint8_t *tsync__crun_dec_take(tsync__crun_dec *d, const uint8_t *const *body);
 
 #endif

@@ -51,11 +51,38 @@ void *tsync__arena_array(tsync__arena *a, size_t n, size_t size)
     return size && n > SIZE_MAX / size ? NULL : tsync__arena_alloc(a, n * size);
 }
 
+/* An adopted block is a chunk with no room (size == used == ADOPTED) holding the block's address:
+ * the bump never takes from it, and tsync__arena_free frees the block with it. */
+#define ADOPTED SIZE_MAX
+
+bool tsync__arena_adopt(tsync__arena *a, void *p)
+{
+    tsync__arena_chunk *nc = malloc(ARENA_HDR + sizeof p);
+    if (!nc) return false;
+    nc->size = nc->used = ADOPTED;
+    memcpy((char *)nc + ARENA_HDR, &p, sizeof p);
+    /* behind the head, so the room left in the current chunk is still used */
+    tsync__arena_chunk *c = a->head;
+    if (c) {
+        nc->next = c->next;
+        c->next = nc;
+    } else {
+        nc->next = NULL;
+        a->head = nc;
+    }
+    return true;
+}
+
 void tsync__arena_free(tsync__arena *a)
 {
     tsync__arena_chunk *c = a->head;
     while (c) {
         tsync__arena_chunk *next = c->next;
+        if (c->size == ADOPTED) {
+            void *p;
+            memcpy(&p, (char *)c + ARENA_HDR, sizeof p);
+            free(p);
+        }
         free(c);
         c = next;
     }

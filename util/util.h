@@ -70,6 +70,9 @@ void *tsync__arena_alloc(tsync__arena *a, size_t n);
  * memory (so a caller tests `n && !p`). */
 void *tsync__arena_array(tsync__arena *a, size_t n, size_t size);
 void tsync__arena_free(tsync__arena *a);
+/* Hands a malloc'd block to the arena, which frees it with the rest (a buffer filled elsewhere
+ * need not be copied in). Returns false when out of memory: p is then still the caller's. */
+bool tsync__arena_adopt(tsync__arena *a, void *p);
 
 /* ---------------------------------------------------------------- UTF-8 in messages */
 

@@ -7,7 +7,8 @@
  * compact run is either refused by the reader or rebuilds other bodies (which the hash chain then
  * refuses), never the same bodies through another path unnoticed; every truncation is refused;
  * a format-5 bundle reads back through tsync__bstream and tsync__bundle_decode, and a format-4
- * one still does.
+ * one still does; a body appended by tsync__batch_encode_append is tsync__batch_encode's, and a
+ * taken decoder buffer keeps its bodies.
  *
  * Seeded: TSYNC_SEED replays a failure.
  */
@@ -157,6 +158,19 @@ static void make_batch(run *r, uint64_t *rng, uint64_t seq, uint8_t **out, size_
     }
     char err[TSYNC__ERRLEN];
     cr_assert_eq(tsync__batch_encode(&b, out, len, err), 0, "%s", err);
+    /* Appended after other bytes (the run decoder's way), the same body follows them; a batch the
+     * encoder refuses adds nothing. */
+    size_t pre = th_rand(rng) % 3 == 0 ? 0 : 1 + th_rand(rng) % 9000, used = pre, cap = pre;
+    uint8_t *buf = pre ? malloc(pre) : NULL;
+    if (pre) memset(buf, 0xa5, pre);
+    cr_assert_eq(tsync__batch_encode_append(&b, &buf, &used, &cap, err), 0, "%s", err);
+    cr_assert_eq(used, pre + *len);
+    cr_assert_eq(memcmp(buf + pre, *out, *len), 0, "an appended body differs");
+    for (size_t i = 0; i < pre; i++) cr_assert_eq(buf[i], 0xa5, "the bytes before it changed");
+    b.hlc_hi = b.hlc_lo - 1; /* below hlc_lo: refused */
+    cr_assert_eq(tsync__batch_encode_append(&b, &buf, &used, &cap, err), TSYNC_EINVAL);
+    cr_assert_eq(used, pre + *len, "a refused batch grew the buffer's length");
+    free(buf);
     tsync__arena_free(&a);
 }
 
@@ -233,6 +247,50 @@ Test(compact, random_runs_rebuild_byte_for_byte)
     }
     cr_log_info("compact: %zu bytes of bodies in %zu bytes", raw, packed);
     cr_assert_lt(packed, raw);
+    tsync__crun_dec_free(d);
+}
+
+/* The bundle reader keeps a run's rebuilt bodies by taking the decoder's buffer into its arena
+ * (codec/bundle_stream.c, keep_run): the bodies stay intact while the decoder rebuilds the next
+ * runs, and only the array of the last decode takes it. */
+Test(compact, taken_buffers_keep_their_bodies)
+{
+    uint64_t rng = th_seed("compact.taken_buffers");
+    tsync__crun_dec *d = tsync__crun_dec_new();
+    tsync__arena a = {0};
+    run r[4];
+    const uint8_t **kept[4];
+    char err[TSYNC__ERRLEN];
+    for (int i = 0; i < 4; i++) {
+        make_run(&r[i], &rng, 1 + (uint32_t)(th_rand(&rng) % 300), i % 2 == 1, NULL);
+        uint8_t *blob;
+        size_t blen;
+        cr_assert_eq(tsync__crun_encode(r[i].origin, r[i].first, r[i].n,
+                                        (const uint8_t *const *)r[i].body, r[i].len, &blob, &blen),
+                     0);
+        const uint8_t *const *body;
+        const size_t *len;
+        cr_assert_eq(
+            tsync__crun_decode(d, r[i].origin, r[i].first, r[i].n, blob, blen, &body, &len, err), 0,
+            "run %d: %s", i, err);
+        free(blob);
+        const uint8_t *other[1] = {body[0]};
+        cr_assert_null(tsync__crun_dec_take(d, other), "took the buffer for another array");
+        kept[i] = malloc(r[i].n * sizeof *kept[i]);
+        memcpy(kept[i], body, r[i].n * sizeof *kept[i]);
+        if (i == 2) continue; /* left with the decoder: rebuilt over by the next run */
+        uint8_t *own = tsync__crun_dec_take(d, body);
+        cr_assert_not_null(own);
+        cr_assert_null(tsync__crun_dec_take(d, body), "took the same buffer twice");
+        cr_assert(tsync__arena_adopt(&a, own));
+        cr_assert_not_null(tsync__arena_alloc(&a, 100)); /* the arena still allocates */
+    }
+    for (int i = 0; i < 4; i++) {
+        if (i != 2) cr_assert(same_bodies(&r[i], kept[i], r[i].len), "run %d: bodies changed", i);
+        free(kept[i]);
+        free_run(&r[i]);
+    }
+    tsync__arena_free(&a); /* frees the adopted buffers (ASan: no leak) */
     tsync__crun_dec_free(d);
 }
 
