@@ -50,8 +50,12 @@ struct tsync__bstream {
     tsync__bstream_read_fn rd; /* NULL: reading mem */
     void *rctx;
     const uint8_t *mem;
-    size_t mem_len, mem_pos;
-    uint8_t *ibuf; /* compressed (or raw) input not yet used */
+    size_t mem_len;
+    /* Compressed (or raw) input not yet used: all of mem, read in place, or what rd handed into
+     * iown. Reading a bundle in memory copies nothing it need not (a merge reads each received
+     * bundle, a test reads every cut of one). */
+    const uint8_t *ibuf;
+    uint8_t *iown;
     size_t ipos, ilen;
     bool ieof;
     ZSTD_DCtx *z;
@@ -63,7 +67,8 @@ struct tsync__bstream {
     unsigned format;
     bool compressed;
     int at;
-    uint8_t *rec; /* the current record */
+    const uint8_t *recp; /* the current record: in rec, or in place in mem */
+    uint8_t *rec;
     size_t rcap;
     uint64_t nrec;
     tsync__bsite *sites;
@@ -100,15 +105,10 @@ static int rfail(tsync__bstream *r, int rc, const char *fmt, ...)
     return rc;
 }
 
-/* Input bytes into dst: from mem or from rd. 0 at the end; -1 after a failure. */
+/* Input bytes from rd into dst (mem is all in ibuf from the start). 0 at the end; -1 after a
+ * failure. */
 static ptrdiff_t in_raw(tsync__bstream *r, uint8_t *dst, size_t n)
 {
-    if (!r->rd) {
-        size_t k = r->mem_len - r->mem_pos < n ? r->mem_len - r->mem_pos : n;
-        memcpy(dst, r->mem + r->mem_pos, k);
-        r->mem_pos += k;
-        return (ptrdiff_t)k;
-    }
     size_t k = r->rd(r->rctx, dst, n);
     if (k == (size_t)-1) {
         rfail(r, TSYNC_EIO, "cannot read the bundle");
@@ -122,7 +122,7 @@ static bool in_fill(tsync__bstream *r)
 {
     if (r->ipos < r->ilen) return true;
     if (r->ieof || r->rc) return false;
-    ptrdiff_t k = in_raw(r, r->ibuf, IN_CHUNK);
+    ptrdiff_t k = in_raw(r, r->iown, IN_CHUNK);
     if (k <= 0) {
         r->ieof = true;
         return false;
@@ -137,11 +137,12 @@ static bool in_fill(tsync__bstream *r)
 static bool in_peek(tsync__bstream *r, size_t n)
 {
     if (r->ilen - r->ipos >= n) return true;
-    memmove(r->ibuf, r->ibuf + r->ipos, r->ilen - r->ipos);
+    if (!r->rd) return false; /* all of mem is in ibuf */
+    memmove(r->iown, r->ibuf + r->ipos, r->ilen - r->ipos);
     r->ilen -= r->ipos;
     r->ipos = 0;
     while (r->ilen < n && !r->ieof && !r->rc) {
-        ptrdiff_t k = in_raw(r, r->ibuf + r->ilen, IN_CHUNK - r->ilen);
+        ptrdiff_t k = in_raw(r, r->iown + r->ilen, IN_CHUNK - r->ilen);
         if (k <= 0)
             r->ieof = true;
         else
@@ -271,10 +272,16 @@ static int open_common(tsync__bstream **out, tsync__bstream *r, char err[TSYNC__
     uint8_t hdr[HDR_LEN];
     int rc;
     *out = NULL;
-    r->ibuf = malloc(IN_CHUNK);
-    if (!r->ibuf) {
-        rfail(r, TSYNC_ENOMEM, "out of memory");
-        goto fail;
+    if (r->rd) {
+        r->ibuf = r->iown = malloc(IN_CHUNK);
+        if (!r->iown) {
+            rfail(r, TSYNC_ENOMEM, "out of memory");
+            goto fail;
+        }
+    } else {
+        r->ibuf = r->mem;
+        r->ilen = r->mem_len;
+        r->ieof = true;
     }
     if (!in_exact(r, hdr, HDR_LEN)) {
         if (!r->rc) rfail(r, TSYNC_ECORRUPT, "not a tillsync bundle (bad magic)");
@@ -360,7 +367,7 @@ const tsync__bsite *tsync__bstream_sites(const tsync__bstream *r, uint32_t *n)
 void tsync__bstream_free(tsync__bstream *r)
 {
     if (!r) return;
-    free(r->ibuf);
+    free(r->iown);
     free(r->obuf);
     ZSTD_freeDCtx(r->z);
     free(r->rec);
@@ -417,8 +424,9 @@ static int next_old(tsync__bstream *r, tsync__bs_item *it)
     return 0;
 }
 
-/* Reads the next record into r->rec; *len its length. false: the stream ended cleanly before a
- * record (only after the end record is that not an error: the caller decides). */
+/* Reads the next record into r->recp (in place where it lies whole, in mem or in obuf; else
+ * copied into rec); *len its length. false: the stream ended cleanly before a record (only after
+ * the end record is that not an error: the caller decides). */
 static bool read_record(tsync__bstream *r, size_t *len, bool *ended)
 {
     uint8_t tag, lb[4];
@@ -448,6 +456,26 @@ static bool read_record(tsync__bstream *r, size_t *len, bool *ended)
               r->off - 1 - nl, n, TSYNC__BUNDLE_RECORD_MAX);
         return false;
     }
+    if (!r->rd && !r->compressed) {
+        /* In memory and not compressed: the record is read where it is. */
+        if (r->ilen - r->ipos < n) {
+            rfail(r, TSYNC_ECORRUPT, "truncated: the stream ends inside a record");
+            return false;
+        }
+        r->recp = r->ibuf + r->ipos;
+        r->ipos += n;
+        r->off += n;
+        *len = n;
+        return true;
+    }
+    if (r->compressed && r->olen - r->opos >= n) {
+        /* Decompressed whole already: read where it is (obuf holds it until the next record). */
+        r->recp = r->obuf + r->opos;
+        r->opos += n;
+        r->off += n;
+        *len = n;
+        return true;
+    }
     size_t got = 0;
     while (got < n) {
         /* Grow as bytes arrive, never to the declared size up front. */
@@ -471,6 +499,7 @@ static bool read_record(tsync__bstream *r, size_t *len, bool *ended)
         }
         got += want;
     }
+    r->recp = r->rec;
     *len = n;
     return true;
 }
@@ -722,7 +751,7 @@ int tsync__bstream_next(tsync__bstream *r, tsync__bs_item *it, char err[TSYNC__E
     tsync__mpr m;
     uint32_t cnt;
     uint64_t kind;
-    tsync__mpr_init(&m, r->rec, n);
+    tsync__mpr_init(&m, r->recp, n);
     if (!tsync__mpr_array(&m, &cnt) || cnt == 0 || !tsync__mpr_uint(&m, &kind)) {
         rfail(r, TSYNC_ECORRUPT, "record %" PRIu64 ": not an array starting with its kind",
               r->nrec);

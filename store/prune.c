@@ -102,6 +102,19 @@ static int cut_at(tsync_store *s, int64_t idx, uint64_t h, size_t *n)
     return 0;
 }
 
+/* Ends a prune's transaction: commits it after rc 0 (then *pruned = n, when asked), else rolls it
+ * back. rc, or the commit's failure. */
+static int finish(tsync_store *s, int rc, size_t n, size_t *pruned)
+{
+    if (rc) {
+        tsync__rollback(s);
+        return rc;
+    }
+    rc = tsync__commit(s);
+    if (rc == 0 && pruned) *pruned = n;
+    return rc;
+}
+
 int tsync__sync_prune(tsync_store *s, const uint8_t *members, size_t nmembers, uint64_t keep,
                       size_t *pruned)
 {
@@ -165,13 +178,7 @@ out:
     sqlite3_finalize(sites);
     sqlite3_finalize(ack);
     sqlite3_finalize(parked);
-    if (rc == 0) {
-        rc = tsync__commit(s);
-        if (rc == 0 && pruned) *pruned = n;
-        return rc;
-    }
-    tsync__rollback(s);
-    return rc;
+    return finish(s, rc, n, pruned);
 }
 
 /* ---------------------------------------------------------------- the policy */
@@ -506,13 +513,7 @@ static int policy_cut(tsync_store *s, const tsync_log_policy *over, size_t *prun
     for (size_t i = 0; i < nv && rc == 0; i++)
         if (v[i].h) rc = cut_at(s, v[i].idx, v[i].h, &n);
     free(v);
-    if (rc == 0) {
-        rc = tsync__commit(s);
-        if (rc == 0 && pruned) *pruned = n;
-        return rc;
-    }
-    tsync__rollback(s);
-    return rc;
+    return finish(s, rc, n, pruned);
 }
 
 /* The policy's cut, then (outside a caller's transaction) a round of collecting deleted rows. */

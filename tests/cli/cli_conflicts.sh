@@ -24,14 +24,7 @@ h() { "$T" hash "$W/$1.db"; }
 # has FILE TEXT DESCRIPTION
 has() { if grep -q -- "$2" "$1"; then ok; else bad "$3: $(head -c 600 "$1")"; fi; }
 
-for t in a b; do
-    must "$T" init "$W/$t.db"
-    must "$T" sql "$W/$t.db" "CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT, price INTEGER)"
-    must "$T" replicate "$W/$t.db" products
-done
-must "$T" shop create "$W/shop.key" --name "Corner Shop"
-for t in a b; do must "$T" enrol "$W/$t.db" --shop-key "$W/shop.key" --name "till-$t"; done
-must "$T" sql "$W/a.db" "INSERT INTO products VALUES('p1','tea',100),('p2','jam',200),('p3','oil',300),('p4','egg',400)"
+shop_pair a b "('p1','tea',100),('p2','jam',200),('p3','oil',300),('p4','egg',400)"
 both
 
 # ---------------------------------------------------------------- one collision per row

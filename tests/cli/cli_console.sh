@@ -100,14 +100,7 @@ wait "$PA" && ok || bad "node a did not stop cleanly"
 # Two enrolled tills c and d share rows; d stops; both write the same prices; d comes back: the
 # collisions are on both. Taking the other value on c through c's console shows resolved, with
 # that value, on d (d's API, d's row).
-for d in c d; do
-    must "$T" init "$W/$d.db"
-    must "$T" sql "$W/$d.db" "CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT, price INTEGER)"
-    must "$T" replicate "$W/$d.db" products
-done
-must "$T" shop create "$W/shop.key" --name "Corner Shop"
-for d in c d; do must "$T" enrol "$W/$d.db" --shop-key "$W/shop.key" --name "till-$d"; done
-must "$T" sql "$W/c.db" "INSERT INTO products VALUES('p1','tea',100),('p2','jam',200)"
+shop_pair c d "('p1','tea',100),('p2','jam',200)"
 "$T" run "$W/c.db" --listen 'tcp://127.0.0.1:*' --no-mdns 2>"$W/c.log" &
 PC=$!
 PIDS="$PIDS $PC"

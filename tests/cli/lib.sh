@@ -74,3 +74,18 @@ has_listen() { [ -n "$(listen_of "$1")" ]; }
 online() { "$T" status "$1" --json | grep -q '"online": true'; }
 status_num() { "$T" status "$1" --json | sed -n "s/.*\"$2\": \([0-9]*\).*/\1/p" | head -n1; }
 num_ge() { v=$(status_num "$1" "$2"); [ -n "$v" ] && [ "$v" -ge "$3" ]; }
+
+# ---------------------------------------------------------------- two tills of one shop
+# shop_pair A B ROWS: tills $W/A.db and $W/B.db, each with a replicated
+# products(id, name, price), enrolled in one new shop ("Corner Shop", $W/shop.key) as till-A and
+# till-B; ROWS (an SQL VALUES list) inserted on A. The two have not synced yet.
+shop_pair() {
+    for sp_t in "$1" "$2"; do
+        must "$T" init "$W/$sp_t.db"
+        must "$T" sql "$W/$sp_t.db" "CREATE TABLE products(id TEXT PRIMARY KEY, name TEXT, price INTEGER)"
+        must "$T" replicate "$W/$sp_t.db" products
+    done
+    must "$T" shop create "$W/shop.key" --name "Corner Shop"
+    for sp_t in "$1" "$2"; do must "$T" enrol "$W/$sp_t.db" --shop-key "$W/shop.key" --name "till-$sp_t"; done
+    must "$T" sql "$W/$1.db" "INSERT INTO products VALUES $3"
+}

@@ -434,3 +434,29 @@ int th_buf_write(void *ctx, const void *p, size_t n)
     b->len += n;
     return 0;
 }
+
+int th_chunks_collect(void *ctx, const uint8_t *chunk, size_t len)
+{
+    th_chunks *k = ctx;
+    if (k->stop_at && (int)k->n + 1 == k->stop_at) return 42;
+    if (k->n == k->cap) {
+        k->cap = k->cap ? k->cap * 2 : 8;
+        k->c = realloc(k->c, k->cap * sizeof *k->c);
+        k->len = realloc(k->len, k->cap * sizeof *k->len);
+        cr_assert(k->c && k->len);
+    }
+    k->c[k->n] = malloc(len);
+    cr_assert(k->c[k->n]);
+    memcpy(k->c[k->n], chunk, len);
+    k->len[k->n++] = len;
+    return 0;
+}
+
+void th_chunks_free(th_chunks *k)
+{
+    for (size_t i = 0; i < k->n; i++) free(k->c[i]);
+    free(k->c);
+    free(k->len);
+    tsync__vv_free(&k->vv);
+    memset(k, 0, sizeof *k);
+}

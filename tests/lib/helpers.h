@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "crdt/crdt.h"
 #include "store/trust.h"
 #include "tillsync/tillsync.h"
 
@@ -103,5 +104,19 @@ int th_buf_write(void *ctx, const void *p, size_t n);
 tsync_store *th_open_shop(const char *path);
 /* What a session tells each side: from's certificates and table definitions, into to. */
 void th_tell(tsync_store *from, tsync_store *to);
+
+/* A snapshot's chunks as tsync__snap_export hands them out, each copied: th_chunks_collect is the
+ * emit callback (ctx: a th_chunks, zeroed to start), vv the export's vector for the caller to
+ * pass. stop_at: the callback returns 42 at that chunk (1-based; 0: never). */
+typedef struct {
+    uint8_t **c;
+    size_t *len;
+    size_t n, cap;
+    tsync__vv vv;
+    int stop_at;
+} th_chunks;
+int th_chunks_collect(void *ctx, const uint8_t *chunk, size_t len);
+/* Frees the chunks and vv, and zeroes k. */
+void th_chunks_free(th_chunks *k);
 
 #endif

@@ -437,6 +437,27 @@ void nu_pubkey(const char *db, char out[65])
     state_field(db, "public_key", out, 65);
 }
 
+void nu_node_options(tsync_node_options *o, const char *listen, const char *const *peer)
+{
+    *o = (tsync_node_options)TSYNC_NODE_OPTIONS_INIT;
+    o->listen = listen;
+    o->no_mdns = 1;
+    o->status_path = "";
+    const char *v = getenv("TSYNC_NODE_VERBOSE");
+    o->log_level = v && *v == '1' ? TSYNC_LOG_DEBUG : TSYNC_LOG_WARN;
+    if (peer) {
+        o->peers = peer;
+        o->npeers = 1;
+    }
+}
+
+void nu_peer_addr(char out[NU_EP + 80], const char *endpoint, const char *db)
+{
+    char key[65];
+    nu_pubkey(db, key);
+    snprintf(out, NU_EP + 80, "%s#%s", endpoint, key);
+}
+
 void nu_site(const char *db, char out[33])
 {
     state_field(db, "site", out, 33);

@@ -146,6 +146,13 @@ typedef struct {
     int starts;
 } nu_node;
 
+/* The options of an in-process node (tsync_node_new) as the tests make one: listening on listen
+ * ("" none), no mDNS, no status file, warnings only (everything with TSYNC_NODE_VERBOSE=1), and
+ * one static peer when peer is not NULL (*peer, an array of one, must outlive tsync_node_new). */
+void nu_node_options(tsync_node_options *o, const char *listen, const char *const *peer);
+/* "ENDPOINT#KEY": how another node dials endpoint, a node on db (for its peers). */
+void nu_peer_addr(char out[NU_EP + 80], const char *endpoint, const char *db);
+
 /* Sets up a node for db (which must exist) listening on a free loopback port. */
 void nu_node_init(nu_node *n, const char *dir, const char *name, const char *db);
 /* Adds a static peer: to's endpoint, with its key when with_key (else keyless). The peer must

@@ -109,10 +109,8 @@ Test(node_resend, a_busy_peer_is_not_sent_the_catch_up_again)
     int total = n + 1; /* and the catalogue's batch */
     block_ms = 1500;
 
-    tsync_node_options oa = TSYNC_NODE_OPTIONS_INIT;
-    oa.listen = "tcp://127.0.0.1:*";
-    oa.no_mdns = 1;
-    oa.status_path = "";
+    tsync_node_options oa;
+    nu_node_options(&oa, "tcp://127.0.0.1:*", NULL);
     oa.log_level = TSYNC_LOG_DEBUG;
     oa.log = a_log;
     oa.anti_entropy_ms = 200;   /* a resend, if any, within the receiver's 1.5 s in its callback */
@@ -127,19 +125,13 @@ Test(node_resend, a_busy_peer_is_not_sent_the_catch_up_again)
         listen = status_listen(a);
     }
     cr_assert(listen && listen[0], "A does not say where it listens");
-    char key[65], peer[NU_EP + 80];
-    nu_pubkey(a_db, key);
-    snprintf(peer, sizeof peer, "%s#%s", listen, key);
+    char peer[NU_EP + 80];
+    nu_peer_addr(peer, listen, a_db);
     free(listen);
 
     const char *peers[1] = {peer};
-    tsync_node_options ob = TSYNC_NODE_OPTIONS_INIT;
-    ob.listen = "";
-    ob.no_mdns = 1;
-    ob.status_path = "";
-    ob.log_level = TSYNC_LOG_WARN;
-    ob.peers = peers;
-    ob.npeers = 1;
+    tsync_node_options ob;
+    nu_node_options(&ob, "", peers);
     ob.on_change = b_change;
     tsync_node *b = NULL;
     cr_assert_eq(tsync_node_new(&b, b_db, &ob), 0, "%s", tsync_error_last()->message);

@@ -55,19 +55,12 @@ static int ch_count(changes *c)
 static tsync_node *node_new(const char *db, const char *peer, int liveness_ms,
                             tsync_change_fn on_change, void *ctx)
 {
-    tsync_node_options o = TSYNC_NODE_OPTIONS_INIT;
-    o.listen = "tcp://127.0.0.1:*";
-    o.status_path = "";
-    o.no_mdns = 1;
+    const char *peers[1] = {peer};
+    tsync_node_options o;
+    nu_node_options(&o, "tcp://127.0.0.1:*", peer ? peers : NULL);
     o.liveness_ms = liveness_ms;
-    o.log_level = getenv("TSYNC_NODE_VERBOSE") ? TSYNC_LOG_DEBUG : TSYNC_LOG_WARN;
     o.on_change = on_change;
     o.cb_ctx = ctx;
-    const char *peers[1] = {peer};
-    if (peer) {
-        o.peers = peers;
-        o.npeers = 1;
-    }
     tsync_node *n;
     cr_assert_eq(tsync_node_new(&n, db, &o), 0, "node for %s: %s", db, th_errmsg());
     return n;
@@ -137,12 +130,11 @@ static json_t *status_sync(tsync_node *n, const char *want)
 Test(node_sync_state, alone_synced_syncing_offline)
 {
     const char *dir = nu_tmpdir();
-    char a[NU_PATH], b[NU_PATH], ka[65], peer[NU_EP + 80];
+    char a[NU_PATH], b[NU_PATH], peer[NU_EP + 80];
     snprintf(a, sizeof a, "%s/a.db", dir);
     snprintf(b, sizeof b, "%s/b.db", dir);
     nu_make_db(a);
     nu_make_db(b);
-    nu_pubkey(a, ka);
 
     /* A's liveness is long: B frozen for 2 s below is a peer that stops acknowledging, not
      * a lost one. */
@@ -156,7 +148,7 @@ Test(node_sync_state, alone_synced_syncing_offline)
     cr_assert_eq(tsync_node_on_sync_state(na, on_sync, &ca), 0);
     cr_assert_eq(tsync_node_start(na), 0);
 
-    snprintf(peer, sizeof peer, "%s#%s", tsync_node_endpoint(na), ka);
+    nu_peer_addr(peer, tsync_node_endpoint(na), a);
     tsync_node *nb = node_new(b, peer, 3500, NULL, NULL);
     wait_sync(na, TSYNC_SYNC_SYNCED, nb, 10000, "a with b connected");
     wait_sync(nb, TSYNC_SYNC_SYNCED, nb, 5000, "b with a connected");
@@ -224,19 +216,18 @@ Test(node_sync_state, alone_synced_syncing_offline)
 Test(node_sync_state, attention_when_parked)
 {
     const char *dir = nu_tmpdir();
-    char a[NU_PATH], b[NU_PATH], ka[65], peer[NU_EP + 80];
+    char a[NU_PATH], b[NU_PATH], peer[NU_EP + 80];
     snprintf(a, sizeof a, "%s/a.db", dir);
     snprintf(b, sizeof b, "%s/b.db", dir);
     nu_make_db(a);
     nu_make_db(b);
-    nu_pubkey(a, ka);
     tsync_store *sb = th_open(b);
     th_exec(sb, "CREATE TABLE notes(id TEXT PRIMARY KEY, body TEXT)");
     cr_assert_eq(tsync_store_replicate(sb, "notes", NULL, 0), 0, "%s", th_errmsg());
 
     tsync_node *na = node_new(a, NULL, 3500, NULL, NULL);
     cr_assert_eq(tsync_node_start(na), 0);
-    snprintf(peer, sizeof peer, "%s#%s", tsync_node_endpoint(na), ka);
+    nu_peer_addr(peer, tsync_node_endpoint(na), a);
     tsync_node *nb = node_new(b, peer, 3500, NULL, NULL);
     cr_assert_eq(tsync_node_start(nb), 0);
     wait_sync(na, TSYNC_SYNC_SYNCED, NULL, 10000, "a with b connected");
@@ -261,15 +252,14 @@ Test(node_sync_state, stuck_peer_is_attention)
 {
     tsync__node_stuck_ms = 1500;
     const char *dir = nu_tmpdir();
-    char a[NU_PATH], b[NU_PATH], ka[65], peer[NU_EP + 80];
+    char a[NU_PATH], b[NU_PATH], peer[NU_EP + 80];
     snprintf(a, sizeof a, "%s/a.db", dir);
     snprintf(b, sizeof b, "%s/b.db", dir);
     nu_make_db(a);
     nu_make_db(b);
-    nu_pubkey(a, ka);
     tsync_node *na = node_new(a, NULL, 30000, NULL, NULL);
     cr_assert_eq(tsync_node_start(na), 0);
-    snprintf(peer, sizeof peer, "%s#%s", tsync_node_endpoint(na), ka);
+    nu_peer_addr(peer, tsync_node_endpoint(na), a);
     tsync_node *nb = node_new(b, peer, 3500, NULL, NULL);
     wait_sync(na, TSYNC_SYNC_SYNCED, nb, 10000, "a with b connected");
 
@@ -295,7 +285,7 @@ Test(node_sync_state, refused_input_counts_for_a_window)
 {
     tsync__node_refused_window_ms = 2000;
     const char *dir = nu_tmpdir();
-    char a[NU_PATH], b[NU_PATH], shop[NU_PATH], ka[65], peer[NU_EP + 80];
+    char a[NU_PATH], b[NU_PATH], shop[NU_PATH], peer[NU_EP + 80];
     snprintf(a, sizeof a, "%s/a.db", dir);
     snprintf(b, sizeof b, "%s/b.db", dir);
     snprintf(shop, sizeof shop, "%s/shop.key", dir);
@@ -303,10 +293,9 @@ Test(node_sync_state, refused_input_counts_for_a_window)
     nu_make_db(b);
     nu_shop_create(shop, "corner shop");
     nu_enrol(b, shop, "b");
-    nu_pubkey(a, ka);
     tsync_node *na = node_new(a, NULL, 3500, NULL, NULL);
     cr_assert_eq(tsync_node_start(na), 0);
-    snprintf(peer, sizeof peer, "%s#%s", tsync_node_endpoint(na), ka);
+    nu_peer_addr(peer, tsync_node_endpoint(na), a);
     tsync_node *nb = node_new(b, peer, 3500, NULL, NULL);
     cr_assert_eq(tsync_node_start(nb), 0);
     wait_sync(na, TSYNC_SYNC_ATTENTION, NULL, 10000, "a refusing b");
@@ -404,16 +393,15 @@ static int changes_are(merges *m, int from, size_t want, const char *tables, con
 Test(node_sync_state, on_change_names_the_tables)
 {
     const char *dir = nu_tmpdir();
-    char a[NU_PATH], b[NU_PATH], ka[65], peer[NU_EP + 80];
+    char a[NU_PATH], b[NU_PATH], peer[NU_EP + 80];
     snprintf(a, sizeof a, "%s/a.db", dir);
     snprintf(b, sizeof b, "%s/b.db", dir);
     nu_make_db(a);
     nu_make_db(b);
-    nu_pubkey(a, ka);
     merges m = {.mu = PTHREAD_MUTEX_INITIALIZER};
     tsync_node *na = node_new(a, NULL, 3500, on_change, &m);
     cr_assert_eq(tsync_node_start(na), 0);
-    snprintf(peer, sizeof peer, "%s#%s", tsync_node_endpoint(na), ka);
+    nu_peer_addr(peer, tsync_node_endpoint(na), a);
     tsync_node *nb = node_new(b, peer, 3500, NULL, NULL);
     cr_assert_eq(tsync_node_start(nb), 0);
     wait_sync(na, TSYNC_SYNC_SYNCED, NULL, 10000, "a with b connected");

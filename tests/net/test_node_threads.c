@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "tests/lib/helpers.h"
+#include "tests/lib/node_util.h"
 #include "tillsync/node.h"
 
 TestSuite(node_threads, .fini = th_cleanup, .timeout = 60);
@@ -71,13 +72,8 @@ static tsync_node *node_for(probe *p, char *dir)
     char peer[200] = "tcp://127.0.0.1:9#";
     sodium_bin2hex(peer + strlen(peer), 65, pk, sizeof pk);
     const char *peers[1] = {peer};
-    tsync_node_options o = TSYNC_NODE_OPTIONS_INIT;
-    o.listen = "";
-    o.no_mdns = 1;
-    o.status_path = "";
-    o.log_level = TSYNC_LOG_WARN;
-    o.peers = peers;
-    o.npeers = 1;
+    tsync_node_options o;
+    nu_node_options(&o, "", peers);
     o.on_peer_state = on_state;
     o.cb_ctx = p;
     tsync_node *n;

@@ -210,28 +210,6 @@ Test(policy, review_conflicts_are_kind_1_on_both_tills_and_in_status)
 
 /* ---- the definition travels: batches and snapshots */
 
-typedef struct {
-    uint8_t *c[64];
-    size_t len[64], n;
-    tsync__vv vv;
-} snap;
-
-static int collect(void *ctx, const uint8_t *chunk, size_t len)
-{
-    snap *sn = ctx;
-    cr_assert_lt(sn->n, 64);
-    sn->c[sn->n] = malloc(len);
-    memcpy(sn->c[sn->n], chunk, len);
-    sn->len[sn->n++] = len;
-    return 0;
-}
-
-static void snap_free(snap *sn)
-{
-    for (size_t i = 0; i < sn->n; i++) free(sn->c[i]);
-    tsync__vv_free(&sn->vv);
-}
-
 /* Decodes a copy of a chunk with its format byte set to fmt; the chunk itself stays as it was. */
 static int chunk_decode_as(const uint8_t *chunk, size_t len, uint8_t fmt)
 {
@@ -287,9 +265,10 @@ Test(policy, policy_travels_by_bundle_and_snapshot_to_a_fresh_till)
     cr_assert_str_eq(th_hash(d), th_hash(a), "fresh till by bundle");
     /* and by snapshot (format 4: with policies) */
     tsync_store *e = open_till(dir, "e.db", 1);
-    snap sn;
+    th_chunks sn;
     memset(&sn, 0, sizeof sn);
-    cr_assert_eq(tsync__snap_export(a, 1u << 16, collect, &sn, &sn.vv), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync__snap_export(a, 1u << 16, th_chunks_collect, &sn, &sn.vv), 0, "%s",
+                 th_errmsg());
     cr_assert_eq(sn.c[0][1], TSYNC__SNAP_FORMAT_POLICIES, "chunk format byte");
     /* the same chunk called format 1 (what an older build reads) does not decode */
     cr_assert_eq(chunk_decode_as(sn.c[0], sn.len[0], TSYNC__SNAP_FORMAT), TSYNC_ECORRUPT);
@@ -323,7 +302,7 @@ Test(policy, policy_travels_by_bundle_and_snapshot_to_a_fresh_till)
     int rc = tsync__snap_import(g, (const uint8_t *const *)sn.c, sn.len, sn.n, &sn.vv, NULL);
     cr_assert_eq(rc, TSYNC_EREFUSED, "snapshot with other policies: %d %s", rc, th_errmsg());
     cr_assert(strstr(th_errmsg(), "policy"), "%s", th_errmsg());
-    snap_free(&sn);
+    th_chunks_free(&sn);
     tsync_store *all[] = {a, b, d, e, f, g};
     for (int i = 0; i < 6; i++) tsync_store_free(all[i]);
 }
@@ -336,13 +315,13 @@ Test(policy, tables_without_policies_keep_the_old_formats)
     uint32_t np = 9;
     cr_assert_eq(last_batch(a, &np), TSYNC__BATCH_FORMAT, "what older tills read");
     cr_assert_eq(np, 0);
-    snap sn;
+    th_chunks sn;
     memset(&sn, 0, sizeof sn);
-    cr_assert_eq(tsync__snap_export(a, 1u << 16, collect, &sn, &sn.vv), 0);
+    cr_assert_eq(tsync__snap_export(a, 1u << 16, th_chunks_collect, &sn, &sn.vv), 0);
     cr_assert_eq(sn.c[0][1], TSYNC__SNAP_FORMAT);
     cr_assert_eq(chunk_decode_as(sn.c[0], sn.len[0], TSYNC__SNAP_FORMAT_POLICIES), TSYNC_ECORRUPT,
                  "format 4 without a policy");
-    snap_free(&sn);
+    th_chunks_free(&sn);
     char *js = NULL;
     cr_assert_eq(tsync_store_schema_json(&js, a, NULL), 0);
     cr_assert_null(strstr(js, "policy"), "%s", js);

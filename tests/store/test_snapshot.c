@@ -51,55 +51,21 @@ TestSuite(snapshot, .fini = suite_fini);
 
 /* ---------------------------------------------------------------- helpers */
 
-typedef struct {
-    uint8_t **c;
-    size_t *len;
-    size_t n, cap;
-    tsync__vv vv;
-    int stop_at; /* emit returns 42 at this chunk (0: never) */
-} snap;
-
-static int collect(void *ctx, const uint8_t *chunk, size_t len)
-{
-    snap *sn = ctx;
-    if (sn->stop_at && (int)sn->n + 1 == sn->stop_at) return 42;
-    if (sn->n == sn->cap) {
-        sn->cap = sn->cap ? sn->cap * 2 : 8;
-        sn->c = realloc(sn->c, sn->cap * sizeof *sn->c);
-        sn->len = realloc(sn->len, sn->cap * sizeof *sn->len);
-        cr_assert(sn->c && sn->len);
-    }
-    sn->c[sn->n] = malloc(len);
-    cr_assert(sn->c[sn->n]);
-    memcpy(sn->c[sn->n], chunk, len);
-    sn->len[sn->n++] = len;
-    return 0;
-}
-
-static void snap_free(snap *sn)
-{
-    for (size_t i = 0; i < sn->n; i++) free(sn->c[i]);
-    free(sn->c);
-    free(sn->len);
-    tsync__vv_free(&sn->vv);
-    memset(sn, 0, sizeof *sn);
-}
-
-static void export_snap(tsync_store *s, size_t chunk_bytes, snap *sn)
+static void export_snap(tsync_store *s, size_t chunk_bytes, th_chunks *sn)
 {
     memset(sn, 0, sizeof *sn);
-    int rc = tsync__snap_export(s, chunk_bytes, collect, sn, &sn->vv);
+    int rc = tsync__snap_export(s, chunk_bytes, th_chunks_collect, sn, &sn->vv);
     cr_assert_eq(rc, 0, "export: %s", th_errmsg());
     cr_assert(sn->n >= 1, "export emitted no chunk");
     cr_assert(sqlite3_get_autocommit(tsync_store_sqlite(s)), "export left a transaction open");
 }
 
-static int import_snap(tsync_store *s, const snap *sn, tsync_merge_report *rep)
+static int import_snap(tsync_store *s, const th_chunks *sn, tsync_merge_report *rep)
 {
     return tsync__snap_import(s, (const uint8_t *const *)sn->c, sn->len, sn->n, &sn->vv, rep);
 }
 
-static void import_ok(tsync_store *s, const snap *sn, tsync_merge_report *rep)
+static void import_ok(tsync_store *s, const th_chunks *sn, tsync_merge_report *rep)
 {
     int rc = import_snap(s, sn, rep);
     cr_assert_eq(rc, 0, "import: %s", th_errmsg());
@@ -281,7 +247,7 @@ typedef struct {
     char *dir;
     tsync_store *r[NREP];
     int nkeys, val;
-    snap sn;
+    th_chunks sn;
     char *tmp[4];
 } sched;
 
@@ -290,7 +256,7 @@ static sched *g_cur;
 static void sched_free(sched *S)
 {
     for (int i = 0; i < NREP; i++) tsync_store_free(S->r[i]);
-    snap_free(&S->sn);
+    th_chunks_free(&S->sn);
     for (int i = 0; i < 4; i++) free(S->tmp[i]);
     if (S->dir) th_rmdir(S->dir);
     free(S->dir);
@@ -488,10 +454,10 @@ static void run_equivalence(sched *S, uint64_t seed)
 
     /* Sometimes C's state too: B2 as a snapshot on top of A's, B3 as C's bundle. */
     if (rnd(S, 2)) {
-        snap sc;
+        th_chunks sc;
         export_snap(S->r[2], sizes[rnd(S, sizeof sizes / sizeof sizes[0])], &sc);
         rc = import_snap(S->r[3], &sc, NULL);
-        snap_free(&sc);
+        th_chunks_free(&sc);
         SCHECK(S, rc == 0, "C's snapshot into B2: %s", th_errmsg());
         sync_ok(S, 2, 4);
         h2 = th_hash(S->r[3]);
@@ -587,7 +553,7 @@ Test(snapshot, same_snapshot_twice_is_idempotent)
     tsync_store *b = th_open_products(th_path(dir, "b.db"));
     th_exec(b, "INSERT INTO products VALUES('b1', 'bread', 3, 40)");
     th_seal(b);
-    snap sn;
+    th_chunks sn;
     export_snap(a, TSYNC__SNAP_CHUNK_BYTES, &sn);
     tsync_merge_report rep = TSYNC_MERGE_REPORT_INIT;
     import_ok(b, &sn, &rep);
@@ -607,7 +573,7 @@ Test(snapshot, same_snapshot_twice_is_idempotent)
     /* and it converges with the source */
     cr_assert_eq(th_sync(b, a), 0, "%s", th_errmsg());
     cr_assert_str_eq(th_hash(a), th_hash(b));
-    snap_free(&sn);
+    th_chunks_free(&sn);
     tsync_store_free(a);
     tsync_store_free(b);
 }
@@ -616,7 +582,7 @@ Test(snapshot, older_snapshot_after_newer_batches_changes_nothing)
 {
     const char *dir = tmpdir();
     tsync_store *a = small_source(dir, "a.db");
-    snap old;
+    th_chunks old;
     export_snap(a, 200, &old);
     th_exec(a, "UPDATE products SET name = 'red apple', stock = stock + 10 WHERE id = 'p1'; "
                "DELETE FROM products WHERE id = 'p2'; INSERT INTO products VALUES('p3', 'plum "
@@ -626,7 +592,7 @@ Test(snapshot, older_snapshot_after_newer_batches_changes_nothing)
     tsync_store *b = th_open_products(th_path(dir, "b.db"));
     cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     tsync_store *c = th_open_products(th_path(dir, "c.db"));
-    snap cur;
+    th_chunks cur;
     export_snap(a, 200, &cur);
     import_ok(c, &cur, NULL);
     cr_assert_str_eq(th_hash(c), th_hash(a));
@@ -642,8 +608,8 @@ Test(snapshot, older_snapshot_after_newer_batches_changes_nothing)
         cr_assert_str_eq(db_print(rs[i]), keep, "replica %d: an older snapshot changed it", i);
         cr_assert_str_eq(th_hash(rs[i]), th_hash(a));
     }
-    snap_free(&old);
-    snap_free(&cur);
+    th_chunks_free(&old);
+    th_chunks_free(&cur);
     tsync_store_free(a);
     tsync_store_free(b);
     tsync_store_free(c);
@@ -654,7 +620,7 @@ Test(snapshot, vector_stubs_and_the_batches_that_follow)
     const char *dir = tmpdir();
     tsync_store *a = small_source(dir, "a.db");
     tsync_store *b = th_open_products(th_path(dir, "b.db"));
-    snap sn;
+    th_chunks sn;
     export_snap(a, TSYNC__SNAP_CHUNK_BYTES, &sn);
     const tsync__vv_entry *ea = tsync__vv_get(&sn.vv, tsync_store_site_id(a));
     cr_assert(ea && ea->seq == 3, "the vector names A at batch 3");
@@ -716,7 +682,7 @@ Test(snapshot, vector_stubs_and_the_batches_that_follow)
     th_exec(b, "INSERT INTO products VALUES('b1', 'bread', 3, 1)");
     cr_assert_eq(th_sync(b, a), 0, "%s", th_errmsg());
     cr_assert_str_eq(th_hash(a), th_hash(b));
-    snap_free(&sn);
+    th_chunks_free(&sn);
     tsync_store_free(a);
     tsync_store_free(b);
 }
@@ -754,7 +720,7 @@ Test(snapshot, a_till_behind_the_pruned_horizon_catches_up)
     cr_assert_eq(tsync_store_state_json(&state, c), 0);
     cr_assert_neq(tsync_store_bundle(&bun, &len, a, state, NULL), 0, "a pruned log gave a bundle");
     free(state);
-    snap sn;
+    th_chunks sn;
     export_snap(a, 300, &sn);
     import_ok(c, &sn, NULL);
     cr_assert_str_eq(th_hash(c), th_hash(a));
@@ -767,13 +733,13 @@ Test(snapshot, a_till_behind_the_pruned_horizon_catches_up)
     cr_assert_eq(th_sync(a, b), 0, "%s", th_errmsg());
     cr_assert_str_eq(th_hash(a), th_hash(c));
     cr_assert_str_eq(th_hash(a), th_hash(b));
-    snap_free(&sn);
+    th_chunks_free(&sn);
     tsync_store_free(a);
     tsync_store_free(b);
     tsync_store_free(c);
 }
 
-static void assert_refused(tsync_store *r, const snap *sn, const char *keep, const char *what,
+static void assert_refused(tsync_store *r, const th_chunks *sn, const char *keep, const char *what,
                            int want_rc, const char *want_msg)
 {
     tsync_merge_report rep = TSYNC_MERGE_REPORT_INIT;
@@ -796,7 +762,7 @@ Test(snapshot, malformed_chunks_are_refused_and_change_nothing)
     tsync_store *r = th_open_products(th_path(dir, "r.db"));
     th_exec(r, "INSERT INTO products VALUES('r1', 'rice', 2, 9)");
     th_seal(r);
-    snap sn;
+    th_chunks sn;
     export_snap(a, TSYNC__SNAP_CHUNK_BYTES, &sn);
     cr_assert_eq(sn.n, 1);
     size_t len = sn.len[0];
@@ -884,7 +850,7 @@ Test(snapshot, malformed_chunks_are_refused_and_change_nothing)
     sn.c[0] = orig;
     sn.len[0] = len;
     free(buf);
-    snap many;
+    th_chunks many;
     export_snap(a, 64, &many);
     cr_assert(many.n >= 3, "%zu chunks", many.n);
     memcpy(keep, db_print(r), 65);
@@ -900,12 +866,12 @@ Test(snapshot, malformed_chunks_are_refused_and_change_nothing)
     cr_assert_eq(tsync__vv_set(&many.vv, stranger, 9, NULL), 0);
     assert_refused(r, &many, keep, "an unknown site in the vector", TSYNC_ECORRUPT,
                    "key and incarnation");
-    snap_free(&many);
+    th_chunks_free(&many);
 
     /* and the original still merges */
     import_ok(r, &sn, NULL);
     cr_assert_eq(th_int(r, "SELECT count(*) FROM products WHERE id IN ('r1', 'p1', 'p2')", -1), 3);
-    snap_free(&sn);
+    th_chunks_free(&sn);
     tsync_store_free(a);
     tsync_store_free(r);
 }
@@ -914,7 +880,7 @@ Test(snapshot, schema_mismatch_is_refused_whole)
 {
     const char *dir = tmpdir();
     tsync_store *a = small_source(dir, "a.db");
-    snap sn;
+    th_chunks sn;
     export_snap(a, 100, &sn);
     char keep[65];
 
@@ -949,7 +915,7 @@ Test(snapshot, schema_mismatch_is_refused_whole)
                              "id = 'p2'");
     cr_assert_str_eq(v, "green pear:20:7");
     free(v);
-    snap_free(&sn);
+    th_chunks_free(&sn);
     tsync_store_free(a);
     tsync_store_free(none);
     tsync_store_free(noprice);
@@ -988,7 +954,7 @@ Test(snapshot, concurrent_writes_are_recorded_as_conflicts)
     th_seal(b);
     /* b has not merged a's k1/k2 writes */
     cr_assert_eq(th_int(b, "SELECT count(*) FROM tsync_conflicts", -1), 0);
-    snap sn;
+    th_chunks sn;
     export_snap(a, TSYNC__SNAP_CHUNK_BYTES, &sn);
     tsync_store *b3 = copy_of(b, th_path(dir, "b3.db"));
     tsync_merge_report rep = TSYNC_MERGE_REPORT_INIT;
@@ -1004,7 +970,7 @@ Test(snapshot, concurrent_writes_are_recorded_as_conflicts)
     cr_assert_eq(th_sync(a, b3), 0);
     cr_assert_eq(th_int(b3, "SELECT count(*) FROM tsync_conflicts", -1), 2);
     cr_assert_str_eq(th_hash(b), th_hash(b3));
-    snap_free(&sn);
+    th_chunks_free(&sn);
     tsync_store_free(a);
     tsync_store_free(b);
     tsync_store_free(b3);
@@ -1021,7 +987,7 @@ Test(snapshot, clocks_too_far_ahead_are_refused)
     th_exec(a, "UPDATE tsync_pending SET wall = wall + 20 * 60 * 1000");
     th_seal(a);
     tsync_store *b = th_open_products(th_path(dir, "b.db"));
-    snap sn;
+    th_chunks sn;
     export_snap(a, TSYNC__SNAP_CHUNK_BYTES, &sn);
     char keep[65];
     memcpy(keep, db_print(b), 65);
@@ -1029,7 +995,7 @@ Test(snapshot, clocks_too_far_ahead_are_refused)
     b->clock_offset_ms = 20 * 60 * 1000; /* once the clocks agree it merges */
     import_ok(b, &sn, NULL);
     cr_assert_str_eq(th_hash(a), th_hash(b));
-    snap_free(&sn);
+    th_chunks_free(&sn);
     tsync_store_free(a);
     tsync_store_free(b);
 }
@@ -1038,19 +1004,19 @@ Test(snapshot, emit_stops_the_export)
 {
     const char *dir = tmpdir();
     tsync_store *a = small_source(dir, "a.db");
-    snap sn;
+    th_chunks sn;
     memset(&sn, 0, sizeof sn);
     sn.stop_at = 2;
-    int rc = tsync__snap_export(a, 64, collect, &sn, &sn.vv);
+    int rc = tsync__snap_export(a, 64, th_chunks_collect, &sn, &sn.vv);
     cr_assert_eq(rc, 42, "export returned %d, not emit's 42", rc);
     cr_assert_eq(sn.n, 1);
     cr_assert_eq(sn.vv.n, 0, "the vector is kept after a failed export");
     cr_assert(sqlite3_get_autocommit(tsync_store_sqlite(a)), "a transaction was left open");
-    snap_free(&sn);
+    th_chunks_free(&sn);
     /* pending writes are sealed by the export, and an empty replica still gives one chunk */
     th_exec(a, "UPDATE products SET price = 99 WHERE id = 'p1'");
     tsync_store *e = th_open_products(th_path(dir, "e.db"));
-    snap empty;
+    th_chunks empty;
     export_snap(e, TSYNC__SNAP_CHUNK_BYTES, &empty);
     cr_assert_eq(empty.n, 1);
     import_ok(a, &empty, NULL);
@@ -1058,8 +1024,8 @@ Test(snapshot, emit_stops_the_export)
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_pending", -1), 0);
     import_ok(e, &sn, NULL);
     cr_assert_eq(th_int(e, "SELECT price FROM products WHERE id='p1'", -1), 99);
-    snap_free(&sn);
-    snap_free(&empty);
+    th_chunks_free(&sn);
+    th_chunks_free(&empty);
     tsync_store_free(a);
     tsync_store_free(e);
 }
@@ -1108,7 +1074,7 @@ Test(snapshot, chunks_are_bounded_on_a_200k_row_table, .timeout = 600)
     tsync__vv_free(&vv);
 
     /* the chunks rebuild the table on an empty replica */
-    snap sn;
+    th_chunks sn;
     export_snap(a, b.budget, &sn);
     tsync_store *r = th_open_products(th_path(dir, "r.db"));
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -1126,7 +1092,7 @@ Test(snapshot, chunks_are_bounded_on_a_200k_row_table, .timeout = 600)
             b.nchunks, b.max_len,
             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
             (double)(t2.tv_sec - t1.tv_sec) + (double)(t2.tv_nsec - t1.tv_nsec) / 1e9);
-    snap_free(&sn);
+    th_chunks_free(&sn);
     tsync_store_free(a);
     tsync_store_free(r);
 }

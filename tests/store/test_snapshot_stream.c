@@ -22,37 +22,6 @@
 
 TestSuite(snapshot_stream, .fini = th_cleanup);
 
-typedef struct {
-    uint8_t **c;
-    size_t *len;
-    size_t n, cap;
-    tsync__vv vv;
-} snap;
-
-static int collect(void *ctx, const uint8_t *chunk, size_t len)
-{
-    snap *sn = ctx;
-    if (sn->n == sn->cap) {
-        sn->cap = sn->cap ? sn->cap * 2 : 8;
-        sn->c = realloc(sn->c, sn->cap * sizeof *sn->c);
-        sn->len = realloc(sn->len, sn->cap * sizeof *sn->len);
-        cr_assert(sn->c && sn->len);
-    }
-    sn->c[sn->n] = malloc(len);
-    cr_assert(sn->c[sn->n]);
-    memcpy(sn->c[sn->n], chunk, len);
-    sn->len[sn->n++] = len;
-    return 0;
-}
-
-static void snap_free(snap *sn)
-{
-    for (size_t i = 0; i < sn->n; i++) free(sn->c[i]);
-    free(sn->c);
-    free(sn->len);
-    tsync__vv_free(&sn->vv);
-}
-
 static void random_write(tsync_store *s, uint64_t *rng, int nkeys, int *val)
 {
     int k = (int)(th_rand(rng) % (uint64_t)nkeys), v = ++*val;
@@ -83,7 +52,7 @@ static void random_write(tsync_store *s, uint64_t *rng, int nkeys, int *val)
 }
 
 /* Streams sn into s; when cut_at > 0, first abandons a transfer after cut_at chunks. */
-static void stream(tsync_store *s, const snap *sn, size_t cut_at)
+static void stream(tsync_store *s, const th_chunks *sn, size_t cut_at)
 {
     tsync__snap_in *in;
     if (cut_at) {
@@ -130,9 +99,10 @@ static void run_one(uint64_t seed)
     tsync_store *b2 = th_open(th_path(dir, "b2.db"));
     th_seal(b2);
 
-    snap sn = {0};
+    th_chunks sn = {0};
     size_t chunk = 64 + (size_t)(th_rand(&rng) % 1500);
-    cr_assert_eq(tsync__snap_export(a, chunk, collect, &sn, &sn.vv), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync__snap_export(a, chunk, th_chunks_collect, &sn, &sn.vv), 0, "%s",
+                 th_errmsg());
     cr_assert_eq(tsync__snap_import(b, (const uint8_t *const *)sn.c, sn.len, sn.n, &sn.vv, NULL), 0,
                  "%s", th_errmsg());
     size_t cut = th_rand(&rng) % 2 ? 1 + (size_t)(th_rand(&rng) % sn.n) : 0;
@@ -165,7 +135,7 @@ static void run_one(uint64_t seed)
     tsync__vv_free(&v1);
     tsync__vv_free(&v2);
     tsync__vv_free(&sa);
-    snap_free(&sn);
+    th_chunks_free(&sn);
     tsync_store_free(a);
     tsync_store_free(b);
     tsync_store_free(b2);
@@ -197,8 +167,8 @@ Test(snapshot_stream, abandoned_transfer_takes_no_vector)
     th_exec(a, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<500) "
                "INSERT INTO products SELECT printf('p%04d',x), 'n'||x, x, 3 FROM c");
     th_seal(a);
-    snap sn = {0};
-    cr_assert_eq(tsync__snap_export(a, 256, collect, &sn, &sn.vv), 0, "%s", th_errmsg());
+    th_chunks sn = {0};
+    cr_assert_eq(tsync__snap_export(a, 256, th_chunks_collect, &sn, &sn.vv), 0, "%s", th_errmsg());
     cr_assert_gt(sn.n, 4);
     tsync__snap_in *in;
     cr_assert_eq(tsync__snap_in_open(b, &sn.vv, &in), 0, "%s", th_errmsg());
@@ -219,7 +189,7 @@ Test(snapshot_stream, abandoned_transfer_takes_no_vector)
     stream(b, &sn, 0);
     cr_assert_str_eq(th_hash(a), th_hash(b));
     cr_assert_eq(th_int(b, "SELECT count(*) FROM products", -1), 500);
-    snap_free(&sn);
+    th_chunks_free(&sn);
     tsync_store_free(a);
     tsync_store_free(b);
     th_rmdir(dir);
