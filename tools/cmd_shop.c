@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "cli.h"
 #include "cmd_trust.h"
 #include "trust_text.h"
@@ -62,19 +64,20 @@ static int emit_dk(const uint8_t *dkey, size_t len, const tsync_shop_key *k)
     tsync_shop_key_file_state(k, NULL, &epoch, &n, NULL);
     tsync_trust_record r = TSYNC_TRUST_RECORD_INIT;
     if (tsync_trust_record_decode(&r, dkey, len) != 0) return cli_fail("data key");
-    char *desc = tt_describe(&r), *text = NULL, *comment = NULL;
+    char *desc = tt_describe(&r), *text = NULL;
     tsync_trust_record_clear(&r);
-    size_t clen = (desc ? strlen(desc) : 0) + 96;
-    if (desc && (comment = malloc(clen)))
-        snprintf(comment, clen, "%s\nepoch:      %" PRIu32 " (sealed to %zu device%s)", desc, epoch,
-                 n, n == 1 ? "" : "s");
+    char *comment = desc
+                        ? sqlite3_mprintf("%s\nepoch:      %u (sealed to %llu device%s)", desc,
+                                          (unsigned)epoch, (unsigned long long)n, n == 1 ? "" : "s")
+                        : NULL;
     int ret = comment && tsync_trust_armour(&text, dkey, len, comment) == 0 ? 0 : 1;
     if (ret) fprintf(stderr, "tillsync: out of memory\n");
     if (!ret && (fputs(text, stdout) < 0 || fflush(stdout) != 0)) {
         fprintf(stderr, "tillsync: cannot write to standard output: %s\n", strerror(errno));
         ret = 1;
     }
-    free(desc), free(comment), free(text);
+    free(desc), free(text);
+    sqlite3_free(comment);
     return ret;
 }
 
