@@ -9,6 +9,7 @@
 #   lib/tillsync/tillsync.so        the loadable SQLite extension (`.load .../tillsync`)
 #   share/doc/tillsync/             LICENSE, and the service's example configuration
 #   share/man/man1/tillsync.1, lib/systemd/system/tillsync@.service, lib/sysusers.d/tillsync.conf
+#   lib/systemd/system/tillsync-relay.service, lib/sysusers.d/tillsync-relay.conf (the relay)
 # Included from the top CMakeLists.txt; paths are relative to this project (add_subdirectory).
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
@@ -104,3 +105,13 @@ install(FILES ${PROJECT_SOURCE_DIR}/packaging/systemd/tillsync.sysusers.conf
   DESTINATION ${TSYNC_SYSUSERS_DIR} RENAME tillsync.conf COMPONENT tool)
 install(FILES ${PROJECT_SOURCE_DIR}/packaging/tillsync.conf.example
   DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT tool)
+# The blind relay's unit (docs/RELAY.md) and its system user, made the same way.
+install(CODE "
+  file(READ \"${PROJECT_SOURCE_DIR}/packaging/systemd/tillsync-relay.service.in\" unit)
+  string(REPLACE \"@CMAKE_INSTALL_FULL_BINDIR@\" \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR}\"
+    unit \"\${unit}\")
+  file(WRITE \"${PROJECT_BINARY_DIR}/systemd/tillsync-relay.service\" \"\${unit}\")" COMPONENT tool)
+install(FILES ${PROJECT_BINARY_DIR}/systemd/tillsync-relay.service
+  DESTINATION ${TSYNC_SYSTEMD_UNIT_DIR} COMPONENT tool)
+install(FILES ${PROJECT_SOURCE_DIR}/packaging/systemd/tillsync-relay.sysusers.conf
+  DESTINATION ${TSYNC_SYSUSERS_DIR} RENAME tillsync-relay.conf COMPONENT tool)

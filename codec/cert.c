@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * codec/cert.c — the formats of shop trust (see cert.h): enrolment requests, certificates,
- * revocations and admin key rotations, the shop admin key file, and the text armour around them.
+ * revocations and admin key rotations, and the text armour around them (the shop admin key file
+ * is codec/shopkey.c).
  * Over 800 lines on purpose: each record kind's decoder and signer sit side by side, so a field
  * added to one is seen to need adding to the other.
  *
@@ -30,9 +31,6 @@
 #else
 #define PRINTF_LIKE(f, a)
 #endif
-
-#define SHOPKEY_MAGIC   "TSYNCSHP"
-#define SHOPKEY_VERSION 1u
 
 /* Fields of each kind's array, signatures included (index = kind). */
 static const uint32_t FIELDS[] = {0, 6, 10, 8, 8, 9, 8, 9};
@@ -800,120 +798,6 @@ nomem:
     msgpack_sbuffer_destroy(&sb);
     snprintf(err, TSYNC__ERRLEN, "%s: out of memory", WHAT[kind]);
     return TSYNC_ENOMEM;
-}
-
-/* ---------------------------------------------------------------- the admin key file */
-
-int tsync__shopkey_init(tsync__shopkey *k, const uint8_t seed[32],
-                        const uint8_t shop_id[TSYNC__SHOP_ID_BYTES], const char *name,
-                        size_t name_len, uint64_t created_ms, char err[TSYNC__ERRLEN])
-{
-    memset(k, 0, sizeof *k);
-    err[0] = '\0';
-    if (!tsync__trust_name_ok(name, name_len))
-        return einval(err, "shop name", "must be 1..%u bytes of UTF-8 without control characters",
-                      TSYNC__TRUST_NAME_MAX);
-    crypto_sign_seed_keypair(k->pk, k->sk, seed);
-    memcpy(k->shop_id, shop_id, TSYNC__SHOP_ID_BYTES);
-    memcpy(k->name, name, name_len);
-    k->name[name_len] = '\0';
-    k->name_len = (uint32_t)name_len;
-    k->created_ms = created_ms;
-    return 0;
-}
-
-void tsync__shopkey_wipe(tsync__shopkey *k)
-{
-    sodium_memzero(k, sizeof *k);
-}
-
-int tsync__shopkey_encode(const tsync__shopkey *k, uint8_t **out, size_t *len)
-{
-    *out = NULL, *len = 0;
-    if (!tsync__trust_name_ok(k->name, k->name_len)) return TSYNC_EINVAL;
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    start(&sb, &pk);
-    PK(msgpack_pack_array(&pk, 4));
-    PK(tsync__mp_pack_bin(&pk, k->sk, TSYNC__SK_BYTES));
-    PK(tsync__mp_pack_bin(&pk, k->shop_id, TSYNC__SHOP_ID_BYTES));
-    PK(tsync__mp_pack_str(&pk, k->name, k->name_len));
-    PK(msgpack_pack_uint64(&pk, k->created_ms));
-    size_t n = 9 + sb.size + 32;
-    uint8_t *buf = malloc(n);
-    if (!buf) goto nomem;
-    memcpy(buf, SHOPKEY_MAGIC, 8);
-    buf[8] = SHOPKEY_VERSION;
-    memcpy(buf + 9, sb.data, sb.size);
-    crypto_generichash(buf + n - 32, 32, buf, n - 32, NULL, 0);
-    sodium_memzero(sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    *out = buf;
-    *len = n;
-    return 0;
-nomem:
-    if (sb.data) sodium_memzero(sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    return TSYNC_ENOMEM;
-}
-
-int tsync__shopkey_decode(const uint8_t *buf, size_t len, tsync__shopkey *out,
-                          char err[TSYNC__ERRLEN])
-{
-    memset(out, 0, sizeof *out);
-    err[0] = '\0';
-    dec d = {.what = "admin key file", .err = err};
-    if (!buf || len < 9 + 32 || memcmp(buf, SHOPKEY_MAGIC, 8) != 0) {
-        fail(&d, "not a tillsync shop admin key file (bad magic or too short)");
-        return d.rc;
-    }
-    if (buf[8] != SHOPKEY_VERSION) {
-        snprintf(err, TSYNC__ERRLEN, "admin key file: version %u is not supported (expected %u)",
-                 buf[8], SHOPKEY_VERSION);
-        return TSYNC_EVERSION;
-    }
-    if (len > TSYNC__SHOPKEY_MAX_BYTES) {
-        fail(&d, "%zu bytes, more than the limit of %u", len, TSYNC__SHOPKEY_MAX_BYTES);
-        return d.rc;
-    }
-    uint8_t sum[32];
-    crypto_generichash(sum, 32, buf, len - 32, NULL, 0);
-    if (sodium_memcmp(sum, buf + len - 32, 32) != 0) {
-        fail(&d, "checksum does not match (the file is damaged)");
-        return d.rc;
-    }
-    /* Offsets in messages count from the start of the msgpack payload. */
-    tsync__mpr_init(&d.r, buf + 9, len - 9 - 32);
-    d.r.canonical = true;
-    uint32_t n;
-    const char *name;
-    uint32_t name_len = 0;
-    if (rd_array(&d, "payload", &n) && n != 4) fail(&d, "expected 4 fields, got %" PRIu32, n);
-    if (rd_fix(&d, "secret key", out->sk, TSYNC__SK_BYTES) &&
-        rd_fix(&d, "shop id", out->shop_id, TSYNC__SHOP_ID_BYTES) &&
-        rd_name(&d, "shop name", &name, &name_len) && rd_uint(&d, "created", &out->created_ms) &&
-        !tsync__mpr_done(&d.r))
-        fail(&d, "%zu trailing bytes", (size_t)(d.r.end - d.r.p));
-    if (d.rc == 0) {
-        uint8_t pk[TSYNC__PK_BYTES], sk[TSYNC__SK_BYTES];
-        crypto_sign_seed_keypair(pk, sk, out->sk); /* the first 32 bytes are the seed */
-        int same = sodium_memcmp(sk, out->sk, TSYNC__SK_BYTES) == 0;
-        sodium_memzero(sk, sizeof sk);
-        if (!same) {
-            fail(&d, "the secret key's public half does not match its seed");
-        } else {
-            memcpy(out->pk, pk, TSYNC__PK_BYTES);
-            memcpy(out->name, name, name_len);
-            out->name[name_len] = '\0';
-            out->name_len = name_len;
-        }
-    }
-    if (d.rc) {
-        int rc = d.rc;
-        tsync__shopkey_wipe(out);
-        return rc;
-    }
-    return 0;
 }
 
 /* ---------------------------------------------------------------- armour */

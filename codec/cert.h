@@ -32,10 +32,10 @@
 
 #define TSYNC__SHOP_ID_BYTES     16
 #define TSYNC__TRUST_FORMAT      1u
-#define TSYNC__TRUST_NAME_MAX    64u   /* bytes of a shop or device name (UTF-8) */
-#define TSYNC__TRUST_MAX_CUTOFFS 128u  /* sites named by one revocation */
-#define TSYNC__TRUST_MAX_BYTES   4096u /* one encoded record (= TSYNC__WIRE_CERT_MAX) */
-#define TSYNC__SHOPKEY_MAX_BYTES 512u  /* hard limit of an admin key file */
+#define TSYNC__TRUST_NAME_MAX    64u        /* bytes of a shop or device name (UTF-8) */
+#define TSYNC__TRUST_MAX_CUTOFFS 128u       /* sites named by one revocation */
+#define TSYNC__TRUST_MAX_BYTES   4096u      /* one encoded record (= TSYNC__WIRE_CERT_MAX) */
+#define TSYNC__SHOPKEY_MAX_BYTES (1u << 20) /* hard limit of an admin key file */
 
 /* What a record is: its first msgpack element. */
 typedef enum {
@@ -245,10 +245,14 @@ TSYNC_WARN_UNUSED bool tsync__trust_name_ok(const char *s, size_t n);
 
 /* ---------------------------------------------------------------- the shop admin key file
  *
- * "TSYNCSHP" | version u8 (=1) | msgpack [secret_key:bin64, shop_id:bin16, shop_name:str,
- * created_ms:uint] | BLAKE2b-256 of everything before (32).
+ * "TSYNCSHP" | version u8 | msgpack payload | BLAKE2b-256 of everything before (32).
+ * version 1: [secret_key:bin64, shop_id:bin16, shop_name:str, created_ms:uint]
+ * version 2: the same four, then
+ *            data_keys:[[epoch:uint 1..2^32-1, key:bin32, created_ms:uint]...]  (epochs ascending)
+ *            devices:[[device_pk:bin32, revoked:bool]...]                        (keys ascending)
  * The secret key is libsodium's layout (seed || public key); the decoder checks that the public
  * half is the one the seed derives, so a damaged key is found before it signs anything.
+ * codec/shopkey.c.
  */
 typedef struct {
     uint8_t sk[TSYNC__SK_BYTES];
@@ -259,19 +263,53 @@ typedef struct {
     uint64_t created_ms;
 } tsync__shopkey;
 
+#define TSYNC__SHOPKEY_MAX_EPOCHS  8192u /* data-key epochs a key file keeps */
+#define TSYNC__SHOPKEY_MAX_DEVICES 8192u /* devices (certified or revoked) a key file keeps */
+
+typedef struct {
+    uint32_t epoch;
+    uint8_t key[TSYNC__DATA_KEY_BYTES];
+    uint64_t created_ms;
+} tsync__shopkey_epoch;
+
+typedef struct {
+    uint8_t pk[TSYNC__PK_BYTES];
+    bool revoked;
+} tsync__shopkey_device;
+
+/* What a version 2 file adds: the shop's data keys and the devices the admin certified or
+ * revoked. version is the file's (1: read from a version 1 file, which has neither). Arrays are
+ * malloc'd; free with tsync__shopkey_ext_free (it wipes the keys). */
+typedef struct {
+    uint32_t version;
+    tsync__shopkey_epoch *epochs; /* ascending by epoch */
+    uint32_t nepochs;
+    tsync__shopkey_device *devices; /* ascending by key */
+    uint32_t ndevices;
+} tsync__shopkey_ext;
+
 /* Fills k from a 32-byte seed (the caller draws it at random), a shop id and a name.
  * TSYNC_EINVAL (with err) for a bad name. */
 int tsync__shopkey_init(tsync__shopkey *k, const uint8_t seed[32],
                         const uint8_t shop_id[TSYNC__SHOP_ID_BYTES], const char *name,
                         size_t name_len, uint64_t created_ms, char err[TSYNC__ERRLEN]);
-/* The file image of k (malloc'd; the caller wipes and frees it). */
+/* The version 1 file image of k (malloc'd; the caller wipes and frees it). */
 int tsync__shopkey_encode(const tsync__shopkey *k, uint8_t **out, size_t *len);
-/* Strict decode of a file image: magic, version, checksum, msgpack, key consistency.
- * TSYNC_ECORRUPT / TSYNC_EVERSION with a message in err. */
+/* The version 2 file image of k and x (x->version is not read). TSYNC_EINVAL when x breaks the
+ * format's rules (order, limits), TSYNC_ENOMEM. */
+int tsync__shopkey_encode_ext(const tsync__shopkey *k, const tsync__shopkey_ext *x, uint8_t **out,
+                              size_t *len);
+/* Strict decode of a file image of version 1 or 2: magic, version, checksum, msgpack, key
+ * consistency. TSYNC_ECORRUPT / TSYNC_EVERSION with a message in err. */
 TSYNC_WARN_UNUSED int tsync__shopkey_decode(const uint8_t *buf, size_t len, tsync__shopkey *out,
                                             char err[TSYNC__ERRLEN]);
+/* The same, filling x too (may be NULL; on success the caller frees it). */
+TSYNC_WARN_UNUSED int tsync__shopkey_decode_ext(const uint8_t *buf, size_t len, tsync__shopkey *out,
+                                                tsync__shopkey_ext *x, char err[TSYNC__ERRLEN]);
 /* Wipes the secret key. */
 void tsync__shopkey_wipe(tsync__shopkey *k);
+/* Wipes the data keys, frees the arrays and zeroes x. Accepts NULL. */
+void tsync__shopkey_ext_free(tsync__shopkey_ext *x);
 
 /* ---------------------------------------------------------------- text armour
  *

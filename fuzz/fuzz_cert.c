@@ -5,7 +5,7 @@
  *   0: a trust record (request, certificate, revocation, rotation, signed migration, data key,
  *      relay grant):
  *      tsync__trust_decode
- *   1: a shop admin key file image: tsync__shopkey_decode
+ *   1: a shop admin key file image (version 1 or 2): tsync__shopkey_decode_ext
  *   2: armoured text: every block through tsync__dearmour, then tsync__trust_decode
  * Any input must be refused with a one-line message or decode. What decodes is checked: a record
  * armours and de-armours to the same bytes and has sane fields; a key file re-encodes to exactly
@@ -97,15 +97,19 @@ static void record(const uint8_t *p, size_t n)
 static void shopkey(const uint8_t *p, size_t n)
 {
     tsync__shopkey k;
+    tsync__shopkey_ext x;
     char err[TSYNC__ERRLEN];
-    int rc = tsync__shopkey_decode(p, n, &k, err);
+    int rc = tsync__shopkey_decode_ext(p, n, &k, &x, err);
     check_err(rc, err);
     if (rc == 0) {
+        /* both versions re-encode to the same bytes */
         uint8_t *img;
         size_t len;
-        if (tsync__shopkey_encode(&k, &img, &len) != 0 || len != n || memcmp(img, p, n) != 0)
-            abort();
+        int erc = x.version == 1 ? tsync__shopkey_encode(&k, &img, &len)
+                                 : tsync__shopkey_encode_ext(&k, &x, &img, &len);
+        if (erc != 0 || len != n || memcmp(img, p, n) != 0) abort();
         free(img);
+        tsync__shopkey_ext_free(&x);
     }
     tsync__shopkey_wipe(&k);
 }

@@ -44,6 +44,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/tsync-deb.XXXXXX")
 chmod 755 "$work" # apt reads the .debs as the user _apt
 had_user=0
 getent passwd tillsync >/dev/null && had_user=1
+had_relay_user=0
+getent passwd tillsync-relay >/dev/null && had_relay_user=1
 brought="" # what apt installs: the packages, and any dependency the machine lacked
 cleanup() {
     rc=$?
@@ -60,6 +62,12 @@ cleanup() {
     fi
     if [ "$had_user" = 0 ] && getent group tillsync >/dev/null; then
         $SUDO groupdel tillsync || rc=1
+    fi
+    if [ "$had_relay_user" = 0 ] && getent passwd tillsync-relay >/dev/null; then
+        $SUDO userdel tillsync-relay || rc=1
+    fi
+    if [ "$had_relay_user" = 0 ] && getent group tillsync-relay >/dev/null; then
+        $SUDO groupdel tillsync-relay || rc=1
     fi
     if [ -n "${TSYNC_DEB_KEEP:-}" ]; then
         mkdir -p "$TSYNC_DEB_KEEP"
@@ -195,9 +203,31 @@ as_tillsync /usr/bin/tillsync run --config "$svc/till1.conf" "$svc/till1.db" --p
 grep -q "^listen = tcp://0.0.0.0:7400" "$svc/config.out" || { cat "$svc/config.out"; fail "--print-config"; }
 echo "ok: systemd-analyze verify $unit; user tillsync; init and run --config as tillsync"
 
+# The relay's unit (docs/RELAY.md, "As a service"): installed but neither enabled nor started
+# (debian/rules), verified, its user, and its ExecStartPre (relay init) and a status as that user.
+relay_unit=/lib/systemd/system/tillsync-relay.service
+[ -f "$relay_unit" ] || fail "$relay_unit not installed"
+systemd-analyze verify "$relay_unit" >"$work/verify-relay.log" 2>&1 ||
+    { cat "$work/verify-relay.log"; fail "systemd-analyze verify $relay_unit"; }
+[ ! -s "$work/verify-relay.log" ] || { cat "$work/verify-relay.log"; fail "systemd-analyze verify $relay_unit says something"; }
+[ ! -e /etc/systemd/system/multi-user.target.wants/tillsync-relay.service ] ||
+    fail "the package enabled tillsync-relay.service (a till must not run a relay by itself)"
+home=$(getent passwd tillsync-relay | cut -d: -f6) || fail "no system user tillsync-relay (sysusers)"
+[ "$home" = /var/lib/tillsync-relay ] || fail "the user tillsync-relay's home is '$home'"
+rsvc=$work/relay
+mkdir "$rsvc"
+$SUDO chown tillsync-relay:tillsync-relay "$rsvc"
+as_relay() { $SUDO setpriv --reuid=tillsync-relay --regid=tillsync-relay --init-groups env -u LD_LIBRARY_PATH "$@"; }
+as_relay sh -c "umask 077 && STATE_DIRECTORY=$rsvc && test -e \$STATE_DIRECTORY/relay.key || exec /usr/bin/tillsync relay init \$STATE_DIRECTORY" \
+    >"$rsvc.log" 2>&1 || { cat "$rsvc.log"; fail "tillsync relay init as the user tillsync-relay (ExecStartPre)"; }
+as_relay /usr/bin/tillsync relay status "$rsvc" >"$rsvc.status" 2>&1 ||
+    { cat "$rsvc.status"; fail "tillsync relay status as the user tillsync-relay"; }
+grep -q "^public key: " "$rsvc.status" || { cat "$rsvc.status"; fail "relay status"; }
+echo "ok: systemd-analyze verify $relay_unit (not enabled); user tillsync-relay; relay init and status as it"
+
 echo "-- apt-get purge"
 apt_get purge $PKGS >"$work/purge.log" 2>&1 || { cat "$work/purge.log"; fail "apt-get purge $PKGS"; }
-for f in /usr/bin/tillsync "$unit" /etc/tillsync "/usr/lib/$multiarch/libtillsync.so.0"; do
+for f in /usr/bin/tillsync "$unit" "$relay_unit" /etc/tillsync "/usr/lib/$multiarch/libtillsync.so.0"; do
     [ ! -e "$f" ] || fail "$f is left after the purge"
 done
 echo "ok: purged ($brought); $(($(date +%s) - t0)) s in all"

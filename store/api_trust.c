@@ -26,10 +26,6 @@ _Static_assert(TSYNC_HASH_BYTES == TSYNC__HASH_BYTES, "hash size");
 #define DEFAULT_DAYS 365u
 #define DAY_MS       86400000ull
 
-struct tsync_shop_key {
-    tsync__shopkey k;
-};
-
 int tsync__api_version(unsigned int got, unsigned int known, const char *what)
 {
     if (got >= 1 && got <= known) return 0;
@@ -249,6 +245,8 @@ void tsync_shop_key_free(tsync_shop_key *k)
 {
     if (!k) return;
     tsync__shopkey_wipe(&k->k);
+    tsync__shopkey_ext_free(&k->x);
+    free(k->path);
     free(k);
 }
 
@@ -258,7 +256,8 @@ int tsync_shop_key_create(tsync_shop_key **out, const char *path, const char *na
     if (!path) return tsync__err(TSYNC_EINVAL, "no key file given");
     tsync_shop_key *k = key_new();
     if (!k) return TSYNC_ENOMEM;
-    int rc = tsync__shopkey_create(path, name, tsync__wall_ms(), &k->k);
+    int rc = tsync__shopkey_create_ext(path, name, tsync__wall_ms(), &k->k, &k->x);
+    if (rc == 0 && !(k->path = strdup(path))) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
     if (rc || !out)
         tsync_shop_key_free(k);
     else
@@ -272,7 +271,8 @@ int tsync_shop_key_load(tsync_shop_key **out, const char *path)
     *out = NULL;
     tsync_shop_key *k = key_new();
     if (!k) return TSYNC_ENOMEM;
-    int rc = tsync__shopkey_load(path, &k->k);
+    int rc = tsync__shopkey_load_ext(path, &k->k, &k->x);
+    if (rc == 0 && !(k->path = strdup(path))) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
     if (rc)
         tsync_shop_key_free(k);
     else
@@ -394,8 +394,10 @@ int tsync_shop_key_rotate(tsync_shop_key **new_key, uint8_t **rot, size_t *rot_l
     rc = tsync__rotation_sign(&t, k->k.sk, nk->k.sk, rot, rot_len, err);
     if (rc)
         rc = tsync__err(rc, "%s", err);
-    else
-        rc = tsync__shopkey_write(new_path, &nk->k);
+    else /* the new key file keeps the data keys and devices: same shop */
+        rc = tsync__shopkey_write_ext(new_path, &nk->k, &k->x);
+    if (rc == 0 && !(nk->path = strdup(new_path))) rc = tsync__err(TSYNC_ENOMEM, "out of memory");
+    if (rc == 0) rc = tsync__shopkey_ext_copy(&nk->x, &k->x);
     if (rc) {
         free(*rot);
         *rot = NULL, *rot_len = 0;

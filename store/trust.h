@@ -181,19 +181,33 @@ int tsync__trust_cut_preview(const char *path, const uint8_t pk[TSYNC__PK_BYTES]
                              uint32_t *nout);
 void tsync__cut_preview_free(tsync__cut_site *v, uint32_t n);
 
-/* ---------------------------------------------------------------- the shop admin key file */
+/* ---------------------------------------------------------------- the shop admin key file
+ * (store/shopkey.c) */
 
-/* Creates a new shop (random admin key pair and shop id) and writes its key file with mode 0600.
- * Never overwrites: an existing path is TSYNC_EEXISTS. Also TSYNC_EINVAL (bad name), TSYNC_EIO.
- * out (may be NULL) receives the key; wipe it with tsync__shopkey_wipe. */
+/* Creates a new shop (random admin key pair and shop id) with data-key epoch 1 and writes its
+ * key file (version 2) with mode 0600. Never overwrites: an existing path is TSYNC_EEXISTS. Also
+ * TSYNC_EINVAL (bad name), TSYNC_EIO. out (may be NULL) receives the key; wipe it with
+ * tsync__shopkey_wipe. x (may be NULL) receives the epoch (tsync__shopkey_ext_free). */
 int tsync__shopkey_create(const char *path, const char *name, uint64_t now_ms, tsync__shopkey *out);
+int tsync__shopkey_create_ext(const char *path, const char *name, uint64_t now_ms,
+                              tsync__shopkey *out, tsync__shopkey_ext *x);
 
-/* Writes k to a new file at path (0600, never overwriting: TSYNC_EEXISTS). */
+/* Writes k to a new file at path (0600, never overwriting: TSYNC_EEXISTS): version 1 when x is
+ * NULL, else version 2. */
 int tsync__shopkey_write(const char *path, const tsync__shopkey *k);
+int tsync__shopkey_write_ext(const char *path, const tsync__shopkey *k,
+                             const tsync__shopkey_ext *x);
+
+/* Replaces the key file at path by version 2 of k and x: a new file beside it (0600), fsync'd,
+ * renamed over it, the folder fsync'd, so a crash leaves the old file or the new one.
+ * TSYNC_EIO, TSYNC_EINVAL (x breaks the format's limits). */
+int tsync__shopkey_replace(const char *path, const tsync__shopkey *k, const tsync__shopkey_ext *x);
 
 /* Reads a key file. Refuses a file other users can read (TSYNC_EINVAL, says how to fix it), a
- * missing one (TSYNC_ENOTFOUND) and a damaged one (TSYNC_ECORRUPT / TSYNC_EVERSION). */
+ * missing one (TSYNC_ENOTFOUND) and a damaged one (TSYNC_ECORRUPT / TSYNC_EVERSION). x (may be
+ * NULL) receives what version 2 adds (x->version says which version the file was). */
 int tsync__shopkey_load(const char *path, tsync__shopkey *out);
+int tsync__shopkey_load_ext(const char *path, tsync__shopkey *out, tsync__shopkey_ext *x);
 
 /* ---------------------------------------------------------------- data keys and grants
  * (store/relaykeys.c, docs/RELAY_KEYS.md) */

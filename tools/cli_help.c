@@ -84,23 +84,26 @@ static const cmd_help CMDS[] = {
      "  --all          every open conflict\n"},
     {"shop",
      "create KEYFILE --name NAME\n"
-     "sign KEYFILE REQ [--days N] [--name DEVICE]\n"
+     "sign KEYFILE REQ [--days N] [--name DEVICE] [--no-data-key]\n"
      "revoke KEYFILE DEVICEKEY [--cutoff SITE:SEQ]... [--cutoffs-from DB] [--check DB]... "
-     "[--dry-run]\n"
+     "[--dry-run] [--no-data-key]\n"
      "rotate KEYFILE NEWKEYFILE\n"
      "sign-migration KEYFILE NNN_NAME.sql [-o OUT]\n"
      "grant KEYFILE --relay tcp://HOST:PORT#RELAYKEY... [--quota-mb N] [--days N]\n"
-     "show FILE",
+     "show FILE\n"
+     "data-key KEYFILE [--device PUBKEY]... [--from DB]",
      "the shop's admin key: create it, sign and revoke devices, sign migrations",
      "shop create     create a shop: its admin key file KEYFILE (0600; keep it off the tills)\n"
      "shop sign       verify an enrolment request REQ, print a certificate (valid 365 days\n"
-     "                unless --days N; --name DEVICE names the device)\n"
+     "                unless --days N; --name DEVICE names the device) and the shop data key\n"
+     "                sealed to every device the key file certified (--no-data-key: not)\n"
      "shop revoke     print a revocation of DEVICEKEY (hex, or a certificate file); its\n"
      "                batches after the cutoffs are refused unless honest tills merged them\n"
      "                  --cutoff SITE:SEQ    keep what DEVICEKEY wrote up to SEQ of SITE\n"
      "                  --cutoffs-from DB    the cutoffs DB knows\n"
      "                  --check DB           say what DB holds beyond the cutoffs\n"
      "                  --dry-run            show what it cuts, print no revocation\n"
+     "                and a new data key epoch sealed to the devices left (--no-data-key: not)\n"
      "shop rotate     new admin key for the shop; print the rotation record\n"
      "shop sign-migration\n"
      "                sign a migration for every till of the shop (-o OUT, default\n"
@@ -108,7 +111,12 @@ static const cmd_help CMDS[] = {
      "shop grant      print a relay grant: the relays that serve the shop (--relay ADDR#KEY,\n"
      "                or --relay ADDR --relay-key HEX; repeatable, in order of preference),\n"
      "                --quota-mb N (0: none), valid --days N (365); install it with enrol\n"
-     "shop show       describe a key file, request, certificate or revocation\n"},
+     "shop show       describe a key file, request, certificate or revocation\n"
+     "shop data-key   print the shop data key (epoch 1 made if the key file has none) sealed\n"
+     "                to the devices the key file certified, and to those given:\n"
+     "                  --device PUBKEY      a device key (hex, or a certificate file)\n"
+     "                  --from DB            the certified, not revoked devices of DB\n"
+     "                at most 32 devices (a DATA KEY record's limit); install with trust add\n"},
     {"enrol-request", "DB [--name NAME]", "print this till's enrolment request",
      "  --name NAME    the device name in the request (default: the host name)\n"},
     {"enrol", "DB CERT [FILE]...\nDB --shop-key KEYFILE [--name NAME] [--days N]",
@@ -120,8 +128,10 @@ static const cmd_help CMDS[] = {
      "  --name NAME         the device name (with --shop-key)\n"
      "  --days N            the certificate's validity in days (with --shop-key)\n"},
     {"revoke", "DB REVOCATION", "install a revocation; it replicates to every till", ""},
-    {"trust", "DB [--json]", "the shop DB is enrolled in and its devices",
-     "  --json         as JSON\n"},
+    {"trust", "DB [--json]\nadd DB FILE...", "the shop DB is enrolled in and its devices",
+     "  --json         as JSON\n"
+     "trust add DB FILE...  install every trust record of the FILEs (certificates, revocations,\n"
+     "                      data keys, grants...; a file may hold several)\n"},
     {"export", "DB TABLE|--query SQL [--format csv|json|ndjson] [-o FILE]",
      "write a table or query as CSV (RFC 4180), JSON or NDJSON",
      "  --query SQL    a query instead of TABLE (read-only)\n"

@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "cli.h"
 #include "cmd_trust.h"
 #include "trust_text.h"
@@ -19,9 +21,10 @@
 static const struct option NAME_OPTS[] = {{"name", required_argument, NULL, 'n'},
                                           {NULL, 0, NULL, 0}};
 
-/* shop sign's --days N and --name DEVICE. */
+/* shop sign's --days N, --name DEVICE and --no-data-key. */
 typedef struct {
     const char *name, *days;
+    int no_data_key;
 } sign_args;
 
 static int on_sign_opt(void *ctx, int c, const char *v)
@@ -29,7 +32,83 @@ static int on_sign_opt(void *ctx, int c, const char *v)
     sign_args *a = ctx;
     if (c == 'n') a->name = v;
     if (c == 'd') a->days = v;
+    if (c == 'K') a->no_data_key = 1;
     return 0;
+}
+
+/* The key file's version when it was loaded, to tell (once, on stderr) that a command rewrote a
+ * version 1 file as version 2. */
+static uint32_t file_version(const tsync_shop_key *k)
+{
+    uint32_t v = 1;
+    tsync_shop_key_file_state(k, &v, NULL, NULL, NULL);
+    return v;
+}
+
+static void note_upgrade(const char *path, uint32_t before, const tsync_shop_key *k)
+{
+    if (before != 1 || file_version(k) != 2) return;
+    fprintf(stderr,
+            "tillsync: note: %s is now a version 2 key file: it keeps the shop data key and the "
+            "devices it certifies (older tillsync builds cannot read it); tills certified before "
+            "get the data key from: tillsync shop data-key %s --from TILL.db\n",
+            path, path);
+}
+
+/* Prints a DATA KEY record the key k just made (of its latest epoch, sealed to the devices it
+ * lists as certified), with its epoch and device count among the comment lines. */
+static int emit_dk(const uint8_t *dkey, size_t len, const tsync_shop_key *k)
+{
+    uint32_t epoch = 0;
+    size_t n = 0;
+    tsync_shop_key_file_state(k, NULL, &epoch, &n, NULL);
+    tsync_trust_record r = TSYNC_TRUST_RECORD_INIT;
+    if (tsync_trust_record_decode(&r, dkey, len) != 0) return cli_fail("data key");
+    char *desc = tt_describe(&r), *text = NULL;
+    tsync_trust_record_clear(&r);
+    char *comment = desc
+                        ? sqlite3_mprintf("%s\nepoch:      %u (sealed to %llu device%s)", desc,
+                                          (unsigned)epoch, (unsigned long long)n, n == 1 ? "" : "s")
+                        : NULL;
+    int ret = comment && tsync_trust_armour(&text, dkey, len, comment) == 0 ? 0 : 1;
+    if (ret) fprintf(stderr, "tillsync: out of memory\n");
+    if (!ret && (fputs(text, stdout) < 0 || fflush(stdout) != 0)) {
+        fprintf(stderr, "tillsync: cannot write to standard output: %s\n", strerror(errno));
+        ret = 1;
+    }
+    free(desc), free(text);
+    sqlite3_free(comment);
+    return ret;
+}
+
+/* Prints a DATA KEY record after the record it goes with, or says why there is none. */
+static int emit_data_key(const uint8_t *dkey, size_t len, int asked, const tsync_shop_key *k)
+{
+    if (!asked) return 0;
+    if (!dkey) {
+        fprintf(stderr, "tillsync: note: no certified device is left to seal the new data key "
+                        "to; no DATA KEY record printed\n");
+        return 0;
+    }
+    return fputs("\n", stdout) < 0 ? 1 : emit_dk(dkey, len, k);
+}
+
+/* Drops the DATA KEY records from r (shop sign and shop revoke print one after a certificate
+ * or a revocation, so such a file still names one device). */
+static void drop_data_keys(tsync_trust_records *r)
+{
+    tsync_trust_record t = TSYNC_TRUST_RECORD_INIT;
+    size_t n = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        if (tsync_trust_record_decode(&t, r->records[i], r->lens[i]) == 0 &&
+            t.kind == TSYNC_TRUST_DATA_KEY && r->n > 1) {
+            free(r->records[i]);
+            continue;
+        }
+        r->records[n] = r->records[i], r->lens[n++] = r->lens[i];
+    }
+    r->n = n;
+    tsync_trust_record_clear(&t);
 }
 
 static int shop_create(int argc, char **argv)
@@ -45,7 +124,9 @@ static int shop_create(int argc, char **argv)
     tsync_shop_key *k;
     if (tsync_shop_key_create(&k, path, name) != 0) return cli_fail("shop create");
     tsync_shop_info info = TSYNC_SHOP_INFO_INIT;
+    uint32_t epoch = 0;
     int rc = tsync_shop_key_info(&info, k);
+    if (rc == 0) rc = tsync_shop_key_file_state(k, NULL, &epoch, NULL, NULL);
     tsync_shop_key_free(k);
     if (rc) return cli_fail("shop create");
     char id[2 * TSYNC_SHOP_ID_BYTES + 1], pk[2 * PK + 1];
@@ -55,9 +136,10 @@ static int shop_create(int argc, char **argv)
            "shop id:   %s\n"
            "admin key: %s\n"
            "key file:  %s (mode 0600)\n"
+           "data key:  epoch %" PRIu32 " (kept in the key file; shop sign seals it to each till)\n"
            "Keep the key file off the tills and keep a copy in a safe place: without it no new "
            "till can join the shop.\n",
-           info.shop_name, id, pk, path);
+           info.shop_name, id, pk, path, epoch);
     return 0;
 }
 
@@ -65,9 +147,10 @@ static int shop_sign(int argc, char **argv)
 {
     static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
                                          {"days", required_argument, NULL, 'd'},
+                                         {"no-data-key", no_argument, NULL, 'K'},
                                          {NULL, 0, NULL, 0}};
     const char *pos[3] = {NULL, NULL, NULL};
-    sign_args a = {NULL, NULL};
+    sign_args a = {NULL, NULL, 0};
     int npos;
     unsigned days = DEFAULT_DAYS;
     int prc = cli_parse("shop sign", argc - 1, argv + 1, opts, NULL, NULL, on_sign_opt, &a, pos, 3,
@@ -75,13 +158,15 @@ static int shop_sign(int argc, char **argv)
     if (prc) return prc;
     if (a.days && tt_parse_days(a.days, &days))
         return tt_usage("--days takes a number from 1 to 36500");
-    if (npos > 2) return tt_usage("shop sign takes KEYFILE, REQ, --days N and --name NAME");
+    if (npos > 2)
+        return tt_usage("shop sign takes KEYFILE, REQ, --days N, --name NAME and --no-data-key");
     const char *name = a.name;
     if (npos < 2) return tt_usage("shop sign needs KEYFILE and REQ");
     tsync_shop_key *k;
     if (tt_load_key(pos[0], &k)) return 1;
     tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
     int ret = tt_read_records(pos[1], &r);
+    if (!ret) drop_data_keys(&r);
     if (!ret && r.n != 1) {
         fprintf(stderr, "tillsync: %s holds %zu records; give one enrolment request\n", pos[1],
                 r.n);
@@ -90,19 +175,26 @@ static int shop_sign(int argc, char **argv)
     tsync_trust_record req = TSYNC_TRUST_RECORD_INIT;
     if (!ret) ret = tt_decode(pos[1], r.records[0], r.lens[0], TSYNC_TRUST_REQUEST, &req);
     tsync_trust_record_clear(&req);
-    uint8_t *cert = NULL;
-    size_t clen;
+    uint8_t *cert = NULL, *dkey = NULL;
+    size_t clen, dlen = 0;
+    uint32_t before = file_version(k);
     if (!ret) {
         tsync_sign_options o = TSYNC_SIGN_OPTIONS_INIT;
         o.days = days;
         o.device_name = name;
-        if (tsync_shop_key_sign_request(&cert, &clen, k, r.records[0], r.lens[0], &o) != 0) {
-            fprintf(stderr, "tillsync: %s\n", tt_error());
+        /* The certificate, then the data key sealed to every device of the shop: the till
+         * installs both from this one output (enrol DB FILE). */
+        if (tsync_shop_key_certify(&cert, &clen, a.no_data_key ? NULL : &dkey, &dlen, k,
+                                   r.records[0], r.lens[0], &o) != 0) {
+            fprintf(stderr, "tillsync: %s: %s\n", pos[0], tt_error());
             ret = 1;
         }
     }
+    if (!ret) note_upgrade(pos[0], before, k);
     if (!ret) ret = tt_emit(cert, clen);
+    if (!ret) ret = emit_data_key(dkey, dlen, !a.no_data_key, k);
     free(cert);
+    free(dkey);
     tsync_trust_records_clear(&r);
     tsync_shop_key_free(k);
     return ret;
@@ -122,6 +214,7 @@ static int device_key(const char *arg, uint8_t pk[PK])
     tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
     int ret = tt_read_records(arg, &r);
     tsync_trust_record t = TSYNC_TRUST_RECORD_INIT;
+    if (!ret) drop_data_keys(&r);
     if (!ret && r.n != 1) {
         fprintf(stderr, "tillsync: %s holds %zu records; give one certificate\n", arg, r.n);
         ret = 1;
@@ -195,10 +288,11 @@ typedef struct {
     const char **check;
     int ncheck;
     const char *from;
-    int dry;
+    int dry, no_data_key;
 } revoke_args;
 
-static const struct option REVOKE_OPTS[] = {{"cutoff", required_argument, NULL, 'c'},
+static const struct option REVOKE_OPTS[] = {{"no-data-key", no_argument, NULL, 'K'},
+                                            {"cutoff", required_argument, NULL, 'c'},
                                             {"cutoffs-from", required_argument, NULL, 'f'},
                                             {"check", required_argument, NULL, 'k'},
                                             {"dry-run", no_argument, NULL, 'n'},
@@ -210,6 +304,7 @@ static int on_revoke_opt(void *ctx, int c, const char *v)
     if (c == 'f') a->from = v;
     if (c == 'k') a->check[a->ncheck++] = v;
     if (c == 'n') a->dry = 1;
+    if (c == 'K') a->no_data_key = 1;
     if (c != 'c') return 0;
     const char *colon = strchr(v, ':');
     char *end;
@@ -234,13 +329,13 @@ static int shop_revoke(int argc, char **argv)
         free(cut), free(check);
         return 1;
     }
-    revoke_args ra = {cut, 0, check, 0, NULL, 0};
+    revoke_args ra = {cut, 0, check, 0, NULL, 0, 0};
     const char *pos3[3] = {NULL, NULL, NULL};
     int prc = cli_parse("shop revoke", argc - 1, argv + 1, REVOKE_OPTS, NULL, NULL, on_revoke_opt,
                         &ra, pos3, 3, &npos);
     if (!prc && npos > 2)
         prc = tt_usage("shop revoke takes KEYFILE, DEVICEKEY, --cutoff SITE:SEQ, "
-                       "--cutoffs-from DB, --check DB and --dry-run");
+                       "--cutoffs-from DB, --check DB, --dry-run and --no-data-key");
     if (prc) {
         free(cut), free(check);
         return prc;
@@ -298,17 +393,23 @@ static int shop_revoke(int argc, char **argv)
         free(cut);
         return 1;
     }
-    uint8_t *out;
-    size_t len;
-    if (tsync_shop_key_revoke(&out, &len, k, pk, cut, ncut) != 0) {
-        fprintf(stderr, "tillsync: %s\n", tt_error());
+    uint8_t *out, *dkey = NULL;
+    size_t len, dlen = 0;
+    uint32_t before = file_version(k);
+    /* The revocation, then a new data-key epoch sealed to the devices that remain. */
+    if (tsync_shop_key_revoke_device(&out, &len, ra.no_data_key ? NULL : &dkey, &dlen, k, pk, cut,
+                                     ncut) != 0) {
+        fprintf(stderr, "tillsync: %s: %s\n", pos[0], tt_error());
         ret = 1;
     } else {
+        note_upgrade(pos[0], before, k);
         if (ncut == 0)
             fprintf(stderr, "tillsync: note: no cutoff given: a till will refuse every batch of "
                             "this device that it has not merged yet (see --cutoffs-from DB)\n");
         ret = tt_emit(out, len);
+        if (!ret) ret = emit_data_key(dkey, dlen, !ra.no_data_key, k);
         free(out);
+        free(dkey);
     }
     free(cut);
     tsync_shop_key_free(k);
@@ -373,14 +474,24 @@ static int shop_show(int argc, char **argv)
         tsync_shop_key *k;
         if (tt_load_key(path, &k)) return 1;
         tsync_shop_info info = TSYNC_SHOP_INFO_INIT;
+        uint32_t version = 0, epoch = 0;
+        size_t live = 0, dead = 0;
         int rc = tsync_shop_key_info(&info, k);
+        if (rc == 0) rc = tsync_shop_key_file_state(k, &version, &epoch, &live, &dead);
         tsync_shop_key_free(k);
         if (rc) return cli_fail("admin key");
         char id[2 * TSYNC_SHOP_ID_BYTES + 1], pk[2 * PK + 1], d[32];
         tt_hex(info.shop_id, TSYNC_SHOP_ID_BYTES, id);
         tt_hex(info.admin_key, PK, pk);
-        printf("shop admin key file\nshop:       %s (id %s)\nadmin key:  %s\ncreated:    %s\n",
-               info.shop_name, id, pk, tsync_trust_date(info.created_ms, d));
+        printf("shop admin key file (version %" PRIu32 ")\nshop:       %s (id %s)\n"
+               "admin key:  %s\ncreated:    %s\n",
+               version, info.shop_name, id, pk, tsync_trust_date(info.created_ms, d));
+        if (epoch)
+            printf("data key:   epoch %" PRIu32 "\n", epoch);
+        else
+            printf("data key:   none yet (tillsync shop data-key %s makes epoch 1)\n", path);
+        printf("devices:    %zu certified, %zu revoked (as this key file recorded them)\n", live,
+               dead);
         return 0;
     }
     tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
@@ -555,6 +666,98 @@ static int shop_grant(int argc, char **argv)
     return ret;
 }
 
+/* shop data-key's --device PUBKEY (repeats) and --from DB. */
+typedef struct {
+    uint8_t (*dev)[PK];
+    size_t ndev;
+    const char *from;
+    int bad;
+} dk_args;
+
+static int on_dk_opt(void *ctx, int c, const char *v)
+{
+    dk_args *a = ctx;
+    if (c == 'f') a->from = v;
+    if (c == 'D' && device_key(v, a->dev[a->ndev++])) a->bad = 1;
+    return 0;
+}
+
+/* The certified devices of DB's trust set that are not revoked, appended to a->dev. */
+static int devices_from(const char *db, const uint8_t shop_id[TSYNC_SHOP_ID_BYTES], dk_args *a,
+                        size_t cap)
+{
+    tsync_store *s;
+    if (cli_open(db, CLI_RO, &s)) return 1;
+    tsync_trust_set t = TSYNC_TRUST_SET_INIT;
+    int ret = 0;
+    if (tsync_trust_set_get(&t, s) != 0) {
+        ret = cli_fail("--from");
+    } else if (!t.enrolled) {
+        fprintf(stderr, "tillsync: --from %s: the database is not enrolled in a shop\n", db);
+        ret = 1;
+    } else if (memcmp(t.shop_id, shop_id, TSYNC_SHOP_ID_BYTES) != 0) {
+        fprintf(stderr,
+                "tillsync: --from %s: the database is enrolled in shop '%s', not the shop "
+                "of this key file\n",
+                db, t.shop_name);
+        ret = 1;
+    } else {
+        uint8_t(*v)[PK] = realloc(a->dev, (cap + t.ndevices + 1) * sizeof *v);
+        if (!v) {
+            fprintf(stderr, "tillsync: out of memory\n");
+            ret = 1;
+        } else {
+            a->dev = v;
+            for (size_t i = 0; i < t.ndevices; i++)
+                if (!t.devices[i].revoked) memcpy(a->dev[a->ndev++], t.devices[i].key, PK);
+        }
+    }
+    tsync_trust_set_clear(&t);
+    tsync_store_free(s);
+    return ret;
+}
+
+static int shop_data_key(int argc, char **argv)
+{
+    static const struct option opts[] = {{"device", required_argument, NULL, 'D'},
+                                         {"from", required_argument, NULL, 'f'},
+                                         {NULL, 0, NULL, 0}};
+    const char *pos[2] = {NULL, NULL};
+    dk_args a = {calloc((size_t)argc + 1, PK), 0, NULL, 0};
+    if (!a.dev) return 1;
+    int npos;
+    int ret = cli_parse("shop data-key", argc - 1, argv + 1, opts, NULL, NULL, on_dk_opt, &a, pos,
+                        2, &npos);
+    if (!ret && a.bad) ret = 1;
+    if (!ret && npos != 1)
+        ret = tt_usage("shop data-key needs KEYFILE (and takes --device PUBKEY..., --from DB)");
+    tsync_shop_key *k = NULL;
+    if (!ret && tt_load_key(pos[0], &k)) ret = 1;
+    tsync_shop_info info = TSYNC_SHOP_INFO_INIT;
+    if (!ret && tsync_shop_key_info(&info, k) != 0) ret = cli_fail("admin key");
+    if (!ret && a.from) ret = devices_from(a.from, info.shop_id, &a, a.ndev);
+    uint8_t *rec = NULL;
+    size_t len = 0;
+    uint32_t before = k ? file_version(k) : 0;
+    /* A key given twice (by --device and --from) counts once. */
+    size_t n = 0;
+    for (size_t i = 0; i < a.ndev; i++) {
+        int dup = 0;
+        for (size_t j = 0; j < n && !dup; j++) dup = memcmp(a.dev[j], a.dev[i], PK) == 0;
+        if (!dup) memmove(a.dev[n++], a.dev[i], PK);
+    }
+    if (!ret && tsync_shop_key_data_key(&rec, &len, k, (const uint8_t(*)[PK])a.dev, n) != 0) {
+        fprintf(stderr, "tillsync: %s: %s\n", pos[0], tt_error());
+        ret = 1;
+    }
+    if (!ret) note_upgrade(pos[0], before, k);
+    if (!ret) ret = emit_dk(rec, len, k);
+    free(rec);
+    free(a.dev);
+    tsync_shop_key_free(k);
+    return ret;
+}
+
 int cmd_shop(int argc, char **argv)
 {
     if (argc < 3) return tt_usage("shop needs create, sign, revoke, rotate or show");
@@ -566,6 +769,7 @@ int cmd_shop(int argc, char **argv)
     if (!strcmp(c, "show")) return shop_show(argc, argv);
     if (!strcmp(c, "sign-migration")) return shop_sign_migration(argc, argv);
     if (!strcmp(c, "grant")) return shop_grant(argc, argv);
-    return tt_usage(
-        "shop: unknown subcommand (create, sign, revoke, rotate, sign-migration, grant, show)");
+    if (!strcmp(c, "data-key")) return shop_data_key(argc, argv);
+    return tt_usage("shop: unknown subcommand (create, sign, revoke, rotate, sign-migration, "
+                    "grant, data-key, show)");
 }

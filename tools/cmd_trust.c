@@ -95,6 +95,67 @@ static int enrol_one_step(const char *db, const char *keyfile, const char *name,
     return ret;
 }
 
+/* Says which data-key epoch the till holds after n DATA KEY records were given to it. */
+static void print_data_keys(tsync_store *s, size_t n, size_t added)
+{
+    uint32_t held = 0, latest = 0;
+    if (tsync_store_data_key_epoch(&held, &latest, s) != 0) return;
+    if (held)
+        printf("%zu data key record%s installed (%zu new); this till holds data-key epoch %" PRIu32
+               " (the shop's latest is %" PRIu32 ")\n",
+               n, n == 1 ? "" : "s", added, held, latest);
+    else
+        printf("%zu data key record%s installed (%zu new); none is sealed to this till\n", n,
+               n == 1 ? "" : "s", added);
+}
+
+/* Installs every record of the n files on db with tsync_trust_enrol: certificates, rotations
+ * and the like in one transaction, then the DATA KEY records (which need the enrolment), said
+ * apart. With revocations set (trust add), revocations are installed last with
+ * tsync_trust_revoke, so one file may carry any records. */
+static int install_files(const char *what, const char *db, const char *const *files, int n,
+                         int revocations)
+{
+    tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
+    int ret = 0;
+    for (int i = 0; i < n && !ret; i++) ret = tt_read_records(files[i], &r);
+    tsync_store *s = NULL;
+    if (!ret) ret = open_db(db, &s);
+    /* 0: the rest, 1: data keys, 2: revocations */
+    const uint8_t **recs = calloc(3 * (r.n + 1), sizeof *recs);
+    size_t *lens = calloc(3 * (r.n + 1), sizeof *lens), cnt[3] = {0, 0, 0};
+    if (!recs || !lens) ret = 1;
+    tsync_trust_record t = TSYNC_TRUST_RECORD_INIT;
+    for (size_t i = 0; !ret && i < r.n; i++) {
+        int g = 0;
+        if (tsync_trust_record_decode(&t, r.records[i], r.lens[i]) == 0)
+            g = t.kind == TSYNC_TRUST_DATA_KEY                    ? 1
+                : revocations && t.kind == TSYNC_TRUST_REVOCATION ? 2
+                                                                  : 0;
+        recs[g * (r.n + 1) + cnt[g]] = r.records[i];
+        lens[g * (r.n + 1) + cnt[g]++] = r.lens[i];
+    }
+    tsync_trust_record_clear(&t);
+    for (int g = 0; g < 2 && !ret; g++) {
+        if (!cnt[g]) continue;
+        tsync_enrol_report res = TSYNC_ENROL_REPORT_INIT;
+        ret = tsync_trust_enrol(&res, s, recs + g * (r.n + 1), lens + g * (r.n + 1), cnt[g])
+                  ? cli_fail(what)
+                  : 0;
+        if (!ret && g == 0) print_enrolled(db, &res);
+        if (!ret && g == 1) print_data_keys(s, cnt[1], res.added);
+    }
+    for (size_t i = 0; !ret && i < cnt[2]; i++)
+        ret = tsync_trust_revoke(s, recs[2 * (r.n + 1) + i], lens[2 * (r.n + 1) + i])
+                  ? cli_fail(what)
+                  : 0;
+    if (!ret && cnt[2]) printf("%zu revocation%s installed\n", cnt[2], cnt[2] == 1 ? "" : "s");
+    free(recs), free(lens);
+    tsync_store_free(s);
+    tsync_trust_records_clear(&r);
+    return ret;
+}
+
 typedef struct {
     const char *keyfile, *name, *days;
 } enrol_args;
@@ -143,21 +204,26 @@ int cmd_enrol(int argc, char **argv)
     } else if (keyfile) {
         ret = enrol_one_step(db, keyfile, name, days);
     } else {
-        tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
-        ret = 0;
-        for (int i = 0; i < nfiles && !ret; i++) ret = tt_read_records(files[i], &r);
-        tsync_store *s = NULL;
-        if (!ret) ret = open_db(db, &s);
-        tsync_enrol_report res = TSYNC_ENROL_REPORT_INIT;
-        if (!ret)
-            ret = tsync_trust_enrol(&res, s, (const uint8_t *const *)r.records, r.lens, r.n)
-                      ? cli_fail("enrol")
-                      : 0;
-        if (!ret) print_enrolled(db, &res);
-        tsync_store_free(s);
-        tsync_trust_records_clear(&r);
+        ret = install_files("enrol", db, files, nfiles, 0);
     }
     free(files);
+    return ret;
+}
+
+/* tillsync trust add DB FILE...: every record of the files (a file may hold several blocks, as
+ * shop sign and shop revoke print them): revocations as revoke installs them, the others as
+ * enrol does. */
+static int cmd_trust_add(int argc, char **argv)
+{
+    static const struct option none[] = {{NULL, 0, NULL, 0}};
+    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
+    if (!pos) return 1;
+    int npos;
+    int ret =
+        cli_parse("trust add", argc - 1, argv + 1, none, NULL, NULL, NULL, NULL, pos, argc, &npos);
+    if (!ret && npos < 2) ret = tt_usage("trust add needs DB and FILE...");
+    if (!ret) ret = install_files("trust add", pos[0], pos + 1, npos - 1, 1);
+    free(pos);
     return ret;
 }
 
@@ -175,15 +241,39 @@ int cmd_revoke(int argc, char **argv)
     tsync_trust_records r = TSYNC_TRUST_RECORDS_INIT;
     int ret = tt_read_records(pos[1], &r);
     tsync_trust_record t = TSYNC_TRUST_RECORD_INIT;
-    for (size_t i = 0; !ret && i < r.n; i++)
+    /* Revocations, and the DATA KEY records shop revoke prints after them (the new epoch). */
+    size_t nrev = 0, ndk = 0;
+    const uint8_t **dk = calloc(r.n + 1, sizeof *dk);
+    size_t *dkl = calloc(r.n + 1, sizeof *dkl);
+    if (!dk || !dkl) ret = 1;
+    for (size_t i = 0; !ret && i < r.n; i++) {
+        if (tsync_trust_record_decode(&t, r.records[i], r.lens[i]) == 0 &&
+            t.kind == TSYNC_TRUST_DATA_KEY) {
+            dk[ndk] = r.records[i], dkl[ndk++] = r.lens[i];
+            continue;
+        }
         ret = tt_decode(pos[1], r.records[i], r.lens[i], TSYNC_TRUST_REVOCATION, &t);
+        nrev++;
+    }
+    if (!ret && nrev == 0) {
+        fprintf(stderr, "tillsync: %s holds no REVOCATION\n", pos[1]);
+        ret = 1;
+    }
     tsync_store *s = NULL;
     if (!ret) ret = open_db(pos[0], &s);
     for (size_t i = 0; !ret && i < r.n; i++)
-        ret = tsync_trust_revoke(s, r.records[i], r.lens[i]) ? cli_fail("revoke") : 0;
+        if (tsync_trust_record_decode(&t, r.records[i], r.lens[i]) == 0 &&
+            t.kind == TSYNC_TRUST_REVOCATION)
+            ret = tsync_trust_revoke(s, r.records[i], r.lens[i]) ? cli_fail("revoke") : 0;
+    tsync_enrol_report res = TSYNC_ENROL_REPORT_INIT;
+    if (!ret && ndk && tsync_trust_enrol(&res, s, dk, dkl, ndk) != 0) ret = cli_fail("revoke");
+    free(dk);
+    free(dkl);
     if (!ret) {
+        if (ndk) print_data_keys(s, ndk, res.added);
         for (size_t i = 0; i < r.n; i++) {
-            if (tsync_trust_record_decode(&t, r.records[i], r.lens[i]) == 0) {
+            if (tsync_trust_record_decode(&t, r.records[i], r.lens[i]) == 0 &&
+                t.kind == TSYNC_TRUST_REVOCATION) {
                 char h[2 * PK + 1];
                 tt_hex(t.device_key, PK, h);
                 printf("revocation of device key %s installed (%zu cutoff%s)\n", h, t.ncutoffs,
@@ -225,6 +315,8 @@ static void print_trust(const tsync_trust_set *t)
 
 int cmd_trust(int argc, char **argv)
 {
+    if (argc >= 4 && strcmp(argv[2], "add") == 0 && argv[3][0] != '-')
+        return cmd_trust_add(argc, argv);
     const char *pos[2] = {NULL, NULL};
     int npos, json = 0;
     int prc = cli_parse("trust", argc, argv, CLI_JSON_OPTS, NULL, &json, NULL, NULL, pos, 2, &npos);

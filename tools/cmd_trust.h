@@ -14,7 +14,8 @@
  * tillsync shop revoke KEYFILE DEVICEKEY [--cutoff SITE:SEQ]... [--cutoffs-from DB] > REVOCATION
  * tillsync shop rotate KEYFILE NEWKEYFILE                            > ROTATION
  * tillsync shop sign-migration KEYFILE NNN_NAME.sql [-o OUT]            > OUT (NNN_NAME.tsmig)
- * tillsync shop show FILE */
+ * tillsync shop show FILE
+ * tillsync shop data-key KEYFILE [--device PUBKEY]... [--from DB]     > DATA KEY */
 int cmd_shop(int argc, char **argv);
 /* The signed migration in FILE (armoured or raw), malloc'd into *rec. 0, or 1 after printing
  * why not. */
@@ -26,7 +27,7 @@ int cmd_enrol_request(int argc, char **argv);
 int cmd_enrol(int argc, char **argv);
 /* tillsync revoke DB REVOCATION */
 int cmd_revoke(int argc, char **argv);
-/* tillsync trust DB [--json] */
+/* tillsync trust DB [--json]   |   tillsync trust add DB FILE... */
 int cmd_trust(int argc, char **argv);
 
 #endif

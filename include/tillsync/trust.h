@@ -492,6 +492,59 @@ TSYNC_API int tsync_store_data_key_epoch(uint32_t *held, uint32_t *latest, tsync
  * Errors: TSYNC_ENOTFOUND (none, or not enrolled), TSYNC_EIO, TSYNC_ENOMEM. */
 TSYNC_API int tsync_store_grant(uint8_t **rec, size_t *rec_len, tsync_store *s);
 
+/* ---------------------------------------------------------------- the admin's data keys
+ * (docs/RELAY_KEYS.md, "The admin's key file")
+ *
+ * A key file of version 2 (tsync_shop_key_create makes one) also keeps the shop data key of
+ * every epoch and the devices the admin certified and revoked, so the admin can seal each epoch
+ * to the devices of the shop. A version 1 file (made by builds before this) opens and signs as
+ * before, and is rewritten as version 2 by the first function below that succeeds on it (the
+ * file at the path it was loaded from is replaced atomically; tsync_shop_key_file_state tells the
+ * version before and after). These functions change the key and its file: do not call them on
+ * one key from two threads at once. */
+
+#define TSYNC_DATA_KEY_MAX_DEVICES 32 /* devices one DATA KEY record is sealed to */
+
+/* What the key file keeps: *file_version 1 or 2 (as read, or 2 once rewritten), *epoch the
+ * latest data-key epoch (0: none yet, a version 1 file), *ndevices the devices it lists that are
+ * not revoked, *nrevoked the revoked ones. Any output may be NULL. Errors: TSYNC_EINVAL (k NULL).
+ */
+TSYNC_API int tsync_shop_key_file_state(const tsync_shop_key *k, uint32_t *file_version,
+                                        uint32_t *epoch, size_t *ndevices, size_t *nrevoked);
+
+/* tsync_shop_key_sign_request, and the key file records the device as certified. dkey (may be
+ * NULL: no data key record) receives a DATA KEY record of the latest epoch (epoch 1 is made when
+ * the file has none) sealed to every certified, not revoked device the file lists, this one
+ * included; the till installs both records (tsync_trust_enrol). Nothing is written on any error.
+ * Errors: as tsync_shop_key_sign_request; TSYNC_EINVAL (the device is revoked in the key file;
+ * with dkey, more than TSYNC_DATA_KEY_MAX_DEVICES devices to seal to, or a device key the file
+ * lists that is not a valid Ed25519 key), TSYNC_EIO (the key file cannot be replaced). */
+TSYNC_API int tsync_shop_key_certify(uint8_t **cert, size_t *cert_len, uint8_t **dkey,
+                                     size_t *dkey_len, tsync_shop_key *k, const uint8_t *req,
+                                     size_t req_len, const tsync_sign_options *opts);
+
+/* tsync_shop_key_revoke, and the key file records the device as revoked and, unless it was
+ * already, makes a new data-key epoch (the latest + 1) that the revoked device never gets. dkey
+ * (may be NULL) receives a DATA KEY record of the latest epoch sealed to every certified device
+ * not revoked, or NULL with *dkey_len 0 when no such device is left. Nothing is written on any
+ * error. Errors: as tsync_shop_key_revoke; TSYNC_EINVAL (with dkey, more than
+ * TSYNC_DATA_KEY_MAX_DEVICES devices remain), TSYNC_EIO. */
+TSYNC_API int tsync_shop_key_revoke_device(uint8_t **rev, size_t *rev_len, uint8_t **dkey,
+                                           size_t *dkey_len, tsync_shop_key *k,
+                                           const uint8_t device_key[TSYNC_PUBLIC_KEY_BYTES],
+                                           const tsync_cutoff *cutoffs, size_t ncutoffs);
+
+/* A DATA KEY record of the latest epoch (epoch 1 is made when the file has none: an existing
+ * shop) sealed to every certified, not revoked device the key file lists plus the ndevices
+ * device_keys given (which the file then lists as certified; the caller vouches for them, e.g.
+ * from a till's trust set, tsync_trust_set_get). Nothing is written on any error.
+ * Errors: TSYNC_EINVAL (no device to seal to, more than TSYNC_DATA_KEY_MAX_DEVICES, a given
+ * device the file lists as revoked, a key that is not a valid Ed25519 key or is the admin key),
+ * TSYNC_EIO, TSYNC_ENOMEM. */
+TSYNC_API int tsync_shop_key_data_key(uint8_t **dkey, size_t *dkey_len, tsync_shop_key *k,
+                                      const uint8_t (*device_keys)[TSYNC_PUBLIC_KEY_BYTES],
+                                      size_t ndevices);
+
 #ifdef __cplusplus
 }
 #endif

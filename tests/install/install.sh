@@ -26,12 +26,24 @@ lib=$(dirname "$(find "$p" -name libtillsync.a | head -1)")
 [ -d "$lib" ] && [ "$lib" != . ] || fail "no libtillsync.a under $p"
 for f in include/tillsync/tillsync.h include/tillsync/version.h include/tillsync/common.h \
     bin/tillsync share/doc/tillsync/LICENSE share/doc/tillsync/tillsync.conf.example \
-    share/man/man1/tillsync.1 lib/systemd/system/tillsync@.service lib/sysusers.d/tillsync.conf; do
+    share/man/man1/tillsync.1 lib/systemd/system/tillsync@.service lib/sysusers.d/tillsync.conf \
+    lib/systemd/system/tillsync-relay.service lib/sysusers.d/tillsync-relay.conf; do
     [ -f "$p/$f" ] || fail "$f not installed"
 done
 # The unit runs the installed tool, not one of the build tree.
 grep -q "^ExecStart=$p/bin/tillsync " "$p/lib/systemd/system/tillsync@.service" ||
     fail "tillsync@.service does not run $p/bin/tillsync"
+# So does the relay's, as its own user (docs/RELAY.md, "As a service").
+relay_unit=$p/lib/systemd/system/tillsync-relay.service
+grep -q "^ExecStart=$p/bin/tillsync relay run \${STATE_DIRECTORY} --listen " "$relay_unit" ||
+    fail "tillsync-relay.service does not run $p/bin/tillsync relay run"
+grep -q "^ExecStartPre=.* $p/bin/tillsync relay init " "$relay_unit" ||
+    fail "tillsync-relay.service does not make the relay with $p/bin/tillsync relay init"
+grep -q "^User=tillsync-relay$" "$relay_unit" && grep -q "^Type=notify$" "$relay_unit" ||
+    fail "tillsync-relay.service: not Type=notify as the user tillsync-relay"
+grep -q "^u tillsync-relay " "$p/lib/sysusers.d/tillsync-relay.conf" ||
+    fail "tillsync-relay.conf (sysusers) does not make the user tillsync-relay"
+! grep -q "@CMAKE_INSTALL" "$relay_unit" || fail "tillsync-relay.service: a placeholder is left"
 for f in libtillsync.so libtillsync.so.0 "libtillsync.so.$version" pkgconfig/tillsync.pc \
     cmake/tillsync/tillsyncConfig.cmake cmake/tillsync/tillsyncConfigVersion.cmake; do
     [ -e "$lib/$f" ] || fail "$lib/$f not installed"
