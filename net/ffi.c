@@ -83,6 +83,9 @@ static int init_versioned(void *out, const void *tmpl, uint32_t version, const s
 
 INIT_V1(tsync_backup_options, TSYNC_BACKUP_OPTIONS)
 INIT_V1(tsync_restore_options, TSYNC_RESTORE_OPTIONS)
+/* cloud backup (tillsync/vault.h) */
+INIT_V1(tsync_vault_options, TSYNC_VAULT_OPTIONS)
+INIT_V1(tsync_vault_report, TSYNC_VAULT_REPORT)
 INIT_V1(tsync_restore_report, TSYNC_RESTORE_REPORT)
 INIT_V1(tsync_export_options, TSYNC_EXPORT_OPTIONS)
 INIT_V2(tsync_import_options, TSYNC_IMPORT_OPTIONS, dry_run)
