@@ -18,6 +18,8 @@
 #ifndef TILLSYNC_VAULT_H
 #define TILLSYNC_VAULT_H
 
+#include <signal.h>
+
 #include "tillsync/backup.h"
 #include "tillsync/common.h"
 
@@ -36,12 +38,15 @@ typedef struct {
     tsync_backup_progress_cb progress; /* may be NULL: TSYNC_BACKUP_WRITE counts bytes uploaded,
                                           TSYNC_BACKUP_READ bytes downloaded */
     void *progress_ctx;
+    /* Not NULL: looked at between chunks; once non-zero the upload stops as with max_chunks
+     * (pending, report->complete 0), so another thread can end a long upload at once. */
+    const volatile sig_atomic_t *stop;
 } tsync_vault_options;
 
 #define TSYNC_VAULT_OPTIONS_VERSION 1
 #define TSYNC_VAULT_OPTIONS_INIT                                                                   \
     {                                                                                              \
-        TSYNC_VAULT_OPTIONS_VERSION, NULL, 0, 0, NULL, NULL                                        \
+        TSYNC_VAULT_OPTIONS_VERSION, NULL, 0, 0, NULL, NULL, NULL                                  \
     }
 
 /* Sets *out to TSYNC_VAULT_OPTIONS_INIT as of version (the caller's TSYNC_VAULT_OPTIONS_VERSION),

@@ -358,7 +358,7 @@ static int upload(tsync__rclient *c, const char *pending, const vhdr *h,
     uint32_t max = o ? o->max_chunks : 0;
     for (uint64_t i = 0; !rc && i < vb.nchunks; i++) {
         if (held[i]) continue;
-        if (max && r->chunks_sent >= max) {
+        if ((max && r->chunks_sent >= max) || (o && o->stop && *o->stop)) {
             free(held);
             free(b);
             fclose(f);

@@ -341,3 +341,113 @@ Test(vault, quota_refused_with_reason)
     shop_free(&a);
     nu_kill(r.pid, SIGTERM, 5000);
 }
+
+/* `tillsync status DB --json`, parsed (the caller's); NULL when it failed. */
+static json_t *status_json(const char *db)
+{
+    char *out = NULL;
+    int code = nu_cli_run(&out, NULL, "status", db, "--json", NULL);
+    json_t *j = code == 0 ? json_loads(out, 0, NULL) : NULL;
+    free(out);
+    return j;
+}
+
+/* Waits up to ms for the node's cloud_backup to satisfy want(); returns the status (caller's). */
+static json_t *wait_cloud(const char *db, int ms, int (*want)(json_t *c), const char *what)
+{
+    int64_t end = nu_now_ms() + ms;
+    json_t *last = NULL;
+    while (nu_now_ms() < end) {
+        json_t *j = status_json(db);
+        if (j && want(json_object_get(j, "cloud_backup"))) {
+            json_decref(last);
+            return j;
+        }
+        json_decref(last);
+        last = j;
+        nu_sleep_ms(200);
+    }
+    char *txt = last ? json_dumps(json_object_get(last, "cloud_backup"), 0) : NULL;
+    cr_assert_fail("%s: not within %d ms (cloud_backup %s)", what, ms, txt ? txt : "?");
+    return NULL;
+}
+
+static int three_done(json_t *c)
+{
+    return json_integer_value(json_object_get(c, "done")) >= 3;
+}
+
+static int failed_once(json_t *c)
+{
+    const char *r = json_string_value(json_object_get(c, "last_result"));
+    return r && !strcmp(r, "failed");
+}
+
+Test(vault, scheduled_by_run)
+{
+    const char *tmp = nu_tmpdir();
+    relay r;
+    relay_start(&r, tmp);
+    shop a;
+    shop_make(&a, tmp, "RunShop", &r, 200);
+    char p1[600], p2[600], log[600];
+    snprintf(p1, sizeof p1, "%s", db_in(tmp, "r1.db"));
+    snprintf(p2, sizeof p2, "%s", db_in(tmp, "r2.db"));
+    snprintf(log, sizeof log, "%s/node.log", tmp);
+    tsync_store *t1 = till_make(&a, p1, "till-r1");
+    tsync_store *t2 = till_make(&a, p2, "till-r2");
+    fill(t1, 50);
+    tsync_store_free(t1);
+    tsync_store_free(t2);
+    const char *argv[] = {nu_cli(),
+                          "run",
+                          p1,
+                          "--listen",
+                          "tcp://127.0.0.1:*",
+                          "--no-mdns",
+                          "--cloud-backup-every",
+                          "1s",
+                          "--cloud-keep",
+                          "2",
+                          NULL};
+    pid_t node = nu_spawn(argv, log);
+    json_t *st = wait_cloud(p1, 30000, three_done, "three scheduled cloud backups");
+    json_t *c = json_object_get(st, "cloud_backup");
+    cr_assert_str_eq(json_string_value(json_object_get(c, "last_result")), "ok");
+    cr_assert_eq(json_integer_value(json_object_get(c, "every_ms")), 1000);
+    cr_assert(json_is_string(json_object_get(c, "last_id")));
+    cr_assert(json_is_null(json_object_get(c, "last_error")));
+    cr_assert_geq(json_integer_value(json_object_get(c, "deleted")), 1, "keep 2 deleted some");
+    json_decref(st);
+    /* Another till of the shop lists them: the newest two of r1 (keep 2). */
+    tsync_vault_entry *v;
+    size_t n;
+    cr_assert_eq(tsync_vault_list(p2, NULL, &v, &n), 0, "%s", th_errmsg());
+    cr_assert(n >= 1 && n <= 3, "%zu backups listed (keep 2, one may be between upload and keep)",
+              n);
+    free(v);
+    char *out = nu_cli_ok("status", p1, NULL);
+    cr_assert(strstr(out, "cloud backup: every 1s") && strstr(out, "last ok"), "%s", out);
+    free(out);
+
+    /* The relay gone: the next attempt fails, with its error in status (text and JSON). */
+    nu_kill(r.pid, SIGTERM, 5000);
+    st = wait_cloud(p1, 40000, failed_once, "a failed cloud backup");
+    c = json_object_get(st, "cloud_backup");
+    cr_assert(json_is_string(json_object_get(c, "last_error")));
+    cr_assert(strstr(json_string_value(json_object_get(c, "last_error")), r.ep), "%s",
+              json_string_value(json_object_get(c, "last_error")));
+    int flagged = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(st, "attention"), i, e) flagged |=
+        !strcmp(json_string_value(e), "cloud_backup_failed");
+    cr_assert(flagged, "attention lacks cloud_backup_failed");
+    json_decref(st);
+    out = nu_cli_ok("status", p1, NULL);
+    cr_assert(strstr(out, "attention: the last cloud backup failed"), "%s", out);
+    free(out);
+    cr_assert_eq(nu_kill(node, SIGTERM, 10000) & 0x7f, 0, "the node stops cleanly: %s",
+                 nu_tail_s(log, 20));
+    shop_free(&a);
+}
