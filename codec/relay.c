@@ -24,9 +24,10 @@ static int efail(char *err, int rc, const char *fmt, ...)
     return rc;
 }
 
-static const char *const names[] = {NULL,        "version", "malformed", "unknown_shop", "bad_cert",
-                                    "expired",   "revoked", "quota",     "protocol",     "internal",
-                                    "admission", "shop_id", "bad_trust"};
+static const char *const names[] = {NULL,        "version",   "malformed", "unknown_shop",
+                                    "bad_cert",  "expired",   "revoked",   "quota",
+                                    "protocol",  "internal",  "admission", "shop_id",
+                                    "bad_trust", "not_found", "bad_hash"};
 
 const char *tsync__rerr_name(uint32_t code)
 {
@@ -35,9 +36,10 @@ const char *tsync__rerr_name(uint32_t code)
 
 static const char *tname(uint32_t t)
 {
-    static const char *const n[] = {"?",    "RHELLO", "RHAVE", "RPUT",  "RGET",
-                                    "RENV", "RACK",   "RERR",  "RTRUST"};
-    return t <= TSYNC__R_TRUST ? n[t] : "?";
+    static const char *const n[] = {"?",        "RHELLO", "RHAVE",    "RPUT",   "RGET",    "RENV",
+                                    "RACK",     "RERR",   "RTRUST",   "RVHAVE", "RVHELD",  "RVPUT",
+                                    "RVCOMMIT", "RVLIST", "RVLISTED", "RVGET",  "RVCHUNK", "RVDEL"};
+    return t <= TSYNC__R_MAXTYPE ? n[t] : "?";
 }
 
 /* The item count of each type, the type included. */
@@ -60,6 +62,22 @@ static uint32_t nitems(uint32_t t)
         return 4;
     case TSYNC__R_TRUST:
         return 3;
+    /* ---- the vault */
+    case TSYNC__R_VHAVE:
+    case TSYNC__R_VHELD:
+    case TSYNC__R_VDEL:
+        return 3;
+    case TSYNC__R_VPUT:
+    case TSYNC__R_VCHUNK:
+        return 6;
+    case TSYNC__R_VCOMMIT:
+        return 3;
+    case TSYNC__R_VLIST:
+        return 2;
+    case TSYNC__R_VLISTED:
+        return 3;
+    case TSYNC__R_VGET:
+        return 4;
     default:
         return 0;
     }
@@ -87,6 +105,76 @@ static int check_env(const tsync__renv *e, const char *what, uint32_t i, int rc,
         return efail(err, rc, "%s: envelope %" PRIu32 ": %zu bytes (1..%u)", what, i, e->len,
                      TSYNC__RELAY_ENV_MAX);
     return 0;
+}
+
+/* ---------------------------------------------------------------- the vault's rules */
+
+static int check_vb(const tsync__rvbackup *b, const char *w, uint32_t i, int rc, char *err)
+{
+    if (b->nchunks == 0 || b->nchunks > TSYNC__VAULT_MAX_CHUNKS)
+        return efail(err, rc, "%s: backup %" PRIu32 ": %" PRIu64 " chunks (1..%u)", w, i,
+                     b->nchunks, TSYNC__VAULT_MAX_CHUNKS);
+    if (b->size <= (b->nchunks - 1) * TSYNC__VAULT_CHUNK ||
+        b->size > b->nchunks * TSYNC__VAULT_CHUNK)
+        return efail(err, rc,
+                     "%s: backup %" PRIu32 ": %" PRIu64 " bytes do not make %" PRIu64
+                     " chunks of 1 MiB",
+                     w, i, b->size, b->nchunks);
+    if (b->epoch == 0 || b->epoch > UINT32_MAX)
+        return efail(err, rc, "%s: backup %" PRIu32 ": data-key epoch %" PRIu64 " (1..2^32-1)", w,
+                     i, b->epoch);
+    return 0;
+}
+
+static int check_vault(const tsync__rmsg *m, int rc, char *err)
+{
+    const char *w = tname(m->type);
+    switch (m->type) {
+    case TSYNC__R_VHELD:
+        for (uint32_t i = 0; i < m->nheld; i++) {
+            if (m->held[i] >= TSYNC__VAULT_MAX_CHUNKS)
+                return efail(err, rc, "RVHELD: chunk index %" PRIu64 " (below %u)", m->held[i],
+                             TSYNC__VAULT_MAX_CHUNKS);
+            if (i > 0 && m->held[i] <= m->held[i - 1])
+                return efail(err, rc, "RVHELD: chunk indexes are not ascending at %" PRIu32, i);
+        }
+        return 0;
+    case TSYNC__R_VPUT:
+    case TSYNC__R_VCHUNK:
+        if (m->index >= TSYNC__VAULT_MAX_CHUNKS)
+            return efail(err, rc, "%s: chunk index %" PRIu64 " (below %u)", w, m->index,
+                         TSYNC__VAULT_MAX_CHUNKS);
+        if (!m->chunk || m->chunk_len == 0 || m->chunk_len > TSYNC__VAULT_CHUNK)
+            return efail(err, rc, "%s: chunk of %zu bytes (1..%u)", w, m->chunk_len,
+                         TSYNC__VAULT_CHUNK);
+        return 0;
+    case TSYNC__R_VGET:
+        if (m->index >= TSYNC__VAULT_MAX_CHUNKS)
+            return efail(err, rc, "RVGET: chunk index %" PRIu64 " (below %u)", m->index,
+                         TSYNC__VAULT_MAX_CHUNKS);
+        return 0;
+    case TSYNC__R_VCOMMIT:
+        return check_vb(&m->vb, w, 0, rc, err);
+    case TSYNC__R_VLISTED:
+        if (m->nbackups > TSYNC__VAULT_LIST_MAX)
+            return efail(err, rc, "RVLISTED: %" PRIu32 " backups (at most %u)", m->nbackups,
+                         TSYNC__VAULT_LIST_MAX);
+        for (uint32_t i = 0; i < m->nbackups; i++) {
+            int r = check_vb(&m->backups[i], w, i, rc, err);
+            if (r) return r;
+            const tsync__rvbackup *b = &m->backups[i];
+            if (i > 0 && (b[-1].created_ms > b->created_ms ||
+                          (b[-1].created_ms == b->created_ms &&
+                           memcmp(b[-1].id, b->id, TSYNC__VAULT_ID_BYTES) >= 0)))
+                return efail(err, rc,
+                             "RVLISTED: backup %" PRIu32 " is not after the one before (by time,"
+                             " then id)",
+                             i);
+        }
+        return 0;
+    default: /* VHAVE, VLIST, VDEL: nothing beyond the types */
+        return 0;
+    }
 }
 
 /* The rules on values, for both directions (rc: EINVAL encoding, ECORRUPT decoding). */
@@ -149,6 +237,8 @@ static int check(const tsync__rmsg *m, int rc, char *err)
                          TSYNC__RELAY_LINE_MAX);
         return 0;
     default:
+        if (m->type >= TSYNC__R_VHAVE && m->type <= TSYNC__R_MAXTYPE)
+            return check_vault(m, rc, err);
         return efail(err, rc, "unknown relay message type %" PRIu32, m->type);
     }
 }
@@ -168,6 +258,51 @@ static int pack_recs(msgpack_packer *pk, const tsync__rmsg *m)
     for (uint32_t i = 0; i < m->nrecs; i++)
         if (tsync__mp_pack_bin(pk, m->recs[i].p, m->recs[i].len)) return 1;
     return 0;
+}
+
+static int pack_vb(msgpack_packer *pk, const tsync__rvbackup *b)
+{
+    return msgpack_pack_array(pk, 7) || tsync__mp_pack_bin(pk, b->id, TSYNC__VAULT_ID_BYTES) ||
+           msgpack_pack_uint64(pk, b->nchunks) || msgpack_pack_uint64(pk, b->size) ||
+           tsync__mp_pack_bin(pk, b->hash, TSYNC__VAULT_HASH_BYTES) ||
+           msgpack_pack_uint64(pk, b->created_ms) ||
+           tsync__mp_pack_bin(pk, b->origin, TSYNC__SITE_BYTES) ||
+           msgpack_pack_uint64(pk, b->epoch);
+}
+
+/* The vault's messages, after [type, req]. */
+static int pack_vault(msgpack_packer *pk, const tsync__rmsg *m)
+{
+    switch (m->type) {
+    case TSYNC__R_VHAVE:
+    case TSYNC__R_VDEL:
+        return tsync__mp_pack_bin(pk, m->backup_id, TSYNC__VAULT_ID_BYTES);
+    case TSYNC__R_VHELD:
+        if (msgpack_pack_array(pk, m->nheld)) return 1;
+        for (uint32_t i = 0; i < m->nheld; i++)
+            if (msgpack_pack_uint64(pk, m->held[i])) return 1;
+        return 0;
+    case TSYNC__R_VPUT:
+    case TSYNC__R_VCHUNK:
+        return tsync__mp_pack_bin(pk, m->backup_id, TSYNC__VAULT_ID_BYTES) ||
+               msgpack_pack_uint64(pk, m->index) ||
+               tsync__mp_pack_bin(pk, m->hash, TSYNC__VAULT_HASH_BYTES) ||
+               tsync__mp_pack_bin(pk, m->chunk, m->chunk_len);
+    case TSYNC__R_VCOMMIT:
+        return pack_vb(pk, &m->vb);
+    case TSYNC__R_VLIST:
+        return 0;
+    case TSYNC__R_VLISTED:
+        if (msgpack_pack_array(pk, m->nbackups)) return 1;
+        for (uint32_t i = 0; i < m->nbackups; i++)
+            if (pack_vb(pk, &m->backups[i])) return 1;
+        return 0;
+    case TSYNC__R_VGET:
+        return tsync__mp_pack_bin(pk, m->backup_id, TSYNC__VAULT_ID_BYTES) ||
+               msgpack_pack_uint64(pk, m->index);
+    default:
+        return 1;
+    }
 }
 
 static int pack_body(msgpack_packer *pk, const tsync__rmsg *m)
@@ -214,7 +349,7 @@ static int pack_body(msgpack_packer *pk, const tsync__rmsg *m)
         return msgpack_pack_uint64(pk, m->req) || msgpack_pack_uint32(pk, m->code) ||
                tsync__mp_pack_str(pk, m->line, m->line_len);
     default:
-        return 1;
+        return msgpack_pack_uint64(pk, m->req) || pack_vault(pk, m);
     }
 }
 
@@ -319,6 +454,63 @@ static bool dec_have(tsync__dec *d, tsync__rmsg *m)
     return true;
 }
 
+static bool dec_vb(tsync__dec *d, tsync__rvbackup *b)
+{
+    return tsync__dec_tuple(d, "backup", 7) &&
+           tsync__dec_binfix(d, "backup id", b->id, TSYNC__VAULT_ID_BYTES) &&
+           tsync__dec_uint(d, "chunk count", &b->nchunks) && tsync__dec_uint(d, "size", &b->size) &&
+           tsync__dec_binfix(d, "file hash", b->hash, TSYNC__VAULT_HASH_BYTES) &&
+           tsync__dec_uint(d, "created", &b->created_ms) &&
+           tsync__dec_binfix(d, "origin", b->origin, TSYNC__SITE_BYTES) &&
+           tsync__dec_uint(d, "epoch", &b->epoch);
+}
+
+/* The vault's messages, after [type, req]. */
+static bool dec_vault(tsync__dec *d, tsync__rmsg *m)
+{
+    const uint8_t *p;
+    uint32_t n;
+    switch (m->type) {
+    case TSYNC__R_VHAVE:
+    case TSYNC__R_VDEL:
+        return tsync__dec_binfix(d, "backup id", m->backup_id, TSYNC__VAULT_ID_BYTES);
+    case TSYNC__R_VHELD:
+        if (!tsync__dec_list(d, "chunks", &m->nheld, 1)) return false;
+        m->held = tsync__dec_alloc(d, m->nheld, sizeof *m->held);
+        if (m->nheld && !m->held) return false;
+        for (uint32_t i = 0; i < m->nheld; i++)
+            if (!tsync__dec_uint(d, "chunk index", &m->held[i])) return false;
+        return true;
+    case TSYNC__R_VPUT:
+    case TSYNC__R_VCHUNK:
+        if (!tsync__dec_binfix(d, "backup id", m->backup_id, TSYNC__VAULT_ID_BYTES) ||
+            !tsync__dec_uint(d, "chunk index", &m->index) ||
+            !tsync__dec_binfix(d, "chunk hash", m->hash, TSYNC__VAULT_HASH_BYTES))
+            return false;
+        if (!tsync__mpr_bin(&d->r, &p, &n)) return tsync__dec_bad(d, "chunk");
+        m->chunk = p;
+        m->chunk_len = n;
+        return true;
+    case TSYNC__R_VCOMMIT:
+        return dec_vb(d, &m->vb);
+    case TSYNC__R_VLIST:
+        return true;
+    case TSYNC__R_VLISTED:
+        /* A backup takes at least 1 + 18 + 1 + 1 + 34 + 1 + 18 + 1 bytes. */
+        if (!tsync__dec_list(d, "backups", &m->nbackups, 75)) return false;
+        m->backups = tsync__dec_alloc(d, m->nbackups, sizeof *m->backups);
+        if (m->nbackups && !m->backups) return false;
+        for (uint32_t i = 0; i < m->nbackups; i++)
+            if (!dec_vb(d, &m->backups[i])) return false;
+        return true;
+    case TSYNC__R_VGET:
+        return tsync__dec_binfix(d, "backup id", m->backup_id, TSYNC__VAULT_ID_BYTES) &&
+               tsync__dec_uint(d, "chunk index", &m->index);
+    default:
+        return false;
+    }
+}
+
 int tsync__relay_decode(const uint8_t *buf, size_t len, tsync__rmsg *out, tsync__arena *a,
                         char err[TSYNC__ERRLEN])
 {
@@ -329,7 +521,7 @@ int tsync__relay_decode(const uint8_t *buf, size_t len, tsync__rmsg *out, tsync_
     uint32_t n;
     uint64_t type;
     if (!tsync__dec_array(&d, "message", &n) || !tsync__dec_uint(&d, "type", &type)) return d.rc;
-    if (type == 0 || type > TSYNC__R_TRUST)
+    if (type == 0 || type > TSYNC__R_MAXTYPE)
         return efail(err, TSYNC_ECORRUPT, "relay message: unknown type %" PRIu64, type);
     out->type = (uint32_t)type;
     if (n != nitems(out->type))
@@ -376,6 +568,9 @@ int tsync__relay_decode(const uint8_t *buf, size_t len, tsync__rmsg *out, tsync_
             out->code = (uint32_t)code;
             out->line = s;
         }
+        break;
+    default:
+        ok = tsync__dec_uint(&d, "request id", &out->req) && dec_vault(&d, out);
         break;
     }
     if (!ok) {

@@ -45,7 +45,18 @@ typedef enum {
     TSYNC__R_ACK = 6,
     TSYNC__R_ERR = 7,
     TSYNC__R_TRUST = 8,
+    /* The vault (docs/RELAY.md, "The vault"): backup files in chunks. */
+    TSYNC__R_VHAVE = 9,    /* till -> relay: which chunks of a backup do you hold? */
+    TSYNC__R_VHELD = 10,   /* relay -> till: these */
+    TSYNC__R_VPUT = 11,    /* till -> relay: one chunk */
+    TSYNC__R_VCOMMIT = 12, /* till -> relay: the backup is whole (relay checks the hash) */
+    TSYNC__R_VLIST = 13,   /* till -> relay: the shop's committed backups? */
+    TSYNC__R_VLISTED = 14, /* relay -> till: these */
+    TSYNC__R_VGET = 15,    /* till -> relay: one chunk of a committed backup */
+    TSYNC__R_VCHUNK = 16,  /* relay -> till: it */
+    TSYNC__R_VDEL = 17,    /* till -> relay: delete a backup */
 } tsync__rtype;
+#define TSYNC__R_MAXTYPE 17u
 
 /* RERR reason codes (stable: they are on the wire and in the relay's counters). */
 typedef enum {
@@ -61,8 +72,10 @@ typedef enum {
     TSYNC__RERR_ADMISSION = 10,   /* the shop's admission expired */
     TSYNC__RERR_SHOP_ID = 11,     /* the certificate names another shop than the one admitted */
     TSYNC__RERR_BAD_TRUST = 12,   /* an RTRUST record that is not a revocation of the shop */
+    TSYNC__RERR_NOT_FOUND = 13,   /* vault: no such backup or chunk */
+    TSYNC__RERR_BAD_HASH = 14,    /* vault: a chunk or a whole backup does not match its hash */
 } tsync__rerr_code;
-#define TSYNC__RERR_MAXCODE 12u
+#define TSYNC__RERR_MAXCODE 14u
 
 /* The short name of a reason ("quota"), or NULL for an unknown code. */
 const char *tsync__rerr_name(uint32_t code);
@@ -88,6 +101,25 @@ typedef struct {
     const uint8_t *p;
     size_t len;
 } tsync__rblob;
+
+/* Vault limits: a chunk is 1 MiB (the last one of a backup 1..1 MiB), a backup at most 65536
+ * chunks (64 GiB), a listing at most 4096 backups. */
+#define TSYNC__VAULT_ID_BYTES   16u
+#define TSYNC__VAULT_HASH_BYTES 32u
+#define TSYNC__VAULT_CHUNK      (1u << 20)
+#define TSYNC__VAULT_MAX_CHUNKS 65536u
+#define TSYNC__VAULT_LIST_MAX   4096u
+
+/* A committed backup as RVCOMMIT names it and RVLISTED lists it. */
+typedef struct {
+    uint8_t id[TSYNC__VAULT_ID_BYTES];
+    uint64_t nchunks;                      /* 1..VAULT_MAX_CHUNKS */
+    uint64_t size;                         /* (nchunks - 1) MiB < size <= nchunks MiB */
+    uint8_t hash[TSYNC__VAULT_HASH_BYTES]; /* BLAKE2b-256 of the whole file */
+    uint64_t created_ms;
+    uint8_t origin[TSYNC__SITE_BYTES]; /* the site that made it */
+    uint64_t epoch;                    /* data-key epoch, 1..2^32-1 */
+} tsync__rvbackup;
 
 /* Any message; which fields count depends on type. */
 typedef struct {
@@ -115,6 +147,17 @@ typedef struct {
     uint32_t code; /* 1..255 */
     const char *line;
     uint32_t line_len; /* 1..LINE_MAX, no control characters */
+    /* The vault. VHAVE, VPUT, VGET, VCHUNK, VDEL: backup id; VCOMMIT: vb (its id too). */
+    uint8_t backup_id[TSYNC__VAULT_ID_BYTES];
+    uint64_t index;                        /* VPUT, VGET, VCHUNK: chunk index */
+    uint8_t hash[TSYNC__VAULT_HASH_BYTES]; /* VPUT, VCHUNK: BLAKE2b-256 of the chunk */
+    const uint8_t *chunk;                  /* VPUT, VCHUNK: 1..VAULT_CHUNK bytes */
+    size_t chunk_len;
+    uint32_t nheld; /* VHELD: chunk indexes held, ascending, each once */
+    uint64_t *held;
+    tsync__rvbackup vb; /* VCOMMIT */
+    uint32_t nbackups;  /* VLISTED: 0..VAULT_LIST_MAX, by created_ms then id */
+    tsync__rvbackup *backups;
 } tsync__rmsg;
 
 /* Encodes m (malloc'd *out, the caller frees). Checks what the decoder checks.

@@ -6,6 +6,8 @@
  *
  * Seeds (fuzz/corpus/relay/): one message of each type, as tests/codec/test_relay_codec.c builds
  * them (written by tests/codec/test_relay_codec.c's seeds test when TSYNC_WRITE_CORPUS is set).
+ * The vault's messages (type_9 .. type_17) come from tests/codec/test_relay_vault_codec.c the same
+ * way.
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -36,6 +36,19 @@ static int init_versioned(void *out, const void *tmpl, uint32_t version, const s
     return 0;
 }
 
+/* A struct at version 5: the first fields versions 2 to 5 added. */
+#define INIT_V5(type, BASE, first_v2, first_v3, first_v4, first_v5)                                \
+    int type##_init(type *out, uint32_t version)                                                   \
+    {                                                                                              \
+        static const type tmpl = BASE##_INIT;                                                      \
+        static const size_t sizes[] = {offsetof(type, first_v2), offsetof(type, first_v3),         \
+                                       offsetof(type, first_v4), offsetof(type, first_v5),         \
+                                       sizeof(type)};                                              \
+        _Static_assert(BASE##_VERSION == 5, #type ": add its version to the sizes");               \
+        _Static_assert(offsetof(type, version) == 0, #type ": version first");                     \
+        return init_versioned(out, &tmpl, version, sizes, BASE##_VERSION, #type);                  \
+    }
+
 /* A struct with one version so far. */
 #define INIT_V1(type, BASE)                                                                        \
     int type##_init(type *out, uint32_t version)                                                   \
@@ -96,6 +109,9 @@ static int init_versioned(void *out, const void *tmpl, uint32_t version, const s
 
 INIT_V1(tsync_backup_options, TSYNC_BACKUP_OPTIONS)
 INIT_V1(tsync_restore_options, TSYNC_RESTORE_OPTIONS)
+/* cloud backup (tillsync/vault.h) */
+INIT_V1(tsync_vault_options, TSYNC_VAULT_OPTIONS)
+INIT_V1(tsync_vault_report, TSYNC_VAULT_REPORT)
 INIT_V1(tsync_restore_report, TSYNC_RESTORE_REPORT)
 INIT_V1(tsync_export_options, TSYNC_EXPORT_OPTIONS)
 INIT_V2(tsync_import_options, TSYNC_IMPORT_OPTIONS, dry_run)

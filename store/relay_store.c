@@ -7,6 +7,7 @@
  */
 #include "store/relay_store.h"
 
+#include <sodium.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -340,8 +341,334 @@ static void op_close(tsync__rstore *b)
     free(s);
 }
 
-static const tsync__rstore_ops OPS = {op_admit,  op_shop,    op_bind,  op_put,   op_ranges, op_get,
-                                      op_revoke, op_revoked, op_count, op_stats, op_close};
+/* ---------------------------------------------------------------- the vault
+ * Backups in chunks (docs/RELAY.md, "The vault"). A chunk's bytes count in its shop's `bytes`
+ * from the moment it is put, committed or not, so the quota covers uploads left unfinished. */
+
+static const char VAULT_SCHEMA[] =
+    "CREATE TABLE IF NOT EXISTS vault_backups(shop INTEGER NOT NULL, id BLOB NOT NULL,"
+    " nchunks INTEGER NOT NULL, size INTEGER NOT NULL, hash BLOB NOT NULL,"
+    " created_ms INTEGER NOT NULL, origin BLOB NOT NULL, epoch INTEGER NOT NULL,"
+    " committed_ms INTEGER NOT NULL, PRIMARY KEY(shop, id));"
+    "CREATE TABLE IF NOT EXISTS vault_chunks(shop INTEGER NOT NULL, id BLOB NOT NULL,"
+    " idx INTEGER NOT NULL, hash BLOB NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY(shop, id, idx));";
+
+static int op_vault_have(tsync__rstore *b, int64_t shop, const uint8_t id[TSYNC__VAULT_ID_BYTES],
+                         tsync__rstore_idx_fn fn, void *ctx)
+{
+    sq *s = (sq *)b;
+    sqlite3_stmt *st;
+    int rc = prep(s, "SELECT idx FROM vault_chunks WHERE shop = ? AND id = ? ORDER BY idx", &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, shop);
+    sqlite3_bind_blob(st, 2, id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
+    int r;
+    while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW)
+        rc = fn(ctx, (uint64_t)sqlite3_column_int64(st, 0));
+    if (!rc && r != SQLITE_DONE) rc = dberr(s, "vault have");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* 1 when backup id of shop is committed, 0 when not, or an error. */
+static int committed(sq *s, int64_t shop, const uint8_t id[TSYNC__VAULT_ID_BYTES],
+                     tsync__rvbackup *out)
+{
+    sqlite3_stmt *st;
+    int rc = prep(s,
+                  "SELECT nchunks, size, hash, created_ms, origin, epoch FROM vault_backups"
+                  " WHERE shop = ? AND id = ?",
+                  &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, shop);
+    sqlite3_bind_blob(st, 2, id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        rc = 1;
+        if (out) {
+            memset(out, 0, sizeof *out);
+            memcpy(out->id, id, TSYNC__VAULT_ID_BYTES);
+            out->nchunks = (uint64_t)sqlite3_column_int64(st, 0);
+            out->size = (uint64_t)sqlite3_column_int64(st, 1);
+            if (sqlite3_column_bytes(st, 2) == TSYNC__VAULT_HASH_BYTES)
+                memcpy(out->hash, sqlite3_column_blob(st, 2), TSYNC__VAULT_HASH_BYTES);
+            out->created_ms = (uint64_t)sqlite3_column_int64(st, 3);
+            if (sqlite3_column_bytes(st, 4) == TSYNC__SITE_BYTES)
+                memcpy(out->origin, sqlite3_column_blob(st, 4), TSYNC__SITE_BYTES);
+            out->epoch = (uint64_t)sqlite3_column_int64(st, 5);
+        }
+    } else if (r != SQLITE_DONE) {
+        rc = dberr(s, "vault backup");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int op_vault_put(tsync__rstore *b, int64_t shop, uint64_t quota,
+                        const uint8_t id[TSYNC__VAULT_ID_BYTES], uint64_t index,
+                        const uint8_t hash[TSYNC__VAULT_HASH_BYTES], const uint8_t *bytes,
+                        size_t len, int *dup)
+{
+    sq *s = (sq *)b;
+    *dup = 0;
+    int rc = exec(s, "BEGIN IMMEDIATE");
+    if (rc) return rc;
+    sqlite3_stmt *old = NULL, *ins = NULL, *cur = NULL, *upd = NULL;
+    rc = prep(s, "SELECT hash FROM vault_chunks WHERE shop = ? AND id = ? AND idx = ?", &old);
+    if (!rc) {
+        sqlite3_bind_int64(old, 1, shop);
+        sqlite3_bind_blob(old, 2, id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
+        sqlite3_bind_int64(old, 3, (sqlite3_int64)index);
+        int r = sqlite3_step(old);
+        if (r == SQLITE_ROW) {
+            int same = sqlite3_column_bytes(old, 0) == TSYNC__VAULT_HASH_BYTES &&
+                       !memcmp(sqlite3_column_blob(old, 0), hash, TSYNC__VAULT_HASH_BYTES);
+            int c = committed(s, shop, id, NULL);
+            if (c < 0)
+                rc = c;
+            else if (same || !c)
+                *dup = same;
+            else
+                rc = tsync__err(TSYNC_EEXISTS,
+                                "vault: chunk %llu of a committed backup is another chunk",
+                                (unsigned long long)index);
+            /* An uncommitted chunk put again with other bytes replaces the old one. */
+            if (!rc && !same && !c) {
+                sqlite3_stmt *del;
+                rc = prep(s,
+                          "UPDATE shops SET bytes = bytes - (SELECT length(bytes) FROM"
+                          " vault_chunks WHERE shop = ?1 AND id = ?2 AND idx = ?3) WHERE id = ?1",
+                          &del);
+                if (!rc) {
+                    sqlite3_bind_int64(del, 1, shop);
+                    sqlite3_bind_blob(del, 2, id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
+                    sqlite3_bind_int64(del, 3, (sqlite3_int64)index);
+                    if (sqlite3_step(del) != SQLITE_DONE) rc = dberr(s, "vault put");
+                    sqlite3_finalize(del);
+                }
+                if (!rc) {
+                    rc = prep(s, "DELETE FROM vault_chunks WHERE shop = ? AND id = ? AND idx = ?",
+                              &del);
+                    if (!rc) {
+                        sqlite3_bind_int64(del, 1, shop);
+                        sqlite3_bind_blob(del, 2, id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
+                        sqlite3_bind_int64(del, 3, (sqlite3_int64)index);
+                        if (sqlite3_step(del) != SQLITE_DONE) rc = dberr(s, "vault put");
+                        sqlite3_finalize(del);
+                    }
+                }
+            }
+        } else if (r != SQLITE_DONE) {
+            rc = dberr(s, "vault put");
+        }
+    }
+    if (!rc && !*dup) {
+        rc = prep(s, "SELECT bytes FROM shops WHERE id = ?", &cur);
+        uint64_t have = 0;
+        if (!rc) {
+            sqlite3_bind_int64(cur, 1, shop);
+            have = sqlite3_step(cur) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(cur, 0) : 0;
+        }
+        if (!rc && have + len > quota)
+            rc = tsync__err(
+                TSYNC_EFULL, "quota: %llu bytes stored, %llu more would pass the quota of %llu",
+                (unsigned long long)have, (unsigned long long)len, (unsigned long long)quota);
+        if (!rc)
+            rc = prep(s, "INSERT INTO vault_chunks(shop, id, idx, hash, bytes) VALUES (?,?,?,?,?)",
+                      &ins);
+        if (!rc) {
+            sqlite3_bind_int64(ins, 1, shop);
+            sqlite3_bind_blob(ins, 2, id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
+            sqlite3_bind_int64(ins, 3, (sqlite3_int64)index);
+            sqlite3_bind_blob(ins, 4, hash, TSYNC__VAULT_HASH_BYTES, SQLITE_STATIC);
+            sqlite3_bind_blob(ins, 5, bytes, (int)len, SQLITE_STATIC);
+            if (sqlite3_step(ins) != SQLITE_DONE) rc = dberr(s, "vault put");
+        }
+        if (!rc) rc = prep(s, "UPDATE shops SET bytes = bytes + ? WHERE id = ?", &upd);
+        if (!rc) {
+            sqlite3_bind_int64(upd, 1, (sqlite3_int64)len);
+            sqlite3_bind_int64(upd, 2, shop);
+            if (sqlite3_step(upd) != SQLITE_DONE) rc = dberr(s, "vault put");
+        }
+    }
+    sqlite3_finalize(old);
+    sqlite3_finalize(ins);
+    sqlite3_finalize(cur);
+    sqlite3_finalize(upd);
+    if (rc) {
+        exec(s, "ROLLBACK");
+        return rc;
+    }
+    return exec(s, "COMMIT");
+}
+
+static int op_vault_commit(tsync__rstore *b, int64_t shop, const tsync__rvbackup *v)
+{
+    sq *s = (sq *)b;
+    char idh[2 * TSYNC__VAULT_ID_BYTES + 1];
+    tsync__hex(v->id, TSYNC__VAULT_ID_BYTES, idh);
+    tsync__rvbackup had;
+    int rc = committed(s, shop, v->id, &had);
+    if (rc < 0) return rc;
+    if (rc == 1) {
+        if (had.nchunks == v->nchunks && had.size == v->size &&
+            !memcmp(had.hash, v->hash, TSYNC__VAULT_HASH_BYTES))
+            return 0;
+        return tsync__err(TSYNC_EEXISTS, "backup %s is committed already, with another hash", idh);
+    }
+    /* Read the chunks in order, one at a time: memory stays at one chunk whatever the size. */
+    sqlite3_stmt *st;
+    rc = prep(s, "SELECT idx, bytes FROM vault_chunks WHERE shop = ? AND id = ? ORDER BY idx", &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, shop);
+    sqlite3_bind_blob(st, 2, v->id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
+    crypto_generichash_state h;
+    crypto_generichash_init(&h, NULL, 0, TSYNC__VAULT_HASH_BYTES);
+    uint64_t next = 0, size = 0;
+    int r;
+    while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW) {
+        uint64_t idx = (uint64_t)sqlite3_column_int64(st, 0);
+        const uint8_t *p = sqlite3_column_blob(st, 1);
+        size_t n = (size_t)sqlite3_column_bytes(st, 1);
+        if (idx != next)
+            rc = tsync__err(TSYNC_ENOTFOUND, "backup %s: chunk %llu is missing", idh,
+                            (unsigned long long)next);
+        else if (idx >= v->nchunks)
+            rc = tsync__err(TSYNC_ECORRUPT, "backup %s: chunk %llu is beyond its %llu chunks", idh,
+                            (unsigned long long)idx, (unsigned long long)v->nchunks);
+        else if (idx + 1 < v->nchunks && n != TSYNC__VAULT_CHUNK)
+            rc = tsync__err(TSYNC_ECORRUPT, "backup %s: chunk %llu is %zu bytes, not 1 MiB", idh,
+                            (unsigned long long)idx, n);
+        if (rc) break;
+        crypto_generichash_update(&h, p, n);
+        size += n;
+        next++;
+    }
+    if (!rc && r != SQLITE_DONE) rc = dberr(s, "vault commit");
+    sqlite3_finalize(st);
+    if (rc) return rc;
+    if (next < v->nchunks)
+        return tsync__err(TSYNC_ENOTFOUND, "backup %s: chunk %llu is missing", idh,
+                          (unsigned long long)next);
+    uint8_t got[TSYNC__VAULT_HASH_BYTES];
+    crypto_generichash_final(&h, got, sizeof got);
+    if (size != v->size || sodium_memcmp(got, v->hash, sizeof got) != 0)
+        return tsync__err(TSYNC_ECORRUPT,
+                          "backup %s: the %llu bytes held do not hash to the file hash given", idh,
+                          (unsigned long long)size);
+    rc = prep(s,
+              "INSERT INTO vault_backups(shop, id, nchunks, size, hash, created_ms, origin, epoch,"
+              " committed_ms) VALUES (?,?,?,?,?,?,?,?,?)",
+              &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, shop);
+    sqlite3_bind_blob(st, 2, v->id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)v->nchunks);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)v->size);
+    sqlite3_bind_blob(st, 5, v->hash, TSYNC__VAULT_HASH_BYTES, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)v->created_ms);
+    sqlite3_bind_blob(st, 7, v->origin, TSYNC__SITE_BYTES, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)v->epoch);
+    sqlite3_bind_int64(st, 9, (sqlite3_int64)tsync__wall_ms());
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : dberr(s, "vault commit");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int op_vault_list(tsync__rstore *b, int64_t shop, tsync__rstore_vb_fn fn, void *ctx)
+{
+    sq *s = (sq *)b;
+    sqlite3_stmt *st;
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT id FROM (SELECT id, created_ms FROM vault_backups WHERE shop = ?"
+             " ORDER BY created_ms DESC, id DESC LIMIT %u) ORDER BY created_ms, id",
+             TSYNC__VAULT_LIST_MAX);
+    int rc = prep(s, sql, &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, shop);
+    int r;
+    while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW) {
+        tsync__rvbackup v;
+        if (sqlite3_column_bytes(st, 0) != TSYNC__VAULT_ID_BYTES) continue;
+        rc = committed(s, shop, sqlite3_column_blob(st, 0), &v);
+        if (rc == 1) rc = fn(ctx, &v);
+    }
+    if (!rc && r != SQLITE_DONE) rc = dberr(s, "vault list");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int op_vault_get(tsync__rstore *b, int64_t shop, const uint8_t id[TSYNC__VAULT_ID_BYTES],
+                        uint64_t index, tsync__rstore_chunk_fn fn, void *ctx)
+{
+    sq *s = (sq *)b;
+    int rc = committed(s, shop, id, NULL);
+    if (rc < 0) return rc;
+    char idh[2 * TSYNC__VAULT_ID_BYTES + 1];
+    tsync__hex(id, TSYNC__VAULT_ID_BYTES, idh);
+    if (rc == 0) return tsync__err(TSYNC_ENOTFOUND, "no committed backup %s here", idh);
+    sqlite3_stmt *st;
+    rc = prep(s, "SELECT hash, bytes FROM vault_chunks WHERE shop = ? AND id = ? AND idx = ?", &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, shop);
+    sqlite3_bind_blob(st, 2, id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)index);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW && sqlite3_column_bytes(st, 0) == TSYNC__VAULT_HASH_BYTES)
+        rc = fn(ctx, sqlite3_column_blob(st, 0), sqlite3_column_blob(st, 1),
+                (size_t)sqlite3_column_bytes(st, 1));
+    else if (r == SQLITE_ROW || r == SQLITE_DONE)
+        rc = tsync__err(TSYNC_ENOTFOUND, "backup %s has no chunk %llu here", idh,
+                        (unsigned long long)index);
+    else
+        rc = dberr(s, "vault get");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int op_vault_del(tsync__rstore *b, int64_t shop, const uint8_t id[TSYNC__VAULT_ID_BYTES],
+                        uint64_t *chunks)
+{
+    sq *s = (sq *)b;
+    *chunks = 0;
+    int rc = exec(s, "BEGIN IMMEDIATE");
+    if (rc) return rc;
+    static const char *const sql[] = {
+        "UPDATE shops SET bytes = bytes - (SELECT coalesce(sum(length(bytes)), 0) FROM"
+        " vault_chunks WHERE shop = ?1 AND id = ?2) WHERE id = ?1",
+        "DELETE FROM vault_chunks WHERE shop = ?1 AND id = ?2",
+        "DELETE FROM vault_backups WHERE shop = ?1 AND id = ?2"};
+    int gone = 0;
+    for (int i = 0; !rc && i < 3; i++) {
+        sqlite3_stmt *st;
+        rc = prep(s, sql[i], &st);
+        if (rc) break;
+        sqlite3_bind_int64(st, 1, shop);
+        sqlite3_bind_blob(st, 2, id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE) rc = dberr(s, "vault delete");
+        if (i == 1) *chunks = (uint64_t)sqlite3_changes(s->db);
+        if (i > 0) gone += sqlite3_changes(s->db);
+        sqlite3_finalize(st);
+    }
+    if (!rc && !gone) {
+        char idh[2 * TSYNC__VAULT_ID_BYTES + 1];
+        tsync__hex(id, TSYNC__VAULT_ID_BYTES, idh);
+        rc = tsync__err(TSYNC_ENOTFOUND, "no backup %s here", idh);
+    }
+    if (rc) {
+        exec(s, "ROLLBACK");
+        *chunks = 0;
+        return rc;
+    }
+    return exec(s, "COMMIT");
+}
+
+static const tsync__rstore_ops OPS = {op_admit, op_shop, op_bind, op_put, op_ranges, op_get,
+                                      op_revoke, op_revoked, op_count, op_stats, op_close,
+                                      /* the vault */
+                                      op_vault_have, op_vault_put, op_vault_commit, op_vault_list,
+                                      op_vault_get, op_vault_del};
 
 int tsync__rstore_sqlite_open(tsync__rstore **out, const char *dir, int create, int readonly)
 {
@@ -367,6 +694,7 @@ int tsync__rstore_sqlite_open(tsync__rstore **out, const char *dir, int create, 
         rc = exec(s, "PRAGMA journal_mode = WAL");
         if (!rc) rc = exec(s, "PRAGMA synchronous = NORMAL");
         if (!rc) rc = exec(s, SCHEMA);
+        if (!rc) rc = exec(s, VAULT_SCHEMA);
     }
     if (rc) {
         op_close(&s->base);

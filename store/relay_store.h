@@ -44,6 +44,15 @@ typedef int (*tsync__rstore_ranges_fn)(void *ctx, const uint8_t origin[TSYNC__SI
 /* Called per envelope by get, in seq order. 1 stops the walk (not an error), other non-zero
  * stops with that code. */
 typedef int (*tsync__rstore_env_fn)(void *ctx, const tsync__renv *e);
+/* Called per chunk index by vault_have, ascending. Non-zero stops with that code. */
+typedef int (*tsync__rstore_idx_fn)(void *ctx, uint64_t index);
+/* Called per committed backup by vault_list, by created_ms then id. Non-zero stops. */
+typedef int (*tsync__rstore_vb_fn)(void *ctx, const tsync__rvbackup *b);
+/* Called once by vault_get with the chunk (bytes valid during the call) and the hash it was put
+ * with. */
+typedef int (*tsync__rstore_chunk_fn)(void *ctx, const uint8_t hash[TSYNC__VAULT_HASH_BYTES],
+                                      const uint8_t *bytes, size_t len);
+
 /* Called per shop by stats. */
 typedef int (*tsync__rstore_shop_fn)(void *ctx, const tsync__rshop *s);
 
@@ -75,6 +84,34 @@ typedef struct {
     int (*stats)(tsync__rstore *st, tsync__rstore_shop_fn fn, void *ctx,
                  int (*cfn)(void *ctx, const char *name, int64_t n));
     void (*close)(tsync__rstore *st);
+
+    /* ---- The vault (docs/RELAY.md, "The vault"): backups in chunks, kept apart per shop and
+     * counted in the shop's bytes (so in its quota). An engine without a vault leaves these NULL
+     * and the relay refuses vault messages. */
+    /* The chunk indexes of backup id the shop holds (committed or not). */
+    int (*vault_have)(tsync__rstore *st, int64_t shop, const uint8_t id[TSYNC__VAULT_ID_BYTES],
+                      tsync__rstore_idx_fn fn, void *ctx);
+    /* Stores chunk index of backup id (the caller checked hash against bytes). *dup: 1 when it
+     * was held already (nothing written). TSYNC_EFULL past quota_bytes (nothing stored);
+     * TSYNC_EEXISTS when the backup is committed and the chunk is not the one held. */
+    int (*vault_put)(tsync__rstore *st, int64_t shop, uint64_t quota_bytes,
+                     const uint8_t id[TSYNC__VAULT_ID_BYTES], uint64_t index,
+                     const uint8_t hash[TSYNC__VAULT_HASH_BYTES], const uint8_t *bytes, size_t len,
+                     int *dup);
+    /* Commits b: the chunks 0..nchunks-1 must be held (TSYNC_ENOTFOUND naming the first
+     * missing), no chunk beyond, every chunk but the last 1 MiB, sizes adding up to b->size and
+     * the bytes in order hashing to b->hash (TSYNC_ECORRUPT otherwise; nothing changes).
+     * Committing the same backup again is a no-op; another description of it is TSYNC_EEXISTS. */
+    int (*vault_commit)(tsync__rstore *st, int64_t shop, const tsync__rvbackup *b);
+    /* The shop's committed backups (at most TSYNC__VAULT_LIST_MAX, the newest). */
+    int (*vault_list)(tsync__rstore *st, int64_t shop, tsync__rstore_vb_fn fn, void *ctx);
+    /* Chunk index of committed backup id through fn. TSYNC_ENOTFOUND. */
+    int (*vault_get)(tsync__rstore *st, int64_t shop, const uint8_t id[TSYNC__VAULT_ID_BYTES],
+                     uint64_t index, tsync__rstore_chunk_fn fn, void *ctx);
+    /* Deletes backup id (committed or not) and its chunks; the shop's bytes shrink. *chunks
+     * receives how many chunks went. TSYNC_ENOTFOUND when the shop holds nothing of it. */
+    int (*vault_del)(tsync__rstore *st, int64_t shop, const uint8_t id[TSYNC__VAULT_ID_BYTES],
+                     uint64_t *chunks);
 } tsync__rstore_ops;
 
 /* Envelopes that other relay processes stored (a store shared by several processes: JetStream),

@@ -148,7 +148,15 @@ static const cmd_help CMDS[] = {
      "\n"
      "  --encrypt            encrypt it: the passphrase from F, $TILLSYNC_PASSPHRASE or the\n"
      "                       terminal\n"
-     "  --passphrase-file F  the passphrase (with --encrypt)\n"},
+     "  --passphrase-file F  the passphrase (with --encrypt)\n"
+     "\n"
+     "Cloud backup through the relay of the shop's grant (docs/BACKUP.md, \"Cloud backup\"),\n"
+     "encrypted under the shop's data key:\n"
+     "  backup DB --remote [--max-chunks N]  make one and upload it (resumes an interrupted\n"
+     "                       upload first; --max-chunks: send at most N 1-MiB chunks now)\n"
+     "  backup list DB --remote [--json]      the shop's cloud backups\n"
+     "  backup delete DB --remote ID          delete one\n"
+     "  --timeout-ms MS      how long to wait for the relay (10000)\n"},
     {"backup-check", "FILE [--passphrase-file F] [--json]",
      "verify a backup without restoring it; print its manifest",
      "  --passphrase-file F  the passphrase of an encrypted backup\n"
@@ -156,7 +164,9 @@ static const cmd_help CMDS[] = {
     {"restore", "DB FILE [--passphrase-file F]", "replace DB's content with a verified backup",
      "DB must not be in use. DB gets a new site id and catches up from its peers.\n"
      "\n"
-     "  --passphrase-file F  the passphrase of an encrypted backup\n"},
+     "  --passphrase-file F  the passphrase of an encrypted backup\n"
+     "  restore DB --remote ID|latest  restore a cloud backup of the shop (checked and\n"
+     "                       decrypted before DB is touched; the till stays enrolled)\n"},
     {"run",
      "DB [--config FILE] [--listen tcp://ADDR:PORT] [--peer tcp://ADDR:PORT[#KEY]]... [-v|-q]",
      "run the sync node in the foreground; stops on SIGINT/SIGTERM",
@@ -186,6 +196,8 @@ static const cmd_help CMDS[] = {
      "  --backup-every P     scheduled backups every P (90s, 30m, 6h, 1d) ...\n"
      "  --backup-dir DIR     ... into DIR (alone: no schedule, the console's \"back up now\")\n"
      "  --keep N             ... the newest N kept (10)\n"
+     "  --cloud-backup-every P  cloud backups to the shop's relay every P (90s, 30m, 6h, 1d)\n"
+     "  --cloud-keep N       ... the newest N of this till's kept there (default: all)\n"
      "  -v, --verbose        log debug lines\n"
      "  -q, --quiet          log warnings and errors only\n"
      "  --print-config       print the settings in effect (config file syntax) and exit\n"

@@ -17,6 +17,7 @@
 
 #include "cli.h"
 #include "cmd_backup.h"
+#include "cmd_vault.h"
 
 #define PASS_MAX 1024
 
@@ -231,6 +232,11 @@ static int backup_parse(const char *cmd, int argc, char **argv, int allow_encryp
 
 int cmd_backup(int argc, char **argv)
 {
+    /* Cloud backup (tools/cmd_vault.c): backup list|delete DB --remote, backup DB --remote. */
+    if (argc > 2 && !strcmp(argv[2], "list")) return cmd_vault_list(argc, argv);
+    if (argc > 2 && !strcmp(argv[2], "delete")) return cmd_vault_delete(argc, argv);
+    if (cmd_vault_wanted(argc, argv)) return cmd_vault_backup(argc, argv);
+
     const char *pos[3] = {NULL, NULL, NULL};
     backup_args a = {0};
     int npos;
@@ -306,6 +312,8 @@ int cmd_backup_check(int argc, char **argv)
 
 int cmd_restore(int argc, char **argv)
 {
+    if (cmd_vault_wanted(argc, argv)) return cmd_vault_restore(argc, argv); /* tools/cmd_vault.c */
+
     const char *pos[3] = {NULL, NULL, NULL};
     backup_args a = {0};
     int npos;

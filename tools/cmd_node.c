@@ -206,8 +206,10 @@ static int run_opt(run_args *a, int c, const char *v)
         a->lp_given = 1;
         return 0;
     }
+    case OPT_CLOUD_BACKUP_EVERY:
     case OPT_BACKUP_EVERY: {
         /* 90s, 30m, 6h, 1d (a bare number is seconds) */
+        const char *opt = c == OPT_BACKUP_EVERY ? "backup-every" : "cloud-backup-every";
         char *end;
         double x = strtod(v, &end);
         double mult = !*end || !strcmp(end, "s") ? 1
@@ -217,13 +219,20 @@ static int run_opt(run_args *a, int c, const char *v)
                                                  : -1;
         if (end == v || mult < 0 || x * mult < 1 || x * mult > 366 * 86400.0) {
             char m[300];
-            snprintf(m, sizeof m,
-                     "run: --backup-every needs a period like 90s, 30m, 6h or 1d, not '%.100s'", v);
+            snprintf(m, sizeof m, "run: --%s needs a period like 90s, 30m, 6h or 1d, not '%.100s'",
+                     opt, v);
             return cli_usage("run", m);
         }
-        a->o.backup_every_ms = (unsigned long)(x * mult * 1000);
+        if (c == OPT_BACKUP_EVERY)
+            a->o.backup_every_ms = (unsigned long)(x * mult * 1000);
+        else
+            a->o.cloud_backup_every_ms = (unsigned long)(x * mult * 1000);
         return 0;
     }
+    case OPT_CLOUD_KEEP:
+        if (positive("cloud-keep", v, 1, 100000, &d)) return 2;
+        a->o.cloud_keep = (int)d;
+        return 0;
     case OPT_BACKUP_DIR:
         a->o.backup_dir = v;
         return 0;
@@ -618,6 +627,29 @@ static void print_log(const char *db, json_t *lg)
 
 /* The relay keys lines of status (docs/RELAY_KEYS.md): the data-key epoch this till holds and
  * the shop's relay grant. */
+/* The schedule of cloud backups and the last one's time, result and error. */
+static void print_cloud_backup(uint64_t now, json_t *c)
+{
+    if (!json_is_object(c)) return;
+    char every[32], last[32], ok[32];
+    snprintf(every, sizeof every, "%llus",
+             (unsigned long long)json_integer_value(json_object_get(c, "every_ms")) / 1000);
+    ago(now, json_object_get(c, "last_ms"), last, sizeof last);
+    ago(now, json_object_get(c, "last_ok_ms"), ok, sizeof ok);
+    const char *res = json_string_value(json_object_get(c, "last_result"));
+    char what[80];
+    if (res)
+        snprintf(what, sizeof what, "last %s %s", res, last);
+    else
+        snprintf(what, sizeof what, "none yet");
+    printf("cloud backup: every %s%s; %s; last stored %s; %lld stored, %lld failed\n", every,
+           json_is_true(json_object_get(c, "running")) ? " (one running now)" : "", what, ok,
+           (long long)json_integer_value(json_object_get(c, "done")),
+           (long long)json_integer_value(json_object_get(c, "failed")));
+    const char *err = json_string_value(json_object_get(c, "last_error"));
+    if (err) printf("attention: the last cloud backup failed: %s\n", err);
+}
+
 static void print_relay_keys(json_t *rk)
 {
     if (!json_is_object(rk)) return;
@@ -718,6 +750,7 @@ int cmd_status(int argc, char **argv)
                                            "snapshots_received",
                                            "mdns",
                                            "backups",
+                                           "cloud_backup",
                                            "clock",
                                            "held_reasons",
                                            "console",
@@ -858,6 +891,7 @@ int cmd_status(int argc, char **argv)
                (long long)json_integer_value(json_object_get(out, "unsealed")));
         print_log(db, logj);
         print_relay_keys(json_object_get(out, "relay_keys"));
+        print_cloud_backup(now, json_object_get(out, "cloud_backup"));
         cli_schema_status_print(out);
         json_int_t review = json_integer_value(json_object_get(out, "review_open"));
         if (review > 0)

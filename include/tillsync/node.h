@@ -171,6 +171,14 @@ typedef struct {
      * shop has a RELAY GRANT and whose till holds a data key keeps a session with a relay of the
      * grant. 1: never. */
     int32_t no_relay;
+    /* Cloud backups (version 5; tillsync/vault.h, docs/BACKUP.md "Cloud backup"): every
+     * cloud_backup_every_ms a backup is made, encrypted under the shop's data key and uploaded to
+     * the shop's relay vault on a worker thread with its own connection, while the node syncs;
+     * then the newest cloud_keep backups this till made stay there and its older ones are deleted
+     * (0: all stay). The first comes a minute after start, or sooner when the period is shorter.
+     * The last result shows in the status ("cloud_backup"). 0: none. */
+    uint64_t cloud_backup_every_ms;
+    int32_t cloud_keep;
 } tsync_node_options;
 
 #define TSYNC_NODE_OPTIONS_VERSION 5
@@ -178,7 +186,7 @@ typedef struct {
 #define TSYNC_NODE_OPTIONS_INIT                                                                    \
     {                                                                                              \
         TSYNC_NODE_OPTIONS_VERSION, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, \
-            0, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL, NULL, 0                                   \
+            0, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL, NULL, 0, 0, 0                             \
     }
 
 /* Sets *out to TSYNC_NODE_OPTIONS_INIT as of version (the caller's TSYNC_NODE_OPTIONS_VERSION), for

@@ -14,5 +14,6 @@
 #include "tillsync/status.h"
 #include "tillsync/store.h"
 #include "tillsync/trust.h"
+#include "tillsync/vault.h"
 #include "tillsync/version.h"
 #endif

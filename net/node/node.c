@@ -139,6 +139,7 @@ static int step(tsync_node *n, int wait_ms)
     tsync__node_clock_tick(n, now);
     tsync__node_close_due(n, now);
     tsync__node_backup_tick(n, now);
+    tsync__node_cloud_tick(n, now); /* net/node/cloud.c */
     /* The peer rows (and their events) are rebuilt when something changed, at least every
      * PEERS_CHECK_MS for the timed transitions, and always right before the status reads them
      * (a row points at its session, valid until the next change). Not on every 2 ms tick. */
@@ -461,6 +462,7 @@ int tsync_node_run(tsync_node *n, volatile sig_atomic_t *stop)
     size_t nb = 0;
     if (n->s && tsync_store_seal(n->s, &nb) == 0) n->local_batches += nb;
     tsync__node_backup_finish(n);
+    tsync__node_cloud_finish(n);
     if (n->status_path) remove(n->status_path);
     if (rc) error_keep(n, rc, why, 1);
     tsync__node_log(n, rc ? TSYNC_LOG_ERROR : TSYNC_LOG_INFO, "node stopped%s",

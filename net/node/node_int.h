@@ -318,6 +318,23 @@ struct tsync_node {
         char *dir; /* the node's copy of o.backup_dir */
     } backup;
 
+    /* Scheduled cloud backups (net/node/cloud.c): a worker thread uploads to the relay's vault. */
+    struct {
+        pthread_t thread;
+        atomic_int state;           /* 0 idle, 1 running, 2 finished (result in rc) */
+        volatile sig_atomic_t stop; /* set at stop: the upload ends between chunks, pending */
+        /* The worker's result (its own until state 2), then copied below by the loop. */
+        struct {
+            int rc, complete;
+            uint32_t deleted;
+            char err[512], id[33], relay[128];
+        } w;
+        int rc, complete; /* the last attempt's, shown in the status */
+        char err[512], id[33], relay[128];
+        uint64_t next_mono;
+        uint64_t done, failed, last_ms, last_ok_ms, deleted;
+    } cloud;
+
     pthread_t thread;
     int thread_running;
     pthread_mutex_t join_mu; /* thread and thread_running: a stop from any thread joins once */
@@ -358,6 +375,14 @@ struct tsync_node {
 /* node.c */
 /* Opens the node's database with its key file (o.key_path), for a worker's own connection. */
 int tsync__node_store_open(tsync_node *n, tsync_store **out);
+
+/* Scheduled cloud backups (net/node/cloud.c): start one when due, take a finished one's result;
+ * finish: stop an upload in progress (it stays pending) and wait for its thread; status: the
+ * "cloud_backup" object of the status when a schedule is set. */
+void tsync__node_cloud_tick(tsync_node *n, uint64_t now);
+void tsync__node_cloud_finish(tsync_node *n);
+struct json_t;
+void tsync__node_cloud_status(tsync_node *n, struct json_t *o);
 /* A log line at level (tsync_node_options.log, or stderr). */
 void tsync__node_log(tsync_node *n, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -229,6 +229,7 @@ static char *status_build(tsync_node *n)
                                               : json_null());
         json_object_set_new(o, "backups", b);
     }
+    tsync__node_cloud_status(n, o); /* net/node/cloud.c */
     if (n->console) {
         json_t *con = json_object();
         json_object_set_new(con, "address", json_string(tsync__console_address(n->console)));

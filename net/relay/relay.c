@@ -410,6 +410,40 @@ static void on_trust(tsync_relay *r, sess *s, const tsync__rmsg *m)
     tsync__arena_free(&a);
 }
 
+/* ---------------------------------------------------------------- the vault (net/relay/vault.c) */
+
+static void vault_send(void *ctx, const tsync__rmsg *m)
+{
+    void **c = ctx;
+    send_msg(c[0], c[1], m);
+}
+
+static void vault_refuse(void *ctx, uint64_t req, uint32_t code, const char *line)
+{
+    void **c = ctx;
+    refuse(c[0], c[1], req, code, 0, "%s", line);
+}
+
+static void vault_log(void *ctx, int level, const char *line)
+{
+    void **c = ctx;
+    rlog(c[0], level, "%s", line);
+}
+
+static void on_vault(tsync_relay *r, sess *s, const tsync__rmsg *m)
+{
+    void *c[2] = {r, s};
+    tsync__vault_sess v = {.st = r->st,
+                           .shop = s->shop,
+                           .admin_pk = s->admin_pk,
+                           .label = s->label,
+                           .send = vault_send,
+                           .refuse = vault_refuse,
+                           .log = vault_log,
+                           .ctx = c};
+    tsync__relay_vault(&v, m);
+}
+
 /* ---------------------------------------------------------------- events */
 
 static void on_message(tsync_relay *r, const tsync__tp_event *ev)
@@ -436,6 +470,14 @@ static void on_message(tsync_relay *r, const tsync__tp_event *ev)
             break;
         case TSYNC__R_TRUST:
             on_trust(r, s, &m);
+            break;
+        case TSYNC__R_VHAVE:
+        case TSYNC__R_VPUT:
+        case TSYNC__R_VCOMMIT:
+        case TSYNC__R_VLIST:
+        case TSYNC__R_VGET:
+        case TSYNC__R_VDEL:
+            on_vault(r, s, &m);
             break;
         default:
             refuse(r, s, m.req, TSYNC__RERR_PROTOCOL, 0, "a till does not send %s here",

@@ -18,4 +18,24 @@
  * TSYNC_ECORRUPT, TSYNC_EIO. */
 int tsync__relay_key_load(const char *dir, uint8_t sk[64]);
 
+/* ---------------------------------------------------------------- the vault (net/relay/vault.c) */
+
+#include "store/relay_store.h"
+
+/* What a vault message needs of its session: the store, the shop, and how to answer. */
+typedef struct {
+    tsync__rstore *st;
+    int64_t shop;
+    const uint8_t *admin_pk; /* the shop's admin key (its quota is read per put) */
+    const char *label;       /* the session, for the log */
+    void (*send)(void *ctx, const tsync__rmsg *m);
+    void (*refuse)(void *ctx, uint64_t req, uint32_t code, const char *line);
+    void (*log)(void *ctx, int level, const char *line);
+    void *ctx;
+} tsync__vault_sess;
+
+/* Serves one vault message (RVHAVE, RVPUT, RVCOMMIT, RVLIST, RVGET, RVDEL) of a served till:
+ * answers it, or refuses it with a reason (the session stays up). */
+void tsync__relay_vault(const tsync__vault_sess *v, const tsync__rmsg *m);
+
 #endif

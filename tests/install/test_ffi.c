@@ -49,6 +49,8 @@ Test(ffi, init_functions_equal_init_macros)
     CHECK_INIT(tsync_enrol_report, TSYNC_ENROL_REPORT);
     CHECK_INIT(tsync_trust_set, TSYNC_TRUST_SET);
     CHECK_INIT(tsync_revocation_preview, TSYNC_REVOCATION_PREVIEW);
+    CHECK_INIT(tsync_vault_options, TSYNC_VAULT_OPTIONS); /* tillsync/vault.h */
+    CHECK_INIT(tsync_vault_report, TSYNC_VAULT_REPORT);
 }
 
 /* A binding written for version 1 allocates version 1's size: the init of version 1 writes that
