@@ -65,6 +65,8 @@ enum {
     OPT_NO_CONSOLE,
     OPT_CONSOLE_PASSWORD_FILE,
     OPT_NO_RELAY,
+    OPT_CLOUD_BACKUP_EVERY, /* cloud backups (net/node/cloud.c) */
+    OPT_CLOUD_KEEP,
 };
 static const struct option RUN_OPTS[] = {
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -89,6 +91,8 @@ static const struct option RUN_OPTS[] = {
     {"no-console", no_argument, NULL, OPT_NO_CONSOLE},
     {"console-password-file", required_argument, NULL, OPT_CONSOLE_PASSWORD_FILE},
     {"no-relay", no_argument, NULL, OPT_NO_RELAY},
+    {"cloud-backup-every", required_argument, NULL, OPT_CLOUD_BACKUP_EVERY},
+    {"cloud-keep", required_argument, NULL, OPT_CLOUD_KEEP},
     {NULL, 0, NULL, 0},
 };
 #define RUN_NOPTS (sizeof RUN_OPTS / sizeof RUN_OPTS[0] - 1)
@@ -789,6 +793,10 @@ int cmd_status(int argc, char **argv)
     /* The shop's relay refused this till (revoked, expired, unknown shop, ...). */
     const char *rs = json_string_value(json_object_get(json_object_get(out, "relay"), "state"));
     if (rs && !strcmp(rs, "refused")) json_array_append_new(need, json_string("relay_refused"));
+    const char *cloud_last =
+        json_string_value(json_object_get(json_object_get(out, "cloud_backup"), "last_result"));
+    if (cloud_last && !strcmp(cloud_last, "failed"))
+        json_array_append_new(need, json_string("cloud_backup_failed"));
     size_t pi;
     json_t *pv;
     json_array_foreach(json_object_get(out, "peers"), pi, pv)
