@@ -624,8 +624,11 @@ static int seal_row(tsync_store *s, sealing *z, const prow *r, sqlite3_stmt *st)
     }
     if (have_vals && (rc = put_columns(s, z, r, ti, vals, h, b))) return rc;
     cur->bytes += est + 24 * (size_t)b->nrmv;
-    rc = had_meta ? tsync__put_meta(s, t, r->key, r->klen, &z->meta, &z->mbuf, &z->mcap, 1)
-                  : tsync__newclk_add(s, &z->nc, t, r->key, r->klen, &z->meta, &z->mbuf, &z->mcap);
+    /* Every clock entry goes through the batched writer (seal_clk.c); the reference of the
+     * property tests (tsync__seal_newclk_rows == 1) updates existing entries one by one. */
+    rc = had_meta && tsync__seal_newclk_rows == 1
+             ? tsync__put_meta(s, t, r->key, r->klen, &z->meta, &z->mbuf, &z->mcap, 1)
+             : tsync__newclk_add(s, &z->nc, t, r->key, r->klen, &z->meta, &z->mbuf, &z->mcap);
     if (rc) return rc;
     /* A tombstone exists only for a row with clocks, or one deleted in this window. */
     if (exists && (r->seen_delete || (r->seen_insert && had_meta))) {

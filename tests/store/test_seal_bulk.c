@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * tests/store/test_seal_bulk.c — sealing writes the clock entries of rows that had none 32 per
+ * tests/store/test_seal_bulk.c — sealing writes the clock entries it makes or rewrites 32 per
  * statement (store/seal.c). Seeded property test against the reference, each entry written by a
  * statement of its own (tsync__seal_newclk_rows = 1): on the same database, sealing writes the
  * same batches (same hashes), the same clock entries and tombstones, and a fresh till merging
@@ -237,6 +237,37 @@ Test(seal_bulk, bulk_insert_writes_every_clock_entry, .timeout = 120)
     a = seal_both(a, a_path, d, 0, 0);
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_clk_products", -1), 1000);
     cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_clk_lines", -1), 77);
+    tsync_store_free(a);
+    th_rmdir(d);
+    free(d);
+}
+
+/* A bulk UPDATE and a bulk DELETE of rows that already have clock entries (more rows than one
+ * statement writes, and a count that is not a multiple of it): the entries are rewritten by the
+ * batched statement, and the seal matches the reference, which updates each entry by itself. */
+Test(seal_bulk, bulk_update_and_delete_rewrite_every_clock_entry, .timeout = 120)
+{
+    char *d = th_tmpdir();
+    char a_path[4200];
+    snprintf(a_path, sizeof a_path, "%s", th_path(d, "a.db"));
+    tsync_store *a = th_open_shop(a_path);
+    th_exec(a, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<1000) "
+               "INSERT INTO products SELECT printf('p%05d',x), 'n', x, x % 9 FROM c");
+    th_seal(a);
+    char *before = th_text(a, "SELECT group_concat(hex(tsync_m)) FROM tsync_clk_products");
+    th_exec(a, "UPDATE products SET price=price+1, stock=stock-1");
+    a = seal_both(a, a_path, d, 0, 0);
+    char *after = th_text(a, "SELECT group_concat(hex(tsync_m)) FROM tsync_clk_products");
+    cr_assert(before && after);
+    cr_assert_str_neq(before, after, "the UPDATE's seal left the clock entries as they were");
+    cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_clk_products WHERE tsync_m IS NULL", -1), 0);
+    th_exec(a, "DELETE FROM products WHERE id > 'p00100' AND id <= 'p00777'");
+    a = seal_both(a, a_path, d, 0, 1);
+    cr_assert_eq(th_int(a, "SELECT count(*) FROM products", -1), 323);
+    cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_clk_products", -1), 1000);
+    cr_assert_eq(th_int(a, "SELECT count(*) FROM tsync_tomb_products", -1), 677);
+    free(before);
+    free(after);
     tsync_store_free(a);
     th_rmdir(d);
     free(d);
