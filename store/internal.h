@@ -313,6 +313,9 @@ int tsync__sql_has_check(const char *sql);
 
 /* uuid7(): a time-ordered UUID (RFC 9562) as text (store.c). */
 void tsync__sql_uuid7(sqlite3_context *ctx, int argc, sqlite3_value **argv);
+/* Registers tsync_fold(op, mask), the aggregate the seal's scan folds a row's pending changes with
+ * (seal_scan.c), on the store's own connection. */
+int tsync__seal_fold_register(sqlite3 *db);
 /* The recorded conflicts, oldest first (conflicts.c, the journal's own query): columns id, at_ms,
  * tbl, pk (the key as JSON text), col, win_val, win_hlc, win_site, lose_val, lose_hlc, lose_site,
  * cid, then the resolution (how, value, site, at_ms; NULLs while open) and kind (0 LWW, 1

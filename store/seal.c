@@ -489,9 +489,17 @@ static int put_columns(tsync_store *s, sealing *z, const prow *r, uint32_t ti,
     tsync__table *t = r->t;
     bbuild *cur = &z->cur;
     int rc;
-    b->cols = tsync__pool_alloc(&cur->a, (size_t)t->ncols * sizeof *b->cols);
-    b->ctrs = tsync__pool_alloc(&cur->a, (size_t)t->ncols * sizeof *b->ctrs);
-    if (!b->cols || !b->ctrs) return tsync__err(TSYNC_ENOMEM, "out of memory");
+    /* Room for the columns the change names and this site's counters only: the pool zeroes what
+     * it hands out, and an UPDATE of one column of a wide table names one. */
+    size_t ncol = 0, nctr = 0;
+    for (int c = 0; c < t->ncols; c++)
+        if (t->is_counter[c])
+            nctr++;
+        else if (!t->is_pk[c] && (r->mask & (1ULL << c)))
+            ncol++;
+    b->cols = ncol ? tsync__pool_alloc(&cur->a, ncol * sizeof *b->cols) : NULL;
+    b->ctrs = nctr ? tsync__pool_alloc(&cur->a, nctr * sizeof *b->ctrs) : NULL;
+    if ((ncol && !b->cols) || (nctr && !b->ctrs)) return tsync__err(TSYNC_ENOMEM, "out of memory");
     for (int c = 0; c < t->ncols; c++) {
         if (t->is_pk[c]) continue;
         if (t->is_counter[c]) {
@@ -573,10 +581,14 @@ static int seal_row(tsync_store *s, sealing *z, const prow *r, sqlite3_stmt *st)
         z->nbat++;
     }
     if ((rc = batch_room(s, z))) return rc;
+    /* The values the batch row carries live in its pool: those of the columns the change names
+     * (the key is the copy below; a counter is a number). */
     tsync__val vals[TSYNC__MAX_COLS];
     for (int c = 0; have_vals && c < t->ncols; c++) {
         tsync__col_val(st, vals0 + c, &vals[c]);
-        if ((rc = copy_val(&cur->a, &vals[c]))) return rc;
+        if (!t->is_pk[c] && !t->is_counter[c] && (r->mask & (1ULL << c)) &&
+            (rc = copy_val(&cur->a, &vals[c])))
+            return rc;
     }
     /* The batch row's key points into the batch's pool, which lives as long as the batch. */
     uint8_t *key = pool_copy(&cur->a, r->key, r->klen);
@@ -624,8 +636,11 @@ static int seal_row(tsync_store *s, sealing *z, const prow *r, sqlite3_stmt *st)
     }
     if (have_vals && (rc = put_columns(s, z, r, ti, vals, h, b))) return rc;
     cur->bytes += est + 24 * (size_t)b->nrmv;
-    rc = had_meta ? tsync__put_meta(s, t, r->key, r->klen, &z->meta, &z->mbuf, &z->mcap, 1)
-                  : tsync__newclk_add(s, &z->nc, t, r->key, r->klen, &z->meta, &z->mbuf, &z->mcap);
+    /* Every clock entry goes through the batched writer (seal_clk.c); the reference of the
+     * property tests (tsync__seal_newclk_rows == 1) updates existing entries one by one. */
+    rc = had_meta && tsync__seal_newclk_rows == 1
+             ? tsync__put_meta(s, t, r->key, r->klen, &z->meta, &z->mbuf, &z->mcap, 1)
+             : tsync__newclk_add(s, &z->nc, t, r->key, r->klen, &z->meta, &z->mbuf, &z->mcap);
     if (rc) return rc;
     /* A tombstone exists only for a row with clocks, or one deleted in this window. */
     if (exists && (r->seen_delete || (r->seen_insert && had_meta))) {

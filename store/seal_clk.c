@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * store/seal_clk.c — the clock entries of the rows a seal finds without one (seal_int.h), written
- * many per statement.
+ * store/seal_clk.c — the clock entries a seal writes (new rows' and rewritten ones, seal_int.h),
+ * written many per statement.
  */
 #include <stdlib.h>
 #include <string.h>

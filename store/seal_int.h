@@ -29,11 +29,12 @@ void *tsync__pool_alloc(tsync__pool *p, size_t n);
 void tsync__pool_reset(tsync__pool *p);
 void tsync__pool_free(tsync__pool *p);
 
-/* The clock entries of rows that had none, written NEWCLK_ROWS at a time by one statement
- * (seal_clk.c): a bulk insert seals as many new rows, and one statement per row cost more than
- * the rows. They can wait: the scan reads each row's clocks once, in key order, before its entry
- * is made, and nothing else in the seal reads them. Fewer than NEWCLK_ROWS (a live seal) are
- * written one by one, so a small seal prepares nothing. */
+/* The clock entries a seal writes, new ones and rewritten ones alike, NEWCLK_ROWS at a time by
+ * one INSERT OR REPLACE (seal_clk.c): a bulk insert, UPDATE or DELETE seals as many rows, and one
+ * statement per row cost more than the rows (an UPDATE of 100k rows: a fifth of the seal's time
+ * in the per-row UPDATE of tsync_clk_T). They can wait: the scan reads each row's clocks once, in
+ * key order, before its entry is made, and nothing else in the seal reads them. Fewer than
+ * NEWCLK_ROWS (a live seal) are written one by one, so a small seal prepares nothing. */
 #define TSYNC__NEWCLK_ROWS 32
 typedef struct {
     tsync__table *t;
@@ -52,7 +53,8 @@ int tsync__newclk_add(tsync_store *s, tsync__newclk *c, tsync__table *t, const u
 int tsync__newclk_flush(tsync_store *s, tsync__newclk *c);
 void tsync__newclk_free(tsync__newclk *c);
 /* How many entries one statement writes (TSYNC__NEWCLK_ROWS). A test sets it to 1 for the
- * reference, every entry written by a statement of its own. */
+ * reference: every new entry written by a statement of its own, every existing one updated in
+ * place (tsync__put_meta), as sealing did before the entries were batched. */
 extern int tsync__seal_newclk_rows;
 
 /* The statement that seals table t (cached in t->seal_scan): one row per changed row, in key

@@ -436,6 +436,7 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
     sqlite3_busy_timeout(s->db, opts->busy_timeout_ms ? (int)opts->busy_timeout_ms : 10000);
     sqlite3_extended_result_codes(s->db, 1);
     sqlite3_create_function(s->db, "uuid7", 0, SQLITE_UTF8, NULL, tsync__sql_uuid7, NULL, NULL);
+    tsync__seal_fold_register(s->db);
 
     char pragmas[200];
     snprintf(pragmas, sizeof pragmas,
