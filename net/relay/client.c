@@ -23,6 +23,7 @@ struct tsync__rclient {
     tsync__tp *tp;
     uint32_t peer;
     int timeout_ms;
+    const volatile sig_atomic_t *stop; /* the caller's stop flag (may be NULL) */
     uint64_t next_req;
     uint8_t shop_id[TSYNC__SHOP_ID_BYTES];
     char addr[TSYNC__TP_ADDR_LEN];
@@ -30,6 +31,16 @@ struct tsync__rclient {
     tsync__arena a;
     tsync__rmsg m;
 };
+
+/* Waits for a transport event of at most ms, in slices that look at the stop flag: a stopping
+ * node does not wait out a relay that does not answer. 1: an event; 0: none; < 0: an error (also
+ * when stopped, message set). */
+static int poll_stop(tsync__rclient *c, uint64_t ms, tsync__tp_event *ev)
+{
+    if (c->stop && *c->stop)
+        return tsync__err(TSYNC_EIO, "relay %s: stopped before it answered", c->addr);
+    return tsync__tp_poll(c->tp, (int)(ms < 100 ? ms : 100), ev);
+}
 
 /* The next message from the relay into c->m, or an error after timeout_ms. */
 static int recv_msg(tsync__rclient *c)
@@ -41,7 +52,7 @@ static int recv_msg(tsync__rclient *c)
             return tsync__err(TSYNC_EIO, "relay %s: no answer within %d ms", c->addr,
                               c->timeout_ms);
         tsync__tp_event ev;
-        int n = tsync__tp_poll(c->tp, (int)(end - now), &ev);
+        int n = poll_stop(c, end - now, &ev);
         if (n < 0) return n;
         if (n == 0 || ev.peer != c->peer) continue;
         if (ev.kind == TSYNC__TP_EV_DOWN)
@@ -102,7 +113,7 @@ static int try_relay(tsync__rclient *c, const tsync__grant_relay *g, const uint8
         uint64_t now = tsync__mono_ms();
         if (now >= end) break;
         tsync__tp_event ev;
-        int n = tsync__tp_poll(c->tp, (int)(end - now), &ev);
+        int n = poll_stop(c, end - now, &ev);
         if (n < 0) return n;
         if (n == 1 && ev.peer == c->peer && ev.kind == TSYNC__TP_EV_UP) up = 1;
         if (n == 1 && ev.kind == TSYNC__TP_EV_HSFAIL && ev.peer == c->peer) break;
@@ -131,12 +142,14 @@ static int try_relay(tsync__rclient *c, const tsync__grant_relay *g, const uint8
     return rc;
 }
 
-int tsync__rclient_open(tsync__rclient **out, tsync_store *s, int timeout_ms)
+int tsync__rclient_open(tsync__rclient **out, tsync_store *s, int timeout_ms,
+                        const volatile sig_atomic_t *stop)
 {
     *out = NULL;
     tsync__rclient *c = calloc(1, sizeof *c);
     if (!c) return tsync__err(TSYNC_ENOMEM, "out of memory");
     c->timeout_ms = timeout_ms > 0 ? timeout_ms : 10000;
+    c->stop = stop;
     c->next_req = 1;
     uint8_t *grant = NULL, *cert = NULL;
     size_t grant_len = 0, cert_len = 0;

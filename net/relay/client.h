@@ -9,6 +9,7 @@
 #ifndef TSYNC_NET_RELAY_CLIENT_H
 #define TSYNC_NET_RELAY_CLIENT_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "codec/relay.h"
@@ -23,8 +24,11 @@ typedef struct tsync__rclient tsync__rclient;
  * later (0: 10000).
  * Errors (message set): TSYNC_ENOTFOUND (not enrolled, or the shop has no grant), TSYNC_EREFUSED
  * (every relay refused: the message names the last one and its reason, e.g. "quota",
- * "unknown_shop"), TSYNC_EIO (none answered in time), TSYNC_ENOMEM. */
-int tsync__rclient_open(tsync__rclient **out, tsync_store *s, int timeout_ms);
+ * "unknown_shop"), TSYNC_EIO (none answered in time, or *stop became non-zero while waiting),
+ * TSYNC_ENOMEM. stop (may be NULL) is looked at every 100 ms while this session waits, here and in
+ * the calls after. */
+int tsync__rclient_open(tsync__rclient **out, tsync_store *s, int timeout_ms,
+                        const volatile sig_atomic_t *stop);
 
 /* Sends m (its req is set here) and waits for its answer; pushes and stale answers are skipped.
  * *ans is valid until the next call or free. RERR answers are errors, the message naming the

@@ -413,7 +413,7 @@ int tsync_vault_backup(const char *db_path, const tsync_vault_options *o, tsync_
     tsync__rclient *c = NULL;
     vhdr h;
     uint8_t shop[16];
-    rc = pending ? tsync__rclient_open(&c, s, timeout_of(o))
+    rc = pending ? tsync__rclient_open(&c, s, timeout_of(o), o ? o->stop : NULL)
                  : tsync__err(TSYNC_ENOMEM, "out of memory");
     if (!rc) {
         memcpy(shop, tsync__rclient_shop(c), 16);
@@ -502,7 +502,7 @@ static int session(const char *db, const tsync_vault_options *o, tsync_store **s
     if (!db) return tsync__err(TSYNC_EINVAL, "no database given");
     int rc = check_opts(o);
     if (!rc) rc = open_store(s, db, o, 1);
-    if (!rc) rc = tsync__rclient_open(c, *s, timeout_of(o));
+    if (!rc) rc = tsync__rclient_open(c, *s, timeout_of(o), o ? o->stop : NULL);
     if (rc) {
         tsync_store_free(*s);
         *s = NULL;
