@@ -53,6 +53,8 @@ struct tsync_relay {
     sess *s;
     uint32_t ns, cap;
     int64_t open;
+    tsync__relay_tamper_fn tamper; /* tests only (relay_int.h); NULL */
+    void *tamper_ctx;
 };
 
 static void rlog(tsync_relay *r, int level, const char *fmt, ...)
@@ -99,6 +101,17 @@ static void send_msg(tsync_relay *r, sess *s, const tsync__rmsg *m)
 }
 
 static void feed_follow(tsync_relay *r, const sess *s, int on);
+
+/* With the test double's hook set (relay_int.h), each RENV goes through it, one session at a
+ * time; 0: no hook, the caller sends m itself. */
+static int tampered(tsync_relay *r, sess *t, const tsync__rmsg *get, const tsync__rmsg *m)
+{
+    if (!r->tamper) return 0;
+    tsync__rmsg c = *m;
+    r->tamper(r->tamper_ctx, r->st, t->shop, get, &c);
+    send_msg(r, t, &c);
+    return 1;
+}
 
 /* Sends RERR code with a line, counts it; hello: the session is cut after the linger. */
 static void refuse(tsync_relay *r, sess *s, uint64_t req, uint32_t code, int cut, const char *fmt,
@@ -273,6 +286,7 @@ static void push(tsync_relay *r, const sess *from, const tsync__rmsg *m)
     for (uint32_t i = 0; i < r->ns; i++) {
         sess *t = &r->s[i];
         if (t == from || t->state != 1 || t->shop != from->shop) continue;
+        if (tampered(r, t, NULL, &p)) continue;
         if (!b && tsync__relay_encode(&p, &b, &len, err)) {
             rlog(r, TSYNC_LOG_ERROR, "relay: %s: cannot encode a push: %s", from->label, err);
             return;
@@ -351,7 +365,7 @@ static void on_get(tsync_relay *r, sess *s, const tsync__rmsg *m)
     } else {
         tsync__rmsg a = {
             .type = TSYNC__R_ENV, .req = m->req, .nenvs = c.n, .envs = c.e, .more = c.more};
-        send_msg(r, s, &a);
+        if (!tampered(r, s, m, &a)) send_msg(r, s, &a);
     }
     for (uint32_t i = 0; i < c.n; i++) free((void *)c.e[i].bytes);
     free(c.e);
@@ -558,6 +572,7 @@ static int feed_push(void *ctx, int64_t shop, const tsync__renv *e)
     for (uint32_t i = 0; i < r->ns; i++) {
         sess *t = &r->s[i];
         if (t->state != 1 || t->shop != shop) continue;
+        if (tampered(r, t, NULL, &p)) continue;
         if (!b && tsync__relay_encode(&p, &b, &len, err)) {
             rlog(r, TSYNC_LOG_ERROR, "relay: cannot encode a push from the store: %s", err);
             return 0;
@@ -657,6 +672,12 @@ int tsync_relay_run(tsync_relay *r, volatile sig_atomic_t *stop)
     atomic_store(&r->stop, 0);
     rlog(r, TSYNC_LOG_INFO, "relay: stopped");
     return rc;
+}
+
+void tsync__relay_set_tamper(tsync_relay *r, tsync__relay_tamper_fn fn, void *ctx)
+{
+    r->tamper = fn;
+    r->tamper_ctx = ctx;
 }
 
 void tsync_relay_stop(tsync_relay *r)

@@ -38,4 +38,17 @@ typedef struct {
  * answers it, or refuses it with a reason (the session stays up). */
 void tsync__relay_vault(const tsync__vault_sess *v, const tsync__rmsg *m);
 
+/* ---------------------------------------------------------------- the hostile test double */
+
+/* A test-only hook on what the relay serves (tests/net/hostile_relay.c; docs/RELAY.md, "A
+ * hostile relay"): called with every RENV about to go to a session of shop, an answer to the
+ * RGET get or a push (get NULL). It may rewrite m and its envelopes (what it points them to stays
+ * the hook's until its next call). Set by no production code and not reachable from the CLI or
+ * the public API: without it (NULL) the relay serves what its store holds. */
+typedef void (*tsync__relay_tamper_fn)(void *ctx, tsync__rstore *st, int64_t shop,
+                                       const tsync__rmsg *get, tsync__rmsg *m);
+
+struct tsync_relay;
+void tsync__relay_set_tamper(struct tsync_relay *r, tsync__relay_tamper_fn fn, void *ctx);
+
 #endif
