@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tests/lib/helpers.h"
 #include "tests/lib/node_util.h"
@@ -39,6 +40,11 @@ pid_t ru_relay_start_store(const char *dir, const char *log, char *ep, const cha
     const char *argv[] = {nu_cli(),  "relay", "run", dir, "--listen", "tcp://127.0.0.1:*",
                           "--store", store,   NULL};
     if (!store) argv[6] = NULL;
+    return ru_relay_start_argv(argv, log, ep);
+}
+
+pid_t ru_relay_start_argv(const char *const *argv, const char *log, char *ep)
+{
     FILE *f = fopen(log, "w");
     fclose(f);
     pid_t pid = nu_spawn(argv, log);
@@ -251,4 +257,154 @@ int ru_tree_contains(const char *dir, const void *needle, size_t n)
     tree_found = 0;
     nftw(dir, tree_one, 16, FTW_PHYS);
     return tree_found;
+}
+
+/* ---------------------------------------------------------------- tills of real shops */
+
+void ru_shop_new(ru_shop *s, const char *tmp, uint8_t seed, uint8_t id, const char *name)
+{
+    s->k = th_shop_make(seed, id, name);
+    snprintf(s->keyfile, sizeof s->keyfile, "%s/%s.key", tmp, name);
+    cr_assert_eq(tsync__shopkey_write(s->keyfile, &s->k), 0);
+    cr_assert_eq(tsync_shop_key_load(&s->key, s->keyfile), 0, "%s", th_errmsg());
+    randombytes_buf(s->dkey, sizeof s->dkey);
+    sodium_bin2hex(s->admin_hex, sizeof s->admin_hex, s->k.pk, 32);
+}
+
+void ru_till_node(nu_node *t, const char *tmp, const char *name, const ru_shop *s)
+{
+    char db[NU_PATH];
+    snprintf(db, sizeof db, "%s/%s.db", tmp, name);
+    nu_make_db(db);
+    nu_enrol(db, s->keyfile, name);
+    nu_node_init(t, tmp, name, db);
+    nu_pubkey(t->db, t->key);
+}
+
+void ru_install(const ru_shop *s, nu_node *const *tills, int n, const char *relay_ep,
+                const uint8_t relay_pk[32])
+{
+    uint8_t devs[8][TSYNC_PUBLIC_KEY_BYTES];
+    cr_assert_leq(n, 8);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(sodium_hex2bin(devs[i], 32, tills[i]->key, 64, NULL, NULL, NULL), 0);
+    uint8_t *dk, *gr;
+    size_t dkl, grl;
+    cr_assert_eq(tsync_shop_key_sign_data_key(&dk, &dkl, s->key, 1, s->dkey,
+                                              (const uint8_t(*)[32])devs, (size_t)n),
+                 0, "%s", th_errmsg());
+    const char *addrs[1] = {relay_ep};
+    uint64_t exp = ru_wall_ms() + 30 * TH_DAY;
+    cr_assert_eq(tsync_shop_key_sign_grant(&gr, &grl, s->key, addrs, (const uint8_t(*)[32])relay_pk,
+                                           1, 100, exp),
+                 0, "%s", th_errmsg());
+    for (int i = 0; i < n; i++) {
+        tsync_store *st = th_open(tills[i]->db);
+        const uint8_t *recs[2] = {dk, gr};
+        size_t lens[2] = {dkl, grl};
+        cr_assert_eq(tsync_trust_enrol(NULL, st, recs, lens, 2), 0, "%s", th_errmsg());
+        uint32_t held = 0;
+        cr_assert_eq(tsync_store_data_key_epoch(&held, NULL, st), 0);
+        cr_assert_eq(held, 1, "%s holds no data key", tills[i]->name);
+        tsync_store_free(st);
+    }
+    tsync_free(dk);
+    tsync_free(gr);
+}
+
+pid_t ru_relay_setup(const char *tmp, const char *dir, const char *const *argv, char *ep,
+                     uint8_t pk[32])
+{
+    char cmd[2048], log[NU_PATH];
+    snprintf(cmd, sizeof cmd, "%s relay init %s", nu_cli(), dir);
+    char *out = strstr(ru_run_out(cmd), "public key: ");
+    cr_assert_not_null(out);
+    cr_assert_eq(sodium_hex2bin(pk, 32, out + 12, 64, NULL, NULL, NULL), 0);
+    snprintf(log, sizeof log, "%s/relay.log", tmp);
+    return argv ? ru_relay_start_argv(argv, log, ep) : ru_relay_start(dir, log, ep);
+}
+
+void ru_admit(const char *dir, const ru_shop *s, int quota_mb)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s relay admit %s %s --quota-mb %d", nu_cli(), dir, s->admin_hex,
+             quota_mb);
+    ru_run_out(cmd);
+}
+
+uint64_t ru_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+long long ru_int(json_t *o, const char *f)
+{
+    return (long long)json_integer_value(json_object_get(o, f));
+}
+
+void ru_sell(const nu_node *t, const char *till, int first, int n)
+{
+    nu_seller s = {.first = first, .n = n, .pause_us = 2000};
+    snprintf(s.db, sizeof s.db, "%s", t->db);
+    snprintf(s.till, sizeof s.till, "%s", till);
+    nu_seller_wait(nu_seller_start(&s), 60000, till);
+}
+
+json_t *ru_wait_relay_state(const nu_node *t, const char *want, uint64_t after_wall, int ms)
+{
+    int64_t end = nu_now_ms() + ms;
+    for (;;) {
+        json_t *st = nu_node_status(t);
+        if (st && (uint64_t)json_integer_value(json_object_get(st, "updated_ms")) > after_wall) {
+            json_t *r = json_object_get(st, "relay");
+            const char *s = json_string_value(json_object_get(r, "state"));
+            if (s && !strcmp(s, want)) {
+                json_incref(r);
+                json_decref(st);
+                return r;
+            }
+        }
+        json_decref(st);
+        if (nu_now_ms() > end)
+            cr_assert_fail("%s: relay not %s after %d ms\n%s", t->name, want, ms,
+                           nu_node_describe(t));
+        nu_sleep_ms(100);
+    }
+}
+
+void ru_wait_relay_has_all(const nu_node *t, uint64_t after_wall, int ms)
+{
+    int64_t end = nu_now_ms() + ms;
+    for (;;) {
+        json_t *st = nu_node_status(t);
+        json_t *r = st ? json_object_get(st, "relay") : NULL;
+        const char *state = json_string_value(json_object_get(r, "state"));
+        int ok =
+            st && (uint64_t)json_integer_value(json_object_get(st, "updated_ms")) > after_wall &&
+            state && !strcmp(state, "up") && json_is_integer(json_object_get(r, "relay_lacks")) &&
+            ru_int(r, "relay_lacks") == 0;
+        char *dump = r ? json_dumps(r, JSON_COMPACT) : NULL;
+        json_decref(st);
+        if (ok) {
+            free(dump);
+            return;
+        }
+        if (nu_now_ms() > end)
+            cr_assert_fail("%s: the relay does not hold all of it: %s\n%s", t->name,
+                           dump ? dump : "(no status)", nu_node_describe(t));
+        free(dump);
+        nu_sleep_ms(100);
+    }
+}
+
+long long ru_env_refused(const nu_node *t, const char *reason)
+{
+    json_t *st = nu_node_status(t);
+    json_t *v =
+        json_object_get(json_object_get(json_object_get(st, "relay"), "envelopes_refused"), reason);
+    long long n = json_is_integer(v) ? (long long)json_integer_value(v) : -1;
+    json_decref(st);
+    return n;
 }

@@ -93,4 +93,61 @@ json_t *ru_status_store(const char *dir, const char *store);
 /* Whether any file under dir (recursively: a JetStream store_dir) contains needle. */
 int ru_tree_contains(const char *dir, const void *needle, size_t n);
 
+/* ---- tills of real shops on a real relay (`tillsync run` nodes: tests/lib/node_util.h) */
+
+#include "tests/lib/helpers.h"
+#include "tests/lib/node_util.h"
+#include "tillsync/trust.h"
+
+/* A test shop: its admin key file, key, data key (epoch 1) and admin key in hex. */
+typedef struct {
+    char keyfile[NU_PATH];
+    tsync__shopkey k;
+    tsync_shop_key *key;
+    uint8_t dkey[TSYNC_DATA_KEY_BYTES];
+    char admin_hex[65];
+} ru_shop;
+
+/* A shop made from seed and id (th_shop_make), its key file in tmp as NAME.key. */
+void ru_shop_new(ru_shop *s, const char *tmp, uint8_t seed, uint8_t id, const char *name);
+
+/* A till's database in tmp, enrolled in s, and its node (not started); its key is read. */
+void ru_till_node(nu_node *t, const char *tmp, const char *name, const ru_shop *s);
+
+/* Signs the data key (epoch 1, sealed to every till given) and a grant naming the relay, and
+ * installs both on every till (they need not be online together: nothing replicates them). */
+void ru_install(const ru_shop *s, nu_node *const *tills, int n, const char *relay_ep,
+                const uint8_t relay_pk[32]);
+
+/* `tillsync relay init dir` (its public key to pk), then the relay started by argv (NULL:
+ * `tillsync relay run dir`), logging to tmp/relay.log; its endpoint to ep. */
+pid_t ru_relay_setup(const char *tmp, const char *dir, const char *const *argv, char *ep,
+                     uint8_t pk[32]);
+
+/* Starts argv (a relay that logs "listening on EP"), logging to log; the endpoint to ep. */
+pid_t ru_relay_start_argv(const char *const *argv, const char *log, char *ep);
+
+/* `tillsync relay admit dir ADMIN --quota-mb quota_mb` of s. */
+void ru_admit(const char *dir, const ru_shop *s, int quota_mb);
+
+/* Unix ms now. */
+uint64_t ru_wall_ms(void);
+
+/* An integer field of a JSON object. */
+long long ru_int(json_t *o, const char *f);
+
+/* Sells n sales from first on t's database as till `till` (a seller process), waits for it. */
+void ru_sell(const nu_node *t, const char *till, int first, int n);
+
+/* Waits until t's status, written after after_wall (Unix ms), shows the relay in state want;
+ * returns its relay object (the caller's). */
+json_t *ru_wait_relay_state(const nu_node *t, const char *want, uint64_t after_wall, int ms);
+
+/* Waits until t's status, written after after_wall, shows the relay up and lacking nothing of
+ * this till's (every batch it sealed is stored at the relay). */
+void ru_wait_relay_has_all(const nu_node *t, uint64_t after_wall, int ms);
+
+/* relay.envelopes_refused.<reason> of t's status (-1 when unavailable). */
+long long ru_env_refused(const nu_node *t, const char *reason);
+
 #endif

@@ -33,161 +33,13 @@ TestSuite(relay_sync, .fini = nu_fini, .timeout = 150);
 static const char NAME[] = "Saffron-Zanzibar-Qx7";
 static const char PRICE[] = "price 47.93 EUR";
 
-typedef struct {
-    char keyfile[NU_PATH];
-    tsync__shopkey k;
-    tsync_shop_key *key;
-    uint8_t dkey[TSYNC_DATA_KEY_BYTES];
-    char admin_hex[65];
-} shop;
-
-static void shop_new(shop *s, const char *tmp, uint8_t seed, uint8_t id, const char *name)
-{
-    s->k = th_shop_make(seed, id, name);
-    snprintf(s->keyfile, sizeof s->keyfile, "%s/%s.key", tmp, name);
-    cr_assert_eq(tsync__shopkey_write(s->keyfile, &s->k), 0);
-    cr_assert_eq(tsync_shop_key_load(&s->key, s->keyfile), 0, "%s", th_errmsg());
-    randombytes_buf(s->dkey, sizeof s->dkey);
-    sodium_bin2hex(s->admin_hex, sizeof s->admin_hex, s->k.pk, 32);
-}
-
-/* A till's database, enrolled in s, and its node (not started). */
-static void till_new(nu_node *t, const char *tmp, const char *name, const shop *s)
-{
-    char db[NU_PATH];
-    snprintf(db, sizeof db, "%s/%s.db", tmp, name);
-    nu_make_db(db);
-    nu_enrol(db, s->keyfile, name);
-    nu_node_init(t, tmp, name, db);
-}
-
-/* Signs the data key (epoch 1, sealed to every till given) and a grant naming the relay, and
- * installs both on every till (they are never online together: nothing replicates them). */
-static void install(const shop *s, nu_node *const *tills, int n, const char *relay_ep,
-                    const uint8_t relay_pk[32])
-{
-    uint8_t devs[8][TSYNC_PUBLIC_KEY_BYTES];
-    for (int i = 0; i < n; i++)
-        cr_assert_eq(sodium_hex2bin(devs[i], 32, tills[i]->key, 64, NULL, NULL, NULL), 0);
-    uint8_t *dk, *gr;
-    size_t dkl, grl;
-    cr_assert_eq(tsync_shop_key_sign_data_key(&dk, &dkl, s->key, 1, s->dkey,
-                                              (const uint8_t(*)[32])devs, (size_t)n),
-                 0, "%s", th_errmsg());
-    const char *addrs[1] = {relay_ep};
-    uint64_t exp = (uint64_t)time(NULL) * 1000u + 30 * TH_DAY;
-    cr_assert_eq(tsync_shop_key_sign_grant(&gr, &grl, s->key, addrs, (const uint8_t(*)[32])relay_pk,
-                                           1, 100, exp),
-                 0, "%s", th_errmsg());
-    for (int i = 0; i < n; i++) {
-        tsync_store *st = th_open(tills[i]->db);
-        const uint8_t *recs[2] = {dk, gr};
-        size_t lens[2] = {dkl, grl};
-        cr_assert_eq(tsync_trust_enrol(NULL, st, recs, lens, 2), 0, "%s", th_errmsg());
-        uint32_t held = 0;
-        cr_assert_eq(tsync_store_data_key_epoch(&held, NULL, st), 0);
-        cr_assert_eq(held, 1, "%s holds no data key", tills[i]->name);
-        tsync_store_free(st);
-    }
-    tsync_free(dk);
-    tsync_free(gr);
-}
-
-static long long rint_of(json_t *r, const char *f)
-{
-    return (long long)json_integer_value(json_object_get(r, f));
-}
-
-/* Waits until t's status, written after `after_wall` (Unix ms), shows the relay up and lacking
- * nothing of this till's (every batch it sealed is stored at the relay). */
-static void wait_relay_has_all(const nu_node *t, uint64_t after_wall, int ms)
-{
-    int64_t end = nu_now_ms() + ms;
-    for (;;) {
-        json_t *st = nu_node_status(t);
-        json_t *r = st ? json_object_get(st, "relay") : NULL;
-        const char *state = json_string_value(json_object_get(r, "state"));
-        int ok =
-            st && (uint64_t)json_integer_value(json_object_get(st, "updated_ms")) > after_wall &&
-            state && !strcmp(state, "up") && json_is_integer(json_object_get(r, "relay_lacks")) &&
-            rint_of(r, "relay_lacks") == 0;
-        char *dump = r ? json_dumps(r, JSON_COMPACT) : NULL;
-        json_decref(st);
-        if (ok) {
-            free(dump);
-            return;
-        }
-        if (nu_now_ms() > end)
-            cr_assert_fail("%s: the relay does not hold all of it: %s\n%s", t->name,
-                           dump ? dump : "(no status)", nu_node_describe(t));
-        free(dump);
-        nu_sleep_ms(100);
-    }
-}
-
-/* Waits until t's relay state is `want` (its status written after after_wall). */
-static json_t *wait_relay_state(const nu_node *t, const char *want, uint64_t after_wall, int ms)
-{
-    int64_t end = nu_now_ms() + ms;
-    for (;;) {
-        json_t *st = nu_node_status(t);
-        if (st && (uint64_t)json_integer_value(json_object_get(st, "updated_ms")) > after_wall) {
-            json_t *r = json_object_get(st, "relay");
-            const char *s = json_string_value(json_object_get(r, "state"));
-            if (s && !strcmp(s, want)) {
-                json_incref(r);
-                json_decref(st);
-                return r;
-            }
-        }
-        json_decref(st);
-        if (nu_now_ms() > end)
-            cr_assert_fail("%s: relay not %s after %d ms\n%s", t->name, want, ms,
-                           nu_node_describe(t));
-        nu_sleep_ms(100);
-    }
-}
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sell(const nu_node *t, const char *till, int first, int n)
-{
-    nu_seller s = {.first = first, .n = n, .pause_us = 2000};
-    snprintf(s.db, sizeof s.db, "%s", t->db);
-    snprintf(s.till, sizeof s.till, "%s", till);
-    nu_seller_wait(nu_seller_start(&s), 60000, till);
-}
-
-static void relay_setup(const char *tmp, char *dir, char *ep, uint8_t pk[32], pid_t *pid)
-{
-    char cmd[2048], log[NU_PATH];
-    snprintf(cmd, sizeof cmd, "%s relay init %s", nu_cli(), dir);
-    char *out = strstr(ru_run_out(cmd), "public key: ");
-    cr_assert_not_null(out);
-    cr_assert_eq(sodium_hex2bin(pk, 32, out + 12, 64, NULL, NULL, NULL), 0);
-    snprintf(log, sizeof log, "%s/relay.log", tmp);
-    *pid = ru_relay_start(dir, log, ep);
-}
-
-static void admit(const char *dir, const shop *s)
-{
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s relay admit %s %s --quota-mb 100", nu_cli(), dir, s->admin_hex);
-    ru_run_out(cmd);
-}
-
 /* Opens one envelope of origin the relay serves with the shop's data key: the run inside holds
  * needle (so the search of the relay's files below can fail for the right reason). */
-static int opened_run_contains(const shop *s, const char *ep, const uint8_t relay_pk[32],
+static int opened_run_contains(const ru_shop *s, const char *ep, const uint8_t relay_pk[32],
                                const uint8_t origin[16], const char *needle, uint8_t plain[32])
 {
     ru_till t;
-    uint64_t now = wall_ms();
+    uint64_t now = ru_wall_ms();
     ru_till_new(&t, &s->k, "reader", now - TH_DAY, now + TH_DAY);
     const tsync__rmsg *m = ru_hello(&t, ep, relay_pk);
     cr_assert_eq(m->type, TSYNC__R_HAVE);
@@ -236,25 +88,21 @@ Test(relay_sync, converge_through_relay_blind)
     uint8_t rpk[32];
     pid_t rpid;
     snprintf(rdir, sizeof rdir, "%s/relay", tmp);
-    relay_setup(tmp, rdir, ep, rpk, &rpid);
+    rpid = ru_relay_setup(tmp, rdir, NULL, ep, rpk);
 
-    shop s1, s2;
-    shop_new(&s1, tmp, 0x31, 0x41, "shop1");
-    shop_new(&s2, tmp, 0x32, 0x42, "shop2");
-    admit(rdir, &s1);
-    admit(rdir, &s2);
+    ru_shop s1, s2;
+    ru_shop_new(&s1, tmp, 0x31, 0x41, "shop1");
+    ru_shop_new(&s2, tmp, 0x32, 0x42, "shop2");
+    ru_admit(rdir, &s1, 100);
+    ru_admit(rdir, &s2, 100);
     nu_node a, b, c, x;
-    till_new(&a, tmp, "a", &s1);
-    till_new(&b, tmp, "b", &s1);
-    till_new(&c, tmp, "c", &s1);
-    till_new(&x, tmp, "x", &s2);
-    nu_pubkey(a.db, a.key);
-    nu_pubkey(b.db, b.key);
-    nu_pubkey(c.db, c.key);
-    nu_pubkey(x.db, x.key);
+    ru_till_node(&a, tmp, "a", &s1);
+    ru_till_node(&b, tmp, "b", &s1);
+    ru_till_node(&c, tmp, "c", &s1);
+    ru_till_node(&x, tmp, "x", &s2);
     nu_node *shop1[3] = {&a, &b, &c}, *shop2[1] = {&x};
-    install(&s1, shop1, 3, ep, rpk);
-    install(&s2, shop2, 1, ep, rpk);
+    ru_install(&s1, shop1, 3, ep, rpk);
+    ru_install(&s2, shop2, 1, ep, rpk);
     /* The catalogue and a product whose name and price the relay must never see, on A only. */
     nu_insert_catalogue(a.db);
     tsync_store *st = th_open(a.db);
@@ -268,8 +116,8 @@ Test(relay_sync, converge_through_relay_blind)
     /* 1. A sells and stops; B (never online with A) gets it from the relay, sells, stops; A
      * starts again and gets B's sales. */
     nu_node_start(&a);
-    sell(&a, "a", 0, 20);
-    wait_relay_has_all(&a, wall_ms() + 200, 20000);
+    ru_sell(&a, "a", 0, 20);
+    ru_wait_relay_has_all(&a, ru_wall_ms() + 200, 20000);
     nu_node_stop(&a);
 
     nu_node_start(&b);
@@ -277,8 +125,8 @@ Test(relay_sync, converge_through_relay_blind)
     for (int k = 0; k < NU_NPROD; k++) want[k] = NU_STOCK - nu_sold(0, 20, k);
     nu_node *only_b[1] = {&b};
     nu_wait_converged(only_b, 1, 20, want, 20000, "B gets A's sales through the relay");
-    sell(&b, "b", 0, 15);
-    wait_relay_has_all(&b, wall_ms() + 200, 20000);
+    ru_sell(&b, "b", 0, 15);
+    ru_wait_relay_has_all(&b, ru_wall_ms() + 200, 20000);
     nu_node_stop(&b);
 
     nu_node_start(&a);
@@ -293,8 +141,8 @@ Test(relay_sync, converge_through_relay_blind)
     nu_node *abc[3] = {&a, &b, &c};
     nu_wait_converged(abc, 3, 35, want, 20000, "C gets everything from the relay");
     cr_assert_eq(nu_query(c.db, "SELECT count(*) FROM products WHERE id='zx'"), 1);
-    json_t *cr = wait_relay_state(&c, "up", wall_ms(), 5000);
-    cr_assert_geq(rint_of(cr, "batches_received"), 3, "C's batches did not come from the relay");
+    json_t *cr = ru_wait_relay_state(&c, "up", ru_wall_ms(), 5000);
+    cr_assert_geq(ru_int(cr, "batches_received"), 3, "C's batches did not come from the relay");
     cr_assert_eq(nu_node_connected(&c), 0, "C had a LAN peer");
     json_t *ref = json_object_get(cr, "envelopes_refused");
     const char *rk;
@@ -304,9 +152,9 @@ Test(relay_sync, converge_through_relay_blind)
     nu_node_stop(&c);
 
     /* 3. The other shop's till got nothing, and was served all along. */
-    json_t *xr = wait_relay_state(&x, "up", wall_ms(), 5000);
-    cr_assert_eq(rint_of(xr, "envelopes_received"), 0);
-    cr_assert_eq(rint_of(xr, "till_lacks"), 0);
+    json_t *xr = ru_wait_relay_state(&x, "up", ru_wall_ms(), 5000);
+    cr_assert_eq(ru_int(xr, "envelopes_received"), 0);
+    cr_assert_eq(ru_int(xr, "till_lacks"), 0);
     json_decref(xr);
     nu_facts fx = nu_read(x.db);
     cr_assert(fx.ok && fx.sales == 0 && fx.products == 0, "shop 2's till got %lld sales",
@@ -339,32 +187,30 @@ Test(relay_sync, lan_goes_on_without_relay)
     uint8_t rpk[32];
     pid_t rpid;
     snprintf(rdir, sizeof rdir, "%s/relay", tmp);
-    relay_setup(tmp, rdir, ep, rpk, &rpid);
-    shop s;
-    shop_new(&s, tmp, 0x33, 0x43, "shop3");
-    admit(rdir, &s);
+    rpid = ru_relay_setup(tmp, rdir, NULL, ep, rpk);
+    ru_shop s;
+    ru_shop_new(&s, tmp, 0x33, 0x43, "shop3");
+    ru_admit(rdir, &s, 100);
     nu_node d, e;
-    till_new(&d, tmp, "d", &s);
-    till_new(&e, tmp, "e", &s);
-    nu_pubkey(d.db, d.key);
-    nu_pubkey(e.db, e.key);
+    ru_till_node(&d, tmp, "d", &s);
+    ru_till_node(&e, tmp, "e", &s);
     nu_node *both[2] = {&d, &e};
-    install(&s, both, 2, ep, rpk);
+    ru_install(&s, both, 2, ep, rpk);
     nu_insert_catalogue(d.db);
     nu_node_start(&d);
     nu_node_peer(&e, &d, 1);
     nu_node_start(&e);
-    json_decref(wait_relay_state(&d, "up", 0, 10000));
-    json_decref(wait_relay_state(&e, "up", 0, 10000));
+    json_decref(ru_wait_relay_state(&d, "up", 0, 10000));
+    json_decref(ru_wait_relay_state(&e, "up", 0, 10000));
 
     nu_kill(rpid, SIGTERM, 10000);
-    uint64_t stopped = wall_ms();
-    sell(&d, "d", 0, 10);
+    uint64_t stopped = ru_wall_ms();
+    ru_sell(&d, "d", 0, 10);
     int64_t want[NU_NPROD];
     for (int k = 0; k < NU_NPROD; k++) want[k] = NU_STOCK - nu_sold(0, 10, k);
     nu_wait_converged(both, 2, 10, want, 20000, "LAN sync with the relay stopped");
 
-    json_t *r = wait_relay_state(&d, "down", stopped, 15000);
+    json_t *r = ru_wait_relay_state(&d, "down", stopped, 15000);
     const char *why = json_string_value(json_object_get(r, "reason"));
     cr_assert(why && strstr(why, ep), "the reason does not name the relay: %s", why ? why : "");
     cr_assert_str_eq(json_string_value(json_object_get(r, "address")), ep);
@@ -437,23 +283,21 @@ Test(relay_sync, refuses_what_does_not_verify)
     const char *tmp = nu_tmpdir();
     char rdir[NU_PATH], ep[NU_EP];
     uint8_t rpk[32];
-    pid_t rpid;
     snprintf(rdir, sizeof rdir, "%s/relay", tmp);
-    relay_setup(tmp, rdir, ep, rpk, &rpid);
-    shop s, s2;
-    shop_new(&s, tmp, 0x34, 0x44, "shop4");
-    shop_new(&s2, tmp, 0x35, 0x45, "shop5");
-    admit(rdir, &s);
+    ru_relay_setup(tmp, rdir, NULL, ep, rpk);
+    ru_shop s, s2;
+    ru_shop_new(&s, tmp, 0x34, 0x44, "shop4");
+    ru_shop_new(&s2, tmp, 0x35, 0x45, "shop5");
+    ru_admit(rdir, &s, 100);
     nu_node d;
-    till_new(&d, tmp, "d", &s);
-    nu_pubkey(d.db, d.key);
+    ru_till_node(&d, tmp, "d", &s);
     nu_node *one[1] = {&d};
-    install(&s, one, 1, ep, rpk);
+    ru_install(&s, one, 1, ep, rpk);
     nu_node_start(&d);
-    json_decref(wait_relay_state(&d, "up", 0, 10000));
+    json_decref(ru_wait_relay_state(&d, "up", 0, 10000));
 
     ru_till t;
-    uint64_t now = wall_ms();
+    uint64_t now = ru_wall_ms();
     ru_till_new(&t, &s.k, "writer", now - TH_DAY, now + TH_DAY);
     cr_assert_eq(ru_hello(&t, ep, rpk)->type, TSYNC__R_HAVE);
     uint8_t junk[200], wrong[32];
@@ -498,7 +342,7 @@ Test(relay_sync, refuses_what_does_not_verify)
     }
     nu_facts f = nu_read(d.db);
     cr_assert(f.ok && f.sales == 0 && f.products == 0 && f.held == 0);
-    json_decref(wait_relay_state(&d, "up", wall_ms(), 5000));
+    json_decref(ru_wait_relay_state(&d, "up", ru_wall_ms(), 5000));
     char *txt = nu_cli_ok("status", d.db, NULL);
     cr_assert(strstr(txt, "relay: envelopes refused:") && strstr(txt, "tag 1"), "%s", txt);
     free(txt);
