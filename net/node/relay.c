@@ -16,8 +16,11 @@
  *   its header says (origin, range, prev_hash, last_hash, by the chain of the bodies), must follow
  *   what this till holds (no gap), and then goes through the merge queue like any batch from a
  *   peer (signatures, chain against the log). Whatever fails is counted by reason and dropped; a
- *   gap is asked for with RGET; a run already held (another till's put of what the LAN brought
- *   first, or a replay) changes nothing and is counted as a duplicate.
+ *   gap is asked for with RGET (after an answer that made progress: a relay that drops or
+ *   reorders gets asked again from the first batch lacking, never skipped past); an answer to an
+ *   RGET holding an envelope below what was asked for, or of another origin, is a replay,
+ *   refused; a run already held in a push (another till's put of what the LAN brought first)
+ *   changes nothing and is counted as a duplicate. tests/net/test_relay_hostile.c plays each.
  * - Payload: the compact run the LAN catch-up sends (CBATCHES; a piece above 2 MiB of bodies goes
  *   as a plain BATCHES frame), in pieces of about 1 MiB of bodies (tsync__sync_runs), at most
  *   PUT_BUDGET per RPUT and PUT_WINDOW RPUTs unacknowledged: memory stays bounded whatever the
@@ -57,9 +60,20 @@ enum { ST_NONE, ST_CONNECTING, ST_UP, ST_REFUSED, ST_DOWN };
 static const char *const state_name[] = {"none", "connecting", "up", "refused", "down"};
 
 /* Envelopes refused, by reason (status: relay.envelopes_refused). */
-enum { RR_KEY, RR_MALFORMED, RR_SHOP, RR_TAG, RR_MISMATCH, RR_CHAIN, RR_GAP, RR_SIGNATURE, RR_N };
-static const char *const rr_name[RR_N] = {"no_key",   "malformed", "shop", "tag",
-                                          "mismatch", "chain",     "gap",  "signature"};
+enum {
+    RR_KEY,
+    RR_MALFORMED,
+    RR_SHOP,
+    RR_TAG,
+    RR_MISMATCH,
+    RR_CHAIN,
+    RR_GAP,
+    RR_SIGNATURE,
+    RR_REPLAY,
+    RR_N
+};
+static const char *const rr_name[RR_N] = {"no_key", "malformed", "shop",      "tag",   "mismatch",
+                                          "chain",  "gap",       "signature", "replay"};
 
 typedef struct {
     uint8_t origin[TSYNC__SITE_BYTES];
@@ -104,7 +118,9 @@ struct tsync__nrelay {
     char put_err[320]; /* why puts wait (quota, ...); "" when they do not */
     rget *gets;
     size_t ngets, capgets;
-    uint64_t get_req; /* the RGET in flight (0: none) */
+    uint64_t get_req; /* the RGET in flight (0: none), its origin and first seq */
+    uint8_t get_origin[TSYNC__SITE_BYTES];
+    uint64_t get_from;
     uint64_t last_ok_ms, up_ms;
     uint64_t refused[RR_N], dup, envs_in, envs_out, batches_in, batches_out, sessions;
     uint64_t trust_in; /* trust records received in envelopes (held already or new) */
@@ -350,7 +366,11 @@ static void get_next(tsync_node *n)
                          .from_seq = g.from,
                          .max_bytes = GET_MAX_BYTES};
         memcpy(m.origin, g.origin, TSYNC__SITE_BYTES);
-        if (send_msg(n, &m) == 0) r->get_req = m.req;
+        if (send_msg(n, &m) == 0) {
+            r->get_req = m.req;
+            memcpy(r->get_origin, g.origin, TSYNC__SITE_BYTES);
+            r->get_from = g.from;
+        }
     }
 }
 
@@ -594,8 +614,8 @@ static int take_trust(tsync_node *n, const uint8_t *p, size_t len, char err[TSYN
     return rc;
 }
 
-/* One envelope from the relay (push: unsolicited). */
-static void take(tsync_node *n, const tsync__renv *e, int push)
+/* One envelope from the relay (push: unsolicited; answer: in the answer to the RGET in flight). */
+static void take(tsync_node *n, const tsync__renv *e, int push, int answer)
 {
     struct tsync__nrelay *r = n->relay;
     char err[TSYNC__ERRLEN];
@@ -620,6 +640,18 @@ static void take(tsync_node *n, const tsync__renv *e, int push)
         h.last_seq != e->last_seq) {
         free(pl);
         return refuse(n, RR_MISMATCH, e, "the relay's index differs from the sealed header");
+    }
+    /* An answer holds the origin asked for from the seq asked for (the store's get): an older
+     * envelope served as new, or another origin's, is a replay, never progress. A push may
+     * carry what is held already (the whole RPUT is forwarded): that is a duplicate below. */
+    if (answer &&
+        (memcmp(h.origin, r->get_origin, TSYNC__SITE_BYTES) || h.last_seq < r->get_from)) {
+        free(pl);
+        snprintf(err, sizeof err,
+                 "not what was asked for (its origin from batch %llu): an older envelope served "
+                 "again, or another origin's",
+                 (unsigned long long)r->get_from);
+        return refuse(n, RR_REPLAY, e, err);
     }
     raise_to(&r->have, h.origin, h.last_seq);
     uint64_t have = expected(n, h.origin);
@@ -682,12 +714,18 @@ static void take(tsync_node *n, const tsync__renv *e, int push)
 static void on_env(tsync_node *n, const tsync__rmsg *m)
 {
     struct tsync__nrelay *r = n->relay;
-    for (uint32_t i = 0; i < m->nenvs; i++) take(n, &m->envs[i], m->req == 0);
+    int answer = m->req && m->req == r->get_req;
+    for (uint32_t i = 0; i < m->nenvs; i++) take(n, &m->envs[i], m->req == 0, answer);
     r->last_ok_ms = tsync__wall_ms();
-    if (m->req && m->req == r->get_req) {
+    if (answer) {
         r->get_req = 0;
-        if (m->more && m->nenvs)
-            want(r, m->envs[m->nenvs - 1].origin, m->envs[m->nenvs - 1].last_seq + 1, 0);
+        /* Asked for next: from the first batch still lacking, whether the relay said there is
+         * more or left a gap (an envelope dropped or out of order, refused as a gap above), so
+         * nothing it skipped is skipped here. Only after progress (this till now holds what it
+         * asked from): a relay serving nothing usable is asked again at the next probe, not in
+         * a loop. get_next drops it when the relay is not known to hold more. */
+        if (expected(n, r->get_origin) >= r->get_from)
+            want(r, r->get_origin, expected(n, r->get_origin) + 1, 0);
     }
     n->status_dirty = 1;
     get_next(n);
