@@ -793,6 +793,9 @@ int cmd_status(int argc, char **argv)
     /* The shop's relay refused this till (revoked, expired, unknown shop, ...). */
     const char *rs = json_string_value(json_object_get(json_object_get(out, "relay"), "state"));
     if (rs && !strcmp(rs, "refused")) json_array_append_new(need, json_string("relay_refused"));
+    /* ... or takes no more of its batches (quota, ...): reading goes on, the off-site copy not. */
+    if (json_is_string(json_object_get(json_object_get(out, "relay"), "uploads")))
+        json_array_append_new(need, json_string("relay_uploads"));
     const char *cloud_last =
         json_string_value(json_object_get(json_object_get(out, "cloud_backup"), "last_result"));
     if (cloud_last && !strcmp(cloud_last, "failed"))

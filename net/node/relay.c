@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "codec/envelope.h"
 #include "codec/relay.h"
@@ -103,6 +104,8 @@ struct tsync__nrelay {
     /* The grant in force: its relays, in order */
     uint8_t grant_id[TSYNC__HASH_BYTES];
     int have_grant;
+    uint64_t grant_exp; /* Unix ms the grant expires; past it the relay is not used */
+    int grant_expired;
     uint32_t nrelays, idx;
     char addr[MAX_RELAYS][256];
     uint8_t pk[MAX_RELAYS][TSYNC__PK_BYTES];
@@ -253,6 +256,7 @@ static int config(tsync_node *n)
                 r->have_known = 0;
                 memcpy(r->grant_id, id, sizeof id);
                 r->have_grant = 1;
+                r->grant_exp = rec.u.grant.expires_ms;
             } else {
                 why = "the relay grant does not decode";
             }
@@ -273,8 +277,24 @@ static int config(tsync_node *n)
         if (r->peer) session_end(n);
         r->have_grant = 0;
         set_state(n, ST_NONE, "%s", why);
+        return 0;
     }
-    return why == NULL;
+    /* The admin let the shop use its relays until the grant's expiry: past it this till stops,
+     * and says so as a refusal (a person must act: the admin signs a new grant). */
+    r->grant_expired = r->grant_exp && tsync__wall_ms() > r->grant_exp;
+    if (r->grant_expired) {
+        if (r->peer) session_end(n);
+        time_t t = (time_t)(r->grant_exp / 1000);
+        struct tm tm;
+        char when[32] = "?";
+        if (gmtime_r(&t, &tm)) strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+        set_state(n, ST_REFUSED,
+                  "grant_expired: the shop's relay grant expired on %s; the admin signs a new "
+                  "one (tillsync shop grant)",
+                  when);
+        return 0;
+    }
+    return 1;
 }
 
 static const tsync__held_key *key_of(struct tsync__nrelay *r, uint32_t epoch)
@@ -911,7 +931,7 @@ void tsync__node_relay_tick(tsync_node *n)
         r->config_mono = now;
         if (!config(n)) return;
     }
-    if (!r->have_grant || !r->nrelays) return;
+    if (!r->have_grant || !r->nrelays || r->grant_expired) return;
     /* A scheduled cloud backup (cloud.c) talks to the relay with this till's key on its own
      * connection, and a relay holds one session per key (a new one supersedes the old): the two
      * would cut each other in turn. The live session waits until the upload is over. */
