@@ -282,7 +282,7 @@ void ru_till_node(nu_node *t, const char *tmp, const char *name, const ru_shop *
 }
 
 void ru_install(const ru_shop *s, nu_node *const *tills, int n, const char *relay_ep,
-                const uint8_t relay_pk[32])
+                const uint8_t relay_pk[32], uint64_t grant_exp)
 {
     uint8_t devs[8][TSYNC_PUBLIC_KEY_BYTES];
     cr_assert_leq(n, 8);
@@ -294,7 +294,7 @@ void ru_install(const ru_shop *s, nu_node *const *tills, int n, const char *rela
                                               (const uint8_t(*)[32])devs, (size_t)n),
                  0, "%s", th_errmsg());
     const char *addrs[1] = {relay_ep};
-    uint64_t exp = ru_wall_ms() + 30 * TH_DAY;
+    uint64_t exp = grant_exp ? grant_exp : ru_wall_ms() + 30 * TH_DAY;
     cr_assert_eq(tsync_shop_key_sign_grant(&gr, &grl, s->key, addrs, (const uint8_t(*)[32])relay_pk,
                                            1, 100, exp),
                  0, "%s", th_errmsg());
@@ -322,6 +322,32 @@ pid_t ru_relay_setup(const char *tmp, const char *dir, const char *const *argv, 
     cr_assert_eq(sodium_hex2bin(pk, 32, out + 12, 64, NULL, NULL, NULL), 0);
     snprintf(log, sizeof log, "%s/relay.log", tmp);
     return argv ? ru_relay_start_argv(argv, log, ep) : ru_relay_start(dir, log, ep);
+}
+
+void ru_relay_up(ru_relay *r, const char *tmp, const char *exe, const char *arg)
+{
+    snprintf(r->dir, sizeof r->dir, "%s/relay", tmp);
+    const char *argv[] = {exe, r->dir, arg, NULL};
+    r->pid = ru_relay_setup(tmp, r->dir, exe ? argv : NULL, r->ep, r->pk);
+}
+
+void ru_shop_tills(ru_shop *s, const ru_relay *r, const char *tmp, uint8_t seed, uint8_t id,
+                   const char *name, int quota_mb, nu_node *const *tills, const char *const *names,
+                   int n)
+{
+    ru_shop_new(s, tmp, seed, id, name);
+    if (quota_mb >= 0) ru_admit(r->dir, s, quota_mb);
+    for (int i = 0; i < n; i++) ru_till_node(tills[i], tmp, names[i], s);
+    ru_install(s, tills, n, r->ep, r->pk, 0);
+}
+
+void ru_put(ru_till *t, const tsync__renv *e, uint64_t req)
+{
+    tsync__rmsg put = {.type = TSYNC__R_PUT, .req = req, .nenvs = 1, .envs = (tsync__renv *)e};
+    ru_send(t, &put);
+    const tsync__rmsg *m = ru_recv(t);
+    cr_assert(m->type == TSYNC__R_ACK && m->req == req && m->stored == 1,
+              "put %llu not stored (type %u)", (unsigned long long)req, m->type);
 }
 
 void ru_admit(const char *dir, const ru_shop *s, int quota_mb)

@@ -114,10 +114,11 @@ void ru_shop_new(ru_shop *s, const char *tmp, uint8_t seed, uint8_t id, const ch
 /* A till's database in tmp, enrolled in s, and its node (not started); its key is read. */
 void ru_till_node(nu_node *t, const char *tmp, const char *name, const ru_shop *s);
 
-/* Signs the data key (epoch 1, sealed to every till given) and a grant naming the relay, and
- * installs both on every till (they need not be online together: nothing replicates them). */
+/* Signs the data key (epoch 1, sealed to every till given) and a grant naming the relay that
+ * expires at grant_exp (Unix ms; 0: in 30 days), and installs both on every till (they need not
+ * be online together: nothing replicates them). */
 void ru_install(const ru_shop *s, nu_node *const *tills, int n, const char *relay_ep,
-                const uint8_t relay_pk[32]);
+                const uint8_t relay_pk[32], uint64_t grant_exp);
 
 /* `tillsync relay init dir` (its public key to pk), then the relay started by argv (NULL:
  * `tillsync relay run dir`), logging to tmp/relay.log; its endpoint to ep. */
@@ -126,6 +127,26 @@ pid_t ru_relay_setup(const char *tmp, const char *dir, const char *const *argv, 
 
 /* Starts argv (a relay that logs "listening on EP"), logging to log; the endpoint to ep. */
 pid_t ru_relay_start_argv(const char *const *argv, const char *log, char *ep);
+
+/* A relay in TMP/relay, started (the endpoint and public key known). */
+typedef struct {
+    char dir[NU_PATH], ep[NU_EP];
+    uint8_t pk[32];
+    pid_t pid;
+} ru_relay;
+
+/* Makes and starts r in tmp: `tillsync relay run`, or with exe the program `exe DIR arg` (a
+ * relay that logs like it: tests/net/hostile_relay). */
+void ru_relay_up(ru_relay *r, const char *tmp, const char *exe, const char *arg);
+
+/* A shop made from seed and id, admitted at r with quota_mb (< 0: not admitted), and n tills of
+ * it named names[i] (nodes not started) with its data key and a grant naming r installed. */
+void ru_shop_tills(ru_shop *s, const ru_relay *r, const char *tmp, uint8_t seed, uint8_t id,
+                   const char *name, int quota_mb, nu_node *const *tills, const char *const *names,
+                   int n);
+
+/* RPUT of e (req); asserts RACK with e stored. */
+void ru_put(ru_till *t, const tsync__renv *e, uint64_t req);
 
 /* `tillsync relay admit dir ADMIN --quota-mb quota_mb` of s. */
 void ru_admit(const char *dir, const ru_shop *s, int quota_mb);

@@ -77,19 +77,12 @@ static void facts_clean(const nu_node *t)
 static void hostile(const char *mode, const char *reason)
 {
     const char *tmp = nu_tmpdir();
-    char rdir[NU_PATH], ep[NU_EP];
-    uint8_t rpk[32];
-    snprintf(rdir, sizeof rdir, "%s/relay", tmp);
-    const char *argv[] = {TSYNC_HOSTILE_RELAY, rdir, mode, NULL};
-    ru_relay_setup(tmp, rdir, argv, ep, rpk);
+    ru_relay rl;
+    ru_relay_up(&rl, tmp, TSYNC_HOSTILE_RELAY, mode);
     ru_shop s;
-    ru_shop_new(&s, tmp, 0x51, 0x61, "shop");
-    ru_admit(rdir, &s, 100);
     nu_node a, b;
-    ru_till_node(&a, tmp, "a", &s);
-    ru_till_node(&b, tmp, "b", &s);
     nu_node *ab[2] = {&a, &b}, *only_b[1] = {&b};
-    ru_install(&s, ab, 2, ep, rpk);
+    ru_shop_tills(&s, &rl, tmp, 0x51, 0x61, "shop", 100, ab, (const char *[]){"a", "b"}, 2);
     nu_insert_catalogue(a.db);
 
     /* Foreign: another shop's till puts its sales on the same relay first, and stays on. */
@@ -97,11 +90,8 @@ static void hostile(const char *mode, const char *reason)
     ru_shop s2;
     nu_node x;
     if (foreign) {
-        ru_shop_new(&s2, tmp, 0x52, 0x62, "other");
-        ru_admit(rdir, &s2, 100);
-        ru_till_node(&x, tmp, "x", &s2);
         nu_node *xs[1] = {&x};
-        ru_install(&s2, xs, 1, ep, rpk);
+        ru_shop_tills(&s2, &rl, tmp, 0x52, 0x62, "other", 100, xs, (const char *[]){"x"}, 1);
         nu_insert_catalogue(x.db);
         nu_node_start(&x);
         ru_sell(&x, "x", 0, 10);

@@ -69,69 +69,38 @@ static void status_shows(const nu_node *t, const char *line1, const char *line2,
 Test(relay_refused, shown_at_the_till)
 {
     const char *tmp = nu_tmpdir();
-    char rdir[NU_PATH], ep[NU_EP];
-    uint8_t rpk[32];
-    snprintf(rdir, sizeof rdir, "%s/relay", tmp);
-    ru_relay_setup(tmp, rdir, NULL, ep, rpk);
-
-    /* Shop S (1 MiB quota, filled below): q over quota and r, revoked later; LAN peers. */
+    ru_relay rl;
+    ru_relay_up(&rl, tmp, NULL, NULL);
+    /* Shop S (1 MiB quota, filled below): q over quota and r, revoked later; LAN peers. U is not
+     * admitted, E's admission expired, G's grant expires 1.5 s from now (a grant is signed to
+     * expire after now). */
     ru_shop s, u, e, g;
-    ru_shop_new(&s, tmp, 0x71, 0x81, "s");
-    ru_shop_new(&u, tmp, 0x72, 0x82, "u");
-    ru_shop_new(&e, tmp, 0x73, 0x83, "e");
-    ru_shop_new(&g, tmp, 0x74, 0x84, "g");
-    ru_admit(rdir, &s, 1);
-    ru_admit(rdir, &g, 100);
+    nu_node r, q, tu, te, tg;
+    nu_node *rq[2] = {&r, &q}, *one[1] = {&tu};
+    ru_shop_tills(&s, &rl, tmp, 0x71, 0x81, "s", 1, rq, (const char *[]){"r", "q"}, 2);
+    ru_shop_tills(&u, &rl, tmp, 0x72, 0x82, "u", -1, one, (const char *[]){"tu"}, 1);
+    one[0] = &te;
+    ru_shop_tills(&e, &rl, tmp, 0x73, 0x83, "e", -1, one, (const char *[]){"te"}, 1);
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "%s relay admit %s %s --quota-mb 100 --expires 2021-01-01", nu_cli(),
-             rdir, e.admin_hex);
+             rl.dir, e.admin_hex);
     ru_run_out(cmd);
-    nu_node r, q, tu, te, tg;
-    ru_till_node(&r, tmp, "r", &s);
-    ru_till_node(&q, tmp, "q", &s);
-    ru_till_node(&tu, tmp, "tu", &u);
-    ru_till_node(&te, tmp, "te", &e);
-    ru_till_node(&tg, tmp, "tg", &g);
-    nu_node *rq[2] = {&r, &q}, *one[1];
-    ru_install(&s, rq, 2, ep, rpk);
-    one[0] = &tu;
-    ru_install(&u, one, 1, ep, rpk);
-    one[0] = &te;
-    ru_install(&e, one, 1, ep, rpk);
-    /* G's grant expires 1.5 s from now (a grant is signed to expire after now). */
     uint64_t now = ru_wall_ms();
-    {
-        uint8_t dev[32], *dk, *gr;
-        size_t dkl, grl;
-        cr_assert_eq(sodium_hex2bin(dev, 32, tg.key, 64, NULL, NULL, NULL), 0);
-        cr_assert_eq(
-            tsync_shop_key_sign_data_key(&dk, &dkl, g.key, 1, g.dkey, (const uint8_t(*)[32])dev, 1),
-            0, "%s", th_errmsg());
-        const char *addrs[1] = {ep};
-        cr_assert_eq(tsync_shop_key_sign_grant(&gr, &grl, g.key, addrs, (const uint8_t(*)[32])rpk,
-                                               1, 100, now + 1500),
-                     0, "%s", th_errmsg());
-        tsync_store *st = th_open(tg.db);
-        const uint8_t *recs[2] = {dk, gr};
-        size_t lens[2] = {dkl, grl};
-        cr_assert_eq(tsync_trust_enrol(NULL, st, recs, lens, 2), 0, "%s", th_errmsg());
-        tsync_store_free(st);
-        tsync_free(dk);
-        tsync_free(gr);
-    }
+    ru_shop_new(&g, tmp, 0x74, 0x84, "g");
+    ru_admit(rl.dir, &g, 100);
+    ru_till_node(&tg, tmp, "tg", &g);
+    one[0] = &tg;
+    ru_install(&g, one, 1, rl.ep, rl.pk, now + 1500);
 
     /* A writer of S fills the quota: one envelope of 1,048,000 of its 1,048,576 bytes. */
     ru_till w;
     ru_till_new(&w, &s.k, "writer", now - TH_DAY, now + TH_DAY);
-    cr_assert_eq(ru_hello(&w, ep, rpk)->type, TSYNC__R_HAVE);
+    cr_assert_eq(ru_hello(&w, rl.ep, rl.pk)->type, TSYNC__R_HAVE);
     static uint8_t junk[1048000];
     randombytes_buf(junk, sizeof junk);
     tsync__renv big = {{0}, 1, 1, junk, sizeof junk};
     memset(big.origin, 0xee, 16);
-    tsync__rmsg put = {.type = TSYNC__R_PUT, .req = 7, .nenvs = 1, .envs = &big};
-    ru_send(&w, &put);
-    const tsync__rmsg *m = ru_recv(&w);
-    cr_assert(m->type == TSYNC__R_ACK && m->stored == 1, "the filler was not stored");
+    ru_put(&w, &big, 7);
 
     nu_insert_catalogue(r.db);
     nu_node_start(&r);
@@ -164,7 +133,7 @@ Test(relay_refused, shown_at_the_till)
     tsync__rblob rb = {rev, rlen};
     tsync__rmsg tr = {.type = TSYNC__R_TRUST, .req = 8, .nrecs = 1, .recs = &rb};
     ru_send(&w, &tr);
-    m = ru_recv(&w);
+    const tsync__rmsg *m = ru_recv(&w);
     cr_assert_eq(m->type, TSYNC__R_ACK, "RTRUST answered by type %u", m->type);
     free(rev);
     json_decref(wait_relay_says(&r, "reason", "revoked", 20000));

@@ -84,25 +84,14 @@ static int opened_run_contains(const ru_shop *s, const char *ep, const uint8_t r
 Test(relay_sync, converge_through_relay_blind)
 {
     const char *tmp = nu_tmpdir();
-    char rdir[NU_PATH], ep[NU_EP];
-    uint8_t rpk[32];
-    pid_t rpid;
-    snprintf(rdir, sizeof rdir, "%s/relay", tmp);
-    rpid = ru_relay_setup(tmp, rdir, NULL, ep, rpk);
-
+    ru_relay rl;
+    ru_relay_up(&rl, tmp, NULL, NULL);
     ru_shop s1, s2;
-    ru_shop_new(&s1, tmp, 0x31, 0x41, "shop1");
-    ru_shop_new(&s2, tmp, 0x32, 0x42, "shop2");
-    ru_admit(rdir, &s1, 100);
-    ru_admit(rdir, &s2, 100);
     nu_node a, b, c, x;
-    ru_till_node(&a, tmp, "a", &s1);
-    ru_till_node(&b, tmp, "b", &s1);
-    ru_till_node(&c, tmp, "c", &s1);
-    ru_till_node(&x, tmp, "x", &s2);
     nu_node *shop1[3] = {&a, &b, &c}, *shop2[1] = {&x};
-    ru_install(&s1, shop1, 3, ep, rpk);
-    ru_install(&s2, shop2, 1, ep, rpk);
+    ru_shop_tills(&s1, &rl, tmp, 0x31, 0x41, "shop1", 100, shop1, (const char *[]){"a", "b", "c"},
+                  3);
+    ru_shop_tills(&s2, &rl, tmp, 0x32, 0x42, "shop2", 100, shop2, (const char *[]){"x"}, 1);
     /* The catalogue and a product whose name and price the relay must never see, on A only. */
     nu_insert_catalogue(a.db);
     tsync_store *st = th_open(a.db);
@@ -169,13 +158,16 @@ Test(relay_sync, converge_through_relay_blind)
     nu_site(a.db, site_hex);
     cr_assert_eq(sodium_hex2bin(site, 16, site_hex, 32, NULL, NULL, NULL), 0);
     uint8_t plain[32];
-    cr_assert(opened_run_contains(&s1, ep, rpk, site, NAME, plain), "the name is not in A's runs");
-    nu_kill(rpid, SIGTERM, 10000);
-    cr_assert(ru_files_contain(rdir, site, sizeof site), "the origin id is not in the files");
-    cr_assert(!ru_files_contain(rdir, NAME, strlen(NAME)), "the relay stored the name in clear");
-    cr_assert(!ru_files_contain(rdir, PRICE, strlen(PRICE)), "the relay stored the price in clear");
-    cr_assert(!ru_files_contain(rdir, "47.93", 5), "the relay stored the price in clear");
-    cr_assert(!ru_files_contain(rdir, plain, sizeof plain), "the relay stored a payload in clear");
+    cr_assert(opened_run_contains(&s1, rl.ep, rl.pk, site, NAME, plain),
+              "the name is not in A's runs");
+    nu_kill(rl.pid, SIGTERM, 10000);
+    cr_assert(ru_files_contain(rl.dir, site, sizeof site), "the origin id is not in the files");
+    cr_assert(!ru_files_contain(rl.dir, NAME, strlen(NAME)), "the relay stored the name in clear");
+    cr_assert(!ru_files_contain(rl.dir, PRICE, strlen(PRICE)),
+              "the relay stored the price in clear");
+    cr_assert(!ru_files_contain(rl.dir, "47.93", 5), "the relay stored the price in clear");
+    cr_assert(!ru_files_contain(rl.dir, plain, sizeof plain),
+              "the relay stored a payload in clear");
 }
 
 /* Item 5: the relay stops; two tills go on syncing over the LAN; status shows the relay down with
@@ -183,19 +175,12 @@ Test(relay_sync, converge_through_relay_blind)
 Test(relay_sync, lan_goes_on_without_relay)
 {
     const char *tmp = nu_tmpdir();
-    char rdir[NU_PATH], ep[NU_EP];
-    uint8_t rpk[32];
-    pid_t rpid;
-    snprintf(rdir, sizeof rdir, "%s/relay", tmp);
-    rpid = ru_relay_setup(tmp, rdir, NULL, ep, rpk);
+    ru_relay rl;
+    ru_relay_up(&rl, tmp, NULL, NULL);
     ru_shop s;
-    ru_shop_new(&s, tmp, 0x33, 0x43, "shop3");
-    ru_admit(rdir, &s, 100);
     nu_node d, e;
-    ru_till_node(&d, tmp, "d", &s);
-    ru_till_node(&e, tmp, "e", &s);
     nu_node *both[2] = {&d, &e};
-    ru_install(&s, both, 2, ep, rpk);
+    ru_shop_tills(&s, &rl, tmp, 0x33, 0x43, "shop3", 100, both, (const char *[]){"d", "e"}, 2);
     nu_insert_catalogue(d.db);
     nu_node_start(&d);
     nu_node_peer(&e, &d, 1);
@@ -203,7 +188,7 @@ Test(relay_sync, lan_goes_on_without_relay)
     json_decref(ru_wait_relay_state(&d, "up", 0, 10000));
     json_decref(ru_wait_relay_state(&e, "up", 0, 10000));
 
-    nu_kill(rpid, SIGTERM, 10000);
+    nu_kill(rl.pid, SIGTERM, 10000);
     uint64_t stopped = ru_wall_ms();
     ru_sell(&d, "d", 0, 10);
     int64_t want[NU_NPROD];
@@ -212,8 +197,8 @@ Test(relay_sync, lan_goes_on_without_relay)
 
     json_t *r = ru_wait_relay_state(&d, "down", stopped, 15000);
     const char *why = json_string_value(json_object_get(r, "reason"));
-    cr_assert(why && strstr(why, ep), "the reason does not name the relay: %s", why ? why : "");
-    cr_assert_str_eq(json_string_value(json_object_get(r, "address")), ep);
+    cr_assert(why && strstr(why, rl.ep), "the reason does not name the relay: %s", why ? why : "");
+    cr_assert_str_eq(json_string_value(json_object_get(r, "address")), rl.ep);
     cr_assert(json_is_integer(json_object_get(r, "last_exchange_ms")));
     json_decref(r);
     char *txt = nu_cli_ok("status", d.db, NULL);
@@ -281,25 +266,20 @@ static tsync__renv forged(const uint8_t shop_id[16], const uint8_t key[32], uint
 Test(relay_sync, refuses_what_does_not_verify)
 {
     const char *tmp = nu_tmpdir();
-    char rdir[NU_PATH], ep[NU_EP];
-    uint8_t rpk[32];
-    snprintf(rdir, sizeof rdir, "%s/relay", tmp);
-    ru_relay_setup(tmp, rdir, NULL, ep, rpk);
+    ru_relay rl;
+    ru_relay_up(&rl, tmp, NULL, NULL);
     ru_shop s, s2;
-    ru_shop_new(&s, tmp, 0x34, 0x44, "shop4");
-    ru_shop_new(&s2, tmp, 0x35, 0x45, "shop5");
-    ru_admit(rdir, &s, 100);
     nu_node d;
-    ru_till_node(&d, tmp, "d", &s);
     nu_node *one[1] = {&d};
-    ru_install(&s, one, 1, ep, rpk);
+    ru_shop_tills(&s, &rl, tmp, 0x34, 0x44, "shop4", 100, one, (const char *[]){"d"}, 1);
+    ru_shop_new(&s2, tmp, 0x35, 0x45, "shop5");
     nu_node_start(&d);
     json_decref(ru_wait_relay_state(&d, "up", 0, 10000));
 
     ru_till t;
     uint64_t now = ru_wall_ms();
     ru_till_new(&t, &s.k, "writer", now - TH_DAY, now + TH_DAY);
-    cr_assert_eq(ru_hello(&t, ep, rpk)->type, TSYNC__R_HAVE);
+    cr_assert_eq(ru_hello(&t, rl.ep, rl.pk)->type, TSYNC__R_HAVE);
     uint8_t junk[200], wrong[32];
     randombytes_buf(junk, sizeof junk);
     randombytes_buf(wrong, sizeof wrong);
@@ -312,13 +292,7 @@ Test(relay_sync, refuses_what_does_not_verify)
     envs[3] = forged(s.k.shop_id, s.dkey, 2, 0x04, 1, 1, "x", 1);  /* epoch not held */
     envs[4] = forged(s.k.shop_id, s.dkey, 1, 0x05, 5, 5, "x", 1);  /* a gap */
     envs[5] = forged(s.k.shop_id, s.dkey, 1, 0x06, 1, 1, not_a_run, sizeof not_a_run);
-    for (int i = 0; i < 6; i++) {
-        tsync__rmsg put = {
-            .type = TSYNC__R_PUT, .req = 10 + (uint64_t)i, .nenvs = 1, .envs = &envs[i]};
-        ru_send(&t, &put);
-        const tsync__rmsg *m = ru_recv(&t);
-        cr_assert(m->type == TSYNC__R_ACK && m->stored == 1, "put %d not stored", i);
-    }
+    for (int i = 0; i < 6; i++) ru_put(&t, &envs[i], 10 + (uint64_t)i);
     static const char *const reasons[] = {"malformed", "tag", "shop", "no_key", "gap"};
     static const long long want[] = {2, 1, 1, 1, 1};
     int64_t end = nu_now_ms() + 15000;
