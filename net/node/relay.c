@@ -304,10 +304,9 @@ static void hello(tsync_node *n)
         failed(n, BACKOFF_MAX_MS);
         return;
     }
-    tsync__rblob rec = {cert, len};
-    tsync__rmsg m = {
-        .type = TSYNC__R_HELLO, .version = TSYNC__RELAY_PROTO, .nrecs = 1, .recs = &rec};
-    memcpy(m.shop_id, n->shop, TSYNC__RELAY_SHOP_BYTES);
+    tsync__rblob rec;
+    tsync__rmsg m;
+    tsync__relay_hello(&m, &rec, n->shop, cert, len);
     send_msg(n, &m);
     free(cert);
 }

@@ -163,10 +163,9 @@ const tsync__rmsg *ru_recv_push(ru_till *t)
 /* Says RHELLO on the session that is up; returns the answer (RHAVE or RERR). */
 const tsync__rmsg *ru_hello_again(ru_till *t)
 {
-    tsync__rblob rec = {t->cert, t->cert_len};
-    tsync__rmsg h = {
-        .type = TSYNC__R_HELLO, .version = TSYNC__RELAY_PROTO, .nrecs = 1, .recs = &rec};
-    memcpy(h.shop_id, t->shop_id, 16);
+    tsync__rblob rec;
+    tsync__rmsg h;
+    tsync__relay_hello(&h, &rec, t->shop_id, t->cert, t->cert_len);
     ru_send(t, &h);
     const tsync__rmsg *m = ru_recv(t);
     /* The relay is who we dialled (its key pinned): what follows its answer is delivered too. */
