@@ -873,17 +873,6 @@ void tsync__node_relay_tick(tsync_node *n)
         if (!config(n)) return;
     }
     if (!r->have_grant || !r->nrelays) return;
-    /* A scheduled cloud backup (cloud.c) talks to the relay with this till's key on its own
-     * connection, and a relay holds one session per key (a new one supersedes the old): the two
-     * would cut each other in turn. The live session waits until the upload is over. */
-    if (atomic_load(&n->cloud.state) == 1) {
-        if (r->peer) {
-            session_end(n);
-            set_state(n, ST_DOWN, "paused while a cloud backup uploads (one session per key)");
-        }
-        r->retry_mono = now;
-        return;
-    }
     /* What was queued from the relay was merged (or refused): our vector says the rest. */
     if (!n->mq.n) vv_clear(&r->got);
     tsync__tp_event ev;

@@ -99,6 +99,21 @@ void ru_till_new(ru_till *t, const tsync__shopkey *k, const char *name, uint64_t
     cr_assert_eq(tsync__tp_new(&t->tp, t->sk, &o), 0);
 }
 
+void ru_till_same_key(ru_till *t, const ru_till *of)
+{
+    memset(t, 0, sizeof *t);
+    memcpy(t->sk, of->sk, sizeof t->sk);
+    memcpy(t->pk, of->pk, sizeof t->pk);
+    t->cert = malloc(of->cert_len);
+    cr_assert_not_null(t->cert);
+    memcpy(t->cert, of->cert, of->cert_len);
+    t->cert_len = of->cert_len;
+    memcpy(t->shop_id, of->shop_id, sizeof t->shop_id);
+    tsync__tp_options o = TSYNC__TP_OPTIONS_INIT;
+    o.max_msg = TSYNC__RELAY_MSG_MAX;
+    cr_assert_eq(tsync__tp_new(&t->tp, t->sk, &o), 0);
+}
+
 void ru_till_free(ru_till *t)
 {
     tsync__tp_free(t->tp);
