@@ -8,7 +8,10 @@
  * freshly enrolled till gives the source's content hash (and keeps the till enrolled); a chunk
  * damaged in the relay's store is found at restore and the live database stays byte for byte as
  * it was; keep-N deletes only the till's own older backups; a shop past its quota is refused with
- * the reason; the relay's files hold none of the shop's distinctive values.
+ * the reason; the relay's files hold none of the shop's distinctive values. A `backup --remote`
+ * run by hand beside a running node (same key) succeeds while the node's live session stays up,
+ * uncut; a revocation installed on one till reaches the relay through that till's node (RTRUST)
+ * and the revoked till is refused there with `revoked`.
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -450,4 +453,151 @@ Test(vault, scheduled_by_run)
     cr_assert_eq(nu_kill(node, SIGTERM, 10000) & 0x7f, 0, "the node stops cleanly: %s",
                  nu_tail_s(log, 20));
     shop_free(&a);
+}
+
+/* `tillsync status DB --json`'s relay object, as a number field (-1 when absent). */
+static long long relay_field(const char *db, const char *f)
+{
+    json_t *j = status_json(db);
+    json_t *v = j ? json_object_get(json_object_get(j, "relay"), f) : NULL;
+    long long out = json_is_integer(v) ? (long long)json_integer_value(v) : -1;
+    json_decref(j);
+    return out;
+}
+
+static int relay_up(const char *db)
+{
+    json_t *j = status_json(db);
+    const char *st =
+        j ? json_string_value(json_object_get(json_object_get(j, "relay"), "state")) : NULL;
+    int up = st && !strcmp(st, "up");
+    json_decref(j);
+    return up;
+}
+
+static int wait_relay_up(const char *db, int ms)
+{
+    int64_t end = nu_now_ms() + ms;
+    while (nu_now_ms() < end) {
+        if (relay_up(db)) return 1;
+        nu_sleep_ms(200);
+    }
+    return 0;
+}
+
+/* A relay serves several sessions of one key: the node's live session and a hand-run remote
+ * backup of the same till both work, and the live session is never cut (its session count stays
+ * 1, the relay logs no superseded session). */
+Test(vault, remote_backup_beside_live_session)
+{
+    const char *tmp = nu_tmpdir();
+    relay r;
+    relay_start(&r, tmp);
+    shop a;
+    shop_make(&a, tmp, "BesideShop", &r, 200);
+    char p1[600], p2[600], log[600], rlog[600];
+    snprintf(p1, sizeof p1, "%s", db_in(tmp, "b1.db"));
+    snprintf(p2, sizeof p2, "%s", db_in(tmp, "b2.db"));
+    snprintf(log, sizeof log, "%s/node.log", tmp);
+    snprintf(rlog, sizeof rlog, "%s/relay.log", tmp);
+    tsync_store *t1 = till_make(&a, p1, "till-b1");
+    tsync_store *t2 = till_make(&a, p2, "till-b2");
+    fill(t1, 1500); /* a backup of several chunks */
+    tsync_store_free(t1);
+    tsync_store_free(t2);
+    const char *argv[] = {nu_cli(), "run", p1, "--listen", "tcp://127.0.0.1:*", "--no-mdns", NULL};
+    pid_t node = nu_spawn(argv, log);
+    cr_assert(wait_relay_up(p1, 30000), "the node's relay session did not come up: %s",
+              nu_tail_s(log, 20));
+    cr_assert_eq(relay_field(p1, "sessions"), 1);
+
+    for (int i = 0; i < 2; i++) {
+        char *out = NULL, *err = NULL;
+        int code = nu_cli_run(&out, &err, "backup", p1, "--remote", NULL);
+        cr_assert_eq(code, 0, "backup --remote beside the node: %s", err);
+        free(out);
+        free(err);
+    }
+    /* A sale the node puts after the backups goes through the same live session. */
+    long long sent = relay_field(p1, "envelopes_sent");
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(p1, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    cr_assert_eq(sqlite3_exec(db, "UPDATE products SET stock = stock - 1 WHERE id = 'espresso'",
+                              NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    int64_t end = nu_now_ms() + 20000;
+    while (nu_now_ms() < end && relay_field(p1, "envelopes_sent") <= sent) nu_sleep_ms(200);
+    cr_assert_gt(relay_field(p1, "envelopes_sent"), sent, "the sale was not put: %s",
+                 nu_tail_s(log, 20));
+    cr_assert(relay_up(p1));
+    cr_assert_eq(relay_field(p1, "sessions"), 1, "the live session was cut and dialled again: %s",
+                 nu_tail_s(log, 20));
+    size_t n = 0;
+    uint8_t *rl = slurp(rlog, &n);
+    cr_assert_not_null(rl);
+    rl[n] = 0;
+    cr_assert_null(strstr((char *)rl, "superseded"), "the relay cut a session of the key");
+    free(rl);
+    tsync_vault_entry *v;
+    cr_assert_eq(tsync_vault_list(p2, NULL, &v, &n), 0, "%s", th_errmsg());
+    cr_assert_eq(n, 2, "both backups are listed");
+    free(v);
+    cr_assert_eq(nu_kill(node, SIGTERM, 10000) & 0x7f, 0, "the node stops cleanly");
+    shop_free(&a);
+    nu_kill(r.pid, SIGTERM, 5000);
+}
+
+/* The admin revokes till 2 on till 1 alone; till 1's node tells the relay (RTRUST) and the relay
+ * refuses till 2's next RHELLO with `revoked`, without any relay command. */
+Test(vault, revocation_forwarded_to_relay)
+{
+    const char *tmp = nu_tmpdir();
+    relay r;
+    relay_start(&r, tmp);
+    shop a;
+    shop_make(&a, tmp, "RevokeShop", &r, 200);
+    char p1[600], p2[600], log[600];
+    snprintf(p1, sizeof p1, "%s", db_in(tmp, "v1.db"));
+    snprintf(p2, sizeof p2, "%s", db_in(tmp, "v2.db"));
+    snprintf(log, sizeof log, "%s/node.log", tmp);
+    tsync_store *t1 = till_make(&a, p1, "till-v1");
+    tsync_store *t2 = till_make(&a, p2, "till-v2");
+    tsync_store_free(t2);
+    /* Till 2 is served before. */
+    tsync_vault_entry *v = NULL;
+    size_t n;
+    cr_assert_eq(tsync_vault_list(p2, NULL, &v, &n), 0, "%s", th_errmsg());
+    free(v);
+    uint8_t *rev;
+    size_t rev_len;
+    cr_assert_eq(tsync_shop_key_revoke(&rev, &rev_len, a.k, a.devs[1], NULL, 0), 0, "%s",
+                 th_errmsg());
+    cr_assert_eq(tsync_trust_revoke(t1, rev, rev_len), 0, "%s", th_errmsg());
+    free(rev);
+    tsync_store_free(t1);
+
+    const char *argv[] = {nu_cli(), "run", p1, "--listen", "tcp://127.0.0.1:*", "--no-mdns", NULL};
+    pid_t node = nu_spawn(argv, log);
+    int64_t end = nu_now_ms() + 30000;
+    while (nu_now_ms() < end && relay_field(p1, "revocations_sent") < 1) nu_sleep_ms(200);
+    cr_assert_geq(relay_field(p1, "revocations_sent"), 1, "the node did not send RTRUST: %s",
+                  nu_tail_s(log, 20));
+    json_t *st = ru_status(r.dir);
+    cr_assert_eq(ru_shop_field(st, 0, "revocations"), 1);
+    json_decref(st);
+
+    cr_assert_eq(tsync_vault_list(p2, NULL, &v, &n), TSYNC_EREFUSED);
+    cr_assert(strstr(th_errmsg(), "refused (revoked)"), "%s", th_errmsg());
+    st = ru_status(r.dir);
+    cr_assert_geq(ru_refused(st, "revoked"), 1);
+    json_decref(st);
+    /* Till 1 itself is still served (its node's session stays up). */
+    cr_assert(relay_up(p1), "%s", nu_tail_s(log, 20));
+    cr_assert_eq(tsync_vault_list(p1, NULL, &v, &n), 0, "%s", th_errmsg());
+    free(v);
+    cr_assert_eq(nu_kill(node, SIGTERM, 10000) & 0x7f, 0, "the node stops cleanly");
+    shop_free(&a);
+    nu_kill(r.pid, SIGTERM, 5000);
 }
