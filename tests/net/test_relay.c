@@ -30,18 +30,25 @@ TestSuite(relay, .fini = nu_fini, .timeout = 120);
 
 static const char MARKER[] = "MARKER-relay-blob-7f3a";
 
+/* `tillsync relay init` in tmp/relay (dir, 512 bytes); log: tmp/relay.log; the relay's key. */
+static void relay_init(const char *tmp, char *dir, char *log, uint8_t relay_pk[32])
+{
+    char cmd[2048];
+    snprintf(dir, 512, "%s/relay", tmp);
+    snprintf(log, 512, "%s/relay.log", tmp);
+    snprintf(cmd, sizeof cmd, "%s relay init %s", nu_cli(), dir);
+    char *out = strstr(ru_run_out(cmd), "public key: ");
+    cr_assert_not_null(out);
+    cr_assert_eq(sodium_hex2bin(relay_pk, 32, out + 12, 64, NULL, NULL, NULL), 0);
+}
+
 Test(relay, serve_refuse_restart)
 {
     const char *tmp = nu_tmpdir();
     char dir[512], log[512], log2[512], cmd[2048], ep[NU_EP], hex[65];
-    snprintf(dir, sizeof dir, "%s/relay", tmp);
-    snprintf(log, sizeof log, "%s/relay.log", tmp);
-    snprintf(log2, sizeof log2, "%s/relay2.log", tmp);
-    snprintf(cmd, sizeof cmd, "%s relay init %s", nu_cli(), dir);
-    char *out = strstr(ru_run_out(cmd), "public key: ");
-    cr_assert_not_null(out);
     uint8_t relay_pk[32];
-    cr_assert_eq(sodium_hex2bin(relay_pk, 32, out + 12, 64, NULL, NULL, NULL), 0);
+    relay_init(tmp, dir, log, relay_pk);
+    snprintf(log2, sizeof log2, "%s/relay2.log", tmp);
 
     tsync__shopkey a = th_shop_make(1, 0xa1, "Shop A"), b = th_shop_make(2, 0xb2, "Shop B"),
                    c = th_shop_make(3, 0xc3, "Shop C");
@@ -220,13 +227,8 @@ Test(relay, push_to_the_shops_other_tills)
 {
     const char *tmp = nu_tmpdir();
     char dir[512], log[512], cmd[2048], ep[NU_EP], hex[65];
-    snprintf(dir, sizeof dir, "%s/relay", tmp);
-    snprintf(log, sizeof log, "%s/relay.log", tmp);
-    snprintf(cmd, sizeof cmd, "%s relay init %s", nu_cli(), dir);
-    char *out = strstr(ru_run_out(cmd), "public key: ");
-    cr_assert_not_null(out);
     uint8_t relay_pk[32];
-    cr_assert_eq(sodium_hex2bin(relay_pk, 32, out + 12, 64, NULL, NULL, NULL), 0);
+    relay_init(tmp, dir, log, relay_pk);
     tsync__shopkey a = th_shop_make(1, 0xa1, "Shop A"), b = th_shop_make(2, 0xb2, "Shop B");
     const tsync__shopkey *shops[2] = {&a, &b};
     for (int i = 0; i < 2; i++) {
@@ -289,13 +291,8 @@ Test(relay, sessions_per_key)
 {
     const char *tmp = nu_tmpdir();
     char dir[512], log[512], cmd[2048], ep[NU_EP], hex[65];
-    snprintf(dir, sizeof dir, "%s/relay", tmp);
-    snprintf(log, sizeof log, "%s/relay.log", tmp);
-    snprintf(cmd, sizeof cmd, "%s relay init %s", nu_cli(), dir);
-    char *out = strstr(ru_run_out(cmd), "public key: ");
-    cr_assert_not_null(out);
     uint8_t relay_pk[32];
-    cr_assert_eq(sodium_hex2bin(relay_pk, 32, out + 12, 64, NULL, NULL, NULL), 0);
+    relay_init(tmp, dir, log, relay_pk);
     tsync__shopkey a = th_shop_make(1, 0xa1, "Shop A");
     sodium_bin2hex(hex, sizeof hex, a.pk, 32);
     snprintf(cmd, sizeof cmd, "%s relay admit %s %s --quota-mb 1", nu_cli(), dir, hex);
