@@ -323,7 +323,9 @@ static void hello(tsync_node *n)
 
 /* Sends the shop's revocations this till holds, signed by the admin key of its own certificate
  * (the one the relay admitted; the relay refuses a whole RTRUST holding any other record), in
- * RTRUSTs of at most TSYNC__RELAY_TRUST_MAX records. Runs once per session and trust digest. */
+ * RTRUSTs of at most TSYNC__RELAY_TRUST_MAX records. Runs once per session and trust digest (a
+ * store that cannot be read now is tried again with the next session or trust change, not on
+ * every round of the loop). */
 static void send_revocations(tsync_node *n)
 {
     struct tsync__nrelay *r = n->relay;
