@@ -510,10 +510,9 @@ static int hello(till_t *t)
                         (uint8_t)t->idx};
         return send_bytes(t->sock, b, 4);
     }
-    tsync__rblob rec = {t->cert, t->cert_len};
-    tsync__rmsg h = {
-        .type = TSYNC__R_HELLO, .version = TSYNC__RELAY_PROTO, .nrecs = 1, .recs = &rec};
-    memcpy(h.shop_id, S[t->shop].shop_id, 16);
+    tsync__rblob rec;
+    tsync__rmsg h;
+    tsync__relay_hello(&h, &rec, S[t->shop].shop_id, t->cert, t->cert_len);
     return send_msg(t->sock, &h);
 }
 

@@ -245,6 +245,16 @@ static int check(const tsync__rmsg *m, int rc, char *err)
 
 /* ---------------------------------------------------------------- encoding */
 
+void tsync__relay_hello(tsync__rmsg *m, tsync__rblob *chain,
+                        const uint8_t shop_id[TSYNC__RELAY_SHOP_BYTES], const uint8_t *cert,
+                        size_t cert_len)
+{
+    *chain = (tsync__rblob){cert, cert_len};
+    *m = (tsync__rmsg){
+        .type = TSYNC__R_HELLO, .version = TSYNC__RELAY_PROTO, .nrecs = 1, .recs = chain};
+    memcpy(m->shop_id, shop_id, TSYNC__RELAY_SHOP_BYTES);
+}
+
 static int pack_env(msgpack_packer *pk, const tsync__renv *e)
 {
     return msgpack_pack_array(pk, 4) || tsync__mp_pack_bin(pk, e->origin, TSYNC__SITE_BYTES) ||

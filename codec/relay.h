@@ -160,6 +160,14 @@ typedef struct {
     tsync__rvbackup *backups;
 } tsync__rmsg;
 
+/* Fills *m with the RHELLO of this protocol version that a till of shop_id says: its chain is
+ * the till's certificate alone (cert, cert_len bytes), held in *chain. m and chain borrow cert
+ * and must not outlive it. The one builder of RHELLO (the node's live session, the blocking
+ * client of the vault, tests). */
+void tsync__relay_hello(tsync__rmsg *m, tsync__rblob *chain,
+                        const uint8_t shop_id[TSYNC__RELAY_SHOP_BYTES], const uint8_t *cert,
+                        size_t cert_len);
+
 /* Encodes m (malloc'd *out, the caller frees). Checks what the decoder checks.
  * Errors: TSYNC_EINVAL (with a one-line message in err), TSYNC_ENOMEM. */
 int tsync__relay_encode(const tsync__rmsg *m, uint8_t **out, size_t *len, char err[TSYNC__ERRLEN]);

@@ -57,6 +57,9 @@ typedef struct {
     int max_inbound;          /* keys remembered for peers that dialled us; 0: 1024 */
     tsync__tp_admit_fn admit; /* NULL admits every key that is not revoked */
     void *admit_ctx;
+    int sessions_per_key; /* inbound connections of one key served at once, each its own peer
+                             handle; one more cuts the key's oldest (DOWN/SUPERSEDED). 0 or 1:
+                             a new connection of a key supersedes its session (a till) */
 } tsync__tp_options;
 
 #define TSYNC__TP_OPTIONS_VERSION 1
@@ -75,7 +78,8 @@ typedef enum {
 typedef enum {
     TSYNC__TP_DOWN_LOST = 1,       /* the connection closed, or heartbeats stopped */
     TSYNC__TP_DOWN_CLOSED = 2,     /* we closed it: tsync__tp_close or tsync__tp_revoke */
-    TSYNC__TP_DOWN_SUPERSEDED = 3, /* inbound: the same key opened a newer connection */
+    TSYNC__TP_DOWN_SUPERSEDED = 3, /* inbound: the same key opened a newer connection (past
+                                      sessions_per_key: the key's oldest one) */
     TSYNC__TP_DOWN_OVERSIZE = 4,   /* we cut it: the peer sent a message over max_msg */
 } tsync__tp_down_reason;
 

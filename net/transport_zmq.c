@@ -92,6 +92,7 @@ typedef struct {
     int nold;
 
     uint64_t up_ms, down_ms, seen_ms;
+    uint64_t up_order; /* inbound: orders the sessions of a key, oldest first */
     uint64_t rx, tx, slow, dropped;
     uint32_t sessions;
 } peer;
@@ -113,6 +114,7 @@ struct tsync__tp {
     peer **peers;
     size_t npeers, cap_peers;
     uint32_t next_id;
+    uint64_t next_up; /* numbers inbound sessions as they come up (peer.up_order) */
     size_t ninbound;
     size_t rr; /* round-robin start among data sockets */
 
@@ -766,6 +768,34 @@ static int is_old_rid(const peer *p, uint64_t h)
     return 0;
 }
 
+/* The record of the inbound connection r (routing id, rl bytes) of key curve: the record whose
+ * connection it is; for a new connection, a record of the key without a session, else NULL
+ * (a new record is due) while the key has fewer than sessions_per_key records, else the record
+ * of the key's oldest session, which the new one supersedes. *stale: r is a connection the key
+ * had before, already superseded or cut (NULL returned). */
+static peer *inbound_of(tsync__tp *tp, const uint8_t curve[32], const uint8_t *r, size_t rl,
+                        int *stale)
+{
+    uint64_t h = rid_hash(r, rl);
+    peer *idle = NULL, *oldest = NULL;
+    int n = 0;
+    for (size_t i = 0; i < tp->npeers; i++) {
+        peer *p = tp->peers[i];
+        if (!p->inbound || memcmp(p->curve_pk, curve, 32)) continue;
+        if (p->rid_len == rl && !memcmp(p->rid, r, rl)) return p;
+        if (is_old_rid(p, h)) {
+            p->dropped++;
+            *stale = 1;
+            return NULL;
+        }
+        n++;
+        if (!p->up && !idle) idle = p;
+        if (p->up && (!oldest || p->up_order < oldest->up_order)) oldest = p;
+    }
+    if (idle) return idle;
+    return n < (tp->o.sessions_per_key > 1 ? tp->o.sessions_per_key : 1) ? NULL : oldest;
+}
+
 /* One message from the ROUTER. Returns 1 when an event was queued, 0 when it was dropped, -1
  * when there was none. */
 static int recv_inbound(tsync__tp *tp)
@@ -813,7 +843,12 @@ static int recv_inbound(tsync__tp *tp)
         tp->st.dropped_revoked++;
         goto drop;
     }
-    p = find_inbound(tp, curve);
+    int stale = 0;
+    p = inbound_of(tp, curve, r, rl, &stale);
+    if (stale) {
+        tp->st.dropped_stale++; /* a superseded connection's message */
+        goto drop;
+    }
     if (!p) {
         if (tp->ninbound >= (size_t)tp->o.max_inbound) {
             peer *old = evictable(tp);
@@ -841,14 +876,11 @@ static int recv_inbound(tsync__tp *tp)
         goto drop;
     }
     if (!same) {
-        if (is_old_rid(p, rid_hash(r, rl))) {
-            tp->st.dropped_stale++;
-            p->dropped++;
-            goto drop;
-        }
-        /* A new connection from this key: a new session, which supersedes the old one. The
-         * old connection is still open (its disconnect would have been applied above), so cut
-         * it: one key holds one connection's worth of our queues, not one per redial. */
+        /* A new connection from this key: a new session. When it takes the record of a live
+         * one (the key's only session, or its oldest past sessions_per_key), that session is
+         * superseded. Its connection is still open (its disconnect would have been applied
+         * above), so cut it: one key holds at most sessions_per_key connections' worth of our
+         * queues, not one per redial. */
         if (p->up) {
             if (p->fd >= 0 && p->fd != fd) shutdown(p->fd, SHUT_RDWR);
             p->fd = -1;
@@ -867,6 +899,7 @@ static int recv_inbound(tsync__tp *tp)
         p->rid_len = rl;
         p->fd = fd;
         p->up = 1;
+        p->up_order = ++tp->next_up;
         p->verified = 0;
         p->nrx = 0;
         p->up_ms = tsync__wall_ms();
@@ -1017,7 +1050,7 @@ int tsync__tp_new(tsync__tp **out, const uint8_t ed_sk[64], const tsync__tp_opti
     }
     if (o.hwm < 0 || o.reconnect_ivl_ms < 0 || o.reconnect_ivl_max_ms < 0 ||
         o.heartbeat_ivl_ms < -1 || o.heartbeat_timeout_ms < 0 || o.heartbeat_ttl_ms < 0 ||
-        o.handshake_ms < 0 || o.max_inbound < 0)
+        o.handshake_ms < 0 || o.max_inbound < 0 || o.sessions_per_key < 0)
         return tsync__err(TSYNC_EINVAL, "transport: negative option");
     if (!o.max_msg) o.max_msg = TSYNC__TP_MAX_MSG_DEFAULT;
     if (!o.hwm) o.hwm = 1000;

@@ -29,6 +29,9 @@
  *   every HAVE_MS, which repairs pushes lost on the way.
  * - Batches from the relay enter the merge queue under the pseudo peer id TSYNC__NODE_RELAY_QID,
  *   so a merge that refuses them is counted here (tsync__node_relay_refused), not on a LAN peer.
+ * - The shop's revocations this till holds go to the relay in RTRUST at the start of every
+ *   session and again whenever the trust set changes (the node's trust digest), so a device the
+ *   admin revoked on any till is refused by the relay without a relay command.
  */
 #include <jansson.h>
 #include <stdarg.h>
@@ -127,6 +130,11 @@ struct tsync__nrelay {
     uint64_t last_ok_ms, up_ms;
     uint64_t refused[RR_N], dup, envs_in, envs_out, batches_in, batches_out, sessions;
     uint64_t trust_in; /* trust records received in envelopes (held already or new) */
+    /* RTRUST: the trust digest whose revocations this session was sent (valid: sent), the
+     * request ids of the last ones sent, revocation records the relay took */
+    uint8_t trust_sent[TSYNC__HASH_BYTES];
+    int trust_sent_valid;
+    uint64_t trust_req_first, trust_req_last, revocations_out;
 };
 
 /* ---------------------------------------------------------------- small helpers */
@@ -340,12 +348,67 @@ static void hello(tsync_node *n)
         failed(n, BACKOFF_MAX_MS);
         return;
     }
-    tsync__rblob rec = {cert, len};
-    tsync__rmsg m = {
-        .type = TSYNC__R_HELLO, .version = TSYNC__RELAY_PROTO, .nrecs = 1, .recs = &rec};
-    memcpy(m.shop_id, n->shop, TSYNC__RELAY_SHOP_BYTES);
+    tsync__rblob rec;
+    tsync__rmsg m;
+    tsync__relay_hello(&m, &rec, n->shop, cert, len);
     send_msg(n, &m);
     free(cert);
+}
+
+/* ---------------------------------------------------------------- RTRUST */
+
+/* Sends the shop's revocations this till holds, signed by the admin key of its own certificate
+ * (the one the relay admitted; the relay refuses a whole RTRUST holding any other record), in
+ * RTRUSTs of at most TSYNC__RELAY_TRUST_MAX records. Runs once per session and trust digest (a
+ * store that cannot be read now is tried again with the next session or trust change, not on
+ * every round of the loop). */
+static void send_revocations(tsync_node *n)
+{
+    struct tsync__nrelay *r = n->relay;
+    memcpy(r->trust_sent, n->trust_digest, sizeof r->trust_sent);
+    r->trust_sent_valid = 1;
+    uint8_t **blobs = NULL, *cert = NULL;
+    size_t *lens = NULL, nb = 0, clen = 0, k = 0;
+    tsync__arena a = {0};
+    tsync__trust_rec own, rec;
+    char err[TSYNC__ERRLEN];
+    if (tsync__trust_own_cert(n->s, &cert, &clen) ||
+        tsync__trust_decode(cert, clen, &own, &a, err) || own.kind != TSYNC__T_CERT ||
+        tsync__trust_export(n->s, &blobs, &lens, &nb)) {
+        free(cert);
+        tsync__arena_free(&a);
+        return;
+    }
+    tsync__rblob *recs = calloc(nb ? nb : 1, sizeof *recs);
+    for (size_t i = 0; recs && i < nb; i++)
+        if (tsync__trust_decode(blobs[i], lens[i], &rec, &a, err) == 0 &&
+            rec.kind == TSYNC__T_REVOCATION &&
+            !memcmp(rec.u.rev.admin_pk, own.u.cert.admin_pk, TSYNC__PK_BYTES) &&
+            !memcmp(rec.u.rev.shop_id, n->shop, TSYNC__SHOP_ID_BYTES))
+            recs[k++] = (tsync__rblob){blobs[i], lens[i]};
+    for (size_t i = 0; i < k; i += TSYNC__RELAY_TRUST_MAX) {
+        size_t c = k - i < TSYNC__RELAY_TRUST_MAX ? k - i : TSYNC__RELAY_TRUST_MAX;
+        tsync__rmsg m = {
+            .type = TSYNC__R_TRUST, .req = ++r->next_req, .nrecs = (uint32_t)c, .recs = recs + i};
+        if (i == 0) r->trust_req_first = m.req;
+        r->trust_req_last = m.req;
+        if (send_msg(n, &m)) {
+            r->trust_sent_valid = 0; /* the queue is full: the next round tries again */
+            break;
+        }
+    }
+    if (k)
+        tsync__node_log(n, TSYNC_LOG_DEBUG, "relay %s: sent the shop's %zu revocation(s)",
+                        r->addr[r->idx], k);
+    free(recs);
+    free(cert);
+    tsync__trust_export_free(blobs, lens, nb);
+    tsync__arena_free(&a);
+}
+
+static int is_trust_req(const struct tsync__nrelay *r, uint64_t req)
+{
+    return req && req >= r->trust_req_first && req <= r->trust_req_last;
 }
 
 /* ---------------------------------------------------------------- RGET */
@@ -767,6 +830,7 @@ static void on_have(tsync_node *n, const tsync__rmsg *m)
         r->up_ms = tsync__wall_ms();
         r->probe_mono = tsync__mono_ms();
         r->backoff_ms = 0;
+        r->trust_sent_valid = 0;
         vv_clear(&r->have);
         vv_clear(&r->sent);
         set_state(n, ST_UP, "%s", r->addr[r->idx]);
@@ -790,6 +854,12 @@ static void on_have(tsync_node *n, const tsync__rmsg *m)
 static void on_ack(tsync_node *n, const tsync__rmsg *m)
 {
     struct tsync__nrelay *r = n->relay;
+    if (is_trust_req(r, m->req)) {
+        r->revocations_out += m->stored;
+        r->last_ok_ms = tsync__wall_ms();
+        n->status_dirty = 1;
+        return;
+    }
     for (size_t i = 0; i < r->nputs; i++) {
         if (r->puts[i].req != m->req) continue;
         for (uint32_t k = 0; k < r->puts[i].n; k++)
@@ -829,6 +899,12 @@ static void on_err(tsync_node *n, const tsync__rmsg *m)
     if (m->req && m->req == r->get_req) {
         r->get_req = 0;
         tsync__node_log(n, TSYNC_LOG_WARN, "relay %s: a read refused: %s", r->addr[r->idx], why);
+        return;
+    }
+    if (is_trust_req(r, m->req)) {
+        /* Sent again with the next session or trust change; the session goes on. */
+        tsync__node_log(n, TSYNC_LOG_WARN, "relay %s: the shop's revocations refused: %s",
+                        r->addr[r->idx], why);
         return;
     }
     /* The session refused (unknown_shop, revoked, expired, admission, ...). */
@@ -932,17 +1008,6 @@ void tsync__node_relay_tick(tsync_node *n)
         if (!config(n)) return;
     }
     if (!r->have_grant || !r->nrelays || r->grant_expired) return;
-    /* A scheduled cloud backup (cloud.c) talks to the relay with this till's key on its own
-     * connection, and a relay holds one session per key (a new one supersedes the old): the two
-     * would cut each other in turn. The live session waits until the upload is over. */
-    if (atomic_load(&n->cloud.state) == 1) {
-        if (r->peer) {
-            session_end(n);
-            set_state(n, ST_DOWN, "paused while a cloud backup uploads (one session per key)");
-        }
-        r->retry_mono = now;
-        return;
-    }
     /* What was queued from the relay was merged (or refused): our vector says the rest. */
     if (!n->mq.n) vv_clear(&r->got);
     tsync__tp_event ev;
@@ -960,6 +1025,9 @@ void tsync__node_relay_tick(tsync_node *n)
                       r->addr[r->idx], CONNECT_WAIT_MS / 1000);
         failed(n, 0);
     }
+    if (r->served && n->trust_digest_valid &&
+        (!r->trust_sent_valid || memcmp(r->trust_sent, n->trust_digest, sizeof r->trust_sent)))
+        send_revocations(n);
     if (r->served && now - r->probe_mono >= PROBE_MS) {
         /* The relay does not say RHAVE again on a session: a push lost on the way is found by
          * asking for every origin it is known to serve from the next batch we lack. */
@@ -1017,6 +1085,7 @@ json_t *tsync__node_relay_json(tsync_node *n)
     json_object_set_new(o, "batches_received", json_integer((json_int_t)r->batches_in));
     json_object_set_new(o, "envelopes_duplicate", json_integer((json_int_t)r->dup));
     json_object_set_new(o, "trust_records_received", json_integer((json_int_t)r->trust_in));
+    json_object_set_new(o, "revocations_sent", json_integer((json_int_t)r->revocations_out));
     json_t *ref = json_object();
     for (int i = 0; i < RR_N; i++)
         json_object_set_new(ref, rr_name[i], json_integer((json_int_t)r->refused[i]));

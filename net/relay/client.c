@@ -122,10 +122,9 @@ static int try_relay(tsync__rclient *c, const tsync__grant_relay *g, const uint8
         tsync__tp_close(c->tp, c->peer);
         return tsync__err(TSYNC_EIO, "relay %s: no session within %d ms", c->addr, c->timeout_ms);
     }
-    tsync__rblob rec = {cert, cert_len};
-    tsync__rmsg h = {
-        .type = TSYNC__R_HELLO, .version = TSYNC__RELAY_PROTO, .nrecs = 1, .recs = &rec};
-    memcpy(h.shop_id, c->shop_id, TSYNC__SHOP_ID_BYTES);
+    tsync__rblob rec;
+    tsync__rmsg h;
+    tsync__relay_hello(&h, &rec, c->shop_id, cert, cert_len);
     rc = send_msg(c, &h);
     while (!rc) {
         rc = recv_msg(c);

@@ -31,7 +31,11 @@
 #include "util/util.h"
 
 #define MAX_SESSIONS 4096u
-#define GET_MAX_ENVS 1024u
+/* Sessions of one device key at once (a till's live session, its cloud backup, a hand-run
+ * `backup --remote`): one more cuts the key's oldest, so a leaked key cannot take the relay's
+ * sessions. */
+#define SESSIONS_PER_KEY 4
+#define GET_MAX_ENVS     1024u
 
 typedef struct {
     uint32_t peer;
@@ -272,7 +276,8 @@ static void on_hello(tsync_relay *r, sess *s, const tsync__rmsg *m, const uint8_
 
 /* ---------------------------------------------------------------- RPUT, RGET, RTRUST */
 
-/* Forwards what a till just stored to the shop's other served sessions as an unsolicited RENV
+/* Forwards what a till just stored to the served sessions of the shop's other tills (every
+ * session of each; not the putting till's other sessions, which hold it) as an unsolicited RENV
  * (req 0), so a till online at the same time sees a sale without polling. Best effort: a push
  * the transport cannot queue is lost, and the till finds the gap by the sequence numbers and asks
  * with RGET. The whole RPUT is forwarded (duplicates too: a till drops what it holds); one
@@ -285,7 +290,9 @@ static void push(tsync_relay *r, const sess *from, const tsync__rmsg *m)
     char err[TSYNC__ERRLEN];
     for (uint32_t i = 0; i < r->ns; i++) {
         sess *t = &r->s[i];
-        if (t == from || t->state != 1 || t->shop != from->shop) continue;
+        if (t->state != 1 || t->shop != from->shop ||
+            !memcmp(t->device_pk, from->device_pk, TSYNC__PK_BYTES))
+            continue;
         if (tampered(r, t, NULL, &p)) continue;
         if (!b && tsync__relay_encode(&p, &b, &len, err)) {
             rlog(r, TSYNC_LOG_ERROR, "relay: %s: cannot encode a push: %s", from->label, err);
@@ -612,6 +619,7 @@ int tsync_relay_new(tsync_relay **out, const char *dir, const tsync_relay_option
         tsync__tp_options to = TSYNC__TP_OPTIONS_INIT;
         to.max_msg = TSYNC__RELAY_MSG_MAX;
         to.max_inbound = (int)MAX_SESSIONS;
+        to.sessions_per_key = SESSIONS_PER_KEY;
         rc = tsync__tp_new(&r->tp, sk, &to);
     }
     sodium_memzero(sk, sizeof sk);

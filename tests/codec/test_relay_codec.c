@@ -13,6 +13,7 @@
 
 #include "codec/relay.h"
 #include "tests/lib/helpers.h"
+#include "tests/lib/relay_codec_util.h"
 
 static uint8_t blob_a[] = "envelope one: opaque bytes";
 static uint8_t blob_b[300];
@@ -52,34 +53,6 @@ static size_t samples(tsync__rmsg *m, tsync__renv *envs, tsync__rblob *recs,
     return 8;
 }
 
-static uint8_t *enc(const tsync__rmsg *m, size_t *len)
-{
-    char err[TSYNC__ERRLEN];
-    uint8_t *out;
-    int rc = tsync__relay_encode(m, &out, len, err);
-    cr_assert_eq(rc, 0, "encode type %u: %s", m->type, err);
-    return out;
-}
-
-static int dec(const uint8_t *p, size_t n, tsync__rmsg *m, char *err)
-{
-    tsync__arena a = {0};
-    int rc = tsync__relay_decode(p, n, m, &a, err);
-    if (rc == 0) {
-        /* canonical: what decodes re-encodes to the very bytes */
-        uint8_t *again;
-        size_t len;
-        char e2[TSYNC__ERRLEN];
-        cr_assert_eq(tsync__relay_encode(m, &again, &len, e2), 0, "%s", e2);
-        cr_assert(len == n && memcmp(again, p, n) == 0, "type %u does not re-encode", m->type);
-        free(again);
-    } else {
-        cr_assert(err[0] && !strchr(err, '\n'), "refusal without one line");
-    }
-    tsync__arena_free(&a);
-    return rc;
-}
-
 Test(relay_codec, round_trip_every_type)
 {
     tsync__rmsg m[8], d;
@@ -90,10 +63,10 @@ Test(relay_codec, round_trip_every_type)
     size_t n = samples(m, envs, recs, orig, rg);
     for (size_t i = 0; i < n; i++) {
         size_t len;
-        uint8_t *b = enc(&m[i], &len);
+        uint8_t *b = rcu_enc(&m[i], &len);
         char err[TSYNC__ERRLEN];
         tsync__arena a = {0};
-        cr_assert_eq(tsync__relay_decode(b, len, &d, &a, err), 0, "%s", err);
+        cr_assert_eq(rcu_dec(b, len, &d, &a, err), 0, "%s", err);
         cr_assert_eq(d.type, m[i].type);
         cr_assert_eq(d.req, m[i].req);
         if (d.type == TSYNC__R_PUT || d.type == TSYNC__R_ENV) {
@@ -121,16 +94,7 @@ Test(relay_codec, round_trip_every_type)
         if (d.type == TSYNC__R_GET) cr_assert(d.from_seq == 6 && d.max_bytes == (1 << 20));
         if (d.type == TSYNC__R_ACK) cr_assert(d.stored == 2 && d.dup == 1);
         tsync__arena_free(&a);
-        /* every proper prefix and one trailing byte are refused */
-        char err2[TSYNC__ERRLEN];
-        for (size_t k = 0; k < len; k++)
-            cr_assert_neq(dec(b, k, &d, err2), 0, "type %u: prefix %zu decoded", m[i].type, k);
-        uint8_t *t = malloc(len + 1);
-        memcpy(t, b, len);
-        t[len] = 0xc0;
-        cr_assert_eq(dec(t, len + 1, &d, err2), TSYNC_ECORRUPT);
-        cr_assert(strstr(err2, "trailing"), "%s", err2);
-        free(t);
+        rcu_refuses_prefixes_and_trailing(b, len, m[i].type);
         free(b);
     }
 }
@@ -243,39 +207,27 @@ Test(relay_codec, decoder_refuses_malformed)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tsync__rmsg m;
         char err[TSYNC__ERRLEN];
-        int rc = dec(cases[i].b, cases[i].n, &m, err);
+        tsync__arena a = {0};
+        int rc = rcu_dec(cases[i].b, cases[i].n, &m, &a, err);
+        tsync__arena_free(&a);
         cr_assert_eq(rc, TSYNC_ECORRUPT, "%s: rc %d", cases[i].what, rc);
         cr_assert(strstr(err, cases[i].word), "%s: %s", cases[i].what, err);
     }
     char err[TSYNC__ERRLEN];
     tsync__rmsg m;
-    cr_assert_eq(dec((const uint8_t *)"", 0, &m, err), TSYNC_ECORRUPT);
+    tsync__arena a = {0};
+    cr_assert_eq(rcu_dec((const uint8_t *)"", 0, &m, &a, err), TSYNC_ECORRUPT);
 }
 
 Test(relay_codec, seeded_random_flips)
 {
-    uint64_t st = th_seed("relay_codec.seeded_random_flips");
-    tsync__rmsg m[8], d;
+    tsync__rmsg m[8];
     tsync__renv envs[2];
     tsync__rblob recs[2];
     tsync__rhave_origin orig[2];
     tsync__rrange rg[3];
     size_t n = samples(m, envs, recs, orig, rg);
-    size_t decoded = 0, refused = 0;
-    for (int round = 0; round < 4000; round++) {
-        size_t len;
-        uint8_t *b = enc(&m[th_rand(&st) % n], &len);
-        int flips = 1 + (int)(th_rand(&st) % 3);
-        for (int f = 0; f < flips; f++) b[th_rand(&st) % len] ^= (uint8_t)(1 + th_rand(&st) % 255);
-        char err[TSYNC__ERRLEN];
-        if (dec(b, len, &d, err) == 0)
-            decoded++;
-        else
-            refused++;
-        free(b);
-    }
-    /* flips inside opaque bytes decode; flips in the structure are refused: both happen */
-    cr_assert(decoded > 0 && refused > 0, "decoded %zu refused %zu", decoded, refused);
+    rcu_random_flips(m, n, 4000, "relay_codec.seeded_random_flips");
 }
 
 Test(relay_codec, reason_names)
@@ -297,17 +249,5 @@ Test(relay_codec, fuzz_seeds)
     tsync__rhave_origin orig[2];
     tsync__rrange rg[3];
     size_t n = samples(m, envs, recs, orig, rg);
-    const char *dir = getenv("TSYNC_WRITE_CORPUS");
-    if (!dir) return;
-    for (size_t i = 0; i < n; i++) {
-        size_t len;
-        uint8_t *b = enc(&m[i], &len);
-        char path[512];
-        snprintf(path, sizeof path, "%s/type_%u", dir, m[i].type);
-        FILE *f = fopen(path, "wb");
-        cr_assert_not_null(f, "%s", path);
-        cr_assert_eq(fwrite(b, 1, len, f), len);
-        fclose(f);
-        free(b);
-    }
+    rcu_write_seeds(m, n);
 }

@@ -13,6 +13,7 @@
 
 #include "codec/relay.h"
 #include "tests/lib/helpers.h"
+#include "tests/lib/relay_codec_util.h"
 
 #define NS 9
 
@@ -54,40 +55,16 @@ static size_t samples(tsync__rmsg *m)
     return NS;
 }
 
-static uint8_t *enc(const tsync__rmsg *m, size_t *len)
-{
-    char err[TSYNC__ERRLEN];
-    uint8_t *out;
-    cr_assert_eq(tsync__relay_encode(m, &out, len, err), 0, "encode type %u: %s", m->type, err);
-    return out;
-}
-
-static int dec(const uint8_t *p, size_t n, tsync__rmsg *m, tsync__arena *a, char *err)
-{
-    int rc = tsync__relay_decode(p, n, m, a, err);
-    if (rc == 0) {
-        uint8_t *again;
-        size_t len;
-        char e2[TSYNC__ERRLEN];
-        cr_assert_eq(tsync__relay_encode(m, &again, &len, e2), 0, "%s", e2);
-        cr_assert(len == n && memcmp(again, p, n) == 0, "type %u does not re-encode", m->type);
-        free(again);
-    } else {
-        cr_assert(err[0] && !strchr(err, '\n'), "refusal without one line");
-    }
-    return rc;
-}
-
 Test(relay_vault_codec, round_trip_every_type)
 {
     tsync__rmsg m[NS], d;
     size_t n = samples(m);
     for (size_t i = 0; i < n; i++) {
         size_t len;
-        uint8_t *b = enc(&m[i], &len);
+        uint8_t *b = rcu_enc(&m[i], &len);
         char err[TSYNC__ERRLEN];
         tsync__arena a = {0};
-        cr_assert_eq(dec(b, len, &d, &a, err), 0, "%s", err);
+        cr_assert_eq(rcu_dec(b, len, &d, &a, err), 0, "%s", err);
         cr_assert_eq(d.type, m[i].type);
         cr_assert_eq(d.req, m[i].req);
         cr_assert(memcmp(d.backup_id, m[i].backup_id, 16) == 0);
@@ -105,19 +82,7 @@ Test(relay_vault_codec, round_trip_every_type)
         }
         if (d.type == TSYNC__R_VGET) cr_assert(d.index == 1 && d.backup_id[0] == 0x11);
         tsync__arena_free(&a);
-        for (size_t k = 0; k < len; k++) {
-            tsync__arena a2 = {0};
-            cr_assert_neq(dec(b, k, &d, &a2, err), 0, "type %u: prefix %zu decoded", d.type, k);
-            tsync__arena_free(&a2);
-        }
-        uint8_t *t = malloc(len + 1);
-        memcpy(t, b, len);
-        t[len] = 0xc0;
-        tsync__arena a3 = {0};
-        cr_assert_eq(dec(t, len + 1, &d, &a3, err), TSYNC_ECORRUPT);
-        cr_assert(strstr(err, "trailing"), "%s", err);
-        tsync__arena_free(&a3);
-        free(t);
+        rcu_refuses_prefixes_and_trailing(b, len, m[i].type);
         free(b);
     }
 }
@@ -165,14 +130,14 @@ Test(relay_vault_codec, bad_fields)
     tsync__rmsg one = m[2];
     one.chunk_len = 1;
     size_t len;
-    uint8_t *enc1 = enc(&one, &len);
+    uint8_t *enc1 = rcu_enc(&one, &len);
     /* the last item is bin8 (0xc4, 1, byte): make it bin8 of length 0 */
     cr_assert_eq(enc1[len - 3], 0xc4);
     enc1[len - 2] = 0;
     tsync__rmsg d;
     tsync__arena a = {0};
     char err[TSYNC__ERRLEN];
-    cr_assert_eq(dec(enc1, len - 1, &d, &a, err), TSYNC_ECORRUPT);
+    cr_assert_eq(rcu_dec(enc1, len - 1, &d, &a, err), TSYNC_ECORRUPT);
     cr_assert(strstr(err, "RVPUT"), "%s", err);
     tsync__arena_free(&a);
     free(enc1);
@@ -180,25 +145,9 @@ Test(relay_vault_codec, bad_fields)
 
 Test(relay_vault_codec, seeded_random_flips)
 {
-    uint64_t st = th_seed("relay_vault_codec.seeded_random_flips");
-    tsync__rmsg m[NS], d;
+    tsync__rmsg m[NS];
     size_t n = samples(m);
-    size_t decoded = 0, refusedn = 0;
-    for (int round = 0; round < 3000; round++) {
-        size_t len;
-        uint8_t *b = enc(&m[th_rand(&st) % n], &len);
-        int flips = 1 + (int)(th_rand(&st) % 3);
-        for (int f = 0; f < flips; f++) b[th_rand(&st) % len] ^= (uint8_t)(1 + th_rand(&st) % 255);
-        char err[TSYNC__ERRLEN];
-        tsync__arena a = {0};
-        if (dec(b, len, &d, &a, err) == 0)
-            decoded++;
-        else
-            refusedn++;
-        tsync__arena_free(&a);
-        free(b);
-    }
-    cr_assert(decoded > 0 && refusedn > 0, "decoded %zu refused %zu", decoded, refusedn);
+    rcu_random_flips(m, n, 3000, "relay_vault_codec.seeded_random_flips");
 }
 
 Test(relay_vault_codec, reason_names)
@@ -211,18 +160,5 @@ Test(relay_vault_codec, fuzz_seeds)
 {
     tsync__rmsg m[NS];
     size_t n = samples(m);
-    const char *dir = getenv("TSYNC_WRITE_CORPUS");
-    for (size_t i = 0; i < n; i++) {
-        size_t len;
-        uint8_t *b = enc(&m[i], &len);
-        char path[512];
-        if (dir) {
-            snprintf(path, sizeof path, "%s/type_%u", dir, m[i].type);
-            FILE *f = fopen(path, "wb");
-            cr_assert_not_null(f, "%s", path);
-            cr_assert_eq(fwrite(b, 1, len, f), len);
-            fclose(f);
-        }
-        free(b);
-    }
+    rcu_write_seeds(m, n);
 }

@@ -105,6 +105,21 @@ void ru_till_new(ru_till *t, const tsync__shopkey *k, const char *name, uint64_t
     cr_assert_eq(tsync__tp_new(&t->tp, t->sk, &o), 0);
 }
 
+void ru_till_same_key(ru_till *t, const ru_till *of)
+{
+    memset(t, 0, sizeof *t);
+    memcpy(t->sk, of->sk, sizeof t->sk);
+    memcpy(t->pk, of->pk, sizeof t->pk);
+    t->cert = malloc(of->cert_len);
+    cr_assert_not_null(t->cert);
+    memcpy(t->cert, of->cert, of->cert_len);
+    t->cert_len = of->cert_len;
+    memcpy(t->shop_id, of->shop_id, sizeof t->shop_id);
+    tsync__tp_options o = TSYNC__TP_OPTIONS_INIT;
+    o.max_msg = TSYNC__RELAY_MSG_MAX;
+    cr_assert_eq(tsync__tp_new(&t->tp, t->sk, &o), 0);
+}
+
 void ru_till_free(ru_till *t)
 {
     tsync__tp_free(t->tp);
@@ -169,10 +184,9 @@ const tsync__rmsg *ru_recv_push(ru_till *t)
 /* Says RHELLO on the session that is up; returns the answer (RHAVE or RERR). */
 const tsync__rmsg *ru_hello_again(ru_till *t)
 {
-    tsync__rblob rec = {t->cert, t->cert_len};
-    tsync__rmsg h = {
-        .type = TSYNC__R_HELLO, .version = TSYNC__RELAY_PROTO, .nrecs = 1, .recs = &rec};
-    memcpy(h.shop_id, t->shop_id, 16);
+    tsync__rblob rec;
+    tsync__rmsg h;
+    tsync__relay_hello(&h, &rec, t->shop_id, t->cert, t->cert_len);
     ru_send(t, &h);
     const tsync__rmsg *m = ru_recv(t);
     /* The relay is who we dialled (its key pinned): what follows its answer is delivered too. */

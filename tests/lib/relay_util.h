@@ -50,6 +50,10 @@ long long ru_shop_field(json_t *st, size_t i, const char *f);
  * transport (not connected yet). */
 void ru_till_new(ru_till *t, const tsync__shopkey *k, const char *name, uint64_t nb, uint64_t exp);
 
+/* Another process of till of (the same device key and certificate) with its own transport (not
+ * connected yet): a second session of one key. */
+void ru_till_same_key(ru_till *t, const ru_till *of);
+
 void ru_till_free(ru_till *t);
 
 /* Waits for an event of kind; returns 1 when it came, 0 on timeout. */

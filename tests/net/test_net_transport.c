@@ -557,6 +557,57 @@ Test(net_transport, newer_connection_supersedes_older)
     node_free(b2);
 }
 
+/* A relay serves a few connections of one key at once (a till's live session and its cloud
+ * backup): each is its own session and handle; one more cuts the key's oldest. */
+Test(net_transport, sessions_per_key_bounded)
+{
+    tsync__tp_options o = TSYNC__TP_OPTIONS_INIT;
+    o.sessions_per_key = 2;
+    node *a = node_new(&o), *b1 = node_new(NULL);
+    node_bind(a);
+    uint32_t b1_to_a = link_up(b1, a);
+    uint32_t h1 = peer_of(a, b1->pk, 1);
+    node *b2 = node_new_key(NULL, b1->sk), *b3 = node_new_key(NULL, b1->sk);
+    uint32_t b2_to_a = node_dial(b2, a);
+    int ok;
+    PUMP_UNTIL(ok, 5000, count(a, TSYNC__TP_EV_UP, 0) == 2 && is_up_verified(b2, b2_to_a), a, b1,
+               b2);
+    cr_assert(ok, "the second connection of the key did not come up");
+    uint32_t h2 = last(a, TSYNC__TP_EV_UP)->peer;
+    cr_assert_neq(h2, h1, "a second connection of the key has its own handle");
+    PUMP_UNTIL(ok, 2000, is_up_verified(a, h2), a, b1, b2);
+    cr_assert(ok);
+    cr_assert(is_up_verified(a, h1), "the first session was cut by the second");
+    cr_assert_eq(count(a, TSYNC__TP_EV_DOWN, 0), 0);
+    send_ok(a, h1, "to-one");
+    send_ok(a, h2, "to-two");
+    send_ok(b1, b1_to_a, "from-one");
+    send_ok(b2, b2_to_a, "from-two");
+    PUMP_UNTIL(ok, 3000,
+               count_msgs(b1, "to-one") == 1 && count_msgs(b2, "to-two") == 1 &&
+                   count_msgs(a, "from-one") == 1 && count_msgs(a, "from-two") == 1,
+               a, b1, b2);
+    cr_assert(ok, "each session got its own messages");
+    cr_assert_eq(count_msgs(b1, "to-two") + count_msgs(b2, "to-one"), 0);
+
+    /* A third: past the bound, the oldest session (b1's) is superseded and cut. */
+    uint32_t b3_to_a = node_dial(b3, a);
+    PUMP_UNTIL(ok, 5000, is_up_verified(b3, b3_to_a) && count(b1, TSYNC__TP_EV_DOWN, 0) >= 1, a, b1,
+               b2, b3);
+    cr_assert(ok, "the third connection did not come up, or the oldest was left open");
+    const tsync__tp_event *d = last(a, TSYNC__TP_EV_DOWN);
+    cr_assert(d && d->peer == h1 && d->reason == TSYNC__TP_DOWN_SUPERSEDED);
+    cr_assert_eq(count(a, TSYNC__TP_EV_DOWN, 0), 1, "only the oldest session ends");
+    cr_assert(is_up_verified(a, h2), "the second session stays");
+    send_ok(a, h2, "still-two");
+    PUMP_UNTIL(ok, 3000, count_msgs(b2, "still-two") == 1, a, b2, b3);
+    cr_assert(ok);
+    node_free(b1); /* before it redials */
+    node_free(b2);
+    node_free(b3);
+    node_free(a);
+}
+
 /* ---------------------------------------------------------------- liveness */
 
 /* The child side of the heartbeat test: a node that dials the parent and listens for it, and

@@ -8,7 +8,9 @@
  * session is cut at once, and it is refused at RHELLO after), an expired admission and a quota
  * overflow are each refused with their reason, counted in `relay status --json`, and
  * store nothing; a wrong relay key fails the handshake; the relay restarted still serves what it
- * stored; the relay's files hold each blob as given (the marker is found).
+ * stored; the relay's files hold each blob as given (the marker is found). One device key holds
+ * up to 4 sessions at once, each served and pushed to as another till's put comes (not its own
+ * till's); a fifth cuts the oldest.
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -28,18 +30,25 @@ TestSuite(relay, .fini = nu_fini, .timeout = 120);
 
 static const char MARKER[] = "MARKER-relay-blob-7f3a";
 
+/* `tillsync relay init` in tmp/relay (dir, 512 bytes); log: tmp/relay.log; the relay's key. */
+static void relay_init(const char *tmp, char *dir, char *log, uint8_t relay_pk[32])
+{
+    char cmd[2048];
+    snprintf(dir, 512, "%s/relay", tmp);
+    snprintf(log, 512, "%s/relay.log", tmp);
+    snprintf(cmd, sizeof cmd, "%s relay init %s", nu_cli(), dir);
+    char *out = strstr(ru_run_out(cmd), "public key: ");
+    cr_assert_not_null(out);
+    cr_assert_eq(sodium_hex2bin(relay_pk, 32, out + 12, 64, NULL, NULL, NULL), 0);
+}
+
 Test(relay, serve_refuse_restart)
 {
     const char *tmp = nu_tmpdir();
     char dir[512], log[512], log2[512], cmd[2048], ep[NU_EP], hex[65];
-    snprintf(dir, sizeof dir, "%s/relay", tmp);
-    snprintf(log, sizeof log, "%s/relay.log", tmp);
-    snprintf(log2, sizeof log2, "%s/relay2.log", tmp);
-    snprintf(cmd, sizeof cmd, "%s relay init %s", nu_cli(), dir);
-    char *out = strstr(ru_run_out(cmd), "public key: ");
-    cr_assert_not_null(out);
     uint8_t relay_pk[32];
-    cr_assert_eq(sodium_hex2bin(relay_pk, 32, out + 12, 64, NULL, NULL, NULL), 0);
+    relay_init(tmp, dir, log, relay_pk);
+    snprintf(log2, sizeof log2, "%s/relay2.log", tmp);
 
     tsync__shopkey a = th_shop_make(1, 0xa1, "Shop A"), b = th_shop_make(2, 0xb2, "Shop B"),
                    c = th_shop_make(3, 0xc3, "Shop C");
@@ -218,13 +227,8 @@ Test(relay, push_to_the_shops_other_tills)
 {
     const char *tmp = nu_tmpdir();
     char dir[512], log[512], cmd[2048], ep[NU_EP], hex[65];
-    snprintf(dir, sizeof dir, "%s/relay", tmp);
-    snprintf(log, sizeof log, "%s/relay.log", tmp);
-    snprintf(cmd, sizeof cmd, "%s relay init %s", nu_cli(), dir);
-    char *out = strstr(ru_run_out(cmd), "public key: ");
-    cr_assert_not_null(out);
     uint8_t relay_pk[32];
-    cr_assert_eq(sodium_hex2bin(relay_pk, 32, out + 12, 64, NULL, NULL, NULL), 0);
+    relay_init(tmp, dir, log, relay_pk);
     tsync__shopkey a = th_shop_make(1, 0xa1, "Shop A"), b = th_shop_make(2, 0xb2, "Shop B");
     const tsync__shopkey *shops[2] = {&a, &b};
     for (int i = 0; i < 2; i++) {
@@ -278,4 +282,71 @@ Test(relay, push_to_the_shops_other_tills)
     ru_till_free(&a2);
     ru_till_free(&b1);
     cr_assert_eq(nu_kill(pid, SIGTERM, 10000), 0);
+}
+
+/* A device key holds up to 4 sessions (a till's live session beside its cloud backup); pushes go
+ * to every session of the shop's other tills and to none of the putting till's; a fifth session
+ * of the key cuts the oldest, so a leaked key cannot take more. */
+Test(relay, sessions_per_key)
+{
+    const char *tmp = nu_tmpdir();
+    char dir[512], log[512], cmd[2048], ep[NU_EP], hex[65];
+    uint8_t relay_pk[32];
+    relay_init(tmp, dir, log, relay_pk);
+    tsync__shopkey a = th_shop_make(1, 0xa1, "Shop A");
+    sodium_bin2hex(hex, sizeof hex, a.pk, 32);
+    snprintf(cmd, sizeof cmd, "%s relay admit %s %s --quota-mb 1", nu_cli(), dir, hex);
+    ru_run_out(cmd);
+    pid_t pid = ru_relay_start(dir, log, ep);
+    uint64_t now = (uint64_t)time(NULL) * 1000u;
+
+    ru_till k[5], other;
+    ru_till_new(&k[0], &a, "till-k", now - TH_DAY, now + 30 * TH_DAY);
+    for (int i = 1; i < 5; i++) ru_till_same_key(&k[i], &k[0]);
+    ru_till_new(&other, &a, "till-other", now - TH_DAY, now + 30 * TH_DAY);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(ru_hello(&k[i], ep, relay_pk)->type, TSYNC__R_HAVE, "session %d", i);
+    cr_assert_eq(ru_hello(&other, ep, relay_pk)->type, TSYNC__R_HAVE);
+
+    /* Another till's put is pushed to all four sessions of the key. */
+    uint8_t o1[16], blob[100];
+    memset(o1, 0x31, 16);
+    randombytes_buf(blob, sizeof blob);
+    tsync__renv e = {{0}, 1, 1, blob, sizeof blob};
+    memcpy(e.origin, o1, 16);
+    tsync__rmsg put = {.type = TSYNC__R_PUT, .req = 1, .nenvs = 1, .envs = &e};
+    ru_send(&other, &put);
+    cr_assert_eq(ru_recv(&other)->type, TSYNC__R_ACK);
+    for (int i = 0; i < 4; i++) {
+        const tsync__rmsg *m = ru_recv_push(&k[i]);
+        cr_assert(m->nenvs == 1 && m->envs[0].len == sizeof blob, "session %d", i);
+    }
+    /* The key's own put goes to the other till, not to the key's other sessions: each asks
+     * afterwards (the relay answers in order) and has seen no push but the first. */
+    e.first_seq = e.last_seq = 2;
+    ru_send(&k[0], &put);
+    cr_assert_eq(ru_recv(&k[0])->type, TSYNC__R_ACK);
+    cr_assert_eq(ru_recv_push(&other)->envs[0].last_seq, 2);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(ru_get(&k[i], o1, 1, 1 << 20)->nenvs, 2, "session %d", i);
+        cr_assert_eq(k[i].pushes, 1, "session %d got its own till's put pushed", i);
+    }
+
+    /* A fifth session of the key: served, and the oldest (k[0]) is cut. */
+    cr_assert_eq(ru_hello(&k[4], ep, relay_pk)->type, TSYNC__R_HAVE);
+    tsync__tp_event ev;
+    cr_assert(ru_wait_ev(&k[0], TSYNC__TP_EV_DOWN, 10000, &ev), "the oldest session was kept");
+    for (int i = 1; i < 5; i++)
+        cr_assert_eq(ru_get(&k[i], o1, 1, 1 << 20)->nenvs, 2, "session %d", i);
+    size_t n = 0;
+    FILE *f = fopen(log, "rb");
+    cr_assert_not_null(f);
+    char *text = calloc(1, 1 << 20);
+    n = fread(text, 1, (1 << 20) - 1, f);
+    fclose(f);
+    cr_assert(n > 0 && strstr(text, "down (superseded)"), "the relay's log lacks the cut");
+    free(text);
+    for (int i = 0; i < 5; i++) ru_till_free(&k[i]);
+    ru_till_free(&other);
+    nu_kill(pid, SIGTERM, 5000);
 }

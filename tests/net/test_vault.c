@@ -8,7 +8,10 @@
  * freshly enrolled till gives the source's content hash (and keeps the till enrolled); a chunk
  * damaged in the relay's store is found at restore and the live database stays byte for byte as
  * it was; keep-N deletes only the till's own older backups; a shop past its quota is refused with
- * the reason; the relay's files hold none of the shop's distinctive values.
+ * the reason; the relay's files hold none of the shop's distinctive values. A `backup --remote`
+ * run by hand beside a running node (same key) succeeds while the node's live session stays up,
+ * uncut; a revocation installed on one till reaches the relay through that till's node (RTRUST)
+ * and the revoked till is refused there with `revoked`.
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -383,25 +386,43 @@ static int failed_once(json_t *c)
     return r && !strcmp(r, "failed");
 }
 
-Test(vault, scheduled_by_run)
+/* A running relay, a shop on it (quota 200 MiB) and its tills till-<tag>1 and till-<tag>2 at p1
+ * and p2, made and closed, the first holding rows filler products (none for 0); log: for a node
+ * of the first; relay_log: the relay's. */
+typedef struct {
+    relay r;
+    shop a;
+    char p1[600], p2[600], log[600], relay_log[600];
+} two_tills;
+
+static void two_tills_make(two_tills *x, const char *shop_name, const char *tag, int rows)
 {
     const char *tmp = nu_tmpdir();
-    relay r;
-    relay_start(&r, tmp);
-    shop a;
-    shop_make(&a, tmp, "RunShop", &r, 200);
-    char p1[600], p2[600], log[600];
-    snprintf(p1, sizeof p1, "%s", db_in(tmp, "r1.db"));
-    snprintf(p2, sizeof p2, "%s", db_in(tmp, "r2.db"));
-    snprintf(log, sizeof log, "%s/node.log", tmp);
-    tsync_store *t1 = till_make(&a, p1, "till-r1");
-    tsync_store *t2 = till_make(&a, p2, "till-r2");
-    fill(t1, 50);
+    char name[64];
+    relay_start(&x->r, tmp);
+    shop_make(&x->a, tmp, shop_name, &x->r, 200);
+    snprintf(name, sizeof name, "%s1.db", tag);
+    snprintf(x->p1, sizeof x->p1, "%s", db_in(tmp, name));
+    snprintf(name, sizeof name, "%s2.db", tag);
+    snprintf(x->p2, sizeof x->p2, "%s", db_in(tmp, name));
+    snprintf(x->log, sizeof x->log, "%s/node.log", tmp);
+    snprintf(x->relay_log, sizeof x->relay_log, "%s/relay.log", tmp);
+    snprintf(name, sizeof name, "till-%s1", tag);
+    tsync_store *t1 = till_make(&x->a, x->p1, name);
+    snprintf(name, sizeof name, "till-%s2", tag);
+    tsync_store *t2 = till_make(&x->a, x->p2, name);
+    if (rows) fill(t1, rows);
     tsync_store_free(t1);
     tsync_store_free(t2);
+}
+
+Test(vault, scheduled_by_run)
+{
+    two_tills x;
+    two_tills_make(&x, "RunShop", "r", 50);
     const char *argv[] = {nu_cli(),
                           "run",
-                          p1,
+                          x.p1,
                           "--listen",
                           "tcp://127.0.0.1:*",
                           "--no-mdns",
@@ -410,8 +431,8 @@ Test(vault, scheduled_by_run)
                           "--cloud-keep",
                           "2",
                           NULL};
-    pid_t node = nu_spawn(argv, log);
-    json_t *st = wait_cloud(p1, 30000, three_done, "three scheduled cloud backups");
+    pid_t node = nu_spawn(argv, x.log);
+    json_t *st = wait_cloud(x.p1, 30000, three_done, "three scheduled cloud backups");
     json_t *c = json_object_get(st, "cloud_backup");
     cr_assert_str_eq(json_string_value(json_object_get(c, "last_result")), "ok");
     cr_assert_eq(json_integer_value(json_object_get(c, "every_ms")), 1000);
@@ -422,20 +443,20 @@ Test(vault, scheduled_by_run)
     /* Another till of the shop lists them: the newest two of r1 (keep 2). */
     tsync_vault_entry *v;
     size_t n;
-    cr_assert_eq(tsync_vault_list(p2, NULL, &v, &n), 0, "%s", th_errmsg());
+    cr_assert_eq(tsync_vault_list(x.p2, NULL, &v, &n), 0, "%s", th_errmsg());
     cr_assert(n >= 1 && n <= 3, "%zu backups listed (keep 2, one may be between upload and keep)",
               n);
     free(v);
-    char *out = nu_cli_ok("status", p1, NULL);
+    char *out = nu_cli_ok("status", x.p1, NULL);
     cr_assert(strstr(out, "cloud backup: every 1s") && strstr(out, "last ok"), "%s", out);
     free(out);
 
     /* The relay gone: the next attempt fails, with its error in status (text and JSON). */
-    nu_kill(r.pid, SIGTERM, 5000);
-    st = wait_cloud(p1, 40000, failed_once, "a failed cloud backup");
+    nu_kill(x.r.pid, SIGTERM, 5000);
+    st = wait_cloud(x.p1, 40000, failed_once, "a failed cloud backup");
     c = json_object_get(st, "cloud_backup");
     cr_assert(json_is_string(json_object_get(c, "last_error")));
-    cr_assert(strstr(json_string_value(json_object_get(c, "last_error")), r.ep), "%s",
+    cr_assert(strstr(json_string_value(json_object_get(c, "last_error")), x.r.ep), "%s",
               json_string_value(json_object_get(c, "last_error")));
     int flagged = 0;
     size_t i;
@@ -444,10 +465,137 @@ Test(vault, scheduled_by_run)
         !strcmp(json_string_value(e), "cloud_backup_failed");
     cr_assert(flagged, "attention lacks cloud_backup_failed");
     json_decref(st);
-    out = nu_cli_ok("status", p1, NULL);
+    out = nu_cli_ok("status", x.p1, NULL);
     cr_assert(strstr(out, "attention: the last cloud backup failed"), "%s", out);
     free(out);
     cr_assert_eq(nu_kill(node, SIGTERM, 10000) & 0x7f, 0, "the node stops cleanly: %s",
-                 nu_tail_s(log, 20));
-    shop_free(&a);
+                 nu_tail_s(x.log, 20));
+    shop_free(&x.a);
+}
+
+/* `tillsync status DB --json`'s relay object, as a number field (-1 when absent). */
+static long long relay_field(const char *db, const char *f)
+{
+    json_t *j = status_json(db);
+    json_t *v = j ? json_object_get(json_object_get(j, "relay"), f) : NULL;
+    long long out = json_is_integer(v) ? (long long)json_integer_value(v) : -1;
+    json_decref(j);
+    return out;
+}
+
+static int relay_up(const char *db)
+{
+    json_t *j = status_json(db);
+    const char *st =
+        j ? json_string_value(json_object_get(json_object_get(j, "relay"), "state")) : NULL;
+    int up = st && !strcmp(st, "up");
+    json_decref(j);
+    return up;
+}
+
+static int wait_relay_up(const char *db, int ms)
+{
+    int64_t end = nu_now_ms() + ms;
+    while (nu_now_ms() < end) {
+        if (relay_up(db)) return 1;
+        nu_sleep_ms(200);
+    }
+    return 0;
+}
+
+/* A relay serves several sessions of one key: the node's live session and a hand-run remote
+ * backup of the same till both work, and the live session is never cut (its session count stays
+ * 1, the relay logs no superseded session). */
+Test(vault, remote_backup_beside_live_session)
+{
+    two_tills x;
+    two_tills_make(&x, "BesideShop", "b", 1500); /* a backup of several chunks */
+    const char *argv[] = {nu_cli(),    "run", x.p1, "--listen", "tcp://127.0.0.1:*",
+                          "--no-mdns", NULL};
+    pid_t node = nu_spawn(argv, x.log);
+    cr_assert(wait_relay_up(x.p1, 30000), "the node's relay session did not come up: %s",
+              nu_tail_s(x.log, 20));
+    cr_assert_eq(relay_field(x.p1, "sessions"), 1);
+
+    for (int i = 0; i < 2; i++) {
+        char *out = NULL, *err = NULL;
+        int code = nu_cli_run(&out, &err, "backup", x.p1, "--remote", NULL);
+        cr_assert_eq(code, 0, "backup --remote beside the node: %s", err);
+        free(out);
+        free(err);
+    }
+    /* A sale the node puts after the backups goes through the same live session. */
+    long long sent = relay_field(x.p1, "envelopes_sent");
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(x.p1, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    cr_assert_eq(sqlite3_exec(db, "UPDATE products SET stock = stock - 1 WHERE id = 'espresso'",
+                              NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    int64_t end = nu_now_ms() + 20000;
+    while (nu_now_ms() < end && relay_field(x.p1, "envelopes_sent") <= sent) nu_sleep_ms(200);
+    cr_assert_gt(relay_field(x.p1, "envelopes_sent"), sent, "the sale was not put: %s",
+                 nu_tail_s(x.log, 20));
+    cr_assert(relay_up(x.p1));
+    cr_assert_eq(relay_field(x.p1, "sessions"), 1, "the live session was cut and dialled again: %s",
+                 nu_tail_s(x.log, 20));
+    size_t n = 0;
+    uint8_t *rl = slurp(x.relay_log, &n);
+    cr_assert_not_null(rl);
+    rl[n] = 0;
+    cr_assert_null(strstr((char *)rl, "superseded"), "the relay cut a session of the key");
+    free(rl);
+    tsync_vault_entry *v;
+    cr_assert_eq(tsync_vault_list(x.p2, NULL, &v, &n), 0, "%s", th_errmsg());
+    cr_assert_eq(n, 2, "both backups are listed");
+    free(v);
+    cr_assert_eq(nu_kill(node, SIGTERM, 10000) & 0x7f, 0, "the node stops cleanly");
+    shop_free(&x.a);
+    nu_kill(x.r.pid, SIGTERM, 5000);
+}
+
+/* The admin revokes till 2 on till 1 alone; till 1's node tells the relay (RTRUST) and the relay
+ * refuses till 2's next RHELLO with `revoked`, without any relay command. */
+Test(vault, revocation_forwarded_to_relay)
+{
+    two_tills x;
+    two_tills_make(&x, "RevokeShop", "v", 0);
+    /* Till 2 is served before. */
+    tsync_vault_entry *v = NULL;
+    size_t n;
+    cr_assert_eq(tsync_vault_list(x.p2, NULL, &v, &n), 0, "%s", th_errmsg());
+    free(v);
+    uint8_t *rev;
+    size_t rev_len;
+    cr_assert_eq(tsync_shop_key_revoke(&rev, &rev_len, x.a.k, x.a.devs[1], NULL, 0), 0, "%s",
+                 th_errmsg());
+    tsync_store *t1 = th_open(x.p1);
+    cr_assert_eq(tsync_trust_revoke(t1, rev, rev_len), 0, "%s", th_errmsg());
+    tsync_store_free(t1);
+    free(rev);
+
+    const char *argv[] = {nu_cli(),    "run", x.p1, "--listen", "tcp://127.0.0.1:*",
+                          "--no-mdns", NULL};
+    pid_t node = nu_spawn(argv, x.log);
+    int64_t end = nu_now_ms() + 30000;
+    while (nu_now_ms() < end && relay_field(x.p1, "revocations_sent") < 1) nu_sleep_ms(200);
+    cr_assert_geq(relay_field(x.p1, "revocations_sent"), 1, "the node did not send RTRUST: %s",
+                  nu_tail_s(x.log, 20));
+    json_t *st = ru_status(x.r.dir);
+    cr_assert_eq(ru_shop_field(st, 0, "revocations"), 1);
+    json_decref(st);
+
+    cr_assert_eq(tsync_vault_list(x.p2, NULL, &v, &n), TSYNC_EREFUSED);
+    cr_assert(strstr(th_errmsg(), "refused (revoked)"), "%s", th_errmsg());
+    st = ru_status(x.r.dir);
+    cr_assert_geq(ru_refused(st, "revoked"), 1);
+    json_decref(st);
+    /* Till 1 itself is still served (its node's session stays up). */
+    cr_assert(relay_up(x.p1), "%s", nu_tail_s(x.log, 20));
+    cr_assert_eq(tsync_vault_list(x.p1, NULL, &v, &n), 0, "%s", th_errmsg());
+    free(v);
+    cr_assert_eq(nu_kill(node, SIGTERM, 10000) & 0x7f, 0, "the node stops cleanly");
+    shop_free(&x.a);
+    nu_kill(x.r.pid, SIGTERM, 5000);
 }
