@@ -471,60 +471,84 @@ static int op_vault_put(tsync__rstore *b, int64_t shop, uint64_t quota,
     return exec(s, "COMMIT");
 }
 
+void tsync__rvcheck_init(tsync__rvcheck *c, const tsync__rvbackup *v)
+{
+    memset(c, 0, sizeof *c);
+    c->v = v;
+    tsync__hex(v->id, TSYNC__VAULT_ID_BYTES, c->idh);
+    crypto_generichash_init(&c->h, NULL, 0, TSYNC__VAULT_HASH_BYTES);
+}
+
+int tsync__rvcheck_chunk(tsync__rvcheck *c, uint64_t index, uint64_t len)
+{
+    if (index != c->next)
+        return tsync__err(TSYNC_ENOTFOUND, "backup %s: chunk %llu is missing", c->idh,
+                          (unsigned long long)c->next);
+    if (index >= c->v->nchunks)
+        return tsync__err(TSYNC_ECORRUPT, "backup %s: chunk %llu is beyond its %llu chunks", c->idh,
+                          (unsigned long long)index, (unsigned long long)c->v->nchunks);
+    if (index + 1 < c->v->nchunks && len != TSYNC__VAULT_CHUNK)
+        return tsync__err(TSYNC_ECORRUPT, "backup %s: chunk %llu is %llu bytes, not 1 MiB", c->idh,
+                          (unsigned long long)index, (unsigned long long)len);
+    c->next++;
+    return 0;
+}
+
+void tsync__rvcheck_bytes(tsync__rvcheck *c, const uint8_t *p, size_t n)
+{
+    crypto_generichash_update(&c->h, p, n);
+    c->size += n;
+}
+
+int tsync__rvcheck_end(tsync__rvcheck *c)
+{
+    if (c->next < c->v->nchunks)
+        return tsync__err(TSYNC_ENOTFOUND, "backup %s: chunk %llu is missing", c->idh,
+                          (unsigned long long)c->next);
+    uint8_t got[TSYNC__VAULT_HASH_BYTES];
+    crypto_generichash_final(&c->h, got, sizeof got);
+    if (c->size != c->v->size || sodium_memcmp(got, c->v->hash, sizeof got) != 0)
+        return tsync__err(TSYNC_ECORRUPT,
+                          "backup %s: the %llu bytes held do not hash to the file hash given",
+                          c->idh, (unsigned long long)c->size);
+    return 0;
+}
+
+int tsync__rvcheck_again(const tsync__rvbackup *had, const tsync__rvbackup *v)
+{
+    if (had->nchunks == v->nchunks && had->size == v->size &&
+        !memcmp(had->hash, v->hash, TSYNC__VAULT_HASH_BYTES))
+        return 0;
+    char idh[2 * TSYNC__VAULT_ID_BYTES + 1];
+    tsync__hex(v->id, TSYNC__VAULT_ID_BYTES, idh);
+    return tsync__err(TSYNC_EEXISTS, "backup %s is committed already, with another hash", idh);
+}
+
 static int op_vault_commit(tsync__rstore *b, int64_t shop, const tsync__rvbackup *v)
 {
     sq *s = (sq *)b;
-    char idh[2 * TSYNC__VAULT_ID_BYTES + 1];
-    tsync__hex(v->id, TSYNC__VAULT_ID_BYTES, idh);
     tsync__rvbackup had;
     int rc = committed(s, shop, v->id, &had);
     if (rc < 0) return rc;
-    if (rc == 1) {
-        if (had.nchunks == v->nchunks && had.size == v->size &&
-            !memcmp(had.hash, v->hash, TSYNC__VAULT_HASH_BYTES))
-            return 0;
-        return tsync__err(TSYNC_EEXISTS, "backup %s is committed already, with another hash", idh);
-    }
+    if (rc == 1) return tsync__rvcheck_again(&had, v);
     /* Read the chunks in order, one at a time: memory stays at one chunk whatever the size. */
     sqlite3_stmt *st;
     rc = prep(s, "SELECT idx, bytes FROM vault_chunks WHERE shop = ? AND id = ? ORDER BY idx", &st);
     if (rc) return rc;
     sqlite3_bind_int64(st, 1, shop);
     sqlite3_bind_blob(st, 2, v->id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
-    crypto_generichash_state h;
-    crypto_generichash_init(&h, NULL, 0, TSYNC__VAULT_HASH_BYTES);
-    uint64_t next = 0, size = 0;
+    tsync__rvcheck c;
+    tsync__rvcheck_init(&c, v);
     int r;
     while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW) {
-        uint64_t idx = (uint64_t)sqlite3_column_int64(st, 0);
-        const uint8_t *p = sqlite3_column_blob(st, 1);
         size_t n = (size_t)sqlite3_column_bytes(st, 1);
-        if (idx != next)
-            rc = tsync__err(TSYNC_ENOTFOUND, "backup %s: chunk %llu is missing", idh,
-                            (unsigned long long)next);
-        else if (idx >= v->nchunks)
-            rc = tsync__err(TSYNC_ECORRUPT, "backup %s: chunk %llu is beyond its %llu chunks", idh,
-                            (unsigned long long)idx, (unsigned long long)v->nchunks);
-        else if (idx + 1 < v->nchunks && n != TSYNC__VAULT_CHUNK)
-            rc = tsync__err(TSYNC_ECORRUPT, "backup %s: chunk %llu is %zu bytes, not 1 MiB", idh,
-                            (unsigned long long)idx, n);
-        if (rc) break;
-        crypto_generichash_update(&h, p, n);
-        size += n;
-        next++;
+        rc = tsync__rvcheck_chunk(&c, (uint64_t)sqlite3_column_int64(st, 0), n);
+        if (!rc) tsync__rvcheck_bytes(&c, sqlite3_column_blob(st, 1), n);
     }
     if (!rc && r != SQLITE_DONE) rc = dberr(s, "vault commit");
     sqlite3_finalize(st);
+    if (!rc) rc = tsync__rvcheck_end(&c);
     if (rc) return rc;
-    if (next < v->nchunks)
-        return tsync__err(TSYNC_ENOTFOUND, "backup %s: chunk %llu is missing", idh,
-                          (unsigned long long)next);
-    uint8_t got[TSYNC__VAULT_HASH_BYTES];
-    crypto_generichash_final(&h, got, sizeof got);
-    if (size != v->size || sodium_memcmp(got, v->hash, sizeof got) != 0)
-        return tsync__err(TSYNC_ECORRUPT,
-                          "backup %s: the %llu bytes held do not hash to the file hash given", idh,
-                          (unsigned long long)size);
     return run(s, "vault commit",
                "INSERT INTO vault_backups(shop, id, nchunks, size, hash, created_ms, origin, epoch,"
                " committed_ms) VALUES (?,?,?,?,?,?,?,?,?)",

@@ -323,58 +323,32 @@ int tsync__nats_vault_put(tsync__rstore *b, int64_t shop, uint64_t quota,
 
 static int hash_part(void *ctx, const uint8_t *p, size_t n)
 {
-    crypto_generichash_update(ctx, p, n);
+    tsync__rvcheck_bytes(ctx, p, n);
     return 0;
 }
 
 int tsync__nats_vault_commit(tsync__rstore *b, int64_t shop, const tsync__rvbackup *v)
 {
     tsync__nx *s = (tsync__nx *)b;
-    char idh[ID_HEX + 1], prefix[VPREFIX];
-    tsync__nats_hex(idh, v->id, TSYNC__VAULT_ID_BYTES);
+    char prefix[VPREFIX];
     backup_prefix(prefix, shop, v->id);
     tsync__rvbackup had;
     int rc = committed(s, shop, v->id, &had);
     if (rc < 0) return rc;
-    if (rc == 1) {
-        if (had.nchunks == v->nchunks && had.size == v->size &&
-            !memcmp(had.hash, v->hash, TSYNC__VAULT_HASH_BYTES))
-            return 0;
-        return tsync__err(TSYNC_EEXISTS, "backup %s is committed already, with another hash", idh);
-    }
+    if (rc == 1) return tsync__rvcheck_again(&had, v);
     /* Read the chunks in order, one part at a time: memory stays at one part whatever the size. */
     vset_list l;
     rc = chunks_of(s, shop, prefix, -1, &l);
-    crypto_generichash_state h;
-    crypto_generichash_init(&h, NULL, 0, TSYNC__VAULT_HASH_BYTES);
-    uint64_t next = 0, size = 0;
+    tsync__rvcheck c;
+    tsync__rvcheck_init(&c, v);
     for (size_t i = 0; !rc && i < l.n; i++) {
-        const vset *c = &l.v[i];
-        if (!complete(c) || c->index < next) continue; /* half put; or one held twice */
-        if (c->index != next)
-            rc = tsync__err(TSYNC_ENOTFOUND, "backup %s: chunk %llu is missing", idh,
-                            (unsigned long long)next);
-        else if (c->index >= v->nchunks)
-            rc = tsync__err(TSYNC_ECORRUPT, "backup %s: chunk %llu is beyond its %llu chunks", idh,
-                            (unsigned long long)c->index, (unsigned long long)v->nchunks);
-        else if (c->index + 1 < v->nchunks && c->len != TSYNC__VAULT_CHUNK)
-            rc = tsync__err(TSYNC_ECORRUPT, "backup %s: chunk %llu is %llu bytes, not 1 MiB", idh,
-                            (unsigned long long)c->index, (unsigned long long)c->len);
-        if (!rc) rc = read_chunk(s, shop, prefix, c, hash_part, &h);
-        size += c->len;
-        next++;
+        if (!complete(&l.v[i]) || l.v[i].index < c.next) continue; /* half put; or held twice */
+        rc = tsync__rvcheck_chunk(&c, l.v[i].index, l.v[i].len);
+        if (!rc) rc = read_chunk(s, shop, prefix, &l.v[i], hash_part, &c);
     }
     free(l.v);
+    if (!rc) rc = tsync__rvcheck_end(&c);
     if (rc) return rc;
-    if (next < v->nchunks)
-        return tsync__err(TSYNC_ENOTFOUND, "backup %s: chunk %llu is missing", idh,
-                          (unsigned long long)next);
-    uint8_t got[TSYNC__VAULT_HASH_BYTES];
-    crypto_generichash_final(&h, got, sizeof got);
-    if (size != v->size || sodium_memcmp(got, v->hash, sizeof got) != 0)
-        return tsync__err(TSYNC_ECORRUPT,
-                          "backup %s: the %llu bytes held do not hash to the file hash given", idh,
-                          (unsigned long long)size);
     char key[80];
     record_key(key, sizeof key, shop, v->id);
     char *t = record_json(v);
@@ -385,11 +359,7 @@ int tsync__nats_vault_commit(tsync__rstore *b, int64_t shop, const tsync__rvback
     /* Committed by another relay a moment ago: the same backup is a no-op, another is refused. */
     rc = committed(s, shop, v->id, &had);
     if (rc < 0) return rc;
-    return rc == 1 && had.nchunks == v->nchunks && had.size == v->size &&
-                   !memcmp(had.hash, v->hash, TSYNC__VAULT_HASH_BYTES)
-               ? 0
-               : tsync__err(TSYNC_EEXISTS, "backup %s is committed already, with another hash",
-                            idh);
+    return rc == 1 ? tsync__rvcheck_again(&had, v) : tsync__nats_err(s, key, NATS_ERR);
 }
 
 typedef struct {
