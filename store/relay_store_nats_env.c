@@ -259,7 +259,13 @@ int tsync__nats_feed_watch(tsync__rstore *b, int64_t shop, int on)
     snprintf(subj, sizeof subj, "tsync.%" PRId64 ".e.>", shop);
     natsSubscription *sub = NULL;
     natsStatus st = natsConnection_SubscribeSync(&sub, s->nc, subj);
-    if (st != NATS_OK) return tsync__nats_err(s, subj, st);
+    /* The server has the subscription before the relay answers the session (RHAVE): what
+     * another relay stores after that is pushed. */
+    if (st == NATS_OK) st = natsConnection_FlushTimeout(s->nc, 2000);
+    if (st != NATS_OK) {
+        natsSubscription_Destroy(sub);
+        return tsync__nats_err(s, subj, st);
+    }
     s->subs[s->nsubs++] = (tsync__nats_feed_sub){shop, sub};
     return 0;
 }
