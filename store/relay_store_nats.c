@@ -139,6 +139,19 @@ int tsync__nats_purge(tsync__nx *s, const char *name, const char *filter)
     return tsync__nats_err(s, filter, st);
 }
 
+void *tsync__nats_grow(void *v, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap) return v;
+    size_t nc = *cap ? *cap * 2 : 64;
+    void *g = realloc(v, nc * size);
+    if (!g) {
+        tsync__err(TSYNC_ENOMEM, "relay store: out of memory");
+        return NULL;
+    }
+    *cap = nc;
+    return g;
+}
+
 int tsync__nats_count_one(void *ctx, const char *subj)
 {
     (void)subj;

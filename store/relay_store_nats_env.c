@@ -47,13 +47,9 @@ static int idx_add(void *ctx, const char *subj)
     idx_list *l = ctx;
     idx x;
     if (parse_subject(subj, &x) != 0) return 0;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 64;
-        idx *v = realloc(l->v, nc * sizeof *v);
-        if (!v) return tsync__err(TSYNC_ENOMEM, "relay store: out of memory");
-        l->v = v;
-        l->cap = nc;
-    }
+    void *g = tsync__nats_grow(l->v, &l->cap, l->n, sizeof *l->v);
+    if (!g) return TSYNC_ENOMEM;
+    l->v = g;
     l->v[l->n++] = x;
     return 0;
 }

@@ -111,6 +111,9 @@ int tsync__nats_subjects(tsync__nx *s, int64_t id, const char *filter, tsync__na
                          void *ctx);
 /* Removes every message of stream name on subject filter. */
 int tsync__nats_purge(tsync__nx *s, const char *name, const char *filter);
+/* Array v of *cap elements of size bytes, n used, with room for one more (doubling from 64):
+ * v itself, or the array moved, or NULL (TSYNC_ENOMEM set; v is still the caller's). */
+void *tsync__nats_grow(void *v, size_t *cap, size_t n, size_t size);
 /* A tsync__nats_subj_fn counting into *(int *)ctx. */
 int tsync__nats_count_one(void *ctx, const char *subj);
 

@@ -87,13 +87,9 @@ static int vset_add(void *ctx, const char *subj)
     vset_list *l = ctx;
     vset x;
     if (parse_part(subj, &x) != 0) return 0;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 64;
-        vset *v = realloc(l->v, nc * sizeof *v);
-        if (!v) return tsync__err(TSYNC_ENOMEM, "relay store: out of memory");
-        l->v = v;
-        l->cap = nc;
-    }
+    void *g = tsync__nats_grow(l->v, &l->cap, l->n, sizeof *l->v);
+    if (!g) return TSYNC_ENOMEM;
+    l->v = g;
     l->v[l->n++] = x;
     return 0;
 }
@@ -376,13 +372,9 @@ static int list_add(void *ctx, const char *subj)
     const char *dot = strrchr(subj, '.');
     uint8_t id[TSYNC__VAULT_ID_BYTES];
     if (!dot || tsync__nats_unhex(id, sizeof id, dot + 1) != 0) return 0;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 16;
-        tsync__rvbackup *v = realloc(l->v, nc * sizeof *v);
-        if (!v) return tsync__err(TSYNC_ENOMEM, "relay store: out of memory");
-        l->v = v;
-        l->cap = nc;
-    }
+    void *g = tsync__nats_grow(l->v, &l->cap, l->n, sizeof *l->v);
+    if (!g) return TSYNC_ENOMEM;
+    l->v = g;
     int rc = committed(l->s, l->shop, id, &l->v[l->n]);
     if (rc == 1) l->n++;
     return rc < 0 ? rc : 0;
