@@ -9,6 +9,7 @@
 
 #include <sodium.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,31 @@ static int exec(sq *s, const char *sql)
 static int prep(sq *s, const char *sql, sqlite3_stmt **st)
 {
     return sqlite3_prepare_v2(s->db, sql, -1, st, NULL) == SQLITE_OK ? 0 : dberr(s, "prepare");
+}
+
+/* Runs sql once with its parameters bound in order by types: 'I' an sqlite3_int64, 'B' a blob
+ * (pointer, then int length), 'T' a text; 0, or the error naming what. */
+static int run(sq *s, const char *what, const char *sql, const char *types, ...)
+{
+    sqlite3_stmt *st;
+    int rc = prep(s, sql, &st);
+    if (rc) return rc;
+    va_list ap;
+    va_start(ap, types);
+    for (int i = 1; types[i - 1]; i++) {
+        if (types[i - 1] == 'I') {
+            sqlite3_bind_int64(st, i, va_arg(ap, sqlite3_int64));
+        } else if (types[i - 1] == 'B') {
+            const void *p = va_arg(ap, const void *);
+            sqlite3_bind_blob(st, i, p, va_arg(ap, int), SQLITE_STATIC);
+        } else {
+            sqlite3_bind_text(st, i, va_arg(ap, const char *), -1, SQLITE_STATIC);
+        }
+    }
+    va_end(ap);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : dberr(s, what);
+    sqlite3_finalize(st);
+    return rc;
 }
 
 static const char SCHEMA[] =
@@ -74,21 +100,12 @@ static void row_shop(sqlite3_stmt *st, tsync__rshop *o)
 static int op_admit(tsync__rstore *b, const uint8_t pk[TSYNC__PK_BYTES], uint64_t quota,
                     uint64_t expires, uint64_t now)
 {
-    sq *s = (sq *)b;
-    sqlite3_stmt *st;
-    int rc = prep(s,
-                  "INSERT INTO shops(admin_pk, quota_bytes, expires_ms, admitted_ms) VALUES"
-                  " (?1, ?2, ?3, ?4) ON CONFLICT(admin_pk) DO UPDATE SET quota_bytes = ?2,"
-                  " expires_ms = ?3",
-                  &st);
-    if (rc) return rc;
-    sqlite3_bind_blob(st, 1, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)quota);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)expires);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)now);
-    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : dberr(s, "admit");
-    sqlite3_finalize(st);
-    return rc;
+    return run((sq *)b, "admit",
+               "INSERT INTO shops(admin_pk, quota_bytes, expires_ms, admitted_ms) VALUES"
+               " (?1, ?2, ?3, ?4) ON CONFLICT(admin_pk) DO UPDATE SET quota_bytes = ?2,"
+               " expires_ms = ?3",
+               "BIII", pk, (int)TSYNC__PK_BYTES, (sqlite3_int64)quota, (sqlite3_int64)expires,
+               (sqlite3_int64)now);
 }
 
 static int op_shop(tsync__rstore *b, const uint8_t pk[TSYNC__PK_BYTES], tsync__rshop *out)
@@ -109,15 +126,9 @@ static int op_shop(tsync__rstore *b, const uint8_t pk[TSYNC__PK_BYTES], tsync__r
 
 static int op_bind(tsync__rstore *b, int64_t shop, const uint8_t id[TSYNC__RELAY_SHOP_BYTES])
 {
-    sq *s = (sq *)b;
-    sqlite3_stmt *st;
-    int rc = prep(s, "UPDATE shops SET shop_id = ? WHERE id = ? AND shop_id IS NULL", &st);
-    if (rc) return rc;
-    sqlite3_bind_blob(st, 1, id, TSYNC__RELAY_SHOP_BYTES, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, shop);
-    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : dberr(s, "bind shop id");
-    sqlite3_finalize(st);
-    return rc;
+    return run((sq *)b, "bind shop id",
+               "UPDATE shops SET shop_id = ? WHERE id = ? AND shop_id IS NULL", "BI", id,
+               (int)TSYNC__RELAY_SHOP_BYTES, (sqlite3_int64)shop);
 }
 
 static int op_put(tsync__rstore *b, int64_t shop, uint64_t quota, const tsync__renv *envs,
@@ -265,17 +276,9 @@ static int op_get(tsync__rstore *b, int64_t shop, const uint8_t origin[TSYNC__SI
 static int op_revoke(tsync__rstore *b, int64_t shop, const uint8_t pk[TSYNC__PK_BYTES],
                      const uint8_t *rec, size_t len)
 {
-    sq *s = (sq *)b;
-    sqlite3_stmt *st;
-    int rc =
-        prep(s, "INSERT OR IGNORE INTO revocations(shop, device_pk, rec) VALUES (?, ?, ?)", &st);
-    if (rc) return rc;
-    sqlite3_bind_int64(st, 1, shop);
-    sqlite3_bind_blob(st, 2, pk, TSYNC__PK_BYTES, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 3, rec, (int)len, SQLITE_STATIC);
-    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : dberr(s, "revoke");
-    sqlite3_finalize(st);
-    return rc;
+    return run((sq *)b, "revoke",
+               "INSERT OR IGNORE INTO revocations(shop, device_pk, rec) VALUES (?, ?, ?)", "IBB",
+               (sqlite3_int64)shop, pk, (int)TSYNC__PK_BYTES, rec, (int)len);
 }
 
 static int op_revoked(tsync__rstore *b, int64_t shop, const uint8_t pk[TSYNC__PK_BYTES])
@@ -294,20 +297,12 @@ static int op_revoked(tsync__rstore *b, int64_t shop, const uint8_t pk[TSYNC__PK
 
 static int op_count(tsync__rstore *b, const char *name, int64_t delta, int set)
 {
-    sq *s = (sq *)b;
-    sqlite3_stmt *st;
-    int rc = prep(s,
-                  set ? "INSERT INTO counters(name, n) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE"
-                        " SET n = ?2"
-                      : "INSERT INTO counters(name, n) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE"
-                        " SET n = n + ?2",
-                  &st);
-    if (rc) return rc;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, delta);
-    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : dberr(s, "count");
-    sqlite3_finalize(st);
-    return rc;
+    return run((sq *)b, "count",
+               set ? "INSERT INTO counters(name, n) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE"
+                     " SET n = ?2"
+                   : "INSERT INTO counters(name, n) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE"
+                     " SET n = n + ?2",
+               "TI", name, (sqlite3_int64)delta);
 }
 
 static int op_stats(tsync__rstore *b, tsync__rstore_shop_fn fn, void *ctx,
@@ -413,7 +408,7 @@ static int op_vault_put(tsync__rstore *b, int64_t shop, uint64_t quota,
     *dup = 0;
     int rc = exec(s, "BEGIN IMMEDIATE");
     if (rc) return rc;
-    sqlite3_stmt *old = NULL, *ins = NULL, *cur = NULL, *upd = NULL;
+    sqlite3_stmt *old = NULL, *cur = NULL;
     rc = prep(s, "SELECT hash FROM vault_chunks WHERE shop = ? AND id = ? AND idx = ?", &old);
     if (!rc) {
         sqlite3_bind_int64(old, 1, shop);
@@ -433,31 +428,16 @@ static int op_vault_put(tsync__rstore *b, int64_t shop, uint64_t quota,
                                 "vault: chunk %llu of a committed backup is another chunk",
                                 (unsigned long long)index);
             /* An uncommitted chunk put again with other bytes replaces the old one. */
-            if (!rc && !same && !c) {
-                sqlite3_stmt *del;
-                rc = prep(s,
-                          "UPDATE shops SET bytes = bytes - (SELECT length(bytes) FROM"
-                          " vault_chunks WHERE shop = ?1 AND id = ?2 AND idx = ?3) WHERE id = ?1",
-                          &del);
-                if (!rc) {
-                    sqlite3_bind_int64(del, 1, shop);
-                    sqlite3_bind_blob(del, 2, id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
-                    sqlite3_bind_int64(del, 3, (sqlite3_int64)index);
-                    if (sqlite3_step(del) != SQLITE_DONE) rc = dberr(s, "vault put");
-                    sqlite3_finalize(del);
-                }
-                if (!rc) {
-                    rc = prep(s, "DELETE FROM vault_chunks WHERE shop = ? AND id = ? AND idx = ?",
-                              &del);
-                    if (!rc) {
-                        sqlite3_bind_int64(del, 1, shop);
-                        sqlite3_bind_blob(del, 2, id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
-                        sqlite3_bind_int64(del, 3, (sqlite3_int64)index);
-                        if (sqlite3_step(del) != SQLITE_DONE) rc = dberr(s, "vault put");
-                        sqlite3_finalize(del);
-                    }
-                }
-            }
+            if (!rc && !same && !c)
+                rc = run(s, "vault put",
+                         "UPDATE shops SET bytes = bytes - (SELECT length(bytes) FROM"
+                         " vault_chunks WHERE shop = ?1 AND id = ?2 AND idx = ?3) WHERE id = ?1",
+                         "IBI", (sqlite3_int64)shop, id, (int)TSYNC__VAULT_ID_BYTES,
+                         (sqlite3_int64)index);
+            if (!rc && !same && !c)
+                rc = run(s, "vault put",
+                         "DELETE FROM vault_chunks WHERE shop = ? AND id = ? AND idx = ?", "IBI",
+                         (sqlite3_int64)shop, id, (int)TSYNC__VAULT_ID_BYTES, (sqlite3_int64)index);
         } else if (r != SQLITE_DONE) {
             rc = dberr(s, "vault put");
         }
@@ -474,27 +454,16 @@ static int op_vault_put(tsync__rstore *b, int64_t shop, uint64_t quota,
                 TSYNC_EFULL, "quota: %llu bytes stored, %llu more would pass the quota of %llu",
                 (unsigned long long)have, (unsigned long long)len, (unsigned long long)quota);
         if (!rc)
-            rc = prep(s, "INSERT INTO vault_chunks(shop, id, idx, hash, bytes) VALUES (?,?,?,?,?)",
-                      &ins);
-        if (!rc) {
-            sqlite3_bind_int64(ins, 1, shop);
-            sqlite3_bind_blob(ins, 2, id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
-            sqlite3_bind_int64(ins, 3, (sqlite3_int64)index);
-            sqlite3_bind_blob(ins, 4, hash, TSYNC__VAULT_HASH_BYTES, SQLITE_STATIC);
-            sqlite3_bind_blob(ins, 5, bytes, (int)len, SQLITE_STATIC);
-            if (sqlite3_step(ins) != SQLITE_DONE) rc = dberr(s, "vault put");
-        }
-        if (!rc) rc = prep(s, "UPDATE shops SET bytes = bytes + ? WHERE id = ?", &upd);
-        if (!rc) {
-            sqlite3_bind_int64(upd, 1, (sqlite3_int64)len);
-            sqlite3_bind_int64(upd, 2, shop);
-            if (sqlite3_step(upd) != SQLITE_DONE) rc = dberr(s, "vault put");
-        }
+            rc = run(s, "vault put",
+                     "INSERT INTO vault_chunks(shop, id, idx, hash, bytes) VALUES (?,?,?,?,?)",
+                     "IBIBB", (sqlite3_int64)shop, id, (int)TSYNC__VAULT_ID_BYTES,
+                     (sqlite3_int64)index, hash, (int)TSYNC__VAULT_HASH_BYTES, bytes, (int)len);
+        if (!rc)
+            rc = run(s, "vault put", "UPDATE shops SET bytes = bytes + ? WHERE id = ?", "II",
+                     (sqlite3_int64)len, (sqlite3_int64)shop);
     }
     sqlite3_finalize(old);
-    sqlite3_finalize(ins);
     sqlite3_finalize(cur);
-    sqlite3_finalize(upd);
     if (rc) {
         exec(s, "ROLLBACK");
         return rc;
@@ -502,77 +471,91 @@ static int op_vault_put(tsync__rstore *b, int64_t shop, uint64_t quota,
     return exec(s, "COMMIT");
 }
 
+void tsync__rvcheck_init(tsync__rvcheck *c, const tsync__rvbackup *v)
+{
+    memset(c, 0, sizeof *c);
+    c->v = v;
+    tsync__hex(v->id, TSYNC__VAULT_ID_BYTES, c->idh);
+    crypto_generichash_init(&c->h, NULL, 0, TSYNC__VAULT_HASH_BYTES);
+}
+
+int tsync__rvcheck_chunk(tsync__rvcheck *c, uint64_t index, uint64_t len)
+{
+    if (index != c->next)
+        return tsync__err(TSYNC_ENOTFOUND, "backup %s: chunk %llu is missing", c->idh,
+                          (unsigned long long)c->next);
+    if (index >= c->v->nchunks)
+        return tsync__err(TSYNC_ECORRUPT, "backup %s: chunk %llu is beyond its %llu chunks", c->idh,
+                          (unsigned long long)index, (unsigned long long)c->v->nchunks);
+    if (index + 1 < c->v->nchunks && len != TSYNC__VAULT_CHUNK)
+        return tsync__err(TSYNC_ECORRUPT, "backup %s: chunk %llu is %llu bytes, not 1 MiB", c->idh,
+                          (unsigned long long)index, (unsigned long long)len);
+    c->next++;
+    return 0;
+}
+
+void tsync__rvcheck_bytes(tsync__rvcheck *c, const uint8_t *p, size_t n)
+{
+    crypto_generichash_update(&c->h, p, n);
+    c->size += n;
+}
+
+int tsync__rvcheck_end(tsync__rvcheck *c)
+{
+    if (c->next < c->v->nchunks)
+        return tsync__err(TSYNC_ENOTFOUND, "backup %s: chunk %llu is missing", c->idh,
+                          (unsigned long long)c->next);
+    uint8_t got[TSYNC__VAULT_HASH_BYTES];
+    crypto_generichash_final(&c->h, got, sizeof got);
+    if (c->size != c->v->size || sodium_memcmp(got, c->v->hash, sizeof got) != 0)
+        return tsync__err(TSYNC_ECORRUPT,
+                          "backup %s: the %llu bytes held do not hash to the file hash given",
+                          c->idh, (unsigned long long)c->size);
+    return 0;
+}
+
+int tsync__rvcheck_again(const tsync__rvbackup *had, const tsync__rvbackup *v)
+{
+    if (had->nchunks == v->nchunks && had->size == v->size &&
+        !memcmp(had->hash, v->hash, TSYNC__VAULT_HASH_BYTES))
+        return 0;
+    char idh[2 * TSYNC__VAULT_ID_BYTES + 1];
+    tsync__hex(v->id, TSYNC__VAULT_ID_BYTES, idh);
+    return tsync__err(TSYNC_EEXISTS, "backup %s is committed already, with another hash", idh);
+}
+
 static int op_vault_commit(tsync__rstore *b, int64_t shop, const tsync__rvbackup *v)
 {
     sq *s = (sq *)b;
-    char idh[2 * TSYNC__VAULT_ID_BYTES + 1];
-    tsync__hex(v->id, TSYNC__VAULT_ID_BYTES, idh);
     tsync__rvbackup had;
     int rc = committed(s, shop, v->id, &had);
     if (rc < 0) return rc;
-    if (rc == 1) {
-        if (had.nchunks == v->nchunks && had.size == v->size &&
-            !memcmp(had.hash, v->hash, TSYNC__VAULT_HASH_BYTES))
-            return 0;
-        return tsync__err(TSYNC_EEXISTS, "backup %s is committed already, with another hash", idh);
-    }
+    if (rc == 1) return tsync__rvcheck_again(&had, v);
     /* Read the chunks in order, one at a time: memory stays at one chunk whatever the size. */
     sqlite3_stmt *st;
     rc = prep(s, "SELECT idx, bytes FROM vault_chunks WHERE shop = ? AND id = ? ORDER BY idx", &st);
     if (rc) return rc;
     sqlite3_bind_int64(st, 1, shop);
     sqlite3_bind_blob(st, 2, v->id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
-    crypto_generichash_state h;
-    crypto_generichash_init(&h, NULL, 0, TSYNC__VAULT_HASH_BYTES);
-    uint64_t next = 0, size = 0;
+    tsync__rvcheck c;
+    tsync__rvcheck_init(&c, v);
     int r;
     while (!rc && (r = sqlite3_step(st)) == SQLITE_ROW) {
-        uint64_t idx = (uint64_t)sqlite3_column_int64(st, 0);
-        const uint8_t *p = sqlite3_column_blob(st, 1);
         size_t n = (size_t)sqlite3_column_bytes(st, 1);
-        if (idx != next)
-            rc = tsync__err(TSYNC_ENOTFOUND, "backup %s: chunk %llu is missing", idh,
-                            (unsigned long long)next);
-        else if (idx >= v->nchunks)
-            rc = tsync__err(TSYNC_ECORRUPT, "backup %s: chunk %llu is beyond its %llu chunks", idh,
-                            (unsigned long long)idx, (unsigned long long)v->nchunks);
-        else if (idx + 1 < v->nchunks && n != TSYNC__VAULT_CHUNK)
-            rc = tsync__err(TSYNC_ECORRUPT, "backup %s: chunk %llu is %zu bytes, not 1 MiB", idh,
-                            (unsigned long long)idx, n);
-        if (rc) break;
-        crypto_generichash_update(&h, p, n);
-        size += n;
-        next++;
+        rc = tsync__rvcheck_chunk(&c, (uint64_t)sqlite3_column_int64(st, 0), n);
+        if (!rc) tsync__rvcheck_bytes(&c, sqlite3_column_blob(st, 1), n);
     }
     if (!rc && r != SQLITE_DONE) rc = dberr(s, "vault commit");
     sqlite3_finalize(st);
+    if (!rc) rc = tsync__rvcheck_end(&c);
     if (rc) return rc;
-    if (next < v->nchunks)
-        return tsync__err(TSYNC_ENOTFOUND, "backup %s: chunk %llu is missing", idh,
-                          (unsigned long long)next);
-    uint8_t got[TSYNC__VAULT_HASH_BYTES];
-    crypto_generichash_final(&h, got, sizeof got);
-    if (size != v->size || sodium_memcmp(got, v->hash, sizeof got) != 0)
-        return tsync__err(TSYNC_ECORRUPT,
-                          "backup %s: the %llu bytes held do not hash to the file hash given", idh,
-                          (unsigned long long)size);
-    rc = prep(s,
-              "INSERT INTO vault_backups(shop, id, nchunks, size, hash, created_ms, origin, epoch,"
-              " committed_ms) VALUES (?,?,?,?,?,?,?,?,?)",
-              &st);
-    if (rc) return rc;
-    sqlite3_bind_int64(st, 1, shop);
-    sqlite3_bind_blob(st, 2, v->id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)v->nchunks);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)v->size);
-    sqlite3_bind_blob(st, 5, v->hash, TSYNC__VAULT_HASH_BYTES, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, (sqlite3_int64)v->created_ms);
-    sqlite3_bind_blob(st, 7, v->origin, TSYNC__SITE_BYTES, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 8, (sqlite3_int64)v->epoch);
-    sqlite3_bind_int64(st, 9, (sqlite3_int64)tsync__wall_ms());
-    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : dberr(s, "vault commit");
-    sqlite3_finalize(st);
-    return rc;
+    return run(s, "vault commit",
+               "INSERT INTO vault_backups(shop, id, nchunks, size, hash, created_ms, origin, epoch,"
+               " committed_ms) VALUES (?,?,?,?,?,?,?,?,?)",
+               "IBIIBIBII", (sqlite3_int64)shop, v->id, (int)TSYNC__VAULT_ID_BYTES,
+               (sqlite3_int64)v->nchunks, (sqlite3_int64)v->size, v->hash,
+               (int)TSYNC__VAULT_HASH_BYTES, (sqlite3_int64)v->created_ms, v->origin,
+               (int)TSYNC__SITE_BYTES, (sqlite3_int64)v->epoch, (sqlite3_int64)tsync__wall_ms());
 }
 
 static int op_vault_list(tsync__rstore *b, int64_t shop, tsync__rstore_vb_fn fn, void *ctx)
@@ -641,15 +624,10 @@ static int op_vault_del(tsync__rstore *b, int64_t shop, const uint8_t id[TSYNC__
         "DELETE FROM vault_backups WHERE shop = ?1 AND id = ?2"};
     int gone = 0;
     for (int i = 0; !rc && i < 3; i++) {
-        sqlite3_stmt *st;
-        rc = prep(s, sql[i], &st);
-        if (rc) break;
-        sqlite3_bind_int64(st, 1, shop);
-        sqlite3_bind_blob(st, 2, id, TSYNC__VAULT_ID_BYTES, SQLITE_STATIC);
-        if (sqlite3_step(st) != SQLITE_DONE) rc = dberr(s, "vault delete");
-        if (i == 1) *chunks = (uint64_t)sqlite3_changes(s->db);
-        if (i > 0) gone += sqlite3_changes(s->db);
-        sqlite3_finalize(st);
+        rc = run(s, "vault delete", sql[i], "IB", (sqlite3_int64)shop, id,
+                 (int)TSYNC__VAULT_ID_BYTES);
+        if (!rc && i == 1) *chunks = (uint64_t)sqlite3_changes(s->db);
+        if (!rc && i > 0) gone += sqlite3_changes(s->db);
     }
     if (!rc && !gone) {
         char idh[2 * TSYNC__VAULT_ID_BYTES + 1];

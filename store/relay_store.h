@@ -22,6 +22,7 @@
 #ifndef TSYNC_STORE_RELAY_STORE_H
 #define TSYNC_STORE_RELAY_STORE_H
 
+#include <sodium.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -128,6 +129,24 @@ struct tsync__rstore {
     const tsync__rstore_ops *ops;
     const tsync__rstore_feed *feed; /* NULL: the store is one process's (SQLite) */
 };
+
+/* ---- vault_commit's checks, the same on every engine (store/relay_store.c): the engine reads
+ * the backup's chunks in index order and calls chunk before the bytes of each, bytes with them,
+ * and end after the last; each returns 0 or the error vault_commit returns (TSYNC_ENOTFOUND
+ * naming the first missing chunk, TSYNC_ECORRUPT). */
+typedef struct {
+    const tsync__rvbackup *v;
+    char idh[2 * TSYNC__VAULT_ID_BYTES + 1];
+    crypto_generichash_state h;
+    uint64_t next, size;
+} tsync__rvcheck;
+
+void tsync__rvcheck_init(tsync__rvcheck *c, const tsync__rvbackup *v);
+int tsync__rvcheck_chunk(tsync__rvcheck *c, uint64_t index, uint64_t len);
+void tsync__rvcheck_bytes(tsync__rvcheck *c, const uint8_t *p, size_t n);
+int tsync__rvcheck_end(tsync__rvcheck *c);
+/* When backup v is committed already as had: 0 when had describes it, else TSYNC_EEXISTS. */
+int tsync__rvcheck_again(const tsync__rvbackup *had, const tsync__rvbackup *v);
 
 /* Opens (creating when create) DIR/relay.db. readonly: for status (nothing written).
  * Errors (message set): TSYNC_ENOTFOUND (no relay.db and not create), TSYNC_EIO, TSYNC_ENOMEM. */

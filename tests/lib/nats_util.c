@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <nats/nats.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -50,6 +51,36 @@ static int log_has(const char *log, const char *what)
     return found;
 }
 
+/* Whether JetStream on the server at port can place a stream of n replicas now (it makes one and
+ * deletes it). The log line of a metadata leader's election can come before the leader knows
+ * every peer: a 3-replica create then fails (insufficient resources), as the relay's first admit
+ * would. */
+static int places(int port, int n)
+{
+    char url[64];
+    snprintf(url, sizeof url, "nats://127.0.0.1:%d", port);
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    int ok = 0;
+    if (natsConnection_ConnectTo(&nc, url) == NATS_OK &&
+        natsConnection_JetStream(&js, nc, NULL) == NATS_OK) {
+        const char *subj[1] = {"tsync_test_ready"};
+        jsStreamConfig sc;
+        jsStreamConfig_Init(&sc);
+        sc.Name = "TSYNC_TEST_READY";
+        sc.Subjects = subj;
+        sc.SubjectsLen = 1;
+        sc.Storage = js_MemoryStorage;
+        sc.Replicas = n;
+        jsErrCode je = 0;
+        ok = js_AddStream(NULL, js, &sc, NULL, &je) == NATS_OK;
+        if (ok) js_DeleteStream(js, sc.Name, NULL, &je);
+    }
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    return ok;
+}
+
 void ns_start(ns_cluster *c, const char *base, int n)
 {
     cr_assert(n >= 1 && n <= NS_MAX);
@@ -87,7 +118,8 @@ void ns_start(ns_cluster *c, const char *base, int n)
         const char *argv[] = {server, "-c", path, NULL};
         c->pid[i] = nu_spawn(argv, log);
     }
-    /* Ready: every server listens; a cluster has a JetStream metadata leader (any node says). */
+    /* Ready: every server listens; a cluster has a JetStream metadata leader (any node says) that
+     * can place a stream on every node. */
     int64_t end = nu_now_ms() + 20000;
     for (;;) {
         int ready = 0, leader = n == 1;
@@ -98,7 +130,7 @@ void ns_start(ns_cluster *c, const char *base, int n)
             leader = leader || log_has(log, "JetStream cluster new metadata leader") ||
                      log_has(log, "Self is new JetStream cluster metadata leader");
         }
-        if (ready == n && leader) return;
+        if (ready == n && leader && (n == 1 || places(c->port[0], n))) return;
         cr_assert_lt(nu_now_ms(), end, "nats-server not ready in 20 s (%s/nats.log)", c->dir[0]);
         nu_sleep_ms(100);
     }

@@ -15,7 +15,10 @@
 
 #include "codec/relay.h"
 #include "net/transport.h"
+#include "store/relay_store.h"
 #include "store/trust.h"
+#include "tests/lib/node_util.h"
+#include "tillsync/tillsync.h"
 
 typedef struct {
     tsync__tp *tp;
@@ -174,5 +177,59 @@ void ru_wait_relay_has_all(const nu_node *t, uint64_t after_wall, int ms);
 
 /* relay.envelopes_refused.<reason> of t's status (-1 when unavailable). */
 long long ru_env_refused(const nu_node *t, const char *reason);
+
+/* ---- cloud backup (tillsync/vault.h) through a relay process */
+
+typedef struct {
+    char dir[512], ep[NU_EP], store[256]; /* store: its --store URL ("" for relay.db) */
+    uint8_t pk[32];
+    pid_t pid;
+    int starts; /* relay<N>.log per start */
+} ru_vrelay;
+
+typedef struct {
+    tsync_shop_key *k;
+    uint8_t admin[32], data_key[32];
+    uint8_t devs[8][TSYNC_PUBLIC_KEY_BYTES];
+    size_t ndevs;
+    uint8_t *grant;
+    size_t grant_len;
+} ru_vshop;
+
+/* `relay init TMP/relay` and `relay run` on store (NULL: relay.db). */
+void ru_vrelay_new(ru_vrelay *r, const char *tmp, const char *store);
+
+/* Kills the relay process (SIGKILL: no clean stop) and starts another on the same address, so
+ * the tills' grants still name it. */
+void ru_vrelay_restart(ru_vrelay *r);
+
+/* A shop with its admin key in TMP/name.key, a data key and a grant for relay r, admitted there
+ * with a quota of quota_mb MiB. */
+void ru_vshop_make(ru_vshop *s, const char *tmp, const char *name, const ru_vrelay *r,
+                   int quota_mb);
+
+void ru_vshop_free(ru_vshop *s);
+
+/* A till of the shop at path (th_open_products): enrolled, with the data key (re-sealed to every
+ * till so far) and the grant. */
+tsync_store *ru_till_make(ru_vshop *s, const char *path, const char *name);
+
+/* A product named distinct, and rows of incompressible filler (about 1.2 KiB each), sealed. */
+void ru_fill(tsync_store *t, int rows, const char *distinct);
+
+/* ---- the store's vtable (store/relay_store.h), the same rules on every engine */
+
+/* test_relay_store's envelope scenario on st, with st2 standing for a second relay process of
+ * the same store (st itself for the SQLite store): admit (quota 1000), bind, put once and again
+ * (by st2: duplicates), merged ranges, a put past the quota storing nothing, get from inside an
+ * envelope and stopping, a revocation kept once. Returns the shop's id; pk is its admin key. */
+int64_t ru_store_rules(tsync__rstore *st, tsync__rstore *st2, const uint8_t pk[32]);
+
+/* The vault ops' rules on st (docs/RELAY.md, "The vault"): a chunk put twice is held once, an
+ * uncommitted chunk put again with other bytes replaces it (its bytes counted once), commit
+ * refuses a missing chunk and a wrong file hash and is a no-op the second time, a committed
+ * chunk cannot change, list and get give what was committed, a put past the quota stores
+ * nothing, delete gives the bytes back. A 1 MiB chunk and a short last one. */
+void ru_vault_rules(tsync__rstore *st);
 
 #endif

@@ -13,6 +13,10 @@
  *   on through the other;
  * - the store's vtable with two clients standing for two relay processes: test_relay_store's
  *   rules, an envelope put by both stored once, counters summed, a bad URL, no server.
+ * - the vault: its ops' rules (ru_vault_rules, shared with test_relay_store), and cloud backup
+ *   through a relay process killed and started again between steps: a cut upload resumed, list,
+ *   restore --remote latest (content hash equal), backup --remote and delete by the CLI, the
+ *   shop's bytes the backups' sizes, no product name in JetStream's files.
  * Skipped (with a message) only when nats-server is not installed.
  */
 #include <criterion/criterion.h>
@@ -22,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "codec/envelope.h"
 #include "codec/relay.h"
@@ -409,41 +415,6 @@ Test(relay_nats, two_relays_on_a_cluster)
 /* ---------------------------------------------------------------- the store's vtable */
 
 typedef struct {
-    uint32_t norigins;
-    tsync__rrange r[2][8];
-    uint32_t n[2];
-} ranges_out;
-
-static int collect(void *ctx, const uint8_t origin[16], const tsync__rrange *g, uint32_t n)
-{
-    (void)origin;
-    ranges_out *o = ctx;
-    cr_assert(o->norigins < 2 && n <= 8);
-    memcpy(o->r[o->norigins], g, n * sizeof *g);
-    o->n[o->norigins++] = n;
-    return 0;
-}
-
-typedef struct {
-    uint64_t first[8];
-    uint32_t n, stop_after;
-} got_out;
-
-static int got(void *ctx, const tsync__renv *e)
-{
-    got_out *g = ctx;
-    g->first[g->n++] = e->first_seq;
-    return g->stop_after && g->n == g->stop_after ? 1 : 0;
-}
-
-static tsync__renv env(uint8_t origin, uint64_t f, uint64_t l, const uint8_t *b, size_t n)
-{
-    tsync__renv e = {{0}, f, l, b, n};
-    memset(e.origin, origin, 16);
-    return e;
-}
-
-typedef struct {
     int shops;
     int64_t quota_refused, open;
 } stats_out;
@@ -479,57 +450,7 @@ Test(relay_nats, store_rules_two_clients)
     cr_assert_eq(tsync__rstore_nats_open(&st2, ns.url, 0), 0);
     uint8_t pk[32];
     memset(pk, 7, 32);
-    tsync__rshop shop;
-    cr_assert_eq(st->ops->shop(st, pk, &shop), TSYNC_ENOTFOUND);
-    cr_assert_eq(st->ops->admit(st, pk, 1000, 0, 1), 0);
-    cr_assert_eq(st2->ops->shop(st2, pk, &shop), 0);
-    cr_assert(shop.quota_bytes == 1000 && !shop.has_shop_id);
-    uint8_t sid[16];
-    memset(sid, 0x5a, 16);
-    cr_assert_eq(st2->ops->bind_shop_id(st2, shop.id, sid), 0);
-    cr_assert_eq(st->ops->shop(st, pk, &shop), 0);
-    cr_assert(shop.has_shop_id && !memcmp(shop.shop_id, sid, 16));
-    uint8_t b[600];
-    memset(b, 'x', sizeof b);
-    tsync__renv e[4] = {env(1, 1, 2, b, 100), env(1, 3, 4, b, 100), env(1, 8, 9, b, 100),
-                        env(2, 5, 5, b, 100)};
-    uint64_t stored, dup;
-    cr_assert_eq(st->ops->put(st, shop.id, 1000, e, 4, &stored, &dup), 0);
-    cr_assert(stored == 4 && dup == 0);
-    cr_assert_eq(st2->ops->put(st2, shop.id, 1000, e, 2, &stored, &dup), 0);
-    cr_assert(stored == 0 && dup == 2, "a put twice (by the other client) was stored again");
-    tsync__renv over = env(1, 2, 7, b, 100); /* overlaps 1..4, touches 8..9 */
-    cr_assert_eq(st2->ops->put(st2, shop.id, 1000, &over, 1, &stored, &dup), 0);
-    ranges_out ro = {0};
-    cr_assert_eq(st->ops->ranges(st, shop.id, collect, &ro), 0);
-    cr_assert_eq(ro.norigins, 2);
-    cr_assert(ro.n[0] == 1 && ro.r[0][0].first == 1 && ro.r[0][0].last == 9, "not merged");
-    cr_assert(ro.n[1] == 1 && ro.r[1][0].first == 5 && ro.r[1][0].last == 5);
-    /* 500 held; 100 fits but 600 does not: nothing of the put is stored. */
-    tsync__renv q[2] = {env(2, 6, 6, b, 100), env(2, 7, 7, b, 600)};
-    cr_assert_eq(st->ops->put(st, shop.id, 1000, q, 2, &stored, &dup), TSYNC_EFULL);
-    cr_assert_eq(stored, 0);
-    cr_assert_eq(st2->ops->shop(st2, pk, &shop), 0);
-    cr_assert(shop.bytes == 500 && shop.envelopes == 5, "bytes %llu envelopes %llu",
-              (unsigned long long)shop.bytes, (unsigned long long)shop.envelopes);
-    uint8_t o1[16], o2[16];
-    memset(o1, 1, 16);
-    memset(o2, 2, 16);
-    got_out g = {0};
-    cr_assert_eq(st->ops->get(st, shop.id, o2, 6, got, &g), 0);
-    cr_assert_eq(g.n, 0, "an envelope of the refused put was stored");
-    g = (got_out){0};
-    cr_assert_eq(st->ops->get(st, shop.id, o1, 4, got, &g), 0); /* 3..4 holds seq 4 */
-    cr_assert(g.n == 3 && g.first[0] == 2 && g.first[1] == 3 && g.first[2] == 8);
-    g = (got_out){.stop_after = 1};
-    cr_assert_eq(st2->ops->get(st2, shop.id, o1, 1, got, &g), 0);
-    cr_assert_eq(g.n, 1);
-    uint8_t dev[32];
-    memset(dev, 9, 32);
-    cr_assert_eq(st->ops->revoked(st, shop.id, dev), 0);
-    cr_assert_eq(st->ops->revoke(st, shop.id, dev, (const uint8_t *)"rec", 3), 0);
-    cr_assert_eq(st2->ops->revoke(st2, shop.id, dev, (const uint8_t *)"rec", 3), 0);
-    cr_assert_eq(st2->ops->revoked(st2, shop.id, dev), 1);
+    ru_store_rules(st, st2, pk);
     cr_assert_eq(st->ops->count(st, "refused.quota", 2, 0), 0);
     cr_assert_eq(st2->ops->count(st2, "refused.quota", 1, 0), 0);
     cr_assert_eq(st->ops->count(st, "sessions_open", 3, 1), 0);
@@ -540,9 +461,140 @@ Test(relay_nats, store_rules_two_clients)
     cr_assert(so.shops == 1 && so.quota_refused == 3 && so.open == 3,
               "shops %d quota %lld open %lld", so.shops, (long long)so.quota_refused,
               (long long)so.open);
-    cr_assert_eq(st->ops->shop(st, pk, &shop), 0);
-    cr_assert_eq(shop.revocations, 1, "a revocation stored twice was counted twice");
     st->ops->close(st);
     st2->ops->close(st2);
     ns_stop(&ns);
+}
+
+/* ---------------------------------------------------------------- the vault on JetStream */
+
+/* The vault ops' rules (test_relay_store's vault_rules) on JetStream: a 1 MiB chunk goes as two
+ * parts on a server of the default max_payload, and comes back whole. */
+Test(relay_nats, vault_rules)
+{
+    need_nats();
+    ns_cluster ns;
+    ns_start(&ns, nu_tmpdir(), 1);
+    tsync__rstore *st;
+    cr_assert_eq(tsync__rstore_nats_open(&st, ns.url, 1), 0);
+    ru_vault_rules(st);
+    st->ops->close(st);
+    ns_stop(&ns);
+}
+
+static const char VAULT_NAME[] = "Nordlicht Kaffeebohnen Vault 8c3e";
+
+/* The backups listed for db, by the CLI (`backup list --remote --json`): their count, the id
+ * of the newest into id (TSYNC_VAULT_ID_HEX) and their sizes added up into *size. */
+static size_t listed(const char *db, char *id, long long *size)
+{
+    char *out = nu_cli_ok("backup", "list", db, "--remote", "--json", NULL);
+    json_t *j = json_loads(out, 0, NULL);
+    cr_assert_not_null(j, "%s", out);
+    json_t *arr = json_object_get(j, "backups"), *e;
+    size_t i, n = json_array_size(arr);
+    *size = 0;
+    json_array_foreach(arr, i, e)
+    {
+        *size += json_integer_value(json_object_get(e, "size"));
+        snprintf(id, TSYNC_VAULT_ID_HEX, "%s", json_string_value(json_object_get(e, "id")));
+    }
+    json_decref(j);
+    free(out);
+    return n;
+}
+
+/* Cloud backup through a relay on JetStream, the relay process killed and started again between
+ * every step (so each step finds only what JetStream holds): an upload cut after two chunks,
+ * resumed sending only the rest; listed by the CLI on another till; `restore --remote latest`
+ * on a fresh till gives the source's content hash; `backup --remote` by the CLI, then delete;
+ * the shop's bytes are the backups' sizes; JetStream's files hold no product name. */
+Test(relay_nats, vault_through_a_restarted_relay)
+{
+    need_nats();
+    const char *tmp = nu_tmpdir();
+    ns_cluster ns;
+    ns_start(&ns, tmp, 1);
+    ru_vrelay r;
+    ru_vrelay_new(&r, tmp, ns.url);
+    /* The relay folder's relay.db (made by relay init) is not the store: nothing writes it. */
+    char db[700];
+    snprintf(db, sizeof db, "%s/relay.db", r.dir);
+    struct stat db0 = {0};
+    stat(db, &db0);
+    ru_vshop a;
+    ru_vshop_make(&a, tmp, "NatsShop", &r, 200);
+    char p1[600], p2[600], p3[600];
+    snprintf(p1, sizeof p1, "%s/n1.db", tmp);
+    snprintf(p2, sizeof p2, "%s/n2.db", tmp);
+    snprintf(p3, sizeof p3, "%s/n3.db", tmp);
+    tsync_store *t1 = ru_till_make(&a, p1, "till-n1");
+    tsync_store_free(ru_till_make(&a, p2, "till-n2"));
+    ru_fill(t1, 2500, VAULT_NAME);
+    char src_hash[65];
+    snprintf(src_hash, sizeof src_hash, "%s", th_hash(t1));
+    tsync_store_free(t1);
+
+    tsync_vault_options o = TSYNC_VAULT_OPTIONS_INIT;
+    o.max_chunks = 2;
+    tsync_vault_report rep = TSYNC_VAULT_REPORT_INIT;
+    cr_assert_eq(tsync_vault_backup(p1, &o, &rep), 0, "%s", th_errmsg());
+    cr_assert(rep.complete == 0 && rep.chunks_sent == 2);
+    uint32_t nchunks = rep.backup.chunks;
+    cr_assert(nchunks >= 4, "the backup is %u chunks: the filler should make more", nchunks);
+    ru_vrelay_restart(&r);
+    o.max_chunks = 0;
+    tsync_vault_report rep2 = TSYNC_VAULT_REPORT_INIT;
+    cr_assert_eq(tsync_vault_backup(p1, &o, &rep2), 0, "%s", th_errmsg());
+    cr_assert(rep2.resumed == 1 && rep2.complete == 1 && rep2.chunks_held == 2);
+    cr_assert_eq(rep2.chunks_sent, nchunks - 2, "sent %u of %u", rep2.chunks_sent, nchunks);
+    cr_assert_str_eq(rep2.backup.id, rep.backup.id);
+
+    ru_vrelay_restart(&r);
+    char id[TSYNC_VAULT_ID_HEX];
+    long long size;
+    cr_assert_eq(listed(p2, id, &size), 1);
+    cr_assert_str_eq(id, rep.backup.id);
+    json_t *st = ru_status_store(r.dir, ns.url);
+    cr_assert_eq(ru_shop_field(st, 0, "bytes"), size, "the shop's bytes are not the backup's");
+    json_decref(st);
+
+    ru_vrelay_restart(&r);
+    tsync_store_free(ru_till_make(&a, p3, "till-n3"));
+    char *out = nu_cli_ok("restore", p3, "--remote", "latest", NULL);
+    cr_assert(strstr(out, "restored"), "%s", out);
+    free(out);
+    tsync_store *t3 = th_open_products(p3);
+    cr_assert_str_eq(th_hash(t3), src_hash, "the restored content differs");
+    tsync_store_free(t3);
+
+    ru_vrelay_restart(&r);
+    out = nu_cli_ok("backup", p2, "--remote", NULL);
+    free(out);
+    char newest[TSYNC_VAULT_ID_HEX];
+    cr_assert_eq(listed(p1, newest, &size), 2);
+    cr_assert_str_neq(newest, id);
+    ru_vrelay_restart(&r);
+    out = nu_cli_ok("backup", "delete", p1, "--remote", id, NULL);
+    free(out);
+    cr_assert_eq(listed(p2, newest, &size), 1, "the deleted backup is still listed");
+    st = ru_status_store(r.dir, ns.url);
+    cr_assert_eq(ru_shop_field(st, 0, "bytes"), size, "a deleted backup's bytes still count");
+    json_decref(st);
+    char *err = NULL;
+    cr_assert_eq(nu_cli_run(NULL, &err, "restore", p3, "--remote", id, NULL), 1);
+    free(err);
+
+    cr_assert_eq(nu_kill(r.pid, SIGTERM, 10000), 0);
+    struct stat db1;
+    cr_assert(stat(db, &db1) != 0 ||
+                  (db1.st_size == db0.st_size && db1.st_mtim.tv_sec == db0.st_mtim.tv_sec &&
+                   db1.st_mtim.tv_nsec == db0.st_mtim.tv_nsec),
+              "the relay wrote state of its own (%s)", db);
+    ns_stop(&ns);
+    cr_assert_not(ru_tree_contains(ns.dir[0], VAULT_NAME, sizeof VAULT_NAME - 1),
+                  "a product name is in JetStream's files");
+    cr_assert_not(ru_tree_contains(ns.dir[0], "till-n1", 7),
+                  "a device name is in JetStream's files");
+    ru_vshop_free(&a);
 }

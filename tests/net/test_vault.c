@@ -8,10 +8,7 @@
  * freshly enrolled till gives the source's content hash (and keeps the till enrolled); a chunk
  * damaged in the relay's store is found at restore and the live database stays byte for byte as
  * it was; keep-N deletes only the till's own older backups; a shop past its quota is refused with
- * the reason; the relay's files hold none of the shop's distinctive values. A `backup --remote`
- * run by hand beside a running node (same key) succeeds while the node's live session stays up,
- * uncut; a revocation installed on one till reaches the relay through that till's node (RTRUST)
- * and the revoked till is refused there with `revoked`.
+ * the reason; the relay's files hold none of the shop's distinctive values.
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -30,105 +27,6 @@
 TestSuite(vault, .fini = nu_fini, .timeout = 180);
 
 static const char DISTINCT[] = "VAULT-DISTINCT-Espresso-Bohnen-9f2c";
-
-typedef struct {
-    char dir[512], ep[NU_EP];
-    uint8_t pk[32];
-    pid_t pid;
-} relay;
-
-typedef struct {
-    tsync_shop_key *k;
-    uint8_t admin[32], data_key[32];
-    uint8_t devs[8][TSYNC_PUBLIC_KEY_BYTES];
-    size_t ndevs;
-    uint8_t *grant;
-    size_t grant_len;
-} shop;
-
-static void relay_start(relay *r, const char *tmp)
-{
-    char cmd[1024], log[600];
-    snprintf(r->dir, sizeof r->dir, "%s/relay", tmp);
-    snprintf(log, sizeof log, "%s/relay.log", tmp);
-    snprintf(cmd, sizeof cmd, "%s relay init %s", nu_cli(), r->dir);
-    char *out = strstr(ru_run_out(cmd), "public key: ");
-    cr_assert_not_null(out);
-    cr_assert_eq(sodium_hex2bin(r->pk, 32, out + 12, 64, NULL, NULL, NULL), 0);
-    r->pid = ru_relay_start(r->dir, log, r->ep);
-}
-
-static void shop_make(shop *s, const char *tmp, const char *name, const relay *r, int quota_mb)
-{
-    memset(s, 0, sizeof *s);
-    char path[600], hex[65], cmd[1024], q[32];
-    snprintf(path, sizeof path, "%s/%s.key", tmp, name);
-    cr_assert_eq(tsync_shop_key_create(&s->k, path, name), 0, "%s", th_errmsg());
-    tsync_shop_info info = TSYNC_SHOP_INFO_INIT;
-    cr_assert_eq(tsync_shop_key_info(&info, s->k), 0);
-    memcpy(s->admin, info.admin_key, 32);
-    randombytes_buf(s->data_key, sizeof s->data_key);
-    const char *addrs[1] = {r->ep};
-    uint8_t rk[1][TSYNC_PUBLIC_KEY_BYTES];
-    memcpy(rk[0], r->pk, 32);
-    cr_assert_eq(tsync_shop_key_sign_grant(&s->grant, &s->grant_len, s->k, addrs, rk, 1, 0,
-                                           tsync__wall_ms() + 30 * TH_DAY),
-                 0, "%s", th_errmsg());
-    sodium_bin2hex(hex, sizeof hex, s->admin, 32);
-    snprintf(q, sizeof q, "%d", quota_mb);
-    snprintf(cmd, sizeof cmd, "%s relay admit %s %s --quota-mb %s", nu_cli(), r->dir, hex, q);
-    ru_run_out(cmd);
-}
-
-/* A till of the shop at path: enrolled, with the data key (re-sealed to every till so far) and
- * the grant. */
-static tsync_store *till_make(shop *s, const char *path, const char *name)
-{
-    tsync_store *t = th_open_products(path);
-    tsync_sign_options so = TSYNC_SIGN_OPTIONS_INIT;
-    so.device_name = name;
-    cr_assert_eq(tsync_trust_enrol_with_key(NULL, t, s->k, &so), 0, "%s", th_errmsg());
-    cr_assert_eq(tsync_store_public_key(s->devs[s->ndevs++], t), 0);
-    uint8_t *dk;
-    size_t dk_len;
-    cr_assert_eq(
-        tsync_shop_key_sign_data_key(&dk, &dk_len, s->k, 1, s->data_key, s->devs, s->ndevs), 0,
-        "%s", th_errmsg());
-    const uint8_t *recs[2] = {dk, s->grant};
-    size_t lens[2] = {dk_len, s->grant_len};
-    cr_assert_eq(tsync_trust_enrol(NULL, t, recs, lens, 2), 0, "%s", th_errmsg());
-    uint32_t held = 0;
-    cr_assert_eq(tsync_store_data_key_epoch(&held, NULL, t), 0);
-    cr_assert_eq(held, 1);
-    free(dk);
-    return t;
-}
-
-static void shop_free(shop *s)
-{
-    tsync_shop_key_free(s->k);
-    free(s->grant);
-}
-
-/* Products with distinctive names, and enough incompressible filler for several chunks. */
-static void fill(tsync_store *t, int rows)
-{
-    char sql[512];
-    snprintf(sql, sizeof sql,
-             "INSERT INTO products(id, name, price, stock) VALUES ('espresso', '%s', 123457, 40)",
-             DISTINCT);
-    th_exec(t, sql);
-    th_exec(t, "BEGIN");
-    for (int i = 0; i < rows; i++) {
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO products(id, name, price, stock) VALUES ('f%05d',"
-                 " hex(randomblob(600)), %d, 1)",
-                 i, i);
-        th_exec(t, sql);
-    }
-    th_exec(t, "COMMIT");
-    th_seal(t);
-}
 
 static const char *db_in(const char *tmp, const char *name)
 {
@@ -154,7 +52,7 @@ static uint8_t *slurp(const char *path, size_t *n)
     return b;
 }
 
-static void relay_sql(const relay *r, const char *sql)
+static void relay_sql(const ru_vrelay *r, const char *sql)
 {
     char path[600];
     snprintf(path, sizeof path, "%s/relay.db", r->dir);
@@ -168,19 +66,19 @@ static void relay_sql(const relay *r, const char *sql)
 Test(vault, upload_resume_list_restore_damage)
 {
     const char *tmp = nu_tmpdir();
-    relay r;
-    relay_start(&r, tmp);
-    shop a, b;
-    shop_make(&a, tmp, "ShopA", &r, 200);
-    shop_make(&b, tmp, "ShopB", &r, 200);
+    ru_vrelay r;
+    ru_vrelay_new(&r, tmp, NULL);
+    ru_vshop a, b;
+    ru_vshop_make(&a, tmp, "ShopA", &r, 200);
+    ru_vshop_make(&b, tmp, "ShopB", &r, 200);
     const char *p1 = db_in(tmp, "a1.db"), *p2 = db_in(tmp, "a2.db");
     char p3[600], pb[600];
     snprintf(p3, sizeof p3, "%s", db_in(tmp, "a3.db"));
     snprintf(pb, sizeof pb, "%s", db_in(tmp, "b1.db"));
-    tsync_store *a1 = till_make(&a, p1, "till-a1");
-    tsync_store *a2 = till_make(&a, p2, "till-a2");
-    tsync_store *b1 = till_make(&b, pb, "till-b1");
-    fill(a1, 2500);
+    tsync_store *a1 = ru_till_make(&a, p1, "till-a1");
+    tsync_store *a2 = ru_till_make(&a, p2, "till-a2");
+    tsync_store *b1 = ru_till_make(&b, pb, "till-b1");
+    ru_fill(a1, 2500, DISTINCT);
     char src_hash[65];
     snprintf(src_hash, sizeof src_hash, "%s", th_hash(a1));
     tsync_store_free(a1);
@@ -234,7 +132,7 @@ Test(vault, upload_resume_list_restore_damage)
 
     /* A freshly enrolled till restores the latest: the source's content, a new site id, and it
      * stays enrolled in its shop. */
-    tsync_store *a3 = till_make(&a, p3, "till-a3");
+    tsync_store *a3 = ru_till_make(&a, p3, "till-a3");
     tsync_store_free(a3);
     out = nu_cli_ok("restore", p3, "--remote", "latest", NULL);
     cr_assert(strstr(out, "restored") && strstr(out, "new site id"), "%s", out);
@@ -305,23 +203,23 @@ Test(vault, upload_resume_list_restore_damage)
     cr_assert(!ru_files_contain(r.dir, "till-a1", 7), "the relay's files hold a device name");
 
     tsync_store_free(b1);
-    shop_free(&a);
-    shop_free(&b);
+    ru_vshop_free(&a);
+    ru_vshop_free(&b);
     nu_kill(r.pid, SIGTERM, 5000);
 }
 
 Test(vault, quota_refused_with_reason)
 {
     const char *tmp = nu_tmpdir();
-    relay r;
-    relay_start(&r, tmp);
-    shop a;
-    shop_make(&a, tmp, "SmallShop", &r, 1);
+    ru_vrelay r;
+    ru_vrelay_new(&r, tmp, NULL);
+    ru_vshop a;
+    ru_vshop_make(&a, tmp, "SmallShop", &r, 1);
     const char *p1 = db_in(tmp, "s1.db");
     char p1c[600];
     snprintf(p1c, sizeof p1c, "%s", p1);
-    tsync_store *s1 = till_make(&a, p1c, "till-s1");
-    fill(s1, 1500);
+    tsync_store *s1 = ru_till_make(&a, p1c, "till-s1");
+    ru_fill(s1, 1500, DISTINCT);
     tsync_store_free(s1);
     cr_assert_eq(tsync_vault_backup(p1c, NULL, NULL), TSYNC_EFULL);
     cr_assert(strstr(th_errmsg(), "refused (quota)") && strstr(th_errmsg(), "quota of 1048576"),
@@ -341,7 +239,7 @@ Test(vault, quota_refused_with_reason)
     size_t n;
     cr_assert_eq(tsync_vault_list(p1c, NULL, &v, &n), 0, "%s", th_errmsg());
     cr_assert_eq(n, 0);
-    shop_free(&a);
+    ru_vshop_free(&a);
     nu_kill(r.pid, SIGTERM, 5000);
 }
 
@@ -390,8 +288,8 @@ static int failed_once(json_t *c)
  * and p2, made and closed, the first holding rows filler products (none for 0); log: for a node
  * of the first; relay_log: the relay's. */
 typedef struct {
-    relay r;
-    shop a;
+    ru_vrelay r;
+    ru_vshop a;
     char p1[600], p2[600], log[600], relay_log[600];
 } two_tills;
 
@@ -399,8 +297,8 @@ static void two_tills_make(two_tills *x, const char *shop_name, const char *tag,
 {
     const char *tmp = nu_tmpdir();
     char name[64];
-    relay_start(&x->r, tmp);
-    shop_make(&x->a, tmp, shop_name, &x->r, 200);
+    ru_vrelay_new(&x->r, tmp, NULL);
+    ru_vshop_make(&x->a, tmp, shop_name, &x->r, 200);
     snprintf(name, sizeof name, "%s1.db", tag);
     snprintf(x->p1, sizeof x->p1, "%s", db_in(tmp, name));
     snprintf(name, sizeof name, "%s2.db", tag);
@@ -408,10 +306,10 @@ static void two_tills_make(two_tills *x, const char *shop_name, const char *tag,
     snprintf(x->log, sizeof x->log, "%s/node.log", tmp);
     snprintf(x->relay_log, sizeof x->relay_log, "%s/relay.log", tmp);
     snprintf(name, sizeof name, "till-%s1", tag);
-    tsync_store *t1 = till_make(&x->a, x->p1, name);
+    tsync_store *t1 = ru_till_make(&x->a, x->p1, name);
     snprintf(name, sizeof name, "till-%s2", tag);
-    tsync_store *t2 = till_make(&x->a, x->p2, name);
-    if (rows) fill(t1, rows);
+    tsync_store *t2 = ru_till_make(&x->a, x->p2, name);
+    if (rows) ru_fill(t1, rows, DISTINCT);
     tsync_store_free(t1);
     tsync_store_free(t2);
 }
@@ -470,7 +368,7 @@ Test(vault, scheduled_by_run)
     free(out);
     cr_assert_eq(nu_kill(node, SIGTERM, 10000) & 0x7f, 0, "the node stops cleanly: %s",
                  nu_tail_s(x.log, 20));
-    shop_free(&x.a);
+    ru_vshop_free(&x.a);
 }
 
 /* `tillsync status DB --json`'s relay object, as a number field (-1 when absent). */
@@ -551,7 +449,7 @@ Test(vault, remote_backup_beside_live_session)
     cr_assert_eq(n, 2, "both backups are listed");
     free(v);
     cr_assert_eq(nu_kill(node, SIGTERM, 10000) & 0x7f, 0, "the node stops cleanly");
-    shop_free(&x.a);
+    ru_vshop_free(&x.a);
     nu_kill(x.r.pid, SIGTERM, 5000);
 }
 
@@ -596,6 +494,6 @@ Test(vault, revocation_forwarded_to_relay)
     cr_assert_eq(tsync_vault_list(x.p1, NULL, &v, &n), 0, "%s", th_errmsg());
     free(v);
     cr_assert_eq(nu_kill(node, SIGTERM, 10000) & 0x7f, 0, "the node stops cleanly");
-    shop_free(&x.a);
+    ru_vshop_free(&x.a);
     nu_kill(x.r.pid, SIGTERM, 5000);
 }
