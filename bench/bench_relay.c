@@ -169,6 +169,8 @@ int main(int argc, char **argv)
 
     const char *dir = bench_dir_init("bench_relay");
     atexit(kill_kids);
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
     static char nats_url[64];
     if (C.nats) { /* before any ZeroMQ context: a forked child inherits none */
         nats_start(dir, nats_url, sizeof nats_url);
@@ -217,7 +219,10 @@ int main(int argc, char **argv)
     fflush(NULL);
     base_pid = fork();
     BENCH_CHECK(base_pid >= 0, "fork: %s", strerror(errno));
-    if (base_pid == 0) {
+    if (base_pid == 0) { /* nothing of the parent's to stop from here */
+        nats_pid = -1;
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
         base_serve(bep_file, bpk, bsk, C.tills);
         _exit(0);
     }

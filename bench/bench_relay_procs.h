@@ -22,6 +22,15 @@ static void kill_kids(void)
     if (nats_pid > 0) kill(nats_pid, SIGTERM), waitpid(nats_pid, NULL, 0), nats_pid = -1;
 }
 
+/* SIGINT / SIGTERM: the processes started here stop too (kill and waitpid are
+ * async-signal-safe), then the signal ends this one as it would have. */
+static void on_stop_signal(int sig)
+{
+    kill_kids();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 /* The last non-empty line of a file (for a relay that refused to start). */
 static const char *last_line(const char *path)
 {
