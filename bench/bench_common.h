@@ -603,6 +603,46 @@ BENCH_FN long bench_child(const char *what, void (*fn)(void *), void *arg)
     return ru.ru_maxrss;
 }
 
+/* The 1-minute load average, NAN when /proc/loadavg cannot be read. */
+BENCH_FN double bench_load1(void)
+{
+    double l = NAN;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1) l = NAN;
+        fclose(f);
+    }
+    return l;
+}
+
+/* VmRSS and RssAnon (KiB) of process pid (0: this one); 0 for what cannot be read. */
+BENCH_FN void bench_proc_mem(pid_t pid, long *rss, long *anon)
+{
+    char path[64], line[256];
+    *rss = *anon = 0;
+    if (pid > 0)
+        snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/status");
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "VmRSS:", 6)) *rss = atol(line + 6);
+        if (!strncmp(line, "RssAnon:", 8)) *anon = atol(line + 8);
+    }
+    if (f) fclose(f);
+}
+
+/* The nearest-rank p-th percentile (0..1) of v[0..n), sorted ascending; NAN when n is 0. */
+BENCH_FN double bench_pct_sorted(const double *v, size_t n, double p)
+{
+    if (!n) return NAN;
+    double x = p * (double)n;
+    size_t k = (size_t)x;
+    if ((double)k < x) k++; /* ceil without libm: the benches do not link it */
+    if (k > n) k = n;
+    return v[k ? k - 1 : 0];
+}
+
 /* The load average line ("0.52 0.61 0.70\n"), for headers: figures on a shared machine mean
  * little without it. */
 BENCH_FN const char *bench_read_load(void)
@@ -615,6 +655,80 @@ BENCH_FN const char *bench_read_load(void)
     if (n != 3) return "unknown\n";
     snprintf(line, sizeof line, "%.2f %.2f %.2f\n", a[0], a[1], a[2]);
     return line;
+}
+
+/* ---------------------------------------------------------------- a till's sale */
+
+/* The tables of a till's sales (bench_node, bench_relay): a sale row and its lines. */
+#define BENCH_SALES_SQL                                                                            \
+    "CREATE TABLE sales(id TEXT PRIMARY KEY, till INTEGER, seq INTEGER, t_ns INTEGER, total "      \
+    "INTEGER); CREATE INDEX sales_till_seq ON sales(till, seq); CREATE TABLE sale_lines(id TEXT "  \
+    "PRIMARY KEY, sale TEXT, product TEXT, qty INTEGER, price INTEGER)"
+
+typedef struct {
+    sqlite3 *db;
+    sqlite3_stmt *begin, *commit, *sale, *line, *stock;
+    int till;
+    bench_rng r;
+} bench_seller;
+
+/* Statements for till's sales on db (BENCH_SALES_SQL and BENCH_PRODUCTS_SQL's products);
+ * products are picked with an rng seeded with seed. */
+BENCH_FN void bench_seller_open(bench_seller *w, sqlite3 *db, int till, uint64_t seed)
+{
+    memset(w, 0, sizeof *w);
+    w->db = db;
+    w->till = till;
+    w->r.s = seed;
+    w->begin = bench_prepare(db, "BEGIN IMMEDIATE");
+    w->commit = bench_prepare(db, "COMMIT");
+    w->sale = bench_prepare(db, "INSERT INTO sales(id, till, seq, t_ns, total) VALUES(?1, ?2, ?3, "
+                                "?4, ?5)");
+    w->line = bench_prepare(db, "INSERT INTO sale_lines(id, sale, product, qty, price) VALUES(?1, "
+                                "?2, ?3, ?4, ?5)");
+    w->stock = bench_prepare(db, "UPDATE products SET stock = stock - ?2 WHERE id = ?1");
+}
+
+BENCH_FN void bench_seller_close(bench_seller *w)
+{
+    sqlite3_finalize(w->begin);
+    sqlite3_finalize(w->commit);
+    sqlite3_finalize(w->sale);
+    sqlite3_finalize(w->line);
+    sqlite3_finalize(w->stock);
+}
+
+/* Sale seq, one transaction: `lines` lines of products p00000..p<products-1>, their stock
+ * decrements, the sale row. */
+BENCH_FN void bench_sell(bench_seller *w, int64_t seq, int lines, int products)
+{
+    char sid[40], lid[64], pid[16];
+    snprintf(sid, sizeof sid, "t%d-%lld", w->till, (long long)seq);
+    bench_step_done(w->db, w->begin);
+    int64_t total = 0;
+    for (int l = 0; l < lines; l++) {
+        int p = (int)bench_below(&w->r, (uint64_t)products);
+        int64_t qty = 1 + (int64_t)bench_below(&w->r, 3), price = 100 + p % 900;
+        snprintf(lid, sizeof lid, "%s-%d", sid, l);
+        snprintf(pid, sizeof pid, "p%05d", p);
+        sqlite3_bind_text(w->line, 1, lid, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(w->line, 2, sid, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(w->line, 3, pid, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(w->line, 4, qty);
+        sqlite3_bind_int64(w->line, 5, price);
+        bench_step_done(w->db, w->line);
+        sqlite3_bind_text(w->stock, 1, pid, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(w->stock, 2, qty);
+        bench_step_done(w->db, w->stock);
+        total += qty * price;
+    }
+    sqlite3_bind_text(w->sale, 1, sid, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(w->sale, 2, w->till);
+    sqlite3_bind_int64(w->sale, 3, seq);
+    sqlite3_bind_int64(w->sale, 4, (int64_t)(bench_now() * 1e9));
+    sqlite3_bind_int64(w->sale, 5, total);
+    bench_step_done(w->db, w->sale);
+    bench_step_done(w->db, w->commit);
 }
 
 /* ---------------------------------------------------------------- results */

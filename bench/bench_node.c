@@ -90,17 +90,6 @@ static struct {
 
 /* ---------------------------------------------------------------- small helpers */
 
-static double load1(void)
-{
-    double l = NAN;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1) l = NAN;
-        fclose(f);
-    }
-    return l;
-}
-
 static const char *loadavg(void)
 {
     static char buf[64];
@@ -159,14 +148,7 @@ static int dbl_cmp(const void *a, const void *b)
 /* Nearest-rank percentile of a sorted array. */
 static double pct(const double *v, int n, double p)
 {
-    if (n <= 0) return NAN;
-    double x = p * n;
-    int k = (int)x;
-    if ((double)k < x) k++; /* ceil without libm */
-    k--;
-    if (k < 0) k = 0;
-    if (k >= n) k = n - 1;
-    return v[k];
+    return bench_pct_sorted(v, n > 0 ? (size_t)n : 0, p);
 }
 
 /* TCP payload bytes received and sent (acknowledged) over every TCP socket of this process. */
@@ -191,20 +173,6 @@ static void tcp_bytes(int64_t *rx, int64_t *tx)
         *tx += (int64_t)ti.tcpi_bytes_acked;
     }
     closedir(d);
-}
-
-/* VmRSS and RssAnon of this process, KiB. */
-static void rss_self(long *rss, long *anon)
-{
-    *rss = *anon = 0;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return;
-    char line[256];
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "VmRSS:", 6) == 0) *rss = atol(line + 6);
-        if (strncmp(line, "RssAnon:", 8) == 0) *anon = atol(line + 8);
-    }
-    fclose(f);
 }
 
 /* ---------------------------------------------------------------- child processes */
@@ -322,11 +290,6 @@ typedef struct {
 
 static till_t T[MAXT];
 
-#define SALES_SQL                                                                                  \
-    "CREATE TABLE sales(id TEXT PRIMARY KEY, till INTEGER, seq INTEGER, t_ns INTEGER, total "      \
-    "INTEGER); CREATE INDEX sales_till_seq ON sales(till, seq); CREATE TABLE sale_lines(id TEXT "  \
-    "PRIMARY KEY, sale TEXT, product TEXT, qty INTEGER, price INTEGER)"
-
 static void json_field(const char *json, const char *name, char *out, size_t n)
 {
     json_error_t je;
@@ -345,7 +308,7 @@ static void till_create(int i, const char *name)
     bench_rm_db(T[i].db);
     tsync_store *s = bench_store_open(T[i].db, TSYNC_SYNC_NORMAL);
     bench_products_replicated(s);
-    bench_exec(tsync_store_sqlite(s), SALES_SQL);
+    bench_exec(tsync_store_sqlite(s), BENCH_SALES_SQL);
     BENCH_TS(tsync_store_replicate(s, "sales", NULL, 0));
     BENCH_TS(tsync_store_replicate(s, "sale_lines", NULL, 0));
     char *js = NULL;
@@ -450,67 +413,10 @@ static int64_t file_count(const char *db_path, const char *sql)
 
 /* ---------------------------------------------------------------- selling */
 
-typedef struct {
-    sqlite3 *db;
-    sqlite3_stmt *begin, *commit, *sale, *line, *stock;
-    int till;
-    bench_rng r;
-} seller;
-
-static void seller_open(seller *w, sqlite3 *db, int till, uint64_t seed)
-{
-    memset(w, 0, sizeof *w);
-    w->db = db;
-    w->till = till;
-    w->r.s = seed * 1000003u + (uint64_t)till;
-    w->begin = bench_prepare(db, "BEGIN IMMEDIATE");
-    w->commit = bench_prepare(db, "COMMIT");
-    w->sale = bench_prepare(db, "INSERT INTO sales(id, till, seq, t_ns, total) VALUES(?1, ?2, ?3, "
-                                "?4, ?5)");
-    w->line = bench_prepare(db, "INSERT INTO sale_lines(id, sale, product, qty, price) VALUES(?1, "
-                                "?2, ?3, ?4, ?5)");
-    w->stock = bench_prepare(db, "UPDATE products SET stock = stock - ?2 WHERE id = ?1");
-}
-
-static void seller_close(seller *w)
-{
-    sqlite3_finalize(w->begin);
-    sqlite3_finalize(w->commit);
-    sqlite3_finalize(w->sale);
-    sqlite3_finalize(w->line);
-    sqlite3_finalize(w->stock);
-}
-
 /* One sale, one transaction: C.lines lines, their stock decrements, the sale row. */
-static void sell(seller *w, int64_t seq)
+static void sell(bench_seller *w, int64_t seq)
 {
-    char sid[40], lid[64], pid[16];
-    snprintf(sid, sizeof sid, "t%d-%lld", w->till, (long long)seq);
-    bench_step_done(w->db, w->begin);
-    int64_t total = 0;
-    for (int l = 0; l < C.lines; l++) {
-        int p = (int)bench_below(&w->r, (uint64_t)C.products);
-        int64_t qty = 1 + (int64_t)bench_below(&w->r, 3), price = 100 + p % 900;
-        snprintf(lid, sizeof lid, "%s-%d", sid, l);
-        snprintf(pid, sizeof pid, "p%05d", p);
-        sqlite3_bind_text(w->line, 1, lid, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(w->line, 2, sid, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(w->line, 3, pid, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(w->line, 4, qty);
-        sqlite3_bind_int64(w->line, 5, price);
-        bench_step_done(w->db, w->line);
-        sqlite3_bind_text(w->stock, 1, pid, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(w->stock, 2, qty);
-        bench_step_done(w->db, w->stock);
-        total += qty * price;
-    }
-    sqlite3_bind_text(w->sale, 1, sid, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(w->sale, 2, w->till);
-    sqlite3_bind_int64(w->sale, 3, seq);
-    sqlite3_bind_int64(w->sale, 4, (int64_t)(bench_now() * 1e9));
-    sqlite3_bind_int64(w->sale, 5, total);
-    bench_step_done(w->db, w->sale);
-    bench_step_done(w->db, w->commit);
+    bench_sell(w, seq, C.lines, C.products);
 }
 
 /* ---------------------------------------------------------------- nodes */
@@ -702,10 +608,10 @@ static void lat_node_till(void *arg)
     int nd = topo_dial(L->topo, i, L->n, dial, &expect);
     observer ob;
     memset(&ob, 0, sizeof ob);
-    seller w;
+    bench_seller w;
     sqlite3 *db = bench_plain_open(T[i].db, TSYNC_SYNC_NORMAL);
     if (i == 0) {
-        seller_open(&w, db, 0, C.seed);
+        bench_seller_open(&w, db, 0, C.seed * 1000003u);
     } else {
         ob.idx = i;
         ob.db = db;
@@ -758,7 +664,7 @@ static void lat_node_till(void *arg)
     sleep_s(0.15); /* the node republishes its status within 100 ms of a change */
     L->nc[i] = node_status(node);
     tsync_node_free(node);
-    if (i == 0) seller_close(&w);
+    if (i == 0) bench_seller_close(&w);
     sqlite3_finalize(ob.q);
     sqlite3_finalize(ob.dv);
     sqlite3_close(db);
@@ -1006,12 +912,12 @@ static int case_latency(bench_report *rep)
                               : "on_change callback, then a query on their own connection");
         fflush(stdout);
         tills_setup(n, topo == 0 ? "lat_mesh_" : "lat_star_");
-        double la0 = load1();
+        double la0 = bench_load1();
         fprintf(stderr, "[node latency %s] plain ZeroMQ baseline\n", TOPO_NAME[topo]);
         lat_result base = lat_run(topo, 1);
         fprintf(stderr, "[node latency %s] nodes\n", TOPO_NAME[topo]);
         lat_result nr = lat_run(topo, 0);
-        double la1 = load1();
+        double la1 = bench_load1();
         /* all tills hold the same sales */
         const char *h = tills_same_hash(n);
         for (int i = 0; i < n; i++)
@@ -1092,8 +998,8 @@ static void cu_write_a(void *arg)
 {
     (void)arg;
     tsync_store *s = bench_store_open(T[0].db, TSYNC_SYNC_NORMAL);
-    seller w;
-    seller_open(&w, tsync_store_sqlite(s), 0, C.seed);
+    bench_seller w;
+    bench_seller_open(&w, tsync_store_sqlite(s), 0, C.seed * 1000003u);
     double t0 = bench_now();
     for (long k = 1; k <= CU->N; k++) {
         sell(&w, k);
@@ -1103,7 +1009,7 @@ static void cu_write_a(void *arg)
         if (k % 20000 == 0) fprintf(stderr, "[node catchup] A: %ld sales sealed\n", k);
     }
     CU->write_s = bench_now() - t0;
-    seller_close(&w);
+    bench_seller_close(&w);
     tsync_store_free(s);
 }
 
@@ -1332,7 +1238,7 @@ static int case_catchup(bench_report *rep)
         v[CPUA][r] = ru_cpu(&kids[ka].ru);
         v[CPUB][r] = ru_cpu(&kids[kb].ru);
         nkids = 0;
-        la[r] = load1();
+        la[r] = bench_load1();
         BENCH_CHECK(CU->merged == CU->N, "B merged %lld batches of %ld within 120 s",
                     (long long)CU->merged, CU->N);
         v[NODE][r] = CU->t_done - CU->t0;
@@ -1457,7 +1363,7 @@ static void *sampler_main(void *arg)
         x.they_lack = c.they_lack;
         x.we_lack = c.we_lack;
         x.pending = c.pending;
-        rss_self(&x.rss_kb, &x.anon_kb);
+        bench_proc_mem(0, &x.rss_kb, &x.anon_kb);
         LD->samp[(size_t)i * (size_t)LD->maxs + (size_t)s] = x;
         st(&LD->nsamp[i], s + 1);
     }
@@ -1471,8 +1377,8 @@ static void load_till(void *arg)
     sqlite3 *db = bench_plain_open(T[i].db, TSYNC_SYNC_NORMAL);
     sqlite3_stmt *vis =
         bench_prepare(db, "SELECT coalesce(max(seq), 0) FROM sales WHERE till = ?1");
-    seller w;
-    seller_open(&w, db, i, C.seed);
+    bench_seller w;
+    bench_seller_open(&w, db, i, C.seed * 1000003u + (uint64_t)i);
     tsync_node *node = node_up(i, 1, dial, nd, NULL, NULL, NULL);
     st(&LD->listening[i], 1);
     double end = bench_now() + 30;
@@ -1530,7 +1436,7 @@ static void load_till(void *arg)
     tcp_bytes(&LD->rx[i], &LD->tx[i]);
     LD->nc[i] = node_status(node);
     tsync_node_free(node);
-    seller_close(&w);
+    bench_seller_close(&w);
     sqlite3_finalize(vis);
     sqlite3_finalize(sm.vis);
     sqlite3_close(sm.db);
@@ -1602,12 +1508,12 @@ static int case_load(bench_report *rep)
         wait_for(load_listening, NULL, 30, "a till to listen");
     }
     wait_for(load_ready, NULL, 60, "every session to come up");
-    double la0 = load1();
+    double la0 = bench_load1();
     LD->t0 = bench_now() + 0.2;
     st(&LD->go, 1);
     fprintf(stderr, "[node load] %d tills selling for %d s\n", n, C.duration);
     wait_for(load_wdone, NULL, C.duration * 3 + 60, "the writers");
-    double la1 = load1();
+    double la1 = bench_load1();
     double t_wend = 0;
     for (int i = 0; i < n; i++) t_wend = LD->t_wend[i] > t_wend ? LD->t_wend[i] : t_wend;
     wait_for(load_conv, NULL, 120, "every till to see every sale");
@@ -1843,7 +1749,7 @@ int main(int argc, char **argv)
            ZMQ_VERSION_PATCH, C.tick_ms ? C.tick_ms : 2);
     printf("schema: %s; %s; stock is a PN-counter; catalogue %d products; a sale = 1 sales row + "
            "%d sale_lines rows + %d stock decrements, one transaction\n",
-           BENCH_PRODUCTS_SQL, SALES_SQL, C.products, C.lines, C.lines);
+           BENCH_PRODUCTS_SQL, BENCH_SALES_SQL, C.products, C.lines, C.lines);
     fflush(stdout);
 
     bench_report rep = {.bench = "node"};

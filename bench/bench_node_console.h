@@ -211,7 +211,7 @@ static int case_console(bench_report *rep)
            "events", "polls", "load");
     fflush(stdout);
     double v[2][3][16];
-    double la0 = load1();
+    double la0 = bench_load1();
     for (int r = 0; r < R; r++) {
         for (int j = 0; j < 2; j++) {
             int con = r % 2 ? !j : j;
@@ -229,7 +229,7 @@ static int case_console(bench_report *rep)
             fflush(stdout);
         }
     }
-    double la1 = load1();
+    double la1 = bench_load1();
     munmap(L, sz);
     static const char *const fig[3] = {"p50", "p99", "max"};
     double med[2][3];
@@ -263,11 +263,11 @@ static int case_console(bench_report *rep)
            C.rate, C.status_seconds, n, CON_IDLE);
     fflush(stdout);
     fprintf(stderr, "[node console] /api/status under %d sales/s\n", C.rate);
-    la0 = load1();
+    la0 = bench_load1();
     lat_fixed = 1;
     lat_result res = con_run(2, "con_status_");
     lat_fixed = 0;
-    la1 = load1();
+    la1 = bench_load1();
     double rate = (double)(S - 1) / (L->t_commit[S] - L->t_commit[1]);
     int ni = CN->nidle, nb = CN->nbusy;
     BENCH_CHECK(ni == CON_IDLE && nb >= 10, "only %d idle and %d busy /api/status samples", ni, nb);

@@ -16,7 +16,8 @@
 # bench_scale (10k and 100k rows) and the peers (bench/peers: node, `npm ci` from its lock file)
 # run only when named with --only or when --scale is given: the full run and CI skip them.
 # bench_relay (issue 13: 200 shops x 3 tills through a relay, 2 minutes of RSS; --quick: 10 s
-# of load) runs in the full run after bench_node.
+# of load) runs in the full run after bench_node. With the JetStream store (a nats-server it
+# starts itself): scripts/bench.sh --only relay -- --nats
 # environment: BUILD_DIR (default <repo>/build-bench), TSYNC_BENCH_DIR (scratch folder parent,
 #   default $BUILD_DIR/bench-tmp; keep it off tmpfs), TSYNC_BENCH_SEED, TSYNC_BENCH_KEEP.
 set -u
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
     --only) only=${2:-}; shift ;;
     --scale) scale=1 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift

@@ -4,7 +4,6 @@
  */
 #include "tests/lib/nats_util.h"
 
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <nats/nats.h>
 #include <netinet/in.h>
@@ -12,33 +11,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
+#include "tests/lib/nats_server.h"
 #include "tests/lib/node_util.h"
 
-const char *ns_server_path(void)
-{
-    const char *env = getenv("TSYNC_NATS_SERVER"); /* a server installed elsewhere */
-    if (env && *env) return access(env, X_OK) == 0 ? env : NULL;
-    static const char *const paths[] = {"/usr/sbin/nats-server", "/usr/bin/nats-server",
-                                        "/usr/local/bin/nats-server"};
-    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
-        if (access(paths[i], X_OK) == 0) return paths[i];
-    return NULL;
-}
-
-/* A loopback TCP port free right now (the kernel's pick for port 0). */
+/* A loopback TCP port free right now. */
 static int free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(fd, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t l = sizeof a;
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &l), 0);
-    close(fd);
-    return ntohs(a.sin_port);
+    int port = ns_free_port();
+    cr_assert_gt(port, 0, "no free port");
+    return port;
 }
 
 static int log_has(const char *log, const char *what)

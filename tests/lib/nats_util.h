@@ -20,8 +20,7 @@ typedef struct {
     char url[256];         /* nats://127.0.0.1:P1,127.0.0.1:P2,... (the --store URL) */
 } ns_cluster;
 
-/* The path of nats-server ($TSYNC_NATS_SERVER, else Debian's), or NULL when it is not installed. */
-const char *ns_server_path(void);
+#include "tests/lib/nats_server.h" /* ns_server_path */
 
 /* Starts n servers (1: a single JetStream server; 3: a cluster) under base and waits until
  * each is ready and, for a cluster, JetStream has elected its metadata leader. */
