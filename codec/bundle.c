@@ -147,6 +147,7 @@ static bool dec_run(dec *d, const tsync__bundle *b, uint32_t i, tsync__brun *run
     char what[48];
     uint64_t site;
     uint32_t n;
+    run->crun = NULL, run->crun_len = 0;
     snprintf(what, sizeof what, "run %" PRIu32, i);
     if (!rd_tuple(d, what, 5)) return false;
     if (!rd_uint(d, what, &site)) return false;

@@ -697,6 +697,8 @@ static int rec_crun(tsync__bstream *r, tsync__mpr *m, tsync__bs_item *it)
     run->body = (const uint8_t **)body;
     run->body_len = (size_t *)len;
     run->nbodies = (uint32_t)n;
+    run->crun = blob;
+    run->crun_len = blen;
     return rec_run_done(r, it);
 }
 
@@ -847,6 +849,12 @@ static bool keep_run(tsync__brun *dst, const tsync__brun *src, tsync__arena *a,
     memcpy(len, src->body_len, src->nbodies * sizeof *len);
     dst->body = body;
     dst->body_len = len;
+    if (src->crun) {
+        uint8_t *c = tsync__arena_alloc(a, src->crun_len);
+        if (!c) return false;
+        memcpy(c, src->crun, src->crun_len);
+        dst->crun = c;
+    }
     return true;
 }
 

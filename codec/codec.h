@@ -262,6 +262,10 @@ typedef struct {
     const uint8_t **body;
     size_t *body_len;
     uint8_t sig[TSYNC__SIG_BYTES];
+    /* The run's bodies as the compact blob they came in (codec/compact.h; bundle format 5), NULL
+     * when they came whole: what the store keeps of a run it applies whole (store/log_run.c). */
+    const uint8_t *crun;
+    size_t crun_len;
 } tsync__brun;
 
 typedef struct {

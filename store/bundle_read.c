@@ -212,11 +212,16 @@ static int slice_run(slice *sl, const tsync__brun *src)
         len[k] = src->body_len[k];
         blk += src->body_len[k];
     }
+    uint8_t *crun = NULL;
+    if (src->crun && !(crun = tsync__arena_alloc(&sl->a, src->crun_len)))
+        return tsync__err(TSYNC_ENOMEM, "out of memory");
+    if (crun) memcpy(crun, src->crun, src->crun_len);
     tsync__brun *run = &sl->runs[sl->nruns++];
     *run = *src;
     run->body = body;
     run->body_len = len;
-    sl->bytes += total;
+    run->crun = crun;
+    sl->bytes += total + (crun ? src->crun_len : 0);
     return 0;
 }
 

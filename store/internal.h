@@ -131,6 +131,8 @@ struct tsync_store {
      * since tsync__sync_merged_tables_take last took them. */
     char **merged_tables;
     size_t nmerged_tables;
+    /* store/log_run.c: tsync_log_body() on this connection. */
+    struct tsync__logrun *logrun;
 };
 
 /* "file:PATH?immutable=1" (PATH percent-encoded), malloc'd; NULL when out of memory. */

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 
 #include "internal.h"
+#include "logrun_int.h"
 #include "store/trust.h"
 
 /* ---------------------------------------------------------------- publishing what is kept */
@@ -153,7 +154,10 @@ int tsync__trust_cut_preview(const char *path, const uint8_t pk[TSYNC__PK_BYTES]
     tsync__cut_site *v = NULL;
     uint32_t n = 0, cap = 0;
     tsync__arena a = {0};
+    tsync__logrun *lr = NULL;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
+    /* Bodies of received runs are read through tsync_log_body (store/logrun_int.h). */
+    if (rc == SQLITE_OK && !(lr = tsync__logrun_attach(db))) rc = SQLITE_NOMEM;
     /* The device's sites this database knows, with what it holds of each. */
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(db,
@@ -204,7 +208,8 @@ int tsync__trust_cut_preview(const char *path, const uint8_t pk[TSYNC__PK_BYTES]
     /* Honest batches (by other keys) in the log that depend on a batch beyond a cutoff. Every
      * body is decoded: this is a one-off for the admin, not a per-batch path. */
     if (sqlite3_prepare_v2(db,
-                           "SELECT s.site, s.pk, l.body FROM tsync_log l JOIN tsync_sites s ON "
+                           "SELECT s.site, s.pk, tsync_log_body(l.site, l.seq, l.body) FROM "
+                           "tsync_log l JOIN tsync_sites s ON "
                            "s.idx = l.site WHERE length(s.pk) = 32 AND s.pk != ?1",
                            -1, &st, NULL) != SQLITE_OK) {
         rc = tsync__err(TSYNC_EIO, "cannot read the log of %s: %s", path, sqlite3_errmsg(db));
@@ -232,6 +237,7 @@ int tsync__trust_cut_preview(const char *path, const uint8_t pk[TSYNC__PK_BYTES]
         rc = tsync__err(TSYNC_EIO, "cannot read the log of %s: %s", path, sqlite3_errmsg(db));
 out:
     if (st) sqlite3_finalize(st);
+    tsync__logrun_detach(lr);
     sqlite3_close(db);
     tsync__arena_free(&a);
     if (rc) {

@@ -16,10 +16,14 @@
  *   it is held in tsync_held (verified already) and retried at every merge.
  * - Capture triggers are switched off for this connection only (SQLITE_DBCONFIG_ENABLE_TRIGGER)
  *   while merging; every other connection keeps capturing.
- * - Applied batches reach tsync_log TSYNC__MERGE_LOGQ (32) at a time, one INSERT for all, in the
- *   order they applied, so the rows and their ids are what one INSERT per batch gave. The queue
- *   is flushed before anything that may read the log (a duplicate's stored hash, a fork, a
- *   revoked device's kept batches, a held batch), and at the end of apply_ready.
+ * - Applied batches are queued (up to TSYNC__MERGE_LOGQ_RUN, the most bodies a run piece holds)
+ *   and reach the log when the queue is flushed: each stretch of one origin's consecutive batches
+ *   as one run row in tsync_log_runs (store/log_run.c: the live shape's 100k one-sale batches
+ *   wrote ~13 MB of whole bodies, and a checkpoint of them, for a 0.8 MB delta), then their
+ *   tsync_log rows (seq, hash, signature, the body X'c1') TSYNC__MERGE_LOGQ (32) at a time, one
+ *   INSERT for all, in the order they applied, so the rows and their ids are what one INSERT per
+ *   batch gave. The queue is flushed before anything that may read the log (a duplicate's stored
+ *   hash, a fork, a revoked device's kept batches, a held batch), and at the end of apply_ready.
  */
 #include <sodium.h>
 #include <stdio.h>
@@ -27,6 +31,7 @@
 #include <string.h>
 
 #include "conflicts_int.h"
+#include "logrun_int.h"
 #include "merge_int.h"
 #include "prep_int.h"
 #include "store/schema.h"
@@ -46,17 +51,42 @@
 static const char LOG_ONE[] = "INSERT INTO tsync_log(site, seq, hash, body, sig) VALUES" LOG_V1;
 static const char LOG_MANY[] = "INSERT INTO tsync_log(site, seq, hash, body, sig) VALUES" LOG_V32;
 
+/* Writes each received run of at least TSYNC__LOGRUN_MIN batches the queue holds whole, in the
+ * compact form it came in, as one run row (store/log_run.c), and marks its batches in_run. Any
+ * other batch keeps its body in its row: encoding bodies anew would cost more than it saves. */
+static int log_runs(mctx *c)
+{
+    int rc = 0;
+    for (size_t i = 0, j; rc == 0 && i < c->nlogq; i = j) {
+        const inbatch *a = c->logq[i];
+        const tsync__brun *run = a->run;
+        for (j = i + 1; j < c->nlogq && run && !a->from_held && !c->logq[j]->from_held &&
+                        c->logq[j]->run == run && c->logq[j]->seq == a->seq + (j - i);
+             j++)
+            ;
+        if (!run || !run->crun || j - i < TSYNC__LOGRUN_MIN || a->seq != run->first_seq ||
+            j - i != run->nbodies)
+            continue;
+        rc = tsync__logrun_store(c->s, a->site, a->seq, run->nbodies, run->crun, run->crun_len);
+        for (size_t k = i; rc == 0 && k < j; k++) c->logq[k]->in_run = 1;
+    }
+    return rc;
+}
+
 /* Appends the queued batches to tsync_log, in the order they applied (so their ids are what one
  * statement per batch gave). Called before anything that may read the log and at the end. */
 static int log_flush(mctx *c)
 {
-    _Static_assert(TSYNC__MERGE_LOGQ == sizeof c->logq / sizeof *c->logq, "log queue size");
+    _Static_assert(TSYNC__MERGE_LOGQ_RUN == sizeof c->logq / sizeof *c->logq, "log queue size");
+    static const uint8_t in_run[1] = {TSYNC__LOG_IN_RUN};
     size_t i = 0;
+    int rc = log_runs(c);
+    if (rc) return rc;
     while (i < c->nlogq) {
-        int many = c->nlogq - i == TSYNC__MERGE_LOGQ;
+        int many = c->nlogq - i >= TSYNC__MERGE_LOGQ;
         size_t k = many ? TSYNC__MERGE_LOGQ : 1;
         sqlite3_stmt *st;
-        int rc = tsync__prep_or_fail(c->s, &st, many ? LOG_MANY : LOG_ONE, "append to log");
+        rc = tsync__prep_or_fail(c->s, &st, many ? LOG_MANY : LOG_ONE, "append to log");
         if (rc) return rc;
         for (size_t j = 0; j < k; j++) {
             const inbatch *ib = c->logq[i + j];
@@ -64,7 +94,10 @@ static int log_flush(mctx *c)
             sqlite3_bind_int64(st, p + 1, ib->site);
             sqlite3_bind_int64(st, p + 2, (int64_t)ib->seq);
             sqlite3_bind_blob(st, p + 3, ib->hash, TSYNC__HASH_BYTES, SQLITE_STATIC);
-            sqlite3_bind_blob(st, p + 4, ib->body, (int)ib->body_len, SQLITE_STATIC);
+            if (ib->in_run)
+                sqlite3_bind_blob(st, p + 4, in_run, 1, SQLITE_STATIC);
+            else
+                sqlite3_bind_blob(st, p + 4, ib->body, (int)ib->body_len, SQLITE_STATIC);
             if (ib->sig) sqlite3_bind_blob(st, p + 5, ib->sig, TSYNC__SIG_BYTES, SQLITE_STATIC);
         }
         rc = sqlite3_step(st);
@@ -81,8 +114,12 @@ static int log_append(mctx *c, inbatch *ib)
 {
     int rc;
     if (!ib->from_held) {
+        /* A received run goes whole into one flush when it can (log_runs). */
+        if (c->nlogq && ib->run && ib->run != c->logq[c->nlogq - 1]->run &&
+            c->nlogq + ib->run->nbodies > TSYNC__MERGE_LOGQ_RUN && (rc = log_flush(c)))
+            return rc;
         c->logq[c->nlogq++] = ib;
-        return c->nlogq == TSYNC__MERGE_LOGQ ? log_flush(c) : 0;
+        return c->nlogq == TSYNC__MERGE_LOGQ_RUN ? log_flush(c) : 0;
     }
     if ((rc = log_flush(c))) return rc;
     c->logq[c->nlogq++] = ib;
@@ -142,7 +179,8 @@ static int record_fork(mctx *c, inbatch *ib, uint64_t at_seq, const char *why,
     sqlite3_stmt *st;
     if (rc == 0 &&
         sqlite3_prepare_v2(s->db,
-                           "SELECT seq, body, sig FROM tsync_log WHERE site=?1 AND seq>=?2 "
+                           "SELECT seq, tsync_log_body(site, seq, body), sig FROM tsync_log "
+                           "WHERE site=?1 AND seq>=?2 "
                            "ORDER BY seq",
                            -1, &st, NULL) == SQLITE_OK) {
         uint8_t prev[TSYNC__HASH_BYTES] = {0};
@@ -747,6 +785,7 @@ int tsync__merge_bundle_skip(tsync_store *s, const tsync__bundle *bunp, tsync_me
             memcpy(ib->prev, prev, sizeof prev);
             tsync__batch_hash(prev, ib->body, ib->body_len, ib->hash);
             memcpy(prev, ib->hash, sizeof prev);
+            ib->run = run;
             n++;
         }
         uint64_t last = run->first_seq + run->nbodies - 1;

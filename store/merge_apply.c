@@ -346,8 +346,8 @@ static int prefix_counter(mctx *c, tsync__table *t, const tsync__val *pk, const 
     }
     tsync__key_encode(pk, t->npk, want);
     if (sqlite3_prepare_v2(c->s->db,
-                           "SELECT body FROM tsync_log WHERE site=?1 AND seq<=?2 ORDER "
-                           "BY seq",
+                           "SELECT tsync_log_body(site, seq, body) FROM tsync_log WHERE "
+                           "site=?1 AND seq<=?2 ORDER BY seq",
                            -1, &st, NULL) != SQLITE_OK) {
         free(want), free(got);
         return tsync__err_sqlite(c->s->db, SQLITE_ERROR, "read log");

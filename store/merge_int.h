@@ -26,9 +26,11 @@ typedef struct {
     uint32_t site; /* local index of the origin */
     uint32_t ndeps;
     uint8_t from_held;
-    uint8_t done;    /* applied, duplicate, refused */
-    uint8_t applied; /* kept batches of a revoked device (store/kept.c): in our log now */
-    int8_t honest;   /* 0 not known yet, 1 by a key with a certificate and not revoked, -1 not */
+    uint8_t done;           /* applied, duplicate, refused */
+    uint8_t applied;        /* kept batches of a revoked device (store/kept.c): in our log now */
+    uint8_t in_run;         /* its body went to tsync_log_runs (store/merge.c, log_flush) */
+    const tsync__brun *run; /* the received run it came in (NULL: held, unparked) */
+    int8_t honest; /* 0 not known yet, 1 by a key with a certificate and not revoked, -1 not */
     uint8_t prev[TSYNC__HASH_BYTES];
     uint8_t hash[TSYNC__HASH_BYTES];
     const uint8_t *body;
@@ -96,12 +98,14 @@ typedef struct {
     uint64_t fork_frozen;
     int keep_publish; /* kept a revoked device's batch on the word of a batch that did not apply */
     int enrolled; /* in a shop (looked up once the bundle's trust records are in): 0 admits all */
-    /* Applied batches not yet in tsync_log: appended TSYNC__MERGE_LOGQ at a time by one
-     * statement (store/merge.c, log_flush), always before anything reads the log. */
-    inbatch *logq[32];
+    /* Applied batches not yet in tsync_log, always appended before anything reads the log
+     * (store/merge.c, log_flush): each stretch of one origin's consecutive batches as one run row
+     * (store/logrun_int.h), their tsync_log rows TSYNC__MERGE_LOGQ at a time by one statement. */
+    inbatch *logq[4096];
     size_t nlogq;
 } mctx;
-#define TSYNC__MERGE_LOGQ 32u
+#define TSYNC__MERGE_LOGQ     32u
+#define TSYNC__MERGE_LOGQ_RUN 4096u
 
 /* Sets why ib waits (printf-style; kept in a buffer allocated on first use). */
 void tsync_merge__reason(inbatch *ib, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

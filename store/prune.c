@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "logrun_int.h"
 #include "collect_int.h"
 #include "conflicts_int.h"
 #include "internal.h"
@@ -99,7 +100,8 @@ static int cut_at(tsync_store *s, int64_t idx, uint64_t h, size_t *n)
     sqlite3_reset(stub);
     if (rc != SQLITE_DONE) return tsync__err_sqlite(s->db, rc, "prune the log");
     *n += (size_t)sqlite3_changes(s->db);
-    return 0;
+    /* The runs whose batches are all gone or the stub now (store/log_run.c). */
+    return tsync__logrun_prune(s, idx, h + 1);
 }
 
 /* Ends a prune's transaction: commits it after rc 0 (then *pruned = n, when asked), else rolls it
@@ -236,8 +238,13 @@ int tsync__log_stats_get(tsync_store *s, tsync__log_stats *out)
 {
     memset(out, 0, sizeof *out);
     /* length() of a blob reads its size from the record header, not its pages. */
-    sqlite3_stmt *st = tsync__prep(s, "SELECT count(*), total(length(body)>0), total(length(body)) "
-                                      "FROM tsync_log");
+    /* A received run's batches count their share of its row (TSYNC__LOG_BODY_BYTES), summed
+     * per run. */
+    sqlite3_stmt *st = tsync__prep(
+        s, "SELECT count(*), total(length(body)>0), total(length(body)) - total(length(body)=1) + "
+           "(SELECT total(length(r.data) / r.n * (SELECT count(*) FROM tsync_log l WHERE l.site = "
+           "r.site AND l.seq >= r.first_seq AND l.seq < r.first_seq + r.n AND length(l.body) = 1)) "
+           "FROM tsync_log_runs r) FROM tsync_log");
     if (!st) return tsync_error_last()->code ? tsync_error_last()->code : TSYNC_EIO;
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
@@ -288,21 +295,39 @@ typedef struct {
  * is not held as a body (then it is not taken as old). */
 static uint64_t batch_ms(tsync_store *s, int64_t idx, uint64_t seq)
 {
-    sqlite3_stmt *st =
-        tsync__prep(s, "SELECT id FROM tsync_log WHERE site=?1 AND seq=?2 AND length(body)>0");
+    sqlite3_stmt *st = tsync__prep(
+        s, "SELECT id, length(body) FROM tsync_log WHERE site=?1 AND seq=?2 AND length(body)>0");
     if (!st) return 0;
     sqlite3_bind_int64(st, 1, idx);
     sqlite3_bind_int64(st, 2, (int64_t)seq);
-    int64_t id = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    int64_t id = -1, blen = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        id = sqlite3_column_int64(st, 0);
+        blen = sqlite3_column_int64(st, 1);
+    }
     sqlite3_reset(st);
     if (id < 0) return 0;
-    sqlite3_blob *b;
-    if (sqlite3_blob_open(s->db, "main", "tsync_log", "body", id, 0, &b) != SQLITE_OK) return 0;
     uint8_t head[64];
-    int n = sqlite3_blob_bytes(b);
-    if (n > (int)sizeof head) n = (int)sizeof head;
-    int ok = sqlite3_blob_read(b, head, n, 0) == SQLITE_OK;
-    sqlite3_blob_close(b);
+    int n, ok;
+    if (blen == 1) {
+        /* A batch of a received run (store/log_run.c): its body as rebuilt. */
+        sqlite3_stmt *rb =
+            tsync__prep(s, "SELECT tsync_log_body(site, seq, body) FROM tsync_log WHERE id=?1");
+        if (!rb) return 0;
+        sqlite3_bind_int64(rb, 1, id);
+        ok = sqlite3_step(rb) == SQLITE_ROW;
+        n = ok ? sqlite3_column_bytes(rb, 0) : 0;
+        if (n > (int)sizeof head) n = (int)sizeof head;
+        if (ok && n > 0) memcpy(head, sqlite3_column_blob(rb, 0), (size_t)n);
+        sqlite3_reset(rb);
+    } else {
+        sqlite3_blob *b;
+        if (sqlite3_blob_open(s->db, "main", "tsync_log", "body", id, 0, &b) != SQLITE_OK) return 0;
+        n = sqlite3_blob_bytes(b);
+        if (n > (int)sizeof head) n = (int)sizeof head;
+        ok = sqlite3_blob_read(b, head, n, 0) == SQLITE_OK;
+        sqlite3_blob_close(b);
+    }
     if (!ok) return 0;
     /* [format, origin, seq, hlc_lo, hlc_hi, ...] (codec/codec.h) */
     tsync__mpr r;
@@ -427,8 +452,8 @@ static porigin *find_origin(porigin *v, size_t n, int64_t idx)
 /* Bodies of origin o at or below h (count and bytes), to take off the totals. */
 static int below(tsync_store *s, const porigin *o, uint64_t h, int64_t *count, int64_t *bytes)
 {
-    sqlite3_stmt *st = tsync__prep(s, "SELECT count(*), total(length(body)) FROM tsync_log WHERE "
-                                      "site=?1 AND seq<=?2 AND length(body)>0");
+    sqlite3_stmt *st = tsync__prep(s, "SELECT count(*), total(" TSYNC__LOG_BODY_BYTES ") FROM "
+                                      "tsync_log WHERE site=?1 AND seq<=?2 AND length(body)>0");
     if (!st) return TSYNC_EIO;
     sqlite3_bind_int64(st, 1, o->idx);
     sqlite3_bind_int64(st, 2, (int64_t)h);
@@ -450,8 +475,8 @@ static int size_cut(tsync_store *s, porigin *v, size_t nv, const tsync_log_polic
     if (!over_n && !over_b) return 0;
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
-                           "SELECT site, seq, length(body) FROM tsync_log WHERE length(body) > 0 "
-                           "ORDER BY id",
+                           "SELECT site, seq, " TSYNC__LOG_BODY_BYTES " FROM tsync_log WHERE "
+                           "length(body) > 0 ORDER BY id",
                            -1, &st, NULL) != SQLITE_OK)
         return tsync__err_sqlite(s->db, SQLITE_ERROR, "prune the log");
     int rc;

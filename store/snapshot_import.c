@@ -98,7 +98,8 @@ static tsync__hlc batch_hi(ictx *ic, uint32_t site, uint64_t seq)
     for (size_t i = 0; i < ic->nhi; i++)
         if (ic->hi[i].site == site && ic->hi[i].seq == seq) return ic->hi[i].hi;
     tsync__hlc hi = 0;
-    sqlite3_stmt *st = tsync__prep(ic->s, "SELECT body FROM tsync_log WHERE site=?1 AND seq=?2");
+    sqlite3_stmt *st = tsync__prep(ic->s, "SELECT tsync_log_body(site, seq, body) FROM tsync_log "
+                                          "WHERE site=?1 AND seq=?2");
     if (!st) return 0;
     sqlite3_bind_int64(st, 1, site);
     sqlite3_bind_int64(st, 2, (int64_t)seq);

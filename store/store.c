@@ -19,6 +19,7 @@
 
 #include "internal.h"
 #include "conflicts_int.h"
+#include "logrun_int.h"
 #include "prep_int.h"
 #include "store/sync.h"
 
@@ -39,6 +40,11 @@ static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS tsync_log(id INTEGER PRIMARY KEY, site INTEGER NOT NULL,"
     "  seq INTEGER NOT NULL, hash BLOB NOT NULL, body BLOB NOT NULL, sig BLOB,"
     "  UNIQUE(site, seq));"
+    /* Received runs stored whole (store/log_run.c): the tsync_log rows of their batches have
+     * the body X'c1'. Added in log_format 2; a database of an older build gets it at its first
+     * open by this one. */
+    "CREATE TABLE IF NOT EXISTS tsync_log_runs(site INTEGER NOT NULL, first_seq INTEGER NOT NULL,"
+    "  n INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(site, first_seq));"
     "CREATE TABLE IF NOT EXISTS tsync_held(site INTEGER NOT NULL, seq INTEGER NOT NULL,"
     "  prev BLOB NOT NULL, hash BLOB NOT NULL, body BLOB NOT NULL, sig BLOB, reason TEXT NOT NULL,"
     "  PRIMARY KEY(site, seq)) WITHOUT ROWID;"
@@ -51,7 +57,8 @@ static const char *SCHEMA =
     "  tbl TEXT NOT NULL, pk TEXT NOT NULL, col TEXT NOT NULL, win_val, win_hlc INTEGER,"
     "  win_site BLOB, lose_val, lose_hlc INTEGER, lose_site BLOB);"
     "INSERT OR IGNORE INTO tsync_meta VALUES('format', 1);"
-    "INSERT OR IGNORE INTO tsync_meta VALUES('hlc', 0);";
+    "INSERT OR IGNORE INTO tsync_meta VALUES('hlc', 0);"
+    "INSERT OR IGNORE INTO tsync_meta VALUES('log_format', 2);";
 
 /* Columns added after the tables above were first created, each with the DEFAULT every existing
  * row takes: databases of an older build get them at their first open by this one (the same path
@@ -64,6 +71,25 @@ static const struct {
     {"tsync_tables", "policies", "TEXT NOT NULL DEFAULT '{}'"},
     {"tsync_conflicts", "kind", "INTEGER NOT NULL DEFAULT 0"},
 };
+
+/* tsync_meta 'log_format' (store/logrun_int.h): a database whose log a newer build wrote in a form
+ * this one does not read is refused rather than served wrong. A database of a build before runs has
+ * none: SCHEMA gave it tsync_log_runs and log_format 2 (nothing in its log changes). */
+static int log_format_check(tsync_store *s)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT v FROM tsync_meta WHERE k='log_format'", -1, &st, NULL) !=
+        SQLITE_OK)
+        return tsync__err_sqlite(s->db, SQLITE_ERROR, "read schema");
+    int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    if (v > TSYNC__LOG_FORMAT)
+        return tsync__err(TSYNC_EVERSION,
+                          "the database's log is of format %lld, written by a newer tillsync (this "
+                          "one reads up to %d)",
+                          (long long)v, TSYNC__LOG_FORMAT);
+    return 0;
+}
 
 static int added_columns(tsync_store *s)
 {
@@ -437,6 +463,10 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
     sqlite3_extended_result_codes(s->db, 1);
     sqlite3_create_function(s->db, "uuid7", 0, SQLITE_UTF8, NULL, tsync__sql_uuid7, NULL, NULL);
     tsync__seal_fold_register(s->db);
+    if (!(s->logrun = tsync__logrun_attach(s->db))) {
+        tsync_store_free(s);
+        return tsync__err(TSYNC_ENOMEM, "out of memory");
+    }
 
     char pragmas[200];
     snprintf(pragmas, sizeof pragmas,
@@ -447,11 +477,13 @@ int tsync_store_open(tsync_store **out, const char *path, const tsync_store_opti
     if (rc == 0 && !s->read_only) {
         rc = tsync__exec(s, SCHEMA);
         if (rc == 0) rc = added_columns(s);
+        if (rc == 0) rc = log_format_check(s);
         if (rc == 0)
             rc = tsync__exec(s, "COMMIT");
         else
             tsync__rollback(s);
     }
+    if (rc == 0 && s->read_only) rc = log_format_check(s);
     if (rc == 0) rc = tsync__key_load_or_create(s, opts->create || !exists);
     if (rc == 0 && s->read_only) {
         tsync__site_id(s->pk, s->inc, s->site);
@@ -489,6 +521,7 @@ void tsync_store_free(tsync_store *s)
     tsync__sync_merged_tables_free(s->merged_tables, s->nmerged_tables);
     for (int i = 0; i < s->nstmts; i++) sqlite3_finalize(s->stmts[i].st);
     s->nstmts = 0;
+    tsync__logrun_detach(s->logrun);
     if (s->db) sqlite3_close_v2(s->db);
     sodium_memzero(s->sk, sizeof s->sk);
     free(s->path);

@@ -151,7 +151,8 @@ int tsync__sync_runs(tsync_store *s, const tsync__vv *peer, size_t budget, tsync
                            "WHERE seq > 0 AND pk IS NOT NULL ORDER BY idx",
                            -1, &sites, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(s->db,
-                           "SELECT seq, body, sig, hash FROM tsync_log WHERE site=?1 AND seq>?2 "
+                           "SELECT seq, tsync_log_body(site, seq, body), sig, hash FROM "
+                           "tsync_log WHERE site=?1 AND seq>?2 "
                            "AND seq<=?3 ORDER BY seq",
                            -1, &bodies, NULL) != SQLITE_OK) {
         rc = tsync__err_sqlite(s->db, SQLITE_ERROR, "read log");

@@ -788,7 +788,8 @@ static int check_held_batches(tsync_store *s, const shop *sh, char *err)
         uint64_t hlc_ms = 0;
         sqlite3_stmt *b;
         if (sqlite3_prepare_v2(s->db,
-                               "SELECT body FROM tsync_log WHERE site=?1 AND seq=?2 UNION ALL "
+                               "SELECT tsync_log_body(site, seq, body) FROM tsync_log WHERE "
+                               "site=?1 AND seq=?2 UNION ALL "
                                "SELECT body FROM tsync_held WHERE site=?1 AND seq=?2 LIMIT 1",
                                -1, &b, NULL) == SQLITE_OK) {
             sqlite3_bind_int64(b, 1, idx);

@@ -222,7 +222,8 @@ int tsync__unpark(tsync_store *s, const char *table)
         memset(&ib, 0, sizeof ib);
         ib.site = pl[i].site;
         ib.seq = pl[i].seq;
-        if (!(st = tsync__prep(s, "SELECT body FROM tsync_log WHERE site=?1 AND seq=?2"))) {
+        if (!(st = tsync__prep(s, "SELECT tsync_log_body(site, seq, body) FROM tsync_log WHERE "
+                                  "site=?1 AND seq=?2"))) {
             rc = TSYNC_EIO;
             break;
         }

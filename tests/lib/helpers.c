@@ -193,7 +193,8 @@ int64_t th_check_log(tsync_store *s, const uint8_t *site, const char *who, int o
     sqlite3 *db = tsync_store_sqlite(s);
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(db,
-                                "SELECT l.seq, l.hash, l.body, l.sig, t.pk, t.seq FROM "
+                                "SELECT l.seq, l.hash, tsync_log_body(l.site, l.seq, l.body), "
+                                "l.sig, t.pk, t.seq FROM "
                                 "tsync_log l JOIN tsync_sites t ON t.idx = l.site WHERE "
                                 "t.site = ?1 ORDER BY l.seq",
                                 -1, &st, NULL);
