@@ -24,6 +24,16 @@
 
 TestSuite(seal_bulk, .fini = th_cleanup);
 
+/* New products a..b, inserted in key order. */
+static void insert_products(char *sql, size_t n, int a, int b, int v)
+{
+    snprintf(sql, n,
+             "WITH RECURSIVE c(x) AS (SELECT %d UNION ALL SELECT x+1 FROM c WHERE x<%d) "
+             "INSERT OR IGNORE INTO products SELECT printf('p%%05d',x), 'product '||x, "
+             "x*%d %% 997, x %% 7 FROM c",
+             a, b, v);
+}
+
 /* One random statement of the workload. */
 static void random_write(uint64_t *rng, char *sql, size_t n)
 {
@@ -32,11 +42,7 @@ static void random_write(uint64_t *rng, char *sql, size_t n)
     int v = (int)(th_rand(rng) % 1000) - 300;
     switch (r % 11) {
     case 0:
-        snprintf(sql, n,
-                 "WITH RECURSIVE c(x) AS (SELECT %d UNION ALL SELECT x+1 FROM c WHERE x<%d) "
-                 "INSERT OR IGNORE INTO products SELECT printf('p%%05d',x), 'product '||x, "
-                 "x*%d %% 997, x %% 7 FROM c",
-                 a, b, v);
+        insert_products(sql, n, a, b, v);
         break;
     case 1: /* the same rows several times: folded */
         snprintf(sql, n,
@@ -214,17 +220,19 @@ static tsync_store *seal_both(tsync_store *a, const char *a_path, const char *d,
     return a;
 }
 
-static void one_seed(uint64_t seed, const char *d)
+/* Plays rounds of min..min+spread-1 statements made by write, each round sealed by seal_both. */
+static void one_seed(uint64_t seed, const char *d, void (*write)(uint64_t *, char *, size_t),
+                     int rounds, int min, int spread)
 {
     uint64_t rng = seed;
     char a_path[4200];
     snprintf(a_path, sizeof a_path, "%s", th_path(d, "a.db"));
     tsync_store *a = th_open_shop(a_path);
-    for (int round = 0; round < 4; round++) {
-        int nw = 4 + (int)(th_rand(&rng) % 12);
+    for (int round = 0; round < rounds; round++) {
+        int nw = min + (int)(th_rand(&rng) % (uint64_t)spread);
         for (int i = 0; i < nw; i++) {
             char sql[1200];
-            random_write(&rng, sql, sizeof sql);
+            write(&rng, sql, sizeof sql);
             th_exec(a, sql);
         }
         a = seal_both(a, a_path, d, seed, round);
@@ -237,7 +245,7 @@ Test(seal_bulk, batched_clock_writes_match_the_reference, .timeout = 600)
     uint64_t seed = th_seed("seal_bulk");
     for (int i = 0; i < 3; i++) {
         char *d = th_tmpdir();
-        one_seed(seed + (uint64_t)i, d);
+        one_seed(seed + (uint64_t)i, d, random_write, 4, 4, 12);
         th_rmdir(d);
         free(d);
     }
@@ -328,11 +336,7 @@ static void run_write(uint64_t *rng, char *sql, size_t n)
     int v = (int)(th_rand(rng) % 1000) - 300;
     switch (th_rand(rng) % 10) {
     case 0:
-        snprintf(sql, n,
-                 "WITH RECURSIVE c(x) AS (SELECT %d UNION ALL SELECT x+1 FROM c WHERE x<%d) "
-                 "INSERT OR IGNORE INTO products SELECT printf('p%%05d',x), 'product '||x, "
-                 "x*%d %% 997, x %% 7 FROM c",
-                 a, b, v);
+        insert_products(sql, n, a, b, v);
         break;
     case 1:
         snprintf(sql, n, "UPDATE products SET price=price+%d WHERE id BETWEEN 'p%05d' AND 'p%05d'",
@@ -389,21 +393,8 @@ Test(seal_bulk, runs_in_key_order_match_the_folding_reference, .timeout = 600)
     uint64_t seed = th_seed("seal_bulk_runs");
     runs = 0;
     for (int i = 0; i < 2; i++) {
-        uint64_t rng = seed + (uint64_t)i;
         char *d = th_tmpdir();
-        char a_path[4200];
-        snprintf(a_path, sizeof a_path, "%s", th_path(d, "a.db"));
-        tsync_store *a = th_open_shop(a_path);
-        for (int round = 0; round < 12; round++) {
-            int nw = 1 + (int)(th_rand(&rng) % 2);
-            for (int k = 0; k < nw; k++) {
-                char sql[1200];
-                run_write(&rng, sql, sizeof sql);
-                th_exec(a, sql);
-            }
-            a = seal_both(a, a_path, d, seed + (uint64_t)i, round);
-        }
-        tsync_store_free(a);
+        one_seed(seed + (uint64_t)i, d, run_write, 12, 1, 2);
         th_rmdir(d);
         free(d);
     }
