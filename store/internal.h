@@ -37,6 +37,8 @@ typedef struct {
     char *all_cols;                  /* "a","b",... in ordinal order */
     sqlite3_stmt *get_clk, *put_clk, *upd_clk, *get_row, *get_tomb, *del_tomb, *exists_row;
     sqlite3_stmt *seal_scan; /* store/seal_scan.c, prepared on first use */
+    sqlite3_stmt *seal_keys; /* its pending keys in capture order (seal_scan.c) */
+    sqlite3_stmt *seal_run;  /* the scan without folding, for keys in order (seal_scan.c) */
 } tsync__table;
 
 /* ---------------------------------------------------------------- row clock metadata

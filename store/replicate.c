@@ -37,6 +37,8 @@ static void table_free(tsync__table *t)
     sqlite3_finalize(t->del_tomb);
     sqlite3_finalize(t->exists_row);
     sqlite3_finalize(t->seal_scan);
+    sqlite3_finalize(t->seal_keys);
+    sqlite3_finalize(t->seal_run);
     for (int i = 0; i < t->ncols; i++) free(t->cols[i]);
     free(t->cols);
     free(t->name);

@@ -14,7 +14,9 @@
  * - Pending changes are folded per row first (GROUP BY in the per-table scan, seal_scan.c): a row
  *   updated a thousand times before sealing becomes one row change carrying the final values
  *   (the superseded ones could never win). Rows stream through in key order, so sealing holds
- *   one batch in memory whatever the size of the transaction.
+ *   one batch in memory whatever the size of the transaction. When a table's pending keys
+ *   already ascend in capture order with none twice (a bulk statement over a table written in
+ *   key order), they are taken as captured: the same rows in the same order, without the sort.
  * - Values are read from the table at sealing time. That is correct because merge always seals
  *   first, inside its own transaction: between a local write and its sealing nothing else changes
  *   the table.
@@ -682,7 +684,8 @@ static int scan_row(sealing *z, tsync__table *t, sqlite3_stmt *st, prow *r)
 static int seal_table(tsync_store *s, sealing *z, tsync__table *t)
 {
     sqlite3_stmt *st;
-    int rc = tsync__seal_scan(s, t, &st);
+    int run, rc = tsync__seal_presorted(s, t, &run);
+    if (rc == 0) rc = tsync__seal_scan(s, t, run, &st);
     if (rc) return rc;
     int step;
     prow r;

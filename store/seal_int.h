@@ -70,8 +70,14 @@ extern int tsync__seal_newclk_rows;
 /* 1 when the row has a tombstone; its ncols values follow. */
 #define TSYNC__SCAN_TOMB(t) ((t)->npk + 6 + (t)->ncols)
 
-/* The scan statement of t, prepared on first use, reset. */
-int tsync__seal_scan(tsync_store *s, tsync__table *t, sqlite3_stmt **out);
+/* The scan statement of t, prepared on first use, reset: the folding one, or with run the one for
+ * pending changes whose keys ascend in capture order (tsync__seal_presorted). */
+int tsync__seal_scan(tsync_store *s, tsync__table *t, int run, sqlite3_stmt **out);
+/* *out: 1 when t's pending changes, in capture order, have keys that strictly ascend (no key
+ * twice), so sealing may take them as captured instead of folding them. A test sets
+ * tsync__seal_presorted_ok to 0 for the reference, which always folds. */
+int tsync__seal_presorted(tsync_store *s, tsync__table *t, int *out);
+extern int tsync__seal_presorted_ok;
 
 /* The set-aside changes (tsync_unsealable), loaded once per seal when there are any: their number
  * is bounded by the rows an older build captured over the limit, not by the seal's size. */
