@@ -160,11 +160,18 @@ static void relay_start(relay_t *r, const shop_t *s, const char *name)
     BENCH_CHECK(r->ep[0], "the relay did not say where it listens (%s)", log);
 }
 
-static void shop_make(shop_t *s, const char *key_file)
+/* Shop s (its key file "<name>-shop.key", a new data key) and a relay serving it in the folder
+ * "<name>-relay". */
+static void shop_make(shop_t *s, relay_t *r, const char *name)
 {
+    char file[256];
     memset(s, 0, sizeof *s);
-    BENCH_TS(tsync_shop_key_create(&s->k, bench_path(key_file), "Bench Shop"));
+    memset(r, 0, sizeof *r);
+    snprintf(file, sizeof file, "%s-shop.key", name);
+    BENCH_TS(tsync_shop_key_create(&s->k, bench_path(file), "Bench Shop"));
     randombytes_buf(s->data_key, sizeof s->data_key);
+    snprintf(file, sizeof file, "%s-relay", name);
+    relay_start(r, s, file);
 }
 
 /* Enrols the till at path in the shop (its certificate from the shop key). */
@@ -244,9 +251,8 @@ static void case_vault(bench_report *rep)
     snprintf(ldst, sizeof ldst, "%s", bench_path("till3.db"));
     snprintf(log, sizeof log, "%s", bench_path("restore.log"));
     shop_t s;
-    relay_t r = {0};
-    shop_make(&s, "vault-shop.key");
-    relay_start(&r, &s, "vault-relay");
+    relay_t r;
+    shop_make(&s, &r, "vault");
 
     fprintf(stderr, "[vault] writing %ld source rows\n", C.rows);
     bench_row *rows;
@@ -527,9 +533,8 @@ static void case_catchup(bench_report *rep)
     snprintf(l, sizeof l, "%s", bench_path("lan.db"));
     snprintf(alog, sizeof alog, "%s", bench_path("node-a.log"));
     shop_t s;
-    relay_t r = {0};
-    shop_make(&s, "catchup-shop.key");
-    relay_start(&r, &s, "catchup-relay");
+    relay_t r;
+    shop_make(&s, &r, "catchup");
     const char *paths[3] = {a, b, l};
     const char *names[3] = {"till-a", "till-b", "till-lan"};
     for (int i = 0; i < 3; i++) {

@@ -14,7 +14,7 @@ import ctypes
 
 from . import _lib
 from ._lib import check, enc
-from .store import RestoreReport
+from .store import restore_call
 
 
 class VaultEntry:
@@ -124,12 +124,7 @@ def vault_restore(db_path, which="latest", key_path=None, timeout_ms=0, progress
     (damaged at the relay), BusyError (the database is open: close every Store and Node on it)."""
     o, _cb = _options(key_path, timeout_ms, progress)
     L = _lib.lib()
-    r = _lib.init_struct(_lib.RestoreReport, "tsync_restore_report_init")
-    try:
-        check(L.tsync_vault_restore(enc(db_path), enc(which), ctypes.byref(o), ctypes.byref(r)))
-        return RestoreReport(r)
-    finally:
-        L.tsync_restore_report_clear(ctypes.byref(r))
+    return restore_call(L.tsync_vault_restore, enc(db_path), enc(which), ctypes.byref(o))
 
 
 def vault_delete(db_path, which, key_path=None, timeout_ms=0):
