@@ -36,19 +36,6 @@ static int init_versioned(void *out, const void *tmpl, uint32_t version, const s
     return 0;
 }
 
-/* A struct at version 5: the first fields versions 2 to 5 added. */
-#define INIT_V5(type, BASE, first_v2, first_v3, first_v4, first_v5)                                \
-    int type##_init(type *out, uint32_t version)                                                   \
-    {                                                                                              \
-        static const type tmpl = BASE##_INIT;                                                      \
-        static const size_t sizes[] = {offsetof(type, first_v2), offsetof(type, first_v3),         \
-                                       offsetof(type, first_v4), offsetof(type, first_v5),         \
-                                       sizeof(type)};                                              \
-        _Static_assert(BASE##_VERSION == 5, #type ": add its version to the sizes");               \
-        _Static_assert(offsetof(type, version) == 0, #type ": version first");                     \
-        return init_versioned(out, &tmpl, version, sizes, BASE##_VERSION, #type);                  \
-    }
-
 /* A struct with one version so far. */
 #define INIT_V1(type, BASE)                                                                        \
     int type##_init(type *out, uint32_t version)                                                   \
@@ -59,50 +46,26 @@ static int init_versioned(void *out, const void *tmpl, uint32_t version, const s
         return init_versioned(out, &tmpl, version, sizes, BASE##_VERSION, #type);                  \
     }
 
-/* A struct at version 2: first_v2 is the first field version 2 added. */
-#define INIT_V2(type, BASE, first_v2)                                                              \
-    int type##_init(type *out, uint32_t version)                                                   \
-    {                                                                                              \
-        static const type tmpl = BASE##_INIT;                                                      \
-        static const size_t sizes[] = {offsetof(type, first_v2), sizeof(type)};                    \
-        _Static_assert(BASE##_VERSION == 2, #type ": add its version to the sizes");               \
-        _Static_assert(offsetof(type, version) == 0, #type ": version first");                     \
-        return init_versioned(out, &tmpl, version, sizes, BASE##_VERSION, #type);                  \
-    }
+/* offsetof(t, f), for each field f named (one to five), each followed by a comma. */
+#define OFFSETS_1(t, f)                             offsetof(t, f),
+#define OFFSETS_2(t, f, ...)                        OFFSETS_1(t, f) OFFSETS_1(t, __VA_ARGS__)
+#define OFFSETS_3(t, f, ...)                        OFFSETS_1(t, f) OFFSETS_2(t, __VA_ARGS__)
+#define OFFSETS_4(t, f, ...)                        OFFSETS_1(t, f) OFFSETS_3(t, __VA_ARGS__)
+#define OFFSETS_5(t, f, ...)                        OFFSETS_1(t, f) OFFSETS_4(t, __VA_ARGS__)
+#define OFFSETS_PICK(_1, _2, _3, _4, _5, name, ...) name
+#define OFFSETS(t, ...)                                                                            \
+    OFFSETS_PICK(__VA_ARGS__, OFFSETS_5, OFFSETS_4, OFFSETS_3, OFFSETS_2, OFFSETS_1, )             \
+    (t, __VA_ARGS__)
 
-/* A struct at version 3: first_v2 and first_v3 are the first fields versions 2 and 3 added. */
-#define INIT_V3(type, BASE, first_v2, first_v3)                                                    \
+/* A struct at version N >= 2: the fields named are the first ones versions 2 to N added, in
+ * order (so a struct that gains a version gains a name here, and the assert says so). */
+#define INIT_V(type, BASE, ...)                                                                    \
     int type##_init(type *out, uint32_t version)                                                   \
     {                                                                                              \
         static const type tmpl = BASE##_INIT;                                                      \
-        static const size_t sizes[] = {offsetof(type, first_v2), offsetof(type, first_v3),         \
-                                       sizeof(type)};                                              \
-        _Static_assert(BASE##_VERSION == 3, #type ": add its version to the sizes");               \
-        _Static_assert(offsetof(type, version) == 0, #type ": version first");                     \
-        return init_versioned(out, &tmpl, version, sizes, BASE##_VERSION, #type);                  \
-    }
-
-/* A struct at version 4: first_v2, first_v3, first_v4 are the first fields each version added. */
-#define INIT_V4(type, BASE, first_v2, first_v3, first_v4)                                          \
-    int type##_init(type *out, uint32_t version)                                                   \
-    {                                                                                              \
-        static const type tmpl = BASE##_INIT;                                                      \
-        static const size_t sizes[] = {offsetof(type, first_v2), offsetof(type, first_v3),         \
-                                       offsetof(type, first_v4), sizeof(type)};                    \
-        _Static_assert(BASE##_VERSION == 4, #type ": add its version to the sizes");               \
-        _Static_assert(offsetof(type, version) == 0, #type ": version first");                     \
-        return init_versioned(out, &tmpl, version, sizes, BASE##_VERSION, #type);                  \
-    }
-
-/* A struct at version 5: first_vN is the first field version N added. */
-#define INIT_V5(type, BASE, first_v2, first_v3, first_v4, first_v5)                                \
-    int type##_init(type *out, uint32_t version)                                                   \
-    {                                                                                              \
-        static const type tmpl = BASE##_INIT;                                                      \
-        static const size_t sizes[] = {offsetof(type, first_v2), offsetof(type, first_v3),         \
-                                       offsetof(type, first_v4), offsetof(type, first_v5),         \
-                                       sizeof(type)};                                              \
-        _Static_assert(BASE##_VERSION == 5, #type ": add its version to the sizes");               \
+        static const size_t sizes[] = {OFFSETS(type, __VA_ARGS__) sizeof(type)};                   \
+        _Static_assert(sizeof sizes / sizeof sizes[0] == BASE##_VERSION,                           \
+                       #type ": name the first field of each of its versions");                    \
         _Static_assert(offsetof(type, version) == 0, #type ": version first");                     \
         return init_versioned(out, &tmpl, version, sizes, BASE##_VERSION, #type);                  \
     }
@@ -114,13 +77,13 @@ INIT_V1(tsync_vault_options, TSYNC_VAULT_OPTIONS)
 INIT_V1(tsync_vault_report, TSYNC_VAULT_REPORT)
 INIT_V1(tsync_restore_report, TSYNC_RESTORE_REPORT)
 INIT_V1(tsync_export_options, TSYNC_EXPORT_OPTIONS)
-INIT_V2(tsync_import_options, TSYNC_IMPORT_OPTIONS, dry_run)
+INIT_V(tsync_import_options, TSYNC_IMPORT_OPTIONS, dry_run)
 INIT_V1(tsync_import_report, TSYNC_IMPORT_REPORT)
 INIT_V1(tsync_migrate_report, TSYNC_MIGRATE_REPORT)
-INIT_V5(tsync_node_options, TSYNC_NODE_OPTIONS, on_peer_state, key_path, console, no_relay)
+INIT_V(tsync_node_options, TSYNC_NODE_OPTIONS, on_peer_state, key_path, console, no_relay)
 INIT_V1(tsync_node_error, TSYNC_NODE_ERROR)
-INIT_V3(tsync_store_status, TSYNC_STORE_STATUS, log_batches, review_open)
-INIT_V2(tsync_store_options, TSYNC_STORE_OPTIONS, read_only)
+INIT_V(tsync_store_status, TSYNC_STORE_STATUS, log_batches, review_open)
+INIT_V(tsync_store_options, TSYNC_STORE_OPTIONS, read_only)
 INIT_V1(tsync_merge_report, TSYNC_MERGE_REPORT)
 INIT_V1(tsync_log_policy, TSYNC_LOG_POLICY)
 INIT_V1(tsync_trust_record, TSYNC_TRUST_RECORD)
@@ -134,4 +97,4 @@ INIT_V1(tsync_sync_state, TSYNC_SYNC_STATE)
 /* column policies (store.h) */
 INIT_V1(tsync_replicate_options, TSYNC_REPLICATE_OPTIONS)
 /* the blind relay (relay.h) */
-INIT_V2(tsync_relay_options, TSYNC_RELAY_OPTIONS, store)
+INIT_V(tsync_relay_options, TSYNC_RELAY_OPTIONS, store)

@@ -32,6 +32,11 @@
  * - The shop's revocations this till holds go to the relay in RTRUST at the start of every
  *   session and again whenever the trust set changes (the node's trust digest), so a device the
  *   admin revoked on any till is refused by the relay without a relay command.
+ * - One RENV (GET_MAX_BYTES of envelopes, compressed) can hold far more bodies than the merge
+ *   queue's MERGE_QUEUE_MAX (100,000 one-sale batches fit in one): what is past the queue's bound
+ *   waits here (`pend`) and goes in over the next rounds, each merged in its own transaction as a
+ *   LAN catch-up is, so the thread comes back to its sessions between merges; nothing more is
+ *   read from the relay meanwhile.
  */
 #include <jansson.h>
 #include <stdarg.h>
@@ -135,6 +140,11 @@ struct tsync__nrelay {
     uint8_t trust_sent[TSYNC__HASH_BYTES];
     int trust_sent_valid;
     uint64_t trust_req_first, trust_req_last, revocations_out;
+    /* Envelopes of an RENV not taken yet (the merge queue was full), their bytes copied */
+    tsync__renv *pend;
+    uint8_t *pend_bytes;
+    size_t npend, ipend;
+    int pend_push, pend_answer;
 };
 
 /* ---------------------------------------------------------------- small helpers */
@@ -201,10 +211,20 @@ static int send_msg(tsync_node *n, const tsync__rmsg *m)
     return rc;
 }
 
+static void pend_clear(struct tsync__nrelay *r)
+{
+    free(r->pend);
+    free(r->pend_bytes);
+    r->pend = NULL;
+    r->pend_bytes = NULL;
+    r->npend = r->ipend = 0;
+}
+
 /* Ends the session with the relay (the transport forgets it: no reconnect). */
 static void session_end(tsync_node *n)
 {
     struct tsync__nrelay *r = n->relay;
+    pend_clear(r);
     if (r->peer) tsync__tp_close(r->tp, r->peer);
     r->peer = 0;
     r->served = r->verified = 0;
@@ -437,7 +457,7 @@ static void want(struct tsync__nrelay *r, const uint8_t origin[TSYNC__SITE_BYTES
 static void get_next(tsync_node *n)
 {
     struct tsync__nrelay *r = n->relay;
-    while (r->served && !r->get_req && r->ngets) {
+    while (r->served && !r->get_req && r->ngets && r->ipend == r->npend) {
         rget g = r->gets[0];
         memmove(r->gets, r->gets + 1, (r->ngets - 1) * sizeof *r->gets);
         r->ngets--;
@@ -794,11 +814,48 @@ static void take(tsync_node *n, const tsync__renv *e, int push, int answer)
     r->batches_in += b->nbodies;
 }
 
+/* Keeps envelopes e[0..k-1] (their bytes copied) to be taken in the next rounds. Out of memory,
+ * they are dropped: the next probe asks for them again. */
+static void pend_keep(struct tsync__nrelay *r, const tsync__renv *e, size_t k, int push, int answer)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < k; i++) total += e[i].len;
+    r->pend = malloc(k * sizeof *r->pend);
+    r->pend_bytes = malloc(total ? total : 1);
+    if (!r->pend || !r->pend_bytes) return pend_clear(r);
+    uint8_t *p = r->pend_bytes;
+    for (size_t i = 0; i < k; i++) {
+        r->pend[i] = e[i];
+        memcpy(p, e[i].bytes, e[i].len);
+        r->pend[i].bytes = p;
+        p += e[i].len;
+    }
+    r->npend = k;
+    r->ipend = 0;
+    r->pend_push = push;
+    r->pend_answer = answer; /* get_origin and get_from stay: no RGET goes out meanwhile */
+}
+
+/* Takes what an RENV left over while the merge queue has room (the last round merged it). */
+static void pend_take(tsync_node *n)
+{
+    struct tsync__nrelay *r = n->relay;
+    while (r->ipend < r->npend && n->mq.bytes < MERGE_QUEUE_MAX)
+        take(n, &r->pend[r->ipend++], r->pend_push, r->pend_answer);
+    if (r->npend && r->ipend == r->npend) {
+        pend_clear(r);
+        get_next(n);
+    }
+}
+
 static void on_env(tsync_node *n, const tsync__rmsg *m)
 {
     struct tsync__nrelay *r = n->relay;
     int answer = m->req && m->req == r->get_req;
-    for (uint32_t i = 0; i < m->nenvs; i++) take(n, &m->envs[i], m->req == 0, answer);
+    uint32_t i = 0;
+    for (; i < m->nenvs && n->mq.bytes < MERGE_QUEUE_MAX; i++)
+        take(n, &m->envs[i], m->req == 0, answer);
+    if (i < m->nenvs) pend_keep(r, m->envs + i, m->nenvs - i, m->req == 0, answer);
     r->last_ok_ms = tsync__wall_ms();
     if (answer) {
         r->get_req = 0;
@@ -988,6 +1045,7 @@ void tsync__node_relay_free(tsync_node *n)
     struct tsync__nrelay *r = n->relay;
     if (!r) return;
     puts_clear(r);
+    pend_clear(r);
     tsync__tp_free(r->tp);
     tsync__held_keys_free(r->keys, r->nkeys);
     tsync__vv_free(&r->have);
@@ -1010,8 +1068,11 @@ void tsync__node_relay_tick(tsync_node *n)
     if (!r->have_grant || !r->nrelays || r->grant_expired) return;
     /* What was queued from the relay was merged (or refused): our vector says the rest. */
     if (!n->mq.n) vv_clear(&r->got);
+    pend_take(n);
     tsync__tp_event ev;
-    for (int i = 0; r->tp && i < EVENTS_PER_ROUND && n->mq.bytes < MERGE_QUEUE_MAX; i++) {
+    for (int i = 0;
+         r->tp && i < EVENTS_PER_ROUND && n->mq.bytes < MERGE_QUEUE_MAX && r->ipend == r->npend;
+         i++) {
         int rc = tsync__tp_poll(r->tp, 0, &ev);
         if (rc != 1) break;
         on_event(n, &ev);

@@ -47,6 +47,15 @@ from .store import (
     restore,
 )
 from .store import open as _open
+from .vault import (
+    VaultEntry,
+    VaultReport,
+    vault_backup,
+    vault_delete,
+    vault_keep,
+    vault_list,
+    vault_restore,
+)
 
 # tillsync.open(path, create=False, ...), as sqlite3.connect; not in __all__, so that
 # `from tillsync import *` leaves the builtin open alone.
@@ -75,6 +84,13 @@ __all__ = [
     "backup_check",
     "backup_encrypted",
     "restore",
+    "vault_backup",
+    "vault_list",
+    "vault_restore",
+    "vault_delete",
+    "vault_keep",
+    "VaultEntry",
+    "VaultReport",
     "library_version",
     "abi_version",
     "library_path",

@@ -108,6 +108,47 @@ class RestoreReport(ctypes.Structure):
     ]
 
 
+VAULT_ID_HEX = 33
+
+
+class VaultOptions(ctypes.Structure):
+    VERSION = 1
+    _fields_ = [
+        ("version", c_uint32),
+        ("key_path", c_char_p),
+        ("timeout_ms", c_int32),
+        ("max_chunks", c_uint32),
+        ("progress", BACKUP_PROGRESS_CB),
+        ("progress_ctx", c_void_p),
+        ("stop", c_void_p),  # const volatile sig_atomic_t *: not used from Python (NULL)
+    ]
+
+
+class VaultEntry(ctypes.Structure):
+    _fields_ = [
+        ("id", ctypes.c_char * VAULT_ID_HEX),
+        ("created_ms", c_uint64),
+        ("size", c_uint64),
+        ("chunks", c_uint32),
+        ("epoch", c_uint32),
+        ("origin", ctypes.c_uint8 * SITE_ID_BYTES),
+        ("hash", ctypes.c_uint8 * HASH_BYTES),
+    ]
+
+
+class VaultReport(ctypes.Structure):
+    VERSION = 1
+    _fields_ = [
+        ("version", c_uint32),
+        ("backup", VaultEntry),
+        ("chunks_sent", c_uint32),
+        ("chunks_held", c_uint32),
+        ("resumed", c_int32),
+        ("complete", c_int32),
+        ("relay", ctypes.c_char * 128),
+    ]
+
+
 IO_PROGRESS_CB = ctypes.CFUNCTYPE(None, c_void_p, c_uint64)
 IO_BAD_CB = ctypes.CFUNCTYPE(None, c_void_p, c_char_p)
 
@@ -307,6 +348,23 @@ _PROTOTYPES = {
     "tsync_restore": (
         c_int,
         [c_char_p, c_char_p, POINTER(RestoreOptions), POINTER(RestoreReport)],
+    ),
+    # vault.h
+    "tsync_vault_options_init": (c_int, [POINTER(VaultOptions), c_uint32]),
+    "tsync_vault_report_init": (c_int, [POINTER(VaultReport), c_uint32]),
+    "tsync_vault_backup": (c_int, [c_char_p, POINTER(VaultOptions), POINTER(VaultReport)]),
+    "tsync_vault_list": (
+        c_int,
+        [c_char_p, POINTER(VaultOptions), POINTER(POINTER(VaultEntry)), POINTER(c_size_t)],
+    ),
+    "tsync_vault_restore": (
+        c_int,
+        [c_char_p, c_char_p, POINTER(VaultOptions), POINTER(RestoreReport)],
+    ),
+    "tsync_vault_delete": (c_int, [c_char_p, c_char_p, POINTER(VaultOptions)]),
+    "tsync_vault_keep": (
+        c_int,
+        [c_char_p, c_uint32, POINTER(VaultOptions), POINTER(c_uint32)],
     ),
     # io.h
     "tsync_io_format_parse": (c_int, [c_char_p]),

@@ -462,16 +462,20 @@ def restore(db_path, backup_path, passphrase=None, key_path=None):
     """Replaces the database at db_path with the backup (verified whole first; the live database
     is untouched on any error). Refused with BusyError while any connection has it open: close
     every Store and Node on it first. Returns a RestoreReport."""
-    L = _lib.lib()
     o = _lib.init_struct(_lib.RestoreOptions, "tsync_restore_options_init")
     o.passphrase = enc(passphrase)
     o.key_path = enc(key_path)
+    return restore_call(_lib.lib().tsync_restore, enc(db_path), enc(backup_path), ctypes.byref(o))
+
+
+def restore_call(fn, *args):
+    """fn(*args, tsync_restore_report *) as a RestoreReport (the report's strings freed)."""
     r = _lib.init_struct(_lib.RestoreReport, "tsync_restore_report_init")
     try:
-        check(L.tsync_restore(enc(db_path), enc(backup_path), ctypes.byref(o), ctypes.byref(r)))
+        check(fn(*args, ctypes.byref(r)))
         return RestoreReport(r)
     finally:
-        L.tsync_restore_report_clear(ctypes.byref(r))
+        _lib.lib().tsync_restore_report_clear(ctypes.byref(r))
 
 
 def open(path, create=False, **kwargs):  # noqa: A001 (the package's own open, as sqlite3.connect)

@@ -9,7 +9,8 @@
  * shop's product names and prices (while the origin id in the clear header is found there, and
  * the same name is in the run once an envelope is opened with the data key); with the relay
  * stopped two tills still sync over the LAN and status shows the relay down with its reason;
- * --no-relay (tsync_node_options.no_relay) leaves the relay alone.
+ * --no-relay (tsync_node_options.no_relay) leaves the relay alone; a new till's catch-up from the
+ * relay is merged in pieces, not in one transaction.
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -168,6 +169,66 @@ Test(relay_sync, converge_through_relay_blind)
     cr_assert(!ru_files_contain(rl.dir, "47.93", 5), "the relay stored the price in clear");
     cr_assert(!ru_files_contain(rl.dir, plain, sizeof plain),
               "the relay stored a payload in clear");
+}
+
+/* A new till's catch-up from the relay is merged in pieces the size of the merge queue, as a LAN
+ * catch-up is: one RENV holds thousands of one-sale batches, and taking them all at once made one
+ * merge of everything (100,000 batches in one transaction, the node away from its sessions for
+ * its whole length). Seen in bench_cloud's catch-up: B's log said "merged 100001 batches" once. */
+Test(relay_sync, catchup_merges_in_pieces)
+{
+    const char *tmp = nu_tmpdir();
+    ru_relay rl;
+    ru_relay_up(&rl, tmp, NULL, NULL);
+    ru_shop s;
+    nu_node a, b;
+    nu_node *ab[2] = {&a, &b};
+    ru_shop_tills(&s, &rl, tmp, 0x34, 0x44, "shop4", 100, ab, (const char *[]){"a", "b"}, 2);
+    nu_insert_catalogue(a.db);
+    /* 20,000 sales, each sealed as its own batch (the live shape): megabytes of bodies */
+    enum { N = 20000 };
+    tsync_store *st = th_open(a.db);
+    char sql[256];
+    for (int i = 0; i < N; i++) {
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO sales VALUES('a-%d', 'a', 'p%d', 1);"
+                 "UPDATE products SET stock = stock - 1 WHERE id = 'p%d'",
+                 i, i % NU_NPROD, i % NU_NPROD);
+        th_exec(st, sql);
+        th_seal(st);
+    }
+    tsync_store_free(st);
+    nu_node_start(&a);
+    ru_wait_relay_has_all(&a, ru_wall_ms() + 200, 60000);
+    nu_node_stop(&a);
+
+    b.verbose = 1;
+    nu_node_start(&b);
+    int64_t end = nu_now_ms() + 60000;
+    while (nu_query(b.db, "SELECT count(*) FROM sales") != N) {
+        cr_assert(nu_now_ms() < end, "B did not get A's %d sales from the relay\n%s", N,
+                  nu_node_describe(&b));
+        nu_sleep_ms(100);
+    }
+    nu_node_stop(&b);
+    /* every merge B logged: none took the whole catch-up */
+    FILE *f = fopen(b.log, "r");
+    cr_assert_not_null(f);
+    char line[1024];
+    long merges = 0, most = 0, total = 0;
+    while (fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "merged ");
+        long k;
+        if (!p || sscanf(p, "merged %ld batches", &k) != 1) continue;
+        merges++, total += k;
+        if (k > most) most = k;
+    }
+    fclose(f);
+    cr_assert_geq(total, N, "B's log counts %ld batches merged", total);
+    cr_assert(merges >= 2 && most < N,
+              "B merged the catch-up in %ld merges, the largest of %ld batches (of %d)", merges,
+              most, N);
+    nu_kill(rl.pid, SIGTERM, 10000);
 }
 
 /* Item 5: the relay stops; two tills go on syncing over the LAN; status shows the relay down with
