@@ -778,7 +778,7 @@ static char *describe(const nu_node *n)
         json_t *p;
         json_array_foreach(json_object_get(o, "peers"), i, p)
         {
-            fprintf(m, "   peer %s %s %s they_lack %lld we_lack %lld in_flight %lld\n",
+            fprintf(m, "   peer %s %s %s they_lack %lld we_lack %lld in_flight_bytes %lld\n",
                     json_string_value(json_object_get(p, "address")),
                     json_string_value(json_object_get(p, "direction")),
                     json_string_value(json_object_get(p, "state")),
