@@ -130,6 +130,31 @@ static tsync_node *start(const char *db, const char *listen, const char *peer, e
     return n;
 }
 
+/* Asserts that ev holds exactly the n events want (previous, state), each naming key, each
+ * since t0 and none before the one before it, online exactly when connected. */
+static void expect_events(const events *ev, const int want[][2], int n, const char *key,
+                          uint64_t t0, const char *who)
+{
+    for (int i = 0; i < ev->n; i++)
+        cr_log_info("%s: event %d: %s -> %s, key '%.16s'", who, i,
+                    tsync_peer_state_name(ev->previous[i]), tsync_peer_state_name(ev->state[i]),
+                    ev->key[i]);
+    cr_assert_eq(ev->n, n, "%s reported %d events, want %d", who, ev->n, n);
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(ev->previous[i], want[i][0], "%s: event %d from %s, want %s", who, i,
+                     tsync_peer_state_name(ev->previous[i]), tsync_peer_state_name(want[i][0]));
+        cr_assert_eq(ev->state[i], want[i][1], "%s: event %d to %s, want %s", who, i,
+                     tsync_peer_state_name(ev->state[i]), tsync_peer_state_name(want[i][1]));
+        cr_assert_str_eq(ev->key[i], key, "%s: event %d names key '%s', want '%s'", who, i,
+                         ev->key[i], key);
+        cr_assert_geq(ev->since[i], t0, "%s: event %d since before the test began", who, i);
+        if (i)
+            cr_assert_geq(ev->since[i], ev->since[i - 1], "%s: event %d goes back in time", who, i);
+        cr_assert_eq(ev->online[i], ev->state[i] == TSYNC_PEER_CONNECTED, "%s: event %d: online %d",
+                     who, i, ev->online[i]);
+    }
+}
+
 /* A dial to a till that is not there: connecting, then unreachable after liveness_ms; it comes
  * up: connected; it goes away: unreachable, with when it was lost. Exactly these events, in
  * this order, each a change, each with its time. */
@@ -183,47 +208,15 @@ Test(node_states, connecting_unreachable_connected_unreachable)
                                   {TSYNC_PEER_CONNECTING, TSYNC_PEER_UNREACHABLE},
                                   {TSYNC_PEER_UNREACHABLE, TSYNC_PEER_CONNECTED},
                                   {TSYNC_PEER_CONNECTED, TSYNC_PEER_UNREACHABLE}};
-    cr_assert_eq(ea.n, 4, "a reported %d events, want 4", ea.n);
-    for (int i = 0; i < 4; i++) {
-        cr_assert_eq(ea.previous[i], want[i][0], "event %d: from %s, want %s", i,
-                     tsync_peer_state_name(ea.previous[i]), tsync_peer_state_name(want[i][0]));
-        cr_assert_eq(ea.state[i], want[i][1], "event %d: to %s, want %s", i,
-                     tsync_peer_state_name(ea.state[i]), tsync_peer_state_name(want[i][1]));
-        cr_assert_str_eq(ea.key[i], kb, "event %d names another key", i);
-        cr_assert_geq(ea.since[i], t0);
-        if (i) cr_assert_geq(ea.since[i], ea.since[i - 1], "event %d goes back in time", i);
-        cr_assert_eq(ea.online[i], ea.state[i] == TSYNC_PEER_CONNECTED, "event %d: online %d", i,
-                     ea.online[i]);
-    }
+    expect_events(&ea, want, 4, kb, t0, "a");
     /* B (inbound) saw a come, then nothing more it could act on: connecting/connected only. */
     cr_assert_geq(eb.n, 1);
     cr_assert_eq(eb.state[eb.n - 1], TSYNC_PEER_CONNECTED);
 }
 
-/* Asserts that ev holds exactly the two events of a till new to the list that connects:
- * connecting (offline), then connected (online), in time order, naming key. */
-static void connecting_then_connected(const events *ev, const char *key, uint64_t t0,
-                                      const char *who)
-{
-    for (int i = 0; i < ev->n; i++)
-        cr_log_info("%s: event %d: %s -> %s, key '%.16s'", who, i,
-                    tsync_peer_state_name(ev->previous[i]), tsync_peer_state_name(ev->state[i]),
-                    ev->key[i]);
-    cr_assert_eq(ev->n, 2, "%s reported %d events, want 2 (connecting, connected)", who, ev->n);
-    static const int want[][2] = {{TSYNC_PEER_GONE, TSYNC_PEER_CONNECTING},
+/* The two events of a till new to the list that connects: connecting, then connected. */
+static const int CONNECTS[][2] = {{TSYNC_PEER_GONE, TSYNC_PEER_CONNECTING},
                                   {TSYNC_PEER_CONNECTING, TSYNC_PEER_CONNECTED}};
-    for (int i = 0; i < 2; i++) {
-        cr_assert_eq(ev->previous[i], want[i][0], "%s: event %d from %s, want %s", who, i,
-                     tsync_peer_state_name(ev->previous[i]), tsync_peer_state_name(want[i][0]));
-        cr_assert_eq(ev->state[i], want[i][1], "%s: event %d to %s, want %s", who, i,
-                     tsync_peer_state_name(ev->state[i]), tsync_peer_state_name(want[i][1]));
-        cr_assert_str_eq(ev->key[i], key, "%s: event %d names key '%s', want %s", who, i,
-                         ev->key[i], key);
-        cr_assert_geq(ev->since[i], t0, "%s: event %d since before the test began", who, i);
-        cr_assert_eq(ev->online[i], i == 1, "%s: event %d: online %d", who, i, ev->online[i]);
-    }
-    cr_assert_geq(ev->since[1], ev->since[0], "%s: connected before connecting", who);
-}
 
 /* A's static peer is dialled by tsync_node_new, and its loop starts a second later (a thread
  * started late, as under load): by then the transport has finished the handshake and B's HELLO
@@ -262,9 +255,9 @@ Test(node_states, verified_in_the_first_round_still_reports_connecting)
     pthread_mutex_unlock(&eb.mu);
     tsync_node_free(na);
     tsync_node_free(nb);
-    connecting_then_connected(&sa, kb, t0, "a (dialled before its loop ran)");
+    expect_events(&sa, CONNECTS, 2, kb, t0, "a (dialled before its loop ran)");
     /* Neither is enrolled and B was given no key for A: B's row of A names no key. */
-    connecting_then_connected(&sb, "", t0, "b (inbound)");
+    expect_events(&sb, CONNECTS, 2, "", t0, "b (inbound)");
 }
 
 static void never(void *ctx, const tsync_peer_event *e)
