@@ -67,6 +67,7 @@ enum {
     OPT_NO_RELAY,
     OPT_CLOUD_BACKUP_EVERY, /* cloud backups (net/node/cloud.c) */
     OPT_CLOUD_KEEP,
+    OPT_LIVENESS,
 };
 static const struct option RUN_OPTS[] = {
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -93,6 +94,7 @@ static const struct option RUN_OPTS[] = {
     {"no-relay", no_argument, NULL, OPT_NO_RELAY},
     {"cloud-backup-every", required_argument, NULL, OPT_CLOUD_BACKUP_EVERY},
     {"cloud-keep", required_argument, NULL, OPT_CLOUD_KEEP},
+    {"liveness", required_argument, NULL, OPT_LIVENESS},
     {NULL, 0, NULL, 0},
 };
 #define RUN_NOPTS (sizeof RUN_OPTS / sizeof RUN_OPTS[0] - 1)
@@ -236,6 +238,10 @@ static int run_opt(run_args *a, int c, const char *v)
     case OPT_CLOUD_KEEP:
         if (positive("cloud-keep", v, 1, 100000, &d)) return 2;
         a->o.cloud_keep = (int)d;
+        return 0;
+    case OPT_LIVENESS: /* below a second: the pings of an idle peer come every second */
+        if (positive("liveness", v, 1000, 600000, &d)) return 2;
+        a->o.liveness_ms = (int)d;
         return 0;
     case OPT_BACKUP_DIR:
         a->o.backup_dir = v;

@@ -84,7 +84,8 @@ typedef enum {
                                    given up (it refused us, or another key answered there) */
     TSYNC_PEER_DISCOVERED = 1,  /* advertised on the LAN over mDNS, no session yet (of each pair,
                                    the till with the smaller key dials) */
-    TSYNC_PEER_CONNECTING = 2,  /* first dial or handshake under way */
+    TSYNC_PEER_CONNECTING = 2,  /* first dial or handshake under way (a till new to the list
+                                   is always reported connecting before connected) */
     TSYNC_PEER_CONNECTED = 3,   /* session verified: syncing */
     TSYNC_PEER_UNREACHABLE = 4, /* was connected and is not now, or did not answer a first dial
                                    within liveness_ms; dialled again in the background */

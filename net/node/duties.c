@@ -371,6 +371,7 @@ void tsync__node_trust_check(tsync_node *n)
     int first = !n->trust_digest_valid;
     memcpy(n->trust_digest, d, sizeof d);
     n->trust_digest_valid = 1;
+    n->trust_gen++;
     if (first) return;
     /* New certificates or revocations (from a merge or `tillsync revoke`): tell every peer, cut
      * revoked sessions, and dial newly certified keys for keyless static peers. */

@@ -282,6 +282,7 @@ struct tsync_node {
     int seal_retry;       /* the last seal found the database busy */
     uint8_t trust_digest[TSYNC__HASH_BYTES];
     int trust_digest_valid;
+    uint64_t trust_gen; /* +1 whenever trust_digest changes (the relay re-reads its grant then) */
 
     nrefusal refusals[REFUSALS_MAX];
     size_t nrefusals;

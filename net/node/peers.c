@@ -196,7 +196,8 @@ int tsync__node_advertised(const tsync_node *n, const uint8_t key[TSYNC__PK_BYTE
     return 0;
 }
 
-static void link_event(tsync_node *n, const nlink *l, int state, int previous, uint64_t since)
+static void link_event(tsync_node *n, const nlink *l, int state, int previous, uint64_t since,
+                       int online)
 {
     char k[2 * TSYNC__PK_BYTES + 1] = "";
     if (l->key_known) tsync__hex(l->pk, TSYNC__PK_BYTES, k);
@@ -211,9 +212,21 @@ static void link_event(tsync_node *n, const nlink *l, int state, int previous, u
                           .state = state,
                           .previous = previous,
                           .since_ms = since,
-                          .online = tsync__node_online(n),
+                          .online = online,
                           .reason = state == TSYNC_PEER_REFUSED ? l->why : ""};
     n->o.on_peer_state(n->o.cb_ctx, &e);
+}
+
+/* Whether a till other than l's is connected (l's own sessions are not verified yet). */
+static int online_but(const tsync_node *n, const nlink *l)
+{
+    for (size_t i = 0; i < n->npeers; i++) {
+        const npeer *p = n->peers[i];
+        if (!p->used || !p->verified || p == l->p) continue;
+        if (l->key_known && p->key_known && !memcmp(p->pk, l->pk, TSYNC__PK_BYTES)) continue;
+        return 1;
+    }
+    return 0;
 }
 
 /* The state of one session entry. A till that was connected and is not now is unreachable
@@ -349,14 +362,28 @@ void tsync__node_links_update(tsync_node *n)
     size_t nold = n->nlinks;
     n->links = v;
     n->nlinks = nv;
+    int online = tsync__node_online(n);
     for (size_t i = 0; i < nv; i++) {
         const nlink *prev = link_find(old, nold, v[i].id);
         int was = prev ? prev->state : TSYNC_PEER_GONE;
-        if (v[i].state != was) link_event(n, &v[i], v[i].state, was, v[i].since_ms);
+        if (v[i].state == was) continue;
+        if (v[i].state == TSYNC_PEER_CONNECTED && v[i].p &&
+            (was == TSYNC_PEER_GONE || was == TSYNC_PEER_DISCOVERED || was == TSYNC_PEER_WAITING)) {
+            /* The rows are rebuilt after a round's events: a session dialled and verified within
+             * one round (the peer's HELLO already queued when the loop first looked, as when a
+             * node's thread starts late under load, or an inbound till that is quick) was
+             * connecting all the same, since it was made. Every change is an event: a till new
+             * to the list is connecting first (docs/NODE.md, "Network state"). */
+            uint64_t born = wall - (now - v[i].p->born_mono);
+            if (prev && born < prev->since_ms) born = prev->since_ms;
+            link_event(n, &v[i], TSYNC_PEER_CONNECTING, was, born, online_but(n, &v[i]));
+            was = TSYNC_PEER_CONNECTING;
+        }
+        link_event(n, &v[i], v[i].state, was, v[i].since_ms, online);
     }
     for (size_t i = 0; i < nold; i++)
         if (!link_find(v, nv, old[i].id))
-            link_event(n, &old[i], TSYNC_PEER_GONE, old[i].state, wall);
+            link_event(n, &old[i], TSYNC_PEER_GONE, old[i].state, wall, online);
     free(old);
 }
 

@@ -49,7 +49,7 @@
 #include "codec/relay.h"
 #include "node_int.h"
 
-#define CONFIG_MS        2000 /* the grant and the keys are looked up again this often */
+#define CONFIG_MS        2000 /* ... after a failed read, the grant and keys are read again */
 #define CONNECT_WAIT_MS  5000 /* no RHAVE by then after dialling: down, the next relay */
 #define BACKOFF_MIN_MS   1000 /* before dialling again after a failure, doubled per failure */
 #define BACKOFF_MAX_MS   60000
@@ -120,6 +120,8 @@ struct tsync__nrelay {
     tsync__held_key *keys; /* the epochs this till can open, ascending */
     uint32_t nkeys;
     uint64_t config_mono, dial_mono, retry_mono, backoff_ms, probe_mono;
+    uint64_t config_gen; /* n->trust_gen when the grant and keys were read */
+    int config_read, config_failed;
     uint64_t next_req;
     tsync__vv have, sent, got; /* got: queued from the relay since the last merge */
     int have_known;
@@ -255,13 +257,14 @@ static int config(tsync_node *n)
     const char *why = NULL;
     uint8_t *body = NULL;
     size_t len = 0;
+    r->config_failed = 0;
     if (!n->enrolled) why = "this database is not enrolled in a shop";
     if (!why) {
         int rc = tsync__grant_latest(n->s, &body, &len);
         if (rc == TSYNC_ENOTFOUND)
             why = "the shop has no relay grant (the admin signs one: tillsync shop grant)";
         else if (rc)
-            why = "cannot read the relay grant";
+            why = "cannot read the relay grant", r->config_failed = 1;
     }
     if (body) {
         uint8_t id[TSYNC__HASH_BYTES];
@@ -297,7 +300,9 @@ static int config(tsync_node *n)
         r->keys = NULL;
         r->nkeys = 0;
         uint32_t latest = 0;
-        if (tsync__data_keys_held(n->s, &r->keys, &r->nkeys, &latest) || !r->nkeys)
+        if (tsync__data_keys_held(n->s, &r->keys, &r->nkeys, &latest))
+            why = "cannot read the shop's data keys", r->config_failed = 1;
+        else if (!r->nkeys)
             why = "no data key of the shop is sealed to this till (the admin issues one that "
                   "includes it)";
     }
@@ -1061,7 +1066,15 @@ void tsync__node_relay_tick(tsync_node *n)
     struct tsync__nrelay *r = n->relay;
     if (!r || n->o.no_relay) return;
     uint64_t now = tsync__mono_ms();
-    if (!r->config_mono || now - r->config_mono >= CONFIG_MS) {
+    /* Grants and data keys are trust records: they change only when the node's trust digest does
+     * (tsync__node_trust_check: merged from a peer or the relay, or imported by another
+     * connection, seen within an anti-entropy period). Read on a timer instead, they cost a node
+     * without a grant three queries every 2 s on its loop, and one with a grant the opening of
+     * its data keys too. */
+    if (!r->config_read || r->config_gen != n->trust_gen ||
+        (r->config_failed && now - r->config_mono >= CONFIG_MS)) {
+        r->config_read = 1;
+        r->config_gen = n->trust_gen;
         r->config_mono = now;
         if (!config(n)) return;
     }

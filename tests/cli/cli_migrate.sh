@@ -17,18 +17,6 @@
 check() {
     if [ "$rc" -ne 0 ]; then bad "$1: exit status $rc: $(head -c 400 "$W/err")"; else ok; fi
 }
-# expect DESC STATUS PATTERN: the last run exited STATUS and stderr matches PATTERN (grep -e).
-expect() {
-    if [ "$rc" -ne "$2" ]; then
-        bad "$1: exit status $rc, want $2: $(head -c 400 "$W/err")"
-    elif ! grep -q -e "$3" "$W/err"; then
-        bad "$1: stderr does not say '$3': $(head -c 400 "$W/err")"
-    elif [ "$(wc -l <"$W/err")" -ne 1 ]; then
-        bad "$1: the error is not one line: $(cat "$W/err")"
-    else
-        ok
-    fi
-}
 # out DESC PATTERN: stdout of the last run has a line matching PATTERN (grep -e).
 out() {
     if grep -q -e "$2" "$W/out"; then ok; else bad "$1: stdout lacks '$2': $(head -c 600 "$W/out")"; fi

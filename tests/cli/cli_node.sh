@@ -13,18 +13,6 @@
 . "$(dirname "$0")/lib.sh"
 EMBED=$(dirname "$T")/example_embed
 
-expect() {
-    if [ "$rc" -ne "$2" ]; then
-        bad "$1: exit status $rc, want $2: $(head -c 400 "$W/err")"
-    elif ! grep -q -e "$3" "$W/err"; then
-        bad "$1: stderr does not say '$3': $(head -c 400 "$W/err")"
-    elif [ "$(wc -l <"$W/err")" -ne 1 ]; then
-        bad "$1: the error is not one line: $(cat "$W/err")"
-    else
-        ok
-    fi
-}
-
 for d in a b; do
     must "$T" init "$W/$d.db"
     must "$T" sql "$W/$d.db" "CREATE TABLE sales(id TEXT PRIMARY KEY, item TEXT, cents INTEGER)"

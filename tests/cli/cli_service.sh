@@ -12,18 +12,6 @@
 # usage: sh tests/cli/cli_service.sh PATH/TO/tillsync
 . "$(dirname "$0")/lib.sh"
 
-# expect DESC STATUS PATTERN: the last run exited STATUS with PATTERN in its one-line stderr.
-expect() {
-    if [ "$rc" -ne "$2" ]; then
-        bad "$1: exit status $rc, want $2: $(head -c 400 "$W/err")"
-    elif ! grep -q -e "$3" "$W/err"; then
-        bad "$1: stderr does not say '$3': $(head -c 400 "$W/err")"
-    elif [ "$(wc -l <"$W/err")" -ne 1 ]; then
-        bad "$1: the error is not one line: $(cat "$W/err")"
-    else
-        ok
-    fi
-}
 mode_of() { stat -c %a "$1"; }
 PY=$(command -v python3 || echo /usr/bin/python3)
 # A free TCP port on loopback (the kernel's pick, released at once).

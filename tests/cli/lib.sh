@@ -48,6 +48,19 @@ run() {
     "$@" >"$W/out" 2>"$W/err"
     rc=$?
 }
+# expect WHAT STATUS TEXT: after run, the command exited STATUS and said TEXT (a grep pattern) on
+# stderr, in one line (how a usage error or a failure of tillsync looks).
+expect() {
+    if [ "$rc" -ne "$2" ]; then
+        bad "$1: exit status $rc, want $2: $(head -c 400 "$W/err")"
+    elif ! grep -q -e "$3" "$W/err"; then
+        bad "$1: stderr does not say '$3': $(head -c 400 "$W/err")"
+    elif [ "$(wc -l <"$W/err")" -ne 1 ]; then
+        bad "$1: the error is not one line: $(cat "$W/err")"
+    else
+        ok
+    fi
+}
 # wait_for SECONDS COMMAND...: polls COMMAND every 50 ms until it succeeds (0) or time is up (1).
 wait_for() {
     limit=$(($1 * 20))

@@ -632,7 +632,8 @@ json_t *nu_node_status(const nu_node *n)
 
 void nu_node_start(nu_node *n)
 {
-    const char *argv[8 + 2 * NU_MAXPEERS];
+    const char *argv[10 + 2 * NU_MAXPEERS];
+    char liveness[16];
     int k = 0;
     argv[k++] = nu_cli();
     argv[k++] = "run";
@@ -642,6 +643,11 @@ void nu_node_start(nu_node *n)
     for (int i = 0; i < n->npeers; i++) {
         argv[k++] = "--peer";
         argv[k++] = n->peers[i];
+    }
+    if (n->liveness_ms) {
+        snprintf(liveness, sizeof liveness, "%d", n->liveness_ms);
+        argv[k++] = "--liveness";
+        argv[k++] = liveness;
     }
     const char *v = getenv("TSYNC_NODE_VERBOSE");
     if (n->verbose || (v && *v == '1')) argv[k++] = "-v";
@@ -772,7 +778,7 @@ static char *describe(const nu_node *n)
         json_t *p;
         json_array_foreach(json_object_get(o, "peers"), i, p)
         {
-            fprintf(m, "   peer %s %s %s they_lack %lld we_lack %lld in_flight %lld\n",
+            fprintf(m, "   peer %s %s %s they_lack %lld we_lack %lld in_flight_bytes %lld\n",
                     json_string_value(json_object_get(p, "address")),
                     json_string_value(json_object_get(p, "direction")),
                     json_string_value(json_object_get(p, "state")),

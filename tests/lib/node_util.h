@@ -141,7 +141,8 @@ typedef struct {
     char key[65];         /* its public key */
     char peers[NU_MAXPEERS][NU_EP + 80];
     int npeers;
-    int verbose; /* run with -v (also for every node when TSYNC_NODE_VERBOSE=1) */
+    int verbose;     /* run with -v (also for every node when TSYNC_NODE_VERBOSE=1) */
+    int liveness_ms; /* run with --liveness (0: the node's default, 3.5 s) */
     pid_t pid;
     int starts;
 } nu_node;

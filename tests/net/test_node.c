@@ -228,10 +228,21 @@ Test(node, star_relays_live_while_selling)
             "began\n",
             (long long)seen_all);
     if (seen_all < 0) {
-        const char *d = nu_node_describe(&t[1]);
+        /* Every node (the hub's relaying included), what each leaf sold itself so far, and the
+         * machine's load: CI saw this once under ASan, with only t1 described. */
+        char own[128] = "", load[64] = "?";
+        for (int i = 1; i < 4; i++)
+            snprintf(own + strlen(own), sizeof own - strlen(own), "%s sold %lld; ", t[i].name,
+                     (long long)sales_of(t[i].db, t[i].name));
+        FILE *f = fopen("/proc/loadavg", "r");
+        if (f) {
+            if (!fgets(load, sizeof load, f)) snprintf(load, sizeof load, "?");
+            fclose(f);
+        }
         cr_assert_fail("4 s into selling, a leaf still lacks every sale of another leaf "
-                       "(relayed through the hub): %s\n%s",
-                       matrix, d);
+                       "(relayed through the hub): %s\n%s\nload %s%s%s%s%s",
+                       matrix, own, load, nu_node_describe(&t[0]), nu_node_describe(&t[1]),
+                       nu_node_describe(&t[2]), nu_node_describe(&t[3]));
     }
     for (int i = 0; i < 3; i++) nu_seller_wait(pid[i], 120000, "live star");
     int64_t want[NU_NPROD];

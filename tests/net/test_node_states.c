@@ -99,15 +99,16 @@ static void status_peer(tsync_node *n, const char *want, uint64_t *lost, uint64_
     cr_assert_fail("status shows the peer '%s' after 2 s, want '%s'", st, want);
 }
 
-static tsync_node *start(const char *db, const char *listen, const char *peer, events *ev,
-                         int version)
+/* A node on db reporting to ev (not started). */
+static tsync_node *make(const char *db, const char *listen, const char *peer, events *ev,
+                        int version, int liveness_ms)
 {
     tsync_node_options o = TSYNC_NODE_OPTIONS_INIT;
     o.version = (unsigned)version;
     o.listen = listen;
     o.status_path = "";
     o.no_mdns = 1;
-    o.liveness_ms = 700;
+    o.liveness_ms = liveness_ms;
     o.log_level = getenv("TSYNC_NODE_VERBOSE") ? TSYNC_LOG_DEBUG : TSYNC_LOG_WARN;
     const char *peers[1] = {peer};
     if (peer) {
@@ -118,8 +119,40 @@ static tsync_node *start(const char *db, const char *listen, const char *peer, e
     o.cb_ctx = ev;
     tsync_node *n;
     cr_assert_eq(tsync_node_new(&n, db, &o), 0, "node for %s: %s", db, tsync_error_last()->message);
+    return n;
+}
+
+static tsync_node *start(const char *db, const char *listen, const char *peer, events *ev,
+                         int version)
+{
+    tsync_node *n = make(db, listen, peer, ev, version, 700);
     cr_assert_eq(tsync_node_start(n), 0);
     return n;
+}
+
+/* Asserts that ev holds exactly the n events want (previous, state), each naming key, each
+ * since t0 and none before the one before it, online exactly when connected. */
+static void expect_events(const events *ev, const int want[][2], int n, const char *key,
+                          uint64_t t0, const char *who)
+{
+    for (int i = 0; i < ev->n; i++)
+        cr_log_info("%s: event %d: %s -> %s, key '%.16s'", who, i,
+                    tsync_peer_state_name(ev->previous[i]), tsync_peer_state_name(ev->state[i]),
+                    ev->key[i]);
+    cr_assert_eq(ev->n, n, "%s reported %d events, want %d", who, ev->n, n);
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(ev->previous[i], want[i][0], "%s: event %d from %s, want %s", who, i,
+                     tsync_peer_state_name(ev->previous[i]), tsync_peer_state_name(want[i][0]));
+        cr_assert_eq(ev->state[i], want[i][1], "%s: event %d to %s, want %s", who, i,
+                     tsync_peer_state_name(ev->state[i]), tsync_peer_state_name(want[i][1]));
+        cr_assert_str_eq(ev->key[i], key, "%s: event %d names key '%s', want '%s'", who, i,
+                         ev->key[i], key);
+        cr_assert_geq(ev->since[i], t0, "%s: event %d since before the test began", who, i);
+        if (i)
+            cr_assert_geq(ev->since[i], ev->since[i - 1], "%s: event %d goes back in time", who, i);
+        cr_assert_eq(ev->online[i], ev->state[i] == TSYNC_PEER_CONNECTED, "%s: event %d: online %d",
+                     who, i, ev->online[i]);
+    }
 }
 
 /* A dial to a till that is not there: connecting, then unreachable after liveness_ms; it comes
@@ -175,21 +208,56 @@ Test(node_states, connecting_unreachable_connected_unreachable)
                                   {TSYNC_PEER_CONNECTING, TSYNC_PEER_UNREACHABLE},
                                   {TSYNC_PEER_UNREACHABLE, TSYNC_PEER_CONNECTED},
                                   {TSYNC_PEER_CONNECTED, TSYNC_PEER_UNREACHABLE}};
-    cr_assert_eq(ea.n, 4, "a reported %d events, want 4", ea.n);
-    for (int i = 0; i < 4; i++) {
-        cr_assert_eq(ea.previous[i], want[i][0], "event %d: from %s, want %s", i,
-                     tsync_peer_state_name(ea.previous[i]), tsync_peer_state_name(want[i][0]));
-        cr_assert_eq(ea.state[i], want[i][1], "event %d: to %s, want %s", i,
-                     tsync_peer_state_name(ea.state[i]), tsync_peer_state_name(want[i][1]));
-        cr_assert_str_eq(ea.key[i], kb, "event %d names another key", i);
-        cr_assert_geq(ea.since[i], t0);
-        if (i) cr_assert_geq(ea.since[i], ea.since[i - 1], "event %d goes back in time", i);
-        cr_assert_eq(ea.online[i], ea.state[i] == TSYNC_PEER_CONNECTED, "event %d: online %d", i,
-                     ea.online[i]);
-    }
+    expect_events(&ea, want, 4, kb, t0, "a");
     /* B (inbound) saw a come, then nothing more it could act on: connecting/connected only. */
     cr_assert_geq(eb.n, 1);
     cr_assert_eq(eb.state[eb.n - 1], TSYNC_PEER_CONNECTED);
+}
+
+/* The two events of a till new to the list that connects: connecting, then connected. */
+static const int CONNECTS[][2] = {{TSYNC_PEER_GONE, TSYNC_PEER_CONNECTING},
+                                  {TSYNC_PEER_CONNECTING, TSYNC_PEER_CONNECTED}};
+
+/* A's static peer is dialled by tsync_node_new, and its loop starts a second later (a thread
+ * started late, as under load): by then the transport has finished the handshake and B's HELLO
+ * waits, so A's first round finds the session up and verified at once. Its row was connecting
+ * all the same, and every change is reported: A reports connecting, then connected (it once
+ * went straight from gone to connected: cli_node under ASan). B, whose loop ran all along, sees
+ * A connecting until A's HELLO comes. */
+Test(node_states, verified_in_the_first_round_still_reports_connecting)
+{
+    const char *dir = nu_tmpdir();
+    char a[NU_PATH], b[NU_PATH], kb[65], peer[NU_EP + 80];
+    snprintf(a, sizeof a, "%s/a.db", dir);
+    snprintf(b, sizeof b, "%s/b.db", dir);
+    nu_make_db(a);
+    nu_make_db(b);
+    nu_pubkey(b, kb);
+    events ea = {.mu = PTHREAD_MUTEX_INITIALIZER}, eb = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    uint64_t t0 = wall_now();
+    /* Liveness well above the second A's loop waits: B must not cut the silent session. */
+    tsync_node *nb = make(b, "tcp://127.0.0.1:*", NULL, &eb, TSYNC_NODE_OPTIONS_VERSION, 10000);
+    cr_assert_eq(tsync_node_start(nb), 0);
+    snprintf(peer, sizeof peer, "%s#%s", tsync_node_endpoint(nb), kb);
+    tsync_node *na = make(a, "", peer, &ea, TSYNC_NODE_OPTIONS_VERSION, 10000);
+    nu_sleep_ms(1000);
+    cr_assert_eq(ev_count(&ea), 0, "a node that is not running reported events");
+    cr_assert_eq(tsync_node_start(na), 0);
+    cr_assert_geq(wait_state(&ea, TSYNC_PEER_CONNECTED, 10000), 0, "a never connected to b");
+    cr_assert_geq(wait_state(&eb, TSYNC_PEER_CONNECTED, 10000), 0, "b never showed a connected");
+    /* What each reported up to now (stopping one makes the other report it unreachable). */
+    events sa, sb;
+    pthread_mutex_lock(&ea.mu);
+    sa = ea;
+    pthread_mutex_unlock(&ea.mu);
+    pthread_mutex_lock(&eb.mu);
+    sb = eb;
+    pthread_mutex_unlock(&eb.mu);
+    tsync_node_free(na);
+    tsync_node_free(nb);
+    expect_events(&sa, CONNECTS, 2, kb, t0, "a (dialled before its loop ran)");
+    /* Neither is enrolled and B was given no key for A: B's row of A names no key. */
+    expect_events(&sb, CONNECTS, 2, "", t0, "b (inbound)");
 }
 
 static void never(void *ctx, const tsync_peer_event *e)
