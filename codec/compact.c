@@ -520,7 +520,7 @@ typedef struct {
 
 static bool get_batch(tsync__crun_dec *d, ctx *c, tsync__batch *b, tsync__arena *a, runstate *rs)
 {
-    uint64_t code, lg, span, x;
+    uint64_t code = 0, lg = 0, span = 0, x = 0;
     if (!getv(c, S_HDR, &code) || !getv(c, S_HDR, &lg) || !getv(c, S_HDR, &span)) return false;
     uint64_t ms = rs->prev_ms - (uint64_t)unzz(code);
     if (ms >> 48 || lg > 0xffff) return fail(c, "hlc_lo out of range");
@@ -528,7 +528,7 @@ static bool get_batch(tsync__crun_dec *d, ctx *c, tsync__batch *b, tsync__arena 
     rs->prev_ms = ms;
     if (b->hlc_lo + span < b->hlc_lo) return fail(c, "hlc_hi above 2^64");
     b->hlc_hi = b->hlc_lo + span;
-    uint32_t nextra;
+    uint32_t nextra = 0;
     if (!getn(c, S_HDR, S_SITE, &nextra, 1, "sites") ||
         !getn(c, S_HDR, S_DEP, &b->ndeps, 2, "deps"))
         return false;

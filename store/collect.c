@@ -311,7 +311,7 @@ int tsync__front_sweep(tsync__rowwriter *w, const tsync__front *f, size_t n, siz
                                                 (size_t)sqlite3_column_bytes(st, t->npk))))
                     break;
                 if (!row_live(&m) || !covered(&m, fl, nls)) continue;
-                uint32_t klen;
+                uint32_t klen = 0;
                 if ((rc = scan_key(st, t, &kb, &kcap, &klen))) break;
                 sqlite3_bind_int(seen, 1, t->id);
                 sqlite3_bind_blob(seen, 2, kb, (int)klen, SQLITE_STATIC);
