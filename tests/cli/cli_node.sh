@@ -91,7 +91,12 @@ if [ -x "$EMBED" ]; then
     run "$EMBED" "$W/e2.db" --loop --peer "$EA#$KA" --sales 2 --wait-sales 7 --timeout 15
     [ $rc -eq 0 ] && grep -q "on the main thread" "$W/out" && ok ||
         bad "embed (host loop): $rc $(cat "$W/out" "$W/err" | head -20)"
-    wait_for 10 count_is "$W/a.db" 7 && ok || bad "the embedded nodes' sales did not reach a"
+    wait_for 10 count_is "$W/a.db" 7 && ok ||
+        bad "the embedded nodes' sales did not reach a: a holds $("$T" sql "$W/a.db" "SELECT count(*) FROM sales" 2>&1), b $("$T" sql "$W/b.db" "SELECT count(*) FROM sales" 2>&1)
+a: $("$T" status "$W/a.db" 2>&1 | grep -E 'peer|lag|held|refused')
+b: $("$T" status "$W/b.db" 2>&1 | grep -E 'peer|lag|held|refused')
+a.log: $(tail -15 "$W/a.log")
+b.log: $(tail -15 "$W/b.log")"
 else
     bad "no example_embed next to $T"
 fi
