@@ -26,18 +26,6 @@ run() {
 check() {
     if [ "$rc" -ne 0 ]; then bad "$1: exit status $rc: $(head -c 400 "$W/err")"; else ok; fi
 }
-# expect DESC STATUS PATTERN: the last run exited STATUS and stderr is one line matching PATTERN.
-expect() {
-    if [ "$rc" -ne "$2" ]; then
-        bad "$1: exit status $rc, want $2: $(head -c 400 "$W/err")"
-    elif ! grep -q -e "$3" "$W/err"; then
-        bad "$1: stderr does not say '$3': $(head -c 400 "$W/err")"
-    elif [ "$(wc -l <"$W/err")" -ne 1 ]; then
-        bad "$1: stderr is not one line: $(head -c 400 "$W/err")"
-    else
-        ok
-    fi
-}
 must() {
     "$@" >"$W/setup.out" 2>&1 </dev/null || {
         bad "setup: $*: $(cat "$W/setup.out")"

@@ -19,11 +19,7 @@ command -v curl >/dev/null 2>&1 || {
     finish
 }
 
-for d in a b; do
-    must "$T" init "$W/$d.db"
-    must "$T" sql "$W/$d.db" "CREATE TABLE sales(id TEXT PRIMARY KEY, item TEXT, cents INTEGER)"
-    must "$T" replicate "$W/$d.db" sales
-done
+sales_dbs a b
 mkdir "$W/bk"
 
 # ---------------------------------------------------------------- refused at start

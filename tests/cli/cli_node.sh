@@ -13,11 +13,7 @@
 . "$(dirname "$0")/lib.sh"
 EMBED=$(dirname "$T")/example_embed
 
-for d in a b; do
-    must "$T" init "$W/$d.db"
-    must "$T" sql "$W/$d.db" "CREATE TABLE sales(id TEXT PRIMARY KEY, item TEXT, cents INTEGER)"
-    must "$T" replicate "$W/$d.db" sales
-done
+sales_dbs a b
 KA=$(key_of "$W/a.db")
 [ ${#KA} -eq 64 ] && ok || bad "state --json shows no public key: '$KA'"
 

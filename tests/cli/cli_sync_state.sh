@@ -10,11 +10,7 @@
 
 . "$(dirname "$0")/lib.sh"
 
-for d in a b; do
-    must "$T" init "$W/$d.db"
-    must "$T" sql "$W/$d.db" "CREATE TABLE sales(id TEXT PRIMARY KEY, item TEXT, cents INTEGER)"
-    must "$T" replicate "$W/$d.db" sales
-done
+sales_dbs a b
 KA=$(key_of "$W/a.db")
 
 # No node: the till syncs not.

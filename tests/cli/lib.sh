@@ -43,6 +43,15 @@ must() {
         finish
     }
 }
+# sales_dbs NAME...: $W/NAME.db for each NAME: a new database with a replicated table
+# sales(id TEXT PRIMARY KEY, item TEXT, cents INTEGER).
+sales_dbs() {
+    for d in "$@"; do
+        must "$T" init "$W/$d.db"
+        must "$T" sql "$W/$d.db" "CREATE TABLE sales(id TEXT PRIMARY KEY, item TEXT, cents INTEGER)"
+        must "$T" replicate "$W/$d.db" sales
+    done
+}
 # run COMMAND...: stdout in $W/out, stderr in $W/err, exit status in $rc.
 run() {
     "$@" >"$W/out" 2>"$W/err"

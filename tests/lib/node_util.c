@@ -409,6 +409,21 @@ void nu_insert_catalogue(const char *path)
     th_seal(s);
 }
 
+void nu_sell_sealed(const char *path, int n)
+{
+    tsync_store *s = th_open(path);
+    char sql[256];
+    for (int i = 0; i < n; i++) {
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO sales VALUES('a-%d', 'a', 'p%d', %d); UPDATE products SET stock = "
+                 "stock - %d WHERE id = 'p%d'",
+                 i, i % NU_NPROD, 1 + i % 3, 1 + i % 3, i % NU_NPROD);
+        th_exec(s, sql);
+        cr_assert_eq(th_seal(s), 1, "sale %d sealed as one batch", i);
+    }
+    tsync_store_free(s);
+}
+
 void nu_shop_create(const char *keyfile, const char *name)
 {
     free(nu_cli_ok("shop", "create", keyfile, "--name", name, NULL));

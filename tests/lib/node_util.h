@@ -86,6 +86,11 @@ const char *nu_tail_s(const char *path, int lines);
 void nu_make_db(const char *path);
 /* Inserts the catalogue p0..p{NU_NPROD-1} with NU_STOCK each (one transaction). */
 void nu_insert_catalogue(const char *path);
+/* n sales 'a-0'..'a-{n-1}' of till 'a' on the database at path, through the library, each its
+ * own transaction sealed alone (the live shape); sale i as a seller's: product p{i % NU_NPROD},
+ * quantity 1 + i % 3 (nu_sold(0, n, k) is what they take off p{k}). Asserts each sealed as one
+ * batch. */
+void nu_sell_sealed(const char *path, int n);
 /* `tillsync shop create KEY --name NAME` */
 void nu_shop_create(const char *keyfile, const char *name);
 /* `tillsync enrol DB --shop-key KEY --name NAME` */

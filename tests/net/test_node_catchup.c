@@ -18,22 +18,6 @@
 
 TestSuite(node_catchup, .fini = nu_fini, .timeout = 170);
 
-/* n sales on db through the library, each its own transaction sealed alone. */
-static void sell_sealed(const char *db, int n)
-{
-    tsync_store *s = th_open(db);
-    char sql[256];
-    for (int i = 0; i < n; i++) {
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO sales VALUES('a-%d', 'a', 'p%d', %d); UPDATE products SET stock = "
-                 "stock - %d WHERE id = 'p%d'",
-                 i, i % NU_NPROD, 1 + i % 3, 1 + i % 3, i % NU_NPROD);
-        th_exec(s, sql);
-        cr_assert_eq(th_seal(s), 1, "sale %d sealed as one batch", i);
-    }
-    tsync_store_free(s);
-}
-
 Test(node_catchup, a_till_catches_up_live_batches_over_cbatches)
 {
     const char *dir = nu_tmpdir();
@@ -49,7 +33,7 @@ Test(node_catchup, a_till_catches_up_live_batches_over_cbatches)
     }
     nu_insert_catalogue(t[0].db);
     int n = nu_scaled(3000, 500);
-    sell_sealed(t[0].db, n);
+    nu_sell_sealed(t[0].db, n);
     nu_node_start(&t[0]);
     nu_node_peer(&t[1], &t[0], 1);
     int64_t t0 = nu_now_ms();

@@ -49,22 +49,6 @@ static void b_change(void *ctx, const tsync_node_change *c)
     if (first) nu_sleep_ms(block_ms); /* busy: no ACK, no PONG, nothing read meanwhile */
 }
 
-/* n sales on db, each its own transaction sealed alone (the live shape). */
-static void sell_sealed(const char *db, int n)
-{
-    tsync_store *s = th_open(db);
-    char sql[256];
-    for (int i = 0; i < n; i++) {
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO sales VALUES('a-%d', 'a', 'p%d', 1); UPDATE products SET stock = "
-                 "stock - 1 WHERE id = 'p%d'",
-                 i, i % NU_NPROD, i % NU_NPROD);
-        th_exec(s, sql);
-        cr_assert_eq(th_seal(s), 1, "sale %d sealed as one batch", i);
-    }
-    tsync_store_free(s);
-}
-
 /* batches_in of the node's only peer (status JSON, "peers"). */
 static int64_t peer_batches_in(tsync_node *nd)
 {
@@ -105,7 +89,7 @@ Test(node_resend, a_busy_peer_is_not_sent_the_catch_up_again)
     nu_make_db(b_db);
     nu_insert_catalogue(a_db);
     int n = nu_scaled(1500, 400);
-    sell_sealed(a_db, n);
+    nu_sell_sealed(a_db, n);
     int total = n + 1; /* and the catalogue's batch */
     block_ms = 1500;
 

@@ -155,18 +155,24 @@ static void expect_events(const events *ev, const int want[][2], int n, const ch
     }
 }
 
+/* Databases a.db and b.db in a new folder; kb: b's public key. */
+static void two_dbs(char a[NU_PATH], char b[NU_PATH], char kb[65])
+{
+    const char *dir = nu_tmpdir();
+    snprintf(a, NU_PATH, "%s/a.db", dir);
+    snprintf(b, NU_PATH, "%s/b.db", dir);
+    nu_make_db(a);
+    nu_make_db(b);
+    nu_pubkey(b, kb);
+}
+
 /* A dial to a till that is not there: connecting, then unreachable after liveness_ms; it comes
  * up: connected; it goes away: unreachable, with when it was lost. Exactly these events, in
  * this order, each a change, each with its time. */
 Test(node_states, connecting_unreachable_connected_unreachable)
 {
-    const char *dir = nu_tmpdir();
     char a[NU_PATH], b[NU_PATH], kb[65], peer[NU_EP + 80];
-    snprintf(a, sizeof a, "%s/a.db", dir);
-    snprintf(b, sizeof b, "%s/b.db", dir);
-    nu_make_db(a);
-    nu_make_db(b);
-    nu_pubkey(b, kb);
+    two_dbs(a, b, kb);
     events ea = {.mu = PTHREAD_MUTEX_INITIALIZER}, eb = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
     /* Find a free port: let B bind any, note it, stop B. */
@@ -226,13 +232,8 @@ static const int CONNECTS[][2] = {{TSYNC_PEER_GONE, TSYNC_PEER_CONNECTING},
  * A connecting until A's HELLO comes. */
 Test(node_states, verified_in_the_first_round_still_reports_connecting)
 {
-    const char *dir = nu_tmpdir();
     char a[NU_PATH], b[NU_PATH], kb[65], peer[NU_EP + 80];
-    snprintf(a, sizeof a, "%s/a.db", dir);
-    snprintf(b, sizeof b, "%s/b.db", dir);
-    nu_make_db(a);
-    nu_make_db(b);
-    nu_pubkey(b, kb);
+    two_dbs(a, b, kb);
     events ea = {.mu = PTHREAD_MUTEX_INITIALIZER}, eb = {.mu = PTHREAD_MUTEX_INITIALIZER};
     uint64_t t0 = wall_now();
     /* Liveness well above the second A's loop waits: B must not cut the silent session. */
@@ -270,13 +271,8 @@ static void never(void *ctx, const tsync_peer_event *e)
 /* Options of version 1 (before on_peer_state) still work, and what lies after them is not read. */
 Test(node_states, options_version_1_accepted)
 {
-    const char *dir = nu_tmpdir();
     char a[NU_PATH], b[NU_PATH], kb[65], peer[200];
-    snprintf(a, sizeof a, "%s/a.db", dir);
-    snprintf(b, sizeof b, "%s/b.db", dir);
-    nu_make_db(a);
-    nu_make_db(b);
-    nu_pubkey(b, kb);
+    two_dbs(a, b, kb);
     snprintf(peer, sizeof peer, "tcp://127.0.0.1:9#%s", kb); /* nobody there */
     tsync_node_options o = TSYNC_NODE_OPTIONS_INIT;
     o.version = 1;

@@ -187,17 +187,7 @@ Test(relay_sync, catchup_merges_in_pieces)
     nu_insert_catalogue(a.db);
     /* 20,000 sales, each sealed as its own batch (the live shape): megabytes of bodies */
     enum { N = 20000 };
-    tsync_store *st = th_open(a.db);
-    char sql[256];
-    for (int i = 0; i < N; i++) {
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO sales VALUES('a-%d', 'a', 'p%d', 1);"
-                 "UPDATE products SET stock = stock - 1 WHERE id = 'p%d'",
-                 i, i % NU_NPROD, i % NU_NPROD);
-        th_exec(st, sql);
-        th_seal(st);
-    }
-    tsync_store_free(st);
+    nu_sell_sealed(a.db, N);
     nu_node_start(&a);
     ru_wait_relay_has_all(&a, ru_wall_ms() + 200, 60000);
     nu_node_stop(&a);
