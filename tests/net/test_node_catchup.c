@@ -37,6 +37,18 @@ static void sell_sealed_from(const char *db, int from, int to)
     tsync_store_free(s);
 }
 
+static void make_nodes(nu_node *t, int k, const char *dir)
+{
+    for (int i = 0; i < k; i++) {
+        char db[NU_PATH], name[8];
+        snprintf(name, sizeof name, "t%d", i);
+        snprintf(db, sizeof db, "%s/%s.db", dir, name);
+        nu_make_db(db);
+        nu_node_init(&t[i], dir, name, db);
+        t[i].verbose = 1;
+    }
+}
+
 static void sell_sealed(const char *db, int n)
 {
     sell_sealed_from(db, 0, n);
@@ -47,14 +59,7 @@ Test(node_catchup, a_till_catches_up_live_batches_over_cbatches)
     const char *dir = nu_tmpdir();
     nu_node t[2];
     nu_node *all[2] = {&t[0], &t[1]};
-    for (int i = 0; i < 2; i++) {
-        char db[NU_PATH], name[8];
-        snprintf(name, sizeof name, "t%d", i);
-        snprintf(db, sizeof db, "%s/%s.db", dir, name);
-        nu_make_db(db);
-        nu_node_init(&t[i], dir, name, db);
-        t[i].verbose = 1;
-    }
+    make_nodes(t, 2, dir);
     nu_insert_catalogue(t[0].db);
     int n = nu_scaled(3000, 500);
     sell_sealed(t[0].db, n);
@@ -123,16 +128,33 @@ static void check_no_refusal(nu_node *t)
     cr_assert_eq(nu_node_refused(t, "signature"), 0);
 }
 
-static void make_nodes(nu_node *t, int k, const char *dir)
+/* to (peered with from) catches up the n sales from holds; both stopped after. */
+static void catch_up(nu_node *from, nu_node *to, int n, const char *what)
 {
-    for (int i = 0; i < k; i++) {
-        char db[NU_PATH], name[8];
-        snprintf(name, sizeof name, "t%d", i);
-        snprintf(db, sizeof db, "%s/%s.db", dir, name);
-        nu_make_db(db);
-        nu_node_init(&t[i], dir, name, db);
-        t[i].verbose = 1;
-    }
+    int64_t want[NU_NPROD];
+    for (int k = 0; k < NU_NPROD; k++) want[k] = NU_STOCK - nu_sold(0, n, k);
+    nu_node_start(from);
+    nu_node_peer(to, from, 1);
+    nu_node_start(to);
+    nu_node *both[2] = {from, to};
+    nu_wait_converged(both, 2, n, want, CONVERGE_MS, what);
+    check_no_refusal(to);
+    nu_node_stop(from);
+    nu_node_stop(to);
+}
+
+typedef struct {
+    int64_t runs, in_run, whole; /* run rows; log rows in a run, with their body */
+} log_shape;
+
+static log_shape shape_of(const nu_node *t)
+{
+    log_shape l = {nu_query(t->db, "SELECT count(*) FROM tsync_log_runs"),
+                   nu_query(t->db, "SELECT count(*) FROM tsync_log WHERE length(body) = 1"),
+                   nu_query(t->db, "SELECT count(*) FROM tsync_log WHERE length(body) > 1")};
+    fprintf(stderr, "%s: %lld run rows, %lld batches in runs, %lld whole\n", t->name,
+            (long long)l.runs, (long long)l.in_run, (long long)l.whole);
+    return l;
 }
 
 Test(node_catchup, runs_received_are_kept_compact_and_served_byte_for_byte)
@@ -143,39 +165,20 @@ Test(node_catchup, runs_received_are_kept_compact_and_served_byte_for_byte)
     nu_insert_catalogue(t[0].db);
     int n = nu_scaled(3000, 500);
     sell_sealed(t[0].db, n);
-    int64_t want[NU_NPROD];
-    for (int k = 0; k < NU_NPROD; k++) want[k] = NU_STOCK - nu_sold(0, n, k);
 
     /* t1 catches up from t0: the runs it applies whole go to tsync_log_runs. */
-    nu_node_start(&t[0]);
-    nu_node_peer(&t[1], &t[0], 1);
-    nu_node_start(&t[1]);
-    nu_node *ab[2] = {&t[0], &t[1]};
-    nu_wait_converged(ab, 2, n, want, CONVERGE_MS, "t1 catches up from t0");
-    check_no_refusal(&t[1]);
-    nu_node_stop(&t[0]);
-    nu_node_stop(&t[1]);
-    int64_t runs = nu_query(t[1].db, "SELECT count(*) FROM tsync_log_runs");
-    int64_t in_run = nu_query(t[1].db, "SELECT count(*) FROM tsync_log WHERE length(body) = 1");
-    int64_t whole = nu_query(t[1].db, "SELECT count(*) FROM tsync_log WHERE length(body) > 1");
-    fprintf(stderr, "t1: %lld run rows, %lld batches in runs, %lld whole\n", (long long)runs,
-            (long long)in_run, (long long)whole);
-    cr_assert_gt(runs, 0, "the node kept no received run compact");
+    catch_up(&t[0], &t[1], n, "t1 catches up from t0");
+    log_shape l = shape_of(&t[1]);
+    cr_assert_gt(l.runs, 0, "the node kept no received run compact");
     /* Nearly all: only stretches shorter than a run (TSYNC__LOGRUN_MIN) may stay whole. */
-    cr_assert_gt(in_run, n * 9 / 10, "only %lld of %d batches kept in runs", (long long)in_run, n);
+    cr_assert_gt(l.in_run, n * 9 / 10, "only %lld of %d batches kept in runs", (long long)l.in_run,
+                 n);
     check_runs_cover(t[1].db);
 
     /* t2 catches up from t1 alone: t1 serves the batches of its runs, rebuilt; t2's merge checks
      * every chain and signature over them, and its log reads as the author's. */
-    nu_node_start(&t[1]);
-    nu_node_peer(&t[2], &t[1], 1);
-    nu_node_start(&t[2]);
-    nu_node *bc[2] = {&t[1], &t[2]};
-    nu_wait_converged(bc, 2, n, want, CONVERGE_MS, "t2 catches up from t1");
-    check_no_refusal(&t[2]);
-    nu_node_stop(&t[1]);
-    nu_node_stop(&t[2]);
-    cr_assert_gt(nu_query(t[2].db, "SELECT count(*) FROM tsync_log_runs"), 0);
+    catch_up(&t[1], &t[2], n, "t2 catches up from t1");
+    cr_assert_gt(shape_of(&t[2]).runs, 0);
     check_runs_cover(t[2].db);
     char *l0 = log_text(t[0].db), *l1 = log_text(t[1].db), *l2 = log_text(t[2].db);
     cr_assert(strcmp(l0, l1) == 0, "t1's log differs from the author's");
@@ -218,20 +221,8 @@ Test(node_catchup, a_run_partly_held_already_is_kept_whole)
     tsync_store_free(s1);
 
     /* ... and t0 sends it all as one run: only its first part applies from the run. */
-    int64_t want[NU_NPROD];
-    for (int k = 0; k < NU_NPROD; k++) want[k] = NU_STOCK - nu_sold(0, n, k);
-    nu_node_start(&t[0]);
-    nu_node_peer(&t[1], &t[0], 1);
-    nu_node_start(&t[1]);
-    nu_node *ab[2] = {&t[0], &t[1]};
-    nu_wait_converged(ab, 2, n, want, CONVERGE_MS, "t1 catches up from t0");
-    check_no_refusal(&t[1]);
-    for (int i = 0; i < 2; i++) nu_node_stop(&t[i]);
-    int64_t whole = nu_query(t[1].db, "SELECT count(*) FROM tsync_log WHERE length(body) > 1");
-    fprintf(stderr, "t1: %lld run rows, %lld batches in runs, %lld whole\n",
-            (long long)nu_query(t[1].db, "SELECT count(*) FROM tsync_log_runs"),
-            (long long)nu_query(t[1].db, "SELECT count(*) FROM tsync_log WHERE length(body) = 1"),
-            (long long)whole);
+    catch_up(&t[0], &t[1], n, "t1 catches up from t0");
+    int64_t whole = shape_of(&t[1]).whole;
     cr_assert_eq(nu_query(t[1].db, "SELECT count(*) FROM tsync_held"), 0);
     cr_assert_geq(whole, n - m, "the batches that were held are kept whole");
     char q[160];
