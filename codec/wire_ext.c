@@ -220,6 +220,14 @@ int tsync__wire_cbatches_decode(const uint8_t *buf, size_t len, tsync__wire_cbat
 int tsync__wire_cbatches_unpack(const tsync__wire_cbatches *m, tsync__crun_dec *d,
                                 tsync__wire_batches *b, char err[TSYNC__ERRLEN])
 {
+    return tsync__wire_cbatches_unpack_raw(m, d, b, NULL, NULL, err);
+}
+
+int tsync__wire_cbatches_unpack_raw(const tsync__wire_cbatches *m, tsync__crun_dec *d,
+                                    tsync__wire_batches *b, uint8_t **raw_out, size_t *raw_len,
+                                    char err[TSYNC__ERRLEN])
+{
+    if (raw_out) *raw_out = NULL, *raw_len = 0;
     unsigned long long size = ZSTD_getFrameContentSize(m->runs, m->runs_len);
     if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN)
         return efail(err, "CBATCHES: field 7 (runs) is not a zstd frame that says its size");
@@ -239,9 +247,10 @@ int tsync__wire_cbatches_unpack(const tsync__wire_cbatches *m, tsync__crun_dec *
     char cerr[TSYNC__ERRLEN];
     int rc = tsync__crun_decode(d, m->site, m->first_seq, m->count, raw, (size_t)size, &body, &len,
                                 cerr);
-    free(raw);
+    if (rc || !raw_out) free(raw);
     if (rc == TSYNC_ENOMEM) return rc;
     if (rc) return efail(err, "CBATCHES: field 7 (runs): %s", cerr);
+    if (raw_out) *raw_out = raw, *raw_len = (size_t)size;
     memset(b, 0, sizeof *b);
     memcpy(b->site, m->site, TSYNC__SITE_BYTES);
     memcpy(b->pk, m->pk, TSYNC__PK_BYTES);

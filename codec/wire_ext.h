@@ -62,5 +62,12 @@ TSYNC_WARN_UNUSED int tsync__wire_cbatches_decode(const uint8_t *buf, size_t len
  * rebuilds the bodies into d, then fills b (a BATCHES: bodies point into d). */
 TSYNC_WARN_UNUSED int tsync__wire_cbatches_unpack(const tsync__wire_cbatches *m, tsync__crun_dec *d,
                                                   tsync__wire_batches *b, char err[TSYNC__ERRLEN]);
+/* As tsync__wire_cbatches_unpack, and hands over the decompressed compact run (malloc'd *raw, what
+ * a tsync__brun's crun is: the store keeps a run applied whole in that form, store/log_run.c).
+ * *raw is NULL unless it returns 0. */
+TSYNC_WARN_UNUSED int tsync__wire_cbatches_unpack_raw(const tsync__wire_cbatches *m,
+                                                      tsync__crun_dec *d, tsync__wire_batches *b,
+                                                      uint8_t **raw, size_t *raw_len,
+                                                      char err[TSYNC__ERRLEN]);
 
 #endif

@@ -27,17 +27,33 @@ int tsync__node_queue_batches(tsync_node *n, npeer *p, const void *data, size_t 
     return rc;
 }
 
+/* What the merge will handle: a CBATCHES's bodies are many times its frame, and the queue is
+ * merged once it holds MERGE_QUEUE_MAX (one merge of everything a catch-up sent would keep the
+ * thread away from the sessions for longer than liveness allows); its compact run is kept too. */
+static size_t q_work(const qmsg *q)
+{
+    size_t work = q->len + q->blob_len;
+    if (q->crun)
+        for (uint32_t k = 0; k < q->m.batches.nbodies; k++) work += q->m.batches.body_len[k];
+    return work;
+}
+
+static void q_free(qmsg *q)
+{
+    free(q->frame);
+    tsync__arena_free(&q->a);
+    tsync__crun_dec_free(q->crun);
+    free(q->blob);
+    q->frame = NULL, q->crun = NULL, q->blob = NULL, q->blob_len = 0;
+}
+
 void tsync__node_queue_drop_last(tsync_node *n)
 {
     if (!n->mq.n) return;
     qmsg *q = &n->mq.q[--n->mq.n];
-    size_t work = q->len;
-    if (q->crun)
-        for (uint32_t k = 0; k < q->m.batches.nbodies; k++) work += q->m.batches.body_len[k];
+    size_t work = q_work(q);
     n->mq.bytes -= work < n->mq.bytes ? work : n->mq.bytes;
-    free(q->frame);
-    tsync__arena_free(&q->a);
-    tsync__crun_dec_free(q->crun);
+    q_free(q);
 }
 
 int tsync__node_queue_frame(tsync_node *n, uint32_t peer, const char *from, const void *data,
@@ -62,12 +78,15 @@ int tsync__node_queue_frame(tsync_node *n, uint32_t peer, const char *from, cons
     char err[TSYNC__ERRLEN];
     int rc;
     if (tsync__wire_ext_type(q->frame, len) == TSYNC__WIRE_CBATCHES) {
-        /* Rebuilt here into bodies as BATCHES carries them: the merge sees no difference. */
+        /* Rebuilt here into bodies as BATCHES carries them, and the compact run kept: a run the
+         * merge applies whole is stored in it (store/log_run.c), as from a bundle. */
         tsync__wire_cbatches cb;
         q->m.type = TSYNC__WIRE_BATCHES;
         rc = tsync__wire_cbatches_decode(q->frame, len, &cb, err);
         if (rc == 0 && !(q->crun = tsync__crun_dec_new())) rc = TSYNC_ENOMEM;
-        if (rc == 0) rc = tsync__wire_cbatches_unpack(&cb, q->crun, &q->m.batches, err);
+        if (rc == 0)
+            rc = tsync__wire_cbatches_unpack_raw(&cb, q->crun, &q->m.batches, &q->blob,
+                                                 &q->blob_len, err);
     } else {
         rc = tsync__wire_decode(q->frame, len, &q->m, &q->a, err);
         if (rc == 0 && q->m.type != TSYNC__WIRE_BATCHES) {
@@ -77,20 +96,11 @@ int tsync__node_queue_frame(tsync_node *n, uint32_t peer, const char *from, cons
     }
     if (rc != 0) {
         tsync__node_log(n, TSYNC_LOG_DEBUG, "batches from %s refused: %s", from, err);
-        free(q->frame);
-        tsync__arena_free(&q->a);
-        tsync__crun_dec_free(q->crun);
-        q->crun = NULL;
+        q_free(q);
         return rc == TSYNC_ENOMEM ? rc : TSYNC_ECORRUPT;
     }
     n->mq.n++;
-    /* What the merge will handle: a CBATCHES's bodies are many times its frame, and the queue is
-     * merged once it holds MERGE_QUEUE_MAX (one merge of everything a catch-up sent would keep
-     * the thread away from the sessions for longer than liveness allows). */
-    size_t work = len;
-    if (q->crun)
-        for (uint32_t k = 0; k < q->m.batches.nbodies; k++) work += q->m.batches.body_len[k];
-    n->mq.bytes += work;
+    n->mq.bytes += q_work(q);
     if (out) *out = &q->m.batches;
     return 0;
 }
@@ -99,11 +109,7 @@ int tsync__node_queue_frame(tsync_node *n, uint32_t peer, const char *from, cons
 
 void tsync__node_q_clear(tsync_node *n)
 {
-    for (size_t i = 0; i < n->mq.n; i++) {
-        free(n->mq.q[i].frame);
-        tsync__arena_free(&n->mq.q[i].a);
-        tsync__crun_dec_free(n->mq.q[i].crun);
-    }
+    for (size_t i = 0; i < n->mq.n; i++) q_free(&n->mq.q[i]);
     n->mq.n = 0;
     n->mq.bytes = 0;
 }
@@ -137,6 +143,9 @@ static int merge_some(tsync_node *n, uint32_t peer, tsync_merge_report *r)
         runs[j].body = (const uint8_t **)b->body;
         runs[j].body_len = (size_t *)b->body_len;
         memcpy(runs[j].sig, b->sig, TSYNC__SIG_BYTES);
+        /* The store keeps it only for a run it applies whole (and long enough). */
+        runs[j].crun = n->mq.q[i].blob;
+        runs[j].crun_len = n->mq.q[i].blob_len;
         j++;
     }
     tsync__bundle bun;

@@ -231,6 +231,8 @@ typedef struct {
     tsync__msg m;
     tsync__arena a;
     tsync__crun_dec *crun; /* CBATCHES: holds the rebuilt bodies m.batches points to */
+    uint8_t *blob;         /* CBATCHES: its compact run, decompressed (the store may keep it) */
+    size_t blob_len;
 } qmsg;
 
 struct tsync_node {

@@ -411,9 +411,14 @@ void nu_insert_catalogue(const char *path)
 
 void nu_sell_sealed(const char *path, int n)
 {
+    nu_sell_sealed_from(path, 0, n);
+}
+
+void nu_sell_sealed_from(const char *path, int from, int to)
+{
     tsync_store *s = th_open(path);
     char sql[256];
-    for (int i = 0; i < n; i++) {
+    for (int i = from; i < to; i++) {
         snprintf(sql, sizeof sql,
                  "INSERT INTO sales VALUES('a-%d', 'a', 'p%d', %d); UPDATE products SET stock = "
                  "stock - %d WHERE id = 'p%d'",

@@ -91,6 +91,8 @@ void nu_insert_catalogue(const char *path);
  * quantity 1 + i % 3 (nu_sold(0, n, k) is what they take off p{k}). Asserts each sealed as one
  * batch. */
 void nu_sell_sealed(const char *path, int n);
+/* The same for sales from..to-1. */
+void nu_sell_sealed_from(const char *path, int from, int to);
 /* `tillsync shop create KEY --name NAME` */
 void nu_shop_create(const char *keyfile, const char *name);
 /* `tillsync enrol DB --shop-key KEY --name NAME` */
