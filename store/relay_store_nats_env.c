@@ -142,10 +142,14 @@ void tsync__nats_on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, v
 }
 
 /* Publishes the new envelopes of a put together and waits once for JetStream's acks: state[i]
- * says what became of envelope i (PUB_WAIT: no answer). */
+ * says what became of envelope i (PUB_WAIT: no answer). A lone envelope goes by js_PublishMsg:
+ * its ack comes back on the connection's reply path, without the hop through the async
+ * publish's own delivery thread. */
 static void publish_all(tsync__nx *s, int64_t shop, const tsync__renv *envs, uint32_t n,
                         const uint8_t *isnew, natsMsg **msgs, int *state)
 {
+    uint32_t nnew = 0;
+    for (uint32_t i = 0; i < n; i++) nnew += isnew[i];
     pthread_mutex_lock(&s->pub.mu);
     s->pub.msgs = msgs;
     s->pub.state = state;
@@ -170,6 +174,18 @@ static void publish_all(tsync__nx *s, int64_t shop, const tsync__renv *envs, uin
         msgs[i] = m;
         pthread_mutex_unlock(&s->pub.mu);
         natsMsg *owned = m;
+        if (st == NATS_OK && nnew == 1) {
+            jsPubAck *ack = NULL;
+            jsErrCode je = 0;
+            st = js_PublishMsg(&ack, s->js, m, &po, &je);
+            pthread_mutex_lock(&s->pub.mu);
+            msgs[i] = NULL;
+            state[i] = st != NATS_OK ? PUB_FAILED : ack->Duplicate ? PUB_DUP : PUB_STORED;
+            pthread_mutex_unlock(&s->pub.mu);
+            jsPubAck_Destroy(ack);
+            natsMsg_Destroy(m);
+            continue;
+        }
         if (st == NATS_OK) st = js_PublishMsgAsync(s->js, &owned, &po);
         if (st != NATS_OK) {
             /* Not sent: still ours (the library takes the message only when it sends it). */
