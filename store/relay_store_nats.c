@@ -45,7 +45,10 @@ int tsync__nats_kv_cas(tsync__nx *s, const char *key, const void *v, size_t len,
     uint64_t nrev;
     natsStatus st = rev ? kvStore_Update(&nrev, s->kv, key, v, (int)len, rev)
                         : kvStore_Create(&nrev, s->kv, key, v, (int)len);
-    if (st == NATS_OK) return 0;
+    if (st == NATS_OK) {
+        s->cas_rev = nrev;
+        return 0;
+    }
     /* A conflict and an unreachable server look alike here: re-read tells them apart. */
     kvEntry *e = NULL;
     natsStatus g = kvStore_Get(&e, s->kv, key);
@@ -169,6 +172,7 @@ static void op_close(tsync__rstore *b)
     jsCtx_Destroy(s->js);
     natsConnection_Destroy(s->nc);
     free(s->ids);
+    pthread_mutex_destroy(&s->pub.mu);
     free(s);
 }
 
@@ -198,6 +202,10 @@ int tsync__rstore_nats_open(tsync__rstore **out, const char *url, int create)
                           url ? url : "(null)");
     tsync__nx *s = calloc(1, sizeof *s);
     if (!s) return tsync__err(TSYNC_ENOMEM, "relay store: out of memory");
+    if (pthread_mutex_init(&s->pub.mu, NULL) != 0) {
+        free(s);
+        return tsync__err(TSYNC_ENOMEM, "relay store: cannot create a mutex");
+    }
     s->base.ops = &OPS;
     s->base.feed = &s->feed;
     s->feed.watch = tsync__nats_feed_watch;
@@ -230,6 +238,8 @@ int tsync__rstore_nats_open(tsync__rstore **out, const char *url, int create)
         jsOptions jo;
         jsOptions_Init(&jo);
         jo.Wait = 10000; /* a leader election after a node is lost takes a few seconds */
+        jo.PublishAsync.AckHandler = tsync__nats_on_ack;
+        jo.PublishAsync.AckHandlerClosure = s;
         st = natsConnection_JetStream(&s->js, s->nc, &jo);
     }
     int rc = st == NATS_OK ? 0 : tsync__nats_err(s, "connect", st);

@@ -70,6 +70,153 @@ static void env_subject(char *out, int64_t id, const tsync__renv *e)
              e->first_seq, e->last_seq);
 }
 
+static int idx_first_cmp(const void *a, const void *b)
+{
+    const idx *x = a, *y = b;
+    return x->first < y->first ? -1 : x->first > y->first;
+}
+
+/* Marks in isnew the envelopes of envs that the stream does not hold yet (and that an earlier
+ * envelope of the same put does not repeat), adding their bytes to res. One subject lookup per
+ * origin: the exact subject's when the put has one envelope of that origin, else the origin's
+ * whole list. */
+static int find_new(tsync__nx *s, int64_t shop, const tsync__renv *envs, uint32_t n, uint8_t *isnew,
+                    tsync__nats_reserve_ctx *res)
+{
+    uint8_t *done = calloc(n ? n : 1, 1);
+    if (!done) return tsync__err(TSYNC_ENOMEM, "relay store: out of memory");
+    int rc = 0;
+    for (uint32_t i = 0; !rc && i < n; i++) {
+        if (done[i]) continue;
+        const uint8_t *origin = envs[i].origin;
+        uint32_t same = 0;
+        for (uint32_t j = i; j < n; j++) same += !memcmp(envs[j].origin, origin, TSYNC__SITE_BYTES);
+        char oh[TSYNC__NATS_OHEX + 1], filter[TSYNC__NATS_SUBJ];
+        tsync__nats_hex(oh, origin, TSYNC__SITE_BYTES);
+        if (same == 1)
+            snprintf(filter, sizeof filter, "tsync.%" PRId64 ".e.%s.%" PRIu64 ".*", shop, oh,
+                     envs[i].first_seq);
+        else
+            snprintf(filter, sizeof filter, "tsync.%" PRId64 ".e.%s.*.*", shop, oh);
+        idx_list l = {0};
+        rc = tsync__nats_subjects(s, shop, filter, idx_add, &l);
+        if (!rc && l.n) qsort(l.v, l.n, sizeof *l.v, idx_first_cmp);
+        for (uint32_t j = i; !rc && j < n; j++) {
+            const tsync__renv *e = &envs[j];
+            if (memcmp(e->origin, origin, TSYNC__SITE_BYTES) != 0) continue;
+            done[j] = 1;
+            int seen = 0;
+            for (uint32_t k = i; k < j && !seen; k++)
+                seen = isnew[k] && envs[k].first_seq == e->first_seq &&
+                       !memcmp(envs[k].origin, e->origin, TSYNC__SITE_BYTES);
+            idx key = {.first = e->first_seq};
+            if (!seen && l.n) seen = bsearch(&key, l.v, l.n, sizeof *l.v, idx_first_cmp) != NULL;
+            if (!seen) {
+                isnew[j] = 1;
+                res->bytes += (int64_t)e->len;
+                res->envelopes++;
+            }
+        }
+        free(l.v);
+    }
+    free(done);
+    return rc;
+}
+
+enum { PUB_WAIT = 0, PUB_STORED, PUB_DUP, PUB_FAILED };
+
+void tsync__nats_on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    (void)pae;
+    tsync__nx *s = closure;
+    pthread_mutex_lock(&s->pub.mu);
+    for (uint32_t i = 0; i < s->pub.n; i++)
+        if (s->pub.msgs[i] == m) {
+            s->pub.msgs[i] = NULL;
+            s->pub.state[i] = !pa ? PUB_FAILED : pa->Duplicate ? PUB_DUP : PUB_STORED;
+            break;
+        }
+    pthread_mutex_unlock(&s->pub.mu);
+    natsMsg_Destroy(m);
+}
+
+/* Publishes the new envelopes of a put together and waits once for JetStream's acks: state[i]
+ * says what became of envelope i (PUB_WAIT: no answer). A lone envelope goes by js_PublishMsg:
+ * its ack comes back on the connection's reply path, without the hop through the async
+ * publish's own delivery thread. */
+static void publish_all(tsync__nx *s, int64_t shop, const tsync__renv *envs, uint32_t n,
+                        const uint8_t *isnew, natsMsg **msgs, int *state)
+{
+    uint32_t nnew = 0;
+    for (uint32_t i = 0; i < n; i++) nnew += isnew[i];
+    pthread_mutex_lock(&s->pub.mu);
+    s->pub.msgs = msgs;
+    s->pub.state = state;
+    s->pub.n = n;
+    pthread_mutex_unlock(&s->pub.mu);
+    int sent = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!isnew[i]) continue;
+        const tsync__renv *e = &envs[i];
+        char subj[TSYNC__NATS_SUBJ], msgid[TSYNC__NATS_OHEX + 24];
+        env_subject(subj, shop, e);
+        tsync__nats_hex(msgid, e->origin, TSYNC__SITE_BYTES);
+        snprintf(msgid + TSYNC__NATS_OHEX, sizeof msgid - TSYNC__NATS_OHEX, ".%" PRIu64,
+                 e->first_seq);
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MsgId = msgid;
+        natsMsg *m = NULL;
+        natsStatus st = natsMsg_Create(&m, subj, NULL, (const char *)e->bytes, (int)e->len);
+        if (st == NATS_OK) st = natsMsgHeader_Set(m, "Tsync-Relay", s->instance);
+        pthread_mutex_lock(&s->pub.mu);
+        msgs[i] = m;
+        pthread_mutex_unlock(&s->pub.mu);
+        natsMsg *owned = m;
+        if (st == NATS_OK && nnew == 1) {
+            jsPubAck *ack = NULL;
+            jsErrCode je = 0;
+            st = js_PublishMsg(&ack, s->js, m, &po, &je);
+            pthread_mutex_lock(&s->pub.mu);
+            msgs[i] = NULL;
+            state[i] = st != NATS_OK ? PUB_FAILED : ack->Duplicate ? PUB_DUP : PUB_STORED;
+            pthread_mutex_unlock(&s->pub.mu);
+            jsPubAck_Destroy(ack);
+            natsMsg_Destroy(m);
+            continue;
+        }
+        if (st == NATS_OK) st = js_PublishMsgAsync(s->js, &owned, &po);
+        if (st != NATS_OK) {
+            /* Not sent: still ours (the library takes the message only when it sends it). */
+            pthread_mutex_lock(&s->pub.mu);
+            msgs[i] = NULL;
+            state[i] = PUB_FAILED;
+            pthread_mutex_unlock(&s->pub.mu);
+            natsMsg_Destroy(owned);
+        } else {
+            sent++;
+        }
+    }
+    if (sent) {
+        jsPubOptions o;
+        jsPubOptions_Init(&o);
+        o.MaxWait = 10000; /* as the synchronous calls (a leader election takes a few seconds) */
+        if (js_PublishAsyncComplete(s->js, &o) != NATS_OK) {
+            /* No answer in time: take the messages back from nats.c (their acks, should they
+             * come, are ignored), then let an ack handler already running finish. */
+            natsMsgList l = {0};
+            if (js_PublishAsyncGetPendingList(&l, s->js) == NATS_OK) natsMsgList_Destroy(&l);
+            js_PublishAsyncComplete(s->js, &o);
+        }
+    }
+    pthread_mutex_lock(&s->pub.mu);
+    s->pub.msgs = NULL;
+    s->pub.state = NULL;
+    s->pub.n = 0;
+    pthread_mutex_unlock(&s->pub.mu);
+}
+
 int tsync__nats_put(tsync__rstore *b, int64_t shop, uint64_t quota, const tsync__renv *envs,
                     uint32_t n, uint64_t *stored, uint64_t *dup)
 {
@@ -79,89 +226,50 @@ int tsync__nats_put(tsync__rstore *b, int64_t shop, uint64_t quota, const tsync_
     int rc = tsync__nats_admin_of(s, shop, a);
     if (rc) return rc;
     uint8_t *isnew = calloc(n ? n : 1, 1);
-    if (!isnew) return tsync__err(TSYNC_ENOMEM, "relay store: out of memory");
+    natsMsg **msgs = calloc(n ? n : 1, sizeof *msgs);
+    int *state = calloc(n ? n : 1, sizeof *state);
+    if (!isnew || !msgs || !state) rc = tsync__err(TSYNC_ENOMEM, "relay store: out of memory");
     tsync__nats_reserve_ctx res = {quota, 0, 0};
+    if (!rc) rc = find_new(s, shop, envs, n, isnew, &res);
+    if (!rc && res.bytes > 0) rc = tsync__nats_shop_update(s, a, tsync__nats_reserve_fn, &res);
+    if (!rc) publish_all(s, shop, envs, n, isnew, msgs, state);
+    /* What JetStream says is a duplicate (another relay stored it a moment ago) and what could
+     * not be published is given back. */
+    tsync__nats_reserve_ctx back = {quota, 0, 0};
+    char failed[TSYNC__NATS_SUBJ] = "";
     for (uint32_t i = 0; !rc && i < n; i++) {
         const tsync__renv *e = &envs[i];
-        int seen = 0;
-        for (uint32_t k = 0; k < i && !seen; k++)
-            seen = isnew[k] && envs[k].first_seq == e->first_seq &&
-                   !memcmp(envs[k].origin, e->origin, TSYNC__SITE_BYTES);
-        if (!seen) {
-            char oh[TSYNC__NATS_OHEX + 1], filter[TSYNC__NATS_SUBJ];
-            tsync__nats_hex(oh, e->origin, TSYNC__SITE_BYTES);
-            snprintf(filter, sizeof filter, "tsync.%" PRId64 ".e.%s.%" PRIu64 ".*", shop, oh,
-                     e->first_seq);
-            int have = 0;
-            rc = tsync__nats_subjects(s, shop, filter, tsync__nats_count_one, &have);
-            seen = have > 0;
-        }
-        if (!rc && !seen) {
-            isnew[i] = 1;
-            res.bytes += (int64_t)e->len;
-            res.envelopes++;
-        }
-    }
-    if (!rc && res.bytes > 0) rc = tsync__nats_shop_update(s, a, tsync__nats_reserve_fn, &res);
-    if (rc) {
-        free(isnew);
-        return rc;
-    }
-    /* Publish; what JetStream says is a duplicate (another relay stored it a moment ago) and what
-     * could not be published is given back. */
-    tsync__nats_reserve_ctx back = {quota, 0, 0};
-    for (uint32_t i = 0; i < n; i++) {
-        const tsync__renv *e = &envs[i];
-        if (!isnew[i]) {
+        if (!isnew[i] || state[i] == PUB_DUP) {
             (*dup)++;
-            continue;
-        }
-        if (rc) {
-            back.bytes -= (int64_t)e->len;
-            back.envelopes--;
-            continue;
-        }
-        char subj[TSYNC__NATS_SUBJ], msgid[TSYNC__NATS_OHEX + 24];
-        env_subject(subj, shop, e);
-        tsync__nats_hex(msgid, e->origin, TSYNC__SITE_BYTES);
-        snprintf(msgid + TSYNC__NATS_OHEX, sizeof msgid - TSYNC__NATS_OHEX, ".%" PRIu64,
-                 e->first_seq);
-        natsMsg *m = NULL;
-        jsPubAck *ack = NULL;
-        jsPubOptions po;
-        jsPubOptions_Init(&po);
-        po.MsgId = msgid;
-        jsErrCode je = 0;
-        natsStatus st = natsMsg_Create(&m, subj, NULL, (const char *)e->bytes, (int)e->len);
-        if (st == NATS_OK) st = natsMsgHeader_Set(m, "Tsync-Relay", s->instance);
-        if (st == NATS_OK) st = js_PublishMsg(&ack, s->js, m, &po, &je);
-        if (st == NATS_OK && ack->Duplicate) {
-            (*dup)++;
-            back.bytes -= (int64_t)e->len;
-            back.envelopes--;
-        } else if (st == NATS_OK) {
-            (*stored)++;
-        } else {
-            /* No answer is not "not stored" (the ack may be what was lost): ask. */
-            rc = tsync__nats_err(s, subj, st);
-            int have = 0;
-            if (tsync__nats_subjects(s, shop, subj, tsync__nats_count_one, &have) == 0 &&
-                have > 0) {
-                rc = 0;
-                (*stored)++;
-            } else {
+            if (isnew[i]) {
                 back.bytes -= (int64_t)e->len;
                 back.envelopes--;
             }
+            continue;
         }
-        jsPubAck_Destroy(ack);
-        natsMsg_Destroy(m);
+        if (state[i] == PUB_STORED) {
+            (*stored)++;
+            continue;
+        }
+        /* No answer is not "not stored" (the ack may be what was lost): ask. */
+        char subj[TSYNC__NATS_SUBJ];
+        env_subject(subj, shop, e);
+        int have = 0;
+        if (tsync__nats_subjects(s, shop, subj, tsync__nats_count_one, &have) == 0 && have > 0) {
+            (*stored)++;
+        } else {
+            back.bytes -= (int64_t)e->len;
+            back.envelopes--;
+            if (!failed[0]) memcpy(failed, subj, sizeof failed);
+        }
     }
     free(isnew);
-    if (back.envelopes) {
-        int r2 = tsync__nats_shop_update(s, a, tsync__nats_reserve_fn, &back);
-        if (!rc) rc = r2;
-    }
+    free(msgs);
+    free(state);
+    if (!rc && back.envelopes) rc = tsync__nats_shop_update(s, a, tsync__nats_reserve_fn, &back);
+    if (!rc && failed[0])
+        rc = tsync__err(TSYNC_EIO, "relay store %s: %s: JetStream did not acknowledge it", s->url,
+                        failed);
     if (rc) *stored = 0;
     return rc;
 }

@@ -8,7 +8,9 @@
  *   (one message per envelope, its bytes as the payload, as given). The index fields are in the
  *   subject, so the stream's subject list (stream info with a subjects filter) is the index:
  *   ranges read it, get lists one origin's subjects and fetches each by subject, and the
- *   duplicate check asks whether tsync.<id>.e.<origin>.<first>.* holds a message. Two relays
+ *   duplicate check asks whether tsync.<id>.e.<origin>.<first>.* holds a message (one lookup per
+ *   origin of a put: that subject when the put has one envelope of the origin, else the
+ *   origin's list tsync.<id>.e.<origin>.*.*). Two relays
  *   storing the same envelope at the same moment both pass that check: the publish carries
  *   Nats-Msg-Id <origin>.<first>, and JetStream's duplicate window keeps one.
  * - Everything else lives in one KV bucket, tsync_relay: shop.<admin hex> (a JSON record: id,
@@ -16,9 +18,14 @@
  *   ids (the last id given), rev.<n>.<device hex> (a revocation record, the first kept),
  *   counters, and vb.<n>.<backup hex> (a committed backup). Every change of a shared value is a
  *   compare-and-set on the entry's revision, retried on a conflict, so two relays never lose
- *   each other's updates.
+ *   each other's updates. The record last read or written is kept with its revision, so the
+ *   reservation of a put (which follows the relay's read of the record) is one compare-and-set
+ *   when no one else wrote the record in between.
  * - Quota: put reserves the new bytes in the shop record (CAS, refused past the quota) before
- *   publishing, and gives back what turned out to be a duplicate or was not published. Unlike
+ *   publishing, and gives back what turned out to be a duplicate or was not published. The
+ *   envelopes of a put are published together (js_PublishMsgAsync) and put waits once for
+ *   all their acks (js_PublishAsyncComplete) before it returns, so the relay acknowledges only
+ *   what JetStream acknowledged; one without an answer is looked up by its subject. Unlike
  *   SQLite, a put that fails half way (JetStream unreachable) may leave some envelopes stored and
  *   counted; the till's retry finds them as duplicates.
  * - The vault: a chunk is stored in the shop's stream as 1..n parts, subjects
@@ -45,6 +52,7 @@
 #define TSYNC_STORE_RELAY_STORE_NATS_INT_H
 
 #include <nats/nats.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -85,6 +93,22 @@ typedef struct {
         int64_t last;
     } sets[64];
     uint32_t nsets;
+    uint64_t cas_rev; /* the revision the last successful tsync__nats_kv_cas wrote */
+    /* The shop record last read or written (shop, shop_update): shop_update's first
+     * compare-and-set tries it without reading the record again; a conflict re-reads. */
+    struct {
+        char admin[65];
+        uint64_t rev;
+        tsync__rshop o;
+    } shop_cache;
+    /* The envelopes of the put in progress (relay_store_nats_env.c): js_PublishMsgAsync's ack
+     * handler runs on a nats.c thread and marks msgs[i] (cleared) in state[i] under mu. */
+    struct {
+        pthread_mutex_t mu;
+        natsMsg **msgs;
+        int *state;
+        uint32_t n;
+    } pub;
 } tsync__nx;
 
 /* ---- relay_store_nats.c: errors, KV, streams */
@@ -146,6 +170,9 @@ int tsync__nats_stats(tsync__rstore *b, tsync__rstore_shop_fn fn, void *ctx,
                       int (*cfn)(void *ctx, const char *name, int64_t n));
 
 /* ---- relay_store_nats_env.c: envelopes and the feed */
+
+/* The jsCtx's async publish ack handler (closure: the tsync__nx). */
+void tsync__nats_on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *closure);
 
 int tsync__nats_put(tsync__rstore *b, int64_t shop, uint64_t quota, const tsync__renv *envs,
                     uint32_t n, uint64_t *stored, uint64_t *dup);

@@ -59,26 +59,46 @@ static char *shop_json(const tsync__rshop *o)
     return t;
 }
 
+static void shop_remember(tsync__nx *s, const char *admin, uint64_t rev, const tsync__rshop *o)
+{
+    snprintf(s->shop_cache.admin, sizeof s->shop_cache.admin, "%s", admin);
+    s->shop_cache.rev = rev;
+    s->shop_cache.o = *o;
+}
+
 int tsync__nats_shop_update(tsync__nx *s, const char *admin, tsync__nats_shop_fn fn, void *ctx)
 {
     char key[80];
     snprintf(key, sizeof key, "shop.%s", admin);
+    /* First try the record last seen here: the compare-and-set tells whether it is current. */
+    int cached = s->shop_cache.rev && !strcmp(s->shop_cache.admin, admin);
     for (int i = 0; i < TSYNC__NATS_CAS; i++) {
-        kvEntry *e;
-        int rc = tsync__nats_kv_get(s, key, &e);
-        if (rc)
-            return rc == TSYNC_ENOTFOUND ? tsync__err(rc, "relay store: no shop %.16s...", admin)
-                                         : rc;
         tsync__rshop o;
-        uint64_t rev = kvEntry_Revision(e);
-        rc = shop_parse(s, e, &o);
-        kvEntry_Destroy(e);
+        uint64_t rev;
+        int rc = 0;
+        if (cached) {
+            o = s->shop_cache.o;
+            rev = s->shop_cache.rev;
+            cached = 0;
+        } else {
+            kvEntry *e;
+            rc = tsync__nats_kv_get(s, key, &e);
+            if (rc)
+                return rc == TSYNC_ENOTFOUND
+                           ? tsync__err(rc, "relay store: no shop %.16s...", admin)
+                           : rc;
+            rev = kvEntry_Revision(e);
+            rc = shop_parse(s, e, &o);
+            kvEntry_Destroy(e);
+        }
         if (!rc) rc = fn(&o, ctx);
         if (rc) return rc == 1 ? 0 : rc;
         char *t = shop_json(&o);
         if (!t) return tsync__err(TSYNC_ENOMEM, "relay store: out of memory");
+        s->shop_cache.rev = 0;
         rc = tsync__nats_kv_cas(s, key, t, strlen(t), rev);
         free(t);
+        if (!rc) shop_remember(s, admin, s->cas_rev, &o);
         if (rc != 1) return rc;
     }
     return tsync__err(TSYNC_EIO, "relay store %s: shop %.16s...: too many concurrent updates",
@@ -127,6 +147,7 @@ int tsync__nats_shop(tsync__rstore *b, const uint8_t pk[TSYNC__PK_BYTES], tsync_
     int rc = tsync__nats_kv_get(s, key, &e);
     if (rc) return rc;
     rc = shop_parse(s, e, out);
+    if (!rc) shop_remember(s, a, kvEntry_Revision(e), out);
     kvEntry_Destroy(e);
     return rc;
 }

@@ -541,6 +541,20 @@ int64_t ru_store_rules(tsync__rstore *st, tsync__rstore *st2, const uint8_t pk[3
     g = (got_out){.stop_after = 1};
     cr_assert_eq(st2->ops->get(st2, shop.id, o1, 1, got, &g), 0);
     cr_assert_eq(g.n, 1);
+    /* One put of old and new envelopes of two origins, one of them twice: the new ones are
+     * stored and counted once, through the client whose last view of the shop record is stale
+     * (the other wrote it since). */
+    tsync__renv mix[5] = {env(1, 20, 20, b, 50), env(1, 1, 2, b, 100), env(3, 1, 1, b, 30),
+                          env(1, 20, 20, b, 50), env(1, 8, 9, b, 100)};
+    cr_assert_eq(st->ops->put(st, shop.id, 1000, mix, 5, &stored, &dup), 0);
+    cr_assert(stored == 2 && dup == 3, "stored %llu dup %llu", (unsigned long long)stored,
+              (unsigned long long)dup);
+    cr_assert_eq(st2->ops->shop(st2, pk, &shop), 0);
+    cr_assert(shop.bytes == 580 && shop.envelopes == 7, "bytes %llu envelopes %llu",
+              (unsigned long long)shop.bytes, (unsigned long long)shop.envelopes);
+    g = (got_out){0};
+    cr_assert_eq(st->ops->get(st, shop.id, o1, 10, got, &g), 0);
+    cr_assert(g.n == 1 && g.first[0] == 20);
     uint8_t dev[32];
     memset(dev, 9, 32);
     cr_assert_eq(st->ops->revoked(st, shop.id, dev), 0);
