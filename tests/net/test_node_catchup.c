@@ -24,7 +24,7 @@ TestSuite(node_catchup, .fini = nu_fini, .timeout = 170);
 static void make_nodes(nu_node *t, int k, const char *dir)
 {
     for (int i = 0; i < k; i++) {
-        char db[NU_PATH], name[8];
+        char db[NU_PATH], name[16];
         snprintf(name, sizeof name, "t%d", i);
         snprintf(db, sizeof db, "%s/%s.db", dir, name);
         nu_make_db(db);
